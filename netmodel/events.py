@@ -1,0 +1,114 @@
+"""Events: facts that happened, named in the past tense. The only way the model changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netmodel.ids import NodeId, PortNo, SwitchId, WorkloadId
+from netmodel.types import Attachment, LinkId, Port, Workload
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchConnected:
+    switch: SwitchId
+    ports: tuple[Port, ...]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchDisconnected:
+    """The OpenFlow session ended; every link of the switch goes down with it."""
+
+    switch: SwitchId
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PortStatusChanged:
+    """A port was added or changed; a port going down takes its links down at once."""
+
+    switch: SwitchId
+    port: Port
+
+
+@dataclass(frozen=True, slots=True)
+class PortDeleted:
+    switch: SwitchId
+    port: PortNo
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDiscovered:
+    """An LLDP probe crossed this link direction."""
+
+    link: LinkId
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDown:
+    """The cable is down: both directions."""
+
+    link: LinkId
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUp:
+    link: LinkId
+
+
+@dataclass(frozen=True, slots=True)
+class LinkLatencyMeasured:
+    """A batch of smoothed one-way latencies, one per link direction."""
+
+    latencies_us: tuple[tuple[LinkId, int], ...]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class HostLearned:
+    """A host was seen sending from ``attachment`` (ARP or IP)."""
+
+    mac: str
+    ip: str
+    attachment: Attachment
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDown:
+    node: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class NodeUp:
+    node: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadPlaced:
+    """A workload was placed (or moved: same id, new node)."""
+
+    workload: Workload
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadRemoved:
+    workload: WorkloadId
+
+
+Event = (
+    SwitchConnected
+    | SwitchDisconnected
+    | PortStatusChanged
+    | PortDeleted
+    | LinkDiscovered
+    | LinkDown
+    | LinkUp
+    | LinkLatencyMeasured
+    | HostLearned
+    | NodeDown
+    | NodeUp
+    | WorkloadPlaced
+    | WorkloadRemoved
+)

@@ -1,0 +1,521 @@
+"""Reading a fabric file: YAML text in, ``FabricSpec`` out, or every problem with its line.
+
+Each problem reads ``FILE:LINE: path.to.field: message``. Any bytes give problems, never a
+traceback: the file is parsed with PyYAML's composer (which keeps line numbers) and each value is
+checked against a small schema before anything is built.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from netmodel.fabric import CableSpec, FabricSpec, HostSpec, NodeSpec, SwitchSpec
+from netmodel.ids import HostId, NodeId, PortNo, ServiceName, SiteId, SwitchId
+from netmodel.types import Resources, Service, Site, Tier
+
+MAX_NODES = 200_000  # YAML aliases can make a small file expand enormously: stop early.
+MAX_PORT = 0xFFFFFF00  # OpenFlow 1.3 OFPP_MAX
+MAX_DPID = (1 << 64) - 1
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+TOP_LEVEL_KEYS = ("name", "subnet", "sites", "switches", "links", "nodes", "hosts", "services")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Problem:
+    line: int
+    path: str
+    message: str
+
+    def format(self, filename: str) -> str:
+        return f"{filename}:{self.line}: {self.path}: {self.message}"
+
+
+class FabricFileError(ValueError):
+    def __init__(self, filename: str, problems: list[Problem]) -> None:
+        self.filename = filename
+        self.problems = sorted(problems)
+        super().__init__("\n".join(p.format(filename) for p in self.problems))
+
+
+# -- YAML with line numbers ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Located:
+    """A YAML value with the (1-based) line it starts on."""
+
+    value: Any
+    line: int
+
+
+@dataclass(slots=True)
+class _Budget:
+    left: int = MAX_NODES
+
+
+class _TooBig(Exception):
+    pass
+
+
+_scalars = yaml.constructor.SafeConstructor()
+
+
+def _to_located(node: yaml.Node, path: str, problems: list[Problem], budget: _Budget) -> Located:
+    budget.left -= 1
+    if budget.left < 0:
+        raise _TooBig
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        mapping: dict[str, Located] = {}
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.append(Problem(key_line, path or "<top>", "keys must be plain names"))
+                continue
+            key = str(key_node.value)
+            child = f"{path}.{key}" if path else key
+            if key in mapping:
+                problems.append(Problem(key_line, child, "duplicate key"))
+                continue
+            mapping[key] = _to_located(value_node, child, problems, budget)
+            mapping[key].line = key_line if isinstance(value_node, yaml.ScalarNode) else mapping[key].line
+        return Located(mapping, line)
+    if isinstance(node, yaml.SequenceNode):
+        items = [_to_located(item, f"{path}[{i}]", problems, budget) for i, item in enumerate(node.value)]
+        return Located(items, line)
+    try:
+        value = _scalars.construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+        value = str(node.value)  # e.g. an unparsable timestamp: keep the text, the schema will object
+    return Located(value, line)
+
+
+def read_yaml(text: str) -> tuple[Located | None, list[Problem]]:
+    problems: list[Problem] = []
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        return None, [Problem(line, "<file>", f"not valid YAML: {exc.problem or exc.context}")]
+    except yaml.YAMLError as exc:
+        return None, [Problem(1, "<file>", f"not valid YAML: {exc}")]
+    except RecursionError:
+        return None, [Problem(1, "<file>", "not valid YAML: nested too deeply")]
+    if node is None:
+        return None, [Problem(1, "<file>", "empty file: expected a mapping with sites, switches, links, ...")]
+    try:
+        return _to_located(node, "", problems, _Budget()), problems
+    except _TooBig:
+        return None, [Problem(1, "<file>", f"too large: more than {MAX_NODES} YAML values (alias bomb?)")]
+    except RecursionError:
+        return None, [Problem(1, "<file>", "nested too deeply")]
+
+
+# -- schema checks ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Checker:
+    problems: list[Problem] = field(default_factory=list)
+
+    def error(self, located: Located, path: str, message: str) -> None:
+        self.problems.append(Problem(located.line, path, message))
+
+    def mapping(self, located: Located, path: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> bool:
+        if not isinstance(located.value, dict):
+            self.error(located, path, f"expected a mapping with keys {', '.join(required)}")
+            return False
+        for key, value in located.value.items():
+            if key not in allowed:
+                self.error(value, f"{path}.{key}", f"unknown key (allowed: {', '.join(allowed)})")
+        ok = True
+        for key in required:
+            if key not in located.value:
+                self.error(located, f"{path}.{key}", "missing required key")
+                ok = False
+        return ok
+
+    def items(self, top: dict[str, Located], key: str) -> Iterator[tuple[str, Located]]:
+        section = top.get(key)
+        if section is None or section.value is None:
+            return
+        if not isinstance(section.value, list):
+            self.error(section, key, "expected a list")
+            return
+        for i, item in enumerate(section.value):
+            yield f"{key}[{i}]", item
+
+    def name(self, entry: dict[str, Located], key: str, path: str) -> str | None:
+        located = entry.get(key)
+        if located is None:
+            return None
+        value = located.value
+        if not isinstance(value, str) or not NAME_RE.match(value):
+            self.error(
+                located,
+                f"{path}.{key}",
+                f"expected a name (a letter, then letters, digits, '-' or '_'), got {value!r}",
+            )
+            return None
+        return value
+
+    def number(
+        self,
+        entry: dict[str, Located],
+        key: str,
+        path: str,
+        *,
+        minimum: float,
+        exclusive: bool = False,
+        integer: bool = False,
+        maximum: float | None = None,
+    ) -> float | None:
+        located = entry.get(key)
+        if located is None:
+            return None
+        value = located.value
+        kind = "an integer" if integer else "a number"
+        if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+            self.error(located, f"{path}.{key}", f"expected {kind}, got {value!r}")
+            return None
+        if value != value or value in (float("inf"), float("-inf")):
+            self.error(located, f"{path}.{key}", f"expected a finite number, got {value!r}")
+            return None
+        if value < minimum or (exclusive and value == minimum):
+            bound = f"greater than {minimum:g}" if exclusive else f">= {minimum:g}"
+            self.error(located, f"{path}.{key}", f"must be {bound}, got {value!r}")
+            return None
+        if maximum is not None and value > maximum:
+            self.error(located, f"{path}.{key}", f"must be <= {maximum:g}, got {value!r}")
+            return None
+        return value
+
+    def ref(self, entry: dict[str, Located], key: str, path: str, known: dict[str, Any], what: str) -> str | None:
+        located = entry.get(key)
+        if located is None:
+            return None
+        if not isinstance(located.value, str) or located.value not in known:
+            self.error(located, f"{path}.{key}", f"unknown {what} {located.value!r}")
+            return None
+        return str(located.value)
+
+    def unique(self, seen: dict[str, str], value: str | None, located: Located, path: str, what: str) -> None:
+        if value is None:
+            return
+        if value in seen:
+            self.error(located, path, f"duplicate {what} {value!r} (first at {seen[value]})")
+        else:
+            seen[value] = path
+
+
+def _dpid(checker: _Checker, located: Located, path: str) -> int | None:
+    value = located.value
+    if isinstance(value, str):
+        text = value.replace(":", "")
+        text = text[2:] if text.lower().startswith("0x") else text
+        try:
+            value = int(text, 16)
+        except ValueError:
+            checker.error(located, path, f"expected a datapath id (integer or hex string), got {located.value!r}")
+            return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DPID:
+        checker.error(located, path, f"expected a datapath id between 1 and 2^64-1, got {located.value!r}")
+        return None
+    return value
+
+
+def _ip(checker: _Checker, entry: dict[str, Located], path: str, network: ipaddress.IPv4Network) -> str | None:
+    located = entry.get("ip")
+    if located is None:
+        return None
+    try:
+        address = ipaddress.IPv4Address(str(located.value))
+    except ValueError:
+        checker.error(located, f"{path}.ip", f"expected an IPv4 address, got {located.value!r}")
+        return None
+    if address not in network:
+        checker.error(located, f"{path}.ip", f"{address} is outside the fabric subnet {network}")
+        return None
+    return str(address)
+
+
+def _mac(checker: _Checker, entry: dict[str, Located], path: str) -> str:
+    located = entry.get("mac")
+    if located is None:
+        return ""
+    if not isinstance(located.value, str) or not MAC_RE.match(located.value):
+        checker.error(located, f"{path}.mac", f"expected a MAC address like 02:00:00:00:00:01, got {located.value!r}")
+        return ""
+    return located.value.lower()
+
+
+def _names(checker: _Checker, entry: dict[str, Located], key: str, path: str) -> list[tuple[str, Located]]:
+    located = entry.get(key)
+    if located is None or located.value is None:
+        return []
+    if not isinstance(located.value, list):
+        checker.error(located, f"{path}.{key}", "expected a list of names")
+        return []
+    out = []
+    for i, item in enumerate(located.value):
+        if not isinstance(item.value, str):
+            checker.error(item, f"{path}.{key}[{i}]", f"expected a name, got {item.value!r}")
+        else:
+            out.append((item.value, item))
+    return out
+
+
+class _Ports:
+    """Port numbers per switch: explicit ones are reserved first, the rest assigned in file order."""
+
+    def __init__(self, checker: _Checker) -> None:
+        self.checker = checker
+        self.used: dict[str, dict[int, str]] = {}
+
+    def reserve(self, switch: str | None, port: float | None, located: Located | None, path: str) -> None:
+        if switch is None or port is None or located is None:
+            return
+        owners = self.used.setdefault(switch, {})
+        if int(port) in owners:
+            self.checker.error(located, path, f"port {int(port)} of {switch} is already used by {owners[int(port)]}")
+        else:
+            owners[int(port)] = path
+
+    def assign(self, switch: str, port: float | None, owner: str) -> PortNo:
+        if port is not None:
+            return PortNo(int(port))
+        owners = self.used.setdefault(switch, {})
+        number = 1
+        while number in owners:
+            number += 1
+        owners[number] = owner
+        return PortNo(number)
+
+
+def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:  # noqa: C901 - one pass, one schema
+    c = _Checker()
+    if not isinstance(top.value, dict):
+        c.error(top, "<top>", "expected a mapping with sites, switches, links, nodes, hosts, services")
+        return None, c.problems
+    root: dict[str, Located] = top.value
+    for key, value in root.items():
+        if key not in TOP_LEVEL_KEYS:
+            c.error(value, key, f"unknown top-level key (allowed: {', '.join(TOP_LEVEL_KEYS)})")
+
+    fabric_name = "fabric"
+    if "name" in root:
+        fabric_name = c.name(root, "name", "") or fabric_name
+    network = ipaddress.IPv4Network("10.0.0.0/16")
+    if "subnet" in root:
+        try:
+            network = ipaddress.IPv4Network(str(root["subnet"].value))
+        except ValueError:
+            c.error(root["subnet"], "subnet", f"expected an IPv4 network like 10.0.0.0/16, got {root['subnet'].value!r}")
+
+    ids: dict[str, str] = {}  # switches, hosts and nodes share one namespace (Mininet names)
+
+    sites: dict[str, Site] = {}
+    site_ids: dict[str, str] = {}  # every declared id, valid or not, so one bad field does not cascade
+    for path, item in c.items(root, "sites"):
+        if not c.mapping(item, path, ("id", "tier", "region", "zone"), ("id", "tier", "region")):
+            continue
+        e = item.value
+        site_id = c.name(e, "id", path)
+        if site_id in site_ids:
+            c.error(e["id"], f"{path}.id", f"duplicate site id {site_id!r} (first at {site_ids[site_id]})")
+            site_id = None
+        elif site_id:
+            site_ids[site_id] = path
+        tier_value = e["tier"].value
+        tier = Tier(tier_value) if tier_value in {t.value for t in Tier} else None
+        if tier is None:
+            c.error(e["tier"], f"{path}.tier", f"unknown tier {tier_value!r} (one of edge, metro, cloud)")
+        region = e["region"].value
+        if not isinstance(region, str) or not region:
+            c.error(e["region"], f"{path}.region", f"expected a region name, got {region!r}")
+            region = None
+        zone = e["zone"].value if "zone" in e else ""
+        if not isinstance(zone, str):
+            c.error(e["zone"], f"{path}.zone", f"expected a zone name, got {zone!r}")
+            zone = ""
+        if site_id and tier and region:
+            sites[site_id] = Site(SiteId(site_id), tier, region, zone)
+
+    switches: dict[str, tuple[int, str]] = {}
+    switch_names: dict[str, str] = {}
+    dpids: dict[str, str] = {}
+    for path, item in c.items(root, "switches"):
+        if not c.mapping(item, path, ("id", "dpid", "site"), ("id", "dpid", "site")):
+            continue
+        e = item.value
+        name = c.name(e, "id", path)
+        c.unique(ids, name, e["id"], f"{path}.id", "id")
+        if name:
+            switch_names.setdefault(name, path)
+        dpid = _dpid(c, e["dpid"], f"{path}.dpid")
+        if dpid is not None:
+            c.unique(dpids, f"{dpid:016x}", e["dpid"], f"{path}.dpid", "dpid")
+        site = c.ref(e, "site", path, site_ids, "site")
+        if name and dpid is not None and site and name not in switches:
+            switches[name] = (dpid, site)
+
+    ports = _Ports(c)
+    raw_links = []
+    for path, item in c.items(root, "links"):
+        allowed = ("a", "b", "latency_ms", "bandwidth_mbps", "a_port", "b_port")
+        if not c.mapping(item, path, allowed, ("a", "b", "latency_ms", "bandwidth_mbps")):
+            continue
+        e = item.value
+        a = c.ref(e, "a", path, switch_names, "switch")
+        b = c.ref(e, "b", path, switch_names, "switch")
+        if a is not None and a == b:
+            c.error(e["b"], f"{path}.b", f"a link must join two different switches, both ends are {a!r}")
+        latency = c.number(e, "latency_ms", path, minimum=0)
+        bandwidth = c.number(e, "bandwidth_mbps", path, minimum=0, exclusive=True)
+        a_port = c.number(e, "a_port", path, minimum=1, integer=True, maximum=MAX_PORT)
+        b_port = c.number(e, "b_port", path, minimum=1, integer=True, maximum=MAX_PORT)
+        ports.reserve(a, a_port, e.get("a_port"), f"{path}.a_port")
+        ports.reserve(b, b_port, e.get("b_port"), f"{path}.b_port")
+        raw_links.append((path, a, b, latency, bandwidth, a_port, b_port))
+
+    raw_hosts = []
+    ips: dict[str, str] = {}
+    for path, item in c.items(root, "hosts"):
+        if not c.mapping(item, path, ("id", "switch", "ip", "mac", "port"), ("id", "switch", "ip")):
+            continue
+        e = item.value
+        name = c.name(e, "id", path)
+        c.unique(ids, name, e["id"], f"{path}.id", "id")
+        switch = c.ref(e, "switch", path, switch_names, "switch")
+        ip = _ip(c, e, path, network)
+        c.unique(ips, ip, e["ip"], f"{path}.ip", "ip")
+        port = c.number(e, "port", path, minimum=1, integer=True, maximum=MAX_PORT)
+        ports.reserve(switch, port, e.get("port"), f"{path}.port")
+        raw_hosts.append((path, name, switch, ip, _mac(c, e, path), port))
+
+    raw_nodes = []
+    for path, item in c.items(root, "nodes"):
+        allowed = ("id", "site", "switch", "cpu_millis", "memory_mib", "ip", "mac", "port")
+        if not c.mapping(item, path, allowed, ("id", "site", "switch", "cpu_millis", "memory_mib")):
+            continue
+        e = item.value
+        name = c.name(e, "id", path)
+        c.unique(ids, name, e["id"], f"{path}.id", "id")
+        site = c.ref(e, "site", path, site_ids, "site")
+        switch = c.ref(e, "switch", path, switch_names, "switch")
+        cpu = c.number(e, "cpu_millis", path, minimum=0, exclusive=True, integer=True)
+        memory = c.number(e, "memory_mib", path, minimum=0, exclusive=True, integer=True)
+        ip = _ip(c, e, path, network)
+        if "ip" in e:
+            c.unique(ips, ip, e["ip"], f"{path}.ip", "ip")
+        port = c.number(e, "port", path, minimum=1, integer=True, maximum=MAX_PORT)
+        ports.reserve(switch, port, e.get("port"), f"{path}.port")
+        raw_nodes.append((path, name, site, switch, cpu, memory, ip, _mac(c, e, path), port, "ip" in e))
+
+    host_ids = {r[1] for r in raw_hosts if r[1]}
+    service_names: dict[str, str] = {}
+    raw_services = []
+    for path, item in c.items(root, "services"):
+        allowed = ("name", "port", "replicas", "cpu_millis", "memory_mib", "max_latency_ms", "near", "calls")
+        if not c.mapping(item, path, allowed, ("name", "port", "replicas", "cpu_millis", "memory_mib")):
+            continue
+        e = item.value
+        name = c.name(e, "name", path)
+        c.unique(service_names, name, e["name"], f"{path}.name", "service")
+        port = c.number(e, "port", path, minimum=1, integer=True, maximum=65535)
+        replicas = c.number(e, "replicas", path, minimum=0, integer=True, maximum=10_000)
+        cpu = c.number(e, "cpu_millis", path, minimum=0, exclusive=True, integer=True)
+        memory = c.number(e, "memory_mib", path, minimum=0, exclusive=True, integer=True)
+        max_latency = c.number(e, "max_latency_ms", path, minimum=0, exclusive=True)
+        near = []
+        for i, (host, located) in enumerate(_names(c, e, "near", path)):
+            if host not in host_ids:
+                c.error(located, f"{path}.near[{i}]", f"unknown host {host!r}")
+            else:
+                near.append(HostId(host))
+        calls = _names(c, e, "calls", path)
+        raw_services.append((path, name, port, replicas, cpu, memory, max_latency, tuple(near), calls))
+    for path, _name, *_, calls in raw_services:
+        for i, (callee, located) in enumerate(calls):
+            if callee not in service_names:
+                c.error(located, f"{path}.calls[{i}]", f"unknown service {callee!r}")
+
+    if c.problems:
+        return None, c.problems
+
+    # Everything checked: resolve ports and addresses deterministically, in file order.
+    cables = tuple(
+        CableSpec(a, ports.assign(a, ap, path), b, ports.assign(b, bp, path), float(lat), float(bw))
+        for path, a, b, lat, bw, ap, bp in raw_links
+    )
+    hosts = tuple(
+        HostSpec(HostId(name), sw, ports.assign(sw, port, path), ip, mac)
+        for path, name, sw, ip, mac, port in raw_hosts
+    )
+    free_ips = (str(a) for a in reversed(list(network.hosts())) if str(a) not in ips)
+    nodes = tuple(
+        NodeSpec(
+            NodeId(name),
+            SiteId(site),
+            sw,
+            ports.assign(sw, port, path),
+            ip if has_ip else next(free_ips),
+            mac,
+            int(cpu),
+            int(memory),
+        )
+        for path, name, site, sw, cpu, memory, ip, mac, port, has_ip in raw_nodes
+    )
+    services = tuple(
+        Service(
+            name=ServiceName(name),
+            port=int(port),
+            replicas=int(replicas),
+            resources=Resources(int(cpu), int(memory)),
+            max_latency_ms=None if max_latency is None else float(max_latency),
+            near=near,
+            calls=tuple(ServiceName(callee) for callee, _ in calls),
+        )
+        for _path, name, port, replicas, cpu, memory, max_latency, near, calls in raw_services
+    )
+    spec = FabricSpec(
+        name=fabric_name,
+        prefix_len=network.prefixlen,
+        sites=tuple(sites.values()),
+        switches=tuple(SwitchSpec(name, SwitchId(dpid), SiteId(site)) for name, (dpid, site) in switches.items()),
+        cables=cables,
+        hosts=hosts,
+        nodes=nodes,
+        services=services,
+    )
+    return spec, []
+
+
+def parse_fabric(data: bytes | str, filename: str = "<fabric>") -> FabricSpec:
+    """Parse and check a fabric file's contents; raise ``FabricFileError`` listing every problem."""
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise FabricFileError(filename, [Problem(line, "<file>", "not UTF-8 text")]) from None
+    else:
+        text = data
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise FabricFileError(filename, [Problem(line, "<file>", "not valid YAML: contains a NUL byte")])
+    located, problems = read_yaml(text)
+    if located is not None:
+        spec, more = _check(located)
+        problems += more
+        if spec is not None and not problems:
+            return spec
+    raise FabricFileError(filename, problems or [Problem(1, "<file>", "not a fabric file")])

@@ -1,0 +1,242 @@
+"""``FabricState``: the one immutable model every part of edgectl reads.
+
+``state.apply(event)`` returns the next state with ``generation + 1``, or the same object when the
+event changes nothing (so ``generation`` counts real changes and level-triggered readers skip
+no-ops). An event that contradicts the model raises ``EventRejected`` and the state stays as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from netmodel import events as ev
+from netmodel.ids import HostId, NodeId, ServiceName, SiteId, SwitchId, WorkloadId, format_dpid
+from netmodel.topology import Topology
+from netmodel.types import (
+    DEFAULT_CAPACITY_MBPS,
+    ComputeNode,
+    Host,
+    LinkAttrs,
+    Port,
+    Service,
+    Site,
+    Switch,
+    Workload,
+    frozen_map,
+)
+
+
+class EventRejected(ValueError):
+    """The event names something the model does not know, or breaks an invariant."""
+
+
+@dataclass(frozen=True, slots=True)
+class FabricState:
+    topology: Topology = field(default_factory=Topology)
+    sites: Mapping[SiteId, Site] = field(default_factory=frozen_map)
+    hosts: Mapping[HostId, Host] = field(default_factory=frozen_map)
+    nodes: Mapping[NodeId, ComputeNode] = field(default_factory=frozen_map)
+    services: Mapping[ServiceName, Service] = field(default_factory=frozen_map)
+    workloads: Mapping[WorkloadId, Workload] = field(default_factory=frozen_map)
+    generation: int = 0
+
+    def apply(self, event: ev.Event) -> FabricState:
+        handler = _HANDLERS.get(type(event))
+        if handler is None:
+            raise EventRejected(f"unknown event type {type(event).__name__}")
+        new = handler(self, event)
+        if new is self:
+            return self
+        return replace(new, generation=self.generation + 1)
+
+    def _with(self, **changes: Any) -> FabricState:
+        return replace(self, **changes)
+
+    # Convenience reads used by several packages.
+    def switch_by_name(self, name: str) -> Switch | None:
+        for switch in self.topology.switches.values():
+            if switch.name == name:
+                return switch
+        return None
+
+    def workloads_on(self, node: NodeId) -> list[Workload]:
+        return [w for w in self.workloads.values() if w.node == node]
+
+
+# -- transitions ------------------------------------------------------------------------------------
+
+
+def _switch_connected(state: FabricState, event: ev.SwitchConnected) -> FabricState:
+    topo = state.topology
+    known = topo.switches.get(event.switch)
+    ports = frozen_map({p.no: p for p in event.ports})
+    if known is None:
+        # A switch the fabric file does not name: shown, flagged undeclared.
+        known = Switch(id=event.switch, name=f"dpid:{format_dpid(event.switch)}", declared=False)
+    switch = replace(known, connected=True, ports=ports, connected_at=event.at)
+    return state._with(topology=topo.with_switch(switch))
+
+
+def _switch_disconnected(state: FabricState, event: ev.SwitchDisconnected) -> FabricState:
+    topo = state.topology
+    known = topo.switches.get(event.switch)
+    if known is None or not known.connected:
+        return state
+    topo = topo.with_switch(replace(known, connected=False))
+    topo = topo.updated_links(list(topo.links_of(event.switch)), up=False)
+    return state._with(topology=topo)
+
+
+def _port_status_changed(state: FabricState, event: ev.PortStatusChanged) -> FabricState:
+    topo = state.topology
+    switch = _require_switch(topo, event.switch)
+    old_port = switch.ports.get(event.port.no)
+    if old_port == event.port:
+        return state
+    topo = topo.with_switch(replace(switch, ports=frozen_map({**switch.ports, event.port.no: event.port})))
+    if not event.port.up:
+        topo = _cable_down(topo, topo.links_on_port(event.switch, event.port.no))
+    # A port coming up does not bring links up: LLDP (LinkDiscovered) proves a link works.
+    return state._with(topology=topo)
+
+
+def _port_deleted(state: FabricState, event: ev.PortDeleted) -> FabricState:
+    topo = state.topology
+    switch = _require_switch(topo, event.switch)
+    if event.port not in switch.ports:
+        return state
+    ports = {no: p for no, p in switch.ports.items() if no != event.port}
+    topo = topo.with_switch(replace(switch, ports=frozen_map(ports)))
+    topo = _cable_down(topo, topo.links_on_port(event.switch, event.port))
+    return state._with(topology=topo)
+
+
+def _link_discovered(state: FabricState, event: ev.LinkDiscovered) -> FabricState:
+    topo = state.topology
+    link = event.link
+    for end in (link.src, link.dst):
+        _require_switch(topo, end)
+    attrs = topo.links.get(link)
+    if attrs is None:
+        attrs = LinkAttrs(capacity_mbps=DEFAULT_CAPACITY_MBPS, declared=False, discovered=True)
+    elif attrs.discovered and attrs.up:
+        return state
+    else:
+        attrs = replace(attrs, discovered=True, up=True)
+    return state._with(topology=topo.with_link(link, attrs))
+
+
+def _link_down(state: FabricState, event: ev.LinkDown) -> FabricState:
+    topo = state.topology
+    _require_link(topo, event.link)
+    new = _cable_down(topo, [event.link])
+    return state if new is topo else state._with(topology=new)
+
+
+def _link_up(state: FabricState, event: ev.LinkUp) -> FabricState:
+    topo = state.topology
+    _require_link(topo, event.link)
+    both = [link for link in (event.link, event.link.reversed()) if link in topo.links]
+    new = topo.updated_links(both, up=True)
+    return state if new is topo else state._with(topology=new)
+
+
+def _link_latency_measured(state: FabricState, event: ev.LinkLatencyMeasured) -> FabricState:
+    topo = state.topology
+    changes: dict[Any, LinkAttrs] = {}
+    for link, latency_us in event.latencies_us:
+        attrs = _require_link(topo, link)
+        if latency_us < 0:
+            raise EventRejected(f"negative latency {latency_us} us for {link}")
+        if attrs.measured_latency_us != latency_us:
+            changes[link] = replace(attrs, measured_latency_us=latency_us, measured_at=event.at)
+    if not changes:
+        return state
+    return state._with(topology=topo.with_link_attrs(changes))
+
+
+def _host_learned(state: FabricState, event: ev.HostLearned) -> FabricState:
+    _require_switch(state.topology, event.attachment.switch)
+    mac = event.mac.lower()
+    match = next((h for h in state.hosts.values() if h.mac and h.mac.lower() == mac), None)
+    if match is None:
+        match = next((h for h in state.hosts.values() if h.ip == event.ip and not h.mac), None)
+    if match is None:
+        host = Host(id=HostId(mac), attachment=event.attachment, ip=event.ip, mac=mac, declared=False)
+    else:
+        host = replace(match, attachment=event.attachment, mac=mac, ip=event.ip or match.ip)
+        if host == match:
+            return state
+    return state._with(hosts=frozen_map({**state.hosts, host.id: host}))
+
+
+def _node_up_or_down(up: bool) -> Callable[[FabricState, Any], FabricState]:
+    def transition(state: FabricState, event: ev.NodeUp | ev.NodeDown) -> FabricState:
+        node = state.nodes.get(event.node)
+        if node is None:
+            raise EventRejected(f"unknown node {event.node!r}")
+        if node.up == up:
+            return state
+        return state._with(nodes=frozen_map({**state.nodes, node.id: replace(node, up=up)}))
+
+    return transition
+
+
+def _workload_placed(state: FabricState, event: ev.WorkloadPlaced) -> FabricState:
+    workload = event.workload
+    if workload.service not in state.services:
+        raise EventRejected(f"workload {workload.id!r}: unknown service {workload.service!r}")
+    if workload.node is not None and workload.node not in state.nodes:
+        raise EventRejected(f"workload {workload.id!r}: unknown node {workload.node!r}")
+    if state.workloads.get(workload.id) == workload:
+        return state
+    return state._with(workloads=frozen_map({**state.workloads, workload.id: workload}))
+
+
+def _workload_removed(state: FabricState, event: ev.WorkloadRemoved) -> FabricState:
+    if event.workload not in state.workloads:
+        return state
+    return state._with(workloads=frozen_map({k: w for k, w in state.workloads.items() if k != event.workload}))
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def _require_switch(topo: Topology, switch: SwitchId) -> Switch:
+    known = topo.switches.get(switch)
+    if known is None:
+        raise EventRejected(f"unknown switch {format_dpid(switch)}")
+    return known
+
+
+def _require_link(topo: Topology, link: Any) -> LinkAttrs:
+    attrs = topo.links.get(link)
+    if attrs is None:
+        raise EventRejected(f"unknown link {link}")
+    return attrs
+
+
+def _cable_down(topo: Topology, links: list[Any]) -> Topology:
+    both = {x for link in links for x in (link, link.reversed()) if x in topo.links}
+    return topo.updated_links(sorted(both), up=False)
+
+
+_HANDLERS: dict[type, Callable[[FabricState, Any], FabricState]] = {
+    ev.SwitchConnected: _switch_connected,
+    ev.SwitchDisconnected: _switch_disconnected,
+    ev.PortStatusChanged: _port_status_changed,
+    ev.PortDeleted: _port_deleted,
+    ev.LinkDiscovered: _link_discovered,
+    ev.LinkDown: _link_down,
+    ev.LinkUp: _link_up,
+    ev.LinkLatencyMeasured: _link_latency_measured,
+    ev.HostLearned: _host_learned,
+    ev.NodeDown: _node_up_or_down(False),
+    ev.NodeUp: _node_up_or_down(True),
+    ev.WorkloadPlaced: _workload_placed,
+    ev.WorkloadRemoved: _workload_removed,
+}
+
+__all__ = ["EventRejected", "FabricState", "Port"]

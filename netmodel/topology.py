@@ -1,0 +1,146 @@
+"""The fabric's switch graph: immutable, shared by every reader.
+
+Structure lives in a networkx ``MultiDiGraph`` (nodes are dpids, one edge per link direction keyed by
+its ``LinkId``); link attributes live beside it in a frozen map. A latency measurement therefore
+copies one small dict, not the graph; only a new link or switch copies the graph. Down links are
+hidden from algorithms by the weight callable (``None`` means "no edge"), never by copying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
+from typing import Any
+
+import networkx as nx
+
+from netmodel.ids import PortNo, SwitchId
+from netmodel.types import LinkAttrs, LinkId, Switch, frozen_map
+
+WeightFn = Callable[[SwitchId, SwitchId, Mapping[Any, Any]], float | None]
+
+
+class Topology:
+    """Switches and directed links. Every ``with_*`` method returns a new Topology."""
+
+    __slots__ = ("_graph", "links", "switches")
+
+    def __init__(
+        self,
+        switches: Mapping[SwitchId, Switch] | None = None,
+        links: Mapping[LinkId, LinkAttrs] | None = None,
+        _graph: nx.MultiDiGraph | None = None,
+    ) -> None:
+        self.switches: Mapping[SwitchId, Switch] = frozen_map(switches)
+        self.links: Mapping[LinkId, LinkAttrs] = frozen_map(links)
+        if _graph is None:
+            _graph = nx.MultiDiGraph()
+            _graph.add_nodes_from(self.switches)
+            for link in self.links:
+                _graph.add_edge(link.src, link.dst, key=link)
+            _graph = nx.freeze(_graph)
+        self._graph = _graph
+
+    # -- reading ---------------------------------------------------------------------------------
+    @property
+    def graph(self) -> nx.MultiDiGraph:
+        """The frozen structure graph; use ``latency_weight()`` to run algorithms on it."""
+        return self._graph
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Topology):
+            return NotImplemented
+        return self.switches == other.switches and self.links == other.links
+
+    def __hash__(self) -> int:  # pragma: no cover - identity is enough for caching
+        return id(self)
+
+    def __repr__(self) -> str:
+        return f"Topology({len(self.switches)} switches, {len(self.links)} links)"
+
+    def links_of(self, switch: SwitchId) -> Iterator[LinkId]:
+        """Every link direction that starts or ends at ``switch``."""
+        for _, _, link in self._graph.out_edges(switch, keys=True):
+            yield link
+        for _, _, link in self._graph.in_edges(switch, keys=True):
+            yield link
+
+    def links_on_port(self, switch: SwitchId, port: PortNo) -> list[LinkId]:
+        return [
+            link
+            for link in self.links_of(switch)
+            if (link.src == switch and link.src_port == port) or (link.dst == switch and link.dst_port == port)
+        ]
+
+    def is_usable(self, link: LinkId, *, require_discovered: bool = False) -> bool:
+        attrs = self.links[link]
+        if not attrs.up:
+            return False
+        return attrs.discovered or not require_discovered
+
+    def latency_weight(self, *, require_discovered: bool = False) -> WeightFn:
+        """A networkx weight callable: the lowest latency (us) among usable parallel links, else None.
+
+        ``require_discovered`` limits it to links the controller has seen (routing); without it,
+        declared links count until known down (placement before any switch connects).
+        """
+        links = self.links
+
+        def weight(u: SwitchId, v: SwitchId, keyed: Mapping[Any, Any]) -> float | None:
+            best: float | None = None
+            for link in keyed:
+                attrs = links[link]
+                if not attrs.up or (require_discovered and not attrs.discovered):
+                    continue
+                if best is None or attrs.latency_us < best:
+                    best = attrs.latency_us
+            return best
+
+        return weight
+
+    def best_link(self, u: SwitchId, v: SwitchId, *, require_discovered: bool = False) -> LinkId | None:
+        """The usable link u->v with the lowest latency (ties broken by port numbers)."""
+        candidates = [
+            link
+            for link in self._graph.get_edge_data(u, v, default={})
+            if self.is_usable(link, require_discovered=require_discovered)
+        ]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda link: (self.links[link].latency_us, link))
+
+    # -- changing (returns new topologies) ---------------------------------------------------------
+    def with_switch(self, switch: Switch) -> Topology:
+        if switch.id in self.switches:
+            return Topology({**self.switches, switch.id: switch}, self.links, _graph=self._graph)
+        graph = nx.MultiDiGraph(self._graph)
+        graph.add_node(switch.id)
+        return Topology({**self.switches, switch.id: switch}, self.links, _graph=nx.freeze(graph))
+
+    def with_link(self, link: LinkId, attrs: LinkAttrs) -> Topology:
+        """Add or replace one link direction. Both ends must be known switches."""
+        for end in (link.src, link.dst):
+            if end not in self.switches:
+                raise KeyError(f"link {link} names unknown switch {end}")
+        if link in self.links:
+            return Topology(self.switches, {**self.links, link: attrs}, _graph=self._graph)
+        graph = nx.MultiDiGraph(self._graph)
+        graph.add_edge(link.src, link.dst, key=link)
+        return Topology(self.switches, {**self.links, link: attrs}, _graph=nx.freeze(graph))
+
+    def with_link_attrs(self, changes: Mapping[LinkId, LinkAttrs]) -> Topology:
+        """Replace attributes of existing links in one copy (a batch of measurements)."""
+        unknown = [link for link in changes if link not in self.links]
+        if unknown:
+            raise KeyError(f"unknown links: {unknown}")
+        return Topology(self.switches, {**self.links, **changes}, _graph=self._graph)
+
+    def updated_links(self, links: Iterable[LinkId], **changes: Any) -> Topology:
+        """The same ``dataclasses.replace`` applied to several links; unchanged links are skipped."""
+        new: dict[LinkId, LinkAttrs] = {}
+        for link in links:
+            old = self.links[link]
+            updated = replace(old, **changes)
+            if updated != old:
+                new[link] = updated
+        return self.with_link_attrs(new) if new else self

@@ -1,0 +1,163 @@
+"""Value types of the shared model: frozen, hashable, cheap to share between threads."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TypeVar
+
+from netmodel.ids import HostId, NodeId, PortNo, ServiceName, SiteId, SpiffeId, SwitchId, WorkloadId
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def frozen_map(items: Mapping[K, V] | None = None) -> Mapping[K, V]:
+    """A read-only view over a private copy: the caller's dict can change, this never does."""
+    return MappingProxyType(dict(items or {}))
+
+
+class Tier(enum.StrEnum):
+    EDGE = "edge"
+    METRO = "metro"
+    CLOUD = "cloud"
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    id: SiteId
+    tier: Tier
+    region: str
+    zone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    no: PortNo
+    name: str = ""
+    hw_addr: str = ""
+    up: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    """A switch; ``declared`` if the fabric file names it, ``connected`` while its OpenFlow session lives."""
+
+    id: SwitchId
+    name: str
+    site: SiteId | None = None
+    declared: bool = True
+    connected: bool = False
+    ports: Mapping[PortNo, Port] = field(default_factory=frozen_map)
+    connected_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class LinkId:
+    """One direction of a link, port to port. A cable is two LinkIds."""
+
+    src: SwitchId
+    src_port: PortNo
+    dst: SwitchId
+    dst_port: PortNo
+
+    def reversed(self) -> LinkId:
+        return LinkId(self.dst, self.dst_port, self.src, self.src_port)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkAttrs:
+    """What the model knows of one link direction.
+
+    ``declared_latency_us`` comes from the fabric file and is the prior; ``measured_latency_us``
+    (when present) wins. ``up`` is False only when the link is known to be down.
+    """
+
+    capacity_mbps: float
+    declared_latency_us: int | None = None
+    measured_latency_us: int | None = None
+    measured_at: float | None = None
+    up: bool = True
+    declared: bool = True
+    discovered: bool = False
+
+    @property
+    def latency_us(self) -> int:
+        if self.measured_latency_us is not None:
+            return self.measured_latency_us
+        if self.declared_latency_us is not None:
+            return self.declared_latency_us
+        return DEFAULT_LATENCY_US
+
+
+DEFAULT_LATENCY_US = 1000
+"""Latency assumed for a discovered, undeclared, not yet measured link."""
+
+DEFAULT_CAPACITY_MBPS = 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """Where an endpoint plugs into the fabric."""
+
+    switch: SwitchId
+    port: PortNo
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    id: HostId
+    attachment: Attachment | None
+    ip: str
+    mac: str = ""
+    declared: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    cpu_millis: int
+    memory_mib: int
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(self.cpu_millis + other.cpu_millis, self.memory_mib + other.memory_mib)
+
+    def __sub__(self, other: Resources) -> Resources:
+        return Resources(self.cpu_millis - other.cpu_millis, self.memory_mib - other.memory_mib)
+
+    def fits_in(self, other: Resources) -> bool:
+        return self.cpu_millis <= other.cpu_millis and self.memory_mib <= other.memory_mib
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeNode:
+    id: NodeId
+    site: SiteId
+    attachment: Attachment
+    capacity: Resources
+    ip: str = ""
+    up: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: ServiceName
+    port: int
+    replicas: int
+    resources: Resources
+    max_latency_ms: float | None = None
+    near: tuple[HostId, ...] = ()
+    calls: tuple[ServiceName, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """One instance of a service; ``node`` is None until placed."""
+
+    id: WorkloadId
+    service: ServiceName
+    spiffe_id: SpiffeId
+    resources: Resources
+    node: NodeId | None = None
+    port: int = 0

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything edgectl needs on a fresh Debian bookworm machine, as root. Idempotent.
+#   system: Open vSwitch, Mininet, iproute2, ping, ethtool, tcpdump (started: ovs-vswitchd)
+#   python: a venv in .venv (Debian's python3, so Debian's Mininet package is importable) with
+#           `pip install -e .[dev]`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${EDGECTL_VENV:-.venv}
+PY=/usr/bin/python3
+
+need_apt=()
+for pkg in openvswitch-switch mininet iproute2 iputils-ping ethtool tcpdump python3-venv curl; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${need_apt[@]}"
+fi
+
+# OVS: the kernel datapath is absent here; bridges use datapath_type=netdev (userspace).
+if ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
+    /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random
+fi
+
+if [[ ! -x $VENV/bin/python ]]; then
+    "$PY" -m venv "$VENV"
+fi
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# Debian's Mininet lives in Debian's dist-packages; link only that package into the venv
+# (a --system-site-packages venv would also see Debian's older cryptography).
+ln -sfn /usr/lib/python3/dist-packages/mininet "$site/mininet"
+
+stamp=$VENV/.edgectl-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q -e '.[dev]'
+    touch "$stamp"
+fi
+echo "setup: ok ($("$VENV/bin/python" --version), $(ovs-vsctl --version | head -1))"
