@@ -300,7 +300,7 @@ class _Ports:
         return PortNo(number)
 
 
-def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:  # noqa: C901 - one pass, one schema
+def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
     c = _Checker()
     if not isinstance(top.value, dict):
         c.error(top, "<top>", "expected a mapping with sites, switches, links, nodes, hosts, services")

@@ -1,0 +1,108 @@
+"""The event bus: one writer thread owns the model.
+
+Anyone may ``publish`` an event from any thread (it only enqueues). The writer applies events in
+order, swaps in the new immutable ``FabricState`` and calls each subscriber with (event, new_state).
+Readers call ``state`` and get a snapshot that never changes under them. Subscribers run on the
+writer thread: they must hand work off, not do it (a slow subscriber delays every later event).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from netmodel.events import Event
+from netmodel.state import EventRejected, FabricState
+
+LOG = logging.getLogger("edgectl.bus")
+
+Subscriber = Callable[[Event, FabricState], None]
+Observer = Callable[[Event, str], None]  # (event, outcome) for metrics: applied | unchanged | rejected
+
+_STOP = object()
+
+
+class EventBus:
+    def __init__(self, initial: FabricState, observer: Observer | None = None) -> None:
+        self._state = initial
+        self._queue: queue.SimpleQueue[tuple[object, Future[FabricState] | None]] = queue.SimpleQueue()
+        self._subscribers: list[Subscriber] = []
+        self._observer = observer
+        self._thread: threading.Thread | None = None
+        self._changed = threading.Condition()
+
+    @property
+    def state(self) -> FabricState:
+        return self._state  # one reference read: atomic, and the object is immutable
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def publish(self, event: Event) -> Future[FabricState]:
+        """Enqueue ``event``; the future resolves to the state after it (or EventRejected)."""
+        future: Future[FabricState] = Future()
+        self._queue.put((event, future))
+        return future
+
+    def wait_for(self, predicate: Callable[[FabricState], bool], timeout: float) -> FabricState | None:
+        """Block until a state satisfies ``predicate`` (or time out and return None)."""
+        with self._changed:
+            if self._changed.wait_for(lambda: predicate(self._state), timeout):
+                return self._state
+        return None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="model-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is None:
+            return
+        self._queue.put((_STOP, None))
+        self._thread.join(timeout)
+        self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            event, future = self._queue.get()
+            if event is _STOP:
+                return
+            self._apply(event, future)  # type: ignore[arg-type]
+
+    def _apply(self, event: Event, future: Future[FabricState] | None) -> None:
+        old = self._state
+        try:
+            new = old.apply(event)
+        except EventRejected as exc:
+            LOG.warning("rejected %s: %s", type(event).__name__, exc)
+            self._observe(event, "rejected")
+            if future is not None:
+                future.set_exception(exc)
+            return
+        except Exception as exc:  # a bug in a transition must not kill the writer
+            LOG.exception("applying %s failed", type(event).__name__)
+            self._observe(event, "rejected")
+            if future is not None:
+                future.set_exception(exc)
+            return
+        if new is old:
+            self._observe(event, "unchanged")
+        else:
+            with self._changed:
+                self._state = new
+                self._changed.notify_all()
+            self._observe(event, "applied")
+            for subscriber in self._subscribers:
+                try:
+                    subscriber(event, new)
+                except Exception:
+                    LOG.exception("subscriber %r failed on %s", subscriber, type(event).__name__)
+        if future is not None:
+            future.set_result(new)
+
+    def _observe(self, event: Event, outcome: str) -> None:
+        if self._observer is not None:
+            self._observer(event, outcome)

@@ -1,0 +1,69 @@
+"""The composition root: one process, one model, every server around it.
+
+``Controller.start()`` brings up, in order: the model writer (the bus), saved placements from
+``--state-dir``, the OpenFlow listener (os-ken, native threads) and the HTTP endpoint. The xDS and
+placement gRPC servers join here as their packages land; each gets the bus (to publish) and reads
+``bus.state`` (immutable snapshots).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from typing import Any
+
+from edgectl.bus import EventBus
+from edgectl.config import RunConfig
+from edgectl.http_api import HttpApi
+from edgectl.metrics import ControllerMetrics
+from edgectl.state_store import StateStore
+from edgectl.views import topology_view, workloads_view
+from netmodel.fabric import FabricSpec, build_state
+
+LOG = logging.getLogger("edgectl.controller")
+
+
+class Controller:
+    def __init__(self, config: RunConfig, spec: FabricSpec) -> None:
+        self.config = config
+        self.metrics = ControllerMetrics()
+        self.bus = EventBus(build_state(spec), observer=self.metrics.observe_event)
+        self.store = StateStore(config.state_dir) if config.state_dir else None
+        self.http: HttpApi | None = None
+        self.openflow: Any = None
+
+    def start(self) -> None:
+        self.bus.start()
+        if self.store is not None:
+            for event in self.store.load_events():
+                try:
+                    self.bus.publish(event).result(timeout=5)
+                except Exception as exc:
+                    LOG.warning("saved placement not restored: %s", exc)
+            self.bus.subscribe(self.store.on_change)
+            self.store.start()
+        # HTTP first: /healthz answers while the rest comes up.
+        self.http = HttpApi(
+            self.config.http_host,
+            self.config.http_port,
+            state=lambda: self.bus.state,
+            metrics=self.metrics,
+            routes={"/api/v1/topology": topology_view, "/api/v1/workloads": workloads_view},
+        )
+        self.http.start()
+        LOG.info("HTTP API on http://%s:%d", *self.http.address)
+
+        from sdnctl.runtime import start_openflow  # os-ken is imported only when a controller runs
+
+        self.openflow = start_openflow(self.config.openflow_host, self.config.openflow_port, self.bus.publish)
+        # Start-up garbage is long-lived: move it out of the collector's way (full GCs paused the
+        # process 80-110 ms here; after freeze about 15 ms).
+        gc.collect()
+        gc.freeze()
+
+    def stop(self) -> None:
+        if self.http is not None:
+            self.http.stop()
+        self.bus.stop()
+        if self.store is not None:
+            self.store.stop()

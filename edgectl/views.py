@@ -1,0 +1,103 @@
+"""JSON-ready views of the model, shared by the HTTP API and the CLI. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netmodel.ids import format_dpid
+from netmodel.state import FabricState
+
+
+def topology_view(state: FabricState) -> dict[str, Any]:
+    topo = state.topology
+
+    def name(dpid: int) -> str:
+        switch = topo.switches.get(dpid)  # type: ignore[call-overload]
+        return switch.name if switch else f"dpid:{format_dpid(dpid)}"
+
+    switches = [
+        {
+            "id": s.name,
+            "dpid": format_dpid(s.id),
+            "site": s.site,
+            "declared": s.declared,
+            "connected": s.connected,
+            "connected_at": s.connected_at,
+            "ports": [
+                {"no": p.no, "name": p.name, "hw_addr": p.hw_addr, "up": p.up}
+                for p in sorted(s.ports.values(), key=lambda p: p.no)
+            ],
+        }
+        for s in sorted(topo.switches.values(), key=lambda s: (not s.declared, s.name))
+    ]
+    links = [
+        {
+            "src": name(link.src),
+            "src_port": link.src_port,
+            "dst": name(link.dst),
+            "dst_port": link.dst_port,
+            "latency_us": attrs.latency_us,
+            "declared_latency_us": attrs.declared_latency_us,
+            "measured_latency_us": attrs.measured_latency_us,
+            "measured_at": attrs.measured_at,
+            "capacity_mbps": attrs.capacity_mbps,
+            "up": attrs.up,
+            "declared": attrs.declared,
+            "discovered": attrs.discovered,
+        }
+        for link, attrs in sorted(topo.links.items(), key=lambda kv: (name(kv[0].src), kv[0]))
+    ]
+    hosts = [
+        {
+            "id": h.id,
+            "ip": h.ip,
+            "mac": h.mac,
+            "switch": name(h.attachment.switch) if h.attachment else None,
+            "port": h.attachment.port if h.attachment else None,
+            "declared": h.declared,
+        }
+        for h in sorted(state.hosts.values(), key=lambda h: h.id)
+    ]
+    nodes = [
+        {
+            "id": n.id,
+            "site": n.site,
+            "switch": name(n.attachment.switch),
+            "port": n.attachment.port,
+            "ip": n.ip,
+            "cpu_millis": n.capacity.cpu_millis,
+            "memory_mib": n.capacity.memory_mib,
+            "up": n.up,
+        }
+        for n in sorted(state.nodes.values(), key=lambda n: n.id)
+    ]
+    sites = [
+        {"id": s.id, "tier": s.tier.value, "region": s.region, "zone": s.zone}
+        for s in sorted(state.sites.values(), key=lambda s: s.id)
+    ]
+    return {
+        "generation": state.generation,
+        "sites": sites,
+        "switches": switches,
+        "links": links,
+        "hosts": hosts,
+        "nodes": nodes,
+    }
+
+
+def workloads_view(state: FabricState) -> dict[str, Any]:
+    return {
+        "generation": state.generation,
+        "workloads": [
+            {
+                "id": w.id,
+                "service": w.service,
+                "spiffe_id": w.spiffe_id,
+                "node": w.node,
+                "port": w.port,
+                "cpu_millis": w.resources.cpu_millis,
+                "memory_mib": w.resources.memory_mib,
+            }
+            for w in sorted(state.workloads.values(), key=lambda w: w.id)
+        ],
+    }

@@ -1,0 +1,86 @@
+"""Starting os-ken inside our process: native threads, our listen address, our apps.
+
+Traps avoided here (measured on these machines, see DESIGN.md): OSKEN_HUB_TYPE must be set before
+the first os_ken import; os_ken.base.app_manager must be imported first (circular import); the
+listen host/port go into os-ken's config (else it binds 0.0.0.0 on 6653 and 6633); the apps start
+from a daemon thread so their threads are daemons and SIGTERM ends the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+LOG = logging.getLogger("edgectl.sdnctl.runtime")
+
+
+@dataclass
+class OpenFlowRuntime:
+    app: Any
+    host: str
+    port: int
+
+    def connected_switches(self) -> list[int]:
+        with self.app._lock:
+            return sorted(self.app.datapaths)
+
+
+def start_openflow(
+    host: str, port: int, publish: Callable[[Any], Any], *, echo_interval_s: float = 2.0, timeout_s: float = 10.0
+) -> OpenFlowRuntime:
+    """Start the OpenFlow 1.3 listener on host:port with the edgectl app; returns once it listens."""
+    os.environ["OSKEN_HUB_TYPE"] = "native"
+    from os_ken.base import app_manager  # noqa: I001 - must come first (os-ken circular import)
+    from os_ken import cfg
+    from os_ken.controller import controller as _controller  # registers the ofp-* options
+    from os_ken.lib import hub
+
+    if hub.HUB_TYPE != "native":
+        raise RuntimeError(f"os-ken hub is {hub.HUB_TYPE!r}; edgectl needs native threads")
+    del _controller
+    cfg.CONF(args=[], project="os_ken", default_config_files=[])
+    cfg.CONF.set_override("ofp_listen_host", host)
+    cfg.CONF.set_override("ofp_tcp_listen_port", port)
+    # os-ken notices a dead switch only when something is sent: a short echo keeps that prompt.
+    cfg.CONF.set_override("echo_request_interval", echo_interval_s)
+    cfg.CONF.set_override("maximum_unreplied_echo_requests", 3)
+    manager = app_manager.AppManager.get_instance()
+    manager.load_apps(["os_ken.controller.ofp_handler", "sdnctl.openflow"])
+    contexts = manager.create_contexts()
+    started = threading.Event()
+    failure: list[BaseException] = []
+
+    def boot() -> None:
+        try:
+            manager.instantiate_apps(edgectl_publish=publish, **contexts)
+        except BaseException as exc:  # surfaced to the caller below
+            failure.append(exc)
+        finally:
+            started.set()
+
+    threading.Thread(target=boot, name="osken-boot", daemon=True).start()
+    if not started.wait(timeout_s) or failure:
+        raise RuntimeError(f"os-ken did not start: {failure[0] if failure else 'timeout'}")
+    app = manager.applications["edgectl_fabric"]
+    _wait_listening(host, port, timeout_s)
+    LOG.info("OpenFlow 1.3 listening on %s:%d", host, port)
+    return OpenFlowRuntime(app=app, host=host, port=port)
+
+
+def _wait_listening(host: str, port: int, timeout_s: float) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"OpenFlow listener on {host}:{port} did not come up") from None
+            time.sleep(0.02)

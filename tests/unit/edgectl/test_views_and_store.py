@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+import time
+
+from edgectl.state_store import StateStore, workloads_from_json, workloads_to_json
+from edgectl.views import topology_view, workloads_view
+from netmodel import events as ev
+from netmodel.fabric import build_state
+from netmodel.ids import NodeId, PortNo, ServiceName, SpiffeId, SwitchId, WorkloadId
+from netmodel.types import Port, Resources, Workload
+from tests.unit.edgectl.fixtures import example_spec
+
+WEB = Workload(
+    WorkloadId("web-1"), ServiceName("web"), SpiffeId("spiffe://x/web"), Resources(500, 256), NodeId("ea-n1"), 8080
+)
+
+
+def test_topology_view_is_json_and_flags_undeclared_switches() -> None:
+    state = build_state(example_spec())
+    state = state.apply(ev.SwitchConnected(SwitchId(0xA1), (Port(PortNo(1), "ea1-eth1"),), 1.0))
+    state = state.apply(ev.SwitchConnected(SwitchId(0xBEEF), (), 2.0))
+    view = json.loads(json.dumps(topology_view(state)))
+    by_dpid = {s["dpid"]: s for s in view["switches"]}
+    assert by_dpid["00000000000000a1"]["connected"] and by_dpid["00000000000000a1"]["declared"]
+    assert by_dpid["000000000000beef"]["declared"] is False
+    assert by_dpid["000000000000beef"]["id"] == "dpid:000000000000beef"
+    link = next(x for x in view["links"] if x["src"] == "ea1" and x["dst"] == "m1")
+    assert link["latency_us"] == 2000 and link["declared_latency_us"] == 2000
+    assert link["measured_latency_us"] is None and link["up"] and not link["discovered"]
+    assert len(view["links"]) == 24
+
+
+def test_workloads_round_trip_through_json() -> None:
+    state = build_state(example_spec()).apply(ev.WorkloadPlaced(WEB))
+    doc = json.loads(json.dumps(workloads_to_json(state.workloads)))
+    assert workloads_from_json(doc) == [WEB]
+    assert workloads_view(state)["workloads"][0]["node"] == "ea-n1"
+
+
+def test_state_store_writes_atomically_and_restores(tmp_path) -> None:
+    store = StateStore(str(tmp_path))
+    store.start()
+    state = build_state(example_spec()).apply(ev.WorkloadPlaced(WEB))
+    store.on_change(ev.WorkloadPlaced(WEB), state)
+    store.stop()
+    assert not list(tmp_path.glob("*.tmp"))
+    assert StateStore(str(tmp_path)).load_events() == [ev.WorkloadPlaced(WEB)]
+
+
+def test_unreadable_state_file_is_ignored_with_a_log(tmp_path, caplog) -> None:
+    (tmp_path / "workloads.json").write_text("{not json")
+    assert StateStore(str(tmp_path)).load_events() == []
+    assert "unreadable" in caplog.text
+
+
+def test_state_store_coalesces_bursts(tmp_path) -> None:
+    store = StateStore(str(tmp_path))
+    store.start()
+    state = build_state(example_spec())
+    for i in range(100):
+        w = Workload(WorkloadId(f"w{i}"), ServiceName("web"), SpiffeId("spiffe://x/w"), Resources(1, 1), None)
+        state = state.apply(ev.WorkloadPlaced(w))
+        store.on_change(ev.WorkloadPlaced(w), state)
+    store.stop()
+    time.sleep(0.01)
+    saved = json.loads((tmp_path / "workloads.json").read_text())
+    assert len(saved["workloads"]) == 100
