@@ -101,3 +101,36 @@ def workloads_view(state: FabricState) -> dict[str, Any]:
             for w in sorted(state.workloads.values(), key=lambda w: w.id)
         ],
     }
+
+
+def routes_view(plan: Any, status: Any, state: FabricState) -> dict[str, Any]:
+    """Routes between every pair of endpoints, as the route engine last computed them."""
+    if plan is None:
+        return {"generation": None, "routes": [], "switches": []}
+    names = {dpid: sw.name for dpid, sw in state.topology.switches.items()}
+    return {
+        "generation": plan.generation,
+        "routes": [
+            {
+                "src": r.src,
+                "dst": r.dst,
+                "latency_us": r.latency_us,
+                "path": [names.get(s, str(s)) for s in r.path],
+                "hops": [
+                    {"switch": names.get(link.src), "out_port": link.src_port, "next": names.get(link.dst)}
+                    for link in r.links
+                ],
+            }
+            for r in plan.routes()
+        ],
+        "switches": [
+            {
+                "dpid": names.get(dpid, f"{dpid:016x}"),
+                "applied_generation": st.applied_generation,
+                "reconciled": st.reconciled,
+                "last_delta_size": st.last_delta_size,
+                "last_applied_at": st.last_applied_at,
+            }
+            for dpid, st in sorted(status.items())
+        ],
+    }

@@ -30,7 +30,13 @@ class OpenFlowRuntime:
 
 
 def start_openflow(
-    host: str, port: int, publish: Callable[[Any], Any], *, echo_interval_s: float = 2.0, timeout_s: float = 10.0
+    host: str,
+    port: int,
+    publish: Callable[[Any], Any],
+    state: Callable[[], Any],
+    *,
+    echo_interval_s: float = 2.0,
+    timeout_s: float = 10.0,
 ) -> OpenFlowRuntime:
     """Start the OpenFlow 1.3 listener on host:port with the edgectl app; returns once it listens."""
     os.environ["OSKEN_HUB_TYPE"] = "native"
@@ -56,7 +62,7 @@ def start_openflow(
 
     def boot() -> None:
         try:
-            manager.instantiate_apps(edgectl_publish=publish, **contexts)
+            manager.instantiate_apps(edgectl_publish=publish, edgectl_state=state, **contexts)
         except BaseException as exc:  # surfaced to the caller below
             failure.append(exc)
         finally:
