@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     show = topo_sub.add_parser("show", help="print the fabric a file declares")
     show.add_argument("file")
     show.add_argument("--format", choices=["table", "json", "graphml"], default="table")
+    routes = sub.add_parser("routes", help="print the routes a running controller has programmed")
+    routes.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT", help="the controller's HTTP API")
+    routes.add_argument("--output", choices=["table", "json"], default="table")
     return parser
 
 
@@ -53,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_topo_show(args.file, args.format)
     if args.command == "run":
         return cmd_run(args)
+    if args.command == "routes":
+        return cmd_routes(args.http, args.output)
     return 2
 
 
@@ -87,6 +92,27 @@ def cmd_topo_show(path: str, fmt: str) -> int:
         sys.stdout.write(topo_show.as_graphml(spec))
     else:
         sys.stdout.write(topo_show.as_table(spec))
+    return 0
+
+
+def cmd_routes(address: str, output: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{address}/api/v1/routes", timeout=5) as response:
+            view = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"edgectl routes: cannot reach the controller at {address}: {exc}", file=sys.stderr)
+        return 1
+    if output == "json":
+        print(json.dumps(view, indent=2))
+        return 0
+    print(f"routes of generation {view['generation']} ({len(view['routes'])})")
+    print(f"  {'src':<8} {'dst':<8} {'latency_ms':>10}  path")
+    for route in view["routes"]:
+        path = " > ".join(route["path"])
+        print(f"  {route['src']:<8} {route['dst']:<8} {route['latency_us'] / 1000:>10.2f}  {path}")
     return 0
 
 

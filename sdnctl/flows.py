@@ -1,9 +1,12 @@
 """Flow compilation and diffing: route plan in, per-switch flows and groups out. Pure.
 
-Every switch gets the same few base flows (LLDP and ARP to the controller: discovery and proxy-ARP,
-so no frame is ever flooded and loops cannot storm) and one flow per destination endpoint:
-``ipv4_dst=<ip> -> group <ip>`` where the group is a fast-failover group of the primary and backup
-next hops, or ``-> output <port>`` on the endpoint's own switch. Group ids and cookies derive from
+Every switch gets the same base flows (LLDP to the controller for discovery; any other ARP to the
+controller, which answers it as a proxy) and two flows per destination endpoint:
+``ipv4_dst=<ip> -> group <ip>``, where the group is a fast-failover group of the primary and backup
+next hops (``-> output <port>`` on the endpoint's own switch), and ``arp_tpa=<ip>`` -> the same
+group, plus a copy to the controller (which learns hosts from it). ARP for a known address is thus
+routed like unicast, straight to its owner: nothing is ever flooded, so loops cannot storm, and
+address resolution keeps working while the controller restarts. Group ids and cookies derive from
 the endpoint's address, so they are stable across controller restarts: reconciliation after a
 restart finds the same names on the switch and changes nothing.
 """
@@ -21,6 +24,7 @@ from sdnctl.pathing import Endpoint, RoutePlan
 TABLE = 0
 PRIORITY_CONTROL = 1000
 PRIORITY_ROUTE = 100
+PRIORITY_ARP_PROXY = 10
 OFPG_MAX = 0xFFFFFF00
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
@@ -29,6 +33,9 @@ ETH_TYPE_LLDP = 0x88CC
 COOKIE_MASK = 0xFFFF_0000_0000_0000
 COOKIE_ROUTE = 0xEC00_0000_0000_0000  # | destination IPv4 address
 COOKIE_BASE = 0xEC01_0000_0000_0000  # | kind of control flow
+COOKIE_ARP = 0xEC02_0000_0000_0000  # | target IPv4 address
+COOKIE_LLDP = COOKIE_BASE | 1
+COOKIE_ARP_PROXY = COOKIE_BASE | 2
 EDGECTL_COOKIE_MASK = 0xFF00_0000_0000_0000
 EDGECTL_COOKIE = 0xEC00_0000_0000_0000  # every flow edgectl owns: reconciliation leaves others alone
 
@@ -106,21 +113,22 @@ class SwitchDelta:
 @dataclass(frozen=True, slots=True)
 class Addresses:
     cookie: int
+    arp_cookie: int
     group_id: int
 
 
 def addresses_of(endpoint: Endpoint) -> Addresses:
     ip = int(ipaddress.IPv4Address(endpoint.ip))
     group_id = ip if ip < OFPG_MAX else ip & 0x7FFF_FFFF
-    return Addresses(cookie=COOKIE_ROUTE | ip, group_id=group_id)
+    return Addresses(cookie=COOKIE_ROUTE | ip, arp_cookie=COOKIE_ARP | ip, group_id=group_id)
 
 
 def base_flows() -> frozenset[FlowSpec]:
     to_controller = (("controller", 0xFFFF),)
     return frozenset(
         {
-            FlowSpec(TABLE, PRIORITY_CONTROL, (("eth_type", ETH_TYPE_LLDP),), to_controller, COOKIE_BASE | 1),
-            FlowSpec(TABLE, PRIORITY_CONTROL, (("eth_type", ETH_TYPE_ARP),), to_controller, COOKIE_BASE | 2),
+            FlowSpec(TABLE, PRIORITY_CONTROL, (("eth_type", ETH_TYPE_LLDP),), to_controller, COOKIE_LLDP),
+            FlowSpec(TABLE, PRIORITY_ARP_PROXY, (("eth_type", ETH_TYPE_ARP),), to_controller, COOKIE_ARP_PROXY),
         }
     )
 
@@ -128,29 +136,36 @@ def base_flows() -> frozenset[FlowSpec]:
 _BASE = base_flows()
 
 
-def compile_entry(plan: RoutePlan, switch: SwitchId, endpoint: Endpoint) -> tuple[FlowSpec | None, GroupSpec | None]:
-    """The flow (and group) that takes packets for ``endpoint`` out of ``switch``."""
+def compile_entry(
+    plan: RoutePlan, switch: SwitchId, endpoint: Endpoint
+) -> tuple[tuple[FlowSpec, ...], GroupSpec | None]:
+    """The flows (IPv4 and ARP) and the group that take packets for ``endpoint`` out of ``switch``."""
     names = addresses_of(endpoint)
-    match = (("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", endpoint.ip))
+    ip_match = (("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", endpoint.ip))
+    arp_match = (("arp_tpa", endpoint.ip), ("eth_type", ETH_TYPE_ARP))
+    group = None
     if endpoint.attachment.switch == switch:
-        flow = FlowSpec(TABLE, PRIORITY_ROUTE, match, (("output", endpoint.attachment.port),), names.cookie)
-        return flow, None
-    primary, backup = plan.next_hop(switch, endpoint.attachment.switch)
-    if primary is None:
-        return None, None  # unreachable from here: no flow, the packet is dropped by the table miss
-    ports = (primary.src_port,) if backup is None else (primary.src_port, backup.src_port)
-    group = GroupSpec(names.group_id, ports)
-    flow = FlowSpec(TABLE, PRIORITY_ROUTE, match, (("group", names.group_id),), names.cookie)
-    return flow, group
+        forward: Action = ("output", endpoint.attachment.port)
+    else:
+        primary, backup = plan.next_hop(switch, endpoint.attachment.switch)
+        if primary is None:
+            return (), None  # unreachable from here: no flow, the table miss drops the packet
+        ports = (primary.src_port,) if backup is None else (primary.src_port, backup.src_port)
+        group = GroupSpec(names.group_id, ports)
+        forward = ("group", names.group_id)
+    flows = (
+        FlowSpec(TABLE, PRIORITY_ROUTE, ip_match, (forward,), names.cookie),
+        FlowSpec(TABLE, PRIORITY_ROUTE, arp_match, (forward, ("controller", 0xFFFF)), names.arp_cookie),
+    )
+    return flows, group
 
 
 def compile_switch(plan: RoutePlan, switch: SwitchId) -> SwitchConfig:
     flows = set(_BASE)
     groups = set()
     for endpoint in plan.endpoints.values():
-        flow, group = compile_entry(plan, switch, endpoint)
-        if flow is not None:
-            flows.add(flow)
+        entry_flows, group = compile_entry(plan, switch, endpoint)
+        flows.update(entry_flows)
         if group is not None:
             groups.add(group)
     return SwitchConfig(frozenset(flows), frozenset(groups))
@@ -180,14 +195,13 @@ def recompile(
             out[switch] = compile_switch(plan, switch)
             continue
         affected = [e for d in dst_switches for e in behind.get(d, ())]
-        cookies = {addresses_of(e).cookie for e in affected}
+        cookies = {c for e in affected for c in (addresses_of(e).cookie, addresses_of(e).arp_cookie)}
         group_ids = {addresses_of(e).group_id for e in affected}
         flows = {f for f in old.flows if f.cookie not in cookies}
         groups = {g for g in old.groups if g.group_id not in group_ids}
         for endpoint in affected:
-            flow, group = compile_entry(plan, switch, endpoint)
-            if flow is not None:
-                flows.add(flow)
+            entry_flows, group = compile_entry(plan, switch, endpoint)
+            flows.update(entry_flows)
             if group is not None:
                 groups.add(group)
         out[switch] = SwitchConfig(frozenset(flows), frozenset(groups))

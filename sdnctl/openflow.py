@@ -27,7 +27,16 @@ from netmodel.ids import PortNo, SwitchId, format_dpid
 from netmodel.state import FabricState
 from netmodel.types import Attachment, LinkId, Port
 from sdnctl import frames
-from sdnctl.flows import EDGECTL_COOKIE, EDGECTL_COOKIE_MASK, FlowSpec, GroupSpec, SwitchConfig, SwitchDelta
+from sdnctl.flows import (
+    COOKIE_ARP,
+    COOKIE_MASK,
+    EDGECTL_COOKIE,
+    EDGECTL_COOKIE_MASK,
+    FlowSpec,
+    GroupSpec,
+    SwitchConfig,
+    SwitchDelta,
+)
 from sdnctl.latency import LatencyEstimator
 
 LOG = logging.getLogger("edgectl.sdnctl.openflow")
@@ -392,7 +401,9 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
         elif ethertype == frames.ETH_ARP:
             arp = frames.parse_arp(data)
             if arp is not None:
-                self._on_arp(dpid, in_port, arp, data)
+                # A copy of an ARP the fabric already routes to its owner: learn from it, answer nothing.
+                routed = msg.cookie & COOKIE_MASK == COOKIE_ARP
+                self._on_arp(dpid, in_port, arp, data, answer=not routed)
 
     def _on_probe(self, dpid: SwitchId, in_port: PortNo, data: bytes, now: float) -> None:
         probe = frames.parse_lldp_probe(data)
@@ -412,7 +423,7 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
         if first or attrs is None or not (attrs.up and attrs.discovered):
             self._publish(ev.LinkDiscovered(link, time.time()))
 
-    def _on_arp(self, dpid: SwitchId, in_port: PortNo, arp: frames.Arp, data: bytes) -> None:
+    def _on_arp(self, dpid: SwitchId, in_port: PortNo, arp: frames.Arp, data: bytes, answer: bool) -> None:
         state = self._state()
         if _is_fabric_port(state, dpid, in_port):
             return  # only edge ports have hosts; our own probes never come back as ARP
@@ -421,6 +432,8 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
             self._arp_cache[arp.sender_ip] = (arp.sender_mac, where)
             if not any(node.ip == arp.sender_ip for node in state.nodes.values()):
                 self._publish(ev.HostLearned(arp.sender_mac, arp.sender_ip, where, time.time()))
+        if not answer:
+            return
         if arp.op == frames.ARP_REQUEST:
             self._proxy_arp(state, dpid, in_port, arp, data)
         else:
