@@ -70,8 +70,9 @@ def _print_fabric(topology: dict[str, Any], routes: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     fabric = args[0] if args else "examples/edge-cloud.yaml"
-    import mininet_topos
     from mininet.log import setLogLevel
+
+    import mininet_topos
 
     setLogLevel("warning")
     openflow_port, http_port = _free_port(6653), _free_port(8080)
@@ -79,9 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     log = tempfile.NamedTemporaryFile(prefix="edgectl-demo-", suffix=".log", delete=False)  # noqa: SIM115
     print(f"demo: starting edgectl run on {fabric} (OpenFlow :{openflow_port}, HTTP :{http_port}; log {log.name})")
     controller = subprocess.Popen(
-        [sys.executable, "-m", "edgectl.cli", "run", "--config", fabric, "--openflow-port", str(openflow_port),
-         "--http-port", str(http_port)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "edgectl.cli",
+            "run",
+            "--config",
+            fabric,
+            "--openflow-port",
+            str(openflow_port),
+            "--http-port",
+            str(http_port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     net = None
     interrupted = False

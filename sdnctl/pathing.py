@@ -140,8 +140,14 @@ def compute_routes(state: FabricState) -> RoutePlan:
         return RoutePlan(state.generation, (), (), empty, empty.astype(np.int64), empty.astype(np.int64))
     src = np.fromiter((index[link.src] for link in links), dtype=np.int64, count=len(links))
     dst = np.fromiter((index[link.dst] for link in links), dtype=np.int64, count=len(links))
-    # Explicit zeros in a CSR matrix are edges for csgraph: a 0-latency link stays a link.
-    weight = np.fromiter((topo.links[link].latency_us for link in links), dtype=np.float64, count=len(links))
+    latency = np.fromiter((topo.links[link].latency_us for link in links), dtype=np.float64, count=len(links))
+    # Routing runs on latency * scale + 1: still latency-optimal, ties go to the path with fewer hops,
+    # and no link weighs 0. With raw latencies a 0-latency link u-v makes u and v equally far from
+    # every destination, so each could pick the other as next hop: a forwarding loop. Every weight
+    # >= 1 makes the routing distance strictly decrease along primaries. scale exceeds the hops of
+    # any shortest path, so latency = routing distance // scale exactly (integers below 2**53).
+    scale = n + 1
+    weight = latency * scale + 1.0
 
     # Parallel links: the matrix keeps the lowest weight per (u, v); next-hop choice below still sees all.
     order = np.lexsort((weight, dst, src))
@@ -150,9 +156,12 @@ def compute_routes(state: FabricState) -> RoutePlan:
         first[1:] = (src[order][1:] != src[order][:-1]) | (dst[order][1:] != dst[order][:-1])
     keep = order[first]
     matrix = csr_matrix((weight[keep], (src[keep], dst[keep])), shape=(n, n))
-    dist = dijkstra(matrix, directed=True)  # dist[u, d]: latency from u to d
+    routing = dijkstra(matrix, directed=True)  # routing[u, d]: routing distance from u to d
+    dist = np.full((n, n), UNREACHABLE)  # dist[u, d]: latency from u to d
+    finite = np.isfinite(routing)
+    dist[finite] = routing[finite].astype(np.int64) // scale
 
-    primary, backup = _next_hops(n, src, dst, weight, dist)
+    primary, backup = _next_hops(n, src, dst, weight, routing)
     endpoints = {name: e for name, e in endpoints_of(state).items() if e.attachment.switch in index}
     return RoutePlan(state.generation, switches, links, dist, primary, backup, endpoints, index)
 

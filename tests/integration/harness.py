@@ -152,3 +152,63 @@ def ovs_bridge(name: str, dpid: int, controller_port: int) -> Iterator[str]:
 
 def bridge_connected(name: str) -> bool:
     return ovs("get", "controller", name, "is_connected").strip() == "true"
+
+
+# -- Mininet testbeds ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def mininet_testbed(fabric_file: str | Path, openflow_port: int, **build_args: Any) -> Iterator[Any]:
+    """A started Mininet testbed from a fabric file; always stopped (net.stop removes what it made)."""
+    from mininet.log import setLogLevel
+
+    import mininet_topos
+
+    setLogLevel("warning")
+    net = mininet_topos.build(str(fabric_file), controller=("127.0.0.1", openflow_port), **build_args)
+    try:
+        net.start()
+        yield net
+    finally:
+        net.stop()
+
+
+def ofctl(*args: str) -> str:
+    return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", *args], check=True, capture_output=True, text=True).stdout
+
+
+def port_tx_packets(bridge: str) -> dict[int, int]:
+    """tx_packets per OpenFlow port, as the switch counts them."""
+    out: dict[int, int] = {}
+    port = None
+    for line in ofctl("dump-ports", bridge).splitlines():
+        line = line.strip()
+        if line.startswith("port"):
+            head = line.split(":")[0].split()[-1]
+            port = int(head) if head.isdigit() else None
+        elif line.startswith("tx pkts=") and port is not None:
+            out[port] = int(line.split("=")[1].split(",")[0])
+    return out
+
+
+def flow_durations(bridge: str) -> dict[str, float]:
+    """Duration of each flow edgectl owns, keyed by cookie+match (to see that nothing was flushed)."""
+    out = {}
+    for line in ofctl("dump-flows", bridge).splitlines():
+        line = line.strip()
+        if not line.startswith("cookie=0xec"):
+            continue
+        fields = dict(part.split("=", 1) for part in line.split(", ") if "=" in part and " " not in part.split("=")[0])
+        duration = float(fields["duration"].rstrip("s"))
+        match = line.split("priority=")[1].split(" actions")[0]
+        out[fields["cookie"] + " " + match] = duration
+    return out
+
+
+def ping_summary(output: str) -> tuple[int, int]:
+    """(transmitted, received) from ping's summary line."""
+    for line in output.splitlines():
+        if "packets transmitted" in line:
+            parts = line.split(",")
+            return int(parts[0].split()[0]), int(parts[1].split()[0])
+    raise AssertionError(f"no ping summary in {output!r}")

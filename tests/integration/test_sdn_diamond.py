@@ -1,0 +1,149 @@
+"""sdnctl on real OVS (userspace datapath) under Mininet, with real link delay.
+
+The diamond has a 2 ms path (s1-s2-s4) and a 20 ms path (s1-s3-s4) between h1 and h2. Everything
+is checked from the switches' own counters and tables or from host traffic, not from the
+controller's claims; the controller's API is only read to wait and to compare.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import pytest
+
+from tests.integration.harness import (
+    REPO,
+    edgectl_run,
+    flow_durations,
+    free_port,
+    mininet_testbed,
+    ping_summary,
+    port_tx_packets,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+DIAMOND = REPO / "tests" / "data" / "fabrics" / "diamond.yaml"
+# Ports from the fabric file's assignment (edgectl topo show tests/data/fabrics/diamond.yaml):
+S1_TO_S2, S1_TO_S3 = 1, 2
+
+
+def route(controller, src: str, dst: str) -> dict | None:
+    for r in controller.get_json("/api/v1/routes")["routes"]:
+        if r["src"] == src and r["dst"] == dst:
+            return r
+    return None
+
+
+def links_by_name(controller) -> dict[tuple[str, str], dict]:
+    return {(x["src"], x["dst"]): x for x in controller.get_json("/api/v1/topology")["links"]}
+
+
+@pytest.fixture(scope="module")
+def fabric():
+    openflow_port, http_port = free_port(), free_port()
+    with contextlib.ExitStack() as stack:  # a restarted controller joins the stack: all stop at the end
+        controller = stack.enter_context(edgectl_run(DIAMOND, openflow_port=openflow_port, http_port=http_port))
+        net = stack.enter_context(mininet_testbed(DIAMOND, openflow_port))
+        wait_until(
+            lambda: all(s["connected"] for s in controller.get_json("/api/v1/topology")["switches"]),
+            30,
+            what="all switches connected",
+        )
+        wait_until(
+            lambda: all(x["discovered"] for x in links_by_name(controller).values()), 30, what="all links discovered"
+        )
+        wait_until(lambda: route(controller, "h1", "h2"), 30, what="route h1 -> h2")
+        h1, h2 = net.get("h1"), net.get("h2")
+        wait_until(lambda: ping_summary(h1.cmd("ping -c 1 -W 1 10.0.0.2"))[1] == 1, 30, what="first ping")
+        yield {
+            "controller": controller,
+            "net": net,
+            "h1": h1,
+            "h2": h2,
+            "ports": (openflow_port, http_port),
+            "stack": stack,
+        }
+
+
+def test_traffic_takes_the_2ms_path_by_the_switch_counters(fabric) -> None:
+    h1 = fabric["h1"]
+    before = port_tx_packets("s1")
+    out = h1.cmd("ping -c 200 -i 0.005 -W 1 -q 10.0.0.2")
+    sent, received = ping_summary(out)
+    after = port_tx_packets("s1")
+    assert received == sent == 200
+    fast = after[S1_TO_S2] - before[S1_TO_S2]
+    slow = after[S1_TO_S3] - before[S1_TO_S3]
+    assert fast >= 200, f"s1 sent only {fast} packets towards s2"
+    assert slow < 20, f"s1 sent {slow} packets towards s3 (LLDP probes only expected)"
+    r = route(fabric["controller"], "h1", "h2")
+    assert r["path"] == ["s1", "s2", "s4"]
+
+
+def test_ping_rtt_shows_the_real_delay(fabric) -> None:
+    out = fabric["h1"].cmd("ping -c 20 -i 0.05 -W 1 -q 10.0.0.2")
+    avg_ms = float(out.split("rtt min/avg/max/mdev = ")[1].split("/")[1])
+    # Two ways over 2 ms of links: 4 ms plus the relays' overhead.
+    assert 3.6 <= avg_ms <= 8.0, out
+
+
+def test_measured_latency_within_30_percent_of_configured(fabric) -> None:
+    controller = fabric["controller"]
+    expected = {("s1", "s2"): 1000, ("s2", "s4"): 1000, ("s1", "s3"): 10000, ("s3", "s4"): 10000}
+
+    def measured() -> dict:
+        links = links_by_name(controller)
+        return {k: links[k]["measured_latency_us"] for k in expected}
+
+    wait_until(lambda: all(v is not None for v in measured().values()), 30, what="latency measurements")
+    time.sleep(4)  # a full window of samples
+    got = measured()
+    report = {f"{a}-{b}": f"{got[(a, b)]} us (configured {want})" for (a, b), want in expected.items()}
+    print("measured one-way latency:", report, controller.get_json("/api/v1/latency"))
+    for key, want in expected.items():
+        assert abs(got[key] - want) <= 0.3 * want, report
+
+
+def test_controller_restart_loses_no_ping_and_flushes_nothing(fabric) -> None:
+    controller, h1 = fabric["controller"], fabric["h1"]
+    openflow_port, http_port = fabric["ports"]
+    durations_before = flow_durations("s2")
+    assert durations_before, "no edgectl flows on s2"
+    stream = h1.popen("ping -i 0.02 -c 400 -W 1 10.0.0.2")  # 8 s of pings across the restart
+    time.sleep(1)
+    assert controller.stop() == 0
+    restarted = fabric["stack"].enter_context(edgectl_run(DIAMOND, openflow_port=openflow_port, http_port=http_port))
+    fabric["controller"] = restarted
+    wait_until(
+        lambda: all(s["connected"] for s in restarted.get_json("/api/v1/topology")["switches"]),
+        30,
+        what="switches reconnected",
+    )
+    out, _ = stream.communicate(timeout=30)
+    sent, received = ping_summary(out.decode())
+    assert sent == 400 and received == sent, f"lost {sent - received} of {sent} pings across the restart"
+    wait_until(lambda: route(restarted, "h1", "h2"), 30, what="routes after restart")
+    durations_after = flow_durations("s2")
+    for flow, before in durations_before.items():
+        assert flow in durations_after, f"{flow} vanished"
+        assert durations_after[flow] > before, f"{flow} was re-added (duration reset)"
+
+
+def test_failover_keeps_the_stream_flowing(fabric) -> None:
+    controller, net, h1 = fabric["controller"], fabric["net"], fabric["h1"]
+    wait_until(lambda: route(controller, "h1", "h2")["path"] == ["s1", "s2", "s4"], 20, what="on the 2 ms path")
+    stream = h1.popen("ping -i 0.02 -c 250 -W 1 10.0.0.2")  # 5 s
+    time.sleep(1.5)
+    net.configLinkStatus("s1", "s2", "down")
+    try:
+        out, _ = stream.communicate(timeout=30)
+        sent, received = ping_summary(out.decode())
+        print(f"failover: {sent - received} of {sent} pings lost at 20 ms intervals")
+        assert sent == 250 and sent - received <= 5, f"lost {sent - received} pings"
+        wait_until(lambda: route(controller, "h1", "h2")["path"] == ["s1", "s3", "s4"], 10, what="reroute via s3")
+    finally:
+        net.configLinkStatus("s1", "s2", "up")
+    wait_until(lambda: route(controller, "h1", "h2")["path"] == ["s1", "s2", "s4"], 20, what="back on the 2 ms path")
