@@ -8,6 +8,7 @@ from a daemon thread so their threads are daemons and SIGTERM ends the process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -47,13 +48,13 @@ def start_openflow(
 
     if hub.HUB_TYPE != "native":
         raise RuntimeError(f"os-ken hub is {hub.HUB_TYPE!r}; edgectl needs native threads")
-    del _controller
     cfg.CONF(args=[], project="os_ken", default_config_files=[])
     cfg.CONF.set_override("ofp_listen_host", host)
     cfg.CONF.set_override("ofp_tcp_listen_port", port)
     # os-ken notices a dead switch only when something is sent: a short echo keeps that prompt.
     cfg.CONF.set_override("echo_request_interval", echo_interval_s)
     cfg.CONF.set_override("maximum_unreplied_echo_requests", 3)
+    _guard_connections(_controller)
     manager = app_manager.AppManager.get_instance()
     manager.load_apps(["os_ken.controller.ofp_handler", "sdnctl.openflow"])
     contexts = manager.create_contexts()
@@ -75,6 +76,50 @@ def start_openflow(
     _wait_listening(host, port, timeout_s)
     LOG.info("OpenFlow 1.3 listening on %s:%d", host, port)
     return OpenFlowRuntime(app=app, host=host, port=port)
+
+
+class MalformedOpenFlow(Exception):
+    """A peer sent bytes that do not parse as the OpenFlow message they claim to be."""
+
+
+def _guard_connections(controller_module: Any) -> None:
+    """Disconnect a peer that breaks the protocol, with one log line and no traceback.
+
+    os-ken logs a traceback and *keeps* a connection whose message fails to parse (it skips the
+    message), and a connection that dies on bad bytes re-raises into its thread, which prints another
+    traceback. Both are bad input, not bugs. The receive loop looks up ``ofproto_parser.msg`` and the
+    listener ``datapath_connection_factory`` in their modules at call time, so replacing those two
+    functions is the whole change: a message that does not parse now ends its connection.
+    """
+    from os_ken.ofproto import ofproto_parser
+
+    if getattr(controller_module.datapath_connection_factory, "edgectl_guarded", False):
+        return
+    parsers = ofproto_parser._MSG_PARSERS
+    unknown_version = ofproto_parser.exception.OFPUnknownVersion
+
+    def strict_msg(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: Any) -> Any:
+        if len(buf) < msg_len:
+            raise MalformedOpenFlow(f"message of {len(buf)} bytes claims {msg_len}")
+        parser = parsers.get(version)
+        if parser is None:
+            raise unknown_version(version=version)
+        try:
+            return parser(datapath, version, msg_type, msg_len, xid, buf)
+        except Exception as exc:
+            raise MalformedOpenFlow(f"version {version:#x} type {msg_type} length {msg_len}: {exc}") from None
+
+    def guarded_factory(sock: Any, address: Any) -> None:
+        with contextlib.closing(controller_module.Datapath(sock, address)) as datapath:
+            try:
+                datapath.serve()
+            except Exception as exc:
+                dpid = "unknown" if datapath.id is None else f"{datapath.id:016x}"
+                LOG.warning("disconnected switch %s at %s: %s: %s", dpid, address, type(exc).__name__, exc)
+
+    guarded_factory.edgectl_guarded = True  # type: ignore[attr-defined]
+    ofproto_parser.msg = strict_msg
+    controller_module.datapath_connection_factory = guarded_factory
 
 
 def _wait_listening(host: str, port: int, timeout_s: float) -> None:
