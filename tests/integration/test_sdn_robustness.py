@@ -1,12 +1,11 @@
-"""sdnctl against what goes wrong: a fabric file that lies about latency, garbage on the OpenFlow
-port, and a fabric full of loops."""
+"""sdnctl against what goes wrong: a fabric file that lies about latency, and garbage on the
+OpenFlow port."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import struct
-import time
 
 import pytest
 
@@ -24,7 +23,6 @@ from tests.integration.harness import (
 pytestmark = pytest.mark.integration
 
 FABRICS = REPO / "tests" / "data" / "fabrics"
-EXAMPLE = REPO / "examples" / "edge-cloud.yaml"
 
 
 def route(controller, src: str, dst: str) -> dict | None:
@@ -80,11 +78,13 @@ def test_garbage_on_the_openflow_port_does_not_disturb_connected_switches() -> N
         wait_until(lambda: ping_summary(h1.cmd("ping -c 1 -W 1 10.0.0.2"))[1] == 1, 20, what="first ping")
         stream = h1.popen("ping -i 0.02 -c 300 -W 1 10.0.0.2")
         for payload in GARBAGE * 3:
-            with socket.create_connection(("127.0.0.1", openflow_port), timeout=2) as sock:
-                with contextlib.suppress(OSError):
-                    sock.sendall(payload)
-                    sock.settimeout(0.2)
-                    sock.recv(4096)  # the controller's hello, or nothing
+            with (
+                socket.create_connection(("127.0.0.1", openflow_port), timeout=2) as sock,
+                contextlib.suppress(OSError),
+            ):
+                sock.sendall(payload)
+                sock.settimeout(0.2)
+                sock.recv(4096)  # the controller's hello, or nothing
         out, _ = stream.communicate(timeout=30)
         sent, received = ping_summary(out.decode())
         assert received == sent == 300, f"lost {sent - received} pings while garbage arrived"
@@ -96,18 +96,3 @@ def test_garbage_on_the_openflow_port_does_not_disturb_connected_switches() -> N
         log = controller.log()
         assert "MalformedOpenFlow" in log and "OFPUnknownVersion" in log
         assert "Traceback" not in log, log[-3000:]
-
-
-def test_a_fabric_with_loops_pings_everything_without_a_storm() -> None:
-    openflow_port = free_port()
-    with contextlib.ExitStack() as stack:
-        controller = stack.enter_context(edgectl_run(EXAMPLE, openflow_port=openflow_port))
-        net = stack.enter_context(mininet_testbed(EXAMPLE, openflow_port, real_delay=False))
-        wait_fabric_ready(controller, "u1", "c-n2")
-        wait_until(lambda: net.pingAll(timeout=1) == 0.0, 30, interval=0.5, what="pingall without loss")
-        # No storm: with ARP routed, not flooded, a pingall moves a few hundred packets per port at most.
-        totals = {sw.name: sum(port_tx_packets(sw.name).values()) for sw in net.switches}
-        time.sleep(2)
-        again = {sw.name: sum(port_tx_packets(sw.name).values()) for sw in net.switches}
-        idle_rate = {name: (again[name] - totals[name]) / 2 for name in totals}
-        assert max(idle_rate.values()) < 50, f"packets per second on an idle fabric: {idle_rate}"
