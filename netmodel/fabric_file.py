@@ -8,6 +8,7 @@ checked against a small schema before anything is built.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,10 +50,14 @@ class FabricFileError(ValueError):
 
 @dataclass(slots=True)
 class Located:
-    """A YAML value with the (1-based) line it starts on."""
+    """A YAML value with the (1-based) line it starts on (and a scalar's source text)."""
 
     value: Any
     line: int
+    text: str | None = None
+
+    def __repr__(self) -> str:  # messages quote values with !r: show the YAML value, not the wrapper
+        return repr(self.value)
 
 
 @dataclass(slots=True)
@@ -64,10 +69,20 @@ class _TooBig(Exception):
     pass
 
 
-_scalars = yaml.constructor.SafeConstructor()
+def _key_segment(key: str) -> str:
+    """A mapping key as one path segment; odd keys are quoted so a path never holds whitespace."""
+    if re.fullmatch(r"[^\s.\[\]\"]+", key):
+        return key
+    return json.dumps(key).replace(" ", "\\u0020")
 
 
-def _to_located(node: yaml.Node, path: str, problems: list[Problem], budget: _Budget) -> Located:
+def _to_located(
+    node: yaml.Node,
+    path: str,
+    problems: list[Problem],
+    budget: _Budget,
+    scalars: yaml.constructor.SafeConstructor,
+) -> Located:
     budget.left -= 1
     if budget.left < 0:
         raise _TooBig
@@ -80,31 +95,39 @@ def _to_located(node: yaml.Node, path: str, problems: list[Problem], budget: _Bu
                 problems.append(Problem(key_line, path or "<top>", "keys must be plain names"))
                 continue
             key = str(key_node.value)
-            child = f"{path}.{key}" if path else key
+            segment = _key_segment(key)
+            child = f"{path}.{segment}" if path else segment
             if key in mapping:
                 problems.append(Problem(key_line, child, "duplicate key"))
                 continue
-            mapping[key] = _to_located(value_node, child, problems, budget)
-            mapping[key].line = key_line if isinstance(value_node, yaml.ScalarNode) else mapping[key].line
+            mapping[key] = _to_located(value_node, child, problems, budget, scalars)
+            # The key's line, not the value's: a block or aliased value starts elsewhere.
+            mapping[key].line = key_line
         return Located(mapping, line)
     if isinstance(node, yaml.SequenceNode):
-        items = [_to_located(item, f"{path}[{i}]", problems, budget) for i, item in enumerate(node.value)]
+        items = [_to_located(item, f"{path}[{i}]", problems, budget, scalars) for i, item in enumerate(node.value)]
         return Located(items, line)
     try:
-        value = _scalars.construct_object(node, deep=True)
+        value = scalars.construct_object(node, deep=True)
     except (yaml.YAMLError, ValueError, TypeError, OverflowError):
         value = str(node.value)  # e.g. an unparsable timestamp: keep the text, the schema will object
-    return Located(value, line)
+    return Located(value, line, str(node.value))
 
 
 def read_yaml(text: str) -> tuple[Located | None, list[Problem]]:
     problems: list[Problem] = []
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.reader.ReaderError as exc:
+        # Its str() spans two lines and names a character position: report the line instead.
+        line = text[: exc.position].count("\n") + 1
+        return None, [Problem(line, "<file>", f"not valid YAML: unacceptable character #x{exc.character:04x}")]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        return None, [Problem(line, "<file>", f"not valid YAML: {exc.problem or exc.context}")]
+        # "while parsing a flow mapping, expected ',' or '}', but got '{'": the context, then the problem.
+        what = ", ".join(part for part in (exc.context, exc.problem) if part) or "syntax error"
+        return None, [Problem(line, "<file>", f"not valid YAML: {what}")]
     except yaml.YAMLError as exc:
         return None, [Problem(1, "<file>", f"not valid YAML: {exc}")]
     except RecursionError:
@@ -112,7 +135,8 @@ def read_yaml(text: str) -> tuple[Located | None, list[Problem]]:
     if node is None:
         return None, [Problem(1, "<file>", "empty file: expected a mapping with sites, switches, links, ...")]
     try:
-        return _to_located(node, "", problems, _Budget()), problems
+        # A fresh constructor per file: it caches every node it builds (a leak if shared).
+        return _to_located(node, "", problems, _Budget(), yaml.constructor.SafeConstructor()), problems
     except _TooBig:
         return None, [Problem(1, "<file>", f"too large: more than {MAX_NODES} YAML values (alias bomb?)")]
     except RecursionError:
@@ -135,7 +159,7 @@ class _Checker:
             return False
         for key, value in located.value.items():
             if key not in allowed:
-                self.error(value, f"{path}.{key}", f"unknown key (allowed: {', '.join(allowed)})")
+                self.error(value, f"{path}.{_key_segment(key)}", f"unknown key (allowed: {', '.join(allowed)})")
         ok = True
         for key in required:
             if key not in located.value:
@@ -161,7 +185,7 @@ class _Checker:
         if not isinstance(value, str) or not NAME_RE.match(value):
             self.error(
                 located,
-                f"{path}.{key}",
+                f"{path}.{key}" if path else key,
                 f"expected a name (a letter, then letters, digits, '-' or '_'), got {value!r}",
             )
             return None
@@ -186,7 +210,7 @@ class _Checker:
         if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
             self.error(located, f"{path}.{key}", f"expected {kind}, got {value!r}")
             return None
-        if value != value or value in (float("inf"), float("-inf")):
+        if value != value or value in (float("inf"), float("-inf")) or not (integer or _fits_float(value)):
             self.error(located, f"{path}.{key}", f"expected a finite number, got {value!r}")
             return None
         if value < minimum or (exclusive and value == minimum):
@@ -216,8 +240,23 @@ class _Checker:
             seen[value] = path
 
 
+def _fits_float(value: float) -> bool:
+    try:
+        float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        return False
+    return True
+
+
+def _colon_text(located: Located) -> Any:
+    """YAML 1.1 reads ``10:00:00:01`` as a base-60 integer: colon-separated ids keep their text."""
+    if isinstance(located.value, int) and located.text is not None and ":" in located.text:
+        return located.text
+    return located.value
+
+
 def _dpid(checker: _Checker, located: Located, path: str) -> int | None:
-    value = located.value
+    value = _colon_text(located)
     if isinstance(value, str):
         text = value.replace(":", "")
         text = text[2:] if text.lower().startswith("0x") else text
@@ -251,13 +290,15 @@ def _mac(checker: _Checker, entry: dict[str, Located], path: str) -> str:
     located = entry.get("mac")
     if located is None:
         return ""
-    if not isinstance(located.value, str) or not MAC_RE.match(located.value):
-        checker.error(located, f"{path}.mac", f"expected a MAC address like 02:00:00:00:00:01, got {located.value!r}")
+    value = _colon_text(located)
+    if not isinstance(value, str) or not MAC_RE.match(value):
+        checker.error(located, f"{path}.mac", f"expected a MAC address like 02:00:00:00:00:01, got {value!r}")
         return ""
-    return located.value.lower()
+    return value.lower()
 
 
-def _names(checker: _Checker, entry: dict[str, Located], key: str, path: str) -> list[tuple[str, Located]]:
+def _names(checker: _Checker, entry: dict[str, Located], key: str, path: str) -> list[tuple[int, str, Located]]:
+    """The string items of a list of names, each with its index in the list (for the path)."""
     located = entry.get(key)
     if located is None or located.value is None:
         return []
@@ -269,8 +310,20 @@ def _names(checker: _Checker, entry: dict[str, Located], key: str, path: str) ->
         if not isinstance(item.value, str):
             checker.error(item, f"{path}.{key}[{i}]", f"expected a name, got {item.value!r}")
         else:
-            out.append((item.value, item))
+            out.append((i, item.value, item))
     return out
+
+
+def _free_addresses(network: ipaddress.IPv4Network, used: dict[str, str]) -> Iterator[str]:
+    """The subnet's host addresses not in ``used``, highest first, without listing the subnet."""
+    if network.prefixlen >= 31:  # /31 and /32: every address is a host address
+        candidates: Iterator[int] = iter(range(int(network.broadcast_address), int(network.network_address) - 1, -1))
+    else:
+        candidates = iter(range(int(network.broadcast_address) - 1, int(network.network_address), -1))
+    for number in candidates:
+        address = str(ipaddress.IPv4Address(number))
+        if address not in used:
+            yield address
 
 
 class _Ports:
@@ -308,7 +361,7 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
     root: dict[str, Located] = top.value
     for key, value in root.items():
         if key not in TOP_LEVEL_KEYS:
-            c.error(value, key, f"unknown top-level key (allowed: {', '.join(TOP_LEVEL_KEYS)})")
+            c.error(value, _key_segment(key), f"unknown top-level key (allowed: {', '.join(TOP_LEVEL_KEYS)})")
 
     fabric_name = "fabric"
     if "name" in root:
@@ -335,7 +388,7 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
         elif site_id:
             site_ids[site_id] = path
         tier_value = e["tier"].value
-        tier = Tier(tier_value) if tier_value in {t.value for t in Tier} else None
+        tier = Tier(tier_value) if isinstance(tier_value, str) and tier_value in {t.value for t in Tier} else None
         if tier is None:
             c.error(e["tier"], f"{path}.tier", f"unknown tier {tier_value!r} (one of edge, metro, cloud)")
         region = e["region"].value
@@ -418,7 +471,7 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
             c.unique(ips, ip, e["ip"], f"{path}.ip", "ip")
         port = c.number(e, "port", path, minimum=1, integer=True, maximum=MAX_PORT)
         ports.reserve(switch, port, e.get("port"), f"{path}.port")
-        raw_nodes.append((path, name, site, switch, cpu, memory, ip, _mac(c, e, path), port, "ip" in e))
+        raw_nodes.append((path, name, site, switch, cpu, memory, ip, _mac(c, e, path), port, "ip" in e, item))
 
     host_ids = {r[1] for r in raw_hosts if r[1]}
     service_names: dict[str, str] = {}
@@ -436,7 +489,7 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
         memory = c.number(e, "memory_mib", path, minimum=0, exclusive=True, integer=True)
         max_latency = c.number(e, "max_latency_ms", path, minimum=0, exclusive=True)
         near = []
-        for i, (host, located) in enumerate(_names(c, e, "near", path)):
+        for i, host, located in _names(c, e, "near", path):
             if host not in host_ids:
                 c.error(located, f"{path}.near[{i}]", f"unknown host {host!r}")
             else:
@@ -444,9 +497,21 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
         calls = _names(c, e, "calls", path)
         raw_services.append((path, name, port, replicas, cpu, memory, max_latency, tuple(near), calls))
     for path, _name, *_, calls in raw_services:
-        for i, (callee, located) in enumerate(calls):
+        for i, callee, located in calls:
             if callee not in service_names:
                 c.error(located, f"{path}.calls[{i}]", f"unknown service {callee!r}")
+
+    # Nodes without an ip get the highest free addresses of the subnet, in file order. Walk the
+    # subnet lazily (a /8 holds 16M addresses) and report running out instead of raising.
+    free_ips = _free_addresses(network, ips)
+    node_ips: list[str | None] = []
+    for row in raw_nodes:
+        path, ip, has_ip, item = row[0], row[6], row[9], row[10]
+        if not has_ip:
+            ip = next(free_ips, None)
+            if ip is None:
+                c.error(item, f"{path}.ip", f"no ip given and no free address left in the subnet {network}")
+        node_ips.append(ip)
 
     if c.problems:
         return None, c.problems
@@ -460,19 +525,20 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
         HostSpec(HostId(name), sw, ports.assign(sw, port, path), ip, mac)
         for path, name, sw, ip, mac, port in raw_hosts
     )
-    free_ips = (str(a) for a in reversed(list(network.hosts())) if str(a) not in ips)
     nodes = tuple(
         NodeSpec(
             NodeId(name),
             SiteId(site),
             sw,
             ports.assign(sw, port, path),
-            ip if has_ip else next(free_ips),
+            str(node_ip),
             mac,
             int(cpu),
             int(memory),
         )
-        for path, name, site, sw, cpu, memory, ip, mac, port, has_ip in raw_nodes
+        for (path, name, site, sw, cpu, memory, _ip, mac, port, _has_ip, _item), node_ip in zip(
+            raw_nodes, node_ips, strict=True
+        )
     )
     services = tuple(
         Service(
@@ -482,7 +548,7 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
             resources=Resources(int(cpu), int(memory)),
             max_latency_ms=None if max_latency is None else float(max_latency),
             near=near,
-            calls=tuple(ServiceName(callee) for callee, _ in calls),
+            calls=tuple(ServiceName(callee) for _, callee, _ in calls),
         )
         for _path, name, port, replicas, cpu, memory, max_latency, near, calls in raw_services
     )

@@ -76,6 +76,8 @@ def _switch_connected(state: FabricState, event: ev.SwitchConnected) -> FabricSt
         # A switch the fabric file does not name: shown, flagged undeclared.
         known = Switch(id=event.switch, name=f"dpid:{format_dpid(event.switch)}", declared=False)
     switch = replace(known, connected=True, ports=ports, connected_at=event.at)
+    if switch == topo.switches.get(event.switch):
+        return state  # the same connection reported again: nothing changed
     return state._with(topology=topo.with_switch(switch))
 
 
@@ -145,11 +147,15 @@ def _link_up(state: FabricState, event: ev.LinkUp) -> FabricState:
 
 def _link_latency_measured(state: FabricState, event: ev.LinkLatencyMeasured) -> FabricState:
     topo = state.topology
-    changes: dict[Any, LinkAttrs] = {}
+    latest: dict[Any, int] = {}  # a link named twice in one batch: the last value wins
     for link, latency_us in event.latencies_us:
-        attrs = _require_link(topo, link)
+        _require_link(topo, link)
         if latency_us < 0:
             raise EventRejected(f"negative latency {latency_us} us for {link}")
+        latest[link] = latency_us
+    changes: dict[Any, LinkAttrs] = {}
+    for link, latency_us in latest.items():
+        attrs = topo.links[link]
         if attrs.measured_latency_us != latency_us:
             changes[link] = replace(attrs, measured_latency_us=latency_us, measured_at=event.at)
     if not changes:

@@ -24,6 +24,9 @@ class Topology:
     """Switches and directed links. Every ``with_*`` method returns a new Topology."""
 
     __slots__ = ("_graph", "links", "switches")
+    switches: Mapping[SwitchId, Switch]
+    links: Mapping[LinkId, LinkAttrs]
+    _graph: nx.MultiDiGraph
 
     def __init__(
         self,
@@ -31,15 +34,24 @@ class Topology:
         links: Mapping[LinkId, LinkAttrs] | None = None,
         _graph: nx.MultiDiGraph | None = None,
     ) -> None:
-        self.switches: Mapping[SwitchId, Switch] = frozen_map(switches)
-        self.links: Mapping[LinkId, LinkAttrs] = frozen_map(links)
+        frozen_switches: Mapping[SwitchId, Switch] = frozen_map(switches)
+        frozen_links: Mapping[LinkId, LinkAttrs] = frozen_map(links)
         if _graph is None:
             _graph = nx.MultiDiGraph()
-            _graph.add_nodes_from(self.switches)
-            for link in self.links:
+            _graph.add_nodes_from(frozen_switches)
+            for link in frozen_links:
                 _graph.add_edge(link.src, link.dst, key=link)
             _graph = nx.freeze(_graph)
-        self._graph = _graph
+        # Shared between threads without locks: no attribute may be rebound after construction.
+        object.__setattr__(self, "switches", frozen_switches)
+        object.__setattr__(self, "links", frozen_links)
+        object.__setattr__(self, "_graph", _graph)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Topology is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Topology is immutable: cannot delete {name!r}")
 
     # -- reading ---------------------------------------------------------------------------------
     @property
