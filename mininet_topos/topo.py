@@ -1,0 +1,127 @@
+"""``FabricTopo``: a Mininet ``Topo`` from a fabric file (or an already parsed ``FabricSpec``).
+
+Every node and link carries its own class and options, so the same Topo works in ``build()`` and
+under the ``mn`` command (``mn --custom mininet_topos/custom.py --topo fabric,FILE``).
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Any
+
+from mininet.link import Link
+from mininet.node import Host, OVSSwitch
+from mininet.topo import Topo
+
+from mininet_topos.links import DelayRelayLink, SwitchPortIntf
+from mininet_topos.netem import netem_available
+from mininet_topos.plan import CablePlan, FabricPlan, compute_plan
+from netmodel.fabric import FabricSpec
+from netmodel.fabric_file import parse_fabric
+
+
+class DelayBackend(enum.Enum):
+    NONE = "none"  # no delay at all: fast tests
+    NETEM = "netem"  # tc netem on both switch ports of a cable
+    RELAY = "relay"  # a userspace delay relay per cable (kernels without sch_netem)
+
+
+def choose_backend(real_delay: bool | str | None) -> DelayBackend:
+    """None/"auto"/True: netem if this kernel has it, else the relay. False/"none": no delay.
+    "netem"/"relay" force one (strings, so ``mn --topo fabric,FILE,delay=relay`` works)."""
+    if real_delay is False or real_delay == "none":
+        return DelayBackend.NONE
+    if real_delay in (None, True, "auto"):
+        return DelayBackend.NETEM if netem_available() else DelayBackend.RELAY
+    try:
+        return DelayBackend(real_delay)
+    except ValueError:
+        raise ValueError(
+            f"real_delay must be None, True, False, auto, none, netem or relay, not {real_delay!r}"
+        ) from None
+
+
+def load_spec(fabric_file: str | Path) -> FabricSpec:
+    path = Path(fabric_file)
+    return parse_fabric(path.read_bytes(), str(path))
+
+
+class FabricHost(Host):
+    """A Mininet host that can carry TCP over the userspace datapath: with TX checksum offload on, the
+    kernel leaves checksums for the NIC to fill in, the userspace datapath never does, and TCP hangs
+    while ping works. Turned off when Mininet configures the host (``Mininet.build``)."""
+
+    def config(self, **params: Any) -> Any:
+        result = super().config(**params)
+        self.disable_tx_offload()
+        return result
+
+    def disable_tx_offload(self) -> None:
+        for intf in self.intfList():
+            if intf.name != "lo":
+                self.cmd(f"ethtool -K {intf.name} tx off")
+
+
+class FabricTopo(Topo):
+    """Switches, hosts, compute nodes and cables exactly as the fabric file declares them."""
+
+    def build(
+        self,
+        fabric: str | Path | FabricSpec,
+        delay: bool | str | None = None,
+        fail_mode: str = "secure",
+        stp: bool = False,
+    ) -> None:
+        """stp only matters with fail_mode="standalone" (OVS learning without a controller): the
+        fabric has loops, so without STP a broadcast circulates forever."""
+        self.spec = fabric if isinstance(fabric, FabricSpec) else load_spec(fabric)
+        self.plan: FabricPlan = compute_plan(self.spec)
+        self.backend = choose_backend(delay)
+        for switch in self.plan.switches:
+            self.addSwitch(
+                switch.name,
+                cls=OVSSwitch,
+                dpid=switch.dpid,
+                datapath="user",
+                protocols="OpenFlow13",
+                failMode=fail_mode,
+                stp=bool(stp),
+            )
+        for host in self.plan.hosts:
+            self.addHost(host.name, cls=FabricHost, ip=host.ip, mac=host.mac)
+            # Without a MAC in the file Mininet picks one (an explicit addr1=None would break its veth).
+            mac = {"addr1": host.mac} if host.mac else {}
+            self.addLink(
+                host.name,
+                host.switch,
+                port1=0,
+                port2=host.port,
+                intfName1=host.intf,
+                intfName2=host.switch_intf,
+                cls=Link,
+                cls2=SwitchPortIntf,
+                **mac,
+            )
+        for cable in self.plan.cables:
+            self.addLink(
+                cable.a,
+                cable.b,
+                port1=cable.a_port,
+                port2=cable.b_port,
+                intfName1=cable.a_intf,
+                intfName2=cable.b_intf,
+                **cable_options(cable, self.backend),
+            )
+
+
+def cable_options(cable: CablePlan, backend: DelayBackend) -> dict[str, Any]:
+    """Link class and options for one cable. Bandwidth is an htb limit on each switch port's egress."""
+    if backend is DelayBackend.RELAY and cable.latency_ms > 0:
+        return {"cls": DelayRelayLink, "delay_ms": cable.latency_ms, "bw": cable.bandwidth_mbps}
+    options: dict[str, Any] = {"cls": Link, "intf": SwitchPortIntf}
+    if cable.bandwidth_mbps is not None:
+        options["bw"] = cable.bandwidth_mbps
+    if backend is DelayBackend.NETEM and cable.latency_ms > 0:
+        options["delay"] = f"{cable.latency_ms:g}ms"  # netem on both ends: each direction delayed once
+    return options
