@@ -156,9 +156,7 @@ class Receiver:
                 continue
             frame = bytes(view[:size])
             for level, kind, data in ancillary:  # one PACKET_AUXDATA; a tag only on VLAN frames
-                if (level, kind) == (SOL_PACKET, PACKET_AUXDATA) and AUX_STATUS.unpack_from(data)[
-                    0
-                ] & VLAN_VALID:
+                if (level, kind) == (SOL_PACKET, PACKET_AUXDATA) and AUX_STATUS.unpack_from(data)[0] & VLAN_VALID:
                     frame = restore_vlan(frame, data)
             counters.received[self.side] += 1
             line.push(now, frame)
@@ -218,15 +216,11 @@ def try_realtime(priority: int) -> bool:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m mininet_topos.delay_relay", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m mininet_topos.delay_relay", description=__doc__.split("\n")[0])
     parser.add_argument("side_a", help="interface towards one switch")
     parser.add_argument("side_b", help="interface towards the other switch")
     parser.add_argument("--delay-ms", type=float, required=True, help="one-way delay, both directions")
-    parser.add_argument(
-        "--rt-priority", type=int, default=10, help="SCHED_FIFO priority; 0 to stay SCHED_OTHER"
-    )
+    parser.add_argument("--rt-priority", type=int, default=10, help="SCHED_FIFO priority; 0 to stay SCHED_OTHER")
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone (0: off)")
     args = parser.parse_args(argv)
     if args.delay_ms < 0:

@@ -81,9 +81,7 @@ def compute_plan(spec: FabricSpec) -> FabricPlan:
 
     def port(owner: str, switch: str, number: int) -> str:
         if number > OVS_MAX_PORT:
-            problems.append(
-                f"{owner}: port {number} of {switch} is above {OVS_MAX_PORT}, which OVS cannot request"
-            )
+            problems.append(f"{owner}: port {number} of {switch} is above {OVS_MAX_PORT}, which OVS cannot request")
         return claim(owner, intf_name(switch, number))
 
     def claim(owner: str, name: str) -> str:
@@ -95,9 +93,7 @@ def compute_plan(spec: FabricSpec) -> FabricPlan:
     switches = []
     for switch in spec.switches:
         if len(switch.name) > IFNAMSIZ:
-            problems.append(
-                f"switch {switch.name}: ids over {IFNAMSIZ} characters cannot name an OVS bridge device"
-            )
+            problems.append(f"switch {switch.name}: ids over {IFNAMSIZ} characters cannot name an OVS bridge device")
         switches.append(SwitchPlan(switch.name, dpid_hex(int(switch.dpid))))
 
     cables = []

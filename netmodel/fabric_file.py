@@ -371,7 +371,8 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
         try:
             network = ipaddress.IPv4Network(str(root["subnet"].value))
         except ValueError:
-            c.error(root["subnet"], "subnet", f"expected an IPv4 network like 10.0.0.0/16, got {root['subnet'].value!r}")
+            got = root["subnet"].value
+            c.error(root["subnet"], "subnet", f"expected an IPv4 network like 10.0.0.0/16, got {got!r}")
 
     ids: dict[str, str] = {}  # switches, hosts and nodes share one namespace (Mininet names)
 
@@ -421,9 +422,10 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
             switches[name] = (dpid, site)
 
     ports = _Ports(c)
-    raw_links = []
+    # Entries hold Optional values until every problem is known; only a problem-free file is built below.
+    raw_links: list[tuple[Any, ...]] = []
     for path, item in c.items(root, "links"):
-        allowed = ("a", "b", "latency_ms", "bandwidth_mbps", "a_port", "b_port")
+        allowed: tuple[str, ...] = ("a", "b", "latency_ms", "bandwidth_mbps", "a_port", "b_port")
         if not c.mapping(item, path, allowed, ("a", "b", "latency_ms", "bandwidth_mbps")):
             continue
         e = item.value
@@ -439,7 +441,7 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
         ports.reserve(b, b_port, e.get("b_port"), f"{path}.b_port")
         raw_links.append((path, a, b, latency, bandwidth, a_port, b_port))
 
-    raw_hosts = []
+    raw_hosts: list[tuple[Any, ...]] = []
     ips: dict[str, str] = {}
     for path, item in c.items(root, "hosts"):
         if not c.mapping(item, path, ("id", "switch", "ip", "mac", "port"), ("id", "switch", "ip")):
@@ -454,7 +456,7 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
         ports.reserve(switch, port, e.get("port"), f"{path}.port")
         raw_hosts.append((path, name, switch, ip, _mac(c, e, path), port))
 
-    raw_nodes = []
+    raw_nodes: list[tuple[Any, ...]] = []
     for path, item in c.items(root, "nodes"):
         allowed = ("id", "site", "switch", "cpu_millis", "memory_mib", "ip", "mac", "port")
         if not c.mapping(item, path, allowed, ("id", "site", "switch", "cpu_millis", "memory_mib")):
@@ -475,7 +477,7 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
 
     host_ids = {r[1] for r in raw_hosts if r[1]}
     service_names: dict[str, str] = {}
-    raw_services = []
+    raw_services: list[tuple[Any, ...]] = []
     for path, item in c.items(root, "services"):
         allowed = ("name", "port", "replicas", "cpu_millis", "memory_mib", "max_latency_ms", "near", "calls")
         if not c.mapping(item, path, allowed, ("name", "port", "replicas", "cpu_millis", "memory_mib")):
@@ -522,8 +524,7 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
         for path, a, b, lat, bw, ap, bp in raw_links
     )
     hosts = tuple(
-        HostSpec(HostId(name), sw, ports.assign(sw, port, path), ip, mac)
-        for path, name, sw, ip, mac, port in raw_hosts
+        HostSpec(HostId(name), sw, ports.assign(sw, port, path), ip, mac) for path, name, sw, ip, mac, port in raw_hosts
     )
     nodes = tuple(
         NodeSpec(

@@ -112,7 +112,7 @@ class Topology:
 
     def best_link(self, u: SwitchId, v: SwitchId, *, require_discovered: bool = False) -> LinkId | None:
         """The usable link u->v with the lowest latency (ties broken by port numbers)."""
-        candidates = [
+        candidates: list[LinkId] = [
             link
             for link in self._graph.get_edge_data(u, v, default={})
             if self.is_usable(link, require_discovered=require_discovered)

@@ -85,11 +85,7 @@ def test_the_example_fabric_plans_with_every_port_from_the_spec() -> None:
     assert len(plan.hosts) == len(spec.hosts) + len(spec.nodes)
     assert [(c.a_port, c.b_port) for c in plan.cables] == [(c.a_port, c.b_port) for c in spec.cables]
     assert [h.port for h in plan.hosts] == [h.port for h in spec.hosts] + [n.port for n in spec.nodes]
-    names = (
-        [c.a_intf for c in plan.cables]
-        + [c.b_intf for c in plan.cables]
-        + [h.switch_intf for h in plan.hosts]
-    )
+    names = [c.a_intf for c in plan.cables] + [c.b_intf for c in plan.cables] + [h.switch_intf for h in plan.hosts]
     assert len(names) == len(set(names)) and all(len(n) <= IFNAMSIZ for n in names)
 
 
