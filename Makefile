@@ -20,8 +20,11 @@ unit: setup
 integration: setup
 	$(PY) -m pytest tests -q -m integration $(PYTEST_ARGS)
 
+BENCHMARKS := routes failover packet_in
+
 bench: setup
-	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
+	$(VENV)/bin/pip install -q -e '.[dev,bench]'
+	@set -e; for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py; done
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,7 @@
 """Failover time: from a link going down in Mininet to the first packet on the backup path.
 
 Diamond fabric (tests/data/fabrics/diamond.yaml) under `edgectl run`, h1 pinging h2 every
-millisecond over the 2 ms path s1-s2-s4. The s1-s2 link is taken down (`link s1 s2 down`); a raw
+2 milliseconds over the 2 ms path s1-s2-s4. The s1-s2 link is taken down (`link s1 s2 down`); a raw
 socket on s1's port towards s3 timestamps the first ICMP packet that takes the backup path. The
 switch does that on its own with the fast-failover group; for comparison, the same run measures when
 the controller's recomputed route (the baseline: reroute by the controller, as without groups)
@@ -72,7 +72,7 @@ def main() -> int:
             time.sleep(1)
             sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             sniffer.bind(("s1-eth2", 0))  # s1's port 2: towards s3, the backup path
-            stream = h1.popen("ping -i 0.001 -c 3000 -W 1 -q 10.0.0.2")
+            stream = h1.popen("ping -i 0.002 -c 2000 -w 10 -W 1 -q 10.0.0.2")  # 4 s, bounded by -w
             time.sleep(0.5)
             down_at = time.monotonic()
             net.configLinkStatus("s1", "s2", "down")
@@ -95,8 +95,8 @@ def main() -> int:
         "fast_failover_ms_max": round(max(switch_ms), 2) if switch_ms else None,
         "controller_reroute_ms_p50": round(statistics.median(controller_ms), 1),
         "controller_reroute_ms_max": round(max(controller_ms), 1),
-        "pings_lost_at_1ms_p50": statistics.median(lost),
-        "pings_lost_at_1ms_max": max(lost),
+        "pings_lost_at_2ms_p50": statistics.median(lost),
+        "pings_lost_at_2ms_max": max(lost),
         "goal_ms": 50,
     }
     print(f"{'round':>5} {'first packet on backup (ms)':>28} {'controller reroute (ms)':>24} {'lost pings':>10}")
