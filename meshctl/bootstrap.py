@@ -1,0 +1,263 @@
+"""Bootstraps for sidecars, and the ``edgectl mesh`` commands.
+
+``render_bootstrap`` is the Envoy bootstrap a sidecar starts from: admin on 127.0.0.1, one ADS stream
+(state of the world, or delta) to the control plane over TCP or a Unix socket (Envoy ``pipe``; Unix
+sockets cross network namespaces, so a sidecar inside a Mininet host reaches the controller).
+``render_grpc_bootstrap`` is the same for a proxyless gRPC client (``GRPC_XDS_BOOTSTRAP``).
+
+Wired into the CLI as ``edgectl mesh bootstrap`` (``main_bootstrap``) and ``edgectl mesh status``
+(``main_status``, which reads ``/api/v1/xds/clients`` from a running controller).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import ipaddress
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_XDS_ADDRESS = "127.0.0.1:18000"
+DEFAULT_ADMIN_PORT = 9901
+XDS_CLUSTER = "edgectl-xds"
+TYPE_COLUMNS = ("sds", "cds", "eds", "lds", "rds")
+
+
+@dataclass(frozen=True, slots=True)
+class XdsAddress:
+    """Where the control plane listens: ``host``/``port``, or a Unix socket ``path``."""
+
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @property
+    def is_unix(self) -> bool:
+        return bool(self.path)
+
+    @property
+    def grpc_target(self) -> str:
+        if self.is_unix:
+            return f"unix:{self.path}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_xds_address(text: str) -> XdsAddress:
+    """``HOST:PORT``, ``[V6]:PORT`` or ``unix:/absolute/path``; raises ValueError saying what is wrong."""
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if not path.startswith("/"):
+            raise ValueError(f"{text!r}: a Unix socket address needs an absolute path (unix:/run/edgectl-xds.sock)")
+        return XdsAddress(path=path)
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r}: expected HOST:PORT or unix:/path")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{text!r}: port must be 1-65535")
+    return XdsAddress(host=host, port=int(port_text))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def render_bootstrap(
+    node_id: str,
+    service: str,
+    delta: bool = False,
+    xds_address: str = DEFAULT_XDS_ADDRESS,
+    admin_port: int = DEFAULT_ADMIN_PORT,
+) -> dict[str, Any]:
+    """An Envoy v3 bootstrap (as a dict: dump it as YAML or JSON) for sidecar ``node_id``."""
+    address = parse_xds_address(xds_address)
+    if not 0 <= admin_port < 65536:
+        raise ValueError(f"admin port {admin_port} is not 0-65535")
+    if address.is_unix:
+        endpoint_address: dict[str, Any] = {"pipe": {"path": address.path}}
+        discovery = "STATIC"
+    else:
+        endpoint_address = {"socket_address": {"address": address.host, "port_value": address.port}}
+        discovery = "STATIC" if _is_ip(address.host) else "STRICT_DNS"
+    return {
+        "node": {"id": node_id, "cluster": service},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [
+                    {
+                        "envoy_grpc": {
+                            "cluster_name": XDS_CLUSTER,
+                            # Reconnect fast after a control-plane restart (Envoy's default backoff
+                            # grows to 30 s); the sidecar keeps serving its last config meanwhile.
+                            "retry_policy": {"retry_back_off": {"base_interval": "0.25s", "max_interval": "5s"}},
+                        }
+                    }
+                ],
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": XDS_CLUSTER,
+                    "type": discovery,
+                    "connect_timeout": "1s",
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {
+                                # HTTP/2 pings find a control plane that vanished without closing.
+                                "http2_protocol_options": {"connection_keepalive": {"interval": "15s", "timeout": "5s"}}
+                            },
+                        }
+                    },
+                    "load_assignment": {
+                        "cluster_name": XDS_CLUSTER,
+                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": endpoint_address}}]}],
+                    },
+                }
+            ]
+        },
+    }
+
+
+def render_grpc_bootstrap(node_id: str, xds_address: str = DEFAULT_XDS_ADDRESS) -> dict[str, Any]:
+    """The JSON a proxyless gRPC client reads from ``GRPC_XDS_BOOTSTRAP`` (then dials ``xds:///<service>``)."""
+    address = parse_xds_address(xds_address)
+    return {
+        "xds_servers": [
+            {"server_uri": address.grpc_target, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}
+        ],
+        "node": {"id": node_id, "locality": {}},
+    }
+
+
+def bootstrap_yaml(bootstrap: dict[str, Any]) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(bootstrap, sort_keys=False, default_flow_style=False))
+
+
+# -- edgectl mesh bootstrap ---------------------------------------------------------------------------
+
+
+def bootstrap_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgectl mesh bootstrap", description="print a sidecar's Envoy bootstrap")
+    parser.add_argument("--node-id", required=True, help="the workload id (or host id for a client sidecar)")
+    parser.add_argument("--service", required=True, help="the service the sidecar belongs to (node.cluster)")
+    parser.add_argument("--delta", action="store_true", help="use incremental (delta) xDS")
+    parser.add_argument(
+        "--xds-address",
+        default=DEFAULT_XDS_ADDRESS,
+        metavar="HOST:PORT|unix:/path",
+        help=f"the control plane ({DEFAULT_XDS_ADDRESS})",
+    )
+    parser.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT, help="Envoy admin port on 127.0.0.1")
+    parser.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    parser.add_argument("--grpc", action="store_true", help="print a proxyless gRPC client's bootstrap (JSON) instead")
+    return parser
+
+
+def main_bootstrap(argv: Sequence[str] | None = None) -> int:
+    args = bootstrap_parser().parse_args(argv)
+    try:
+        if args.grpc:
+            print(json.dumps(render_grpc_bootstrap(args.node_id, args.xds_address), indent=2))
+            return 0
+        bootstrap = render_bootstrap(args.node_id, args.service, args.delta, args.xds_address, args.admin_port)
+    except ValueError as exc:
+        print(f"edgectl mesh bootstrap: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps(bootstrap, indent=2))
+    else:
+        sys.stdout.write(bootstrap_yaml(bootstrap))
+    return 0
+
+
+# -- edgectl mesh status ------------------------------------------------------------------------------
+
+
+def status_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgectl mesh status", description="what each sidecar has applied")
+    parser.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT", help="the controller's HTTP API")
+    parser.add_argument("--output", choices=["table", "json"], default="table")
+    return parser
+
+
+def main_status(argv: Sequence[str] | None = None) -> int:
+    args = status_parser().parse_args(argv)
+    url = f"http://{args.http}/api/v1/xds/clients"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            view = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"edgectl mesh status: cannot reach the controller at {args.http}: {exc}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(view, indent=2))
+    else:
+        sys.stdout.write(format_status(view))
+    return 0
+
+
+def _cell(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "-"
+    nack = entry.get("last_nack")
+    acked_at = entry.get("acked_at")
+    if entry.get("pending_nonce"):
+        return "wait"
+    if nack and (acked_at is None or nack["at"] >= acked_at):
+        return "NACK"
+    if entry.get("current"):
+        return "ok"
+    return "old" if entry.get("acked") else "-"
+
+
+def format_status(view: dict[str, Any]) -> str:
+    """The clients view as a table, then every NACK and build problem in full."""
+    nodes = view.get("nodes", {})
+    lines = [f"xDS clients: {view.get('connected', 0)} connected, {view.get('in_sync', 0)} in sync"]
+    header = ["NODE", "MODE", "STREAMS", "GEN", "SYNCED", *(t.upper() for t in TYPE_COLUMNS)]
+    rows = []
+    for node, entry in sorted(nodes.items()):
+        types = entry.get("types", {})
+        rows.append(
+            [
+                node,
+                entry.get("mode") or "-",
+                str(entry.get("streams", 0)),
+                str(entry.get("generation") if entry.get("generation") is not None else "-"),
+                "yes" if entry.get("in_sync") else "no",
+                *(_cell(types.get(t)) for t in TYPE_COLUMNS),
+            ]
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    details = []
+    for node, entry in sorted(nodes.items()):
+        for type_name, status in sorted(entry.get("types", {}).items()):
+            nack = status.get("last_nack")
+            if nack:
+                when = datetime.datetime.fromtimestamp(nack["at"], datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+                details.append(f"  {node} {type_name} rejected {nack['version']} at {when}Z: {nack['error']}")
+        details.extend(f"  {node}: {problem}" for problem in entry.get("problems", []))
+    if details:
+        lines += ["", "NACKs and problems:", *details]
+    return "\n".join(lines) + "\n"

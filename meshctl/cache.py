@@ -1,0 +1,273 @@
+"""The snapshot cache: the latest consistent snapshot of every node, who watches it, and what each node
+has applied. Thread-safe (one lock); no grpc, no I/O.
+
+As in go-control-plane, the xDS server depends only on this: the application builds snapshots and
+sets them; a stream asks for its node's snapshot and registers a watch that fires when the node's
+content changes. A rebuild that changes nothing for a node neither replaces its snapshot nor wakes its
+streams, so a model change pushes only to the nodes it concerns.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from meshctl.snapshot import InconsistentSnapshot, MeshSnapshot, check_consistent, version_digest, with_versions_of
+from meshctl.xds_types import PUSH_ORDER, short_name
+
+Watcher = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    version: str
+    """The version the client rejected."""
+    error: str
+    code: int
+    at: float
+
+
+@dataclass(slots=True)
+class TypeStatus:
+    version_sent: str = ""
+    pending_nonce: str = ""
+    """Nonce of the response the client has not answered yet ("" when none is outstanding)."""
+    version_acked: str = ""
+    acked_at: float | None = None
+    last_nack: Nack | None = None
+    current: bool = False
+    """The client runs what it should of this type: nothing to send, unanswered or rejected."""
+    pushes: int = 0
+    acks: int = 0
+    nacks: int = 0
+
+
+@dataclass(slots=True)
+class NodeStatus:
+    streams: int = 0
+    mode: str = ""
+    connected_at: float | None = None
+    synced_generation: int | None = None
+    """Generation of the last snapshot this node had fully applied (every type ACKed, nothing to send)."""
+    types: dict[str, TypeStatus] = field(default_factory=dict)
+
+    def of(self, type_url: str) -> TypeStatus:
+        status = self.types.get(type_url)
+        if status is None:
+            status = self.types[type_url] = TypeStatus()
+        return status
+
+
+@dataclass(frozen=True, slots=True)
+class SetResult:
+    changed: frozenset[str]
+    """Nodes whose content changed (or appeared): their streams were woken."""
+    rejected: Mapping[str, str]
+    """Node -> why its new snapshot was refused (it keeps the previous one)."""
+
+
+class SnapshotCache:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._snapshots: dict[str, MeshSnapshot] = {}
+        self._watchers: dict[str, list[Watcher]] = {}
+        self._status: dict[str, NodeStatus] = {}
+
+    # -- snapshots ----------------------------------------------------------------------------------
+
+    def snapshot(self, node: str) -> MeshSnapshot | None:
+        return self._snapshots.get(node)  # one dict read: atomic, and snapshots are immutable
+
+    def nodes(self) -> list[str]:
+        with self._lock:
+            return sorted(self._snapshots)
+
+    def set_snapshot(self, node: str, snapshot: MeshSnapshot) -> bool:
+        """Publish one node's snapshot; raises ``InconsistentSnapshot``. True if its content changed."""
+        check_consistent(snapshot)
+        with self._lock:
+            changed = self._store(node, snapshot)
+            watchers = list(self._watchers.get(node, ())) if changed else []
+        _notify(node, watchers)
+        return changed
+
+    def set_snapshots(self, snapshots: Mapping[str, MeshSnapshot], prune: bool = True) -> SetResult:
+        """Publish a whole build. An inconsistent snapshot is refused (that node keeps its last good
+        one); with ``prune`` nodes missing from the build are dropped (their streams keep what they have)."""
+        rejected: dict[str, str] = {}
+        good: dict[str, MeshSnapshot] = {}
+        for node, snapshot in snapshots.items():
+            try:
+                check_consistent(snapshot)
+            except InconsistentSnapshot as exc:
+                rejected[node] = str(exc)
+                continue
+            good[node] = snapshot
+        to_wake: list[tuple[str, list[Watcher]]] = []
+        with self._lock:
+            changed = {node for node, snapshot in good.items() if self._store(node, snapshot)}
+            if prune:
+                for node in [n for n in self._snapshots if n not in snapshots]:
+                    del self._snapshots[node]
+            to_wake = [(node, list(self._watchers[node])) for node in changed if node in self._watchers]
+        for node, watchers in to_wake:
+            _notify(node, watchers)
+        return SetResult(frozenset(changed), rejected)
+
+    def clear_snapshot(self, node: str) -> None:
+        with self._lock:
+            self._snapshots.pop(node, None)
+
+    def _store(self, node: str, snapshot: MeshSnapshot) -> bool:
+        previous = self._snapshots.get(node)
+        if previous is not None and _same_content(previous, snapshot):
+            if previous.problems != snapshot.problems:
+                self._snapshots[node] = replace(previous, problems=snapshot.problems)
+            return False
+        self._snapshots[node] = with_versions_of(snapshot, previous)
+        return True
+
+    # -- watches ------------------------------------------------------------------------------------
+
+    def watch(self, node: str, watcher: Watcher) -> Callable[[], None]:
+        """Call ``watcher(node)`` (from the thread that sets snapshots) whenever the node's content
+        changes. Returns the function that cancels the watch."""
+        with self._lock:
+            self._watchers.setdefault(node, []).append(watcher)
+
+        def cancel() -> None:
+            with self._lock:
+                watchers = self._watchers.get(node, [])
+                if watcher in watchers:
+                    watchers.remove(watcher)
+                if not watchers:
+                    self._watchers.pop(node, None)
+
+        return cancel
+
+    # -- what each node has applied -----------------------------------------------------------------
+
+    def stream_opened(self, node: str, mode: str) -> None:
+        with self._lock:
+            status = self._status.setdefault(node, NodeStatus())
+            status.streams += 1
+            status.mode = mode
+            status.connected_at = self._clock()
+
+    def stream_closed(self, node: str) -> None:
+        with self._lock:
+            status = self._status.get(node)
+            if status is None:
+                return
+            status.streams = max(0, status.streams - 1)
+            status.types = {t: replace(s, pending_nonce="") for t, s in status.types.items()}
+            if status.streams == 0 and node not in self._snapshots:
+                del self._status[node]  # a node we serve nothing: forget it (bounds memory)
+
+    def record_push(self, node: str, type_url: str, version: str, nonce: str) -> None:
+        with self._lock:
+            status = self._status.setdefault(node, NodeStatus()).of(type_url)
+            status.version_sent, status.pending_nonce = version, nonce
+            status.pushes += 1
+
+    def record_ack(self, node: str, type_url: str, version: str) -> None:
+        with self._lock:
+            status = self._status.setdefault(node, NodeStatus()).of(type_url)
+            status.version_acked, status.acked_at, status.pending_nonce = version, self._clock(), ""
+            status.acks += 1
+
+    def record_nack(self, node: str, type_url: str, rejected_version: str, error: str, code: int) -> None:
+        with self._lock:
+            status = self._status.setdefault(node, NodeStatus()).of(type_url)
+            status.last_nack = Nack(rejected_version, error, code, self._clock())
+            status.pending_nonce = ""
+            status.nacks += 1
+
+    def record_adopted(self, node: str, type_url: str, version: str) -> None:
+        """A reconnecting client already has this content: count it as sent and ACKed."""
+        with self._lock:
+            status = self._status.setdefault(node, NodeStatus()).of(type_url)
+            status.version_sent = status.version_acked = version
+            status.acked_at = self._clock()
+
+    def record_current(self, node: str, type_url: str, current: bool) -> None:
+        with self._lock:
+            self._status.setdefault(node, NodeStatus()).of(type_url).current = current
+
+    def record_synced(self, node: str, generation: int) -> None:
+        with self._lock:
+            self._status.setdefault(node, NodeStatus()).synced_generation = generation
+
+    def is_synced(self, node: str) -> bool:
+        """The node has applied its current snapshot (every subscribed type ACKed)."""
+        snapshot = self._snapshots.get(node)
+        status = self._status.get(node)
+        return snapshot is not None and status is not None and status.synced_generation == snapshot.generation
+
+    def status(self, node: str) -> NodeStatus | None:
+        with self._lock:
+            status = self._status.get(node)
+            if status is None:
+                return None
+            return replace(status, types={t: replace(s) for t, s in status.types.items()})
+
+    def clients_view(self) -> dict[str, Any]:
+        """JSON-ready: per node, per type: current, sent and ACKed versions, pending nonce, last NACK."""
+        with self._lock:
+            nodes = sorted(set(self._snapshots) | set(self._status))
+            view = {node: self._node_view(node) for node in nodes}
+        return {
+            "nodes": view,
+            "connected": sum(1 for v in view.values() if v["streams"]),
+            "in_sync": sum(1 for v in view.values() if v["streams"] and v["in_sync"]),
+        }
+
+    def _node_view(self, node: str) -> dict[str, Any]:
+        snapshot = self._snapshots.get(node)
+        status = self._status.get(node) or NodeStatus()
+        types: dict[str, Any] = {}
+        for type_url in PUSH_ORDER:
+            sent = status.types.get(type_url)
+            current = snapshot.version(type_url) if snapshot is not None else None
+            if sent is None and (snapshot is None or not snapshot.of_type(type_url)):
+                continue  # neither served nor asked for
+            sent = sent or TypeStatus()
+            nack = sent.last_nack
+            types[short_name(type_url)] = {
+                "version": current,
+                "sent": sent.version_sent or None,
+                "acked": sent.version_acked or None,
+                "acked_at": sent.acked_at,
+                "pending_nonce": sent.pending_nonce or None,
+                "current": sent.current,
+                "last_nack": None
+                if nack is None
+                else {"version": nack.version or None, "error": nack.error, "code": nack.code, "at": nack.at},
+                "pushes": sent.pushes,
+                "acks": sent.acks,
+                "nacks": sent.nacks,
+            }
+        return {
+            "streams": status.streams,
+            "mode": status.mode or None,
+            "generation": snapshot.generation if snapshot is not None else None,
+            "synced_generation": status.synced_generation,
+            "in_sync": snapshot is not None and status.synced_generation == snapshot.generation,
+            "problems": list(snapshot.problems) if snapshot is not None else [],
+            "types": types,
+        }
+
+
+def _same_content(a: MeshSnapshot, b: MeshSnapshot) -> bool:
+    return a.wildcard_excluded == b.wildcard_excluded and all(
+        version_digest(a.version(t)) == version_digest(b.version(t)) for t in PUSH_ORDER
+    )
+
+
+def _notify(node: str, watchers: list[Watcher]) -> None:
+    for watcher in watchers:
+        watcher(node)

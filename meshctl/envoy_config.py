@@ -1,0 +1,304 @@
+"""Constructors of the Envoy v3 messages meshctl serves. Pure: arguments in, protobuf messages out.
+
+``snapshot`` decides *what* each sidecar gets; this module only knows *how* Envoy spells it. Every
+dynamic reference points at the aggregated (ADS) stream, so one stream carries all five types in the
+order the server chooses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+
+Message = Any  # xds-protos ships no type stubs: messages are opaque to mypy
+
+IDENTITY_SECRET = "identity"
+"""The sidecar's own certificate and key. One fixed name is safe because a node only ever sees its
+own snapshot (Istio calls the same thing "default"), and it lets nodes share cluster resources."""
+
+TRUST_BUNDLE_SECRET = "trust-bundle"
+
+NO_CALLER_SAN = "spiffe://invalid/edgectl-no-caller-allowed"
+"""An empty SAN list would accept *any* certificate of the trust domain: when nobody may call, the
+validation context gets this one unmatchable id instead."""
+
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalityEndpoints:
+    """Endpoints of one locality (region/zone/sub_zone), each ``(ip, port, weight)``."""
+
+    region: str
+    zone: str
+    sub_zone: str
+    endpoints: tuple[tuple[str, int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHost:
+    name: str
+    domains: tuple[str, ...]
+    cluster: str
+
+
+def pack(message: Message) -> Any:
+    """``google.protobuf.Any`` with deterministic bytes, so equal content hashes equally."""
+    packed = any_pb2.Any()
+    packed.Pack(message, deterministic=True)
+    return packed
+
+
+def ads_source() -> Message:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.ApiVersion.V3
+    )
+
+
+def _duration_ms(ms: int) -> Message:
+    duration = duration_pb2.Duration()
+    duration.FromMilliseconds(ms)
+    return duration
+
+
+def _socket_address(ip: str, port: int) -> Message:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=ip, port_value=port))
+
+
+def _http_upstream_options() -> dict[str, Any]:
+    # Speak to the upstream whatever the caller spoke (HTTP/1.1 or h2c gRPC): services have no
+    # protocol field in the model, and this makes both work through one listener.
+    options = http_protocol_options_pb2.HttpProtocolOptions(
+        use_downstream_protocol_config=http_protocol_options_pb2.HttpProtocolOptions.UseDownstreamHttpConfig()
+    )
+    return {HTTP_PROTOCOL_OPTIONS: pack(options)}
+
+
+def _sds(name: str) -> Message:
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=ads_source())
+
+
+def _san_matchers(spiffe_ids: Sequence[str]) -> list[Message]:
+    ids = sorted(set(spiffe_ids)) or [NO_CALLER_SAN]
+    return [
+        common_pb2.SubjectAltNameMatcher(
+            san_type=common_pb2.SubjectAltNameMatcher.URI, matcher=string_pb2.StringMatcher(exact=spiffe_id)
+        )
+        for spiffe_id in ids
+    ]
+
+
+def _mtls_context(peer_spiffe_ids: Sequence[str]) -> Message:
+    """Our certificate from SDS; the peer must chain to the trust bundle and carry one of the ids."""
+    return common_pb2.CommonTlsContext(
+        tls_certificate_sds_secret_configs=[_sds(IDENTITY_SECRET)],
+        combined_validation_context=common_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+            default_validation_context=common_pb2.CertificateValidationContext(
+                match_typed_subject_alt_names=_san_matchers(peer_spiffe_ids)
+            ),
+            validation_context_sds_secret_config=_sds(TRUST_BUNDLE_SECRET),
+        ),
+    )
+
+
+def _transport_socket(context: Message) -> Message:
+    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=pack(context))
+
+
+def upstream_mtls(server_spiffe_ids: Sequence[str]) -> Message:
+    return _transport_socket(tls_pb2.UpstreamTlsContext(common_tls_context=_mtls_context(server_spiffe_ids)))
+
+
+def downstream_mtls(caller_spiffe_ids: Sequence[str]) -> Message:
+    return _transport_socket(
+        tls_pb2.DownstreamTlsContext(
+            common_tls_context=_mtls_context(caller_spiffe_ids),
+            require_client_certificate=wrappers_pb2.BoolValue(value=True),
+        )
+    )
+
+
+# -- clusters and endpoints -------------------------------------------------------------------------
+
+
+def eds_cluster(name: str, connect_timeout_ms: int, http: bool, tls: Message | None = None) -> Message:
+    """A cluster whose endpoints come by EDS under the same name."""
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads_source(), service_name=name),
+        connect_timeout=_duration_ms(connect_timeout_ms),
+        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+    )
+    if http:
+        for key, value in _http_upstream_options().items():
+            cluster.typed_extension_protocol_options[key].CopyFrom(value)
+    if tls is not None:
+        cluster.transport_socket.CopyFrom(tls)
+    return cluster
+
+
+def static_cluster(name: str, ip: str, port: int, connect_timeout_ms: int, http: bool) -> Message:
+    """A fixed single-endpoint cluster: the local application behind an inbound listener."""
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=_duration_ms(connect_timeout_ms),
+        load_assignment=load_assignment(name, [LocalityEndpoints("", "", "", ((ip, port, 1),))]),
+    )
+    if http:
+        for key, value in _http_upstream_options().items():
+            cluster.typed_extension_protocol_options[key].CopyFrom(value)
+    return cluster
+
+
+def load_assignment(name: str, localities: Sequence[LocalityEndpoints]) -> Message:
+    """Endpoints grouped by locality. gRPC's xDS client drops localities without a weight, so every
+    locality carries the sum of its endpoints' weights."""
+    return endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=name,
+        endpoints=[
+            endpoint_components_pb2.LocalityLbEndpoints(
+                locality=base_pb2.Locality(region=group.region, zone=group.zone, sub_zone=group.sub_zone),
+                load_balancing_weight=wrappers_pb2.UInt32Value(value=sum(w for _, _, w in group.endpoints)),
+                lb_endpoints=[
+                    endpoint_components_pb2.LbEndpoint(
+                        endpoint=endpoint_components_pb2.Endpoint(address=_socket_address(ip, port)),
+                        load_balancing_weight=wrappers_pb2.UInt32Value(value=weight),
+                    )
+                    for ip, port, weight in group.endpoints
+                ],
+            )
+            for group in localities
+            if group.endpoints
+        ],
+    )
+
+
+# -- routes and listeners ---------------------------------------------------------------------------
+
+
+def route_configuration(name: str, hosts: Sequence[VirtualHost], timeout_ms: int) -> Message:
+    return route_pb2.RouteConfiguration(name=name, virtual_hosts=[_virtual_host(h, timeout_ms) for h in hosts])
+
+
+def _virtual_host(host: VirtualHost, timeout_ms: int) -> Message:
+    action = route_components_pb2.RouteAction(
+        cluster=host.cluster,
+        timeout=_duration_ms(timeout_ms),
+        # A connect failure never reached the upstream: retrying it is safe for any method, and it
+        # hides the moment an endpoint is withdrawn while a request was already being routed to it.
+        retry_policy=route_components_pb2.RetryPolicy(
+            retry_on="connect-failure,refused-stream", num_retries=wrappers_pb2.UInt32Value(value=2)
+        ),
+    )
+    route = route_components_pb2.Route(match=route_components_pb2.RouteMatch(prefix="/"), route=action)
+    return route_components_pb2.VirtualHost(name=host.name, domains=list(host.domains), routes=[route])
+
+
+def _router() -> Message:
+    return hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))
+
+
+def _http_manager(stat_prefix: str, route_name: str | None = None, inline_route: Message | None = None) -> Message:
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO, http_filters=[_router()]
+    )
+    if route_name is not None:
+        manager.rds.CopyFrom(hcm_pb2.Rds(config_source=ads_source(), route_config_name=route_name))
+    if inline_route is not None:
+        manager.route_config.CopyFrom(inline_route)
+    return manager
+
+
+def _network_filter(name: str, config: Message) -> Message:
+    return listener_components_pb2.Filter(name=name, typed_config=pack(config))
+
+
+def _stat_prefix(name: str) -> str:
+    return name.replace("/", "_").replace(".", "_")
+
+
+def http_listener(
+    name: str,
+    ip: str,
+    port: int,
+    *,
+    route_name: str | None = None,
+    inline_route: Message | None = None,
+    inbound: bool,
+    tls: Message | None = None,
+    forward_client_identity: bool = False,
+) -> Message:
+    manager = _http_manager(_stat_prefix(name), route_name, inline_route)
+    if forward_client_identity:
+        # The app learns who called from x-forwarded-client-cert; a caller cannot forge it.
+        manager.forward_client_cert_details = hcm_pb2.HttpConnectionManager.SANITIZE_SET
+        manager.set_current_client_cert_details.uri = True
+    chain = listener_components_pb2.FilterChain(
+        filters=[_network_filter("envoy.filters.network.http_connection_manager", manager)]
+    )
+    if tls is not None:
+        chain.transport_socket.CopyFrom(tls)
+    return listener_pb2.Listener(
+        name=name,
+        address=_socket_address(ip, port),
+        filter_chains=[chain],
+        traffic_direction=base_pb2.INBOUND if inbound else base_pb2.OUTBOUND,
+    )
+
+
+def tcp_listener(name: str, ip: str, port: int, cluster: str, *, inbound: bool, tls: Message | None = None) -> Message:
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=_stat_prefix(name), cluster=cluster)
+    chain = listener_components_pb2.FilterChain(filters=[_network_filter("envoy.filters.network.tcp_proxy", proxy)])
+    if tls is not None:
+        chain.transport_socket.CopyFrom(tls)
+    return listener_pb2.Listener(
+        name=name,
+        address=_socket_address(ip, port),
+        filter_chains=[chain],
+        traffic_direction=base_pb2.INBOUND if inbound else base_pb2.OUTBOUND,
+    )
+
+
+def api_listener(name: str, route_name: str) -> Message:
+    """The listener a proxyless gRPC client asks for by name (``xds:///name``): no address, only an
+    HTTP connection manager whose routes come by RDS."""
+    manager = _http_manager(_stat_prefix(name), route_name)
+    return listener_pb2.Listener(name=name, api_listener=api_listener_pb2.ApiListener(api_listener=pack(manager)))
+
+
+# -- secrets ----------------------------------------------------------------------------------------
+
+
+def identity_secret(cert_chain_pem: str, private_key_pem: str) -> Message:
+    return secret_pb2.Secret(
+        name=IDENTITY_SECRET,
+        tls_certificate=common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(inline_string=cert_chain_pem),
+            private_key=base_pb2.DataSource(inline_string=private_key_pem),
+        ),
+    )
+
+
+def trust_bundle_secret(bundle_pem: str) -> Message:
+    return secret_pb2.Secret(
+        name=TRUST_BUNDLE_SECRET,
+        validation_context=common_pb2.CertificateValidationContext(
+            trusted_ca=base_pb2.DataSource(inline_string=bundle_pem)
+        ),
+    )

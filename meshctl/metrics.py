@@ -1,0 +1,71 @@
+"""Prometheus metrics of the xDS server, on a registry the caller passes in (nothing global)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from meshctl.xds_types import short_name
+
+PUSH_TO_ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class XdsMetrics:
+    """Counts pushes, ACKs and NACKs per type and times push-to-ACK (the ``protocol.Observer``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._pushes = Counter("edgectl_xds_pushes", "xDS responses sent, by type", ["type"], registry=self.registry)
+        self._acks = Counter("edgectl_xds_acks", "xDS responses ACKed, by type", ["type"], registry=self.registry)
+        self._nacks = Counter("edgectl_xds_nacks", "xDS responses NACKed, by type", ["type"], registry=self.registry)
+        self._push_to_ack = Histogram(
+            "edgectl_xds_push_to_ack_seconds",
+            "Time from sending an xDS response to its ACK, by type",
+            ["type"],
+            buckets=PUSH_TO_ACK_BUCKETS,
+            registry=self.registry,
+        )
+        self.streams = Gauge("edgectl_xds_streams", "Open ADS streams, by variant", ["mode"], registry=self.registry)
+        self.stream_errors = Counter(
+            "edgectl_xds_stream_errors",
+            "ADS streams ended by an error, by gRPC status",
+            ["code"],
+            registry=self.registry,
+        )
+        self.builds = Counter(
+            "edgectl_xds_snapshot_builds",
+            "Snapshot rebuilds from the model, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.build_seconds = Histogram(
+            "edgectl_xds_snapshot_build_seconds", "Time to rebuild every node's snapshot", registry=self.registry
+        )
+        self._collectors = [
+            self._pushes,
+            self._acks,
+            self._nacks,
+            self._push_to_ack,
+            self.streams,
+            self.stream_errors,
+            self.builds,
+            self.build_seconds,
+        ]
+
+    def pushed(self, type_url: str) -> None:
+        self._pushes.labels(short_name(type_url)).inc()
+
+    def acked(self, type_url: str, seconds: float) -> None:
+        label = short_name(type_url)
+        self._acks.labels(label).inc()
+        self._push_to_ack.labels(label).observe(seconds)
+
+    def nacked(self, type_url: str) -> None:
+        self._nacks.labels(short_name(type_url)).inc()
+
+    def unregister(self) -> None:
+        """Let a later server register the same names on this registry (a restart in one process)."""
+        for collector in self._collectors:
+            with contextlib.suppress(KeyError):
+                self.registry.unregister(collector)

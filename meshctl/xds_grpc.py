@@ -1,0 +1,414 @@
+"""The ADS server (adapter): grpc.aio on its own thread and event loop, serving
+``StreamAggregatedResources`` (state of the world) and ``DeltaAggregatedResources`` (incremental).
+
+Threads: the model writer only flags "rebuild" (it must never block); a builder thread rebuilds every
+node's snapshot from the latest model and sets them in the cache; the cache wakes the streams of the
+nodes whose content changed, each on the event loop. One coroutine per stream runs its protocol state
+machine (``meshctl.protocol``), so there is no lock on the per-stream state and 1,000 streams cost no
+threads. Endpoint changes are pushed at once: no debounce.
+
+    server = start_mesh(lambda: bus.state, bus.subscribe, "127.0.0.1", 18000, "unix:/run/edgectl-xds.sock")
+    ...
+    server.clients_view()   # for /api/v1/xds/clients
+    server.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf.message import DecodeError
+from prometheus_client import CollectorRegistry
+
+from meshctl.cache import SnapshotCache
+from meshctl.metrics import XdsMetrics
+from meshctl.protocol import DeltaStream, ProtocolError, SotwStream
+from meshctl.snapshot import MeshConfig, build_snapshots
+from netmodel.events import Event
+from netmodel.state import FabricState
+
+LOG = logging.getLogger("edgectl.mesh")
+
+SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+Subscriber = Callable[[Event, FabricState], None]
+
+
+class _Undecodable:
+    """What the request deserializer returns for bytes that are not a request (instead of raising,
+    which grpc would turn into an opaque INTERNAL error)."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _safe_parser(message_class: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except (DecodeError, ValueError, RuntimeError) as exc:
+            return _Undecodable(str(exc) or type(exc).__name__)
+
+    return parse
+
+
+_WAKE = object()
+_END = object()
+
+
+# -- snapshots from the model ------------------------------------------------------------------------
+
+
+class SnapshotPublisher:
+    """Rebuilds every node's snapshot from the latest model and sets them in the cache. Level-triggered:
+    a burst of model events costs one rebuild from the newest state, started as soon as the last
+    rebuild ends (coalescing, not a delay)."""
+
+    def __init__(
+        self, state: Callable[[], FabricState], config: MeshConfig, cache: SnapshotCache, metrics: XdsMetrics
+    ) -> None:
+        self._state = state
+        self._config = config
+        self._cache = cache
+        self._metrics = metrics
+        self._wanted = threading.Condition()
+        self._dirty = False
+        self._stopping = False
+        self._last_inputs: tuple[Any, ...] | None = None
+        self._thread: threading.Thread | None = None
+        self.last_generation: int | None = None
+
+    @property
+    def config(self) -> MeshConfig:
+        return self._config
+
+    def set_config(self, config: MeshConfig) -> None:
+        self._config = config
+        self.request()
+
+    def request(self) -> None:
+        with self._wanted:
+            self._dirty = True
+            self._wanted.notify()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mesh-snapshots", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wanted:
+            self._stopping = True
+            self._wanted.notify()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def build_now(self) -> None:
+        state, config = self._state(), self._config
+        # Only these parts of the model reach xDS: a latency measurement must not cost a rebuild.
+        inputs = (state.sites, state.hosts, state.nodes, state.services, state.workloads, config)
+        if self._last_inputs is not None and all(a is b for a, b in zip(inputs, self._last_inputs, strict=True)):
+            return
+        started = time.perf_counter()
+        snapshots = build_snapshots(state, config)
+        result = self._cache.set_snapshots(snapshots)
+        self._metrics.build_seconds.observe(time.perf_counter() - started)
+        self._metrics.builds.labels("rejected" if result.rejected else "ok").inc()
+        for node, reason in sorted(result.rejected.items()):
+            LOG.error("snapshot for %s not published (it keeps its last good one): %s", node, reason)
+        self._last_inputs = inputs
+        self.last_generation = state.generation
+        LOG.debug("generation %d: %d nodes, %d changed", state.generation, len(snapshots), len(result.changed))
+
+    def _run(self) -> None:
+        while True:
+            with self._wanted:
+                self._wanted.wait_for(lambda: self._dirty or self._stopping)
+                if self._stopping:
+                    return
+                self._dirty = False
+            try:
+                self.build_now()
+            except Exception:  # a bug in one build must not stop later ones
+                LOG.exception("building xDS snapshots failed")
+                self._metrics.builds.labels("failed").inc()
+
+
+# -- the gRPC servicer -------------------------------------------------------------------------------
+
+
+class _AdsServicer:
+    def __init__(self, cache: SnapshotCache, metrics: XdsMetrics) -> None:
+        self._cache = cache
+        self._metrics = metrics
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self.stream_aggregated_resources,
+                    request_deserializer=_safe_parser(discovery_pb2.DiscoveryRequest),
+                    response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString,
+                ),
+                "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self.delta_aggregated_resources,
+                    request_deserializer=_safe_parser(discovery_pb2.DeltaDiscoveryRequest),
+                    response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+                ),
+            },
+        )
+
+    async def stream_aggregated_resources(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> None:
+        await self._serve(SotwStream(self._cache, self._metrics), requests, context)
+
+    async def delta_aggregated_resources(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+        await self._serve(DeltaStream(self._cache, self._metrics), requests, context)
+
+    async def _serve(
+        self, stream: SotwStream | DeltaStream, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        woken = False
+
+        def wake() -> None:  # on the loop: at most one wake-up queued per stream
+            nonlocal woken
+            if not woken:
+                woken = True
+                inbox.put_nowait(_WAKE)
+
+        def wake_from_any_thread(_node: str) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closing: nothing left to wake
+                loop.call_soon_threadsafe(wake)
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    inbox.put_nowait(request)
+            except Exception as exc:  # the client went away mid-read
+                LOG.debug("stream read ended: %r", exc)
+            inbox.put_nowait(_END)
+
+        reader = asyncio.create_task(read())
+        cancel_watch: Callable[[], None] | None = None
+        self._metrics.streams.labels(stream.mode).inc()
+        try:
+            while True:
+                item = await inbox.get()
+                if item is _END:
+                    return
+                if item is _WAKE:
+                    woken = False
+                    responses = stream.on_change()
+                elif isinstance(item, _Undecodable):
+                    raise ProtocolError(f"request is not a valid {stream.mode} discovery request: {item.error}")
+                else:
+                    responses = stream.on_request(item)
+                    if cancel_watch is None and stream.node_id is not None:
+                        cancel_watch = self._cache.watch(stream.node_id, wake_from_any_thread)
+                        wake()  # a change between the first answer and the watch must not be lost
+                for response in responses:
+                    await context.write(response)
+        except ProtocolError as exc:
+            LOG.info("ending %s stream of %s: %s", stream.mode, stream.node_id or context.peer(), exc)
+            self._metrics.stream_errors.labels("INVALID_ARGUMENT").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            LOG.exception("%s stream of %s failed", stream.mode, stream.node_id)
+            self._metrics.stream_errors.labels("INTERNAL").inc()
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error in the xDS server (logged)")
+        finally:
+            reader.cancel()
+            if cancel_watch is not None:
+                cancel_watch()
+            stream.close()
+            self._metrics.streams.labels(stream.mode).dec()
+
+
+# -- the server --------------------------------------------------------------------------------------
+
+
+class MeshServer:
+    """The xDS control plane of one controller: snapshot publisher, cache, ADS server."""
+
+    def __init__(
+        self,
+        state: Callable[[], FabricState],
+        host: str = "127.0.0.1",
+        port: int = 18000,
+        unix_path: str | None = None,
+        registry: CollectorRegistry | None = None,
+        config: MeshConfig | None = None,
+        grace_s: float = 0.5,
+    ) -> None:
+        self.cache = SnapshotCache()
+        self.metrics = XdsMetrics(registry)
+        self.publisher = SnapshotPublisher(state, config or MeshConfig(), self.cache, self.metrics)
+        self._host = host
+        self._port = port
+        self._unix_path = _strip_unix_scheme(unix_path) if unix_path else None
+        self._grace_s = grace_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._bound_port = 0
+        self._running = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._host, self._bound_port
+
+    @property
+    def unix_path(self) -> str | None:
+        return self._unix_path
+
+    def start(self) -> MeshServer:
+        """Build the first snapshots, then listen. Raises OSError if an address cannot be bound."""
+        self.publisher.build_now()  # serve a complete cache from the first request on
+        self._thread = threading.Thread(target=self._run_loop, name="xds-server", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._start_error is not None:
+            self._thread.join(5)
+            raise OSError(f"xDS server cannot listen: {self._start_error}") from self._start_error
+        self.publisher.start()
+        self._running = True
+        where = f"{self._host}:{self._bound_port}" + (f" and unix:{self._unix_path}" if self._unix_path else "")
+        LOG.info("xDS (ADS, SotW and delta) on %s", where)
+        return self
+
+    def on_model_change(self, _event: Event, _state: FabricState) -> None:
+        """Bus subscriber: runs on the model writer, so it only flags a rebuild."""
+        if self._running:
+            self.publisher.request()
+
+    def update_config(self, config: MeshConfig) -> None:
+        """Swap the mesh configuration (e.g. turn mTLS on, new certificates) and rebuild."""
+        self.publisher.set_config(config)
+
+    def clients_view(self) -> dict[str, Any]:
+        return self.cache.clients_view()
+
+    def stop(self) -> None:
+        self._running = False
+        self.publisher.stop()
+        loop, stop_requested = self._loop, self._stop_requested
+        if loop is not None and stop_requested is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop_requested.set)
+        if self._thread is not None:
+            self._thread.join(self._grace_s + 5)
+        self.metrics.unregister()
+        if self._unix_path:
+            with contextlib.suppress(OSError):
+                os.unlink(self._unix_path)
+
+    # -- the event loop thread ----------------------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:  # reported to start() (or logged if it happens later)
+            if not self._ready.is_set():
+                self._start_error = exc
+                self._ready.set()
+            else:
+                LOG.exception("xDS server loop ended")
+        finally:
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stop_requested = asyncio.Event()
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),  # a second server on our port must fail, not share it
+                ("grpc.keepalive_time_ms", 30_000),  # find sidecars that vanished without a FIN
+                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            ]
+        )
+        server.add_generic_rpc_handlers([_AdsServicer(self.cache, self.metrics).handler()])
+        self._bound_port = _bind(server, f"{_host_for_grpc(self._host)}:{self._port}")
+        if self._unix_path:
+            _remove_stale_socket(self._unix_path)
+            _bind(server, f"unix:{self._unix_path}")
+        await server.start()
+        self._ready.set()
+        await self._stop_requested.wait()
+        await server.stop(self._grace_s)
+
+
+def _bind(server: grpc.aio.Server, address: str) -> int:
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot bind {address}: {exc}") from exc
+    if port == 0 and not address.startswith("unix:"):
+        raise OSError(f"cannot bind {address}")
+    return int(port)
+
+
+def _host_for_grpc(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _strip_unix_scheme(path: str) -> str:
+    return path[len("unix:") :] if path.startswith("unix:") else path
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a killed controller would make the bind fail: remove it, but never a
+    file that is not a socket or a socket someone still listens on."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"{path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # nobody answers: stale
+            return
+    raise OSError(f"another server listens on {path}")
+
+
+def start_mesh(
+    state: Callable[[], FabricState],
+    subscribe: Callable[[Subscriber], None],
+    host: str = "127.0.0.1",
+    port: int = 18000,
+    unix_path: str | None = None,
+    registry: CollectorRegistry | None = None,
+    config: MeshConfig | None = None,
+) -> MeshServer:
+    """Start the xDS control plane of a controller: ``state`` returns the latest model, ``subscribe``
+    registers a bus subscriber (called with every applied event). Raises OSError when it cannot listen."""
+    server = MeshServer(state, host, port, unix_path, registry, config).start()
+    subscribe(server.on_model_change)
+    # A change between the first build and the subscription must not be lost.
+    server.publisher.request()
+    return server

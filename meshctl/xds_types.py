@@ -1,0 +1,28 @@
+"""The five xDS resource types meshctl serves, and the order they are pushed in. Pure."""
+
+from __future__ import annotations
+
+from typing import Final
+
+_PREFIX = "type.googleapis.com/"
+
+SECRET: Final = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
+CLUSTER: Final = _PREFIX + "envoy.config.cluster.v3.Cluster"
+ENDPOINTS: Final = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+LISTENER: Final = _PREFIX + "envoy.config.listener.v3.Listener"
+ROUTES: Final = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
+
+PUSH_ORDER: Final[tuple[str, ...]] = (SECRET, CLUSTER, ENDPOINTS, LISTENER, ROUTES)
+"""Make-before-break: a resource arrives before anything that refers to it. Secrets first (clusters
+and listeners name them), clusters before their endpoints, listeners before their routes (Envoy asks
+for a route only once a listener names it), routes last because routes are not warmed: a route to a
+cluster Envoy does not have yet fails. Removals go after all of these (see ``protocol``)."""
+
+WILDCARD_TYPES: Final = frozenset({CLUSTER, LISTENER})
+"""Types where an empty first subscription means "everything for this node" (xDS legacy wildcard)."""
+
+SHORT_NAMES: Final = {SECRET: "sds", CLUSTER: "cds", ENDPOINTS: "eds", LISTENER: "lds", ROUTES: "rds"}
+
+
+def short_name(type_url: str) -> str:
+    return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
