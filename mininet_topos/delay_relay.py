@@ -34,6 +34,9 @@ SOL_PACKET = 263
 PACKET_AUXDATA = 8
 PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20; we also filter on pkttype for older kernels
 PACKET_OUTGOING = 4  # sll_pkttype of frames this host sent (e.g. our own writes)
+SO_TIMESTAMPNS = 35  # include/uapi/asm-generic/socket.h (also SCM_TIMESTAMPNS)
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+PR_SET_TIMERSLACK = 29
 TP_STATUS_VLAN_VALID = 0x10
 TP_STATUS_VLAN_TPID_VALID = 0x40
 ETH_P_8021Q = 0x8100
@@ -41,7 +44,9 @@ ETH_P_8021Q = 0x8100
 AUXDATA = struct.Struct("=IIIHHHH")
 AUX_STATUS = struct.Struct("=I")
 VLAN_VALID = TP_STATUS_VLAN_VALID
-AUX_SPACE = socket.CMSG_SPACE(AUXDATA.size)
+TIMESPEC = struct.Struct("=qq")  # struct timespec on 64-bit Linux
+AUX_SPACE = socket.CMSG_SPACE(AUXDATA.size) + socket.CMSG_SPACE(TIMESPEC.size)
+MAX_AGE_S = 0.01  # a kernel timestamp older than this is not trusted (clock step): use the read time
 
 RECV_BYTES = 65536  # larger than any frame we can see: GRO/GSO are off on the relay's veths
 BATCH = 64  # frames read per socket per wakeup, so one busy direction cannot starve the other
@@ -102,6 +107,9 @@ def wait_timeout(lines: tuple[DelayLine, ...], now: float, cap: float) -> float:
 def open_port(ifname: str) -> socket.socket:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+    # The kernel's receive time, not ours: a frame's delay then starts when it arrived, and our
+    # wake-up latency (tens to hundreds of microseconds on a busy machine) stops adding to every link.
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     with contextlib.suppress(OSError):  # older kernels: the pkttype check below does the job
         sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
     for option, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE
@@ -155,11 +163,17 @@ class Receiver:
                 counters.truncated += 1
                 continue
             frame = bytes(view[:size])
-            for level, kind, data in ancillary:  # one PACKET_AUXDATA; a tag only on VLAN frames
+            arrived = now
+            for level, kind, data in ancillary:  # PACKET_AUXDATA (a tag only on VLAN frames), SCM_TIMESTAMPNS
                 if (level, kind) == (SOL_PACKET, PACKET_AUXDATA) and AUX_STATUS.unpack_from(data)[0] & VLAN_VALID:
                     frame = restore_vlan(frame, data)
+                elif (level, kind) == (socket.SOL_SOCKET, SCM_TIMESTAMPNS) and len(data) >= TIMESPEC.size:
+                    seconds, nanoseconds = TIMESPEC.unpack_from(data)
+                    age = time.time() - (seconds + nanoseconds * 1e-9)
+                    if 0.0 <= age <= MAX_AGE_S:
+                        arrived = now - age
             counters.received[self.side] += 1
-            line.push(now, frame)
+            line.push(arrived, frame)
 
 
 def relay(

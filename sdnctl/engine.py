@@ -23,7 +23,15 @@ from typing import Any
 from netmodel.events import Event
 from netmodel.ids import SwitchId, format_dpid
 from netmodel.state import FabricState
-from sdnctl.flows import SwitchConfig, SwitchDelta, base_flows, compile_flows, diff_switch, recompile
+from sdnctl.flows import (
+    CompiledSwitch,
+    SwitchConfig,
+    SwitchDelta,
+    base_flows,
+    compile_all,
+    diff_switch,
+    recompile_switches,
+)
 from sdnctl.pathing import RoutePlan, changed_entries, compute_routes
 
 LOG = logging.getLogger("edgectl.sdnctl.engine")
@@ -47,8 +55,9 @@ class RouteEngine:
         self._dirty = True
         self._stopping = False
         self.plan: RoutePlan | None = None
-        self._configs: dict[SwitchId, SwitchConfig] = {}  # compiled for the current plan
-        self._installed: dict[SwitchId, SwitchConfig] = {}  # what each switch holds (read or written)
+        self._compiled: dict[SwitchId, CompiledSwitch] = {}  # desired tables for the current plan
+        # What each switch holds: a SwitchConfig read from it, or the CompiledSwitch we last wrote.
+        self._installed: dict[SwitchId, SwitchConfig | CompiledSwitch] = {}
         self.status: dict[SwitchId, SwitchStatus] = {}
         self._last_discovery = time.monotonic()
         self._last_connect = time.monotonic()
@@ -140,18 +149,29 @@ class RouteEngine:
                 self._dirty = True  # look again shortly
             time.sleep(0.2)
             return
-        plan = compute_routes(state)
-        if self.plan is not None and self.plan.switches == plan.switches and self.plan.endpoints == plan.endpoints:
-            self._configs.update(recompile(plan, self._configs, changed_entries(self.plan, plan)))
+        previous = self.plan
+        plan = compute_routes(state, previous=previous)
+        deltas: dict[SwitchId, SwitchDelta] = {}
+        if previous is not None and previous.switches == plan.switches and previous.endpoints == plan.endpoints:
+            # Incremental: recompile the changed entries; where a switch holds exactly the old tables,
+            # the delta of those entries is all it needs.
+            for dpid, (compiled, delta) in recompile_switches(
+                plan, self._compiled, changed_entries(previous, plan)
+            ).items():
+                if self._installed.get(dpid) is self._compiled.get(dpid):
+                    deltas[dpid] = delta
+                self._compiled[dpid] = compiled
         else:
-            self._configs = compile_flows(plan)
+            self._compiled = compile_all(plan)
         self.plan = plan
-        deltas = {
-            dpid: diff_switch(self._installed[dpid], self._configs[dpid])
-            for dpid in plan.switches
-            if dpid in self._installed and dpid in self._configs
-        }
-        self._apply(state.generation, {d: delta for d, delta in deltas.items() if delta}, deltas)
+        for dpid in plan.switches:
+            installed = self._installed.get(dpid)
+            if dpid in deltas or installed is None or installed is self._compiled[dpid]:
+                continue
+            current = installed.config if isinstance(installed, CompiledSwitch) else installed
+            deltas[dpid] = diff_switch(current, self._compiled[dpid].config)
+        ready = {dpid: delta for dpid, delta in deltas.items() if dpid in self._installed}
+        self._apply(state.generation, {d: delta for d, delta in ready.items() if delta}, ready)
 
     def _ensure_base_flows(self, dpid: SwitchId, current: SwitchConfig) -> None:
         """LLDP and ARP to the controller go in at once: discovery needs them before any route."""
@@ -168,12 +188,10 @@ class RouteEngine:
     ) -> None:
         # Make: everything new or changed, everywhere, then barriers; only then break.
         made = {dpid for dpid, delta in deltas.items() if self.app.send_phase(dpid, delta, "make")}
-        confirmed = {dpid for dpid in made if self.app.barrier(dpid)}
-        for dpid in confirmed:
-            if deltas[dpid].delete_flows or deltas[dpid].delete_groups:
-                self.app.send_phase(dpid, deltas[dpid], "break")
-                if not self.app.barrier(dpid):
-                    confirmed.discard(dpid)
+        confirmed = self.app.barriers(made)
+        breaking = {dpid for dpid in confirmed if deltas[dpid].delete_flows or deltas[dpid].delete_groups}
+        broken = {dpid for dpid in breaking if self.app.send_phase(dpid, deltas[dpid], "break")}
+        confirmed -= breaking - self.app.barriers(broken)
         now = time.time()
         for dpid in all_deltas:
             status = self.status.setdefault(dpid, SwitchStatus())
@@ -181,7 +199,7 @@ class RouteEngine:
                 self._installed.pop(dpid, None)  # unknown now: read it again next round
                 continue
             if dpid in deltas:
-                self._installed[dpid] = self._configs[dpid]
+                self._installed[dpid] = self._compiled[dpid]
                 status.last_delta_size = deltas[dpid].size
                 status.last_applied_at = now
                 LOG.info(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from netmodel.ids import PortNo, SwitchId
@@ -160,67 +161,110 @@ def compile_entry(
     return flows, group
 
 
-def compile_switch(plan: RoutePlan, switch: SwitchId) -> SwitchConfig:
-    flows = set(_BASE)
-    groups = set()
+Entry = tuple[tuple[FlowSpec, ...], GroupSpec | None]
+BASE_KEY = ""  # the entry that holds the base flows; every other key is an endpoint's IP
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledSwitch:
+    """A switch's desired tables as entries per endpoint IP: the form that updates cheaply.
+
+    After a link event only a few entries change; a new CompiledSwitch shares the rest (one C-level
+    dict copy) instead of rebuilding sets of every flow, and the delta comes from the changed
+    entries alone (``recompile_switches``). ``config`` is the flat view, for full diffs.
+    """
+
+    entries: Mapping[str, Entry]
+
+    @cached_property
+    def config(self) -> SwitchConfig:
+        flows = frozenset(f for entry_flows, _ in self.entries.values() for f in entry_flows)
+        groups = frozenset(g for _, g in self.entries.values() if g is not None)
+        return SwitchConfig(flows, groups)
+
+
+def compile_compiled(plan: RoutePlan, switch: SwitchId) -> CompiledSwitch:
+    entries: dict[str, Entry] = {BASE_KEY: (tuple(sorted(_BASE)), None)}
     for endpoint in plan.endpoints.values():
-        entry_flows, group = compile_entry(plan, switch, endpoint)
-        flows.update(entry_flows)
-        if group is not None:
-            groups.add(group)
-    return SwitchConfig(frozenset(flows), frozenset(groups))
+        entries[endpoint.ip] = compile_entry(plan, switch, endpoint)
+    return CompiledSwitch(entries)
+
+
+def compile_switch(plan: RoutePlan, switch: SwitchId) -> SwitchConfig:
+    return compile_compiled(plan, switch).config
+
+
+def compile_all(plan: RoutePlan) -> dict[SwitchId, CompiledSwitch]:
+    return {switch: compile_compiled(plan, switch) for switch in plan.switches}
 
 
 def compile_flows(plan: RoutePlan) -> dict[SwitchId, SwitchConfig]:
-    return {switch: compile_switch(plan, switch) for switch in plan.switches}
+    return {switch: compiled.config for switch, compiled in compile_all(plan).items()}
 
 
-def recompile(
+def recompile_switches(
     plan: RoutePlan,
-    current: Mapping[SwitchId, SwitchConfig],
+    current: Mapping[SwitchId, CompiledSwitch],
     entries: Iterable[tuple[SwitchId, SwitchId]],
-) -> dict[SwitchId, SwitchConfig]:
-    """Only the (switch, destination switch) entries that changed: the incremental path after a
-    link event. Returns new configs for the touched switches; the rest are unchanged."""
+) -> dict[SwitchId, tuple[CompiledSwitch, SwitchDelta]]:
+    """The incremental path after a link event: for each switch with a changed (switch, destination
+    switch) entry, its new tables and the delta from ``current[switch]``, from the changed entries
+    alone. Switches not returned are unchanged."""
     by_switch: dict[SwitchId, set[SwitchId]] = {}
     for switch, dst_switch in entries:
         by_switch.setdefault(switch, set()).add(dst_switch)
     behind: dict[SwitchId, list[Endpoint]] = {}
     for endpoint in plan.endpoints.values():
         behind.setdefault(endpoint.attachment.switch, []).append(endpoint)
-    out: dict[SwitchId, SwitchConfig] = {}
+    out: dict[SwitchId, tuple[CompiledSwitch, SwitchDelta]] = {}
     for switch, dst_switches in by_switch.items():
         old = current.get(switch)
         if old is None:
-            out[switch] = compile_switch(plan, switch)
+            compiled = compile_compiled(plan, switch)
+            out[switch] = (compiled, diff_switch(SwitchConfig(), compiled.config))
             continue
-        affected = [e for d in dst_switches for e in behind.get(d, ())]
-        cookies = {c for e in affected for c in (addresses_of(e).cookie, addresses_of(e).arp_cookie)}
-        group_ids = {addresses_of(e).group_id for e in affected}
-        flows = {f for f in old.flows if f.cookie not in cookies}
-        groups = {g for g in old.groups if g.group_id not in group_ids}
-        for endpoint in affected:
-            entry_flows, group = compile_entry(plan, switch, endpoint)
-            flows.update(entry_flows)
-            if group is not None:
-                groups.add(group)
-        out[switch] = SwitchConfig(frozenset(flows), frozenset(groups))
+        new_entries = dict(old.entries)
+        old_part: list[Entry] = []
+        new_part: list[Entry] = []
+        for dst in dst_switches:
+            for endpoint in behind.get(dst, ()):
+                entry = compile_entry(plan, switch, endpoint)
+                before = new_entries.get(endpoint.ip, ((), None))
+                if entry != before:
+                    old_part.append(before)
+                    new_part.append(entry)
+                    new_entries[endpoint.ip] = entry
+        if new_part:
+            out[switch] = (CompiledSwitch(new_entries), _diff_entries(old_part, new_part))
     return out
+
+
+def _diff_entries(old: Iterable[Entry], new: Iterable[Entry]) -> SwitchDelta:
+    def flat(entries: Iterable[Entry]) -> SwitchConfig:
+        items = list(entries)
+        return SwitchConfig(
+            frozenset(f for flows, _ in items for f in flows), frozenset(g for _, g in items if g is not None)
+        )
+
+    return diff_switch(flat(old), flat(new))
 
 
 def diff_switch(current: SwitchConfig, desired: SwitchConfig) -> SwitchDelta:
     """The FlowMods and GroupMods that turn ``current`` into ``desired``, nothing more."""
     if current is desired:
         return SwitchDelta()
-    cur_flows = {f.key: f for f in current.flows}
-    new_flows = {f.key: f for f in desired.flows}
-    cur_groups = {g.group_id: g for g in current.groups}
-    new_groups = {g.group_id: g for g in desired.groups}
+    # Only what differs can need a message: key the symmetric differences, not every flow.
+    gone_flows, new_flows_only = current.flows - desired.flows, desired.flows - current.flows
+    gone_groups, new_groups_only = current.groups - desired.groups, desired.groups - current.groups
+    cur_flows = {f.key: f for f in gone_flows}
+    new_flows = {f.key: f for f in new_flows_only}
+    cur_groups = {g.group_id: g for g in gone_groups}
+    new_groups = {g.group_id: g for g in new_groups_only}
     return SwitchDelta(
         add_groups=tuple(sorted(g for gid, g in new_groups.items() if gid not in cur_groups)),
-        modify_groups=tuple(sorted(g for gid, g in new_groups.items() if gid in cur_groups and cur_groups[gid] != g)),
+        modify_groups=tuple(sorted(g for gid, g in new_groups.items() if gid in cur_groups)),
         add_flows=tuple(sorted(f for k, f in new_flows.items() if k not in cur_flows)),
-        modify_flows=tuple(sorted(f for k, f in new_flows.items() if k in cur_flows and cur_flows[k] != f)),
+        modify_flows=tuple(sorted(f for k, f in new_flows.items() if k in cur_flows)),
         delete_flows=tuple(sorted(f for k, f in cur_flows.items() if k not in new_flows)),
         delete_groups=tuple(sorted(g for gid, g in cur_groups.items() if gid not in new_groups)),
     )

@@ -178,8 +178,8 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
                 return None
         return int(xid)
 
-    def _request(self, dpid: SwitchId, msg: Any, timeout_s: float) -> _Pending | None:
-        """Send a request and wait for its (possibly multipart) reply or barrier; None on timeout."""
+    def _start(self, dpid: SwitchId, msg: Any) -> _Pending | None:
+        """Send a request whose reply (possibly multipart, or a barrier reply) completes a _Pending."""
         with self._lock:
             switch = self.switches.get(dpid)
         if switch is None:
@@ -189,10 +189,23 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
             xid = switch.datapath.set_xid(msg)
             with self._lock:
                 self._pending[(dpid, xid)] = pending
-            switch.datapath.send_msg(msg)
-        finished = pending.done.wait(timeout_s)
+            if not switch.datapath.send_msg(msg):
+                return None
+        return pending
+
+    def _forget(self, pendings: Iterable[_Pending]) -> None:
+        gone = set(map(id, pendings))
         with self._lock:
-            self._pending.pop((dpid, xid), None)
+            for key in [k for k, p in self._pending.items() if id(p) in gone]:
+                del self._pending[key]
+
+    def _request(self, dpid: SwitchId, msg: Any, timeout_s: float) -> _Pending | None:
+        """Send a request and wait for its reply; None on timeout or disconnect."""
+        pending = self._start(dpid, msg)
+        if pending is None:
+            return None
+        finished = pending.done.wait(timeout_s)
+        self._forget([pending])
         return pending if finished and dpid in self.switches else None
 
     def _complete(self, dpid: int, msg: Any, more: bool = False) -> None:
@@ -216,6 +229,23 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
     def _group_desc_reply(self, event: Any) -> None:
         msg = event.msg
         self._complete(msg.datapath.id, msg, bool(msg.flags & ofp.OFPMPF_REPLY_MORE))
+
+    def barriers(self, dpids: Iterable[SwitchId], timeout_s: float = 5.0) -> set[SwitchId]:
+        """Barrier every switch at once (not one round trip after another); the ones that confirmed."""
+        waiting: dict[SwitchId, _Pending] = {}
+        for dpid, datapath in self.datapaths.items():
+            if dpid in dpids:
+                pending = self._start(dpid, datapath.ofproto_parser.OFPBarrierRequest(datapath))
+                if pending is not None:
+                    waiting[dpid] = pending
+        deadline = time.monotonic() + timeout_s
+        confirmed = {
+            dpid
+            for dpid, pending in waiting.items()
+            if pending.done.wait(max(0.0, deadline - time.monotonic())) and pending.error is None
+        }
+        self._forget(waiting.values())
+        return {dpid for dpid in confirmed if dpid in self.switches}
 
     def barrier(self, dpid: SwitchId, timeout_s: float = 5.0) -> bool:
         datapath = self.datapaths.get(dpid)

@@ -15,7 +15,7 @@ flows that moved.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -63,6 +63,12 @@ class RoutePlan:
     backup: np.ndarray
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
     index: Mapping[SwitchId, int] = field(default_factory=dict)
+    _structure: _Structure | None = field(default=None, repr=False)
+    routing: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)  # internal distances
+    weight: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # per link; inf when down
+
+    def _with(self, generation: int, endpoints: Mapping[str, Endpoint]) -> RoutePlan:
+        return replace(self, generation=generation, endpoints=endpoints)
 
     def next_hop(self, switch: SwitchId, dst_switch: SwitchId) -> tuple[LinkId | None, LinkId | None]:
         s, d = self.index[switch], self.index[dst_switch]
@@ -122,86 +128,168 @@ def endpoints_of(state: FabricState) -> dict[str, Endpoint]:
     return out
 
 
-def compute_routes(state: FabricState) -> RoutePlan:
-    """Routes over connected switches and usable, discovered links."""
+@dataclass(frozen=True, eq=False)
+class _Structure:
+    """What stays put while only link states and latencies change: the arrays a plan is built on."""
+
+    graph: object  # the topology graph object these arrays were derived from (identity only)
+    switches: tuple[SwitchId, ...]
+    index: Mapping[SwitchId, int]
+    links: tuple[LinkId, ...]
+    src: np.ndarray
+    dst: np.ndarray
+    by_switch: np.ndarray
+    bounds: np.ndarray
+    in_neighbours: tuple[np.ndarray, ...]
+
+
+def _structure(state: FabricState, previous: RoutePlan | None) -> _Structure:
     topo = state.topology
     switches = tuple(sorted(s.id for s in topo.switches.values() if s.connected))
+    on = set(switches)
+    # Every discovered link between connected switches keeps its index while it goes down and up
+    # again (a down link weighs inf): plans before and after a failure line up array for array.
+    found = [link for link, attrs in topo.links.items() if attrs.discovered and link.src in on and link.dst in on]
+    old = previous._structure if previous is not None else None
+    # The model never un-discovers a link, so for the same graph and switches an equal count is the same set.
+    if old is not None and old.graph is topo.graph and old.switches == switches and len(old.links) == len(found):
+        return old
     index = {dpid: i for i, dpid in enumerate(switches)}
-    links = tuple(
-        sorted(
-            link
-            for link, attrs in topo.links.items()
-            if attrs.up and attrs.discovered and link.src in index and link.dst in index
-        )
-    )
-    n = len(switches)
-    if n == 0:
-        empty = np.zeros((0, 0))
-        return RoutePlan(state.generation, (), (), empty, empty.astype(np.int64), empty.astype(np.int64))
+    links = tuple(sorted(found, key=lambda link: (link.src, link.src_port, link.dst, link.dst_port)))
     src = np.fromiter((index[link.src] for link in links), dtype=np.int64, count=len(links))
     dst = np.fromiter((index[link.dst] for link in links), dtype=np.int64, count=len(links))
-    latency = np.fromiter((topo.links[link].latency_us for link in links), dtype=np.float64, count=len(links))
+    by_switch = np.argsort(src, kind="stable")
+    bounds = np.searchsorted(src[by_switch], np.arange(len(switches) + 1))
+    order = np.argsort(dst, kind="stable")
+    dst_bounds = np.searchsorted(dst[order], np.arange(len(switches) + 1))
+    in_neighbours = tuple(np.unique(src[order[dst_bounds[v] : dst_bounds[v + 1]]]) for v in range(len(switches)))
+    return _Structure(topo.graph, switches, index, links, src, dst, by_switch, bounds, in_neighbours)
+
+
+def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> RoutePlan:
+    """Routes over connected switches and usable, discovered links.
+
+    With ``previous`` (the plan of an earlier state), a change that only makes links worse (a link
+    down, a latency up: the common, urgent case) recomputes only what it can affect: the sources
+    whose shortest paths used a changed link, and the next hops of switches next to them. Anything
+    else (a new link, a link back up, a latency down) recomputes everything. Both give the same plan.
+    """
+    topo = state.topology
+    st = _structure(state, previous)
+    n = len(st.switches)
+    endpoints = {name: e for name, e in endpoints_of(state).items() if e.attachment.switch in st.index}
+    if n == 0:
+        empty = np.zeros((0, 0))
+        none = empty.astype(np.int64)
+        return RoutePlan(state.generation, (), (), empty, none, none, endpoints, {}, st, empty, np.zeros(0))
     # Routing runs on latency * scale + 1: still latency-optimal, ties go to the path with fewer hops,
     # and no link weighs 0. With raw latencies a 0-latency link u-v makes u and v equally far from
     # every destination, so each could pick the other as next hop: a forwarding loop. Every weight
     # >= 1 makes the routing distance strictly decrease along primaries. scale exceeds the hops of
     # any shortest path, so latency = routing distance // scale exactly (integers below 2**53).
     scale = n + 1
-    weight = latency * scale + 1.0
+    links = topo.links
+    weight = np.fromiter(
+        (links[link].latency_us * scale + 1.0 if links[link].up else np.inf for link in st.links),
+        dtype=np.float64,
+        count=len(st.links),
+    )
+    rows: np.ndarray | None = None  # None: everything
+    if previous is not None and previous._structure is st and len(previous.weight) == len(weight):
+        changed = np.nonzero(previous.weight != weight)[0]
+        if len(changed) == 0:
+            return previous._with(state.generation, endpoints)
+        if np.all(weight[changed] > previous.weight[changed]):
+            rows = _rows_using(previous.routing, st, changed, previous.weight)
+    usable = np.isfinite(weight)
+    matrix = _matrix(n, st.src[usable], st.dst[usable], weight[usable])
+    if rows is None:
+        routing = dijkstra(matrix, directed=True)
+        hop_rows = np.arange(n)
+        primary = np.full((n, n), NO_LINK, dtype=np.int64)
+        backup = np.full((n, n), NO_LINK, dtype=np.int64)
+    else:
+        assert previous is not None
+        routing = previous.routing.copy()
+        if len(rows):
+            routing[rows] = dijkstra(matrix, directed=True, indices=rows)
+        # A switch's next hops read its own row and its neighbours' rows (the LFA test), and its own
+        # out-links: recompute for changed rows, their in-neighbours, and the changed links' sources.
+        touched = {int(r) for r in rows}
+        for r in rows:
+            touched.update(int(u) for u in st.in_neighbours[int(r)])
+        touched.update(int(u) for u in st.src[changed])
+        hop_rows = np.array(sorted(touched), dtype=np.int64)
+        primary, backup = previous.primary.copy(), previous.backup.copy()
+    _next_hops(hop_rows, st, weight, routing, primary, backup)
+    dist = np.full((n, n), UNREACHABLE)
+    finite = np.isfinite(routing)
+    dist[finite] = routing[finite].astype(np.int64) // scale
+    return RoutePlan(
+        state.generation, st.switches, st.links, dist, primary, backup, endpoints, st.index, st, routing, weight
+    )
 
-    # Parallel links: the matrix keeps the lowest weight per (u, v); next-hop choice below still sees all.
+
+def _matrix(n: int, src: np.ndarray, dst: np.ndarray, weight: np.ndarray) -> csr_matrix:
+    # Parallel links: the matrix keeps the lowest weight per (u, v); next-hop choice still sees all.
     order = np.lexsort((weight, dst, src))
     first = np.ones(len(order), dtype=bool)
     if len(order) > 1:
         first[1:] = (src[order][1:] != src[order][:-1]) | (dst[order][1:] != dst[order][:-1])
     keep = order[first]
-    matrix = csr_matrix((weight[keep], (src[keep], dst[keep])), shape=(n, n))
-    routing = dijkstra(matrix, directed=True)  # routing[u, d]: routing distance from u to d
-    dist = np.full((n, n), UNREACHABLE)  # dist[u, d]: latency from u to d
-    finite = np.isfinite(routing)
-    dist[finite] = routing[finite].astype(np.int64) // scale
+    return csr_matrix((weight[keep], (src[keep], dst[keep])), shape=(n, n))
 
-    primary, backup = _next_hops(n, src, dst, weight, routing)
-    endpoints = {name: e for name, e in endpoints_of(state).items() if e.attachment.switch in index}
-    return RoutePlan(state.generation, switches, links, dist, primary, backup, endpoints, index)
+
+def _rows_using(routing: np.ndarray, st: _Structure, changed: np.ndarray, old_weight: np.ndarray) -> np.ndarray:
+    """Sources u with some destination d whose shortest path used one of the ``changed`` links."""
+    affected = np.zeros(len(st.switches), dtype=bool)
+    for link in changed.tolist():
+        if not np.isfinite(old_weight[link]):
+            continue
+        x, y = st.src[link], st.dst[link]
+        via = routing[:, x][:, None] + old_weight[link] + routing[y, :][None, :]
+        affected |= np.any(via == routing, axis=1)
+    return np.nonzero(affected)[0]
 
 
 def _next_hops(
-    n: int, src: np.ndarray, dst: np.ndarray, weight: np.ndarray, dist: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    primary = np.full((n, n), NO_LINK, dtype=np.int64)
-    backup = np.full((n, n), NO_LINK, dtype=np.int64)
-    if len(src) == 0:
-        return primary, backup
-    # cost[l, d]: going over link l (u -> v), then the shortest way from v to d.
-    cost = weight[:, None] + dist[dst, :]
-    by_switch = np.argsort(src, kind="stable")
-    bounds = np.searchsorted(src[by_switch], np.arange(n + 1))
-    for u in range(n):
-        mine = by_switch[bounds[u] : bounds[u + 1]]
+    rows: np.ndarray, st: _Structure, weight: np.ndarray, dist: np.ndarray, primary: np.ndarray, backup: np.ndarray
+) -> None:
+    """Fill ``primary`` and ``backup`` for the switches in ``rows``, in place."""
+    n = len(st.switches)
+    columns = np.arange(n)
+    for u in rows.tolist():
+        primary[u, :] = NO_LINK
+        backup[u, :] = NO_LINK
+        mine = st.by_switch[st.bounds[u] : st.bounds[u + 1]]
+        mine = mine[np.isfinite(weight[mine])]
         if len(mine) == 0:
             continue
-        c = cost[mine]  # (links of u, destinations)
+        # c[l, d]: going over link l (u -> v), then the shortest way from v to d.
+        c = weight[mine][:, None] + dist[st.dst[mine], :]
         # Ties broken by link order (sorted LinkIds): deterministic plans, stable flows.
         best = np.argmin(c, axis=0)
-        reachable = np.isfinite(c[best, np.arange(n)])
+        reachable = np.isfinite(c[best, columns])
         reachable[u] = False
         primary[u, reachable] = mine[best[reachable]]
         # LFA: neighbour v is loop-free for d if dist(v, d) < dist(v, u) + dist(u, d). A parallel
         # link to the primary's neighbour is always loop-free (it is the same neighbour).
-        v = dst[mine]
+        v = st.dst[mine]
         loop_free = dist[v, :] < dist[v, u][:, None] + dist[u, :][None, :]
-        same_neighbour = v[:, None] == dst[mine[best]][None, :]
+        same_neighbour = v[:, None] == st.dst[mine[best]][None, :]
         alternative = np.where(loop_free | same_neighbour, c, np.inf)
-        alternative[best, np.arange(n)] = np.inf
+        alternative[best, columns] = np.inf
         second = np.argmin(alternative, axis=0)
-        has_backup = reachable & np.isfinite(alternative[second, np.arange(n)])
+        has_backup = reachable & np.isfinite(alternative[second, columns])
         backup[u, has_backup] = mine[second[has_backup]]
-    return primary, backup
 
 
 def changed_entries(old: RoutePlan, new: RoutePlan) -> list[tuple[SwitchId, SwitchId]]:
     """(switch, destination switch) pairs whose primary or backup link changed."""
+    if old._structure is not None and old._structure is new._structure:
+        differs = (old.primary != new.primary) | (old.backup != new.backup)
+        rows, cols = np.nonzero(differs)
+        return [(new.switches[r], new.switches[c]) for r, c in zip(rows.tolist(), cols.tolist(), strict=True)]
     if old.switches != new.switches:
         return [(s, d) for s in new.switches for d in new.switches]
     old_links = np.array([hash(link) for link in old.links] + [0], dtype=np.int64)

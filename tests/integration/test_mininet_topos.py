@@ -197,7 +197,7 @@ def test_tcp_crosses_the_fabric_within_the_cable_bandwidth(lab: Lab) -> None:
 
 RELAY_PROBE = textwrap.dedent("""
     import json, socket, struct, sys, time
-    from mininet_topos.delay_relay import AUX_SPACE, open_port, restore_vlan
+    from mininet_topos.delay_relay import AUX_SPACE, PACKET_AUXDATA, SOL_PACKET, open_port, restore_vlan
     x0, x1 = open_port("x0"), open_port("x1")
     dst, src = bytes.fromhex("0180c200000e"), bytes.fromhex("027700000009")
     frames = {
@@ -211,7 +211,8 @@ RELAY_PROBE = textwrap.dedent("""
             start = time.monotonic(); sender.send(frame)
             data, anc, _, addr = receiver.recvmsg(65536, AUX_SPACE)
             elapsed = time.monotonic() - start
-            got = restore_vlan(data, anc[0][2] if anc else None)
+            aux = [d for level, kind, d in anc if (level, kind) == (SOL_PACKET, PACKET_AUXDATA)]
+            got = restore_vlan(data, aux[0] if aux else None)
             result[f"{name} {way}"] = [got == frame, elapsed * 1000]
     print(json.dumps(result))
 """)

@@ -42,9 +42,10 @@ from sdnctl.flows import (
     SwitchConfig,
     SwitchDelta,
     addresses_of,
+    compile_all,
     compile_flows,
     diff_switch,
-    recompile,
+    recompile_switches,
     trace_ipv4,
 )
 from sdnctl.pathing import RoutePlan, changed_entries, compute_routes
@@ -289,11 +290,16 @@ def failed_plans(rf: RandomFabric, pick: int) -> tuple[FabricState, RoutePlan, R
 @given(random_fabrics(), st.integers(0, 1000))
 def test_recompile_of_changed_entries_equals_a_full_compile(rf: RandomFabric, pick: int) -> None:
     _, before, after = failed_plans(rf, pick)
-    configs = compile_flows(before)
+    compiled = compile_all(before)
+    configs = {s: c.config for s, c in compiled.items()}
     changed = changed_entries(before, after)
-    touched = recompile(after, configs, changed)
-    assert set(touched) <= {s for s, _ in changed}
+    result = recompile_switches(after, compiled, changed)
+    assert set(result) <= {s for s, _ in changed}
+    touched = {s: new.config for s, (new, _) in result.items()}
     assert configs_equal({**configs, **touched}, compile_flows(after))
+    # The delta made from the changed entries alone turns each old table into the new one.
+    for switch, (new, delta) in result.items():
+        assert apply_delta_to(configs[switch], delta) == new.config
 
 
 @SETTINGS
@@ -352,8 +358,8 @@ def test_recompile_touches_only_switches_whose_entries_changed() -> None:
     before_plan = compute_routes(state)
     after_plan = compute_routes(state.apply(ev.LinkDown(link_between(state, C, D))))
     changed = changed_entries(before_plan, after_plan)
-    touched = recompile(after_plan, compile_flows(before_plan), changed)
-    assert set(touched) == {s for s, _ in changed}
-    assert C in touched  # c's way to d was the cut link
+    result = recompile_switches(after_plan, compile_all(before_plan), changed)
+    assert set(result) <= {s for s, _ in changed}
+    assert C in result  # c's way to d was the cut link
     full: Mapping[SwitchId, SwitchConfig] = compile_flows(after_plan)
-    assert all(touched[s] == full[s] for s in touched)
+    assert all(new.config == full[s] and delta for s, (new, delta) in result.items())

@@ -1,0 +1,83 @@
+"""compute_routes(state, previous=...) must give exactly the plan a full recompute gives."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sdnctl_helpers import RandomFabric, cables_of, random_fabrics
+
+from netmodel import events as ev
+from netmodel.state import FabricState
+from sdnctl.pathing import RoutePlan, compute_routes
+
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def same_plan(a: RoutePlan, b: RoutePlan) -> bool:
+    return (
+        a.switches == b.switches
+        and a.links == b.links
+        and np.array_equal(a.primary, b.primary)
+        and np.array_equal(a.backup, b.backup)
+        and np.array_equal(a.distance_us, b.distance_us)
+        and a.endpoints == b.endpoints
+    )
+
+
+def step(state: FabricState, action: tuple[str, int, int]) -> FabricState:
+    kind, pick, latency = action
+    cables = cables_of(state)
+    link = cables[pick % len(cables)]
+    if kind == "down":
+        return state.apply(ev.LinkDown(link))
+    if kind == "up":
+        return state.apply(ev.LinkUp(link))
+    return state.apply(ev.LinkLatencyMeasured(((link, latency),), 2.0))
+
+
+ACTIONS = st.lists(
+    st.tuples(st.sampled_from(["down", "up", "latency"]), st.integers(0, 1000), st.sampled_from([0, 5, 900, 30000])),
+    min_size=1,
+    max_size=6,
+)
+
+
+@SETTINGS
+@given(random_fabrics(), ACTIONS)
+def test_incremental_plans_equal_full_recomputes(rf: RandomFabric, actions: list[tuple[str, int, int]]) -> None:
+    state = rf.state()
+    plan = compute_routes(state)
+    for action in actions:
+        state = step(state, action)
+        incremental = compute_routes(state, previous=plan)
+        assert same_plan(incremental, compute_routes(state)), action
+        plan = incremental
+
+
+@SETTINGS
+@given(random_fabrics(min_switches=3))
+def test_a_switch_leaving_and_returning_is_handled(rf: RandomFabric) -> None:
+    state = rf.state()
+    plan = compute_routes(state)
+    gone = state.apply(ev.SwitchDisconnected(state.topology.switches[next(iter(state.topology.switches))].id, 3.0))
+    after = compute_routes(gone, previous=plan)
+    assert same_plan(after, compute_routes(gone))
+
+
+def test_nothing_changed_returns_the_same_arrays_with_the_new_generation() -> None:
+    from sdnctl_helpers import fabric, live
+
+    state = live(
+        fabric(
+            """
+switches: [{id: a, dpid: 1, site: s}, {id: b, dpid: 2, site: s}]
+links: [{a: a, b: b, latency_ms: 1, bandwidth_mbps: 10}]
+hosts: [{id: h, switch: a, ip: 10.0.0.1}]
+"""
+        )
+    )
+    plan = compute_routes(state)
+    again = compute_routes(state, previous=plan)
+    assert len(plan.switches) == 2
+    assert again.primary is plan.primary and again.generation == state.generation
