@@ -49,7 +49,7 @@ from netmodel.fabric import CableSpec, FabricSpec, HostSpec, SwitchSpec, build_s
 from netmodel.ids import HostId, PortNo, SiteId, SwitchId  # noqa: E402
 from netmodel.state import FabricState  # noqa: E402
 from netmodel.types import LinkId, Site, Tier  # noqa: E402
-from sdnctl.flows import SwitchConfig, compile_flows, diff_switch, recompile  # noqa: E402
+from sdnctl.flows import CompiledSwitch, compile_all, recompile_switches  # noqa: E402
 from sdnctl.pathing import RoutePlan, changed_entries, compute_routes  # noqa: E402
 
 US_PER_KM = 5.0  # light in fibre: about 200,000 km/s
@@ -227,17 +227,18 @@ class Recompute:
     stages_ms: dict[str, float]
 
 
-def recompute(state: FabricState, old_plan: RoutePlan, old_configs: dict[SwitchId, SwitchConfig]) -> Recompute:
+def recompute(state: FabricState, old_plan: RoutePlan, old_tables: dict[SwitchId, CompiledSwitch]) -> Recompute:
+    """What the route engine does after a link event: the new plan (incremental from the old one),
+    the moved entries, and the new tables with their FlowMod/GroupMod deltas per touched switch."""
     t0 = time.perf_counter()
-    plan = compute_routes(state)
+    plan = compute_routes(state, previous=old_plan)
     t1 = time.perf_counter()
     changed = changed_entries(old_plan, plan)
     t2 = time.perf_counter()
-    touched = recompile(plan, old_configs, changed)
+    touched = recompile_switches(plan, old_tables, changed)
     t3 = time.perf_counter()
-    deltas = [diff_switch(old_configs[s], config) for s, config in touched.items()]
-    t4 = time.perf_counter()
-    stages = {"routes": t1 - t0, "changed": t2 - t1, "recompile": t3 - t2, "diff": t4 - t3}
+    deltas = [delta for _, delta in touched.values()]
+    stages = {"routes": t1 - t0, "changed": t2 - t1, "recompile_and_delta": t3 - t2}
     return Recompute(
         plan,
         changed,
@@ -266,7 +267,7 @@ def run_graph(graph: Graph, min_reps: int, max_reps: int) -> dict[str, Any]:
 
     start = time.perf_counter()
     old_plan = compute_routes(fabric.state)
-    old_configs = compile_flows(old_plan)
+    old_tables = compile_all(old_plan)
     full_ms = (time.perf_counter() - start) * 1000
     after = fabric.state.apply(ev.LinkDown(link))
 
@@ -280,7 +281,7 @@ def run_graph(graph: Graph, min_reps: int, max_reps: int) -> dict[str, Any]:
         stages: list[dict[str, float]] = []
 
         def ours() -> Recompute:
-            result = recompute(after, old_plan, old_configs)
+            result = recompute(after, old_plan, old_tables)
             stages.append(result.stages_ms)
             return result
 
@@ -309,7 +310,7 @@ def run_graph(graph: Graph, min_reps: int, max_reps: int) -> dict[str, Any]:
         "changed_entries": len(result.changed),
         "touched_switches": result.touched,
         "flow_changes": result.flow_changes,
-        "flows_total": sum(len(c.flows) + len(c.groups) for c in old_configs.values()),
+        "flows_total": sum(len(c.config.flows) + len(c.config.groups) for c in old_tables.values()),
         "full_compile_ms": round(full_ms, 1),
         "routes_agree": routes_agree(result.plan, fabric, reference),
     }

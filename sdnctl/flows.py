@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from netmodel.ids import PortNo, SwitchId
@@ -119,7 +119,13 @@ class Addresses:
 
 
 def addresses_of(endpoint: Endpoint) -> Addresses:
-    ip = int(ipaddress.IPv4Address(endpoint.ip))
+    return _addresses(endpoint.ip)
+
+
+@lru_cache(maxsize=1 << 16)
+def _addresses(ip_text: str) -> Addresses:
+    # Cached: parsing the address was a quarter of a 500-switch recompute.
+    ip = int(ipaddress.IPv4Address(ip_text))
     group_id = ip if ip < OFPG_MAX else ip & 0x7FFF_FFFF
     return Addresses(cookie=COOKIE_ROUTE | ip, arp_cookie=COOKIE_ARP | ip, group_id=group_id)
 
@@ -240,13 +246,42 @@ def recompile_switches(
 
 
 def _diff_entries(old: Iterable[Entry], new: Iterable[Entry]) -> SwitchDelta:
-    def flat(entries: Iterable[Entry]) -> SwitchConfig:
-        items = list(entries)
-        return SwitchConfig(
-            frozenset(f for flows, _ in items for f in flows), frozenset(g for _, g in items if g is not None)
-        )
-
-    return diff_switch(flat(old), flat(new))
+    """The delta between two lists of entries for the same endpoints (old[i] and new[i] belong
+    together), without building sets of every flow."""
+    add_groups: list[GroupSpec | None] = []
+    modify_groups: list[GroupSpec | None] = []
+    delete_groups: list[GroupSpec | None] = []
+    add_flows: list[FlowSpec] = []
+    modify_flows: list[FlowSpec] = []
+    delete_flows: list[FlowSpec] = []
+    for (old_flows, old_group), (new_flows, new_group) in zip(old, new, strict=True):
+        if old_group != new_group:
+            if old_group is None:
+                add_groups.append(new_group)
+            elif new_group is None:
+                delete_groups.append(old_group)
+            elif old_group.group_id == new_group.group_id:
+                modify_groups.append(new_group)
+            else:
+                delete_groups.append(old_group)
+                add_groups.append(new_group)
+        if old_flows != new_flows:
+            before = {f.key: f for f in old_flows}
+            for flow in new_flows:
+                previous = before.pop(flow.key, None)
+                if previous is None:
+                    add_flows.append(flow)
+                elif previous != flow:
+                    modify_flows.append(flow)
+            delete_flows.extend(before.values())
+    return SwitchDelta(
+        add_groups=tuple(sorted(g for g in add_groups if g is not None)),
+        modify_groups=tuple(sorted(g for g in modify_groups if g is not None)),
+        add_flows=tuple(sorted(add_flows)),
+        modify_flows=tuple(sorted(modify_flows)),
+        delete_flows=tuple(sorted(delete_flows)),
+        delete_groups=tuple(sorted(g for g in delete_groups if g is not None)),
+    )
 
 
 def diff_switch(current: SwitchConfig, desired: SwitchConfig) -> SwitchDelta:
