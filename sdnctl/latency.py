@@ -6,7 +6,7 @@ delay(a, b) = (T(a->b) + T(b->a) - rtt(a) - rtt(b)) / 2, each term the minimum o
 recent samples. Every disturbance (a GC pause, a busy core, a queue in OVS) only ever adds time, so
 the minimum is the estimate of the undisturbed path (NTP's clock filter works the same way); a mean
 or even a median carried that load into the link (a median was 38% off on a 1 ms link under a ping
-flood here, the minimum within 10%). The window (8 probes, 8 s) bounds how long an old low value
+flood here, the minimum within 10%). The window (12 probes, 12 s) bounds how long an old low value
 outlives a real latency increase.
 
 An echo round trip skips the switch's datapath, while a probe crosses it twice (packet-out, then
@@ -21,7 +21,7 @@ from collections import deque
 
 from netmodel.types import LinkId
 
-WINDOW = 8
+WINDOW = 12
 
 
 class LatencyEstimator:
