@@ -52,6 +52,8 @@ class NodeStatus:
     connected_at: float | None = None
     synced_generation: int | None = None
     """Generation of the last snapshot this node had fully applied (every type ACKed, nothing to send)."""
+    in_sync: bool = False
+    """It still runs exactly that (a config change can change a snapshot without a new generation)."""
     types: dict[str, TypeStatus] = field(default_factory=dict)
 
     def of(self, type_url: str) -> TypeStatus:
@@ -165,6 +167,8 @@ class SnapshotCache:
                 return
             status.streams = max(0, status.streams - 1)
             status.types = {t: replace(s, pending_nonce="") for t, s in status.types.items()}
+            if status.streams == 0:
+                status.in_sync = False
             if status.streams == 0 and node not in self._snapshots:
                 del self._status[node]  # a node we serve nothing: forget it (bounds memory)
 
@@ -198,15 +202,24 @@ class SnapshotCache:
         with self._lock:
             self._status.setdefault(node, NodeStatus()).of(type_url).current = current
 
-    def record_synced(self, node: str, generation: int) -> None:
+    def record_synced(self, node: str, generation: int | None) -> None:
+        """The node runs the snapshot of ``generation``; None: it no longer runs its current one."""
         with self._lock:
-            self._status.setdefault(node, NodeStatus()).synced_generation = generation
+            status = self._status.setdefault(node, NodeStatus())
+            status.in_sync = generation is not None
+            if generation is not None:
+                status.synced_generation = generation
 
     def is_synced(self, node: str) -> bool:
         """The node has applied its current snapshot (every subscribed type ACKed)."""
         snapshot = self._snapshots.get(node)
         status = self._status.get(node)
-        return snapshot is not None and status is not None and status.synced_generation == snapshot.generation
+        return (
+            snapshot is not None
+            and status is not None
+            and status.in_sync
+            and status.synced_generation == snapshot.generation
+        )
 
     def status(self, node: str) -> NodeStatus | None:
         with self._lock:
@@ -256,7 +269,7 @@ class SnapshotCache:
             "mode": status.mode or None,
             "generation": snapshot.generation if snapshot is not None else None,
             "synced_generation": status.synced_generation,
-            "in_sync": snapshot is not None and status.synced_generation == snapshot.generation,
+            "in_sync": snapshot is not None and status.in_sync and status.synced_generation == snapshot.generation,
             "problems": list(snapshot.problems) if snapshot is not None else [],
             "types": types,
         }

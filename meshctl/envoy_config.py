@@ -104,9 +104,9 @@ def _san_matchers(spiffe_ids: Sequence[str]) -> list[Message]:
 
 def _mtls_context(peer_spiffe_ids: Sequence[str]) -> Message:
     """Our certificate from SDS; the peer must chain to the trust bundle and carry one of the ids."""
-    return common_pb2.CommonTlsContext(
+    return tls_pb2.CommonTlsContext(
         tls_certificate_sds_secret_configs=[_sds(IDENTITY_SECRET)],
-        combined_validation_context=common_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+        combined_validation_context=tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
             default_validation_context=common_pb2.CertificateValidationContext(
                 match_typed_subject_alt_names=_san_matchers(peer_spiffe_ids)
             ),

@@ -11,7 +11,8 @@ Rules both variants follow (each one is tested):
   keeps running its last good config. The next change of that type is pushed as usual.
 - Pushes go in ``PUSH_ORDER`` (secrets, clusters, endpoints, listeners, routes). When an earlier type
   has a change waiting for an ACK, later types wait too, so the order holds. Removals go last, after
-  every update: SotW first sends clusters/listeners with the removed ones kept, then the exact set.
+  every update, in reverse order (listeners before the clusters they name): SotW first sends
+  clusters/listeners with the removed ones kept, then the exact set.
 - A cluster that is rebuilt (changed) makes Envoy warm it until it gets a *new* endpoints response,
   even an unchanged one: endpoints are resent after every changed EDS cluster, and a SotW request
   that repeats an already-ACKed nonce (Envoy re-asking) is answered.
@@ -30,7 +31,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from meshctl.cache import SnapshotCache
 from meshctl.snapshot import MeshSnapshot, Resource, digest_of, version_digest, version_string
-from meshctl.xds_types import CLUSTER, ENDPOINTS, PUSH_ORDER, WILDCARD_TYPES, short_name
+from meshctl.xds_types import CLUSTER, ENDPOINTS, PUSH_ORDER, REMOVAL_ORDER, WILDCARD_TYPES, short_name
 
 MAX_NAMES = 10_000
 MAX_NAME_LENGTH = 1024
@@ -131,9 +132,10 @@ class _Stream:
             if self._current.get(type_url) != current:
                 self._current[type_url] = current
                 self._cache.record_current(self.node_id, type_url, current)
-        if not behind and self._synced_generation != snapshot.generation:
-            self._synced_generation = snapshot.generation
-            self._cache.record_synced(self.node_id, snapshot.generation)
+        synced = None if behind else snapshot.generation
+        if synced != self._synced_generation:
+            self._synced_generation = synced
+            self._cache.record_synced(self.node_id, synced)
 
     def _subscribed_types(self) -> list[str]:
         raise NotImplementedError
@@ -281,9 +283,12 @@ class SotwStream(_Stream):
                 if endpoints is not None:
                     endpoints.force = True
         if not blocked:
-            for type_url, state, wanted in removals:
-                if not state.in_flight:
-                    responses.append(self._respond(type_url, state, wanted, snapshot))
+            # Removals in REMOVAL_ORDER (listeners, routes, then clusters): nothing may still name
+            # a cluster when it goes. One still unanswered holds back those after it.
+            for type_url, state, wanted in sorted(removals, key=lambda r: REMOVAL_ORDER.index(r[0])):
+                if state.in_flight:
+                    break
+                responses.append(self._respond(type_url, state, wanted, snapshot))
         behind.update(t for t, s in self._types.items() if s.in_flight)
         self._record_progress(snapshot, behind)
         return responses
@@ -296,15 +301,15 @@ class SotwStream(_Stream):
         if state.wildcard:
             kept = {n: r for n, r in state.sent.items() if n not in wanted}
             update = {**kept, **wanted}
-        if state.force or state.grew:
-            return update
         digest = digest_of(update.values())
         if state.sent_digest is None:
             # Nothing sent on this stream yet. A reconnecting client that reports exactly this
             # content already has it: adopt its version instead of resending.
-            if state.client_version and version_digest(state.client_version) == digest:
+            if state.client_version and version_digest(state.client_version) == digest and not state.force:
                 self._adopt(type_url, state, update, digest)
                 return None
+            return update
+        if state.force or state.grew:
             return update
         if digest in (state.sent_digest, state.nacked_digest):
             return None  # unchanged, or exactly what the client rejected
@@ -313,6 +318,7 @@ class SotwStream(_Stream):
     def _adopt(self, type_url: str, state: _SotwType, resources: dict[str, Resource], digest: str) -> None:
         assert self.node_id is not None
         state.sent, state.sent_digest, state.sent_version = resources, digest, state.client_version
+        state.grew = False
         self._cache.record_adopted(self.node_id, type_url, state.client_version)
 
     def _respond(self, type_url: str, state: _SotwType, resources: dict[str, Resource], snapshot: MeshSnapshot) -> Any:
@@ -450,8 +456,9 @@ class DeltaStream(_Stream):
             if state is None:
                 continue
             serving = snapshot.of_type(type_url)
+            unsure: set[str] = set()  # names we forgot on a NACK: the client may run any version
             if state.nacked_digest is not None and state.nacked_digest != snapshot.digest(type_url):
-                state.forgotten.clear()  # the type changed since the NACK: resend what it rejected too
+                unsure, state.forgotten = state.forgotten, set()  # changed since: resend them too
                 state.nacked_digest = None
             scope = self._scope(state, serving, snapshot.wildcard_excluded)
             updates = [
@@ -476,11 +483,13 @@ class DeltaStream(_Stream):
             responses.append(self._respond(type_url, state, snapshot, updates, []))
             endpoints = self._types.get(ENDPOINTS)
             if type_url == CLUSTER and endpoints is not None:
+                before.update({n: "" for n in unsure})  # assume rebuilt: resending endpoints is cheap
                 endpoints.force |= _eds_names_of_rebuilt_clusters({n: serving[n] for n in updates}, before)
         if not blocked:
-            for type_url, state, removed in removals:
-                if not state.in_flight:
-                    responses.append(self._respond(type_url, state, snapshot, [], removed))
+            for type_url, state, removed in sorted(removals, key=lambda r: REMOVAL_ORDER.index(r[0])):
+                if state.in_flight:  # as in SotW: dependents go first
+                    break
+                responses.append(self._respond(type_url, state, snapshot, [], removed))
         behind.update(t for t, s in self._types.items() if s.in_flight)
         self._record_progress(snapshot, behind)
         return responses

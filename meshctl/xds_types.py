@@ -18,6 +18,10 @@ and listeners name them), clusters before their endpoints, listeners before thei
 for a route only once a listener names it), routes last because routes are not warmed: a route to a
 cluster Envoy does not have yet fails. Removals go after all of these (see ``protocol``)."""
 
+REMOVAL_ORDER: Final[tuple[str, ...]] = (LISTENER, ROUTES, CLUSTER, ENDPOINTS, SECRET)
+"""Removals go after every update, dependents first: a listener before the routes it names, routes
+before the clusters they send to, a cluster before its endpoints and secrets."""
+
 WILDCARD_TYPES: Final = frozenset({CLUSTER, LISTENER})
 """Types where an empty first subscription means "everything for this node" (xDS legacy wildcard)."""
 

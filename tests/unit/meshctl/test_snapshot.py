@@ -1,0 +1,319 @@
+"""build_snapshots: the model as per-node Envoy resources (pure, fast)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshctl import envoy_config as ec
+from meshctl.snapshot import (
+    InconsistentSnapshot,
+    MeshConfig,
+    MeshSnapshot,
+    TlsIdentity,
+    build_snapshots,
+    check_consistent,
+    make_resource,
+    version_digest,
+)
+from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET
+from netmodel import events as ev
+from netmodel.ids import NodeId
+from tests.unit.meshctl.mesh_helpers import (
+    base_state,
+    place,
+    placed_state,
+    rds_names,
+    route_clusters,
+    tcp_clusters,
+    workload,
+)
+
+TCP_DB = MeshConfig(tcp_services=frozenset({"db"}))
+
+
+def names(snapshot: MeshSnapshot, type_url: str) -> list[str]:
+    return sorted(snapshot.of_type(type_url))
+
+
+def endpoints_of(snapshot: MeshSnapshot, service: str) -> list[tuple[str, str, str, str, int, int]]:
+    cla = snapshot.of_type(ENDPOINTS)[f"svc/{service}"].message
+    return sorted(
+        (
+            group.locality.region,
+            group.locality.zone,
+            group.locality.sub_zone,
+            lb.endpoint.address.socket_address.address,
+            lb.endpoint.address.socket_address.port_value,
+            lb.load_balancing_weight.value,
+        )
+        for group in cla.endpoints
+        for lb in group.lb_endpoints
+    )
+
+
+def test_a_sidecar_per_placed_workload_and_a_client_per_host() -> None:
+    state = place(placed_state(), workload("web-9", "web", None))
+    snapshots = build_snapshots(state, TCP_DB)
+    assert sorted(snapshots) == ["admin-1", "api-1", "api-2", "db-1", "u1", "u2", "web-1", "web-2"]
+    for snapshot in snapshots.values():
+        check_consistent(snapshot)
+        assert snapshot.generation == state.generation
+        assert set(snapshot.versions) == set(PUSH_ORDER)
+
+
+def test_stable_names_for_a_workload_sidecar() -> None:
+    web = build_snapshots(placed_state(), TCP_DB)["web-1"]
+    assert names(web, CLUSTER) == ["local/web-1", "svc/admin", "svc/api"]
+    assert names(web, ENDPOINTS) == ["svc/admin", "svc/api"]
+    assert names(web, LISTENER) == ["admin", "api", "in/web-1", "out/8080", "out/9090"]
+    assert names(web, ROUTES) == ["out/8080", "out/9090"]
+    assert names(web, SECRET) == []
+    assert web.wildcard_excluded == frozenset({"admin", "api"})  # gRPC api listeners: only when named
+
+
+def test_endpoints_are_placed_workloads_with_locality_and_weight() -> None:
+    snapshot = build_snapshots(placed_state(), TCP_DB)["web-1"]
+    assert endpoints_of(snapshot, "api") == [
+        ("eu-central", "dc1", "cloud", "10.1.9.10", 9090, 1),
+        ("eu-west", "a", "edge-a", "10.1.1.11", 9090, 1),
+    ]
+    cla = snapshot.of_type(ENDPOINTS)["svc/api"].message
+    assert all(group.load_balancing_weight.value == 1 for group in cla.endpoints)  # gRPC needs it
+
+
+def test_workload_port_overrides_service_port_and_down_nodes_drop_out() -> None:
+    state = placed_state()
+    u1 = build_snapshots(state, TCP_DB)["u1"]
+    assert endpoints_of(u1, "web") == [
+        ("eu-west", "a", "edge-a", "10.1.1.10", 8080, 1),
+        ("eu-west", "a", "edge-a", "10.1.1.11", 18080, 1),
+    ]
+    drained = build_snapshots(state.apply(ev.NodeDown(NodeId("ea-n2"))), TCP_DB)["u1"]
+    assert endpoints_of(drained, "web") == [("eu-west", "a", "edge-a", "10.1.1.10", 8080, 1)]
+
+
+def test_moving_a_workload_changes_only_endpoints_of_its_callers() -> None:
+    before = build_snapshots(placed_state(), TCP_DB)
+    moved = placed_state().apply(ev.WorkloadPlaced(workload("api-2", "api", "ea-n1")))
+    after = build_snapshots(moved, TCP_DB)
+    for node_id in ("web-1", "web-2"):  # they call api: endpoints change, nothing else
+        changed = [t for t in PUSH_ORDER if before[node_id].digest(t) != after[node_id].digest(t)]
+        assert changed == [ENDPOINTS]
+    for node_id in ("u1", "u2", "admin-1", "api-1", "db-1"):
+        assert all(before[node_id].digest(t) == after[node_id].digest(t) for t in PUSH_ORDER)
+    # api-2 itself moved: its inbound listener now binds the new node's address.
+    inbound = after["api-2"].of_type(LISTENER)["in/api-2"].message
+    assert inbound.address.socket_address.address == "10.1.1.10"
+
+
+def test_outbound_listener_per_port_with_a_virtual_host_per_service() -> None:
+    web = build_snapshots(placed_state(), TCP_DB)["web-1"]
+    listener = web.of_type(LISTENER)["out/8080"].message
+    assert (listener.address.socket_address.address, listener.address.socket_address.port_value) == ("127.0.0.1", 8080)
+    assert rds_names(listener) == {"out/8080"}
+    routes = web.of_type(ROUTES)["out/8080"].message
+    hosts = {vh.name: list(vh.domains) for vh in routes.virtual_hosts}
+    # web calls admin (8080) and api (9090): alone on its port, admin also answers any host.
+    assert hosts == {"admin": ["admin", "admin:8080", "*"]}
+    assert route_clusters(routes) == {"svc/admin"}
+
+
+def test_services_sharing_a_port_are_told_apart_by_host() -> None:
+    config = MeshConfig(host_calls={"u1": ("web", "admin")})
+    u1 = build_snapshots(placed_state(), config)["u1"]
+    routes = u1.of_type(ROUTES)["out/8080"].message
+    assert {vh.name: list(vh.domains) for vh in routes.virtual_hosts} == {
+        "admin": ["admin", "admin:8080"],
+        "web": ["web", "web:8080"],
+    }
+    assert names(u1, LISTENER) == ["admin", "out/8080", "web"]
+
+
+def test_tcp_services_get_a_tcp_proxy_and_conflicts_are_reported() -> None:
+    api = build_snapshots(placed_state(), TCP_DB)["api-1"]
+    assert tcp_clusters(api.of_type(LISTENER)["out/5432"].message) == {"svc/db"}
+    assert names(api, ROUTES) == []
+    config = MeshConfig(tcp_services=frozenset({"admin"}), host_calls={"u1": ("web", "admin")})
+    u1 = build_snapshots(placed_state(), config)["u1"]
+    assert any("admin" in p and "8080" in p for p in u1.problems)
+    check_consistent(u1)
+
+
+def test_hosts_call_the_entry_services_unless_configured() -> None:
+    snapshots = build_snapshots(placed_state(), TCP_DB)
+    # Nobody calls web: it is the entry service users reach.
+    assert names(snapshots["u1"], CLUSTER) == ["svc/web"]
+    configured = build_snapshots(placed_state(), MeshConfig(host_calls={"u1": ("api",)}))
+    assert names(configured["u1"], CLUSTER) == ["svc/api"]
+    assert names(configured["u2"], CLUSTER) == []
+
+
+def test_inbound_listener_binds_the_node_address_and_forwards_to_the_app() -> None:
+    web2 = build_snapshots(placed_state(), TCP_DB)["web-2"]
+    inbound = web2.of_type(LISTENER)["in/web-2"].message
+    assert (inbound.address.socket_address.address, inbound.address.socket_address.port_value) == ("10.1.1.11", 18080)
+    local = web2.of_type(CLUSTER)["local/web-2"].message
+    address = local.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (address.address, address.port_value) == ("127.0.0.1", 18080)
+    assert not inbound.filter_chains[0].HasField("transport_socket")  # plaintext by default
+
+
+def _identities() -> dict[str, TlsIdentity]:
+    return {
+        n: TlsIdentity(f"CERT-{n}", f"KEY-{n}") for n in ("web-1", "web-2", "api-1", "api-2", "db-1", "admin-1", "u1")
+    }
+
+
+MTLS = MeshConfig(mtls=True, trust_bundle_pem="BUNDLE", identities=_identities(), tcp_services=frozenset({"db"}))
+
+
+def test_a_node_gets_only_its_own_secrets() -> None:
+    snapshots = build_snapshots(placed_state(), MTLS)
+    for node_id, snapshot in snapshots.items():
+        secrets = snapshot.of_type(SECRET)
+        if node_id == "u2":
+            assert names(snapshot, SECRET) == ["trust-bundle"]
+            assert any("no certificate" in p for p in snapshot.problems)
+            continue
+        assert names(snapshot, SECRET) == ["identity", "trust-bundle"]
+        identity = secrets["identity"].message.tls_certificate
+        assert identity.certificate_chain.inline_string == f"CERT-{node_id}"
+        assert identity.private_key.inline_string == f"KEY-{node_id}"
+        everything = b"".join(r.packed.value for t in PUSH_ORDER for r in snapshot.of_type(t).values())
+        others = [n for n in _identities() if n != node_id]
+        assert not any(f"KEY-{other}".encode() in everything for other in others)
+
+
+def test_private_keys_never_show_in_reprs() -> None:
+    assert "KEY" not in repr(TlsIdentity("CERT", "KEY"))
+    assert "KEY" not in repr(MTLS)
+    secret = build_snapshots(placed_state(), MTLS)["web-1"].of_type(SECRET)["identity"]
+    assert "KEY" not in repr(secret)
+
+
+def test_mtls_inbound_accepts_only_callers_by_spiffe_id() -> None:
+    snapshots = build_snapshots(placed_state(), MTLS)
+    inbound = snapshots["api-1"].of_type(LISTENER)["in/api-1"].message
+    tls = tls_pb2.DownstreamTlsContext()
+    inbound.filter_chains[0].transport_socket.typed_config.Unpack(tls)
+    assert tls.require_client_certificate.value
+    context = tls.common_tls_context
+    assert [s.name for s in context.tls_certificate_sds_secret_configs] == ["identity"]
+    sans = [
+        m.matcher.exact
+        for m in context.combined_validation_context.default_validation_context.match_typed_subject_alt_names
+    ]
+    assert sans == ["spiffe://edgectl.local/svc/web"]  # only web calls api
+    assert context.combined_validation_context.validation_context_sds_secret_config.name == "trust-bundle"
+    # The caller's identity reaches the app, and cannot be forged by the caller.
+    manager = hcm_pb2.HttpConnectionManager()
+    inbound.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    assert manager.forward_client_cert_details == hcm_pb2.HttpConnectionManager.SANITIZE_SET
+    # web is called by the hosts' users; a service nobody may call gets an unmatchable SAN, never "any".
+    web = snapshots["web-1"].of_type(LISTENER)["in/web-1"].message
+    web_tls = tls_pb2.DownstreamTlsContext()
+    web.filter_chains[0].transport_socket.typed_config.Unpack(web_tls)
+    web_sans = web_tls.common_tls_context.combined_validation_context.default_validation_context
+    assert [m.matcher.exact for m in web_sans.match_typed_subject_alt_names] == [
+        "spiffe://edgectl.local/host/u1",
+        "spiffe://edgectl.local/host/u2",
+    ]
+    nobody = build_snapshots(placed_state(), dataclasses.replace(MTLS, host_calls={}))["web-1"]
+    nobody_tls = tls_pb2.DownstreamTlsContext()
+    nobody.of_type(LISTENER)["in/web-1"].message.filter_chains[0].transport_socket.typed_config.Unpack(nobody_tls)
+    matchers = nobody_tls.common_tls_context.combined_validation_context.default_validation_context
+    assert [m.matcher.exact for m in matchers.match_typed_subject_alt_names] == [ec.NO_CALLER_SAN]
+
+
+def test_mtls_clusters_check_the_server_identity() -> None:
+    cluster = build_snapshots(placed_state(), MTLS)["web-1"].of_type(CLUSTER)["svc/api"].message
+    tls = tls_pb2.UpstreamTlsContext()
+    cluster.transport_socket.typed_config.Unpack(tls)
+    validation = tls.common_tls_context.combined_validation_context.default_validation_context
+    assert [m.matcher.exact for m in validation.match_typed_subject_alt_names] == ["spiffe://edgectl.local/svc/api"]
+
+
+def test_builds_are_deterministic_and_shared_between_nodes() -> None:
+    a = build_snapshots(placed_state(), TCP_DB)
+    b = build_snapshots(placed_state(), TCP_DB)
+    assert {n: dict(s.versions) for n, s in a.items()} == {n: dict(s.versions) for n, s in b.items()}
+    # Both hosts call web: the very same resource objects (packed once).
+    assert a["u1"].of_type(CLUSTER)["svc/web"] is a["u2"].of_type(CLUSTER)["svc/web"]
+
+
+def test_version_is_generation_and_content_hash() -> None:
+    state = placed_state()
+    snapshot = build_snapshots(state, TCP_DB)["u1"]
+    generation, _, digest = snapshot.version(CLUSTER).partition("-")
+    assert int(generation) == state.generation and len(digest) == 16
+    assert version_digest(snapshot.version(CLUSTER)) == digest
+
+
+def test_check_consistent_names_every_dangling_reference() -> None:
+    good = build_snapshots(placed_state(), TCP_DB)["web-1"]
+    resources = {t: dict(good.of_type(t)) for t in PUSH_ORDER}
+    del resources[ENDPOINTS]["svc/api"]
+    del resources[ROUTES]["out/9090"]
+    del resources[CLUSTER]["svc/admin"]
+    broken = dataclasses.replace(good, resources=resources)
+    with pytest.raises(InconsistentSnapshot) as raised:
+        check_consistent(broken)
+    text = str(raised.value)
+    assert "Cluster 'svc/api' needs ClusterLoadAssignment 'svc/api'" in text
+    assert "Listener 'out/9090' needs RouteConfiguration 'out/9090'" in text
+    assert "RouteConfiguration 'out/8080' needs Cluster 'svc/admin'" in text
+
+
+def test_missing_secrets_are_not_inconsistent() -> None:
+    # A certificate not issued yet must not stop endpoint updates: the TLS listener just waits.
+    u2 = build_snapshots(placed_state(), MTLS)["u2"]
+    check_consistent(u2)
+
+
+def test_make_resource_digest_is_the_content() -> None:
+    one = make_resource("x", ec.trust_bundle_secret("A"))
+    assert make_resource("x", ec.trust_bundle_secret("A")).digest == one.digest
+    assert make_resource("x", ec.trust_bundle_secret("B")).digest != one.digest
+
+
+placements = st.lists(
+    st.tuples(
+        st.sampled_from(["web", "admin", "api", "db"]),
+        st.sampled_from(["ea-n1", "ea-n2", "c-n1", None]),
+        st.integers(min_value=0, max_value=3),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(placements, st.booleans(), st.sets(st.sampled_from(["ea-n1", "ea-n2", "c-n1"])))
+def test_every_build_is_consistent(chosen: list, mtls: bool, down: set) -> None:
+    state = base_state()
+    for i, (service, node_id, port_index) in enumerate(chosen):
+        state = state.apply(
+            ev.WorkloadPlaced(workload(f"{service}-{i}", service, node_id, port=[0, 7000, 7001, 8080][port_index]))
+        )
+    for node_id in down:
+        state = state.apply(ev.NodeDown(NodeId(node_id)))
+    config = dataclasses.replace(MTLS, mtls=mtls)
+    snapshots = build_snapshots(state, config)
+    placed = {w.id for w in state.workloads.values() if w.node is not None}
+    assert set(snapshots) == placed | {"u1", "u2"}
+    for snapshot in snapshots.values():
+        check_consistent(snapshot)
+    again = build_snapshots(state, config)
+    assert {n: dict(s.versions) for n, s in snapshots.items()} == {n: dict(s.versions) for n, s in again.items()}
+    for node_id in down:  # a drained node serves nobody
+        for snapshot in snapshots.values():
+            for cla in snapshot.of_type(ENDPOINTS).values():
+                ips = {
+                    lb.endpoint.address.socket_address.address for g in cla.message.endpoints for lb in g.lb_endpoints
+                }
+                assert state.nodes[NodeId(node_id)].ip not in ips
