@@ -1,0 +1,94 @@
+"""The `edgectl` command line: validate and topo show, in-process and as the installed command."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import networkx as nx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgectl.cli import main
+from tests.integration.harness import REPO
+
+EXAMPLE = REPO / "examples" / "edge-cloud.yaml"
+CORPUS = REPO / "tests" / "data" / "bad-fabrics"
+EXPECTED = {
+    line.split()[0]: (int(line.split()[1]), line.split()[2])
+    for line in (CORPUS / "EXPECTED.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+}
+
+
+def test_validate_accepts_the_example(capsys) -> None:
+    assert main(["validate", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert "ok (5 sites, 8 switches, 12 links, 3 hosts, 6 nodes, 3 services)" in out
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_validate_rejects_each_corrupted_file_with_file_line_field(name: str, capsys) -> None:
+    path = CORPUS / name
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert lines, "no problem printed"
+    pattern = re.compile(rf"^{re.escape(str(path))}:(\d+): (\S+): .+$")
+    assert all(pattern.match(line) for line in lines), err
+    line, field = EXPECTED[name]
+    assert f"{path}:{line}: {field}: " in err, err
+    assert "Traceback" not in err
+
+
+def test_validate_of_a_missing_file_is_a_problem_not_a_traceback(tmp_path, capsys) -> None:
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 1
+    assert re.match(r"^.*nope\.yaml:1: <file>: cannot read: ", capsys.readouterr().err)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=600))
+def test_validate_never_prints_a_traceback_whatever_the_bytes(tmp_path, data: bytes) -> None:
+    path = tmp_path / "fuzz.yaml"
+    path.write_bytes(data)
+    try:
+        code = main(["validate", str(path)])
+    except SystemExit as exc:  # pragma: no cover - argparse only
+        code = int(exc.code or 0)
+    assert code in (0, 1)
+
+
+def test_the_installed_command_exits_1_on_a_bad_file_and_0_on_the_example() -> None:
+    edgectl = shutil.which("edgectl", path=str(Path(sys.executable).parent))
+    assert edgectl, "the console script is not installed in this venv"
+    good = subprocess.run([edgectl, "validate", str(EXAMPLE)], capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0, good.stderr
+    bad = subprocess.run(
+        [edgectl, "validate", str(CORPUS / "binary-garbage.bin")], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert re.match(r"^\S+binary-garbage\.bin:1: <file>: ", bad.stderr)
+
+
+def test_topo_show_table_json_and_graphml(capsys) -> None:
+    assert main(["topo", "show", str(EXAMPLE)]) == 0
+    table = capsys.readouterr().out
+    assert "switches (8)" in table and "ea1  00000000000000a1  edge-a  edge" in table
+    assert "links (12)" in table and "services (3)" in table
+    assert main(["topo", "show", str(EXAMPLE), "--format", "json"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    assert len(view["switches"]) == 8 and len(view["links"]) == 24 and view["fabric"] == "edge-cloud"
+    assert main(["topo", "show", str(EXAMPLE), "--format", "graphml"]) == 0
+    graph = nx.parse_graphml(capsys.readouterr().out)
+    assert graph.nodes["ea1"]["kind"] == "switch" and graph.nodes["u1"]["kind"] == "host"
+    assert graph.edges["ea1", "m1"]["latency_ms"] == 2.0
+
+
+def test_topo_show_of_a_bad_file_exits_1(capsys) -> None:
+    assert main(["topo", "show", str(CORPUS / "negative-latency.yaml")]) == 1
+    assert "latency_ms" in capsys.readouterr().err
