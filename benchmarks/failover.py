@@ -30,10 +30,8 @@ ETH_P_ALL = 0x0003
 
 
 def route_path(controller) -> list[str] | None:
-    for r in controller.get_json("/api/v1/routes")["routes"]:
-        if r["src"] == "h1" and r["dst"] == "h2":
-            return r["path"]
-    return None
+    route = controller.route("h1", "h2")
+    return route["path"] if route else None
 
 
 def first_icmp_after(sock: socket.socket, since: float, timeout: float) -> float | None:

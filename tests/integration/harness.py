@@ -70,6 +70,21 @@ class ControllerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def route(self, src: str, dst: str) -> dict[str, Any] | None:
+        """The controller's route from endpoint src to dst in /api/v1/routes, if it has one."""
+        routes = self.get_json("/api/v1/routes")["routes"]
+        return next((r for r in routes if r["src"] == src and r["dst"] == dst), None)
+
+    def wait_fabric_ready(self, src: str, dst: str, timeout: float = 40) -> None:
+        """Every switch connected, every link discovered, and a route from src to dst."""
+
+        def topology() -> Any:
+            return self.get_json("/api/v1/topology")
+
+        wait_until(lambda: all(s["connected"] for s in topology()["switches"]), timeout, what="switches connected")
+        wait_until(lambda: all(x["discovered"] for x in topology()["links"]), timeout, what="links discovered")
+        wait_until(lambda: self.route(src, dst), timeout, what=f"route {src} -> {dst}")
+
     def stop(self, timeout: float = 10.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

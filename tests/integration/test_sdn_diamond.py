@@ -30,13 +30,6 @@ DIAMOND = REPO / "tests" / "data" / "fabrics" / "diamond.yaml"
 S1_TO_S2, S1_TO_S3 = 1, 2
 
 
-def route(controller, src: str, dst: str) -> dict | None:
-    for r in controller.get_json("/api/v1/routes")["routes"]:
-        if r["src"] == src and r["dst"] == dst:
-            return r
-    return None
-
-
 def links_by_name(controller) -> dict[tuple[str, str], dict]:
     return {(x["src"], x["dst"]): x for x in controller.get_json("/api/v1/topology")["links"]}
 
@@ -55,7 +48,7 @@ def fabric():
         wait_until(
             lambda: all(x["discovered"] for x in links_by_name(controller).values()), 30, what="all links discovered"
         )
-        wait_until(lambda: route(controller, "h1", "h2"), 30, what="route h1 -> h2")
+        wait_until(lambda: controller.route("h1", "h2"), 30, what="route h1 -> h2")
         h1, h2 = net.get("h1"), net.get("h2")
         wait_until(lambda: ping_summary(h1.cmd("ping -c 1 -W 1 10.0.0.2"))[1] == 1, 30, what="first ping")
         yield {
@@ -79,7 +72,7 @@ def test_traffic_takes_the_2ms_path_by_the_switch_counters(fabric) -> None:
     slow = after[S1_TO_S3] - before[S1_TO_S3]
     assert fast >= 200, f"s1 sent only {fast} packets towards s2"
     assert slow < 20, f"s1 sent {slow} packets towards s3 (LLDP probes only expected)"
-    r = route(fabric["controller"], "h1", "h2")
+    r = fabric["controller"].route("h1", "h2")
     assert r["path"] == ["s1", "s2", "s4"]
 
 
@@ -125,7 +118,7 @@ def test_controller_restart_loses_no_ping_and_flushes_nothing(fabric) -> None:
     out, _ = stream.communicate(timeout=30)
     sent, received = ping_summary(out.decode())
     assert sent == 400 and received == sent, f"lost {sent - received} of {sent} pings across the restart"
-    wait_until(lambda: route(restarted, "h1", "h2"), 30, what="routes after restart")
+    wait_until(lambda: restarted.route("h1", "h2"), 30, what="routes after restart")
     durations_after = flow_durations("s2")
     for flow, before in durations_before.items():
         assert flow in durations_after, f"{flow} vanished"
@@ -134,7 +127,7 @@ def test_controller_restart_loses_no_ping_and_flushes_nothing(fabric) -> None:
 
 def test_failover_keeps_the_stream_flowing(fabric) -> None:
     controller, net, h1 = fabric["controller"], fabric["net"], fabric["h1"]
-    wait_until(lambda: route(controller, "h1", "h2")["path"] == ["s1", "s2", "s4"], 20, what="on the 2 ms path")
+    wait_until(lambda: controller.route("h1", "h2")["path"] == ["s1", "s2", "s4"], 20, what="on the 2 ms path")
     stream = h1.popen("ping -i 0.02 -c 250 -W 1 10.0.0.2")  # 5 s
     time.sleep(1.5)
     net.configLinkStatus("s1", "s2", "down")
@@ -143,7 +136,7 @@ def test_failover_keeps_the_stream_flowing(fabric) -> None:
         sent, received = ping_summary(out.decode())
         print(f"failover: {sent - received} of {sent} pings lost at 20 ms intervals")
         assert sent == 250 and sent - received <= 5, f"lost {sent - received} pings"
-        wait_until(lambda: route(controller, "h1", "h2")["path"] == ["s1", "s3", "s4"], 10, what="reroute via s3")
+        wait_until(lambda: controller.route("h1", "h2")["path"] == ["s1", "s3", "s4"], 10, what="reroute via s3")
     finally:
         net.configLinkStatus("s1", "s2", "up")
-    wait_until(lambda: route(controller, "h1", "h2")["path"] == ["s1", "s2", "s4"], 20, what="back on the 2 ms path")
+    wait_until(lambda: controller.route("h1", "h2")["path"] == ["s1", "s2", "s4"], 20, what="back on the 2 ms path")

@@ -25,28 +25,15 @@ pytestmark = pytest.mark.integration
 FABRICS = REPO / "tests" / "data" / "fabrics"
 
 
-def route(controller, src: str, dst: str) -> dict | None:
-    return next(
-        (r for r in controller.get_json("/api/v1/routes")["routes"] if r["src"] == src and r["dst"] == dst), None
-    )
-
-
-def wait_fabric_ready(controller, src: str, dst: str) -> None:
-    topo = lambda: controller.get_json("/api/v1/topology")  # noqa: E731
-    wait_until(lambda: all(s["connected"] for s in topo()["switches"]), 40, what="all switches connected")
-    wait_until(lambda: all(x["discovered"] for x in topo()["links"]), 40, what="all links discovered")
-    wait_until(lambda: route(controller, src, dst), 30, what=f"route {src} -> {dst}")
-
-
 def test_routes_follow_measured_latency_when_the_file_lies() -> None:
     """The controller is told s1-s2-s4 is the 20 ms path; the testbed has it as the 2 ms path."""
     openflow_port = free_port()
     with contextlib.ExitStack() as stack:
         controller = stack.enter_context(edgectl_run(FABRICS / "diamond-lying.yaml", openflow_port=openflow_port))
         net = stack.enter_context(mininet_testbed(FABRICS / "diamond.yaml", openflow_port))
-        wait_fabric_ready(controller, "h1", "h2")
+        controller.wait_fabric_ready("h1", "h2")
         wait_until(
-            lambda: route(controller, "h1", "h2")["path"] == ["s1", "s2", "s4"], 30, what="route by measured latency"
+            lambda: controller.route("h1", "h2")["path"] == ["s1", "s2", "s4"], 30, what="route by measured latency"
         )
         h1 = net.get("h1")
         before = port_tx_packets("s1")
@@ -73,7 +60,7 @@ def test_garbage_on_the_openflow_port_does_not_disturb_connected_switches() -> N
     with contextlib.ExitStack() as stack:
         controller = stack.enter_context(edgectl_run(FABRICS / "diamond.yaml", openflow_port=openflow_port))
         net = stack.enter_context(mininet_testbed(FABRICS / "diamond.yaml", openflow_port, real_delay=False))
-        wait_fabric_ready(controller, "h1", "h2")
+        controller.wait_fabric_ready("h1", "h2")
         h1 = net.get("h1")
         wait_until(lambda: ping_summary(h1.cmd("ping -c 1 -W 1 10.0.0.2"))[1] == 1, 20, what="first ping")
         stream = h1.popen("ping -i 0.02 -c 300 -W 1 10.0.0.2")
