@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DelayBackend", "FabricNet", "FabricTopo", "build", "topos"]
+__all__ = ["DelayBackend", "EdgeCloudTopo", "FabricNet", "FabricTopo", "TopohubTopo", "build", "topos"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,12 +21,12 @@ def __getattr__(name: str) -> Any:
         from mininet_topos import net
 
         return getattr(net, name)
-    if name in ("FabricTopo", "DelayBackend"):
+    if name in ("FabricTopo", "DelayBackend", "EdgeCloudTopo", "TopohubTopo"):
         from mininet_topos import topo
 
         return getattr(topo, name)
     if name == "topos":
-        from mininet_topos.topo import FabricTopo
+        from mininet_topos.topo import EdgeCloudTopo, FabricTopo, TopohubTopo
 
-        return {"fabric": FabricTopo}
+        return {"fabric": FabricTopo, "edgecloud": EdgeCloudTopo, "topohub": TopohubTopo}
     raise AttributeError(f"module 'mininet_topos' has no attribute {name!r}")

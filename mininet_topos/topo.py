@@ -125,3 +125,32 @@ def cable_options(cable: CablePlan, backend: DelayBackend) -> dict[str, Any]:
     if backend is DelayBackend.NETEM and cable.latency_ms > 0:
         options["delay"] = f"{cable.latency_ms:g}ms"  # netem on both ends: each direction delayed once
     return options
+
+
+class EdgeCloudTopo(FabricTopo):
+    """``mn --topo edgecloud,EDGE_SITES,SWITCHES_PER_SITE[,METRO,CLOUD]``: a generated fabric (the
+    controller needs the same file: ``python -m mininet_topos.generate edge-cloud ... > f.yaml``)."""
+
+    def build(  # type: ignore[override]
+        self,
+        edge_sites: int = 3,
+        switches_per_site: int = 1,
+        metro_switches: int = 3,
+        cloud_switches: int = 2,
+        delay: bool | str | None = None,
+        fail_mode: str = "secure",
+    ) -> None:
+        from mininet_topos.generate import edge_cloud, to_yaml
+
+        doc = edge_cloud(int(edge_sites), int(switches_per_site), int(metro_switches), int(cloud_switches))
+        super().build(parse_fabric(to_yaml(doc), doc["name"]), delay=delay, fail_mode=fail_mode)
+
+
+class TopohubTopo(FabricTopo):
+    """``mn --topo topohub,topozoo/Abilene``: a topohub graph with delay from geographic distance."""
+
+    def build(self, key: str, delay: bool | str | None = None, fail_mode: str = "secure") -> None:  # type: ignore[override]
+        from mininet_topos.generate import from_topohub, to_yaml
+
+        doc = from_topohub(str(key))
+        super().build(parse_fabric(to_yaml(doc), doc["name"]), delay=delay, fail_mode=fail_mode)
