@@ -1,0 +1,278 @@
+"""Which SVIDs should exist, and keeping them so: issue for new subjects, rotate before expiry, forget
+removed ones, force a rotation when a key is compromised.
+
+Pure core, thin shell: ``plan_identities`` decides (a pure function of the wanted identities, the
+current certificates, the revocations and ``now``); ``IdentityManager`` applies a plan with an injected
+``Issuer`` (``CertificateAuthority`` is one) and publishes an immutable ``IdentitySnapshot``. No
+cryptography, grpc or I/O here: the controller calls ``reconcile`` on model changes and on a timer,
+and hands the snapshot to meshctl's SDS.
+
+A *subject* is whoever holds one key: a workload's sidecar (keyed by workload id, which is also its
+Envoy node id) or a host's client sidecar (keyed by host id). Two subjects may share a SPIFFE id;
+each still gets its own key.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from netmodel.ids import SpiffeId
+from netmodel.state import FabricState
+from netmodel.types import frozen_map
+from pki.errors import PkiError
+from pki.policy import (
+    CertInfo,
+    IssuancePolicy,
+    RevocationList,
+    Svid,
+    due_for_rotation,
+    expired,
+    host_spiffe_id,
+    parse_leaf_spiffe_id,
+    rotation_time,
+    serial_jitter,
+)
+
+
+class Issuer(Protocol):
+    """What the manager needs of a CA."""
+
+    @property
+    def policy(self) -> IssuancePolicy: ...
+
+    @property
+    def bundle_pem(self) -> str: ...
+
+    def issue_with_new_key(self, spiffe_id: str, now: float) -> Svid: ...
+
+
+def desired_identities(state: FabricState, trust_domain: str, hosts: Iterable[str] = ()) -> dict[str, SpiffeId]:
+    """Subject -> SPIFFE id the model asks for: every placed workload (its own ``spiffe_id``), and a
+    client identity for each of ``hosts`` (meshctl's ``spiffe://<td>/host/<host>``).
+
+    Unplaced workloads get nothing yet: no sidecar runs for them. Issuing happens in the same model
+    handler that places them, so the SVID exists before meshctl publishes an endpoint for it.
+    """
+    wanted: dict[str, SpiffeId] = {
+        str(workload.id): workload.spiffe_id for workload in state.workloads.values() if workload.node is not None
+    }
+    for host in hosts:
+        wanted[str(host)] = host_spiffe_id(trust_domain, str(host))
+    return wanted
+
+
+# -- the plan (pure) -------------------------------------------------------------------------------
+
+NEW = "new"
+ID_CHANGED = "spiffe id changed"
+DUE = "due for rotation"
+EXPIRED = "expired"
+REVOKED_CERT = "certificate revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityPlan:
+    issue: tuple[tuple[str, SpiffeId, str], ...] = ()
+    """(subject, SPIFFE id, why) to issue now."""
+    drop: tuple[tuple[str, str], ...] = ()
+    """(subject, why) whose certificate is withdrawn and not replaced."""
+    refused: tuple[tuple[str, str], ...] = ()
+    """(subject, why) the model wants but that cannot be issued (bad id, foreign trust domain, revoked)."""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.issue or self.drop)
+
+
+def plan_identities(
+    desired: Mapping[str, str],
+    current: Mapping[str, CertInfo],
+    revocations: RevocationList,
+    policy: IssuancePolicy,
+    now: float,
+    *,
+    rotate_due: bool = True,
+    jitter: Callable[[CertInfo], float] = serial_jitter,
+) -> IdentityPlan:
+    """Compare what should exist with what does. ``rotate_due=False`` skips rotation (the model-change
+    path only issues what is missing; the timer rotates)."""
+    issue: list[tuple[str, SpiffeId, str]] = []
+    drop: list[tuple[str, str]] = []
+    refused: list[tuple[str, str]] = []
+    for subject in sorted(desired):
+        spiffe_id = desired[subject]
+        try:
+            parts = parse_leaf_spiffe_id(spiffe_id, policy.trust_domain)
+        except PkiError as exc:
+            refused.append((subject, str(exc)))
+            if subject in current:
+                drop.append((subject, f"no valid identity: {exc}"))
+            continue
+        if spiffe_id in revocations.identities:
+            refused.append((subject, f"identity {spiffe_id} is revoked"))
+            if subject in current:
+                drop.append((subject, "identity revoked"))
+            continue
+        held = current.get(subject)
+        reason = _reissue_reason(held, parts.uri, revocations, policy, now, rotate_due, jitter)
+        if reason is not None:
+            issue.append((subject, parts.uri, reason))
+    for subject in sorted(set(current) - set(desired)):
+        drop.append((subject, "no longer wanted"))
+    return IdentityPlan(tuple(issue), tuple(drop), tuple(refused))
+
+
+def _reissue_reason(
+    held: CertInfo | None,
+    spiffe_id: SpiffeId,
+    revocations: RevocationList,
+    policy: IssuancePolicy,
+    now: float,
+    rotate_due: bool,
+    jitter: Callable[[CertInfo], float],
+) -> str | None:
+    if held is None:
+        return NEW
+    if held.spiffe_id != spiffe_id:
+        return ID_CHANGED
+    if held.serial in revocations.serials:
+        return REVOKED_CERT
+    if expired(held, now):
+        return EXPIRED  # even off the timer path: an expired certificate is useless
+    if rotate_due and due_for_rotation(held, now, policy.jitter_fraction, jitter(held)):
+        return DUE
+    return None
+
+
+# -- the shell -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySnapshot:
+    """Everything meshctl's SDS serves, as one immutable value: swap it in, never mutate it."""
+
+    version: int = 0
+    identities: Mapping[str, Svid] = field(default_factory=frozen_map)
+    """Subject (Envoy node id) -> its SVID with the private key."""
+    bundle_pem: str = field(default="", repr=False)
+    revocations: RevocationList = field(default_factory=RevocationList)
+
+    def by_spiffe_id(self) -> dict[SpiffeId, list[str]]:
+        out: dict[SpiffeId, list[str]] = {}
+        for subject, svid in sorted(self.identities.items()):
+            out.setdefault(svid.spiffe_id, []).append(subject)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityChanges:
+    issued: tuple[tuple[str, SpiffeId, str], ...] = ()
+    dropped: tuple[tuple[str, str], ...] = ()
+    failed: tuple[tuple[str, str], ...] = ()
+    """(subject, why) that could not be issued: refused by policy or by the issuer."""
+    snapshot: IdentitySnapshot = field(default_factory=IdentitySnapshot)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.issued or self.dropped)
+
+
+class IdentityManager:
+    """Holds the current SVIDs and applies plans. Thread-safe: the model writer (new workloads) and the
+    rotation timer both call it; one lock serialises them (issuing is ~0.5 ms per SVID)."""
+
+    def __init__(
+        self,
+        issuer: Issuer,
+        *,
+        revocations: RevocationList | None = None,
+        jitter: Callable[[CertInfo], float] = serial_jitter,
+    ) -> None:
+        self._issuer = issuer
+        self._jitter = jitter
+        self._lock = threading.Lock()
+        self._snapshot = IdentitySnapshot(
+            bundle_pem=issuer.bundle_pem, revocations=revocations if revocations is not None else RevocationList()
+        )
+        self._desired: dict[str, SpiffeId] = {}
+
+    @property
+    def snapshot(self) -> IdentitySnapshot:
+        return self._snapshot  # one reference read: readers never see a half-applied change
+
+    @property
+    def policy(self) -> IssuancePolicy:
+        return self._issuer.policy
+
+    def reconcile(self, desired: Mapping[str, str], now: float, *, rotate_due: bool = True) -> IdentityChanges:
+        """Make the SVIDs match ``desired`` (subject -> SPIFFE id) at ``now``; remember it for ``tick``."""
+        with self._lock:
+            self._desired = {subject: SpiffeId(spiffe_id) for subject, spiffe_id in desired.items()}
+            return self._apply(now, rotate_due=rotate_due)
+
+    def tick(self, now: float) -> IdentityChanges:
+        """The timer path: rotate what is due against the last desired set."""
+        with self._lock:
+            return self._apply(now, rotate_due=True)
+
+    def next_rotation_at(self) -> float | None:
+        """When the earliest current certificate comes due (for the timer), or None if there are none."""
+        snapshot = self._snapshot
+        times = [
+            rotation_time(svid.info, self.policy.jitter_fraction, self._jitter(svid.info))
+            for svid in snapshot.identities.values()
+        ]
+        return min(times, default=None)
+
+    def rotate(self, spiffe_id: str, now: float) -> IdentityChanges:
+        """Force new keys for every subject holding ``spiffe_id`` and revoke their current certificates
+        (a compromised key): listeners that load the new revocation list refuse the old certificate."""
+        with self._lock:
+            held = [svid.info for svid in self._snapshot.identities.values() if svid.spiffe_id == spiffe_id]
+            if not held:
+                raise PkiError(f"no current certificate for {spiffe_id}: nothing to rotate")
+            self._set_revocations(self._snapshot.revocations.revoke_certificates(held).pruned(now))
+            return self._apply(now, rotate_due=False)
+
+    def revoke_identity(self, spiffe_id: str, now: float) -> IdentityChanges:
+        """Refuse ``spiffe_id`` from now on: its certificates are revoked and no new one is issued."""
+        with self._lock:
+            held = [svid.info for svid in self._snapshot.identities.values() if svid.spiffe_id == spiffe_id]
+            revocations = self._snapshot.revocations.revoke_identity(spiffe_id).revoke_certificates(held)
+            self._set_revocations(revocations.pruned(now))
+            return self._apply(now, rotate_due=False)
+
+    def restore_identity(self, spiffe_id: str, now: float) -> IdentityChanges:
+        with self._lock:
+            self._set_revocations(self._snapshot.revocations.restore_identity(spiffe_id))
+            return self._apply(now, rotate_due=False)
+
+    def _set_revocations(self, revocations: RevocationList) -> None:
+        old = self._snapshot
+        self._snapshot = IdentitySnapshot(old.version + 1, old.identities, old.bundle_pem, revocations)
+
+    def _apply(self, now: float, *, rotate_due: bool) -> IdentityChanges:
+        old = self._snapshot
+        current = {subject: svid.info for subject, svid in old.identities.items()}
+        plan = plan_identities(
+            self._desired, current, old.revocations, self.policy, now, rotate_due=rotate_due, jitter=self._jitter
+        )
+        identities = dict(old.identities)
+        issued: list[tuple[str, SpiffeId, str]] = []
+        failed = list(plan.refused)
+        for subject, spiffe_id, why in plan.issue:
+            try:
+                identities[subject] = self._issuer.issue_with_new_key(spiffe_id, now)
+            except PkiError as exc:
+                failed.append((subject, str(exc)))  # keep the old certificate (if any) while it lasts
+                continue
+            issued.append((subject, spiffe_id, why))
+        for subject, _why in plan.drop:
+            identities.pop(subject, None)
+        revocations = old.revocations.pruned(now)
+        if issued or plan.drop or revocations is not old.revocations:
+            self._snapshot = IdentitySnapshot(old.version + 1, frozen_map(identities), old.bundle_pem, revocations)
+        return IdentityChanges(tuple(issued), plan.drop, tuple(failed), self._snapshot)
