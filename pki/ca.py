@@ -154,7 +154,10 @@ class CertificateAuthority:
         passphrase: bytes | None = None,
         *,
         policy: IssuancePolicy | None = None,
+        ttl_s: int | None = None,
     ) -> CertificateAuthority:
+        """Load the issuing half of a CA directory (certificates and the intermediate key; not the root
+        key). ``ttl_s`` sets the default SVID lifetime when no ``policy`` is given."""
         layout, meta = store.read_ca(directory)
         trust_domain = meta["trust_domain"]
         root = _load_certificate(store.read_bytes(layout.root_cert, "root certificate"), layout.root_cert)
@@ -169,7 +172,7 @@ class CertificateAuthority:
         except Exception:
             raise CaCorrupt(f"{layout.intermediate_cert} is not signed by {layout.root_cert}") from None
         if policy is None:
-            policy = IssuancePolicy(trust_domain)
+            policy = IssuancePolicy(trust_domain) if ttl_s is None else IssuancePolicy(trust_domain, ttl_s=ttl_s)
         elif policy.trust_domain != trust_domain:
             raise PkiError(f"policy is for trust domain {policy.trust_domain!r}, the CA for {trust_domain!r}")
         return cls(

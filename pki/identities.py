@@ -171,8 +171,10 @@ class IdentitySnapshot:
 class IdentityChanges:
     issued: tuple[tuple[str, SpiffeId, str], ...] = ()
     dropped: tuple[tuple[str, str], ...] = ()
+    refused: tuple[tuple[str, str], ...] = ()
+    """(subject, why) the policy will not issue for (an invalid or foreign SPIFFE id, a revoked identity)."""
     failed: tuple[tuple[str, str], ...] = ()
-    """(subject, why) that could not be issued: refused by policy or by the issuer."""
+    """(subject, why) the issuer failed on (an expired CA): retried on the next tick."""
     snapshot: IdentitySnapshot = field(default_factory=IdentitySnapshot)
 
     @property
@@ -262,7 +264,7 @@ class IdentityManager:
         )
         identities = dict(old.identities)
         issued: list[tuple[str, SpiffeId, str]] = []
-        failed = list(plan.refused)
+        failed: list[tuple[str, str]] = []
         for subject, spiffe_id, why in plan.issue:
             try:
                 identities[subject] = self._issuer.issue_with_new_key(spiffe_id, now)
@@ -275,4 +277,4 @@ class IdentityManager:
         revocations = old.revocations.pruned(now)
         if issued or plan.drop or revocations is not old.revocations:
             self._snapshot = IdentitySnapshot(old.version + 1, frozen_map(identities), old.bundle_pem, revocations)
-        return IdentityChanges(tuple(issued), plan.drop, tuple(failed), self._snapshot)
+        return IdentityChanges(tuple(issued), plan.drop, plan.refused, tuple(failed), self._snapshot)

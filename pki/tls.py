@@ -1,0 +1,84 @@
+"""TLS material from this CA for processes that read files: os-ken's OpenFlow listener, OVS switches.
+
+Adapter (files). os-ken takes ``ctl_privkey``/``ctl_cert``/``ca_certs`` paths and OVS takes
+``ovs-vsctl set-ssl KEY CERT CA``: both want a key file, a certificate file holding the chain (leaf
+then intermediate, so the peer can build the path to the root) and a CA file holding the trust
+bundle (the root only). ``TlsFiles`` is that triple.
+
+os-ken loads its certificate once, at start, so the controller's OpenFlow certificate lives longer
+than workload SVIDs (``OPENFLOW_TTL_S``); restarting the controller renews it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pki.ca import CertificateAuthority
+from pki.policy import Svid, controller_spiffe_id, switch_spiffe_id
+from pki.store import DIR_MODE, PUBLIC_MODE, SECRET_MODE, replace_file
+
+OPENFLOW_TTL_S = 7 * 86400
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    private_key: Path
+    certificate: Path
+    """The certificate chain: leaf first, then the intermediate."""
+    ca_certs: Path
+    """The trust bundle: the roots a peer's chain must lead to."""
+
+
+def write_tls_files(directory: str | os.PathLike[str], name: str, svid: Svid, bundle_pem: str) -> TlsFiles:
+    """Write ``<name>.key`` (0600), ``<name>.crt`` (chain) and ``ca.pem`` (bundle) into ``directory``."""
+    if not svid.private_key_pem:
+        raise ValueError(f"the SVID of {svid.spiffe_id} carries no private key (issued from a CSR?)")
+    folder = Path(directory)
+    folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    files = TlsFiles(folder / f"{name}.key", folder / f"{name}.crt", folder / "ca.pem")
+    replace_file(files.private_key, svid.private_key_pem.encode(), SECRET_MODE)
+    replace_file(files.certificate, svid.cert_chain_pem.encode(), PUBLIC_MODE)
+    replace_file(files.ca_certs, bundle_pem.encode(), PUBLIC_MODE)
+    return files
+
+
+def openflow_controller_tls(
+    ca: CertificateAuthority,
+    directory: str | os.PathLike[str],
+    now: float,
+    *,
+    name: str = "edgectl",
+    ip_addresses: Iterable[str] = ("127.0.0.1",),
+    dns_names: Iterable[str] = (),
+    ttl_s: int = OPENFLOW_TTL_S,
+) -> TlsFiles:
+    """The controller's OpenFlow listener identity: ``spiffe://<td>/controller/<name>`` plus IP/DNS SANs
+    for tools that check the address they dialled (OVS itself checks only the chain)."""
+    svid = ca.issue_with_new_key(
+        controller_spiffe_id(ca.trust_domain, name),
+        now,
+        ttl_s=ttl_s,
+        ip_addresses=ip_addresses,
+        dns_names=dns_names,
+    )
+    return write_tls_files(directory, "controller", svid, ca.bundle_pem)
+
+
+def switch_tls(
+    ca: CertificateAuthority, directory: str | os.PathLike[str], dpid: int, now: float, *, ttl_s: int = OPENFLOW_TTL_S
+) -> TlsFiles:
+    """A switch identity ``spiffe://<td>/switch/<dpid>`` (OVS re-reads its files when they change)."""
+    svid = ca.issue_with_new_key(switch_spiffe_id(ca.trust_domain, dpid), now, ttl_s=ttl_s)
+    return write_tls_files(directory, f"switch-{dpid:016x}", svid, ca.bundle_pem)
+
+
+def peer_uri_sans(peercert: Mapping[str, Any] | None) -> list[str]:
+    """URI SANs from ``ssl.SSLSocket.getpeercert()`` (the dict form), e.g. to learn which switch a
+    TLS OpenFlow connection comes from."""
+    if not peercert:
+        return []
+    return [value for kind, value in peercert.get("subjectAltName", ()) if kind == "URI"]
