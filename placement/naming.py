@@ -1,0 +1,53 @@
+"""Names the placement service gives: workload ids and SPIFFE ids. Pure.
+
+Workload ids are ``<service>-<n>``, n counting up per service and never reused while a process runs
+(a migration makes a new instance with a new id, so a number that came back would name two different
+instances in logs, certificates and Watch streams).
+
+SPIFFE ids are per workload instance, as ``pki/policy.py`` issues them:
+``spiffe://<trust-domain>/svc/<service>/w/<workload-id>``. One identity per instance means one
+compromised key is revoked alone; "any instance of web" is the prefix ``spiffe://<td>/svc/web/``.
+The trust domain is configurable (default ``edgectl.local``, as meshctl's).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from netmodel.ids import ServiceName, SpiffeId, WorkloadId
+
+DEFAULT_TRUST_DOMAIN = "edgectl.local"
+_TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
+
+
+def check_trust_domain(name: str) -> str:
+    """``name`` if it is a SPIFFE trust domain (lowercase letters, digits, '.', '-', '_'), else ValueError."""
+    if not _TRUST_DOMAIN.fullmatch(name):
+        raise ValueError(f"invalid trust domain {name!r}: lowercase letters, digits, '.', '-' and '_' only")
+    return name
+
+
+def workload_spiffe_id(trust_domain: str, service: ServiceName, workload: WorkloadId) -> SpiffeId:
+    return SpiffeId(f"spiffe://{trust_domain}/svc/{service}/w/{workload}")
+
+
+def workload_number(service: ServiceName, workload: WorkloadId) -> int | None:
+    """n of ``<service>-<n>``, or None for an id of another form."""
+    prefix = f"{service}-"
+    if not workload.startswith(prefix):
+        return None
+    digits = workload[len(prefix) :]
+    return int(digits) if digits.isdigit() and not digits.startswith("0") else None
+
+
+def next_workload_ids(
+    service: ServiceName, taken: Iterable[WorkloadId], count: int, floor: int = 0
+) -> list[WorkloadId]:
+    """``count`` fresh ids after every number in ``taken`` and after ``floor`` (the highest ever given)."""
+    highest = floor
+    for workload in taken:
+        n = workload_number(service, workload)
+        if n is not None and n > highest:
+            highest = n
+    return [WorkloadId(f"{service}-{highest + k}") for k in range(1, count + 1)]

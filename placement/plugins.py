@@ -1,0 +1,318 @@
+"""Filter and Score plugins, kube-scheduler style, each over every node at once. Pure.
+
+Two extension points only:
+
+* a **Filter** says which nodes may take the instance (``passes`` -> a boolean per node) and, when no
+  node is left, why (``explain``: sentences for a person, about the nodes it was the first to reject);
+* a **Score** ranks the nodes that passed (``score`` -> a float per node, higher is better). A profile
+  multiplies each score by its weight and adds them up.
+
+Scores are in fixed units, not normalised per cycle (kube rescales to 0..100 among the feasible
+nodes): a fixed unit keeps "1 point = 1 ms of user latency" comparable across decisions, which the
+batch optimiser (``scheduler.schedule_batch``) relies on when it trades one placement against another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from netmodel.types import Tier
+from placement.snapshot import TIER_CODE, TIERS, Bools, ClusterSnapshot, Floats, Health, NearLatency
+from placement.types import AffinityTerm, PlacementRequest, Scope
+
+SLO_TOLERANCE_MS = 1e-9
+"""Latencies are sums of whole microseconds: exactly-at-the-SLO counts as meeting it."""
+
+
+@dataclass(slots=True)
+class CycleContext:
+    """One attempt to place one instance: the snapshot, the request, and what is derived from both once."""
+
+    snapshot: ClusterSnapshot
+    request: PlacementRequest
+    near: NearLatency | None = None
+    memo: dict[str, Bools | Floats] = field(default_factory=dict)
+
+
+def make_context(snapshot: ClusterSnapshot, request: PlacementRequest) -> CycleContext:
+    near = request.constraints.near
+    return CycleContext(snapshot, request, snapshot.near_latency(near) if near else None)
+
+
+class FilterPlugin(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def checks_capacity(self) -> bool:
+        """True for filters whose answer changes as instances are placed on the nodes (capacity)."""
+        ...
+
+    def passes(self, ctx: CycleContext) -> Bools: ...
+
+    def explain(self, ctx: CycleContext, failed: Bools, considered: Bools) -> list[str]:
+        """Why ``failed`` (the nodes this filter was the first to reject) cannot take the instance.
+        ``considered``: the nodes every earlier filter let through."""
+        ...
+
+
+class ScorePlugin(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def score(self, ctx: CycleContext) -> Floats: ...
+
+
+# -- wording -------------------------------------------------------------------------------------------
+
+
+def nodes_phrase(count: int) -> str:
+    return f"{count} node" if count == 1 else f"{count} nodes"
+
+
+def name_some(names: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
+def format_ms(value: float) -> str:
+    return f"{round(value, 2):g}"
+
+
+def _names(ctx: CycleContext, mask: Bools) -> list[str]:
+    ids = ctx.snapshot.node_ids
+    return [ids[i] for i in np.flatnonzero(mask)]
+
+
+# -- filters -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHealthy:
+    """The node is up, its switch is not known down, and some host can reach it."""
+
+    name: str = "NodeHealthy"
+    checks_capacity: bool = False
+
+    def passes(self, ctx: CycleContext) -> Bools:
+        return ctx.snapshot.healthy
+
+    def explain(self, ctx: CycleContext, failed: Bools, considered: Bools) -> list[str]:
+        out = []
+        health = ctx.snapshot.health
+        for code, what in (
+            (Health.NODE_DOWN, "down"),
+            (Health.SWITCH_DOWN, "behind a switch that is down"),
+            (Health.UNREACHABLE, "unreachable from every host"),
+        ):
+            names = _names(ctx, failed & (health == code))
+            if names:
+                out.append(f"{nodes_phrase(len(names))} {what}: {name_some(names)}")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class TierAllowed:
+    """The node's site is in an allowed tier (edge only, cloud only, ...)."""
+
+    name: str = "TierAllowed"
+    checks_capacity: bool = False
+
+    def passes(self, ctx: CycleContext) -> Bools:
+        tiers = ctx.request.constraints.tiers
+        if not tiers:
+            return ctx.snapshot.all_nodes
+        codes = [TIER_CODE[t] for t in tiers]
+        return np.isin(ctx.snapshot.tier_of, codes)
+
+    def explain(self, ctx: CycleContext, failed: Bools, considered: Bools) -> list[str]:
+        allowed = " or ".join(t.value for t in TIERS if t in ctx.request.constraints.tiers)
+        names = _names(ctx, failed)
+        return [f"{nodes_phrase(len(names))} not in tier {allowed}: {name_some(names)}"]
+
+
+def _term_present(ctx: CycleContext, term: AffinityTerm) -> Bools:
+    snapshot = ctx.snapshot
+    if term.scope is Scope.NODE:
+        return snapshot.instances_of(term.service) > 0
+    return snapshot.site_instances_of(term.service) > 0
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAffinity:
+    """Affinity: share the node (or site) with an instance of each named service. Anti-affinity: never."""
+
+    name: str = "ServiceAffinity"
+    checks_capacity: bool = False
+
+    def passes(self, ctx: CycleContext) -> Bools:
+        constraints = ctx.request.constraints
+        ok = ctx.snapshot.all_nodes
+        for term in constraints.affinity:
+            ok = ok & _term_present(ctx, term)
+        for term in constraints.anti_affinity:
+            ok = ok & ~_term_present(ctx, term)
+        return ok
+
+    def explain(self, ctx: CycleContext, failed: Bools, considered: Bools) -> list[str]:
+        out = []
+        constraints = ctx.request.constraints
+        for term in constraints.affinity:
+            count = int((failed & ~_term_present(ctx, term)).sum())
+            if count:
+                where = f"on the same {term.scope.value}"
+                out.append(f"{nodes_phrase(count)} without an instance of {term.service} {where}")
+        for term in constraints.anti_affinity:
+            count = int((failed & _term_present(ctx, term)).sum())
+            if count:
+                out.append(
+                    f"{nodes_phrase(count)} already with an instance of {term.service} on the same {term.scope.value}"
+                    " (anti-affinity)"
+                )
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySlo:
+    """From every ``near`` host, the route to the node is within ``max_latency_ms`` (or, with no SLO,
+    the node is at least reachable from them)."""
+
+    name: str = "LatencySlo"
+    checks_capacity: bool = False
+
+    def passes(self, ctx: CycleContext) -> Bools:
+        if ctx.near is None:
+            return ctx.snapshot.all_nodes
+        slo = ctx.request.constraints.max_latency_ms
+        if slo is None:
+            return np.isfinite(ctx.near.worst_ms)
+        return ctx.near.worst_ms <= slo + SLO_TOLERANCE_MS
+
+    def explain(self, ctx: CycleContext, failed: Bools, considered: Bools) -> list[str]:
+        assert ctx.near is not None  # nothing fails without near hosts
+        near = ctx.request.constraints.near
+        slo = ctx.request.constraints.max_latency_ms
+        hosts = f"host {near[0]}" if len(near) == 1 else f"hosts {', '.join(near)}"
+        worst = np.where(considered, ctx.near.worst_ms, np.inf)
+        best = int(np.argmin(worst))
+        if slo is None or not np.isfinite(worst[best]):
+            return [f"{nodes_phrase(int(failed.sum()))} unreachable from {hosts}"]
+        if bool((failed == considered).all()):  # not one considered node meets the SLO
+            limiting = "" if len(near) == 1 else f" (from {near[int(ctx.near.worst_host[best])]})"
+            node = ctx.snapshot.node_ids[best]
+            return [
+                f"no node satisfies max_latency_ms={format_ms(slo)} from {hosts}: "
+                f"best is {format_ms(float(worst[best]))} ms{limiting} at {node}"
+            ]
+        return [f"{nodes_phrase(int(failed.sum()))} beyond max_latency_ms={format_ms(slo)} from {hosts}"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResourcesFit:
+    """cpu_millis and memory_mib fit in what the node has left after the instances placed on it."""
+
+    name: str = "ResourcesFit"
+    checks_capacity: bool = True
+
+    def passes(self, ctx: CycleContext) -> Bools:
+        s, need = ctx.snapshot, ctx.request.resources
+        fits: Bools = (s.used_cpu + need.cpu_millis <= s.capacity_cpu) & (
+            s.used_memory + need.memory_mib <= s.capacity_memory
+        )
+        return fits
+
+    def explain(self, ctx: CycleContext, failed: Bools, considered: Bools) -> list[str]:
+        s, need = ctx.snapshot, ctx.request.resources
+        out = []
+        for what, used, capacity, wanted, unit in (
+            ("cpu", s.used_cpu, s.capacity_cpu, need.cpu_millis, "m"),
+            ("memory", s.used_memory, s.capacity_memory, need.memory_mib, " MiB"),
+        ):
+            short = failed & (used + wanted > capacity)
+            if short.any():
+                free = np.where(considered, capacity - used, np.iinfo(np.int64).min)
+                most = int(np.argmax(free))
+                out.append(
+                    f"Insufficient {what} on {nodes_phrase(int(short.sum()))} (needs {wanted}{unit}; "
+                    f"most free: {int(free[most])}{unit} at {s.node_ids[most]})"
+                )
+        return out
+
+
+# -- scores ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyScore:
+    """Minus the mean latency (ms) from the request's ``near`` hosts: 1 point per ms saved."""
+
+    name: str = "LatencyScore"
+
+    def score(self, ctx: CycleContext) -> Floats:
+        if ctx.near is None:
+            return np.zeros(len(ctx.snapshot))
+        cached = ctx.memo.get(self.name)
+        if cached is None:
+            cached = ctx.memo[self.name] = np.where(np.isfinite(ctx.near.mean_ms), -ctx.near.mean_ms, -1e9)
+        return np.asarray(cached, dtype=np.float64)
+
+
+DEFAULT_TIER_SCARCITY: Mapping[Tier, float] = {Tier.EDGE: 1.0, Tier.METRO: 0.3, Tier.CLOUD: 0.0}
+
+
+@dataclass(frozen=True, slots=True)
+class CostScore:
+    """Minus the scarcity of the node's tier: edge capacity is scarce, keep it for what needs it."""
+
+    scarcity: Mapping[Tier, float] = field(default_factory=lambda: dict(DEFAULT_TIER_SCARCITY))
+    name: str = "CostScore"
+
+    def score(self, ctx: CycleContext) -> Floats:
+        table = np.array([*(-self.scarcity.get(t, 0.0) for t in TIERS), 0.0])  # last: unknown tier (-1)
+        return np.asarray(table[ctx.snapshot.tier_of], dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceScore:
+    """Prefer nodes left less loaded, with cpu and memory used in proportion (kube's LeastAllocated
+    plus BalancedAllocation): minus (mean utilisation after + |cpu - memory utilisation|), 0..2."""
+
+    name: str = "BalanceScore"
+
+    def score(self, ctx: CycleContext) -> Floats:
+        s, need = ctx.snapshot, ctx.request.resources
+        cpu = _fraction(s.used_cpu + need.cpu_millis, s.capacity_cpu)
+        memory = _fraction(s.used_memory + need.memory_mib, s.capacity_memory)
+        result: Floats = -(0.5 * (cpu + memory) + np.abs(cpu - memory))
+        return result
+
+
+def _fraction(used: Iterable[int] | np.ndarray, capacity: np.ndarray) -> Floats:
+    used_arr = np.asarray(used, dtype=np.float64)
+    out = np.ones(len(capacity))
+    np.divide(used_arr, capacity, out=out, where=capacity > 0)
+    return np.minimum(out, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpread:
+    """Minus the instances of the same service already on the node: replicas on different nodes."""
+
+    name: str = "NodeSpread"
+
+    def score(self, ctx: CycleContext) -> Floats:
+        return -ctx.snapshot.instances_of(ctx.request.service).astype(np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSpread:
+    """Minus the instances of the same service already in the node's site: replicas on different sites."""
+
+    name: str = "SiteSpread"
+
+    def score(self, ctx: CycleContext) -> Floats:
+        return -ctx.snapshot.site_instances_of(ctx.request.service).astype(np.float64)

@@ -1,0 +1,375 @@
+"""The scheduler: filters, then scores, on a per-cycle snapshot. Pure.
+
+    decision = schedule(state, PlacementRequest(ServiceName("web"), Resources(500, 256)))
+    if isinstance(decision, Unschedulable):
+        print(decision.message)   # "0/6 nodes are available; no node satisfies max_latency_ms=5 ..."
+
+``schedule`` builds a ``ClusterSnapshot`` of the state and places each replica in turn (later replicas
+see earlier ones through ``snapshot.assume``, so they spread). ``schedule_on`` does the same on a
+snapshot the caller keeps, which is how many decisions share one snapshot (1,000 nodes: ~50 µs each).
+``schedule_batch`` places a set of instances together (failover, bulk placement): most constrained
+first, then a bounded local search (moves and swaps) among the batch only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from netmodel.state import FabricState
+from placement.plugins import (
+    BalanceScore,
+    CostScore,
+    CycleContext,
+    FilterPlugin,
+    LatencyScore,
+    LatencySlo,
+    NodeHealthy,
+    NodeSpread,
+    ResourcesFit,
+    ScorePlugin,
+    ServiceAffinity,
+    SiteSpread,
+    TierAllowed,
+    make_context,
+    nodes_phrase,
+)
+from placement.snapshot import TIERS, Bools, ClusterSnapshot, Floats
+from placement.types import Assignment, Decision, PlacementRequest, Unschedulable
+
+IMPROVEMENT_EPSILON = 1e-6
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Which filters run (in this order: the first to reject a node is the one that explains it) and how
+    much each score weighs."""
+
+    name: str
+    filters: tuple[FilterPlugin, ...]
+    scores: tuple[tuple[ScorePlugin, float], ...]
+
+
+FILTERS: tuple[FilterPlugin, ...] = (NodeHealthy(), TierAllowed(), ServiceAffinity(), LatencySlo(), ResourcesFit())
+
+DEFAULT_PROFILE = Profile(
+    "default",
+    FILTERS,
+    # Lexicographic in effect: a second replica on the same node (2000) is worse than using a scarcer
+    # tier (edge 1000, metro 300), which is worse than sharing a site (100 per instance), which is worse
+    # than latency (1 per ms) and load balance (5 per unit, at most 2 units).
+    (
+        (NodeSpread(), 2000.0),
+        (CostScore(), 1000.0),
+        (SiteSpread(), 100.0),
+        (LatencyScore(), 1.0),
+        (BalanceScore(), 5.0),
+    ),
+)
+"""Within the SLO, the least scarce tier; replicas on different nodes, then sites; then latency."""
+
+LATENCY_FIRST_PROFILE = Profile(
+    "latency-first",
+    FILTERS,
+    ((LatencyScore(), 1.0), (NodeSpread(), 0.01), (BalanceScore(), 0.001)),
+)
+"""Lowest user latency wherever it fits (edge first); spread and balance only break ties."""
+
+PROFILES: Mapping[str, Profile] = {p.name: p for p in (DEFAULT_PROFILE, LATENCY_FIRST_PROFILE)}
+
+
+# -- one request -------------------------------------------------------------------------------------
+
+
+def candidate_mask(snapshot: ClusterSnapshot, request: PlacementRequest) -> Bools:
+    if request.candidates is None and not request.avoid:
+        return snapshot.all_nodes
+    if request.candidates is None:
+        mask = snapshot.all_nodes.copy()
+    else:
+        mask = np.zeros(len(snapshot), dtype=np.bool_)
+        for node in request.candidates:
+            i = snapshot.index.get(node)
+            if i is not None:
+                mask[i] = True
+    for node in request.avoid:
+        i = snapshot.index.get(node)
+        if i is not None:
+            mask[i] = False
+    return mask
+
+
+def feasible_nodes(ctx: CycleContext, profile: Profile, candidates: Bools, *, capacity: bool = True) -> Bools:
+    ok = candidates
+    for plugin in profile.filters:
+        if capacity or not plugin.checks_capacity:
+            ok = ok & plugin.passes(ctx)
+    return ok
+
+
+def total_score(ctx: CycleContext, profile: Profile) -> Floats:
+    total: Floats = np.zeros(len(ctx.snapshot))
+    for plugin, weight in profile.scores:
+        if weight:
+            total = total + weight * plugin.score(ctx)
+    return total
+
+
+def explain(ctx: CycleContext, profile: Profile, candidates: Bools) -> list[str]:
+    """Why no candidate node passes: per filter, about the nodes it was the first to reject."""
+    count = int(candidates.sum())
+    what = "nodes" if ctx.request.candidates is None and not ctx.request.avoid else "candidate nodes"
+    reasons = [f"0/{count} {what} are available"]
+    remaining = candidates
+    for plugin in profile.filters:
+        ok = plugin.passes(ctx)
+        failed = remaining & ~ok
+        if failed.any():
+            reasons.extend(plugin.explain(ctx, failed, remaining))
+        remaining = remaining & ok
+    return reasons
+
+
+def _assignment(ctx: CycleContext, i: int, score: float) -> Assignment:
+    s = ctx.snapshot
+    node = s.state.nodes[s.node_ids[i]]
+    tier_code = int(s.tier_of[i])
+    tier = TIERS[tier_code] if tier_code >= 0 else s.state.sites[node.site].tier
+    worst = float(ctx.near.worst_ms[i]) if ctx.near is not None else None
+    return Assignment(node.id, node.site, tier, worst, score)
+
+
+def schedule(
+    state: FabricState, request: PlacementRequest, profile: Profile = DEFAULT_PROFILE
+) -> Decision | Unschedulable:
+    """Where the request's replicas would go, or why they cannot go anywhere. Changes nothing."""
+    return schedule_on(ClusterSnapshot(state), request, profile)
+
+
+def schedule_on(
+    snapshot: ClusterSnapshot, request: PlacementRequest, profile: Profile = DEFAULT_PROFILE
+) -> Decision | Unschedulable:
+    """``schedule`` on a snapshot the caller keeps: a decision stays assumed in it (an Unschedulable
+    leaves it as it was). All replicas or none."""
+    candidates = candidate_mask(snapshot, request)
+    placed: list[tuple[int, Assignment]] = []
+    for replica in range(request.replicas):
+        ctx = make_context(snapshot, request)
+        feasible = feasible_nodes(ctx, profile, candidates)
+        if not feasible.any():
+            for i, _ in placed:
+                snapshot.forget(request.service, request.resources, i)
+            reasons = explain(ctx, profile, candidates)
+            if replica:
+                reasons.insert(0, f"only {replica} of {request.replicas} replicas fit")
+            return Unschedulable(request, tuple(reasons))
+        scores = np.where(feasible, total_score(ctx, profile), -np.inf)
+        i = int(np.argmax(scores))
+        snapshot.assume(request.service, request.resources, i)
+        placed.append((i, _assignment(ctx, i, float(scores[i]))))
+    return Decision(request, tuple(a for _, a in placed))
+
+
+# -- many requests together ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """One outcome per request, in request order."""
+
+    outcomes: tuple[Decision | Unschedulable, ...]
+
+    @property
+    def decisions(self) -> list[Decision]:
+        return [o for o in self.outcomes if isinstance(o, Decision)]
+
+    @property
+    def unschedulable(self) -> list[Unschedulable]:
+        return [o for o in self.outcomes if isinstance(o, Unschedulable)]
+
+
+class _Batch:
+    """Working state of ``schedule_batch``: one unit per replica, each on a node index or -1."""
+
+    def __init__(self, snapshot: ClusterSnapshot, requests: Sequence[PlacementRequest], profile: Profile) -> None:
+        self.snapshot = snapshot
+        self.profile = profile
+        self.units = [request for request in requests for _ in range(request.replicas)]
+        self.owner = [k for k, request in enumerate(requests) for _ in range(request.replicas)]
+        self.candidates = [candidate_mask(snapshot, request) for request in self.units]
+        self.node = [-1] * len(self.units)
+
+    def context(self, u: int) -> CycleContext:
+        return make_context(self.snapshot, self.units[u])
+
+    def options(self, u: int, *, capacity: bool = True) -> Floats:
+        """Scores of unit u on every node; -inf where it may not go."""
+        ctx = self.context(u)
+        feasible = feasible_nodes(ctx, self.profile, self.candidates[u], capacity=capacity)
+        return np.where(feasible, total_score(ctx, self.profile), -np.inf)
+
+    def put(self, u: int, i: int) -> None:
+        self.node[u] = i
+        self.snapshot.assume(self.units[u].service, self.units[u].resources, i)
+
+    def take(self, u: int) -> int:
+        i, self.node[u] = self.node[u], -1
+        self.snapshot.forget(self.units[u].service, self.units[u].resources, i)
+        return i
+
+    def order(self) -> list[int]:
+        """Most constrained first: fewest feasible nodes, then largest regret (what is lost if the best
+        node is taken by someone else), then largest demand."""
+        keys = []
+        for u, request in enumerate(self.units):
+            scores = self.options(u)
+            finite = np.sort(scores[np.isfinite(scores)])
+            regret = float(finite[-1] - finite[-2]) if len(finite) >= 2 else np.inf
+            size = request.resources.cpu_millis + request.resources.memory_mib
+            keys.append((len(finite), -regret, -size, u))
+        return [key[-1] for key in sorted(keys)]
+
+    def make_room(self, u: int) -> bool:
+        """Place unit u by moving one other unit of the batch off a node it would fit on otherwise."""
+        relaxed = self.options(u, capacity=False)
+        for i in np.argsort(-relaxed)[:8]:
+            if not np.isfinite(relaxed[i]):
+                break
+            for v in [v for v, n in enumerate(self.node) if n == i]:
+                self.take(v)
+                if np.isfinite(self.options(u)[i]):
+                    self.put(u, int(i))
+                    elsewhere = self.options(v)
+                    elsewhere[i] = -np.inf
+                    if np.isfinite(elsewhere).any():
+                        self.put(v, int(np.argmax(elsewhere)))
+                        return True
+                    self.take(u)
+                self.put(v, int(i))
+        return False
+
+    def improve_moves(self) -> bool:
+        improved = False
+        for u in range(len(self.units)):
+            if self.node[u] < 0:
+                continue
+            current = self.take(u)
+            scores = self.options(u)
+            best = int(np.argmax(scores))
+            if scores[best] > scores[current] + IMPROVEMENT_EPSILON:
+                self.put(u, best)
+                improved = True
+            else:
+                self.put(u, current)
+        return improved
+
+    def improve_swaps(self, deadline: float) -> bool:
+        placed = [u for u in range(len(self.units)) if self.node[u] >= 0]
+        if len(placed) < 2:
+            return False
+        # Scores ignoring capacity, at the current state: candidates for a swap, checked exactly below.
+        table = np.vstack([self.options(u, capacity=False) for u in placed])
+        at = np.array([self.node[u] for u in placed])
+        cross = table[:, at]  # cross[a, b]: unit a on b's node
+        own = np.diag(cross)
+        with np.errstate(invalid="ignore"):
+            gain = cross + cross.T - own[:, None] - own[None, :]
+        gain[~np.isfinite(gain)] = -np.inf
+        gain[at[:, None] == at[None, :]] = -np.inf
+        improved = False
+        touched: set[int] = set()
+        for flat in np.argsort(-gain, axis=None):
+            a, b = divmod(int(flat), len(placed))
+            if gain[a, b] <= IMPROVEMENT_EPSILON or time.monotonic() > deadline:
+                break
+            if a in touched or b in touched or a > b:
+                continue
+            u, v = placed[a], placed[b]
+            if self._swap(u, v):
+                touched.update((a, b))
+                improved = True
+        return improved
+
+    def _swap(self, u: int, v: int) -> bool:
+        iu, iv = self.take(u), self.take(v)
+        before = self.options(u)[iu] + self.options(v)[iv]
+        su = self.options(u)
+        if np.isfinite(su[iv]):
+            self.put(u, iv)
+            sv = self.options(v)
+            if np.isfinite(sv[iu]) and su[iv] + sv[iu] > before + IMPROVEMENT_EPSILON:
+                self.put(v, iu)
+                return True
+            self.take(u)
+        self.put(u, iu)
+        self.put(v, iv)
+        return False
+
+
+def schedule_batch(
+    snapshot: ClusterSnapshot,
+    requests: Sequence[PlacementRequest],
+    profile: Profile = DEFAULT_PROFILE,
+    *,
+    improve: bool = True,
+    time_budget_s: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> BatchResult:
+    """Place several requests together; decisions stay assumed in ``snapshot``.
+
+    Greedy, most constrained first; a unit that fits nowhere may take the node of another unit of the
+    batch that can go elsewhere; then, within ``time_budget_s``, single moves and pairwise swaps that
+    raise the total score. Instances outside the batch never move. A request is all-or-nothing.
+    """
+    deadline = clock() + time_budget_s
+    batch = _Batch(snapshot, requests, profile)
+    for u in batch.order():
+        scores = batch.options(u)
+        if np.isfinite(scores).any():
+            batch.put(u, int(np.argmax(scores)))
+        else:
+            batch.make_room(u)
+    if improve:
+        for _ in range(20):
+            if clock() > deadline or not (batch.improve_moves() | batch.improve_swaps(deadline)):
+                break
+    return _outcomes(batch, requests)
+
+
+def _outcomes(batch: _Batch, requests: Sequence[PlacementRequest]) -> BatchResult:
+    outcomes: list[Decision | Unschedulable] = []
+    for k, request in enumerate(requests):
+        units = [u for u, owner in enumerate(batch.owner) if owner == k]
+        if all(batch.node[u] >= 0 for u in units):
+            assignments = []
+            for u in units:
+                ctx = batch.context(u)
+                i = batch.node[u]
+                assignments.append(_assignment(ctx, i, float(total_score(ctx, batch.profile)[i])))
+            outcomes.append(Decision(request, tuple(assignments)))
+            continue
+        placed = [u for u in units if batch.node[u] >= 0]
+        for u in placed:  # all or nothing: free what part of it got
+            batch.take(u)
+        ctx = batch.context(units[0])
+        reasons = explain(ctx, batch.profile, batch.candidates[units[0]])
+        if placed:
+            reasons.insert(0, f"only {len(placed)} of {request.replicas} replicas fit")
+        outcomes.append(Unschedulable(request, tuple(reasons)))
+    return BatchResult(tuple(outcomes))
+
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "LATENCY_FIRST_PROFILE",
+    "PROFILES",
+    "BatchResult",
+    "Profile",
+    "nodes_phrase",
+    "schedule",
+    "schedule_batch",
+    "schedule_on",
+]
