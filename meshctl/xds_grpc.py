@@ -32,9 +32,11 @@ from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry
 
 from meshctl.cache import SnapshotCache
+from meshctl.delta import DeltaStream
 from meshctl.metrics import XdsMetrics
-from meshctl.protocol import DeltaStream, ProtocolError, SotwStream
+from meshctl.protocol import ProtocolError
 from meshctl.snapshot import MeshConfig, build_snapshots
+from meshctl.sotw import SotwStream
 from netmodel.events import Event
 from netmodel.state import FabricState
 

@@ -16,11 +16,8 @@ PUSH_ORDER: Final[tuple[str, ...]] = (SECRET, CLUSTER, ENDPOINTS, LISTENER, ROUT
 """Make-before-break: a resource arrives before anything that refers to it. Secrets first (clusters
 and listeners name them), clusters before their endpoints, listeners before their routes (Envoy asks
 for a route only once a listener names it), routes last because routes are not warmed: a route to a
-cluster Envoy does not have yet fails. Removals go after all of these (see ``protocol``)."""
-
-REMOVAL_ORDER: Final[tuple[str, ...]] = (LISTENER, ROUTES, CLUSTER, ENDPOINTS, SECRET)
-"""Removals go after every update, dependents first: a listener before the routes it names, routes
-before the clusters they send to, a cluster before its endpoints and secrets."""
+cluster Envoy does not have yet fails. ``protocol`` adds the hard guarantees: a route is sent only
+once its clusters are ACKed, and nothing is removed while something the client runs names it."""
 
 WILDCARD_TYPES: Final = frozenset({CLUSTER, LISTENER})
 """Types where an empty first subscription means "everything for this node" (xDS legacy wildcard)."""

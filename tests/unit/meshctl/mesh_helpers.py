@@ -246,12 +246,19 @@ class _ClientBase:
         ]
         return broken
 
-    def _rejection(self, type_url: str, messages: Iterable[Any]) -> str | None:
+    partial: bool = False
+    """Like Envoy: apply the valid resources of a response and NACK it for the invalid ones. Else a
+    response with one bad resource is rejected as a whole."""
+
+    def _accept(self, type_url: str, messages: Iterable[Any]) -> tuple[list[Any], str | None]:
+        accepted, errors = [], []
         for message in messages:
             error = self.reject(type_url, message)
             if error:
-                return error
-        return None
+                errors.append(error)
+            else:
+                accepted.append(message)
+        return accepted, (errors[0] if errors else None)
 
 
 @dataclass
@@ -286,19 +293,25 @@ class SotwClient(_ClientBase):
         messages = [unpack(type_url, r) for r in response.resources]
         self.nonce[type_url] = response.nonce
         names = sorted(self.subscribed.get(type_url, ()))
-        error = self._rejection(type_url, messages)
-        if error is not None:
+        accepted, error = self._accept(type_url, messages)
+        if error is not None and not self.partial:
             self.nacks.append((type_url, error))
             return [self._request(type_url, names, error)]
         before_clusters = dict(self.have[CLUSTER])
-        named = {resource_name(type_url, m): m for m in messages}
+        named = {resource_name(type_url, m): m for m in accepted}
         if type_url in WILDCARD_TYPES:
-            self.have[type_url] = named
+            rejected = {resource_name(type_url, m) for m in messages} - set(named)
+            kept = {n: m for n, m in self.have[type_url].items() if n in rejected}
+            self.have[type_url] = {**kept, **named}  # what the response leaves out is deleted
         else:  # Envoy ignores what it did not ask for, and keeps what a response leaves out
             self.have[type_url].update({n: m for n, m in named.items() if n in self.subscribed.get(type_url, ())})
-        self.version[type_url] = response.version_info
-        self.applied.append(type_url)
-        requests = [self._request(type_url, names)]
+        if error is None:
+            self.version[type_url] = response.version_info
+            self.applied.append(type_url)
+            requests = [self._request(type_url, names)]
+        else:
+            self.nacks.append((type_url, error))
+            requests = [self._request(type_url, names, error)]
         for dependent in (ENDPOINTS, ROUTES):
             wanted = self.wanted_names(dependent)
             if wanted != self.subscribed.get(dependent, set()):
@@ -312,6 +325,16 @@ class SotwClient(_ClientBase):
             # Envoy re-asks for endpoints of a rebuilt cluster with the nonce it already ACKed.
             requests.append(self._request(ENDPOINTS, self.subscribed[ENDPOINTS]))
         return requests
+
+    def reconnect(self) -> list[Any]:
+        """A new stream: every subscription again, with the versions it runs and no nonce."""
+        self.nonce.clear()
+        self.sent_node = False
+        return [
+            self._request(t, sorted(self.subscribed[t]) if t not in WILDCARD_TYPES else ())
+            for t in (CLUSTER, LISTENER, ENDPOINTS, ROUTES)
+            if t in self.subscribed
+        ]
 
 
 @dataclass
@@ -327,6 +350,16 @@ class DeltaClient(_ClientBase):
             self._request(LISTENER, initial=initial.get(LISTENER)),
         ]
 
+    def reconnect(self) -> list[Any]:
+        """A new stream: every subscription again, with the versions it has."""
+        self.sent_node = False
+        subscribed, self.subscribed = self.subscribed, {}
+        return [
+            self._request(t, () if t in WILDCARD_TYPES else sorted(subscribed[t]), initial=dict(self.versions[t]))
+            for t in (CLUSTER, LISTENER, ENDPOINTS, ROUTES)
+            if t in subscribed
+        ]
+
     def _request(self, type_url: str, subscribe=(), unsubscribe=(), nonce="", error=None, initial=None) -> Any:
         self.subscribed.setdefault(type_url, set()).update(subscribe)
         self.subscribed[type_url].difference_update(unsubscribe)
@@ -337,18 +370,26 @@ class DeltaClient(_ClientBase):
     def receive(self, response: Any) -> list[Any]:
         type_url = response.type_url
         messages = {r.name: unpack(type_url, r.resource) for r in response.resources}
-        error = self._rejection(type_url, messages.values())
-        if error is not None:
+        accepted, error = self._accept(type_url, messages.values())
+        if error is not None and not self.partial:
             self.nacks.append((type_url, error))
             return [self._request(type_url, nonce=response.nonce, error=error)]
+        good = {id(m) for m in accepted}
         for r in response.resources:
-            self.have[type_url][r.name] = messages[r.name]
-            self.versions[type_url][r.name] = r.version
+            if type_url not in WILDCARD_TYPES and r.name not in self.subscribed.get(type_url, ()):
+                continue  # like Envoy: what it did not ask for (any more) is ignored
+            if id(messages[r.name]) in good:
+                self.have[type_url][r.name] = messages[r.name]
+                self.versions[type_url][r.name] = r.version
         for name in response.removed_resources:
             self.have[type_url].pop(name, None)
             self.versions[type_url].pop(name, None)
-        self.applied.append(type_url)
-        requests = [self._request(type_url, nonce=response.nonce)]
+        if error is None:
+            self.applied.append(type_url)
+            requests = [self._request(type_url, nonce=response.nonce)]
+        else:
+            self.nacks.append((type_url, error))
+            requests = [self._request(type_url, nonce=response.nonce, error=error)]
         for dependent in (ENDPOINTS, ROUTES):
             wanted = self.wanted_names(dependent)
             current = self.subscribed.get(dependent, set())

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 from meshctl.cache import SnapshotCache
-from meshctl.protocol import DeltaStream, ProtocolError
+from meshctl.delta import DeltaStream
+from meshctl.protocol import ProtocolError
 from meshctl.snapshot import MeshConfig, build_snapshots
 from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, ROUTES
 from netmodel import events as ev
@@ -82,13 +83,22 @@ def test_initial_resource_versions_are_honoured() -> None:
 
 
 def test_resources_gone_while_disconnected_are_removed_on_reconnect() -> None:
-    cache = cache_for(placed_state(), CONFIG)
-    initial = {"svc/api": "x", "svc/gone": "y"}
-    stream = DeltaStream(cache)
-    [updates] = stream.on_request(delta_request(CLUSTER, node_id="web-1", initial=initial))
-    assert sorted(names_of(updates)) == ["local/web-1", "svc/admin", "svc/api"]
-    [removals] = stream.on_request(delta_request(CLUSTER, nonce=updates.nonce))  # removals after updates
-    assert list(removals.removed_resources) == ["svc/gone"] and not removals.resources
+    cache, _old, client = settled()
+    # While it was disconnected, admin left web's calls; the client still runs everything for it.
+    state = placed_state()
+    services = dict(state.services)
+    services["web"] = dataclasses.replace(services["web"], calls=("api",))
+    rebuild(cache, dataclasses.replace(state, services=services))
+    fresh = DeltaStream(cache)
+    reconnect = client.reconnect()
+    # Its clusters are current, and svc/admin is not removed yet: this stream has not heard which
+    # listeners and routes the client runs, and one of them may still send to it.
+    assert fresh.on_request(reconnect[0]) == []
+    sent = converse(fresh, client, reconnect[1:])
+    removed = [(r.type_url, list(r.removed_resources)) for r in sent if r.removed_resources]
+    assert (CLUSTER, ["svc/admin"]) in removed and (LISTENER, ["out/8080"]) in removed
+    assert removed.index((LISTENER, ["out/8080"])) < removed.index((CLUSTER, ["svc/admin"]))
+    assert client_state(client) == expected_state(cache, client, "web-1")
 
 
 def test_removed_resources_are_sent_last_in_reverse_order() -> None:
@@ -142,13 +152,12 @@ def test_a_nack_forgets_what_it_rejected_and_the_next_change_resends_it() -> Non
     assert "connect_timeout" in status["last_nack"]["error"] and not status["current"]
     assert not cache.is_synced("web-1")
     assert stream.on_change() == []  # nothing new: no loop of resends
-    # The config goes back to exactly what the client still runs. A server that had not forgotten
-    # would believe the client holds the rejected versions and... send the old ones anyway; one that
-    # recorded the rejected versions as known would resend nothing. Forgetting resends all three.
+    # The config goes back to what the client ran before. Which versions it runs after a NACK is not
+    # known (Envoy may have applied part of the response), so all three are sent again; they equal
+    # what it confirmed running, so no cluster is rebuilt and no endpoints need resending.
     rebuild(cache, placed_state(), CONFIG)
     resent = push(stream, client)
-    assert sorted(names_of(resent[0])) == ["local/web-1", "svc/admin", "svc/api"]
-    assert resent[1].type_url == ENDPOINTS  # the client may have rebuilt them: endpoints again
+    assert [(r.type_url, sorted(names_of(r))) for r in resent] == [(CLUSTER, ["local/web-1", "svc/admin", "svc/api"])]
     assert client_state(client) == expected_state(cache, client, "web-1")
     assert cache.is_synced("web-1")
 
@@ -213,3 +222,25 @@ def test_malformed_requests_end_the_stream() -> None:
     stream.on_request(delta_request(CLUSTER, node_id="u1"))
     with pytest.raises(ProtocolError, match="never sent"):
         stream.on_request(delta_request(CLUSTER, nonce="garbage"))
+
+
+def test_names_a_nacked_response_added_are_still_removed_later() -> None:
+    # Envoy applies the valid part of a response it NACKs: a cluster added by a rejected response may
+    # be running, and must be removed when it leaves the snapshot.
+    def reject(type_url, message):
+        bad = type_url == CLUSTER and message.name == "svc/api"
+        return "svc/api rejected" if bad and message.connect_timeout.ToMilliseconds() == 2500 else None
+
+    cache, stream, client = settled()
+    client.reject, client.partial = reject, True
+    state = placed_state()
+    services = dict(state.services)
+    slow = dataclasses.replace(CONFIG, connect_timeout_ms=2500)
+    services["web"] = dataclasses.replace(services["web"], calls=("api", "admin", "db"))
+    rebuild(cache, dataclasses.replace(state, services=services), slow)
+    push(stream, client)
+    assert client.nacks and "svc/db" in client.have[CLUSTER]  # applied despite the NACK
+    services["web"] = dataclasses.replace(services["web"], calls=("api", "admin"))
+    rebuild(cache, dataclasses.replace(state, services=services), slow)
+    push(stream, client)
+    assert "svc/db" not in client.have[CLUSTER]

@@ -7,8 +7,9 @@ import dataclasses
 import pytest
 
 from meshctl.cache import SnapshotCache
-from meshctl.protocol import ProtocolError, SotwStream
+from meshctl.protocol import ProtocolError
 from meshctl.snapshot import MeshConfig, TlsIdentity, build_snapshots
+from meshctl.sotw import SotwStream
 from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET
 from netmodel import events as ev
 from tests.unit.meshctl.mesh_helpers import (
@@ -219,20 +220,42 @@ def test_pushes_go_clusters_endpoints_listeners_routes() -> None:
     assert order[:2] == [CLUSTER, ENDPOINTS] and ROUTES in order
 
 
-def test_a_later_type_waits_while_an_earlier_one_is_unanswered() -> None:
-    cache, stream, client = settled("u1")
-    rebuild(cache, placed_state(), dataclasses.replace(CONFIG, connect_timeout_ms=2000))
-    [clusters, endpoints] = stream.on_change()
-    # Before the client answers, clusters change again and routes change too: the routes must not
-    # overtake the clusters (they may name a cluster the client does not have yet).
-    rebuild(cache, placed_state(), dataclasses.replace(CONFIG, connect_timeout_ms=3000, request_timeout_ms=1000))
-    assert stream.on_change() == []
-    after_clusters = [r for request in client.receive(clusters) for r in stream.on_request(request)]
-    assert [r.type_url for r in after_clusters] == [CLUSTER]
-    after_endpoints = [r for request in client.receive(endpoints) for r in stream.on_request(request)]
-    assert [r.type_url for r in after_endpoints] == [ENDPOINTS, ROUTES]
-    converse(stream, client, deliver(client, after_clusters + after_endpoints))
-    assert client_state(client) == expected_state(cache, client, "u1")
+def test_a_tcp_listener_waits_until_its_cluster_is_acked() -> None:
+    cache, stream, _client = settled("u1")
+    with_db = dataclasses.replace(CONFIG, host_calls={"u1": ("web", "db")})
+    rebuild(cache, placed_state(), with_db)
+    # The new TCP listener names svc/db, which Envoy would not wait for: it is held back.
+    assert [(r.type_url, sorted(names_of(r))) for r in stream.on_change()] == [(CLUSTER, ["svc/db", "svc/web"])]
+    assert not cache.is_synced("u1")
+    clusters_ack = sotw_request(CLUSTER, nonce="1"[:0] or stream._types[CLUSTER].nonce, version="x")
+    after_ack = stream.on_request(clusters_ack)
+    assert [(r.type_url, sorted(names_of(r))) for r in after_ack] == [
+        (LISTENER, [f"out/{p}" for p in sorted(["5432", "8080"])])
+    ]
+
+
+def test_what_names_a_rejected_cluster_is_held_back() -> None:
+    # web stops calling admin and calls db (TCP) instead; the client rejects db's cluster. The TCP
+    # listener that would send to it never reaches the client until the cluster is accepted.
+    def reject(type_url, message):
+        return "no db for you" if type_url == CLUSTER and message.name == "svc/db" else None
+
+    cache, stream, client = settled("web-1")
+    client.reject = reject
+    state = placed_state()
+    services = dict(state.services)
+    services["web"] = dataclasses.replace(services["web"], calls=("api", "db"))
+    rebuild(cache, dataclasses.replace(state, services=services))
+    first = stream.on_change()
+    converse(stream, client, deliver(client, first))  # checks no route ever names a missing cluster
+    assert client.nacks
+    assert "svc/db" not in client.have[CLUSTER]  # (this client rejects a response as a whole)
+    assert set(client.have[LISTENER]) == {"in/web-1", "out/9090"}  # out/5432 held back
+    assert not cache.is_synced("web-1")
+    rebuild(cache, dataclasses.replace(state, services=services), dataclasses.replace(CONFIG, connect_timeout_ms=999))
+    client.reject = lambda _t, _m: None  # fixed: now it is accepted, and the listener follows
+    converse(stream, client, deliver(client, stream.on_change()))
+    assert "out/5432" in client.have[LISTENER] and cache.is_synced("web-1")
 
 
 def _remove_admin_from_web(state):
