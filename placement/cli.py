@@ -1,0 +1,201 @@
+"""``edgectl place | workloads | migrate | evict``: the placement commands, all through the gRPC API.
+
+Wiring (edgectl/cli.py): ``register(sub)`` after the other subparsers, and in ``main``:
+``handler = getattr(args, "placement_handler", None)`` -> ``return handler(args)``.
+Nothing is imported at import time beyond argparse: grpc and the generated code load when a command
+runs, so ``edgectl validate`` stays fast.
+
+A refused request exits 1 with the server's reason on stderr (``edgectl place: RESOURCE_EXHAUSTED:
+0/6 nodes are available: ...``), never a traceback; an unreachable API exits 1 saying so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+DEFAULT_API = "127.0.0.1:50051"
+DEFAULT_RPC_TIMEOUT_S = 30.0
+
+
+def _address(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return text
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api", type=_address, default=DEFAULT_API, metavar="HOST:PORT", help="placement gRPC API")
+    parser.add_argument("--output", choices=["table", "json"], default="table")
+    parser.add_argument(
+        "--rpc-timeout", type=float, default=DEFAULT_RPC_TIMEOUT_S, metavar="S", help="give up after S seconds"
+    )
+
+
+def register(subparsers: Any) -> None:
+    """Add the placement commands to ``edgectl``'s subparsers."""
+    place = subparsers.add_parser("place", help="place new instances of a service (latency-aware)")
+    place.add_argument("--service", required=True, metavar="NAME", help="a service the fabric file declares")
+    place.add_argument("--cpu-millis", type=int, metavar="N", help="cpu per instance (default: the service's)")
+    place.add_argument("--memory-mib", type=int, metavar="N", help="memory per instance (default: the service's)")
+    place.add_argument("--max-latency-ms", type=float, metavar="X", help="SLO from each --near host, over the route")
+    place.add_argument("--near", action="append", default=[], metavar="HOST", help="a user host (repeatable)")
+    place.add_argument("--tier", action="append", default=[], choices=["edge", "metro", "cloud"], help="allowed tier")
+    place.add_argument("--affinity", action="append", default=[], metavar="SERVICE[:site]", help="run beside it")
+    place.add_argument("--anti-affinity", action="append", default=[], metavar="SERVICE[:site]", help="never beside")
+    place.add_argument("--replicas", type=int, default=1, metavar="N")
+    place.add_argument("--profile", default="", help="scoring profile: default, latency-first")
+    place.add_argument("--dry-run", action="store_true", help="decide, change nothing")
+    _common(place)
+    place.set_defaults(placement_handler=cmd_place)
+
+    workloads = subparsers.add_parser("workloads", help="list placed workloads")
+    workloads.add_argument("--service", default="", metavar="NAME")
+    workloads.add_argument("--node", default="", metavar="NODE")
+    _common(workloads)
+    workloads.set_defaults(placement_handler=cmd_workloads)
+
+    migrate = subparsers.add_parser("migrate", help="move a workload make-before-break")
+    migrate.add_argument("workload")
+    migrate.add_argument("--to", required=True, metavar="NODE|SITE|best", help="a node, a site, or best")
+    migrate.add_argument("--timeout-s", type=float, default=0.0, metavar="S", help="convergence wait (server: 10 s)")
+    _common(migrate)
+    migrate.set_defaults(placement_handler=cmd_migrate)
+
+    evict = subparsers.add_parser("evict", help="remove a workload")
+    evict.add_argument("workload")
+    _common(evict)
+    evict.set_defaults(placement_handler=cmd_evict)
+
+
+# -- commands ----------------------------------------------------------------------------------------------
+
+
+def cmd_place(args: argparse.Namespace) -> int:
+    def call(stub: Any, pb: Any) -> Any:
+        constraints = pb.Constraints(
+            near=args.near,
+            tiers=[pb.Tier.Value(f"TIER_{t.upper()}") for t in args.tier],
+            affinity=[_term(pb, t) for t in args.affinity],
+            anti_affinity=[_term(pb, t) for t in args.anti_affinity],
+        )
+        if args.max_latency_ms is not None:
+            constraints.max_latency_ms = args.max_latency_ms
+        request = pb.PlaceRequest(
+            service=args.service,
+            constraints=constraints,
+            replicas=max(args.replicas, 0),
+            profile=args.profile,
+            dry_run=args.dry_run,
+        )
+        if args.replicas < 0:
+            request.replicas = 2**32 - 1  # let the server refuse it, with its wording
+        if args.cpu_millis is not None:
+            request.cpu_millis = args.cpu_millis
+        if args.memory_mib is not None:
+            request.memory_mib = args.memory_mib
+        return stub.Place(request, timeout=args.rpc_timeout)
+
+    def show(response: Any) -> None:
+        verb = "would place" if args.dry_run else f"placed (generation {response.generation})"
+        print(f"{verb}:")
+        _table(response.workloads)
+
+    return _run("place", args, call, show)
+
+
+def cmd_workloads(args: argparse.Namespace) -> int:
+    def call(stub: Any, pb: Any) -> Any:
+        return stub.List(pb.ListRequest(service=args.service, node=args.node), timeout=args.rpc_timeout)
+
+    def show(response: Any) -> None:
+        print(f"workloads at generation {response.generation} ({len(response.workloads)})")
+        _table(response.workloads)
+
+    return _run("workloads", args, call, show)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    def call(stub: Any, pb: Any) -> Any:
+        request = pb.MigrateRequest(workload_id=args.workload, timeout_s=args.timeout_s)
+        if args.to == "best":
+            request.best = True
+        else:
+            request.node_or_site = args.to
+        return stub.Migrate(request, timeout=max(args.rpc_timeout, args.timeout_s + 5))
+
+    def show(response: Any) -> None:
+        w = response.workload
+        print(
+            f"{response.from_workload_id} -> {w.id} on {w.node} ({w.site}) [{response.migration_id}: placed at "
+            f"generation {response.placed_generation}, {response.from_workload_id} removed at "
+            f"{response.removed_generation}]"
+        )
+
+    return _run("migrate", args, call, show)
+
+
+def cmd_evict(args: argparse.Namespace) -> int:
+    def call(stub: Any, pb: Any) -> Any:
+        return stub.Evict(pb.EvictRequest(workload_id=args.workload), timeout=args.rpc_timeout)
+
+    def show(response: Any) -> None:
+        print(f"evicted {response.workload.id} from {response.workload.node} (generation {response.generation})")
+
+    return _run("evict", args, call, show)
+
+
+# -- plumbing ----------------------------------------------------------------------------------------------------
+
+
+def _term(pb: Any, text: str) -> Any:
+    service, _, scope = text.partition(":")
+    return pb.AffinityTerm(service=service, scope=pb.SCOPE_SITE if scope == "site" else pb.SCOPE_NODE)
+
+
+def _run(command: str, args: argparse.Namespace, call: Callable[[Any, Any], Any], show: Callable[[Any], None]) -> int:
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from placement._pb import placement_pb2 as pb
+    from placement._pb import placement_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(args.api) as channel:
+        try:
+            response = call(pb_grpc.PlacementStub(channel), pb)
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and not _from_server(details):
+                print(f"edgectl {command}: cannot reach the placement API at {args.api}: {details}", file=sys.stderr)
+            else:
+                print(f"edgectl {command}: {code.name if code else 'ERROR'}: {details}", file=sys.stderr)
+            return 1
+    if args.output == "json":
+        print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2, sort_keys=True))
+    else:
+        show(response)
+    return 0
+
+
+def _from_server(details: str | None) -> bool:
+    """A DEADLINE_EXCEEDED the server sent (a migration that did not converge) says so itself."""
+    return bool(details) and "did not converge" in str(details)
+
+
+def _table(workloads: Any) -> None:
+    print(f"  {'id':<14} {'service':<10} {'node':<12} {'site':<10} {'tier':<6} {'cpu':>6} {'mem':>6}  latency  status")
+    for w in workloads:
+        tier = {1: "edge", 2: "metro", 3: "cloud"}.get(w.tier, "")
+        worst = max(w.latency_ms.values()) if w.latency_ms else None
+        latency = f"{worst:.2f} ms" if worst is not None else "-"
+        print(
+            f"  {w.id:<14} {w.service:<10} {w.node:<12} {w.site:<10} {tier:<6} {w.cpu_millis:>5}m "
+            f"{w.memory_mib:>5}M  {latency:>7}  {w.status}"
+        )
+        for reason in w.reasons:
+            print(f"      {reason}")

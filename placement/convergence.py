@@ -1,0 +1,62 @@
+"""Waiting until the rest of the controller has applied a model generation.
+
+A ``ConvergenceProbe`` answers one question for one subsystem: "have you applied generation N (or a
+later one)?" — the route engine: flows installed and barrier-confirmed; meshctl: every affected
+sidecar ACKed. The migration withdraws an old instance only when every probe says yes, so traffic
+always has somewhere to go (make-before-break). With no probe registered there is nothing to wait for.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+LOG = logging.getLogger("edgectl.placement")
+
+ConvergenceProbe = Callable[[int], bool]
+
+FIRST_POLL_S = 0.002
+MAX_POLL_S = 0.05
+
+
+def probe_name(probe: ConvergenceProbe) -> str:
+    return str(getattr(probe, "__qualname__", None) or getattr(probe, "__name__", None) or repr(probe))
+
+
+def pending_probes(probes: Sequence[ConvergenceProbe], generation: int) -> list[ConvergenceProbe]:
+    """The probes that have not applied ``generation`` yet (a probe that raises has not)."""
+    out = []
+    for probe in probes:
+        try:
+            accepted = bool(probe(generation))
+        except Exception:
+            LOG.exception("convergence probe %s failed", probe_name(probe))
+            accepted = False
+        if not accepted:
+            out.append(probe)
+    return out
+
+
+def wait_for_convergence(
+    probes: Sequence[ConvergenceProbe],
+    generation: int,
+    timeout_s: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """Poll until every probe accepts ``generation``; return the names of those that did not in time
+    (empty: converged). Polls quickly at first (a route change lands in milliseconds), then every 50 ms."""
+    deadline = clock() + timeout_s
+    interval = FIRST_POLL_S
+    pending = list(probes)
+    while True:
+        pending = pending_probes(pending, generation)
+        if not pending:
+            return []
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return [probe_name(p) for p in pending]
+        sleep(min(interval, remaining))
+        interval = min(interval * 2, MAX_POLL_S)

@@ -1,0 +1,471 @@
+"""The placement gRPC API (``edgectl.placement.v1.Placement``): the only network adapter of placement.
+
+    server = start_placement_api(bus, "127.0.0.1", 50051, convergence_probes=[...])
+    server.port            # the bound port (pass 0 for a free one)
+    server.add_convergence_probe(probe)
+    server.stop()
+
+Each handler checks every field (``placement.requests``) before anything is published, turns the
+request into a call on the ``PlacementOrchestrator`` (which publishes through the bus and waits on the
+futures: one writer), and turns a ``PlacementRefused`` into its status code with the reason as the
+message. Request bytes are decoded by a parser that never raises (an undecodable message is
+INVALID_ARGUMENT, not grpcio's INTERNAL), and fields this server does not know are refused rather
+than silently ignored (a newer client's constraint must not be dropped on the floor). gRPC health
+(``grpc.health.v1``) and reflection are served beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent import futures
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from netmodel.events import Event
+from netmodel.ids import NodeId, SiteId, WorkloadId
+from netmodel.state import FabricState
+from netmodel.types import Tier, Workload
+from placement._pb import placement_pb2 as pb
+from placement.convergence import ConvergenceProbe
+from placement.errors import PlacementRefused, Refusal
+from placement.latency import compute_switch_latencies
+from placement.naming import DEFAULT_TRUST_DOMAIN
+from placement.orchestrator import FailoverLoop, MigrationTarget, ModelBus, PlacementOrchestrator
+from placement.requests import PlaceInput, build_place_request, check_name, check_workload_id, invalid, shown
+from placement.scheduler import DEFAULT_PROFILE, Profile
+from placement.types import AffinityTerm, Constraints, Scope
+from placement.watch import PlacementEvents, PlacementStep, StepKind
+
+LOG = logging.getLogger("edgectl.placement.api")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Placement"].full_name
+MAX_MIGRATION_TIMEOUT_S = 300.0
+DEADLINE_MARGIN_S = 0.2
+"""A migration stops waiting this long before the caller's deadline, so its answer still arrives."""
+
+TIER_FROM_PB = {pb.TIER_EDGE: Tier.EDGE, pb.TIER_METRO: Tier.METRO, pb.TIER_CLOUD: Tier.CLOUD}
+TIER_TO_PB = {tier: value for value, tier in TIER_FROM_PB.items()}
+SCOPE_FROM_PB = {pb.SCOPE_UNSPECIFIED: Scope.NODE, pb.SCOPE_NODE: Scope.NODE, pb.SCOPE_SITE: Scope.SITE}
+SCOPE_TO_PB = {Scope.NODE: pb.SCOPE_NODE, Scope.SITE: pb.SCOPE_SITE}
+KIND_TO_PB = {kind: pb.PlacementEvent.Kind.Value(f"KIND_{kind.name}") for kind in StepKind}
+
+
+# -- decoding -----------------------------------------------------------------------------------------------
+
+
+class _Undecodable:
+    """What the request parser returns for bytes that are not the request message."""
+
+    def __init__(self, type_name: str, error: str) -> None:
+        self.reason = f"request is not a valid {type_name}: {error}"
+
+
+def _parser(message_class: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
+            return _Undecodable(message_class.DESCRIPTOR.full_name, str(exc) or type(exc).__name__)
+
+    return parse
+
+
+def _unknown_fields(message: Message, path: str = "") -> list[str]:
+    """Field numbers the message (or a message inside it) carries that this server's proto lacks."""
+    found = [f"{path}{field.field_number}" for field in UnknownFieldSet(message)]
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None or descriptor.message_type.GetOptions().map_entry:
+            continue
+        values = value if descriptor.is_repeated else [value]
+        for k, item in enumerate(values):
+            where = f"{descriptor.name}[{k}]." if descriptor.is_repeated else f"{descriptor.name}."
+            found.extend(_unknown_fields(item, path + where))
+    return found
+
+
+def _checked(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise invalid(request.reason)
+    unknown = _unknown_fields(request)
+    if unknown:
+        raise invalid(
+            f"request has fields this server does not know (field numbers {', '.join(unknown)}): "
+            "refusing rather than ignoring them"
+        )
+    return request
+
+
+def _tiers(values: Iterable[int]) -> tuple[Tier, ...]:
+    out = []
+    for k, value in enumerate(values):
+        tier = TIER_FROM_PB.get(value)
+        if tier is None:
+            what = "TIER_UNSPECIFIED is not a tier" if value == pb.TIER_UNSPECIFIED else f"unknown tier {value}"
+            raise invalid(f"constraints.tiers[{k}]: {what} (TIER_EDGE, TIER_METRO or TIER_CLOUD)")
+        out.append(tier)
+    return tuple(out)
+
+
+def _terms(field: str, terms: Iterable[pb.AffinityTerm]) -> tuple[tuple[str, Scope], ...]:
+    out = []
+    for k, term in enumerate(terms):
+        scope = SCOPE_FROM_PB.get(term.scope)
+        if scope is None:
+            raise invalid(f"constraints.{field}[{k}].scope: unknown scope {term.scope} (SCOPE_NODE or SCOPE_SITE)")
+        out.append((term.service, scope))
+    return tuple(out)
+
+
+def place_input(request: pb.PlaceRequest) -> PlaceInput:
+    c = request.constraints
+    return PlaceInput(
+        service=request.service,
+        cpu_millis=request.cpu_millis if request.HasField("cpu_millis") else None,
+        memory_mib=request.memory_mib if request.HasField("memory_mib") else None,
+        max_latency_ms=c.max_latency_ms if c.HasField("max_latency_ms") else None,
+        near=tuple(c.near),
+        tiers=_tiers(c.tiers),
+        affinity=_terms("affinity", c.affinity),
+        anti_affinity=_terms("anti_affinity", c.anti_affinity),
+        replicas=request.replicas,
+        profile=request.profile,
+    )
+
+
+def migration_target(request: pb.MigrateRequest, state: FabricState) -> MigrationTarget:
+    which = request.WhichOneof("target")
+    if which is None:
+        raise invalid("target is required: node, site or best")
+    if which == "node":
+        return MigrationTarget(node=NodeId(check_name("node", request.node)))
+    if which == "site":
+        return MigrationTarget(site=SiteId(check_name("site", request.site)))
+    if which == "node_or_site":
+        name = check_name("node_or_site", request.node_or_site)
+        if name in state.nodes:
+            return MigrationTarget(node=NodeId(name))
+        if name in state.sites:
+            return MigrationTarget(site=SiteId(name))
+        raise invalid(f"no node or site is called {shown(name)}")
+    if not request.best:
+        raise invalid("best must be true when given (or name a node or a site)")
+    return MigrationTarget(best=True)
+
+
+# -- encoding ----------------------------------------------------------------------------------------------------
+
+
+def constraints_message(constraints: Constraints) -> pb.Constraints:
+    message = pb.Constraints(
+        tiers=[TIER_TO_PB[t] for t in sorted(constraints.tiers, key=list(Tier).index)],
+        near=list(constraints.near),
+        affinity=[_term_message(t) for t in constraints.affinity],
+        anti_affinity=[_term_message(t) for t in constraints.anti_affinity],
+    )
+    if constraints.max_latency_ms is not None:
+        message.max_latency_ms = constraints.max_latency_ms
+    return message
+
+
+def _term_message(term: AffinityTerm) -> pb.AffinityTerm:
+    return pb.AffinityTerm(service=term.service, scope=SCOPE_TO_PB[term.scope])
+
+
+def workload_message(
+    workload: Workload, state: FabricState, constraints: Constraints, status: tuple[str, tuple[str, ...]]
+) -> pb.Workload:
+    message = pb.Workload(
+        id=workload.id,
+        service=workload.service,
+        spiffe_id=workload.spiffe_id,
+        node=workload.node or "",
+        cpu_millis=workload.resources.cpu_millis,
+        memory_mib=workload.resources.memory_mib,
+        port=workload.port,
+        constraints=constraints_message(constraints),
+        status=status[0],
+        reasons=list(status[1]),
+    )
+    node = state.nodes.get(workload.node) if workload.node is not None else None
+    if node is not None:
+        message.site = node.site
+        site = state.sites.get(node.site)
+        if site is not None:
+            message.tier = TIER_TO_PB[site.tier]
+        latencies = compute_switch_latencies(state.topology)
+        for host_id in constraints.near:
+            host = state.hosts.get(host_id)
+            if host is not None and host.attachment is not None:
+                us = latencies.between_us(host.attachment.switch, node.attachment.switch)
+                if math.isfinite(us):
+                    message.latency_ms[host_id] = us / 1000.0
+    return message
+
+
+# -- the service ----------------------------------------------------------------------------------------------
+
+
+class PlacementServicer:
+    def __init__(self, orchestrator: PlacementOrchestrator, max_watchers: int) -> None:
+        self.orchestrator = orchestrator
+        self.max_watchers = max_watchers
+
+    def _workload(self, workload: Workload, state: FabricState) -> pb.Workload:
+        o = self.orchestrator
+        return workload_message(workload, state, o.constraints_of(workload), o.status_of(workload.id))
+
+    def place(self, request: pb.PlaceRequest, context: grpc.ServicerContext) -> pb.PlaceResponse:
+        request = _checked(request)
+        placement, profile = build_place_request(self.orchestrator.bus.state, place_input(request))
+        result = self.orchestrator.place(placement, profile, dry_run=request.dry_run)
+        return pb.PlaceResponse(
+            workloads=[self._workload(w, result.state) for w in result.workloads], generation=result.generation
+        )
+
+    def migrate(self, request: pb.MigrateRequest, context: grpc.ServicerContext) -> pb.MigrateResponse:
+        request = _checked(request)
+        workload_id = check_workload_id(request.workload_id)
+        target = migration_target(request, self.orchestrator.bus.state)
+        timeout = request.timeout_s
+        if math.isnan(timeout) or not 0 <= timeout <= MAX_MIGRATION_TIMEOUT_S:
+            raise invalid(f"timeout_s must be between 0 and {MAX_MIGRATION_TIMEOUT_S:g}, got {timeout!r}")
+        timeout = timeout or self.orchestrator.convergence_timeout_s
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = max(0.0, min(timeout, remaining - DEADLINE_MARGIN_S))
+        result = self.orchestrator.migrate(workload_id, target, timeout)
+        return pb.MigrateResponse(
+            migration_id=result.migration_id,
+            from_workload_id=result.old.id,
+            workload=self._workload(result.new, result.state),
+            placed_generation=result.placed_generation,
+            removed_generation=result.removed_generation,
+        )
+
+    def evict(self, request: pb.EvictRequest, context: grpc.ServicerContext) -> pb.EvictResponse:
+        request = _checked(request)
+        workload, state = self.orchestrator.evict(check_workload_id(request.workload_id))
+        return pb.EvictResponse(workload=self._workload(workload, state), generation=state.generation)
+
+    def get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.Workload:
+        request = _checked(request)
+        workload_id = check_workload_id(request.workload_id)
+        state = self.orchestrator.bus.state
+        workload = state.workloads.get(WorkloadId(workload_id))
+        if workload is None:
+            raise PlacementRefused(Refusal.NOT_FOUND, f"no workload {workload_id!r}")
+        return self._workload(workload, state)
+
+    def list(self, request: pb.ListRequest, context: grpc.ServicerContext) -> pb.ListResponse:
+        request = _checked(request)
+        for field in ("service", "node"):
+            value = getattr(request, field)
+            if value:
+                check_name(field, value)
+        state = self.orchestrator.bus.state
+        workloads = [
+            self._workload(w, state)
+            for w in sorted(state.workloads.values(), key=lambda w: w.id)
+            if (not request.service or w.service == request.service) and (not request.node or w.node == request.node)
+        ]
+        return pb.ListResponse(workloads=workloads, generation=state.generation)
+
+    def watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.PlacementEvent]:
+        request = _checked(request)
+        events = self.orchestrator.events
+        if events.watchers >= self.max_watchers:
+            raise PlacementRefused(Refusal.RESOURCE_EXHAUSTED, f"too many watchers (at most {self.max_watchers})")
+        subscription = events.subscribe()
+        context.add_callback(subscription.close)  # the client went away: free the queue, end the loop
+        try:
+            known_generation = -1
+            if request.include_existing:
+                state = self.orchestrator.bus.state
+                known_generation = state.generation
+                for workload in sorted(state.workloads.values(), key=lambda w: w.id):
+                    yield pb.PlacementEvent(
+                        kind=pb.PlacementEvent.KIND_PLACED,
+                        generation=state.generation,
+                        workload=self._workload(workload, state),
+                        message="already placed",
+                    )
+            while context.is_active():
+                step = subscription.get(timeout=0.25)
+                if step is None:
+                    if subscription.overflowed:
+                        raise PlacementRefused(
+                            Refusal.RESOURCE_EXHAUSTED, "this watch fell too far behind and was cut off: watch again"
+                        )
+                    if subscription.closed:
+                        return
+                    continue
+                if step.kind in (StepKind.PLACED, StepKind.REMOVED) and step.generation <= known_generation:
+                    continue  # already sent as existing
+                yield self._event(step)
+        finally:
+            subscription.close()
+
+    def _event(self, step: PlacementStep) -> pb.PlacementEvent:
+        message = pb.PlacementEvent(
+            sequence=step.sequence,
+            kind=KIND_TO_PB[step.kind],
+            generation=step.generation,
+            migration_id=step.migration_id,
+            from_workload_id=step.from_workload or "",
+            message=step.message,
+            reasons=list(step.reasons),
+            at=step.at,
+        )
+        if step.workload is not None:
+            message.workload.CopyFrom(self._workload(step.workload, step.state or self.orchestrator.bus.state))
+        return message
+
+
+def _unary(method: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(request, context)
+        except PlacementRefused as exc:
+            context.abort(grpc.StatusCode[exc.kind.value], exc.reason)
+        except Exception as exc:
+            LOG.exception("placement API: %s failed", getattr(method, "__name__", "handler"))
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+    return handle
+
+
+def _streaming(method: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from method(request, context)
+        except PlacementRefused as exc:
+            context.abort(grpc.StatusCode[exc.kind.value], exc.reason)
+        except Exception as exc:
+            LOG.exception("placement API: Watch failed")
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+    return handle
+
+
+def _handlers(servicer: PlacementServicer) -> grpc.GenericRpcHandler:
+    def unary(method: Callable[..., Any], request: Any, response: Any) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            _unary(method), request_deserializer=_parser(request), response_serializer=response.SerializeToString
+        )
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "Place": unary(servicer.place, pb.PlaceRequest, pb.PlaceResponse),
+            "Migrate": unary(servicer.migrate, pb.MigrateRequest, pb.MigrateResponse),
+            "Evict": unary(servicer.evict, pb.EvictRequest, pb.EvictResponse),
+            "Get": unary(servicer.get, pb.GetRequest, pb.Workload),
+            "List": unary(servicer.list, pb.ListRequest, pb.ListResponse),
+            "Watch": grpc.unary_stream_rpc_method_handler(
+                _streaming(servicer.watch),
+                request_deserializer=_parser(pb.WatchRequest),
+                response_serializer=pb.PlacementEvent.SerializeToString,
+            ),
+        },
+    )
+
+
+class PlacementServer:
+    """A running placement API; ``stop()`` ends watches, the failover loop and the server."""
+
+    def __init__(
+        self,
+        server: grpc.Server,
+        port: int,
+        host: str,
+        orchestrator: PlacementOrchestrator,
+        health_servicer: health.HealthServicer,
+        failover: FailoverLoop | None,
+    ) -> None:
+        self.server = server
+        self.port = port
+        self.host = host
+        self.orchestrator = orchestrator
+        self.events = orchestrator.events
+        self._health = health_servicer
+        self._failover = failover
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def add_convergence_probe(self, probe: ConvergenceProbe) -> None:
+        self.orchestrator.add_probe(probe)
+
+    def stop(self, grace: float = 1.0) -> None:
+        self._health.enter_graceful_shutdown()
+        if self._failover is not None:
+            self._failover.stop()
+        self.events.close_all()
+        self.server.stop(grace).wait(grace + 5)
+
+
+class SubscribableBus(ModelBus, Protocol):
+    """``edgectl.bus.EventBus`` as the API uses it."""
+
+    def subscribe(self, subscriber: Callable[[Event, FabricState], None]) -> None: ...
+
+
+def start_placement_api(
+    bus: SubscribableBus,
+    host: str = "127.0.0.1",
+    port: int = 50051,
+    convergence_probes: Sequence[ConvergenceProbe] = (),
+    *,
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
+    profile: Profile = DEFAULT_PROFILE,
+    convergence_timeout_s: float = 10.0,
+    failover: bool = True,
+    max_workers: int = 16,
+) -> PlacementServer:
+    """Serve the placement API on host:port (0: a free port); health and reflection too.
+
+    It subscribes to the bus: model changes feed Watch and, with ``failover``, the loop that re-places
+    instances whose node failed. Raises OSError when the address cannot be bound.
+    """
+    events = PlacementEvents()
+    orchestrator = PlacementOrchestrator(
+        bus,
+        convergence_probes,
+        events=events,
+        trust_domain=trust_domain,
+        profile=profile,
+        convergence_timeout_s=convergence_timeout_s,
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="placement-api"))
+    # Watches hold a worker each: keep some workers for unary calls.
+    server.add_generic_rpc_handlers((_handlers(PlacementServicer(orchestrator, max(1, max_workers // 2))),))
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:
+        raise OSError(f"placement API: cannot listen on {host}:{port}: {exc}") from None
+    if not bound:
+        raise OSError(f"placement API: cannot listen on {host}:{port}")
+    bus.subscribe(events.on_model_change)
+    loop = None
+    if failover:
+        loop = FailoverLoop(orchestrator)
+        bus.subscribe(loop.on_change)
+        loop.start()
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    LOG.info("placement API on %s:%d", host, bound)
+    return PlacementServer(server, bound, host, orchestrator, health_servicer, loop)

@@ -1,0 +1,465 @@
+"""The placement service's logic around the scheduler: decide, publish, wait, withdraw. Adapter.
+
+It never changes the model itself: it publishes events through the bus (the one writer) and waits on
+the returned futures. One lock serialises decisions (decide + publish + applied), so two concurrent
+requests never both take the last free cpu of a node; waiting for convergence happens outside the
+lock (a slow sidecar must not stall other requests; meanwhile both instances count against their
+nodes, which is what make-before-break costs).
+
+    orchestrator = PlacementOrchestrator(bus, probes=[routes_applied, sidecars_acked])
+    orchestrator.place(request)                      # -> PlaceResult
+    orchestrator.migrate(WorkloadId("web-1"), MigrationTarget(best=True))
+    orchestrator.evict(WorkloadId("web-2"))
+    orchestrator.fail_over()                         # what FailoverLoop calls on every model change
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Protocol
+
+from netmodel.events import Event, WorkloadPlaced, WorkloadRemoved
+from netmodel.ids import NodeId, ServiceName, SiteId, WorkloadId
+from netmodel.state import EventRejected, FabricState
+from netmodel.types import Workload
+from placement.convergence import ConvergenceProbe, probe_name, wait_for_convergence
+from placement.errors import PlacementRefused, Refusal
+from placement.failover import FailoverPlan, plan_failover
+from placement.naming import DEFAULT_TRUST_DOMAIN, check_trust_domain, next_workload_ids, workload_spiffe_id
+from placement.scheduler import DEFAULT_PROFILE, Profile, schedule
+from placement.types import Assignment, Constraints, PlacementRequest, Unschedulable, declared_constraints
+from placement.watch import PlacementEvents, StepKind
+
+LOG = logging.getLogger("edgectl.placement")
+
+DEFAULT_CONVERGENCE_TIMEOUT_S = 10.0
+PUBLISH_TIMEOUT_S = 5.0
+
+
+class ModelBus(Protocol):
+    """What the orchestrator needs of ``edgectl.bus.EventBus``."""
+
+    @property
+    def state(self) -> FabricState: ...
+
+    def publish(self, event: Event) -> Future[FabricState]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationTarget:
+    """Exactly one of: a node, a site (its best node), or the best node anywhere but the current one."""
+
+    node: NodeId | None = None
+    site: SiteId | None = None
+    best: bool = False
+
+    def __str__(self) -> str:
+        return self.node or (f"site {self.site}" if self.site else "the best node")
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceResult:
+    workloads: tuple[Workload, ...]
+    generation: int
+    state: FabricState
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationResult:
+    migration_id: str
+    old: Workload
+    new: Workload
+    placed_generation: int
+    removed_generation: int
+    state: FabricState
+
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    migration_id: str
+    old: Workload
+    new: Workload
+    placed_generation: int
+
+
+class PlacementOrchestrator:
+    def __init__(
+        self,
+        bus: ModelBus,
+        probes: Iterable[ConvergenceProbe] = (),
+        *,
+        events: PlacementEvents | None = None,
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
+        profile: Profile = DEFAULT_PROFILE,
+        convergence_timeout_s: float = DEFAULT_CONVERGENCE_TIMEOUT_S,
+        publish_timeout_s: float = PUBLISH_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.bus = bus
+        self.events = events or PlacementEvents()
+        self.trust_domain = check_trust_domain(trust_domain)
+        self.profile = profile
+        self.convergence_timeout_s = convergence_timeout_s
+        self.publish_timeout_s = publish_timeout_s
+        self._probes: list[ConvergenceProbe] = list(probes)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.RLock()
+        # Until netmodel.Workload carries its constraints (docs/placement.md): kept here, by workload.
+        self._constraints: dict[WorkloadId, Constraints] = {}
+        self._moving: dict[WorkloadId, str] = {}  # workload -> the migration it is part of
+        self._stranded: dict[WorkloadId, tuple[str, ...]] = {}
+        self._highest: dict[ServiceName, int] = {}
+        self._migration_numbers = itertools.count(1)
+
+    # -- reading ----------------------------------------------------------------------------------------
+    def add_probe(self, probe: ConvergenceProbe) -> None:
+        """Register a convergence probe (a subsystem started after the placement API)."""
+        with self._lock:
+            self._probes = [*self._probes, probe]
+
+    @property
+    def probes(self) -> Sequence[ConvergenceProbe]:
+        return self._probes
+
+    def constraints_of(self, workload: Workload) -> Constraints:
+        known = self._constraints.get(workload.id)
+        if known is not None:
+            return known
+        service = self.bus.state.services.get(workload.service)
+        return declared_constraints(service) if service is not None else Constraints()
+
+    def status_of(self, workload: WorkloadId) -> tuple[str, tuple[str, ...]]:
+        """("running" | "migrating" | "stranded", reasons)."""
+        if workload in self._moving:
+            return "migrating", ()
+        reasons = self._stranded.get(workload)
+        if reasons is not None:
+            return "stranded", reasons
+        return "running", ()
+
+    # -- commands -------------------------------------------------------------------------------------------
+    def place(self, request: PlacementRequest, profile: Profile | None = None, *, dry_run: bool = False) -> PlaceResult:
+        with self._lock:
+            state = self.bus.state
+            outcome = schedule(state, request, profile or self.profile)
+            if isinstance(outcome, Unschedulable):
+                raise PlacementRefused(Refusal.RESOURCE_EXHAUSTED, outcome.message)
+            workloads = self._new_workloads(state, request.service, request, outcome.assignments)
+            if dry_run:
+                return PlaceResult(tuple(workloads), 0, state)
+            for workload in workloads:
+                self._constraints[workload.id] = request.constraints
+            placed: list[Workload] = []
+            try:
+                for workload in workloads:
+                    state = self._publish(WorkloadPlaced(workload))
+                    placed.append(workload)
+            except PlacementRefused:
+                for workload in placed:  # all or none
+                    self._publish_quietly(WorkloadRemoved(workload.id))
+                for workload in workloads:
+                    self._constraints.pop(workload.id, None)
+                raise
+            return PlaceResult(tuple(workloads), state.generation, state)
+
+    def evict(self, workload_id: WorkloadId) -> tuple[Workload, FabricState]:
+        with self._lock:
+            workload = self._require(workload_id)
+            self._require_still(workload_id)
+            state = self._publish(WorkloadRemoved(workload_id))
+            self._constraints.pop(workload_id, None)
+            self._stranded.pop(workload_id, None)
+            return workload, state
+
+    def migrate(
+        self, workload_id: WorkloadId, target: MigrationTarget, timeout_s: float | None = None
+    ) -> MigrationResult:
+        """Make-before-break: place the new instance, wait for every probe to apply that generation,
+        then remove the old one. If they do not in time, the new instance is removed instead and
+        DEADLINE_EXCEEDED is raised: the old one kept serving throughout."""
+        with self._lock:
+            state = self.bus.state
+            old = self._require(workload_id)
+            self._require_still(workload_id)
+            request = self._migration_request(state, old, target)
+            outcome = schedule(state, request, self.profile)
+            if isinstance(outcome, Unschedulable):
+                raise PlacementRefused(
+                    Refusal.RESOURCE_EXHAUSTED, f"cannot move {old.id} to {target}: {outcome.message}"
+                )
+            (new,) = self._new_workloads(state, old.service, request, outcome.assignments, port=old.port)
+            move = self._start_move(state, old, new, request.constraints, f"to {target}")
+        return self._finish_move(move, self.convergence_timeout_s if timeout_s is None else timeout_s, rollback=True)
+
+    def fail_over(self) -> FailoverPlan:
+        """Re-place every displaced instance at once (or report it stranded, with reasons, until a later
+        call finds room). Old instances are withdrawn after convergence, or after the timeout anyway:
+        their node is gone, keeping them in the model would only keep traffic going to it."""
+        with self._lock:
+            state = self.bus.state
+            plan = plan_failover(state, self.constraints_of, self.profile, exclude=set(self._moving))
+            self._note_stranded(state, plan)
+            if not plan.moves:
+                return plan
+            self.events.emit(
+                StepKind.FAILOVER_STARTED,
+                generation=state.generation,
+                state=state,
+                message="; ".join(f"{m.old.id}: {m.why}" for m in plan.moves),
+            )
+            moves = []
+            for move in plan.moves:
+                request = PlacementRequest(move.old.service, move.old.resources, self.constraints_of(move.old))
+                (new,) = self._new_workloads(state, move.old.service, request, (move.to,), port=move.old.port)
+                try:
+                    moves.append(self._start_move(state, move.old, new, request.constraints, f"({move.why})"))
+                except PlacementRefused as exc:
+                    LOG.warning("failover of %s: %s", move.old.id, exc.reason)
+        if moves:
+            generation = max(m.placed_generation for m in moves)
+            missing = self._wait(moves[0], generation, self.convergence_timeout_s)
+            if missing:
+                LOG.warning("failover: %s did not apply generation %d in time; withdrawing anyway", missing, generation)
+            for started in moves:
+                self._complete(started)
+        return plan
+
+    # -- steps --------------------------------------------------------------------------------------------------
+    def _migration_request(self, state: FabricState, old: Workload, target: MigrationTarget) -> PlacementRequest:
+        constraints = self.constraints_of(old)
+        here = frozenset({old.node}) if old.node is not None else frozenset()
+        if target.node is not None:
+            if target.node not in state.nodes:
+                raise PlacementRefused(Refusal.INVALID_ARGUMENT, f"unknown node {target.node!r}")
+            if target.node == old.node:
+                raise PlacementRefused(Refusal.FAILED_PRECONDITION, f"{old.id} is already on {old.node}")
+            candidates: frozenset[NodeId] | None = frozenset({target.node})
+        elif target.site is not None:
+            if target.site not in state.sites:
+                raise PlacementRefused(Refusal.INVALID_ARGUMENT, f"unknown site {target.site!r}")
+            candidates = frozenset(n.id for n in state.nodes.values() if n.site == target.site) - here
+            if not candidates:
+                raise PlacementRefused(
+                    Refusal.FAILED_PRECONDITION, f"site {target.site} has no node other than the one {old.id} is on"
+                )
+        else:
+            candidates = None
+        return PlacementRequest(old.service, old.resources, constraints, candidates=candidates, avoid=here)
+
+    def _start_move(
+        self, state: FabricState, old: Workload, new: Workload, constraints: Constraints, why: str
+    ) -> _Move:
+        migration_id = f"mig-{next(self._migration_numbers)}"
+        self._constraints[new.id] = constraints
+        self._moving[old.id] = self._moving[new.id] = migration_id
+        self._stranded.pop(old.id, None)
+        self.events.emit(
+            StepKind.MIGRATION_STARTED,
+            generation=state.generation,
+            workload=old,
+            state=state,
+            migration_id=migration_id,
+            from_workload=old.id,
+            message=f"{old.id} on {old.node} -> {new.id} on {new.node} {why}",
+        )
+        try:
+            placed = self._publish(WorkloadPlaced(new))
+        except PlacementRefused:
+            self._constraints.pop(new.id, None)
+            self._moving.pop(old.id, None)
+            self._moving.pop(new.id, None)
+            raise
+        return _Move(migration_id, old, new, placed.generation)
+
+    def _wait(self, move: _Move, generation: int, timeout_s: float) -> list[str]:
+        probes = self._probes
+        names = ", ".join(probe_name(p) for p in probes) or "nothing (no probes registered)"
+        self.events.emit(
+            StepKind.CONVERGENCE_WAITING,
+            generation=generation,
+            workload=move.new,
+            state=self.bus.state,
+            migration_id=move.migration_id,
+            from_workload=move.old.id,
+            message=f"waiting for {names} to apply generation {generation}",
+        )
+        missing = wait_for_convergence(probes, generation, timeout_s, clock=self._clock, sleep=self._sleep)
+        if not missing:
+            self.events.emit(
+                StepKind.CONVERGED,
+                generation=generation,
+                workload=move.new,
+                state=self.bus.state,
+                migration_id=move.migration_id,
+                from_workload=move.old.id,
+                message=f"generation {generation} applied",
+            )
+        return missing
+
+    def _finish_move(self, move: _Move, timeout_s: float, *, rollback: bool) -> MigrationResult:
+        try:
+            missing = self._wait(move, move.placed_generation, timeout_s)
+            if missing and rollback:
+                with self._lock:
+                    state = self._publish(WorkloadRemoved(move.new.id))
+                    self._constraints.pop(move.new.id, None)
+                reason = (
+                    f"migration {move.migration_id} of {move.old.id} to {move.new.node} did not converge within "
+                    f"{timeout_s:g} s (waiting for: {', '.join(missing)}); rolled back: {move.new.id} removed, "
+                    f"{move.old.id} kept on {move.old.node}"
+                )
+                self.events.emit(
+                    StepKind.MIGRATION_ROLLED_BACK,
+                    generation=state.generation,
+                    workload=move.new,
+                    state=state,
+                    migration_id=move.migration_id,
+                    from_workload=move.old.id,
+                    message=reason,
+                )
+                raise PlacementRefused(Refusal.DEADLINE_EXCEEDED, reason)
+            return self._complete(move)
+        finally:
+            self._moving.pop(move.old.id, None)
+            self._moving.pop(move.new.id, None)
+
+    def _complete(self, move: _Move) -> MigrationResult:
+        try:
+            with self._lock:
+                state = self._publish(WorkloadRemoved(move.old.id))
+                self._constraints.pop(move.old.id, None)
+            self.events.emit(
+                StepKind.MIGRATION_COMPLETED,
+                generation=state.generation,
+                workload=state.workloads.get(move.new.id, move.new),
+                state=state,
+                migration_id=move.migration_id,
+                from_workload=move.old.id,
+                message=f"{move.old.id} replaced by {move.new.id} on {move.new.node}",
+            )
+            return MigrationResult(
+                move.migration_id, move.old, move.new, move.placed_generation, state.generation, state
+            )
+        finally:
+            self._moving.pop(move.old.id, None)
+            self._moving.pop(move.new.id, None)
+
+    def _note_stranded(self, state: FabricState, plan: FailoverPlan) -> None:
+        now = {s.workload.id: s for s in plan.stranded}
+        for workload_id in [w for w in self._stranded if w not in now]:
+            del self._stranded[workload_id]
+        for workload_id, stranded in now.items():
+            reasons = (stranded.why, *stranded.reasons)
+            if self._stranded.get(workload_id) == reasons:
+                continue  # said already: retried quietly on every change until something moves
+            self._stranded[workload_id] = reasons
+            self.events.emit(
+                StepKind.UNSCHEDULABLE,
+                generation=state.generation,
+                workload=stranded.workload,
+                state=state,
+                message=f"{workload_id} must leave ({stranded.why}) but cannot go anywhere yet",
+                reasons=reasons,
+            )
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def _require(self, workload_id: WorkloadId) -> Workload:
+        workload = self.bus.state.workloads.get(workload_id)
+        if workload is None:
+            raise PlacementRefused(Refusal.NOT_FOUND, f"no workload {workload_id!r}")
+        return workload
+
+    def _require_still(self, workload_id: WorkloadId) -> None:
+        migration = self._moving.get(workload_id)
+        if migration is not None:
+            raise PlacementRefused(
+                Refusal.FAILED_PRECONDITION, f"{workload_id} is part of migration {migration}, still in progress"
+            )
+
+    def _new_workloads(
+        self,
+        state: FabricState,
+        service: ServiceName,
+        request: PlacementRequest,
+        assignments: Sequence[Assignment],
+        port: int | None = None,
+    ) -> list[Workload]:
+        ids = next_workload_ids(service, state.workloads, len(assignments), self._highest.get(service, 0))
+        self._highest[service] = max(self._highest.get(service, 0), len(ids) and int(ids[-1].rsplit("-", 1)[1]))
+        declared = state.services.get(service)
+        return [
+            Workload(
+                id=workload_id,
+                service=service,
+                spiffe_id=workload_spiffe_id(self.trust_domain, service, workload_id),
+                resources=request.resources,
+                node=assignment.node,
+                port=port if port is not None else (declared.port if declared else 0),
+            )
+            for workload_id, assignment in zip(ids, assignments, strict=True)
+        ]
+
+    def _publish(self, event: Event) -> FabricState:
+        try:
+            return self.bus.publish(event).result(timeout=self.publish_timeout_s)
+        except EventRejected as exc:
+            raise PlacementRefused(Refusal.FAILED_PRECONDITION, f"the model refused it: {exc}") from None
+        except FutureTimeout:
+            raise PlacementRefused(
+                Refusal.UNAVAILABLE,
+                f"the model writer did not apply {type(event).__name__} within {self.publish_timeout_s:g} s",
+            ) from None
+
+    def _publish_quietly(self, event: Event) -> None:
+        try:
+            self._publish(event)
+        except PlacementRefused as exc:
+            LOG.error("could not undo with %s: %s", type(event).__name__, exc.reason)
+
+
+class FailoverLoop:
+    """Runs ``orchestrator.fail_over()`` on its own thread after every model change (coalesced: a burst
+    of events costs one pass on the newest state). Subscribe ``on_change`` to the EventBus."""
+
+    def __init__(self, orchestrator: PlacementOrchestrator) -> None:
+        self._orchestrator = orchestrator
+        self._wake = threading.Condition()
+        self._dirty = True  # plan once at start: a restart may find instances on nodes now gone
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="placement-failover", daemon=True)
+
+    def on_change(self, event: Event, state: FabricState) -> None:
+        with self._wake:
+            self._dirty = True
+            self._wake.notify()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._dirty or self._stopping)
+                if self._stopping:
+                    return
+                self._dirty = False
+            try:
+                self._orchestrator.fail_over()
+            except Exception:  # a bug here must not end failover for good
+                LOG.exception("failover pass failed")
