@@ -224,13 +224,14 @@ class Stream:
         """Endpoints names of the EDS clusters in ``sent`` that the client runs in another version:
         Envoy rebuilds such a cluster and keeps it warming until endpoints arrive again."""
         confirmed = self._states[CLUSTER].confirmed
-        return {
-            ref_name
-            for name, cluster in sent.items()
-            if name in confirmed and (confirmed[name] is None or confirmed[name].digest != cluster.digest)  # type: ignore[union-attr]
-            for ref_type, ref_name in cluster.refs
-            if ref_type == ENDPOINTS
-        }
+        rebuilt: set[str] = set()
+        for name, cluster in sent.items():
+            if name not in confirmed:
+                continue  # new to the client: it subscribes to its endpoints itself
+            running = confirmed[name]
+            if running is None or running.digest != cluster.digest:
+                rebuilt.update(ref_name for ref_type, ref_name in cluster.refs if ref_type == ENDPOINTS)
+        return rebuilt
 
     def _record_push(self, type_url: str, state: TypeState, version: str, nonce: str) -> None:
         assert self.node_id is not None

@@ -89,6 +89,7 @@ class Mesh:
     hello_port: int
     unix_path: str
     config: MeshConfig
+    spec: Any
     envoys: list[EnvoySidecar] = field(default_factory=list)
 
     @property
@@ -99,16 +100,22 @@ class Mesh:
         """Apply WorkloadPlaced through the bus; returns the new generation."""
         return self.bus.publish(ev.WorkloadPlaced(workload)).result(timeout=5).generation
 
-    def restart_server(self) -> None:
+    def stop_controller(self) -> None:
         self.server.stop()
+        self.bus.stop()
+
+    def start_controller(self, *events: ev.Event) -> None:
+        """A new controller process, as after a restart: the model rebuilt from the fabric file and
+        ``events`` replayed (so its generation need not match the old one), the server on the same
+        addresses."""
+        port = self.server.address[1]
+        bus = EventBus(build_state(self.spec))
+        bus.start()
+        for event in events:
+            bus.publish(event).result(timeout=5)
+        self.bus = bus
         self.server = start_mesh(
-            lambda: self.bus.state,
-            self.bus.subscribe,
-            "127.0.0.1",
-            self.server.address[1],
-            self.unix_path,
-            self.registry,
-            self.config,
+            lambda: bus.state, bus.subscribe, "127.0.0.1", port, self.unix_path, self.registry, self.config
         )
 
     def set_config(self, config: MeshConfig) -> None:
@@ -145,14 +152,14 @@ def mesh(config: MeshConfig | None = None) -> Iterator[Mesh]:
     config = config or MeshConfig()
     unix_path = str(Path(tempfile.mkdtemp(prefix="edgectl-xds-")) / "xds.sock")
     server = start_mesh(lambda: bus.state, bus.subscribe, "127.0.0.1", 0, unix_path, registry, config)
-    world = Mesh(bus, server, registry, web_port, hello_port, unix_path, config)
+    world = Mesh(bus, server, registry, web_port, hello_port, unix_path, config, spec)
     try:
         yield world
     finally:
         for sidecar in world.envoys:
             sidecar.stop()
         world.server.stop()
-        bus.stop()
+        world.bus.stop()
 
 
 # -- backends ----------------------------------------------------------------------------------------
@@ -172,6 +179,12 @@ class Backend:
 
             def log_message(self, *_args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body go out in two writes: without this, Nagle holds the body for the
+                # peer's delayed ACK (40 ms a request).
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def do_GET(self) -> None:
                 backend.hits += 1
