@@ -2,8 +2,13 @@
 
 Adapter (files). os-ken takes ``ctl_privkey``/``ctl_cert``/``ca_certs`` paths and OVS takes
 ``ovs-vsctl set-ssl KEY CERT CA``: both want a key file, a certificate file holding the chain (leaf
-then intermediate, so the peer can build the path to the root) and a CA file holding the trust
-bundle (the root only). ``TlsFiles`` is that triple.
+then intermediate, so the peer can build the path to the root) and a CA file. ``TlsFiles`` is that
+triple.
+
+OVS sends only the *first* certificate of its file (extra chain certificates need ovs-vswitchd's
+``--peer-ca-cert`` option, which ``set-ssl`` cannot set), so a switch's leaf arrives without its
+intermediate: the controller's CA file therefore holds the intermediate as well as the root
+. A switch's CA file is the root alone: os-ken sends the whole chain.
 
 os-ken loads its certificate once, at start, so the controller's OpenFlow certificate lives longer
 than workload SVIDs (``OPENFLOW_TTL_S``); restarting the controller renews it.
@@ -34,7 +39,7 @@ class TlsFiles:
 
 
 def write_tls_files(directory: str | os.PathLike[str], name: str, svid: Svid, bundle_pem: str) -> TlsFiles:
-    """Write ``<name>.key`` (0600), ``<name>.crt`` (chain) and ``ca.pem`` (bundle) into ``directory``."""
+    """Write ``<name>.key`` (0600), ``<name>.crt`` (chain) and ``ca.pem`` (``bundle_pem``) into ``directory``."""
     if not svid.private_key_pem:
         raise ValueError(f"the SVID of {svid.spiffe_id} carries no private key (issued from a CSR?)")
     folder = Path(directory)
@@ -57,7 +62,8 @@ def openflow_controller_tls(
     ttl_s: int = OPENFLOW_TTL_S,
 ) -> TlsFiles:
     """The controller's OpenFlow listener identity: ``spiffe://<td>/controller/<name>`` plus IP/DNS SANs
-    for tools that check the address they dialled (OVS itself checks only the chain)."""
+    for tools that check the address they dialled (OVS itself checks only the chain). Its CA file
+    holds the root and the intermediate, because OVS switches present their leaf alone."""
     svid = ca.issue_with_new_key(
         controller_spiffe_id(ca.trust_domain, name),
         now,
@@ -65,7 +71,7 @@ def openflow_controller_tls(
         ip_addresses=ip_addresses,
         dns_names=dns_names,
     )
-    return write_tls_files(directory, "controller", svid, ca.bundle_pem)
+    return write_tls_files(directory, "controller", svid, ca.bundle_pem + ca.intermediates_pem)
 
 
 def switch_tls(
