@@ -160,9 +160,9 @@ def schedule_on(
         ctx = make_context(snapshot, request)
         feasible = feasible_nodes(ctx, profile, candidates)
         if not feasible.any():
+            reasons = explain(ctx, profile, candidates)  # before undoing: earlier replicas are part of why
             for i, _ in placed:
                 snapshot.forget(request.service, request.resources, i)
-            reasons = explain(ctx, profile, candidates)
             if replica:
                 reasons.insert(0, f"only {replica} of {request.replicas} replicas fit")
             return Unschedulable(request, tuple(reasons))
@@ -352,10 +352,10 @@ def _outcomes(batch: _Batch, requests: Sequence[PlacementRequest]) -> BatchResul
             outcomes.append(Decision(request, tuple(assignments)))
             continue
         placed = [u for u in units if batch.node[u] >= 0]
-        for u in placed:  # all or nothing: free what part of it got
-            batch.take(u)
         ctx = batch.context(units[0])
         reasons = explain(ctx, batch.profile, batch.candidates[units[0]])
+        for u in placed:  # all or nothing: free what part of it got
+            batch.take(u)
         if placed:
             reasons.insert(0, f"only {len(placed)} of {request.replicas} replicas fit")
         outcomes.append(Unschedulable(request, tuple(reasons)))
