@@ -79,6 +79,7 @@ def cmd_place(args: argparse.Namespace) -> int:
     if not 0 <= args.replicas < 2**32:  # the field is unsigned: a negative count cannot even be sent
         print(f"edgectl place: --replicas must be >= 0, got {args.replicas}", file=sys.stderr)
         return 2
+
     def call(stub: Any, pb: Any) -> Any:
         constraints = pb.Constraints(
             near=args.near,
@@ -89,7 +90,11 @@ def cmd_place(args: argparse.Namespace) -> int:
         if args.max_latency_ms is not None:
             constraints.max_latency_ms = args.max_latency_ms
         request = pb.PlaceRequest(
-            service=args.service, constraints=constraints, replicas=args.replicas, profile=args.profile, dry_run=args.dry_run
+            service=args.service,
+            constraints=constraints,
+            replicas=args.replicas,
+            profile=args.profile,
+            dry_run=args.dry_run,
         )
         if args.cpu_millis is not None:
             request.cpu_millis = args.cpu_millis

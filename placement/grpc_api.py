@@ -444,7 +444,12 @@ def start_placement_api(
         profile=profile,
         convergence_timeout_s=convergence_timeout_s,
     )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="placement-api"))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="placement-api"),
+        # grpcio sets SO_REUSEPORT by default: a second controller would share the port and take half the
+        # calls, silently. Without it a port in use fails the start, as it should.
+        options=(("grpc.so_reuseport", 0),),
+    )
     # Watches hold a worker each: keep some workers for unary calls.
     server.add_generic_rpc_handlers((_handlers(PlacementServicer(orchestrator, max(1, max_workers // 2))),))
     health_servicer = health.HealthServicer()

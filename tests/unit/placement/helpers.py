@@ -76,3 +76,22 @@ def running_bus(state: FabricState | None = None) -> Iterator[EventBus]:
         yield bus
     finally:
         bus.stop()
+
+
+@contextlib.contextmanager
+def served_api(state: FabricState | None = None, **options: object) -> Iterator[tuple[EventBus, object, object]]:
+    """A real EventBus and the real placement gRPC server on a free 127.0.0.1 port, and a real channel
+    to it: (bus, server, stub)."""
+    import grpc
+
+    from placement._pb import placement_pb2_grpc
+    from placement.grpc_api import start_placement_api
+
+    with running_bus(state) as bus:
+        server = start_placement_api(bus, "127.0.0.1", 0, **options)  # type: ignore[arg-type]
+        channel = grpc.insecure_channel(server.address)
+        try:
+            yield bus, server, placement_pb2_grpc.PlacementStub(channel)
+        finally:
+            channel.close()
+            server.stop()

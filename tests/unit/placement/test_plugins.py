@@ -124,9 +124,7 @@ def test_latency_slo_against_route_latencies(near: tuple[str, ...], slo: float, 
 
 
 def test_latency_slo_reason_names_the_best_node_and_the_limiting_host() -> None:
-    assert reasons(LatencySlo(), request(near=("u3",), slo=2.5)) == [
-        "5 nodes beyond max_latency_ms=2.5 from host u3"
-    ]
+    assert reasons(LatencySlo(), request(near=("u3",), slo=2.5)) == ["5 nodes beyond max_latency_ms=2.5 from host u3"]
     # not one node meets it: the best one is named, with the host that limits it
     assert reasons(LatencySlo(), request(near=("u1", "u3"), slo=2.0)) == [
         "no node satisfies max_latency_ms=2 from hosts u1, u3: best is 3 ms (from u1) at m-n1"

@@ -1,0 +1,210 @@
+"""The orchestrator with a real EventBus: place, evict, make-before-break migration, failover."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from netmodel.events import NodeDown, NodeUp, WorkloadPlaced
+from netmodel.ids import NodeId, ServiceName, SiteId, SpiffeId, WorkloadId
+from netmodel.types import Resources, Workload
+from placement.errors import PlacementRefused, Refusal
+from placement.orchestrator import FailoverLoop, MigrationTarget, PlacementOrchestrator
+from placement.watch import PlacementStep, StepKind
+from tests.unit.placement.helpers import request, running_bus
+
+
+def wait_until(predicate: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+def collect(orchestrator: PlacementOrchestrator, bus: object) -> list[PlacementStep]:
+    """Every placement step from now on (the model's PLACED/REMOVED too, as start_placement_api wires it)."""
+    bus.subscribe(orchestrator.events.on_model_change)  # type: ignore[attr-defined]
+    steps: list[PlacementStep] = []
+    subscription = orchestrator.events.subscribe()
+
+    def drain() -> None:
+        while not subscription.closed:
+            step = subscription.get(0.05)
+            if step is not None:
+                steps.append(step)
+
+    threading.Thread(target=drain, daemon=True).start()
+    return steps
+
+
+def test_place_publishes_through_the_bus_with_fresh_ids_and_spiffe_ids() -> None:
+    with running_bus() as bus:
+        o = PlacementOrchestrator(bus, trust_domain="example.org")
+        first = o.place(request(replicas=2))
+        assert [w.id for w in first.workloads] == ["web-1", "web-2"]
+        assert first.workloads[0].spiffe_id == "spiffe://example.org/svc/web/w/web-1"
+        assert first.workloads[0].port == 8080
+        assert set(bus.state.workloads) == {"web-1", "web-2"}
+        assert first.generation == bus.state.generation
+        o.evict(WorkloadId("web-2"))
+        # never reused within a process, even after an eviction
+        assert [w.id for w in o.place(request()).workloads] == ["web-3"]
+
+
+def test_refusals_change_nothing() -> None:
+    with running_bus() as bus:
+        o = PlacementOrchestrator(bus)
+        before = bus.state
+        with pytest.raises(PlacementRefused) as refused:
+            o.place(request(cpu=10**6))
+        assert refused.value.kind is Refusal.RESOURCE_EXHAUSTED
+        with pytest.raises(PlacementRefused) as refused:
+            o.evict(WorkloadId("nope-1"))
+        assert refused.value.kind is Refusal.NOT_FOUND
+        assert o.place(request(), dry_run=True).generation == 0
+        assert bus.state is before
+
+
+def test_migration_is_make_before_break() -> None:
+    seen: list[tuple[int, set[str]]] = []
+    with running_bus() as bus:
+
+        def routes_installed(generation: int) -> bool:
+            seen.append((generation, set(bus.state.workloads)))
+            return len(seen) >= 3  # converges on the third look
+
+        o = PlacementOrchestrator(bus, [routes_installed])
+        steps = collect(o, bus)
+        (old,) = o.place(request(near=("u1",), slo=5)).workloads
+        assert old.node == "m-n1"
+        result = o.migrate(old.id, MigrationTarget(node=NodeId("ea-n1")))
+        assert result.new.node == "ea-n1" and result.old.id == old.id
+        # while the probe was asked, both instances were in the model
+        assert all({old.id, result.new.id} <= names for _, names in seen)
+        assert {g for g, _ in seen} == {result.placed_generation}
+        assert set(bus.state.workloads) == {result.new.id}
+        assert result.removed_generation > result.placed_generation
+        wait_until(lambda: any(s.kind is StepKind.MIGRATION_COMPLETED for s in steps))
+        kinds = [s.kind for s in steps]
+        assert kinds == [
+            StepKind.PLACED,
+            StepKind.MIGRATION_STARTED,
+            StepKind.PLACED,
+            StepKind.CONVERGENCE_WAITING,
+            StepKind.CONVERGED,
+            StepKind.REMOVED,
+            StepKind.MIGRATION_COMPLETED,
+        ]
+        assert [s.sequence for s in steps] == sorted(s.sequence for s in steps)
+
+
+def test_migration_that_does_not_converge_is_rolled_back() -> None:
+    with running_bus() as bus:
+
+        def sidecars_acked(generation: int) -> bool:
+            return False
+
+        o = PlacementOrchestrator(bus, [sidecars_acked])
+        (old,) = o.place(request()).workloads
+        with pytest.raises(PlacementRefused) as refused:
+            o.migrate(old.id, MigrationTarget(best=True), timeout_s=0.05)
+        assert refused.value.kind is Refusal.DEADLINE_EXCEEDED
+        assert "sidecars_acked" in refused.value.reason and "rolled back" in refused.value.reason
+        assert set(bus.state.workloads) == {old.id}
+        assert o.status_of(old.id) == ("running", ())
+
+
+def test_migration_targets() -> None:
+    with running_bus() as bus:
+        o = PlacementOrchestrator(bus)
+        (w,) = o.place(request()).workloads
+        assert w.node == "c-n1"
+        with pytest.raises(PlacementRefused) as refused:
+            o.migrate(w.id, MigrationTarget(node=NodeId("c-n1")))
+        assert refused.value.kind is Refusal.FAILED_PRECONDITION
+        with pytest.raises(PlacementRefused) as refused:
+            o.migrate(w.id, MigrationTarget(node=NodeId("zz")))
+        assert refused.value.kind is Refusal.INVALID_ARGUMENT
+        moved = o.migrate(w.id, MigrationTarget(site=SiteId("edge-c")))
+        assert moved.new.node == "ec-n1"
+        drained = o.migrate(moved.new.id, MigrationTarget(best=True))
+        assert drained.new.node == "c-n1"
+        (big,) = o.place(request(cpu=1500)).workloads
+        with pytest.raises(PlacementRefused) as refused:
+            o.migrate(big.id, MigrationTarget(node=NodeId("ec-n1")))
+        assert refused.value.kind is Refusal.RESOURCE_EXHAUSTED
+        assert refused.value.reason.startswith(f"cannot move {big.id} to ec-n1: 0/1 candidate nodes are available: ")
+        assert "Insufficient cpu on 1 node (needs 1500m; most free: 1000m at ec-n1)" in refused.value.reason
+
+
+def test_a_workload_being_migrated_cannot_be_evicted_or_migrated_again() -> None:
+    release = threading.Event()
+    with running_bus() as bus:
+        o = PlacementOrchestrator(bus, [lambda generation: release.is_set()])
+        (w,) = o.place(request()).workloads
+        errors: list[Exception] = []
+        mover = threading.Thread(target=lambda: o.migrate(w.id, MigrationTarget(best=True)), daemon=True)
+        mover.start()
+        wait_until(lambda: o.status_of(w.id)[0] == "migrating")
+        for action in (lambda: o.evict(w.id), lambda: o.migrate(w.id, MigrationTarget(best=True))):
+            try:
+                action()
+            except PlacementRefused as exc:
+                errors.append(exc)
+        release.set()
+        mover.join(5)
+        assert [e.kind for e in errors] == [Refusal.FAILED_PRECONDITION] * 2  # type: ignore[attr-defined]
+        assert "is part of migration mig-1" in str(errors[0])
+
+
+def test_failover_loop_replaces_instances_of_a_failed_node_and_retries_stranded_ones() -> None:
+    with running_bus() as bus:
+        o = PlacementOrchestrator(bus)
+        steps = collect(o, bus)
+        loop = FailoverLoop(o)
+        bus.subscribe(loop.on_change)
+        loop.start()
+        try:
+            edge = o.place(request(near=("u3",), slo=1, cpu=600)).workloads[0]  # only ec-n1 is that close
+            spill = o.place(request(near=("u3",), slo=13.5, cpu=300, tiers=())).workloads[0]
+            assert (edge.node, spill.node) == ("ec-n1", "c-n1")
+            moved = o.migrate(spill.id, MigrationTarget(node=NodeId("ec-n1"))).new
+            bus.publish(NodeDown(NodeId("ec-n1"))).result(5)
+            # the one with room elsewhere within its SLO spills to the cloud; the other is stranded
+            wait_until(lambda: moved.id not in bus.state.workloads)
+            replacement = [w for w in bus.state.workloads.values() if w.id not in (edge.id, moved.id)]
+            assert [w.node for w in replacement] == ["c-n1"]
+            wait_until(lambda: o.status_of(edge.id)[0] == "stranded")
+            assert "node ec-n1 is down" in o.status_of(edge.id)[1][0]
+            unschedulable = [s for s in steps if s.kind is StepKind.UNSCHEDULABLE]
+            assert len(unschedulable) == 1 and unschedulable[0].workload == edge
+            # capacity comes back: the node itself; the stranded instance is fine where it is again
+            bus.publish(NodeUp(NodeId("ec-n1"))).result(5)
+            wait_until(lambda: o.status_of(edge.id)[0] == "running")
+            assert bus.state.workloads[edge.id].node == "ec-n1"
+        finally:
+            loop.stop()
+
+
+def test_a_stranded_instance_moves_once_another_node_has_room() -> None:
+    with running_bus() as bus:
+        o = PlacementOrchestrator(bus)
+        loop = FailoverLoop(o)
+        bus.subscribe(loop.on_change)
+        loop.start()
+        try:
+            (w,) = o.place(request(near=("u1",), slo=3, cpu=2000, candidates=frozenset({NodeId("ea-n1")}))).workloads
+            blocker = Workload(WorkloadId("db-9"), ServiceName("db"), SpiffeId(""), Resources(4000, 1), NodeId("m-n1"))
+            bus.publish(WorkloadPlaced(blocker)).result(5)
+            bus.publish(NodeDown(NodeId("ea-n1"))).result(5)
+            wait_until(lambda: o.status_of(w.id)[0] == "stranded")
+            o.evict(WorkloadId("db-9"))
+            wait_until(lambda: w.id not in bus.state.workloads)
+            (replacement,) = bus.state.workloads.values()
+            assert replacement.node == "m-n1"
+        finally:
+            loop.stop()
