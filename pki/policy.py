@@ -25,6 +25,7 @@ Authorising "any instance of service S" is a prefix match on ``spiffe://<td>/svc
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -266,7 +267,7 @@ def template_for(
     ttl = check_ttl(policy.ttl_s if ttl_s is None else ttl_s, policy.max_ttl_s)
     now_s = int(now)
     if issuer_not_after <= now_s:
-        raise IssuerExpired(f"the issuing CA expired at {issuer_not_after} (now {now_s}): renew the CA")
+        raise IssuerExpired(f"the issuing CA expired at {_utc(issuer_not_after)} (now {_utc(now_s)}): renew the CA")
     not_before = now_s - min(policy.backdate_s, ttl // 10)
     if issuer_not_before is not None:
         not_before = max(not_before, issuer_not_before)
@@ -433,6 +434,10 @@ class Svid:
     cert_chain_pem: str
     info: CertInfo
     private_key_pem: str = field(default="", repr=False)
+
+
+def _utc(epoch_s: int) -> str:
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _first_bad(pattern: re.Pattern[str], text: str) -> str:
