@@ -102,16 +102,28 @@ class SnapshotCache:
         one); with ``prune`` nodes missing from the build are dropped (their streams keep what they have)."""
         rejected: dict[str, str] = {}
         good: dict[str, MeshSnapshot] = {}
+        checked: dict[int, str | None] = {}  # id(resources) -> problem: nodes sharing resources share the check
+        same: dict[tuple[int, int], bool] = {}  # likewise for comparing versions
         for node, snapshot in snapshots.items():
-            try:
-                check_consistent(snapshot)
-            except InconsistentSnapshot as exc:
-                rejected[node] = str(exc)
+            previous = self._snapshots.get(node)
+            if previous is not None and _same_content(previous, snapshot, same):
+                good[node] = snapshot  # what it had, and that was checked
+                continue
+            key = id(snapshot.resources)
+            if key not in checked:
+                try:
+                    check_consistent(snapshot)
+                    checked[key] = None
+                except InconsistentSnapshot as exc:
+                    checked[key] = "; ".join(exc.problems)
+            if checked[key] is not None:
+                rejected[node] = f"node {node}: {checked[key]}"
                 continue
             good[node] = snapshot
         to_wake: list[tuple[str, list[Watcher]]] = []
+        rebased: dict[tuple[int, int], MeshSnapshot] = {}  # nodes that shared versions share the result
         with self._lock:
-            changed = {node for node, snapshot in good.items() if self._store(node, snapshot)}
+            changed = {node for node, snapshot in good.items() if self._store(node, snapshot, rebased, same)}
             if prune:
                 for node in [n for n in self._snapshots if n not in snapshots]:
                     del self._snapshots[node]
@@ -124,13 +136,27 @@ class SnapshotCache:
         with self._lock:
             self._snapshots.pop(node, None)
 
-    def _store(self, node: str, snapshot: MeshSnapshot) -> bool:
+    def _store(
+        self,
+        node: str,
+        snapshot: MeshSnapshot,
+        rebased: dict[tuple[int, int], MeshSnapshot] | None = None,
+        same: dict[tuple[int, int], bool] | None = None,
+    ) -> bool:
         previous = self._snapshots.get(node)
-        if previous is not None and _same_content(previous, snapshot):
+        if previous is not None and _same_content(previous, snapshot, same):
             if previous.problems != snapshot.problems:
                 self._snapshots[node] = replace(previous, problems=snapshot.problems)
             return False
-        self._snapshots[node] = with_versions_of(snapshot, previous)
+        key = (id(previous.versions) if previous is not None else 0, id(snapshot.versions))
+        template = rebased.get(key) if rebased is not None else None
+        if template is None:
+            stored = with_versions_of(snapshot, previous)
+            if rebased is not None:
+                rebased[key] = stored
+        else:
+            stored = replace(snapshot, versions=template.versions)
+        self._snapshots[node] = stored
         return True
 
     # -- watches ------------------------------------------------------------------------------------
@@ -275,10 +301,16 @@ class SnapshotCache:
         }
 
 
-def _same_content(a: MeshSnapshot, b: MeshSnapshot) -> bool:
-    return a.wildcard_excluded == b.wildcard_excluded and all(
-        version_digest(a.version(t)) == version_digest(b.version(t)) for t in PUSH_ORDER
-    )
+def _same_content(a: MeshSnapshot, b: MeshSnapshot, memo: dict[tuple[int, int], bool] | None = None) -> bool:
+    if a.wildcard_excluded != b.wildcard_excluded:
+        return False
+    key = (id(a.versions), id(b.versions))
+    known = memo.get(key) if memo is not None else None
+    if known is None:
+        known = all(version_digest(a.version(t)) == version_digest(b.version(t)) for t in PUSH_ORDER)
+        if memo is not None:
+            memo[key] = known
+    return known
 
 
 def _notify(node: str, watchers: list[Watcher]) -> None:

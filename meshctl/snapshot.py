@@ -133,7 +133,8 @@ class MeshSnapshot:
         return self.resources.get(type_url, _EMPTY)
 
     def version(self, type_url: str) -> str:
-        return self.versions.get(type_url, version_string(self.generation, _EMPTY_DIGEST))
+        version = self.versions.get(type_url)
+        return version if version is not None else version_string(self.generation, _EMPTY_DIGEST)
 
     def digest(self, type_url: str) -> str:
         return version_digest(self.version(type_url))
@@ -184,6 +185,9 @@ class _Part:
     digests: dict[str, str]
     wildcard_excluded: frozenset[str]
     problems: tuple[str, ...]
+    as_snapshot: tuple[Mapping[str, Resources], Mapping[str, str]] | None = None
+    """Resources and versions of a node with nothing of its own: built once, shared by all such nodes
+    (so the cache can also check their consistency once)."""
 
 
 class _SnapshotBuilder:
@@ -370,6 +374,15 @@ class _SnapshotBuilder:
         secrets, secret_problems = self._secrets(node_id)
         additions = {**extra, SECRET: secrets} if secrets else dict(extra)
         generation = self.state.generation
+        problems = shared.problems + problems + secret_problems
+        if not any(additions.values()):
+            if shared.as_snapshot is None:
+                shared.as_snapshot = (
+                    MappingProxyType({t: MappingProxyType(shared.resources[t]) for t in PUSH_ORDER}),
+                    MappingProxyType({t: version_string(generation, shared.digests[t]) for t in PUSH_ORDER}),
+                )
+            resources_view, versions_view = shared.as_snapshot
+            return MeshSnapshot(node_id, generation, resources_view, versions_view, shared.wildcard_excluded, problems)
         resources: dict[str, Resources] = {}
         versions: dict[str, str] = {}
         for type_url in PUSH_ORDER:
@@ -387,7 +400,7 @@ class _SnapshotBuilder:
             resources=MappingProxyType(resources),
             versions=MappingProxyType(versions),
             wildcard_excluded=shared.wildcard_excluded,
-            problems=shared.problems + problems + secret_problems,
+            problems=problems,
         )
 
 

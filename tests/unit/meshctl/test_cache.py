@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from meshctl.cache import SnapshotCache
-from meshctl.snapshot import InconsistentSnapshot, MeshConfig, build_snapshots
+from meshctl.snapshot import InconsistentSnapshot, MeshConfig, build_snapshots, digest_of, version_string
 from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES
 from netmodel import events as ev
 from tests.unit.meshctl.mesh_helpers import placed_state, workload
@@ -17,9 +17,11 @@ CONFIG = MeshConfig(tcp_services=frozenset({"db"}))
 
 
 def broken(snapshot):
+    """The snapshot without its endpoints (versions recomputed, as a build would)."""
     resources = {t: dict(snapshot.of_type(t)) for t in PUSH_ORDER}
     resources[ENDPOINTS].clear()
-    return dataclasses.replace(snapshot, resources=resources)
+    versions = {t: version_string(snapshot.generation + 1, digest_of(resources[t].values())) for t in PUSH_ORDER}
+    return dataclasses.replace(snapshot, resources=resources, versions=versions)
 
 
 def test_an_inconsistent_snapshot_is_refused_and_the_last_good_one_stays() -> None:
