@@ -1,0 +1,243 @@
+"""The identity manager: the pure plan, and the shell with a fake issuer and a fixed clock; then once with
+the real CA and a model state."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
+from netmodel.state import FabricState
+from netmodel.types import Resources, Workload, frozen_map
+from pki.errors import PkiError
+from pki.identities import (
+    DUE,
+    EXPIRED,
+    ID_CHANGED,
+    NEW,
+    REVOKED_CERT,
+    IdentityManager,
+    desired_identities,
+    plan_identities,
+)
+from pki.policy import CertInfo, IssuancePolicy, RevocationList
+from pki.rotation import RotationTimer
+from tests.unit.pki.pki_helpers import NOW, TD, FakeIssuer
+
+A = "spiffe://example.org/svc/web/w/web-1"
+B = "spiffe://example.org/svc/api/w/api-1"
+POLICY = IssuancePolicy(TD, jitter_fraction=0.0)
+
+
+def held(spiffe_id: str, not_before: float = NOW, lifetime: int = 3600, serial: int = 1) -> CertInfo:
+    return CertInfo(SpiffeId(spiffe_id), serial, int(not_before), int(not_before) + lifetime)
+
+
+# -- the plan --------------------------------------------------------------------------------------
+
+
+def test_plan_issues_new_and_changed_and_drops_the_unwanted() -> None:
+    plan = plan_identities(
+        {"web-1": A, "api-1": B},
+        {"api-1": held(A), "old": held(A)},
+        RevocationList(),
+        POLICY,
+        NOW,
+    )
+    assert plan.issue == (("api-1", B, ID_CHANGED), ("web-1", A, NEW))
+    assert plan.drop == (("old", "no longer wanted"),)
+    assert plan.refused == ()
+
+
+def test_plan_rotates_at_half_life_and_replaces_expired() -> None:
+    current = {"web-1": held(A, NOW - 1799), "api-1": held(B, NOW - 3600)}
+    assert plan_identities({"web-1": A, "api-1": B}, current, RevocationList(), POLICY, NOW).issue == (
+        ("api-1", B, EXPIRED),
+    )
+    later = plan_identities({"web-1": A, "api-1": B}, current, RevocationList(), POLICY, NOW + 1)
+    assert ("web-1", A, DUE) in later.issue
+
+
+def test_model_change_path_does_not_rotate_but_still_replaces_expired() -> None:
+    current = {"web-1": held(A, NOW - 3000), "api-1": held(B, NOW - 3600)}
+    plan = plan_identities({"web-1": A, "api-1": B}, current, RevocationList(), POLICY, NOW, rotate_due=False)
+    assert plan.issue == (("api-1", B, EXPIRED),)
+
+
+def test_plan_uses_the_injected_jitter() -> None:
+    policy = IssuancePolicy(TD, jitter_fraction=0.5)
+    current = {"web-1": held(A, NOW - 1000)}  # half-life at +1800; with full jitter at +900
+    assert plan_identities({"web-1": A}, current, RevocationList(), policy, NOW, jitter=lambda _i: 0.0).empty
+    due = plan_identities({"web-1": A}, current, RevocationList(), policy, NOW, jitter=lambda _i: 0.99)
+    assert due.issue == (("web-1", A, DUE),)
+
+
+def test_plan_refuses_bad_foreign_and_revoked_identities() -> None:
+    revocations = RevocationList().revoke_identity(B)
+    plan = plan_identities(
+        {"a": "not-an-id", "b": "spiffe://other.org/x", "c": B, "d": A},
+        {"c": held(B)},
+        revocations,
+        POLICY,
+        NOW,
+    )
+    assert plan.issue == (("d", A, NEW),)
+    assert plan.drop == (("c", "identity revoked"),)
+    reasons = dict(plan.refused)
+    assert "does not start with 'spiffe://'" in reasons["a"]
+    assert "trust domain 'other.org', not 'example.org'" in reasons["b"]
+    assert reasons["c"] == f"identity {B} is revoked"
+
+
+def test_plan_reissues_a_revoked_certificate() -> None:
+    cert = held(A, serial=77)
+    plan = plan_identities({"web-1": A}, {"web-1": cert}, RevocationList().revoke_certificate(cert), POLICY, NOW)
+    assert plan.issue == (("web-1", A, REVOKED_CERT),)
+
+
+def test_desired_identities_from_the_model() -> None:
+    def workload(wid: str, node: str | None) -> Workload:
+        return Workload(
+            WorkloadId(wid),
+            ServiceName("web"),
+            SpiffeId(f"spiffe://example.org/svc/web/w/{wid}"),
+            Resources(1, 1),
+            NodeId(node) if node else None,
+        )
+
+    state = FabricState(
+        workloads=frozen_map({WorkloadId(w.id): w for w in (workload("w1", "n1"), workload("w2", None))})
+    )
+    assert desired_identities(state, TD, hosts=["u1"]) == {
+        "w1": "spiffe://example.org/svc/web/w/w1",
+        "u1": "spiffe://example.org/host/u1",
+    }
+
+
+# -- the shell -------------------------------------------------------------------------------------
+
+
+def test_reconcile_issues_once_and_publishes_a_new_snapshot_only_on_change() -> None:
+    issuer = FakeIssuer(policy=POLICY)
+    manager = IdentityManager(issuer)
+    assert manager.snapshot.version == 0 and manager.snapshot.bundle_pem == "BUNDLE"
+    changes = manager.reconcile({"web-1": A, "api-1": B}, NOW)
+    assert {(s, why) for s, _id, why in changes.issued} == {("web-1", NEW), ("api-1", NEW)}
+    first = manager.snapshot
+    assert first.version == 1 and set(first.identities) == {"web-1", "api-1"}
+    assert first.identities["web-1"].private_key_pem.startswith("KEY")
+    assert first.by_spiffe_id() == {A: ["web-1"], B: ["api-1"]}
+    again = manager.reconcile({"web-1": A, "api-1": B}, NOW + 60)
+    assert not again.changed and manager.snapshot is first
+    assert len(issuer.issued) == 2
+
+
+def test_tick_rotates_against_the_last_desired_set() -> None:
+    issuer = FakeIssuer(policy=POLICY)
+    manager = IdentityManager(issuer)
+    manager.reconcile({"web-1": A}, NOW)
+    assert manager.next_rotation_at() == pytest.approx(NOW - 10 + 1805)  # backdated 10 s: half of 3610 s
+    assert not manager.tick(NOW + 1700).changed
+    changes = manager.tick(NOW + 1800)
+    assert changes.issued == (("web-1", A, DUE),)
+    assert manager.snapshot.identities["web-1"].info.not_before == int(NOW + 1800) - 10
+
+
+def test_removed_subjects_are_dropped() -> None:
+    manager = IdentityManager(FakeIssuer(policy=POLICY))
+    manager.reconcile({"web-1": A, "api-1": B}, NOW)
+    changes = manager.reconcile({"web-1": A}, NOW)
+    assert changes.dropped == (("api-1", "no longer wanted"),)
+    assert set(manager.snapshot.identities) == {"web-1"}
+
+
+def test_forced_rotation_replaces_and_revokes_the_old_certificate() -> None:
+    manager = IdentityManager(FakeIssuer(policy=POLICY))
+    manager.reconcile({"web-1": A, "web-1b": A, "api-1": B}, NOW)
+    old = {s: svid.info for s, svid in manager.snapshot.identities.items()}
+    changes = manager.rotate(A, NOW + 5)
+    assert sorted(s for s, _id, _why in changes.issued) == ["web-1", "web-1b"]
+    snapshot = manager.snapshot
+    assert snapshot.identities["api-1"].info == old["api-1"]  # untouched
+    for subject in ("web-1", "web-1b"):
+        assert snapshot.identities[subject].info.serial != old[subject].serial
+        assert snapshot.revocations.reason_revoked(old[subject].serial, A) is not None
+    with pytest.raises(PkiError, match="nothing to rotate"):
+        manager.rotate("spiffe://example.org/svc/none/w/x", NOW)
+
+
+def test_revoked_identity_is_withdrawn_until_restored() -> None:
+    manager = IdentityManager(FakeIssuer(policy=POLICY))
+    manager.reconcile({"web-1": A, "api-1": B}, NOW)
+    serial = manager.snapshot.identities["web-1"].info.serial
+    changes = manager.revoke_identity(A, NOW)
+    assert changes.dropped == (("web-1", "identity revoked"),)
+    assert changes.refused == (("web-1", f"identity {A} is revoked"),)
+    assert "web-1" not in manager.snapshot.identities
+    assert manager.snapshot.revocations.reason_revoked(serial, A) is not None
+    assert not manager.tick(NOW + 10).issued
+    restored = manager.restore_identity(A, NOW + 20)
+    assert restored.issued == (("web-1", A, NEW),)
+
+
+def test_issuer_failure_keeps_the_old_certificate_and_reports() -> None:
+    issuer = FakeIssuer(policy=POLICY)
+    manager = IdentityManager(issuer)
+    manager.reconcile({"web-1": A}, NOW)
+    before = manager.snapshot.identities["web-1"]
+    issuer.fail_for.add(A)
+    changes = manager.tick(NOW + 1800)
+    assert changes.failed == (("web-1", "the issuing CA expired (fake)"),) and not changes.changed
+    assert manager.snapshot.identities["web-1"] is before
+
+
+def test_revocations_are_pruned_as_certificates_expire() -> None:
+    manager = IdentityManager(FakeIssuer(policy=POLICY))
+    manager.reconcile({"web-1": A}, NOW)
+    manager.rotate(A, NOW)
+    assert len(manager.snapshot.revocations.serials) == 1
+    manager.tick(NOW + 3600)
+    assert not manager.snapshot.revocations.serials
+
+
+def test_with_the_real_ca_every_snapshot_svid_verifies() -> None:
+    from pki.ca import CertificateAuthority
+
+    ca = CertificateAuthority.create(TD, now=NOW)[0]
+    manager = IdentityManager(ca)
+    manager.reconcile({"web-1": A, "api-1": B}, NOW)
+    snapshot = manager.snapshot
+    assert snapshot.bundle_pem == ca.bundle_pem
+    for subject, svid in snapshot.identities.items():
+        assert ca.verify(svid.cert_chain_pem, NOW, snapshot.revocations) == svid.spiffe_id, subject
+    old = snapshot.identities["web-1"]
+    manager.rotate(A, NOW + 1)
+    from pki.errors import Revoked
+
+    with pytest.raises(Revoked):
+        ca.verify(old.cert_chain_pem, NOW + 1, manager.snapshot.revocations)
+
+
+# -- the timer (real threads, a short real lifetime) -----------------------------------------------
+
+
+def test_rotation_timer_rotates_before_expiry_and_reports() -> None:
+    issuer = FakeIssuer(policy=IssuancePolicy(TD, ttl_s=2, jitter_fraction=0.0))
+    manager = IdentityManager(issuer)
+    manager.reconcile({"web-1": A}, time.time())
+    rotated = threading.Event()
+    seen = []
+
+    def on_change(changes):  # type: ignore[no-untyped-def]
+        seen.append(changes)
+        rotated.set()
+
+    timer = RotationTimer(manager, on_change, max_sleep_s=5.0).start()
+    try:
+        assert rotated.wait(3.0), "no rotation within 3 s of a 2 s certificate"
+    finally:
+        timer.stop()
+    assert seen[0].issued[0][2] == DUE
+    assert manager.snapshot.version >= 2
