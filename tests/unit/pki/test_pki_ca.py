@@ -114,7 +114,7 @@ def test_load_reports_missing_and_damaged_cas(tmp_path: Path) -> None:
     CertificateAuthority.init(tmp_path / "b", TD, now=NOW)
     # b's intermediate key next to a's certificates: refused, not silently used.
     (tmp_path / "a" / "intermediate.key").write_bytes((tmp_path / "b" / "intermediate.key").read_bytes())
-    with pytest.raises(CaCorrupt, match="does not belong to"):
+    with pytest.raises(CaCorrupt, match="key does not belong to"):
         CertificateAuthority.load(tmp_path / "a")
     (tmp_path / "b" / "intermediate.crt").unlink()
     with pytest.raises(CaCorrupt, match="missing"):
