@@ -152,6 +152,25 @@ def bootstrap_yaml(bootstrap: dict[str, Any]) -> str:
     return str(yaml.safe_dump(bootstrap, sort_keys=False, default_flow_style=False))
 
 
+# -- edgectl mesh ------------------------------------------------------------------------------------
+
+MESH_USAGE = """usage: edgectl mesh COMMAND ...
+
+  bootstrap   print a sidecar's Envoy bootstrap (or, with --grpc, a proxyless gRPC client's)
+  status      what each sidecar has applied, from a running controller
+"""
+
+
+def main_mesh(argv: Sequence[str]) -> int:
+    """``edgectl mesh <bootstrap|status> ...``: one entry point for the CLI to hand the rest to."""
+    commands = {"bootstrap": main_bootstrap, "status": main_status}
+    if not argv or argv[0] not in commands:
+        stream = sys.stdout if argv and argv[0] in ("-h", "--help") else sys.stderr
+        stream.write(MESH_USAGE)
+        return 0 if stream is sys.stdout else 2
+    return commands[argv[0]](argv[1:])
+
+
 # -- edgectl mesh bootstrap ---------------------------------------------------------------------------
 
 

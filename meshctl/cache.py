@@ -217,13 +217,6 @@ class SnapshotCache:
             status.pending_nonce = ""
             status.nacks += 1
 
-    def record_adopted(self, node: str, type_url: str, version: str) -> None:
-        """A reconnecting client already has this content: count it as sent and ACKed."""
-        with self._lock:
-            status = self._status.setdefault(node, NodeStatus()).of(type_url)
-            status.version_sent = status.version_acked = version
-            status.acked_at = self._clock()
-
     def record_current(self, node: str, type_url: str, current: bool) -> None:
         with self._lock:
             self._status.setdefault(node, NodeStatus()).of(type_url).current = current

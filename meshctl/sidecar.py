@@ -9,6 +9,7 @@ package, and whichever is imported first wins.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -18,10 +19,19 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-_base_ids = iter(range(os.getpid() % 10_000 * 100, 2**31))
+_base_ids: Iterator[int] | None = None
+
+
+def _next_base_id() -> int:
+    """Shared memory is per base id: never collide with another Envoy (ours, or another process's)."""
+    global _base_ids
+    if _base_ids is None:
+        _base_ids = itertools.count(os.getpid() % 10_000 * 100)
+    return next(_base_ids)
 
 
 def find_envoy() -> str:
@@ -51,7 +61,7 @@ class EnvoySidecar:
             "-c",
             str(config),
             "--base-id",
-            str(next(_base_ids)),  # shared memory is per base id: never collide with another Envoy
+            str(_next_base_id()),
             "--disable-hot-restart",
             "--concurrency",
             str(self._concurrency),

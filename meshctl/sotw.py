@@ -21,7 +21,7 @@ from meshctl.xds_types import CLUSTER, ENDPOINTS, PUSH_ORDER, WILDCARD_TYPES
 @dataclass(slots=True)
 class _SotwType(TypeState):
     client_version: str = ""
-    """version_info of the first request: what a reconnecting client already runs."""
+    """version_info of the first request: the label a reconnecting client gives what it runs."""
     sent_digest: str | None = None
     nacked_digest: str | None = None
     force: bool = False
@@ -144,25 +144,19 @@ class SotwStream(Stream):
                     held = True
         if not state.wildcard and not update and state.sent_digest is None:
             return None, held  # nothing exists of what the client named: SotW has no way to say so
-        digest = digest_of(update.values())
         if state.sent_digest is None:
-            # Nothing sent on this stream yet. A reconnecting client reporting exactly this content
-            # already runs it: adopt its version instead of resending.
-            if state.client_version and version_digest(state.client_version) == digest and not state.force:
-                self._adopt(type_url, state, update, digest)
-                return None, held
+            # Nothing sent on this stream yet: send it all, even to a reconnecting client that reports
+            # this very version. After a NACK, Envoy's version_info names its last accepted response,
+            # but it applied the valid part of the rejected one too, so the version does not say what
+            # it runs. Resending unchanged resources costs Envoy nothing (it compares them), and
+            # ``_respond`` keeps the client's version label when the content is the same.
             return update, held
+        digest = digest_of(update.values())
         if state.force or state.grew:
             return update, held
         if digest in (state.sent_digest, state.nacked_digest):
             return None, held  # unchanged, or exactly what the client rejected
         return update, held
-
-    def _adopt(self, type_url: str, state: _SotwType, resources: dict[str, Resource], digest: str) -> None:
-        assert self.node_id is not None
-        state.confirmed = dict(resources)
-        state.sent_digest, state.sent_version, state.grew = digest, state.client_version, False
-        self._cache.record_adopted(self.node_id, type_url, state.client_version)
 
     def _respond(self, type_url: str, state: _SotwType, resources: dict[str, Resource], snapshot: MeshSnapshot) -> Any:
         digest = digest_of(resources.values())

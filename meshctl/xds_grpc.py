@@ -231,6 +231,8 @@ class _AdsServicer:
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception:
+            if context.cancelled() or context.done():
+                return  # the client went away while we wrote: nothing is wrong here
             LOG.exception("%s stream of %s failed", stream.mode, stream.node_id)
             self._metrics.stream_errors.labels("INTERNAL").inc()
             await context.abort(grpc.StatusCode.INTERNAL, "internal error in the xDS server (logged)")

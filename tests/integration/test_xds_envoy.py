@@ -102,3 +102,34 @@ def test_sidecars_ack_all_five_types_and_carry_a_request_over_mtls(delta: bool) 
         with pytest.raises(OSError):  # plaintext is refused too
             get(app_port, host=NODE_IPS["n1"], timeout=1)
         assert app.hits == hits
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--node-id", "web-1", "--service", "web"],
+        ["--node-id", "u1", "--service", "users", "--delta", "--xds-address", "unix:/run/edgectl/xds.sock"],
+        ["--node-id", "u2", "--service", "users", "--format", "json", "--xds-address", "controller:18000"],
+    ],
+    ids=["sotw-tcp", "delta-unix", "json-dns"],
+)
+def test_edgectl_mesh_bootstrap_output_is_valid_for_envoy(argv: list[str], tmp_path: Path) -> None:
+    import contextlib
+    import io
+    import subprocess
+
+    from meshctl.bootstrap import main_bootstrap
+    from meshctl.sidecar import find_envoy
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main_bootstrap(argv) == 0
+    config = tmp_path / ("bootstrap.json" if "json" in argv else "bootstrap.yaml")
+    config.write_text(out.getvalue())
+    checked = subprocess.run(
+        [find_envoy(), "--mode", "validate", "-c", str(config), "--disable-hot-restart", "-l", "error"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]

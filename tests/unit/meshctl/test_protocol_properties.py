@@ -139,6 +139,7 @@ def run(make_stream, client, plan, final_world):
 # Interleavings that broke earlier versions, kept as regression examples:
 @example(["request", "response", "request", "request", 2], 0, False)  # a route sent for a cluster going away
 @example(["request", "response", "request", "request", 8], 3, False)  # a kept cluster taken from a rejected set
+@example([3, "request", 8, "response", "reconnect", "request", "response", "reconnect"], 3, True)  # version lies
 def test_sotw_random_interleavings(plan, final_world, partial) -> None:
     run(SotwStream, SotwClient("web-1", reject=reject, partial=partial), plan, final_world)
 

@@ -1,0 +1,171 @@
+"""Bootstraps (Envoy and proxyless gRPC) and the `edgectl mesh` command functions."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from contextlib import redirect_stderr, redirect_stdout
+
+import pytest
+import yaml
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401 - registers the Any type
+from google.protobuf import json_format
+
+from meshctl import bootstrap as bs
+
+
+def as_proto(bootstrap: dict) -> bootstrap_pb2.Bootstrap:
+    """Parse with Envoy's own schema: an unknown or misspelt field fails here, not in Envoy."""
+    return json_format.ParseDict(copy.deepcopy(bootstrap), bootstrap_pb2.Bootstrap())
+
+
+def endpoint_address(proto: bootstrap_pb2.Bootstrap):
+    cluster = proto.static_resources.clusters[0]
+    return cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address
+
+
+@pytest.mark.parametrize("delta", [False, True])
+def test_envoy_bootstrap_over_tcp(delta: bool) -> None:
+    proto = as_proto(bs.render_bootstrap("web-1", "web", delta, "127.0.0.1:18000", 9901))
+    assert (proto.node.id, proto.node.cluster) == ("web-1", "web")
+    admin = proto.admin.address.socket_address
+    assert (admin.address, admin.port_value) == ("127.0.0.1", 9901)
+    ads = proto.dynamic_resources.ads_config
+    assert ads.api_type == (ads.DELTA_GRPC if delta else ads.GRPC)
+    assert ads.grpc_services[0].envoy_grpc.cluster_name == bs.XDS_CLUSTER
+    assert proto.dynamic_resources.cds_config.HasField("ads") and proto.dynamic_resources.lds_config.HasField("ads")
+    address = endpoint_address(proto).socket_address
+    assert (address.address, address.port_value) == ("127.0.0.1", 18000)
+    assert proto.static_resources.clusters[0].type == proto.static_resources.clusters[0].STATIC
+
+
+def test_envoy_bootstrap_over_a_unix_socket_uses_a_pipe() -> None:
+    proto = as_proto(bs.render_bootstrap("u1", "users", xds_address="unix:/run/edgectl/xds.sock"))
+    assert endpoint_address(proto).pipe.path == "/run/edgectl/xds.sock"
+
+
+def test_hostnames_resolve_and_ipv6_is_bracketed() -> None:
+    named = as_proto(bs.render_bootstrap("u1", "users", xds_address="controller.local:18000"))
+    assert named.static_resources.clusters[0].type == named.static_resources.clusters[0].STRICT_DNS
+    v6 = as_proto(bs.render_bootstrap("u1", "users", xds_address="[::1]:18000"))
+    assert endpoint_address(v6).socket_address.address == "::1"
+    assert bs.parse_xds_address("[::1]:18000").grpc_target == "[::1]:18000"
+
+
+@pytest.mark.parametrize("bad", ["18000", "host:", "host:0", "host:70000", "unix:relative.sock", ":18000"])
+def test_bad_addresses_say_what_is_wrong(bad: str) -> None:
+    with pytest.raises(ValueError, match=repr(bad)):
+        bs.render_bootstrap("u1", "users", xds_address=bad)
+
+
+def test_grpc_bootstrap() -> None:
+    config = bs.render_grpc_bootstrap("u1", "unix:/run/x.sock")
+    assert config["xds_servers"][0]["server_uri"] == "unix:/run/x.sock"
+    assert config["node"]["id"] == "u1"
+
+
+def run(main, argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_main_bootstrap_prints_yaml_envoy_reads() -> None:
+    code, out, _ = run(bs.main_bootstrap, ["--node-id", "web-1", "--service", "web", "--delta", "--admin-port", "9902"])
+    assert code == 0
+    proto = as_proto(yaml.safe_load(out))
+    assert proto.admin.address.socket_address.port_value == 9902
+    assert proto.dynamic_resources.ads_config.api_type == proto.dynamic_resources.ads_config.DELTA_GRPC
+    assert "&id" not in out  # no YAML anchors: plain text a person can edit
+    code, out, _ = run(bs.main_bootstrap, ["--node-id", "u1", "--service", "users", "--grpc"])
+    assert code == 0 and json.loads(out)["node"]["id"] == "u1"
+    code, _, err = run(bs.main_bootstrap, ["--node-id", "u1", "--service", "x", "--xds-address", "nope"])
+    assert code == 2 and "HOST:PORT" in err
+
+
+VIEW = {
+    "connected": 2,
+    "in_sync": 1,
+    "nodes": {
+        "u1": {
+            "streams": 1,
+            "mode": "sotw",
+            "generation": 7,
+            "in_sync": True,
+            "problems": [],
+            "types": {
+                "cds": {"acked": "7-a", "acked_at": 10.0, "pending_nonce": None, "current": True, "last_nack": None},
+                "eds": {"acked": "7-b", "acked_at": 10.0, "pending_nonce": "4", "current": False, "last_nack": None},
+            },
+        },
+        "web-1": {
+            "streams": 1,
+            "mode": "delta",
+            "generation": 7,
+            "in_sync": False,
+            "problems": ["mTLS is on but no certificate is issued for this node yet"],
+            "types": {
+                "cds": {
+                    "acked": "5-c",
+                    "acked_at": 10.0,
+                    "pending_nonce": None,
+                    "current": False,
+                    "last_nack": {"version": "7-d", "error": "Invalid duration", "code": 13, "at": 20.0},
+                },
+            },
+        },
+        "db-1": {"streams": 0, "mode": None, "generation": 7, "in_sync": False, "problems": [], "types": {}},
+    },
+}
+
+
+def test_status_table_shows_each_type_and_every_nack() -> None:
+    text = bs.format_status(VIEW)
+    lines = text.splitlines()
+    assert lines[0] == "xDS clients: 2 connected, 1 in sync"
+    row = {line.split()[0]: line.split() for line in lines[2:5]}
+    assert row["u1"][1:] == ["sotw", "1", "7", "yes", "-", "ok", "wait", "-", "-"]
+    assert row["web-1"][1:] == ["delta", "1", "7", "no", "-", "NACK", "-", "-", "-"]
+    assert row["db-1"][1:] == ["-", "0", "7", "no", "-", "-", "-", "-", "-"]
+    assert "web-1 cds rejected 7-d at 1970-01-01 00:00:20Z: Invalid duration" in text
+    assert "web-1: mTLS is on but no certificate" in text
+
+
+def test_main_status_reads_the_controller(monkeypatch) -> None:
+    class Response(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            return False
+
+    asked = []
+
+    def urlopen(url, timeout):
+        asked.append(url)
+        return Response(json.dumps(VIEW).encode())
+
+    monkeypatch.setattr(bs.urllib.request, "urlopen", urlopen)
+    code, out, _ = run(bs.main_status, ["--http", "10.0.0.1:8080"])
+    assert code == 0 and asked == ["http://10.0.0.1:8080/api/v1/xds/clients"] and "web-1" in out
+    code, out, _ = run(bs.main_status, ["--output", "json"])
+    assert code == 0 and json.loads(out) == VIEW
+
+    def refused(url, timeout):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(bs.urllib.request, "urlopen", refused)
+    code, _, err = run(bs.main_status, [])
+    assert code == 1 and "cannot reach the controller at 127.0.0.1:8080" in err
+
+
+def test_main_mesh_dispatches() -> None:
+    code, out, _ = run(bs.main_mesh, ["bootstrap", "--node-id", "u1", "--service", "users"])
+    assert code == 0 and "node:" in out
+    code, _, err = run(bs.main_mesh, [])
+    assert code == 2 and "bootstrap" in err and "status" in err
+    code, out, _ = run(bs.main_mesh, ["--help"])
+    assert code == 0 and "usage: edgectl mesh" in out
