@@ -275,7 +275,8 @@ def format_status(view: dict[str, Any]) -> str:
             nack = status.get("last_nack")
             if nack:
                 when = datetime.datetime.fromtimestamp(nack["at"], datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
-                details.append(f"  {node} {type_name} rejected {nack['version']} at {when}Z: {nack['error']}")
+                error = " ".join(str(nack["error"]).split())  # Envoy's messages span lines
+                details.append(f"  {node} {type_name} rejected {nack['version']} at {when}Z: {error}")
         details.extend(f"  {node}: {problem}" for problem in entry.get("problems", []))
     if details:
         lines += ["", "NACKs and problems:", *details]
