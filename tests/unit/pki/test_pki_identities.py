@@ -241,3 +241,41 @@ def test_rotation_timer_rotates_before_expiry_and_reports() -> None:
         timer.stop()
     assert seen[0].issued[0][2] == DUE
     assert manager.snapshot.version >= 2
+
+
+# -- the service (what `edgectl run` composes) -------------------------------------------------------
+
+
+def test_service_issues_on_model_changes_and_notifies_listeners() -> None:
+    from netmodel.ids import HostId
+    from netmodel.types import Host
+    from pki.service import PkiService
+
+    def placed(wid: str) -> Workload:
+        return Workload(WorkloadId(wid), ServiceName("web"), SpiffeId(f"{A[:-6]}/{wid}"), Resources(1, 1), NodeId("n1"))
+
+    hosts = {HostId("u1"): Host(HostId("u1"), None, "10.0.0.1"), HostId("02:aa"): Host(HostId("02:aa"), None, "")}
+    state = FabricState(hosts=frozen_map(hosts), workloads=frozen_map({WorkloadId("w1"): placed("w1")}))
+    clock = [NOW]
+    service = PkiService(FakeIssuer(policy=POLICY), lambda: state, clock=lambda: clock[0], max_sleep_s=60)
+    seen: list[int] = []
+    service.subscribe(lambda snapshot: seen.append(snapshot.version))
+    service.start()
+    try:
+        # "02:aa" (a MAC-like id) cannot be a SPIFFE path segment: skipped, not fatal.
+        assert set(service.snapshot.identities) == {"w1", "u1"}
+        assert service.snapshot.identities["u1"].spiffe_id == "spiffe://example.org/host/u1"
+        assert seen == [1]
+        bigger = FabricState(
+            hosts=state.hosts,
+            workloads=frozen_map({WorkloadId("w1"): placed("w1"), WorkloadId("w2"): placed("w2")}),
+        )
+        service.on_model_change(object(), bigger)
+        assert set(service.snapshot.identities) == {"w1", "w2", "u1"} and seen == [1, 2]
+        service.on_model_change(object(), bigger)  # nothing new: no notification
+        assert seen == [1, 2]
+        old_serial = service.snapshot.identities["w1"].info.serial
+        service.rotate(str(service.snapshot.identities["w1"].spiffe_id))
+        assert service.snapshot.identities["w1"].info.serial != old_serial and seen[-1] > 2
+    finally:
+        service.stop()

@@ -1,0 +1,121 @@
+"""The PKI inside ``edgectl run``: the CA, the identity manager and the rotation timer, fed by the model.
+
+Adapter (a thread, logging, the clock). The controller creates one, subscribes ``on_model_change`` to
+the bus *before* meshctl's subscriber (so a new workload's SVID exists before meshctl publishes an
+endpoint for it), registers who gets the ``IdentitySnapshot`` (meshctl's SDS), and starts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from netmodel.state import FabricState
+from pki.errors import InvalidSpiffeId
+from pki.identities import IdentityChanges, IdentityManager, IdentitySnapshot, Issuer, desired_identities
+from pki.policy import host_spiffe_id
+from pki.rotation import RotationTimer
+
+LOG = logging.getLogger("edgectl.pki")
+
+Listener = Callable[[IdentitySnapshot], None]
+
+
+def declared_hosts(state: FabricState) -> list[str]:
+    """Hosts the fabric file names: each gets a client identity (learned hosts are keyed by MAC)."""
+    return sorted(str(host.id) for host in state.hosts.values() if host.declared)
+
+
+class PkiService:
+    def __init__(
+        self,
+        issuer: Issuer,
+        state: Callable[[], FabricState],
+        *,
+        hosts: Callable[[FabricState], Iterable[str]] = declared_hosts,
+        clock: Callable[[], float] = time.time,
+        max_sleep_s: float = 30.0,
+    ) -> None:
+        self.issuer = issuer
+        self.trust_domain = issuer.policy.trust_domain
+        self.manager = IdentityManager(issuer)
+        self._state = state
+        self._hosts = hosts
+        self._clock = clock
+        self._listeners: list[Listener] = []
+        self._notify_lock = threading.Lock()
+        self._last_refused: tuple[tuple[str, str], ...] = ()
+        self._timer = RotationTimer(self.manager, self._changed, clock=clock, max_sleep_s=max_sleep_s)
+
+    @classmethod
+    def from_options(cls, options: Any, state: Callable[[], FabricState], **kwargs: Any) -> PkiService:
+        """From ``pki.cli.run_options(args)``: load the CA (raises ``PkiError`` with a one-line reason)."""
+        from pki.ca import CertificateAuthority
+
+        ca = CertificateAuthority.load(options.directory, options.passphrase, ttl_s=options.svid_ttl_s)
+        return cls(ca, state, **kwargs)
+
+    @property
+    def snapshot(self) -> IdentitySnapshot:
+        return self.manager.snapshot
+
+    def subscribe(self, listener: Listener) -> None:
+        """``listener(snapshot)`` after every change (e.g. meshctl: new secrets for SDS)."""
+        self._listeners.append(listener)
+
+    def start(self) -> PkiService:
+        self._reconcile(self._state(), rotate_due=True)
+        self._timer.start()
+        LOG.info("PKI for spiffe://%s: %d identities issued", self.trust_domain, len(self.manager.snapshot.identities))
+        return self
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+    def on_model_change(self, _event: object, state: FabricState) -> None:
+        """Bus subscriber (model writer thread): issue what new or moved workloads need, nothing more."""
+        self._reconcile(state, rotate_due=False)
+
+    def rotate(self, spiffe_id: str) -> IdentityChanges:
+        """Force new keys for ``spiffe_id`` now (compromised key); the old certificates are revoked."""
+        changes = self.manager.rotate(spiffe_id, self._clock())
+        self._changed(changes)
+        self._timer.wake()
+        return changes
+
+    def openflow_tls(self, directory: str | Path, **kwargs: Any) -> Any:
+        """The controller's OpenFlow TLS files (``pki.tls.TlsFiles``) from this CA."""
+        from pki.tls import openflow_controller_tls
+
+        return openflow_controller_tls(self.issuer, directory, self._clock(), **kwargs)  # type: ignore[arg-type]
+
+    def _reconcile(self, state: FabricState, *, rotate_due: bool) -> None:
+        desired = desired_identities(state, self.trust_domain)
+        for host in self._hosts(state):
+            try:
+                desired[str(host)] = host_spiffe_id(self.trust_domain, str(host))
+            except InvalidSpiffeId as exc:  # a host id that cannot be a SPIFFE path segment
+                LOG.debug("no identity for host %s: %s", host, exc)
+        changes = self.manager.reconcile(desired, self._clock(), rotate_due=rotate_due)
+        if changes.refused != self._last_refused:  # log refusals when they change, not on every event
+            for subject, why in changes.refused:
+                LOG.warning("no identity for %s: %s", subject, why)
+            self._last_refused = changes.refused
+        for subject, why in changes.failed:
+            LOG.warning("no certificate for %s: %s", subject, why)
+        self._changed(changes)
+
+    def _changed(self, changes: IdentityChanges) -> None:
+        if not changes.changed:
+            return
+        with self._notify_lock:  # writer and timer threads: listeners see snapshots in version order
+            snapshot = self.manager.snapshot
+            for listener in self._listeners:
+                try:
+                    listener(snapshot)
+                except Exception:
+                    LOG.exception("identity listener failed")
