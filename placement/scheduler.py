@@ -41,6 +41,9 @@ from placement.snapshot import TIERS, Bools, ClusterSnapshot, Floats
 from placement.types import Assignment, Decision, PlacementRequest, Unschedulable
 
 IMPROVEMENT_EPSILON = 1e-6
+DYNAMIC_REGRET_LIMIT = 200_000
+"""Batches up to this many (unit, node) pairs are ordered by regret recomputed after every placement;
+larger ones (a big failover) by regret computed once, which costs one scoring per unit."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,17 @@ class _Batch:
         self.candidates = [candidate_mask(snapshot, request) for request in self.units]
         self.node = [-1] * len(self.units)
 
+    def reset(self) -> None:
+        """Take every unit off its node (the snapshot is as it was before the batch)."""
+        for u, i in enumerate(self.node):
+            if i >= 0:
+                self.take(u)
+
+    def quality(self) -> tuple[int, float]:
+        """(units placed, their total score): what a better layout has more of."""
+        placed = [u for u, i in enumerate(self.node) if i >= 0]
+        return len(placed), float(sum(self._score_at(u, self.node[u]) for u in placed))
+
     def context(self, u: int) -> CycleContext:
         return make_context(self.snapshot, self.units[u])
 
@@ -231,6 +245,41 @@ class _Batch:
             size = request.resources.cpu_millis + request.resources.memory_mib
             keys.append((len(finite), -regret, -size, u))
         return [key[-1] for key in sorted(keys)]
+
+    def place_by_regret(self) -> None:
+        """Repeatedly place the unit that would lose most if it did not get its best node now (the
+        regret: best minus second-best score; a unit with one feasible node has infinite regret).
+        Placing on node n only changes the scores on n's site (capacity, spread, balance), so only
+        units whose two best nodes lie there are rescored (and units with affinity terms, which a new
+        instance can make feasible anywhere)."""
+        table = np.vstack([self.options(u) for u in range(len(self.units))]) if self.units else np.zeros((0, 0))
+        waiting = np.ones(len(self.units), dtype=np.bool_)
+        volatile = np.array([bool(r.constraints.affinity) for r in self.units], dtype=np.bool_)
+        site_of = self.snapshot.site_of
+        while waiting.any():
+            rows = np.flatnonzero(waiting)
+            part = table[rows]
+            feasible = np.isfinite(part).sum(axis=1)
+            if not feasible.any():
+                return  # the rest fit nowhere as things stand: make_room gets its turn
+            top2 = (
+                -np.sort(-part, axis=1)[:, :2] if part.shape[1] >= 2 else np.hstack([part, np.full_like(part, -np.inf)])
+            )
+            with np.errstate(invalid="ignore"):
+                regret = np.where(feasible >= 2, top2[:, 0] - top2[:, 1], np.inf)
+            regret[feasible == 0] = -np.inf
+            size = np.array([self.units[u].resources.cpu_millis + self.units[u].resources.memory_mib for u in rows])
+            pick = int(np.lexsort((-size, -regret))[0])  # largest regret, then largest demand
+            u = int(rows[pick])
+            best = int(np.argmax(table[u]))
+            self.put(u, best)
+            waiting[u] = False
+            # rescore units whose two best nodes include one in the same site, or whose terms may change
+            second = np.argsort(-part, axis=1)[:, :2]
+            touched = (site_of[second] == site_of[best]).any(axis=1)
+            for v in rows[touched | volatile[rows]]:
+                if waiting[v]:
+                    table[v] = self.options(int(v))
 
     def make_room(self, u: int) -> bool:
         """Place unit u by moving one other unit of the batch off a node it would fit on otherwise."""
@@ -265,6 +314,73 @@ class _Batch:
             else:
                 self.put(u, current)
         return improved
+
+    def improve_ejections(self, deadline: float) -> bool:
+        """Compound moves for full nodes: unit u moves to a better node n where it does not fit, after
+        the residents of n that lose least per unit of capacity freed move to their next best node.
+        This is what a knapsack needs (make room for one large instance by moving two small ones)."""
+        improved = False
+        for u in range(len(self.units)):
+            if self.node[u] < 0 or time.monotonic() > deadline:
+                continue
+            current = self.node[u]
+            relaxed = self.options(u, capacity=False)
+            better = [int(i) for i in np.argsort(-relaxed)[:4] if relaxed[i] > relaxed[current] + IMPROVEMENT_EPSILON]
+            for target in better:
+                if self._eject_into(u, target, float(relaxed[target] - relaxed[current])):
+                    improved = True
+                    break
+        return improved
+
+    def _eject_into(self, u: int, target: int, gain: float) -> bool:
+        residents = [v for v, n in enumerate(self.node) if n == target and v != u]
+        losses = []
+        for v in residents:
+            here = self.options(v, capacity=False)[target]
+            elsewhere = self.options(v)
+            elsewhere[target] = -np.inf
+            if np.isfinite(elsewhere).any():
+                size = self.units[v].resources.cpu_millis + self.units[v].resources.memory_mib + 1
+                losses.append(((here - float(elsewhere.max())) / size, v, here - float(elsewhere.max())))
+        losses.sort()
+        before = list(self.node)
+        current = self.take(u)
+        moved: list[int] = []
+        for _, v, loss in losses:
+            if np.isfinite(self.options(u)[target]) or gain <= IMPROVEMENT_EPSILON:
+                break
+            self.take(v)
+            moved.append(v)
+            gain -= loss
+        if gain > IMPROVEMENT_EPSILON and np.isfinite(self.options(u)[target]):
+            score_before = sum(self._score_at(v, before[v]) for v in moved)
+            self.put(u, target)
+            for v in moved:
+                elsewhere = self.options(v)
+                elsewhere[target] = -np.inf
+                if not np.isfinite(elsewhere).any():
+                    break
+                self.put(v, int(np.argmax(elsewhere)))
+            else:
+                realised = sum(self._score_at(v, self.node[v]) for v in moved) - score_before
+                realised += self._score_at(u, target) - self._score_at(u, current, before)
+                if realised > IMPROVEMENT_EPSILON:
+                    return True
+        self._restore(before)
+        return False
+
+    def _score_at(self, u: int, i: int, layout: list[int] | None = None) -> float:
+        """Unit u's score on node i ignoring capacity (its own presence does not count against it)."""
+        del layout  # scores of the latency-first kind do not depend on the others; spread/balance barely
+        return float(self.options(u, capacity=False)[i])
+
+    def _restore(self, layout: list[int]) -> None:
+        for v, n in enumerate(self.node):
+            if n >= 0 and n != layout[v]:
+                self.take(v)
+        for v, n in enumerate(layout):
+            if n >= 0 and self.node[v] != n:
+                self.put(v, n)
 
     def improve_swaps(self, deadline: float) -> bool:
         placed = [u for u in range(len(self.units)) if self.node[u] >= 0]
@@ -326,16 +442,39 @@ def schedule_batch(
     """
     deadline = clock() + time_budget_s
     batch = _Batch(snapshot, requests, profile)
-    for u in batch.order():
-        scores = batch.options(u)
-        if np.isfinite(scores).any():
-            batch.put(u, int(np.argmax(scores)))
+    small = len(batch.units) * len(snapshot) <= DYNAMIC_REGRET_LIMIT
+    # Small batches: two starts (regret order recomputed as nodes fill, and regret order computed once),
+    # each improved by local search within half the budget; the better layout wins.
+    starts = (True, False) if small else (False,)
+    best: tuple[tuple[int, float], list[int]] | None = None
+    for k, dynamic in enumerate(starts):
+        if k:
+            batch.reset()
+        attempt_deadline = clock() + (deadline - clock()) / (len(starts) - k)
+        if dynamic:
+            batch.place_by_regret()
         else:
-            batch.make_room(u)
-    if improve:
-        for _ in range(20):
-            if clock() > deadline or not (batch.improve_moves() | batch.improve_swaps(deadline)):
-                break
+            for u in batch.order():
+                scores = batch.options(u)
+                if np.isfinite(scores).any():
+                    batch.put(u, int(np.argmax(scores)))
+        for u in range(len(batch.units)):
+            if batch.node[u] < 0:
+                batch.make_room(u)
+        if improve:
+            for _ in range(20):
+                if clock() > attempt_deadline or not (
+                    batch.improve_moves()
+                    | batch.improve_swaps(attempt_deadline)
+                    | batch.improve_ejections(attempt_deadline)
+                ):
+                    break
+        quality = batch.quality()
+        if best is None or quality > best[0]:
+            best = (quality, list(batch.node))
+    assert best is not None
+    batch.reset()
+    batch._restore(best[1])
     return _outcomes(batch, requests)
 
 

@@ -41,6 +41,9 @@ class FabricShape:
     metro_capacity: Resources = field(default_factory=lambda: Resources(16000, 32768))
     cloud_capacity: Resources = field(default_factory=lambda: Resources(64000, 262144))
     services: int = 20
+    access_latency_us: tuple[int, int] = (0, 0)
+    """Users' last mile: with a nonzero range each user host sits on its own access switch, linked to
+    its edge switch with a latency drawn from it (users are near the edge site, not inside it)."""
 
     @property
     def nodes(self) -> int:
@@ -98,7 +101,12 @@ def build_fabric(shape: FabricShape, seed: int = 1) -> FabricState:
     for e in range(shape.edge_sites):
         switch = site(f"edge-{e}", Tier.EDGE, shape.edge_nodes, shape.edge_capacity, 0x10000 + e)
         host = HostId(f"u{e}")
-        hosts[host] = Host(host, Attachment(switch, port(switch)), ip=f"10.{e // 250}.{e % 250}.1")
+        access = switch
+        if shape.access_latency_us[1] > 0:
+            access = SwitchId(0x40000 + e)
+            switches[access] = Switch(access, name=f"s-access-{e}", site=SiteId(f"edge-{e}"))
+            cable(access, switch, rng.randint(*shape.access_latency_us))
+        hosts[host] = Host(host, Attachment(access, port(access)), ip=f"10.{e // 250}.{e % 250}.1")
         if metros:
             home = e * len(metros) // max(shape.edge_sites, 1)
             cable(switch, metros[home], rng.randint(1000, 3000))
