@@ -278,3 +278,28 @@ class IdentityManager:
         if issued or plan.drop or revocations is not old.revocations:
             self._snapshot = IdentitySnapshot(old.version + 1, frozen_map(identities), old.bundle_pem, revocations)
         return IdentityChanges(tuple(issued), plan.drop, plan.refused, tuple(failed), self._snapshot)
+
+
+def identities_view(snapshot: IdentitySnapshot, policy: IssuancePolicy, now: float) -> dict[str, object]:
+    """JSON for ``GET /api/v1/identities``: who holds which SPIFFE id until when. Never a key."""
+    rows = []
+    for subject, svid in sorted(snapshot.identities.items()):
+        info = svid.info
+        rows.append(
+            {
+                "subject": subject,
+                "spiffe_id": svid.spiffe_id,
+                "serial": format(info.serial, "x"),
+                "not_before": info.not_before,
+                "not_after": info.not_after,
+                "rotates_at": round(rotation_time(info, policy.jitter_fraction, serial_jitter(info)), 3),
+                "expires_in_s": round(info.not_after - now, 3),
+            }
+        )
+    return {
+        "version": snapshot.version,
+        "trust_domain": policy.trust_domain,
+        "identities": rows,
+        "revoked_serials": sorted(format(serial, "x") for serial in snapshot.revocations.serials),
+        "revoked_identities": sorted(snapshot.revocations.identities),
+    }

@@ -279,3 +279,20 @@ def test_service_issues_on_model_changes_and_notifies_listeners() -> None:
         assert service.snapshot.identities["w1"].info.serial != old_serial and seen[-1] > 2
     finally:
         service.stop()
+
+
+def test_identities_view_shows_no_keys() -> None:
+    import json
+
+    from pki.identities import identities_view
+
+    manager = IdentityManager(FakeIssuer(policy=POLICY))
+    manager.reconcile({"web-1": A}, NOW)
+    manager.revoke_identity(B, NOW)
+    view = identities_view(manager.snapshot, POLICY, NOW + 100)
+    text = json.dumps(view)
+    assert "KEY" not in text and "CHAIN" not in text
+    row = view["identities"][0]  # type: ignore[index]
+    assert row["subject"] == "web-1" and row["spiffe_id"] == A and row["expires_in_s"] == 3500
+    assert row["rotates_at"] == NOW - 10 + 1805
+    assert view["revoked_identities"] == [B] and view["trust_domain"] == TD
