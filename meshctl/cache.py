@@ -229,6 +229,10 @@ class SnapshotCache:
             if generation is not None:
                 status.synced_generation = generation
 
+    def connected_nodes(self) -> list[str]:
+        with self._lock:
+            return sorted(node for node, status in self._status.items() if status.streams)
+
     def is_synced(self, node: str) -> bool:
         """The node has applied its current snapshot (every subscribed type ACKed)."""
         snapshot = self._snapshots.get(node)

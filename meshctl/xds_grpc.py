@@ -23,7 +23,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -309,6 +309,19 @@ class MeshServer:
 
     def clients_view(self) -> dict[str, Any]:
         return self.cache.clients_view()
+
+    def wait_synced(self, generation: int, timeout: float, nodes: Iterable[str] | None = None) -> set[str]:
+        """Wait until the sidecars run what model ``generation`` asks of them (the step before an old
+        endpoint is withdrawn). ``nodes``: those to wait for, else every connected one. Returns the
+        nodes still behind when time ran out (empty: all there)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            built = self.publisher.last_generation is not None and self.publisher.last_generation >= generation
+            wanted = list(nodes) if nodes is not None else self.cache.connected_nodes()
+            behind = set(wanted) if not built else {n for n in wanted if not self.cache.is_synced(n)}
+            if not behind or time.monotonic() >= deadline:
+                return behind
+            time.sleep(0.002)
 
     def stop(self) -> None:
         self._running = False

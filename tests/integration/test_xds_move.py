@@ -55,9 +55,11 @@ def test_moving_a_workload_loses_no_request_and_reaches_envoy_within_100ms(delta
         with Loop(m.web_port) as loop:
             time.sleep(0.3)
             changed_at = time.monotonic()
-            m.place(make_workload("web-1", "web", "n2", port))
+            generation = m.place(make_workload("web-1", "web", "n2", port))
             envoy.wait_for(lambda: cluster_hosts(envoy, "svc/web") == {new}, 2, "the new endpoint", interval=0.001)
             visible_after = time.monotonic() - changed_at
+            # What the controller waits for before withdrawing the old endpoint: every sidecar ACKed.
+            assert m.server.wait_synced(generation, 2) == set()
             time.sleep(0.5)
         assert loop.failures == [], loop.failures[:5]
         assert visible_after < 0.1, f"new endpoint visible after {visible_after * 1000:.1f} ms"
