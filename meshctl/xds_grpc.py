@@ -183,14 +183,19 @@ class _AdsServicer:
         self, stream: SotwStream | DeltaStream, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> None:
         loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        # Bounded: a client that floods requests is slowed by gRPC flow control, not buffered here.
+        inbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
         woken = False
 
         def wake() -> None:  # on the loop: at most one wake-up queued per stream
             nonlocal woken
-            if not woken:
-                woken = True
+            if woken:
+                return
+            try:
                 inbox.put_nowait(_WAKE)
+                woken = True
+            except asyncio.QueueFull:
+                pass  # every queued request runs a full pass over the newest snapshot anyway
 
         def wake_from_any_thread(_node: str) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is closing: nothing left to wake
@@ -199,10 +204,10 @@ class _AdsServicer:
         async def read() -> None:
             try:
                 async for request in requests:
-                    inbox.put_nowait(request)
+                    await inbox.put(request)
             except Exception as exc:  # the client went away mid-read
                 LOG.debug("stream read ended: %r", exc)
-            inbox.put_nowait(_END)
+            await inbox.put(_END)
 
         reader = asyncio.create_task(read())
         cancel_watch: Callable[[], None] | None = None
