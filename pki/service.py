@@ -87,6 +87,12 @@ class PkiService:
         self._timer.wake()
         return changes
 
+    def crl_pem(self, next_update_s: int = 86400) -> str:
+        """A CRL of the currently revoked serials, signed by the intermediate (Envoy: validation_context.crl
+        with only_verify_leaf_cert_crl). Re-send it when ``snapshot.revocations`` changes and well before
+        ``next_update_s`` passes: verifiers refuse an expired CRL."""
+        return str(self.issuer.crl_pem(self.snapshot.revocations, self._clock(), next_update_s))  # type: ignore[attr-defined]
+
     def openflow_tls(self, directory: str | Path, **kwargs: Any) -> Any:
         """The controller's OpenFlow TLS files (``pki.tls.TlsFiles``) from this CA."""
         from pki.tls import openflow_controller_tls

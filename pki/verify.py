@@ -112,6 +112,13 @@ def check_leaf_profile(leaf: x509.Certificate) -> SpiffeIdParts:
     return parts
 
 
+def peer_spiffe_id(cert_pem: bytes | str) -> SpiffeId:
+    """The SPIFFE id of a peer certificate a TLS stack has already verified (e.g. gRPC's
+    ``context.auth_context()["x509_pem_cert"][0]``): the leaf rules only, no chain. Raises
+    ``SvidRejected`` (e.g. ``NotAnSvid``) with the reason."""
+    return check_leaf_profile(certs.load_pem_chain(cert_pem, "peer certificate")[0]).uri
+
+
 def _extensions(cert: x509.Certificate) -> x509.Extensions:
     try:
         return cert.extensions

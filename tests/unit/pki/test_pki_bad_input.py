@@ -298,3 +298,13 @@ def test_every_refusal_is_a_pki_error_with_a_code(ca: CertificateAuthority) -> N
     with pytest.raises(PkiError) as caught:
         verify(ca, leaf, ca.intermediate)
     assert caught.value.code == "leaf-is-ca"
+
+
+def test_peer_spiffe_id_from_a_verified_peer_certificate(ca: CertificateAuthority) -> None:
+    from pki.verify import peer_spiffe_id
+
+    svid = ca.issue_with_new_key(WEB1, NOW)
+    assert peer_spiffe_id(svid.cert_chain_pem) == WEB1
+    assert peer_spiffe_id(pem(forge_leaf(ca.intermediate, ca._key)).encode()) == WEB1
+    with pytest.raises(NotAnSvid, match="2 URI SANs"):
+        peer_spiffe_id(pem(forge_leaf(ca.intermediate, ca._key, uris=(WEB1, WEB1 + "x"))))

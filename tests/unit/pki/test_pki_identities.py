@@ -281,6 +281,26 @@ def test_service_issues_on_model_changes_and_notifies_listeners() -> None:
         service.stop()
 
 
+def test_service_crl_lists_the_revoked_serials() -> None:
+    from cryptography import x509
+
+    from pki.ca import CertificateAuthority
+    from pki.service import PkiService
+
+    ca = CertificateAuthority.create(TD, now=NOW)[0]
+    workload = Workload(WorkloadId("w1"), ServiceName("web"), SpiffeId(A), Resources(1, 1), NodeId("n1"))
+    state = FabricState(workloads=frozen_map({workload.id: workload}))
+    service = PkiService(ca, lambda: state, clock=lambda: NOW, max_sleep_s=60).start()
+    try:
+        old = service.snapshot.identities["w1"].info.serial
+        service.rotate(A)
+        crl = x509.load_pem_x509_crl(service.crl_pem().encode())
+        assert crl.get_revoked_certificate_by_serial_number(old) is not None
+        assert crl.next_update_utc is not None and crl.next_update_utc.timestamp() == NOW + 86400
+    finally:
+        service.stop()
+
+
 def test_identities_view_shows_no_keys() -> None:
     import json
 
