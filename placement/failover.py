@@ -89,6 +89,11 @@ def plan_failover(
             displaced.append((workload, constraints, why))
     if not displaced:
         return FailoverPlan()
+    for workload, _, _ in displaced:
+        # They are leaving: their replacements must not count them as neighbours (nor their nodes' room).
+        i = snapshot.index.get(workload.node) if workload.node is not None else None
+        if i is not None:
+            snapshot.forget(workload.service, workload.resources, i)
     requests = [
         PlacementRequest(
             w.service, w.resources, constraints, avoid=frozenset({w.node}) if w.node is not None else frozenset()

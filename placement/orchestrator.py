@@ -33,7 +33,8 @@ from placement.convergence import ConvergenceProbe, probe_name, wait_for_converg
 from placement.errors import PlacementRefused, Refusal
 from placement.failover import FailoverPlan, plan_failover
 from placement.naming import DEFAULT_TRUST_DOMAIN, check_trust_domain, next_workload_ids, workload_spiffe_id
-from placement.scheduler import DEFAULT_PROFILE, Profile, schedule
+from placement.scheduler import DEFAULT_PROFILE, Profile, schedule, schedule_on
+from placement.snapshot import ClusterSnapshot
 from placement.types import Assignment, Constraints, PlacementRequest, Unschedulable, declared_constraints
 from placement.watch import PlacementEvents, StepKind
 
@@ -191,7 +192,11 @@ class PlacementOrchestrator:
             old = self._require(workload_id)
             self._require_still(workload_id)
             request = self._migration_request(state, old, target)
-            outcome = schedule(state, request, self.profile)
+            snapshot = ClusterSnapshot(state)
+            i = snapshot.index.get(old.node) if old.node is not None else None
+            if i is not None:  # it is leaving: its replacement must not avoid it as a neighbour
+                snapshot.forget(old.service, old.resources, i)
+            outcome = schedule_on(snapshot, request, self.profile)
             if isinstance(outcome, Unschedulable):
                 raise PlacementRefused(
                     Refusal.RESOURCE_EXHAUSTED, f"cannot move {old.id} to {target}: {outcome.message}"

@@ -298,21 +298,39 @@ def _fraction(used: Iterable[int] | np.ndarray, capacity: np.ndarray) -> Floats:
     return np.minimum(out, 1.0)
 
 
+SPREAD_TAIL = 0.005
+"""Past the spread goal, each further instance on a node (site) costs only this fraction of the weight."""
+
+
+def _spread(ctx: CycleContext, counts: Floats) -> Floats:
+    """Minus (whether the node or site already runs the service, while the service has fewer instances
+    than its spread goal) minus a small tail per instance. The goal is the replica count the service
+    declares (or the request asks for, if more): those replicas are for availability and must not
+    share a node; instances beyond it are capacity, and then the tier cost decides, not the spread."""
+    request = ctx.request
+    declared = ctx.snapshot.state.services.get(request.service)
+    goal = max(declared.replicas if declared is not None else 1, request.replicas)
+    placed = int(ctx.snapshot.instances_of(request.service).sum())
+    occupied = np.minimum(counts, 1.0) if placed < goal else np.zeros(len(counts))
+    result: Floats = -(occupied + SPREAD_TAIL * counts)
+    return result
+
+
 @dataclass(frozen=True, slots=True)
 class NodeSpread:
-    """Minus the instances of the same service already on the node: replicas on different nodes."""
+    """Replicas on different nodes (see ``_spread``)."""
 
     name: str = "NodeSpread"
 
     def score(self, ctx: CycleContext) -> Floats:
-        return -ctx.snapshot.instances_of(ctx.request.service).astype(np.float64)
+        return _spread(ctx, ctx.snapshot.instances_of(ctx.request.service).astype(np.float64))
 
 
 @dataclass(frozen=True, slots=True)
 class SiteSpread:
-    """Minus the instances of the same service already in the node's site: replicas on different sites."""
+    """Replicas on different sites (see ``_spread``)."""
 
     name: str = "SiteSpread"
 
     def score(self, ctx: CycleContext) -> Floats:
-        return -ctx.snapshot.site_instances_of(ctx.request.service).astype(np.float64)
+        return _spread(ctx, ctx.snapshot.site_instances_of(ctx.request.service).astype(np.float64))

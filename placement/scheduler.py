@@ -61,9 +61,10 @@ FILTERS: tuple[FilterPlugin, ...] = (NodeHealthy(), TierAllowed(), ServiceAffini
 DEFAULT_PROFILE = Profile(
     "default",
     FILTERS,
-    # Lexicographic in effect: a second replica on the same node (2000) is worse than using a scarcer
-    # tier (edge 1000, metro 300), which is worse than sharing a site (100 per instance), which is worse
-    # than latency (1 per ms) and load balance (5 per unit, at most 2 units).
+    # Lexicographic in effect: until a service has its replicas, a second one on the same node (2000) is
+    # worse than a scarcer tier (edge 1000, metro 300), which is worse than sharing a site (100), which
+    # is worse than latency (1 per ms) and load balance (5 per unit, at most 2 units). Past its replica
+    # count a service's instances only pay a small tail per neighbour (10 per instance on the node).
     (
         (NodeSpread(), 2000.0),
         (CostScore(), 1000.0),
@@ -225,6 +226,17 @@ class _Batch:
         feasible = feasible_nodes(ctx, self.profile, self.candidates[u], capacity=capacity)
         return np.where(feasible, total_score(ctx, self.profile), -np.inf)
 
+    def options_apart(self, u: int, *, capacity: bool = True) -> Floats:
+        """``options`` as if unit u were not placed yet (a unit must not count itself as a neighbour)."""
+        i = self.node[u]
+        if i < 0:
+            return self.options(u, capacity=capacity)
+        self.take(u)
+        try:
+            return self.options(u, capacity=capacity)
+        finally:
+            self.put(u, i)
+
     def put(self, u: int, i: int) -> None:
         self.node[u] = i
         self.snapshot.assume(self.units[u].service, self.units[u].resources, i)
@@ -324,7 +336,7 @@ class _Batch:
             if self.node[u] < 0 or time.monotonic() > deadline:
                 continue
             current = self.node[u]
-            relaxed = self.options(u, capacity=False)
+            relaxed = self.options_apart(u, capacity=False)
             better = [int(i) for i in np.argsort(-relaxed)[:4] if relaxed[i] > relaxed[current] + IMPROVEMENT_EPSILON]
             for target in better:
                 if self._eject_into(u, target, float(relaxed[target] - relaxed[current])):
@@ -336,8 +348,8 @@ class _Batch:
         residents = [v for v, n in enumerate(self.node) if n == target and v != u]
         losses = []
         for v in residents:
-            here = self.options(v, capacity=False)[target]
-            elsewhere = self.options(v)
+            here = self.options_apart(v, capacity=False)[target]
+            elsewhere = self.options_apart(v)
             elsewhere[target] = -np.inf
             if np.isfinite(elsewhere).any():
                 size = self.units[v].resources.cpu_millis + self.units[v].resources.memory_mib + 1
@@ -370,9 +382,9 @@ class _Batch:
         return False
 
     def _score_at(self, u: int, i: int, layout: list[int] | None = None) -> float:
-        """Unit u's score on node i ignoring capacity (its own presence does not count against it)."""
-        del layout  # scores of the latency-first kind do not depend on the others; spread/balance barely
-        return float(self.options(u, capacity=False)[i])
+        """Unit u's score on node i ignoring capacity, the others as they are now."""
+        del layout
+        return float(self.options_apart(u, capacity=False)[i])
 
     def _restore(self, layout: list[int]) -> None:
         for v, n in enumerate(self.node):
@@ -387,7 +399,7 @@ class _Batch:
         if len(placed) < 2:
             return False
         # Scores ignoring capacity, at the current state: candidates for a swap, checked exactly below.
-        table = np.vstack([self.options(u, capacity=False) for u in placed])
+        table = np.vstack([self.options_apart(u, capacity=False) for u in placed])
         at = np.array([self.node[u] for u in placed])
         cross = table[:, at]  # cross[a, b]: unit a on b's node
         own = np.diag(cross)

@@ -174,6 +174,10 @@ def test_spread_scores_count_instances_of_the_same_service() -> None:
     state = apply(example_state(), on("c-n1", "web"))
     node = scores(NodeSpread(), request("web"), state)
     site = scores(SiteSpread(), request("web"), state)
-    assert node["c-n1"] == -1 and node["c-n2"] == 0
-    assert site["c-n1"] == site["c-n2"] == -1 and site["m-n1"] == 0
+    # web declares 2 replicas and has 1: an occupied node or site costs 1 (plus the small tail)
+    assert node["c-n1"] == pytest.approx(-1.005) and node["c-n2"] == 0
+    assert site["c-n1"] == site["c-n2"] == pytest.approx(-1.005) and site["m-n1"] == 0
+    # past its replica count only the tail is left
+    full = apply(state, on("c-n2", "web"))
+    assert scores(NodeSpread(), request("web"), full)["c-n1"] == pytest.approx(-0.005)
     assert set(scores(NodeSpread(), request("api"), state).values()) == {0.0}

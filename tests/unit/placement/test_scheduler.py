@@ -36,8 +36,12 @@ def test_latency_first_profile_takes_the_nearest_node() -> None:
 
 def test_replicas_spread_across_nodes_then_sites() -> None:
     state = example_state()
-    # No SLO: cloud has two nodes in one site; a third replica goes to the next cheapest tier.
-    assert nodes_of(schedule(state, request(replicas=3))) == ["c-n1", "c-n2", "m-n1"]
+    # No SLO: cloud has two nodes in one site; a third replica goes to the next cheapest tier, while a
+    # service with fewer declared replicas (web: 2) keeps the extra instance in the cloud.
+    assert nodes_of(schedule(state, request("api", replicas=3))) == ["c-n1", "c-n2", "m-n1"]
+    assert nodes_of(schedule(state, request("db", replicas=3)))[:2] == ["c-n1", "c-n2"]
+    extra = nodes_of(schedule(state, request("web", replicas=2)))
+    assert extra == ["c-n1", "c-n2"]
     # SLO 5 from u1 and u2: metro first, then edge nodes, each on its own node and site.
     placed = nodes_of(schedule(state, request(near=("u1", "u2"), slo=5, replicas=3)))
     assert placed[0] == "m-n1" and len(set(placed)) == 3
