@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_address(run, "http", "HTTP endpoint (/healthz, /metrics, /api/v1)", 8080)
     _add_address(run, "xds", "Envoy xDS (ADS) gRPC server", 18000)
     _add_address(run, "api", "placement gRPC API", 50051)
+    run.add_argument(
+        "--xds-unix", metavar="PATH", help="also serve xDS on this Unix socket (sidecars in network namespaces)"
+    )
     run.add_argument("--state-dir", metavar="DIR", help="keep placements here across restarts")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -42,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = topo_sub.add_parser("show", help="print the fabric a file declares")
     show.add_argument("file")
     show.add_argument("--format", choices=["table", "json", "graphml"], default="table")
+    mesh = sub.add_parser("mesh", help="service mesh: Envoy bootstraps, xDS client status")
+    mesh.add_argument("mesh_command", choices=["bootstrap", "status"], help="bootstrap | status")
+    mesh.add_argument("mesh_args", nargs=argparse.REMAINDER, help="see `edgectl mesh bootstrap --help`")
+
     routes = sub.add_parser("routes", help="print the routes a running controller has programmed")
     routes.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT", help="the controller's HTTP API")
     routes.add_argument("--output", choices=["table", "json"], default="table")
@@ -58,6 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(args)
     if args.command == "routes":
         return cmd_routes(args.http, args.output)
+    if args.command == "mesh":
+        from meshctl.bootstrap import main_bootstrap, main_status
+
+        command = main_bootstrap if args.mesh_command == "bootstrap" else main_status
+        return command(args.mesh_args)
     return 2
 
 
@@ -133,6 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         xds_host=args.xds_bind,
         xds_port=args.xds_port,
+        xds_unix=args.xds_unix,
         api_host=args.api_bind,
         api_port=args.api_port,
         state_dir=args.state_dir,

@@ -27,6 +27,7 @@ class RunConfig:
     http_port: int = 8080
     xds_host: str = "127.0.0.1"
     xds_port: int = 18000
+    xds_unix: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 50051
     state_dir: str | None = None
