@@ -198,8 +198,15 @@ class BatchResult:
 class _Batch:
     """Working state of ``schedule_batch``: one unit per replica, each on a node index or -1."""
 
-    def __init__(self, snapshot: ClusterSnapshot, requests: Sequence[PlacementRequest], profile: Profile) -> None:
+    def __init__(
+        self,
+        snapshot: ClusterSnapshot,
+        requests: Sequence[PlacementRequest],
+        profile: Profile,
+        clock: Callable[[], float],
+    ) -> None:
         self.snapshot = snapshot
+        self.clock = clock
         self.profile = profile
         self.units = [request for request in requests for _ in range(request.replicas)]
         self.owner = [k for k, request in enumerate(requests) for _ in range(request.replicas)]
@@ -333,7 +340,7 @@ class _Batch:
         This is what a knapsack needs (make room for one large instance by moving two small ones)."""
         improved = False
         for u in range(len(self.units)):
-            if self.node[u] < 0 or time.monotonic() > deadline:
+            if self.node[u] < 0 or self.clock() > deadline:
                 continue
             current = self.node[u]
             relaxed = self.options_apart(u, capacity=False)
@@ -411,7 +418,7 @@ class _Batch:
         touched: set[int] = set()
         for flat in np.argsort(-gain, axis=None):
             a, b = divmod(int(flat), len(placed))
-            if gain[a, b] <= IMPROVEMENT_EPSILON or time.monotonic() > deadline:
+            if gain[a, b] <= IMPROVEMENT_EPSILON or self.clock() > deadline:
                 break
             if a in touched or b in touched or a > b:
                 continue
@@ -453,7 +460,7 @@ def schedule_batch(
     raise the total score. Instances outside the batch never move. A request is all-or-nothing.
     """
     deadline = clock() + time_budget_s
-    batch = _Batch(snapshot, requests, profile)
+    batch = _Batch(snapshot, requests, profile, clock)
     small = len(batch.units) * len(snapshot) <= DYNAMIC_REGRET_LIMIT
     # Small batches: two starts (regret order recomputed as nodes fill, and regret order computed once),
     # each improved by local search within half the budget; the better layout wins.
