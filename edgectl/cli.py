@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 from edgectl.config import RunConfig, load_fabric
 from netmodel.fabric_file import FabricFileError
+from pki import cli as pki_cli  # loads no cryptography until a pki command runs
+from pki.errors import PkiError
 
 LOG = logging.getLogger("edgectl")
 
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--state-dir", metavar="DIR", help="keep placements here across restarts")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    pki_cli.add_run_options(run)
 
     validate = sub.add_parser("validate", help="check a fabric file; print FILE:LINE: field: problem")
     validate.add_argument("file")
@@ -48,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     mesh = sub.add_parser("mesh", help="service mesh: Envoy bootstraps, xDS client status")
     mesh.add_argument("mesh_command", choices=["bootstrap", "status"], help="bootstrap | status")
     mesh.add_argument("mesh_args", nargs=argparse.REMAINDER, help="see `edgectl mesh bootstrap --help`")
+
+    pki_cli.register(sub)
 
     routes = sub.add_parser("routes", help="print the routes a running controller has programmed")
     routes.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT", help="the controller's HTTP API")
@@ -65,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(args)
     if args.command == "routes":
         return cmd_routes(args.http, args.output)
+    if args.command == "pki":
+        return pki_cli.run(args)
     if args.command == "mesh":
         from meshctl.bootstrap import main_bootstrap, main_status
 
@@ -137,8 +144,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     except FabricFileError as exc:
         print(exc, file=sys.stderr)
         return 1
+    try:
+        pki_options = pki_cli.run_options(args)
+    except ValueError as exc:
+        print(f"edgectl run: {exc}", file=sys.stderr)
+        return 1
     config = RunConfig(
         fabric_file=args.config,
+        pki=pki_options,
         openflow_host=args.openflow_bind,
         openflow_port=args.openflow_port,
         http_host=args.http_bind,
@@ -163,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     controller = Controller(config, spec)
     try:
         controller.start()
-    except OSError as exc:
+    except (OSError, PkiError) as exc:
         LOG.error("cannot start: %s", exc)
         controller.stop()
         return 1

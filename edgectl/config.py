@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from netmodel.fabric import FabricSpec
 from netmodel.fabric_file import FabricFileError, Problem, parse_fabric
@@ -31,3 +32,4 @@ class RunConfig:
     api_host: str = "127.0.0.1"
     api_port: int = 50051
     state_dir: str | None = None
+    pki: Any = None  # pki.cli.PkiRunOptions when --pki-dir is given

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
+from pathlib import Path
 from typing import Any
 
 from edgectl.bus import EventBus
@@ -33,6 +35,7 @@ class Controller:
         self.openflow: Any = None
         self.routes: Any = None
         self.mesh: Any = None
+        self.pki: Any = None
 
     def start(self) -> None:
         self.bus.start()
@@ -55,11 +58,30 @@ class Controller:
         self.http.start()
         LOG.info("HTTP API on http://%s:%d", *self.http.address)
 
+        openflow_tls = None
+        if self.config.pki is not None:
+            from pki.identities import identities_view
+            from pki.service import PkiService
+
+            self.pki = PkiService.from_options(self.config.pki, lambda: self.bus.state).start()
+            # Subscribed before meshctl: a workload's SVID exists before any endpoint points at it.
+            self.bus.subscribe(self.pki.on_model_change)
+            self.http.add_route(
+                "/api/v1/identities",
+                lambda _s: identities_view(self.pki.snapshot, self.pki.manager.policy, time.time()),
+            )
+            if self.config.pki.openflow_tls:
+                openflow_tls = self.pki.openflow_tls(Path(self.config.pki.directory) / "openflow")
+
         from sdnctl.engine import RouteEngine
         from sdnctl.runtime import start_openflow  # os-ken is imported only when a controller runs
 
         self.openflow = start_openflow(
-            self.config.openflow_host, self.config.openflow_port, self.bus.publish, lambda: self.bus.state
+            self.config.openflow_host,
+            self.config.openflow_port,
+            self.bus.publish,
+            lambda: self.bus.state,
+            tls=openflow_tls,
         )
         self.routes = RouteEngine(self.openflow.app, lambda: self.bus.state)
         self.bus.subscribe(self.routes.on_change)
@@ -83,6 +105,8 @@ class Controller:
         gc.freeze()
 
     def stop(self) -> None:
+        if self.pki is not None:
+            self.pki.stop()
         if self.mesh is not None:
             self.mesh.stop()
         if self.routes is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,10 +26,6 @@ class OpenFlowRuntime:
     host: str
     port: int
 
-    def connected_switches(self) -> list[int]:
-        with self.app._lock:
-            return sorted(self.app.datapaths)
-
 
 def start_openflow(
     host: str,
@@ -38,6 +35,7 @@ def start_openflow(
     *,
     echo_interval_s: float = 2.0,
     timeout_s: float = 10.0,
+    tls: Any = None,
 ) -> OpenFlowRuntime:
     """Start the OpenFlow 1.3 listener on host:port with the edgectl app; returns once it listens."""
     os.environ["OSKEN_HUB_TYPE"] = "native"
@@ -51,6 +49,11 @@ def start_openflow(
     cfg.CONF(args=[], project="os_ken", default_config_files=[])
     cfg.CONF.set_override("ofp_listen_host", host)
     cfg.CONF.set_override("ofp_tcp_listen_port", port)
+    if tls is not None:  # a pki.tls.TlsFiles: os-ken then listens with TLS only, on its "ssl" port
+        cfg.CONF.set_override("ofp_ssl_listen_port", port)
+        cfg.CONF.set_override("ctl_privkey", str(tls.private_key))
+        cfg.CONF.set_override("ctl_cert", str(tls.certificate))
+        cfg.CONF.set_override("ca_certs", str(tls.ca_certs))
     # os-ken notices a dead switch only when something is sent: a short echo keeps that prompt.
     cfg.CONF.set_override("echo_request_interval", echo_interval_s)
     cfg.CONF.set_override("maximum_unreplied_echo_requests", 3)
@@ -120,6 +123,27 @@ def _guard_connections(controller_module: Any) -> None:
     guarded_factory.edgectl_guarded = True  # type: ignore[attr-defined]
     ofproto_parser.msg = strict_msg
     controller_module.datapath_connection_factory = guarded_factory
+
+    class HandshakeLoggingServer(controller_module.StreamServer):  # type: ignore[misc]
+        """The TLS handshake runs in a hub thread whose exceptions the native hub swallows: log refusals."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            handle = self.handle
+
+            def logged(sock: Any, address: Any) -> None:
+                try:
+                    handle(sock, address)
+                except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError) as exc:  # probes, hang-ups
+                    LOG.debug("TLS connection from %s ended in the handshake: %s", address, exc)
+                    sock.close()
+                except (ssl.SSLError, OSError) as exc:
+                    LOG.warning("TLS handshake with %s refused: %s", address, exc)
+                    sock.close()
+
+            self.handle = logged
+
+    controller_module.StreamServer = HandshakeLoggingServer
 
 
 def _wait_listening(host: str, port: int, timeout_s: float) -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
-pytest.importorskip("mininet.topo")
-
 from mininet.link import Link
 from mininet.node import OVSSwitch
 
