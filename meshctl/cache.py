@@ -33,6 +33,7 @@ class Nack:
 @dataclass(slots=True)
 class TypeStatus:
     version_sent: str = ""
+    sent_at: float | None = None
     pending_nonce: str = ""
     """Nonce of the response the client has not answered yet ("" when none is outstanding)."""
     version_acked: str = ""
@@ -201,7 +202,7 @@ class SnapshotCache:
     def record_push(self, node: str, type_url: str, version: str, nonce: str) -> None:
         with self._lock:
             status = self._status.setdefault(node, NodeStatus()).of(type_url)
-            status.version_sent, status.pending_nonce = version, nonce
+            status.version_sent, status.pending_nonce, status.sent_at = version, nonce, self._clock()
             status.pushes += 1
 
     def record_ack(self, node: str, type_url: str, version: str) -> None:
@@ -276,6 +277,7 @@ class SnapshotCache:
             types[short_name(type_url)] = {
                 "version": current,
                 "sent": sent.version_sent or None,
+                "sent_at": sent.sent_at,
                 "acked": sent.version_acked or None,
                 "acked_at": sent.acked_at,
                 "pending_nonce": sent.pending_nonce or None,

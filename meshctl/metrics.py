@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections import Counter as Counter_
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -42,6 +43,8 @@ class XdsMetrics:
         self.build_seconds = Histogram(
             "edgectl_xds_snapshot_build_seconds", "Time to rebuild every node's snapshot", registry=self.registry
         )
+        self.push_counts: Counter_[str] = Counter_()
+        """Pushes per type as plain numbers (cheap to read often, unlike collecting the registry)."""
         self._collectors = [
             self._pushes,
             self._acks,
@@ -54,7 +57,9 @@ class XdsMetrics:
         ]
 
     def pushed(self, type_url: str) -> None:
-        self._pushes.labels(short_name(type_url)).inc()
+        label = short_name(type_url)
+        self._pushes.labels(label).inc()
+        self.push_counts[label] += 1
 
     def acked(self, type_url: str, seconds: float) -> None:
         label = short_name(type_url)
