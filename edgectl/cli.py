@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgectl", description="SDN and service-mesh controller for edge/cloud")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the controller (OpenFlow, HTTP API; xDS and placement as they land)")
+    run = sub.add_parser("run", help="run the controller: OpenFlow, xDS, placement gRPC, HTTP API")
     run.add_argument("--config", required=True, metavar="FILE", help="the fabric file")
     _add_address(run, "openflow", "OpenFlow 1.3 listener", 6653)
     _add_address(run, "http", "HTTP endpoint (/healthz, /metrics, /api/v1)", 8080)
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     mesh.add_argument("mesh_args", nargs=argparse.REMAINDER, help="see `edgectl mesh bootstrap --help`")
 
     pki_cli.register(sub)
+    from placement.cli import register as register_placement_commands
+
+    register_placement_commands(sub)
 
     routes = sub.add_parser("routes", help="print the routes a running controller has programmed")
     routes.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT", help="the controller's HTTP API")
@@ -62,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    placement_handler = getattr(args, "placement_handler", None)
+    if placement_handler is not None:
+        return int(placement_handler(args))
     if args.command == "validate":
         return cmd_validate(args.file)
     if args.command == "topo":

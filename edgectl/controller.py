@@ -36,6 +36,7 @@ class Controller:
         self.routes: Any = None
         self.mesh: Any = None
         self.pki: Any = None
+        self.placement: Any = None
 
     def start(self) -> None:
         self.bus.start()
@@ -57,6 +58,10 @@ class Controller:
         )
         self.http.start()
         LOG.info("HTTP API on http://%s:%d", *self.http.address)
+
+        from placement.grpc_api import start_placement_api
+
+        self.placement = start_placement_api(self.bus, self.config.api_host, self.config.api_port)
 
         openflow_tls = None
         if self.config.pki is not None:
@@ -86,6 +91,10 @@ class Controller:
         self.routes = RouteEngine(self.openflow.app, lambda: self.bus.state)
         self.bus.subscribe(self.routes.on_change)
         self.routes.start()
+        # A migration withdraws the old instance only once every switch runs the new generation's routes.
+        self.placement.add_convergence_probe(
+            lambda generation: all(s.applied_generation >= generation for s in self.routes.status.values())
+        )
         self.http.add_route("/api/v1/latency", lambda _state: self.openflow.app.latency.report())
         self.http.add_route("/api/v1/routes", lambda state: routes_view(self.routes.plan, self.routes.status, state))
         from meshctl.xds_grpc import start_mesh
@@ -105,6 +114,8 @@ class Controller:
         gc.freeze()
 
     def stop(self) -> None:
+        if self.placement is not None:
+            self.placement.stop()
         if self.pki is not None:
             self.pki.stop()
         if self.mesh is not None:

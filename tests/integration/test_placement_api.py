@@ -27,10 +27,6 @@ from tests.unit.placement.helpers import served_api
 pytestmark = pytest.mark.integration
 
 EXAMPLE = REPO / "examples" / "edge-cloud.yaml"
-WIRED = "start_placement_api" in (REPO / "edgectl" / "controller.py").read_text()
-needs_wiring = pytest.mark.skipif(
-    not WIRED, reason="needs the placement API wired into `edgectl run` (docs/placement.md, Wiring)"
-)
 
 
 class Watcher:
@@ -149,7 +145,6 @@ def placement_stub(port: int) -> Iterator[pb_grpc.PlacementStub]:
         yield pb_grpc.PlacementStub(channel)
 
 
-@needs_wiring
 def test_edgectl_run_serves_place_migrate_evict_watch(tmp_path) -> None:
     port = free_port()
     with edgectl_run(EXAMPLE, "--api-port", str(port)), placement_stub(port) as stub:
@@ -164,7 +159,6 @@ def test_edgectl_run_serves_place_migrate_evict_watch(tmp_path) -> None:
         watcher.stop()
 
 
-@needs_wiring
 def test_restart_with_state_dir_keeps_placements(tmp_path) -> None:
     port = free_port()
     with edgectl_run(EXAMPLE, "--state-dir", str(tmp_path), "--api-port", str(port)), placement_stub(port) as stub:

@@ -14,7 +14,8 @@ PURE_MODULES = sorted(
     [*REPO.glob("netmodel/*.py")]
     + [p for p in (REPO / "sdnctl/pathing.py", REPO / "sdnctl/flows.py") if p.exists()]
     + [p for p in (REPO / "meshctl/snapshot.py", REPO / "meshctl/cache.py") if p.exists()]
-    + [p for p in (REPO / "pki/policy.py", REPO / "placement/scheduler.py") if p.exists()]
+    + [REPO / "pki/policy.py", REPO / "meshctl/protocol.py"]
+    + [REPO / f"placement/{name}.py" for name in ("latency", "plugins", "scheduler", "failover", "snapshot", "requests")]
     + [REPO / "edgectl/views.py", REPO / "edgectl/topo_show.py", REPO / "edgectl/bus.py"]
 )
 
