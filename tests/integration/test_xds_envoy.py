@@ -31,14 +31,15 @@ ALL_TYPES = {"sds", "cds", "eds", "lds", "rds"}
 
 def tls_request(pki, name: str, ip: str, port: int) -> str:
     """An HTTP request over mTLS with ``name``'s certificate; what came back ("" if refused)."""
-    workdir = Path(tempfile.mkdtemp(prefix="edgectl-tls-"))
     cert, key = pki.leaves[name]
-    (workdir / "cert.pem").write_text(cert)
-    (workdir / "key.pem").write_text(key)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.load_verify_locations(cadata=pki.ca_pem)
-    context.load_cert_chain(workdir / "cert.pem", workdir / "key.pem")
+    with tempfile.TemporaryDirectory(prefix="edgectl-tls-") as directory:
+        workdir = Path(directory)
+        (workdir / "cert.pem").write_text(cert)
+        (workdir / "key.pem").write_text(key)
+        context.load_cert_chain(workdir / "cert.pem", workdir / "key.pem")
     try:
         with socket.create_connection((ip, port), timeout=3) as raw, context.wrap_socket(raw) as conn:
             conn.sendall(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,12 +51,12 @@ def echo_servers(port: int, *names_ips: tuple[str, str]) -> Iterator[None]:
             server.stop(0)
 
 
-def test_proxyless_grpc_client_resolves_and_calls_through_this_server() -> None:
+def test_proxyless_grpc_client_resolves_and_calls_through_this_server(tmp_path: Path) -> None:
     port = free_port()
     with mesh() as m, echo_servers(port, ("edge-a", NODE_IPS["n1"]), ("edge-b", NODE_IPS["n2"])):
         m.place(make_workload("hello-1", "hello", "n1", port))
         m.place(make_workload("hello-2", "hello", "n2", port))
-        bootstrap = Path(tempfile.mkdtemp(prefix="edgectl-grpc-")) / "bootstrap.json"
+        bootstrap = tmp_path / "bootstrap.json"
         bootstrap.write_text(json.dumps(render_grpc_bootstrap("u1", m.tcp_address)))
         env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap)}
         client = subprocess.Popen(

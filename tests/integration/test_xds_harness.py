@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import datetime
 import http.server
+import shutil
 import socket
 import tempfile
 import threading
@@ -150,7 +151,8 @@ def mesh(config: MeshConfig | None = None) -> Iterator[Mesh]:
     bus.start()
     registry = CollectorRegistry()
     config = config or MeshConfig()
-    unix_path = str(Path(tempfile.mkdtemp(prefix="edgectl-xds-")) / "xds.sock")
+    socket_dir = tempfile.mkdtemp(prefix="edgectl-xds-")
+    unix_path = str(Path(socket_dir) / "xds.sock")
     server = start_mesh(lambda: bus.state, bus.subscribe, "127.0.0.1", 0, unix_path, registry, config)
     world = Mesh(bus, server, registry, web_port, hello_port, unix_path, config, spec)
     try:
@@ -160,6 +162,7 @@ def mesh(config: MeshConfig | None = None) -> Iterator[Mesh]:
             sidecar.stop()
         world.server.stop()
         world.bus.stop()
+        shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 # -- backends ----------------------------------------------------------------------------------------
