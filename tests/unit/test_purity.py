@@ -15,7 +15,10 @@ PURE_MODULES = sorted(
     + [p for p in (REPO / "sdnctl/pathing.py", REPO / "sdnctl/flows.py") if p.exists()]
     + [p for p in (REPO / "meshctl/snapshot.py", REPO / "meshctl/cache.py") if p.exists()]
     + [REPO / "pki/policy.py", REPO / "meshctl/protocol.py"]
-    + [REPO / f"placement/{name}.py" for name in ("latency", "plugins", "scheduler", "failover", "snapshot", "requests")]
+    + [
+        REPO / f"placement/{name}.py"
+        for name in ("latency", "plugins", "scheduler", "failover", "snapshot", "requests")
+    ]
     + [REPO / "edgectl/views.py", REPO / "edgectl/topo_show.py", REPO / "edgectl/bus.py"]
 )
 
