@@ -93,10 +93,15 @@ def _sds(name: str) -> Message:
 
 
 def _san_matchers(spiffe_ids: Sequence[str]) -> list[Message]:
+    """URI SAN matchers: an id ending in "/" is a prefix (a SPIFFE id never ends in "/"), e.g.
+    ``spiffe://td/svc/web/`` for every instance of web; anything else must match exactly."""
     ids = sorted(set(spiffe_ids)) or [NO_CALLER_SAN]
     return [
         common_pb2.SubjectAltNameMatcher(
-            san_type=common_pb2.SubjectAltNameMatcher.URI, matcher=string_pb2.StringMatcher(exact=spiffe_id)
+            san_type=common_pb2.SubjectAltNameMatcher.URI,
+            matcher=string_pb2.StringMatcher(prefix=spiffe_id)
+            if spiffe_id.endswith("/")
+            else string_pb2.StringMatcher(exact=spiffe_id),
         )
         for spiffe_id in ids
     ]

@@ -230,11 +230,19 @@ class _SnapshotBuilder:
             return self.entry_services
         return tuple(ServiceName(s) for s in self.config.host_calls.get(host, ()))
 
+    def _identities_of(self, service: ServiceName) -> set[str]:
+        """Who may speak for ``service``: its instances' SPIFFE ids. When they follow the PKI's naming
+        (``spiffe://<td>/svc/<service>/w/<workload>``), the prefix ``spiffe://<td>/svc/<service>/``
+        instead, so scaling or moving the service changes no listener or cluster anywhere."""
+        prefix = f"spiffe://{self.config.trust_domain}/svc/{service}/"
+        ids = {w.spiffe_id for w in self.workloads_of[service]}
+        return {prefix} if all(i.startswith(prefix) for i in ids) else set(ids)
+
     def _callers(self) -> dict[ServiceName, set[str]]:
         callers: dict[ServiceName, set[str]] = defaultdict(set)
         for service in self.services.values():
             for callee in service.calls:
-                callers[callee].update(w.spiffe_id for w in self.workloads_of[service.name])
+                callers[callee].update(self._identities_of(service.name))
         for host in self.state.hosts:
             for callee in self._host_calls(host):
                 callers[callee].add(self.config.host_spiffe_id(host))
@@ -255,7 +263,7 @@ class _SnapshotBuilder:
         refs = [(ENDPOINTS, cluster_name)]
         tls = None
         if self.config.mtls:
-            tls = ec.upstream_mtls([w.spiffe_id for w in workloads])
+            tls = ec.upstream_mtls(sorted(self._identities_of(name)))
             refs += [(SECRET, ec.IDENTITY_SECRET), (SECRET, ec.TRUST_BUNDLE_SECRET)]
         http = name not in self.config.tcp_services
         cluster = make_resource(

@@ -23,8 +23,9 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
@@ -35,16 +36,32 @@ from meshctl.cache import SnapshotCache
 from meshctl.delta import DeltaStream
 from meshctl.metrics import XdsMetrics
 from meshctl.protocol import ProtocolError
-from meshctl.snapshot import MeshConfig, build_snapshots
+from meshctl.snapshot import MeshConfig, TlsIdentity, build_snapshots
 from meshctl.sotw import SotwStream
 from netmodel.events import Event
 from netmodel.state import FabricState
+from netmodel.types import frozen_map
 
 LOG = logging.getLogger("edgectl.mesh")
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
 Subscriber = Callable[[Event, FabricState], None]
+
+
+class _Svid(Protocol):
+    cert_chain_pem: str
+    private_key_pem: str
+
+
+class IdentitySource(Protocol):
+    """What ``MeshServer.use_identities`` reads (``pki.identities.IdentitySnapshot`` has it)."""
+
+    @property
+    def identities(self) -> Mapping[str, _Svid]: ...
+
+    @property
+    def bundle_pem(self) -> str: ...
 
 
 class _Undecodable:
@@ -120,6 +137,7 @@ class SnapshotPublisher:
         # Only these parts of the model reach xDS: a latency measurement must not cost a rebuild.
         inputs = (state.sites, state.hosts, state.nodes, state.services, state.workloads, config)
         if self._last_inputs is not None and all(a is b for a, b in zip(inputs, self._last_inputs, strict=True)):
+            self.last_generation = state.generation  # the snapshots already are this generation's
             return
         started = time.perf_counter()
         snapshots = build_snapshots(state, config)
@@ -315,18 +333,49 @@ class MeshServer:
     def clients_view(self) -> dict[str, Any]:
         return self.cache.clients_view()
 
+    def behind(self, generation: int, nodes: Iterable[str] | None = None) -> set[str]:
+        """The sidecars that do not run yet what model ``generation`` asks of them. ``nodes``: those to
+        ask about, else every connected one (a sidecar that is not connected cannot be waited for)."""
+        wanted = list(nodes) if nodes is not None else self.cache.connected_nodes()
+        built = self.publisher.last_generation is not None and self.publisher.last_generation >= generation
+        if not built:
+            return set(wanted)
+        return {n for n in wanted if not self.cache.is_synced(n)}
+
+    def converged(self, generation: int) -> bool:
+        """Placement's convergence probe: every connected sidecar ACKed generation ``generation`` (or
+        a later one), so an old endpoint may be withdrawn. A sidecar stuck on a rejected config holds
+        this back until the caller's timeout: it does not run what the model asks."""
+        return not self.behind(generation)
+
     def wait_synced(self, generation: int, timeout: float, nodes: Iterable[str] | None = None) -> set[str]:
-        """Wait until the sidecars run what model ``generation`` asks of them (the step before an old
-        endpoint is withdrawn). ``nodes``: those to wait for, else every connected one. Returns the
-        nodes still behind when time ran out (empty: all there)."""
+        """Wait until ``behind(generation, nodes)`` is empty; returns who is still behind at the timeout."""
         deadline = time.monotonic() + timeout
         while True:
-            built = self.publisher.last_generation is not None and self.publisher.last_generation >= generation
-            wanted = list(nodes) if nodes is not None else self.cache.connected_nodes()
-            behind = set(wanted) if not built else {n for n in wanted if not self.cache.is_synced(n)}
+            behind = self.behind(generation, nodes)
             if not behind or time.monotonic() >= deadline:
                 return behind
             time.sleep(0.002)
+
+    def use_identities(self, snapshot: IdentitySource, mtls: bool | None = None) -> None:
+        """Serve the PKI's certificates by SDS (a ``pki.identities.IdentitySnapshot``, or anything with
+        ``identities`` {node id: svid with cert_chain_pem, private_key_pem} and ``bundle_pem``): each
+        node its own. ``mtls`` switches mutual TLS on or off (None: as configured). A PKI listener:
+        ``pki.subscribe(lambda s: mesh.use_identities(s, mtls=True))``."""
+        identities = {
+            node: TlsIdentity(svid.cert_chain_pem, svid.private_key_pem)
+            for node, svid in snapshot.identities.items()
+            if svid.private_key_pem  # issued from a CSR: the key stayed with the sidecar, not ours to serve
+        }
+        config = self.publisher.config
+        self.update_config(
+            replace(
+                config,
+                identities=frozen_map(identities),
+                trust_bundle_pem=snapshot.bundle_pem,
+                mtls=config.mtls if mtls is None else mtls,
+            )
+        )
 
     def stop(self) -> None:
         self._running = False

@@ -317,3 +317,27 @@ def test_every_build_is_consistent(chosen: list, mtls: bool, down: set) -> None:
                     lb.endpoint.address.socket_address.address for g in cla.message.endpoints for lb in g.lb_endpoints
                 }
                 assert state.nodes[NodeId(node_id)].ip not in ips
+
+
+def test_pki_style_instance_ids_are_matched_by_service_prefix() -> None:
+    # The PKI names each instance spiffe://<td>/svc/<service>/w/<id>: listeners and clusters then
+    # accept any instance of the service, so scaling it changes nothing anywhere.
+    def instance(wid: str, service: str, node: str):
+        return dataclasses.replace(
+            workload(wid, service, node), spiffe_id=f"spiffe://edgectl.local/svc/{service}/w/{wid}"
+        )
+
+    state = place(base_state(), instance("web-1", "web", "ea-n1"), instance("api-1", "api", "c-n1"))
+    before = build_snapshots(state, MTLS)
+    inbound = before["api-1"].of_type(LISTENER)["in/api-1"].message
+    tls = tls_pb2.DownstreamTlsContext()
+    inbound.filter_chains[0].transport_socket.typed_config.Unpack(tls)
+    matchers = tls.common_tls_context.combined_validation_context.default_validation_context
+    assert [(m.matcher.prefix, m.matcher.exact) for m in matchers.match_typed_subject_alt_names] == [
+        ("spiffe://edgectl.local/svc/web/", "")
+    ]
+    scaled = place(state, instance("web-2", "web", "ea-n2"), instance("api-2", "api", "ea-n1"))
+    after = build_snapshots(scaled, MTLS)
+    for type_url in (CLUSTER, LISTENER):  # web-1's clusters (svc/api) and api-1's listener unchanged
+        assert before["web-1"].digest(type_url) == after["web-1"].digest(type_url)
+        assert before["api-1"].digest(type_url) == after["api-1"].digest(type_url)
