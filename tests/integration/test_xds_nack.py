@@ -39,6 +39,8 @@ def test_a_nacked_config_is_reported_traffic_keeps_flowing_and_the_fix_is_acked(
         assert not view["in_sync"] and not view["types"]["cds"]["current"]
         assert view["types"]["cds"]["acked"] == good  # the server knows the client runs the old config
         assert m.metric("edgectl_xds_nacks_total", type="cds") >= 1
+        # Placement's convergence probe: a sidecar that rejected its config has not converged.
+        assert not m.server.converged(m.bus.state.generation)
         for _ in range(20):  # the last good config keeps serving
             assert get(m.web_port) == (200, "web")
         assert envoy.dynamic_versions()["clusters"]["svc/web"] == running
@@ -48,6 +50,7 @@ def test_a_nacked_config_is_reported_traffic_keeps_flowing_and_the_fix_is_acked(
         m.set_config(replace_config(m.config, connect_timeout_ms=1500))  # corrected, and different
         wait_until(lambda: m.node_view("u1")["in_sync"], 5, "the corrected config ACKed")
         assert m.node_view("u1")["types"]["cds"]["acked"] != good
+        assert m.server.converged(m.bus.state.generation)
         # The rebuilt cluster got its endpoints again: it is not left warming (Envoy's 15 s trap).
         envoy.wait_for(lambda: warming_clusters(envoy) == [], 1, "no warming clusters")
         assert get(m.web_port) == (200, "web")
