@@ -45,7 +45,7 @@ from netmodel.types import ComputeNode, Workload, frozen_map
 
 @dataclass(frozen=True, slots=True)
 class TlsIdentity:
-    """A sidecar's certificate chain and private key (PEM). Until the PKI lands, config supplies them."""
+    """A sidecar's certificate chain and private key (PEM), from the PKI (``MeshServer.use_identities``)."""
 
     cert_chain_pem: str
     private_key_pem: str = field(repr=False)
