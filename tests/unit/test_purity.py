@@ -14,7 +14,8 @@ PURE_MODULES = sorted(
     [*REPO.glob("netmodel/*.py")]
     + [p for p in (REPO / "sdnctl/pathing.py", REPO / "sdnctl/flows.py") if p.exists()]
     + [p for p in (REPO / "meshctl/snapshot.py", REPO / "meshctl/cache.py") if p.exists()]
-    + [REPO / "pki/policy.py", REPO / "meshctl/protocol.py"]
+    + [REPO / "pki/policy.py"]
+    + [REPO / f"meshctl/{name}.py" for name in ("protocol", "sotw", "delta", "envoy_config", "xds_types")]
     + [
         REPO / f"placement/{name}.py"
         for name in ("latency", "plugins", "scheduler", "failover", "snapshot", "requests")
