@@ -147,24 +147,28 @@ def compile_entry(
     plan: RoutePlan, switch: SwitchId, endpoint: Endpoint
 ) -> tuple[tuple[FlowSpec, ...], GroupSpec | None]:
     """The flows (IPv4 and ARP) and the group that take packets for ``endpoint`` out of ``switch``."""
-    names = addresses_of(endpoint)
-    ip_match = (("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", endpoint.ip))
-    arp_match = (("arp_tpa", endpoint.ip), ("eth_type", ETH_TYPE_ARP))
-    group = None
     if endpoint.attachment.switch == switch:
-        forward: Action = ("output", endpoint.attachment.port)
-    else:
-        primary, backup = plan.next_hop(switch, endpoint.attachment.switch)
-        if primary is None:
-            return (), None  # unreachable from here: no flow, the table miss drops the packet
-        ports = (primary.src_port,) if backup is None else (primary.src_port, backup.src_port)
-        group = GroupSpec(names.group_id, ports)
-        forward = ("group", names.group_id)
-    flows = (
+        return _flows_to(endpoint.ip, ("output", endpoint.attachment.port)), None
+    primary, backup = plan.next_hop(switch, endpoint.attachment.switch)
+    if primary is None:
+        return (), None  # unreachable from here: no flow, the table miss drops the packet
+    group_id = _addresses(endpoint.ip).group_id
+    ports = (primary.src_port,) if backup is None else (primary.src_port, backup.src_port)
+    return _flows_to(endpoint.ip, ("group", group_id)), GroupSpec(group_id, ports)
+
+
+@lru_cache(maxsize=1 << 16)
+def _flows_to(ip: str, forward: Action) -> tuple[FlowSpec, ...]:
+    """The IPv4 and ARP flows for ``ip`` ending in ``forward``. Cached: away from the endpoint's own
+    switch they depend on the address alone (the group carries the next hops), so a recompile after
+    a link event makes only new groups."""
+    names = _addresses(ip)
+    ip_match = (("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", ip))
+    arp_match = (("arp_tpa", ip), ("eth_type", ETH_TYPE_ARP))
+    return (
         FlowSpec(TABLE, PRIORITY_ROUTE, ip_match, (forward,), names.cookie),
         FlowSpec(TABLE, PRIORITY_ROUTE, arp_match, (forward, ("controller", 0xFFFF)), names.arp_cookie),
     )
-    return flows, group
 
 
 Entry = tuple[tuple[FlowSpec, ...], GroupSpec | None]

@@ -255,33 +255,56 @@ def _rows_using(routing: np.ndarray, st: _Structure, changed: np.ndarray, old_we
 def _next_hops(
     rows: np.ndarray, st: _Structure, weight: np.ndarray, dist: np.ndarray, primary: np.ndarray, backup: np.ndarray
 ) -> None:
-    """Fill ``primary`` and ``backup`` for the switches in ``rows``, in place."""
-    n = len(st.switches)
-    columns = np.arange(n)
-    for u in rows.tolist():
-        primary[u, :] = NO_LINK
-        backup[u, :] = NO_LINK
-        mine = st.by_switch[st.bounds[u] : st.bounds[u + 1]]
-        mine = mine[np.isfinite(weight[mine])]
-        if len(mine) == 0:
-            continue
-        # c[l, d]: going over link l (u -> v), then the shortest way from v to d.
-        c = weight[mine][:, None] + dist[st.dst[mine], :]
-        # Ties broken by link order (sorted LinkIds): deterministic plans, stable flows.
-        best = np.argmin(c, axis=0)
-        reachable = np.isfinite(c[best, columns])
-        reachable[u] = False
-        primary[u, reachable] = mine[best[reachable]]
-        # LFA: neighbour v is loop-free for d if dist(v, d) < dist(v, u) + dist(u, d). A parallel
-        # link to the primary's neighbour is always loop-free (it is the same neighbour).
-        v = st.dst[mine]
-        loop_free = dist[v, :] < dist[v, u][:, None] + dist[u, :][None, :]
-        same_neighbour = v[:, None] == st.dst[mine[best]][None, :]
-        alternative = np.where(loop_free | same_neighbour, c, np.inf)
-        alternative[best, columns] = np.inf
-        second = np.argmin(alternative, axis=0)
-        has_backup = reachable & np.isfinite(alternative[second, columns])
-        backup[u, has_backup] = mine[second[has_backup]]
+    """Fill ``primary`` and ``backup`` for the switches in ``rows``, in place.
+
+    Rows are taken in groups of equal out-degree, each group as one (rows, degree, destinations)
+    tensor: no Python loop per switch, and no padding (padding every row to the largest degree
+    cost as much as it saved).
+    """
+    if len(rows) == 0:
+        return
+    primary[rows, :] = NO_LINK
+    backup[rows, :] = NO_LINK
+    degree = st.bounds[rows + 1] - st.bounds[rows]
+    for k in np.unique(degree).tolist():
+        if k > 0:
+            _next_hops_of_degree(rows[degree == k], k, st, weight, dist, primary, backup)
+
+
+def _next_hops_of_degree(
+    rows: np.ndarray,
+    k: int,
+    st: _Structure,
+    weight: np.ndarray,
+    dist: np.ndarray,
+    primary: np.ndarray,
+    backup: np.ndarray,
+) -> None:
+    # links[r, j]: the j-th out-link of rows[r] (sorted LinkId order, so ties go to the first).
+    links = st.by_switch[st.bounds[rows][:, None] + np.arange(k)[None, :]]
+    link_weight = weight[links]  # (R, k); inf when down
+    neighbour = st.dst[links]  # (R, k)
+    # cost[r, j, d]: over link j of rows[r] to its neighbour v, then the shortest way from v to d.
+    cost = link_weight[:, :, None] + dist[neighbour, :]
+    best = np.argmin(cost, axis=1)  # (R, n)
+    best_cost = np.take_along_axis(cost, best[:, None, :], axis=1)[:, 0, :]
+    reachable = np.isfinite(best_cost)
+    reachable[np.arange(len(rows)), rows] = False
+    primary[rows, :] = np.where(reachable, np.take_along_axis(links, best, axis=1), NO_LINK)
+    if k == 1:
+        return  # a single link has no alternate
+    # LFA: neighbour v is loop-free for d if dist(v, d) < dist(v, u) + dist(u, d). A parallel link
+    # to the primary's neighbour is always loop-free (it is the same neighbour).
+    to_u = dist[neighbour, rows[:, None]]  # (R, k): dist(v, u)
+    loop_free = dist[neighbour, :] < to_u[:, :, None] + dist[rows, :][:, None, :]
+    best_neighbour = np.take_along_axis(neighbour, best, axis=1)  # (R, n)
+    same_neighbour = neighbour[:, :, None] == best_neighbour[:, None, :]
+    alternative = np.where(loop_free | same_neighbour, cost, np.inf)
+    np.put_along_axis(alternative, best[:, None, :], np.inf, axis=1)
+    second = np.argmin(alternative, axis=1)
+    second_cost = np.take_along_axis(alternative, second[:, None, :], axis=1)[:, 0, :]
+    has_backup = reachable & np.isfinite(second_cost)
+    backup[rows, :] = np.where(has_backup, np.take_along_axis(links, second, axis=1), NO_LINK)
 
 
 def changed_entries(old: RoutePlan, new: RoutePlan) -> list[tuple[SwitchId, SwitchId]]:
