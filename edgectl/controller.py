@@ -25,6 +25,21 @@ from netmodel.fabric import FabricSpec, build_state
 LOG = logging.getLogger("edgectl.controller")
 
 
+def _ip_sans(*hosts: str) -> list[str]:
+    """IP SANs for the control certificate: loopback plus every bind address that is an IP (not 0.0.0.0)."""
+    import ipaddress
+
+    sans = ["127.0.0.1"]
+    for host in hosts:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            continue
+        if not address.is_unspecified and str(address) not in sans:
+            sans.append(str(address))
+    return sans
+
+
 class Controller:
     def __init__(self, config: RunConfig, spec: FabricSpec) -> None:
         self.config = config
@@ -59,11 +74,8 @@ class Controller:
         self.http.start()
         LOG.info("HTTP API on http://%s:%d", *self.http.address)
 
-        from placement.grpc_api import start_placement_api
-
-        self.placement = start_placement_api(self.bus, self.config.api_host, self.config.api_port)
-
         openflow_tls = None
+        control_tls = None
         if self.config.pki is not None:
             from pki.identities import identities_view
             from pki.service import PkiService
@@ -77,6 +89,22 @@ class Controller:
             )
             if self.config.pki.openflow_tls:
                 openflow_tls = self.pki.openflow_tls(Path(self.config.pki.directory) / "openflow")
+            # mTLS on the control connections (xDS over TCP, placement API): one long-lived server
+            # certificate issued now; clients must hold a certificate from this CA.
+            control_tls = self.pki.control_tls(ip_addresses=_ip_sans(self.config.xds_host, self.config.api_host))
+            self.http.add_route("/api/v1/pki/rotate", self._rotate, method="POST")
+
+        from placement.grpc_api import ApiTls, start_placement_api
+
+        api_tls = None
+        if control_tls is not None:
+            api_tls = ApiTls(
+                control_tls.cert_chain_pem,
+                control_tls.private_key_pem,
+                control_tls.bundle_pem,
+                authorize=self.pki.authorize_operator,
+            )
+        self.placement = start_placement_api(self.bus, self.config.api_host, self.config.api_port, tls=api_tls)
 
         from sdnctl.engine import RouteEngine
         from sdnctl.runtime import start_openflow  # os-ken is imported only when a controller runs
@@ -97,8 +125,16 @@ class Controller:
         )
         self.http.add_route("/api/v1/latency", lambda _state: self.openflow.app.latency.report())
         self.http.add_route("/api/v1/routes", lambda state: routes_view(self.routes.plan, self.routes.status, state))
-        from meshctl.xds_grpc import start_mesh
+        from meshctl.xds_grpc import XdsTls, start_mesh
 
+        xds_tls = None
+        if control_tls is not None:
+            xds_tls = XdsTls(
+                control_tls.cert_chain_pem,
+                control_tls.private_key_pem,
+                control_tls.bundle_pem,
+                authorize=self.pki.authorize_xds,
+            )
         self.mesh = start_mesh(
             lambda: self.bus.state,
             self.bus.subscribe,
@@ -106,6 +142,7 @@ class Controller:
             port=self.config.xds_port,
             unix_path=self.config.xds_unix,
             registry=self.metrics.registry,
+            tls=xds_tls,
         )
         self.http.add_route("/api/v1/xds/clients", lambda _state: self.mesh.clients_view())
         # A migration withdraws the old instance only once the sidecars have ACKed the new endpoints.
@@ -118,6 +155,20 @@ class Controller:
         # process 80-110 ms here; after freeze about 15 ms).
         gc.collect()
         gc.freeze()
+
+    def _rotate(self, _state: Any, body: Any) -> tuple[int, Any]:
+        """POST /api/v1/pki/rotate {"spiffe_id": ID}: new keys for ID now, its old certificates revoked."""
+        spiffe_id = body.get("spiffe_id") if isinstance(body, dict) else None
+        if not isinstance(spiffe_id, str) or not spiffe_id:
+            return 400, {"error": 'expected a JSON body {"spiffe_id": "spiffe://..."}'}
+        from pki.errors import PkiError
+
+        try:
+            changes = self.pki.rotate(spiffe_id)
+        except PkiError as exc:
+            return 400, {"error": str(exc)}
+        rotated = sorted(subject for subject, _spiffe_id, _why in changes.issued)
+        return 200, {"spiffe_id": spiffe_id, "rotated": rotated, "version": self.pki.snapshot.version}
 
     def stop(self) -> None:
         if self.placement is not None:

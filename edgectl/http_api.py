@@ -17,10 +17,14 @@ from netmodel.state import FabricState
 LOG = logging.getLogger("edgectl.http")
 
 JsonRoute = Callable[[FabricState], Any]
+PostRoute = Callable[[FabricState, Any], tuple[int, Any]]
+"""``(state, JSON body) -> (status, JSON reply)``: a command (e.g. ``POST /api/v1/pki/rotate``)."""
+MAX_BODY = 64 * 1024
 
 
 class HttpApi:
-    """Serves GET routes on a daemon thread. ``routes`` maps a path to a function of the state."""
+    """Serves GET routes (``routes``: a path -> a function of the state) and a few POST commands on a
+    daemon thread. Bind it to loopback: the API has no authentication of its own."""
 
     def __init__(
         self,
@@ -33,6 +37,7 @@ class HttpApi:
         self._state = state
         self._metrics = metrics
         self._routes = dict(routes)
+        self._post_routes: dict[str, PostRoute] = {}
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -42,8 +47,14 @@ class HttpApi:
         host, port = self._server.server_address[:2]
         return str(host), int(port)
 
-    def add_route(self, path: str, route: JsonRoute) -> None:
-        self._routes[path] = route
+    def add_route(self, path: str, route: Any, method: str = "GET") -> None:
+        """A GET ``JsonRoute``, or with ``method="POST"`` a ``PostRoute`` (JSON body in, status and JSON out)."""
+        if method == "POST":
+            self._post_routes[path] = route
+        elif method == "GET":
+            self._routes[path] = route
+        else:
+            raise ValueError(f"unsupported method {method}")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._server.serve_forever, name="http-api", daemon=True)
@@ -79,10 +90,36 @@ class HttpApi:
                     LOG.exception("GET %s failed", path)
                     self._send(500, "application/json", {"error": str(exc)})
 
-            def _not_allowed(self) -> None:
-                self._send(405, "application/json", {"error": "only GET is supported here"})
+            def do_POST(self) -> None:
+                path = self.path.split("?", 1)[0].rstrip("/") or "/"
+                route = api._post_routes.get(path)
+                if route is None:
+                    self._not_allowed()
+                    return
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if not 0 <= length <= MAX_BODY:
+                    self._send(400, "application/json", {"error": f"body must be 0-{MAX_BODY} bytes"})
+                    return
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                except ValueError as exc:
+                    self._send(400, "application/json", {"error": f"the body is not JSON: {exc}"})
+                    return
+                try:
+                    code, reply = route(api._state(), body)
+                except Exception as exc:
+                    LOG.exception("POST %s failed", path)
+                    code, reply = 500, {"error": str(exc)}
+                self._send(code, "application/json", reply)
 
-            do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
+            def _not_allowed(self) -> None:
+                allowed = "POST" if self.path.split("?", 1)[0].rstrip("/") in api._post_routes else "GET"
+                self._send(405, "application/json", {"error": f"only {allowed} is supported here"})
+
+            do_PUT = do_DELETE = do_PATCH = _not_allowed
 
             def _send(self, code: int, content_type: str, body: Any) -> None:
                 self._send_bytes(code, content_type, (json.dumps(body, indent=2) + "\n").encode())

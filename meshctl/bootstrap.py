@@ -63,6 +63,38 @@ def parse_xds_address(text: str) -> XdsAddress:
     return XdsAddress(host=host, port=int(port_text))
 
 
+@dataclass(frozen=True, slots=True)
+class XdsClientTls:
+    """Files a sidecar uses for mTLS to the control plane (``edgectl pki issue --out PREFIX`` writes
+    ``PREFIX.crt``, ``PREFIX.key`` and ``PREFIX.bundle.pem``). ``server_id``: the SPIFFE id the control
+    plane must present (``spiffe://<td>/controller/edgectl``); empty: any certificate from the CA."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+    server_id: str = ""
+
+
+def xds_transport_socket(tls: XdsClientTls) -> dict[str, Any]:
+    """The xDS cluster's upstream TLS: present the sidecar's certificate, verify the controller's."""
+    validation: dict[str, Any] = {"trusted_ca": {"filename": tls.ca_file}}
+    if tls.server_id:
+        validation["match_typed_subject_alt_names"] = [{"san_type": "URI", "matcher": {"exact": tls.server_id}}]
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {"certificate_chain": {"filename": tls.cert_file}, "private_key": {"filename": tls.key_file}}
+                ],
+                "validation_context": validation,
+            },
+        },
+    }
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -77,8 +109,10 @@ def render_bootstrap(
     delta: bool = False,
     xds_address: str = DEFAULT_XDS_ADDRESS,
     admin_port: int = DEFAULT_ADMIN_PORT,
+    tls: XdsClientTls | None = None,
 ) -> dict[str, Any]:
-    """An Envoy v3 bootstrap (as a dict: dump it as YAML or JSON) for sidecar ``node_id``."""
+    """An Envoy v3 bootstrap (as a dict: dump it as YAML or JSON) for sidecar ``node_id``; ``tls``: mTLS
+    to the control plane (needed on its TCP listener when the controller runs with ``--pki-dir``)."""
     address = parse_xds_address(xds_address)
     if not 0 <= admin_port < 65536:
         raise ValueError(f"admin port {admin_port} is not 0-65535")
@@ -88,7 +122,7 @@ def render_bootstrap(
     else:
         endpoint_address = {"socket_address": {"address": address.host, "port_value": address.port}}
         discovery = "STATIC" if _is_ip(address.host) else "STRICT_DNS"
-    return {
+    bootstrap: dict[str, Any] = {
         "node": {"id": node_id, "cluster": service},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "dynamic_resources": {
@@ -133,6 +167,9 @@ def render_bootstrap(
             ]
         },
     }
+    if tls is not None:
+        bootstrap["static_resources"]["clusters"][0]["transport_socket"] = xds_transport_socket(tls)
+    return bootstrap
 
 
 def render_grpc_bootstrap(node_id: str, xds_address: str = DEFAULT_XDS_ADDRESS) -> dict[str, Any]:
@@ -188,16 +225,40 @@ def bootstrap_parser() -> argparse.ArgumentParser:
     parser.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT, help="Envoy admin port on 127.0.0.1")
     parser.add_argument("--format", choices=["yaml", "json"], default="yaml")
     parser.add_argument("--grpc", action="store_true", help="print a proxyless gRPC client's bootstrap (JSON) instead")
+    tls = parser.add_argument_group("mTLS to the control plane (a controller run with --pki-dir)")
+    tls.add_argument(
+        "--tls-cert", metavar="FILE", help="the sidecar's certificate chain (edgectl pki issue: PREFIX.crt)"
+    )
+    tls.add_argument("--tls-key", metavar="FILE", help="its private key (PREFIX.key)")
+    tls.add_argument("--tls-ca", metavar="FILE", help="the trust bundle (PREFIX.bundle.pem)")
+    tls.add_argument(
+        "--xds-server-id", default="", metavar="SPIFFE_ID", help="require this id of the control plane (optional)"
+    )
     return parser
+
+
+def client_tls(args: argparse.Namespace) -> XdsClientTls | None:
+    """``--tls-cert/--tls-key/--tls-ca``: all three or none (ValueError)."""
+    files = (args.tls_cert, args.tls_key, args.tls_ca)
+    if not any(files):
+        if args.xds_server_id:
+            raise ValueError("--xds-server-id needs --tls-cert, --tls-key and --tls-ca")
+        return None
+    if not all(files):
+        raise ValueError("--tls-cert, --tls-key and --tls-ca go together")
+    return XdsClientTls(args.tls_cert, args.tls_key, args.tls_ca, args.xds_server_id)
 
 
 def main_bootstrap(argv: Sequence[str] | None = None) -> int:
     args = bootstrap_parser().parse_args(argv)
     try:
+        tls = client_tls(args)
         if args.grpc:
+            if tls is not None:
+                raise ValueError("--grpc with --tls-* is not supported yet (use the Unix socket)")
             print(json.dumps(render_grpc_bootstrap(args.node_id, args.xds_address), indent=2))
             return 0
-        bootstrap = render_bootstrap(args.node_id, args.service, args.delta, args.xds_address, args.admin_port)
+        bootstrap = render_bootstrap(args.node_id, args.service, args.delta, args.xds_address, args.admin_port, tls)
     except ValueError as exc:
         print(f"edgectl mesh bootstrap: {exc}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ import stat
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import grpc
@@ -47,6 +47,40 @@ LOG = logging.getLogger("edgectl.mesh")
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
 Subscriber = Callable[[Event, FabricState], None]
+NodeAuthorizer = Callable[[str, str], str | None]
+"""``(node_id, peer certificate PEM) -> None`` (allowed) or why not (``PkiService.authorize_xds``)."""
+
+
+@dataclass(frozen=True)
+class XdsTls:
+    """mTLS on the TCP listener: the server's own chain and key, and the roots client certificates must
+    lead to. Clients without such a certificate fail the handshake; ``authorize`` then binds each stream's
+    node id to the identity in the client certificate. The Unix socket stays plaintext: who may connect
+    to it is decided by its file permissions (the controller's user), as for any local socket."""
+
+    cert_chain_pem: str
+    private_key_pem: str = field(repr=False)
+    client_ca_pem: str = field(repr=False)
+    authorize: NodeAuthorizer | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.private_key_pem.encode(), self.cert_chain_pem.encode())],
+            root_certificates=self.client_ca_pem.encode(),
+            require_client_auth=True,
+        )
+
+
+def _peer_certificate(context: Any) -> str | None:
+    """The client's certificate (PEM) as gRPC verified it, or None (Unix socket, plaintext)."""
+    try:
+        certificates = context.auth_context().get("x509_pem_cert") or []
+    except Exception:  # a context without an auth context (tests, plaintext)
+        return None
+    if not certificates:
+        return None
+    first = certificates[0]
+    return first.decode() if isinstance(first, bytes) else str(first)
 
 
 class _Svid(Protocol):
@@ -168,9 +202,20 @@ class SnapshotPublisher:
 
 
 class _AdsServicer:
-    def __init__(self, cache: SnapshotCache, metrics: XdsMetrics) -> None:
+    def __init__(self, cache: SnapshotCache, metrics: XdsMetrics, authorize: NodeAuthorizer | None = None) -> None:
         self._cache = cache
         self._metrics = metrics
+        self._authorize = authorize
+
+    def _refusal(self, request: Any, context: grpc.aio.ServicerContext) -> str | None:
+        """Why this stream may not be served for the node its first request names (None: it may)."""
+        if self._authorize is None:
+            return None
+        certificate = _peer_certificate(context)
+        if certificate is None:
+            return None  # the Unix socket: its file permissions decide who connects
+        node = getattr(getattr(request, "node", None), "id", "")
+        return self._authorize(str(node), certificate)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -241,6 +286,12 @@ class _AdsServicer:
                 elif isinstance(item, _Undecodable):
                     raise ProtocolError(f"request is not a valid {stream.mode} discovery request: {item.error}")
                 else:
+                    if stream.node_id is None:
+                        refusal = self._refusal(item, context)
+                        if refusal is not None:
+                            LOG.warning("refusing %s stream from %s: %s", stream.mode, context.peer(), refusal)
+                            self._metrics.stream_errors.labels("PERMISSION_DENIED").inc()
+                            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
                     responses = stream.on_request(item)
                     if cancel_watch is None and stream.node_id is not None:
                         cancel_watch = self._cache.watch(stream.node_id, wake_from_any_thread)
@@ -282,8 +333,10 @@ class MeshServer:
         registry: CollectorRegistry | None = None,
         config: MeshConfig | None = None,
         grace_s: float = 0.5,
+        tls: XdsTls | None = None,
     ) -> None:
         self.cache = SnapshotCache()
+        self._tls = tls
         self.metrics = XdsMetrics(registry)
         self.publisher = SnapshotPublisher(state, config or MeshConfig(), self.cache, self.metrics)
         self._host = host
@@ -317,7 +370,10 @@ class MeshServer:
             raise OSError(f"xDS server cannot listen: {self._start_error}") from self._start_error
         self.publisher.start()
         self._running = True
-        where = f"{self._host}:{self._bound_port}" + (f" and unix:{self._unix_path}" if self._unix_path else "")
+        mtls = " (mTLS)" if self._tls else ""
+        where = f"{self._host}:{self._bound_port}{mtls}" + (
+            f" and unix:{self._unix_path}" if self._unix_path else ""
+        )
         LOG.info("xDS (ADS, SotW and delta) on %s", where)
         return self
 
@@ -419,8 +475,10 @@ class MeshServer:
                 ("grpc.max_receive_message_length", 4 * 1024 * 1024),
             ]
         )
-        server.add_generic_rpc_handlers([_AdsServicer(self.cache, self.metrics).handler()])
-        self._bound_port = _bind(server, f"{_host_for_grpc(self._host)}:{self._port}")
+        authorize = self._tls.authorize if self._tls else None
+        server.add_generic_rpc_handlers([_AdsServicer(self.cache, self.metrics, authorize).handler()])
+        credentials = self._tls.credentials() if self._tls else None
+        self._bound_port = _bind(server, f"{_host_for_grpc(self._host)}:{self._port}", credentials)
         if self._unix_path:
             _remove_stale_socket(self._unix_path)
             _bind(server, f"unix:{self._unix_path}")
@@ -430,9 +488,9 @@ class MeshServer:
         await server.stop(self._grace_s)
 
 
-def _bind(server: grpc.aio.Server, address: str) -> int:
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None = None) -> int:
     try:
-        port = server.add_insecure_port(address)
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError as exc:
         raise OSError(f"cannot bind {address}: {exc}") from exc
     if port == 0 and not address.startswith("unix:"):
@@ -475,10 +533,12 @@ def start_mesh(
     unix_path: str | None = None,
     registry: CollectorRegistry | None = None,
     config: MeshConfig | None = None,
+    tls: XdsTls | None = None,
 ) -> MeshServer:
     """Start the xDS control plane of a controller: ``state`` returns the latest model, ``subscribe``
-    registers a bus subscriber (called with every applied event). Raises OSError when it cannot listen."""
-    server = MeshServer(state, host, port, unix_path, registry, config).start()
+    registers a bus subscriber (called with every applied event); ``tls``: mTLS on the TCP listener.
+    Raises OSError when it cannot listen."""
+    server = MeshServer(state, host, port, unix_path, registry, config, tls=tls).start()
     subscribe(server.on_model_change)
     # A change between the first build and the subscription must not be lost.
     server.publisher.request()

@@ -190,6 +190,11 @@ def controller_spiffe_id(trust_domain: str, name: str = "edgectl") -> SpiffeId:
     return _named(trust_domain, ("controller", "kind"), (name, "controller name"))
 
 
+def operator_spiffe_id(trust_domain: str, name: str) -> SpiffeId:
+    """A person or tool using the controller's APIs (``edgectl place --tls-*``)."""
+    return _named(trust_domain, ("operator", "kind"), (name, "operator name"))
+
+
 # -- issuance --------------------------------------------------------------------------------------
 
 

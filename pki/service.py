@@ -11,11 +11,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from netmodel.state import FabricState
-from pki.errors import InvalidSpiffeId
+from pki.authz import check_operator, check_xds_node
+from pki.errors import InvalidSpiffeId, PkiError
 from pki.identities import IdentityChanges, IdentityManager, IdentitySnapshot, Issuer, desired_identities
 from pki.policy import host_spiffe_id
 from pki.rotation import RotationTimer
@@ -23,6 +25,16 @@ from pki.rotation import RotationTimer
 LOG = logging.getLogger("edgectl.pki")
 
 Listener = Callable[[IdentitySnapshot], None]
+CONTROL_TTL_S = 7 * 86400
+
+
+@dataclass(frozen=True)
+class ControlTls:
+    """PEM material for a gRPC listener with mTLS: its chain and key, and the roots clients must chain to."""
+
+    cert_chain_pem: str
+    private_key_pem: str = field(repr=False)
+    bundle_pem: str = field(repr=False)
 
 
 def declared_hosts(state: FabricState) -> list[str]:
@@ -92,6 +104,53 @@ class PkiService:
         with only_verify_leaf_cert_crl). Re-send it when ``snapshot.revocations`` changes and well before
         ``next_update_s`` passes: verifiers refuse an expired CRL."""
         return str(self.issuer.crl_pem(self.snapshot.revocations, self._clock(), next_update_s))  # type: ignore[attr-defined]
+
+    def control_tls(
+        self,
+        *,
+        ip_addresses: Iterable[str] = ("127.0.0.1",),
+        dns_names: Iterable[str] = ("localhost",),
+        ttl_s: int = CONTROL_TTL_S,
+    ) -> ControlTls:
+        """The certificate the controller's gRPC listeners (xDS over TCP, the placement API) present:
+        ``spiffe://<td>/controller/edgectl`` with IP/DNS SANs (gRPC clients check the name they dialled).
+        Issued once at start and long-lived (like the OpenFlow one): a restart renews it."""
+        from pki.policy import controller_spiffe_id
+
+        svid = self.issuer.issue_with_new_key(
+            controller_spiffe_id(self.trust_domain),
+            self._clock(),
+            ttl_s=ttl_s,
+            ip_addresses=ip_addresses,
+            dns_names=dns_names,
+        )  # type: ignore[call-arg]
+        return ControlTls(svid.cert_chain_pem, svid.private_key_pem, self.snapshot.bundle_pem)
+
+    def authorize_xds(self, node_id: str, certificate_pem: str) -> str | None:
+        """meshctl's ``XdsTls.authorize``: may the holder of this (TLS-verified) client certificate get
+        node ``node_id``'s configuration and secrets? None if so, else why not (with both ids)."""
+        peer, refusal = self._peer(certificate_pem)
+        if refusal is not None:
+            return refusal
+        identities = {subject: str(svid.spiffe_id) for subject, svid in self.snapshot.identities.items()}
+        return check_xds_node(node_id, peer, identities)
+
+    def authorize_operator(self, certificate_pem: str) -> str | None:
+        """The placement API's check: an operator or controller identity of this trust domain, not revoked."""
+        peer, refusal = self._peer(certificate_pem)
+        return refusal if refusal is not None else check_operator(peer, self.trust_domain)
+
+    def _peer(self, certificate_pem: str) -> tuple[str, str | None]:
+        from pki import certs
+        from pki.verify import peer_spiffe_id
+
+        try:
+            peer = str(peer_spiffe_id(certificate_pem))
+            serial = certs.load_pem_chain(certificate_pem, "peer certificate")[0].serial_number
+        except PkiError as exc:
+            return "", f"the client certificate is not an X.509-SVID: {exc}"
+        revoked = self.snapshot.revocations.reason_revoked(serial, peer)
+        return peer, revoked
 
     def openflow_tls(self, directory: str | Path, **kwargs: Any) -> Any:
         """The controller's OpenFlow TLS files (``pki.tls.TlsFiles``) from this CA."""

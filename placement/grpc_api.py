@@ -16,10 +16,12 @@ than silently ignored (a newer client's constraint must not be dropped on the fl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
@@ -44,6 +46,38 @@ from placement.types import AffinityTerm, Constraints, Scope
 from placement.watch import PlacementEvents, PlacementStep, StepKind
 
 LOG = logging.getLogger("edgectl.placement.api")
+
+CallerCheck = Callable[[str], str | None]
+"""``(client certificate PEM) -> None`` (allowed) or why not (``PkiService.authorize_operator``)."""
+
+
+@dataclass(frozen=True)
+class ApiTls:
+    """mTLS for the placement API: the server's chain and key, the roots client certificates must lead
+    to (the handshake fails without one), and ``authorize``, asked per call about the verified client."""
+
+    cert_chain_pem: str
+    private_key_pem: str = dataclasses.field(repr=False)
+    client_ca_pem: str = dataclasses.field(repr=False)
+    authorize: CallerCheck | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.private_key_pem.encode(), self.cert_chain_pem.encode())],
+            root_certificates=self.client_ca_pem.encode(),
+            require_client_auth=True,
+        )
+
+
+def _caller_refusal(context: grpc.ServicerContext, authorize: CallerCheck | None) -> str | None:
+    if authorize is None:
+        return None
+    certificates = context.auth_context().get("x509_pem_cert") or []
+    if not certificates:
+        return "no client certificate"
+    first = certificates[0]
+    return authorize(first.decode() if isinstance(first, bytes) else str(first))
+
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Placement"].full_name
 MAX_MIGRATION_TIMEOUT_S = 300.0
@@ -328,8 +362,16 @@ class PlacementServicer:
         return message
 
 
-def _unary(method: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
+def _unary(
+    method: Callable[[Any, grpc.ServicerContext], Any], authorize: CallerCheck | None = None
+) -> Callable[[Any, grpc.ServicerContext], Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        refusal = _caller_refusal(context, authorize)
+        if refusal is not None:
+            LOG.warning(
+                "placement API: refusing %s from %s: %s", getattr(method, "__name__", "call"), context.peer(), refusal
+            )
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         try:
             return method(request, context)
         except PlacementRefused as exc:
@@ -341,8 +383,14 @@ def _unary(method: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[[Any,
     return handle
 
 
-def _streaming(method: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+def _streaming(
+    method: Callable[[Any, grpc.ServicerContext], Iterator[Any]], authorize: CallerCheck | None = None
+) -> Callable[..., Iterator[Any]]:
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        refusal = _caller_refusal(context, authorize)
+        if refusal is not None:
+            LOG.warning("placement API: refusing Watch from %s: %s", context.peer(), refusal)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         try:
             yield from method(request, context)
         except PlacementRefused as exc:
@@ -354,10 +402,12 @@ def _streaming(method: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> 
     return handle
 
 
-def _handlers(servicer: PlacementServicer) -> grpc.GenericRpcHandler:
+def _handlers(servicer: PlacementServicer, authorize: CallerCheck | None = None) -> grpc.GenericRpcHandler:
     def unary(method: Callable[..., Any], request: Any, response: Any) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
-            _unary(method), request_deserializer=_parser(request), response_serializer=response.SerializeToString
+            _unary(method, authorize),
+            request_deserializer=_parser(request),
+            response_serializer=response.SerializeToString,
         )
 
     return grpc.method_handlers_generic_handler(
@@ -369,7 +419,7 @@ def _handlers(servicer: PlacementServicer) -> grpc.GenericRpcHandler:
             "Get": unary(servicer.get, pb.GetRequest, pb.Workload),
             "List": unary(servicer.list, pb.ListRequest, pb.ListResponse),
             "Watch": grpc.unary_stream_rpc_method_handler(
-                _streaming(servicer.watch),
+                _streaming(servicer.watch, authorize),
                 request_deserializer=_parser(pb.WatchRequest),
                 response_serializer=pb.PlacementEvent.SerializeToString,
             ),
@@ -429,11 +479,13 @@ def start_placement_api(
     convergence_timeout_s: float = 10.0,
     failover: bool = True,
     max_workers: int = 16,
+    tls: ApiTls | None = None,
 ) -> PlacementServer:
     """Serve the placement API on host:port (0: a free port); health and reflection too.
 
     It subscribes to the bus: model changes feed Watch and, with ``failover``, the loop that re-places
-    instances whose node failed. Raises OSError when the address cannot be bound.
+    instances whose node failed. ``tls``: accept only clients with a certificate from the PKI's CA (and
+    that ``tls.authorize`` allows). Raises OSError when the address cannot be bound.
     """
     events = PlacementEvents()
     orchestrator = PlacementOrchestrator(
@@ -451,14 +503,16 @@ def start_placement_api(
         options=(("grpc.so_reuseport", 0),),
     )
     # Watches hold a worker each: keep some workers for unary calls.
-    server.add_generic_rpc_handlers((_handlers(PlacementServicer(orchestrator, max(1, max_workers // 2))),))
+    authorize = tls.authorize if tls else None
+    server.add_generic_rpc_handlers((_handlers(PlacementServicer(orchestrator, max(1, max_workers // 2)), authorize),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        bound = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     except RuntimeError as exc:
         raise OSError(f"placement API: cannot listen on {host}:{port}: {exc}") from None
     if not bound:
@@ -472,5 +526,5 @@ def start_placement_api(
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    LOG.info("placement API on %s:%d", host, bound)
+    LOG.info("placement API on %s:%d%s", host, bound, " (mTLS)" if tls else "")
     return PlacementServer(server, bound, host, orchestrator, health_servicer, loop)
