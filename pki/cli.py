@@ -5,10 +5,10 @@ runs a parsed ``pki`` command (returns the exit code). Every refusal is one line
 (``edgectl pki <command>: <reason>``) and exit 1; argparse's own usage errors exit 2. Nothing heavy is
 imported until a command runs, so ``edgectl --help`` stays fast.
 
-``rotate`` works on the CA directory for now: it revokes every unexpired certificate the directory's
+``rotate --dir`` works on the CA directory: it revokes every unexpired certificate the directory's
 ledger lists for the SPIFFE id (``revoked.json``, a fresh ``crl.pem``) and, with ``--out``, issues a
-new one. A running controller rotates the SVIDs it serves itself (``IdentityManager.rotate``); the
-command will talk to it once the controller exposes that.
+new one. ``rotate --controller HOST:PORT`` asks a running controller (``POST /api/v1/pki/rotate`` on
+its HTTP API) to rotate the SVIDs it serves for the id now, revoking the old ones; both may be given.
 """
 
 from __future__ import annotations
@@ -66,10 +66,14 @@ def register(subparsers: Any) -> None:
     rotate = commands.add_parser(
         "rotate",
         help="revoke every current certificate of a SPIFFE id (compromised key); with --out issue a new one",
-        description="Works on the CA directory: adds the serials its ledger (issued.jsonl) lists for the id "
-        "to revoked.json and rewrites crl.pem. A running controller rotates the SVIDs it serves itself.",
+        description="With --dir: adds the serials the CA directory's ledger (issued.jsonl) lists for the id "
+        "to revoked.json and rewrites crl.pem. With --controller: a running controller issues new keys for "
+        "the id now and revokes the old certificates (pushed to sidecars at once).",
     )
-    rotate.add_argument("--dir", required=True, metavar="DIR", help="CA directory")
+    rotate.add_argument("--dir", metavar="DIR", help="CA directory")
+    rotate.add_argument(
+        "--controller", metavar="HOST:PORT", help="a running controller's HTTP API (edgectl run --http-*)"
+    )
     rotate.add_argument("--spiffe-id", required=True, metavar="ID")
     rotate.add_argument("--out", metavar="PREFIX", help="issue a replacement (key made here) as PREFIX.crt/.key")
     rotate.add_argument("--ttl", type=int, metavar="SECONDS", help="lifetime of the replacement")
@@ -273,7 +277,50 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def rotate_on_controller(address: str, spiffe_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """``POST http://ADDRESS/api/v1/pki/rotate``; the controller's JSON reply. Raises ``PkiError``."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from pki.errors import PkiError
+
+    request = urllib.request.Request(
+        f"http://{address}/api/v1/pki/rotate",
+        data=json.dumps({"spiffe_id": spiffe_id}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return dict(json.load(response))
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.load(exc).get("error", exc.reason)
+        except ValueError:
+            reason = exc.reason
+        raise PkiError(f"the controller at {address} refused: {reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise PkiError(f"cannot reach the controller at {address}: {exc}") from None
+
+
 def cmd_rotate(args: argparse.Namespace) -> int:
+    if not args.dir and not args.controller:
+        return _fail(
+            "rotate", "give --dir DIR (the CA directory), --controller HOST:PORT (a running controller), or both"
+        )
+    if args.controller:
+        reply = rotate_on_controller(args.controller, args.spiffe_id)
+        subjects = ", ".join(reply.get("rotated", [])) or "none"
+        print(
+            f"controller {args.controller}: rotated {args.spiffe_id} (subjects: {subjects}), old certificates revoked"
+        )
+    if args.dir:
+        return _rotate_in_directory(args)
+    return 0
+
+
+def _rotate_in_directory(args: argparse.Namespace) -> int:
     from pki import store
     from pki.ca import CertificateAuthority
     from pki.policy import parse_leaf_spiffe_id

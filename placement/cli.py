@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 DEFAULT_API = "127.0.0.1:50051"
@@ -33,6 +34,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", choices=["table", "json"], default="table")
     parser.add_argument(
         "--rpc-timeout", type=float, default=DEFAULT_RPC_TIMEOUT_S, metavar="S", help="give up after S seconds"
+    )
+    tls = parser.add_argument_group("mTLS (a controller run with --pki-dir)")
+    tls.add_argument("--tls-cert", metavar="FILE", help="an operator certificate chain (edgectl pki issue: PREFIX.crt)")
+    tls.add_argument("--tls-key", metavar="FILE", help="its private key (PREFIX.key)")
+    tls.add_argument("--tls-ca", metavar="FILE", help="the trust bundle (PREFIX.bundle.pem)")
+    tls.add_argument(
+        "--tls-server-name", metavar="NAME", help="the name to check in the controller's certificate (default: HOST)"
     )
 
 
@@ -166,7 +174,17 @@ def _run(command: str, args: argparse.Namespace, call: Callable[[Any, Any], Any]
     from placement._pb import placement_pb2 as pb
     from placement._pb import placement_pb2_grpc as pb_grpc
 
-    with grpc.insecure_channel(args.api) as channel:
+    try:
+        credentials = channel_credentials(args)
+    except (OSError, ValueError) as exc:
+        print(f"edgectl {command}: {exc}", file=sys.stderr)
+        return 2
+    if credentials is None:
+        channel = grpc.insecure_channel(args.api)
+    else:
+        options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+        channel = grpc.secure_channel(args.api, credentials, options=options)
+    with channel:
         try:
             response = call(pb_grpc.PlacementStub(channel), pb)
         except grpc.RpcError as exc:
@@ -182,6 +200,19 @@ def _run(command: str, args: argparse.Namespace, call: Callable[[Any, Any], Any]
     else:
         show(response)
     return 0
+
+
+def channel_credentials(args: argparse.Namespace) -> Any:
+    """``grpc.ssl_channel_credentials`` from ``--tls-cert/--tls-key/--tls-ca`` (all three), or None."""
+    files = (getattr(args, "tls_cert", None), getattr(args, "tls_key", None), getattr(args, "tls_ca", None))
+    if not any(files):
+        return None
+    if not all(files):
+        raise ValueError("--tls-cert, --tls-key and --tls-ca go together")
+    import grpc
+
+    cert, key, ca = (Path(name).read_bytes() for name in files)
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 
 def _from_server(details: str | None) -> bool:
