@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setLogLevel("warning")
     openflow_port, http_port = _free_port(6653), _free_port(8080)
+    xds_port, api_port = _free_port(18000), _free_port(50051)
     http = f"http://127.0.0.1:{http_port}"
     log = tempfile.NamedTemporaryFile(prefix="edgectl-demo-", suffix=".log", delete=False)  # noqa: SIM115
     print(f"demo: starting edgectl run on {fabric} (OpenFlow :{openflow_port}, HTTP :{http_port}; log {log.name})")
@@ -91,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             str(openflow_port),
             "--http-port",
             str(http_port),
+            "--xds-port",
+            str(xds_port),
+            "--api-port",
+            str(api_port),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
