@@ -12,26 +12,60 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from netmodel.events import Event, WorkloadPlaced
-from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
+from netmodel.ids import HostId, NodeId, ServiceName, SpiffeId, WorkloadId
 from netmodel.state import FabricState
-from netmodel.types import Resources, Workload
+from netmodel.types import AffinityScope, AffinityTerm, PlacementConstraints, Resources, Tier, Workload
 
 LOG = logging.getLogger("edgectl.state_store")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: workloads carry their placement constraints; version 1 files are still read
+
+
+def _constraints_to_json(constraints: PlacementConstraints | None) -> dict[str, Any] | None:
+    if constraints is None:
+        return None
+    return {
+        "tiers": sorted(t.value for t in constraints.tiers),
+        "max_latency_ms": constraints.max_latency_ms,
+        "near": list(constraints.near),
+        "affinity": [{"service": a.service, "scope": a.scope.value} for a in constraints.affinity],
+        "anti_affinity": [{"service": a.service, "scope": a.scope.value} for a in constraints.anti_affinity],
+    }
+
+
+def _constraints_from_json(raw: Any) -> PlacementConstraints | None:
+    if raw is None:
+        return None
+
+    def terms(items: Any) -> tuple[AffinityTerm, ...]:
+        return tuple(AffinityTerm(ServiceName(t["service"]), AffinityScope(t["scope"])) for t in items)
+
+    latency = raw.get("max_latency_ms")
+    return PlacementConstraints(
+        tiers=frozenset(Tier(t) for t in raw.get("tiers", [])),
+        max_latency_ms=None if latency is None else float(latency),
+        near=tuple(HostId(h) for h in raw.get("near", [])),
+        affinity=terms(raw.get("affinity", [])),
+        anti_affinity=terms(raw.get("anti_affinity", [])),
+    )
 
 
 def workloads_to_json(workloads: Mapping[WorkloadId, Workload]) -> dict[str, Any]:
-    return {"version": FORMAT_VERSION, "workloads": [asdict(w) for w in sorted(workloads.values(), key=lambda w: w.id)]}
+    out = []
+    for w in sorted(workloads.values(), key=lambda w: w.id):
+        raw = asdict(replace(w, constraints=None))
+        raw["constraints"] = _constraints_to_json(w.constraints)
+        out.append(raw)
+    return {"version": FORMAT_VERSION, "workloads": out}
 
 
 def workloads_from_json(doc: Any) -> list[Workload]:
-    if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
-        raise ValueError(f"unsupported state format (expected version {FORMAT_VERSION})")
+    if not isinstance(doc, dict) or doc.get("version") not in (1, FORMAT_VERSION):
+        raise ValueError(f"unsupported state format (expected version 1 or {FORMAT_VERSION})")
     out = []
     for raw in doc.get("workloads", []):
         out.append(
@@ -42,6 +76,7 @@ def workloads_from_json(doc: Any) -> list[Workload]:
                 resources=Resources(int(raw["resources"]["cpu_millis"]), int(raw["resources"]["memory_mib"])),
                 node=NodeId(raw["node"]) if raw.get("node") else None,
                 port=int(raw.get("port", 0)),
+                constraints=_constraints_from_json(raw.get("constraints")),
             )
         )
     return out

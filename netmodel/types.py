@@ -151,9 +151,43 @@ class Service:
     calls: tuple[ServiceName, ...] = ()
 
 
+class AffinityScope(enum.StrEnum):
+    """Where an affinity term looks for the other service: on the same node, or in the same site."""
+
+    NODE = "node"
+    SITE = "site"
+
+
+@dataclass(frozen=True, slots=True)
+class AffinityTerm:
+    service: ServiceName
+    scope: AffinityScope = AffinityScope.NODE
+
+    def __str__(self) -> str:
+        return f"{self.service} (same {self.scope.value})"
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementConstraints:
+    """Hard rules for where an instance may run, kept on the workload so they survive a restart.
+
+    ``tiers``: allowed tiers (empty: any). ``max_latency_ms``: the SLO, one-way over the route, from
+    every host in ``near``; with ``near`` and no SLO, the node must merely be reachable from them.
+    ``affinity``: must share a node (or site) with an instance of each named service;
+    ``anti_affinity``: must not.
+    """
+
+    tiers: frozenset[Tier] = frozenset()
+    max_latency_ms: float | None = None
+    near: tuple[HostId, ...] = ()
+    affinity: tuple[AffinityTerm, ...] = ()
+    anti_affinity: tuple[AffinityTerm, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """One instance of a service; ``node`` is None until placed."""
+    """One instance of a service; ``node`` is None until placed. ``constraints`` None: the ones its
+    service declares in the fabric file."""
 
     id: WorkloadId
     service: ServiceName
@@ -161,3 +195,4 @@ class Workload:
     resources: Resources
     node: NodeId | None = None
     port: int = 0
+    constraints: PlacementConstraints | None = None

@@ -132,6 +132,8 @@ class PlacementOrchestrator:
         return self._probes
 
     def constraints_of(self, workload: Workload) -> Constraints:
+        if workload.constraints is not None:  # what it was placed with, also after a restart
+            return workload.constraints
         known = self._constraints.get(workload.id)
         if known is not None:
             return known
@@ -409,6 +411,7 @@ class PlacementOrchestrator:
                 resources=request.resources,
                 node=assignment.node,
                 port=port if port is not None else (declared.port if declared else 0),
+                constraints=request.constraints,
             )
             for workload_id, assignment in zip(ids, assignments, strict=True)
         ]

@@ -1,50 +1,20 @@
 """Values of the placement core: what is asked (requests, constraints) and what is decided. Pure.
 
-``Constraints`` belongs on ``netmodel.Workload`` in the end (see docs/placement.md, "model change"):
-until then the placement service keeps each workload's constraints beside the model and falls back
-to the constraints its service declares in the fabric file.
+A workload's ``Constraints`` (netmodel's ``PlacementConstraints``) travel on the workload itself; a
+workload without them follows what its service declares in the fabric file.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
-from netmodel.ids import HostId, NodeId, ServiceName, SiteId
-from netmodel.types import Resources, Service, Tier
+from netmodel.ids import NodeId, ServiceName, SiteId
+from netmodel.types import AffinityScope, PlacementConstraints, Resources, Service, Tier
+from netmodel.types import AffinityTerm as AffinityTerm  # re-exported: placement's vocabulary
 
-
-class Scope(enum.StrEnum):
-    """Where an affinity term looks for the other service: on the same node, or anywhere in the same site."""
-
-    NODE = "node"
-    SITE = "site"
-
-
-@dataclass(frozen=True, slots=True)
-class AffinityTerm:
-    service: ServiceName
-    scope: Scope = Scope.NODE
-
-    def __str__(self) -> str:
-        return f"{self.service} (same {self.scope.value})"
-
-
-@dataclass(frozen=True, slots=True)
-class Constraints:
-    """Hard rules for where an instance may run.
-
-    ``tiers``: allowed tiers (empty: any). ``max_latency_ms``: the SLO, one-way over the route, from
-    every host in ``near``; with ``near`` and no SLO, the node must merely be reachable from them.
-    ``affinity``: must share a node (or site) with an instance of each named service;
-    ``anti_affinity``: must not.
-    """
-
-    tiers: frozenset[Tier] = frozenset()
-    max_latency_ms: float | None = None
-    near: tuple[HostId, ...] = ()
-    affinity: tuple[AffinityTerm, ...] = ()
-    anti_affinity: tuple[AffinityTerm, ...] = ()
+# Constraints live on netmodel.Workload (so they survive a restart); these names are placement's.
+Scope = AffinityScope
+Constraints = PlacementConstraints
 
 
 def declared_constraints(service: Service) -> Constraints:

@@ -171,3 +171,17 @@ def test_restart_with_state_dir_keeps_placements(tmp_path) -> None:
         # ids keep counting after a restart: the next instance is not a reused name
         (third,) = stub.Place(pb.PlaceRequest(service="api"), timeout=10).workloads
         assert third.id == "api-3"
+
+
+def test_restart_keeps_each_workloads_own_constraints(tmp_path) -> None:
+    """An instance placed with a 5 ms SLO from u1 (stricter than anything its service declares) keeps
+    that SLO after a restart: moving it to the cloud (12 ms from u1) is still refused."""
+    port = free_port()
+    strict = pb.Constraints(max_latency_ms=5, near=["u1"])
+    with edgectl_run(EXAMPLE, "--state-dir", str(tmp_path), "--api-port", str(port)), placement_stub(port) as stub:
+        (placed,) = stub.Place(pb.PlaceRequest(service="api", constraints=strict), timeout=10).workloads
+    with edgectl_run(EXAMPLE, "--state-dir", str(tmp_path), "--api-port", str(port)), placement_stub(port) as stub:
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Migrate(pb.MigrateRequest(workload_id=placed.id, site="cloud"), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_latency_ms=5" in refused.value.details()

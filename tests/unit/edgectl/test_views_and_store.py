@@ -7,7 +7,7 @@ from edgectl.state_store import StateStore, workloads_from_json, workloads_to_js
 from edgectl.views import topology_view, workloads_view
 from netmodel import events as ev
 from netmodel.fabric import build_state
-from netmodel.ids import NodeId, PortNo, ServiceName, SpiffeId, SwitchId, WorkloadId
+from netmodel.ids import HostId, NodeId, PortNo, ServiceName, SpiffeId, SwitchId, WorkloadId
 from netmodel.types import Port, Resources, Workload
 from tests.unit.edgectl.fixtures import example_spec
 
@@ -66,3 +66,25 @@ def test_state_store_coalesces_bursts(tmp_path) -> None:
     time.sleep(0.01)
     saved = json.loads((tmp_path / "workloads.json").read_text())
     assert len(saved["workloads"]) == 100
+
+
+def test_constraints_survive_the_state_file_and_version_1_files_still_load() -> None:
+    from netmodel.types import AffinityScope, AffinityTerm, PlacementConstraints, Tier
+
+    constraints = PlacementConstraints(
+        tiers=frozenset({Tier.EDGE, Tier.METRO}),
+        max_latency_ms=4.5,
+        near=(HostId("u1"),),
+        affinity=(AffinityTerm(ServiceName("api"), AffinityScope.SITE),),
+        anti_affinity=(AffinityTerm(ServiceName("web")),),
+    )
+    web = Workload(
+        WorkloadId("web-1"), ServiceName("web"), SpiffeId("spiffe://x/web"), Resources(1, 1), None, 0, constraints
+    )
+    state = build_state(example_spec()).apply(ev.WorkloadPlaced(web))
+    doc = json.loads(json.dumps(workloads_to_json(state.workloads)))
+    assert doc["version"] == 2
+    assert workloads_from_json(doc) == [web]
+    old = {"version": 1, "workloads": [{**doc["workloads"][0]}]}
+    del old["workloads"][0]["constraints"]
+    assert workloads_from_json(old)[0].constraints is None
