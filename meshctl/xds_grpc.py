@@ -371,9 +371,7 @@ class MeshServer:
         self.publisher.start()
         self._running = True
         mtls = " (mTLS)" if self._tls else ""
-        where = f"{self._host}:{self._bound_port}{mtls}" + (
-            f" and unix:{self._unix_path}" if self._unix_path else ""
-        )
+        where = f"{self._host}:{self._bound_port}{mtls}" + (f" and unix:{self._unix_path}" if self._unix_path else "")
         LOG.info("xDS (ADS, SotW and delta) on %s", where)
         return self
 
@@ -413,11 +411,14 @@ class MeshServer:
                 return behind
             time.sleep(0.002)
 
-    def use_identities(self, snapshot: IdentitySource, mtls: bool | None = None) -> None:
+    def use_identities(self, snapshot: IdentitySource, mtls: bool | None = None, crl_pem: str = "") -> None:
         """Serve the PKI's certificates by SDS (a ``pki.identities.IdentitySnapshot``, or anything with
         ``identities`` {node id: svid with cert_chain_pem, private_key_pem} and ``bundle_pem``): each
-        node its own. ``mtls`` switches mutual TLS on or off (None: as configured). A PKI listener:
-        ``pki.subscribe(lambda s: mesh.use_identities(s, mtls=True))``."""
+        node its own. ``mtls`` switches mutual TLS on or off (None: as configured). ``crl_pem``: CRLs
+        appended to the trust bundle (Envoy loads CRLs found in its trusted CA and then checks the whole
+        chain: give one for every CA, ``PkiService.trust_crls_pem()``), so a revoked certificate is refused
+        by every listener with the push that carries it. A PKI listener:
+        ``pki.subscribe(lambda s: mesh.use_identities(s, mtls=True, crl_pem=pki.trust_crls_pem()))``."""
         identities = {
             node: TlsIdentity(svid.cert_chain_pem, svid.private_key_pem)
             for node, svid in snapshot.identities.items()
@@ -428,7 +429,7 @@ class MeshServer:
             replace(
                 config,
                 identities=frozen_map(identities),
-                trust_bundle_pem=snapshot.bundle_pem,
+                trust_bundle_pem=snapshot.bundle_pem + crl_pem,
                 mtls=config.mtls if mtls is None else mtls,
             )
         )

@@ -55,8 +55,12 @@ class CertificateAuthority:
         intermediate_key: certs.PrivateKey,
         policy: IssuancePolicy,
         directory: Path | None = None,
+        root_crl_pem: str = "",
     ) -> None:
         self.policy = policy
+        self.root_crl_pem = root_crl_pem
+        """An empty CRL signed by the root (no intermediate revoked), made with the root key at creation;
+        "" for a CA directory made before it existed."""
         self.trust_domain = policy.trust_domain
         self.root = root
         self.intermediate = intermediate
@@ -126,11 +130,21 @@ class CertificateAuthority:
             not_after=min(start + intermediate_ttl_s, start + root_ttl_s),
             path_length=0,
         )
+        root_crl = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(root.subject)
+            .last_update(certs.to_datetime(start))
+            .next_update(intermediate.not_valid_after_utc)
+            .add_extension(x509.CRLNumber(start), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
+            .sign(root_key, certs.SIGNATURE_HASH)
+        )
         ca = cls(
             root=root,
             intermediate=intermediate,
             intermediate_key=intermediate_key,
             policy=policy or IssuancePolicy(trust_domain),
+            root_crl_pem=root_crl.public_bytes(serialization.Encoding.PEM).decode("ascii"),
         )
         return ca, root_key
 
@@ -160,6 +174,7 @@ class CertificateAuthority:
             "intermediate.crt": ca.intermediates_pem.encode(),
             "intermediate.key": certs.private_key_pem(ca._key, passphrase),
             "bundle.pem": ca.bundle_pem.encode(),
+            "root-crl.pem": ca.root_crl_pem.encode(),
         }
         meta = {"trust_domain": trust_domain, "keys_encrypted": passphrase is not None}
         layout = store.write_new_ca(directory, meta, files)
@@ -188,9 +203,15 @@ class CertificateAuthority:
             policy = IssuancePolicy(trust_domain) if ttl_s is None else IssuancePolicy(trust_domain, ttl_s=ttl_s)
         elif policy.trust_domain != trust_domain:
             raise PkiError(f"policy is for trust domain {policy.trust_domain!r}, the CA for {trust_domain!r}")
+        root_crl = layout.root_crl.read_text() if layout.root_crl.exists() else ""
         try:
             return cls(
-                root=root, intermediate=intermediate, intermediate_key=key, policy=policy, directory=layout.directory
+                root=root,
+                intermediate=intermediate,
+                intermediate_key=key,
+                policy=policy,
+                directory=layout.directory,
+                root_crl_pem=root_crl,
             )
         except CaCorrupt as exc:
             raise CaCorrupt(f"{layout.directory}: {exc}") from None

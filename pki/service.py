@@ -152,6 +152,17 @@ class PkiService:
         revoked = self.snapshot.revocations.reason_revoked(serial, peer)
         return peer, revoked
 
+    def trust_crls_pem(self) -> str:
+        """The CRLs a TLS verifier that checks the whole chain needs, to append to the trust bundle given
+        to Envoy (``MeshServer.use_identities(..., crl_pem=...)``): the intermediate's (revoked SVIDs)
+        and the root's (made at ``pki init``). "" when the CA has no root CRL (a CA directory older than
+        it): Envoy would then refuse every chain, so no CRL is served and a revoked certificate is refused
+        only once it expires."""
+        root_crl = str(getattr(self.issuer, "root_crl_pem", ""))
+        if not root_crl:
+            return ""
+        return self.crl_pem() + root_crl
+
     def openflow_tls(self, directory: str | Path, **kwargs: Any) -> Any:
         """The controller's OpenFlow TLS files (``pki.tls.TlsFiles``) from this CA."""
         from pki.tls import openflow_controller_tls

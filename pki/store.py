@@ -11,6 +11,7 @@ Adapter (file I/O only; no cryptography). Layout of ``DIR``::
     issued.jsonl       one line per SVID issued by the CLI (serial, id, not_after): what `rotate` revokes
     revoked.json       the revocation list (``RevocationList.as_dict``)
     crl.pem            a CRL signed by the intermediate, rewritten by `rotate`
+    root-crl.pem       an empty CRL signed by the root at init, valid until the intermediate expires
 
 Key files are created with ``O_EXCL`` and mode 0600 from the first byte (never written wide and then
 chmod-ed), whatever the umask.
@@ -76,6 +77,13 @@ class CaFiles:
     @property
     def crl(self) -> Path:
         return self.directory / "crl.pem"
+
+    @property
+    def root_crl(self) -> Path:
+        """An empty CRL signed by the root when the CA was made, valid as long as the intermediate: TLS
+        stacks that check revocation along the whole chain (Envoy with CRLs in its trusted CA) need a CRL
+        for the intermediate too, and the root key is not at hand at run time to sign one."""
+        return self.directory / "root-crl.pem"
 
     def ca_files(self) -> tuple[Path, ...]:
         return (self.meta, self.root_cert, self.root_key, self.intermediate_cert, self.intermediate_key, self.bundle)
