@@ -55,3 +55,41 @@ def test_errors_are_json_and_the_server_survives(api) -> None:
     assert get(api + "/missing")[0] == 404
     assert get(api + "/healthz", method="POST")[0] == 405
     assert get(api + "/healthz")[0] == 200
+
+
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_post_routes_get_the_json_body_and_answer_with_their_status() -> None:
+    state = build_state(example_spec())
+    seen: list[object] = []
+
+    def rotate(_state, body):
+        seen.append(body)
+        if body.get("fail"):
+            raise RuntimeError("command bug")
+        return (202, {"ok": True}) if body.get("spiffe_id") else (400, {"error": "no id"})
+
+    api = HttpApi("127.0.0.1", 0, lambda: state, ControllerMetrics(), {})
+    api.add_route("/api/v1/pki/rotate", rotate, method="POST")
+    api.start()
+    base = "http://{}:{}".format(*api.address)
+    try:
+        assert post(base + "/api/v1/pki/rotate", b'{"spiffe_id": "spiffe://x/y"}') == (202, {"ok": True})
+        assert post(base + "/api/v1/pki/rotate", b"{}")[0] == 400
+        assert post(base + "/api/v1/pki/rotate", b"not json")[0] == 400
+        code, body = post(base + "/api/v1/pki/rotate", b'{"fail": true}')
+        assert code == 500 and "command bug" in body["error"]
+        assert seen == [{"spiffe_id": "spiffe://x/y"}, {}, {"fail": True}]
+        assert get(base + "/api/v1/pki/rotate")[0] == 404  # POST only
+        assert post(base + "/api/v1/topology", b"{}")[0] == 405
+        with pytest.raises(ValueError):
+            api.add_route("/x", rotate, method="DELETE")
+    finally:
+        api.stop()

@@ -169,3 +169,35 @@ def test_main_mesh_dispatches() -> None:
     assert code == 2 and "bootstrap" in err and "status" in err
     code, out, _ = run(bs.main_mesh, ["--help"])
     assert code == 0 and "usage: edgectl mesh" in out
+
+
+def test_bootstrap_with_mtls_to_the_control_plane() -> None:
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+    tls = bs.XdsClientTls("/p/u1.crt", "/p/u1.key", "/p/u1.bundle.pem", "spiffe://example.org/controller/edgectl")
+    proto = as_proto(bs.render_bootstrap("u1", "users", tls=tls))
+    socket = proto.static_resources.clusters[0].transport_socket
+    assert socket.name == "envoy.transport_sockets.tls"
+    context = tls_pb2.UpstreamTlsContext()
+    socket.typed_config.Unpack(context)
+    common = context.common_tls_context
+    assert common.tls_certificates[0].certificate_chain.filename == "/p/u1.crt"
+    assert common.tls_certificates[0].private_key.filename == "/p/u1.key"
+    assert common.validation_context.trusted_ca.filename == "/p/u1.bundle.pem"
+    assert common.validation_context.match_typed_subject_alt_names[0].matcher.exact.endswith("/controller/edgectl")
+    assert list(common.alpn_protocols) == ["h2"]
+    plain = as_proto(bs.render_bootstrap("u1", "users"))
+    assert not plain.static_resources.clusters[0].HasField("transport_socket")
+
+
+def test_main_bootstrap_tls_options_go_together() -> None:
+    base = ["--node-id", "u1", "--service", "users"]
+    files = ["--tls-cert", "a.crt", "--tls-key", "a.key", "--tls-ca", "ca.pem"]
+    code, out, _ = run(bs.main_bootstrap, [*base, *files, "--format", "json"])
+    assert code == 0 and "transport_socket" in json.loads(out)["static_resources"]["clusters"][0]
+    code, _, err = run(bs.main_bootstrap, [*base, "--tls-cert", "a.crt"])
+    assert code == 2 and "go together" in err
+    code, _, err = run(bs.main_bootstrap, [*base, "--xds-server-id", "spiffe://x/controller/edgectl"])
+    assert code == 2 and "needs --tls-cert" in err
+    code, _, err = run(bs.main_bootstrap, [*base, *files, "--grpc"])
+    assert code == 2 and "not supported" in err

@@ -79,3 +79,20 @@ def test_bad_api_address_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as exited:
         run(["workloads", "--api", "nowhere"])
     assert exited.value.code == 2
+
+
+def test_tls_options_make_channel_credentials(tmp_path) -> None:
+    import argparse
+
+    import grpc
+
+    from placement.cli import channel_credentials
+
+    for name in ("a.crt", "a.key", "ca.pem"):
+        (tmp_path / name).write_text("x")
+    none = argparse.Namespace(tls_cert=None, tls_key=None, tls_ca=None)
+    assert channel_credentials(none) is None
+    full = argparse.Namespace(tls_cert=tmp_path / "a.crt", tls_key=tmp_path / "a.key", tls_ca=tmp_path / "ca.pem")
+    assert isinstance(channel_credentials(full), grpc.ChannelCredentials)
+    with pytest.raises(ValueError, match="go together"):
+        channel_credentials(argparse.Namespace(tls_cert=tmp_path / "a.crt", tls_key=None, tls_ca=None))

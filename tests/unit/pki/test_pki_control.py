@@ -1,0 +1,83 @@
+"""The PKI's side of the control connections: the root CRL made at init (so Envoy can check the whole
+chain), the CRLs served with the trust bundle, the control-plane certificate, and PkiService's
+authorisation of xDS and placement clients (revoked, not an SVID, someone else's node)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from netmodel.state import FabricState
+from pki.ca import CertificateAuthority
+from pki.policy import host_spiffe_id, operator_spiffe_id
+from pki.service import PkiService
+from tests.unit.pki.pki_helpers import TD
+
+
+def test_a_new_ca_has_an_empty_root_crl_valid_as_long_as_the_intermediate(tmp_path: Path) -> None:
+    ca = CertificateAuthority.init(tmp_path / "ca", TD)
+    crl = x509.load_pem_x509_crl(ca.root_crl_pem.encode())
+    assert crl.issuer == ca.root.subject and len(crl) == 0
+    assert crl.is_signature_valid(ca.root.public_key())  # type: ignore[arg-type]
+    assert crl.next_update_utc == ca.intermediate.not_valid_after_utc
+    assert (tmp_path / "ca" / "root-crl.pem").read_text() == ca.root_crl_pem
+    assert CertificateAuthority.load(tmp_path / "ca").root_crl_pem == ca.root_crl_pem
+
+
+def test_an_older_ca_without_root_crl_serves_no_crl(tmp_path: Path) -> None:
+    CertificateAuthority.init(tmp_path / "ca", TD)
+    (tmp_path / "ca" / "root-crl.pem").unlink()
+    old = CertificateAuthority.load(tmp_path / "ca")
+    assert old.root_crl_pem == ""
+    service = PkiService(old, lambda: FabricState(), hosts=lambda _s: ["u1"])
+    assert service.trust_crls_pem() == ""  # a CRL for the intermediate alone would fail every chain in Envoy
+
+
+@pytest.fixture
+def service() -> PkiService:
+    ca, _root_key = CertificateAuthority.create(TD)
+    return PkiService(ca, lambda: FabricState(), hosts=lambda _s: ["u1", "u2"]).start()
+
+
+def test_trust_crls_hold_the_intermediate_and_the_root_crl(service: PkiService) -> None:
+    pem = service.trust_crls_pem()
+    assert pem.count("BEGIN X509 CRL") == 2
+    issuers = {x509.load_pem_x509_crl(block.encode()).issuer for block in _crl_blocks(pem)}
+    assert issuers == {service.issuer.root.subject, service.issuer.intermediate.subject}  # type: ignore[attr-defined]
+
+
+def _crl_blocks(pem: str) -> list[str]:
+    end = "-----END X509 CRL-----"
+    return [part + end for part in pem.split(end) if "BEGIN X509 CRL" in part]
+
+
+def test_control_certificate_is_the_controllers_with_ip_sans(service: PkiService) -> None:
+    tls = service.control_tls(ip_addresses=["127.0.0.1", "10.0.0.1"])
+    leaf = x509.load_pem_x509_certificate(tls.cert_chain_pem.encode())
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [f"spiffe://{TD}/controller/edgectl"]
+    assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "10.0.0.1"}
+    assert leaf.not_valid_after_utc.timestamp() - time.time() > 6 * 86400
+    assert tls.bundle_pem == service.snapshot.bundle_pem and "PRIVATE KEY" in tls.private_key_pem
+
+
+def test_xds_clients_get_their_own_node_only_and_not_once_revoked(service: PkiService) -> None:
+    u1 = service.snapshot.identities["u1"].cert_chain_pem
+    assert service.authorize_xds("u1", u1) is None
+    refusal = service.authorize_xds("u2", u1)
+    assert refusal is not None and host_spiffe_id(TD, "u1") in refusal and host_spiffe_id(TD, "u2") in refusal
+    service.rotate(host_spiffe_id(TD, "u1"))
+    revoked = service.authorize_xds("u1", u1)
+    assert revoked is not None and "revoked" in revoked
+    assert service.authorize_xds("u1", service.snapshot.identities["u1"].cert_chain_pem) is None
+
+
+def test_operators_only_on_the_placement_api(service: PkiService) -> None:
+    operator = service.issuer.issue_with_new_key(operator_spiffe_id(TD, "alice"), time.time())
+    assert service.authorize_operator(operator.cert_chain_pem) is None
+    refusal = service.authorize_operator(service.snapshot.identities["u1"].cert_chain_pem)
+    assert refusal is not None and "not an operator" in refusal
+    assert "not an X.509-SVID" in str(service.authorize_operator(service.issuer.bundle_pem))  # a CA certificate
