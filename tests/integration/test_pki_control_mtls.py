@@ -122,6 +122,36 @@ def ask_secrets(port: int, creds: grpc.ChannelCredentials, node_id: str) -> Any:
             responses.cancel()
 
 
+def switch_node_mid_stream(port: int, creds: grpc.ChannelCredentials, first: str, second: str) -> list[Any]:
+    """A stream that starts as ``first`` and then claims to be ``second``: every response, then the error."""
+    with grpc.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+        call = channel.stream_stream(
+            f"/{SERVICE}/StreamAggregatedResources",
+            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+        )
+        answered = threading.Event()
+
+        def requests() -> Iterator[Any]:
+            yield discovery_pb2.DiscoveryRequest(
+                node=base_pb2.Node(id=first), type_url=SECRET_TYPE, resource_names=["identity"]
+            )
+            answered.wait(5)
+            yield discovery_pb2.DiscoveryRequest(
+                node=base_pb2.Node(id=second), type_url=SECRET_TYPE, resource_names=["identity", "x"]
+            )
+            time.sleep(5)
+
+        seen: list[Any] = []
+        try:
+            for response in call(requests(), timeout=5):
+                seen.append(response)
+                answered.set()
+        except grpc.RpcError as exc:
+            seen.append(exc)
+        return seen
+
+
 def list_workloads(port: int, creds: grpc.ChannelCredentials) -> Any:
     from placement._pb import placement_pb2 as pb
     from placement._pb import placement_pb2_grpc as pb_grpc
@@ -146,6 +176,14 @@ def test_xds_stream_is_bound_to_the_client_certificate(caplog: pytest.LogCapture
         assert isinstance(other, grpc.RpcError) and other.code() == grpc.StatusCode.PERMISSION_DENIED, other
         assert WEB in other.details() and f"spiffe://{TD}/host/u1" in other.details()
         assert any("u1" in r.getMessage() and WEB in r.getMessage() for r in caplog.records)
+
+        # Starting as its own node and then claiming another: the stream ends, nothing of u1 is sent.
+        seen = switch_node_mid_stream(w.xds_port, credentials(w.ca, bundle, WEB), "web-1", "u1")
+        assert isinstance(seen[-1], grpc.RpcError) and seen[-1].code() == grpc.StatusCode.INVALID_ARGUMENT
+        u1_key = w.pki.snapshot.identities["u1"].private_key_pem
+        web_key = w.pki.snapshot.identities["web-1"].private_key_pem
+        assert len(seen) == 2 and web_key.encode() in seen[0].SerializeToString()  # its own key, once
+        assert u1_key.encode() not in seen[0].SerializeToString()
 
         # A node the PKI has no identity for, an operator certificate asking for a node: refused too.
         stranger = ask_secrets(w.xds_port, credentials(w.ca, bundle, f"spiffe://{TD}/svc/web/w/web-9"), "web-9")
