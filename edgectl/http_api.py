@@ -94,7 +94,10 @@ class HttpApi:
                 path = self.path.split("?", 1)[0].rstrip("/") or "/"
                 route = api._post_routes.get(path)
                 if route is None:
-                    self._not_allowed()
+                    if path in api._routes or path in ("/healthz", "/metrics"):
+                        self._not_allowed()
+                    else:
+                        self._send(404, "application/json", {"error": f"no such resource {path}"})
                     return
                 try:
                     length = int(self.headers.get("Content-Length") or 0)

@@ -299,7 +299,8 @@ def rotate_on_controller(address: str, spiffe_id: str, timeout_s: float = 10.0) 
             reason = json.load(exc).get("error", exc.reason)
         except ValueError:
             reason = exc.reason
-        raise PkiError(f"the controller at {address} refused: {reason}") from None
+        hint = " (is it running with --pki-dir?)" if exc.code == 404 else ""
+        raise PkiError(f"the controller at {address} refused: {reason}{hint}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise PkiError(f"cannot reach the controller at {address}: {exc}") from None
 

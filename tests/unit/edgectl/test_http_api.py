@@ -88,7 +88,8 @@ def test_post_routes_get_the_json_body_and_answer_with_their_status() -> None:
         assert code == 500 and "command bug" in body["error"]
         assert seen == [{"spiffe_id": "spiffe://x/y"}, {}, {"fail": True}]
         assert get(base + "/api/v1/pki/rotate")[0] == 404  # POST only
-        assert post(base + "/api/v1/topology", b"{}")[0] == 405
+        assert post(base + "/healthz", b"{}")[0] == 405
+        assert post(base + "/api/v1/nothing", b"{}")[0] == 404
         with pytest.raises(ValueError):
             api.add_route("/x", rotate, method="DELETE")
     finally:

@@ -244,3 +244,23 @@ def test_importing_the_cli_loads_no_cryptography() -> None:
     code = "import sys, pki.cli; print('cryptography' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_rotate_needs_a_directory_or_a_controller(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "--controller" in refused(capsys, "pki", "rotate", "--spiffe-id", WEB1)
+
+
+def test_rotate_on_a_controller_without_the_pki_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    from edgectl.http_api import HttpApi
+    from edgectl.metrics import ControllerMetrics
+    from netmodel.state import FabricState
+
+    api = HttpApi("127.0.0.1", 0, lambda: FabricState(), ControllerMetrics(), {})
+    api.start()
+    try:
+        address = "{}:{}".format(*api.address)
+        reason = refused(capsys, "pki", "rotate", "--controller", address, "--spiffe-id", WEB1)
+        assert "refused" in reason and "--pki-dir" in reason
+    finally:
+        api.stop()
+    assert "cannot reach" in refused(capsys, "pki", "rotate", "--controller", address, "--spiffe-id", WEB1)
