@@ -117,6 +117,10 @@ def edgectl_run(
         str(http_port),
         *extra,
     ]
+    # Every server on a free port unless the test chose one: the defaults (18000, 50051) clash between runs.
+    for flag in ("--xds-port", "--api-port"):
+        if flag not in extra:
+            cmd += [flag, str(free_port())]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     controller = ControllerProcess(process, openflow_port, http_port, Path(log_file.name))
