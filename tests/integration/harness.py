@@ -142,28 +142,18 @@ def ovs(*args: str) -> str:
 
 
 @contextlib.contextmanager
-def ovs_bridge(name: str, dpid: int, controller_port: int) -> Iterator[str]:
-    """A userspace-datapath OVS bridge speaking OpenFlow 1.3 to 127.0.0.1:controller_port."""
-    ovs(
-        "--may-exist",
-        "add-br",
-        name,
-        "--",
-        "set",
-        "bridge",
-        name,
-        "datapath_type=netdev",
-        "protocols=OpenFlow13",
-        f"other-config:datapath-id={dpid:016x}",
-        "fail-mode=secure",
-        "--",
-        "set-controller",
-        name,
-        f"tcp:127.0.0.1:{controller_port}",
-    )
-    # Retry quickly: OVS backs off up to 8 s between connection attempts by default.
-    ovs("set", "controller", name, "max_backoff=1000")
+def ovs_bridge(name: str, dpid: int, controller_port: int, scheme: str = "tcp") -> Iterator[str]:
+    """A userspace-datapath OVS bridge speaking OpenFlow 1.3 to ``<scheme>:127.0.0.1:<port>``
+    (``ssl`` for TLS); always deleted, by its name."""
     try:
+        ovs(
+            "--may-exist", "add-br", name,
+            "--", "set", "bridge", name, "datapath_type=netdev", "protocols=OpenFlow13",
+            f"other-config:datapath-id={dpid:016x}", "fail-mode=secure",
+            "--", "set-controller", name, f"{scheme}:127.0.0.1:{controller_port}",
+        )  # fmt: skip
+        # Retry quickly: OVS backs off up to 8 s between connection attempts by default.
+        ovs("set", "controller", name, "max_backoff=1000")
         yield name
     finally:
         subprocess.run(["ovs-vsctl", "--timeout=10", "--if-exists", "del-br", name], check=False)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import REPO, edgectl_run, free_port, wait_until
+from tests.integration.harness import REPO, edgectl_run, free_port, ovs_bridge, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -58,31 +58,9 @@ def ovs_ssl(key: Path, cert: Path, ca_cert: Path) -> Iterator[None]:
             subprocess.run(["ovs-vsctl", "--timeout=10", "set-ssl", *extra, old_key, old_cert, old_ca], check=False)
 
 
-@contextlib.contextmanager
-def ssl_bridge(dpid: int, port: int) -> Iterator[str]:
-    """A userspace bridge with a unique name whose controller is ``ssl:127.0.0.1:<port>``; always deleted."""
-    name = f"pkis{uuid.uuid4().hex[:8]}"
-    try:
-        ovs(
-            "add-br",
-            name,
-            "--",
-            "set",
-            "bridge",
-            name,
-            "datapath_type=netdev",
-            "protocols=OpenFlow13",
-            f"other-config:datapath-id={dpid:016x}",
-            "fail-mode=secure",
-            "--",
-            "set-controller",
-            name,
-            f"ssl:127.0.0.1:{port}",
-        )
-        ovs("set", "controller", name, "max_backoff=1000")  # retry within a second, not 8
-        yield name
-    finally:
-        subprocess.run(["ovs-vsctl", "--timeout=10", "--if-exists", "del-br", name], check=False)
+def ssl_bridge(dpid: int, port: int) -> contextlib.AbstractContextManager[str]:
+    """A bridge with a unique name whose controller is ``ssl:127.0.0.1:<port>``; always deleted."""
+    return ovs_bridge(f"pkis{uuid.uuid4().hex[:8]}", dpid, port, scheme="ssl")
 
 
 def controller_status(bridge: str) -> dict[str, str]:
