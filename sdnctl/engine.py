@@ -178,7 +178,9 @@ class RouteEngine:
         missing = base_flows() - current.flows
         if not missing:
             return
-        if self.app.send_phase(dpid, SwitchDelta(add_flows=tuple(sorted(missing))), "make") and self.app.barrier(dpid):
+        if self.app.send_phase(dpid, SwitchDelta(add_flows=tuple(sorted(missing))), "make") and self.app.barriers(
+            {dpid}
+        ):
             self._installed[dpid] = SwitchConfig(current.flows | missing, current.groups)
         else:
             self._installed.pop(dpid, None)

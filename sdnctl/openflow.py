@@ -247,13 +247,6 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
         self._forget(waiting.values())
         return {dpid for dpid in confirmed if dpid in self.switches}
 
-    def barrier(self, dpid: SwitchId, timeout_s: float = 5.0) -> bool:
-        datapath = self.datapaths.get(dpid)
-        if datapath is None:
-            return False
-        pending = self._request(dpid, datapath.ofproto_parser.OFPBarrierRequest(datapath), timeout_s)
-        return pending is not None and pending.error is None
-
     # -- programming ------------------------------------------------------------------------------
     def send_phase(self, dpid: SwitchId, delta: SwitchDelta, phase: str) -> bool:
         """Send one phase of ``delta`` ('make': groups+flows added/modified; 'break': deletions)."""

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
-from netmodel.ids import PortNo, SwitchId
+from netmodel.ids import SwitchId
 from netmodel.state import FabricState
 from netmodel.types import Attachment, LinkId
 
@@ -321,7 +321,3 @@ def changed_entries(old: RoutePlan, new: RoutePlan) -> list[tuple[SwitchId, Swit
     differs = (old_links[old.primary] != new_links[new.primary]) | (old_links[old.backup] != new_links[new.backup])
     rows, cols = np.nonzero(differs)
     return [(new.switches[r], new.switches[c]) for r, c in zip(rows.tolist(), cols.tolist(), strict=True)]
-
-
-def port_of(link: LinkId | None) -> PortNo | None:
-    return None if link is None else link.src_port
