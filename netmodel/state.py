@@ -16,6 +16,7 @@ from netmodel.ids import HostId, NodeId, ServiceName, SiteId, SwitchId, Workload
 from netmodel.topology import Topology
 from netmodel.types import (
     DEFAULT_CAPACITY_MBPS,
+    Attachment,
     ComputeNode,
     Host,
     LinkAttrs,
@@ -82,6 +83,12 @@ def _switch_connected(state: FabricState, event: ev.SwitchConnected) -> FabricSt
 
 
 def _switch_disconnected(state: FabricState, event: ev.SwitchDisconnected) -> FabricState:
+    """The OpenFlow session ended: the switch's links go down, its compute nodes do not.
+
+    The data plane keeps forwarding on the flows it holds when the control connection drops, so the
+    nodes behind it may well still be reachable; placement already treats them as behind a switch that
+    is down, and a NodeDown here could not be undone by anything the switch reports on reconnect.
+    """
     topo = state.topology
     known = topo.switches.get(event.switch)
     if known is None or not known.connected:
@@ -92,19 +99,32 @@ def _switch_disconnected(state: FabricState, event: ev.SwitchDisconnected) -> Fa
 
 
 def _port_status_changed(state: FabricState, event: ev.PortStatusChanged) -> FabricState:
+    """A port going down takes its cable and the compute nodes on it down in one step.
+
+    A node's access port is its only way into the fabric, so a node behind a down port is
+    unreachable: marking it down here is what lets placement's failover move its workloads.
+    """
     topo = state.topology
     switch = _require_switch(topo, event.switch)
     old_port = switch.ports.get(event.port.no)
     if old_port == event.port:
         return state
     topo = topo.with_switch(replace(switch, ports=frozen_map({**switch.ports, event.port.no: event.port})))
+    nodes = state.nodes
+    here = Attachment(event.switch, event.port.no)
     if not event.port.up:
         topo = _cable_down(topo, topo.links_on_port(event.switch, event.port.no))
+        nodes = _nodes_marked(nodes, here, up=False)
+    elif old_port is None or not old_port.up:
+        # Only a port that comes up brings its nodes up: a change to a port that was already up (a
+        # rename) must not undo a NodeDown from elsewhere.
+        nodes = _nodes_marked(nodes, here, up=True)
     # A port coming up does not bring links up: LLDP (LinkDiscovered) proves a link works.
-    return state._with(topology=topo)
+    return state._with(topology=topo, nodes=nodes)
 
 
 def _port_deleted(state: FabricState, event: ev.PortDeleted) -> FabricState:
+    """A deleted port is a down port for good: its cable and the compute nodes on it go down."""
     topo = state.topology
     switch = _require_switch(topo, event.switch)
     if event.port not in switch.ports:
@@ -112,7 +132,8 @@ def _port_deleted(state: FabricState, event: ev.PortDeleted) -> FabricState:
     ports = {no: p for no, p in switch.ports.items() if no != event.port}
     topo = topo.with_switch(replace(switch, ports=frozen_map(ports)))
     topo = _cable_down(topo, topo.links_on_port(event.switch, event.port))
-    return state._with(topology=topo)
+    nodes = _nodes_marked(state.nodes, Attachment(event.switch, event.port), up=False)
+    return state._with(topology=topo, nodes=nodes)
 
 
 def _link_discovered(state: FabricState, event: ev.LinkDiscovered) -> FabricState:
@@ -222,6 +243,16 @@ def _require_link(topo: Topology, link: Any) -> LinkAttrs:
     if attrs is None:
         raise EventRejected(f"unknown link {link}")
     return attrs
+
+
+def _nodes_marked(
+    nodes: Mapping[NodeId, ComputeNode], attachment: Attachment, *, up: bool
+) -> Mapping[NodeId, ComputeNode]:
+    """``nodes`` with every node attached at ``attachment`` set to ``up``; the same map when none changes."""
+    changed = {n.id: replace(n, up=up) for n in nodes.values() if n.attachment == attachment and n.up != up}
+    if not changed:
+        return nodes
+    return frozen_map({**nodes, **changed})
 
 
 def _cable_down(topo: Topology, links: list[Any]) -> Topology:

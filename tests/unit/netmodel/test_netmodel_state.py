@@ -465,3 +465,72 @@ def test_example_state_is_never_mutated_by_these_tests() -> None:
     assert all(h.mac == "" for h in state.hosts.values())
     assert state.workloads == {}
     assert set(state.topology.switches) == {EA1, EB1, EC1, M1, M2, M3, C1, C2}
+
+
+# -- a node's access port decides whether the node is up ------------------------------------------
+
+# ea-n1 plugs into ea1 port 4 (the fabric file's assignment); nothing else is attached there.
+EA_N1 = NodeId("ea-n1")
+EA_N1_PORT = PortNo(4)
+
+
+def test_access_port_down_takes_its_node_down_in_the_same_step() -> None:
+    state = connected(example_state(), EA1)
+    assert state.nodes[EA_N1].attachment == Attachment(SwitchId(EA1), EA_N1_PORT)
+    new = apply_ok(state, ev.PortStatusChanged(SwitchId(EA1), Port(EA_N1_PORT, "p4", up=False)))
+    assert not new.nodes[EA_N1].up
+    assert new.topology.switches[SwitchId(EA1)].ports[EA_N1_PORT].up is False
+    # Only the attached node: every other node is the very same object.
+    assert all(new.nodes[n] is state.nodes[n] for n in state.nodes if n != EA_N1)
+
+
+def test_access_port_up_again_brings_its_node_up() -> None:
+    state = connected(example_state(), EA1)
+    down = state.apply(ev.PortStatusChanged(SwitchId(EA1), Port(EA_N1_PORT, "p4", up=False)))
+    up = apply_ok(down, ev.PortStatusChanged(SwitchId(EA1), Port(EA_N1_PORT, "p4", up=True)))
+    assert up.nodes[EA_N1].up
+    assert up.nodes == state.nodes
+
+
+def test_a_change_to_an_access_port_that_stays_up_keeps_a_node_down_from_elsewhere() -> None:
+    state = connected(example_state(), EA1).apply(ev.NodeDown(EA_N1))
+    renamed = apply_ok(state, ev.PortStatusChanged(SwitchId(EA1), Port(EA_N1_PORT, "renamed")))
+    assert not renamed.nodes[EA_N1].up
+    assert renamed.nodes is state.nodes
+
+
+def test_port_events_elsewhere_leave_nodes_alone() -> None:
+    state = connected(example_state(), EA1)
+    # ea1 port 1 carries the cable to m1, not a node: the links change, the nodes do not.
+    new = apply_ok(state, ev.PortStatusChanged(SwitchId(EA1), Port(PortNo(1), "p1", up=False)))
+    assert new.nodes is state.nodes
+    # ea-n1's port number on another switch is not ea-n1's port.
+    other = apply_ok(state, ev.PortStatusChanged(SwitchId(M1), Port(EA_N1_PORT, up=False)))
+    assert other.nodes is state.nodes
+
+
+def test_access_port_down_again_is_a_noop() -> None:
+    state = connected(example_state(), EA1)
+    down = state.apply(ev.PortStatusChanged(SwitchId(EA1), Port(EA_N1_PORT, "p4", up=False)))
+    assert_noop(down, ev.PortStatusChanged(SwitchId(EA1), Port(EA_N1_PORT, "p4", up=False)))
+    # Renaming the port while it is down changes the port, not the node (it is down already).
+    again = apply_ok(down, ev.PortStatusChanged(SwitchId(EA1), Port(EA_N1_PORT, "renamed", up=False)))
+    assert again.nodes is down.nodes
+
+
+def test_access_port_deleted_takes_its_node_down() -> None:
+    state = connected(example_state(), EA1)
+    new = apply_ok(state, ev.PortDeleted(SwitchId(EA1), EA_N1_PORT))
+    assert not new.nodes[EA_N1].up
+    assert all(new.nodes[n] is state.nodes[n] for n in state.nodes if n != EA_N1)
+    assert_noop(new, ev.PortDeleted(SwitchId(EA1), EA_N1_PORT))
+    # The port comes back (an OFPPR_ADD reports it up): so does the node.
+    back = apply_ok(new, ev.PortStatusChanged(SwitchId(EA1), Port(EA_N1_PORT, "p4")))
+    assert back.nodes[EA_N1].up
+
+
+def test_switch_disconnected_leaves_its_nodes_up() -> None:
+    state = connected(example_state(), EA1)
+    new = apply_ok(state, ev.SwitchDisconnected(SwitchId(EA1), 9.0))
+    assert new.nodes[EA_N1].up
+    assert new.nodes is state.nodes
