@@ -36,6 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--xds-unix", metavar="PATH", help="also serve xDS on this Unix socket (sidecars in network namespaces)"
     )
+    run.add_argument(
+        "--wait-for-sidecars",
+        action="store_true",
+        help="a workload gets traffic only once its Envoy sidecar serves (ACKed its inbound listener and "
+        "certificate); migrations wait for it before withdrawing the old instance",
+    )
+    run.add_argument(
+        "--mesh-app-host",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="where apps listen behind their sidecars (127.0.0.1); another loopback address such as 127.0.0.2 "
+        "lets one node run an app and a caller of that app's port (the caller's sidecar takes 127.0.0.1:PORT)",
+    )
     run.add_argument("--state-dir", metavar="DIR", help="keep placements here across restarts")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     pki_cli.add_run_options(run)
@@ -165,6 +178,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         xds_host=args.xds_bind,
         xds_port=args.xds_port,
         xds_unix=args.xds_unix,
+        wait_for_sidecars=args.wait_for_sidecars,
+        mesh_app_host=args.mesh_app_host,
         api_host=args.api_bind,
         api_port=args.api_port,
         state_dir=args.state_dir,

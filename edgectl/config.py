@@ -29,6 +29,8 @@ class RunConfig:
     xds_host: str = "127.0.0.1"
     xds_port: int = 18000
     xds_unix: str | None = None
+    wait_for_sidecars: bool = False
+    mesh_app_host: str = "127.0.0.1"
     api_host: str = "127.0.0.1"
     api_port: int = 50051
     state_dir: str | None = None

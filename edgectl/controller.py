@@ -125,6 +125,7 @@ class Controller:
         )
         self.http.add_route("/api/v1/latency", lambda _state: self.openflow.app.latency.report())
         self.http.add_route("/api/v1/routes", lambda state: routes_view(self.routes.plan, self.routes.status, state))
+        from meshctl.snapshot import MeshConfig
         from meshctl.xds_grpc import XdsTls, start_mesh
 
         xds_tls = None
@@ -142,7 +143,9 @@ class Controller:
             port=self.config.xds_port,
             unix_path=self.config.xds_unix,
             registry=self.metrics.registry,
+            config=MeshConfig(app_host=self.config.mesh_app_host),
             tls=xds_tls,
+            wait_for_sidecars=self.config.wait_for_sidecars,
         )
         self.http.add_route("/api/v1/xds/clients", lambda _state: self.mesh.clients_view())
         # A migration withdraws the old instance only once the sidecars have ACKed the new endpoints.

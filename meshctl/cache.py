@@ -19,6 +19,8 @@ from meshctl.snapshot import InconsistentSnapshot, MeshSnapshot, check_consisten
 from meshctl.xds_types import PUSH_ORDER, short_name
 
 Watcher = Callable[[str], None]
+SyncListener = Callable[[str], None]
+"""Called with a node id (outside the cache's lock) each time that node has applied its current snapshot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ class SnapshotCache:
         self._snapshots: dict[str, MeshSnapshot] = {}
         self._watchers: dict[str, list[Watcher]] = {}
         self._status: dict[str, NodeStatus] = {}
+        self._sync_listeners: list[SyncListener] = []
 
     # -- snapshots ----------------------------------------------------------------------------------
 
@@ -158,6 +161,9 @@ class SnapshotCache:
         else:
             stored = replace(snapshot, versions=template.versions)
         self._snapshots[node] = stored
+        status = self._status.get(node)
+        if status is not None:
+            status.in_sync = False  # until its stream says it runs the new content
         return True
 
     # -- watches ------------------------------------------------------------------------------------
@@ -222,13 +228,29 @@ class SnapshotCache:
         with self._lock:
             self._status.setdefault(node, NodeStatus()).of(type_url).current = current
 
-    def record_synced(self, node: str, generation: int | None) -> None:
-        """The node runs the snapshot of ``generation``; None: it no longer runs its current one."""
+    def add_sync_listener(self, listener: SyncListener) -> None:
+        with self._lock:
+            self._sync_listeners = [*self._sync_listeners, listener]
+
+    def record_synced(self, node: str, applied: MeshSnapshot | None) -> None:
+        """The node runs the content of ``applied`` (the snapshot its stream last served in full); None:
+        it no longer runs its current one. A snapshot replaced meanwhile does not count as applied."""
         with self._lock:
             status = self._status.setdefault(node, NodeStatus())
-            status.in_sync = generation is not None
-            if generation is not None:
-                status.synced_generation = generation
+            current = self._snapshots.get(node)
+            status.in_sync = applied is not None and current is not None and _same_content(current, applied)
+            if applied is not None:
+                status.synced_generation = applied.generation
+            listeners = self._sync_listeners if status.in_sync else []
+        for listener in listeners:
+            listener(node)
+
+    def runs_current(self, node: str, type_url: str) -> bool:
+        """The node subscribes to ``type_url`` and runs its current content (ACKed, nothing to send)."""
+        with self._lock:
+            status = self._status.get(node)
+            kind = status.types.get(type_url) if status is not None else None
+            return kind is not None and kind.current and kind.acks > 0
 
     def connected_nodes(self) -> list[str]:
         with self._lock:

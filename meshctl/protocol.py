@@ -125,7 +125,8 @@ class Stream:
         self._clock = clock
         self.node_id: str | None = None
         self._nonces_sent = 0
-        self._synced_generation: int | None = None
+        self._synced: MeshSnapshot | None = None
+        """The snapshot this node was last recorded as running (None: behind)."""
         self._current: dict[str, bool] = {}
         self._states: dict[str, TypeState] = {}
         self._reconnecting = False
@@ -262,9 +263,11 @@ class Stream:
             if self._current.get(type_url) != current:
                 self._current[type_url] = current
                 self._cache.record_current(self.node_id, type_url, current)
-        synced = None if behind else snapshot.generation
-        if synced != self._synced_generation:
-            self._synced_generation = synced
+        # By snapshot, not generation: a config change (new certificates, a sidecar turning ready)
+        # changes a snapshot without a new generation, and the cache then waits to hear it is applied.
+        synced = None if behind else snapshot
+        if synced is not self._synced:
+            self._synced = synced
             self._cache.record_synced(self.node_id, synced)
 
 

@@ -169,9 +169,19 @@ def check_consistent(snapshot: MeshSnapshot) -> None:
         raise InconsistentSnapshot(snapshot.node_id, problems)
 
 
-def build_snapshots(state: FabricState, config: MeshConfig) -> dict[str, MeshSnapshot]:
-    """One snapshot per sidecar node: every placed workload and every host."""
-    return _SnapshotBuilder(state, config).build()
+def inbound_listener_name(workload_id: str) -> str:
+    return f"in/{workload_id}"
+
+
+def build_snapshots(
+    state: FabricState, config: MeshConfig, ready_workloads: frozenset[str] | None = None
+) -> dict[str, MeshSnapshot]:
+    """One snapshot per sidecar node: every placed workload and every host.
+
+    ``ready_workloads``: the workloads whose sidecars serve (``meshctl.readiness``); only they are
+    endpoints, so no caller is sent to an instance whose sidecar has not started yet. None: every placed
+    workload on an up node is an endpoint from its placement on (proxyless services, no sidecars)."""
+    return _SnapshotBuilder(state, config, ready_workloads).build()
 
 
 # -- the builder ------------------------------------------------------------------------------------
@@ -191,9 +201,10 @@ class _Part:
 
 
 class _SnapshotBuilder:
-    def __init__(self, state: FabricState, config: MeshConfig) -> None:
+    def __init__(self, state: FabricState, config: MeshConfig, ready_workloads: frozenset[str] | None) -> None:
         self.state = state
         self.config = config
+        self.ready_workloads = ready_workloads
         self.services = state.services
         self.workloads_of: dict[ServiceName, list[Workload]] = defaultdict(list)
         for workload in sorted(state.workloads.values(), key=lambda w: w.id):
@@ -279,6 +290,8 @@ class _SnapshotBuilder:
             node = self.state.nodes.get(workload.node) if workload.node is not None else None
             if node is None or not node.up or not node.ip:
                 continue  # unplaced, or its node is down: no traffic to it
+            if self.ready_workloads is not None and workload.id not in self.ready_workloads:
+                continue  # its sidecar does not serve yet
             site = self.state.sites.get(node.site)
             key = (site.region, site.zone, site.id) if site is not None else ("", "", node.site)
             groups[key].append((node.ip, self._port_of(workload), 1))
@@ -348,7 +361,7 @@ class _SnapshotBuilder:
         if self.config.mtls:
             tls = ec.downstream_mtls(sorted(self.callers[workload.service]))
             refs += [(SECRET, ec.IDENTITY_SECRET), (SECRET, ec.TRUST_BUNDLE_SECRET)]
-        name = f"in/{workload.id}"
+        name = inbound_listener_name(workload.id)
         if http:
             route = ec.route_configuration(
                 name, [ec.VirtualHost("inbound", ("*",), local)], self.config.request_timeout_ms

@@ -36,6 +36,7 @@ from meshctl.cache import SnapshotCache
 from meshctl.delta import DeltaStream
 from meshctl.metrics import XdsMetrics
 from meshctl.protocol import ProtocolError
+from meshctl.readiness import SidecarReadiness
 from meshctl.snapshot import MeshConfig, TlsIdentity, build_snapshots
 from meshctl.sotw import SotwStream
 from netmodel.events import Event
@@ -129,9 +130,17 @@ class SnapshotPublisher:
     rebuild ends (coalescing, not a delay)."""
 
     def __init__(
-        self, state: Callable[[], FabricState], config: MeshConfig, cache: SnapshotCache, metrics: XdsMetrics
+        self,
+        state: Callable[[], FabricState],
+        config: MeshConfig,
+        cache: SnapshotCache,
+        metrics: XdsMetrics,
+        readiness: SidecarReadiness | None = None,
     ) -> None:
         self._state = state
+        self._readiness = readiness
+        self.built_ready: frozenset[str] | None = None
+        """The ready workloads the last build made endpoints of (None: no readiness gate)."""
         self._config = config
         self._cache = cache
         self._metrics = metrics
@@ -168,19 +177,23 @@ class SnapshotPublisher:
 
     def build_now(self) -> None:
         state, config = self._state(), self._config
+        ready = self._readiness.ready_in(state) if self._readiness is not None else None
         # Only these parts of the model reach xDS: a latency measurement must not cost a rebuild.
-        inputs = (state.sites, state.hosts, state.nodes, state.services, state.workloads, config)
-        if self._last_inputs is not None and all(a is b for a, b in zip(inputs, self._last_inputs, strict=True)):
+        inputs = (state.sites, state.hosts, state.nodes, state.services, state.workloads, config, ready)
+        if self._last_inputs is not None and all(
+            a is b or (a == b and isinstance(a, frozenset)) for a, b in zip(inputs, self._last_inputs, strict=True)
+        ):
             self.last_generation = state.generation  # the snapshots already are this generation's
             return
         started = time.perf_counter()
-        snapshots = build_snapshots(state, config)
+        snapshots = build_snapshots(state, config, ready)
         result = self._cache.set_snapshots(snapshots)
         self._metrics.build_seconds.observe(time.perf_counter() - started)
         self._metrics.builds.labels("rejected" if result.rejected else "ok").inc()
         for node, reason in sorted(result.rejected.items()):
             LOG.error("snapshot for %s not published (it keeps its last good one): %s", node, reason)
         self._last_inputs = inputs
+        self.built_ready = ready
         self.last_generation = state.generation
         LOG.debug("generation %d: %d nodes, %d changed", state.generation, len(snapshots), len(result.changed))
 
@@ -334,11 +347,18 @@ class MeshServer:
         config: MeshConfig | None = None,
         grace_s: float = 0.5,
         tls: XdsTls | None = None,
+        wait_for_sidecars: bool = False,
     ) -> None:
         self.cache = SnapshotCache()
         self._tls = tls
+        self._state = state
         self.metrics = XdsMetrics(registry)
-        self.publisher = SnapshotPublisher(state, config or MeshConfig(), self.cache, self.metrics)
+        self.readiness: SidecarReadiness | None = None
+        if wait_for_sidecars:
+            self.readiness = SidecarReadiness(self.cache, on_change=lambda: self.publisher.request())
+            self.readiness.seed(state().workloads)  # serving before a restart: see meshctl.readiness
+            self.cache.add_sync_listener(self.readiness.on_synced)
+        self.publisher = SnapshotPublisher(state, config or MeshConfig(), self.cache, self.metrics, self.readiness)
         self._host = host
         self._port = port
         self._unix_path = _strip_unix_scheme(unix_path) if unix_path else None
@@ -399,8 +419,28 @@ class MeshServer:
     def converged(self, generation: int) -> bool:
         """Placement's convergence probe: every connected sidecar ACKed generation ``generation`` (or
         a later one), so an old endpoint may be withdrawn. A sidecar stuck on a rejected config holds
-        this back until the caller's timeout: it does not run what the model asks."""
-        return not self.behind(generation)
+        this back until the caller's timeout: it does not run what the model asks. With the readiness
+        gate, also: every placed workload's own sidecar serves and is an endpoint in what was ACKed."""
+        if self.behind(generation):
+            return False
+        return not self.not_ready()
+
+    def not_ready(self) -> set[str]:
+        """Placed workloads (on an up node) that are not endpoints yet because their sidecar does not
+        serve (always empty without the readiness gate)."""
+        if self.readiness is None:
+            return set()
+        state = self._state()
+        built = self.publisher.built_ready or frozenset()
+        return {
+            w.id
+            for w in state.workloads.values()
+            if w.node is not None
+            and (node := state.nodes.get(w.node)) is not None
+            and node.up
+            and node.ip
+            and w.id not in built
+        }
 
     def wait_synced(self, generation: int, timeout: float, nodes: Iterable[str] | None = None) -> set[str]:
         """Wait until ``behind(generation, nodes)`` is empty; returns who is still behind at the timeout."""
@@ -535,11 +575,14 @@ def start_mesh(
     registry: CollectorRegistry | None = None,
     config: MeshConfig | None = None,
     tls: XdsTls | None = None,
+    wait_for_sidecars: bool = False,
 ) -> MeshServer:
     """Start the xDS control plane of a controller: ``state`` returns the latest model, ``subscribe``
-    registers a bus subscriber (called with every applied event); ``tls``: mTLS on the TCP listener.
+    registers a bus subscriber (called with every applied event); ``tls``: mTLS on the TCP listener;
+    ``wait_for_sidecars``: a workload is an endpoint only once its sidecar serves (``meshctl.readiness``).
     Raises OSError when it cannot listen."""
-    server = MeshServer(state, host, port, unix_path, registry, config, tls=tls).start()
+    server = MeshServer(state, host, port, unix_path, registry, config, tls=tls, wait_for_sidecars=wait_for_sidecars)
+    server.start()
     subscribe(server.on_model_change)
     # A change between the first build and the subscription must not be lost.
     server.publisher.request()

@@ -99,7 +99,7 @@ def test_status_records_pushes_acks_and_nacks() -> None:
     snapshot = cache.snapshot("u1")
     assert snapshot is not None
     assert not cache.is_synced("u1")
-    cache.record_synced("u1", snapshot.generation)
+    cache.record_synced("u1", snapshot)
     assert cache.is_synced("u1") and cache.clients_view()["nodes"]["u1"]["in_sync"]
 
 

@@ -1,0 +1,66 @@
+"""Which workloads' sidecars serve, so callers are sent only to instances that can answer. No grpc.
+
+With sidecars, a placed workload is not yet a place to send requests: its Envoy may not run, or run
+with its inbound listener still warming for a certificate. So a workload becomes an endpoint only once
+its own sidecar has applied a snapshot holding its inbound listener and every secret that listener
+needs (the readiness gate of a Kubernetes endpoint, with the sidecar's ACKs as the probe). A migration
+then waits for it (``MeshServer.converged``) before the old instance is withdrawn: make-before-break.
+
+Readiness is sticky: a sidecar that loses its xDS stream keeps serving its last configuration, so only
+removing the workload from the model ends it. Workloads in the model when the controller starts count
+as ready: they were serving before the restart, and dropping them until they reconnect would be an
+outage made by the controller.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+
+from meshctl.cache import SnapshotCache
+from meshctl.snapshot import inbound_listener_name
+from meshctl.xds_types import LISTENER, SECRET
+from netmodel.state import FabricState
+
+
+class SidecarReadiness:
+    def __init__(self, cache: SnapshotCache, on_change: Callable[[], None] = lambda: None) -> None:
+        self._cache = cache
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._ready: frozenset[str] = frozenset()
+
+    def seed(self, workloads: Iterable[str]) -> None:
+        """Count these as ready (the workloads a restarted controller finds in its model)."""
+        with self._lock:
+            self._ready = self._ready | frozenset(workloads)
+
+    def ready_in(self, state: FabricState) -> frozenset[str]:
+        """The ready workloads that ``state`` still has (and forget the others)."""
+        with self._lock:
+            kept = frozenset(w for w in self._ready if w in state.workloads)
+            self._ready = kept
+            return kept
+
+    def is_ready(self, workload: str) -> bool:
+        return workload in self._ready
+
+    def on_synced(self, node: str) -> None:
+        """Cache listener: ``node`` has applied its current snapshot. Runs on the xDS event loop: cheap."""
+        if node in self._ready:
+            return
+        snapshot = self._cache.snapshot(node)
+        if snapshot is None:
+            return
+        inbound = snapshot.of_type(LISTENER).get(inbound_listener_name(node))
+        if inbound is None:
+            return  # not a placed workload's sidecar (a host's client sidecar, or not placed yet)
+        secrets = [name for kind, name in inbound.refs if kind == SECRET]
+        if secrets:
+            held = snapshot.of_type(SECRET)
+            # Its listener warms until the certificate is there and applied.
+            if not all(name in held for name in secrets) or not self._cache.runs_current(node, SECRET):
+                return
+        with self._lock:
+            self._ready = self._ready | {node}
+        self._on_change()

@@ -1,0 +1,113 @@
+"""The readiness gate: a workload is an endpoint only once its own sidecar serves (meshctl.readiness)."""
+
+from __future__ import annotations
+
+from meshctl.cache import SnapshotCache
+from meshctl.readiness import SidecarReadiness
+from meshctl.snapshot import MeshConfig, TlsIdentity, build_snapshots
+from meshctl.sotw import SotwStream
+from meshctl.xds_types import ENDPOINTS, SECRET
+from netmodel import events as ev
+from netmodel.ids import WorkloadId
+from tests.unit.meshctl.mesh_helpers import SotwClient, converse, placed_state, workload
+
+PLAIN = MeshConfig()
+EVERYONE = frozenset({"web-1", "web-2", "admin-1", "api-1", "api-2", "db-1"})
+
+
+def endpoint_ports(snapshots: dict, node: str, service: str) -> list[int]:
+    cla = snapshots[node].of_type(ENDPOINTS)[f"svc/{service}"].message
+    return sorted(lb.endpoint.address.socket_address.port_value for g in cla.endpoints for lb in g.lb_endpoints)
+
+
+def test_only_ready_workloads_are_endpoints() -> None:
+    state = placed_state()
+    assert endpoint_ports(build_snapshots(state, PLAIN), "u1", "web") == [8080, 18080]
+    gated = build_snapshots(state, PLAIN, frozenset({"web-2"}))
+    assert endpoint_ports(gated, "u1", "web") == [18080]
+    assert endpoint_ports(build_snapshots(state, PLAIN, frozenset()), "u1", "web") == []
+    # The not-ready workload still gets its own snapshot: its sidecar needs it to become ready.
+    assert "in/web-1" in gated["web-1"].of_type("type.googleapis.com/envoy.config.listener.v3.Listener")
+
+
+class Gate:
+    def __init__(self, config: MeshConfig = PLAIN) -> None:
+        self.state = placed_state()
+        self.config = config
+        self.cache = SnapshotCache(clock=lambda: 1000.0)
+        self.changes = 0
+        self.readiness = SidecarReadiness(self.cache, on_change=self._changed)
+        self.cache.add_sync_listener(self.readiness.on_synced)
+        self.rebuild()
+
+    def _changed(self) -> None:
+        self.changes += 1
+
+    def rebuild(self) -> None:
+        ready = self.readiness.ready_in(self.state)
+        self.cache.set_snapshots(build_snapshots(self.state, self.config, ready))
+
+    def connect(self, node: str) -> tuple[SotwStream, SotwClient]:
+        stream = SotwStream(self.cache)
+        client = SotwClient(node)
+        self.cache.stream_opened(node, "sotw")
+        converse(stream, client, client.start())
+        return stream, client
+
+
+def test_a_workload_turns_ready_when_its_sidecar_has_applied_its_inbound_listener() -> None:
+    gate = Gate()
+    assert not gate.readiness.is_ready("web-1")
+    gate.connect("u1")  # a host's client sidecar is nobody's endpoint
+    assert gate.changes == 0 and not gate.readiness.ready_in(gate.state)
+    gate.connect("web-1")
+    assert gate.readiness.is_ready("web-1") and gate.changes == 1
+    gate.rebuild()
+    assert endpoint_ports({"u1": gate.cache.snapshot("u1")}, "u1", "web") == [8080]
+
+
+def test_a_content_change_without_a_new_generation_is_not_synced_until_applied() -> None:
+    gate = Gate()
+    stream, client = gate.connect("u1")
+    assert gate.cache.is_synced("u1")
+    gate.connect("web-1")
+    gate.rebuild()  # web-1 is an endpoint now: u1's endpoints change, the generation does not
+    assert not gate.cache.is_synced("u1")
+    converse(stream, client, [])
+    for response in stream.on_change():
+        converse(stream, client, client.receive(response))
+    assert gate.cache.is_synced("u1")
+
+
+def test_readiness_is_sticky_until_the_workload_leaves_the_model() -> None:
+    gate = Gate()
+    gate.connect("web-1")
+    gate.cache.stream_closed("web-1")
+    assert gate.readiness.ready_in(gate.state) == {"web-1"}
+    gate.state = gate.state.apply(ev.WorkloadRemoved(WorkloadId("web-1")))
+    assert gate.readiness.ready_in(gate.state) == frozenset()
+    gate.state = gate.state.apply(ev.WorkloadPlaced(workload("web-1", "web", "c-n1")))
+    assert not gate.readiness.is_ready("web-1")  # a new instance under an old name starts over
+
+
+def test_seeded_workloads_are_ready_from_the_start() -> None:
+    gate = Gate()
+    gate.readiness.seed(EVERYONE)
+    assert gate.readiness.ready_in(gate.state) == EVERYONE
+
+
+def test_with_mtls_a_sidecar_is_ready_only_once_it_applied_its_certificate() -> None:
+    identities = {"web-1": TlsIdentity("CERT-web-1", "KEY-web-1")}
+    gate = Gate(MeshConfig(mtls=True, trust_bundle_pem="BUNDLE", identities=identities))
+    stream, client = gate.connect("web-1")
+    assert gate.cache.is_synced("web-1")  # everything it asked for, but not yet its secrets
+    assert not gate.readiness.is_ready("web-1")
+    converse(stream, client, [client._request(SECRET, ["identity", "trust-bundle"])])
+    assert gate.readiness.is_ready("web-1")
+
+
+def test_without_a_certificate_a_sidecar_never_turns_ready() -> None:
+    gate = Gate(MeshConfig(mtls=True, trust_bundle_pem="BUNDLE"))
+    stream, client = gate.connect("web-2")
+    converse(stream, client, [client._request(SECRET, ["identity", "trust-bundle"])])
+    assert not gate.readiness.is_ready("web-2")
