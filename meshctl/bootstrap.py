@@ -110,12 +110,17 @@ def render_bootstrap(
     xds_address: str = DEFAULT_XDS_ADDRESS,
     admin_port: int = DEFAULT_ADMIN_PORT,
     tls: XdsClientTls | None = None,
+    admin_socket: str | None = None,
 ) -> dict[str, Any]:
     """An Envoy v3 bootstrap (as a dict: dump it as YAML or JSON) for sidecar ``node_id``; ``tls``: mTLS
-    to the control plane (needed on its TCP listener when the controller runs with ``--pki-dir``)."""
+    to the control plane (needed on its TCP listener when the controller runs with ``--pki-dir``);
+    ``admin_socket``: the admin API on this Unix socket instead of 127.0.0.1:``admin_port`` (reachable
+    from outside the sidecar's network namespace, and no port to collide with another sidecar's)."""
     address = parse_xds_address(xds_address)
     if not 0 <= admin_port < 65536:
         raise ValueError(f"admin port {admin_port} is not 0-65535")
+    if admin_socket is not None and not admin_socket.startswith("/"):
+        raise ValueError(f"admin socket {admin_socket!r} is not an absolute path")
     if address.is_unix:
         endpoint_address: dict[str, Any] = {"pipe": {"path": address.path}}
         discovery = "STATIC"
@@ -124,7 +129,11 @@ def render_bootstrap(
         discovery = "STATIC" if _is_ip(address.host) else "STRICT_DNS"
     bootstrap: dict[str, Any] = {
         "node": {"id": node_id, "cluster": service},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "admin": {
+            "address": {"pipe": {"path": admin_socket}}
+            if admin_socket is not None
+            else {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
+        },
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
@@ -223,6 +232,9 @@ def bootstrap_parser() -> argparse.ArgumentParser:
         help=f"the control plane ({DEFAULT_XDS_ADDRESS})",
     )
     parser.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT, help="Envoy admin port on 127.0.0.1")
+    parser.add_argument(
+        "--admin-socket", metavar="PATH", help="Envoy admin on this Unix socket instead (reachable across namespaces)"
+    )
     parser.add_argument("--format", choices=["yaml", "json"], default="yaml")
     parser.add_argument("--grpc", action="store_true", help="print a proxyless gRPC client's bootstrap (JSON) instead")
     tls = parser.add_argument_group("mTLS to the control plane (a controller run with --pki-dir)")
@@ -258,7 +270,9 @@ def main_bootstrap(argv: Sequence[str] | None = None) -> int:
                 raise ValueError("--grpc with --tls-* is not supported yet (use the Unix socket)")
             print(json.dumps(render_grpc_bootstrap(args.node_id, args.xds_address), indent=2))
             return 0
-        bootstrap = render_bootstrap(args.node_id, args.service, args.delta, args.xds_address, args.admin_port, tls)
+        bootstrap = render_bootstrap(
+            args.node_id, args.service, args.delta, args.xds_address, args.admin_port, tls, args.admin_socket
+        )
     except ValueError as exc:
         print(f"edgectl mesh bootstrap: {exc}", file=sys.stderr)
         return 2

@@ -9,17 +9,19 @@ package, and whichever is imported first wins.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import itertools
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +43,45 @@ def find_envoy() -> str:
     return binary
 
 
-class EnvoySidecar:
-    """One Envoy process: ``start()``, query its admin API, ``stop()`` (also as a context manager)."""
+class _UnixHttpConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
 
-    def __init__(self, bootstrap: dict[str, Any], log_level: str = "warning", concurrency: int = 1) -> None:
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+Popen = Callable[..., "subprocess.Popen[bytes]"]
+
+
+class EnvoySidecar:
+    """One Envoy process: ``start()``, query its admin API, ``stop()`` (also as a context manager).
+
+    ``popen`` starts the process (``subprocess.Popen``; a Mininet host's ``popen`` runs it in that
+    host's network namespace). The admin API is on 127.0.0.1:port or on a Unix socket (``pipe``), which
+    is the one way to reach it from outside the namespace."""
+
+    def __init__(
+        self,
+        bootstrap: dict[str, Any],
+        log_level: str = "warning",
+        concurrency: int = 1,
+        popen: Popen = subprocess.Popen,
+        workdir: Path | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
-        self.admin_port = int(bootstrap["admin"]["address"]["socket_address"]["port_value"])
+        admin = bootstrap["admin"]["address"]
+        self.admin_socket: str | None = admin["pipe"]["path"] if "pipe" in admin else None
+        self.admin_port = int(admin["socket_address"]["port_value"]) if self.admin_socket is None else 0
         self._log_level = log_level
         self._concurrency = concurrency
-        self._workdir = Path(tempfile.mkdtemp(prefix="edgectl-envoy-"))
+        self._popen = popen
+        self._own_workdir = workdir is None
+        self._workdir = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="edgectl-envoy-"))
         self.log_path = self._workdir / "envoy.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -71,7 +103,7 @@ class EnvoySidecar:
             "1",
         ]
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.process = self._popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return self
 
     @property
@@ -87,15 +119,27 @@ class EnvoySidecar:
         except OSError:
             return ""
 
-    def admin(self, path: str, timeout: float = 2.0) -> str:
-        url = f"http://127.0.0.1:{self.admin_port}{path}"
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return str(response.read().decode())
+    def admin(self, path: str, timeout: float = 2.0, method: str = "GET") -> str:
+        if self.admin_socket is None:
+            url = f"http://127.0.0.1:{self.admin_port}{path}"
+            request = urllib.request.Request(url, method=method)
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return str(response.read().decode())
+        connection = _UnixHttpConnection(self.admin_socket, timeout)
+        try:
+            connection.request(method, path)
+            response = connection.getresponse()
+            body = response.read().decode()
+            if response.status >= 400:
+                raise OSError(f"envoy admin {path}: HTTP {response.status}: {body[:200]}")
+            return body
+        finally:
+            connection.close()
 
     def admin_or_none(self, path: str, timeout: float = 1.0) -> str | None:
         try:
             return self.admin(path, timeout)
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError, http.client.HTTPException):
             return None
 
     def config_dump(self, include_eds: bool = True) -> dict[str, Any]:
@@ -156,8 +200,9 @@ class EnvoySidecar:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout)
-        with contextlib.suppress(OSError):
-            shutil.rmtree(self._workdir)
+        if self._own_workdir:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(self._workdir)
 
     def __enter__(self) -> EnvoySidecar:
         return self.start() if self.process is None else self
