@@ -1,0 +1,292 @@
+"""The demo workload: a tiny HTTP/1.1 service that says who it is, who called it, and whom it called.
+
+Runs inside a Mininet host's network namespace (``host.popen``), behind its Envoy sidecar. Standard
+library only, and nothing from the rest of the project, so it starts fast (the package ``__init__``
+is lazy and does not import Mininet).
+
+Run: ``python -m mininet_topos.app --workload web-1 --service web --listen 10.0.0.1:8080
+--call api=127.0.0.1:15001``. Prints one line ``listening HOST:PORT`` on stdout once bound (port 0
+picks a free port and prints it): the parent cannot connect into the namespace to find out.
+
+Every response carries ``x-edgectl-workload``. ``GET`` on any path calls each ``--call`` target in
+order (``Host: SERVICE``, so a sidecar can route by service) and answers 200 with
+``{"workload", "service", "caller", "calls": [downstream bodies]}``, or 502 with
+``{"workload", "error"}`` when a call fails. SIGTERM or SIGINT: stop and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import signal
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+WORKLOAD_HEADER = "x-edgectl-workload"
+XFCC_HEADER = "x-forwarded-client-cert"
+CALL_TIMEOUT_S = 5.0
+
+
+def _split_unquoted(text: str, separator: str) -> list[str]:
+    """Split on separator outside double quotes (XFCC quotes values holding ``,;=``; ``\\`` escapes)."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        inner, out, escaped = value[1:-1], [], False
+        for char in inner:
+            if escaped or char != "\\":
+                out.append(char)
+                escaped = False
+            else:
+                escaped = True
+        return "".join(out)
+    return value
+
+
+def caller_from_xfcc(value: str | None) -> str | None:
+    """The SPIFFE id of whoever called us, from Envoy's ``x-forwarded-client-cert``.
+
+    Each proxy on the way appends one element (comma-separated); the last one describes the hop
+    that reached our sidecar, so its ``URI=`` (the client certificate's URI SAN) is the caller.
+    None when the header is absent or the last element has no URI.
+    """
+    if not value or not value.strip():
+        return None
+    last = _split_unquoted(value, ",")[-1]
+    for field in _split_unquoted(last, ";"):
+        key, equals, raw = field.partition("=")
+        if equals and key.strip().lower() == "uri":
+            uri = _unquote(raw)
+            return uri or None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A downstream call: the service name goes in ``Host``, the address is where to connect."""
+
+    service: str
+    host: str
+    port: int
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` to (host, port); ValueError when it is neither."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def parse_target(text: str) -> Target:
+    service, equals, address = text.partition("=")
+    if not equals or not service:
+        raise ValueError(f"expected SERVICE=HOST:PORT, got {text!r}")
+    return Target(service, *parse_address(address))
+
+
+class CallFailed(Exception):
+    """A downstream call did not give us a 200 with a JSON body; the message says which and why."""
+
+
+class Caller:
+    """Calls downstream targets over one keep-alive connection per thread and target.
+
+    Per thread because http.client connections are not thread-safe and each server thread serves
+    one client connection at a time; reusing connections keeps the sidecar's connection count flat.
+    """
+
+    def __init__(self, timeout: float = CALL_TIMEOUT_S) -> None:
+        self.timeout = timeout
+        self._local = threading.local()
+
+    def _connections(self) -> dict[Target, http.client.HTTPConnection]:
+        connections: dict[Target, http.client.HTTPConnection] | None = getattr(self._local, "connections", None)
+        if connections is None:
+            connections = self._local.connections = {}
+        return connections
+
+    def call(self, target: Target) -> Any:
+        """The downstream's decoded JSON body; CallFailed on a transport error or a status other than 200."""
+        connections = self._connections()
+        # A reused keep-alive connection may have been closed by the peer while idle: then once more, fresh.
+        attempts = 2 if target in connections else 1
+        for attempt in range(attempts):
+            connection = connections.get(target)
+            if connection is None:
+                connection = connections[target] = http.client.HTTPConnection(
+                    target.host, target.port, timeout=self.timeout
+                )
+            try:
+                status, body = self._get(connection, target)
+                break
+            except TimeoutError as exc:  # a slow target, not a stale connection: retrying would double the wait
+                self._drop(target)
+                raise CallFailed(f"{target.service}: timed out after {self.timeout:g}s") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop(target)
+                if attempt == attempts - 1:
+                    raise CallFailed(f"{target.service}: {_describe(exc)}") from exc
+        if status != 200:
+            raise CallFailed(f"{target.service}: HTTP {status}")
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise CallFailed(f"{target.service}: response is not JSON") from exc
+
+    def close(self) -> None:
+        """Close this thread's connections (its client went away; nothing will reuse them)."""
+        for connection in self._connections().values():
+            connection.close()
+        self._connections().clear()
+
+    @staticmethod
+    def _get(connection: http.client.HTTPConnection, target: Target) -> tuple[int, bytes]:
+        connection.request("GET", "/", headers={"Host": target.service})
+        response = connection.getresponse()
+        return response.status, response.read()
+
+    def _drop(self, target: Target) -> None:
+        connection = self._connections().pop(target, None)
+        if connection is not None:
+            connection.close()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    workload: str
+    service: str
+
+
+def make_handler(identity: Identity, targets: tuple[Target, ...], caller: Caller) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: a sidecar or load generator reuses its connection
+
+        def do_GET(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > 0:  # drain any body so the next request on this connection parses
+                self.rfile.read(length)
+            try:
+                calls = [caller.call(target) for target in targets]
+            except CallFailed as exc:
+                self._send(502, {"workload": identity.workload, "error": str(exc)})
+                return
+            body = {
+                "workload": identity.workload,
+                "service": identity.service,
+                "caller": caller_from_xfcc(self.headers.get(XFCC_HEADER)),
+                "calls": calls,
+            }
+            self._send(200, body)
+
+        def _send(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode() + b"\n"
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header(WORKLOAD_HEADER, identity.workload)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def finish(self) -> None:
+            super().finish()
+            caller.close()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # one line per request would flood the namespace's pipe at the load generator's rate
+
+    return Handler
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True  # keep-alive connections must not hold up exit
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, handler)
+
+
+def serve(
+    identity: Identity, listen: tuple[str, int], targets: tuple[Target, ...], timeout: float = CALL_TIMEOUT_S
+) -> Server:
+    """A bound server, not yet serving: the caller prints the address, then calls serve_forever()."""
+    return Server(listen, make_handler(identity, targets, Caller(timeout)))
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mininet_topos.app", description=__doc__.split("\n")[0])
+    parser.add_argument("--workload", required=True, help="workload id, returned in every response")
+    parser.add_argument("--service", required=True, help="service name")
+    parser.add_argument("--listen", required=True, type=parse_address, help="HOST:PORT (port 0: any free port)")
+    parser.add_argument(
+        "--call",
+        action="append",
+        default=[],
+        type=parse_target,
+        metavar="SERVICE=HOST:PORT",
+        help="call this service at HOST:PORT on every request, in order (repeatable)",
+    )
+    return parser.parse_args(argv)
+
+
+class _Stop(Exception):
+    """Raised from the SIGTERM/SIGINT handler to unwind serve_forever()."""
+
+
+def _raise_stop(_signum: int, _frame: object) -> None:
+    raise _Stop
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    try:
+        server = serve(Identity(args.workload, args.service), args.listen, tuple(args.call))
+    except _Stop:
+        return 0
+    try:
+        host, port = server.server_address[:2]
+        print(f"listening {format_address(str(host), int(port))}", flush=True)
+        server.serve_forever()
+    except _Stop:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

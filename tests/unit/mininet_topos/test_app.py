@@ -1,0 +1,176 @@
+"""The demo workload: XFCC parsing, arguments, and two real apps on loopback (front calls back)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mininet_topos.app import Target, caller_from_xfcc, parse_address, parse_args, parse_target
+
+REPO = Path(__file__).resolve().parents[3]
+START_TIMEOUT_S = 10.0
+
+
+@pytest.mark.parametrize(
+    ("header", "caller"),
+    [
+        (None, None),
+        ("", None),
+        ("By=spiffe://td/svc/web/w/web-1;Hash=abc;URI=spiffe://td/host/u1", "spiffe://td/host/u1"),
+        ("uri=spiffe://td/a", "spiffe://td/a"),  # Envoy writes URI; keys are not case-sensitive here
+        # Two hops: the last element is the one our sidecar added, about its own client.
+        ("By=spiffe://td/x;URI=spiffe://td/first, By=spiffe://td/y;URI=spiffe://td/second", "spiffe://td/second"),
+        ('By=spiffe://td/y;URI="spiffe://td/quoted"', "spiffe://td/quoted"),
+        # Quoted values may hold the separators; they must not split the element or the field.
+        ('Hash=h;Subject="CN=a,O=b;c";URI=spiffe://td/u2', "spiffe://td/u2"),
+        ('By=spiffe://td/x;URI=spiffe://td/first,Subject="O=\\"q,\\"";URI=spiffe://td/last', "spiffe://td/last"),
+        ("By=spiffe://td/x;Hash=abc", None),  # no client certificate URI SAN
+        ("URI=spiffe://td/first,By=spiffe://td/x;Hash=abc", None),  # only the last element counts
+        ("By=spiffe://td/x;URI=", None),
+    ],
+)
+def test_caller_is_the_uri_of_the_last_xfcc_element(header: str | None, caller: str | None) -> None:
+    assert caller_from_xfcc(header) == caller
+
+
+def test_addresses_and_targets() -> None:
+    assert parse_address("10.0.0.1:8080") == ("10.0.0.1", 8080)
+    assert parse_address("[::1]:80") == ("::1", 80)
+    assert parse_target("api=127.0.0.1:15001") == Target("api", "127.0.0.1", 15001)
+    for bad in ("10.0.0.1", ":80", "host:http", "host:70000"):
+        with pytest.raises(ValueError):
+            parse_address(bad)
+    with pytest.raises(ValueError):
+        parse_target("127.0.0.1:15001")
+
+
+def test_arguments() -> None:
+    args = parse_args(["--workload", "w1", "--service", "web", "--listen", "0.0.0.0:80", "--call", "a=h:1"])
+    assert (args.workload, args.service, args.listen, args.call) == (
+        "w1",
+        "web",
+        ("0.0.0.0", 80),
+        [Target("a", "h", 1)],
+    )
+    with pytest.raises(SystemExit):
+        parse_args(["--workload", "w1", "--service", "web", "--listen", "nope"])
+
+
+def read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    assert ready, "no line from the process in time"
+    return process.stdout.readline()
+
+
+@contextmanager
+def running_app(workload: str, service: str, calls: tuple[str, ...] = (), port: int = 0) -> Iterator[tuple[str, int]]:
+    """Start the app on loopback (port 0: it picks a free one and prints it); stop it however the test ends."""
+    command = [sys.executable, "-m", "mininet_topos.app", "--workload", workload, "--service", service]
+    command += ["--listen", f"127.0.0.1:{port}", *(arg for call in calls for arg in ("--call", call))]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        line = read_line(process, START_TIMEOUT_S)
+        assert line.startswith("listening "), line
+        host, port = parse_address(line.split()[1])
+        yield host, port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def get(address: tuple[str, int], headers: dict[str, str] | None = None) -> tuple[int, str | None, Any]:
+    connection = http.client.HTTPConnection(*address, timeout=5)
+    try:
+        connection.request("GET", "/any/path", headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.getheader("x-edgectl-workload"), json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_front_calls_back_and_reports_its_caller() -> None:
+    with (
+        running_app("back-1", "back") as back,
+        running_app("front-1", "front", (f"back={back[0]}:{back[1]}",)) as front,
+    ):
+        xfcc = "By=spiffe://td/svc/front/w/front-1;Hash=abc;URI=spiffe://td/host/u1"
+        status, workload, body = get(front, {"x-forwarded-client-cert": xfcc})
+        assert (status, workload) == (200, "front-1")
+        assert body == {
+            "workload": "front-1",
+            "service": "front",
+            "caller": "spiffe://td/host/u1",
+            "calls": [{"workload": "back-1", "service": "back", "caller": None, "calls": []}],
+        }
+
+
+def test_a_failed_downstream_call_is_a_502_naming_the_service() -> None:
+    with running_app("back-1", "back") as back:
+        dead = f"back={back[0]}:{back[1]}"
+    # The back is stopped: its port refuses connections.
+    with running_app("front-1", "front", (dead,)) as front:
+        status, workload, body = get(front)
+    assert (status, workload) == (502, "front-1")
+    assert body["workload"] == "front-1" and body["error"].startswith("back: ")
+
+
+def _get_on(connection: http.client.HTTPConnection) -> Any:
+    connection.request("GET", "/")
+    response = connection.getresponse()
+    assert response.status == 200
+    return json.loads(response.read())
+
+
+def test_a_downstream_restarted_under_a_kept_alive_connection_is_reached_again() -> None:
+    # The front keeps one connection to the back per thread; when the back restarts, that connection
+    # is dead, and the front must reconnect once rather than answer 502.
+    with ExitStack() as stack:
+        first_back = ExitStack()
+        stack.enter_context(first_back)
+        _, back_port = first_back.enter_context(running_app("back-1", "back"))
+        front = stack.enter_context(running_app("front-1", "front", (f"back=127.0.0.1:{back_port}",)))
+        connection = http.client.HTTPConnection(*front, timeout=5)  # one client connection: one front thread
+        stack.callback(connection.close)
+        assert _get_on(connection)["calls"][0]["workload"] == "back-1"
+        first_back.close()
+        stack.enter_context(running_app("back-2", "back", port=back_port))
+        assert _get_on(connection)["calls"][0]["workload"] == "back-2"
+
+
+def test_sigterm_exits_cleanly() -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "mininet_topos.app",
+        "--workload",
+        "w",
+        "--service",
+        "s",
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert read_line(process, START_TIMEOUT_S).startswith("listening 127.0.0.1:")
+        process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert process.returncode == 0
+        assert process.stderr is not None and process.stderr.read() == ""
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=10)
