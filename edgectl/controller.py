@@ -120,8 +120,13 @@ class Controller:
         self.bus.subscribe(self.routes.on_change)
         self.routes.start()
         # A migration withdraws the old instance only once every switch runs the new generation's routes.
+        from placement.convergence import NamedProbe
+
         self.placement.add_convergence_probe(
-            lambda generation: all(s.applied_generation >= generation for s in self.routes.status.values())
+            NamedProbe(
+                "routes",
+                lambda generation: all(s.applied_generation >= generation for s in self.routes.status.values()),
+            )
         )
         self.http.add_route("/api/v1/latency", lambda _state: self.openflow.app.latency.report())
         self.http.add_route("/api/v1/routes", lambda state: routes_view(self.routes.plan, self.routes.status, state))
@@ -149,7 +154,7 @@ class Controller:
         )
         self.http.add_route("/api/v1/xds/clients", lambda _state: self.mesh.clients_view())
         # A migration withdraws the old instance only once the sidecars have ACKed the new endpoints.
-        self.placement.add_convergence_probe(self.mesh.converged)
+        self.placement.add_convergence_probe(NamedProbe("sidecars", self.mesh.converged))
         if self.pki is not None:
             # SVIDs reach sidecars over SDS; with the PKI on, sidecars talk mTLS.
             # The CRLs ride in the trust bundle: a revoked certificate is refused with the next push.

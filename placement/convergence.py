@@ -24,6 +24,17 @@ def probe_name(probe: ConvergenceProbe) -> str:
     return str(getattr(probe, "__qualname__", None) or getattr(probe, "__name__", None) or repr(probe))
 
 
+class NamedProbe:
+    """A probe with a short name for events and logs ("routes", "sidecars") instead of a qualname."""
+
+    def __init__(self, name: str, probe: ConvergenceProbe) -> None:
+        self.__name__ = self.__qualname__ = name
+        self._probe = probe
+
+    def __call__(self, generation: int) -> bool:
+        return self._probe(generation)
+
+
 def pending_probes(probes: Sequence[ConvergenceProbe], generation: int) -> list[ConvergenceProbe]:
     """The probes that have not applied ``generation`` yet (a probe that raises has not)."""
     out = []
@@ -48,15 +59,34 @@ def wait_for_convergence(
 ) -> list[str]:
     """Poll until every probe accepts ``generation``; return the names of those that did not in time
     (empty: converged). Polls quickly at first (a route change lands in milliseconds), then every 50 ms."""
-    deadline = clock() + timeout_s
+    missing, _took = timed_convergence(probes, generation, timeout_s, clock=clock, sleep=sleep)
+    return missing
+
+
+def timed_convergence(
+    probes: Sequence[ConvergenceProbe],
+    generation: int,
+    timeout_s: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[list[str], tuple[tuple[str, float], ...]]:
+    """``wait_for_convergence``, also saying how long each probe took to accept (seconds, in the order
+    they did): where a migration's time goes (routes, sidecars)."""
+    started = clock()
+    deadline = started + timeout_s
     interval = FIRST_POLL_S
     pending = list(probes)
+    took: list[tuple[str, float]] = []
     while True:
-        pending = pending_probes(pending, generation)
+        still = pending_probes(pending, generation)
+        now = clock()
+        took.extend((probe_name(p), now - started) for p in pending if p not in still)
+        pending = still
         if not pending:
-            return []
-        remaining = deadline - clock()
+            return [], tuple(took)
+        remaining = deadline - now
         if remaining <= 0:
-            return [probe_name(p) for p in pending]
+            return [probe_name(p) for p in pending], tuple(took)
         sleep(min(interval, remaining))
         interval = min(interval * 2, MAX_POLL_S)

@@ -356,6 +356,7 @@ class PlacementServicer:
             message=step.message,
             reasons=list(step.reasons),
             at=step.at,
+            converged_after=[pb.ProbeTime(probe=name, seconds=seconds) for name, seconds in step.converged_after],
         )
         if step.workload is not None:
             message.workload.CopyFrom(self._workload(step.workload, step.state or self.orchestrator.bus.state))

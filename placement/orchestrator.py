@@ -29,7 +29,7 @@ from netmodel.events import Event, WorkloadPlaced, WorkloadRemoved
 from netmodel.ids import NodeId, ServiceName, SiteId, WorkloadId
 from netmodel.state import EventRejected, FabricState
 from netmodel.types import Workload
-from placement.convergence import ConvergenceProbe, probe_name, wait_for_convergence
+from placement.convergence import ConvergenceProbe, probe_name, timed_convergence
 from placement.errors import PlacementRefused, Refusal
 from placement.failover import FailoverPlan, plan_failover
 from placement.naming import DEFAULT_TRUST_DOMAIN, check_trust_domain, next_workload_ids, workload_spiffe_id
@@ -299,8 +299,9 @@ class PlacementOrchestrator:
             from_workload=move.old.id,
             message=f"waiting for {names} to apply generation {generation}",
         )
-        missing = wait_for_convergence(probes, generation, timeout_s, clock=self._clock, sleep=self._sleep)
+        missing, took = timed_convergence(probes, generation, timeout_s, clock=self._clock, sleep=self._sleep)
         if not missing:
+            after = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in took)
             self.events.emit(
                 StepKind.CONVERGED,
                 generation=generation,
@@ -308,7 +309,8 @@ class PlacementOrchestrator:
                 state=self.bus.state,
                 migration_id=move.migration_id,
                 from_workload=move.old.id,
-                message=f"generation {generation} applied",
+                message=f"generation {generation} applied" + (f" ({after})" if after else ""),
+                converged_after=took,
             )
         return missing
 

@@ -49,6 +49,8 @@ class PlacementStep:
     message: str = ""
     reasons: tuple[str, ...] = ()
     at: float = 0.0
+    converged_after: tuple[tuple[str, float], ...] = ()
+    """CONVERGED: each probe and the seconds it took to accept the generation."""
 
 
 class Subscription:
@@ -119,6 +121,7 @@ class PlacementEvents:
         from_workload: WorkloadId | None = None,
         message: str = "",
         reasons: tuple[str, ...] = (),
+        converged_after: tuple[tuple[str, float], ...] = (),
     ) -> PlacementStep:
         with self._lock:
             self._sequence += 1
@@ -133,6 +136,7 @@ class PlacementEvents:
                 message,
                 reasons,
                 self._clock(),
+                converged_after,
             )
             for subscription in list(self._subscriptions):
                 subscription.offer(step)

@@ -185,7 +185,7 @@ class WatchRequest(_message.Message):
     def __init__(self, include_existing: _Optional[bool] = ...) -> None: ...
 
 class PlacementEvent(_message.Message):
-    __slots__ = ("sequence", "kind", "generation", "workload", "migration_id", "from_workload_id", "message", "reasons", "at")
+    __slots__ = ("sequence", "kind", "generation", "workload", "migration_id", "from_workload_id", "message", "reasons", "at", "converged_after")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[PlacementEvent.Kind]
@@ -217,6 +217,7 @@ class PlacementEvent(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    CONVERGED_AFTER_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     kind: PlacementEvent.Kind
     generation: int
@@ -226,4 +227,13 @@ class PlacementEvent(_message.Message):
     message: str
     reasons: _containers.RepeatedScalarFieldContainer[str]
     at: float
-    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[PlacementEvent.Kind, str]] = ..., generation: _Optional[int] = ..., workload: _Optional[_Union[Workload, _Mapping]] = ..., migration_id: _Optional[str] = ..., from_workload_id: _Optional[str] = ..., message: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., at: _Optional[float] = ...) -> None: ...
+    converged_after: _containers.RepeatedCompositeFieldContainer[ProbeTime]
+    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[PlacementEvent.Kind, str]] = ..., generation: _Optional[int] = ..., workload: _Optional[_Union[Workload, _Mapping]] = ..., migration_id: _Optional[str] = ..., from_workload_id: _Optional[str] = ..., message: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., at: _Optional[float] = ..., converged_after: _Optional[_Iterable[_Union[ProbeTime, _Mapping]]] = ...) -> None: ...
+
+class ProbeTime(_message.Message):
+    __slots__ = ("probe", "seconds")
+    PROBE_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    probe: str
+    seconds: float
+    def __init__(self, probe: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...

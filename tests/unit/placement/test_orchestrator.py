@@ -100,6 +100,10 @@ def test_migration_is_make_before_break() -> None:
             StepKind.MIGRATION_COMPLETED,
         ]
         assert [s.sequence for s in steps] == sorted(s.sequence for s in steps)
+        (converged,) = [s for s in steps if s.kind is StepKind.CONVERGED]
+        assert [name for name, _ in converged.converged_after] == [
+            "test_migration_is_make_before_break.<locals>.routes_installed"
+        ]
 
 
 def test_migration_that_does_not_converge_is_rolled_back() -> None:

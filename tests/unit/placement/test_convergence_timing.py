@@ -1,0 +1,45 @@
+"""timed_convergence: how long each probe took to accept a generation (where a migration's time goes)."""
+
+from __future__ import annotations
+
+from placement.convergence import NamedProbe, probe_name, timed_convergence, wait_for_convergence
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_each_probe_is_timed_when_it_first_accepts() -> None:
+    clock = FakeClock()
+    routes = NamedProbe("routes", lambda _g: clock.now >= 100.003)
+    sidecars = NamedProbe("sidecars", lambda _g: clock.now >= 100.2)
+    missing, took = timed_convergence([routes, sidecars], 7, 1.0, clock=clock, sleep=clock.sleep)
+    assert missing == []
+    assert [name for name, _ in took] == ["routes", "sidecars"]
+    (_, routes_s), (_, sidecars_s) = took
+    assert 0.003 <= routes_s < 0.01 and 0.2 <= sidecars_s < 0.26  # within one poll interval
+
+
+def test_a_probe_that_never_accepts_is_named_and_not_timed() -> None:
+    clock = FakeClock()
+    missing, took = timed_convergence(
+        [NamedProbe("routes", lambda _g: True), NamedProbe("sidecars", lambda _g: False)],
+        7,
+        0.5,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert missing == ["sidecars"] and [name for name, _ in took] == ["routes"]
+    assert wait_for_convergence([NamedProbe("x", lambda _g: False)], 1, 0.1, clock=clock, sleep=clock.sleep) == ["x"]
+
+
+def test_named_probe_keeps_its_name_and_answers() -> None:
+    probe = NamedProbe("routes", lambda generation: generation >= 3)
+    assert probe_name(probe) == "routes" and probe(3) and not probe(2)
