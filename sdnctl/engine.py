@@ -172,6 +172,12 @@ class RouteEngine:
             deltas[dpid] = diff_switch(current, self._compiled[dpid].config)
         ready = {dpid: delta for dpid, delta in deltas.items() if dpid in self._installed}
         self._apply(state.generation, {d: delta for d, delta in ready.items() if delta}, ready)
+        # A switch that already holds exactly what this generation asks runs it too: say so, or a
+        # migration that changes no route would wait on switches with nothing to do.
+        for dpid in plan.switches:
+            if dpid not in ready and self._installed.get(dpid) is self._compiled.get(dpid) is not None:
+                status = self.status.setdefault(dpid, SwitchStatus())
+                status.applied_generation = max(status.applied_generation, state.generation)
 
     def _ensure_base_flows(self, dpid: SwitchId, current: SwitchConfig) -> None:
         """LLDP and ARP to the controller go in at once: discovery needs them before any route."""
