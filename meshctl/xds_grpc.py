@@ -405,7 +405,10 @@ class MeshServer:
         self.publisher.set_config(config)
 
     def clients_view(self) -> dict[str, Any]:
-        return self.cache.clients_view()
+        view = self.cache.clients_view()
+        if self.readiness is not None:
+            view["not_ready"] = sorted(self.not_ready())  # placed, but no serving sidecar yet
+        return view
 
     def behind(self, generation: int, nodes: Iterable[str] | None = None) -> set[str]:
         """The sidecars that do not run yet what model ``generation`` asks of them. ``nodes``: those to

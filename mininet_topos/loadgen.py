@@ -41,6 +41,8 @@ class Record:
     workload: str | None  # the x-edgectl-workload response header
     caller: str | None  # "caller" in the JSON body: the SPIFFE id the service saw
     error: str | None  # transport error, or why a response was not a success
+    served_by: tuple[str, ...] = ()
+    """Every workload on the request's way: the one that answered, then those it called (depth first)."""
 
     @property
     def ok(self) -> bool:
@@ -70,7 +72,22 @@ def parse_record(line: str) -> Record | None:
         return None
     if not (_optional_str(workload) and _optional_str(caller) and _optional_str(error)):
         return None
-    return Record(float(t), float(ms), status, workload, caller, error)
+    served = data.get("served_by", [])
+    if not isinstance(served, list) or not all(isinstance(w, str) for w in served):
+        return None
+    return Record(float(t), float(ms), status, workload, caller, error, tuple(served))
+
+
+def workloads_in(body: Any) -> tuple[str, ...]:
+    """The workloads that answered, from the app's JSON body: its own, then its calls' (depth first)."""
+    if not isinstance(body, dict):
+        return ()
+    own = body.get("workload")
+    found = [own] if isinstance(own, str) else []
+    calls = body.get("calls")
+    for call in calls if isinstance(calls, list) else ():
+        found.extend(workloads_in(call))
+    return tuple(found)
 
 
 def parse_records(lines: Iterable[str]) -> list[Record]:
@@ -149,6 +166,7 @@ class Client:
             workload=response.getheader(WORKLOAD_HEADER),
             caller=caller if isinstance(caller, str) else None,
             error=_error_reason(response.status, response.reason, body),
+            served_by=workloads_in(body),
         )
 
     def close(self) -> None:

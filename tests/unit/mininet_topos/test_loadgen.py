@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from mininet_topos.loadgen import Record, client_for, parse_args, parse_records, run, summarize
+from mininet_topos.loadgen import Record, client_for, parse_args, parse_records, run, summarize, workloads_in
 from tests.unit.mininet_topos.test_app import REPO, get, read_line, running_app
 
 
@@ -51,7 +51,20 @@ def test_records_round_trip_and_garbage_is_skipped() -> None:
         "workload": "web-1",
         "caller": "spiffe://td/host/u1",
         "error": None,
+        "served_by": [],
     }
+
+
+def test_served_by_names_every_workload_on_the_way_depth_first() -> None:
+    body = {
+        "workload": "web-1",
+        "calls": [{"workload": "api-2", "calls": [{"workload": "db-1", "calls": []}]}, {"workload": "auth-1"}],
+    }
+    assert workloads_in(body) == ("web-1", "api-2", "db-1", "auth-1")
+    assert workloads_in({"error": "x"}) == () and workloads_in(None) == ()
+    record = Record(1.0, 1.0, 200, "web-1", None, None, ("web-1", "api-2"))
+    assert parse_records([record.to_json()]) == [record]
+    assert parse_records(['{"t": 1, "ms": 1, "status": 200, "served_by": [1]}']) == []
 
 
 def test_summary_over_a_window() -> None:

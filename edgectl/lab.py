@@ -1,0 +1,487 @@
+"""The edge-cloud lab (adapter): ``edgectl run`` with its CA, the Mininet testbed of the same fabric file,
+the mesh inside it (apps, Envoy sidecars, user request loops), and a placement client. The demo, the
+migration benchmark and the end-to-end test all drive the product through it, as a user would: the gRPC
+API with an operator certificate, the HTTP API, and nothing the controller does not publish.
+
+    with Lab(Path("examples/edge-cloud.yaml"), run_dir) as lab:
+        lab.place_declared_services()
+        lab.start_loads(rate=20)
+        timeline = lab.migrate("web-1", "c-n1")      # MigrationTimeline: when each stage was done
+
+Time is wall-clock (``time.time()``) everywhere: the controller's events, the agent's starts and every
+request record are on the one clock of this machine, in whatever namespace they ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mininet_topos.loadgen import Record
+
+LOG = logging.getLogger("edgectl.lab")
+
+TRUST_DOMAIN = "edgectl.local"
+APP_HOST = "127.0.0.2"
+"""Apps listen here behind their sidecars, so a node can run an app and a caller of its port."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (OSError, ValueError, KeyError) as exc:
+            last = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}" + (f" ({last})" if last else ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One placement event from the Watch stream."""
+
+    kind: str  # PLACED, REMOVED, MIGRATION_STARTED, CONVERGENCE_WAITING, CONVERGED, ...
+    at: float
+    generation: int
+    workload_id: str
+    node: str
+    service: str
+    migration_id: str
+    from_workload_id: str
+    message: str
+    converged_after: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(slots=True)
+class MigrationTimeline:
+    """When each stage of one move was done (wall clock; None: not seen)."""
+
+    migration_id: str
+    old: str
+    new: str
+    from_node: str
+    to_node: str
+    requested_at: float
+    decided_at: float | None = None
+    placed_generation: int = 0
+    waiting_at: float | None = None
+    routes_at: float | None = None
+    """Every switch confirmed (barrier) the routes of the placed generation."""
+    sidecar_started_at: float | None = None
+    """The agent started the new app and sidecar."""
+    sidecars_at: float | None = None
+    """The new sidecar served and every sidecar ACKed the endpoints with it."""
+    first_request_at: float | None = None
+    """A user request answered by the new instance (over mTLS through the sidecars) completed."""
+    completed_at: float | None = None
+    """The old instance was withdrawn."""
+    error: str = ""
+
+    @property
+    def chain_s(self) -> float | None:
+        """Decision -> routes, sidecars and first successful request all done."""
+        ends = (self.routes_at, self.sidecars_at, self.first_request_at)
+        if self.decided_at is None or any(e is None for e in ends):
+            return None
+        return max(e for e in ends if e is not None) - self.decided_at
+
+    def stages(self) -> list[tuple[str, float | None]]:
+        """(stage, seconds after the decision) in the order they are meant to happen."""
+        base = self.decided_at
+
+        def since(t: float | None) -> float | None:
+            return None if t is None or base is None else t - base
+
+        return [
+            ("placement decided", since(self.decided_at)),
+            ("flows barrier-confirmed", since(self.routes_at)),
+            ("sidecar started", since(self.sidecar_started_at)),
+            ("sidecars ACKed", since(self.sidecars_at)),
+            ("first mTLS request", since(self.first_request_at)),
+            ("old instance withdrawn", since(self.completed_at)),
+        ]
+
+
+@dataclass
+class _Watch:
+    events: list[Event] = field(default_factory=list)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+
+class Lab:
+    def __init__(
+        self,
+        fabric: Path,
+        run_dir: Path,
+        *,
+        real_delay: bool | str | None = None,
+        log: Callable[[str], None] = lambda _line: None,
+    ) -> None:
+        self.fabric = fabric
+        self.run_dir = run_dir
+        self.real_delay = real_delay
+        self.log = log
+        self.http_port, self.openflow_port = free_port(), free_port()
+        self.api_port, self.xds_port = free_port(), free_port()
+        self.http = f"http://127.0.0.1:{self.http_port}"
+        self.xds_socket = str(run_dir / "xds.sock")
+        self.controller: subprocess.Popen[bytes] | None = None
+        self.net: Any = None
+        self.mesh: Any = None
+        self.loads: list[Any] = []  # mininet_topos.mesh.UserLoad
+        self._channel: Any = None
+        self._stub: Any = None
+        self._pb: Any = None
+        self._watch = _Watch()
+        self._watch_call: Any = None
+        self._watch_thread: threading.Thread | None = None
+
+    # -- bring-up --------------------------------------------------------------------------------------
+
+    def start(self) -> Lab:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ca, operator = self._make_ca()
+        self._start_controller(ca)
+        self._start_testbed()
+        self._connect_api(operator)
+        return self
+
+    def _edgectl(self, *args: str) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "edgectl.cli", *args], capture_output=True, text=True, timeout=60, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"edgectl {' '.join(args[:2])} failed: {result.stderr.strip()}")
+
+    def _make_ca(self) -> tuple[Path, Path]:
+        ca = self.run_dir / "ca"
+        operator = self.run_dir / "operator"
+        self._edgectl("pki", "init", "--trust-domain", TRUST_DOMAIN, "--dir", str(ca))
+        self._edgectl(
+            "pki",
+            "issue",
+            "--dir",
+            str(ca),
+            "--spiffe-id",
+            f"spiffe://{TRUST_DOMAIN}/operator/lab",
+            "--out",
+            str(operator),
+        )
+        return ca, operator
+
+    def _start_controller(self, ca: Path) -> None:
+        log = open(self.run_dir / "edgectl.log", "wb")  # noqa: SIM115 - the process keeps writing to it
+        command = [
+            sys.executable,
+            "-m",
+            "edgectl.cli",
+            "run",
+            "--config",
+            str(self.fabric),
+            "--openflow-port",
+            str(self.openflow_port),
+            "--http-port",
+            str(self.http_port),
+            "--xds-port",
+            str(self.xds_port),
+            "--api-port",
+            str(self.api_port),
+            "--xds-unix",
+            self.xds_socket,
+            "--wait-for-sidecars",
+            "--mesh-app-host",
+            APP_HOST,
+            "--pki-dir",
+            str(ca),
+        ]
+        self.log(f"starting edgectl run (HTTP :{self.http_port}, log {self.run_dir / 'edgectl.log'})")
+        self.controller = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
+        log.close()
+        wait_for("edgectl /healthz", lambda: self._alive() and self.get("/healthz")["status"] == "ok", 30)
+
+    def _alive(self) -> bool:
+        if self.controller is None or self.controller.poll() is not None:
+            tail = (self.run_dir / "edgectl.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"edgectl run exited:\n{tail}")
+        return True
+
+    def _start_testbed(self) -> None:
+        from mininet.log import setLogLevel
+
+        import mininet_topos
+        from mininet_topos.mesh import MeshTestbed
+
+        setLogLevel("warning")
+        self.log("building the Mininet testbed (OVS userspace datapath, real link delay)")
+        started = time.monotonic()
+        self.net = mininet_topos.build(
+            str(self.fabric), controller=("127.0.0.1", self.openflow_port), real_delay=self.real_delay
+        )
+        self.net.start()
+        switches = len(self.net.switches)
+        wait_for(
+            "every switch to connect",
+            lambda: sum(s["connected"] for s in self.get("/api/v1/topology")["switches"]) >= switches,
+            60,
+        )
+        wait_for(
+            "every link discovered", lambda: all(k["discovered"] for k in self.get("/api/v1/topology")["links"]), 60
+        )
+        wait_for("routes on every switch", self._routes_applied, 60)
+        self.log(
+            f"{switches} switches connected, links discovered, routes installed in {time.monotonic() - started:.1f} s"
+        )
+        self.mesh = MeshTestbed(self.net, xds_socket=self.xds_socket, run_dir=self.run_dir / "mesh", app_host=APP_HOST)
+        for host in self.net.spec.hosts:
+            self.mesh.start_client(host.id)
+
+    def _routes_applied(self) -> bool:
+        view = self.get("/api/v1/routes")
+        generation = view["generation"]
+        return bool(view["routes"]) and all(s["applied_generation"] >= generation for s in view["switches"])
+
+    def _connect_api(self, operator: Path) -> None:
+        import grpc
+
+        from placement._pb import placement_pb2 as pb
+        from placement._pb import placement_pb2_grpc as pb_grpc
+
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(f"{operator}.bundle.pem").read_bytes(),
+            private_key=Path(f"{operator}.key").read_bytes(),
+            certificate_chain=Path(f"{operator}.crt").read_bytes(),
+        )
+        self._pb = pb
+        self._channel = grpc.secure_channel(f"127.0.0.1:{self.api_port}", credentials)
+        self._stub = pb_grpc.PlacementStub(self._channel)
+        self._watch_call = self._stub.Watch(pb.WatchRequest(include_existing=True))
+        self._watch_thread = threading.Thread(target=self._follow, name="lab-watch", daemon=True)
+        self._watch_thread.start()
+
+    def _follow(self) -> None:
+        """The node agent: the Watch stream says what is placed and removed; the mesh follows at once."""
+        import grpc
+
+        kinds = self._pb.PlacementEvent.Kind
+        try:
+            for message in self._watch_call:
+                kind = kinds.Name(message.kind).removeprefix("KIND_")
+                event = Event(
+                    kind,
+                    message.at,
+                    message.generation,
+                    message.workload.id,
+                    message.workload.node,
+                    message.workload.service,
+                    message.migration_id,
+                    message.from_workload_id,
+                    message.message,
+                    tuple((p.probe, p.seconds) for p in message.converged_after),
+                )
+                if kind == "PLACED" and event.node:
+                    row = {"id": event.workload_id, "service": event.service, "node": event.node}
+                    row["port"] = message.workload.port
+                    threading.Thread(target=self.mesh.sync_one, args=(row,), daemon=True).start()
+                elif kind == "REMOVED":
+                    self.mesh.stop_workload(event.workload_id)
+                with self._watch.changed:
+                    self._watch.events.append(event)
+                    self._watch.changed.notify_all()
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                LOG.warning("placement watch ended: %s", exc)
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.http + path, timeout=5) as response:
+            return json.load(response)
+
+    def events(self, since: int = 0) -> list[Event]:
+        with self._watch.changed:
+            return self._watch.events[since:]
+
+    def wait_event(self, predicate: Callable[[Event], bool], timeout: float, start: int = 0) -> Event:
+        deadline = time.monotonic() + timeout
+        with self._watch.changed:
+            while True:
+                for event in self._watch.events[start:]:
+                    if predicate(event):
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("timed out waiting for a placement event")
+                self._watch.changed.wait(remaining)
+
+    def workloads(self) -> list[dict[str, Any]]:
+        return list(self.get("/api/v1/workloads")["workloads"])
+
+    def wait_mesh_serving(self, timeout: float = 60) -> None:
+        """Every placed workload's sidecar serves and every sidecar runs its current config."""
+
+        def serving() -> bool:
+            view = self.get("/api/v1/xds/clients")
+            placed = {w["id"] for w in self.workloads()}
+            connected = {n for n, v in view["nodes"].items() if v["streams"]}
+            return (
+                not view.get("not_ready")
+                and placed <= connected
+                and all(v["in_sync"] for v in view["nodes"].values() if v["streams"])
+            )
+
+        wait_for("every sidecar to serve", serving, timeout)
+
+    # -- commands --------------------------------------------------------------------------------------
+
+    def place_declared_services(self) -> list[dict[str, Any]]:
+        """Place every service the fabric file declares, with its declared replicas and constraints."""
+        for service in self.net.spec.services:
+            self._stub.Place(self._pb.PlaceRequest(service=service.name, replicas=service.replicas), timeout=30)
+        self.wait_mesh_serving()
+        return self.workloads()
+
+    def start_loads(self, service: str | None = None, rate: float = 20.0) -> None:
+        """A request loop on every user host, calling ``service`` (default: the entry services)."""
+        names = [service] if service else self._entry_services()
+        for host in self.net.spec.hosts:
+            for name in names:
+                self.loads.append(self.mesh.start_load(host.id, name, rate=rate))
+
+    def _entry_services(self) -> list[str]:
+        called = {c for s in self.net.spec.services for c in s.calls}
+        return [s.name for s in self.net.spec.services if s.name not in called]
+
+    def records(self, since: float = 0.0, until: float = float("inf")) -> list[Record]:
+        return sorted((r for load in self.loads for r in load.snapshot(since) if r.t < until), key=lambda r: r.t)
+
+    def migrate(self, workload_id: str, to: str, timeout_s: float = 15.0) -> MigrationTimeline:
+        """Move a workload make-before-break and time every stage (see ``MigrationTimeline``)."""
+        import grpc
+
+        mark = len(self.events())
+        old = next((w for w in self.workloads() if w["id"] == workload_id), None)
+        if old is None:
+            raise ValueError(f"no workload {workload_id}")
+        requested_at = time.time()
+        try:
+            response = self._stub.Migrate(
+                self._pb.MigrateRequest(workload_id=workload_id, node_or_site=to, timeout_s=timeout_s),
+                timeout=timeout_s + 10,
+            )
+        except grpc.RpcError as exc:
+            timeline = MigrationTimeline("", workload_id, "", old["node"], to, requested_at)
+            timeline.error = f"{exc.code().name}: {exc.details()}"
+            return timeline
+        timeline = MigrationTimeline(
+            response.migration_id, workload_id, response.workload.id, old["node"], response.workload.node, requested_at
+        )
+        self._fill_timeline(timeline, mark)
+        return timeline
+
+    def _fill_timeline(self, timeline: MigrationTimeline, mark: int) -> None:
+        def of(kind: str) -> Event:
+            return self.wait_event(lambda e: e.kind == kind and e.migration_id == timeline.migration_id, 10, mark)
+
+        timeline.decided_at = of("MIGRATION_STARTED").at
+        waiting = of("CONVERGENCE_WAITING")
+        timeline.waiting_at, timeline.placed_generation = waiting.at, waiting.generation
+        converged = of("CONVERGED")
+        took = dict(converged.converged_after)
+        if "routes" in took:
+            timeline.routes_at = waiting.at + took["routes"]
+        if "sidecars" in took:
+            timeline.sidecars_at = waiting.at + took["sidecars"]
+        timeline.completed_at = of("MIGRATION_COMPLETED").at
+        started = self.mesh.started_at(timeline.new)
+        timeline.sidecar_started_at = started
+        first = self.first_served_by(timeline.new, timeout=5)
+        if first is not None:
+            timeline.first_request_at = first.t + first.ms / 1000
+
+    def first_served_by(self, workload_id: str, timeout: float) -> Record | None:
+        """The first successful user request the given instance answered (waits up to ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            served = [r for r in self.records() if r.ok and workload_id in r.served_by]
+            if served:
+                return served[0]
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.02)
+
+    def set_link(self, a: str, b: str, up: bool) -> float:
+        """Take the cable between two testbed nodes down (or up); returns when it was done."""
+        self.net.configLinkStatus(a, b, "up" if up else "down")
+        return time.time()
+
+    # -- teardown --------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop everything this lab started, in reverse order, by PID; each step even if one before failed."""
+        steps: list[Callable[[], None]] = []
+        if self._watch_call is not None:
+            steps.append(self._watch_call.cancel)
+        if self.mesh is not None:
+            steps.append(self.mesh.stop)
+        if self._channel is not None:
+            steps.append(self._channel.close)
+        if self.net is not None:
+            steps.append(self.net.stop)
+        steps.append(self._stop_controller)
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                LOG.exception("lab teardown step failed")
+
+    def _stop_controller(self) -> None:
+        process = self.controller
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+    def __enter__(self) -> Lab:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def lab(fabric: Path, run_dir: Path, **kwargs: Any) -> Iterator[Lab]:
+    with Lab(fabric, run_dir, **kwargs) as running:
+        yield running

@@ -1,0 +1,367 @@
+"""The service mesh inside a Mininet testbed (adapter): apps, their Envoy sidecars and user request loops
+run in the hosts' network namespaces and follow the controller's placements, as a node agent would.
+
+Nothing here reaches into the root namespace by IP: a sidecar's xDS stream goes to the controller's Unix
+socket (``edgectl run --xds-unix``), its admin API is a Unix socket in the run directory, and an app says
+it listens on its stdout. Paths are shared across network namespaces; addresses are not.
+
+    mesh = MeshTestbed(net, xds_socket="/tmp/run/xds.sock", run_dir=Path("/tmp/run"))
+    mesh.start_client("u1")                       # users on u1 reach services at 127.0.0.1:<port>
+    mesh.follow("http://127.0.0.1:8080")          # start/stop workloads as the model places them
+    load = mesh.start_load("u1", "web")           # a request loop through u1's sidecar
+    ...
+    mesh.stop()                                   # every process it started, by PID
+
+Per workload: the app (``mininet_topos.app``) on ``<app_host>:<port>`` and an Envoy whose node id is the
+workload id; the controller serves it an inbound listener on ``<node ip>:<port>`` (mTLS with the workload's
+SVID when the controller runs with ``--pki-dir``) and outbound listeners on ``127.0.0.1:<port>`` for the
+services it calls. ``app_host`` must be what the controller's ``--mesh-app-host`` says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meshctl.bootstrap import render_bootstrap
+from meshctl.sidecar import EnvoySidecar
+from mininet_topos.loadgen import Record, parse_record
+
+LOG = logging.getLogger("edgectl.testbed")
+
+APP_START_TIMEOUT_S = 10.0
+DEFAULT_DRAIN_S = 2.0
+"""How long a withdrawn workload keeps running: requests already sent to it finish."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
+    """What the agent needs to run one workload (one row of /api/v1/workloads, plus whom it calls)."""
+
+    id: str
+    service: str
+    node: str
+    port: int
+    calls: tuple[tuple[str, int], ...] = ()
+    """(service, port) of each service it calls: the app reaches them at 127.0.0.1:<port>."""
+
+
+@dataclass(slots=True)
+class RunningWorkload:
+    spec: WorkloadSpec
+    app: subprocess.Popen[bytes]
+    sidecar: EnvoySidecar
+    started_at: float
+    """Wall-clock time the agent started it (time.time(): comparable with every other process's)."""
+    stopping: bool = False
+
+
+@dataclass(slots=True)
+class UserLoad:
+    """A request loop (``mininet_topos.loadgen``) on a user host; its records arrive as they happen."""
+
+    host: str
+    service: str
+    process: subprocess.Popen[bytes]
+    records: list[Record] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    reader: threading.Thread | None = None
+
+    def snapshot(self, since: float = 0.0) -> list[Record]:
+        with self.lock:
+            return [r for r in self.records if r.t >= since]
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            record = parse_record(raw.decode(errors="replace"))
+            if record is not None:
+                with self.lock:
+                    self.records.append(record)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        _stop_process(self.process, timeout)
+        if self.reader is not None:
+            self.reader.join(timeout)
+
+
+class MeshTestbed:
+    def __init__(
+        self,
+        net: Any,
+        *,
+        xds_socket: str,
+        run_dir: Path,
+        app_host: str = "127.0.0.2",
+        drain_s: float = DEFAULT_DRAIN_S,
+        envoy_log_level: str = "warning",
+        on_started: Callable[[RunningWorkload], None] | None = None,
+    ) -> None:
+        self.net = net
+        self.xds_socket = xds_socket
+        self.run_dir = run_dir
+        self.app_host = app_host
+        self.drain_s = drain_s
+        self._envoy_log_level = envoy_log_level
+        self._on_started = on_started
+        self._lock = threading.Lock()
+        self.workloads: dict[str, RunningWorkload] = {}
+        self.clients: dict[str, EnvoySidecar] = {}
+        self.loads: list[UserLoad] = []
+        self._follower: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._timers: list[threading.Timer] = []
+        services = getattr(getattr(net, "spec", None), "services", ())
+        self._service_ports = {s.name: s.port for s in services}
+        self._service_calls = {s.name: tuple(s.calls) for s in services}
+        self.errors: list[str] = []
+        self._claimed: set[str] = set()  # started or starting: never started twice
+        self._started_at: dict[str, float] = {}
+
+    # -- sidecars --------------------------------------------------------------------------------------
+
+    def _sidecar(self, node_id: str, service: str, host: Any) -> EnvoySidecar:
+        workdir = self.run_dir / node_id
+        workdir.mkdir(parents=True, exist_ok=True)
+        admin = workdir / "admin.sock"
+        with contextlib.suppress(FileNotFoundError):
+            admin.unlink()
+        bootstrap = render_bootstrap(node_id, service, xds_address=f"unix:{self.xds_socket}", admin_socket=str(admin))
+        return EnvoySidecar(bootstrap, log_level=self._envoy_log_level, popen=host.popen, workdir=workdir).start()
+
+    def start_client(self, host_id: str) -> EnvoySidecar:
+        """The client sidecar of a user host: its users call services at 127.0.0.1:<service port>."""
+        sidecar = self._sidecar(host_id, "users", self.net.get(host_id))
+        self.clients[host_id] = sidecar
+        return sidecar
+
+    # -- workloads -------------------------------------------------------------------------------------
+
+    def spec_of(self, row: dict[str, Any]) -> WorkloadSpec:
+        service = str(row["service"])
+        port = int(row.get("port") or self._service_ports.get(service, 0))
+        calls = tuple((callee, self._service_ports[callee]) for callee in self._service_calls.get(service, ()))
+        return WorkloadSpec(str(row["id"]), service, str(row["node"]), port, calls)
+
+    def start_workload(self, spec: WorkloadSpec) -> RunningWorkload:
+        """Start the app and its sidecar together (Envoy's start overlaps the app's); return when the app
+        listens. The controller makes it an endpoint once the sidecar has applied its config."""
+        host = self.net.get(spec.node)
+        with self._lock:
+            draining = [
+                w.spec.id
+                for w in self.workloads.values()
+                if w.stopping and w.spec.node == spec.node and w.spec.port == spec.port
+            ]
+        for workload_id in draining:
+            # Withdrawn from every caller already (it drains only for requests in flight): its port is
+            # needed now, by the instance that replaces it on this node.
+            self._stop_now(workload_id)
+        started_at = time.time()
+        with self._lock:
+            self._claimed.add(spec.id)
+            self._started_at[spec.id] = started_at
+        command = [
+            sys.executable,
+            "-m",
+            "mininet_topos.app",
+            "--workload",
+            spec.id,
+            "--service",
+            spec.service,
+            "--listen",
+            f"{self.app_host}:{spec.port}",
+            *(arg for callee, port in spec.calls for arg in ("--call", f"{callee}=127.0.0.1:{port}")),
+        ]
+        app = host.popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            sidecar = self._sidecar(spec.id, spec.service, host)
+        except BaseException:
+            _stop_process(app)
+            raise
+        running = RunningWorkload(spec, app, sidecar, started_at)
+        with self._lock:
+            self.workloads[spec.id] = running
+        try:
+            _wait_for_line(app, b"listening", APP_START_TIMEOUT_S, f"app of {spec.id}")
+        except BaseException:
+            self.stop_workload(spec.id, drain_s=0)
+            raise
+        if self._on_started is not None:
+            self._on_started(running)
+        return running
+
+    def stop_workload(self, workload_id: str, drain_s: float | None = None) -> None:
+        """Stop a workload's sidecar and app after ``drain_s`` (requests already on their way finish)."""
+        with self._lock:
+            running = self.workloads.get(workload_id)
+            if running is None or running.stopping:
+                return
+            running.stopping = True
+        delay = self.drain_s if drain_s is None else drain_s
+        if delay <= 0:
+            self._stop_now(workload_id)
+            return
+        timer = threading.Timer(delay, self._stop_now, args=(workload_id,))
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def _stop_now(self, workload_id: str) -> None:
+        with self._lock:
+            running = self.workloads.pop(workload_id, None)
+        if running is not None:
+            running.sidecar.stop()
+            _stop_process(running.app)
+
+    def started_at(self, workload_id: str) -> float | None:
+        """When the agent started that workload (also after it stopped), or None."""
+        with self._lock:
+            return self._started_at.get(workload_id)
+
+    def sync_one(self, row: dict[str, Any]) -> None:
+        """Start one placed workload unless it runs (or is starting) already."""
+        with self._lock:
+            if str(row["id"]) in self._claimed:
+                return
+            self._claimed.add(str(row["id"]))
+        self._start_logged(self.spec_of(row))
+
+    def sync(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Make the running workloads what the model places: start the new ones (in parallel: each waits
+        for its own app), stop the withdrawn ones after the drain time."""
+        wanted = {str(r["id"]): r for r in rows if r.get("node")}
+        with self._lock:
+            running = set(self.workloads)
+            starting = [self.spec_of(row) for wid, row in wanted.items() if wid not in self._claimed]
+            self._claimed.update(spec.id for spec in starting)
+        threads = [threading.Thread(target=self._start_logged, args=(spec,), daemon=True) for spec in starting]
+        for thread in threads:
+            thread.start()
+        for workload_id in running - set(wanted):
+            self.stop_workload(workload_id)
+        for thread in threads:
+            thread.join()
+
+    def _start_logged(self, spec: WorkloadSpec) -> None:
+        try:
+            self.start_workload(spec)
+        except Exception as exc:
+            message = f"cannot start {spec.id} on {spec.node}: {exc}"
+            LOG.error("%s", message)
+            self.errors.append(message)
+
+    def follow(self, http: str, interval_s: float = 0.01) -> None:
+        """Follow the controller's placements (GET /api/v1/workloads every ``interval_s``) until stop()."""
+
+        def loop() -> None:
+            generation = None
+            while not self._stopping.is_set():
+                try:
+                    with urllib.request.urlopen(f"{http}/api/v1/workloads", timeout=2) as response:
+                        view = json.load(response)
+                    if view["generation"] != generation:
+                        self.sync(view["workloads"])
+                        generation = view["generation"]
+                except OSError as exc:
+                    LOG.debug("cannot read workloads: %s", exc)
+                self._stopping.wait(interval_s)
+
+        self._follower = threading.Thread(target=loop, name="testbed-agent", daemon=True)
+        self._follower.start()
+
+    # -- users -----------------------------------------------------------------------------------------
+
+    def start_load(self, host_id: str, service: str, rate: float = 50.0, timeout_s: float = 2.0) -> UserLoad:
+        port = self._service_ports[service]
+        command = [
+            sys.executable,
+            "-m",
+            "mininet_topos.loadgen",
+            "--url",
+            f"http://127.0.0.1:{port}/",
+            "--host",
+            service,
+            "--rate",
+            str(rate),
+            "--timeout",
+            str(timeout_s),
+        ]
+        process = self.net.get(host_id).popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+        )
+        load = UserLoad(host_id, service, process)
+        load.reader = threading.Thread(target=load._read, name=f"load-{host_id}", daemon=True)
+        load.reader.start()
+        self.loads.append(load)
+        return load
+
+    # -- teardown --------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop everything this testbed started, by PID: loads, workloads, client sidecars."""
+        self._stopping.set()
+        if self._follower is not None:
+            self._follower.join(5)
+        for timer in self._timers:
+            timer.cancel()
+        for load in self.loads:
+            load.stop()
+        with self._lock:
+            workloads = list(self.workloads.values())
+            self.workloads.clear()
+        for running in workloads:
+            running.sidecar.stop()
+            _stop_process(running.app)
+        for sidecar in self.clients.values():
+            sidecar.stop()
+        self.clients.clear()
+
+
+def _stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+def _wait_for_line(process: subprocess.Popen[bytes], prefix: bytes, timeout: float, what: str) -> bytes:
+    """Read ``process``'s stdout until a line starting with ``prefix`` (what it printed before is kept
+    for the error), without blocking past ``timeout``."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    seen = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"{what}: no {prefix.decode()!r} line within {timeout:g} s; output: {seen[-500:]!r}")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise RuntimeError(f"{what} exited ({process.wait()}) before saying {prefix.decode()!r}: {seen[-500:]!r}")
+        seen += chunk
+        for line in seen.splitlines():
+            if line.startswith(prefix):
+                return line
