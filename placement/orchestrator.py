@@ -405,18 +405,25 @@ class PlacementOrchestrator:
         ids = next_workload_ids(service, state.workloads, len(assignments), self._highest.get(service, 0))
         self._highest[service] = max(self._highest.get(service, 0), len(ids) and int(ids[-1].rsplit("-", 1)[1]))
         declared = state.services.get(service)
-        return [
-            Workload(
-                id=workload_id,
-                service=service,
-                spiffe_id=workload_spiffe_id(self.trust_domain, service, workload_id),
-                resources=request.resources,
-                node=assignment.node,
-                port=port if port is not None else (declared.port if declared else 0),
-                constraints=request.constraints,
+        wanted = port if port else (declared.port if declared else 0)
+        taken = ports_in_use(state)
+        workloads = []
+        for workload_id, assignment in zip(ids, assignments, strict=True):
+            on_node = taken.setdefault(assignment.node, set())
+            chosen = first_free_port(wanted, on_node)
+            on_node.add(chosen)
+            workloads.append(
+                Workload(
+                    id=workload_id,
+                    service=service,
+                    spiffe_id=workload_spiffe_id(self.trust_domain, service, workload_id),
+                    resources=request.resources,
+                    node=assignment.node,
+                    port=chosen,
+                    constraints=request.constraints,
+                )
             )
-            for workload_id, assignment in zip(ids, assignments, strict=True)
-        ]
+        return workloads
 
     def _publish(self, event: Event) -> FabricState:
         try:
@@ -434,6 +441,32 @@ class PlacementOrchestrator:
             self._publish(event)
         except PlacementRefused as exc:
             LOG.error("could not undo with %s: %s", type(event).__name__, exc.reason)
+
+
+def ports_in_use(state: FabricState) -> dict[NodeId, set[int]]:
+    """Per node, the ports its instances listen on (``<node address>:<port>``, their sidecars' inbound)."""
+    taken: dict[NodeId, set[int]] = {}
+    for workload in state.workloads.values():
+        if workload.node is None:
+            continue
+        service = state.services.get(workload.service)
+        port = workload.port or (service.port if service is not None else 0)
+        if port:
+            taken.setdefault(workload.node, set()).add(port)
+    return taken
+
+
+def first_free_port(wanted: int, taken: set[int]) -> int:
+    """``wanted`` if free on the node, else the next free one above it: two instances on one node (when
+    nothing else fits) must not both listen on one address."""
+    if not wanted:
+        return 0
+    port = wanted
+    while port in taken:
+        port = port + 1 if port < 65535 else 1024
+        if port == wanted:
+            raise PlacementRefused(Refusal.RESOURCE_EXHAUSTED, "no free port on the node")
+    return port
 
 
 class FailoverLoop:

@@ -212,3 +212,28 @@ def test_a_stranded_instance_moves_once_another_node_has_room() -> None:
             assert replacement.node == "m-n1"
         finally:
             loop.stop()
+
+
+def test_instances_sharing_a_node_get_ports_of_their_own() -> None:
+    with running_bus() as bus:
+        o = PlacementOrchestrator(bus)
+        web_port = bus.state.services[ServiceName("web")].port
+        first, second = o.place(request(candidates=frozenset({NodeId("c-n1")}), replicas=2)).workloads
+        assert (first.node, second.node) == ("c-n1", "c-n1")
+        assert {first.port, second.port} == {web_port, web_port + 1}
+        # Moving a third one in takes the next free port; moving one out frees its port for the next.
+        (third,) = o.place(request(candidates=frozenset({NodeId("ea-n1")}))).workloads
+        moved = o.migrate(third.id, MigrationTarget(node=NodeId("c-n1")))
+        assert moved.new.port == web_port + 2
+        o.evict(first.id)
+        (fourth,) = o.place(request(candidates=frozenset({NodeId("c-n1")}))).workloads
+        assert fourth.port == web_port
+
+
+def test_first_free_port() -> None:
+    from placement.orchestrator import first_free_port
+
+    assert first_free_port(8080, set()) == 8080
+    assert first_free_port(8080, {8080, 8081}) == 8082
+    assert first_free_port(0, {1}) == 0
+    assert first_free_port(65535, {65535}) == 1024
