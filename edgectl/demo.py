@@ -1,154 +1,274 @@
-"""`make demo`: the edge-cloud fabric end to end, as far as edgectl goes today.
+"""`make demo`: the edge-cloud fabric end to end, with workloads moving under user load.
 
-Starts `edgectl run` on a fabric file, builds the Mininet testbed from the same file (OVS userspace
-switches, real link delay), waits until every switch has connected and discovery has settled, lets
-users ping compute nodes across the fabric, prints the fabric and the routes as the controller sees
-them, then stops everything it started, also on Ctrl-C.
+Starts `edgectl run` (with its CA, xDS on a Unix socket, sidecar readiness), the Mininet testbed of the
+same fabric file (OVS userspace switches, real link delay), an Envoy sidecar per user host; places the
+services the file declares (each instance an HTTP app behind its own Envoy, in its node's namespace, all
+hops mTLS with SPIFFE SVIDs); starts a request loop on every user host; then:
+
+1. migrates an `api` instance from an edge site to the cloud,
+2. and back,
+3. fails an edge node (its access link goes down: the controller sees it, the failover re-places it),
+4. fails a link on an active route (fast-failover groups, then the controller's new routes).
+
+For each step it prints a live timeline (placement decided, flows barrier-confirmed, sidecar started,
+sidecars ACKed, first mTLS request) and ends with a summary table: convergence time, requests sent and
+failed, p50 latency before and after. Everything it started is stopped, also on Ctrl-C.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from edgectl.lab import Lab, MigrationTimeline
+from mininet_topos.loadgen import summarize
 
-def _free_port(preferred: int) -> int:
-    with socket.socket() as sock:
+RATE_PER_USER = 10.0
+WINDOW_S = 3.0
+"""Latency before a step is measured over this long before it; after, over this long once it settled."""
+SETTLE_S = 1.0
+
+
+@dataclass
+class StepResult:
+    name: str
+    started_at: float
+    converged_s: float | None
+    settled_at: float
+    note: str = ""
+
+
+def _ms(seconds: float | None) -> str:
+    return "      -" if seconds is None else f"{seconds * 1000:7.1f}"
+
+
+class Demo:
+    def __init__(self, lab: Lab, out: Callable[[str], None] = print) -> None:
+        self.lab = lab
+        self.out = out
+        self.t0 = time.time()
+        self.results: list[StepResult] = []
+
+    def say(self, text: str) -> None:
+        self.out(f"[{time.time() - self.t0:6.1f} s] {text}")
+
+    # -- progress -----------------------------------------------------------------------------------
+
+    def watch_load(self, seconds: float, label: str) -> None:
+        """Show the users' requests for a while: one line updated in place on a terminal."""
+        end = time.time() + seconds
+        tty = sys.stdout.isatty()
+        since = time.time()
+        while True:
+            now = time.time()
+            window = summarize(self.lab.records(since=since))
+            line = (
+                f"           {label}: {window.sent:5d} requests, {window.failed} failed, "
+                f"p50 {window.p50_ms or 0:6.1f} ms  {'#' * int(min(20, 20 * (1 - (end - now) / seconds)))}"
+            )
+            if tty:
+                sys.stdout.write("\r" + line.ljust(100))
+                sys.stdout.flush()
+            if now >= end:
+                break
+            time.sleep(0.25)
+        if tty:
+            sys.stdout.write("\n")
+        else:
+            self.out(line)
+
+    def show_timeline(self, timeline: MigrationTimeline) -> None:
+        if timeline.error and timeline.decided_at is None:
+            self.out(f"           refused: {timeline.error}")
+            return
+        self.out(f"           {timeline.old} on {timeline.from_node} -> {timeline.new} on {timeline.to_node}")
+        for stage, seconds in sorted(timeline.stages(), key=lambda s: (s[1] is None, s[1] or 0.0)):
+            self.out(f"           +{_ms(seconds)} ms  {stage}")
+        if timeline.error:
+            self.out(f"           note: {timeline.error}")
+
+    # -- steps --------------------------------------------------------------------------------------
+
+    def record(self, name: str, started_at: float, converged_s: float | None, note: str = "") -> None:
+        time.sleep(SETTLE_S)
+        self.results.append(StepResult(name, started_at, converged_s, time.time(), note))
+        self.watch_load(WINDOW_S, "after")
+
+    def migrate(self, name: str, workload: str, to: str) -> MigrationTimeline:
+        self.say(name)
+        started = time.time()
+        timeline = self.lab.migrate(workload, to)
+        self.show_timeline(timeline)
+        self.record(name, started, timeline.chain_s, timeline.error)
+        return timeline
+
+    def fail_node(self, node: str) -> None:
+        switch = next(n.switch for n in self.lab.net.spec.nodes if n.id == node)
+        name = f"fail edge node {node} (its link to {switch} goes down)"
+        self.say(name)
+        mark = len(self.lab.events())
+        started = self.lab.set_link(node, switch, up=False)
         try:
-            sock.bind(("127.0.0.1", preferred))
-        except OSError:
-            sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+            moves = self.lab.moves_after(mark, timeout=20)
+        except TimeoutError:
+            moves = []
+            self.out("           no failover started (nothing ran there?)")
+        for timeline in moves:
+            self.show_timeline(timeline)
+        ends = [t.first_request_at for t in moves if t.first_request_at is not None]
+        converged = (max(ends) - started) if ends and len(ends) == len(moves) else None
+        self.record(name, started, converged, f"{len(moves)} instance(s) re-placed")
+        self.lab.set_link(node, switch, up=True)
+        self.say(f"{node} is back (link up); its old instances stay where the failover put them")
 
+    def fail_link(self) -> None:
+        route, hop = self._active_hop()
+        if route is None:
+            self.say("fail a link: no active route between switches found, skipped")
+            return
+        a, b = hop["switch"], hop["next"]
+        name = f"fail link {a}-{b} on the active route {route['src']} -> {route['dst']}"
+        self.say(name)
+        started = self.lab.set_link(a, b, up=False)
 
-def _get(http: str, path: str) -> Any:
-    with urllib.request.urlopen(http + path, timeout=5) as response:
-        return json.load(response)
+        def rerouted() -> bool:
+            view = self.lab.get("/api/v1/routes")
+            for r in view["routes"]:
+                if r["src"] == route["src"] and r["dst"] == route["dst"]:
+                    uses = any(h["switch"] == a and h["next"] == b for h in r["hops"])
+                    applied = all(s["applied_generation"] >= view["generation"] for s in view["switches"])
+                    return not uses and applied
+            return False
 
-
-def _wait(what: str, predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"demo: timed out waiting for {what}")
-
-
-def _print_fabric(topology: dict[str, Any], routes: dict[str, Any]) -> None:
-    print("\nswitches as the controller sees them")
-    for s in topology["switches"]:
-        state = "connected" if s["connected"] else "DISCONNECTED"
-        print(f"  {s['id']:<6} dpid {s['dpid']}  {state:<12} site {s['site']}  {len(s['ports'])} ports")
-    print("\nlinks (one-way latency: declared in the file / measured by LLDP probes)")
-    for link in topology["links"]:
-        measured = link["measured_latency_us"]
-        measured_ms = f"{measured / 1000:6.2f} ms" if measured is not None else "    -    "
-        state = "up" if link["up"] else "DOWN"
-        print(
-            f"  {link['src']:>4}:{link['src_port']:<2} -> {link['dst']:>4}:{link['dst_port']:<2}  "
-            f"declared {link['declared_latency_us'] / 1000:5.1f} ms  measured {measured_ms}  {state}"
+        converged: float | None = None
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if rerouted():
+                converged = time.time() - started
+                break
+            time.sleep(0.02)
+        new = next(
+            (
+                r
+                for r in self.lab.get("/api/v1/routes")["routes"]
+                if (r["src"], r["dst"]) == (route["src"], route["dst"])
+            ),
+            None,
         )
-    users = {h["id"] for h in topology["hosts"]}
-    print("\nroutes from users to compute nodes (latency-optimal, over measured latency)")
-    for r in routes["routes"]:
-        if r["src"] in users and r["dst"] not in users:
-            print(f"  {r['src']:>4} -> {r['dst']:<6} {r['latency_us'] / 1000:6.2f} ms  via {' > '.join(r['path'])}")
+        self.out("           +    0.0 ms  link down; the switches' fast-failover groups take the backup port at once")
+        self.out(f"           +{_ms(converged)} ms  controller's new routes barrier-confirmed on every switch")
+        if new is not None:
+            self.out(f"           now via {' > '.join(new['path'])} ({new['latency_us'] / 1000:.1f} ms)")
+        self.record(name, started, converged, "routes recomputed")
+        self.lab.set_link(a, b, up=True)
+        self.say(f"link {a}-{b} is back up")
+
+    def _active_hop(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """A link between two switches on the route from a user to a node serving it right now."""
+        users = {h.id for h in self.lab.net.spec.hosts}
+        serving = {w["node"] for w in self.lab.workloads() if w["service"] in ("web",)}
+        for r in self.lab.get("/api/v1/routes")["routes"]:
+            if r["src"] in users and r["dst"] in serving:
+                inter = [h for h in r["hops"] if h.get("next")]
+                if inter:
+                    return r, inter[0]
+        return None, {}
+
+    # -- summary ------------------------------------------------------------------------------------
+
+    def summary(self) -> None:
+        self.out("\nsummary (requests of every user during each step; latency: p50 of the users' requests)")
+        header = f"  {'step':<58} {'converged':>10} {'sent':>6} {'failed':>6} {'p50 before':>11} {'p50 after':>10}"
+        self.out(header)
+        self.out("  " + "-" * (len(header) - 2))
+        for result in self.results:
+            before = summarize(self.lab.records(result.started_at - WINDOW_S, result.started_at))
+            during = summarize(self.lab.records(result.started_at, result.settled_at))
+            after = summarize(self.lab.records(result.settled_at, result.settled_at + WINDOW_S))
+            converged = "-" if result.converged_s is None else f"{result.converged_s * 1000:.0f} ms"
+            self.out(
+                f"  {result.name[:58]:<58} {converged:>10} {during.sent:>6} {during.failed:>6} "
+                f"{_p50(before.p50_ms):>11} {_p50(after.p50_ms):>10}"
+            )
+        total = summarize(self.lab.records())
+        self.out(f"\n  all users, whole run: {total.sent} requests, {total.failed} failed")
+
+
+def _p50(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def _pick_api_on_edge(demo: Demo) -> tuple[str, str]:
+    """An api instance on an edge node (moving one there first if none is), and that node."""
+    lab = demo.lab
+    spec = lab.net.spec
+    site_tier = {s.id: s.tier.value for s in spec.sites}
+    node_site = {n.id: n.site for n in spec.nodes}
+    apis = [w for w in lab.workloads() if w["service"] == "api"]
+    on_edge = [w for w in apis if site_tier.get(node_site.get(w["node"], ""), "") == "edge"]
+    if on_edge:
+        return on_edge[0]["id"], on_edge[0]["node"]
+    busy = {w["node"] for w in lab.workloads()}
+    edge_nodes = [n.id for n in spec.nodes if site_tier.get(n.site) == "edge"]
+    target = next((n for n in edge_nodes if n not in busy), edge_nodes[0])
+    demo.say(f"setting up: no api instance at the edge yet; moving {apis[0]['id']} to {target}")
+    timeline = lab.migrate(apis[0]["id"], target)
+    if timeline.error:
+        raise SystemExit(f"demo: cannot put an api instance at the edge: {timeline.error}")
+    return timeline.new, target
+
+
+def run_demo(fabric: Path, run_dir: Path) -> int:
+    out = print
+    with Lab(fabric, run_dir, log=lambda line: out(f"demo: {line}")) as lab:
+        demo = Demo(lab, out)
+        demo.say("placing the services the fabric file declares (latency-aware; each behind its own Envoy)")
+        placed = lab.place_declared_services()
+        for w in placed:
+            out(f"           {w['id']:<8} {w['service']:<5} on {w['node']:<6} {w['spiffe_id']}")
+        api, edge_node = _pick_api_on_edge(demo)
+        lab.start_loads(rate=RATE_PER_USER)
+        users = ", ".join(h.id for h in lab.net.spec.hosts)
+        demo.say(f"users {users} call web -> api -> db through their sidecars, {RATE_PER_USER:g} requests/s each")
+        demo.watch_load(WINDOW_S, "before")
+        cloud = next(s.id for s in lab.net.spec.sites if s.tier.value == "cloud")
+        there = demo.migrate(f"migrate {api} from {edge_node} (edge) to the cloud", api, cloud)
+        if not there.error and there.new:
+            demo.migrate(f"migrate {there.new} back to {edge_node} (edge)", there.new, edge_node)
+        web_nodes = [w["node"] for w in lab.workloads() if w["service"] == "web"]
+        if web_nodes:
+            demo.fail_node(web_nodes[0])
+        demo.fail_link()
+        demo.summary()
+        if lab.mesh.errors:
+            out("\nagent errors:\n  " + "\n  ".join(lab.mesh.errors))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
-    fabric = args[0] if args else "examples/edge-cloud.yaml"
-    from mininet.log import setLogLevel
-
-    import mininet_topos
-
-    setLogLevel("warning")
-    openflow_port, http_port = _free_port(6653), _free_port(8080)
-    xds_port, api_port = _free_port(18000), _free_port(50051)
-    http = f"http://127.0.0.1:{http_port}"
-    log = tempfile.NamedTemporaryFile(prefix="edgectl-demo-", suffix=".log", delete=False)  # noqa: SIM115
-    print(f"demo: starting edgectl run on {fabric} (OpenFlow :{openflow_port}, HTTP :{http_port}; log {log.name})")
-    controller = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgectl.cli",
-            "run",
-            "--config",
-            fabric,
-            "--openflow-port",
-            str(openflow_port),
-            "--http-port",
-            str(http_port),
-            "--xds-port",
-            str(xds_port),
-            "--api-port",
-            str(api_port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    net = None
-    interrupted = False
-    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    fabric = Path(args[0] if args else "examples/edge-cloud.yaml")
+    run_dir = Path(tempfile.mkdtemp(prefix="edgectl-demo-"))
+    print(f"demo: {fabric}; logs and sockets in {run_dir}")
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        _wait("/healthz", lambda: _get(http, "/healthz")["status"] == "ok", 15)
-        print("demo: building the Mininet testbed (OVS userspace datapath, real link delay)")
-        net = mininet_topos.build(fabric, controller=("127.0.0.1", openflow_port))
-        started = time.monotonic()
-        net.start()
-        total = len(net.switches)
-        _wait(
-            "every switch to connect",
-            lambda: sum(s["connected"] for s in _get(http, "/api/v1/topology")["switches"]) >= total,
-            30,
-        )
-        print(f"demo: {total} switches connected in {time.monotonic() - started:.1f} s")
-        _wait(
-            "every declared link to be discovered",
-            lambda: all(link["discovered"] for link in _get(http, "/api/v1/topology")["links"]),
-            30,
-        )
-        _wait("routes", lambda: _get(http, "/api/v1/routes")["routes"], 30)
-        print("demo: discovery done; users ping compute nodes")
-        users = [net.get(h.id) for h in net.spec.hosts]
-        for user in users:
-            for node in net.spec.nodes:
-                out = user.cmd(f"ping -c 3 -i 0.2 -W 1 {node.ip}")
-                summary = [line for line in out.splitlines() if "rtt" in line or "packet loss" in line]
-                loss = summary[0].split(",")[2].strip() if summary else "no answer"
-                rtt = summary[1].split("=")[1].split("/")[1] + " ms avg rtt" if len(summary) > 1 else ""
-                print(f"  {user.name:>4} -> {node.id:<6} {node.ip:<11} {loss:<16} {rtt}")
-        time.sleep(2)  # a few more probe rounds for the latency estimates
-        _print_fabric(_get(http, "/api/v1/topology"), _get(http, "/api/v1/routes"))
+        return run_demo(fabric, run_dir)
     except KeyboardInterrupt:
-        interrupted = True
-        print("\ndemo: interrupted, cleaning up")
+        print("\ndemo: interrupted; everything it started has been stopped")
+        return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if net is not None:
-            net.stop()
-        controller.send_signal(signal.SIGTERM)
-        try:
-            controller.wait(10)
-        except subprocess.TimeoutExpired:
-            controller.kill()
-        log.close()
-    print("demo: stopped edgectl and the testbed")
-    return 130 if interrupted else 0
+        print("demo: stopped edgectl, the sidecars, the apps and the testbed")
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -404,22 +404,35 @@ class Lab:
         return timeline
 
     def _fill_timeline(self, timeline: MigrationTimeline, mark: int) -> None:
-        def of(kind: str) -> Event:
-            return self.wait_event(lambda e: e.kind == kind and e.migration_id == timeline.migration_id, 10, mark)
+        """Fill in the stages from the events of its migration; a stage that never came stays None."""
 
-        timeline.decided_at = of("MIGRATION_STARTED").at
+        def of(kind: str) -> Event | None:
+            try:
+                return self.wait_event(lambda e: e.kind == kind and e.migration_id == timeline.migration_id, 15, mark)
+            except TimeoutError:
+                return None
+
+        decided = of("MIGRATION_STARTED")
+        timeline.decided_at = decided.at if decided else None
         waiting = of("CONVERGENCE_WAITING")
-        timeline.waiting_at, timeline.placed_generation = waiting.at, waiting.generation
-        converged = of("CONVERGED")
-        took = dict(converged.converged_after)
-        if "routes" in took:
-            timeline.routes_at = waiting.at + took["routes"]
-        if "sidecars" in took:
-            timeline.sidecars_at = waiting.at + took["sidecars"]
-        timeline.completed_at = of("MIGRATION_COMPLETED").at
-        started = self.mesh.started_at(timeline.new)
-        timeline.sidecar_started_at = started
-        first = self.first_served_by(timeline.new, timeout=5)
+        if waiting is not None:
+            timeline.waiting_at, timeline.placed_generation = waiting.at, waiting.generation
+            timeline.new, timeline.to_node = waiting.workload_id, waiting.node
+        completed = of("MIGRATION_COMPLETED")
+        timeline.completed_at = completed.at if completed else None
+        converged = next(
+            (e for e in self.events(mark) if e.kind == "CONVERGED" and e.migration_id == timeline.migration_id), None
+        )
+        if converged is not None and waiting is not None:
+            took = dict(converged.converged_after)
+            if "routes" in took:
+                timeline.routes_at = waiting.at + took["routes"]
+            if "sidecars" in took:
+                timeline.sidecars_at = waiting.at + took["sidecars"]
+        elif completed is not None:
+            timeline.error = "withdrawn before every probe converged (failover timeout)"
+        timeline.sidecar_started_at = self.mesh.started_at(timeline.new)
+        first = self.first_served_by(timeline.new, timeout=5) if timeline.new else None
         if first is not None:
             timeline.first_request_at = first.t + first.ms / 1000
 
@@ -433,6 +446,29 @@ class Lab:
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.02)
+
+    def moves_after(self, mark: int, timeout: float) -> list[MigrationTimeline]:
+        """The moves a failover started after event ``mark``, each timed once it completed (or at the timeout)."""
+        detected = self.wait_event(lambda e: e.kind == "FAILOVER_STARTED", timeout, mark)
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.events(mark)
+            started = [e for e in events if e.kind == "MIGRATION_STARTED"]
+            done = {e.migration_id for e in events if e.kind in ("MIGRATION_COMPLETED", "MIGRATION_ROLLED_BACK")}
+            if (started and all(e.migration_id in done for e in started)) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        timelines = []
+        for start in started:
+            waiting = next(
+                (e for e in events if e.kind == "CONVERGENCE_WAITING" and e.migration_id == start.migration_id), None
+            )
+            new, to_node = (waiting.workload_id, waiting.node) if waiting is not None else ("", "")
+            old = start.from_workload_id
+            timeline = MigrationTimeline(start.migration_id, old, new, start.node, to_node, detected.at)
+            self._fill_timeline(timeline, mark)
+            timelines.append(timeline)
+        return timelines
 
     def set_link(self, a: str, b: str, up: bool) -> float:
         """Take the cable between two testbed nodes down (or up); returns when it was done."""
