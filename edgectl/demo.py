@@ -119,6 +119,10 @@ class Demo:
         except TimeoutError:
             moves = []
             self.out("           no failover started (nothing ran there?)")
+        detected = next((e for e in self.lab.events(mark) if e.kind == "FAILOVER_STARTED"), None)
+        if detected is not None:
+            seen = _ms(detected.at - started)
+            self.out(f"           +{seen} ms  node down seen, failover started ({detected.message})")
         for timeline in moves:
             self.show_timeline(timeline)
         ends = [t.first_request_at for t in moves if t.first_request_at is not None]
@@ -196,8 +200,11 @@ class Demo:
                 f"  {result.name[:58]:<58} {converged:>10} {during.sent:>6} {during.failed:>6} "
                 f"{_p50(before.p50_ms):>11} {_p50(after.p50_ms):>10}"
             )
-        total = summarize(self.lab.records())
+        records = self.lab.records()
+        total = summarize(records)
         self.out(f"\n  all users, whole run: {total.sent} requests, {total.failed} failed")
+        for record in [r for r in records if not r.ok][:10]:
+            self.out(f"    failed at {record.t - self.t0:6.1f} s after {record.ms:7.1f} ms: {record.error}")
 
 
 def _p50(value: float | None) -> str:
@@ -241,9 +248,12 @@ def run_demo(fabric: Path, run_dir: Path) -> int:
         there = demo.migrate(f"migrate {api} from {edge_node} (edge) to the cloud", api, cloud)
         if not there.error and there.new:
             demo.migrate(f"migrate {there.new} back to {edge_node} (edge)", there.new, edge_node)
-        web_nodes = [w["node"] for w in lab.workloads() if w["service"] == "web"]
-        if web_nodes:
-            demo.fail_node(web_nodes[0])
+        site_tier = {s.id: s.tier.value for s in lab.net.spec.sites}
+        node_site = {n.id: n.site for n in lab.net.spec.nodes}
+        serving = sorted({w["node"] for w in lab.workloads() if w["service"] == "web"})
+        edge_serving = [n for n in serving if site_tier[node_site[n]] == "edge"]
+        if edge_serving or serving:
+            demo.fail_node((edge_serving or serving)[0])
         demo.fail_link()
         demo.summary()
         if lab.mesh.errors:

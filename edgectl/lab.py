@@ -138,9 +138,11 @@ class Lab:
         run_dir: Path,
         *,
         real_delay: bool | str | None = None,
+        wait_for_sidecars: bool = True,
         log: Callable[[str], None] = lambda _line: None,
     ) -> None:
         self.fabric = fabric
+        self.wait_for_sidecars = wait_for_sidecars
         self.run_dir = run_dir
         self.real_delay = real_delay
         self.log = log
@@ -211,11 +213,11 @@ class Lab:
             str(self.api_port),
             "--xds-unix",
             self.xds_socket,
-            "--wait-for-sidecars",
             "--mesh-app-host",
             APP_HOST,
             "--pki-dir",
             str(ca),
+            *(["--wait-for-sidecars"] if self.wait_for_sidecars else []),
         ]
         self.log(f"starting edgectl run (HTTP :{self.http_port}, log {self.run_dir / 'edgectl.log'})")
         self.controller = subprocess.Popen(
@@ -356,6 +358,19 @@ class Lab:
 
         wait_for("every sidecar to serve", serving, timeout)
 
+    def envoy_counter(self, name: str) -> int:
+        """A counter summed over every running sidecar (clients and workloads), from their admin APIs,
+        e.g. ``cluster.svc/api.upstream_cx_connect_fail`` (connections refused by an instance)."""
+        sidecars = [*self.mesh.clients.values(), *(w.sidecar for w in list(self.mesh.workloads.values()))]
+        total = 0
+        for sidecar in sidecars:
+            text = sidecar.admin_or_none(f"/stats?filter=^{name.replace('.', '[.]')}$")
+            for line in (text or "").splitlines():
+                stat, _, value = line.partition(": ")
+                if stat == name and value.strip().isdigit():
+                    total += int(value)
+        return total
+
     # -- commands --------------------------------------------------------------------------------------
 
     def place_declared_services(self) -> list[dict[str, Any]]:
@@ -405,24 +420,33 @@ class Lab:
 
     def _fill_timeline(self, timeline: MigrationTimeline, mark: int) -> None:
         """Fill in the stages from the events of its migration; a stage that never came stays None."""
-
-        def of(kind: str) -> Event | None:
-            try:
-                return self.wait_event(lambda e: e.kind == kind and e.migration_id == timeline.migration_id, 15, mark)
-            except TimeoutError:
-                return None
-
-        decided = of("MIGRATION_STARTED")
+        try:
+            self.wait_event(
+                lambda e: (
+                    e.kind in ("MIGRATION_COMPLETED", "MIGRATION_ROLLED_BACK")
+                    and e.migration_id == timeline.migration_id
+                ),
+                20,
+                mark,
+            )
+        except TimeoutError:
+            timeline.error = "did not complete within 20 s"
+        mine = {e.kind: e for e in self.events(mark) if e.migration_id == timeline.migration_id}
+        decided, waiting, completed = (
+            mine.get(k) for k in ("MIGRATION_STARTED", "CONVERGENCE_WAITING", "MIGRATION_COMPLETED")
+        )
         timeline.decided_at = decided.at if decided else None
-        waiting = of("CONVERGENCE_WAITING")
+        timeline.completed_at = completed.at if completed else None
+        if completed is not None:  # the instance that replaced the old one
+            timeline.new, timeline.to_node = completed.workload_id, completed.node
+        converged = mine.get("CONVERGED")
+        if converged is None and waiting is None and decided is not None:
+            # A failover moves several instances and waits once, for all of them: that wait is theirs too.
+            shared = [e for e in self.events(mark) if e.kind in ("CONVERGENCE_WAITING", "CONVERGED")]
+            waiting = next((e for e in shared if e.kind == "CONVERGENCE_WAITING"), None)
+            converged = next((e for e in shared if e.kind == "CONVERGED"), None)
         if waiting is not None:
             timeline.waiting_at, timeline.placed_generation = waiting.at, waiting.generation
-            timeline.new, timeline.to_node = waiting.workload_id, waiting.node
-        completed = of("MIGRATION_COMPLETED")
-        timeline.completed_at = completed.at if completed else None
-        converged = next(
-            (e for e in self.events(mark) if e.kind == "CONVERGED" and e.migration_id == timeline.migration_id), None
-        )
         if converged is not None and waiting is not None:
             took = dict(converged.converged_after)
             if "routes" in took:
@@ -431,7 +455,7 @@ class Lab:
                 timeline.sidecars_at = waiting.at + took["sidecars"]
         elif completed is not None:
             timeline.error = "withdrawn before every probe converged (failover timeout)"
-        timeline.sidecar_started_at = self.mesh.started_at(timeline.new)
+        timeline.sidecar_started_at = self.mesh.started_at(timeline.new) if timeline.new else None
         first = self.first_served_by(timeline.new, timeout=5) if timeline.new else None
         if first is not None:
             timeline.first_request_at = first.t + first.ms / 1000
@@ -460,12 +484,8 @@ class Lab:
             time.sleep(0.02)
         timelines = []
         for start in started:
-            waiting = next(
-                (e for e in events if e.kind == "CONVERGENCE_WAITING" and e.migration_id == start.migration_id), None
-            )
-            new, to_node = (waiting.workload_id, waiting.node) if waiting is not None else ("", "")
             old = start.from_workload_id
-            timeline = MigrationTimeline(start.migration_id, old, new, start.node, to_node, detected.at)
+            timeline = MigrationTimeline(start.migration_id, old, "", start.node, "", detected.at)
             self._fill_timeline(timeline, mark)
             timelines.append(timeline)
         return timelines

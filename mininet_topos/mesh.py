@@ -42,7 +42,7 @@ from mininet_topos.loadgen import Record, parse_record
 LOG = logging.getLogger("edgectl.testbed")
 
 APP_START_TIMEOUT_S = 10.0
-DEFAULT_DRAIN_S = 2.0
+DEFAULT_DRAIN_S = 1.0
 """How long a withdrawn workload keeps running: requests already sent to it finish."""
 
 

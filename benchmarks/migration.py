@@ -1,0 +1,177 @@
+"""The headline figure: a workload moves between edge and cloud under user load; how long until routes,
+sidecars and the first mTLS request have followed, and how many requests were lost on the way.
+
+The example testbed (examples/edge-cloud.yaml) under `edgectl run` with its CA: every service placed as
+declared, each instance an HTTP app behind its own Envoy in its node's namespace; users on every edge
+host call web -> api -> db through their sidecars. One `api` instance is migrated `--rounds` times,
+alternately to the cloud and back to its edge node, through the placement gRPC API. Per migration the
+lab reads the stages from the controller's Watch events (decided; routes barrier-confirmed and sidecars
+ACKed, as the convergence probes saw them), the agent (sidecar started) and the users' own request
+records (first request answered by the new instance, over mTLS): wall clock, one machine.
+
+Baseline, same run: the same moves on a controller without the readiness gate (no `--wait-for-sidecars`):
+the new instance becomes an endpoint at placement, before its sidecar serves, and the old one is withdrawn
+once the callers ACK that. Callers then connect to an instance that does not listen yet: Envoy's retry on
+connect-failure hides most of it from users, at the price of a failed connection (counted from the
+callers' admin stats) and a slower request; what the gate saves shows there, and in any request lost.
+
+Run as root: .venv/bin/python benchmarks/migration.py [--rounds 20] [--rate 10]
+Prints a table and, as the last line, the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edgectl.lab import Lab, MigrationTimeline  # noqa: E402
+from mininet_topos.loadgen import summarize  # noqa: E402
+
+FABRIC = REPO / "examples" / "edge-cloud.yaml"
+STAGES = (
+    "flows barrier-confirmed",
+    "sidecar started",
+    "sidecars ACKed",
+    "first mTLS request",
+    "old instance withdrawn",
+)
+REFUSED = "cluster.svc/api.upstream_cx_connect_fail"
+"""Callers' connections to an api instance that failed (Envoy retried those requests on another one)."""
+SETTLE_S = 1.5
+WINDOW_S = 2.0
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 1)
+
+
+def tier_of(lab: Lab, node: str) -> str:
+    sites = {s.id: s.tier.value for s in lab.net.spec.sites}
+    return next(sites[n.site] for n in lab.net.spec.nodes if n.id == node)
+
+
+def edge_api(lab: Lab) -> tuple[str, str]:
+    """An api instance on an edge node (moved there first if none is) and that node."""
+    apis = [w for w in lab.workloads() if w["service"] == "api"]
+    for w in apis:
+        if tier_of(lab, w["node"]) == "edge":
+            return w["id"], w["node"]
+    busy = {w["node"] for w in lab.workloads()}
+    edges = [n.id for n in lab.net.spec.nodes if tier_of(lab, n.id) == "edge"]
+    target = next((n for n in edges if n not in busy), edges[0])
+    moved = lab.migrate(apis[0]["id"], target)
+    if moved.error:
+        raise SystemExit(f"cannot put an api instance at the edge: {moved.error}")
+    return moved.new, target
+
+
+def migrate_back_and_forth(
+    lab: Lab, workload: str, edge: str, rounds: int, timelines: list[MigrationTimeline] | None = None
+) -> tuple[int, int, list[float], list[float]]:
+    """Move ``workload`` to the cloud and back ``rounds`` times under the users' load. Returns requests sent
+    and failed during the moves, and the users' p50 latency before each move with the instance at the
+    edge and in the cloud."""
+    cloud = next(s.id for s in lab.net.spec.sites if s.tier.value == "cloud")
+    at_edge: list[float] = []
+    in_cloud: list[float] = []
+    begin = time.time()
+    for i in range(rounds):
+        before = summarize(lab.records(time.time() - WINDOW_S))
+        (at_edge if i % 2 == 0 else in_cloud).append(before.p50_ms or 0.0)
+        timeline = lab.migrate(workload, cloud if i % 2 == 0 else edge)
+        if timeline.error and not timeline.new:
+            raise SystemExit(f"migration {i} failed: {timeline.error}")
+        if timelines is not None:
+            timelines.append(timeline)
+        workload = timeline.new
+        time.sleep(SETTLE_S)
+    during = summarize(lab.records(begin, time.time()))
+    return during.sent, during.failed, at_edge, in_cloud
+
+
+def run_lab(run_dir: Path, rounds: int, rate: float, gated: bool, timelines: list[MigrationTimeline] | None):
+    with Lab(FABRIC, run_dir, wait_for_sidecars=gated, log=lambda line: print(f"# {line}", file=sys.stderr)) as lab:
+        lab.place_declared_services()
+        workload, edge = edge_api(lab)
+        lab.start_loads(rate=rate)
+        time.sleep(WINDOW_S)
+        refused_before = lab.envoy_counter(REFUSED)
+        result = migrate_back_and_forth(lab, workload, edge, rounds, timelines)
+        return (*result, lab.envoy_counter(REFUSED) - refused_before, len(lab.mesh.errors))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--baseline-rounds", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=10.0, help="requests per second per user")
+    args = parser.parse_args()
+    run_dir = Path(tempfile.mkdtemp(prefix="edgectl-bench-migration-"))
+    timelines: list[MigrationTimeline] = []
+    sent, lost, at_edge, in_cloud, refused, agent_errors = run_lab(
+        run_dir / "gated", args.rounds, args.rate, True, timelines
+    )
+    print("# baseline: the same moves without the readiness gate", file=sys.stderr)
+    base_sent, base_lost, _, _, base_refused, _ = run_lab(
+        run_dir / "ungated", args.baseline_rounds, args.rate, False, None
+    )
+
+    print(f"{'#':>3} {'to':<6}" + "".join(f" {name:>24}" for name in STAGES) + f" {'whole chain':>12}")
+    for i, t in enumerate(timelines):
+        stages = dict(t.stages())
+        cells = "".join(f" {_cell(stages.get(name)):>24}" for name in STAGES)
+        print(f"{i:>3} {t.to_node:<6}{cells} {_cell(t.chain_s):>12}")
+    per_stage = {
+        name: [s for t in timelines for stage, s in t.stages() if stage == name and s is not None] for name in STAGES
+    }
+    chains = [t.chain_s for t in timelines if t.chain_s is not None]
+    figures = {
+        "benchmark": "migration",
+        "fabric": FABRIC.name,
+        "migrations": len(timelines),
+        "complete_timelines": len(chains),
+        "stages_ms": {
+            name: {"p50": ms(percentile(v, 50)), "p99": ms(percentile(v, 99))} for name, v in per_stage.items()
+        },
+        "whole_chain_ms_p50": ms(percentile(chains, 50)),
+        "whole_chain_ms_p99": ms(percentile(chains, 99)),
+        "whole_chain_goal_ms_p99": 500,
+        "requests_sent_during_migrations": sent,
+        "requests_lost_during_migrations": lost,
+        "requests_lost_goal": 0,
+        "caller_connect_failures": refused,
+        "user_p50_ms_with_api_at_edge": round(statistics.median(at_edge), 1) if at_edge else None,
+        "user_p50_ms_with_api_in_cloud": round(statistics.median(in_cloud), 1) if in_cloud else None,
+        "baseline": "the same moves, endpoints published at placement (no --wait-for-sidecars)",
+        "baseline_migrations": args.baseline_rounds,
+        "baseline_requests_sent": base_sent,
+        "baseline_requests_lost": base_lost,
+        "baseline_caller_connect_failures": base_refused,
+        "agent_errors": agent_errors,
+    }
+    print(json.dumps(figures))
+    return 0
+
+
+def _cell(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
