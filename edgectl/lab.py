@@ -509,11 +509,12 @@ class Lab:
         if self.net is not None:
             steps.append(self.net.stop)
         steps.append(self._stop_controller)
-        for step in steps:
-            try:
-                step()
-            except Exception:
-                LOG.exception("lab teardown step failed")
+        with _uninterruptible():
+            for step in steps:
+                try:
+                    step()
+                except Exception:
+                    LOG.exception("lab teardown step failed")
 
     def _stop_controller(self) -> None:
         process = self.controller
@@ -535,6 +536,25 @@ class Lab:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def _uninterruptible() -> Iterator[None]:
+    """Ctrl-C pressed again (or a SIGINT forwarded by a wrapper) must not cut the cleanup short and leave
+    switches, sidecars and apps behind: hold SIGINT and SIGTERM off until it is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {sig: signal.signal(sig, _note_held) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+
+
+def _note_held(signum: int, _frame: object) -> None:
+    print(f"lab: {signal.Signals(signum).name} while cleaning up: finishing the cleanup first", file=sys.stderr)
 
 
 @contextlib.contextmanager
