@@ -86,6 +86,21 @@ def test_main_bootstrap_prints_yaml_envoy_reads() -> None:
     assert code == 2 and "HOST:PORT" in err
 
 
+def test_a_sidecar_in_a_namespace_gets_xds_and_admin_over_unix_sockets() -> None:
+    args = ["--node-id", "web-1", "--service", "web", "--xds-address", "unix:/run/e/xds.sock"]
+    code, out, _ = run(bs.main_bootstrap, [*args, "--admin-socket", "/run/e/web-1.admin", "--format", "json"])
+    assert code == 0
+    printed = json.loads(out)
+    # What the testbed's agent renders in-process is exactly what the command prints.
+    assert printed == bs.render_bootstrap(
+        "web-1", "web", xds_address="unix:/run/e/xds.sock", admin_socket="/run/e/web-1.admin"
+    )
+    proto = as_proto(printed)
+    assert proto.admin.address.pipe.path == "/run/e/web-1.admin"
+    code, _, err = run(bs.main_bootstrap, [*args, "--admin-socket", "relative.sock"])
+    assert code == 2 and "absolute" in err
+
+
 VIEW = {
     "connected": 2,
     "in_sync": 1,
