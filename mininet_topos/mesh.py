@@ -1,5 +1,6 @@
 """The service mesh inside a Mininet testbed (adapter): apps, their Envoy sidecars and user request loops
-run in the hosts' network namespaces and follow the controller's placements, as a node agent would.
+run in the hosts' network namespaces and follow the controller's placements, as a node agent would
+(``edgectl.lab`` feeds it the placement API's Watch events).
 
 Nothing here reaches into the root namespace by IP: a sidecar's xDS stream goes to the controller's Unix
 socket (``edgectl run --xds-unix``), its admin API is a Unix socket in the run directory, and an app says
@@ -7,7 +8,8 @@ it listens on its stdout. Paths are shared across network namespaces; addresses 
 
     mesh = MeshTestbed(net, xds_socket="/tmp/run/xds.sock", run_dir=Path("/tmp/run"))
     mesh.start_client("u1")                       # users on u1 reach services at 127.0.0.1:<port>
-    mesh.follow("http://127.0.0.1:8080")          # start/stop workloads as the model places them
+    mesh.sync_one({"id": "web-1", "service": "web", "node": "ea-n1", "port": 8080})   # on PLACED
+    mesh.stop_workload("web-1")                   # on REMOVED: stopped after the drain time
     load = mesh.start_load("u1", "web")           # a request loop through u1's sidecar
     ...
     mesh.stop()                                   # every process it started, by PID
@@ -21,7 +23,6 @@ services it calls. ``app_host`` must be what the controller's ``--mesh-app-host`
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import select
@@ -29,8 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,8 +120,6 @@ class MeshTestbed:
         self.workloads: dict[str, RunningWorkload] = {}
         self.clients: dict[str, EnvoySidecar] = {}
         self.loads: list[UserLoad] = []
-        self._follower: threading.Thread | None = None
-        self._stopping = threading.Event()
         self._timers: list[threading.Timer] = []
         services = getattr(getattr(net, "spec", None), "services", ())
         self._service_ports = {s.name: s.port for s in services}
@@ -239,22 +237,6 @@ class MeshTestbed:
             self._claimed.add(str(row["id"]))
         self._start_logged(self.spec_of(row))
 
-    def sync(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Make the running workloads what the model places: start the new ones (in parallel: each waits
-        for its own app), stop the withdrawn ones after the drain time."""
-        wanted = {str(r["id"]): r for r in rows if r.get("node")}
-        with self._lock:
-            running = set(self.workloads)
-            starting = [self.spec_of(row) for wid, row in wanted.items() if wid not in self._claimed]
-            self._claimed.update(spec.id for spec in starting)
-        threads = [threading.Thread(target=self._start_logged, args=(spec,), daemon=True) for spec in starting]
-        for thread in threads:
-            thread.start()
-        for workload_id in running - set(wanted):
-            self.stop_workload(workload_id)
-        for thread in threads:
-            thread.join()
-
     def _start_logged(self, spec: WorkloadSpec) -> None:
         try:
             self.start_workload(spec)
@@ -262,25 +244,6 @@ class MeshTestbed:
             message = f"cannot start {spec.id} on {spec.node}: {exc}"
             LOG.error("%s", message)
             self.errors.append(message)
-
-    def follow(self, http: str, interval_s: float = 0.01) -> None:
-        """Follow the controller's placements (GET /api/v1/workloads every ``interval_s``) until stop()."""
-
-        def loop() -> None:
-            generation = None
-            while not self._stopping.is_set():
-                try:
-                    with urllib.request.urlopen(f"{http}/api/v1/workloads", timeout=2) as response:
-                        view = json.load(response)
-                    if view["generation"] != generation:
-                        self.sync(view["workloads"])
-                        generation = view["generation"]
-                except OSError as exc:
-                    LOG.debug("cannot read workloads: %s", exc)
-                self._stopping.wait(interval_s)
-
-        self._follower = threading.Thread(target=loop, name="testbed-agent", daemon=True)
-        self._follower.start()
 
     # -- users -----------------------------------------------------------------------------------------
 
@@ -312,9 +275,6 @@ class MeshTestbed:
 
     def stop(self) -> None:
         """Stop everything this testbed started, by PID: loads, workloads, client sidecars."""
-        self._stopping.set()
-        if self._follower is not None:
-            self._follower.join(5)
         for timer in self._timers:
             timer.cancel()
         for load in self.loads:
