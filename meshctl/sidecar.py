@@ -43,6 +43,21 @@ def find_envoy() -> str:
     return binary
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Stop one process we started, by its PID: SIGTERM, then SIGKILL after ``timeout``; close its pipes."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
 class _UnixHttpConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -192,14 +207,8 @@ class EnvoySidecar:
         raise TimeoutError(f"envoy: timed out after {timeout}s waiting for {what}" + (f": {last!r}" if last else ""))
 
     def stop(self, timeout: float = 5.0) -> None:
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
+        if self.process is not None:
+            stop_process(self.process, timeout)
         if self._own_workdir:
             with contextlib.suppress(OSError):
                 shutil.rmtree(self._workdir)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from meshctl.bootstrap import render_bootstrap
-from meshctl.sidecar import EnvoySidecar
+from meshctl.sidecar import EnvoySidecar, stop_process
 from mininet_topos.loadgen import Record, parse_record
 
 LOG = logging.getLogger("edgectl.testbed")
@@ -92,7 +92,7 @@ class UserLoad:
                     self.records.append(record)
 
     def stop(self, timeout: float = 5.0) -> None:
-        _stop_process(self.process, timeout)
+        stop_process(self.process, timeout)
         if self.reader is not None:
             self.reader.join(timeout)
 
@@ -187,7 +187,7 @@ class MeshTestbed:
         try:
             sidecar = self._sidecar(spec.id, spec.service, host)
         except BaseException:
-            _stop_process(app)
+            stop_process(app)
             raise
         running = RunningWorkload(spec, app, sidecar, started_at)
         with self._lock:
@@ -222,7 +222,7 @@ class MeshTestbed:
             running = self.workloads.pop(workload_id, None)
         if running is not None:
             running.sidecar.stop()
-            _stop_process(running.app)
+            stop_process(running.app)
 
     def started_at(self, workload_id: str) -> float | None:
         """When the agent started that workload (also after it stopped), or None."""
@@ -284,24 +284,10 @@ class MeshTestbed:
             self.workloads.clear()
         for running in workloads:
             running.sidecar.stop()
-            _stop_process(running.app)
+            stop_process(running.app)
         for sidecar in self.clients.values():
             sidecar.stop()
         self.clients.clear()
-
-
-def _stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
-    for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            with contextlib.suppress(OSError):
-                stream.close()
 
 
 def _wait_for_line(process: subprocess.Popen[bytes], prefix: bytes, timeout: float, what: str) -> bytes:
