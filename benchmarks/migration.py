@@ -9,6 +9,9 @@ lab reads the stages from the controller's Watch events (decided; routes barrier
 ACKed, as the convergence probes saw them), the agent (sidecar started) and the users' own request
 records (first request answered by the new instance, over mTLS): wall clock, one machine.
 
+Then the same on one service with no dependencies (tests/data/fabrics/two-edges.yaml, 4 moves): the
+user latency with it at the edge and in the cloud, which the example's web -> api -> db chain blurs.
+
 Baseline, same run: the same moves on a controller without the readiness gate (no `--wait-for-sidecars`):
 the new instance becomes an endpoint at placement, before its sidecar serves, and the old one is withdrawn
 once the callers ACK that. Callers then connect to an instance that does not listen yet: Envoy's retry on
@@ -36,6 +39,8 @@ from edgectl.lab import Lab, MigrationTimeline  # noqa: E402
 from mininet_topos.loadgen import summarize  # noqa: E402
 
 FABRIC = REPO / "examples" / "edge-cloud.yaml"
+TWO_EDGES = REPO / "tests" / "data" / "fabrics" / "two-edges.yaml"
+"""One service (web, no dependencies) and a user at edge site A: the user latency a move to the edge buys."""
 STAGES = (
     "flows barrier-confirmed",
     "sidecar started",
@@ -66,9 +71,9 @@ def tier_of(lab: Lab, node: str) -> str:
     return next(sites[n.site] for n in lab.net.spec.nodes if n.id == node)
 
 
-def edge_api(lab: Lab) -> tuple[str, str]:
-    """An api instance on an edge node (moved there first if none is) and that node."""
-    apis = [w for w in lab.workloads() if w["service"] == "api"]
+def edge_instance(lab: Lab, service: str) -> tuple[str, str]:
+    """An instance of ``service`` on an edge node (moved there first if none is) and that node."""
+    apis = [w for w in lab.workloads() if w["service"] == service]
     for w in apis:
         if tier_of(lab, w["node"]) == "edge":
             return w["id"], w["node"]
@@ -77,7 +82,7 @@ def edge_api(lab: Lab) -> tuple[str, str]:
     target = next((n for n in edges if n not in busy), edges[0])
     moved = lab.migrate(apis[0]["id"], target)
     if moved.error:
-        raise SystemExit(f"cannot put an api instance at the edge: {moved.error}")
+        raise SystemExit(f"cannot put a {service} instance at the edge: {moved.error}")
     return moved.new, target
 
 
@@ -105,10 +110,18 @@ def migrate_back_and_forth(
     return during.sent, during.failed, at_edge, in_cloud
 
 
-def run_lab(run_dir: Path, rounds: int, rate: float, gated: bool, timelines: list[MigrationTimeline] | None):
-    with Lab(FABRIC, run_dir, wait_for_sidecars=gated, log=lambda line: print(f"# {line}", file=sys.stderr)) as lab:
+def run_lab(
+    run_dir: Path,
+    rounds: int,
+    rate: float,
+    gated: bool,
+    timelines: list[MigrationTimeline] | None,
+    fabric: Path = FABRIC,
+    service: str = "api",
+):
+    with Lab(fabric, run_dir, wait_for_sidecars=gated, log=lambda line: print(f"# {line}", file=sys.stderr)) as lab:
         lab.place_declared_services()
-        workload, edge = edge_api(lab)
+        workload, edge = edge_instance(lab, service)
         lab.start_loads(rate=rate)
         time.sleep(WINDOW_S)
         refused_before = lab.envoy_counter(REFUSED)
@@ -130,6 +143,10 @@ def main() -> int:
     print("# baseline: the same moves without the readiness gate", file=sys.stderr)
     base_sent, base_lost, _, _, base_refused, _ = run_lab(
         run_dir / "ungated", args.baseline_rounds, args.rate, False, None
+    )
+    print("# one service alone (two edge sites and a cloud): what moving to the edge buys", file=sys.stderr)
+    _, alone_lost, alone_edge, alone_cloud, _, _ = run_lab(
+        run_dir / "alone", 4, args.rate, True, None, fabric=TWO_EDGES, service="web"
     )
 
     print(f"{'#':>3} {'to':<6}" + "".join(f" {name:>24}" for name in STAGES) + f" {'whole chain':>12}")
@@ -158,6 +175,9 @@ def main() -> int:
         "caller_connect_failures": refused,
         "user_p50_ms_with_api_at_edge": round(statistics.median(at_edge), 1) if at_edge else None,
         "user_p50_ms_with_api_in_cloud": round(statistics.median(in_cloud), 1) if in_cloud else None,
+        "alone_user_p50_ms_at_edge": round(statistics.median(alone_edge), 1) if alone_edge else None,
+        "alone_user_p50_ms_in_cloud": round(statistics.median(alone_cloud), 1) if alone_cloud else None,
+        "alone_requests_lost": alone_lost,
         "baseline": "the same moves, endpoints published at placement (no --wait-for-sidecars)",
         "baseline_migrations": args.baseline_rounds,
         "baseline_requests_sent": base_sent,
