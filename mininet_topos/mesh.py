@@ -193,7 +193,7 @@ class MeshTestbed:
         with self._lock:
             self.workloads[spec.id] = running
         try:
-            _wait_for_line(app, b"listening", APP_START_TIMEOUT_S, f"app of {spec.id}")
+            wait_for_line(app, b"listening", APP_START_TIMEOUT_S, f"app of {spec.id}")
         except BaseException:
             self.stop_workload(spec.id, drain_s=0)
             raise
@@ -290,7 +290,7 @@ class MeshTestbed:
         self.clients.clear()
 
 
-def _wait_for_line(process: subprocess.Popen[bytes], prefix: bytes, timeout: float, what: str) -> bytes:
+def wait_for_line(process: subprocess.Popen[bytes], prefix: bytes, timeout: float, what: str) -> bytes:
     """Read ``process``'s stdout until a line starting with ``prefix`` (what it printed before is kept
     for the error), without blocking past ``timeout``."""
     assert process.stdout is not None
