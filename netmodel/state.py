@@ -70,6 +70,8 @@ class FabricState:
 
 
 def _switch_connected(state: FabricState, event: ev.SwitchConnected) -> FabricState:
+    """A (re)connected switch reports its ports: the compute nodes on them follow as on a port status
+    (a port that went down or came up while the switch was away says so only here)."""
     topo = state.topology
     known = topo.switches.get(event.switch)
     ports = frozen_map({p.no: p for p in event.ports})
@@ -79,7 +81,15 @@ def _switch_connected(state: FabricState, event: ev.SwitchConnected) -> FabricSt
     switch = replace(known, connected=True, ports=ports, connected_at=event.at)
     if switch == topo.switches.get(event.switch):
         return state  # the same connection reported again: nothing changed
-    return state._with(topology=topo.with_switch(switch))
+    nodes = state.nodes
+    for port in event.ports:
+        before = known.ports.get(port.no)
+        here = Attachment(event.switch, port.no)
+        if not port.up:
+            nodes = _nodes_marked(nodes, here, up=False)
+        elif before is not None and not before.up:
+            nodes = _nodes_marked(nodes, here, up=True)  # came up while away (not a first report)
+    return state._with(topology=topo.with_switch(switch), nodes=nodes)
 
 
 def _switch_disconnected(state: FabricState, event: ev.SwitchDisconnected) -> FabricState:

@@ -534,3 +534,22 @@ def test_switch_disconnected_leaves_its_nodes_up() -> None:
     new = apply_ok(state, ev.SwitchDisconnected(SwitchId(EA1), 9.0))
     assert new.nodes[EA_N1].up
     assert new.nodes is state.nodes
+
+
+def test_a_reconnecting_switch_reports_what_its_access_ports_did_while_away() -> None:
+    state = connected(example_state(), EA1)
+    away = state.apply(ev.SwitchDisconnected(SwitchId(EA1), 2.0))
+    ports_down = tuple(Port(PortNo(n), name=f"p{n}", up=n != EA_N1_PORT) for n in range(1, 6))
+    back_down = apply_ok(away, ev.SwitchConnected(SwitchId(EA1), ports_down, 3.0))
+    assert not back_down.nodes[EA_N1].up  # its port went down while the switch was away
+    assert all(back_down.nodes[n] is state.nodes[n] for n in state.nodes if n != EA_N1)
+    gone_again = back_down.apply(ev.SwitchDisconnected(SwitchId(EA1), 4.0))
+    all_up = tuple(Port(PortNo(n), name=f"p{n}") for n in range(1, 6))
+    back_up = apply_ok(gone_again, ev.SwitchConnected(SwitchId(EA1), all_up, 5.0))
+    assert back_up.nodes[EA_N1].up  # and came back up
+
+
+def test_a_first_connect_with_every_port_up_keeps_a_node_down_from_elsewhere() -> None:
+    state = example_state().apply(ev.NodeDown(EA_N1))
+    new = connected(state, EA1)
+    assert not new.nodes[EA_N1].up and new.nodes is state.nodes
