@@ -4,7 +4,8 @@ one service whose app runs in a compute node's namespace behind a real Envoy sid
 it through their own sidecar over mTLS. The service moves edge -> cloud -> edge under a request loop.
 
 Asserted from the outside, not from the controller's claims: every request succeeded (and the service saw
-the user's SPIFFE id, so mTLS was on the way); the user's Envoy, through its admin API, sends to the new
+the user's SPIFFE id, so mTLS was on the way), and the user's Envoy never failed to connect to an instance
+(none was an endpoint before its sidecar served); the user's Envoy, through its admin API, sends to the new
 address after each move; and the switches' port counters show the traffic going to the cloud node's port,
 then back to the edge node's. Everything is stopped by the lab (by PID, net.stop()), also on failure.
 """
@@ -70,6 +71,7 @@ def test_a_service_moves_edge_to_cloud_and_back_without_losing_a_request(tmp_pat
             web_id = move(lab, web_id, EDGE).new
         assert lab.first_served_by(web_id, timeout=10) is not None, lab.records()[-5:]
         started = time.time()
+        refused = lab.envoy_counter("cluster.svc/web.upstream_cx_connect_fail")
 
         time.sleep(1.0)
         to_cloud = move(lab, web_id, CLOUD)
@@ -91,6 +93,9 @@ def test_a_service_moves_edge_to_cloud_and_back_without_losing_a_request(tmp_pat
         cloud_idle = tx_to(lab, CLOUD) - cloud_before
         ended = time.time()
 
+        # Make-before-break with real sidecars: the user's Envoy never even tried an instance that did
+        # not listen yet (without the readiness gate it does, 5 times here, and retries elsewhere).
+        assert lab.envoy_counter("cluster.svc/web.upstream_cx_connect_fail") == refused
         records = lab.records(since=started, until=ended)
         failed = [r for r in records if not r.ok]
         assert len(records) >= RATE * 6, len(records)
