@@ -35,7 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgectl.lab import Lab, MigrationTimeline  # noqa: E402
+from edgectl.lab import Lab  # noqa: E402
+from edgectl.timeline import MigrationTimeline  # noqa: E402
 from mininet_topos.loadgen import summarize  # noqa: E402
 
 FABRIC = REPO / "examples" / "edge-cloud.yaml"

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgectl.lab import Lab, MigrationTimeline
+from edgectl.lab import Lab
+from edgectl.timeline import MigrationTimeline
 from mininet_topos.loadgen import summarize
 
 RATE_PER_USER = 10.0

@@ -6,7 +6,7 @@ API with an operator certificate, the HTTP API, and nothing the controller does 
     with Lab(Path("examples/edge-cloud.yaml"), run_dir) as lab:
         lab.place_declared_services()
         lab.start_loads(rate=20)
-        timeline = lab.migrate("web-1", "c-n1")      # MigrationTimeline: when each stage was done
+        timeline = lab.migrate("api-1", "c-n1")      # edgectl.timeline.MigrationTimeline
 
 Time is wall-clock (``time.time()``) everywhere: the controller's events, the agent's starts and every
 request record are on the one clock of this machine, in whatever namespace they ran.
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgectl.timeline import ENDED, Event, MigrationTimeline, fill_stages
 from mininet_topos.loadgen import Record
 
 LOG = logging.getLogger("edgectl.lab")
@@ -57,72 +58,6 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: 
             last = exc
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}" + (f" ({last})" if last else ""))
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One placement event from the Watch stream."""
-
-    kind: str  # PLACED, REMOVED, MIGRATION_STARTED, CONVERGENCE_WAITING, CONVERGED, ...
-    at: float
-    generation: int
-    workload_id: str
-    node: str
-    service: str
-    migration_id: str
-    from_workload_id: str
-    message: str
-    converged_after: tuple[tuple[str, float], ...] = ()
-
-
-@dataclass(slots=True)
-class MigrationTimeline:
-    """When each stage of one move was done (wall clock; None: not seen)."""
-
-    migration_id: str
-    old: str
-    new: str
-    from_node: str
-    to_node: str
-    requested_at: float
-    decided_at: float | None = None
-    placed_generation: int = 0
-    waiting_at: float | None = None
-    routes_at: float | None = None
-    """Every switch confirmed (barrier) the routes of the placed generation."""
-    sidecar_started_at: float | None = None
-    """The agent started the new app and sidecar."""
-    sidecars_at: float | None = None
-    """The new sidecar served and every sidecar ACKed the endpoints with it."""
-    first_request_at: float | None = None
-    """A user request answered by the new instance (over mTLS through the sidecars) completed."""
-    completed_at: float | None = None
-    """The old instance was withdrawn."""
-    error: str = ""
-
-    @property
-    def chain_s(self) -> float | None:
-        """Decision -> routes, sidecars and first successful request all done."""
-        ends = (self.routes_at, self.sidecars_at, self.first_request_at)
-        if self.decided_at is None or any(e is None for e in ends):
-            return None
-        return max(e for e in ends if e is not None) - self.decided_at
-
-    def stages(self) -> list[tuple[str, float | None]]:
-        """(stage, seconds after the decision) in the order they are meant to happen."""
-        base = self.decided_at
-
-        def since(t: float | None) -> float | None:
-            return None if t is None or base is None else t - base
-
-        return [
-            ("placement decided", since(self.decided_at)),
-            ("flows barrier-confirmed", since(self.routes_at)),
-            ("sidecar started", since(self.sidecar_started_at)),
-            ("sidecars ACKed", since(self.sidecars_at)),
-            ("first mTLS request", since(self.first_request_at)),
-            ("old instance withdrawn", since(self.completed_at)),
-        ]
 
 
 @dataclass
@@ -419,42 +354,16 @@ class Lab:
         return timeline
 
     def _fill_timeline(self, timeline: MigrationTimeline, mark: int) -> None:
-        """Fill in the stages from the events of its migration; a stage that never came stays None."""
+        """Wait for the migration to end, then fill in its stages (``edgectl.timeline.fill_stages``)."""
         try:
             self.wait_event(
-                lambda e: (
-                    e.kind in ("MIGRATION_COMPLETED", "MIGRATION_ROLLED_BACK")
-                    and e.migration_id == timeline.migration_id
-                ),
+                lambda e: e.kind in ENDED and e.migration_id == timeline.migration_id,
                 20,
                 mark,
             )
         except TimeoutError:
             timeline.error = "did not complete within 20 s"
-        mine = {e.kind: e for e in self.events(mark) if e.migration_id == timeline.migration_id}
-        decided, waiting, completed = (
-            mine.get(k) for k in ("MIGRATION_STARTED", "CONVERGENCE_WAITING", "MIGRATION_COMPLETED")
-        )
-        timeline.decided_at = decided.at if decided else None
-        timeline.completed_at = completed.at if completed else None
-        if completed is not None:  # the instance that replaced the old one
-            timeline.new, timeline.to_node = completed.workload_id, completed.node
-        converged = mine.get("CONVERGED")
-        if converged is None and waiting is None and decided is not None:
-            # A failover moves several instances and waits once, for all of them: that wait is theirs too.
-            shared = [e for e in self.events(mark) if e.kind in ("CONVERGENCE_WAITING", "CONVERGED")]
-            waiting = next((e for e in shared if e.kind == "CONVERGENCE_WAITING"), None)
-            converged = next((e for e in shared if e.kind == "CONVERGED"), None)
-        if waiting is not None:
-            timeline.waiting_at, timeline.placed_generation = waiting.at, waiting.generation
-        if converged is not None and waiting is not None:
-            took = dict(converged.converged_after)
-            if "routes" in took:
-                timeline.routes_at = waiting.at + took["routes"]
-            if "sidecars" in took:
-                timeline.sidecars_at = waiting.at + took["sidecars"]
-        elif completed is not None:
-            timeline.error = "withdrawn before every probe converged (failover timeout)"
+        fill_stages(timeline, self.events(mark))
         timeline.sidecar_started_at = self.mesh.started_at(timeline.new) if timeline.new else None
         first = self.first_served_by(timeline.new, timeout=5) if timeline.new else None
         if first is not None:
@@ -478,7 +387,7 @@ class Lab:
         while True:
             events = self.events(mark)
             started = [e for e in events if e.kind == "MIGRATION_STARTED"]
-            done = {e.migration_id for e in events if e.kind in ("MIGRATION_COMPLETED", "MIGRATION_ROLLED_BACK")}
+            done = {e.migration_id for e in events if e.kind in ENDED}
             if (started and all(e.migration_id in done for e in started)) or time.monotonic() > deadline:
                 break
             time.sleep(0.02)
@@ -555,9 +464,3 @@ def _uninterruptible() -> Iterator[None]:
 
 def _note_held(signum: int, _frame: object) -> None:
     print(f"lab: {signal.Signals(signum).name} while cleaning up: finishing the cleanup first", file=sys.stderr)
-
-
-@contextlib.contextmanager
-def lab(fabric: Path, run_dir: Path, **kwargs: Any) -> Iterator[Lab]:
-    with Lab(fabric, run_dir, **kwargs) as running:
-        yield running

@@ -15,12 +15,13 @@ PURE_MODULES = sorted(
     + [p for p in (REPO / "sdnctl/pathing.py", REPO / "sdnctl/flows.py") if p.exists()]
     + [p for p in (REPO / "meshctl/snapshot.py", REPO / "meshctl/cache.py") if p.exists()]
     + [REPO / "pki/policy.py"]
-    + [REPO / f"meshctl/{name}.py" for name in ("protocol", "sotw", "delta", "envoy_config", "xds_types")]
+    + [REPO / f"meshctl/{name}.py" for name in ("protocol", "sotw", "delta", "envoy_config", "xds_types", "readiness")]
     + [
         REPO / f"placement/{name}.py"
         for name in ("latency", "plugins", "scheduler", "failover", "snapshot", "requests")
     ]
-    + [REPO / "edgectl/views.py", REPO / "edgectl/topo_show.py", REPO / "edgectl/bus.py"]
+    + [REPO / "edgectl/views.py", REPO / "edgectl/topo_show.py", REPO / "edgectl/bus.py", REPO / "edgectl/timeline.py"]
+    + [REPO / "placement/convergence.py"]
 )
 
 
