@@ -154,7 +154,7 @@ class Controller:
         )
         self.http.add_route("/api/v1/xds/clients", lambda _state: self.mesh.clients_view())
         # A migration withdraws the old instance only once the sidecars have ACKed the new endpoints.
-        self.placement.add_convergence_probe(NamedProbe("sidecars", self.mesh.converged))
+        self.placement.add_convergence_probe(NamedProbe("sidecars", self.mesh.converged, self.mesh.converged_for))
         if self.pki is not None:
             # SVIDs reach sidecars over SDS; with the PKI on, sidecars talk mTLS.
             # The CRLs ride in the trust bundle: a revoked certificate is refused with the next push.

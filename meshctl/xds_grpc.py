@@ -40,6 +40,7 @@ from meshctl.readiness import SidecarReadiness
 from meshctl.snapshot import MeshConfig, TlsIdentity, build_snapshots
 from meshctl.sotw import SotwStream
 from netmodel.events import Event
+from netmodel.ids import WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import frozen_map
 
@@ -422,11 +423,27 @@ class MeshServer:
     def converged(self, generation: int) -> bool:
         """Placement's convergence probe: every connected sidecar ACKed generation ``generation`` (or
         a later one), so an old endpoint may be withdrawn. A sidecar stuck on a rejected config holds
-        this back until the caller's timeout: it does not run what the model asks. With the readiness
-        gate, also: every placed workload's own sidecar serves and is an endpoint in what was ACKed."""
+        this back until the caller's timeout: it does not run what the model asks."""
+        return not self.behind(generation)
+
+    def converged_for(self, generation: int, workloads: frozenset[str]) -> bool:
+        """``converged``, and with the readiness gate also: each of ``workloads`` (the instances a
+        migration placed) is on an up node and an endpoint in what every sidecar ACKed. Only those: an
+        unrelated instance whose sidecar never serves must not hold every migration back."""
+        # Which build made them endpoints first, then who has ACKed: a build in between resets the
+        # callers' sync (meshctl.cache), so this order can only err towards "not yet".
+        built = self.publisher.built_ready
         if self.behind(generation):
             return False
-        return not self.not_ready()
+        if self.readiness is None:
+            return True
+        state = self._state()
+        for workload_id in workloads:
+            workload = state.workloads.get(WorkloadId(workload_id))
+            node = state.nodes.get(workload.node) if workload is not None and workload.node is not None else None
+            if node is None or not node.up or built is None or workload_id not in built:
+                return False
+        return True
 
     def not_ready(self) -> set[str]:
         """Placed workloads (on an up node) that are not endpoints yet because their sidecar does not

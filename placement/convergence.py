@@ -15,6 +15,10 @@ from collections.abc import Callable, Sequence
 LOG = logging.getLogger("edgectl.placement")
 
 ConvergenceProbe = Callable[[int], bool]
+"""``probe(generation)``: has this subsystem applied ``generation`` (or a later one)?"""
+
+ScopedCheck = Callable[[int, frozenset[str]], bool]
+"""``check(generation, workloads)``: applied ``generation``, and these new instances are served too."""
 
 FIRST_POLL_S = 0.002
 MAX_POLL_S = 0.05
@@ -25,22 +29,40 @@ def probe_name(probe: ConvergenceProbe) -> str:
 
 
 class NamedProbe:
-    """A probe with a short name for events and logs ("routes", "sidecars") instead of a qualname."""
+    """A probe with a short name for events and logs ("routes", "sidecars") instead of a qualname.
 
-    def __init__(self, name: str, probe: ConvergenceProbe) -> None:
+    ``scoped``: the same question about the instances a migration placed (the sidecars probe: "is the
+    new instance an endpoint yet?"), asked instead of ``probe`` when the caller names them. Scoped, so
+    an unrelated instance whose sidecar never comes up does not hold every migration back."""
+
+    def __init__(self, name: str, probe: ConvergenceProbe, scoped: ScopedCheck | None = None) -> None:
         self.__name__ = self.__qualname__ = name
         self._probe = probe
+        self._scoped = scoped
 
     def __call__(self, generation: int) -> bool:
         return self._probe(generation)
 
+    def for_workloads(self, generation: int, workloads: frozenset[str]) -> bool:
+        return self._scoped(generation, workloads) if self._scoped is not None else self._probe(generation)
 
-def pending_probes(probes: Sequence[ConvergenceProbe], generation: int) -> list[ConvergenceProbe]:
+
+def ask(probe: ConvergenceProbe, generation: int, workloads: frozenset[str]) -> bool:
+    """``probe``'s answer for ``generation``, scoped to ``workloads`` when it can be."""
+    scoped = getattr(probe, "for_workloads", None)
+    if workloads and scoped is not None:
+        return bool(scoped(generation, workloads))
+    return bool(probe(generation))
+
+
+def pending_probes(
+    probes: Sequence[ConvergenceProbe], generation: int, workloads: frozenset[str] = frozenset()
+) -> list[ConvergenceProbe]:
     """The probes that have not applied ``generation`` yet (a probe that raises has not)."""
     out = []
     for probe in probes:
         try:
-            accepted = bool(probe(generation))
+            accepted = ask(probe, generation, workloads)
         except Exception:
             LOG.exception("convergence probe %s failed", probe_name(probe))
             accepted = False
@@ -70,16 +92,18 @@ def timed_convergence(
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    workloads: frozenset[str] = frozenset(),
 ) -> tuple[list[str], tuple[tuple[str, float], ...]]:
     """``wait_for_convergence``, also saying how long each probe took to accept (seconds, in the order
-    they did): where a migration's time goes (routes, sidecars)."""
+    they did): where a migration's time goes (routes, sidecars). ``workloads``: the new instances the
+    wait is for (see ``NamedProbe``)."""
     started = clock()
     deadline = started + timeout_s
     interval = FIRST_POLL_S
     pending = list(probes)
     took: list[tuple[str, float]] = []
     while True:
-        still = pending_probes(pending, generation)
+        still = pending_probes(pending, generation, workloads)
         now = clock()
         took.extend((probe_name(p), now - started) for p in pending if p not in still)
         pending = still

@@ -233,7 +233,8 @@ class PlacementOrchestrator:
                     LOG.warning("failover of %s: %s", move.old.id, exc.reason)
         if moves:
             generation = max(m.placed_generation for m in moves)
-            missing = self._wait(moves[0], generation, self.convergence_timeout_s)
+            placed = frozenset(str(m.new.id) for m in moves)
+            missing = self._wait(moves[0], generation, self.convergence_timeout_s, placed)
             if missing:
                 LOG.warning("failover: %s did not apply generation %d in time; withdrawing anyway", missing, generation)
             for started in moves:
@@ -287,7 +288,7 @@ class PlacementOrchestrator:
             raise
         return _Move(migration_id, old, new, placed.generation)
 
-    def _wait(self, move: _Move, generation: int, timeout_s: float) -> list[str]:
+    def _wait(self, move: _Move, generation: int, timeout_s: float, placed: frozenset[str] | None = None) -> list[str]:
         probes = self._probes
         names = ", ".join(probe_name(p) for p in probes) or "nothing (no probes registered)"
         self.events.emit(
@@ -299,7 +300,10 @@ class PlacementOrchestrator:
             from_workload=move.old.id,
             message=f"waiting for {names} to apply generation {generation}",
         )
-        missing, took = timed_convergence(probes, generation, timeout_s, clock=self._clock, sleep=self._sleep)
+        workloads = placed if placed is not None else frozenset({str(move.new.id)})
+        missing, took = timed_convergence(
+            probes, generation, timeout_s, clock=self._clock, sleep=self._sleep, workloads=workloads
+        )
         if not missing:
             after = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in took)
             self.events.emit(
@@ -406,7 +410,8 @@ class PlacementOrchestrator:
         self._highest[service] = max(self._highest.get(service, 0), len(ids) and int(ids[-1].rsplit("-", 1)[1]))
         declared = state.services.get(service)
         wanted = port if port else (declared.port if declared else 0)
-        taken = ports_in_use(state)
+        # The newest model, not ``state``: a failover places moves one after another from one plan.
+        taken = ports_in_use(self.bus.state)
         workloads = []
         for workload_id, assignment in zip(ids, assignments, strict=True):
             on_node = taken.setdefault(assignment.node, set())
@@ -462,11 +467,11 @@ def first_free_port(wanted: int, taken: set[int]) -> int:
     if not wanted:
         return 0
     port = wanted
-    while port in taken:
+    for _ in range(65536):
+        if port not in taken:
+            return port
         port = port + 1 if port < 65535 else 1024
-        if port == wanted:
-            raise PlacementRefused(Refusal.RESOURCE_EXHAUSTED, "no free port on the node")
-    return port
+    raise PlacementRefused(Refusal.RESOURCE_EXHAUSTED, "no free port on the node")
 
 
 class FailoverLoop:

@@ -8,7 +8,7 @@ from meshctl.snapshot import MeshConfig, TlsIdentity, build_snapshots
 from meshctl.sotw import SotwStream
 from meshctl.xds_types import ENDPOINTS, SECRET
 from netmodel import events as ev
-from netmodel.ids import WorkloadId
+from netmodel.ids import NodeId, WorkloadId
 from tests.unit.meshctl.mesh_helpers import SotwClient, converse, placed_state, workload
 
 PLAIN = MeshConfig()
@@ -111,3 +111,31 @@ def test_without_a_certificate_a_sidecar_never_turns_ready() -> None:
     stream, client = gate.connect("web-2")
     converse(stream, client, [client._request(SECRET, ["identity", "trust-bundle"])])
     assert not gate.readiness.is_ready("web-2")
+
+
+def test_a_migration_waits_for_its_own_new_instance_only() -> None:
+    from meshctl.xds_grpc import MeshServer
+
+    state = placed_state()
+    current = {"state": state}
+    server = MeshServer(lambda: current["state"], wait_for_sidecars=True)  # not started: no sockets
+    try:
+        server.publisher.build_now()
+        assert server.converged_for(state.generation, frozenset({"web-1"}))  # there at start: ready
+        moved = state.apply(ev.WorkloadPlaced(workload("web-3", "web", "c-n1")))
+        # An unrelated instance whose sidecar never comes up: it must not hold this migration back.
+        current["state"] = moved.apply(ev.WorkloadPlaced(workload("api-9", "api", "ea-n2", port=19090)))
+        server.publisher.build_now()
+        generation = current["state"].generation
+        assert not server.converged_for(generation, frozenset({"web-3"}))  # its sidecar does not serve yet
+        server.readiness.seed({"web-3"})  # as if its sidecar had applied its inbound listener
+        assert not server.converged_for(generation, frozenset({"web-3"}))  # not in a build yet
+        server.publisher.build_now()
+        assert server.converged_for(generation, frozenset({"web-3"}))
+        assert server.not_ready() == {"api-9"}
+        # Its node losing its access port while the migration waits: not served after all.
+        current["state"] = current["state"].apply(ev.NodeDown(NodeId("c-n1")))
+        server.publisher.build_now()
+        assert not server.converged_for(current["state"].generation, frozenset({"web-3"}))
+    finally:
+        server.metrics.unregister()

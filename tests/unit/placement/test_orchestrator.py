@@ -237,3 +237,40 @@ def test_first_free_port() -> None:
     assert first_free_port(8080, {8080, 8081}) == 8082
     assert first_free_port(0, {1}) == 0
     assert first_free_port(65535, {65535}) == 1024
+    with pytest.raises(PlacementRefused):
+        first_free_port(80, set(range(80, 65536)) | set(range(1024, 65536)))
+
+
+def test_a_migration_asks_scoped_probes_about_its_new_instance() -> None:
+    from placement.convergence import NamedProbe
+
+    asked: list[frozenset[str]] = []
+
+    def new_instance_served(_generation: int, workloads: frozenset[str]) -> bool:
+        asked.append(workloads)
+        return True
+
+    with running_bus() as bus:
+        o = PlacementOrchestrator(bus, [NamedProbe("sidecars", lambda _g: False, new_instance_served)])
+        (old,) = o.place(request()).workloads
+        moved = o.migrate(old.id, MigrationTarget(best=True), timeout_s=2)
+        assert asked and all(ws == {moved.new.id} for ws in asked)
+
+
+def test_after_a_failover_no_two_instances_on_a_node_share_a_port() -> None:
+    with running_bus() as bus:
+        o = PlacementOrchestrator(bus)
+        for node in ("ea-n1", "eb-n1", "ec-n1"):
+            o.place(request(candidates=frozenset({NodeId(node)})))
+        # Both lose their node and only c-n1 is left to take them: one plan, two moves to one node.
+        for node in [n for n in bus.state.nodes if n not in ("ec-n1", "c-n1")]:
+            bus.publish(NodeDown(NodeId(node))).result(timeout=5)
+        plan = o.fail_over()
+        assert [m.to.node for m in plan.moves] == ["c-n1", "c-n1"]
+        state = bus.state
+        web_port = state.services[ServiceName("web")].port
+        seen: set[tuple[str, int]] = set()
+        for w in state.workloads.values():
+            key = (str(w.node), w.port or web_port)
+            assert key not in seen, f"two instances on {key}"
+            seen.add(key)
