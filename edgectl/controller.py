@@ -1,9 +1,9 @@
 """The composition root: one process, one model, every server around it.
 
 ``Controller.start()`` brings up, in order: the model writer (the bus), saved placements from
-``--state-dir``, the OpenFlow listener (os-ken, native threads) and the HTTP endpoint. The xDS and
-placement gRPC servers join here as their packages land; each gets the bus (to publish) and reads
-``bus.state`` (immutable snapshots).
+``--state-dir``, the HTTP endpoint, the CA (``--pki-dir``), the OpenFlow listener (os-ken, native
+threads) and its route engine, the xDS server, and last the placement gRPC API with its convergence
+probes (routes, sidecars). Each gets the bus (to publish) and reads ``bus.state`` (immutable snapshots).
 """
 
 from __future__ import annotations
@@ -94,18 +94,6 @@ class Controller:
             control_tls = self.pki.control_tls(ip_addresses=_ip_sans(self.config.xds_host, self.config.api_host))
             self.http.add_route("/api/v1/pki/rotate", self._rotate, method="POST")
 
-        from placement.grpc_api import ApiTls, start_placement_api
-
-        api_tls = None
-        if control_tls is not None:
-            api_tls = ApiTls(
-                control_tls.cert_chain_pem,
-                control_tls.private_key_pem,
-                control_tls.bundle_pem,
-                authorize=self.pki.authorize_operator,
-            )
-        self.placement = start_placement_api(self.bus, self.config.api_host, self.config.api_port, tls=api_tls)
-
         from sdnctl.engine import RouteEngine
         from sdnctl.runtime import start_openflow  # os-ken is imported only when a controller runs
 
@@ -122,11 +110,8 @@ class Controller:
         # A migration withdraws the old instance only once every switch runs the new generation's routes.
         from placement.convergence import NamedProbe
 
-        self.placement.add_convergence_probe(
-            NamedProbe(
-                "routes",
-                lambda generation: all(s.applied_generation >= generation for s in self.routes.status.values()),
-            )
+        routes_probe = NamedProbe(
+            "routes", lambda generation: all(s.applied_generation >= generation for s in self.routes.status.values())
         )
         self.http.add_route("/api/v1/latency", lambda _state: self.openflow.app.latency.report())
         self.http.add_route("/api/v1/routes", lambda state: routes_view(self.routes.plan, self.routes.status, state))
@@ -154,7 +139,7 @@ class Controller:
         )
         self.http.add_route("/api/v1/xds/clients", lambda _state: self.mesh.clients_view())
         # A migration withdraws the old instance only once the sidecars have ACKed the new endpoints.
-        self.placement.add_convergence_probe(NamedProbe("sidecars", self.mesh.converged, self.mesh.converged_for))
+        sidecars_probe = NamedProbe("sidecars", self.mesh.converged, self.mesh.converged_for)
         if self.pki is not None:
             # SVIDs reach sidecars over SDS; with the PKI on, sidecars talk mTLS.
             # The CRLs ride in the trust bundle: a revoked certificate is refused with the next push.
@@ -162,6 +147,25 @@ class Controller:
             self.pki.subscribe(
                 lambda snapshot: self.mesh.use_identities(snapshot, mtls=True, crl_pem=self.pki.trust_crls_pem())
             )
+        # The placement API last: a Place or Migrate served before the routes and the mesh run would
+        # wait on nothing (and the readiness gate would count its instance as one restored at start).
+        from placement.grpc_api import ApiTls, start_placement_api
+
+        api_tls = None
+        if control_tls is not None:
+            api_tls = ApiTls(
+                control_tls.cert_chain_pem,
+                control_tls.private_key_pem,
+                control_tls.bundle_pem,
+                authorize=self.pki.authorize_operator,
+            )
+        self.placement = start_placement_api(
+            self.bus,
+            self.config.api_host,
+            self.config.api_port,
+            convergence_probes=[routes_probe, sidecars_probe],
+            tls=api_tls,
+        )
         # Start-up garbage is long-lived: move it out of the collector's way (full GCs paused the
         # process 80-110 ms here; after freeze about 15 ms).
         gc.collect()

@@ -19,8 +19,9 @@ from meshctl.snapshot import InconsistentSnapshot, MeshSnapshot, check_consisten
 from meshctl.xds_types import PUSH_ORDER, short_name
 
 Watcher = Callable[[str], None]
-SyncListener = Callable[[str], None]
-"""Called with a node id (outside the cache's lock) each time that node has applied its current snapshot."""
+SyncListener = Callable[[str, MeshSnapshot], None]
+"""Called (outside the cache's lock) with a node id and the snapshot it has just applied in full, each
+time a node runs its current content."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +243,9 @@ class SnapshotCache:
             if applied is not None:
                 status.synced_generation = applied.generation
             listeners = self._sync_listeners if status.in_sync else []
-        for listener in listeners:
-            listener(node)
+        if applied is not None:
+            for listener in listeners:
+                listener(node, applied)
 
     def runs_current(self, node: str, type_url: str) -> bool:
         """The node subscribes to ``type_url`` and runs its current content (ACKed, nothing to send)."""

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from meshctl.cache import SnapshotCache
-from meshctl.snapshot import inbound_listener_name
+from meshctl.snapshot import MeshSnapshot, inbound_listener_name
 from meshctl.xds_types import LISTENER, SECRET
 from netmodel.state import FabricState
 
@@ -45,12 +45,10 @@ class SidecarReadiness:
     def is_ready(self, workload: str) -> bool:
         return workload in self._ready
 
-    def on_synced(self, node: str) -> None:
-        """Cache listener: ``node`` has applied its current snapshot. Runs on the xDS event loop: cheap."""
+    def on_synced(self, node: str, snapshot: MeshSnapshot) -> None:
+        """Cache listener: ``node`` has applied ``snapshot`` in full (not whatever the cache holds by now).
+        Runs on the xDS event loop: cheap."""
         if node in self._ready:
-            return
-        snapshot = self._cache.snapshot(node)
-        if snapshot is None:
             return
         inbound = snapshot.of_type(LISTENER).get(inbound_listener_name(node))
         if inbound is None:
