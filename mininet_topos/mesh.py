@@ -116,7 +116,7 @@ class MeshTestbed:
         self.drain_s = drain_s
         self._envoy_log_level = envoy_log_level
         self._on_started = on_started
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.workloads: dict[str, RunningWorkload] = {}
         self.clients: dict[str, EnvoySidecar] = {}
         self.loads: list[UserLoad] = []
@@ -126,6 +126,10 @@ class MeshTestbed:
         self._service_calls = {s.name: tuple(s.calls) for s in services}
         self.errors: list[str] = []
         self._claimed: set[str] = set()  # started or starting: never started twice
+        self._removed: set[str] = set()  # withdrawn before it had started
+        self._starting = 0
+        self._started = threading.Condition(self._lock)
+        self._closing = False
         self._started_at: dict[str, float] = {}
 
     # -- sidecars --------------------------------------------------------------------------------------
@@ -153,24 +157,38 @@ class MeshTestbed:
         calls = tuple((callee, self._service_ports[callee]) for callee in self._service_calls.get(service, ()))
         return WorkloadSpec(str(row["id"]), service, str(row["node"]), port, calls)
 
-    def start_workload(self, spec: WorkloadSpec) -> RunningWorkload:
-        """Start the app and its sidecar together (Envoy's start overlaps the app's); return when the app
-        listens. The controller makes it an endpoint once the sidecar has applied its config."""
+    def start_workload(self, spec: WorkloadSpec) -> RunningWorkload | None:
+        """Start the app, and once it listens its sidecar: the controller makes the instance an
+        endpoint when the sidecar has applied its config, so by then the app answers. Returns None when
+        the instance was withdrawn (or the testbed stopped) while it started: it is stopped again."""
         host = self.net.get(spec.node)
         with self._lock:
+            if self._closing:
+                return None
+            self._starting += 1
             draining = [
                 w.spec.id
                 for w in self.workloads.values()
                 if w.stopping and w.spec.node == spec.node and w.spec.port == spec.port
             ]
-        for workload_id in draining:
-            # Withdrawn from every caller already (it drains only for requests in flight): its port is
-            # needed now, by the instance that replaces it on this node.
-            self._stop_now(workload_id)
+        try:
+            for workload_id in draining:
+                # Withdrawn from every caller already (it drains only for requests in flight): its port
+                # is needed now, by the instance that replaces it on this node.
+                self._stop_now(workload_id)
+            return self._start(spec, host)
+        finally:
+            with self._lock:
+                self._starting -= 1
+                self._started.notify_all()
+
+    def _start(self, spec: WorkloadSpec, host: Any) -> RunningWorkload | None:
         started_at = time.time()
         with self._lock:
             self._claimed.add(spec.id)
             self._started_at[spec.id] = started_at
+        workdir = self.run_dir / spec.id
+        workdir.mkdir(parents=True, exist_ok=True)
         command = [
             sys.executable,
             "-m",
@@ -185,6 +203,8 @@ class MeshTestbed:
         ]
         app = host.popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
+            wait_for_line(app, b"listening", APP_START_TIMEOUT_S, f"app of {spec.id}")
+            _keep_reading(app, workdir / "app.log")  # a full pipe would block the app
             sidecar = self._sidecar(spec.id, spec.service, host)
         except BaseException:
             stop_process(app)
@@ -192,20 +212,23 @@ class MeshTestbed:
         running = RunningWorkload(spec, app, sidecar, started_at)
         with self._lock:
             self.workloads[spec.id] = running
-        try:
-            wait_for_line(app, b"listening", APP_START_TIMEOUT_S, f"app of {spec.id}")
-        except BaseException:
-            self.stop_workload(spec.id, drain_s=0)
-            raise
+            withdrawn = spec.id in self._removed or self._closing
+        if withdrawn:
+            self._stop_now(spec.id)
+            return None
         if self._on_started is not None:
             self._on_started(running)
         return running
 
     def stop_workload(self, workload_id: str, drain_s: float | None = None) -> None:
-        """Stop a workload's sidecar and app after ``drain_s`` (requests already on their way finish)."""
+        """Stop a workload's sidecar and app after ``drain_s`` (requests already on their way finish).
+        One still starting is stopped as soon as it has started."""
         with self._lock:
             running = self.workloads.get(workload_id)
-            if running is None or running.stopping:
+            if running is None:
+                self._removed.add(workload_id)
+                return
+            if running.stopping:
                 return
             running.stopping = True
         delay = self.drain_s if drain_s is None else drain_s
@@ -274,7 +297,11 @@ class MeshTestbed:
     # -- teardown --------------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop everything this testbed started, by PID: loads, workloads, client sidecars."""
+        """Stop everything this testbed started, by PID: loads, workloads, client sidecars. Starts in
+        progress finish first (and stop what they started)."""
+        with self._lock:
+            self._closing = True
+            self._started.wait_for(lambda: self._starting == 0, timeout=APP_START_TIMEOUT_S + 10)
         for timer in self._timers:
             timer.cancel()
         for load in self.loads:
@@ -288,6 +315,26 @@ class MeshTestbed:
         for sidecar in self.clients.values():
             sidecar.stop()
         self.clients.clear()
+
+
+def _keep_reading(process: subprocess.Popen[bytes], log: Path) -> None:
+    """Copy what ``process`` writes from now on to ``log``, on a daemon thread, until it exits."""
+    stream = process.stdout
+    if stream is None:
+        return
+    process.stdout = None  # the thread owns the pipe now: it closes it at EOF, nobody else does
+    fd = stream.fileno()  # read as wait_for_line did, unbuffered: nothing is left in a buffer
+
+    def copy() -> None:
+        try:
+            with contextlib.suppress(OSError), open(log, "ab") as out:
+                for chunk in iter(lambda: os.read(fd, 65536), b""):
+                    out.write(chunk)
+                    out.flush()
+        finally:
+            stream.close()
+
+    threading.Thread(target=copy, name=f"app-log-{log.parent.name}", daemon=True).start()
 
 
 def wait_for_line(process: subprocess.Popen[bytes], prefix: bytes, timeout: float, what: str) -> bytes:
