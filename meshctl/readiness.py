@@ -4,7 +4,9 @@ With sidecars, a placed workload is not yet a place to send requests: its Envoy 
 with its inbound listener still warming for a certificate. So a workload becomes an endpoint only once
 its own sidecar has applied a snapshot holding its inbound listener and every secret that listener
 needs (the readiness gate of a Kubernetes endpoint, with the sidecar's ACKs as the probe). A migration
-then waits for it (``MeshServer.converged``) before the old instance is withdrawn: make-before-break.
+then waits for it (``MeshServer.converged_for``) before the old instance is withdrawn: make-before-break.
+The app behind the sidecar is not probed: a node agent starts the sidecar once its app listens (the
+testbed's, ``mininet_topos.mesh``, does), so a serving sidecar means a serving instance.
 
 Readiness is sticky: a sidecar that loses its xDS stream keeps serving its last configuration, so only
 removing the workload from the model ends it. Workloads in the model when the controller starts count
