@@ -67,33 +67,13 @@ def ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 1)
 
 
-def tier_of(lab: Lab, node: str) -> str:
-    sites = {s.id: s.tier.value for s in lab.net.spec.sites}
-    return next(sites[n.site] for n in lab.net.spec.nodes if n.id == node)
-
-
-def edge_instance(lab: Lab, service: str) -> tuple[str, str]:
-    """An instance of ``service`` on an edge node (moved there first if none is) and that node."""
-    apis = [w for w in lab.workloads() if w["service"] == service]
-    for w in apis:
-        if tier_of(lab, w["node"]) == "edge":
-            return w["id"], w["node"]
-    busy = {w["node"] for w in lab.workloads()}
-    edges = [n.id for n in lab.net.spec.nodes if tier_of(lab, n.id) == "edge"]
-    target = next((n for n in edges if n not in busy), edges[0])
-    moved = lab.migrate(apis[0]["id"], target)
-    if moved.error:
-        raise SystemExit(f"cannot put a {service} instance at the edge: {moved.error}")
-    return moved.new, target
-
-
 def migrate_back_and_forth(
     lab: Lab, workload: str, edge: str, rounds: int, timelines: list[MigrationTimeline] | None = None
 ) -> tuple[int, int, list[float], list[float]]:
     """Move ``workload`` to the cloud and back ``rounds`` times under the users' load. Returns requests sent
     and failed during the moves, and the users' p50 latency before each move with the instance at the
     edge and in the cloud."""
-    cloud = next(s.id for s in lab.net.spec.sites if s.tier.value == "cloud")
+    cloud = lab.site_of_tier("cloud")
     at_edge: list[float] = []
     in_cloud: list[float] = []
     begin = time.time()
@@ -122,7 +102,7 @@ def run_lab(
 ):
     with Lab(fabric, run_dir, wait_for_sidecars=gated, log=lambda line: print(f"# {line}", file=sys.stderr)) as lab:
         lab.place_declared_services()
-        workload, edge = edge_instance(lab, service)
+        workload, edge = lab.instance_at_edge(service)
         lab.start_loads(rate=rate)
         time.sleep(WINDOW_S)
         refused_before = lab.envoy_counter(REFUSED)

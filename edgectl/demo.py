@@ -219,26 +219,6 @@ def _p50(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
-def _pick_api_on_edge(demo: Demo) -> tuple[str, str]:
-    """An api instance on an edge node (moving one there first if none is), and that node."""
-    lab = demo.lab
-    spec = lab.net.spec
-    site_tier = {s.id: s.tier.value for s in spec.sites}
-    node_site = {n.id: n.site for n in spec.nodes}
-    apis = [w for w in lab.workloads() if w["service"] == "api"]
-    on_edge = [w for w in apis if site_tier.get(node_site.get(w["node"], ""), "") == "edge"]
-    if on_edge:
-        return on_edge[0]["id"], on_edge[0]["node"]
-    busy = {w["node"] for w in lab.workloads()}
-    edge_nodes = [n.id for n in spec.nodes if site_tier.get(n.site) == "edge"]
-    target = next((n for n in edge_nodes if n not in busy), edge_nodes[0])
-    demo.say(f"setting up: no api instance at the edge yet; moving {apis[0]['id']} to {target}")
-    timeline = lab.migrate(apis[0]["id"], target)
-    if timeline.error:
-        raise SystemExit(f"demo: cannot put an api instance at the edge: {timeline.error}")
-    return timeline.new, target
-
-
 def run_demo(fabric: Path, run_dir: Path) -> int:
     out = print
     with Lab(fabric, run_dir, log=lambda line: out(f"demo: {line}")) as lab:
@@ -247,12 +227,12 @@ def run_demo(fabric: Path, run_dir: Path) -> int:
         placed = lab.place_declared_services()
         for w in placed:
             out(f"           {w['id']:<8} {w['service']:<5} on {w['node']:<6} {w['spiffe_id']}")
-        api, edge_node = _pick_api_on_edge(demo)
+        api, edge_node = lab.instance_at_edge("api")
         lab.start_loads(rate=RATE_PER_USER)
         users = ", ".join(h.id for h in lab.net.spec.hosts)
         demo.say(f"users {users} call web -> api -> db through their sidecars, {RATE_PER_USER:g} requests/s each")
         demo.watch_load(WINDOW_S, "before")
-        cloud = next(s.id for s in lab.net.spec.sites if s.tier.value == "cloud")
+        cloud = lab.site_of_tier("cloud")
         there = demo.migrate(f"migrate {api} from {edge_node} (edge) to the cloud", api, cloud)
         if not there.error and there.new:
             demo.migrate(f"migrate {there.new} back to {edge_node} (edge)", there.new, edge_node)
@@ -280,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ndemo: interrupted; everything it started has been stopped")
         return 130
+    except (RuntimeError, TimeoutError) as exc:  # the controller died, a step could not be set up
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
         print("demo: stopped edgectl, the sidecars, the apps and the testbed")

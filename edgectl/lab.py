@@ -369,6 +369,30 @@ class Lab:
         if first is not None:
             timeline.first_request_at = first.t + first.ms / 1000
 
+    def tier_of(self, node: str) -> str:
+        """ "edge", "metro" or "cloud": the tier of the node's site, as the fabric file declares it."""
+        tiers = {site.id: str(site.tier.value) for site in self.net.spec.sites}
+        return next(tiers[n.site] for n in self.net.spec.nodes if n.id == node)
+
+    def site_of_tier(self, tier: str) -> str:
+        return str(next(site.id for site in self.net.spec.sites if site.tier.value == tier))
+
+    def instance_at_edge(self, service: str) -> tuple[str, str]:
+        """An instance of ``service`` on an edge node, moved to a free edge node first if none is
+        there; (its id, the node). Raises RuntimeError when it cannot be moved there."""
+        instances = [w for w in self.workloads() if w["service"] == service]
+        for w in instances:
+            if self.tier_of(w["node"]) == "edge":
+                return w["id"], w["node"]
+        busy = {w["node"] for w in self.workloads()}
+        edges = [n.id for n in self.net.spec.nodes if self.tier_of(n.id) == "edge"]
+        target = next((n for n in edges if n not in busy), edges[0])
+        self.log(f"no {service} instance at the edge yet: moving {instances[0]['id']} to {target}")
+        moved = self.migrate(instances[0]["id"], target)
+        if moved.error:
+            raise RuntimeError(f"cannot put a {service} instance at the edge: {moved.error}")
+        return moved.new, target
+
     def first_served_by(self, workload_id: str, timeout: float) -> Record | None:
         """The first successful user request the given instance answered (waits up to ``timeout``)."""
         deadline = time.monotonic() + timeout

@@ -42,7 +42,7 @@ from meshctl.sotw import SotwStream
 from netmodel.events import Event
 from netmodel.ids import WorkloadId
 from netmodel.state import FabricState
-from netmodel.types import frozen_map
+from netmodel.types import Workload, frozen_map
 
 LOG = logging.getLogger("edgectl.mesh")
 
@@ -438,12 +438,13 @@ class MeshServer:
         if self.readiness is None:
             return True
         state = self._state()
-        for workload_id in workloads:
-            workload = state.workloads.get(WorkloadId(workload_id))
-            node = state.nodes.get(workload.node) if workload is not None and workload.node is not None else None
-            if node is None or not node.up or built is None or workload_id not in built:
-                return False
-        return True
+        return all(
+            (workload := state.workloads.get(WorkloadId(w))) is not None
+            and _can_serve(state, workload)
+            and built is not None
+            and w in built
+            for w in workloads
+        )
 
     def not_ready(self) -> set[str]:
         """Placed workloads (on an up node) that are not endpoints yet because their sidecar does not
@@ -452,15 +453,7 @@ class MeshServer:
             return set()
         state = self._state()
         built = self.publisher.built_ready or frozenset()
-        return {
-            w.id
-            for w in state.workloads.values()
-            if w.node is not None
-            and (node := state.nodes.get(w.node)) is not None
-            and node.up
-            and node.ip
-            and w.id not in built
-        }
+        return {w.id for w in state.workloads.values() if _can_serve(state, w) and w.id not in built}
 
     def wait_synced(self, generation: int, timeout: float, nodes: Iterable[str] | None = None) -> set[str]:
         """Wait until ``behind(generation, nodes)`` is empty; returns who is still behind at the timeout."""
@@ -547,6 +540,12 @@ class MeshServer:
         self._ready.set()
         await self._stop_requested.wait()
         await server.stop(self._grace_s)
+
+
+def _can_serve(state: FabricState, workload: Workload) -> bool:
+    """Placed on a node that is up and has an address: it can be an endpoint (meshctl.snapshot)."""
+    node = state.nodes.get(workload.node) if workload.node is not None else None
+    return node is not None and node.up and bool(node.ip)
 
 
 def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None = None) -> int:

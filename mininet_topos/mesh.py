@@ -30,7 +30,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +62,6 @@ class RunningWorkload:
     spec: WorkloadSpec
     app: subprocess.Popen[bytes]
     sidecar: EnvoySidecar
-    started_at: float
-    """Wall-clock time the agent started it (time.time(): comparable with every other process's)."""
     stopping: bool = False
 
 
@@ -107,7 +104,6 @@ class MeshTestbed:
         app_host: str = "127.0.0.2",
         drain_s: float = DEFAULT_DRAIN_S,
         envoy_log_level: str = "warning",
-        on_started: Callable[[RunningWorkload], None] | None = None,
     ) -> None:
         self.net = net
         self.xds_socket = xds_socket
@@ -115,7 +111,6 @@ class MeshTestbed:
         self.app_host = app_host
         self.drain_s = drain_s
         self._envoy_log_level = envoy_log_level
-        self._on_started = on_started
         self._lock = threading.RLock()
         self.workloads: dict[str, RunningWorkload] = {}
         self.clients: dict[str, EnvoySidecar] = {}
@@ -209,15 +204,13 @@ class MeshTestbed:
         except BaseException:
             stop_process(app)
             raise
-        running = RunningWorkload(spec, app, sidecar, started_at)
+        running = RunningWorkload(spec, app, sidecar)
         with self._lock:
             self.workloads[spec.id] = running
             withdrawn = spec.id in self._removed or self._closing
         if withdrawn:
             self._stop_now(spec.id)
             return None
-        if self._on_started is not None:
-            self._on_started(running)
         return running
 
     def stop_workload(self, workload_id: str, drain_s: float | None = None) -> None:
@@ -248,7 +241,8 @@ class MeshTestbed:
             stop_process(running.app)
 
     def started_at(self, workload_id: str) -> float | None:
-        """When the agent started that workload (also after it stopped), or None."""
+        """When the agent started that workload (wall clock, comparable with every other process's;
+        also after it stopped), or None."""
         with self._lock:
             return self._started_at.get(workload_id)
 

@@ -71,20 +71,6 @@ def pending_probes(
     return out
 
 
-def wait_for_convergence(
-    probes: Sequence[ConvergenceProbe],
-    generation: int,
-    timeout_s: float,
-    *,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> list[str]:
-    """Poll until every probe accepts ``generation``; return the names of those that did not in time
-    (empty: converged). Polls quickly at first (a route change lands in milliseconds), then every 50 ms."""
-    missing, _took = timed_convergence(probes, generation, timeout_s, clock=clock, sleep=sleep)
-    return missing
-
-
 def timed_convergence(
     probes: Sequence[ConvergenceProbe],
     generation: int,
@@ -94,9 +80,10 @@ def timed_convergence(
     sleep: Callable[[float], None] = time.sleep,
     workloads: frozenset[str] = frozenset(),
 ) -> tuple[list[str], tuple[tuple[str, float], ...]]:
-    """``wait_for_convergence``, also saying how long each probe took to accept (seconds, in the order
-    they did): where a migration's time goes (routes, sidecars). ``workloads``: the new instances the
-    wait is for (see ``NamedProbe``)."""
+    """Poll until every probe accepts ``generation``: (names of those that did not in time (empty:
+    converged), how long each one that did took, in seconds, in the order they did). Polls quickly at
+    first (a route change lands in milliseconds), then every 50 ms. ``workloads``: the new instances
+    the wait is for (see ``NamedProbe``)."""
     started = clock()
     deadline = started + timeout_s
     interval = FIRST_POLL_S

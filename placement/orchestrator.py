@@ -226,7 +226,8 @@ class PlacementOrchestrator:
             moves = []
             for move in plan.moves:
                 request = PlacementRequest(move.old.service, move.old.resources, self.constraints_of(move.old))
-                (new,) = self._new_workloads(state, move.old.service, request, (move.to,), port=move.old.port)
+                # The newest model: the moves placed so far in this pass hold ids and ports now.
+                (new,) = self._new_workloads(self.bus.state, move.old.service, request, (move.to,), port=move.old.port)
                 try:
                     moves.append(self._start_move(state, move.old, new, request.constraints, f"({move.why})"))
                 except PlacementRefused as exc:
@@ -410,8 +411,7 @@ class PlacementOrchestrator:
         self._highest[service] = max(self._highest.get(service, 0), len(ids) and int(ids[-1].rsplit("-", 1)[1]))
         declared = state.services.get(service)
         wanted = port if port else (declared.port if declared else 0)
-        # The newest model, not ``state``: a failover places moves one after another from one plan.
-        taken = ports_in_use(self.bus.state)
+        taken = ports_in_use(state)
         workloads = []
         for workload_id, assignment in zip(ids, assignments, strict=True):
             on_node = taken.setdefault(assignment.node, set())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from placement.convergence import NamedProbe, probe_name, timed_convergence, wait_for_convergence
+from placement.convergence import NamedProbe, probe_name, timed_convergence
 
 
 class FakeClock:
@@ -37,7 +37,7 @@ def test_a_probe_that_never_accepts_is_named_and_not_timed() -> None:
         sleep=clock.sleep,
     )
     assert missing == ["sidecars"] and [name for name, _ in took] == ["routes"]
-    assert wait_for_convergence([NamedProbe("x", lambda _g: False)], 1, 0.1, clock=clock, sleep=clock.sleep) == ["x"]
+    assert timed_convergence([NamedProbe("x", lambda _g: False)], 1, 0.1, clock=clock, sleep=clock.sleep) == (["x"], ())
 
 
 def test_named_probe_keeps_its_name_and_answers() -> None:
