@@ -8,7 +8,6 @@ from a daemon thread so their threads are daemons and SIGTERM ends the process.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import ssl
@@ -16,6 +15,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from sdnctl.admission import ConnectionLimits, header_length_problem
 
 LOG = logging.getLogger("edgectl.sdnctl.runtime")
 
@@ -36,8 +37,13 @@ def start_openflow(
     echo_interval_s: float = 2.0,
     timeout_s: float = 10.0,
     tls: Any = None,
+    limits: ConnectionLimits | None = None,
 ) -> OpenFlowRuntime:
-    """Start the OpenFlow 1.3 listener on host:port with the edgectl app; returns once it listens."""
+    """Start the OpenFlow 1.3 listener on host:port with the edgectl app; returns once it listens.
+
+    A peer is dropped after ``maximum_unreplied_echo_requests`` (3) unanswered echoes, about
+    4 x ``echo_interval_s``; ``limits`` bound the connections still in their handshake.
+    """
     os.environ["OSKEN_HUB_TYPE"] = "native"
     from os_ken.base import app_manager  # noqa: I001 - must come first (os-ken circular import)
     from os_ken import cfg
@@ -57,7 +63,7 @@ def start_openflow(
     # os-ken notices a dead switch only when something is sent: a short echo keeps that prompt.
     cfg.CONF.set_override("echo_request_interval", echo_interval_s)
     cfg.CONF.set_override("maximum_unreplied_echo_requests", 3)
-    _guard_connections(_controller)
+    _guard_connections(_controller, limits or ConnectionLimits())
     manager = app_manager.AppManager.get_instance()
     manager.load_apps(["os_ken.controller.ofp_handler", "sdnctl.openflow"])
     contexts = manager.create_contexts()
@@ -85,25 +91,33 @@ class MalformedOpenFlow(Exception):
     """A peer sent bytes that do not parse as the OpenFlow message they claim to be."""
 
 
-def _guard_connections(controller_module: Any) -> None:
-    """Disconnect a peer that breaks the protocol, with one log line and no traceback.
+def _guard_connections(controller_module: Any, limits: ConnectionLimits) -> None:
+    """Make os-ken end every connection cleanly, and disconnect a peer that breaks the protocol.
 
     os-ken logs a traceback and *keeps* a connection whose message fails to parse (it skips the
-    message), and a connection that dies on bad bytes re-raises into its thread, which prints another
-    traceback. Both are bad input, not bugs. The receive loop looks up ``ofproto_parser.msg`` and the
-    listener ``datapath_connection_factory`` in their modules at call time, so replacing those two
-    functions is the whole change: a message that does not parse now ends its connection.
+    message), reads a header whose length is below 8 as an 8-byte message (a length-0 HELLO is a
+    HELLO), and a connection that dies on bad bytes re-raises into its thread, which prints another
+    traceback. Both are bad input, not bugs. Its connections also leaked threads (see
+    ``sdnctl.connections``). The receive loop looks up ``ofproto_parser.msg`` and the listener
+    ``datapath_connection_factory`` in their modules at call time, so replacing those two is the whole
+    change: a message that does not parse ends its connection, and each connection is served by a
+    ``ConnectionGuard`` (the limits of this call; connections already open keep theirs).
     """
     from os_ken.ofproto import ofproto_parser
 
-    if getattr(controller_module.datapath_connection_factory, "edgectl_guarded", False):
+    from sdnctl.connections import ConnectionGuard
+
+    controller_module.datapath_connection_factory = ConnectionGuard(limits)
+    if getattr(ofproto_parser.msg, "edgectl_strict", False):
         return
     parsers = ofproto_parser._MSG_PARSERS
     unknown_version = ofproto_parser.exception.OFPUnknownVersion
 
     def strict_msg(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: Any) -> Any:
-        if len(buf) < msg_len:
-            raise MalformedOpenFlow(f"message of {len(buf)} bytes claims {msg_len}")
+        # msg_len is os-ken's (raised to 8 when the header says less): the header's own word decides.
+        problem = header_length_problem(int.from_bytes(buf[2:4], "big"), len(buf))
+        if problem is not None:
+            raise MalformedOpenFlow(problem)
         parser = parsers.get(version)
         if parser is None:
             raise unknown_version(version=version)
@@ -112,17 +126,8 @@ def _guard_connections(controller_module: Any) -> None:
         except Exception as exc:
             raise MalformedOpenFlow(f"version {version:#x} type {msg_type} length {msg_len}: {exc}") from None
 
-    def guarded_factory(sock: Any, address: Any) -> None:
-        with contextlib.closing(controller_module.Datapath(sock, address)) as datapath:
-            try:
-                datapath.serve()
-            except Exception as exc:
-                dpid = "unknown" if datapath.id is None else f"{datapath.id:016x}"
-                LOG.warning("disconnected switch %s at %s: %s: %s", dpid, address, type(exc).__name__, exc)
-
-    guarded_factory.edgectl_guarded = True  # type: ignore[attr-defined]
+    strict_msg.edgectl_strict = True  # type: ignore[attr-defined]
     ofproto_parser.msg = strict_msg
-    controller_module.datapath_connection_factory = guarded_factory
 
     class HandshakeLoggingServer(controller_module.StreamServer):  # type: ignore[misc]
         """The TLS handshake runs in a hub thread whose exceptions the native hub swallows: log refusals."""
