@@ -139,7 +139,7 @@ class DeltaStream(Stream):
             removed = [name for name in candidates if not self._still_named(type_url, name)]
             if len(updates) < len(wanted) or len(removed) < len(candidates) or state.forgotten:
                 behind.add(type_url)  # held back, or we do not know what it runs
-            if not updates and not removed and not _unanswered_fresh_wildcard(state):
+            if not updates and not removed and (wanted or not _unanswered_fresh_wildcard(state)):
                 continue
             behind.add(type_url)
             if state.outstanding:
@@ -179,9 +179,9 @@ class DeltaStream(Stream):
 
 
 def _unanswered_fresh_wildcard(state: _DeltaType) -> bool:
-    """A new wildcard subscription (the client reported having nothing) not answered yet: answered
-    even with nothing in it, since Envoy waits for that first answer (its initial fetch) before it
-    finishes starting."""
+    """A new wildcard subscription (the client reported having nothing) not answered yet: when there
+    is nothing of its type to send (not merely held back), it is answered empty, since Envoy waits
+    for that first answer (its initial fetch) before it finishes starting."""
     return state.wildcard and not state.nonce and not state.reported
 
 
