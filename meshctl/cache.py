@@ -254,6 +254,12 @@ class SnapshotCache:
             kind = status.types.get(type_url) if status is not None else None
             return kind is not None and kind.current and kind.acks > 0
 
+    def nodes_with(self, type_url: str, name: str) -> set[str]:
+        """The nodes whose current snapshot holds resource ``name`` of ``type_url`` (e.g. the callers
+        of a service: every node with its endpoints)."""
+        with self._lock:
+            return {node for node, snapshot in self._snapshots.items() if name in snapshot.of_type(type_url)}
+
     def connected_nodes(self) -> list[str]:
         with self._lock:
             return sorted(node for node, status in self._status.items() if status.streams)

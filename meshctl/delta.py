@@ -114,8 +114,7 @@ class DeltaStream(Stream):
                 state.must_answer.add(name)
 
     def _pass(self) -> list[Any]:
-        assert self.node_id is not None
-        snapshot = self._cache.snapshot(self.node_id)
+        snapshot = self._serving()
         if snapshot is None:
             return []
         responses: list[Any] = []
@@ -140,7 +139,7 @@ class DeltaStream(Stream):
             removed = [name for name in candidates if not self._still_named(type_url, name)]
             if len(updates) < len(wanted) or len(removed) < len(candidates) or state.forgotten:
                 behind.add(type_url)  # held back, or we do not know what it runs
-            if not updates and not removed:
+            if not updates and not removed and (wanted or not _unanswered_fresh_wildcard(state)):
                 continue
             behind.add(type_url)
             if state.outstanding:
@@ -177,6 +176,13 @@ class DeltaStream(Stream):
         state.inflight_digest = snapshot.digest(type_url)
         self._record_push(type_url, state, version, nonce)
         return response
+
+
+def _unanswered_fresh_wildcard(state: _DeltaType) -> bool:
+    """A new wildcard subscription (the client reported having nothing) not answered yet: when there
+    is nothing of its type to send (not merely held back), it is answered empty, since Envoy waits
+    for that first answer (its initial fetch) before it finishes starting."""
+    return state.wildcard and not state.nonce and not state.reported
 
 
 def _place_reported(state: _DeltaType, serving: Mapping[str, Resource]) -> None:

@@ -119,8 +119,11 @@ class Stream:
         cache: SnapshotCache,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
+        stand_in: Callable[[str], MeshSnapshot | None] | None = None,
     ) -> None:
         self._cache = cache
+        self._stand_in = stand_in
+        """What to serve a node the cache has no snapshot of (None: nothing, wait until it has one)."""
         self._observer: Observer = observer or NullObserver()
         self._clock = clock
         self.node_id: str | None = None
@@ -142,6 +145,14 @@ class Stream:
 
     def _pass(self) -> list[Any]:
         raise NotImplementedError
+
+    def _serving(self) -> MeshSnapshot | None:
+        """The node's snapshot; for a node the cache has none of, the stand-in's (if any)."""
+        assert self.node_id is not None
+        snapshot = self._cache.snapshot(self.node_id)
+        if snapshot is None and self._stand_in is not None:
+            snapshot = self._stand_in(self.node_id)
+        return snapshot
 
     # -- checks on requests -------------------------------------------------------------------------
 

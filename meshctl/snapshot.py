@@ -173,6 +173,11 @@ def inbound_listener_name(workload_id: str) -> str:
     return f"in/{workload_id}"
 
 
+def service_cluster_name(service: str) -> str:
+    """The cluster (and endpoints) name of ``service`` in every caller's snapshot."""
+    return f"svc/{service}"
+
+
 def build_snapshots(
     state: FabricState, config: MeshConfig, ready_workloads: frozenset[str] | None = None
 ) -> dict[str, MeshSnapshot]:
@@ -269,7 +274,7 @@ class _SnapshotBuilder:
         known = self._service_resources.get(name)
         if known is not None:
             return known
-        cluster_name = f"svc/{name}"
+        cluster_name = service_cluster_name(name)
         workloads = self.workloads_of[name]
         refs = [(ENDPOINTS, cluster_name)]
         tls = None

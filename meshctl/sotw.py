@@ -92,10 +92,9 @@ class SotwStream(Stream):
             state.confirmed = {n: r for n, r in state.confirmed.items() if n in named}
 
     def _pass(self) -> list[Any]:
-        assert self.node_id is not None
-        snapshot = self._cache.snapshot(self.node_id)
+        snapshot = self._serving()
         if snapshot is None:
-            return []  # a node we know nothing of (yet): keep the stream, answer when it appears
+            return []  # a node of the model whose snapshot is not built yet: answer when it appears
         responses: list[Any] = []
         behind: set[str] = set()
         for type_url in PUSH_ORDER:

@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 from prometheus_client import CollectorRegistry
 
 from meshctl.cache import SnapshotCache
@@ -37,10 +38,12 @@ from meshctl.delta import DeltaStream
 from meshctl.metrics import XdsMetrics
 from meshctl.protocol import ProtocolError
 from meshctl.readiness import SidecarReadiness
-from meshctl.snapshot import MeshConfig, TlsIdentity, build_snapshots
+from meshctl.snapshot import MeshConfig, MeshSnapshot, TlsIdentity, build_snapshots, service_cluster_name
 from meshctl.sotw import SotwStream
+from meshctl.xds_types import ENDPOINTS
 from netmodel.events import Event
-from netmodel.ids import WorkloadId
+from netmodel.ids import HostId, WorkloadId
+from netmodel.logsafe import log_safe
 from netmodel.state import FabricState
 from netmodel.types import Workload, frozen_map
 
@@ -51,6 +54,8 @@ SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 Subscriber = Callable[[Event, FabricState], None]
 NodeAuthorizer = Callable[[str, str], str | None]
 """``(node_id, peer certificate PEM) -> None`` (allowed) or why not (``PkiService.authorize_xds``)."""
+NodeKnown = Callable[[str], bool]
+"""``node_id -> bool``: the model has a sidecar of that id (a workload or a host)."""
 
 
 @dataclass(frozen=True)
@@ -111,11 +116,42 @@ class _Undecodable:
 def _safe_parser(message_class: Any) -> Callable[[bytes], Any]:
     def parse(data: bytes) -> Any:
         try:
-            return message_class.FromString(data)
-        except (DecodeError, ValueError, RuntimeError) as exc:
+            message = message_class.FromString(data)
+        except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
             return _Undecodable(str(exc) or type(exc).__name__)
+        wrong = _wrong_wire_type(message)
+        return _Undecodable(wrong) if wrong is not None else message
 
     return parse
+
+
+WIRE_TYPES = {0: "varint", 1: "64-bit", 2: "length-delimited", 3: "group start", 4: "group end", 5: "32-bit"}
+WIRE_TYPE_OF = dict(enumerate((1, 5, 0, 0, 0, 1, 5, 0, 2, 3, 2, 2, 0, 0, 5, 1, 0, 0), start=1))
+"""Wire type of each ``FieldDescriptor.type``, 1 (double) to 18 (sint64)."""
+
+
+def _wrong_wire_type(message: Message, path: str = "") -> str | None:
+    """A field of ``message`` (or of a message in it) sent with a wire type its type does not use,
+    described; None if there is none. Protobuf keeps such a field among the unknown fields, where it
+    would look absent. Field numbers our protos lack are fine: a newer Envoy sends them."""
+    for unknown in UnknownFieldSet(message):
+        known = message.DESCRIPTOR.fields_by_number.get(unknown.field_number)
+        if known is not None:
+            expected = WIRE_TYPE_OF.get(known.type, -1)
+            return (
+                f"wrong wire type for field {unknown.field_number} ({path}{known.name}): "
+                f"{WIRE_TYPES.get(unknown.wire_type, str(unknown.wire_type))}, "
+                f"expected {WIRE_TYPES.get(expected, str(expected))}"
+            )
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None or descriptor.message_type.GetOptions().map_entry:
+            continue
+        values = value if descriptor.is_repeated else [value]
+        for item in values:
+            found = _wrong_wire_type(item, f"{path}{descriptor.name}.")
+            if found is not None:
+                return found
+    return None
 
 
 _WAKE = object()
@@ -216,10 +252,44 @@ class SnapshotPublisher:
 
 
 class _AdsServicer:
-    def __init__(self, cache: SnapshotCache, metrics: XdsMetrics, authorize: NodeAuthorizer | None = None) -> None:
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        metrics: XdsMetrics,
+        authorize: NodeAuthorizer | None = None,
+        known: NodeKnown | None = None,
+    ) -> None:
         self._cache = cache
         self._metrics = metrics
         self._authorize = authorize
+        self._known = known
+
+    def _stand_in(self, mode: str) -> Callable[[str], MeshSnapshot | None] | None:
+        """For one stream: what to serve a node the cache has no snapshot of. A node of the model
+        (placed, its first snapshot still being built) gets nothing yet, its snapshot follows in
+        milliseconds; a node the model does not know gets an empty configuration at once, and one log
+        line, rather than a silent hold that makes its Envoy wait out its initial-fetch timeout. It
+        gets its real configuration as soon as the model has it (the stream's watch wakes it)."""
+        known = self._known
+        if known is None:
+            return None
+        told = False
+
+        def stand_in(node: str) -> MeshSnapshot | None:
+            nonlocal told
+            if known(node):
+                return None
+            if not told:
+                told = True
+                LOG.warning(
+                    "xDS %s stream of node %s: no workload or host of the model has that id; serving it an "
+                    "empty configuration",
+                    mode,
+                    log_safe(node),
+                )
+            return _empty_snapshot(node)
+
+        return stand_in
 
     def _refusal(self, request: Any, context: grpc.aio.ServicerContext) -> str | None:
         """Why this stream may not be served for the node its first request names (None: it may)."""
@@ -251,10 +321,11 @@ class _AdsServicer:
     async def stream_aggregated_resources(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> None:
-        await self._serve(SotwStream(self._cache, self._metrics), requests, context)
+        await self._serve(SotwStream(self._cache, self._metrics, stand_in=self._stand_in("sotw")), requests, context)
 
     async def delta_aggregated_resources(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
-        await self._serve(DeltaStream(self._cache, self._metrics), requests, context)
+        stream = DeltaStream(self._cache, self._metrics, stand_in=self._stand_in("delta"))
+        await self._serve(stream, requests, context)
 
     async def _serve(
         self, stream: SotwStream | DeltaStream, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -283,7 +354,7 @@ class _AdsServicer:
                 async for request in requests:
                     await inbox.put(request)
             except Exception as exc:  # the client went away mid-read
-                LOG.debug("stream read ended: %r", exc)
+                LOG.debug("stream read ended: %s", log_safe(repr(exc)))
             await inbox.put(_END)
 
         reader = asyncio.create_task(read())
@@ -303,7 +374,8 @@ class _AdsServicer:
                     if stream.node_id is None:
                         refusal = self._refusal(item, context)
                         if refusal is not None:
-                            LOG.warning("refusing %s stream from %s: %s", stream.mode, context.peer(), refusal)
+                            peer = log_safe(context.peer())
+                            LOG.warning("refusing %s stream from %s: %s", stream.mode, peer, log_safe(refusal))
                             self._metrics.stream_errors.labels("PERMISSION_DENIED").inc()
                             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
                     responses = stream.on_request(item)
@@ -313,7 +385,8 @@ class _AdsServicer:
                 for response in responses:
                     await context.write(response)
         except ProtocolError as exc:
-            LOG.info("ending %s stream of %s: %s", stream.mode, stream.node_id or context.peer(), exc)
+            who = log_safe(stream.node_id or context.peer())
+            LOG.info("ending %s stream of %s: %s", stream.mode, who, log_safe(exc, limit=1024))
             self._metrics.stream_errors.labels("INVALID_ARGUMENT").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -321,7 +394,7 @@ class _AdsServicer:
         except Exception:
             if context.cancelled() or context.done():
                 return  # the client went away while we wrote: nothing is wrong here
-            LOG.exception("%s stream of %s failed", stream.mode, stream.node_id)
+            LOG.exception("%s stream of %s failed", stream.mode, log_safe(stream.node_id))
             self._metrics.stream_errors.labels("INTERNAL").inc()
             await context.abort(grpc.StatusCode.INTERNAL, "internal error in the xDS server (logged)")
         finally:
@@ -411,29 +484,54 @@ class MeshServer:
             view["not_ready"] = sorted(self.not_ready())  # placed, but no serving sidecar yet
         return view
 
+    def knows(self, node: str) -> bool:
+        """The model has a sidecar of id ``node``: a workload's or a host's."""
+        state = self._state()
+        return WorkloadId(node) in state.workloads or HostId(node) in state.hosts
+
     def behind(self, generation: int, nodes: Iterable[str] | None = None) -> set[str]:
         """The sidecars that do not run yet what model ``generation`` asks of them. ``nodes``: those to
-        ask about, else every connected one (a sidecar that is not connected cannot be waited for)."""
-        wanted = list(nodes) if nodes is not None else self.cache.connected_nodes()
+        ask about, else every connected one that has a snapshot. Never waited for: a sidecar that is
+        not connected, and one we serve no snapshot (a node id the model does not know, or a sidecar
+        that stayed connected after its workload was removed): nothing it runs is the model's."""
+        if nodes is None:
+            wanted = [n for n in self.cache.connected_nodes() if self.cache.snapshot(n) is not None]
+        else:
+            wanted = list(nodes)
         built = self.publisher.last_generation is not None and self.publisher.last_generation >= generation
         if not built:
             return set(wanted)
         return {n for n in wanted if not self.cache.is_synced(n)}
 
     def converged(self, generation: int) -> bool:
-        """Placement's convergence probe: every connected sidecar ACKed generation ``generation`` (or
-        a later one), so an old endpoint may be withdrawn. A sidecar stuck on a rejected config holds
-        this back until the caller's timeout: it does not run what the model asks."""
+        """Placement's convergence probe when it names no instances: every connected sidecar we serve
+        a snapshot ACKed generation ``generation`` (or a later one). A sidecar stuck on a rejected
+        config holds this back until the caller's timeout: it does not run what the model asks. A
+        migration asks ``converged_for`` instead: only the sidecars it concerns."""
         return not self.behind(generation)
 
+    def affected(self, workloads: Iterable[str]) -> set[str]:
+        """The connected sidecars a move of ``workloads`` concerns: the callers of their services (the
+        nodes whose snapshot holds those services' endpoints) and, with the readiness gate, the
+        instances' own sidecars."""
+        state = self._state()
+        services = {w.service for wid in workloads if (w := state.workloads.get(WorkloadId(wid))) is not None}
+        nodes = set(workloads) if self.readiness is not None else set()
+        for service in services:
+            nodes |= self.cache.nodes_with(ENDPOINTS, service_cluster_name(service))
+        connected = set(self.cache.connected_nodes())
+        return {n for n in nodes if n in connected and self.cache.snapshot(n) is not None}
+
     def converged_for(self, generation: int, workloads: frozenset[str]) -> bool:
-        """``converged``, and with the readiness gate also: each of ``workloads`` (the instances a
-        migration placed) is on an up node and an endpoint in what every sidecar ACKed. Only those: an
-        unrelated instance whose sidecar never serves must not hold every migration back."""
+        """The sidecars a migration of ``workloads`` (the instances it placed) concerns ACKed
+        generation ``generation`` (``affected``), and with the readiness gate also: each of
+        ``workloads`` is on an up node and an endpoint in what those sidecars ACKed. Only those: an
+        unrelated sidecar that never catches up (stuck on a rejected config, a node id the model does
+        not know, an instance whose sidecar never serves) must not hold every migration back."""
         # Which build made them endpoints first, then who has ACKed: a build in between resets the
         # callers' sync (meshctl.cache), so this order can only err towards "not yet".
         built = self.publisher.built_ready
-        if self.behind(generation):
+        if self.behind(generation, self.affected(workloads)):
             return False
         if self.readiness is None:
             return True
@@ -530,7 +628,8 @@ class MeshServer:
             ]
         )
         authorize = self._tls.authorize if self._tls else None
-        server.add_generic_rpc_handlers([_AdsServicer(self.cache, self.metrics, authorize).handler()])
+        servicer = _AdsServicer(self.cache, self.metrics, authorize, self.knows)
+        server.add_generic_rpc_handlers([servicer.handler()])
         credentials = self._tls.credentials() if self._tls else None
         self._bound_port = _bind(server, f"{_host_for_grpc(self._host)}:{self._port}", credentials)
         if self._unix_path:
@@ -540,6 +639,10 @@ class MeshServer:
         self._ready.set()
         await self._stop_requested.wait()
         await server.stop(self._grace_s)
+
+
+def _empty_snapshot(node: str) -> MeshSnapshot:
+    return MeshSnapshot(node, 0, frozen_map({}), frozen_map({}))
 
 
 def _can_serve(state: FabricState, workload: Workload) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from grpc_reflection.v1alpha import reflection
 
 from netmodel.events import Event
 from netmodel.ids import NodeId, SiteId, WorkloadId
+from netmodel.logsafe import log_safe
 from netmodel.state import FabricState
 from netmodel.types import Tier, Workload
 from placement._pb import placement_pb2 as pb
@@ -111,23 +113,44 @@ def _parser(message_class: Any) -> Callable[[bytes], Any]:
     return parse
 
 
-def _unknown_fields(message: Message, path: str = "") -> list[str]:
-    """Field numbers the message (or a message inside it) carries that this server's proto lacks."""
-    found = [f"{path}{field.field_number}" for field in UnknownFieldSet(message)]
+WIRE_TYPES = {0: "varint", 1: "64-bit", 2: "length-delimited", 3: "group start", 4: "group end", 5: "32-bit"}
+WIRE_TYPE_OF = dict(enumerate((1, 5, 0, 0, 0, 1, 5, 0, 2, 3, 2, 2, 0, 0, 5, 1, 0, 0), start=1))
+"""Wire type of each ``FieldDescriptor.type``, 1 (double) to 18 (sint64)."""
+
+
+def _unknown_fields(message: Message, path: str = "", wrong_wire_type: list[str] | None = None) -> list[str]:
+    """Field numbers the message (or a message inside it) carries that this server's proto lacks. A
+    field this proto has but sent with another wire type (protobuf keeps it among the unknown fields)
+    is not one of them: it goes to ``wrong_wire_type``, described."""
+    found = []
+    for field in UnknownFieldSet(message):
+        known = message.DESCRIPTOR.fields_by_number.get(field.field_number)
+        if known is None:
+            found.append(f"{path}{field.field_number}")
+        elif wrong_wire_type is not None:
+            expected = WIRE_TYPE_OF.get(known.type, -1)
+            wrong_wire_type.append(
+                f"wrong wire type for field {field.field_number} ({path}{known.name}): "
+                f"{WIRE_TYPES.get(field.wire_type, str(field.wire_type))}, "
+                f"expected {WIRE_TYPES.get(expected, str(expected))}"
+            )
     for descriptor, value in message.ListFields():
         if descriptor.message_type is None or descriptor.message_type.GetOptions().map_entry:
             continue
         values = value if descriptor.is_repeated else [value]
         for k, item in enumerate(values):
             where = f"{descriptor.name}[{k}]." if descriptor.is_repeated else f"{descriptor.name}."
-            found.extend(_unknown_fields(item, path + where))
+            found.extend(_unknown_fields(item, path + where, wrong_wire_type))
     return found
 
 
 def _checked(request: Any) -> Any:
     if isinstance(request, _Undecodable):
         raise invalid(request.reason)
-    unknown = _unknown_fields(request)
+    wrong_wire_type: list[str] = []
+    unknown = _unknown_fields(request, wrong_wire_type=wrong_wire_type)
+    if wrong_wire_type:
+        raise invalid(f"request is not a valid {request.DESCRIPTOR.full_name}: {'; '.join(wrong_wire_type)}")
     if unknown:
         raise invalid(
             f"request has fields this server does not know (field numbers {', '.join(unknown)}): "
@@ -247,9 +270,11 @@ def workload_message(
 
 
 class PlacementServicer:
-    def __init__(self, orchestrator: PlacementOrchestrator, max_watchers: int) -> None:
+    def __init__(self, orchestrator: PlacementOrchestrator, max_watchers: int, max_migrations: int = 4) -> None:
         self.orchestrator = orchestrator
         self.max_watchers = max_watchers
+        self.max_migrations = max_migrations
+        self._migration_slots = threading.BoundedSemaphore(max_migrations)
 
     def _workload(self, workload: Workload, state: FabricState) -> pb.Workload:
         o = self.orchestrator
@@ -274,7 +299,17 @@ class PlacementServicer:
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = max(0.0, min(timeout, remaining - DEADLINE_MARGIN_S))
-        result = self.orchestrator.migrate(workload_id, target, timeout)
+        # A migration holds its worker thread while it waits for convergence: a bounded number of
+        # them, so slow ones never take the workers that serve List, Get, Watch and health.
+        if not self._migration_slots.acquire(blocking=False):
+            raise PlacementRefused(
+                Refusal.RESOURCE_EXHAUSTED,
+                f"{self.max_migrations} migrations are already in progress (the most at once): try again later",
+            )
+        try:
+            result = self.orchestrator.migrate(workload_id, target, timeout)
+        finally:
+            self._migration_slots.release()
         return pb.MigrateResponse(
             migration_id=result.migration_id,
             from_workload_id=result.old.id,
@@ -370,7 +405,10 @@ def _unary(
         refusal = _caller_refusal(context, authorize)
         if refusal is not None:
             LOG.warning(
-                "placement API: refusing %s from %s: %s", getattr(method, "__name__", "call"), context.peer(), refusal
+                "placement API: refusing %s from %s: %s",
+                getattr(method, "__name__", "call"),
+                log_safe(context.peer()),
+                log_safe(refusal),
             )
             context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         try:
@@ -390,7 +428,7 @@ def _streaming(
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         refusal = _caller_refusal(context, authorize)
         if refusal is not None:
-            LOG.warning("placement API: refusing Watch from %s: %s", context.peer(), refusal)
+            LOG.warning("placement API: refusing Watch from %s: %s", log_safe(context.peer()), log_safe(refusal))
             context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         try:
             yield from method(request, context)
@@ -480,6 +518,7 @@ def start_placement_api(
     convergence_timeout_s: float = 10.0,
     failover: bool = True,
     max_workers: int = 16,
+    max_migrations: int | None = None,
     tls: ApiTls | None = None,
 ) -> PlacementServer:
     """Serve the placement API on host:port (0: a free port); health and reflection too.
@@ -487,7 +526,15 @@ def start_placement_api(
     It subscribes to the bus: model changes feed Watch and, with ``failover``, the loop that re-places
     instances whose node failed. ``tls``: accept only clients with a certificate from the PKI's CA (and
     that ``tls.authorize`` allows). Raises OSError when the address cannot be bound.
+
+    Worker threads (``max_workers``): Watches take at most half, Migrates at most ``max_migrations``
+    (default a quarter; one more is refused with RESOURCE_EXHAUSTED), so at least a quarter always
+    serves Place, Evict, Get, List and health, however slow migrations are.
     """
+    watchers = max(1, max_workers // 2)
+    migrations = max_migrations if max_migrations is not None else max(1, max_workers // 4)
+    if max_workers - watchers - migrations < 1:
+        raise ValueError(f"max_workers {max_workers} leaves no worker for reads beside {migrations} migrations")
     events = PlacementEvents()
     orchestrator = PlacementOrchestrator(
         bus,
@@ -503,9 +550,10 @@ def start_placement_api(
         # calls, silently. Without it a port in use fails the start, as it should.
         options=(("grpc.so_reuseport", 0),),
     )
-    # Watches hold a worker each: keep some workers for unary calls.
+    # Watches and migrations hold a worker each: both are bounded, so some workers stay for the rest.
     authorize = tls.authorize if tls else None
-    server.add_generic_rpc_handlers((_handlers(PlacementServicer(orchestrator, max(1, max_workers // 2)), authorize),))
+    servicer = PlacementServicer(orchestrator, watchers, migrations)
+    server.add_generic_rpc_handlers((_handlers(servicer, authorize),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
