@@ -274,7 +274,7 @@ class PlacementServicer:
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = max(0.0, min(timeout, remaining - DEADLINE_MARGIN_S))
-        result = self.orchestrator.migrate(workload_id, target, timeout)
+        result = self.orchestrator.migrate(workload_id, target, timeout, force=request.force)
         return pb.MigrateResponse(
             migration_id=result.migration_id,
             from_workload_id=result.old.id,
