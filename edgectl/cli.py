@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edgectl",
         description="SDN and service-mesh controller for edge/cloud",
         epilog=f"environment: EDGECTL_API=HOST:PORT (the placement API; --api of place, workloads, migrate, "
-        f"evict) and {HTTP_ENV}=HOST:PORT (the HTTP API; --http of routes) replace the default addresses",
+        f"evict) and {HTTP_ENV}=HOST:PORT (the HTTP API; --http of routes and mesh status) replace the "
+        "default addresses",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
