@@ -55,6 +55,11 @@ class HttpApi:
         host, port = self._server.server_address[:2]
         return str(host), int(port)
 
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now (each has a thread)."""
+        return self._server.active_connections
+
     def add_route(self, path: str, route: Any, method: str = "GET") -> None:
         """A GET ``JsonRoute``, or with ``method="POST"`` a ``PostRoute`` (JSON body in, status and JSON out)."""
         if method == "POST":
