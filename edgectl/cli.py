@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -16,6 +17,8 @@ from pki import cli as pki_cli  # loads no cryptography until a pki command runs
 from pki.errors import PkiError
 
 LOG = logging.getLogger("edgectl")
+DEFAULT_HTTP = "127.0.0.1:8080"
+HTTP_ENV = "EDGECTL_HTTP"
 
 
 def _add_address(parser: argparse.ArgumentParser, name: str, what: str, port: int) -> None:
@@ -24,7 +27,13 @@ def _add_address(parser: argparse.ArgumentParser, name: str, what: str, port: in
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgectl", description="SDN and service-mesh controller for edge/cloud")
+    parser = argparse.ArgumentParser(
+        prog="edgectl",
+        description="SDN and service-mesh controller for edge/cloud",
+        epilog=f"environment: EDGECTL_API=HOST:PORT (the placement API; --api of place, workloads, migrate, "
+        f"evict) and {HTTP_ENV}=HOST:PORT (the HTTP API; --http of routes and mesh status) replace the "
+        "default addresses",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the controller: OpenFlow, xDS, placement gRPC, HTTP API")
@@ -71,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     register_placement_commands(sub)
 
     routes = sub.add_parser("routes", help="print the routes a running controller has programmed")
-    routes.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT", help="the controller's HTTP API")
+    routes.add_argument(
+        "--http",
+        default=os.environ.get(HTTP_ENV) or DEFAULT_HTTP,
+        metavar="HOST:PORT",
+        help=f"the controller's HTTP API (default: ${HTTP_ENV}, else {DEFAULT_HTTP})",
+    )
     routes.add_argument("--output", choices=["table", "json"], default="table")
     return parser
 

@@ -6,11 +6,17 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from edgectl.http_server import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    BoundedHttpServer,
+    JsonRequestHandler,
+)
 from edgectl.metrics import ControllerMetrics
 from netmodel.state import FabricState
 
@@ -24,7 +30,8 @@ MAX_BODY = 64 * 1024
 
 class HttpApi:
     """Serves GET routes (``routes``: a path -> a function of the state) and a few POST commands on a
-    daemon thread. Bind it to loopback: the API has no authentication of its own."""
+    daemon thread. Bind it to loopback: the API has no authentication of its own. Each request must arrive
+    within ``idle_timeout_s``; beyond ``max_connections`` open at once, new ones get a 503."""
 
     def __init__(
         self,
@@ -33,19 +40,25 @@ class HttpApi:
         state: Callable[[], FabricState],
         metrics: ControllerMetrics,
         routes: dict[str, JsonRoute],
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self._state = state
         self._metrics = metrics
         self._routes = dict(routes)
         self._post_routes: dict[str, PostRoute] = {}
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = BoundedHttpServer((host, port), self._handler_class(), idle_timeout_s, max_connections)
         self._thread: threading.Thread | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         host, port = self._server.server_address[:2]
         return str(host), int(port)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now (each has a thread)."""
+        return self._server.active_connections
 
     def add_route(self, path: str, route: Any, method: str = "GET") -> None:
         """A GET ``JsonRoute``, or with ``method="POST"`` a ``PostRoute`` (JSON body in, status and JSON out)."""
@@ -64,74 +77,92 @@ class HttpApi:
         self._server.shutdown()
         self._server.server_close()
 
+    def _allowed(self, path: str) -> list[str]:
+        """The methods ``path`` answers (empty: no such resource)."""
+        methods = []
+        if path in self._routes or path in ("/healthz", "/metrics"):
+            methods += ["GET", "HEAD"]
+        if path in self._post_routes:
+            methods.append("POST")
+        return [*methods, "OPTIONS"] if methods else []
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
-            server_version = "edgectl"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                LOG.debug("%s " + format, self.address_string(), *args)
+        class Handler(JsonRequestHandler):
+            def _path(self) -> str:
+                return self.path.split("?", 1)[0].rstrip("/") or "/"
 
             def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0].rstrip("/") or "/"
+                path = self._path()
+                if "GET" not in api._allowed(path):
+                    self._not_routed(path)
+                    return
                 state = api._state()
                 try:
                     if path == "/healthz":
-                        self._send(200, "application/json", {"status": "ok", "generation": state.generation})
+                        reply: tuple[str, bytes] = _json({"status": "ok", "generation": state.generation})
                     elif path == "/metrics":
                         api._metrics.observe_state(state)
-                        self._send_bytes(200, CONTENT_TYPE_LATEST, generate_latest(api._metrics.registry))
-                    elif path in api._routes:
-                        self._send(200, "application/json", api._routes[path](state))
+                        reply = (CONTENT_TYPE_LATEST, generate_latest(api._metrics.registry))
                     else:
-                        self._send(404, "application/json", {"error": f"no such resource {path}"})
+                        reply = _json(api._routes[path](state))
                 except Exception as exc:  # a bug in one view must not take the endpoint down
                     LOG.exception("GET %s failed", path)
-                    self._send(500, "application/json", {"error": str(exc)})
+                    self.send_json(500, {"error": str(exc)})
+                    return
+                self.send_bytes(200, *reply)
+
+            do_HEAD = do_GET  # send_bytes leaves the body out
+
+            def do_OPTIONS(self) -> None:
+                path = self._path()
+                allowed = ["GET", "HEAD", "POST", "OPTIONS"] if path == "*" else api._allowed(path)
+                if not allowed:
+                    self._not_routed(path)
+                    return
+                self.send_bytes(204, None, b"", {"Allow": ", ".join(allowed)})
 
             def do_POST(self) -> None:
-                path = self.path.split("?", 1)[0].rstrip("/") or "/"
+                path = self._path()
                 route = api._post_routes.get(path)
                 if route is None:
-                    if path in api._routes or path in ("/healthz", "/metrics"):
-                        self._not_allowed()
-                    else:
-                        self._send(404, "application/json", {"error": f"no such resource {path}"})
+                    self._not_routed(path)
+                    return
+                data = self.read_body(MAX_BODY)
+                if data is None:
                     return
                 try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    length = -1
-                if not 0 <= length <= MAX_BODY:
-                    self._send(400, "application/json", {"error": f"body must be 0-{MAX_BODY} bytes"})
-                    return
-                try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
+                    body = json.loads(data or b"{}")
                 except ValueError as exc:
-                    self._send(400, "application/json", {"error": f"the body is not JSON: {exc}"})
+                    self.send_json(400, {"error": f"the body is not JSON: {exc}"})
                     return
                 try:
                     code, reply = route(api._state(), body)
                 except Exception as exc:
                     LOG.exception("POST %s failed", path)
                     code, reply = 500, {"error": str(exc)}
-                self._send(code, "application/json", reply)
+                self.send_json(code, reply)
 
-            def _not_allowed(self) -> None:
-                allowed = "POST" if self.path.split("?", 1)[0].rstrip("/") in api._post_routes else "GET"
-                self._send(405, "application/json", {"error": f"only {allowed} is supported here"})
+            def _not_routed(self, path: str) -> None:
+                """404 for a path nothing serves, 405 with Allow for a method this path does not take."""
+                allowed = api._allowed(path)
+                if not allowed:
+                    self.send_json(404, {"error": f"no such resource {path}"})
+                    return
+                self.send_json(
+                    405,
+                    {"error": f"{self.command} is not supported here; allowed: {', '.join(allowed)}"},
+                    {"Allow": ", ".join(allowed)},
+                )
 
-            do_PUT = do_DELETE = do_PATCH = _not_allowed
+            def do_PUT(self) -> None:
+                self._not_routed(self._path())
 
-            def _send(self, code: int, content_type: str, body: Any) -> None:
-                self._send_bytes(code, content_type, (json.dumps(body, indent=2) + "\n").encode())
-
-            def _send_bytes(self, code: int, content_type: str, data: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+            do_DELETE = do_PATCH = do_PUT
 
         return Handler
+
+
+def _json(body: Any) -> tuple[str, bytes]:
+    return "application/json", (json.dumps(body, indent=2) + "\n").encode()

@@ -134,3 +134,44 @@ def routes_view(plan: Any, status: Any, state: FabricState) -> dict[str, Any]:
             for dpid, st in sorted(status.items())
         ],
     }
+
+
+def proto_view(message: Any) -> dict[str, Any]:
+    """A protobuf message as the CLI prints it in JSON: the .proto's field names, numbers as JSON numbers
+    (protobuf's JSON mapping writes 64-bit integers as strings), enums as the tables show them
+    (``TIER_EDGE`` -> ``"edge"``, an unspecified one -> null); plain fields always (0 is a value), fields
+    with presence (optional, oneof, messages) only when set."""
+    view: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.is_repeated:
+            entry = field.message_type
+            if entry is not None and entry.GetOptions().map_entry:
+                value_field = entry.fields_by_name["value"]
+                view[field.name] = {key: _proto_value(value_field, value[key]) for key in sorted(value)}
+            else:
+                view[field.name] = [_proto_value(field, item) for item in value]
+        elif not field.has_presence or message.HasField(field.name):
+            view[field.name] = _proto_value(field, value)
+    return view
+
+
+def enum_label(enum_type: Any, number: int) -> str | int | None:
+    """``TIER_EDGE`` -> ``"edge"``, ``KIND_MIGRATION_STARTED`` -> ``"migration_started"``; the
+    ``*_UNSPECIFIED`` zero -> None; a number this code does not know (a newer server) stays a number."""
+    value = enum_type.values_by_number.get(number)
+    if value is None:
+        return number
+    if value.name.endswith("_UNSPECIFIED"):
+        return None
+    return str(value.name.split("_", 1)[-1].lower())
+
+
+def _proto_value(field: Any, value: Any) -> Any:
+    if field.type == field.TYPE_MESSAGE:
+        return proto_view(value)
+    if field.type == field.TYPE_ENUM:
+        return enum_label(field.enum_type, value)
+    if field.type == field.TYPE_BYTES:
+        return value.hex()
+    return value

@@ -15,6 +15,7 @@ import argparse
 import datetime
 import ipaddress
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -288,7 +289,12 @@ def main_bootstrap(argv: Sequence[str] | None = None) -> int:
 
 def status_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgectl mesh status", description="what each sidecar has applied")
-    parser.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT", help="the controller's HTTP API")
+    parser.add_argument(
+        "--http",
+        default=os.environ.get("EDGECTL_HTTP") or "127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="the controller's HTTP API (default: $EDGECTL_HTTP, else 127.0.0.1:8080)",
+    )
     parser.add_argument("--output", choices=["table", "json"], default="table")
     return parser
 

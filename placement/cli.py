@@ -13,24 +13,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 DEFAULT_API = "127.0.0.1:50051"
+API_ENV = "EDGECTL_API"
 DEFAULT_RPC_TIMEOUT_S = 30.0
 
 
 def _address(text: str) -> str:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+        origin = f" (from ${API_ENV})" if text == os.environ.get(API_ENV) else ""
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}{origin}")
     return text
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api", type=_address, default=DEFAULT_API, metavar="HOST:PORT", help="placement gRPC API")
+    parser.add_argument(
+        "--api",
+        type=_address,
+        default=os.environ.get(API_ENV) or DEFAULT_API,
+        metavar="HOST:PORT",
+        help=f"placement gRPC API (default: ${API_ENV}, else {DEFAULT_API})",
+    )
     parser.add_argument("--output", choices=["table", "json"], default="table")
     parser.add_argument(
         "--rpc-timeout", type=float, default=DEFAULT_RPC_TIMEOUT_S, metavar="S", help="give up after S seconds"
@@ -71,6 +80,9 @@ def register(subparsers: Any) -> None:
     migrate.add_argument("workload")
     migrate.add_argument("--to", required=True, metavar="NODE|SITE|best", help="a node, a site, or best")
     migrate.add_argument("--timeout-s", type=float, default=0.0, metavar="S", help="convergence wait (server: 10 s)")
+    migrate.add_argument(
+        "--force", action="store_true", help="with --to best: move even if the best other node is no better"
+    )
     _common(migrate)
     migrate.set_defaults(placement_handler=cmd_migrate)
 
@@ -131,7 +143,7 @@ def cmd_workloads(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     def call(stub: Any, pb: Any) -> Any:
-        request = pb.MigrateRequest(workload_id=args.workload, timeout_s=args.timeout_s)
+        request = pb.MigrateRequest(workload_id=args.workload, timeout_s=args.timeout_s, force=args.force)
         if args.to == "best":
             request.best = True
         else:
@@ -169,8 +181,8 @@ def _term(pb: Any, text: str) -> Any:
 
 def _run(command: str, args: argparse.Namespace, call: Callable[[Any, Any], Any], show: Callable[[Any], None]) -> int:
     import grpc
-    from google.protobuf.json_format import MessageToDict
 
+    from edgectl.views import proto_view
     from placement._pb import placement_pb2 as pb
     from placement._pb import placement_pb2_grpc as pb_grpc
 
@@ -192,11 +204,14 @@ def _run(command: str, args: argparse.Namespace, call: Callable[[Any, Any], Any]
             details = exc.details() if hasattr(exc, "details") else str(exc)
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and not _from_server(details):
                 print(f"edgectl {command}: cannot reach the placement API at {args.api}: {details}", file=sys.stderr)
+                hint = tls_hint(details, tls_given=credentials is not None)
+                if code == grpc.StatusCode.UNAVAILABLE and hint:
+                    print(f"  hint: {hint}", file=sys.stderr)
             else:
                 print(f"edgectl {command}: {code.name if code else 'ERROR'}: {details}", file=sys.stderr)
             return 1
     if args.output == "json":
-        print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2, sort_keys=True))
+        print(json.dumps(proto_view(response), indent=2, sort_keys=True))
     else:
         show(response)
     return 0
@@ -215,15 +230,36 @@ def channel_credentials(args: argparse.Namespace) -> Any:
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 
+def tls_hint(details: str | None, *, tls_given: bool) -> str | None:
+    """What to try when the API is UNAVAILABLE: a controller run with ``--pki-dir`` closes the socket on a
+    client without a certificate from its CA ("Socket closed"), which says nothing about certificates."""
+    text = str(details or "")
+    if "Connection refused" in text:  # nothing listens there: certificates are not the problem
+        return None
+    if not tls_given:
+        return (
+            "a controller run with --pki-dir accepts only clients with a certificate from its CA: "
+            "give --tls-cert, --tls-key and --tls-ca (edgectl pki issue)"
+        )
+    if "Socket closed" in text or "handshake" in text.lower():
+        return (
+            "the TLS handshake failed: --tls-cert/--tls-key must be a certificate from the controller's CA "
+            "(edgectl pki issue) and --tls-ca its trust bundle; a controller without --pki-dir takes no TLS"
+        )
+    return None
+
+
 def _from_server(details: str | None) -> bool:
     """A DEADLINE_EXCEEDED the server sent (a migration that did not converge) says so itself."""
     return bool(details) and "did not converge" in str(details)
 
 
 def _table(workloads: Any) -> None:
+    from edgectl.views import enum_label
+
     print(f"  {'id':<14} {'service':<10} {'node':<12} {'site':<10} {'tier':<6} {'cpu':>6} {'mem':>6}  latency  status")
     for w in workloads:
-        tier = {1: "edge", 2: "metro", 3: "cloud"}.get(w.tier, "")
+        tier = enum_label(w.DESCRIPTOR.fields_by_name["tier"].enum_type, w.tier) or ""
         worst = max(w.latency_ms.values()) if w.latency_ms else None
         latency = f"{worst:.2f} ms" if worst is not None else "-"
         print(

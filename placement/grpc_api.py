@@ -307,7 +307,7 @@ class PlacementServicer:
                 f"{self.max_migrations} migrations are already in progress (the most at once): try again later",
             )
         try:
-            result = self.orchestrator.migrate(workload_id, target, timeout)
+            result = self.orchestrator.migrate(workload_id, target, timeout, force=request.force)
         finally:
             self._migration_slots.release()
         return pb.MigrateResponse(

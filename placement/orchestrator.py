@@ -32,6 +32,7 @@ from netmodel.types import Workload
 from placement.convergence import ConvergenceProbe, probe_name, timed_convergence
 from placement.errors import PlacementRefused, Refusal
 from placement.failover import FailoverPlan, plan_failover
+from placement.improvement import improves, no_gain_message, where_it_is
 from placement.naming import DEFAULT_TRUST_DOMAIN, check_trust_domain, next_workload_ids, workload_spiffe_id
 from placement.scheduler import DEFAULT_PROFILE, Profile, schedule, schedule_on
 from placement.snapshot import ClusterSnapshot
@@ -184,11 +185,12 @@ class PlacementOrchestrator:
             return workload, state
 
     def migrate(
-        self, workload_id: WorkloadId, target: MigrationTarget, timeout_s: float | None = None
+        self, workload_id: WorkloadId, target: MigrationTarget, timeout_s: float | None = None, *, force: bool = False
     ) -> MigrationResult:
         """Make-before-break: place the new instance, wait for every probe to apply that generation,
         then remove the old one. If they do not in time, the new instance is removed instead and
-        DEADLINE_EXCEEDED is raised: the old one kept serving throughout."""
+        DEADLINE_EXCEEDED is raised: the old one kept serving throughout. A move to the best node that
+        would not improve on the current one is refused (FAILED_PRECONDITION) unless ``force``."""
         with self._lock:
             state = self.bus.state
             old = self._require(workload_id)
@@ -198,11 +200,15 @@ class PlacementOrchestrator:
             i = snapshot.index.get(old.node) if old.node is not None else None
             if i is not None:  # it is leaving: its replacement must not avoid it as a neighbour
                 snapshot.forget(old.service, old.resources, i)
+            here = where_it_is(snapshot, request, i, self.profile) if target.best and i is not None else None
             outcome = schedule_on(snapshot, request, self.profile)
             if isinstance(outcome, Unschedulable):
                 raise PlacementRefused(
                     Refusal.RESOURCE_EXHAUSTED, f"cannot move {old.id} to {target}: {outcome.message}"
                 )
+            (best,) = outcome.assignments
+            if here is not None and not force and not improves(here.score, best.score):
+                raise PlacementRefused(Refusal.FAILED_PRECONDITION, no_gain_message(old.id, here, best))
             (new,) = self._new_workloads(state, old.service, request, outcome.assignments, port=old.port)
             move = self._start_move(state, old, new, request.constraints, f"to {target}")
         return self._finish_move(move, self.convergence_timeout_s if timeout_s is None else timeout_s, rollback=True)

@@ -76,20 +76,22 @@ class PlaceResponse(_message.Message):
     def __init__(self, workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class MigrateRequest(_message.Message):
-    __slots__ = ("workload_id", "node", "site", "best", "node_or_site", "timeout_s")
+    __slots__ = ("workload_id", "node", "site", "best", "node_or_site", "timeout_s", "force")
     WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     BEST_FIELD_NUMBER: _ClassVar[int]
     NODE_OR_SITE_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     workload_id: str
     node: str
     site: str
     best: bool
     node_or_site: str
     timeout_s: float
-    def __init__(self, workload_id: _Optional[str] = ..., node: _Optional[str] = ..., site: _Optional[str] = ..., best: _Optional[bool] = ..., node_or_site: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    force: bool
+    def __init__(self, workload_id: _Optional[str] = ..., node: _Optional[str] = ..., site: _Optional[str] = ..., best: _Optional[bool] = ..., node_or_site: _Optional[str] = ..., timeout_s: _Optional[float] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class MigrateResponse(_message.Message):
     __slots__ = ("migration_id", "from_workload_id", "workload", "placed_generation", "removed_generation")

@@ -151,7 +151,7 @@ def test_edgectl_run_serves_place_migrate_evict_watch(tmp_path) -> None:
         watcher = Watcher(stub)
         time.sleep(0.3)
         (web,) = stub.Place(pb.PlaceRequest(service="web"), timeout=10).workloads
-        moved = stub.Migrate(pb.MigrateRequest(workload_id=web.id, best=True, timeout_s=20), timeout=30)
+        moved = stub.Migrate(pb.MigrateRequest(workload_id=web.id, best=True, force=True, timeout_s=20), timeout=30)
         assert moved.workload.node != web.node
         stub.Evict(pb.EvictRequest(workload_id=moved.workload.id), timeout=10)
         assert not stub.List(pb.ListRequest(), timeout=10).workloads

@@ -92,3 +92,32 @@ def test_topo_show_table_json_and_graphml(capsys) -> None:
 def test_topo_show_of_a_bad_file_exits_1(capsys) -> None:
     assert main(["topo", "show", str(CORPUS / "negative-latency.yaml")]) == 1
     assert "latency_ms" in capsys.readouterr().err
+
+
+def test_routes_and_mesh_status_read_the_http_address_from_edgectl_http(monkeypatch, capsys) -> None:
+    from edgectl.http_api import HttpApi
+    from edgectl.metrics import ControllerMetrics
+    from netmodel.fabric import build_state
+    from tests.unit.edgectl.fixtures import example_spec
+
+    state = build_state(example_spec())
+    routes = {"generation": 7, "routes": [{"src": "u1", "dst": "u2", "latency_us": 3000, "path": ["ea1", "m1"]}]}
+    clients = {"clients": [], "generation": 7}
+    views = {"/api/v1/routes": lambda _s: routes, "/api/v1/xds/clients": lambda _s: clients}
+    api = HttpApi("127.0.0.1", 0, lambda: state, ControllerMetrics(), views)
+    api.start()
+    try:
+        monkeypatch.setenv("EDGECTL_HTTP", "{}:{}".format(*api.address))
+        assert main(["routes"]) == 0
+        assert "routes of generation 7 (1)" in capsys.readouterr().out
+        assert main(["mesh", "status", "--output", "json"]) == 0
+        assert json.loads(capsys.readouterr().out) == clients
+    finally:
+        api.stop()
+    assert "EDGECTL_HTTP" in main_help() and "EDGECTL_API" in main_help()
+
+
+def main_help() -> str:
+    from edgectl.cli import build_parser
+
+    return build_parser().format_help()

@@ -87,7 +87,7 @@ def test_post_routes_get_the_json_body_and_answer_with_their_status() -> None:
         code, body = post(base + "/api/v1/pki/rotate", b'{"fail": true}')
         assert code == 500 and "command bug" in body["error"]
         assert seen == [{"spiffe_id": "spiffe://x/y"}, {}, {"fail": True}]
-        assert get(base + "/api/v1/pki/rotate")[0] == 404  # POST only
+        assert get(base + "/api/v1/pki/rotate")[0] == 405  # POST only
         assert post(base + "/healthz", b"{}")[0] == 405
         assert post(base + "/api/v1/nothing", b"{}")[0] == 404
         with pytest.raises(ValueError):

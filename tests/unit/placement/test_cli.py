@@ -96,3 +96,112 @@ def test_tls_options_make_channel_credentials(tmp_path) -> None:
     assert isinstance(channel_credentials(full), grpc.ChannelCredentials)
     with pytest.raises(ValueError, match="go together"):
         channel_credentials(argparse.Namespace(tls_cert=tmp_path / "a.crt", tls_key=None, tls_ca=None))
+
+
+def test_json_output_has_numbers_and_the_tables_enum_names(capsys: pytest.CaptureFixture[str]) -> None:
+    with served_api() as (_bus, server, _stub):
+        api = ["--api", server.address, "--output", "json"]
+        assert (
+            run(["place", "--service", "web", "--near", "u1", "--tier", "metro", "--anti-affinity", "db:site", *api])
+            == 0
+        )
+        placed = json.loads(capsys.readouterr().out)
+        (web,) = placed["workloads"]
+        assert isinstance(placed["generation"], int) and placed["generation"] > 0
+        assert isinstance(web["cpu_millis"], int) and isinstance(web["memory_mib"], int)
+        assert web["tier"] == "metro" and web["node"] == "m-n1"
+        assert web["constraints"]["tiers"] == ["metro"]
+        assert web["constraints"]["anti_affinity"] == [{"service": "db", "scope": "site"}]
+        assert web["latency_ms"] == {"u1": 3.0}
+        assert run(["workloads", *api]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert listed["generation"] == placed["generation"] and listed["workloads"][0]["port"] == web["port"]
+        assert run(["place", "--service", "api", *api]) == 0
+        (other,) = json.loads(capsys.readouterr().out)["workloads"]
+        assert run(["migrate", other["id"], "--to", "edge-a", *api]) == 0
+        moved = json.loads(capsys.readouterr().out)
+        assert isinstance(moved["placed_generation"], int) and isinstance(moved["removed_generation"], int)
+        assert moved["workload"]["tier"] == "edge"
+
+
+def test_the_api_address_defaults_to_edgectl_api(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with served_api() as (_bus, server, _stub):
+        monkeypatch.setenv("EDGECTL_API", server.address)
+        assert run(["workloads"]) == 0
+        assert "workloads at generation" in capsys.readouterr().out
+        monkeypatch.setenv("EDGECTL_API", "nowhere")
+        with pytest.raises(SystemExit):
+            run(["workloads"])
+        assert "(from $EDGECTL_API)" in capsys.readouterr().err
+        assert run(["workloads", "--api", server.address]) == 0  # the flag wins over the environment
+
+
+def test_migrate_to_best_refuses_a_move_that_gains_nothing_unless_forced(capsys: pytest.CaptureFixture[str]) -> None:
+    with served_api() as (bus, server, _stub):
+        api = ["--api", server.address]
+        assert run(["place", "--service", "web", "--near", "u1", "--max-latency-ms", "5", *api]) == 0
+        assert "web-1" in capsys.readouterr().out and bus.state.workloads["web-1"].node == "m-n1"
+        assert run(["migrate", "web-1", "--to", "best", *api]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("edgectl migrate: FAILED_PRECONDITION: web-1 is already on the best node m-n1"), err
+        assert set(bus.state.workloads) == {"web-1"}
+        assert run(["migrate", "web-1", "--to", "best", "--force", *api]) == 0
+        assert "web-1 -> web-2" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A CA, the controller's certificate from it, an operator's and a stranger's (another CA) on disk."""
+    import time
+
+    from pki.ca import CertificateAuthority
+    from pki.policy import controller_spiffe_id
+
+    td = "edgectl.local"
+    ca, _ = CertificateAuthority.create(td)
+    stranger_ca, _ = CertificateAuthority.create(td)
+    now = time.time()
+    server = ca.issue_with_new_key(controller_spiffe_id(td), now, ip_addresses=("127.0.0.1",), dns_names=("localhost",))
+    directory = tmp_path_factory.mktemp("tls")
+    files: dict[str, object] = {"ca": ca, "server": server}
+    for name, issuer in (("operator", ca), ("stranger", stranger_ca)):
+        svid = issuer.issue_with_new_key(f"spiffe://{td}/operator/{name}", now)
+        (directory / f"{name}.crt").write_text(svid.cert_chain_pem)
+        (directory / f"{name}.key").write_text(svid.private_key_pem)
+        files[name] = ["--tls-cert", str(directory / f"{name}.crt"), "--tls-key", str(directory / f"{name}.key")]
+    (directory / "bundle.pem").write_text(ca.bundle_pem)
+    files["bundle"] = ["--tls-ca", str(directory / "bundle.pem")]
+    return files
+
+
+def test_a_client_without_a_certificate_is_told_which_flags_it_needs(
+    tls_files: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from placement.grpc_api import ApiTls
+
+    server_svid: object = tls_files["server"]
+    tls = ApiTls(server_svid.cert_chain_pem, server_svid.private_key_pem, tls_files["ca"].bundle_pem)  # type: ignore[attr-defined]
+    with served_api(tls=tls, failover=False) as (_bus, server, _stub):
+        api = ["--api", server.address, "--rpc-timeout", "5"]
+        assert run(["workloads", *api]) == 1
+        err = capsys.readouterr().err
+        assert "cannot reach the placement API" in err and "Socket closed" in err
+        assert "hint: a controller run with --pki-dir accepts only clients with a certificate from its CA" in err
+        assert "--tls-cert, --tls-key and --tls-ca" in err
+        assert run(["workloads", *api, *tls_files["stranger"], *tls_files["bundle"]]) == 1  # type: ignore[misc]
+        assert (
+            "hint: the TLS handshake failed: --tls-cert/--tls-key must be a certificate from" in capsys.readouterr().err
+        )
+        assert run(["workloads", *api, *tls_files["operator"], *tls_files["bundle"]]) == 0  # type: ignore[misc]
+        assert "workloads at generation" in capsys.readouterr().out
+
+
+def test_no_certificate_hint_when_nothing_listens() -> None:
+    from placement.cli import tls_hint
+
+    refused = "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:9: Connection refused"
+    assert tls_hint(refused, tls_given=False) is None
+    assert tls_hint("last error: UNAVAILABLE: ipv4:127.0.0.1:9: Socket closed", tls_given=False)
+    assert tls_hint("Tls handshake failed (TSI_PROTOCOL_FAILURE): WRONG_VERSION_NUMBER", tls_given=True)

@@ -115,7 +115,7 @@ def test_migration_that_does_not_converge_is_rolled_back() -> None:
         o = PlacementOrchestrator(bus, [sidecars_acked])
         (old,) = o.place(request()).workloads
         with pytest.raises(PlacementRefused) as refused:
-            o.migrate(old.id, MigrationTarget(best=True), timeout_s=0.05)
+            o.migrate(old.id, MigrationTarget(best=True), timeout_s=0.05, force=True)
         assert refused.value.kind is Refusal.DEADLINE_EXCEEDED
         assert "sidecars_acked" in refused.value.reason and "rolled back" in refused.value.reason
         assert set(bus.state.workloads) == {old.id}
@@ -151,10 +151,10 @@ def test_a_workload_being_migrated_cannot_be_evicted_or_migrated_again() -> None
         o = PlacementOrchestrator(bus, [lambda generation: release.is_set()])
         (w,) = o.place(request()).workloads
         errors: list[Exception] = []
-        mover = threading.Thread(target=lambda: o.migrate(w.id, MigrationTarget(best=True)), daemon=True)
+        mover = threading.Thread(target=lambda: o.migrate(w.id, MigrationTarget(best=True), force=True), daemon=True)
         mover.start()
         wait_until(lambda: o.status_of(w.id)[0] == "migrating")
-        for action in (lambda: o.evict(w.id), lambda: o.migrate(w.id, MigrationTarget(best=True))):
+        for action in (lambda: o.evict(w.id), lambda: o.migrate(w.id, MigrationTarget(best=True), force=True)):
             try:
                 action()
             except PlacementRefused as exc:
@@ -253,7 +253,7 @@ def test_a_migration_asks_scoped_probes_about_its_new_instance() -> None:
     with running_bus() as bus:
         o = PlacementOrchestrator(bus, [NamedProbe("sidecars", lambda _g: False, new_instance_served)])
         (old,) = o.place(request()).workloads
-        moved = o.migrate(old.id, MigrationTarget(best=True), timeout_s=2)
+        moved = o.migrate(old.id, MigrationTarget(best=True), timeout_s=2, force=True)
         assert asked and all(ws == {moved.new.id} for ws in asked)
 
 

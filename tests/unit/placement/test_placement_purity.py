@@ -21,6 +21,7 @@ PURE = [
     "requests",
     "errors",
     "synthetic",
+    "improvement",
 ]
 ADAPTERS = {"grpc_api", "orchestrator", "watch", "convergence", "cli", "__init__"}
 
