@@ -59,7 +59,7 @@ def test_an_unknown_node_is_answered_at_once_and_a_migration_does_not_wait_for_i
         )
         (web,) = stub.Place(pb.PlaceRequest(service="web"), timeout=10).workloads
         started = time.monotonic()
-        moved = stub.Migrate(pb.MigrateRequest(workload_id=web.id, best=True, timeout_s=20), timeout=30)
+        moved = stub.Migrate(pb.MigrateRequest(workload_id=web.id, best=True, force=True, timeout_s=20), timeout=30)
         took = time.monotonic() - started
         assert moved.workload.node != web.node
         assert took < 10, f"the migration took {took:.1f} s: it waited for the unknown node"
@@ -80,7 +80,7 @@ def test_sixteen_slow_migrations_leave_list_answering() -> None:
             outcomes: list[grpc.StatusCode] = []
 
             def migrate(workload_id: str) -> None:
-                request = pb.MigrateRequest(workload_id=workload_id, best=True, timeout_s=60)
+                request = pb.MigrateRequest(workload_id=workload_id, best=True, force=True, timeout_s=60)
                 try:
                     stub.Migrate(request, timeout=90)
                     outcomes.append(grpc.StatusCode.OK)
