@@ -1,18 +1,17 @@
 """Soak: clients that open and abandon connections in every way they can (HTTP connections closed early, cut
 off, reset or never finished; placement gRPC channels dropped mid-call and mid-Watch; xDS streams dropped
-before and after their first answer) leave `edgectl run` with the threads, file descriptors and memory it
-had before, and no traceback in its log. Real clients (sockets, grpcio) against a real controller process;
-loopback only. Bounded: about 30 s."""
+before and after their first answer; OpenFlow peers that leave before, during and after their HELLO, send a
+malformed header, or fall silent until the controller's echo timeout drops them) leave `edgectl run` with the
+threads, file descriptors and memory it had before, and no traceback in its log. Real clients (sockets, grpcio)
+against a real controller process; loopback only. Bounded: about 30 s."""
 
 from __future__ import annotations
 
-import re
 import socket
 import struct
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -24,6 +23,7 @@ from meshctl.xds_grpc import SERVICE as ADS_SERVICE
 from placement._pb import placement_pb2 as pb
 from placement._pb import placement_pb2_grpc as pb_grpc
 from tests.integration.harness import REPO, ControllerProcess, edgectl_run, free_port, http_get, wait_until
+from tests.integration.resources import process_resources
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +37,7 @@ RSS_MARGIN_KIB = 30 * 1024
 
 def usage(pid: int) -> tuple[int, int, int]:
     """(threads, open file descriptors, resident KiB) of a process, from /proc."""
-    threads = len(list(Path(f"/proc/{pid}/task").iterdir()))
-    fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
-    found = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
-    assert found, "no VmRSS"
-    return threads, fds, int(found.group(1))
+    return tuple(process_resources(pid))  # type: ignore[return-value]
 
 
 # -- ways to abandon a connection ---------------------------------------------------------------------------
@@ -113,10 +109,49 @@ def abandon_xds(port: int) -> None:
         stop.set()
 
 
-def soak_round(controller: ControllerProcess, api_port: int, xds_port: int) -> None:
+OPENFLOW_HELLO = struct.pack("!BBHI", 4, 0, 8, 1)
+
+
+def abandon_openflow(port: int) -> list[socket.socket]:
+    """Peers that leave before, right after and mid-handshake, or send a header of length 0; returns peers that
+    said HELLO and then fall silent: the controller must drop them itself (echo timeout) with their threads."""
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # connects, says nothing, leaves
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(OPENFLOW_HELLO)  # leaves right after its HELLO
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(struct.pack("!BBHI", 4, 0, 0, 2))  # length 0: malformed, dropped by the controller
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(OPENFLOW_HELLO)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset mid-handshake
+    silent = []
+    for _ in range(10):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(OPENFLOW_HELLO)
+        silent.append(sock)
+    return silent
+
+
+def dropped_by_controller(sock: socket.socket) -> bool:
+    """True once the controller closed this connection (reads and discards what it sent before)."""
+    sock.settimeout(0.05)
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def soak_round(controller: ControllerProcess, api_port: int, xds_port: int) -> list[socket.socket]:
+    silent = abandon_openflow(controller.openflow_port)
     abandon_http(controller.http_port)
     abandon_placement(api_port)
     abandon_xds(xds_port)
+    return silent
 
 
 # -- the test -----------------------------------------------------------------------------------------------
@@ -136,11 +171,16 @@ def test_abandoned_connections_leave_no_threads_fds_or_memory_behind() -> None:
         for port in (api_port, xds_port):  # both start after /healthz answers
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 grpc.channel_ready_future(channel).result(timeout=20)
-        soak_round(controller, api_port, xds_port)  # warm-up: pools and caches grow to their working size
-        time.sleep(2)
+        wait_until(lambda: "OpenFlow 1.3 listening" in controller.log(), 30, what="the OpenFlow listener")
+        warm_up = soak_round(controller, api_port, xds_port)  # pools and caches grow to their working size
+        wait_until(lambda: all(dropped_by_controller(s) for s in warm_up), 30, what="silent OpenFlow peers dropped")
+        for sock in warm_up:
+            sock.close()
+        time.sleep(1)
         baseline = usage(pid)
+        silent: list[socket.socket] = []
         for _ in range(ROUNDS):
-            soak_round(controller, api_port, xds_port)
+            silent += soak_round(controller, api_port, xds_port)
         during = usage(pid)
         last: list[tuple[int, int, int]] = []
 
@@ -150,9 +190,14 @@ def test_abandoned_connections_leave_no_threads_fds_or_memory_behind() -> None:
             return ok
 
         try:
-            wait_until(back_to_baseline, timeout=20, interval=0.5, what="threads, fds and RSS back to baseline")
+            # The silent OpenFlow peers stay open on our side: the controller must end them itself (about
+            # 4 echo intervals of 2 s after their HELLO), and with them their threads and sockets.
+            wait_until(back_to_baseline, timeout=30, interval=0.5, what="threads, fds and RSS back to baseline")
         except AssertionError:
             pytest.fail(f"baseline (threads, fds, RSS KiB) {baseline}; after the rounds {during}; now {last}")
+        finally:
+            for sock in silent:
+                sock.close()
         print(f"soak: (threads, fds, RSS KiB) baseline {baseline}, after {ROUNDS} rounds {during}, settled {last}")
         started = time.monotonic()
         assert http_get(controller.http + "/healthz", 5)[0] == 200

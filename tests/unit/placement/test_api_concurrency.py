@@ -30,7 +30,8 @@ def test_sixteen_slow_migrations_leave_list_get_and_health_answering() -> None:
 
         def migrate(workload_id: str) -> None:
             try:
-                stub.Migrate(pb.MigrateRequest(workload_id=workload_id, best=True, force=True, timeout_s=60), timeout=90)
+                request = pb.MigrateRequest(workload_id=workload_id, best=True, force=True, timeout_s=60)
+                stub.Migrate(request, timeout=90)
                 outcomes.append(grpc.StatusCode.OK)
             except grpc.RpcError as exc:
                 outcomes.append(exc.code())
