@@ -100,7 +100,11 @@ class Controller:
             )
             openflow_tls = self.control_certs.openflow_files
             control_tls = self.control_certs
-            self.http.add_route("/api/v1/pki/rotate", self._rotate, method="POST")
+            from edgectl.pki_http import rotate_route
+
+            self.http.add_route(
+                "/api/v1/pki/rotate", rotate_route(self.pki, http_host=self.config.http_host), method="POST"
+            )
 
         from sdnctl.engine import RouteEngine
         from sdnctl.runtime import start_openflow  # os-ken is imported only when a controller runs
@@ -169,20 +173,6 @@ class Controller:
         # process 80-110 ms here; after freeze about 15 ms).
         gc.collect()
         gc.freeze()
-
-    def _rotate(self, _state: Any, body: Any) -> tuple[int, Any]:
-        """POST /api/v1/pki/rotate {"spiffe_id": ID}: new keys for ID now, its old certificates revoked."""
-        spiffe_id = body.get("spiffe_id") if isinstance(body, dict) else None
-        if not isinstance(spiffe_id, str) or not spiffe_id:
-            return 400, {"error": 'expected a JSON body {"spiffe_id": "spiffe://..."}'}
-        from pki.errors import PkiError
-
-        try:
-            changes = self.pki.rotate(spiffe_id)
-        except PkiError as exc:
-            return 400, {"error": str(exc)}
-        rotated = sorted(subject for subject, _spiffe_id, _why in changes.issued)
-        return 200, {"spiffe_id": spiffe_id, "rotated": rotated, "version": self.pki.snapshot.version}
 
     def stop(self) -> None:
         if self.placement is not None:
