@@ -29,13 +29,12 @@ from typing import Any
 import grpc
 
 from meshctl.xds_grpc import XdsTls
+from pki.cli import CONTROL_CERT_TTL_S
 from pki.policy import Svid, controller_spiffe_id
 from pki.renewal import RenewalTimer, RenewedCertificate
 from placement.grpc_api import ApiTls
 
 LOG = logging.getLogger("edgectl.pki.control")
-
-CONTROL_CERT_TTL_S = 7 * 86400
 
 
 class _CertificateFetcher:

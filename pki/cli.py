@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 PROG = "edgectl pki"
+CONTROL_CERT_TTL_S = 7 * 86400
+"""The controller's own certificates (gRPC, OpenFlow) live this long unless --control-cert-ttl says."""
 
 
 def register(subparsers: Any) -> None:
@@ -399,7 +401,7 @@ class PkiRunOptions:
     passphrase: bytes | None
     svid_ttl_s: int
     openflow_tls: bool
-    control_cert_ttl_s: int = 7 * 86400
+    control_cert_ttl_s: int = CONTROL_CERT_TTL_S
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -413,7 +415,6 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--control-cert-ttl",
         type=int,
-        default=7 * 86400,
         metavar="SECONDS",
         help="lifetime of the controller's own certificates (gRPC, OpenFlow), renewed at half-life (604800)",
     )
@@ -426,14 +427,17 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def run_options(args: argparse.Namespace) -> PkiRunOptions | None:
     """The PKI options of ``edgectl run``, checked; None when the PKI is off. Raises ``ValueError``."""
+    control_ttl = getattr(args, "control_cert_ttl", None)
     if not args.pki_dir:
         if args.openflow_tls:
             raise ValueError("--openflow-tls needs --pki-dir")
+        if control_ttl is not None:
+            raise ValueError("--control-cert-ttl needs --pki-dir")
         return None
     from pki.policy import check_ttl
 
     check_ttl(args.svid_ttl)
-    control_ttl = getattr(args, "control_cert_ttl", 7 * 86400)
+    control_ttl = CONTROL_CERT_TTL_S if control_ttl is None else control_ttl
     if control_ttl < 2:
         raise ValueError(f"--control-cert-ttl must be at least 2 seconds, not {control_ttl}")
     check_ttl(control_ttl)

@@ -193,5 +193,8 @@ def test_control_cert_ttl_option(tmp_path: Path) -> None:
     assert short is not None and short.control_cert_ttl_s == 8
     with pytest.raises(ValueError, match="at least 2 seconds"):
         run_options(parser.parse_args(["--pki-dir", "ca", "--control-cert-ttl", "1"]))
+    with pytest.raises(ValueError, match="needs --pki-dir"):
+        run_options(parser.parse_args(["--control-cert-ttl", "8"]))
+    assert run_options(parser.parse_args([])) is None
     with pytest.raises(ValueError, match="longer than"):
         run_options(parser.parse_args(["--pki-dir", "ca", "--control-cert-ttl", str(365 * 86400)]))
