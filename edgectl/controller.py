@@ -51,6 +51,7 @@ class Controller:
         self.routes: Any = None
         self.mesh: Any = None
         self.pki: Any = None
+        self.control_certs: Any = None
         self.placement: Any = None
 
     def start(self) -> None:
@@ -87,12 +88,23 @@ class Controller:
                 "/api/v1/identities",
                 lambda _s: identities_view(self.pki.snapshot, self.pki.manager.policy, time.time()),
             )
-            if self.config.pki.openflow_tls:
-                openflow_tls = self.pki.openflow_tls(Path(self.config.pki.directory) / "openflow")
-            # mTLS on the control connections (xDS over TCP, placement API): one long-lived server
-            # certificate issued now; clients must hold a certificate from this CA.
-            control_tls = self.pki.control_tls(ip_addresses=_ip_sans(self.config.xds_host, self.config.api_host))
-            self.http.add_route("/api/v1/pki/rotate", self._rotate, method="POST")
+            # mTLS on the control connections (xDS over TCP, placement API, OpenFlow with --openflow-tls):
+            # server certificates renewed at half-life while we run; clients need a certificate from this CA.
+            from edgectl.cert_renewal import ControlCertificates
+
+            self.control_certs = ControlCertificates.start(
+                self.pki.issuer,
+                ttl_s=self.config.pki.control_cert_ttl_s,
+                grpc_ip_addresses=_ip_sans(self.config.xds_host, self.config.api_host),
+                openflow_dir=Path(self.config.pki.directory) / "openflow" if self.config.pki.openflow_tls else None,
+            )
+            openflow_tls = self.control_certs.openflow_files
+            control_tls = self.control_certs
+            from edgectl.pki_http import rotate_route
+
+            self.http.add_route(
+                "/api/v1/pki/rotate", rotate_route(self.pki, http_host=self.config.http_host), method="POST"
+            )
 
         from sdnctl.engine import RouteEngine
         from sdnctl.runtime import start_openflow  # os-ken is imported only when a controller runs
@@ -103,6 +115,7 @@ class Controller:
             self.bus.publish,
             lambda: self.bus.state,
             tls=openflow_tls,
+            on_tls_context=self.control_certs.openflow_contexts.attach if openflow_tls is not None else None,
         )
         self.routes = RouteEngine(self.openflow.app, lambda: self.bus.state)
         self.bus.subscribe(self.routes.on_change)
@@ -116,16 +129,11 @@ class Controller:
         self.http.add_route("/api/v1/latency", lambda _state: self.openflow.app.latency.report())
         self.http.add_route("/api/v1/routes", lambda state: routes_view(self.routes.plan, self.routes.status, state))
         from meshctl.snapshot import MeshConfig
-        from meshctl.xds_grpc import XdsTls, start_mesh
+        from meshctl.xds_grpc import start_mesh
 
         xds_tls = None
         if control_tls is not None:
-            xds_tls = XdsTls(
-                control_tls.cert_chain_pem,
-                control_tls.private_key_pem,
-                control_tls.bundle_pem,
-                authorize=self.pki.authorize_xds,
-            )
+            xds_tls = control_tls.xds_tls(self.pki.issuer.bundle_pem, self.pki.authorize_xds)
         self.mesh = start_mesh(
             lambda: self.bus.state,
             self.bus.subscribe,
@@ -149,16 +157,11 @@ class Controller:
             )
         # The placement API last: a Place or Migrate served before the routes and the mesh run would
         # wait on nothing (and the readiness gate would count its instance as one restored at start).
-        from placement.grpc_api import ApiTls, start_placement_api
+        from placement.grpc_api import start_placement_api
 
         api_tls = None
         if control_tls is not None:
-            api_tls = ApiTls(
-                control_tls.cert_chain_pem,
-                control_tls.private_key_pem,
-                control_tls.bundle_pem,
-                authorize=self.pki.authorize_operator,
-            )
+            api_tls = control_tls.api_tls(self.pki.issuer.bundle_pem, self.pki.authorize_operator)
         self.placement = start_placement_api(
             self.bus,
             self.config.api_host,
@@ -171,25 +174,13 @@ class Controller:
         gc.collect()
         gc.freeze()
 
-    def _rotate(self, _state: Any, body: Any) -> tuple[int, Any]:
-        """POST /api/v1/pki/rotate {"spiffe_id": ID}: new keys for ID now, its old certificates revoked."""
-        spiffe_id = body.get("spiffe_id") if isinstance(body, dict) else None
-        if not isinstance(spiffe_id, str) or not spiffe_id:
-            return 400, {"error": 'expected a JSON body {"spiffe_id": "spiffe://..."}'}
-        from pki.errors import PkiError
-
-        try:
-            changes = self.pki.rotate(spiffe_id)
-        except PkiError as exc:
-            return 400, {"error": str(exc)}
-        rotated = sorted(subject for subject, _spiffe_id, _why in changes.issued)
-        return 200, {"spiffe_id": spiffe_id, "rotated": rotated, "version": self.pki.snapshot.version}
-
     def stop(self) -> None:
         if self.placement is not None:
             self.placement.stop()
         if self.pki is not None:
             self.pki.stop()
+        if self.control_certs is not None:
+            self.control_certs.stop()
         if self.mesh is not None:
             self.mesh.stop()
         if self.routes is not None:

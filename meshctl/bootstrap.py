@@ -64,16 +64,44 @@ def parse_xds_address(text: str) -> XdsAddress:
     return XdsAddress(host=host, port=int(port_text))
 
 
+XDS_CLIENT_SECRET = "edgectl-xds-client"
+"""The name of the secret in a sidecar's xDS client SDS file (``XdsClientTls.sds_file``)."""
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+
 @dataclass(frozen=True, slots=True)
 class XdsClientTls:
     """Files a sidecar uses for mTLS to the control plane (``edgectl pki issue --out PREFIX`` writes
     ``PREFIX.crt``, ``PREFIX.key`` and ``PREFIX.bundle.pem``). ``server_id``: the SPIFFE id the control
-    plane must present (``spiffe://<td>/controller/edgectl``); empty: any certificate from the CA."""
+    plane must present (``spiffe://<td>/controller/edgectl``); empty: any certificate from the CA.
+
+    ``sds_file``: take the certificate and key from this file-based SDS file instead of ``cert_file``
+    and ``key_file`` (``edgectl pki issue --out PREFIX --sds`` writes ``PREFIX.sds.json``). Envoy reads
+    the certificate files once, but re-reads an SDS file each time it is replaced, so whoever renews
+    that file rotates the sidecar's xDS client certificate while it runs."""
 
     cert_file: str
     key_file: str
     ca_file: str
     server_id: str = ""
+    sds_file: str = ""
+
+
+def xds_client_sds_document(cert_chain_pem: str, private_key_pem: str) -> dict[str, Any]:
+    """The content of an xDS client SDS file: a DiscoveryResponse with one Secret, the certificate and
+    key inline, so that one atomic replace of the file changes both at once."""
+    return {
+        "resources": [
+            {
+                "@type": SECRET_TYPE,
+                "name": XDS_CLIENT_SECRET,
+                "tls_certificate": {
+                    "certificate_chain": {"inline_string": cert_chain_pem},
+                    "private_key": {"inline_string": private_key_pem},
+                },
+            }
+        ]
+    }
 
 
 def xds_transport_socket(tls: XdsClientTls) -> dict[str, Any]:
@@ -81,17 +109,25 @@ def xds_transport_socket(tls: XdsClientTls) -> dict[str, Any]:
     validation: dict[str, Any] = {"trusted_ca": {"filename": tls.ca_file}}
     if tls.server_id:
         validation["match_typed_subject_alt_names"] = [{"san_type": "URI", "matcher": {"exact": tls.server_id}}]
+    common: dict[str, Any] = {"alpn_protocols": ["h2"]}
+    if tls.sds_file:
+        # File-based SDS: Envoy watches the file and applies each new version (a rename into place).
+        common["tls_certificate_sds_secret_configs"] = [
+            {
+                "name": XDS_CLIENT_SECRET,
+                "sds_config": {"path_config_source": {"path": tls.sds_file}, "resource_api_version": "V3"},
+            }
+        ]
+    else:
+        common["tls_certificates"] = [
+            {"certificate_chain": {"filename": tls.cert_file}, "private_key": {"filename": tls.key_file}}
+        ]
+    common["validation_context"] = validation
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            "common_tls_context": {
-                "alpn_protocols": ["h2"],
-                "tls_certificates": [
-                    {"certificate_chain": {"filename": tls.cert_file}, "private_key": {"filename": tls.key_file}}
-                ],
-                "validation_context": validation,
-            },
+            "common_tls_context": common,
         },
     }
 
@@ -243,6 +279,12 @@ def bootstrap_parser() -> argparse.ArgumentParser:
         "--tls-cert", metavar="FILE", help="the sidecar's certificate chain (edgectl pki issue: PREFIX.crt)"
     )
     tls.add_argument("--tls-key", metavar="FILE", help="its private key (PREFIX.key)")
+    tls.add_argument(
+        "--tls-sds",
+        metavar="FILE",
+        help="instead of --tls-cert/--tls-key: the certificate and key as an SDS file that Envoy re-reads "
+        "when it is replaced (edgectl pki issue --sds: PREFIX.sds.json), so it can be renewed while Envoy runs",
+    )
     tls.add_argument("--tls-ca", metavar="FILE", help="the trust bundle (PREFIX.bundle.pem)")
     tls.add_argument(
         "--xds-server-id", default="", metavar="SPIFFE_ID", help="require this id of the control plane (optional)"
@@ -251,7 +293,14 @@ def bootstrap_parser() -> argparse.ArgumentParser:
 
 
 def client_tls(args: argparse.Namespace) -> XdsClientTls | None:
-    """``--tls-cert/--tls-key/--tls-ca``: all three or none (ValueError)."""
+    """``--tls-cert/--tls-key/--tls-ca`` (all three or none), or ``--tls-sds/--tls-ca`` (ValueError)."""
+    sds = getattr(args, "tls_sds", None)
+    if sds:
+        if args.tls_cert or args.tls_key:
+            raise ValueError("--tls-sds replaces --tls-cert and --tls-key: give one or the other")
+        if not args.tls_ca:
+            raise ValueError("--tls-sds needs --tls-ca")
+        return XdsClientTls("", "", args.tls_ca, args.xds_server_id, sds_file=sds)
     files = (args.tls_cert, args.tls_key, args.tls_ca)
     if not any(files):
         if args.xds_server_id:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 PROG = "edgectl pki"
+CONTROL_CERT_TTL_S = 7 * 86400
+"""The controller's own certificates (gRPC, OpenFlow) live this long unless --control-cert-ttl says."""
 
 
 def register(subparsers: Any) -> None:
@@ -46,8 +48,15 @@ def register(subparsers: Any) -> None:
     issue.add_argument(
         "--out",
         metavar="PREFIX",
-        help="write PREFIX.crt (chain), PREFIX.key (0600, made here) and PREFIX.bundle.pem; "
-        "without it the chain goes to stdout (CSR only: a key made here is never printed)",
+        help="write PREFIX.crt (chain), PREFIX.key (0600, made here) and PREFIX.bundle.pem; default for a key "
+        "made here: the id's path with '/' as '-' in the current directory (spiffe://td/operator/alice: "
+        "operator-alice); with --csr and no --out the chain goes to stdout (a key is never printed)",
+    )
+    issue.add_argument(
+        "--sds",
+        action="store_true",
+        help="also write PREFIX.sds.json (0600): the certificate and key as an Envoy SDS file for "
+        "edgectl mesh bootstrap --tls-sds; issuing again to the same PREFIX renews it in a running Envoy",
     )
     issue.add_argument("--ttl", type=int, metavar="SECONDS", help="lifetime (default 3600)")
     issue.add_argument("--dns", action="append", default=[], metavar="NAME", help="extra DNS SAN (key made here)")
@@ -173,11 +182,13 @@ def cmd_issue(args: argparse.Namespace) -> int:
     from pki import store
     from pki.ca import CertificateAuthority
 
-    if args.csr is None and args.out is None:
-        raise ValueError("a key made here needs --out PREFIX: it is written to PREFIX.key (0600), never to stdout")
     if args.csr is not None and (args.dns or args.ip):
         raise ValueError("--dns/--ip apply to keys made here; with --csr the SANs are the SPIFFE id only")
+    if args.csr is not None and getattr(args, "sds", False):
+        raise ValueError("--sds needs the key, which stays with the CSR's owner: issue without --csr")
     ca = CertificateAuthority.load(args.dir, _passphrase(args))
+    if args.csr is None and args.out is None:  # a key made here goes to a file, never to stdout
+        args.out = default_out_prefix(args.spiffe_id, ca.trust_domain)
     now = time.time()
     if args.csr is not None:
         svid = ca.issue_from_csr(Path(args.csr).read_bytes(), args.spiffe_id, now, ttl_s=args.ttl)
@@ -189,7 +200,19 @@ def cmd_issue(args: argparse.Namespace) -> int:
         return 0
     written = write_svid(args.out, svid, ca.bundle_pem)
     _print_issued(svid, written)
+    if getattr(args, "sds", False):
+        from pki.tls import write_xds_client_sds
+
+        print(f"  sds     {write_xds_client_sds(f'{args.out}.sds.json', svid)} (0600)")
     return 0
+
+
+def default_out_prefix(spiffe_id: str, trust_domain: str) -> str:
+    """Where ``issue`` writes a key made here when no ``--out`` is given: the id's path with '/' as '-', in
+    the current directory (``spiffe://td/svc/web/w/web-1`` -> ``svc-web-w-web-1``): one name per identity."""
+    from pki.policy import parse_leaf_spiffe_id
+
+    return "-".join(parse_leaf_spiffe_id(spiffe_id, trust_domain).segments)
 
 
 @dataclass(frozen=True)
@@ -378,6 +401,7 @@ class PkiRunOptions:
     passphrase: bytes | None
     svid_ttl_s: int
     openflow_tls: bool
+    control_cert_ttl_s: int = CONTROL_CERT_TTL_S
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -389,6 +413,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     exclusive.add_argument("--pki-passphrase-env", metavar="VAR", help="the CA key's passphrase is in VAR")
     group.add_argument("--svid-ttl", type=int, default=3600, metavar="SECONDS", help="SVID lifetime (3600)")
     group.add_argument(
+        "--control-cert-ttl",
+        type=int,
+        metavar="SECONDS",
+        help="lifetime of the controller's own certificates (gRPC, OpenFlow), renewed at half-life (604800)",
+    )
+    group.add_argument(
         "--openflow-tls",
         action="store_true",
         help="OpenFlow over TLS only (switches use ssl:); needs --pki-dir",
@@ -397,18 +427,26 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def run_options(args: argparse.Namespace) -> PkiRunOptions | None:
     """The PKI options of ``edgectl run``, checked; None when the PKI is off. Raises ``ValueError``."""
+    control_ttl = getattr(args, "control_cert_ttl", None)
     if not args.pki_dir:
         if args.openflow_tls:
             raise ValueError("--openflow-tls needs --pki-dir")
+        if control_ttl is not None:
+            raise ValueError("--control-cert-ttl needs --pki-dir")
         return None
     from pki.policy import check_ttl
 
     check_ttl(args.svid_ttl)
+    control_ttl = CONTROL_CERT_TTL_S if control_ttl is None else control_ttl
+    if control_ttl < 2:
+        raise ValueError(f"--control-cert-ttl must be at least 2 seconds, not {control_ttl}")
+    check_ttl(control_ttl)
     return PkiRunOptions(
         directory=args.pki_dir,
         passphrase=read_passphrase(args.pki_passphrase_file, args.pki_passphrase_env),
         svid_ttl_s=args.svid_ttl,
         openflow_tls=args.openflow_tls,
+        control_cert_ttl_s=control_ttl,
     )
 
 

@@ -112,3 +112,13 @@ class UntrustedChain(SvidRejected):
 
 class Revoked(SvidRejected):
     code = "revoked"
+
+
+class RotationTooSoon(PkiError):
+    """A forced rotation of an identity that was force-rotated moments ago (each one adds revoked serials)."""
+
+    code = "rotation-too-soon"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

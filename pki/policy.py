@@ -358,6 +358,19 @@ def expired(info: CertInfo, now: float) -> bool:
     return now >= info.not_after
 
 
+FORCED_ROTATION_INTERVAL_S = 30.0
+"""An identity is force-rotated (compromised key) at most this often: each forced rotation revokes
+certificates that have not expired yet, so with it the revocation list holds at most about
+``svid TTL / interval + 1`` serials per identity, however often a rotation is asked for."""
+
+
+def forced_rotation_wait(last_forced_at: float | None, now: float, min_interval_s: float) -> float:
+    """Seconds until an identity last force-rotated at ``last_forced_at`` may be again (0.0: now)."""
+    if last_forced_at is None:
+        return 0.0
+    return max(0.0, last_forced_at + min_interval_s - now)
+
+
 # -- revocation ------------------------------------------------------------------------------------
 
 

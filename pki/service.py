@@ -17,9 +17,9 @@ from typing import Any
 
 from netmodel.state import FabricState
 from pki.authz import check_operator, check_xds_node
-from pki.errors import InvalidSpiffeId, PkiError
+from pki.errors import InvalidSpiffeId, PkiError, RotationTooSoon
 from pki.identities import IdentityChanges, IdentityManager, IdentitySnapshot, Issuer, desired_identities
-from pki.policy import host_spiffe_id
+from pki.policy import FORCED_ROTATION_INTERVAL_S, forced_rotation_wait, host_spiffe_id
 from pki.rotation import RotationTimer
 
 LOG = logging.getLogger("edgectl.pki")
@@ -51,8 +51,12 @@ class PkiService:
         hosts: Callable[[FabricState], Iterable[str]] = declared_hosts,
         clock: Callable[[], float] = time.time,
         max_sleep_s: float = 30.0,
+        forced_rotation_interval_s: float = FORCED_ROTATION_INTERVAL_S,
     ) -> None:
         self.issuer = issuer
+        self._forced_interval_s = forced_rotation_interval_s
+        self._forced_at: dict[str, float] = {}
+        self._forced_lock = threading.Lock()
         self.trust_domain = issuer.policy.trust_domain
         self.manager = IdentityManager(issuer)
         self._state = state
@@ -93,8 +97,22 @@ class PkiService:
         self._reconcile(state, rotate_due=False)
 
     def rotate(self, spiffe_id: str) -> IdentityChanges:
-        """Force new keys for ``spiffe_id`` now (compromised key); the old certificates are revoked."""
-        changes = self.manager.rotate(spiffe_id, self._clock())
+        """Force new keys for ``spiffe_id`` now (compromised key); the old certificates are revoked.
+        At most once per ``forced_rotation_interval_s`` per identity (``RotationTooSoon`` otherwise):
+        each forced rotation adds unexpired serials to the revocation list."""
+        with self._forced_lock:
+            now = self._clock()
+            wait = forced_rotation_wait(self._forced_at.get(spiffe_id), now, self._forced_interval_s)
+            if wait > 0:
+                raise RotationTooSoon(
+                    f"{spiffe_id} was rotated {now - self._forced_at[spiffe_id]:.0f} s ago; an identity is rotated "
+                    f"at most once every {self._forced_interval_s:.0f} s: retry in {wait:.0f} s",
+                    wait,
+                )
+            changes = self.manager.rotate(spiffe_id, now)
+            # Only identities rotated within the window are remembered: the map stays as small as that.
+            self._forced_at = {other: at for other, at in self._forced_at.items() if now - at < self._forced_interval_s}
+            self._forced_at[spiffe_id] = now
         self._changed(changes)
         self._timer.wake()
         return changes
@@ -112,9 +130,9 @@ class PkiService:
         dns_names: Iterable[str] = ("localhost",),
         ttl_s: int = CONTROL_TTL_S,
     ) -> ControlTls:
-        """The certificate the controller's gRPC listeners (xDS over TCP, the placement API) present:
+        """A certificate for gRPC listeners (xDS over TCP, the placement API) to present:
         ``spiffe://<td>/controller/edgectl`` with IP/DNS SANs (gRPC clients check the name they dialled).
-        Issued once at start and long-lived (like the OpenFlow one): a restart renews it."""
+        Issued once; ``edgectl run`` uses ``edgectl.cert_renewal`` instead, which renews it at half-life."""
         from pki.policy import controller_spiffe_id
 
         svid = self.issuer.issue_with_new_key(

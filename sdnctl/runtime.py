@@ -38,11 +38,13 @@ def start_openflow(
     timeout_s: float = 10.0,
     tls: Any = None,
     limits: ConnectionLimits | None = None,
+    on_tls_context: Callable[[ssl.SSLContext], None] | None = None,
 ) -> OpenFlowRuntime:
     """Start the OpenFlow 1.3 listener on host:port with the edgectl app; returns once it listens.
 
     A peer is dropped after ``maximum_unreplied_echo_requests`` (3) unanswered echoes, about
     4 x ``echo_interval_s``; ``limits`` bound the connections still in their handshake.
+    ``on_tls_context``: called with the listener's ``ssl.SSLContext`` (to renew its certificate).
     """
     os.environ["OSKEN_HUB_TYPE"] = "native"
     from os_ken.base import app_manager  # noqa: I001 - must come first (os-ken circular import)
@@ -64,6 +66,8 @@ def start_openflow(
     cfg.CONF.set_override("echo_request_interval", echo_interval_s)
     cfg.CONF.set_override("maximum_unreplied_echo_requests", 3)
     _guard_connections(_controller, limits or ConnectionLimits())
+    if tls is not None and on_tls_context is not None:
+        _hand_over_tls_context(_controller, on_tls_context)
     manager = app_manager.AppManager.get_instance()
     manager.load_apps(["os_ken.controller.ofp_handler", "sdnctl.openflow"])
     contexts = manager.create_contexts()
@@ -164,3 +168,18 @@ def _wait_listening(host: str, port: int, timeout_s: float) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"OpenFlow listener on {host}:{port} did not come up") from None
             time.sleep(0.02)
+
+
+def _hand_over_tls_context(controller_module: Any, on_tls_context: Callable[[ssl.SSLContext], None]) -> None:
+    """os-ken builds its listening SSLContext inside its server loop and keeps it to itself: pass it on
+    as the listener is made (certificate renewal installs a callback on it)."""
+    base = controller_module.StreamServer
+
+    class TlsContextServer(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            context = kwargs.get("ssl_ctx")
+            super().__init__(*args, **kwargs)
+            if isinstance(context, ssl.SSLContext):
+                on_tls_context(context)
+
+    controller_module.StreamServer = TlsContextServer

@@ -72,6 +72,9 @@ def test_controller_with_pki_mtls_apis_and_forced_rotation(tmp_path: Path) -> No
         new_row = next(r for r in after["identities"] if r["subject"] == row["subject"])
         assert new_row["serial"] != row["serial"]
         assert row["serial"] in after["revoked_serials"]
+        # At once again: refused (each forced rotation adds revoked serials), with when to retry.
+        code, body = post(f"{controller.http}/api/v1/pki/rotate", json.dumps({"spiffe_id": row["spiffe_id"]}).encode())
+        assert code == 429 and float(str(body["retry_after_s"])) > 0, body
 
         # Bad requests get a reason, not a traceback.
         url = f"{controller.http}/api/v1/pki/rotate"

@@ -216,3 +216,27 @@ def test_main_bootstrap_tls_options_go_together() -> None:
     assert code == 2 and "needs --tls-cert" in err
     code, _, err = run(bs.main_bootstrap, [*base, *files, "--grpc"])
     assert code == 2 and "not supported" in err
+
+
+def test_bootstrap_takes_the_xds_client_certificate_from_a_watched_sds_file() -> None:
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+    tls = bs.XdsClientTls("", "", "/p/u1.bundle.pem", sds_file="/p/u1.sds.json")
+    proto = as_proto(bs.render_bootstrap("u1", "users", tls=tls))
+    context = tls_pb2.UpstreamTlsContext()
+    proto.static_resources.clusters[0].transport_socket.typed_config.Unpack(context)
+    common = context.common_tls_context
+    assert not common.tls_certificates
+    (sds,) = common.tls_certificate_sds_secret_configs
+    assert sds.name == bs.XDS_CLIENT_SECRET and sds.sds_config.path_config_source.path == "/p/u1.sds.json"
+    assert common.validation_context.trusted_ca.filename == "/p/u1.bundle.pem"
+
+    base = ["--node-id", "u1", "--service", "users"]
+    code, out, _ = run(
+        bs.main_bootstrap, [*base, "--tls-sds", "/p/u1.sds.json", "--tls-ca", "ca.pem", "--format", "json"]
+    )
+    assert code == 0 and "/p/u1.sds.json" in out
+    code, _, err = run(bs.main_bootstrap, [*base, "--tls-sds", "u1.sds.json"])
+    assert code == 2 and "needs --tls-ca" in err
+    code, _, err = run(bs.main_bootstrap, [*base, "--tls-sds", "s.json", "--tls-cert", "a.crt", "--tls-ca", "ca.pem"])
+    assert code == 2 and "one or the other" in err

@@ -108,11 +108,53 @@ def test_issue_with_a_key_made_here_writes_files(
     assert "BEGIN" not in out  # no key (nor certificate) on stdout
 
 
-def test_issue_without_out_needs_a_csr(ca_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    message = refused(capsys, "pki", "issue", "--dir", str(ca_dir), "--spiffe-id", WEB1)
-    assert message == (
-        "edgectl pki issue: a key made here needs --out PREFIX: it is written to PREFIX.key (0600), never to stdout"
+def test_issue_without_out_writes_next_to_the_caller_and_says_where(
+    ca_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert edgectl("pki", "issue", "--dir", str(ca_dir), "--spiffe-id", WEB1) == 0
+    out = capsys.readouterr().out
+    assert "BEGIN" not in out  # a key made here is never printed
+    for name in ("svc-web-w-web-1.crt", "svc-web-w-web-1.key (0600)", "svc-web-w-web-1.bundle.pem"):
+        assert name in out
+    assert stat.S_IMODE((tmp_path / "svc-web-w-web-1.key").stat().st_mode) == 0o600
+    assert (tmp_path / "svc-web-w-web-1.crt").read_text().count("BEGIN CERTIFICATE") == 2
+
+
+def test_the_readme_line_works_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shlex
+
+    line = next(x for x in (REPO / "README.md").read_text().splitlines() if "pki issue --dir ca/" in x)
+    monkeypatch.chdir(tmp_path)
+    for command in line.split("#")[0].split("&&"):
+        words = shlex.split(command)
+        assert words[0].endswith("edgectl"), words
+        assert edgectl(*words[1:]) == 0, capsys.readouterr().err
+    assert stat.S_IMODE((tmp_path / "x.key").stat().st_mode) == 0o600
+    assert "x.crt" in capsys.readouterr().out
+
+
+def test_issue_with_sds_writes_an_envoy_sds_file(
+    ca_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    prefix = tmp_path / "u1"
+    host = "spiffe://example.org/host/u1"
+    assert edgectl("pki", "issue", "--dir", str(ca_dir), "--spiffe-id", host, "--out", str(prefix), "--sds") == 0
+    assert f"{prefix}.sds.json (0600)" in capsys.readouterr().out
+    (resource,) = json.loads(Path(f"{prefix}.sds.json").read_text())["resources"]
+    assert resource["tls_certificate"]["certificate_chain"]["inline_string"] == Path(f"{prefix}.crt").read_text()
+    assert resource["tls_certificate"]["private_key"]["inline_string"] == Path(f"{prefix}.key").read_text()
+    assert stat.S_IMODE(Path(f"{prefix}.sds.json").stat().st_mode) == 0o600
+    csr, _key = make_csr(uris=[host])
+    (tmp_path / "req.csr").write_bytes(csr)
+    message = refused(
+        capsys, "pki", "issue", "--dir", str(ca_dir), "--spiffe-id", host, "--csr", str(tmp_path / "req.csr"), "--sds"
     )
+    assert "--sds needs the key" in message
 
 
 def test_issue_from_a_csr_prints_the_chain(ca_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
