@@ -29,7 +29,7 @@ from typing import Any
 from os_ken.controller import controller as of_controller
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER
 
-from sdnctl.admission import ECHO_TIMEOUT, ConnectionLimits, HandshakeSlots, Throttle, overdue
+from sdnctl.admission import ECHO_TIMEOUT, HANDSHAKE_TIMEOUT, ConnectionLimits, HandshakeSlots, Throttle, overdue
 
 LOG = logging.getLogger("edgectl.sdnctl.connections")
 
@@ -155,13 +155,43 @@ class ConnectionGuard:
         self._lock = threading.Lock()
         self._slots = HandshakeSlots(limits.max_handshaking)
         self._refusals = Throttle(limits.refusal_log_interval_s)
+        self._live: set[GuardedDatapath] = set()
+        self._serving: set[threading.Thread] = set()
+        self._stopping = False
+        self.listeners: list[Any] = []  # os-ken StreamServers serving through this guard (they add themselves)
 
     @property
     def handshaking(self) -> int:
         with self._lock:
             return self._slots.taken
 
+    def stop(self, reason: str = "controller stopping", timeout_s: float = 10.0) -> None:
+        """Stop accepting, drop every connection, and wait (bounded) for their threads to end."""
+        with self._lock:
+            self._stopping = True
+            live = list(self._live)
+            serving = list(self._serving)
+        for listener in self.listeners:
+            listener.stop()
+        for datapath in live:
+            datapath.drop(reason)
+        deadline = time.monotonic() + timeout_s
+        for thread in serving:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        left = sum(thread.is_alive() for thread in serving)
+        if left:
+            LOG.warning("%d OpenFlow connections still ending after %.0f s", left, timeout_s)
+
     def __call__(self, sock: Any, address: Any) -> None:
+        with self._lock:
+            self._serving.add(threading.current_thread())
+        try:
+            self._serve(sock, address)
+        finally:
+            with self._lock:
+                self._serving.discard(threading.current_thread())
+
+    def _serve(self, sock: Any, address: Any) -> None:
         slot = self._admit(address)
         if slot is None:
             with contextlib.suppress(OSError):
@@ -182,6 +212,10 @@ class ConnectionGuard:
             LOG.info("OpenFlow connection from %s closed before it was served: %s", _peer(address), exc)
             return
         failure: Exception | None = None
+        with self._lock:
+            self._live.add(datapath)
+            if self._stopping:
+                datapath.drop("controller stopping")
         with contextlib.closing(datapath):
             try:
                 datapath.serve()
@@ -189,10 +223,14 @@ class ConnectionGuard:
                 failure = exc
             finally:
                 slot.give_back()
+                with self._lock:
+                    self._live.discard(datapath)
         self._log_end(datapath, failure)
 
     def _admit(self, address: Any) -> _Slot | None:
         with self._lock:
+            if self._stopping:
+                return None
             if self._slots.take():
                 return _Slot(self._lock, self._slots)
             count = self._refusals.note(self._clock())
@@ -212,8 +250,10 @@ class ConnectionGuard:
             why = f"malformed: {type(failure).__name__}: {failure}"
         elif datapath.drop_reason == ECHO_TIMEOUT:
             why = f"{ECHO_TIMEOUT} (more than {datapath.max_unreplied_echo_requests} echo requests unanswered)"
+        elif datapath.drop_reason == HANDSHAKE_TIMEOUT:
+            why = f"{HANDSHAKE_TIMEOUT} (not done in {self.limits.handshake_timeout_s:g} s)"
         elif datapath.drop_reason is not None:
-            why = f"{datapath.drop_reason} (not done in {self.limits.handshake_timeout_s:g} s)"
+            why = datapath.drop_reason
         else:
             LOG.info("OpenFlow connection from %s (switch %s) closed", peer, dpid)
             return

@@ -8,6 +8,7 @@ Only loopback: real controller processes (`edgectl run`, or os-ken with the edge
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -211,3 +212,41 @@ def test_connections_in_their_handshake_are_bounded_in_number_and_time() -> None
         peers_stack.close()
         wait_until(lambda: threads_of(listener.process.pid) <= baseline + 2, 20, what=f"threads back to {baseline}")
         assert "Traceback" not in listener.log()
+
+
+STOP_IN_PROCESS = """
+import json, socket, sys, threading, time
+from tests.integration.harness import free_port
+from edgectl.config import RunConfig, load_fabric
+from edgectl.controller import Controller
+
+before = set(threading.enumerate())
+config = RunConfig(fabric_file=sys.argv[1], openflow_port=free_port(), http_port=free_port(),
+                   xds_port=free_port(), api_port=free_port())
+controller = Controller(config, load_fabric(config.fabric_file))
+controller.start()
+peer = socket.create_connection(("127.0.0.1", config.openflow_port))
+peer.sendall(bytes.fromhex("0400000800000001"))
+peer.settimeout(10)
+peer.recv(8)  # served: the controller's HELLO
+controller.stop()
+deadline = time.monotonic() + 10
+while [t for t in threading.enumerate() if t not in before] and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps([t.name for t in threading.enumerate() if t not in before]))
+"""
+
+
+def test_controller_stop_ends_openflow_and_every_thread_it_started() -> None:
+    """`Controller.stop()` stops the listener, drops connected peers and ends os-ken's threads (in-process)."""
+    result = subprocess.run(
+        [sys.executable, "-c", STOP_IN_PROCESS, str(DIAMOND)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [], result.stderr[-3000:]
+    assert "dropped: controller stopping" in result.stderr
