@@ -158,6 +158,7 @@ class ConnectionGuard:
         self._live: set[GuardedDatapath] = set()
         self._serving: set[threading.Thread] = set()
         self._stopping = False
+        self._admitted = threading.local()  # the slot serve_admitted took for this thread's connection
         self.listeners: list[Any] = []  # os-ken StreamServers serving through this guard (they add themselves)
 
     @property
@@ -191,8 +192,28 @@ class ConnectionGuard:
             with self._lock:
                 self._serving.discard(threading.current_thread())
 
-    def _serve(self, sock: Any, address: Any) -> None:
+    def serve_admitted(self, sock: Any, address: Any, serve: Callable[[], None]) -> None:
+        """Admit a connection, then ``serve`` it (os-ken's TLS handshake, then this guard).
+
+        The slot and the handshake deadline then cover the TLS handshake too, where a peer that never
+        sends its hello would otherwise hold a thread forever (os-ken's sockets have no timeout then).
+        """
         slot = self._admit(address)
+        if slot is None:
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
+        if self.limits.handshake_timeout_s is not None:
+            sock.settimeout(self.limits.handshake_timeout_s)  # os-ken's Datapath sets its own after
+        self._admitted.slot = slot
+        try:
+            serve()
+        finally:
+            self._admitted.slot = None
+            slot.give_back()
+
+    def _serve(self, sock: Any, address: Any) -> None:
+        slot = getattr(self._admitted, "slot", None) or self._admit(address)
         if slot is None:
             with contextlib.suppress(OSError):
                 sock.close()

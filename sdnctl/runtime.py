@@ -164,11 +164,14 @@ def _guard_connections(controller_module: Any, limits: ConnectionLimits) -> Any:
                 except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError) as exc:  # probes, hang-ups
                     LOG.debug("TLS connection from %s ended in the handshake: %s", address, exc)
                     sock.close()
-                except (ssl.SSLError, OSError) as exc:
+                except (ssl.SSLError, OSError) as exc:  # a TLS peer silent past the handshake deadline too
                     LOG.warning("TLS handshake with %s refused: %s", address, exc)
                     sock.close()
 
-            self.handle = logged
+            def admitted(sock: Any, address: Any) -> None:
+                handle.serve_admitted(sock, address, lambda: logged(sock, address))
+
+            self.handle = admitted if isinstance(handle, ConnectionGuard) else logged
 
         def serve_forever(self) -> None:
             while not self.stopping:

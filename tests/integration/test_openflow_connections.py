@@ -250,3 +250,31 @@ def test_controller_stop_ends_openflow_and_every_thread_it_started() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [], result.stderr[-3000:]
     assert "dropped: controller stopping" in result.stderr
+
+
+def test_a_tls_peer_silent_in_its_tls_handshake_is_dropped_at_the_deadline(tmp_path: Path) -> None:
+    """With OpenFlow over TLS the TLS handshake comes first, on a socket with no timeout: a peer that
+    never sends its ClientHello held a thread forever. It is now dropped at the 10 s handshake deadline."""
+    from pki.ca import CertificateAuthority
+
+    CertificateAuthority.init(tmp_path / "ca", "edge.test")
+    fabric = REPO / "examples" / "edge-cloud.yaml"
+    with (
+        edgectl_run(fabric, "--pki-dir", str(tmp_path / "ca"), "--openflow-tls") as controller,
+        contextlib.ExitStack() as peers_stack,
+    ):
+        wait_openflow_listening(controller)
+        pid = controller.process.pid
+        baseline = stable_baseline(pid)
+        peers = [socket.create_connection(("127.0.0.1", controller.openflow_port), timeout=5) for _ in range(10)]
+        for peer in peers:
+            peers_stack.callback(peer.close)
+        wait_until(lambda: threads_of(pid) >= baseline + 10, 15, what="threads serving the 10 peers")
+        for peer in peers:
+            wait_until(lambda peer=peer: closed_by_controller(peer), 40, what="the TLS handshake deadline")
+        for peer in peers:
+            line = f"TLS handshake with ('127.0.0.1', {peer.getsockname()[1]}) refused: timed out"
+            wait_until(lambda line=line: line in controller.log(), 10, what=line)
+        peers_stack.close()
+        wait_until(lambda: threads_of(pid) <= baseline + 2, 30, what=f"threads back to {baseline}")
+        assert "Traceback" not in controller.log()
