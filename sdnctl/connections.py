@@ -23,7 +23,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from os_ken.controller import controller as of_controller
@@ -140,7 +140,8 @@ class _Slot:
                 self._slots.give_back()
 
 
-def _peer(address: Any) -> str:
+def peer_name(address: Any) -> str:
+    """host:port of a peer's socket address."""
     if isinstance(address, tuple) and len(address) >= 2:
         return f"{address[0]}:{address[1]}"
     return str(address)
@@ -184,13 +185,22 @@ class ConnectionGuard:
             LOG.warning("%d OpenFlow connections still ending after %.0f s", left, timeout_s)
 
     def __call__(self, sock: Any, address: Any) -> None:
-        with self._lock:
-            self._serving.add(threading.current_thread())
-        try:
+        with self._serving_thread():
             self._serve(sock, address)
+
+    @contextlib.contextmanager
+    def _serving_thread(self) -> Iterator[None]:
+        """This thread serves a connection: stop() waits for it."""
+        thread = threading.current_thread()
+        with self._lock:
+            nested = thread in self._serving
+            self._serving.add(thread)
+        try:
+            yield
         finally:
-            with self._lock:
-                self._serving.discard(threading.current_thread())
+            if not nested:
+                with self._lock:
+                    self._serving.discard(thread)
 
     def serve_admitted(self, sock: Any, address: Any, serve: Callable[[], None]) -> None:
         """Admit a connection, then ``serve`` it (os-ken's TLS handshake, then this guard).
@@ -207,7 +217,8 @@ class ConnectionGuard:
             sock.settimeout(self.limits.handshake_timeout_s)  # os-ken's Datapath sets its own after
         self._admitted.slot = slot
         try:
-            serve()
+            with self._serving_thread():
+                serve()
         finally:
             self._admitted.slot = None
             slot.give_back()
@@ -230,7 +241,7 @@ class ConnectionGuard:
             slot.give_back()
             with contextlib.suppress(OSError):
                 sock.close()
-            LOG.info("OpenFlow connection from %s closed before it was served: %s", _peer(address), exc)
+            LOG.info("OpenFlow connection from %s closed before it was served: %s", peer_name(address), exc)
             return
         failure: Exception | None = None
         with self._lock:
@@ -258,14 +269,14 @@ class ConnectionGuard:
         if count is not None:
             LOG.warning(
                 "refused OpenFlow connection from %s: %d connections are still in their handshake (the limit)%s",
-                _peer(address),
+                peer_name(address),
                 self.limits.max_handshaking,
                 f"; {count - 1} more refused since the last such line" if count > 1 else "",
             )
         return None
 
     def _log_end(self, datapath: GuardedDatapath, failure: Exception | None) -> None:
-        peer = _peer(datapath.address)
+        peer = peer_name(datapath.address)
         dpid = "unknown" if datapath.id is None else f"{datapath.id:016x}"
         if failure is not None:
             why = f"malformed: {type(failure).__name__}: {failure}"

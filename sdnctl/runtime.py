@@ -118,7 +118,7 @@ def _guard_connections(controller_module: Any, limits: ConnectionLimits) -> Any:
     from os_ken.lib import hub
     from os_ken.ofproto import ofproto_parser
 
-    from sdnctl.connections import ConnectionGuard
+    from sdnctl.connections import ConnectionGuard, peer_name
 
     guard = ConnectionGuard(limits)
     controller_module.datapath_connection_factory = guard
@@ -164,7 +164,13 @@ def _guard_connections(controller_module: Any, limits: ConnectionLimits) -> Any:
                 except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError) as exc:  # probes, hang-ups
                     LOG.debug("TLS connection from %s ended in the handshake: %s", address, exc)
                     sock.close()
-                except (ssl.SSLError, OSError) as exc:  # a TLS peer silent past the handshake deadline too
+                except TimeoutError:  # the socket's timeout is the handshake deadline (serve_admitted)
+                    LOG.warning(
+                        "OpenFlow connection from %s (switch unknown) dropped: TLS handshake timeout",
+                        peer_name(address),
+                    )
+                    sock.close()
+                except (ssl.SSLError, OSError) as exc:
                     LOG.warning("TLS handshake with %s refused: %s", address, exc)
                     sock.close()
 
