@@ -264,6 +264,9 @@ class ConnectionGuard:
             if self._stopping:
                 return None
             if self._slots.take():
+                swallowed = self._refusals.flush(self._clock())
+                if swallowed is not None:  # the end of a burst of refusals: say how many there were
+                    LOG.warning("%d more OpenFlow connections were refused (handshake limit)", swallowed)
                 return _Slot(self._lock, self._slots)
             count = self._refusals.note(self._clock())
         if count is not None:

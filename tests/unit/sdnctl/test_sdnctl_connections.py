@@ -173,3 +173,25 @@ def test_a_header_shorter_than_itself_ends_the_connection_as_malformed(
         f"OpenFlow connection from peer:0 (switch unknown) dropped: malformed: MalformedOpenFlow: header declares "
         f"length {length}, below the 8-byte header itself"
     ]
+
+
+def test_the_end_of_a_burst_of_refusals_says_how_many_were_not_logged(osken_conf: Any, caplog: Any) -> None:
+    from sdnctl.connections import ConnectionGuard
+
+    osken_conf(echo_request_interval=30.0, maximum_unreplied_echo_requests=3)
+    now = [1000.0]
+    guard = ConnectionGuard(ConnectionLimits(max_handshaking=1, handshake_timeout_s=None), clock=lambda: now[0])
+    before = set(threading.enumerate())
+    with caplog.at_level(logging.INFO, "edgectl.sdnctl.connections"):
+        with served(guard, 1):
+            eventually(lambda: guard.handshaking == 1)
+            with served(guard, 3) as refused:
+                for peer in refused:
+                    eventually(lambda peer=peer: closed_by_controller(peer))
+        eventually(lambda: guard.handshaking == 0)
+        now[0] += 11.0
+        with served(guard, 1):
+            eventually(lambda: guard.handshaking == 1)
+        eventually(lambda: not threads_started_since(before))
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 2 and lines[1] == "2 more OpenFlow connections were refused (handshake limit)", lines
