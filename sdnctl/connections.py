@@ -159,6 +159,7 @@ class ConnectionGuard:
         self._live: set[GuardedDatapath] = set()
         self._serving: set[threading.Thread] = set()
         self._stopping = False
+        self._flush_timer: threading.Timer | None = None
         self._admitted = threading.local()  # the slot serve_admitted took for this thread's connection
         self.listeners: list[Any] = []  # os-ken StreamServers serving through this guard (they add themselves)
 
@@ -173,6 +174,8 @@ class ConnectionGuard:
             self._stopping = True
             live = list(self._live)
             serving = list(self._serving)
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
         for listener in self.listeners:
             listener.stop()
         for datapath in live:
@@ -264,11 +267,15 @@ class ConnectionGuard:
             if self._stopping:
                 return None
             if self._slots.take():
-                swallowed = self._refusals.flush(self._clock())
-                if swallowed is not None:  # the end of a burst of refusals: say how many there were
-                    LOG.warning("%d more OpenFlow connections were refused (handshake limit)", swallowed)
                 return _Slot(self._lock, self._slots)
-            count = self._refusals.note(self._clock())
+            now = self._clock()
+            count = self._refusals.note(now)
+            due_at = self._refusals.flush_due_at()
+            if count is None and due_at is not None and self._flush_timer is None:
+                # One timer per burst: the refusals this line did not show are counted when it fires.
+                self._flush_timer = threading.Timer(max(0.0, due_at - now), self._flush_refusals)
+                self._flush_timer.daemon = True
+                self._flush_timer.start()
         if count is not None:
             LOG.warning(
                 "refused OpenFlow connection from %s: %d connections are still in their handshake (the limit)%s",
@@ -277,6 +284,13 @@ class ConnectionGuard:
                 f"; {count - 1} more refused since the last such line" if count > 1 else "",
             )
         return None
+
+    def _flush_refusals(self) -> None:
+        with self._lock:
+            self._flush_timer = None
+            count = self._refusals.flush(self._clock())
+        if count:
+            LOG.warning("%d more OpenFlow connections were refused (handshake limit)", count)
 
     def _log_end(self, datapath: GuardedDatapath, failure: Exception | None) -> None:
         peer = peer_name(datapath.address)

@@ -84,7 +84,9 @@ def test_throttle_flush_reports_what_was_swallowed_once_the_interval_passed() ->
     assert throttle.note(0.0) == 1
     assert throttle.note(1.0) is None
     assert throttle.note(2.0) is None
+    assert throttle.flush_due_at() == 10.0
     assert throttle.flush(5.0) is None  # too early
     assert throttle.flush(10.0) == 2
     assert throttle.flush(30.0) is None
+    assert throttle.flush_due_at() is None
     assert throttle.note(30.0) == 1
