@@ -185,6 +185,8 @@ class Controller:
             self.mesh.stop()
         if self.routes is not None:
             self.routes.stop()
+        if self.openflow is not None:
+            self.openflow.stop()
         if self.http is not None:
             self.http.stop()
         self.bus.stop()

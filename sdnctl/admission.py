@@ -90,6 +90,21 @@ class Throttle:
         self._swallowed = 0
         return count
 
+    def flush_due_at(self) -> float | None:
+        """When ``flush`` will report the events swallowed so far, or None if there are none."""
+        if not self._swallowed or self._last_line_at is None:
+            return None
+        return self._last_line_at + self.interval_s
+
+    def flush(self, now: float) -> int | None:
+        """Once the interval has passed: how many events were swallowed since the last line, if any."""
+        if not self._swallowed or (self._last_line_at is not None and now - self._last_line_at < self.interval_s):
+            return None
+        count = self._swallowed
+        self._last_line_at = now
+        self._swallowed = 0
+        return count
+
 
 @dataclass(frozen=True)
 class ConnectionLimits:

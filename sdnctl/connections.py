@@ -23,13 +23,13 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from os_ken.controller import controller as of_controller
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER
 
-from sdnctl.admission import ECHO_TIMEOUT, ConnectionLimits, HandshakeSlots, Throttle, overdue
+from sdnctl.admission import ECHO_TIMEOUT, HANDSHAKE_TIMEOUT, ConnectionLimits, HandshakeSlots, Throttle, overdue
 
 LOG = logging.getLogger("edgectl.sdnctl.connections")
 
@@ -140,7 +140,8 @@ class _Slot:
                 self._slots.give_back()
 
 
-def _peer(address: Any) -> str:
+def peer_name(address: Any) -> str:
+    """host:port of a peer's socket address."""
     if isinstance(address, tuple) and len(address) >= 2:
         return f"{address[0]}:{address[1]}"
     return str(address)
@@ -155,14 +156,78 @@ class ConnectionGuard:
         self._lock = threading.Lock()
         self._slots = HandshakeSlots(limits.max_handshaking)
         self._refusals = Throttle(limits.refusal_log_interval_s)
+        self._live: set[GuardedDatapath] = set()
+        self._serving: set[threading.Thread] = set()
+        self._stopping = False
+        self._flush_timer: threading.Timer | None = None
+        self._admitted = threading.local()  # the slot serve_admitted took for this thread's connection
+        self.listeners: list[Any] = []  # os-ken StreamServers serving through this guard (they add themselves)
 
     @property
     def handshaking(self) -> int:
         with self._lock:
             return self._slots.taken
 
+    def stop(self, reason: str = "controller stopping", timeout_s: float = 10.0) -> None:
+        """Stop accepting, drop every connection, and wait (bounded) for their threads to end."""
+        with self._lock:
+            self._stopping = True
+            live = list(self._live)
+            serving = list(self._serving)
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+        for listener in self.listeners:
+            listener.stop()
+        for datapath in live:
+            datapath.drop(reason)
+        deadline = time.monotonic() + timeout_s
+        for thread in serving:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        left = sum(thread.is_alive() for thread in serving)
+        if left:
+            LOG.warning("%d OpenFlow connections still ending after %.0f s", left, timeout_s)
+
     def __call__(self, sock: Any, address: Any) -> None:
+        with self._serving_thread():
+            self._serve(sock, address)
+
+    @contextlib.contextmanager
+    def _serving_thread(self) -> Iterator[None]:
+        """This thread serves a connection: stop() waits for it."""
+        thread = threading.current_thread()
+        with self._lock:
+            nested = thread in self._serving
+            self._serving.add(thread)
+        try:
+            yield
+        finally:
+            if not nested:
+                with self._lock:
+                    self._serving.discard(thread)
+
+    def serve_admitted(self, sock: Any, address: Any, serve: Callable[[], None]) -> None:
+        """Admit a connection, then ``serve`` it (os-ken's TLS handshake, then this guard).
+
+        The slot and the handshake deadline then cover the TLS handshake too, where a peer that never
+        sends its hello would otherwise hold a thread forever (os-ken's sockets have no timeout then).
+        """
         slot = self._admit(address)
+        if slot is None:
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
+        if self.limits.handshake_timeout_s is not None:
+            sock.settimeout(self.limits.handshake_timeout_s)  # os-ken's Datapath sets its own after
+        self._admitted.slot = slot
+        try:
+            with self._serving_thread():
+                serve()
+        finally:
+            self._admitted.slot = None
+            slot.give_back()
+
+    def _serve(self, sock: Any, address: Any) -> None:
+        slot = getattr(self._admitted, "slot", None) or self._admit(address)
         if slot is None:
             with contextlib.suppress(OSError):
                 sock.close()
@@ -179,9 +244,13 @@ class ConnectionGuard:
             slot.give_back()
             with contextlib.suppress(OSError):
                 sock.close()
-            LOG.info("OpenFlow connection from %s closed before it was served: %s", _peer(address), exc)
+            LOG.info("OpenFlow connection from %s closed before it was served: %s", peer_name(address), exc)
             return
         failure: Exception | None = None
+        with self._lock:
+            self._live.add(datapath)
+            if self._stopping:
+                datapath.drop("controller stopping")
         with contextlib.closing(datapath):
             try:
                 datapath.serve()
@@ -189,31 +258,51 @@ class ConnectionGuard:
                 failure = exc
             finally:
                 slot.give_back()
+                with self._lock:
+                    self._live.discard(datapath)
         self._log_end(datapath, failure)
 
     def _admit(self, address: Any) -> _Slot | None:
         with self._lock:
+            if self._stopping:
+                return None
             if self._slots.take():
                 return _Slot(self._lock, self._slots)
-            count = self._refusals.note(self._clock())
+            now = self._clock()
+            count = self._refusals.note(now)
+            due_at = self._refusals.flush_due_at()
+            if count is None and due_at is not None and self._flush_timer is None:
+                # One timer per burst: the refusals this line did not show are counted when it fires.
+                self._flush_timer = threading.Timer(max(0.0, due_at - now), self._flush_refusals)
+                self._flush_timer.daemon = True
+                self._flush_timer.start()
         if count is not None:
             LOG.warning(
                 "refused OpenFlow connection from %s: %d connections are still in their handshake (the limit)%s",
-                _peer(address),
+                peer_name(address),
                 self.limits.max_handshaking,
                 f"; {count - 1} more refused since the last such line" if count > 1 else "",
             )
         return None
 
+    def _flush_refusals(self) -> None:
+        with self._lock:
+            self._flush_timer = None
+            count = self._refusals.flush(self._clock())
+        if count:
+            LOG.warning("%d more OpenFlow connections were refused (handshake limit)", count)
+
     def _log_end(self, datapath: GuardedDatapath, failure: Exception | None) -> None:
-        peer = _peer(datapath.address)
+        peer = peer_name(datapath.address)
         dpid = "unknown" if datapath.id is None else f"{datapath.id:016x}"
         if failure is not None:
             why = f"malformed: {type(failure).__name__}: {failure}"
         elif datapath.drop_reason == ECHO_TIMEOUT:
             why = f"{ECHO_TIMEOUT} (more than {datapath.max_unreplied_echo_requests} echo requests unanswered)"
+        elif datapath.drop_reason == HANDSHAKE_TIMEOUT:
+            why = f"{HANDSHAKE_TIMEOUT} (not done in {self.limits.handshake_timeout_s:g} s)"
         elif datapath.drop_reason is not None:
-            why = f"{datapath.drop_reason} (not done in {self.limits.handshake_timeout_s:g} s)"
+            why = datapath.drop_reason
         else:
             LOG.info("OpenFlow connection from %s (switch %s) closed", peer, dpid)
             return

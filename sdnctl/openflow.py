@@ -99,6 +99,10 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
         self._stopping = threading.Event()
         threading.Thread(target=self._prober, name="sdn-prober", daemon=True).start()
 
+    def close(self) -> None:
+        """os-ken's teardown (``AppManager.close``): the prober ends."""
+        self._stopping.set()
+
     # -- switches come and go --------------------------------------------------------------------
     @property
     def datapaths(self) -> dict[SwitchId, Any]:

@@ -8,8 +8,10 @@ from a daemon thread so their threads are daemons and SIGTERM ends the process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -26,6 +28,16 @@ class OpenFlowRuntime:
     app: Any
     host: str
     port: int
+    connections: Any = None  # the sdnctl.connections.ConnectionGuard serving this listener
+    manager: Any = None  # os-ken's AppManager
+
+    def stop(self) -> None:
+        """Stop listening, drop every switch, stop os-ken's apps and their threads."""
+        if self.connections is not None:
+            self.connections.stop()
+        if self.manager is not None:
+            self.manager.close()
+        LOG.info("OpenFlow listener on %s:%d stopped", self.host, self.port)
 
 
 def start_openflow(
@@ -65,7 +77,7 @@ def start_openflow(
     # os-ken notices a dead switch only when something is sent: a short echo keeps that prompt.
     cfg.CONF.set_override("echo_request_interval", echo_interval_s)
     cfg.CONF.set_override("maximum_unreplied_echo_requests", 3)
-    _guard_connections(_controller, limits or ConnectionLimits())
+    connections = _guard_connections(_controller, limits or ConnectionLimits())
     if tls is not None and on_tls_context is not None:
         _hand_over_tls_context(_controller, on_tls_context)
     manager = app_manager.AppManager.get_instance()
@@ -88,14 +100,14 @@ def start_openflow(
     app = manager.applications["edgectl_fabric"]
     _wait_listening(host, port, timeout_s)
     LOG.info("OpenFlow 1.3 listening on %s:%d", host, port)
-    return OpenFlowRuntime(app=app, host=host, port=port)
+    return OpenFlowRuntime(app=app, host=host, port=port, connections=connections, manager=manager)
 
 
 class MalformedOpenFlow(Exception):
     """A peer sent bytes that do not parse as the OpenFlow message they claim to be."""
 
 
-def _guard_connections(controller_module: Any, limits: ConnectionLimits) -> None:
+def _guard_connections(controller_module: Any, limits: ConnectionLimits) -> Any:
     """Make os-ken end every connection cleanly, and disconnect a peer that breaks the protocol.
 
     os-ken logs a traceback and *keeps* a connection whose message fails to parse (it skips the
@@ -107,13 +119,15 @@ def _guard_connections(controller_module: Any, limits: ConnectionLimits) -> None
     change: a message that does not parse ends its connection, and each connection is served by a
     ``ConnectionGuard`` (the limits of this call; connections already open keep theirs).
     """
+    from os_ken.lib import hub
     from os_ken.ofproto import ofproto_parser
 
-    from sdnctl.connections import ConnectionGuard
+    from sdnctl.connections import ConnectionGuard, peer_name
 
-    controller_module.datapath_connection_factory = ConnectionGuard(limits)
+    guard = ConnectionGuard(limits)
+    controller_module.datapath_connection_factory = guard
     if getattr(ofproto_parser.msg, "edgectl_strict", False):
-        return
+        return guard
     parsers = ofproto_parser._MSG_PARSERS
     unknown_version = ofproto_parser.exception.OFPUnknownVersion
 
@@ -134,29 +148,62 @@ def _guard_connections(controller_module: Any, limits: ConnectionLimits) -> None
     ofproto_parser.msg = strict_msg
 
     class HandshakeLoggingServer(controller_module.StreamServer):  # type: ignore[misc]
-        """The TLS handshake runs in a hub thread whose exceptions the native hub swallows: log refusals."""
+        """The TLS handshake runs in a hub thread whose exceptions the native hub swallows: log refusals.
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            handle = self.handle
+        It also stops: ``stop()`` ends ``serve_forever`` (os-ken's loops forever), with no traceback.
+        """
+
+        handle: Any
+
+        def __init__(self, listen_info: Any, handle: Any, *args: Any, **kwargs: Any) -> None:
+            super().__init__(listen_info, handle, *args, **kwargs)
+            self.stopping = False
+            if isinstance(handle, ConnectionGuard):
+                handle.listeners.append(self)
+            wrapped: Any = self.handle
 
             def logged(sock: Any, address: Any) -> None:
                 try:
-                    handle(sock, address)
+                    wrapped(sock, address)
                 except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError) as exc:  # probes, hang-ups
                     LOG.debug("TLS connection from %s ended in the handshake: %s", address, exc)
+                    sock.close()
+                except TimeoutError:  # the socket's timeout is the handshake deadline (serve_admitted)
+                    LOG.warning(
+                        "OpenFlow connection from %s (switch unknown) dropped: TLS handshake timeout",
+                        peer_name(address),
+                    )
                     sock.close()
                 except (ssl.SSLError, OSError) as exc:
                     LOG.warning("TLS handshake with %s refused: %s", address, exc)
                     sock.close()
 
-            self.handle = logged
+            def admitted(sock: Any, address: Any) -> None:
+                handle.serve_admitted(sock, address, lambda: logged(sock, address))
+
+            self.handle = admitted if isinstance(handle, ConnectionGuard) else logged
+
+        def serve_forever(self) -> None:
+            while not self.stopping:
+                try:
+                    sock, address = self.server.accept()
+                except OSError:
+                    if self.stopping:
+                        return
+                    raise
+                hub.spawn(self.handle, sock, address)
+
+        def stop(self) -> None:
+            self.stopping = True
+            with contextlib.suppress(OSError):
+                self.server.shutdown(socket.SHUT_RDWR)  # wakes the accept
+            self.server.close()
 
     controller_module.StreamServer = HandshakeLoggingServer
+    return guard
 
 
 def _wait_listening(host: str, port: int, timeout_s: float) -> None:
-    import socket
     import time
 
     deadline = time.monotonic() + timeout_s

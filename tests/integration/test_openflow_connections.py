@@ -8,6 +8,7 @@ Only loopback: real controller processes (`edgectl run`, or os-ken with the edge
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -211,3 +212,69 @@ def test_connections_in_their_handshake_are_bounded_in_number_and_time() -> None
         peers_stack.close()
         wait_until(lambda: threads_of(listener.process.pid) <= baseline + 2, 20, what=f"threads back to {baseline}")
         assert "Traceback" not in listener.log()
+
+
+STOP_IN_PROCESS = """
+import json, socket, sys, threading, time
+from tests.integration.harness import free_port
+from edgectl.config import RunConfig, load_fabric
+from edgectl.controller import Controller
+
+before = set(threading.enumerate())
+config = RunConfig(fabric_file=sys.argv[1], openflow_port=free_port(), http_port=free_port(),
+                   xds_port=free_port(), api_port=free_port())
+controller = Controller(config, load_fabric(config.fabric_file))
+controller.start()
+peer = socket.create_connection(("127.0.0.1", config.openflow_port))
+peer.sendall(bytes.fromhex("0400000800000001"))
+peer.settimeout(10)
+peer.recv(8)  # served: the controller's HELLO
+controller.stop()
+deadline = time.monotonic() + 10
+while [t for t in threading.enumerate() if t not in before] and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps([t.name for t in threading.enumerate() if t not in before]))
+"""
+
+
+def test_controller_stop_ends_openflow_and_every_thread_it_started() -> None:
+    """`Controller.stop()` stops the listener, drops connected peers and ends os-ken's threads (in-process)."""
+    result = subprocess.run(
+        [sys.executable, "-c", STOP_IN_PROCESS, str(DIAMOND)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [], result.stderr[-3000:]
+    assert "dropped: controller stopping" in result.stderr
+
+
+def test_a_tls_peer_silent_in_its_tls_handshake_is_dropped_at_the_deadline(tmp_path: Path) -> None:
+    """With OpenFlow over TLS the TLS handshake comes first, on a socket with no timeout: a peer that
+    never sends its ClientHello held a thread forever. It is now dropped at the 10 s handshake deadline."""
+    from pki.ca import CertificateAuthority
+
+    CertificateAuthority.init(tmp_path / "ca", "edge.test")
+    fabric = REPO / "examples" / "edge-cloud.yaml"
+    with (
+        edgectl_run(fabric, "--pki-dir", str(tmp_path / "ca"), "--openflow-tls") as controller,
+        contextlib.ExitStack() as peers_stack,
+    ):
+        wait_openflow_listening(controller)
+        pid = controller.process.pid
+        baseline = stable_baseline(pid)
+        peers = [socket.create_connection(("127.0.0.1", controller.openflow_port), timeout=5) for _ in range(10)]
+        for peer in peers:
+            peers_stack.callback(peer.close)
+        wait_until(lambda: threads_of(pid) >= baseline + 10, 15, what="threads serving the 10 peers")
+        for peer in peers:
+            wait_until(lambda peer=peer: closed_by_controller(peer), 40, what="the TLS handshake deadline")
+        for peer in peers:
+            line = f"from 127.0.0.1:{peer.getsockname()[1]} (switch unknown) dropped: TLS handshake timeout"
+            wait_until(lambda line=line: line in controller.log(), 10, what=line)
+        peers_stack.close()
+        wait_until(lambda: threads_of(pid) <= baseline + 2, 30, what=f"threads back to {baseline}")
+        assert "Traceback" not in controller.log()

@@ -76,3 +76,17 @@ def test_throttle_logs_once_per_interval_with_the_swallowed_count() -> None:
     assert throttle.note(9.9) is None
     assert throttle.note(10.0) == 3  # this one and the two swallowed
     assert throttle.note(25.0) == 1
+
+
+def test_throttle_flush_reports_what_was_swallowed_once_the_interval_passed() -> None:
+    throttle = Throttle(interval_s=10.0)
+    assert throttle.flush(0.0) is None  # nothing swallowed
+    assert throttle.note(0.0) == 1
+    assert throttle.note(1.0) is None
+    assert throttle.note(2.0) is None
+    assert throttle.flush_due_at() == 10.0
+    assert throttle.flush(5.0) is None  # too early
+    assert throttle.flush(10.0) == 2
+    assert throttle.flush(30.0) is None
+    assert throttle.flush_due_at() is None
+    assert throttle.note(30.0) == 1
