@@ -219,7 +219,11 @@ def _host_learned(state: FabricState, event: ev.HostLearned) -> FabricState:
     else:
         learned = match.mac_learned or (match.declared and match.mac.lower() != mac)
         host = replace(match, attachment=event.attachment, mac=mac, ip=event.ip or match.ip, mac_learned=learned)
-    stale = {h.id for h in hosts if not h.declared and h.id != host.id and (h.mac.lower() == mac or h.ip == host.ip)}
+    stale = {
+        h.id
+        for h in hosts
+        if not h.declared and h.id != host.id and (h.mac.lower() == mac or (host.ip and h.ip == host.ip))
+    }
     seen = state.hosts_seen_at.get(host.id)
     refresh = not host.declared and (seen is None or event.at - seen >= HOST_SEEN_REFRESH_S)
     if host == match and not stale and not refresh:
@@ -228,7 +232,7 @@ def _host_learned(state: FabricState, event: ev.HostLearned) -> FabricState:
     new_hosts[host.id] = host
     new_seen = {k: t for k, t in state.hosts_seen_at.items() if k not in stale}
     if not host.declared:
-        new_seen[host.id] = max(event.at, seen or event.at)
+        new_seen[host.id] = event.at if seen is None else max(event.at, seen)  # events may arrive late
     return state._with(hosts=frozen_map(new_hosts), hosts_seen_at=frozen_map(new_seen))
 
 

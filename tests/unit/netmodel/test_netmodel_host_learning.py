@@ -64,6 +64,13 @@ def test_an_undeclared_host_whose_address_moved_to_another_mac_is_forgotten() ->
     assert set(state.hosts_seen_at) == {HostId("02:dd:00:00:00:08")}
 
 
+def test_hosts_seen_without_an_address_do_not_displace_each_other() -> None:
+    where = Attachment(SwitchId(EB1), PortNo(8))
+    state = learned(example_state(), "02:cc:00:00:00:07", "", 1.0, where)
+    state = learned(state, "02:dd:00:00:00:08", "", 2.0, where)
+    assert {HostId("02:cc:00:00:00:07"), HostId("02:dd:00:00:00:08")} <= set(state.hosts)
+
+
 def test_undeclared_hosts_expire_declared_hosts_never_do() -> None:
     where = Attachment(SwitchId(EB1), PortNo(8))
     state = learned(example_state(), "02:AA:00:00:00:01", "10.0.1.1", 0.0)  # u1, declared
