@@ -3,8 +3,9 @@
 ``mn`` runs Debian's own Python, executes this file with ``exec`` (no ``__file__``, no package
 context) and copies every global it leaves behind into its own globals, so this file defines only
 ``topos`` and cleans up after itself. It makes the repository (and its venv's site-packages, for
-networkx) importable, then hands over ``mininet_topos.topos``. Options after the file, e.g.
-``--topo fabric,FILE,delay=none,fail_mode=standalone``, go to ``FabricTopo.build``.
+networkx) importable, then hands over ``mininet_topos.topos``, each ending ``mn`` with a message
+(and without ``mn``'s machine-wide cleanup) when its fabric cannot be built or its names are in use.
+Options after the file, e.g. ``--topo fabric,FILE,delay=none,fail_mode=standalone``, go to ``FabricTopo.build``.
 """
 
 
@@ -23,8 +24,9 @@ def _fabric_topos():  # type: ignore[no-untyped-def]
     if os.path.isdir(venv_site) and venv_site not in sys.path:
         sys.path.append(venv_site)  # after Debian's own packages: only what they lack comes from here
     import mininet_topos
+    from mininet_topos.topo import for_mn_command
 
-    return dict(mininet_topos.topos)
+    return for_mn_command(mininet_topos.topos)
 
 
 topos = _fabric_topos()

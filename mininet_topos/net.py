@@ -11,6 +11,7 @@ from pathlib import Path
 from mininet.net import Mininet
 from mininet.node import OVSSwitch, RemoteController
 
+from mininet_topos.inuse import refuse_names_in_use
 from mininet_topos.links import DelayRelayLink
 from mininet_topos.topo import DelayBackend, FabricHost, FabricTopo, load_spec
 from netmodel.fabric import FabricSpec
@@ -60,8 +61,14 @@ def build(
     real_delay: None = real one-way delay per cable, via netem if the kernel has it, else via the
     userspace relay; False = no delay; "netem"/"relay" force a backend. start() waits up to
     ``connect_timeout`` seconds for the switches to connect (Mininet would wait forever in secure mode).
+
+    Raises ``mininet_topos.inuse.NamesInUse``, having created nothing, when a bridge or interface the
+    fabric needs exists already (this fabric running already, or another with the same switch names).
     """
     topo = FabricTopo(load_spec(fabric_file), delay=real_delay, fail_mode=fail_mode)
+    # Before Mininet creates anything: it deletes by name what it is about to create, and a failed
+    # build's teardown deletes by name what it was asked for. Once this passed, those names are ours.
+    refuse_names_in_use(topo.plan)
     net = FabricNet(
         topo,
         switch=OVSSwitch,
@@ -76,6 +83,6 @@ def build(
     try:
         net.build()
     except BaseException:
-        net.stop()  # whatever was created so far: host shells, veths, relays
+        net.stop()  # what this build created so far (no name it deletes existed before): shells, veths, relays
         raise
     return net

@@ -7,6 +7,7 @@ under the ``mn`` command (``mn --custom mininet_topos/custom.py --topo fabric,FI
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,25 @@ class TopohubTopo(FabricTopo):
 
         doc = from_topohub(str(key))
         super().build(parse_fabric(to_yaml(doc), doc["name"]), delay=delay, fail_mode=fail_mode)
+
+
+def for_mn_command(topos: dict[str, type[FabricTopo]]) -> dict[str, Callable[..., FabricTopo]]:
+    """``topos`` for ``mn --custom``: after any exception ``mn`` runs Mininet's machine-wide cleanup
+    (``mn -c``: every OVS bridge, every ``*-ethN`` interface and every ``mnexec`` on the machine, not
+    just this network's). A fabric that cannot be built (a bad file, names already in use) ends ``mn``
+    with its message before anything is built, as ``SystemExit``, which ``mn`` does not catch."""
+
+    def checked(topo_class: type[FabricTopo]) -> Callable[..., FabricTopo]:
+        def make(*args: Any, **kwargs: Any) -> FabricTopo:
+            from mininet_topos.inuse import refuse_names_in_use
+
+            try:
+                topo = topo_class(*args, **kwargs)
+                refuse_names_in_use(topo.plan)
+            except Exception as exc:  # whatever the reason, mn must not run its cleanup
+                raise SystemExit(f"*** {topo_class.__name__}: {exc}") from exc
+            return topo
+
+        return make
+
+    return {name: checked(cls) for name, cls in topos.items()}

@@ -76,6 +76,13 @@ class HostLearned:
 
 
 @dataclass(frozen=True, slots=True)
+class HostsExpired:
+    """Time passed: learned, undeclared hosts not seen for ``state.HOST_TTL_S`` before ``at`` are gone."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class NodeDown:
     node: NodeId
 
@@ -107,6 +114,7 @@ Event = (
     | LinkUp
     | LinkLatencyMeasured
     | HostLearned
+    | HostsExpired
     | NodeDown
     | NodeUp
     | WorkloadPlaced

@@ -23,7 +23,9 @@ from netmodel.types import Resources, Service, Site, Tier
 MAX_NODES = 200_000  # YAML aliases can make a small file expand enormously: stop early.
 MAX_PORT = 0xFFFFFF00  # OpenFlow 1.3 OFPP_MAX
 MAX_DPID = (1 << 64) - 1
+MIN_LATENCY_SLO_MS = 0.001  # 1 us: the model counts latency in whole microseconds
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+_HEX_RE = re.compile(r"[0-9a-fA-F]{1,16}")
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 TOP_LEVEL_KEYS = ("name", "subnet", "sites", "switches", "links", "nodes", "hosts", "services")
 
@@ -256,14 +258,24 @@ def _colon_text(located: Located) -> Any:
 
 
 def _dpid(checker: _Checker, located: Located, path: str) -> int | None:
+    """Integers are taken as written (``102`` is decimal, ``0x66`` hex). Strings say their base: "0x66"
+    and the colon form "00:00:00:00:00:00:00:66" are hex, plain digits ("102") are decimal like the
+    integer; anything else is refused rather than guessed at."""
     value = _colon_text(located)
     if isinstance(value, str):
-        text = value.replace(":", "")
-        text = text[2:] if text.lower().startswith("0x") else text
-        try:
-            value = int(text, 16)
-        except ValueError:
-            checker.error(located, path, f"expected a datapath id (integer or hex string), got {located.value!r}")
+        text = value.strip()
+        if text.lower().startswith("0x") and _HEX_RE.fullmatch(text[2:]):
+            value = int(text[2:], 16)
+        elif ":" in text and all(_HEX_RE.fullmatch(part) for part in text.split(":")):
+            value = int(text.replace(":", ""), 16)
+        elif text.isascii() and text.isdigit():
+            value = int(text, 10)
+        else:
+            checker.error(
+                located,
+                path,
+                f'expected a datapath id: an integer, "0x..." hex or "00:00:00:00:00:00:00:a1", got {located.value!r}',
+            )
             return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DPID:
         checker.error(located, path, f"expected a datapath id between 1 and 2^64-1, got {located.value!r}")
@@ -271,7 +283,8 @@ def _dpid(checker: _Checker, located: Located, path: str) -> int | None:
     return value
 
 
-def _ip(checker: _Checker, entry: dict[str, Located], path: str, network: ipaddress.IPv4Network) -> str | None:
+def _ip(checker: _Checker, entry: dict[str, Located], path: str, network: ipaddress.IPv4Network | None) -> str | None:
+    """The entry's address; ``network`` None means the subnet is bad (reported once): no check against it."""
     located = entry.get("ip")
     if located is None:
         return None
@@ -280,10 +293,26 @@ def _ip(checker: _Checker, entry: dict[str, Located], path: str, network: ipaddr
     except ValueError:
         checker.error(located, f"{path}.ip", f"expected an IPv4 address, got {located.value!r}")
         return None
-    if address not in network:
+    if network is not None and address not in network:
         checker.error(located, f"{path}.ip", f"{address} is outside the fabric subnet {network}")
         return None
     return str(address)
+
+
+def _subnet(checker: _Checker, located: Located) -> ipaddress.IPv4Network | None:
+    """The fabric subnet, or None (reported here, once: addresses are then not checked against it)."""
+    text = str(located.value)
+    try:
+        return ipaddress.IPv4Network(text)
+    except ValueError:
+        pass
+    try:
+        meant = ipaddress.IPv4Network(text, strict=False)
+    except ValueError:
+        checker.error(located, "subnet", f"expected an IPv4 network like 10.0.0.0/16, got {located.value!r}")
+    else:
+        checker.error(located, "subnet", f"{text} has host bits set; did you mean {meant}?")
+    return None
 
 
 def _mac(checker: _Checker, entry: dict[str, Located], path: str) -> str:
@@ -366,13 +395,9 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
     fabric_name = "fabric"
     if "name" in root:
         fabric_name = c.name(root, "name", "") or fabric_name
-    network = ipaddress.IPv4Network("10.0.0.0/16")
+    network: ipaddress.IPv4Network | None = ipaddress.IPv4Network("10.0.0.0/16")
     if "subnet" in root:
-        try:
-            network = ipaddress.IPv4Network(str(root["subnet"].value))
-        except ValueError:
-            got = root["subnet"].value
-            c.error(root["subnet"], "subnet", f"expected an IPv4 network like 10.0.0.0/16, got {got!r}")
+        network = _subnet(c, root["subnet"])
 
     ids: dict[str, str] = {}  # switches, hosts and nodes share one namespace (Mininet names)
 
@@ -466,6 +491,9 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
         c.unique(ids, name, e["id"], f"{path}.id", "id")
         site = c.ref(e, "site", path, site_ids, "site")
         switch = c.ref(e, "switch", path, switch_names, "switch")
+        if site is not None and switch in switches and switches[switch][1] != site:
+            switch_site = switches[switch][1]
+            c.error(e["site"], f"{path}.site", f"site {site!r} is not its switch {switch}'s site {switch_site!r}")
         cpu = c.number(e, "cpu_millis", path, minimum=0, exclusive=True, integer=True)
         memory = c.number(e, "memory_mib", path, minimum=0, exclusive=True, integer=True)
         ip = _ip(c, e, path, network)
@@ -489,13 +517,16 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
         replicas = c.number(e, "replicas", path, minimum=0, integer=True, maximum=10_000)
         cpu = c.number(e, "cpu_millis", path, minimum=0, exclusive=True, integer=True)
         memory = c.number(e, "memory_mib", path, minimum=0, exclusive=True, integer=True)
-        max_latency = c.number(e, "max_latency_ms", path, minimum=0, exclusive=True)
+        max_latency = c.number(e, "max_latency_ms", path, minimum=MIN_LATENCY_SLO_MS)
         near = []
         for i, host, located in _names(c, e, "near", path):
             if host not in host_ids:
                 c.error(located, f"{path}.near[{i}]", f"unknown host {host!r}")
             else:
                 near.append(HostId(host))
+        if "max_latency_ms" in e and (e.get("near") is None or e["near"].value in (None, [])):
+            message = "needs near: the SLO is the latency from the near hosts (list them)"
+            c.error(e["max_latency_ms"], f"{path}.max_latency_ms", message)
         calls = _names(c, e, "calls", path)
         raw_services.append((path, name, port, replicas, cpu, memory, max_latency, tuple(near), calls))
     for path, _name, *_, calls in raw_services:
@@ -505,17 +536,18 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
 
     # Nodes without an ip get the highest free addresses of the subnet, in file order. Walk the
     # subnet lazily (a /8 holds 16M addresses) and report running out instead of raising.
-    free_ips = _free_addresses(network, ips)
+    # (With a bad subnet, already reported, there is nothing to assign from.)
+    free_ips = _free_addresses(network, ips) if network is not None else iter(())
     node_ips: list[str | None] = []
     for row in raw_nodes:
         path, ip, has_ip, item = row[0], row[6], row[9], row[10]
-        if not has_ip:
+        if not has_ip and network is not None:
             ip = next(free_ips, None)
             if ip is None:
                 c.error(item, f"{path}.ip", f"no ip given and no free address left in the subnet {network}")
         node_ips.append(ip)
 
-    if c.problems:
+    if c.problems or network is None:
         return None, c.problems
 
     # Everything checked: resolve ports and addresses deterministically, in file order.

@@ -28,6 +28,12 @@ from netmodel.types import (
     frozen_map,
 )
 
+HOST_TTL_S = 300.0
+"""A learned, undeclared host not seen for this long is forgotten (it left, or was rebuilt elsewhere)."""
+HOST_SEEN_REFRESH_S = 60.0
+"""How stale an undeclared host's last sighting may get before a sighting is news again (see
+``learning_due``): keeps a talking host from expiring without a model change per ARP."""
+
 
 class EventRejected(ValueError):
     """The event names something the model does not know, or breaks an invariant."""
@@ -41,6 +47,7 @@ class FabricState:
     nodes: Mapping[NodeId, ComputeNode] = field(default_factory=frozen_map)
     services: Mapping[ServiceName, Service] = field(default_factory=frozen_map)
     workloads: Mapping[WorkloadId, Workload] = field(default_factory=frozen_map)
+    hosts_seen_at: Mapping[HostId, float] = field(default_factory=frozen_map)  # undeclared hosts: last seen
     generation: int = 0
 
     def apply(self, event: ev.Event) -> FabricState:
@@ -195,18 +202,69 @@ def _link_latency_measured(state: FabricState, event: ev.LinkLatencyMeasured) ->
 
 
 def _host_learned(state: FabricState, event: ev.HostLearned) -> FabricState:
+    """Who sent this: a declared host by its MAC; else a declared host at this IP whose MAC the file
+    does not fix (a rebuilt testbed gives hosts new MACs: still the same host, not a second one); else
+    an undeclared host by its MAC; else a new undeclared host named by its MAC. An undeclared host left
+    holding the same MAC or IP is stale and forgotten: an address belongs to one host at a time."""
     _require_switch(state.topology, event.attachment.switch)
     mac = event.mac.lower()
-    match = next((h for h in state.hosts.values() if h.mac and h.mac.lower() == mac), None)
+    hosts = state.hosts.values()
+    match = next((h for h in hosts if h.declared and h.mac.lower() == mac), None)
     if match is None:
-        match = next((h for h in state.hosts.values() if h.ip == event.ip and not h.mac), None)
+        match = next((h for h in hosts if h.declared and h.ip == event.ip and (not h.mac or h.mac_learned)), None)
+    if match is None:
+        match = next((h for h in hosts if not h.declared and h.mac.lower() == mac), None)
     if match is None:
         host = Host(id=HostId(mac), attachment=event.attachment, ip=event.ip, mac=mac, declared=False)
     else:
-        host = replace(match, attachment=event.attachment, mac=mac, ip=event.ip or match.ip)
-        if host == match:
-            return state
-    return state._with(hosts=frozen_map({**state.hosts, host.id: host}))
+        learned = match.mac_learned or (match.declared and match.mac.lower() != mac)
+        host = replace(match, attachment=event.attachment, mac=mac, ip=event.ip or match.ip, mac_learned=learned)
+    stale = {
+        h.id
+        for h in hosts
+        if not h.declared and h.id != host.id and (h.mac.lower() == mac or (host.ip and h.ip == host.ip))
+    }
+    seen = state.hosts_seen_at.get(host.id)
+    refresh = not host.declared and (seen is None or event.at - seen >= HOST_SEEN_REFRESH_S)
+    if host == match and not stale and not refresh:
+        return state
+    new_hosts = {k: h for k, h in state.hosts.items() if k not in stale}
+    new_hosts[host.id] = host
+    new_seen = {k: t for k, t in state.hosts_seen_at.items() if k not in stale}
+    if not host.declared:
+        new_seen[host.id] = event.at if seen is None else max(event.at, seen)  # events may arrive late
+    return state._with(hosts=frozen_map(new_hosts), hosts_seen_at=frozen_map(new_seen))
+
+
+def _hosts_expired(state: FabricState, event: ev.HostsExpired) -> FabricState:
+    gone = set(expired_hosts(state, event.at))
+    if not gone:
+        return state
+    return state._with(
+        hosts=frozen_map({k: h for k, h in state.hosts.items() if k not in gone}),
+        hosts_seen_at=frozen_map({k: t for k, t in state.hosts_seen_at.items() if k not in gone}),
+    )
+
+
+def expired_hosts(state: FabricState, now: float) -> tuple[HostId, ...]:
+    """Undeclared hosts last seen more than ``HOST_TTL_S`` before ``now`` (declared hosts never expire)."""
+    return tuple(
+        host.id
+        for host in state.hosts.values()
+        if not host.declared and now - state.hosts_seen_at.get(host.id, float("-inf")) > HOST_TTL_S
+    )
+
+
+def learning_due(state: FabricState, mac: str, now: float) -> bool:
+    """Whether a sighting of ``mac`` is news for the model even if the sender was seen before at the
+    same place: its host is unknown (never learned, or expired) or undeclared and last seen more than
+    ``HOST_SEEN_REFRESH_S`` ago. Adapters that publish only changes use it so a talking host stays."""
+    mac = mac.lower()
+    host = next((h for h in state.hosts.values() if h.mac.lower() == mac), None)
+    if host is None:
+        return True
+    seen = state.hosts_seen_at.get(host.id)
+    return not host.declared and (seen is None or now - seen >= HOST_SEEN_REFRESH_S)
 
 
 def _node_up_or_down(up: bool) -> Callable[[FabricState, Any], FabricState]:
@@ -280,10 +338,19 @@ _HANDLERS: dict[type, Callable[[FabricState, Any], FabricState]] = {
     ev.LinkUp: _link_up,
     ev.LinkLatencyMeasured: _link_latency_measured,
     ev.HostLearned: _host_learned,
+    ev.HostsExpired: _hosts_expired,
     ev.NodeDown: _node_up_or_down(False),
     ev.NodeUp: _node_up_or_down(True),
     ev.WorkloadPlaced: _workload_placed,
     ev.WorkloadRemoved: _workload_removed,
 }
 
-__all__ = ["EventRejected", "FabricState", "Port"]
+__all__ = [
+    "HOST_SEEN_REFRESH_S",
+    "HOST_TTL_S",
+    "EventRejected",
+    "FabricState",
+    "Port",
+    "expired_hosts",
+    "learning_due",
+]

@@ -113,6 +113,7 @@ class Host:
     ip: str
     mac: str = ""
     declared: bool = True
+    mac_learned: bool = False  # a declared host's MAC came from the network, not the file: it may change
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from os_ken.ofproto import ofproto_v1_3
 
 from netmodel import events as ev
 from netmodel.ids import PortNo, SwitchId, format_dpid
-from netmodel.state import FabricState
+from netmodel.state import FabricState, expired_hosts, learning_due
 from netmodel.types import Attachment, LinkId, Port
 from sdnctl import frames
 from sdnctl.flows import (
@@ -352,6 +352,8 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
             self._echo_sent.pop(key, None)
         self._expire_silent_links(now)
         self._report_latency()
+        if expired_hosts(self._state(), time.time()):  # learned hosts not seen for a while: forgotten
+            self._publish(ev.HostsExpired(time.time()))
 
     def _probe_switch(self, dpid: SwitchId) -> None:
         with self._lock:
@@ -477,7 +479,8 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
         if _is_fabric_port(state, dpid, in_port):
             return  # only edge ports have hosts; our own probes never come back as ARP
         where = Attachment(dpid, in_port)
-        if arp.sender_ip != "0.0.0.0" and self._arp_cache.get(arp.sender_ip) != (arp.sender_mac, where):
+        seen = self._arp_cache.get(arp.sender_ip) == (arp.sender_mac, where)  # learning_due: expiry, refresh
+        if arp.sender_ip != "0.0.0.0" and (not seen or learning_due(state, arp.sender_mac, time.time())):
             self._arp_cache[arp.sender_ip] = (arp.sender_mac, where)
             if not any(node.ip == arp.sender_ip for node in state.nodes.values()):
                 self._publish(ev.HostLearned(arp.sender_mac, arp.sender_ip, where, time.time()))

@@ -29,6 +29,7 @@ CORPUS = [
     ("dangling-link-end.yaml", 38, "links[10].b", "unknown switch 'c9'", 1),
     ("deeply-nested.yaml", 1, "<file>", "nested too deeply", 1),
     ("dpid-out-of-range.yaml", 22, "switches[7].dpid", "between 1 and 2^64-1", 1),
+    ("dpid-without-base.yaml", 15, "switches[0].dpid", 'expected a datapath id: an integer, "0x..." hex', 1),
     ("duplicate-dpid.yaml", 23, "switches[8].dpid", "duplicate dpid '0000000000000202'", 1),
     ("duplicate-ip.yaml", 52, "nodes[5].ip", "duplicate ip '10.0.9.10'", 1),
     ("duplicate-mapping-key.yaml", 16, "switches[1].dpid", "duplicate key", 1),
@@ -48,15 +49,19 @@ CORPUS = [
     ("non-numeric-latency.yaml", 27, "links[1].latency_ms", "expected a number, got 'fast'", 1),
     ("not-utf8.yaml", 25, "<file>", "not UTF-8", 1),
     ("not-yaml.yaml", 3, "<file>", "not valid YAML", 1),
+    ("node-site-mismatch.yaml", 47, "nodes[0].site", "site 'edge-b' is not its switch ea1's site 'edge-a'", 1),
     ("nul-byte.yaml", 30, "<file>", "NUL", 1),
     ("only-comments.yaml", 1, "<file>", "empty file", 1),
     ("port-used-twice.yaml", 27, "links[1].a_port", "port 1 of ea1 is already used by links[0].a_port", 1),
     ("scalar-not-mapping.yaml", 2, "<top>", "expected a mapping", 1),
     ("section-not-a-list.yaml", 24, "links", "expected a list", 1),
+    ("slo-without-near.yaml", 55, "services[0].max_latency_ms", "needs near", 1),
     ("subnet-exhausted.yaml", 9, "nodes[2].ip", "no free address", 1),
+    ("subnet-host-bits.yaml", 5, "subnet", "10.20.1.0/16 has host bits set; did you mean 10.20.0.0/16?", 1),
     ("tab-indentation.yaml", 26, "<file>", "found character '\\t'", 1),
     ("text-then-binary.bin", 5, "<file>", "not UTF-8", 1),
     ("tier-not-a-string.yaml", 12, "sites[4].tier", "unknown tier ['cloud']", 1),
+    ("tiny-slo.yaml", 55, "services[0].max_latency_ms", "must be >= 0.001, got 5e-324", 1),
     ("unclosed-flow-mapping.yaml", 16, "<file>", "while parsing a flow mapping", 1),
     ("unknown-host-in-near.yaml", 55, "services[0].near[1]", "unknown host 'u9'", 1),
     ("unknown-key.yaml", 47, "nodes[0].gpu", "unknown key", 1),
@@ -166,6 +171,51 @@ def test_bad_fabric_first_line_comment_agrees(name: str) -> None:
     first = (BAD_FABRICS / name).read_bytes().split(b"\n", 1)[0].decode()
     line, path = read_expected()[name]
     assert first == f"# expect: {line} {path}"
+
+
+def one_switch_with_dpid(written: str) -> str:
+    return f"sites: [{{id: s, tier: edge, region: r}}]\nswitches:\n  - {{id: a, dpid: {written}, site: s}}\n"
+
+
+@pytest.mark.parametrize(
+    ("written", "dpid"),
+    [
+        ("201", 201),  # an integer is what it says
+        ('"201"', 201),  # and so are its digits quoted: not hex
+        ("0x201", 0x201),
+        ('"0x201"', 0x201),
+        ('"0X00ff"', 0xFF),
+        ('"00:00:00:00:00:00:02:01"', 0x201),
+        ("00:00:00:00:00:00:02:01", 0x201),  # unquoted: YAML 1.1 would read base 60
+    ],
+)
+def test_dpid_forms_are_read_consistently(written: str, dpid: int) -> None:
+    spec = parse_fabric(one_switch_with_dpid(written))
+    assert spec.switches[0].dpid == dpid
+
+
+@pytest.mark.parametrize("written", ['"a1"', '"0xg1"', '"1.5"', '""', '"0x"', '"00:zz"'])
+def test_dpid_strings_that_do_not_say_their_base_are_refused(written: str) -> None:
+    with pytest.raises(FabricFileError, match=r"switches\[0\]\.dpid: expected a datapath id"):
+        parse_fabric(one_switch_with_dpid(written))
+
+
+def test_a_bad_subnet_is_one_problem_and_addresses_are_not_checked_against_another() -> None:
+    text = example_text().replace("10.0.", "10.20.").replace("subnet: 10.20.0.0/16", "subnet: 10.20.1.0/16")
+    with pytest.raises(FabricFileError) as info:
+        parse_fabric(text, "f.yaml")
+    assert [p.path for p in info.value.problems] == ["subnet"]
+    text = example_text().replace("subnet: 10.0.0.0/16", "subnet: ten")
+    with pytest.raises(FabricFileError) as info:
+        parse_fabric(text.replace(", ip: 10.0.9.11}", "}"), "f.yaml")  # nothing to assign c-n2's ip from
+    assert [p.path for p in info.value.problems] == ["subnet"]
+
+
+def test_slo_rules() -> None:
+    with pytest.raises(FabricFileError, match="needs near"):
+        parse_fabric(example_text().replace("near: [u1, u2]", "near: []"))
+    spec = parse_fabric(example_text().replace("max_latency_ms: 5,", "max_latency_ms: 0.001,"))
+    assert spec.services[0].max_latency_ms == 0.001  # 1 us: the smallest SLO the model can tell apart
 
 
 def test_every_problem_is_reported_not_only_the_first() -> None:

@@ -70,6 +70,7 @@ events = st.one_of(
         st.sampled_from([1.0, 2.0]),
     ),
     st.builds(ev.HostLearned, macs, ips, st.builds(Attachment, switch_ids, port_nos), times),
+    st.builds(ev.HostsExpired, times),
     st.builds(ev.NodeDown, st.sampled_from(NODES)),
     st.builds(ev.NodeUp, st.sampled_from(NODES)),
     st.builds(ev.WorkloadPlaced, workloads),
@@ -111,6 +112,11 @@ def check_invariants(state: FabricState) -> None:
         assert switch.declared == (switch_id in ALL_SWITCHES)
     for host in state.hosts.values():
         assert host.attachment is None or host.attachment.switch in topo.switches
+    # Every undeclared host has a last sighting (so it can expire), and only those have one; no MAC
+    # names two hosts.
+    assert set(state.hosts_seen_at) == {h.id for h in state.hosts.values() if not h.declared}
+    macs_known = [h.mac.lower() for h in state.hosts.values() if h.mac]
+    assert len(macs_known) == len(set(macs_known)), macs_known
     for workload in state.workloads.values():
         assert workload.service in state.services
         assert workload.node is None or workload.node in state.nodes
