@@ -80,7 +80,8 @@ def name_some(names: Sequence[str], limit: int = 3) -> str:
 
 
 def format_ms(value: float) -> str:
-    return f"{round(value, 2):g}"
+    """Two decimals, but never a non-zero value shown as 0 (an SLO of 0.001 ms prints as 0.001)."""
+    return f"{round(value, 2):g}" if value == 0 or abs(value) >= 0.005 else f"{value:.3g}"
 
 
 def _names(ctx: CycleContext, mask: Bools) -> list[str]:

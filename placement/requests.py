@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from netmodel.fabric_file import MIN_LATENCY_SLO_MS
 from netmodel.ids import HostId, ServiceName, WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import Resources, Tier
@@ -104,8 +105,9 @@ def build_place_request(state: FabricState, data: PlaceInput) -> tuple[Placement
         service.resources.memory_mib if memory is None else memory,
     )
     slo = data.max_latency_ms
-    if slo is not None and (math.isnan(slo) or not 0 < slo <= MAX_LATENCY_MS):
-        raise invalid(f"max_latency_ms must be > 0 and <= {MAX_LATENCY_MS:g}, got {slo!r}")
+    if slo is not None and (math.isnan(slo) or not MIN_LATENCY_SLO_MS <= slo <= MAX_LATENCY_MS):
+        # The model counts latency in whole microseconds: a smaller SLO could never be met or shown.
+        raise invalid(f"max_latency_ms must be >= {MIN_LATENCY_SLO_MS:g} and <= {MAX_LATENCY_MS:g}, got {slo!r}")
     if len(data.near) > MAX_NEAR_HOSTS:
         raise invalid(f"near: at most {MAX_NEAR_HOSTS} hosts, got {len(data.near)}")
     near: list[HostId] = []

@@ -1,6 +1,6 @@
 """Starting os-ken inside our process: native threads, our listen address, our apps.
 
-Traps avoided here (measured on these machines, see DESIGN.md): OSKEN_HUB_TYPE must be set before
+Traps avoided here (measured on these machines): OSKEN_HUB_TYPE must be set before
 the first os_ken import; os_ken.base.app_manager must be imported first (circular import); the
 listen host/port go into os-ken's config (else it binds 0.0.0.0 on 6653 and 6633); the apps start
 from a daemon thread so their threads are daemons and SIGTERM ends the process.

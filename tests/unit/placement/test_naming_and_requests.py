@@ -65,9 +65,10 @@ def test_declared_values_fill_what_the_request_leaves_out() -> None:
         (PlaceInput("nope"), "service: unknown service 'nope' (known services: api, db, web)"),
         (PlaceInput("web", cpu_millis=-1), "cpu_millis must be >= 0, got -1"),
         (PlaceInput("web", memory_mib=10**12), "memory_mib must be <= 1000000000"),
-        (PlaceInput("web", max_latency_ms=0.0), "max_latency_ms must be > 0"),
-        (PlaceInput("web", max_latency_ms=math.nan), "max_latency_ms must be > 0"),
-        (PlaceInput("web", max_latency_ms=math.inf), "max_latency_ms must be > 0"),
+        (PlaceInput("web", max_latency_ms=0.0), "max_latency_ms must be >= 0.001"),
+        (PlaceInput("web", max_latency_ms=5e-324), "max_latency_ms must be >= 0.001"),
+        (PlaceInput("web", max_latency_ms=math.nan), "max_latency_ms must be >= 0.001"),
+        (PlaceInput("web", max_latency_ms=math.inf), "max_latency_ms must be >= 0.001"),
         (PlaceInput("web", near=("u9",)), "near: unknown host 'u9' (known hosts: u1, u2, u3)"),
         (PlaceInput("web", near=("u\x00",)), "has non-printable characters"),
         (PlaceInput("api", max_latency_ms=5.0), "max_latency_ms needs at least one near host"),
@@ -82,3 +83,10 @@ def test_bad_fields_are_refused_with_a_reason(data: PlaceInput, message: str) ->
         build_place_request(example_state(), data)
     assert refused.value.kind is Refusal.INVALID_ARGUMENT
     assert message in refused.value.reason
+
+
+def test_a_small_latency_is_never_shown_as_zero() -> None:
+    from placement.plugins import format_ms
+
+    assert format_ms(0.001) == "0.001"
+    assert format_ms(3.0) == "3" and format_ms(4.996) == "5" and format_ms(0.0) == "0"
