@@ -56,6 +56,9 @@ def test_dry_run_changes_nothing() -> None:
         response = stub.Place(pb.PlaceRequest(service="db", dry_run=True))
         assert response.generation == 0 and response.workloads[0].node == "c-n1"
         assert bus.state is before
+        # nor does it use up an id: the real Place gets the one the dry run showed
+        assert response.workloads[0].id == "db-1"
+        assert stub.Place(pb.PlaceRequest(service="db")).workloads[0].id == "db-1"
 
 
 @pytest.mark.parametrize(
