@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from edgectl.state_store import StateNotSaved, StateStore
+from edgectl.state_store import StateNotSaved, StateStore, workloads_to_json
 from netmodel import events as ev
 from netmodel.fabric import build_state
 from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
@@ -220,3 +220,24 @@ def test_a_bad_high_water_mark_makes_the_file_unreadable_not_the_process(store_d
     store = StateStore(str(store_dir))
     assert store.load_events() == [] and store.id_floors() == {}
     assert "id_high_water" in caplog.text
+
+
+def test_the_file_is_the_documents_json_also_when_workloads_change_in_place(store_dir: Path) -> None:
+    store = StateStore(str(store_dir))
+    changes = Changes(store)
+    store.start(changes.state)
+    try:
+        for n in (1, 2, 3):
+            changes.apply(ev.WorkloadPlaced(workload(n)))
+        store.wait_durable(changes.apply(ev.WorkloadPlaced(workload(1, "db"))), WAIT_S)
+        changes.apply(ev.WorkloadRemoved(WorkloadId("web-2")))
+        moved = Workload(
+            WorkloadId("web-3"), ServiceName("web"), SpiffeId("spiffe://x/3"), Resources(2, 2), NodeId("m-n1")
+        )
+        changes.apply(ev.WorkloadRemoved(WorkloadId("web-3")))
+        store.wait_durable(changes.apply(ev.WorkloadPlaced(moved)), WAIT_S)
+        on_disk = json.loads((store_dir / "workloads.json").read_text())
+        assert on_disk == workloads_to_json(changes.state.workloads, {ServiceName("web"): 3, ServiceName("db"): 1})
+    finally:
+        store.stop()
+    assert not list(store_dir.glob("*.tmp"))
