@@ -247,3 +247,25 @@ def test_a_port_in_use_is_an_os_error() -> None:
 
         with pytest.raises(OSError):
             start_placement_api(bus, "127.0.0.1", server.port)
+
+
+def test_changes_are_answered_once_durable_and_a_failed_save_is_unavailable() -> None:
+    asked: list[int] = []
+    failing = threading.Event()
+
+    def durable(generation: int) -> str | None:
+        asked.append(generation)
+        return "cannot save placements to /x: disk full" if failing.is_set() else None
+
+    with served_api(durable=durable) as (_bus, _server, stub):
+        placed = stub.Place(pb.PlaceRequest(service="db"))
+        assert asked == [placed.generation]
+        stub.Place(pb.PlaceRequest(service="db", dry_run=True))  # changes nothing: waits for nothing
+        moved = stub.Migrate(pb.MigrateRequest(workload_id="db-1", node="c-n2"), timeout=10)
+        assert asked[-1] == moved.removed_generation
+        evicted = stub.Evict(pb.EvictRequest(workload_id=moved.workload.id))
+        assert asked[-1] == evicted.generation and len(asked) == 3
+        failing.set()
+        code, details = code_of(lambda: stub.Place(pb.PlaceRequest(service="db")))
+        assert code == grpc.StatusCode.UNAVAILABLE
+        assert "db-3 is applied but not saved" in details and "disk full" in details
