@@ -62,8 +62,8 @@ class Controller:
                     self.bus.publish(event).result(timeout=5)
                 except Exception as exc:
                     LOG.warning("saved placement not restored: %s", exc)
+            self.store.start(self.bus.state)  # what was restored is on disk already
             self.bus.subscribe(self.store.on_change)
-            self.store.start()
         # HTTP first: /healthz answers while the rest comes up.
         self.http = HttpApi(
             self.config.http_host,
@@ -77,11 +77,16 @@ class Controller:
 
         openflow_tls = None
         control_tls = None
+        # SPIFFE ids (placement's, meshctl's) are in the CA's trust domain: with another, no SVID is issued.
+        from placement.naming import DEFAULT_TRUST_DOMAIN
+
+        trust_domain = DEFAULT_TRUST_DOMAIN
         if self.config.pki is not None:
             from pki.identities import identities_view
             from pki.service import PkiService
 
             self.pki = PkiService.from_options(self.config.pki, lambda: self.bus.state).start()
+            trust_domain = self.pki.trust_domain
             # Subscribed before meshctl: a workload's SVID exists before any endpoint points at it.
             self.bus.subscribe(self.pki.on_model_change)
             self.http.add_route(
@@ -141,7 +146,7 @@ class Controller:
             port=self.config.xds_port,
             unix_path=self.config.xds_unix,
             registry=self.metrics.registry,
-            config=MeshConfig(app_host=self.config.mesh_app_host),
+            config=MeshConfig(app_host=self.config.mesh_app_host, trust_domain=trust_domain),
             tls=xds_tls,
             wait_for_sidecars=self.config.wait_for_sidecars,
         )
@@ -168,6 +173,10 @@ class Controller:
             self.config.api_port,
             convergence_probes=[routes_probe, sidecars_probe],
             tls=api_tls,
+            trust_domain=trust_domain,
+            # With --state-dir an answered Place/Migrate/Evict is on disk, and ids are never reused.
+            durable=self.store.check_durable if self.store is not None else None,
+            id_floors=self.store.id_floors() if self.store is not None else None,
         )
         # Start-up garbage is long-lived: move it out of the collector's way (full GCs paused the
         # process 80-110 ms here; after freeze about 15 ms).

@@ -36,6 +36,7 @@ from mininet_topos.loadgen import Record
 LOG = logging.getLogger("edgectl.lab")
 
 TRUST_DOMAIN = "edgectl.local"
+"""The lab's CA's trust domain unless told another; the controller takes every SPIFFE id's from the CA."""
 APP_HOST = "127.0.0.2"
 """Apps listen here behind their sidecars, so a node can run an app and a caller of its port."""
 
@@ -74,9 +75,11 @@ class Lab:
         *,
         real_delay: bool | str | None = None,
         wait_for_sidecars: bool = True,
+        trust_domain: str = TRUST_DOMAIN,
         log: Callable[[str], None] = lambda _line: None,
     ) -> None:
         self.fabric = fabric
+        self.trust_domain = trust_domain
         self.wait_for_sidecars = wait_for_sidecars
         self.run_dir = run_dir
         self.real_delay = real_delay
@@ -116,14 +119,14 @@ class Lab:
     def _make_ca(self) -> tuple[Path, Path]:
         ca = self.run_dir / "ca"
         operator = self.run_dir / "operator"
-        self._edgectl("pki", "init", "--trust-domain", TRUST_DOMAIN, "--dir", str(ca))
+        self._edgectl("pki", "init", "--trust-domain", self.trust_domain, "--dir", str(ca))
         self._edgectl(
             "pki",
             "issue",
             "--dir",
             str(ca),
             "--spiffe-id",
-            f"spiffe://{TRUST_DOMAIN}/operator/lab",
+            f"spiffe://{self.trust_domain}/operator/lab",
             "--out",
             str(operator),
         )

@@ -1,8 +1,12 @@
-"""``--state-dir``: placements survive a restart.
+"""``--state-dir``: placements survive a restart, and an answered placement survives a crash.
 
-The model's durable part is its workloads (topology is rediscovered, the fabric file is re-read).
-They are written as one JSON document, atomically (temp file + rename), by a background thread
-that coalesces bursts: the model writer only hands over the newest state.
+The model's durable part is its workloads (topology is rediscovered, the fabric file is re-read) and,
+per service, the highest workload number ever given (so no id is reused after a restart, also of an
+instance removed since). They are written as one JSON document, atomically (temp file, fsync, rename,
+fsync of the directory), by a background thread doing group commit: the model writer only hands over
+the newest state, and one write covers every change made since the previous one. ``wait_durable(g)``
+returns once a commit covers generation ``g``: the placement API answers a Place, Migrate or Evict only
+then, so an answered change is on disk even if the process is killed right after.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -20,9 +24,15 @@ from netmodel.events import Event, WorkloadPlaced
 from netmodel.ids import HostId, NodeId, ServiceName, SpiffeId, WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import AffinityScope, AffinityTerm, PlacementConstraints, Resources, Tier, Workload
+from placement.naming import workload_number
 
 LOG = logging.getLogger("edgectl.state_store")
-FORMAT_VERSION = 2  # 2: workloads carry their placement constraints; version 1 files are still read
+# 2: workloads carry their placement constraints; version 1 files are still read. "id_high_water" is an
+# optional key of version 2 (an older reader ignores it; a file without it takes the mark from its ids).
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, FORMAT_VERSION)
+DEFAULT_DURABLE_TIMEOUT_S = 10.0
+RETRY_AFTER_FAILURE_S = 1.0
 
 
 def _constraints_to_json(constraints: PlacementConstraints | None) -> dict[str, Any] | None:
@@ -54,18 +64,48 @@ def _constraints_from_json(raw: Any) -> PlacementConstraints | None:
     )
 
 
-def workloads_to_json(workloads: Mapping[WorkloadId, Workload]) -> dict[str, Any]:
-    out = []
-    for w in sorted(workloads.values(), key=lambda w: w.id):
-        raw = asdict(replace(w, constraints=None))
-        raw["constraints"] = _constraints_to_json(w.constraints)
-        out.append(raw)
-    return {"version": FORMAT_VERSION, "workloads": out}
+def workloads_to_json(
+    workloads: Mapping[WorkloadId, Workload], id_high_water: Mapping[ServiceName, int] | None = None
+) -> dict[str, Any]:
+    out = [_workload_to_json(w) for w in sorted(workloads.values(), key=lambda w: w.id)]
+    return {"version": FORMAT_VERSION, "workloads": out, "id_high_water": dict(sorted((id_high_water or {}).items()))}
+
+
+def _workload_to_json(workload: Workload) -> dict[str, Any]:
+    raw = asdict(replace(workload, constraints=None))
+    raw["constraints"] = _constraints_to_json(workload.constraints)
+    return raw
+
+
+def _check_version(doc: Any) -> None:
+    if not isinstance(doc, dict) or doc.get("version") not in READABLE_VERSIONS:
+        raise ValueError(f"unsupported state format (expected version {', '.join(map(str, READABLE_VERSIONS))})")
+
+
+def id_high_water_from_json(doc: Any) -> dict[ServiceName, int]:
+    """Per service, the highest workload number the file has seen: its mark, and every id it lists."""
+    _check_version(doc)
+    highest: dict[ServiceName, int] = {}
+    marks = doc.get("id_high_water") or {}
+    if not isinstance(marks, dict):
+        raise ValueError("id_high_water must map service names to numbers")
+    for service, number in marks.items():
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            raise ValueError(f"id_high_water[{service!r}] must be a count, got {number!r}")
+        highest[ServiceName(service)] = number
+    for raw in doc.get("workloads", []):
+        _note_id(highest, ServiceName(raw["service"]), WorkloadId(raw["id"]))
+    return highest
+
+
+def _note_id(highest: dict[ServiceName, int], service: ServiceName, workload: WorkloadId) -> None:
+    n = workload_number(service, workload)
+    if n is not None and n > highest.get(service, 0):
+        highest[service] = n
 
 
 def workloads_from_json(doc: Any) -> list[Workload]:
-    if not isinstance(doc, dict) or doc.get("version") not in (1, FORMAT_VERSION):
-        raise ValueError(f"unsupported state format (expected version 1 or {FORMAT_VERSION})")
+    _check_version(doc)
     out = []
     for raw in doc.get("workloads", []):
         out.append(
@@ -82,59 +122,183 @@ def workloads_from_json(doc: Any) -> list[Workload]:
     return out
 
 
+class StateNotSaved(Exception):
+    """A change was applied in memory but is not (yet) on disk."""
+
+
 class StateStore:
-    def __init__(self, directory: str) -> None:
-        self.path = Path(directory) / "workloads.json"
-        Path(directory).mkdir(parents=True, exist_ok=True)
+    """``on_change`` (a bus subscriber) hands states over; a writer thread commits them in groups.
+
+    ``fsync`` is the one system call tests replace (to see the order of writes, or to hold a commit).
+    """
+
+    def __init__(self, directory: str, *, fsync: Callable[[int], None] = os.fsync) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / "workloads.json"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._fsync = fsync
+        self._highest: dict[ServiceName, int] = {}
         self._pending: FabricState | None = None
-        self._saved_workloads: object = None
+        self._handed_workloads: object = None  # the workloads of the newest state handed over
+        self._last_change_generation = -1  # the generation of that state
+        self._durable_generation = -1  # every change up to it is on disk
+        self._failed: tuple[int, str] | None = None  # (generation, why) of the last failed commit
+        self._commits = 0
+        self._fragments: dict[WorkloadId, tuple[Workload, str]] = {}  # the writer's: each workload's JSON
         self._wake = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="state-store", daemon=True)
 
     def load_events(self) -> list[Event]:
-        """The events that restore saved placements (an unreadable file is reported, not fatal)."""
+        """The events that restore saved placements (an unreadable file is reported, not fatal).
+        Also reads the id high-water mark (``id_floors``)."""
         if not self.path.exists():
             return []
         try:
-            workloads = workloads_from_json(json.loads(self.path.read_text()))
+            doc = json.loads(self.path.read_text())
+            workloads = workloads_from_json(doc)
+            highest = id_high_water_from_json(doc)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             LOG.error("ignoring unreadable %s: %s", self.path, exc)
             return []
+        with self._wake:
+            for service, number in highest.items():
+                self._highest[service] = max(number, self._highest.get(service, 0))
         return [WorkloadPlaced(w) for w in workloads]
 
-    def start(self) -> None:
+    def id_floors(self) -> dict[ServiceName, int]:
+        """Per service, the highest workload number ever given: new ids must go above it."""
+        with self._wake:
+            return dict(self._highest)
+
+    @property
+    def commits(self) -> int:
+        """How many writes reached the disk (group commit: fewer than the changes they cover)."""
+        return self._commits
+
+    def start(self, state: FabricState | None = None) -> None:
+        """Start the writer. ``state``: the model as restored from this store's file (it is on disk)."""
+        if state is not None:
+            with self._wake:
+                if self._pending is None:
+                    self._handed_workloads = state.workloads
+                    self._last_change_generation = max(self._last_change_generation, state.generation)
+                    self._durable_generation = max(self._durable_generation, state.generation)
         self._thread.start()
 
     def on_change(self, event: Event, state: FabricState) -> None:
-        if state.workloads is self._saved_workloads:
-            return
+        """Bus subscriber (model writer thread): hand the state over; never blocks on the disk."""
         with self._wake:
+            if isinstance(event, WorkloadPlaced):
+                _note_id(self._highest, event.workload.service, event.workload.id)
+            if state.workloads is self._handed_workloads:
+                return
+            self._handed_workloads = state.workloads
+            self._last_change_generation = state.generation
             self._pending = state
-            self._wake.notify()
+            self._wake.notify_all()
+
+    def wait_durable(self, generation: int, timeout: float = DEFAULT_DURABLE_TIMEOUT_S) -> None:
+        """Return once every workload change up to ``generation`` is on disk (fsync'd); raise
+        ``StateNotSaved`` if the commit that covers it failed or did not come within ``timeout``.
+        Call it for a generation this store has been handed (the bus calls subscribers before it
+        resolves a publish future): generations that changed no workload are covered by the commit
+        of the change before them."""
+        with self._wake:
+            target = min(generation, self._last_change_generation)
+
+            def settled() -> bool:
+                failed = self._failed is not None and self._failed[0] >= target
+                return self._durable_generation >= target or failed or self._stopped_writing()
+
+            self._wake.wait_for(settled, timeout)
+            if self._durable_generation >= target:
+                return
+            if self._failed is not None and self._failed[0] >= target:
+                raise StateNotSaved(f"cannot save placements to {self.path}: {self._failed[1]}")
+            if self._stopped_writing():
+                raise StateNotSaved(f"the state store of {self.path} has stopped")
+            raise StateNotSaved(f"placements not saved to {self.path} within {timeout:g} s")
+
+    def check_durable(self, generation: int) -> str | None:
+        """``wait_durable`` as the placement API asks it: None once on disk, else why not."""
+        try:
+            self.wait_durable(generation)
+        except StateNotSaved as exc:
+            return str(exc)
+        return None
 
     def stop(self) -> None:
+        """Write what is pending, then end the writer."""
         with self._wake:
             self._stopping = True
-            self._wake.notify()
-        self._thread.join(5)
+            self._wake.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _stopped_writing(self) -> bool:
+        return self._stopping and not self._thread.is_alive()
 
     def _run(self) -> None:
-        while True:
+        try:
+            while True:
+                with self._wake:
+                    self._wake.wait_for(lambda: self._pending is not None or self._stopping)
+                    state, self._pending = self._pending, None
+                    highest = dict(self._highest)
+                    if state is None:  # stopping, nothing left to write
+                        return
+                if not self._commit(state, highest):
+                    with self._wake:  # retry the newest state after a pause (unless a newer one came)
+                        if self._pending is None:
+                            self._pending = state
+                        if self._stopping:
+                            return
+                        self._wake.wait_for(lambda: self._stopping, RETRY_AFTER_FAILURE_S)
+        finally:
             with self._wake:
-                self._wake.wait_for(lambda: self._pending is not None or self._stopping)
-                state, self._pending = self._pending, None
-                stopping = self._stopping
-            if state is not None and state.workloads is not self._saved_workloads:
-                self._write(state)
-            if stopping:
-                return
+                self._wake.notify_all()  # waiters see the writer gone
 
-    def _write(self, state: FabricState) -> None:
+    def _render(self, workloads: Mapping[WorkloadId, Workload], highest: Mapping[ServiceName, int]) -> str:
+        """``workloads_to_json`` as text, one workload a line. Each workload (immutable) is serialized once
+        and its text reused while it stays: a commit waited on costs a join, not a serialization of
+        every placement (73 ms at 1,200 workloads, against 2 ms for the write and both fsyncs)."""
+        fragments: dict[WorkloadId, tuple[Workload, str]] = {}
+        lines = []
+        for workload in sorted(workloads.values(), key=lambda w: w.id):
+            cached = self._fragments.get(workload.id)
+            if cached is None or cached[0] is not workload:
+                cached = (workload, json.dumps(_workload_to_json(workload)))
+            fragments[workload.id] = cached
+            lines.append(cached[1])
+        self._fragments = fragments
+        head = json.dumps({"version": FORMAT_VERSION, "id_high_water": dict(sorted(highest.items()))})
+        return head[:-1] + ', "workloads": [\n' + ",\n".join(lines) + "\n]}\n"
+
+    def _commit(self, state: FabricState, highest: dict[ServiceName, int]) -> bool:
+        """Write ``state`` durably: the temp file's data, then the rename, then the directory entry.
+        One commit covers every change up to ``state.generation``."""
         tmp = self.path.with_suffix(".json.tmp")
         try:
-            tmp.write_text(json.dumps(workloads_to_json(state.workloads), indent=2))
+            data = self._render(state.workloads, highest)
+            with open(tmp, "w") as handle:
+                handle.write(data)
+                handle.flush()
+                self._fsync(handle.fileno())
             os.replace(tmp, self.path)
-            self._saved_workloads = state.workloads
+            directory = os.open(self.directory, os.O_RDONLY)
+            try:
+                self._fsync(directory)
+            finally:
+                os.close(directory)
         except OSError as exc:
             LOG.error("cannot save placements to %s: %s", self.path, exc)
+            with self._wake:
+                self._failed = (state.generation, str(exc))
+                self._wake.notify_all()
+            return False
+        with self._wake:
+            self._durable_generation = max(self._durable_generation, state.generation)
+            self._commits += 1
+            self._wake.notify_all()
+        return True

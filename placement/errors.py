@@ -19,7 +19,7 @@ class Refusal(enum.Enum):
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     """A migration did not converge in time (it was rolled back)."""
     UNAVAILABLE = "UNAVAILABLE"
-    """The model writer did not answer in time."""
+    """The model writer did not answer in time, or (``--state-dir``) the change could not be saved."""
 
 
 class PlacementRefused(Exception):

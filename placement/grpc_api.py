@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,7 +32,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from netmodel.events import Event
-from netmodel.ids import NodeId, SiteId, WorkloadId
+from netmodel.ids import NodeId, ServiceName, SiteId, WorkloadId
 from netmodel.logsafe import log_safe
 from netmodel.state import FabricState
 from netmodel.types import Tier, Workload
@@ -51,6 +51,10 @@ LOG = logging.getLogger("edgectl.placement.api")
 
 CallerCheck = Callable[[str], str | None]
 """``(client certificate PEM) -> None`` (allowed) or why not (``PkiService.authorize_operator``)."""
+
+DurableCheck = Callable[[int], str | None]
+"""``(generation) -> None`` once every change up to it is on disk, or why it is not
+(``StateStore.check_durable``). Place, Migrate and Evict answer OK only after it."""
 
 
 @dataclass(frozen=True)
@@ -270,11 +274,27 @@ def workload_message(
 
 
 class PlacementServicer:
-    def __init__(self, orchestrator: PlacementOrchestrator, max_watchers: int, max_migrations: int = 4) -> None:
+    def __init__(
+        self,
+        orchestrator: PlacementOrchestrator,
+        max_watchers: int,
+        max_migrations: int = 4,
+        durable: DurableCheck | None = None,
+    ) -> None:
         self.orchestrator = orchestrator
         self.max_watchers = max_watchers
         self.max_migrations = max_migrations
         self._migration_slots = threading.BoundedSemaphore(max_migrations)
+        self.durable = durable
+
+    def _saved(self, generation: int, what: str) -> None:
+        """Answer OK only once the change is on disk (with ``--state-dir``). Waits outside the
+        orchestrator's lock, so concurrent calls share one commit (group commit)."""
+        if self.durable is None:
+            return
+        reason = self.durable(generation)
+        if reason is not None:
+            raise PlacementRefused(Refusal.UNAVAILABLE, f"{what} is applied but not saved: {reason}")
 
     def _workload(self, workload: Workload, state: FabricState) -> pb.Workload:
         o = self.orchestrator
@@ -284,6 +304,8 @@ class PlacementServicer:
         request = _checked(request)
         placement, profile = build_place_request(self.orchestrator.bus.state, place_input(request))
         result = self.orchestrator.place(placement, profile, dry_run=request.dry_run)
+        if not request.dry_run:
+            self._saved(result.generation, "the placement of " + ", ".join(w.id for w in result.workloads))
         return pb.PlaceResponse(
             workloads=[self._workload(w, result.state) for w in result.workloads], generation=result.generation
         )
@@ -310,6 +332,7 @@ class PlacementServicer:
             result = self.orchestrator.migrate(workload_id, target, timeout, force=request.force)
         finally:
             self._migration_slots.release()
+        self._saved(result.removed_generation, f"migration {result.migration_id} ({result.old.id} -> {result.new.id})")
         return pb.MigrateResponse(
             migration_id=result.migration_id,
             from_workload_id=result.old.id,
@@ -321,6 +344,7 @@ class PlacementServicer:
     def evict(self, request: pb.EvictRequest, context: grpc.ServicerContext) -> pb.EvictResponse:
         request = _checked(request)
         workload, state = self.orchestrator.evict(check_workload_id(request.workload_id))
+        self._saved(state.generation, f"the eviction of {workload.id}")
         return pb.EvictResponse(workload=self._workload(workload, state), generation=state.generation)
 
     def get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.Workload:
@@ -520,12 +544,17 @@ def start_placement_api(
     max_workers: int = 16,
     max_migrations: int | None = None,
     tls: ApiTls | None = None,
+    durable: DurableCheck | None = None,
+    id_floors: Mapping[ServiceName, int] | None = None,
 ) -> PlacementServer:
     """Serve the placement API on host:port (0: a free port); health and reflection too.
 
     It subscribes to the bus: model changes feed Watch and, with ``failover``, the loop that re-places
     instances whose node failed. ``tls``: accept only clients with a certificate from the PKI's CA (and
-    that ``tls.authorize`` allows). Raises OSError when the address cannot be bound.
+    that ``tls.authorize`` allows). ``trust_domain``: the CA's, for the SPIFFE ids of new instances.
+    ``durable``: Place, Migrate and Evict answer only once their change is on disk (``--state-dir``);
+    ``id_floors``: per service, the highest workload number given before (ids are never reused).
+    Raises OSError when the address cannot be bound.
 
     Worker threads (``max_workers``): Watches take at most half, Migrates at most ``max_migrations``
     (default a quarter; one more is refused with RESOURCE_EXHAUSTED), so at least a quarter always
@@ -541,6 +570,7 @@ def start_placement_api(
         convergence_probes,
         events=events,
         trust_domain=trust_domain,
+        id_floors=id_floors,
         profile=profile,
         convergence_timeout_s=convergence_timeout_s,
     )
@@ -552,7 +582,7 @@ def start_placement_api(
     )
     # Watches and migrations hold a worker each: both are bounded, so some workers stay for the rest.
     authorize = tls.authorize if tls else None
-    servicer = PlacementServicer(orchestrator, watchers, migrations)
+    servicer = PlacementServicer(orchestrator, watchers, migrations, durable)
     server.add_generic_rpc_handlers((_handlers(servicer, authorize),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

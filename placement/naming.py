@@ -1,13 +1,15 @@
 """Names the placement service gives: workload ids and SPIFFE ids. Pure.
 
-Workload ids are ``<service>-<n>``, n counting up per service and never reused while a process runs
-(a migration makes a new instance with a new id, so a number that came back would name two different
-instances in logs, certificates and Watch streams).
+Workload ids are ``<service>-<n>``, n counting up per service and never reused (a migration makes a
+new instance with a new id, so a number that came back would name two different instances in logs,
+certificates and Watch streams); with ``--state-dir`` the highest n given is saved, so not after a
+restart either.
 
 SPIFFE ids are per workload instance, as ``pki/policy.py`` issues them:
 ``spiffe://<trust-domain>/svc/<service>/w/<workload-id>``. One identity per instance means one
 compromised key is revoked alone; "any instance of web" is the prefix ``spiffe://<td>/svc/web/``.
-The trust domain is configurable (default ``edgectl.local``, as meshctl's).
+The trust domain is the CA's (``edgectl run --pki-dir``: its issuer policy's, so the PKI can issue the
+id), and ``edgectl.local`` without a CA, as meshctl's default.
 """
 
 from __future__ import annotations

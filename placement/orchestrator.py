@@ -19,7 +19,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -33,7 +33,13 @@ from placement.convergence import ConvergenceProbe, probe_name, timed_convergenc
 from placement.errors import PlacementRefused, Refusal
 from placement.failover import FailoverPlan, plan_failover
 from placement.improvement import improves, no_gain_message, where_it_is
-from placement.naming import DEFAULT_TRUST_DOMAIN, check_trust_domain, next_workload_ids, workload_spiffe_id
+from placement.naming import (
+    DEFAULT_TRUST_DOMAIN,
+    check_trust_domain,
+    next_workload_ids,
+    workload_number,
+    workload_spiffe_id,
+)
 from placement.scheduler import DEFAULT_PROFILE, Profile, schedule, schedule_on
 from placement.snapshot import ClusterSnapshot
 from placement.types import Assignment, Constraints, PlacementRequest, Unschedulable, declared_constraints
@@ -99,6 +105,7 @@ class PlacementOrchestrator:
         *,
         events: PlacementEvents | None = None,
         trust_domain: str = DEFAULT_TRUST_DOMAIN,
+        id_floors: Mapping[ServiceName, int] | None = None,
         profile: Profile = DEFAULT_PROFILE,
         convergence_timeout_s: float = DEFAULT_CONVERGENCE_TIMEOUT_S,
         publish_timeout_s: float = PUBLISH_TIMEOUT_S,
@@ -119,7 +126,8 @@ class PlacementOrchestrator:
         self._constraints: dict[WorkloadId, Constraints] = {}
         self._moving: dict[WorkloadId, str] = {}  # workload -> the migration it is part of
         self._stranded: dict[WorkloadId, tuple[str, ...]] = {}
-        self._highest: dict[ServiceName, int] = {}
+        # Per service, the highest workload number given (``id_floors``: given before a restart).
+        self._highest: dict[ServiceName, int] = dict(id_floors or {})
         self._migration_numbers = itertools.count(1)
 
     # -- reading ----------------------------------------------------------------------------------------
@@ -157,7 +165,8 @@ class PlacementOrchestrator:
             outcome = schedule(state, request, profile or self.profile)
             if isinstance(outcome, Unschedulable):
                 raise PlacementRefused(Refusal.RESOURCE_EXHAUSTED, outcome.message)
-            workloads = self._new_workloads(state, request.service, request, outcome.assignments)
+            # A dry run shows the ids a real Place would give now, and uses none of them up.
+            workloads = self._new_workloads(state, request.service, request, outcome.assignments, reserve=not dry_run)
             if dry_run:
                 return PlaceResult(tuple(workloads), 0, state)
             for workload in workloads:
@@ -412,9 +421,13 @@ class PlacementOrchestrator:
         request: PlacementRequest,
         assignments: Sequence[Assignment],
         port: int | None = None,
+        *,
+        reserve: bool = True,
     ) -> list[Workload]:
+        """New instances on ``assignments``; ``reserve``: their ids are used up (never given again)."""
         ids = next_workload_ids(service, state.workloads, len(assignments), self._highest.get(service, 0))
-        self._highest[service] = max(self._highest.get(service, 0), len(ids) and int(ids[-1].rsplit("-", 1)[1]))
+        if reserve and ids:
+            self._highest[service] = max(self._highest.get(service, 0), workload_number(service, ids[-1]) or 0)
         declared = state.services.get(service)
         wanted = port if port else (declared.port if declared else 0)
         taken = ports_in_use(state)

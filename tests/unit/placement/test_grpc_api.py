@@ -56,6 +56,9 @@ def test_dry_run_changes_nothing() -> None:
         response = stub.Place(pb.PlaceRequest(service="db", dry_run=True))
         assert response.generation == 0 and response.workloads[0].node == "c-n1"
         assert bus.state is before
+        # nor does it use up an id: the real Place gets the one the dry run showed
+        assert response.workloads[0].id == "db-1"
+        assert stub.Place(pb.PlaceRequest(service="db")).workloads[0].id == "db-1"
 
 
 @pytest.mark.parametrize(
@@ -244,3 +247,25 @@ def test_a_port_in_use_is_an_os_error() -> None:
 
         with pytest.raises(OSError):
             start_placement_api(bus, "127.0.0.1", server.port)
+
+
+def test_changes_are_answered_once_durable_and_a_failed_save_is_unavailable() -> None:
+    asked: list[int] = []
+    failing = threading.Event()
+
+    def durable(generation: int) -> str | None:
+        asked.append(generation)
+        return "cannot save placements to /x: disk full" if failing.is_set() else None
+
+    with served_api(durable=durable) as (_bus, _server, stub):
+        placed = stub.Place(pb.PlaceRequest(service="db"))
+        assert asked == [placed.generation]
+        stub.Place(pb.PlaceRequest(service="db", dry_run=True))  # changes nothing: waits for nothing
+        moved = stub.Migrate(pb.MigrateRequest(workload_id="db-1", node="c-n2"), timeout=10)
+        assert asked[-1] == moved.removed_generation
+        evicted = stub.Evict(pb.EvictRequest(workload_id=moved.workload.id))
+        assert asked[-1] == evicted.generation and len(asked) == 3
+        failing.set()
+        code, details = code_of(lambda: stub.Place(pb.PlaceRequest(service="db")))
+        assert code == grpc.StatusCode.UNAVAILABLE
+        assert "db-3 is applied but not saved" in details and "disk full" in details

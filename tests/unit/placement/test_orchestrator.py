@@ -55,6 +55,25 @@ def test_place_publishes_through_the_bus_with_fresh_ids_and_spiffe_ids() -> None
         assert [w.id for w in o.place(request()).workloads] == ["web-3"]
 
 
+def test_a_dry_run_uses_up_no_workload_id() -> None:
+    with running_bus() as bus:
+        o = PlacementOrchestrator(bus)
+        shown = [w.id for w in o.place(request(replicas=2), dry_run=True).workloads]
+        assert shown == ["web-1", "web-2"]
+        assert [w.id for w in o.place(request(), dry_run=True).workloads] == ["web-1"]
+        # the real Place gives the ids the dry run showed
+        assert [w.id for w in o.place(request(replicas=2)).workloads] == shown
+        assert [w.id for w in o.place(request(), dry_run=True).workloads] == ["web-3"]
+        assert [w.id for w in o.place(request()).workloads] == ["web-3"]
+
+
+def test_ids_start_above_the_floors_given_before_a_restart() -> None:
+    with running_bus() as bus:
+        o = PlacementOrchestrator(bus, id_floors={ServiceName("web"): 7})
+        assert [w.id for w in o.place(request()).workloads] == ["web-8"]
+        assert [w.id for w in o.place(request(service="db", cpu=1, memory=1)).workloads] == ["db-1"]
+
+
 def test_refusals_change_nothing() -> None:
     with running_bus() as bus:
         o = PlacementOrchestrator(bus)
