@@ -16,6 +16,7 @@ from typing import Any
 
 from edgectl.bus import EventBus
 from edgectl.config import RunConfig
+from edgectl.health_api import HEALTH_PATH, health_report_route, unhealthy_view
 from edgectl.http_api import HttpApi
 from edgectl.metrics import ControllerMetrics
 from edgectl.state_store import StateStore
@@ -72,6 +73,9 @@ class Controller:
             metrics=self.metrics,
             routes={"/api/v1/topology": topology_view, "/api/v1/workloads": workloads_view},
         )
+        # Node agents report instances whose app or sidecar died: withdrawn at once, then re-placed.
+        self.http.add_route(HEALTH_PATH, health_report_route(self.bus.publish), method="POST")
+        self.http.add_route(HEALTH_PATH, unhealthy_view)
         self.http.start()
         LOG.info("HTTP API on http://%s:%d", *self.http.address)
 

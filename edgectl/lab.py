@@ -196,7 +196,13 @@ class Lab:
         self.log(
             f"{switches} switches connected, links discovered, routes installed in {time.monotonic() - started:.1f} s"
         )
-        self.mesh = MeshTestbed(self.net, xds_socket=self.xds_socket, run_dir=self.run_dir / "mesh", app_host=APP_HOST)
+        self.mesh = MeshTestbed(
+            self.net,
+            xds_socket=self.xds_socket,
+            run_dir=self.run_dir / "mesh",
+            app_host=APP_HOST,
+            on_unhealthy=self.report_unhealthy,
+        )
         for host in self.net.spec.hosts:
             self.mesh.start_client(host.id)
 
@@ -314,9 +320,26 @@ class Lab:
     def place_declared_services(self) -> list[dict[str, Any]]:
         """Place every service the fabric file declares, with its declared replicas and constraints."""
         for service in self.net.spec.services:
-            self._stub.Place(self._pb.PlaceRequest(service=service.name, replicas=service.replicas), timeout=30)
-        self.wait_mesh_serving()
+            self.place(service.name, service.replicas)
         return self.workloads()
+
+    def place(self, service: str, replicas: int) -> list[str]:
+        """Place ``replicas`` instances of a declared service and wait until they serve; their ids."""
+        response = self._stub.Place(self._pb.PlaceRequest(service=service, replicas=replicas), timeout=30)
+        self.wait_mesh_serving()
+        return [w.id for w in response.workloads]
+
+    def report_unhealthy(self, workload_id: str, why: str) -> None:
+        """What the node agent does when an app or sidecar it runs died: tell the controller."""
+        body = json.dumps({"workload": workload_id, "healthy": False, "reason": why}).encode()
+        request = urllib.request.Request(
+            self.http + "/api/v1/workloads/health",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            response.read()
 
     def start_loads(self, service: str | None = None, rate: float = 20.0) -> None:
         """A request loop on every user host, calling ``service`` (default: the entry services)."""

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
@@ -19,9 +19,11 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from envoy.type.matcher.v3 import string_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 Message = Any  # xds-protos ships no type stubs: messages are opaque to mypy
@@ -37,6 +39,28 @@ NO_CALLER_SAN = "spiffe://invalid/edgectl-no-caller-allowed"
 validation context gets this one unmatchable id instead."""
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+"""Methods a caller's sidecar retries whatever went wrong on the way (RFC 9110 9.2.2: repeating them
+has the effect of sending them once)."""
+
+IDEMPOTENT_RETRY_ON = "connect-failure,refused-stream,reset,gateway-error"
+"""Idempotent requests: also a reset (the instance died mid-request) and 502/503/504 (its sidecar could
+not reach its app, or answered for it). Not every 5xx: a 500 is the app's own answer, and retrying it
+only multiplies the load of a bug."""
+
+NEVER_SENT_RETRY_ON = "connect-failure,refused-stream"
+"""Every other method (POST, PATCH, ...): only failures that prove the request never reached an
+application (no connection; an HTTP/2 REFUSED_STREAM), so nothing runs twice."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRules:
+    """How a caller's sidecar retries a request to a service (``route_configuration``)."""
+
+    num_retries: int = 2
+    per_try_timeout_ms: int = 1000
+    """Idempotent requests only: an instance that stops answering costs one try, not the request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +164,50 @@ def downstream_mtls(caller_spiffe_ids: Sequence[str]) -> Message:
 # -- clusters and endpoints -------------------------------------------------------------------------
 
 
+def outlier_detection() -> Message:
+    """Passive health checking from the caller's real traffic: an instance whose last 3 answers were
+    gateway failures (502/503/504, and connection failures, timeouts and resets, which Envoy counts as
+    such) is ejected at once, for 5 s the first time and longer each time again. Other 5xx do not eject
+    (the app answered), nor does the success-rate rule. At most half of a service's instances are
+    ejected: a fault shared by all of them (a service they call) must not empty the cluster."""
+    return outlier_detection_pb2.OutlierDetection(
+        consecutive_gateway_failure=wrappers_pb2.UInt32Value(value=3),
+        enforcing_consecutive_gateway_failure=wrappers_pb2.UInt32Value(value=100),
+        enforcing_consecutive_5xx=wrappers_pb2.UInt32Value(value=0),
+        enforcing_success_rate=wrappers_pb2.UInt32Value(value=0),
+        interval=_duration_ms(1000),
+        base_ejection_time=_duration_ms(5000),
+        max_ejection_time=_duration_ms(60000),
+        max_ejection_percent=wrappers_pb2.UInt32Value(value=50),
+    )
+
+
+def _retry_budget() -> Message:
+    """Envoy allows 3 concurrent retries per cluster by default: under load, the requests in flight to an
+    instance that dies are more. A budget (a quarter of the active requests, at least 10) still bounds
+    retry storms."""
+    return circuit_breaker_pb2.CircuitBreakers(
+        thresholds=[
+            circuit_breaker_pb2.CircuitBreakers.Thresholds(
+                retry_budget=circuit_breaker_pb2.CircuitBreakers.Thresholds.RetryBudget(
+                    budget_percent=percent_pb2.Percent(value=25.0),
+                    min_retry_concurrency=wrappers_pb2.UInt32Value(value=10),
+                )
+            )
+        ]
+    )
+
+
 def eds_cluster(name: str, connect_timeout_ms: int, http: bool, tls: Message | None = None) -> Message:
-    """A cluster whose endpoints come by EDS under the same name."""
+    """A cluster whose endpoints come by EDS under the same name, with outlier detection and a retry budget."""
     cluster = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads_source(), service_name=name),
         connect_timeout=_duration_ms(connect_timeout_ms),
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+        outlier_detection=outlier_detection(),
+        circuit_breakers=_retry_budget(),
     )
     if http:
         for key, value in _http_upstream_options().items():
@@ -197,22 +257,68 @@ def load_assignment(name: str, localities: Sequence[LocalityEndpoints]) -> Messa
 # -- routes and listeners ---------------------------------------------------------------------------
 
 
-def route_configuration(name: str, hosts: Sequence[VirtualHost], timeout_ms: int) -> Message:
-    return route_pb2.RouteConfiguration(name=name, virtual_hosts=[_virtual_host(h, timeout_ms) for h in hosts])
+def route_configuration(
+    name: str, hosts: Sequence[VirtualHost], timeout_ms: int, retries: RetryRules | None = None
+) -> Message:
+    """Routes to each virtual host's cluster. ``retries`` (a caller's routes to a service): idempotent
+    methods get a per-try timeout and are retried on any failure of the way, on another instance; other
+    methods only when the request never reached an application. None (an inbound listener, one local
+    app): every method only on a connection failure, for 2 retries."""
+    return route_pb2.RouteConfiguration(name=name, virtual_hosts=[_virtual_host(h, timeout_ms, retries) for h in hosts])
 
 
-def _virtual_host(host: VirtualHost, timeout_ms: int) -> Message:
-    action = route_components_pb2.RouteAction(
-        cluster=host.cluster,
-        timeout=_duration_ms(timeout_ms),
-        # A connect failure never reached the upstream: retrying it is safe for any method, and it
-        # hides the moment an endpoint is withdrawn while a request was already being routed to it.
-        retry_policy=route_components_pb2.RetryPolicy(
-            retry_on="connect-failure,refused-stream", num_retries=wrappers_pb2.UInt32Value(value=2)
-        ),
+def _virtual_host(host: VirtualHost, timeout_ms: int, retries: RetryRules | None) -> Message:
+    routes = []
+    if retries is not None:
+        routes.append(
+            _route(
+                host.cluster,
+                timeout_ms,
+                _retry_policy(IDEMPOTENT_RETRY_ON, retries.num_retries, retries.per_try_timeout_ms),
+                methods=IDEMPOTENT_METHODS,
+            )
+        )
+    # A connect failure never reached the upstream: retrying it is safe for any method, and it hides
+    # the moment an endpoint is withdrawn while a request was already being routed to it.
+    routes.append(
+        _route(host.cluster, timeout_ms, _retry_policy(NEVER_SENT_RETRY_ON, retries.num_retries if retries else 2))
     )
-    route = route_components_pb2.Route(match=route_components_pb2.RouteMatch(prefix="/"), route=action)
-    return route_components_pb2.VirtualHost(name=host.name, domains=list(host.domains), routes=[route])
+    return route_components_pb2.VirtualHost(name=host.name, domains=list(host.domains), routes=routes)
+
+
+def _route(cluster: str, timeout_ms: int, retry_policy: Message, methods: Sequence[str] = ()) -> Message:
+    match = route_components_pb2.RouteMatch(prefix="/")
+    if methods:
+        match.headers.append(
+            route_components_pb2.HeaderMatcher(
+                name=":method",
+                string_match=string_pb2.StringMatcher(
+                    safe_regex=regex_pb2.RegexMatcher(regex=f"^({'|'.join(methods)})$")
+                ),
+            )
+        )
+    action = route_components_pb2.RouteAction(
+        cluster=cluster, timeout=_duration_ms(timeout_ms), retry_policy=retry_policy
+    )
+    return route_components_pb2.Route(match=match, route=action)
+
+
+def _retry_policy(retry_on: str, num_retries: int, per_try_timeout_ms: int = 0) -> Message:
+    """A retry goes to another instance than the ones already tried (when there is one)."""
+    policy = route_components_pb2.RetryPolicy(
+        retry_on=retry_on,
+        num_retries=wrappers_pb2.UInt32Value(value=num_retries),
+        retry_host_predicate=[
+            route_components_pb2.RetryPolicy.RetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
+        ],
+        host_selection_retry_max_attempts=3,
+    )
+    if per_try_timeout_ms:
+        policy.per_try_timeout.CopyFrom(_duration_ms(per_try_timeout_ms))
+    return policy
 
 
 def _router() -> Message:
@@ -268,7 +374,10 @@ def http_listener(
 
 
 def tcp_listener(name: str, ip: str, port: int, cluster: str, *, inbound: bool, tls: Message | None = None) -> Message:
-    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=_stat_prefix(name), cluster=cluster)
+    # Up to 3 connection attempts (each on the next instance): nothing was sent on a failed one.
+    proxy = tcp_proxy_pb2.TcpProxy(
+        stat_prefix=_stat_prefix(name), cluster=cluster, max_connect_attempts=wrappers_pb2.UInt32Value(value=3)
+    )
     chain = listener_components_pb2.FilterChain(filters=[_network_filter("envoy.filters.network.tcp_proxy", proxy)])
     if tls is not None:
         chain.transport_socket.CopyFrom(tls)

@@ -7,11 +7,12 @@ deterministic, so a rebuild of an unchanged model yields byte-identical resource
 ==========================  ===================  ==============================================
 type                        name                 what
 ==========================  ===================  ==============================================
-Cluster, LoadAssignment     ``svc/<service>``    the service's placed workloads (EDS)
+Cluster, LoadAssignment     ``svc/<service>``    the service's placed, healthy workloads (EDS);
+                                                 outlier detection, a retry budget
 Cluster                     ``local/<workload>`` the app behind the workload's inbound listener
 Listener                    ``in/<workload>``    ``<node ip>:<workload port>``, mTLS when on
 Listener, RouteConfig       ``out/<port>``       ``<outbound_host>:<port>``: a virtual host per
-                                                 called service on that port
+                                                 called service on that port; retries
 Listener                    ``<service>``        gRPC api listener (``xds:///<service>``), served
                                                  only when asked for by name
 Secret                      ``identity``,        mTLS only: the node's own certificate and key,
@@ -67,6 +68,9 @@ class MeshConfig:
     """Where a workload's app listens (on the workload port) behind its sidecar's inbound listener."""
     connect_timeout_ms: int = 1000
     request_timeout_ms: int = 15000
+    retries: ec.RetryRules = field(default_factory=ec.RetryRules)
+    """How callers retry: idempotent methods per try (``per_try_timeout_ms``) on any failure of the way,
+    others only when the request never reached an app (docs/meshctl.md, "Failures")."""
     tcp_services: frozenset[str] = frozenset()
     """Services proxied as plain TCP (no HTTP routing); every other service is HTTP/1.1 or h2c."""
     host_calls: Mapping[str, tuple[str, ...]] | None = None
@@ -295,6 +299,8 @@ class _SnapshotBuilder:
             node = self.state.nodes.get(workload.node) if workload.node is not None else None
             if node is None or not node.up or not node.ip:
                 continue  # unplaced, or its node is down: no traffic to it
+            if workload.id in self.state.unhealthy:
+                continue  # its app or sidecar died (the node agent said so): withdrawn until re-placed
             if self.ready_workloads is not None and workload.id not in self.ready_workloads:
                 continue  # its sidecar does not serve yet
             site = self.state.sites.get(node.site)
@@ -338,7 +344,7 @@ class _SnapshotBuilder:
                 continue
             lone = len(http) == 1
             hosts = [ec.VirtualHost(n, (n, f"{n}:{port}", *(("*",) if lone else ())), f"svc/{n}") for n in sorted(http)]
-            routes = ec.route_configuration(listener_name, hosts, self.config.request_timeout_ms)
+            routes = ec.route_configuration(listener_name, hosts, self.config.request_timeout_ms, self.config.retries)
             by_type[ROUTES][listener_name] = make_resource(listener_name, routes, [(CLUSTER, h.cluster) for h in hosts])
             listener = ec.http_listener(listener_name, host, port, route_name=listener_name, inbound=False)
             by_type[LISTENER][listener_name] = make_resource(listener_name, listener, [(ROUTES, listener_name)])

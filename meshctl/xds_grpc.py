@@ -216,7 +216,8 @@ class SnapshotPublisher:
         state, config = self._state(), self._config
         ready = self._readiness.ready_in(state) if self._readiness is not None else None
         # Only these parts of the model reach xDS: a latency measurement must not cost a rebuild.
-        inputs = (state.sites, state.hosts, state.nodes, state.services, state.workloads, config, ready)
+        model = (state.sites, state.hosts, state.nodes, state.services, state.workloads, state.unhealthy)
+        inputs = (*model, config, ready)
         if self._last_inputs is not None and all(
             a is b or (a == b and isinstance(a, frozenset)) for a, b in zip(inputs, self._last_inputs, strict=True)
         ):

@@ -14,6 +14,10 @@ it listens on its stdout. Paths are shared across network namespaces; addresses 
     ...
     mesh.stop()                                   # every process it started, by PID
 
+It supervises what it started: when the app or the sidecar of a workload dies while the workload is
+meant to run (not stopped by the agent), ``on_unhealthy(workload id, reason)`` is called once (the lab
+reports it to the controller, ``POST /api/v1/workloads/health``), which withdraws and re-places it.
+
 Per workload: the app (``mininet_topos.app``) on ``<app_host>:<port>`` and an Envoy whose node id is the
 workload id; the controller serves it an inbound listener on ``<node ip>:<port>`` (mTLS with the workload's
 SVID when the controller runs with ``--pki-dir``) and outbound listeners on ``127.0.0.1:<port>`` for the
@@ -30,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +48,8 @@ LOG = logging.getLogger("edgectl.testbed")
 APP_START_TIMEOUT_S = 10.0
 DEFAULT_DRAIN_S = 1.0
 """How long a withdrawn workload keeps running: requests already sent to it finish."""
+SUPERVISE_INTERVAL_S = 0.05
+"""How often the agent looks whether the apps and sidecars it runs are still alive."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +70,19 @@ class RunningWorkload:
     app: subprocess.Popen[bytes]
     sidecar: EnvoySidecar
     stopping: bool = False
+    reported: bool = False
+    """Its death was reported (once is enough: the controller re-places it)."""
+
+    def death(self) -> str | None:
+        """Why this workload no longer serves (its app or its sidecar exited), or None."""
+        code = self.app.poll()
+        if code is not None:
+            return f"app exited ({code})"
+        process = self.sidecar.process
+        code = process.poll() if process is not None else None
+        if code is not None:
+            return f"sidecar exited ({code})"
+        return None
 
 
 @dataclass(slots=True)
@@ -104,6 +124,7 @@ class MeshTestbed:
         app_host: str = "127.0.0.2",
         drain_s: float = DEFAULT_DRAIN_S,
         envoy_log_level: str = "warning",
+        on_unhealthy: Callable[[str, str], None] | None = None,
     ) -> None:
         self.net = net
         self.xds_socket = xds_socket
@@ -126,6 +147,10 @@ class MeshTestbed:
         self._started = threading.Condition(self._lock)
         self._closing = False
         self._started_at: dict[str, float] = {}
+        self.on_unhealthy = on_unhealthy
+        self.supervise_interval_s = SUPERVISE_INTERVAL_S
+        self._supervisor: threading.Thread | None = None
+        self._supervisor_stop = threading.Event()
 
     # -- sidecars --------------------------------------------------------------------------------------
 
@@ -208,6 +233,7 @@ class MeshTestbed:
         with self._lock:
             self.workloads[spec.id] = running
             withdrawn = spec.id in self._removed or self._closing
+            self._supervise_from_now()
         if withdrawn:
             self._stop_now(spec.id)
             return None
@@ -239,6 +265,38 @@ class MeshTestbed:
         if running is not None:
             running.sidecar.stop()
             stop_process(running.app)
+
+    # -- supervision ------------------------------------------------------------------------------------
+
+    def _supervise_from_now(self) -> None:
+        if self._supervisor is None and self.on_unhealthy is not None:
+            self._supervisor = threading.Thread(target=self._supervise, name="mesh-supervisor", daemon=True)
+            self._supervisor.start()
+
+    def _supervise(self) -> None:
+        while not self._supervisor_stop.wait(self.supervise_interval_s):
+            with self._lock:
+                running = [w for w in self.workloads.values() if not w.stopping and not w.reported]
+            for workload in running:
+                why = workload.death()
+                if why is None:
+                    continue
+                with self._lock:
+                    # One the agent stops leaves self.workloads before it is killed: not a death.
+                    if self.workloads.get(workload.spec.id) is not workload or workload.stopping or workload.reported:
+                        continue
+                    workload.reported = True
+                self._report_unhealthy(workload.spec, why)
+
+    def _report_unhealthy(self, spec: WorkloadSpec, why: str) -> None:
+        LOG.warning("%s on %s: %s; reporting it unhealthy", spec.id, spec.node, why)
+        assert self.on_unhealthy is not None
+        try:
+            self.on_unhealthy(spec.id, why)
+        except Exception as exc:
+            message = f"cannot report {spec.id} unhealthy ({why}): {exc}"
+            LOG.error("%s", message)
+            self.errors.append(message)
 
     def started_at(self, workload_id: str) -> float | None:
         """When the agent started that workload (wall clock, comparable with every other process's;
@@ -296,6 +354,9 @@ class MeshTestbed:
         with self._lock:
             self._closing = True
             self._started.wait_for(lambda: self._starting == 0, timeout=APP_START_TIMEOUT_S + 10)
+        self._supervisor_stop.set()
+        if self._supervisor is not None:
+            self._supervisor.join(5)
         for timer in self._timers:
             timer.cancel()
         for load in self.loads:

@@ -104,6 +104,18 @@ class WorkloadRemoved:
     workload: WorkloadId
 
 
+@dataclass(frozen=True, slots=True)
+class WorkloadHealthChanged:
+    """An instance was seen unhealthy (its app or sidecar died on a node that stays up), or healthy again.
+
+    An unhealthy instance is no endpoint for anyone, and failover re-places it."""
+
+    workload: WorkloadId
+    healthy: bool
+    reason: str = ""
+    at: float = 0.0
+
+
 Event = (
     SwitchConnected
     | SwitchDisconnected
@@ -119,4 +131,5 @@ Event = (
     | NodeUp
     | WorkloadPlaced
     | WorkloadRemoved
+    | WorkloadHealthChanged
 )

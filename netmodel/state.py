@@ -48,6 +48,9 @@ class FabricState:
     services: Mapping[ServiceName, Service] = field(default_factory=frozen_map)
     workloads: Mapping[WorkloadId, Workload] = field(default_factory=frozen_map)
     hosts_seen_at: Mapping[HostId, float] = field(default_factory=frozen_map)  # undeclared hosts: last seen
+    unhealthy: Mapping[WorkloadId, str] = field(default_factory=frozen_map)
+    """Placed instances reported unhealthy (``WorkloadHealthChanged``), with the reason. A runtime
+    observation of the processes behind a placement, not part of it: a new placement clears it."""
     generation: int = 0
 
     def apply(self, event: ev.Event) -> FabricState:
@@ -287,13 +290,33 @@ def _workload_placed(state: FabricState, event: ev.WorkloadPlaced) -> FabricStat
         raise EventRejected(f"workload {workload.id!r}: unknown node {workload.node!r}")
     if state.workloads.get(workload.id) == workload:
         return state
-    return state._with(workloads=frozen_map({**state.workloads, workload.id: workload}))
+    # Placed anew (or moved): new processes, so whatever was seen of the old ones no longer holds.
+    return state._with(
+        workloads=frozen_map({**state.workloads, workload.id: workload}),
+        unhealthy=_without(state.unhealthy, workload.id),
+    )
 
 
 def _workload_removed(state: FabricState, event: ev.WorkloadRemoved) -> FabricState:
     if event.workload not in state.workloads:
         return state
-    return state._with(workloads=frozen_map({k: w for k, w in state.workloads.items() if k != event.workload}))
+    return state._with(
+        workloads=frozen_map({k: w for k, w in state.workloads.items() if k != event.workload}),
+        unhealthy=_without(state.unhealthy, event.workload),
+    )
+
+
+def _workload_health_changed(state: FabricState, event: ev.WorkloadHealthChanged) -> FabricState:
+    """Idempotent: a second report of the same health changes nothing (the first reason is kept)."""
+    if event.workload not in state.workloads:
+        raise EventRejected(f"unknown workload {event.workload!r}")
+    if event.healthy:
+        unhealthy = _without(state.unhealthy, event.workload)
+    elif event.workload in state.unhealthy:
+        return state
+    else:
+        unhealthy = frozen_map({**state.unhealthy, event.workload: event.reason or "reported unhealthy"})
+    return state if unhealthy is state.unhealthy else state._with(unhealthy=unhealthy)
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -323,6 +346,12 @@ def _nodes_marked(
     return frozen_map({**nodes, **changed})
 
 
+def _without(unhealthy: Mapping[WorkloadId, str], workload: WorkloadId) -> Mapping[WorkloadId, str]:
+    if workload not in unhealthy:
+        return unhealthy
+    return frozen_map({k: why for k, why in unhealthy.items() if k != workload})
+
+
 def _cable_down(topo: Topology, links: list[Any]) -> Topology:
     both = {x for link in links for x in (link, link.reversed()) if x in topo.links}
     return topo.updated_links(sorted(both), up=False)
@@ -343,6 +372,7 @@ _HANDLERS: dict[type, Callable[[FabricState, Any], FabricState]] = {
     ev.NodeUp: _node_up_or_down(True),
     ev.WorkloadPlaced: _workload_placed,
     ev.WorkloadRemoved: _workload_removed,
+    ev.WorkloadHealthChanged: _workload_health_changed,
 }
 
 __all__ = [

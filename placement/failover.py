@@ -1,7 +1,9 @@
 """Failover planning: which instances lost their node, and where each goes instead. Pure.
 
 An instance is displaced when its node is gone, down, behind a switch known down, unreachable from
-every host (a site cut off), or unreachable from its own ``near`` hosts. Displaced instances are
+every host (a site cut off), or unreachable from its own ``near`` hosts, or when the instance itself
+was reported unhealthy (its app or sidecar died; the node may be fine, so it may get the replacement,
+on a port of its own). Displaced instances are
 re-placed together (``schedule_batch``: the tightest SLO gets the scarce capacity first); an edge
 instance spills to metro or cloud when its SLO allows (the profile's cost score prefers that anyway),
 otherwise it is reported stranded with the reasons, stays where it is in the model, and is planned
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netmodel.ids import WorkloadId
+from netmodel.ids import NodeId, WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import Workload
 from placement.scheduler import DEFAULT_PROFILE, Profile, schedule_batch
@@ -56,6 +58,9 @@ def displacement(snapshot: ClusterSnapshot, workload: Workload, constraints: Con
     """Why ``workload`` cannot stay where it is (None: it can)."""
     if workload.node is None:
         return "it has no node"
+    unhealthy = snapshot.state.unhealthy.get(workload.id)
+    if unhealthy is not None:
+        return f"instance unhealthy on {workload.node}: {unhealthy}"
     i = snapshot.index.get(workload.node)
     if i is None:
         return f"node {workload.node} is not in the fabric"
@@ -67,6 +72,13 @@ def displacement(snapshot: ClusterSnapshot, workload: Workload, constraints: Con
         if not np.isfinite(near.worst_ms[i]):
             return f"node {workload.node} is unreachable from host {constraints.near[int(near.worst_host[i])]}"
     return None
+
+
+def _avoid(state: FabricState, workload: Workload) -> frozenset[NodeId]:
+    """The node a displaced instance must leave; none when only the instance failed (its node is fine)."""
+    if workload.node is None or workload.id in state.unhealthy:
+        return frozenset()
+    return frozenset({workload.node})
 
 
 def plan_failover(
@@ -95,10 +107,7 @@ def plan_failover(
         if i is not None:
             snapshot.forget(workload.service, workload.resources, i)
     requests = [
-        PlacementRequest(
-            w.service, w.resources, constraints, avoid=frozenset({w.node}) if w.node is not None else frozenset()
-        )
-        for w, constraints, _ in displaced
+        PlacementRequest(w.service, w.resources, constraints, avoid=_avoid(state, w)) for w, constraints, _ in displaced
     ]
     result = schedule_batch(snapshot, requests, profile, time_budget_s=time_budget_s)
     moves, stranded = [], []

@@ -454,6 +454,26 @@ def test_workload_removed_unknown_is_a_noop() -> None:
     assert_noop(example_state(), ev.WorkloadRemoved(WorkloadId("never-placed")))
 
 
+def test_workload_health_changed_is_idempotent_and_ends_with_a_new_placement_or_removal() -> None:
+    placed = apply_ok(example_state(), ev.WorkloadPlaced(workload()))
+    web = WorkloadId("web-1")
+    assert placed.unhealthy == {}
+    assert_noop(placed, ev.WorkloadHealthChanged(web, healthy=True))
+    sick = apply_ok(placed, ev.WorkloadHealthChanged(web, healthy=False, reason="app exited (-9)", at=5.0))
+    assert sick.unhealthy == {web: "app exited (-9)"}
+    assert sick.workloads == placed.workloads  # still placed: failover decides where it goes
+    assert_noop(sick, ev.WorkloadHealthChanged(web, healthy=False, reason="sidecar exited (0)"))  # first reason kept
+    assert apply_ok(sick, ev.WorkloadHealthChanged(web, healthy=True)).unhealthy == {}
+    assert apply_ok(sick, ev.WorkloadPlaced(workload(node="eb-n1"))).unhealthy == {}  # new processes
+    assert apply_ok(sick, ev.WorkloadRemoved(web)).unhealthy == {}
+    unnamed = apply_ok(placed, ev.WorkloadHealthChanged(web, healthy=False))
+    assert unnamed.unhealthy[web]  # a reason is always given
+
+
+def test_workload_health_of_an_unknown_workload_is_rejected() -> None:
+    assert_rejected(example_state(), ev.WorkloadHealthChanged(WorkloadId("gone"), healthy=False), "unknown workload")
+
+
 # -- the shared example state itself ----------------------------------------------------------------
 
 

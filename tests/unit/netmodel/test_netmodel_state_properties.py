@@ -75,6 +75,12 @@ events = st.one_of(
     st.builds(ev.NodeUp, st.sampled_from(NODES)),
     st.builds(ev.WorkloadPlaced, workloads),
     st.builds(ev.WorkloadRemoved, st.sampled_from(["w1", "w2", "w3", "w9"]).map(WorkloadId)),
+    st.builds(
+        ev.WorkloadHealthChanged,
+        st.sampled_from(["w1", "w2", "w9"]).map(WorkloadId),
+        st.booleans(),
+        st.sampled_from(["", "app exited (-9)"]),
+    ),
 )
 
 
@@ -120,6 +126,7 @@ def check_invariants(state: FabricState) -> None:
     for workload in state.workloads.values():
         assert workload.service in state.services
         assert workload.node is None or workload.node in state.nodes
+    assert set(state.unhealthy) <= set(state.workloads)  # health is only ever of a placed instance
     # The declared part of the model never shrinks.
     assert set(ALL_SWITCHES) <= set(topo.switches)
     assert set(DECLARED_LINKS) <= set(topo.links)

@@ -113,3 +113,22 @@ def test_an_instance_on_a_node_the_fabric_no_longer_has() -> None:
     )
     plan = plan_failover(gone, lambda w: Constraints())
     assert [(m.old.id, m.why) for m in plan.moves] == [("web-1", "node ea-n1 is not in the fabric")]
+
+
+def test_an_unhealthy_instance_is_displaced_and_may_stay_on_its_node() -> None:
+    from netmodel.events import WorkloadHealthChanged
+
+    state = apply(example_state(), placed("web-1", "ea-n1"), placed("web-2", "ea-n1"))
+    sick = apply(state, WorkloadHealthChanged(WorkloadId("web-1"), healthy=False, reason="app exited (-9)"))
+    plan = plan_failover(sick, lambda w: Constraints(max_latency_ms=1, near=(HostId("u1"),)))
+    (move,) = plan.moves
+    assert move.old.id == "web-1" and "unhealthy" in move.why and "app exited (-9)" in move.why
+    # Only the instance failed, not its node: the node closest to u1 is still the best one for it.
+    assert move.to.node == "ea-n1"
+    assert plan.stranded == ()
+    # A node that is down as well: it must leave that node.
+    both = apply(sick, NodeDown(NodeId("ea-n1")))
+    assert {m.old.id: m.to.node != "ea-n1" for m in plan_failover(both, lambda w: Constraints()).moves} == {
+        "web-1": True,
+        "web-2": True,
+    }

@@ -293,3 +293,26 @@ def test_after_a_failover_no_two_instances_on_a_node_share_a_port() -> None:
             key = (str(w.node), w.port or web_port)
             assert key not in seen, f"two instances on {key}"
             seen.add(key)
+
+
+def test_failover_replaces_an_instance_reported_unhealthy_and_withdraws_it() -> None:
+    from netmodel.events import WorkloadHealthChanged
+
+    with running_bus() as bus:
+        o = PlacementOrchestrator(bus)
+        steps = collect(o, bus)
+        loop = FailoverLoop(o)
+        bus.subscribe(loop.on_change)
+        loop.start()
+        try:
+            first, second = o.place(request(replicas=2)).workloads
+            bus.publish(WorkloadHealthChanged(first.id, healthy=False, reason="app exited (-9)")).result(5)
+            wait_until(lambda: first.id not in bus.state.workloads)
+            replacement = [w for w in bus.state.workloads.values() if w.id != second.id]
+            assert len(replacement) == 1 and replacement[0].id not in (first.id, second.id)
+            assert bus.state.unhealthy == {}
+            started = [s for s in steps if s.kind is StepKind.FAILOVER_STARTED]
+            assert len(started) == 1 and "unhealthy" in started[0].message and first.id in started[0].message
+            wait_until(lambda: any(s.kind is StepKind.MIGRATION_COMPLETED for s in steps))
+        finally:
+            loop.stop()

@@ -1,0 +1,87 @@
+"""End to end: an instance whose app dies on a node that stays up. Two instances of `web` behind real Envoy
+sidecars in the two-edges testbed (OVS under Mininet, `edgectl run` with its CA, mTLS), one user on u1
+calling it through their own sidecar with a loop of GET requests. The app of one instance is killed
+(SIGKILL; its sidecar keeps running, answering 503 for it). The agent looks only once a second here, so
+the user's Envoy meets the dead instance before the controller withdraws it.
+
+Asserted from the outside: no GET is lost (the user's Envoy retried those that met the dead instance on
+the other one, and ejected it: outlier detection); the dead instance leaves the user's Envoy's endpoints
+(admin /clusters), because the testbed agent reported it and the controller withdrew it; and failover
+re-places it: a new instance serves the user's requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from edgectl.lab import Lab, wait_for
+
+pytestmark = pytest.mark.integration
+
+FABRIC = Path(__file__).resolve().parents[1] / "data" / "fabrics" / "two-edges.yaml"
+RATE = 20.0
+
+
+def endpoints(lab: Lab, cluster: str = "svc/web") -> set[str]:
+    """Where the user's Envoy sends requests of a cluster, from its admin API (/clusters)."""
+    status = json.loads(lab.mesh.clients["u1"].admin("/clusters?format=json"))
+    for entry in status["cluster_statuses"]:
+        if entry["name"] == cluster:
+            return {
+                f"{h['address']['socket_address']['address']}:{h['address']['socket_address']['port_value']}"
+                for h in entry.get("host_statuses", [])
+            }
+    return set()
+
+
+def test_a_dead_app_loses_no_get_is_withdrawn_and_is_replaced(tmp_path: Path) -> None:
+    with Lab(FABRIC, tmp_path / "lab") as lab:
+        first, second = lab.place("web", 2)
+        lab.start_loads("web", rate=RATE)
+        for instance in (first, second):
+            assert lab.first_served_by(instance, timeout=15) is not None, (instance, lab.records()[-5:])
+        mark = len(lab.events())
+        victim = lab.mesh.workloads[first]
+        address = f"{lab.net.get(victim.spec.node).IP()}:{victim.spec.port}"
+        assert address in endpoints(lab)
+        time.sleep(1.0)
+        since = time.time() - 2.0
+        retries = lab.envoy_counter("cluster.svc/web.upstream_rq_retry")
+        lab.mesh.supervise_interval_s = 1.0  # let the user's Envoy find out first
+        time.sleep(0.2)  # the agent's current (short) wait ends: the next look is a second away
+
+        killed_at = time.time()
+        os.kill(victim.app.pid, signal.SIGKILL)  # the app only: its node and its sidecar stay up
+        wait_for("the dead instance to leave u1's endpoints", lambda: address not in endpoints(lab), 20, 0.02)
+        withdrawn_s = time.time() - killed_at
+        done = lab.wait_event(
+            lambda e: e.kind == "MIGRATION_COMPLETED" and e.from_workload_id == first, timeout=30, start=mark
+        )
+        replacement = done.workload_id
+        first_served = lab.first_served_by(replacement, timeout=15)
+        assert first_served is not None, lab.records()[-5:]
+        time.sleep(1.0)
+        ended = time.time()
+
+        records = lab.records(since=since, until=ended)
+        failed = [r for r in records if not r.ok]
+        print(
+            f"\nkilled the app of {first}: withdrawn from u1's Envoy after {withdrawn_s * 1000:.0f} ms, "
+            f"replaced by {replacement} on {done.node}, which answered after "
+            f"{first_served.t - killed_at:.2f} s; {len(records)} GETs, {len(failed)} failed; "
+            f"u1 retried {lab.envoy_counter('cluster.svc/web.upstream_rq_retry') - retries}, "
+            f"ejections {lab.envoy_counter('cluster.svc/web.outlier_detection.ejections_enforced_total')}"
+        )
+        assert failed == [], failed[:5]
+        assert len(records) >= RATE * 2, len(records)
+        assert lab.envoy_counter("cluster.svc/web.upstream_rq_retry") > retries  # GETs met the dead instance
+        assert {first, second, replacement} <= {r.workload for r in records}
+        assert first not in {w["id"] for w in lab.workloads()}
+        assert address not in endpoints(lab) and len(endpoints(lab)) == 2
+        assert lab.get("/api/v1/workloads/health")["unhealthy"] == []  # withdrawn for good: nothing left marked

@@ -1,0 +1,124 @@
+"""What callers' sidecars do about a failing instance: outlier detection on every service cluster, retries
+of idempotent requests (per try, on another instance) and of no others, and no endpoint for an instance
+reported unhealthy."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from meshctl import envoy_config as ec
+from meshctl.snapshot import MeshConfig, build_snapshots
+from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, ROUTES
+from netmodel import events as ev
+from netmodel.ids import WorkloadId
+from tests.unit.meshctl.mesh_helpers import placed_state
+
+TCP_DB = MeshConfig(tcp_services=frozenset({"db"}))
+
+
+def route_for(virtual_host, method: str):
+    """The route Envoy picks for a request with this method: the first whose :method matcher accepts it."""
+    for route in virtual_host.routes:
+        matchers = [h for h in route.match.headers if h.name == ":method"]
+        if all(re.fullmatch(h.string_match.safe_regex.regex, method) for h in matchers):
+            return route
+    raise AssertionError(f"no route for {method}")
+
+
+def test_every_service_cluster_ejects_an_instance_after_consecutive_gateway_failures() -> None:
+    web = build_snapshots(placed_state(), TCP_DB)["web-1"]
+    services = [r for name, r in web.of_type(CLUSTER).items() if name.startswith("svc/")]
+    assert sorted(r.name for r in services) == ["svc/admin", "svc/api"]
+    for resource in services:
+        outlier = resource.message.outlier_detection
+        assert resource.message.HasField("outlier_detection")
+        assert outlier.consecutive_gateway_failure.value == 3
+        assert outlier.enforcing_consecutive_gateway_failure.value == 100
+        assert outlier.enforcing_consecutive_5xx.value == 0  # a 500 is the app's answer, not a dead instance
+        assert outlier.interval.ToMilliseconds() <= 1000
+        assert 0 < outlier.base_ejection_time.ToMilliseconds() <= 10_000
+        assert outlier.max_ejection_percent.value == 50
+        budget = resource.message.circuit_breakers.thresholds[0].retry_budget
+        assert budget.min_retry_concurrency.value >= 10
+    # TCP services too: the db cluster of an api sidecar.
+    api = build_snapshots(placed_state(), TCP_DB)["api-1"]
+    assert api.of_type(CLUSTER)["svc/db"].message.outlier_detection.consecutive_gateway_failure.value == 3
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"])
+def test_idempotent_requests_are_retried_per_try_on_another_instance(method: str) -> None:
+    routes = build_snapshots(placed_state(), TCP_DB)["web-1"].of_type(ROUTES)["out/9090"].message
+    (api,) = routes.virtual_hosts
+    route = route_for(api, method)
+    policy = route.route.retry_policy
+    assert route.route.cluster == "svc/api"
+    assert set(policy.retry_on.split(",")) == {"connect-failure", "refused-stream", "reset", "gateway-error"}
+    assert policy.num_retries.value == 2
+    assert policy.per_try_timeout.ToMilliseconds() == 1000
+    assert route.route.timeout.ToMilliseconds() == 15000  # the whole request, over all tries
+    assert [p.name for p in policy.retry_host_predicate] == ["envoy.retry_host_predicates.previous_hosts"]
+    assert policy.host_selection_retry_max_attempts >= 2
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH", "CONNECT", "get", "GETX"])
+def test_other_requests_are_retried_only_when_they_never_reached_an_app(method: str) -> None:
+    routes = build_snapshots(placed_state(), TCP_DB)["u1"].of_type(ROUTES)["out/8080"].message
+    (web,) = routes.virtual_hosts
+    policy = route_for(web, method).route.retry_policy
+    assert set(policy.retry_on.split(",")) == {"connect-failure", "refused-stream"}
+    assert not policy.HasField("per_try_timeout")  # a slow POST must not be sent twice
+
+
+def test_retries_follow_the_config() -> None:
+    config = MeshConfig(retries=ec.RetryRules(num_retries=4, per_try_timeout_ms=250))
+    routes = build_snapshots(placed_state(), config)["u1"].of_type(ROUTES)["out/8080"].message
+    policy = route_for(routes.virtual_hosts[0], "GET").route.retry_policy
+    assert (policy.num_retries.value, policy.per_try_timeout.ToMilliseconds()) == (4, 250)
+
+
+def test_an_inbound_listener_retries_its_one_app_only_on_connection_failures() -> None:
+    inbound = build_snapshots(placed_state(), TCP_DB)["web-1"].of_type(LISTENER)["in/web-1"].message
+    manager = ec.hcm_pb2.HttpConnectionManager()
+    inbound.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    (host,) = manager.route_config.virtual_hosts
+    (route,) = host.routes  # no method split: a 5xx of its own app is passed on, the caller decides
+    assert route.route.retry_policy.retry_on == "connect-failure,refused-stream"
+
+
+def test_an_unhealthy_instance_is_no_endpoint_until_it_is_healthy_again() -> None:
+    state = placed_state()
+    addresses = {
+        (lb.endpoint.address.socket_address.address, lb.endpoint.address.socket_address.port_value)
+        for group in build_snapshots(state, TCP_DB)["u1"].of_type(ENDPOINTS)["svc/web"].message.endpoints
+        for lb in group.lb_endpoints
+    }
+    assert addresses == {("10.1.1.10", 8080), ("10.1.1.11", 18080)}
+    sick = state.apply(ev.WorkloadHealthChanged(WorkloadId("web-2"), healthy=False, reason="app exited (-9)"))
+    snapshots = build_snapshots(sick, TCP_DB)
+    for caller in ("u1", "u2"):
+        cla = snapshots[caller].of_type(ENDPOINTS)["svc/web"].message
+        assert [lb.endpoint.address.socket_address.port_value for g in cla.endpoints for lb in g.lb_endpoints] == [8080]
+    assert "in/web-2" in snapshots["web-2"].of_type(LISTENER)  # its own sidecar keeps its config
+    healed = sick.apply(ev.WorkloadHealthChanged(WorkloadId("web-2"), healthy=True))
+    after = build_snapshots(healed, TCP_DB)["u1"].of_type(ENDPOINTS)["svc/web"]
+    assert after.digest == build_snapshots(state, TCP_DB)["u1"].of_type(ENDPOINTS)["svc/web"].digest
+
+
+def test_a_health_report_alone_rebuilds_the_callers_endpoints() -> None:
+    from meshctl.cache import SnapshotCache
+    from meshctl.metrics import XdsMetrics
+    from meshctl.xds_grpc import SnapshotPublisher
+
+    state = placed_state()
+    cache = SnapshotCache()
+    publisher = SnapshotPublisher(lambda: state, TCP_DB, cache, XdsMetrics())
+    publisher.build_now()
+    before = cache.snapshot("u1")
+    assert before is not None
+    state = state.apply(ev.WorkloadHealthChanged(WorkloadId("web-2"), healthy=False, reason="sidecar exited (1)"))
+    publisher.build_now()  # nothing else changed in the model: the rebuild must not be skipped
+    after = cache.snapshot("u1")
+    assert after is not None and after.generation == state.generation
+    assert after.digest(ENDPOINTS) != before.digest(ENDPOINTS)
