@@ -17,6 +17,7 @@ from typing import Any
 from edgectl.bus import EventBus
 from edgectl.config import RunConfig
 from edgectl.health_api import HEALTH_PATH, health_report_route, unhealthy_view
+from edgectl.http_access import loopback_only
 from edgectl.http_api import HttpApi
 from edgectl.metrics import ControllerMetrics
 from edgectl.state_store import StateStore
@@ -74,7 +75,14 @@ class Controller:
             routes={"/api/v1/topology": topology_view, "/api/v1/workloads": workloads_view},
         )
         # Node agents report instances whose app or sidecar died: withdrawn at once, then re-placed.
-        self.http.add_route(HEALTH_PATH, health_report_route(self.bus.publish), method="POST")
+        # A report makes failover re-place an instance: only local agents may send one (no authentication).
+        report = loopback_only(
+            health_report_route(self.bus.publish),
+            http_host=self.config.http_host,
+            what="an instance health report",
+            instead="run the node agent where the controller's HTTP API listens on loopback",
+        )
+        self.http.add_route(HEALTH_PATH, report, method="POST")
         self.http.add_route(HEALTH_PATH, unhealthy_view)
         self.http.start()
         LOG.info("HTTP API on http://%s:%d", *self.http.address)

@@ -9,36 +9,17 @@ otherwise), so repeated calls cannot grow the revocation list without bound.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
+from edgectl.http_access import is_loopback, loopback_only
 from pki.errors import PkiError, RotationTooSoon
 
 PostRoute = Any  # edgectl.http_api.PostRoute: (state, JSON body) -> (status, JSON reply)
 
 
-def is_loopback(host: str) -> bool:
-    """True if listening on ``host`` accepts connections from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def rotate_route(pki: Any, *, http_host: str) -> PostRoute:
     """The handler for ``POST /api/v1/pki/rotate`` {"spiffe_id": ID} of a controller whose HTTP API
     listens on ``http_host``; ``pki``: the ``PkiService``."""
-    if not is_loopback(http_host):
-
-        def refused(_state: Any, _body: Any) -> tuple[int, Any]:
-            return 403, {
-                "error": f"forced rotation is served only when the HTTP API listens on loopback (it has no "
-                f"authentication; this one listens on {http_host}): use edgectl pki rotate --dir on the CA"
-            }
-
-        return refused
 
     def rotate(_state: Any, body: Any) -> tuple[int, Any]:
         spiffe_id = body.get("spiffe_id") if isinstance(body, dict) else None
@@ -53,4 +34,9 @@ def rotate_route(pki: Any, *, http_host: str) -> PostRoute:
         rotated = sorted(subject for subject, _spiffe_id, _why in changes.issued)
         return 200, {"spiffe_id": spiffe_id, "rotated": rotated, "version": pki.snapshot.version}
 
-    return rotate
+    return loopback_only(
+        rotate, http_host=http_host, what="forced rotation", instead="use edgectl pki rotate --dir on the CA"
+    )
+
+
+__all__ = ["is_loopback", "rotate_route"]

@@ -56,3 +56,25 @@ def test_a_report_marks_the_instance_unhealthy_once_and_unknown_ones_are_404() -
     finally:
         api.stop()
         bus.stop()
+
+
+def test_a_report_is_refused_unless_the_http_api_listens_on_loopback() -> None:
+    """Reports re-place instances and the HTTP API has no authentication: only local agents may send one."""
+    from concurrent.futures import Future
+
+    from edgectl.http_access import loopback_only
+
+    published: list[object] = []
+
+    def publish(event: object) -> Future[object]:
+        published.append(event)
+        raise AssertionError("a refused report must not reach the model")
+
+    state = build_state(example_spec())
+    for host in ("0.0.0.0", "10.0.0.1", "::"):
+        route = loopback_only(health_report_route(publish), http_host=host, what="a report", instead="use loopback")
+        code, body = route(state, {"workload": "web-1", "healthy": False})
+        assert code == 403 and "loopback" in body["error"]
+    assert not published
+    local = loopback_only(health_report_route(publish), http_host="127.0.0.1", what="a report", instead="-")
+    assert local(state, {"workload": "nope", "healthy": False})[0] == 404  # served (unknown workload)
