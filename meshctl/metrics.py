@@ -13,7 +13,8 @@ PUSH_TO_ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 
 
 class XdsMetrics:
-    """Counts pushes, ACKs and NACKs per type and times push-to-ACK (the ``protocol.Observer``)."""
+    """Counts pushes, ACKs and NACKs per type and times push-to-ACK (the ``protocol.Observer``), and
+    open streams and stream errors (with those: the servicer's ``XdsCallbacks``)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -68,6 +69,15 @@ class XdsMetrics:
 
     def nacked(self, type_url: str) -> None:
         self._nacks.labels(short_name(type_url)).inc()
+
+    def opened(self, mode: str) -> None:
+        self.streams.labels(mode).inc()
+
+    def closed(self, mode: str) -> None:
+        self.streams.labels(mode).dec()
+
+    def failed(self, code: str) -> None:
+        self.stream_errors.labels(code).inc()
 
     def unregister(self) -> None:
         """Let a later server register the same names on this registry (a restart in one process)."""

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Protocol
 
-from meshctl.cache import SnapshotCache
 from meshctl.snapshot import MeshSnapshot, Resource
 from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET, short_name
 
@@ -53,6 +52,27 @@ CAN_NAME: Mapping[str, frozenset[str]] = {
 
 class ProtocolError(ValueError):
     """The client broke the xDS protocol; the message says how (it becomes the gRPC status detail)."""
+
+
+class StreamCache(Protocol):
+    """What a stream asks of the cache (``meshctl.cache.SnapshotCache`` is one): its node's snapshot,
+    and where to record what the client was sent and runs."""
+
+    def snapshot(self, node: str) -> MeshSnapshot | None: ...
+
+    def stream_opened(self, node: str, mode: str) -> None: ...
+
+    def stream_closed(self, node: str) -> None: ...
+
+    def record_push(self, node: str, type_url: str, version: str, nonce: str) -> None: ...
+
+    def record_ack(self, node: str, type_url: str, version: str) -> None: ...
+
+    def record_nack(self, node: str, type_url: str, rejected_version: str, error: str, code: int) -> None: ...
+
+    def record_current(self, node: str, type_url: str, current: bool) -> None: ...
+
+    def record_synced(self, node: str, applied: MeshSnapshot | None) -> None: ...
 
 
 class Observer(Protocol):
@@ -116,7 +136,7 @@ class Stream:
 
     def __init__(
         self,
-        cache: SnapshotCache,
+        cache: StreamCache,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
         stand_in: Callable[[str], MeshSnapshot | None] | None = None,

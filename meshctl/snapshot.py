@@ -38,6 +38,7 @@ from types import MappingProxyType
 from typing import Any
 
 from meshctl import envoy_config as ec
+from meshctl.serving import serving_node
 from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET
 from netmodel.ids import HostId, ServiceName
 from netmodel.state import FabricState
@@ -296,8 +297,8 @@ class _SnapshotBuilder:
     def _localities(self, workloads: list[Workload]) -> list[ec.LocalityEndpoints]:
         groups: dict[tuple[str, str, str], list[tuple[str, int, int]]] = defaultdict(list)
         for workload in workloads:
-            node = self.state.nodes.get(workload.node) if workload.node is not None else None
-            if node is None or not node.up or not node.ip:
+            node = serving_node(self.state, workload)
+            if node is None:
                 continue  # unplaced, or its node is down: no traffic to it
             if workload.id in self.state.unhealthy:
                 continue  # its app or sidecar died (the node agent said so): withdrawn until re-placed

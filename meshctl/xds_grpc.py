@@ -1,11 +1,8 @@
-"""The ADS server (adapter): grpc.aio on its own thread and event loop, serving
-``StreamAggregatedResources`` (state of the world) and ``DeltaAggregatedResources`` (incremental).
-
-Threads: the model writer only flags "rebuild" (it must never block); a builder thread rebuilds every
-node's snapshot from the latest model and sets them in the cache; the cache wakes the streams of the
-nodes whose content changed, each on the event loop. One coroutine per stream runs its protocol state
-machine (``meshctl.protocol``), so there is no lock on the per-stream state and 1,000 streams cost no
-threads. Endpoint changes are pushed at once: no debounce.
+"""The xDS control plane of one controller (composition): the snapshot publisher
+(``meshctl.publisher``), the cache (``meshctl.cache``), the optional readiness gate
+(``meshctl.readiness``) and the ADS servicer (``meshctl.servicer``), served by grpc.aio on its own
+thread and event loop (listeners: ``meshctl.listen``); and the questions the rest of edgectl asks of
+it (who is behind, has a migration converged, which workloads are not ready).
 
     server = start_mesh(lambda: bus.state, bus.subscribe, "127.0.0.1", 18000, "unix:/run/edgectl-xds.sock")
     ...
@@ -19,43 +16,61 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
-import stat
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import grpc
-from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf.message import DecodeError, Message
-from google.protobuf.unknown_fields import UnknownFieldSet
 from prometheus_client import CollectorRegistry
 
 from meshctl.cache import SnapshotCache
-from meshctl.delta import DeltaStream
+from meshctl.listen import bind, host_for_grpc, remove_stale_socket, strip_unix_scheme
 from meshctl.metrics import XdsMetrics
-from meshctl.protocol import ProtocolError
+from meshctl.publisher import SnapshotPublisher
 from meshctl.readiness import SidecarReadiness
-from meshctl.snapshot import MeshConfig, MeshSnapshot, TlsIdentity, build_snapshots, service_cluster_name
-from meshctl.sotw import SotwStream
+from meshctl.servicer import (
+    SERVICE,
+    AdsServicer,
+    NodeAuthorizer,
+    NodeKnown,
+    XdsCache,
+    XdsCallbacks,
+    _safe_parser,
+    _Undecodable,
+)
+from meshctl.serving import can_serve
+from meshctl.snapshot import MeshConfig, TlsIdentity, service_cluster_name
 from meshctl.xds_types import ENDPOINTS
 from netmodel.events import Event
 from netmodel.ids import HostId, WorkloadId
-from netmodel.logsafe import log_safe
 from netmodel.state import FabricState
-from netmodel.types import Workload, frozen_map
+from netmodel.types import frozen_map
 
 LOG = logging.getLogger("edgectl.mesh")
 
-SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+_AdsServicer = AdsServicer  # its earlier name (the unit tests use it)
+
+__all__ = [
+    "SERVICE",
+    "AdsServicer",
+    "IdentitySource",
+    "MeshServer",
+    "NodeAuthorizer",
+    "NodeKnown",
+    "SnapshotPublisher",
+    "Subscriber",
+    "XdsCache",
+    "XdsCallbacks",
+    "XdsTls",
+    "_AdsServicer",
+    "_Undecodable",
+    "_safe_parser",
+    "start_mesh",
+]
 
 Subscriber = Callable[[Event, FabricState], None]
-NodeAuthorizer = Callable[[str, str], str | None]
-"""``(node_id, peer certificate PEM) -> None`` (allowed) or why not (``PkiService.authorize_xds``)."""
-NodeKnown = Callable[[str], bool]
-"""``node_id -> bool``: the model has a sidecar of that id (a workload or a host)."""
 
 
 @dataclass(frozen=True)
@@ -78,18 +93,6 @@ class XdsTls:
         )
 
 
-def _peer_certificate(context: Any) -> str | None:
-    """The client's certificate (PEM) as gRPC verified it, or None (Unix socket, plaintext)."""
-    try:
-        certificates = context.auth_context().get("x509_pem_cert") or []
-    except Exception:  # a context without an auth context (tests, plaintext)
-        return None
-    if not certificates:
-        return None
-    first = certificates[0]
-    return first.decode() if isinstance(first, bytes) else str(first)
-
-
 class _Svid(Protocol):
     cert_chain_pem: str
     private_key_pem: str
@@ -103,310 +106,6 @@ class IdentitySource(Protocol):
 
     @property
     def bundle_pem(self) -> str: ...
-
-
-class _Undecodable:
-    """What the request deserializer returns for bytes that are not a request (instead of raising,
-    which grpc would turn into an opaque INTERNAL error)."""
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-
-
-def _safe_parser(message_class: Any) -> Callable[[bytes], Any]:
-    def parse(data: bytes) -> Any:
-        try:
-            message = message_class.FromString(data)
-        except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
-            return _Undecodable(str(exc) or type(exc).__name__)
-        wrong = _wrong_wire_type(message)
-        return _Undecodable(wrong) if wrong is not None else message
-
-    return parse
-
-
-WIRE_TYPES = {0: "varint", 1: "64-bit", 2: "length-delimited", 3: "group start", 4: "group end", 5: "32-bit"}
-WIRE_TYPE_OF = dict(enumerate((1, 5, 0, 0, 0, 1, 5, 0, 2, 3, 2, 2, 0, 0, 5, 1, 0, 0), start=1))
-"""Wire type of each ``FieldDescriptor.type``, 1 (double) to 18 (sint64)."""
-
-
-def _wrong_wire_type(message: Message, path: str = "") -> str | None:
-    """A field of ``message`` (or of a message in it) sent with a wire type its type does not use,
-    described; None if there is none. Protobuf keeps such a field among the unknown fields, where it
-    would look absent. Field numbers our protos lack are fine: a newer Envoy sends them."""
-    for unknown in UnknownFieldSet(message):
-        known = message.DESCRIPTOR.fields_by_number.get(unknown.field_number)
-        if known is not None:
-            expected = WIRE_TYPE_OF.get(known.type, -1)
-            return (
-                f"wrong wire type for field {unknown.field_number} ({path}{known.name}): "
-                f"{WIRE_TYPES.get(unknown.wire_type, str(unknown.wire_type))}, "
-                f"expected {WIRE_TYPES.get(expected, str(expected))}"
-            )
-    for descriptor, value in message.ListFields():
-        if descriptor.message_type is None or descriptor.message_type.GetOptions().map_entry:
-            continue
-        values = value if descriptor.is_repeated else [value]
-        for item in values:
-            found = _wrong_wire_type(item, f"{path}{descriptor.name}.")
-            if found is not None:
-                return found
-    return None
-
-
-_WAKE = object()
-_END = object()
-
-
-# -- snapshots from the model ------------------------------------------------------------------------
-
-
-class SnapshotPublisher:
-    """Rebuilds every node's snapshot from the latest model and sets them in the cache. Level-triggered:
-    a burst of model events costs one rebuild from the newest state, started as soon as the last
-    rebuild ends (coalescing, not a delay)."""
-
-    def __init__(
-        self,
-        state: Callable[[], FabricState],
-        config: MeshConfig,
-        cache: SnapshotCache,
-        metrics: XdsMetrics,
-        readiness: SidecarReadiness | None = None,
-    ) -> None:
-        self._state = state
-        self._readiness = readiness
-        self.built_ready: frozenset[str] | None = None
-        """The ready workloads the last build made endpoints of (None: no readiness gate)."""
-        self._config = config
-        self._cache = cache
-        self._metrics = metrics
-        self._wanted = threading.Condition()
-        self._dirty = False
-        self._stopping = False
-        self._last_inputs: tuple[Any, ...] | None = None
-        self._thread: threading.Thread | None = None
-        self.last_generation: int | None = None
-
-    @property
-    def config(self) -> MeshConfig:
-        return self._config
-
-    def set_config(self, config: MeshConfig) -> None:
-        self._config = config
-        self.request()
-
-    def request(self) -> None:
-        with self._wanted:
-            self._dirty = True
-            self._wanted.notify()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="mesh-snapshots", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        with self._wanted:
-            self._stopping = True
-            self._wanted.notify()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def build_now(self) -> None:
-        state, config = self._state(), self._config
-        ready = self._readiness.ready_in(state) if self._readiness is not None else None
-        # Only these parts of the model reach xDS: a latency measurement must not cost a rebuild.
-        model = (state.sites, state.hosts, state.nodes, state.services, state.workloads, state.unhealthy)
-        inputs = (*model, config, ready)
-        if self._last_inputs is not None and all(
-            a is b or (a == b and isinstance(a, frozenset)) for a, b in zip(inputs, self._last_inputs, strict=True)
-        ):
-            self.last_generation = state.generation  # the snapshots already are this generation's
-            return
-        started = time.perf_counter()
-        snapshots = build_snapshots(state, config, ready)
-        result = self._cache.set_snapshots(snapshots)
-        self._metrics.build_seconds.observe(time.perf_counter() - started)
-        self._metrics.builds.labels("rejected" if result.rejected else "ok").inc()
-        for node, reason in sorted(result.rejected.items()):
-            LOG.error("snapshot for %s not published (it keeps its last good one): %s", node, reason)
-        self._last_inputs = inputs
-        self.built_ready = ready
-        self.last_generation = state.generation
-        LOG.debug("generation %d: %d nodes, %d changed", state.generation, len(snapshots), len(result.changed))
-
-    def _run(self) -> None:
-        while True:
-            with self._wanted:
-                self._wanted.wait_for(lambda: self._dirty or self._stopping)
-                if self._stopping:
-                    return
-                self._dirty = False
-            try:
-                self.build_now()
-            except Exception:  # a bug in one build must not stop later ones
-                LOG.exception("building xDS snapshots failed")
-                self._metrics.builds.labels("failed").inc()
-
-
-# -- the gRPC servicer -------------------------------------------------------------------------------
-
-
-class _AdsServicer:
-    def __init__(
-        self,
-        cache: SnapshotCache,
-        metrics: XdsMetrics,
-        authorize: NodeAuthorizer | None = None,
-        known: NodeKnown | None = None,
-    ) -> None:
-        self._cache = cache
-        self._metrics = metrics
-        self._authorize = authorize
-        self._known = known
-
-    def _stand_in(self, mode: str) -> Callable[[str], MeshSnapshot | None] | None:
-        """For one stream: what to serve a node the cache has no snapshot of. A node of the model
-        (placed, its first snapshot still being built) gets nothing yet, its snapshot follows in
-        milliseconds; a node the model does not know gets an empty configuration at once, and one log
-        line, rather than a silent hold that makes its Envoy wait out its initial-fetch timeout. It
-        gets its real configuration as soon as the model has it (the stream's watch wakes it)."""
-        known = self._known
-        if known is None:
-            return None
-        told = False
-
-        def stand_in(node: str) -> MeshSnapshot | None:
-            nonlocal told
-            if known(node):
-                return None
-            if not told:
-                told = True
-                LOG.warning(
-                    "xDS %s stream of node %s: no workload or host of the model has that id; serving it an "
-                    "empty configuration",
-                    mode,
-                    log_safe(node),
-                )
-            return _empty_snapshot(node)
-
-        return stand_in
-
-    def _refusal(self, request: Any, context: grpc.aio.ServicerContext) -> str | None:
-        """Why this stream may not be served for the node its first request names (None: it may)."""
-        if self._authorize is None:
-            return None
-        certificate = _peer_certificate(context)
-        if certificate is None:
-            return None  # the Unix socket: its file permissions decide who connects
-        node = getattr(getattr(request, "node", None), "id", "")
-        return self._authorize(str(node), certificate)
-
-    def handler(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(
-            SERVICE,
-            {
-                "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                    self.stream_aggregated_resources,
-                    request_deserializer=_safe_parser(discovery_pb2.DiscoveryRequest),
-                    response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString,
-                ),
-                "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                    self.delta_aggregated_resources,
-                    request_deserializer=_safe_parser(discovery_pb2.DeltaDiscoveryRequest),
-                    response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
-                ),
-            },
-        )
-
-    async def stream_aggregated_resources(
-        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> None:
-        await self._serve(SotwStream(self._cache, self._metrics, stand_in=self._stand_in("sotw")), requests, context)
-
-    async def delta_aggregated_resources(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
-        stream = DeltaStream(self._cache, self._metrics, stand_in=self._stand_in("delta"))
-        await self._serve(stream, requests, context)
-
-    async def _serve(
-        self, stream: SotwStream | DeltaStream, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        # Bounded: a client that floods requests is slowed by gRPC flow control, not buffered here.
-        inbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
-        woken = False
-
-        def wake() -> None:  # on the loop: at most one wake-up queued per stream
-            nonlocal woken
-            if woken:
-                return
-            try:
-                inbox.put_nowait(_WAKE)
-                woken = True
-            except asyncio.QueueFull:
-                pass  # every queued request runs a full pass over the newest snapshot anyway
-
-        def wake_from_any_thread(_node: str) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closing: nothing left to wake
-                loop.call_soon_threadsafe(wake)
-
-        async def read() -> None:
-            try:
-                async for request in requests:
-                    await inbox.put(request)
-            except Exception as exc:  # the client went away mid-read
-                LOG.debug("stream read ended: %s", log_safe(repr(exc)))
-            await inbox.put(_END)
-
-        reader = asyncio.create_task(read())
-        cancel_watch: Callable[[], None] | None = None
-        self._metrics.streams.labels(stream.mode).inc()
-        try:
-            while True:
-                item = await inbox.get()
-                if item is _END:
-                    return
-                if item is _WAKE:
-                    woken = False
-                    responses = stream.on_change()
-                elif isinstance(item, _Undecodable):
-                    raise ProtocolError(f"request is not a valid {stream.mode} discovery request: {item.error}")
-                else:
-                    if stream.node_id is None:
-                        refusal = self._refusal(item, context)
-                        if refusal is not None:
-                            peer = log_safe(context.peer())
-                            LOG.warning("refusing %s stream from %s: %s", stream.mode, peer, log_safe(refusal))
-                            self._metrics.stream_errors.labels("PERMISSION_DENIED").inc()
-                            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
-                    responses = stream.on_request(item)
-                    if cancel_watch is None and stream.node_id is not None:
-                        cancel_watch = self._cache.watch(stream.node_id, wake_from_any_thread)
-                        wake()  # a change between the first answer and the watch must not be lost
-                for response in responses:
-                    await context.write(response)
-        except ProtocolError as exc:
-            who = log_safe(stream.node_id or context.peer())
-            LOG.info("ending %s stream of %s: %s", stream.mode, who, log_safe(exc, limit=1024))
-            self._metrics.stream_errors.labels("INVALID_ARGUMENT").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception:
-            if context.cancelled() or context.done():
-                return  # the client went away while we wrote: nothing is wrong here
-            LOG.exception("%s stream of %s failed", stream.mode, log_safe(stream.node_id))
-            self._metrics.stream_errors.labels("INTERNAL").inc()
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error in the xDS server (logged)")
-        finally:
-            reader.cancel()
-            if cancel_watch is not None:
-                cancel_watch()
-            stream.close()
-            self._metrics.streams.labels(stream.mode).dec()
-
-
-# -- the server --------------------------------------------------------------------------------------
 
 
 class MeshServer:
@@ -436,7 +135,7 @@ class MeshServer:
         self.publisher = SnapshotPublisher(state, config or MeshConfig(), self.cache, self.metrics, self.readiness)
         self._host = host
         self._port = port
-        self._unix_path = _strip_unix_scheme(unix_path) if unix_path else None
+        self._unix_path = strip_unix_scheme(unix_path) if unix_path else None
         self._grace_s = grace_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -539,7 +238,7 @@ class MeshServer:
         state = self._state()
         return all(
             (workload := state.workloads.get(WorkloadId(w))) is not None
-            and _can_serve(state, workload)
+            and can_serve(state, workload)
             and built is not None
             and w in built
             for w in workloads
@@ -552,7 +251,7 @@ class MeshServer:
             return set()
         state = self._state()
         built = self.publisher.built_ready or frozenset()
-        return {w.id for w in state.workloads.values() if _can_serve(state, w) and w.id not in built}
+        return {w.id for w in state.workloads.values() if can_serve(state, w) and w.id not in built}
 
     def wait_synced(self, generation: int, timeout: float, nodes: Iterable[str] | None = None) -> set[str]:
         """Wait until ``behind(generation, nodes)`` is empty; returns who is still behind at the timeout."""
@@ -629,64 +328,17 @@ class MeshServer:
             ]
         )
         authorize = self._tls.authorize if self._tls else None
-        servicer = _AdsServicer(self.cache, self.metrics, authorize, self.knows)
+        servicer = AdsServicer(self.cache, self.metrics, authorize, self.knows)
         server.add_generic_rpc_handlers([servicer.handler()])
         credentials = self._tls.credentials() if self._tls else None
-        self._bound_port = _bind(server, f"{_host_for_grpc(self._host)}:{self._port}", credentials)
+        self._bound_port = bind(server, f"{host_for_grpc(self._host)}:{self._port}", credentials)
         if self._unix_path:
-            _remove_stale_socket(self._unix_path)
-            _bind(server, f"unix:{self._unix_path}")
+            remove_stale_socket(self._unix_path)
+            bind(server, f"unix:{self._unix_path}")
         await server.start()
         self._ready.set()
         await self._stop_requested.wait()
         await server.stop(self._grace_s)
-
-
-def _empty_snapshot(node: str) -> MeshSnapshot:
-    return MeshSnapshot(node, 0, frozen_map({}), frozen_map({}))
-
-
-def _can_serve(state: FabricState, workload: Workload) -> bool:
-    """Placed on a node that is up and has an address: it can be an endpoint (meshctl.snapshot)."""
-    node = state.nodes.get(workload.node) if workload.node is not None else None
-    return node is not None and node.up and bool(node.ip)
-
-
-def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None = None) -> int:
-    try:
-        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise OSError(f"cannot bind {address}: {exc}") from exc
-    if port == 0 and not address.startswith("unix:"):
-        raise OSError(f"cannot bind {address}")
-    return int(port)
-
-
-def _host_for_grpc(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def _strip_unix_scheme(path: str) -> str:
-    return path[len("unix:") :] if path.startswith("unix:") else path
-
-
-def _remove_stale_socket(path: str) -> None:
-    """A socket file left by a killed controller would make the bind fail: remove it, but never a
-    file that is not a socket or a socket someone still listens on."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise OSError(f"{path} exists and is not a socket")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.5)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)  # nobody answers: stale
-            return
-    raise OSError(f"another server listens on {path}")
 
 
 def start_mesh(

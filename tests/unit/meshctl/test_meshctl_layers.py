@@ -11,7 +11,7 @@ import pytest
 from tests.unit.test_purity import FORBIDDEN, imported_roots
 
 REPO = Path(__file__).resolve().parents[3]
-PURE = ["snapshot", "cache", "protocol", "sotw", "delta", "envoy_config", "xds_types"]
+PURE = ["snapshot", "cache", "protocol", "sotw", "delta", "envoy_config", "xds_types", "serving"]
 
 
 @pytest.mark.parametrize("module", PURE)
@@ -32,7 +32,8 @@ def test_importing_meshctl_starts_nothing() -> None:
         "    opened.append(a)\n"
         "    real(self, *a, **k)\n"
         "socket.socket.__init__ = spy\n"
-        "import meshctl.xds_grpc, meshctl.bootstrap, meshctl.sidecar, meshctl.metrics\n"
+        "import meshctl.xds_grpc, meshctl.servicer, meshctl.publisher, meshctl.listen\n"
+        "import meshctl.bootstrap, meshctl.sidecar, meshctl.metrics\n"
         "print(threading.active_count(), len(opened))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

@@ -106,16 +106,23 @@ def test_an_ended_stream_logs_the_node_escaped(caplog: pytest.LogCaptureFixture)
     assert "ending sotw stream of web-1\\nERROR forged: unknown type_url" in only_line(caplog)
 
 
-class _Counter:
-    def labels(self, *_values: str) -> _Counter:
-        return self
-
-    def inc(self) -> None:
-        pass
-
-    def dec(self) -> None:
-        pass
-
-
 class _Metrics:
-    streams = stream_errors = _Counter()
+    """The servicer's callbacks (``XdsCallbacks``), ignored."""
+
+    def opened(self, mode: str) -> None:
+        pass
+
+    def closed(self, mode: str) -> None:
+        pass
+
+    def failed(self, code: str) -> None:
+        pass
+
+    def pushed(self, type_url: str) -> None:
+        pass
+
+    def acked(self, type_url: str, seconds: float) -> None:
+        pass
+
+    def nacked(self, type_url: str) -> None:
+        pass

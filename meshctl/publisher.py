@@ -1,0 +1,111 @@
+"""The snapshot publisher (adapter: a thread): model -> every node's snapshot -> the cache.
+
+The model writer only flags "rebuild" (it must never block); this thread rebuilds every node's
+snapshot from the latest model (``meshctl.snapshot.build_snapshots``) and sets them in the cache,
+which wakes the streams of the nodes whose content changed. Endpoint changes are pushed at once: no
+debounce.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from meshctl.cache import SnapshotCache
+from meshctl.metrics import XdsMetrics
+from meshctl.readiness import SidecarReadiness
+from meshctl.snapshot import MeshConfig, build_snapshots
+from netmodel.state import FabricState
+
+LOG = logging.getLogger("edgectl.mesh")
+
+
+class SnapshotPublisher:
+    """Rebuilds every node's snapshot from the latest model and sets them in the cache. Level-triggered:
+    a burst of model events costs one rebuild from the newest state, started as soon as the last
+    rebuild ends (coalescing, not a delay)."""
+
+    def __init__(
+        self,
+        state: Callable[[], FabricState],
+        config: MeshConfig,
+        cache: SnapshotCache,
+        metrics: XdsMetrics,
+        readiness: SidecarReadiness | None = None,
+    ) -> None:
+        self._state = state
+        self._readiness = readiness
+        self.built_ready: frozenset[str] | None = None
+        """The ready workloads the last build made endpoints of (None: no readiness gate)."""
+        self._config = config
+        self._cache = cache
+        self._metrics = metrics
+        self._wanted = threading.Condition()
+        self._dirty = False
+        self._stopping = False
+        self._last_inputs: tuple[Any, ...] | None = None
+        self._thread: threading.Thread | None = None
+        self.last_generation: int | None = None
+
+    @property
+    def config(self) -> MeshConfig:
+        return self._config
+
+    def set_config(self, config: MeshConfig) -> None:
+        self._config = config
+        self.request()
+
+    def request(self) -> None:
+        with self._wanted:
+            self._dirty = True
+            self._wanted.notify()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mesh-snapshots", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wanted:
+            self._stopping = True
+            self._wanted.notify()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def build_now(self) -> None:
+        state, config = self._state(), self._config
+        ready = self._readiness.ready_in(state) if self._readiness is not None else None
+        # Only these parts of the model reach xDS: a latency measurement must not cost a rebuild.
+        model = (state.sites, state.hosts, state.nodes, state.services, state.workloads, state.unhealthy)
+        inputs = (*model, config, ready)
+        if self._last_inputs is not None and all(
+            a is b or (a == b and isinstance(a, frozenset)) for a, b in zip(inputs, self._last_inputs, strict=True)
+        ):
+            self.last_generation = state.generation  # the snapshots already are this generation's
+            return
+        started = time.perf_counter()
+        snapshots = build_snapshots(state, config, ready)
+        result = self._cache.set_snapshots(snapshots)
+        self._metrics.build_seconds.observe(time.perf_counter() - started)
+        self._metrics.builds.labels("rejected" if result.rejected else "ok").inc()
+        for node, reason in sorted(result.rejected.items()):
+            LOG.error("snapshot for %s not published (it keeps its last good one): %s", node, reason)
+        self._last_inputs = inputs
+        self.built_ready = ready
+        self.last_generation = state.generation
+        LOG.debug("generation %d: %d nodes, %d changed", state.generation, len(snapshots), len(result.changed))
+
+    def _run(self) -> None:
+        while True:
+            with self._wanted:
+                self._wanted.wait_for(lambda: self._dirty or self._stopping)
+                if self._stopping:
+                    return
+                self._dirty = False
+            try:
+                self.build_now()
+            except Exception:  # a bug in one build must not stop later ones
+                LOG.exception("building xDS snapshots failed")
+                self._metrics.builds.labels("failed").inc()

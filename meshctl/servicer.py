@@ -1,0 +1,295 @@
+"""The ADS servicer (adapter): ``StreamAggregatedResources`` (state of the world) and
+``DeltaAggregatedResources`` (incremental) on grpc.aio.
+
+As go-control-plane's server depends on its ``cache.Cache`` interface and ``Callbacks``, this one
+depends on ``XdsCache`` (what it and its streams call on the cache) and ``XdsCallbacks`` (told of
+every stream opened, closed or failed, and of every push, ACK and NACK), never on ``SnapshotCache``
+or the Prometheus metrics themselves: its tests drive it against an in-memory cache.
+
+One coroutine per stream runs its protocol state machine (``meshctl.protocol``), so there is no lock
+on the per-stream state and 1,000 streams cost no threads. The cache wakes a stream, from any thread,
+when its node's content changed; the wake-up is handed to the stream's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from meshctl.delta import DeltaStream
+from meshctl.protocol import Observer, ProtocolError, StreamCache
+from meshctl.snapshot import MeshSnapshot
+from meshctl.sotw import SotwStream
+from netmodel.logsafe import log_safe
+from netmodel.types import frozen_map
+
+LOG = logging.getLogger("edgectl.mesh")
+
+SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+NodeAuthorizer = Callable[[str, str], str | None]
+"""``(node_id, peer certificate PEM) -> None`` (allowed) or why not (``PkiService.authorize_xds``)."""
+NodeKnown = Callable[[str], bool]
+"""``node_id -> bool``: the model has a sidecar of that id (a workload or a host)."""
+
+
+class XdsCache(StreamCache, Protocol):
+    """What the servicer asks of the cache: what a stream asks (``StreamCache``: the node's snapshot,
+    recording pushes, ACKs, NACKs and what the node runs) and a watch on a node's content."""
+
+    def watch(self, node: str, watcher: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``watcher(node)`` (from any thread) whenever ``node``'s content changes; returns the
+        cancel function."""
+        ...
+
+
+class XdsCallbacks(Observer, Protocol):
+    """What the servicer reports (``meshctl.metrics.XdsMetrics`` is one): ``pushed``, ``acked`` and
+    ``nacked`` per response (``protocol.Observer``), and each stream's life."""
+
+    def opened(self, mode: str) -> None:
+        """A ``mode`` ("sotw" or "delta") stream began."""
+        ...
+
+    def closed(self, mode: str) -> None:
+        """A ``mode`` stream ended (however it ended)."""
+        ...
+
+    def failed(self, code: str) -> None:
+        """A stream was ended with the gRPC status ``code`` (its name)."""
+        ...
+
+
+def _peer_certificate(context: Any) -> str | None:
+    """The client's certificate (PEM) as gRPC verified it, or None (Unix socket, plaintext)."""
+    try:
+        certificates = context.auth_context().get("x509_pem_cert") or []
+    except Exception:  # a context without an auth context (tests, plaintext)
+        return None
+    if not certificates:
+        return None
+    first = certificates[0]
+    return first.decode() if isinstance(first, bytes) else str(first)
+
+
+class _Undecodable:
+    """What the request deserializer returns for bytes that are not a request (instead of raising,
+    which grpc would turn into an opaque INTERNAL error)."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _safe_parser(message_class: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            message = message_class.FromString(data)
+        except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
+            return _Undecodable(str(exc) or type(exc).__name__)
+        wrong = _wrong_wire_type(message)
+        return _Undecodable(wrong) if wrong is not None else message
+
+    return parse
+
+
+WIRE_TYPES = {0: "varint", 1: "64-bit", 2: "length-delimited", 3: "group start", 4: "group end", 5: "32-bit"}
+WIRE_TYPE_OF = dict(enumerate((1, 5, 0, 0, 0, 1, 5, 0, 2, 3, 2, 2, 0, 0, 5, 1, 0, 0), start=1))
+"""Wire type of each ``FieldDescriptor.type``, 1 (double) to 18 (sint64)."""
+
+
+def _wrong_wire_type(message: Message, path: str = "") -> str | None:
+    """A field of ``message`` (or of a message in it) sent with a wire type its type does not use,
+    described; None if there is none. Protobuf keeps such a field among the unknown fields, where it
+    would look absent. Field numbers our protos lack are fine: a newer Envoy sends them."""
+    for unknown in UnknownFieldSet(message):
+        known = message.DESCRIPTOR.fields_by_number.get(unknown.field_number)
+        if known is not None:
+            expected = WIRE_TYPE_OF.get(known.type, -1)
+            return (
+                f"wrong wire type for field {unknown.field_number} ({path}{known.name}): "
+                f"{WIRE_TYPES.get(unknown.wire_type, str(unknown.wire_type))}, "
+                f"expected {WIRE_TYPES.get(expected, str(expected))}"
+            )
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None or descriptor.message_type.GetOptions().map_entry:
+            continue
+        values = value if descriptor.is_repeated else [value]
+        for item in values:
+            found = _wrong_wire_type(item, f"{path}{descriptor.name}.")
+            if found is not None:
+                return found
+    return None
+
+
+_WAKE = object()
+_END = object()
+
+
+class AdsServicer:
+    """The ADS service: one coroutine per stream feeds its protocol state machine (``meshctl.sotw``,
+    ``meshctl.delta``) the client's requests and the cache's wake-ups, and writes what it returns.
+    It knows the cache only as ``XdsCache`` and reports through ``XdsCallbacks``."""
+
+    def __init__(
+        self,
+        cache: XdsCache,
+        callbacks: XdsCallbacks,
+        authorize: NodeAuthorizer | None = None,
+        known: NodeKnown | None = None,
+    ) -> None:
+        self._cache = cache
+        self._callbacks = callbacks
+        self._authorize = authorize
+        self._known = known
+
+    def _stand_in(self, mode: str) -> Callable[[str], MeshSnapshot | None] | None:
+        """For one stream: what to serve a node the cache has no snapshot of. A node of the model
+        (placed, its first snapshot still being built) gets nothing yet, its snapshot follows in
+        milliseconds; a node the model does not know gets an empty configuration at once, and one log
+        line, rather than a silent hold that makes its Envoy wait out its initial-fetch timeout. It
+        gets its real configuration as soon as the model has it (the stream's watch wakes it)."""
+        known = self._known
+        if known is None:
+            return None
+        told = False
+
+        def stand_in(node: str) -> MeshSnapshot | None:
+            nonlocal told
+            if known(node):
+                return None
+            if not told:
+                told = True
+                LOG.warning(
+                    "xDS %s stream of node %s: no workload or host of the model has that id; serving it an "
+                    "empty configuration",
+                    mode,
+                    log_safe(node),
+                )
+            return _empty_snapshot(node)
+
+        return stand_in
+
+    def _refusal(self, request: Any, context: grpc.aio.ServicerContext) -> str | None:
+        """Why this stream may not be served for the node its first request names (None: it may)."""
+        if self._authorize is None:
+            return None
+        certificate = _peer_certificate(context)
+        if certificate is None:
+            return None  # the Unix socket: its file permissions decide who connects
+        node = getattr(getattr(request, "node", None), "id", "")
+        return self._authorize(str(node), certificate)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self.stream_aggregated_resources,
+                    request_deserializer=_safe_parser(discovery_pb2.DiscoveryRequest),
+                    response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString,
+                ),
+                "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self.delta_aggregated_resources,
+                    request_deserializer=_safe_parser(discovery_pb2.DeltaDiscoveryRequest),
+                    response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+                ),
+            },
+        )
+
+    async def stream_aggregated_resources(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> None:
+        await self._serve(SotwStream(self._cache, self._callbacks, stand_in=self._stand_in("sotw")), requests, context)
+
+    async def delta_aggregated_resources(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+        stream = DeltaStream(self._cache, self._callbacks, stand_in=self._stand_in("delta"))
+        await self._serve(stream, requests, context)
+
+    async def _serve(
+        self, stream: SotwStream | DeltaStream, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        # Bounded: a client that floods requests is slowed by gRPC flow control, not buffered here.
+        inbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
+        woken = False
+
+        def wake() -> None:  # on the loop: at most one wake-up queued per stream
+            nonlocal woken
+            if woken:
+                return
+            try:
+                inbox.put_nowait(_WAKE)
+                woken = True
+            except asyncio.QueueFull:
+                pass  # every queued request runs a full pass over the newest snapshot anyway
+
+        def wake_from_any_thread(_node: str) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closing: nothing left to wake
+                loop.call_soon_threadsafe(wake)
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    await inbox.put(request)
+            except Exception as exc:  # the client went away mid-read
+                LOG.debug("stream read ended: %s", log_safe(repr(exc)))
+            await inbox.put(_END)
+
+        reader = asyncio.create_task(read())
+        cancel_watch: Callable[[], None] | None = None
+        self._callbacks.opened(stream.mode)
+        try:
+            while True:
+                item = await inbox.get()
+                if item is _END:
+                    return
+                if item is _WAKE:
+                    woken = False
+                    responses = stream.on_change()
+                elif isinstance(item, _Undecodable):
+                    raise ProtocolError(f"request is not a valid {stream.mode} discovery request: {item.error}")
+                else:
+                    if stream.node_id is None:
+                        refusal = self._refusal(item, context)
+                        if refusal is not None:
+                            peer = log_safe(context.peer())
+                            LOG.warning("refusing %s stream from %s: %s", stream.mode, peer, log_safe(refusal))
+                            self._callbacks.failed("PERMISSION_DENIED")
+                            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+                    responses = stream.on_request(item)
+                    if cancel_watch is None and stream.node_id is not None:
+                        cancel_watch = self._cache.watch(stream.node_id, wake_from_any_thread)
+                        wake()  # a change between the first answer and the watch must not be lost
+                for response in responses:
+                    await context.write(response)
+        except ProtocolError as exc:
+            who = log_safe(stream.node_id or context.peer())
+            LOG.info("ending %s stream of %s: %s", stream.mode, who, log_safe(exc, limit=1024))
+            self._callbacks.failed("INVALID_ARGUMENT")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            if context.cancelled() or context.done():
+                return  # the client went away while we wrote: nothing is wrong here
+            LOG.exception("%s stream of %s failed", stream.mode, log_safe(stream.node_id))
+            self._callbacks.failed("INTERNAL")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error in the xDS server (logged)")
+        finally:
+            reader.cancel()
+            if cancel_watch is not None:
+                cancel_watch()
+            stream.close()
+            self._callbacks.closed(stream.mode)
+
+
+def _empty_snapshot(node: str) -> MeshSnapshot:
+    return MeshSnapshot(node, 0, frozen_map({}), frozen_map({}))
