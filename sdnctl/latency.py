@@ -87,3 +87,9 @@ class LatencyEstimator:
                 for link, samples in sorted(self._transit.items())
             ],
         }
+
+
+def worth_reporting(reported_us: int | None, estimate_us: int) -> bool:
+    """Whether a new estimate is news for the model: the first one, or a change worth a re-route,
+    more than 5% or 100 us (whichever is larger) away from the last one reported."""
+    return reported_us is None or abs(estimate_us - reported_us) > max(100, reported_us * 0.05)

@@ -8,7 +8,6 @@ happens on the route engine's thread, which waits on ``threading.Event``s these 
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import threading
@@ -24,9 +23,10 @@ from os_ken.ofproto import ofproto_v1_3
 
 from netmodel import events as ev
 from netmodel.ids import PortNo, SwitchId, format_dpid
-from netmodel.state import FabricState, expired_hosts, learning_due
-from netmodel.types import Attachment, LinkId, Port
-from sdnctl import frames
+from netmodel.state import FabricState
+from netmodel.types import Port
+from sdnctl import frames, hosts
+from sdnctl.discovery import LOOP_PORT, PROBE_INTERVAL_S, Discovery, EchoRequest, PacketOut
 from sdnctl.flows import (
     COOKIE_ARP,
     COOKIE_MASK,
@@ -37,15 +37,10 @@ from sdnctl.flows import (
     SwitchConfig,
     SwitchDelta,
 )
-from sdnctl.latency import LatencyEstimator
 
 LOG = logging.getLogger("edgectl.sdnctl.openflow")
 ofp = ofproto_v1_3
 Publish = Callable[[ev.Event], Any]
-PROBE_INTERVAL_S = 1.0
-LINK_TIMEOUT_S = 3.5
-ECHO_MAGIC = b"edgectl-echo"
-LOOP_PORT = 0  # probe "port" of a loop probe: no real port has number 0
 
 
 def port_from_ofp(desc: Any) -> Port:
@@ -87,14 +82,12 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
         self._lock = threading.Lock()
         self.switches: dict[SwitchId, _Switch] = {}
         self._pending: dict[tuple[int, int], _Pending] = {}
-        self._instance = int.from_bytes(os.urandom(4), "big")
-        self._seq = itertools.count(1)
-        self._probes_sent: dict[tuple[int, int, int], float] = {}
-        self._echo_sent: dict[tuple[int, int], float] = {}
-        self._last_seen: dict[LinkId, float] = {}
-        self.latency = LatencyEstimator()
-        self._reported_us: dict[LinkId, int] = {}
-        self._arp_cache: dict[str, tuple[str, Attachment]] = {}  # ip -> (mac, where)
+        # The pure cores are called from os-ken's event thread and the prober thread: one lock
+        # serialises them; what they return is sent and published outside it.
+        self._core_lock = threading.Lock()
+        self._discovery = Discovery(instance=int.from_bytes(os.urandom(4), "big"))
+        self._hosts = hosts.HostLearning()
+        self.latency = self._discovery.latency
         self.on_switch_error: Callable[[SwitchId, str], None] | None = None
         self._stopping = threading.Event()
         threading.Thread(target=self._prober, name="sdn-prober", daemon=True).start()
@@ -131,7 +124,8 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
                 del self.switches[dpid]
                 for pending_key in [k for k in self._pending if k[0] == dpid]:
                     self._pending.pop(pending_key).done.set()
-            self.latency.forget_switch(dpid)
+            with self._core_lock:
+                self._discovery.forget_switch(dpid)
             LOG.info("switch %s disconnected", format_dpid(dpid))
             self._publish(ev.SwitchDisconnected(dpid, time.time()))
 
@@ -307,6 +301,14 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
         )
         self._send(dpid, msg)
 
+    def _send_packet(self, packet: PacketOut) -> None:
+        """Send what a pure core asked for; port None is the switch's own table (a loop probe)."""
+        self.packet_out(packet.dpid, ofp.OFPP_TABLE if packet.port is None else packet.port, packet.data)
+
+    def _publish_all(self, events: Iterable[ev.Event]) -> None:
+        for event in events:
+            self._publish(event)
+
     # -- discovery and latency -----------------------------------------------------------------------
     def _prober(self) -> None:
         """Probe every port and switch once per interval, spread evenly over it.
@@ -345,15 +347,16 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
             self._stopping.wait(max(0.0, PROBE_INTERVAL_S - (time.monotonic() - started)))
 
     def _housekeeping(self, now: float) -> None:
-        # Forget probes that never came back (ports without a neighbour).
-        for key in [k for k, t in self._probes_sent.items() if now - t > LINK_TIMEOUT_S]:
-            self._probes_sent.pop(key, None)
-        for key in [k for k, t in self._echo_sent.items() if now - t > LINK_TIMEOUT_S]:
-            self._echo_sent.pop(key, None)
-        self._expire_silent_links(now)
-        self._report_latency()
-        if expired_hosts(self._state(), time.time()):  # learned hosts not seen for a while: forgotten
-            self._publish(ev.HostsExpired(time.time()))
+        state = self._state()
+        with self._lock:
+            connected = set(self.switches)
+        with self._core_lock:
+            result = self._discovery.housekeeping(state, connected, now, time.time())
+        for link, silent_s in result.silent_s:
+            LOG.warning("no probe crossed %s for %.1f s: down", link, silent_s)
+        self._publish_all(result.events)
+        # Learned hosts not seen for a while: forgotten.
+        self._publish_all(hosts.expiry(self._state(), time.time()))
 
     def _probe_switch(self, dpid: SwitchId) -> None:
         with self._lock:
@@ -366,75 +369,30 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
         with self._lock:
             switch = self.switches.get(dpid)
             hw = switch.ports[port].hw_addr if switch and port in switch.ports else ""
-        probe = frames.Probe(dpid, port, self._instance, next(self._seq))
-        data = frames.build_lldp_probe(probe, hw or "02:ec:00:00:00:00")
-        self._probes_sent[(dpid, port, probe.seq)] = time.monotonic()
-        self.packet_out(dpid, port, data)
+        with self._core_lock:
+            packet = self._discovery.probe(dpid, port, hw, time.monotonic())
+        self._send_packet(packet)
 
     def _send_loop_probe(self, dpid: SwitchId) -> None:
-        """A probe the switch's own LLDP flow sends straight back: the control path's round trip
-        through the datapath (packet-out and packet-in handling included), which an echo skips."""
-        datapath = self.datapaths.get(dpid)
-        if datapath is None:
+        if dpid not in self.datapaths:
             return
-        probe = frames.Probe(dpid, LOOP_PORT, self._instance, next(self._seq))
-        self._probes_sent[(dpid, LOOP_PORT, probe.seq)] = time.monotonic()
-        parser = datapath.ofproto_parser
-        msg = parser.OFPPacketOut(
-            datapath,
-            buffer_id=ofp.OFP_NO_BUFFER,
-            in_port=ofp.OFPP_CONTROLLER,
-            actions=[parser.OFPActionOutput(ofp.OFPP_TABLE)],
-            data=frames.build_lldp_probe(probe, "02:ec:00:00:00:00"),
-        )
-        self._send(dpid, msg)
+        with self._core_lock:
+            packet = self._discovery.loop_probe(dpid, time.monotonic())
+        self._send_packet(packet)
 
     def _send_echo(self, dpid: SwitchId) -> None:
         datapath = self.datapaths.get(dpid)
         if datapath is None:
             return
-        seq = next(self._seq)
-        msg = datapath.ofproto_parser.OFPEchoRequest(datapath, data=ECHO_MAGIC + seq.to_bytes(8, "big"))
-        self._echo_sent[(dpid, seq)] = time.monotonic()
-        self._send(dpid, msg)
+        with self._core_lock:
+            request: EchoRequest = self._discovery.echo(dpid, time.monotonic())
+        self._send(dpid, datapath.ofproto_parser.OFPEchoRequest(datapath, data=request.data))
 
     @set_ev_cls(ofp_event.EventOFPEchoReply, MAIN_DISPATCHER)
     def _echo_reply(self, event: Any) -> None:
         now = time.monotonic()
-        data = bytes(event.msg.data or b"")
-        if not data.startswith(ECHO_MAGIC):
-            return
-        sent = self._echo_sent.pop((event.msg.datapath.id, int.from_bytes(data[len(ECHO_MAGIC) :], "big")), None)
-        if sent is not None:
-            self.latency.record_echo_rtt(event.msg.datapath.id, now - sent)
-
-    def _expire_silent_links(self, now: float) -> None:
-        """A link whose probes stopped arriving is down even if no port said so (a dead relay)."""
-        state = self._state()
-        with self._lock:
-            connected = set(self.switches)
-        for link, attrs in state.topology.links.items():
-            if not (attrs.up and attrs.discovered) or link.src not in connected or link.dst not in connected:
-                continue
-            seen = self._last_seen.get(link)
-            if seen is not None and now - seen > LINK_TIMEOUT_S:
-                LOG.warning("no probe crossed %s for %.1f s: down", link, now - seen)
-                self._last_seen.pop(link, None)
-                self._publish(ev.LinkDown(link))
-
-    def _report_latency(self) -> None:
-        batch = []
-        for link in list(self._last_seen):
-            estimate = self.latency.estimate_us(link)
-            if estimate is None:
-                continue
-            old = self._reported_us.get(link)
-            # Report changes worth a re-route only: 5% or 100 us, whichever is larger.
-            if old is None or abs(estimate - old) > max(100, old * 0.05):
-                self._reported_us[link] = estimate
-                batch.append((link, estimate))
-        if batch:
-            self._publish(ev.LinkLatencyMeasured(tuple(batch), time.time()))
+        with self._core_lock:
+            self._discovery.on_echo_reply(event.msg.datapath.id, bytes(event.msg.data or b""), now)
 
     # -- packet-in: LLDP, ARP --------------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
@@ -448,85 +406,21 @@ class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
             return
         ethertype = int.from_bytes(data[12:14], "big")
         if ethertype == frames.ETH_LLDP:
-            self._on_probe(dpid, in_port, data, now)
+            state = self._state()
+            with self._core_lock:
+                events = self._discovery.on_probe(state, dpid, in_port, data, now, time.time())
+            self._publish_all(events)
         elif ethertype == frames.ETH_ARP:
             arp = frames.parse_arp(data)
             if arp is not None:
                 # A copy of an ARP the fabric already routes to its owner: learn from it, answer nothing.
                 routed = msg.cookie & COOKIE_MASK == COOKIE_ARP
-                self._on_arp(dpid, in_port, arp, data, answer=not routed)
-
-    def _on_probe(self, dpid: SwitchId, in_port: PortNo, data: bytes, now: float) -> None:
-        probe = frames.parse_lldp_probe(data)
-        if probe is None or probe.instance != self._instance:
-            return
-        sent = self._probes_sent.pop((probe.dpid, probe.port, probe.seq), None)
-        if probe.port == LOOP_PORT:
-            if sent is not None and probe.dpid == dpid:
-                self.latency.record_loop_rtt(dpid, now - sent)
-            return
-        link = LinkId(SwitchId(probe.dpid), PortNo(probe.port), dpid, in_port)
-        first = link not in self._last_seen
-        self._last_seen[link] = now
-        if sent is not None:
-            self.latency.record_probe(link, now - sent)
-        attrs = self._state().topology.links.get(link)
-        if first or attrs is None or not (attrs.up and attrs.discovered):
-            self._publish(ev.LinkDiscovered(link, time.time()))
-
-    def _on_arp(self, dpid: SwitchId, in_port: PortNo, arp: frames.Arp, data: bytes, answer: bool) -> None:
-        state = self._state()
-        if _is_fabric_port(state, dpid, in_port):
-            return  # only edge ports have hosts; our own probes never come back as ARP
-        where = Attachment(dpid, in_port)
-        seen = self._arp_cache.get(arp.sender_ip) == (arp.sender_mac, where)  # learning_due: expiry, refresh
-        if arp.sender_ip != "0.0.0.0" and (not seen or learning_due(state, arp.sender_mac, time.time())):
-            self._arp_cache[arp.sender_ip] = (arp.sender_mac, where)
-            if not any(node.ip == arp.sender_ip for node in state.nodes.values()):
-                self._publish(ev.HostLearned(arp.sender_mac, arp.sender_ip, where, time.time()))
-        if not answer:
-            return
-        if arp.op == frames.ARP_REQUEST:
-            self._proxy_arp(state, dpid, in_port, arp, data)
-        else:
-            # A reply to a request we relayed: deliver it to the asker's port (ARP is never flooded).
-            asker = self._arp_cache.get(arp.target_ip)
-            if asker is not None:
-                self.packet_out(asker[1].switch, asker[1].port, data)
-
-    def _proxy_arp(self, state: FabricState, dpid: SwitchId, in_port: PortNo, arp: frames.Arp, data: bytes) -> None:
-        known = self._arp_cache.get(arp.target_ip)
-        mac = known[0] if known else _declared_mac(state, arp.target_ip)
-        if mac:
-            self.packet_out(dpid, in_port, frames.arp_reply(arp, mac))
-            return
-        target = _attachment_of(state, arp.target_ip)
-        if target is not None:
-            # Unknown MAC: ask the target directly at its port; its reply comes back as a packet-in.
-            self.packet_out(target.switch, target.port, data)
-
-
-def _is_fabric_port(state: FabricState, dpid: SwitchId, port: PortNo) -> bool:
-    return any(
-        attrs.discovered for link in state.topology.links_on_port(dpid, port) if (attrs := state.topology.links[link])
-    )
-
-
-def _declared_mac(state: FabricState, ip: str) -> str:
-    for host in state.hosts.values():
-        if host.ip == ip and host.mac:
-            return host.mac
-    return ""
-
-
-def _attachment_of(state: FabricState, ip: str) -> Attachment | None:
-    for host in state.hosts.values():
-        if host.ip == ip:
-            return host.attachment
-    for node in state.nodes.values():
-        if node.ip == ip:
-            return node.attachment
-    return None
+                state = self._state()
+                with self._core_lock:
+                    outcome = self._hosts.on_arp(state, dpid, in_port, arp, data, not routed, time.time())
+                self._publish_all(outcome.events)
+                for packet in outcome.packets:
+                    self._send_packet(packet)
 
 
 # -- FlowSpec/GroupSpec <-> os-ken messages ------------------------------------------------------

@@ -13,6 +13,7 @@ FORBIDDEN = ("os_ken", "grpc", "cryptography", "mininet", "socket", "subprocess"
 PURE_MODULES = sorted(
     [*REPO.glob("netmodel/*.py")]
     + [p for p in (REPO / "sdnctl/pathing.py", REPO / "sdnctl/flows.py", REPO / "sdnctl/admission.py") if p.exists()]
+    + [REPO / f"sdnctl/{name}.py" for name in ("discovery", "hosts", "latency", "frames")]
     + [p for p in (REPO / "meshctl/snapshot.py", REPO / "meshctl/cache.py") if p.exists()]
     + [REPO / "pki/policy.py"]
     + [REPO / f"meshctl/{name}.py" for name in ("protocol", "sotw", "delta", "envoy_config", "xds_types", "readiness")]

@@ -1,0 +1,162 @@
+"""Link discovery and latency bookkeeping: LLDP probes, echo round trips, silent-link expiry. Pure.
+
+The os-ken app (``openflow.py``) asks this core for the probes to send, hands it what comes back,
+and publishes the model events it returns; every method takes the time as a parameter. Two clocks:
+``now`` is monotonic (probe round trips, when a link was last crossed), ``wall`` is the wall clock
+that stamps model events (the model compares host sightings against it).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from netmodel import events as ev
+from netmodel.ids import PortNo, SwitchId
+from netmodel.state import FabricState
+from netmodel.types import LinkId
+from sdnctl import frames
+from sdnctl.latency import LatencyEstimator, worth_reporting
+
+PROBE_INTERVAL_S = 1.0
+LINK_TIMEOUT_S = 3.5
+ECHO_MAGIC = b"edgectl-echo"
+LOOP_PORT = 0  # probe "port" of a loop probe: no real port has number 0
+PROBE_SRC_MAC = "02:ec:00:00:00:00"  # a probe's source when its port has no hardware address
+
+
+@dataclass(frozen=True, slots=True)
+class PacketOut:
+    """A frame for the controller to send out of ``port`` of ``dpid``; ``port`` None means through
+    the switch's own flow table (OFPP_TABLE), as a loop probe goes."""
+
+    dpid: SwitchId
+    port: int | None
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EchoRequest:
+    dpid: SwitchId
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    """A probe round's housekeeping: model events to publish, and for each link it took down how long
+    no probe had crossed it (for the log)."""
+
+    events: tuple[ev.Event, ...]
+    silent_s: tuple[tuple[LinkId, float], ...]
+
+
+class Discovery:
+    """Probes sent and not yet back, links with the last time a probe crossed them, and the latency
+    estimator fed by both. Not thread-safe: the adapter serialises calls."""
+
+    def __init__(self, instance: int, latency: LatencyEstimator | None = None) -> None:
+        self.instance = instance  # our probes carry it: another controller's (or an old run's) are ignored
+        self.latency = latency if latency is not None else LatencyEstimator()
+        self._seq = itertools.count(1)
+        self._probes_sent: dict[tuple[int, int, int], float] = {}
+        self._echo_sent: dict[tuple[int, int], float] = {}
+        self._last_seen: dict[LinkId, float] = {}
+        self._reported_us: dict[LinkId, int] = {}
+
+    # -- what to send ----------------------------------------------------------------------------
+    def probe(self, dpid: SwitchId, port: int, hw_addr: str, now: float) -> PacketOut:
+        """An LLDP probe out of ``port``; where it comes back in names the link."""
+        probe = frames.Probe(dpid, port, self.instance, next(self._seq))
+        self._probes_sent[(dpid, port, probe.seq)] = now
+        return PacketOut(dpid, port, frames.build_lldp_probe(probe, hw_addr or PROBE_SRC_MAC))
+
+    def loop_probe(self, dpid: SwitchId, now: float) -> PacketOut:
+        """A probe the switch's own LLDP flow sends straight back: the control path's round trip
+        through the datapath (packet-out and packet-in handling included), which an echo skips."""
+        probe = frames.Probe(dpid, LOOP_PORT, self.instance, next(self._seq))
+        self._probes_sent[(dpid, LOOP_PORT, probe.seq)] = now
+        return PacketOut(dpid, None, frames.build_lldp_probe(probe, PROBE_SRC_MAC))
+
+    def echo(self, dpid: SwitchId, now: float) -> EchoRequest:
+        seq = next(self._seq)
+        self._echo_sent[(dpid, seq)] = now
+        return EchoRequest(dpid, ECHO_MAGIC + seq.to_bytes(8, "big"))
+
+    # -- what came back ----------------------------------------------------------------------------
+    def on_echo_reply(self, dpid: SwitchId, data: bytes, now: float) -> None:
+        if not data.startswith(ECHO_MAGIC):
+            return
+        sent = self._echo_sent.pop((dpid, int.from_bytes(data[len(ECHO_MAGIC) :], "big")), None)
+        if sent is not None:
+            self.latency.record_echo_rtt(dpid, now - sent)
+
+    def on_probe(
+        self, state: FabricState, dpid: SwitchId, in_port: PortNo, data: bytes, now: float, wall: float
+    ) -> tuple[ev.Event, ...]:
+        """A probe arrived as a packet-in at ``dpid``/``in_port``: the link it crossed is (still) there.
+        A LinkDiscovered when the link is new to us or the model does not hold it as up and discovered."""
+        probe = frames.parse_lldp_probe(data)
+        if probe is None or probe.instance != self.instance:
+            return ()
+        sent = self._probes_sent.pop((probe.dpid, probe.port, probe.seq), None)
+        if probe.port == LOOP_PORT:
+            if sent is not None and probe.dpid == dpid:
+                self.latency.record_loop_rtt(dpid, now - sent)
+            return ()
+        link = LinkId(SwitchId(probe.dpid), PortNo(probe.port), dpid, in_port)
+        first = link not in self._last_seen
+        self._last_seen[link] = now
+        if sent is not None:
+            self.latency.record_probe(link, now - sent)
+        attrs = state.topology.links.get(link)
+        if first or attrs is None or not (attrs.up and attrs.discovered):
+            return (ev.LinkDiscovered(link, wall),)
+        return ()
+
+    def forget_switch(self, dpid: SwitchId) -> None:
+        self.latency.forget_switch(dpid)
+
+    # -- once per probe round ------------------------------------------------------------------------
+    def housekeeping(self, state: FabricState, connected: Iterable[SwitchId], now: float, wall: float) -> RoundResult:
+        """Forget probes that never came back (ports without a neighbour), take down links no probe
+        crossed for ``LINK_TIMEOUT_S``, and report the latencies that changed enough to matter."""
+        for key in [k for k, t in self._probes_sent.items() if now - t > LINK_TIMEOUT_S]:
+            self._probes_sent.pop(key, None)
+        for echo_key in [k for k, t in self._echo_sent.items() if now - t > LINK_TIMEOUT_S]:
+            self._echo_sent.pop(echo_key, None)
+        silent = self.expire_silent_links(state, connected, now)
+        events: list[ev.Event] = [ev.LinkDown(link) for link, _ in silent]
+        report = self.latency_report(wall)
+        if report is not None:
+            events.append(report)
+        return RoundResult(tuple(events), silent)
+
+    def expire_silent_links(
+        self, state: FabricState, connected: Iterable[SwitchId], now: float
+    ) -> tuple[tuple[LinkId, float], ...]:
+        """Links whose probes stopped arriving, with how long they have been silent: down even if no
+        port said so (a dead relay). Each silence is reported once: the link is forgotten until a
+        probe crosses it again."""
+        connected = set(connected)
+        down = []
+        for link, attrs in state.topology.links.items():
+            if not (attrs.up and attrs.discovered) or link.src not in connected or link.dst not in connected:
+                continue
+            seen = self._last_seen.get(link)
+            if seen is not None and now - seen > LINK_TIMEOUT_S:
+                self._last_seen.pop(link, None)
+                down.append((link, now - seen))
+        return tuple(down)
+
+    def latency_report(self, wall: float) -> ev.LinkLatencyMeasured | None:
+        """The estimates of live links that moved enough since last reported (see ``worth_reporting``)."""
+        batch = []
+        for link in list(self._last_seen):
+            estimate = self.latency.estimate_us(link)
+            if estimate is None:
+                continue
+            if worth_reporting(self._reported_us.get(link), estimate):
+                self._reported_us[link] = estimate
+                batch.append((link, estimate))
+        return ev.LinkLatencyMeasured(tuple(batch), wall) if batch else None

@@ -1,0 +1,170 @@
+"""sdnctl.discovery: probes out, probes back, silent links down, latency reported when it moved.
+
+A fake clock (plain floats) drives the core; nothing here touches a switch.
+"""
+
+from __future__ import annotations
+
+from sdnctl_helpers import fabric, live
+
+from netmodel import events as ev
+from netmodel.ids import PortNo, SwitchId
+from netmodel.state import FabricState
+from netmodel.types import LinkId
+from sdnctl import frames
+from sdnctl.discovery import LINK_TIMEOUT_S, LOOP_PORT, Discovery, PacketOut
+from sdnctl.latency import worth_reporting
+
+A, B = SwitchId(1), SwitchId(2)
+PAIR = """
+switches:
+  - {id: a, dpid: 1, site: s}
+  - {id: b, dpid: 2, site: s}
+links:
+  - {a: a, b: b, latency_ms: 1, bandwidth_mbps: 100}
+"""
+A_TO_B = LinkId(A, PortNo(1), B, PortNo(1))
+B_TO_A = A_TO_B.reversed()
+WALL = 1_000_000.0
+
+
+def pair() -> FabricState:
+    return live(fabric(PAIR))
+
+
+def cross(core: Discovery, state: FabricState, link: LinkId, sent: float, transit_s: float) -> tuple[ev.Event, ...]:
+    """A probe out of ``link``'s source port at ``sent`` that arrives at its far end ``transit_s`` later."""
+    packet = core.probe(link.src, link.src_port, "02:00:00:00:00:01", sent)
+    assert packet.dpid == link.src and packet.port == link.src_port
+    return core.on_probe(state, link.dst, link.dst_port, packet.data, sent + transit_s, WALL)
+
+
+def echo(core: Discovery, dpid: SwitchId, sent: float, rtt_s: float) -> None:
+    request = core.echo(dpid, sent)
+    core.on_echo_reply(dpid, request.data, sent + rtt_s)
+
+
+def test_a_probe_is_an_lldp_frame_out_of_its_port_naming_switch_port_and_instance() -> None:
+    core = Discovery(instance=7)
+    packet = core.probe(A, 3, "", 0.0)
+    probe = frames.parse_lldp_probe(packet.data)
+    assert packet.dpid == A and packet.port == 3
+    assert probe is not None and (probe.dpid, probe.port, probe.instance) == (A, 3, 7)
+
+
+def test_a_probe_that_comes_back_elsewhere_is_a_discovered_link_news_only_when_the_model_lacks_it() -> None:
+    core = Discovery(instance=7)
+    declared_only = fabric(PAIR)  # the model holds the link, not yet discovered
+    assert cross(core, declared_only, A_TO_B, 0.0, 0.001) == (ev.LinkDiscovered(A_TO_B, WALL),)
+    assert cross(core, declared_only, A_TO_B, 1.0, 0.001) == (ev.LinkDiscovered(A_TO_B, WALL),)
+    assert cross(core, pair(), A_TO_B, 2.0, 0.001) == ()
+
+
+def test_the_first_crossing_is_news_even_when_the_model_already_holds_the_link() -> None:
+    assert cross(Discovery(instance=7), pair(), A_TO_B, 0.0, 0.001) == (ev.LinkDiscovered(A_TO_B, WALL),)
+
+
+def test_another_controllers_probe_and_foreign_lldp_are_ignored() -> None:
+    ours, theirs = Discovery(instance=7), Discovery(instance=8)
+    packet = theirs.probe(A, 1, "", 0.0)
+    assert ours.on_probe(pair(), B, PortNo(1), packet.data, 0.001, WALL) == ()
+    assert ours.on_probe(pair(), B, PortNo(1), b"\x01\x80\xc2\x00\x00\x0e" + b"\x00" * 6 + b"\x88\xcc", 0.1, WALL) == ()
+    assert ours.housekeeping(pair(), {A, B}, 10.0, WALL).events == ()
+
+
+def test_a_link_not_crossed_for_the_timeout_goes_down_exactly_once() -> None:
+    core, state = Discovery(instance=7), pair()
+    cross(core, state, A_TO_B, 10.0, 0.001)
+    assert core.housekeeping(state, {A, B}, 10.001 + LINK_TIMEOUT_S - 0.01, WALL).events == ()
+    result = core.housekeeping(state, {A, B}, 10.001 + LINK_TIMEOUT_S + 0.01, WALL)
+    assert [e for e in result.events if isinstance(e, ev.LinkDown)] == [ev.LinkDown(A_TO_B)]
+    assert [link for link, _ in result.silent_s] == [A_TO_B]
+    assert result.silent_s[0][1] > LINK_TIMEOUT_S
+    # The model still says up (the event is not applied yet): no second LinkDown for the same silence.
+    assert core.housekeeping(state, {A, B}, 30.0, WALL).events == ()
+    # A probe crosses again: tracked again, and a later silence is reported again.
+    cross(core, state, A_TO_B, 40.0, 0.001)
+    assert core.housekeeping(state, {A, B}, 50.0, WALL).events == (ev.LinkDown(A_TO_B),)
+
+
+def test_a_link_to_a_disconnected_switch_or_already_down_is_not_taken_down_by_silence() -> None:
+    core, state = Discovery(instance=7), pair()
+    cross(core, state, A_TO_B, 0.0, 0.001)
+    assert core.housekeeping(state, {A}, 10.0, WALL).events == ()
+    assert core.housekeeping(state.apply(ev.LinkDown(A_TO_B)), {A, B}, 10.0, WALL).events == ()
+    assert core.housekeeping(state, {A, B}, 10.0, WALL).events == (ev.LinkDown(A_TO_B),)
+
+
+def test_a_link_never_crossed_is_not_taken_down_by_silence() -> None:
+    assert Discovery(instance=7).housekeeping(pair(), {A, B}, 100.0, WALL).events == ()
+
+
+def measured_pair(core: Discovery, state: FabricState, transit_s: float, at: float) -> None:
+    """Control round trips of 1 ms on both switches, probes both ways taking ``transit_s``."""
+    echo(core, A, at, 0.001)
+    echo(core, B, at, 0.001)
+    cross(core, state, A_TO_B, at, transit_s)
+    cross(core, state, B_TO_A, at, transit_s)
+
+
+def latency_reports(events: tuple[ev.Event, ...]) -> list[dict[LinkId, int]]:
+    return [dict(e.latencies_us) for e in events if isinstance(e, ev.LinkLatencyMeasured)]
+
+
+def test_latency_is_reported_first_then_only_when_it_moved_enough() -> None:
+    core, state = Discovery(instance=7), pair()
+    measured_pair(core, state, 0.003, 0.0)  # (3 + 3 - 1 - 1) / 2 = 2 ms
+    first = core.housekeeping(state, {A, B}, 0.5, WALL).events
+    assert latency_reports(first) == [{A_TO_B: 2000, B_TO_A: 2000}]
+    assert first[-1] == ev.LinkLatencyMeasured(((A_TO_B, 2000), (B_TO_A, 2000)), WALL)
+    assert latency_reports(core.housekeeping(state, {A, B}, 1.0, WALL).events) == []
+    measured_pair(core, state, 0.00295, 1.0)  # 1950 us: 50 us off, below the 100 us floor
+    assert latency_reports(core.housekeeping(state, {A, B}, 1.5, WALL).events) == []
+    measured_pair(core, state, 0.0027, 2.0)  # 1700 us: 300 us off the last reported 2000
+    assert latency_reports(core.housekeeping(state, {A, B}, 2.5, WALL).events) == [{A_TO_B: 1700, B_TO_A: 1700}]
+
+
+def test_no_latency_is_reported_without_the_switches_control_round_trips() -> None:
+    core, state = Discovery(instance=7), pair()
+    cross(core, state, A_TO_B, 0.0, 0.003)
+    assert latency_reports(core.housekeeping(state, {A, B}, 0.5, WALL).events) == []
+
+
+def test_a_forgotten_switch_takes_its_measurements_along() -> None:
+    core, state = Discovery(instance=7), pair()
+    measured_pair(core, state, 0.003, 0.0)
+    core.forget_switch(B)
+    assert core.latency.estimate_us(A_TO_B) is None
+
+
+def test_a_loop_probe_goes_through_the_table_and_its_round_trip_stands_for_the_control_path() -> None:
+    core = Discovery(instance=7)
+    packet = core.loop_probe(A, 0.0)
+    assert packet == PacketOut(A, None, packet.data)
+    probe = frames.parse_lldp_probe(packet.data)
+    assert probe is not None and probe.port == LOOP_PORT
+    assert core.on_probe(pair(), A, PortNo(4), packet.data, 0.002, WALL) == ()
+    echo(core, A, 0.0, 0.001)
+    assert core.latency.control_rtt_s(A) == 0.002
+
+
+def test_an_echo_reply_that_is_not_ours_or_never_asked_for_is_ignored() -> None:
+    core = Discovery(instance=7)
+    core.on_echo_reply(A, b"someone else", 1.0)
+    core.on_echo_reply(A, core.echo(B, 0.0).data, 1.0)  # asked of B, answered by A
+    assert core.latency.control_rtt_s(A) is None
+
+
+def test_probes_that_never_came_back_are_forgotten_after_the_timeout() -> None:
+    core, state = Discovery(instance=7), pair()
+    packet = core.probe(A, 1, "", 0.0)
+    core.housekeeping(state, {A, B}, LINK_TIMEOUT_S + 1, WALL)
+    core.on_probe(state, B, PortNo(1), packet.data, LINK_TIMEOUT_S + 1.5, WALL)
+    assert core.latency.report()["links"] == []  # arrived, but no transit time to record
+
+
+def test_the_latency_report_rule_is_5_percent_or_100_us_whichever_is_larger() -> None:
+    assert worth_reporting(None, 0)
+    assert not worth_reporting(1000, 1100) and not worth_reporting(1000, 900)
+    assert worth_reporting(1000, 1101) and worth_reporting(1000, 899)
+    assert not worth_reporting(10_000, 10_500) and worth_reporting(10_000, 10_501)
