@@ -1,6 +1,6 @@
 """The service mesh inside a Mininet testbed (adapter): apps, their Envoy sidecars and user request loops
 run in the hosts' network namespaces and follow the controller's placements, as a node agent would
-(``edgectl.lab`` feeds it the placement API's Watch events).
+(``mininet_topos.lab`` feeds it the placement API's Watch events).
 
 Nothing here reaches into the root namespace by IP: a sidecar's xDS stream goes to the controller's Unix
 socket (``edgectl run --xds-unix``), its admin API is a Unix socket in the run directory, and an app says
