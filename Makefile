@@ -9,7 +9,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m edgectl.demo examples/edge-cloud.yaml
+	$(PY) -m mininet_topos.demo examples/edge-cloud.yaml
 
 test: setup
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)

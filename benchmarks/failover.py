@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.harness import edgectl_run, free_port, mininet_testbed, wait_until  # noqa: E402
+from mininet_topos.controller_process import edgectl_run, free_port, mininet_testbed, wait_until  # noqa: E402
 
 DIAMOND = REPO / "tests" / "data" / "fabrics" / "diamond.yaml"
 ETH_P_ALL = 0x0003

@@ -35,9 +35,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgectl.lab import Lab  # noqa: E402
-from edgectl.timeline import MigrationTimeline  # noqa: E402
+from mininet_topos.lab import Lab  # noqa: E402
 from mininet_topos.loadgen import summarize  # noqa: E402
+from mininet_topos.timeline import MigrationTimeline  # noqa: E402
 
 FABRIC = REPO / "examples" / "edge-cloud.yaml"
 TWO_EDGES = REPO / "tests" / "data" / "fabrics" / "two-edges.yaml"

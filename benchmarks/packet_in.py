@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.harness import edgectl_run, free_port  # noqa: E402
+from mininet_topos.controller_process import edgectl_run, free_port  # noqa: E402
 
 SECONDS, WINDOW = 5.0, 32
 FABRIC = """

@@ -71,16 +71,28 @@ def _measure_once(call: Callable[[int], object], count: int, warmup: int = 50) -
     }
 
 
+def new_csr() -> bytes:
+    """What a workload sends: a PKCS#10 request (PEM) for a new P-256 key, asking for no name."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "whoever")])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
 def edgectl_paths(count: int) -> dict[str, dict[str, float]]:
     from cryptography import x509
 
     from pki.ca import CertificateAuthority
     from pki.verify import verify_svid
-    from tests.unit.pki.pki_helpers import make_csr
 
     now = time.time()
     ca, _root_key = CertificateAuthority.create(TD, now=now)
-    csrs = [make_csr()[0] for _ in range(count)]
+    csrs = [new_csr() for _ in range(count)]
     results = {
         "edgectl keygen": measure(lambda i: ca.issue_with_new_key(spiffe_id(i), now), count),
         "edgectl csr": measure(lambda i: ca.issue_from_csr(csrs[i % count], spiffe_id(i), now), count),

@@ -234,12 +234,12 @@ def run_variant(delta: bool, streams: int, rounds: int) -> dict[str, Any]:
     from meshctl.sidecar import EnvoySidecar
     from meshctl.snapshot import MeshConfig
     from meshctl.xds_grpc import start_mesh
+    from mininet_topos.controller_process import free_port
     from netmodel import events as ev
     from netmodel.fabric import build_state
     from netmodel.fabric_file import parse_fabric
     from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
     from netmodel.types import Resources, Workload
-    from tests.integration.harness import free_port
 
     service_port, workload_port, admin_port = free_port(), free_port(), free_port()
 

@@ -1,6 +1,6 @@
 """The service mesh inside a Mininet testbed (adapter): apps, their Envoy sidecars and user request loops
 run in the hosts' network namespaces and follow the controller's placements, as a node agent would
-(``edgectl.lab`` feeds it the placement API's Watch events).
+(``mininet_topos.lab`` feeds it the placement API's Watch events).
 
 Nothing here reaches into the root namespace by IP: a sidecar's xDS stream goes to the controller's Unix
 socket (``edgectl run --xds-unix``), its admin API is a Unix socket in the run directory, and an app says
@@ -42,6 +42,18 @@ from typing import Any
 from meshctl.bootstrap import render_bootstrap
 from meshctl.sidecar import EnvoySidecar, stop_process
 from mininet_topos.loadgen import Record, parse_record
+
+CHECKOUT = str(Path(__file__).resolve().parents[1])
+"""mininet_topos is the testbed, used from the checkout, not installed with the product (the wheel)."""
+
+
+def checkout_env() -> dict[str, str]:
+    """This environment with the checkout first on PYTHONPATH, so ``python -m mininet_topos.app`` (and
+    ``.loadgen``) in a node's namespace runs this checkout's code, whatever directory the lab runs in."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (CHECKOUT, env.get("PYTHONPATH", "")) if p)
+    return env
+
 
 LOG = logging.getLogger("edgectl.testbed")
 
@@ -221,7 +233,9 @@ class MeshTestbed:
             f"{self.app_host}:{spec.port}",
             *(arg for callee, port in spec.calls for arg in ("--call", f"{callee}=127.0.0.1:{port}")),
         ]
-        app = host.popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        app = host.popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=checkout_env()
+        )
         try:
             wait_for_line(app, b"listening", APP_START_TIMEOUT_S, f"app of {spec.id}")
             _keep_reading(app, workdir / "app.log")  # a full pipe would block the app
@@ -338,7 +352,7 @@ class MeshTestbed:
             str(timeout_s),
         ]
         process = self.net.get(host_id).popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=checkout_env()
         )
         load = UserLoad(host_id, service, process)
         load.reader = threading.Thread(target=load._read, name=f"load-{host_id}", daemon=True)

@@ -23,7 +23,7 @@ def bridges() -> set[str]:
 def test_the_demo_runs_every_step_and_cleans_up() -> None:
     before = bridges()
     result = subprocess.run(
-        [sys.executable, "-m", "edgectl.demo", "examples/edge-cloud.yaml"],
+        [sys.executable, "-m", "mininet_topos.demo", "examples/edge-cloud.yaml"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from edgectl.lab import Lab
-from edgectl.timeline import MigrationTimeline
+from mininet_topos.lab import Lab
+from mininet_topos.timeline import MigrationTimeline
 from tests.integration.harness import port_tx_packets
 
 pytestmark = pytest.mark.integration

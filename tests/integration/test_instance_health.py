@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from edgectl.lab import Lab, wait_for
+from mininet_topos.controller_process import wait_until
+from mininet_topos.lab import NOT_YET, Lab
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +59,9 @@ def test_a_dead_app_loses_no_get_is_withdrawn_and_is_replaced(tmp_path: Path) ->
 
         killed_at = time.time()
         os.kill(victim.app.pid, signal.SIGKILL)  # the app only: its node and its sidecar stay up
-        wait_for("the dead instance to leave u1's endpoints", lambda: address not in endpoints(lab), 20, 0.02)
+        wait_until(
+            lambda: address not in endpoints(lab), 20, 0.02, "the dead instance to leave u1's endpoints", NOT_YET
+        )
         withdrawn_s = time.time() - killed_at
         done = lab.wait_event(
             lambda e: e.kind == "MIGRATION_COMPLETED" and e.from_workload_id == first, timeout=30, start=mark

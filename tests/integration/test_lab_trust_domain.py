@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgectl.lab import Lab
+from mininet_topos.lab import Lab
 
 pytestmark = pytest.mark.integration
 

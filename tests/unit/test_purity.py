@@ -21,7 +21,8 @@ PURE_MODULES = sorted(
         REPO / f"placement/{name}.py"
         for name in ("latency", "plugins", "scheduler", "failover", "snapshot", "requests")
     ]
-    + [REPO / "edgectl/views.py", REPO / "edgectl/topo_show.py", REPO / "edgectl/bus.py", REPO / "edgectl/timeline.py"]
+    + [REPO / "edgectl/views.py", REPO / "edgectl/topo_show.py", REPO / "edgectl/bus.py"]
+    + [REPO / "mininet_topos/timeline.py"]
     + [REPO / "placement/convergence.py"]
 )
 

@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from meshctl.sidecar import stop_process
-from mininet_topos.mesh import MeshTestbed, RunningWorkload, WorkloadSpec
+from mininet_topos import mesh as mesh_module
+from mininet_topos.mesh import MeshTestbed, RunningWorkload, WorkloadSpec, checkout_env
 
 
 class FakeSidecar:
@@ -63,3 +66,17 @@ def test_a_dead_app_or_sidecar_is_reported_once_and_a_stopped_workload_never(tmp
     finally:
         mesh.stop()
     assert mesh.workloads == {} and app_dies.sidecar.process.poll() is not None
+
+
+def test_the_app_and_the_load_run_this_checkouts_code_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mininet_topos is not installed with the product: the agent's ``python -m mininet_topos.app`` finds
+    this checkout's copy through checkout_env(), also when the lab runs in another directory."""
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    probe = "import mininet_topos.app, mininet_topos.loadgen as g; print(g.__file__)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=checkout_env(), capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()) == Path(mesh_module.__file__).with_name("loadgen.py")

@@ -6,7 +6,9 @@ API with an operator certificate, the HTTP API, and nothing the controller does 
     with Lab(Path("examples/edge-cloud.yaml"), run_dir) as lab:
         lab.place_declared_services()
         lab.start_loads(rate=20)
-        timeline = lab.migrate("api-1", "c-n1")      # edgectl.timeline.MigrationTimeline
+        timeline = lab.migrate("api-1", "c-n1")      # mininet_topos.timeline.MigrationTimeline
+
+``edgectl run`` is started as the tests start it (``mininet_topos.controller_process``).
 
 Time is wall-clock (``time.time()``) everywhere: the controller's events, the agent's starts and every
 request record are on the one clock of this machine, in whatever namespace they ran.
@@ -17,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgectl.timeline import ENDED, Event, MigrationTimeline, fill_stages
+from mininet_topos.controller_process import ControllerProcess, free_port, start_edgectl, wait_until
 from mininet_topos.loadgen import Record
+from mininet_topos.timeline import ENDED, Event, MigrationTimeline, fill_stages
 
-LOG = logging.getLogger("edgectl.lab")
+LOG = logging.getLogger("mininet_topos.lab")
 
 TRUST_DOMAIN = "edgectl.local"
 """The lab's CA's trust domain unless told another; the controller takes every SPIFFE id's from the CA."""
@@ -41,24 +42,8 @@ APP_HOST = "127.0.0.2"
 """Apps listen here behind their sidecars, so a node can run an app and a caller of its port."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (OSError, ValueError, KeyError) as exc:
-            last = exc
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}" + (f" ({last})" if last else ""))
+NOT_YET = (OSError, ValueError, KeyError)
+"""What a poll of the controller may raise while it comes up; any other error (it exited) ends the wait."""
 
 
 @dataclass
@@ -88,7 +73,7 @@ class Lab:
         self.api_port, self.xds_port = free_port(), free_port()
         self.http = f"http://127.0.0.1:{self.http_port}"
         self.xds_socket = str(run_dir / "xds.sock")
-        self.controller: subprocess.Popen[bytes] | None = None
+        self.controller: ControllerProcess | None = None
         self.net: Any = None
         self.mesh: Any = None
         self.loads: list[Any] = []  # mininet_topos.mesh.UserLoad
@@ -133,18 +118,10 @@ class Lab:
         return ca, operator
 
     def _start_controller(self, ca: Path) -> None:
-        log = open(self.run_dir / "edgectl.log", "wb")  # noqa: SIM115 - the process keeps writing to it
-        command = [
-            sys.executable,
-            "-m",
-            "edgectl.cli",
-            "run",
-            "--config",
-            str(self.fabric),
-            "--openflow-port",
-            str(self.openflow_port),
-            "--http-port",
-            str(self.http_port),
+        log_path = self.run_dir / "edgectl.log"
+        self.log(f"starting edgectl run (HTTP :{self.http_port}, log {log_path})")
+        self.controller = start_edgectl(
+            self.fabric,
             "--xds-port",
             str(self.xds_port),
             "--api-port",
@@ -156,19 +133,12 @@ class Lab:
             "--pki-dir",
             str(ca),
             *(["--wait-for-sidecars"] if self.wait_for_sidecars else []),
-        ]
-        self.log(f"starting edgectl run (HTTP :{self.http_port}, log {self.run_dir / 'edgectl.log'})")
-        self.controller = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            openflow_port=self.openflow_port,
+            http_port=self.http_port,
+            log_path=log_path,
+            cwd=None,
+            ready_timeout=30,
         )
-        log.close()
-        wait_for("edgectl /healthz", lambda: self._alive() and self.get("/healthz")["status"] == "ok", 30)
-
-    def _alive(self) -> bool:
-        if self.controller is None or self.controller.poll() is not None:
-            tail = (self.run_dir / "edgectl.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"edgectl run exited:\n{tail}")
-        return True
 
     def _start_testbed(self) -> None:
         from mininet.log import setLogLevel
@@ -184,15 +154,19 @@ class Lab:
         )
         self.net.start()
         switches = len(self.net.switches)
-        wait_for(
-            "every switch to connect",
+        wait_until(
             lambda: sum(s["connected"] for s in self.get("/api/v1/topology")["switches"]) >= switches,
             60,
+            what="every switch to connect",
+            retry_on=NOT_YET,
         )
-        wait_for(
-            "every link discovered", lambda: all(k["discovered"] for k in self.get("/api/v1/topology")["links"]), 60
+        wait_until(
+            lambda: all(k["discovered"] for k in self.get("/api/v1/topology")["links"]),
+            60,
+            what="every link discovered",
+            retry_on=NOT_YET,
         )
-        wait_for("routes on every switch", self._routes_applied, 60)
+        wait_until(self._routes_applied, 60, what="routes on every switch", retry_on=NOT_YET)
         self.log(
             f"{switches} switches connected, links discovered, routes installed in {time.monotonic() - started:.1f} s"
         )
@@ -300,7 +274,7 @@ class Lab:
                 and all(v["in_sync"] for v in view["nodes"].values() if v["streams"])
             )
 
-        wait_for("every sidecar to serve", serving, timeout)
+        wait_until(serving, timeout, what="every sidecar to serve", retry_on=NOT_YET)
 
     def envoy_counter(self, name: str) -> int:
         """A counter summed over every running sidecar (clients and workloads), from their admin APIs,
@@ -380,7 +354,7 @@ class Lab:
         return timeline
 
     def _fill_timeline(self, timeline: MigrationTimeline, mark: int) -> None:
-        """Wait for the migration to end, then fill in its stages (``edgectl.timeline.fill_stages``)."""
+        """Wait for the migration to end, then fill in its stages (``mininet_topos.timeline.fill_stages``)."""
         try:
             self.wait_event(
                 lambda e: e.kind in ENDED and e.migration_id == timeline.migration_id,
@@ -476,15 +450,8 @@ class Lab:
                     LOG.exception("lab teardown step failed")
 
     def _stop_controller(self) -> None:
-        process = self.controller
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        if self.controller is not None:
+            self.controller.stop(timeout=15)
 
     def __enter__(self) -> Lab:
         try:

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from edgectl.timeline import ENDED, Event, MigrationTimeline, fill_stages
 from mininet_topos.mesh import wait_for_line
+from mininet_topos.timeline import ENDED, Event, MigrationTimeline, fill_stages
 
 
 def timeline(**stages: float | None) -> MigrationTimeline:

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgectl.lab import Lab
-from edgectl.timeline import MigrationTimeline
+from mininet_topos.lab import Lab
 from mininet_topos.loadgen import summarize
+from mininet_topos.timeline import MigrationTimeline
 
 RATE_PER_USER = 10.0
 WINDOW_S = 3.0
