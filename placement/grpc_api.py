@@ -39,7 +39,7 @@ from netmodel.types import Tier, Workload
 from placement._pb import placement_pb2 as pb
 from placement.convergence import ConvergenceProbe
 from placement.errors import PlacementRefused, Refusal
-from placement.latency import compute_switch_latencies
+from placement.latency import SwitchLatencies
 from placement.naming import DEFAULT_TRUST_DOMAIN
 from placement.orchestrator import FailoverLoop, MigrationTarget, ModelBus, PlacementOrchestrator
 from placement.requests import PlaceInput, build_place_request, check_name, check_workload_id, invalid, shown
@@ -240,8 +240,13 @@ def _term_message(term: AffinityTerm) -> pb.AffinityTerm:
 
 
 def workload_message(
-    workload: Workload, state: FabricState, constraints: Constraints, status: tuple[str, tuple[str, ...]]
+    workload: Workload,
+    state: FabricState,
+    constraints: Constraints,
+    status: tuple[str, tuple[str, ...]],
+    latencies: SwitchLatencies,
 ) -> pb.Workload:
+    """``latencies`` are those of ``state.topology``."""
     message = pb.Workload(
         id=workload.id,
         service=workload.service,
@@ -260,7 +265,6 @@ def workload_message(
         site = state.sites.get(node.site)
         if site is not None:
             message.tier = TIER_TO_PB[site.tier]
-        latencies = compute_switch_latencies(state.topology)
         for host_id in constraints.near:
             host = state.hosts.get(host_id)
             if host is not None and host.attachment is not None:
@@ -298,7 +302,8 @@ class PlacementServicer:
 
     def _workload(self, workload: Workload, state: FabricState) -> pb.Workload:
         o = self.orchestrator
-        return workload_message(workload, state, o.constraints_of(workload), o.status_of(workload.id))
+        latencies = o.latency_cache.of(state.topology)
+        return workload_message(workload, state, o.constraints_of(workload), o.status_of(workload.id), latencies)
 
     def place(self, request: pb.PlaceRequest, context: grpc.ServicerContext) -> pb.PlaceResponse:
         request = _checked(request)
