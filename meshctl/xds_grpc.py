@@ -24,13 +24,11 @@ import stat
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf.message import DecodeError, Message
-from google.protobuf.unknown_fields import UnknownFieldSet
 from prometheus_client import CollectorRegistry
 
 from meshctl.cache import SnapshotCache
@@ -46,6 +44,9 @@ from netmodel.ids import HostId, WorkloadId
 from netmodel.logsafe import log_safe
 from netmodel.state import FabricState
 from netmodel.types import Workload, frozen_map
+from netmodel.wire import Undecodable as _Undecodable
+from netmodel.wire import safe_parser as _safe_parser
+from pki.grpc_tls import ServerTls
 
 LOG = logging.getLogger("edgectl.mesh")
 
@@ -58,24 +59,9 @@ NodeKnown = Callable[[str], bool]
 """``node_id -> bool``: the model has a sidecar of that id (a workload or a host)."""
 
 
-@dataclass(frozen=True)
-class XdsTls:
-    """mTLS on the TCP listener: the server's own chain and key, and the roots client certificates must
-    lead to. Clients without such a certificate fail the handshake; ``authorize`` then binds each stream's
-    node id to the identity in the client certificate. The Unix socket stays plaintext: who may connect
-    to it is decided by its file permissions (the controller's user), as for any local socket."""
-
-    cert_chain_pem: str
-    private_key_pem: str = field(repr=False)
-    client_ca_pem: str = field(repr=False)
-    authorize: NodeAuthorizer | None = None
-
-    def credentials(self) -> grpc.ServerCredentials:
-        return grpc.ssl_server_credentials(
-            [(self.private_key_pem.encode(), self.cert_chain_pem.encode())],
-            root_certificates=self.client_ca_pem.encode(),
-            require_client_auth=True,
-        )
+XdsTls = ServerTls[NodeAuthorizer]
+"""mTLS on the TCP listener (``authorize`` binds each stream's node id to the client certificate). The
+Unix socket stays plaintext: who may connect to it is decided by its file permissions."""
 
 
 def _peer_certificate(context: Any) -> str | None:
@@ -103,55 +89,6 @@ class IdentitySource(Protocol):
 
     @property
     def bundle_pem(self) -> str: ...
-
-
-class _Undecodable:
-    """What the request deserializer returns for bytes that are not a request (instead of raising,
-    which grpc would turn into an opaque INTERNAL error)."""
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-
-
-def _safe_parser(message_class: Any) -> Callable[[bytes], Any]:
-    def parse(data: bytes) -> Any:
-        try:
-            message = message_class.FromString(data)
-        except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
-            return _Undecodable(str(exc) or type(exc).__name__)
-        wrong = _wrong_wire_type(message)
-        return _Undecodable(wrong) if wrong is not None else message
-
-    return parse
-
-
-WIRE_TYPES = {0: "varint", 1: "64-bit", 2: "length-delimited", 3: "group start", 4: "group end", 5: "32-bit"}
-WIRE_TYPE_OF = dict(enumerate((1, 5, 0, 0, 0, 1, 5, 0, 2, 3, 2, 2, 0, 0, 5, 1, 0, 0), start=1))
-"""Wire type of each ``FieldDescriptor.type``, 1 (double) to 18 (sint64)."""
-
-
-def _wrong_wire_type(message: Message, path: str = "") -> str | None:
-    """A field of ``message`` (or of a message in it) sent with a wire type its type does not use,
-    described; None if there is none. Protobuf keeps such a field among the unknown fields, where it
-    would look absent. Field numbers our protos lack are fine: a newer Envoy sends them."""
-    for unknown in UnknownFieldSet(message):
-        known = message.DESCRIPTOR.fields_by_number.get(unknown.field_number)
-        if known is not None:
-            expected = WIRE_TYPE_OF.get(known.type, -1)
-            return (
-                f"wrong wire type for field {unknown.field_number} ({path}{known.name}): "
-                f"{WIRE_TYPES.get(unknown.wire_type, str(unknown.wire_type))}, "
-                f"expected {WIRE_TYPES.get(expected, str(expected))}"
-            )
-    for descriptor, value in message.ListFields():
-        if descriptor.message_type is None or descriptor.message_type.GetOptions().map_entry:
-            continue
-        values = value if descriptor.is_repeated else [value]
-        for item in values:
-            found = _wrong_wire_type(item, f"{path}{descriptor.name}.")
-            if found is not None:
-                return found
-    return None
 
 
 _WAKE = object()
