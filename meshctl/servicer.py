@@ -21,8 +21,6 @@ from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf.message import DecodeError, Message
-from google.protobuf.unknown_fields import UnknownFieldSet
 
 from meshctl.delta import DeltaStream
 from meshctl.protocol import Observer, ProtocolError, StreamCache
@@ -30,6 +28,8 @@ from meshctl.snapshot import MeshSnapshot
 from meshctl.sotw import SotwStream
 from netmodel.logsafe import log_safe
 from netmodel.types import frozen_map
+from netmodel.wire import Undecodable as _Undecodable
+from netmodel.wire import safe_parser as _safe_parser
 
 LOG = logging.getLogger("edgectl.mesh")
 
@@ -78,55 +78,6 @@ def _peer_certificate(context: Any) -> str | None:
         return None
     first = certificates[0]
     return first.decode() if isinstance(first, bytes) else str(first)
-
-
-class _Undecodable:
-    """What the request deserializer returns for bytes that are not a request (instead of raising,
-    which grpc would turn into an opaque INTERNAL error)."""
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-
-
-def _safe_parser(message_class: Any) -> Callable[[bytes], Any]:
-    def parse(data: bytes) -> Any:
-        try:
-            message = message_class.FromString(data)
-        except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
-            return _Undecodable(str(exc) or type(exc).__name__)
-        wrong = _wrong_wire_type(message)
-        return _Undecodable(wrong) if wrong is not None else message
-
-    return parse
-
-
-WIRE_TYPES = {0: "varint", 1: "64-bit", 2: "length-delimited", 3: "group start", 4: "group end", 5: "32-bit"}
-WIRE_TYPE_OF = dict(enumerate((1, 5, 0, 0, 0, 1, 5, 0, 2, 3, 2, 2, 0, 0, 5, 1, 0, 0), start=1))
-"""Wire type of each ``FieldDescriptor.type``, 1 (double) to 18 (sint64)."""
-
-
-def _wrong_wire_type(message: Message, path: str = "") -> str | None:
-    """A field of ``message`` (or of a message in it) sent with a wire type its type does not use,
-    described; None if there is none. Protobuf keeps such a field among the unknown fields, where it
-    would look absent. Field numbers our protos lack are fine: a newer Envoy sends them."""
-    for unknown in UnknownFieldSet(message):
-        known = message.DESCRIPTOR.fields_by_number.get(unknown.field_number)
-        if known is not None:
-            expected = WIRE_TYPE_OF.get(known.type, -1)
-            return (
-                f"wrong wire type for field {unknown.field_number} ({path}{known.name}): "
-                f"{WIRE_TYPES.get(unknown.wire_type, str(unknown.wire_type))}, "
-                f"expected {WIRE_TYPES.get(expected, str(expected))}"
-            )
-    for descriptor, value in message.ListFields():
-        if descriptor.message_type is None or descriptor.message_type.GetOptions().map_entry:
-            continue
-        values = value if descriptor.is_repeated else [value]
-        for item in values:
-            found = _wrong_wire_type(item, f"{path}{descriptor.name}.")
-            if found is not None:
-                return found
-    return None
 
 
 _WAKE = object()

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 import grpc
@@ -37,8 +37,6 @@ from meshctl.servicer import (
     NodeKnown,
     XdsCache,
     XdsCallbacks,
-    _safe_parser,
-    _Undecodable,
 )
 from meshctl.serving import can_serve
 from meshctl.snapshot import MeshConfig, TlsIdentity, service_cluster_name
@@ -47,6 +45,9 @@ from netmodel.events import Event
 from netmodel.ids import HostId, WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import frozen_map
+from netmodel.wire import Undecodable as _Undecodable
+from netmodel.wire import safe_parser as _safe_parser
+from pki.grpc_tls import ServerTls
 
 LOG = logging.getLogger("edgectl.mesh")
 
@@ -73,24 +74,9 @@ __all__ = [
 Subscriber = Callable[[Event, FabricState], None]
 
 
-@dataclass(frozen=True)
-class XdsTls:
-    """mTLS on the TCP listener: the server's own chain and key, and the roots client certificates must
-    lead to. Clients without such a certificate fail the handshake; ``authorize`` then binds each stream's
-    node id to the identity in the client certificate. The Unix socket stays plaintext: who may connect
-    to it is decided by its file permissions (the controller's user), as for any local socket."""
-
-    cert_chain_pem: str
-    private_key_pem: str = field(repr=False)
-    client_ca_pem: str = field(repr=False)
-    authorize: NodeAuthorizer | None = None
-
-    def credentials(self) -> grpc.ServerCredentials:
-        return grpc.ssl_server_credentials(
-            [(self.private_key_pem.encode(), self.cert_chain_pem.encode())],
-            root_certificates=self.client_ca_pem.encode(),
-            require_client_auth=True,
-        )
+XdsTls = ServerTls[NodeAuthorizer]
+"""mTLS on the TCP listener (``authorize`` binds each stream's node id to the client certificate). The
+Unix socket stays plaintext: who may connect to it is decided by its file permissions."""
 
 
 class _Svid(Protocol):

@@ -8,16 +8,17 @@ hidden from algorithms by the weight callable (``None`` means "no edge"), never 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 import networkx as nx
 
+from netmodel.graph import WeightFn, networkx_weight, usable_latency
 from netmodel.ids import PortNo, SwitchId
 from netmodel.types import LinkAttrs, LinkId, Switch, frozen_map
 
-WeightFn = Callable[[SwitchId, SwitchId, Mapping[Any, Any]], float | None]
+__all__ = ["Topology", "WeightFn"]
 
 
 class Topology:
@@ -94,21 +95,11 @@ class Topology:
         """A networkx weight callable: the lowest latency (us) among usable parallel links, else None.
 
         ``require_discovered`` limits it to links the controller has seen (routing); without it,
-        declared links count until known down (placement before any switch connects).
+        declared links count until known down (placement before any switch connects). The same rule
+        as the scipy matrices of ``netmodel.graph`` with ``usable_latency`` (which routing and
+        placement use); this form is for networkx algorithms on ``graph``.
         """
-        links = self.links
-
-        def weight(u: SwitchId, v: SwitchId, keyed: Mapping[Any, Any]) -> float | None:
-            best: float | None = None
-            for link in keyed:
-                attrs = links[link]
-                if not attrs.up or (require_discovered and not attrs.discovered):
-                    continue
-                if best is None or attrs.latency_us < best:
-                    best = attrs.latency_us
-            return best
-
-        return weight
+        return networkx_weight(self, usable_latency(require_discovered=require_discovered))
 
     def best_link(self, u: SwitchId, v: SwitchId, *, require_discovered: bool = False) -> LinkId | None:
         """The usable link u->v with the lowest latency (ties broken by port numbers)."""

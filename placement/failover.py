@@ -20,6 +20,7 @@ import numpy as np
 from netmodel.ids import NodeId, WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import Workload
+from placement.latency import LatencyCache
 from placement.scheduler import DEFAULT_PROFILE, Profile, schedule_batch
 from placement.snapshot import ClusterSnapshot, Health
 from placement.types import Assignment, Constraints, Decision, PlacementRequest
@@ -88,9 +89,10 @@ def plan_failover(
     *,
     exclude: Collection[WorkloadId] = (),
     time_budget_s: float = 0.5,
+    latency_cache: LatencyCache | None = None,
 ) -> FailoverPlan:
     """Where every displaced instance (not in ``exclude``: those already moving) goes, or why it cannot."""
-    snapshot = ClusterSnapshot(state)
+    snapshot = ClusterSnapshot(state, latency_cache)
     displaced: list[tuple[Workload, Constraints, str]] = []
     for workload in sorted(state.workloads.values(), key=lambda w: w.id):
         if workload.id in exclude:

@@ -16,18 +16,14 @@ than silently ignored (a newer client's constraint must not be dropped on the fl
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
-from google.protobuf.message import DecodeError, Message
-from google.protobuf.unknown_fields import UnknownFieldSet
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -36,10 +32,12 @@ from netmodel.ids import NodeId, ServiceName, SiteId, WorkloadId
 from netmodel.logsafe import log_safe
 from netmodel.state import FabricState
 from netmodel.types import Tier, Workload
+from netmodel.wire import Undecodable, field_problems, safe_parser
+from pki.grpc_tls import ServerTls
 from placement._pb import placement_pb2 as pb
 from placement.convergence import ConvergenceProbe
 from placement.errors import PlacementRefused, Refusal
-from placement.latency import compute_switch_latencies
+from placement.latency import SwitchLatencies
 from placement.naming import DEFAULT_TRUST_DOMAIN
 from placement.orchestrator import FailoverLoop, MigrationTarget, ModelBus, PlacementOrchestrator
 from placement.requests import PlaceInput, build_place_request, check_name, check_workload_id, invalid, shown
@@ -57,22 +55,8 @@ DurableCheck = Callable[[int], str | None]
 (``StateStore.check_durable``). Place, Migrate and Evict answer OK only after it."""
 
 
-@dataclass(frozen=True)
-class ApiTls:
-    """mTLS for the placement API: the server's chain and key, the roots client certificates must lead
-    to (the handshake fails without one), and ``authorize``, asked per call about the verified client."""
-
-    cert_chain_pem: str
-    private_key_pem: str = dataclasses.field(repr=False)
-    client_ca_pem: str = dataclasses.field(repr=False)
-    authorize: CallerCheck | None = None
-
-    def credentials(self) -> grpc.ServerCredentials:
-        return grpc.ssl_server_credentials(
-            [(self.private_key_pem.encode(), self.cert_chain_pem.encode())],
-            root_certificates=self.client_ca_pem.encode(),
-            require_client_auth=True,
-        )
+ApiTls = ServerTls[CallerCheck]
+"""mTLS for the placement API; ``authorize`` is asked per call about the verified client."""
 
 
 def _caller_refusal(context: grpc.ServicerContext, authorize: CallerCheck | None) -> str | None:
@@ -100,61 +84,10 @@ KIND_TO_PB = {kind: pb.PlacementEvent.Kind.Value(f"KIND_{kind.name}") for kind i
 # -- decoding -----------------------------------------------------------------------------------------------
 
 
-class _Undecodable:
-    """What the request parser returns for bytes that are not the request message."""
-
-    def __init__(self, type_name: str, error: str) -> None:
-        self.reason = f"request is not a valid {type_name}: {error}"
-
-
-def _parser(message_class: Any) -> Callable[[bytes], Any]:
-    def parse(data: bytes) -> Any:
-        try:
-            return message_class.FromString(data)
-        except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
-            return _Undecodable(message_class.DESCRIPTOR.full_name, str(exc) or type(exc).__name__)
-
-    return parse
-
-
-WIRE_TYPES = {0: "varint", 1: "64-bit", 2: "length-delimited", 3: "group start", 4: "group end", 5: "32-bit"}
-WIRE_TYPE_OF = dict(enumerate((1, 5, 0, 0, 0, 1, 5, 0, 2, 3, 2, 2, 0, 0, 5, 1, 0, 0), start=1))
-"""Wire type of each ``FieldDescriptor.type``, 1 (double) to 18 (sint64)."""
-
-
-def _unknown_fields(message: Message, path: str = "", wrong_wire_type: list[str] | None = None) -> list[str]:
-    """Field numbers the message (or a message inside it) carries that this server's proto lacks. A
-    field this proto has but sent with another wire type (protobuf keeps it among the unknown fields)
-    is not one of them: it goes to ``wrong_wire_type``, described."""
-    found = []
-    for field in UnknownFieldSet(message):
-        known = message.DESCRIPTOR.fields_by_number.get(field.field_number)
-        if known is None:
-            found.append(f"{path}{field.field_number}")
-        elif wrong_wire_type is not None:
-            expected = WIRE_TYPE_OF.get(known.type, -1)
-            wrong_wire_type.append(
-                f"wrong wire type for field {field.field_number} ({path}{known.name}): "
-                f"{WIRE_TYPES.get(field.wire_type, str(field.wire_type))}, "
-                f"expected {WIRE_TYPES.get(expected, str(expected))}"
-            )
-    for descriptor, value in message.ListFields():
-        if descriptor.message_type is None or descriptor.message_type.GetOptions().map_entry:
-            continue
-        values = value if descriptor.is_repeated else [value]
-        for k, item in enumerate(values):
-            where = f"{descriptor.name}[{k}]." if descriptor.is_repeated else f"{descriptor.name}."
-            found.extend(_unknown_fields(item, path + where, wrong_wire_type))
-    return found
-
-
 def _checked(request: Any) -> Any:
-    if isinstance(request, _Undecodable):
+    if isinstance(request, Undecodable):
         raise invalid(request.reason)
-    wrong_wire_type: list[str] = []
-    unknown = _unknown_fields(request, wrong_wire_type=wrong_wire_type)
-    if wrong_wire_type:
-        raise invalid(f"request is not a valid {request.DESCRIPTOR.full_name}: {'; '.join(wrong_wire_type)}")
+    unknown = field_problems(request).unknown
     if unknown:
         raise invalid(
             f"request has fields this server does not know (field numbers {', '.join(unknown)}): "
@@ -240,8 +173,13 @@ def _term_message(term: AffinityTerm) -> pb.AffinityTerm:
 
 
 def workload_message(
-    workload: Workload, state: FabricState, constraints: Constraints, status: tuple[str, tuple[str, ...]]
+    workload: Workload,
+    state: FabricState,
+    constraints: Constraints,
+    status: tuple[str, tuple[str, ...]],
+    latencies: SwitchLatencies,
 ) -> pb.Workload:
+    """``latencies`` are those of ``state.topology``."""
     message = pb.Workload(
         id=workload.id,
         service=workload.service,
@@ -260,7 +198,6 @@ def workload_message(
         site = state.sites.get(node.site)
         if site is not None:
             message.tier = TIER_TO_PB[site.tier]
-        latencies = compute_switch_latencies(state.topology)
         for host_id in constraints.near:
             host = state.hosts.get(host_id)
             if host is not None and host.attachment is not None:
@@ -298,7 +235,8 @@ class PlacementServicer:
 
     def _workload(self, workload: Workload, state: FabricState) -> pb.Workload:
         o = self.orchestrator
-        return workload_message(workload, state, o.constraints_of(workload), o.status_of(workload.id))
+        latencies = o.latency_cache.of(state.topology)
+        return workload_message(workload, state, o.constraints_of(workload), o.status_of(workload.id), latencies)
 
     def place(self, request: pb.PlaceRequest, context: grpc.ServicerContext) -> pb.PlaceResponse:
         request = _checked(request)
@@ -469,7 +407,7 @@ def _handlers(servicer: PlacementServicer, authorize: CallerCheck | None = None)
     def unary(method: Callable[..., Any], request: Any, response: Any) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
             _unary(method, authorize),
-            request_deserializer=_parser(request),
+            request_deserializer=safe_parser(request),
             response_serializer=response.SerializeToString,
         )
 
@@ -483,7 +421,7 @@ def _handlers(servicer: PlacementServicer, authorize: CallerCheck | None = None)
             "List": unary(servicer.list, pb.ListRequest, pb.ListResponse),
             "Watch": grpc.unary_stream_rpc_method_handler(
                 _streaming(servicer.watch, authorize),
-                request_deserializer=_parser(pb.WatchRequest),
+                request_deserializer=safe_parser(pb.WatchRequest),
                 response_serializer=pb.PlacementEvent.SerializeToString,
             ),
         },

@@ -5,7 +5,8 @@ new instance with a new id, so a number that came back would name two different 
 certificates and Watch streams); with ``--state-dir`` the highest n given is saved, so not after a
 restart either.
 
-SPIFFE ids are per workload instance, as ``pki/policy.py`` issues them:
+SPIFFE ids are per workload instance, as ``pki/policy.py`` issues them (its grammar is the only one:
+names and trust domains are checked there, so placement never gives an id the PKI would refuse):
 ``spiffe://<trust-domain>/svc/<service>/w/<workload-id>``. One identity per instance means one
 compromised key is revoked alone; "any instance of web" is the prefix ``spiffe://<td>/svc/web/``.
 The trust domain is the CA's (``edgectl run --pki-dir``: its issuer policy's, so the PKI can issue the
@@ -14,24 +15,22 @@ id), and ``edgectl.local`` without a CA, as meshctl's default.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from netmodel.ids import ServiceName, SpiffeId, WorkloadId
+from pki import policy
 
 DEFAULT_TRUST_DOMAIN = "edgectl.local"
-_TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
 
 
 def check_trust_domain(name: str) -> str:
-    """``name`` if it is a SPIFFE trust domain (lowercase letters, digits, '.', '-', '_'), else ValueError."""
-    if not _TRUST_DOMAIN.fullmatch(name):
-        raise ValueError(f"invalid trust domain {name!r}: lowercase letters, digits, '.', '-' and '_' only")
-    return name
+    """``name`` if it is a SPIFFE trust domain, else ``InvalidSpiffeId`` (a ValueError) saying why."""
+    return policy.validate_trust_domain(name)
 
 
 def workload_spiffe_id(trust_domain: str, service: ServiceName, workload: WorkloadId) -> SpiffeId:
-    return SpiffeId(f"spiffe://{trust_domain}/svc/{service}/w/{workload}")
+    """``spiffe://<td>/svc/<service>/w/<workload>``; ``InvalidSpiffeId`` (a ValueError) if a part is invalid."""
+    return policy.workload_spiffe_id(trust_domain, service, workload)
 
 
 def workload_number(service: ServiceName, workload: WorkloadId) -> int | None:

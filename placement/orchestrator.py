@@ -33,6 +33,7 @@ from placement.convergence import ConvergenceProbe, probe_name, timed_convergenc
 from placement.errors import PlacementRefused, Refusal
 from placement.failover import FailoverPlan, plan_failover
 from placement.improvement import improves, no_gain_message, where_it_is
+from placement.latency import LatencyCache
 from placement.naming import (
     DEFAULT_TRUST_DOMAIN,
     check_trust_domain,
@@ -122,6 +123,7 @@ class PlacementOrchestrator:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.RLock()
+        self.latency_cache = LatencyCache()  # snapshots and answers of one topology share its all-pairs latencies
         # Until netmodel.Workload carries its constraints (docs/placement.md): kept here, by workload.
         self._constraints: dict[WorkloadId, Constraints] = {}
         self._moving: dict[WorkloadId, str] = {}  # workload -> the migration it is part of
@@ -162,7 +164,7 @@ class PlacementOrchestrator:
     def place(self, request: PlacementRequest, profile: Profile | None = None, *, dry_run: bool = False) -> PlaceResult:
         with self._lock:
             state = self.bus.state
-            outcome = schedule(state, request, profile or self.profile)
+            outcome = schedule(state, request, profile or self.profile, self.latency_cache)
             if isinstance(outcome, Unschedulable):
                 raise PlacementRefused(Refusal.RESOURCE_EXHAUSTED, outcome.message)
             # A dry run shows the ids a real Place would give now, and uses none of them up.
@@ -205,7 +207,7 @@ class PlacementOrchestrator:
             old = self._require(workload_id)
             self._require_still(workload_id)
             request = self._migration_request(state, old, target)
-            snapshot = ClusterSnapshot(state)
+            snapshot = ClusterSnapshot(state, self.latency_cache)
             i = snapshot.index.get(old.node) if old.node is not None else None
             if i is not None:  # it is leaving: its replacement must not avoid it as a neighbour
                 snapshot.forget(old.service, old.resources, i)
@@ -228,7 +230,9 @@ class PlacementOrchestrator:
         their node is gone, keeping them in the model would only keep traffic going to it."""
         with self._lock:
             state = self.bus.state
-            plan = plan_failover(state, self.constraints_of, self.profile, exclude=set(self._moving))
+            plan = plan_failover(
+                state, self.constraints_of, self.profile, exclude=set(self._moving), latency_cache=self.latency_cache
+            )
             self._note_stranded(state, plan)
             if not plan.moves:
                 return plan

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from netmodel.state import FabricState
+from placement.latency import LatencyCache
 from placement.plugins import (
     BalanceScore,
     CostScore,
@@ -147,10 +148,13 @@ def _assignment(ctx: CycleContext, i: int, score: float) -> Assignment:
 
 
 def schedule(
-    state: FabricState, request: PlacementRequest, profile: Profile = DEFAULT_PROFILE
+    state: FabricState,
+    request: PlacementRequest,
+    profile: Profile = DEFAULT_PROFILE,
+    latency_cache: LatencyCache | None = None,
 ) -> Decision | Unschedulable:
     """Where the request's replicas would go, or why they cannot go anywhere. Changes nothing."""
-    return schedule_on(ClusterSnapshot(state), request, profile)
+    return schedule_on(ClusterSnapshot(state, latency_cache), request, profile)
 
 
 def schedule_on(

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from netmodel.ids import HostId, NodeId, ServiceName, SiteId, SwitchId
 from netmodel.state import FabricState
 from netmodel.types import ComputeNode, Resources, Tier
-from placement.latency import SwitchLatencies, compute_switch_latencies
+from placement.latency import LatencyCache, SwitchLatencies, compute_switch_latencies
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -58,7 +58,7 @@ class NearLatency:
 class ClusterSnapshot:
     """Nodes of one state, sorted by id; index i is the same node in every array."""
 
-    def __init__(self, state: FabricState) -> None:
+    def __init__(self, state: FabricState, latency_cache: LatencyCache | None = None) -> None:
         self.state = state
         nodes = sorted(state.nodes.values(), key=lambda n: n.id)
         self.node_ids: tuple[NodeId, ...] = tuple(n.id for n in nodes)
@@ -74,7 +74,9 @@ class ClusterSnapshot:
             [TIER_CODE[state.sites[n.site].tier] if n.site in state.sites else UNKNOWN_TIER for n in nodes],
             dtype=np.int64,
         )
-        self.latencies: SwitchLatencies = compute_switch_latencies(state.topology)
+        self.latencies: SwitchLatencies = (
+            latency_cache.of(state.topology) if latency_cache is not None else compute_switch_latencies(state.topology)
+        )
         self.switch_column: Ints = np.array(
             [self.latencies.index.get(n.attachment.switch, -1) for n in nodes], dtype=np.int64
         )

@@ -6,7 +6,9 @@ Following primaries from any source gives that source's shortest path, so one tr
 serves all sources (N flows per switch, not N^2).
 
 All-pairs distances come from scipy's C Dijkstra on a CSR matrix of the usable, discovered links
-(about 40x faster than networkx at 500 switches here); next hops are picked with numpy over all
+(about 40x faster than networkx at 500 switches here), built by ``netmodel.graph.arc_matrix`` (its
+rules for parallel links and zero weights); this module keeps only its weight rule, and the per-link
+weight array that incremental recomputation compares; next hops are picked with numpy over all
 (link, destination) pairs at once. The result holds plain arrays so that two plans diff in
 microseconds (``changed_entries``), which is what lets a single link failure recompile only the
 flows that moved.
@@ -18,9 +20,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import dijkstra
 
+from netmodel.graph import arc_matrix, shortest_distances
 from netmodel.ids import SwitchId
 from netmodel.state import FabricState
 from netmodel.types import Attachment, LinkId
@@ -201,10 +202,10 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
             return previous._with(state.generation, endpoints)
         if np.all(weight[changed] > previous.weight[changed]):
             rows = _rows_using(previous.routing, st, changed, previous.weight)
-    usable = np.isfinite(weight)
-    matrix = _matrix(n, st.src[usable], st.dst[usable], weight[usable])
+    # Parallel links: the matrix keeps the lowest weight per (u, v); next-hop choice still sees all.
+    matrix = arc_matrix(n, st.src, st.dst, weight)
     if rows is None:
-        routing = dijkstra(matrix, directed=True)
+        routing = shortest_distances(matrix)
         hop_rows = np.arange(n)
         primary = np.full((n, n), NO_LINK, dtype=np.int64)
         backup = np.full((n, n), NO_LINK, dtype=np.int64)
@@ -212,7 +213,7 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
         assert previous is not None
         routing = previous.routing.copy()
         if len(rows):
-            routing[rows] = dijkstra(matrix, directed=True, indices=rows)
+            routing[rows] = shortest_distances(matrix, indices=rows)
         # A switch's next hops read its own row and its neighbours' rows (the LFA test), and its own
         # out-links: recompute for changed rows, their in-neighbours, and the changed links' sources.
         touched = {int(r) for r in rows}
@@ -228,16 +229,6 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
     return RoutePlan(
         state.generation, st.switches, st.links, dist, primary, backup, endpoints, st.index, st, routing, weight
     )
-
-
-def _matrix(n: int, src: np.ndarray, dst: np.ndarray, weight: np.ndarray) -> csr_matrix:
-    # Parallel links: the matrix keeps the lowest weight per (u, v); next-hop choice still sees all.
-    order = np.lexsort((weight, dst, src))
-    first = np.ones(len(order), dtype=bool)
-    if len(order) > 1:
-        first[1:] = (src[order][1:] != src[order][:-1]) | (dst[order][1:] != dst[order][:-1])
-    keep = order[first]
-    return csr_matrix((weight[keep], (src[keep], dst[keep])), shape=(n, n))
 
 
 def _rows_using(routing: np.ndarray, st: _Structure, changed: np.ndarray, old_weight: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 
 from netmodel.events import LinkDown, LinkLatencyMeasured, LinkUp, SwitchConnected, SwitchDisconnected
 from netmodel.ids import HostId, NodeId
-from placement.latency import compute_switch_latencies, latency_ms
+from placement.latency import LatencyCache, compute_switch_latencies, latency_ms
 from tests.unit.placement.helpers import apply, dpid, example_state, link
 
 HAND_COMPUTED = [
@@ -65,11 +65,20 @@ def test_a_disconnected_switch_cuts_its_nodes_off() -> None:
 
 def test_cache_is_per_topology_object() -> None:
     state = example_state()
-    first = compute_switch_latencies(state.topology)
-    assert compute_switch_latencies(state.topology) is first
+    cache = LatencyCache()
+    first = cache.of(state.topology)
+    assert cache.of(state.topology) is first
     changed = apply(state, LinkDown(link(state, "m1", "c1")))
-    assert compute_switch_latencies(changed.topology) is not first
+    assert cache.of(changed.topology) is not first
     assert not first.distance_us.flags.writeable
+    assert latency_ms(changed, HostId("u1"), NodeId("c-n1"), cache) == latency_ms(changed, HostId("u1"), NodeId("c-n1"))
+
+
+def test_nothing_is_cached_without_a_cache_holder() -> None:
+    state = example_state()
+    first = compute_switch_latencies(state.topology)
+    assert compute_switch_latencies(state.topology) is not first
+    assert first.distance_us.tolist() == compute_switch_latencies(state.topology).distance_us.tolist()
 
 
 def test_zero_latency_links_are_edges() -> None:

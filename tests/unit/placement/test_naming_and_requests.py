@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netmodel.ids import ServiceName, WorkloadId
 from netmodel.types import Resources, Tier
+from pki import policy
+from pki.errors import InvalidSpiffeId
 from placement.errors import PlacementRefused, Refusal
 from placement.naming import check_trust_domain, next_workload_ids, workload_number, workload_spiffe_id
 from placement.requests import PlaceInput, build_place_request
@@ -90,3 +95,43 @@ def test_a_small_latency_is_never_shown_as_zero() -> None:
 
     assert format_ms(0.001) == "0.001"
     assert format_ms(3.0) == "3" and format_ms(4.996) == "5" and format_ms(0.0) == "0"
+
+
+PKI_REJECTS = ["", "Prod", "a/b", "x:1", "user@td", "td%20", "a" * 256, "td\u00e9"]
+BAD_SEGMENTS = ["", ".", "..", "a/b", "web?x", "web#x", "w%41", "sp ace", "caf\u00e9"]
+
+
+@pytest.mark.parametrize("trust_domain", PKI_REJECTS)
+def test_placement_refuses_every_trust_domain_the_pki_refuses(trust_domain: str) -> None:
+    with pytest.raises(InvalidSpiffeId):
+        policy.validate_trust_domain(trust_domain)
+    with pytest.raises(InvalidSpiffeId):
+        check_trust_domain(trust_domain)
+
+
+@pytest.mark.parametrize("bad", BAD_SEGMENTS)
+def test_placement_gives_no_spiffe_id_the_pki_would_refuse(bad: str) -> None:
+    with pytest.raises(InvalidSpiffeId):
+        policy.workload_spiffe_id("edgectl.local", bad, "web-1")
+    with pytest.raises(InvalidSpiffeId):
+        workload_spiffe_id("edgectl.local", ServiceName(bad), WorkloadId("web-1"))
+    with pytest.raises(InvalidSpiffeId):
+        workload_spiffe_id("edgectl.local", WEB, WorkloadId(bad))
+    with pytest.raises(InvalidSpiffeId):
+        workload_spiffe_id("Bad", WEB, WorkloadId("web-1"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("aZ0._-/:@%?#é "), max_size=12), st.text(max_size=8))
+def test_placement_and_pki_accept_the_same_names(trust_domain: str, service: str) -> None:
+    def verdict(make: Callable[[], str]) -> str | None:
+        try:
+            return make()
+        except InvalidSpiffeId:
+            return None
+
+    ours = verdict(lambda: workload_spiffe_id(trust_domain, ServiceName(service), WorkloadId("web-1")))
+    theirs = verdict(lambda: policy.workload_spiffe_id(trust_domain, service, "web-1"))
+    assert ours == theirs
+    if ours is not None:
+        assert policy.parse_leaf_spiffe_id(ours, trust_domain).uri == ours

@@ -9,9 +9,10 @@ from typing import Any
 import grpc
 import pytest
 
+from netmodel.wire import safe_parser as _parser
 from placement._pb import placement_pb2 as pb
 from placement.errors import PlacementRefused, Refusal
-from placement.grpc_api import _checked, _parser, _unary
+from placement.grpc_api import _checked, _unary
 
 
 def refusal_of(message_class: Any, data: bytes) -> str:
