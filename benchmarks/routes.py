@@ -9,7 +9,7 @@ whose loss does not cut the graph) then goes down.
 
 - baseline: ``networkx.all_pairs_dijkstra_path`` on the graph without that cable (paths only:
   no backups, no flows).
-- ours: what the controller does on LinkDown: ``compute_routes`` (all pairs, primaries and loop-free
+- ours: what the controller does on LinkWentDown: ``compute_routes`` (all pairs, primaries and loop-free
   alternates), ``changed_entries`` against the previous plan, ``recompile`` of the entries that
   moved, and ``diff_switch`` for every touched switch (the FlowMods and GroupMods to send).
 
@@ -269,7 +269,7 @@ def run_graph(graph: Graph, min_reps: int, max_reps: int) -> dict[str, Any]:
     old_plan = compute_routes(fabric.state)
     old_tables = compile_all(old_plan)
     full_ms = (time.perf_counter() - start) * 1000
-    after = fabric.state.apply(ev.LinkDown(link))
+    after = fabric.state.apply(ev.LinkWentDown(link))
 
     reference = baseline_graph(fabric, failed)
     # The set-up (up to 750,000 compiled flows) is long-lived: keep it out of the collector's scans, as

@@ -46,14 +46,14 @@ class LinkDiscovered:
 
 
 @dataclass(frozen=True, slots=True)
-class LinkDown:
+class LinkWentDown:
     """The cable is down: both directions."""
 
     link: LinkId
 
 
 @dataclass(frozen=True, slots=True)
-class LinkUp:
+class LinkCameUp:
     link: LinkId
 
 
@@ -83,12 +83,12 @@ class HostsExpired:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeDown:
+class NodeWentDown:
     node: NodeId
 
 
 @dataclass(frozen=True, slots=True)
-class NodeUp:
+class NodeCameUp:
     node: NodeId
 
 
@@ -122,13 +122,13 @@ Event = (
     | PortStatusChanged
     | PortDeleted
     | LinkDiscovered
-    | LinkDown
-    | LinkUp
+    | LinkWentDown
+    | LinkCameUp
     | LinkLatencyMeasured
     | HostLearned
     | HostsExpired
-    | NodeDown
-    | NodeUp
+    | NodeWentDown
+    | NodeCameUp
     | WorkloadPlaced
     | WorkloadRemoved
     | WorkloadHealthChanged

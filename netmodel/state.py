@@ -107,7 +107,7 @@ def _switch_disconnected(state: FabricState, event: ev.SwitchDisconnected) -> Fa
 
     The data plane keeps forwarding on the flows it holds when the control connection drops, so the
     nodes behind it may well still be reachable; placement already treats them as behind a switch that
-    is down, and a NodeDown here could not be undone by anything the switch reports on reconnect.
+    is down, and a NodeWentDown here could not be undone by anything the switch reports on reconnect.
     """
     topo = state.topology
     known = topo.switches.get(event.switch)
@@ -137,7 +137,7 @@ def _port_status_changed(state: FabricState, event: ev.PortStatusChanged) -> Fab
         nodes = _nodes_marked(nodes, here, up=False)
     elif old_port is None or not old_port.up:
         # Only a port that comes up brings its nodes up: a change to a port that was already up (a
-        # rename) must not undo a NodeDown from elsewhere.
+        # rename) must not undo a NodeWentDown from elsewhere.
         nodes = _nodes_marked(nodes, here, up=True)
     # A port coming up does not bring links up: LLDP (LinkDiscovered) proves a link works.
     return state._with(topology=topo, nodes=nodes)
@@ -171,14 +171,14 @@ def _link_discovered(state: FabricState, event: ev.LinkDiscovered) -> FabricStat
     return state._with(topology=topo.with_link(link, attrs))
 
 
-def _link_down(state: FabricState, event: ev.LinkDown) -> FabricState:
+def _link_down(state: FabricState, event: ev.LinkWentDown) -> FabricState:
     topo = state.topology
     _require_link(topo, event.link)
     new = _cable_down(topo, [event.link])
     return state if new is topo else state._with(topology=new)
 
 
-def _link_up(state: FabricState, event: ev.LinkUp) -> FabricState:
+def _link_up(state: FabricState, event: ev.LinkCameUp) -> FabricState:
     topo = state.topology
     _require_link(topo, event.link)
     both = [link for link in (event.link, event.link.reversed()) if link in topo.links]
@@ -271,7 +271,7 @@ def learning_due(state: FabricState, mac: str, now: float) -> bool:
 
 
 def _node_up_or_down(up: bool) -> Callable[[FabricState, Any], FabricState]:
-    def transition(state: FabricState, event: ev.NodeUp | ev.NodeDown) -> FabricState:
+    def transition(state: FabricState, event: ev.NodeCameUp | ev.NodeWentDown) -> FabricState:
         node = state.nodes.get(event.node)
         if node is None:
             raise EventRejected(f"unknown node {event.node!r}")
@@ -363,13 +363,13 @@ _HANDLERS: dict[type, Callable[[FabricState, Any], FabricState]] = {
     ev.PortStatusChanged: _port_status_changed,
     ev.PortDeleted: _port_deleted,
     ev.LinkDiscovered: _link_discovered,
-    ev.LinkDown: _link_down,
-    ev.LinkUp: _link_up,
+    ev.LinkWentDown: _link_down,
+    ev.LinkCameUp: _link_up,
     ev.LinkLatencyMeasured: _link_latency_measured,
     ev.HostLearned: _host_learned,
     ev.HostsExpired: _hosts_expired,
-    ev.NodeDown: _node_up_or_down(False),
-    ev.NodeUp: _node_up_or_down(True),
+    ev.NodeWentDown: _node_up_or_down(False),
+    ev.NodeCameUp: _node_up_or_down(True),
     ev.WorkloadPlaced: _workload_placed,
     ev.WorkloadRemoved: _workload_removed,
     ev.WorkloadHealthChanged: _workload_health_changed,

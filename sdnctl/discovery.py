@@ -126,7 +126,7 @@ class Discovery:
         for echo_key in [k for k, t in self._echo_sent.items() if now - t > LINK_TIMEOUT_S]:
             self._echo_sent.pop(echo_key, None)
         silent = self.expire_silent_links(state, connected, now)
-        events: list[ev.Event] = [ev.LinkDown(link) for link, _ in silent]
+        events: list[ev.Event] = [ev.LinkWentDown(link) for link, _ in silent]
         report = self.latency_report(wall)
         if report is not None:
             events.append(report)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from netmodel.events import NodeDown, NodeUp
+from netmodel.events import NodeCameUp, NodeWentDown
 from netmodel.ids import NodeId
 from placement._pb import placement_pb2 as pb
 from placement._pb import placement_pb2_grpc as pb_grpc
@@ -101,7 +101,7 @@ def test_a_node_failure_re_places_its_workloads() -> None:
         placed = stub.Place(pb.PlaceRequest(service="web", replicas=2), timeout=10).workloads
         assert [w.node for w in placed] == ["m-n1", "ea-n1"]
         watcher = started_watch(server, stub)
-        bus.publish(NodeDown(NodeId("m-n1"))).result(5)
+        bus.publish(NodeWentDown(NodeId("m-n1"))).result(5)
         wait_until(lambda: placed[0].id not in bus.state.workloads, timeout=10, what="web-1 re-placed")
         nodes = sorted(w.node for w in stub.List(pb.ListRequest(), timeout=10).workloads)
         assert len(nodes) == 2 and "m-n1" not in nodes
@@ -124,12 +124,12 @@ def test_a_stranded_workload_is_reported_and_placed_when_capacity_returns() -> N
         request.cpu_millis = 800
         (w,) = stub.Place(request, timeout=10).workloads
         watcher = started_watch(server, stub)
-        bus.publish(NodeDown(NodeId("ec-n1"))).result(5)
+        bus.publish(NodeWentDown(NodeId("ec-n1"))).result(5)
         wait_until(lambda: stub.Get(pb.GetRequest(workload_id=w.id)).status == "stranded", timeout=10, what="stranded")
         got = stub.Get(pb.GetRequest(workload_id=w.id))
         assert got.reasons[0] == "node ec-n1 is down"
         assert any("no node satisfies max_latency_ms=0.5 from host u3" in r for r in got.reasons)
-        bus.publish(NodeUp(NodeId("ec-n1"))).result(5)
+        bus.publish(NodeCameUp(NodeId("ec-n1"))).result(5)
         wait_until(lambda: stub.Get(pb.GetRequest(workload_id=w.id)).status == "running", timeout=10, what="back")
         watcher.stop()
         assert "UNSCHEDULABLE" in watcher.kinds()

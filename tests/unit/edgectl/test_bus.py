@@ -27,11 +27,11 @@ def bus():
 def test_events_apply_in_order_and_subscribers_see_each_new_state(bus) -> None:
     seen = []
     bus.subscribe(lambda event, state: seen.append((type(event).__name__, state.generation)))
-    f1 = bus.publish(ev.NodeDown(NodeId("ea-n1")))
-    f2 = bus.publish(ev.NodeUp(NodeId("ea-n1")))
+    f1 = bus.publish(ev.NodeWentDown(NodeId("ea-n1")))
+    f2 = bus.publish(ev.NodeCameUp(NodeId("ea-n1")))
     assert f1.result(2).generation == 1
     assert f2.result(2).generation == 2
-    assert seen == [("NodeDown", 1), ("NodeUp", 2)]
+    assert seen == [("NodeWentDown", 1), ("NodeCameUp", 2)]
     assert bus.state.generation == 2
 
 
@@ -40,9 +40,9 @@ def test_rejected_event_fails_its_future_and_changes_nothing(bus) -> None:
     future = bus.publish(ev.SwitchDisconnected(SwitchId(0xDEAD), 0.0))
     assert future.result(2) is before  # unknown and not connected: a no-op, not an error
     with pytest.raises(EventRejected):
-        bus.publish(ev.NodeDown(NodeId("nope"))).result(2)
+        bus.publish(ev.NodeWentDown(NodeId("nope"))).result(2)
     assert bus.state is before
-    assert ("NodeDown", "rejected") in bus.observed
+    assert ("NodeWentDown", "rejected") in bus.observed
 
 
 def test_a_failing_subscriber_does_not_stop_the_writer(bus) -> None:
@@ -50,12 +50,12 @@ def test_a_failing_subscriber_does_not_stop_the_writer(bus) -> None:
         raise RuntimeError("boom")
 
     bus.subscribe(broken)
-    assert bus.publish(ev.NodeDown(NodeId("ea-n1"))).result(2).generation == 1
-    assert bus.publish(ev.NodeUp(NodeId("ea-n1"))).result(2).generation == 2
+    assert bus.publish(ev.NodeWentDown(NodeId("ea-n1"))).result(2).generation == 1
+    assert bus.publish(ev.NodeCameUp(NodeId("ea-n1"))).result(2).generation == 2
 
 
 def test_wait_for_returns_when_a_state_matches(bus) -> None:
-    threading.Timer(0.05, lambda: bus.publish(ev.NodeDown(NodeId("ea-n1")))).start()
+    threading.Timer(0.05, lambda: bus.publish(ev.NodeWentDown(NodeId("ea-n1")))).start()
     state = bus.wait_for(lambda s: not s.nodes[NodeId("ea-n1")].up, timeout=2)
     assert state is not None and state.generation == 1
     assert bus.wait_for(lambda s: s.generation == 99, timeout=0.05) is None
@@ -64,14 +64,14 @@ def test_wait_for_returns_when_a_state_matches(bus) -> None:
 def test_many_publishers_one_writer(bus) -> None:
     def flap() -> None:
         for _ in range(50):
-            bus.publish(ev.NodeDown(NodeId("ea-n1")))
-            bus.publish(ev.NodeUp(NodeId("ea-n1")))
+            bus.publish(ev.NodeWentDown(NodeId("ea-n1")))
+            bus.publish(ev.NodeCameUp(NodeId("ea-n1")))
 
     threads = [threading.Thread(target=flap) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    final = bus.publish(ev.NodeUp(NodeId("ea-n1"))).result(5)
+    final = bus.publish(ev.NodeCameUp(NodeId("ea-n1"))).result(5)
     assert final.nodes[NodeId("ea-n1")].up
     assert 1 <= final.generation <= 400

@@ -142,7 +142,7 @@ def test_a_change_that_touches_no_workload_is_covered_by_the_commit_before_it(st
     try:
         placed = changes.apply(ev.WorkloadPlaced(workload(1)))
         store.wait_durable(placed, WAIT_S)
-        unrelated = changes.apply(ev.NodeDown(NodeId("ea-n1")))
+        unrelated = changes.apply(ev.NodeWentDown(NodeId("ea-n1")))
         assert unrelated > placed
         store.wait_durable(unrelated, 0.5)  # no write needed, none waited for
         assert store.commits == 1

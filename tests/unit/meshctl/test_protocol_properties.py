@@ -54,7 +54,7 @@ def worlds():
         (_calls(base, "web", ("api",)), GOOD),
         (_calls(base, "web", ("api", "db")), GOOD),
         (base, dataclasses.replace(GOOD, connect_timeout_ms=2500)),
-        (base.apply(ev.NodeDown(NodeId("ea-n2"))), GOOD),
+        (base.apply(ev.NodeWentDown(NodeId("ea-n2"))), GOOD),
         (base.apply(ev.WorkloadPlaced(workload("web-1", "web", "c-n1"))), GOOD),
         (_calls(base, "web", ()), GOOD),
         (base, BAD),

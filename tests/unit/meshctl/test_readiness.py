@@ -134,7 +134,7 @@ def test_a_migration_waits_for_its_own_new_instance_only() -> None:
         assert server.converged_for(generation, frozenset({"web-3"}))
         assert server.not_ready() == {"api-9"}
         # Its node losing its access port while the migration waits: not served after all.
-        current["state"] = current["state"].apply(ev.NodeDown(NodeId("c-n1")))
+        current["state"] = current["state"].apply(ev.NodeWentDown(NodeId("c-n1")))
         server.publisher.build_now()
         assert not server.converged_for(current["state"].generation, frozenset({"web-3"}))
     finally:

@@ -24,13 +24,13 @@ def test_a_workload_on_an_up_node_can_serve_one_on_a_down_node_or_unplaced_canno
     assert can_serve(state, state.workloads[WorkloadId("api-1")])
     assert serving_node(state, state.workloads[WorkloadId("api-1")]) == state.nodes[NodeId("ea-n2")]
     assert not can_serve(state, state.workloads[WorkloadId("api-3")])
-    down = state.apply(ev.NodeDown(NodeId("ea-n2")))
+    down = state.apply(ev.NodeWentDown(NodeId("ea-n2")))
     assert not can_serve(down, down.workloads[WorkloadId("api-1")])
 
 
 def test_the_snapshot_builder_makes_endpoints_of_exactly_the_workloads_that_can_serve() -> None:
     state = placed_state()
-    down = state.apply(ev.NodeDown(NodeId("ea-n2")))
+    down = state.apply(ev.NodeWentDown(NodeId("ea-n2")))
     for model in (state, down):
         serving = [w for w in model.workloads.values() if w.service == "api" and can_serve(model, w)]
         assert _endpoint_count(model, "api") == len(serving)

@@ -94,7 +94,7 @@ def test_workload_port_overrides_service_port_and_down_nodes_drop_out() -> None:
         ("eu-west", "a", "edge-a", "10.1.1.10", 8080, 1),
         ("eu-west", "a", "edge-a", "10.1.1.11", 18080, 1),
     ]
-    drained = build_snapshots(state.apply(ev.NodeDown(NodeId("ea-n2"))), TCP_DB)["u1"]
+    drained = build_snapshots(state.apply(ev.NodeWentDown(NodeId("ea-n2"))), TCP_DB)["u1"]
     assert endpoints_of(drained, "web") == [("eu-west", "a", "edge-a", "10.1.1.10", 8080, 1)]
 
 
@@ -301,7 +301,7 @@ def test_every_build_is_consistent(chosen: list, mtls: bool, down: set) -> None:
             ev.WorkloadPlaced(workload(f"{service}-{i}", service, node_id, port=[0, 7000, 7001, 8080][port_index]))
         )
     for node_id in down:
-        state = state.apply(ev.NodeDown(NodeId(node_id)))
+        state = state.apply(ev.NodeWentDown(NodeId(node_id)))
     config = dataclasses.replace(MTLS, mtls=mtls)
     snapshots = build_snapshots(state, config)
     placed = {w.id for w in state.workloads.values() if w.node is not None}

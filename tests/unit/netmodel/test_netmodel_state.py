@@ -103,9 +103,9 @@ def test_unknown_event_type_is_rejected() -> None:
 
 def test_generation_counts_changes_only() -> None:
     state = example_state()
-    s1 = state.apply(ev.LinkDown(EA1_M1))
-    s2 = s1.apply(ev.LinkDown(EA1_M1))
-    s3 = s2.apply(ev.LinkUp(EA1_M1))
+    s1 = state.apply(ev.LinkWentDown(EA1_M1))
+    s2 = s1.apply(ev.LinkWentDown(EA1_M1))
+    s3 = s2.apply(ev.LinkCameUp(EA1_M1))
     assert (s1.generation, s2.generation, s3.generation) == (1, 1, 2)
     assert s2 is s1
     # Back where it started, but a different generation: states compare generation too.
@@ -249,7 +249,7 @@ def test_link_discovered_marks_a_declared_link_discovered() -> None:
 
 
 def test_link_discovered_brings_a_down_link_up() -> None:
-    state = discovered(example_state(), EA1_M1).apply(ev.LinkDown(EA1_M1))
+    state = discovered(example_state(), EA1_M1).apply(ev.LinkWentDown(EA1_M1))
     assert not state.topology.links[EA1_M1].up
     new = apply_ok(state, ev.LinkDiscovered(EA1_M1, 5.0))
     assert new.topology.links[EA1_M1].up
@@ -283,32 +283,32 @@ def test_link_discovered_between_undeclared_switches() -> None:
 
 def test_link_down_takes_both_directions_down() -> None:
     state = example_state()
-    new = apply_ok(state, ev.LinkDown(C1_C2.reversed()))
+    new = apply_ok(state, ev.LinkWentDown(C1_C2.reversed()))
     assert not new.topology.links[C1_C2].up and not new.topology.links[C1_C2.reversed()].up
     assert sum(not a.up for a in new.topology.links.values()) == 2
-    assert_noop(new, ev.LinkDown(C1_C2))
+    assert_noop(new, ev.LinkWentDown(C1_C2))
 
 
 def test_link_down_of_one_direction_only_link() -> None:
     link = LinkId(SwitchId(EA1), PortNo(9), SwitchId(C2), PortNo(9))
     state = example_state().apply(ev.LinkDiscovered(link, 1.0))
-    new = apply_ok(state, ev.LinkDown(link))
+    new = apply_ok(state, ev.LinkWentDown(link))
     assert not new.topology.links[link].up
     assert link.reversed() not in new.topology.links
 
 
 def test_link_up_brings_both_directions_up() -> None:
-    state = example_state().apply(ev.LinkDown(M1_M2))
-    new = apply_ok(state, ev.LinkUp(M1_M2))
+    state = example_state().apply(ev.LinkWentDown(M1_M2))
+    new = apply_ok(state, ev.LinkCameUp(M1_M2))
     assert new.topology.links[M1_M2].up and new.topology.links[M1_M2.reversed()].up
-    assert_noop(new, ev.LinkUp(M1_M2.reversed()))
+    assert_noop(new, ev.LinkCameUp(M1_M2.reversed()))
 
 
 def test_link_events_on_unknown_links_are_rejected() -> None:
     state = example_state()
     bogus = LinkId(SwitchId(EA1), PortNo(1), SwitchId(M2), PortNo(1))  # known switches, wrong ports
-    assert_rejected(state, ev.LinkDown(bogus), "unknown link")
-    assert_rejected(state, ev.LinkUp(bogus), "unknown link")
+    assert_rejected(state, ev.LinkWentDown(bogus), "unknown link")
+    assert_rejected(state, ev.LinkCameUp(bogus), "unknown link")
     assert_rejected(state, ev.LinkLatencyMeasured(((bogus, 10),), 1.0), "unknown link")
 
 
@@ -408,17 +408,17 @@ def test_host_learned_unknown_switch_rejected() -> None:
 
 def test_node_down_and_up() -> None:
     state = example_state()
-    down = apply_ok(state, ev.NodeDown(NodeId("m-n1")))
+    down = apply_ok(state, ev.NodeWentDown(NodeId("m-n1")))
     assert not down.nodes[NodeId("m-n1")].up and state.nodes[NodeId("m-n1")].up
-    assert_noop(down, ev.NodeDown(NodeId("m-n1")))
-    up = apply_ok(down, ev.NodeUp(NodeId("m-n1")))
+    assert_noop(down, ev.NodeWentDown(NodeId("m-n1")))
+    up = apply_ok(down, ev.NodeCameUp(NodeId("m-n1")))
     assert up.nodes == state.nodes
-    assert_noop(state, ev.NodeUp(NodeId("m-n1")))
+    assert_noop(state, ev.NodeCameUp(NodeId("m-n1")))
 
 
 def test_node_events_unknown_node_rejected() -> None:
-    assert_rejected(example_state(), ev.NodeDown(NodeId("nope")), "unknown node")
-    assert_rejected(example_state(), ev.NodeUp(NodeId("nope")), "unknown node")
+    assert_rejected(example_state(), ev.NodeWentDown(NodeId("nope")), "unknown node")
+    assert_rejected(example_state(), ev.NodeCameUp(NodeId("nope")), "unknown node")
 
 
 # -- workloads --------------------------------------------------------------------------------------
@@ -513,7 +513,7 @@ def test_access_port_up_again_brings_its_node_up() -> None:
 
 
 def test_a_change_to_an_access_port_that_stays_up_keeps_a_node_down_from_elsewhere() -> None:
-    state = connected(example_state(), EA1).apply(ev.NodeDown(EA_N1))
+    state = connected(example_state(), EA1).apply(ev.NodeWentDown(EA_N1))
     renamed = apply_ok(state, ev.PortStatusChanged(SwitchId(EA1), Port(EA_N1_PORT, "renamed")))
     assert not renamed.nodes[EA_N1].up
     assert renamed.nodes is state.nodes
@@ -570,6 +570,6 @@ def test_a_reconnecting_switch_reports_what_its_access_ports_did_while_away() ->
 
 
 def test_a_first_connect_with_every_port_up_keeps_a_node_down_from_elsewhere() -> None:
-    state = example_state().apply(ev.NodeDown(EA_N1))
+    state = example_state().apply(ev.NodeWentDown(EA_N1))
     new = connected(state, EA1)
     assert not new.nodes[EA_N1].up and new.nodes is state.nodes

@@ -54,8 +54,8 @@ events = st.one_of(
     st.builds(ev.PortStatusChanged, switch_ids, ports),
     st.builds(ev.PortDeleted, switch_ids, port_nos),
     st.builds(ev.LinkDiscovered, links, times),
-    st.builds(ev.LinkDown, links),
-    st.builds(ev.LinkUp, links),
+    st.builds(ev.LinkWentDown, links),
+    st.builds(ev.LinkCameUp, links),
     st.builds(
         ev.LinkLatencyMeasured,
         st.lists(st.tuples(links, st.integers(-10, 50_000)), max_size=3).map(tuple),
@@ -71,8 +71,8 @@ events = st.one_of(
     ),
     st.builds(ev.HostLearned, macs, ips, st.builds(Attachment, switch_ids, port_nos), times),
     st.builds(ev.HostsExpired, times),
-    st.builds(ev.NodeDown, st.sampled_from(NODES)),
-    st.builds(ev.NodeUp, st.sampled_from(NODES)),
+    st.builds(ev.NodeWentDown, st.sampled_from(NODES)),
+    st.builds(ev.NodeCameUp, st.sampled_from(NODES)),
     st.builds(ev.WorkloadPlaced, workloads),
     st.builds(ev.WorkloadRemoved, st.sampled_from(["w1", "w2", "w3", "w9"]).map(WorkloadId)),
     st.builds(
@@ -185,12 +185,12 @@ def test_applying_an_event_twice_changes_nothing_the_second_time(prefix: list[ev
 @SETTINGS
 @given(st.lists(events, max_size=40))
 def test_link_up_flags_follow_the_last_cable_event(sequence: list[ev.Event]) -> None:
-    """After LinkDown both directions are down; after LinkUp both are up (whatever came before)."""
+    """After LinkWentDown both directions are down; after LinkCameUp both are up (whatever came before)."""
     state, _ = run(sequence)
     for link in DECLARED_LINKS[:4]:
-        down = state.apply(ev.LinkDown(link))
+        down = state.apply(ev.LinkWentDown(link))
         assert not down.topology.links[link].up and not down.topology.links[link.reversed()].up
-        up = down.apply(ev.LinkUp(link))
+        up = down.apply(ev.LinkCameUp(link))
         assert up.topology.links[link].up and up.topology.links[link.reversed()].up
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from netmodel.events import LinkDown, NodeDown, SwitchConnected, SwitchDisconnected, WorkloadPlaced
+from netmodel.events import LinkWentDown, NodeWentDown, SwitchConnected, SwitchDisconnected, WorkloadPlaced
 from netmodel.ids import HostId, NodeId, ServiceName, SpiffeId, WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import Resources, Workload
@@ -41,7 +41,7 @@ def test_a_down_edge_node_spills_to_cloud_when_the_slo_allows() -> None:
         example_state(),
         placed("web-1", "ea-n1"),
         placed("web-2", "ea-n1"),
-        NodeDown(NodeId("ea-n1")),
+        NodeWentDown(NodeId("ea-n1")),
     )
     table = {"web-1": slo(12, "u1"), "web-2": slo(5, "u1")}
     # web-1: cloud c-n1 is 12 ms from u1 (c-n2 12.5 is not allowed); web-2: 5 ms only reaches metro/edge.
@@ -54,7 +54,7 @@ def test_the_tightest_slo_gets_the_scarce_node_first() -> None:
         example_state(),
         placed("api-1", "ea-n1", cpu=2000, service="api"),
         placed("api-2", "ea-n1", cpu=0, service="api"),
-        NodeDown(NodeId("ea-n1")),
+        NodeWentDown(NodeId("ea-n1")),
     )
     state = apply(state, placed("big-a", "eb-n1", cpu=2000), placed("big-c", "ec-n1", cpu=1000))
     table = {"api-1": slo(3, "u1"), "api-2": slo(12, "u1")}
@@ -77,7 +77,7 @@ def test_a_disconnected_switch_displaces_its_nodes() -> None:
 def test_a_site_cut_off_from_its_users_is_left() -> None:
     state = apply(example_state(), placed("web-1", "c-n1"), placed("web-2", "c-n2"))
     for a, b in (("m1", "c1"), ("m3", "c2")):  # both ways into the cloud
-        state = apply(state, LinkDown(link(state, a, b)))
+        state = apply(state, LinkWentDown(link(state, a, b)))
     plan = plan_failover(state, lambda w: slo(50, "u1"))
     assert {m.old.id: m.why for m in plan.moves} == {
         "web-1": "node c-n1 is unreachable from every host",
@@ -87,7 +87,7 @@ def test_a_site_cut_off_from_its_users_is_left() -> None:
 
 
 def test_stranded_with_reasons_when_nothing_meets_the_slo() -> None:
-    state = apply(example_state(), placed("web-1", "ea-n1", cpu=1500), NodeDown(NodeId("ea-n1")))
+    state = apply(example_state(), placed("web-1", "ea-n1", cpu=1500), NodeWentDown(NodeId("ea-n1")))
     plan = plan_failover(state, lambda w: slo(1, "u1"))
     assert plan.moves == ()
     (stranded,) = plan.stranded
@@ -97,7 +97,7 @@ def test_stranded_with_reasons_when_nothing_meets_the_slo() -> None:
 
 
 def test_excluded_instances_are_left_alone() -> None:
-    state = apply(example_state(), placed("web-1", "ea-n1"), NodeDown(NodeId("ea-n1")))
+    state = apply(example_state(), placed("web-1", "ea-n1"), NodeWentDown(NodeId("ea-n1")))
     assert plan_failover(state, lambda w: Constraints(), exclude={WorkloadId("web-1")}).moves == ()
 
 
@@ -127,7 +127,7 @@ def test_an_unhealthy_instance_is_displaced_and_may_stay_on_its_node() -> None:
     assert move.to.node == "ea-n1"
     assert plan.stranded == ()
     # A node that is down as well: it must leave that node.
-    both = apply(sick, NodeDown(NodeId("ea-n1")))
+    both = apply(sick, NodeWentDown(NodeId("ea-n1")))
     assert {m.old.id: m.to.node != "ea-n1" for m in plan_failover(both, lambda w: Constraints()).moves} == {
         "web-1": True,
         "web-2": True,

@@ -11,7 +11,7 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from netmodel.events import NodeDown
+from netmodel.events import NodeWentDown
 from netmodel.ids import NodeId
 from placement._pb import placement_pb2 as pb
 from tests.unit.placement.helpers import served_api
@@ -180,7 +180,7 @@ def test_a_node_failure_is_watched_and_re_placed() -> None:
         deadline = time.monotonic() + 5
         while server.events.watchers == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
-        bus.publish(NodeDown(NodeId("c-n1"))).result(5)
+        bus.publish(NodeWentDown(NodeId("c-n1"))).result(5)
         while w.id in bus.state.workloads and time.monotonic() < deadline:
             time.sleep(0.01)
         (replacement,) = stub.List(pb.ListRequest()).workloads

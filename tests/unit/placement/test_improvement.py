@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from netmodel.events import NodeDown
+from netmodel.events import NodeWentDown
 from netmodel.ids import NodeId, SiteId
 from placement.errors import PlacementRefused, Refusal
 from placement.improvement import improves
@@ -45,6 +45,6 @@ def test_best_moves_back_from_a_worse_node_and_off_a_node_that_is_down() -> None
         away = o.migrate(web.id, MigrationTarget(site=SiteId("edge-b")))  # an explicit target is never refused
         back = o.migrate(away.new.id, MigrationTarget(best=True))
         assert back.new.node == "m-n1"
-        bus.publish(NodeDown(NodeId("m-n1"))).result(timeout=5)
+        bus.publish(NodeWentDown(NodeId("m-n1"))).result(timeout=5)
         off = o.migrate(back.new.id, MigrationTarget(best=True))
         assert off.new.node != "m-n1"

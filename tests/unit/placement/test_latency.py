@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from netmodel.events import LinkDown, LinkLatencyMeasured, LinkUp, SwitchConnected, SwitchDisconnected
+from netmodel.events import LinkCameUp, LinkLatencyMeasured, LinkWentDown, SwitchConnected, SwitchDisconnected
 from netmodel.ids import HostId, NodeId
 from placement.latency import LatencyCache, compute_switch_latencies, latency_ms
 from tests.unit.placement.helpers import apply, dpid, example_state, link
@@ -44,10 +44,10 @@ def test_a_measured_latency_wins_over_the_declared_one() -> None:
 def test_a_link_known_down_is_not_used_and_counts_again_when_up() -> None:
     state = example_state()
     cable = link(state, "ea1", "m1")
-    down = apply(state, LinkDown(cable))
+    down = apply(state, LinkWentDown(cable))
     assert latency_ms(down, HostId("u1"), NodeId("m-n1")) == pytest.approx(5.0)
     assert latency_ms(down, HostId("u1"), NodeId("c-n1")) == pytest.approx(16.0)
-    up = apply(down, LinkUp(cable))
+    up = apply(down, LinkCameUp(cable))
     assert latency_ms(up, HostId("u1"), NodeId("m-n1")) == pytest.approx(3.0)
 
 
@@ -68,7 +68,7 @@ def test_cache_is_per_topology_object() -> None:
     cache = LatencyCache()
     first = cache.of(state.topology)
     assert cache.of(state.topology) is first
-    changed = apply(state, LinkDown(link(state, "m1", "c1")))
+    changed = apply(state, LinkWentDown(link(state, "m1", "c1")))
     assert cache.of(changed.topology) is not first
     assert not first.distance_us.flags.writeable
     assert latency_ms(changed, HostId("u1"), NodeId("c-n1"), cache) == latency_ms(changed, HostId("u1"), NodeId("c-n1"))

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from netmodel.events import NodeDown, NodeUp, WorkloadPlaced
+from netmodel.events import NodeCameUp, NodeWentDown, WorkloadPlaced
 from netmodel.ids import NodeId, ServiceName, SiteId, SpiffeId, WorkloadId
 from netmodel.types import Resources, Workload
 from placement.errors import PlacementRefused, Refusal
@@ -196,7 +196,7 @@ def test_failover_loop_replaces_instances_of_a_failed_node_and_retries_stranded_
             spill = o.place(request(near=("u3",), slo=13.5, cpu=300, tiers=())).workloads[0]
             assert (edge.node, spill.node) == ("ec-n1", "c-n1")
             moved = o.migrate(spill.id, MigrationTarget(node=NodeId("ec-n1"))).new
-            bus.publish(NodeDown(NodeId("ec-n1"))).result(5)
+            bus.publish(NodeWentDown(NodeId("ec-n1"))).result(5)
             # the one with room elsewhere within its SLO spills to the cloud; the other is stranded
             wait_until(lambda: moved.id not in bus.state.workloads)
             replacement = [w for w in bus.state.workloads.values() if w.id not in (edge.id, moved.id)]
@@ -206,7 +206,7 @@ def test_failover_loop_replaces_instances_of_a_failed_node_and_retries_stranded_
             unschedulable = [s for s in steps if s.kind is StepKind.UNSCHEDULABLE]
             assert len(unschedulable) == 1 and unschedulable[0].workload == edge
             # capacity comes back: the node itself; the stranded instance is fine where it is again
-            bus.publish(NodeUp(NodeId("ec-n1"))).result(5)
+            bus.publish(NodeCameUp(NodeId("ec-n1"))).result(5)
             wait_until(lambda: o.status_of(edge.id)[0] == "running")
             assert bus.state.workloads[edge.id].node == "ec-n1"
         finally:
@@ -223,7 +223,7 @@ def test_a_stranded_instance_moves_once_another_node_has_room() -> None:
             (w,) = o.place(request(near=("u1",), slo=3, cpu=2000, candidates=frozenset({NodeId("ea-n1")}))).workloads
             blocker = Workload(WorkloadId("db-9"), ServiceName("db"), SpiffeId(""), Resources(4000, 1), NodeId("m-n1"))
             bus.publish(WorkloadPlaced(blocker)).result(5)
-            bus.publish(NodeDown(NodeId("ea-n1"))).result(5)
+            bus.publish(NodeWentDown(NodeId("ea-n1"))).result(5)
             wait_until(lambda: o.status_of(w.id)[0] == "stranded")
             o.evict(WorkloadId("db-9"))
             wait_until(lambda: w.id not in bus.state.workloads)
@@ -283,7 +283,7 @@ def test_after_a_failover_no_two_instances_on_a_node_share_a_port() -> None:
             o.place(request(candidates=frozenset({NodeId(node)})))
         # Both lose their node and only c-n1 is left to take them: one plan, two moves to one node.
         for node in [n for n in bus.state.nodes if n not in ("ec-n1", "c-n1")]:
-            bus.publish(NodeDown(NodeId(node))).result(timeout=5)
+            bus.publish(NodeWentDown(NodeId(node))).result(timeout=5)
         plan = o.fail_over()
         assert [m.to.node for m in plan.moves] == ["c-n1", "c-n1"]
         state = bus.state

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from netmodel.events import NodeDown, SwitchConnected, SwitchDisconnected, WorkloadPlaced
+from netmodel.events import NodeWentDown, SwitchConnected, SwitchDisconnected, WorkloadPlaced
 from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
 from netmodel.types import Resources, Tier, Workload
 from placement.plugins import (
@@ -62,7 +62,7 @@ def test_snapshot_orders_nodes_by_id() -> None:
 def test_node_healthy_rejects_a_down_node_and_one_behind_a_disconnected_switch() -> None:
     state = apply(
         example_state(),
-        NodeDown(NodeId("eb-n1")),
+        NodeWentDown(NodeId("eb-n1")),
         SwitchConnected(dpid("c1"), (), at=1.0),
         SwitchDisconnected(dpid("c1"), at=2.0),
     )

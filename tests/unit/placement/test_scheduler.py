@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from netmodel.events import NodeDown, WorkloadPlaced
+from netmodel.events import NodeWentDown, WorkloadPlaced
 from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
 from netmodel.types import Resources, Tier, Workload
 from placement.scheduler import DEFAULT_PROFILE, LATENCY_FIRST_PROFILE, schedule, schedule_batch, schedule_on
@@ -63,7 +63,7 @@ def test_all_replicas_or_none() -> None:
 
 
 def test_unschedulable_reasons_read_like_a_sentence() -> None:
-    state = apply(example_state(), NodeDown(NodeId("eb-n1")))
+    state = apply(example_state(), NodeWentDown(NodeId("eb-n1")))
     outcome = schedule(state, request(near=("u3",), slo=2.5, cpu=1500))
     assert isinstance(outcome, Unschedulable)
     assert outcome.message == (

@@ -77,22 +77,22 @@ def test_a_link_not_crossed_for_the_timeout_goes_down_exactly_once() -> None:
     cross(core, state, A_TO_B, 10.0, 0.001)
     assert core.housekeeping(state, {A, B}, 10.001 + LINK_TIMEOUT_S - 0.01, WALL).events == ()
     result = core.housekeeping(state, {A, B}, 10.001 + LINK_TIMEOUT_S + 0.01, WALL)
-    assert [e for e in result.events if isinstance(e, ev.LinkDown)] == [ev.LinkDown(A_TO_B)]
+    assert [e for e in result.events if isinstance(e, ev.LinkWentDown)] == [ev.LinkWentDown(A_TO_B)]
     assert [link for link, _ in result.silent_s] == [A_TO_B]
     assert result.silent_s[0][1] > LINK_TIMEOUT_S
-    # The model still says up (the event is not applied yet): no second LinkDown for the same silence.
+    # The model still says up (the event is not applied yet): no second LinkWentDown for the same silence.
     assert core.housekeeping(state, {A, B}, 30.0, WALL).events == ()
     # A probe crosses again: tracked again, and a later silence is reported again.
     cross(core, state, A_TO_B, 40.0, 0.001)
-    assert core.housekeeping(state, {A, B}, 50.0, WALL).events == (ev.LinkDown(A_TO_B),)
+    assert core.housekeeping(state, {A, B}, 50.0, WALL).events == (ev.LinkWentDown(A_TO_B),)
 
 
 def test_a_link_to_a_disconnected_switch_or_already_down_is_not_taken_down_by_silence() -> None:
     core, state = Discovery(instance=7), pair()
     cross(core, state, A_TO_B, 0.0, 0.001)
     assert core.housekeeping(state, {A}, 10.0, WALL).events == ()
-    assert core.housekeeping(state.apply(ev.LinkDown(A_TO_B)), {A, B}, 10.0, WALL).events == ()
-    assert core.housekeeping(state, {A, B}, 10.0, WALL).events == (ev.LinkDown(A_TO_B),)
+    assert core.housekeeping(state.apply(ev.LinkWentDown(A_TO_B)), {A, B}, 10.0, WALL).events == ()
+    assert core.housekeeping(state, {A, B}, 10.0, WALL).events == (ev.LinkWentDown(A_TO_B),)
 
 
 def test_a_link_never_crossed_is_not_taken_down_by_silence() -> None:

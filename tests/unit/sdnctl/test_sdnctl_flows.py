@@ -282,7 +282,7 @@ def failed_plans(rf: RandomFabric, pick: int) -> tuple[FabricState, RoutePlan, R
     state = rf.state()
     cables = cables_of(state)
     before = compute_routes(state)
-    after_state = state.apply(ev.LinkDown(cables[pick % len(cables)]))
+    after_state = state.apply(ev.LinkWentDown(cables[pick % len(cables)]))
     return after_state, before, compute_routes(after_state)
 
 
@@ -344,7 +344,7 @@ def test_identical_configs_give_an_empty_delta() -> None:
 def test_a_changed_next_hop_is_a_group_modify_not_a_flow_delete_and_add() -> None:
     state = diamond()
     before = compile_flows(compute_routes(state))
-    after = compile_flows(compute_routes(state.apply(ev.LinkDown(link_between(state, A, B)))))
+    after = compile_flows(compute_routes(state.apply(ev.LinkWentDown(link_between(state, A, B)))))
     delta = diff_switch(before[A], after[A])
     group_id = int(ipaddress.IPv4Address("10.0.0.4"))
     assert delta.modify_groups == (GroupSpec(group_id, (PortNo(2),)),)  # only the long way is left
@@ -356,7 +356,7 @@ def test_a_changed_next_hop_is_a_group_modify_not_a_flow_delete_and_add() -> Non
 def test_recompile_touches_only_switches_whose_entries_changed() -> None:
     state = diamond()
     before_plan = compute_routes(state)
-    after_plan = compute_routes(state.apply(ev.LinkDown(link_between(state, C, D))))
+    after_plan = compute_routes(state.apply(ev.LinkWentDown(link_between(state, C, D))))
     changed = changed_entries(before_plan, after_plan)
     result = recompile_switches(after_plan, compile_all(before_plan), changed)
     assert set(result) <= {s for s, _ in changed}

@@ -105,13 +105,13 @@ def test_every_route_of_the_example_fabric_costs_the_sum_of_its_links() -> None:
 def test_a_down_link_is_avoided_and_used_again_when_up() -> None:
     state = diamond()
     ab = link_between(state, A, B)
-    down = state.apply(ev.LinkDown(ab))
+    down = state.apply(ev.LinkWentDown(ab))
     route = compute_routes(down).route("ha", "hd")
     assert route is not None and route.path == (A, C, D) and route.latency_us == 20_000
     back = compute_routes(down).route("hd", "ha")
-    assert back is not None and back.path == (D, C, A)  # LinkDown is the cable: both directions
+    assert back is not None and back.path == (D, C, A)  # LinkWentDown is the cable: both directions
     assert ab not in back.links and ab.reversed() not in back.links
-    up = down.apply(ev.LinkUp(ab))
+    up = down.apply(ev.LinkCameUp(ab))
     assert route_of(compute_routes(up), "ha", "hd").path == (A, B, D)
 
 
@@ -338,7 +338,7 @@ def test_changed_entries_after_a_link_failure_are_exactly_the_moved_next_hops(
     failed = cables[pick % len(cables)]
     failed = failed.reversed() if reverse else failed
     before = compute_routes(state)
-    after = compute_routes(state.apply(ev.LinkDown(failed)))
+    after = compute_routes(state.apply(ev.LinkWentDown(failed)))
     changed = changed_entries(before, after)
     assert len(changed) == len(set(changed))
     moved = {(s, d) for s in after.switches for d in after.switches if before.next_hop(s, d) != after.next_hop(s, d)}
@@ -349,7 +349,7 @@ def test_changed_entries_after_a_link_failure_are_exactly_the_moved_next_hops(
             if set(before.next_hop(s, d)) & dead:
                 assert (s, d) in moved
     # ... and the way back: bringing the link up again changes the same kind of set.
-    restored = compute_routes(state.apply(ev.LinkDown(failed)).apply(ev.LinkUp(failed)))
+    restored = compute_routes(state.apply(ev.LinkWentDown(failed)).apply(ev.LinkCameUp(failed)))
     assert set(changed_entries(after, restored)) == {
         (s, d) for s in after.switches for d in after.switches if after.next_hop(s, d) != restored.next_hop(s, d)
     }

@@ -30,9 +30,9 @@ def step(state: FabricState, action: tuple[str, int, int]) -> FabricState:
     cables = cables_of(state)
     link = cables[pick % len(cables)]
     if kind == "down":
-        return state.apply(ev.LinkDown(link))
+        return state.apply(ev.LinkWentDown(link))
     if kind == "up":
-        return state.apply(ev.LinkUp(link))
+        return state.apply(ev.LinkCameUp(link))
     return state.apply(ev.LinkLatencyMeasured(((link, latency),), 2.0))
 
 
