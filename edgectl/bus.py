@@ -1,9 +1,9 @@
 """The event bus: one writer thread owns the model.
 
 Anyone may ``publish`` an event from any thread (it only enqueues). The writer applies events in
-order, swaps in the new immutable ``FabricState`` and calls each subscriber with (event, new_state).
-Readers call ``state`` and get a snapshot that never changes under them. Subscribers run on the
-writer thread: they must hand work off, not do it (a slow subscriber delays every later event).
+order, swaps in the new immutable ``FabricState`` and calls each subscriber's ``on_model_change(event,
+new_state)``. Readers call ``state`` and get a snapshot that never changes under them. Subscribers run
+on the writer thread: they must hand work off, not do it (a slow subscriber delays every later event).
 """
 
 from __future__ import annotations
@@ -14,22 +14,24 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
+from netmodel.bus import ModelSubscriber
 from netmodel.events import Event
 from netmodel.state import EventRejected, FabricState
 
 LOG = logging.getLogger("edgectl.bus")
 
-Subscriber = Callable[[Event, FabricState], None]
 Observer = Callable[[Event, str], None]  # (event, outcome) for metrics: applied | unchanged | rejected
 
 _STOP = object()
 
 
 class EventBus:
+    """The one ``netmodel.bus.ModelBus``."""
+
     def __init__(self, initial: FabricState, observer: Observer | None = None) -> None:
         self._state = initial
         self._queue: queue.SimpleQueue[tuple[object, Future[FabricState] | None]] = queue.SimpleQueue()
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: list[ModelSubscriber] = []
         self._observer = observer
         self._thread: threading.Thread | None = None
         self._changed = threading.Condition()
@@ -38,7 +40,10 @@ class EventBus:
     def state(self) -> FabricState:
         return self._state  # one reference read: atomic, and the object is immutable
 
-    def subscribe(self, subscriber: Subscriber) -> None:
+    def subscribe(self, subscriber: ModelSubscriber) -> None:
+        # Checked here: on the writer thread a wrong subscriber would only fail in the log, at every event.
+        if not callable(getattr(subscriber, "on_model_change", None)):
+            raise TypeError(f"not a bus subscriber (no on_model_change): {subscriber!r}")
         self._subscribers.append(subscriber)
 
     def publish(self, event: Event) -> Future[FabricState]:
@@ -97,7 +102,7 @@ class EventBus:
             self._observe(event, "applied")
             for subscriber in self._subscribers:
                 try:
-                    subscriber(event, new)
+                    subscriber.on_model_change(event, new)
                 except Exception:
                     LOG.exception("subscriber %r failed on %s", subscriber, type(event).__name__)
         if future is not None:

@@ -65,7 +65,7 @@ class Controller:
                 except Exception as exc:
                     LOG.warning("saved placement not restored: %s", exc)
             self.store.start(self.bus.state)  # what was restored is on disk already
-            self.bus.subscribe(self.store.on_change)
+            self.bus.subscribe(self.store)
         # HTTP first: /healthz answers while the rest comes up.
         self.http = HttpApi(
             self.config.http_host,
@@ -100,7 +100,7 @@ class Controller:
             self.pki = PkiService.from_options(self.config.pki, lambda: self.bus.state).start()
             trust_domain = self.pki.trust_domain
             # Subscribed before meshctl: a workload's SVID exists before any endpoint points at it.
-            self.bus.subscribe(self.pki.on_model_change)
+            self.bus.subscribe(self.pki)
             self.http.add_route(
                 "/api/v1/identities",
                 lambda _s: identities_view(self.pki.snapshot, self.pki.manager.policy, time.time()),
@@ -135,7 +135,7 @@ class Controller:
             on_tls_context=self.control_certs.openflow_contexts.attach if openflow_tls is not None else None,
         )
         self.routes = RouteEngine(self.openflow.app, lambda: self.bus.state)
-        self.bus.subscribe(self.routes.on_change)
+        self.bus.subscribe(self.routes)
         self.routes.start()
         # A migration withdraws the old instance only once every switch runs the new generation's routes.
         from placement.convergence import NamedProbe

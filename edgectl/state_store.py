@@ -127,7 +127,7 @@ class StateNotSaved(Exception):
 
 
 class StateStore:
-    """``on_change`` (a bus subscriber) hands states over; a writer thread commits them in groups.
+    """``on_model_change`` (a bus subscriber) hands states over; a writer thread commits them in groups.
 
     ``fsync`` is the one system call tests replace (to see the order of writes, or to hold a commit).
     """
@@ -186,7 +186,7 @@ class StateStore:
                     self._durable_generation = max(self._durable_generation, state.generation)
         self._thread.start()
 
-    def on_change(self, event: Event, state: FabricState) -> None:
+    def on_model_change(self, event: Event, state: FabricState) -> None:
         """Bus subscriber (model writer thread): hand the state over; never blocks on the disk."""
         with self._wake:
             if isinstance(event, WorkloadPlaced):

@@ -41,6 +41,7 @@ from meshctl.servicer import (
 from meshctl.serving import can_serve
 from meshctl.snapshot import MeshConfig, TlsIdentity, service_cluster_name
 from meshctl.xds_types import ENDPOINTS
+from netmodel.bus import ModelSubscriber
 from netmodel.events import Event
 from netmodel.ids import HostId, WorkloadId
 from netmodel.state import FabricState
@@ -61,7 +62,6 @@ __all__ = [
     "NodeAuthorizer",
     "NodeKnown",
     "SnapshotPublisher",
-    "Subscriber",
     "XdsCache",
     "XdsCallbacks",
     "XdsTls",
@@ -70,9 +70,6 @@ __all__ = [
     "_safe_parser",
     "start_mesh",
 ]
-
-Subscriber = Callable[[Event, FabricState], None]
-
 
 XdsTls = ServerTls[NodeAuthorizer]
 """mTLS on the TCP listener (``authorize`` binds each stream's node id to the client certificate). The
@@ -329,7 +326,7 @@ class MeshServer:
 
 def start_mesh(
     state: Callable[[], FabricState],
-    subscribe: Callable[[Subscriber], None],
+    subscribe: Callable[[ModelSubscriber], None],
     host: str = "127.0.0.1",
     port: int = 18000,
     unix_path: str | None = None,
@@ -344,7 +341,7 @@ def start_mesh(
     Raises OSError when it cannot listen."""
     server = MeshServer(state, host, port, unix_path, registry, config, tls=tls, wait_for_sidecars=wait_for_sidecars)
     server.start()
-    subscribe(server.on_model_change)
+    subscribe(server)
     # A change between the first build and the subscription must not be lost.
     server.publisher.request()
     return server

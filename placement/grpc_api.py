@@ -21,13 +21,13 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from netmodel.events import Event
+from netmodel.bus import ModelBus
 from netmodel.ids import NodeId, ServiceName, SiteId, WorkloadId
 from netmodel.logsafe import log_safe
 from netmodel.state import FabricState
@@ -39,7 +39,7 @@ from placement.convergence import ConvergenceProbe
 from placement.errors import PlacementRefused, Refusal
 from placement.latency import SwitchLatencies
 from placement.naming import DEFAULT_TRUST_DOMAIN
-from placement.orchestrator import FailoverLoop, MigrationTarget, ModelBus, PlacementOrchestrator
+from placement.orchestrator import FailoverLoop, MigrationTarget, PlacementOrchestrator
 from placement.requests import PlaceInput, build_place_request, check_name, check_workload_id, invalid, shown
 from placement.scheduler import DEFAULT_PROFILE, Profile
 from placement.types import AffinityTerm, Constraints, Scope
@@ -463,14 +463,8 @@ class PlacementServer:
         self.server.stop(grace).wait(grace + 5)
 
 
-class SubscribableBus(ModelBus, Protocol):
-    """``edgectl.bus.EventBus`` as the API uses it."""
-
-    def subscribe(self, subscriber: Callable[[Event, FabricState], None]) -> None: ...
-
-
 def start_placement_api(
-    bus: SubscribableBus,
+    bus: ModelBus,
     host: str = "127.0.0.1",
     port: int = 50051,
     convergence_probes: Sequence[ConvergenceProbe] = (),
@@ -534,11 +528,11 @@ def start_placement_api(
         raise OSError(f"placement API: cannot listen on {host}:{port}: {exc}") from None
     if not bound:
         raise OSError(f"placement API: cannot listen on {host}:{port}")
-    bus.subscribe(events.on_model_change)
+    bus.subscribe(events)
     loop = None
     if failover:
         loop = FailoverLoop(orchestrator)
-        bus.subscribe(loop.on_change)
+        bus.subscribe(loop)
         loop.start()
     server.start()
     for name in ("", SERVICE_NAME):

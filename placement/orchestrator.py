@@ -20,11 +20,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Protocol
 
+from netmodel.bus import ModelBus
 from netmodel.events import Event, WorkloadPlaced, WorkloadRemoved
 from netmodel.ids import NodeId, ServiceName, SiteId, WorkloadId
 from netmodel.state import EventRejected, FabricState
@@ -50,15 +49,6 @@ LOG = logging.getLogger("edgectl.placement")
 
 DEFAULT_CONVERGENCE_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 5.0
-
-
-class ModelBus(Protocol):
-    """What the orchestrator needs of ``edgectl.bus.EventBus``."""
-
-    @property
-    def state(self) -> FabricState: ...
-
-    def publish(self, event: Event) -> Future[FabricState]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,7 +489,7 @@ def first_free_port(wanted: int, taken: set[int]) -> int:
 
 class FailoverLoop:
     """Runs ``orchestrator.fail_over()`` on its own thread after every model change (coalesced: a burst
-    of events costs one pass on the newest state). Subscribe ``on_change`` to the EventBus."""
+    of events costs one pass on the newest state). Subscribe it to the EventBus."""
 
     def __init__(self, orchestrator: PlacementOrchestrator) -> None:
         self._orchestrator = orchestrator
@@ -508,7 +498,7 @@ class FailoverLoop:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="placement-failover", daemon=True)
 
-    def on_change(self, event: Event, state: FabricState) -> None:
+    def on_model_change(self, event: Event, state: FabricState) -> None:
         with self._wake:
             self._dirty = True
             self._wake.notify()

@@ -73,7 +73,7 @@ class RouteEngine:
             self._stopping = True
             self._wake.notify()
 
-    def on_change(self, event: Event, state: FabricState) -> None:
+    def on_model_change(self, event: Event, state: FabricState) -> None:
         """Bus subscriber: note what happened and wake the engine; never works here."""
         name = type(event).__name__
         if name in ("SwitchConnected", "LinkDiscovered"):

@@ -26,7 +26,12 @@ def bus():
 
 def test_events_apply_in_order_and_subscribers_see_each_new_state(bus) -> None:
     seen = []
-    bus.subscribe(lambda event, state: seen.append((type(event).__name__, state.generation)))
+
+    class Recorder:
+        def on_model_change(self, event, state) -> None:
+            seen.append((type(event).__name__, state.generation))
+
+    bus.subscribe(Recorder())
     f1 = bus.publish(ev.NodeWentDown(NodeId("ea-n1")))
     f2 = bus.publish(ev.NodeCameUp(NodeId("ea-n1")))
     assert f1.result(2).generation == 1
@@ -46,12 +51,18 @@ def test_rejected_event_fails_its_future_and_changes_nothing(bus) -> None:
 
 
 def test_a_failing_subscriber_does_not_stop_the_writer(bus) -> None:
-    def broken(event, state):
-        raise RuntimeError("boom")
+    class Broken:
+        def on_model_change(self, event, state) -> None:
+            raise RuntimeError("boom")
 
-    bus.subscribe(broken)
+    bus.subscribe(Broken())
     assert bus.publish(ev.NodeWentDown(NodeId("ea-n1"))).result(2).generation == 1
     assert bus.publish(ev.NodeCameUp(NodeId("ea-n1"))).result(2).generation == 2
+
+
+def test_a_subscriber_without_on_model_change_is_refused_at_once(bus) -> None:
+    with pytest.raises(TypeError, match="on_model_change"):
+        bus.subscribe(lambda event, state: None)
 
 
 def test_wait_for_returns_when_a_state_matches(bus) -> None:

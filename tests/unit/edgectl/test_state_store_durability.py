@@ -46,7 +46,7 @@ class Changes:
 
     def apply(self, event: ev.Event) -> int:
         self.state = self.state.apply(event)
-        self.store.on_change(event, self.state)
+        self.store.on_model_change(event, self.state)
         return self.state.generation
 
 

@@ -42,7 +42,7 @@ def test_state_store_writes_atomically_and_restores(tmp_path) -> None:
     store = StateStore(str(tmp_path))
     store.start()
     state = build_state(example_spec()).apply(ev.WorkloadPlaced(WEB))
-    store.on_change(ev.WorkloadPlaced(WEB), state)
+    store.on_model_change(ev.WorkloadPlaced(WEB), state)
     store.stop()
     assert not list(tmp_path.glob("*.tmp"))
     assert StateStore(str(tmp_path)).load_events() == [ev.WorkloadPlaced(WEB)]
@@ -61,7 +61,7 @@ def test_state_store_coalesces_bursts(tmp_path) -> None:
     for i in range(100):
         w = Workload(WorkloadId(f"w{i}"), ServiceName("web"), SpiffeId("spiffe://x/w"), Resources(1, 1), None)
         state = state.apply(ev.WorkloadPlaced(w))
-        store.on_change(ev.WorkloadPlaced(w), state)
+        store.on_model_change(ev.WorkloadPlaced(w), state)
     store.stop()
     time.sleep(0.01)
     saved = json.loads((tmp_path / "workloads.json").read_text())

@@ -27,7 +27,7 @@ def wait_until(predicate: object, timeout: float = 5.0) -> None:
 
 def collect(orchestrator: PlacementOrchestrator, bus: object) -> list[PlacementStep]:
     """Every placement step from now on (the model's PLACED/REMOVED too, as start_placement_api wires it)."""
-    bus.subscribe(orchestrator.events.on_model_change)  # type: ignore[attr-defined]
+    bus.subscribe(orchestrator.events)  # type: ignore[attr-defined]
     steps: list[PlacementStep] = []
     subscription = orchestrator.events.subscribe()
 
@@ -189,7 +189,7 @@ def test_failover_loop_replaces_instances_of_a_failed_node_and_retries_stranded_
         o = PlacementOrchestrator(bus)
         steps = collect(o, bus)
         loop = FailoverLoop(o)
-        bus.subscribe(loop.on_change)
+        bus.subscribe(loop)
         loop.start()
         try:
             edge = o.place(request(near=("u3",), slo=1, cpu=600)).workloads[0]  # only ec-n1 is that close
@@ -217,7 +217,7 @@ def test_a_stranded_instance_moves_once_another_node_has_room() -> None:
     with running_bus() as bus:
         o = PlacementOrchestrator(bus)
         loop = FailoverLoop(o)
-        bus.subscribe(loop.on_change)
+        bus.subscribe(loop)
         loop.start()
         try:
             (w,) = o.place(request(near=("u1",), slo=3, cpu=2000, candidates=frozenset({NodeId("ea-n1")}))).workloads
@@ -302,7 +302,7 @@ def test_failover_replaces_an_instance_reported_unhealthy_and_withdraws_it() -> 
         o = PlacementOrchestrator(bus)
         steps = collect(o, bus)
         loop = FailoverLoop(o)
-        bus.subscribe(loop.on_change)
+        bus.subscribe(loop)
         loop.start()
         try:
             first, second = o.place(request(replicas=2)).workloads

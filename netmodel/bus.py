@@ -1,0 +1,32 @@
+"""What the parts need of the event bus, as protocols: the bus lives in edgectl, its users do not import it.
+
+Every bus subscriber has one method, ``on_model_change``; it runs on the model writer thread, so it
+must hand work off, not do it (``edgectl.bus.EventBus`` implements ``ModelBus``).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Protocol
+
+from netmodel.events import Event
+from netmodel.state import FabricState
+
+
+class ModelSubscriber(Protocol):
+    def on_model_change(self, event: Event, state: FabricState) -> None:
+        """Called with every event that changed the model and the state after it."""
+        ...
+
+
+class ModelBus(Protocol):
+    @property
+    def state(self) -> FabricState:
+        """The latest model: an immutable snapshot."""
+        ...
+
+    def publish(self, event: Event) -> Future[FabricState]:
+        """Enqueue ``event``; the future resolves to the state after it (or EventRejected)."""
+        ...
+
+    def subscribe(self, subscriber: ModelSubscriber) -> None: ...
