@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 LOG = logging.getLogger("edgectl.placement")
 
-ConvergenceProbe = Callable[[int], bool]
-"""``probe(generation)``: has this subsystem applied ``generation`` (or a later one)?"""
+GenerationCheck = Callable[[int], bool]
+"""``check(generation)``: has this subsystem applied ``generation`` (or a later one)?"""
 
 ScopedCheck = Callable[[int, frozenset[str]], bool]
 """``check(generation, workloads)``: applied ``generation``, and these new instances are served too."""
@@ -24,19 +25,34 @@ FIRST_POLL_S = 0.002
 MAX_POLL_S = 0.05
 
 
+@runtime_checkable
+class ConvergenceProbe(Protocol):
+    """One subsystem's answer to "have you applied generation N?", with a name for events and logs."""
+
+    name: str
+
+    def __call__(self, generation: int) -> bool:
+        """Has this subsystem applied ``generation`` (or a later one)?"""
+        ...
+
+    def for_workloads(self, generation: int, workloads: frozenset[str]) -> bool:
+        """The same question, and are these new instances served too? (Unscoped probes ask ``self(generation)``.)"""
+        ...
+
+
 def probe_name(probe: ConvergenceProbe) -> str:
-    return str(getattr(probe, "__qualname__", None) or getattr(probe, "__name__", None) or repr(probe))
+    return probe.name
 
 
-class NamedProbe:
+class NamedProbe(ConvergenceProbe):
     """A probe with a short name for events and logs ("routes", "sidecars") instead of a qualname.
 
     ``scoped``: the same question about the instances a migration placed (the sidecars probe: "is the
     new instance an endpoint yet?"), asked instead of ``probe`` when the caller names them. Scoped, so
     an unrelated instance whose sidecar never comes up does not hold every migration back."""
 
-    def __init__(self, name: str, probe: ConvergenceProbe, scoped: ScopedCheck | None = None) -> None:
-        self.__name__ = self.__qualname__ = name
+    def __init__(self, name: str, probe: GenerationCheck, scoped: ScopedCheck | None = None) -> None:
+        self.name = name
         self._probe = probe
         self._scoped = scoped
 
@@ -46,12 +62,23 @@ class NamedProbe:
     def for_workloads(self, generation: int, workloads: frozenset[str]) -> bool:
         return self._scoped(generation, workloads) if self._scoped is not None else self._probe(generation)
 
+    def __repr__(self) -> str:
+        return f"NamedProbe({self.name!r})"
+
+
+def as_probe(probe: ConvergenceProbe | GenerationCheck) -> ConvergenceProbe:
+    """``probe`` itself, or a bare ``check(generation)`` as an unscoped probe named by its qualified name."""
+    if isinstance(probe, ConvergenceProbe):
+        return probe
+    return NamedProbe(
+        str(getattr(probe, "__qualname__", None) or getattr(probe, "__name__", None) or repr(probe)), probe
+    )
+
 
 def ask(probe: ConvergenceProbe, generation: int, workloads: frozenset[str]) -> bool:
-    """``probe``'s answer for ``generation``, scoped to ``workloads`` when it can be."""
-    scoped = getattr(probe, "for_workloads", None)
-    if workloads and scoped is not None:
-        return bool(scoped(generation, workloads))
+    """``probe``'s answer for ``generation``, scoped to ``workloads`` when there are any."""
+    if workloads:
+        return bool(probe.for_workloads(generation, workloads))
     return bool(probe(generation))
 
 

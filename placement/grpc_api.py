@@ -35,7 +35,7 @@ from netmodel.types import Tier, Workload
 from netmodel.wire import Undecodable, field_problems, safe_parser
 from pki.grpc_tls import ServerTls
 from placement._pb import placement_pb2 as pb
-from placement.convergence import ConvergenceProbe
+from placement.convergence import ConvergenceProbe, GenerationCheck
 from placement.errors import PlacementRefused, Refusal
 from placement.latency import SwitchLatencies
 from placement.naming import DEFAULT_TRUST_DOMAIN
@@ -452,7 +452,7 @@ class PlacementServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def add_convergence_probe(self, probe: ConvergenceProbe) -> None:
+    def add_convergence_probe(self, probe: ConvergenceProbe | GenerationCheck) -> None:
         self.orchestrator.add_probe(probe)
 
     def stop(self, grace: float = 1.0) -> None:
@@ -467,7 +467,7 @@ def start_placement_api(
     bus: ModelBus,
     host: str = "127.0.0.1",
     port: int = 50051,
-    convergence_probes: Sequence[ConvergenceProbe] = (),
+    convergence_probes: Sequence[ConvergenceProbe | GenerationCheck] = (),
     *,
     trust_domain: str = DEFAULT_TRUST_DOMAIN,
     profile: Profile = DEFAULT_PROFILE,

@@ -28,7 +28,7 @@ from netmodel.events import Event, WorkloadPlaced, WorkloadRemoved
 from netmodel.ids import NodeId, ServiceName, SiteId, WorkloadId
 from netmodel.state import EventRejected, FabricState
 from netmodel.types import Workload
-from placement.convergence import ConvergenceProbe, probe_name, timed_convergence
+from placement.convergence import ConvergenceProbe, GenerationCheck, as_probe, probe_name, timed_convergence
 from placement.errors import PlacementRefused, Refusal
 from placement.failover import FailoverPlan, plan_failover
 from placement.improvement import improves, no_gain_message, where_it_is
@@ -92,7 +92,7 @@ class PlacementOrchestrator:
     def __init__(
         self,
         bus: ModelBus,
-        probes: Iterable[ConvergenceProbe] = (),
+        probes: Iterable[ConvergenceProbe | GenerationCheck] = (),
         *,
         events: PlacementEvents | None = None,
         trust_domain: str = DEFAULT_TRUST_DOMAIN,
@@ -109,7 +109,7 @@ class PlacementOrchestrator:
         self.profile = profile
         self.convergence_timeout_s = convergence_timeout_s
         self.publish_timeout_s = publish_timeout_s
-        self._probes: list[ConvergenceProbe] = list(probes)
+        self._probes: list[ConvergenceProbe] = [as_probe(p) for p in probes]
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.RLock()
@@ -123,10 +123,10 @@ class PlacementOrchestrator:
         self._migration_numbers = itertools.count(1)
 
     # -- reading ----------------------------------------------------------------------------------------
-    def add_probe(self, probe: ConvergenceProbe) -> None:
+    def add_probe(self, probe: ConvergenceProbe | GenerationCheck) -> None:
         """Register a convergence probe (a subsystem started after the placement API)."""
         with self._lock:
-            self._probes = [*self._probes, probe]
+            self._probes = [*self._probes, as_probe(probe)]
 
     @property
     def probes(self) -> Sequence[ConvergenceProbe]:

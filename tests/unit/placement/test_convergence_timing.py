@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from placement.convergence import NamedProbe, probe_name, timed_convergence
+from placement.convergence import ConvergenceProbe, NamedProbe, as_probe, pending_probes, probe_name, timed_convergence
 
 
 class FakeClock:
@@ -43,3 +43,31 @@ def test_a_probe_that_never_accepts_is_named_and_not_timed() -> None:
 def test_named_probe_keeps_its_name_and_answers() -> None:
     probe = NamedProbe("routes", lambda generation: generation >= 3)
     assert probe_name(probe) == "routes" and probe(3) and not probe(2)
+
+
+def test_a_bare_check_becomes_a_probe_named_by_its_qualified_name() -> None:
+    def routes_installed(generation: int) -> bool:
+        return generation >= 2
+
+    probe = as_probe(routes_installed)
+    assert isinstance(probe, ConvergenceProbe)
+    assert probe.name.endswith("<locals>.routes_installed") and probe(2) and not probe(1)
+    assert probe.for_workloads(2, frozenset({"web-2"}))  # unscoped: the generation decides
+    named = NamedProbe("routes", routes_installed)
+    assert as_probe(named) is named
+
+
+def test_any_class_implementing_the_protocol_is_asked_scoped() -> None:
+    class SidecarsProbe(ConvergenceProbe):
+        name = "sidecars"
+
+        def __call__(self, generation: int) -> bool:
+            return False
+
+        def for_workloads(self, generation: int, workloads: frozenset[str]) -> bool:
+            return workloads == {"web-2"}
+
+    probe = SidecarsProbe()
+    assert as_probe(probe) is probe
+    assert pending_probes([probe], 3) == [probe]
+    assert pending_probes([probe], 3, frozenset({"web-2"})) == []
