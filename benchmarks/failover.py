@@ -23,13 +23,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mininet_topos.controller_process import edgectl_run, free_port, mininet_testbed, wait_until  # noqa: E402
+from mininet_topos.controller_process import ControllerProcess, edgectl_run, free_port, mininet_testbed, wait_until  # noqa: E402
 
 DIAMOND = REPO / "tests" / "data" / "fabrics" / "diamond.yaml"
 ETH_P_ALL = 0x0003
 
 
-def route_path(controller) -> list[str] | None:
+def route_path(controller: ControllerProcess) -> list[str] | None:
     route = controller.route("h1", "h2")
     return route["path"] if route else None
 

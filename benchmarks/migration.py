@@ -99,7 +99,7 @@ def run_lab(
     timelines: list[MigrationTimeline] | None,
     fabric: Path = FABRIC,
     service: str = "api",
-):
+) -> tuple[int, int, list[float], list[float], int, int]:  # sent, lost, at edge, in cloud, refused, agent errors
     with Lab(fabric, run_dir, wait_for_sidecars=gated, log=lambda line: print(f"# {line}", file=sys.stderr)) as lab:
         lab.place_declared_services()
         workload, edge = lab.instance_at_edge(service)

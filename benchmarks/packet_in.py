@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -34,7 +35,7 @@ hosts:
 """
 
 
-def load(port: int, mode: str) -> dict:
+def load(port: int, mode: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "ofp_loadgen.py"), str(port), mode, str(SECONDS), str(WINDOW)],
         capture_output=True,
@@ -42,10 +43,11 @@ def load(port: int, mode: str) -> dict:
         timeout=60,
         check=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
 
 
-def run_baseline() -> dict:
+def run_baseline() -> dict[str, Any]:
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -70,7 +72,7 @@ def run_baseline() -> dict:
             proc.kill()
 
 
-def run_edgectl() -> dict:
+def run_edgectl() -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         handle.write(FABRIC)
     port = free_port()

@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
+from netmodel.ids import NodeId
 from netmodel.state import FabricState
 from netmodel.types import Resources
-from placement.scheduler import DEFAULT_PROFILE, LATENCY_FIRST_PROFILE, schedule_batch, schedule_on
+from placement.scheduler import DEFAULT_PROFILE, LATENCY_FIRST_PROFILE, Profile, schedule_batch, schedule_on
 from placement.snapshot import ClusterSnapshot
 from placement.synthetic import FabricShape, build_fabric, random_requests
 from placement.types import Decision, PlacementRequest
@@ -48,6 +51,7 @@ SHAPE = FabricShape(
     cloud_capacity=Resources(64000, 262144),
     access_latency_us=(1000, 3000),
 )
+T = TypeVar("T")
 WORKLOADS = 100
 INSTANCES = 8
 UNPLACED_PENALTY = 10_000.0
@@ -101,11 +105,11 @@ def evaluate(state: FabricState, requests: list[PlacementRequest], nodes: list[s
     for i, node in enumerate(nodes):
         if node is None:
             continue
-        n = index[node]
+        n = index[NodeId(node)]
         placed += 1
         within += bool(allowed[i, n])
         total += float(latency[i, n])
-        edge += state.sites[state.nodes[node].site].tier.value == "edge"  # type: ignore[index]
+        edge += state.sites[state.nodes[NodeId(node)].site].tier.value == "edge"
     return Outcome(placed, within, total, edge, seconds)
 
 
@@ -130,7 +134,7 @@ def optimum(state: FabricState, requests: list[PlacementRequest]) -> tuple[list[
         cols = [k for k, (ii, _) in enumerate(pairs) if ii == i] + [n_x + i]
         h.addRow(1.0, 1.0, len(cols), np.array(cols, dtype=np.int32), np.ones(len(cols)))
     for n, node_id in enumerate(node_ids):  # capacity rows
-        node = state.nodes[node_id]  # type: ignore[index]
+        node = state.nodes[node_id]
         cols = [k for k, (_, nn) in enumerate(pairs) if nn == n]
         if not cols:
             continue
@@ -149,8 +153,8 @@ def optimum(state: FabricState, requests: list[PlacementRequest]) -> tuple[list[
     return nodes, float(h.getInfo().mip_gap), status
 
 
-def ours_batch(state: FabricState, requests: list[PlacementRequest], profile: object) -> list[str | None]:
-    result = schedule_batch(ClusterSnapshot(state), requests, profile, time_budget_s=BATCH_BUDGET_S)  # type: ignore[arg-type]
+def ours_batch(state: FabricState, requests: list[PlacementRequest], profile: Profile) -> list[str | None]:
+    result = schedule_batch(ClusterSnapshot(state), requests, profile, time_budget_s=BATCH_BUDGET_S)
     return [o.assignments[0].node if isinstance(o, Decision) else None for o in result.outcomes]
 
 
@@ -163,9 +167,9 @@ def ours_online(state: FabricState, requests: list[PlacementRequest]) -> list[st
     return out
 
 
-def timed(fn: object, *args: object) -> tuple[object, float]:
+def timed(fn: Callable[..., T], *args: object) -> tuple[T, float]:
     start = time.perf_counter()
-    value = fn(*args)  # type: ignore[operator]
+    value = fn(*args)
     return value, time.perf_counter() - start
 
 
@@ -173,14 +177,14 @@ def main() -> None:
     rows = []
     for seed in range(1, INSTANCES + 1):
         state, requests = instance(seed)
-        (opt_nodes, mip_gap, status), t_opt = timed(optimum, state, requests)  # type: ignore[misc]
-        opt = evaluate(state, requests, opt_nodes, t_opt)  # type: ignore[arg-type]
+        (opt_nodes, mip_gap, status), t_opt = timed(optimum, state, requests)
+        opt = evaluate(state, requests, opt_nodes, t_opt)
         batch_nodes, t_batch = timed(ours_batch, state, requests, LATENCY_FIRST_PROFILE)
-        batch = evaluate(state, requests, batch_nodes, t_batch)  # type: ignore[arg-type]
+        batch = evaluate(state, requests, batch_nodes, t_batch)
         online_nodes, t_online = timed(ours_online, state, requests)
-        online = evaluate(state, requests, online_nodes, t_online)  # type: ignore[arg-type]
+        online = evaluate(state, requests, online_nodes, t_online)
         default_nodes, t_default = timed(ours_batch, state, requests, DEFAULT_PROFILE)
-        default = evaluate(state, requests, default_nodes, t_default)  # type: ignore[arg-type]
+        default = evaluate(state, requests, default_nodes, t_default)
         rows.append((seed, status, mip_gap, opt, batch, online, default))
 
     print(f"placement quality: {INSTANCES} instances, {SHAPE.nodes} nodes x {WORKLOADS} workloads (HiGHS optimum)")

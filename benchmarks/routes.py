@@ -103,10 +103,12 @@ def haversine_km(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 def latency_us(graph: Graph, u: Any, v: Any, attrs: dict[str, Any]) -> int:
     for key, scale in (("delay_us", 1.0), ("delay_ms", 1000.0), ("delay", 1000.0)):  # delay in ms unless named
-        if isinstance(attrs.get(key), int | float):
-            return round(attrs[key] * scale)
-    if isinstance(attrs.get("dist"), int | float):
-        return round(attrs["dist"] * US_PER_KM)
+        value = attrs.get(key)
+        if isinstance(value, int | float):
+            return round(value * scale)
+    dist = attrs.get("dist")
+    if isinstance(dist, int | float):
+        return round(dist * US_PER_KM)
     if u in graph.pos and v in graph.pos and graph.family == "topozoo":  # (longitude, latitude)
         return round(haversine_km(graph.pos[u], graph.pos[v]) * US_PER_KM)
     return DEFAULT_LATENCY_US
@@ -175,7 +177,7 @@ def busiest_cable(graph: Graph, fabric: Fabric) -> int:
 
         def load_of(i: int) -> float:
             u, v = fabric.cables[i][:2]
-            return centrality.get((u, v), centrality.get((v, u), 0.0))
+            return float(centrality.get((u, v), centrality.get((v, u), 0.0)))  # networkx is untyped
 
     def rank(i: int) -> tuple[bool, float]:
         u, v = fabric.cables[i][:2]

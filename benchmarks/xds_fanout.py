@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ class Streams:
         node = f"h{index:04d}"
         requests: asyncio.Queue[Any] = asyncio.Queue()
 
-        async def outgoing():
+        async def outgoing() -> AsyncIterator[Any]:
             while True:
                 yield await requests.get()
 

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -33,6 +33,9 @@ from pki.cli import CONTROL_CERT_TTL_S
 from pki.policy import Svid, controller_spiffe_id
 from pki.renewal import RenewalTimer, RenewedCertificate
 from placement.grpc_api import ApiTls
+
+if TYPE_CHECKING:
+    from pki.tls import TlsFiles
 
 LOG = logging.getLogger("edgectl.pki.control")
 
@@ -90,8 +93,8 @@ class RenewingApiTls(ApiTls):
 class OpenFlowContexts:
     """Hands new OpenFlow connections the TLS context of the newest controller certificate."""
 
-    def __init__(self, files: Any) -> None:
-        self._files = files  # pki.tls.TlsFiles: rewritten in place at each renewal
+    def __init__(self, files: TlsFiles) -> None:
+        self._files = files  # rewritten in place at each renewal
         self._newest: ssl.SSLContext | None = None
 
     def attach(self, listening: ssl.SSLContext) -> None:
@@ -119,14 +122,14 @@ class ControlCertificates:
 
     grpc: RenewedCertificate
     openflow: RenewedCertificate | None
-    openflow_files: Any
+    openflow_files: TlsFiles | None
     openflow_contexts: OpenFlowContexts | None
     timer: RenewalTimer
 
     @classmethod
     def start(
         cls,
-        ca: Any,
+        ca: Any,  # a CertificateAuthority; PkiService.issuer is typed as the narrower Issuer protocol
         *,
         ttl_s: int = CONTROL_CERT_TTL_S,
         grpc_ip_addresses: Iterable[str] = ("127.0.0.1",),

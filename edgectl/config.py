@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from netmodel.fabric import FabricSpec
 from netmodel.fabric_file import FabricFileError, Problem, parse_fabric
+
+if TYPE_CHECKING:  # pki.cli is imported only when a command runs
+    from pki.cli import PkiRunOptions
 
 
 def load_fabric(path: str) -> FabricSpec:
@@ -34,4 +37,4 @@ class RunConfig:
     api_host: str = "127.0.0.1"
     api_port: int = 50051
     state_dir: str | None = None
-    pki: Any = None  # pki.cli.PkiRunOptions when --pki-dir is given
+    pki: PkiRunOptions | None = None  # with --pki-dir

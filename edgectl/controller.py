@@ -12,7 +12,7 @@ import gc
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edgectl.bus import EventBus
 from edgectl.config import RunConfig
@@ -23,6 +23,17 @@ from edgectl.metrics import ControllerMetrics
 from edgectl.state_store import StateStore
 from edgectl.views import routes_view, topology_view, workloads_view
 from netmodel.fabric import FabricSpec, build_state
+
+if TYPE_CHECKING:  # the servers are imported only when start() runs them (os-ken, grpc, cryptography)
+    import ssl
+    from collections.abc import Callable
+
+    from edgectl.cert_renewal import ControlCertificates
+    from meshctl.xds_grpc import MeshServer
+    from pki.service import PkiService
+    from placement.grpc_api import PlacementServer
+    from sdnctl.engine import RouteEngine
+    from sdnctl.runtime import OpenFlowRuntime
 
 LOG = logging.getLogger("edgectl.controller")
 
@@ -49,12 +60,12 @@ class Controller:
         self.bus = EventBus(build_state(spec), observer=self.metrics.observe_event)
         self.store = StateStore(config.state_dir) if config.state_dir else None
         self.http: HttpApi | None = None
-        self.openflow: Any = None
-        self.routes: Any = None
-        self.mesh: Any = None
-        self.pki: Any = None
-        self.control_certs: Any = None
-        self.placement: Any = None
+        self.openflow: OpenFlowRuntime | None = None
+        self.routes: RouteEngine | None = None
+        self.mesh: MeshServer | None = None
+        self.pki: PkiService | None = None
+        self.control_certs: ControlCertificates | None = None
+        self.placement: PlacementServer | None = None
 
     def start(self) -> None:
         self.bus.start()
@@ -88,7 +99,9 @@ class Controller:
         LOG.info("HTTP API on http://%s:%d", *self.http.address)
 
         openflow_tls = None
-        control_tls = None
+        on_tls_context: Callable[[ssl.SSLContext], None] | None = None
+        control_tls: ControlCertificates | None = None
+        pki: PkiService | None = None
         # SPIFFE ids (placement's, meshctl's) are in the CA's trust domain: with another, no SVID is issued.
         from placement.naming import DEFAULT_TRUST_DOMAIN
 
@@ -97,61 +110,60 @@ class Controller:
             from pki.identities import identities_view
             from pki.service import PkiService
 
-            self.pki = PkiService.from_options(self.config.pki, lambda: self.bus.state).start()
-            trust_domain = self.pki.trust_domain
+            pki = self.pki = PkiService.from_options(self.config.pki, lambda: self.bus.state).start()
+            trust_domain = pki.trust_domain
             # Subscribed before meshctl: a workload's SVID exists before any endpoint points at it.
-            self.bus.subscribe(self.pki)
+            self.bus.subscribe(pki)
             self.http.add_route(
                 "/api/v1/identities",
-                lambda _s: identities_view(self.pki.snapshot, self.pki.manager.policy, time.time()),
+                lambda _s: identities_view(pki.snapshot, pki.manager.policy, time.time()),
             )
             # mTLS on the control connections (xDS over TCP, placement API, OpenFlow with --openflow-tls):
             # server certificates renewed at half-life while we run; clients need a certificate from this CA.
             from edgectl.cert_renewal import ControlCertificates
 
-            self.control_certs = ControlCertificates.start(
-                self.pki.issuer,
+            control_tls = self.control_certs = ControlCertificates.start(
+                pki.issuer,
                 ttl_s=self.config.pki.control_cert_ttl_s,
                 grpc_ip_addresses=_ip_sans(self.config.xds_host, self.config.api_host),
                 openflow_dir=Path(self.config.pki.directory) / "openflow" if self.config.pki.openflow_tls else None,
             )
-            openflow_tls = self.control_certs.openflow_files
-            control_tls = self.control_certs
+            openflow_tls = control_tls.openflow_files
+            if control_tls.openflow_contexts is not None:  # set together with openflow_files
+                on_tls_context = control_tls.openflow_contexts.attach
             from edgectl.pki_http import rotate_route
 
-            self.http.add_route(
-                "/api/v1/pki/rotate", rotate_route(self.pki, http_host=self.config.http_host), method="POST"
-            )
+            self.http.add_route("/api/v1/pki/rotate", rotate_route(pki, http_host=self.config.http_host), method="POST")
 
         from sdnctl.engine import RouteEngine
         from sdnctl.runtime import start_openflow  # os-ken is imported only when a controller runs
 
-        self.openflow = start_openflow(
+        openflow = self.openflow = start_openflow(
             self.config.openflow_host,
             self.config.openflow_port,
             self.bus.publish,
             lambda: self.bus.state,
             tls=openflow_tls,
-            on_tls_context=self.control_certs.openflow_contexts.attach if openflow_tls is not None else None,
+            on_tls_context=on_tls_context,
         )
-        self.routes = RouteEngine(self.openflow.app, lambda: self.bus.state)
-        self.bus.subscribe(self.routes)
-        self.routes.start()
+        routes = self.routes = RouteEngine(openflow.app, lambda: self.bus.state)
+        self.bus.subscribe(routes)
+        routes.start()
         # A migration withdraws the old instance only once every switch runs the new generation's routes.
         from placement.convergence import NamedProbe
 
         routes_probe = NamedProbe(
-            "routes", lambda generation: all(s.applied_generation >= generation for s in self.routes.status.values())
+            "routes", lambda generation: all(s.applied_generation >= generation for s in routes.status.values())
         )
-        self.http.add_route("/api/v1/latency", lambda _state: self.openflow.app.latency.report())
-        self.http.add_route("/api/v1/routes", lambda state: routes_view(self.routes.plan, self.routes.status, state))
+        self.http.add_route("/api/v1/latency", lambda _state: openflow.app.latency.report())
+        self.http.add_route("/api/v1/routes", lambda state: routes_view(routes.plan, routes.status, state))
         from meshctl.snapshot import MeshConfig
         from meshctl.xds_grpc import start_mesh
 
         xds_tls = None
-        if control_tls is not None:
-            xds_tls = control_tls.xds_tls(self.pki.issuer.bundle_pem, self.pki.authorize_xds)
-        self.mesh = start_mesh(
+        if control_tls is not None and pki is not None:
+            xds_tls = control_tls.xds_tls(pki.issuer.bundle_pem, pki.authorize_xds)
+        mesh = self.mesh = start_mesh(
             lambda: self.bus.state,
             self.bus.subscribe,
             host=self.config.xds_host,
@@ -162,23 +174,21 @@ class Controller:
             tls=xds_tls,
             wait_for_sidecars=self.config.wait_for_sidecars,
         )
-        self.http.add_route("/api/v1/xds/clients", lambda _state: self.mesh.clients_view())
+        self.http.add_route("/api/v1/xds/clients", lambda _state: mesh.clients_view())
         # A migration withdraws the old instance only once the sidecars have ACKed the new endpoints.
-        sidecars_probe = NamedProbe("sidecars", self.mesh.converged, self.mesh.converged_for)
-        if self.pki is not None:
+        sidecars_probe = NamedProbe("sidecars", mesh.converged, mesh.converged_for)
+        if pki is not None:
             # SVIDs reach sidecars over SDS; with the PKI on, sidecars talk mTLS.
             # The CRLs ride in the trust bundle: a revoked certificate is refused with the next push.
-            self.mesh.use_identities(self.pki.snapshot, mtls=True, crl_pem=self.pki.trust_crls_pem())
-            self.pki.subscribe(
-                lambda snapshot: self.mesh.use_identities(snapshot, mtls=True, crl_pem=self.pki.trust_crls_pem())
-            )
+            mesh.use_identities(pki.snapshot, mtls=True, crl_pem=pki.trust_crls_pem())
+            pki.subscribe(lambda snapshot: mesh.use_identities(snapshot, mtls=True, crl_pem=pki.trust_crls_pem()))
         # The placement API last: a Place or Migrate served before the routes and the mesh run would
         # wait on nothing (and the readiness gate would count its instance as one restored at start).
         from placement.grpc_api import start_placement_api
 
         api_tls = None
-        if control_tls is not None:
-            api_tls = control_tls.api_tls(self.pki.issuer.bundle_pem, self.pki.authorize_operator)
+        if control_tls is not None and pki is not None:
+            api_tls = control_tls.api_tls(pki.issuer.bundle_pem, pki.authorize_operator)
         self.placement = start_placement_api(
             self.bus,
             self.config.api_host,

@@ -9,15 +9,17 @@ otherwise), so repeated calls cannot grow the revocation list without bound.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgectl.http_access import is_loopback, loopback_only
 from pki.errors import PkiError, RotationTooSoon
 
-PostRoute = Any  # edgectl.http_api.PostRoute: (state, JSON body) -> (status, JSON reply)
+if TYPE_CHECKING:  # the HTTP server and the CA are imported only when a controller runs
+    from edgectl.http_api import PostRoute
+    from pki.service import PkiService
 
 
-def rotate_route(pki: Any, *, http_host: str) -> PostRoute:
+def rotate_route(pki: PkiService, *, http_host: str) -> PostRoute:
     """The handler for ``POST /api/v1/pki/rotate`` {"spiffe_id": ID} of a controller whose HTTP API
     listens on ``http_host``; ``pki``: the ``PkiService``."""
 

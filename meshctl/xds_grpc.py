@@ -77,8 +77,12 @@ Unix socket stays plaintext: who may connect to it is decided by its file permis
 
 
 class _Svid(Protocol):
-    cert_chain_pem: str
-    private_key_pem: str
+    # Read-only (properties): pki.policy.Svid is a frozen dataclass.
+    @property
+    def cert_chain_pem(self) -> str: ...
+
+    @property
+    def private_key_pem(self) -> str: ...
 
 
 class IdentitySource(Protocol):

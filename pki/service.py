@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netmodel.state import FabricState
 from pki.authz import check_operator, check_xds_node
@@ -21,6 +21,9 @@ from pki.errors import InvalidSpiffeId, PkiError, RotationTooSoon
 from pki.identities import IdentityChanges, IdentityManager, IdentitySnapshot, Issuer, desired_identities
 from pki.policy import FORCED_ROTATION_INTERVAL_S, forced_rotation_wait, host_spiffe_id
 from pki.rotation import RotationTimer
+
+if TYPE_CHECKING:
+    from pki.cli import PkiRunOptions
 
 LOG = logging.getLogger("edgectl.pki")
 
@@ -68,7 +71,7 @@ class PkiService:
         self._timer = RotationTimer(self.manager, self._changed, clock=clock, max_sleep_s=max_sleep_s)
 
     @classmethod
-    def from_options(cls, options: Any, state: Callable[[], FabricState], **kwargs: Any) -> PkiService:
+    def from_options(cls, options: PkiRunOptions, state: Callable[[], FabricState], **kwargs: Any) -> PkiService:
         """From ``pki.cli.run_options(args)``: load the CA (raises ``PkiError`` with a one-line reason)."""
         from pki.ca import CertificateAuthority
 

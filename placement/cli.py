@@ -226,7 +226,7 @@ def channel_credentials(args: argparse.Namespace) -> Any:
         raise ValueError("--tls-cert, --tls-key and --tls-ca go together")
     import grpc
 
-    cert, key, ca = (Path(name).read_bytes() for name in files)
+    cert, key, ca = (Path(name).read_bytes() for name in files if name is not None)  # all given: checked above
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 

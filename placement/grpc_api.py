@@ -74,8 +74,8 @@ MAX_MIGRATION_TIMEOUT_S = 300.0
 DEADLINE_MARGIN_S = 0.2
 """A migration stops waiting this long before the caller's deadline, so its answer still arrives."""
 
-TIER_FROM_PB = {pb.TIER_EDGE: Tier.EDGE, pb.TIER_METRO: Tier.METRO, pb.TIER_CLOUD: Tier.CLOUD}
-TIER_TO_PB = {tier: value for value, tier in TIER_FROM_PB.items()}
+TIER_TO_PB = {Tier.EDGE: pb.TIER_EDGE, Tier.METRO: pb.TIER_METRO, Tier.CLOUD: pb.TIER_CLOUD}
+TIER_FROM_PB: dict[int, Tier] = {value: tier for tier, value in TIER_TO_PB.items()}  # keyed by the wire's int
 SCOPE_FROM_PB = {pb.SCOPE_UNSPECIFIED: Scope.NODE, pb.SCOPE_NODE: Scope.NODE, pb.SCOPE_SITE: Scope.SITE}
 SCOPE_TO_PB = {Scope.NODE: pb.SCOPE_NODE, Scope.SITE: pb.SCOPE_SITE}
 KIND_TO_PB = {kind: pb.PlacementEvent.Kind.Value(f"KIND_{kind.name}") for kind in StepKind}

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from netmodel.events import Event
 from netmodel.ids import SwitchId, format_dpid
@@ -34,6 +34,9 @@ from sdnctl.flows import (
 )
 from sdnctl.pathing import RoutePlan, changed_entries, compute_routes
 
+if TYPE_CHECKING:  # os-ken is imported only when a controller runs
+    from sdnctl.openflow import FabricApp
+
 LOG = logging.getLogger("edgectl.sdnctl.engine")
 SETTLE_QUIET_S = 1.0  # no discovery news for this long ...
 SETTLE_MAX_S = 6.0  # ... or this long after a switch connected: program anyway
@@ -48,7 +51,7 @@ class SwitchStatus:
 
 
 class RouteEngine:
-    def __init__(self, app: Any, state: Callable[[], FabricState]) -> None:
+    def __init__(self, app: FabricApp, state: Callable[[], FabricState]) -> None:
         self.app = app
         self._state = state
         self._wake = threading.Condition()

@@ -63,7 +63,7 @@ class _Pending:
     error: str | None = None
 
 
-class FabricApp(app_manager.OSKenApp):  # type: ignore[misc]
+class FabricApp(app_manager.OSKenApp):
     """Constructed by os-ken's AppManager with ``edgectl_publish`` and ``edgectl_state``."""
 
     OFP_VERSIONS = [ofp.OFP_VERSION]

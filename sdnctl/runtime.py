@@ -16,20 +16,26 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdnctl.admission import ConnectionLimits, header_length_problem
+
+if TYPE_CHECKING:  # os-ken is imported only when start_openflow runs (and after OSKEN_HUB_TYPE is set)
+    from netmodel.state import FabricState
+    from pki.tls import TlsFiles
+    from sdnctl.connections import ConnectionGuard
+    from sdnctl.openflow import FabricApp, Publish
 
 LOG = logging.getLogger("edgectl.sdnctl.runtime")
 
 
 @dataclass
 class OpenFlowRuntime:
-    app: Any
+    app: FabricApp
     host: str
     port: int
-    connections: Any = None  # the sdnctl.connections.ConnectionGuard serving this listener
-    manager: Any = None  # os-ken's AppManager
+    connections: ConnectionGuard | None = None  # the guard serving this listener
+    manager: Any = None  # os-ken's AppManager (os-ken is untyped)
 
     def stop(self) -> None:
         """Stop listening, drop every switch, stop os-ken's apps and their threads."""
@@ -43,12 +49,12 @@ class OpenFlowRuntime:
 def start_openflow(
     host: str,
     port: int,
-    publish: Callable[[Any], Any],
-    state: Callable[[], Any],
+    publish: Publish,
+    state: Callable[[], FabricState],
     *,
     echo_interval_s: float = 2.0,
     timeout_s: float = 10.0,
-    tls: Any = None,
+    tls: TlsFiles | None = None,
     limits: ConnectionLimits | None = None,
     on_tls_context: Callable[[ssl.SSLContext], None] | None = None,
 ) -> OpenFlowRuntime:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import stat
 from pathlib import Path
 
@@ -12,6 +11,8 @@ from cryptography import x509
 from pki.ca import CertificateAuthority
 from pki.tls import openflow_controller_tls, peer_uri_sans, switch_tls, write_tls_files
 from tests.unit.pki.pki_helpers import NOW, TD
+from tests.unit.purity_rule import check_pure, pure_paths
+from tests.unit.test_import_direction import imported_modules
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -60,24 +61,17 @@ def test_peer_uri_sans_from_getpeercert() -> None:
     assert peer_uri_sans(None) == [] and peer_uri_sans({}) == []
 
 
-PURE = ["pki/policy.py", "pki/errors.py", "pki/identities.py", "pki/authz.py"]
-FORBIDDEN = {"cryptography", "os_ken", "grpc", "socket", "subprocess", "os", "pathlib", "tempfile", "io", "time"}
+PURE = [path for path in pure_paths() if path.startswith("pki/")]
+
+
+def test_pki_has_its_pure_cores() -> None:
+    assert {"pki/policy.py", "pki/errors.py", "pki/identities.py", "pki/authz.py"} <= set(PURE)
 
 
 @pytest.mark.parametrize("name", PURE)
 def test_pure_modules_import_no_adapter_library_and_do_no_io(name: str) -> None:
-    tree = ast.parse((REPO / name).read_text())
-    roots: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            roots.add(node.module.split(".")[0])
-            if node.module.startswith("pki."):
-                assert f"{node.module.replace('.', '/')}.py" in PURE, f"{name} imports the adapter {node.module}"
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            assert node.func.id not in ("open", "print", "input"), f"{name} calls {node.func.id}"
-    assert not roots & FORBIDDEN, f"{name} imports {sorted(roots & FORBIDDEN)}"
+    check_pure(name)  # the purity rule: also, the pki modules it imports are pure
+    roots = {module.split(".")[0] for _line, module in imported_modules((REPO / name).read_text(), name)}
     # pki's pure modules lean only on each other and on the pure model.
     local = {r for r in roots if r in ("pki", "netmodel")}
     assert roots - local <= {

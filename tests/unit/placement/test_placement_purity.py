@@ -1,43 +1,26 @@
-"""placement's pure cores import no adapter library and do no I/O (tests/unit/test_purity.py covers
-scheduler.py; this covers the rest of the core)."""
+"""placement's pure cores follow the purity rule (tests/unit/purity_rule.py); every other placement module
+is a declared adapter, and only the gRPC ones touch grpc."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
-from tests.unit.test_purity import FORBIDDEN, REPO, imported_roots
+from tests.unit.purity_rule import REPO, check_pure, pure_paths
+from tests.unit.test_import_direction import imported_modules
 
-PURE = [
-    "latency",
-    "snapshot",
-    "plugins",
-    "scheduler",
-    "types",
-    "naming",
-    "failover",
-    "requests",
-    "errors",
-    "synthetic",
-    "improvement",
-]
-ADAPTERS = {"grpc_api", "orchestrator", "watch", "convergence", "cli", "__init__"}
+PURE = [Path(path).stem for path in pure_paths() if path.startswith("placement/")]
+ADAPTERS = {"grpc_api", "orchestrator", "watch", "cli", "__init__"}
 
 
 @pytest.mark.parametrize("name", PURE)
 def test_pure_placement_module(name: str) -> None:
-    path = REPO / "placement" / f"{name}.py"
-    # The scheduler's local search has a time budget: it imports time only for the default clock.
-    allowed = {"time"} if name == "scheduler" else set()
-    assert not imported_roots(path) & ({*FORBIDDEN, "threading", "time", "queue", "logging"} - allowed)
-    calls = [
-        node.func.id
-        for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("open", "print")
-    ]
-    assert not calls
+    check_pure(f"placement/{name}.py")
+
+
+def imported_roots(path: Path) -> set[str]:
+    return {module.split(".")[0] for _line, module in imported_modules(path.read_text(), str(path))}
 
 
 def test_every_module_is_classified() -> None:
