@@ -75,6 +75,19 @@ def _walk(message: Message, path: str, unknown: list[str], wrong: list[str]) -> 
             _walk(item, path + where, unknown, wrong)
 
 
+def nothing_unknown(message: Message, encoded_size: int) -> bool:
+    """True if ``message``, decoded from ``encoded_size`` bytes, holds no unknown field at any depth.
+    Drops unknown fields from ``message`` (decode it again to see them).
+
+    Walking every nested message in Python costs ~0.5 ms for an Envoy's node (hundreds of extensions),
+    and almost every request has nothing unknown: protobuf's own C code decides that instead. The known
+    fields re-encode to at most the bytes they came from, and unknown fields are bytes they came from
+    too, so after dropping the unknown ones the size equals the input only if there were none (a
+    request encoded unusually, e.g. with a field twice, merely takes the slow path)."""
+    message.DiscardUnknownFields()
+    return message.ByteSize() == encoded_size
+
+
 def safe_parser(message_class: Any) -> Callable[[bytes], Any]:
     """A gRPC request deserializer: the decoded message, or an ``Undecodable`` saying why not
     (protobuf's decode error, or every known field sent with the wrong wire type)."""
@@ -85,6 +98,9 @@ def safe_parser(message_class: Any) -> Callable[[bytes], Any]:
             message = message_class.FromString(data)
         except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
             return Undecodable(type_name, str(exc) or type(exc).__name__)
+        if nothing_unknown(message, len(data)):
+            return message
+        message = message_class.FromString(data)  # the check dropped what was unknown: name it
         wrong = field_problems(message).wrong_wire_type
         return Undecodable(type_name, "; ".join(wrong)) if wrong else message
 
