@@ -85,7 +85,7 @@ def nothing_unknown(message: Message, encoded_size: int) -> bool:
     too, so after dropping the unknown ones the size equals the input only if there were none (a
     request encoded unusually, e.g. with a field twice, merely takes the slow path)."""
     message.DiscardUnknownFields()
-    return message.ByteSize() == encoded_size
+    return bool(message.ByteSize() == encoded_size)
 
 
 def safe_parser(message_class: Any) -> Callable[[bytes], Any]:
