@@ -12,60 +12,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
 
-from placement._pb import placement_pb2 as pb
-from placement._pb import placement_pb2_grpc as pb_grpc
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the testbed's launcher is in the checkout, not in the installed package
+
+from mininet_topos.controller_process import ControllerProcess, free_port, start_edgectl  # noqa: E402
+from placement._pb import placement_pb2 as pb  # noqa: E402
+from placement._pb import placement_pb2_grpc as pb_grpc  # noqa: E402
+
 FABRIC = REPO / "examples" / "edge-cloud.yaml"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def healthy(http_port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=0.5) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def run_controller(state_dir: str | None, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    http_port, api_port = free_port(), free_port()
-    command = [
-        sys.executable, "-m", "edgectl.cli", "run", "--config", str(FABRIC),
-        "--openflow-port", str(free_port()), "--http-port", str(http_port),
-        "--xds-port", str(free_port()), "--api-port", str(api_port),
-        *(["--state-dir", state_dir] if state_dir else []),
-    ]  # fmt: skip
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ))
-    deadline = time.monotonic() + 30
-    while not healthy(http_port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"edgectl run did not come up:\n{log.read_text()[-2000:]}")
-        time.sleep(0.1)
+def run_controller(state_dir: str | None, log: Path) -> tuple[ControllerProcess, int]:
+    """``edgectl run`` on free ports (the one launcher tests, benchmarks and the demo share)."""
+    api_port = free_port()
+    extra = ["--api-port", str(api_port), *(["--state-dir", state_dir] if state_dir else [])]
+    controller = start_edgectl(FABRIC, *extra, log_path=log, ready_timeout=30)
     channel = grpc.insecure_channel(f"127.0.0.1:{api_port}")
     grpc.channel_ready_future(channel).result(timeout=30)
     channel.close()
-    return process, api_port
+    return controller, api_port
 
 
 def burst(api_port: int, clients: int, calls: int) -> dict[str, float]:
@@ -109,16 +83,11 @@ def burst(api_port: int, clients: int, calls: int) -> dict[str, float]:
 
 
 def measure(state_dir: str | None, clients: int, calls: int, workdir: Path) -> dict[str, float]:
-    process, api_port = run_controller(state_dir, workdir / ("durable.log" if state_dir else "memory.log"))
+    controller, api_port = run_controller(state_dir, workdir / ("durable.log" if state_dir else "memory.log"))
     try:
         return burst(api_port, clients, calls)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        controller.stop()
 
 
 def main() -> None:
