@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from edgectl.http_access import is_loopback, loopback_only
+from edgectl.http_access import loopback_only
 from pki.errors import PkiError, RotationTooSoon
 
 if TYPE_CHECKING:  # the HTTP server and the CA are imported only when a controller runs
@@ -40,5 +40,3 @@ def rotate_route(pki: PkiService, *, http_host: str) -> PostRoute:
         rotate, http_host=http_host, what="forced rotation", instead="use edgectl pki rotate --dir on the CA"
     )
 
-
-__all__ = ["is_loopback", "rotate_route"]

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from pki.due_timer import DueTimer
 from pki.policy import DEFAULT_JITTER_FRACTION, Svid, due_for_rotation, rotation_time, serial_jitter
 
 LOG = logging.getLogger("edgectl.pki.renewal")
@@ -84,29 +85,27 @@ class RenewalTimer:
         retry_s: float = 5.0,
     ) -> None:
         self._certificates = list(certificates)
-        self._clock = clock
-        self._max_sleep_s = max_sleep_s
-        self._min_sleep_s = min_sleep_s
         self._retry_s = retry_s
         self._retry_at: dict[str, float] = {}
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._timer = DueTimer(
+            "control-cert-renewal",
+            self.next_at,
+            self._renew,
+            clock=clock,
+            max_sleep_s=max_sleep_s,
+            min_sleep_s=min_sleep_s,
+        )
 
     def add(self, certificate: RenewedCertificate) -> None:
         self._certificates.append(certificate)
-        self._wake.set()
+        self._timer.wake()
 
     def start(self) -> RenewalTimer:
-        self._thread = threading.Thread(target=self._run, name="control-cert-renewal", daemon=True)
-        self._thread.start()
+        self._timer.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._timer.stop(timeout)
 
     def next_at(self) -> float | None:
         """When the timer next has work: the earliest renewal (or retry after a failure)."""
@@ -132,13 +131,6 @@ class RenewalTimer:
                 LOG.warning("renewing the %s certificate failed (retry in %.0f s): %s", cert.name, self._retry_s, exc)
         return renewed
 
-    def _run(self) -> None:
-        while not self._stopping:
-            due = self.next_at()
-            now = self._clock()
-            sleep = self._max_sleep_s if due is None else min(max(due - now, self._min_sleep_s), self._max_sleep_s)
-            self._wake.wait(sleep)
-            self._wake.clear()
-            if self._stopping:
-                return
-            self.renew_due(self._clock())
+    def _renew(self, now: float) -> bool:
+        self.renew_due(now)
+        return False  # a failed renewal is retried by next_at (retry_s), not by backing off the loop

@@ -84,8 +84,9 @@ def start_openflow(
     cfg.CONF.set_override("echo_request_interval", echo_interval_s)
     cfg.CONF.set_override("maximum_unreplied_echo_requests", 3)
     connections = _guard_connections(_controller, limits or ConnectionLimits())
-    if tls is not None and on_tls_context is not None:
-        _hand_over_tls_context(_controller, on_tls_context)
+    # os-ken builds its listening SSLContext inside its server loop and keeps it to itself: the server
+    # class (ours, set by _guard_connections) hands it to this start's callback as the listener is made.
+    _controller.StreamServer.on_tls_context = on_tls_context if tls is not None else None
     manager = app_manager.AppManager.get_instance()
     manager.load_apps(["os_ken.controller.ofp_handler", "sdnctl.openflow"])
     contexts = manager.create_contexts()
@@ -160,9 +161,15 @@ def _guard_connections(controller_module: Any, limits: ConnectionLimits) -> Any:
         """
 
         handle: Any
+        on_tls_context: Callable[[ssl.SSLContext], None] | None = None
+        """Given the listener's SSLContext (certificate renewal installs a callback on it)."""
 
         def __init__(self, listen_info: Any, handle: Any, *args: Any, **kwargs: Any) -> None:
             super().__init__(listen_info, handle, *args, **kwargs)
+            context = kwargs.get("ssl_ctx")
+            hand_over = type(self).on_tls_context  # read off the class: a function must not bind to self
+            if isinstance(context, ssl.SSLContext) and hand_over is not None:
+                hand_over(context)
             self.stopping = False
             if isinstance(handle, ConnectionGuard):
                 handle.listeners.append(self)
@@ -221,18 +228,3 @@ def _wait_listening(host: str, port: int, timeout_s: float) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"OpenFlow listener on {host}:{port} did not come up") from None
             time.sleep(0.02)
-
-
-def _hand_over_tls_context(controller_module: Any, on_tls_context: Callable[[ssl.SSLContext], None]) -> None:
-    """os-ken builds its listening SSLContext inside its server loop and keeps it to itself: pass it on
-    as the listener is made (certificate renewal installs a callback on it)."""
-    base = controller_module.StreamServer
-
-    class TlsContextServer(base):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            context = kwargs.get("ssl_ctx")
-            super().__init__(*args, **kwargs)
-            if isinstance(context, ssl.SSLContext):
-                on_tls_context(context)
-
-    controller_module.StreamServer = TlsContextServer

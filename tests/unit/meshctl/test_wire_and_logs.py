@@ -13,6 +13,7 @@ import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshctl.cache import SnapshotCache
+from meshctl.protocol import NullObserver
 from meshctl.sotw import SotwStream
 from meshctl.xds_grpc import _AdsServicer, _safe_parser, _Undecodable
 from meshctl.xds_types import CLUSTER
@@ -106,7 +107,7 @@ def test_an_ended_stream_logs_the_node_escaped(caplog: pytest.LogCaptureFixture)
     assert "ending sotw stream of web-1\\nERROR forged: unknown type_url" in only_line(caplog)
 
 
-class _Metrics:
+class _Metrics(NullObserver):
     """The servicer's callbacks (``XdsCallbacks``), ignored."""
 
     def opened(self, mode: str) -> None:
@@ -116,13 +117,4 @@ class _Metrics:
         pass
 
     def failed(self, code: str) -> None:
-        pass
-
-    def pushed(self, type_url: str) -> None:
-        pass
-
-    def acked(self, type_url: str, seconds: float) -> None:
-        pass
-
-    def nacked(self, type_url: str) -> None:
         pass

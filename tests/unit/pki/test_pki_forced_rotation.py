@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from edgectl.pki_http import is_loopback, rotate_route
+from edgectl.http_access import is_loopback
+from edgectl.pki_http import rotate_route
 from netmodel.state import FabricState
 from pki.errors import RotationTooSoon
 from pki.policy import forced_rotation_wait, host_spiffe_id
