@@ -9,10 +9,10 @@ Bound anywhere else, such a route answers 403 and says why and what to use inste
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-Route = Callable[[Any, Any], tuple[int, Any]]  # (state, JSON body) -> (status, JSON reply)
+if TYPE_CHECKING:
+    from edgectl.http_api import PostRoute
 
 
 def is_loopback(host: str) -> bool:
@@ -25,7 +25,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def loopback_only(route: Route, *, http_host: str, what: str, instead: str) -> Route:
+def loopback_only(route: PostRoute, *, http_host: str, what: str, instead: str) -> PostRoute:
     """``route`` when the HTTP API listens on loopback, else a route that refuses with 403."""
     if is_loopback(http_host):
         return route
