@@ -39,4 +39,3 @@ def rotate_route(pki: PkiService, *, http_host: str) -> PostRoute:
     return loopback_only(
         rotate, http_host=http_host, what="forced rotation", instead="use edgectl pki rotate --dir on the CA"
     )
-

@@ -117,6 +117,7 @@ def workloads_from_json(doc: Any) -> list[Workload]:
                 node=NodeId(raw["node"]) if raw.get("node") else None,
                 port=int(raw.get("port", 0)),
                 constraints=_constraints_from_json(raw.get("constraints")),
+                declared=bool(raw.get("declared", False)),  # absent in files written before replicas were kept
             )
         )
     return out

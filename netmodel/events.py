@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from netmodel.ids import NodeId, PortNo, SwitchId, WorkloadId
 from netmodel.types import Attachment, LinkId, Port, Workload
+
+if TYPE_CHECKING:  # netmodel.fabric builds states, and states apply events
+    from netmodel.fabric import FabricSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,18 @@ class WorkloadHealthChanged:
     at: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class DesiredStateApplied:
+    """An operator's declaration (a fabric file, a directory, a git commit) replaced the previous one.
+
+    What is declared (sites, switches, links with their latency prior and capacity, hosts, nodes,
+    services) becomes ``spec``'s; what was observed (connections, ports, measured latency, learned
+    hosts, placements) stays: see ``netmodel.desired.merge_desired``."""
+
+    spec: FabricSpec
+    revision: str
+
+
 Event = (
     SwitchConnected
     | SwitchDisconnected
@@ -132,4 +148,5 @@ Event = (
     | WorkloadPlaced
     | WorkloadRemoved
     | WorkloadHealthChanged
+    | DesiredStateApplied
 )

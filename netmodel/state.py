@@ -51,6 +51,8 @@ class FabricState:
     unhealthy: Mapping[WorkloadId, str] = field(default_factory=frozen_map)
     """Placed instances reported unhealthy (``WorkloadHealthChanged``), with the reason. A runtime
     observation of the processes behind a placement, not part of it: a new placement clears it."""
+    desired_revision: str = ""
+    """The revision of the desired-state document the declarations come from (``DesiredStateApplied``)."""
     generation: int = 0
 
     def apply(self, event: ev.Event) -> FabricState:
@@ -319,6 +321,15 @@ def _workload_health_changed(state: FabricState, event: ev.WorkloadHealthChanged
     return state if unhealthy is state.unhealthy else state._with(unhealthy=unhealthy)
 
 
+def _desired_state_applied(state: FabricState, event: ev.DesiredStateApplied) -> FabricState:
+    from netmodel.desired import merge_desired  # netmodel.desired builds on this module
+
+    merged = merge_desired(state, event.spec)
+    if merged is state and state.desired_revision == event.revision:
+        return state
+    return replace(merged, desired_revision=event.revision)
+
+
 # -- helpers ----------------------------------------------------------------------------------------
 
 
@@ -373,6 +384,7 @@ _HANDLERS: dict[type, Callable[[FabricState, Any], FabricState]] = {
     ev.WorkloadPlaced: _workload_placed,
     ev.WorkloadRemoved: _workload_removed,
     ev.WorkloadHealthChanged: _workload_health_changed,
+    ev.DesiredStateApplied: _desired_state_applied,
 }
 
 __all__ = [

@@ -188,7 +188,8 @@ class PlacementConstraints:
 @dataclass(frozen=True, slots=True)
 class Workload:
     """One instance of a service; ``node`` is None until placed. ``constraints`` None: the ones its
-    service declares in the fabric file."""
+    service declares in the fabric file. ``declared``: placed by the controller for the replicas the
+    desired state declares (kept at that count), not by a Place call (kept until evicted)."""
 
     id: WorkloadId
     service: ServiceName
@@ -197,3 +198,4 @@ class Workload:
     node: NodeId | None = None
     port: int = 0
     constraints: PlacementConstraints | None = None
+    declared: bool = False
