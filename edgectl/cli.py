@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from edgectl.config import RunConfig, load_fabric
+from edgectl.config import RunConfig, load_desired, load_fabric
 from netmodel.fabric_file import FabricFileError
 from pki import cli as pki_cli  # loads no cryptography until a pki command runs
 from pki.errors import PkiError
@@ -37,7 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the controller: OpenFlow, xDS, placement gRPC, HTTP API")
-    run.add_argument("--config", required=True, metavar="FILE", help="the fabric file")
+    run.add_argument(
+        "--config",
+        required=True,
+        metavar="PATH",
+        help="the desired-state document: a fabric file or a directory of them; changes are applied warm "
+        "(SIGHUP: read it now)",
+    )
+    run.add_argument(
+        "--reload-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="check --config for changes this often (1; 0: only on SIGHUP)",
+    )
+    run.add_argument(
+        "--prune",
+        action="store_true",
+        help="tear down what the desired state no longer declares (default: keep it, reported as an orphan)",
+    )
     _add_address(run, "openflow", "OpenFlow 1.3 listener", 6653)
     _add_address(run, "http", "HTTP endpoint (/healthz, /metrics, /api/v1)", 8080)
     _add_address(run, "xds", "Envoy xDS (ADS) gRPC server", 18000)
@@ -75,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     mesh.add_argument("mesh_args", nargs=argparse.REMAINDER, help="see `edgectl mesh bootstrap --help`")
 
     pki_cli.register(sub)
+    from edgectl.gitops_cli import register as register_gitops_commands
     from placement.cli import register as register_placement_commands
 
+    register_gitops_commands(sub)
     register_placement_commands(sub)
 
     routes = sub.add_parser("routes", help="print the routes a running controller has programmed")
@@ -95,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     placement_handler = getattr(args, "placement_handler", None)
     if placement_handler is not None:
         return int(placement_handler(args))
+    gitops_handler = getattr(args, "gitops_handler", None)
+    if gitops_handler is not None:
+        return int(gitops_handler(args))
     if args.command == "validate":
         return cmd_validate(args.file)
     if args.command == "topo":
@@ -172,11 +195,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
     )
+    if args.reload_interval < 0:
+        print("edgectl run: --reload-interval must be >= 0", file=sys.stderr)
+        return 1
     try:
-        spec = load_fabric(args.config)
+        document = load_desired(args.config)
     except FabricFileError as exc:
         print(exc, file=sys.stderr)
         return 1
+    spec = document.spec
     try:
         pki_options = pki_cli.run_options(args)
     except ValueError as exc:
@@ -197,6 +224,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         api_host=args.api_bind,
         api_port=args.api_port,
         state_dir=args.state_dir,
+        prune=args.prune,
+        config_watch_interval_s=args.reload_interval,
     )
     from edgectl.controller import Controller
 
@@ -208,14 +237,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    controller = Controller(config, spec)
+    controller = Controller(config, spec, document.revision)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: controller.reload_config_soon())
     try:
         controller.start()
     except (OSError, PkiError) as exc:
         LOG.error("cannot start: %s", exc)
         controller.stop()
         return 1
-    LOG.info("edgectl running (fabric %s, %d switches declared)", spec.name, len(spec.switches))
+    LOG.info(
+        "edgectl running (fabric %s, revision %s, %d switches declared)",
+        spec.name,
+        document.revision,
+        len(spec.switches),
+    )
     while not stop.wait(1.0):
         pass
     controller.stop()

@@ -37,4 +37,8 @@ class RunConfig:
     api_host: str = "127.0.0.1"
     api_port: int = 50051
     state_dir: str | None = None
+    prune: bool = False
+    """Objects removed from the desired state are torn down (else kept and reported as orphans)."""
+    config_watch_interval_s: float = 1.0
+    """How often --config is checked for changes (0: only on SIGHUP)."""
     pki: PkiRunOptions | None = None  # with --pki-dir

@@ -47,6 +47,7 @@ class HttpApi:
         self._metrics = metrics
         self._routes = dict(routes)
         self._post_routes: dict[str, PostRoute] = {}
+        self._post_limits: dict[str, int] = {}
         self._server = BoundedHttpServer((host, port), self._handler_class(), idle_timeout_s, max_connections)
         self._thread: threading.Thread | None = None
 
@@ -60,10 +61,12 @@ class HttpApi:
         """Connections being served now (each has a thread)."""
         return self._server.active_connections
 
-    def add_route(self, path: str, route: Any, method: str = "GET") -> None:
-        """A GET ``JsonRoute``, or with ``method="POST"`` a ``PostRoute`` (JSON body in, status and JSON out)."""
+    def add_route(self, path: str, route: Any, method: str = "GET", max_body: int = MAX_BODY) -> None:
+        """A GET ``JsonRoute``, or with ``method="POST"`` a ``PostRoute`` (JSON body in, status and JSON out;
+        a body over ``max_body`` bytes is refused before it is read)."""
         if method == "POST":
             self._post_routes[path] = route
+            self._post_limits[path] = max_body
         elif method == "GET":
             self._routes[path] = route
         else:
@@ -129,7 +132,7 @@ class HttpApi:
                 if route is None:
                     self._not_routed(path)
                     return
-                data = self.read_body(MAX_BODY)
+                data = self.read_body(api._post_limits.get(path, MAX_BODY))
                 if data is None:
                     return
                 try:

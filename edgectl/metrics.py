@@ -25,6 +25,30 @@ class ControllerMetrics:
         )
         self.links = Gauge("edgectl_links", "Link directions in the model by state", ["state"], registry=self.registry)
 
+        self.config_load_error = Gauge(
+            "edgectl_config_load_error",
+            "1 while the newest desired-state document could not be applied (the last good one runs)",
+            registry=self.registry,
+        )
+        self.config_info = Gauge(
+            "edgectl_config_info",
+            "The desired-state revision the model runs (value 1), with its source",
+            ["revision", "source"],
+            registry=self.registry,
+        )
+        self.config_converged = Gauge(
+            "edgectl_config_converged",
+            "1 when the data plane converged on the applied revision (routes barrier-confirmed, sidecars ACKed)",
+            registry=self.registry,
+        )
+
+    def observe_desired(self, revision: str, source: str, error: bool, converged: bool | None) -> None:
+        self.config_load_error.set(1 if error else 0)
+        self.config_info.clear()
+        if revision:
+            self.config_info.labels(revision, source).set(1)
+        self.config_converged.set(1 if converged else 0)
+
     def observe_event(self, event: Event, outcome: str) -> None:
         self.events.labels(type(event).__name__, outcome).inc()
 

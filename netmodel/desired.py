@@ -14,7 +14,7 @@ as an orphan, until prune is on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -39,8 +39,16 @@ class Orphans:
         return bool(self.names)
 
 
-def cable_name(cable: CableSpec) -> str:
-    return f"{cable.a}:{cable.a_port}-{cable.b}:{cable.b_port}"
+def cable_names(cables: Iterable[CableSpec]) -> list[str]:
+    """Each cable's name: its two switches (``ea1-m1``, ends in file order), ``#2``, ``#3``... for parallel
+    cables. Ports are not part of the name: a cable moved to another port is a changed cable."""
+    seen: dict[str, int] = {}
+    names = []
+    for cable in cables:
+        base = f"{cable.a}-{cable.b}"
+        seen[base] = seen.get(base, 0) + 1
+        names.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    return names
 
 
 def _keyed_sections(spec: FabricSpec) -> dict[str, dict[str, object]]:
@@ -48,19 +56,17 @@ def _keyed_sections(spec: FabricSpec) -> dict[str, dict[str, object]]:
     return {
         "site": {s.id: s for s in spec.sites},
         "switch": {s.name: s for s in spec.switches},
-        "link": {cable_name(c): c for c in spec.cables},
+        "link": dict(zip(cable_names(spec.cables), spec.cables, strict=True)),
         "host": {h.id: h for h in spec.hosts},
         "node": {n.id: n for n in spec.nodes},
         "service": {s.name: s for s in spec.services},
     }
 
 
-def _kept(old: Iterable[T], new: Iterable[T], key: object) -> tuple[list[T], list[T]]:
-    """(new items + old items whose key the new ones lack, the old items kept)."""
-    get = key  # a callable: item -> its name
-    names = {get(item) for item in new}  # type: ignore[operator]
-    orphans = [item for item in old if get(item) not in names]  # type: ignore[operator]
-    return [*new, *orphans], orphans
+def _orphans(old: Iterable[T], new: Iterable[T], key: Callable[[T], object]) -> list[T]:
+    """The old items whose name (``key``) no new item has."""
+    names = {key(item) for item in new}
+    return [item for item in old if key(item) not in names]
 
 
 def effective_spec(previous: FabricSpec | None, new: FabricSpec, *, prune: bool) -> tuple[FabricSpec, Orphans]:
@@ -74,13 +80,16 @@ def effective_spec(previous: FabricSpec | None, new: FabricSpec, *, prune: bool)
     """
     if prune or previous is None:
         return new, Orphans()
-    sites, o_sites = _kept(previous.sites, new.sites, lambda s: s.id)
-    switches, o_switches = _kept(previous.switches, new.switches, lambda s: s.name)
+    o_sites = _orphans(previous.sites, new.sites, lambda s: s.id)
+    o_switches = _orphans(previous.switches, new.switches, lambda s: s.name)
     new_dpids = {s.dpid for s in new.switches}
     # A kept switch whose dpid a new switch took is no orphan but a rename: the new name wins.
     o_switches = [s for s in o_switches if s.dpid not in new_dpids]
     switches = [*new.switches, *o_switches]
-    cables, o_cables = _kept(previous.cables, new.cables, cable_name)
+    new_cable_names = set(cable_names(new.cables))
+    o_cables = [
+        c for c, n in zip(previous.cables, cable_names(previous.cables), strict=True) if n not in new_cable_names
+    ]
     taken = {(c.a, c.a_port) for c in new.cables} | {(c.b, c.b_port) for c in new.cables}
     taken |= {(h.switch, h.port) for h in new.hosts} | {(n.switch, n.port) for n in new.nodes}
     switch_names = {s.name for s in switches}
@@ -91,29 +100,29 @@ def effective_spec(previous: FabricSpec | None, new: FabricSpec, *, prune: bool)
         if (c.a, c.a_port) not in taken and (c.b, c.b_port) not in taken and {c.a, c.b} <= switch_names
     ]
     cables = [*new.cables, *o_cables]
-    hosts, o_hosts = _kept(previous.hosts, new.hosts, lambda h: h.id)
-    o_hosts = [h for h in o_hosts if (h.switch, h.port) not in taken]
+    o_hosts = _orphans(previous.hosts, new.hosts, lambda h: h.id)
+    o_hosts = [h for h in o_hosts if (h.switch, h.port) not in taken and h.switch in switch_names]
     hosts = [*new.hosts, *o_hosts]
-    nodes, o_nodes = _kept(previous.nodes, new.nodes, lambda n: n.id)
-    o_nodes = [n for n in o_nodes if (n.switch, n.port) not in taken]
+    o_nodes = _orphans(previous.nodes, new.nodes, lambda n: n.id)
+    o_nodes = [n for n in o_nodes if (n.switch, n.port) not in taken and n.switch in switch_names]
     nodes = [*new.nodes, *o_nodes]
-    services, o_services = _kept(previous.services, new.services, lambda s: s.name)
+    o_services = _orphans(previous.services, new.services, lambda s: s.name)
     names = (
         [f"site/{s.id}" for s in o_sites]
         + [f"switch/{s.name}" for s in o_switches]
-        + [f"link/{cable_name(c)}" for c in o_cables]
+        + [f"link/{c.a}-{c.b}" for c in o_cables]
         + [f"host/{h.id}" for h in o_hosts]
         + [f"node/{n.id}" for n in o_nodes]
         + [f"service/{s.name}" for s in o_services]
     )
     spec = replace(
         new,
-        sites=tuple(sites),
+        sites=(*new.sites, *o_sites),
         switches=tuple(switches),
         cables=tuple(cables),
         hosts=tuple(hosts),
         nodes=tuple(nodes),
-        services=tuple(services),
+        services=(*new.services, *o_services),
     )
     return spec, Orphans(tuple(names))
 
@@ -253,7 +262,7 @@ def _reuse_unchanged(old: FabricState, new: FabricState) -> FabricState:
 __all__ = [
     "ObjectChanges",
     "Orphans",
-    "cable_name",
+    "cable_names",
     "effective_spec",
     "evicted_by",
     "merge_desired",

@@ -1,0 +1,317 @@
+"""The desired-state layer of a running controller: the last good document, applying a new one, status.
+
+One ``DesiredState`` per controller. Documents arrive from the ``--config`` file (hot reload),
+``edgectl apply`` (HTTP) or a git commit; each goes through the same steps, one at a time:
+
+1. a document that does not parse is rejected: its ``FILE:LINE`` problems become the status, the
+   log line and ``edgectl_config_load_error 1``; the model is not touched (the last good state runs);
+2. the plan is computed (``edgectl.plan``, pure) on the live model;
+3. ``DesiredStateApplied`` goes to the model writer: declarations replaced, observations kept, so
+   the route engine sends only the difference (no flow flushed, no switch reconnected) and meshctl
+   pushes only changed resources;
+4. it waits until the routes are barrier-confirmed and the sidecars ACKed that generation, and
+   reports what did not converge in time.
+
+Sync status (does the controller run the newest document: ``synced`` / ``progressing`` / ``error``)
+and health (did the data plane converge) are reported apart, as Argo CD does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgectl.plan import Plan, PlanInputs, compute_plan
+from netmodel.events import DesiredStateApplied, Event
+from netmodel.fabric import FabricSpec
+from netmodel.state import FabricState
+
+LOG = logging.getLogger("edgectl.desired")
+HISTORY_LENGTH = 200
+DEFAULT_CONVERGE_TIMEOUT_S = 30.0
+PUBLISH_TIMEOUT_S = 10.0
+
+SYNCED = "synced"
+PROGRESSING = "progressing"
+ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A convergence question about one model generation ("routes", "sidecars")."""
+
+    name: str
+    converged: Callable[[int], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    revision: str
+    plan: Plan
+    applied: bool
+    """False for a dry run, or when the document changed nothing."""
+    generation: int
+    converged: bool
+    not_converged: tuple[str, ...] = ()
+    """The probes still behind at the timeout (``routes``, ``sidecars``)."""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    revision: str
+    source: str
+    applied_at: float
+    generation: int
+    summary: dict[str, Any]
+    converged: bool
+    converge_seconds: float
+    not_converged: tuple[str, ...] = ()
+
+
+@dataclass
+class _Status:
+    revision: str = ""
+    """What the model runs (the last good document)."""
+    source: str = ""
+    applied_at: float | None = None
+    status: str = PROGRESSING
+    error: str = ""
+    error_revision: str = ""
+    error_source: str = ""
+    error_at: float | None = None
+    healthy: bool | None = None
+    not_converged: tuple[str, ...] = ()
+    orphans: tuple[str, ...] = ()
+    seen: dict[str, Any] = field(default_factory=dict)
+
+
+class DesiredState:
+    def __init__(
+        self,
+        publish: Callable[[Event], Future[FabricState]],
+        plan_inputs: Callable[[FabricSpec | None], PlanInputs],
+        *,
+        prune: bool = False,
+        probes: Sequence[Probe] = (),
+        on_status: Callable[[DesiredState], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._publish = publish
+        self._plan_inputs = plan_inputs
+        self.prune = prune
+        self._probes = list(probes)
+        self._on_status = on_status
+        self._clock = clock
+        self._lock = threading.Lock()  # one document at a time, plan to convergence
+        self._status = _Status()
+        self.applied_spec: FabricSpec | None = None
+        """The document the model runs, with its orphans (None before the first)."""
+        self._history: deque[HistoryEntry] = deque(maxlen=HISTORY_LENGTH)
+
+    def add_probe(self, probe: Probe) -> None:
+        self._probes.append(probe)
+
+    # -- the steps --------------------------------------------------------------------------------
+
+    def adopt(self, document: FabricSpec, revision: str, source: str) -> None:
+        """The document the model was built from at start: running, nothing to apply."""
+        with self._lock:
+            self.applied_spec = document
+            now = self._clock()
+            self._history.append(HistoryEntry(revision, source, now, 0, {"initial": True}, True, 0.0))
+            self._set(revision=revision, source=source, applied_at=now, status=SYNCED, healthy=None)
+
+    def plan(self, document: FabricSpec, revision: str) -> Plan:
+        return compute_plan(self._plan_inputs(self.applied_spec), document, revision, prune=self.prune)
+
+    def apply(
+        self,
+        document: FabricSpec,
+        revision: str,
+        source: str,
+        *,
+        dry_run: bool = False,
+        timeout_s: float = DEFAULT_CONVERGE_TIMEOUT_S,
+    ) -> ApplyResult:
+        """Plan, then (unless ``dry_run``) apply and wait for convergence. Serialized: a document
+        arriving while the previous one converges waits for it."""
+        with self._lock:
+            plan = self.plan(document, revision)
+            if dry_run:
+                return ApplyResult(revision, plan, applied=False, generation=-1, converged=True)
+            started = time.monotonic()
+            self._set(status=PROGRESSING)
+            try:
+                state = self._publish(DesiredStateApplied(plan.spec, revision)).result(timeout=PUBLISH_TIMEOUT_S)
+            except Exception as exc:  # the writer refused it: the model is unchanged
+                self._fail(f"the model refused revision {revision}: {exc}", revision, source)
+                raise
+            self.applied_spec = plan.spec
+            behind = self._wait(state.generation, timeout_s)
+            seconds = time.monotonic() - started
+            now = self._clock()
+            entry = HistoryEntry(
+                revision=revision,
+                source=source,
+                applied_at=now,
+                generation=state.generation,
+                summary=_summary(plan),
+                converged=not behind,
+                converge_seconds=round(seconds, 4),
+                not_converged=behind,
+            )
+            self._history.append(entry)
+            self._set(
+                revision=revision,
+                source=source,
+                applied_at=now,
+                status=SYNCED,
+                error="",
+                error_revision="",
+                error_source="",
+                error_at=None,
+                healthy=not behind,
+                not_converged=behind,
+                orphans=plan.orphans.names,
+            )
+            if behind:
+                LOG.warning(
+                    "revision %s applied from %s; not converged after %.1f s: %s",
+                    revision,
+                    source,
+                    seconds,
+                    ", ".join(behind),
+                )
+            else:
+                LOG.info(
+                    "revision %s applied from %s: %d FlowMods, %d sidecars, converged in %.3f s",
+                    revision,
+                    source,
+                    plan.flow_mods,
+                    len(plan.xds),
+                    seconds,
+                )
+            return ApplyResult(revision, plan, True, state.generation, not behind, behind, seconds)
+
+    def reject(self, error: str, revision: str, source: str) -> None:
+        """A document that cannot be applied (bad YAML, a dangling reference, unreadable): the last good
+        state keeps running; the error is the status until a good document arrives."""
+        with self._lock:
+            self._fail(error, revision, source)
+
+    def note_seen(self, **seen: Any) -> None:
+        """What a source has seen besides what was applied (git: the SHA the ref points at)."""
+        self._status.seen.update(seen)
+        self._notify()
+
+    # -- views ------------------------------------------------------------------------------------
+
+    @property
+    def revision(self) -> str:
+        return self._status.revision
+
+    @property
+    def status(self) -> str:
+        return self._status.status
+
+    @property
+    def error(self) -> str:
+        return self._status.error
+
+    def view(self) -> dict[str, Any]:
+        s = self._status
+        return {
+            "revision": s.revision,
+            "source": s.source,
+            "status": s.status,
+            "error": s.error or None,
+            "error_revision": s.error_revision or None,
+            "error_source": s.error_source or None,
+            "error_at": s.error_at,
+            "applied_at": s.applied_at,
+            "health": None if s.healthy is None else ("converged" if s.healthy else "degraded"),
+            "not_converged": list(s.not_converged),
+            "prune": self.prune,
+            "orphans": list(s.orphans),
+            **s.seen,
+        }
+
+    def history_view(self) -> dict[str, Any]:
+        return {
+            "history": [
+                {
+                    "revision": e.revision,
+                    "source": e.source,
+                    "applied_at": e.applied_at,
+                    "generation": e.generation,
+                    "changes": e.summary,
+                    "converged": e.converged,
+                    "converge_seconds": e.converge_seconds,
+                    "not_converged": list(e.not_converged),
+                }
+                for e in reversed(self._history)
+            ]
+        }
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _wait(self, generation: int, timeout_s: float) -> tuple[str, ...]:
+        deadline = time.monotonic() + timeout_s
+        pending = list(self._probes)
+        while True:
+            pending = [p for p in pending if not _converged(p, generation)]
+            if not pending or time.monotonic() >= deadline:
+                return tuple(p.name for p in pending)
+            time.sleep(0.005)
+
+    def _fail(self, error: str, revision: str, source: str) -> None:
+        LOG.error(
+            "desired state from %s (revision %s) rejected; revision %s keeps running:\n%s",
+            source,
+            revision or "?",
+            self._status.revision or "(none)",
+            error,
+        )
+        self._set(status=ERROR, error=error, error_revision=revision, error_source=source, error_at=self._clock())
+
+    def _set(self, **changes: Any) -> None:
+        for name, value in changes.items():
+            setattr(self._status, name, value)
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._on_status is not None:
+            try:
+                self._on_status(self)
+            except Exception:  # metrics must never break an apply
+                LOG.exception("desired-state status observer failed")
+
+
+def _converged(probe: Probe, generation: int) -> bool:
+    try:
+        return probe.converged(generation)
+    except Exception:
+        LOG.exception("convergence probe %s failed", probe.name)
+        return False
+
+
+def _summary(plan: Plan) -> dict[str, Any]:
+    return {
+        "objects_added": list(plan.objects.added),
+        "objects_removed": list(plan.objects.removed),
+        "objects_changed": list(plan.objects.changed),
+        "orphans": list(plan.orphans.names),
+        "flow_mods": plan.flow_mods,
+        "switches": [c.name for c in plan.openflow],
+        "sidecars": len(plan.xds),
+        "placed": len(plan.placement.placed),
+        "moved": len(plan.placement.moved),
+        "evicted": len(plan.placement.evicted) + len(plan.evicted_by_prune),
+    }

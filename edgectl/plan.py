@@ -1,0 +1,230 @@
+"""The plan: what applying a desired-state document to the running controller would change. Pure.
+
+Computed by the same cores the controller runs, on a hypothetical state (``merge_desired`` of the
+document into the live model), nothing applied: declared objects added, removed and changed (and
+orphans kept while prune is off); per switch the FlowMods and GroupMods the route engine would send;
+per Envoy node the xDS resources that would change; the instances placement would place, move or
+evict; the identities that would be issued or retired. ``edgectl diff`` prints it and ``edgectl apply``
+shows it before it acts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from meshctl.snapshot import MeshConfig, MeshSnapshot, build_snapshots
+from meshctl.xds_types import PUSH_ORDER
+from netmodel.desired import (
+    ObjectChanges,
+    Orphans,
+    cable_names,
+    effective_spec,
+    evicted_by,
+    merge_desired,
+    object_changes,
+)
+from netmodel.fabric import FabricSpec
+from netmodel.ids import ServiceName, SwitchId, format_dpid
+from netmodel.state import FabricState
+from placement.naming import DEFAULT_TRUST_DOMAIN, next_workload_ids, workload_spiffe_id
+from placement.replicas import ReplicaPlan, plan_replicas
+from sdnctl.flows import SwitchDelta, compile_all, diff_switch
+from sdnctl.pathing import RoutePlan, compute_routes
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchChange:
+    switch: SwitchId
+    name: str
+    connected: bool
+    """False: the switch gets these when it connects (nothing is sent now)."""
+    delta: SwitchDelta
+
+
+@dataclass(frozen=True, slots=True)
+class XdsChange:
+    """One sidecar's resources that would change: type name -> resource names."""
+
+    node: str
+    added: Mapping[str, tuple[str, ...]]
+    changed: Mapping[str, tuple[str, ...]]
+    removed: Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityChanges:
+    issued: tuple[str, ...] = ()
+    """SPIFFE ids that would get a first SVID (new services' instances)."""
+    retired: tuple[str, ...] = ()
+    """Subjects (instances) whose SVIDs would no longer be renewed (evicted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    revision_from: str
+    revision_to: str
+    objects: ObjectChanges
+    orphans: Orphans
+    warnings: tuple[str, ...]
+    openflow: tuple[SwitchChange, ...]
+    xds: tuple[XdsChange, ...]
+    placement: ReplicaPlan
+    evicted_by_prune: tuple[str, ...]
+    identities: IdentityChanges
+    spec: FabricSpec = field(repr=False, compare=False)
+    """What the controller would hold: the document plus its orphans (``effective_spec``)."""
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.objects
+            or self.openflow
+            or self.xds
+            or self.placement
+            or self.evicted_by_prune
+            or self.identities.issued
+            or self.identities.retired
+            or self.revision_from != self.revision_to
+        )
+
+    @property
+    def flow_mods(self) -> int:
+        return sum(c.delta.size for c in self.openflow)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanInputs:
+    """What the running controller holds besides the model: read once per plan."""
+
+    state: FabricState
+    applied_spec: FabricSpec | None
+    """The document last applied (with its orphans); None before the first."""
+    mesh_config: MeshConfig
+    ready_workloads: frozenset[str] | None = None
+    routes: RoutePlan | None = None
+    """The engine's current plan (saves recomputing it); None: computed from ``state``."""
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+
+
+def compute_plan(inputs: PlanInputs, document: FabricSpec, revision: str, *, prune: bool) -> Plan:
+    state = inputs.state
+    spec, orphans = effective_spec(inputs.applied_spec, document, prune=prune)
+    after = merge_desired(state, spec)
+    evicted = evicted_by(state, spec)
+    before_routes = inputs.routes if inputs.routes is not None else compute_routes(state)
+    openflow = _openflow_changes(state, after, before_routes)
+    replicas = plan_replicas(after, previous=state)
+    xds = _xds_changes(state, after, inputs.mesh_config, inputs.ready_workloads)
+    return Plan(
+        revision_from=state.desired_revision,
+        revision_to=revision,
+        objects=object_changes(inputs.applied_spec, spec),
+        orphans=orphans,
+        warnings=tuple(_warnings(inputs.applied_spec, spec)),
+        openflow=openflow,
+        xds=xds,
+        placement=replicas,
+        evicted_by_prune=tuple(str(w) for w in evicted),
+        identities=_identity_changes(state, replicas, tuple(map(str, evicted)), inputs.trust_domain),
+        spec=spec,
+    )
+
+
+def _openflow_changes(before: FabricState, after: FabricState, before_routes: RoutePlan) -> tuple[SwitchChange, ...]:
+    """Per switch, the difference between the tables the engine holds now and those it would hold."""
+    if after.topology is before.topology and after.hosts is before.hosts and after.nodes is before.nodes:
+        return ()
+    old = compile_all(before_routes)
+    new = compile_all(compute_routes(after, before_routes))
+    changes = []
+    for dpid in sorted(set(old) | set(new)):
+        old_config = old[dpid].config if dpid in old else None
+        new_config = new[dpid].config if dpid in new else None
+        if old_config is None or new_config is None:
+            continue  # a switch appearing or leaving the plan: its tables are read and set when it connects
+        delta = diff_switch(old_config, new_config)
+        if delta:
+            switch = after.topology.switches.get(dpid) or before.topology.switches.get(dpid)
+            changes.append(
+                SwitchChange(
+                    dpid,
+                    switch.name if switch is not None else f"dpid:{format_dpid(dpid)}",
+                    bool(switch is not None and switch.connected),
+                    delta,
+                )
+            )
+    return tuple(changes)
+
+
+def _xds_changes(
+    before: FabricState, after: FabricState, config: MeshConfig, ready: frozenset[str] | None
+) -> tuple[XdsChange, ...]:
+    parts = ("sites", "hosts", "nodes", "services", "workloads", "unhealthy")
+    if all(getattr(before, p) is getattr(after, p) for p in parts):
+        return ()
+    old = build_snapshots(before, config, ready)
+    new = build_snapshots(after, config, None if ready is None else ready & frozenset(map(str, after.workloads)))
+    changes = []
+    for node in sorted(set(old) | set(new)):
+        change = _snapshot_change(node, old.get(node), new.get(node))
+        if change is not None:
+            changes.append(change)
+    return tuple(changes)
+
+
+def _snapshot_change(node: str, old: MeshSnapshot | None, new: MeshSnapshot | None) -> XdsChange | None:
+    added: dict[str, tuple[str, ...]] = {}
+    changed: dict[str, tuple[str, ...]] = {}
+    removed: dict[str, tuple[str, ...]] = {}
+    for type_url in PUSH_ORDER:
+        a = old.of_type(type_url) if old is not None else {}
+        b = new.of_type(type_url) if new is not None else {}
+        kind = type_url.rsplit(".", 1)[-1]
+        if names := tuple(sorted(n for n in b if n not in a)):
+            added[kind] = names
+        if names := tuple(sorted(n for n in b if n in a and a[n].digest != b[n].digest)):
+            changed[kind] = names
+        if names := tuple(sorted(n for n in a if n not in b)):
+            removed[kind] = names
+    if not (added or changed or removed):
+        return None
+    return XdsChange(node, added, changed, removed)
+
+
+def _identity_changes(
+    state: FabricState, replicas: ReplicaPlan, evicted: tuple[str, ...], trust_domain: str
+) -> IdentityChanges:
+    """New instances (placed, or the new end of a move) get SVIDs; evicted and moved-away ones retire.
+    New ids are those placement would assign now (it allocates them when it places)."""
+    wanted: dict[ServiceName, int] = {}
+    for placed in replicas.placed:
+        if placed.node is not None:
+            wanted[placed.service] = wanted.get(placed.service, 0) + 1
+    for move in replicas.moved:
+        if move.to_node is not None:
+            wanted[move.service] = wanted.get(move.service, 0) + 1
+    issued = [
+        str(workload_spiffe_id(trust_domain, service, workload))
+        for service, count in sorted(wanted.items())
+        for workload in next_workload_ids(service, state.workloads, count)
+    ]
+    retired = set(evicted) | {str(e.workload) for e in replicas.evicted}
+    retired |= {str(m.workload) for m in replicas.moved if m.to_node is not None}
+    return IdentityChanges(issued=tuple(issued), retired=tuple(sorted(retired)))
+
+
+def _warnings(old: FabricSpec | None, new: FabricSpec) -> list[str]:
+    """What an operator may not have meant: a cable whose ports change is a cable re-plugged."""
+    if old is None:
+        return []
+    old_cables = dict(zip(cable_names(old.cables), old.cables, strict=True))
+    out = []
+    for name, cable in zip(cable_names(new.cables), new.cables, strict=True):
+        was = old_cables.get(name)
+        if was is not None and (was.a_port, was.b_port) != (cable.a_port, cable.b_port):
+            out.append(
+                f"link {name}: ports change ({was.a}:{was.a_port}-{was.b}:{was.b_port} -> "
+                f"{cable.a}:{cable.a_port}-{cable.b}:{cable.b_port}); ports assigned by position move when a "
+                "link before them is added or removed: pin them with a_port/b_port"
+            )
+    return out

@@ -1,0 +1,159 @@
+"""A plan as JSON (``--output json``, the HTTP API) and as text for a person (``edgectl diff``). Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgectl.plan import Plan, SwitchChange, XdsChange
+from netmodel.ids import format_dpid
+from sdnctl.flows import FlowSpec, GroupSpec, SwitchDelta
+
+
+def flow_json(flow: FlowSpec) -> dict[str, Any]:
+    return {
+        "table": flow.table,
+        "priority": flow.priority,
+        "match": {name: value for name, value in flow.match},
+        "actions": [f"{kind}:{arg}" for kind, arg in flow.actions],
+        "cookie": hex(flow.cookie),
+    }
+
+
+def group_json(group: GroupSpec) -> dict[str, Any]:
+    return {"group_id": group.group_id, "type": "fast-failover", "watch_ports": [int(p) for p in group.buckets]}
+
+
+def delta_json(delta: SwitchDelta) -> dict[str, list[dict[str, Any]]]:
+    """The messages of a delta in the order they are sent (groups first, deletions after the barrier)."""
+    return {
+        "add_groups": [group_json(g) for g in delta.add_groups],
+        "modify_groups": [group_json(g) for g in delta.modify_groups],
+        "add_flows": [flow_json(f) for f in delta.add_flows],
+        "modify_flows": [flow_json(f) for f in delta.modify_flows],
+        "delete_flows": [flow_json(f) for f in delta.delete_flows],
+        "delete_groups": [group_json(g) for g in delta.delete_groups],
+    }
+
+
+def _switch_json(change: SwitchChange) -> dict[str, Any]:
+    return {
+        "switch": change.name,
+        "dpid": format_dpid(change.switch),
+        "connected": change.connected,
+        "messages": change.delta.size,
+        **delta_json(change.delta),
+    }
+
+
+def _xds_json(change: XdsChange) -> dict[str, Any]:
+    return {
+        "node": change.node,
+        "added": dict(change.added),
+        "changed": dict(change.changed),
+        "removed": dict(change.removed),
+    }
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "changes": bool(plan),
+        "revision": {"from": plan.revision_from, "to": plan.revision_to},
+        "objects": {
+            "added": list(plan.objects.added),
+            "removed": list(plan.objects.removed),
+            "changed": list(plan.objects.changed),
+            "orphans": list(plan.orphans.names),
+        },
+        "warnings": list(plan.warnings),
+        "openflow": [_switch_json(c) for c in plan.openflow],
+        "flow_mods": plan.flow_mods,
+        "xds": [_xds_json(c) for c in plan.xds],
+        "placement": {
+            "placed": [{"service": p.service, "node": p.node, "reason": p.reason} for p in plan.placement.placed],
+            "moved": [
+                {
+                    "workload": m.workload,
+                    "service": m.service,
+                    "from": m.from_node,
+                    "to": m.to_node,
+                    "reason": m.reason,
+                }
+                for m in plan.placement.moved
+            ],
+            "evicted": [
+                {"workload": e.workload, "service": e.service, "node": e.node, "reason": e.reason}
+                for e in plan.placement.evicted
+            ]
+            + [
+                {"workload": w, "service": None, "node": None, "reason": "its service or node is pruned"}
+                for w in plan.evicted_by_prune
+            ],
+        },
+        "identities": {"issued": list(plan.identities.issued), "retired": list(plan.identities.retired)},
+    }
+
+
+def _flow_line(flow: dict[str, Any]) -> str:
+    match = ",".join(f"{name}={value}" for name, value in flow["match"].items()) or "*"
+    return f"table={flow['table']} priority={flow['priority']} {match} -> {','.join(flow['actions']) or 'drop'}"
+
+
+def _group_line(group: dict[str, Any]) -> str:
+    return f"group {group['group_id']} {group['type']} watch {','.join(map(str, group['watch_ports']))}"
+
+
+_SIGNS = (
+    ("+", "add_groups", _group_line),
+    ("~", "modify_groups", _group_line),
+    ("+", "add_flows", _flow_line),
+    ("~", "modify_flows", _flow_line),
+    ("-", "delete_flows", _flow_line),
+    ("-", "delete_groups", _group_line),
+)
+
+
+def plan_text(view: dict[str, Any]) -> str:
+    """A plan's JSON (``plan_json``) for a person, ``terraform plan``-like: ``+`` added, ``-`` removed,
+    ``~`` changed, ``=`` kept as an orphan; one section per layer. The CLI gets the JSON over HTTP."""
+    revision = view["revision"]
+    if not view["changes"]:
+        return f"No changes: the controller already runs revision {revision['to'] or '(none)'}.\n"
+    out = [f"Plan: revision {revision['from'] or '(none)'} -> {revision['to']}"]
+    objects = view["objects"]
+    if any(objects.values()):
+        out.append("\ndeclared objects:")
+        out += [f"  + {name}" for name in objects["added"]]
+        out += [f"  ~ {name}" for name in objects["changed"]]
+        out += [f"  - {name}" for name in objects["removed"]]
+        out += [f"  = {name} (orphan: kept until prune is on)" for name in objects["orphans"]]
+    if view["warnings"]:
+        out.append("\nwarnings:")
+        out += [f"  ! {w}" for w in view["warnings"]]
+    if view["openflow"]:
+        out.append(f"\nOpenFlow ({view['flow_mods']} messages on {len(view['openflow'])} switches):")
+        for change in view["openflow"]:
+            note = "" if change["connected"] else " (not connected: sent when it connects)"
+            out.append(f"  switch {change['switch']} ({change['dpid']}){note}:")
+            for sign, part, line in _SIGNS:
+                out += [f"    {sign} {line(item)}" for item in change[part]]
+    if view["xds"]:
+        out.append(f"\nxDS ({len(view['xds'])} sidecars):")
+        for x in view["xds"]:
+            out.append(f"  node {x['node']}:")
+            for sign, part in (("+", "added"), ("~", "changed"), ("-", "removed")):
+                out += [f"    {sign} {kind} {', '.join(names)}" for kind, names in x[part].items()]
+    placement = view["placement"]
+    if any(placement.values()):
+        out.append("\nplacement:")
+        for p in placement["placed"]:
+            out.append(f"  + {p['service']} on {p['node'] or 'nowhere'}: {p['reason']}")
+        for m in placement["moved"]:
+            out.append(f"  ~ {m['workload']} {m['from']} -> {m['to'] or 'nowhere'}: {m['reason']}")
+        for e in placement["evicted"]:
+            out.append(f"  - {e['workload']}{' on ' + e['node'] if e['node'] else ''}: {e['reason']}")
+    identities = view["identities"]
+    if identities["issued"] or identities["retired"]:
+        out.append("\nidentities:")
+        out += [f"  + {s}" for s in identities["issued"]]
+        out += [f"  - {s} (retired)" for s in identities["retired"]]
+    return "\n".join(out) + "\n"
