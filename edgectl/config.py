@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,6 +22,38 @@ def load_fabric(path: str) -> FabricSpec:
     except OSError as exc:
         raise FabricFileError(path, [Problem(1, "<file>", f"cannot read: {exc.strerror or exc}")]) from None
     return parse_fabric(data, path)
+
+
+@dataclass(frozen=True)
+class DesiredDocument:
+    spec: FabricSpec
+    revision: str
+    sources: Mapping[str, bytes]
+
+
+def document_revision(files: Mapping[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name] + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def parse_document(files: Mapping[str, bytes]) -> tuple[FabricSpec, str]:
+    """A document's files -> (spec, revision); one file for now."""
+    if len(files) != 1:
+        raise FabricFileError("<document>", [Problem(1, "<file>", "exactly one file expected")])
+    ((name, data),) = files.items()
+    return parse_fabric(data, name), document_revision(files)
+
+
+def load_desired(path: str) -> DesiredDocument:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise FabricFileError(path, [Problem(1, "<file>", f"cannot read: {exc.strerror or exc}")]) from None
+    spec, revision = parse_document({path: data})
+    return DesiredDocument(spec, revision, {path: data})
 
 
 @dataclass(frozen=True)
