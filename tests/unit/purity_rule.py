@@ -71,6 +71,7 @@ PURE_MODULES = (
     "placement/latency.py",
     "placement/naming.py",
     "placement/plugins.py",
+    "placement/replicas.py",
     "placement/requests.py",
     "placement/scheduler.py",
     "placement/snapshot.py",
