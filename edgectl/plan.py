@@ -57,7 +57,7 @@ class IdentityChanges:
     issued: tuple[str, ...] = ()
     """SPIFFE ids that would get a first SVID (new services' instances)."""
     retired: tuple[str, ...] = ()
-    """Subjects (instances) whose SVIDs would no longer be renewed (evicted)."""
+    """SPIFFE ids of instances that would go (evicted, moved away): their SVIDs are no longer renewed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,9 @@ class Plan:
     openflow: tuple[SwitchChange, ...]
     xds: tuple[XdsChange, ...]
     placement: ReplicaPlan
+    """What placement would do because of this document (a new count, a tightened SLO, a new service)."""
+    pending: ReplicaPlan
+    """What the replica reconciler still has to do anyway (instances that fit nowhere yet): not a change."""
     evicted_by_prune: tuple[str, ...]
     identities: IdentityChanges
     spec: FabricSpec = field(repr=False, compare=False)
@@ -113,7 +116,8 @@ def compute_plan(inputs: PlanInputs, document: FabricSpec, revision: str, *, pru
     evicted = evicted_by(state, spec)
     before_routes = inputs.routes if inputs.routes is not None else compute_routes(state)
     openflow = _openflow_changes(state, after, before_routes)
-    replicas = plan_replicas(after, previous=state)
+    pending = plan_replicas(state)
+    replicas = _caused_by_document(pending, plan_replicas(after, previous=state))
     xds = _xds_changes(state, after, inputs.mesh_config, inputs.ready_workloads)
     return Plan(
         revision_from=state.desired_revision,
@@ -124,9 +128,31 @@ def compute_plan(inputs: PlanInputs, document: FabricSpec, revision: str, *, pru
         openflow=openflow,
         xds=xds,
         placement=replicas,
+        pending=pending,
         evicted_by_prune=tuple(str(w) for w in evicted),
         identities=_identity_changes(state, replicas, tuple(map(str, evicted)), inputs.trust_domain),
         spec=spec,
+    )
+
+
+def _caused_by_document(pending: ReplicaPlan, after: ReplicaPlan) -> ReplicaPlan:
+    """``after`` without what ``pending`` (the same question on the live model) already holds: per service
+    the placements beyond those already pending, and evictions and moves of instances not already due."""
+    already: dict[ServiceName, int] = {}
+    for placed in pending.placed:
+        already[placed.service] = already.get(placed.service, 0) + 1
+    placed_now = []
+    for placed in after.placed:
+        if already.get(placed.service, 0) > 0:
+            already[placed.service] -= 1
+        else:
+            placed_now.append(placed)
+    evicting = {e.workload for e in pending.evicted}
+    moving = {m.workload for m in pending.moved}
+    return ReplicaPlan(
+        placed=tuple(placed_now),
+        evicted=tuple(e for e in after.evicted if e.workload not in evicting),
+        moved=tuple(m for m in after.moved if m.workload not in moving),
     )
 
 
@@ -208,8 +234,9 @@ def _identity_changes(
         for service, count in sorted(wanted.items())
         for workload in next_workload_ids(service, state.workloads, count)
     ]
-    retired = set(evicted) | {str(e.workload) for e in replicas.evicted}
-    retired |= {str(m.workload) for m in replicas.moved if m.to_node is not None}
+    gone = set(evicted) | {str(e.workload) for e in replicas.evicted}
+    gone |= {str(m.workload) for m in replicas.moved if m.to_node is not None}
+    retired = {str(w.spiffe_id) for w in state.workloads.values() if str(w.id) in gone}
     return IdentityChanges(issued=tuple(issued), retired=tuple(sorted(retired)))
 
 

@@ -89,6 +89,11 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 for w in plan.evicted_by_prune
             ],
         },
+        "pending": {
+            "placed": [{"service": p.service, "node": p.node, "reason": p.reason} for p in plan.pending.placed],
+            "evicted": [str(e.workload) for e in plan.pending.evicted],
+            "moved": [str(m.workload) for m in plan.pending.moved],
+        },
         "identities": {"issued": list(plan.identities.issued), "retired": list(plan.identities.retired)},
     }
 
@@ -151,6 +156,12 @@ def plan_text(view: dict[str, Any]) -> str:
             out.append(f"  ~ {m['workload']} {m['from']} -> {m['to'] or 'nowhere'}: {m['reason']}")
         for e in placement["evicted"]:
             out.append(f"  - {e['workload']}{' on ' + e['node'] if e['node'] else ''}: {e['reason']}")
+    pending = view["pending"]
+    if any(pending.values()):
+        out.append("\nnot changed by this document, still pending in placement:")
+        out += [f"  . {p['service']}: {p['reason']}" for p in pending["placed"]]
+        out += [f"  . {w}: to be drained" for w in pending["evicted"]]
+        out += [f"  . {w}: to be moved" for w in pending["moved"]]
     identities = view["identities"]
     if identities["issued"] or identities["retired"]:
         out.append("\nidentities:")
