@@ -29,8 +29,8 @@ from netmodel.ids import ServiceName, SwitchId, format_dpid
 from netmodel.state import FabricState
 from placement.naming import DEFAULT_TRUST_DOMAIN, next_workload_ids, workload_spiffe_id
 from placement.replicas import ReplicaPlan, plan_replicas
-from sdnctl.flows import SwitchDelta, compile_all, diff_switch
-from sdnctl.pathing import RoutePlan, compute_routes
+from sdnctl.flows import CompiledSwitch, SwitchDelta, compile_all, diff_switch, recompile_switches
+from sdnctl.pathing import RoutePlan, changed_entries, compute_routes
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +105,9 @@ class PlanInputs:
     mesh_config: MeshConfig
     ready_workloads: frozenset[str] | None = None
     routes: RoutePlan | None = None
-    """The engine's current plan (saves recomputing it); None: computed from ``state``."""
+    """The route engine's current plan; None: computed from ``state``."""
+    compiled: Mapping[SwitchId, CompiledSwitch] | None = None
+    """The tables the route engine holds for ``routes`` (with them the plan is incremental, as the engine is)."""
     trust_domain: str = DEFAULT_TRUST_DOMAIN
 
 
@@ -114,8 +116,10 @@ def compute_plan(inputs: PlanInputs, document: FabricSpec, revision: str, *, pru
     spec, orphans = effective_spec(inputs.applied_spec, document, prune=prune)
     after = merge_desired(state, spec)
     evicted = evicted_by(state, spec)
-    before_routes = inputs.routes if inputs.routes is not None else compute_routes(state)
-    openflow = _openflow_changes(state, after, before_routes)
+    if inputs.routes is not None:
+        openflow = _openflow_changes(state, after, inputs.routes, inputs.compiled)
+    else:
+        openflow = _openflow_changes(state, after, compute_routes(state), None)
     pending = plan_replicas(state)
     replicas = _caused_by_document(pending, plan_replicas(after, previous=state))
     xds = _xds_changes(state, after, inputs.mesh_config, inputs.ready_workloads)
@@ -156,29 +160,38 @@ def _caused_by_document(pending: ReplicaPlan, after: ReplicaPlan) -> ReplicaPlan
     )
 
 
-def _openflow_changes(before: FabricState, after: FabricState, before_routes: RoutePlan) -> tuple[SwitchChange, ...]:
-    """Per switch, the difference between the tables the engine holds now and those it would hold."""
+def _openflow_changes(
+    before: FabricState,
+    after: FabricState,
+    routes: RoutePlan,
+    compiled: Mapping[SwitchId, CompiledSwitch] | None,
+) -> tuple[SwitchChange, ...]:
+    """Per switch, the FlowMods and GroupMods from the tables the engine holds to those it would hold:
+    the engine's own computation (incremental when only routes move, a full diff when endpoints or
+    switches change), so the plan names exactly what an apply sends."""
     if after.topology is before.topology and after.hosts is before.hosts and after.nodes is before.nodes:
         return ()
-    old = compile_all(before_routes)
-    new = compile_all(compute_routes(after, before_routes))
+    new_routes = compute_routes(after, routes)
+    deltas: dict[SwitchId, SwitchDelta] = {}
+    if compiled is not None and routes.switches == new_routes.switches and routes.endpoints == new_routes.endpoints:
+        for dpid, (_tables, delta) in recompile_switches(
+            new_routes, compiled, changed_entries(routes, new_routes)
+        ).items():
+            deltas[dpid] = delta
+    else:
+        old = compiled if compiled is not None else compile_all(routes)
+        new = compile_all(new_routes)
+        for dpid in set(old) & set(new):
+            deltas[dpid] = diff_switch(old[dpid].config, new[dpid].config)
+        # A switch appearing in or leaving the routes has its tables read and set when it connects.
     changes = []
-    for dpid in sorted(set(old) | set(new)):
-        old_config = old[dpid].config if dpid in old else None
-        new_config = new[dpid].config if dpid in new else None
-        if old_config is None or new_config is None:
-            continue  # a switch appearing or leaving the plan: its tables are read and set when it connects
-        delta = diff_switch(old_config, new_config)
-        if delta:
-            switch = after.topology.switches.get(dpid) or before.topology.switches.get(dpid)
-            changes.append(
-                SwitchChange(
-                    dpid,
-                    switch.name if switch is not None else f"dpid:{format_dpid(dpid)}",
-                    bool(switch is not None and switch.connected),
-                    delta,
-                )
-            )
+    for dpid in sorted(deltas):
+        delta = deltas[dpid]
+        if not delta:
+            continue
+        switch = after.topology.switches.get(dpid) or before.topology.switches.get(dpid)
+        name = switch.name if switch is not None else f"dpid:{format_dpid(dpid)}"
+        changes.append(SwitchChange(dpid, name, bool(switch is not None and switch.connected), delta))
     return tuple(changes)
 
 

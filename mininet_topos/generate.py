@@ -38,8 +38,8 @@ def edge_cloud(
 ) -> dict[str, Any]:
     """N edge sites of M switches (a chain inside the site), each site dual-homed into a metro ring
     (a short primary and a longer backup uplink), and a cloud core reached from two metro switches."""
-    if not (1 <= edge_sites <= 50 and 1 <= switches_per_site <= 8 and 1 <= metro_switches <= 16):
-        raise ValueError("edge_sites 1-50, switches_per_site 1-8, metro_switches 1-16")
+    if not (1 <= edge_sites <= 100 and 1 <= switches_per_site <= 8 and 1 <= metro_switches <= 16):
+        raise ValueError("edge_sites 1-100, switches_per_site 1-8, metro_switches 1-16")
     if not 1 <= cloud_switches <= 8:
         raise ValueError("cloud_switches 1-8")
     sites = [{"id": f"e{i}", "tier": "edge", "region": "r1", "zone": f"e{i}"} for i in range(1, edge_sites + 1)]

@@ -213,9 +213,12 @@ def merge_desired(state: FabricState, spec: FabricSpec) -> FabricState:
         for wid, w in state.workloads.items()
         if w.service in declared.services and (w.node is None or w.node in nodes)
     }
+    topology = state.topology
+    if switches != topology.switches or links != topology.links:
+        topology = Topology(switches, links)  # builds the graph: only when something changed
     merged = replace(
         state,
-        topology=Topology(switches, links),
+        topology=topology,
         sites=declared.sites,
         hosts=frozen_map(hosts),
         nodes=frozen_map(nodes),

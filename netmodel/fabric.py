@@ -86,12 +86,13 @@ def ms_to_us(ms: float) -> int:
 
 def build_state(spec: FabricSpec) -> FabricState:
     """The model as the file declares it: nothing connected, nothing discovered yet."""
+    dpid_of = {s.name: s.dpid for s in spec.switches}.__getitem__  # by name, once (not a scan per cable)
     switches = {
         s.dpid: Switch(id=s.dpid, name=s.name, site=s.site, declared=True, connected=False) for s in spec.switches
     }
     links: dict[LinkId, LinkAttrs] = {}
     for cable in spec.cables:
-        a, b = spec.dpid_of(cable.a), spec.dpid_of(cable.b)
+        a, b = dpid_of(cable.a), dpid_of(cable.b)
         attrs = LinkAttrs(
             capacity_mbps=cable.bandwidth_mbps,
             declared_latency_us=ms_to_us(cable.latency_ms),
@@ -101,14 +102,13 @@ def build_state(spec: FabricSpec) -> FabricState:
         links[LinkId(a, cable.a_port, b, cable.b_port)] = attrs
         links[LinkId(b, cable.b_port, a, cable.a_port)] = attrs
     hosts = {
-        h.id: Host(id=h.id, attachment=Attachment(spec.dpid_of(h.switch), h.port), ip=h.ip, mac=h.mac)
-        for h in spec.hosts
+        h.id: Host(id=h.id, attachment=Attachment(dpid_of(h.switch), h.port), ip=h.ip, mac=h.mac) for h in spec.hosts
     }
     nodes = {
         n.id: ComputeNode(
             id=n.id,
             site=n.site,
-            attachment=Attachment(spec.dpid_of(n.switch), n.port),
+            attachment=Attachment(dpid_of(n.switch), n.port),
             capacity=Resources(n.cpu_millis, n.memory_mib),
             ip=n.ip,
         )
