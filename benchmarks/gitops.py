@@ -20,6 +20,7 @@ A benchmark, not a test: nothing asserts on time. Prints a table, then one JSON 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import platform
@@ -129,8 +130,8 @@ def bench_plan(rounds: int) -> dict[str, Any]:
     for name, changed in changes(doc).items():
         new = parse_fabric(to_yaml(changed), "generated.yaml")
         plan = compute_plan(inputs, new, "r1", prune=False)
-        ours = timed(lambda new=new: compute_plan(inputs, new, "r1", prune=False), rounds)
-        cold = timed(lambda new=new: cold_start(new, state), max(3, rounds // 3))
+        ours = timed(functools.partial(compute_plan, inputs, new, "r1", prune=False), rounds)
+        cold = timed(functools.partial(cold_start, new, state), max(3, rounds // 3))
         rows[name] = {
             "plan_ms_p50": round(p(ours, 0.5), 1),
             "plan_ms_p99": round(p(ours, 0.99), 1),
