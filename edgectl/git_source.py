@@ -143,13 +143,13 @@ def _fetch_reason(stderr: str, ref: str) -> str:
         return "repository not found"
     if "terminal prompts disabled" in text or "Authentication failed" in text or "Permission denied" in text:
         return "access denied (authentication required or refused)"
-    fatal = [line for line in lines if line.startswith(("fatal:", "error:"))] or lines or ["git fetch failed"]
-    first = fatal[0].split(":", 1)[1].strip() if fatal[0].startswith(("fatal:", "error:")) else fatal[0]
-    if first.endswith(":"):  # "unable to connect to host:" then the reason on the next line
-        following = lines[lines.index(fatal[0]) + 1 :] if fatal[0] in lines else []
-        if following:
-            first = f"{first} {following[0]}"
-    return first
+    at = next((i for i, line in enumerate(lines) if line.startswith(("fatal:", "error:"))), 0)
+    if not lines:
+        return "git fetch failed"
+    first = re.sub(r"^(fatal|error):\s*", "", lines[at])
+    if first.endswith(":") and at + 1 < len(lines):  # "unable to connect to host:", the reason below
+        first = f"{first} {lines[at + 1]}"
+    return re.sub(r" after \d+ ms", "", first)  # curl's timing: the same failure reads the same each retry
 
 
 class GitSource:
@@ -331,19 +331,24 @@ class GitSource:
     def _ensure_repository(self) -> None:
         if (self.git_dir / "HEAD").is_file():
             return
-        self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._git(["init", "--quiet", "--bare", "--template=", str(self.git_dir)], timeout_s=LOCAL_TIMEOUT_S)
-        except (_GitFailed, _GitTimedOut) as failure:
-            raise GitSourceError(f"cannot create a git repository in {self.git_dir}: {failure}") from None
+        except _GitFailed as failure:
+            reason = (failure.stderr.strip().splitlines() or ["git init failed"])[-1]
+            raise GitSourceError(f"cannot create a git repository in {self.git_dir}: {reason}") from None
+        except _GitTimedOut:
+            raise GitSourceError(f"git init in {self.git_dir} took over {LOCAL_TIMEOUT_S:g} s") from None
 
     def _remove_stale_locks(self) -> None:
         """A fetch killed hard (SIGKILL, power loss) leaves lock files that would fail every later one.
         Fetches are serialized here and the repository is this source's alone, so any lock is stale."""
-        for lock in (self.git_dir / "packed-refs.lock", self.git_dir / "shallow.lock"):
-            lock.unlink(missing_ok=True)
-        for lock in (self.git_dir / "refs").rglob("*.lock"):
-            lock.unlink(missing_ok=True)
+        try:
+            for lock in (self.git_dir / "packed-refs.lock", self.git_dir / "shallow.lock"):
+                lock.unlink(missing_ok=True)
+            for lock in (self.git_dir / "refs").rglob("*.lock"):
+                lock.unlink(missing_ok=True)
+        except OSError as exc:
+            raise GitSourceError(f"cannot clean up {self.git_dir}: {exc}") from None
 
     def _known(self, sha: str) -> str:
         full = self.resolve(sha)
@@ -419,16 +424,19 @@ class GitSource:
         with self._lock:
             if self._closed:
                 raise GitSourceError("the git source is stopped")
-            self.work_dir.mkdir(parents=True, exist_ok=True)
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=self._environment(),
-                cwd=self.work_dir,
-                start_new_session=True,  # its own process group: a timeout ends git's helpers too
-            )
+            try:
+                self.work_dir.mkdir(parents=True, exist_ok=True)
+                process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=self._environment(),
+                    cwd=self.work_dir,
+                    start_new_session=True,  # its own process group: a timeout ends git's helpers too
+                )
+            except OSError as exc:  # no git installed, a work directory that cannot be made
+                raise GitSourceError(f"cannot run git in {self.work_dir}: {exc.strerror or exc}") from None
             self._running.add(process)
         try:
             try:

@@ -17,6 +17,7 @@ from edgectl.git_source import (
     GitSource,
     GitSourceError,
     UnknownCommit,
+    _fetch_reason,
     redacted_url,
 )
 from tests.unit.edgectl.git_upstream import Upstream, wait_until
@@ -206,6 +207,13 @@ def test_an_unreachable_repository_is_one_clear_line_and_the_work_dir_stays_usab
     assert same_dir.fetch() == sha
 
 
+def test_no_git_on_the_path_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    git = GitSource("file:///x.git", "main", "", tmp_path / "controller")
+    with pytest.raises(GitSourceError, match=r"^cannot run git in .*controller: No such file or directory$"):
+        git.fetch()
+
+
 def test_an_unknown_ref_is_one_clear_line(upstream: Upstream) -> None:
     upstream.commit_and_push("x", {"fabric/a.yaml": "a: 1\n"})
     with pytest.raises(GitSourceError) as caught:
@@ -303,6 +311,27 @@ def test_bad_arguments_are_refused_at_construction(tmp_path: Path) -> None:
         GitSource("file:///x", "-main", "", tmp_path)
     with pytest.raises(ValueError, match=r"may not contain '\.\.'"):
         GitSource("file:///x", "main", "a/../../b", tmp_path)
+
+
+def test_git_messages_become_one_stable_line() -> None:
+    curl = (
+        "fatal: unable to access 'https://127.0.0.1:1/x.git/': Failed to connect to 127.0.0.1 port 1 after 3 ms: "
+        "Couldn't connect to server\n"
+    )
+    reason = (
+        "unable to access 'https://127.0.0.1:1/x.git/': Failed to connect to 127.0.0.1 port 1: "
+        "Couldn't connect to server"
+    )
+    assert _fetch_reason(curl, "main") == reason, "the same failure reads the same on every retry"
+    daemon = "fatal: unable to connect to 127.0.0.1:\n127.0.0.1[0: 127.0.0.1]: errno=Connection refused\n\n"
+    assert (
+        _fetch_reason(daemon, "main")
+        == "unable to connect to 127.0.0.1: 127.0.0.1[0: 127.0.0.1]: errno=Connection refused"
+    )
+    assert _fetch_reason("remote: Repository not found.\nfatal: repository 'https://h/x/' not found\n", "main") == (
+        "repository not found"
+    )
+    assert _fetch_reason("", "main") == "git fetch failed"
 
 
 def test_credentials_never_appear_in_messages() -> None:
