@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from edgectl.config import RunConfig, load_desired, load_fabric
+from edgectl.config import GitOptions, RunConfig, empty_document, load_desired, load_fabric
 from netmodel.fabric_file import FabricFileError
 from pki import cli as pki_cli  # loads no cryptography until a pki command runs
 from pki.errors import PkiError
@@ -39,10 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the controller: OpenFlow, xDS, placement gRPC, HTTP API")
     run.add_argument(
         "--config",
-        required=True,
         metavar="PATH",
         help="the desired-state document: a fabric file or a directory of them; changes are applied warm "
-        "(SIGHUP: read it now)",
+        "(SIGHUP: read it now). With --git-repo: the state to start from until the first commit is applied",
+    )
+    run.add_argument("--git-repo", metavar="URL", help="take the desired state from this git repository")
+    run.add_argument("--git-ref", default="main", metavar="REF", help="the branch or tag to follow (main)")
+    run.add_argument("--git-path", default="", metavar="PATH", help="the document's file or directory in the repo")
+    run.add_argument(
+        "--git-interval",
+        type=float,
+        default=180.0,
+        metavar="S",
+        help="fetch every S seconds (180); POST /api/v1/git/sync (a webhook) fetches at once",
     )
     run.add_argument(
         "--reload-interval",
@@ -198,19 +207,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.reload_interval < 0:
         print("edgectl run: --reload-interval must be >= 0", file=sys.stderr)
         return 1
+    if not args.config and not args.git_repo:
+        print("edgectl run: give --config PATH, --git-repo URL, or both", file=sys.stderr)
+        return 1
+    if args.git_repo and not args.git_interval > 0:
+        print("edgectl run: --git-interval must be > 0", file=sys.stderr)
+        return 1
     try:
-        document = load_desired(args.config)
+        document = load_desired(args.config) if args.config else empty_document()
     except FabricFileError as exc:
         print(exc, file=sys.stderr)
         return 1
     spec = document.spec
+    git = None
+    if args.git_repo:
+        git = GitOptions(args.git_repo, args.git_ref, args.git_path, args.git_interval)
     try:
         pki_options = pki_cli.run_options(args)
     except ValueError as exc:
         print(f"edgectl run: {exc}", file=sys.stderr)
         return 1
     config = RunConfig(
-        fabric_file=args.config,
+        fabric_file=args.config or "",
+        git=git,
         pki=pki_options,
         openflow_host=args.openflow_bind,
         openflow_port=args.openflow_port,

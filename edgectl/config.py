@@ -46,6 +46,12 @@ def parse_document(files: Mapping[str, bytes]) -> tuple[FabricSpec, str]:
     return parse_fabric(data, name), document_revision(files)
 
 
+def empty_document() -> DesiredDocument:
+    """Nothing declared: where a controller that takes its desired state from git starts."""
+    spec = FabricSpec(name="empty", prefix_len=16, sites=(), switches=(), cables=(), hosts=(), nodes=(), services=())
+    return DesiredDocument(spec, "", {})
+
+
 def load_desired(path: str) -> DesiredDocument:
     try:
         with open(path, "rb") as handle:
@@ -54,6 +60,18 @@ def load_desired(path: str) -> DesiredDocument:
         raise FabricFileError(path, [Problem(1, "<file>", f"cannot read: {exc.strerror or exc}")]) from None
     spec, revision = parse_document({path: data})
     return DesiredDocument(spec, revision, {path: data})
+
+
+@dataclass(frozen=True)
+class GitOptions:
+    """``edgectl run --git-repo URL --git-ref REF --git-path PATH``: the desired state from a git ref."""
+
+    url: str
+    ref: str = "main"
+    path: str = ""
+    interval_s: float = 180.0
+    work_dir: str = ""
+    """Where the bare copy lives (default: a directory under --state-dir, else a temporary one)."""
 
 
 @dataclass(frozen=True)
@@ -75,4 +93,5 @@ class RunConfig:
     """Objects removed from the desired state are torn down (else kept and reported as orphans)."""
     config_watch_interval_s: float = 1.0
     """How often --config is checked for changes (0: only on SIGHUP)."""
+    git: GitOptions | None = None
     pki: PkiRunOptions | None = None  # with --pki-dir

@@ -13,10 +13,10 @@ import logging
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgectl.bus import EventBus
-from edgectl.config import RunConfig
+from edgectl.config import GitOptions, RunConfig
 from edgectl.health_api import HEALTH_PATH, health_report_route, unhealthy_view
 from edgectl.http_access import loopback_only
 from edgectl.http_api import HttpApi
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the servers are imported only when start() runs them (os-ke
     from edgectl.cert_renewal import ControlCertificates
     from edgectl.config_watch import ConfigWatcher
     from edgectl.desired_state import DesiredState
+    from edgectl.git_sync import GitSync
     from meshctl.xds_grpc import MeshServer
     from pki.service import PkiService
     from placement.grpc_api import PlacementServer
@@ -73,6 +74,8 @@ class Controller:
         self.placement: PlacementServer | None = None
         self.desired: DesiredState | None = None
         self.config_watch: ConfigWatcher | None = None
+        self.git: GitSync | None = None
+        self._temporary_git_dir: str | None = None
 
     def start(self) -> None:
         self.bus.start()
@@ -241,15 +244,6 @@ class Controller:
                 trust_domain=trust_domain,
             )
 
-        def observe(desired: DesiredState) -> None:
-            view = desired.view()
-            self.metrics.observe_desired(
-                view["revision"],
-                view["source"],
-                error=view["status"] == "error",
-                converged=view["health"] != "degraded",
-            )
-
         desired = self.desired = DesiredState(
             self.bus.publish,
             plan_inputs,
@@ -258,11 +252,11 @@ class Controller:
                 Probe("routes", lambda g: all(s.applied_generation >= g for s in routes.status.values())),
                 Probe("sidecars", mesh.converged),
             ],
-            on_status=observe,
         )
+        self.metrics.config_view = self.config_view
         spec, revision = self._initial
-        desired.adopt(spec, revision, f"file {self.config.fabric_file}")
-        self.http.add_route(CONFIG_PATH, lambda _state: desired.view())
+        desired.adopt(spec, revision, f"file {self.config.fabric_file}" if self.config.fabric_file else "empty")
+        self.http.add_route(CONFIG_PATH, lambda _state: self.config_view())
         self.http.add_route(HISTORY_PATH, lambda _state: desired.history_view())
         self.http.add_route(PLAN_PATH, plan_route(desired, parse_document), method="POST", max_body=MAX_DOCUMENT_BODY)
         apply = loopback_only(
@@ -272,10 +266,68 @@ class Controller:
             instead="apply from the controller's machine, or commit to its git source",
         )
         self.http.add_route(APPLY_PATH, apply, method="POST", max_body=MAX_DOCUMENT_BODY)
-        from edgectl.config_watch import ConfigWatcher
+        if self.config.git is not None:
+            self._start_git(desired, self.config.git)
+        elif self.config.fabric_file:
+            from edgectl.config_watch import ConfigWatcher
 
-        interval = self.config.config_watch_interval_s
-        self.config_watch = ConfigWatcher(self.config.fabric_file, self.reload_config, interval or None).start()
+            interval = self.config.config_watch_interval_s
+            self.config_watch = ConfigWatcher(self.config.fabric_file, self.reload_config, interval or None).start()
+
+    def _start_git(self, desired: DesiredState, options: GitOptions) -> None:
+        """Follow a git ref: every commit planned and applied like a file (a bad one rejected, the last good
+        one kept), status and history in /api/v1/config, and the webhook, rollback and resume routes."""
+        import tempfile
+
+        from edgectl.config import parse_document
+        from edgectl.git_api import resume_route, rollback_route, sync_route
+        from edgectl.git_source import GitSource
+        from edgectl.git_sync import ApplyResult, GitSync
+
+        work_dir = options.work_dir
+        if not work_dir:
+            if self.config.state_dir:
+                work_dir = str(Path(self.config.state_dir) / "git")
+            else:
+                work_dir = self._temporary_git_dir = tempfile.mkdtemp(prefix="edgectl-git-")
+        source = GitSource(options.url, options.ref, options.path, work_dir)
+
+        def apply_commit(sha: str, files: dict[str, bytes]) -> ApplyResult:
+            try:
+                spec, _content_hash = parse_document(files)
+            except FabricFileError as exc:
+                desired.reject(str(exc), sha, f"git {sha[:12]}")
+                return ApplyResult(False, str(exc))
+            desired.apply(spec, sha, f"git {sha[:12]}")  # not converged in time is health, not sync
+            return ApplyResult(True)
+
+        git = self.git = GitSync(source, apply_commit, options.interval_s).start()
+        git.sync_now()
+        assert self.http is not None
+        self.http.add_route("/api/v1/git/sync", sync_route(git), method="POST")
+        for path, route in (("/api/v1/git/rollback", rollback_route(git)), ("/api/v1/git/resume", resume_route(git))):
+            guarded = loopback_only(
+                route,
+                http_host=self.config.http_host,
+                what="a git rollback or resume",
+                instead="run it on the controller's machine",
+            )
+            self.http.add_route(path, guarded, method="POST")
+
+    def config_view(self) -> dict[str, Any]:
+        """/api/v1/config: the desired-state layer, and with a git source what git says (SHA seen and
+        applied, paused); the status is git's when git has the newer word (out-of-sync, error)."""
+        assert self.desired is not None
+        view = self.desired.view()
+        if self.git is None:
+            return view
+        git = self.git.status_view()
+        view["git"] = git
+        view["seen_sha"], view["applied_sha"], view["paused"] = git["seen_sha"], git["applied_sha"], git["paused"]
+        if view["status"] != "progressing" and git["status"] != "synced":
+            view["status"] = git["status"]
+            view["error"] = view["error"] or git["error"] or None
+        return view
 
     def reload_config_soon(self) -> None:
         """SIGHUP: read --config now, on the watcher's thread (never in a signal handler)."""
@@ -305,6 +357,12 @@ class Controller:
             LOG.error("applying %s failed: %s", path, exc)
 
     def stop(self) -> None:
+        if self.git is not None:
+            self.git.stop()
+        if self._temporary_git_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._temporary_git_dir, ignore_errors=True)
         if self.config_watch is not None:
             self.config_watch.stop()
         if self.placement is not None:

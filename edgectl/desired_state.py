@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from edgectl.plan import Plan, PlanInputs, compute_plan
@@ -89,7 +89,6 @@ class _Status:
     healthy: bool | None = None
     not_converged: tuple[str, ...] = ()
     orphans: tuple[str, ...] = ()
-    seen: dict[str, Any] = field(default_factory=dict)
 
 
 class DesiredState:
@@ -100,14 +99,12 @@ class DesiredState:
         *,
         prune: bool = False,
         probes: Sequence[Probe] = (),
-        on_status: Callable[[DesiredState], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._publish = publish
         self._plan_inputs = plan_inputs
         self.prune = prune
         self._probes = list(probes)
-        self._on_status = on_status
         self._clock = clock
         self._lock = threading.Lock()  # one document at a time, plan to convergence
         self._status = _Status()
@@ -206,11 +203,6 @@ class DesiredState:
         with self._lock:
             self._fail(error, revision, source)
 
-    def note_seen(self, **seen: Any) -> None:
-        """What a source has seen besides what was applied (git: the SHA the ref points at)."""
-        self._status.seen.update(seen)
-        self._notify()
-
     # -- views ------------------------------------------------------------------------------------
 
     @property
@@ -240,7 +232,6 @@ class DesiredState:
             "not_converged": list(s.not_converged),
             "prune": self.prune,
             "orphans": list(s.orphans),
-            **s.seen,
         }
 
     def history_view(self) -> dict[str, Any]:
@@ -284,14 +275,6 @@ class DesiredState:
     def _set(self, **changes: Any) -> None:
         for name, value in changes.items():
             setattr(self._status, name, value)
-        self._notify()
-
-    def _notify(self) -> None:
-        if self._on_status is not None:
-            try:
-                self._on_status(self)
-            except Exception:  # metrics must never break an apply
-                LOG.exception("desired-state status observer failed")
 
 
 def _converged(probe: Probe, generation: int) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, PlatformCollector, ProcessCollector
 
 from netmodel.events import Event
@@ -42,17 +45,22 @@ class ControllerMetrics:
             registry=self.registry,
         )
 
-    def observe_desired(self, revision: str, source: str, error: bool, converged: bool | None) -> None:
-        self.config_load_error.set(1 if error else 0)
+        self.config_view: Callable[[], dict[str, Any]] | None = None
+        """The desired-state status (/api/v1/config), read at each scrape."""
+
+    def observe_config(self, view: dict[str, Any]) -> None:
+        self.config_load_error.set(1 if view["status"] == "error" else 0)
         self.config_info.clear()
-        if revision:
-            self.config_info.labels(revision, source).set(1)
-        self.config_converged.set(1 if converged else 0)
+        if view["revision"]:
+            self.config_info.labels(view["revision"], view["source"]).set(1)
+        self.config_converged.set(0 if view["health"] == "degraded" else 1)
 
     def observe_event(self, event: Event, outcome: str) -> None:
         self.events.labels(type(event).__name__, outcome).inc()
 
     def observe_state(self, state: FabricState) -> None:
+        if self.config_view is not None:
+            self.observe_config(self.config_view())
         self.generation.set(state.generation)
         switches = state.topology.switches.values()
         connected = sum(1 for s in switches if s.connected)
