@@ -171,7 +171,9 @@ class SyncState:
 
     def needs_ancestry(self, tip: str) -> bool:
         """Whether ``decide`` needs to know if ``tip`` contains ``applied_sha``."""
-        return self.applied_sha is not None and tip != self.applied_sha and not self.accept_new_history
+        if self.paused or self.accept_new_history or tip == self.failed_sha:
+            return False  # decide() will not apply it anyway, or applies it whatever the answer
+        return self.applied_sha is not None and tip != self.applied_sha
 
     def decide(self, tip: str, contains_applied: bool | None) -> Decision:
         """What to do with the fetched ``tip``; ``contains_applied`` answers ``needs_ancestry``."""
@@ -275,7 +277,7 @@ class GitSync:
         wall_clock: Callable[[], float] = time.time,
         fetch_timeout_s: float = 60.0,
         backoff_s: float = DEFAULT_BACKOFF_S,
-        applied_sha: str | None = None,
+        applied_sha: str | None = None,  # the commit the controller already runs (restored), not applied again
     ) -> None:
         if interval_s <= 0:
             raise ValueError("the git poll interval must be positive")

@@ -48,6 +48,7 @@ def test_a_tip_that_does_not_contain_the_applied_commit_pauses() -> None:
     )
     assert (state.status, state.error, state.paused) == ("error", message, True)
     state.fetched(C, now=1.0, at=6.0)
+    assert not state.needs_ancestry(C), "paused: no git call to ask"
     assert state.decide(C, False) == "none", "paused: no second pause, no apply"
     state.resume(at=7.0)
     assert not state.paused and state.error == "" and not state.needs_ancestry(C)
