@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from edgectl.config import RunConfig, load_fabric
+from edgectl.config import RunConfig, load_desired, load_fabric
 from netmodel.fabric_file import FabricFileError
 from pki import cli as pki_cli  # loads no cryptography until a pki command runs
 from pki.errors import PkiError
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the controller: OpenFlow, xDS, placement gRPC, HTTP API")
-    run.add_argument("--config", required=True, metavar="FILE", help="the fabric file")
+    run.add_argument("--config", required=True, metavar="PATH", help="the fabric file (or a directory of them)")
     _add_address(run, "openflow", "OpenFlow 1.3 listener", 6653)
     _add_address(run, "http", "HTTP endpoint (/healthz, /metrics, /api/v1)", 8080)
     _add_address(run, "xds", "Envoy xDS (ADS) gRPC server", 18000)
@@ -62,13 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     pki_cli.add_run_options(run)
 
-    validate = sub.add_parser("validate", help="check a fabric file; print FILE:LINE: field: problem")
-    validate.add_argument("file")
+    validate = sub.add_parser(
+        "validate", help="check a fabric file or directory; print FILE:LINE: field: problem, or its revision"
+    )
+    validate.add_argument("file", metavar="PATH", help="a fabric file, or a directory of *.yaml / *.yml files")
 
     topo = sub.add_parser("topo", help="fabric file tools")
     topo_sub = topo.add_subparsers(dest="topo_command", required=True, metavar="COMMAND")
-    show = topo_sub.add_parser("show", help="print the fabric a file declares")
-    show.add_argument("file")
+    show = topo_sub.add_parser("show", help="print the fabric a file (or directory) declares")
+    show.add_argument("file", metavar="PATH", help="a fabric file, or a directory of *.yaml / *.yml files")
     show.add_argument("--format", choices=["table", "json", "graphml"], default="table")
     mesh = sub.add_parser("mesh", help="service mesh: Envoy bootstraps, xDS client status")
     mesh.add_argument("mesh_command", choices=["bootstrap", "status"], help="bootstrap | status")
@@ -115,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_validate(path: str) -> int:
     try:
-        spec = load_fabric(path)
+        document = load_desired(path)
     except FabricFileError as exc:
         for problem in exc.problems:
             print(problem.format(path), file=sys.stderr)
@@ -123,9 +125,12 @@ def cmd_validate(path: str) -> int:
     except Exception as exc:  # a loader bug must still not print a traceback at the user
         print(f"{path}:1: <file>: internal error while reading: {exc!r}", file=sys.stderr)
         return 1
+    spec = document.spec
+    files = f", {len(document.files)} files" if os.path.isdir(path) else ""
     print(
         f"{path}: ok ({len(spec.sites)} sites, {len(spec.switches)} switches, {len(spec.cables)} links, "
-        f"{len(spec.hosts)} hosts, {len(spec.nodes)} nodes, {len(spec.services)} services)"
+        f"{len(spec.hosts)} hosts, {len(spec.nodes)} nodes, {len(spec.services)} services){files}, "
+        f"revision {document.short_revision}"
     )
     return 0
 
