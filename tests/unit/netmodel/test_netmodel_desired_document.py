@@ -186,6 +186,23 @@ def test_a_document_over_the_total_limit_is_refused() -> None:
     ]
 
 
+ALIASES = b"""nodes: &l1 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+hosts: &l2 [*l1, *l1, *l1, *l1, *l1, *l1, *l1, *l1, *l1, *l1]
+links: &l3 [*l2, *l2, *l2, *l2, *l2, *l2, *l2, *l2, *l2, *l2]
+sites: &l4 [*l3, *l3, *l3, *l3, *l3, *l3, *l3, *l3, *l3, *l3]
+services: [*l4, *l4, *l4, *l4, *l4, *l4, *l4, *l4, *l4, *l4]
+"""  # 111,110 YAML values: under the limit of 200,000 alone
+
+
+def test_the_alias_limit_is_for_the_whole_document_not_per_file() -> None:
+    with pytest.raises(FabricFileError) as alone:
+        parse_desired({"a.yaml": ALIASES})
+    assert "too large" not in str(alone.value)  # its items are not sites, links, ...: but it was read
+    assert problems_of({"a.yaml": ALIASES, "b.yaml": ALIASES}) == [
+        "b.yaml:1: <file>: too large: more than 200000 YAML values (alias bomb?)"
+    ]
+
+
 def test_the_revision_is_a_stable_content_hash() -> None:
     files = split_example()
     revision = document_revision(files)
