@@ -89,13 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     pki_cli.add_run_options(run)
 
-    validate = sub.add_parser("validate", help="check a fabric file; print FILE:LINE: field: problem")
-    validate.add_argument("file")
+    validate = sub.add_parser(
+        "validate", help="check a fabric file or directory; print FILE:LINE: field: problem, or its revision"
+    )
+    validate.add_argument("file", metavar="PATH", help="a fabric file, or a directory of *.yaml / *.yml files")
 
     topo = sub.add_parser("topo", help="fabric file tools")
     topo_sub = topo.add_subparsers(dest="topo_command", required=True, metavar="COMMAND")
-    show = topo_sub.add_parser("show", help="print the fabric a file declares")
-    show.add_argument("file")
+    show = topo_sub.add_parser("show", help="print the fabric a file (or directory) declares")
+    show.add_argument("file", metavar="PATH", help="a fabric file, or a directory of *.yaml / *.yml files")
     show.add_argument("--format", choices=["table", "json", "graphml"], default="table")
     mesh = sub.add_parser("mesh", help="service mesh: Envoy bootstraps, xDS client status")
     mesh.add_argument("mesh_command", choices=["bootstrap", "status"], help="bootstrap | status")
@@ -147,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_validate(path: str) -> int:
     try:
-        spec = load_fabric(path)
+        document = load_desired(path)
     except FabricFileError as exc:
         for problem in exc.problems:
             print(problem.format(path), file=sys.stderr)
@@ -155,9 +157,12 @@ def cmd_validate(path: str) -> int:
     except Exception as exc:  # a loader bug must still not print a traceback at the user
         print(f"{path}:1: <file>: internal error while reading: {exc!r}", file=sys.stderr)
         return 1
+    spec = document.spec
+    files = f", {len(document.files)} files" if os.path.isdir(path) else ""
     print(
         f"{path}: ok ({len(spec.sites)} sites, {len(spec.switches)} switches, {len(spec.cables)} links, "
-        f"{len(spec.hosts)} hosts, {len(spec.nodes)} nodes, {len(spec.services)} services)"
+        f"{len(spec.hosts)} hosts, {len(spec.nodes)} nodes, {len(spec.services)} services){files}, "
+        f"revision {document.short_revision}"
     )
     return 0
 
@@ -256,7 +261,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    controller = Controller(config, spec, document.revision)
+    controller = Controller(config, spec, document.short_revision)
     signal.signal(signal.SIGHUP, lambda _signum, _frame: controller.reload_config_soon())
     try:
         controller.start()
@@ -267,7 +272,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     LOG.info(
         "edgectl running (fabric %s, revision %s, %d switches declared)",
         spec.name,
-        document.revision,
+        document.short_revision,
         len(spec.switches),
     )
     while not stop.wait(1.0):

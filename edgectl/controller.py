@@ -348,11 +348,11 @@ class Controller:
         except FabricFileError as exc:
             desired.reject(str(exc), "", f"file {path}")
             return
-        if document.revision == desired.revision and desired.status != "error":
-            LOG.info("%s: revision %s is already running", path, document.revision)
+        if document.short_revision == desired.revision and desired.status != "error":
+            LOG.info("%s: revision %s is already running", path, document.short_revision)
             return
         try:
-            desired.apply(document.spec, document.revision, f"file {path}")
+            desired.apply(document.spec, document.short_revision, f"file {path}")
         except Exception as exc:
             LOG.error("applying %s failed: %s", path, exc)
 

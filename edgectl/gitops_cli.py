@@ -64,10 +64,7 @@ def register(sub: Any) -> None:
 
 def _files(path: str) -> dict[str, bytes]:
     """The document's files, checked here first: a bad one is reported with FILE:LINE and not sent."""
-    document = load_desired(path)
-    if not os.path.isdir(path):  # one file: sent by its own name (the controller takes relative names only)
-        return {os.path.basename(path): data for data in document.sources.values()}
-    return dict(document.sources)
+    return dict(load_desired(path).sources)  # by their names within the document
 
 
 def _post(address: str, path: str, body: dict[str, Any], timeout: float) -> tuple[int, Any]:

@@ -15,6 +15,7 @@ from mininet.link import Link
 from mininet.node import Host, OVSSwitch
 from mininet.topo import Topo
 
+from edgectl.config import load_fabric
 from mininet_topos.links import DelayRelayLink, SwitchPortIntf
 from mininet_topos.netem import netem_available
 from mininet_topos.plan import CablePlan, FabricPlan, compute_plan
@@ -44,8 +45,8 @@ def choose_backend(real_delay: bool | str | None) -> DelayBackend:
 
 
 def load_spec(fabric_file: str | Path) -> FabricSpec:
-    path = Path(fabric_file)
-    return parse_fabric(path.read_bytes(), str(path))
+    """The fabric a file or a directory of files declares (the controller's own loader)."""
+    return load_fabric(str(fabric_file))
 
 
 class FabricHost(Host):

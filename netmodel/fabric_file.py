@@ -3,14 +3,20 @@
 Each problem reads ``FILE:LINE: path.to.field: message``. Any bytes give problems, never a
 traceback: the file is parsed with PyYAML's composer (which keeps line numbers) and each value is
 checked against a small schema before anything is built.
+
+A desired-state document is one file or several (``parse_desired``): each holds any of the top-level
+sections; list sections are concatenated in file-name order, a scalar key is given in one file only.
+Every problem names its own file, and paths such as ``switches[3]`` count within that file.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,20 +33,59 @@ MIN_LATENCY_SLO_MS = 0.001  # 1 us: the model counts latency in whole microsecon
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 _HEX_RE = re.compile(r"[0-9a-fA-F]{1,16}")
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-TOP_LEVEL_KEYS = ("name", "subnet", "sites", "switches", "links", "nodes", "hosts", "services")
+MIB = 1 << 20
+MAX_DOCUMENT_BYTES = 8 * MIB  # one file of a document: checked before it is read, and never read past
+MAX_DOCUMENT_TOTAL_BYTES = 32 * MIB  # all files of a document together
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A top-level key. A list section may appear in several files of a document (concatenated in
+    file-name order); a scalar one in one file only. A new section is one entry in ``SECTIONS`` (and
+    its checks in ``_check``)."""
+
+    key: str
+    is_list: bool
+
+
+SECTIONS = (
+    Section("name", is_list=False),
+    Section("subnet", is_list=False),
+    Section("sites", is_list=True),
+    Section("switches", is_list=True),
+    Section("links", is_list=True),
+    Section("nodes", is_list=True),
+    Section("hosts", is_list=True),
+    Section("services", is_list=True),
+)
+TOP_LEVEL_KEYS = tuple(section.key for section in SECTIONS)
+_SECTION_BY_KEY = {section.key: section for section in SECTIONS}
+
+
+@functools.total_ordering
+@dataclass(frozen=True, slots=True)
 class Problem:
     line: int
     path: str
     message: str
+    file: str = ""  # the file it is in; "" for a problem of the one file being read (named by the caller)
 
-    def format(self, filename: str) -> str:
-        return f"{filename}:{self.line}: {self.path}: {self.message}"
+    def format(self, filename: str = "") -> str:
+        return f"{self.file or filename}:{self.line}: {self.path}: {self.message}"
+
+    def _key(self) -> tuple[str, int, str, str]:
+        return (self.file, self.line, self.path, self.message)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Problem):
+            return NotImplemented
+        return self._key() < other._key()
 
 
 class FabricFileError(ValueError):
+    """Every problem of a file or document. ``filename`` names the file or the whole document; each
+    problem names its own file (``Problem.file``) when the document has several."""
+
     def __init__(self, filename: str, problems: list[Problem]) -> None:
         self.filename = filename
         self.problems = sorted(problems)
@@ -57,6 +102,7 @@ class Located:
     value: Any
     line: int
     text: str | None = None
+    file: str = ""
 
     def __repr__(self) -> str:  # messages quote values with !r: show the YAML value, not the wrapper
         return repr(self.value)
@@ -84,6 +130,7 @@ def _to_located(
     problems: list[Problem],
     budget: _Budget,
     scalars: yaml.constructor.SafeConstructor,
+    file: str,
 ) -> Located:
     budget.left -= 1
     if budget.left < 0:
@@ -94,58 +141,77 @@ def _to_located(
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
-                problems.append(Problem(key_line, path or "<top>", "keys must be plain names"))
+                problems.append(Problem(key_line, path or "<top>", "keys must be plain names", file))
                 continue
             key = str(key_node.value)
             segment = _key_segment(key)
             child = f"{path}.{segment}" if path else segment
             if key in mapping:
-                problems.append(Problem(key_line, child, "duplicate key"))
+                problems.append(Problem(key_line, child, "duplicate key", file))
                 continue
-            mapping[key] = _to_located(value_node, child, problems, budget, scalars)
+            mapping[key] = _to_located(value_node, child, problems, budget, scalars, file)
             # The key's line, not the value's: a block or aliased value starts elsewhere.
             mapping[key].line = key_line
-        return Located(mapping, line)
+        return Located(mapping, line, file=file)
     if isinstance(node, yaml.SequenceNode):
-        items = [_to_located(item, f"{path}[{i}]", problems, budget, scalars) for i, item in enumerate(node.value)]
-        return Located(items, line)
+        items = [
+            _to_located(item, f"{path}[{i}]", problems, budget, scalars, file) for i, item in enumerate(node.value)
+        ]
+        return Located(items, line, file=file)
     try:
         value = scalars.construct_object(node, deep=True)
     except (yaml.YAMLError, ValueError, TypeError, OverflowError):
         value = str(node.value)  # e.g. an unparsable timestamp: keep the text, the schema will object
-    return Located(value, line, str(node.value))
+    return Located(value, line, str(node.value), file)
 
 
-def read_yaml(text: str) -> tuple[Located | None, list[Problem]]:
+EMPTY_FILE = "empty file: expected a mapping with sites, switches, links, ..."
+
+
+def read_yaml(text: str, file: str = "", budget: _Budget | None = None) -> tuple[Located | None, list[Problem]]:
+    """The text's one YAML document with lines, or its problems; (None, []) when it holds no document
+    (empty, or only comments). ``budget`` bounds the values built (shared by a document's files)."""
     problems: list[Problem] = []
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.reader.ReaderError as exc:
         # Its str() spans two lines and names a character position: report the line instead.
         line = text[: exc.position].count("\n") + 1
-        return None, [Problem(line, "<file>", f"not valid YAML: unacceptable character #x{exc.character:04x}")]
+        message = f"not valid YAML: unacceptable character #x{exc.character:04x}"
+        return None, [Problem(line, "<file>", message, file)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         # "while parsing a flow mapping, expected ',' or '}', but got '{'": the context, then the problem.
         what = ", ".join(part for part in (exc.context, exc.problem) if part) or "syntax error"
-        return None, [Problem(line, "<file>", f"not valid YAML: {what}")]
+        return None, [Problem(line, "<file>", f"not valid YAML: {what}", file)]
     except yaml.YAMLError as exc:
-        return None, [Problem(1, "<file>", f"not valid YAML: {exc}")]
+        return None, [Problem(1, "<file>", f"not valid YAML: {exc}", file)]
     except RecursionError:
-        return None, [Problem(1, "<file>", "not valid YAML: nested too deeply")]
+        return None, [Problem(1, "<file>", "not valid YAML: nested too deeply", file)]
     if node is None:
-        return None, [Problem(1, "<file>", "empty file: expected a mapping with sites, switches, links, ...")]
+        return None, []
     try:
         # A fresh constructor per file: it caches every node it builds (a leak if shared).
-        return _to_located(node, "", problems, _Budget(), yaml.constructor.SafeConstructor()), problems
+        scalars = yaml.constructor.SafeConstructor()
+        return _to_located(node, "", problems, budget or _Budget(), scalars, file), problems
     except _TooBig:
-        return None, [Problem(1, "<file>", f"too large: more than {MAX_NODES} YAML values (alias bomb?)")]
+        return None, [Problem(1, "<file>", f"too large: more than {MAX_NODES} YAML values (alias bomb?)", file)]
     except RecursionError:
-        return None, [Problem(1, "<file>", "nested too deeply")]
+        return None, [Problem(1, "<file>", "nested too deeply", file)]
 
 
 # -- schema checks ---------------------------------------------------------------------------------
+
+
+_Place = tuple[str, int, str]  # (file, line, path) where something was first declared
+
+
+def _first_at(place: _Place, here: Located) -> str:
+    """Where a duplicate was first declared, as seen from ``here``: its path in the same file, else
+    ``FILE:LINE: path``."""
+    file, line, path = place
+    return path if file == here.file else f"{file}:{line}: {path}"
 
 
 @dataclass(slots=True)
@@ -153,7 +219,7 @@ class _Checker:
     problems: list[Problem] = field(default_factory=list)
 
     def error(self, located: Located, path: str, message: str) -> None:
-        self.problems.append(Problem(located.line, path, message))
+        self.problems.append(Problem(located.line, path, message, located.file))
 
     def mapping(self, located: Located, path: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> bool:
         if not isinstance(located.value, dict):
@@ -169,15 +235,16 @@ class _Checker:
                 ok = False
         return ok
 
-    def items(self, top: dict[str, Located], key: str) -> Iterator[tuple[str, Located]]:
-        section = top.get(key)
-        if section is None or section.value is None:
-            return
-        if not isinstance(section.value, list):
-            self.error(section, key, "expected a list")
-            return
-        for i, item in enumerate(section.value):
-            yield f"{key}[{i}]", item
+    def items(self, sections: dict[str, list[Located]], key: str) -> Iterator[tuple[str, Located]]:
+        """The items of a list section, file after file; a path's index counts within its file."""
+        for section in sections.get(key, ()):
+            if section.value is None:
+                continue
+            if not isinstance(section.value, list):
+                self.error(section, key, "expected a list")
+                continue
+            for i, item in enumerate(section.value):
+                yield f"{key}[{i}]", item
 
     def name(self, entry: dict[str, Located], key: str, path: str) -> str | None:
         located = entry.get(key)
@@ -233,13 +300,13 @@ class _Checker:
             return None
         return str(located.value)
 
-    def unique(self, seen: dict[str, str], value: str | None, located: Located, path: str, what: str) -> None:
+    def unique(self, seen: dict[str, _Place], value: str | None, located: Located, path: str, what: str) -> None:
         if value is None:
             return
         if value in seen:
-            self.error(located, path, f"duplicate {what} {value!r} (first at {seen[value]})")
+            self.error(located, path, f"duplicate {what} {value!r} (first at {_first_at(seen[value], located)})")
         else:
-            seen[value] = path
+            seen[value] = (located.file, located.line, path)
 
 
 def _fits_float(value: float) -> bool:
@@ -343,7 +410,7 @@ def _names(checker: _Checker, entry: dict[str, Located], key: str, path: str) ->
     return out
 
 
-def _free_addresses(network: ipaddress.IPv4Network, used: dict[str, str]) -> Iterator[str]:
+def _free_addresses(network: ipaddress.IPv4Network, used: Mapping[str, object]) -> Iterator[str]:
     """The subnet's host addresses not in ``used``, highest first, without listing the subnet."""
     if network.prefixlen >= 31:  # /31 and /32: every address is a host address
         candidates: Iterator[int] = iter(range(int(network.broadcast_address), int(network.network_address) - 1, -1))
@@ -360,16 +427,17 @@ class _Ports:
 
     def __init__(self, checker: _Checker) -> None:
         self.checker = checker
-        self.used: dict[str, dict[int, str]] = {}
+        self.used: dict[str, dict[int, _Place]] = {}
 
     def reserve(self, switch: str | None, port: float | None, located: Located | None, path: str) -> None:
         if switch is None or port is None or located is None:
             return
         owners = self.used.setdefault(switch, {})
         if int(port) in owners:
-            self.checker.error(located, path, f"port {int(port)} of {switch} is already used by {owners[int(port)]}")
+            owner = _first_at(owners[int(port)], located)
+            self.checker.error(located, path, f"port {int(port)} of {switch} is already used by {owner}")
         else:
-            owners[int(port)] = path
+            owners[int(port)] = (located.file, located.line, path)
 
     def assign(self, switch: str, port: float | None, owner: str) -> PortNo:
         if port is not None:
@@ -378,41 +446,62 @@ class _Ports:
         number = 1
         while number in owners:
             number += 1
-        owners[number] = owner
+        owners[number] = ("", 0, owner)
         return PortNo(number)
 
 
-def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
-    c = _Checker()
-    if not isinstance(top.value, dict):
+def _merge(c: _Checker, tops: list[Located]) -> dict[str, list[Located]] | None:
+    """The top-level sections of a document's files (in file order): each list section's value in every
+    file that has it; a scalar key's value once (a second one is a problem naming the first). None when
+    a file is not a mapping (its sections are unknown: checking the rest would only cascade)."""
+    not_mappings = [top for top in tops if not isinstance(top.value, dict)]
+    for top in not_mappings:
         c.error(top, "<top>", "expected a mapping with sites, switches, links, nodes, hosts, services")
+    if not_mappings:
+        return None
+    sections: dict[str, list[Located]] = {}
+    for top in tops:
+        for key, value in top.value.items():
+            section = _SECTION_BY_KEY.get(key)
+            if section is None:
+                c.error(value, _key_segment(key), f"unknown top-level key (allowed: {', '.join(TOP_LEVEL_KEYS)})")
+            elif section.is_list or key not in sections:
+                sections.setdefault(key, []).append(value)
+            else:
+                first = sections[key][0]
+                c.error(value, key, f"given twice: first at {first.file}:{first.line} (a scalar key is given once)")
+    return sections
+
+
+def _check(tops: list[Located]) -> tuple[FabricSpec | None, list[Problem]]:
+    c = _Checker()
+    root = _merge(c, tops)
+    if root is None:
         return None, c.problems
-    root: dict[str, Located] = top.value
-    for key, value in root.items():
-        if key not in TOP_LEVEL_KEYS:
-            c.error(value, _key_segment(key), f"unknown top-level key (allowed: {', '.join(TOP_LEVEL_KEYS)})")
 
     fabric_name = "fabric"
     if "name" in root:
-        fabric_name = c.name(root, "name", "") or fabric_name
+        name_value = root["name"][0]
+        fabric_name = c.name({"name": name_value}, "name", "") or fabric_name
     network: ipaddress.IPv4Network | None = ipaddress.IPv4Network("10.0.0.0/16")
     if "subnet" in root:
-        network = _subnet(c, root["subnet"])
+        network = _subnet(c, root["subnet"][0])
 
-    ids: dict[str, str] = {}  # switches, hosts and nodes share one namespace (Mininet names)
+    ids: dict[str, _Place] = {}  # switches, hosts and nodes share one namespace (Mininet names)
 
     sites: dict[str, Site] = {}
-    site_ids: dict[str, str] = {}  # every declared id, valid or not, so one bad field does not cascade
+    site_ids: dict[str, _Place] = {}  # every declared id, valid or not, so one bad field does not cascade
     for path, item in c.items(root, "sites"):
         if not c.mapping(item, path, ("id", "tier", "region", "zone"), ("id", "tier", "region")):
             continue
         e = item.value
         site_id = c.name(e, "id", path)
         if site_id in site_ids:
-            c.error(e["id"], f"{path}.id", f"duplicate site id {site_id!r} (first at {site_ids[site_id]})")
+            first = _first_at(site_ids[site_id], e["id"])
+            c.error(e["id"], f"{path}.id", f"duplicate site id {site_id!r} (first at {first})")
             site_id = None
         elif site_id:
-            site_ids[site_id] = path
+            site_ids[site_id] = (e["id"].file, e["id"].line, path)
         tier_value = e["tier"].value
         tier = Tier(tier_value) if isinstance(tier_value, str) and tier_value in {t.value for t in Tier} else None
         if tier is None:
@@ -430,7 +519,7 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
 
     switches: dict[str, tuple[int, str]] = {}
     switch_names: dict[str, str] = {}
-    dpids: dict[str, str] = {}
+    dpids: dict[str, _Place] = {}
     for path, item in c.items(root, "switches"):
         if not c.mapping(item, path, ("id", "dpid", "site"), ("id", "dpid", "site")):
             continue
@@ -467,7 +556,7 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
         raw_links.append((path, a, b, latency, bandwidth, a_port, b_port))
 
     raw_hosts: list[tuple[Any, ...]] = []
-    ips: dict[str, str] = {}
+    ips: dict[str, _Place] = {}
     for path, item in c.items(root, "hosts"):
         if not c.mapping(item, path, ("id", "switch", "ip", "mac", "port"), ("id", "switch", "ip")):
             continue
@@ -504,7 +593,7 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
         raw_nodes.append((path, name, site, switch, cpu, memory, ip, _mac(c, e, path), port, "ip" in e, item))
 
     host_ids = {r[1] for r in raw_hosts if r[1]}
-    service_names: dict[str, str] = {}
+    service_names: dict[str, _Place] = {}
     raw_services: list[tuple[Any, ...]] = []
     for path, item in c.items(root, "services"):
         allowed = ("name", "port", "replicas", "cpu_millis", "memory_mib", "max_latency_ms", "near", "calls")
@@ -598,23 +687,91 @@ def _check(top: Located) -> tuple[FabricSpec | None, list[Problem]]:
     return spec, []
 
 
-def parse_fabric(data: bytes | str, filename: str = "<fabric>") -> FabricSpec:
-    """Parse and check a fabric file's contents; raise ``FabricFileError`` listing every problem."""
+def _read_file(file: str, data: bytes | str, budget: _Budget) -> tuple[Located | None, list[Problem]]:
+    """One file of a document: its YAML with lines, (None, []) when it holds nothing, or its problems."""
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
-            raise FabricFileError(filename, [Problem(line, "<file>", "not UTF-8 text")]) from None
+            return None, [Problem(line, "<file>", "not UTF-8 text", file)]
     else:
         text = data
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
-        raise FabricFileError(filename, [Problem(line, "<file>", "not valid YAML: contains a NUL byte")])
-    located, problems = read_yaml(text)
-    if located is not None:
-        spec, more = _check(located)
+        return None, [Problem(line, "<file>", "not valid YAML: contains a NUL byte", file)]
+    return read_yaml(text, file, budget)
+
+
+def _byte_count(data: bytes | str) -> int:
+    return len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "replace"))
+
+
+def too_large(file: str, size: int | None, limit: int = MAX_DOCUMENT_BYTES, what: str = "") -> Problem:
+    """``FILE:1: <file>: too large (N bytes; at most 8 MiB)``; ``size`` None: more than ``limit`` (a file
+    read no further than that). ``what``: e.g. " in all" for a whole document."""
+    count = f"more than {limit}" if size is None else str(size)
+    return Problem(1, "<file>", f"too large ({count} bytes{what}; at most {limit // MIB} MiB)", file)
+
+
+def size_problems(files: Mapping[str, bytes | str], document: str) -> list[Problem]:
+    """Files over ``MAX_DOCUMENT_BYTES``, and a document over ``MAX_DOCUMENT_TOTAL_BYTES``."""
+    sizes = {name: _byte_count(data) for name, data in files.items()}
+    problems = [too_large(name, size) for name, size in sorted(sizes.items()) if size > MAX_DOCUMENT_BYTES]
+    total = sum(sizes.values())
+    if total > MAX_DOCUMENT_TOTAL_BYTES and not problems:  # one line for one big file
+        problems.append(too_large(document, total, MAX_DOCUMENT_TOTAL_BYTES, " in all"))
+    return problems
+
+
+def parse_desired(files: Mapping[str, bytes | str], document: str | None = None) -> FabricSpec:
+    """Parse and check a document of one or more files (name -> contents; names appear in problems).
+
+    Raise ``FabricFileError`` listing every problem, each naming its file. ``document`` names the whole
+    in the error and in problems of no one file (default: the only file's name, else "<document>")."""
+    names = sorted(files)
+    if document is None:
+        document = names[0] if len(names) == 1 else "<document>"
+    if not names:
+        raise FabricFileError(document, [Problem(1, "<file>", "no files: a document needs at least one", document)])
+    problems = size_problems(files, document)
+    if problems:
+        raise FabricFileError(document, problems)
+    budget = _Budget()  # one for the document: an alias bomb split over files is still one bomb
+    tops: list[Located] = []
+    unreadable = False  # a file that is not YAML: checking the others would only cascade (missing ids)
+    for name in names:
+        located, more = _read_file(name, files[name], budget)
+        problems += more  # with a document: e.g. a duplicate key, reported along with the schema's problems
+        if located is not None:
+            tops.append(located)
+        elif more:
+            unreadable = True
+    if not unreadable and not tops:  # one empty file says so as it always did; empty files among others are fine
+        message = EMPTY_FILE if len(names) == 1 else "empty document: every file is empty"
+        problems.append(Problem(1, "<file>", message, names[0] if len(names) == 1 else document))
+    elif not unreadable:
+        spec, more = _check(tops)
         problems += more
         if spec is not None and not problems:
             return spec
-    raise FabricFileError(filename, problems or [Problem(1, "<file>", "not a fabric file")])
+    raise FabricFileError(document, problems or [Problem(1, "<file>", "not a fabric file", document)])
+
+
+def parse_fabric(data: bytes | str, filename: str = "<fabric>") -> FabricSpec:
+    """Parse and check a fabric file's contents; raise ``FabricFileError`` listing every problem."""
+    return parse_desired({filename: data}, filename)
+
+
+def document_revision(files: Mapping[str, bytes]) -> str:
+    """A document's content hash (sha256, hex): the same names and bytes give the same revision, whatever
+    the files' times or order. Show its first 12 characters; keep the whole to compare."""
+    digest = hashlib.sha256(b"edgectl desired document v1\n")
+    for name in sorted(files):
+        encoded = name.encode("utf-8", "surrogateescape")
+        data = files[name]
+        # Lengths first: ("a", b"bc") and ("ab", b"c") must not hash alike.
+        digest.update(f"{len(encoded)}:{len(data)}\n".encode())
+        digest.update(encoded)
+        digest.update(data)
+    return digest.hexdigest()

@@ -94,6 +94,47 @@ def test_topo_show_of_a_bad_file_exits_1(capsys) -> None:
     assert "latency_ms" in capsys.readouterr().err
 
 
+def example_as_directory(root: Path) -> Path:
+    """The example over two files of a directory."""
+    lines = EXAMPLE.read_text().splitlines(keepends=True)
+    root.mkdir()
+    (root / "fabric.yaml").write_text("".join(lines[:40]))  # name ... links
+    (root / "compute.yml").write_text("".join(lines[40:]))  # hosts, nodes, services
+    return root
+
+
+def test_validate_prints_the_revision_and_accepts_a_directory(tmp_path, capsys) -> None:
+    root = example_as_directory(tmp_path / "fabric.d")
+    assert main(["validate", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert re.fullmatch(rf"{re.escape(str(EXAMPLE))}: ok \(.+ 3 services\), revision [0-9a-f]{{12}}\n", out), out
+    assert main(["validate", str(root)]) == 0
+    out = capsys.readouterr().out
+    ok = f"{root}: ok (5 sites, 8 switches, 12 links, 3 hosts, 6 nodes, 3 services), 2 files, revision "
+    assert out.startswith(ok) and re.fullmatch(r"[0-9a-f]{12}", out[len(ok) :].strip()), out
+    assert main(["validate", str(root)]) == 0
+    assert capsys.readouterr().out == out  # same content, same revision
+
+
+def test_validate_of_a_bad_directory_names_each_file(tmp_path, capsys) -> None:
+    root = example_as_directory(tmp_path / "fabric.d")
+    (root / "more.yaml").write_text("switches:\n  - {id: m1, dpid: 0x999, site: metro}\n")
+    assert main(["validate", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"{root}/more.yaml:2: switches[0].id: duplicate id 'm1' (first at {root}/fabric.yaml:18: switches[3].id)\n"
+    )
+
+
+def test_topo_show_accepts_a_directory(tmp_path, capsys) -> None:
+    root = example_as_directory(tmp_path / "fabric.d")
+    assert main(["topo", "show", str(root), "--format", "json"]) == 0
+    from_directory = capsys.readouterr().out
+    assert main(["topo", "show", str(EXAMPLE), "--format", "json"]) == 0
+    assert from_directory == capsys.readouterr().out
+
+
 def test_routes_and_mesh_status_read_the_http_address_from_edgectl_http(monkeypatch, capsys) -> None:
     from edgectl.http_api import HttpApi
     from edgectl.metrics import ControllerMetrics
