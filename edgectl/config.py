@@ -37,4 +37,5 @@ class RunConfig:
     api_host: str = "127.0.0.1"
     api_port: int = 50051
     state_dir: str | None = None
+    drift_interval_s: float = 10.0  # re-read the switches' tables this often and heal drift; 0: never
     pki: PkiRunOptions | None = None  # with --pki-dir
