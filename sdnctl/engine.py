@@ -145,8 +145,9 @@ class RouteEngine:
             try:
                 self._converge()
                 if self.drift_interval_s > 0 and time.monotonic() >= self._next_drift_check:
-                    self.check_drift()
+                    # Due again one interval from now whatever happens: a failing check does not spin.
                     self._next_drift_check = time.monotonic() + self.drift_interval_s
+                    self.check_drift()
             except Exception:
                 LOG.exception("route engine round failed; retrying")
                 time.sleep(0.2)
