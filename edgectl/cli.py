@@ -26,6 +26,16 @@ def _add_address(parser: argparse.ArgumentParser, name: str, what: str, port: in
     parser.add_argument(f"--{name}-port", type=int, default=port, metavar="PORT", help=f"{what} port ({port})")
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgectl",
@@ -86,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
         "lets one node run an app and a caller of that app's port (the caller's sidecar takes 127.0.0.1:PORT)",
     )
     run.add_argument("--state-dir", metavar="DIR", help="keep placements here across restarts")
+    run.add_argument(
+        "--drift-interval",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="re-read every programmed switch's flows and groups this often and put back what was changed "
+        "behind the controller's back (10; 0: never)",
+    )
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     pki_cli.add_run_options(run)
 
@@ -250,6 +268,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         prune=args.prune,
         config_watch_interval_s=args.reload_interval,
+        drift_interval_s=args.drift_interval,
     )
     from edgectl.controller import Controller
 

@@ -215,4 +215,5 @@ class RunConfig:
     config_watch_interval_s: float = 1.0
     """How often --config is checked for changes (0: only on SIGHUP)."""
     git: GitOptions | None = None
+    drift_interval_s: float = 10.0  # re-read the switches' tables this often and heal drift; 0: never
     pki: PkiRunOptions | None = None  # with --pki-dir

@@ -19,16 +19,16 @@ from edgectl.bus import EventBus
 from edgectl.config import GitOptions, RunConfig
 from edgectl.health_api import HEALTH_PATH, health_report_route, unhealthy_view
 from edgectl.http_access import loopback_only
-from edgectl.http_api import HttpApi
+from edgectl.http_api import BadQuery, HttpApi
 from edgectl.metrics import ControllerMetrics
 from edgectl.state_store import StateStore
-from edgectl.views import routes_view, topology_view, workloads_view
+from edgectl.views import changes_view, routes_view, topology_view, workloads_view
 from netmodel.fabric import FabricSpec, build_state
 from netmodel.fabric_file import FabricFileError
 
 if TYPE_CHECKING:  # the servers are imported only when start() runs them (os-ken, grpc, cryptography)
     import ssl
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from edgectl.cert_renewal import ControlCertificates
     from edgectl.config_watch import ConfigWatcher
@@ -56,6 +56,17 @@ def _ip_sans(*hosts: str) -> list[str]:
         if not address.is_unspecified and str(address) not in sans:
             sans.append(str(address))
     return sans
+
+
+def _since_generation(query: Mapping[str, str]) -> int:
+    """``?since_generation=N``: the changes for generations after N (all without it)."""
+    text = query.get("since_generation")
+    if text is None:
+        return -1
+    try:
+        return int(text)
+    except ValueError:
+        raise BadQuery(f"since_generation must be an integer, not {text!r}") from None
 
 
 class Controller:
@@ -156,7 +167,12 @@ class Controller:
             tls=openflow_tls,
             on_tls_context=on_tls_context,
         )
-        routes = self.routes = RouteEngine(openflow.app, lambda: self.bus.state)
+        routes = self.routes = RouteEngine(
+            openflow.app,
+            lambda: self.bus.state,
+            drift_interval_s=self.config.drift_interval_s,
+            on_drift=lambda _dpid, name, _drift: self.metrics.flow_drift.labels(name).inc(),
+        )
         self.bus.subscribe(routes)
         routes.start()
         # A migration withdraws the old instance only once every switch runs the new generation's routes.
@@ -167,6 +183,10 @@ class Controller:
         )
         self.http.add_route("/api/v1/latency", lambda _state: openflow.app.latency.report())
         self.http.add_route("/api/v1/routes", lambda state: routes_view(routes.plan, routes.status, state))
+        self.http.add_query_route(
+            "/api/v1/routes/changes",
+            lambda state, query: changes_view(routes.changes(_since_generation(query)), state),
+        )
         from meshctl.snapshot import MeshConfig
         from meshctl.xds_grpc import start_mesh
 

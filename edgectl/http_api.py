@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -23,9 +24,15 @@ from netmodel.state import FabricState
 LOG = logging.getLogger("edgectl.http")
 
 JsonRoute = Callable[[FabricState], Any]
+QueryRoute = Callable[[FabricState, Mapping[str, str]], Any]
+"""``(state, query parameters) -> JSON``: a GET route that reads its query string (the last value of each)."""
 PostRoute = Callable[[FabricState, Any], tuple[int, Any]]
 """``(state, JSON body) -> (status, JSON reply)``: a command (e.g. ``POST /api/v1/pki/rotate``)."""
 MAX_BODY = 64 * 1024
+
+
+class BadQuery(ValueError):
+    """A query parameter a ``QueryRoute`` cannot use: answered 400 with this message."""
 
 
 class HttpApi:
@@ -48,6 +55,7 @@ class HttpApi:
         self._routes = dict(routes)
         self._post_routes: dict[str, PostRoute] = {}
         self._post_limits: dict[str, int] = {}
+        self._query_routes: dict[str, QueryRoute] = {}
         self._server = BoundedHttpServer((host, port), self._handler_class(), idle_timeout_s, max_connections)
         self._thread: threading.Thread | None = None
 
@@ -72,6 +80,10 @@ class HttpApi:
         else:
             raise ValueError(f"unsupported method {method}")
 
+    def add_query_route(self, path: str, route: QueryRoute) -> None:
+        """A GET route given the query parameters too; it raises ``BadQuery`` for one it cannot use."""
+        self._query_routes[path] = route
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._server.serve_forever, name="http-api", daemon=True)
         self._thread.start()
@@ -83,7 +95,7 @@ class HttpApi:
     def _allowed(self, path: str) -> list[str]:
         """The methods ``path`` answers (empty: no such resource)."""
         methods = []
-        if path in self._routes or path in ("/healthz", "/metrics"):
+        if path in self._routes or path in self._query_routes or path in ("/healthz", "/metrics"):
             methods += ["GET", "HEAD"]
         if path in self._post_routes:
             methods.append("POST")
@@ -108,8 +120,14 @@ class HttpApi:
                     elif path == "/metrics":
                         api._metrics.observe_state(state)
                         reply = (CONTENT_TYPE_LATEST, generate_latest(api._metrics.registry))
+                    elif path in api._query_routes:
+                        query = {k: v[-1] for k, v in parse_qs(self.path.partition("?")[2]).items()}
+                        reply = _json(api._query_routes[path](state, query))
                     else:
                         reply = _json(api._routes[path](state))
+                except BadQuery as exc:
+                    self.send_json(400, {"error": str(exc)})
+                    return
                 except Exception as exc:  # a bug in one view must not take the endpoint down
                     LOG.exception("GET %s failed", path)
                     self.send_json(500, {"error": str(exc)})

@@ -27,6 +27,12 @@ class ControllerMetrics:
             "edgectl_switches", "Switches in the model by connection state", ["state"], registry=self.registry
         )
         self.links = Gauge("edgectl_links", "Link directions in the model by state", ["state"], registry=self.registry)
+        self.flow_drift = Counter(
+            "edgectl_flow_drift",
+            "Drift checks that found a switch's flows or groups changed behind the controller's back",
+            ["switch"],
+            registry=self.registry,
+        )
 
         self.config_load_error = Gauge(
             "edgectl_config_load_error",

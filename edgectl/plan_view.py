@@ -6,42 +6,19 @@ from typing import Any
 
 from edgectl.plan import Plan, SwitchChange, XdsChange
 from netmodel.ids import format_dpid
-from sdnctl.flows import FlowSpec, GroupSpec, SwitchDelta
-
-
-def flow_json(flow: FlowSpec) -> dict[str, Any]:
-    return {
-        "table": flow.table,
-        "priority": flow.priority,
-        "match": {name: value for name, value in flow.match},
-        "actions": [f"{kind}:{arg}" for kind, arg in flow.actions],
-        "cookie": hex(flow.cookie),
-    }
-
-
-def group_json(group: GroupSpec) -> dict[str, Any]:
-    return {"group_id": group.group_id, "type": "fast-failover", "watch_ports": [int(p) for p in group.buckets]}
-
-
-def delta_json(delta: SwitchDelta) -> dict[str, list[dict[str, Any]]]:
-    """The messages of a delta in the order they are sent (groups first, deletions after the barrier)."""
-    return {
-        "add_groups": [group_json(g) for g in delta.add_groups],
-        "modify_groups": [group_json(g) for g in delta.modify_groups],
-        "add_flows": [flow_json(f) for f in delta.add_flows],
-        "modify_flows": [flow_json(f) for f in delta.modify_flows],
-        "delete_flows": [flow_json(f) for f in delta.delete_flows],
-        "delete_groups": [group_json(g) for g in delta.delete_groups],
-    }
+from sdnctl.flow_text import delta_json
 
 
 def _switch_json(change: SwitchChange) -> dict[str, Any]:
+    """The switch and its messages in the route engine's own rendering (``GET /api/v1/routes/changes``
+    lists what it then sent in the same form)."""
+    rendered = delta_json(change.delta)
     return {
         "switch": change.name,
         "dpid": format_dpid(change.switch),
         "connected": change.connected,
-        "messages": change.delta.size,
-        **delta_json(change.delta),
+        "messages": rendered["size"],
+        "mods": rendered["mods"],
     }
 
 
@@ -98,23 +75,17 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _flow_line(flow: dict[str, Any]) -> str:
-    match = ",".join(f"{name}={value}" for name, value in flow["match"].items()) or "*"
-    return f"table={flow['table']} priority={flow['priority']} {match} -> {','.join(flow['actions']) or 'drop'}"
+_SIGNS = {"add": "+", "modify": "~", "delete": "-"}
 
 
-def _group_line(group: dict[str, Any]) -> str:
-    return f"group {group['group_id']} {group['type']} watch {','.join(map(str, group['watch_ports']))}"
-
-
-_SIGNS = (
-    ("+", "add_groups", _group_line),
-    ("~", "modify_groups", _group_line),
-    ("+", "add_flows", _flow_line),
-    ("~", "modify_flows", _flow_line),
-    ("-", "delete_flows", _flow_line),
-    ("-", "delete_groups", _group_line),
-)
+def _mod_line(mod: dict[str, Any]) -> str:
+    sign = _SIGNS.get(mod["command"], "?")
+    if mod["kind"] == "group":
+        ports = ",".join(str(b["watch_port"]) for b in mod["buckets"])
+        return f"{sign} group {mod['group_id']} {mod['type']} watch {ports}"
+    match = ",".join(f"{name}={value}" for name, value in mod["match"].items()) or "*"
+    actions = ",".join(mod["actions"]) or "drop"
+    return f"{sign} table={mod['table']} priority={mod['priority']} {match} -> {actions}"
 
 
 def plan_text(view: dict[str, Any]) -> str:
@@ -139,8 +110,7 @@ def plan_text(view: dict[str, Any]) -> str:
         for change in view["openflow"]:
             note = "" if change["connected"] else " (not connected: sent when it connects)"
             out.append(f"  switch {change['switch']} ({change['dpid']}){note}:")
-            for sign, part, line in _SIGNS:
-                out += [f"    {sign} {line(item)}" for item in change[part]]
+            out += [f"    {_mod_line(mod)}" for mod in change["mods"]]
     if view["xds"]:
         out.append(f"\nxDS ({len(view['xds'])} sidecars):")
         for x in view["xds"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from netmodel.ids import format_dpid
@@ -130,10 +131,32 @@ def routes_view(plan: Any, status: Any, state: FabricState) -> dict[str, Any]:
                 "reconciled": st.reconciled,
                 "last_delta_size": st.last_delta_size,
                 "last_applied_at": st.last_applied_at,
+                "drift": st.drift.view(),
             }
             for dpid, st in sorted(status.items())
         ],
     }
+
+
+def changes_view(changes: Iterable[Any], state: FabricState) -> list[dict[str, Any]]:
+    """The deltas the route engine sent (``RouteEngine.changes``), oldest first, each rendered by
+    ``sdnctl.flow_text.delta_json`` (the one rendering a plan's prediction uses too)."""
+    from sdnctl.flow_text import delta_json  # here: the CLI imports this module, and sdnctl brings numpy
+
+    names = {dpid: sw.name for dpid, sw in state.topology.switches.items()}
+    return [
+        {
+            "seq": c.seq,
+            "generation": c.generation,
+            "switch": names.get(c.dpid, format_dpid(c.dpid)),
+            "dpid": format_dpid(c.dpid),
+            "reason": c.reason,
+            "at": c.at,
+            "confirmed": c.confirmed,
+            **delta_json(c.delta),
+        }
+        for c in changes
+    ]
 
 
 def proto_view(message: Any) -> dict[str, Any]:

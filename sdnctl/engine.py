@@ -9,6 +9,11 @@ differs and never flushes a table.
 
 After a (re)start the engine waits for discovery to settle before programming: a plan computed
 before the links are seen would withdraw every route the switches still carry.
+
+Drift: every ``drift_interval_s`` the engine reads again each switch that holds exactly what it last
+installed (no change of its own pending or unconfirmed on it) and, where someone changed the tables
+behind its back, applies just the difference back. The check runs on the engine's own thread, between
+rounds, so it never races an apply. Every delta sent is kept in a bounded record (``changes``).
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from netmodel.events import Event
 from netmodel.ids import SwitchId, format_dpid
 from netmodel.state import FabricState
+from sdnctl.drift import Drift, DriftRecord, drift_message, find_drift
 from sdnctl.flows import (
     CompiledSwitch,
     SwitchConfig,
@@ -40,6 +47,8 @@ if TYPE_CHECKING:  # os-ken is imported only when a controller runs
 LOG = logging.getLogger("edgectl.sdnctl.engine")
 SETTLE_QUIET_S = 1.0  # no discovery news for this long ...
 SETTLE_MAX_S = 6.0  # ... or this long after a switch connected: program anyway
+DRIFT_READ_TIMEOUT_S = 3.0  # a switch that has not answered a drift read by then is skipped this time
+CHANGES_KEPT = 256
 
 
 @dataclass
@@ -48,12 +57,44 @@ class SwitchStatus:
     last_delta_size: int = 0
     last_applied_at: float | None = None
     reconciled: bool = False
+    drift: DriftRecord = field(default_factory=DriftRecord)
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedChange:
+    """One delta sent to one switch: for which generation, why (``plan``, ``drift``, ``base``),
+    and whether the switch confirmed it (barrier)."""
+
+    seq: int
+    generation: int
+    dpid: SwitchId
+    reason: str
+    at: float
+    delta: SwitchDelta
+    confirmed: bool
+
+
+OnDrift = Callable[[SwitchId, str, Drift], None]
+"""Called with the switch's dpid, its name and the drift found, before the heal is sent."""
 
 
 class RouteEngine:
-    def __init__(self, app: FabricApp, state: Callable[[], FabricState]) -> None:
+    def __init__(
+        self,
+        app: FabricApp,
+        state: Callable[[], FabricState],
+        *,
+        drift_interval_s: float = 10.0,
+        on_drift: OnDrift | None = None,
+    ) -> None:
         self.app = app
         self._state = state
+        self.drift_interval_s = drift_interval_s  # 0: no drift checks
+        self._on_drift = on_drift
+        self._next_drift_check = time.monotonic() + drift_interval_s
+        self._changes: deque[AppliedChange] = deque(maxlen=CHANGES_KEPT)
+        self._changes_lock = threading.Lock()
+        self._change_seq = 0
         self._wake = threading.Condition()
         self._dirty = True
         self._stopping = False
@@ -103,6 +144,10 @@ class RouteEngine:
                 self._dirty = False
             try:
                 self._converge()
+                if self.drift_interval_s > 0 and time.monotonic() >= self._next_drift_check:
+                    # Due again one interval from now whatever happens: a failing check does not spin.
+                    self._next_drift_check = time.monotonic() + self.drift_interval_s
+                    self.check_drift()
             except Exception:
                 LOG.exception("route engine round failed; retrying")
                 time.sleep(0.2)
@@ -187,25 +232,33 @@ class RouteEngine:
         missing = base_flows() - current.flows
         if not missing:
             return
-        if self.app.send_phase(dpid, SwitchDelta(add_flows=tuple(sorted(missing))), "make") and self.app.barriers(
-            {dpid}
-        ):
+        delta = SwitchDelta(add_flows=tuple(sorted(missing)))
+        confirmed = self.app.send_phase(dpid, delta, "make") and bool(self.app.barriers({dpid}))
+        self._record(self._state().generation, dpid, "base", delta, confirmed)
+        if confirmed:
             self._installed[dpid] = SwitchConfig(current.flows | missing, current.groups)
         else:
             self._installed.pop(dpid, None)
 
-    def _apply(
-        self, generation: int, deltas: dict[SwitchId, SwitchDelta], all_deltas: dict[SwitchId, SwitchDelta]
-    ) -> None:
+    def _send(self, deltas: dict[SwitchId, SwitchDelta]) -> set[SwitchId]:
+        """Make-before-break on every switch at once; the switches that confirmed all of their delta."""
         # Make: everything new or changed, everywhere, then barriers; only then break.
         made = {dpid for dpid, delta in deltas.items() if self.app.send_phase(dpid, delta, "make")}
         confirmed = self.app.barriers(made)
         breaking = {dpid for dpid in confirmed if deltas[dpid].delete_flows or deltas[dpid].delete_groups}
         broken = {dpid for dpid in breaking if self.app.send_phase(dpid, deltas[dpid], "break")}
         confirmed -= breaking - self.app.barriers(broken)
+        return confirmed
+
+    def _apply(
+        self, generation: int, deltas: dict[SwitchId, SwitchDelta], all_deltas: dict[SwitchId, SwitchDelta]
+    ) -> None:
+        confirmed = self._send(deltas)
         now = time.time()
         for dpid in all_deltas:
             status = self.status.setdefault(dpid, SwitchStatus())
+            if dpid in deltas:
+                self._record(generation, dpid, "plan", deltas[dpid], dpid in confirmed, now)
             if dpid in deltas and dpid not in confirmed:
                 self._installed.pop(dpid, None)  # unknown now: read it again next round
                 continue
@@ -220,3 +273,91 @@ class RouteEngine:
         if len(confirmed) != len(deltas):
             with self._wake:
                 self._dirty = True
+
+    # -- drift -----------------------------------------------------------------------------------------
+    def check_drift(self) -> dict[SwitchId, Drift]:
+        """Read every switch that holds exactly what the engine last installed on it, and heal the
+        ones whose tables were changed behind its back. Runs on the engine's thread (between rounds:
+        no apply of the engine's own is in flight, and each apply ended with a confirmed barrier);
+        the drift found, by switch."""
+        expected = {
+            dpid: compiled
+            for dpid, compiled in self._compiled.items()
+            if self._installed.get(dpid) is compiled  # programmed, and nothing of ours pending on it
+        }
+        if not expected:
+            return {}
+        read = self.app.read_configs(expected, DRIFT_READ_TIMEOUT_S)
+        state = self._state()
+        now = time.time()
+        found: dict[SwitchId, Drift] = {}
+        for dpid, compiled in sorted(expected.items()):
+            name = _switch_name(state, dpid)
+            tables = read.get(dpid)
+            if tables is None:
+                LOG.warning(
+                    "drift check: switch %s (dpid %#x) did not answer within %.0f s; skipped",
+                    name,
+                    dpid,
+                    DRIFT_READ_TIMEOUT_S,
+                )
+                continue
+            if self._installed.get(dpid) is not compiled:
+                continue  # an error report made it unknown while we read: reconciliation reads it again
+            drift = find_drift(compiled.config, tables)
+            self.status.setdefault(dpid, SwitchStatus()).drift.checked(now, drift)
+            if drift is None:
+                continue
+            found[dpid] = drift
+            LOG.warning("%s", drift_message(name, dpid, drift))
+            if self._on_drift is not None:
+                self._on_drift(dpid, name, drift)
+        if found:
+            self._heal(found)
+        return found
+
+    def _heal(self, found: dict[SwitchId, Drift]) -> None:
+        deltas = {dpid: drift.heal for dpid, drift in found.items()}
+        confirmed = self._send(deltas)
+        now = time.time()
+        for dpid, delta in deltas.items():
+            status = self.status.setdefault(dpid, SwitchStatus())
+            self._record(status.applied_generation, dpid, "drift", delta, dpid in confirmed, now)
+            if dpid in confirmed:
+                status.drift.heals += 1
+                status.last_delta_size = delta.size
+                status.last_applied_at = now
+                LOG.info("switch %s: drift healed with %d changes", format_dpid(dpid), delta.size)
+            else:
+                self._installed.pop(dpid, None)  # unknown now: read it again next round
+                with self._wake:
+                    self._dirty = True
+
+    # -- the record of what was sent ---------------------------------------------------------------------
+    def _record(
+        self,
+        generation: int,
+        dpid: SwitchId,
+        reason: str,
+        delta: SwitchDelta,
+        confirmed: bool,
+        now: float | None = None,
+    ) -> None:
+        with self._changes_lock:
+            self._change_seq += 1
+            self._changes.append(
+                AppliedChange(
+                    self._change_seq, generation, dpid, reason, time.time() if now is None else now, delta, confirmed
+                )
+            )
+
+    def changes(self, since_generation: int = -1) -> list[AppliedChange]:
+        """The deltas sent for generations after ``since_generation``, oldest first (the last
+        ``CHANGES_KEPT`` deltas are kept)."""
+        with self._changes_lock:
+            return [change for change in self._changes if change.generation > since_generation]
+
+
+def _switch_name(state: FabricState, dpid: SwitchId) -> str:
+    switch = state.topology.switches.get(dpid)
+    return switch.name if switch is not None else format_dpid(dpid)

@@ -61,6 +61,7 @@ class _Pending:
     done: threading.Event = field(default_factory=threading.Event)
     replies: list[Any] = field(default_factory=list)
     error: str | None = None
+    lost: bool = False  # done because the switch disconnected, not because it answered
 
 
 class FabricApp(app_manager.OSKenApp):
@@ -82,6 +83,7 @@ class FabricApp(app_manager.OSKenApp):
         self._lock = threading.Lock()
         self.switches: dict[SwitchId, _Switch] = {}
         self._pending: dict[tuple[int, int], _Pending] = {}
+        self._table_reads: dict[SwitchId, tuple[_Pending, _Pending]] = {}  # reads of a switch's tables in flight
         # The pure cores are called from os-ken's event thread and the prober thread: one lock
         # serialises them; what they return is sent and published outside it.
         self._core_lock = threading.Lock()
@@ -123,7 +125,10 @@ class FabricApp(app_manager.OSKenApp):
                     return
                 del self.switches[dpid]
                 for pending_key in [k for k in self._pending if k[0] == dpid]:
-                    self._pending.pop(pending_key).done.set()
+                    pending = self._pending.pop(pending_key)
+                    pending.lost = True
+                    pending.done.set()
+                self._table_reads.pop(dpid, None)
             with self._core_lock:
                 self._discovery.forget_switch(dpid)
             LOG.info("switch %s disconnected", format_dpid(dpid))
@@ -197,15 +202,6 @@ class FabricApp(app_manager.OSKenApp):
             for key in [k for k, p in self._pending.items() if id(p) in gone]:
                 del self._pending[key]
 
-    def _request(self, dpid: SwitchId, msg: Any, timeout_s: float) -> _Pending | None:
-        """Send a request and wait for its reply; None on timeout or disconnect."""
-        pending = self._start(dpid, msg)
-        if pending is None:
-            return None
-        finished = pending.done.wait(timeout_s)
-        self._forget([pending])
-        return pending if finished and dpid in self.switches else None
-
     def _complete(self, dpid: int, msg: Any, more: bool = False) -> None:
         with self._lock:
             pending = self._pending.get((dpid, msg.xid))
@@ -264,28 +260,64 @@ class FabricApp(app_manager.OSKenApp):
         return all(self._send(dpid, msg) is not None for msg in msgs)
 
     def read_config(self, dpid: SwitchId, timeout_s: float = 5.0) -> SwitchConfig | None:
-        """What edgectl owns on the switch now: its flows (by cookie) and its groups."""
-        datapath = self.datapaths.get(dpid)
-        if datapath is None:
-            return None
-        parser = datapath.ofproto_parser
-        flows_req = parser.OFPFlowStatsRequest(
-            datapath,
-            0,
-            ofp.OFPTT_ALL,
-            ofp.OFPP_ANY,
-            ofp.OFPG_ANY,
-            EDGECTL_COOKIE,
-            EDGECTL_COOKIE_MASK,
-            parser.OFPMatch(),
-        )
-        flows = self._request(dpid, flows_req, timeout_s)
-        groups = self._request(dpid, parser.OFPGroupDescStatsRequest(datapath, 0), timeout_s)
-        if flows is None or groups is None:
-            return None
-        flow_specs = frozenset(_flow_spec(stat) for reply in flows.replies for stat in reply.body)
-        group_specs = frozenset(_group_spec(stat) for reply in groups.replies for stat in reply.body)
-        return SwitchConfig(flow_specs, group_specs)
+        """What edgectl owns on the switch now: its flows (by cookie) and its groups; None if it did
+        not answer within ``timeout_s`` (or is gone)."""
+        return self.read_configs({dpid}, timeout_s).get(dpid)
+
+    def read_configs(self, dpids: Iterable[SwitchId], timeout_s: float) -> dict[SwitchId, SwitchConfig]:
+        """Read several switches at once (every request sent before any reply is awaited), waiting
+        ``timeout_s`` in all; a switch that has not answered by then is left out of the result.
+
+        At most one read per switch is in flight: a switch whose earlier read is still unanswered is
+        not asked again (and left out) until that read is answered or the switch disconnects; an
+        answer that comes after its read was given up is dropped (the tables may have changed since).
+        """
+        started: dict[SwitchId, tuple[_Pending, _Pending]] = {}
+        datapaths = self.datapaths
+        for dpid in dpids:
+            datapath = datapaths.get(dpid)
+            with self._lock:
+                earlier = self._table_reads.get(dpid)
+                if earlier is not None and not all(p.done.is_set() for p in earlier):
+                    continue  # still in flight
+                self._table_reads.pop(dpid, None)
+            if earlier is not None:
+                self._forget(earlier)
+            if datapath is None:
+                continue
+            parser = datapath.ofproto_parser
+            flows_req = parser.OFPFlowStatsRequest(
+                datapath,
+                0,
+                ofp.OFPTT_ALL,
+                ofp.OFPP_ANY,
+                ofp.OFPG_ANY,
+                EDGECTL_COOKIE,
+                EDGECTL_COOKIE_MASK,
+                parser.OFPMatch(),
+            )
+            flows = self._start(dpid, flows_req)
+            groups = self._start(dpid, parser.OFPGroupDescStatsRequest(datapath, 0))
+            if flows is None or groups is None:
+                self._forget([p for p in (flows, groups) if p is not None])
+                continue
+            started[dpid] = (flows, groups)
+            with self._lock:
+                self._table_reads[dpid] = (flows, groups)
+        deadline = time.monotonic() + timeout_s
+        out: dict[SwitchId, SwitchConfig] = {}
+        for dpid, (flows, groups) in started.items():
+            if not all(p.done.wait(max(0.0, deadline - time.monotonic())) for p in (flows, groups)):
+                continue  # stays in _table_reads: not asked again until it answers
+            with self._lock:
+                self._table_reads.pop(dpid, None)
+            self._forget([flows, groups])
+            if flows.lost or groups.lost or dpid not in self.switches:
+                continue  # disconnected while we waited
+            flow_specs = frozenset(_flow_spec(stat) for reply in flows.replies for stat in reply.body)
+            group_specs = frozenset(_group_spec(stat) for reply in groups.replies for stat in reply.body)
+            out[dpid] = SwitchConfig(flow_specs, group_specs)
+        return out
 
     def packet_out(self, dpid: SwitchId, port: int, data: bytes) -> None:
         datapath = self.datapaths.get(dpid)

@@ -50,6 +50,8 @@ PURE_PACKAGES = ("netmodel",)  # every module of these packages, present and fut
 PURE_MODULES = (
     "sdnctl/admission.py",
     "sdnctl/discovery.py",
+    "sdnctl/drift.py",
+    "sdnctl/flow_text.py",
     "sdnctl/flows.py",
     "sdnctl/frames.py",
     "sdnctl/hosts.py",

@@ -1,0 +1,79 @@
+"""Drift: how a switch's tables differ from what edgectl last installed on it. Pure.
+
+Only what edgectl owns is compared: the flows whose cookie is in edgectl's space (any table) and
+the group table (edgectl's alone, as reconciliation already treats it). Flows with other cookies are
+never read, so they are never reported nor touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sdnctl.flows import SwitchConfig, SwitchDelta, diff_switch
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """What differs, as the delta that heals it (the switch's tables back to what was installed)."""
+
+    heal: SwitchDelta
+
+    @property
+    def flows_missing(self) -> int:
+        """Flows installed but absent (or present with other actions or cookie: the installed one is gone)."""
+        return len(self.heal.add_flows) + len(self.heal.modify_flows)
+
+    @property
+    def flows_unexpected(self) -> int:
+        """Flows in edgectl's cookie space that edgectl did not install."""
+        return len(self.heal.delete_flows)
+
+    @property
+    def groups_differ(self) -> int:
+        """Groups missing, changed or not installed by edgectl."""
+        return len(self.heal.add_groups) + len(self.heal.modify_groups) + len(self.heal.delete_groups)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "flows_missing": self.flows_missing,
+            "flows_unexpected": self.flows_unexpected,
+            "groups_differ": self.groups_differ,
+        }
+
+
+def find_drift(installed: SwitchConfig, read: SwitchConfig) -> Drift | None:
+    """None when the switch holds exactly what was installed; else the drift and its heal."""
+    heal = diff_switch(read, installed)
+    return Drift(heal) if heal else None
+
+
+def drift_message(switch_name: str, dpid: int, drift: Drift) -> str:
+    """The one log line of a drift found."""
+    return (
+        f"drift on switch {switch_name} (dpid {dpid:#x}): {drift.flows_missing} flows missing, "
+        f"{drift.flows_unexpected} unexpected, {drift.groups_differ} groups differ; healing"
+    )
+
+
+@dataclass(slots=True)
+class DriftRecord:
+    """A switch's drift checks, for ``GET /api/v1/routes``: last check, last drift found, heals done."""
+
+    checked_at: float | None = None
+    found_at: float | None = None
+    found: dict[str, int] | None = None
+    heals: int = 0
+
+    def checked(self, now: float, drift: Drift | None) -> None:
+        self.checked_at = now
+        if drift is not None:
+            self.found_at = now
+            self.found = drift.counts()
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "last_check_at": self.checked_at,
+            "last_found": None if self.found_at is None else {"at": self.found_at, **(self.found or {})},
+            "heals": self.heals,
+        }

@@ -1,0 +1,69 @@
+"""FlowMods and GroupMods as JSON a person can read. Pure.
+
+The one rendering of a ``SwitchDelta``: the engine's record of what it sent
+(``GET /api/v1/routes/changes``) and a plan's prediction of what it will send use the same function,
+so the two compare as data. Messages are listed in the order they are sent (make-before-break):
+group adds and modifies, flow adds and modifies (phase ``make``), a barrier, then flow deletes and
+group deletes (phase ``break``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdnctl.flows import Action, FlowSpec, GroupSpec, MatchField, SwitchDelta
+
+_HEX_FIELDS = frozenset({"eth_type"})  # read as 0x0800, as ovs-ofctl and every packet trace print them
+
+
+def action_text(action: Action) -> str:
+    """``("group", 7)`` -> ``"group:7"``, ``("output", 2)`` -> ``"output:2"``,
+    ``("controller", 65535)`` -> ``"controller:65535"``."""
+    kind, value = action
+    return f"{kind}:{value}"
+
+
+def match_json(match: tuple[MatchField, ...]) -> dict[str, Any]:
+    return {
+        name: f"0x{value:04x}" if name in _HEX_FIELDS and isinstance(value, int) else value for name, value in match
+    }
+
+
+def flow_json(flow: FlowSpec, command: str) -> dict[str, Any]:
+    return {
+        "kind": "flow",
+        "command": command,
+        "table": flow.table,
+        "priority": flow.priority,
+        "cookie": f"0x{flow.cookie:016x}",
+        "match": match_json(flow.match),
+        "actions": [action_text(a) for a in flow.actions],
+    }
+
+
+def group_json(group: GroupSpec, command: str) -> dict[str, Any]:
+    return {
+        "kind": "group",
+        "command": command,
+        "group_id": group.group_id,
+        "type": "fast_failover",
+        "buckets": [{"watch_port": port, "actions": [action_text(("output", port))]} for port in group.buckets],
+    }
+
+
+def delta_json(delta: SwitchDelta) -> dict[str, Any]:
+    """Every message of ``delta``, in send order, each with its phase (``make`` or ``break``)."""
+    make = [
+        *(group_json(g, "add") for g in delta.add_groups),
+        *(group_json(g, "modify") for g in delta.modify_groups),
+        *(flow_json(f, "add") for f in delta.add_flows),
+        *(flow_json(f, "modify") for f in delta.modify_flows),
+    ]
+    take_down = [
+        *(flow_json(f, "delete") for f in delta.delete_flows),
+        *(group_json(g, "delete") for g in delta.delete_groups),
+    ]
+    return {
+        "size": delta.size,
+        "mods": [{"phase": "make", **m} for m in make] + [{"phase": "break", **m} for m in take_down],
+    }
