@@ -103,7 +103,9 @@ def bench_commits(commits: int) -> dict[str, Any]:
                 if kind == "new service":
                     lab.wait_declared_services()
                     serving_s = time.perf_counter() - t0
-                rows.append({"kind": kind, "converged_ms": applied_s * 1000, "serving_ms": serving_s and serving_s * 1000})
+                rows.append(
+                    {"kind": kind, "converged_ms": applied_s * 1000, "serving_ms": serving_s and serving_s * 1000}
+                )
             time.sleep(2)
             summary = summarize(lab.records(since=started))
     converged = [r["converged_ms"] for r in rows]
