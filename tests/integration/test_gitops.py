@@ -84,10 +84,17 @@ def wait_applied(controller, sha: str) -> dict:
 
 
 def output_port_to(bridge: str, ip: str) -> str:
-    """The actions of the flow that forwards IPv4 to ``ip`` on ``bridge`` (what the switch really holds)."""
+    """Where ``bridge`` really sends IPv4 for ``ip``: its flow's actions and, for a fast-failover group,
+    the group's buckets (the ports it watches, in order)."""
     for line in ofctl("dump-flows", bridge).splitlines():
         if f"nw_dst={ip}" in line and "cookie=0xec" in line and "arp" not in line:
-            return line.split("actions=")[1].strip()
+            actions = line.split("actions=")[1].strip()
+            if actions.startswith("group:"):
+                group = actions.split(":")[1]
+                for group_line in ofctl("dump-groups", bridge).splitlines():
+                    if f"group_id={group}," in group_line:
+                        return group_line.split(",", 1)[1].strip()
+            return actions
     return ""
 
 
