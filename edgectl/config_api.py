@@ -17,7 +17,7 @@ import posixpath
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from edgectl.desired_state import DEFAULT_CONVERGE_TIMEOUT_S, DesiredState
+from edgectl.desired_state import DEFAULT_CONVERGE_TIMEOUT_S, DesiredState, DocumentRefused
 from edgectl.plan_view import plan_json
 from netmodel.fabric import FabricSpec
 from netmodel.state import FabricState
@@ -97,6 +97,8 @@ def apply_route(
             return 400, {"error": f'"timeout_s" must be a number of seconds in (0, {MAX_TIMEOUT_S:g}]'}
         try:
             result = desired.apply(spec, revision, "edgectl apply", dry_run=dry_run, timeout_s=float(timeout_s))
+        except DocumentRefused as exc:
+            return 422, {"error": "the document cannot be applied", "problems": str(exc).splitlines()[1:]}
         except Exception as exc:
             return 409, {"error": str(exc)}
         return 200, {

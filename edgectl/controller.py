@@ -300,6 +300,7 @@ class Controller:
         import tempfile
 
         from edgectl.config import parse_document
+        from edgectl.desired_state import DocumentRefused
         from edgectl.git_api import resume_route, rollback_route, sync_route
         from edgectl.git_source import GitSource
         from edgectl.git_sync import ApplyResult, GitSync
@@ -318,7 +319,10 @@ class Controller:
             except FabricFileError as exc:
                 desired.reject(str(exc), sha, f"git {sha[:12]}")
                 return ApplyResult(False, str(exc))
-            desired.apply(spec, sha, f"git {sha[:12]}")  # not converged in time is health, not sync
+            try:
+                desired.apply(spec, sha, f"git {sha[:12]}")  # not converged in time is health, not sync
+            except DocumentRefused as exc:  # recorded as the status already
+                return ApplyResult(False, str(exc))
             return ApplyResult(True)
 
         git = self.git = GitSync(source, apply_commit, options.interval_s).start()
@@ -358,6 +362,7 @@ class Controller:
         """Read --config again and apply it if it changed (the file watcher, SIGHUP). A bad document is
         rejected with its FILE:LINE problems; the last good one keeps running."""
         from edgectl.config import load_desired
+        from edgectl.desired_state import DocumentRefused
 
         desired = self.desired
         if desired is None:
@@ -373,6 +378,8 @@ class Controller:
             return
         try:
             desired.apply(document.spec, document.short_revision, f"file {path}")
+        except DocumentRefused:
+            pass  # its problems are the status and were logged
         except Exception as exc:
             LOG.error("applying %s failed: %s", path, exc)
 

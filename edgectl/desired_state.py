@@ -50,6 +50,10 @@ class Probe:
     converged: Callable[[int], bool]
 
 
+class DocumentRefused(ValueError):
+    """A document that parses but cannot be applied (an SLO no node meets): the last good one runs."""
+
+
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     revision: str
@@ -143,6 +147,10 @@ class DesiredState:
             plan = self.plan(document, revision)
             if dry_run:
                 return ApplyResult(revision, plan, applied=False, generation=-1, converged=True)
+            if plan.problems:
+                error = "cannot be applied:\n" + "\n".join(plan.problems)
+                self._fail(error, revision, source)
+                raise DocumentRefused(error)
             started = time.monotonic()
             self._set(status=PROGRESSING)
             try:

@@ -121,6 +121,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(json.dumps(reply, indent=2))
     else:
         sys.stdout.write(plan_text(reply))
+    if reply.get("problems"):
+        return EXIT_ERROR  # it parses, but cannot be applied: apply would refuse it
     return EXIT_CHANGES if reply.get("changes") else EXIT_OK
 
 

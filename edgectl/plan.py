@@ -75,6 +75,9 @@ class Plan:
     """What the replica reconciler still has to do anyway (instances that fit nowhere yet): not a change."""
     evicted_by_prune: tuple[str, ...]
     identities: IdentityChanges
+    problems: tuple[str, ...]
+    """Why the document cannot be applied although it parses: an SLO or a replica count that no node can
+    meet (the instances it concerns would have nowhere to go). An apply refuses such a document."""
     spec: FabricSpec = field(repr=False, compare=False)
     """What the controller would hold: the document plus its orphans (``effective_spec``)."""
 
@@ -135,8 +138,16 @@ def compute_plan(inputs: PlanInputs, document: FabricSpec, revision: str, *, pru
         pending=pending,
         evicted_by_prune=tuple(str(w) for w in evicted),
         identities=_identity_changes(state, replicas, tuple(map(str, evicted)), inputs.trust_domain),
+        problems=_problems(replicas),
         spec=spec,
     )
+
+
+def _problems(replicas: ReplicaPlan) -> tuple[str, ...]:
+    """What this document asks that placement cannot do: an instance with nowhere to go."""
+    out = [f"service {m.service}: {m.reason}" for m in replicas.moved if m.to_node is None]
+    out += [f"service {p.service}: {p.reason}" for p in replicas.placed if p.node is None]
+    return tuple(out)
 
 
 def _caused_by_document(pending: ReplicaPlan, after: ReplicaPlan) -> ReplicaPlan:

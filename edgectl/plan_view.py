@@ -42,6 +42,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             "orphans": list(plan.orphans.names),
         },
         "warnings": list(plan.warnings),
+        "problems": list(plan.problems),
         "openflow": [_switch_json(c) for c in plan.openflow],
         "flow_mods": plan.flow_mods,
         "xds": [_xds_json(c) for c in plan.xds],
@@ -102,6 +103,9 @@ def plan_text(view: dict[str, Any]) -> str:
         out += [f"  ~ {name}" for name in objects["changed"]]
         out += [f"  - {name}" for name in objects["removed"]]
         out += [f"  = {name} (orphan: kept until prune is on)" for name in objects["orphans"]]
+    if view["problems"]:
+        out.append("\ncannot be applied:")
+        out += [f"  x {p}" for p in view["problems"]]
     if view["warnings"]:
         out.append("\nwarnings:")
         out += [f"  ! {w}" for w in view["warnings"]]

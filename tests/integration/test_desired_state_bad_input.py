@@ -1,0 +1,106 @@
+"""Bad desired-state documents through hot reload of a real `edgectl run --config DIR` (no testbed needed):
+each is rejected with a clear status and log line, the last good revision keeps running, no placement is
+lost, the controller stays healthy, and the next good document is applied."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import REPO, edgectl_run, wait_until
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = REPO / "examples" / "edge-cloud.yaml"
+GOOD = EXAMPLE.read_text()
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad-input")
+    directory = root / "fabric.d"
+    directory.mkdir()
+    (directory / "fabric.yaml").write_text(GOOD)
+    with edgectl_run(directory, "--reload-interval", "0.2") as controller:
+        wait_until(lambda: len(controller.get_json("/api/v1/workloads")["workloads"]) == 5, 30, what="replicas")
+        yield {"controller": controller, "dir": directory, "root": root}
+
+
+def _status(controller) -> dict:
+    return controller.get_json("/api/v1/config")
+
+
+def _rejected(running, break_it, expect: str) -> dict:
+    controller, directory = running["controller"], running["dir"]
+    good = _status(controller)
+    assert good["status"] == "synced"
+    workloads = controller.get_json("/api/v1/workloads")["workloads"]
+    generation = controller.get_json("/healthz")["generation"]
+    break_it(directory)
+    wait_until(lambda: _status(controller)["status"] == "error", 15, what="the document rejected")
+    view = _status(controller)
+    assert view["revision"] == good["revision"], "the last good revision keeps running"
+    assert expect in view["error"], view["error"]
+    assert controller.get_json("/healthz")["status"] == "ok"
+    assert controller.get_json("/api/v1/workloads")["workloads"] == workloads, "nothing lost"
+    assert controller.get_json("/healthz")["generation"] == generation, "the model is untouched"
+    assert "rejected" in controller.log()
+    return view
+
+
+def _restore(running) -> None:
+    controller, directory = running["controller"], running["dir"]
+    for entry in directory.iterdir():
+        if entry.is_symlink() or entry.is_file():
+            entry.unlink()
+        else:
+            shutil.rmtree(entry)
+    (directory / "fabric.yaml").write_text(GOOD.replace("bandwidth_mbps: 100}", "bandwidth_mbps: 99}", 1))
+    wait_until(lambda: _status(controller)["status"] == "synced", 15, what="synced again")
+    (directory / "fabric.yaml").write_text(GOOD)
+    wait_until(lambda: _status(controller)["status"] == "synced", 15, what="synced again")
+
+
+def test_invalid_yaml(running) -> None:
+    view = _rejected(running, lambda d: (d / "fabric.yaml").write_text(GOOD + "\nbroken: [\n"), "not valid YAML")
+    assert "fabric.yaml:" in view["error"]
+    _restore(running)
+
+
+def test_a_dangling_reference(running) -> None:
+    def dangling(d: Path) -> None:
+        (d / "fabric.yaml").write_text(GOOD.replace("switch: m2,  cpu_millis: 4000", "switch: m9,  cpu_millis: 4000"))
+
+    view = _rejected(running, dangling, "unknown switch 'm9'")
+    assert "nodes[3].switch" in view["error"]
+    _restore(running)
+
+
+def test_an_impossible_slo(running) -> None:
+    def impossible(d: Path) -> None:
+        (d / "fabric.yaml").write_text(GOOD.replace("max_latency_ms: 5", "max_latency_ms: 0.01"))
+
+    view = _rejected(running, impossible, "cannot be applied")
+    assert "web" in view["error"]
+    _restore(running)
+
+
+def test_a_50_mb_file(running) -> None:
+    def huge(d: Path) -> None:
+        with open(d / "zz-huge.yaml", "wb") as handle:
+            handle.truncate(50 * 1024 * 1024)  # sparse: nothing written, and nothing may be read
+
+    view = _rejected(running, huge, "too large")
+    assert "zz-huge.yaml" in view["error"]
+    _restore(running)
+
+
+def test_a_symlink_that_leaves_the_directory(running) -> None:
+    outside = running["root"] / "outside.yaml"
+    outside.write_text("services: []\n")
+    view = _rejected(running, lambda d: os.symlink(outside, d / "sneaky.yaml"), "symlink leaves the document")
+    assert "sneaky.yaml" in view["error"]
+    _restore(running)
