@@ -4,7 +4,7 @@ migration benchmark and the end-to-end test all drive the product through it, as
 API with an operator certificate, the HTTP API, and nothing the controller does not publish.
 
     with Lab(Path("examples/edge-cloud.yaml"), run_dir) as lab:
-        lab.place_declared_services()
+        lab.wait_declared_services()                 # the controller places what the file declares
         lab.start_loads(rate=20)
         timeline = lab.migrate("api-1", "c-n1")      # mininet_topos.timeline.MigrationTimeline
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mininet_topos.controller_process import ControllerProcess, free_port, start_edgectl, wait_until
+from mininet_topos.controller_process import ControllerProcess, WaitTimedOut, free_port, start_edgectl, wait_until
 from mininet_topos.loadgen import Record
 from mininet_topos.timeline import ENDED, Event, MigrationTimeline, fill_stages
 
@@ -291,10 +291,21 @@ class Lab:
 
     # -- commands --------------------------------------------------------------------------------------
 
-    def place_declared_services(self) -> list[dict[str, Any]]:
-        """Place every service the fabric file declares, with its declared replicas and constraints."""
-        for service in self.net.spec.services:
-            self.place(service.name, service.replicas)
+    def wait_declared_services(self, timeout: float = 60) -> list[dict[str, Any]]:
+        """Wait until the controller has placed every replica the fabric file declares (it places them
+        itself, with their declared constraints; ``GET /api/v1/replicas``) and every instance serves;
+        the workloads. The node agent (the Watch stream) has started each one as it was placed."""
+
+        def all_placed() -> bool:
+            services = self.get("/api/v1/replicas")["services"]
+            return all(s["placed"] == s["replicas"] for s in services.values())
+
+        try:
+            wait_until(all_placed, timeout, what="the declared replicas to be placed", retry_on=NOT_YET)
+        except WaitTimedOut as exc:
+            pending = {n: s["pending"] for n, s in self.get("/api/v1/replicas")["services"].items() if s["pending"]}
+            raise RuntimeError(f"{exc}; not placed: {pending}") from None
+        self.wait_mesh_serving()
         return self.workloads()
 
     def place(self, service: str, replicas: int) -> list[str]:

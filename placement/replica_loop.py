@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from netmodel.events import Event
+from netmodel.events import DesiredStateApplied, Event, WorkloadPlaced, WorkloadRemoved
 from netmodel.ids import ServiceName
 from netmodel.state import FabricState
 from placement.errors import PlacementRefused
@@ -73,6 +73,8 @@ class ReplicaLoop:
 
     # -- the bus ------------------------------------------------------------------------------------------------
     def on_model_change(self, event: Event, state: FabricState) -> None:
+        if not self._pending and not _may_change_counts(event):
+            return  # all met: only a new declaration or a placement change can unmeet it (a Place burst costs nothing)
         with self._wake:
             self._dirty = True
             self._wake.notify()
@@ -186,3 +188,11 @@ class ReplicaLoop:
     def _back_off(self) -> None:
         self._retry_at = self._clock() + self._backoff_s
         self._backoff_s = min(self._backoff_s * 2, self._max_backoff_s)
+
+
+def _may_change_counts(event: Event) -> bool:
+    """Whether ``event`` may leave a service short of or above its declared replicas, or re-declare an SLO.
+    (A node or an instance failing is failover's: it replaces the instance, the count stays.)"""
+    if isinstance(event, WorkloadPlaced):
+        return event.workload.declared
+    return isinstance(event, (WorkloadRemoved, DesiredStateApplied))
