@@ -1,9 +1,9 @@
 """The headline figure: a workload moves between edge and cloud under user load; how long until routes,
 sidecars and the first mTLS request have followed, and how many requests were lost on the way.
 
-The example testbed (examples/edge-cloud.yaml) under `edgectl run` with its CA: every service placed as
-declared, each instance an HTTP app behind its own Envoy in its node's namespace; users on every edge
-host call web -> api -> db through their sidecars. One `api` instance is migrated `--rounds` times,
+The example testbed (examples/edge-cloud.yaml) under `edgectl run` with its CA: every service's declared
+replicas placed by the controller, each instance an HTTP app behind its own Envoy in its node's namespace;
+users on every edge host call web -> api -> db through their sidecars. One `api` instance is migrated `--rounds` times,
 alternately to the cloud and back to its edge node, through the placement gRPC API. Per migration the
 lab reads the stages from the controller's Watch events (decided; routes barrier-confirmed and sidecars
 ACKed, as the convergence probes saw them), the agent (sidecar started) and the users' own request
@@ -101,7 +101,7 @@ def run_lab(
     service: str = "api",
 ) -> tuple[int, int, list[float], list[float], int, int]:  # sent, lost, at edge, in cloud, refused, agent errors
     with Lab(fabric, run_dir, wait_for_sidecars=gated, log=lambda line: print(f"# {line}", file=sys.stderr)) as lab:
-        lab.place_declared_services()
+        lab.wait_declared_services()
         workload, edge = lab.instance_at_edge(service)
         lab.start_loads(rate=rate)
         time.sleep(WINDOW_S)

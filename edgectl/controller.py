@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the servers are imported only when start() runs them (os-ke
     from meshctl.xds_grpc import MeshServer
     from pki.service import PkiService
     from placement.grpc_api import PlacementServer
+    from placement.replica_loop import ReplicaLoop
     from sdnctl.engine import RouteEngine
     from sdnctl.runtime import OpenFlowRuntime
 
@@ -87,6 +88,7 @@ class Controller:
         self.config_watch: ConfigWatcher | None = None
         self.git: GitSync | None = None
         self._temporary_git_dir: str | None = None
+        self.replicas: ReplicaLoop | None = None
 
     def start(self) -> None:
         self.bus.start()
@@ -230,6 +232,15 @@ class Controller:
             durable=self.store.check_durable if self.store is not None else None,
             id_floors=self.store.id_floors() if self.store is not None else None,
         )
+        # The declared replicas, kept at their count by the controller (placed through the same orchestrator).
+        from placement.replica_loop import ReplicaLoop
+
+        replicas = self.replicas = ReplicaLoop(
+            self.placement.orchestrator, durable=self.store.check_durable if self.store is not None else None
+        )
+        self.http.add_route("/api/v1/replicas", replicas.status_view)
+        self.bus.subscribe(replicas)
+        replicas.start()
         self._start_desired_state(trust_domain)
         # Start-up garbage is long-lived: move it out of the collector's way (full GCs paused the
         # process 80-110 ms here; after freeze about 15 ms).
@@ -255,12 +266,14 @@ class Controller:
         routes, mesh = self.routes, self.mesh
 
         def plan_inputs(applied: FabricSpec | None) -> PlanInputs:
+            plan, tables = routes.tables
             return PlanInputs(
                 state=self.bus.state,
                 applied_spec=applied,
                 mesh_config=mesh.publisher.config,
                 ready_workloads=mesh.publisher.built_ready,
-                routes=routes.plan,
+                routes=plan,
+                compiled=tables if plan is not None else None,
                 trust_domain=trust_domain,
             )
 
@@ -392,6 +405,8 @@ class Controller:
             shutil.rmtree(self._temporary_git_dir, ignore_errors=True)
         if self.config_watch is not None:
             self.config_watch.stop()
+        if self.replicas is not None:
+            self.replicas.stop()
         if self.placement is not None:
             self.placement.stop()
         if self.pki is not None:

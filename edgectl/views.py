@@ -98,6 +98,7 @@ def workloads_view(state: FabricState) -> dict[str, Any]:
                 "port": w.port,
                 "cpu_millis": w.resources.cpu_millis,
                 "memory_mib": w.resources.memory_mib,
+                "declared": w.declared,
             }
             for w in sorted(state.workloads.values(), key=lambda w: w.id)
         ],

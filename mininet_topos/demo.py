@@ -223,8 +223,10 @@ def run_demo(fabric: Path, run_dir: Path) -> int:
     out = print
     with Lab(fabric, run_dir, log=lambda line: out(f"demo: {line}")) as lab:
         demo = Demo(lab, out)
-        demo.say("placing the services the fabric file declares (latency-aware; each behind its own Envoy)")
-        placed = lab.place_declared_services()
+        demo.say(
+            "the controller places the replicas the fabric file declares (latency-aware; each behind its own Envoy)"
+        )
+        placed = lab.wait_declared_services()
         for w in placed:
             out(f"           {w['id']:<8} {w['service']:<5} on {w['node']:<6} {w['spiffe_id']}")
         api, edge_node = lab.instance_at_edge("api")

@@ -4,7 +4,7 @@ migration benchmark and the end-to-end test all drive the product through it, as
 API with an operator certificate, the HTTP API, and nothing the controller does not publish.
 
     with Lab(Path("examples/edge-cloud.yaml"), run_dir) as lab:
-        lab.place_declared_services()
+        lab.wait_declared_services()                 # the controller places what the file declares
         lab.start_loads(rate=20)
         timeline = lab.migrate("api-1", "c-n1")      # mininet_topos.timeline.MigrationTimeline
 
@@ -25,12 +25,12 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mininet_topos.controller_process import ControllerProcess, free_port, start_edgectl, wait_until
+from mininet_topos.controller_process import ControllerProcess, WaitTimedOut, free_port, start_edgectl, wait_until
 from mininet_topos.loadgen import Record
 from mininet_topos.timeline import ENDED, Event, MigrationTimeline, fill_stages
 
@@ -62,6 +62,7 @@ class Lab:
         wait_for_sidecars: bool = True,
         trust_domain: str = TRUST_DOMAIN,
         log: Callable[[str], None] = lambda _line: None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.fabric = fabric
         self.trust_domain = trust_domain
@@ -69,6 +70,8 @@ class Lab:
         self.run_dir = run_dir
         self.real_delay = real_delay
         self.log = log
+        self.extra_args = tuple(extra_args)
+        """More `edgectl run` arguments (a git source, say)."""
         self.http_port, self.openflow_port = free_port(), free_port()
         self.api_port, self.xds_port = free_port(), free_port()
         self.http = f"http://127.0.0.1:{self.http_port}"
@@ -133,6 +136,7 @@ class Lab:
             "--pki-dir",
             str(ca),
             *(["--wait-for-sidecars"] if self.wait_for_sidecars else []),
+            *self.extra_args,
             openflow_port=self.openflow_port,
             http_port=self.http_port,
             log_path=log_path,
@@ -291,10 +295,21 @@ class Lab:
 
     # -- commands --------------------------------------------------------------------------------------
 
-    def place_declared_services(self) -> list[dict[str, Any]]:
-        """Place every service the fabric file declares, with its declared replicas and constraints."""
-        for service in self.net.spec.services:
-            self.place(service.name, service.replicas)
+    def wait_declared_services(self, timeout: float = 60) -> list[dict[str, Any]]:
+        """Wait until the controller has placed every replica the fabric file declares (it places them
+        itself, with their declared constraints; ``GET /api/v1/replicas``) and every instance serves;
+        the workloads. The node agent (the Watch stream) has started each one as it was placed."""
+
+        def all_placed() -> bool:
+            services = self.get("/api/v1/replicas")["services"]
+            return all(s["placed"] == s["replicas"] for s in services.values())
+
+        try:
+            wait_until(all_placed, timeout, what="the declared replicas to be placed", retry_on=NOT_YET)
+        except WaitTimedOut as exc:
+            pending = {n: s["pending"] for n, s in self.get("/api/v1/replicas")["services"].items() if s["pending"]}
+            raise RuntimeError(f"{exc}; not placed: {pending}") from None
+        self.wait_mesh_serving()
         return self.workloads()
 
     def place(self, service: str, replicas: int) -> list[str]:

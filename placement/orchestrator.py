@@ -11,6 +11,7 @@ nodes, which is what make-before-break costs).
     orchestrator.migrate(WorkloadId("web-1"), MigrationTarget(best=True))
     orchestrator.evict(WorkloadId("web-2"))
     orchestrator.fail_over()                         # what FailoverLoop calls on every model change
+    orchestrator.reconcile_replicas(previous)        # what ReplicaLoop calls: declared replicas kept at their count
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from placement.naming import (
     workload_number,
     workload_spiffe_id,
 )
+from placement.replicas import ReplicaPlan, plan_replicas, replica_request
 from placement.scheduler import DEFAULT_PROFILE, Profile, schedule, schedule_on
 from placement.snapshot import ClusterSnapshot
 from placement.types import Assignment, Constraints, PlacementRequest, Unschedulable, declared_constraints
@@ -78,6 +80,18 @@ class MigrationResult:
     placed_generation: int
     removed_generation: int
     state: FabricState
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPass:
+    """What ``reconcile_replicas`` planned on ``state`` and did: instances placed and drained; the moves
+    are left to the caller; ``skipped``: services left alone because an instance is in a migration."""
+
+    plan: ReplicaPlan
+    state: FabricState
+    placed: tuple[Workload, ...]
+    evicted: tuple[Workload, ...]
+    skipped: frozenset[ServiceName]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +224,9 @@ class PlacementOrchestrator:
             (best,) = outcome.assignments
             if here is not None and not force and not improves(here.score, best.score):
                 raise PlacementRefused(Refusal.FAILED_PRECONDITION, no_gain_message(old.id, here, best))
-            (new,) = self._new_workloads(state, old.service, request, outcome.assignments, port=old.port)
+            (new,) = self._new_workloads(
+                state, old.service, request, outcome.assignments, port=old.port, declared=old.declared
+            )
             move = self._start_move(state, old, new, request.constraints, f"to {target}")
         return self._finish_move(move, self.convergence_timeout_s if timeout_s is None else timeout_s, rollback=True)
 
@@ -236,7 +252,14 @@ class PlacementOrchestrator:
             for move in plan.moves:
                 request = PlacementRequest(move.old.service, move.old.resources, self.constraints_of(move.old))
                 # The newest model: the moves placed so far in this pass hold ids and ports now.
-                (new,) = self._new_workloads(self.bus.state, move.old.service, request, (move.to,), port=move.old.port)
+                (new,) = self._new_workloads(
+                    self.bus.state,
+                    move.old.service,
+                    request,
+                    (move.to,),
+                    port=move.old.port,
+                    declared=move.old.declared,
+                )
                 try:
                     moves.append(self._start_move(state, move.old, new, request.constraints, f"({move.why})"))
                 except PlacementRefused as exc:
@@ -250,6 +273,36 @@ class PlacementOrchestrator:
             for started in moves:
                 self._complete(started)
         return plan
+
+    def reconcile_replicas(self, previous: FabricState | None = None) -> ReplicaPass:
+        """One pass of the declared replicas, decided and applied under the decision lock on the newest model
+        (so it never races a Place, an Evict or a failover pass): the extras are drained and the missing
+        instances placed (``declared=True``) now; SLO breakers are only planned (``plan.moved``), the caller
+        migrates them (each waits for convergence, outside the lock). Services with an instance in a
+        migration or failover are left for a later pass (``skipped``)."""
+        with self._lock:
+            state = self.bus.state
+            busy = frozenset(self._moving)
+            plan = plan_replicas(
+                state, previous=previous, profile=self.profile, latency_cache=self.latency_cache, busy=busy
+            )
+            evicted: list[Workload] = []
+            for eviction in plan.evicted:
+                self._publish(WorkloadRemoved(eviction.workload))
+                self._constraints.pop(eviction.workload, None)
+                self._stranded.pop(eviction.workload, None)
+                evicted.append(state.workloads[eviction.workload])
+            placed: list[Workload] = []
+            for service in sorted({p.service for p in plan.placed if p.node is not None}):
+                declared = state.services[service]
+                nodes = [p.node for p in plan.placed if p.service == service and p.node is not None]
+                request = replica_request(declared, len(nodes))
+                # The newest model: instances placed so far in this pass hold ids and ports now.
+                for workload in self._new_workloads(self.bus.state, service, request, nodes, declared=True):
+                    self._publish(WorkloadPlaced(workload))
+                    placed.append(workload)
+            skipped = frozenset(state.workloads[w].service for w in busy if w in state.workloads)
+            return ReplicaPass(plan, state, tuple(placed), tuple(evicted), skipped)
 
     # -- steps --------------------------------------------------------------------------------------------------
     def _migration_request(self, state: FabricState, old: Workload, target: MigrationTarget) -> PlacementRequest:
@@ -277,7 +330,8 @@ class PlacementOrchestrator:
         self, state: FabricState, old: Workload, new: Workload, constraints: Constraints, why: str
     ) -> _Move:
         migration_id = f"mig-{next(self._migration_numbers)}"
-        self._constraints[new.id] = constraints
+        if not new.declared:  # a declared instance follows its service's declaration, not a copy of it
+            self._constraints[new.id] = constraints
         self._moving[old.id] = self._moving[new.id] = migration_id
         self._stranded.pop(old.id, None)
         self.events.emit(
@@ -413,21 +467,25 @@ class PlacementOrchestrator:
         state: FabricState,
         service: ServiceName,
         request: PlacementRequest,
-        assignments: Sequence[Assignment],
+        assignments: Sequence[Assignment | NodeId],
         port: int | None = None,
         *,
         reserve: bool = True,
+        declared: bool = False,
     ) -> list[Workload]:
-        """New instances on ``assignments``; ``reserve``: their ids are used up (never given again)."""
+        """New instances on ``assignments``; ``reserve``: their ids are used up (never given again).
+        ``declared``: for the service's declared replicas; such an instance carries no constraints of its
+        own, it follows what its service declares (also after the declaration changes)."""
         ids = next_workload_ids(service, state.workloads, len(assignments), self._highest.get(service, 0))
         if reserve and ids:
             self._highest[service] = max(self._highest.get(service, 0), workload_number(service, ids[-1]) or 0)
-        declared = state.services.get(service)
-        wanted = port if port else (declared.port if declared else 0)
+        service_spec = state.services.get(service)
+        wanted = port if port else (service_spec.port if service_spec else 0)
         taken = ports_in_use(state)
         workloads = []
         for workload_id, assignment in zip(ids, assignments, strict=True):
-            on_node = taken.setdefault(assignment.node, set())
+            node = assignment.node if isinstance(assignment, Assignment) else assignment
+            on_node = taken.setdefault(node, set())
             chosen = first_free_port(wanted, on_node)
             on_node.add(chosen)
             workloads.append(
@@ -436,9 +494,10 @@ class PlacementOrchestrator:
                     service=service,
                     spiffe_id=workload_spiffe_id(self.trust_domain, service, workload_id),
                     resources=request.resources,
-                    node=assignment.node,
+                    node=node,
                     port=chosen,
-                    constraints=request.constraints,
+                    constraints=None if declared else request.constraints,
+                    declared=declared,
                 )
             )
         return workloads

@@ -105,8 +105,8 @@ def plan_replicas(
       then those breaking the service's SLO, then the one sharing its node with most instances of the
       service, then its site, then the one furthest from the service's ``near`` hosts, then the newest
       (highest id). So what stays is healthy, spread over nodes and sites, and close to its users.
-    * **Moves**: with ``previous`` (the state before a desired-state change), a declared instance that met
-      its service's SLO there and breaks the service's declaration in ``state`` moves to where the
+    * **Moves**: with ``previous`` (the state before a desired-state change), a declared instance whose node
+      met its service's SLO there and breaks the service's declaration in ``state`` moves to where the
       scheduler would place it (``to_node=None`` with reasons if nowhere). Only when the service's
       declaration (``max_latency_ms`` or ``near``) changed: measurements alone never move anything.
 
@@ -294,9 +294,8 @@ def _breakers(
         return []
     out = []
     for workload in mine:
-        earlier = previous.workloads.get(workload.id)
-        if earlier is None or earlier.node != workload.node:
-            continue
+        # Judged on its node as ``previous`` saw it (also an instance placed since: a reconciler's baseline
+        # may predate its own placements).
         if meets_slo(previous, before, workload.node, cache) and not meets_slo(state, service, workload.node, cache):
             out.append(workload)
     return out

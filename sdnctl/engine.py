@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -100,6 +100,8 @@ class RouteEngine:
         self._stopping = False
         self.plan: RoutePlan | None = None
         self._compiled: dict[SwitchId, CompiledSwitch] = {}  # desired tables for the current plan
+        self.tables: tuple[RoutePlan | None, Mapping[SwitchId, CompiledSwitch]] = (None, {})
+        """The current plan and its tables, for readers on other threads (replaced, never changed)."""
         # What each switch holds: a SwitchConfig read from it, or the CompiledSwitch we last wrote.
         self._installed: dict[SwitchId, SwitchConfig | CompiledSwitch] = {}
         self.status: dict[SwitchId, SwitchStatus] = {}
@@ -212,6 +214,9 @@ class RouteEngine:
         else:
             self._compiled = compile_all(plan)
         self.plan = plan
+        # One reference, swapped whole: a reader on another thread (a desired-state plan) never sees a
+        # plan with half of its tables recompiled.
+        self.tables = (plan, dict(self._compiled))
         for dpid in plan.switches:
             installed = self._installed.get(dpid)
             if dpid in deltas or installed is None or installed is self._compiled[dpid]:

@@ -8,8 +8,10 @@ Everything started here is stopped here, by PID or by the exact name it was crea
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 from mininet_topos.controller_process import (
     REPO,
@@ -25,6 +27,7 @@ __all__ = [
     "REPO",
     "ControllerProcess",
     "bridge_connected",
+    "declaring_replicas",
     "edgectl_run",
     "flow_durations",
     "free_port",
@@ -37,6 +40,18 @@ __all__ = [
     "port_tx_packets",
     "wait_until",
 ]
+
+
+def declaring_replicas(fabric: Path, directory: Path, replicas: int = 0) -> Path:
+    """A copy of ``fabric`` in ``directory`` whose services each declare ``replicas`` (0: the controller
+    places none of its own, for tests that place every instance themselves through the API)."""
+    text = fabric.read_text()
+    changed, count = re.subn(r"\breplicas: *\d+", f"replicas: {replicas}", text)
+    assert count, f"{fabric} declares no replicas"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{fabric.stem}-replicas-{replicas}{fabric.suffix}"
+    path.write_text(changed)
+    return path
 
 
 def ovs(*args: str) -> str:

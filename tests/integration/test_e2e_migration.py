@@ -65,7 +65,7 @@ def move(lab: Lab, workload: str, node: str) -> MigrationTimeline:
 
 def test_a_service_moves_edge_to_cloud_and_back_without_losing_a_request(tmp_path: Path) -> None:
     with Lab(FABRIC, tmp_path / "lab") as lab:
-        (web,) = lab.place_declared_services()
+        (web,) = lab.wait_declared_services()
         lab.start_loads("web", rate=RATE)
         web_id = web["id"]
         if web["node"] != EDGE:  # start at the edge, whatever the scheduler preferred

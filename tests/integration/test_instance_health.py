@@ -22,6 +22,7 @@ import pytest
 
 from mininet_topos.controller_process import wait_until
 from mininet_topos.lab import NOT_YET, Lab
+from tests.integration.harness import declaring_replicas
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +43,9 @@ def endpoints(lab: Lab, cluster: str = "svc/web") -> set[str]:
 
 
 def test_a_dead_app_loses_no_get_is_withdrawn_and_is_replaced(tmp_path: Path) -> None:
-    with Lab(FABRIC, tmp_path / "lab") as lab:
-        first, second = lab.place("web", 2)
+    # Two instances of web, declared: the controller places them, and keeps two (failover replaces the dead one).
+    with Lab(declaring_replicas(FABRIC, tmp_path / "fabric", 2), tmp_path / "lab") as lab:
+        first, second = [w["id"] for w in lab.wait_declared_services()]
         lab.start_loads("web", rate=RATE)
         for instance in (first, second):
             assert lab.first_served_by(instance, timeout=15) is not None, (instance, lab.records()[-5:])

@@ -18,7 +18,7 @@ TD = "example.org"
 
 def test_sidecars_serve_over_mtls_with_identities_of_the_cas_trust_domain(tmp_path: Path) -> None:
     with Lab(FABRIC, tmp_path / "lab", trust_domain=TD) as lab:
-        (web,) = lab.place_declared_services()  # waits until the mesh serves: each sidecar has its SVID
+        (web,) = lab.wait_declared_services()  # waits until the mesh serves: each sidecar has its SVID
         assert web["spiffe_id"] == f"spiffe://{TD}/svc/web/w/{web['id']}"
         lab.start_loads("web", rate=10.0)
         first = lab.first_served_by(web["id"], timeout=30)

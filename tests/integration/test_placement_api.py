@@ -13,6 +13,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -21,12 +22,17 @@ from netmodel.events import NodeCameUp, NodeWentDown
 from netmodel.ids import NodeId
 from placement._pb import placement_pb2 as pb
 from placement._pb import placement_pb2_grpc as pb_grpc
-from tests.integration.harness import REPO, edgectl_run, free_port, wait_until
+from tests.integration.harness import REPO, declaring_replicas, edgectl_run, free_port, wait_until
 from tests.unit.placement.helpers import served_api
 
 pytestmark = pytest.mark.integration
 
 EXAMPLE = REPO / "examples" / "edge-cloud.yaml"
+
+
+def placing_nothing(tmp_path: Path) -> Path:
+    """The example with no declared replicas: these tests place every instance themselves."""
+    return declaring_replicas(EXAMPLE, tmp_path / "fabric")
 
 
 class Watcher:
@@ -146,8 +152,8 @@ def placement_stub(port: int) -> Iterator[pb_grpc.PlacementStub]:
 
 
 def test_edgectl_run_serves_place_migrate_evict_watch(tmp_path) -> None:
-    port = free_port()
-    with edgectl_run(EXAMPLE, "--api-port", str(port)), placement_stub(port) as stub:
+    port, fabric = free_port(), placing_nothing(tmp_path)
+    with edgectl_run(fabric, "--api-port", str(port)), placement_stub(port) as stub:
         watcher = Watcher(stub)
         time.sleep(0.3)
         (web,) = stub.Place(pb.PlaceRequest(service="web"), timeout=10).workloads
@@ -160,12 +166,12 @@ def test_edgectl_run_serves_place_migrate_evict_watch(tmp_path) -> None:
 
 
 def test_restart_with_state_dir_keeps_placements(tmp_path) -> None:
-    port = free_port()
-    with edgectl_run(EXAMPLE, "--state-dir", str(tmp_path), "--api-port", str(port)), placement_stub(port) as stub:
+    port, fabric = free_port(), placing_nothing(tmp_path)
+    with edgectl_run(fabric, "--state-dir", str(tmp_path), "--api-port", str(port)), placement_stub(port) as stub:
         placed = stub.Place(pb.PlaceRequest(service="api", replicas=2), timeout=10).workloads
         before = sorted((w.id, w.node) for w in placed)
     wait_until(lambda: (tmp_path / "workloads.json").exists(), timeout=5, what="the saved placements")
-    with edgectl_run(EXAMPLE, "--state-dir", str(tmp_path), "--api-port", str(port)), placement_stub(port) as stub:
+    with edgectl_run(fabric, "--state-dir", str(tmp_path), "--api-port", str(port)), placement_stub(port) as stub:
         after = sorted((w.id, w.node) for w in stub.List(pb.ListRequest(), timeout=10).workloads)
         assert after == before
         # ids keep counting after a restart: the next instance is not a reused name
@@ -176,11 +182,11 @@ def test_restart_with_state_dir_keeps_placements(tmp_path) -> None:
 def test_restart_keeps_each_workloads_own_constraints(tmp_path) -> None:
     """An instance placed with a 5 ms SLO from u1 (stricter than anything its service declares) keeps
     that SLO after a restart: moving it to the cloud (12 ms from u1) is still refused."""
-    port = free_port()
+    port, fabric = free_port(), placing_nothing(tmp_path)
     strict = pb.Constraints(max_latency_ms=5, near=["u1"])
-    with edgectl_run(EXAMPLE, "--state-dir", str(tmp_path), "--api-port", str(port)), placement_stub(port) as stub:
+    with edgectl_run(fabric, "--state-dir", str(tmp_path), "--api-port", str(port)), placement_stub(port) as stub:
         (placed,) = stub.Place(pb.PlaceRequest(service="api", constraints=strict), timeout=10).workloads
-    with edgectl_run(EXAMPLE, "--state-dir", str(tmp_path), "--api-port", str(port)), placement_stub(port) as stub:
+    with edgectl_run(fabric, "--state-dir", str(tmp_path), "--api-port", str(port)), placement_stub(port) as stub:
         with pytest.raises(grpc.RpcError) as refused:
             stub.Migrate(pb.MigrateRequest(workload_id=placed.id, site="cloud"), timeout=10)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.integration.harness import REPO, edgectl_run
+from tests.integration.harness import REPO, declaring_replicas, edgectl_run
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,8 @@ def test_restart_keeps_placements(tmp_path) -> None:
         ],
     }
     (tmp_path / "workloads.json").write_text(json.dumps(saved))
-    with edgectl_run(EXAMPLE, "--state-dir", str(tmp_path)) as controller:
+    fabric = declaring_replicas(EXAMPLE, tmp_path / "fabric")  # only what was saved: no declared replicas
+    with edgectl_run(fabric, "--state-dir", str(tmp_path)) as controller:
         workloads = controller.get_json("/api/v1/workloads")["workloads"]
         assert [(w["id"], w["node"]) for w in workloads] == [("web-1", "ea-n1")]
         assert "gone-node" in controller.log()

@@ -7,9 +7,11 @@ placement API, a real gRPC client, moves workloads."""
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -17,7 +19,7 @@ import pytest
 from meshctl.xds_types import CLUSTER
 from placement._pb import placement_pb2 as pb
 from placement._pb import placement_pb2_grpc as pb_grpc
-from tests.integration.harness import REPO, edgectl_run, free_port, wait_until
+from tests.integration.harness import REPO, declaring_replicas, edgectl_run, free_port, wait_until
 from tests.integration.test_xds_malformed import Conversation, sotw
 
 pytestmark = pytest.mark.integration
@@ -30,7 +32,11 @@ MIGRATIONS = 16
 def controller() -> Iterator[tuple[object, pb_grpc.PlacementStub, grpc.Channel]]:
     api_port, xds_port = free_port(), free_port()
     with (
-        edgectl_run(EXAMPLE, "--api-port", str(api_port), "--xds-port", str(xds_port)) as run,
+        tempfile.TemporaryDirectory(prefix="xds-unknown-") as tmp,
+        # These tests place every instance themselves: the controller places none of its own.
+        edgectl_run(
+            declaring_replicas(EXAMPLE, Path(tmp)), "--api-port", str(api_port), "--xds-port", str(xds_port)
+        ) as run,
         grpc.insecure_channel(f"127.0.0.1:{api_port}") as api,
         grpc.insecure_channel(f"127.0.0.1:{xds_port}") as xds,
     ):

@@ -11,7 +11,7 @@ from tests.unit.purity_rule import REPO, check_pure, pure_paths
 from tests.unit.test_import_direction import imported_modules
 
 PURE = [Path(path).stem for path in pure_paths() if path.startswith("placement/")]
-ADAPTERS = {"grpc_api", "orchestrator", "watch", "cli", "__init__"}
+ADAPTERS = {"grpc_api", "orchestrator", "replica_loop", "watch", "cli", "__init__"}
 
 
 @pytest.mark.parametrize("name", PURE)
