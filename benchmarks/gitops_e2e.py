@@ -1,4 +1,4 @@
-"""Commit -> webhook -> converged data plane, on the example testbed (run by ``benchmarks/gitops.py --e2e``).
+"""Commit -> webhook -> converged data plane, on the example testbed (run by ``benchmarks/gitops.py``).
 
 The edge-cloud lab (mininet_topos.lab: real OVS, real link delay, every declared replica an app behind
 its own Envoy, users calling web -> api -> db over mTLS) under ``edgectl run --git-repo file://...``
@@ -83,8 +83,7 @@ def bench_commits(commits: int) -> dict[str, Any]:
         first = _push(work, doc, "the example fabric")
         extra = ("--git-repo", f"file://{bare}", "--git-path", "fabric", "--git-interval", "3600")
         lab = Lab(FABRIC, root / "lab", extra_args=extra)
-        with lab:
-            lab.start()
+        with lab:  # started on entry
             _wait(lambda: lab.get("/api/v1/config").get("applied_sha") == first, 60)
             lab.wait_declared_services()
             lab.start_loads(rate=20)

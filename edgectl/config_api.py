@@ -3,6 +3,7 @@
     GET  /api/v1/config            revision running, status (synced | progressing | error), error, applied_at,
                                    health, orphans; with a git source also the SHA seen and applied
     GET  /api/v1/config/history    every applied revision: when, from where, what it changed
+    GET  /api/v1/config/health     each declared object: healthy, progressing, degraded or missing, and why
     POST /api/v1/config/plan       {"files": {NAME: TEXT}} -> the plan, nothing applied (``edgectl diff``)
     POST /api/v1/config/apply      {"files": ..., "dry_run": BOOL, "timeout_s": S} -> plan and result
                                    (``edgectl apply``); refused while the desired state comes from git
@@ -24,6 +25,7 @@ from netmodel.state import FabricState
 
 CONFIG_PATH = "/api/v1/config"
 HISTORY_PATH = "/api/v1/config/history"
+HEALTH_PATH = "/api/v1/config/health"
 PLAN_PATH = "/api/v1/config/plan"
 APPLY_PATH = "/api/v1/config/apply"
 MAX_DOCUMENT_BODY = 48 * 1024 * 1024  # the document limit (32 MiB) as JSON text, with room for escapes

@@ -218,6 +218,11 @@ class DesiredState:
         return self._status.revision
 
     @property
+    def applied_generation(self) -> int:
+        """The model generation the running revision was applied at (0: the one the model started from)."""
+        return self._history[-1].generation if self._history else 0
+
+    @property
     def status(self) -> str:
         return self._status.status
 

@@ -55,6 +55,9 @@ class HttpApi:
         self._routes = dict(routes)
         self._post_routes: dict[str, PostRoute] = {}
         self._post_limits: dict[str, int] = {}
+        self.ready = True
+        """False while the process that owns this API still starts its other servers: /healthz says
+        ``starting`` (503) until then."""
         self._query_routes: dict[str, QueryRoute] = {}
         self._server = BoundedHttpServer((host, port), self._handler_class(), idle_timeout_s, max_connections)
         self._thread: threading.Thread | None = None
@@ -116,6 +119,9 @@ class HttpApi:
                 state = api._state()
                 try:
                     if path == "/healthz":
+                        if not api.ready:  # up, but still starting its servers: not ready for requests
+                            self.send_json(503, {"status": "starting", "generation": state.generation})
+                            return
                         reply: tuple[str, bytes] = _json({"status": "ok", "generation": state.generation})
                     elif path == "/metrics":
                         api._metrics.observe_state(state)

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -104,3 +108,39 @@ def test_a_symlink_that_leaves_the_directory(running) -> None:
     view = _rejected(running, lambda d: os.symlink(outside, d / "sneaky.yaml"), "symlink leaves the document")
     assert "sneaky.yaml" in view["error"]
     _restore(running)
+
+
+def test_sighup_reads_the_file_when_polling_is_off(tmp_path) -> None:
+    config = tmp_path / "fabric.yaml"
+    config.write_text(GOOD)
+    with edgectl_run(config, "--reload-interval", "0") as controller:
+        first = _status(controller)["revision"]
+        config.write_text(GOOD.replace("max_latency_ms: 5", "max_latency_ms: 6"))
+        time.sleep(1.5)
+        assert _status(controller)["revision"] == first, "no polling: the change waits for SIGHUP"
+        controller.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: _status(controller)["revision"] != first, 15, what="applied after SIGHUP")
+        assert _status(controller)["status"] == "synced"
+        assert controller.alive()
+
+
+def test_an_unreachable_repository_then_one_that_appears(tmp_path) -> None:
+    bare = tmp_path / "later.git"
+    with edgectl_run(EXAMPLE, "--git-repo", f"file://{bare}", "--git-interval", "3600") as controller:
+        bootstrap = _status(controller)["revision"]
+        wait_until(lambda: _status(controller)["status"] == "error", 15, what="the fetch failing")
+        view = _status(controller)
+        assert "cannot fetch main" in view["error"] and view["revision"] == bootstrap
+        assert controller.get_json("/healthz")["status"] == "ok"
+        work = tmp_path / "work"
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True, timeout=30)
+        subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True, timeout=30)
+        (work / "fabric.yaml").write_text(GOOD)
+        identity = ["-c", "user.name=t", "-c", "user.email=t@edgectl.invalid"]
+        for args in (["add", "-A"], ["commit", "-qm", "fabric"], ["push", "-q", str(bare), "main"]):
+            subprocess.run(["git", *identity, *args], cwd=work, check=True, timeout=30, capture_output=True)
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True).stdout.strip()
+        request = urllib.request.Request(controller.http + "/api/v1/git/sync", data=b"{}", method="POST")
+        urllib.request.urlopen(request, timeout=10).read()
+        wait_until(lambda: _status(controller)["applied_sha"] == sha, 30, what="the repository applied")
+        assert _status(controller)["status"] == "synced"
