@@ -63,7 +63,7 @@ def fabric(tmp_path_factory):
     directory = tmp_path_factory.mktemp("desired")
     config = directory / "fabric.yaml"
     config.write_text(UNTIED)
-    assert UNTIED != DIAMOND.read_text()
+    assert DIAMOND.read_text() != UNTIED
     openflow_port, http_port = free_port(), free_port()
     with contextlib.ExitStack() as stack:
         controller = stack.enter_context(
