@@ -10,8 +10,10 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 
-from edgectl.config import GitOptions, RunConfig, empty_document, load_desired, load_fabric
+from edgectl.config import GitOptions, RunConfig, empty_document, load_desired, load_fabric, parse_document
+from edgectl.desired_store import load_document
 from netmodel.fabric_file import FabricFileError
 from pki import cli as pki_cli  # loads no cryptography until a pki command runs
 from pki.errors import PkiError
@@ -241,10 +243,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     except FabricFileError as exc:
         print(exc, file=sys.stderr)
         return 1
-    spec = document.spec
+    spec, revision = document.spec, document.short_revision
     git = None
     if args.git_repo:
         git = GitOptions(args.git_repo, args.git_ref, args.git_path, args.git_interval)
+        saved = load_document(args.state_dir) if args.state_dir and not args.config else None
+        if saved is not None and saved.source.startswith("git "):
+            # Restart from the commit applied last (and its pause): saved placements refer to its services.
+            try:
+                spec, _content = parse_document(saved.files)
+            except FabricFileError as exc:
+                LOG.warning("the document saved in %s is not used: %s", args.state_dir, exc)
+            else:
+                revision = saved.revision
+                git = replace(git, applied_sha=saved.revision, paused=saved.paused)
     try:
         pki_options = pki_cli.run_options(args)
     except ValueError as exc:
@@ -280,7 +292,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    controller = Controller(config, spec, document.short_revision)
+    controller = Controller(config, spec, revision)
     signal.signal(signal.SIGHUP, lambda _signum, _frame: controller.reload_config_soon())
     try:
         controller.start()
@@ -291,7 +303,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     LOG.info(
         "edgectl running (fabric %s, revision %s, %d switches declared)",
         spec.name,
-        document.short_revision,
+        revision or "(none)",
         len(spec.switches),
     )
     while not stop.wait(1.0):

@@ -193,6 +193,9 @@ class GitOptions:
     interval_s: float = 180.0
     work_dir: str = ""
     """Where the bare copy lives (default: a directory under --state-dir, else a temporary one)."""
+    applied_sha: str | None = None
+    """The commit the model starts from (the document saved under --state-dir): not applied again."""
+    paused: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ controller parses exactly what the operator has, with the same ``FILE:LINE`` mes
 from __future__ import annotations
 
 import posixpath
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -67,8 +68,21 @@ def _document(body: Any, parse: Parse) -> tuple[FabricSpec, str]:
         raise _Refused(422, {"error": "the document is not valid", "problems": str(exc).splitlines()}) from None
 
 
+BUSY = (429, {"error": "the controller is already planning documents for other requests; try again shortly"})
+
+
 def plan_route(desired: DesiredState, parse: Parse) -> Callable[[FabricState, Any], tuple[int, Any]]:
+    running = threading.BoundedSemaphore(2)  # a plan of a large fabric takes CPU: a few at a time
+
     def route(_state: FabricState, body: Any) -> tuple[int, Any]:
+        if not running.acquire(blocking=False):
+            return BUSY
+        try:
+            return plan(body)
+        finally:
+            running.release()
+
+    def plan(body: Any) -> tuple[int, Any]:
         try:
             spec, revision = _document(body, parse)
         except _Refused as refused:
@@ -81,7 +95,17 @@ def plan_route(desired: DesiredState, parse: Parse) -> Callable[[FabricState, An
 def apply_route(
     desired: DesiredState, parse: Parse, *, git_source: str | None = None
 ) -> Callable[[FabricState, Any], tuple[int, Any]]:
+    waiting = threading.BoundedSemaphore(4)  # applies run one at a time; a few may wait their turn
+
     def route(_state: FabricState, body: Any) -> tuple[int, Any]:
+        if not waiting.acquire(blocking=False):
+            return BUSY
+        try:
+            return apply(body)
+        finally:
+            waiting.release()
+
+    def apply(body: Any) -> tuple[int, Any]:
         if git_source is not None:
             return 409, {
                 "error": f"the desired state comes from git ({git_source}): commit the change there, or "
@@ -91,6 +115,7 @@ def apply_route(
             spec, revision = _document(body, parse)
         except _Refused as refused:
             return refused.code, refused.body
+        files = files_from_body(body)
         dry_run = body.get("dry_run", False)
         timeout_s = body.get("timeout_s", DEFAULT_CONVERGE_TIMEOUT_S)
         if not isinstance(dry_run, bool):
@@ -98,7 +123,14 @@ def apply_route(
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not 0 < timeout_s <= MAX_TIMEOUT_S:
             return 400, {"error": f'"timeout_s" must be a number of seconds in (0, {MAX_TIMEOUT_S:g}]'}
         try:
-            result = desired.apply(spec, revision, "edgectl apply", dry_run=dry_run, timeout_s=float(timeout_s))
+            result = desired.apply(
+                spec,
+                revision,
+                "edgectl apply",
+                dry_run=dry_run,
+                timeout_s=float(timeout_s),
+                sources=files if isinstance(files, dict) else None,
+            )
         except DocumentRefused as exc:
             return 422, {"error": "the document cannot be applied", "problems": str(exc).splitlines()[1:]}
         except Exception as exc:

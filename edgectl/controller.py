@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,9 +183,7 @@ class Controller:
         # A migration withdraws the old instance only once every switch runs the new generation's routes.
         from placement.convergence import NamedProbe
 
-        routes_probe = NamedProbe(
-            "routes", lambda generation: all(s.applied_generation >= generation for s in routes.status.values())
-        )
+        routes_probe = NamedProbe("routes", routes.runs)
         self.http.add_route("/api/v1/latency", lambda _state: openflow.app.latency.report())
         self.http.add_route("/api/v1/routes", lambda state: routes_view(routes.plan, routes.status, state))
         self.http.add_query_route(
@@ -281,29 +280,62 @@ class Controller:
                 trust_domain=trust_domain,
             )
 
+        save = None
+        if self.config.state_dir:
+            from edgectl.desired_store import SavedDocument, save_document
+
+            state_dir = self.config.state_dir
+
+            def save(revision: str, source: str, files: Mapping[str, bytes]) -> None:
+                paused = bool(self.git is not None and self.git.status_view()["paused"])
+                save_document(state_dir, SavedDocument(revision, source, files, paused))
+
         desired = self.desired = DesiredState(
             self.bus.publish,
             plan_inputs,
+            save=save,
             prune=self.config.prune,
             probes=[
-                Probe("routes", lambda g: all(s.applied_generation >= g for s in routes.status.values())),
+                Probe("routes", routes.runs),
                 Probe("sidecars", mesh.converged),
             ],
         )
         self.metrics.config_view = self.config_view
         spec, revision = self._initial
-        desired.adopt(spec, revision, f"file {self.config.fabric_file}" if self.config.fabric_file else "empty")
+        if self.config.fabric_file:
+            source = f"file {self.config.fabric_file}"
+        elif self.config.git is not None and self.config.git.applied_sha:
+            source = f"git {self.config.git.applied_sha[:12]} (saved in --state-dir)"
+        else:
+            source = "empty"
+        desired.adopt(spec, revision, source)
         self.http.add_route(CONFIG_PATH, lambda _state: self.config_view())
         self.http.add_route(HISTORY_PATH, lambda _state: desired.history_view())
         self.http.add_route(HEALTH_PATH, self.config_health)
-        self.http.add_route(PLAN_PATH, plan_route(desired, parse_document), method="POST", max_body=MAX_DOCUMENT_BODY)
+        # A document is big (up to 32 MiB) and planning it costs CPU: both routes serve local operators only,
+        # and where the API does not listen on loopback they refuse a body before reading much of it.
+        from edgectl.http_access import is_loopback
+
+        document_body = MAX_DOCUMENT_BODY if is_loopback(self.config.http_host) else 4096
+        plan = loopback_only(
+            plan_route(desired, parse_document),
+            http_host=self.config.http_host,
+            what="planning a desired-state document",
+            instead="run edgectl diff on the controller's machine",
+        )
+        self.http.add_route(PLAN_PATH, plan, method="POST", max_body=document_body)
+        git_source = None
+        if self.config.git is not None:
+            from edgectl.git_source import redacted_url
+
+            git_source = f"{redacted_url(self.config.git.url)} {self.config.git.ref}"
         apply = loopback_only(
-            apply_route(desired, parse_document),
+            apply_route(desired, parse_document, git_source=git_source),
             http_host=self.config.http_host,
             what="applying a desired-state document",
             instead="apply from the controller's machine, or commit to its git source",
         )
-        self.http.add_route(APPLY_PATH, apply, method="POST", max_body=MAX_DOCUMENT_BODY)
+        self.http.add_route(APPLY_PATH, apply, method="POST", max_body=document_body)
         if self.config.git is not None:
             self._start_git(desired, self.config.git)
         elif self.config.fabric_file:
@@ -311,6 +343,8 @@ class Controller:
 
             interval = self.config.config_watch_interval_s
             self.config_watch = ConfigWatcher(self.config.fabric_file, self.reload_config, interval or None).start()
+            # The file may have changed while the servers started (it was read before them): look once now.
+            self.config_watch.reload()
 
     def _start_git(self, desired: DesiredState, options: GitOptions) -> None:
         """Follow a git ref: every commit planned and applied like a file (a bad one rejected, the last good
@@ -319,7 +353,7 @@ class Controller:
 
         from edgectl.config import parse_document
         from edgectl.desired_state import DocumentRefused
-        from edgectl.git_api import resume_route, rollback_route, sync_route
+        from edgectl.git_api import WEBHOOK_BODY, resume_route, rollback_route, sync_route
         from edgectl.git_source import GitSource
         from edgectl.git_sync import ApplyResult, GitSync
 
@@ -338,15 +372,18 @@ class Controller:
                 desired.reject(str(exc), sha, f"git {sha[:12]}")
                 return ApplyResult(False, str(exc))
             try:
-                desired.apply(spec, sha, f"git {sha[:12]}")  # not converged in time is health, not sync
+                desired.apply(spec, sha, f"git {sha[:12]}", sources=files)  # not converged in time: health
             except DocumentRefused as exc:  # recorded as the status already
                 return ApplyResult(False, str(exc))
             return ApplyResult(True)
 
-        git = self.git = GitSync(source, apply_commit, options.interval_s).start()
+        git = self.git = GitSync(
+            source, apply_commit, options.interval_s, applied_sha=options.applied_sha, paused=options.paused
+        ).start()
         git.sync_now()
         assert self.http is not None
-        self.http.add_route("/api/v1/git/sync", sync_route(git), method="POST")
+        # A forge's push payload is not needed, but must not be refused for its size (GitHub's reach MiBs).
+        self.http.add_route("/api/v1/git/sync", sync_route(git), method="POST", max_body=WEBHOOK_BODY)
         for path, route in (("/api/v1/git/rollback", rollback_route(git)), ("/api/v1/git/resume", resume_route(git))):
             guarded = loopback_only(
                 route,
@@ -413,7 +450,7 @@ class Controller:
             LOG.info("%s: revision %s is already running", path, document.short_revision)
             return
         try:
-            desired.apply(document.spec, document.short_revision, f"file {path}")
+            desired.apply(document.spec, document.short_revision, f"file {path}", sources=document.sources)
         except DocumentRefused:
             pass  # its problems are the status and were logged
         except Exception as exc:

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +35,6 @@ from netmodel.state import FabricState
 LOG = logging.getLogger("edgectl.desired")
 HISTORY_LENGTH = 200
 DEFAULT_CONVERGE_TIMEOUT_S = 30.0
-PUBLISH_TIMEOUT_S = 10.0
 
 SYNCED = "synced"
 PROGRESSING = "progressing"
@@ -103,12 +102,15 @@ class DesiredState:
         *,
         prune: bool = False,
         probes: Sequence[Probe] = (),
+        save: Callable[[str, str, Mapping[str, bytes]], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._publish = publish
         self._plan_inputs = plan_inputs
         self.prune = prune
         self._probes = list(probes)
+        self._save = save
+        """Keeps each applied document (its revision, source and files) across restarts (--state-dir)."""
         self._clock = clock
         self._lock = threading.Lock()  # one document at a time, plan to convergence
         self._status = _Status()
@@ -140,25 +142,42 @@ class DesiredState:
         *,
         dry_run: bool = False,
         timeout_s: float = DEFAULT_CONVERGE_TIMEOUT_S,
+        sources: Mapping[str, bytes] | None = None,
     ) -> ApplyResult:
         """Plan, then (unless ``dry_run``) apply and wait for convergence. Serialized: a document
         arriving while the previous one converges waits for it."""
         with self._lock:
-            plan = self.plan(document, revision)
+            try:
+                plan = self.plan(document, revision)
+            except Exception as exc:  # a core's bug on this document: refused like a bad document
+                LOG.exception("planning revision %s failed", revision)
+                self._fail(f"cannot plan revision {revision}: {exc!r}", revision, source)
+                raise DocumentRefused(str(exc)) from exc
             if dry_run:
                 return ApplyResult(revision, plan, applied=False, generation=-1, converged=True)
             if plan.problems:
                 error = "cannot be applied:\n" + "\n".join(plan.problems)
                 self._fail(error, revision, source)
                 raise DocumentRefused(error)
+            if not plan and revision == self._status.revision:
+                # The running document again (a SIGHUP, a repeated apply): nothing to send, nothing to wait for.
+                self._set(status=SYNCED, error="", error_revision="", error_source="", error_at=None)
+                return ApplyResult(revision, plan, applied=False, generation=-1, converged=True)
             started = time.monotonic()
             self._set(status=PROGRESSING)
+            # No timeout: the writer applies every event it queued; giving up here would report an error
+            # for a revision the model then runs anyway.
             try:
-                state = self._publish(DesiredStateApplied(plan.spec, revision)).result(timeout=PUBLISH_TIMEOUT_S)
-            except Exception as exc:  # the writer refused it: the model is unchanged
+                state = self._publish(DesiredStateApplied(plan.spec, revision)).result()
+            except Exception as exc:  # the writer refused it (EventRejected): the model is unchanged
                 self._fail(f"the model refused revision {revision}: {exc}", revision, source)
-                raise
+                raise DocumentRefused(str(exc)) from exc
             self.applied_spec = plan.spec
+            if self._save is not None and sources is not None:
+                try:
+                    self._save(revision, source, sources)
+                except OSError as exc:  # the model runs it; only a restart would start from an older one
+                    LOG.error("revision %s applied but not saved: %s", revision, exc)
             behind = self._wait(state.generation, timeout_s)
             seconds = time.monotonic() - started
             now = self._clock()

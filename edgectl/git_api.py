@@ -19,6 +19,7 @@ from edgectl.git_sync import GitSync
 from netmodel.state import FabricState
 
 SHA_RE = re.compile(r"^[0-9a-fA-F]{4,40}$")
+WEBHOOK_BODY = 26 * 1024 * 1024  # GitHub caps a webhook payload at 25 MB
 
 Route = Callable[[FabricState, Any], tuple[int, Any]]
 

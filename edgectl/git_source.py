@@ -63,6 +63,11 @@ class GitSourceError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+class BadDocument(GitSourceError):
+    """The commit was read, and what it holds at the path is no document (missing, over a limit, a symlink
+    out of the path, a submodule): trying it again gives the same answer."""
+
+
 class UnknownCommit(GitSourceError):
     """The SHA is not a commit of the ref's history (a rollback target)."""
 
@@ -239,16 +244,16 @@ class GitSource:
         where = self.path or "."
         top = self._top_entry(commit)
         if top is None:
-            raise GitSourceError(f"{where}: no such file or directory in commit {commit[:12]}")
+            raise BadDocument(f"{where}: no such file or directory in commit {commit[:12]}")
         if top.mode == _SYMLINK_MODE:
             target = self._read({top.oid})[top.oid].decode("utf-8", "backslashreplace")
-            raise GitSourceError(f"{where}: is a symbolic link (-> {target}); point the source at its target")
+            raise BadDocument(f"{where}: is a symbolic link (-> {target}); point the source at its target")
         if top.kind == "commit":
-            raise GitSourceError(f"{where}: is a submodule, not a file or directory")
+            raise BadDocument(f"{where}: is a submodule, not a file or directory")
         if top.kind == "blob":
             name = posixpath.basename(self.path)
             if top.size is not None and top.size > MAX_FILE_BYTES:
-                raise GitSourceError(f"{name}: {top.size} bytes, over the {_mib(MAX_FILE_BYTES)} limit for one file")
+                raise BadDocument(f"{name}: {top.size} bytes, over the {_mib(MAX_FILE_BYTES)} limit for one file")
             return Document({name: self._read({top.oid})[top.oid]}, [])
         return self._directory(commit, top.oid, where)
 
@@ -281,7 +286,7 @@ class GitSource:
             else:
                 chosen[entry.name] = resolved
         if not chosen and not problems:
-            raise GitSourceError(f"{where}: no .yaml or .yml file in commit {commit[:12]}")
+            raise BadDocument(f"{where}: no .yaml or .yml file in commit {commit[:12]}")
         for name, entry in sorted(chosen.items()):
             if entry.size is not None and entry.size > MAX_FILE_BYTES:
                 problems.append(f"{name}: {entry.size} bytes, over the {_mib(MAX_FILE_BYTES)} limit for one file")
@@ -293,7 +298,7 @@ class GitSource:
                 f"{where}: {total} bytes of YAML, over the {_mib(MAX_TOTAL_BYTES)} limit (largest: {names})"
             )
         if problems:
-            raise GitSourceError(problems)
+            raise BadDocument(problems)
         contents = self._read({e.oid for e in chosen.values()})
         for note in notes:
             LOG.info("git %s at %s: %s", self.display_url, commit[:12], note)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from edgectl.git_source import CommitInfo, Document, GitSourceError, UnknownCommit
+from edgectl.git_source import BadDocument, CommitInfo, Document, GitSourceError, UnknownCommit
 from pki.due_timer import DueTimer
 
 LOG = logging.getLogger("edgectl.git")
@@ -177,6 +177,9 @@ class SyncState:
 
     def decide(self, tip: str, contains_applied: bool | None) -> Decision:
         """What to do with the fetched ``tip``; ``contains_applied`` answers ``needs_ancestry``."""
+        if tip == self.applied_sha and not self.paused:
+            self.accept_new_history = False  # resumed onto the commit that runs: nothing left to accept
+            return "none"
         if tip == self.applied_sha or self.paused or tip == self.failed_sha:
             return "none"
         if self.applied_sha is None or self.accept_new_history or contains_applied:
@@ -278,6 +281,7 @@ class GitSync:
         fetch_timeout_s: float = 60.0,
         backoff_s: float = DEFAULT_BACKOFF_S,
         applied_sha: str | None = None,  # the commit the controller already runs (restored), not applied again
+        paused: bool = False,  # auto-sync was paused (a rollback) before a restart: it stays paused
     ) -> None:
         if interval_s <= 0:
             raise ValueError("the git poll interval must be positive")
@@ -286,7 +290,9 @@ class GitSync:
         self._clock = clock
         self._wall = wall_clock
         self._fetch_timeout_s = fetch_timeout_s
-        self._state = SyncState(source.ref, interval_s, min(backoff_s, interval_s), applied_sha=applied_sha)
+        self._state = SyncState(
+            source.ref, interval_s, min(backoff_s, interval_s), applied_sha=applied_sha, paused=paused
+        )
         self._state_lock = threading.Lock()  # short: status_view never waits on git or an apply
         self._work = threading.Lock()  # one fetch-and-apply at a time, loop and operator alike
         self._stopping = False
@@ -427,8 +433,11 @@ class GitSync:
                 skipped = max(0, self._source.commits_between(previous, sha) - 1)
             info = self._source.commit_info(sha)
             document = self._source.document_at(sha)
-        except GitSourceError as exc:
+        except BadDocument as exc:  # the commit holds no document: the same answer every time
             outcome = ApplyResult(False, str(exc))
+        except GitSourceError as exc:  # git itself failed (a timeout, the disk): not the commit's fault
+            self._fetch_failed(f"cannot read {_short(sha)}: {exc}")  # retried after the back-off
+            return ApplyResult(False, str(exc))
         else:
             notes = document.notes
             outcome = self._call_apply(sha, document.files)

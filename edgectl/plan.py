@@ -90,8 +90,7 @@ class Plan:
             or self.evicted_by_prune
             or self.identities.issued
             or self.identities.retired
-            or self.revision_from != self.revision_to
-        )
+        )  # a new revision of the same content changes nothing (a commit touching only other files)
 
     @property
     def flow_mods(self) -> int:
@@ -265,9 +264,19 @@ def _identity_changes(
 
 
 def _warnings(old: FabricSpec | None, new: FabricSpec) -> list[str]:
-    """What an operator may not have meant: a cable whose ports change is a cable re-plugged."""
+    """What an operator may not have meant: a cable whose ports change is a cable re-plugged, and a host or
+    node whose address changes gets new routes and new endpoints (addresses and ports left out of the
+    document are assigned by position: adding or removing an entry before them moves them)."""
     if old is None:
         return []
+    old_ips = {h.id: h.ip for h in old.hosts} | {n.id: n.ip for n in old.nodes}
+    moved_ips = [
+        f"{kind} {item.id}: address changes ({old_ips[item.id]} -> {item.ip}); addresses assigned by position "
+        "move when an entry before them is added or removed: give it an ip"
+        for kind, items in (("host", new.hosts), ("node", new.nodes))
+        for item in items
+        if item.id in old_ips and old_ips[item.id] != item.ip
+    ]
     old_cables = dict(zip(cable_names(old.cables), old.cables, strict=True))
     out = []
     for name, cable in zip(cable_names(new.cables), new.cables, strict=True):
@@ -278,4 +287,4 @@ def _warnings(old: FabricSpec | None, new: FabricSpec) -> list[str]:
                 f"{cable.a}:{cable.a_port}-{cable.b}:{cable.b_port}); ports assigned by position move when a "
                 "link before them is added or removed: pin them with a_port/b_port"
             )
-    return out
+    return out + moved_ips

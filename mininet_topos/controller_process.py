@@ -126,7 +126,7 @@ class ControllerProcess:
 
 
 def start_edgectl(
-    fabric_file: str | Path,
+    fabric_file: str | Path | None,
     *extra: str,
     openflow_port: int | None = None,
     http_port: int | None = None,
@@ -150,8 +150,7 @@ def start_edgectl(
         "-m",
         "edgectl.cli",
         "run",
-        "--config",
-        str(fabric_file),
+        *(["--config", str(fabric_file)] if fabric_file is not None else []),  # None: a git source alone
         "--openflow-port",
         str(openflow_port),
         "--http-port",
@@ -180,7 +179,7 @@ def start_edgectl(
 
 @contextlib.contextmanager
 def edgectl_run(
-    fabric_file: str | Path, *extra: str, openflow_port: int | None = None, http_port: int | None = None
+    fabric_file: str | Path | None, *extra: str, openflow_port: int | None = None, http_port: int | None = None
 ) -> Iterator[ControllerProcess]:
     """Start `edgectl run` on free ports; wait for /healthz; always stop it by PID."""
     controller = start_edgectl(fabric_file, *extra, openflow_port=openflow_port, http_port=http_port)

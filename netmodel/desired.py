@@ -100,11 +100,14 @@ def effective_spec(previous: FabricSpec | None, new: FabricSpec, *, prune: bool)
         if (c.a, c.a_port) not in taken and (c.b, c.b_port) not in taken and {c.a, c.b} <= switch_names
     ]
     cables = [*new.cables, *o_cables]
+    # An orphan host or node keeps its place only while nothing new took its port or its address (an
+    # address assigned by position may now belong to another node): one address, one endpoint.
+    ips = {h.ip for h in new.hosts} | {n.ip for n in new.nodes}
     o_hosts = _orphans(previous.hosts, new.hosts, lambda h: h.id)
-    o_hosts = [h for h in o_hosts if (h.switch, h.port) not in taken and h.switch in switch_names]
+    o_hosts = [h for h in o_hosts if (h.switch, h.port) not in taken and h.switch in switch_names and h.ip not in ips]
     hosts = [*new.hosts, *o_hosts]
     o_nodes = _orphans(previous.nodes, new.nodes, lambda n: n.id)
-    o_nodes = [n for n in o_nodes if (n.switch, n.port) not in taken and n.switch in switch_names]
+    o_nodes = [n for n in o_nodes if (n.switch, n.port) not in taken and n.switch in switch_names and n.ip not in ips]
     nodes = [*new.nodes, *o_nodes]
     o_services = _orphans(previous.services, new.services, lambda s: s.name)
     names = (

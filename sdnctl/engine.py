@@ -119,6 +119,17 @@ class RouteEngine:
             self._stopping = True
             self._wake.notify()
 
+    def runs(self, generation: int) -> bool:
+        """Every connected switch runs the routes of model ``generation`` (or a later one's). A switch that
+        is not connected is not waited for: it is read and set right when it connects again; waiting for it
+        would hold every migration and every desired-state apply until their timeouts."""
+        state = self._state()
+        return all(
+            (status := self.status.get(dpid)) is not None and status.applied_generation >= generation
+            for dpid, switch in state.topology.switches.items()
+            if switch.connected
+        )
+
     def on_model_change(self, event: Event, state: FabricState) -> None:
         """Bus subscriber: note what happened and wake the engine; never works here."""
         name = type(event).__name__

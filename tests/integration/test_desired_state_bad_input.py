@@ -4,6 +4,7 @@ lost, the controller stays healthy, and the next good document is applied."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -144,3 +145,68 @@ def test_an_unreachable_repository_then_one_that_appears(tmp_path) -> None:
         urllib.request.urlopen(request, timeout=10).read()
         wait_until(lambda: _status(controller)["applied_sha"] == sha, 30, what="the repository applied")
         assert _status(controller)["status"] == "synced"
+
+
+def test_scaling_replicas_in_the_file_places_and_drains(running) -> None:
+    controller, directory = running["controller"], running["dir"]
+
+    def api_instances() -> list[str]:
+        return sorted(w["id"] for w in controller.get_json("/api/v1/workloads")["workloads"] if w["service"] == "api")
+
+    before = api_instances()
+    assert len(before) == 2
+    (directory / "fabric.yaml").write_text(
+        GOOD.replace("{name: api, port: 9090, replicas: 2", "{name: api, port: 9090, replicas: 3")
+    )
+    wait_until(lambda: len(api_instances()) == 3, 20, what="a third api instance placed")
+    assert set(before) < set(api_instances()), "scaling up keeps the instances that run"
+    (directory / "fabric.yaml").write_text(GOOD)
+    wait_until(lambda: len(api_instances()) == 2, 20, what="back to two api instances")
+    assert _status(controller)["status"] == "synced"
+    replicas = controller.get_json("/api/v1/replicas")["services"]["api"]
+    assert (replicas["replicas"], replicas["placed"]) == (2, 2)
+
+
+def _post(controller, path: str, body: dict) -> None:
+    request = urllib.request.Request(
+        controller.http + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request, timeout=60).read()
+
+
+def test_a_restart_keeps_the_applied_commit_its_pause_and_the_placements(tmp_path) -> None:
+    bare, work, state_dir = tmp_path / "fabric.git", tmp_path / "work", tmp_path / "state"
+    identity = ["-c", "user.name=t", "-c", "user.email=t@edgectl.invalid"]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *identity, *args], cwd=work, check=True, timeout=30, capture_output=True, text=True
+        )
+        return done.stdout.strip()
+
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True, timeout=30)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True, timeout=30)
+    shas = []
+    for text in (GOOD, GOOD.replace("max_latency_ms: 5", "max_latency_ms: 6")):
+        (work / "fabric.yaml").write_text(text)
+        git("add", "-A")
+        git("commit", "-qm", "fabric")
+        git("push", "-q", str(bare), "main")
+        shas.append(git("rev-parse", "HEAD"))
+    args = ("--git-repo", f"file://{bare}", "--git-interval", "3600", "--state-dir", str(state_dir))
+    with edgectl_run(None, *args) as controller:
+        wait_until(lambda: _status(controller)["applied_sha"] == shas[1], 30, what="the tip applied")
+        wait_until(lambda: len(controller.get_json("/api/v1/workloads")["workloads"]) == 5, 30, what="replicas")
+        _post(controller, "/api/v1/git/rollback", {"sha": shas[0]})
+        assert _status(controller)["applied_sha"] == shas[0] and _status(controller)["paused"]
+        placed = sorted(w["id"] for w in controller.get_json("/api/v1/workloads")["workloads"])
+    with edgectl_run(None, *args) as controller:
+        view = _status(controller)
+        assert (view["revision"], view["paused"]) == (shas[0], True), view
+        time.sleep(1.0)  # the first fetch sees the tip: paused, it is shown and not applied
+        wait_until(lambda: _status(controller)["seen_sha"] == shas[1], 30, what="the tip seen")
+        assert _status(controller)["applied_sha"] == shas[0] and _status(controller)["status"] == "out-of-sync"
+        assert sorted(w["id"] for w in controller.get_json("/api/v1/workloads")["workloads"]) == placed

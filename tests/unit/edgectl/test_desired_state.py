@@ -133,3 +133,29 @@ def test_the_watcher_applies_a_changed_file_and_sighup_forces_a_read(tmp_path) -
         assert len(calls) == 2
     finally:
         watcher.stop()
+
+
+def test_the_running_document_again_is_no_apply_and_clears_an_error(bus) -> None:
+    desired = _desired(bus)
+    desired.reject("x.yaml:1: <file>: not valid YAML", "", "file x.yaml")
+    generation = bus.state.generation
+    result = desired.apply(example_spec(), "r0", "file example")
+    assert not result.applied and bus.state.generation == generation
+    assert desired.view()["status"] == "synced" and desired.view()["error"] is None
+    # Same content under a new revision (a commit that touched other files): the revision is recorded.
+    moved = desired.apply(example_spec(), "r9", "git r9")
+    assert moved.applied and not moved.plan and bus.state.desired_revision == "r9"
+
+
+def test_a_plan_that_fails_is_a_refused_document(bus) -> None:
+    from edgectl.desired_state import DocumentRefused
+
+    def broken(_applied):
+        raise RuntimeError("a core's bug")
+
+    desired = DesiredState(bus.publish, broken)
+    before = bus.state
+    with pytest.raises(DocumentRefused):
+        desired.apply(example_spec(), "r1", "edgectl apply")
+    assert bus.state is before
+    assert desired.view()["status"] == "error" and "a core's bug" in desired.view()["error"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgectl.git_source import GitSource, UnknownCommit
+from edgectl.git_source import CommitInfo, Document, GitSource, GitSourceError, UnknownCommit
 from edgectl.git_sync import ApplyOutcome, ApplyResult, GitSync, SyncState, rewritten_message
 from tests.unit.edgectl.git_upstream import Upstream, wait_until
 
@@ -55,6 +55,16 @@ def test_a_tip_that_does_not_contain_the_applied_commit_pauses() -> None:
     assert state.decide(C, None) == "apply"
     state.apply_finished(C, ApplyResult(True), at=8.0)
     assert state.status == "synced" and not state.accept_new_history
+
+
+def test_a_resume_while_in_sync_does_not_let_a_later_force_push_in() -> None:
+    state = SyncState("main", applied_sha=A)
+    state.fetched(A, now=0.0, at=0.0)
+    state.resume(at=1.0)
+    assert state.decide(A, None) == "none"
+    state.fetched(B, now=2.0, at=2.0)
+    assert state.needs_ancestry(B), "the resume was spent on the commit that runs"
+    assert state.decide(B, False) == "history-rewritten"
 
 
 def test_a_failed_commit_keeps_the_last_good_one_and_is_not_retried() -> None:
@@ -394,3 +404,49 @@ def test_stop_ends_the_thread_and_a_fetch_in_flight(tmp_path: Path) -> None:
     assert source._running == set()
     assert sync._timer._thread is not None and not sync._timer._thread.is_alive()
     assert sync.status_view()["error"] == "", "stopping is not a fetch failure"
+
+
+class _FlakySource:
+    """A repository whose first read of a commit fails in git itself (not in the commit)."""
+
+    url, ref, path, display_url = "file:///flaky.git", "main", "", "file:///flaky.git"
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def fetch(self, timeout_s: float = 60.0) -> str:
+        return A
+
+    def resolve(self, sha: str) -> str | None:
+        return sha
+
+    def is_ancestor(self, old_sha: str, new_sha: str) -> bool:
+        return True
+
+    def commits_between(self, old_sha: str, new_sha: str) -> int:
+        return 1
+
+    def commit_info(self, sha: str) -> CommitInfo:
+        return CommitInfo("fabric", "edgectl <test@edgectl.invalid>", 0)
+
+    def document_at(self, sha: str) -> Document:
+        self.reads += 1
+        if self.reads == 1:
+            raise GitSourceError("git cat-file failed: Input/output error")
+        return Document({"fabric.yaml": b"name: x\n"}, [])
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_commit_git_failed_to_read_is_read_again_not_marked_failed() -> None:
+    source = _FlakySource()
+    applied: list[str] = []
+    sync = GitSync(
+        source, lambda sha, files: applied.append(sha) or ApplyResult(True), interval_s=180, backoff_s=0.05
+    ).start()
+    try:
+        wait_until(lambda: applied == [A], 10, "the commit applied on the second read")
+        assert source.reads == 2 and sync.status_view()["failed_sha"] is None
+    finally:
+        sync.stop()

@@ -144,3 +144,12 @@ def test_an_undeclared_workload_is_never_counted() -> None:
     plan = _plan(TEXT.replace("{name: api, port: 9090, replicas: 2", "{name: api, port: 9090, replicas: 1"), state)
     assert [str(e.workload) for e in plan.placement.evicted] != ["api-9"]
     assert plan.placement.evicted and all(str(e.workload) != "api-9" for e in plan.placement.evicted)
+
+
+def test_an_address_that_moves_is_warned_about() -> None:
+    text = TEXT.replace(", ip: 10.0.9.10}", "}").replace(", ip: 10.0.9.11}", "}")
+    old = _spec(text)
+    new = _spec("\n".join(line for line in text.splitlines() if "id: c-n1," not in line))
+    inputs = PlanInputs(state=build_state(old), applied_spec=old, mesh_config=MeshConfig())
+    plan = compute_plan(inputs, new, "r1", prune=True)
+    assert any(w.startswith("node c-n2: address changes") for w in plan.warnings), plan.warnings

@@ -122,3 +122,15 @@ def test_a_link_on_another_port_is_a_changed_link_and_no_orphan() -> None:
     before = [x for x in example_state().topology.links if x.src == EA1 and x.dst == M1]
     after = [x for x in merge_desired(example_state(), kept).topology.links if x.src == EA1 and x.dst == M1]
     assert [x.src_port for x in before] != [9] and [x.src_port for x in after] == [9]
+
+
+def test_an_orphan_node_whose_address_a_new_node_took_goes() -> None:
+    # c-n1 and c-n2 without fixed addresses: removing c-n1 moves c-n2 onto the address c-n1 had.
+    text = example_text().replace(", ip: 10.0.9.10}", "}").replace(", ip: 10.0.9.11}", "}")
+    before = _spec(text)
+    after = _spec("\n".join(line for line in text.splitlines() if "id: c-n1," not in line))
+    c_n2 = next(n for n in after.nodes if n.id == "c-n2")
+    assert c_n2.ip in {n.ip for n in before.nodes if n.id == "c-n1"}
+    kept, orphans = effective_spec(before, after, prune=False)
+    assert "node/c-n1" not in orphans.names
+    assert len({n.ip for n in kept.nodes}) == len(kept.nodes)

@@ -14,7 +14,7 @@ from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import Resources, Workload
 from sdnctl import engine as engine_module
-from sdnctl.engine import RouteEngine
+from sdnctl.engine import RouteEngine, SwitchStatus
 from sdnctl.flows import SwitchConfig, SwitchDelta
 
 FABRIC = """
@@ -66,3 +66,15 @@ def test_a_generation_that_changes_no_flow_is_still_applied_on_every_switch(monk
     engine._converge()
     assert {s.applied_generation for s in engine.status.values()} == {state.generation}
     assert all(s.last_applied_at is None or s.last_applied_at < before for s in engine.status.values())
+
+
+def test_a_switch_that_left_does_not_hold_back_convergence() -> None:
+    """A switch down for maintenance keeps its last applied generation: waiting for it would hold every
+    migration and desired-state apply until their timeout. It is read and set again when it connects."""
+    state: FabricState = live(fabric(FABRIC))
+    engine = RouteEngine(FakeSwitches(), lambda: state)
+    engine.status = {1: SwitchStatus(applied_generation=9), 2: SwitchStatus(applied_generation=4)}
+    assert not engine.runs(9), "switch 2, connected, has not run generation 9"
+    state = state.apply(ev.SwitchDisconnected(2, at=5.0))
+    assert engine.runs(9), "only connected switches are waited for"
+    assert not engine.runs(10)
