@@ -87,7 +87,11 @@ def running_app(workload: str, service: str, calls: tuple[str, ...] = (), port: 
         yield host, port
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # never leave it behind: a later test (or run) would find it
+            process.kill()
+            process.wait(timeout=10)
 
 
 def get(address: tuple[str, int], headers: dict[str, str] | None = None) -> tuple[int, str | None, Any]:
