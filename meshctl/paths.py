@@ -16,8 +16,12 @@ compares them before rebuilding).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
 
 from netmodel.graph import link_matrix, shortest_distances, usable_latency
 from netmodel.ids import ServiceName, SwitchId
@@ -92,24 +96,76 @@ def compute_paths(
     """Levels for every caller switch in ``wanted`` and each service it calls there.
 
     Dijkstra runs once per caller switch (scipy, from all of them at once), not per caller or per
-    instance: callers on one switch share everything."""
+    instance: callers on one switch share everything. The levels of all caller switches of a service
+    are then cut at once (``levels_of_rows``): a latency measurement costs this whole function, so it
+    stays in numpy."""
     sources = sorted(s for s in wanted if s is not None and s in topology.switches)
-    rows: dict[SwitchId, Mapping[SwitchId, float]] = {}
-    if sources:
-        matrix, index = link_matrix(topology, usable_latency())
-        distances = shortest_distances(matrix, [index[s] for s in sources])
-        targets = {t for switches in instance_switches.values() for t in switches}
-        for row, source in zip(distances, sources, strict=True):
-            rows[source] = {t: float(row[index[t]]) if t in index else math.inf for t in targets}
-    levels: dict[PathKey, Levels] = {}
+    row_of = {source: row for row, source in enumerate(sources)}
+    targets = sorted({t for switches in instance_switches.values() for t in switches if t in topology.switches})
+    column_of = {target: column for column, target in enumerate(targets)}
+    distances = _distances(topology, sources, targets)
+    callers_of: dict[ServiceName, set[SwitchId | None]] = defaultdict(set)
     for caller_switch, services in wanted.items():
-        row = rows.get(caller_switch) if caller_switch is not None else None
         for service in services:
-            switches = set(instance_switches.get(service, ()))
-            if not switches:
-                levels[(caller_switch, service)] = ()
-            elif row is None:  # the caller's place is unknown: no instance is nearer than another
-                levels[(caller_switch, service)] = (tuple(sorted(switches)),)
-            else:
-                levels[(caller_switch, service)] = priority_levels({s: row[s] for s in switches}, rules)
+            callers_of[service].add(caller_switch)
+    levels: dict[PathKey, Levels] = {}
+    for service, callers in callers_of.items():
+        switches = tuple(sorted(set(instance_switches.get(service, ()))))
+        known = sorted(c for c in callers if c is not None and c in row_of)
+        for caller_switch in callers:
+            if caller_switch not in row_of:  # its place is unknown: no instance is nearer than another
+                levels[(caller_switch, service)] = (switches,) if switches else ()
+        if not known:
+            continue
+        if not switches:
+            levels.update(((c, service), ()) for c in known)
+            continue
+        rows = distances[[row_of[c] for c in known]]
+        columns = np.array([column_of.get(t, -1) for t in switches])
+        table = np.where(columns >= 0, rows[:, np.maximum(columns, 0)], math.inf)
+        levels.update(zip(((c, service) for c in known), levels_of_rows(table, switches, rules), strict=True))
     return ServicePaths(frozen_map(levels))
+
+
+def _distances(topology: Topology, sources: Sequence[SwitchId], targets: Sequence[SwitchId]) -> npt.NDArray[np.float64]:
+    """Shortest latency from each source switch (rows) to each target switch (columns), inf when
+    unreachable. Dijkstra runs from whichever side is smaller: callers are usually spread over many
+    switches and instances over a few, and distances to a switch are distances from it in the
+    reversed graph."""
+    if not sources or not targets:
+        return np.full((len(sources), len(targets)), math.inf)
+    matrix, index = link_matrix(topology, usable_latency())
+    if len(targets) < len(sources):
+        reverse = shortest_distances(matrix.T.tocsr(), [index[t] for t in targets])
+        return np.ascontiguousarray(reverse[:, [index[s] for s in sources]].T)
+    return shortest_distances(matrix, [index[s] for s in sources])[:, [index[t] for t in targets]]
+
+
+def levels_of_rows(
+    distance_us: npt.NDArray[np.float64], switches: Sequence[SwitchId], rules: PathRules
+) -> list[Levels]:
+    """``priority_levels`` of every row of ``distance_us`` (callers x ``switches``), vectorised.
+
+    Rows are sorted (ties by switch id, as ``switches`` is sorted), then each column either joins its
+    row's current level or opens the next one; the few distinct (order, level) patterns are turned
+    into tuples once."""
+    order = np.argsort(distance_us, axis=1, kind="stable")
+    ordered = np.take_along_axis(distance_us, order, axis=1)
+    level = np.zeros(order.shape, dtype=np.int64)
+    anchor = ordered[:, 0].copy()
+    for column in range(1, ordered.shape[1]):
+        value = ordered[:, column]
+        finite = np.where(np.isfinite(anchor), anchor, 0.0)  # past an unreachable anchor nothing opens a level
+        bound = anchor + np.maximum(rules.margin_us, rules.margin_ratio * finite)
+        opens = (value > bound) | (np.isinf(value) & np.isfinite(anchor))  # the unreachable: a level of their own
+        level[:, column] = level[:, column - 1] + opens
+        anchor = np.where(opens, value, anchor)
+    patterns, inverse = np.unique(np.concatenate([order, level], axis=1), axis=0, return_inverse=True)
+    width = order.shape[1]
+    built = []
+    for pattern in patterns.tolist():
+        grouped: dict[int, list[SwitchId]] = defaultdict(list)
+        for position, at_level in zip(pattern[:width], pattern[width:], strict=True):
+            grouped[at_level].append(switches[position])
+        built.append(tuple(tuple(sorted(grouped[k])) for k in sorted(grouped)))
+    return [built[i] for i in np.asarray(inverse).ravel().tolist()]

@@ -7,15 +7,21 @@ import functools
 import math
 from dataclasses import replace
 
+import numpy as np
+from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from meshctl.cache import SnapshotCache
 from meshctl.metrics import XdsMetrics
-from meshctl.paths import PathRules, priority_levels
+from meshctl.paths import PathRules, _distances, levels_of_rows, priority_levels
 from meshctl.publisher import SnapshotPublisher
 from meshctl.snapshot import MeshConfig, MeshSnapshot, build_snapshots
-from meshctl.xds_types import ENDPOINTS, PUSH_ORDER
+from meshctl.xds_types import ENDPOINTS, PUSH_ORDER, ROUTES
 from netmodel import events as ev
 from netmodel.fabric import build_state
 from netmodel.fabric_file import parse_fabric
+from netmodel.graph import link_matrix, shortest_distances, usable_latency
 from netmodel.ids import PortNo, SwitchId
 from netmodel.state import FabricState
 from netmodel.types import Attachment, LinkId, frozen_map
@@ -108,6 +114,35 @@ def test_levels_group_what_is_within_the_margin_of_each_levels_nearest() -> None
     assert priority_levels({SwitchId(1): 0.0, SwitchId(2): 1000.0, SwitchId(3): 2000.0}, rules) == ((1, 2), (3,))
     assert priority_levels({}, rules) == ()
     assert priority_levels({SwitchId(7): math.inf}, rules) == ((7,),)
+
+
+distance = st.one_of(st.sampled_from([0.0, 900.0, 1000.0, 1001.0, 5000.0, math.inf]), st.floats(0, 60_000))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(distance, min_size=4, max_size=4), min_size=1, max_size=6),
+    st.sampled_from([PathRules(), PathRules(margin_us=0, margin_ratio=0), PathRules(margin_us=math.inf)]),
+)
+def test_the_vectorised_levels_are_the_levels(rows: list[list[float]], rules: PathRules) -> None:
+    switches = (SwitchId(2), SwitchId(5), SwitchId(7), SwitchId(9))
+    expected = [priority_levels(dict(zip(switches, row, strict=True)), rules) for row in rows]
+    assert levels_of_rows(np.array(rows, dtype=np.float64), switches, rules) == expected
+
+
+def test_distances_are_from_the_caller_whichever_side_dijkstra_starts_from() -> None:
+    # One-way latencies differ by direction: edge-b -> edge-a 1 ms, edge-a -> edge-b 7 ms.
+    state = base()
+    ab = [x for x in link(state, EA1, EB1) if x.src == EA1]
+    ba = [x for x in link(state, EA1, EB1) if x.src == EB1]
+    state = state.apply(ev.LinkLatencyMeasured(((ab[0], 7000), (ba[0], 1000)), at=1.0))
+    matrix, index = link_matrix(state.topology, usable_latency())
+    full = shortest_distances(matrix)
+    sources, targets = [EA1, EB1, C1], [EA1, EB1]
+    expected = full[np.ix_([index[s] for s in sources], [index[t] for t in targets])]
+    assert np.array_equal(_distances(state.topology, sources, targets), expected)  # fewer targets: reversed
+    assert np.array_equal(_distances(state.topology, sources[:1], targets), expected[:1])  # fewer sources
+    assert expected[1, 0] == 1000 and expected[0, 1] == 7000
 
 
 # -- what each caller gets -----------------------------------------------------------------------------
@@ -229,3 +264,13 @@ def test_the_publisher_rebuilds_on_a_reordering_topology_change_only() -> None:
     state = state.apply(ev.LinkWentDown(link(state, EA1, EB1)[0]))  # down: the same order as at 30 ms
     publisher.build_now()
     assert builds(metrics) == 2
+
+
+def test_a_retry_leaves_the_priority_it_tried() -> None:
+    """The nearest priority may hold one instance: a retry that stayed there would meet it again."""
+    routes = build_snapshots(two_webs(), MeshConfig())["u1"].of_type(ROUTES)["out/8080"].message
+    for route in routes.virtual_hosts[0].routes:
+        priority = route.route.retry_policy.retry_priority
+        assert priority.name == "envoy.retry_priorities.previous_priorities"
+        config = previous_priorities_config_pb2.PreviousPrioritiesConfig()
+        assert priority.typed_config.Unpack(config) and config.update_frequency == 1  # after every try
