@@ -7,7 +7,8 @@ deterministic, so a rebuild of an unchanged model yields byte-identical resource
 ==========================  ===================  ==============================================
 type                        name                 what
 ==========================  ===================  ==============================================
-Cluster, LoadAssignment     ``svc/<service>``    the service's placed, healthy workloads (EDS);
+Cluster, LoadAssignment     ``svc/<service>``    the service's placed, healthy workloads (EDS),
+                                                 by priority from the caller (``meshctl.paths``);
                                                  outlier detection, a retry budget
 Cluster                     ``local/<workload>`` the app behind the workload's inbound listener
 Listener                    ``in/<workload>``    ``<node ip>:<workload port>``, mTLS when on
