@@ -95,10 +95,10 @@ def compute_paths(
 ) -> ServicePaths:
     """Levels for every caller switch in ``wanted`` and each service it calls there.
 
-    Dijkstra runs once per caller switch (scipy, from all of them at once), not per caller or per
-    instance: callers on one switch share everything. The levels of all caller switches of a service
-    are then cut at once (``levels_of_rows``): a latency measurement costs this whole function, so it
-    stays in numpy."""
+    One Dijkstra per caller switch or per instance switch, whichever are fewer (``_distances``), never
+    per caller or per (caller, instance): callers on one switch share everything. The levels of all
+    caller switches of a service are then cut at once (``levels_of_rows``): a latency measurement
+    costs this whole function, so it stays in numpy."""
     sources = sorted(s for s in wanted if s is not None and s in topology.switches)
     row_of = {source: row for row, source in enumerate(sources)}
     targets = sorted({t for switches in instance_switches.values() for t in switches if t in topology.switches})
