@@ -20,6 +20,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
@@ -65,12 +66,17 @@ class RetryRules:
 
 @dataclass(frozen=True, slots=True)
 class LocalityEndpoints:
-    """Endpoints of one locality (region/zone/sub_zone), each ``(ip, port, weight)``."""
+    """Endpoints of one locality (region/zone/sub_zone) at one priority, each ``(ip, port, weight)``.
+
+    Priority 0 is used first; Envoy (and gRPC) move traffic to the next priority only as far as the
+    hosts of the nearer ones are unhealthy or ejected (Envoy's default overprovisioning factor, 140%:
+    a priority keeps all its traffic until fewer than ~72% of its hosts are available)."""
 
     region: str
     zone: str
     sub_zone: str
     endpoints: tuple[tuple[str, int, int], ...]
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,13 +238,15 @@ def static_cluster(name: str, ip: str, port: int, connect_timeout_ms: int, http:
 
 
 def load_assignment(name: str, localities: Sequence[LocalityEndpoints]) -> Message:
-    """Endpoints grouped by locality. gRPC's xDS client drops localities without a weight, so every
-    locality carries the sum of its endpoints' weights."""
+    """Endpoints grouped by priority and locality. gRPC's xDS client drops localities without a weight,
+    so every locality carries the sum of its endpoints' weights; and it refuses gaps between priorities,
+    so the caller numbers them 0, 1, 2... (no policy is set: the overprovisioning factor stays 140%)."""
     return endpoint_pb2.ClusterLoadAssignment(
         cluster_name=name,
         endpoints=[
             endpoint_components_pb2.LocalityLbEndpoints(
                 locality=base_pb2.Locality(region=group.region, zone=group.zone, sub_zone=group.sub_zone),
+                priority=group.priority,
                 load_balancing_weight=wrappers_pb2.UInt32Value(value=sum(w for _, _, w in group.endpoints)),
                 lb_endpoints=[
                     endpoint_components_pb2.LbEndpoint(
@@ -304,7 +312,9 @@ def _route(cluster: str, timeout_ms: int, retry_policy: Message, methods: Sequen
 
 
 def _retry_policy(retry_on: str, num_retries: int, per_try_timeout_ms: int = 0) -> Message:
-    """A retry goes to another instance than the ones already tried (when there is one)."""
+    """A retry goes to another instance than the ones already tried (when there is one), and to another
+    priority than the ones already tried (when one has healthy hosts): the nearest priority may hold a
+    single instance, and until outlier detection ejects it a retry would find only that one there."""
     policy = route_components_pb2.RetryPolicy(
         retry_on=retry_on,
         num_retries=wrappers_pb2.UInt32Value(value=num_retries),
@@ -315,6 +325,10 @@ def _retry_policy(retry_on: str, num_retries: int, per_try_timeout_ms: int = 0) 
             )
         ],
         host_selection_retry_max_attempts=3,
+        retry_priority=route_components_pb2.RetryPolicy.RetryPriority(
+            name="envoy.retry_priorities.previous_priorities",
+            typed_config=pack(previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=1)),
+        ),
     )
     if per_try_timeout_ms:
         policy.per_try_timeout.CopyFrom(_duration_ms(per_try_timeout_ms))

@@ -16,9 +16,11 @@ from typing import Any
 
 from meshctl.cache import SnapshotCache
 from meshctl.metrics import XdsMetrics
+from meshctl.paths import ServicePaths
 from meshctl.readiness import SidecarReadiness
-from meshctl.snapshot import MeshConfig, build_snapshots
+from meshctl.snapshot import MeshConfig, build_snapshots, service_paths
 from netmodel.state import FabricState
+from netmodel.topology import Topology
 
 LOG = logging.getLogger("edgectl.mesh")
 
@@ -47,6 +49,8 @@ class SnapshotPublisher:
         self._dirty = False
         self._stopping = False
         self._last_inputs: tuple[Any, ...] | None = None
+        self._last_topology: Topology | None = None
+        self._last_paths: ServicePaths | None = None
         self._thread: threading.Thread | None = None
         self.last_generation: int | None = None
 
@@ -77,22 +81,32 @@ class SnapshotPublisher:
     def build_now(self) -> None:
         state, config = self._state(), self._config
         ready = self._readiness.ready_in(state) if self._readiness is not None else None
-        # Only these parts of the model reach xDS: a latency measurement must not cost a rebuild.
+        # Only these parts of the model reach xDS, and of the topology only the priority levels it
+        # gives each caller (meshctl.paths): a latency measurement that moves no instance to another
+        # level costs one Dijkstra per caller switch, not a rebuild.
         model = (state.sites, state.hosts, state.nodes, state.services, state.workloads, state.unhealthy)
         inputs = (*model, config, ready)
-        if self._last_inputs is not None and all(
+        same_inputs = self._last_inputs is not None and all(
             a is b or (a == b and isinstance(a, frozenset)) for a, b in zip(inputs, self._last_inputs, strict=True)
-        ):
+        )
+        if same_inputs and state.topology is self._last_topology:
             self.last_generation = state.generation  # the snapshots already are this generation's
             return
+        paths = service_paths(state, config, ready)
+        if same_inputs and paths == self._last_paths:
+            self._last_topology = state.topology
+            self.last_generation = state.generation
+            return
         started = time.perf_counter()
-        snapshots = build_snapshots(state, config, ready)
+        snapshots = build_snapshots(state, config, ready, paths)
         result = self._cache.set_snapshots(snapshots)
         self._metrics.build_seconds.observe(time.perf_counter() - started)
         self._metrics.builds.labels("rejected" if result.rejected else "ok").inc()
         for node, reason in sorted(result.rejected.items()):
             LOG.error("snapshot for %s not published (it keeps its last good one): %s", node, reason)
         self._last_inputs = inputs
+        self._last_topology = state.topology
+        self._last_paths = paths
         self.built_ready = ready
         self.last_generation = state.generation
         LOG.debug("generation %d: %d nodes, %d changed", state.generation, len(snapshots), len(result.changed))

@@ -7,7 +7,8 @@ deterministic, so a rebuild of an unchanged model yields byte-identical resource
 ==========================  ===================  ==============================================
 type                        name                 what
 ==========================  ===================  ==============================================
-Cluster, LoadAssignment     ``svc/<service>``    the service's placed, healthy workloads (EDS);
+Cluster, LoadAssignment     ``svc/<service>``    the service's placed, healthy workloads (EDS),
+                                                 by priority from the caller (``meshctl.paths``);
                                                  outlier detection, a retry budget
 Cluster                     ``local/<workload>`` the app behind the workload's inbound listener
 Listener                    ``in/<workload>``    ``<node ip>:<workload port>``, mTLS when on
@@ -38,11 +39,12 @@ from types import MappingProxyType
 from typing import Any
 
 from meshctl import envoy_config as ec
+from meshctl.paths import Levels, PathRules, ServicePaths, compute_paths
 from meshctl.serving import serving_node
 from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET
-from netmodel.ids import HostId, ServiceName
+from netmodel.ids import HostId, ServiceName, SwitchId
 from netmodel.state import FabricState
-from netmodel.types import ComputeNode, Workload, frozen_map
+from netmodel.types import ComputeNode, Service, Workload, frozen_map
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,8 @@ class MeshConfig:
     host_calls: Mapping[str, tuple[str, ...]] | None = None
     """Host id -> the services its users call. None: every host calls the entry services (those no
     service calls)."""
+    paths: PathRules = field(default_factory=PathRules)
+    """How instances are cut into priority levels by latency from each caller (``meshctl.paths``)."""
 
     def host_spiffe_id(self, host: str) -> str:
         return f"spiffe://{self.trust_domain}/host/{host}"
@@ -184,14 +188,72 @@ def service_cluster_name(service: str) -> str:
 
 
 def build_snapshots(
-    state: FabricState, config: MeshConfig, ready_workloads: frozenset[str] | None = None
+    state: FabricState,
+    config: MeshConfig,
+    ready_workloads: frozenset[str] | None = None,
+    paths: ServicePaths | None = None,
 ) -> dict[str, MeshSnapshot]:
     """One snapshot per sidecar node: every placed workload and every host.
 
     ``ready_workloads``: the workloads whose sidecars serve (``meshctl.readiness``); only they are
     endpoints, so no caller is sent to an instance whose sidecar has not started yet. None: every placed
-    workload on an up node is an endpoint from its placement on (proxyless services, no sidecars)."""
-    return _SnapshotBuilder(state, config, ready_workloads).build()
+    workload on an up node is an endpoint from its placement on (proxyless services, no sidecars).
+    ``paths``: ``service_paths(state, config, ready_workloads)`` when the caller has it already."""
+    if paths is None:
+        paths = service_paths(state, config, ready_workloads)
+    return _SnapshotBuilder(state, config, ready_workloads, paths).build()
+
+
+def service_paths(
+    state: FabricState, config: MeshConfig, ready_workloads: frozenset[str] | None = None
+) -> ServicePaths:
+    """Each caller switch's priority levels of the services called from it (``meshctl.paths``): what
+    the endpoints depend on in the topology, and nothing more (no latency value)."""
+    instances = _endpoint_instances(state, ready_workloads)
+    switches = {name: {node.attachment.switch for _, node in pairs} for name, pairs in instances.items()}
+    entry = _entry_services(state.services)
+    wanted: dict[SwitchId | None, set[ServiceName]] = defaultdict(set)
+    for host in state.hosts.values():
+        wanted[_host_switch(state, host.id)].update(_host_calls(config, entry, host.id))
+    for workload in state.workloads.values():
+        node = state.nodes.get(workload.node) if workload.node is not None else None
+        if node is not None:
+            wanted[node.attachment.switch].update(state.services[workload.service].calls)
+    return compute_paths(state.topology, wanted, switches, config.paths)
+
+
+def _entry_services(services: Mapping[ServiceName, Service]) -> tuple[ServiceName, ...]:
+    """The services no service calls: what users on hosts call unless ``MeshConfig.host_calls`` says."""
+    called = {callee for service in services.values() for callee in service.calls}
+    return tuple(sorted(name for name in services if name not in called))
+
+
+def _host_calls(config: MeshConfig, entry: tuple[ServiceName, ...], host: HostId) -> tuple[ServiceName, ...]:
+    if config.host_calls is None:
+        return entry
+    return tuple(ServiceName(s) for s in config.host_calls.get(host, ()))
+
+
+def _host_switch(state: FabricState, host: HostId) -> SwitchId | None:
+    attachment = state.hosts[host].attachment
+    return attachment.switch if attachment is not None else None
+
+
+def _endpoint_instances(
+    state: FabricState, ready_workloads: frozenset[str] | None
+) -> dict[ServiceName, list[tuple[Workload, ComputeNode]]]:
+    """Per service, the instances that are endpoints (by id) and the node each serves from."""
+    instances: dict[ServiceName, list[tuple[Workload, ComputeNode]]] = defaultdict(list)
+    for workload in sorted(state.workloads.values(), key=lambda w: w.id):
+        node = serving_node(state, workload)
+        if node is None:
+            continue  # unplaced, or its node is down: no traffic to it
+        if workload.id in state.unhealthy:
+            continue  # its app or sidecar died (the node agent said so): withdrawn until re-placed
+        if ready_workloads is not None and workload.id not in ready_workloads:
+            continue  # its sidecar does not serve yet
+        instances[workload.service].append((workload, node))
+    return instances
 
 
 # -- the builder ------------------------------------------------------------------------------------
@@ -211,24 +273,28 @@ class _Part:
 
 
 class _SnapshotBuilder:
-    def __init__(self, state: FabricState, config: MeshConfig, ready_workloads: frozenset[str] | None) -> None:
+    def __init__(
+        self, state: FabricState, config: MeshConfig, ready_workloads: frozenset[str] | None, paths: ServicePaths
+    ) -> None:
         self.state = state
         self.config = config
-        self.ready_workloads = ready_workloads
+        self.paths = paths
         self.services = state.services
         self.workloads_of: dict[ServiceName, list[Workload]] = defaultdict(list)
         for workload in sorted(state.workloads.values(), key=lambda w: w.id):
             self.workloads_of[workload.service].append(workload)
-        called = {callee for service in self.services.values() for callee in service.calls}
-        self.entry_services = tuple(sorted(name for name in self.services if name not in called))
+        self.instances = _endpoint_instances(state, ready_workloads)
+        self.entry_services = _entry_services(self.services)
         self.callers = self._callers()
-        self._service_resources: dict[ServiceName, tuple[Resource, Resource]] = {}
-        self._outbound: dict[tuple[ServiceName, ...], _Part] = {}
+        self._clusters: dict[ServiceName, Resource] = {}
+        self._endpoints: dict[tuple[ServiceName, Levels], Resource] = {}
+        self._outbound: dict[tuple[tuple[ServiceName, Levels], ...], _Part] = {}
 
     def build(self) -> dict[str, MeshSnapshot]:
         snapshots: dict[str, MeshSnapshot] = {}
         for host_id in sorted(self.state.hosts):
-            snapshots[host_id] = self._snapshot(host_id, self._outbound_part(self._host_calls(host_id)), {}, ())
+            part = self._outbound_part(self._host_calls(host_id), _host_switch(self.state, host_id))
+            snapshots[host_id] = self._snapshot(host_id, part, {}, ())
         for workload in sorted(self.state.workloads.values(), key=lambda w: w.id):
             node = self.state.nodes.get(workload.node) if workload.node is not None else None
             if node is None:
@@ -238,7 +304,7 @@ class _SnapshotBuilder:
             collision = (f"workload id {workload.id!r} is also a host id: the workload's sidecar wins",)
             snapshots[workload.id] = self._snapshot(
                 workload.id,
-                self._outbound_part(service.calls),
+                self._outbound_part(service.calls, node.attachment.switch),
                 extra,
                 problems + (collision if HostId(workload.id) in self.state.hosts else ()),
             )
@@ -247,9 +313,7 @@ class _SnapshotBuilder:
     # -- who calls whom -----------------------------------------------------------------------------
 
     def _host_calls(self, host: HostId) -> tuple[ServiceName, ...]:
-        if self.config.host_calls is None:
-            return self.entry_services
-        return tuple(ServiceName(s) for s in self.config.host_calls.get(host, ()))
+        return _host_calls(self.config, self.entry_services, host)
 
     def _identities_of(self, service: ServiceName) -> set[str]:
         """Who may speak for ``service``: its instances' SPIFFE ids. When they follow the PKI's naming
@@ -274,13 +338,12 @@ class _SnapshotBuilder:
 
     # -- shared resources ---------------------------------------------------------------------------
 
-    def _service(self, name: ServiceName) -> tuple[Resource, Resource]:
-        """The service's cluster and its endpoints: the same objects for every caller."""
-        known = self._service_resources.get(name)
+    def _cluster(self, name: ServiceName) -> Resource:
+        """The service's cluster: the same object for every caller."""
+        known = self._clusters.get(name)
         if known is not None:
             return known
         cluster_name = service_cluster_name(name)
-        workloads = self.workloads_of[name]
         refs = [(ENDPOINTS, cluster_name)]
         tls = None
         if self.config.mtls:
@@ -290,40 +353,52 @@ class _SnapshotBuilder:
         cluster = make_resource(
             cluster_name, ec.eds_cluster(cluster_name, self.config.connect_timeout_ms, http, tls), refs
         )
-        endpoints = make_resource(cluster_name, ec.load_assignment(cluster_name, self._localities(workloads)))
-        self._service_resources[name] = (cluster, endpoints)
-        return cluster, endpoints
+        self._clusters[name] = cluster
+        return cluster
 
-    def _localities(self, workloads: list[Workload]) -> list[ec.LocalityEndpoints]:
-        groups: dict[tuple[str, str, str], list[tuple[str, int, int]]] = defaultdict(list)
-        for workload in workloads:
-            node = serving_node(self.state, workload)
-            if node is None:
-                continue  # unplaced, or its node is down: no traffic to it
-            if workload.id in self.state.unhealthy:
-                continue  # its app or sidecar died (the node agent said so): withdrawn until re-placed
-            if self.ready_workloads is not None and workload.id not in self.ready_workloads:
-                continue  # its sidecar does not serve yet
+    def _levels(self, name: ServiceName, caller_switch: SwitchId | None) -> Levels:
+        switches = (node.attachment.switch for _, node in self.instances.get(name, ()))
+        return self.paths.of(caller_switch, name, switches)
+
+    def _endpoints_for(self, name: ServiceName, levels: Levels) -> Resource:
+        """The service's endpoints in one priority order: the same object for every caller with that order."""
+        known = self._endpoints.get((name, levels))
+        if known is not None:
+            return known
+        cluster_name = service_cluster_name(name)
+        endpoints = make_resource(cluster_name, ec.load_assignment(cluster_name, self._localities(name, levels)))
+        self._endpoints[(name, levels)] = endpoints
+        return endpoints
+
+    def _localities(self, name: ServiceName, levels: Levels) -> list[ec.LocalityEndpoints]:
+        priority_of = {switch: priority for priority, level in enumerate(levels) for switch in level}
+        groups: dict[tuple[int, str, str, str], list[tuple[str, int, int]]] = defaultdict(list)
+        for workload, node in self.instances.get(name, ()):
             site = self.state.sites.get(node.site)
-            key = (site.region, site.zone, site.id) if site is not None else ("", "", node.site)
-            groups[key].append((node.ip, self._port_of(workload), 1))
-        return [ec.LocalityEndpoints(*key, tuple(sorted(eps))) for key, eps in sorted(groups.items())]
+            where = (site.region, site.zone, site.id) if site is not None else ("", "", node.site)
+            priority = priority_of.get(node.attachment.switch, len(levels))  # (levels cover every instance)
+            groups[(priority, *where)].append((node.ip, self._port_of(workload), 1))
+        return [
+            ec.LocalityEndpoints(region, zone, sub_zone, tuple(sorted(eps)), priority)
+            for (priority, region, zone, sub_zone), eps in sorted(groups.items())
+        ]
 
-    def _outbound_part(self, calls: Iterable[ServiceName]) -> _Part:
-        key = tuple(sorted({name for name in calls if name in self.services}))
+    def _outbound_part(self, calls: Iterable[ServiceName], caller_switch: SwitchId | None) -> _Part:
+        names = sorted({name for name in calls if name in self.services})
+        key = tuple((name, self._levels(name, caller_switch)) for name in names)
         part = self._outbound.get(key)
         if part is None:
             part = self._build_outbound(key)
             self._outbound[key] = part
         return part
 
-    def _build_outbound(self, calls: tuple[ServiceName, ...]) -> _Part:
+    def _build_outbound(self, calls: tuple[tuple[ServiceName, Levels], ...]) -> _Part:
         by_type: dict[str, dict[str, Resource]] = {t: {} for t in PUSH_ORDER}
         excluded: set[str] = set()
         problems: list[str] = []
         by_port: dict[int, list[ServiceName]] = defaultdict(list)
-        for name in calls:
-            cluster, endpoints = self._service(name)
+        for name, levels in calls:
+            cluster, endpoints = self._cluster(name), self._endpoints_for(name, levels)
             by_type[CLUSTER][cluster.name] = cluster
             by_type[ENDPOINTS][endpoints.name] = endpoints
             by_port[self.services[name].port].append(name)

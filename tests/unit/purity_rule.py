@@ -60,6 +60,7 @@ PURE_MODULES = (
     "meshctl/cache.py",
     "meshctl/delta.py",
     "meshctl/envoy_config.py",
+    "meshctl/paths.py",
     "meshctl/protocol.py",
     "meshctl/readiness.py",
     "meshctl/serving.py",

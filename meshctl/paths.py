@@ -1,0 +1,171 @@
+"""Per-caller service paths: which instances of a service a caller uses first. Pure.
+
+Every caller sits behind a switch (a workload behind its node's switch, a host behind its own). For
+each (caller switch, called service) the service's instance switches are ordered by the latency of
+the shortest path from the caller's switch to theirs (``netmodel.graph``: measured latency wins over
+the declared prior, down links are no edge; the rule placement uses too) and cut into **priority
+levels**: level 0 holds every instance switch within ``PathRules.margin`` of the nearest one; the
+next level starts at the nearest switch left and holds everything within the margin of *that* one;
+and so on. Switches the caller cannot reach come last, as one level of their own.
+
+Only the grouping is kept, never a latency: a measurement that moves no switch across a level
+boundary yields equal ``ServicePaths``, so nothing is rebuilt or pushed (``SnapshotPublisher``
+compares them before rebuilding).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from netmodel.graph import link_matrix, shortest_distances, usable_latency
+from netmodel.ids import ServiceName, SwitchId
+from netmodel.topology import Topology
+from netmodel.types import frozen_map
+
+Levels = tuple[tuple[SwitchId, ...], ...]
+"""Instance switches by priority level (level 0 first), each level sorted."""
+
+PathKey = tuple[SwitchId | None, ServiceName]
+"""(the caller's switch, the called service); None: a caller whose switch the model does not know."""
+
+
+@dataclass(frozen=True, slots=True)
+class PathRules:
+    """How close to a level's nearest instance another instance must be to share its priority.
+
+    The margin is ``max(margin_us, margin_ratio * nearest)``. The absolute part keeps instances a few
+    hundred microseconds apart (two racks of one site, a measurement's jitter) together: such a
+    difference is noise against an application's own latency, and splitting them would send all
+    traffic to one of two equivalent instances. The relative part does the same for far callers: 41
+    against 40 ms is no reason to prefer one cloud instance. A real tier boundary (edge at ~1 ms,
+    cloud at ~10 ms and more) is far wider than either, so it always splits."""
+
+    margin_us: float = 1000.0
+    margin_ratio: float = 0.2
+
+    def margin(self, nearest_us: float) -> float:
+        return max(self.margin_us, self.margin_ratio * nearest_us)
+
+
+def priority_levels(distance_us: Mapping[SwitchId, float], rules: PathRules) -> Levels:
+    """``distance_us`` (instance switch -> latency from the caller, inf when unreachable) cut into levels."""
+    reachable = sorted((d, s) for s, d in distance_us.items() if math.isfinite(d))
+    levels: list[tuple[SwitchId, ...]] = []
+    start = 0
+    while start < len(reachable):
+        nearest = reachable[start][0]
+        bound = nearest + rules.margin(nearest)
+        end = start
+        while end < len(reachable) and reachable[end][0] <= bound:
+            end += 1
+        levels.append(tuple(sorted(s for _, s in reachable[start:end])))
+        start = end
+    unreachable = tuple(sorted(s for s, d in distance_us.items() if not math.isfinite(d)))
+    if unreachable:
+        levels.append(unreachable)
+    return tuple(levels)
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePaths:
+    """The levels of every (caller switch, service) pair some caller needs. Equal paths: equal EDS."""
+
+    levels: Mapping[PathKey, Levels] = field(default_factory=frozen_map)
+
+    def of(self, caller_switch: SwitchId | None, service: ServiceName, instance_switches: Iterable[SwitchId]) -> Levels:
+        """The levels for this caller; a pair not computed (none of its callers was known): one level."""
+        known = self.levels.get((caller_switch, service))
+        if known is not None:
+            return known
+        everything = tuple(sorted(set(instance_switches)))
+        return (everything,) if everything else ()
+
+
+def compute_paths(
+    topology: Topology,
+    wanted: Mapping[SwitchId | None, Iterable[ServiceName]],
+    instance_switches: Mapping[ServiceName, Iterable[SwitchId]],
+    rules: PathRules,
+) -> ServicePaths:
+    """Levels for every caller switch in ``wanted`` and each service it calls there.
+
+    One Dijkstra per caller switch or per instance switch, whichever are fewer (``_distances``), never
+    per caller or per (caller, instance): callers on one switch share everything. The levels of all
+    caller switches of a service are then cut at once (``levels_of_rows``): a latency measurement
+    costs this whole function, so it stays in numpy."""
+    sources = sorted(s for s in wanted if s is not None and s in topology.switches)
+    row_of = {source: row for row, source in enumerate(sources)}
+    targets = sorted({t for switches in instance_switches.values() for t in switches if t in topology.switches})
+    column_of = {target: column for column, target in enumerate(targets)}
+    distances = _distances(topology, sources, targets)
+    callers_of: dict[ServiceName, set[SwitchId | None]] = defaultdict(set)
+    for caller_switch, services in wanted.items():
+        for service in services:
+            callers_of[service].add(caller_switch)
+    levels: dict[PathKey, Levels] = {}
+    for service, callers in callers_of.items():
+        switches = tuple(sorted(set(instance_switches.get(service, ()))))
+        known = sorted(c for c in callers if c is not None and c in row_of)
+        for caller_switch in callers:
+            if caller_switch not in row_of:  # its place is unknown: no instance is nearer than another
+                levels[(caller_switch, service)] = (switches,) if switches else ()
+        if not known:
+            continue
+        if not switches:
+            levels.update(((c, service), ()) for c in known)
+            continue
+        rows = distances[[row_of[c] for c in known]]
+        columns = np.array([column_of.get(t, -1) for t in switches])
+        table = np.where(columns >= 0, rows[:, np.maximum(columns, 0)], math.inf)
+        levels.update(zip(((c, service) for c in known), levels_of_rows(table, switches, rules), strict=True))
+    return ServicePaths(frozen_map(levels))
+
+
+def _distances(topology: Topology, sources: Sequence[SwitchId], targets: Sequence[SwitchId]) -> npt.NDArray[np.float64]:
+    """Shortest latency from each source switch (rows) to each target switch (columns), inf when
+    unreachable. Dijkstra runs from whichever side is smaller: callers are usually spread over many
+    switches and instances over a few, and distances to a switch are distances from it in the
+    reversed graph."""
+    if not sources or not targets:
+        return np.full((len(sources), len(targets)), math.inf)
+    matrix, index = link_matrix(topology, usable_latency())
+    if len(targets) < len(sources):
+        reverse = shortest_distances(matrix.T.tocsr(), [index[t] for t in targets])
+        return np.ascontiguousarray(reverse[:, [index[s] for s in sources]].T)
+    return shortest_distances(matrix, [index[s] for s in sources])[:, [index[t] for t in targets]]
+
+
+def levels_of_rows(
+    distance_us: npt.NDArray[np.float64], switches: Sequence[SwitchId], rules: PathRules
+) -> list[Levels]:
+    """``priority_levels`` of every row of ``distance_us`` (callers x ``switches``), vectorised.
+
+    Rows are sorted (ties by switch id, as ``switches`` is sorted), then each column either joins its
+    row's current level or opens the next one; the few distinct (order, level) patterns are turned
+    into tuples once."""
+    order = np.argsort(distance_us, axis=1, kind="stable")
+    ordered = np.take_along_axis(distance_us, order, axis=1)
+    level = np.zeros(order.shape, dtype=np.int64)
+    anchor = ordered[:, 0].copy()
+    for column in range(1, ordered.shape[1]):
+        value = ordered[:, column]
+        finite = np.where(np.isfinite(anchor), anchor, 0.0)  # past an unreachable anchor nothing opens a level
+        bound = anchor + np.maximum(rules.margin_us, rules.margin_ratio * finite)
+        opens = (value > bound) | (np.isinf(value) & np.isfinite(anchor))  # the unreachable: a level of their own
+        level[:, column] = level[:, column - 1] + opens
+        anchor = np.where(opens, value, anchor)
+    patterns, inverse = np.unique(np.concatenate([order, level], axis=1), axis=0, return_inverse=True)
+    width = order.shape[1]
+    built = []
+    for pattern in patterns.tolist():
+        grouped: dict[int, list[SwitchId]] = defaultdict(list)
+        for position, at_level in zip(pattern[:width], pattern[width:], strict=True):
+            grouped[at_level].append(switches[position])
+        built.append(tuple(tuple(sorted(grouped[k])) for k in sorted(grouped)))
+    return [built[i] for i in np.asarray(inverse).ravel().tolist()]
