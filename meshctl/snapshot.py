@@ -289,6 +289,7 @@ class _SnapshotBuilder:
         self._clusters: dict[ServiceName, Resource] = {}
         self._endpoints: dict[tuple[ServiceName, Levels], Resource] = {}
         self._outbound: dict[tuple[tuple[ServiceName, Levels], ...], _Part] = {}
+        self._outbound_by_caller: dict[tuple[SwitchId | None, tuple[ServiceName, ...]], _Part] = {}
 
     def build(self) -> dict[str, MeshSnapshot]:
         snapshots: dict[str, MeshSnapshot] = {}
@@ -383,13 +384,19 @@ class _SnapshotBuilder:
             for (priority, region, zone, sub_zone), eps in sorted(groups.items())
         ]
 
-    def _outbound_part(self, calls: Iterable[ServiceName], caller_switch: SwitchId | None) -> _Part:
+    def _outbound_part(self, calls: tuple[ServiceName, ...], caller_switch: SwitchId | None) -> _Part:
+        # Callers behind one switch calling the same services share their part: found in one lookup
+        # (1,000 sidecars on a few switches cost a few level computations, not one per sidecar).
+        seen = self._outbound_by_caller.get((caller_switch, calls))
+        if seen is not None:
+            return seen
         names = sorted({name for name in calls if name in self.services})
         key = tuple((name, self._levels(name, caller_switch)) for name in names)
         part = self._outbound.get(key)
         if part is None:
             part = self._build_outbound(key)
             self._outbound[key] = part
+        self._outbound_by_caller[(caller_switch, calls)] = part
         return part
 
     def _build_outbound(self, calls: tuple[tuple[ServiceName, Levels], ...]) -> _Part:
