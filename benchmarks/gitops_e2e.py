@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks.gitops import p
 from mininet_topos.lab import Lab
 from mininet_topos.loadgen import summarize
 
@@ -66,11 +67,6 @@ def _post(url: str) -> None:
         response.read()
 
 
-def _p(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
-
-
 def bench_commits(commits: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edgectl-gitops-") as scratch:
         root = Path(scratch)
@@ -111,17 +107,17 @@ def bench_commits(commits: int) -> dict[str, Any]:
     serving = [r["serving_ms"] for r in rows if r["serving_ms"] is not None]
     figures: dict[str, Any] = {
         "commits": len(rows),
-        "converged_ms_p50": _p(converged, 0.5),
-        "converged_ms_p99": _p(converged, 0.99),
+        "converged_ms_p50": p(converged, 0.5),
+        "converged_ms_p99": p(converged, 0.99),
         "by_kind": {
             kind: {
-                "p50": _p([r["converged_ms"] for r in rows if r["kind"] == kind], 0.5),
-                "p99": _p([r["converged_ms"] for r in rows if r["kind"] == kind], 0.99),
+                "p50": p([r["converged_ms"] for r in rows if r["kind"] == kind], 0.5),
+                "p99": p([r["converged_ms"] for r in rows if r["kind"] == kind], 0.99),
             }
             for kind in KINDS
             if any(r["kind"] == kind for r in rows)
         },
-        "new_service_serving_ms_p50": _p(serving, 0.5) if serving else None,
+        "new_service_serving_ms_p50": p(serving, 0.5) if serving else None,
         "requests": summary.sent,
         "failed": summary.failed,
     }

@@ -12,15 +12,22 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
-from edgectl.config import GitOptions, RunConfig, empty_document, load_desired, load_fabric, parse_document
+from edgectl.config import (
+    DEFAULT_HTTP,
+    HTTP_ENV,
+    GitOptions,
+    RunConfig,
+    empty_document,
+    load_desired,
+    load_fabric,
+    parse_document,
+)
 from edgectl.desired_store import load_document
 from netmodel.fabric_file import FabricFileError
 from pki import cli as pki_cli  # loads no cryptography until a pki command runs
 from pki.errors import PkiError
 
 LOG = logging.getLogger("edgectl")
-DEFAULT_HTTP = "127.0.0.1:8080"
-HTTP_ENV = "EDGECTL_HTTP"
 
 
 def _add_address(parser: argparse.ArgumentParser, name: str, what: str, port: int) -> None:

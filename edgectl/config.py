@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # pki.cli is imported only when a command runs
 DOCUMENT_SUFFIXES = (".yaml", ".yml")
 MAX_DOCUMENT_FILES = 10_000  # a directory tree with more is not a fabric (a mistyped path, say "/")
 REVISION_SHOWN = 12  # characters of a revision shown to people
+HTTP_ENV = "EDGECTL_HTTP"  # where the CLI finds the controller's HTTP API (routes, diff, apply, ...)
+DEFAULT_HTTP = "127.0.0.1:8080"
 
 
 @dataclass(frozen=True)

@@ -58,12 +58,12 @@ class _Refused(Exception):
         self.body = body
 
 
-def _document(body: Any, parse: Parse) -> tuple[FabricSpec, str]:
+def _document(body: Any, parse: Parse) -> tuple[FabricSpec, str, dict[str, bytes]]:
     files = files_from_body(body)
     if isinstance(files, str):
         raise _Refused(400, {"error": files})
     try:
-        return parse(files)
+        return (*parse(files), files)
     except ValueError as exc:  # FabricFileError: every problem with its FILE:LINE
         raise _Refused(422, {"error": "the document is not valid", "problems": str(exc).splitlines()}) from None
 
@@ -84,7 +84,7 @@ def plan_route(desired: DesiredState, parse: Parse) -> Callable[[FabricState, An
 
     def plan(body: Any) -> tuple[int, Any]:
         try:
-            spec, revision = _document(body, parse)
+            spec, revision, _files = _document(body, parse)
         except _Refused as refused:
             return refused.code, refused.body
         return 200, plan_json(desired.plan(spec, revision))
@@ -112,10 +112,9 @@ def apply_route(
                 "`edgectl rollback --to SHA` to an earlier commit"
             }
         try:
-            spec, revision = _document(body, parse)
+            spec, revision, files = _document(body, parse)
         except _Refused as refused:
             return refused.code, refused.body
-        files = files_from_body(body)
         dry_run = body.get("dry_run", False)
         timeout_s = body.get("timeout_s", DEFAULT_CONVERGE_TIMEOUT_S)
         if not isinstance(dry_run, bool):
@@ -129,7 +128,7 @@ def apply_route(
                 "edgectl apply",
                 dry_run=dry_run,
                 timeout_s=float(timeout_s),
-                sources=files if isinstance(files, dict) else None,
+                sources=files,
             )
         except DocumentRefused as exc:
             return 422, {"error": "the document cannot be applied", "problems": str(exc).splitlines()[1:]}

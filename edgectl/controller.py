@@ -262,8 +262,9 @@ class Controller:
             apply_route,
             plan_route,
         )
-        from edgectl.desired_state import DesiredState, Probe
+        from edgectl.desired_state import DesiredState
         from edgectl.plan import PlanInputs
+        from placement.convergence import NamedProbe
 
         assert self.http is not None and self.routes is not None and self.mesh is not None
         routes, mesh = self.routes, self.mesh
@@ -296,8 +297,8 @@ class Controller:
             save=save,
             prune=self.config.prune,
             probes=[
-                Probe("routes", routes.runs),
-                Probe("sidecars", mesh.converged),
+                NamedProbe("routes", routes.runs),
+                NamedProbe("sidecars", mesh.converged),
             ],
         )
         self.metrics.config_view = self.config_view

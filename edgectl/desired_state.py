@@ -31,6 +31,7 @@ from edgectl.plan import Plan, PlanInputs, compute_plan
 from netmodel.events import DesiredStateApplied, Event
 from netmodel.fabric import FabricSpec
 from netmodel.state import FabricState
+from placement.convergence import ConvergenceProbe, timed_convergence
 
 LOG = logging.getLogger("edgectl.desired")
 HISTORY_LENGTH = 200
@@ -39,14 +40,6 @@ DEFAULT_CONVERGE_TIMEOUT_S = 30.0
 SYNCED = "synced"
 PROGRESSING = "progressing"
 ERROR = "error"
-
-
-@dataclass(frozen=True, slots=True)
-class Probe:
-    """A convergence question about one model generation ("routes", "sidecars")."""
-
-    name: str
-    converged: Callable[[int], bool]
 
 
 class DocumentRefused(ValueError):
@@ -101,7 +94,7 @@ class DesiredState:
         plan_inputs: Callable[[FabricSpec | None], PlanInputs],
         *,
         prune: bool = False,
-        probes: Sequence[Probe] = (),
+        probes: Sequence[ConvergenceProbe] = (),
         save: Callable[[str, str, Mapping[str, bytes]], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -117,9 +110,6 @@ class DesiredState:
         self.applied_spec: FabricSpec | None = None
         """The document the model runs, with its orphans (None before the first)."""
         self._history: deque[HistoryEntry] = deque(maxlen=HISTORY_LENGTH)
-
-    def add_probe(self, probe: Probe) -> None:
-        self._probes.append(probe)
 
     # -- the steps --------------------------------------------------------------------------------
 
@@ -178,7 +168,8 @@ class DesiredState:
                     self._save(revision, source, sources)
                 except OSError as exc:  # the model runs it; only a restart would start from an older one
                     LOG.error("revision %s applied but not saved: %s", revision, exc)
-            behind = self._wait(state.generation, timeout_s)
+            missing, _took = timed_convergence(self._probes, state.generation, timeout_s)
+            behind = tuple(missing)
             seconds = time.monotonic() - started
             now = self._clock()
             entry = HistoryEntry(
@@ -285,15 +276,6 @@ class DesiredState:
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _wait(self, generation: int, timeout_s: float) -> tuple[str, ...]:
-        deadline = time.monotonic() + timeout_s
-        pending = list(self._probes)
-        while True:
-            pending = [p for p in pending if not _converged(p, generation)]
-            if not pending or time.monotonic() >= deadline:
-                return tuple(p.name for p in pending)
-            time.sleep(0.005)
-
     def _fail(self, error: str, revision: str, source: str) -> None:
         LOG.error(
             "desired state from %s (revision %s) rejected; revision %s keeps running:\n%s",
@@ -307,14 +289,6 @@ class DesiredState:
     def _set(self, **changes: Any) -> None:
         for name, value in changes.items():
             setattr(self._status, name, value)
-
-
-def _converged(probe: Probe, generation: int) -> bool:
-    try:
-        return probe.converged(generation)
-    except Exception:
-        LOG.exception("convergence probe %s failed", probe.name)
-        return False
 
 
 def _summary(plan: Plan) -> dict[str, Any]:

@@ -15,11 +15,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from edgectl.config import load_desired
+from edgectl.config import DEFAULT_HTTP, HTTP_ENV, load_desired
 from netmodel.fabric_file import FabricFileError
 
-HTTP_ENV = "EDGECTL_HTTP"
-DEFAULT_HTTP = "127.0.0.1:8080"
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 

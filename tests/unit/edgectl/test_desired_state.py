@@ -10,12 +10,13 @@ import pytest
 
 from edgectl.bus import EventBus
 from edgectl.config_watch import ConfigWatcher
-from edgectl.desired_state import DesiredState, Probe
+from edgectl.desired_state import DesiredState
 from edgectl.plan import PlanInputs
 from meshctl.snapshot import MeshConfig
 from netmodel.fabric import build_state
 from netmodel.fabric_file import parse_fabric
 from netmodel.ids import ServiceName
+from placement.convergence import NamedProbe as Probe
 from tests.unit.edgectl.fixtures import EXAMPLE, example_spec
 
 
