@@ -1,0 +1,119 @@
+"""POST /api/v1/config/plan and /apply over a real HTTP server and model writer: garbage, huge and
+concurrent requests get a clear answer and change nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from edgectl.bus import EventBus
+from edgectl.config import parse_document
+from edgectl.config_api import apply_route, plan_route
+from edgectl.desired_state import DesiredState
+from edgectl.http_api import HttpApi
+from edgectl.metrics import ControllerMetrics
+from edgectl.plan import PlanInputs
+from meshctl.snapshot import MeshConfig
+from netmodel.fabric import build_state
+from tests.unit.edgectl.fixtures import EXAMPLE, example_spec
+
+TEXT = EXAMPLE.read_text()
+
+
+@pytest.fixture
+def served():
+    bus = EventBus(build_state(example_spec()))
+    bus.start()
+    desired = DesiredState(bus.publish, lambda applied: PlanInputs(bus.state, applied, MeshConfig()))
+    desired.adopt(example_spec(), "r0", "file example")
+    api = HttpApi("127.0.0.1", 0, lambda: bus.state, ControllerMetrics(), {})
+    api.add_route("/plan", plan_route(desired, parse_document), method="POST", max_body=1 << 20)
+    api.add_route("/apply", apply_route(desired, parse_document), method="POST", max_body=1 << 20)
+    api.add_route("/apply-git", apply_route(desired, parse_document, git_source="file:///f.git main"), method="POST")
+    api.start()
+    yield "http://{}:{}".format(*api.address), bus
+    api.stop()
+    bus.stop()
+
+
+def post(url: str, body: object | bytes) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ([1, 2], '{"files"'),
+        ({"files": []}, '{"files"'),
+        ({"files": {"a.yaml": 5}}, "must be the file's text"),
+        ({"files": {"/etc/x.yaml": "a: 1"}}, "plain relative path"),
+        ({"files": {"../x.yaml": "a: 1"}}, "plain relative path"),
+        ({"files": {"a.yaml": TEXT}, "dry_run": "yes"}, '"dry_run"'),
+        ({"files": {"a.yaml": TEXT}, "timeout_s": 10_000}, '"timeout_s"'),
+    ],
+)
+def test_a_malformed_request_is_400_and_changes_nothing(served, body, says) -> None:
+    url, bus = served
+    generation = bus.state.generation
+    code, reply = post(url + "/apply", body)
+    assert code == 400 and says in reply["error"], reply
+    assert bus.state.generation == generation
+
+
+def test_an_invalid_document_is_422_with_its_lines(served) -> None:
+    url, bus = served
+    for path in ("/plan", "/apply"):
+        code, reply = post(url + path, {"files": {"a.yaml": TEXT.replace("dpid: 0xa1", "dpid: nope")}})
+        assert code == 422 and any(p.startswith("a.yaml:") and "dpid" in p for p in reply["problems"]), reply
+    assert bus.state.generation == 0
+
+
+def test_not_json_and_too_big_are_refused_before_parsing(served) -> None:
+    url, _bus = served
+    assert post(url + "/plan", b"{not json")[0] == 400
+    code, reply = post(url + "/plan", {"files": {"a.yaml": "x" * (2 << 20)}})
+    assert code == 400 and "bytes" in reply["error"]
+
+
+def test_apply_is_refused_while_git_is_the_source(served) -> None:
+    url, bus = served
+    code, reply = post(url + "/apply-git", {"files": {"a.yaml": TEXT}})
+    assert code == 409 and "git" in reply["error"] and bus.state.generation == 0
+
+
+def test_concurrent_plans_beyond_a_few_are_told_to_retry(served, monkeypatch) -> None:
+    url, _bus = served
+    release = threading.Event()
+    started = threading.Semaphore(0)
+    original = DesiredState.plan
+
+    def slow_plan(self, document, revision):
+        started.release()
+        release.wait(10)
+        return original(self, document, revision)
+
+    monkeypatch.setattr(DesiredState, "plan", slow_plan)
+    answers: list[int] = []
+    workers = [
+        threading.Thread(target=lambda: answers.append(post(url + "/plan", {"files": {"a.yaml": TEXT}})[0]))
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    assert started.acquire(timeout=10) and started.acquire(timeout=10)
+    code, reply = post(url + "/plan", {"files": {"a.yaml": TEXT}})
+    assert code == 429 and "try again" in reply["error"]
+    release.set()
+    for worker in workers:
+        worker.join(10)
+    assert answers == [200, 200]
