@@ -9,6 +9,7 @@ import networkx as nx
 
 from edgectl.views import topology_view
 from netmodel.fabric import FabricSpec, build_state
+from netmodel.types import DEFAULT_CALL_WEIGHT, CallWeight
 
 
 def as_json(spec: FabricSpec) -> dict[str, Any]:
@@ -22,12 +23,20 @@ def as_json(spec: FabricSpec) -> dict[str, Any]:
             "cpu_millis": s.resources.cpu_millis,
             "memory_mib": s.resources.memory_mib,
             "max_latency_ms": s.max_latency_ms,
+            "max_request_latency_ms": s.max_request_latency_ms,
             "near": list(s.near),
-            "calls": list(s.calls),
+            "calls": [
+                {"service": callee, "per_request": weight.per_request, "bytes_per_call": weight.bytes_per_call}
+                for callee, weight in s.weighted_calls()
+            ],
         }
         for s in spec.services
     ]
     return view
+
+
+def _call_text(callee: str, weight: CallWeight) -> str:
+    return callee if weight == DEFAULT_CALL_WEIGHT else f"{callee}x{weight.per_request:g}"
 
 
 def _table(title: str, header: list[str], rows: list[list[Any]]) -> str:
@@ -76,7 +85,17 @@ def as_table(spec: FabricSpec) -> str:
     out.append(
         _table(
             "services",
-            ["name", "port", "replicas", "cpu_millis", "memory_mib", "max_latency_ms", "near", "calls"],
+            [
+                "name",
+                "port",
+                "replicas",
+                "cpu_millis",
+                "memory_mib",
+                "max_latency_ms",
+                "max_request_ms",
+                "near",
+                "calls",
+            ],
             [
                 [
                     s.name,
@@ -85,8 +104,9 @@ def as_table(spec: FabricSpec) -> str:
                     s.resources.cpu_millis,
                     s.resources.memory_mib,
                     s.max_latency_ms,
+                    s.max_request_latency_ms,
                     ",".join(s.near),
-                    ",".join(s.calls),
+                    ",".join(_call_text(callee, weight) for callee, weight in s.weighted_calls()),
                 ]
                 for s in spec.services
             ],

@@ -24,7 +24,7 @@ import yaml
 
 from netmodel.fabric import CableSpec, FabricSpec, HostSpec, NodeSpec, SwitchSpec
 from netmodel.ids import HostId, NodeId, PortNo, ServiceName, SiteId, SwitchId
-from netmodel.types import Resources, Service, Site, Tier
+from netmodel.types import CallWeight, Resources, Service, Site, Tier
 
 MAX_NODES = 200_000  # YAML aliases can make a small file expand enormously: stop early.
 MAX_PORT = 0xFFFFFF00  # OpenFlow 1.3 OFPP_MAX
@@ -410,6 +410,58 @@ def _names(checker: _Checker, entry: dict[str, Located], key: str, path: str) ->
     return out
 
 
+CALL_KEYS = ("service", "per_request", "bytes_per_call")
+MAX_CALLS_PER_REQUEST = 1000.0
+
+
+def _calls(
+    checker: _Checker, entry: dict[str, Located], path: str
+) -> list[tuple[int, str, Located, CallWeight | None]]:
+    """A service's ``calls``: each a name, or ``{service, per_request, bytes_per_call}`` (a weighted call)."""
+    located = entry.get("calls")
+    if located is None or located.value is None:
+        return []
+    if not isinstance(located.value, list):
+        checker.error(
+            located, f"{path}.calls", "expected a list of service names or {service, per_request, bytes_per_call}"
+        )
+        return []
+    out: list[tuple[int, str, Located, CallWeight | None]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(located.value):
+        where = f"{path}.calls[{i}]"
+        if isinstance(item.value, str):
+            name, name_at, weight = item.value, item, None
+        elif isinstance(item.value, dict):
+            if "service" not in item.value:
+                keys = ", ".join(map(str, item.value)) or "none"
+                message = (
+                    f"expected a name or a weighted call {{service, per_request, bytes_per_call}}, got keys {keys}"
+                )
+                checker.error(item, where, message)
+                continue
+            if not checker.mapping(item, where, CALL_KEYS, ("service",)):
+                continue
+            e = item.value
+            name_at = e["service"]
+            if not isinstance(name_at.value, str):
+                checker.error(name_at, f"{where}.service", f"expected a name, got {name_at.value!r}")
+                continue
+            name = name_at.value
+            per_request = checker.number(e, "per_request", where, minimum=0, maximum=MAX_CALLS_PER_REQUEST)
+            size = checker.number(e, "bytes_per_call", where, minimum=0, integer=True, maximum=2**40)
+            weight = CallWeight(1.0 if per_request is None else float(per_request), 0 if size is None else int(size))
+        else:
+            checker.error(item, where, f"expected a service name or a mapping with key service, got {item.value!r}")
+            continue
+        if name in seen:
+            checker.error(name_at, where, f"calls {name!r} twice (give one entry a per_request count)")
+            continue
+        seen.add(name)
+        out.append((i, name, name_at, weight))
+    return out
+
+
 def _free_addresses(network: ipaddress.IPv4Network, used: Mapping[str, object]) -> Iterator[str]:
     """The subnet's host addresses not in ``used``, highest first, without listing the subnet."""
     if network.prefixlen >= 31:  # /31 and /32: every address is a host address
@@ -596,7 +648,17 @@ def _check(tops: list[Located]) -> tuple[FabricSpec | None, list[Problem]]:
     service_names: dict[str, _Place] = {}
     raw_services: list[tuple[Any, ...]] = []
     for path, item in c.items(root, "services"):
-        allowed = ("name", "port", "replicas", "cpu_millis", "memory_mib", "max_latency_ms", "near", "calls")
+        allowed = (
+            "name",
+            "port",
+            "replicas",
+            "cpu_millis",
+            "memory_mib",
+            "max_latency_ms",
+            "max_request_latency_ms",
+            "near",
+            "calls",
+        )
         if not c.mapping(item, path, allowed, ("name", "port", "replicas", "cpu_millis", "memory_mib")):
             continue
         e = item.value
@@ -613,13 +675,15 @@ def _check(tops: list[Located]) -> tuple[FabricSpec | None, list[Problem]]:
                 c.error(located, f"{path}.near[{i}]", f"unknown host {host!r}")
             else:
                 near.append(HostId(host))
-        if "max_latency_ms" in e and (e.get("near") is None or e["near"].value in (None, [])):
-            message = "needs near: the SLO is the latency from the near hosts (list them)"
-            c.error(e["max_latency_ms"], f"{path}.max_latency_ms", message)
-        calls = _names(c, e, "calls", path)
-        raw_services.append((path, name, port, replicas, cpu, memory, max_latency, tuple(near), calls))
-    for path, _name, *_, calls in raw_services:
-        for i, callee, located in calls:
+        max_request = c.number(e, "max_request_latency_ms", path, minimum=MIN_LATENCY_SLO_MS)
+        for key in ("max_latency_ms", "max_request_latency_ms"):
+            if key in e and (e.get("near") is None or e["near"].value in (None, [])):
+                message = "needs near: the SLO is the latency from the near hosts (list them)"
+                c.error(e[key], f"{path}.{key}", message)
+        calls = _calls(c, e, path)
+        raw_services.append((path, name, port, replicas, cpu, memory, max_latency, tuple(near), calls, max_request))
+    for path, _name, *_, calls, _max_request in raw_services:
+        for i, callee, located, _weight in calls:
             if callee not in service_names:
                 c.error(located, f"{path}.calls[{i}]", f"unknown service {callee!r}")
 
@@ -670,9 +734,13 @@ def _check(tops: list[Located]) -> tuple[FabricSpec | None, list[Problem]]:
             resources=Resources(int(cpu), int(memory)),
             max_latency_ms=None if max_latency is None else float(max_latency),
             near=near,
-            calls=tuple(ServiceName(callee) for _, callee, _ in calls),
+            calls=tuple(ServiceName(callee) for _, callee, _, _ in calls),
+            call_weights=tuple(
+                sorted((ServiceName(callee), weight) for _, callee, _, weight in calls if weight is not None)
+            ),
+            max_request_latency_ms=None if max_request is None else float(max_request),
         )
-        for _path, name, port, replicas, cpu, memory, max_latency, near, calls in raw_services
+        for _path, name, port, replicas, cpu, memory, max_latency, near, calls, max_request in raw_services
     )
     spec = FabricSpec(
         name=fabric_name,

@@ -142,7 +142,24 @@ class ComputeNode:
 
 
 @dataclass(frozen=True, slots=True)
+class CallWeight:
+    """What one request to a service asks of one service it calls: ``per_request`` calls (each a request and
+    its response, made one after another), each moving ``bytes_per_call`` bytes (both directions)."""
+
+    per_request: float = 1.0
+    bytes_per_call: int = 0
+
+
+DEFAULT_CALL_WEIGHT = CallWeight()
+
+
+@dataclass(frozen=True, slots=True)
 class Service:
+    """A service as declared. ``max_latency_ms``: one-way latency from each ``near`` host to an instance.
+    ``max_request_latency_ms``: the whole request of a ``near`` host, end to end: the network round trips of
+    every call down the call tree (``calls``, weighted by ``call_weights``), to the instances each caller uses.
+    """
+
     name: ServiceName
     port: int
     replicas: int
@@ -150,6 +167,19 @@ class Service:
     max_latency_ms: float | None = None
     near: tuple[HostId, ...] = ()
     calls: tuple[ServiceName, ...] = ()
+    call_weights: tuple[tuple[ServiceName, CallWeight], ...] = ()
+    """The calls declared with a weight, sorted by callee (a tuple: services are hashable values);
+    ``call_weight`` answers for every call."""
+    max_request_latency_ms: float | None = None
+
+    def call_weight(self, callee: ServiceName) -> CallWeight:
+        for name, weight in self.call_weights:
+            if name == callee:
+                return weight
+        return DEFAULT_CALL_WEIGHT
+
+    def weighted_calls(self) -> tuple[tuple[ServiceName, CallWeight], ...]:
+        return tuple((callee, self.call_weight(callee)) for callee in self.calls)
 
 
 class AffinityScope(enum.StrEnum):

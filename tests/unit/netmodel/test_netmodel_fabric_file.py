@@ -14,6 +14,8 @@ from netmodel_helpers import BAD_FABRICS, example_spec, example_text
 
 from netmodel.fabric import FabricSpec, build_state
 from netmodel.fabric_file import FabricFileError, Problem, parse_fabric
+from netmodel.ids import ServiceName
+from netmodel.types import CallWeight
 
 # (file, line, path of the first problem, a fragment of its message, how many problems in all)
 CORPUS = [
@@ -23,7 +25,13 @@ CORPUS = [
     ("bad-name.yaml", 18, "switches[3].id", "expected a name", None),  # references to m1 dangle too
     ("bad-subnet.yaml", 5, "subnet", "expected an IPv4 network", 1),
     ("binary-garbage.bin", 1, "<file>", "not UTF-8", 1),
-    ("call-not-a-name.yaml", 56, "services[1].calls[0]", "expected a name, got {'db': 1}", 2),
+    (
+        "call-not-a-name.yaml",
+        56,
+        "services[1].calls[0]",
+        "expected a name or a weighted call {service, per_request, bytes_per_call}, got keys db",
+        2,
+    ),
     ("control-character.yaml", 20, "<file>", "unacceptable character #x0007", 1),
     ("dangling-host-switch.yaml", 43, "hosts[1].switch", "unknown switch 'eb9'", 1),
     ("dangling-link-end.yaml", 38, "links[10].b", "unknown switch 'c9'", 1),
@@ -216,6 +224,46 @@ def test_slo_rules() -> None:
         parse_fabric(example_text().replace("near: [u1, u2]", "near: []"))
     spec = parse_fabric(example_text().replace("max_latency_ms: 5,", "max_latency_ms: 0.001,"))
     assert spec.services[0].max_latency_ms == 0.001  # 1 us: the smallest SLO the model can tell apart
+
+
+def test_weighted_calls_and_the_request_slo() -> None:
+    text = example_text().replace(
+        "calls: [api]}", "calls: [{service: api, per_request: 2.5, bytes_per_call: 4096}], max_request_latency_ms: 40}"
+    )
+    web = parse_fabric(text).services[0]
+    assert web.calls == ("api",) and web.max_request_latency_ms == 40
+    assert web.call_weight(ServiceName("api")) == CallWeight(2.5, 4096)
+    api = parse_fabric(text).services[1]
+    assert api.call_weights == () and api.call_weight(ServiceName("db")) == CallWeight(1.0, 0)
+    assert web != parse_fabric(example_text()).services[0]  # a weight is part of the declaration
+    hash(web)
+
+
+@pytest.mark.parametrize(
+    ("calls", "path", "fragment"),
+    [
+        ("[api, api]", "services[0].calls[1]", "calls 'api' twice"),
+        ("[{service: api, per_request: -1}]", "services[0].calls[0].per_request", "must be >= 0"),
+        ("[{service: api, bytes_per_call: 1.5}]", "services[0].calls[0].bytes_per_call", "expected an integer"),
+        ("[{service: api, rate: 1}]", "services[0].calls[0].rate", "unknown key"),
+        ("[{service: 7}]", "services[0].calls[0].service", "expected a name"),
+        ("[{service: nope}]", "services[0].calls[0]", "unknown service 'nope'"),
+        ("[[api]]", "services[0].calls[0]", "expected a service name or a mapping"),
+    ],
+)
+def test_bad_weighted_calls_name_the_field(calls: str, path: str, fragment: str) -> None:
+    with pytest.raises(FabricFileError) as caught:
+        parse_fabric(example_text().replace("calls: [api]}", f"calls: {calls}}}"))
+    first = caught.value.problems[0]
+    assert first.path == path and fragment in first.message and first.line == 55, str(caught.value)
+
+
+def test_a_request_slo_needs_near_hosts() -> None:
+    text = example_text().replace(
+        "memory_mib: 512, calls: [db]}", "memory_mib: 512, calls: [db], max_request_latency_ms: 9}"
+    )
+    with pytest.raises(FabricFileError, match=r"services\[1\].max_request_latency_ms: needs near"):
+        parse_fabric(text)
 
 
 def test_every_problem_is_reported_not_only_the_first() -> None:
