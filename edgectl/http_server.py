@@ -24,6 +24,8 @@ DEFAULT_IDLE_TIMEOUT_S = 10.0
 DEFAULT_MAX_CONNECTIONS = 512
 """Connections served at once (a thread each); the next ones get a 503 and are closed at once."""
 LISTEN_BACKLOG = 1024
+LINGER_MAX_BYTES = 64 << 20
+"""A refused body up to this size is read and dropped so the client sees the answer; past it, the reset."""
 _CLIENT_GONE = (ConnectionError, TimeoutError)
 """Errors a client causes by closing, resetting or stalling its connection: routine, never a traceback."""
 _OVERLOADED_BODY = b'{"error": "too many connections, retry later"}\n'
@@ -200,6 +202,7 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
         if not 0 <= length <= max_bytes:
             self.send_json(400, {"error": f"body must be 0-{max_bytes} bytes"})
             self.close_connection = True
+            self._discard_body(length)
             return None
         body: bytes = self.rfile.read(length)
         if len(body) < length:
@@ -207,6 +210,19 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return None
         return body
+
+    def _discard_body(self, length: int) -> None:
+        """Read and drop (a bounded part of) a refused body before closing: a client still sending it
+        would otherwise get a reset instead of our answer (a lingering close, as web servers do)."""
+        left = min(length, LINGER_MAX_BYTES) if length > 0 else 0
+        try:
+            while left > 0:  # within the request's own read deadline
+                chunk = self.rfile.read(min(left, 1 << 16))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         self.log_error("code %d, message %s", code, message)

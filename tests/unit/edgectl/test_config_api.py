@@ -4,7 +4,9 @@ concurrent requests get a clear answer and change nothing."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -83,6 +85,23 @@ def test_not_json_and_too_big_are_refused_before_parsing(served) -> None:
     assert post(url + "/plan", b"{not json")[0] == 400
     code, reply = post(url + "/plan", {"files": {"a.yaml": "x" * (2 << 20)}})
     assert code == 400 and "bytes" in reply["error"]
+
+
+def test_a_too_big_body_still_sent_after_the_refusal_gets_the_answer_not_a_reset(served) -> None:
+    """The server answers 400 as soon as it reads the headers; a client that goes on sending the body
+    (as every HTTP client does) must still read that answer, not fail on a reset connection."""
+    url, _bus = served
+    host, port = url.removeprefix("http://").split(":")
+    body = b"x" * (2 << 20)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"POST /plan HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        time.sleep(0.3)  # the answer is sent (and, without a lingering close, the socket closed) meanwhile
+        sock.sendall(body)
+        sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.split(b"\r\n")[0].endswith(b" 400 Bad Request") and b"bytes" in reply, reply[:200]
 
 
 def test_apply_is_refused_while_git_is_the_source(served) -> None:
