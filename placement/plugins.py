@@ -20,8 +20,10 @@ from typing import Protocol
 
 import numpy as np
 
+from netmodel.ids import ServiceName
 from netmodel.types import Tier
-from placement.snapshot import TIER_CODE, TIERS, Bools, ClusterSnapshot, Floats, Health, NearLatency
+from placement.callgraph import RequestImpact, request_impact
+from placement.snapshot import TIER_CODE, TIERS, Bools, ClusterSnapshot, Floats, Health, Ints, NearLatency
 from placement.types import AffinityTerm, PlacementRequest, Scope
 
 SLO_TOLERANCE_MS = 1e-9
@@ -36,6 +38,46 @@ class CycleContext:
     request: PlacementRequest
     near: NearLatency | None = None
     memo: dict[str, Bools | Floats] = field(default_factory=dict)
+    impact: RequestImpact | None = None
+    impact_known: bool = False
+
+
+def impact_of(ctx: CycleContext) -> RequestImpact | None:
+    """How this instance's node changes users' end-to-end request times (``placement.callgraph``); None
+    for a service outside every call graph users reach (one that calls nothing and nobody calls)."""
+    if not ctx.impact_known:
+        snapshot, service = ctx.snapshot, ctx.request.service
+        graph = snapshot.call_graph_for(service, ctx.request.constraints.near)
+        if service in graph.involved:
+            ctx.impact = request_impact(service, graph, snapshot.layout(graph), snapshot.path_rules)
+        ctx.impact_known = True
+    return ctx.impact
+
+
+def request_ms(ctx: CycleContext) -> Floats:
+    """users x nodes: every user's whole request time with this instance on each node (memoised)."""
+    impact = impact_of(ctx)
+    assert impact is not None
+    cached = ctx.memo.get("request_ms")
+    if cached is None:
+        cached = ctx.memo["request_ms"] = impact.request_ms(ctx.snapshot.switch_column)
+    return np.asarray(cached, dtype=np.float64)
+
+
+def request_slo_checks(ctx: CycleContext) -> list[tuple[ServiceName, float, Ints]]:
+    """(entry service, its max_request_latency_ms, rows of its users whose requests reach this service)."""
+    impact = impact_of(ctx)
+    if impact is None:
+        return []
+    services = ctx.snapshot.state.services
+    reached = impact.reached | np.array([entry == ctx.request.service for entry, _ in impact.users], dtype=np.bool_)
+    checks = []
+    for entry in sorted({entry for entry, _ in impact.users}):
+        slo = services[entry].max_request_latency_ms
+        rows = np.flatnonzero(reached & np.array([e == entry for e, _ in impact.users], dtype=np.bool_))
+        if slo is not None and len(rows):
+            checks.append((entry, slo, rows))
+    return checks
 
 
 def make_context(snapshot: ClusterSnapshot, request: PlacementRequest) -> CycleContext:
@@ -213,6 +255,45 @@ class LatencySlo:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestSlo:
+    """Every entry service's end-to-end SLO (``max_request_latency_ms``) holds for each of its users whose
+    requests reach this service, with this instance on the node (``placement.callgraph``)."""
+
+    name: str = "RequestSlo"
+    checks_capacity: bool = False
+
+    def passes(self, ctx: CycleContext) -> Bools:
+        ok = ctx.snapshot.all_nodes
+        for _entry, slo, rows in request_slo_checks(ctx):
+            ok = ok & (request_ms(ctx)[rows].max(axis=0) <= slo + SLO_TOLERANCE_MS)
+        return ok
+
+    def explain(self, ctx: CycleContext, failed: Bools, considered: Bools) -> list[str]:
+        out = []
+        impact = impact_of(ctx)
+        assert impact is not None  # nothing fails without a call graph
+        for entry, slo, rows in request_slo_checks(ctx):
+            times = request_ms(ctx)[rows]
+            broken = failed & (times.max(axis=0) > slo + SLO_TOLERANCE_MS)
+            if not broken.any():
+                continue
+            worst = np.where(considered, times.max(axis=0), np.inf)
+            best = int(np.argmin(worst))
+            if bool((broken == considered).all()) and np.isfinite(worst[best]):
+                user = impact.users[int(rows[int(np.argmax(times[:, best]))])][1]
+                out.append(
+                    f"no node keeps {entry}'s end-to-end max_request_latency_ms={format_ms(slo)}: best is "
+                    f"{format_ms(float(worst[best]))} ms (from {user}) at {ctx.snapshot.node_ids[best]}"
+                )
+            else:
+                out.append(
+                    f"{nodes_phrase(int(broken.sum()))} would break {entry}'s end-to-end "
+                    f"max_request_latency_ms={format_ms(slo)}"
+                )
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class ResourcesFit:
     """cpu_millis and memory_mib fit in what the node has left after the instances placed on it."""
 
@@ -249,11 +330,22 @@ class ResourcesFit:
 
 @dataclass(frozen=True, slots=True)
 class LatencyScore:
-    """Minus the mean latency (ms) from the request's ``near`` hosts: 1 point per ms saved."""
+    """1 point per ms of user latency saved. For a service in a call graph users reach: minus the mean,
+    over the users whose requests reach it, of the request time spent calling it and below it (round
+    trips down the tree, ``placement.callgraph``). Otherwise: minus the mean one-way latency from the
+    request's ``near`` hosts."""
 
     name: str = "LatencyScore"
 
     def score(self, ctx: CycleContext) -> Floats:
+        impact = impact_of(ctx)
+        if impact is not None:
+            cached = ctx.memo.get(self.name)
+            if cached is None:
+                added = impact.added_ms(ctx.snapshot.switch_column)[impact.reached]
+                mean = added.mean(axis=0) if len(added) else np.zeros(len(ctx.snapshot))
+                cached = ctx.memo[self.name] = np.where(np.isfinite(mean), -mean, -1e9)
+            return np.asarray(cached, dtype=np.float64)
         if ctx.near is None:
             return np.zeros(len(ctx.snapshot))
         cached = ctx.memo.get(self.name)

@@ -30,6 +30,7 @@ from placement.plugins import (
     LatencySlo,
     NodeHealthy,
     NodeSpread,
+    RequestSlo,
     ResourcesFit,
     ScorePlugin,
     ServiceAffinity,
@@ -57,7 +58,14 @@ class Profile:
     scores: tuple[tuple[ScorePlugin, float], ...]
 
 
-FILTERS: tuple[FilterPlugin, ...] = (NodeHealthy(), TierAllowed(), ServiceAffinity(), LatencySlo(), ResourcesFit())
+FILTERS: tuple[FilterPlugin, ...] = (
+    NodeHealthy(),
+    TierAllowed(),
+    ServiceAffinity(),
+    LatencySlo(),
+    RequestSlo(),
+    ResourcesFit(),
+)
 
 DEFAULT_PROFILE = Profile(
     "default",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +19,11 @@ import numpy.typing as npt
 from netmodel.ids import HostId, NodeId, ServiceName, SiteId, SwitchId
 from netmodel.state import FabricState
 from netmodel.types import ComputeNode, Resources, Tier
+from placement.callgraph import DEFAULT_PATH_RULES, CallGraph, Layout, build_call_graph
 from placement.latency import LatencyCache, SwitchLatencies, compute_switch_latencies
+
+if TYPE_CHECKING:
+    from meshctl.paths import PathRules
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -58,8 +63,15 @@ class NearLatency:
 class ClusterSnapshot:
     """Nodes of one state, sorted by id; index i is the same node in every array."""
 
-    def __init__(self, state: FabricState, latency_cache: LatencyCache | None = None) -> None:
+    def __init__(
+        self, state: FabricState, latency_cache: LatencyCache | None = None, path_rules: PathRules = DEFAULT_PATH_RULES
+    ) -> None:
         self.state = state
+        self.path_rules = path_rules
+        """How the mesh picks the instances a caller uses (the call graph's request times follow it)."""
+        self._call_graph: CallGraph | None = None
+        self._user_switch: dict[HostId, int] = {}
+        self._graphs_for: dict[tuple[ServiceName, tuple[HostId, ...]], CallGraph] = {}
         nodes = sorted(state.nodes.values(), key=lambda n: n.id)
         self.node_ids: tuple[NodeId, ...] = tuple(n.id for n in nodes)
         self.index: Mapping[NodeId, int] = {node_id: i for i, node_id in enumerate(self.node_ids)}
@@ -158,6 +170,41 @@ class ClusterSnapshot:
                 mean = rows.mean(axis=0)
             cached = self._near[near] = NearLatency(worst, mean, worst_host)
         return cached
+
+    @property
+    def call_graph(self) -> CallGraph:
+        """The declared call graph (built once per snapshot: the services do not change within one)."""
+        if self._call_graph is None:
+            self._call_graph = build_call_graph(self.state.services)
+        return self._call_graph
+
+    def call_graph_for(self, service: ServiceName, near: tuple[HostId, ...]) -> CallGraph:
+        """The call graph with ``near`` as the users of ``service`` (a request naming its own users)."""
+        declared = self.state.services.get(service)
+        if not near or (declared is not None and declared.near == near):
+            return self.call_graph
+        key = (service, near)
+        graph = self._graphs_for.get(key)
+        if graph is None:
+            graph = self._graphs_for[key] = build_call_graph(self.state.services, {service: near})
+        return graph
+
+    def layout(self, graph: CallGraph | None = None) -> Layout:
+        """Where every instance is now (``assume``/``forget`` included), for the call graph's request times.
+        Instances on nodes that cannot take work are left out: callers fail over away from them."""
+        usable = self.healthy & (self.switch_column >= 0)
+        instances = {
+            service: np.repeat(self.switch_column[usable], counts[usable])
+            for service, counts in self._instances.items()
+            if counts.any()
+        }
+        for _, host in (graph or self.call_graph).users:
+            if host not in self._user_switch:
+                known = self.state.hosts.get(host)
+                attachment = known.attachment if known is not None else None
+                if attachment is not None and attachment.switch in self.latencies.index:
+                    self._user_switch[host] = self.latencies.index[attachment.switch]
+        return Layout(instances, self.latencies.distance_us, self._user_switch)
 
     def free(self, i: int) -> Resources:
         return Resources(

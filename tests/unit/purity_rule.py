@@ -67,6 +67,7 @@ PURE_MODULES = (
     "meshctl/snapshot.py",
     "meshctl/sotw.py",
     "meshctl/xds_types.py",
+    "placement/callgraph.py",
     "placement/convergence.py",
     "placement/errors.py",
     "placement/failover.py",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from netmodel.events import NodeWentDown, SwitchConnected, SwitchDisconnected, WorkloadPlaced
+from netmodel.fabric import build_state
 from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
 from netmodel.types import Resources, Tier, Workload
 from placement.plugins import (
@@ -23,7 +26,7 @@ from placement.plugins import (
 )
 from placement.snapshot import ClusterSnapshot
 from placement.types import AffinityTerm, PlacementRequest, Scope
-from tests.unit.placement.helpers import apply, dpid, example_state, request
+from tests.unit.placement.helpers import apply, dpid, example_spec, example_state, request
 
 NODES = ("c-n1", "c-n2", "ea-n1", "eb-n1", "ec-n1", "m-n1")  # the snapshot's order: sorted ids
 
@@ -152,10 +155,23 @@ def test_resources_fit_counts_what_is_placed() -> None:
 
 
 def test_latency_score_is_minus_mean_latency_from_near_hosts() -> None:
-    got = scores(LatencyScore(), request(near=("u1", "u2")))
+    """A service outside every call graph: the mean one-way latency from its near hosts (web calls api
+    in the example, so the calls are taken out; with them, see test_callgraph.py)."""
+    spec = example_spec()
+    state = build_state(
+        dataclasses.replace(spec, services=tuple(dataclasses.replace(s, calls=()) for s in spec.services))
+    )
+    got = scores(LatencyScore(), request(near=("u1", "u2")), state)
     assert got["m-n1"] == pytest.approx(-2.5)  # (3 + 2) / 2
     assert got["c-n1"] == pytest.approx(-12.5)  # (12 + 13) / 2
-    assert set(scores(LatencyScore(), request()).values()) == {0.0}
+    assert set(scores(LatencyScore(), request(), state).values()) == {0.0}
+
+
+def test_latency_score_of_a_caller_counts_round_trips() -> None:
+    """web calls api (not placed yet): the request time is the round trip from its users, twice one way."""
+    got = scores(LatencyScore(), request(near=("u1", "u2")))
+    assert got["m-n1"] == pytest.approx(-5.0)
+    assert got["c-n1"] == pytest.approx(-25.0)
 
 
 def test_cost_score_makes_edge_expensive() -> None:

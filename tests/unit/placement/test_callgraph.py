@@ -1,0 +1,133 @@
+"""End-to-end request time over the call graph (placement/callgraph.py), by hand on the example fabric.
+
+One-way route latencies used below (ms): ea1-m2 3, eb1-m2 2, ea1-eb1 5, m2-c1 11, ea1-c1 12, eb1-c1 13,
+c1-c2 0.5. Users: web's near hosts u1 (behind ea1) and u2 (behind eb1). Calls: web -> api -> db.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from netmodel.events import WorkloadPlaced
+from netmodel.fabric import build_state
+from netmodel.ids import HostId, NodeId, ServiceName, SpiffeId, WorkloadId
+from netmodel.state import FabricState
+from netmodel.types import CallWeight, Resources, Service, Workload
+from placement.callgraph import build_call_graph, request_times_ms
+from placement.plugins import LatencyScore, RequestSlo, make_context
+from placement.scheduler import FILTERS, LATENCY_FIRST_PROFILE, schedule
+from placement.snapshot import ClusterSnapshot
+from placement.types import Unschedulable
+from tests.unit.placement.helpers import apply, example_spec, request
+
+S = ServiceName
+
+
+def svc(name: str, calls: tuple[str, ...] = (), near: tuple[str, ...] = (), **extra: object) -> Service:
+    return Service(
+        S(name),
+        8000,
+        1,
+        Resources(100, 100),
+        near=tuple(HostId(h) for h in near),
+        calls=tuple(S(c) for c in calls),
+        **extra,
+    )  # type: ignore[arg-type]
+
+
+def on(node: str, service: str, n: int = 1) -> WorkloadPlaced:
+    return WorkloadPlaced(
+        Workload(WorkloadId(f"{service}-{node}-{n}"), S(service), SpiffeId(""), Resources(100, 100), NodeId(node))
+    )
+
+
+def state_with(*placed: WorkloadPlaced, services: tuple[Service, ...] | None = None) -> FabricState:
+    spec = example_spec()
+    if services is not None:
+        spec = dataclasses.replace(spec, services=services)
+    return apply(build_state(spec), *placed)
+
+
+def test_the_graph_orders_callers_first_and_cuts_cycles() -> None:
+    services = {s.name: s for s in (svc("a", ("b", "c"), ("u1",)), svc("b", ("c",)), svc("c", ("a",)), svc("lone"))}
+    graph = build_call_graph(services)
+    assert graph.order == ("a", "b", "c")  # lone: no user reaches it
+    assert graph.calls["c"] == ()  # c -> a goes back up the tree: cut
+    assert graph.users == (("a", "u1"),)
+    assert graph.involved == {"a", "b", "c"}
+
+
+def test_request_time_is_every_round_trip_down_the_tree() -> None:
+    state = state_with(on("ea-n1", "web"), on("m-n1", "api"), on("c-n1", "db"))
+    snapshot = ClusterSnapshot(state)
+    times = request_times_ms(snapshot.call_graph, snapshot.layout())
+    # u1: web next door (0) + web->api ea1-m2 (2 x 3) + api->db m2-c1 (2 x 11) = 28; u2: + 2 x 5 to web = 38
+    assert times.tolist() == pytest.approx([28.0, 38.0])
+
+
+def test_call_weights_multiply_the_calls() -> None:
+    spec = example_spec()
+    web, api, db = spec.services
+    heavy = dataclasses.replace(web, call_weights=((S("api"), CallWeight(2.0)),))
+    state = state_with(on("ea-n1", "web"), on("m-n1", "api"), on("c-n1", "db"), services=(heavy, api, db))
+    snapshot = ClusterSnapshot(state)
+    assert request_times_ms(snapshot.call_graph, snapshot.layout()).tolist() == pytest.approx([56.0, 66.0])
+
+
+def test_a_caller_uses_its_nearest_instances_only() -> None:
+    # Two api instances: next to web (ea-n1) and in the cloud: web uses only the one beside it.
+    state = state_with(on("ea-n1", "web"), on("ea-n1", "api"), on("c-n1", "api", 2), on("c-n1", "db"))
+    snapshot = ClusterSnapshot(state)
+    times = request_times_ms(snapshot.call_graph, snapshot.layout())
+    assert times.tolist() == pytest.approx([24.0, 34.0])  # api->db ea1-c1: 2 x 12
+
+
+def test_the_latency_score_counts_the_whole_chain_not_the_first_hop() -> None:
+    # db in the cloud, api to place. Next to the users (edge) is 2.5 ms one way on average, the cloud
+    # 12.5: a first-hop score would pick the edge. The chain says the cloud node beside db is better:
+    # every api call goes on to db.
+    web_on_both = (on("ea-n1", "web"), on("eb-n1", "web", 2), on("c-n1", "db"))
+    snapshot = ClusterSnapshot(state_with(*web_on_both))
+    values = LatencyScore().score(make_context(snapshot, request("api", 1000, 512)))
+    got = dict(zip(snapshot.node_ids, values.tolist(), strict=True))
+    assert got["c-n1"] == pytest.approx(-(24 + 26) / 2)  # web->api round trips; api->db next door
+    assert got["m-n1"] == pytest.approx(-((6 + 22) + (4 + 22)) / 2)
+    assert max(got, key=got.__getitem__) == "c-n1"
+    decision = schedule(state_with(*web_on_both), request("api", 1000, 512), LATENCY_FIRST_PROFILE)
+    assert not isinstance(decision, Unschedulable) and decision.assignments[0].node == "c-n1"
+
+
+def test_a_service_outside_every_call_graph_keeps_the_one_way_score() -> None:
+    spec = example_spec()
+    alone = tuple(dataclasses.replace(s, calls=()) for s in spec.services)
+    snapshot = ClusterSnapshot(state_with(services=alone))
+    values = LatencyScore().score(make_context(snapshot, request("web", near=("u1", "u2"))))
+    assert dict(zip(snapshot.node_ids, values.tolist(), strict=True))["m-n1"] == pytest.approx(-2.5)
+
+
+def test_the_request_slo_is_checked_over_the_whole_chain() -> None:
+    spec = example_spec()
+    web, api, db = spec.services
+    strict = dataclasses.replace(web, max_request_latency_ms=27.0, max_latency_ms=None)
+    state = state_with(on("ea-n1", "web"), on("eb-n1", "web", 2), on("c-n1", "db"), services=(strict, api, db))
+    snapshot = ClusterSnapshot(state)
+    ctx = make_context(snapshot, request("api", 1000, 512))
+    ok = {n for n, passes in zip(snapshot.node_ids, RequestSlo().passes(ctx).tolist(), strict=True) if passes}
+    # The worst user's request with api on: c-n1 26 (u2: 2 x 13), m-n1 28 (u1: 2 x 3 + 2 x 11), c-n2 28 (u2:
+    # 2 x 13.5 + 2 x 0.5), ea-n1 34 (u2 crosses to ea1 first), eb-n1 36 (u1 likewise).
+    assert ok == {"c-n1"}
+    assert RequestSlo() in FILTERS
+
+
+def test_no_node_keeps_the_request_slo_names_the_best() -> None:
+    spec = example_spec()
+    web, api, db = spec.services
+    strict = dataclasses.replace(web, max_request_latency_ms=10.0, max_latency_ms=None)
+    state = state_with(on("ea-n1", "web"), on("eb-n1", "web", 2), on("c-n1", "db"), services=(strict, api, db))
+    decision = schedule(state, request("api", 1000, 512))
+    assert isinstance(decision, Unschedulable)
+    assert (
+        "no node keeps web's end-to-end max_request_latency_ms=10: best is 26 ms (from u2) at c-n1" in decision.message
+    )
