@@ -22,13 +22,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from netmodel.bus import ModelBus
 from netmodel.events import Event, WorkloadPlaced, WorkloadRemoved
 from netmodel.ids import NodeId, ServiceName, SiteId, WorkloadId
 from netmodel.state import EventRejected, FabricState
 from netmodel.types import Workload
+from placement.chains import plan_move
 from placement.convergence import ConvergenceProbe, GenerationCheck, as_probe, probe_name, timed_convergence
 from placement.errors import PlacementRefused, Refusal
 from placement.failover import FailoverPlan, plan_failover
@@ -80,6 +81,8 @@ class MigrationResult:
     placed_generation: int
     removed_generation: int
     state: FabricState
+    companions: tuple[MigrationResult, ...] = ()
+    """Instances it calls that moved with it (a chain), each its own migration, after it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +208,12 @@ class PlacementOrchestrator:
         """Make-before-break: place the new instance, wait for every probe to apply that generation,
         then remove the old one. If they do not in time, the new instance is removed instead and
         DEADLINE_EXCEEDED is raised: the old one kept serving throughout. A move to the best node that
-        would not improve on the current one is refused (FAILED_PRECONDITION) unless ``force``."""
+        would not improve on the current one is refused (FAILED_PRECONDITION) unless ``force``.
+
+        For a service in a call graph the move is weighed by the users' request time end to end
+        (``placement.chains``): the instances it calls may move with it (each make-before-break, after it,
+        in ``MigrationResult.companions``), and the reason says what the users gain."""
+        timeout = self.convergence_timeout_s if timeout_s is None else timeout_s
         with self._lock:
             state = self.bus.state
             old = self._require(workload_id)
@@ -216,19 +224,54 @@ class PlacementOrchestrator:
             if i is not None:  # it is leaving: its replacement must not avoid it as a neighbour
                 snapshot.forget(old.service, old.resources, i)
             here = where_it_is(snapshot, request, i, self.profile) if target.best and i is not None else None
-            outcome = schedule_on(snapshot, request, self.profile)
-            if isinstance(outcome, Unschedulable):
-                raise PlacementRefused(
-                    Refusal.RESOURCE_EXHAUSTED, f"cannot move {old.id} to {target}: {outcome.message}"
+            busy = [w for w in state.workloads.values() if w.id not in self._moving and w.id != old.id]
+            plan = plan_move(snapshot, request, i, busy, self._request_for, self.profile)
+            if isinstance(plan, Unschedulable):
+                raise PlacementRefused(Refusal.RESOURCE_EXHAUSTED, f"cannot move {old.id} to {target}: {plan.message}")
+            best = plan.assignment
+            if here is not None and not force:
+                chained = plan.request_ms_after is not None
+                if not (plan.gains if chained else improves(here.score, best.score)):
+                    message = no_gain_message(old.id, here, best)
+                    if chained:
+                        message += f"; {plan.reason()}"
+                    raise PlacementRefused(Refusal.FAILED_PRECONDITION, message)
+            (new,) = self._new_workloads(state, old.service, request, (best,), port=old.port, declared=old.declared)
+            reason = plan.reason()
+            why = f"to {target}" + (f": {reason}" if reason else "")
+            move = self._start_move(state, old, new, request.constraints, why)
+        result = self._finish_move(move, timeout, rollback=True)
+        if not plan.companions:
+            return result
+        companions = []
+        for companion in plan.companions:
+            node = companion.assignment.node
+            try:
+                companions.append(
+                    self._migrate_to(companion.workload.id, node, timeout, f"with {new.id}, which calls it, to {node}")
                 )
-            (best,) = outcome.assignments
-            if here is not None and not force and not improves(here.score, best.score):
-                raise PlacementRefused(Refusal.FAILED_PRECONDITION, no_gain_message(old.id, here, best))
+            except PlacementRefused as exc:  # the chain is a gain, not a promise: the first move stands
+                LOG.warning("%s did not follow %s to %s: %s", companion.workload.id, new.id, node, exc.reason)
+        return replace(result, companions=tuple(companions))
+
+    def _migrate_to(self, workload_id: WorkloadId, node: NodeId, timeout_s: float, why: str) -> MigrationResult:
+        """A companion's move: to that node, make-before-break, no further companions."""
+        with self._lock:
+            state = self.bus.state
+            old = self._require(workload_id)
+            self._require_still(workload_id)
+            request = self._migration_request(state, old, MigrationTarget(node=node))
+            outcome = schedule_on(ClusterSnapshot(state, self.latency_cache), request, self.profile)
+            if isinstance(outcome, Unschedulable):
+                raise PlacementRefused(Refusal.RESOURCE_EXHAUSTED, f"cannot move {old.id} to {node}: {outcome.message}")
             (new,) = self._new_workloads(
                 state, old.service, request, outcome.assignments, port=old.port, declared=old.declared
             )
-            move = self._start_move(state, old, new, request.constraints, f"to {target}")
-        return self._finish_move(move, self.convergence_timeout_s if timeout_s is None else timeout_s, rollback=True)
+            move = self._start_move(state, old, new, request.constraints, why)
+        return self._finish_move(move, timeout_s, rollback=True)
+
+    def _request_for(self, workload: Workload) -> PlacementRequest:
+        return PlacementRequest(workload.service, workload.resources, self.constraints_of(workload))
 
     def fail_over(self) -> FailoverPlan:
         """Re-place every displaced instance at once (or report it stranded, with reasons, until a later

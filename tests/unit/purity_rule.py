@@ -68,6 +68,7 @@ PURE_MODULES = (
     "meshctl/sotw.py",
     "meshctl/xds_types.py",
     "placement/callgraph.py",
+    "placement/chains.py",
     "placement/convergence.py",
     "placement/errors.py",
     "placement/failover.py",
