@@ -91,6 +91,8 @@ class Demo:
             self.out(f"           refused: {timeline.error}")
             return
         self.out(f"           {timeline.old} on {timeline.from_node} -> {timeline.new} on {timeline.to_node}")
+        if timeline.reason:
+            self.out(f"           why: {timeline.reason}")
         for stage, seconds in sorted(timeline.stages(), key=lambda s: (s[1] is None, s[1] or 0.0)):
             self.out(f"           +{_ms(seconds)} ms  {stage}")
         if timeline.error:

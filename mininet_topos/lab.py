@@ -226,6 +226,7 @@ class Lab:
                     message.from_workload_id,
                     message.message,
                     tuple((p.probe, p.seconds) for p in message.converged_after),
+                    tuple(message.reasons),
                 )
                 if kind == "PLACED" and event.node:
                     row = {"id": event.workload_id, "service": event.service, "node": event.node}

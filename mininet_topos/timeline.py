@@ -28,6 +28,7 @@ class Event:
     from_workload_id: str
     message: str
     converged_after: tuple[tuple[str, float], ...] = ()
+    reasons: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -54,6 +55,8 @@ class MigrationTimeline:
     completed_at: float | None = None
     """The old instance was withdrawn."""
     error: str = ""
+    reason: str = ""
+    """Why placement chose the new node, when it says (for a call graph: the users' request time)."""
 
     @property
     def chain_s(self) -> float | None:
@@ -90,6 +93,7 @@ def fill_stages(timeline: MigrationTimeline, events: Iterable[Event]) -> None:
     decided, waiting, completed = (mine.get(k) for k in ("MIGRATION_STARTED", "CONVERGENCE_WAITING", ENDED[0]))
     converged = mine.get("CONVERGED")
     timeline.decided_at = decided.at if decided else None
+    timeline.reason = "; ".join(decided.reasons) if decided else ""
     timeline.completed_at = completed.at if completed else None
     if completed is not None:  # the instance that replaced the old one
         timeline.new, timeline.to_node = completed.workload_id, completed.node

@@ -239,7 +239,7 @@ class PlacementOrchestrator:
             (new,) = self._new_workloads(state, old.service, request, (best,), port=old.port, declared=old.declared)
             reason = plan.reason()
             why = f"to {target}" + (f": {reason}" if reason else "")
-            move = self._start_move(state, old, new, request.constraints, why)
+            move = self._start_move(state, old, new, request.constraints, why, (reason,) if reason else ())
         result = self._finish_move(move, timeout, rollback=True)
         if not plan.companions:
             return result
@@ -370,7 +370,13 @@ class PlacementOrchestrator:
         return PlacementRequest(old.service, old.resources, constraints, candidates=candidates, avoid=here)
 
     def _start_move(
-        self, state: FabricState, old: Workload, new: Workload, constraints: Constraints, why: str
+        self,
+        state: FabricState,
+        old: Workload,
+        new: Workload,
+        constraints: Constraints,
+        why: str,
+        reasons: tuple[str, ...] = (),
     ) -> _Move:
         migration_id = f"mig-{next(self._migration_numbers)}"
         if not new.declared:  # a declared instance follows its service's declaration, not a copy of it
@@ -385,6 +391,7 @@ class PlacementOrchestrator:
             migration_id=migration_id,
             from_workload=old.id,
             message=f"{old.id} on {old.node} -> {new.id} on {new.node} {why}",
+            reasons=reasons,
         )
         try:
             placed = self._publish(WorkloadPlaced(new))

@@ -105,3 +105,10 @@ def test_waiting_for_a_line_from_a_process() -> None:
                 wait_for_line(process, b"listening", 0.2, "app")
         finally:
             process.kill()
+
+
+def test_the_reason_placement_gave_is_kept() -> None:
+    t = MigrationTimeline("mig-1", "api-1", "", "ea-n1", "", requested_at=99.0)
+    why = "users' mean request time 26.0 -> 5.0 ms with db-1 to m-n1 (its calls go there; alone 28.0 ms)"
+    fill_stages(t, [event("MIGRATION_STARTED", 100.0, workload_id="api-1", node="ea-n1", reasons=(why,))])
+    assert t.reason == why

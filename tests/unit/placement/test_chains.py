@@ -88,6 +88,8 @@ def test_migrate_moves_the_chain_make_before_break_and_says_why() -> None:
         wait_until(lambda: sum(s.kind is StepKind.MIGRATION_COMPLETED for s in steps) == 2)
         started = [s.message for s in steps if s.kind is StepKind.MIGRATION_STARTED]
         assert "26.0 -> 5.0 ms with db-1 to m-n1" in started[0]
+        (why,) = next(s.reasons for s in steps if s.kind is StepKind.MIGRATION_STARTED)
+        assert why.startswith("users' mean request time 26.0 -> 5.0 ms")
         assert f"with {result.new.id}, which calls it, to m-n1" in started[1]
 
 
