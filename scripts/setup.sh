@@ -19,8 +19,11 @@ if ((${#need_apt[@]})); then
 fi
 
 # OVS: the kernel datapath is absent here; bridges use datapath_type=netdev (userspace).
+# Started with every inherited descriptor closed: the daemons outlive this script, and a descriptor
+# they kept (a caller's lock file, say `flock LOCK make test`) would stay held as long as they run.
 if ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
-    /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random
+    python3 -c 'import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:], close_fds=True))' \
+        /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random
 fi
 
 if [[ ! -x $VENV/bin/python ]]; then
