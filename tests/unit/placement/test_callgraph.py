@@ -131,3 +131,13 @@ def test_no_node_keeps_the_request_slo_names_the_best() -> None:
     assert (
         "no node keeps web's end-to-end max_request_latency_ms=10: best is 26 ms (from u2) at c-n1" in decision.message
     )
+
+
+def test_a_request_that_names_its_own_users_makes_them_the_entry_users() -> None:
+    snapshot = ClusterSnapshot(state_with())
+    graph = snapshot.call_graph_for(S("web"), (HostId("u3"),))
+    assert graph.users == (("web", "u3"),)
+    assert snapshot.call_graph_for(S("web"), (HostId("u1"), HostId("u2"))) is snapshot.call_graph  # as declared
+    values = LatencyScore().score(make_context(snapshot, request("web", near=("u3",))))
+    got = dict(zip(snapshot.node_ids, values.tolist(), strict=True))
+    assert max(got, key=got.__getitem__) == "ec-n1" and got["ec-n1"] == 0.0
