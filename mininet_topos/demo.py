@@ -21,13 +21,14 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mininet_topos.lab import Lab
-from mininet_topos.loadgen import summarize
+from mininet_topos.loadgen import Record, summarize
 from mininet_topos.timeline import MigrationTimeline
 
 RATE_PER_USER = 10.0
@@ -85,6 +86,23 @@ class Demo:
             sys.stdout.write("\n")
         else:
             self.out(line)
+
+    def show_paths(self) -> None:
+        """Per user, the instances its requests went through over the last window and the p50: each caller
+        uses its nearest instances (per-caller priorities), which is what the request times come from."""
+        where = {w["id"]: w["node"] for w in self.lab.workloads()}
+        since = time.time() - WINDOW_S
+        for load in self.lab.loads:
+            records = load.snapshot(since)
+            window = summarize(records)
+            paths = request_paths(records)
+            if not paths:
+                self.out(f"           {load.host}: no successful request in the last {WINDOW_S:g} s")
+                continue
+            path, count = paths[0]
+            hops = " > ".join(f"{w} ({where.get(w, 'gone')})" for w in path)
+            share = 100 * count / max(1, sum(n for _, n in paths))
+            self.out(f"           {load.host}: {hops}  {share:.0f}% of requests, p50 {_p50(window.p50_ms)}")
 
     def show_timeline(self, timeline: MigrationTimeline) -> None:
         if timeline.error and timeline.decided_at is None:
@@ -217,6 +235,13 @@ class Demo:
             self.out(f"    failed at {record.t - self.t0:6.1f} s after {record.ms:7.1f} ms: {record.error}")
 
 
+def request_paths(records: Iterable[Record]) -> list[tuple[tuple[str, ...], int]]:
+    """The instances successful requests went through (the one that answered, then those it called), most
+    common first, with how many requests took each."""
+    counts = Counter(r.served_by for r in records if r.ok and r.served_by)
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
 def _p50(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
@@ -236,6 +261,8 @@ def run_demo(fabric: Path, run_dir: Path) -> int:
         users = ", ".join(h.id for h in lab.net.spec.hosts)
         demo.say(f"users {users} call web -> api -> db through their sidecars, {RATE_PER_USER:g} requests/s each")
         demo.watch_load(WINDOW_S, "before")
+        demo.say("service paths: the instances each user's requests went through (each caller uses its nearest)")
+        demo.show_paths()
         cloud = lab.site_of_tier("cloud")
         there = demo.migrate(f"migrate {api} from {edge_node} (edge) to the cloud", api, cloud)
         if not there.error and there.new:
@@ -247,6 +274,8 @@ def run_demo(fabric: Path, run_dir: Path) -> int:
         else:
             demo.say(f"fail an edge node: skipped, no api instance on {edge_node} (its move back failed)")
         demo.fail_link()
+        demo.say("service paths now")
+        demo.show_paths()
         demo.summary()
         if lab.mesh.errors:
             out("\nagent errors:\n  " + "\n  ".join(lab.mesh.errors))
