@@ -45,6 +45,13 @@ def test_the_demo_runs_every_step_and_cleans_up() -> None:
     for row in rows[:2]:
         assert row["failed"] == "0", row  # make-before-break: no request lost while moving
     assert "first mTLS request" in out and "sidecars ACKed" in out and "flows barrier-confirmed" in out
+    # Service paths: every user's requests through the chain, and why each move was decided (the users'
+    # request time over the call graph, as placement computed it).
+    for user in ("u1", "u2", "u3"):
+        assert re.search(
+            rf"^ +{user}: web-\d+ \(\S+\) > api-\d+ \(\S+\) > db-\d+ \(\S+\) +\d+% of requests", out, re.M
+        ), out
+    assert re.search(r"why: users' mean request time [\d.]+ -> [\d.]+ ms", out), out[-3000:]
     assert bridges() == before  # every switch the testbed made is gone
     leftovers = subprocess.run(["pgrep", "-f", "mininet_topos.app|mininet_topos.loadgen"], capture_output=True)
     assert leftovers.stdout == b"", leftovers.stdout
