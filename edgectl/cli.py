@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from edgectl.config import (
     DEFAULT_HTTP,
@@ -145,6 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the controller's HTTP API (default: ${HTTP_ENV}, else {DEFAULT_HTTP})",
     )
     routes.add_argument("--output", choices=["table", "json"], default="table")
+
+    paths = sub.add_parser(
+        "paths", help="print users' request times over the call graph and the instances each caller's calls go to"
+    )
+    paths.add_argument(
+        "--http",
+        default=os.environ.get(HTTP_ENV) or DEFAULT_HTTP,
+        metavar="HOST:PORT",
+        help=f"the controller's HTTP API (default: ${HTTP_ENV}, else {DEFAULT_HTTP})",
+    )
+    paths.add_argument("--output", choices=["table", "json"], default="table")
     return parser
 
 
@@ -164,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(args)
     if args.command == "routes":
         return cmd_routes(args.http, args.output)
+    if args.command == "paths":
+        return cmd_paths(args.http, args.output)
     if args.command == "pki":
         return pki_cli.run(args)
     if args.command == "mesh":
@@ -211,15 +225,40 @@ def cmd_topo_show(path: str, fmt: str) -> int:
     return 0
 
 
-def cmd_routes(address: str, output: str) -> int:
+def _get_view(command: str, address: str, path: str) -> dict[str, Any] | None:
     import urllib.error
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"http://{address}/api/v1/routes", timeout=5) as response:
-            view = json.load(response)
+        with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as response:
+            view: dict[str, Any] = json.load(response)
+            return view
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"edgectl routes: cannot reach the controller at {address}: {exc}", file=sys.stderr)
+        print(f"edgectl {command}: cannot reach the controller at {address}: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_paths(address: str, output: str) -> int:
+    view = _get_view("paths", address, "/api/v1/service-paths")
+    if view is None:
+        return 1
+    if output == "json":
+        print(json.dumps(view, indent=2))
+        return 0
+    print(f"users' requests over the call graph (generation {view['generation']}; network round trips only)")
+    for user in view["users"]:
+        took = "unreachable" if user["request_ms"] is None else f"{user['request_ms']:.1f} ms"
+        print(f"  {user['host']:<8} -> {user['service']:<16} {took}")
+    print(f"  {'service':<16} {'from':<8} {'calls/req':>9}  instances (round trip)")
+    for call in view["calls"]:
+        used = ", ".join(f"{i['workload']} on {i['node']} ({i['round_trip_ms']:.1f} ms)" for i in call["instances"])
+        print(f"  {call['service']:<16} {call['from_switch']:<8} {call['calls_per_request']:>9.2f}  {used or '-'}")
+    return 0
+
+
+def cmd_routes(address: str, output: str) -> int:
+    view = _get_view("routes", address, "/api/v1/routes")
+    if view is None:
         return 1
     if output == "json":
         print(json.dumps(view, indent=2))

@@ -23,7 +23,7 @@ from edgectl.http_access import loopback_only
 from edgectl.http_api import BadQuery, HttpApi
 from edgectl.metrics import ControllerMetrics
 from edgectl.state_store import StateStore
-from edgectl.views import changes_view, routes_view, topology_view, workloads_view
+from edgectl.views import changes_view, routes_view, service_paths_view, topology_view, workloads_view
 from netmodel.fabric import FabricSpec, build_state
 from netmodel.fabric_file import FabricFileError
 from netmodel.state import FabricState
@@ -208,6 +208,7 @@ class Controller:
             wait_for_sidecars=self.config.wait_for_sidecars,
         )
         self.http.add_route("/api/v1/xds/clients", lambda _state: mesh.clients_view())
+        self.http.add_route("/api/v1/service-paths", service_paths_view)
         # A migration withdraws the old instance only once the sidecars have ACKed the new endpoints.
         sidecars_probe = NamedProbe("sidecars", mesh.converged, mesh.converged_for)
         if pki is not None:

@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
+from meshctl.paths import PathRules
 from netmodel.ids import format_dpid
 from netmodel.state import FabricState
+from placement.callgraph import call_edges, request_times_ms
+from placement.snapshot import ClusterSnapshot
 
 
 def topology_view(state: FabricState) -> dict[str, Any]:
@@ -199,3 +204,42 @@ def _proto_value(field: Any, value: Any) -> Any:
     if field.type == field.TYPE_BYTES:
         return value.hex()
     return value
+
+
+def service_paths_view(state: FabricState, rules: PathRules | None = None) -> dict[str, Any]:
+    """Users' requests over the call graph, as placement sees them: each user's request time (network round
+    trips down the tree, ms) and, for every service and switch its calls leave from, the instances they go to
+    (the caller's nearest priority level) with the round trip to each (``placement.callgraph``)."""
+    snapshot = ClusterSnapshot(state, path_rules=rules) if rules is not None else ClusterSnapshot(state)
+    graph, layout = snapshot.call_graph, snapshot.layout()
+    names = {i: state.topology.switches[dpid].name for i, dpid in enumerate(snapshot.latencies.switches)}
+    behind: dict[tuple[str, int], list[dict[str, str]]] = {}
+    for workload in sorted(state.workloads.values(), key=lambda w: w.id):
+        i = snapshot.index.get(workload.node) if workload.node is not None else None
+        if i is not None and snapshot.healthy[i] and snapshot.switch_column[i] >= 0:
+            key = (workload.service, int(snapshot.switch_column[i]))
+            behind.setdefault(key, []).append({"workload": workload.id, "node": str(workload.node)})
+    times = request_times_ms(graph, layout, snapshot.path_rules)
+    calls = []
+    for edge in call_edges(graph, layout, snapshot.path_rules):
+        instances = []
+        for switch in sorted(set(edge.instances)):
+            one = np.array([edge.caller], dtype=np.int64)
+            trip = float(layout.round_trip_ms(one, np.array([switch], dtype=np.int64))[0, 0])
+            instances += [{**w, "round_trip_ms": round(trip, 3)} for w in behind.get((edge.service, switch), [])]
+        calls.append(
+            {
+                "service": edge.service,
+                "from_switch": names.get(edge.caller, str(edge.caller)),
+                "calls_per_request": round(edge.calls_per_request, 6),
+                "instances": instances,
+            }
+        )
+    return {
+        "generation": state.generation,
+        "users": [
+            {"service": entry, "host": host, "request_ms": round(t, 3) if np.isfinite(t) else None}
+            for (entry, host), t in zip(graph.users, times.tolist(), strict=True)
+        ],
+        "calls": calls,
+    }

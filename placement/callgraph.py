@@ -238,6 +238,31 @@ def request_times_ms(graph: CallGraph, layout: Layout, rules: PathRules = DEFAUL
     return base
 
 
+@dataclass(frozen=True, slots=True)
+class CallEdge:
+    """Calls to ``service`` leaving switch ``caller`` (a user's or a calling instance's) per user request (the
+    mean over the users), and the instances they go to (the caller's level 0, as switch indices, one per instance)."""
+
+    service: ServiceName
+    caller: int
+    calls_per_request: float
+    instances: tuple[int, ...]
+
+
+def call_edges(graph: CallGraph, layout: Layout, rules: PathRules = DEFAULT_PATH_RULES) -> list[CallEdge]:
+    """Every (service, caller switch) some user's request goes through, in the graph's order."""
+    _, inbound = _propagate(graph, layout, rules, graph.users, None)
+    edges = []
+    for service in graph.order:
+        instances = layout.instances.get(service, np.zeros(0, dtype=np.int64))
+        for caller, rates in sorted(inbound.get(service, {}).items()):
+            row = np.array([caller], dtype=np.int64)
+            member = _level0_members(layout.one_way_us[np.ix_(row, instances)], rules)[0]
+            chosen = tuple(int(s) for s, used in zip(instances.tolist(), member.tolist(), strict=True) if used)
+            edges.append(CallEdge(service, caller, float(rates.mean()), chosen))
+    return edges
+
+
 def _propagate(
     graph: CallGraph,
     layout: Layout,

@@ -162,3 +162,34 @@ def main_help() -> str:
     from edgectl.cli import build_parser
 
     return build_parser().format_help()
+
+
+def test_paths_shows_users_request_times_and_where_each_call_goes(monkeypatch, capsys) -> None:
+    from edgectl.http_api import HttpApi
+    from edgectl.metrics import ControllerMetrics
+    from edgectl.views import service_paths_view
+    from netmodel.events import WorkloadPlaced
+    from netmodel.fabric import build_state
+    from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
+    from netmodel.types import Resources, Workload
+    from tests.unit.edgectl.fixtures import example_spec
+
+    state = build_state(example_spec())
+    for wid, node in (("web-1", "ea-n1"), ("api-1", "m-n1"), ("db-1", "c-n1")):
+        service = ServiceName(wid.split("-")[0])
+        state = state.apply(
+            WorkloadPlaced(Workload(WorkloadId(wid), service, SpiffeId(""), Resources(1, 1), NodeId(node)))
+        )
+    api = HttpApi("127.0.0.1", 0, lambda: state, ControllerMetrics(), {"/api/v1/service-paths": service_paths_view})
+    api.start()
+    try:
+        monkeypatch.setenv("EDGECTL_HTTP", "{}:{}".format(*api.address))
+        assert main(["paths"]) == 0
+        out = capsys.readouterr().out
+        assert "u1       -> web              28.0 ms" in out and "u2       -> web              38.0 ms" in out
+        assert "db               m2            1.00  db-1 on c-n1 (22.0 ms)" in out
+        assert main(["paths", "--output", "json"]) == 0
+        view = json.loads(capsys.readouterr().out)
+        assert [u["request_ms"] for u in view["users"]] == [28.0, 38.0]
+    finally:
+        api.stop()
