@@ -208,7 +208,6 @@ class Controller:
             wait_for_sidecars=self.config.wait_for_sidecars,
         )
         self.http.add_route("/api/v1/xds/clients", lambda _state: mesh.clients_view())
-        self.http.add_route("/api/v1/service-paths", service_paths_view)
         # A migration withdraws the old instance only once the sidecars have ACKed the new endpoints.
         sidecars_probe = NamedProbe("sidecars", mesh.converged, mesh.converged_for)
         if pki is not None:
@@ -241,6 +240,7 @@ class Controller:
             self.placement.orchestrator, durable=self.store.check_durable if self.store is not None else None
         )
         self.http.add_route("/api/v1/replicas", replicas.status_view)
+        self.http.add_route("/api/v1/service-paths", service_paths_view)
         self.bus.subscribe(replicas)
         replicas.start()
         self._start_desired_state(trust_domain)

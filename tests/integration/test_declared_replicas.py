@@ -70,6 +70,11 @@ def test_declared_replicas_appear_on_their_own_and_an_evicted_one_is_replaced(tm
         web = sorted(i for i, w in rows.items() if w["service"] == "web")
         assert len({rows[i]["node"] for i in web}) == 2  # spread, as a Place of two would
         assert rows[web[0]]["spiffe_id"] == f"spiffe://edgectl.local/svc/web/w/{web[0]}"
+        # Users' requests over the call graph, as placement sees them: every declared user reaches web -> api -> db.
+        paths = controller.get_json("/api/v1/service-paths")
+        assert [(u["host"], u["request_ms"] is not None) for u in paths["users"]] == [("u1", True), ("u2", True)]
+        assert {c["service"] for c in paths["calls"]} == {"web", "api", "db"}
+        assert all(c["instances"] for c in paths["calls"])
         status = controller.get_json("/api/v1/replicas")["services"]
         assert {name: (s["replicas"], s["placed"], s["pending"]) for name, s in status.items()} == {
             name: (count, count, None) for name, count in DECLARED.items()
