@@ -379,8 +379,22 @@ class Controller:
                 return ApplyResult(False, str(exc))
             return ApplyResult(True)
 
+        on_resume = None
+        if self.config.state_dir:
+            from edgectl.desired_store import save_resumed
+
+            state_dir = self.config.state_dir
+
+            def on_resume() -> None:
+                save_resumed(state_dir)
+
         git = self.git = GitSync(
-            source, apply_commit, options.interval_s, applied_sha=options.applied_sha, paused=options.paused
+            source,
+            apply_commit,
+            options.interval_s,
+            applied_sha=options.applied_sha,
+            paused=options.paused,
+            on_resume=on_resume,
         ).start()
         git.sync_now()
         assert self.http is not None

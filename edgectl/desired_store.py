@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 LOG = logging.getLogger("edgectl.desired_store")
@@ -68,3 +68,10 @@ def load_document(state_dir: str) -> SavedDocument | None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         LOG.warning("%s not used: %s", path, exc)
         return None
+
+
+def save_resumed(state_dir: str) -> None:
+    """Record that auto-sync was resumed in the saved document (a restart must not come back paused)."""
+    saved = load_document(state_dir)
+    if saved is not None and saved.paused:
+        save_document(state_dir, replace(saved, paused=False))

@@ -282,11 +282,13 @@ class GitSync:
         backoff_s: float = DEFAULT_BACKOFF_S,
         applied_sha: str | None = None,  # the commit the controller already runs (restored), not applied again
         paused: bool = False,  # auto-sync was paused (a rollback) before a restart: it stays paused
+        on_resume: Callable[[], None] | None = None,  # persist the unpause (an apply persists a pause itself)
     ) -> None:
         if interval_s <= 0:
             raise ValueError("the git poll interval must be positive")
         self._source = source
         self._apply = apply
+        self._on_resume = on_resume
         self._clock = clock
         self._wall = wall_clock
         self._fetch_timeout_s = fetch_timeout_s
@@ -360,6 +362,8 @@ class GitSync:
         with self._state_lock:
             self._state.resume(self._wall())
         LOG.info("git sync: auto-sync resumed")
+        if self._on_resume is not None:  # also when already in sync: nothing is applied, so nothing saved
+            self._on_resume()
         if not self._stopping:
             self._sync()
         return self.status_view()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -179,8 +179,11 @@ def start(
     path: str = "fabric",
     interval_s: float = 60.0,
     backoff_s: float = 0.05,
+    on_resume: Callable[[], None] | None = None,
 ) -> GitSync:
-    sync = GitSync(GitSource(url, "main", path, work / "controller"), apply, interval_s, backoff_s=backoff_s)
+    sync = GitSync(
+        GitSource(url, "main", path, work / "controller"), apply, interval_s, backoff_s=backoff_s, on_resume=on_resume
+    )
     syncs.append(sync)
     return sync.start()
 
@@ -450,3 +453,22 @@ def test_a_commit_git_failed_to_read_is_read_again_not_marked_failed() -> None:
         assert source.reads == 2 and sync.status_view()["failed_sha"] is None
     finally:
         sync.stop()
+
+
+def test_a_resume_is_recorded_even_when_nothing_is_applied(
+    upstream: Upstream, syncs: list[GitSync], tmp_path: Path
+) -> None:
+    """Resumed while the tip is what runs: nothing is applied (so nothing saved by an apply); the saved
+    document must still lose its pause, or a restart comes back paused."""
+    from edgectl.desired_store import SavedDocument, load_document, save_document, save_resumed
+
+    state_dir = str(tmp_path / "state")
+    save_document(state_dir, SavedDocument("r1", "git abc", {"a.yaml": b"a: 1\n"}, paused=True))
+    only = upstream.commit_and_push("v1", {"fabric/a.yaml": "a: 1\n"})
+    apply = Recorder()
+    sync = start(syncs, upstream.url, upstream.root, apply, on_resume=lambda: save_resumed(state_dir))
+    wait_until(lambda: synced_at(sync, only), what="v1")
+    view = sync.resume()
+    assert view["paused"] is False and apply.shas == [only]  # nothing applied by the resume
+    saved = load_document(state_dir)
+    assert saved is not None and saved.paused is False and saved.files == {"a.yaml": b"a: 1\n"}
