@@ -48,9 +48,41 @@ class PathRules:
 
     margin_us: float = 1000.0
     margin_ratio: float = 0.2
+    hysteresis: float = 0.25
+    """A caller keeps its previous levels while they still hold within this fraction of the margin either
+    way: an instance whose measured latency jitters around a level's bound does not flip between two
+    priorities (and push new endpoints) with every measurement."""
 
     def margin(self, nearest_us: float) -> float:
         return max(self.margin_us, self.margin_ratio * nearest_us)
+
+    def still_holds(self, levels: Levels, distance_us: Mapping[SwitchId, float]) -> bool:
+        """Whether ``levels`` (a caller's previous ones, over the same instance switches) still fit these
+        distances within the hysteresis band: each level's members within (1 + h) margins of its nearest,
+        each next level starting beyond (1 - h) margins of it and no nearer than anything before it, and
+        the unreachable (last, on their own) still the unreachable."""
+        if {s for level in levels for s in level} != set(distance_us):
+            return False
+        unreachable = {s for s, d in distance_us.items() if not math.isfinite(d)}
+        reachable_levels = levels[:-1] if unreachable else levels
+        if unreachable and set(levels[-1]) != unreachable:
+            return False
+        previous_anchor = previous_far = -math.inf
+        for level in reachable_levels:
+            values = [distance_us[s] for s in level]
+            if not values or not all(math.isfinite(v) for v in values):
+                return False
+            anchor, far = min(values), max(values)
+            if anchor < previous_far:  # something here is nearer than a member of the level before
+                return False
+            if previous_anchor > -math.inf and anchor <= previous_anchor + self.margin(previous_anchor) * (
+                1 - self.hysteresis
+            ):
+                return False
+            if far > anchor + self.margin(anchor) * (1 + self.hysteresis):
+                return False
+            previous_anchor, previous_far = anchor, far
+        return True
 
 
 def priority_levels(distance_us: Mapping[SwitchId, float], rules: PathRules) -> Levels:
@@ -92,8 +124,10 @@ def compute_paths(
     wanted: Mapping[SwitchId | None, Iterable[ServiceName]],
     instance_switches: Mapping[ServiceName, Iterable[SwitchId]],
     rules: PathRules,
+    previous: ServicePaths | None = None,
 ) -> ServicePaths:
-    """Levels for every caller switch in ``wanted`` and each service it calls there.
+    """Levels for every caller switch in ``wanted`` and each service it calls there. With ``previous`` (the
+    last levels computed), a caller keeps its levels while ``PathRules.still_holds`` says they fit.
 
     One Dijkstra per caller switch or per instance switch, whichever are fewer (``_distances``), never
     per caller or per (caller, instance): callers on one switch share everything. The levels of all
@@ -123,7 +157,14 @@ def compute_paths(
         rows = distances[[row_of[c] for c in known]]
         columns = np.array([column_of.get(t, -1) for t in switches])
         table = np.where(columns >= 0, rows[:, np.maximum(columns, 0)], math.inf)
-        levels.update(zip(((c, service) for c in known), levels_of_rows(table, switches, rules), strict=True))
+        computed = levels_of_rows(table, switches, rules)
+        for row, (caller_switch, fresh) in enumerate(zip(known, computed, strict=True)):
+            kept = previous.levels.get((caller_switch, service)) if previous is not None else None
+            if kept is not None and kept != fresh:
+                distance = dict(zip(switches, table[row].tolist(), strict=True))
+                if rules.still_holds(kept, distance):
+                    fresh = kept  # within the hysteresis band: no flip, no push
+            levels[(caller_switch, service)] = fresh
     return ServicePaths(frozen_map(levels))
 
 

@@ -92,7 +92,7 @@ class SnapshotPublisher:
         if same_inputs and state.topology is self._last_topology:
             self.last_generation = state.generation  # the snapshots already are this generation's
             return
-        paths = service_paths(state, config, ready)
+        paths = service_paths(state, config, ready, self._last_paths)
         if same_inputs and paths == self._last_paths:
             self._last_topology = state.topology
             self.last_generation = state.generation

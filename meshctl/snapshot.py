@@ -205,7 +205,10 @@ def build_snapshots(
 
 
 def service_paths(
-    state: FabricState, config: MeshConfig, ready_workloads: frozenset[str] | None = None
+    state: FabricState,
+    config: MeshConfig,
+    ready_workloads: frozenset[str] | None = None,
+    previous: ServicePaths | None = None,
 ) -> ServicePaths:
     """Each caller switch's priority levels of the services called from it (``meshctl.paths``): what
     the endpoints depend on in the topology, and nothing more (no latency value)."""
@@ -219,7 +222,7 @@ def service_paths(
         node = state.nodes.get(workload.node) if workload.node is not None else None
         if node is not None:
             wanted[node.attachment.switch].update(state.services[workload.service].calls)
-    return compute_paths(state.topology, wanted, switches, config.paths)
+    return compute_paths(state.topology, wanted, switches, config.paths, previous)
 
 
 def _entry_services(services: Mapping[ServiceName, Service]) -> tuple[ServiceName, ...]:

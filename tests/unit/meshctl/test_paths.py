@@ -274,3 +274,41 @@ def test_a_retry_leaves_the_priority_it_tried() -> None:
         assert priority.name == "envoy.retry_priorities.previous_priorities"
         config = previous_priorities_config_pb2.PreviousPrioritiesConfig()
         assert priority.typed_config.Unpack(config) and config.update_frequency == 1  # after every try
+
+
+def test_levels_hold_within_the_hysteresis_band_either_way() -> None:
+    rules = PathRules()  # margin 1 ms (1000 us) near the nearest; hysteresis a quarter of it either way
+    a, b = SwitchId(1), SwitchId(2)
+    together, apart = ((a, b),), ((a,), (b,))
+    assert priority_levels({a: 0.0, b: 990.0}, rules) == together
+    assert priority_levels({a: 0.0, b: 1050.0}, rules) == apart  # fresh: over the margin
+    assert rules.still_holds(together, {a: 0.0, b: 1050.0})  # ... but within (1 + 1/4) margins: no flip
+    assert not rules.still_holds(together, {a: 0.0, b: 1300.0})
+    assert rules.still_holds(apart, {a: 0.0, b: 980.0})  # back under the margin, not under (1 - 1/4) of it
+    assert not rules.still_holds(apart, {a: 0.0, b: 700.0})
+    assert not rules.still_holds(apart, {a: 900.0, b: 0.0})  # the order itself changed
+    assert not rules.still_holds(together, {a: 0.0, b: 10.0, SwitchId(3): 5.0})  # another instance set
+    assert rules.still_holds(((a,), (b,)), {a: 0.0, b: math.inf})  # unreachable, last on its own: as before
+    assert not rules.still_holds(together, {a: 0.0, b: math.inf})
+
+
+def test_a_latency_jittering_at_a_level_bound_pushes_nothing() -> None:
+    """u2 (edge-b) sees web at edge-a 2 ms away; the cloud web measured at 2.9 ms shares its level (within
+    2 + 1 ms). Measured at 3.1 ms it would not, freshly computed; within the band it stays: no rebuild.
+    At 3.4 ms it leaves."""
+    state = measured(two_webs(), EB1, C1, 2.9)
+    cache, metrics = SnapshotCache(), XdsMetrics()
+    publisher = SnapshotPublisher(lambda: state, MeshConfig(), cache, metrics)
+    publisher.build_now()
+    snapshot = cache.snapshot("u2")
+    assert snapshot is not None and priorities(snapshot, "web") == {EDGE_A: 0, CLOUD: 0}
+    built = builds(metrics)
+    for jitter in (3.1, 2.95, 3.2, 2.9):
+        state = measured(state, EB1, C1, jitter)
+        publisher.build_now()
+        assert builds(metrics) == built, jitter
+    state = measured(state, EB1, C1, 3.4)
+    publisher.build_now()
+    assert builds(metrics) == built + 1
+    snapshot = cache.snapshot("u2")
+    assert snapshot is not None and priorities(snapshot, "web") == {EDGE_A: 0, CLOUD: 1}
