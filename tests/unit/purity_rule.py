@@ -67,6 +67,7 @@ PURE_MODULES = (
     "meshctl/snapshot.py",
     "meshctl/sotw.py",
     "meshctl/xds_types.py",
+    "placement/baseline_profiles.py",
     "placement/convergence.py",
     "placement/errors.py",
     "placement/failover.py",
