@@ -20,7 +20,7 @@ switches. Then, on (c), the app of the instance of the hot service (`currencyser
 request) that the callers use most is killed under the load (as a crash: its sidecar stays up): how long
 until the callers that used it are served by another instance, and how many user requests were lost.
 
-Run as root (the lab builds a Mininet testbed): python -m benchmarks.service_paths [--duration 20] [--rate 5]
+Run as root (the lab builds a Mininet testbed): python -m benchmarks.service_paths [--duration 30] [--rate 5]
 Human lines, then the figures as one JSON line; exit 1 when a variant could not run or served nothing.
 """
 
@@ -281,7 +281,7 @@ def print_variant(variant: Variant, result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.service_paths", description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds of measured load per variant (20)")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of measured load per variant (30)")
     parser.add_argument("--rate", type=float, default=5.0, help="requests per second per user (5)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring (3)")
     parser.add_argument("--variants", default="abc", help="which variants to run (abc; c also runs the failure)")
