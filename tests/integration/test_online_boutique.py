@@ -14,8 +14,12 @@ from typing import Any
 
 import pytest
 
-from mininet_topos.controller_process import wait_until
+from mininet_topos.controller_process import edgectl_run, wait_until
 from mininet_topos.lab import NOT_YET, Lab
+from netmodel.fabric import build_state
+from netmodel.fabric_file import parse_fabric
+from placement.baseline_profiles import all_profiles
+from placement.replicas import plan_replicas
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +49,21 @@ def called(body: dict[str, Any]) -> Counter[str]:
     return Counter(call["service"] for call in body["calls"])
 
 
-def test_a_user_request_through_frontend_makes_the_declared_weighted_calls(tmp_path: Path) -> None:
-    with Lab(FABRIC, tmp_path / "lab", extra_args=("--endpoint-order", "nearest")) as lab:
+def frontend_priorities(lab: Lab, host: str) -> dict[str, int]:
+    """Instance address -> the priority the user's Envoy has it at (admin /clusters; 0 is left out of the JSON)."""
+    status = json.loads(lab.mesh.clients[host].admin("/clusters?format=json"))
+    (cluster,) = [c for c in status["cluster_statuses"] if c["name"] == "svc/frontend"]
+    return {
+        f"{h['address']['socket_address']['address']}:{h['address']['socket_address']['port_value']}": h.get(
+            "priority", 0
+        )
+        for h in cluster.get("host_statuses", [])
+    }
+
+
+@pytest.mark.parametrize("endpoint_order", ["nearest", "round-robin"])
+def test_a_user_request_through_frontend_makes_the_declared_weighted_calls(tmp_path: Path, endpoint_order: str) -> None:
+    with Lab(FABRIC, tmp_path / "lab", extra_args=("--endpoint-order", endpoint_order)) as lab:
         placed = lab.wait_declared_services(timeout=120)
         assert len(placed) == 16
         wait_until(lambda: get_frontend(lab, "u1"), 30, 0.2, "a request from u1 through frontend", NOT_YET)
@@ -67,3 +84,27 @@ def test_a_user_request_through_frontend_makes_the_declared_weighted_calls(tmp_p
         # Fractional weights: every other request of each frontend instance calls recommendation and ad.
         assert sum(called(b)["recommendationservice"] for b in bodies) >= 2
         assert sum(called(b)["adservice"] for b in bodies) >= 2
+        # The default profile puts a frontend in the metro and two in the cloud: nearest-first gives u1 the
+        # metro one first, round-robin all three alike.
+        priorities = frontend_priorities(lab, "u1")
+        assert len(priorities) == 3
+        if endpoint_order == "nearest":
+            assert sorted(priorities.values()) == [0, 1, 1], priorities
+        else:
+            assert set(priorities.values()) == {0}, priorities
+
+
+@pytest.mark.parametrize("profile", ["kube-default-like", "diktyo-like", "latency-first"])
+def test_the_controller_places_the_declared_replicas_with_the_profile_it_runs_with(profile: str) -> None:
+    # Placement needs no switch: declared links count as up until the controller learns otherwise.
+    expected_plan = plan_replicas(
+        build_state(parse_fabric(FABRIC.read_bytes(), str(FABRIC))), profile=all_profiles()[profile]
+    )
+    expected = sorted((str(p.service), str(p.node)) for p in expected_plan.placed)
+    with edgectl_run(FABRIC, "--placement-profile", profile, "--endpoint-order", "round-robin") as controller:
+
+        def placed() -> list[tuple[str, str]] | None:
+            workloads = controller.get_json("/api/v1/workloads")["workloads"]
+            return sorted((w["service"], w["node"]) for w in workloads) if len(workloads) == 16 else None
+
+        assert wait_until(placed, 30, 0.1, "the declared replicas placed") == expected
