@@ -1,4 +1,5 @@
-"""End to end: examples/online-boutique.yaml on the testbed (`edgectl run --endpoint-order nearest` with its CA,
+"""End to end: examples/online-boutique.yaml on the testbed (`edgectl run` with its CA and
+--endpoint-order nearest or round-robin,
 OVS under Mininet with real link delay, every declared instance an app behind its own Envoy). A user on u1
 calls frontend through their own sidecar; the answer shows the weighted calls the fixture declares, each
 made over mTLS through the callers' and callees' sidecars."""
@@ -63,7 +64,8 @@ def frontend_priorities(lab: Lab, host: str) -> dict[str, int]:
 
 @pytest.mark.parametrize("endpoint_order", ["nearest", "round-robin"])
 def test_a_user_request_through_frontend_makes_the_declared_weighted_calls(tmp_path: Path, endpoint_order: str) -> None:
-    with Lab(FABRIC, tmp_path / "lab", extra_args=("--endpoint-order", endpoint_order)) as lab:
+    flags = ("--placement-profile", "kube-default-like", "--endpoint-order", endpoint_order)
+    with Lab(FABRIC, tmp_path / "lab", extra_args=flags) as lab:
         placed = lab.wait_declared_services(timeout=120)
         assert len(placed) == 16
         wait_until(lambda: get_frontend(lab, "u1"), 30, 0.2, "a request from u1 through frontend", NOT_YET)
@@ -84,12 +86,12 @@ def test_a_user_request_through_frontend_makes_the_declared_weighted_calls(tmp_p
         # Fractional weights: every other request of each frontend instance calls recommendation and ad.
         assert sum(called(b)["recommendationservice"] for b in bodies) >= 2
         assert sum(called(b)["adservice"] for b in bodies) >= 2
-        # The default profile puts a frontend in the metro and two in the cloud: nearest-first gives u1 the
-        # metro one first, round-robin all three alike.
+        # kube-default-like puts the frontends on m-n1, eb-n1 and c-n1: 3, 5 and 12 ms from u1. Nearest-first
+        # gives u1 one priority each, round-robin all three alike.
         priorities = frontend_priorities(lab, "u1")
         assert len(priorities) == 3
         if endpoint_order == "nearest":
-            assert sorted(priorities.values()) == [0, 1, 1], priorities
+            assert sorted(priorities.values()) == [0, 1, 2], priorities
         else:
             assert set(priorities.values()) == {0}, priorities
 
