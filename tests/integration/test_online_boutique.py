@@ -1,8 +1,7 @@
-"""End to end: examples/online-boutique.yaml on the testbed (`edgectl run` with its CA and
---endpoint-order nearest or round-robin,
-OVS under Mininet with real link delay, every declared instance an app behind its own Envoy). A user on u1
-calls frontend through their own sidecar; the answer shows the weighted calls the fixture declares, each
-made over mTLS through the callers' and callees' sidecars."""
+"""End to end: examples/online-boutique.yaml on the testbed (`edgectl run` with its CA, `--endpoint-order`
+nearest or round-robin; OVS under Mininet with real link delay; every declared instance an app behind its
+own Envoy). A user on u1 calls frontend through their own sidecar; the answer shows the weighted calls the
+fixture declares, each made over mTLS through the callers' and callees' sidecars."""
 
 from __future__ import annotations
 
