@@ -183,6 +183,7 @@ def run_variant(variant: Variant, args: argparse.Namespace, run_dir: Path, fail_
             "metro_cloud_bytes": cloud_bytes,
             "metro_cloud_links": sorted(end.link for end in cloud_links),
             "bring_up_s": round(up_s, 1),
+            "users": sorted(host.id for host in spec.hosts),
         }
         if fail_hot:
             result["failover"] = fail_hot_instance(lab, HOT_SERVICE)
@@ -312,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "service_paths",
         "fabric": FABRIC.name,
         "rate_per_user": args.rate,
-        "users": 3,
+        "users": sorted({user for result in results.values() for user in result["users"]}),
         "duration_s": args.duration,
         "variants": results,
         "failed": failed,

@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from netmodel.graph import link_matrix, shortest_distances
 from netmodel.ids import ServiceName
@@ -53,7 +54,6 @@ from placement.plugins import (
     ServiceAffinity,
     SiteSpread,
     TierAllowed,
-    _fraction,
 )
 from placement.scheduler import PROFILES, Profile
 from placement.snapshot import ClusterSnapshot, Floats
@@ -137,10 +137,17 @@ class BalancedAllocation:
 
     def score(self, ctx: CycleContext) -> Floats:
         s, need = ctx.snapshot, ctx.request.resources
-        cpu = _fraction(s.used_cpu + need.cpu_millis, s.capacity_cpu)
-        memory = _fraction(s.used_memory + need.memory_mib, s.capacity_memory)
+        cpu = _utilisation(s.used_cpu + need.cpu_millis, s.capacity_cpu)
+        memory = _utilisation(s.used_memory + need.memory_mib, s.capacity_memory)
         result: Floats = 1.0 - np.abs(cpu - memory) / 2.0
         return result
+
+
+def _utilisation(used: npt.NDArray[np.int64], capacity: npt.NDArray[np.int64]) -> Floats:
+    """used / capacity, at most 1 (a node without capacity counts as full)."""
+    out = np.ones(len(capacity))
+    np.divide(used, capacity, out=out, where=capacity > 0)
+    return np.minimum(out, 1.0)
 
 
 KUBE_DEFAULT_LIKE_PROFILE = Profile(
