@@ -105,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="where apps listen behind their sidecars (127.0.0.1); another loopback address such as 127.0.0.2 "
         "lets one node run an app and a caller of that app's port (the caller's sidecar takes 127.0.0.1:PORT)",
     )
+    run.add_argument(
+        "--placement-profile",
+        default="default",
+        metavar="NAME",
+        help="the scoring profile of the controller's own placements (declared replicas, failover, migrate --to "
+        "best): default, latency-first, or a baseline (kube-default-like, diktyo-like); default: default",
+    )
+    run.add_argument(
+        "--endpoint-order",
+        default="nearest",
+        metavar="ORDER",
+        help="nearest: each caller's nearest instances first, the others as failover (default); round-robin: every "
+        "reachable instance alike for every caller, as a mesh without locality",
+    )
     run.add_argument("--state-dir", metavar="DIR", help="keep placements here across restarts")
     run.add_argument(
         "--drift-interval",
@@ -271,6 +285,20 @@ def cmd_routes(address: str, output: str) -> int:
     return 0
 
 
+def _placement_and_endpoint_problem(profile: str, endpoint_order: str) -> str | None:
+    """Why ``--placement-profile`` or ``--endpoint-order`` names nothing known, with the known names; or None.
+    (Imported here, not at the top: numpy and the scheduler load only when a controller starts.)"""
+    from meshctl.paths import ENDPOINT_ORDERS
+    from placement.baseline_profiles import all_profiles
+
+    profiles = all_profiles()
+    if profile not in profiles:
+        return f"unknown --placement-profile {profile!r} (known: {', '.join(sorted(profiles))})"
+    if endpoint_order not in ENDPOINT_ORDERS:
+        return f"unknown --endpoint-order {endpoint_order!r} (known: {', '.join(ENDPOINT_ORDERS)})"
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
@@ -303,6 +331,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 revision = saved.revision
                 git = replace(git, applied_sha=saved.revision, paused=saved.paused)
+    problem = _placement_and_endpoint_problem(args.placement_profile, args.endpoint_order)
+    if problem:
+        print(f"edgectl run: {problem}", file=sys.stderr)
+        return 1
     try:
         pki_options = pki_cli.run_options(args)
     except ValueError as exc:
@@ -327,6 +359,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         prune=args.prune,
         config_watch_interval_s=args.reload_interval,
         drift_interval_s=args.drift_interval,
+        placement_profile=args.placement_profile,
+        endpoint_order=args.endpoint_order,
     )
     from edgectl.controller import Controller
 

@@ -222,3 +222,7 @@ class RunConfig:
     git: GitOptions | None = None
     drift_interval_s: float = 10.0  # re-read the switches' tables this often and heal drift; 0: never
     pki: PkiRunOptions | None = None  # with --pki-dir
+    placement_profile: str = "default"
+    """The scoring profile of the controller's own placements: declared replicas, failover, migrate --to best."""
+    endpoint_order: str = "nearest"
+    """How callers' endpoints are ordered (``meshctl.paths.ENDPOINT_ORDERS``): nearest first, or round-robin."""

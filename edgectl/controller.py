@@ -190,6 +190,7 @@ class Controller:
             "/api/v1/routes/changes",
             lambda state, query: changes_view(routes.changes(_since_generation(query)), state),
         )
+        from meshctl.paths import ENDPOINT_ORDERS
         from meshctl.snapshot import MeshConfig
         from meshctl.xds_grpc import start_mesh
 
@@ -203,7 +204,11 @@ class Controller:
             port=self.config.xds_port,
             unix_path=self.config.xds_unix,
             registry=self.metrics.registry,
-            config=MeshConfig(app_host=self.config.mesh_app_host, trust_domain=trust_domain),
+            config=MeshConfig(
+                app_host=self.config.mesh_app_host,
+                trust_domain=trust_domain,
+                paths=ENDPOINT_ORDERS[self.config.endpoint_order],
+            ),
             tls=xds_tls,
             wait_for_sidecars=self.config.wait_for_sidecars,
         )
@@ -217,6 +222,7 @@ class Controller:
             pki.subscribe(lambda snapshot: mesh.use_identities(snapshot, mtls=True, crl_pem=pki.trust_crls_pem()))
         # The placement API last: a Place or Migrate served before the routes and the mesh run would
         # wait on nothing (and the readiness gate would count its instance as one restored at start).
+        from placement.baseline_profiles import all_profiles
         from placement.grpc_api import start_placement_api
 
         api_tls = None
@@ -229,6 +235,7 @@ class Controller:
             convergence_probes=[routes_probe, sidecars_probe],
             tls=api_tls,
             trust_domain=trust_domain,
+            profile=all_profiles()[self.config.placement_profile],
             # With --state-dir an answered Place/Migrate/Evict is on disk, and ids are never reused.
             durable=self.store.check_durable if self.store is not None else None,
             id_floors=self.store.id_floors() if self.store is not None else None,

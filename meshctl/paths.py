@@ -85,6 +85,16 @@ class PathRules:
         return True
 
 
+NEAREST = "nearest"
+ROUND_ROBIN = "round-robin"
+ENDPOINT_ORDERS: Mapping[str, PathRules] = frozen_map(
+    {NEAREST: PathRules(), ROUND_ROBIN: PathRules(margin_us=math.inf)}
+)
+"""``edgectl run --endpoint-order``: ``nearest``, each caller's nearest instances first (the levels above);
+``round-robin``, every reachable instance in one level for every caller, so callers spread their calls
+over all of them wherever they are: what a mesh without locality does (unreachable ones still come last)."""
+
+
 def priority_levels(distance_us: Mapping[SwitchId, float], rules: PathRules) -> Levels:
     """``distance_us`` (instance switch -> latency from the caller, inf when unreachable) cut into levels."""
     reachable = sorted((d, s) for s, d in distance_us.items() if math.isfinite(d))

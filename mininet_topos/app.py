@@ -12,6 +12,12 @@ Every response carries ``x-edgectl-workload``. ``GET`` on any path calls each ``
 order (``Host: SERVICE``, so a sidecar can route by service) and answers 200 with
 ``{"workload", "service", "caller", "calls": [downstream bodies]}``, or 502 with
 ``{"workload", "error"}`` when a call fails. SIGTERM or SIGINT: stop and exit 0.
+
+Weighted calls (``--call SERVICE=HOST:PORT,PER_REQUEST,BYTES``, as a service's ``calls`` declare them):
+each request calls the target ``PER_REQUEST`` times on average, deterministically (a running credit per
+target: 3 is three calls every request, 0.5 one call every other request, 0.1 one in ten), one after
+another; each call moves about ``BYTES`` bytes: half as a request body, half as padding the callee adds
+to its answer when asked (``x-edgectl-pad``), which the caller drops before it nests the answer in its own.
 """
 
 from __future__ import annotations
@@ -24,11 +30,15 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass
+from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 WORKLOAD_HEADER = "x-edgectl-workload"
 XFCC_HEADER = "x-forwarded-client-cert"
+PAD_HEADER = "x-edgectl-pad"
+"""On a call: how many bytes of padding the callee adds to its answer (the answer's half of the call's bytes)."""
+MAX_PAD_BYTES = 1 << 20
 CALL_TIMEOUT_S = 5.0
 
 
@@ -87,11 +97,22 @@ def caller_from_xfcc(value: str | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A downstream call: the service name goes in ``Host``, the address is where to connect."""
+    """A downstream call: the service name goes in ``Host``, the address is where to connect; on average
+    ``per_request`` calls per request, each moving about ``bytes_per_call`` bytes (both ways together)."""
 
     service: str
     host: str
     port: int
+    per_request: float = 1.0
+    bytes_per_call: int = 0
+
+    @property
+    def request_bytes(self) -> int:
+        return self.bytes_per_call // 2
+
+    @property
+    def response_bytes(self) -> int:
+        return self.bytes_per_call - self.request_bytes
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -103,10 +124,37 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def parse_target(text: str) -> Target:
-    service, equals, address = text.partition("=")
-    if not equals or not service:
-        raise ValueError(f"expected SERVICE=HOST:PORT, got {text!r}")
-    return Target(service, *parse_address(address))
+    """``SERVICE=HOST:PORT`` (one call per request), or ``SERVICE=HOST:PORT,PER_REQUEST[,BYTES]``."""
+    service, equals, rest = text.partition("=")
+    address, *weights = rest.split(",")
+    if not equals or not service or len(weights) > 2:
+        raise ValueError(f"expected SERVICE=HOST:PORT[,PER_REQUEST[,BYTES]], got {text!r}")
+    per_request = float(weights[0]) if weights else 1.0
+    bytes_per_call = int(weights[1]) if len(weights) > 1 else 0
+    if not 0 <= per_request <= 1000 or not 0 <= bytes_per_call <= 2 * MAX_PAD_BYTES:
+        raise ValueError(f"PER_REQUEST must be 0..1000 and BYTES 0..{2 * MAX_PAD_BYTES}, got {text!r}")
+    return Target(service, *parse_address(address), per_request, bytes_per_call)
+
+
+class CallCounts:
+    """How many times each request calls each target: a running credit per target, so the calls average
+    ``per_request`` exactly and the same sequence of requests makes the same calls (no randomness).
+    Shared by the server's threads."""
+
+    def __init__(self, targets: tuple[Target, ...]) -> None:
+        self._rates = [Fraction(repr(t.per_request)) for t in targets]
+        self._credit = [Fraction(0)] * len(targets)
+        self._lock = threading.Lock()
+
+    def next_request(self) -> list[int]:
+        counts = []
+        with self._lock:
+            for i, rate in enumerate(self._rates):
+                credit = self._credit[i] + rate
+                whole = int(credit)  # floor: credit is never negative
+                self._credit[i] = credit - whole
+                counts.append(whole)
+        return counts
 
 
 class CallFailed(Exception):
@@ -154,9 +202,12 @@ class Caller:
         if status != 200:
             raise CallFailed(f"{target.service}: HTTP {status}")
         try:
-            return json.loads(body)
+            decoded = json.loads(body)
         except ValueError as exc:
             raise CallFailed(f"{target.service}: response is not JSON") from exc
+        if isinstance(decoded, dict):
+            decoded.pop("pad", None)  # the call's bytes, moved; nesting them would grow every answer upstream
+        return decoded
 
     def close(self) -> None:
         """Close this thread's connections (its client went away; nothing will reuse them)."""
@@ -166,7 +217,12 @@ class Caller:
 
     @staticmethod
     def _get(connection: http.client.HTTPConnection, target: Target) -> tuple[int, bytes]:
-        connection.request("GET", "/", headers={"Host": target.service})
+        headers = {"Host": target.service}
+        body = None
+        if target.bytes_per_call:
+            headers[PAD_HEADER] = str(target.response_bytes)
+            body = b"x" * target.request_bytes
+        connection.request("GET", "/", body=body, headers=headers)
         response = connection.getresponse()
         return response.status, response.read()
 
@@ -186,7 +242,17 @@ class Identity:
     service: str
 
 
+def _pad_asked(value: str | None) -> int:
+    """The padding a caller asked for (``x-edgectl-pad``), within 0..MAX_PAD_BYTES; 0 when absent or bad."""
+    try:
+        return max(0, min(int(value or 0), MAX_PAD_BYTES))
+    except ValueError:
+        return 0
+
+
 def make_handler(identity: Identity, targets: tuple[Target, ...], caller: Caller) -> type[BaseHTTPRequestHandler]:
+    counts = CallCounts(targets)
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: a sidecar or load generator reuses its connection
         # One write per response, sent at once: headers and body written separately (the default, an
@@ -199,16 +265,23 @@ def make_handler(identity: Identity, targets: tuple[Target, ...], caller: Caller
             if length > 0:  # drain any body so the next request on this connection parses
                 self.rfile.read(length)
             try:
-                calls = [caller.call(target) for target in targets]
+                calls = [
+                    caller.call(target)
+                    for target, times in zip(targets, counts.next_request(), strict=True)
+                    for _ in range(times)
+                ]
             except CallFailed as exc:
                 self._send(502, {"workload": identity.workload, "error": str(exc)})
                 return
-            body = {
+            body: dict[str, Any] = {
                 "workload": identity.workload,
                 "service": identity.service,
                 "caller": caller_from_xfcc(self.headers.get(XFCC_HEADER)),
                 "calls": calls,
             }
+            pad = _pad_asked(self.headers.get(PAD_HEADER))
+            if pad:
+                body["pad"] = "x" * pad
             self._send(200, body)
 
         def _send(self, status: int, body: dict[str, Any]) -> None:
@@ -259,8 +332,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         type=parse_target,
-        metavar="SERVICE=HOST:PORT",
-        help="call this service at HOST:PORT on every request, in order (repeatable)",
+        metavar="SERVICE=HOST:PORT[,PER_REQUEST[,BYTES]]",
+        help="call this service at HOST:PORT, in order (repeatable): PER_REQUEST times per request on average "
+        "(1; 0.5: every other request), each call moving about BYTES bytes (0)",
     )
     return parser.parse_args(argv)
 

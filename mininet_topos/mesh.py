@@ -74,6 +74,16 @@ class WorkloadSpec:
     port: int
     calls: tuple[tuple[str, int], ...] = ()
     """(service, port) of each service it calls: the app reaches them at 127.0.0.1:<port>."""
+    weights: tuple[tuple[float, int], ...] = ()
+    """(per_request, bytes_per_call) of each call, in the order of ``calls`` (absent: once, no padding)."""
+
+    def call_args(self) -> list[str]:
+        """The app's ``--call`` arguments: ``SERVICE=127.0.0.1:PORT,PER_REQUEST,BYTES`` per call."""
+        args = []
+        for i, (callee, port) in enumerate(self.calls):
+            per_request, bytes_per_call = self.weights[i] if i < len(self.weights) else (1.0, 0)
+            args += ["--call", f"{callee}=127.0.0.1:{port},{per_request!r},{bytes_per_call}"]
+        return args
 
 
 @dataclass(slots=True)
@@ -151,7 +161,7 @@ class MeshTestbed:
         self._timers: list[threading.Timer] = []
         services = getattr(getattr(net, "spec", None), "services", ())
         self._service_ports = {s.name: s.port for s in services}
-        self._service_calls = {s.name: tuple(s.calls) for s in services}
+        self._service_calls = {s.name: tuple(s.weighted_calls()) for s in services}
         self.errors: list[str] = []
         self._claimed: set[str] = set()  # started or starting: never started twice
         self._removed: set[str] = set()  # withdrawn before it had started
@@ -186,8 +196,10 @@ class MeshTestbed:
     def spec_of(self, row: dict[str, Any]) -> WorkloadSpec:
         service = str(row["service"])
         port = int(row.get("port") or self._service_ports.get(service, 0))
-        calls = tuple((callee, self._service_ports[callee]) for callee in self._service_calls.get(service, ()))
-        return WorkloadSpec(str(row["id"]), service, str(row["node"]), port, calls)
+        declared = self._service_calls.get(service, ())
+        calls = tuple((callee, self._service_ports[callee]) for callee, _ in declared)
+        weights = tuple((weight.per_request, weight.bytes_per_call) for _, weight in declared)
+        return WorkloadSpec(str(row["id"]), service, str(row["node"]), port, calls, weights)
 
     def start_workload(self, spec: WorkloadSpec) -> RunningWorkload | None:
         """Start the app, and once it listens its sidecar: the controller makes the instance an
@@ -231,7 +243,7 @@ class MeshTestbed:
             spec.service,
             "--listen",
             f"{self.app_host}:{spec.port}",
-            *(arg for callee, port in spec.calls for arg in ("--call", f"{callee}=127.0.0.1:{port}")),
+            *spec.call_args(),
         ]
         app = host.popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=checkout_env()

@@ -65,7 +65,9 @@ def register(subparsers: Any) -> None:
     place.add_argument("--affinity", action="append", default=[], metavar="SERVICE[:site]", help="run beside it")
     place.add_argument("--anti-affinity", action="append", default=[], metavar="SERVICE[:site]", help="never beside")
     place.add_argument("--replicas", type=int, default=1, metavar="N")
-    place.add_argument("--profile", default="", help="scoring profile: default, latency-first")
+    place.add_argument(
+        "--profile", default="", help="scoring profile: default, latency-first, kube-default-like, diktyo-like"
+    )
     place.add_argument("--dry-run", action="store_true", help="decide, change nothing")
     _common(place)
     place.set_defaults(placement_handler=cmd_place)

@@ -14,8 +14,9 @@ from netmodel.fabric_file import MIN_LATENCY_SLO_MS
 from netmodel.ids import HostId, ServiceName, WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import Resources, Tier
+from placement.baseline_profiles import all_profiles
 from placement.errors import PlacementRefused, Refusal
-from placement.scheduler import DEFAULT_PROFILE, PROFILES, Profile
+from placement.scheduler import DEFAULT_PROFILE, Profile
 from placement.types import AffinityTerm, Constraints, PlacementRequest, Scope
 
 MAX_CPU_MILLIS = 10**9
@@ -129,7 +130,8 @@ def build_place_request(state: FabricState, data: PlaceInput) -> tuple[Placement
     if constraints.max_latency_ms is not None and not constraints.near:
         raise invalid(f"max_latency_ms needs at least one near host (service {service_name} declares none)")
     replicas = _count("replicas", data.replicas, MAX_REPLICAS) or 1
-    if data.profile and data.profile not in PROFILES:
-        raise invalid(f"unknown profile {shown(data.profile)}" + _known("profiles", list(PROFILES)))
-    profile = PROFILES[data.profile] if data.profile else DEFAULT_PROFILE
+    profiles = all_profiles()
+    if data.profile and data.profile not in profiles:
+        raise invalid(f"unknown profile {shown(data.profile)}" + _known("profiles", list(profiles)))
+    profile = profiles[data.profile] if data.profile else DEFAULT_PROFILE
     return PlacementRequest(service_name, resources, constraints, replicas=replicas), profile

@@ -67,6 +67,7 @@ PURE_MODULES = (
     "meshctl/snapshot.py",
     "meshctl/sotw.py",
     "meshctl/xds_types.py",
+    "placement/baseline_profiles.py",
     "placement/callgraph.py",
     "placement/chains.py",
     "placement/convergence.py",

@@ -193,3 +193,40 @@ def test_paths_shows_users_request_times_and_where_each_call_goes(monkeypatch, c
         assert [u["request_ms"] for u in view["users"]] == [28.0, 38.0]
     finally:
         api.stop()
+
+
+def test_run_refuses_an_unknown_placement_profile_or_endpoint_order_naming_the_known_ones(capsys) -> None:
+    assert main(["run", "--config", str(EXAMPLE), "--placement-profile", "fastest"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown --placement-profile 'fastest'" in err
+    assert all(name in err for name in ("default", "latency-first", "kube-default-like", "diktyo-like"))
+    assert main(["run", "--config", str(EXAMPLE), "--endpoint-order", "random"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown --endpoint-order 'random'" in err and "nearest, round-robin" in err
+
+
+def test_run_hands_the_placement_profile_and_endpoint_order_to_the_controller(monkeypatch) -> None:
+    import edgectl.controller
+
+    seen = []
+
+    class Stub:
+        def __init__(self, config, spec, revision) -> None:
+            seen.append(config)
+
+        def reload_config_soon(self) -> None: ...
+
+        def start(self) -> None:
+            raise OSError("not in a unit test")
+
+        def stop(self) -> None: ...
+
+    monkeypatch.setattr(edgectl.controller, "Controller", Stub)
+    monkeypatch.setattr("signal.signal", lambda *_args: None)
+    assert main(["run", "--config", str(EXAMPLE)]) == 1
+    args = ["--placement-profile", "diktyo-like", "--endpoint-order", "round-robin"]
+    assert main(["run", "--config", str(EXAMPLE), *args]) == 1
+    assert [(c.placement_profile, c.endpoint_order) for c in seen] == [
+        ("default", "nearest"),
+        ("diktyo-like", "round-robin"),
+    ]

@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 
 from meshctl.cache import SnapshotCache
 from meshctl.metrics import XdsMetrics
-from meshctl.paths import PathRules, _distances, levels_of_rows, priority_levels
+from meshctl.paths import (
+    ENDPOINT_ORDERS,
+    NEAREST,
+    ROUND_ROBIN,
+    PathRules,
+    _distances,
+    levels_of_rows,
+    priority_levels,
+)
 from meshctl.publisher import SnapshotPublisher
 from meshctl.snapshot import MeshConfig, MeshSnapshot, build_snapshots
 from meshctl.xds_types import ENDPOINTS, PUSH_ORDER, ROUTES
@@ -232,6 +240,21 @@ def test_a_down_link_reorders_and_an_unreachable_instance_comes_last() -> None:
 def test_a_wide_margin_puts_every_instance_in_one_priority() -> None:
     snapshots = build_snapshots(two_webs(), MeshConfig(paths=PathRules(margin_us=math.inf)))
     assert priorities(snapshots["u1"], "web") == {EDGE_A: 0, CLOUD: 0}
+
+
+def test_the_round_robin_endpoint_order_gives_every_caller_every_reachable_instance_in_one_priority() -> None:
+    state = two_webs()
+    nearest = build_snapshots(state, MeshConfig(paths=ENDPOINT_ORDERS[NEAREST]))
+    assert priorities(nearest["u1"], "web") == {EDGE_A: 0, CLOUD: 1}
+    round_robin = build_snapshots(state, MeshConfig(paths=ENDPOINT_ORDERS[ROUND_ROBIN]))
+    for caller in ("u1", "u1b", "u2", "u3"):
+        assert priorities(round_robin[caller], "web") == {EDGE_A: 0, CLOUD: 0}, caller
+    # What a caller cannot reach still comes last: edge-a cut off from the cloud.
+    island = state.apply(ev.LinkWentDown(link(state, EA1, EB1)[0])).apply(ev.LinkWentDown(link(state, EA1, C1)[0]))
+    assert priorities(build_snapshots(island, MeshConfig(paths=ENDPOINT_ORDERS[ROUND_ROBIN]))["u1"], "web") == {
+        EDGE_A: 0,
+        CLOUD: 1,
+    }
 
 
 # -- the publisher ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from mininet_topos.app import Target, caller_from_xfcc, parse_address, parse_args, parse_target
+from mininet_topos.app import CallCounts, Caller, Target, caller_from_xfcc, parse_address, parse_args, parse_target
 
 REPO = Path(__file__).resolve().parents[3]
 START_TIMEOUT_S = 10.0
@@ -178,3 +178,81 @@ def test_sigterm_exits_cleanly() -> None:
         if process.poll() is None:
             process.terminate()
         process.wait(timeout=10)
+
+
+def test_weighted_targets_and_their_arguments() -> None:
+    assert parse_target("cart=127.0.0.1:7070,0.5,2048") == Target("cart", "127.0.0.1", 7070, 0.5, 2048)
+    assert parse_target("cart=[::1]:7070,3") == Target("cart", "::1", 7070, 3.0, 0)
+    target = parse_target("cart=h:1,1,1001")
+    assert (target.request_bytes, target.response_bytes) == (500, 501)
+    for bad in ("cart=h:1,-1", "cart=h:1,nan", "cart=h:1,inf", "cart=h:1,1,-5", "cart=h:1,1,2,3", "cart=h:1,x"):
+        with pytest.raises(ValueError):
+            parse_target(bad)
+
+
+@pytest.mark.parametrize(
+    ("per_request", "expected"),
+    [(3, [3, 3, 3, 3]), (0.5, [0, 1, 0, 1]), (0.25, [0, 0, 0, 1]), (1.5, [1, 2, 1, 2]), (0, [0, 0, 0, 0])],
+)
+def test_call_counts_average_per_request_deterministically(per_request: float, expected: list[int]) -> None:
+    counts = CallCounts((Target("a", "h", 1, per_request),))
+    assert [counts.next_request()[0] for _ in expected] == expected
+
+
+def test_one_in_ten_is_exact_over_many_requests() -> None:
+    counts = CallCounts((Target("a", "h", 1, 0.1), Target("b", "h", 2, 4.0)))
+    made = [counts.next_request() for _ in range(1000)]
+    assert sum(a for a, _ in made) == 100 and sum(b for _, b in made) == 4000
+    assert [i for i, (a, _) in enumerate(made[:30]) if a] == [9, 19, 29]
+
+
+def test_weighted_calls_are_made_per_request_and_move_their_bytes() -> None:
+    with (
+        running_app("back-1", "back") as back,
+        running_app("half-1", "half") as half,
+        running_app(
+            "front-1", "front", (f"back={back[0]}:{back[1]},3,4000", f"half={half[0]}:{half[1]},0.5,0")
+        ) as front,
+    ):
+        first, second = get(front)[2], get(front)[2]
+        assert [c["workload"] for c in first["calls"]] == ["back-1"] * 3
+        assert [c["workload"] for c in second["calls"]] == ["back-1"] * 3 + ["half-1"]
+        assert all("pad" not in c for c in first["calls"])  # the caller drops the padding it asked for
+        # The back answers a call with the padding asked for (half of the call's bytes).
+        status, _, padded = get(back, {"x-edgectl-pad": "2000"})
+        assert status == 200 and padded["pad"] == "x" * 2000
+        assert "pad" not in get(back)[2]
+
+
+def test_a_weighted_call_sends_half_its_bytes_as_the_request_body() -> None:
+    import http.server
+    import threading
+
+    seen: list[tuple[int, str | None]] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            seen.append((len(self.rfile.read(length)), self.headers.get("x-edgectl-pad")))
+            data = b'{"workload": "r", "pad": "xx"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        caller = Caller()
+        assert caller.call(Target("r", "127.0.0.1", server.server_address[1], 1, 3000)) == {"workload": "r"}
+        caller.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [(1500, "1500")]
