@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-read every programmed switch's flows and groups this often and put back what was changed "
         "behind the controller's back (10; 0: never)",
     )
+    run.add_argument(
+        "--port-stats-interval",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="read every switch's port counters this often, for the links' load in /metrics (5; 0: never)",
+    )
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     pki_cli.add_run_options(run)
 
@@ -288,6 +295,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         prune=args.prune,
         config_watch_interval_s=args.reload_interval,
         drift_interval_s=args.drift_interval,
+        port_stats_interval_s=args.port_stats_interval,
     )
     from edgectl.controller import Controller
 

@@ -360,12 +360,25 @@ class PlacementServicer:
         return message
 
 
+RequestObserver = Callable[[str, str], None]
+"""Called with a command's name (place, migrate, evict) and its outcome: ok, or the status code."""
+
+
 def _unary(
-    method: Callable[[Any, grpc.ServicerContext], Any], authorize: CallerCheck | None = None
+    method: Callable[[Any, grpc.ServicerContext], Any],
+    authorize: CallerCheck | None = None,
+    observe: RequestObserver | None = None,
 ) -> Callable[[Any, grpc.ServicerContext], Any]:
+    name = getattr(method, "__name__", "call")
+
+    def outcome(status: str) -> None:
+        if observe is not None:
+            observe(name, status)
+
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         refusal = _caller_refusal(context, authorize)
         if refusal is not None:
+            outcome("PERMISSION_DENIED")
             LOG.warning(
                 "placement API: refusing %s from %s: %s",
                 getattr(method, "__name__", "call"),
@@ -374,12 +387,16 @@ def _unary(
             )
             context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         try:
-            return method(request, context)
+            reply = method(request, context)
         except PlacementRefused as exc:
+            outcome(exc.kind.value)
             context.abort(grpc.StatusCode[exc.kind.value], exc.reason)
         except Exception as exc:
+            outcome("INTERNAL")
             LOG.exception("placement API: %s failed", getattr(method, "__name__", "handler"))
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        outcome("ok")
+        return reply
 
     return handle
 
@@ -403,10 +420,12 @@ def _streaming(
     return handle
 
 
-def _handlers(servicer: PlacementServicer, authorize: CallerCheck | None = None) -> grpc.GenericRpcHandler:
-    def unary(method: Callable[..., Any], request: Any, response: Any) -> grpc.RpcMethodHandler:
+def _handlers(
+    servicer: PlacementServicer, authorize: CallerCheck | None = None, observe: RequestObserver | None = None
+) -> grpc.GenericRpcHandler:
+    def unary(method: Callable[..., Any], request: Any, response: Any, observed: bool = False) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
-            _unary(method, authorize),
+            _unary(method, authorize, observe if observed else None),
             request_deserializer=safe_parser(request),
             response_serializer=response.SerializeToString,
         )
@@ -414,9 +433,9 @@ def _handlers(servicer: PlacementServicer, authorize: CallerCheck | None = None)
     return grpc.method_handlers_generic_handler(
         SERVICE_NAME,
         {
-            "Place": unary(servicer.place, pb.PlaceRequest, pb.PlaceResponse),
-            "Migrate": unary(servicer.migrate, pb.MigrateRequest, pb.MigrateResponse),
-            "Evict": unary(servicer.evict, pb.EvictRequest, pb.EvictResponse),
+            "Place": unary(servicer.place, pb.PlaceRequest, pb.PlaceResponse, observed=True),
+            "Migrate": unary(servicer.migrate, pb.MigrateRequest, pb.MigrateResponse, observed=True),
+            "Evict": unary(servicer.evict, pb.EvictRequest, pb.EvictResponse, observed=True),
             "Get": unary(servicer.get, pb.GetRequest, pb.Workload),
             "List": unary(servicer.list, pb.ListRequest, pb.ListResponse),
             "Watch": grpc.unary_stream_rpc_method_handler(
@@ -478,6 +497,7 @@ def start_placement_api(
     tls: ApiTls | None = None,
     durable: DurableCheck | None = None,
     id_floors: Mapping[ServiceName, int] | None = None,
+    observe: RequestObserver | None = None,
 ) -> PlacementServer:
     """Serve the placement API on host:port (0: a free port); health and reflection too.
 
@@ -486,6 +506,7 @@ def start_placement_api(
     that ``tls.authorize`` allows). ``trust_domain``: the CA's, for the SPIFFE ids of new instances.
     ``durable``: Place, Migrate and Evict answer only once their change is on disk (``--state-dir``);
     ``id_floors``: per service, the highest workload number given before (ids are never reused).
+    ``observe``: called with each Place, Migrate and Evict's name and outcome (metrics).
     Raises OSError when the address cannot be bound.
 
     Worker threads (``max_workers``): Watches take at most half, Migrates at most ``max_migrations``
@@ -515,7 +536,7 @@ def start_placement_api(
     # Watches and migrations hold a worker each: both are bounded, so some workers stay for the rest.
     authorize = tls.authorize if tls else None
     servicer = PlacementServicer(orchestrator, watchers, migrations, durable)
-    server.add_generic_rpc_handlers((_handlers(servicer, authorize),))
+    server.add_generic_rpc_handlers((_handlers(servicer, authorize, observe),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
