@@ -454,13 +454,16 @@ class FabricApp(app_manager.OSKenApp):
         """Ask every switch for its port counters each ``port_stats_interval_s``; the replies feed
         ``port_rates`` (rates per port, link utilization)."""
         while not self._stopping.wait(self.port_stats_interval_s or 1.0):
-            if self.port_stats_interval_s <= 0:
-                continue
-            for dpid, datapath in self.datapaths.items():
-                try:
-                    self._send(dpid, datapath.ofproto_parser.OFPPortStatsRequest(datapath, 0, ofp.OFPP_ANY))
-                except Exception:  # a bug here must not end polling
-                    LOG.exception("port stats request to %s failed", format_dpid(dpid))
+            if self.port_stats_interval_s > 0:
+                self.request_port_stats()
+
+    def request_port_stats(self) -> None:
+        """Ask every connected switch for all its ports' counters (the replies come as events)."""
+        for dpid, datapath in self.datapaths.items():
+            try:
+                self._send(dpid, datapath.ofproto_parser.OFPPortStatsRequest(datapath, 0, ofp.OFPP_ANY))
+            except Exception:  # a bug here must not end polling
+                LOG.exception("port stats request to %s failed", format_dpid(dpid))
 
     @set_ev_cls(ofp_event.EventOFPPortStatsReply, MAIN_DISPATCHER)
     def _port_stats_reply(self, event: Any) -> None:
