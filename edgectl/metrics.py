@@ -80,6 +80,12 @@ class ControllerMetrics:
             ["operation", "outcome"],
             registry=self.registry,
         )
+        self.placement_unschedulable = Counter(
+            "edgectl_placement_unschedulable",
+            "Place calls no node could take, by the filter that rejected the last candidate node",
+            ["filter"],
+            registry=self.registry,
+        )
         self.placement_steps = Counter(
             "edgectl_placement_steps",
             "Placement events by kind (the Watch stream's: placed, removed, migration steps, unschedulable)",
@@ -115,9 +121,11 @@ class ControllerMetrics:
         """What the scrape-time collector reads; the controller sets each part as it starts it."""
         self.registry.register(SnapshotCollector(self.sources))
 
-    def observe_request(self, operation: str, outcome: str) -> None:
+    def observe_request(self, operation: str, outcome: str, rejected_by: str = "") -> None:
         """A placement API command answered (``placement.grpc_api``'s observer)."""
         self.placement_requests.labels(operation, outcome).inc()
+        if rejected_by:
+            self.placement_unschedulable.labels(rejected_by).inc()
 
     def observe_step(self, step: PlacementStep) -> None:
         """A placement step (``PlacementEvents`` listener: called in sequence order, under its lock)."""

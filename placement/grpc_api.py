@@ -42,7 +42,9 @@ from placement.naming import DEFAULT_TRUST_DOMAIN
 from placement.orchestrator import FailoverLoop, MigrationTarget, PlacementOrchestrator
 from placement.requests import PlaceInput, build_place_request, check_name, check_workload_id, invalid, shown
 from placement.scheduler import DEFAULT_PROFILE, Profile
+from placement.snapshot import ClusterSnapshot
 from placement.types import AffinityTerm, Constraints, Scope
+from placement.unschedulable import rejecting_filter
 from placement.watch import PlacementEvents, PlacementStep, StepKind
 
 LOG = logging.getLogger("edgectl.placement.api")
@@ -217,8 +219,11 @@ class PlacementServicer:
         max_watchers: int,
         max_migrations: int = 4,
         durable: DurableCheck | None = None,
+        attribute_refusals: bool = False,
     ) -> None:
         self.orchestrator = orchestrator
+        self.attribute_refusals = attribute_refusals
+        """Name the filter behind each Place the scheduler refuses (one more filter pass: for metrics)."""
         self.max_watchers = max_watchers
         self.max_migrations = max_migrations
         self._migration_slots = threading.BoundedSemaphore(max_migrations)
@@ -240,8 +245,15 @@ class PlacementServicer:
 
     def place(self, request: pb.PlaceRequest, context: grpc.ServicerContext) -> pb.PlaceResponse:
         request = _checked(request)
-        placement, profile = build_place_request(self.orchestrator.bus.state, place_input(request))
-        result = self.orchestrator.place(placement, profile, dry_run=request.dry_run)
+        state = self.orchestrator.bus.state
+        placement, profile = build_place_request(state, place_input(request))
+        try:
+            result = self.orchestrator.place(placement, profile, dry_run=request.dry_run)
+        except PlacementRefused as exc:
+            if exc.kind is Refusal.RESOURCE_EXHAUSTED and self.attribute_refusals:
+                snapshot = ClusterSnapshot(state, self.orchestrator.latency_cache)
+                exc.rejected_by = rejecting_filter(snapshot, placement, profile)
+            raise
         if not request.dry_run:
             self._saved(result.generation, "the placement of " + ", ".join(w.id for w in result.workloads))
         return pb.PlaceResponse(
@@ -360,8 +372,9 @@ class PlacementServicer:
         return message
 
 
-RequestObserver = Callable[[str, str], None]
-"""Called with a command's name (place, migrate, evict) and its outcome: ok, or the status code."""
+RequestObserver = Callable[[str, str, str], None]
+"""Called with a command's name (place, migrate, evict), its outcome (ok, or the status code) and, for a
+Place the scheduler refused, the filter that left no node ("" otherwise)."""
 
 
 def _unary(
@@ -371,9 +384,9 @@ def _unary(
 ) -> Callable[[Any, grpc.ServicerContext], Any]:
     name = getattr(method, "__name__", "call")
 
-    def outcome(status: str) -> None:
+    def outcome(status: str, rejected_by: str = "") -> None:
         if observe is not None:
-            observe(name, status)
+            observe(name, status, rejected_by)
 
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         refusal = _caller_refusal(context, authorize)
@@ -389,7 +402,7 @@ def _unary(
         try:
             reply = method(request, context)
         except PlacementRefused as exc:
-            outcome(exc.kind.value)
+            outcome(exc.kind.value, exc.rejected_by)
             context.abort(grpc.StatusCode[exc.kind.value], exc.reason)
         except Exception as exc:
             outcome("INTERNAL")
@@ -535,7 +548,7 @@ def start_placement_api(
     )
     # Watches and migrations hold a worker each: both are bounded, so some workers stay for the rest.
     authorize = tls.authorize if tls else None
-    servicer = PlacementServicer(orchestrator, watchers, migrations, durable)
+    servicer = PlacementServicer(orchestrator, watchers, migrations, durable, attribute_refusals=observe is not None)
     server.add_generic_rpc_handlers((_handlers(servicer, authorize, observe),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

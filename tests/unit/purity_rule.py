@@ -83,6 +83,7 @@ PURE_MODULES = (
     "placement/snapshot.py",
     "placement/synthetic.py",
     "placement/types.py",
+    "placement/unschedulable.py",
     "pki/authz.py",
     "pki/errors.py",
     "pki/identities.py",

@@ -82,7 +82,7 @@ def populated_metrics() -> Populated:
     metrics.config_view = lambda: {"status": "synced", "revision": "3f2a", "source": "file fabric.yaml", "health": "ok"}
     metrics.route_compute_seconds.observe(0.004)
     metrics.observe_request("place", "ok")
-    metrics.observe_request("place", "RESOURCE_EXHAUSTED")
+    metrics.observe_request("place", "RESOURCE_EXHAUSTED", "ResourcesFit")
     hub = PlacementEvents(clock=iter([100.0, 100.2, 101.0, 101.1, 102.0]).__next__)
     hub.add_listener(metrics.observe_step)
     hub.emit(StepKind.MIGRATION_STARTED, migration_id="mig-1")

@@ -105,6 +105,7 @@ def test_placement_requests_steps_and_migration_stages() -> None:
     value = registry.get_sample_value
     assert value("edgectl_placement_requests_total", {"operation": "place", "outcome": "ok"}) == 1
     assert value("edgectl_placement_requests_total", {"operation": "place", "outcome": "RESOURCE_EXHAUSTED"}) == 1
+    assert value("edgectl_placement_unschedulable_total", {"filter": "ResourcesFit"}) == 1
     assert value("edgectl_placement_steps_total", {"kind": "migration_started"}) == 1
     assert value("edgectl_placement_steps_total", {"kind": "placed"}) == 1
     assert value("edgectl_migrations_total", {"outcome": "completed"}) == 1

@@ -11,8 +11,12 @@ from tests.unit.placement.helpers import served_api
 
 
 def test_decisions_and_refusals_reach_the_observer_with_their_status_code() -> None:
-    seen: list[tuple[str, str]] = []
-    with served_api(observe=lambda operation, outcome: seen.append((operation, outcome))) as (_bus, _server, stub):
+    seen: list[tuple[str, str, str]] = []
+
+    def observe(operation: str, outcome: str, rejected_by: str) -> None:
+        seen.append((operation, outcome, rejected_by))
+
+    with served_api(observe=observe) as (_bus, _server, stub):
         placed = stub.Place(pb.PlaceRequest(service="web"))
         with pytest.raises(grpc.RpcError) as refused:
             stub.Place(pb.PlaceRequest(service="web", cpu_millis=10_000_000))
@@ -24,9 +28,9 @@ def test_decisions_and_refusals_reach_the_observer_with_their_status_code() -> N
         with pytest.raises(grpc.RpcError):
             stub.Evict(pb.EvictRequest(workload_id=placed.workloads[0].id))
     assert seen == [
-        ("place", "ok"),
-        ("place", "RESOURCE_EXHAUSTED"),
-        ("place", "INVALID_ARGUMENT"),
-        ("evict", "ok"),
-        ("evict", "NOT_FOUND"),
+        ("place", "ok", ""),
+        ("place", "RESOURCE_EXHAUSTED", "ResourcesFit"),
+        ("place", "INVALID_ARGUMENT", ""),
+        ("evict", "ok", ""),
+        ("evict", "NOT_FOUND", ""),
     ]
