@@ -8,6 +8,8 @@ import contextlib
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,19 +17,33 @@ from tests.integration.harness import REPO, edgectl_run, free_port, http_get, mi
 
 pytestmark = pytest.mark.integration
 
+EXAMPLE = REPO / "examples" / "edge-cloud.yaml"
 DIAMOND = REPO / "tests" / "data" / "fabrics" / "diamond.yaml"
 SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", re.MULTILINE)
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def scrape(controller) -> tuple[str, dict[str, dict[str, float]]]:
-    """The /metrics text, and per metric name: its series (the label text) -> value."""
+    """The /metrics text, and per metric name: its series (its labels as text, sorted by name) -> value."""
     status, body = http_get(controller.http + "/metrics")
     assert status == 200
     text = body.decode()
     series: dict[str, dict[str, float]] = {}
     for name, labels, value in SAMPLE.findall(text):
-        series.setdefault(name, {})[labels] = float(value)
+        key = ",".join(f'{label}="{text}"' for label, text in sorted(LABEL.findall(labels)))
+        series.setdefault(name, {})[key] = float(value)
     return text, series
+
+
+def check_with_promtool(text: str) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (scripts/setup.sh installs Debian's prometheus package)")
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60, check=False
+    )
+    complaints = (result.stdout + result.stderr).decode()
+    assert result.returncode == 0 and not complaints.strip(), complaints
 
 
 def link_series(series: dict[str, dict[str, float]], name: str, src: str, dst: str) -> float | None:
@@ -84,11 +100,65 @@ def test_link_switch_and_openflow_metrics_of_a_live_fabric_pass_promtool() -> No
         assert received['type="OFPPortStatsReply"'] >= 1 and received['type="OFPBarrierReply"'] >= 1
         assert series["edgectl_route_compute_seconds_count"][""] >= 1
 
-        promtool = shutil.which("promtool")
-        if promtool is None:
-            pytest.skip("promtool is not installed (scripts/setup.sh installs Debian's prometheus package)")
-        result = subprocess.run(
-            [promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60, check=False
+        check_with_promtool(text)
+
+
+def edgectl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgectl.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+
+
+def test_placement_migration_and_certificate_metrics_of_a_controller_with_a_pki(tmp_path: Path) -> None:
+    """No switches: placement runs on the declared fabric, a migration converges at once (no switch and
+    no sidecar to wait for). The declared replicas and the users' hosts get SVIDs."""
+    td = "edge.test"
+    ca_dir = tmp_path / "ca"
+    assert edgectl("pki", "init", "--trust-domain", td, "--dir", str(ca_dir)).returncode == 0
+    operator = tmp_path / "alice"
+    issued = edgectl(
+        "pki", "issue", "--dir", str(ca_dir), "--spiffe-id", f"spiffe://{td}/operator/alice", "--out", str(operator)
+    )
+    assert issued.returncode == 0, issued.stderr
+    api = free_port()
+    with edgectl_run(EXAMPLE, "--pki-dir", str(ca_dir), "--api-port", str(api), "--xds-port", str(free_port())) as (
+        controller
+    ):
+        client = ["--api", f"127.0.0.1:{api}", "--tls-cert", f"{operator}.crt", "--tls-key", f"{operator}.key"]
+        client += ["--tls-ca", f"{operator}.bundle.pem"]
+        wait_until(lambda: edgectl("workloads", *client).returncode == 0, 30, what="the placement API over mTLS")
+        wait_until(
+            lambda: len(controller.get_json("/api/v1/workloads")["workloads"]) == 5, 30, what="the declared replicas"
         )
-        complaints = (result.stdout + result.stderr).decode()
-        assert result.returncode == 0 and not complaints.strip(), complaints
+        refused = edgectl("place", "--service", "db", "--cpu-millis", "9000000", "--memory-mib", "1", *client)
+        assert refused.returncode != 0, refused.stdout
+        api_1 = next(w for w in controller.get_json("/api/v1/workloads")["workloads"] if w["service"] == "api")
+        migrated = edgectl("migrate", api_1["id"], "--to", "cloud", "--force", *client)
+        assert migrated.returncode == 0, migrated.stderr
+
+        def placement_counted() -> dict[str, dict[str, float]]:
+            _, series = scrape(controller)
+            done = series.get("edgectl_migrations_total", {}).get('outcome="completed"', 0) >= 1
+            return series if done else {}
+
+        series = wait_until(placement_counted, 20, interval=0.5, what="the migration in /metrics")
+        requests = series["edgectl_placement_requests_total"]
+        assert requests['operation="place",outcome="RESOURCE_EXHAUSTED"'] == 1
+        assert requests['operation="migrate",outcome="ok"'] == 1
+        assert series["edgectl_placement_unschedulable_total"]['filter="ResourcesFit"'] == 1
+        assert series["edgectl_placement_steps_total"]['kind="placed"'] >= 6  # 5 declared + the migration's
+        for stage in ("place", "converge", "withdraw", "total"):
+            assert series["edgectl_migration_stage_seconds_count"][f'stage="{stage}"'] == 1
+
+        identities = controller.get_json("/api/v1/identities")["identities"]
+        expiry = series["edgectl_certificate_expiry_timestamp_seconds"]
+        assert len(expiry) == len(identities) >= 5
+        for row in identities:
+            labels = f'spiffe_id="{row["spiffe_id"]}",subject="{row["subject"]}"'
+            assert expiry.get(labels) == row["not_after"], (labels, sorted(expiry))
+        earliest = series["edgectl_certificate_earliest_expiry_timestamp_seconds"][""]
+        assert earliest == min(row["not_after"] for row in identities)
+        assert series["edgectl_svids_issued_total"][""] >= len(identities)
+
+        text, _ = scrape(controller)
+        check_with_promtool(text)
