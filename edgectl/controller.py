@@ -313,6 +313,7 @@ class Controller:
             ],
         )
         self.metrics.config_view = self.config_view
+        self.metrics.sources.config_outcomes = desired.outcomes
         spec, revision = self._initial
         if self.config.fabric_file:
             source = f"file {self.config.fabric_file}"

@@ -59,6 +59,11 @@ class ControllerMetrics:
             ["revision", "source"],
             registry=self.registry,
         )
+        self.config_applied_at = Gauge(
+            "edgectl_config_last_applied_timestamp_seconds",
+            "When the running desired-state revision was applied (unix time)",
+            registry=self.registry,
+        )
         self.config_converged = Gauge(
             "edgectl_config_converged",
             "1 when the data plane converged on the applied revision (routes barrier-confirmed, sidecars ACKed)",
@@ -153,6 +158,8 @@ class ControllerMetrics:
         if view["revision"]:
             self.config_info.labels(view["revision"], view["source"]).set(1)
         self.config_converged.set(0 if view["health"] == "degraded" else 1)
+        if view.get("applied_at") is not None:
+            self.config_applied_at.set(view["applied_at"])
 
     def observe_event(self, event: Event, outcome: str) -> None:
         self.events.labels(type(event).__name__, outcome).inc()

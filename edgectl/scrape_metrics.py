@@ -38,6 +38,8 @@ class ScrapeSources:
     """Per switch: (flows, groups) the route engine has installed."""
     openflow_messages: Callable[[], MessageTotals] | None = None
     identities: Callable[[], IdentitySnapshot] | None = None
+    config_outcomes: Callable[[], Mapping[str, int]] | None = None
+    """Desired-state documents applied and rejected since start."""
 
 
 def _switch_name(state: FabricState | None, dpid: SwitchId) -> str:
@@ -55,6 +57,7 @@ class SnapshotCollector(Collector):
         yield from self._switches(state)
         yield from self._openflow()
         yield from self._certificates()
+        yield from self._config()
 
     def _links(self, state: FabricState | None) -> Iterator[Metric]:
         latency = GaugeMetricFamily(
@@ -134,6 +137,17 @@ class SnapshotCollector(Collector):
             for (error_type, code), count in sorted(totals.errors.items()):
                 errors.add_metric([error_type, str(code)], count)
         yield from (sent, received, errors)
+
+    def _config(self) -> Iterator[Metric]:
+        documents = CounterMetricFamily(
+            "edgectl_config_documents",
+            "Desired-state documents (file, directory, git commit, apply) since start, by outcome",
+            labels=["outcome"],
+        )
+        if self.sources.config_outcomes is not None:
+            for outcome, count in sorted(self.sources.config_outcomes().items()):
+                documents.add_metric([outcome], count)
+        yield documents
 
     def _certificates(self) -> Iterator[Metric]:
         expiry = GaugeMetricFamily(

@@ -159,6 +159,8 @@ def test_placement_migration_and_certificate_metrics_of_a_controller_with_a_pki(
         earliest = series["edgectl_certificate_earliest_expiry_timestamp_seconds"][""]
         assert earliest == min(row["not_after"] for row in identities)
         assert series["edgectl_svids_issued_total"][""] >= len(identities)
+        assert series["edgectl_config_last_applied_timestamp_seconds"][""] > 0
+        assert series["edgectl_config_documents_total"] == {'outcome="applied"': 0, 'outcome="rejected"': 0}
 
         text, _ = scrape(controller)
         check_with_promtool(text)

@@ -79,7 +79,14 @@ def populated_metrics() -> Populated:
 
     metrics.observe_event(ev.LinkWentDown(sorted(state.topology.links)[0]), "applied")
     metrics.flow_drift.labels("ea1").inc()
-    metrics.config_view = lambda: {"status": "synced", "revision": "3f2a", "source": "file fabric.yaml", "health": "ok"}
+    metrics.config_view = lambda: {
+        "status": "synced",
+        "revision": "3f2a",
+        "source": "file fabric.yaml",
+        "health": "converged",
+        "applied_at": NOW,
+    }
+    metrics.sources.config_outcomes = lambda: {"applied": 2, "rejected": 1}
     metrics.route_compute_seconds.observe(0.004)
     metrics.observe_request("place", "ok")
     metrics.observe_request("place", "RESOURCE_EXHAUSTED", "ResourcesFit")

@@ -9,7 +9,7 @@ from netmodel.ids import format_dpid
 from netmodel.state import FabricState
 from netmodel.types import LinkId
 from placement.watch import PlacementEvents, StepKind
-from tests.unit.edgectl.metrics_fixture import live_state, populated_metrics
+from tests.unit.edgectl.metrics_fixture import NOW, live_state, populated_metrics
 
 
 def labels_of(state: FabricState, link: LinkId) -> dict[str, str]:
@@ -134,3 +134,6 @@ def test_route_compute_time_and_config() -> None:
     assert registry.get_sample_value("edgectl_route_compute_seconds_count") == 1
     assert registry.get_sample_value("edgectl_config_info", {"revision": "3f2a", "source": "file fabric.yaml"}) == 1
     assert registry.get_sample_value("edgectl_config_load_error") == 0
+    assert registry.get_sample_value("edgectl_config_last_applied_timestamp_seconds") == NOW
+    assert registry.get_sample_value("edgectl_config_documents_total", {"outcome": "rejected"}) == 1
+    assert registry.get_sample_value("edgectl_config_documents_total", {"outcome": "applied"}) == 2
