@@ -104,7 +104,7 @@ class FabricApp(app_manager.OSKenApp):
         self.on_switch_error: Callable[[SwitchId, str], None] | None = None
         self.messages = MessageCounts()
         self.port_rates = PortRates()
-        self.port_stats_interval_s = PORT_STATS_INTERVAL_S  # 0: no polling (read on each round)
+        self.port_stats_interval_s = PORT_STATS_INTERVAL_S  # 0: no polling (the poller reads it every round)
         self._stopping = threading.Event()
         threading.Thread(target=self._prober, name="sdn-prober", daemon=True).start()
         threading.Thread(target=self._port_stats_poller, name="sdn-port-stats", daemon=True).start()
