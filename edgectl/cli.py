@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-read every programmed switch's flows and groups this often and put back what was changed "
         "behind the controller's back (10; 0: never)",
     )
+    run.add_argument(
+        "--port-stats-interval",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="read every switch's port counters this often, for the links' load in /metrics (5; 0: never)",
+    )
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     pki_cli.add_run_options(run)
 
@@ -361,6 +368,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         drift_interval_s=args.drift_interval,
         placement_profile=args.placement_profile,
         endpoint_order=args.endpoint_order,
+        port_stats_interval_s=args.port_stats_interval,
     )
     from edgectl.controller import Controller
 

@@ -221,6 +221,7 @@ class RunConfig:
     """How often --config is checked for changes (0: only on SIGHUP)."""
     git: GitOptions | None = None
     drift_interval_s: float = 10.0  # re-read the switches' tables this often and heal drift; 0: never
+    port_stats_interval_s: float = 5.0  # read every switch's port counters this often (link load); 0: never
     pki: PkiRunOptions | None = None  # with --pki-dir
     placement_profile: str = "default"
     """The scoring profile of the controller's own placements: declared replicas, failover, migrate --to best."""

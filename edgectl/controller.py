@@ -78,6 +78,7 @@ class Controller:
         self.metrics = ControllerMetrics()
         self._initial = (spec, revision)
         self.bus = EventBus(replace(build_state(spec), desired_revision=revision), observer=self.metrics.observe_event)
+        self.metrics.sources.state = lambda: self.bus.state
         self.store = StateStore(config.state_dir) if config.state_dir else None
         self.http: HttpApi | None = None
         self.openflow: OpenFlowRuntime | None = None
@@ -160,6 +161,9 @@ class Controller:
             from edgectl.pki_http import rotate_route
 
             self.http.add_route("/api/v1/pki/rotate", rotate_route(pki, http_host=self.config.http_host), method="POST")
+            self.metrics.sources.identities = lambda: pki.snapshot
+            self.metrics.observe_identities(pki.snapshot)  # those issued as the PKI started
+            pki.subscribe(self.metrics.observe_identities)
 
         from sdnctl.engine import RouteEngine
         from sdnctl.runtime import start_openflow  # os-ken is imported only when a controller runs
@@ -171,13 +175,18 @@ class Controller:
             lambda: self.bus.state,
             tls=openflow_tls,
             on_tls_context=on_tls_context,
+            port_stats_interval_s=self.config.port_stats_interval_s,
         )
+        self.metrics.sources.port_readings = openflow.app.port_rates.readings
+        self.metrics.sources.openflow_messages = openflow.app.messages.totals
         routes = self.routes = RouteEngine(
             openflow.app,
             lambda: self.bus.state,
             drift_interval_s=self.config.drift_interval_s,
             on_drift=lambda _dpid, name, _drift: self.metrics.flow_drift.labels(name).inc(),
+            on_routes_computed=self.metrics.route_compute_seconds.observe,
         )
+        self.metrics.sources.switch_tables = routes.installed_counts
         self.bus.subscribe(routes)
         routes.start()
         # A migration withdraws the old instance only once every switch runs the new generation's routes.
@@ -239,7 +248,9 @@ class Controller:
             # With --state-dir an answered Place/Migrate/Evict is on disk, and ids are never reused.
             durable=self.store.check_durable if self.store is not None else None,
             id_floors=self.store.id_floors() if self.store is not None else None,
+            observe=self.metrics.observe_request,
         )
+        self.placement.events.add_listener(self.metrics.observe_step)
         # The declared replicas, kept at their count by the controller (placed through the same orchestrator).
         from placement.replica_loop import ReplicaLoop
 
@@ -310,6 +321,7 @@ class Controller:
             ],
         )
         self.metrics.config_view = self.config_view
+        self.metrics.sources.config_outcomes = desired.outcomes
         spec, revision = self._initial
         if self.config.fabric_file:
             source = f"file {self.config.fabric_file}"

@@ -110,6 +110,8 @@ class DesiredState:
         self.applied_spec: FabricSpec | None = None
         """The document the model runs, with its orphans (None before the first)."""
         self._history: deque[HistoryEntry] = deque(maxlen=HISTORY_LENGTH)
+        self._outcomes = {"applied": 0, "rejected": 0}
+        """Documents applied and rejected since start (metrics)."""
 
     # -- the steps --------------------------------------------------------------------------------
 
@@ -183,6 +185,7 @@ class DesiredState:
                 not_converged=behind,
             )
             self._history.append(entry)
+            self._outcomes["applied"] += 1
             self._set(
                 revision=revision,
                 source=source,
@@ -240,6 +243,10 @@ class DesiredState:
     def error(self) -> str:
         return self._status.error
 
+    def outcomes(self) -> dict[str, int]:
+        """How many documents were applied and rejected since start."""
+        return dict(self._outcomes)
+
     def view(self) -> dict[str, Any]:
         s = self._status
         return {
@@ -277,6 +284,7 @@ class DesiredState:
     # -- internals --------------------------------------------------------------------------------
 
     def _fail(self, error: str, revision: str, source: str) -> None:
+        self._outcomes["rejected"] += 1
         LOG.error(
             "desired state from %s (revision %s) rejected; revision %s keeps running:\n%s",
             source,

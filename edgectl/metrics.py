@@ -1,14 +1,28 @@
-"""Prometheus metrics of one controller instance (own registry: nothing global, nothing at import)."""
+"""Prometheus metrics of one controller instance (own registry: nothing global, nothing at import).
+
+Every metric is listed in docs/metrics.md. What can be read from a snapshot is read at scrape time
+(``edgectl.scrape_metrics``); what only an event knows (a route computation's time, a placement step,
+a migration's stages, SVIDs issued) is counted as it happens.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 
+from edgectl.scrape_metrics import ScrapeSources, SnapshotCollector
 from netmodel.events import Event
 from netmodel.state import FabricState
+from placement.migration_stages import MigrationStages
+
+if TYPE_CHECKING:
+    from pki.identities import IdentitySnapshot
+    from placement.watch import PlacementStep
+
+ROUTE_COMPUTE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+MIGRATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class ControllerMetrics:
@@ -45,6 +59,11 @@ class ControllerMetrics:
             ["revision", "source"],
             registry=self.registry,
         )
+        self.config_applied_at = Gauge(
+            "edgectl_config_last_applied_timestamp_seconds",
+            "When the running desired-state revision was applied (unix time)",
+            registry=self.registry,
+        )
         self.config_converged = Gauge(
             "edgectl_config_converged",
             "1 when the data plane converged on the applied revision (routes barrier-confirmed, sidecars ACKed)",
@@ -54,12 +73,93 @@ class ControllerMetrics:
         self.config_view: Callable[[], dict[str, Any]] | None = None
         """The desired-state status (/api/v1/config), read at each scrape."""
 
+        self.route_compute_seconds = Histogram(
+            "edgectl_route_compute_seconds",
+            "Time to compute a new model generation's routes and per-switch tables",
+            buckets=ROUTE_COMPUTE_BUCKETS,
+            registry=self.registry,
+        )
+        self.placement_requests = Counter(
+            "edgectl_placement_requests",
+            "Place, Migrate and Evict calls of the placement API, by outcome (ok, or the gRPC status of the refusal)",
+            ["operation", "outcome"],
+            registry=self.registry,
+        )
+        self.placement_unschedulable = Counter(
+            "edgectl_placement_unschedulable",
+            "Place calls no node could take, by the filter that rejected the last candidate node",
+            ["filter"],
+            registry=self.registry,
+        )
+        self.placement_steps = Counter(
+            "edgectl_placement_steps",
+            "Placement events by kind (the Watch stream's: placed, removed, migration steps, unschedulable)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.migrations = Counter(
+            "edgectl_migrations", "Migrations ended, by outcome", ["outcome"], registry=self.registry
+        )
+        self.migration_stage_seconds = Histogram(
+            "edgectl_migration_stage_seconds",
+            "Time each stage of a migration took (place, converge, withdraw, and the total)",
+            ["stage"],
+            buckets=MIGRATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.migration_convergence_seconds = Histogram(
+            "edgectl_migration_convergence_seconds",
+            "Time each convergence probe (routes, sidecars) took to apply a migration's generation",
+            ["probe"],
+            buckets=MIGRATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.svids_issued = Counter(
+            "edgectl_svids_issued",
+            "X.509-SVIDs issued to workloads and hosts (new and rotated)",
+            registry=self.registry,
+        )
+        self._stages = MigrationStages()
+        self._serials: frozenset[int] = frozenset()
+
+        self.sources = ScrapeSources()
+        """What the scrape-time collector reads; the controller sets each part as it starts it."""
+        self.registry.register(SnapshotCollector(self.sources))
+
+    def observe_request(self, operation: str, outcome: str, rejected_by: str = "") -> None:
+        """A placement API command answered (``placement.grpc_api``'s observer)."""
+        self.placement_requests.labels(operation, outcome).inc()
+        if rejected_by:
+            self.placement_unschedulable.labels(rejected_by).inc()
+
+    def observe_step(self, step: PlacementStep) -> None:
+        """A placement step (``PlacementEvents`` listener: called in sequence order, under its lock)."""
+        kind = step.kind.name
+        self.placement_steps.labels(kind.lower()).inc()
+        times = self._stages.on_step(kind, step.migration_id, step.at, step.converged_after)
+        for stage, seconds in times.stages:
+            self.migration_stage_seconds.labels(stage).observe(seconds)
+        for probe, seconds in times.probes:
+            self.migration_convergence_seconds.labels(probe).observe(seconds)
+        if times.outcome is not None:
+            self.migrations.labels(times.outcome).inc()
+
+    def observe_identities(self, snapshot: IdentitySnapshot) -> None:
+        """The PKI's new identity snapshot: its certificates not in the previous one were just issued."""
+        serials = frozenset(svid.info.serial for svid in snapshot.identities.values())
+        issued = len(serials - self._serials)
+        self._serials = serials
+        if issued:
+            self.svids_issued.inc(issued)
+
     def observe_config(self, view: dict[str, Any]) -> None:
         self.config_load_error.set(1 if view["status"] == "error" else 0)
         self.config_info.clear()
         if view["revision"]:
             self.config_info.labels(view["revision"], view["source"]).set(1)
         self.config_converged.set(0 if view["health"] == "degraded" else 1)
+        if view.get("applied_at") is not None:
+            self.config_applied_at.set(view["applied_at"])
 
     def observe_event(self, event: Event, outcome: str) -> None:
         self.events.labels(type(event).__name__, outcome).inc()

@@ -27,3 +27,6 @@ class PlacementRefused(Exception):
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
+        self.rejected_by = ""
+        """A Place the scheduler refused: the filter that left no node (``placement.unschedulable``), for
+        metrics; "" otherwise."""

@@ -42,7 +42,9 @@ from placement.naming import DEFAULT_TRUST_DOMAIN
 from placement.orchestrator import FailoverLoop, MigrationTarget, PlacementOrchestrator
 from placement.requests import PlaceInput, build_place_request, check_name, check_workload_id, invalid, shown
 from placement.scheduler import DEFAULT_PROFILE, Profile
+from placement.snapshot import ClusterSnapshot
 from placement.types import AffinityTerm, Constraints, Scope
+from placement.unschedulable import rejecting_filter
 from placement.watch import PlacementEvents, PlacementStep, StepKind
 
 LOG = logging.getLogger("edgectl.placement.api")
@@ -217,8 +219,11 @@ class PlacementServicer:
         max_watchers: int,
         max_migrations: int = 4,
         durable: DurableCheck | None = None,
+        attribute_refusals: bool = False,
     ) -> None:
         self.orchestrator = orchestrator
+        self.attribute_refusals = attribute_refusals
+        """Name the filter behind each Place the scheduler refuses (one more filter pass: for metrics)."""
         self.max_watchers = max_watchers
         self.max_migrations = max_migrations
         self._migration_slots = threading.BoundedSemaphore(max_migrations)
@@ -240,8 +245,15 @@ class PlacementServicer:
 
     def place(self, request: pb.PlaceRequest, context: grpc.ServicerContext) -> pb.PlaceResponse:
         request = _checked(request)
-        placement, profile = build_place_request(self.orchestrator.bus.state, place_input(request))
-        result = self.orchestrator.place(placement, profile, dry_run=request.dry_run)
+        state = self.orchestrator.bus.state
+        placement, profile = build_place_request(state, place_input(request))
+        try:
+            result = self.orchestrator.place(placement, profile, dry_run=request.dry_run)
+        except PlacementRefused as exc:
+            if exc.kind is Refusal.RESOURCE_EXHAUSTED and self.attribute_refusals:
+                snapshot = ClusterSnapshot(state, self.orchestrator.latency_cache)
+                exc.rejected_by = rejecting_filter(snapshot, placement, profile)
+            raise
         if not request.dry_run:
             self._saved(result.generation, "the placement of " + ", ".join(w.id for w in result.workloads))
         return pb.PlaceResponse(
@@ -360,12 +372,26 @@ class PlacementServicer:
         return message
 
 
+RequestObserver = Callable[[str, str, str], None]
+"""Called with a command's name (place, migrate, evict), its outcome (ok, or the status code) and, for a
+Place the scheduler refused, the filter that left no node ("" otherwise)."""
+
+
 def _unary(
-    method: Callable[[Any, grpc.ServicerContext], Any], authorize: CallerCheck | None = None
+    method: Callable[[Any, grpc.ServicerContext], Any],
+    authorize: CallerCheck | None = None,
+    observe: RequestObserver | None = None,
 ) -> Callable[[Any, grpc.ServicerContext], Any]:
+    name = getattr(method, "__name__", "call")
+
+    def outcome(status: str, rejected_by: str = "") -> None:
+        if observe is not None:
+            observe(name, status, rejected_by)
+
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         refusal = _caller_refusal(context, authorize)
         if refusal is not None:
+            outcome("PERMISSION_DENIED")
             LOG.warning(
                 "placement API: refusing %s from %s: %s",
                 getattr(method, "__name__", "call"),
@@ -374,12 +400,16 @@ def _unary(
             )
             context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         try:
-            return method(request, context)
+            reply = method(request, context)
         except PlacementRefused as exc:
+            outcome(exc.kind.value, exc.rejected_by)
             context.abort(grpc.StatusCode[exc.kind.value], exc.reason)
         except Exception as exc:
+            outcome("INTERNAL")
             LOG.exception("placement API: %s failed", getattr(method, "__name__", "handler"))
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        outcome("ok")
+        return reply
 
     return handle
 
@@ -403,10 +433,12 @@ def _streaming(
     return handle
 
 
-def _handlers(servicer: PlacementServicer, authorize: CallerCheck | None = None) -> grpc.GenericRpcHandler:
-    def unary(method: Callable[..., Any], request: Any, response: Any) -> grpc.RpcMethodHandler:
+def _handlers(
+    servicer: PlacementServicer, authorize: CallerCheck | None = None, observe: RequestObserver | None = None
+) -> grpc.GenericRpcHandler:
+    def unary(method: Callable[..., Any], request: Any, response: Any, observed: bool = False) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
-            _unary(method, authorize),
+            _unary(method, authorize, observe if observed else None),
             request_deserializer=safe_parser(request),
             response_serializer=response.SerializeToString,
         )
@@ -414,9 +446,9 @@ def _handlers(servicer: PlacementServicer, authorize: CallerCheck | None = None)
     return grpc.method_handlers_generic_handler(
         SERVICE_NAME,
         {
-            "Place": unary(servicer.place, pb.PlaceRequest, pb.PlaceResponse),
-            "Migrate": unary(servicer.migrate, pb.MigrateRequest, pb.MigrateResponse),
-            "Evict": unary(servicer.evict, pb.EvictRequest, pb.EvictResponse),
+            "Place": unary(servicer.place, pb.PlaceRequest, pb.PlaceResponse, observed=True),
+            "Migrate": unary(servicer.migrate, pb.MigrateRequest, pb.MigrateResponse, observed=True),
+            "Evict": unary(servicer.evict, pb.EvictRequest, pb.EvictResponse, observed=True),
             "Get": unary(servicer.get, pb.GetRequest, pb.Workload),
             "List": unary(servicer.list, pb.ListRequest, pb.ListResponse),
             "Watch": grpc.unary_stream_rpc_method_handler(
@@ -478,6 +510,7 @@ def start_placement_api(
     tls: ApiTls | None = None,
     durable: DurableCheck | None = None,
     id_floors: Mapping[ServiceName, int] | None = None,
+    observe: RequestObserver | None = None,
 ) -> PlacementServer:
     """Serve the placement API on host:port (0: a free port); health and reflection too.
 
@@ -486,6 +519,7 @@ def start_placement_api(
     that ``tls.authorize`` allows). ``trust_domain``: the CA's, for the SPIFFE ids of new instances.
     ``durable``: Place, Migrate and Evict answer only once their change is on disk (``--state-dir``);
     ``id_floors``: per service, the highest workload number given before (ids are never reused).
+    ``observe``: called with each Place, Migrate and Evict's name and outcome (metrics).
     Raises OSError when the address cannot be bound.
 
     Worker threads (``max_workers``): Watches take at most half, Migrates at most ``max_migrations``
@@ -514,8 +548,8 @@ def start_placement_api(
     )
     # Watches and migrations hold a worker each: both are bounded, so some workers stay for the rest.
     authorize = tls.authorize if tls else None
-    servicer = PlacementServicer(orchestrator, watchers, migrations, durable)
-    server.add_generic_rpc_handlers((_handlers(servicer, authorize),))
+    servicer = PlacementServicer(orchestrator, watchers, migrations, durable, attribute_refusals=observe is not None)
+    server.add_generic_rpc_handlers((_handlers(servicer, authorize, observe),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -93,6 +93,13 @@ class PlacementEvents:
         self._sequence = 0
         self._clock = clock
         self._last_workloads: dict[WorkloadId, Workload] = {}
+        self._listeners: tuple[Callable[[PlacementStep], None], ...] = ()
+
+    def add_listener(self, listener: Callable[[PlacementStep], None]) -> None:
+        """Call ``listener(step)`` with every step as it is emitted, under the hub's lock (in sequence
+        order): it must be quick and must not emit (metrics count steps and time migrations)."""
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
 
     def subscribe(self, max_pending: int = 10_000) -> Subscription:
         subscription = Subscription(self, max_pending)
@@ -140,6 +147,9 @@ class PlacementEvents:
             )
             for subscription in list(self._subscriptions):
                 subscription.offer(step)
+            for listener in self._listeners:
+                with contextlib.suppress(Exception):  # an observer's bug never fails a placement
+                    listener(step)
         return step
 
     def on_model_change(self, event: Event, state: FabricState) -> None:

@@ -76,6 +76,8 @@ class AppliedChange:
 
 OnDrift = Callable[[SwitchId, str, Drift], None]
 """Called with the switch's dpid, its name and the drift found, before the heal is sent."""
+OnRoutesComputed = Callable[[float], None]
+"""Called with the seconds a new model generation's routes and tables took to compute."""
 
 
 class RouteEngine:
@@ -86,11 +88,13 @@ class RouteEngine:
         *,
         drift_interval_s: float = 10.0,
         on_drift: OnDrift | None = None,
+        on_routes_computed: OnRoutesComputed | None = None,
     ) -> None:
         self.app = app
         self._state = state
         self.drift_interval_s = drift_interval_s  # 0: no drift checks
         self._on_drift = on_drift
+        self._on_routes_computed = on_routes_computed
         self._next_drift_check = time.monotonic() + drift_interval_s
         self._changes: deque[AppliedChange] = deque(maxlen=CHANGES_KEPT)
         self._changes_lock = threading.Lock()
@@ -211,6 +215,7 @@ class RouteEngine:
             time.sleep(0.2)
             return
         previous = self.plan
+        started = time.perf_counter()
         plan = compute_routes(state, previous=previous)
         deltas: dict[SwitchId, SwitchDelta] = {}
         if previous is not None and previous.switches == plan.switches and previous.endpoints == plan.endpoints:
@@ -228,6 +233,8 @@ class RouteEngine:
         # One reference, swapped whole: a reader on another thread (a desired-state plan) never sees a
         # plan with half of its tables recompiled.
         self.tables = (plan, dict(self._compiled))
+        if self._on_routes_computed is not None and (previous is None or previous.generation != plan.generation):
+            self._on_routes_computed(time.perf_counter() - started)  # a round with nothing new is not counted
         for dpid in plan.switches:
             installed = self._installed.get(dpid)
             if dpid in deltas or installed is None or installed is self._compiled[dpid]:
@@ -289,6 +296,15 @@ class RouteEngine:
         if len(confirmed) != len(deltas):
             with self._wake:
                 self._dirty = True
+
+    def installed_counts(self) -> dict[SwitchId, tuple[int, int]]:
+        """Per switch: the flows and groups of edgectl's it holds, as last read or confirmed installed
+        (a switch whose tables are unknown, e.g. after an unconfirmed change, is left out)."""
+        counts = {}
+        for dpid, held in list(self._installed.items()):  # one C-level copy: the engine thread writes it
+            config = held.config if isinstance(held, CompiledSwitch) else held
+            counts[dpid] = (len(config.flows), len(config.groups))
+        return counts
 
     # -- drift -----------------------------------------------------------------------------------------
     def check_drift(self) -> dict[SwitchId, Drift]:

@@ -37,10 +37,21 @@ from sdnctl.flows import (
     SwitchConfig,
     SwitchDelta,
 )
+from sdnctl.message_counts import MessageCounts
+from sdnctl.port_stats import PortRates
 
 LOG = logging.getLogger("edgectl.sdnctl.openflow")
 ofp = ofproto_v1_3
 Publish = Callable[[ev.Event], Any]
+PORT_STATS_INTERVAL_S = 5.0
+
+
+def error_type_name(error_type: int) -> str:
+    """OpenFlow 1.3's name of an error type (``bad_request``), or ``unknown``: a bounded label."""
+    for name, value in vars(ofp).items():
+        if name.startswith("OFPET_") and value == error_type:
+            return str(name).removeprefix("OFPET_").lower()
+    return "unknown"
 
 
 def port_from_ofp(desc: Any) -> Port:
@@ -91,8 +102,12 @@ class FabricApp(app_manager.OSKenApp):
         self._hosts = hosts.HostLearning()
         self.latency = self._discovery.latency
         self.on_switch_error: Callable[[SwitchId, str], None] | None = None
+        self.messages = MessageCounts()
+        self.port_rates = PortRates()
+        self.port_stats_interval_s = PORT_STATS_INTERVAL_S  # 0: no polling (the poller reads it every round)
         self._stopping = threading.Event()
         threading.Thread(target=self._prober, name="sdn-prober", daemon=True).start()
+        threading.Thread(target=self._port_stats_poller, name="sdn-port-stats", daemon=True).start()
 
     def close(self) -> None:
         """os-ken's teardown (``AppManager.close``): the prober ends."""
@@ -129,6 +144,7 @@ class FabricApp(app_manager.OSKenApp):
                     pending.lost = True
                     pending.done.set()
                 self._table_reads.pop(dpid, None)
+                self.port_rates.forget_switch(dpid)
             with self._core_lock:
                 self._discovery.forget_switch(dpid)
             LOG.info("switch %s disconnected", format_dpid(dpid))
@@ -137,6 +153,7 @@ class FabricApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, event: Any) -> None:
         msg = event.msg
+        self.messages.received(type(msg).__name__)
         dpid = SwitchId(msg.datapath.id)
         if msg.desc.port_no > ofp.OFPP_MAX:
             return
@@ -159,6 +176,8 @@ class FabricApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _error(self, event: Any) -> None:
         msg = event.msg
+        self.messages.received(type(msg).__name__)
+        self.messages.error(error_type_name(msg.type), int(msg.code))
         dpid = SwitchId(msg.datapath.id) if msg.datapath.id is not None else None
         text = f"type={msg.type} code={msg.code} xid={msg.xid}"
         LOG.warning("switch %s reported an error: %s", format_dpid(dpid) if dpid else "?", text)
@@ -179,6 +198,7 @@ class FabricApp(app_manager.OSKenApp):
             xid = switch.datapath.set_xid(msg)
             if not switch.datapath.send_msg(msg):
                 return None
+        self.messages.sent(type(msg).__name__)
         return int(xid)
 
     def _start(self, dpid: SwitchId, msg: Any) -> _Pending | None:
@@ -194,6 +214,7 @@ class FabricApp(app_manager.OSKenApp):
                 self._pending[(dpid, xid)] = pending
             if not switch.datapath.send_msg(msg):
                 return None
+        self.messages.sent(type(msg).__name__)
         return pending
 
     def _forget(self, pendings: Iterable[_Pending]) -> None:
@@ -203,6 +224,7 @@ class FabricApp(app_manager.OSKenApp):
                 del self._pending[key]
 
     def _complete(self, dpid: int, msg: Any, more: bool = False) -> None:
+        self.messages.received(type(msg).__name__)
         with self._lock:
             pending = self._pending.get((dpid, msg.xid))
         if pending is not None:
@@ -423,14 +445,45 @@ class FabricApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPEchoReply, MAIN_DISPATCHER)
     def _echo_reply(self, event: Any) -> None:
         now = time.monotonic()
+        self.messages.received(type(event.msg).__name__)
         with self._core_lock:
             self._discovery.on_echo_reply(event.msg.datapath.id, bytes(event.msg.data or b""), now)
+
+    # -- port statistics: link load -----------------------------------------------------------------
+    def _port_stats_poller(self) -> None:
+        """Ask every switch for its port counters each ``port_stats_interval_s``; the replies feed
+        ``port_rates`` (rates per port, link utilization)."""
+        while not self._stopping.wait(self.port_stats_interval_s or 1.0):
+            if self.port_stats_interval_s > 0:
+                self.request_port_stats()
+
+    def request_port_stats(self) -> None:
+        """Ask every connected switch for all its ports' counters (the replies come as events)."""
+        for dpid, datapath in self.datapaths.items():
+            try:
+                self._send(dpid, datapath.ofproto_parser.OFPPortStatsRequest(datapath, 0, ofp.OFPP_ANY))
+            except Exception:  # a bug here must not end polling
+                LOG.exception("port stats request to %s failed", format_dpid(dpid))
+
+    @set_ev_cls(ofp_event.EventOFPPortStatsReply, MAIN_DISPATCHER)
+    def _port_stats_reply(self, event: Any) -> None:
+        now = time.monotonic()
+        msg = event.msg
+        self.messages.received(type(msg).__name__)
+        dpid = SwitchId(msg.datapath.id)
+        with self._lock:
+            if dpid not in self.switches:
+                return  # a reply racing the disconnect
+            for stat in msg.body:
+                if stat.port_no <= ofp.OFPP_MAX:
+                    self.port_rates.record(dpid, PortNo(stat.port_no), stat.tx_bytes, stat.rx_bytes, now)
 
     # -- packet-in: LLDP, ARP --------------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, event: Any) -> None:
         now = time.monotonic()
         msg = event.msg
+        self.messages.received(type(msg).__name__)
         dpid = SwitchId(msg.datapath.id)
         in_port = PortNo(msg.match["in_port"])
         data = bytes(msg.data)

@@ -57,12 +57,15 @@ def start_openflow(
     tls: TlsFiles | None = None,
     limits: ConnectionLimits | None = None,
     on_tls_context: Callable[[ssl.SSLContext], None] | None = None,
+    port_stats_interval_s: float | None = None,
 ) -> OpenFlowRuntime:
     """Start the OpenFlow 1.3 listener on host:port with the edgectl app; returns once it listens.
 
     A peer is dropped after ``maximum_unreplied_echo_requests`` (3) unanswered echoes, about
     4 x ``echo_interval_s``; ``limits`` bound the connections still in their handshake.
     ``on_tls_context``: called with the listener's ``ssl.SSLContext`` (to renew its certificate).
+    ``port_stats_interval_s``: how often every switch's port counters are read (None: the app's
+    default, 5 s; 0: never).
     """
     os.environ["OSKEN_HUB_TYPE"] = "native"
     from os_ken.base import app_manager  # noqa: I001 - must come first (os-ken circular import)
@@ -105,6 +108,8 @@ def start_openflow(
     if not started.wait(timeout_s) or failure:
         raise RuntimeError(f"os-ken did not start: {failure[0] if failure else 'timeout'}")
     app = manager.applications["edgectl_fabric"]
+    if port_stats_interval_s is not None:
+        app.port_stats_interval_s = port_stats_interval_s
     _wait_listening(host, port, timeout_s)
     LOG.info("OpenFlow 1.3 listening on %s:%d", host, port)
     return OpenFlowRuntime(app=app, host=host, port=port, connections=connections, manager=manager)

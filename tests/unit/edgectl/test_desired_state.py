@@ -160,3 +160,14 @@ def test_a_plan_that_fails_is_a_refused_document(bus) -> None:
         desired.apply(example_spec(), "r1", "edgectl apply")
     assert bus.state is before
     assert desired.view()["status"] == "error" and "a core's bug" in desired.view()["error"]
+
+
+def test_documents_applied_and_rejected_are_counted_and_nothing_else_is(bus) -> None:
+    desired = _desired(bus)
+    assert desired.outcomes() == {"applied": 0, "rejected": 0}  # the one started with is adopted, not applied
+    text = EXAMPLE.read_text().replace("max_latency_ms: 5", "max_latency_ms: 4")
+    desired.apply(_spec(text), "r1", "edgectl apply", dry_run=True)
+    desired.apply(_spec(text), "r1", "edgectl apply")
+    desired.apply(_spec(text), "r1", "edgectl apply")  # the running document again
+    desired.reject("desired.yaml:3: switches[0].dpid: not a dpid", "", "file desired.yaml")
+    assert desired.outcomes() == {"applied": 1, "rejected": 1}

@@ -45,8 +45,11 @@ class FakeDatapath:
 
 def app_with(openflow: Any, *dpids: int) -> Any:
     """A FabricApp without os-ken's machinery: just the switch table and the pending requests."""
+    from sdnctl.message_counts import MessageCounts
+
     app = openflow.FabricApp.__new__(openflow.FabricApp)
     app._lock = threading.Lock()
+    app.messages = MessageCounts()
     app._pending = {}
     app._table_reads = {}
     app.switches = {dpid: openflow._Switch(FakeDatapath(dpid)) for dpid in dpids}

@@ -1,0 +1,168 @@
+"""Metrics read from the controller's current state at scrape time: links, switch tables, OpenFlow
+message counts, certificates. Nothing is counted on the hot path; each scrape reads immutable snapshots
+(the model, the identity snapshot) and copies of small counters (port readings, message totals).
+
+Label sets are bounded by what the controller holds right now: the links and switches of the model,
+OpenFlow's message and error types, the identities currently issued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from netmodel.ids import SwitchId, format_dpid
+from netmodel.state import FabricState
+from netmodel.types import LinkId
+from sdnctl.port_stats import link_loads
+
+if TYPE_CHECKING:
+    from pki.identities import IdentitySnapshot
+    from sdnctl.message_counts import MessageTotals
+    from sdnctl.port_stats import PortKey, PortReading
+
+LINK_LABELS = ["src", "src_port", "dst", "dst_port"]
+
+
+@dataclass
+class ScrapeSources:
+    """Where each scrape reads from; a part that is not running is None (its families stay empty)."""
+
+    state: Callable[[], FabricState] | None = None
+    port_readings: Callable[[], Mapping[PortKey, PortReading]] | None = None
+    switch_tables: Callable[[], Mapping[SwitchId, tuple[int, int]]] | None = None
+    """Per switch: (flows, groups) the route engine has installed."""
+    openflow_messages: Callable[[], MessageTotals] | None = None
+    identities: Callable[[], IdentitySnapshot] | None = None
+    config_outcomes: Callable[[], Mapping[str, int]] | None = None
+    """Desired-state documents applied and rejected since start."""
+
+
+def _switch_name(state: FabricState | None, dpid: SwitchId) -> str:
+    switch = state.topology.switches.get(dpid) if state is not None else None
+    return switch.name if switch is not None else format_dpid(dpid)
+
+
+class SnapshotCollector(Collector):
+    def __init__(self, sources: ScrapeSources) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.sources.state() if self.sources.state is not None else None
+        yield from self._links(state)
+        yield from self._switches(state)
+        yield from self._openflow()
+        yield from self._certificates()
+        yield from self._config()
+
+    def _links(self, state: FabricState | None) -> Iterator[Metric]:
+        latency = GaugeMetricFamily(
+            "edgectl_link_latency_seconds",
+            "Measured one-way latency of a link direction (links not measured yet are left out)",
+            labels=LINK_LABELS,
+        )
+        sent = CounterMetricFamily(
+            "edgectl_link_transmit_bytes",
+            "Bytes the link direction's source port transmitted (the switch's port counter)",
+            labels=LINK_LABELS,
+        )
+        utilization = GaugeMetricFamily(
+            "edgectl_link_utilization_ratio",
+            "Transmit rate of the link direction over its declared capacity, between the last two port-stats polls",
+            labels=LINK_LABELS,
+        )
+        if state is not None:
+            for link, attrs in state.topology.links.items():
+                if attrs.measured_latency_us is not None:
+                    latency.add_metric(self._link_labels(state, link), attrs.measured_latency_us / 1e6)
+            readings = self.sources.port_readings() if self.sources.port_readings is not None else {}
+            for load in link_loads(state, readings):
+                labels = self._link_labels(state, load.link)
+                sent.add_metric(labels, load.tx_bytes)
+                if load.utilization is not None:
+                    utilization.add_metric(labels, load.utilization)
+        yield from (latency, sent, utilization)
+
+    @staticmethod
+    def _link_labels(state: FabricState, link: LinkId) -> list[str]:
+        return [
+            _switch_name(state, link.src),
+            str(link.src_port),
+            _switch_name(state, link.dst),
+            str(link.dst_port),
+        ]
+
+    def _switches(self, state: FabricState | None) -> Iterator[Metric]:
+        flows = GaugeMetricFamily(
+            "edgectl_switch_flows",
+            "Flows of edgectl's a switch holds (read or confirmed installed)",
+            labels=["switch"],
+        )
+        groups = GaugeMetricFamily(
+            "edgectl_switch_groups",
+            "Groups of edgectl's a switch holds (read or confirmed installed)",
+            labels=["switch"],
+        )
+        tables = self.sources.switch_tables() if self.sources.switch_tables is not None else {}
+        for dpid, (flow_count, group_count) in sorted(tables.items()):
+            name = _switch_name(state, dpid)
+            flows.add_metric([name], flow_count)
+            groups.add_metric([name], group_count)
+        yield from (flows, groups)
+
+    def _openflow(self) -> Iterator[Metric]:
+        sent = CounterMetricFamily(
+            "edgectl_openflow_messages_sent", "OpenFlow messages the controller sent, by message type", labels=["type"]
+        )
+        received = CounterMetricFamily(
+            "edgectl_openflow_messages_received",
+            "OpenFlow messages the controller handled, by message type",
+            labels=["type"],
+        )
+        errors = CounterMetricFamily(
+            "edgectl_openflow_errors",
+            "OpenFlow error messages switches sent, by error type and code",
+            labels=["type", "code"],
+        )
+        if self.sources.openflow_messages is not None:
+            totals = self.sources.openflow_messages()
+            for name, count in sorted(totals.sent.items()):
+                sent.add_metric([name], count)
+            for name, count in sorted(totals.received.items()):
+                received.add_metric([name], count)
+            for (error_type, code), count in sorted(totals.errors.items()):
+                errors.add_metric([error_type, str(code)], count)
+        yield from (sent, received, errors)
+
+    def _config(self) -> Iterator[Metric]:
+        documents = CounterMetricFamily(
+            "edgectl_config_documents",
+            "Desired-state documents (file, directory, git commit, apply) since start, by outcome",
+            labels=["outcome"],
+        )
+        if self.sources.config_outcomes is not None:
+            for outcome, count in sorted(self.sources.config_outcomes().items()):
+                documents.add_metric([outcome], count)
+        yield documents
+
+    def _certificates(self) -> Iterator[Metric]:
+        expiry = GaugeMetricFamily(
+            "edgectl_certificate_expiry_timestamp_seconds",
+            "When each SVID currently issued expires (unix time), by subject and SPIFFE id",
+            labels=["subject", "spiffe_id"],
+        )
+        earliest = GaugeMetricFamily(
+            "edgectl_certificate_earliest_expiry_timestamp_seconds",
+            "When the first of the SVIDs currently issued expires (unix time)",
+        )
+        if self.sources.identities is not None:
+            svids = self.sources.identities().identities
+            for subject, svid in sorted(svids.items()):
+                expiry.add_metric([subject, str(svid.spiffe_id)], svid.info.not_after)
+            if svids:
+                earliest.add_metric([], min(svid.info.not_after for svid in svids.values()))
+        yield from (expiry, earliest)
