@@ -37,6 +37,7 @@ def test_the_label_set_is_the_profiles_filters_and_two_more() -> None:
         "TierAllowed",
         "ServiceAffinity",
         "LatencySlo",
+        "RequestSlo",
         "ResourcesFit",
         NO_CANDIDATES,
         OTHER,
