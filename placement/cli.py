@@ -153,12 +153,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return stub.Migrate(request, timeout=max(args.rpc_timeout, args.timeout_s + 5))
 
     def show(response: Any) -> None:
-        w = response.workload
-        print(
-            f"{response.from_workload_id} -> {w.id} on {w.node} ({w.site}) [{response.migration_id}: placed at "
-            f"generation {response.placed_generation}, {response.from_workload_id} removed at "
-            f"{response.removed_generation}]"
-        )
+        for moved, prefix in [(response, ""), *((c, "  with it: ") for c in response.companions)]:
+            w = moved.workload
+            print(
+                f"{prefix}{moved.from_workload_id} -> {w.id} on {w.node} ({w.site}) [{moved.migration_id}: placed at "
+                f"generation {moved.placed_generation}, {moved.from_workload_id} removed at "
+                f"{moved.removed_generation}]"
+            )
 
     return _run("migrate", args, call, show)
 

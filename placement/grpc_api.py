@@ -39,7 +39,7 @@ from placement.convergence import ConvergenceProbe, GenerationCheck
 from placement.errors import PlacementRefused, Refusal
 from placement.latency import SwitchLatencies
 from placement.naming import DEFAULT_TRUST_DOMAIN
-from placement.orchestrator import FailoverLoop, MigrationTarget, PlacementOrchestrator
+from placement.orchestrator import FailoverLoop, MigrationResult, MigrationTarget, PlacementOrchestrator
 from placement.requests import PlaceInput, build_place_request, check_name, check_workload_id, invalid, shown
 from placement.scheduler import DEFAULT_PROFILE, Profile
 from placement.snapshot import ClusterSnapshot
@@ -282,13 +282,18 @@ class PlacementServicer:
             result = self.orchestrator.migrate(workload_id, target, timeout, force=request.force)
         finally:
             self._migration_slots.release()
-        self._saved(result.removed_generation, f"migration {result.migration_id} ({result.old.id} -> {result.new.id})")
+        last = max([result.removed_generation, *(c.removed_generation for c in result.companions)])
+        self._saved(last, f"migration {result.migration_id} ({result.old.id} -> {result.new.id})")
+        return self._migrate_response(result, companions=True)
+
+    def _migrate_response(self, result: MigrationResult, *, companions: bool = False) -> pb.MigrateResponse:
         return pb.MigrateResponse(
             migration_id=result.migration_id,
             from_workload_id=result.old.id,
             workload=self._workload(result.new, result.state),
             placed_generation=result.placed_generation,
             removed_generation=result.removed_generation,
+            companions=[self._migrate_response(c) for c in result.companions] if companions else [],
         )
 
     def evict(self, request: pb.EvictRequest, context: grpc.ServicerContext) -> pb.EvictResponse:

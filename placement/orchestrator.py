@@ -43,7 +43,7 @@ from placement.naming import (
     workload_spiffe_id,
 )
 from placement.replicas import ReplicaPlan, plan_replicas, replica_request
-from placement.scheduler import DEFAULT_PROFILE, Profile, schedule, schedule_on
+from placement.scheduler import DEFAULT_PROFILE, Profile, schedule
 from placement.snapshot import ClusterSnapshot
 from placement.types import Assignment, Constraints, PlacementRequest, Unschedulable, declared_constraints
 from placement.watch import PlacementEvents, StepKind
@@ -211,8 +211,10 @@ class PlacementOrchestrator:
         would not improve on the current one is refused (FAILED_PRECONDITION) unless ``force``.
 
         For a service in a call graph the move is weighed by the users' request time end to end
-        (``placement.chains``): the instances it calls may move with it (each make-before-break, after it,
-        in ``MigrationResult.companions``), and the reason says what the users gain."""
+        (``placement.chains``) and the reason says what the users gain. Moving to the best node or a site, the
+        instances it calls may move with it (``MigrationResult.companions``): all the new instances are placed,
+        the probes waited for once, then all the old ones withdrawn (a time-out rolls all of them back). An
+        explicit node moves that instance only."""
         timeout = self.convergence_timeout_s if timeout_s is None else timeout_s
         with self._lock:
             state = self.bus.state
@@ -224,8 +226,10 @@ class PlacementOrchestrator:
             if i is not None:  # it is leaving: its replacement must not avoid it as a neighbour
                 snapshot.forget(old.service, old.resources, i)
             here = where_it_is(snapshot, request, i, self.profile) if target.best and i is not None else None
-            busy = [w for w in state.workloads.values() if w.id not in self._moving and w.id != old.id]
-            plan = plan_move(snapshot, request, i, busy, self._request_for, self.profile)
+            # Companions: only instances no other migration holds (decided under this lock, so none can start).
+            free = [w for w in state.workloads.values() if w.id not in self._moving and w.id != old.id]
+            candidates = free if target.node is None else []
+            plan = plan_move(snapshot, request, i, candidates, self._request_for, self.profile)
             if isinstance(plan, Unschedulable):
                 raise PlacementRefused(Refusal.RESOURCE_EXHAUSTED, f"cannot move {old.id} to {target}: {plan.message}")
             best = plan.assignment
@@ -239,36 +243,31 @@ class PlacementOrchestrator:
             (new,) = self._new_workloads(state, old.service, request, (best,), port=old.port, declared=old.declared)
             reason = plan.reason()
             why = f"to {target}" + (f": {reason}" if reason else "")
-            move = self._start_move(state, old, new, request.constraints, why, (reason,) if reason else ())
-        result = self._finish_move(move, timeout, rollback=True)
-        if not plan.companions:
-            return result
-        companions = []
-        for companion in plan.companions:
-            node = companion.assignment.node
+            moves = [self._start_move(state, old, new, request.constraints, why, (reason,) if reason else ())]
             try:
-                companions.append(
-                    self._migrate_to(companion.workload.id, node, timeout, f"with {new.id}, which calls it, to {node}")
-                )
-            except PlacementRefused as exc:  # the chain is a gain, not a promise: the first move stands
-                LOG.warning("%s did not follow %s to %s: %s", companion.workload.id, new.id, node, exc.reason)
-        return replace(result, companions=tuple(companions))
+                for companion in plan.companions:
+                    moves.append(self._start_companion(companion.workload, companion.assignment, new))
+            except PlacementRefused:
+                self._undo_started(moves)
+                raise
+        results = self._finish_moves(moves, timeout)
+        return replace(results[0], companions=tuple(results[1:]))
 
-    def _migrate_to(self, workload_id: WorkloadId, node: NodeId, timeout_s: float, why: str) -> MigrationResult:
-        """A companion's move: to that node, make-before-break, no further companions."""
-        with self._lock:
-            state = self.bus.state
-            old = self._require(workload_id)
-            self._require_still(workload_id)
-            request = self._migration_request(state, old, MigrationTarget(node=node))
-            outcome = schedule_on(ClusterSnapshot(state, self.latency_cache), request, self.profile)
-            if isinstance(outcome, Unschedulable):
-                raise PlacementRefused(Refusal.RESOURCE_EXHAUSTED, f"cannot move {old.id} to {node}: {outcome.message}")
-            (new,) = self._new_workloads(
-                state, old.service, request, outcome.assignments, port=old.port, declared=old.declared
-            )
-            move = self._start_move(state, old, new, request.constraints, why)
-        return self._finish_move(move, timeout_s, rollback=True)
+    def _start_companion(self, old: Workload, assignment: Assignment, caller: Workload) -> _Move:
+        """Place the new instance of a companion (decided with the chain, on the same model)."""
+        state = self.bus.state  # the newest: the instances of the chain placed so far hold their ports
+        request = PlacementRequest(old.service, old.resources, self.constraints_of(old))
+        (new,) = self._new_workloads(state, old.service, request, (assignment,), port=old.port, declared=old.declared)
+        why = f"with {caller.id}, which calls it, to {assignment.node}"
+        return self._start_move(state, old, new, request.constraints, why)
+
+    def _undo_started(self, moves: Sequence[_Move]) -> None:
+        """Remove the new instances of moves started but not to be finished (their old ones stay)."""
+        for move in moves:
+            self._publish_quietly(WorkloadRemoved(move.new.id))
+            self._constraints.pop(move.new.id, None)
+            self._moving.pop(move.old.id, None)
+            self._moving.pop(move.new.id, None)
 
     def _request_for(self, workload: Workload) -> PlacementRequest:
         return PlacementRequest(workload.service, workload.resources, self.constraints_of(workload))
@@ -432,32 +431,42 @@ class PlacementOrchestrator:
             )
         return missing
 
-    def _finish_move(self, move: _Move, timeout_s: float, *, rollback: bool) -> MigrationResult:
+    def _finish_moves(self, moves: Sequence[_Move], timeout_s: float) -> list[MigrationResult]:
+        """Wait once for every new instance of ``moves`` (one chain), then withdraw every old one; if the
+        probes do not apply it in time, remove every new instance instead (the old ones served throughout)."""
+        first = moves[0]
         try:
-            missing = self._wait(move, move.placed_generation, timeout_s)
-            if missing and rollback:
+            generation = max(m.placed_generation for m in moves)
+            placed = frozenset(str(m.new.id) for m in moves)
+            missing = self._wait(first, generation, timeout_s, placed)
+            if missing:
                 with self._lock:
-                    state = self._publish(WorkloadRemoved(move.new.id))
-                    self._constraints.pop(move.new.id, None)
+                    for move in moves:
+                        state = self._publish(WorkloadRemoved(move.new.id))
+                        self._constraints.pop(move.new.id, None)
+                news = ", ".join(f"{m.new.id} on {m.new.node}" for m in moves)
+                olds = ", ".join(f"{m.old.id} on {m.old.node}" for m in moves)
                 reason = (
-                    f"migration {move.migration_id} of {move.old.id} to {move.new.node} did not converge within "
-                    f"{timeout_s:g} s (waiting for: {', '.join(missing)}); rolled back: {move.new.id} removed, "
-                    f"{move.old.id} kept on {move.old.node}"
+                    f"migration {first.migration_id} of {first.old.id} to {first.new.node} did not converge within "
+                    f"{timeout_s:g} s (waiting for: {', '.join(missing)}); rolled back: {news} removed, "
+                    f"{olds} kept"
                 )
-                self.events.emit(
-                    StepKind.MIGRATION_ROLLED_BACK,
-                    generation=state.generation,
-                    workload=move.new,
-                    state=state,
-                    migration_id=move.migration_id,
-                    from_workload=move.old.id,
-                    message=reason,
-                )
+                for move in moves:
+                    self.events.emit(
+                        StepKind.MIGRATION_ROLLED_BACK,
+                        generation=state.generation,
+                        workload=move.new,
+                        state=state,
+                        migration_id=move.migration_id,
+                        from_workload=move.old.id,
+                        message=reason,
+                    )
                 raise PlacementRefused(Refusal.DEADLINE_EXCEEDED, reason)
-            return self._complete(move)
+            return [self._complete(move) for move in moves]
         finally:
-            self._moving.pop(move.old.id, None)
-            self._moving.pop(move.new.id, None)
+            for move in moves:
+                self._moving.pop(move.old.id, None)
+                self._moving.pop(move.new.id, None)
 
     def _complete(self, move: _Move) -> MigrationResult:
         try:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$edgectl/placement/v1/placement.proto\x12\x14\x65\x64gectl.placement.v1\"K\n\x0c\x41\x66\x66inityTerm\x12\x0f\n\x07service\x18\x01 \x01(\t\x12*\n\x05scope\x18\x02 \x01(\x0e\x32\x1b.edgectl.placement.v1.Scope\"\xe7\x01\n\x0b\x43onstraints\x12)\n\x05tiers\x18\x01 \x03(\x0e\x32\x1a.edgectl.placement.v1.Tier\x12\x1b\n\x0emax_latency_ms\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04near\x18\x03 \x03(\t\x12\x34\n\x08\x61\x66\x66inity\x18\x04 \x03(\x0b\x32\".edgectl.placement.v1.AffinityTerm\x12\x39\n\ranti_affinity\x18\x05 \x03(\x0b\x32\".edgectl.placement.v1.AffinityTermB\x11\n\x0f_max_latency_ms\"\xdb\x01\n\x0cPlaceRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x17\n\ncpu_millis\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x17\n\nmemory_mib\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x36\n\x0b\x63onstraints\x18\x04 \x01(\x0b\x32!.edgectl.placement.v1.Constraints\x12\x10\n\x08replicas\x18\x05 \x01(\r\x12\x0f\n\x07profile\x18\x06 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x07 \x01(\x08\x42\r\n\x0b_cpu_millisB\r\n\x0b_memory_mib\"V\n\rPlaceResponse\x12\x31\n\tworkloads\x18\x01 \x03(\x0b\x32\x1e.edgectl.placement.v1.Workload\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\x99\x01\n\x0eMigrateRequest\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0e\n\x04node\x18\x02 \x01(\tH\x00\x12\x0e\n\x04site\x18\x03 \x01(\tH\x00\x12\x0e\n\x04\x62\x65st\x18\x04 \x01(\x08H\x00\x12\x16\n\x0cnode_or_site\x18\x06 \x01(\tH\x00\x12\x11\n\ttimeout_s\x18\x05 \x01(\x01\x12\r\n\x05\x66orce\x18\x07 \x01(\x08\x42\x08\n\x06target\"\xaa\x01\n\x0fMigrateResponse\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\x18\n\x10\x66rom_workload_id\x18\x02 \x01(\t\x12\x30\n\x08workload\x18\x03 \x01(\x0b\x32\x1e.edgectl.placement.v1.Workload\x12\x19\n\x11placed_generation\x18\x04 \x01(\x03\x12\x1a\n\x12removed_generation\x18\x05 \x01(\x03\"#\n\x0c\x45victRequest\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\"U\n\rEvictResponse\x12\x30\n\x08workload\x18\x01 \x01(\x0b\x32\x1e.edgectl.placement.v1.Workload\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"!\n\nGetRequest\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\",\n\x0bListRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"U\n\x0cListResponse\x12\x31\n\tworkloads\x18\x01 \x03(\x0b\x32\x1e.edgectl.placement.v1.Workload\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\x84\x03\n\x08Workload\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x11\n\tspiffe_id\x18\x03 \x01(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x0c\n\x04site\x18\x05 \x01(\t\x12(\n\x04tier\x18\x06 \x01(\x0e\x32\x1a.edgectl.placement.v1.Tier\x12\x12\n\ncpu_millis\x18\x07 \x01(\x03\x12\x12\n\nmemory_mib\x18\x08 \x01(\x03\x12\x0c\n\x04port\x18\t \x01(\x05\x12\x36\n\x0b\x63onstraints\x18\n \x01(\x0b\x32!.edgectl.placement.v1.Constraints\x12\x41\n\nlatency_ms\x18\x0b \x03(\x0b\x32-.edgectl.placement.v1.Workload.LatencyMsEntry\x12\x0e\n\x06status\x18\x0c \x01(\t\x12\x0f\n\x07reasons\x18\r \x03(\t\x1a\x30\n\x0eLatencyMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"(\n\x0cWatchRequest\x12\x18\n\x10include_existing\x18\x01 \x01(\x08\"\xba\x04\n\x0ePlacementEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x37\n\x04kind\x18\x02 \x01(\x0e\x32).edgectl.placement.v1.PlacementEvent.Kind\x12\x12\n\ngeneration\x18\x03 \x01(\x03\x12\x30\n\x08workload\x18\x04 \x01(\x0b\x32\x1e.edgectl.placement.v1.Workload\x12\x14\n\x0cmigration_id\x18\x05 \x01(\t\x12\x18\n\x10\x66rom_workload_id\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x0f\n\x07reasons\x18\x08 \x03(\t\x12\n\n\x02\x61t\x18\t \x01(\x01\x12\x38\n\x0f\x63onverged_after\x18\n \x03(\x0b\x32\x1f.edgectl.placement.v1.ProbeTime\"\xfe\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bKIND_PLACED\x10\x01\x12\x10\n\x0cKIND_REMOVED\x10\x02\x12\x1a\n\x16KIND_MIGRATION_STARTED\x10\x03\x12\x1c\n\x18KIND_CONVERGENCE_WAITING\x10\x04\x12\x12\n\x0eKIND_CONVERGED\x10\x05\x12\x1c\n\x18KIND_MIGRATION_COMPLETED\x10\x06\x12\x1e\n\x1aKIND_MIGRATION_ROLLED_BACK\x10\x07\x12\x16\n\x12KIND_UNSCHEDULABLE\x10\x08\x12\x19\n\x15KIND_FAILOVER_STARTED\x10\t\"+\n\tProbeTime\x12\r\n\x05probe\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01*K\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\r\n\tTIER_EDGE\x10\x01\x12\x0e\n\nTIER_METRO\x10\x02\x12\x0e\n\nTIER_CLOUD\x10\x03*>\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\x0e\n\nSCOPE_NODE\x10\x01\x12\x0e\n\nSCOPE_SITE\x10\x02\x32\xf4\x03\n\tPlacement\x12P\n\x05Place\x12\".edgectl.placement.v1.PlaceRequest\x1a#.edgectl.placement.v1.PlaceResponse\x12V\n\x07Migrate\x12$.edgectl.placement.v1.MigrateRequest\x1a%.edgectl.placement.v1.MigrateResponse\x12P\n\x05\x45vict\x12\".edgectl.placement.v1.EvictRequest\x1a#.edgectl.placement.v1.EvictResponse\x12G\n\x03Get\x12 .edgectl.placement.v1.GetRequest\x1a\x1e.edgectl.placement.v1.Workload\x12M\n\x04List\x12!.edgectl.placement.v1.ListRequest\x1a\".edgectl.placement.v1.ListResponse\x12S\n\x05Watch\x12\".edgectl.placement.v1.WatchRequest\x1a$.edgectl.placement.v1.PlacementEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$edgectl/placement/v1/placement.proto\x12\x14\x65\x64gectl.placement.v1\"K\n\x0c\x41\x66\x66inityTerm\x12\x0f\n\x07service\x18\x01 \x01(\t\x12*\n\x05scope\x18\x02 \x01(\x0e\x32\x1b.edgectl.placement.v1.Scope\"\xe7\x01\n\x0b\x43onstraints\x12)\n\x05tiers\x18\x01 \x03(\x0e\x32\x1a.edgectl.placement.v1.Tier\x12\x1b\n\x0emax_latency_ms\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04near\x18\x03 \x03(\t\x12\x34\n\x08\x61\x66\x66inity\x18\x04 \x03(\x0b\x32\".edgectl.placement.v1.AffinityTerm\x12\x39\n\ranti_affinity\x18\x05 \x03(\x0b\x32\".edgectl.placement.v1.AffinityTermB\x11\n\x0f_max_latency_ms\"\xdb\x01\n\x0cPlaceRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x17\n\ncpu_millis\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x17\n\nmemory_mib\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x36\n\x0b\x63onstraints\x18\x04 \x01(\x0b\x32!.edgectl.placement.v1.Constraints\x12\x10\n\x08replicas\x18\x05 \x01(\r\x12\x0f\n\x07profile\x18\x06 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x07 \x01(\x08\x42\r\n\x0b_cpu_millisB\r\n\x0b_memory_mib\"V\n\rPlaceResponse\x12\x31\n\tworkloads\x18\x01 \x03(\x0b\x32\x1e.edgectl.placement.v1.Workload\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\x99\x01\n\x0eMigrateRequest\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0e\n\x04node\x18\x02 \x01(\tH\x00\x12\x0e\n\x04site\x18\x03 \x01(\tH\x00\x12\x0e\n\x04\x62\x65st\x18\x04 \x01(\x08H\x00\x12\x16\n\x0cnode_or_site\x18\x06 \x01(\tH\x00\x12\x11\n\ttimeout_s\x18\x05 \x01(\x01\x12\r\n\x05\x66orce\x18\x07 \x01(\x08\x42\x08\n\x06target\"\xe5\x01\n\x0fMigrateResponse\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\x18\n\x10\x66rom_workload_id\x18\x02 \x01(\t\x12\x30\n\x08workload\x18\x03 \x01(\x0b\x32\x1e.edgectl.placement.v1.Workload\x12\x19\n\x11placed_generation\x18\x04 \x01(\x03\x12\x1a\n\x12removed_generation\x18\x05 \x01(\x03\x12\x39\n\ncompanions\x18\x06 \x03(\x0b\x32%.edgectl.placement.v1.MigrateResponse\"#\n\x0c\x45victRequest\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\"U\n\rEvictResponse\x12\x30\n\x08workload\x18\x01 \x01(\x0b\x32\x1e.edgectl.placement.v1.Workload\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"!\n\nGetRequest\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\",\n\x0bListRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"U\n\x0cListResponse\x12\x31\n\tworkloads\x18\x01 \x03(\x0b\x32\x1e.edgectl.placement.v1.Workload\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\x84\x03\n\x08Workload\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x11\n\tspiffe_id\x18\x03 \x01(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x0c\n\x04site\x18\x05 \x01(\t\x12(\n\x04tier\x18\x06 \x01(\x0e\x32\x1a.edgectl.placement.v1.Tier\x12\x12\n\ncpu_millis\x18\x07 \x01(\x03\x12\x12\n\nmemory_mib\x18\x08 \x01(\x03\x12\x0c\n\x04port\x18\t \x01(\x05\x12\x36\n\x0b\x63onstraints\x18\n \x01(\x0b\x32!.edgectl.placement.v1.Constraints\x12\x41\n\nlatency_ms\x18\x0b \x03(\x0b\x32-.edgectl.placement.v1.Workload.LatencyMsEntry\x12\x0e\n\x06status\x18\x0c \x01(\t\x12\x0f\n\x07reasons\x18\r \x03(\t\x1a\x30\n\x0eLatencyMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"(\n\x0cWatchRequest\x12\x18\n\x10include_existing\x18\x01 \x01(\x08\"\xba\x04\n\x0ePlacementEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x37\n\x04kind\x18\x02 \x01(\x0e\x32).edgectl.placement.v1.PlacementEvent.Kind\x12\x12\n\ngeneration\x18\x03 \x01(\x03\x12\x30\n\x08workload\x18\x04 \x01(\x0b\x32\x1e.edgectl.placement.v1.Workload\x12\x14\n\x0cmigration_id\x18\x05 \x01(\t\x12\x18\n\x10\x66rom_workload_id\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x0f\n\x07reasons\x18\x08 \x03(\t\x12\n\n\x02\x61t\x18\t \x01(\x01\x12\x38\n\x0f\x63onverged_after\x18\n \x03(\x0b\x32\x1f.edgectl.placement.v1.ProbeTime\"\xfe\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bKIND_PLACED\x10\x01\x12\x10\n\x0cKIND_REMOVED\x10\x02\x12\x1a\n\x16KIND_MIGRATION_STARTED\x10\x03\x12\x1c\n\x18KIND_CONVERGENCE_WAITING\x10\x04\x12\x12\n\x0eKIND_CONVERGED\x10\x05\x12\x1c\n\x18KIND_MIGRATION_COMPLETED\x10\x06\x12\x1e\n\x1aKIND_MIGRATION_ROLLED_BACK\x10\x07\x12\x16\n\x12KIND_UNSCHEDULABLE\x10\x08\x12\x19\n\x15KIND_FAILOVER_STARTED\x10\t\"+\n\tProbeTime\x12\r\n\x05probe\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01*K\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\r\n\tTIER_EDGE\x10\x01\x12\x0e\n\nTIER_METRO\x10\x02\x12\x0e\n\nTIER_CLOUD\x10\x03*>\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\x0e\n\nSCOPE_NODE\x10\x01\x12\x0e\n\nSCOPE_SITE\x10\x02\x32\xf4\x03\n\tPlacement\x12P\n\x05Place\x12\".edgectl.placement.v1.PlaceRequest\x1a#.edgectl.placement.v1.PlaceResponse\x12V\n\x07Migrate\x12$.edgectl.placement.v1.MigrateRequest\x1a%.edgectl.placement.v1.MigrateResponse\x12P\n\x05\x45vict\x12\".edgectl.placement.v1.EvictRequest\x1a#.edgectl.placement.v1.EvictResponse\x12G\n\x03Get\x12 .edgectl.placement.v1.GetRequest\x1a\x1e.edgectl.placement.v1.Workload\x12M\n\x04List\x12!.edgectl.placement.v1.ListRequest\x1a\".edgectl.placement.v1.ListResponse\x12S\n\x05Watch\x12\".edgectl.placement.v1.WatchRequest\x1a$.edgectl.placement.v1.PlacementEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WORKLOAD_LATENCYMSENTRY']._loaded_options = None
   _globals['_WORKLOAD_LATENCYMSENTRY']._serialized_options = b'8\001'
-  _globals['_TIER']._serialized_start=2355
-  _globals['_TIER']._serialized_end=2430
-  _globals['_SCOPE']._serialized_start=2432
-  _globals['_SCOPE']._serialized_end=2494
+  _globals['_TIER']._serialized_start=2414
+  _globals['_TIER']._serialized_end=2489
+  _globals['_SCOPE']._serialized_start=2491
+  _globals['_SCOPE']._serialized_end=2553
   _globals['_AFFINITYTERM']._serialized_start=62
   _globals['_AFFINITYTERM']._serialized_end=137
   _globals['_CONSTRAINTS']._serialized_start=140
@@ -48,29 +48,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MIGRATEREQUEST']._serialized_start=684
   _globals['_MIGRATEREQUEST']._serialized_end=837
   _globals['_MIGRATERESPONSE']._serialized_start=840
-  _globals['_MIGRATERESPONSE']._serialized_end=1010
-  _globals['_EVICTREQUEST']._serialized_start=1012
-  _globals['_EVICTREQUEST']._serialized_end=1047
-  _globals['_EVICTRESPONSE']._serialized_start=1049
-  _globals['_EVICTRESPONSE']._serialized_end=1134
-  _globals['_GETREQUEST']._serialized_start=1136
-  _globals['_GETREQUEST']._serialized_end=1169
-  _globals['_LISTREQUEST']._serialized_start=1171
-  _globals['_LISTREQUEST']._serialized_end=1215
-  _globals['_LISTRESPONSE']._serialized_start=1217
-  _globals['_LISTRESPONSE']._serialized_end=1302
-  _globals['_WORKLOAD']._serialized_start=1305
-  _globals['_WORKLOAD']._serialized_end=1693
-  _globals['_WORKLOAD_LATENCYMSENTRY']._serialized_start=1645
-  _globals['_WORKLOAD_LATENCYMSENTRY']._serialized_end=1693
-  _globals['_WATCHREQUEST']._serialized_start=1695
-  _globals['_WATCHREQUEST']._serialized_end=1735
-  _globals['_PLACEMENTEVENT']._serialized_start=1738
-  _globals['_PLACEMENTEVENT']._serialized_end=2308
-  _globals['_PLACEMENTEVENT_KIND']._serialized_start=2054
-  _globals['_PLACEMENTEVENT_KIND']._serialized_end=2308
-  _globals['_PROBETIME']._serialized_start=2310
-  _globals['_PROBETIME']._serialized_end=2353
-  _globals['_PLACEMENT']._serialized_start=2497
-  _globals['_PLACEMENT']._serialized_end=2997
+  _globals['_MIGRATERESPONSE']._serialized_end=1069
+  _globals['_EVICTREQUEST']._serialized_start=1071
+  _globals['_EVICTREQUEST']._serialized_end=1106
+  _globals['_EVICTRESPONSE']._serialized_start=1108
+  _globals['_EVICTRESPONSE']._serialized_end=1193
+  _globals['_GETREQUEST']._serialized_start=1195
+  _globals['_GETREQUEST']._serialized_end=1228
+  _globals['_LISTREQUEST']._serialized_start=1230
+  _globals['_LISTREQUEST']._serialized_end=1274
+  _globals['_LISTRESPONSE']._serialized_start=1276
+  _globals['_LISTRESPONSE']._serialized_end=1361
+  _globals['_WORKLOAD']._serialized_start=1364
+  _globals['_WORKLOAD']._serialized_end=1752
+  _globals['_WORKLOAD_LATENCYMSENTRY']._serialized_start=1704
+  _globals['_WORKLOAD_LATENCYMSENTRY']._serialized_end=1752
+  _globals['_WATCHREQUEST']._serialized_start=1754
+  _globals['_WATCHREQUEST']._serialized_end=1794
+  _globals['_PLACEMENTEVENT']._serialized_start=1797
+  _globals['_PLACEMENTEVENT']._serialized_end=2367
+  _globals['_PLACEMENTEVENT_KIND']._serialized_start=2113
+  _globals['_PLACEMENTEVENT_KIND']._serialized_end=2367
+  _globals['_PROBETIME']._serialized_start=2369
+  _globals['_PROBETIME']._serialized_end=2412
+  _globals['_PLACEMENT']._serialized_start=2556
+  _globals['_PLACEMENT']._serialized_end=3056
 # @@protoc_insertion_point(module_scope)

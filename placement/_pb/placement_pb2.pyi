@@ -94,18 +94,20 @@ class MigrateRequest(_message.Message):
     def __init__(self, workload_id: _Optional[str] = ..., node: _Optional[str] = ..., site: _Optional[str] = ..., best: _Optional[bool] = ..., node_or_site: _Optional[str] = ..., timeout_s: _Optional[float] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class MigrateResponse(_message.Message):
-    __slots__ = ("migration_id", "from_workload_id", "workload", "placed_generation", "removed_generation")
+    __slots__ = ("migration_id", "from_workload_id", "workload", "placed_generation", "removed_generation", "companions")
     MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     PLACED_GENERATION_FIELD_NUMBER: _ClassVar[int]
     REMOVED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    COMPANIONS_FIELD_NUMBER: _ClassVar[int]
     migration_id: str
     from_workload_id: str
     workload: Workload
     placed_generation: int
     removed_generation: int
-    def __init__(self, migration_id: _Optional[str] = ..., from_workload_id: _Optional[str] = ..., workload: _Optional[_Union[Workload, _Mapping]] = ..., placed_generation: _Optional[int] = ..., removed_generation: _Optional[int] = ...) -> None: ...
+    companions: _containers.RepeatedCompositeFieldContainer[MigrateResponse]
+    def __init__(self, migration_id: _Optional[str] = ..., from_workload_id: _Optional[str] = ..., workload: _Optional[_Union[Workload, _Mapping]] = ..., placed_generation: _Optional[int] = ..., removed_generation: _Optional[int] = ..., companions: _Optional[_Iterable[_Union[MigrateResponse, _Mapping]]] = ...) -> None: ...
 
 class EvictRequest(_message.Message):
     __slots__ = ("workload_id",)

@@ -119,3 +119,45 @@ def test_a_move_that_would_break_the_end_to_end_slo_is_refused() -> None:
             refused.value.reason
         )
         assert dict(bus.state.workloads) == before
+
+
+def test_the_grpc_migrate_answer_lists_the_companions() -> None:
+    from placement._pb import placement_pb2 as pb
+    from tests.unit.placement.helpers import served_api
+
+    with served_api(fabric(), profile=LATENCY_FIRST_PROFILE) as (bus, _server, stub):
+        answer = stub.Migrate(pb.MigrateRequest(workload_id="api-1", best=True), timeout=10)
+        assert answer.workload.node == "m-n1"
+        (db,) = answer.companions
+        assert (db.from_workload_id, db.workload.node) == ("db-1", "m-n1")
+        # placed together, withdrawn together: both new instances before either old one goes
+        assert max(answer.placed_generation, db.placed_generation) < min(
+            answer.removed_generation, db.removed_generation
+        )
+        assert {w.id for w in bus.state.workloads.values()} >= {answer.workload.id, db.workload.id}
+
+
+def test_a_chain_that_does_not_converge_is_rolled_back_whole() -> None:
+    from placement.convergence import NamedProbe
+
+    with running_bus(fabric()) as bus:
+        before = {w.id: w.node for w in bus.state.workloads.values()}
+        never = NamedProbe("sidecars", lambda generation: False)
+        o = PlacementOrchestrator(bus, [never], profile=LATENCY_FIRST_PROFILE, convergence_timeout_s=0.2)
+        steps = collect(o, bus)
+        with pytest.raises(PlacementRefused) as refused:
+            o.migrate(WorkloadId("api-1"), MigrationTarget(best=True))
+        assert refused.value.kind is Refusal.DEADLINE_EXCEEDED and "db-1 on c-n2" in refused.value.reason
+        assert {w.id: w.node for w in bus.state.workloads.values()} == before  # both new instances removed
+        wait_until(lambda: sum(s.kind is StepKind.MIGRATION_ROLLED_BACK for s in steps) == 2)
+        # and the instances are free again: the chain can be tried once more
+        o2 = PlacementOrchestrator(bus, profile=LATENCY_FIRST_PROFILE)
+        assert o2.migrate(WorkloadId("api-1"), MigrationTarget(best=True)).companions
+
+
+def test_an_explicit_node_moves_that_instance_only() -> None:
+    with running_bus(fabric()) as bus:
+        o = PlacementOrchestrator(bus, profile=LATENCY_FIRST_PROFILE)
+        result = o.migrate(WorkloadId("api-1"), MigrationTarget(node=NodeId("m-n1")))
+        assert result.new.node == "m-n1" and result.companions == ()
+        assert {w.node for w in bus.state.workloads.values() if w.service == "db"} == {"c-n2"}
