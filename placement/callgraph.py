@@ -110,6 +110,7 @@ class Layout:
     instance: two instances behind one switch get two shares), and the matrices to reason on."""
 
     instances: Mapping[ServiceName, Ints]
+    """A service absent: never placed (it adds nothing); present with no entry: placed, none usable (inf)."""
     one_way_us: Floats
     """Shortest one-way latency between switch indices, microseconds (inf: unreachable)."""
     user_switch: Mapping[HostId, int]
@@ -170,45 +171,70 @@ class RequestImpact:
 
     def added_ms(self, candidate_switches: Ints) -> Floats:
         """users x candidates: the part of each user's request time spent on calls to the service and
-        below it, with one more instance behind each candidate switch (-1: a switch unknown, inf)."""
+        below it, with one more instance behind each candidate switch (-1: a switch unknown, inf).
+
+        Per caller switch, the existing instances are sorted by distance once, with prefix sums of their
+        values (round trip + subtree); a candidate's level 0 is then a ``searchsorted`` of its bound, so the
+        cost is O(callers x candidate switches x log instances), computed once per distinct switch."""
         valid = candidate_switches >= 0
-        switches = np.maximum(candidate_switches, 0)
+        unique, back = np.unique(np.maximum(candidate_switches, 0), return_inverse=True)
         layout = self.layout
-        total: Floats = np.zeros((len(self.users), len(switches)))
-        if len(self.caller_switches):
-            new_value = layout.round_trip_ms(self.caller_switches, switches) + self.subtree_ms(switches)[None, :]
-            new_dist = layout.one_way_us[np.ix_(self.caller_switches, switches)]
-            old_dist = layout.one_way_us[np.ix_(self.caller_switches, self.existing)]
-            old_value = layout.round_trip_ms(self.caller_switches, self.existing) + self.existing_subtree_ms[None, :]
-            width = len(self.existing)
-            for row in range(len(self.caller_switches)):
-                # This caller: the existing instances' columns plus one candidate, for every candidate at once.
-                dist = np.hstack([np.broadcast_to(old_dist[row], (len(switches), width)), new_dist[row][:, None]])
-                value = np.hstack([np.broadcast_to(old_value[row], (len(switches), width)), new_value[row][:, None]])
-                cost = level0_cost(dist, value, self.rules)
-                rates = self.calls[:, row]
-                with np.errstate(invalid="ignore"):
-                    total = total + np.where(rates[:, None] > 0, rates[:, None] * cost[None, :], 0.0)
+        callers = self.caller_switches
+        if not len(callers):
+            total: Floats = np.zeros((len(self.users), len(candidate_switches)))
+            total[:, ~valid] = np.inf
+            return total
+        new_dist = layout.one_way_us[np.ix_(callers, unique)]  # callers x candidates
+        new_value = layout.round_trip_ms(callers, unique) + self.subtree_ms(unique)[None, :]
+        old_dist = layout.one_way_us[np.ix_(callers, self.existing)]  # callers x existing
+        old_value = layout.round_trip_ms(callers, self.existing) + self.existing_subtree_ms[None, :]
+        order = np.argsort(old_dist, axis=1, kind="stable")
+        sorted_dist = np.take_along_axis(old_dist, order, axis=1)
+        prefix = np.concatenate(
+            [np.zeros((len(callers), 1)), np.cumsum(np.take_along_axis(old_value, order, axis=1), axis=1)], axis=1
+        )
+        existing_nearest = sorted_dist[:, 0] if sorted_dist.shape[1] else np.full(len(callers), np.inf)
+        nearest = np.minimum(existing_nearest[:, None], new_dist)
+        finite = np.isfinite(nearest)
+        safe = np.where(finite, nearest, 0.0)
+        bound = safe + np.maximum(self.rules.margin_us, self.rules.margin_ratio * safe)
+        cost = np.full(new_dist.shape, np.inf)
+        for row in range(len(callers)):
+            count = np.searchsorted(sorted_dist[row], bound[row], side="right")
+            joins = new_dist[row] <= bound[row]
+            members = count + joins
+            with np.errstate(invalid="ignore"):
+                summed = prefix[row, count] + np.where(joins, new_value[row], 0.0)
+            ok = finite[row] & (members > 0)
+            cost[row, ok] = summed[ok] / members[ok]
+        # users x candidates = calls (users x callers) . cost (callers x candidates), inf where a user's calls meet one
+        unreachable = ~np.isfinite(cost)
+        total = self.calls @ np.where(unreachable, 0.0, cost)
+        total[(self.calls > 0).astype(np.float64) @ unreachable.astype(np.float64) > 0] = np.inf
+        total = total[:, back]
         total[:, ~valid] = np.inf
         return total
+
+    def existing_ms(self) -> Floats:
+        """Per user: the request time with the instances already placed (the layout as it is)."""
+        placed = self.service in self.layout.instances
+        if not len(self.caller_switches) or not placed:
+            return self.base_ms.copy()
+        if not len(self.existing):
+            cost = np.full(len(self.caller_switches), np.inf)
+        else:
+            dist = self.layout.one_way_us[np.ix_(self.caller_switches, self.existing)]
+            value = self.layout.round_trip_ms(self.caller_switches, self.existing) + self.existing_subtree_ms[None, :]
+            cost = level0_cost(dist, value, self.rules)
+        unreachable = ~np.isfinite(cost)
+        added = self.calls @ np.where(unreachable, 0.0, cost)
+        added[(self.calls > 0).astype(np.float64) @ unreachable.astype(np.float64) > 0] = np.inf
+        result: Floats = self.base_ms + added
+        return result
 
     def request_ms(self, candidate_switches: Ints) -> Floats:
         """users x candidates: each user's whole request time with one more instance behind each candidate."""
         result: Floats = self.base_ms[:, None] + self.added_ms(candidate_switches)
-        return result
-
-    def current_ms(self) -> Floats:
-        """Per user: the request time with the instances already placed (none added)."""
-        if not len(self.caller_switches):
-            return self.base_ms.copy()
-        dist = self.layout.one_way_us[np.ix_(self.caller_switches, self.existing)]
-        value = self.layout.round_trip_ms(self.caller_switches, self.existing) + self.existing_subtree_ms[None, :]
-        costs = (
-            level0_cost(dist, value, self.rules) if len(self.existing) else np.full(len(self.caller_switches), np.inf)
-        )
-        with np.errstate(invalid="ignore"):
-            added = np.where(self.calls > 0, self.calls * costs[None, :], 0.0).sum(axis=1)
-        result: Floats = self.base_ms + added
         return result
 
 
@@ -224,7 +250,10 @@ def _subtree_ms(
     total: Floats = np.zeros(len(switches))
     for callee, per_request in graph.calls.get(service, ()):
         instances = layout.instances.get(callee)
-        if instances is None or not len(instances) or per_request <= 0:
+        if instances is None or per_request <= 0:
+            continue  # never placed: nothing known below it (a tree placed top-down)
+        if not len(instances):  # placed, but no instance can serve: the calls fail
+            total = total + np.inf
             continue
         dist = layout.one_way_us[np.ix_(switches, instances)]
         value = layout.round_trip_ms(switches, instances) + subtree[callee][None, :]
@@ -286,8 +315,12 @@ def _propagate(
         if not arriving or current == stop_at:
             continue
         instances = layout.instances.get(current)
-        if instances is None or not len(instances):
-            continue  # not placed yet: nothing below it is known either
+        if instances is None:
+            continue  # never placed: nothing below it is known either
+        if not len(instances):  # placed, but no instance can serve: these users' requests fail
+            for rates in arriving.values():
+                base[rates > 0] = np.inf
+            continue
         sources = np.array(sorted(arriving), dtype=np.int64)
         rates = np.vstack([arriving[s] for s in sources])  # switches x users
         dist = layout.one_way_us[np.ix_(sources, instances)]

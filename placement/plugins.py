@@ -22,7 +22,7 @@ import numpy as np
 
 from netmodel.ids import ServiceName
 from netmodel.types import Tier
-from placement.callgraph import RequestImpact, request_impact
+from placement.callgraph import RequestImpact
 from placement.snapshot import TIER_CODE, TIERS, Bools, ClusterSnapshot, Floats, Health, Ints, NearLatency
 from placement.types import AffinityTerm, PlacementRequest, Scope
 
@@ -46,12 +46,26 @@ def impact_of(ctx: CycleContext) -> RequestImpact | None:
     """How this instance's node changes users' end-to-end request times (``placement.callgraph``); None
     for a service outside every call graph users reach (one that calls nothing and nobody calls)."""
     if not ctx.impact_known:
-        snapshot, service = ctx.snapshot, ctx.request.service
-        graph = snapshot.call_graph_for(service, ctx.request.constraints.near)
-        if service in graph.involved:
-            ctx.impact = request_impact(service, graph, snapshot.layout(graph), snapshot.path_rules)
+        ctx.impact = ctx.snapshot.request_impact(ctx.request.service, ctx.request.constraints.near)
         ctx.impact_known = True
     return ctx.impact
+
+
+def added_ms(ctx: CycleContext) -> Floats:
+    """users x nodes: the part of every user's request time this instance's node decides (memoised)."""
+    impact = impact_of(ctx)
+    assert impact is not None
+    cached = ctx.memo.get("added_ms")
+    if cached is None:
+        cached = ctx.memo["added_ms"] = impact.added_ms(ctx.snapshot.switch_column)
+    return np.asarray(cached, dtype=np.float64)
+
+
+def involved(ctx: CycleContext) -> bool:
+    """Whether the service calls or is called (its latency score is then the request time over the graph)."""
+    return (
+        ctx.request.service in ctx.snapshot.call_graph_for(ctx.request.service, ctx.request.constraints.near).involved
+    )
 
 
 def request_ms(ctx: CycleContext) -> Floats:
@@ -60,7 +74,7 @@ def request_ms(ctx: CycleContext) -> Floats:
     assert impact is not None
     cached = ctx.memo.get("request_ms")
     if cached is None:
-        cached = ctx.memo["request_ms"] = impact.request_ms(ctx.snapshot.switch_column)
+        cached = ctx.memo["request_ms"] = impact.base_ms[:, None] + added_ms(ctx)
     return np.asarray(cached, dtype=np.float64)
 
 
@@ -254,10 +268,24 @@ class LatencySlo:
         return [f"{nodes_phrase(int(failed.sum()))} beyond max_latency_ms={format_ms(slo)} from {hosts}"]
 
 
+def request_slo_limits(ctx: CycleContext, slo: float, rows: Ints) -> Floats:
+    """Per user row: the request time a node must keep. The SLO, unless the layout breaks it for that
+    user already and no node can bring it back: then the best any node gives (a failover must put the
+    instance somewhere; where the rest of the chain breaks the SLO, this instance cannot keep it)."""
+    impact = impact_of(ctx)
+    assert impact is not None
+    now = impact.existing_ms()[rows]
+    times = request_ms(ctx)[rows]
+    best = np.where(ctx.snapshot.healthy[None, :], times, np.inf).min(axis=1, initial=np.inf)
+    limits: Floats = np.where(now > slo + SLO_TOLERANCE_MS, np.maximum(slo, best), slo)
+    return limits
+
+
 @dataclass(frozen=True, slots=True)
 class RequestSlo:
     """Every entry service's end-to-end SLO (``max_request_latency_ms``) holds for each of its users whose
-    requests reach this service, with this instance on the node (``placement.callgraph``)."""
+    requests reach this service, with this instance on the node (``placement.callgraph``); for a user the
+    layout already breaks it for, no worse than the best node (``request_slo_limits``)."""
 
     name: str = "RequestSlo"
     checks_capacity: bool = False
@@ -265,7 +293,8 @@ class RequestSlo:
     def passes(self, ctx: CycleContext) -> Bools:
         ok = ctx.snapshot.all_nodes
         for _entry, slo, rows in request_slo_checks(ctx):
-            ok = ok & (request_ms(ctx)[rows].max(axis=0) <= slo + SLO_TOLERANCE_MS)
+            limits = request_slo_limits(ctx, slo, rows)
+            ok = ok & (request_ms(ctx)[rows] <= limits[:, None] + SLO_TOLERANCE_MS).all(axis=0)
         return ok
 
     def explain(self, ctx: CycleContext, failed: Bools, considered: Bools) -> list[str]:
@@ -274,7 +303,8 @@ class RequestSlo:
         assert impact is not None  # nothing fails without a call graph
         for entry, slo, rows in request_slo_checks(ctx):
             times = request_ms(ctx)[rows]
-            broken = failed & (times.max(axis=0) > slo + SLO_TOLERANCE_MS)
+            limits = request_slo_limits(ctx, slo, rows)
+            broken = failed & ~(times <= limits[:, None] + SLO_TOLERANCE_MS).all(axis=0)
             if not broken.any():
                 continue
             worst = np.where(considered, times.max(axis=0), np.inf)
@@ -338,11 +368,11 @@ class LatencyScore:
     name: str = "LatencyScore"
 
     def score(self, ctx: CycleContext) -> Floats:
-        impact = impact_of(ctx)
+        impact = impact_of(ctx) if involved(ctx) else None
         if impact is not None:
             cached = ctx.memo.get(self.name)
             if cached is None:
-                added = impact.added_ms(ctx.snapshot.switch_column)[impact.reached]
+                added = added_ms(ctx)[impact.reached]
                 mean = added.mean(axis=0) if len(added) else np.zeros(len(ctx.snapshot))
                 cached = ctx.memo[self.name] = np.where(np.isfinite(mean), -mean, -1e9)
             return np.asarray(cached, dtype=np.float64)

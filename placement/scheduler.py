@@ -231,10 +231,14 @@ class _Batch:
             if i >= 0:
                 self.take(u)
 
-    def quality(self) -> tuple[int, float]:
-        """(units placed, their total score): what a better layout has more of."""
+    def quality(self) -> tuple[int, int, float]:
+        """(units placed where every filter passes, units placed, the total score of the first): what a better
+        layout has more of. A unit whose node a later placement made break a filter (an end-to-end SLO)
+        counts as placed only: a layout that keeps every filter beats one that places more units badly."""
         placed = [u for u, i in enumerate(self.node) if i >= 0]
-        return len(placed), float(sum(self._score_at(u, self.node[u]) for u in placed))
+        scores = [self._score_at(u, self.node[u]) for u in placed]
+        kept = [score for score in scores if np.isfinite(score)]
+        return len(kept), len(placed), float(sum(kept))
 
     def context(self, u: int) -> CycleContext:
         return make_context(self.snapshot, self.units[u])
@@ -282,10 +286,15 @@ class _Batch:
         regret: best minus second-best score; a unit with one feasible node has infinite regret).
         Placing on node n only changes the scores on n's site (capacity, spread, balance), so only
         units whose two best nodes lie there are rescored (and units with affinity terms, which a new
-        instance can make feasible anywhere)."""
+        instance can make feasible anywhere). A unit in a call graph (any placement changes its request
+        times and end-to-end SLO everywhere) is rescored when it is picked, before it is placed: its
+        order may be stale, its node never is."""
         table = np.vstack([self.options(u) for u in range(len(self.units))]) if self.units else np.zeros((0, 0))
         waiting = np.ones(len(self.units), dtype=np.bool_)
         volatile = np.array([bool(r.constraints.affinity) for r in self.units], dtype=np.bool_)
+        graph = self.snapshot.call_graph
+        in_graph = np.array([graph.reaches(r.service) for r in self.units], dtype=np.bool_)
+        stale = np.zeros(len(self.units), dtype=np.bool_)
         site_of = self.snapshot.site_of
         while waiting.any():
             rows = np.flatnonzero(waiting)
@@ -302,9 +311,16 @@ class _Batch:
             size = np.array([self.units[u].resources.cpu_millis + self.units[u].resources.memory_mib for u in rows])
             pick = int(np.lexsort((-size, -regret))[0])  # largest regret, then largest demand
             u = int(rows[pick])
+            if stale[u]:
+                table[u] = self.options(u)
+                stale[u] = False
+                if not np.isfinite(table[u]).any():
+                    waiting[u] = False  # nowhere as things stand: make_room gets its turn
+                    continue
             best = int(np.argmax(table[u]))
             self.put(u, best)
             waiting[u] = False
+            stale |= in_graph
             # rescore units whose two best nodes include one in the same site, or whose terms may change
             second = np.argsort(-part, axis=1)[:, :2]
             touched = (site_of[second] == site_of[best]).any(axis=1)
@@ -477,7 +493,7 @@ def schedule_batch(
     # Small batches: two starts (regret order recomputed as nodes fill, and regret order computed once),
     # each improved by local search within half the budget; the better layout wins.
     starts = (True, False) if small else (False,)
-    best: tuple[tuple[int, float], list[int]] | None = None
+    best: tuple[tuple[int, int, float], list[int]] | None = None
     for k, dynamic in enumerate(starts):
         if k:
             batch.reset()
@@ -509,7 +525,20 @@ def schedule_batch(
     return _outcomes(batch, requests)
 
 
+def _settle(batch: _Batch) -> None:
+    """Re-place each unit the final layout makes break a filter (another unit's node can break an
+    end-to-end SLO it kept when placed): to its best node as things are now, or nowhere."""
+    for u in range(len(batch.units)):
+        i = batch.node[u]
+        if i >= 0 and not np.isfinite(batch.options_apart(u)[i]):
+            batch.take(u)
+            scores = batch.options(u)
+            if np.isfinite(scores).any():
+                batch.put(u, int(np.argmax(scores)))
+
+
 def _outcomes(batch: _Batch, requests: Sequence[PlacementRequest]) -> BatchResult:
+    _settle(batch)
     outcomes: list[Decision | Unschedulable] = []
     for k, request in enumerate(requests):
         units = [u for u, owner in enumerate(batch.owner) if owner == k]

@@ -19,7 +19,14 @@ import numpy.typing as npt
 from netmodel.ids import HostId, NodeId, ServiceName, SiteId, SwitchId
 from netmodel.state import FabricState
 from netmodel.types import ComputeNode, Resources, Tier
-from placement.callgraph import DEFAULT_PATH_RULES, CallGraph, Layout, build_call_graph
+from placement.callgraph import (
+    DEFAULT_PATH_RULES,
+    CallGraph,
+    Layout,
+    RequestImpact,
+    build_call_graph,
+    request_impact,
+)
 from placement.latency import LatencyCache, SwitchLatencies, compute_switch_latencies
 
 if TYPE_CHECKING:
@@ -71,6 +78,9 @@ class ClusterSnapshot:
         """How the mesh picks the instances a caller uses (the call graph's request times follow it)."""
         self._call_graph: CallGraph | None = None
         self._user_switch: dict[HostId, int] = {}
+        self._version = 0  # bumped by assume/forget: what the call graph's cached answers depend on
+        self._layout: tuple[int, CallGraph, Layout] | None = None
+        self._impacts: dict[tuple[ServiceName, tuple[HostId, ...]], tuple[int, RequestImpact | None]] = {}
         self._graphs_for: dict[tuple[ServiceName, tuple[HostId, ...]], CallGraph] = {}
         nodes = sorted(state.nodes.values(), key=lambda n: n.id)
         self.node_ids: tuple[NodeId, ...] = tuple(n.id for n in nodes)
@@ -99,6 +109,15 @@ class ClusterSnapshot:
                 self.used_cpu[i] += workload.resources.cpu_millis
                 self.used_memory[i] += workload.resources.memory_mib
                 self.instances_of(workload.service)[i] += 1
+        self._in_model = frozenset(w.service for w in state.workloads.values())
+        """Services with an instance in the model: one forgotten here (displaced, moving) is still placed."""
+        self._unhealthy: dict[ServiceName, Ints] = {}
+        for workload_id in state.unhealthy:
+            sick = state.workloads.get(workload_id)
+            at = self.index.get(sick.node) if sick is not None and sick.node is not None else None
+            if sick is not None and at is not None:
+                counts = self._unhealthy.setdefault(sick.service, np.zeros(len(self.node_ids), dtype=np.int64))
+                counts[at] += 1
         self.health: Ints = self._health(state, nodes)
         self.healthy: Bools = self.health == Health.OK
         self._host_rows: dict[HostId, Floats] = {}
@@ -189,22 +208,39 @@ class ClusterSnapshot:
             graph = self._graphs_for[key] = build_call_graph(self.state.services, {service: near})
         return graph
 
+    def request_impact(self, service: ServiceName, near: tuple[HostId, ...]) -> RequestImpact | None:
+        """``placement.callgraph.request_impact`` for the service (its users ``near`` if the request names
+        them), cached until the next assume/forget: a batch asks it for every unit, many times."""
+        key = (service, near)
+        cached = self._impacts.get(key)
+        if cached is not None and cached[0] == self._version:
+            return cached[1]
+        graph = self.call_graph_for(service, near)
+        impact = request_impact(service, graph, self.layout(graph), self.path_rules) if graph.reaches(service) else None
+        self._impacts[key] = (self._version, impact)
+        return impact
+
     def layout(self, graph: CallGraph | None = None) -> Layout:
         """Where every instance is now (``assume``/``forget`` included), for the call graph's request times.
         Instances on nodes that cannot take work are left out: callers fail over away from them."""
+        graph = graph or self.call_graph
+        if self._layout is not None and self._layout[0] == self._version and self._layout[1] is graph:
+            return self._layout[2]
         usable = self.healthy & (self.switch_column >= 0)
-        instances = {
-            service: np.repeat(self.switch_column[usable], counts[usable])
-            for service, counts in self._instances.items()
-            if counts.any()
-        }
-        for _, host in (graph or self.call_graph).users:
+        instances = {}
+        for service, counts in self._instances.items():
+            if counts.any() or service in self._in_model:  # placed (those reported unhealthy serve nothing)
+                serving = np.maximum(counts - self._unhealthy.get(service, 0), 0)
+                instances[service] = np.repeat(self.switch_column[usable], serving[usable])
+        for _, host in graph.users:
             if host not in self._user_switch:
                 known = self.state.hosts.get(host)
                 attachment = known.attachment if known is not None else None
                 if attachment is not None and attachment.switch in self.latencies.index:
                     self._user_switch[host] = self.latencies.index[attachment.switch]
-        return Layout(instances, self.latencies.distance_us, self._user_switch)
+        layout = Layout(instances, self.latencies.distance_us, dict(self._user_switch))
+        self._layout = (self._version, graph, layout)
+        return layout
 
     def free(self, i: int) -> Resources:
         return Resources(
@@ -217,9 +253,11 @@ class ClusterSnapshot:
         self.used_cpu[i] += resources.cpu_millis
         self.used_memory[i] += resources.memory_mib
         self.instances_of(service)[i] += 1
+        self._version += 1
 
     def forget(self, service: ServiceName, resources: Resources, i: int) -> None:
         """Undo ``assume`` (or take out an instance the state placed, for a what-if)."""
         self.used_cpu[i] -= resources.cpu_millis
         self.used_memory[i] -= resources.memory_mib
         self.instances_of(service)[i] -= 1
+        self._version += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from netmodel.events import WorkloadPlaced
@@ -141,3 +142,68 @@ def test_a_request_that_names_its_own_users_makes_them_the_entry_users() -> None
     values = LatencyScore().score(make_context(snapshot, request("web", near=("u3",))))
     got = dict(zip(snapshot.node_ids, values.tolist(), strict=True))
     assert max(got, key=got.__getitem__) == "ec-n1" and got["ec-n1"] == 0.0
+
+
+def _failover_times(slo: float, layout: tuple[tuple[str, str], ...], down: str) -> tuple[list, list, list]:
+    from netmodel.events import NodeWentDown
+    from placement.failover import plan_failover
+    from placement.types import declared_constraints
+
+    spec = example_spec()
+    web, api, db = spec.services
+    services = (dataclasses.replace(web, max_request_latency_ms=slo), api, db)
+    sizes = {"web": Resources(500, 256), "api": Resources(1000, 512), "db": Resources(2000, 4096)}
+    placed = [
+        WorkloadPlaced(Workload(WorkloadId(w), S(w.split("-")[0]), SpiffeId(""), sizes[w.split("-")[0]], NodeId(n)))
+        for w, n in layout
+    ]
+    state = state_with(*placed, services=services).apply(NodeWentDown(NodeId(down)))
+    plan = plan_failover(state, lambda w: declared_constraints(state.services[w.service]))
+    after = state
+    for move in plan.moves:
+        new = Workload(
+            WorkloadId(f"{move.old.id}-new"), move.old.service, SpiffeId(""), move.old.resources, move.to.node
+        )
+        after = after.apply(WorkloadPlaced(new))
+    snapshot = ClusterSnapshot(after)
+    times = request_times_ms(snapshot.call_graph, snapshot.layout()).tolist()
+    return [(m.old.id, m.to.node) for m in plan.moves], [s.workload.id for s in plan.stranded], times
+
+
+def test_a_failover_that_no_layout_can_keep_within_the_slo_takes_the_best_not_nothing() -> None:
+    # api and db on the metro node, which fails. No layout keeps 20 ms for both users any more (the best:
+    # both on c-n1, 24 and 26 ms): the failover takes it rather than strand api and fail every request.
+    where = (("web-1", "ea-n1"), ("web-2", "eb-n1"), ("api-1", "m-n1"), ("db-1", "m-n1"))
+    moves, stranded, times = _failover_times(20.0, where, "m-n1")
+    assert sorted(moves) == [("api-1", "c-n1"), ("db-1", "c-n1")] and stranded == []
+    assert times == pytest.approx([24.0, 26.0])
+
+
+def test_a_failover_is_not_stranded_by_an_slo_the_rest_of_the_chain_already_broke() -> None:
+    # Before the failure u2 waits 38 ms (SLO 30): web is on ea-n1 only. api's node fails: no node keeps 30 ms
+    # for u2 (the best, c-n1, 34 ms); api still gets a node.
+    where = (("web-1", "ea-n1"), ("api-1", "m-n1"), ("db-1", "c-n1"))
+    moves, stranded, times = _failover_times(30.0, where, "m-n1")
+    assert moves == [("api-1", "c-n1")] and stranded == [] and times == pytest.approx([24.0, 34.0])
+
+
+def test_a_service_with_no_usable_instance_makes_requests_fail_not_faster() -> None:
+    from netmodel.events import NodeWentDown
+
+    state = state_with(on("ea-n1", "web"), on("eb-n1", "web", 2), on("c-n1", "api"), on("c-n2", "db"))
+    snapshot = ClusterSnapshot(state)
+    assert request_times_ms(snapshot.call_graph, snapshot.layout()).tolist() == pytest.approx([25.0, 27.0])
+    down = ClusterSnapshot(state.apply(NodeWentDown(NodeId("c-n2"))))
+    assert request_times_ms(down.call_graph, down.layout()).tolist() == [np.inf, np.inf]
+
+
+def test_the_request_slo_of_an_entry_that_calls_nothing_is_enforced() -> None:
+    spec = example_spec()
+    web, api, db = spec.services
+    alone = dataclasses.replace(web, calls=(), max_request_latency_ms=4.0, max_latency_ms=None)
+    decision = schedule(state_with(services=(alone, api, db)), request("web"))
+    # the round trip from both u1 and u2 within 4 ms: only m-n1 (6 and 4 ms) comes close, and it does not
+    assert isinstance(decision, Unschedulable) and "max_request_latency_ms=4" in decision.message
+    relaxed = dataclasses.replace(alone, max_request_latency_ms=6.0)
+    decision = schedule(state_with(services=(relaxed, api, db)), request("web"))
+    assert not isinstance(decision, Unschedulable) and decision.assignments[0].node == "m-n1"
