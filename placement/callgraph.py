@@ -104,6 +104,38 @@ def build_call_graph(
     return CallGraph(calls, tuple(reversed(finished)), users_of)
 
 
+def calls_per_request(graph: CallGraph) -> dict[ServiceName, float]:
+    """Per service: how many calls one user request makes to it on average (over the users), down the tree."""
+    rate: dict[ServiceName, float] = defaultdict(float)
+    for entry, _host in graph.users:
+        rate[entry] += 1.0 / len(graph.users)
+    for service in graph.order:  # callers first: a service's rate is complete before it passes it on
+        for callee, per_request in graph.calls.get(service, ()):
+            rate[callee] += rate[service] * per_request
+    return dict(rate)
+
+
+def busiest_first(graph: CallGraph) -> list[ServiceName]:
+    """The services users' requests reach, each once a service that calls it is in the list (entries first),
+    and among those the one called most per user request first: the order to place a tree in when capacity
+    near users is scarce (a callee's request times count the callers placed before it: most of its calls
+    come from the busiest of them)."""
+    rate = calls_per_request(graph)
+    entries = {entry for entry, _ in graph.users}
+    ready = [s for s in graph.order if s in entries]
+    seen = set(ready)
+    out: list[ServiceName] = []
+    while ready:
+        ready.sort(key=lambda s: (-rate.get(s, 0.0), s))
+        service = ready.pop(0)
+        out.append(service)
+        for callee, _ in graph.calls.get(service, ()):
+            if callee not in seen:
+                seen.add(callee)
+                ready.append(callee)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
     """Where every service's instances are, as switch indices of the latency matrix (one entry per

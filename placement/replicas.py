@@ -13,12 +13,13 @@ per missing instance or move, never per workload x node.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from netmodel.ids import HostId, NodeId, ServiceName, WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import Service, Workload
+from placement.callgraph import build_call_graph, busiest_first
 from placement.latency import LatencyCache
 from placement.naming import workload_number
 from placement.plugins import SLO_TOLERANCE_MS, format_ms
@@ -122,7 +123,7 @@ def plan_replicas(
     placed: list[PlannedPlacement] = []
     evicted: list[PlannedEviction] = []
     moved: list[PlannedMove] = []
-    for name in sorted(state.services):
+    for name in placement_order(state.services):
         if name in busy_services:
             continue
         service = state.services[name]
@@ -141,6 +142,15 @@ def plan_replicas(
         if len(mine) < service.replicas:
             placed += _shortfall(snapshot, service, service.replicas - len(mine), profile)
     return ReplicaPlan(tuple(placed), tuple(evicted), tuple(moved))
+
+
+def placement_order(services: Mapping[ServiceName, Service]) -> list[ServiceName]:
+    """Callers before the services they call, the busiest first among those ready (``callgraph.busiest_first``),
+    then the rest by name: a service's request times count only the callers already placed, so a tree is
+    placed from the top (its callees then go where their callers are, not where there is merely room), and
+    the services called most per user request get the room near users first."""
+    graph_order = busiest_first(build_call_graph(services))
+    return graph_order + sorted(set(services) - set(graph_order))
 
 
 # -- shortfall ----------------------------------------------------------------------------------------------

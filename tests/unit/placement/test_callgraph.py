@@ -207,3 +207,33 @@ def test_the_request_slo_of_an_entry_that_calls_nothing_is_enforced() -> None:
     relaxed = dataclasses.replace(alone, max_request_latency_ms=6.0)
     decision = schedule(state_with(services=(relaxed, api, db)), request("web"))
     assert not isinstance(decision, Unschedulable) and decision.assignments[0].node == "m-n1"
+
+
+def test_trees_are_placed_from_the_top_busiest_first() -> None:
+    from placement.callgraph import busiest_first, calls_per_request
+
+    services = {
+        s.name: s
+        for s in (
+            svc(
+                "front",
+                ("rare", "hot"),
+                ("u1",),
+                call_weights=((S("hot"), CallWeight(4.0)), (S("rare"), CallWeight(0.1))),
+            ),
+            svc("rare", ("hot",)),
+            svc("hot"),
+            svc("lone"),
+        )
+    }
+    graph = build_call_graph(services)
+    assert calls_per_request(graph) == pytest.approx({"front": 1.0, "rare": 0.1, "hot": 4.1})
+    assert busiest_first(graph) == ["front", "hot", "rare"]  # hot before rare, though rare calls it too
+
+
+def test_declared_replicas_are_placed_in_that_order() -> None:
+    from placement.replicas import placement_order
+
+    spec = example_spec()
+    services = {s.name: s for s in spec.services}
+    assert placement_order(services) == ["web", "api", "db"]  # not by name (api, db, web)
