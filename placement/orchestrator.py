@@ -308,8 +308,7 @@ class PlacementOrchestrator:
                     LOG.warning("failover of %s: %s", move.old.id, exc.reason)
         if moves:
             generation = max(m.placed_generation for m in moves)
-            placed = frozenset(str(m.new.id) for m in moves)
-            missing = self._wait(moves[0], generation, self.convergence_timeout_s, placed)
+            missing = self._wait(moves, generation, self.convergence_timeout_s)
             if missing:
                 LOG.warning("failover: %s did not apply generation %d in time; withdrawing anyway", missing, generation)
             for started in moves:
@@ -401,34 +400,38 @@ class PlacementOrchestrator:
             raise
         return _Move(migration_id, old, new, placed.generation)
 
-    def _wait(self, move: _Move, generation: int, timeout_s: float, placed: frozenset[str] | None = None) -> list[str]:
+    def _wait(self, moves: Sequence[_Move], generation: int, timeout_s: float) -> list[str]:
+        """Wait once until every probe applied ``generation`` for all the new instances of ``moves`` (one
+        migration, a chain, or a failover pass); each move's Watch steps say so."""
         probes = self._probes
         names = ", ".join(probe_name(p) for p in probes) or "nothing (no probes registered)"
-        self.events.emit(
-            StepKind.CONVERGENCE_WAITING,
-            generation=generation,
-            workload=move.new,
-            state=self.bus.state,
-            migration_id=move.migration_id,
-            from_workload=move.old.id,
-            message=f"waiting for {names} to apply generation {generation}",
-        )
-        workloads = placed if placed is not None else frozenset({str(move.new.id)})
-        missing, took = timed_convergence(
-            probes, generation, timeout_s, clock=self._clock, sleep=self._sleep, workloads=workloads
-        )
-        if not missing:
-            after = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in took)
+        for move in moves:
             self.events.emit(
-                StepKind.CONVERGED,
+                StepKind.CONVERGENCE_WAITING,
                 generation=generation,
                 workload=move.new,
                 state=self.bus.state,
                 migration_id=move.migration_id,
                 from_workload=move.old.id,
-                message=f"generation {generation} applied" + (f" ({after})" if after else ""),
-                converged_after=took,
+                message=f"waiting for {names} to apply generation {generation}",
             )
+        workloads = frozenset(str(move.new.id) for move in moves)
+        missing, took = timed_convergence(
+            probes, generation, timeout_s, clock=self._clock, sleep=self._sleep, workloads=workloads
+        )
+        if not missing:
+            after = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in took)
+            for move in moves:
+                self.events.emit(
+                    StepKind.CONVERGED,
+                    generation=generation,
+                    workload=move.new,
+                    state=self.bus.state,
+                    migration_id=move.migration_id,
+                    from_workload=move.old.id,
+                    message=f"generation {generation} applied" + (f" ({after})" if after else ""),
+                    converged_after=took,
+                )
         return missing
 
     def _finish_moves(self, moves: Sequence[_Move], timeout_s: float) -> list[MigrationResult]:
@@ -437,8 +440,7 @@ class PlacementOrchestrator:
         first = moves[0]
         try:
             generation = max(m.placed_generation for m in moves)
-            placed = frozenset(str(m.new.id) for m in moves)
-            missing = self._wait(first, generation, timeout_s, placed)
+            missing = self._wait(moves, generation, timeout_s)
             if missing:
                 with self._lock:
                     for move in moves:

@@ -147,8 +147,11 @@ def test_placement_migration_and_certificate_metrics_of_a_controller_with_a_pki(
         assert requests['operation="migrate",outcome="ok"'] == 1
         assert series["edgectl_placement_unschedulable_total"]['filter="ResourcesFit"'] == 1
         assert series["edgectl_placement_steps_total"]['kind="placed"'] >= 6  # 5 declared + the migration's
+        # One Migrate call: the move, and any instance it calls that moved with it (a chain, listed by the CLI).
+        moved = 1 + migrated.stdout.count("with it:")
+        assert series["edgectl_migrations_total"]['outcome="completed"'] == moved
         for stage in ("place", "converge", "withdraw", "total"):
-            assert series["edgectl_migration_stage_seconds_count"][f'stage="{stage}"'] == 1
+            assert series["edgectl_migration_stage_seconds_count"][f'stage="{stage}"'] == moved
 
         identities = controller.get_json("/api/v1/identities")["identities"]
         expiry = series["edgectl_certificate_expiry_timestamp_seconds"]
