@@ -23,7 +23,14 @@ from edgectl.http_access import loopback_only
 from edgectl.http_api import BadQuery, HttpApi
 from edgectl.metrics import ControllerMetrics
 from edgectl.state_store import StateStore
-from edgectl.views import changes_view, routes_view, service_paths_view, topology_view, workloads_view
+from edgectl.views import (
+    changes_view,
+    routes_view,
+    service_paths_view,
+    services_view,
+    topology_view,
+    workloads_view,
+)
 from netmodel.fabric import FabricSpec, build_state
 from netmodel.fabric_file import FabricFileError
 from netmodel.state import FabricState
@@ -109,7 +116,11 @@ class Controller:
             self.config.http_port,
             state=lambda: self.bus.state,
             metrics=self.metrics,
-            routes={"/api/v1/topology": topology_view, "/api/v1/workloads": workloads_view},
+            routes={
+                "/api/v1/topology": topology_view,
+                "/api/v1/workloads": workloads_view,
+                "/api/v1/services": services_view,
+            },
         )
         # Node agents report instances whose app or sidecar died: withdrawn at once, then re-placed.
         # A report makes failover re-place an instance: only local agents may send one (no authentication).

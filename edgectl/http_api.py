@@ -19,6 +19,8 @@ from edgectl.http_server import (
     JsonRequestHandler,
 )
 from edgectl.metrics import ControllerMetrics
+from edgectl.static_files import HEADERS as STATIC_HEADERS
+from edgectl.static_files import StaticFiles, is_ui_path, not_modified
 from netmodel.state import FabricState
 
 LOG = logging.getLogger("edgectl.http")
@@ -59,6 +61,8 @@ class HttpApi:
         """False while the process that owns this API still starts its other servers: /healthz says
         ``starting`` (503) until then."""
         self._query_routes: dict[str, QueryRoute] = {}
+        self._static = StaticFiles()
+        """The web UI at ``/`` and ``/ui/<file>`` (edgectl/ui/)."""
         self._server = BoundedHttpServer((host, port), self._handler_class(), idle_timeout_s, max_connections)
         self._thread: threading.Thread | None = None
 
@@ -98,7 +102,8 @@ class HttpApi:
     def _allowed(self, path: str) -> list[str]:
         """The methods ``path`` answers (empty: no such resource)."""
         methods = []
-        if path in self._routes or path in self._query_routes or path in ("/healthz", "/metrics"):
+        static = is_ui_path(path) and self._static.get(path) is not None
+        if static or path in self._routes or path in self._query_routes or path in ("/healthz", "/metrics"):
             methods += ["GET", "HEAD"]
         if path in self._post_routes:
             methods.append("POST")
@@ -115,6 +120,9 @@ class HttpApi:
                 path = self._path()
                 if "GET" not in api._allowed(path):
                     self._not_routed(path)
+                    return
+                if is_ui_path(path):
+                    self._send_static(path)
                     return
                 state = api._state()
                 try:
@@ -170,6 +178,17 @@ class HttpApi:
                     LOG.exception("POST %s failed", path)
                     code, reply = 500, {"error": str(exc)}
                 self.send_json(code, reply)
+
+            def _send_static(self, path: str) -> None:
+                asset = api._static.get(path)
+                if asset is None:  # checked by _allowed; kept for the type checker
+                    self._not_routed(path)
+                    return
+                headers = {**STATIC_HEADERS, "ETag": asset.etag}
+                if not_modified(self.headers.get("If-None-Match"), asset.etag):
+                    self.send_bytes(304, None, b"", headers)
+                else:
+                    self.send_bytes(200, asset.content_type, asset.body, headers)
 
             def _not_routed(self, path: str) -> None:
                 """404 for a path nothing serves, 405 with Allow for a method this path does not take."""

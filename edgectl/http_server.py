@@ -243,10 +243,10 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             if content_type:
                 self.send_header("Content-Type", content_type)
-            if code != 204:
+            if code not in (204, 304):  # neither has a body (nor, then, a length)
                 self.send_header("Content-Length", str(len(data)))
             self._headers_buffer.append(b"\r\n")
-            if self.command != "HEAD" and code != 204:
+            if self.command != "HEAD" and code not in (204, 304):
                 self._headers_buffer.append(data)
             self.flush_headers()
         except _CLIENT_GONE as exc:

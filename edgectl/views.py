@@ -243,3 +243,25 @@ def service_paths_view(state: FabricState, rules: PathRules | None = None) -> di
         ],
         "calls": calls,
     }
+
+
+def services_view(state: FabricState) -> dict[str, Any]:
+    """Each service as declared: replicas, resources, its SLOs (``max_latency_ms`` from each ``near`` host,
+    ``max_request_latency_ms`` end to end) and the services it calls."""
+    return {
+        "generation": state.generation,
+        "services": [
+            {
+                "name": s.name,
+                "port": s.port,
+                "replicas": s.replicas,
+                "cpu_millis": s.resources.cpu_millis,
+                "memory_mib": s.resources.memory_mib,
+                "max_latency_ms": s.max_latency_ms,
+                "max_request_latency_ms": s.max_request_latency_ms,
+                "near": list(s.near),
+                "calls": list(s.calls),
+            }
+            for s in sorted(state.services.values(), key=lambda s: s.name)
+        ],
+    }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything edgectl needs on a fresh Debian bookworm machine, as root. Idempotent.
 #   system: Open vSwitch, Mininet, iproute2, ping, ethtool, tcpdump, git (started: ovs-vswitchd),
-#           prometheus (for promtool: the tests check /metrics with `promtool check metrics`)
+#           prometheus (for promtool: the tests check /metrics with `promtool check metrics`),
+#           chromium and chromium-driver (the dashboard's browser test, through selenium)
 #   python: a venv in .venv (Debian's python3, so Debian's Mininet package is importable) with
 #           `pip install -e .[dev]`
 set -euo pipefail
@@ -10,7 +11,8 @@ VENV=${EDGECTL_VENV:-.venv}
 PY=/usr/bin/python3
 
 need_apt=()
-for pkg in openvswitch-switch mininet iproute2 iputils-ping ethtool tcpdump python3-venv curl git prometheus; do
+for pkg in openvswitch-switch mininet iproute2 iputils-ping ethtool tcpdump python3-venv curl git prometheus \
+    chromium chromium-driver; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
