@@ -21,6 +21,7 @@ from edgectl.config import GitOptions, RunConfig
 from edgectl.health_api import HEALTH_PATH, health_report_route, unhealthy_view
 from edgectl.http_access import loopback_only
 from edgectl.http_api import BadQuery, HttpApi
+from edgectl.live_events import EventHub
 from edgectl.metrics import ControllerMetrics
 from edgectl.state_store import StateStore
 from edgectl.views import (
@@ -99,6 +100,7 @@ class Controller:
         self.git: GitSync | None = None
         self._temporary_git_dir: str | None = None
         self.replicas: ReplicaLoop | None = None
+        self.events: EventHub | None = None
 
     def start(self) -> None:
         self.bus.start()
@@ -132,6 +134,11 @@ class Controller:
         )
         self.http.add_route(HEALTH_PATH, report, method="POST")
         self.http.add_route(HEALTH_PATH, unhealthy_view)
+        # Live updates for dashboards (docs/dashboard.md): one coalesced delta per wake-up to every client.
+        self.events = EventHub(lambda: self.bus.state)
+        self.bus.subscribe(self.events)
+        self.events.start()
+        self.http.add_event_stream("/api/v1/events", self.events)
         self.http.ready = False  # /healthz: "starting" until every server below is up
         self.http.start()
         LOG.info("HTTP API on http://%s:%d", *self.http.address)
@@ -525,6 +532,8 @@ class Controller:
             self.routes.stop()
         if self.openflow is not None:
             self.openflow.stop()
+        if self.events is not None:
+            self.events.stop()  # ends every event stream
         if self.http is not None:
             self.http.stop()
         self.bus.stop()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from edgectl.http_server import (
     DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_STREAMS,
     BoundedHttpServer,
     JsonRequestHandler,
 )
@@ -22,6 +25,9 @@ from edgectl.metrics import ControllerMetrics
 from edgectl.static_files import HEADERS as STATIC_HEADERS
 from edgectl.static_files import StaticFiles, is_ui_path, not_modified
 from netmodel.state import FabricState
+
+if TYPE_CHECKING:
+    from edgectl.live_events import EventHub
 
 LOG = logging.getLogger("edgectl.http")
 
@@ -31,6 +37,14 @@ QueryRoute = Callable[[FabricState, Mapping[str, str]], Any]
 PostRoute = Callable[[FabricState, Any], tuple[int, Any]]
 """``(state, JSON body) -> (status, JSON reply)``: a command (e.g. ``POST /api/v1/pki/rotate``)."""
 MAX_BODY = 64 * 1024
+KEEPALIVE_S = 15.0
+"""An event stream with nothing to say sends a comment line this often (proxies and clients see it alive)."""
+STREAM_WRITE_TIMEOUT_S = 10.0
+"""A write to an event stream that cannot go on for this long ends the stream (the client stopped reading)."""
+STREAM_SEND_BUFFER = 64 * 1024
+"""The kernel's send buffer of an event stream: bounded (not auto-tuned to megabytes), so a client that stops
+reading fills it and its own frame buffer soon, and is dropped."""
+_KEEPALIVE = b": keepalive\n\n"
 
 
 class BadQuery(ValueError):
@@ -51,8 +65,12 @@ class HttpApi:
         routes: dict[str, JsonRoute],
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        keepalive_s: float = KEEPALIVE_S,
     ) -> None:
         self._state = state
+        self._keepalive_s = keepalive_s
+        self._streams: dict[str, EventHub] = {}
         self._metrics = metrics
         self._routes = dict(routes)
         self._post_routes: dict[str, PostRoute] = {}
@@ -63,7 +81,9 @@ class HttpApi:
         self._query_routes: dict[str, QueryRoute] = {}
         self._static = StaticFiles()
         """The web UI at ``/`` and ``/ui/<file>`` (edgectl/ui/)."""
-        self._server = BoundedHttpServer((host, port), self._handler_class(), idle_timeout_s, max_connections)
+        self._server = BoundedHttpServer(
+            (host, port), self._handler_class(), idle_timeout_s, max_connections, max_streams
+        )
         self._thread: threading.Thread | None = None
 
     @property
@@ -73,8 +93,17 @@ class HttpApi:
 
     @property
     def open_connections(self) -> int:
-        """Connections being served now (each has a thread)."""
+        """Connections being served now (each has a thread), event streams not included."""
         return self._server.active_connections
+
+    @property
+    def open_streams(self) -> int:
+        """Event streams being served now (each has a thread)."""
+        return self._server.active_streams
+
+    def add_event_stream(self, path: str, hub: EventHub) -> None:
+        """``GET path``: Server-Sent Events from ``hub`` (docs/dashboard.md), in slots of their own."""
+        self._streams[path] = hub
 
     def add_route(self, path: str, route: Any, method: str = "GET", max_body: int = MAX_BODY) -> None:
         """A GET ``JsonRoute``, or with ``method="POST"`` a ``PostRoute`` (JSON body in, status and JSON out;
@@ -103,7 +132,7 @@ class HttpApi:
         """The methods ``path`` answers (empty: no such resource)."""
         methods = []
         static = is_ui_path(path) and self._static.get(path) is not None
-        if static or path in self._routes or path in self._query_routes or path in ("/healthz", "/metrics"):
+        if static or path in (*self._routes, *self._query_routes, *self._streams, "/healthz", "/metrics"):
             methods += ["GET", "HEAD"]
         if path in self._post_routes:
             methods.append("POST")
@@ -120,6 +149,9 @@ class HttpApi:
                 path = self._path()
                 if "GET" not in api._allowed(path):
                     self._not_routed(path)
+                    return
+                if path in api._streams:
+                    self._stream(api._streams[path])
                     return
                 if is_ui_path(path):
                     self._send_static(path)
@@ -190,6 +222,39 @@ class HttpApi:
                 else:
                     self.send_bytes(200, asset.content_type, asset.body, headers)
 
+            def _stream(self, hub: EventHub) -> None:
+                """Frames from ``hub`` until the client goes, is dropped as too slow, or the hub stops. Past its
+                request the stream never reads: the request deadline does not apply, only the write timeout."""
+                if self.command == "HEAD":
+                    self.send_bytes(200, "text/event-stream", b"", {"Cache-Control": "no-cache"})
+                    return
+                self.close_connection = True
+                if not self.server.become_stream(self.connection):
+                    busy = {"error": "too many event streams, retry later"}
+                    self.send_json(503, busy, {"Retry-After": "1", "Connection": "close"})
+                    return
+                client = hub.subscribe(_last_event_id(self.headers.get("Last-Event-ID")), self._hang_up)
+                try:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
+                    self.connection.settimeout(STREAM_WRITE_TIMEOUT_S)
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+                    self.send_header("Cache-Control", "no-cache")
+                    self.send_header("Connection", "close")
+                    self.send_header("X-Accel-Buffering", "no")
+                    self.end_headers()
+                    while (frames := client.next(api._keepalive_s)) is not None:
+                        self.wfile.write(b"".join(frames) if frames else _KEEPALIVE)
+                except OSError as exc:  # gone, reset, or stopped reading (the write timed out, or it was dropped)
+                    LOG.debug("event client %s ended: %s", self.address_string(), exc)
+                finally:
+                    hub.unsubscribe(client)
+
+            def _hang_up(self) -> None:
+                """The hub dropped this client: end a write it may be stuck in."""
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
             def _not_routed(self, path: str) -> None:
                 """404 for a path nothing serves, 405 with Allow for a method this path does not take."""
                 allowed = api._allowed(path)
@@ -208,6 +273,14 @@ class HttpApi:
             do_DELETE = do_PATCH = do_PUT
 
         return Handler
+
+
+def _last_event_id(text: str | None) -> int | None:
+    """The generation a reconnecting client saw last; anything else is no resume (a snapshot)."""
+    try:
+        return int(text) if text is not None and text.strip().isdigit() else None
+    except ValueError:
+        return None
 
 
 def _json(body: Any) -> tuple[str, bytes]:

@@ -23,6 +23,9 @@ DEFAULT_IDLE_TIMEOUT_S = 10.0
 """A request (line, headers and body) must arrive within this, however slowly its bytes trickle in."""
 DEFAULT_MAX_CONNECTIONS = 512
 """Connections served at once (a thread each); the next ones get a 503 and are closed at once."""
+DEFAULT_MAX_STREAMS = 1024
+"""Long-lived streams (``GET /api/v1/events``) served at once, a thread each, beside and not counted in
+``max_connections``: watching clients cannot take the slots of ordinary requests."""
 LISTEN_BACKLOG = 1024
 LINGER_MAX_BYTES = 64 << 20
 """A refused body up to this size is read and dropped so the client sees the answer; past it, the reset."""
@@ -107,16 +110,33 @@ class BoundedHttpServer(ThreadingHTTPServer):
         handler: type[BaseHTTPRequestHandler],
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_streams: int = DEFAULT_MAX_STREAMS,
     ) -> None:
         self.idle_timeout_s = idle_timeout_s
         self.max_connections = max_connections
+        self.max_streams = max_streams
         self._active = 0
+        self._streams: set[Any] = set()
         self._lock = threading.Lock()
         super().__init__(address, handler)
 
     @property
     def active_connections(self) -> int:
+        """Connections served now, streams not included."""
         return self._active
+
+    @property
+    def active_streams(self) -> int:
+        return len(self._streams)
+
+    def become_stream(self, request: Any) -> bool:
+        """Move a connection from the ordinary slots to the stream slots (False: every stream slot is taken)."""
+        with self._lock:
+            if len(self._streams) >= self.max_streams:
+                return False
+            self._streams.add(request)
+            self._active -= 1
+            return True
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._lock:
@@ -129,18 +149,21 @@ class BoundedHttpServer(ThreadingHTTPServer):
         try:
             super().process_request(request, client_address)
         except BaseException:  # no thread started: the slot is free again
-            self._release()
+            self._release(request)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._release()
+            self._release(request)
 
-    def _release(self) -> None:
+    def _release(self, request: Any) -> None:
         with self._lock:
-            self._active -= 1
+            if request in self._streams:
+                self._streams.discard(request)
+            else:
+                self._active -= 1
 
     def _refuse(self, request: socket.socket) -> None:
         """503 without reading the request and without blocking the accept loop (the socket is non-blocking)."""

@@ -61,6 +61,7 @@ export function applyDelta(m, data) {
     }
     m.views[name] = view;
   }
+  for (const view of Object.values(m.views)) if (view && "generation" in view) view.generation = data.generation;
   if (data.events && data.events.length) m.events = m.events.concat(data.events).slice(-EVENTS_MAX);
 }
 

@@ -92,6 +92,7 @@ PURE_MODULES = (
     "pki/identities.py",
     "pki/policy.py",
     "edgectl/bus.py",
+    "edgectl/live_views.py",
     "edgectl/object_health.py",
     "edgectl/plan.py",
     "edgectl/plan_view.py",

@@ -1,0 +1,237 @@
+"""The event hub behind ``GET /api/v1/events``: model changes in, Server-Sent Events frames out (docs/dashboard.md).
+
+The model writer only hands each change over (``on_model_change``: a timeline entry and a reference to the
+state). The hub's own thread wakes at most every ``min_interval_s``, computes the views of the latest state
+once (``edgectl.live_views``), diffs them against the previous ones and encodes ONE delta frame for every
+client, however many events arrived meanwhile: a burst of 50 events costs one diff. It keeps the latest
+snapshot and a bounded history of deltas, so a client reconnecting with ``Last-Event-ID`` gets what it
+missed. Each client has a bounded buffer of frames: one that does not take them fast enough is dropped
+(``on_drop`` closes its connection); the writer never waits for a client, nor a client for another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from edgectl.live_views import TIMELINE_MAX, Views, diff_views, live_views, timeline_entry
+from netmodel.events import Event
+from netmodel.state import FabricState
+
+LOG = logging.getLogger("edgectl.events")
+
+DEFAULT_MIN_INTERVAL_S = 0.2
+"""At most one delta per this: bursts of events are coalesced (views are computed once per delta)."""
+DEFAULT_CLIENT_BUFFER = 64
+"""Frames waiting for one client; one more and the client is dropped (it reconnects and resumes)."""
+DEFAULT_HISTORY = 256
+DEFAULT_HISTORY_BYTES = 8 << 20
+"""Deltas kept for ``Last-Event-ID`` resumes: at most this many, and this many bytes of frames."""
+
+
+def sse_frame(generation: int, kind: str, body: Any) -> bytes:
+    """One Server-Sent Event: ``id``, ``event`` and the body as one line of JSON."""
+    data = json.dumps(body, separators=(",", ":"))
+    return f"id: {generation}\nevent: {kind}\ndata: {data}\n\n".encode()
+
+
+class Subscription:
+    """One client: the frames waiting for it. Read with ``next``; the hub drops it when its buffer is full."""
+
+    def __init__(self, hub: EventHub, limit: int, on_drop: Callable[[], None]) -> None:
+        self._hub = hub
+        self._limit = limit
+        self._on_drop = on_drop
+        self._frames: deque[bytes] = deque()
+        self.closed = False
+        self.dropped = False
+
+    def next(self, timeout: float) -> list[bytes] | None:
+        """The frames waiting (after up to ``timeout`` s: ``[]`` if none came), or None once it is closed."""
+        with self._hub._published:
+            self._hub._published.wait_for(lambda: self._frames or self.closed, timeout)
+            if self.closed:
+                return None
+            frames = list(self._frames)
+            self._frames.clear()
+            return frames
+
+    def _push(self, frame: bytes) -> None:
+        """Under the hub's lock."""
+        if self.closed:
+            return
+        if len(self._frames) >= self._limit:
+            self.dropped = self.closed = True
+            self._frames.clear()
+            try:
+                self._on_drop()  # wakes a thread stuck sending to it
+            except Exception:
+                LOG.exception("dropping a slow event client failed")
+            return
+        self._frames.append(frame)
+
+
+class EventHub:
+    """A ``ModelSubscriber`` (subscribe it to the bus) and the source of every event stream."""
+
+    def __init__(
+        self,
+        state: Callable[[], FabricState],
+        *,
+        min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
+        client_buffer: int = DEFAULT_CLIENT_BUFFER,
+        history: int = DEFAULT_HISTORY,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._state = state
+        self._min_interval_s = min_interval_s
+        self._client_buffer = client_buffer
+        self._history_bytes = history_bytes
+        self._clock = clock
+        self._wake = threading.Condition()  # the model writer -> the hub's thread
+        self._pending: deque[dict[str, Any]] = deque(maxlen=TIMELINE_MAX)
+        self._changed = False
+        self._stopping = False
+        self._published = threading.Condition()  # the hub's thread -> clients; guards everything below
+        self._views: Views = {}
+        self._generation = -1
+        self._timeline: deque[dict[str, Any]] = deque(maxlen=TIMELINE_MAX)
+        self._history: deque[tuple[int, int, bytes]] = deque(maxlen=history)  # (from, to generation, frame)
+        self._history_size = 0
+        self._snapshot_frame: bytes | None = None
+        self._clients: list[Subscription] = []
+        self._thread: threading.Thread | None = None
+        self.deltas_sent = 0
+        self.clients_dropped = 0
+
+    # -- the model writer's side: hand over, never compute ---------------------------------------------
+    def on_model_change(self, event: Event, state: FabricState) -> None:
+        entry = timeline_entry(event, state, self._clock())
+        with self._wake:
+            self._pending.append(entry)
+            self._changed = True
+            self._wake.notify()
+
+    # -- the hub's thread ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        state = self._state()
+        with self._published:
+            self._views = live_views(state)
+            self._generation = state.generation
+        self._thread = threading.Thread(target=self._run, name="event-hub", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        with self._published:
+            for client in self._clients:
+                client.closed = True
+            self._clients.clear()
+            self._published.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._changed or self._stopping)
+                if self._stopping:
+                    return
+            try:
+                self.publish_pending()
+            except Exception:  # a bug in a view must not end the stream for good
+                LOG.exception("computing the live views failed")
+            with self._wake:  # coalesce: whatever arrives meanwhile goes into the next delta
+                self._wake.wait_for(lambda: self._stopping, self._min_interval_s)
+
+    def publish_pending(self) -> None:
+        """One delta from the last views to the latest state's, to every client (the thread's step)."""
+        with self._wake:
+            entries = list(self._pending)
+            self._pending.clear()
+            self._changed = False
+        state = self._state()
+        if state.generation <= self._generation:  # nothing new (or events the last views already showed)
+            return
+        views = live_views(state)
+        delta = diff_views(self._views, views)
+        generation = state.generation
+        fresh = [e for e in entries if e["generation"] > self._generation]
+        body = {"generation": generation, **delta, **({"events": fresh} if fresh else {})}
+        frame = sse_frame(generation, "delta", body)
+        with self._published:
+            self._remember(self._generation, generation, frame)
+            self._views, self._generation = views, generation
+            self._timeline.extend(fresh)
+            self._snapshot_frame = None
+            for client in self._clients:
+                client._push(frame)
+            dropped = [c for c in self._clients if c.dropped]
+            if dropped:
+                self._clients = [c for c in self._clients if not c.dropped]
+                self.clients_dropped += len(dropped)
+            self.deltas_sent += 1
+            self._published.notify_all()
+        if dropped:
+            LOG.info("dropped %d event client(s) too slow to take their messages", len(dropped))
+
+    def _remember(self, since: int, generation: int, frame: bytes) -> None:
+        if self._history.maxlen is not None and len(self._history) == self._history.maxlen:
+            self._history_size -= len(self._history[0][2])
+        self._history.append((since, generation, frame))
+        self._history_size += len(frame)
+        while self._history_size > self._history_bytes and self._history:
+            self._history_size -= len(self._history.popleft()[2])
+
+    # -- clients ---------------------------------------------------------------------------------------------
+    def subscribe(self, last_event_id: int | None = None, on_drop: Callable[[], None] = lambda: None) -> Subscription:
+        """A new client, its first frames queued: the deltas after ``last_event_id`` when the history still
+        has all of them (none if it is current), else a snapshot."""
+        client = Subscription(self, self._client_buffer, on_drop)
+        with self._published:
+            missed = self._since(last_event_id) if last_event_id is not None else None
+            if missed is not None and len(missed) < self._client_buffer:
+                client._frames.extend(missed)
+            else:
+                client._frames.append(self._snapshot())
+            self._clients.append(client)
+        return client
+
+    def unsubscribe(self, client: Subscription) -> None:
+        with self._published:
+            client.closed = True
+            if client in self._clients:
+                self._clients.remove(client)
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    @property
+    def generation(self) -> int:
+        """The generation of the latest views sent."""
+        return self._generation
+
+    def _since(self, generation: int) -> list[bytes] | None:
+        if generation == self._generation:
+            return []
+        for i, (since, _, _) in enumerate(self._history):
+            if since == generation:
+                return [frame for _, _, frame in list(self._history)[i:]]
+        return None
+
+    def _snapshot(self) -> bytes:
+        """Under the lock; encoded once per generation, however many clients connect."""
+        if self._snapshot_frame is None:
+            body = {"generation": self._generation, "views": {**self._views, "events": list(self._timeline)}}
+            self._snapshot_frame = sse_frame(self._generation, "snapshot", body)
+        return self._snapshot_frame
