@@ -298,8 +298,10 @@ function drawMap(topo, workloadsView) {
       const slots = site.switches.map((sw) => Math.max(1, 1) * Math.max(SLOT * 1.6, 120));
       const w = Math.max(140, slots.reduce((a, b) => a + b, 0));
       let sx = x;
+      // The cloud's nodes hang above its switches, the others' below: cables between tiers stay clear of them.
+      const up = tier === "cloud";
       site.switches.forEach((sw, i) => {
-        pos.set(sw.id, { x: sx + slots[i] / 2, y: y + 45 });
+        pos.set(sw.id, { x: sx + slots[i] / 2, y: up ? y + rowHeight - 50 : y + 45, up });
         sx += slots[i];
       });
       boxes.push({ id: site.id, x, y, w, h: rowHeight - 10, switches: site.switches });
@@ -311,7 +313,9 @@ function drawMap(topo, workloadsView) {
   }
   const height = Math.max(y, 200);
   svg.setAttribute("viewBox", `0 0 ${Math.max(width, 600)} ${height}`);
+  svg.setAttribute("width", String(Math.max(width, 600)));
   svg.setAttribute("height", String(height));
+  svg.setAttribute("preserveAspectRatio", "xMinYMin meet");
 
   const layers = { sites: el("g", { class: "sites" }), links: el("g", { class: "links" }), attach: el("g"), things: el("g", { class: "things" }) };
   for (const row of rows) {
@@ -348,12 +352,14 @@ function drawMap(topo, workloadsView) {
   for (const sw of topo.switches || []) {
     const p = pos.get(sw.id);
     if (!p) continue;
-    let ay = p.y + 40;
+    let next = p.up ? p.y - 32 : p.y + 40;
     for (const item of (attached.get(sw.id) || []).sort((a, b) => a.kind.localeCompare(b.kind) || a.row.id.localeCompare(b.row.id))) {
       const wl = item.kind === "node" ? byNode.get(item.row.id) || [] : [];
       const h = item.kind === "node" ? 40 + 16 * wl.length : 28;
       const w = 104, x = p.x - w / 2;
-      layers.attach.append(el("line", { class: "attach", x1: p.x, y1: p.y, x2: p.x, y2: ay }));
+      const ay = p.up ? next - h : next;
+      next = p.up ? ay - 8 : ay + h + 8;
+      layers.attach.append(el("line", { class: "attach", x1: p.x, y1: p.y, x2: p.x, y2: p.up ? ay + h : ay }));
       if (item.kind === "host") {
         const g = el("g", { class: "host", "data-host": item.row.id, "data-switch": sw.id });
         g.append(el("rect", { x, y: ay, width: w, height: h, rx: 12 }));
@@ -377,7 +383,6 @@ function drawMap(topo, workloadsView) {
         });
         layers.things.append(g);
       }
-      ay += h + 8;
     }
     const g = el("g", { class: "switch", "data-switch": sw.id, "data-dpid": sw.dpid, "data-state": sw.connected ? "connected" : "disconnected" });
     g.append(el("circle", { cx: p.x, cy: p.y, r: 18 }));
@@ -508,9 +513,14 @@ function identityAndXds(ids) {
   return table;
 }
 
+// Measurements come about once a second: shown only on request, so the moves and failures stay in view.
+const ROUTINE = new Set(["LinkLatencyMeasured"]);
+
 function renderTimeline() {
   const list = document.getElementById("timeline-list");
-  const items = [...model.events].reverse().map((e) =>
+  const all = document.getElementById("timeline-all").checked;
+  const shown = model.events.filter((e) => all || !ROUTINE.has(e.kind));
+  const items = shown.reverse().map((e) =>
     h("li", { "data-kind": e.kind, "data-generation": e.generation ?? "" },
       h("time", {}, new Date(e.at * 1000).toLocaleTimeString()), h("span", { class: "kind" }, e.kind), e.text));
   list.replaceChildren(...(items.length ? items : [h("li", { class: "muted" }, "no events yet")]));
@@ -563,6 +573,7 @@ function start() {
   const initial = location.hash.slice(1);
   if (document.getElementById(initial)?.classList.contains("panel")) showTab(initial);
   document.getElementById("inspect-form").addEventListener("change", schedule);
+  document.getElementById("timeline-all").addEventListener("change", schedule);
   window.edgectlModel = model; // for a look from the browser's console, and for tests
   connect();
   refreshExtras();
