@@ -58,6 +58,17 @@ def attribute_values(driver: Any, selector: str, attribute: str) -> set[str]:
     return {str(v) for v in values}
 
 
+def attribute_of(driver: Any, selector: str, attribute: str) -> str | None:
+    """The ``attribute`` of the first element ``selector`` matches, read in the page in one step (the page
+    redraws its elements: a reference found earlier may be gone by the time it is read)."""
+    value = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e && e.getAttribute(arguments[1])",
+        selector,
+        attribute,
+    )
+    return None if value is None else str(value)
+
+
 def page_errors(driver: Any) -> list[str]:
     """The page's script errors (a missing optional route's 404 is not one)."""
     return [
