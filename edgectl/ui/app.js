@@ -298,8 +298,9 @@ function drawMap(topo, workloadsView) {
       const slots = site.switches.map((sw) => Math.max(1, 1) * Math.max(SLOT * 1.6, 120));
       const w = Math.max(140, slots.reduce((a, b) => a + b, 0));
       let sx = x;
-      // The cloud's nodes hang above its switches, the others' below: cables between tiers stay clear of them.
-      const up = tier === "cloud";
+      // Nodes hang above the switches of the upper tiers and below the edge's: most cables run between
+      // metro and edge, and stay clear of them.
+      const up = tier !== "edge";
       site.switches.forEach((sw, i) => {
         pos.set(sw.id, { x: sx + slots[i] / 2, y: up ? y + rowHeight - 50 : y + 45, up });
         sx += slots[i];
@@ -332,8 +333,12 @@ function drawMap(topo, workloadsView) {
     if (!p || !q) continue;
     const width = cable.utilization === null ? 3 : 2 + Math.min(1, cable.utilization) * 8;
     // Two switches in one row: bend the line so it does not run through the switches between them.
-    const bend = p.y === q.y && Math.abs(p.x - q.x) > 200 ? -40 : 0;
+    // Bent away from the side the site's nodes hang on.
+    const bend = p.y === q.y && Math.abs(p.x - q.x) > 200 ? (p.up ? 40 : -40) : 0;
     const mx = (p.x + q.x) / 2, my = (p.y + q.y) / 2 + bend;
+    // Cables between tiers cross mid-way: their labels go near the lower end, where they have spread out.
+    const [upper, lower] = p.y <= q.y ? [p, q] : [q, p];
+    const label = p.y === q.y ? { x: mx + 4, y: my - 3 } : { x: upper.x + 0.62 * (lower.x - upper.x) + 5, y: upper.y + 0.62 * (lower.y - upper.y) };
     const path = el("path", {
       d: `M ${p.x} ${p.y} Q ${mx} ${my + bend} ${q.x} ${q.y}`,
       fill: "none",
@@ -347,7 +352,7 @@ function drawMap(topo, workloadsView) {
     });
     path.append(el("title", {}, `${cable.a} - ${cable.b}: ${cable.up ? "up" : "DOWN"}, ${fmtMs(cable.latency_us)}${cable.measured ? " measured" : " declared"}${cable.utilization !== null ? `, ${(cable.utilization * 100).toFixed(0)} % used` : ""}`));
     layers.links.append(path);
-    layers.links.append(el("text", { class: "link-label", x: mx + 4, y: my - 3, "data-link-label": cable.id }, cable.up ? fmtMs(cable.latency_us) : "down"));
+    layers.links.append(el("text", { class: "link-label", x: label.x, y: label.y, "data-link-label": cable.id }, cable.up ? fmtMs(cable.latency_us) : "down"));
   }
   for (const sw of topo.switches || []) {
     const p = pos.get(sw.id);

@@ -21,7 +21,7 @@ LINK_DOWN_WITHIN_S = 1.0
 
 
 def test_dashboard_draws_the_fabric_and_follows_a_link_failure_and_a_migration(tmp_path: Path) -> None:
-    with Lab(FABRIC, tmp_path / "lab") as lab, headless_chromium() as browser:
+    with Lab(FABRIC, tmp_path / "lab") as lab, headless_chromium(1100, 960) as browser:
         lab.wait_declared_services()
         topology = lab.get("/api/v1/topology")
         switches = {s["id"] for s in topology["switches"]}
