@@ -506,13 +506,14 @@ function identityAndXds(ids) {
     const client = xds && xds.nodes ? xds.nodes[id] : null;
     let xdsText = "not connected";
     if (client && client.streams) {
-      const types = Object.entries(client.types || {}).map(([t, s]) => `${t} ${s.acked === s.version ? "ACKed" : s.last_nack ? "NACKed" : "pending"}`);
+      // "current": the sidecar runs this type's current content (ACKed, nothing left to send).
+      const types = Object.entries(client.types || {}).map(([t, s]) => `${t} ${s.current && s.acks ? "ACKed" : s.pending_nonce ? "pending" : s.last_nack ? "NACKed" : "not current"}`);
       xdsText = `${client.mode || ""} ${client.in_sync ? "in sync" : "behind"}; ${types.join(", ")}`;
     }
     if (xds && (xds.not_ready || []).includes(id)) xdsText += " (not ready)";
     table.append(h("tr", { "data-end": id }, h("td", {}, id),
       h("td", {}, svid ? svid.spiffe_id : identities ? "none" : h("span", { class: "muted" }, "no CA")),
-      h("td", { class: svid ? expiryClass(svid.expires_in_s) : "" }, svid ? fmtDuration(svid.expires_in_s) : "—"),
+      h("td", { class: svid ? expiryClass(svid) : "" }, svid ? fmtDuration(svid.expires_in_s) : "—"),
       h("td", {}, xds ? xdsText : h("span", { class: "muted" }, "—"))));
   }
   return table;
@@ -534,13 +535,15 @@ function renderTimeline() {
 function fmtDuration(s) {
   if (s < 0) return `expired ${fmtDuration(-s)} ago`;
   if (s < 120) return `${Math.round(s)} s`;
-  if (s < 7200) return `${Math.round(s / 60)} min`;
+  if (s < 7200) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
   if (s < 172800) return `${(s / 3600).toFixed(1)} h`;
   return `${(s / 86400).toFixed(1)} d`;
 }
 
-function expiryClass(s) {
-  return s < 0 ? "bad" : s < 3600 ? "warn" : "good";
+// Red: expired. Orange: past its rotation time and not renewed yet (rotation is due at a fraction of the
+// lifetime, so a certificate that ages past it is one the CA failed to rotate). Green: otherwise.
+function expiryClass(row) {
+  return row.expires_in_s < 0 ? "bad" : row.rotates_at * 1000 < Date.now() ? "warn" : "good";
 }
 
 export function byExpiry(rows) {
@@ -558,7 +561,7 @@ function renderSecurity() {
   for (const r of byExpiry(identities.identities || [])) {
     table.append(h("tr", { "data-subject": r.subject, "data-expires-in": r.expires_in_s },
       h("td", {}, r.subject), h("td", {}, r.spiffe_id), h("td", { class: "muted" }, r.serial),
-      h("td", { class: expiryClass(r.expires_in_s) }, fmtDuration(r.expires_in_s)),
+      h("td", { class: expiryClass(r) }, fmtDuration(r.expires_in_s)),
       h("td", { class: "muted" }, new Date(r.rotates_at * 1000).toLocaleString())));
   }
   const revoked = (identities.revoked_serials || []).length + (identities.revoked_identities || []).length;

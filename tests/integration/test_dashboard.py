@@ -87,6 +87,39 @@ def test_dashboard_draws_the_fabric_and_follows_a_link_failure_and_a_migration(t
         assert {"PortStatusChanged", "WorkloadPlaced", "WorkloadRemoved"} <= kinds, kinds
         assert "LinkLatencyMeasured" not in kinds
         browser.save_screenshot(str(tmp_path / "timeline.png"))
+
+        # Security: every certificate of the CA, earliest expiry first.
+        subjects = {row["subject"] for row in lab.get("/api/v1/identities")["identities"]}
+        browser.find_element("css selector", 'button[data-tab="security"]').click()
+        poll(
+            lambda: attribute_values(browser, "#certificates tr[data-subject]", "data-subject") >= subjects,
+            10,
+            what="every certificate listed",
+        )
+        expiries = browser.execute_script(
+            "return [...document.querySelectorAll('#certificates tr[data-subject]')]"
+            ".map((r) => Number(r.dataset.expiresIn))"
+        )
+        assert expiries == sorted(expiries)
+        browser.save_screenshot(str(tmp_path / "security.png"))
+
+        # Call inspector: u1 calling web: the instance its calls go to, the route hop by hop, both ends' SVIDs.
+        browser.find_element("css selector", 'button[data-tab="inspector"]').click()
+        browser.execute_script(
+            "for (const [id, v] of [['inspect-caller', 'u1'], ['inspect-service', 'web']]) {"
+            " const s = document.getElementById(id); s.value = v;"
+            " s.dispatchEvent(new Event('change', {bubbles: true})); }"
+        )
+
+        def inspected() -> bool:
+            hops = attribute_values(browser, "#inspect-body .call [data-hop]", "data-hop")
+            ends = browser.execute_script(
+                "return [...document.querySelectorAll('#inspect-body .call tr[data-end]')].map(r => r.textContent)"
+            )
+            return bool(hops) and hops <= switches and bool(ends) and all("spiffe://" in end for end in ends)
+
+        poll(inspected, 10, what="u1's calls to web inspected: hops and both ends' SPIFFE ids")
+        browser.save_screenshot(str(tmp_path / "inspector.png"))
         browser.find_element("css selector", 'button[data-tab="fabric"]').click()
         browser.save_screenshot(str(tmp_path / "fabric-after.png"))
         assert not page_errors(browser)
