@@ -169,11 +169,18 @@ const EXTRA_ROUTES = {
   services: "/api/v1/services",
 };
 
+const ABSENT_RETRY_MS = 30000;
+const absentSince = {}; // a route that answered 404 (no CA, an older controller): asked again only now and then
+
 async function refreshExtras() {
   await Promise.all(
     Object.entries(EXTRA_ROUTES).map(async ([name, path]) => {
+      if (absentSince[name] && Date.now() - absentSince[name] < ABSENT_RETRY_MS) return;
       try {
-        model.extras[name] = await getJson(path);
+        const response = await fetch(path, { cache: "no-store" });
+        if (response.status === 404) absentSince[name] = Date.now();
+        else delete absentSince[name];
+        model.extras[name] = response.ok ? await response.json() : null;
       } catch (err) {
         model.extras[name] = null;
       }
