@@ -122,7 +122,7 @@ class HangupWatcher:
                 self._thread.start()
 
     def forget(self, sock: socket.socket) -> None:
-        with self._lock, contextlib.suppress(KeyError, ValueError):
+        with self._lock, contextlib.suppress(KeyError, ValueError, OSError):  # never watched, or stopped
             self._selector.unregister(sock)
 
     def stop(self) -> None:

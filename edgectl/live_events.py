@@ -114,6 +114,7 @@ class EventHub:
         self._history_size = 0
         self._snapshot_frame: bytes | None = None
         self._clients: list[Subscription] = []
+        self._stopped = False
         self._thread: threading.Thread | None = None
         self.deltas_sent = 0
         self.clients_dropped = 0
@@ -143,6 +144,7 @@ class EventHub:
             self._thread.join(timeout)
             self._thread = None
         with self._lock:
+            self._stopped = True
             for client in self._clients:
                 client._close()
             self._clients.clear()
@@ -204,6 +206,9 @@ class EventHub:
         has all of them (none if it is current), else a snapshot."""
         client = Subscription(self, self._client_buffer, on_drop)
         with self._lock:
+            if self._stopped:  # the controller is stopping: the stream ends at once
+                client.closed = True
+                return client
             missed = self._since(last_event_id) if last_event_id is not None else None
             if missed is not None and len(missed) < self._client_buffer:
                 client._frames.extend(missed)
