@@ -5,6 +5,7 @@ deadline and in slots of their own, and /healthz answering beside 500 open strea
 from __future__ import annotations
 
 import json
+import resource
 import socket
 import statistics
 import time
@@ -257,7 +258,16 @@ def rss_mib() -> float:
         return int(statm.read().split()[1]) * 4096 / (1 << 20)
 
 
+def enough_files(needed: int) -> None:
+    """Both ends of every connection live in this process: raise the soft limit on open files if needed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+
+
 def test_healthz_answers_fast_beside_500_idle_streams_and_a_silent_one() -> None:
+    enough_files(4096)
     with served(client_buffer=8) as s, ExitStack() as stack:
         before = rss_mib()
         silent = stack.enter_context(streaming(s.api.address, rcvbuf=4096))
