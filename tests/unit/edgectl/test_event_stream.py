@@ -151,7 +151,7 @@ def test_a_snapshot_then_a_delta_for_each_change() -> None:
         assert client.headers["cache-control"] == "no-cache"
         assert kind == "snapshot" and generation == body["generation"] == s.hub.state.generation
         assert set(body["views"]) == {"topology", "workloads", "service_paths", "events"}
-        held = {k: v for k, v in body["views"].items() if k != "events"}
+        held = body["views"]
         after = s.publish(ev.LinkWentDown(first_link(s.hub.state)))
         kind, generation, delta = client.message()
         assert kind == "delta" and generation == delta["generation"] == after.generation
@@ -161,7 +161,12 @@ def test_a_snapshot_then_a_delta_for_each_change() -> None:
         after = s.publish(placed("web-1", "ea-n1"))
         kind, generation, delta = client.message()
         assert [row["key"] for row in delta["views"]["workloads"]["workloads"]["upsert"]] == ["web-1"]
-        assert same_views(apply_delta(held, delta, generation), live_views(after))
+        held = apply_delta(held, delta, generation)
+        assert same_views({k: v for k, v in held.items() if k != "events"}, live_views(after))
+        assert [e["kind"] for e in held["events"]][-2:] == ["LinkWentDown", "WorkloadPlaced"]
+        with streaming(s.api.address) as fresh:  # a new client's snapshot is what this one holds now
+            _, _, snapshot = fresh.message()
+            assert same_views(snapshot["views"], held)
 
 
 def test_last_event_id_resumes_with_the_deltas_missed() -> None:
