@@ -19,6 +19,7 @@ from edgectl.http_server import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_STREAMS,
     BoundedHttpServer,
+    HangupWatcher,
     JsonRequestHandler,
 )
 from edgectl.metrics import ControllerMetrics
@@ -71,6 +72,7 @@ class HttpApi:
         self._state = state
         self._keepalive_s = keepalive_s
         self._streams: dict[str, EventHub] = {}
+        self._hangups = HangupWatcher()
         self._metrics = metrics
         self._routes = dict(routes)
         self._post_routes: dict[str, PostRoute] = {}
@@ -127,6 +129,7 @@ class HttpApi:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._hangups.stop()
 
     def _allowed(self, path: str) -> list[str]:
         """The methods ``path`` answers (empty: no such resource)."""
@@ -234,6 +237,7 @@ class HttpApi:
                     self.send_json(503, busy, {"Retry-After": "1", "Connection": "close"})
                     return
                 client = hub.subscribe(_last_event_id(self.headers.get("Last-Event-ID")), self._hang_up)
+                api._hangups.watch(self.connection, lambda: hub.unsubscribe(client))
                 try:
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
                     self.connection.settimeout(STREAM_WRITE_TIMEOUT_S)
@@ -248,6 +252,7 @@ class HttpApi:
                 except OSError as exc:  # gone, reset, or stopped reading (the write timed out, or it was dropped)
                     LOG.debug("event client %s ended: %s", self.address_string(), exc)
                 finally:
+                    api._hangups.forget(self.connection)
                     hub.unsubscribe(client)
 
             def _hang_up(self) -> None:

@@ -8,12 +8,15 @@ those; ``edgectl/http_api.py`` routes on top of it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import selectors
 import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -95,6 +98,49 @@ class DeadlineReader:
 
     def close(self) -> None:
         self._raw.close()
+
+
+class HangupWatcher:
+    """One thread that notices a stream's client closing while the stream's thread waits for something to send
+    (it would find out only at its next write, a keepalive up to 15 s later, and hold its slot meanwhile). A
+    stream's client sends nothing after its request, so anything readable (the end, a reset, bytes) ends it."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def watch(self, sock: socket.socket, on_hangup: Callable[[], None]) -> None:
+        with self._lock:
+            if self._stopping:
+                on_hangup()
+                return
+            self._selector.register(sock, selectors.EVENT_READ, on_hangup)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="http-stream-hangups", daemon=True)
+                self._thread.start()
+
+    def forget(self, sock: socket.socket) -> None:
+        with self._lock, contextlib.suppress(KeyError, ValueError, OSError):  # never watched, or stopped
+            self._selector.unregister(sock)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            thread = self._thread
+        if thread is not None:
+            thread.join(5)
+        self._selector.close()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            for key, _ in self._selector.select(timeout=0.5):
+                self.forget(key.fileobj)  # type: ignore[arg-type]
+                try:
+                    key.data()
+                except Exception:
+                    LOG.exception("ending a stream whose client hung up failed")
 
 
 class BoundedHttpServer(ThreadingHTTPServer):

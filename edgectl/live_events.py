@@ -48,13 +48,14 @@ class Subscription:
         self._limit = limit
         self._on_drop = on_drop
         self._frames: deque[bytes] = deque()
+        self._ready = threading.Condition(hub._lock)  # one per client: a change wakes each once, a hang-up one
         self.closed = False
         self.dropped = False
 
     def next(self, timeout: float) -> list[bytes] | None:
         """The frames waiting (after up to ``timeout`` s: ``[]`` if none came), or None once it is closed."""
-        with self._hub._published:
-            self._hub._published.wait_for(lambda: self._frames or self.closed, timeout)
+        with self._ready:
+            self._ready.wait_for(lambda: self._frames or self.closed, timeout)
             if self.closed:
                 return None
             frames = list(self._frames)
@@ -66,14 +67,21 @@ class Subscription:
         if self.closed:
             return
         if len(self._frames) >= self._limit:
-            self.dropped = self.closed = True
+            self.dropped = True
             self._frames.clear()
+            self._close()
             try:
                 self._on_drop()  # wakes a thread stuck sending to it
             except Exception:
                 LOG.exception("dropping a slow event client failed")
             return
         self._frames.append(frame)
+        self._ready.notify()
+
+    def _close(self) -> None:
+        """Under the hub's lock."""
+        self.closed = True
+        self._ready.notify()
 
 
 class EventHub:
@@ -98,7 +106,7 @@ class EventHub:
         self._pending: deque[dict[str, Any]] = deque(maxlen=TIMELINE_MAX)
         self._changed = False
         self._stopping = False
-        self._published = threading.Condition()  # the hub's thread -> clients; guards everything below
+        self._lock = threading.Lock()  # guards everything below, and each client's frames
         self._views: Views = {}
         self._generation = -1
         self._timeline: deque[dict[str, Any]] = deque(maxlen=TIMELINE_MAX)
@@ -106,6 +114,7 @@ class EventHub:
         self._history_size = 0
         self._snapshot_frame: bytes | None = None
         self._clients: list[Subscription] = []
+        self._stopped = False
         self._thread: threading.Thread | None = None
         self.deltas_sent = 0
         self.clients_dropped = 0
@@ -121,7 +130,7 @@ class EventHub:
     # -- the hub's thread ----------------------------------------------------------------------------------
     def start(self) -> None:
         state = self._state()
-        with self._published:
+        with self._lock:
             self._views = live_views(state)
             self._generation = state.generation
         self._thread = threading.Thread(target=self._run, name="event-hub", daemon=True)
@@ -134,11 +143,11 @@ class EventHub:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        with self._published:
+        with self._lock:
+            self._stopped = True
             for client in self._clients:
-                client.closed = True
+                client._close()
             self._clients.clear()
-            self._published.notify_all()
 
     def _run(self) -> None:
         while True:
@@ -168,7 +177,7 @@ class EventHub:
         fresh = [e for e in entries if e["generation"] > self._generation]
         body = {"generation": generation, **delta, **({"events": fresh} if fresh else {})}
         frame = sse_frame(generation, "delta", body)
-        with self._published:
+        with self._lock:
             self._remember(self._generation, generation, frame)
             self._views, self._generation = views, generation
             self._timeline.extend(fresh)
@@ -180,7 +189,6 @@ class EventHub:
                 self._clients = [c for c in self._clients if not c.dropped]
                 self.clients_dropped += len(dropped)
             self.deltas_sent += 1
-            self._published.notify_all()
         if dropped:
             LOG.info("dropped %d event client(s) too slow to take their messages", len(dropped))
 
@@ -197,7 +205,10 @@ class EventHub:
         """A new client, its first frames queued: the deltas after ``last_event_id`` when the history still
         has all of them (none if it is current), else a snapshot."""
         client = Subscription(self, self._client_buffer, on_drop)
-        with self._published:
+        with self._lock:
+            if self._stopped:  # the controller is stopping: the stream ends at once
+                client.closed = True
+                return client
             missed = self._since(last_event_id) if last_event_id is not None else None
             if missed is not None and len(missed) < self._client_buffer:
                 client._frames.extend(missed)
@@ -207,8 +218,8 @@ class EventHub:
         return client
 
     def unsubscribe(self, client: Subscription) -> None:
-        with self._published:
-            client.closed = True
+        with self._lock:
+            client._close()
             if client in self._clients:
                 self._clients.remove(client)
 

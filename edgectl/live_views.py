@@ -114,11 +114,13 @@ def _diff_rows(old: list[Row], new: list[Row]) -> dict[str, list[Any]]:
     return change
 
 
-def apply_delta(views: Mapping[str, View], delta: Mapping[str, Any], generation: int) -> Views:
-    """``views`` after ``delta`` (the message of ``generation``): what a client does with each delta. A row
-    upserted keeps its place when it was there and is appended when new; rows are then in the server's order
-    only up to that (a client that cares sorts them)."""
-    result: Views = {name: dict(view) for name, view in views.items()}
+def apply_delta(views: Mapping[str, Any], delta: Mapping[str, Any], generation: int) -> dict[str, Any]:
+    """``views`` (a snapshot's, the timeline ``events`` included or not) after ``delta`` (the message of
+    ``generation``): what a client does with each delta. A row upserted keeps its place when it was there and is
+    appended when new; rows are then in the server's order only up to that (a client that cares sorts them)."""
+    result: dict[str, Any] = {name: dict(v) if isinstance(v, dict) else list(v) for name, v in views.items()}
+    if "events" in result:
+        result["events"] = [*result["events"], *delta.get("events", [])][-TIMELINE_MAX:]
     for name, whole in delta.get("replace", {}).items():
         result[name] = whole
     for name, lists in delta.get("views", {}).items():
@@ -131,17 +133,20 @@ def apply_delta(views: Mapping[str, View], delta: Mapping[str, Any], generation:
                 rows[row["key"]] = row
             view[field] = list(rows.values())
     for view in result.values():
-        if "generation" in view:  # a view's generation is the message's, also when nothing in it changed
+        if isinstance(view, dict) and "generation" in view:  # the message's, also when nothing in it changed
             view["generation"] = generation
     return result
 
 
-def same_views(a: Mapping[str, View], b: Mapping[str, View]) -> bool:
+def same_views(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Equal up to the order of the rows of diffed lists (which ``apply_delta`` does not keep)."""
 
-    def normal(views: Mapping[str, View]) -> Views:
-        out: Views = {}
+    def normal(views: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         for name, view in views.items():
+            if not isinstance(view, dict):
+                out[name] = view
+                continue
             lists = DIFFED_LISTS.get(name, {})
             out[name] = {
                 field: sorted(value, key=lambda row: row["key"]) if field in lists else value

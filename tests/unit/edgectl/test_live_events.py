@@ -1,0 +1,88 @@
+"""The event hub on a real EventBus, without HTTP: bursts coalesced into one delta, slow subscribers dropped,
+resume from its history or a snapshot."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from edgectl.bus import EventBus
+from edgectl.live_events import EventHub
+from netmodel import events as ev
+from netmodel.fabric import build_state
+from tests.unit.edgectl.fixtures import example_spec
+from tests.unit.edgectl.test_http_hardening import wait_for
+
+
+@contextmanager
+def hub_on_bus(**options: float) -> Iterator[tuple[EventBus, EventHub]]:
+    bus = EventBus(build_state(example_spec()))
+    hub = EventHub(lambda: bus.state, **options)  # type: ignore[arg-type]
+    bus.subscribe(hub)
+    bus.start()
+    hub.start()
+    try:
+        yield bus, hub
+    finally:
+        hub.stop()
+        bus.stop()
+
+
+def publish(bus: EventBus, hub: EventHub, *events: ev.Event) -> int:
+    generation = 0
+    for event in events:
+        generation = bus.publish(event).result(timeout=10).generation
+    wait_for(lambda: hub.generation >= generation, "the hub to catch up")
+    return generation
+
+
+def parse(frame: bytes) -> tuple[str, int, dict[str, object]]:
+    fields = dict(line.split(": ", 1) for line in frame.decode().strip().split("\n"))
+    return fields["event"], int(fields["id"]), json.loads(fields["data"])
+
+
+def test_a_burst_of_events_is_one_delta() -> None:
+    with hub_on_bus(min_interval_s=2.0) as (bus, hub):
+        link = sorted(bus.state.topology.links)[0]
+        client = hub.subscribe()
+        publish(bus, hub, ev.LinkWentDown(link))  # the first change goes at once; the next wait 2 s
+        sent = hub.deltas_sent
+        burst = [ev.LinkCameUp(link) if i % 2 == 0 else ev.LinkWentDown(link) for i in range(50)]
+        last = publish(bus, hub, *burst)
+        assert hub.deltas_sent == sent + 1
+        frames = [parse(f) for f in client.next(1) or []]
+        assert [kind for kind, _, _ in frames] == ["snapshot", "delta", "delta"]
+        _, generation, body = frames[-1]
+        assert generation == last and len(body["events"]) == 50  # type: ignore[arg-type]
+
+
+def test_a_subscriber_that_takes_nothing_is_dropped_and_told() -> None:
+    with hub_on_bus(min_interval_s=0.0, client_buffer=3) as (bus, hub):
+        link = sorted(bus.state.topology.links)[0]
+        hung_up: list[bool] = []
+        slow = hub.subscribe(on_drop=lambda: hung_up.append(True))
+        reader = hub.subscribe()
+        received = 0
+        for i in range(6):
+            publish(bus, hub, ev.LinkCameUp(link) if i % 2 else ev.LinkWentDown(link))
+            received += len(reader.next(1) or [])
+        assert hung_up == [True] and slow.dropped and slow.next(0) is None
+        assert hub.clients == 1 and hub.clients_dropped == 1
+        assert received == 7  # the snapshot and the six deltas
+
+
+def test_resume_from_the_history_or_else_a_snapshot() -> None:
+    with hub_on_bus(min_interval_s=0.0, history=2) as (bus, hub):
+        link = sorted(bus.state.topology.links)[0]
+        start = hub.generation
+        generations = [publish(bus, hub, ev.LinkWentDown(link)), publish(bus, hub, ev.LinkCameUp(link))]
+        resumed = [parse(f)[:2] for f in hub.subscribe(start).next(0) or []]
+        assert resumed == [("delta", generations[0]), ("delta", generations[1])]
+        assert hub.subscribe(generations[1]).next(0) == []
+        third = publish(bus, hub, ev.LinkWentDown(link))  # the history keeps two: the first is gone
+        assert [parse(f)[:2] for f in hub.subscribe(start).next(0) or []] == [("snapshot", third)]
+        assert [parse(f)[:2] for f in hub.subscribe(generations[0]).next(0) or []] == [
+            ("delta", generations[1]),
+            ("delta", third),
+        ]
