@@ -272,7 +272,11 @@ def cmd_paths(address: str, output: str) -> int:
         print(f"  {user['host']:<8} -> {user['service']:<16} {took}")
     print(f"  {'service':<16} {'from':<8} {'calls/req':>9}  instances (round trip)")
     for call in view["calls"]:
-        used = ", ".join(f"{i['workload']} on {i['node']} ({i['round_trip_ms']:.1f} ms)" for i in call["instances"])
+        used = ", ".join(
+            f"{i['workload']} on {i['node']} "
+            + ("(unreachable)" if i["round_trip_ms"] is None else f"({i['round_trip_ms']:.1f} ms)")
+            for i in call["instances"]
+        )
         print(f"  {call['service']:<16} {call['from_switch']:<8} {call['calls_per_request']:>9.2f}  {used or '-'}")
     return 0
 
@@ -306,7 +310,19 @@ def _placement_and_endpoint_problem(profile: str, endpoint_order: str) -> str | 
     return None
 
 
+def _raise_open_files_limit(most: int = 65536) -> None:
+    """The soft open-files limit up to the hard one (at most ``most``): switches, sidecars' streams and
+    dashboards each hold a descriptor, and a 1024 default runs out long before the CPU does."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = most if hard == resource.RLIM_INFINITY else min(hard, most)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    _raise_open_files_limit()
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
     )

@@ -22,6 +22,7 @@ from edgectl.http_server import (
     HangupWatcher,
     JsonRequestHandler,
 )
+from edgectl.live_events import parse_event_id
 from edgectl.metrics import ControllerMetrics
 from edgectl.static_files import HEADERS as STATIC_HEADERS
 from edgectl.static_files import StaticFiles, is_ui_path, not_modified
@@ -45,7 +46,10 @@ STREAM_WRITE_TIMEOUT_S = 10.0
 STREAM_SEND_BUFFER = 64 * 1024
 """The kernel's send buffer of an event stream: bounded (not auto-tuned to megabytes), so a client that stops
 reading fills it and its own frame buffer soon, and is dropped."""
+STREAM_WRITE_CHUNK = 16 * 1024
+"""An event stream writes its frames in pieces this big, each with the write timeout."""
 _KEEPALIVE = b": keepalive\n\n"
+_FULL = b"retry: 1000\n: too many event streams, retry later\n\n"
 
 
 class BadQuery(ValueError):
@@ -228,15 +232,19 @@ class HttpApi:
             def _stream(self, hub: EventHub) -> None:
                 """Frames from ``hub`` until the client goes, is dropped as too slow, or the hub stops. Past its
                 request the stream never reads: the request deadline does not apply, only the write timeout."""
-                if self.command == "HEAD":
-                    self.send_bytes(200, "text/event-stream", b"", {"Cache-Control": "no-cache"})
+                if self.command == "HEAD":  # GET's headers, no body
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+                    self.send_header("Cache-Control", "no-cache")
+                    self.end_headers()
                     return
                 self.close_connection = True
                 if not self.server.become_stream(self.connection):
-                    busy = {"error": "too many event streams, retry later"}
-                    self.send_json(503, busy, {"Retry-After": "1", "Connection": "close"})
+                    # Not a 503: a browser's EventSource gives up for good on any answer but an event stream.
+                    # An event stream that only says "retry in 1 s" and ends makes it come back.
+                    self.send_bytes(200, "text/event-stream", _FULL, {"Cache-Control": "no-cache"})
                     return
-                client = hub.subscribe(_last_event_id(self.headers.get("Last-Event-ID")), self._hang_up)
+                client = hub.subscribe(parse_event_id(self.headers.get("Last-Event-ID"), hub.boot), self._hang_up)
                 api._hangups.watch(self.connection, lambda: hub.unsubscribe(client))
                 try:
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
@@ -248,12 +256,19 @@ class HttpApi:
                     self.send_header("X-Accel-Buffering", "no")
                     self.end_headers()
                     while (frames := client.next(api._keepalive_s)) is not None:
-                        self.wfile.write(b"".join(frames) if frames else _KEEPALIVE)
+                        self._send_progressing(b"".join(frames) if frames else _KEEPALIVE)
                 except OSError as exc:  # gone, reset, or stopped reading (the write timed out, or it was dropped)
                     LOG.debug("event client %s ended: %s", self.address_string(), exc)
                 finally:
                     api._hangups.forget(self.connection)
                     hub.unsubscribe(client)
+
+            def _send_progressing(self, data: bytes) -> None:
+                """Write in pieces, the write timeout counting from the last piece the client took: a slow but
+                steady client gets a big snapshot; one that stops taking anything for the timeout is ended."""
+                view = memoryview(data)
+                for start in range(0, len(view), STREAM_WRITE_CHUNK):
+                    self.wfile.write(view[start : start + STREAM_WRITE_CHUNK])
 
             def _hang_up(self) -> None:
                 """The hub dropped this client: end a write it may be stuck in."""
@@ -278,14 +293,6 @@ class HttpApi:
             do_DELETE = do_PATCH = do_PUT
 
         return Handler
-
-
-def _last_event_id(text: str | None) -> int | None:
-    """The generation a reconnecting client saw last; anything else is no resume (a snapshot)."""
-    try:
-        return int(text) if text is not None and text.strip().isdigit() else None
-    except ValueError:
-        return None
 
 
 def _json(body: Any) -> tuple[str, bytes]:

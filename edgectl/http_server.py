@@ -9,8 +9,10 @@ those; ``edgectl/http_api.py`` routes on top of it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
+import resource
 import selectors
 import socket
 import sys
@@ -27,6 +29,9 @@ DEFAULT_IDLE_TIMEOUT_S = 10.0
 DEFAULT_MAX_CONNECTIONS = 512
 """Connections served at once (a thread each); the next ones get a 503 and are closed at once."""
 DEFAULT_MAX_STREAMS = 1024
+FD_RESERVE = 256
+"""Descriptors kept for the rest of the process beside the HTTP connections (``stream_limit``)."""
+ACCEPT_BACKOFF_S = 0.1
 """Long-lived streams (``GET /api/v1/events``) served at once, a thread each, beside and not counted in
 ``max_connections``: watching clients cannot take the slots of ordinary requests."""
 LISTEN_BACKLOG = 1024
@@ -126,11 +131,20 @@ class HangupWatcher:
             self._selector.unregister(sock)
 
     def stop(self) -> None:
+        """Stop watching, and end every stream still watched (the server they belong to is stopping)."""
         with self._lock:
+            if self._stopping:
+                return
             self._stopping = True
             thread = self._thread
+            watched = [key.data for key in self._selector.get_map().values()]
         if thread is not None:
             thread.join(5)
+        for on_hangup in watched:
+            try:
+                on_hangup()
+            except Exception:
+                LOG.exception("ending a stream at stop failed")
         self._selector.close()
 
     def _run(self) -> None:
@@ -175,14 +189,32 @@ class BoundedHttpServer(ThreadingHTTPServer):
     def active_streams(self) -> int:
         return len(self._streams)
 
+    def stream_limit(self) -> int:
+        """``max_streams``, or fewer when the open-files limit would not hold them beside every ordinary
+        connection and a reserve for the rest of the process (switches, files): streams must never take the
+        descriptors /healthz and the controller need."""
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return self.max_streams
+        return max(0, min(self.max_streams, soft - self.max_connections - FD_RESERVE))
+
     def become_stream(self, request: Any) -> bool:
         """Move a connection from the ordinary slots to the stream slots (False: every stream slot is taken)."""
         with self._lock:
-            if len(self._streams) >= self.max_streams:
+            if len(self._streams) >= self.stream_limit():
                 return False
             self._streams.add(request)
             self._active -= 1
             return True
+
+    def get_request(self) -> tuple[Any, Any]:
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # out of descriptors: back off, do not spin on accept
+                LOG.warning("cannot accept a connection: %s", exc)
+                time.sleep(ACCEPT_BACKOFF_S)
+            raise
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._lock:

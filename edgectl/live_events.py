@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import secrets
 import threading
 import time
 from collections import deque
@@ -34,10 +36,38 @@ DEFAULT_HISTORY_BYTES = 8 << 20
 """Deltas kept for ``Last-Event-ID`` resumes: at most this many, and this many bytes of frames."""
 
 
-def sse_frame(generation: int, kind: str, body: Any) -> bytes:
-    """One Server-Sent Event: ``id``, ``event`` and the body as one line of JSON."""
-    data = json.dumps(body, separators=(",", ":"))
-    return f"id: {generation}\nevent: {kind}\ndata: {data}\n\n".encode()
+def sse_frame(generation: int, kind: str, body: Any, boot: str = "") -> bytes:
+    """One Server-Sent Event: ``id`` (``BOOT.GENERATION``: generations start over when the controller restarts,
+    so an id from before a restart must not match one after it), ``event`` and the body as one line of JSON
+    (strict JSON: a non-finite number, which browsers' JSON.parse refuses, goes out as null)."""
+    try:
+        data = json.dumps(body, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        LOG.warning("a live view held a non-finite number: sent as null")
+        data = json.dumps(_finite(body), separators=(",", ":"), allow_nan=False)
+    event_id = f"{boot}.{generation}" if boot else str(generation)
+    return f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n".encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def parse_event_id(text: str | None, boot: str) -> int | None:
+    """The generation a reconnecting client saw last, if it saw it from this process (its ``boot``); None
+    (a snapshot) for anything else: another boot, garbage, nothing."""
+    if text is None:
+        return None
+    prefix, dot, number = text.strip().rpartition(".")
+    if not dot or prefix != boot or not number.isdigit():
+        return None
+    return int(number)
 
 
 class Subscription:
@@ -98,6 +128,9 @@ class EventHub:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._state = state
+        self.boot = secrets.token_hex(4)
+        """This process's part of every event id (``sse_frame``)."""
+        self._latest: FabricState | None = None
         self._min_interval_s = min_interval_s
         self._client_buffer = client_buffer
         self._history_bytes = history_bytes
@@ -124,6 +157,7 @@ class EventHub:
         entry = timeline_entry(event, state, self._clock())
         with self._wake:
             self._pending.append(entry)
+            self._latest = state  # the state these entries belong to (the bus may already hold a newer one)
             self._changed = True
             self._wake.notify()
 
@@ -168,7 +202,10 @@ class EventHub:
             entries = list(self._pending)
             self._pending.clear()
             self._changed = False
-        state = self._state()
+            latest = self._latest
+        # The state handed over with the last entry, not the bus's: a newer one would be shown before its
+        # timeline entry arrived, and that entry then dropped as already shown.
+        state = latest if latest is not None else self._state()
         if state.generation <= self._generation:  # nothing new (or events the last views already showed)
             return
         views = live_views(state)
@@ -176,7 +213,7 @@ class EventHub:
         generation = state.generation
         fresh = [e for e in entries if e["generation"] > self._generation]
         body = {"generation": generation, **delta, **({"events": fresh} if fresh else {})}
-        frame = sse_frame(generation, "delta", body)
+        frame = sse_frame(generation, "delta", body, self.boot)
         with self._lock:
             self._remember(self._generation, generation, frame)
             self._views, self._generation = views, generation
@@ -244,5 +281,5 @@ class EventHub:
         """Under the lock; encoded once per generation, however many clients connect."""
         if self._snapshot_frame is None:
             body = {"generation": self._generation, "views": {**self._views, "events": list(self._timeline)}}
-            self._snapshot_frame = sse_frame(self._generation, "snapshot", body)
+            self._snapshot_frame = sse_frame(self._generation, "snapshot", body, self.boot)
         return self._snapshot_frame

@@ -226,7 +226,8 @@ def service_paths_view(state: FabricState, rules: PathRules | None = None) -> di
         for switch in sorted(set(edge.instances)):
             one = np.array([edge.caller], dtype=np.int64)
             trip = float(layout.round_trip_ms(one, np.array([switch], dtype=np.int64))[0, 0])
-            instances += [{**w, "round_trip_ms": round(trip, 3)} for w in behind.get((edge.service, switch), [])]
+            rounded = round(trip, 3) if np.isfinite(trip) else None  # None: unreachable (JSON has no Infinity)
+            instances += [{**w, "round_trip_ms": rounded} for w in behind.get((edge.service, switch), [])]
         calls.append(
             {
                 "service": edge.service,

@@ -119,7 +119,7 @@ class SseClient:
                 if name:
                     fields[name] = value
             if "event" in fields:
-                return fields["event"], int(fields["id"]), json.loads(fields["data"])
+                return fields["event"], int(fields["id"].rpartition(".")[2]), json.loads(fields["data"])
 
     def close(self) -> None:
         self.sock.close()
@@ -176,12 +176,14 @@ def test_last_event_id_resumes_with_the_deltas_missed() -> None:
         link = first_link(s.hub.state)
         down = s.publish(ev.LinkWentDown(link)).generation
         up = s.publish(ev.LinkCameUp(link)).generation
-        with streaming(s.api.address, last_event_id=str(seen)) as client:
+        boot = s.events.boot  # ids are BOOT.GENERATION: generations start over with a restart
+        with streaming(s.api.address, last_event_id=f"{boot}.{seen}") as client:
             assert [client.message()[:2] for _ in range(2)] == [("delta", down), ("delta", up)]
-        with streaming(s.api.address, last_event_id=str(up)) as client:  # current: nothing until the next change
+        with streaming(s.api.address, last_event_id=f"{boot}.{up}") as client:  # current: nothing until a change
             later = s.publish(placed("web-1", "ea-n1")).generation
             assert client.message()[:2] == ("delta", later)
-        for unknown in ("999999", "-1", "garbage", ""):  # never sent (a restart): a snapshot
+        # never sent, or sent by another process (a restart: the same generation means another model): a snapshot
+        for unknown in (f"{boot}.999999", f"{boot}.-1", "garbage", "", str(later), f"0{boot}.{later}"):
             with streaming(s.api.address, last_event_id=unknown) as client:
                 assert client.message()[:2] == ("snapshot", later), unknown
 
@@ -235,7 +237,10 @@ def test_streams_have_slots_of_their_own() -> None:
         wait_for(lambda: s.api.open_streams == 3, "three streams")
         refused = stack.enter_context(streaming(s.api.address))
         refused.read_headers()
-        assert refused.status == 503 and refused.headers["retry-after"] == "1"
+        # An event stream that says "retry in 1 s" and ends, not a 503: on any answer but an event stream a
+        # browser's EventSource gives up for good.
+        assert refused.status == 200 and refused.headers["content-type"].startswith("text/event-stream")
+        assert refused.block().startswith("retry: 1000")
         for _ in range(3):  # the ordinary slots are all free beside the streams
             assert exchange(s.api.address, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200
         clients[0].close()
@@ -245,7 +250,8 @@ def test_streams_have_slots_of_their_own() -> None:
 def test_the_route_answers_head_and_refuses_other_methods_and_ignores_its_query() -> None:
     with served() as s:
         status, headers, body = exchange(s.api.address, f"HEAD {EVENTS} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        assert status == 200 and headers["content-type"] == "text/event-stream" and body == b""
+        assert status == 200 and headers["content-type"] == "text/event-stream; charset=utf-8" and body == b""
+        assert "content-length" not in headers  # GET's headers: a stream has no length
         status, headers, _ = exchange(s.api.address, f"POST {EVENTS} HTTP/1.1\r\nContent-Length: 0\r\n\r\n".encode())
         assert status == 405 and headers["allow"] == "GET, HEAD, OPTIONS"
         with socket.create_connection(s.api.address, timeout=10) as sock:
@@ -286,4 +292,51 @@ def test_healthz_answers_fast_beside_500_idle_streams_and_a_silent_one() -> None
         assert statistics.median(latencies) < 0.1, latencies  # ~1-5 ms on an idle machine
         grown = rss_mib() - before
         assert grown < 300, f"{grown:.0f} MiB for 501 streams"  # threads, sockets and buffers, both ends
-        assert s.api.open_connections == 0  # the streams took none of the ordinary slots
+        # the streams took none of the ordinary slots (the last healthz's thread may still be ending)
+        wait_for(lambda: s.api.open_connections == 0, "the ordinary slots to be free")
+
+
+def test_streams_never_take_the_descriptors_ordinary_connections_need(monkeypatch) -> None:
+    """Under the common 1024 open-files limit, 1024 stream slots beside 512 connections would run the process
+    out of descriptors (accept fails, /healthz stops answering): the stream slots shrink to what fits."""
+    from edgectl import http_server
+
+    with served() as s:
+        server = s.api._server
+        monkeypatch.setattr(http_server.resource, "getrlimit", lambda _which: (1024, 4096))
+        assert server.stream_limit() == 1024 - server.max_connections - http_server.FD_RESERVE
+        monkeypatch.setattr(http_server.resource, "getrlimit", lambda _which: (1 << 20, 1 << 20))
+        assert server.stream_limit() == server.max_streams
+
+
+def test_accept_backs_off_when_out_of_descriptors(monkeypatch) -> None:
+    import errno
+
+    from edgectl import http_server
+
+    with served() as s:
+        server = s.api._server
+        slept: list[float] = []
+
+        def no_descriptors(_self: object) -> None:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        import socketserver
+
+        monkeypatch.setattr(socketserver.TCPServer, "get_request", no_descriptors)
+        monkeypatch.setattr(http_server.time, "sleep", slept.append)
+        try:
+            server.get_request()
+        except OSError as exc:
+            assert exc.errno == errno.EMFILE
+        assert slept == [http_server.ACCEPT_BACKOFF_S]  # not a hot loop on a listening socket always readable
+
+
+def test_stopping_the_api_ends_its_streams() -> None:
+    with served() as s, ExitStack() as stack:
+        clients = [stack.enter_context(streaming(s.api.address)) for _ in range(3)]
+        for client in clients:
+            assert client.message()[0] == "snapshot"
+        wait_for(lambda: s.events.clients == 3, "three subscribers")
+        s.api.stop()
+        wait_for(lambda: s.events.clients == 0, "the streams to end with the API")

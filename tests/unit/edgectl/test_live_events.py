@@ -39,7 +39,7 @@ def publish(bus: EventBus, hub: EventHub, *events: ev.Event) -> int:
 
 def parse(frame: bytes) -> tuple[str, int, dict[str, object]]:
     fields = dict(line.split(": ", 1) for line in frame.decode().strip().split("\n"))
-    return fields["event"], int(fields["id"]), json.loads(fields["data"])
+    return fields["event"], int(fields["id"].rpartition(".")[2]), json.loads(fields["data"])
 
 
 def test_a_burst_of_events_is_one_delta() -> None:
@@ -86,3 +86,39 @@ def test_resume_from_the_history_or_else_a_snapshot() -> None:
             ("delta", generations[1]),
             ("delta", third),
         ]
+
+
+def test_every_change_keeps_its_timeline_entry_when_the_bus_is_already_further() -> None:
+    """The bus swaps in a new state before it tells its subscribers: the hub must show the state it was
+    handed with the entries, not the bus's newer one (whose entry it has not got yet, and would then drop)."""
+    state = build_state(example_spec())
+    link = sorted(state.topology.links)[0]
+    first = state.apply(ev.LinkWentDown(link))
+    second = first.apply(ev.LinkCameUp(link))
+    bus_state = [state]
+    hub = EventHub(lambda: bus_state[0])
+    hub.start()
+    try:
+        reader = hub.subscribe()
+        bus_state[0] = second  # the bus: already at the second change when it tells the hub of the first
+        hub.on_model_change(ev.LinkWentDown(link), first)
+        hub.publish_pending()
+        hub.on_model_change(ev.LinkCameUp(link), second)
+        hub.publish_pending()
+        frames = [parse(f) for f in reader.next(0) or []]
+        kinds = [e["kind"] for _, _, body in frames if body.get("events") for e in body["events"]]  # type: ignore[union-attr]
+        assert [f[:2] for f in frames][1:] == [("delta", first.generation), ("delta", second.generation)]
+        assert kinds[-2:] == ["LinkWentDown", "LinkCameUp"]
+    finally:
+        hub.stop()
+
+
+def test_event_ids_carry_the_process_and_frames_are_strict_json() -> None:
+    from edgectl.live_events import parse_event_id, sse_frame
+
+    frame = sse_frame(7, "delta", {"x": float("inf"), "y": [float("nan"), 1.5]}, "beef")
+    assert frame.startswith(b"id: beef.7\nevent: delta\n")
+    assert json.loads(frame.decode().split("data: ", 1)[1]) == {"x": None, "y": [None, 1.5]}  # no Infinity/NaN
+    assert parse_event_id("beef.7", "beef") == 7
+    for other in ("cafe.7", "7", "beef.", "beef.-1", "beef.x", None, ""):
+        assert parse_event_id(other, "beef") is None, other
