@@ -281,6 +281,25 @@ class Controller:
             return dict(published)
 
 
+def delta_compute_ms(state: Any, rounds: int = 5) -> float:
+    """The median milliseconds of what the hub does once per delta on this model, here one cable's latency
+    changed: the views, the diff against the previous ones, the frame encoded."""
+    from edgectl.live_events import sse_frame
+    from edgectl.live_views import diff_views, live_views
+    from netmodel import events as ev
+
+    before = live_views(state)
+    cable = min(state.topology.links, key=lambda k: (k.src, k.src_port))
+    times = []
+    for k in range(rounds):
+        after = state.apply(ev.LinkLatencyMeasured(((cable, 1000 + k), (cable.reversed(), 1000 + k)), at=0.0))
+        started = time.perf_counter()
+        frame = sse_frame(after.generation, "delta", diff_views(before, live_views(after)))
+        times.append((time.perf_counter() - started) * 1000)
+        assert frame
+    return percentile(times, 50)
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -435,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"model: {switches} switches, {len(state.topology.links)} link directions, {len(state.nodes)} nodes, "
         f"{len(state.hosts)} hosts, {len(state.workloads)} workloads"
     )
+    compute_ms = delta_compute_ms(state)
+    print(f"one delta's views, diff and encoding: {compute_ms:.0f} ms (median of 5)")
     controller = Controller(state)
     port = controller.start()
     phases = []
@@ -481,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seconds_per_phase": args.seconds,
         "snapshot_bytes": snapshot_bytes,
         "delta_bytes": {"p50": round(percentile(deltas, 50)), "max": max(deltas)} if deltas else None,
+        "delta_compute_ms": round(compute_ms, 1),
         "deltas_per_s": round(with_clients[0]["deltas"] / args.seconds, 1) if with_clients else None,
         "delivery_ms": {str(p["clients"]): summary(p["delivery_ms"]) for p in with_clients if p["delivery_ms"]},
         "cpu_pct_0_clients": {"idle": round(base["cpu_idle"] * 100, 2), "load": round(base["cpu_load"] * 100, 2)},
