@@ -305,12 +305,12 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def stream_threads_cpu() -> dict[int, float]:
-    """Per thread serving a connection (``process_request_thread``: the event streams while clients are
-    connected), its CPU seconds so far (the kernel's schedstat, in ns)."""
+def threads_cpu(name: str = "process_request_thread") -> dict[int, float]:
+    """Per thread of this process whose name has ``name`` (by default those serving a connection: the event
+    streams while clients are connected), its CPU seconds so far (the kernel's schedstat, in ns)."""
     cpu = {}
     for thread in threading.enumerate():
-        if "process_request_thread" in thread.name and thread.native_id is not None:
+        if name in thread.name and thread.native_id is not None:
             try:
                 text = Path(f"/proc/self/task/{thread.native_id}/schedstat").read_text()
             except OSError:  # it ended meanwhile
@@ -350,25 +350,35 @@ def stop_clients(process: subprocess.Popen[str]) -> dict[str, Any]:
 def measure_phase(controller: Controller, count: int, rate: float, seconds: float, rest: float) -> dict[str, Any]:
     """CPU at rest and under load with ``count`` clients; with clients, their delivery times and sizes."""
 
+    hub: dict[str, float] = {}
+
     def cpu_over(action: Any) -> tuple[float, Any]:
         cpu, wall = cpu_seconds(), time.monotonic()
         value = action()
         return (cpu_seconds() - cpu) / (time.monotonic() - wall), value
 
+    def drive() -> dict[int, float]:
+        """The events; meanwhile, the hub thread's CPU per delta (the same work whatever the clients)."""
+        deltas, hub_cpu = controller.hub.deltas_sent, threads_cpu("event-hub")
+        published = controller.drive(rate, seconds)
+        sent = controller.hub.deltas_sent - deltas
+        hub["hub_ms_per_delta"] = cpu_added(hub_cpu, threads_cpu("event-hub")) * 1000 / max(sent, 1)
+        return published
+
     if count == 0:
         idle, _ = cpu_over(lambda: time.sleep(rest))
-        busy, published = cpu_over(lambda: controller.drive(rate, seconds))
-        return {"clients": 0, "cpu_idle": idle, "cpu_load": busy, "events": len(published)}
+        busy, published = cpu_over(drive)
+        return {"clients": 0, "cpu_idle": idle, "cpu_load": busy, "events": len(published), **hub}
     with clients(controller.http.address[1], count) as process:
         time.sleep(0.5)  # the snapshots' sends end
-        threads = stream_threads_cpu()
+        threads = threads_cpu()
         if len(threads) != count:
             raise RuntimeError(f"{len(threads)} stream threads for {count} clients")
         idle, _ = cpu_over(lambda: time.sleep(rest))
-        threads_idle = stream_threads_cpu()
+        threads_idle = threads_cpu()
         wall = time.monotonic()
-        busy, published = cpu_over(lambda: controller.drive(rate, seconds))
-        streams_load = cpu_added(threads_idle, stream_threads_cpu()) / (time.monotonic() - wall)
+        busy, published = cpu_over(drive)
+        streams_load = cpu_added(threads_idle, threads_cpu()) / (time.monotonic() - wall)
         streams_idle = cpu_added(threads, threads_idle) / rest
         result = stop_clients(process)
     logs = result["logs"]
@@ -392,6 +402,7 @@ def measure_phase(controller: Controller, count: int, rate: float, seconds: floa
         "delivery_ms": [t * 1000 for t in times],
         "undelivered": undelivered,
         "errors": result["errors"],
+        **hub,
     }
 
 
@@ -465,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             phases.append(phase)
             line = (
                 f"{count:>3} clients: CPU {phase['cpu_idle'] * 100:5.1f}% idle, {phase['cpu_load'] * 100:5.1f}% "
-                f"under {args.rate:g} events/s ({phase['events']} events)"
+                f"under {args.rate:g} events/s ({phase['events']} events; the hub's thread "
+                f"{phase['hub_ms_per_delta']:.0f} ms of CPU a delta)"
             )
             if count:
                 if phase["delivery_ms"]:
@@ -506,6 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "deltas_per_s": round(with_clients[0]["deltas"] / args.seconds, 1) if with_clients else None,
         "delivery_ms": {str(p["clients"]): summary(p["delivery_ms"]) for p in with_clients if p["delivery_ms"]},
         "cpu_pct_0_clients": {"idle": round(base["cpu_idle"] * 100, 2), "load": round(base["cpu_load"] * 100, 2)},
+        "hub_cpu_ms_per_delta": {str(p["clients"]): round(p["hub_ms_per_delta"], 1) for p in phases},
         "cpu_pct_per_client": {
             str(p["clients"]): {
                 "idle": round((p["cpu_idle"] - base["cpu_idle"]) * 100 / p["clients"], 3),
