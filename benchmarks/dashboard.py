@@ -440,6 +440,66 @@ def page_loads(url: str, switches: int, loads: int) -> list[float]:
     return times
 
 
+SCREEN_WATCH = (
+    "window.__want = []; window.__seen = {}; setInterval(() => { for (const sel of window.__want) {"
+    " if (!(sel in window.__seen) && document.querySelector(sel)) window.__seen[sel] ="
+    " performance.timeOrigin + performance.now(); } }, 5);"
+)
+"""In the page: the wall-clock time (ms) each awaited selector first matched (polled every 5 ms)."""
+
+
+def cable_selector(state: Any, link: Any, up: bool) -> str:
+    """The page's line for a cable (``data-link`` is the two switch names, sorted, joined by "-")."""
+    a, b = sorted((state.topology.switches[link.src].name, state.topology.switches[link.dst].name))
+    return f"path.link[data-link='{a}-{b}'][data-state='{'up' if up else 'down'}']"
+
+
+def event_to_screen(url: str, controller: Controller, switches: int, rounds: int, rate: float) -> list[float]:
+    """Milliseconds from publishing a link's failure (then its repair) to the page drawing it so, with the
+    model taking ``rate`` other events a second meanwhile: the whole path, model -> hub -> stream -> page."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from netmodel import events as ev
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-extensions"):
+        options.add_argument(arg)
+    options.add_argument("--window-size=1500,1000")
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    times: list[float] = []
+    background = threading.Thread(target=controller.drive, args=(rate, rounds * 1.2 + 5), daemon=True)
+    try:
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": SCREEN_WATCH})
+        driver.get(url)
+        deadline = time.monotonic() + 60
+        while driver.execute_script("return document.querySelectorAll('g.switch[data-switch]').length") < switches:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the page did not draw every switch within 60 s")
+            time.sleep(0.1)
+        background.start()
+        state = controller.bus.state
+        measured = [c for c in controller.cables if c != controller.down][:: max(1, len(controller.cables) // rounds)]
+        for cable in measured[:rounds]:
+            for up in (False, True):
+                selector = cable_selector(state, cable, up)
+                driver.execute_script("window.__want.push(arguments[0])", selector)
+                sent = time.time() * 1000.0
+                controller.bus.publish(ev.LinkCameUp(cable) if up else ev.LinkWentDown(cable)).result(timeout=10)
+                until = time.monotonic() + 10
+                while (seen := driver.execute_script("return window.__seen[arguments[0]] || null", selector)) is None:
+                    if time.monotonic() > until:
+                        raise RuntimeError(f"the page did not show {selector} within 10 s")
+                    time.sleep(0.01)
+                times.append(float(seen) - sent)
+                time.sleep(0.2)
+    finally:
+        driver.quit()
+        background.join(rounds * 1.2 + 15)
+    return times
+
+
 def summary(values: Sequence[float]) -> dict[str, float]:
     return {"p50": round(percentile(values, 50), 1), "p99": round(percentile(values, 99), 1)}
 
@@ -450,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="of events per client count")
     parser.add_argument("--rest", type=float, default=4.0, help="seconds of idle CPU per client count")
     parser.add_argument("--loads", type=int, default=5, help="page loads in Chromium")
+    parser.add_argument("--screen-rounds", type=int, default=20, help="cables failed and repaired for event to screen")
     parser.add_argument("--clients", type=int, help=argparse.SUPPRESS)  # the clients' process
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -493,6 +554,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Exception as exc:
                 failures.append(f"page load: {exc}")
                 loads = []
+            try:
+                screen = event_to_screen(
+                    f"http://127.0.0.1:{port}/", controller, switches, args.screen_rounds, args.rate
+                )
+                print(
+                    f"event to screen (a cable down, then up, drawn so in the page; {args.rate:g} other events/s): "
+                    f"p50 {percentile(screen, 50):.0f} ms, p95 {percentile(screen, 95):.0f} ms, "
+                    f"p99 {percentile(screen, 99):.0f} ms over {len(screen)}"
+                )
+            except Exception as exc:
+                failures.append(f"event to screen: {exc}")
+                screen = []
         else:
             failures.append("chromium and chromium-driver are not installed (scripts/setup.sh installs them)")
             loads = []
@@ -534,6 +607,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for p in with_clients
         },
         "page_load_ms": {"first": round(loads[0]), "p50": round(percentile(loads, 50))} if loads else None,
+        "event_to_screen_ms": {
+            "p50": round(percentile(screen, 50)),
+            "p95": round(percentile(screen, 95)),
+            "p99": round(percentile(screen, 99)),
+            "events": len(screen),
+        }
+        if screen
+        else None,
         "clients_process": "one asyncio process, a connection per client",
         "failures": failures,
     }
