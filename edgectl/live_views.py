@@ -190,6 +190,8 @@ def describe(event: ev.Event, state: FabricState) -> str:
             return f"link {link(event.link)} came up"
         case ev.LinkLatencyMeasured():
             return f"latency measured on {len(event.latencies_us)} link directions"
+        case ev.LinkLoadMeasured():
+            return f"load changed on {len(event.loads_bps)} link directions"
         case ev.HostLearned():
             return f"host {event.ip} ({event.mac}) seen at {switch(event.attachment.switch)}:{event.attachment.port}"
         case ev.HostsExpired():

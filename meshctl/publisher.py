@@ -89,8 +89,11 @@ class SnapshotPublisher:
         same_inputs = self._last_inputs is not None and all(
             a is b or (a == b and isinstance(a, frozenset)) for a, b in zip(inputs, self._last_inputs, strict=True)
         )
-        if same_inputs and state.topology is self._last_topology:
-            self.last_generation = state.generation  # the snapshots already are this generation's
+        last_topology = self._last_topology
+        if same_inputs and last_topology is not None and state.topology.same_but_load(last_topology):
+            # Link load weighs nowhere in the levels: the snapshots already are this generation's.
+            self._last_topology = state.topology
+            self.last_generation = state.generation
             return
         paths = service_paths(state, config, ready, self._last_paths)
         if same_inputs and paths == self._last_paths:

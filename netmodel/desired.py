@@ -161,7 +161,7 @@ def merge_desired(state: FabricState, spec: FabricSpec) -> FabricState:
     - switches: declared by dpid; a connected switch the document no longer names stays, undeclared
       (it is still there); an unconnected one goes.
     - links: a declared link takes the document's capacity and latency prior and keeps whether it was
-      discovered, is up and its measured latency; a link no longer declared stays only if discovered.
+      discovered, is up and its measured latency and load; a link no longer declared stays only if discovered.
     - hosts: declared hosts from the document (a MAC learned for a host without one is kept);
       learned, undeclared hosts stay.
     - nodes: from the document, each keeping whether it is up.

@@ -70,6 +70,17 @@ class LinkLatencyMeasured:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkLoadMeasured:
+    """A round of port-stats polls: what each link direction's source port transmits, bits per second.
+
+    Only the directions whose load changed enough to matter (``sdnctl.port_stats.load_changed``); None:
+    the direction is no longer measured (its switch is gone)."""
+
+    loads_bps: tuple[tuple[LinkId, float | None], ...]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class HostLearned:
     """A host was seen sending from ``attachment`` (ARP or IP)."""
 
@@ -141,6 +152,7 @@ Event = (
     | LinkWentDown
     | LinkCameUp
     | LinkLatencyMeasured
+    | LinkLoadMeasured
     | HostLearned
     | HostsExpired
     | NodeWentDown

@@ -7,6 +7,7 @@ no-ops). An event that contradicts the model raises ``EventRejected`` and the st
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -206,6 +207,26 @@ def _link_latency_measured(state: FabricState, event: ev.LinkLatencyMeasured) ->
     return state._with(topology=topo.with_link_attrs(changes))
 
 
+def _link_load_measured(state: FabricState, event: ev.LinkLoadMeasured) -> FabricState:
+    """Only the load fields change: nothing routing or placement weighs (latency, up, discovered)."""
+    topo = state.topology
+    latest: dict[Any, float | None] = {}  # a link named twice in one batch: the last value wins
+    for link, load_bps in event.loads_bps:
+        _require_link(topo, link)
+        if load_bps is not None and not (0 <= load_bps < math.inf):
+            raise EventRejected(f"load {load_bps} bit/s for {link}: not a finite rate >= 0")
+        latest[link] = load_bps
+    changes: dict[Any, LinkAttrs] = {}
+    for link, load_bps in latest.items():
+        attrs = topo.links[link]
+        if attrs.measured_load_bps != load_bps:
+            at = None if load_bps is None else event.at
+            changes[link] = replace(attrs, measured_load_bps=load_bps, load_measured_at=at)
+    if not changes:
+        return state
+    return state._with(topology=topo.with_link_attrs(changes))
+
+
 def _host_learned(state: FabricState, event: ev.HostLearned) -> FabricState:
     """Who sent this: a declared host by its MAC; else a declared host at this IP whose MAC the file
     does not fix (a rebuilt testbed gives hosts new MACs: still the same host, not a second one); else
@@ -377,6 +398,7 @@ _HANDLERS: dict[type, Callable[[FabricState, Any], FabricState]] = {
     ev.LinkWentDown: _link_down,
     ev.LinkCameUp: _link_up,
     ev.LinkLatencyMeasured: _link_latency_measured,
+    ev.LinkLoadMeasured: _link_load_measured,
     ev.HostLearned: _host_learned,
     ev.HostsExpired: _hosts_expired,
     ev.NodeWentDown: _node_up_or_down(False),

@@ -65,6 +65,26 @@ class Topology:
             return NotImplemented
         return self.switches == other.switches and self.links == other.links
 
+    def same_but_load(self, other: Topology) -> bool:
+        """Whether ``other`` is this topology but for measured link load: the same graph, switches and
+        link attributes otherwise. Routing and placement weigh none of the load, so a reader that keeps
+        work per topology can keep it across such a change. Costs one pass over the links."""
+        if other is self:
+            return True
+        if other._graph is not self._graph or other.switches != self.switches or len(other.links) != len(self.links):
+            return False
+        for link, mine in self.links.items():
+            theirs = other.links.get(link)
+            if theirs is mine:
+                continue
+            if (
+                theirs is None
+                or replace(theirs, measured_load_bps=mine.measured_load_bps, load_measured_at=mine.load_measured_at)
+                != mine
+            ):
+                return False
+        return True
+
     def __hash__(self) -> int:  # pragma: no cover - identity is enough for caching
         return id(self)
 

@@ -73,6 +73,8 @@ class LinkAttrs:
 
     ``declared_latency_us`` comes from the fabric file and is the prior; ``measured_latency_us``
     (when present) wins. ``up`` is False only when the link is known to be down.
+    ``measured_load_bps`` is what the source port transmits, bits per second, from port-stats polls
+    (None: not measured, or no longer: its switch is gone); it never weighs in routing or placement.
     """
 
     capacity_mbps: float
@@ -82,6 +84,15 @@ class LinkAttrs:
     up: bool = True
     declared: bool = True
     discovered: bool = False
+    measured_load_bps: float | None = None
+    load_measured_at: float | None = None
+
+    @property
+    def utilization(self) -> float | None:
+        """The measured load over the declared capacity (0.1 = 10 %), None when not measured."""
+        if self.measured_load_bps is None or self.capacity_mbps <= 0:
+            return None
+        return self.measured_load_bps / (self.capacity_mbps * 1e6)
 
     @property
     def latency_us(self) -> int:

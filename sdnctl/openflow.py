@@ -38,7 +38,7 @@ from sdnctl.flows import (
     SwitchDelta,
 )
 from sdnctl.message_counts import MessageCounts
-from sdnctl.port_stats import PortRates
+from sdnctl.port_stats import PortRates, load_report
 
 LOG = logging.getLogger("edgectl.sdnctl.openflow")
 ofp = ofproto_v1_3
@@ -105,6 +105,7 @@ class FabricApp(app_manager.OSKenApp):
         self.messages = MessageCounts()
         self.port_rates = PortRates()
         self.port_stats_interval_s = PORT_STATS_INTERVAL_S  # 0: no polling (the poller reads it every round)
+        self._stats_awaited: set[SwitchId] | None = None  # the switches this poll round waits on (None: no round)
         self._stopping = threading.Event()
         threading.Thread(target=self._prober, name="sdn-prober", daemon=True).start()
         threading.Thread(target=self._port_stats_poller, name="sdn-port-stats", daemon=True).start()
@@ -145,6 +146,8 @@ class FabricApp(app_manager.OSKenApp):
                     pending.done.set()
                 self._table_reads.pop(dpid, None)
                 self.port_rates.forget_switch(dpid)
+                if self._stats_awaited is not None:
+                    self._stats_awaited.discard(dpid)  # not waited for: its links' load is cleared
             with self._core_lock:
                 self._discovery.forget_switch(dpid)
             LOG.info("switch %s disconnected", format_dpid(dpid))
@@ -452,14 +455,19 @@ class FabricApp(app_manager.OSKenApp):
     # -- port statistics: link load -----------------------------------------------------------------
     def _port_stats_poller(self) -> None:
         """Ask every switch for its port counters each ``port_stats_interval_s``; the replies feed
-        ``port_rates`` (rates per port, link utilization)."""
+        ``port_rates`` (rates per port, link utilization) and, once per round, the model's link load."""
         while not self._stopping.wait(self.port_stats_interval_s or 1.0):
             if self.port_stats_interval_s > 0:
                 self.request_port_stats()
 
     def request_port_stats(self) -> None:
-        """Ask every connected switch for all its ports' counters (the replies come as events)."""
-        for dpid, datapath in self.datapaths.items():
+        """Ask every connected switch for all its ports' counters (the replies come as events). A round
+        that some switch left unanswered ends here, with what did come."""
+        self._end_stats_round()
+        datapaths = self.datapaths
+        with self._lock:
+            self._stats_awaited = set(datapaths)
+        for dpid, datapath in datapaths.items():
             try:
                 self._send(dpid, datapath.ofproto_parser.OFPPortStatsRequest(datapath, 0, ofp.OFPP_ANY))
             except Exception:  # a bug here must not end polling
@@ -477,6 +485,27 @@ class FabricApp(app_manager.OSKenApp):
             for stat in msg.body:
                 if stat.port_no <= ofp.OFPP_MAX:
                     self.port_rates.record(dpid, PortNo(stat.port_no), stat.tx_bytes, stat.rx_bytes, now)
+            awaited = self._stats_awaited
+            if awaited is not None and not (msg.flags or 0) & ofp.OFPMPF_REPLY_MORE:
+                awaited.discard(dpid)
+            round_done = awaited is not None and not awaited
+        if round_done:
+            self._end_stats_round()
+
+    def _end_stats_round(self) -> None:
+        """Publish the round's link loads to the model: one event, only with the changes that matter
+        (``port_stats.load_report``); a round ends once (its last reply, or the next round's start)."""
+        with self._lock:
+            if self._stats_awaited is None:
+                return
+            self._stats_awaited = None
+        try:
+            report = load_report(self._state(), self.port_rates.readings(), time.time())
+        except Exception:  # a bug here must not end polling
+            LOG.exception("link load report failed")
+            return
+        if report is not None:
+            self._publish(report)
 
     # -- packet-in: LLDP, ARP --------------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)

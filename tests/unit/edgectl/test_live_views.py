@@ -63,6 +63,21 @@ def test_a_link_going_down_is_an_upsert_of_its_two_directions_only() -> None:
     assert same_views(apply_delta(old, delta, after.generation), new)
 
 
+def test_a_load_change_is_an_upsert_of_the_measured_directions_with_their_utilization() -> None:
+    before = example()
+    link = next(x for x, attrs in sorted(before.topology.links.items()) if attrs.capacity_mbps == 100)
+    event = ev.LinkLoadMeasured(((link, 30e6),), at=7.0)
+    after = before.apply(event)
+    old, new = live_views(before), live_views(after)
+    delta = diff_views(old, new)
+    assert set(delta["views"]) == {"topology"} and "replace" not in delta  # the service paths do not move
+    (row,) = delta["views"]["topology"]["links"]["upsert"]
+    assert row["load_bps"] == 30e6 and row["utilization"] == 0.3 and row["load_measured_at"] == 7.0
+    assert same_views(apply_delta(old, delta, after.generation), new)
+    entry = timeline_entry(event, after, at=7.5)
+    assert entry["kind"] == "LinkLoadMeasured" and entry["text"] == "load changed on 1 link directions"
+
+
 def test_placing_and_removing_a_workload() -> None:
     before = example()
     after = before.apply(placed("web-1", "web", "ea-n1"))
@@ -94,7 +109,7 @@ def test_the_timeline_names_the_event_and_says_what_happened() -> None:
 
 def random_event(state: FabricState, data: st.DataObject) -> ev.Event:
     links = sorted(state.topology.links)
-    kind = data.draw(st.sampled_from(["down", "up", "latency", "place", "remove", "node_down", "node_up"]))
+    kind = data.draw(st.sampled_from(["down", "up", "latency", "load", "place", "remove", "node_down", "node_up"]))
     if kind == "down":
         return ev.LinkWentDown(data.draw(st.sampled_from(links)))
     if kind == "up":
@@ -102,6 +117,9 @@ def random_event(state: FabricState, data: st.DataObject) -> ev.Event:
     if kind == "latency":
         link = data.draw(st.sampled_from(links))
         return ev.LinkLatencyMeasured(((link, data.draw(st.integers(1, 20_000))),), at=1.0)
+    if kind == "load":
+        link = data.draw(st.sampled_from(links))
+        return ev.LinkLoadMeasured(((link, data.draw(st.none() | st.floats(0, 1e9))),), at=1.0)
     if kind == "node_down":
         return ev.NodeWentDown(NodeId(data.draw(st.sampled_from(NODES))))
     if kind == "node_up":

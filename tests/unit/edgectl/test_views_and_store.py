@@ -29,6 +29,18 @@ def test_topology_view_is_json_and_flags_undeclared_switches() -> None:
     assert link["latency_us"] == 2000 and link["declared_latency_us"] == 2000
     assert link["measured_latency_us"] is None and link["up"] and not link["discovered"]
     assert len(view["links"]) == 24
+    assert link["load_bps"] is None and link["utilization"] is None and link["load_measured_at"] is None
+
+
+def test_topology_view_shows_a_links_measured_load_and_its_share_of_the_capacity() -> None:
+    state = build_state(example_spec())
+    ea1_m1 = next(x for x in state.topology.links if x.src == 0xA1 and x.dst == 0x101)
+    state = state.apply(ev.LinkLoadMeasured(((ea1_m1, 12.5e6),), at=3.0))
+    view = json.loads(json.dumps(topology_view(state)))
+    link = next(x for x in view["links"] if x["src"] == "ea1" and x["dst"] == "m1")
+    assert link["load_bps"] == 12.5e6 and link["utilization"] == 0.125 and link["load_measured_at"] == 3.0
+    back = next(x for x in view["links"] if x["src"] == "m1" and x["dst"] == "ea1")
+    assert back["load_bps"] is None and back["utilization"] is None
 
 
 def test_workloads_round_trip_through_json() -> None:

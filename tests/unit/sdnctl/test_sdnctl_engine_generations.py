@@ -78,3 +78,28 @@ def test_a_switch_that_left_does_not_hold_back_convergence() -> None:
     state = state.apply(ev.SwitchDisconnected(2, at=5.0))
     assert engine.runs(9), "only connected switches are waited for"
     assert not engine.runs(10)
+
+
+def test_a_load_measurement_is_nothing_to_do_for_the_routes(monkeypatch) -> None:
+    """Link load weighs nowhere in routing: the plan is the previous one's arrays, nothing is sent, and
+    the switches run the new generation at once."""
+    monkeypatch.setattr(engine_module, "SETTLE_QUIET_S", 0.0)
+    state: FabricState = live(fabric(FABRIC))
+    switches = FakeSwitches()
+    engine = RouteEngine(switches, lambda: state)
+    engine._last_discovery -= 1
+    engine._converge()
+    engine._converge()
+    plan = engine.plan
+    assert plan is not None
+    sent: list[int] = []
+    send_phase = switches.send_phase
+    monkeypatch.setattr(
+        switches, "send_phase", lambda dpid, delta, phase: sent.append(dpid) or send_phase(dpid, delta, phase)
+    )
+    loads = tuple((link, 90e6) for link in state.topology.links)
+    state = state.apply(ev.LinkLoadMeasured(loads, at=5.0))
+    engine._converge()
+    assert sent == []
+    assert engine.plan is not None and engine.plan.routing is plan.routing and engine.plan.weight is plan.weight
+    assert {s.applied_generation for s in engine.status.values()} == {state.generation}

@@ -1,17 +1,22 @@
 """The OpenFlow app's side of the metrics, driven with a fake datapath and os-ken's real message classes:
 port-stats requests to every switch, replies into the port rates (switch-local ports ignored, a
-disconnected switch forgotten), every message sent and handled counted by type, errors by type and code."""
+disconnected switch forgotten) and, once per poll round, the link load into the model; every message
+sent and handled counted by type, errors by type and code."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from sdnctl_helpers import fabric, link_between, live
 
+from netmodel import events as ev
 from netmodel.ids import PortNo, SwitchId
+from netmodel.state import FabricState
 from sdnctl.message_counts import MessageCounts
 from sdnctl.port_stats import PortRates
 
@@ -45,9 +50,20 @@ class FakeDatapath:
         return True
 
 
-def app_with(openflow: Any, *dpids: int) -> Any:
-    """A FabricApp without os-ken's machinery: its switch table, counters and port rates."""
+def app_with(openflow: Any, *dpids: int, state: FabricState | None = None) -> Any:
+    """A FabricApp without os-ken's machinery: its switch table, counters and port rates. What it publishes
+    is applied to ``state`` (``app.model``) and kept in ``app.published``."""
     app = openflow.FabricApp.__new__(openflow.FabricApp)
+    app.model = state if state is not None else FabricState()
+    app.published = []
+
+    def publish(event: ev.Event) -> None:
+        app.published.append(event)
+        app.model = app.model.apply(event)
+
+    app._publish = publish
+    app._state = lambda: app.model
+    app._stats_awaited = None
     app._lock = threading.Lock()
     app._pending = {}
     app._table_reads = {}
@@ -58,9 +74,10 @@ def app_with(openflow: Any, *dpids: int) -> Any:
     return app
 
 
-def stats_reply(app: Any, dpid: int, *ports: tuple[int, int, int]) -> Any:
+def stats_reply(app: Any, dpid: int, *ports: tuple[int, int, int], more: bool = False) -> Any:
     datapath = app.switches[dpid].datapath
     msg = datapath.ofproto_parser.OFPPortStatsReply(datapath)
+    msg.flags = datapath.ofproto.OFPMPF_REPLY_MORE if more else 0
     msg.body = [SimpleNamespace(port_no=no, tx_bytes=tx, rx_bytes=rx) for no, tx, rx in ports]
     return SimpleNamespace(msg=msg)
 
@@ -104,3 +121,71 @@ def test_errors_are_counted_by_type_name_and_code(openflow) -> None:
     assert totals.errors == {("bad_request", 4): 1}
     assert totals.received == {"OFPErrorMsg": 1}
     assert openflow.error_type_name(0xBEEF) == "unknown"
+
+
+# -- link load into the model: one event per poll round ---------------------------------------------
+
+TWO_SWITCHES = """
+switches: [{id: a, dpid: 1, site: s}, {id: b, dpid: 2, site: s}]
+links: [{a: a, b: b, latency_ms: 1, bandwidth_mbps: 100}]
+"""
+
+
+def poll_round(app: Any, tx_bytes: int, *, answering: tuple[int, ...] = (1, 2)) -> None:
+    """One poll round in which every answering switch's port 1 (the cable's) reports ``tx_bytes``."""
+    app.request_port_stats()
+    time.sleep(0.01)  # the rate is over the replies' arrival times
+    for dpid in answering:
+        app._port_stats_reply(stats_reply(app, dpid, (1, tx_bytes, 0)))
+
+
+def test_a_poll_round_publishes_one_event_for_every_link_once_the_last_switch_answered(openflow) -> None:
+    state = live(fabric(TWO_SWITCHES))
+    app = app_with(openflow, 1, 2, state=state)
+    a_to_b = link_between(state, 1, 2)
+    poll_round(app, 1_000)
+    assert app.published == []  # one reading per port: no rate yet
+    app.request_port_stats()
+    time.sleep(0.01)
+    app._port_stats_reply(stats_reply(app, 1, (1, 500_000, 0)))
+    assert app.published == []  # b has not answered yet
+    app._port_stats_reply(stats_reply(app, 2, (1, 1_000, 0)))
+    (event,) = app.published
+    assert isinstance(event, ev.LinkLoadMeasured)
+    loads = dict(event.loads_bps)
+    assert set(loads) == {a_to_b, a_to_b.reversed()}
+    assert loads[a_to_b] is not None and loads[a_to_b] > 0 and loads[a_to_b.reversed()] == 0.0
+    assert app.model.topology.links[a_to_b].measured_load_bps == loads[a_to_b]
+
+
+def test_a_round_with_no_change_that_matters_publishes_nothing(openflow) -> None:
+    app = app_with(openflow, 1, 2, state=live(fabric(TWO_SWITCHES)))
+    for _ in range(4):
+        poll_round(app, 1_000)  # idle: every rate 0
+    (event,) = app.published
+    assert {load for _, load in event.loads_bps} == {0.0}
+
+
+def test_a_switch_that_does_not_answer_does_not_hold_the_round_past_the_next_one(openflow) -> None:
+    state = live(fabric(TWO_SWITCHES))
+    app = app_with(openflow, 1, 2, state=state)
+    a_to_b = link_between(state, 1, 2)
+    poll_round(app, 1_000)
+    poll_round(app, 500_000, answering=(1,))
+    assert app.published == []
+    app.request_port_stats()  # the next round starts: the last one ends with what came
+    (event,) = app.published
+    assert [link for link, _ in event.loads_bps] == [a_to_b]
+
+
+def test_a_reply_in_parts_ends_the_round_with_its_last_part(openflow) -> None:
+    app = app_with(openflow, 1, state=live(fabric(TWO_SWITCHES)))
+    for tx_bytes in (1_000, 400_000):
+        app.request_port_stats()
+        time.sleep(0.01)
+        app._port_stats_reply(stats_reply(app, 1, (2, 0, 0), more=True))
+        if tx_bytes == 400_000:
+            assert app.published == []  # more to come
+        app._port_stats_reply(stats_reply(app, 1, (1, tx_bytes, 0)))
+    (event,) = app.published
+    assert len(event.loads_bps) == 1
