@@ -115,6 +115,13 @@ class SseParser:
         return messages
 
 
+def message_generation(event_id: str | None) -> int:
+    """The generation an event id names (``BOOT.GENERATION``; -1 without one)."""
+    if not event_id:
+        return -1
+    return int(event_id.rpartition(".")[2])
+
+
 def delivery_times(published: Mapping[int, float], arrivals: Iterable[tuple[int, float]]) -> dict[int, float]:
     """Per generation published (its publish time), the seconds until the first arrival of a message whose
     generation is at least it (a delta brings every generation up to its own). Generations no message
@@ -144,7 +151,7 @@ async def _client(port: int, ready: asyncio.Event, log: list[tuple[int, float, i
         while chunk := await reader.read(1 << 20):
             now = time.monotonic()
             for message in parser.feed(chunk):
-                log.append((int(message.id or -1), now, message.size))
+                log.append((message_generation(message.id), now, message.size))
                 if message.event == "snapshot":
                     ready.set()
         errors.append("the server ended the stream")

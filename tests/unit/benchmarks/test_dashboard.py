@@ -48,3 +48,10 @@ def test_an_event_is_delivered_by_the_first_message_at_or_past_its_generation() 
 
 def test_a_generation_no_message_reached_is_left_out() -> None:
     assert delivery_times({3: 1.0, 4: 2.0}, [(3, 1.5)]) == {3: 0.5}
+
+
+def test_an_event_id_names_its_generation() -> None:
+    from benchmarks.dashboard import message_generation
+
+    assert message_generation("3f9a2c1d.42") == 42 and message_generation("42") == 42
+    assert message_generation(None) == -1 and message_generation("") == -1
