@@ -135,10 +135,10 @@ class Controller:
         self.http.add_route(HEALTH_PATH, report, method="POST")
         self.http.add_route(HEALTH_PATH, unhealthy_view)
         # Live updates for dashboards (docs/dashboard.md): one coalesced delta per wake-up to every client.
-        self.events = EventHub(lambda: self.bus.state)
-        self.bus.subscribe(self.events)
-        self.events.start()
-        self.http.add_event_stream("/api/v1/events", self.events)
+        events = self.events = EventHub(lambda: self.bus.state)
+        self.bus.subscribe(events)
+        events.start()
+        self.http.add_event_stream("/api/v1/events", events)
         self.http.ready = False  # /healthz: "starting" until every server below is up
         self.http.start()
         LOG.info("HTTP API on http://%s:%d", *self.http.address)
@@ -182,6 +182,11 @@ class Controller:
             self.metrics.sources.identities = lambda: pki.snapshot
             self.metrics.observe_identities(pki.snapshot)  # those issued as the PKI started
             pki.subscribe(self.metrics.observe_identities)
+            from edgectl.live_notes import CertificateNotes
+
+            certificate_notes = CertificateNotes(events.note)  # the timeline's issuances, rotations, revocations
+            certificate_notes(pki.snapshot)
+            pki.subscribe(certificate_notes)
 
         from sdnctl.engine import RouteEngine
         from sdnctl.runtime import start_openflow  # os-ken is imported only when a controller runs
@@ -269,6 +274,9 @@ class Controller:
             observe=self.metrics.observe_request,
         )
         self.placement.events.add_listener(self.metrics.observe_step)
+        from edgectl.live_notes import placement_notes
+
+        self.placement.events.add_listener(placement_notes(events.note))  # migrations' steps on the timeline
         # The declared replicas, kept at their count by the controller (placed through the same orchestrator).
         from placement.replica_loop import ReplicaLoop
 

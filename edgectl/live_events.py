@@ -137,6 +137,7 @@ class EventHub:
         self._clock = clock
         self._wake = threading.Condition()  # the model writer -> the hub's thread
         self._pending: deque[dict[str, Any]] = deque(maxlen=TIMELINE_MAX)
+        self._notes: deque[dict[str, Any]] = deque(maxlen=TIMELINE_MAX)  # entries not from the model (``note``)
         self._changed = False
         self._stopping = False
         self._lock = threading.Lock()  # guards everything below, and each client's frames
@@ -158,6 +159,19 @@ class EventHub:
         with self._wake:
             self._pending.append(entry)
             self._latest = state  # the state these entries belong to (the bus may already hold a newer one)
+            self._changed = True
+            self._wake.notify()
+
+    def note(self, kind: str, text: str, at: float | None = None, service: str | None = None) -> None:
+        """A timeline entry from outside the model (a placement step, an xDS NACK, a certificate), from any
+        thread, without waiting: it goes out with the next delta, or alone in a delta of only ``events``
+        when the model did not change. Its generation is the one the hub shows when it goes out; ``service``,
+        when given, names the service it concerns (a placement step)."""
+        entry = {"at": self._clock() if at is None else at, "kind": kind, "text": text}
+        if service is not None:
+            entry["service"] = service
+        with self._wake:
+            self._notes.append(entry)
             self._changed = True
             self._wake.notify()
 
@@ -201,17 +215,23 @@ class EventHub:
         with self._wake:
             entries = list(self._pending)
             self._pending.clear()
+            notes = list(self._notes)
+            self._notes.clear()
             self._changed = False
             latest = self._latest
         # The state handed over with the last entry, not the bus's: a newer one would be shown before its
         # timeline entry arrived, and that entry then dropped as already shown.
         state = latest if latest is not None else self._state()
-        if state.generation <= self._generation:  # nothing new (or events the last views already showed)
+        if state.generation > self._generation:
+            views = live_views(state)
+            delta = diff_views(self._views, views)
+            generation = state.generation
+        elif notes:  # the model did not change: a delta of only the notes, at the generation shown
+            views, delta, generation = self._views, {}, self._generation
+        else:  # nothing new (or events the last views already showed)
             return
-        views = live_views(state)
-        delta = diff_views(self._views, views)
-        generation = state.generation
         fresh = [e for e in entries if e["generation"] > self._generation]
+        fresh += [{"generation": generation, **note} for note in notes]
         body = {"generation": generation, **delta, **({"events": fresh} if fresh else {})}
         frame = sse_frame(generation, "delta", body, self.boot)
         with self._lock:

@@ -4,6 +4,7 @@ resume from its history or a snapshot."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -122,3 +123,41 @@ def test_event_ids_carry_the_process_and_frames_are_strict_json() -> None:
     assert parse_event_id("beef.7", "beef") == 7
     for other in ("cafe.7", "7", "beef.", "beef.-1", "beef.x", None, ""):
         assert parse_event_id(other, "beef") is None, other
+
+
+def events_of(frames: list[bytes]) -> list[dict[str, object]]:
+    return [e for _, _, body in map(parse, frames) for e in body.get("events", [])]  # type: ignore[attr-defined]
+
+
+def test_a_note_without_a_model_change_goes_out_alone_at_the_generation_shown() -> None:
+    with hub_on_bus(min_interval_s=0.0) as (_bus, hub):
+        reader = hub.subscribe()
+        reader.next(0)  # the snapshot
+        generation = hub.generation
+        threading.Thread(target=hub.note, args=("XdsNack", "node-1 rejected CDS"), daemon=True).start()
+        frames: list[bytes] = []
+        wait_for(lambda: bool(frames.extend(reader.next(0.1) or []) or frames), "the note's delta")
+        kind, frame_generation, body = parse(frames[0])
+        assert (kind, frame_generation) == ("delta", generation)
+        assert set(body) == {"generation", "events"}
+        (entry,) = body["events"]  # type: ignore[misc]
+        assert entry["kind"] == "XdsNack" and entry["text"] == "node-1 rejected CDS"
+        assert entry["generation"] == generation and isinstance(entry["at"], float)
+        # it stays in the timeline: a new client's snapshot has it
+        _, _, snapshot = parse((hub.subscribe().next(0) or [])[0])
+        assert [e["kind"] for e in snapshot["views"]["events"]][-1:] == ["XdsNack"]  # type: ignore[index]
+
+
+def test_a_note_rides_with_the_next_model_change() -> None:
+    with hub_on_bus(min_interval_s=2.0) as (bus, hub):
+        link = sorted(bus.state.topology.links)[0]
+        reader = hub.subscribe()
+        publish(bus, hub, ev.LinkWentDown(link))  # the first change goes at once; the next wait 2 s
+        reader.next(0)
+        hub.note("MigrationStarted", "migration mig-1; reason: faster", service="web")
+        generation = publish(bus, hub, ev.LinkCameUp(link))
+        frames = reader.next(1) or []
+        assert [parse(f)[:2] for f in frames] == [("delta", generation)]
+        entries = events_of(frames)
+        assert [e["kind"] for e in entries] == ["LinkCameUp", "MigrationStarted"]
+        assert entries[1]["service"] == "web" and entries[1]["generation"] == generation

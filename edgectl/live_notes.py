@@ -1,0 +1,112 @@
+"""Timeline entries from outside the model (docs/dashboard.md): placement steps and certificates.
+
+Each function turns what a component reports into ``(kind, text)`` pairs for ``EventHub.note``; the
+``*_notes`` classes are the listeners the controller hands those components. They only describe: no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pki.identities import IdentitySnapshot
+    from placement.watch import PlacementStep
+
+Note = Callable[..., None]
+"""``EventHub.note``: (kind, text, service=...)."""
+
+TEXT_MAX = 500
+"""Characters of an entry's text: the rest is cut."""
+CERTIFICATES_LISTED = 5
+"""More certificates issued at once than this (the first issuance at start): one summary entry."""
+
+
+def placement_entry(step: PlacementStep) -> tuple[str, str, str | None] | None:
+    """The timeline entry of a migration or failover step, an unschedulable Place; None for the others
+    (PLACED and REMOVED: the model's own entries show them). The third item is the workload's service,
+    so the dashboard can show each service's last placement reason."""
+    from placement.watch import StepKind
+
+    kinds = {
+        StepKind.MIGRATION_STARTED: "MigrationStarted",
+        StepKind.CONVERGED: "MigrationConverged",
+        StepKind.MIGRATION_COMPLETED: "MigrationCompleted",
+        StepKind.MIGRATION_ROLLED_BACK: "MigrationRolledBack",
+        StepKind.FAILOVER_STARTED: "FailoverStarted",
+        StepKind.UNSCHEDULABLE: "Unschedulable",
+    }
+    kind = kinds.get(step.kind)
+    if kind is None:
+        return None
+    parts = [f"migration {step.migration_id}"] if step.migration_id else []
+    if step.message:
+        parts.append(step.message)
+    elif step.workload is not None:
+        parts.append(f"{step.workload.id} ({step.workload.service}) on {step.workload.node}")
+    reasons = [reason for reason in step.reasons if reason not in step.message]  # a migration's message says why
+    if reasons:
+        parts.append("reason: " + ", ".join(reasons))
+    if step.converged_after:
+        took = ", ".join(f"{probe} {seconds * 1000:.0f} ms" for probe, seconds in step.converged_after)
+        parts.append(f"probes {took}")
+    service = str(step.workload.service) if step.workload is not None else None
+    return kind, "; ".join(parts)[:TEXT_MAX], service
+
+
+def placement_notes(note: Note) -> Callable[[PlacementStep], None]:
+    """A ``PlacementEvents`` listener: runs under the placement hub's lock, so it only hands over."""
+
+    def listener(step: PlacementStep) -> None:
+        entry = placement_entry(step)
+        if entry is not None:
+            kind, text, service = entry
+            note(kind, text, service=service)
+
+    return listener
+
+
+def _utc(seconds: int) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+class CertificateNotes:
+    """A PKI snapshot listener: each certificate not in the previous snapshot is issued (its identity's
+    first) or rotated (a new one for an identity that had one); each serial newly on the revocation list
+    is revoked. Many at once become one summary entry, so the timeline is not flooded at start."""
+
+    def __init__(self, note: Note, listed: int = CERTIFICATES_LISTED) -> None:
+        self._note = note
+        self._listed = listed
+        self._serials: dict[str, int] = {}  # subject -> serial of its certificate
+        self._spiffe_ids: dict[int, str] = {}  # serial -> SPIFFE id, of the certificates last seen
+        self._revoked: frozenset[int] = frozenset()
+        self._revoked_identities: frozenset[str] = frozenset()
+
+    def __call__(self, snapshot: IdentitySnapshot) -> None:
+        issued: list[tuple[str, str]] = []
+        for subject, svid in sorted(snapshot.identities.items()):
+            previous = self._serials.get(subject)
+            if previous == svid.info.serial:
+                continue
+            kind = "CertificateIssued" if previous is None else "CertificateRotated"
+            issued.append((kind, f"{svid.spiffe_id} for {subject}, valid until {_utc(svid.info.not_after)}"))
+        self._serials = {subject: svid.info.serial for subject, svid in snapshot.identities.items()}
+        known = {**self._spiffe_ids, **{svid.info.serial: str(svid.spiffe_id) for svid in snapshot.identities.values()}}
+        if len(issued) > self._listed:
+            rotated = sum(1 for kind, _ in issued if kind == "CertificateRotated")
+            self._note("CertificateIssued", f"{len(issued)} certificates issued ({rotated} of them rotations)")
+        else:
+            for kind, text in issued:
+                self._note(kind, text)
+        revocations = snapshot.revocations
+        serials = frozenset(revocations.serials)
+        for serial in sorted(serials - self._revoked):
+            whose = known.get(serial, "a certificate")
+            until = _utc(revocations.serials[serial])
+            self._note("CertificateRevoked", f"{whose}: serial {serial:x} revoked (it expires {until})")
+        for identity in sorted(revocations.identities - self._revoked_identities):
+            self._note("CertificateRevoked", f"identity {identity} revoked: none of its certificates is accepted")
+        self._revoked, self._revoked_identities = serials, revocations.identities
+        self._spiffe_ids = {svid.info.serial: str(svid.spiffe_id) for svid in snapshot.identities.values()}
