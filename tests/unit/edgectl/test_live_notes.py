@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgectl.live_notes import placement_notes
+from edgectl.live_notes import CertificateNotes, placement_notes
 from netmodel.ids import NodeId
+from netmodel.state import FabricState
+from pki.policy import host_spiffe_id
+from pki.service import PkiService
 from placement.orchestrator import MigrationTarget, PlacementOrchestrator
+from tests.unit.pki.pki_helpers import NOW, TD, FakeIssuer
 from tests.unit.placement.helpers import request, running_bus
 
 Noted = list[tuple[str, str, dict[str, Any]]]
@@ -34,3 +38,42 @@ def test_a_migration_notes_its_start_with_the_reason_convergence_and_completion(
     assert "probes " in converged[1] and " ms" in converged[1]
     migration_id = started[1].split(";")[0]
     assert all(text.startswith(migration_id) for _, text, _ in noted)
+
+
+def test_certificates_issued_rotated_and_revoked_from_the_pki_service() -> None:
+    noted, note = recorder()
+    pki = PkiService(FakeIssuer(), lambda: FabricState(), hosts=lambda _s: ["u1", "u2"], clock=lambda: NOW)
+    pki.start()
+    try:
+        notes = CertificateNotes(note)
+        notes(pki.snapshot)  # those issued as the PKI started, as the controller does
+        pki.subscribe(notes)
+        assert [(kind, text.split(" ")[0]) for kind, text, _ in noted] == [
+            ("CertificateIssued", host_spiffe_id(TD, "u1")),
+            ("CertificateIssued", host_spiffe_id(TD, "u2")),
+        ]
+        assert all("valid until 20" in text for _, text, _ in noted)
+        noted.clear()
+        old_serial = pki.snapshot.identities["u1"].info.serial
+        pki.rotate(host_spiffe_id(TD, "u1"))  # a compromised key: a new certificate, the old one revoked
+        kinds = sorted(kind for kind, _, _ in noted)
+        assert kinds == ["CertificateRevoked", "CertificateRotated"]
+        (revoked,) = [text for kind, text, _ in noted if kind == "CertificateRevoked"]
+        assert revoked.startswith(f"{host_spiffe_id(TD, 'u1')}: serial {old_serial:x} revoked")
+        noted.clear()
+        notes(pki.snapshot)  # nothing new: nothing noted
+        assert noted == []
+    finally:
+        pki.stop()
+
+
+def test_many_certificates_at_once_are_one_summary_entry() -> None:
+    noted, note = recorder()
+    hosts = [f"u{i}" for i in range(40)]
+    pki = PkiService(FakeIssuer(), lambda: FabricState(), hosts=lambda _s: hosts, clock=lambda: NOW)
+    pki.start()
+    try:
+        CertificateNotes(note)(pki.snapshot)
+    finally:
+        pki.stop()
+    assert noted == [("CertificateIssued", "40 certificates issued (0 of them rotations)", {})]
