@@ -245,6 +245,9 @@ class Controller:
             wait_for_sidecars=self.config.wait_for_sidecars,
         )
         self.http.add_route("/api/v1/xds/clients", lambda _state: mesh.clients_view())
+        from edgectl.live_notes import xds_nack_notes
+
+        mesh.cache.add_nack_listener(xds_nack_notes(events.note))  # a sidecar refusing config: on the timeline
         # A migration withdraws the old instance only once the sidecars have ACKed the new endpoints.
         sidecars_probe = NamedProbe("sidecars", mesh.converged, mesh.converged_for)
         if pki is not None:

@@ -1,4 +1,4 @@
-"""Timeline entries from outside the model (docs/dashboard.md): placement steps and certificates.
+"""Timeline entries from outside the model (docs/dashboard.md): placement steps, xDS NACKs, certificates.
 
 Each function turns what a component reports into ``(kind, text)`` pairs for ``EventHub.note``; the
 ``*_notes`` classes are the listeners the controller hands those components. They only describe: no I/O.
@@ -63,6 +63,23 @@ def placement_notes(note: Note) -> Callable[[PlacementStep], None]:
         if entry is not None:
             kind, text, service = entry
             note(kind, text, service=service)
+
+    return listener
+
+
+NACK_ERROR_MAX = 300
+"""Characters of a NACK's error message on the timeline (the full one is in /api/v1/xds/clients)."""
+
+
+def xds_nack_notes(note: Note) -> Callable[[str, str, str, str], None]:
+    """A ``SnapshotCache`` NACK listener: a sidecar refused a response."""
+    from meshctl.xds_types import short_name
+
+    def listener(node: str, type_url: str, rejected_version: str, error: str) -> None:
+        message = " ".join(error.split())  # Envoy's messages span lines
+        if len(message) > NACK_ERROR_MAX:
+            message = message[: NACK_ERROR_MAX - 1] + "…"
+        note("XdsNack", f"{node} rejected {short_name(type_url)} version {rejected_version}: {message}")
 
     return listener
 

@@ -9,6 +9,7 @@ streams, so a model change pushes only to the nodes it concerns.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -18,8 +19,12 @@ from typing import Any
 from meshctl.snapshot import InconsistentSnapshot, MeshSnapshot, check_consistent, version_digest, with_versions_of
 from meshctl.xds_types import PUSH_ORDER, short_name
 
+LOG = logging.getLogger("meshctl.cache")
+
 Watcher = Callable[[str], None]
 SyncListener = Callable[[str, MeshSnapshot], None]
+NackListener = Callable[[str, str, str, str], None]
+"""(node, type URL, rejected version, error message): told of every NACK (the dashboard's timeline)."""
 """Called (outside the cache's lock) with a node id and the snapshot it has just applied in full, each
 time a node runs its current content."""
 
@@ -83,6 +88,7 @@ class SnapshotCache:
         self._watchers: dict[str, list[Watcher]] = {}
         self._status: dict[str, NodeStatus] = {}
         self._sync_listeners: list[SyncListener] = []
+        self._nack_listeners: list[NackListener] = []
 
     # -- snapshots ----------------------------------------------------------------------------------
 
@@ -224,10 +230,21 @@ class SnapshotCache:
             status.last_nack = Nack(rejected_version, error, code, self._clock())
             status.pending_nonce = ""
             status.nacks += 1
+            listeners = self._nack_listeners
+        for listener in listeners:  # outside the lock; a listener's bug never fails the stream
+            try:
+                listener(node, type_url, rejected_version, error)
+            except Exception:
+                LOG.exception("a NACK listener failed")
 
     def record_current(self, node: str, type_url: str, current: bool) -> None:
         with self._lock:
             self._status.setdefault(node, NodeStatus()).of(type_url).current = current
+
+    def add_nack_listener(self, listener: NackListener) -> None:
+        """``listener(node, type_url, rejected_version, error)`` after every NACK recorded: it must be quick."""
+        with self._lock:
+            self._nack_listeners = [*self._nack_listeners, listener]
 
     def add_sync_listener(self, listener: SyncListener) -> None:
         with self._lock:

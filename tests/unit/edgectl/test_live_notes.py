@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgectl.live_notes import CertificateNotes, placement_notes
+from edgectl.live_notes import CertificateNotes, placement_notes, xds_nack_notes
+from meshctl.protocol import NullObserver
+from meshctl.snapshot import MeshConfig
+from meshctl.sotw import SotwStream
+from meshctl.xds_types import CLUSTER
 from netmodel.ids import NodeId
 from netmodel.state import FabricState
 from pki.policy import host_spiffe_id
 from pki.service import PkiService
 from placement.orchestrator import MigrationTarget, PlacementOrchestrator
+from tests.unit.meshctl.mesh_helpers import cache_for, placed_state, sotw_request
 from tests.unit.pki.pki_helpers import NOW, TD, FakeIssuer
 from tests.unit.placement.helpers import request, running_bus
 
@@ -77,3 +82,18 @@ def test_many_certificates_at_once_are_one_summary_entry() -> None:
     finally:
         pki.stop()
     assert noted == [("CertificateIssued", "40 certificates issued (0 of them rotations)", {})]
+
+
+def test_an_xds_nack_seen_on_a_real_stream_is_noted_with_node_type_and_a_short_error() -> None:
+    noted, note = recorder()
+    cache = cache_for(placed_state(), MeshConfig(tcp_services=frozenset({"db"})))
+    cache.add_nack_listener(xds_nack_notes(note))
+    stream = SotwStream(cache, NullObserver())
+    [response] = stream.on_request(sotw_request(CLUSTER, node_id="u1"))
+    error = "connect_timeout:\n value must be greater than 0 " + "x" * 1000
+    assert stream.on_request(sotw_request(CLUSTER, nonce=response.nonce, version="", error=error)) == []
+    [(kind, text, _)] = noted
+    assert kind == "XdsNack"
+    assert text.startswith(f"u1 rejected cds version {response.version_info}: connect_timeout: value must be")
+    assert len(text) < 400 and text.endswith("…")  # the whole message stays in /api/v1/xds/clients
+    assert cache.clients_view()["nodes"]["u1"]["types"]["cds"]["last_nack"]["error"] == error[:4096]
