@@ -428,7 +428,8 @@ function renderServices() {
   const users = (model.views.service_paths && model.views.service_paths.users) || [];
   const { tierOf, nodes } = siteIndex();
   const table = h("table", { id: "services-table" },
-    h("tr", {}, h("th", {}, "service"), h("th", {}, "replicas"), h("th", {}, "SLO"), h("th", {}, "instances (node, site, tier)"), h("th", {}, "users' request time")));
+    h("tr", {}, h("th", {}, "service"), h("th", {}, "replicas"), h("th", {}, "SLO"), h("th", {}, "instances (node, site, tier)"), h("th", {}, "users' request time"), h("th", {}, "last migration")));
+  const lastMigration = lastMigrations(model.events);
   for (const name of names) {
     const spec = declared.get(name) || {};
     const rep = replicas[name];
@@ -444,7 +445,8 @@ function renderServices() {
       return h("div", { class: over ? "bad" : "" }, `${u.host}: ${u.request_ms === null ? "unreachable" : `${u.request_ms} ms`}`);
     });
     const repText = rep ? `${rep.placed}/${rep.replicas}${rep.pending ? ` (pending: ${rep.pending})` : ""}` : spec.replicas != null ? `?/${spec.replicas}` : "—";
-    table.append(h("tr", { "data-service": name }, h("td", {}, name), h("td", { class: rep && rep.placed < rep.replicas ? "warn" : "" }, repText), h("td", {}, slo), h("td", {}, instances), h("td", {}, times.length ? times : h("span", { class: "muted" }, "—"))));
+    table.append(h("tr", { "data-service": name }, h("td", {}, name), h("td", { class: rep && rep.placed < rep.replicas ? "warn" : "" }, repText), h("td", {}, slo), h("td", {}, instances), h("td", {}, times.length ? times : h("span", { class: "muted" }, "—")),
+      h("td", { class: "reason" }, lastMigration.get(name) || h("span", { class: "muted" }, "—"))));
   }
   body.replaceChildren(table);
 }
@@ -526,13 +528,34 @@ function identityAndXds(ids) {
   return table;
 }
 
+// Per service, the text of its latest MigrationStarted entry (which says placement's reason), if any.
+export function lastMigrations(events) {
+  const out = new Map();
+  for (const e of events) if (e.kind === "MigrationStarted" && e.service) out.set(e.service, e.text);
+  return out;
+}
+
 // Measurements come about once a second: shown only on request, so the moves and failures stay in view.
 const ROUTINE = new Set(["LinkLatencyMeasured"]);
+// The timeline's kind filter: entries from outside the model, by where they come from (docs/dashboard-ui.md).
+export const KIND_GROUPS = {
+  placement: new Set(["MigrationStarted", "MigrationConverged", "MigrationCompleted", "MigrationRolledBack", "FailoverStarted", "Unschedulable"]),
+  xds: new Set(["XdsNack"]),
+  certificates: new Set(["CertificateIssued", "CertificateRotated", "CertificateRevoked"]),
+};
+const SECURITY_KINDS = new Set(["XdsNack", "CertificateRevoked"]);
+
+export function inGroup(kind, group) {
+  if (group === "all") return true;
+  if (group === "model") return !Object.values(KIND_GROUPS).some((kinds) => kinds.has(kind));
+  return KIND_GROUPS[group]?.has(kind) ?? false;
+}
 
 function renderTimeline() {
   const list = document.getElementById("timeline-list");
   const all = document.getElementById("timeline-all").checked;
-  const shown = model.events.filter((e) => all || !ROUTINE.has(e.kind));
+  const group = document.getElementById("timeline-kind").value || "all";
+  const shown = model.events.filter((e) => (all || !ROUTINE.has(e.kind)) && inGroup(e.kind, group));
   const items = shown.reverse().map((e) =>
     h("li", { "data-kind": e.kind, "data-generation": e.generation ?? "" },
       h("time", {}, new Date(e.at * 1000).toLocaleTimeString()), h("span", { class: "kind" }, e.kind), e.text));
@@ -557,11 +580,18 @@ export function byExpiry(rows) {
   return [...rows].sort((a, b) => a.expires_in_s - b.expires_in_s || a.subject.localeCompare(b.subject));
 }
 
+function recentSecurityEvents() {
+  const recent = model.events.filter((e) => SECURITY_KINDS.has(e.kind)).slice(-20).reverse();
+  const list = h("ol", { id: "security-events" }, ...recent.map((e) =>
+    h("li", { "data-kind": e.kind }, h("time", {}, new Date(e.at * 1000).toLocaleTimeString()), h("span", { class: "kind" }, e.kind), e.text)));
+  return [h("h3", {}, "recent NACKs and revocations"), recent.length ? list : h("p", { class: "muted" }, "none on the timeline")];
+}
+
 function renderSecurity() {
   const body = document.getElementById("security-body");
   const identities = model.extras.identities;
   if (!identities) {
-    body.replaceChildren(h("p", { class: "muted" }, "no certificate authority: the controller runs without --pki-dir"));
+    body.replaceChildren(h("p", { class: "muted" }, "no certificate authority: the controller runs without --pki-dir"), ...recentSecurityEvents());
     return;
   }
   const table = h("table", { id: "certificates" }, h("tr", {}, h("th", {}, "subject"), h("th", {}, "SPIFFE id"), h("th", {}, "serial"), h("th", {}, "expires in"), h("th", {}, "rotates at")));
@@ -572,7 +602,7 @@ function renderSecurity() {
       h("td", { class: "muted" }, new Date(r.rotates_at * 1000).toLocaleString())));
   }
   const revoked = (identities.revoked_serials || []).length + (identities.revoked_identities || []).length;
-  body.replaceChildren(h("p", {}, `trust domain ${identities.trust_domain}; ${(identities.identities || []).length} certificates, earliest expiry first; ${revoked} revoked`), table);
+  body.replaceChildren(h("p", {}, `trust domain ${identities.trust_domain}; ${(identities.identities || []).length} certificates, earliest expiry first; ${revoked} revoked`), table, ...recentSecurityEvents());
 }
 
 // -- start ----------------------------------------------------------------------------------------------------
@@ -589,6 +619,7 @@ function start() {
   if (document.getElementById(initial)?.classList.contains("panel")) showTab(initial);
   document.getElementById("inspect-form").addEventListener("change", schedule);
   document.getElementById("timeline-all").addEventListener("change", schedule);
+  document.getElementById("timeline-kind").addEventListener("change", schedule);
   window.edgectlModel = model; // for a look from the browser's console, and for tests
   connect();
   refreshExtras();

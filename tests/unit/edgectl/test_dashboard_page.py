@@ -126,3 +126,33 @@ def test_without_the_stream_the_page_polls_the_json_routes(browser: Any) -> None
     model = Model()
     with serve(model, stream=False) as url:
         follows_the_model(browser, url, model, "polling", within=5)
+
+
+def test_placement_nack_and_certificate_entries_reach_the_timeline_services_and_security(browser: Any) -> None:
+    model = Model()
+    with serve(model, stream=True) as url:
+        browser.get(url)
+        poll(lambda: attribute_of(browser, "#conn", "data-mode") == "live", 10, what="the page live")
+        assert model.hub is not None
+        reason = "users' mean request time 36.8 -> 26.9 ms"
+        model.hub.note("MigrationStarted", f"migration mig-1; api-1 on c-n1 -> api-2 on ea-n1: {reason}", service="api")
+        model.hub.note("XdsNack", "web-1 rejected cds version v3: connect_timeout: value must be greater than 0")
+
+        def text_of(selector: str) -> str:
+            return str(browser.execute_script(f"return document.querySelector('{selector}')?.textContent || ''"))
+
+        poll(lambda: reason in text_of('#timeline-list li[data-kind="MigrationStarted"]'), 5, what="the step shown")
+        assert "XdsNack" in attribute_values(browser, "#timeline-list li", "data-kind")
+        assert reason in text_of('#services-table tr[data-service="api"] td.reason')
+        assert "connect_timeout" in text_of('#security-events li[data-kind="XdsNack"]')
+        # the kind filter: placement shows only the placement step
+        browser.execute_script(
+            "const s = document.getElementById('timeline-kind'); s.value = 'placement';"
+            "s.dispatchEvent(new Event('change'));"
+        )
+        poll(
+            lambda: attribute_values(browser, "#timeline-list li", "data-kind") == {"MigrationStarted"},
+            5,
+            what="only placement entries",
+        )
+        assert not page_errors(browser)
