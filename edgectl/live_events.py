@@ -235,7 +235,8 @@ class EventHub:
         body = {"generation": generation, **delta, **({"events": fresh} if fresh else {})}
         frame = sse_frame(generation, "delta", body, self.boot)
         with self._lock:
-            self._remember(self._generation, generation, frame)
+            if generation > self._generation:  # a delta of only notes is not replayed: its id is not new
+                self._remember(self._generation, generation, frame)
             self._views, self._generation = views, generation
             self._timeline.extend(fresh)
             self._snapshot_frame = None

@@ -146,6 +146,8 @@ def test_a_note_without_a_model_change_goes_out_alone_at_the_generation_shown() 
         # it stays in the timeline: a new client's snapshot has it
         _, _, snapshot = parse((hub.subscribe().next(0) or [])[0])
         assert [e["kind"] for e in snapshot["views"]["events"]][-1:] == ["XdsNack"]  # type: ignore[index]
+        # a client resuming at that id is current; the note is not replayed to it (its id is not new)
+        assert hub.subscribe(generation).next(0) == []
 
 
 def test_a_note_rides_with_the_next_model_change() -> None:
