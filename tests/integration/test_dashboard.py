@@ -86,6 +86,19 @@ def test_dashboard_draws_the_fabric_and_follows_a_link_failure_and_a_migration(t
         # one instance and removed the other; the once-a-second measurements are hidden unless asked for.
         assert {"PortStatusChanged", "WorkloadPlaced", "WorkloadRemoved"} <= kinds, kinds
         assert "LinkLatencyMeasured" not in kinds
+        # The orchestrator's steps of the move, with the migration's id and placement's reason.
+        poll(
+            lambda: (
+                {"MigrationStarted", "MigrationConverged", "MigrationCompleted"}
+                <= attribute_values(browser, "#timeline-list li", "data-kind")
+            ),
+            10,
+            what="the migration's steps on the timeline",
+        )
+        started = browser.execute_script(
+            "return document.querySelector('#timeline-list li[data-kind=\"MigrationStarted\"]').textContent"
+        )
+        assert f"{workload['id']} on {workload['node']} -> {move.new} on {move.to_node}" in started, started
         browser.save_screenshot(str(tmp_path / "timeline.png"))
 
         # Security: every certificate of the CA, earliest expiry first.
