@@ -232,6 +232,7 @@ class EventHub:
             return
         fresh = [e for e in entries if e["generation"] > self._generation]
         fresh += [{"generation": generation, **note} for note in notes]
+        fresh.sort(key=lambda entry: entry["at"])  # a note among model events: in the order they happened
         body = {"generation": generation, **delta, **({"events": fresh} if fresh else {})}
         frame = sse_frame(generation, "delta", body, self.boot)
         with self._lock:

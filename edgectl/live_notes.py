@@ -48,7 +48,7 @@ def placement_entry(step: PlacementStep) -> tuple[str, str, str | None] | None:
     reasons = [reason for reason in step.reasons if reason not in step.message]  # a migration's message says why
     if reasons:
         parts.append("reason: " + ", ".join(reasons))
-    if step.converged_after:
+    if step.converged_after and not step.message:  # the orchestrator's CONVERGED message has the times
         took = ", ".join(f"{probe} {seconds * 1000:.0f} ms" for probe, seconds in step.converged_after)
         parts.append(f"probes {took}")
     service = str(step.workload.service) if step.workload is not None else None

@@ -161,5 +161,5 @@ def test_a_note_rides_with_the_next_model_change() -> None:
         frames = reader.next(1) or []
         assert [parse(f)[:2] for f in frames] == [("delta", generation)]
         entries = events_of(frames)
-        assert [e["kind"] for e in entries] == ["LinkCameUp", "MigrationStarted"]
-        assert entries[1]["service"] == "web" and entries[1]["generation"] == generation
+        assert [e["kind"] for e in entries] == ["MigrationStarted", "LinkCameUp"]  # in the order they came
+        assert entries[0]["service"] == "web" and entries[0]["generation"] == generation
