@@ -7,6 +7,7 @@ Each function turns what a component reports into ``(kind, text)`` pairs for ``E
 from __future__ import annotations
 
 import datetime
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ TEXT_MAX = 500
 """Characters of an entry's text: the rest is cut."""
 CERTIFICATES_LISTED = 5
 """More certificates issued at once than this (the first issuance at start): one summary entry."""
+
+LOG = logging.getLogger("edgectl.events")
 
 
 def placement_entry(step: PlacementStep) -> tuple[str, str, str | None] | None:
@@ -76,10 +79,13 @@ def xds_nack_notes(note: Note) -> Callable[[str, str, str, str], None]:
     from meshctl.xds_types import short_name
 
     def listener(node: str, type_url: str, rejected_version: str, error: str) -> None:
-        message = " ".join(error.split())  # Envoy's messages span lines
-        if len(message) > NACK_ERROR_MAX:
-            message = message[: NACK_ERROR_MAX - 1] + "…"
-        note("XdsNack", f"{node} rejected {short_name(type_url)} version {rejected_version}: {message}")
+        try:  # on an xDS stream's thread: a bug here must never fail the stream
+            message = " ".join(error.split())  # Envoy's messages span lines
+            if len(message) > NACK_ERROR_MAX:
+                message = message[: NACK_ERROR_MAX - 1] + "…"
+            note("XdsNack", f"{node} rejected {short_name(type_url)} version {rejected_version}: {message}")
+        except Exception:
+            LOG.exception("noting a NACK failed")
 
     return listener
 
