@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,7 +11,9 @@ import numpy as np
 from meshctl.paths import PathRules
 from netmodel.ids import format_dpid
 from netmodel.state import FabricState
+from netmodel.types import Service, Workload
 from placement.callgraph import call_edges, request_times_ms
+from placement.latency import compute_switch_latencies
 from placement.snapshot import ClusterSnapshot
 
 
@@ -251,7 +254,38 @@ def service_paths_view(state: FabricState, rules: PathRules | None = None) -> di
 
 def services_view(state: FabricState) -> dict[str, Any]:
     """Each service as declared: replicas, resources, its SLOs (``max_latency_ms`` from each ``near`` host,
-    ``max_request_latency_ms`` end to end) and the services it calls."""
+    ``max_request_latency_ms`` end to end) and the services it calls; and each of its instances with the
+    largest route latency from its ``near`` hosts now (measured where measured) and the margin to the SLO
+    (negative: broken; None: no SLO, no near hosts, or unreachable)."""
+    latencies = compute_switch_latencies(state.topology)
+
+    def instance(workload: Workload, service: Service) -> dict[str, Any]:
+        node = state.nodes.get(workload.node) if workload.node is not None else None
+        worst: float | None = None
+        if node is not None and service.near:
+            found = []
+            for host_id in service.near:
+                host = state.hosts.get(host_id)
+                attachment = host.attachment if host is not None else None
+                found.append(
+                    latencies.between_us(attachment.switch, node.attachment.switch) / 1000.0
+                    if attachment is not None
+                    else math.inf
+                )
+            worst = max(found)
+        shown = worst if worst is not None and math.isfinite(worst) else None
+        slo = service.max_latency_ms
+        margin = slo - shown if shown is not None and slo is not None else None
+        return {
+            "workload": workload.id,
+            "node": workload.node,
+            "worst_latency_ms": round(shown, 3) if shown is not None else None,
+            "margin_ms": round(margin, 3) if margin is not None else None,
+        }
+
+    by_service: dict[str, list[Workload]] = {}
+    for workload in sorted(state.workloads.values(), key=lambda w: w.id):
+        by_service.setdefault(workload.service, []).append(workload)
     return {
         "generation": state.generation,
         "services": [
@@ -265,6 +299,7 @@ def services_view(state: FabricState) -> dict[str, Any]:
                 "max_request_latency_ms": s.max_request_latency_ms,
                 "near": list(s.near),
                 "calls": list(s.calls),
+                "instances": [instance(w, s) for w in by_service.get(s.name, [])],
             }
             for s in sorted(state.services.values(), key=lambda s: s.name)
         ],

@@ -435,10 +435,15 @@ function renderServices() {
     const rep = replicas[name];
     const slo = [spec.max_latency_ms != null ? `≤ ${spec.max_latency_ms} ms from ${(spec.near || []).join(", ") || "users"}` : null,
       spec.max_request_latency_ms != null ? `request ≤ ${spec.max_request_latency_ms} ms` : null].filter(Boolean).join("; ") || "—";
+    const margins = new Map((spec.instances || []).map((i) => [i.workload, i]));
     const instances = workloads.filter((w) => w.service === name).sort((a, b) => a.id.localeCompare(b.id)).map((w) => {
       const node = nodes.get(w.node);
       const site = node ? node.site : "?";
-      return h("div", { "data-instance": w.id, "data-node": w.node ?? "" }, `${w.id} on ${w.node ?? "(none)"} `, h("span", { class: "muted" }, `${site}, ${tierOf.get(site) || "?"}`));
+      const m = margins.get(w.id);
+      const margin = m && m.margin_ms != null
+        ? h("span", { class: m.margin_ms < 0 ? "bad" : "muted", "data-margin": String(m.margin_ms) }, ` ${m.worst_latency_ms} ms from its users, margin ${m.margin_ms} ms`)
+        : null;
+      return h("div", { "data-instance": w.id, "data-node": w.node ?? "" }, `${w.id} on ${w.node ?? "(none)"} `, h("span", { class: "muted" }, `${site}, ${tierOf.get(site) || "?"}`), margin);
     });
     const times = users.filter((u) => u.service === name).map((u) => {
       const over = spec.max_request_latency_ms != null && u.request_ms !== null && u.request_ms > spec.max_request_latency_ms;

@@ -90,6 +90,14 @@ def follows_the_model(browser: Any, url: str, model: Model, mode: str, within: f
     assert attribute_values(browser, "g.workload", "data-workload") == {"web-1", "api-1"}
     assert attribute_values(browser, "path.link", "data-state") == {"up"}
     assert attribute_values(browser, "#services-table tr[data-service]", "data-service") == {"web", "api", "db"}
+    # web's instance: its latency from its users and the margin to its SLO (max_latency_ms, from /api/v1/services)
+    poll(
+        lambda: bool(attribute_values(browser, '#services-table tr[data-service="web"] [data-margin]', "data-margin")),
+        10,
+        what="web's SLO margin",
+    )
+    (margin,) = attribute_values(browser, '#services-table tr[data-service="web"] [data-margin]', "data-margin")
+    assert float(margin) <= 5.0  # the SLO is 5 ms; the margin is what the route leaves of it
 
     model.apply(model.cable("ea1", "m1"))
     poll(

@@ -100,3 +100,25 @@ def test_constraints_survive_the_state_file_and_version_1_files_still_load() -> 
     old = {"version": 1, "workloads": [{**doc["workloads"][0]}]}
     del old["workloads"][0]["constraints"]
     assert workloads_from_json(old)[0].constraints is None
+
+
+def test_the_services_view_gives_each_instance_its_latency_margin() -> None:
+    from edgectl.views import services_view
+    from netmodel.events import WorkloadPlaced
+    from netmodel.fabric import build_state
+    from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
+    from netmodel.types import Resources, Workload
+    from tests.unit.edgectl.fixtures import example_spec
+
+    state = build_state(example_spec())
+    for wid, service, node in (("web-1", "web", "ea-n1"), ("web-2", "web", "m-n1"), ("api-1", "api", "c-n1")):
+        placed = Workload(WorkloadId(wid), ServiceName(service), SpiffeId(""), Resources(1, 1), NodeId(node))
+        state = state.apply(WorkloadPlaced(placed))
+    rows = {s["name"]: s["instances"] for s in services_view(state)["services"]}
+    # web: max_latency_ms 5 from u1 (ea1) and u2 (eb1): on ea-n1 the worst is u2, 5 ms away; on m-n1, u1 at 3 ms
+    assert rows["web"] == [
+        {"workload": "web-1", "node": "ea-n1", "worst_latency_ms": 5.0, "margin_ms": 0.0},
+        {"workload": "web-2", "node": "m-n1", "worst_latency_ms": 3.0, "margin_ms": 2.0},
+    ]
+    assert rows["api"] == [{"workload": "api-1", "node": "c-n1", "worst_latency_ms": None, "margin_ms": None}]  # no SLO
+    assert rows["db"] == []
