@@ -21,6 +21,7 @@ from netmodel.types import (
     ComputeNode,
     Host,
     LinkAttrs,
+    PolicyDefault,
     Port,
     Service,
     Site,
@@ -53,6 +54,8 @@ class FabricState:
     """Placed instances reported unhealthy (``WorkloadHealthChanged``), with the reason. A runtime
     observation of the processes behind a placement, not part of it: a new placement clears it."""
     desired_revision: str = ""
+    default_policy: PolicyDefault = PolicyDefault.DENY
+    """What a call no service's ``allow_from`` admits gets (the document's ``authorization.default``)."""
     """The revision of the desired-state document the declarations come from (``DesiredStateApplied``)."""
     generation: int = 0
 

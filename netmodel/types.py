@@ -164,6 +164,43 @@ class CallWeight:
 DEFAULT_CALL_WEIGHT = CallWeight()
 
 
+class PolicyDefault(enum.StrEnum):
+    """What a call no ``allow_from`` rule admits gets: the fabric-wide default (``authorization.default``)."""
+
+    DENY = "deny"
+    ALLOW = "allow"
+
+
+class Protocol(enum.StrEnum):
+    """What a service speaks on its port: HTTP (rules may name paths and methods; a denied call gets 403)
+    or plain TCP (a denied connection is closed)."""
+
+    HTTP = "http"
+    TCP = "tcp"
+
+
+@dataclass(frozen=True, slots=True)
+class AllowRule:
+    """One entry of a service's ``allow_from``: who may call it (exactly one of ``service``, ``host``,
+    ``spiffe_id``) and, for an HTTP service, what (``paths``: path prefixes, ``methods``: upper-case HTTP
+    methods; empty: any). ``spiffe_id`` is one identity, or a prefix of identities when it ends with "/"."""
+
+    service: ServiceName | None = None
+    host: HostId | None = None
+    spiffe_id: str | None = None
+    paths: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+
+    @property
+    def who(self) -> str:
+        """The caller as written: ``service:web``, ``host:u1`` or the SPIFFE id (for messages and views)."""
+        if self.service is not None:
+            return f"service:{self.service}"
+        if self.host is not None:
+            return f"host:{self.host}"
+        return str(self.spiffe_id)
+
+
 @dataclass(frozen=True, slots=True)
 class Service:
     """A service as declared. ``max_latency_ms``: one-way latency from each ``near`` host to an instance.
@@ -182,6 +219,14 @@ class Service:
     """The calls declared with a weight, sorted by callee (a tuple: services are hashable values);
     ``call_weight`` answers for every call."""
     max_request_latency_ms: float | None = None
+    allow_from: tuple[AllowRule, ...] = ()
+    """Who may call it; everyone else gets the fabric's ``default_policy`` (deny unless declared otherwise)."""
+    protocol: Protocol = Protocol.HTTP
+    run: tuple[str, ...] = ()
+    """The command a node agent runs for an instance, with ``{placeholders}`` (``nodeagent``); empty: the
+    instance's process is not started by an agent."""
+    env: tuple[tuple[str, str], ...] = ()
+    """Extra environment of that command, sorted by name (values may hold placeholders too)."""
 
     def call_weight(self, callee: ServiceName) -> CallWeight:
         for name, weight in self.call_weights:

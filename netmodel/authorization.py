@@ -1,0 +1,159 @@
+"""Who may call whom: a service's ``allow_from`` resolved on the model (pure).
+
+One declaration, two enforcement points. Each rule becomes a ``Grant``: the SPIFFE identities it admits
+(what a sidecar's RBAC matches on the peer certificate) and the addresses those callers' traffic leaves
+from (what the switches match: the nodes running an admitted service's instances, admitted hosts). A call
+no grant admits gets the fabric's default (``FabricState.default_policy``, deny unless declared otherwise).
+
+Identities follow the PKI's names (``pki/policy.py``): a workload instance is
+``spiffe://<td>/svc/<service>/w/<id>``, a host's client sidecar ``spiffe://<td>/host/<id>``; a service rule
+admits the prefix ``spiffe://<td>/svc/<service>/`` (every instance, also ones placed later).
+
+    policy = service_policy(state, "cart", "example.org")
+    decide(policy, "spiffe://example.org/svc/frontend/w/frontend-1", path="/cart", method="GET")
+    # Decision(allowed=True, reason="allowed by allow_from[0] (service:frontend)", grant=...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from netmodel.ids import ServiceName
+from netmodel.state import FabricState
+from netmodel.types import AllowRule, PolicyDefault
+
+
+def service_prefix(trust_domain: str, service: str) -> str:
+    return f"spiffe://{trust_domain}/svc/{service}/"
+
+
+def host_identity(trust_domain: str, host: str) -> str:
+    return f"spiffe://{trust_domain}/host/{host}"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A caller identity a rule admits: one SPIFFE id, or every id under a prefix (ending with "/")."""
+
+    spiffe_id: str
+    prefix: bool
+
+    def matches(self, spiffe_id: str) -> bool:
+        return spiffe_id.startswith(self.spiffe_id) if self.prefix else spiffe_id == self.spiffe_id
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One ``allow_from`` rule resolved on the model: who, from where, and (HTTP) what."""
+
+    index: int
+    """Its position in the service's ``allow_from`` (for ``allow_from[i]`` in explanations)."""
+    rule: AllowRule
+    principal: Principal
+    source_ips: tuple[str, ...]
+    """The addresses the admitted callers' traffic comes from now, sorted (placed instances' node
+    addresses, hosts' addresses). Empty: no admitted caller runs anywhere yet."""
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return self.rule.paths
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return self.rule.methods
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePolicy:
+    service: ServiceName
+    default: PolicyDefault
+    grants: tuple[Grant, ...]
+
+    @property
+    def allows_everyone(self) -> bool:
+        """The fabric's default is allow: nothing is enforced for this service."""
+        return self.default is PolicyDefault.ALLOW
+
+    def source_ips(self) -> frozenset[str]:
+        """Every address an admitted caller sends from (the network layer cannot see paths or methods:
+        a grant limited to some paths still opens its callers' addresses; the sidecar checks the rest)."""
+        return frozenset(ip for grant in self.grants for ip in grant.source_ips)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    reason: str
+    grant: Grant | None = None
+
+
+def principal_of(rule: AllowRule, trust_domain: str) -> Principal:
+    if rule.service is not None:
+        return Principal(service_prefix(trust_domain, rule.service), prefix=True)
+    if rule.host is not None:
+        return Principal(host_identity(trust_domain, rule.host), prefix=False)
+    spiffe_id = str(rule.spiffe_id)
+    return Principal(spiffe_id, prefix=spiffe_id.endswith("/"))
+
+
+def source_ips_of(state: FabricState, principal: Principal, trust_domain: str) -> tuple[str, ...]:
+    """The addresses callers holding an identity ``principal`` admits send from: the node of every placed
+    instance whose SPIFFE id it admits, and every host whose client identity it admits."""
+    ips: set[str] = set()
+    for workload in state.workloads.values():
+        if workload.node is None or not principal.matches(workload.spiffe_id):
+            continue
+        node = state.nodes.get(workload.node)
+        if node is not None and node.ip:
+            ips.add(node.ip)
+    for host_id, host in state.hosts.items():
+        if host.ip and principal.matches(host_identity(trust_domain, host_id)):
+            ips.add(host.ip)
+    return tuple(sorted(ips))
+
+
+def service_policy(state: FabricState, service: ServiceName, trust_domain: str) -> ServicePolicy:
+    declared = state.services.get(service)
+    rules = declared.allow_from if declared is not None else ()
+    grants = []
+    for index, rule in enumerate(rules):
+        principal = principal_of(rule, trust_domain)
+        grants.append(Grant(index, rule, principal, source_ips_of(state, principal, trust_domain)))
+    return ServicePolicy(service, state.default_policy, tuple(grants))
+
+
+def policies(state: FabricState, trust_domain: str) -> Mapping[ServiceName, ServicePolicy]:
+    """Every declared service's policy, by name (sorted)."""
+    return {name: service_policy(state, name, trust_domain) for name in sorted(state.services)}
+
+
+def _admits_request(grant: Grant, path: str | None, method: str | None) -> bool:
+    if grant.paths and (path is None or not any(path.startswith(prefix) for prefix in grant.paths)):
+        return False
+    return not (grant.methods and (method is None or method.upper() not in grant.methods))
+
+
+def decide(policy: ServicePolicy, caller_id: str, *, path: str | None = None, method: str | None = None) -> Decision:
+    """May ``caller_id`` (a SPIFFE id) call ``policy.service`` (with this HTTP path and method, when
+    given)? The first grant that admits it decides; else the default, with the closest miss named."""
+    near_miss: Grant | None = None
+    for grant in policy.grants:
+        if not grant.principal.matches(caller_id):
+            continue
+        if _admits_request(grant, path, method):
+            return Decision(True, f"allowed by allow_from[{grant.index}] ({grant.rule.who})", grant)
+        near_miss = near_miss or grant
+    if policy.allows_everyone:
+        return Decision(True, "no rule admits it; the fabric's default is allow")
+    if near_miss is not None:
+        limits = []
+        if near_miss.paths:
+            limits.append(f"paths {', '.join(near_miss.paths)}")
+        if near_miss.methods:
+            limits.append(f"methods {', '.join(near_miss.methods)}")
+        what = " and ".join(limits)
+        return Decision(
+            False, f"denied: allow_from[{near_miss.index}] ({near_miss.rule.who}) admits it only for {what}", None
+        )
+    return Decision(False, f"denied: no allow_from rule of {policy.service} admits {caller_id} (default deny)")

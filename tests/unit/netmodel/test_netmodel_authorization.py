@@ -1,0 +1,101 @@
+"""netmodel.authorization: allow_from resolved to principals and addresses, and decisions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from netmodel.authorization import decide, service_policy
+from netmodel.ids import HostId, NodeId, PortNo, ServiceName, SiteId, SpiffeId, SwitchId, WorkloadId
+from netmodel.state import FabricState
+from netmodel.types import (
+    AllowRule,
+    Attachment,
+    ComputeNode,
+    Host,
+    PolicyDefault,
+    Resources,
+    Service,
+    Workload,
+    frozen_map,
+)
+from pki.policy import host_spiffe_id, service_spiffe_prefix, workload_spiffe_id
+
+TD = "example.org"
+R = Resources(100, 64)
+
+
+def state(default: PolicyDefault = PolicyDefault.DENY) -> FabricState:
+    att = Attachment(SwitchId(1), PortNo(1))
+    nodes = {
+        NodeId("n1"): ComputeNode(NodeId("n1"), SiteId("edge"), att, R, ip="10.0.0.1"),
+        NodeId("n2"): ComputeNode(NodeId("n2"), SiteId("edge"), att, R, ip="10.0.0.2"),
+    }
+    hosts = {HostId("u1"): Host(HostId("u1"), att, "10.0.1.1"), HostId("u2"): Host(HostId("u2"), att, "10.0.1.2")}
+    cart_rules = (
+        AllowRule(service=ServiceName("frontend")),
+        AllowRule(host=HostId("u1"), paths=("/status",), methods=("GET",)),
+    )
+    services = {
+        ServiceName("frontend"): Service(
+            ServiceName("frontend"), 8080, 1, R, allow_from=(AllowRule(host=HostId("u1")),)
+        ),
+        ServiceName("cart"): Service(ServiceName("cart"), 7070, 1, R, allow_from=cart_rules),
+    }
+    fe = workload_spiffe_id(TD, "frontend", "frontend-1")
+    workloads = {
+        WorkloadId("frontend-1"): Workload(
+            WorkloadId("frontend-1"), ServiceName("frontend"), SpiffeId(fe), R, NodeId("n2")
+        ),
+    }
+    return replace(
+        FabricState(),
+        nodes=frozen_map(nodes),
+        hosts=frozen_map(hosts),
+        services=frozen_map(services),
+        workloads=frozen_map(workloads),
+        default_policy=default,
+    )
+
+
+def test_identities_are_the_pki_names() -> None:
+    policy = service_policy(state(), ServiceName("cart"), TD)
+    assert policy.grants[0].principal.spiffe_id == service_spiffe_prefix(TD, "frontend")
+    assert policy.grants[1].principal.spiffe_id == host_spiffe_id(TD, "u1")
+
+
+def test_source_addresses_are_where_admitted_callers_run() -> None:
+    policy = service_policy(state(), ServiceName("cart"), TD)
+    assert policy.grants[0].source_ips == ("10.0.0.2",)  # frontend-1's node
+    assert policy.grants[1].source_ips == ("10.0.1.1",)
+    assert policy.source_ips() == {"10.0.0.2", "10.0.1.1"}
+
+
+def test_decisions_name_the_rule_or_the_default() -> None:
+    policy = service_policy(state(), ServiceName("cart"), TD)
+    fe = workload_spiffe_id(TD, "frontend", "frontend-9")
+    assert decide(policy, fe).allowed
+    assert "allow_from[0]" in decide(policy, fe).reason
+    u1 = host_spiffe_id(TD, "u1")
+    assert decide(policy, u1, path="/status/x", method="get").allowed
+    miss = decide(policy, u1, path="/orders", method="GET")
+    assert not miss.allowed and "paths /status" in miss.reason
+    other = decide(policy, host_spiffe_id(TD, "u2"))
+    assert not other.allowed and "default deny" in other.reason
+
+
+def test_default_allow_admits_everyone() -> None:
+    policy = service_policy(state(PolicyDefault.ALLOW), ServiceName("cart"), TD)
+    assert decide(policy, host_spiffe_id(TD, "u2")).allowed
+
+
+def test_spiffe_prefix_rule() -> None:
+    s = state()
+    rule = AllowRule(spiffe_id=f"spiffe://{TD}/svc/frontend/")
+    s = replace(
+        s,
+        services=frozen_map(
+            {**s.services, ServiceName("cart"): replace(s.services[ServiceName("cart")], allow_from=(rule,))}
+        ),
+    )
+    policy = service_policy(s, ServiceName("cart"), TD)
+    assert policy.grants[0].principal.prefix and policy.grants[0].source_ips == ("10.0.0.2",)
