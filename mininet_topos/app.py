@@ -5,7 +5,8 @@ library only, and nothing from the rest of the project, so it starts fast (the p
 is lazy and does not import Mininet).
 
 Run: ``python -m mininet_topos.app --workload web-1 --service web --listen 10.0.0.1:8080
---call api=127.0.0.1:15001``. Prints one line ``listening HOST:PORT`` on stdout once bound (port 0
+--call api=127.0.0.1:15001`` (or ``--calls "api=127.0.0.1:15001,1,0;db=..."``, the calls in one argument as a
+node agent's ``{calls}`` placeholder gives them). Prints one line ``listening HOST:PORT`` on stdout once bound (port 0
 picks a free port and prints it): the parent cannot connect into the namespace to find out.
 
 Every response carries ``x-edgectl-workload``. ``GET`` on any path calls each ``--call`` target in
@@ -322,6 +323,12 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def parse_targets(text: str) -> list[Target]:
+    """``--calls``: ``SERVICE=HOST:PORT,PER_REQUEST,BYTES`` entries joined by ";" (a service's ``{calls}``
+    placeholder, one argument however many calls); empty: none."""
+    return [parse_target(part) for part in text.split(";") if part.strip()]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mininet_topos.app", description=__doc__.split("\n")[0])
     parser.add_argument("--workload", required=True, help="workload id, returned in every response")
@@ -336,7 +343,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="call this service at HOST:PORT, in order (repeatable): PER_REQUEST times per request on average "
         "(1; 0.5: every other request), each call moving about BYTES bytes (0)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--calls",
+        type=parse_targets,
+        default=[],
+        metavar="SERVICE=HOST:PORT,PER_REQUEST,BYTES;...",
+        help="the same calls as one argument, separated by ';' (empty: none); after any --call",
+    )
+    args = parser.parse_args(argv)
+    args.call = [*args.call, *args.calls]
+    return args
 
 
 class _Stop(Exception):

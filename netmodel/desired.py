@@ -152,6 +152,8 @@ def object_changes(old: FabricSpec | None, new: FabricSpec) -> ObjectChanges:
         added += [f"{kind}/{name}" for name in objects if name not in previous]
         removed += [f"{kind}/{name}" for name in previous if name not in objects]
         changed += [f"{kind}/{name}" for name, obj in objects.items() if name in previous and previous[name] != obj]
+    if old is not None and old.default_policy != new.default_policy:
+        changed.append("authorization/default")  # one setting, not an object: never added or removed
     return ObjectChanges(tuple(added), tuple(removed), tuple(changed))
 
 
@@ -165,6 +167,7 @@ def merge_desired(state: FabricState, spec: FabricSpec) -> FabricState:
     - hosts: declared hosts from the document (a MAC learned for a host without one is kept);
       learned, undeclared hosts stay.
     - nodes: from the document, each keeping whether it is up.
+    - the authorization default (``default_policy``): from the document.
     - workloads stay, except those whose service or node the document no longer has (their instance
       cannot exist any more: the plan lists them as evicted).
     The result has a new generation only if something changed (``FabricState.apply`` decides).
@@ -226,6 +229,7 @@ def merge_desired(state: FabricState, spec: FabricSpec) -> FabricState:
         hosts=frozen_map(hosts),
         nodes=frozen_map(nodes),
         services=declared.services,
+        default_policy=declared.default_policy,
         workloads=_same_or_new(state.workloads, workloads),
         hosts_seen_at=frozen_map({h: t for h, t in state.hosts_seen_at.items() if h in hosts}),
         unhealthy=frozen_map({w: why for w, why in state.unhealthy.items() if w in workloads}),
@@ -257,7 +261,7 @@ def _reuse_unchanged(old: FabricState, new: FabricState) -> FabricState:
     if topology.switches == old.topology.switches and topology.links == old.topology.links:
         topology = old.topology
     parts: dict[str, object] = {"topology": topology}
-    for name in ("sites", "hosts", "nodes", "services", "workloads", "hosts_seen_at", "unhealthy"):
+    for name in ("sites", "hosts", "nodes", "services", "workloads", "hosts_seen_at", "unhealthy", "default_policy"):
         value, before = getattr(new, name), getattr(old, name)
         parts[name] = before if value == before else value
     if all(parts[name] is getattr(old, name) for name in parts):

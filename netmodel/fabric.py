@@ -14,6 +14,7 @@ from netmodel.types import (
     Host,
     LinkAttrs,
     LinkId,
+    PolicyDefault,
     Resources,
     Service,
     Site,
@@ -72,6 +73,8 @@ class FabricSpec:
     hosts: tuple[HostSpec, ...]
     nodes: tuple[NodeSpec, ...]
     services: tuple[Service, ...]
+    default_policy: PolicyDefault = PolicyDefault.DENY
+    """``authorization.default``: what a call no service's ``allow_from`` admits gets."""
 
     def dpid_of(self, switch_name: str) -> SwitchId:
         for switch in self.switches:
@@ -120,4 +123,5 @@ def build_state(spec: FabricSpec) -> FabricState:
         hosts=frozen_map(hosts),
         nodes=frozen_map(nodes),
         services=frozen_map({ServiceName(s.name): s for s in spec.services}),
+        default_policy=spec.default_policy,
     )

@@ -22,9 +22,10 @@ from typing import Any
 
 import yaml
 
+from netmodel import fabric_policy
 from netmodel.fabric import CableSpec, FabricSpec, HostSpec, NodeSpec, SwitchSpec
 from netmodel.ids import HostId, NodeId, PortNo, ServiceName, SiteId, SwitchId
-from netmodel.types import CallWeight, Resources, Service, Site, Tier
+from netmodel.types import CallWeight, PolicyDefault, Resources, Service, Site, Tier
 
 MAX_NODES = 200_000  # YAML aliases can make a small file expand enormously: stop early.
 MAX_PORT = 0xFFFFFF00  # OpenFlow 1.3 OFPP_MAX
@@ -57,6 +58,7 @@ SECTIONS = (
     Section("nodes", is_list=True),
     Section("hosts", is_list=True),
     Section("services", is_list=True),
+    Section("authorization", is_list=False),
 )
 TOP_LEVEL_KEYS = tuple(section.key for section in SECTIONS)
 _SECTION_BY_KEY = {section.key: section for section in SECTIONS}
@@ -658,6 +660,10 @@ def _check(tops: list[Located]) -> tuple[FabricSpec | None, list[Problem]]:
             "max_request_latency_ms",
             "near",
             "calls",
+            "allow_from",
+            "protocol",
+            "run",
+            "env",
         )
         if not c.mapping(item, path, allowed, ("name", "port", "replicas", "cpu_millis", "memory_mib")):
             continue
@@ -681,11 +687,18 @@ def _check(tops: list[Located]) -> tuple[FabricSpec | None, list[Problem]]:
                 message = "needs near: the SLO is the latency from the near hosts (list them)"
                 c.error(e[key], f"{path}.{key}", message)
         calls = _calls(c, e, path)
-        raw_services.append((path, name, port, replicas, cpu, memory, max_latency, tuple(near), calls, max_request))
-    for path, _name, *_, calls, _max_request in raw_services:
+        extras = fabric_policy.service_extras(c, e, path)
+        raw_services.append(
+            (path, name, port, replicas, cpu, memory, max_latency, tuple(near), calls, max_request, extras)
+        )
+    for path, _name, *_, calls, _max_request, extras in raw_services:
         for i, callee, located, _weight in calls:
             if callee not in service_names:
                 c.error(located, f"{path}.calls[{i}]", f"unknown service {callee!r}")
+        fabric_policy.reference_problems(c, extras, service_names, host_ids)
+    default_policy = PolicyDefault.DENY
+    if "authorization" in root:
+        default_policy = fabric_policy.default_policy(c, root["authorization"][0])
 
     # Nodes without an ip get the highest free addresses of the subnet, in file order. Walk the
     # subnet lazily (a /8 holds 16M addresses) and report running out instead of raising.
@@ -739,8 +752,12 @@ def _check(tops: list[Located]) -> tuple[FabricSpec | None, list[Problem]]:
                 sorted((ServiceName(callee), weight) for _, callee, _, weight in calls if weight is not None)
             ),
             max_request_latency_ms=None if max_request is None else float(max_request),
+            allow_from=tuple(extras.allow_from),
+            protocol=extras.protocol,
+            run=extras.run,
+            env=extras.env,
         )
-        for _path, name, port, replicas, cpu, memory, max_latency, near, calls, max_request in raw_services
+        for _path, name, port, replicas, cpu, memory, max_latency, near, calls, max_request, extras in raw_services
     )
     spec = FabricSpec(
         name=fabric_name,
@@ -751,6 +768,7 @@ def _check(tops: list[Located]) -> tuple[FabricSpec | None, list[Problem]]:
         hosts=hosts,
         nodes=nodes,
         services=services,
+        default_policy=default_policy,
     )
     return spec, []
 

@@ -54,9 +54,9 @@ class FabricState:
     """Placed instances reported unhealthy (``WorkloadHealthChanged``), with the reason. A runtime
     observation of the processes behind a placement, not part of it: a new placement clears it."""
     desired_revision: str = ""
+    """The revision of the desired-state document the declarations come from (``DesiredStateApplied``)."""
     default_policy: PolicyDefault = PolicyDefault.DENY
     """What a call no service's ``allow_from`` admits gets (the document's ``authorization.default``)."""
-    """The revision of the desired-state document the declarations come from (``DesiredStateApplied``)."""
     generation: int = 0
 
     def apply(self, event: ev.Event) -> FabricState:

@@ -67,6 +67,17 @@ def test_arguments() -> None:
         parse_args(["--workload", "w1", "--service", "web", "--listen", "nope"])
 
 
+def test_calls_in_one_argument_as_the_run_placeholder_gives_them() -> None:
+    base = ["--workload", "w1", "--service", "web", "--listen", "127.0.0.1:0"]
+    args = parse_args([*base, "--calls", "api=127.0.0.1:9090,2.0,512;db=127.0.0.1:5432,0.5,0"])
+    assert args.call == [Target("api", "127.0.0.1", 9090, 2.0, 512), Target("db", "127.0.0.1", 5432, 0.5, 0)]
+    assert parse_args([*base, "--calls", ""]).call == []  # {calls} of a service that calls nobody
+    both = parse_args([*base, "--call", "a=h:1", "--calls", "b=h:2,1,0"]).call
+    assert both == [Target("a", "h", 1), Target("b", "h", 2, 1.0, 0)]
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--calls", "api=nowhere"])
+
+
 def read_line(process: subprocess.Popen[str], timeout: float) -> str:
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], timeout)

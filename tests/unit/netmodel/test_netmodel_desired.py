@@ -105,7 +105,8 @@ def test_prune_off_keeps_removed_objects_as_orphans() -> None:
 
 def test_pruning_a_service_evicts_its_instances() -> None:
     state = _observed()
-    spec = _spec("\n".join(line for line in example_text().splitlines() if "{name: web" not in line))
+    lines = (line for line in example_text().splitlines() if "{name: web" not in line)
+    spec = _spec("\n".join(lines).replace("allow_from: [web]", "allow_from: []"))  # nothing may name web
     assert evicted_by(state, spec) == (WorkloadId("web-1"),)
     merged = merge_desired(state, spec)
     assert WorkloadId("web-1") not in merged.workloads

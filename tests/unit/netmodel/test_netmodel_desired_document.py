@@ -134,8 +134,18 @@ def test_an_unknown_top_level_key_in_any_file_is_an_error() -> None:
 
 
 def test_the_sections_are_one_registry() -> None:
-    assert TOP_LEVEL_KEYS == ("name", "subnet", "sites", "switches", "links", "nodes", "hosts", "services")
-    assert {s.key for s in SECTIONS if not s.is_list} == {"name", "subnet"}
+    assert TOP_LEVEL_KEYS == (
+        "name",
+        "subnet",
+        "sites",
+        "switches",
+        "links",
+        "nodes",
+        "hosts",
+        "services",
+        "authorization",
+    )
+    assert {s.key for s in SECTIONS if not s.is_list} == {"name", "subnet", "authorization"}
 
 
 def test_empty_files_are_allowed_among_others_but_not_alone() -> None:

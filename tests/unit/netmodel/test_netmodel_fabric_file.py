@@ -73,6 +73,7 @@ CORPUS = [
     ("unclosed-flow-mapping.yaml", 16, "<file>", "while parsing a flow mapping", 1),
     ("unknown-host-in-near.yaml", 55, "services[0].near[1]", "unknown host 'u9'", 1),
     ("unknown-key.yaml", 47, "nodes[0].gpu", "unknown key", 1),
+    ("unknown-service-in-allow-from.yaml", 56, "services[1].allow_from[0]", "unknown service 'website'", 1),
     ("unknown-service-in-calls.yaml", 56, "services[1].calls[0]", "unknown service 'database'", 1),
     ("unknown-tier.yaml", 11, "sites[3].tier", "unknown tier 'regional'", 1),
     ("unknown-top-level-key.yaml", 6, "version", "unknown top-level key", 1),
