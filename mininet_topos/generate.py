@@ -116,9 +116,18 @@ def edge_cloud(
             "max_latency_ms": 5,
             "near": near,
             "calls": ["api"],
+            "allow_from": [{"host": h["id"]} for h in hosts],  # every user host may call the entry service
         },
-        {"name": "api", "port": 9090, "replicas": 2, "cpu_millis": 1000, "memory_mib": 512, "calls": ["db"]},
-        {"name": "db", "port": 5432, "replicas": 1, "cpu_millis": 2000, "memory_mib": 4096},
+        {
+            "name": "api",
+            "port": 9090,
+            "replicas": 2,
+            "cpu_millis": 1000,
+            "memory_mib": 512,
+            "calls": ["db"],
+            "allow_from": ["web"],
+        },
+        {"name": "db", "port": 5432, "replicas": 1, "cpu_millis": 2000, "memory_mib": 4096, "allow_from": ["api"]},
     ]
     return {
         "name": f"edge-cloud-{edge_sites}x{switches_per_site}",

@@ -63,8 +63,8 @@ nodes:
   - {{id: n2, site: edge-b, switch: eb1, cpu_millis: 4000, memory_mib: 4096, ip: {NODE_IPS["n2"]}}}
   - {{id: n3, site: cloud, switch: c1, cpu_millis: 4000, memory_mib: 4096, ip: {NODE_IPS["n3"]}}}
 services:
-  - {{name: web, port: {web_port}, replicas: 1, cpu_millis: 100, memory_mib: 64}}
-  - {{name: hello, port: {hello_port}, replicas: 1, cpu_millis: 100, memory_mib: 64}}
+  - {{name: web, port: {web_port}, replicas: 1, cpu_millis: 100, memory_mib: 64, allow_from: [{{host: u1}}]}}
+  - {{name: hello, port: {hello_port}, replicas: 1, cpu_millis: 100, memory_mib: 64, allow_from: [{{host: u1}}]}}
 """
 
 

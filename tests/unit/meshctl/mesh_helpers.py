@@ -49,10 +49,11 @@ nodes:
   - {id: ea-n2, site: edge-a, switch: ea1, cpu_millis: 4000, memory_mib: 4096, ip: 10.1.1.11}
   - {id: c-n1, site: cloud, switch: c1, cpu_millis: 4000, memory_mib: 4096, ip: 10.1.9.10}
 services:
-  - {name: web, port: 8080, replicas: 2, cpu_millis: 100, memory_mib: 64, calls: [api, admin]}
-  - {name: admin, port: 8080, replicas: 1, cpu_millis: 100, memory_mib: 64}
-  - {name: api, port: 9090, replicas: 2, cpu_millis: 100, memory_mib: 64, calls: [db]}
-  - {name: db, port: 5432, replicas: 1, cpu_millis: 100, memory_mib: 64}
+  - {name: web, port: 8080, replicas: 2, cpu_millis: 100, memory_mib: 64, calls: [api, admin],
+     allow_from: [{host: u1}, {host: u2}]}
+  - {name: admin, port: 8080, replicas: 1, cpu_millis: 100, memory_mib: 64, allow_from: [web]}
+  - {name: api, port: 9090, replicas: 2, cpu_millis: 100, memory_mib: 64, calls: [db], allow_from: [web]}
+  - {name: db, port: 5432, replicas: 1, cpu_millis: 100, memory_mib: 64, allow_from: [api]}
 """
 
 TYPE_CLASSES = {

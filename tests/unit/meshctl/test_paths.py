@@ -61,8 +61,9 @@ nodes:
   - {id: eb-n1, site: edge-b, switch: eb1, cpu_millis: 4000, memory_mib: 4096, ip: 10.1.2.10}
   - {id: c-n1, site: cloud, switch: c1, cpu_millis: 4000, memory_mib: 4096, ip: 10.1.9.10}
 services:
-  - {name: web, port: 8080, replicas: 2, cpu_millis: 100, memory_mib: 64, calls: [api]}
-  - {name: api, port: 9090, replicas: 1, cpu_millis: 100, memory_mib: 64}
+  - {name: web, port: 8080, replicas: 2, cpu_millis: 100, memory_mib: 64, calls: [api],
+     allow_from: [{host: u1}, {host: u1b}, {host: u2}, {host: u3}]}
+  - {name: api, port: 9090, replicas: 1, cpu_millis: 100, memory_mib: 64, allow_from: [web]}
 """
 EDGE_A, CLOUD = "10.1.1.10", "10.1.9.10"
 EA1, EB1, C1 = SwitchId(1), SwitchId(2), SwitchId(3)
