@@ -178,6 +178,28 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the controller's HTTP API (default: ${HTTP_ENV}, else {DEFAULT_HTTP})",
     )
     paths.add_argument("--output", choices=["table", "json"], default="table")
+
+    policy = sub.add_parser("policy", help="the authorization policy of a running controller: show it, check a call")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
+    policy_show = policy_sub.add_parser("show", help="who may call each service, and the recent denials")
+    policy_check = policy_sub.add_parser(
+        "check",
+        help="may A call B? the decision of the sidecar and of the switches, and why (exit 0 allowed, 1 denied)",
+    )
+    policy_check.add_argument(
+        "--from", dest="caller", required=True, metavar="A", help="a service, a host id or a spiffe:// id"
+    )
+    policy_check.add_argument("--to", dest="callee", required=True, metavar="B", help="the service called")
+    policy_check.add_argument("--path", help="the HTTP path (for rules limited to paths)")
+    policy_check.add_argument("--method", help="the HTTP method (for rules limited to methods)")
+    for command in (policy_show, policy_check):
+        command.add_argument(
+            "--http",
+            default=os.environ.get(HTTP_ENV) or DEFAULT_HTTP,
+            metavar="HOST:PORT",
+            help=f"the controller's HTTP API (default: ${HTTP_ENV}, else {DEFAULT_HTTP})",
+        )
+        command.add_argument("--output", choices=["table", "json"], default="table")
     return parser
 
 
@@ -199,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_routes(args.http, args.output)
     if args.command == "paths":
         return cmd_paths(args.http, args.output)
+    if args.command == "policy":
+        return cmd_policy(args)
     if args.command == "pki":
         return pki_cli.run(args)
     if args.command == "mesh":
@@ -226,6 +250,16 @@ def cmd_validate(path: str) -> int:
         f"{len(spec.hosts)} hosts, {len(spec.nodes)} nodes, {len(spec.services)} services){files}, "
         f"revision {document.short_revision}"
     )
+    from edgectl.policy_view import refused_calls
+
+    rules = sum(len(s.allow_from) for s in spec.services)
+    guarded = sum(1 for s in spec.services if s.allow_from)
+    print(
+        f"  authorization: default {spec.default_policy.value}, {rules} allow_from rules "
+        f"on {guarded} of {len(spec.services)} services"
+    )
+    for refused in refused_calls(spec.services, spec.default_policy):
+        print(f"{path}: warning: {refused}", file=sys.stderr)
     return 0
 
 
@@ -278,6 +312,44 @@ def cmd_paths(address: str, output: str) -> int:
             for i in call["instances"]
         )
         print(f"  {call['service']:<16} {call['from_switch']:<8} {call['calls_per_request']:>9.2f}  {used or '-'}")
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    """``policy show`` (exit 0, 2 when the controller cannot answer) and ``policy check`` (0 allowed, 1 denied,
+    2 an error: the controller unreachable, an unknown caller or service)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from edgectl.policy_view import as_text, check_text
+
+    if args.policy_command == "show":
+        path = "/api/v1/policy"
+    else:
+        query = {"from": args.caller, "to": args.callee, "path": args.path, "method": args.method}
+        path = "/api/v1/policy/check?" + urllib.parse.urlencode({k: v for k, v in query.items() if v})
+    try:
+        with urllib.request.urlopen(f"http://{args.http}{path}", timeout=5) as response:
+            view: dict[str, Any] = json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.load(exc).get("error", exc.reason)
+        except ValueError:
+            message = exc.reason
+        print(f"edgectl policy {args.policy_command}: {message}", file=sys.stderr)
+        return 2
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(
+            f"edgectl policy {args.policy_command}: cannot reach the controller at {args.http}: {exc}", file=sys.stderr
+        )
+        return 2
+    if args.output == "json":
+        print(json.dumps(view, indent=2))
+    else:
+        sys.stdout.write(as_text(view) if args.policy_command == "show" else check_text(view))
+    if args.policy_command == "check":
+        return 0 if view.get("allowed") else 1
     return 0
 
 

@@ -23,6 +23,7 @@ from edgectl.http_access import loopback_only
 from edgectl.http_api import BadQuery, HttpApi
 from edgectl.live_events import EventHub
 from edgectl.metrics import ControllerMetrics
+from edgectl.policy_denials import DenialLog
 from edgectl.state_store import StateStore
 from edgectl.views import (
     changes_view,
@@ -87,6 +88,9 @@ class Controller:
         self._initial = (spec, revision)
         self.bus = EventBus(replace(build_state(spec), desired_revision=revision), observer=self.metrics.observe_event)
         self.metrics.sources.state = lambda: self.bus.state
+        self.denials = DenialLog()
+        """Denied calls from both enforcement points (the sidecars' RBAC, the switches' ACL)."""
+        self.metrics.sources.policy_denials = self.denials.totals
         self.store = StateStore(config.state_dir) if config.state_dir else None
         self.http: HttpApi | None = None
         self.openflow: OpenFlowRuntime | None = None
@@ -188,6 +192,9 @@ class Controller:
             certificate_notes(pki.snapshot)
             pki.subscribe(certificate_notes)
 
+        from edgectl.policy_api import add_policy_routes
+
+        add_policy_routes(self.http, self.denials, trust_domain)  # /api/v1/policy, /api/v1/policy/check
         from sdnctl.engine import RouteEngine
         from sdnctl.runtime import start_openflow  # os-ken is imported only when a controller runs
 

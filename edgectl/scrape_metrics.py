@@ -1,9 +1,11 @@
 """Metrics read from the controller's current state at scrape time: links, switch tables, OpenFlow
-message counts, certificates. Nothing is counted on the hot path; each scrape reads immutable snapshots
-(the model, the identity snapshot) and copies of small counters (port readings, message totals).
+message counts, certificates, policy denials and rules. Nothing is counted on the hot path; each scrape
+reads immutable snapshots (the model, the identity snapshot) and copies of small counters (port readings,
+message totals, denial totals).
 
 Label sets are bounded by what the controller holds right now: the links and switches of the model,
-OpenFlow's message and error types, the identities currently issued.
+OpenFlow's message and error types, the identities currently issued; the denials' callers are bounded by
+``DenialLog`` (beyond its series limit, new callers count as ``other``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class ScrapeSources:
     identities: Callable[[], IdentitySnapshot] | None = None
     config_outcomes: Callable[[], Mapping[str, int]] | None = None
     """Desired-state documents applied and rejected since start."""
+    policy_denials: Callable[[], Mapping[tuple[str, str, str], int]] | None = None
+    """Denied calls since start per (caller, service, layer): ``DenialLog.totals``."""
 
 
 def _switch_name(state: FabricState | None, dpid: SwitchId) -> str:
@@ -58,6 +62,7 @@ class SnapshotCollector(Collector):
         yield from self._openflow()
         yield from self._certificates()
         yield from self._config()
+        yield from self._policy(state)
 
     def _links(self, state: FabricState | None) -> Iterator[Metric]:
         latency = GaugeMetricFamily(
@@ -166,3 +171,21 @@ class SnapshotCollector(Collector):
             if svids:
                 earliest.add_metric([], min(svid.info.not_after for svid in svids.values()))
         yield from (expiry, earliest)
+
+    def _policy(self, state: FabricState | None) -> Iterator[Metric]:
+        denied = CounterMetricFamily(
+            "edgectl_policy_denied",
+            "Calls refused by the authorization policy since start, by caller (service:NAME, host:ID, or as seen), "
+            "service and enforcement layer (envoy: the sidecar's RBAC; network: the switches' ACL)",
+            labels=["caller", "service", "layer"],
+        )
+        rules = GaugeMetricFamily(
+            "edgectl_policy_rules", "allow_from rules each declared service has", labels=["service"]
+        )
+        if self.sources.policy_denials is not None:
+            for (caller, service, layer), count in sorted(self.sources.policy_denials().items()):
+                denied.add_metric([caller, service, layer], count)
+        if state is not None:
+            for name, declared in sorted(state.services.items()):
+                rules.add_metric([name], len(declared.allow_from))
+        yield from (denied, rules)

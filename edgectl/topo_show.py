@@ -9,7 +9,7 @@ import networkx as nx
 
 from edgectl.views import topology_view
 from netmodel.fabric import FabricSpec, build_state
-from netmodel.types import DEFAULT_CALL_WEIGHT, CallWeight
+from netmodel.types import DEFAULT_CALL_WEIGHT, AllowRule, CallWeight
 
 
 def as_json(spec: FabricSpec) -> dict[str, Any]:
@@ -29,14 +29,23 @@ def as_json(spec: FabricSpec) -> dict[str, Any]:
                 {"service": callee, "per_request": weight.per_request, "bytes_per_call": weight.bytes_per_call}
                 for callee, weight in s.weighted_calls()
             ],
+            "protocol": s.protocol.value,
+            "allow_from": [{"who": r.who, "paths": list(r.paths), "methods": list(r.methods)} for r in s.allow_from],
         }
         for s in spec.services
     ]
+    view["authorization"] = {"default": spec.default_policy.value}
     return view
 
 
 def _call_text(callee: str, weight: CallWeight) -> str:
     return callee if weight == DEFAULT_CALL_WEIGHT else f"{callee}x{weight.per_request:g}"
+
+
+def _rule_text(rule: AllowRule) -> str:
+    """``service:web``, ``host:u1[GET /status]``: the caller, and what it may ask when limited."""
+    limits = " ".join([*rule.methods, *rule.paths])
+    return f"{rule.who}[{limits}]" if limits else rule.who
 
 
 def _table(title: str, header: list[str], rows: list[list[Any]]) -> str:
@@ -95,6 +104,7 @@ def as_table(spec: FabricSpec) -> str:
                 "max_request_ms",
                 "near",
                 "calls",
+                "allow_from",
             ],
             [
                 [
@@ -107,11 +117,13 @@ def as_table(spec: FabricSpec) -> str:
                     s.max_request_latency_ms,
                     ",".join(s.near),
                     ",".join(_call_text(callee, weight) for callee, weight in s.weighted_calls()),
+                    ",".join(_rule_text(rule) for rule in s.allow_from),
                 ]
                 for s in spec.services
             ],
         )
     )
+    out.append(f"authorization: default {spec.default_policy.value}\n")
     return "".join(out).rstrip("\n") + "\n"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgectl.metrics import ControllerMetrics
+from edgectl.policy_denials import DenialLog
 from meshctl.metrics import XdsMetrics
 from netmodel import events as ev
 from netmodel.fabric import build_state
@@ -87,6 +88,10 @@ def populated_metrics() -> Populated:
         "applied_at": NOW,
     }
     metrics.sources.config_outcomes = lambda: {"applied": 2, "rejected": 1}
+    denials = DenialLog()
+    denials.record(layer="envoy", caller=f"spiffe://{TD}/host/u3", service="api", at=NOW, detail="GET /")
+    denials.record(layer="network", caller="10.0.3.1", service="db", at=NOW, count=4, detail="c1 port 4")
+    metrics.sources.policy_denials = denials.totals
     metrics.route_compute_seconds.observe(0.004)
     metrics.observe_request("place", "ok")
     metrics.observe_request("place", "RESOURCE_EXHAUSTED", "ResourcesFit")

@@ -32,6 +32,32 @@ def test_validate_accepts_the_example(capsys) -> None:
     assert "ok (5 sites, 8 switches, 12 links, 3 hosts, 6 nodes, 3 services)" in out
 
 
+def test_validate_warns_of_declared_calls_the_policy_refuses(tmp_path, capsys) -> None:
+    fabric = tmp_path / "f.yaml"
+    fabric.write_text(EXAMPLE.read_text().replace("allow_from: [api]", "allow_from: [web]"))
+    assert main(["validate", str(fabric)]) == 0  # a warning, not an error: the document is valid
+    err = capsys.readouterr().err
+    assert err == (
+        f"{fabric}: warning: api calls db, but db's allow_from does not admit api: "
+        "with default deny these calls are refused\n"
+    )
+    fabric.write_text(fabric.read_text().replace("{default: deny}", "{default: allow}"))
+    assert main(["validate", str(fabric)]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "authorization: default allow" in out
+
+
+def test_topo_show_lists_who_may_call_each_service(capsys) -> None:
+    assert main(["topo", "show", str(EXAMPLE)]) == 0
+    table = capsys.readouterr().out
+    assert "host:u1,host:u2,host:u3" in table and table.endswith("authorization: default deny\n")
+    assert main(["topo", "show", str(EXAMPLE), "--format", "json"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    web = next(s for s in view["services"] if s["name"] == "web")
+    assert web["allow_from"][0] == {"who": "host:u1", "paths": [], "methods": []} and web["protocol"] == "http"
+    assert view["authorization"] == {"default": "deny"}
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_validate_rejects_each_corrupted_file_with_file_line_field(name: str, capsys) -> None:
     path = CORPUS / name
@@ -107,11 +133,16 @@ def test_validate_prints_the_revision_and_accepts_a_directory(tmp_path, capsys) 
     root = example_as_directory(tmp_path / "fabric.d")
     assert main(["validate", str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
-    assert re.fullmatch(rf"{re.escape(str(EXAMPLE))}: ok \(.+ 3 services\), revision [0-9a-f]{{12}}\n", out), out
+    policy = "  authorization: default deny, 5 allow_from rules on 3 of 3 services\n"
+    assert re.fullmatch(rf"{re.escape(str(EXAMPLE))}: ok \(.+ 3 services\), revision [0-9a-f]{{12}}\n{policy}", out), (
+        out
+    )
     assert main(["validate", str(root)]) == 0
     out = capsys.readouterr().out
     ok = f"{root}: ok (5 sites, 8 switches, 12 links, 3 hosts, 6 nodes, 3 services), 2 files, revision "
-    assert out.startswith(ok) and re.fullmatch(r"[0-9a-f]{12}", out[len(ok) :].strip()), out
+    first, second = out.splitlines(keepends=True)
+    assert first.startswith(ok) and re.fullmatch(r"[0-9a-f]{12}", first[len(ok) :].strip()), out
+    assert second == policy
     assert main(["validate", str(root)]) == 0
     assert capsys.readouterr().out == out  # same content, same revision
 

@@ -137,3 +137,18 @@ def test_route_compute_time_and_config() -> None:
     assert registry.get_sample_value("edgectl_config_last_applied_timestamp_seconds") == NOW
     assert registry.get_sample_value("edgectl_config_documents_total", {"outcome": "rejected"}) == 1
     assert registry.get_sample_value("edgectl_config_documents_total", {"outcome": "applied"}) == 2
+
+
+def test_policy_denials_per_caller_service_and_layer_and_rules_per_service() -> None:
+    registry = populated_metrics().metrics.registry
+    value = registry.get_sample_value
+    assert value("edgectl_policy_denied_total", {"caller": "host:u3", "service": "api", "layer": "envoy"}) == 1
+    assert value("edgectl_policy_denied_total", {"caller": "10.0.3.1", "service": "db", "layer": "network"}) == 4
+    assert value("edgectl_policy_rules", {"service": "web"}) == 3  # the example: u1, u2 and u3 call web
+    assert value("edgectl_policy_rules", {"service": "db"}) == 1
+
+
+def test_without_denials_the_denied_family_is_empty() -> None:
+    metrics = ControllerMetrics()
+    metrics.sources.state = live_state
+    assert not [s for f in metrics.registry.collect() if f.name == "edgectl_policy_denied" for s in f.samples]
