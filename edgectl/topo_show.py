@@ -7,7 +7,7 @@ from typing import Any
 
 import networkx as nx
 
-from edgectl.views import topology_view
+from edgectl.views import allow_from_view, topology_view
 from netmodel.fabric import FabricSpec, build_state
 from netmodel.types import DEFAULT_CALL_WEIGHT, AllowRule, CallWeight
 
@@ -30,7 +30,7 @@ def as_json(spec: FabricSpec) -> dict[str, Any]:
                 for callee, weight in s.weighted_calls()
             ],
             "protocol": s.protocol.value,
-            "allow_from": [{"who": r.who, "paths": list(r.paths), "methods": list(r.methods)} for r in s.allow_from],
+            "allow_from": allow_from_view(s),
         }
         for s in spec.services
     ]

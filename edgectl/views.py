@@ -252,11 +252,17 @@ def service_paths_view(state: FabricState, rules: PathRules | None = None) -> di
     }
 
 
+def allow_from_view(service: Service) -> list[dict[str, Any]]:
+    """Who may call ``service``, as declared: ``{who, paths, methods}`` per rule (``who``: ``service:web``,
+    ``host:u1`` or a SPIFFE id); GET /api/v1/policy shows them resolved."""
+    return [{"who": r.who, "paths": list(r.paths), "methods": list(r.methods)} for r in service.allow_from]
+
+
 def services_view(state: FabricState) -> dict[str, Any]:
     """Each service as declared: replicas, resources, its SLOs (``max_latency_ms`` from each ``near`` host,
-    ``max_request_latency_ms`` end to end) and the services it calls; and each of its instances with the
-    largest route latency from its ``near`` hosts now (measured where measured) and the margin to the SLO
-    (negative: broken; None: no SLO, no near hosts, or unreachable)."""
+    ``max_request_latency_ms`` end to end), the services it calls and who may call it; and each of its
+    instances with the largest route latency from its ``near`` hosts now (measured where measured) and the
+    margin to the SLO (negative: broken; None: no SLO, no near hosts, or unreachable)."""
     latencies = compute_switch_latencies(state.topology)
 
     def instance(workload: Workload, service: Service) -> dict[str, Any]:
@@ -299,6 +305,8 @@ def services_view(state: FabricState) -> dict[str, Any]:
                 "max_request_latency_ms": s.max_request_latency_ms,
                 "near": list(s.near),
                 "calls": list(s.calls),
+                "protocol": s.protocol.value,
+                "allow_from": allow_from_view(s),
                 "instances": [instance(w, s) for w in by_service.get(s.name, [])],
             }
             for s in sorted(state.services.values(), key=lambda s: s.name)

@@ -153,3 +153,10 @@ def test_an_address_that_moves_is_warned_about() -> None:
     inputs = PlanInputs(state=build_state(old), applied_spec=old, mesh_config=MeshConfig())
     plan = compute_plan(inputs, new, "r1", prune=True)
     assert any(w.startswith("node c-n2: address changes") for w in plan.warnings), plan.warnings
+
+
+def test_a_document_changing_only_the_authorization_default_is_a_change() -> None:
+    plan = _plan(TEXT.replace("authorization: {default: deny}", "authorization: {default: allow}"))
+    assert plan and plan.objects.changed == ("authorization/default",) and not plan.objects.added
+    assert "  ~ authorization/default" in plan_text(plan_json(plan))
+    assert not _plan(TEXT)  # the same document: nothing

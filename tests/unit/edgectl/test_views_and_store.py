@@ -122,3 +122,12 @@ def test_the_services_view_gives_each_instance_its_latency_margin() -> None:
     ]
     assert rows["api"] == [{"workload": "api-1", "node": "c-n1", "worst_latency_ms": None, "margin_ms": None}]  # no SLO
     assert rows["db"] == []
+
+
+def test_the_services_view_says_who_may_call_each_service() -> None:
+    from edgectl.views import services_view
+
+    services = {s["name"]: s for s in services_view(build_state(example_spec()))["services"]}
+    assert services["api"]["allow_from"] == [{"who": "service:web", "paths": [], "methods": []}]
+    assert [rule["who"] for rule in services["web"]["allow_from"]] == ["host:u1", "host:u2", "host:u3"]
+    assert services["db"]["protocol"] == "http"
