@@ -164,10 +164,11 @@ class AgentServicer:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"unknown node {log_safe(node, 80)!r}: not in the fabric")
         if len(request.csr_pem) > MAX_CSR_BYTES:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem is longer than {MAX_CSR_BYTES} bytes")
-        refusal = self.tokens.redeem(request.join_token, node)
-        if refusal is not None:
-            raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"node {node}: {refusal.reason}")
+        # The certificate first: a CSR the CA refuses must not cost the agent its one-use token.
         svid = self._issue(request.csr_pem, node)
+        refusal = self.tokens.redeem(request.join_token, node)
+        if refusal is not None:  # the certificate made above is dropped unseen
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"node {node}: {refusal.reason}")
         now = self._clock()
         with self._lock:
             watching = self.attested[node].watching if node in self.attested else 0
@@ -226,7 +227,8 @@ class AgentServicer:
                     continue
                 if item is None:
                     continue  # closed: the loop's checks say how it ends
-                if item.generation <= state.generation:
+                item = _newest(watch.states, item)  # a backlog is one change to the newest model
+                if item is None or item.generation <= state.generation:
                     continue
                 state = item
                 after = node_workloads(state, node, self.app_host)
@@ -308,6 +310,19 @@ class AgentServicer:
             watches = list(self._watches)
         for watch in watches:
             watch.close()
+
+
+def _newest(states: queue.Queue[FabricState | None], first: FabricState) -> FabricState | None:
+    """The newest state queued after ``first`` (``first`` if none); None if the watch was closed."""
+    newest = first
+    while True:
+        try:
+            item = states.get_nowait()
+        except queue.Empty:
+            return newest
+        if item is None:
+            return None
+        newest = item
 
 
 def _workload_message(view: WorkloadView) -> pb.NodeWorkload:

@@ -68,6 +68,7 @@ class TlsFront:
         self._servers: list[asyncio.AbstractServer] = []
         self._thread: threading.Thread | None = None
         self._connections = 0
+        self._unix_path: str | None = None
         self.port = 0
 
     def peer_certificate(self, grpc_peer: str) -> tuple[bool, str | None]:
@@ -95,6 +96,8 @@ class TlsFront:
 
         def run() -> None:
             loop = asyncio.new_event_loop()
+            # A client that fails its handshake (plaintext, a foreign CA) is its problem: one debug line.
+            loop.set_exception_handler(lambda _loop, context: LOG.debug("agent API TLS: %s", context.get("message")))
             self._loop = loop
             try:
                 loop.run_until_complete(self._listen(host, port, unix_path))
@@ -129,6 +132,7 @@ class TlsFront:
             from meshctl.listen import remove_stale_socket
 
             remove_stale_socket(unix_path)
+            self._unix_path = unix_path
             unix = await asyncio.start_unix_server(
                 self._serve, unix_path, ssl=self._context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S
             )
@@ -180,6 +184,9 @@ class TlsFront:
             loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(5)
+        if self._unix_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._unix_path)
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

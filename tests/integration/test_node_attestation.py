@@ -128,7 +128,9 @@ def test_join_token_attests_once_and_the_node_svid_reaches_only_its_own_node(tmp
     )
     bundle_pem = (ca_dir / "bundle.pem").read_bytes()
     api, agent, xds, socket = free_port(), free_port(), free_port(), tmp_path / "xds.sock"
+    agent_socket = tmp_path / "agent.sock"
     extra = ["--pki-dir", str(ca_dir), "--api-port", str(api), "--agent-port", str(agent)]
+    extra += ["--agent-unix", str(agent_socket)]
     extra += ["--xds-port", str(xds), "--xds-unix", str(socket)]
     with edgectl_run(FABRIC, *extra) as controller, operator_channel(operator, api) as placement_channel:
         grpc.channel_ready_future(placement_channel).result(timeout=30)
@@ -240,6 +242,11 @@ def test_join_token_attests_once_and_the_node_svid_reaches_only_its_own_node(tmp
         with channel(f"127.0.0.1:{agent}", bundle_pem) as anonymous:
             late = refused(lambda: attest(apb_grpc.NodeAgentStub(anonymous), node, short_lived["token"]))
             assert late.code() == grpc.StatusCode.PERMISSION_DENIED and "expired" in str(late.details())
+
+        # The agent API on its Unix socket: the same TLS, the same refusals.
+        with channel(f"unix:{agent_socket}", bundle_pem) as local:
+            over_unix = refused(lambda: attest(apb_grpc.NodeAgentStub(local), node, "not-a-token"))
+            assert over_unix.code() == grpc.StatusCode.PERMISSION_DENIED and "unknown" in str(over_unix.details())
 
         agents = controller.get_json("/api/v1/agents")["agents"]
         assert [a["node"] for a in agents] == [node]

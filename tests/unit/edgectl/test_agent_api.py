@@ -3,6 +3,7 @@ route, and the servicer's refusals and slow-watch cut-off (a fake bus and gRPC c
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
@@ -147,12 +148,36 @@ def refusal(call: Any) -> Refused:
     return caught.value
 
 
-def test_attest_for_an_unknown_node_is_invalid_and_a_bad_token_denied(tmp_path: Path, state: FabricState) -> None:
+def csr_pem(node: str) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node)])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_attest_refusals_and_a_bad_csr_does_not_cost_the_token(tmp_path: Path, state: FabricState) -> None:
+    from pki.ca import CertificateAuthority
+
+    ca, _root_key = CertificateAuthority.create(TD)
     agents = servicer(FakeBus(state), tmp_path)
-    unknown = refusal(lambda: agents.attest(pb.AttestRequest(node="nope", join_token="x"), FakeContext(None)))
+    agents.issuer = ca
+    agents._clock = time.time  # the CA's certificates are valid now, not at NOW
+    token, _expires_at = agents.tokens.mint("ea-n1", 600)
+    unknown = refusal(lambda: agents.attest(pb.AttestRequest(node="nope", join_token=token), FakeContext(None)))
     assert unknown.code is grpc.StatusCode.INVALID_ARGUMENT
-    denied = refusal(lambda: agents.attest(pb.AttestRequest(node="ea-n1", join_token="x"), FakeContext(None)))
+    made_up = pb.AttestRequest(node="ea-n1", join_token="x", csr_pem=csr_pem("ea-n1"))
+    denied = refusal(lambda: agents.attest(made_up, FakeContext(None)))
     assert denied.code is grpc.StatusCode.PERMISSION_DENIED and "unknown join token" in denied.reason
+    garbage = refusal(lambda: agents.attest(pb.AttestRequest(node="ea-n1", join_token=token, csr_pem="junk"), None))
+    assert garbage.code is grpc.StatusCode.INVALID_ARGUMENT and "CSR" in garbage.reason
+    svid = agents.attest(pb.AttestRequest(node="ea-n1", join_token=token, csr_pem=csr_pem("ea-n1")), None)
+    assert svid.spiffe_id == f"spiffe://{TD}/node/ea-n1" and svid.trust_bundle_pem == ca.bundle_pem
+    assert agents.attested_view(state)["agents"][0]["node"] == "ea-n1"
 
 
 def test_every_other_call_needs_a_node_svid_and_concerns_its_own_node(tmp_path: Path, state: FabricState) -> None:
