@@ -85,6 +85,10 @@ def test_join_tokens_are_minted_for_compute_nodes_only_with_a_bounded_ttl(tmp_pa
     code, body = route(state, {"node": "ea-n1", "ttl_s": 86401})
     assert code == 400 and "24 h" in body["error"]
     assert route(state, "junk")[0] == 400
+    from edgectl.controller import _no_pki
+
+    code, body = _no_pki(state, {"node": "ea-n1"})  # a controller without --pki-dir
+    assert code == 503 and "--pki-dir" in body["error"]
     remote = join_token_route(JoinTokenStore(tmp_path, lambda: NOW), TD, http_host="0.0.0.0")
     code, body = remote(state, {"node": "ea-n1"})
     assert code == 403 and "loopback" in body["error"]
