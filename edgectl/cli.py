@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_address(run, "xds", "Envoy xDS (ADS) gRPC server", 18000)
     _add_address(run, "api", "placement gRPC API", 50051)
     run.add_argument(
+        "--agent-port",
+        type=int,
+        default=50052,
+        metavar="PORT",
+        help="node agent API (gRPC, TLS) port on --api-bind, served with --pki-dir (50052; 0: none)",
+    )
+    run.add_argument("--agent-unix", metavar="PATH", help="also serve the node agent API on this Unix socket")
+    run.add_argument(
         "--xds-unix", metavar="PATH", help="also serve xDS on this Unix socket (sidecars in network namespaces)"
     )
     run.add_argument(
@@ -368,6 +376,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"edgectl run: {exc}", file=sys.stderr)
         return 1
+    if not 0 <= args.agent_port <= 65535:
+        print(f"edgectl run: --agent-port must be 0 (none) or a port, not {args.agent_port}", file=sys.stderr)
+        return 1
     config = RunConfig(
         fabric_file=args.config or "",
         git=git,
@@ -383,6 +394,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         mesh_app_host=args.mesh_app_host,
         api_host=args.api_bind,
         api_port=args.api_port,
+        agent_port=args.agent_port,
+        agent_unix=args.agent_unix,
         state_dir=args.state_dir,
         prune=args.prune,
         config_watch_interval_s=args.reload_interval,

@@ -214,6 +214,9 @@ class RunConfig:
     mesh_app_host: str = "127.0.0.1"
     api_host: str = "127.0.0.1"
     api_port: int = 50051
+    agent_port: int = 50052
+    """The node agent API (``--agent-port``, on ``api_host``; 0: no TCP listener); served with --pki-dir only."""
+    agent_unix: str | None = None
     state_dir: str | None = None
     prune: bool = False
     """Objects removed from the desired state are torn down (else kept and reported as orphans)."""

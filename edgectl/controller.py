@@ -40,11 +40,13 @@ if TYPE_CHECKING:  # the servers are imported only when start() runs them (os-ke
     import ssl
     from collections.abc import Callable, Mapping
 
+    from edgectl.agent_api import AgentServer
     from edgectl.cert_renewal import ControlCertificates
     from edgectl.config_watch import ConfigWatcher
     from edgectl.desired_state import DesiredState
     from edgectl.git_sync import GitSync
     from meshctl.xds_grpc import MeshServer
+    from pki.join_token_store import JoinTokenStore
     from pki.service import PkiService
     from placement.grpc_api import PlacementServer
     from placement.replica_loop import ReplicaLoop
@@ -80,6 +82,10 @@ def _since_generation(query: Mapping[str, str]) -> int:
         raise BadQuery(f"since_generation must be an integer, not {text!r}") from None
 
 
+def _no_pki(_state: FabricState, _body: Any) -> tuple[int, Any]:
+    return 503, {"error": "this controller runs without --pki-dir: no node identities, no join tokens"}
+
+
 class Controller:
     def __init__(self, config: RunConfig, spec: FabricSpec, revision: str = "") -> None:
         self.config = config
@@ -95,6 +101,7 @@ class Controller:
         self.pki: PkiService | None = None
         self.control_certs: ControlCertificates | None = None
         self.placement: PlacementServer | None = None
+        self.agents: AgentServer | None = None
         self.desired: DesiredState | None = None
         self.config_watch: ConfigWatcher | None = None
         self.git: GitSync | None = None
@@ -147,6 +154,7 @@ class Controller:
         on_tls_context: Callable[[ssl.SSLContext], None] | None = None
         control_tls: ControlCertificates | None = None
         pki: PkiService | None = None
+        join_tokens: JoinTokenStore | None = None
         # SPIFFE ids (placement's, meshctl's) are in the CA's trust domain: with another, no SVID is issued.
         from placement.naming import DEFAULT_TRUST_DOMAIN
 
@@ -179,6 +187,15 @@ class Controller:
             from edgectl.pki_http import rotate_route
 
             self.http.add_route("/api/v1/pki/rotate", rotate_route(pki, http_host=self.config.http_host), method="POST")
+            from edgectl.pki_http import JOIN_TOKENS_PATH, join_token_route
+            from pki.join_token_store import JoinTokenStore
+
+            join_tokens = JoinTokenStore(self.config.pki.directory, time.time)
+            self.http.add_route(
+                JOIN_TOKENS_PATH,
+                join_token_route(join_tokens, pki.trust_domain, http_host=self.config.http_host),
+                method="POST",
+            )
             self.metrics.sources.identities = lambda: pki.snapshot
             self.metrics.observe_identities(pki.snapshot)  # those issued as the PKI started
             pki.subscribe(self.metrics.observe_identities)
@@ -255,6 +272,13 @@ class Controller:
             # The CRLs ride in the trust bundle: a revoked certificate is refused with the next push.
             mesh.use_identities(pki.snapshot, mtls=True, crl_pem=pki.trust_crls_pem())
             pki.subscribe(lambda snapshot: mesh.use_identities(snapshot, mtls=True, crl_pem=pki.trust_crls_pem()))
+        if pki is None:
+            from edgectl.pki_http import JOIN_TOKENS_PATH
+
+            self.http.add_route(JOIN_TOKENS_PATH, _no_pki, method="POST")
+        else:
+            assert control_tls is not None and join_tokens is not None
+            self._start_agent_api(pki, control_tls, join_tokens)
         # The placement API last: a Place or Migrate served before the routes and the mesh run would
         # wait on nothing (and the readiness gate would count its instance as one restored at start).
         from placement.baseline_profiles import all_profiles
@@ -296,6 +320,31 @@ class Controller:
         # process 80-110 ms here; after freeze about 15 ms).
         gc.collect()
         gc.freeze()
+
+    def _start_agent_api(self, pki: PkiService, control_tls: ControlCertificates, tokens: JoinTokenStore) -> None:
+        """The node agent API (``edgectl.agent_api``): TLS with the controller's renewed gRPC certificate."""
+        if not self.config.agent_port and not self.config.agent_unix:
+            return
+        from edgectl.agent_api import start_agent_api
+
+        def certificate() -> tuple[int, str, str]:
+            svid = control_tls.grpc.current
+            return svid.info.serial, svid.cert_chain_pem, svid.private_key_pem
+
+        self.agents = start_agent_api(
+            self.bus,
+            tokens,
+            pki.issuer,  # type: ignore[arg-type]  # a CertificateAuthority: issue_from_csr, bundle_pem
+            pki.trust_domain,
+            pki.authorize_node,
+            certificate,
+            host=self.config.api_host if self.config.agent_port else None,
+            port=self.config.agent_port,
+            unix_path=self.config.agent_unix,
+            app_host=self.config.mesh_app_host,
+        )
+        assert self.http is not None
+        self.http.add_route("/api/v1/agents", self.agents.servicer.attested_view)
 
     def _start_desired_state(self, trust_domain: str) -> None:
         """The desired-state layer: plan and apply documents warm, hot reload of --config, the HTTP routes."""
@@ -533,6 +582,8 @@ class Controller:
             self.replicas.stop()
         if self.placement is not None:
             self.placement.stop()
+        if self.agents is not None:
+            self.agents.stop()
         if self.pki is not None:
             self.pki.stop()
         if self.control_certs is not None:

@@ -1,4 +1,5 @@
-"""``POST /api/v1/pki/rotate``: a forced rotation (compromised key) on the controller's HTTP API.
+"""``POST /api/v1/pki/rotate``: a forced rotation (compromised key), and ``POST /api/v1/pki/join-tokens``:
+a one-time join token for a node agent, on the controller's HTTP API.
 
 The HTTP API has no authentication of its own, so the command is served only when that API listens on
 loopback (``--http-bind``'s default): then only local users reach it. Bound anywhere else, the route
@@ -12,10 +13,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from edgectl.http_access import loopback_only
+from netmodel.ids import NodeId
 from pki.errors import PkiError, RotationTooSoon
 
 if TYPE_CHECKING:  # the HTTP server and the CA are imported only when a controller runs
     from edgectl.http_api import PostRoute
+    from netmodel.state import FabricState
+    from pki.join_token_store import JoinTokenStore
     from pki.service import PkiService
 
 
@@ -38,4 +42,37 @@ def rotate_route(pki: PkiService, *, http_host: str) -> PostRoute:
 
     return loopback_only(
         rotate, http_host=http_host, what="forced rotation", instead="use edgectl pki rotate --dir on the CA"
+    )
+
+
+JOIN_TOKENS_PATH = "/api/v1/pki/join-tokens"
+
+
+def join_token_route(tokens: JoinTokenStore, trust_domain: str, *, http_host: str) -> PostRoute:
+    """``POST /api/v1/pki/join-tokens`` {"node": N, "ttl_s": 600}: a one-time join token for compute node N
+    (201 {"token", "node", "expires_at", "spiffe_id"}); 400 with the reason for an unknown node or a bad
+    TTL. Loopback only, like a forced rotation: a token lets a machine become node N."""
+    from pki.join_tokens import DEFAULT_TTL_S, JoinTokenError, check_ttl
+    from pki.policy import node_spiffe_id
+
+    def mint(state: FabricState, body: Any) -> tuple[int, Any]:
+        if not isinstance(body, dict) or not isinstance(body.get("node"), str) or not body["node"]:
+            return 400, {"error": 'expected a JSON body {"node": "<compute node>", "ttl_s": 600}'}
+        node = body["node"]
+        if NodeId(node) not in state.nodes:
+            known = ", ".join(sorted(state.nodes)[:20]) or "none"
+            return 400, {"error": f"unknown node {node!r}: not a compute node of the fabric (known: {known})"}
+        try:
+            ttl = check_ttl(body.get("ttl_s", DEFAULT_TTL_S))
+            spiffe_id = node_spiffe_id(trust_domain, node)
+            token, expires_at = tokens.mint(node, ttl)
+        except (JoinTokenError, PkiError) as exc:
+            return 400, {"error": str(exc)}
+        return 201, {"token": token, "node": node, "expires_at": expires_at, "spiffe_id": spiffe_id}
+
+    return loopback_only(
+        mint,
+        http_host=http_host,
+        what="minting a join token",
+        instead="run edgectl pki token on the controller's machine",
     )

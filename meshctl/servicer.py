@@ -133,8 +133,8 @@ class AdsServicer:
         if self._authorize is None:
             return None
         certificate = _peer_certificate(context)
-        if certificate is None:
-            return None  # the Unix socket: its file permissions decide who connects
+        if certificate is None:  # every listener is mTLS when there is an authorizer: should not happen
+            return "no client certificate: the xDS server requires mTLS"
         node = getattr(getattr(request, "node", None), "id", "")
         return self._authorize(str(node), certificate)
 

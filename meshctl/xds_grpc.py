@@ -72,8 +72,8 @@ __all__ = [
 ]
 
 XdsTls = ServerTls[NodeAuthorizer]
-"""mTLS on the TCP listener (``authorize`` binds each stream's node id to the client certificate). The
-Unix socket stays plaintext: who may connect to it is decided by its file permissions."""
+"""mTLS on every listener, TCP and the Unix socket alike (``authorize`` binds each stream's node id to the
+client certificate): with the PKI on there is no plaintext way in, not even a local one."""
 
 
 class _Svid(Protocol):
@@ -321,7 +321,8 @@ class MeshServer:
         self._bound_port = bind(server, f"{host_for_grpc(self._host)}:{self._port}", credentials)
         if self._unix_path:
             remove_stale_socket(self._unix_path)
-            bind(server, f"unix:{self._unix_path}")
+            # Its own credentials object: grpc's certificate fetcher serves one listener.
+            bind(server, f"unix:{self._unix_path}", self._tls.credentials() if self._tls else None)
         await server.start()
         self._ready.set()
         await self._stop_requested.wait()
@@ -340,7 +341,7 @@ def start_mesh(
     wait_for_sidecars: bool = False,
 ) -> MeshServer:
     """Start the xDS control plane of a controller: ``state`` returns the latest model, ``subscribe``
-    registers a bus subscriber (called with every applied event); ``tls``: mTLS on the TCP listener;
+    registers a bus subscriber (called with every applied event); ``tls``: mTLS on every listener (TCP and Unix);
     ``wait_for_sidecars``: a workload is an endpoint only once its sidecar serves (``meshctl.readiness``).
     Raises OSError when it cannot listen."""
     server = MeshServer(state, host, port, unix_path, registry, config, tls=tls, wait_for_sidecars=wait_for_sidecars)

@@ -136,7 +136,7 @@ def start_edgectl(
 ) -> ControllerProcess:
     """Start ``edgectl run`` and wait until ``/healthz`` says ok; the caller stops it (``.stop()``).
 
-    Every server listens on a free port unless ``extra`` chooses it: the defaults (18000, 50051) clash
+    Every server listens on a free port unless ``extra`` chooses it: the defaults (18000, 50051, 50052) clash
     between runs. Output goes to ``log_path`` (a new temporary file by default). If it exits or does not
     get ready it is stopped, and ``ControllerExited`` or ``WaitTimedOut`` says why."""
     openflow_port = openflow_port or free_port()
@@ -157,7 +157,7 @@ def start_edgectl(
         str(http_port),
         *extra,
     ]
-    for flag in ("--xds-port", "--api-port"):
+    for flag in ("--xds-port", "--api-port", "--agent-port"):
         if flag not in extra:
             command += [flag, str(free_port())]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

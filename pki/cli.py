@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 PROG = "edgectl pki"
+HTTP_ENV = "EDGECTL_HTTP"  # as edgectl.config: where the CLI finds the controller's HTTP API
+DEFAULT_HTTP = "127.0.0.1:8080"
 CONTROL_CERT_TTL_S = 7 * 86400
 """The controller's own certificates (gRPC, OpenFlow) live this long unless --control-cert-ttl says."""
 
@@ -88,6 +90,26 @@ def register(subparsers: Any) -> None:
     rotate.add_argument("--ttl", type=int, metavar="SECONDS", help="lifetime of the replacement")
     _add_passphrase(rotate, "the CA key's passphrase is in")
 
+    token = commands.add_parser(
+        "token",
+        help="a one-time join token for a node agent (edgectl agent --join-token), from a running controller",
+        description="Asks a running controller (POST /api/v1/pki/join-tokens on its HTTP API, served on "
+        "loopback only) for a token that attests NODE once, before it expires. The token goes to stdout, "
+        "its expiry to stderr.",
+    )
+    token.add_argument("--node", required=True, metavar="NODE", help="the compute node the token is for")
+    token.add_argument(
+        "--ttl", default="10m", metavar="DURATION", help="how long it may be used: 600, 30s, 10m, 1h (10m; 10 s-24 h)"
+    )
+    token.add_argument(
+        "--http",
+        "--api",
+        dest="http",
+        default=os.environ.get(HTTP_ENV) or DEFAULT_HTTP,
+        metavar="HOST:PORT",
+        help=f"the controller's HTTP API (default: ${HTTP_ENV}, else {DEFAULT_HTTP})",
+    )
+
 
 def _add_passphrase(parser: argparse.ArgumentParser, what: str) -> None:
     group = parser.add_mutually_exclusive_group()
@@ -108,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         return _fail(command, f"{where}{exc.strerror or exc}")
-    except ValueError as exc:  # e.g. an empty passphrase or a bad number: still one line
+    except (ValueError, KeyError) as exc:  # an empty passphrase, a bad number, a reply without a field
         return _fail(command, str(exc))
     except Exception as exc:  # a bug must still not print a traceback at the user
         return _fail(command, f"internal error: {exc!r}")
@@ -302,15 +324,20 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 def rotate_on_controller(address: str, spiffe_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
     """``POST http://ADDRESS/api/v1/pki/rotate``; the controller's JSON reply. Raises ``PkiError``."""
+    return _post_to_controller(address, "/api/v1/pki/rotate", {"spiffe_id": spiffe_id}, timeout_s)
+
+
+def _post_to_controller(address: str, path: str, body: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
     import json
     import urllib.error
     import urllib.request
 
     from pki.errors import PkiError
 
+    address = address.removeprefix("http://").rstrip("/")
     request = urllib.request.Request(
-        f"http://{address}/api/v1/pki/rotate",
-        data=json.dumps({"spiffe_id": spiffe_id}).encode(),
+        f"http://{address}{path}",
+        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
@@ -341,6 +368,37 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         )
     if args.dir:
         return _rotate_in_directory(args)
+    return 0
+
+
+def parse_duration(text: str) -> int:
+    """``600``, ``30s``, ``10m``, ``1h`` -> seconds. ``ValueError`` for anything else."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    value = text.strip()
+    factor = units.get(value[-1:].lower(), 0) if value else 0
+    number = value[:-1] if factor else value
+    try:
+        amount = float(number)
+    except ValueError:
+        raise ValueError(f"--ttl {text!r} is not a duration (600, 30s, 10m, 1h)") from None
+    seconds = amount * (factor or 1)
+    if not seconds == seconds or seconds != int(seconds):
+        raise ValueError(f"--ttl {text!r} is not a whole number of seconds")
+    return int(seconds)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from pki.certs import format_time
+    from pki.join_tokens import check_ttl
+
+    ttl = check_ttl(parse_duration(args.ttl))
+    reply = _post_to_controller(args.http, "/api/v1/pki/join-tokens", {"node": args.node, "ttl_s": ttl})
+    print(reply["token"])
+    print(
+        f"join token for node {reply['node']} ({reply.get('spiffe_id', '')}): one use, "
+        f"until {format_time(float(reply['expires_at']))}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -389,6 +447,7 @@ _COMMANDS = {
     "inspect": cmd_inspect,
     "bundle": cmd_bundle,
     "rotate": cmd_rotate,
+    "token": cmd_token,
 }
 
 

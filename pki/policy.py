@@ -17,6 +17,7 @@ workload               ``spiffe://<td>/svc/<service>/w/<workload-id>``
 client sidecar (host)  ``spiffe://<td>/host/<host-id>``    (what meshctl expects)
 switch                 ``spiffe://<td>/switch/<dpid as 16 hex digits>``
 controller             ``spiffe://<td>/controller/<name>``
+compute node (agent)   ``spiffe://<td>/node/<node-id>``    (attested with a join token)
 =====================  ===========================================================
 
 Authorising "any instance of service S" is a prefix match on ``spiffe://<td>/svc/<S>/`` (see
@@ -184,6 +185,23 @@ def switch_spiffe_id(trust_domain: str, dpid: int) -> SpiffeId:
     if not 0 <= dpid < 1 << 64:
         raise InvalidSpiffeId(f"datapath id {dpid} is not a 64-bit unsigned integer")
     return _named(trust_domain, ("switch", "kind"), (f"{dpid:016x}", "datapath id"))
+
+
+def node_spiffe_id(trust_domain: str, node: str) -> SpiffeId:
+    """A compute node's identity: what its node agent holds once attested with a join token."""
+    return _named(trust_domain, ("node", "kind"), (node, "node id"))
+
+
+def node_of(spiffe_id: str, trust_domain: str) -> str | None:
+    """The compute node a node SVID of ``trust_domain`` names, or None if ``spiffe_id`` is not one."""
+    try:
+        parts = parse_spiffe_id(spiffe_id)
+    except InvalidSpiffeId:
+        return None
+    segments = parts.segments
+    if parts.trust_domain != trust_domain or len(segments) != 2 or segments[0] != "node":
+        return None
+    return segments[1]
 
 
 def controller_spiffe_id(trust_domain: str, name: str = "edgectl") -> SpiffeId:

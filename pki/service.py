@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netmodel.ids import WorkloadId
 from netmodel.state import FabricState
-from pki.authz import check_operator, check_xds_node
+from pki.authz import check_node_caller, check_operator, check_xds_node
 from pki.errors import InvalidSpiffeId, PkiError, RotationTooSoon
 from pki.identities import IdentityChanges, IdentityManager, IdentitySnapshot, Issuer, desired_identities
 from pki.policy import FORCED_ROTATION_INTERVAL_S, forced_rotation_wait, host_spiffe_id
@@ -154,7 +155,17 @@ class PkiService:
         if refusal is not None:
             return refusal
         identities = {subject: str(svid.spiffe_id) for subject, svid in self.snapshot.identities.items()}
-        return check_xds_node(node_id, peer, identities)
+        placed = self._state().workloads.get(WorkloadId(node_id))
+        placed_on = {node_id: str(placed.node) if placed is not None and placed.node is not None else None}
+        return check_xds_node(node_id, peer, identities, trust_domain=self.trust_domain, placed_on=placed_on)
+
+    def authorize_node(self, certificate_pem: str) -> tuple[str, str | None]:
+        """The node agent API's check of a verified client certificate: (its node, None) for a node SVID
+        of this trust domain that is not revoked, else ("", why not)."""
+        peer, refusal = self._peer(certificate_pem)
+        if refusal is not None:
+            return "", refusal
+        return check_node_caller(peer, self.trust_domain)
 
     def authorize_operator(self, certificate_pem: str) -> str | None:
         """The placement API's check: an operator or controller identity of this trust domain, not revoked."""

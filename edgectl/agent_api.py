@@ -1,0 +1,456 @@
+"""The node agent API (``edgectl.agent.v1.NodeAgent``) of ``edgectl run --pki-dir`` (adapter: grpc).
+
+- ``Attest(node, join_token, csr_pem)``: the one call without a client certificate. The token must be
+  unused, unexpired and for ``node`` (``pki.join_tokens``); then the node SVID
+  ``spiffe://<td>/node/<node>`` is issued from the CSR (the key stays on the node) with the run's SVID
+  lifetime, with the trust bundle.
+- every other call needs a node SVID of this trust domain, not revoked, as its client certificate (TLS:
+  ``edgectl.agent_tls``); the node it names is the caller's node, and the only node the call may
+  concern: ``RenewNodeSvid`` issues the caller's node SVID again, ``WatchNode`` streams the caller's
+  node's workloads (a SNAPSHOT, then PLACED / REMOVED: ``edgectl.agent_view``), ``ReportHealth``
+  reports one of its instances (``WorkloadHealthChanged``, as ``POST /api/v1/workloads/health``).
+
+Every refusal is PERMISSION_DENIED (INVALID_ARGUMENT for a malformed request) with the reason, and one
+WARNING line with the client's text escaped. A watch that falls ``MAX_PENDING`` model changes behind
+is ended with RESOURCE_EXHAUSTED (the agent watches again and gets a fresh SNAPSHOT): the model writer
+never waits on an agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+
+from edgectl.agent_view import WorkloadView, node_changes, node_workloads
+from netmodel.bus import ModelBus
+from netmodel.events import Event, WorkloadHealthChanged
+from netmodel.ids import NodeId, WorkloadId
+from netmodel.logsafe import log_safe
+from netmodel.state import EventRejected, FabricState
+from netmodel.wire import Undecodable, safe_parser
+from nodeagent._pb import agent_pb2 as pb
+from pki.errors import PkiError
+from pki.join_token_store import JoinTokenStore
+from pki.policy import Svid, node_spiffe_id
+
+LOG = logging.getLogger("edgectl.agent_api")
+
+SERVICE_NAME = "edgectl.agent.v1.NodeAgent"
+DEFAULT_AGENT_PORT = 50052
+MAX_PENDING = 1024
+MAX_WORKERS = 64
+MAX_WATCHES = 48
+MAX_REASON_CHARS = 500
+MAX_CSR_BYTES = 16 * 1024
+PUBLISH_TIMEOUT_S = 5.0
+
+
+class NodeCaller(Protocol):
+    def __call__(self, certificate_pem: str) -> tuple[str, str | None]:
+        """(the node a verified client certificate names, None) or ("", why not): ``PkiService.authorize_node``."""
+        ...
+
+
+class Issuer(Protocol):
+    bundle_pem: str
+
+    def issue_from_csr(self, csr_pem: bytes | str, spiffe_id: str, now: float, *, ttl_s: int | None = None) -> Svid: ...
+
+
+@dataclass
+class AttestedNode:
+    spiffe_id: str
+    attested_at: float
+    renewed_at: float
+    expires_at: float
+    serial: str
+    watching: int = 0
+
+
+class Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class _Watch:
+    """One WatchNode stream's queue of model states (bounded; the writer only offers)."""
+
+    def __init__(self, max_pending: int) -> None:
+        self.states: queue.Queue[FabricState | None] = queue.Queue(max_pending)
+        self.overflowed = False
+        self.closed = False
+
+    def offer(self, state: FabricState) -> None:
+        if self.closed:
+            return
+        try:
+            self.states.put_nowait(state)
+        except queue.Full:
+            self.overflowed = True
+            self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(queue.Full):  # full: the reader is not blocked, it sees `closed`
+            self.states.put_nowait(None)
+
+
+class AgentServicer:
+    def __init__(
+        self,
+        bus: ModelBus,
+        tokens: JoinTokenStore,
+        issuer: Issuer,
+        trust_domain: str,
+        authorize_node: NodeCaller,
+        caller_certificate: Callable[[grpc.ServicerContext], str | None],
+        *,
+        app_host: str = "127.0.0.1",
+        clock: Callable[[], float] = time.time,
+        max_pending: int = MAX_PENDING,
+        max_watches: int = MAX_WATCHES,
+    ) -> None:
+        self.bus = bus
+        self.tokens = tokens
+        self.issuer = issuer
+        self.trust_domain = trust_domain
+        self._authorize_node = authorize_node
+        self._caller_certificate = caller_certificate
+        self.app_host = app_host
+        self._clock = clock
+        self._max_pending = max_pending
+        self._max_watches = max_watches
+        self._lock = threading.Lock()
+        self._watches: list[_Watch] = []
+        self.attested: dict[str, AttestedNode] = {}
+
+    # -- the bus -----------------------------------------------------------------------------------
+
+    def on_model_change(self, _event: Event, state: FabricState) -> None:
+        """Bus subscriber (the model writer): only enqueues."""
+        with self._lock:
+            watches = list(self._watches)
+        for watch in watches:
+            watch.offer(state)
+
+    # -- who calls ---------------------------------------------------------------------------------
+
+    def _caller_node(self, context: grpc.ServicerContext) -> str:
+        certificate = self._caller_certificate(context)
+        if certificate is None:
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, "this call needs the node SVID as client certificate")
+        node, refusal = self._authorize_node(certificate)
+        if refusal is not None:
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        return node
+
+    # -- the calls ---------------------------------------------------------------------------------
+
+    def attest(self, request: pb.AttestRequest, _context: grpc.ServicerContext) -> pb.NodeSvid:
+        node = request.node
+        if not node or NodeId(node) not in self.bus.state.nodes:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"unknown node {log_safe(node, 80)!r}: not in the fabric")
+        if len(request.csr_pem) > MAX_CSR_BYTES:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem is longer than {MAX_CSR_BYTES} bytes")
+        refusal = self.tokens.redeem(request.join_token, node)
+        if refusal is not None:
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"node {node}: {refusal.reason}")
+        svid = self._issue(request.csr_pem, node)
+        now = self._clock()
+        with self._lock:
+            watching = self.attested[node].watching if node in self.attested else 0
+            self.attested[node] = AttestedNode(
+                str(svid.spiffe_id), now, now, svid.info.not_after, format(svid.info.serial, "x"), watching
+            )
+        LOG.info("node %s attested with a join token: %s until %d", node, svid.spiffe_id, svid.info.not_after)
+        return self._svid_message(svid)
+
+    def renew_node_svid(self, request: pb.RenewRequest, context: grpc.ServicerContext) -> pb.NodeSvid:
+        node = self._caller_node(context)
+        if len(request.csr_pem) > MAX_CSR_BYTES:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem is longer than {MAX_CSR_BYTES} bytes")
+        svid = self._issue(request.csr_pem, node)
+        with self._lock:
+            record = self.attested.get(node)
+            if record is not None:
+                record.renewed_at, record.expires_at = self._clock(), svid.info.not_after
+                record.serial = format(svid.info.serial, "x")
+        return self._svid_message(svid)
+
+    def watch_node(self, request: pb.WatchNodeRequest, context: grpc.ServicerContext) -> Iterator[pb.NodeEvent]:
+        node = self._caller_node(context)
+        if request.node != node:
+            raise Refused(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"node {node} may watch only its own workloads, not node {log_safe(request.node, 80)!r}'s",
+            )
+        watch = _Watch(self._max_pending)
+        with self._lock:
+            if len(self._watches) >= self._max_watches:
+                raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many watches (at most {self._max_watches})")
+            self._watches.append(watch)  # before the snapshot is read: no change falls in between
+            if node in self.attested:
+                self.attested[node].watching += 1
+        context.add_callback(watch.close)
+        try:
+            state = self.bus.state
+            views = node_workloads(state, node, self.app_host)
+            yield pb.NodeEvent(
+                kind=pb.NodeEvent.SNAPSHOT,
+                workloads=[_workload_message(v) for _, v in sorted(views.items())],
+                generation=state.generation,
+            )
+            while context.is_active():
+                if watch.overflowed:
+                    raise Refused(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"this watch fell {self._max_pending} model changes behind and was ended: watch again",
+                    )
+                try:
+                    item = watch.states.get(timeout=0.5)
+                except queue.Empty:
+                    if watch.closed:
+                        return
+                    continue
+                if item is None:
+                    continue  # closed: the loop's checks say how it ends
+                if item.generation <= state.generation:
+                    continue
+                state = item
+                after = node_workloads(state, node, self.app_host)
+                placed, removed = node_changes(views, after)
+                views = after
+                if removed:
+                    yield pb.NodeEvent(
+                        kind=pb.NodeEvent.REMOVED,
+                        workloads=[pb.NodeWorkload(id=wid) for wid in removed],
+                        generation=state.generation,
+                    )
+                if placed:
+                    yield pb.NodeEvent(
+                        kind=pb.NodeEvent.PLACED,
+                        workloads=[_workload_message(v) for v in placed],
+                        generation=state.generation,
+                    )
+        finally:
+            watch.close()
+            with self._lock:
+                if watch in self._watches:
+                    self._watches.remove(watch)
+                if node in self.attested:
+                    self.attested[node].watching -= 1
+
+    def report_health(self, request: pb.HealthReport, context: grpc.ServicerContext) -> pb.HealthReply:
+        node = self._caller_node(context)
+        workload = self.bus.state.workloads.get(WorkloadId(request.workload_id))
+        if workload is None or workload.node != node:
+            raise Refused(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"node {node} may report only its own workloads; {log_safe(request.workload_id, 80)!r} is not "
+                "placed on it",
+            )
+        event = WorkloadHealthChanged(workload.id, request.healthy, request.reason[:MAX_REASON_CHARS], self._clock())
+        try:
+            self.bus.publish(event).result(timeout=PUBLISH_TIMEOUT_S)
+        except EventRejected as exc:  # removed meanwhile
+            raise Refused(grpc.StatusCode.NOT_FOUND, str(exc)) from None
+        except FutureTimeout:
+            raise Refused(grpc.StatusCode.UNAVAILABLE, "the model writer did not apply the report in time") from None
+        return pb.HealthReply()
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _issue(self, csr_pem: str, node: str) -> Svid:
+        try:
+            return self.issuer.issue_from_csr(csr_pem, node_spiffe_id(self.trust_domain, node), self._clock())
+        except PkiError as exc:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"no node SVID for {node}: {exc}") from None
+
+    def _svid_message(self, svid: Svid) -> pb.NodeSvid:
+        return pb.NodeSvid(
+            spiffe_id=str(svid.spiffe_id),
+            cert_chain_pem=svid.cert_chain_pem,
+            trust_bundle_pem=self.issuer.bundle_pem,
+            expires_at=float(svid.info.not_after),
+        )
+
+    def attested_view(self, _state: FabricState) -> dict[str, Any]:
+        """``GET /api/v1/agents``: the nodes attested since the controller started."""
+        with self._lock:
+            rows = [
+                {
+                    "node": node,
+                    "spiffe_id": r.spiffe_id,
+                    "attested_at": r.attested_at,
+                    "renewed_at": r.renewed_at,
+                    "expires_at": r.expires_at,
+                    "serial": r.serial,
+                    "watching": r.watching,
+                }
+                for node, r in sorted(self.attested.items())
+            ]
+        return {"agents": rows}
+
+    def close_watches(self) -> None:
+        with self._lock:
+            watches = list(self._watches)
+        for watch in watches:
+            watch.close()
+
+
+def _workload_message(view: WorkloadView) -> pb.NodeWorkload:
+    return pb.NodeWorkload(
+        id=view.id,
+        service=view.service,
+        port=view.port,
+        address=view.address,
+        app_host=view.app_host,
+        run=list(view.run),
+        env=dict(view.env),
+        spiffe_id=view.spiffe_id,
+        calls=[
+            pb.Call(service=c.service, port=c.port, per_request=c.per_request, bytes_per_call=c.bytes_per_call)
+            for c in view.calls
+        ],
+        protocol=view.protocol,
+    )
+
+
+def _guarded(name: str, method: Callable[[Any, grpc.ServicerContext], Any], streaming: bool = False) -> Any:
+    """The handler around ``method``: undecodable requests, refusals (logged once), internal errors."""
+
+    def refuse(context: grpc.ServicerContext, exc: Refused) -> None:
+        if exc.code is not grpc.StatusCode.RESOURCE_EXHAUSTED or "behind" not in exc.reason:
+            LOG.warning("agent API: refusing %s from %s: %s", name, log_safe(context.peer()), log_safe(exc.reason))
+        context.abort(exc.code, exc.reason)
+
+    def check(request: Any) -> Any:
+        if isinstance(request, Undecodable):
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+        return request
+
+    if streaming:
+
+        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from method(check(request), context)
+            except Refused as exc:
+                refuse(context, exc)
+            except Exception as exc:
+                LOG.exception("agent API: %s failed", name)
+                context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+        return stream
+
+    def unary(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(check(request), context)
+        except Refused as exc:
+            refuse(context, exc)
+        except Exception as exc:
+            LOG.exception("agent API: %s failed", name)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    return unary
+
+
+def handlers(servicer: AgentServicer) -> grpc.GenericRpcHandler:
+    def unary(name: str, method: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            _guarded(name, method),
+            request_deserializer=safe_parser(request),
+            response_serializer=response.SerializeToString,
+        )
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "Attest": unary("Attest", servicer.attest, pb.AttestRequest, pb.NodeSvid),
+            "RenewNodeSvid": unary("RenewNodeSvid", servicer.renew_node_svid, pb.RenewRequest, pb.NodeSvid),
+            "WatchNode": grpc.unary_stream_rpc_method_handler(
+                _guarded("WatchNode", servicer.watch_node, streaming=True),
+                request_deserializer=safe_parser(pb.WatchNodeRequest),
+                response_serializer=pb.NodeEvent.SerializeToString,
+            ),
+            "ReportHealth": unary("ReportHealth", servicer.report_health, pb.HealthReport, pb.HealthReply),
+        },
+    )
+
+
+class AgentServer:
+    """The running agent API: the gRPC server on loopback and its TLS listener(s)."""
+
+    def __init__(self, servicer: AgentServicer, server: grpc.Server, front: Any) -> None:
+        self.servicer = servicer
+        self.server = server
+        self.front = front
+
+    @property
+    def port(self) -> int:
+        return int(self.front.port)
+
+    def stop(self, grace: float = 1.0) -> None:
+        self.front.stop()
+        self.servicer.close_watches()
+        self.server.stop(grace).wait(grace + 5)
+
+
+def start_agent_api(
+    bus: ModelBus,
+    tokens: JoinTokenStore,
+    issuer: Issuer,
+    trust_domain: str,
+    authorize_node: NodeCaller,
+    certificate: Callable[[], tuple[int, str, str]],
+    *,
+    host: str | None = "127.0.0.1",
+    port: int = DEFAULT_AGENT_PORT,
+    unix_path: str | None = None,
+    app_host: str = "127.0.0.1",
+) -> AgentServer:
+    """Serve the agent API on ``host:port`` (None: no TCP listener) and/or ``unix_path``, with TLS:
+    ``certificate() -> (serial, chain, key)`` the controller's newest; client certificates checked
+    against ``issuer.bundle_pem``. Subscribes to the bus. Raises OSError when it cannot listen."""
+    from edgectl.agent_tls import TlsFront
+
+    front_box: list[TlsFront] = []
+
+    def caller_certificate(context: grpc.ServicerContext) -> str | None:
+        known, pem = front_box[0].peer_certificate(context.peer())
+        return pem if known else None
+
+    servicer = AgentServicer(bus, tokens, issuer, trust_domain, authorize_node, caller_certificate, app_host=app_host)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="agent-api"),
+        options=(("grpc.so_reuseport", 0),),
+    )
+    server.add_generic_rpc_handlers((handlers(servicer),))
+    backend = server.add_insecure_port("127.0.0.1:0")
+    if not backend:
+        raise OSError("agent API: cannot bind its loopback port")
+    server.start()
+    try:
+        front = TlsFront(certificate, issuer.bundle_pem, backend)
+        front_box.append(front)
+        from meshctl.listen import strip_unix_scheme
+
+        front.start(host, port, strip_unix_scheme(unix_path) if unix_path else None)
+    except BaseException:
+        server.stop(0)
+        raise
+    bus.subscribe(servicer)
+    where = ([f"{host}:{front.port}"] if host is not None else []) + ([f"unix:{unix_path}"] if unix_path else [])
+    LOG.info("node agent API on %s (TLS; node SVIDs for every call but Attest)", " and ".join(where))
+    return AgentServer(servicer, server, front)
