@@ -23,6 +23,7 @@ from nodeagent.plan import Call, EventKind, WorkloadSpec
 LOG = logging.getLogger("edgectl.agent")
 
 CALL_TIMEOUT_S = 10.0
+UNIX_SERVER_NAME = "localhost"
 KINDS = {pb.NodeEvent.SNAPSHOT: EventKind.SNAPSHOT, pb.NodeEvent.PLACED: EventKind.PLACED}
 
 
@@ -66,6 +67,9 @@ def _issued(reply: Any) -> IssuedSvid:
 class ControllerClient:
     def __init__(self, target: str, *, server_name: str = "") -> None:
         self.target = target
+        if not server_name and target.startswith("unix:"):
+            # gRPC checks a Unix socket's path as the host name; the controller's certificate names localhost.
+            server_name = UNIX_SERVER_NAME
         self._options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None

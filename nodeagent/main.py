@@ -76,6 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how long a removed workload keeps running for requests in flight (1.0)",
     )
+    parser.add_argument(
+        "--controller-server-name",
+        default="",
+        metavar="NAME",
+        help="the name the controller's certificate must carry when --controller's host is not in it "
+        "(default: that host; localhost for a Unix socket)",
+    )
     parser.add_argument("--envoy", metavar="PATH", help="the Envoy binary (default: the one beside this python)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -274,7 +281,7 @@ class Agent:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        self.client = ControllerClient(self.args.controller)
+        self.client = ControllerClient(self.args.controller, server_name=self.args.controller_server_name)
         try:
             self.svid = self._identity()
         except SystemExit as exit_:

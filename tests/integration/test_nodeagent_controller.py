@@ -89,9 +89,11 @@ def short_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
 def test_an_attested_agent_runs_its_nodes_sidecars_with_config_over_node_svid_mtls(
-    tmp_path: Path, short_dir: Path
+    tmp_path: Path, short_dir: Path, transport: str
 ) -> None:
+    """``unix``: the agent API and xDS on Unix sockets, as in a Mininet node's network namespace."""
     ca_dir, operator = tmp_path / "ca", tmp_path / "alice"
     edgectl("pki", "init", "--trust-domain", TD, "--dir", str(ca_dir))
     edgectl(
@@ -100,6 +102,10 @@ def test_an_attested_agent_runs_its_nodes_sidecars_with_config_over_node_svid_mt
     api, agent_port, xds = free_port(), free_port(), free_port()
     extra = ["--pki-dir", str(ca_dir), "--api-port", str(api), "--agent-port", str(agent_port)]
     extra += ["--xds-port", str(xds)]
+    controller_address, xds_address = f"127.0.0.1:{agent_port}", f"127.0.0.1:{xds}"
+    if transport == "unix":
+        extra += ["--agent-unix", str(short_dir / "agent.sock"), "--xds-unix", str(short_dir / "xds.sock")]
+        controller_address, xds_address = f"unix:{short_dir}/agent.sock", f"unix:{short_dir}/xds.sock"
     work_dir = short_dir / "agent"
     agent: subprocess.Popen[bytes] | None = None
     agent_log = short_dir / "agent.log"
@@ -123,13 +129,13 @@ def test_an_attested_agent_runs_its_nodes_sidecars_with_config_over_node_svid_mt
                 "--node",
                 node,
                 "--controller",
-                f"127.0.0.1:{agent_port}",
+                controller_address,
                 "--join-token-file",
                 str(token_file),
                 "--trust-bundle",
                 str(ca_dir / "bundle.pem"),
                 "--xds",
-                f"127.0.0.1:{xds}",
+                xds_address,
                 "--xds-server-id",
                 f"spiffe://{TD}/controller/edgectl",
                 "--work-dir",
