@@ -405,3 +405,34 @@ def test_the_node_svid_is_renewed_at_half_life_and_the_sds_file_rewritten(setup:
     port = free_port()
     setup.controller.place(http_server("web-1", port))
     setup.wait_state("web-1", "running")
+
+
+def test_a_dead_sidecar_is_reported_and_the_workload_restarted(setup: Setup) -> None:
+    port = free_port()
+    setup.controller.place(http_server("web-1", port))
+    setup.start_agent()
+    first = setup.wait_state("web-1", "running")
+    os.kill(first["sidecar_pid"], signal.SIGKILL)
+    wait_until(lambda: ("web-1", False, "sidecar exited (-9)") in setup.controller.reports, 30, what="report")
+    second = wait_until(
+        lambda: (e := setup.workload("web-1")).get("state") == "running" and e.get("restarts") == 1 and e,
+        30,
+        what="web-1 restarted",
+    )
+    assert alive(second["app_pid"]) and alive(second["sidecar_pid"])
+    assert not alive(first["app_pid"])  # restarted as a whole: app first, then its sidecar
+
+
+def test_a_placement_on_a_draining_instances_port_stops_that_one_first(setup: Setup) -> None:
+    port = free_port()
+    setup.controller.place(http_server("web-1", port))
+    setup.start_agent("--drain-s", "60")
+    old = setup.wait_state("web-1", "running")
+    setup.controller.remove("web-1")
+    setup.wait_state("web-1", "draining")
+    assert alive(old["app_pid"]) and answers(port)  # still serving requests in flight
+    setup.controller.place(http_server("web-2", port))  # moved back to this node: same port
+    new = setup.wait_state("web-2", "running")
+    stopped = setup.workload("web-1")
+    assert stopped["state"] == "stopped" and stopped["reason"] == f"its port {port} is needed by web-2"
+    assert not alive(old["app_pid"]) and alive(new["app_pid"])
