@@ -144,6 +144,7 @@ class Supervisor:
 
     def start(self) -> Supervisor:
         self.work_root.mkdir(parents=True, exist_ok=True)
+        stop_leftovers(self.status_path, self.work_root)
         self._write_status()
         self._thread = threading.Thread(target=self._loop, name="agent-supervisor", daemon=True)
         self._thread.start()
@@ -438,3 +439,52 @@ def wait_listening(
             raise RuntimeError(f"app did not listen on {host}:{port} within {timeout:g} s")
         if cancelled.wait(0.05):
             raise RuntimeError("the agent is stopping")
+
+
+def stop_leftovers(status_path: Path, work_root: Path) -> None:
+    """Stop the apps and sidecars an earlier agent on this work directory left running (it was killed
+    without its SIGTERM cleanup): they hold the ports the new ones need. A PID from the old status.json
+    is only taken for ours when the process still says so: an app's environment names its workload, a
+    sidecar's command line its bootstrap in this work directory."""
+    try:
+        previous = json.loads(status_path.read_text()).get("workloads", {})
+    except (OSError, ValueError, AttributeError):
+        return
+    for workload_id, entry in previous.items() if isinstance(previous, dict) else ():
+        if not isinstance(entry, dict):
+            continue
+        app_pid, sidecar_pid = entry.get("app_pid"), entry.get("sidecar_pid")
+        bootstrap = str(work_root / "w" / str(workload_id) / "bootstrap.json").encode()
+        if isinstance(sidecar_pid, int) and bootstrap in _proc_bytes(sidecar_pid, "cmdline").split(b"\0"):
+            LOG.info("stopping the sidecar of %s an earlier agent left running (PID %d)", workload_id, sidecar_pid)
+            _terminate(sidecar_pid, group=False)
+        marker = f"EDGECTL_WORKLOAD={workload_id}".encode()
+        if isinstance(app_pid, int) and marker in _proc_bytes(app_pid, "environ").split(b"\0"):
+            LOG.info("stopping the app of %s an earlier agent left running (PID %d)", workload_id, app_pid)
+            _terminate(app_pid, group=True)
+
+
+def _proc_bytes(pid: int, name: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:
+        return b""
+
+
+def _running(pid: int) -> bool:
+    """It exists and is no zombie (the state after the command name in /proc/PID/stat)."""
+    fields = _proc_bytes(pid, "stat").rpartition(b")")[2].split()
+    return bool(fields) and fields[0] != b"Z"
+
+
+def _terminate(pid: int, group: bool) -> None:
+    """SIGTERM, and SIGKILL if it still runs after STOP_TIMEOUT_S (not our child: polled through /proc)."""
+    kill = os.killpg if group else os.kill
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _running(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill(pid, signal.SIGKILL)

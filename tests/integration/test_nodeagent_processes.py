@@ -151,6 +151,7 @@ class Setup:
     bundle: Path
     work_dir: Path
     agents: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    seen_pids: set[int] = field(default_factory=set)
 
     def start_agent(self, *extra: str, token: str | None = TOKEN) -> subprocess.Popen[bytes]:
         command = [
@@ -185,9 +186,12 @@ class Setup:
 
     def status(self) -> dict[str, Any]:
         try:
-            return dict(json.loads((self.work_dir / "status.json").read_text()))
+            status = dict(json.loads((self.work_dir / "status.json").read_text()))
         except (OSError, ValueError):
             return {}
+        for entry in status.get("workloads", {}).values():  # to stop them should the agent not
+            self.seen_pids.update(pid for pid in (entry.get("app_pid"), entry.get("sidecar_pid")) if pid)
+        return status
 
     def workload(self, workload_id: str) -> dict[str, Any]:
         return dict(self.status().get("workloads", {}).get(workload_id, {}))
@@ -249,12 +253,8 @@ def setup() -> Iterator[Setup]:
     try:
         yield state
     finally:
-        pids = [
-            pid
-            for entry in state.status().get("workloads", {}).values()
-            for pid in (entry.get("app_pid"), entry.get("sidecar_pid"))
-            if pid
-        ]
+        state.status()
+        pids = sorted(state.seen_pids)
         for agent in state.agents:
             if agent.poll() is None:
                 agent.send_signal(signal.SIGTERM)
@@ -436,3 +436,22 @@ def test_a_placement_on_a_draining_instances_port_stops_that_one_first(setup: Se
     stopped = setup.workload("web-1")
     assert stopped["state"] == "stopped" and stopped["reason"] == f"its port {port} is needed by web-2"
     assert not alive(old["app_pid"]) and alive(new["app_pid"])
+
+
+def test_an_agent_killed_without_cleanup_has_its_leftovers_stopped_by_the_next(setup: Setup) -> None:
+    port = free_port()
+    setup.controller.place(http_server("web-1", port))
+    agent = setup.start_agent()
+    old = setup.wait_state("web-1", "running")
+    agent.kill()  # no SIGTERM cleanup: its app and sidecar keep running, holding the port
+    agent.wait(10)
+    assert alive(old["app_pid"]) and alive(old["sidecar_pid"])
+    setup.start_agent(token=None)
+    wait_until(lambda: not alive(old["app_pid"]) and not alive(old["sidecar_pid"]), 30, what="leftovers stopped")
+    new = wait_until(
+        lambda: (e := setup.workload("web-1")).get("state") == "running" and e["app_pid"] != old["app_pid"] and e,
+        30,
+        what="web-1 running again",
+    )
+    assert alive(new["app_pid"]) and answers(port)
+    assert "an earlier agent left running" in setup.log()
