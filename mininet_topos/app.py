@@ -5,7 +5,8 @@ library only, and nothing from the rest of the project, so it starts fast (the p
 is lazy and does not import Mininet).
 
 Run: ``python -m mininet_topos.app --workload web-1 --service web --listen 10.0.0.1:8080
---call api=127.0.0.1:15001``. Prints one line ``listening HOST:PORT`` on stdout once bound (port 0
+--call api=127.0.0.1:15001`` (or ``--calls "api=127.0.0.1:15001;db=127.0.0.1:5432"``, as a node agent's
+``{calls}`` placeholder gives them). Prints one line ``listening HOST:PORT`` on stdout once bound (port 0
 picks a free port and prints it): the parent cannot connect into the namespace to find out.
 
 Every response carries ``x-edgectl-workload``. ``GET`` on any path calls each ``--call`` target in
@@ -336,7 +337,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="call this service at HOST:PORT, in order (repeatable): PER_REQUEST times per request on average "
         "(1; 0.5: every other request), each call moving about BYTES bytes (0)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--calls",
+        type=parse_targets,
+        default=(),
+        metavar="TARGET;TARGET...",
+        help="the same targets as one ';'-separated argument (the node agent's {calls}; empty: none), after --call's",
+    )
+    args = parser.parse_args(argv)
+    args.call = [*args.call, *args.calls]
+    return args
+
+
+def parse_targets(text: str) -> tuple[Target, ...]:
+    """``SERVICE=HOST:PORT[,PER_REQUEST[,BYTES]]`` separated by ``;``; "" is none."""
+    return tuple(parse_target(part) for part in text.split(";") if part.strip())
 
 
 class _Stop(Exception):

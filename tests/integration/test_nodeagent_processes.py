@@ -455,3 +455,35 @@ def test_an_agent_killed_without_cleanup_has_its_leftovers_stopped_by_the_next(s
     )
     assert alive(new["app_pid"]) and answers(port)
     assert "an earlier agent left running" in setup.log()
+
+
+def test_the_testbed_app_runs_from_a_run_line_with_every_placeholder(setup: Setup) -> None:
+    import urllib.error
+    import urllib.request
+
+    port, api_port = free_port(), free_port()
+    workload = http_server(
+        "web-1",
+        port,
+        run=(
+            "{python}",
+            "-m",
+            "mininet_topos.app",
+            "--workload",
+            "{workload}",
+            "--service",
+            "{service}",
+            "--listen",
+            "{listen}",
+            "--calls",
+            "{calls}",
+        ),
+    )
+    workload.calls.append(pb.Call(service="api", port=api_port, per_request=1.0, bytes_per_call=0))
+    setup.controller.place(workload)
+    setup.start_agent()
+    setup.wait_state("web-1", "running")
+    with pytest.raises(urllib.error.HTTPError) as failed:  # nothing serves api: the app says so
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+    body = json.loads(failed.value.read())
+    assert failed.value.code == 502 and body["workload"] == "web-1" and "api" in body["error"]
