@@ -162,10 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     pki_cli.register(sub)
     from edgectl.gitops_cli import register as register_gitops_commands
+    from nodeagent.main import register as register_agent_command
     from placement.cli import register as register_placement_commands
 
     register_gitops_commands(sub)
     register_placement_commands(sub)
+    register_agent_command(sub)
 
     routes = sub.add_parser("routes", help="print the routes a running controller has programmed")
     routes.add_argument(
@@ -219,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     gitops_handler = getattr(args, "gitops_handler", None)
     if gitops_handler is not None:
         return int(gitops_handler(args))
+    agent_handler = getattr(args, "agent_handler", None)
+    if agent_handler is not None:
+        return int(agent_handler(args))
     if args.command == "validate":
         return cmd_validate(args.file)
     if args.command == "topo":

@@ -102,6 +102,7 @@ PURE_MODULES = (
     "edgectl/topo_show.py",
     "edgectl/views.py",
     "mininet_topos/timeline.py",
+    "nodeagent/plan.py",
 )
 
 # Standard modules a pure module may import anyway: only for an injectable default or a lock, never for I/O.

@@ -267,3 +267,29 @@ def test_a_weighted_call_sends_half_its_bytes_as_the_request_body() -> None:
         server.shutdown()
         server.server_close()
     assert seen == [(1500, "1500")]
+
+
+def test_calls_as_one_argument_as_the_node_agent_gives_them() -> None:
+    args = parse_args(
+        [
+            "--workload",
+            "w1",
+            "--service",
+            "web",
+            "--listen",
+            "127.0.0.1:80",
+            "--call",
+            "a=h:1",
+            "--calls",
+            "b=h:2,0.5,10;c=h:3",
+        ]
+    )
+    assert [(t.service, t.port, t.per_request, t.bytes_per_call) for t in args.call] == [
+        ("a", 1, 1.0, 0),
+        ("b", 2, 0.5, 10),
+        ("c", 3, 1.0, 0),
+    ]
+    none = parse_args(["--workload", "w1", "--service", "web", "--listen", "127.0.0.1:80", "--calls", ""])
+    assert none.call == []
+    with pytest.raises(SystemExit):
+        parse_args(["--workload", "w1", "--service", "web", "--listen", "127.0.0.1:80", "--calls", "b=nope"])

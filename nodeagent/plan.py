@@ -1,0 +1,304 @@
+"""What the node agent should do next (pure): the workloads the controller placed on this node against
+the instances that run here -> start, drain, stop, restart after a backoff, or refuse a bad command.
+
+The desired set comes from the WatchNode stream (``apply_event``: a SNAPSHOT replaces it, PLACED adds,
+REMOVED takes away); the agent keeps one ``Instance`` per workload it has touched and moves it through
+its phases with the transition functions below. ``plan`` reads both and returns the actions, in the
+order they must run. No clock is read here: every function takes ``now`` (monotonic seconds).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 30.0
+BACKOFF_RESET_AFTER_S = 60.0
+"""An instance that ran this long before it crashed starts its backoff from the beginning again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A service the workload calls: its app reaches it at 127.0.0.1:<port> (its sidecar's outbound)."""
+
+    service: str
+    port: int
+    per_request: float = 1.0
+    bytes_per_call: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
+    """One workload placed on this node, as the controller describes it (placeholders not filled in)."""
+
+    id: str
+    service: str
+    port: int
+    address: str = ""
+    app_host: str = "127.0.0.1"
+    run: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    spiffe_id: str = ""
+    calls: tuple[Call, ...] = ()
+    protocol: str = "http"
+
+
+class EventKind(enum.StrEnum):
+    SNAPSHOT = "SNAPSHOT"
+    PLACED = "PLACED"
+    REMOVED = "REMOVED"
+
+
+def apply_event(
+    desired: Mapping[str, WorkloadSpec], kind: EventKind, workloads: Iterable[WorkloadSpec]
+) -> dict[str, WorkloadSpec]:
+    """The desired workloads after one WatchNode event. A SNAPSHOT is the whole truth (after a reconnect
+    too): what it does not list is gone."""
+    if kind is EventKind.SNAPSHOT:
+        return {w.id: w for w in workloads}
+    updated = dict(desired)
+    for workload in workloads:
+        if kind is EventKind.PLACED:
+            updated[workload.id] = workload
+        else:
+            updated.pop(workload.id, None)
+    return updated
+
+
+# -- placeholders ----------------------------------------------------------------------------------
+
+PLACEHOLDERS = ("python", "workload", "service", "node", "port", "host", "listen", "calls", "work_dir")
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+class PlaceholderError(ValueError):
+    """A ``run`` or ``env`` value names an unknown placeholder or has an unpaired brace."""
+
+
+def calls_text(calls: Sequence[Call]) -> str:
+    """``svc=127.0.0.1:PORT,PER_REQUEST,BYTES;...`` ("" when it calls nothing)."""
+    return ";".join(f"{c.service}=127.0.0.1:{c.port},{c.per_request!r},{c.bytes_per_call}" for c in calls)
+
+
+def expand(template: str, values: Mapping[str, str]) -> str:
+    """``template`` with each ``{name}`` replaced by ``values[name]``; ``{{`` and ``}}`` are literal braces."""
+
+    def one(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token == "{{":
+            return "{"
+        if token == "}}":
+            return "}"
+        name = match.group(1)
+        if name is None:
+            raise PlaceholderError(f"{template!r}: unpaired {token!r} (write {token * 2!r} for a literal brace)")
+        if name not in values:
+            known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+            raise PlaceholderError(f"{template!r}: unknown placeholder {{{name}}} (known: {known})")
+        return values[name]
+
+    return _TOKEN.sub(one, template)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A workload's process as the agent starts it: argv and its extra environment, filled in."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+
+
+def placeholder_values(spec: WorkloadSpec, node: str, python: str, work_dir: str) -> dict[str, str]:
+    return {
+        "python": python,
+        "workload": spec.id,
+        "service": spec.service,
+        "node": node,
+        "port": str(spec.port),
+        "host": spec.app_host,
+        "listen": f"[{spec.app_host}]:{spec.port}" if ":" in spec.app_host else f"{spec.app_host}:{spec.port}",
+        "calls": calls_text(spec.calls),
+        "work_dir": work_dir,
+    }
+
+
+def render_command(spec: WorkloadSpec, node: str, python: str, work_dir: str) -> Command:
+    """The workload's argv and env with every placeholder filled in; ``PlaceholderError`` names the bad one."""
+    values = placeholder_values(spec, node, python, work_dir)
+    argv = tuple(expand(arg, values) for arg in spec.run)
+    env = tuple((name, expand(value, values)) for name, value in spec.env)
+    return Command(argv, env)
+
+
+# -- instances -------------------------------------------------------------------------------------
+
+
+class Phase(enum.StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    DRAINING = "draining"
+    CRASHED = "crashed"
+    """Its app or sidecar died (or never came up): restarted at ``restart_at`` while it is wanted."""
+    INVALID = "invalid"
+    """Its command cannot be filled in: never started until the controller sends a new description."""
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """The agent's record of one workload it has started (or refused)."""
+
+    spec: WorkloadSpec
+    phase: Phase
+    since: float
+    """When it entered this phase (monotonic)."""
+    restarts: int = 0
+    failures: int = 0
+    """Crashes in a row, each without a run of BACKOFF_RESET_AFTER_S in between."""
+    restart_at: float = 0.0
+    drain_until: float = 0.0
+    reason: str = ""
+
+
+def backoff_s(failures: int) -> float:
+    """The wait before restarting after the ``failures``-th crash in a row: 0.5 s doubling, at most 30 s."""
+    return float(min(BACKOFF_FIRST_S * 2 ** max(failures - 1, 0), BACKOFF_MAX_S))
+
+
+def starting(spec: WorkloadSpec, now: float, previous: Instance | None = None) -> Instance:
+    if previous is not None and previous.phase is Phase.CRASHED:
+        return replace(previous, spec=spec, phase=Phase.STARTING, since=now, restarts=previous.restarts + 1)
+    return Instance(spec, Phase.STARTING, now)
+
+
+def started(instance: Instance, now: float) -> Instance:
+    return replace(instance, phase=Phase.RUNNING, since=now, reason="")
+
+
+def crashed(instance: Instance, now: float, reason: str) -> Instance:
+    """It died (or failed to start): restart after a backoff that grows with crashes in a row."""
+    ran_long = instance.phase is Phase.RUNNING and now - instance.since >= BACKOFF_RESET_AFTER_S
+    failures = 1 if ran_long else instance.failures + 1
+    return replace(
+        instance, phase=Phase.CRASHED, since=now, failures=failures, restart_at=now + backoff_s(failures), reason=reason
+    )
+
+
+def invalid(spec: WorkloadSpec, now: float, reason: str) -> Instance:
+    return Instance(spec, Phase.INVALID, now, reason=reason)
+
+
+def draining(instance: Instance, now: float, drain_s: float) -> Instance:
+    return replace(instance, phase=Phase.DRAINING, since=now, drain_until=now + drain_s)
+
+
+def stopped(instance: Instance, now: float, reason: str) -> Instance:
+    return replace(instance, phase=Phase.STOPPED, since=now, reason=reason)
+
+
+# -- the plan --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    spec: WorkloadSpec
+    command: Command | None
+    """None: the service has no ``run`` command, so only its sidecar is started."""
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Its command cannot be filled in: report it unhealthy, start nothing."""
+
+    spec: WorkloadSpec
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    workload_id: str
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    workload_id: str
+    why: str
+
+
+Action = Start | Refuse | Drain | Stop
+
+
+@dataclass(frozen=True, slots=True)
+class NodeContext:
+    """What fills the node-wide placeholders: the node id, the agent's interpreter, its work directory."""
+
+    node: str
+    python: str
+    work_root: str
+
+    def work_dir(self, workload_id: str) -> str:
+        return f"{self.work_root.rstrip('/')}/w/{workload_id}"
+
+
+def _start(spec: WorkloadSpec, context: NodeContext, why: str) -> Action:
+    if not spec.run:
+        return Start(spec, None, why)
+    try:
+        command = render_command(spec, context.node, context.python, context.work_dir(spec.id))
+    except PlaceholderError as exc:
+        return Refuse(spec, str(exc))
+    return Start(spec, command, why)
+
+
+def plan(
+    desired: Mapping[str, WorkloadSpec],
+    instances: Mapping[str, Instance],
+    now: float,
+    drain_s: float,
+    context: NodeContext,
+) -> list[Action]:
+    """The actions that bring the instances to the desired workloads, in the order they must run.
+
+    - wanted and not running (or stopped): start it; a draining instance holding its port is stopped
+      first (it has been withdrawn from every caller; the port is needed now by its replacement);
+    - running and no longer wanted: drain (keeps serving requests in flight for ``drain_s``), then stop;
+    - still starting and no longer wanted: nothing yet; it is drained as soon as it has started;
+    - crashed: restarted at its ``restart_at`` while wanted, cleaned up when not;
+    - invalid (bad placeholder): refused once; started only when a new description arrives.
+    """
+    actions: list[Action] = []
+    stopping: set[str] = set()
+    for workload_id, instance in sorted(instances.items()):
+        wanted = desired.get(workload_id)
+        if instance.phase is Phase.DRAINING and now >= instance.drain_until:
+            # Also when it was placed again meanwhile: it is started afresh once stopped.
+            actions.append(Stop(workload_id, "drained after its removal"))
+            stopping.add(workload_id)
+        elif wanted is None:
+            if instance.phase is Phase.RUNNING:
+                actions.append(Drain(workload_id, now + drain_s))
+            elif instance.phase in (Phase.CRASHED, Phase.INVALID):
+                actions.append(Stop(workload_id, "removed"))
+                stopping.add(workload_id)
+    for workload_id, spec in sorted(desired.items()):
+        known = instances.get(workload_id)
+        if known is None or known.phase is Phase.STOPPED:
+            why = "placed"
+        elif known.phase is Phase.CRASHED and now >= known.restart_at:
+            why = f"restart {known.restarts + 1} after: {known.reason}"
+        elif known.phase is Phase.INVALID and known.spec != spec:
+            why = "placed again with a new description"
+        else:
+            continue
+        for other_id, other in sorted(instances.items()):
+            holds_port = other.phase is Phase.DRAINING and other.spec.port == spec.port
+            if other_id != workload_id and holds_port and other_id not in stopping:
+                actions.append(Stop(other_id, f"its port {spec.port} is needed by {workload_id}"))
+                stopping.add(other_id)
+        actions.append(_start(spec, context, why))
+    return actions

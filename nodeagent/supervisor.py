@@ -1,0 +1,490 @@
+"""The processes of the node's workloads (adapter): each workload's app and its Envoy sidecar, started,
+watched, restarted and stopped as ``nodeagent.plan`` decides.
+
+One loop thread owns every instance: it takes the WatchNode events (``update``), looks whether what
+runs is still alive, asks the plan what to do and does it. A start waits for the app to listen (up to
+``APP_START_TIMEOUT_S``), so it runs on a thread of its own and posts its outcome back to the loop.
+
+Per workload, in ``<work-dir>/w/<id>/``: ``app.log`` (the app's stdout and stderr), the sidecar's
+``bootstrap.json`` and ``envoy.log``, and its admin API on ``admin.sock``. The app runs in its own
+process group (stopped as a group); the sidecar's xDS channel presents the node SVID from the node's SDS
+file, so the controller serves it only while the workload is placed on this node.
+``<work-dir>/status.json`` says what runs, rewritten atomically on each change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meshctl.bootstrap import XdsClientTls, render_bootstrap
+from meshctl.sidecar import EnvoySidecar
+from nodeagent import plan as p
+from pki.store import replace_file
+
+LOG = logging.getLogger("edgectl.agent")
+
+APP_START_TIMEOUT_S = 10.0
+TICK_S = 0.1
+"""How often the loop looks at the processes when nothing else wakes it."""
+STOP_TIMEOUT_S = 5.0
+MAX_UNIX_PATH = 107
+KEEP_STOPPED = 200
+"""Stopped instances kept in status.json (their started_at), newest first."""
+
+Report = Callable[[str, bool, str], None]
+"""(workload id, healthy, reason): tell the controller."""
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarSettings:
+    """What every sidecar of this node shares: where xDS is, and the files of its mTLS channel."""
+
+    xds_address: str
+    bundle_file: str
+    sds_file: str
+    server_id: str = ""
+    envoy: str = ""
+    """The Envoy binary ("": the one beside this interpreter, or on PATH)."""
+    log_level: str = "warning"
+
+
+@dataclass(slots=True)
+class Processes:
+    app: subprocess.Popen[bytes] | None
+    sidecar: EnvoySidecar | None
+    started_at: float
+    """Wall clock when the app was started."""
+
+    def death(self) -> str | None:
+        if self.app is not None and (code := self.app.poll()) is not None:
+            return f"app exited ({code})"
+        process = self.sidecar.process if self.sidecar is not None else None
+        if process is not None and (code := process.poll()) is not None:
+            return f"sidecar exited ({code})"
+        return None
+
+    def stop(self) -> None:
+        """Sidecar first (no new requests reach the app), then the app's process group."""
+        if self.sidecar is not None:
+            self.sidecar.stop(STOP_TIMEOUT_S)
+        if self.app is not None:
+            stop_group(self.app, STOP_TIMEOUT_S)
+
+
+def stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM to the process group led by ``process`` (started with ``start_new_session``), SIGKILL to it
+    after ``timeout``. The group id is the leader's PID, which Linux does not reuse while the group lives."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # what the leader left behind in its group
+
+
+class StartFailed(Exception):
+    def __init__(self, reason: str, processes: Processes) -> None:
+        super().__init__(reason)
+        self.processes = processes
+
+
+class Supervisor:
+    def __init__(
+        self,
+        context: p.NodeContext,
+        sidecars: SidecarSettings,
+        *,
+        drain_s: float = 1.0,
+        report: Report | None = None,
+        identity: Callable[[], tuple[str, float]] = lambda: ("", 0.0),
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.context = context
+        self.sidecars = sidecars
+        self.drain_s = drain_s
+        self.report = report or (lambda _id, _healthy, _reason: None)
+        self.identity = identity
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.work_root = Path(context.work_root)
+        self.status_path = self.work_root / "status.json"
+        self.desired: dict[str, p.WorkloadSpec] = {}
+        self.instances: dict[str, p.Instance] = {}
+        self.processes: dict[str, Processes] = {}
+        self.started_at: dict[str, float] = {}
+        self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._pending: list[tuple[str, Any]] = []
+        self._closing = threading.Event()
+        self._starts: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
+
+    # -- from outside ------------------------------------------------------------------------------
+
+    def update(self, kind: p.EventKind, workloads: Iterable[p.WorkloadSpec]) -> None:
+        """One WatchNode event (thread-safe)."""
+        self._inbox.put(("event", (kind, tuple(workloads))))
+
+    def start(self) -> Supervisor:
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        stop_leftovers(self.status_path, self.work_root)
+        self._write_status()
+        self._thread = threading.Thread(target=self._loop, name="agent-supervisor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop_all(self) -> None:
+        """Stop every process this supervisor started (starts in progress finish first, then stop)."""
+        self._closing.set()
+        self._inbox.put(("wake", None))
+        if self._thread is not None:
+            self._thread.join(30)
+        for thread in self._starts:
+            thread.join(APP_START_TIMEOUT_S + STOP_TIMEOUT_S * 2)
+        while True:  # what starts finished after the loop ended
+            if self._pending:
+                kind, payload = self._pending.pop(0)
+            else:
+                try:
+                    kind, payload = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+            if kind in ("started", "failed"):
+                payload[1].stop()
+        for workload_id, processes in list(self.processes.items()):
+            processes.stop()
+            instance = self.instances.get(workload_id)
+            if instance is not None:
+                self.instances[workload_id] = p.stopped(instance, self.clock(), "agent stopped")
+            LOG.info("stopped %s: the agent is stopping", workload_id)
+        self.processes.clear()
+        self._write_status()
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._closing.is_set():
+            try:
+                changed = self._take_messages()
+                changed |= self._look_for_deaths()
+                changed |= self._act()
+                if changed:
+                    self._write_status()
+            except Exception:  # never let one bad step end supervision
+                LOG.exception("agent supervisor: unexpected error")
+            with contextlib.suppress(queue.Empty):  # wake on a message (kept in order), else after a tick
+                self._pending.append(self._inbox.get(timeout=TICK_S))
+
+    def _take_messages(self) -> bool:
+        changed = False
+        while True:
+            if self._pending:
+                kind, payload = self._pending.pop(0)
+            else:
+                try:
+                    kind, payload = self._inbox.get_nowait()
+                except queue.Empty:
+                    return changed
+            if kind == "event":
+                event, workloads = payload
+                self.desired = p.apply_event(self.desired, event, workloads)
+                changed = True
+            elif kind == "started":
+                changed |= self._on_started(*payload)
+            elif kind == "failed":
+                changed |= self._on_start_failed(*payload)
+            elif kind == "status":
+                changed = True
+
+    def _on_started(self, workload_id: str, processes: Processes, why: str) -> bool:
+        instance = self.instances.get(workload_id)
+        if instance is None or instance.phase is not p.Phase.STARTING:
+            processes.stop()
+            return False
+        self.instances[workload_id] = p.started(instance, self.clock())
+        self.processes[workload_id] = processes
+        self.started_at[workload_id] = processes.started_at
+        LOG.info("started %s (%s): %s", workload_id, instance.spec.service, why)
+        if instance.restarts:
+            self._report(workload_id, True, f"serving again after restart {instance.restarts}")
+        return True
+
+    def _on_start_failed(self, workload_id: str, processes: Processes, reason: str) -> bool:
+        processes.stop()
+        instance = self.instances.get(workload_id)
+        if instance is None:
+            return False
+        crashed = p.crashed(instance, self.clock(), reason)
+        self.instances[workload_id] = crashed
+        self.started_at[workload_id] = processes.started_at
+        LOG.warning(
+            "%s did not start: %s; reporting it unhealthy, next try in %.1f s",
+            workload_id,
+            reason,
+            crashed.restart_at - crashed.since,
+        )
+        self._report(workload_id, False, reason)
+        return True
+
+    def _look_for_deaths(self) -> bool:
+        changed = False
+        for workload_id, processes in list(self.processes.items()):
+            instance = self.instances[workload_id]
+            if instance.phase not in (p.Phase.RUNNING, p.Phase.DRAINING):
+                continue
+            why = processes.death()
+            if why is None:
+                continue
+            processes.stop()
+            del self.processes[workload_id]
+            changed = True
+            if instance.phase is p.Phase.DRAINING:
+                self.instances[workload_id] = p.stopped(instance, self.clock(), f"{why} while draining")
+                LOG.info("stopped %s: %s while draining", workload_id, why)
+                continue
+            crashed = p.crashed(instance, self.clock(), why)
+            self.instances[workload_id] = crashed
+            LOG.warning(
+                "%s: %s; reporting it unhealthy, restarting in %.1f s",
+                workload_id,
+                why,
+                crashed.restart_at - crashed.since,
+            )
+            self._report(workload_id, False, why)
+        return changed
+
+    def _act(self) -> bool:
+        now = self.clock()
+        actions = p.plan(self.desired, self.instances, now, self.drain_s, self.context)
+        for action in actions:
+            if isinstance(action, p.Start):
+                self.instances[action.spec.id] = p.starting(action.spec, now, self.instances.get(action.spec.id))
+                self._start_in_background(action)
+            elif isinstance(action, p.Refuse):
+                self.instances[action.spec.id] = p.invalid(action.spec, now, action.why)
+                LOG.error("not starting %s: %s; reporting it unhealthy", action.spec.id, action.why)
+                self._report(action.spec.id, False, action.why)
+            elif isinstance(action, p.Drain):
+                self.instances[action.workload_id] = p.draining(self.instances[action.workload_id], now, self.drain_s)
+                LOG.info("draining %s for %.1f s: removed from this node", action.workload_id, self.drain_s)
+            else:
+                processes = self.processes.pop(action.workload_id, None)
+                if processes is not None:
+                    processes.stop()
+                self.instances[action.workload_id] = p.stopped(self.instances[action.workload_id], now, action.why)
+                LOG.info("stopped %s: %s", action.workload_id, action.why)
+        self._forget_old()
+        return bool(actions)
+
+    def _forget_old(self) -> None:
+        stopped = [i for i, inst in self.instances.items() if inst.phase is p.Phase.STOPPED and i not in self.desired]
+        for workload_id in sorted(stopped, key=lambda i: self.instances[i].since)[:-KEEP_STOPPED]:
+            del self.instances[workload_id]
+            self.started_at.pop(workload_id, None)
+
+    def _report(self, workload_id: str, healthy: bool, reason: str) -> None:
+        try:
+            self.report(workload_id, healthy, reason)
+        except Exception as exc:
+            LOG.error("cannot report %s %s: %s", workload_id, "healthy" if healthy else "unhealthy", exc)
+
+    # -- starting one workload -----------------------------------------------------------------------
+
+    def _start_in_background(self, action: p.Start) -> None:
+        self._starts = [t for t in self._starts if t.is_alive()]
+        thread = threading.Thread(target=self._start_one, args=(action,), name=f"start-{action.spec.id}", daemon=True)
+        self._starts.append(thread)
+        thread.start()
+
+    def _start_one(self, action: p.Start) -> None:
+        spec = action.spec
+        try:
+            processes = self.launch(spec, action.command)
+        except StartFailed as exc:
+            self._inbox.put(("failed", (spec.id, exc.processes, str(exc))))
+            return
+        except Exception as exc:
+            self._inbox.put(("failed", (spec.id, Processes(None, None, self.wall_clock()), f"{exc}")))
+            return
+        self._inbox.put(("started", (spec.id, processes, action.why)))
+
+    def launch(self, spec: p.WorkloadSpec, command: p.Command | None) -> Processes:
+        """Start the app, wait until it accepts connections, then start its sidecar."""
+        work_dir = Path(self.context.work_dir(spec.id))
+        work_dir.mkdir(parents=True, exist_ok=True)
+        admin = work_dir / "admin.sock"
+        if len(str(admin).encode()) > MAX_UNIX_PATH:
+            raise StartFailed(
+                f"{admin} is longer than {MAX_UNIX_PATH} bytes (a Unix socket path): use a shorter --work-dir",
+                Processes(None, None, self.wall_clock()),
+            )
+        processes = Processes(None, None, self.wall_clock())
+        if command is not None:
+            processes.app = self._start_app(spec, command, work_dir)
+            try:
+                wait_listening(processes.app, spec.app_host, spec.port, APP_START_TIMEOUT_S, self._closing)
+            except RuntimeError as exc:
+                raise StartFailed(str(exc), processes) from None
+        with contextlib.suppress(FileNotFoundError):
+            admin.unlink()
+        tls = XdsClientTls("", "", self.sidecars.bundle_file, self.sidecars.server_id, sds_file=self.sidecars.sds_file)
+        bootstrap = render_bootstrap(
+            spec.id, spec.service, xds_address=self.sidecars.xds_address, admin_socket=str(admin), tls=tls
+        )
+        try:
+            processes.sidecar = EnvoySidecar(
+                bootstrap, log_level=self.sidecars.log_level, popen=self._envoy_popen, workdir=work_dir
+            ).start()
+        except OSError as exc:
+            raise StartFailed(f"cannot start its sidecar: {exc}", processes) from None
+        return processes
+
+    def _start_app(self, spec: p.WorkloadSpec, command: p.Command, work_dir: Path) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env.update(command.env)
+        env.update(
+            EDGECTL_WORKLOAD=spec.id,
+            EDGECTL_SERVICE=spec.service,
+            EDGECTL_NODE=self.context.node,
+            EDGECTL_PORT=str(spec.port),
+            EDGECTL_APP_HOST=spec.app_host,
+            EDGECTL_SPIFFE_ID=spec.spiffe_id,
+            EDGECTL_WORK_DIR=str(work_dir),
+        )
+        with open(work_dir / "app.log", "ab") as log:
+            try:
+                return subprocess.Popen(
+                    list(command.argv),
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise StartFailed(
+                    f"cannot run {command.argv[0]!r}: {exc}", Processes(None, None, self.wall_clock())
+                ) from None
+
+    def _envoy_popen(self, command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        argv = [self.sidecars.envoy or command[0], *command[1:]]
+        return subprocess.Popen(argv, start_new_session=True, **kwargs)
+
+    # -- status.json -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        spiffe_id, expires_at = self.identity()
+        workloads: dict[str, Any] = {}
+        for workload_id, instance in sorted(self.instances.items()):
+            processes = self.processes.get(workload_id)
+            state = "crashed" if instance.phase is p.Phase.INVALID else instance.phase.value
+            app = processes.app if processes is not None else None
+            sidecar = processes.sidecar if processes is not None else None
+            workloads[workload_id] = {
+                "service": instance.spec.service,
+                "port": instance.spec.port,
+                "state": state,
+                "started_at": self.started_at.get(workload_id),
+                "restarts": instance.restarts,
+                "app_pid": app.pid if app is not None else None,
+                "sidecar_pid": sidecar.pid if sidecar is not None else None,
+                "reason": instance.reason,
+            }
+        return {"node": self.context.node, "spiffe_id": spiffe_id, "expires_at": expires_at, "workloads": workloads}
+
+    def _write_status(self) -> None:
+        try:
+            replace_file(self.status_path, json.dumps(self.status(), indent=2).encode(), 0o644)
+        except OSError as exc:
+            LOG.error("cannot write %s: %s", self.status_path, exc)
+
+    def write_status(self) -> None:
+        """Have status.json rewritten (the identity was renewed); thread-safe."""
+        self._inbox.put(("status", None))
+
+
+def wait_listening(
+    app: subprocess.Popen[bytes], host: str, port: int, timeout: float, cancelled: threading.Event
+) -> None:
+    """Return once ``host:port`` accepts a TCP connection; RuntimeError if the app exits first, the time
+    runs out, or the agent is stopping."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code = app.poll()
+        if code is not None:
+            raise RuntimeError(f"app exited ({code}) before it listened on {host}:{port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"app did not listen on {host}:{port} within {timeout:g} s")
+        if cancelled.wait(0.05):
+            raise RuntimeError("the agent is stopping")
+
+
+def stop_leftovers(status_path: Path, work_root: Path) -> None:
+    """Stop the apps and sidecars an earlier agent on this work directory left running (it was killed
+    without its SIGTERM cleanup): they hold the ports the new ones need. A PID from the old status.json
+    is only taken for ours when the process still says so: an app's environment names its workload, a
+    sidecar's command line its bootstrap in this work directory."""
+    try:
+        previous = json.loads(status_path.read_text()).get("workloads", {})
+    except (OSError, ValueError, AttributeError):
+        return
+    for workload_id, entry in previous.items() if isinstance(previous, dict) else ():
+        if not isinstance(entry, dict):
+            continue
+        app_pid, sidecar_pid = entry.get("app_pid"), entry.get("sidecar_pid")
+        bootstrap = str(work_root / "w" / str(workload_id) / "bootstrap.json").encode()
+        if isinstance(sidecar_pid, int) and bootstrap in _proc_bytes(sidecar_pid, "cmdline").split(b"\0"):
+            LOG.info("stopping the sidecar of %s an earlier agent left running (PID %d)", workload_id, sidecar_pid)
+            _terminate(sidecar_pid, group=False)
+        marker = f"EDGECTL_WORKLOAD={workload_id}".encode()
+        if isinstance(app_pid, int) and marker in _proc_bytes(app_pid, "environ").split(b"\0"):
+            LOG.info("stopping the app of %s an earlier agent left running (PID %d)", workload_id, app_pid)
+            _terminate(app_pid, group=True)
+
+
+def _proc_bytes(pid: int, name: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:
+        return b""
+
+
+def _running(pid: int) -> bool:
+    """It exists and is no zombie (the state after the command name in /proc/PID/stat)."""
+    fields = _proc_bytes(pid, "stat").rpartition(b")")[2].split()
+    return bool(fields) and fields[0] != b"Z"
+
+
+def _terminate(pid: int, group: bool) -> None:
+    """SIGTERM, and SIGKILL if it still runs after STOP_TIMEOUT_S (not our child: polled through /proc)."""
+    kill = os.killpg if group else os.kill
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _running(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill(pid, signal.SIGKILL)
