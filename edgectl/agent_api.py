@@ -343,12 +343,21 @@ def _workload_message(view: WorkloadView) -> pb.NodeWorkload:
     )
 
 
-def _guarded(name: str, method: Callable[[Any, grpc.ServicerContext], Any], streaming: bool = False) -> Any:
+PeerLabel = Callable[[grpc.ServicerContext], str]
+"""Who a call comes from, for log lines (the TLS front knows the real address)."""
+
+
+def _guarded(
+    name: str,
+    method: Callable[[Any, grpc.ServicerContext], Any],
+    streaming: bool = False,
+    peer: PeerLabel = lambda context: str(context.peer()),
+) -> Any:
     """The handler around ``method``: undecodable requests, refusals (logged once), internal errors."""
 
     def refuse(context: grpc.ServicerContext, exc: Refused) -> None:
         if exc.code is not grpc.StatusCode.RESOURCE_EXHAUSTED or "behind" not in exc.reason:
-            LOG.warning("agent API: refusing %s from %s: %s", name, log_safe(context.peer()), log_safe(exc.reason))
+            LOG.warning("agent API: refusing %s from %s: %s", name, log_safe(peer(context)), log_safe(exc.reason))
         context.abort(exc.code, exc.reason)
 
     def check(request: Any) -> Any:
@@ -381,10 +390,10 @@ def _guarded(name: str, method: Callable[[Any, grpc.ServicerContext], Any], stre
     return unary
 
 
-def handlers(servicer: AgentServicer) -> grpc.GenericRpcHandler:
+def handlers(servicer: AgentServicer, peer: PeerLabel = lambda context: str(context.peer())) -> grpc.GenericRpcHandler:
     def unary(name: str, method: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
-            _guarded(name, method),
+            _guarded(name, method, peer=peer),
             request_deserializer=safe_parser(request),
             response_serializer=response.SerializeToString,
         )
@@ -395,7 +404,7 @@ def handlers(servicer: AgentServicer) -> grpc.GenericRpcHandler:
             "Attest": unary("Attest", servicer.attest, pb.AttestRequest, pb.NodeSvid),
             "RenewNodeSvid": unary("RenewNodeSvid", servicer.renew_node_svid, pb.RenewRequest, pb.NodeSvid),
             "WatchNode": grpc.unary_stream_rpc_method_handler(
-                _guarded("WatchNode", servicer.watch_node, streaming=True),
+                _guarded("WatchNode", servicer.watch_node, streaming=True, peer=peer),
                 request_deserializer=safe_parser(pb.WatchNodeRequest),
                 response_serializer=pb.NodeEvent.SerializeToString,
             ),
@@ -443,15 +452,20 @@ def start_agent_api(
     front_box: list[TlsFront] = []
 
     def caller_certificate(context: grpc.ServicerContext) -> str | None:
+        if not front_box:  # a call on the loopback port before the TLS front runs: no certificate
+            return None
         known, pem = front_box[0].peer_certificate(context.peer())
         return pem if known else None
+
+    def peer_label(context: grpc.ServicerContext) -> str:
+        return front_box[0].client_address(context.peer()) if front_box else str(context.peer())
 
     servicer = AgentServicer(bus, tokens, issuer, trust_domain, authorize_node, caller_certificate, app_host=app_host)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="agent-api"),
         options=(("grpc.so_reuseport", 0),),
     )
-    server.add_generic_rpc_handlers((handlers(servicer),))
+    server.add_generic_rpc_handlers((handlers(servicer, peer_label),))
     backend = server.add_insecure_port("127.0.0.1:0")
     if not backend:
         raise OSError("agent API: cannot bind its loopback port")

@@ -62,6 +62,7 @@ def test_the_front_records_verified_client_certificates_and_serves_the_newest_ce
                         time.sleep(0.01)
                     known, pem = front.peer_certificate(peer)
                     assert known
+                    assert front.client_address(peer) == f"127.0.0.1:{tls.getsockname()[1]}"
                     return served, pem or ""
 
         served, pem = connect(with_certificate=True)
