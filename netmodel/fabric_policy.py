@@ -43,7 +43,7 @@ def default_policy(c: _Checker, located: Located) -> PolicyDefault:
     if not c.mapping(located, "authorization", ("default",), ("default",)):
         return PolicyDefault.DENY
     value = located.value["default"]
-    if value.value not in {d.value for d in PolicyDefault}:
+    if not isinstance(value.value, str) or value.value not in {d.value for d in PolicyDefault}:
         c.error(value, "authorization.default", f"expected deny or allow, got {value.value!r}")
         return PolicyDefault.DENY
     return PolicyDefault(value.value)
@@ -96,7 +96,7 @@ def service_extras(c: _Checker, entry: Mapping[str, Located], path: str) -> Serv
     extras = ServiceExtras()
     protocol = entry.get("protocol")
     if protocol is not None:
-        if protocol.value in {p.value for p in Protocol}:
+        if isinstance(protocol.value, str) and protocol.value in {p.value for p in Protocol}:
             extras.protocol = Protocol(protocol.value)
         else:
             c.error(protocol, f"{path}.protocol", f"expected http or tcp, got {protocol.value!r}")

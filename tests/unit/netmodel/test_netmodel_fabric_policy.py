@@ -89,6 +89,7 @@ AUTH_LINE = example_text().splitlines().index("authorization: {default: deny}") 
         ("authorization: {}", "authorization.default", "missing required key"),
         ("authorization: {default: deny, log: true}", "authorization.log", "unknown key (allowed: default)"),
         ("authorization: deny", "authorization", "expected a mapping with keys default"),
+        ("authorization: {default: [deny]}", "authorization.default", "expected deny or allow, got ['deny']"),
     ],
 )
 def test_bad_authorization_section(section: str, path: str, fragment: str) -> None:
@@ -142,6 +143,7 @@ def test_authorization_is_a_scalar_section_given_once_in_a_document() -> None:
             "methods apply to HTTP services only",
         ),
         ("protocol: udp", "services[2].protocol", "expected http or tcp, got 'udp'"),
+        ("protocol: [tcp]", "services[2].protocol", "expected http or tcp, got ['tcp']"),
         ("allow_from: ['spiffe:///svc/x']", "services[2].allow_from[0]", "the trust domain is empty"),
         ("allow_from: ['spiffe://Example.org/x']", "services[2].allow_from[0]", "trust domain 'Example.org'"),
         ("allow_from: ['spiffe://example.org']", "services[2].allow_from[0]", "names no workload"),
