@@ -223,6 +223,8 @@ def _run(c: _Checker, located: Located | None, where: str) -> tuple[str, ...]:
         c.error(located, where, 'expected a non-empty list: the command and its arguments, e.g. ["{python}", "app.py"]')
         return ()
     argv = [_template(c, item, f"{where}[{i}]") for i, item in enumerate(located.value)]
+    if argv[0] is not None and not argv[0].strip():
+        c.error(located.value[0], f"{where}[0]", "the command is empty")
     return tuple(arg for arg in argv if arg is not None)
 
 

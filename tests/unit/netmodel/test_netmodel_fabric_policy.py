@@ -152,6 +152,7 @@ def test_authorization_is_a_scalar_section_given_once_in_a_document() -> None:
         ("allow_from: ['spiffe://example.org/a b']", "services[2].allow_from[0]", "path segment 'a b'"),
         ("allow_from: [{spiffe_id: 'https://x/y'}]", "services[2].allow_from[0].spiffe_id", "expected a spiffe:// id"),
         ("run: []", "services[2].run", "expected a non-empty list: the command and its arguments"),
+        ("run: ['', app.py]", "services[2].run[0]", "the command is empty"),
         ("run: 'python app.py'", "services[2].run", "expected a non-empty list"),
         ("run: ['{python}', 8080]", "services[2].run[1]", "expected a string, got 8080 (quote it)"),
         ("run: ['{python}', '--at={adress}']", "services[2].run[1]", "unknown placeholder {adress} (known: python,"),
