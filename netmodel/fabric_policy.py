@@ -168,11 +168,11 @@ def _rule_mapping(c: _Checker, item: Located, where: str, extras: ServiceExtras)
     rule = _caller(c, e[who[0]], f"{where}.{who[0]}", who[0], extras)
     paths = _strings(c, e.get("paths"), f"{where}.paths", "path")
     methods = _strings(c, e.get("methods"), f"{where}.methods", "method")
-    for i, (text, located) in enumerate(paths):
+    for i, text, located in paths:
         if not _PATH_RE.match(text):
             c.error(located, f"{where}.paths[{i}]", f"expected a path starting with '/' (no spaces), got {text!r}")
     upper = []
-    for i, (text, located) in enumerate(methods):
+    for i, text, located in methods:
         if text.upper() not in HTTP_METHODS:
             c.error(
                 located, f"{where}.methods[{i}]", f"unknown HTTP method {text!r} (one of {', '.join(HTTP_METHODS)})"
@@ -184,12 +184,12 @@ def _rule_mapping(c: _Checker, item: Located, where: str, extras: ServiceExtras)
     if rule is None:
         return None
     return AllowRule(
-        rule.service, rule.host, rule.spiffe_id, tuple(text for text, _ in paths), tuple(dict.fromkeys(upper))
+        rule.service, rule.host, rule.spiffe_id, tuple(text for _, text, _ in paths), tuple(dict.fromkeys(upper))
     )
 
 
-def _strings(c: _Checker, located: Located | None, where: str, what: str) -> list[tuple[str, Located]]:
-    """A non-empty list of strings (``paths``, ``methods``); leave the key out for "any"."""
+def _strings(c: _Checker, located: Located | None, where: str, what: str) -> list[tuple[int, str, Located]]:
+    """A non-empty list of strings (``paths``, ``methods``), each with its index; leave the key out for "any"."""
     if located is None:
         return []
     if not isinstance(located.value, list) or not located.value:
@@ -198,7 +198,7 @@ def _strings(c: _Checker, located: Located | None, where: str, what: str) -> lis
     out = []
     for i, item in enumerate(located.value):
         if isinstance(item.value, str):
-            out.append((item.value, item))
+            out.append((i, item.value, item))
         else:
             c.error(item, f"{where}[{i}]", f"expected a {what}, got {item.value!r}")
     return out

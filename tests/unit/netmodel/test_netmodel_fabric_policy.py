@@ -127,6 +127,7 @@ def test_authorization_is_a_scalar_section_given_once_in_a_document() -> None:
         ("allow_from: [{service: api, paths: []}]", "services[2].allow_from[0].paths", "non-empty list of paths"),
         ("allow_from: [{service: api, paths: /x}]", "services[2].allow_from[0].paths", "non-empty list of paths"),
         ("allow_from: [{service: api, paths: [7]}]", "services[2].allow_from[0].paths[0]", "expected a path, got 7"),
+        ("allow_from: [{service: api, methods: [GET, 7]}]", "services[2].allow_from[0].methods[1]", "got 7"),
         (
             "allow_from: [{service: api, methods: [FETCH]}]",
             "services[2].allow_from[0].methods[0]",
@@ -220,3 +221,13 @@ def test_a_changed_allow_from_is_a_changed_service() -> None:
     assert object_changes(spec, other).changed == ("service/api",)
     merged = merge_desired(build_state(spec), other)
     assert merged.services["api"].allow_from == (AllowRule(service="web"), AllowRule(service="db"))
+
+
+def test_an_item_after_a_bad_one_keeps_its_own_index() -> None:
+    assert problems(with_db("allow_from: [{service: api, paths: [7, x], methods: [1, FETCH]}]")) == [
+        "f.yaml:57: services[2].allow_from[0].methods[0]: expected a method, got 1",
+        "f.yaml:57: services[2].allow_from[0].methods[1]: unknown HTTP method 'FETCH' (one of GET, HEAD, POST, PUT, "
+        "DELETE, CONNECT, OPTIONS, TRACE, PATCH)",
+        "f.yaml:57: services[2].allow_from[0].paths[0]: expected a path, got 7",
+        "f.yaml:57: services[2].allow_from[0].paths[1]: expected a path starting with '/' (no spaces), got 'x'",
+    ]
