@@ -43,7 +43,7 @@ def default_policy(c: _Checker, located: Located) -> PolicyDefault:
     if not c.mapping(located, "authorization", ("default",), ("default",)):
         return PolicyDefault.DENY
     value = located.value["default"]
-    if value.value not in {d.value for d in PolicyDefault}:
+    if not isinstance(value.value, str) or value.value not in {d.value for d in PolicyDefault}:
         c.error(value, "authorization.default", f"expected deny or allow, got {value.value!r}")
         return PolicyDefault.DENY
     return PolicyDefault(value.value)
@@ -96,7 +96,7 @@ def service_extras(c: _Checker, entry: Mapping[str, Located], path: str) -> Serv
     extras = ServiceExtras()
     protocol = entry.get("protocol")
     if protocol is not None:
-        if protocol.value in {p.value for p in Protocol}:
+        if isinstance(protocol.value, str) and protocol.value in {p.value for p in Protocol}:
             extras.protocol = Protocol(protocol.value)
         else:
             c.error(protocol, f"{path}.protocol", f"expected http or tcp, got {protocol.value!r}")
@@ -168,11 +168,11 @@ def _rule_mapping(c: _Checker, item: Located, where: str, extras: ServiceExtras)
     rule = _caller(c, e[who[0]], f"{where}.{who[0]}", who[0], extras)
     paths = _strings(c, e.get("paths"), f"{where}.paths", "path")
     methods = _strings(c, e.get("methods"), f"{where}.methods", "method")
-    for i, (text, located) in enumerate(paths):
+    for i, text, located in paths:
         if not _PATH_RE.match(text):
             c.error(located, f"{where}.paths[{i}]", f"expected a path starting with '/' (no spaces), got {text!r}")
     upper = []
-    for i, (text, located) in enumerate(methods):
+    for i, text, located in methods:
         if text.upper() not in HTTP_METHODS:
             c.error(
                 located, f"{where}.methods[{i}]", f"unknown HTTP method {text!r} (one of {', '.join(HTTP_METHODS)})"
@@ -184,12 +184,12 @@ def _rule_mapping(c: _Checker, item: Located, where: str, extras: ServiceExtras)
     if rule is None:
         return None
     return AllowRule(
-        rule.service, rule.host, rule.spiffe_id, tuple(text for text, _ in paths), tuple(dict.fromkeys(upper))
+        rule.service, rule.host, rule.spiffe_id, tuple(text for _, text, _ in paths), tuple(dict.fromkeys(upper))
     )
 
 
-def _strings(c: _Checker, located: Located | None, where: str, what: str) -> list[tuple[str, Located]]:
-    """A non-empty list of strings (``paths``, ``methods``); leave the key out for "any"."""
+def _strings(c: _Checker, located: Located | None, where: str, what: str) -> list[tuple[int, str, Located]]:
+    """A non-empty list of strings (``paths``, ``methods``), each with its index; leave the key out for "any"."""
     if located is None:
         return []
     if not isinstance(located.value, list) or not located.value:
@@ -198,7 +198,7 @@ def _strings(c: _Checker, located: Located | None, where: str, what: str) -> lis
     out = []
     for i, item in enumerate(located.value):
         if isinstance(item.value, str):
-            out.append((item.value, item))
+            out.append((i, item.value, item))
         else:
             c.error(item, f"{where}[{i}]", f"expected a {what}, got {item.value!r}")
     return out
@@ -223,6 +223,8 @@ def _run(c: _Checker, located: Located | None, where: str) -> tuple[str, ...]:
         c.error(located, where, 'expected a non-empty list: the command and its arguments, e.g. ["{python}", "app.py"]')
         return ()
     argv = [_template(c, item, f"{where}[{i}]") for i, item in enumerate(located.value)]
+    if argv[0] is not None and not argv[0].strip():
+        c.error(located.value[0], f"{where}[0]", "the command is empty")
     return tuple(arg for arg in argv if arg is not None)
 
 

@@ -136,3 +136,11 @@ def test_concurrent_plans_beyond_a_few_are_told_to_retry(served, monkeypatch) ->
     for worker in workers:
         worker.join(10)
     assert answers == [200, 200]
+
+
+def test_a_policy_naming_an_unknown_service_is_refused_with_its_line_and_changes_nothing(served) -> None:
+    url, bus = served
+    before = bus.state
+    code, reply = post(url + "/apply", {"files": {"a.yaml": TEXT.replace("allow_from: [web]", "allow_from: [wbe]")}})
+    assert code == 422 and reply["problems"] == ["a.yaml:56: services[1].allow_from[0]: unknown service 'wbe'"], reply
+    assert bus.state is before

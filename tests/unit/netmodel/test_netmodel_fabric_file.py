@@ -426,6 +426,7 @@ values = st.recursive(
 FIELDS = [
     "id", "tier", "region", "zone", "dpid", "site", "a", "b", "latency_ms", "bandwidth_mbps", "a_port", "b_port",
     "switch", "ip", "mac", "port", "cpu_millis", "memory_mib", "name", "replicas", "max_latency_ms", "near", "calls",
+    "allow_from", "protocol", "run", "env", "paths", "methods", "host", "service", "spiffe_id", "default",
 ]  # fmt: skip
 entries = st.dictionaries(st.sampled_from(FIELDS), st.one_of(leaves, values), max_size=6)
 documents = st.fixed_dictionaries(
@@ -435,6 +436,7 @@ documents = st.fixed_dictionaries(
         "subnet": st.one_of(st.sampled_from(["10.0.0.0/16", "10.0.0.0/30", "0.0.0.0/0"]), leaves),
         **{key: st.one_of(st.lists(entries, max_size=4), values) for key in ("sites", "switches", "links")},
         **{key: st.one_of(st.lists(entries, max_size=4), values) for key in ("hosts", "nodes", "services")},
+        "authorization": st.one_of(entries, values),
     },
 )
 

@@ -89,6 +89,7 @@ AUTH_LINE = example_text().splitlines().index("authorization: {default: deny}") 
         ("authorization: {}", "authorization.default", "missing required key"),
         ("authorization: {default: deny, log: true}", "authorization.log", "unknown key (allowed: default)"),
         ("authorization: deny", "authorization", "expected a mapping with keys default"),
+        ("authorization: {default: [deny]}", "authorization.default", "expected deny or allow, got ['deny']"),
     ],
 )
 def test_bad_authorization_section(section: str, path: str, fragment: str) -> None:
@@ -126,6 +127,7 @@ def test_authorization_is_a_scalar_section_given_once_in_a_document() -> None:
         ("allow_from: [{service: api, paths: []}]", "services[2].allow_from[0].paths", "non-empty list of paths"),
         ("allow_from: [{service: api, paths: /x}]", "services[2].allow_from[0].paths", "non-empty list of paths"),
         ("allow_from: [{service: api, paths: [7]}]", "services[2].allow_from[0].paths[0]", "expected a path, got 7"),
+        ("allow_from: [{service: api, methods: [GET, 7]}]", "services[2].allow_from[0].methods[1]", "got 7"),
         (
             "allow_from: [{service: api, methods: [FETCH]}]",
             "services[2].allow_from[0].methods[0]",
@@ -142,6 +144,7 @@ def test_authorization_is_a_scalar_section_given_once_in_a_document() -> None:
             "methods apply to HTTP services only",
         ),
         ("protocol: udp", "services[2].protocol", "expected http or tcp, got 'udp'"),
+        ("protocol: [tcp]", "services[2].protocol", "expected http or tcp, got ['tcp']"),
         ("allow_from: ['spiffe:///svc/x']", "services[2].allow_from[0]", "the trust domain is empty"),
         ("allow_from: ['spiffe://Example.org/x']", "services[2].allow_from[0]", "trust domain 'Example.org'"),
         ("allow_from: ['spiffe://example.org']", "services[2].allow_from[0]", "names no workload"),
@@ -150,6 +153,7 @@ def test_authorization_is_a_scalar_section_given_once_in_a_document() -> None:
         ("allow_from: ['spiffe://example.org/a b']", "services[2].allow_from[0]", "path segment 'a b'"),
         ("allow_from: [{spiffe_id: 'https://x/y'}]", "services[2].allow_from[0].spiffe_id", "expected a spiffe:// id"),
         ("run: []", "services[2].run", "expected a non-empty list: the command and its arguments"),
+        ("run: ['', app.py]", "services[2].run[0]", "the command is empty"),
         ("run: 'python app.py'", "services[2].run", "expected a non-empty list"),
         ("run: ['{python}', 8080]", "services[2].run[1]", "expected a string, got 8080 (quote it)"),
         ("run: ['{python}', '--at={adress}']", "services[2].run[1]", "unknown placeholder {adress} (known: python,"),
@@ -217,3 +221,13 @@ def test_a_changed_allow_from_is_a_changed_service() -> None:
     assert object_changes(spec, other).changed == ("service/api",)
     merged = merge_desired(build_state(spec), other)
     assert merged.services["api"].allow_from == (AllowRule(service="web"), AllowRule(service="db"))
+
+
+def test_an_item_after_a_bad_one_keeps_its_own_index() -> None:
+    assert problems(with_db("allow_from: [{service: api, paths: [7, x], methods: [1, FETCH]}]")) == [
+        "f.yaml:57: services[2].allow_from[0].methods[0]: expected a method, got 1",
+        "f.yaml:57: services[2].allow_from[0].methods[1]: unknown HTTP method 'FETCH' (one of GET, HEAD, POST, PUT, "
+        "DELETE, CONNECT, OPTIONS, TRACE, PATCH)",
+        "f.yaml:57: services[2].allow_from[0].paths[0]: expected a path, got 7",
+        "f.yaml:57: services[2].allow_from[0].paths[1]: expected a path starting with '/' (no spaces), got 'x'",
+    ]
