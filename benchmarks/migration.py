@@ -107,7 +107,7 @@ def run_lab(
         time.sleep(WINDOW_S)
         refused_before = lab.envoy_counter(REFUSED)
         result = migrate_back_and_forth(lab, workload, edge, rounds, timelines)
-        return (*result, lab.envoy_counter(REFUSED) - refused_before, len(lab.mesh.errors))
+        return (*result, lab.envoy_counter(REFUSED) - refused_before, len(lab.agent_errors()))
 
 
 def main() -> int:

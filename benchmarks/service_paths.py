@@ -187,7 +187,7 @@ def run_variant(variant: Variant, args: argparse.Namespace, run_dir: Path, fail_
         }
         if fail_hot:
             result["failover"] = fail_hot_instance(lab, HOT_SERVICE)
-        result["agent_errors"] = list(lab.mesh.errors)
+        result["agent_errors"] = lab.agent_errors()
     return result
 
 
@@ -201,10 +201,13 @@ def fail_hot_instance(lab: Lab, service: str) -> dict[str, Any]:
         raise RuntimeError(f"no user request used {service} in the last 3 s")
     victim = used.most_common(1)[0][0]
     callers = {r.workload for r in recent if victim in r.served_by}
-    node = lab.mesh.workloads[victim].spec.node
+    found = lab.workload_status(victim)  # its node agent's status.json
+    if found is None or not found[1].get("app_pid"):
+        raise RuntimeError(f"no node agent runs {victim}")
+    node, row = found
     mark = len(lab.events())
     killed_at = time.time()
-    os.kill(lab.mesh.workloads[victim].app.pid, signal.SIGKILL)
+    os.kill(row["app_pid"], signal.SIGKILL)
 
     def served_by_another() -> Any:
         return next(

@@ -277,8 +277,8 @@ def run_demo(fabric: Path, run_dir: Path) -> int:
         demo.say("service paths now")
         demo.show_paths()
         demo.summary()
-        if lab.mesh.errors:
-            out("\nagent errors:\n  " + "\n  ".join(lab.mesh.errors))
+        if errors := lab.agent_errors():
+            out("\nagent errors:\n  " + "\n  ".join(errors))
     return 0
 
 

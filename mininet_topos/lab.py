@@ -1,5 +1,6 @@
 """The edge-cloud lab (adapter): ``edgectl run`` with its CA, the Mininet testbed of the same fabric file,
-the mesh inside it (apps, Envoy sidecars, user request loops), and a placement client. The demo, the
+the product's node agent in each compute node (``edgectl agent``, attested with a join token: it runs the
+apps and sidecars placed there), the users' client sidecars and request loops, and a placement client. The demo, the
 migration benchmark and the end-to-end test all drive the product through it, as a user would: the gRPC
 API with an operator certificate, the HTTP API, and nothing the controller does not publish.
 
@@ -10,8 +11,9 @@ API with an operator certificate, the HTTP API, and nothing the controller does 
 
 ``edgectl run`` is started as the tests start it (``mininet_topos.controller_process``).
 
-Time is wall-clock (``time.time()``) everywhere: the controller's events, the agent's starts and every
-request record are on the one clock of this machine, in whatever namespace they ran.
+Time is wall-clock (``time.time()``) everywhere: the controller's events, the agents' starts (their
+``status.json``) and every request record are on the one clock of this machine, in whatever namespace
+they ran.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meshctl.bootstrap import XdsClientTls
 from mininet_topos.controller_process import ControllerProcess, WaitTimedOut, free_port, start_edgectl, wait_until
 from mininet_topos.loadgen import Record
 from mininet_topos.timeline import ENDED, Event, MigrationTimeline, fill_stages
@@ -41,6 +46,9 @@ TRUST_DOMAIN = "edgectl.local"
 APP_HOST = "127.0.0.2"
 """Apps listen here behind their sidecars, so a node can run an app and a caller of its port."""
 
+
+AGENT_STOP_TIMEOUT_S = 15.0
+"""How long an agent may take to stop what it runs after SIGTERM before it is killed."""
 
 NOT_YET = (OSError, ValueError, KeyError)
 """What a poll of the controller may raise while it comes up; any other error (it exited) ends the wait."""
@@ -76,6 +84,13 @@ class Lab:
         self.api_port, self.xds_port = free_port(), free_port()
         self.http = f"http://127.0.0.1:{self.http_port}"
         self.xds_socket = str(run_dir / "xds.sock")
+        self.agent_port = free_port()
+        self.agent_socket = str(run_dir / "agent.sock")
+        self.ca: Path | None = None
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.agents_dir: Path | None = None
+        """The agents' work directories (``<node>/status.json``, ``<node>/w/<id>/``): short, under /tmp
+        (Unix socket paths stay within 107 bytes); copied into the run directory (``agents/``) at stop."""
         self.controller: ControllerProcess | None = None
         self.net: Any = None
         self.mesh: Any = None
@@ -92,17 +107,19 @@ class Lab:
     def start(self) -> Lab:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ca, operator = self._make_ca()
+        self.ca = ca
         self._start_controller(ca)
         self._start_testbed()
         self._connect_api(operator)
         return self
 
-    def _edgectl(self, *args: str) -> None:
+    def _edgectl(self, *args: str) -> str:
         result = subprocess.run(
             [sys.executable, "-m", "edgectl.cli", *args], capture_output=True, text=True, timeout=60, check=False
         )
         if result.returncode != 0:
             raise RuntimeError(f"edgectl {' '.join(args[:2])} failed: {result.stderr.strip()}")
+        return result.stdout
 
     def _make_ca(self) -> tuple[Path, Path]:
         ca = self.run_dir / "ca"
@@ -131,6 +148,10 @@ class Lab:
             str(self.api_port),
             "--xds-unix",
             self.xds_socket,
+            "--agent-port",
+            str(self.agent_port),
+            "--agent-unix",
+            self.agent_socket,
             "--mesh-app-host",
             APP_HOST,
             "--pki-dir",
@@ -174,15 +195,83 @@ class Lab:
         self.log(
             f"{switches} switches connected, links discovered, routes installed in {time.monotonic() - started:.1f} s"
         )
-        self.mesh = MeshTestbed(
-            self.net,
-            xds_socket=self.xds_socket,
-            run_dir=self.run_dir / "mesh",
-            app_host=APP_HOST,
-            on_unhealthy=self.report_unhealthy,
-        )
+        self.mesh = MeshTestbed(self.net, xds_socket=self.xds_socket, run_dir=self.run_dir / "mesh")
         for host in self.net.spec.hosts:
-            self.mesh.start_client(host.id)
+            self.mesh.start_client(host.id, tls=self._host_svid(host.id))
+        self.agents_dir = Path(tempfile.mkdtemp(prefix="edgectl-lab-"))
+        for node in self.net.spec.nodes:
+            self._start_agent(node.id)
+        wait_until(self._agents_attested, 60, what="every node agent to attest", retry_on=NOT_YET)
+        self.log(f"{len(self.agents)} node agents attested with join tokens (edgectl agent, in each node)")
+
+    def _host_svid(self, host_id: str) -> XdsClientTls:
+        """The user host's SVID (``spiffe://<td>/host/<id>``) for its client sidecar's mTLS to xDS."""
+        assert self.ca is not None
+        prefix = self.run_dir / "hosts" / host_id
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        spiffe_id = f"spiffe://{self.trust_domain}/host/{host_id}"
+        self._edgectl("pki", "issue", "--dir", str(self.ca), "--spiffe-id", spiffe_id, "--out", str(prefix))
+        return XdsClientTls(f"{prefix}.crt", f"{prefix}.key", f"{prefix}.bundle.pem")
+
+    def join_token(self, node: str, ttl_s: int = 600) -> str:
+        """A one-time join token for ``node`` (``POST /api/v1/pki/join-tokens``, loopback only)."""
+        body = json.dumps({"node": node, "ttl_s": ttl_s}).encode()
+        request = urllib.request.Request(
+            self.http + "/api/v1/pki/join-tokens",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return str(json.load(response)["token"])
+
+    def _start_agent(self, node: str) -> None:
+        """``edgectl agent`` inside the node's network namespace, attesting with a fresh join token; the
+        API and xDS on the controller's Unix sockets (file paths cross namespaces, addresses do not)."""
+        from mininet_topos.mesh import checkout_env
+
+        assert self.agents_dir is not None and self.ca is not None
+        work_dir = self.agents_dir / node
+        work_dir.mkdir()
+        bundle = self.run_dir / "operator.bundle.pem"  # the CA's certificates, as `edgectl pki issue` wrote them
+        token = work_dir / "join-token"  # a file: not on a command line (ps), and a token may start with "-"
+        token.touch(mode=0o600)
+        token.write_text(self.join_token(node))
+        command = [
+            sys.executable,
+            "-m",
+            "edgectl.cli",
+            "agent",
+            "--node",
+            node,
+            "--controller",
+            f"unix:{self.agent_socket}",
+            "--xds",
+            f"unix:{self.xds_socket}",
+            "--join-token-file",
+            str(token),
+            "--trust-bundle",
+            str(bundle),
+            "--work-dir",
+            str(work_dir),
+        ]
+        with open(work_dir / "agent.log", "wb") as log:
+            self.agents[node] = self.net.get(node).popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=checkout_env()
+            )
+
+    def _agents_attested(self) -> bool:
+        for node, agent in self.agents.items():
+            if agent.poll() is not None:
+                raise RuntimeError(f"the agent of {node} exited ({agent.returncode}): {self.agent_log(node)[-800:]}")
+        return all(self.agent_status(node).get("spiffe_id") for node in self.agents)
+
+    def agent_log(self, node: str) -> str:
+        assert self.agents_dir is not None
+        try:
+            return (self.agents_dir / node / "agent.log").read_text(errors="replace")
+        except OSError:
+            return ""
 
     def _routes_applied(self) -> bool:
         view = self.get("/api/v1/routes")
@@ -208,7 +297,7 @@ class Lab:
         self._watch_thread.start()
 
     def _follow(self) -> None:
-        """The node agent: the Watch stream says what is placed and removed; the mesh follows at once."""
+        """The placement events, for the timelines (the node agents follow their own nodes' placements)."""
         import grpc
 
         kinds = self._pb.PlacementEvent.Kind
@@ -228,12 +317,6 @@ class Lab:
                     tuple((p.probe, p.seconds) for p in message.converged_after),
                     tuple(message.reasons),
                 )
-                if kind == "PLACED" and event.node:
-                    row = {"id": event.workload_id, "service": event.service, "node": event.node}
-                    row["port"] = message.workload.port
-                    threading.Thread(target=self.mesh.sync_one, args=(row,), daemon=True).start()
-                elif kind == "REMOVED":
-                    self.mesh.stop_workload(event.workload_id)
                 with self._watch.changed:
                     self._watch.events.append(event)
                     self._watch.changed.notify_all()
@@ -281,13 +364,63 @@ class Lab:
 
         wait_until(serving, timeout, what="every sidecar to serve", retry_on=NOT_YET)
 
+    def agent_status(self, node: str) -> dict[str, Any]:
+        """The node agent's ``status.json`` ({} before it wrote one)."""
+        assert self.agents_dir is not None
+        try:
+            return dict(json.loads((self.agents_dir / node / "status.json").read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def agent_errors(self) -> list[str]:
+        """What went wrong under the node agents: an agent that exited, a workload that crashed (its
+        restarts and the reason its agent gives), from their ``status.json``."""
+        errors = []
+        for node, agent in self.agents.items():
+            if agent.poll() is not None:
+                errors.append(f"the agent of {node} exited ({agent.returncode})")
+            for workload_id, row in sorted(self.agent_status(node).get("workloads", {}).items()):
+                if row.get("state") == "crashed" or row.get("restarts"):
+                    restarts = row.get("restarts", 0)
+                    errors.append(
+                        f"{workload_id} on {node}: {row.get('state')}, {restarts} restarts ({row.get('reason') or '-'})"
+                    )
+        return errors
+
+    def workload_status(self, workload_id: str) -> tuple[str, dict[str, Any]] | None:
+        """(node, its row of that node agent's ``status.json``) of a workload an agent runs or ran."""
+        for node in self.agents:
+            row = self.agent_status(node).get("workloads", {}).get(workload_id)
+            if row is not None:
+                return node, dict(row)
+        return None
+
+    def admin_socket(self, workload_id: str) -> Path | None:
+        """The admin API socket of a workload's sidecar (``<agent work dir>/w/<id>/admin.sock``)."""
+        found = self.workload_status(workload_id)
+        if found is None or self.agents_dir is None:
+            return None
+        return self.agents_dir / found[0] / "w" / workload_id / "admin.sock"
+
+    def started_at(self, workload_id: str) -> float | None:
+        """When its agent last started that workload's app (wall clock), or None."""
+        found = self.workload_status(workload_id)
+        started = found[1].get("started_at") if found is not None else None
+        return float(started) if started is not None else None
+
     def envoy_counter(self, name: str) -> int:
         """A counter summed over every running sidecar (clients and workloads), from their admin APIs,
         e.g. ``cluster.svc/api.upstream_cx_connect_fail`` (connections refused by an instance)."""
-        sidecars = [*self.mesh.clients.values(), *(w.sidecar for w in list(self.mesh.workloads.values()))]
+        from mininet_topos.mesh import admin_get
+
+        query = f"/stats?filter=^{name.replace('.', '[.]')}$"
+        texts = [sidecar.admin_or_none(query) for sidecar in self.mesh.clients.values()]
+        for node in self.agents:
+            for workload_id, row in self.agent_status(node).get("workloads", {}).items():
+                if row.get("sidecar_pid") and self.agents_dir is not None:
+                    texts.append(admin_get(self.agents_dir / node / "w" / workload_id / "admin.sock", query))
         total = 0
-        for sidecar in sidecars:
-            text = sidecar.admin_or_none(f"/stats?filter=^{name.replace('.', '[.]')}$")
+        for text in texts:
             for line in (text or "").splitlines():
                 stat, _, value = line.partition(": ")
                 if stat == name and value.strip().isdigit():
@@ -318,18 +451,6 @@ class Lab:
         response = self._stub.Place(self._pb.PlaceRequest(service=service, replicas=replicas), timeout=30)
         self.wait_mesh_serving()
         return [w.id for w in response.workloads]
-
-    def report_unhealthy(self, workload_id: str, why: str) -> None:
-        """What the node agent does when an app or sidecar it runs died: tell the controller."""
-        body = json.dumps({"workload": workload_id, "healthy": False, "reason": why}).encode()
-        request = urllib.request.Request(
-            self.http + "/api/v1/workloads/health",
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=5) as response:
-            response.read()
 
     def start_loads(self, service: str | None = None, rate: float = 20.0) -> None:
         """A request loop on every user host, calling ``service`` (default: the entry services)."""
@@ -380,7 +501,7 @@ class Lab:
         except TimeoutError:
             timeline.error = "did not complete within 20 s"
         fill_stages(timeline, self.events(mark))
-        timeline.sidecar_started_at = self.mesh.started_at(timeline.new) if timeline.new else None
+        timeline.sidecar_started_at = self.started_at(timeline.new) if timeline.new else None
         first = self.first_served_by(timeline.new, timeout=5) if timeline.new else None
         if first is not None:
             timeline.first_request_at = first.t + first.ms / 1000
@@ -453,17 +574,45 @@ class Lab:
             steps.append(self._watch_call.cancel)
         if self.mesh is not None:
             steps.append(self.mesh.stop)
+        steps.append(self._stop_agents)
         if self._channel is not None:
             steps.append(self._channel.close)
         if self.net is not None:
             steps.append(self.net.stop)
         steps.append(self._stop_controller)
+        steps.append(self._keep_agent_files)
         with _uninterruptible():
             for step in steps:
                 try:
                     step()
                 except Exception:
                     LOG.exception("lab teardown step failed")
+
+    def _stop_agents(self) -> None:
+        """SIGTERM every agent (each stops the apps and sidecars it started), wait, kill a stuck one."""
+        for agent in self.agents.values():
+            if agent.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    agent.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + AGENT_STOP_TIMEOUT_S
+        for node, agent in self.agents.items():
+            try:
+                agent.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                LOG.warning("the agent of %s did not stop within %.0f s: killing it", node, AGENT_STOP_TIMEOUT_S)
+                agent.kill()
+                agent.wait(5)
+
+    def _keep_agent_files(self) -> None:
+        """The agents' logs and status (no keys) go to the run directory; their short /tmp directory is removed."""
+        if self.agents_dir is None:
+            return
+        with contextlib.suppress(OSError):
+            shutil.copytree(
+                self.agents_dir, self.run_dir / "agents", ignore=shutil.ignore_patterns("*.sock", "*.key", "*.sds.json")
+            )
+        shutil.rmtree(self.agents_dir, ignore_errors=True)
+        self.agents_dir = None
 
     def _stop_controller(self) -> None:
         if self.controller is not None:

@@ -2,12 +2,12 @@
 sidecars in the two-edges testbed (OVS under Mininet, `edgectl run` with its CA, mTLS), one user on u1
 calling it through their own sidecar with a loop of GET requests. The app of the instance serving the user
 (the nearer one, the user's priority 0) is killed (SIGKILL; its sidecar keeps running, answering 503 for
-it). The agent looks only once a second here, so the user's Envoy meets the dead instance before the
-controller withdraws it.
+it). Its node agent (`edgectl agent`, started by the lab with a join token) is held still (SIGSTOP) for a
+second meanwhile, so the user's Envoy meets the dead instance before the controller hears of it.
 
 Asserted from the outside: no GET is lost (the user's Envoy retried those that met the dead instance on
 the other one, and ejected it: outlier detection); the dead instance leaves the user's Envoy's endpoints
-(admin /clusters), because the testbed agent reported it and the controller withdrew it; and failover
+(admin /clusters), because the node agent reported it and the controller withdrew it; and failover
 re-places it: a new instance serves the user's requests.
 """
 
@@ -55,17 +55,23 @@ def test_a_dead_app_loses_no_get_is_withdrawn_and_is_replaced(tmp_path: Path) ->
         [second] = [i for i in instances if i != first]
         print(f"\ninstances {instances}: u1 is served by {first}")
         mark = len(lab.events())
-        victim = lab.mesh.workloads[first]
-        address = f"{lab.net.get(victim.spec.node).IP()}:{victim.spec.port}"
+        found = lab.workload_status(first)
+        assert found is not None and found[1]["state"] == "running", found
+        node, victim = found
+        address = f"{lab.net.get(node).IP()}:{victim['port']}"
         assert address in endpoints(lab)
         time.sleep(1.0)
         since = time.time() - 2.0
         retries = lab.envoy_counter("cluster.svc/web.upstream_rq_retry")
-        lab.mesh.supervise_interval_s = 1.0  # let the user's Envoy find out first
-        time.sleep(0.2)  # the agent's current (short) wait ends: the next look is a second away
 
-        killed_at = time.time()
-        os.kill(victim.app.pid, signal.SIGKILL)  # the app only: its node and its sidecar stay up
+        agent = lab.agents[node]
+        os.kill(agent.pid, signal.SIGSTOP)  # let the user's Envoy find out first
+        try:
+            killed_at = time.time()
+            os.kill(victim["app_pid"], signal.SIGKILL)  # the app only: its node and its sidecar stay up
+            time.sleep(1.0)
+        finally:
+            os.kill(agent.pid, signal.SIGCONT)
         wait_until(
             lambda: address not in endpoints(lab), 20, 0.02, "the dead instance to leave u1's endpoints", NOT_YET
         )

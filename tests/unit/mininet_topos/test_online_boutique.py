@@ -1,16 +1,15 @@
 """examples/online-boutique.yaml: Online Boutique's service graph, weighted, on the example's edge-cloud fabric;
-and the testbed agent starting its apps with their weighted calls."""
+and the node agent starting its apps with their weighted calls."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 from mininet_topos.app import Target, parse_args
-from mininet_topos.mesh import MeshTestbed
 from netmodel.fabric import FabricSpec
 from netmodel.fabric_file import parse_fabric
 from netmodel.types import Tier
+from nodeagent.plan import Call, WorkloadSpec, render_command
 
 REPO = Path(__file__).resolve().parents[3]
 BOUTIQUE = REPO / "examples" / "online-boutique.yaml"
@@ -64,19 +63,27 @@ def test_it_runs_on_the_edge_cloud_fabric_whose_edge_cannot_hold_it() -> None:
     assert wanted > 1.5 * edge_cpu
 
 
-def test_the_agent_starts_each_app_with_its_weighted_calls() -> None:
-    net = SimpleNamespace(spec=boutique())
-    mesh = MeshTestbed(net, xds_socket="/nonexistent/xds.sock", run_dir=Path("/nonexistent"))
-    spec = mesh.spec_of({"id": "checkoutservice-1", "service": "checkoutservice", "node": "m-n1"})
-    assert spec.port == 5050
-    targets = parse_args(["--workload", "w", "--service", "s", "--listen", "127.0.0.1:0", *spec.call_args()]).call
-    assert Target("productcatalogservice", "127.0.0.1", 3550, 2.0, 2048) in targets
-    assert Target("emailservice", "127.0.0.1", 5000, 1.0, 1024) in targets
-    frontend = mesh.spec_of({"id": "frontend-1", "service": "frontend", "node": "ea-n1"})
-    checkout = next(
-        t
-        for t in parse_args(["--workload", "w", "--service", "s", "--listen", "h:1", *frontend.call_args()]).call
-        if t.service == "checkoutservice"
+def agent_argv(spec: FabricSpec, service_name: str) -> list[str]:
+    """The argv the node agent runs for an instance of the service: its ``run`` with the calls the
+    controller tells the agent (``edgectl.agent_view``: each callee's port and weight)."""
+    services = {s.name: s for s in spec.services}
+    service = services[service_name]
+    calls = tuple(
+        Call(callee, services[callee].port, weight.per_request, weight.bytes_per_call)
+        for callee, weight in service.weighted_calls()
     )
-    assert checkout.per_request == 0.1
-    assert mesh.spec_of({"id": "adservice-1", "service": "adservice", "node": "c-n1"}).call_args() == []
+    workload = WorkloadSpec(
+        f"{service_name}-1", service_name, service.port, app_host="127.0.0.2", run=service.run, calls=calls
+    )
+    return list(render_command(workload, "m-n1", "python", "/w").argv)
+
+
+def test_the_agent_starts_each_app_with_its_weighted_calls() -> None:
+    spec = boutique()
+    checkout = parse_args(agent_argv(spec, "checkoutservice")[3:])
+    assert checkout.listen == ("127.0.0.2", 5050)
+    assert Target("productcatalogservice", "127.0.0.1", 3550, 2.0, 2048) in checkout.call
+    assert Target("emailservice", "127.0.0.1", 5000, 1.0, 1024) in checkout.call
+    frontend = parse_args(agent_argv(spec, "frontend")[3:])
+    assert next(t for t in frontend.call if t.service == "checkoutservice").per_request == 0.1
+    assert parse_args(agent_argv(spec, "adservice")[3:]).call == []

@@ -3,12 +3,8 @@ decision, and the whole chain; and the testbed agent's wait for an app's first l
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from mininet_topos.mesh import wait_for_line
 from mininet_topos.timeline import ENDED, Event, MigrationTimeline, fill_stages
 
 
@@ -87,24 +83,6 @@ def test_a_failover_move_shares_the_one_wait_and_says_when_it_had_none() -> None
         timed_out, [event("MIGRATION_STARTED", 100.0, migration="mig-5"), event(ENDED[0], 110.0, migration="mig-5")]
     )
     assert timed_out.sidecars_at is None and "failover timeout" in timed_out.error
-
-
-def test_waiting_for_a_line_from_a_process() -> None:
-    command = [sys.executable, "-c", "import sys; print('booting'); print('listening 127.0.0.2:8080', flush=True)"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE) as process:
-        assert wait_for_line(process, b"listening", 10, "app") == b"listening 127.0.0.2:8080"
-    with (
-        subprocess.Popen([sys.executable, "-c", "print('oops')"], stdout=subprocess.PIPE) as process,
-        pytest.raises(RuntimeError, match="exited"),
-    ):
-        wait_for_line(process, b"listening", 10, "app")
-    command = [sys.executable, "-c", "import time; time.sleep(5)"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE) as process:
-        try:
-            with pytest.raises(TimeoutError, match="no 'listening' line"):
-                wait_for_line(process, b"listening", 0.2, "app")
-        finally:
-            process.kill()
 
 
 def test_the_reason_placement_gave_is_kept() -> None:
