@@ -23,6 +23,7 @@ from edgectl.http_access import loopback_only
 from edgectl.http_api import BadQuery, HttpApi
 from edgectl.live_events import EventHub
 from edgectl.metrics import ControllerMetrics
+from edgectl.policy_denials import DenialLog
 from edgectl.state_store import StateStore
 from edgectl.views import (
     changes_view,
@@ -98,6 +99,8 @@ class Controller:
         self.desired: DesiredState | None = None
         self.config_watch: ConfigWatcher | None = None
         self.git: GitSync | None = None
+        self.denials = DenialLog()
+        """Denied calls from the sidecars' RBAC and the switches' ACLs (``edgectl.policy_denials``)."""
         self._temporary_git_dir: str | None = None
         self.replicas: ReplicaLoop | None = None
         self.events: EventHub | None = None
@@ -243,6 +246,7 @@ class Controller:
             ),
             tls=xds_tls,
             wait_for_sidecars=self.config.wait_for_sidecars,
+            denials=self.denials,
         )
         self.http.add_route("/api/v1/xds/clients", lambda _state: mesh.clients_view())
         from edgectl.live_notes import xds_nack_notes
