@@ -150,9 +150,11 @@ def initial_state(spec: Any, default_policy: PolicyDefault) -> FabricState:
 
 
 @contextlib.contextmanager
-def mesh(config: MeshConfig | None = None, default_policy: PolicyDefault = PolicyDefault.ALLOW) -> Iterator[Mesh]:
+def mesh(
+    config: MeshConfig | None = None, default_policy: PolicyDefault = PolicyDefault.ALLOW, denials: Any = None
+) -> Iterator[Mesh]:
     """``default_policy``: ALLOW unless a test is about authorization, so the sidecars enforce no RBAC
-    (the xDS tests declare no ``allow_from``)."""
+    (the xDS tests declare no ``allow_from``); ``denials``: where the sidecars' RBAC denials go."""
     web_port, hello_port = free_port(), free_port()
     spec = parse_fabric(fabric_text(web_port, hello_port).encode(), "xds-test.yaml")
     bus = EventBus(initial_state(spec, default_policy))
@@ -161,7 +163,7 @@ def mesh(config: MeshConfig | None = None, default_policy: PolicyDefault = Polic
     config = config or MeshConfig()
     socket_dir = tempfile.mkdtemp(prefix="edgectl-xds-")
     unix_path = str(Path(socket_dir) / "xds.sock")
-    server = start_mesh(lambda: bus.state, bus.subscribe, "127.0.0.1", 0, unix_path, registry, config)
+    server = start_mesh(lambda: bus.state, bus.subscribe, "127.0.0.1", 0, unix_path, registry, config, denials=denials)
     world = Mesh(bus, server, registry, web_port, hello_port, unix_path, config, spec, default_policy)
     try:
         yield world
