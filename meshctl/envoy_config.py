@@ -18,6 +18,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -113,6 +114,9 @@ ACCESS_LOG_NAME = "edgectl-denials"
 """The ``log_name`` of the denial access logs (what the controller's AccessLogService receives)."""
 
 DENIED_STATUS = 403
+
+TCP_DENIED_EXPRESSION = "connection.termination_details.startsWith('rbac_access_denied')"
+"""A connection the network RBAC filter closed (CEL, on Envoy's connection attributes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,12 +463,16 @@ def tcp_listener(
     chain = listener_components_pb2.FilterChain(filters=filters)
     if tls is not None:
         chain.transport_socket.CopyFrom(tls)
-    return listener_pb2.Listener(
+    listener = listener_pb2.Listener(
         name=name,
         address=_socket_address(ip, port),
         filter_chains=[chain],
         traffic_direction=base_pb2.INBOUND if inbound else base_pb2.OUTBOUND,
     )
+    if rbac is not None and rbac.access_log_cluster:
+        # On the listener: it logs every connection as it closes, also one a filter closed.
+        listener.access_log.append(denial_access_log(rbac.access_log_cluster, http=False))
+    return listener
 
 
 # -- authorization ----------------------------------------------------------------------------------
@@ -567,7 +575,15 @@ def denial_access_log(cluster: str, http: bool) -> Message:
         )
         return accesslog_pb2.AccessLog(name=name, filter=denied, typed_config=pack(config))
     config = als_pb2.TcpGrpcAccessLogConfig(common_config=common)
-    return accesslog_pb2.AccessLog(name="envoy.access_loggers.tcp_grpc", typed_config=pack(config))
+    closed_by_rbac = accesslog_pb2.AccessLogFilter(
+        extension_filter=accesslog_pb2.ExtensionFilter(
+            name="envoy.access_loggers.extension_filters.cel",
+            typed_config=pack(cel_pb2.ExpressionFilter(expression=TCP_DENIED_EXPRESSION)),
+        )
+    )
+    return accesslog_pb2.AccessLog(
+        name="envoy.access_loggers.tcp_grpc", filter=closed_by_rbac, typed_config=pack(config)
+    )
 
 
 def api_listener(name: str, route_name: str) -> Message:

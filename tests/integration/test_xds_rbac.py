@@ -105,6 +105,7 @@ def test_allow_from_is_enforced_by_the_callee_sidecar_and_denials_reach_the_cont
         recent = denials.recent()[0]
         assert (recent.caller, recent.detail) == (STRANGER, "GET /cart")
         assert ("host:u1", "web", "envoy") not in denials.totals()
+        assert m.metric("edgectl_xds_access_log_entries_total", outcome="not_denied") == 0  # 200s stay in Envoy
 
         # The policy admits hello too: 403 turns into 200 without restarting anything.
         started = time.monotonic()
@@ -119,3 +120,53 @@ def test_allow_from_is_enforced_by_the_callee_sidecar_and_denials_reach_the_cont
         allow(m, "r3", AllowRule(host=HostId("u1")))
         wait_until(lambda: mtls_get(*inbound, files) == 403, 15, "hello denied again", interval=0.02)
         print(f"policy change -> 403 at the callee's sidecar in {(time.monotonic() - started) * 1000:.0f} ms")
+
+
+def test_tcp_service_closes_the_connection_of_a_caller_not_admitted(tmp_path: Path) -> None:
+    from pki.ca import CertificateAuthority
+    from pki.identities import IdentitySnapshot
+
+    ca, _root_key = CertificateAuthority.create(TD)
+    now = time.time()
+    app_port = free_port()
+    server = dataclasses.replace(
+        make_workload("web-1", "web", "n1", app_port), spiffe_id=f"spiffe://{TD}/svc/web/w/web-1"
+    )
+    svids = {
+        "web-1": ca.issue_with_new_key(f"spiffe://{TD}/svc/web/w/web-1", now),
+        "u1": ca.issue_with_new_key(f"spiffe://{TD}/host/u1", now),
+    }
+    stranger_svid = ca.issue_with_new_key(STRANGER, now)
+    files = {"chain": tmp_path / "chain.pem", "key": tmp_path / "key.pem", "bundle": tmp_path / "bundle.pem"}
+    files["chain"].write_text(stranger_svid.cert_chain_pem)
+    files["key"].write_text(stranger_svid.private_key_pem)
+    files["bundle"].write_text(ca.bundle_pem)
+    denials = DenialLog()
+
+    config = MeshConfig(tcp_services=frozenset({"web"}))
+    with (
+        mesh(config, default_policy=PolicyDefault.DENY, denials=denials) as m,
+        backends(("web-app", "127.0.0.1", app_port)),
+    ):
+        allow(m, "r1", AllowRule(host=HostId("u1")))
+        m.place(server)
+        m.server.use_identities(IdentitySnapshot(version=1, identities=svids, bundle_pem=ca.bundle_pem), mtls=True)
+        callee = m.envoy("web-1", "web")
+        m.envoy("u1", "users", delta=True)
+        wait_until(lambda: m.node_view("u1").get("in_sync") and m.node_view("web-1").get("in_sync"), 15, "in sync")
+
+        assert wait_until(lambda: get(m.web_port)[0] == 200, 15, "u1's connection over mTLS")
+        inbound = (NODE_IPS["n1"], app_port)
+        refused = mtls_get(*inbound, files)
+        assert refused != 200 and not isinstance(refused, int), refused  # closed, no HTTP answer
+        stats = callee.admin("/stats?filter=rbac")
+        assert "in_web.rbac.denied: 1" in stats.splitlines(), stats
+
+        key = ("service:hello", "web", "envoy")
+        wait_until(lambda: denials.totals().get(key, 0) >= 1, 15, "the denied connection in the DenialLog")
+        assert denials.recent()[0].detail == "connection"
+        # Envoy sends only what RBAC closed: u1's admitted connections never reached the controller.
+        assert m.metric("edgectl_xds_access_log_entries_total", outcome="not_denied") == 0
+
+        allow(m, "r2", AllowRule(host=HostId("u1")), AllowRule(service=ServiceName("hello")))
+        wait_until(lambda: mtls_get(*inbound, files) == 200, 15, "hello admitted")

@@ -158,6 +158,9 @@ def test_tcp_service_gets_network_rbac_before_tcp_proxy() -> None:
     assert config.stat_prefix == "in_api"
     # A path-limited grant cannot be checked on a connection: left out (fail closed), not widened.
     assert sorted(config.rules.policies) == ["allow_from[0]"]
+    (log,) = listener.access_log  # on the listener: it sees connections a filter closed
+    assert log.name == "envoy.access_loggers.tcp_grpc"
+    assert log.filter.extension_filter.name == "envoy.access_loggers.extension_filters.cel"
 
 
 def versions(snapshots, node: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
