@@ -88,7 +88,15 @@ class SnapshotPublisher:
         # Only these parts of the model reach xDS, and of the topology only the priority levels it
         # gives each caller (meshctl.paths): a latency measurement that moves no instance to another
         # level costs one Dijkstra per caller switch, not a rebuild.
-        model = (state.sites, state.hosts, state.nodes, state.services, state.workloads, state.unhealthy)
+        model = (
+            state.sites,
+            state.hosts,
+            state.nodes,
+            state.services,
+            state.workloads,
+            state.unhealthy,
+            state.default_policy,
+        )
         inputs = (*model, config, ready)
         same_inputs = self._last_inputs is not None and all(
             a is b or (a == b and isinstance(a, frozenset)) for a, b in zip(inputs, self._last_inputs, strict=True)

@@ -197,3 +197,17 @@ def test_publisher_warns_once_that_without_pki_only_switches_enforce(caplog: pyt
         current[0] = with_rules(state, "api")
         publisher.build_now()
     assert [r.getMessage() for r in caplog.records].count(NO_PKI_WARNING) == 1
+
+
+def test_publisher_rebuilds_when_only_the_fabric_default_changes() -> None:
+    state = placed(AllowRule(host=HostId("u1")))
+    current = [state]
+    cache = SnapshotCache()
+    publisher = SnapshotPublisher(lambda: current[0], MTLS, cache, XdsMetrics())
+    publisher.build_now()
+    listener = cache.snapshot("api-1").of_type(LISTENER)["in/api-1"].message  # type: ignore[union-attr]
+    assert http_rbac(listener) is not None
+    current[0] = dataclasses.replace(state, default_policy=PolicyDefault.ALLOW, generation=state.generation + 1)
+    publisher.build_now()
+    listener = cache.snapshot("api-1").of_type(LISTENER)["in/api-1"].message  # type: ignore[union-attr]
+    assert http_rbac(listener) is None
