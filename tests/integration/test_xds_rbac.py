@@ -11,6 +11,7 @@ import http.client
 import ssl
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -170,3 +171,70 @@ def test_tcp_service_closes_the_connection_of_a_caller_not_admitted(tmp_path: Pa
 
         allow(m, "r2", AllowRule(host=HostId("u1")), AllowRule(service=ServiceName("hello")))
         wait_until(lambda: mtls_get(*inbound, files) == 200, 15, "hello admitted")
+
+
+def test_access_log_streams_are_bound_to_the_client_certificate_over_mtls() -> None:
+    """The real PKI's xDS authorization on the real mTLS gRPC listener: web-1's SVID may report web-1's
+    denials; u1's SVID may not report for web-1 (PERMISSION_DENIED, nothing recorded)."""
+    import grpc
+    from envoy.data.accesslog.v3 import accesslog_pb2
+    from envoy.service.accesslog.v3 import als_pb2
+
+    from edgectl.bus import EventBus
+    from meshctl.access_log import SERVICE
+    from meshctl.xds_grpc import XdsTls, start_mesh
+    from netmodel.fabric import build_state
+    from netmodel.fabric_file import parse_fabric
+    from pki.ca import CertificateAuthority
+    from pki.service import PkiService
+    from tests.integration.test_xds_harness import fabric_text
+
+    ca, _root_key = CertificateAuthority.create(TD)
+    bus = EventBus(build_state(parse_fabric(fabric_text(free_port(), free_port()).encode(), "rbac.yaml")))
+    bus.start()
+    web = f"spiffe://{TD}/svc/web/w/web-1"
+    bus.publish(
+        ev.WorkloadPlaced(dataclasses.replace(make_workload("web-1", "web", "n1", free_port()), spiffe_id=web))
+    ).result(timeout=5)
+    pki = PkiService(ca, lambda: bus.state, hosts=lambda _s: ["u1"]).start()
+    control = pki.control_tls()
+    denials = DenialLog()
+    tls = XdsTls(control.cert_chain_pem, control.private_key_pem, control.bundle_pem, pki.authorize_xds)
+    mesh_server = start_mesh(lambda: bus.state, bus.subscribe, "127.0.0.1", 0, tls=tls, denials=denials)
+
+    def report(spiffe_id: str) -> Any:
+        svid = ca.issue_with_new_key(spiffe_id, time.time())
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=control.bundle_pem.encode(),
+            private_key=svid.private_key_pem.encode(),
+            certificate_chain=svid.cert_chain_pem.encode(),
+        )
+        entry = accesslog_pb2.HTTPAccessLogEntry()
+        entry.common_properties.tls_properties.peer_certificate_properties.subject_alt_name.add(uri=STRANGER)
+        entry.request.path = "/cart"
+        entry.response.response_code_details = "rbac_access_denied_matched_policy[none]"
+        message = als_pb2.StreamAccessLogsMessage()
+        message.identifier.node.id = "web-1"
+        message.http_logs.log_entry.append(entry)
+        with grpc.secure_channel(f"127.0.0.1:{mesh_server.address[1]}", creds) as channel:
+            call = channel.stream_unary(
+                f"/{SERVICE}/StreamAccessLogs",
+                request_serializer=als_pb2.StreamAccessLogsMessage.SerializeToString,
+                response_deserializer=als_pb2.StreamAccessLogsResponse.FromString,
+            )
+            try:
+                return call(iter([message]), timeout=10)
+            except grpc.RpcError as exc:
+                return exc
+
+    try:
+        refused = report(f"spiffe://{TD}/host/u1")
+        assert isinstance(refused, grpc.RpcError) and refused.code() == grpc.StatusCode.PERMISSION_DENIED, refused
+        assert denials.totals() == {}
+        accepted = report(web)
+        assert not isinstance(accepted, grpc.RpcError), accepted
+        assert denials.totals() == {("service:hello", "web", "envoy"): 1}
+    finally:
+        mesh_server.stop()
+        pki.stop()
+        bus.stop()
