@@ -35,7 +35,7 @@ def allow(m: Mesh, revision: str, *rules: AllowRule) -> None:
     m.bus.publish(ev.DesiredStateApplied(dataclasses.replace(m.spec, services=services), revision)).result(timeout=5)
 
 
-def mtls_get(ip: str, port: int, files: dict[str, Path]) -> int | str:
+def mtls_get(ip: str, port: int, files: dict[str, Path], path: str = "/cart?x=1") -> int | str:
     """GET / straight to a sidecar's inbound listener over mTLS with ``files``' certificate."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False  # SPIFFE: identity is the URI SAN, not a host name
@@ -43,7 +43,7 @@ def mtls_get(ip: str, port: int, files: dict[str, Path]) -> int | str:
     context.load_cert_chain(str(files["chain"]), str(files["key"]))
     connection = http.client.HTTPSConnection(ip, port, timeout=5, context=context)
     try:
-        connection.request("GET", "/cart?x=1", headers={"host": "web"})
+        connection.request("GET", path, headers={"host": "web"})
         with connection.getresponse() as response:  # read by Content-Length: no wait for the close
             response.read()
             return response.status
@@ -121,6 +121,14 @@ def test_allow_from_is_enforced_by_the_callee_sidecar_and_denials_reach_the_cont
         allow(m, "r3", AllowRule(host=HostId("u1")))
         wait_until(lambda: mtls_get(*inbound, files) == 403, 15, "hello denied again", interval=0.02)
         print(f"policy change -> 403 at the callee's sidecar in {(time.monotonic() - started) * 1000:.0f} ms")
+
+        # A grant limited to paths and methods: hello may GET /status, nothing else.
+        allow(
+            m, "r4", AllowRule(host=HostId("u1")), AllowRule(ServiceName("hello"), paths=("/status",), methods=("GET",))
+        )
+        wait_until(lambda: mtls_get(*inbound, files, "/status/x") == 200, 15, "hello admitted to /status")
+        assert mtls_get(*inbound, files, "/cart") == 403
+        assert m.node_view("web-1")["types"]["lds"]["nacks"] == 0
 
 
 def test_tcp_service_closes_the_connection_of_a_caller_not_admitted(tmp_path: Path) -> None:
