@@ -186,6 +186,15 @@ def test_policy_change_reaches_only_the_callee_and_a_move_changes_no_rbac() -> N
     moved = state.apply(ev.WorkloadPlaced(dataclasses.replace(state.workloads["web-1"], node=NodeId("ea-n2"))))  # type: ignore[index]
     after = build_snapshots(moved, MTLS)
     assert before["api-1"].digest(LISTENER) == after["api-1"].digest(LISTENER)
+    # The callee moves: its new inbound listener (another address) keeps exactly the same RBAC.
+    callee_moved = state.apply(
+        ev.WorkloadPlaced(dataclasses.replace(state.workloads["api-1"], node=NodeId("ea-n2")))  # type: ignore[index]
+    )
+    new_listener = build_snapshots(callee_moved, MTLS)["api-1"].of_type(LISTENER)["in/api-1"].message
+    old_listener = before["api-1"].of_type(LISTENER)["in/api-1"].message
+    assert new_listener.address != old_listener.address
+    assert http_rbac(new_listener) == http_rbac(old_listener)
+    assert http_manager(new_listener).access_log == http_manager(old_listener).access_log
 
 
 def test_publisher_warns_once_that_without_pki_only_switches_enforce(caplog: pytest.LogCaptureFixture) -> None:
