@@ -164,10 +164,11 @@ class AgentServicer:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"unknown node {log_safe(node, 80)!r}: not in the fabric")
         if len(request.csr_pem) > MAX_CSR_BYTES:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem is longer than {MAX_CSR_BYTES} bytes")
-        refusal = self.tokens.redeem(request.join_token, node)
-        if refusal is not None:
-            raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"node {node}: {refusal.reason}")
+        # The certificate first: a CSR the CA refuses must not cost the agent its one-use token.
         svid = self._issue(request.csr_pem, node)
+        refusal = self.tokens.redeem(request.join_token, node)
+        if refusal is not None:  # the certificate made above is dropped unseen
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"node {node}: {refusal.reason}")
         now = self._clock()
         with self._lock:
             watching = self.attested[node].watching if node in self.attested else 0
@@ -226,7 +227,8 @@ class AgentServicer:
                     continue
                 if item is None:
                     continue  # closed: the loop's checks say how it ends
-                if item.generation <= state.generation:
+                item = _newest(watch.states, item)  # a backlog is one change to the newest model
+                if item is None or item.generation <= state.generation:
                     continue
                 state = item
                 after = node_workloads(state, node, self.app_host)
@@ -310,6 +312,19 @@ class AgentServicer:
             watch.close()
 
 
+def _newest(states: queue.Queue[FabricState | None], first: FabricState) -> FabricState | None:
+    """The newest state queued after ``first`` (``first`` if none); None if the watch was closed."""
+    newest = first
+    while True:
+        try:
+            item = states.get_nowait()
+        except queue.Empty:
+            return newest
+        if item is None:
+            return None
+        newest = item
+
+
 def _workload_message(view: WorkloadView) -> pb.NodeWorkload:
     return pb.NodeWorkload(
         id=view.id,
@@ -328,12 +343,21 @@ def _workload_message(view: WorkloadView) -> pb.NodeWorkload:
     )
 
 
-def _guarded(name: str, method: Callable[[Any, grpc.ServicerContext], Any], streaming: bool = False) -> Any:
+PeerLabel = Callable[[grpc.ServicerContext], str]
+"""Who a call comes from, for log lines (the TLS front knows the real address)."""
+
+
+def _guarded(
+    name: str,
+    method: Callable[[Any, grpc.ServicerContext], Any],
+    streaming: bool = False,
+    peer: PeerLabel = lambda context: str(context.peer()),
+) -> Any:
     """The handler around ``method``: undecodable requests, refusals (logged once), internal errors."""
 
     def refuse(context: grpc.ServicerContext, exc: Refused) -> None:
         if exc.code is not grpc.StatusCode.RESOURCE_EXHAUSTED or "behind" not in exc.reason:
-            LOG.warning("agent API: refusing %s from %s: %s", name, log_safe(context.peer()), log_safe(exc.reason))
+            LOG.warning("agent API: refusing %s from %s: %s", name, log_safe(peer(context)), log_safe(exc.reason))
         context.abort(exc.code, exc.reason)
 
     def check(request: Any) -> Any:
@@ -366,10 +390,10 @@ def _guarded(name: str, method: Callable[[Any, grpc.ServicerContext], Any], stre
     return unary
 
 
-def handlers(servicer: AgentServicer) -> grpc.GenericRpcHandler:
+def handlers(servicer: AgentServicer, peer: PeerLabel = lambda context: str(context.peer())) -> grpc.GenericRpcHandler:
     def unary(name: str, method: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
-            _guarded(name, method),
+            _guarded(name, method, peer=peer),
             request_deserializer=safe_parser(request),
             response_serializer=response.SerializeToString,
         )
@@ -380,7 +404,7 @@ def handlers(servicer: AgentServicer) -> grpc.GenericRpcHandler:
             "Attest": unary("Attest", servicer.attest, pb.AttestRequest, pb.NodeSvid),
             "RenewNodeSvid": unary("RenewNodeSvid", servicer.renew_node_svid, pb.RenewRequest, pb.NodeSvid),
             "WatchNode": grpc.unary_stream_rpc_method_handler(
-                _guarded("WatchNode", servicer.watch_node, streaming=True),
+                _guarded("WatchNode", servicer.watch_node, streaming=True, peer=peer),
                 request_deserializer=safe_parser(pb.WatchNodeRequest),
                 response_serializer=pb.NodeEvent.SerializeToString,
             ),
@@ -428,15 +452,20 @@ def start_agent_api(
     front_box: list[TlsFront] = []
 
     def caller_certificate(context: grpc.ServicerContext) -> str | None:
+        if not front_box:  # a call on the loopback port before the TLS front runs: no certificate
+            return None
         known, pem = front_box[0].peer_certificate(context.peer())
         return pem if known else None
+
+    def peer_label(context: grpc.ServicerContext) -> str:
+        return front_box[0].client_address(context.peer()) if front_box else str(context.peer())
 
     servicer = AgentServicer(bus, tokens, issuer, trust_domain, authorize_node, caller_certificate, app_host=app_host)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="agent-api"),
         options=(("grpc.so_reuseport", 0),),
     )
-    server.add_generic_rpc_handlers((handlers(servicer),))
+    server.add_generic_rpc_handlers((handlers(servicer, peer_label),))
     backend = server.add_insecure_port("127.0.0.1:0")
     if not backend:
         raise OSError("agent API: cannot bind its loopback port")

@@ -60,6 +60,7 @@ class TlsFront:
         self._client_ca = client_ca_pem
         self._backend_port = backend_port
         self._peers: dict[str, str | None] = {}
+        self._addresses: dict[str, str] = {}
         self._lock = threading.Lock()
         self._context_serial, chain, key = certificate()
         self._context = server_context(chain, key, client_ca_pem)
@@ -68,6 +69,7 @@ class TlsFront:
         self._servers: list[asyncio.AbstractServer] = []
         self._thread: threading.Thread | None = None
         self._connections = 0
+        self._unix_path: str | None = None
         self.port = 0
 
     def peer_certificate(self, grpc_peer: str) -> tuple[bool, str | None]:
@@ -76,6 +78,11 @@ class TlsFront:
             if grpc_peer not in self._peers:
                 return False, None
             return True, self._peers[grpc_peer]
+
+    def client_address(self, grpc_peer: str) -> str:
+        """Where a forwarded connection really comes from (for log lines); ``grpc_peer`` if not ours."""
+        with self._lock:
+            return self._addresses.get(grpc_peer, grpc_peer)
 
     def _newest_context(self, ssl_object: Any, _server_name: str | None, _context: ssl.SSLContext) -> None:
         """On every ClientHello: hand the connection the context of the newest certificate."""
@@ -95,6 +102,8 @@ class TlsFront:
 
         def run() -> None:
             loop = asyncio.new_event_loop()
+            # A client that fails its handshake (plaintext, a foreign CA) is its problem: one debug line.
+            loop.set_exception_handler(lambda _loop, context: LOG.debug("agent API TLS: %s", context.get("message")))
             self._loop = loop
             try:
                 loop.run_until_complete(self._listen(host, port, unix_path))
@@ -129,6 +138,7 @@ class TlsFront:
             from meshctl.listen import remove_stale_socket
 
             remove_stale_socket(unix_path)
+            self._unix_path = unix_path
             unix = await asyncio.start_unix_server(
                 self._serve, unix_path, ssl=self._context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S
             )
@@ -147,8 +157,11 @@ class TlsFront:
             backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", self._backend_port)
             local_host, local_port = backend_writer.get_extra_info("sockname")[:2]
             key = f"ipv4:{local_host}:{local_port}"
+            client = client_writer.get_extra_info("peername")
+            address = f"{client[0]}:{client[1]}" if isinstance(client, tuple) else f"unix:{client or '(local)'}"
             with self._lock:  # before the first byte reaches the gRPC server
                 self._peers[key] = certificate
+                self._addresses[key] = address
             await asyncio.gather(
                 _pump(client_reader, backend_writer), _pump(backend_reader, client_writer), return_exceptions=True
             )
@@ -159,6 +172,7 @@ class TlsFront:
             if key:
                 with self._lock:
                     self._peers.pop(key, None)
+                    self._addresses.pop(key, None)
             with contextlib.suppress(Exception):
                 client_writer.close()
 
@@ -180,6 +194,9 @@ class TlsFront:
             loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(5)
+        if self._unix_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._unix_path)
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -376,6 +376,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"edgectl run: {exc}", file=sys.stderr)
         return 1
+    if args.agent_unix and pki_options is None:
+        print("edgectl run: --agent-unix needs --pki-dir (the agent API serves node identities)", file=sys.stderr)
+        return 1
     if not 0 <= args.agent_port <= 65535:
         print(f"edgectl run: --agent-port must be 0 (none) or a port, not {args.agent_port}", file=sys.stderr)
         return 1

@@ -2,8 +2,9 @@
 
 ``Controller.start()`` brings up, in order: the model writer (the bus), saved placements from
 ``--state-dir``, the HTTP endpoint, the CA (``--pki-dir``), the OpenFlow listener (os-ken, native
-threads) and its route engine, the xDS server, and last the placement gRPC API with its convergence
-probes (routes, sidecars). Each gets the bus (to publish) and reads ``bus.state`` (immutable snapshots).
+threads) and its route engine, the xDS server, the node agent API (with ``--pki-dir``), and last the
+placement gRPC API with its convergence probes (routes, sidecars). Each gets the bus (to publish) and
+reads ``bus.state`` (immutable snapshots).
 """
 
 from __future__ import annotations

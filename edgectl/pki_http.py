@@ -10,6 +10,7 @@ otherwise), so repeated calls cannot grow the revocation list without bound.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from edgectl.http_access import loopback_only
@@ -21,6 +22,8 @@ if TYPE_CHECKING:  # the HTTP server and the CA are imported only when a control
     from netmodel.state import FabricState
     from pki.join_token_store import JoinTokenStore
     from pki.service import PkiService
+
+LOG = logging.getLogger("edgectl.pki")
 
 
 def rotate_route(pki: PkiService, *, http_host: str) -> PostRoute:
@@ -68,6 +71,7 @@ def join_token_route(tokens: JoinTokenStore, trust_domain: str, *, http_host: st
             token, expires_at = tokens.mint(node, ttl)
         except (JoinTokenError, PkiError) as exc:
             return 400, {"error": str(exc)}
+        LOG.info("join token minted for node %s (one use, %d s); only its hash is kept", node, ttl)
         return 201, {"token": token, "node": node, "expires_at": expires_at, "spiffe_id": spiffe_id}
 
     return loopback_only(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import queue
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -36,6 +38,12 @@ pytestmark = pytest.mark.integration
 
 FABRIC = REPO / "examples" / "edge-cloud.yaml"
 TD = "attest.test"
+
+
+def run_edgectl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgectl.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
 
 
 def mint(http: str, node: str, ttl_s: int = 600) -> tuple[int, dict[str, Any]]:
@@ -120,7 +128,9 @@ def test_join_token_attests_once_and_the_node_svid_reaches_only_its_own_node(tmp
     )
     bundle_pem = (ca_dir / "bundle.pem").read_bytes()
     api, agent, xds, socket = free_port(), free_port(), free_port(), tmp_path / "xds.sock"
+    agent_socket = tmp_path / "agent.sock"
     extra = ["--pki-dir", str(ca_dir), "--api-port", str(api), "--agent-port", str(agent)]
+    extra += ["--agent-unix", str(agent_socket)]
     extra += ["--xds-port", str(xds), "--xds-unix", str(socket)]
     with edgectl_run(FABRIC, *extra) as controller, operator_channel(operator, api) as placement_channel:
         grpc.channel_ready_future(placement_channel).result(timeout=30)
@@ -141,6 +151,12 @@ def test_join_token_attests_once_and_the_node_svid_reaches_only_its_own_node(tmp
         assert mint(controller.http, node, ttl_s=5)[0] == 400
         code, minted = mint(controller.http, node)
         assert code == 201 and minted["node"] == node and minted["spiffe_id"] == f"spiffe://{TD}/node/{node}"
+        # The CLI: the token on stdout, its expiry on stderr; a refusal is one line and exit 1.
+        http = ["--http", f"127.0.0.1:{controller.http_port}"]
+        cli = run_edgectl("pki", "token", "--node", node, "--ttl", "1h", *http)
+        assert cli.returncode == 0 and len(cli.stdout.strip()) >= 22 and "one use, until" in cli.stderr, cli.stderr
+        cli_refused = run_edgectl("pki", "token", "--node", "no-such-node", *http)
+        assert cli_refused.returncode == 1 and "unknown node" in cli_refused.stderr
         short_code, short_lived = mint(controller.http, node, ttl_s=10)
         assert short_code == 201
         short_minted_at = time.monotonic()
@@ -226,6 +242,11 @@ def test_join_token_attests_once_and_the_node_svid_reaches_only_its_own_node(tmp
         with channel(f"127.0.0.1:{agent}", bundle_pem) as anonymous:
             late = refused(lambda: attest(apb_grpc.NodeAgentStub(anonymous), node, short_lived["token"]))
             assert late.code() == grpc.StatusCode.PERMISSION_DENIED and "expired" in str(late.details())
+
+        # The agent API on its Unix socket: the same TLS, the same refusals.
+        with channel(f"unix:{agent_socket}", bundle_pem) as local:
+            over_unix = refused(lambda: attest(apb_grpc.NodeAgentStub(local), node, "not-a-token"))
+            assert over_unix.code() == grpc.StatusCode.PERMISSION_DENIED and "unknown" in str(over_unix.details())
 
         agents = controller.get_json("/api/v1/agents")["agents"]
         assert [a["node"] for a in agents] == [node]

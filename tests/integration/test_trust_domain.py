@@ -40,9 +40,17 @@ def operator_channel(operator: Path, port: int) -> grpc.Channel:
     return grpc.secure_channel(f"127.0.0.1:{port}", credentials)
 
 
-def xds_resources(socket: Path, node: str, type_url: str) -> bytes:
-    """The serialized resources of one SotW answer to ``node`` over the Unix socket (sidecars' way in)."""
-    with grpc.insecure_channel(f"unix:{socket}") as channel:
+def xds_resources(socket: Path, node: str, type_url: str, client: Path) -> bytes:
+    """The serialized resources of one SotW answer to ``node`` over the Unix socket (sidecars' way in),
+    mTLS with ``client``'s certificate (PREFIX.crt/.key/.bundle.pem): with the PKI on, the socket has no
+    plaintext way in."""
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(f"{client}.bundle.pem").read_bytes(),
+        private_key=Path(f"{client}.key").read_bytes(),
+        certificate_chain=Path(f"{client}.crt").read_bytes(),
+    )
+    options = [("grpc.ssl_target_name_override", "localhost")]  # a Unix socket has no host name to check
+    with grpc.secure_channel(f"unix:{socket}", credentials, options=options) as channel:
         conversation = Conversation(channel)
         try:
             conversation.send(sotw(type_url, node=node))
@@ -76,8 +84,12 @@ def test_workloads_get_identities_of_the_cas_trust_domain(tmp_path: Path) -> Non
 
         # The mesh speaks the same domain: the web instance's inbound listener admits u1's host identity,
         # and u1's cluster for web checks the servers' identities by the service's prefix.
-        listener = xds_resources(socket, web.id, LISTENER)
+        # The sidecars' certificates: web's node agent holds its node's SVID, u1's client sidecar its host's.
+        node_svid, host_svid = tmp_path / "node", tmp_path / "u1"
+        for spiffe_id, out in ((f"spiffe://{TD}/node/{web.node}", node_svid), (f"spiffe://{TD}/host/u1", host_svid)):
+            edgectl("pki", "issue", "--dir", str(ca_dir), "--spiffe-id", spiffe_id, "--out", str(out))
+        listener = xds_resources(socket, web.id, LISTENER, node_svid)
         assert f"spiffe://{TD}/host/u1".encode() in listener
-        cluster = xds_resources(socket, "u1", CLUSTER)
+        cluster = xds_resources(socket, "u1", CLUSTER, host_svid)
         assert f"spiffe://{TD}/svc/web/".encode() in cluster
         assert b"edgectl.local" not in listener + cluster

@@ -230,3 +230,8 @@ def test_run_hands_the_placement_profile_and_endpoint_order_to_the_controller(mo
         ("default", "nearest"),
         ("diktyo-like", "round-robin"),
     ]
+
+
+def test_run_refuses_agent_api_options_it_cannot_honour(capsys) -> None:
+    assert main(["run", "--config", str(EXAMPLE), "--agent-unix", "/tmp/agent.sock"]) == 1
+    assert "--agent-unix needs --pki-dir" in capsys.readouterr().err

@@ -81,3 +81,27 @@ def test_operators_only_on_the_placement_api(service: PkiService) -> None:
     refusal = service.authorize_operator(service.snapshot.identities["u1"].cert_chain_pem)
     assert refusal is not None and "not an operator" in refusal
     assert "not an X.509-SVID" in str(service.authorize_operator(service.issuer.bundle_pem))  # a CA certificate
+
+
+def test_a_node_svid_gets_xds_for_its_nodes_workloads_and_the_agent_api_while_not_revoked(tmp_path: Path) -> None:
+    from netmodel.events import WorkloadPlaced
+    from netmodel.fabric import build_state
+    from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
+    from netmodel.types import Resources, Workload
+    from pki.policy import node_spiffe_id
+    from tests.unit.edgectl.fixtures import example_spec
+
+    state = build_state(example_spec())
+    for wid, node in (("web-1", "ea-n1"), ("web-2", "eb-n1")):
+        spiffe_id = SpiffeId(f"spiffe://{TD}/svc/web/w/{wid}")
+        workload = Workload(WorkloadId(wid), ServiceName("web"), spiffe_id, Resources(1, 1), NodeId(node))
+        state = state.apply(WorkloadPlaced(workload))
+    ca, _root_key = CertificateAuthority.create(TD)
+    service = PkiService(ca, lambda: state, hosts=lambda _s: []).start()
+    node_svid = ca.issue_with_new_key(node_spiffe_id(TD, "ea-n1"), time.time())
+    assert service.authorize_xds("web-1", node_svid.cert_chain_pem) is None
+    refusal = service.authorize_xds("web-2", node_svid.cert_chain_pem)
+    assert refusal is not None and "placed on node eb-n1" in refusal
+    assert service.authorize_node(node_svid.cert_chain_pem) == ("ea-n1", None)
+    workload_svid = service.snapshot.identities["web-1"].cert_chain_pem
+    assert service.authorize_node(workload_svid)[1] is not None  # a workload is no node agent

@@ -1,0 +1,219 @@
+"""The node agent API without a network: what an agent is told of its node (agent_view), the join-token
+route, and the servicer's refusals and slow-watch cut-off (a fake bus and gRPC context)."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from edgectl.agent_api import AgentServicer, Refused
+from edgectl.agent_view import node_changes, node_workloads
+from edgectl.pki_http import join_token_route
+from netmodel.events import Event, WorkloadHealthChanged, WorkloadPlaced, WorkloadRemoved
+from netmodel.fabric import build_state
+from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
+from netmodel.state import FabricState
+from netmodel.types import Resources, Workload
+from nodeagent._pb import agent_pb2 as pb
+from pki.join_token_store import JoinTokenStore
+from tests.unit.edgectl.fixtures import example_spec
+
+TD = "edge.test"
+NOW = 1_800_000_000.0
+
+
+def placed(state: FabricState, wid: str, service: str, node: str) -> FabricState:
+    workload = Workload(
+        WorkloadId(wid),
+        ServiceName(service),
+        SpiffeId(f"spiffe://{TD}/svc/{service}/w/{wid}"),
+        Resources(100, 64),
+        NodeId(node),
+    )
+    return state.apply(WorkloadPlaced(workload))
+
+
+@pytest.fixture
+def state() -> FabricState:
+    base = build_state(example_spec())
+    return placed(placed(base, "api-1", "api", "ea-n1"), "db-1", "db", "c-n1")
+
+
+def test_a_nodes_view_holds_its_workloads_with_what_the_agent_needs(state: FabricState) -> None:
+    views = node_workloads(state, "ea-n1", "127.0.0.2")
+    assert list(views) == ["api-1"]
+    api = views["api-1"]
+    assert (api.service, api.port, api.address, api.app_host) == ("api", 9090, "10.0.1.10", "127.0.0.2")
+    assert api.spiffe_id == f"spiffe://{TD}/svc/api/w/api-1" and api.protocol == "http"
+    assert [(c.service, c.port) for c in api.calls] == [("db", 5432)]
+    assert node_workloads(state, "no-such-node", "127.0.0.1") == {}
+
+
+def test_changes_are_placed_again_when_changed_and_removed_when_gone(state: FabricState) -> None:
+    before = node_workloads(state, "ea-n1", "127.0.0.1")
+    moved = placed(state, "api-2", "api", "ea-n1").apply(WorkloadRemoved(WorkloadId("api-1")))
+    after = node_workloads(moved, "ea-n1", "127.0.0.1")
+    new, gone = node_changes(before, after)
+    assert [v.id for v in new] == ["api-2"] and gone == ["api-1"]
+    # The service's command changed: the instance is sent again with it.
+    api = moved.services[ServiceName("api")]
+    rerun = replace(moved, services={**moved.services, api.name: replace(api, run=("{python}", "app.py"))})
+    new, gone = node_changes(after, node_workloads(rerun, "ea-n1", "127.0.0.1"))
+    assert [v.run for v in new] == [("{python}", "app.py")] and gone == []
+    # The node left the fabric: every one of its workloads is removed.
+    without_node = replace(moved, nodes={k: v for k, v in moved.nodes.items() if k != "ea-n1"})
+    assert node_changes(after, node_workloads(without_node, "ea-n1", "127.0.0.1")) == ([], ["api-2"])
+
+
+# -- the join-token route ------------------------------------------------------------------------------
+
+
+def test_join_tokens_are_minted_for_compute_nodes_only_with_a_bounded_ttl(tmp_path: Path, state: FabricState) -> None:
+    route = join_token_route(JoinTokenStore(tmp_path, lambda: NOW), TD, http_host="127.0.0.1")
+    code, body = route(state, {"node": "ea-n1", "ttl_s": 60})
+    assert code == 201 and body["node"] == "ea-n1" and body["expires_at"] == NOW + 60
+    assert body["spiffe_id"] == f"spiffe://{TD}/node/ea-n1" and len(body["token"]) >= 22
+    assert route(state, {"node": "ea-n1"})[1]["expires_at"] == NOW + 600  # the default TTL
+    code, body = route(state, {"node": "u1"})
+    assert code == 400 and "not a compute node" in body["error"]
+    code, body = route(state, {"node": "ea-n1", "ttl_s": 86401})
+    assert code == 400 and "24 h" in body["error"]
+    assert route(state, "junk")[0] == 400
+    from edgectl.controller import _no_pki
+
+    code, body = _no_pki(state, {"node": "ea-n1"})  # a controller without --pki-dir
+    assert code == 503 and "--pki-dir" in body["error"]
+    remote = join_token_route(JoinTokenStore(tmp_path, lambda: NOW), TD, http_host="0.0.0.0")
+    code, body = remote(state, {"node": "ea-n1"})
+    assert code == 403 and "loopback" in body["error"]
+
+
+# -- the servicer ----------------------------------------------------------------------------------------
+
+
+class FakeBus:
+    def __init__(self, state: FabricState) -> None:
+        self.state = state
+        self.published: list[Event] = []
+
+    def publish(self, event: Event) -> Future[FabricState]:
+        self.published.append(event)
+        self.state = self.state.apply(event)
+        future: Future[FabricState] = Future()
+        future.set_result(self.state)
+        return future
+
+    def subscribe(self, _subscriber: Any) -> None:
+        pass
+
+
+class FakeContext:
+    def __init__(self, certificate: str | None) -> None:
+        self.certificate = certificate
+        self.callbacks: list[Any] = []
+        self.active = True
+
+    def add_callback(self, callback: Any) -> None:
+        self.callbacks.append(callback)
+
+    def is_active(self) -> bool:
+        return self.active
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
+
+def servicer(bus: FakeBus, tmp_path: Path, **kwargs: Any) -> AgentServicer:
+    def authorize(certificate: str) -> tuple[str, str | None]:
+        node = certificate.removeprefix("NODE ")  # fake certificates: "NODE <node>"
+        return (node, None) if certificate.startswith("NODE ") else ("", f"{certificate} is not a node identity")
+
+    return AgentServicer(
+        bus,  # type: ignore[arg-type]
+        JoinTokenStore(tmp_path, lambda: NOW),
+        issuer=None,  # type: ignore[arg-type]  # no SVID is issued in these tests
+        trust_domain=TD,
+        authorize_node=authorize,
+        caller_certificate=lambda context: context.certificate,  # type: ignore[attr-defined]
+        clock=lambda: NOW,
+        **kwargs,
+    )
+
+
+def refusal(call: Any) -> Refused:
+    with pytest.raises(Refused) as caught:
+        call()
+    return caught.value
+
+
+def csr_pem(node: str) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node)])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_attest_refusals_and_a_bad_csr_does_not_cost_the_token(tmp_path: Path, state: FabricState) -> None:
+    from pki.ca import CertificateAuthority
+
+    ca, _root_key = CertificateAuthority.create(TD)
+    agents = servicer(FakeBus(state), tmp_path)
+    agents.issuer = ca
+    agents._clock = time.time  # the CA's certificates are valid now, not at NOW
+    token, _expires_at = agents.tokens.mint("ea-n1", 600)
+    unknown = refusal(lambda: agents.attest(pb.AttestRequest(node="nope", join_token=token), FakeContext(None)))
+    assert unknown.code is grpc.StatusCode.INVALID_ARGUMENT
+    made_up = pb.AttestRequest(node="ea-n1", join_token="x", csr_pem=csr_pem("ea-n1"))
+    denied = refusal(lambda: agents.attest(made_up, FakeContext(None)))
+    assert denied.code is grpc.StatusCode.PERMISSION_DENIED and "unknown join token" in denied.reason
+    garbage = refusal(lambda: agents.attest(pb.AttestRequest(node="ea-n1", join_token=token, csr_pem="junk"), None))
+    assert garbage.code is grpc.StatusCode.INVALID_ARGUMENT and "CSR" in garbage.reason
+    svid = agents.attest(pb.AttestRequest(node="ea-n1", join_token=token, csr_pem=csr_pem("ea-n1")), None)
+    assert svid.spiffe_id == f"spiffe://{TD}/node/ea-n1" and svid.trust_bundle_pem == ca.bundle_pem
+    assert agents.attested_view(state)["agents"][0]["node"] == "ea-n1"
+
+
+def test_every_other_call_needs_a_node_svid_and_concerns_its_own_node(tmp_path: Path, state: FabricState) -> None:
+    bus = FakeBus(state)
+    agents = servicer(bus, tmp_path)
+    for context in (FakeContext(None), FakeContext("HOST u1")):
+        denied = refusal(lambda c=context: next(agents.watch_node(pb.WatchNodeRequest(node="ea-n1"), c)))
+        assert denied.code is grpc.StatusCode.PERMISSION_DENIED
+    other = refusal(lambda: next(agents.watch_node(pb.WatchNodeRequest(node="c-n1"), FakeContext("NODE ea-n1"))))
+    assert other.code is grpc.StatusCode.PERMISSION_DENIED and "only its own" in other.reason
+    report = pb.HealthReport(workload_id="db-1", healthy=False, reason="app exited")
+    foreign = refusal(lambda: agents.report_health(report, FakeContext("NODE ea-n1")))
+    assert foreign.code is grpc.StatusCode.PERMISSION_DENIED and bus.published == []
+    agents.report_health(report, FakeContext("NODE c-n1"))
+    assert bus.published == [WorkloadHealthChanged(WorkloadId("db-1"), False, "app exited", NOW)]
+    assert WorkloadId("db-1") in bus.state.unhealthy
+
+
+def test_a_watch_sends_a_snapshot_then_changes_and_a_slow_one_is_cut_off(tmp_path: Path, state: FabricState) -> None:
+    bus = FakeBus(state)
+    agents = servicer(bus, tmp_path, max_pending=3)
+    context = FakeContext("NODE ea-n1")
+    stream = agents.watch_node(pb.WatchNodeRequest(node="ea-n1"), context)
+    snapshot = next(stream)
+    assert snapshot.kind == pb.NodeEvent.SNAPSHOT and [w.id for w in snapshot.workloads] == ["api-1"]
+    bus.publish(WorkloadRemoved(WorkloadId("api-1")))
+    agents.on_model_change(bus.published[-1], bus.state)
+    removed = next(stream)
+    assert removed.kind == pb.NodeEvent.REMOVED and [w.id for w in removed.workloads] == ["api-1"]
+    # The agent stops reading; the model moves on: the writer never waits, the watch is ended.
+    for healthy in (False, True, False, True, False):
+        bus.publish(WorkloadHealthChanged(WorkloadId("db-1"), healthy, "flapping", NOW))
+        agents.on_model_change(bus.published[-1], bus.state)
+    cut = refusal(lambda: list(stream))
+    assert cut.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "watch again" in cut.reason
