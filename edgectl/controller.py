@@ -268,6 +268,7 @@ class Controller:
             ),
             tls=xds_tls,
             wait_for_sidecars=self.config.wait_for_sidecars,
+            denials=self.denials,
         )
         self.http.add_route("/api/v1/xds/clients", lambda _state: mesh.clients_view())
         from edgectl.live_notes import xds_nack_notes

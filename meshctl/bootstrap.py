@@ -23,9 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from meshctl.xds_types import XDS_CLUSTER
+
 DEFAULT_XDS_ADDRESS = "127.0.0.1:18000"
 DEFAULT_ADMIN_PORT = 9901
-XDS_CLUSTER = "edgectl-xds"
 TYPE_COLUMNS = ("sds", "cds", "eds", "lds", "rds")
 
 

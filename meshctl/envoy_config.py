@@ -11,19 +11,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, grpc_service_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
+from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
+from envoy.extensions.access_loggers.grpc.v3 import als_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
@@ -77,6 +83,40 @@ class LocalityEndpoints:
     sub_zone: str
     endpoints: tuple[tuple[str, int, int], ...]
     priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RbacGrant:
+    """One allowed caller of an inbound listener: a SPIFFE id (or every id under ``principal`` when
+    ``prefix``) and, for HTTP, the path prefixes and methods it may use (empty: any)."""
+
+    name: str
+    """The policy's name in the RBAC config (e.g. ``allow_from[0]``)."""
+    principal: str
+    prefix: bool
+    paths: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRbac:
+    """Who may call an inbound listener (Envoy RBAC, action ALLOW: no grant, nobody), and where its
+    denials are reported: an access log streamed over gRPC to ``access_log_cluster`` (the bootstrap's
+    xDS cluster, so the denials reach the controller on the sidecar's own authorized channel)."""
+
+    stat_prefix: str
+    grants: tuple[RbacGrant, ...]
+    access_log_cluster: str = ""
+    """Empty: no access log."""
+
+
+ACCESS_LOG_NAME = "edgectl-denials"
+"""The ``log_name`` of the denial access logs (what the controller's AccessLogService receives)."""
+
+DENIED_STATUS = 403
+
+TCP_DENIED_EXPRESSION = "connection.termination_details.startsWith('rbac_access_denied')"
+"""A connection the network RBAC filter closed (CEL, on Envoy's connection attributes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,10 +379,20 @@ def _router() -> Message:
     return hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))
 
 
-def _http_manager(stat_prefix: str, route_name: str | None = None, inline_route: Message | None = None) -> Message:
+def _http_manager(
+    stat_prefix: str,
+    route_name: str | None = None,
+    inline_route: Message | None = None,
+    rbac: InboundRbac | None = None,
+) -> Message:
+    filters = [_router()]
+    if rbac is not None:
+        filters.insert(0, http_rbac_filter(rbac))
     manager = hcm_pb2.HttpConnectionManager(
-        stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO, http_filters=[_router()]
+        stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO, http_filters=filters
     )
+    if rbac is not None and rbac.access_log_cluster:
+        manager.access_log.append(denial_access_log(rbac.access_log_cluster, http=True))
     if route_name is not None:
         manager.rds.CopyFrom(hcm_pb2.Rds(config_source=ads_source(), route_config_name=route_name))
     if inline_route is not None:
@@ -368,8 +418,10 @@ def http_listener(
     inbound: bool,
     tls: Message | None = None,
     forward_client_identity: bool = False,
+    rbac: InboundRbac | None = None,
+    stat_prefix: str | None = None,
 ) -> Message:
-    manager = _http_manager(_stat_prefix(name), route_name, inline_route)
+    manager = _http_manager(stat_prefix or _stat_prefix(name), route_name, inline_route, rbac)
     if forward_client_identity:
         # The app learns who called from x-forwarded-client-cert; a caller cannot forge it.
         manager.forward_client_cert_details = hcm_pb2.HttpConnectionManager.SANITIZE_SET
@@ -387,19 +439,150 @@ def http_listener(
     )
 
 
-def tcp_listener(name: str, ip: str, port: int, cluster: str, *, inbound: bool, tls: Message | None = None) -> Message:
+def tcp_listener(
+    name: str,
+    ip: str,
+    port: int,
+    cluster: str,
+    *,
+    inbound: bool,
+    tls: Message | None = None,
+    rbac: InboundRbac | None = None,
+    stat_prefix: str | None = None,
+) -> Message:
     # Up to 3 connection attempts (each on the next instance): nothing was sent on a failed one.
     proxy = tcp_proxy_pb2.TcpProxy(
-        stat_prefix=_stat_prefix(name), cluster=cluster, max_connect_attempts=wrappers_pb2.UInt32Value(value=3)
+        stat_prefix=stat_prefix or _stat_prefix(name),
+        cluster=cluster,
+        max_connect_attempts=wrappers_pb2.UInt32Value(value=3),
     )
-    chain = listener_components_pb2.FilterChain(filters=[_network_filter("envoy.filters.network.tcp_proxy", proxy)])
+    filters = [_network_filter("envoy.filters.network.tcp_proxy", proxy)]
+    if rbac is not None:
+        # Before tcp_proxy: a denied connection is closed before any upstream connection is made.
+        filters.insert(0, network_rbac_filter(rbac))
+    chain = listener_components_pb2.FilterChain(filters=filters)
     if tls is not None:
         chain.transport_socket.CopyFrom(tls)
-    return listener_pb2.Listener(
+    listener = listener_pb2.Listener(
         name=name,
         address=_socket_address(ip, port),
         filter_chains=[chain],
         traffic_direction=base_pb2.INBOUND if inbound else base_pb2.OUTBOUND,
+    )
+    if rbac is not None and rbac.access_log_cluster:
+        # On the listener: it logs every connection as it closes, also one a filter closed.
+        listener.access_log.append(denial_access_log(rbac.access_log_cluster, http=False))
+    return listener
+
+
+# -- authorization ----------------------------------------------------------------------------------
+
+
+def _principal(grant: RbacGrant) -> Message:
+    """The peer certificate's URI SAN (the SPIFFE id mTLS verified), exactly or by prefix."""
+    matcher = (
+        string_pb2.StringMatcher(prefix=grant.principal)
+        if grant.prefix
+        else string_pb2.StringMatcher(exact=grant.principal)
+    )
+    return rbac_pb2.Principal(authenticated=rbac_pb2.Principal.Authenticated(principal_name=matcher))
+
+
+def _any_of(permissions: list[Message]) -> Message:
+    return (
+        permissions[0]
+        if len(permissions) == 1
+        else rbac_pb2.Permission(or_rules=rbac_pb2.Permission.Set(rules=permissions))
+    )
+
+
+def _permission(grant: RbacGrant, http: bool) -> Message:
+    """Any request, or (HTTP) one of the path prefixes AND one of the methods."""
+    parts = []
+    if http and grant.paths:
+        parts.append(
+            _any_of(
+                [
+                    rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=string_pb2.StringMatcher(prefix=prefix)))
+                    for prefix in grant.paths
+                ]
+            )
+        )
+    if http and grant.methods:
+        parts.append(
+            _any_of(
+                [
+                    rbac_pb2.Permission(
+                        header=route_components_pb2.HeaderMatcher(
+                            name=":method", string_match=string_pb2.StringMatcher(exact=method)
+                        )
+                    )
+                    for method in grant.methods
+                ]
+            )
+        )
+    if not parts:
+        return rbac_pb2.Permission(any=True)
+    return parts[0] if len(parts) == 1 else rbac_pb2.Permission(and_rules=rbac_pb2.Permission.Set(rules=parts))
+
+
+def rbac_rules(rbac: InboundRbac, http: bool) -> Message:
+    """Action ALLOW with one policy per grant: a caller no policy admits is denied (no policy at all:
+    everyone is). ``http=False``: paths and methods cannot be seen, so a grant limited to some is left out
+    (fail closed) rather than widened to every connection."""
+    policies = {
+        grant.name: rbac_pb2.Policy(permissions=[_permission(grant, http)], principals=[_principal(grant)])
+        for grant in rbac.grants
+        if http or not (grant.paths or grant.methods)
+    }
+    return rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW, policies=policies)
+
+
+def http_rbac_filter(rbac: InboundRbac) -> Message:
+    """Its stats: ``http.<HCM stat_prefix>.rbac.allowed|denied``; a denied request gets 403."""
+    return hcm_pb2.HttpFilter(
+        name="envoy.filters.http.rbac", typed_config=pack(http_rbac_pb2.RBAC(rules=rbac_rules(rbac, http=True)))
+    )
+
+
+def network_rbac_filter(rbac: InboundRbac) -> Message:
+    """Its stats: ``<stat_prefix>.rbac.allowed|denied``; a denied connection is closed."""
+    config = network_rbac_pb2.RBAC(rules=rbac_rules(rbac, http=False), stat_prefix=rbac.stat_prefix)
+    return _network_filter("envoy.filters.network.rbac", config)
+
+
+def denial_access_log(cluster: str, http: bool) -> Message:
+    """Envoy's gRPC access log (AccessLogService, on the xDS cluster), filtered in Envoy: HTTP keeps the
+    403 answers (the controller keeps those whose response code details say RBAC), TCP the connections
+    the RBAC filter terminated (checked again by the controller)."""
+    common = als_pb2.CommonGrpcAccessLogConfig(
+        log_name=ACCESS_LOG_NAME,
+        grpc_service=grpc_service_pb2.GrpcService(
+            envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=cluster)
+        ),
+        transport_api_version=config_source_pb2.ApiVersion.V3,
+    )
+    if http:
+        config = als_pb2.HttpGrpcAccessLogConfig(common_config=common)
+        name = "envoy.access_loggers.http_grpc"
+        denied = accesslog_pb2.AccessLogFilter(
+            status_code_filter=accesslog_pb2.StatusCodeFilter(
+                comparison=accesslog_pb2.ComparisonFilter(
+                    op=accesslog_pb2.ComparisonFilter.EQ,
+                    value=base_pb2.RuntimeUInt32(default_value=DENIED_STATUS, runtime_key="edgectl.denied_status"),
+                )
+            )
+        )
+        return accesslog_pb2.AccessLog(name=name, filter=denied, typed_config=pack(config))
+    config = als_pb2.TcpGrpcAccessLogConfig(common_config=common)
+    closed_by_rbac = accesslog_pb2.AccessLogFilter(
+        extension_filter=accesslog_pb2.ExtensionFilter(
+            name="envoy.access_loggers.extension_filters.cel",
+            typed_config=pack(cel_pb2.ExpressionFilter(expression=TCP_DENIED_EXPRESSION)),
+        )
+    )
+    return accesslog_pb2.AccessLog(
+        name="envoy.access_loggers.tcp_grpc", filter=closed_by_rbac, typed_config=pack(config)
     )
 
 

@@ -44,6 +44,15 @@ class XdsMetrics:
         self.build_seconds = Histogram(
             "edgectl_xds_snapshot_build_seconds", "Time to rebuild every node's snapshot", registry=self.registry
         )
+        self._access_log_streams = Gauge(
+            "edgectl_xds_access_log_streams", "Open sidecar access log (denial) streams", registry=self.registry
+        )
+        self._access_log_entries = Counter(
+            "edgectl_xds_access_log_entries",
+            "Sidecar access log entries received, by outcome (recorded as a denial, not_denied, dropped, unknown_node)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.push_counts: Counter_[str] = Counter_()
         """Pushes per type as plain numbers (cheap to read often, unlike collecting the registry)."""
         self._collectors = [
@@ -55,6 +64,8 @@ class XdsMetrics:
             self.stream_errors,
             self.builds,
             self.build_seconds,
+            self._access_log_streams,
+            self._access_log_entries,
         ]
 
     def pushed(self, type_url: str) -> None:
@@ -78,6 +89,13 @@ class XdsMetrics:
 
     def failed(self, code: str) -> None:
         self.stream_errors.labels(code).inc()
+
+    def access_log_stream(self, delta: int) -> None:
+        self._access_log_streams.inc(delta)
+
+    def access_log_entries(self, outcome: str, count: int) -> None:
+        if count > 0:
+            self._access_log_entries.labels(outcome).inc(count)
 
     def unregister(self) -> None:
         """Let a later server register the same names on this registry (a restart in one process)."""

@@ -21,8 +21,11 @@ from meshctl.readiness import SidecarReadiness
 from meshctl.snapshot import MeshConfig, build_snapshots, service_paths
 from netmodel.state import FabricState
 from netmodel.topology import Topology
+from netmodel.types import PolicyDefault
 
 LOG = logging.getLogger("edgectl.mesh")
+
+NO_PKI_WARNING = "authorization policy is enforced by the switches only: sidecar RBAC needs --pki-dir"
 
 
 class SnapshotPublisher:
@@ -53,6 +56,7 @@ class SnapshotPublisher:
         self._last_paths: ServicePaths | None = None
         self._thread: threading.Thread | None = None
         self.last_generation: int | None = None
+        self._warned_no_pki = False
 
     @property
     def config(self) -> MeshConfig:
@@ -84,7 +88,15 @@ class SnapshotPublisher:
         # Only these parts of the model reach xDS, and of the topology only the priority levels it
         # gives each caller (meshctl.paths): a latency measurement that moves no instance to another
         # level costs one Dijkstra per caller switch, not a rebuild.
-        model = (state.sites, state.hosts, state.nodes, state.services, state.workloads, state.unhealthy)
+        model = (
+            state.sites,
+            state.hosts,
+            state.nodes,
+            state.services,
+            state.workloads,
+            state.unhealthy,
+            state.default_policy,
+        )
         inputs = (*model, config, ready)
         same_inputs = self._last_inputs is not None and all(
             a is b or (a == b and isinstance(a, frozenset)) for a, b in zip(inputs, self._last_inputs, strict=True)
@@ -100,6 +112,7 @@ class SnapshotPublisher:
             self._last_topology = state.topology
             self.last_generation = state.generation
             return
+        self._warn_once_without_pki(state, config)
         started = time.perf_counter()
         snapshots = build_snapshots(state, config, ready, paths)
         result = self._cache.set_snapshots(snapshots)
@@ -113,6 +126,14 @@ class SnapshotPublisher:
         self.built_ready = ready
         self.last_generation = state.generation
         LOG.debug("generation %d: %d nodes, %d changed", state.generation, len(snapshots), len(result.changed))
+
+    def _warn_once_without_pki(self, state: FabricState, config: MeshConfig) -> None:
+        """Sidecar RBAC matches the caller's SPIFFE id from mTLS: without it, say once that the policy
+        the fabric declares is not enforced by the sidecars (``meshctl.snapshot.rbac_enforced``)."""
+        if self._warned_no_pki or config.mtls or state.default_policy is PolicyDefault.ALLOW:
+            return
+        self._warned_no_pki = True
+        LOG.warning(NO_PKI_WARNING)
 
     def _run(self) -> None:
         while True:

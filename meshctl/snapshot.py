@@ -41,10 +41,11 @@ from typing import Any
 from meshctl import envoy_config as ec
 from meshctl.paths import Levels, PathRules, ServicePaths, compute_paths
 from meshctl.serving import serving_node
-from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET
+from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET, XDS_CLUSTER
+from netmodel.authorization import service_policy
 from netmodel.ids import HostId, ServiceName, SwitchId
 from netmodel.state import FabricState
-from netmodel.types import ComputeNode, Service, Workload, frozen_map
+from netmodel.types import ComputeNode, PolicyDefault, Protocol, Service, Workload, frozen_map
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +76,16 @@ class MeshConfig:
     """How callers retry: idempotent methods per try (``per_try_timeout_ms``) on any failure of the way,
     others only when the request never reached an app (docs/meshctl.md, "Failures")."""
     tcp_services: frozenset[str] = frozenset()
-    """Services proxied as plain TCP (no HTTP routing); every other service is HTTP/1.1 or h2c."""
+    """Services proxied as plain TCP (no HTTP routing), besides those declared ``protocol: tcp``; every
+    other service is HTTP/1.1 or h2c."""
     host_calls: Mapping[str, tuple[str, ...]] | None = None
     """Host id -> the services its users call. None: every host calls the entry services (those no
     service calls)."""
     paths: PathRules = field(default_factory=PathRules)
     """How instances are cut into priority levels by latency from each caller (``meshctl.paths``)."""
+    access_log_cluster: str = XDS_CLUSTER
+    """Where sidecars stream the access log of the requests their RBAC denied (``meshctl.access_log``):
+    the bootstrap's cluster to the controller. Empty: no denial access log."""
 
     def host_spiffe_id(self, host: str) -> str:
         return f"spiffe://{self.trust_domain}/host/{host}"
@@ -185,6 +190,41 @@ def inbound_listener_name(workload_id: str) -> str:
 def service_cluster_name(service: str) -> str:
     """The cluster (and endpoints) name of ``service`` in every caller's snapshot."""
     return f"svc/{service}"
+
+
+def inbound_stat_prefix(service: str) -> str:
+    """The stat prefix of a sidecar's inbound listener: ``http.in_<service>.rbac.denied`` counts the
+    requests its RBAC refused (``in_<service>.rbac.denied``: connections, for a TCP service)."""
+    return f"in_{service}".replace(".", "_")
+
+
+def rbac_enforced(state: FabricState, config: MeshConfig) -> bool:
+    """Sidecars enforce the authorization policy: only with mTLS (RBAC matches the peer certificate's
+    SPIFFE id; a plaintext caller has none), and not when the fabric's default is allow."""
+    return config.mtls and state.default_policy is not PolicyDefault.ALLOW
+
+
+def inbound_rbac(state: FabricState, service: ServiceName, config: MeshConfig) -> ec.InboundRbac | None:
+    """What the inbound listeners of ``service``'s instances let in: one RBAC grant per ``allow_from`` rule
+    (``netmodel.authorization``), none at all when the policy is not enforced (``rbac_enforced``). It
+    depends on the rules only, never on where callers run (principals are identities), so a migration
+    changes no inbound listener."""
+    if not rbac_enforced(state, config):
+        return None
+    policy = service_policy(state, service, config.trust_domain)
+    if policy.allows_everyone:
+        return None
+    grants = tuple(
+        ec.RbacGrant(
+            f"allow_from[{grant.index}]",
+            grant.principal.spiffe_id,
+            grant.principal.prefix,
+            grant.paths,
+            grant.methods,
+        )
+        for grant in policy.grants
+    )
+    return ec.InboundRbac(inbound_stat_prefix(service), grants, config.access_log_cluster)
 
 
 def build_snapshots(
@@ -293,6 +333,7 @@ class _SnapshotBuilder:
         self._endpoints: dict[tuple[ServiceName, Levels], Resource] = {}
         self._outbound: dict[tuple[tuple[ServiceName, Levels], ...], _Part] = {}
         self._outbound_by_caller: dict[tuple[SwitchId | None, tuple[ServiceName, ...]], _Part] = {}
+        self._rbac: dict[ServiceName, ec.InboundRbac | None] = {}
 
     def build(self) -> dict[str, MeshSnapshot]:
         snapshots: dict[str, MeshSnapshot] = {}
@@ -337,6 +378,10 @@ class _SnapshotBuilder:
                 callers[callee].add(self.config.host_spiffe_id(host))
         return callers
 
+    def _tcp(self, name: ServiceName) -> bool:
+        """Proxied as plain TCP: declared ``protocol: tcp``, or named in ``MeshConfig.tcp_services``."""
+        return name in self.config.tcp_services or self.services[name].protocol is Protocol.TCP
+
     def _port_of(self, workload: Workload) -> int:
         return workload.port or self.services[workload.service].port
 
@@ -353,7 +398,7 @@ class _SnapshotBuilder:
         if self.config.mtls:
             tls = ec.upstream_mtls(sorted(self._identities_of(name)))
             refs += [(SECRET, ec.IDENTITY_SECRET), (SECRET, ec.TRUST_BUNDLE_SECRET)]
-        http = name not in self.config.tcp_services
+        http = not self._tcp(name)
         cluster = make_resource(
             cluster_name, ec.eds_cluster(cluster_name, self.config.connect_timeout_ms, http, tls), refs
         )
@@ -415,8 +460,8 @@ class _SnapshotBuilder:
         host = self.config.outbound_host
         for port, names in sorted(by_port.items()):
             listener_name = f"out/{port}"
-            http = [n for n in names if n not in self.config.tcp_services]
-            tcp = [n for n in names if n in self.config.tcp_services]
+            http = [n for n in names if not self._tcp(n)]
+            tcp = [n for n in names if self._tcp(n)]
             if tcp and len(names) > 1:
                 dropped = tcp if http else tcp[1:]
                 problems.append(
@@ -448,27 +493,48 @@ class _SnapshotBuilder:
         if not node.ip:
             return {}, (f"node {node.id} has no ip: no inbound listener",)
         port = self._port_of(workload)
-        http = workload.service not in self.config.tcp_services
+        http = not self._tcp(workload.service)
         local = f"local/{workload.id}"
         cluster = make_resource(
             local, ec.static_cluster(local, self.config.app_host, port, self.config.connect_timeout_ms, http)
         )
         tls = None
         refs = [(CLUSTER, local)]
+        rbac = self._rbac_of(workload.service)
         if self.config.mtls:
-            tls = ec.downstream_mtls(sorted(self.callers[workload.service]))
+            # With RBAC, mTLS only authenticates (any identity of the trust domain) and RBAC decides, so a
+            # caller the policy does not admit gets 403 and is counted, not a failed handshake.
+            peers = [f"spiffe://{self.config.trust_domain}/"] if rbac is not None else self.callers[workload.service]
+            tls = ec.downstream_mtls(sorted(peers))
             refs += [(SECRET, ec.IDENTITY_SECRET), (SECRET, ec.TRUST_BUNDLE_SECRET)]
         name = inbound_listener_name(workload.id)
+        stat_prefix = inbound_stat_prefix(workload.service)
         if http:
             route = ec.route_configuration(
                 name, [ec.VirtualHost("inbound", ("*",), local)], self.config.request_timeout_ms
             )
             message = ec.http_listener(
-                name, node.ip, port, inline_route=route, inbound=True, tls=tls, forward_client_identity=self.config.mtls
+                name,
+                node.ip,
+                port,
+                inline_route=route,
+                inbound=True,
+                tls=tls,
+                forward_client_identity=self.config.mtls,
+                rbac=rbac,
+                stat_prefix=stat_prefix,
             )
         else:
-            message = ec.tcp_listener(name, node.ip, port, local, inbound=True, tls=tls)
+            message = ec.tcp_listener(
+                name, node.ip, port, local, inbound=True, tls=tls, rbac=rbac, stat_prefix=stat_prefix
+            )
         return {CLUSTER: [cluster], LISTENER: [make_resource(name, message, refs)]}, ()
+
+    def _rbac_of(self, service: ServiceName) -> ec.InboundRbac | None:
+        """The service's RBAC (``inbound_rbac``), the same for each of its instances, built once."""
+        if service not in self._rbac:
+            self._rbac[service] = inbound_rbac(self.state, service, self.config)
+        return self._rbac[service]
 
     def _secrets(self, node_id: str) -> tuple[list[Resource], tuple[str, ...]]:
         if not self.config.mtls:

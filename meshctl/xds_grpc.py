@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import grpc
 from prometheus_client import CollectorRegistry
 
+from meshctl.access_log import AccessLogServicer, DenialRecorder
 from meshctl.cache import SnapshotCache
 from meshctl.listen import bind, host_for_grpc, remove_stale_socket, strip_unix_scheme
 from meshctl.metrics import XdsMetrics
@@ -109,8 +110,11 @@ class MeshServer:
         grace_s: float = 0.5,
         tls: XdsTls | None = None,
         wait_for_sidecars: bool = False,
+        denials: DenialRecorder | None = None,
     ) -> None:
         self.cache = SnapshotCache()
+        self.denials = denials
+        """Where the sidecars' RBAC denials go (their access logs, ``meshctl.access_log``)."""
         self._tls = tls
         self._state = state
         self.metrics = XdsMetrics(registry)
@@ -175,6 +179,11 @@ class MeshServer:
         """The model has a sidecar of id ``node``: a workload's or a host's."""
         state = self._state()
         return WorkloadId(node) in state.workloads or HostId(node) in state.hosts
+
+    def service_of(self, node: str) -> str | None:
+        """The service of the workload whose sidecar has node id ``node`` (None: not a workload's)."""
+        workload = self._state().workloads.get(WorkloadId(node))
+        return str(workload.service) if workload is not None else None
 
     def behind(self, generation: int, nodes: Iterable[str] | None = None) -> set[str]:
         """The sidecars that do not run yet what model ``generation`` asks of them. ``nodes``: those to
@@ -316,7 +325,8 @@ class MeshServer:
         )
         authorize = self._tls.authorize if self._tls else None
         servicer = AdsServicer(self.cache, self.metrics, authorize, self.knows)
-        server.add_generic_rpc_handlers([servicer.handler()])
+        access_log = AccessLogServicer(self.denials, self.service_of, self.metrics, authorize)
+        server.add_generic_rpc_handlers([servicer.handler(), access_log.handler()])
         credentials = self._tls.credentials() if self._tls else None
         self._bound_port = bind(server, f"{host_for_grpc(self._host)}:{self._port}", credentials)
         if self._unix_path:
@@ -339,12 +349,23 @@ def start_mesh(
     config: MeshConfig | None = None,
     tls: XdsTls | None = None,
     wait_for_sidecars: bool = False,
+    denials: DenialRecorder | None = None,
 ) -> MeshServer:
     """Start the xDS control plane of a controller: ``state`` returns the latest model, ``subscribe``
     registers a bus subscriber (called with every applied event); ``tls``: mTLS on every listener (TCP and Unix);
-    ``wait_for_sidecars``: a workload is an endpoint only once its sidecar serves (``meshctl.readiness``).
-    Raises OSError when it cannot listen."""
-    server = MeshServer(state, host, port, unix_path, registry, config, tls=tls, wait_for_sidecars=wait_for_sidecars)
+    ``wait_for_sidecars``: a workload is an endpoint only once its sidecar serves (``meshctl.readiness``);
+    ``denials``: where the sidecars' RBAC denials are recorded. Raises OSError when it cannot listen."""
+    server = MeshServer(
+        state,
+        host,
+        port,
+        unix_path,
+        registry,
+        config,
+        tls=tls,
+        wait_for_sidecars=wait_for_sidecars,
+        denials=denials,
+    )
     server.start()
     subscribe(server)
     # A change between the first build and the subscription must not be lost.

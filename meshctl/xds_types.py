@@ -22,6 +22,10 @@ once its clusters are ACKed, and nothing is removed while something the client r
 WILDCARD_TYPES: Final = frozenset({CLUSTER, LISTENER})
 """Types where an empty first subscription means "everything for this node" (xDS legacy wildcard)."""
 
+XDS_CLUSTER: Final = "edgectl-xds"
+"""The sidecars' bootstrap cluster to the controller (``meshctl.bootstrap``): ADS, and the access logs
+that report RBAC denials (``meshctl.access_log``) ride on it."""
+
 SHORT_NAMES: Final = {SECRET: "sds", CLUSTER: "cds", ENDPOINTS: "eds", LISTENER: "lds", ROUTES: "rds"}
 
 

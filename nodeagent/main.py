@@ -200,7 +200,6 @@ class Agent:
 
     def _fail(self, message: str) -> int:
         print(f"edgectl agent: {message}", file=sys.stderr)
-        LOG.error("%s", message)
         return 2
 
     def _renew_forever(self) -> None:

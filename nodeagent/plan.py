@@ -10,9 +10,10 @@ order they must run. No clock is read here: every function takes ``now`` (monoto
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+
+from netmodel.placeholders import TemplateError, expand
 
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
@@ -70,37 +71,10 @@ def apply_event(
 
 # -- placeholders ----------------------------------------------------------------------------------
 
-PLACEHOLDERS = ("python", "workload", "service", "node", "port", "host", "listen", "calls", "work_dir")
-_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-
-
-class PlaceholderError(ValueError):
-    """A ``run`` or ``env`` value names an unknown placeholder or has an unpaired brace."""
-
 
 def calls_text(calls: Sequence[Call]) -> str:
     """``svc=127.0.0.1:PORT,PER_REQUEST,BYTES;...`` ("" when it calls nothing)."""
     return ";".join(f"{c.service}=127.0.0.1:{c.port},{c.per_request!r},{c.bytes_per_call}" for c in calls)
-
-
-def expand(template: str, values: Mapping[str, str]) -> str:
-    """``template`` with each ``{name}`` replaced by ``values[name]``; ``{{`` and ``}}`` are literal braces."""
-
-    def one(match: re.Match[str]) -> str:
-        token = match.group(0)
-        if token == "{{":
-            return "{"
-        if token == "}}":
-            return "}"
-        name = match.group(1)
-        if name is None:
-            raise PlaceholderError(f"{template!r}: unpaired {token!r} (write {token * 2!r} for a literal brace)")
-        if name not in values:
-            known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
-            raise PlaceholderError(f"{template!r}: unknown placeholder {{{name}}} (known: {known})")
-        return values[name]
-
-    return _TOKEN.sub(one, template)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +100,7 @@ def placeholder_values(spec: WorkloadSpec, node: str, python: str, work_dir: str
 
 
 def render_command(spec: WorkloadSpec, node: str, python: str, work_dir: str) -> Command:
-    """The workload's argv and env with every placeholder filled in; ``PlaceholderError`` names the bad one."""
+    """The workload's argv and env with every placeholder filled in; ``TemplateError`` names the bad one."""
     values = placeholder_values(spec, node, python, work_dir)
     argv = tuple(expand(arg, values) for arg in spec.run)
     env = tuple((name, expand(value, values)) for name, value in spec.env)
@@ -250,7 +224,7 @@ def _start(spec: WorkloadSpec, context: NodeContext, why: str) -> Action:
         return Start(spec, None, why)
     try:
         command = render_command(spec, context.node, context.python, context.work_dir(spec.id))
-    except PlaceholderError as exc:
+    except TemplateError as exc:
         return Refuse(spec, str(exc))
     return Start(spec, command, why)
 

@@ -170,11 +170,11 @@ class Supervisor:
                 payload[1].stop()
         for workload_id, processes in list(self.processes.items()):
             processes.stop()
-            instance = self.instances.get(workload_id)
-            if instance is not None:
-                self.instances[workload_id] = p.stopped(instance, self.clock(), "agent stopped")
             LOG.info("stopped %s: the agent is stopping", workload_id)
         self.processes.clear()
+        for workload_id, instance in list(self.instances.items()):  # also those crashed or starting
+            if instance.phase is not p.Phase.STOPPED:
+                self.instances[workload_id] = p.stopped(instance, self.clock(), "the agent stopped")
         self._write_status()
 
     # -- the loop ----------------------------------------------------------------------------------

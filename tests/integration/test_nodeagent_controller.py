@@ -188,6 +188,19 @@ def test_an_attested_agent_runs_its_nodes_sidecars_with_config_over_node_svid_mt
             wait_until(lambda: state_of(api_instance.id) == "stopped", 60, what=f"{api_instance.id} stopped")
             assert not Path(f"/proc/{sidecar_pid}").exists() or "Z" in Path(f"/proc/{sidecar_pid}/stat").read_text()
 
+            # Its sidecar dies: the agent's ReportHealth (mTLS, node SVID) reaches the controller, which
+            # marks it unhealthy or has already re-placed it.
+            os.kill(status()["workloads"][db.id]["sidecar_pid"], signal.SIGKILL)
+
+            def reported() -> bool:
+                unhealthy = controller.get_json("/api/v1/workloads/health")["unhealthy"]
+                placed = {w.id for w in placement.List(pb.ListRequest(), timeout=10).workloads}
+                return any(u["workload"] == db.id for u in unhealthy) or db.id not in placed
+
+            wait_until(reported, 30, what=f"the controller hears that {db.id}'s sidecar died")
+            assert "db-1: sidecar exited (-9); reporting it unhealthy" in agent_log.read_text()
+            assert "cannot report" not in agent_log.read_text(), explain()
+
             agent.send_signal(signal.SIGTERM)
             assert agent.wait(30) == 0, explain()
             assert {e["state"] for e in status()["workloads"].values()} == {"stopped"}

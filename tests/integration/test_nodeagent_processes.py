@@ -487,3 +487,15 @@ def test_the_testbed_app_runs_from_a_run_line_with_every_placeholder(setup: Setu
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
     body = json.loads(failed.value.read())
     assert failed.value.code == 502 and body["workload"] == "web-1" and "api" in body["error"]
+
+
+def test_an_app_that_never_listens_is_retried_with_backoff_and_sigterm_marks_it_stopped(setup: Setup) -> None:
+    setup.controller.place(http_server("web-1", free_port(), run=("{python}", "-c", "raise SystemExit(3)")))
+    agent = setup.start_agent()
+    wait_until(lambda: len([r for r in setup.controller.reports if r[0] == "web-1"]) >= 2, 30, what="two tries")
+    reports = [r for r in setup.controller.reports if r[0] == "web-1"]
+    assert all(not healthy and "app exited (3) before it listened" in why for _, healthy, why in reports)
+    assert setup.workload("web-1")["state"] in ("crashed", "starting")
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(30) == 0
+    assert setup.workload("web-1")["state"] == "stopped"  # not left saying crashed (or starting)

@@ -35,7 +35,8 @@ from netmodel import events as ev
 from netmodel.fabric import build_state
 from netmodel.fabric_file import parse_fabric
 from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
-from netmodel.types import Resources, Workload
+from netmodel.state import FabricState
+from netmodel.types import PolicyDefault, Resources, Workload
 from tests.integration.harness import free_port
 
 NODE_IPS = {"n1": "127.0.0.2", "n2": "127.0.0.3", "n3": "127.0.0.4"}
@@ -91,6 +92,7 @@ class Mesh:
     unix_path: str
     config: MeshConfig
     spec: Any
+    default_policy: PolicyDefault = PolicyDefault.ALLOW
     envoys: list[EnvoySidecar] = field(default_factory=list)
 
     @property
@@ -110,7 +112,7 @@ class Mesh:
         ``events`` replayed (so its generation need not match the old one), the server on the same
         addresses."""
         port = self.server.address[1]
-        bus = EventBus(build_state(self.spec))
+        bus = EventBus(initial_state(self.spec, self.default_policy))
         bus.start()
         for event in events:
             bus.publish(event).result(timeout=5)
@@ -143,18 +145,26 @@ class Mesh:
         return float(value or 0.0)
 
 
+def initial_state(spec: Any, default_policy: PolicyDefault) -> FabricState:
+    return dataclasses.replace(build_state(spec), default_policy=default_policy)
+
+
 @contextlib.contextmanager
-def mesh(config: MeshConfig | None = None) -> Iterator[Mesh]:
+def mesh(
+    config: MeshConfig | None = None, default_policy: PolicyDefault = PolicyDefault.ALLOW, denials: Any = None
+) -> Iterator[Mesh]:
+    """``default_policy``: ALLOW unless a test is about authorization, so the sidecars enforce no RBAC
+    (the xDS tests declare no ``allow_from``); ``denials``: where the sidecars' RBAC denials go."""
     web_port, hello_port = free_port(), free_port()
     spec = parse_fabric(fabric_text(web_port, hello_port).encode(), "xds-test.yaml")
-    bus = EventBus(build_state(spec))
+    bus = EventBus(initial_state(spec, default_policy))
     bus.start()
     registry = CollectorRegistry()
     config = config or MeshConfig()
     socket_dir = tempfile.mkdtemp(prefix="edgectl-xds-")
     unix_path = str(Path(socket_dir) / "xds.sock")
-    server = start_mesh(lambda: bus.state, bus.subscribe, "127.0.0.1", 0, unix_path, registry, config)
-    world = Mesh(bus, server, registry, web_port, hello_port, unix_path, config, spec)
+    server = start_mesh(lambda: bus.state, bus.subscribe, "127.0.0.1", 0, unix_path, registry, config, denials=denials)
+    world = Mesh(bus, server, registry, web_port, hello_port, unix_path, config, spec, default_policy)
     try:
         yield world
     finally:

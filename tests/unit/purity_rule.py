@@ -61,6 +61,7 @@ PURE_MODULES = (
     "sdnctl/port_stats.py",
     "meshctl/cache.py",
     "meshctl/delta.py",
+    "meshctl/denied_calls.py",
     "meshctl/envoy_config.py",
     "meshctl/paths.py",
     "meshctl/protocol.py",

@@ -24,6 +24,8 @@ from meshctl.snapshot import (
 from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET
 from netmodel import events as ev
 from netmodel.ids import NodeId
+from netmodel.state import FabricState
+from netmodel.types import PolicyDefault
 from tests.unit.meshctl.mesh_helpers import (
     base_state,
     place,
@@ -35,6 +37,11 @@ from tests.unit.meshctl.mesh_helpers import (
 )
 
 TCP_DB = MeshConfig(tcp_services=frozenset({"db"}))
+
+
+def allow_by_default(state: FabricState) -> FabricState:
+    """The fabric's default is allow: sidecars enforce no RBAC (tests/unit/meshctl/test_rbac.py has it)."""
+    return dataclasses.replace(state, default_policy=PolicyDefault.ALLOW)
 
 
 def names(snapshot: MeshSnapshot, type_url: str) -> list[str]:
@@ -198,7 +205,8 @@ def test_private_keys_never_show_in_reprs() -> None:
 
 
 def test_mtls_inbound_accepts_only_callers_by_spiffe_id() -> None:
-    snapshots = build_snapshots(placed_state(), MTLS)
+    # Without RBAC (the fabric's default is allow) the TLS layer admits only the declared callers.
+    snapshots = build_snapshots(allow_by_default(placed_state()), MTLS)
     inbound = snapshots["api-1"].of_type(LISTENER)["in/api-1"].message
     tls = tls_pb2.DownstreamTlsContext()
     inbound.filter_chains[0].transport_socket.typed_config.Unpack(tls)
@@ -224,7 +232,7 @@ def test_mtls_inbound_accepts_only_callers_by_spiffe_id() -> None:
         "spiffe://edgectl.local/host/u1",
         "spiffe://edgectl.local/host/u2",
     ]
-    nobody = build_snapshots(placed_state(), dataclasses.replace(MTLS, host_calls={}))["web-1"]
+    nobody = build_snapshots(allow_by_default(placed_state()), dataclasses.replace(MTLS, host_calls={}))["web-1"]
     nobody_tls = tls_pb2.DownstreamTlsContext()
     nobody.of_type(LISTENER)["in/web-1"].message.filter_chains[0].transport_socket.typed_config.Unpack(nobody_tls)
     matchers = nobody_tls.common_tls_context.combined_validation_context.default_validation_context
@@ -327,7 +335,7 @@ def test_pki_style_instance_ids_are_matched_by_service_prefix() -> None:
             workload(wid, service, node), spiffe_id=f"spiffe://edgectl.local/svc/{service}/w/{wid}"
         )
 
-    state = place(base_state(), instance("web-1", "web", "ea-n1"), instance("api-1", "api", "c-n1"))
+    state = place(allow_by_default(base_state()), instance("web-1", "web", "ea-n1"), instance("api-1", "api", "c-n1"))
     before = build_snapshots(state, MTLS)
     inbound = before["api-1"].of_type(LISTENER)["in/api-1"].message
     tls = tls_pb2.DownstreamTlsContext()

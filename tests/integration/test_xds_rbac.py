@@ -1,0 +1,248 @@
+"""Authorization enforced by real Envoys: a service's ``allow_from`` becomes RBAC on its sidecar's inbound
+listener (mTLS with SVIDs from edgectl's CA, served by SDS). An admitted caller gets 200, one the policy
+does not admit gets 403 from the sidecar, Envoy's RBAC stats count it, the sidecar's access log reports it
+to the controller's DenialLog, and a policy change in the desired state flips 403 to 200 live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgectl.policy_denials import DenialLog
+from meshctl.snapshot import MeshConfig
+from netmodel import events as ev
+from netmodel.ids import HostId, ServiceName
+from netmodel.types import AllowRule, PolicyDefault
+from tests.integration.harness import free_port
+from tests.integration.test_xds_harness import NODE_IPS, Mesh, backends, get, make_workload, mesh, wait_until
+
+pytestmark = pytest.mark.integration
+
+TD = "edgectl.local"
+STRANGER = f"spiffe://{TD}/svc/hello/w/hello-1"
+
+
+def allow(m: Mesh, revision: str, *rules: AllowRule) -> None:
+    """A new desired state whose only change is web's ``allow_from``."""
+    services = tuple(dataclasses.replace(s, allow_from=rules) if s.name == "web" else s for s in m.spec.services)
+    m.bus.publish(ev.DesiredStateApplied(dataclasses.replace(m.spec, services=services), revision)).result(timeout=5)
+
+
+def mtls_get(ip: str, port: int, files: dict[str, Path], path: str = "/cart?x=1") -> int | str:
+    """GET / straight to a sidecar's inbound listener over mTLS with ``files``' certificate."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False  # SPIFFE: identity is the URI SAN, not a host name
+    context.load_verify_locations(str(files["bundle"]))
+    context.load_cert_chain(str(files["chain"]), str(files["key"]))
+    connection = http.client.HTTPSConnection(ip, port, timeout=5, context=context)
+    try:
+        connection.request("GET", path, headers={"host": "web"})
+        with connection.getresponse() as response:  # read by Content-Length: no wait for the close
+            response.read()
+            return response.status
+    except (ssl.SSLError, OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__
+    finally:
+        connection.close()
+
+
+def rbac_denied(stats: str) -> int:
+    for line in stats.splitlines():
+        name, _, value = line.partition(": ")
+        if name == "http.in_web.rbac.denied":
+            return int(value)
+    return 0
+
+
+def test_allow_from_is_enforced_by_the_callee_sidecar_and_denials_reach_the_controller(tmp_path: Path) -> None:
+    from pki.ca import CertificateAuthority
+    from pki.identities import IdentitySnapshot
+
+    ca, _root_key = CertificateAuthority.create(TD)
+    now = time.time()
+    app_port = free_port()
+    server = dataclasses.replace(
+        make_workload("web-1", "web", "n1", app_port), spiffe_id=f"spiffe://{TD}/svc/web/w/web-1"
+    )
+    svids = {
+        "web-1": ca.issue_with_new_key(f"spiffe://{TD}/svc/web/w/web-1", now),
+        "u1": ca.issue_with_new_key(f"spiffe://{TD}/host/u1", now),
+    }
+    stranger_svid = ca.issue_with_new_key(STRANGER, now)
+    files = {"chain": tmp_path / "chain.pem", "key": tmp_path / "key.pem", "bundle": tmp_path / "bundle.pem"}
+    files["chain"].write_text(stranger_svid.cert_chain_pem)
+    files["key"].write_text(stranger_svid.private_key_pem)
+    files["bundle"].write_text(ca.bundle_pem)
+    denials = DenialLog()
+
+    with (
+        mesh(MeshConfig(), default_policy=PolicyDefault.DENY, denials=denials) as m,
+        backends(("web-app", "127.0.0.1", app_port)),
+    ):
+        allow(m, "r1", AllowRule(host=HostId("u1")))
+        m.place(server)
+        m.server.use_identities(IdentitySnapshot(version=1, identities=svids, bundle_pem=ca.bundle_pem), mtls=True)
+        callee = m.envoy("web-1", "web")
+        m.envoy("u1", "users", delta=True)
+        wait_until(lambda: m.node_view("u1").get("in_sync") and m.node_view("web-1").get("in_sync"), 15, "in sync")
+
+        # Admitted (allow_from: host u1): through u1's sidecar and mTLS.
+        assert wait_until(lambda: get(m.web_port)[0] == 200, 15, "u1's request over mTLS")
+        # Not admitted: a genuine SVID of the trust domain (hello's), straight to web's sidecar: 403.
+        inbound = (NODE_IPS["n1"], app_port)
+        assert mtls_get(*inbound, files) == 403
+        assert rbac_denied(callee.admin("/stats?filter=rbac")) >= 1
+
+        # The sidecar's access log reports it: (service:hello, web, envoy) in the controller's log.
+        key = ("service:hello", "web", "envoy")
+        wait_until(lambda: denials.totals().get(key, 0) >= 1, 15, "the denial in the DenialLog")
+        recent = denials.recent()[0]
+        assert (recent.caller, recent.detail) == (STRANGER, "GET /cart")
+        assert ("host:u1", "web", "envoy") not in denials.totals()
+        assert m.metric("edgectl_xds_access_log_entries_total", outcome="not_denied") == 0  # 200s stay in Envoy
+
+        # The policy admits hello too: 403 turns into 200 without restarting anything.
+        started = time.monotonic()
+        allow(m, "r2", AllowRule(host=HostId("u1")), AllowRule(service=ServiceName("hello")))
+        wait_until(lambda: mtls_get(*inbound, files) == 200, 15, "hello admitted", interval=0.02)
+        flip = time.monotonic() - started
+        print(f"policy change -> 200 at the callee's sidecar in {flip * 1000:.0f} ms")
+        assert get(m.web_port)[0] == 200  # u1 still admitted
+
+        # And back: removing the grant denies again.
+        started = time.monotonic()
+        allow(m, "r3", AllowRule(host=HostId("u1")))
+        wait_until(lambda: mtls_get(*inbound, files) == 403, 15, "hello denied again", interval=0.02)
+        print(f"policy change -> 403 at the callee's sidecar in {(time.monotonic() - started) * 1000:.0f} ms")
+
+        # A grant limited to paths and methods: hello may GET /status, nothing else.
+        allow(
+            m, "r4", AllowRule(host=HostId("u1")), AllowRule(ServiceName("hello"), paths=("/status",), methods=("GET",))
+        )
+        wait_until(lambda: mtls_get(*inbound, files, "/status/x") == 200, 15, "hello admitted to /status")
+        assert mtls_get(*inbound, files, "/cart") == 403
+        assert m.node_view("web-1")["types"]["lds"]["nacks"] == 0
+
+
+def test_tcp_service_closes_the_connection_of_a_caller_not_admitted(tmp_path: Path) -> None:
+    from pki.ca import CertificateAuthority
+    from pki.identities import IdentitySnapshot
+
+    ca, _root_key = CertificateAuthority.create(TD)
+    now = time.time()
+    app_port = free_port()
+    server = dataclasses.replace(
+        make_workload("web-1", "web", "n1", app_port), spiffe_id=f"spiffe://{TD}/svc/web/w/web-1"
+    )
+    svids = {
+        "web-1": ca.issue_with_new_key(f"spiffe://{TD}/svc/web/w/web-1", now),
+        "u1": ca.issue_with_new_key(f"spiffe://{TD}/host/u1", now),
+    }
+    stranger_svid = ca.issue_with_new_key(STRANGER, now)
+    files = {"chain": tmp_path / "chain.pem", "key": tmp_path / "key.pem", "bundle": tmp_path / "bundle.pem"}
+    files["chain"].write_text(stranger_svid.cert_chain_pem)
+    files["key"].write_text(stranger_svid.private_key_pem)
+    files["bundle"].write_text(ca.bundle_pem)
+    denials = DenialLog()
+
+    config = MeshConfig(tcp_services=frozenset({"web"}))
+    with (
+        mesh(config, default_policy=PolicyDefault.DENY, denials=denials) as m,
+        backends(("web-app", "127.0.0.1", app_port)),
+    ):
+        allow(m, "r1", AllowRule(host=HostId("u1")))
+        m.place(server)
+        m.server.use_identities(IdentitySnapshot(version=1, identities=svids, bundle_pem=ca.bundle_pem), mtls=True)
+        callee = m.envoy("web-1", "web")
+        m.envoy("u1", "users", delta=True)
+        wait_until(lambda: m.node_view("u1").get("in_sync") and m.node_view("web-1").get("in_sync"), 15, "in sync")
+
+        assert wait_until(lambda: get(m.web_port)[0] == 200, 15, "u1's connection over mTLS")
+        inbound = (NODE_IPS["n1"], app_port)
+        refused = mtls_get(*inbound, files)
+        assert refused != 200 and not isinstance(refused, int), refused  # closed, no HTTP answer
+        stats = callee.admin("/stats?filter=rbac")
+        assert "in_web.rbac.denied: 1" in stats.splitlines(), stats
+
+        key = ("service:hello", "web", "envoy")
+        wait_until(lambda: denials.totals().get(key, 0) >= 1, 15, "the denied connection in the DenialLog")
+        assert denials.recent()[0].detail == "connection"
+        # Envoy sends only what RBAC closed: u1's admitted connections never reached the controller.
+        assert m.metric("edgectl_xds_access_log_entries_total", outcome="not_denied") == 0
+
+        allow(m, "r2", AllowRule(host=HostId("u1")), AllowRule(service=ServiceName("hello")))
+        wait_until(lambda: mtls_get(*inbound, files) == 200, 15, "hello admitted")
+
+
+def test_access_log_streams_are_bound_to_the_client_certificate_over_mtls() -> None:
+    """The real PKI's xDS authorization on the real mTLS gRPC listener: web-1's SVID may report web-1's
+    denials; u1's SVID may not report for web-1 (PERMISSION_DENIED, nothing recorded)."""
+    import grpc
+    from envoy.data.accesslog.v3 import accesslog_pb2
+    from envoy.service.accesslog.v3 import als_pb2
+
+    from edgectl.bus import EventBus
+    from meshctl.access_log import SERVICE
+    from meshctl.xds_grpc import XdsTls, start_mesh
+    from netmodel.fabric import build_state
+    from netmodel.fabric_file import parse_fabric
+    from pki.ca import CertificateAuthority
+    from pki.service import PkiService
+    from tests.integration.test_xds_harness import fabric_text
+
+    ca, _root_key = CertificateAuthority.create(TD)
+    bus = EventBus(build_state(parse_fabric(fabric_text(free_port(), free_port()).encode(), "rbac.yaml")))
+    bus.start()
+    web = f"spiffe://{TD}/svc/web/w/web-1"
+    bus.publish(
+        ev.WorkloadPlaced(dataclasses.replace(make_workload("web-1", "web", "n1", free_port()), spiffe_id=web))
+    ).result(timeout=5)
+    pki = PkiService(ca, lambda: bus.state, hosts=lambda _s: ["u1"]).start()
+    control = pki.control_tls()
+    denials = DenialLog()
+    tls = XdsTls(control.cert_chain_pem, control.private_key_pem, control.bundle_pem, pki.authorize_xds)
+    mesh_server = start_mesh(lambda: bus.state, bus.subscribe, "127.0.0.1", 0, tls=tls, denials=denials)
+
+    def report(spiffe_id: str) -> Any:
+        svid = ca.issue_with_new_key(spiffe_id, time.time())
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=control.bundle_pem.encode(),
+            private_key=svid.private_key_pem.encode(),
+            certificate_chain=svid.cert_chain_pem.encode(),
+        )
+        entry = accesslog_pb2.HTTPAccessLogEntry()
+        entry.common_properties.tls_properties.peer_certificate_properties.subject_alt_name.add(uri=STRANGER)
+        entry.request.path = "/cart"
+        entry.response.response_code_details = "rbac_access_denied_matched_policy[none]"
+        message = als_pb2.StreamAccessLogsMessage()
+        message.identifier.node.id = "web-1"
+        message.http_logs.log_entry.append(entry)
+        with grpc.secure_channel(f"127.0.0.1:{mesh_server.address[1]}", creds) as channel:
+            call = channel.stream_unary(
+                f"/{SERVICE}/StreamAccessLogs",
+                request_serializer=als_pb2.StreamAccessLogsMessage.SerializeToString,
+                response_deserializer=als_pb2.StreamAccessLogsResponse.FromString,
+            )
+            try:
+                return call(iter([message]), timeout=10)
+            except grpc.RpcError as exc:
+                return exc
+
+    try:
+        refused = report(f"spiffe://{TD}/host/u1")
+        assert isinstance(refused, grpc.RpcError) and refused.code() == grpc.StatusCode.PERMISSION_DENIED, refused
+        assert denials.totals() == {}
+        accepted = report(web)
+        assert not isinstance(accepted, grpc.RpcError), accepted
+        assert denials.totals() == {("service:hello", "web", "envoy"): 1}
+    finally:
+        mesh_server.stop()
+        pki.stop()
+        bus.stop()
