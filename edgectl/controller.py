@@ -23,6 +23,7 @@ from edgectl.http_access import loopback_only
 from edgectl.http_api import BadQuery, HttpApi
 from edgectl.live_events import EventHub
 from edgectl.metrics import ControllerMetrics
+from edgectl.policy_denials import DenialLog
 from edgectl.state_store import StateStore
 from edgectl.views import (
     changes_view,
@@ -84,6 +85,7 @@ class Controller:
     def __init__(self, config: RunConfig, spec: FabricSpec, revision: str = "") -> None:
         self.config = config
         self.metrics = ControllerMetrics()
+        self.denials = DenialLog()  # denied calls of both enforcement points: sidecars' RBAC, switches' ACL
         self._initial = (spec, revision)
         self.bus = EventBus(replace(build_state(spec), desired_revision=revision), observer=self.metrics.observe_event)
         self.metrics.sources.state = lambda: self.bus.state
@@ -208,8 +210,11 @@ class Controller:
             drift_interval_s=self.config.drift_interval_s,
             on_drift=lambda _dpid, name, _drift: self.metrics.flow_drift.labels(name).inc(),
             on_routes_computed=self.metrics.route_compute_seconds.observe,
+            trust_domain=trust_domain,
+            record_denial=self.denials.record,
         )
         self.metrics.sources.switch_tables = routes.installed_counts
+        self.metrics.sources.spoofed_packets = routes.spoofing.totals
         self.bus.subscribe(routes)
         routes.start()
         # A migration withdraws the old instance only once every switch runs the new generation's routes.
