@@ -301,3 +301,21 @@ def test_spoofing_is_said_once_per_port_per_interval() -> None:
         "switch s1 port 3: 3 packets whose source is not 10.0.1.2/02:00:00:00:00:02 dropped (spoofing?)"
     ]
     assert reports.totals() == {("s1", 3): 8}
+
+
+def test_a_desired_state_plan_predicts_the_acl_flowmods_the_engine_sends(monkeypatch) -> None:
+    from edgectl.plan import _openflow_changes
+
+    box = [world()]
+    engine, switches = engine_on(box, monkeypatch)
+    plan, tables = engine.tables
+    assert plan is not None
+    before = box[0]
+    after = allow(before, "web", AllowRule(host=HostId("u2")))
+    predicted = {c.switch: c.delta for c in _openflow_changes(before, after, plan, tables, TD)}
+    from_scratch = {c.switch: c.delta for c in _openflow_changes(before, after, plan, None, TD)}
+    switches.sent.clear()
+    box[0] = after
+    engine._converge()
+    sent = {dpid: delta for dpid, phase, delta in switches.sent if phase == "make"}
+    assert predicted == sent and from_scratch == sent
