@@ -222,7 +222,7 @@ class Controller:
 
         routes_probe = NamedProbe("routes", routes.runs)
         self.http.add_route("/api/v1/latency", lambda _state: openflow.app.latency.report())
-        self.http.add_route("/api/v1/routes", lambda state: routes_view(routes.plan, routes.status, state))
+        self.http.add_route("/api/v1/routes", lambda state: routes_view(routes.plan, routes.status, state, routes.acl))
         self.http.add_query_route(
             "/api/v1/routes/changes",
             lambda state, query: changes_view(routes.changes(_since_generation(query)), state),
