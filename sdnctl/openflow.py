@@ -465,7 +465,9 @@ class FabricApp(app_manager.OSKenApp):
             if self.port_stats_interval_s > 0:
                 self.request_port_stats()
                 try:
-                    self.read_acl_counters(min(ACL_READ_TIMEOUT_S, self.port_stats_interval_s))
+                    # Not bounded by the interval: a busy switch answering late still counts (the next
+                    # round waits for it).
+                    self.read_acl_counters(ACL_READ_TIMEOUT_S)
                 except Exception:  # a bug here must not end polling
                     LOG.exception("ACL counters read failed")
 
