@@ -30,13 +30,13 @@ def match_json(match: tuple[MatchField, ...]) -> dict[str, Any]:
 
 
 def entry_json(flow: FlowSpec) -> dict[str, Any]:
-    """A flow entry: table, priority, cookie, match and actions (``["drop"]`` for a flow without any)."""
+    """A flow entry: table, priority, cookie, match and actions (none: the flow drops what it matches)."""
     return {
         "table": flow.table,
         "priority": flow.priority,
         "cookie": f"0x{flow.cookie:016x}",
         "match": match_json(flow.match),
-        "actions": [action_text(a) for a in flow.actions] or ["drop"],
+        "actions": [action_text(a) for a in flow.actions],
     }
 
 
