@@ -13,7 +13,7 @@ per poll; ``totals`` are the counter behind ``edgectl_spoofed_packets_dropped_to
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from netmodel.ids import SwitchId
@@ -29,13 +29,19 @@ class DropCounters:
 
     def __init__(self) -> None:
         self._last: dict[SwitchId, dict[FlowKey, int]] = {}
+        self._installed: dict[SwitchId, set[FlowKey]] = {}
+
+    def installed(self, dpid: SwitchId, keys: Iterable[FlowKey]) -> None:
+        """Flows this controller just added: they count from zero, also in a switch's first reading."""
+        self._installed.setdefault(dpid, set()).update(keys)
 
     def update(self, dpid: SwitchId, packets: Mapping[FlowKey, int]) -> dict[FlowKey, int]:
         """The packets each flow dropped since the switch's previous reading (only flows that dropped some)."""
         previous = self._last.get(dpid)
         self._last[dpid] = dict(packets)
+        fresh = self._installed.pop(dpid, set())
         if previous is None:
-            return {}
+            previous = {key: count for key, count in packets.items() if key not in fresh}
         out: dict[FlowKey, int] = {}
         for key, count in packets.items():
             before = previous.get(key, 0)
@@ -46,6 +52,7 @@ class DropCounters:
 
     def forget_switch(self, dpid: SwitchId) -> None:
         self._last.pop(dpid, None)
+        self._installed.pop(dpid, None)
 
 
 @dataclass(slots=True)

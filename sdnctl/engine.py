@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 from netmodel.events import Event
 from netmodel.ids import SwitchId, format_dpid
 from netmodel.state import FabricState
-from sdnctl.acl import EMPTY, AclTables, acl_inputs, compile_acl, same_inputs, with_acl
+from sdnctl.acl import COOKIE_ACL, COOKIE_ACL_MASK, EMPTY, AclTables, acl_inputs, compile_acl, same_inputs, with_acl
 from sdnctl.acl_counters import DropCounters, FlowKey, SpoofReports
 from sdnctl.drift import Drift, DriftRecord, drift_message, find_drift
 from sdnctl.flows import (
@@ -326,6 +326,14 @@ class RouteEngine:
         for line in lines:
             LOG.warning("%s", line)
 
+    def _counting_from_zero(self, dpid: SwitchId, delta: SwitchDelta) -> None:
+        """ACL flows just added count from zero: a denial right after a policy change is not lost in the
+        baseline of a switch's first counter reading."""
+        added = [f.key for f in delta.add_flows if f.cookie & COOKIE_ACL_MASK == COOKIE_ACL]
+        if added:
+            with self._counters_lock:
+                self._drop_counters.installed(dpid, added)
+
     def forget_counters(self, dpid: SwitchId) -> None:
         with self._counters_lock:
             self._drop_counters.forget_switch(dpid)
@@ -367,6 +375,7 @@ class RouteEngine:
                 continue
             if dpid in deltas:
                 self._installed[dpid] = self._compiled[dpid]
+                self._counting_from_zero(dpid, deltas[dpid])
                 status.last_delta_size = deltas[dpid].size
                 status.last_applied_at = now
                 LOG.info(

@@ -258,20 +258,18 @@ def test_drop_counters_become_denials_and_spoofing_reports(monkeypatch) -> None:
     flows = flows_at(box[0], A, U2_PORT)
     deny = next(f for f in flows if dict(f.match).get("tcp_dst") == 8080)
     guard = next(f for f in flows if f.cookie == acl_cookie(KIND_GUARD, "10.0.0.2") and "arp_spa" not in dict(f.match))
-    engine.on_acl_counters(A, {deny.key: 4, guard.key: 1}, 100.0)  # the baseline
-    assert recorded == []
+    engine.on_acl_counters(A, {deny.key: 4, guard.key: 1}, 100.0)  # flows this engine added: from zero
     engine.on_acl_counters(A, {deny.key: 7, guard.key: 6}, 105.0)
-    assert recorded == [
-        {
-            "layer": "network",
-            "caller": f"spiffe://{TD}/host/u2",
-            "service": "web",
-            "at": 105.0,
-            "count": 3,
-            "detail": "a port 3 -> 10.0.0.10:8080",
-        }
-    ]
-    assert engine.spoofing.totals() == {("a", 3): 5}
+    assert [(r["count"], r["at"]) for r in recorded] == [(4, 100.0), (3, 105.0)]
+    assert recorded[-1] == {
+        "layer": "network",
+        "caller": f"spiffe://{TD}/host/u2",
+        "service": "web",
+        "at": 105.0,
+        "count": 3,
+        "detail": "a port 3 -> 10.0.0.10:8080",
+    }
+    assert engine.spoofing.totals() == {("a", 3): 6}
 
 
 def test_drop_counters_count_from_the_baseline_new_flows_from_zero() -> None:
@@ -283,6 +281,9 @@ def test_drop_counters_count_from_the_baseline_new_flows_from_zero() -> None:
     assert counters.update(A, {k1: 1, k2: 3}) == {k1: 1}, "re-added: starts over"
     counters.forget_switch(A)
     assert counters.update(A, {k1: 50}) == {}
+    counters.forget_switch(A)
+    counters.installed(A, [k2])  # added by this controller before the switch's first reading
+    assert counters.update(A, {k1: 50, k2: 4}) == {k2: 4}, "ours count from zero, the others are the baseline"
 
 
 def test_spoofing_is_said_once_per_port_per_interval() -> None:
