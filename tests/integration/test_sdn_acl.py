@@ -189,11 +189,15 @@ def test_by_default_nobody_reaches_the_port_and_the_first_switch_counts_the_drop
     before = drop_packets("za1", h2_port)
     assert not connects(h2, 1.5) and not connects(h1, 1.5)
     assert drop_packets("za1", h2_port) > before, "the drop flow at h2's switch counts its SYNs"
-    wait_until(
-        lambda: controller.denials.totals().get(("host:h2", "web", "network"), 0) > 0,
-        10,
-        what="h2's denied attempts in the DenialLog",
-    )
+    try:
+        wait_until(
+            lambda: controller.denials.totals().get(("host:h2", "web", "network"), 0) > 0,
+            10,
+            what="h2's denied attempts in the DenialLog",
+        )
+    except AssertionError as exc:
+        counters = controller.routes._drop_counters._last  # what the engine read, to say why
+        raise AssertionError(f"{exc}; totals {controller.denials.totals()}; counters read {counters}") from None
     denial = next(d for d in controller.denials.recent() if d.caller.endswith("/host/h2"))
     assert denial.layer == "network" and denial.detail == f"za1 port {h2_port} -> 10.0.0.10:8080"
     # Everything but TCP to the service's port still works.
