@@ -306,7 +306,7 @@ class RouteEngine:
         acl = self.acl
         with self._counters_lock:
             dropped = self._drop_counters.update(dpid, packets)
-            for key, count in sorted(dropped.items()):
+            for key, count in dropped.items():
                 label = acl.labels.get((dpid, key))
                 if label is None:
                     continue  # a guard's way on, or a flow the ACL no longer has
