@@ -8,11 +8,18 @@ hops mTLS with SPIFFE SVIDs); starts a request loop on every user host; then:
 1. migrates an `api` instance from an edge site to the cloud,
 2. and back,
 3. fails an edge node (its access link goes down: the controller sees it, the failover re-places it),
-4. fails a link on an active route (fast-failover groups, then the controller's new routes).
+4. fails a link on an active route (fast-failover groups, then the controller's new routes),
+5. tries a call the policy denies (a user host calling db, which admits api only): once over mTLS with the
+   host's SVID (db's sidecar answers 403) and once as a raw TCP connect bypassing every sidecar (the
+   user's first switch drops it).
+
+The apps and sidecars in each compute node are run by the node agent (`edgectl agent`, attested with a
+join token).
 
 For each step it prints a live timeline (placement decided, flows barrier-confirmed, sidecar started,
 sidecars ACKed, first mTLS request) and ends with a summary table: convergence time, requests sent and
-failed, p50 latency before and after. Everything it started is stopped, also on Ctrl-C.
+failed, p50 latency before and after, and the denied calls with the layer that refused them. Everything
+it started is stopped, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -39,6 +46,16 @@ SETTLE_S = 2.5
 request caught by the step ends inside it, failed or not."""
 
 
+DENIED_TIMEOUT_S = 2.0
+"""How long a denied call is tried (every 20 ms) before it counts as refused."""
+
+
+@dataclass
+class Denied:
+    call: str
+    outcome: str
+
+
 @dataclass
 class StepResult:
     name: str
@@ -58,6 +75,7 @@ class Demo:
         self.out = out
         self.t0 = time.time()
         self.results: list[StepResult] = []
+        self.denied: list[Denied] = []
 
     def say(self, text: str) -> None:
         self.out(f"[{time.time() - self.t0:6.1f} s] {text}")
@@ -196,6 +214,48 @@ class Demo:
         self.lab.set_link(a, b, up=True)
         self.say(f"link {a}-{b} is back up")
 
+    def try_denied(self) -> None:
+        """A user host calls a service that does not admit it (the last declared one admitting no host),
+        on each layer on its own: over mTLS with the host's SVID from a node the switches admit (the node of
+        an instance of an admitted caller), where the callee's sidecar refuses it; and as a raw TCP connect
+        from the user host itself, bypassing every sidecar, which its first switch drops."""
+        spec, lab = self.lab.net.spec, self.lab
+        user = spec.hosts[0].id
+        target = next(
+            (s for s in reversed(spec.services) if not any(r.host == user for r in s.allow_from) and s.allow_from),
+            None,
+        )
+        placed = lab.workloads()
+        instance = next((w for w in placed if target is not None and w["service"] == target.name), None)
+        if target is None or instance is None:
+            self.say("denied calls: skipped, no placed service that refuses the users")
+            return
+        admitted = {str(r.service) for r in target.allow_from if r.service}
+        callers = [w["node"] for w in placed if w["service"] in admitted]
+        nodes = {n.id: n for n in spec.nodes}
+        address = (str(nodes[instance["node"]].ip), target.port)
+        self.say(f"a call the policy denies: {user} -> {target.name} (it admits {', '.join(sorted(admitted))})")
+        if callers:
+            where = next((n for n in callers if n != instance["node"]), callers[0])
+            _, result = lab.probe(where, "tls", address, "403", DENIED_TIMEOUT_S, lab.host_svids[user]).result()
+            outcome = (
+                f"envoy {result} ({target.name}'s sidecar on {instance['node']})"
+                if result == "403"
+                else f"NOT denied by the sidecar: {result}"
+            )
+            self.out(f"           {user}'s SVID over mTLS, sent from {where} (the switches admit it): {outcome}")
+            self.denied.append(Denied(f"{user} -> {target.name}", outcome))
+        switch = next(h.switch for h in spec.hosts if h.id == user)
+        before = lab.drop_packets(switch, address)
+        _, result = lab.probe(user, "tcp", address, "open", DENIED_TIMEOUT_S).result()
+        dropped = lab.drop_packets(switch, address) - before
+        if result == "closed" and dropped > 0:
+            outcome = f"network: dropped at {switch} ({dropped} packets on its drop flow)"
+        else:
+            outcome = f"NOT dropped at {switch}: {result}, drop flow +{dropped}"
+        self.out(f"           raw TCP from {user} to {address[0]}:{address[1]}, bypassing its sidecar: {outcome}")
+        self.denied.append(Denied(f"{user} -> {target.name}:{target.port} raw TCP", outcome))
+
     def _active_hop(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         """A link between two switches on the route from a user to a node serving it right now."""
         users = {h.id for h in self.lab.net.spec.hosts}
@@ -228,6 +288,10 @@ class Demo:
                 f"  {result.name[:58]:<58} {converged:>10} {during.sent:>6} {during.failed:>6} "
                 f"{_p50(before.p50_ms):>11} {_p50(after.p50_ms):>10}"
             )
+        if self.denied:
+            self.out("")
+        for denied in self.denied:
+            self.out(f"  denied  {denied.call:<28} {denied.outcome}")
         records = self.lab.records()
         total = summarize(records)
         self.out(f"\n  all users, whole run: {total.sent} requests, {total.failed} failed")
@@ -274,6 +338,7 @@ def run_demo(fabric: Path, run_dir: Path) -> int:
         else:
             demo.say(f"fail an edge node: skipped, no api instance on {edge_node} (its move back failed)")
         demo.fail_link()
+        demo.try_denied()
         demo.say("service paths now")
         demo.show_paths()
         demo.summary()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,22 @@ AGENT_STOP_TIMEOUT_S = 15.0
 
 NOT_YET = (OSError, ValueError, KeyError)
 """What a poll of the controller may raise while it comes up; any other error (it exited) ends the wait."""
+
+
+@dataclass
+class Probe:
+    """A ``mininet_topos.probe`` running in a namespace (``Lab.probe``)."""
+
+    process: subprocess.Popen[bytes]
+    timeout_s: float
+
+    def result(self) -> tuple[float | None, str]:
+        """(when the wanted result came, wall clock; it) or (None, the last result)."""
+        out, _ = self.process.communicate(timeout=self.timeout_s + 30)
+        words = out.decode(errors="replace").split()
+        if words[:1] == ["at"] and len(words) >= 3:
+            return float(words[1]), words[2]
+        return None, " ".join(words[1:2]) or out.decode(errors="replace")[-300:]
 
 
 @dataclass
@@ -88,6 +105,8 @@ class Lab:
         self.agent_socket = str(run_dir / "agent.sock")
         self.ca: Path | None = None
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.host_svids: dict[str, XdsClientTls] = {}
+        """Each user host's SVID (its client sidecar's certificate), by host id."""
         self.agents_dir: Path | None = None
         """The agents' work directories (``<node>/status.json``, ``<node>/w/<id>/``): short, under /tmp
         (Unix socket paths stay within 107 bytes); copied into the run directory (``agents/``) at stop."""
@@ -206,12 +225,54 @@ class Lab:
 
     def _host_svid(self, host_id: str) -> XdsClientTls:
         """The user host's SVID (``spiffe://<td>/host/<id>``) for its client sidecar's mTLS to xDS."""
+        svid = self.issue_svid(f"spiffe://{self.trust_domain}/host/{host_id}", f"hosts/{host_id}")
+        self.host_svids[host_id] = svid
+        return svid
+
+    def issue_svid(self, spiffe_id: str, name: str) -> XdsClientTls:
+        """A certificate for ``spiffe_id`` from the lab's CA, as files under the run directory."""
         assert self.ca is not None
-        prefix = self.run_dir / "hosts" / host_id
+        prefix = self.run_dir / name
         prefix.parent.mkdir(parents=True, exist_ok=True)
-        spiffe_id = f"spiffe://{self.trust_domain}/host/{host_id}"
         self._edgectl("pki", "issue", "--dir", str(self.ca), "--spiffe-id", spiffe_id, "--out", str(prefix))
         return XdsClientTls(f"{prefix}.crt", f"{prefix}.key", f"{prefix}.bundle.pem")
+
+    def probe(
+        self,
+        where: str,
+        mode: str,
+        address: tuple[str, int],
+        want: str,
+        timeout_s: float,
+        svid: XdsClientTls | None = None,
+    ) -> Probe:
+        """Call ``address`` from ``where``'s namespace (``mininet_topos.probe``: ``tcp``, a raw connect that
+        bypasses any sidecar; ``tls``, an HTTP GET over mTLS with ``svid``) until the result is ``want``."""
+        from mininet_topos.mesh import checkout_env
+
+        command = [sys.executable, "-m", "mininet_topos.probe", mode, address[0], str(address[1]), want, str(timeout_s)]
+        if svid is not None:
+            command += ["--cert", svid.cert_file, "--key", svid.key_file, "--ca", svid.ca_file]
+        process = self.net.get(where).popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=checkout_env()
+        )
+        return Probe(process, timeout_s)
+
+    def drop_packets(self, switch: str, address: tuple[str, int]) -> int:
+        """n_packets of ``switch``'s policy drop flows (table 0) for TCP to ``address``."""
+        flows = subprocess.run(
+            ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch, "table=0"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+        total = 0
+        for line in flows.splitlines():
+            if f"nw_dst={address[0]}" in line and f"tp_dst={address[1]}" in line and "actions=drop" in line:
+                found = re.search(r"n_packets=(\d+)", line)
+                total += int(found.group(1)) if found else 0
+        return total
 
     def join_token(self, node: str, ttl_s: int = 600) -> str:
         """A one-time join token for ``node`` (``POST /api/v1/pki/join-tokens``, loopback only)."""

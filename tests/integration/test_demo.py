@@ -1,5 +1,6 @@
-"""`make demo`'s program on the example fabric: it runs every step, prints the summary, loses no request
-while workloads migrate, and leaves nothing behind (no bridge, no sidecar, no app)."""
+"""`make demo`'s program on the example fabric: it runs every step, prints the summary (with a call the
+policy denies, on each layer), loses no request while workloads migrate, and leaves nothing behind (no
+bridge, no sidecar, no app, no node agent)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ def test_the_demo_runs_every_step_and_cleans_up() -> None:
             rf"^ +{user}: web-\d+ \(\S+\) > api-\d+ \(\S+\) > db-\d+ \(\S+\) +\d+% of requests", out, re.M
         ), out
     assert re.search(r"why: users' mean request time [\d.]+ -> [\d.]+ ms", out), out[-3000:]
+    # A denied call, refused by db's sidecar (mTLS, u1's SVID) and by u1's first switch (raw TCP).
+    assert re.search(r"^  denied  u1 -> db +envoy 403 \(db's sidecar on \S+\)$", out, re.M), out[-3000:]
+    assert re.search(r"^  denied  u1 -> db:5432 raw TCP +network: dropped at ea1 \(\d+ packets", out, re.M), out[-3000:]
     assert bridges() == before  # every switch the testbed made is gone
-    leftovers = subprocess.run(["pgrep", "-f", "mininet_topos.app|mininet_topos.loadgen"], capture_output=True)
+    leftovers = subprocess.run(
+        ["pgrep", "-f", "mininet_topos.app|mininet_topos.loadgen|edgectl.cli agent"], capture_output=True
+    )
     assert leftovers.stdout == b"", leftovers.stdout

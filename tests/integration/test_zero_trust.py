@@ -19,18 +19,16 @@ PID, net.stop()), also on failure.
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from meshctl.bootstrap import XdsClientTls
 from mininet_topos.controller_process import wait_until
 from mininet_topos.lab import NOT_YET, Lab
-from tests.integration.harness import REPO, ofctl
+from tests.integration.harness import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -38,78 +36,12 @@ FABRIC = REPO / "examples" / "edge-cloud.yaml"
 DB_PORT = 5432
 FLIP_S = 1.0
 
-# In a namespace: call ip:port until the result is ``want``, print "at <wall clock> <result>" then, or
-# "never <last result>". tls: an HTTP GET over mTLS with CERT/KEY (result: the HTTP status, or "error"),
-# tcp: a raw connect (result: "open" or "closed").
-PROBE = r"""
-import socket, ssl, sys, time
-mode, ip, port, want, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
-cert, key, ca = (sys.argv[6:9] + ["", "", ""])[:3]
 
-def tls():
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False  # a SPIFFE certificate names no host
-    context.load_verify_locations(ca)
-    context.load_cert_chain(cert, key)
-    try:
-        with socket.create_connection((ip, port), timeout=0.3) as raw, context.wrap_socket(raw) as s:
-            s.settimeout(2)
-            s.sendall(b"GET / HTTP/1.1\r\nHost: db\r\nConnection: close\r\n\r\n")
-            line = s.recv(64).split(b"\r\n")[0].split()
-            return line[1].decode() if len(line) > 1 else "error"
-    except OSError:
-        return "error"
-
-def tcp():
-    try:
-        with socket.create_connection((ip, port), timeout=0.3):
-            return "open"
-    except OSError:
-        return "closed"
-
-deadline, last = time.time() + timeout, ""
-while time.time() < deadline:
-    last = tls() if mode == "tls" else tcp()
-    if last == want:
-        print("at", time.time(), last, flush=True)
-        break
-    time.sleep(0.02)
-else:
-    print("never", last, flush=True)
-"""
-
-
-class Probe:
-    """A PROBE running in a node's namespace; ``result()`` waits for its line."""
-
-    def __init__(self, lab: Lab, where: str, mode: str, ip: str, want: str, timeout_s: float, *tls: str) -> None:
-        script = lab.run_dir / "probe.py"
-        if not script.exists():
-            script.write_text(PROBE)
-        args = [sys.executable, str(script), mode, ip, str(DB_PORT), want, str(timeout_s), *tls]
-        self.process = lab.net.get(where).popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.timeout_s = timeout_s
-
-    def result(self) -> tuple[float | None, str]:
-        out, _ = self.process.communicate(timeout=self.timeout_s + 30)
-        words = out.decode().split()
-        if words[:1] == ["at"]:
-            return float(words[1]), words[2]
-        return None, " ".join(words[1:]) or out.decode()[-300:]
-
-
-def once(lab: Lab, where: str, mode: str, ip: str, want: str, *tls: str, timeout_s: float = 3.0) -> str:
-    """What the call gives: ``want`` as soon as it does within ``timeout_s``, else the last result."""
-    return Probe(lab, where, mode, ip, want, timeout_s, *tls).result()[1]
-
-
-def drop_packets(switch: str, ip: str) -> int:
-    """n_packets of the policy drop flows at ``switch`` for TCP to ip:5432."""
-    total = 0
-    for line in ofctl("dump-flows", switch, "table=0").splitlines():
-        if f"nw_dst={ip}" in line and f"tp_dst={DB_PORT}" in line and "actions=drop" in line:
-            total += int(re.search(r"n_packets=(\d+)", line).group(1))  # type: ignore[union-attr]
-    return total
+def once(
+    lab: Lab, where: str, mode: str, ip: str, want: str, svid: XdsClientTls | None = None, timeout_s: float = 3.0
+) -> str:
+    """What a call from ``where`` gives: ``want`` as soon as it does within ``timeout_s``, else the last result."""
+    return lab.probe(where, mode, (ip, DB_PORT), want, timeout_s, svid).result()[1]
 
 
 def network_denials(lab: Lab, service: str) -> int:
@@ -129,14 +61,6 @@ def apply_document(lab: Lab, text: str) -> tuple[float, float]:
     answered = time.time()
     assert response.status == 200, reply
     return sent, answered
-
-
-def issue(lab: Lab, spiffe_id: str, name: str) -> tuple[str, str, str]:
-    assert lab.ca is not None
-    prefix = lab.run_dir / "probes" / name
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    lab._edgectl("pki", "issue", "--dir", str(lab.ca), "--spiffe-id", spiffe_id, "--out", str(prefix))
-    return f"{prefix}.crt", f"{prefix}.key", f"{prefix}.bundle.pem"
 
 
 def switch_of(lab: Lab, host_or_node: str) -> str:
@@ -162,8 +86,8 @@ def test_allowed_denied_bypass_policy_flip_and_migration(tmp_path: Path) -> None
         api_nodes = [w["node"] for w in workloads if w["service"] == "api"]
         caller_node = next((n for n in api_nodes if n != db["node"]), api_nodes[0])
         db_ip = node_ip(lab, db["node"])
-        u1_svid = issue(lab, f"spiffe://{td}/host/u1", "u1")
-        web_svid = issue(lab, f"spiffe://{td}/svc/web/w/web-probe", "web")
+        u1_svid = lab.host_svids["u1"]
+        web_svid = lab.issue_svid(f"spiffe://{td}/svc/web/w/web-probe", "probes/web")
         print(f"\ndb {db['id']} on {db['node']} ({db_ip}); api instances on {api_nodes}: calls from {caller_node}")
 
         # (a) allowed: u1's users reach web through u1's client sidecar over mTLS (web calls api calls db).
@@ -173,25 +97,25 @@ def test_allowed_denied_bypass_policy_flip_and_migration(tmp_path: Path) -> None
         assert any(s.startswith("db-") for s in first.served_by), first
 
         # (b) not allowed: web's and u1's identities get 403 from db's sidecar (the network admits the node).
-        assert once(lab, caller_node, "tls", db_ip, "403", *web_svid) == "403"
-        assert once(lab, caller_node, "tls", db_ip, "403", *u1_svid) == "403"
+        assert once(lab, caller_node, "tls", db_ip, "403", web_svid) == "403"
+        assert once(lab, caller_node, "tls", db_ip, "403", u1_svid) == "403"
         assert once(lab, caller_node, "tcp", db_ip, "open") == "open"  # the switches let api's node through
 
         # (c) u1 bypassing its sidecar: a raw TCP connect to db's port gets nothing through; u1's first
         # switch drops it and counts, and the controller reports the network-layer denial.
         u1_switch = switch_of(lab, "u1")
-        drops_before = drop_packets(u1_switch, db_ip)
+        drops_before = lab.drop_packets(u1_switch, (db_ip, DB_PORT))
         denials_before = network_denials(lab, "db")
         assert once(lab, "u1", "tcp", db_ip, "open", timeout_s=2.0) == "closed"
-        assert drop_packets(u1_switch, db_ip) > drops_before
+        assert lab.drop_packets(u1_switch, (db_ip, DB_PORT)) > drops_before
         wait_until(lambda: network_denials(lab, "db") > denials_before, 10, 0.2, "the network denial", NOT_YET)
 
         # (d) a new document admits the host u1 at db: both layers flip within a second.
         text = FABRIC.read_text()
         allowing = text.replace("allow_from: [api], run:", "allow_from: [api, {host: u1}], run:")
         assert allowing != text
-        envoy = Probe(lab, caller_node, "tls", db_ip, "200", 15.0, *u1_svid)
-        network = Probe(lab, "u1", "tcp", db_ip, "open", 15.0)
+        envoy = lab.probe(caller_node, "tls", (db_ip, DB_PORT), "200", 15.0, u1_svid)
+        network = lab.probe("u1", "tcp", (db_ip, DB_PORT), "open", 15.0)
         time.sleep(0.5)  # both are trying (and failing) before the change
         sent, answered = apply_document(lab, allowing)
         (envoy_at, envoy_result), (network_at, network_result) = envoy.result(), network.result()
@@ -205,7 +129,7 @@ def test_allowed_denied_bypass_policy_flip_and_migration(tmp_path: Path) -> None
             f"({(network_at - answered) * 1000:.0f} ms after the answer)"
         )
         assert envoy_at - answered <= FLIP_S and network_at - answered <= FLIP_S
-        assert once(lab, "u1", "tls", db_ip, "200", *u1_svid) == "200"  # u1 itself now reaches db over mTLS
+        assert once(lab, "u1", "tls", db_ip, "200", u1_svid) == "200"  # u1 itself now reaches db over mTLS
 
         # (e) db moves: its new node keeps exactly its callers, on both layers.
         target = next(n for n in ("c-n2", "c-n1", "m-n1") if n != db["node"])
@@ -223,12 +147,12 @@ def test_allowed_denied_bypass_policy_flip_and_migration(tmp_path: Path) -> None
             NOT_YET,
         )
         assert served.ok
-        assert once(lab, "u1", "tls", new_ip, "200", *u1_svid) == "200"
-        assert once(lab, caller_node, "tls", new_ip, "403", *web_svid) == "403"
+        assert once(lab, "u1", "tls", new_ip, "200", u1_svid) == "200"
+        assert once(lab, caller_node, "tls", new_ip, "403", web_svid) == "403"
         u2_switch = switch_of(lab, "u2")
-        u2_drops = drop_packets(u2_switch, new_ip)
+        u2_drops = lab.drop_packets(u2_switch, (new_ip, DB_PORT))
         assert once(lab, "u2", "tcp", new_ip, "open", timeout_s=2.0) == "closed"
-        assert drop_packets(u2_switch, new_ip) > u2_drops
+        assert lab.drop_packets(u2_switch, (new_ip, DB_PORT)) > u2_drops
         lost = [r for r in lab.records(after_move) if not r.ok]
         assert lost == [], lost[:5]
         # The users' requests kept working throughout (web -> api -> db, all admitted).
