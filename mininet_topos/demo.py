@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
-        print("demo: stopped edgectl, the sidecars, the apps and the testbed")
+        print("demo: stopped edgectl, the node agents (and what they ran), the client sidecars and the testbed")
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:
