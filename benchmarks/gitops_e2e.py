@@ -55,8 +55,10 @@ def _mutate(doc: dict[str, Any], kind: str, round_no: int) -> dict[str, Any]:
         web = next(s for s in doc["services"] if s["name"] == "web")
         web["max_latency_ms"] = 6 if web.get("max_latency_ms") == 5 else 5
     else:
+        run = next(s for s in doc["services"] if s["name"] == "web")["run"]  # the demo app, as a node agent runs it
         doc["services"].append(
             {"name": f"svc{round_no}", "port": 7000 + round_no, "replicas": 1, "cpu_millis": 50, "memory_mib": 32}
+            | {"run": run}
         )
     return doc
 

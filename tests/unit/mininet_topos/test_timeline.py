@@ -1,5 +1,5 @@
 """MigrationTimeline and fill_stages: the stages of one move from the Watch events, relative to its
-decision, and the whole chain; and the testbed agent's wait for an app's first line."""
+decision, and the whole chain."""
 
 from __future__ import annotations
 
