@@ -92,6 +92,7 @@ class Controller:
     def __init__(self, config: RunConfig, spec: FabricSpec, revision: str = "") -> None:
         self.config = config
         self.metrics = ControllerMetrics()
+        self.denials = DenialLog()  # denied calls of both enforcement points: sidecars' RBAC, switches' ACL
         self._initial = (spec, revision)
         self.bus = EventBus(replace(build_state(spec), desired_revision=revision), observer=self.metrics.observe_event)
         self.metrics.sources.state = lambda: self.bus.state
@@ -233,8 +234,11 @@ class Controller:
             drift_interval_s=self.config.drift_interval_s,
             on_drift=lambda _dpid, name, _drift: self.metrics.flow_drift.labels(name).inc(),
             on_routes_computed=self.metrics.route_compute_seconds.observe,
+            trust_domain=trust_domain,
+            record_denial=self.denials.record,
         )
         self.metrics.sources.switch_tables = routes.installed_counts
+        self.metrics.sources.spoofed_packets = routes.spoofing.totals
         self.bus.subscribe(routes)
         routes.start()
         # A migration withdraws the old instance only once every switch runs the new generation's routes.
@@ -242,7 +246,7 @@ class Controller:
 
         routes_probe = NamedProbe("routes", routes.runs)
         self.http.add_route("/api/v1/latency", lambda _state: openflow.app.latency.report())
-        self.http.add_route("/api/v1/routes", lambda state: routes_view(routes.plan, routes.status, state))
+        self.http.add_route("/api/v1/routes", lambda state: routes_view(routes.plan, routes.status, state, routes.acl))
         self.http.add_query_route(
             "/api/v1/routes/changes",
             lambda state, query: changes_view(routes.changes(_since_generation(query)), state),

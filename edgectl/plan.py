@@ -29,7 +29,8 @@ from netmodel.ids import ServiceName, SwitchId, format_dpid
 from netmodel.state import FabricState
 from placement.naming import DEFAULT_TRUST_DOMAIN, next_workload_ids, workload_spiffe_id
 from placement.replicas import ReplicaPlan, plan_replicas
-from sdnctl.flows import CompiledSwitch, SwitchDelta, compile_all, diff_switch, recompile_switches
+from sdnctl.acl import acl_inputs, compile_acl, same_inputs, with_acl
+from sdnctl.flows import CompiledSwitch, SwitchDelta, compile_all, diff_switch, merge_deltas, recompile_switches
 from sdnctl.pathing import RoutePlan, changed_entries, compute_routes
 
 
@@ -119,9 +120,9 @@ def compute_plan(inputs: PlanInputs, document: FabricSpec, revision: str, *, pru
     after = merge_desired(state, spec)
     evicted = evicted_by(state, spec)
     if inputs.routes is not None:
-        openflow = _openflow_changes(state, after, inputs.routes, inputs.compiled)
+        openflow = _openflow_changes(state, after, inputs.routes, inputs.compiled, inputs.trust_domain)
     else:
-        openflow = _openflow_changes(state, after, compute_routes(state), None)
+        openflow = _openflow_changes(state, after, compute_routes(state), None, inputs.trust_domain)
     pending = plan_replicas(state)
     replicas = _caused_by_document(pending, plan_replicas(after, previous=state))
     xds = _xds_changes(state, after, inputs.mesh_config, inputs.ready_workloads)
@@ -175,22 +176,41 @@ def _openflow_changes(
     after: FabricState,
     routes: RoutePlan,
     compiled: Mapping[SwitchId, CompiledSwitch] | None,
+    trust_domain: str,
 ) -> tuple[SwitchChange, ...]:
     """Per switch, the FlowMods and GroupMods from the tables the engine holds to those it would hold:
     the engine's own computation (incremental when only routes move, a full diff when endpoints or
-    switches change), so the plan names exactly what an apply sends."""
-    if after.topology is before.topology and after.hosts is before.hosts and after.nodes is before.nodes:
+    switches change; the ACL of table 0 when what it depends on changes), so the plan names exactly what
+    an apply sends."""
+    acl_changed = not same_inputs(acl_inputs(before), acl_inputs(after))
+    if (
+        after.topology is before.topology
+        and after.hosts is before.hosts
+        and after.nodes is before.nodes
+        and not acl_changed
+    ):
         return ()
     new_routes = compute_routes(after, routes)
+    new_acl = compile_acl(after, trust_domain)
     deltas: dict[SwitchId, SwitchDelta] = {}
     if compiled is not None and routes.switches == new_routes.switches and routes.endpoints == new_routes.endpoints:
-        for dpid, (_tables, delta) in recompile_switches(
+        tables = dict(compiled)
+        for dpid, (new_tables, delta) in recompile_switches(
             new_routes, compiled, changed_entries(routes, new_routes)
         ).items():
             deltas[dpid] = delta
+            tables[dpid] = new_tables
+        if acl_changed:
+            for dpid, switch_tables in tables.items():
+                _acl_tables, delta = with_acl(switch_tables, new_acl.entries.get(dpid, {}))
+                deltas[dpid] = merge_deltas(deltas.get(dpid, SwitchDelta()), delta)
     else:
-        old = compiled if compiled is not None else compile_all(routes)
-        new = compile_all(new_routes)
+        if compiled is not None:
+            old = compiled
+        else:
+            old_acl = compile_acl(before, trust_domain)
+            old = {d: with_acl(c, old_acl.entries.get(d, {}))[0] for d, c in compile_all(routes).items()}
+        new = {d: with_acl(c, new_acl.entries.get(d, {}))[0] for d, c in compile_all(new_routes).items()}
         for dpid in set(old) & set(new):
             deltas[dpid] = diff_switch(old[dpid].config, new[dpid].config)
         # A switch appearing in or leaving the routes has its tables read and set when it connects.

@@ -38,6 +38,8 @@ class ScrapeSources:
     port_readings: Callable[[], Mapping[PortKey, PortReading]] | None = None
     switch_tables: Callable[[], Mapping[SwitchId, tuple[int, int]]] | None = None
     """Per switch: (flows, groups) the route engine has installed."""
+    spoofed_packets: Callable[[], Mapping[tuple[str, int], int]] | None = None
+    """Per (switch name, port): packets its source guard dropped since start."""
     openflow_messages: Callable[[], MessageTotals] | None = None
     identities: Callable[[], IdentitySnapshot] | None = None
     config_outcomes: Callable[[], Mapping[str, int]] | None = None
@@ -117,7 +119,15 @@ class SnapshotCollector(Collector):
             name = _switch_name(state, dpid)
             flows.add_metric([name], flow_count)
             groups.add_metric([name], group_count)
-        yield from (flows, groups)
+        spoofed = CounterMetricFamily(
+            "edgectl_spoofed_packets_dropped",
+            "Packets a switch port's source guard dropped: a source address or MAC the port's endpoint does not own",
+            labels=["switch", "port"],
+        )
+        totals = self.sources.spoofed_packets() if self.sources.spoofed_packets is not None else {}
+        for (switch, port), count in sorted(totals.items()):
+            spoofed.add_metric([switch, str(port)], count)
+        yield from (flows, groups, spoofed)
 
     def _openflow(self) -> Iterator[Metric]:
         sent = CounterMetricFamily(

@@ -116,11 +116,19 @@ def workloads_view(state: FabricState) -> dict[str, Any]:
     }
 
 
-def routes_view(plan: Any, status: Any, state: FabricState) -> dict[str, Any]:
-    """Routes between every pair of endpoints, as the route engine last computed them."""
+def routes_view(plan: Any, status: Any, state: FabricState, acl: Any = None) -> dict[str, Any]:
+    """Routes between every pair of endpoints, as the route engine last computed them; per switch, with
+    ``acl`` (``sdnctl.acl.AclTables``), the flows of its ingress policy (table 0)."""
     if plan is None:
         return {"generation": None, "routes": [], "switches": []}
     names = {dpid: sw.name for dpid, sw in state.topology.switches.items()}
+
+    def acl_view(dpid: int) -> dict[str, Any]:
+        from sdnctl.flow_text import entry_json  # here: the CLI imports this module, and sdnctl brings numpy
+
+        flows = acl.flows(dpid) if acl is not None else []
+        return {"acl": {"count": len(flows), "flows": [entry_json(f) for f in flows]}} if acl is not None else {}
+
     return {
         "generation": plan.generation,
         "routes": [
@@ -144,6 +152,7 @@ def routes_view(plan: Any, status: Any, state: FabricState) -> dict[str, Any]:
                 "last_delta_size": st.last_delta_size,
                 "last_applied_at": st.last_applied_at,
                 "drift": st.drift.view(),
+                **acl_view(dpid),
             }
             for dpid, st in sorted(status.items())
         ],

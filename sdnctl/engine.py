@@ -24,11 +24,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from netmodel.events import Event
 from netmodel.ids import SwitchId, format_dpid
 from netmodel.state import FabricState
+from sdnctl.acl import COOKIE_ACL, COOKIE_ACL_MASK, EMPTY, AclTables, acl_inputs, compile_acl, same_inputs, with_acl
+from sdnctl.acl_counters import DropCounters, FlowKey, SpoofReports
 from sdnctl.drift import Drift, DriftRecord, drift_message, find_drift
 from sdnctl.flows import (
     CompiledSwitch,
@@ -37,6 +39,7 @@ from sdnctl.flows import (
     base_flows,
     compile_all,
     diff_switch,
+    merge_deltas,
     recompile_switches,
 )
 from sdnctl.pathing import RoutePlan, changed_entries, compute_routes
@@ -80,6 +83,13 @@ OnRoutesComputed = Callable[[float], None]
 """Called with the seconds a new model generation's routes and tables took to compute."""
 
 
+class RecordDenial(Protocol):
+    """``DenialLog.record`` (edgectl/policy_denials.py): where the ACL's drops are reported."""
+
+    def __call__(self, *, layer: str, caller: str, service: str, at: float, count: int = 1, detail: str = "") -> None:
+        pass
+
+
 class RouteEngine:
     def __init__(
         self,
@@ -89,9 +99,19 @@ class RouteEngine:
         drift_interval_s: float = 10.0,
         on_drift: OnDrift | None = None,
         on_routes_computed: OnRoutesComputed | None = None,
+        trust_domain: str = "edgectl.local",
+        record_denial: RecordDenial | None = None,
     ) -> None:
         self.app = app
         self._state = state
+        self.trust_domain = trust_domain
+        self._record_denial = record_denial
+        self.acl: AclTables = EMPTY
+        """The ingress policy for the current model (sdnctl/acl.py), for readers on other threads."""
+        self._acl_inputs: tuple[object, ...] | None = None
+        self._drop_counters = DropCounters()
+        self.spoofing = SpoofReports()
+        self._counters_lock = threading.Lock()
         self.drift_interval_s = drift_interval_s  # 0: no drift checks
         self._on_drift = on_drift
         self._on_routes_computed = on_routes_computed
@@ -114,6 +134,7 @@ class RouteEngine:
         self._settled = False
         self._thread = threading.Thread(target=self._run, name="route-engine", daemon=True)
         app.on_switch_error = self._on_switch_error
+        app.on_acl_counters = self.on_acl_counters
 
     def start(self) -> None:
         self._thread.start()
@@ -194,6 +215,7 @@ class RouteEngine:
         for dpid in list(self._installed):
             if dpid not in connected:
                 del self._installed[dpid]
+                self.forget_counters(dpid)
         # Reconcile: learn what a newly connected switch holds before changing anything on it.
         for dpid in connected:
             if dpid not in self._installed:
@@ -217,6 +239,8 @@ class RouteEngine:
         previous = self.plan
         started = time.perf_counter()
         plan = compute_routes(state, previous=previous)
+        acl_before = self.acl
+        acl = self._acl_for(state)
         deltas: dict[SwitchId, SwitchDelta] = {}
         if previous is not None and previous.switches == plan.switches and previous.endpoints == plan.endpoints:
             # Incremental: recompile the changed entries; where a switch holds exactly the old tables,
@@ -227,8 +251,24 @@ class RouteEngine:
                 if self._installed.get(dpid) is self._compiled.get(dpid):
                     deltas[dpid] = delta
                 self._compiled[dpid] = compiled
+            if acl is not acl_before:
+                # A policy change, a placement, a move: only the ACL entries that changed.
+                for dpid in plan.switches:
+                    old = self._compiled.get(dpid)
+                    if old is None:
+                        continue
+                    new, delta = with_acl(old, acl.entries.get(dpid, {}))
+                    if new is old:
+                        continue
+                    if dpid in deltas:
+                        deltas[dpid] = merge_deltas(deltas[dpid], delta)
+                    elif self._installed.get(dpid) is old:
+                        deltas[dpid] = delta
+                    self._compiled[dpid] = new
         else:
-            self._compiled = compile_all(plan)
+            self._compiled = {
+                dpid: with_acl(compiled, acl.entries.get(dpid, {}))[0] for dpid, compiled in compile_all(plan).items()
+            }
         self.plan = plan
         # One reference, swapped whole: a reader on another thread (a desired-state plan) never sees a
         # plan with half of its tables recompiled.
@@ -249,6 +289,54 @@ class RouteEngine:
             if dpid not in ready and self._installed.get(dpid) is self._compiled.get(dpid) is not None:
                 status = self.status.setdefault(dpid, SwitchStatus())
                 status.applied_generation = max(status.applied_generation, state.generation)
+
+    def _acl_for(self, state: FabricState) -> AclTables:
+        """The ACL of ``state``, compiled again only when what it depends on changed."""
+        inputs = acl_inputs(state)
+        if not same_inputs(self._acl_inputs, inputs):
+            self.acl = compile_acl(state, self.trust_domain)
+            self._acl_inputs = inputs
+        return self.acl
+
+    # -- the ACL's counters ---------------------------------------------------------------------------
+    def on_acl_counters(self, dpid: SwitchId, packets: Mapping[FlowKey, int], now: float) -> None:
+        """A reading of the ACL flows' packet counters of one switch (the OpenFlow adapter's poll, on its
+        thread): policy drops become denials (``record_denial``), source-guard drops a rate-limited
+        log line and the spoofing counter. ``now``: wall-clock time."""
+        acl = self.acl
+        with self._counters_lock:
+            dropped = self._drop_counters.update(dpid, packets)
+            for key, count in dropped.items():
+                label = acl.labels.get((dpid, key))
+                if label is None:
+                    continue  # a guard's way on, or a flow the ACL no longer has
+                if label.kind == "deny":
+                    if self._record_denial is not None:
+                        self._record_denial(
+                            layer="network",
+                            caller=label.caller,
+                            service=label.service,
+                            at=now,
+                            count=count,
+                            detail=label.detail,
+                        )
+                else:
+                    self.spoofing.add(label, count)
+            lines = self.spoofing.due(time.monotonic())
+        for line in lines:
+            LOG.warning("%s", line)
+
+    def _counting_from_zero(self, dpid: SwitchId, delta: SwitchDelta) -> None:
+        """ACL flows just added count from zero: a denial right after a policy change is not lost in the
+        baseline of a switch's first counter reading."""
+        added = [f.key for f in delta.add_flows if f.cookie & COOKIE_ACL_MASK == COOKIE_ACL]
+        if added:
+            with self._counters_lock:
+                self._drop_counters.installed(dpid, added)
+
+    def forget_counters(self, dpid: SwitchId) -> None:
+        with self._counters_lock:
+            self._drop_counters.forget_switch(dpid)
 
     def _ensure_base_flows(self, dpid: SwitchId, current: SwitchConfig) -> None:
         """LLDP and ARP to the controller go in at once: discovery needs them before any route."""
@@ -287,6 +375,7 @@ class RouteEngine:
                 continue
             if dpid in deltas:
                 self._installed[dpid] = self._compiled[dpid]
+                self._counting_from_zero(dpid, deltas[dpid])
                 status.last_delta_size = deltas[dpid].size
                 status.last_applied_at = now
                 LOG.info(

@@ -29,16 +29,19 @@ def match_json(match: tuple[MatchField, ...]) -> dict[str, Any]:
     }
 
 
-def flow_json(flow: FlowSpec, command: str) -> dict[str, Any]:
+def entry_json(flow: FlowSpec) -> dict[str, Any]:
+    """A flow entry: table, priority, cookie, match and actions (none: the flow drops what it matches)."""
     return {
-        "kind": "flow",
-        "command": command,
         "table": flow.table,
         "priority": flow.priority,
         "cookie": f"0x{flow.cookie:016x}",
         "match": match_json(flow.match),
         "actions": [action_text(a) for a in flow.actions],
     }
+
+
+def flow_json(flow: FlowSpec, command: str) -> dict[str, Any]:
+    return {"kind": "flow", "command": command, **entry_json(flow)}
 
 
 def group_json(group: GroupSpec, command: str) -> dict[str, Any]:

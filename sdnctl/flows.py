@@ -9,6 +9,9 @@ routed like unicast, straight to its owner: nothing is ever flooded, so loops ca
 address resolution keeps working while the controller restarts. Group ids and cookies derive from
 the endpoint's address, so they are stable across controller restarts: reconciliation after a
 restart finds the same names on the switch and changes nothing.
+
+Two tables: table 0 is the ingress policy (LLDP to the controller, and the source guards and policy
+drops of ``sdnctl.acl``), whose lowest flow goes on to table 1, forwarding (everything above).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from typing import Any
 from netmodel.ids import PortNo, SwitchId
 from sdnctl.pathing import Endpoint, RoutePlan
 
-TABLE = 0
+TABLE_ACL = 0  # ingress policy: LLDP to the controller, source guards and policy drops (sdnctl/acl.py)
+TABLE_FORWARD = 1  # forwarding: routes, ARP routing, proxy ARP
+TABLE = TABLE_FORWARD  # the table of the route flows
 PRIORITY_CONTROL = 1000
 PRIORITY_ROUTE = 100
 PRIORITY_ARP_PROXY = 10
@@ -37,10 +42,12 @@ COOKIE_BASE = 0xEC01_0000_0000_0000  # | kind of control flow
 COOKIE_ARP = 0xEC02_0000_0000_0000  # | target IPv4 address
 COOKIE_LLDP = COOKIE_BASE | 1
 COOKIE_ARP_PROXY = COOKIE_BASE | 2
+COOKIE_TO_FORWARD = COOKIE_BASE | 3
 EDGECTL_COOKIE_MASK = 0xFF00_0000_0000_0000
 EDGECTL_COOKIE = 0xEC00_0000_0000_0000  # every flow edgectl owns: reconciliation leaves others alone
 
-Action = tuple[str, int]  # ("output", port) | ("group", group_id) | ("controller", max_len)
+Action = tuple[str, int]  # ("output", port) | ("group", group_id) | ("controller", max_len) | ("goto", table)
+# A flow without actions drops what it matches.
 MatchField = tuple[str, Any]
 
 
@@ -131,10 +138,13 @@ def _addresses(ip_text: str) -> Addresses:
 
 
 def base_flows() -> frozenset[FlowSpec]:
+    """LLDP to the controller first of all (discovery, loop probes: untouched by any policy), then
+    everything else on to the forwarding table, where any ARP no route takes goes to the controller."""
     to_controller = (("controller", 0xFFFF),)
     return frozenset(
         {
-            FlowSpec(TABLE, PRIORITY_CONTROL, (("eth_type", ETH_TYPE_LLDP),), to_controller, COOKIE_LLDP),
+            FlowSpec(TABLE_ACL, PRIORITY_CONTROL, (("eth_type", ETH_TYPE_LLDP),), to_controller, COOKIE_LLDP),
+            FlowSpec(TABLE_ACL, 0, (), (("goto", TABLE_FORWARD),), COOKIE_TO_FORWARD),
             FlowSpec(TABLE, PRIORITY_ARP_PROXY, (("eth_type", ETH_TYPE_ARP),), to_controller, COOKIE_ARP_PROXY),
         }
     )
@@ -249,6 +259,44 @@ def recompile_switches(
     return out
 
 
+def replace_entries(
+    compiled: CompiledSwitch, changes: Mapping[str, Entry | None]
+) -> tuple[CompiledSwitch, SwitchDelta]:
+    """``compiled`` with the entries of ``changes`` set (None: removed), and the delta of just those
+    entries; ``compiled`` itself (and no delta) when nothing differs."""
+    keys = [key for key, entry in changes.items() if compiled.entries.get(key) != entry]
+    if not keys:
+        return compiled, SwitchDelta()
+    entries = dict(compiled.entries)
+    old: list[Entry] = []
+    new: list[Entry] = []
+    for key in keys:
+        entry = changes[key]
+        old.append(entries.get(key, ((), None)))
+        new.append(entry if entry is not None else ((), None))
+        if entry is None:
+            entries.pop(key, None)
+        else:
+            entries[key] = entry
+    return CompiledSwitch(entries), _diff_entries(old, new)
+
+
+def merge_deltas(a: SwitchDelta, b: SwitchDelta) -> SwitchDelta:
+    """One delta of two over disjoint entries (e.g. a switch's routes and its ACL)."""
+    if not b:
+        return a
+    if not a:
+        return b
+    return SwitchDelta(
+        add_groups=tuple(sorted((*a.add_groups, *b.add_groups))),
+        modify_groups=tuple(sorted((*a.modify_groups, *b.modify_groups))),
+        add_flows=tuple(sorted((*a.add_flows, *b.add_flows))),
+        modify_flows=tuple(sorted((*a.modify_flows, *b.modify_flows))),
+        delete_flows=tuple(sorted((*a.delete_flows, *b.delete_flows))),
+        delete_groups=tuple(sorted((*a.delete_groups, *b.delete_groups))),
+    )
+
+
 def _diff_entries(old: Iterable[Entry], new: Iterable[Entry]) -> SwitchDelta:
     """The delta between two lists of entries for the same endpoints (old[i] and new[i] belong
     together), without building sets of every flow."""
@@ -326,7 +374,8 @@ def trace_ipv4(
     ipv4_dst: str,
     live_ports: Mapping[SwitchId, frozenset[PortNo]] | None = None,
 ) -> PacketTrace:
-    """Follow an IPv4 packet through the compiled tables, honouring fast-failover liveness."""
+    """Follow an IPv4 packet through the compiled forwarding tables, honouring fast-failover liveness
+    (the ingress policy of table 0 is ``sdnctl.acl``'s to test)."""
     hops: list[tuple[SwitchId, PortNo]] = []
     switch = start
     for _ in range(len(configs) + 1):
@@ -336,7 +385,9 @@ def trace_ipv4(
             candidates = [
                 f
                 for f in config.flows
-                if dict(f.match).get("eth_type") == ETH_TYPE_IPV4 and dict(f.match).get("ipv4_dst") == ipv4_dst
+                if f.table == TABLE_FORWARD
+                and dict(f.match).get("eth_type") == ETH_TYPE_IPV4
+                and dict(f.match).get("ipv4_dst") == ipv4_dst
             ]
             flow = max(candidates, key=lambda f: f.priority, default=None)
         if flow is None or config is None:

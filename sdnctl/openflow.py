@@ -26,6 +26,8 @@ from netmodel.ids import PortNo, SwitchId, format_dpid
 from netmodel.state import FabricState
 from netmodel.types import Port
 from sdnctl import frames, hosts
+from sdnctl.acl import COOKIE_ACL, COOKIE_ACL_MASK
+from sdnctl.acl_counters import FlowKey
 from sdnctl.discovery import LOOP_PORT, PROBE_INTERVAL_S, Discovery, EchoRequest, PacketOut
 from sdnctl.flows import (
     COOKIE_ARP,
@@ -44,6 +46,7 @@ LOG = logging.getLogger("edgectl.sdnctl.openflow")
 ofp = ofproto_v1_3
 Publish = Callable[[ev.Event], Any]
 PORT_STATS_INTERVAL_S = 5.0
+ACL_READ_TIMEOUT_S = 2.0
 
 
 def error_type_name(error_type: int) -> str:
@@ -102,6 +105,8 @@ class FabricApp(app_manager.OSKenApp):
         self._hosts = hosts.HostLearning()
         self.latency = self._discovery.latency
         self.on_switch_error: Callable[[SwitchId, str], None] | None = None
+        # The ACL flows' packet counters of one switch, read with every port-stats poll (wall-clock time).
+        self.on_acl_counters: Callable[[SwitchId, dict[FlowKey, int], float], None] | None = None
         self.messages = MessageCounts()
         self.port_rates = PortRates()
         self.port_stats_interval_s = PORT_STATS_INTERVAL_S  # 0: no polling (the poller reads it every round)
@@ -459,6 +464,36 @@ class FabricApp(app_manager.OSKenApp):
         while not self._stopping.wait(self.port_stats_interval_s or 1.0):
             if self.port_stats_interval_s > 0:
                 self.request_port_stats()
+                try:
+                    # Not bounded by the interval: a busy switch answering late still counts (the next
+                    # round waits for it).
+                    self.read_acl_counters(ACL_READ_TIMEOUT_S)
+                except Exception:  # a bug here must not end polling
+                    LOG.exception("ACL counters read failed")
+
+    def read_acl_counters(self, timeout_s: float) -> None:
+        """Ask every switch for its ACL flows' packet counters (cookie 0xec03..., masked), all at once,
+        and hand each answer to ``on_acl_counters``; a switch that has not answered in ``timeout_s`` is
+        skipped this round."""
+        if self.on_acl_counters is None:
+            return
+        started: dict[SwitchId, _Pending] = {}
+        for dpid, datapath in self.datapaths.items():
+            parser = datapath.ofproto_parser
+            request = parser.OFPFlowStatsRequest(
+                datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, COOKIE_ACL, COOKIE_ACL_MASK, parser.OFPMatch()
+            )
+            pending = self._start(dpid, request)
+            if pending is not None:
+                started[dpid] = pending
+        deadline = time.monotonic() + timeout_s
+        for dpid, pending in started.items():
+            answered = pending.done.wait(max(0.0, deadline - time.monotonic()))
+            self._forget([pending])
+            if not answered or pending.lost or pending.error is not None:
+                continue
+            packets = {_flow_spec(stat).key: int(stat.packet_count) for reply in pending.replies for stat in reply.body}
+            self.on_acl_counters(dpid, packets, time.time())
 
     def request_port_stats(self) -> None:
         """Ask every connected switch for all its ports' counters (the replies come as events). A round
@@ -554,8 +589,16 @@ def _actions(parser: Any, actions: Iterable[tuple[str, int]]) -> list[Any]:
     return out
 
 
+def _instructions(parser: Any, actions: tuple[tuple[str, int], ...]) -> list[Any]:
+    """Apply-actions for the actions before a ``goto``, then the goto; no actions: no instruction (drop)."""
+    applied = [a for a in actions if a[0] != "goto"]
+    instructions = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, _actions(parser, applied))] if applied else []
+    instructions += [parser.OFPInstructionGotoTable(table) for kind, table in actions if kind == "goto"]
+    return instructions
+
+
 def _flow_mod(parser: Any, command: int, flow: FlowSpec, datapath: Any) -> Any:
-    instructions = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, _actions(parser, flow.actions))]
+    instructions = _instructions(parser, flow.actions)
     return parser.OFPFlowMod(
         datapath,
         cookie=flow.cookie,
@@ -587,7 +630,11 @@ def _group_mod(parser: Any, command: int, group: GroupSpec, datapath: Any) -> An
 
 def _flow_spec(stat: Any) -> FlowSpec:
     actions: list[tuple[str, int]] = []
+    goto: list[tuple[str, int]] = []
     for instruction in stat.instructions:
+        if instruction.type == ofp.OFPIT_GOTO_TABLE:
+            goto.append(("goto", instruction.table_id))
+            continue
         for action in getattr(instruction, "actions", []):
             if action.cls_action_type == ofp.OFPAT_OUTPUT:
                 if action.port == ofp.OFPP_CONTROLLER:
@@ -599,7 +646,7 @@ def _flow_spec(stat: Any) -> FlowSpec:
             else:
                 actions.append(("foreign", action.cls_action_type))  # not ours: the diff rewrites it
     match = tuple(sorted(stat.match.items()))
-    return FlowSpec(stat.table_id, stat.priority, match, tuple(actions), stat.cookie)
+    return FlowSpec(stat.table_id, stat.priority, match, (*actions, *goto), stat.cookie)
 
 
 def _group_spec(stat: Any) -> GroupSpec:

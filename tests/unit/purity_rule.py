@@ -48,6 +48,8 @@ FORBIDDEN_CALLS = frozenset({"open", "print", "input"})
 
 PURE_PACKAGES = ("netmodel",)  # every module of these packages, present and future
 PURE_MODULES = (
+    "sdnctl/acl.py",
+    "sdnctl/acl_counters.py",
     "sdnctl/admission.py",
     "sdnctl/discovery.py",
     "sdnctl/drift.py",

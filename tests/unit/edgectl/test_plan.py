@@ -13,7 +13,8 @@ from netmodel.fabric_file import parse_fabric
 from netmodel.ids import NodeId, PortNo, ServiceName, SpiffeId, WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import Port, Workload
-from sdnctl.flows import compile_all, diff_switch
+from sdnctl.acl import compile_acl, with_acl
+from sdnctl.flows import TABLE_ACL, compile_all, diff_switch
 from sdnctl.pathing import compute_routes
 from tests.unit.edgectl.fixtures import EXAMPLE, example_spec
 
@@ -78,11 +79,15 @@ def test_a_new_host_gets_a_route_on_every_switch_and_a_sidecar() -> None:
     assert plan.objects.added == ("host/u4",)
     assert {c.name for c in plan.openflow} == {s.name for s in state.topology.switches.values()}
     assert all(any(("ipv4_dst", "10.0.5.1") in f.match for f in c.delta.add_flows) for c in plan.openflow)
-    assert not any(c.delta.delete_flows for c in plan.openflow)
+    # No route goes; only table 0's ACL of m1's port of u4, a port without an endpoint until now, turns
+    # into u4's source guard.
+    assert not any(f.table != TABLE_ACL for c in plan.openflow for f in c.delta.delete_flows)
+    assert {c.name for c in plan.openflow if c.delta.delete_flows} == {"m1"}
     # Exactly the route engine's own diff from the old tables to the new ones.
-    old = compile_all(compute_routes(state))
     after = state.apply(ev.DesiredStateApplied(plan.spec, "r1"))
-    new = compile_all(compute_routes(after))
+    old_acl, new_acl = compile_acl(state, "edgectl.local"), compile_acl(after, "edgectl.local")
+    old = {d: with_acl(c, old_acl.entries.get(d, {}))[0] for d, c in compile_all(compute_routes(state)).items()}
+    new = {d: with_acl(c, new_acl.entries.get(d, {}))[0] for d, c in compile_all(compute_routes(after)).items()}
     for change in plan.openflow:
         assert change.delta == diff_switch(old[change.switch].config, new[change.switch].config)
     assert any(x.node == "u4" for x in plan.xds)

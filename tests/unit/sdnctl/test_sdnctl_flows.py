@@ -113,7 +113,8 @@ def test_every_switch_gets_the_base_flows() -> None:
 def test_a_switch_with_no_endpoints_gets_only_the_base_flows() -> None:
     state = live(fabric("switches: [{id: a, dpid: 1, site: s}]"))
     configs = compile_flows(compute_routes(state))
-    assert {f.match for f in configs[A].flows} == {(("eth_type", ETH_TYPE_LLDP),), (("eth_type", ETH_TYPE_ARP),)}
+    # LLDP and the way on to forwarding (table 0), ARP to the controller (table 1)
+    assert {f.match for f in configs[A].flows} == {(("eth_type", ETH_TYPE_LLDP),), (), (("eth_type", ETH_TYPE_ARP),)}
     assert configs[A].groups == frozenset()
 
 

@@ -1,0 +1,322 @@
+"""The ingress policy of table 0 (sdnctl/acl.py, pure): source guards at every edge port, policy drops
+for callers a service does not admit, following placements and moves; the engine applies a policy
+change make-before-break and only its ACL entries; drop counters become denials (acl_counters.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from sdnctl_helpers import apply_delta_to, fabric, live
+
+from netmodel import events as ev
+from netmodel.ids import HostId, NodeId, PortNo, ServiceName, SpiffeId, SwitchId, WorkloadId
+from netmodel.state import FabricState
+from netmodel.types import AllowRule, Attachment, Host, PolicyDefault, Resources, Workload, frozen_map
+from sdnctl import engine as engine_module
+from sdnctl.acl import (
+    COOKIE_ACL,
+    KIND_DENY,
+    KIND_GUARD,
+    acl_cookie,
+    compile_acl,
+    cookie_kind,
+)
+from sdnctl.acl_counters import DropCounters, SpoofReports
+from sdnctl.engine import RouteEngine
+from sdnctl.flows import TABLE_ACL, TABLE_FORWARD, FlowSpec, SwitchConfig, SwitchDelta
+
+TD = "t.example"
+FABRIC = """
+switches: [{id: a, dpid: 1, site: s}, {id: b, dpid: 2, site: s}]
+links: [{a: a, b: b, latency_ms: 1, bandwidth_mbps: 100}]
+hosts: [{id: u1, switch: a, ip: 10.0.0.1, mac: "02:00:00:00:00:01"}, {id: u2, switch: a, ip: 10.0.0.2}]
+nodes:
+  - {id: n1, site: s, switch: b, cpu_millis: 1000, memory_mib: 1024, ip: 10.0.0.10}
+  - {id: n2, site: s, switch: a, cpu_millis: 1000, memory_mib: 1024, ip: 10.0.0.11}
+services:
+  - {name: web, port: 8080, replicas: 1, cpu_millis: 100, memory_mib: 64}
+  - {name: api, port: 9090, replicas: 1, cpu_millis: 100, memory_mib: 64}
+"""
+A, B = SwitchId(1), SwitchId(2)
+U1_PORT, U2_PORT, N2_PORT, N1_PORT = 2, 3, 4, 2
+
+
+def place(state: FabricState, wid: str, service: str, node: str, port: int) -> FabricState:
+    workload = Workload(
+        WorkloadId(wid),
+        ServiceName(service),
+        SpiffeId(f"spiffe://{TD}/svc/{service}/w/{wid}"),
+        Resources(100, 64),
+        NodeId(node),
+        port=port,
+    )
+    return state.apply(ev.WorkloadPlaced(workload))
+
+
+def allow(state: FabricState, service: str, *rules: AllowRule) -> FabricState:
+    services = dict(state.services)
+    services[ServiceName(service)] = replace(services[ServiceName(service)], allow_from=tuple(rules))
+    return replace(state, services=frozen_map(services), generation=state.generation + 1)
+
+
+def world() -> FabricState:
+    """web on n1 (10.0.0.10:8080) admits host u1; api on n2 (10.0.0.11:9090) admits service web."""
+    state = place(live(fabric(FABRIC)), "web-1", "web", "n1", 8080)
+    state = place(state, "api-1", "api", "n2", 9090)
+    state = allow(state, "web", AllowRule(host=HostId("u1")))
+    return allow(state, "api", AllowRule(service=ServiceName("web")))
+
+
+def flows_at(state: FabricState, switch: SwitchId, port: int) -> list[FlowSpec]:
+    return [f for f in compile_acl(state, TD).flows(switch) if dict(f.match).get("in_port") == port]
+
+
+def denied(state: FabricState) -> set[tuple[SwitchId, int, str | None, str, int]]:
+    """(switch, in_port, source, destination, tcp port) of every policy drop."""
+    out = set()
+    for switch in (A, B):
+        for f in compile_acl(state, TD).flows(switch):
+            m = dict(f.match)
+            if "tcp_dst" in m:
+                assert f.actions == () and f.table == TABLE_ACL
+                out.add((switch, m["in_port"], m.get("ipv4_src"), m["ipv4_dst"], m["tcp_dst"]))
+    return out
+
+
+def fate(flows: Iterable[FlowSpec], packet: dict[str, object]) -> str:
+    """What table 0 does with ``packet`` (its header fields): the highest-priority flow that matches."""
+    matching = [f for f in flows if all(packet.get(k) == v for k, v in f.match)]
+    best = max(matching, key=lambda f: f.priority, default=None)
+    if best is None:
+        return "no flow"
+    return "forward" if best.actions == (("goto", TABLE_FORWARD),) else "drop"
+
+
+def test_source_guard_lets_a_host_send_only_as_itself() -> None:
+    flows = flows_at(world(), A, U1_PORT)
+    me = {"in_port": U1_PORT, "eth_type": 0x0800, "ipv4_src": "10.0.0.1", "eth_src": "02:00:00:00:00:01"}
+    assert fate(flows, me) == "forward"
+    assert fate(flows, {**me, "ipv4_src": "10.0.0.10"}) == "drop", "a node's address from u1's port"
+    assert fate(flows, {**me, "eth_src": "02:00:00:00:00:99"}) == "drop", "another MAC with u1's address"
+    arp = {"in_port": U1_PORT, "eth_type": 0x0806, "arp_spa": "10.0.0.1", "eth_src": "02:00:00:00:00:01"}
+    assert fate(flows, {**arp, "arp_sha": "02:00:00:00:00:01"}) == "forward"
+    assert fate(flows, {**arp, "arp_sha": "02:00:00:00:00:01", "arp_spa": "10.0.0.10"}) == "drop"
+    # Neither IPv4 nor ARP (IPv6, LLDP) is the guard's business: table 0's lowest flow takes it on.
+    assert fate(flows, {"in_port": U1_PORT, "eth_type": 0x86DD}) == "no flow"
+    # A node's port guards its address (no MAC declared: any MAC).
+    node_flows = flows_at(world(), B, N1_PORT)
+    assert fate(node_flows, {"in_port": N1_PORT, "eth_type": 0x0800, "ipv4_src": "10.0.0.10"}) == "forward"
+    assert fate(node_flows, {"in_port": N1_PORT, "eth_type": 0x0800, "ipv4_src": "10.0.0.1"}) == "drop"
+
+
+def test_callers_not_admitted_are_dropped_at_their_first_switch_and_only_tcp_to_the_port() -> None:
+    state = world()
+    assert denied(state) == {
+        (A, U2_PORT, "10.0.0.2", "10.0.0.10", 8080),  # u2 -> web: not admitted
+        (A, N2_PORT, "10.0.0.11", "10.0.0.10", 8080),  # n2 (runs api) -> web: not admitted
+        (A, U1_PORT, "10.0.0.1", "10.0.0.11", 9090),  # u1 -> api
+        (A, U2_PORT, "10.0.0.2", "10.0.0.11", 9090),  # u2 -> api
+        # n1 runs web, which api admits: no drop. n2 -> api is its own node: crosses no switch.
+    }
+    flows = flows_at(state, A, U2_PORT)
+    tcp = {"in_port": U2_PORT, "eth_type": 0x0800, "ipv4_src": "10.0.0.2", "ip_proto": 6, "ipv4_dst": "10.0.0.10"}
+    assert fate(flows, {**tcp, "tcp_dst": 8080}) == "drop"
+    assert fate(flows, {**tcp, "tcp_dst": 22}) == "forward", "only the service's port"
+    assert fate(flows, {**tcp, "ip_proto": 1, "tcp_dst": None}) == "forward", "ping still works"
+    deny = [f for f in flows if "tcp_dst" in dict(f.match)]
+    assert {f.cookie for f in deny} == {acl_cookie(KIND_DENY, "10.0.0.2")}
+    assert all(f.cookie & 0xFFFF << 48 == COOKIE_ACL and cookie_kind(f.cookie) == KIND_DENY for f in deny)
+
+
+def test_default_allow_drops_nothing_by_policy_but_keeps_the_guards() -> None:
+    state = replace(world(), default_policy=PolicyDefault.ALLOW)
+    assert denied(state) == set()
+    assert fate(flows_at(state, A, U2_PORT), {"in_port": U2_PORT, "eth_type": 0x0800, "ipv4_src": "6.6.6.6"}) == "drop"
+
+
+def test_a_policy_change_is_the_drops_it_adds_and_removes() -> None:
+    before = world()
+    after = allow(before, "web", AllowRule(host=HostId("u2")))  # u2 instead of u1
+    assert denied(after) - denied(before) == {(A, U1_PORT, "10.0.0.1", "10.0.0.10", 8080)}
+    assert denied(before) - denied(after) == {(A, U2_PORT, "10.0.0.2", "10.0.0.10", 8080)}
+
+
+def test_a_moved_workload_keeps_exactly_its_allowed_callers() -> None:
+    state = world()
+    moved = place(state, "web-2", "web", "n2", 8080).apply(ev.WorkloadRemoved(WorkloadId("web-1")))
+
+    everyone = {"10.0.0.1", "10.0.0.2", "10.0.0.10", "10.0.0.11"}
+
+    def allowed_callers(s: FabricState, ip: str, port: int) -> set[str | None]:
+        """Every endpoint but the instance's own node and those with a drop to (ip, port)."""
+        return everyone - {ip} - {src for (_sw, _p, src, dst, tcp) in denied(s) if (dst, tcp) == (ip, port)}
+
+    # web's instance moved n1 -> n2: exactly u1 may call it, at its new address; nothing is left at the old
+    assert allowed_callers(state, "10.0.0.10", 8080) == {"10.0.0.1"}
+    assert allowed_callers(moved, "10.0.0.11", 8080) == {"10.0.0.1"}
+    assert not [d for d in denied(moved) if d[3:] == ("10.0.0.10", 8080)]
+    # ...and api admits service web, whose instance's address moved with it: n2 (itself) instead of n1.
+    assert allowed_callers(state, "10.0.0.11", 9090) == {"10.0.0.10"}
+    assert allowed_callers(moved, "10.0.0.11", 9090) == set()
+
+
+def test_a_port_without_a_declared_endpoint_reaches_no_service_and_cannot_claim_an_endpoints_address() -> None:
+    learned = Host(HostId("02:00:00:00:00:66"), Attachment(A, PortNo(7)), "10.0.0.66", "02:00:00:00:00:66", False)
+    state = world()
+    state = replace(state, hosts=frozen_map({**state.hosts, learned.id: learned}))
+    flows = flows_at(state, A, 7)
+    tcp = {"in_port": 7, "eth_type": 0x0800, "ip_proto": 6, "ipv4_src": "10.0.0.66"}
+    assert fate(flows, {**tcp, "ipv4_dst": "10.0.0.10", "tcp_dst": 8080}) == "drop"
+    assert fate(flows, {**tcp, "ipv4_dst": "10.0.0.11", "tcp_dst": 9090}) == "drop"
+    assert fate(flows, {**tcp, "ipv4_dst": "10.0.0.1", "tcp_dst": 22}) == "no flow", "not a service: on"
+    assert fate(flows, {**tcp, "ipv4_src": "10.0.0.10", "ipv4_dst": "10.0.0.1", "tcp_dst": 22}) == "drop", "spoof"
+    arp = {"in_port": 7, "eth_type": 0x0806, "arp_spa": "10.0.0.11"}
+    assert fate(flows, arp) == "drop"
+    labels = compile_acl(state, TD).labels
+    deny = next(f for f in flows if dict(f.match).get("tcp_dst") == 8080)
+    assert labels[(A, deny.key)].caller == "10.0.0.66" and labels[(A, deny.key)].service == "web"
+    spoof = next(f for f in flows if f.cookie == acl_cookie(KIND_GUARD, "10.0.0.10"))
+    assert labels[(A, spoof.key)].kind == "spoof"
+
+
+# -- the engine ---------------------------------------------------------------------------------------
+
+
+class RecordingSwitches:
+    """What the engine needs of FabricApp; records every phase sent."""
+
+    def __init__(self) -> None:
+        self.tables: dict[int, SwitchConfig] = {}
+        self.sent: list[tuple[int, str, SwitchDelta]] = []
+        self.on_switch_error = None
+        self.on_acl_counters = None
+
+    def read_config(self, dpid: int) -> SwitchConfig:
+        return self.tables.setdefault(dpid, SwitchConfig(frozenset(), frozenset()))
+
+    def send_phase(self, dpid: int, delta: SwitchDelta, phase: str) -> bool:
+        self.sent.append((dpid, phase, delta))
+        part = (
+            SwitchDelta(
+                add_groups=delta.add_groups,
+                modify_groups=delta.modify_groups,
+                add_flows=delta.add_flows,
+                modify_flows=delta.modify_flows,
+            )
+            if phase == "make"
+            else SwitchDelta(delete_flows=delta.delete_flows, delete_groups=delta.delete_groups)
+        )
+        self.tables[dpid] = apply_delta_to(self.read_config(dpid), part)
+        return True
+
+    def barriers(self, dpids: Iterable[int]) -> set[int]:
+        return set(dpids)
+
+
+def engine_on(state_box: list[FabricState], monkeypatch, **kwargs) -> tuple[RouteEngine, RecordingSwitches]:
+    monkeypatch.setattr(engine_module, "SETTLE_QUIET_S", 0.0)
+    switches = RecordingSwitches()
+    engine = RouteEngine(switches, lambda: state_box[0], trust_domain=TD, **kwargs)
+    engine._last_discovery -= 1
+    engine._converge()
+    engine._converge()
+    return engine, switches
+
+
+def test_the_engine_applies_a_policy_change_make_before_break_and_only_the_acl(monkeypatch) -> None:
+    box = [world()]
+    engine, switches = engine_on(box, monkeypatch)
+    assert switches.tables[A].flows == engine._compiled[A].config.flows, "programmed, ACL included"
+    switches.sent.clear()
+    box[0] = allow(box[0], "web", AllowRule(host=HostId("u2")))
+    engine._converge()
+    assert [(dpid, phase) for dpid, phase, _ in switches.sent] == [(A, "make"), (A, "break")]
+    delta = switches.sent[0][2]
+    assert [dict(f.match)["ipv4_src"] for f in delta.add_flows] == ["10.0.0.1"], "u1's new drop first"
+    assert [dict(f.match)["ipv4_src"] for f in delta.delete_flows] == ["10.0.0.2"], "u2's drop removed after"
+    assert not delta.modify_flows and not delta.add_groups and all(f.table == TABLE_ACL for f in delta.add_flows)
+    assert switches.tables[A].flows == engine._compiled[A].config.flows
+    assert engine.status[A].applied_generation == box[0].generation
+
+
+def test_a_move_recompiles_the_drops_and_routes_stay(monkeypatch) -> None:
+    box = [world()]
+    engine, switches = engine_on(box, monkeypatch)
+    switches.sent.clear()
+    box[0] = place(box[0], "web-2", "web", "n2", 8080).apply(ev.WorkloadRemoved(WorkloadId("web-1")))
+    engine._converge()
+    assert switches.sent, "the drops follow the instance"
+    assert all(f.table == TABLE_ACL for _, _, d in switches.sent for f in (*d.add_flows, *d.delete_flows))
+    assert switches.tables[A].flows == engine._compiled[A].config.flows
+
+
+def test_drop_counters_become_denials_and_spoofing_reports(monkeypatch) -> None:
+    box = [world()]
+    recorded: list[dict[str, object]] = []
+    engine, _ = engine_on(box, monkeypatch, record_denial=lambda **kw: recorded.append(kw))
+    flows = flows_at(box[0], A, U2_PORT)
+    deny = next(f for f in flows if dict(f.match).get("tcp_dst") == 8080)
+    guard = next(f for f in flows if f.cookie == acl_cookie(KIND_GUARD, "10.0.0.2") and "arp_spa" not in dict(f.match))
+    engine.on_acl_counters(A, {deny.key: 4, guard.key: 1}, 100.0)  # flows this engine added: from zero
+    engine.on_acl_counters(A, {deny.key: 7, guard.key: 6}, 105.0)
+    assert [(r["count"], r["at"]) for r in recorded] == [(4, 100.0), (3, 105.0)]
+    assert recorded[-1] == {
+        "layer": "network",
+        "caller": f"spiffe://{TD}/host/u2",
+        "service": "web",
+        "at": 105.0,
+        "count": 3,
+        "detail": "a port 3 -> 10.0.0.10:8080",
+    }
+    assert engine.spoofing.totals() == {("a", 3): 6}
+
+
+def test_drop_counters_count_from_the_baseline_new_flows_from_zero() -> None:
+    counters = DropCounters()
+    k1, k2 = (0, 300, (("a", 1),)), (0, 300, (("a", 2),))
+    assert counters.update(A, {k1: 10}) == {}, "first reading: baseline"
+    assert counters.update(A, {k1: 10}) == {}
+    assert counters.update(A, {k1: 12, k2: 3}) == {k1: 2, k2: 3}, "a new flow counts from zero"
+    assert counters.update(A, {k1: 1, k2: 3}) == {k1: 1}, "re-added: starts over"
+    counters.forget_switch(A)
+    assert counters.update(A, {k1: 50}) == {}
+    counters.forget_switch(A)
+    counters.installed(A, [k2])  # added by this controller before the switch's first reading
+    assert counters.update(A, {k1: 50, k2: 4}) == {k2: 4}, "ours count from zero, the others are the baseline"
+
+
+def test_spoofing_is_said_once_per_port_per_interval() -> None:
+    from sdnctl.acl import DropLabel
+
+    reports = SpoofReports(interval_s=10.0)
+    label = DropLabel("spoof", "s1", 3, "spiffe://t/host/u2", detail="not 10.0.1.2/02:00:00:00:00:02")
+    reports.add(label, 5)
+    assert reports.due(100.0) == [
+        "switch s1 port 3: 5 packets whose source is not 10.0.1.2/02:00:00:00:00:02 dropped (spoofing?)"
+    ]
+    reports.add(label, 2)
+    assert reports.due(105.0) == []
+    reports.add(label, 1)
+    assert reports.due(110.0) == [
+        "switch s1 port 3: 3 packets whose source is not 10.0.1.2/02:00:00:00:00:02 dropped (spoofing?)"
+    ]
+    assert reports.totals() == {("s1", 3): 8}
+
+
+def test_a_desired_state_plan_predicts_the_acl_flowmods_the_engine_sends(monkeypatch) -> None:
+    from edgectl.plan import _openflow_changes
+
+    box = [world()]
+    engine, switches = engine_on(box, monkeypatch)
+    plan, tables = engine.tables
+    assert plan is not None
+    before = box[0]
+    after = allow(before, "web", AllowRule(host=HostId("u2")))
+    predicted = {c.switch: c.delta for c in _openflow_changes(before, after, plan, tables, TD)}
+    from_scratch = {c.switch: c.delta for c in _openflow_changes(before, after, plan, None, TD)}
+    switches.sent.clear()
+    box[0] = after
+    engine._converge()
+    sent = {dpid: delta for dpid, phase, delta in switches.sent if phase == "make"}
+    assert predicted == sent and from_scratch == sent
