@@ -92,7 +92,6 @@ class Controller:
     def __init__(self, config: RunConfig, spec: FabricSpec, revision: str = "") -> None:
         self.config = config
         self.metrics = ControllerMetrics()
-        self.denials = DenialLog()  # denied calls of both enforcement points: sidecars' RBAC, switches' ACL
         self._initial = (spec, revision)
         self.bus = EventBus(replace(build_state(spec), desired_revision=revision), observer=self.metrics.observe_event)
         self.metrics.sources.state = lambda: self.bus.state
