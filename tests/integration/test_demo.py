@@ -57,7 +57,8 @@ def test_the_demo_runs_every_step_and_cleans_up() -> None:
     assert re.search(r"^  denied  u1 -> db +envoy 403 \(db's sidecar on \S+\)$", out, re.M), out[-3000:]
     assert re.search(r"^  denied  u1 -> db:5432 raw TCP +network: dropped at ea1 \(\d+ packets", out, re.M), out[-3000:]
     assert bridges() == before  # every switch the testbed made is gone
+    demo_agents = r"edgectl.cli agent .*edgectl-demo-.*/agent.sock"  # the demo's, not another run's
     leftovers = subprocess.run(
-        ["pgrep", "-f", "mininet_topos.app|mininet_topos.loadgen|edgectl.cli agent"], capture_output=True
+        ["pgrep", "-f", f"mininet_topos.app|mininet_topos.loadgen|{demo_agents}"], capture_output=True
     )
     assert leftovers.stdout == b"", leftovers.stdout
