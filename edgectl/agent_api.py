@@ -4,11 +4,15 @@
   unused, unexpired and for ``node`` (``pki.join_tokens``); then the node SVID
   ``spiffe://<td>/node/<node>`` is issued from the CSR (the key stays on the node) with the run's SVID
   lifetime, with the trust bundle.
-- every other call needs a node SVID of this trust domain, not revoked, as its client certificate (TLS:
-  ``edgectl.agent_tls``); the node it names is the caller's node, and the only node the call may
-  concern: ``RenewNodeSvid`` issues the caller's node SVID again, ``WatchNode`` streams the caller's
-  node's workloads (a SNAPSHOT, then PLACED / REMOVED: ``edgectl.agent_view``), ``ReportHealth``
-  reports one of its instances (``WorkloadHealthChanged``, as ``POST /api/v1/workloads/health``).
+- every other call needs a node SVID of this trust domain as its client certificate (TLS:
+  ``edgectl.agent_tls``), checked at every call (a connection outlives its handshake): unexpired
+  (UNAUTHENTICATED otherwise), not revoked (``PkiService.revoke_node``), for a node still in the model;
+  an open watch checks again on every model change, every ``REAUTHORIZE_S`` and when a node identity
+  is revoked (``recheck_watches``), and ends with the refusal. The node it names is the caller's node,
+  and the only node the call may concern: ``RenewNodeSvid`` issues the caller's node SVID again,
+  ``WatchNode`` streams the caller's node's workloads (a SNAPSHOT, then PLACED / REMOVED:
+  ``edgectl.agent_view``), ``ReportHealth`` reports one of its instances (``WorkloadHealthChanged``,
+  as ``POST /api/v1/workloads/health``).
 
 Every refusal is PERMISSION_DENIED (INVALID_ARGUMENT for a malformed request) with the reason, and one
 WARNING line with the client's text escaped. A watch that falls ``MAX_PENDING`` model changes behind
@@ -53,12 +57,26 @@ MAX_WATCHES = 48
 MAX_REASON_CHARS = 500
 MAX_CSR_BYTES = 16 * 1024
 PUBLISH_TIMEOUT_S = 5.0
+REAUTHORIZE_S = 5.0
+"""A watch checks its caller's certificate again (revoked?) at least this often, and on every model change."""
 
 
 class NodeCaller(Protocol):
     def __call__(self, certificate_pem: str) -> tuple[str, str | None]:
         """(the node a verified client certificate names, None) or ("", why not): ``PkiService.authorize_node``."""
         ...
+
+
+def certificate_not_after(certificate_pem: str) -> float | None:
+    """When the leaf of a PEM chain expires (epoch seconds); None if it does not parse (then
+    ``authorize_node`` refuses it anyway)."""
+    from pki import certs
+    from pki.errors import PkiError
+
+    try:
+        return float(certs.load_pem_chain(certificate_pem, "peer certificate")[0].not_valid_after_utc.timestamp())
+    except (PkiError, ValueError):
+        return None
 
 
 class Issuer(Protocol):
@@ -91,6 +109,7 @@ class _Watch:
         self.states: queue.Queue[FabricState | None] = queue.Queue(max_pending)
         self.overflowed = False
         self.closed = False
+        self.recheck = False
 
     def offer(self, state: FabricState) -> None:
         if self.closed:
@@ -100,6 +119,11 @@ class _Watch:
         except queue.Full:
             self.overflowed = True
             self.close()
+
+    def wake(self, state: FabricState) -> None:
+        """Have the stream check its caller again now (an identity was revoked)."""
+        self.recheck = True
+        self.offer(state)
 
     def close(self) -> None:
         self.closed = True
@@ -121,6 +145,8 @@ class AgentServicer:
         clock: Callable[[], float] = time.time,
         max_pending: int = MAX_PENDING,
         max_watches: int = MAX_WATCHES,
+        certificate_expiry: Callable[[str], float | None] = certificate_not_after,
+        node_revoked: Callable[[str], bool] = lambda _node: False,
     ) -> None:
         self.bus = bus
         self.tokens = tokens
@@ -132,6 +158,8 @@ class AgentServicer:
         self._clock = clock
         self._max_pending = max_pending
         self._max_watches = max_watches
+        self._certificate_expiry = certificate_expiry
+        self._node_revoked = node_revoked
         self._lock = threading.Lock()
         self._watches: list[_Watch] = []
         self.attested: dict[str, AttestedNode] = {}
@@ -148,12 +176,33 @@ class AgentServicer:
     # -- who calls ---------------------------------------------------------------------------------
 
     def _caller_node(self, context: grpc.ServicerContext) -> str:
+        return self._caller(context)[0]
+
+    def _caller(self, context: grpc.ServicerContext) -> tuple[str, str, float | None]:
+        """(the caller's node, its certificate, when that expires) or ``Refused``."""
         certificate = self._caller_certificate(context)
         if certificate is None:
             raise Refused(grpc.StatusCode.PERMISSION_DENIED, "this call needs the node SVID as client certificate")
+        expires_at = self._certificate_expiry(certificate)
+        return self._check_caller(certificate, expires_at, self.bus.state), certificate, expires_at
+
+    def _check_caller(self, certificate: str, expires_at: float | None, state: FabricState) -> str:
+        """The caller's node, checked now: its certificate unexpired (TLS checked it only at the handshake),
+        a node SVID not revoked (``authorize_node``), for a node still in the model."""
+        if expires_at is not None and self._clock() >= expires_at:
+            raise Refused(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"node SVID expired at {_utc(expires_at)}; renew it before it expires, or attest again with a new "
+                "join token",
+            )
         node, refusal = self._authorize_node(certificate)
         if refusal is not None:
             raise Refused(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        if NodeId(node) not in state.nodes:
+            raise Refused(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"node {node} is not in the fabric (removed): its node SVID is no longer accepted",
+            )
         return node
 
     # -- the calls ---------------------------------------------------------------------------------
@@ -164,6 +213,10 @@ class AgentServicer:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"unknown node {log_safe(node, 80)!r}: not in the fabric")
         if len(request.csr_pem) > MAX_CSR_BYTES:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem is longer than {MAX_CSR_BYTES} bytes")
+        if self._node_revoked(node):
+            raise Refused(
+                grpc.StatusCode.PERMISSION_DENIED, f"node {node}'s identity is revoked: restore it before it attests"
+            )
         # The certificate first: a CSR the CA refuses must not cost the agent its one-use token.
         svid = self._issue(request.csr_pem, node)
         refusal = self.tokens.redeem(request.join_token, node)
@@ -191,7 +244,7 @@ class AgentServicer:
         return self._svid_message(svid)
 
     def watch_node(self, request: pb.WatchNodeRequest, context: grpc.ServicerContext) -> Iterator[pb.NodeEvent]:
-        node = self._caller_node(context)
+        node, certificate, expires_at = self._caller(context)
         if request.node != node:
             raise Refused(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -213,7 +266,13 @@ class AgentServicer:
                 workloads=[_workload_message(v) for _, v in sorted(views.items())],
                 generation=state.generation,
             )
+            checked_at = self._clock()
             while context.is_active():
+                now = self._clock()
+                if watch.recheck or now - checked_at >= REAUTHORIZE_S or (expires_at is not None and now >= expires_at):
+                    watch.recheck = False
+                    self._check_caller(certificate, expires_at, self.bus.state)  # raises Refused: the watch ends
+                    checked_at = now
                 if watch.overflowed:
                     raise Refused(
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -231,6 +290,7 @@ class AgentServicer:
                 if item is None or item.generation <= state.generation:
                     continue
                 state = item
+                self._check_caller(certificate, expires_at, state)  # removed from the model, revoked meanwhile
                 after = node_workloads(state, node, self.app_host)
                 placed, removed = node_changes(views, after)
                 views = after
@@ -305,11 +365,23 @@ class AgentServicer:
             ]
         return {"agents": rows}
 
+    def recheck_watches(self) -> None:
+        """Every watch checks its caller again at once (``edgectl.pki_http``: a node identity was revoked)."""
+        state = self.bus.state
+        with self._lock:
+            watches = list(self._watches)
+        for watch in watches:
+            watch.wake(state)
+
     def close_watches(self) -> None:
         with self._lock:
             watches = list(self._watches)
         for watch in watches:
             watch.close()
+
+
+def _utc(epoch_s: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
 
 
 def _newest(states: queue.Queue[FabricState | None], first: FabricState) -> FabricState | None:
@@ -443,6 +515,7 @@ def start_agent_api(
     port: int = DEFAULT_AGENT_PORT,
     unix_path: str | None = None,
     app_host: str = "127.0.0.1",
+    node_revoked: Callable[[str], bool] = lambda _node: False,
 ) -> AgentServer:
     """Serve the agent API on ``host:port`` (None: no TCP listener) and/or ``unix_path``, with TLS:
     ``certificate() -> (serial, chain, key)`` the controller's newest; client certificates checked
@@ -460,7 +533,16 @@ def start_agent_api(
     def peer_label(context: grpc.ServicerContext) -> str:
         return front_box[0].client_address(context.peer()) if front_box else str(context.peer())
 
-    servicer = AgentServicer(bus, tokens, issuer, trust_domain, authorize_node, caller_certificate, app_host=app_host)
+    servicer = AgentServicer(
+        bus,
+        tokens,
+        issuer,
+        trust_domain,
+        authorize_node,
+        caller_certificate,
+        app_host=app_host,
+        node_revoked=node_revoked,
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="agent-api"),
         options=(("grpc.so_reuseport", 0),),

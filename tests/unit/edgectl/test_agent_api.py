@@ -217,3 +217,63 @@ def test_a_watch_sends_a_snapshot_then_changes_and_a_slow_one_is_cut_off(tmp_pat
         agents.on_model_change(bus.published[-1], bus.state)
     cut = refusal(lambda: list(stream))
     assert cut.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "watch again" in cut.reason
+
+
+def test_a_node_is_cut_off_when_revoked_removed_from_the_fabric_or_its_svid_expires(
+    tmp_path: Path, state: FabricState
+) -> None:
+    """Renewal, watches and reports are refused for a revoked node or one no longer in the model; an open
+    watch ends when its caller's certificate expires or its identity is revoked."""
+    revoked: set[str] = set()
+    now = [NOW]
+
+    def authorize(certificate: str) -> tuple[str, str | None]:
+        node = certificate.removeprefix("NODE ")
+        return ("", f"identity of {node} is revoked") if node in revoked else (node, None)
+
+    bus = FakeBus(state)
+    agents = AgentServicer(
+        bus,  # type: ignore[arg-type]
+        JoinTokenStore(tmp_path, lambda: NOW),
+        issuer=None,  # type: ignore[arg-type]
+        trust_domain=TD,
+        authorize_node=authorize,
+        caller_certificate=lambda context: context.certificate,  # type: ignore[attr-defined]
+        clock=lambda: now[0],
+        certificate_expiry=lambda _certificate: NOW + 60,
+        node_revoked=lambda node: node in revoked,
+    )
+    watch = agents.watch_node(pb.WatchNodeRequest(node="ea-n1"), FakeContext("NODE ea-n1"))
+    assert next(watch).kind == pb.NodeEvent.SNAPSHOT
+    now[0] = NOW + 61  # the certificate the stream was opened with has expired
+    expired = refusal(lambda: next(watch))
+    assert expired.code is grpc.StatusCode.UNAUTHENTICATED and "expired" in expired.reason and "renew" in expired.reason
+    assert refusal(lambda: agents.report_health(pb.HealthReport(), FakeContext("NODE ea-n1"))).code is (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+    now[0] = NOW
+
+    watch = agents.watch_node(pb.WatchNodeRequest(node="ea-n1"), FakeContext("NODE ea-n1"))
+    assert next(watch).kind == pb.NodeEvent.SNAPSHOT
+    revoked.add("ea-n1")
+    agents.recheck_watches()  # what the revocation route does
+    ended = refusal(lambda: next(watch))
+    assert ended.code is grpc.StatusCode.PERMISSION_DENIED and "revoked" in ended.reason
+    renew = refusal(lambda: agents.renew_node_svid(pb.RenewRequest(), FakeContext("NODE ea-n1")))
+    assert renew.code is grpc.StatusCode.PERMISSION_DENIED and "revoked" in renew.reason
+    again = refusal(lambda: agents.attest(pb.AttestRequest(node="ea-n1", join_token="t", csr_pem="x"), None))
+    assert again.code is grpc.StatusCode.PERMISSION_DENIED and "revoked" in again.reason
+
+    # c-n1 removed from the fabric: its open watch ends at the model change, its renewal is refused.
+    watch = agents.watch_node(pb.WatchNodeRequest(node="c-n1"), FakeContext("NODE c-n1"))
+    assert next(watch).kind == pb.NodeEvent.SNAPSHOT
+    bus.state = replace(
+        bus.state,
+        nodes={n: v for n, v in bus.state.nodes.items() if n != "c-n1"},
+        generation=bus.state.generation + 1,
+    )
+    agents.on_model_change(WorkloadRemoved(WorkloadId("db-1")), bus.state)
+    gone = refusal(lambda: next(watch))
+    assert gone.code is grpc.StatusCode.PERMISSION_DENIED and "not in the fabric" in gone.reason
+    renew = refusal(lambda: agents.renew_node_svid(pb.RenewRequest(), FakeContext("NODE c-n1")))
+    assert renew.code is grpc.StatusCode.PERMISSION_DENIED and "not in the fabric" in renew.reason
