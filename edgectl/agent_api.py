@@ -1,7 +1,8 @@
 """The node agent API (``edgectl.agent.v1.NodeAgent``) of ``edgectl run --pki-dir`` (adapter: grpc).
 
 - ``Attest(node, join_token, csr_pem)``: the one call without a client certificate. The token must be
-  unused, unexpired and for ``node`` (``pki.join_tokens``); then the node SVID
+  unused, unexpired and for ``node`` (``pki.join_tokens``; checked before the CA parses or signs
+  anything, used once the certificate is made); then the node SVID
   ``spiffe://<td>/node/<node>`` is issued from the CSR (the key stays on the node) with the run's SVID
   lifetime, with the trust bundle.
 - every other call needs a node SVID of this trust domain as its client certificate (TLS:
@@ -14,8 +15,9 @@
   ``edgectl.agent_view``), ``ReportHealth`` reports one of its instances (``WorkloadHealthChanged``,
   as ``POST /api/v1/workloads/health``).
 
-Every refusal is PERMISSION_DENIED (INVALID_ARGUMENT for a malformed request) with the reason, and one
-WARNING line with the client's text escaped. A watch that falls ``MAX_PENDING`` model changes behind
+Every refusal is PERMISSION_DENIED (INVALID_ARGUMENT for a malformed request) with the reason, and a
+WARNING line with the client's text escaped (at most one per source address per 10 s, with the count of
+the others: ``RefusalLog``). A watch that falls ``MAX_PENDING`` model changes behind
 is ended with RESOURCE_EXHAUSTED (the agent watches again and gets a fresh SNAPSHOT): the model writer
 never waits on an agent.
 """
@@ -46,6 +48,7 @@ from nodeagent._pb import agent_pb2 as pb
 from pki.errors import PkiError
 from pki.join_token_store import JoinTokenStore
 from pki.policy import Svid, node_spiffe_id
+from sdnctl.admission import Throttle
 
 LOG = logging.getLogger("edgectl.agent_api")
 
@@ -217,10 +220,16 @@ class AgentServicer:
             raise Refused(
                 grpc.StatusCode.PERMISSION_DENIED, f"node {node}'s identity is revoked: restore it before it attests"
             )
-        # The certificate first: a CSR the CA refuses must not cost the agent its one-use token.
+        # The token is checked before the CA does any work for an unauthenticated caller, but used only
+        # after the certificate is made: a CSR the CA refuses must not cost the agent its one-use token.
+        refusal = self.tokens.check(request.join_token, node)
+        if refusal is not None:
+            if refusal.kind == "other-node":  # burned (pki.join_tokens): on disk before the answer
+                self.tokens.redeem(request.join_token, node)
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"node {node}: {refusal.reason}")
         svid = self._issue(request.csr_pem, node)
-        refusal = self.tokens.redeem(request.join_token, node)
-        if refusal is not None:  # the certificate made above is dropped unseen
+        refusal = self.tokens.redeem(request.join_token, node)  # durable before the SVID is returned
+        if refusal is not None:  # used by a concurrent Attest meanwhile: the certificate is dropped unseen
             raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"node {node}: {refusal.reason}")
         now = self._clock()
         with self._lock:
@@ -418,18 +427,62 @@ def _workload_message(view: WorkloadView) -> pb.NodeWorkload:
 PeerLabel = Callable[[grpc.ServicerContext], str]
 """Who a call comes from, for log lines (the TLS front knows the real address)."""
 
+REFUSAL_LOG_INTERVAL_S = 10.0
+MAX_THROTTLED_SOURCES = 4096
+
+
+class RefusalLog:
+    """One WARNING line per source address per ``interval_s`` for refused calls, with the count of those
+    not logged since (as ``sdnctl.connections`` does for refused OpenFlow connections): a client that
+    retries in a loop cannot flood the log. Thread-safe; remembers at most ``max_sources`` sources."""
+
+    def __init__(
+        self,
+        interval_s: float = REFUSAL_LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+        max_sources: int = MAX_THROTTLED_SOURCES,
+    ) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._max_sources = max_sources
+        self._lock = threading.Lock()
+        self._by_source: dict[str, tuple[Throttle, float]] = {}  # source -> (its throttle, last refused at)
+
+    def refused(self, peer: str, method: str, reason: str) -> None:
+        source = peer.rsplit(":", 1)[0] if not peer.startswith("unix:") and ":" in peer else peer
+        with self._lock:
+            now = self._clock()
+            throttle = self._by_source[source][0] if source in self._by_source else Throttle(self._interval_s)
+            if source not in self._by_source and len(self._by_source) >= self._max_sources:
+                self._forget_quiet(now)
+            self._by_source[source] = (throttle, now)
+            count = throttle.note(now)
+        if count is None:
+            return
+        more = f" ({count - 1} more refusals from {log_safe(source)} since the last such line)" if count > 1 else ""
+        LOG.warning("agent API: refusing %s from %s: %s%s", method, log_safe(peer), log_safe(reason), more)
+
+    def _forget_quiet(self, now: float) -> None:
+        """Sources quiet for an interval (their next line comes at once anyway), else the older half."""
+        quiet = [source for source, (_, at) in self._by_source.items() if now - at >= self._interval_s]
+        for source in quiet or sorted(self._by_source, key=lambda s: self._by_source[s][1])[: self._max_sources // 2]:
+            del self._by_source[source]
+
 
 def _guarded(
     name: str,
     method: Callable[[Any, grpc.ServicerContext], Any],
     streaming: bool = False,
     peer: PeerLabel = lambda context: str(context.peer()),
+    refusals: RefusalLog | None = None,
 ) -> Any:
-    """The handler around ``method``: undecodable requests, refusals (logged once), internal errors."""
+    """The handler around ``method``: undecodable requests, refusals (logged, at most one line per
+    source per ``REFUSAL_LOG_INTERVAL_S``), internal errors."""
+    log = refusals if refusals is not None else RefusalLog()
 
     def refuse(context: grpc.ServicerContext, exc: Refused) -> None:
         if exc.code is not grpc.StatusCode.RESOURCE_EXHAUSTED or "behind" not in exc.reason:
-            LOG.warning("agent API: refusing %s from %s: %s", name, log_safe(peer(context)), log_safe(exc.reason))
+            log.refused(peer(context), name, exc.reason)
         context.abort(exc.code, exc.reason)
 
     def check(request: Any) -> Any:
@@ -462,10 +515,16 @@ def _guarded(
     return unary
 
 
-def handlers(servicer: AgentServicer, peer: PeerLabel = lambda context: str(context.peer())) -> grpc.GenericRpcHandler:
+def handlers(
+    servicer: AgentServicer,
+    peer: PeerLabel = lambda context: str(context.peer()),
+    refusals: RefusalLog | None = None,
+) -> grpc.GenericRpcHandler:
+    log = refusals if refusals is not None else RefusalLog()
+
     def unary(name: str, method: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
-            _guarded(name, method, peer=peer),
+            _guarded(name, method, peer=peer, refusals=log),
             request_deserializer=safe_parser(request),
             response_serializer=response.SerializeToString,
         )
@@ -476,7 +535,7 @@ def handlers(servicer: AgentServicer, peer: PeerLabel = lambda context: str(cont
             "Attest": unary("Attest", servicer.attest, pb.AttestRequest, pb.NodeSvid),
             "RenewNodeSvid": unary("RenewNodeSvid", servicer.renew_node_svid, pb.RenewRequest, pb.NodeSvid),
             "WatchNode": grpc.unary_stream_rpc_method_handler(
-                _guarded("WatchNode", servicer.watch_node, streaming=True, peer=peer),
+                _guarded("WatchNode", servicer.watch_node, streaming=True, peer=peer, refusals=log),
                 request_deserializer=safe_parser(pb.WatchNodeRequest),
                 response_serializer=pb.NodeEvent.SerializeToString,
             ),

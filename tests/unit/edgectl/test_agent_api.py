@@ -277,3 +277,60 @@ def test_a_node_is_cut_off_when_revoked_removed_from_the_fabric_or_its_svid_expi
     assert gone.code is grpc.StatusCode.PERMISSION_DENIED and "not in the fabric" in gone.reason
     renew = refusal(lambda: agents.renew_node_svid(pb.RenewRequest(), FakeContext("NODE c-n1")))
     assert renew.code is grpc.StatusCode.PERMISSION_DENIED and "not in the fabric" in renew.reason
+
+
+def test_attest_checks_the_token_before_the_ca_signs_anything(tmp_path: Path, state: FabricState) -> None:
+    """An unauthenticated caller with no good token makes the CA do no work; a token for another node is
+    still burned, and a good one is used only once its certificate is made."""
+
+    class CountingIssuer:
+        bundle_pem = "BUNDLE"
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def issue_from_csr(self, *_args: Any, **_kwargs: Any) -> Any:
+            self.calls += 1
+            from pki.errors import CsrRejected
+
+            raise CsrRejected("no such CSR")
+
+    issuer = CountingIssuer()
+    agents = servicer(FakeBus(state), tmp_path)
+    agents.issuer = issuer
+    token, _expires_at = agents.tokens.mint("ea-n1", 600)
+    for made_up in ("", "x", "y" * 600):
+        denied = refusal(lambda t=made_up: agents.attest(pb.AttestRequest(node="ea-n1", join_token=t), None))
+        assert denied.code is grpc.StatusCode.PERMISSION_DENIED and "unknown join token" in denied.reason
+    assert issuer.calls == 0
+    bad_csr = refusal(lambda: agents.attest(pb.AttestRequest(node="ea-n1", join_token=token, csr_pem="x"), None))
+    assert bad_csr.code is grpc.StatusCode.INVALID_ARGUMENT and issuer.calls == 1
+    assert agents.tokens.check(token, "ea-n1") is None  # a CSR the CA refused did not cost the token
+    foreign = refusal(lambda: agents.attest(pb.AttestRequest(node="c-n1", join_token=token, csr_pem="x"), None))
+    assert "another node" in foreign.reason and issuer.calls == 1
+    again = refusal(lambda: agents.attest(pb.AttestRequest(node="ea-n1", join_token=token, csr_pem="x"), None))
+    assert "already used" in again.reason and issuer.calls == 1  # burned, on disk
+    assert "already used" in str(JoinTokenStore(tmp_path, lambda: NOW).check(token, "ea-n1"))
+
+
+def test_refusals_are_logged_once_per_source_per_interval_with_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    from edgectl.agent_api import RefusalLog
+
+    now = [100.0]
+    log = RefusalLog(interval_s=10.0, clock=lambda: now[0], max_sources=2)
+    with caplog.at_level("WARNING", logger="edgectl.agent_api"):
+        for port in range(5):  # a client retrying in a loop, from new ports
+            log.refused(f"10.0.0.9:{4000 + port}", "Attest", "unknown join token")
+        log.refused("10.0.0.7:1", "Attest", "unknown join token")
+        now[0] += 10
+        log.refused("10.0.0.9:5000", "Attest", "unknown join token")
+        for n in range(10):  # more sources than it remembers: still one line each, memory bounded
+            log.refused(f"10.1.0.{n}:1", "WatchNode", "x")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[:3] == [
+        "agent API: refusing Attest from 10.0.0.9:4000: unknown join token",
+        "agent API: refusing Attest from 10.0.0.7:1: unknown join token",
+        "agent API: refusing Attest from 10.0.0.9:5000: unknown join token (4 more refusals from 10.0.0.9 since "
+        "the last such line)",
+    ]
+    assert len(lines) == 13 and len(log._by_source) <= 2
