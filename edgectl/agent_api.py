@@ -19,7 +19,8 @@ Every refusal is PERMISSION_DENIED (INVALID_ARGUMENT for a malformed request) wi
 WARNING line with the client's text escaped (at most one per source address per 10 s, with the count of
 the others: ``RefusalLog``). A watch that falls ``MAX_PENDING`` model changes behind
 is ended with RESOURCE_EXHAUSTED (the agent watches again and gets a fresh SNAPSHOT): the model writer
-never waits on an agent.
+never waits on an agent. A node has at most ``MAX_WATCHES_PER_NODE`` watches (a newer one ends its
+oldest); a watch whose client stopped reading is cancelled after ``SEND_TIMEOUT_S``, freeing its thread.
 """
 
 from __future__ import annotations
@@ -56,7 +57,17 @@ SERVICE_NAME = "edgectl.agent.v1.NodeAgent"
 DEFAULT_AGENT_PORT = 50052
 MAX_PENDING = 1024
 MAX_WORKERS = 64
-MAX_WATCHES = 48
+"""Threads for the unary calls, beyond one per open watch."""
+MAX_WATCHES = 4096
+"""Open WatchNode streams in all (each holds a thread while open): every node of a 2,048-node fabric can
+have its ``MAX_WATCHES_PER_NODE``."""
+MAX_WATCHES_PER_NODE = 2
+"""A node's agent watches once; two let a restarted agent's new watch overlap its predecessor's. A
+further watch of the same node ends the oldest (ABORTED): one node cannot take every slot."""
+SEND_TIMEOUT_S = 30.0
+"""A watch whose message could not be sent for this long (its client stopped reading) is cancelled, so
+its thread is freed (``end_stuck_watches``, every ``HOUSEKEEPING_S``)."""
+HOUSEKEEPING_S = 5.0
 MAX_REASON_CHARS = 500
 MAX_CSR_BYTES = 16 * 1024
 PUBLISH_TIMEOUT_S = 5.0
@@ -108,11 +119,17 @@ class Refused(Exception):
 class _Watch:
     """One WatchNode stream's queue of model states (bounded; the writer only offers)."""
 
-    def __init__(self, max_pending: int) -> None:
+    def __init__(self, max_pending: int, node: str = "", cancel: Callable[[], object] = lambda: None) -> None:
         self.states: queue.Queue[FabricState | None] = queue.Queue(max_pending)
+        self.node = node
         self.overflowed = False
         self.closed = False
         self.recheck = False
+        self.replaced = False
+        self.stuck = False
+        self.sending_since: float | None = None
+        """Set while gRPC sends a message of this stream: the generator is not running until it is sent."""
+        self._cancel = cancel
 
     def offer(self, state: FabricState) -> None:
         if self.closed:
@@ -122,6 +139,13 @@ class _Watch:
         except queue.Full:
             self.overflowed = True
             self.close()
+            if self.sending_since is not None:  # far behind and stuck in a send: the loop cannot notice
+                self.cancel()
+
+    def cancel(self) -> None:
+        """End the RPC from outside (its thread may be blocked sending to a client that stopped reading)."""
+        with contextlib.suppress(Exception):
+            self._cancel()
 
     def wake(self, state: FabricState) -> None:
         """Have the stream check its caller again now (an identity was revoked)."""
@@ -148,6 +172,8 @@ class AgentServicer:
         clock: Callable[[], float] = time.time,
         max_pending: int = MAX_PENDING,
         max_watches: int = MAX_WATCHES,
+        max_watches_per_node: int = MAX_WATCHES_PER_NODE,
+        send_timeout_s: float = SEND_TIMEOUT_S,
         certificate_expiry: Callable[[str], float | None] = certificate_not_after,
         node_revoked: Callable[[str], bool] = lambda _node: False,
     ) -> None:
@@ -161,6 +187,8 @@ class AgentServicer:
         self._clock = clock
         self._max_pending = max_pending
         self._max_watches = max_watches
+        self._max_watches_per_node = max_watches_per_node
+        self._send_timeout_s = send_timeout_s
         self._certificate_expiry = certificate_expiry
         self._node_revoked = node_revoked
         self._lock = threading.Lock()
@@ -259,22 +287,32 @@ class AgentServicer:
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"node {node} may watch only its own workloads, not node {log_safe(request.node, 80)!r}'s",
             )
-        watch = _Watch(self._max_pending)
+        watch = _Watch(self._max_pending, node, getattr(context, "cancel", lambda: None))
         with self._lock:
-            if len(self._watches) >= self._max_watches:
+            own = [other for other in self._watches if other.node == node and not other.replaced]
+            replaced = own[: max(0, len(own) - self._max_watches_per_node + 1)]  # the oldest first
+            if len(self._watches) - len(replaced) >= self._max_watches:
                 raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many watches (at most {self._max_watches})")
+            for old in replaced:
+                old.replaced = True
             self._watches.append(watch)  # before the snapshot is read: no change falls in between
             if node in self.attested:
                 self.attested[node].watching += 1
+        for old in replaced:
+            old.close()  # its loop ends it with ABORTED; stuck in a send, it is cancelled
+            if old.sending_since is not None:
+                old.cancel()
         context.add_callback(watch.close)
         try:
             state = self.bus.state
             views = node_workloads(state, node, self.app_host)
+            watch.sending_since = self._clock()
             yield pb.NodeEvent(
                 kind=pb.NodeEvent.SNAPSHOT,
                 workloads=[_workload_message(v) for _, v in sorted(views.items())],
                 generation=state.generation,
             )
+            watch.sending_since = None
             checked_at = self._clock()
             while context.is_active():
                 now = self._clock()
@@ -282,6 +320,11 @@ class AgentServicer:
                     watch.recheck = False
                     self._check_caller(certificate, expires_at, self.bus.state)  # raises Refused: the watch ends
                     checked_at = now
+                if watch.replaced:
+                    raise Refused(
+                        grpc.StatusCode.ABORTED,
+                        f"replaced by a newer watch of node {node} (at most {self._max_watches_per_node} per node)",
+                    )
                 if watch.overflowed:
                     raise Refused(
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -304,17 +347,21 @@ class AgentServicer:
                 placed, removed = node_changes(views, after)
                 views = after
                 if removed:
+                    watch.sending_since = self._clock()
                     yield pb.NodeEvent(
                         kind=pb.NodeEvent.REMOVED,
                         workloads=[pb.NodeWorkload(id=wid) for wid in removed],
                         generation=state.generation,
                     )
+                    watch.sending_since = None
                 if placed:
+                    watch.sending_since = self._clock()
                     yield pb.NodeEvent(
                         kind=pb.NodeEvent.PLACED,
                         workloads=[_workload_message(v) for v in placed],
                         generation=state.generation,
                     )
+                    watch.sending_since = None
         finally:
             watch.close()
             with self._lock:
@@ -381,6 +428,29 @@ class AgentServicer:
             watches = list(self._watches)
         for watch in watches:
             watch.wake(state)
+
+    def end_stuck_watches(self) -> int:
+        """Cancel every watch stuck sending one message for ``send_timeout_s`` (its client stopped
+        reading): gRPC's send waits for flow control without a deadline, holding the stream's thread.
+        Returns how many were ended."""
+        now = self._clock()
+        with self._lock:
+            stuck = [
+                w
+                for w in self._watches
+                if not w.stuck and w.sending_since is not None and now - w.sending_since >= self._send_timeout_s
+            ]
+            for watch in stuck:
+                watch.stuck = True
+        for watch in stuck:
+            LOG.warning(
+                "agent API: ending node %s's watch: its client has read nothing for %.0f s",
+                watch.node,
+                self._send_timeout_s,
+            )
+            watch.close()
+            watch.cancel()
+        return len(stuck)
 
     def close_watches(self) -> None:
         with self._lock:
@@ -551,12 +621,23 @@ class AgentServer:
         self.servicer = servicer
         self.server = server
         self.front = front
+        self._stopping = threading.Event()
+        self._housekeeping = threading.Thread(target=self._keep_house, name="agent-api-watches", daemon=True)
+        self._housekeeping.start()
+
+    def _keep_house(self) -> None:
+        while not self._stopping.wait(HOUSEKEEPING_S):
+            try:
+                self.servicer.end_stuck_watches()
+            except Exception:
+                LOG.exception("agent API: checking the watches failed")
 
     @property
     def port(self) -> int:
         return int(self.front.port)
 
     def stop(self, grace: float = 1.0) -> None:
+        self._stopping.set()
         self.front.stop()
         self.servicer.close_watches()
         self.server.stop(grace).wait(grace + 5)
@@ -603,7 +684,8 @@ def start_agent_api(
         node_revoked=node_revoked,
     )
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="agent-api"),
+        # A thread per open watch (sync gRPC), and MAX_WORKERS more for the unary calls; started lazily.
+        futures.ThreadPoolExecutor(max_workers=MAX_WATCHES + MAX_WORKERS, thread_name_prefix="agent-api"),
         options=(("grpc.so_reuseport", 0),),
     )
     server.add_generic_rpc_handlers((handlers(servicer, peer_label),))

@@ -334,3 +334,102 @@ def test_refusals_are_logged_once_per_source_per_interval_with_a_count(caplog: p
         "the last such line)",
     ]
     assert len(lines) == 13 and len(log._by_source) <= 2
+
+
+class CancellableContext(FakeContext):
+    def __init__(self, certificate: str | None) -> None:
+        super().__init__(certificate)
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.active = False
+
+
+def test_watch_slots_two_per_node_a_third_replaces_the_oldest_and_a_stuck_one_is_cancelled(
+    tmp_path: Path, state: FabricState
+) -> None:
+    now = [NOW]
+    agents = servicer(FakeBus(state), tmp_path, max_watches=3, send_timeout_s=30.0)
+    agents._clock = lambda: now[0]
+
+    def watch(node: str) -> tuple[Any, CancellableContext]:
+        context = CancellableContext(f"NODE {node}")
+        stream = agents.watch_node(pb.WatchNodeRequest(node=node), context)
+        assert next(stream).kind == pb.NodeEvent.SNAPSHOT
+        return stream, context
+
+    first, _ = watch("ea-n1")
+    second, _ = watch("ea-n1")
+    other, _ = watch("c-n1")
+    full = refusal(lambda: next(agents.watch_node(pb.WatchNodeRequest(node="eb-n1"), FakeContext("NODE eb-n1"))))
+    assert full.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as reader:  # the first one's client reads on: its stream waits for changes
+        waiting = reader.submit(lambda: refusal(lambda: next(first)))
+        deadline = time.monotonic() + 10
+        while agents._watches[0].sending_since is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        third, _ = watch("ea-n1")  # the node's own oldest watch makes room: one node cannot take every slot
+        replaced = waiting.result(timeout=10)
+    assert replaced.code is grpc.StatusCode.ABORTED and "replaced by a newer watch" in replaced.reason
+    assert len(agents._watches) == 3
+
+    # The clients stop reading: each generator stays suspended in its send. After the timeout they are cancelled.
+    now[0] += 29
+    assert agents.end_stuck_watches() == 0
+    now[0] += 2
+    assert agents.end_stuck_watches() == 3
+    assert agents.end_stuck_watches() == 0  # told once
+    for stream in (second, third, other):
+        stream.close()  # what gRPC does to a cancelled stream's generator
+    assert agents._watches == []
+
+
+def test_the_default_watch_slots_fit_every_node_of_a_large_fabric() -> None:
+    from edgectl.agent_api import MAX_WATCHES, MAX_WATCHES_PER_NODE
+
+    assert MAX_WATCHES >= 4096 and MAX_WATCHES_PER_NODE == 2
+
+
+def test_a_watch_whose_client_stops_reading_frees_its_thread(tmp_path: Path, state: FabricState) -> None:
+    """Over real gRPC: the client opens WatchNode and reads nothing; the server's send blocks on flow
+    control (no deadline in gRPC) until the watch is cancelled, which frees the thread."""
+    from concurrent import futures
+
+    from edgectl.agent_api import handlers
+    from netmodel.ids import ServiceName
+
+    api = state.services[ServiceName("api")]
+    big = replace(state, services={**state.services, ServiceName("api"): replace(api, env=(("BIG", "x" * 8_000_000),))})
+    agents = servicer(FakeBus(big), tmp_path, send_timeout_s=1.0)
+    agents._caller_certificate = lambda _context: "NODE ea-n1"
+    agents._clock = time.time
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers((handlers(agents),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", -1)])
+    try:
+        call = channel.unary_stream("/edgectl.agent.v1.NodeAgent/WatchNode")(
+            pb.WatchNodeRequest(node="ea-n1").SerializeToString()
+        )
+        deadline = time.monotonic() + 30
+        ended = 0
+        generation = big.generation
+        while not ended and time.monotonic() < deadline:
+            time.sleep(0.2)
+            generation += 1  # the service's env changes: a big PLACED for each change
+            env = (("BIG", str(generation) * 4_000_000),)
+            changed = replace(big, services={**big.services, ServiceName("api"): replace(api, env=env)})
+            agents.on_model_change(WorkloadRemoved(WorkloadId("none")), replace(changed, generation=generation))
+            ended = agents.end_stuck_watches()
+        assert ended == 1
+        while agents._watches and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert agents._watches == []  # the stream's thread left the send
+        call.cancel()
+    finally:
+        channel.close()
+        server.stop(0)
