@@ -16,8 +16,8 @@
   as ``POST /api/v1/workloads/health``).
 
 Every refusal is PERMISSION_DENIED (INVALID_ARGUMENT for a malformed request) with the reason, and a
-WARNING line with the client's text escaped (at most one per source address per 10 s, with the count of
-the others: ``RefusalLog``). A watch that falls ``MAX_PENDING`` model changes behind
+WARNING line with the client's text escaped (at most one per source, call and kind of refusal per 10 s,
+with the count of the others: ``RefusalLog``). A watch that falls ``MAX_PENDING`` model changes behind
 is ended with RESOURCE_EXHAUSTED (the agent watches again and gets a fresh SNAPSHOT): the model writer
 never waits on an agent. A node has at most ``MAX_WATCHES_PER_NODE`` watches (a newer one ends its
 oldest); a watch whose client stopped reading is cancelled after ``SEND_TIMEOUT_S``, freeing its thread.
@@ -110,10 +110,14 @@ class AttestedNode:
 
 
 class Refused(Exception):
-    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
+    """A refused call: its status, the reason the client is told, and ``kind`` (one of a few fixed
+    words, never the client's text: what the refusal log throttles by; the status code's name if not set)."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, kind: str = "") -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.kind = kind or code.name
 
 
 class _Watch:
@@ -254,11 +258,11 @@ class AgentServicer:
         if refusal is not None:
             if refusal.kind == "other-node":  # burned (pki.join_tokens): on disk before the answer
                 self.tokens.redeem(request.join_token, node)
-            raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"node {node}: {refusal.reason}")
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"node {node}: {refusal.reason}", f"token {refusal.kind}")
         svid = self._issue(request.csr_pem, node)
         refusal = self.tokens.redeem(request.join_token, node)  # durable before the SVID is returned
         if refusal is not None:  # used by a concurrent Attest meanwhile: the certificate is dropped unseen
-            raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"node {node}: {refusal.reason}")
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"node {node}: {refusal.reason}", f"token {refusal.kind}")
         now = self._clock()
         with self._lock:
             watching = self.attested[node].watching if node in self.attested else 0
@@ -502,9 +506,10 @@ MAX_THROTTLED_SOURCES = 4096
 
 
 class RefusalLog:
-    """One WARNING line per source address per ``interval_s`` for refused calls, with the count of those
-    not logged since (as ``sdnctl.connections`` does for refused OpenFlow connections): a client that
-    retries in a loop cannot flood the log. Thread-safe; remembers at most ``max_sources`` sources."""
+    """One WARNING line per source address, call and kind of refusal (``Refused.kind``: a few fixed words)
+    per ``interval_s``, with the count of those not logged since (as ``sdnctl.connections`` does for
+    refused OpenFlow connections): a client that retries in a loop cannot flood the log, and a different
+    refusal from the same source is still seen. Thread-safe; remembers at most ``max_sources`` keys."""
 
     def __init__(
         self,
@@ -516,27 +521,28 @@ class RefusalLog:
         self._clock = clock
         self._max_sources = max_sources
         self._lock = threading.Lock()
-        self._by_source: dict[str, tuple[Throttle, float]] = {}  # source -> (its throttle, last refused at)
+        self._by_source: dict[tuple[str, str, str], tuple[Throttle, float]] = {}  # -> (throttle, last refused at)
 
-    def refused(self, peer: str, method: str, reason: str) -> None:
+    def refused(self, peer: str, method: str, reason: str, kind: str = "") -> None:
         source = peer.rsplit(":", 1)[0] if not peer.startswith("unix:") and ":" in peer else peer
+        key = (source, method, kind)
         with self._lock:
             now = self._clock()
-            throttle = self._by_source[source][0] if source in self._by_source else Throttle(self._interval_s)
-            if source not in self._by_source and len(self._by_source) >= self._max_sources:
+            throttle = self._by_source[key][0] if key in self._by_source else Throttle(self._interval_s)
+            if key not in self._by_source and len(self._by_source) >= self._max_sources:
                 self._forget_quiet(now)
-            self._by_source[source] = (throttle, now)
+            self._by_source[key] = (throttle, now)
             count = throttle.note(now)
         if count is None:
             return
-        more = f" ({count - 1} more refusals from {log_safe(source)} since the last such line)" if count > 1 else ""
+        more = f" ({count - 1} more like it from {log_safe(source)} since the last such line)" if count > 1 else ""
         LOG.warning("agent API: refusing %s from %s: %s%s", method, log_safe(peer), log_safe(reason), more)
 
     def _forget_quiet(self, now: float) -> None:
         """Sources quiet for an interval (their next line comes at once anyway), else the older half."""
-        quiet = [source for source, (_, at) in self._by_source.items() if now - at >= self._interval_s]
-        for source in quiet or sorted(self._by_source, key=lambda s: self._by_source[s][1])[: self._max_sources // 2]:
-            del self._by_source[source]
+        quiet = [key for key, (_, at) in self._by_source.items() if now - at >= self._interval_s]
+        for key in quiet or sorted(self._by_source, key=lambda k: self._by_source[k][1])[: self._max_sources // 2]:
+            del self._by_source[key]
 
 
 def _guarded(
@@ -552,7 +558,7 @@ def _guarded(
 
     def refuse(context: grpc.ServicerContext, exc: Refused) -> None:
         if exc.code is not grpc.StatusCode.RESOURCE_EXHAUSTED or "behind" not in exc.reason:
-            log.refused(peer(context), name, exc.reason)
+            log.refused(peer(context), name, exc.reason, exc.kind)
         context.abort(exc.code, exc.reason)
 
     def check(request: Any) -> Any:

@@ -317,23 +317,25 @@ def test_refusals_are_logged_once_per_source_per_interval_with_a_count(caplog: p
     from edgectl.agent_api import RefusalLog
 
     now = [100.0]
-    log = RefusalLog(interval_s=10.0, clock=lambda: now[0], max_sources=2)
+    log = RefusalLog(interval_s=10.0, clock=lambda: now[0], max_sources=3)
     with caplog.at_level("WARNING", logger="edgectl.agent_api"):
-        for port in range(5):  # a client retrying in a loop, from new ports
-            log.refused(f"10.0.0.9:{4000 + port}", "Attest", "unknown join token")
-        log.refused("10.0.0.7:1", "Attest", "unknown join token")
+        for port in range(5):  # a client retrying in a loop, from new ports, with other node names
+            log.refused(f"10.0.0.9:{4000 + port}", "Attest", f"node n{port}: unknown join token", "token unknown")
+        log.refused("10.0.0.7:1", "Attest", "node n1: unknown join token", "token unknown")
+        log.refused("10.0.0.9:4100", "Attest", "node n1: join token already used", "token used")  # another kind
         now[0] += 10
-        log.refused("10.0.0.9:5000", "Attest", "unknown join token")
+        log.refused("10.0.0.9:5000", "Attest", "node n1: unknown join token", "token unknown")
         for n in range(10):  # more sources than it remembers: still one line each, memory bounded
             log.refused(f"10.1.0.{n}:1", "WatchNode", "x")
     lines = [r.getMessage() for r in caplog.records]
-    assert lines[:3] == [
-        "agent API: refusing Attest from 10.0.0.9:4000: unknown join token",
-        "agent API: refusing Attest from 10.0.0.7:1: unknown join token",
-        "agent API: refusing Attest from 10.0.0.9:5000: unknown join token (4 more refusals from 10.0.0.9 since "
-        "the last such line)",
+    assert lines[:4] == [
+        "agent API: refusing Attest from 10.0.0.9:4000: node n0: unknown join token",
+        "agent API: refusing Attest from 10.0.0.7:1: node n1: unknown join token",
+        "agent API: refusing Attest from 10.0.0.9:4100: node n1: join token already used",
+        "agent API: refusing Attest from 10.0.0.9:5000: node n1: unknown join token (4 more like it from 10.0.0.9 "
+        "since the last such line)",
     ]
-    assert len(lines) == 13 and len(log._by_source) <= 2
+    assert len(lines) == 14 and len(log._by_source) <= 3
 
 
 class CancellableContext(FakeContext):
