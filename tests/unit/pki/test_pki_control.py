@@ -155,3 +155,41 @@ def test_the_node_revocation_route_is_loopback_only_and_revokes_and_restores(ser
     assert code == 200 and body["revoked"] is False and not service.node_revoked("ea-n1")
     code, body = node_revocation_route(service, http_host="0.0.0.0")(FabricState(), {"node": "ea-n1"})
     assert code == 403 and not service.node_revoked("ea-n1")
+
+
+def test_edgectl_pki_revoke_node_asks_the_controller(service: PkiService, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from edgectl.pki_http import NODE_REVOCATIONS_PATH, node_revocation_route
+    from pki.cli import main
+
+    route = node_revocation_route(service, http_host="127.0.0.1")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            code, reply = route(FabricState(), body) if self.path == NODE_REVOCATIONS_PATH else (404, {})
+            data = json.dumps(reply).encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        assert main(["revoke-node", "--node", "ea-n1", "--http", address]) == 0
+        assert service.node_revoked("ea-n1") and "revoked" in capsys.readouterr().out
+        assert main(["revoke-node", "--node", "ea-n1", "--restore", "--http", address]) == 0
+        assert not service.node_revoked("ea-n1") and "accepted again" in capsys.readouterr().out
+        assert main(["revoke-node", "--node", "a/b", "--http", address]) == 1
+        assert "refused" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
