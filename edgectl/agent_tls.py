@@ -9,6 +9,11 @@ under its local address before its first byte is forwarded, so the gRPC handler 
 client certificate of its caller from ``context.peer()`` (``peer_certificate``). A process that
 connects to the loopback port directly has no record: it is a caller without a certificate (Attest
 only, which the join token protects).
+
+Connections without a client certificate cannot crowd out the agents: they have their own small
+allowance (``MAX_ANONYMOUS_CONNECTIONS``, ``MAX_ANONYMOUS_PER_SOURCE`` per address), and are closed when
+idle or old (``ANONYMOUS_IDLE_TIMEOUT_S``, ``ANONYMOUS_MAX_LIFETIME_S``); a handshake must end within
+``HANDSHAKE_TIMEOUT_S``. Session tickets are off, so every connection's certificate is verified anew.
 """
 
 from __future__ import annotations
@@ -30,14 +35,30 @@ CertificatePair = Callable[[], tuple[int, str, str]]
 
 HANDSHAKE_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 1024
+"""Connections with a verified client certificate (node agents)."""
+MAX_ANONYMOUS_CONNECTIONS = 64
+"""Connections without a client certificate: they can only Attest, so a few suffice; kept apart from
+``MAX_CONNECTIONS`` so that anonymous clients can never take the slots of certified agents."""
+MAX_ANONYMOUS_PER_SOURCE = 8
+"""Anonymous connections from one address (all Unix-socket clients count as one source)."""
+ANONYMOUS_IDLE_TIMEOUT_S = 15.0
+"""An anonymous connection with no byte either way for this long is closed."""
+ANONYMOUS_MAX_LIFETIME_S = 60.0
+"""An anonymous connection is closed after this long whatever it does (an Attest takes well under a second)."""
 
 
 def server_context(chain_pem: str, key_pem: str, client_ca_pem: str) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # TLS 1.3 only (every gRPC client speaks it): TLS 1.2 would resume sessions by id from a server-side
+    # cache, which ``ssl`` cannot turn off.
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.verify_mode = ssl.CERT_OPTIONAL  # verified against the bundle when presented
     context.load_verify_locations(cadata=client_ca_pem)
     context.set_alpn_protocols(["h2"])
+    # No session tickets: a resumed session would carry the client certificate of its first handshake,
+    # not checked again (expired or revoked meanwhile); every connection does a full handshake.
+    context.options |= ssl.OP_NO_TICKET
+    context.num_tickets = 0
     # ssl loads a key only from a file: a private one, gone as soon as it is loaded.
     fd, path = tempfile.mkstemp(prefix="edgectl-agent-tls-")
     try:
@@ -69,6 +90,8 @@ class TlsFront:
         self._servers: list[asyncio.AbstractServer] = []
         self._thread: threading.Thread | None = None
         self._connections = 0
+        self._anonymous = 0
+        self._anonymous_by_source: dict[str, int] = {}
         self._unix_path: str | None = None
         self.port = 0
 
@@ -145,36 +168,72 @@ class TlsFront:
             self._servers.append(unix)
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        if self._connections >= MAX_CONNECTIONS:
+        ssl_object = client_writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        certificate = ssl.DER_cert_to_PEM_cert(der) if der else None
+        client = client_writer.get_extra_info("peername")
+        address = f"{client[0]}:{client[1]}" if isinstance(client, tuple) else f"unix:{client or '(local)'}"
+        source = str(client[0]) if isinstance(client, tuple) else "unix"
+        if not self._admit(certificate is not None, source):
+            LOG.debug("agent API: connection from %s refused: too many connections", address)
             client_writer.close()
             return
-        self._connections += 1
         key = ""
+        backend_writer: asyncio.StreamWriter | None = None
         try:
-            ssl_object = client_writer.get_extra_info("ssl_object")
-            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-            certificate = ssl.DER_cert_to_PEM_cert(der) if der else None
             backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", self._backend_port)
             local_host, local_port = backend_writer.get_extra_info("sockname")[:2]
             key = f"ipv4:{local_host}:{local_port}"
-            client = client_writer.get_extra_info("peername")
-            address = f"{client[0]}:{client[1]}" if isinstance(client, tuple) else f"unix:{client or '(local)'}"
             with self._lock:  # before the first byte reaches the gRPC server
                 self._peers[key] = certificate
                 self._addresses[key] = address
-            await asyncio.gather(
-                _pump(client_reader, backend_writer), _pump(backend_reader, client_writer), return_exceptions=True
-            )
+            activity = _Activity(asyncio.get_running_loop().time())
+            pumps = [
+                asyncio.create_task(_pump(client_reader, backend_writer, activity)),
+                asyncio.create_task(_pump(backend_reader, client_writer, activity)),
+            ]
+            if certificate is None:  # anonymous: bounded idle time and lifetime
+                await _watchdog(pumps, activity, ANONYMOUS_IDLE_TIMEOUT_S, ANONYMOUS_MAX_LIFETIME_S)
+            await asyncio.gather(*pumps, return_exceptions=True)
         except Exception as exc:
             LOG.debug("agent API connection ended: %r", exc)
         finally:
-            self._connections -= 1
+            self._release(certificate is not None, source)
             if key:
                 with self._lock:
                     self._peers.pop(key, None)
                     self._addresses.pop(key, None)
-            with contextlib.suppress(Exception):
-                client_writer.close()
+            for writer in (client_writer, backend_writer):
+                if writer is not None:
+                    with contextlib.suppress(Exception):
+                        writer.close()
+
+    def _admit(self, certified: bool, source: str) -> bool:
+        """Count a new connection in, or False when its kind (or its source, when anonymous) is full.
+        Runs on the event loop thread only."""
+        if certified:
+            if self._connections >= MAX_CONNECTIONS:
+                return False
+            self._connections += 1
+            return True
+        if self._anonymous >= MAX_ANONYMOUS_CONNECTIONS:
+            return False
+        if self._anonymous_by_source.get(source, 0) >= MAX_ANONYMOUS_PER_SOURCE:
+            return False
+        self._anonymous += 1
+        self._anonymous_by_source[source] = self._anonymous_by_source.get(source, 0) + 1
+        return True
+
+    def _release(self, certified: bool, source: str) -> None:
+        if certified:
+            self._connections -= 1
+            return
+        self._anonymous -= 1
+        left = self._anonymous_by_source.get(source, 1) - 1
+        if left > 0:
+            self._anonymous_by_source[source] = left
+        else:
+            self._anonymous_by_source.pop(source, None)
 
     def stop(self) -> None:
         loop = self._loop
@@ -199,12 +258,35 @@ class TlsFront:
                 os.unlink(self._unix_path)
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+class _Activity:
+    """When a byte last went either way on one forwarded connection (event loop time)."""
+
+    def __init__(self, now: float) -> None:
+        self.started = now
+        self.last = now
+
+
+async def _watchdog(pumps: list[asyncio.Task[None]], activity: _Activity, idle_s: float, lifetime_s: float) -> None:
+    """Cancel ``pumps`` when the connection is idle ``idle_s`` or older than ``lifetime_s``; returns when
+    they are done."""
+    loop = asyncio.get_running_loop()
+    while not all(pump.done() for pump in pumps):
+        now = loop.time()
+        if now - activity.last >= idle_s or now - activity.started >= lifetime_s:
+            for pump in pumps:
+                pump.cancel()
+            return
+        wake = min(activity.last + idle_s, activity.started + lifetime_s) - now
+        await asyncio.wait(pumps, timeout=max(wake, 0.05))
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, activity: _Activity) -> None:
     try:
         while True:
             data = await reader.read(65536)
             if not data:
                 break
+            activity.last = asyncio.get_running_loop().time()
             writer.write(data)
             await writer.drain()
     finally:

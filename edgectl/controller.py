@@ -201,6 +201,17 @@ class Controller:
                 join_token_route(join_tokens, pki.trust_domain, http_host=self.config.http_host),
                 method="POST",
             )
+            from edgectl.pki_http import NODE_REVOCATIONS_PATH, node_revocation_route
+
+            def node_revoked(_node: str) -> None:  # its open watches check their caller again at once
+                if self.agents is not None:
+                    self.agents.servicer.recheck_watches()
+
+            self.http.add_route(
+                NODE_REVOCATIONS_PATH,
+                node_revocation_route(pki, http_host=self.config.http_host, revoked=node_revoked),
+                method="POST",
+            )
             self.metrics.sources.identities = lambda: pki.snapshot
             self.metrics.observe_identities(pki.snapshot)  # those issued as the PKI started
             pki.subscribe(self.metrics.observe_identities)
@@ -354,6 +365,7 @@ class Controller:
             port=self.config.agent_port,
             unix_path=self.config.agent_unix,
             app_host=self.config.mesh_app_host,
+            node_revoked=pki.node_revoked,
         )
         assert self.http is not None
         self.http.add_route("/api/v1/agents", self.agents.servicer.attested_view)

@@ -11,6 +11,7 @@ otherwise), so repeated calls cannot grow the revocation list without bound.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edgectl.http_access import loopback_only
@@ -79,4 +80,40 @@ def join_token_route(tokens: JoinTokenStore, trust_domain: str, *, http_host: st
         http_host=http_host,
         what="minting a join token",
         instead="run edgectl pki token on the controller's machine",
+    )
+
+
+NODE_REVOCATIONS_PATH = "/api/v1/pki/node-revocations"
+
+
+def node_revocation_route(
+    pki: PkiService, *, http_host: str, revoked: Callable[[str], None] = lambda _node: None
+) -> PostRoute:
+    """``POST /api/v1/pki/node-revocations`` {"node": N}: revoke compute node N's identity now (a stolen
+    or retired node): every node SVID of N is refused on every agent API call, renewal included, and
+    ``revoked(N)`` ends N's open watches. {"node": N, "restore": true} accepts N again (its agent attests
+    with a new join token). 200 {"node", "spiffe_id", "revoked"}; loopback only, like a forced rotation."""
+    from pki.policy import node_spiffe_id
+
+    def revoke(state: FabricState, body: Any) -> tuple[int, Any]:
+        node = body.get("node") if isinstance(body, dict) else None
+        restore = body.get("restore", False) if isinstance(body, dict) else False
+        if not isinstance(node, str) or not node or not isinstance(restore, bool):
+            return 400, {"error": 'expected a JSON body {"node": "<compute node>"} (and "restore": true to undo)'}
+        try:
+            spiffe_id = node_spiffe_id(pki.trust_domain, node)
+        except PkiError as exc:
+            return 400, {"error": str(exc)}
+        if restore:
+            pki.restore_node(node)
+            LOG.warning("node identity %s restored: the node may attest again", spiffe_id)
+        else:
+            pki.revoke_node(node)
+            revoked(node)
+            known = "" if NodeId(node) in state.nodes else " (not a node of the fabric)"
+            LOG.warning("node identity %s revoked%s: its agent is refused from now on", spiffe_id, known)
+        return 200, {"node": node, "spiffe_id": spiffe_id, "revoked": pki.node_revoked(node)}
+
+    return loopback_only(
+        revoke, http_host=http_host, what="revoking a node identity", instead="run it on the controller's machine"
     )

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from netmodel.ids import SpiffeId
@@ -42,6 +43,10 @@ ROOT_TTL_S = 10 * 365 * 86400
 INTERMEDIATE_TTL_S = 365 * 86400
 CA_BACKDATE_S = 3600
 """CA certificates start an hour early: leaves are backdated too, and must not predate their issuer."""
+
+
+CSR_SIGNATURE_HASHES = frozenset({"sha256", "sha384", "sha512"})
+"""What a CSR may be signed with (its key is ECDSA or RSA: ``certs.key_refusal``); SHA-1 is not."""
 
 
 class CertificateAuthority:
@@ -236,12 +241,20 @@ class CertificateAuthority:
     def issue_from_csr(self, csr_pem: bytes | str, spiffe_id: str, now: float, *, ttl_s: int | None = None) -> Svid:
         """An SVID for the key in a CSR; the key never leaves its owner. See the module doc for the rules."""
         csr = parse_csr(csr_pem)
-        if not csr.is_signature_valid:
-            raise CsrRejected("the CSR's signature does not verify: it was not signed by the key it carries")
-        key = csr.public_key()
+        try:
+            key = csr.public_key()
+            digest = csr.signature_hash_algorithm
+            signed = csr.is_signature_valid
+        except (UnsupportedAlgorithm, ValueError) as exc:  # an unknown signature algorithm or key type
+            raise CsrRejected(f"the CSR uses an algorithm this CA does not support: {exc}") from None
         refusal = certs.key_refusal(key)
         if refusal is not None or not isinstance(key, certs.PublicKey):
             raise CsrRejected(f"the CSR's {refusal}")
+        if digest is None or digest.name not in CSR_SIGNATURE_HASHES:
+            name = "no hash" if digest is None else digest.name.upper()
+            raise CsrRejected(f"the CSR is signed with {name}; only SHA-256, SHA-384 and SHA-512 are accepted")
+        if not signed:
+            raise CsrRejected("the CSR's signature does not verify: it was not signed by the key it carries")
         self._check_csr_names(csr, spiffe_id)
         return self._issue(key, spiffe_id, now, ttl_s, (), ())
 
@@ -331,12 +344,12 @@ class CertificateAuthority:
 
 
 def parse_csr(data: bytes | str) -> x509.CertificateSigningRequest:
-    raw = data.encode() if isinstance(data, str) else data
     try:
+        raw = data.encode() if isinstance(data, str) else data
         if b"-----BEGIN" in raw:
             return x509.load_pem_x509_csr(raw)
         return x509.load_der_x509_csr(raw)
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):  # UnicodeEncodeError is a ValueError
         raise CsrRejected("malformed CSR: not a PEM or DER PKCS#10 certificate signing request") from None
 
 

@@ -110,6 +110,24 @@ def register(subparsers: Any) -> None:
         help=f"the controller's HTTP API (default: ${HTTP_ENV}, else {DEFAULT_HTTP})",
     )
 
+    revoke_node = commands.add_parser(
+        "revoke-node",
+        help="cut a node agent off now: revoke its node identity on a running controller (--restore undoes it)",
+        description="Asks a running controller (POST /api/v1/pki/node-revocations on its HTTP API, served on "
+        "loopback only) to refuse every node SVID of NODE on every agent API call, renewal included, and to "
+        "end its watches. Kept in the controller's memory: remove the node from the fabric for good.",
+    )
+    revoke_node.add_argument("--node", required=True, metavar="NODE", help="the compute node to cut off")
+    revoke_node.add_argument("--restore", action="store_true", help="accept the node's identity again")
+    revoke_node.add_argument(
+        "--http",
+        "--api",
+        dest="http",
+        default=os.environ.get(HTTP_ENV) or DEFAULT_HTTP,
+        metavar="HOST:PORT",
+        help=f"the controller's HTTP API (default: ${HTTP_ENV}, else {DEFAULT_HTTP})",
+    )
+
 
 def _add_passphrase(parser: argparse.ArgumentParser, what: str) -> None:
     group = parser.add_mutually_exclusive_group()
@@ -441,6 +459,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 86400}d"
 
 
+def cmd_revoke_node(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"node": args.node, "restore": True} if args.restore else {"node": args.node}
+    reply = _post_to_controller(args.http, "/api/v1/pki/node-revocations", body)
+    state = "revoked: its agent is refused from now on" if reply.get("revoked") else "accepted again"
+    print(f"node {reply['node']} ({reply.get('spiffe_id', '')}): {state}")
+    return 0
+
+
 _COMMANDS = {
     "init": cmd_init,
     "issue": cmd_issue,
@@ -448,6 +474,7 @@ _COMMANDS = {
     "bundle": cmd_bundle,
     "rotate": cmd_rotate,
     "token": cmd_token,
+    "revoke-node": cmd_revoke_node,
 }
 
 

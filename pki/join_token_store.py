@@ -64,6 +64,11 @@ class JoinTokenStore:
             self._tokens = tokens
             return token, tokens.records[_digest(token)].expires_at
 
+    def check(self, token: str, node: str) -> Refusal | None:
+        """``JoinTokens.check`` now: would ``redeem`` accept it? Changes nothing."""
+        with self._lock:
+            return self._tokens.check(token, node, self._clock())
+
     def redeem(self, token: str, node: str) -> Refusal | None:
         with self._lock:
             now = self._clock()

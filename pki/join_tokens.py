@@ -92,26 +92,34 @@ class JoinTokens:
         record = TokenRecord(node, now + ttl, None, now)
         return token, JoinTokens(frozen_map({**self.pruned(now).records, digest: record}))
 
+    def check(self, token: str, node: str, now: float) -> Refusal | None:
+        """What ``redeem`` would answer, without using the token: None if ``token`` is known, unused,
+        unexpired and for ``node`` (the controller checks this before it does any work for the caller)."""
+        if not token or len(token) > MAX_TOKEN_CHARS:
+            return Refusal("unknown", "unknown join token")
+        record = self.records.get(token_digest(token))
+        if record is None:
+            return Refusal("unknown", "unknown join token (never issued, or expired and forgotten)")
+        if record.used_at is not None:
+            return Refusal("used", f"join token already used (at {_when(record.used_at)})")
+        if now >= record.expires_at:
+            return Refusal("expired", f"join token expired (at {_when(record.expires_at)})")
+        if record.node != node:
+            return Refusal(
+                "other-node", f"join token is for another node than {node!r}: refused, and the token is now burned"
+            )
+        return None
+
     def redeem(self, token: str, node: str, now: float) -> tuple[JoinTokens, Refusal | None]:
         """Present ``token`` for ``node`` at ``now``: (the records with it used, None) if it is accepted,
         else (records, why not). A token for another node is burned (see the module doc); a refused
         unknown, used or expired token changes nothing."""
-        if not token or len(token) > MAX_TOKEN_CHARS:
-            return self, Refusal("unknown", "unknown join token")
+        refusal = self.check(token, node, now)
+        if refusal is not None and refusal.kind != "other-node":
+            return self, refusal
         digest = token_digest(token)
-        record = self.records.get(digest)
-        if record is None:
-            return self, Refusal("unknown", "unknown join token (never issued, or expired and forgotten)")
-        if record.used_at is not None:
-            return self, Refusal("used", f"join token already used (at {_when(record.used_at)})")
-        if now >= record.expires_at:
-            return self, Refusal("expired", f"join token expired (at {_when(record.expires_at)})")
-        burned = JoinTokens(frozen_map({**self.records, digest: replace(record, used_at=now)}))
-        if record.node != node:
-            return burned, Refusal(
-                "other-node", f"join token is for another node than {node!r}: refused, and the token is now burned"
-            )
-        return burned, None
+        burned = JoinTokens(frozen_map({**self.records, digest: replace(self.records[digest], used_at=now)}))
+        return burned, refusal
 
     def pruned(self, now: float) -> JoinTokens:
         """Without records past their expiry (used or not): a replay of one is then just "unknown"."""

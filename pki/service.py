@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netmodel.ids import WorkloadId
+from netmodel.ids import NodeId, WorkloadId
 from netmodel.state import FabricState
 from pki.authz import check_node_caller, check_operator, check_xds_node
 from pki.errors import InvalidSpiffeId, PkiError, RotationTooSoon
@@ -160,12 +160,39 @@ class PkiService:
         return check_xds_node(node_id, peer, identities, trust_domain=self.trust_domain, placed_on=placed_on)
 
     def authorize_node(self, certificate_pem: str) -> tuple[str, str | None]:
-        """The node agent API's check of a verified client certificate: (its node, None) for a node SVID
-        of this trust domain that is not revoked, else ("", why not)."""
+        """The node agent API's check of a verified client certificate: (its node, None) for an unexpired
+        node SVID of this trust domain, not revoked (``revoke_node``), of a node still in the model; else
+        ("", why not)."""
         peer, refusal = self._peer(certificate_pem)
         if refusal is not None:
             return "", refusal
-        return check_node_caller(peer, self.trust_domain)
+        node, refusal = check_node_caller(peer, self.trust_domain)
+        if refusal is None and NodeId(node) not in self._state().nodes:
+            return "", f"node {node} is not in the fabric (removed): its node SVID is no longer accepted"
+        return node, refusal
+
+    def revoke_node(self, node: str) -> IdentityChanges:
+        """Cut node ``node``'s agent off now: its node identity is revoked, so every node SVID it holds is
+        refused on every call (renewal included) until ``restore_node``. Kept in memory: a restarted
+        controller forgets it (remove the node from the fabric for good)."""
+        from pki.policy import node_spiffe_id
+
+        changes = self.manager.revoke_identity(node_spiffe_id(self.trust_domain, node), self._clock())
+        self._changed(changes)
+        return changes
+
+    def restore_node(self, node: str) -> IdentityChanges:
+        """Accept node ``node``'s identity again (after ``revoke_node``); the agent attests anew."""
+        from pki.policy import node_spiffe_id
+
+        changes = self.manager.restore_identity(node_spiffe_id(self.trust_domain, node), self._clock())
+        self._changed(changes)
+        return changes
+
+    def node_revoked(self, node: str) -> bool:
+        from pki.policy import node_spiffe_id
+
+        return node_spiffe_id(self.trust_domain, node) in self.snapshot.revocations.identities
 
     def authorize_operator(self, certificate_pem: str) -> str | None:
         """The placement API's check: an operator or controller identity of this trust domain, not revoked."""
@@ -178,10 +205,14 @@ class PkiService:
 
         try:
             peer = str(peer_spiffe_id(certificate_pem))
-            serial = certs.load_pem_chain(certificate_pem, "peer certificate")[0].serial_number
+            leaf = certs.load_pem_chain(certificate_pem, "peer certificate")[0]
         except PkiError as exc:
             return "", f"the client certificate is not an X.509-SVID: {exc}"
-        revoked = self.snapshot.revocations.reason_revoked(serial, peer)
+        # TLS checked the validity at the handshake; a connection (or a resumed session) outlives it.
+        expires_at = certs.to_epoch(leaf.not_valid_after_utc)
+        if self._clock() >= expires_at:
+            return peer, f"the client certificate of {peer} expired at {leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
+        revoked = self.snapshot.revocations.reason_revoked(leaf.serial_number, peer)
         return peer, revoked
 
     def trust_crls_pem(self) -> str:

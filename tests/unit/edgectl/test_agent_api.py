@@ -217,3 +217,221 @@ def test_a_watch_sends_a_snapshot_then_changes_and_a_slow_one_is_cut_off(tmp_pat
         agents.on_model_change(bus.published[-1], bus.state)
     cut = refusal(lambda: list(stream))
     assert cut.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "watch again" in cut.reason
+
+
+def test_a_node_is_cut_off_when_revoked_removed_from_the_fabric_or_its_svid_expires(
+    tmp_path: Path, state: FabricState
+) -> None:
+    """Renewal, watches and reports are refused for a revoked node or one no longer in the model; an open
+    watch ends when its caller's certificate expires or its identity is revoked."""
+    revoked: set[str] = set()
+    now = [NOW]
+
+    def authorize(certificate: str) -> tuple[str, str | None]:
+        node = certificate.removeprefix("NODE ")
+        return ("", f"identity of {node} is revoked") if node in revoked else (node, None)
+
+    bus = FakeBus(state)
+    agents = AgentServicer(
+        bus,  # type: ignore[arg-type]
+        JoinTokenStore(tmp_path, lambda: NOW),
+        issuer=None,  # type: ignore[arg-type]
+        trust_domain=TD,
+        authorize_node=authorize,
+        caller_certificate=lambda context: context.certificate,  # type: ignore[attr-defined]
+        clock=lambda: now[0],
+        certificate_expiry=lambda _certificate: NOW + 60,
+        node_revoked=lambda node: node in revoked,
+    )
+    watch = agents.watch_node(pb.WatchNodeRequest(node="ea-n1"), FakeContext("NODE ea-n1"))
+    assert next(watch).kind == pb.NodeEvent.SNAPSHOT
+    now[0] = NOW + 61  # the certificate the stream was opened with has expired
+    expired = refusal(lambda: next(watch))
+    assert expired.code is grpc.StatusCode.UNAUTHENTICATED and "expired" in expired.reason and "renew" in expired.reason
+    assert refusal(lambda: agents.report_health(pb.HealthReport(), FakeContext("NODE ea-n1"))).code is (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+    now[0] = NOW
+
+    watch = agents.watch_node(pb.WatchNodeRequest(node="ea-n1"), FakeContext("NODE ea-n1"))
+    assert next(watch).kind == pb.NodeEvent.SNAPSHOT
+    revoked.add("ea-n1")
+    agents.recheck_watches()  # what the revocation route does
+    ended = refusal(lambda: next(watch))
+    assert ended.code is grpc.StatusCode.PERMISSION_DENIED and "revoked" in ended.reason
+    renew = refusal(lambda: agents.renew_node_svid(pb.RenewRequest(), FakeContext("NODE ea-n1")))
+    assert renew.code is grpc.StatusCode.PERMISSION_DENIED and "revoked" in renew.reason
+    again = refusal(lambda: agents.attest(pb.AttestRequest(node="ea-n1", join_token="t", csr_pem="x"), None))
+    assert again.code is grpc.StatusCode.PERMISSION_DENIED and "revoked" in again.reason
+
+    # c-n1 removed from the fabric: its open watch ends at the model change, its renewal is refused.
+    watch = agents.watch_node(pb.WatchNodeRequest(node="c-n1"), FakeContext("NODE c-n1"))
+    assert next(watch).kind == pb.NodeEvent.SNAPSHOT
+    bus.state = replace(
+        bus.state,
+        nodes={n: v for n, v in bus.state.nodes.items() if n != "c-n1"},
+        generation=bus.state.generation + 1,
+    )
+    agents.on_model_change(WorkloadRemoved(WorkloadId("db-1")), bus.state)
+    gone = refusal(lambda: next(watch))
+    assert gone.code is grpc.StatusCode.PERMISSION_DENIED and "not in the fabric" in gone.reason
+    renew = refusal(lambda: agents.renew_node_svid(pb.RenewRequest(), FakeContext("NODE c-n1")))
+    assert renew.code is grpc.StatusCode.PERMISSION_DENIED and "not in the fabric" in renew.reason
+
+
+def test_attest_checks_the_token_before_the_ca_signs_anything(tmp_path: Path, state: FabricState) -> None:
+    """An unauthenticated caller with no good token makes the CA do no work; a token for another node is
+    still burned, and a good one is used only once its certificate is made."""
+
+    class CountingIssuer:
+        bundle_pem = "BUNDLE"
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def issue_from_csr(self, *_args: Any, **_kwargs: Any) -> Any:
+            self.calls += 1
+            from pki.errors import CsrRejected
+
+            raise CsrRejected("no such CSR")
+
+    issuer = CountingIssuer()
+    agents = servicer(FakeBus(state), tmp_path)
+    agents.issuer = issuer
+    token, _expires_at = agents.tokens.mint("ea-n1", 600)
+    for made_up in ("", "x", "y" * 600):
+        denied = refusal(lambda t=made_up: agents.attest(pb.AttestRequest(node="ea-n1", join_token=t), None))
+        assert denied.code is grpc.StatusCode.PERMISSION_DENIED and "unknown join token" in denied.reason
+    assert issuer.calls == 0
+    bad_csr = refusal(lambda: agents.attest(pb.AttestRequest(node="ea-n1", join_token=token, csr_pem="x"), None))
+    assert bad_csr.code is grpc.StatusCode.INVALID_ARGUMENT and issuer.calls == 1
+    assert agents.tokens.check(token, "ea-n1") is None  # a CSR the CA refused did not cost the token
+    foreign = refusal(lambda: agents.attest(pb.AttestRequest(node="c-n1", join_token=token, csr_pem="x"), None))
+    assert "another node" in foreign.reason and issuer.calls == 1
+    again = refusal(lambda: agents.attest(pb.AttestRequest(node="ea-n1", join_token=token, csr_pem="x"), None))
+    assert "already used" in again.reason and issuer.calls == 1  # burned, on disk
+    assert "already used" in str(JoinTokenStore(tmp_path, lambda: NOW).check(token, "ea-n1"))
+
+
+def test_refusals_are_logged_once_per_source_per_interval_with_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    from edgectl.agent_api import RefusalLog
+
+    now = [100.0]
+    log = RefusalLog(interval_s=10.0, clock=lambda: now[0], max_sources=3)
+    with caplog.at_level("WARNING", logger="edgectl.agent_api"):
+        for port in range(5):  # a client retrying in a loop, from new ports, with other node names
+            log.refused(f"10.0.0.9:{4000 + port}", "Attest", f"node n{port}: unknown join token", "token unknown")
+        log.refused("10.0.0.7:1", "Attest", "node n1: unknown join token", "token unknown")
+        log.refused("10.0.0.9:4100", "Attest", "node n1: join token already used", "token used")  # another kind
+        now[0] += 10
+        log.refused("10.0.0.9:5000", "Attest", "node n1: unknown join token", "token unknown")
+        for n in range(10):  # more sources than it remembers: still one line each, memory bounded
+            log.refused(f"10.1.0.{n}:1", "WatchNode", "x")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[:4] == [
+        "agent API: refusing Attest from 10.0.0.9:4000: node n0: unknown join token",
+        "agent API: refusing Attest from 10.0.0.7:1: node n1: unknown join token",
+        "agent API: refusing Attest from 10.0.0.9:4100: node n1: join token already used",
+        "agent API: refusing Attest from 10.0.0.9:5000: node n1: unknown join token (4 more like it from 10.0.0.9 "
+        "since the last such line)",
+    ]
+    assert len(lines) == 14 and len(log._by_source) <= 3
+
+
+class CancellableContext(FakeContext):
+    def __init__(self, certificate: str | None) -> None:
+        super().__init__(certificate)
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.active = False
+
+
+def test_watch_slots_two_per_node_a_third_replaces_the_oldest_and_a_stuck_one_is_cancelled(
+    tmp_path: Path, state: FabricState
+) -> None:
+    now = [NOW]
+    agents = servicer(FakeBus(state), tmp_path, max_watches=3, send_timeout_s=30.0)
+    agents._clock = lambda: now[0]
+
+    def watch(node: str) -> tuple[Any, CancellableContext]:
+        context = CancellableContext(f"NODE {node}")
+        stream = agents.watch_node(pb.WatchNodeRequest(node=node), context)
+        assert next(stream).kind == pb.NodeEvent.SNAPSHOT
+        return stream, context
+
+    first, _ = watch("ea-n1")
+    second, _ = watch("ea-n1")
+    other, _ = watch("c-n1")
+    full = refusal(lambda: next(agents.watch_node(pb.WatchNodeRequest(node="eb-n1"), FakeContext("NODE eb-n1"))))
+    assert full.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as reader:  # the first one's client reads on: its stream waits for changes
+        waiting = reader.submit(lambda: refusal(lambda: next(first)))
+        deadline = time.monotonic() + 10
+        while agents._watches[0].sending_since is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        third, _ = watch("ea-n1")  # the node's own oldest watch makes room: one node cannot take every slot
+        replaced = waiting.result(timeout=10)
+    assert replaced.code is grpc.StatusCode.ABORTED and "replaced by a newer watch" in replaced.reason
+    assert len(agents._watches) == 3
+
+    # The clients stop reading: each generator stays suspended in its send. After the timeout they are cancelled.
+    now[0] += 29
+    assert agents.end_stuck_watches() == 0
+    now[0] += 2
+    assert agents.end_stuck_watches() == 3
+    assert agents.end_stuck_watches() == 0  # told once
+    for stream in (second, third, other):
+        stream.close()  # what gRPC does to a cancelled stream's generator
+    assert agents._watches == []
+
+
+def test_the_default_watch_slots_fit_every_node_of_a_large_fabric() -> None:
+    from edgectl.agent_api import MAX_WATCHES, MAX_WATCHES_PER_NODE
+
+    assert MAX_WATCHES >= 4096 and MAX_WATCHES_PER_NODE == 2
+
+
+def test_a_watch_whose_client_stops_reading_frees_its_thread(tmp_path: Path, state: FabricState) -> None:
+    """Over real gRPC: the client opens WatchNode and reads nothing; the server's send blocks on flow
+    control (no deadline in gRPC) until the watch is cancelled, which frees the thread."""
+    from concurrent import futures
+
+    from edgectl.agent_api import handlers
+    from netmodel.ids import ServiceName
+
+    api = state.services[ServiceName("api")]
+    big = replace(state, services={**state.services, ServiceName("api"): replace(api, env=(("BIG", "x" * 8_000_000),))})
+    agents = servicer(FakeBus(big), tmp_path, send_timeout_s=1.0)
+    agents._caller_certificate = lambda _context: "NODE ea-n1"
+    agents._clock = time.time
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers((handlers(agents),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", -1)])
+    try:
+        call = channel.unary_stream("/edgectl.agent.v1.NodeAgent/WatchNode")(
+            pb.WatchNodeRequest(node="ea-n1").SerializeToString()
+        )
+        deadline = time.monotonic() + 30
+        ended = 0
+        generation = big.generation
+        while not ended and time.monotonic() < deadline:
+            time.sleep(0.2)
+            generation += 1  # the service's env changes: a big PLACED for each change
+            env = (("BIG", str(generation) * 4_000_000),)
+            changed = replace(big, services={**big.services, ServiceName("api"): replace(api, env=env)})
+            agents.on_model_change(WorkloadRemoved(WorkloadId("none")), replace(changed, generation=generation))
+            ended = agents.end_stuck_watches()
+        assert ended == 1
+        while agents._watches and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert agents._watches == []  # the stream's thread left the send
+        call.cancel()
+    finally:
+        channel.close()
+        server.stop(0)

@@ -308,3 +308,29 @@ def test_peer_spiffe_id_from_a_verified_peer_certificate(ca: CertificateAuthorit
     assert peer_spiffe_id(pem(forge_leaf(ca.intermediate, ca._key)).encode()) == WEB1
     with pytest.raises(NotAnSvid, match="2 URI SANs"):
         peer_spiffe_id(pem(forge_leaf(ca.intermediate, ca._key, uris=(WEB1, WEB1 + "x"))))
+
+
+# A P-256 CSR signed with SHA-1 (made once with ``openssl req -new -sha1``: cryptography refuses to sign one).
+SHA1_CSR = """-----BEGIN CERTIFICATE REQUEST-----
+MIHGMG4CAQAwDDEKMAgGA1UEAwwBbjBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IA
+BAC6PXLGvQ1VZGUC0qJOeF5SdnT5XlAm0Fz69+yX3G3IqFvq6p9pa7dAdqjF9TT1
+ACXgf2rFkhHCxlGgyMd1XqagADAJBgcqhkjOPQQBA0kAMEYCIQD7QVnwSJVwTuDb
+fdTwthu7+QLMTy3QP6Vn7mix7m+fPQIhAPkDZ+kkA4uGwlfA+U7275JBlisnjg4V
+6ulPFYL3lZn5
+-----END CERTIFICATE REQUEST-----
+"""
+
+
+def test_csr_signed_with_sha1_or_an_unknown_algorithm_is_refused_with_the_reason(ca: CertificateAuthority) -> None:
+    with pytest.raises(CsrRejected) as caught:
+        ca.issue_from_csr(SHA1_CSR, WEB1, NOW)
+    assert "signed with SHA1" in one_line(caught)
+    der = x509.load_pem_x509_csr(SHA1_CSR.encode()).public_bytes(serialization.Encoding.DER)
+    ecdsa_with_sha1 = bytes.fromhex("06072A8648CE3D0401")  # OID 1.2.840.10045.4.1
+    unknown = der.replace(ecdsa_with_sha1, bytes.fromhex("06072A8648CE3D0409"))
+    with pytest.raises(CsrRejected) as caught:
+        ca.issue_from_csr(unknown, WEB1, NOW)
+    assert "does not support" in one_line(caught) and "1.2.840.10045.4.9" in one_line(caught)
+    with pytest.raises(CsrRejected) as caught:
+        ca.issue_from_csr("\udcff not encodable", WEB1, NOW)
+    assert "malformed CSR" in one_line(caught)

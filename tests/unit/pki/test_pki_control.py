@@ -105,3 +105,91 @@ def test_a_node_svid_gets_xds_for_its_nodes_workloads_and_the_agent_api_while_no
     assert service.authorize_node(node_svid.cert_chain_pem) == ("ea-n1", None)
     workload_svid = service.snapshot.identities["web-1"].cert_chain_pem
     assert service.authorize_node(workload_svid)[1] is not None  # a workload is no node agent
+
+
+def test_a_node_identity_is_refused_once_revoked_removed_from_the_fabric_or_expired(tmp_path: Path) -> None:
+    """Renewal kept a node SVID alive forever: a node must be cut off by revocation or by its removal, and
+    a certificate past its expiry is refused on a connection opened before it expired."""
+    from dataclasses import replace
+
+    from netmodel.fabric import build_state
+    from pki.policy import node_spiffe_id
+    from tests.unit.edgectl.fixtures import example_spec
+
+    states = [build_state(example_spec())]
+    now = [time.time()]
+    ca, _root_key = CertificateAuthority.create(TD)
+    service = PkiService(ca, lambda: states[0], hosts=lambda _s: [], clock=lambda: now[0]).start()
+    node_svid = ca.issue_with_new_key(node_spiffe_id(TD, "ea-n1"), now[0], ttl_s=3600)
+    assert service.authorize_node(node_svid.cert_chain_pem) == ("ea-n1", None)
+
+    service.revoke_node("ea-n1")
+    node, refusal = service.authorize_node(node_svid.cert_chain_pem)
+    assert node == "" and refusal is not None and "revoked" in refusal
+    renewed = ca.issue_with_new_key(node_spiffe_id(TD, "ea-n1"), now[0], ttl_s=3600)  # a new certificate too
+    assert "revoked" in str(service.authorize_node(renewed.cert_chain_pem)[1])
+    assert service.node_revoked("ea-n1")
+    service.restore_node("ea-n1")
+    assert service.authorize_node(renewed.cert_chain_pem) == ("ea-n1", None)
+
+    nodes = {node_id: node for node_id, node in states[0].nodes.items() if node_id != "ea-n1"}
+    states[0] = replace(states[0], nodes=nodes)  # the fabric file without ea-n1, applied
+    assert "not in the fabric" in str(service.authorize_node(renewed.cert_chain_pem)[1])
+
+    other = ca.issue_with_new_key(node_spiffe_id(TD, "eb-n1"), now[0], ttl_s=3600)
+    now[0] += 3601
+    assert "expired" in str(service.authorize_node(other.cert_chain_pem)[1])
+
+
+def test_the_node_revocation_route_is_loopback_only_and_revokes_and_restores(service: PkiService) -> None:
+    from edgectl.pki_http import node_revocation_route
+
+    told: list[str] = []
+    route = node_revocation_route(service, http_host="127.0.0.1", revoked=told.append)
+    assert route(FabricState(), {"nope": 1})[0] == 400
+    assert route(FabricState(), {"node": "a/b"})[0] == 400  # not a SPIFFE path segment
+    code, body = route(FabricState(), {"node": "ea-n1"})
+    assert code == 200 and body["revoked"] is True and body["spiffe_id"] == f"spiffe://{TD}/node/ea-n1"
+    assert service.node_revoked("ea-n1") and told == ["ea-n1"]
+    code, body = route(FabricState(), {"node": "ea-n1", "restore": True})
+    assert code == 200 and body["revoked"] is False and not service.node_revoked("ea-n1")
+    code, body = node_revocation_route(service, http_host="0.0.0.0")(FabricState(), {"node": "ea-n1"})
+    assert code == 403 and not service.node_revoked("ea-n1")
+
+
+def test_edgectl_pki_revoke_node_asks_the_controller(service: PkiService, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from edgectl.pki_http import NODE_REVOCATIONS_PATH, node_revocation_route
+    from pki.cli import main
+
+    route = node_revocation_route(service, http_host="127.0.0.1")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            code, reply = route(FabricState(), body) if self.path == NODE_REVOCATIONS_PATH else (404, {})
+            data = json.dumps(reply).encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        assert main(["revoke-node", "--node", "ea-n1", "--http", address]) == 0
+        assert service.node_revoked("ea-n1") and "revoked" in capsys.readouterr().out
+        assert main(["revoke-node", "--node", "ea-n1", "--restore", "--http", address]) == 0
+        assert not service.node_revoked("ea-n1") and "accepted again" in capsys.readouterr().out
+        assert main(["revoke-node", "--node", "a/b", "--http", address]) == 1
+        assert "refused" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
