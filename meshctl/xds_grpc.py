@@ -137,6 +137,7 @@ class MeshServer:
         self._bound_port = 0
         self._running = False
         self._open_streams: tuple[OpenStreams, ...] = ()
+        self._rechecked_for: tuple[Any, ...] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -162,14 +163,21 @@ class MeshServer:
         LOG.info("xDS (ADS, SotW and delta) on %s", where)
         return self
 
-    def on_model_change(self, _event: Event, _state: FabricState) -> None:
+    def on_model_change(self, _event: Event, state: FabricState) -> None:
         """Bus subscriber: runs on the model writer, so it only flags a rebuild, and asks every open
         stream to authorize itself again (on its own event loop): a node SVID's stream for a workload
         removed from (or moved off) its node ends, as does any stream whose identity the model dropped.
         A stream also re-authorizes before it serves a new snapshot, so the order of the two is moot."""
         if self._running:
             self.publisher.request()
-            self.recheck_streams()
+            # Who may be served depends on the workloads (placement) and hosts only: a link-load or
+            # health event costs the streams nothing.
+            placement = (state.workloads, state.hosts)
+            if self._rechecked_for is None or any(
+                a is not b for a, b in zip(placement, self._rechecked_for, strict=True)
+            ):
+                self._rechecked_for = placement
+                self.recheck_streams()
 
     def recheck_streams(self) -> None:
         """Every open xDS and access log stream checks again that its peer may still be served (any thread)."""
