@@ -235,3 +235,21 @@ def test_an_apps_environment_is_its_own_not_the_agents() -> None:
         "WHERE": "here",
         "EDGECTL_WORKLOAD": "web-1",
     }
+
+
+def test_run_as_names_a_known_user_and_root_defaults_to_nobody() -> None:
+    import os
+    import pwd
+
+    import pytest
+
+    from nodeagent.main import resolve_run_as
+
+    with pytest.raises(ValueError, match="no such user"):
+        resolve_run_as("no-such-user-here")
+    if os.geteuid() == 0:
+        nobody = resolve_run_as(None)
+        assert nobody is not None and nobody.uid == pwd.getpwnam("nobody").pw_uid
+        assert resolve_run_as("root") is None  # explicitly the agent's own user: no switch
+    else:
+        assert resolve_run_as(None) is None
