@@ -400,6 +400,16 @@ def _http_manager(
     return manager
 
 
+def normalize_paths(manager: Message) -> None:
+    """What the RBAC path rules (and the app) see is the canonical path: dot segments resolved (RFC 3986
+    section 6), runs of slashes merged, and a request whose path has an escaped slash or backslash
+    (``%2F``, ``%5C``) refused with 400, so that ``/status/../cart`` is matched as ``/cart`` and
+    ``/status%2F..%2Fcart`` never reaches a rule or an app that would decode it differently."""
+    manager.normalize_path.value = True
+    manager.merge_slashes = True
+    manager.path_with_escaped_slashes_action = hcm_pb2.HttpConnectionManager.REJECT_REQUEST
+
+
 def _network_filter(name: str, config: Message) -> Message:
     return listener_components_pb2.Filter(name=name, typed_config=pack(config))
 
@@ -422,6 +432,8 @@ def http_listener(
     stat_prefix: str | None = None,
 ) -> Message:
     manager = _http_manager(stat_prefix or _stat_prefix(name), route_name, inline_route, rbac)
+    if inbound:
+        normalize_paths(manager)
     if forward_client_identity:
         # The app learns who called from x-forwarded-client-cert; a caller cannot forge it.
         manager.forward_client_cert_details = hcm_pb2.HttpConnectionManager.SANITIZE_SET
@@ -496,18 +508,23 @@ def _any_of(permissions: list[Message]) -> Message:
     )
 
 
+def _url_path(matcher: Message) -> Message:
+    return rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=matcher))
+
+
+def path_permissions(rule: str) -> list[Message]:
+    """A path rule by whole segments (``netmodel.authorization.path_admits``): ``/status`` admits
+    ``/status`` and what is under ``/status/``, not ``/statusadmin``; a rule ending in "/" is a prefix."""
+    if rule.endswith("/"):
+        return [_url_path(string_pb2.StringMatcher(prefix=rule))]
+    return [_url_path(string_pb2.StringMatcher(exact=rule)), _url_path(string_pb2.StringMatcher(prefix=rule + "/"))]
+
+
 def _permission(grant: RbacGrant, http: bool) -> Message:
-    """Any request, or (HTTP) one of the path prefixes AND one of the methods."""
+    """Any request, or (HTTP) one of the paths AND one of the methods."""
     parts = []
     if http and grant.paths:
-        parts.append(
-            _any_of(
-                [
-                    rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=string_pb2.StringMatcher(prefix=prefix)))
-                    for prefix in grant.paths
-                ]
-            )
-        )
+        parts.append(_any_of([permission for rule in grant.paths for permission in path_permissions(rule)]))
     if http and grant.methods:
         parts.append(
             _any_of(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
@@ -81,7 +82,42 @@ def _peer_certificate(context: Any) -> str | None:
 
 
 _WAKE = object()
+_RECHECK = object()
 _END = object()
+
+
+class OpenStreams:
+    """The open streams of a servicer, to be re-authorized on every model change: authorization is a
+    function of the model (a node SVID may serve the workloads placed on its node, and placement
+    changes), so a stream allowed when it opened is not allowed forever. ``recheck_all`` may be called
+    from any thread; each stream re-runs its check on its own event loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rechecks: dict[int, Callable[[], None]] = {}
+        self._next = 0
+
+    def add(self, recheck: Callable[[], None]) -> Callable[[], None]:
+        """Register a stream's ``recheck`` (thread-safe, cheap); returns the function that removes it."""
+        with self._lock:
+            key, self._next = self._next, self._next + 1
+            self._rechecks[key] = recheck
+
+        def remove() -> None:
+            with self._lock:
+                self._rechecks.pop(key, None)
+
+        return remove
+
+    def recheck_all(self) -> None:
+        with self._lock:
+            rechecks = list(self._rechecks.values())
+        for recheck in rechecks:
+            recheck()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._rechecks)
 
 
 class AdsServicer:
@@ -100,6 +136,8 @@ class AdsServicer:
         self._callbacks = callbacks
         self._authorize = authorize
         self._known = known
+        self.open_streams = OpenStreams()
+        """Re-authorized on every model change (``recheck_all``): see ``_serve``."""
 
     def _stand_in(self, mode: str) -> Callable[[str], MeshSnapshot | None] | None:
         """For one stream: what to serve a node the cache has no snapshot of. A node of the model
@@ -128,15 +166,14 @@ class AdsServicer:
 
         return stand_in
 
-    def _refusal(self, request: Any, context: grpc.aio.ServicerContext) -> str | None:
-        """Why this stream may not be served for the node its first request names (None: it may)."""
+    def _refusal(self, node: str, context: grpc.aio.ServicerContext) -> str | None:
+        """Why this stream may not be served for ``node`` now (None: it may)."""
         if self._authorize is None:
             return None
         certificate = _peer_certificate(context)
         if certificate is None:  # every listener is mTLS when there is an authorizer: should not happen
             return "no client certificate: the xDS server requires mTLS"
-        node = getattr(getattr(request, "node", None), "id", "")
-        return self._authorize(str(node), certificate)
+        return self._authorize(node, certificate)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -186,6 +223,14 @@ class AdsServicer:
             with contextlib.suppress(RuntimeError):  # the loop is closing: nothing left to wake
                 loop.call_soon_threadsafe(wake)
 
+        def recheck() -> None:  # on the loop. Dropped when the inbox is full: every item rechecks anyway
+            with contextlib.suppress(asyncio.QueueFull):
+                inbox.put_nowait(_RECHECK)
+
+        def recheck_from_any_thread() -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(recheck)
+
         async def read() -> None:
             try:
                 async for request in requests:
@@ -196,25 +241,43 @@ class AdsServicer:
 
         reader = asyncio.create_task(read())
         cancel_watch: Callable[[], None] | None = None
+        stop_rechecks = self.open_streams.add(recheck_from_any_thread)
         self._callbacks.opened(stream.mode)
         try:
             while True:
                 item = await inbox.get()
                 if item is _END:
                     return
+                if isinstance(item, _Undecodable):
+                    raise ProtocolError(f"request is not a valid {stream.mode} discovery request: {item.error}")
+                # Authorized on its first request, and again before anything else is served: the
+                # model may have changed since (the workload removed from, or moved off, the node of a
+                # node SVID), and the snapshot a wake-up would serve was built from that change.
+                node = stream.node_id
+                if node is None and item is not _WAKE and item is not _RECHECK:
+                    node = str(getattr(getattr(item, "node", None), "id", ""))
+                if node is not None:
+                    refusal = self._refusal(node, context)
+                    if refusal is not None:
+                        peer = log_safe(context.peer())
+                        if stream.node_id is None:
+                            LOG.warning("refusing %s stream from %s: %s", stream.mode, peer, log_safe(refusal))
+                        else:
+                            LOG.warning(
+                                "ending %s stream of %s from %s: no longer authorized: %s",
+                                stream.mode,
+                                log_safe(node),
+                                peer,
+                                log_safe(refusal),
+                            )
+                        self._callbacks.failed("PERMISSION_DENIED")
+                        await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+                if item is _RECHECK:
+                    continue
                 if item is _WAKE:
                     woken = False
                     responses = stream.on_change()
-                elif isinstance(item, _Undecodable):
-                    raise ProtocolError(f"request is not a valid {stream.mode} discovery request: {item.error}")
                 else:
-                    if stream.node_id is None:
-                        refusal = self._refusal(item, context)
-                        if refusal is not None:
-                            peer = log_safe(context.peer())
-                            LOG.warning("refusing %s stream from %s: %s", stream.mode, peer, log_safe(refusal))
-                            self._callbacks.failed("PERMISSION_DENIED")
-                            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
                     responses = stream.on_request(item)
                     if cancel_watch is None and stream.node_id is not None:
                         cancel_watch = self._cache.watch(stream.node_id, wake_from_any_thread)
@@ -235,6 +298,7 @@ class AdsServicer:
             self._callbacks.failed("INTERNAL")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error in the xDS server (logged)")
         finally:
+            stop_rechecks()
             reader.cancel()
             if cancel_watch is not None:
                 cancel_watch()

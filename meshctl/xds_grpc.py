@@ -36,6 +36,7 @@ from meshctl.servicer import (
     AdsServicer,
     NodeAuthorizer,
     NodeKnown,
+    OpenStreams,
     XdsCache,
     XdsCallbacks,
 )
@@ -135,6 +136,8 @@ class MeshServer:
         self._stop_requested: asyncio.Event | None = None
         self._bound_port = 0
         self._running = False
+        self._open_streams: tuple[OpenStreams, ...] = ()
+        self._rechecked_for: tuple[Any, ...] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -160,10 +163,26 @@ class MeshServer:
         LOG.info("xDS (ADS, SotW and delta) on %s", where)
         return self
 
-    def on_model_change(self, _event: Event, _state: FabricState) -> None:
-        """Bus subscriber: runs on the model writer, so it only flags a rebuild."""
+    def on_model_change(self, _event: Event, state: FabricState) -> None:
+        """Bus subscriber: runs on the model writer, so it only flags a rebuild, and asks every open
+        stream to authorize itself again (on its own event loop): a node SVID's stream for a workload
+        removed from (or moved off) its node ends, as does any stream whose identity the model dropped.
+        A stream also re-authorizes before it serves a new snapshot, so the order of the two is moot."""
         if self._running:
             self.publisher.request()
+            # Who may be served depends on the workloads (placement) and hosts only: a link-load or
+            # health event costs the streams nothing.
+            placement = (state.workloads, state.hosts)
+            if self._rechecked_for is None or any(
+                a is not b for a, b in zip(placement, self._rechecked_for, strict=True)
+            ):
+                self._rechecked_for = placement
+                self.recheck_streams()
+
+    def recheck_streams(self) -> None:
+        """Every open xDS and access log stream checks again that its peer may still be served (any thread)."""
+        for streams in self._open_streams:
+            streams.recheck_all()
 
     def update_config(self, config: MeshConfig) -> None:
         """Swap the mesh configuration (e.g. turn mTLS on, new certificates) and rebuild."""
@@ -280,6 +299,7 @@ class MeshServer:
                 mtls=config.mtls if mtls is None else mtls,
             )
         )
+        self.recheck_streams()  # an identity dropped or revoked: its streams end
 
     def stop(self) -> None:
         self._running = False
@@ -326,6 +346,7 @@ class MeshServer:
         authorize = self._tls.authorize if self._tls else None
         servicer = AdsServicer(self.cache, self.metrics, authorize, self.knows)
         access_log = AccessLogServicer(self.denials, self.service_of, self.metrics, authorize)
+        self._open_streams = (servicer.open_streams, access_log.open_streams)
         server.add_generic_rpc_handlers([servicer.handler(), access_log.handler()])
         credentials = self._tls.credentials() if self._tls else None
         self._bound_port = bind(server, f"{host_for_grpc(self._host)}:{self._port}", credentials)

@@ -128,8 +128,42 @@ def policies(state: FabricState, trust_domain: str) -> Mapping[ServiceName, Serv
     return {name: service_policy(state, name, trust_domain) for name in sorted(state.services)}
 
 
+def normalize_path(path: str) -> str:
+    """The path as the sidecar matches it (Envoy's ``normalize_path`` and ``merge_slashes``): the query
+    and fragment dropped, runs of slashes merged, dot segments removed (RFC 3986 section 5.2.4)."""
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    while "//" in path:
+        path = path.replace("//", "/")
+    segments = path.split("/")
+    out: list[str] = []
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == ".":
+            if last:
+                out.append("")
+        elif segment == "..":
+            if len(out) > 1:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    result = "/".join(out)
+    return result if result.startswith("/") else "/" + result
+
+
+def path_admits(rule: str, path: str) -> bool:
+    """A path rule admits whole segments: ``/status`` admits exactly ``/status`` and anything under
+    ``/status/``, not ``/statusadmin``; a rule ending in "/" admits everything it is a prefix of.
+    ``path`` is normalized first (``normalize_path``)."""
+    canonical = normalize_path(path)
+    if rule.endswith("/"):
+        return canonical.startswith(rule)
+    return canonical == rule or canonical.startswith(rule + "/")
+
+
 def _admits_request(grant: Grant, path: str | None, method: str | None) -> bool:
-    if grant.paths and (path is None or not any(path.startswith(prefix) for prefix in grant.paths)):
+    if grant.paths and (path is None or not any(path_admits(rule, path) for rule in grant.paths)):
         return False
     return not (grant.methods and (method is None or method.upper() not in grant.methods))
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nodeagent.client import ControllerClient
     from nodeagent.identity import NodeIdentityFiles, NodeSvid
-    from nodeagent.supervisor import Supervisor
+    from nodeagent.supervisor import RunAs, Supervisor
 
 LOG = logging.getLogger("edgectl.agent")
 
@@ -84,7 +84,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: that host; localhost for a Unix socket)",
     )
     parser.add_argument("--envoy", metavar="PATH", help="the Envoy binary (default: the one beside this python)")
+    parser.add_argument(
+        "--run-as",
+        metavar="USER",
+        help="the user the apps run as (default: nobody when the agent runs as root, else the agent's own user)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def resolve_run_as(name: str | None) -> RunAs | None:
+    """``--run-as``: the user the apps run as; None: the agent's own user (no switch). Default: ``nobody``
+    when the agent is root (never root: the node key is root's), else the agent's own user. ValueError
+    for a user this system does not know, or a switch only root may make."""
+    import pwd
+
+    from nodeagent.supervisor import RunAs
+
+    if name is None:
+        if os.geteuid() != 0:
+            return None
+        name = "nobody"
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise ValueError(f"--run-as {name}: no such user on this system") from None
+    if entry.pw_uid == os.geteuid():
+        return None
+    if os.geteuid() != 0:
+        raise ValueError(f"--run-as {name}: only an agent running as root can start apps as another user")
+    return RunAs(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
 
 def register(subparsers: Any) -> None:
@@ -150,6 +178,7 @@ class Agent:
                 raise ValueError(f"--envoy {envoy}: not an executable file")
             # EnvoySidecar looks the binary up by name; the agent runs exactly --envoy (see SidecarSettings).
             os.environ["PATH"] = f"{envoy.resolve().parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        self.run_as = resolve_run_as(args.run_as)
         self.stop = threading.Event()
         self._watch_call: Any = None
 
@@ -301,6 +330,7 @@ class Agent:
             drain_s=self.args.drain_s,
             report=self._report,
             identity=lambda: (self.svid.spiffe_id, self.svid.not_after),
+            run_as=self.run_as,
         ).start()
         threads = [
             threading.Thread(target=self._watch_forever, name="agent-watch", daemon=True),

@@ -216,14 +216,20 @@ class NodeContext:
     work_root: str
 
     def work_dir(self, workload_id: str) -> str:
+        """The agent's files of a workload (its sidecar's bootstrap and admin socket, the logs)."""
         return f"{self.work_root.rstrip('/')}/w/{workload_id}"
+
+    def app_dir(self, workload_id: str) -> str:
+        """The app's own directory (``{work_dir}``, its HOME and cwd): beside the agent's work directory,
+        not in it, so that the app, running as another user, reaches none of the node's keys or sockets."""
+        return f"{self.work_root.rstrip('/')}-apps/{workload_id}"
 
 
 def _start(spec: WorkloadSpec, context: NodeContext, why: str) -> Action:
     if not spec.run:
         return Start(spec, None, why)
     try:
-        command = render_command(spec, context.node, context.python, context.work_dir(spec.id))
+        command = render_command(spec, context.node, context.python, context.app_dir(spec.id))
     except TemplateError as exc:
         return Refuse(spec, str(exc))
     return Start(spec, command, why)

@@ -6,7 +6,10 @@ runs is still alive, asks the plan what to do and does it. A start waits for the
 ``APP_START_TIMEOUT_S``), so it runs on a thread of its own and posts its outcome back to the loop.
 
 Per workload, in ``<work-dir>/w/<id>/``: ``app.log`` (the app's stdout and stderr), the sidecar's
-``bootstrap.json`` and ``envoy.log``, and its admin API on ``admin.sock``. The app runs in its own
+``bootstrap.json`` and ``envoy.log``, and its admin API on ``admin.sock``. The work directory is the
+agent's alone (0700: the node key is there too); the app runs as ``run_as`` (``--run-as``) with only
+PATH, LANG, PYTHONPATH, HOME and its own variables, in ``<work-dir>-apps/<id>/`` (``{work_dir}``, owned
+by that user, 0700). The app runs in its own
 process group (stopped as a group); the sidecar's xDS channel presents the node SVID from the node's SDS
 file, so the controller serves it only while the workload is placed on this node.
 ``<work-dir>/status.json`` says what runs, rewritten atomically on each change.
@@ -19,9 +22,11 @@ import json
 import logging
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -59,6 +64,66 @@ class SidecarSettings:
     envoy: str = ""
     """The Envoy binary ("": the one beside this interpreter, or on PATH)."""
     log_level: str = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class RunAs:
+    """The user the apps run as (``--run-as``): never the agent's own root, which holds the node key."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+APP_ENV_PASSED = ("PATH", "LANG", "PYTHONPATH")
+"""The only variables of the agent's environment an app inherits (when set)."""
+
+
+def app_environment(
+    agent_env: dict[str, str], own: Iterable[tuple[str, str]], home: str, code_root: str = ""
+) -> dict[str, str]:
+    """An app's environment: PATH, LANG and PYTHONPATH of the agent's, HOME (its own directory), then the
+    service's ``env`` and the agent's EDGECTL_* values (``own``). Nothing else of the agent's: its
+    environment may hold what the app must not see. ``code_root`` (where the agent's own packages are)
+    ends PYTHONPATH, so ``{python} -m module`` finds what the agent finds although the app's cwd is
+    its own directory."""
+    env = {name: agent_env[name] for name in APP_ENV_PASSED if name in agent_env}
+    if code_root:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH", ""), code_root) if p)
+    env["HOME"] = home
+    env.update(own)
+    return env
+
+
+def warn_if_closed(directory: Path, run_as: RunAs) -> None:
+    """Say so when ``run_as`` cannot pass through a directory above the apps' own (no x bit for it): an
+    app still starts in its directory, but cannot reach it by path ({work_dir}, HOME)."""
+    for above in [directory.absolute(), *directory.absolute().parents]:
+        try:
+            info = above.stat()
+        except OSError:
+            continue
+        bit = 0o100 if info.st_uid == run_as.uid else 0o010 if info.st_gid == run_as.gid else 0o001
+        if not info.st_mode & bit:
+            LOG.warning(
+                "%s does not let %s through: its apps cannot reach their own directories by path ({work_dir})",
+                above,
+                run_as.name,
+            )
+            return
+
+
+def switch_user_argv(run_as: RunAs) -> list[str]:
+    """The command prefix that runs the rest as ``run_as``, with no supplementary groups: util-linux's
+    ``setpriv`` when installed, else this interpreter doing the same (setgroups, setgid, setuid, exec)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        return [setpriv, f"--reuid={run_as.uid}", f"--regid={run_as.gid}", "--clear-groups", "--"]
+    code = (
+        "import os, sys; os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1])); "
+        "os.execvp(sys.argv[3], sys.argv[3:])"
+    )
+    return [sys.executable, "-c", code, str(run_as.uid), str(run_as.gid)]
 
 
 @dataclass(slots=True)
@@ -116,8 +181,11 @@ class Supervisor:
         identity: Callable[[], tuple[str, float]] = lambda: ("", 0.0),
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        run_as: RunAs | None = None,
     ) -> None:
         self.context = context
+        self.run_as = run_as
+        """None: the apps run as the agent's own user."""
         self.sidecars = sidecars
         self.drain_s = drain_s
         self.report = report or (lambda _id, _healthy, _reason: None)
@@ -144,6 +212,10 @@ class Supervisor:
 
     def start(self) -> Supervisor:
         self.work_root.mkdir(parents=True, exist_ok=True)
+        # The node key, the SDS file and the sidecars' admin sockets live here: the agent's alone.
+        os.chmod(self.work_root, 0o700)
+        if self.run_as is not None:
+            warn_if_closed(Path(self.context.app_dir("x")).parent.parent, self.run_as)
         stop_leftovers(self.status_path, self.work_root)
         self._write_status()
         self._thread = threading.Thread(target=self._loop, name="agent-supervisor", daemon=True)
@@ -337,7 +409,7 @@ class Supervisor:
             )
         processes = Processes(None, None, self.wall_clock())
         if command is not None:
-            processes.app = self._start_app(spec, command, work_dir)
+            processes.app = self._start_app(spec, command, work_dir, self._app_dir(spec.id))
             try:
                 wait_listening(processes.app, spec.app_host, spec.port, APP_START_TIMEOUT_S, self._closing)
             except RuntimeError as exc:
@@ -356,29 +428,49 @@ class Supervisor:
             raise StartFailed(f"cannot start its sidecar: {exc}", processes) from None
         return processes
 
-    def _start_app(self, spec: p.WorkloadSpec, command: p.Command, work_dir: Path) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        env.update(command.env)
-        env.update(
-            EDGECTL_WORKLOAD=spec.id,
-            EDGECTL_SERVICE=spec.service,
-            EDGECTL_NODE=self.context.node,
-            EDGECTL_PORT=str(spec.port),
-            EDGECTL_APP_HOST=spec.app_host,
-            EDGECTL_SPIFFE_ID=spec.spiffe_id,
-            EDGECTL_WORK_DIR=str(work_dir),
-        )
+    def _app_dir(self, workload_id: str) -> Path:
+        """The app's own directory, owned by the user it runs as, 0700; its parent lets others through
+        but not list it."""
+        app_dir = Path(self.context.app_dir(workload_id))
+        app_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(app_dir.parent, 0o711)
+        app_dir.mkdir(exist_ok=True)
+        if self.run_as is not None:
+            os.chown(app_dir, self.run_as.uid, self.run_as.gid)
+        os.chmod(app_dir, 0o700)
+        return app_dir
+
+    def _start_app(
+        self, spec: p.WorkloadSpec, command: p.Command, work_dir: Path, app_dir: Path
+    ) -> subprocess.Popen[bytes]:
+        own = [
+            *command.env,
+            ("EDGECTL_WORKLOAD", spec.id),
+            ("EDGECTL_SERVICE", spec.service),
+            ("EDGECTL_NODE", self.context.node),
+            ("EDGECTL_PORT", str(spec.port)),
+            ("EDGECTL_APP_HOST", spec.app_host),
+            ("EDGECTL_SPIFFE_ID", spec.spiffe_id),
+            ("EDGECTL_WORK_DIR", str(app_dir)),
+        ]
+        env = app_environment(dict(os.environ), own, str(app_dir), str(Path(p.__file__).resolve().parents[1]))
+        argv = list(command.argv)
+        if self.run_as is not None:
+            # Not Popen(user=, group=): those make CPython fork() instead of vfork(), and a fork of this
+            # multi-threaded gRPC process can crash the child. The switch is made by a small exec wrapper.
+            argv = [*switch_user_argv(self.run_as), *argv]
         with open(work_dir / "app.log", "ab") as log:
             try:
                 return subprocess.Popen(
-                    list(command.argv),
+                    argv,
                     env=env,
+                    cwd=app_dir,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
                 )
-            except OSError as exc:
+            except (OSError, subprocess.SubprocessError) as exc:
                 raise StartFailed(
                     f"cannot run {command.argv[0]!r}: {exc}", Processes(None, None, self.wall_clock())
                 ) from None

@@ -1,5 +1,6 @@
 """Which SVIDs should exist, and keeping them so: issue for new subjects, rotate before expiry, forget
-removed ones, force a rotation when a key is compromised.
+removed ones (their certificates are revoked: the key was handed out, so it is not left to expire),
+force a rotation when a key is compromised.
 
 Pure core, thin shell: ``plan_identities`` decides (a pure function of the wanted identities, the
 current certificates, the revocations and ``now``); ``IdentityManager`` applies a plan with an injected
@@ -272,9 +273,12 @@ class IdentityManager:
                 failed.append((subject, str(exc)))  # keep the old certificate (if any) while it lasts
                 continue
             issued.append((subject, spiffe_id, why))
+        # A dropped subject's certificate is revoked, not left to expire: its key was served to a
+        # sidecar (and the node agent that ran it), and whoever still holds it must not be trusted.
+        dropped = [old.identities[subject].info for subject, _why in plan.drop if subject in old.identities]
         for subject, _why in plan.drop:
             identities.pop(subject, None)
-        revocations = old.revocations.pruned(now)
+        revocations = old.revocations.revoke_certificates(dropped).pruned(now)
         if issued or plan.drop or revocations is not old.revocations:
             self._snapshot = IdentitySnapshot(old.version + 1, frozen_map(identities), old.bundle_pem, revocations)
         return IdentityChanges(tuple(issued), plan.drop, plan.refused, tuple(failed), self._snapshot)

@@ -246,6 +246,9 @@ def setup() -> Iterator[Setup]:
     port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
     work_dir = Path(tempfile.mkdtemp(prefix="ea-"))  # short: admin.sock paths stay under 107 bytes
+    # As under /var/lib: the directory holding the agent's work dir lets the apps' user (nobody, when
+    # the tests run as root) through to their own directories beside it; mkdtemp's does not.
+    work_dir.chmod(0o755)
     bundle = work_dir / "ca-bundle.pem"
     bundle.write_text(ca.bundle_pem)
     state = Setup(controller, f"127.0.0.1:{port}", bundle, work_dir / "agent")
@@ -499,3 +502,59 @@ def test_an_app_that_never_listens_is_retried_with_backoff_and_sigterm_marks_it_
     agent.send_signal(signal.SIGTERM)
     assert agent.wait(30) == 0
     assert setup.workload("web-1")["state"] == "stopped"  # not left saying crashed (or starting)
+
+
+PROBE = """
+import errno, json, os, socket, sys
+found = dict(uid=os.getuid(), env=sorted(os.environ), home=os.environ.get("HOME"), cwd=os.getcwd())
+for path in sys.argv[1:4]:
+    try:
+        open(path, "rb").read(1)
+        found[path] = "read"
+    except OSError as exc:
+        found[path] = errno.errorcode.get(exc.errno, str(exc.errno))
+admin = socket.socket(socket.AF_UNIX)
+try:
+    admin.connect(sys.argv[4])
+    found["admin"] = "connected"
+except OSError as exc:
+    found["admin"] = errno.errorcode.get(exc.errno, str(exc.errno))
+open("mine.txt", "w").write("ok")
+print("PROBE " + json.dumps(found), flush=True)
+os.execv(sys.executable, [sys.executable, "-m", "http.server", "--bind", sys.argv[5], sys.argv[6]])
+"""
+
+
+def test_an_app_runs_as_another_user_and_reaches_neither_the_node_key_nor_the_agents_environment(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("the agent separates the apps' user only when it runs as root")
+    nobody = pwd.getpwnam("nobody")
+    monkeypatch.setenv("AGENT_ONLY_SECRET", "not for apps")
+    port, other_port = free_port(), free_port()
+    setup.controller.place(http_server("web-0", other_port))  # another workload's sidecar: its admin socket
+    keys = [str(setup.work_dir / name) for name in ("node.key", "node.sds.json", "status.json")]
+    admin = str(setup.work_dir / "w" / "web-0" / "admin.sock")
+    run = ("{python}", "-c", PROBE, *keys, admin, "{host}", "{port}")
+    setup.controller.place(http_server("web-1", port, run=run))
+    setup.start_agent()  # as root, no --run-as: the apps run as nobody
+    setup.wait_state("web-0", "running")
+    entry = setup.wait_state("web-1", "running")
+    log = (setup.work_dir / "w" / "web-1" / "app.log").read_text()
+    assert wait_until(lambda: answers(port), 15, what="the app answers"), log
+    found = json.loads(log.split("PROBE ", 1)[1].splitlines()[0])
+    assert found["uid"] == nobody.pw_uid
+    assert {found[k] for k in keys} == {"EACCES"}, found  # the work dir is root's, 0700
+    assert found["admin"] == "EACCES", found
+    assert "AGENT_ONLY_SECRET" not in found["env"] and "EDGECTL_WORKLOAD" in found["env"]
+    assert set(found["env"]) <= {"PATH", "LANG", "PYTHONPATH", "HOME", "WHERE", "LC_CTYPE"} | {
+        name for name in found["env"] if name.startswith("EDGECTL_")
+    }
+    app_dir = setup.work_dir.parent / "agent-apps" / "web-1"
+    assert found["home"] == found["cwd"] == str(app_dir)
+    assert app_dir.stat().st_uid == nobody.pw_uid and app_dir.stat().st_mode & 0o777 == 0o700
+    assert (app_dir / "mine.txt").read_text() == "ok"  # its own directory is writable
+    assert Path(f"/proc/{entry['app_pid']}/status").read_text().count(f"\t{nobody.pw_uid}\t") >= 1

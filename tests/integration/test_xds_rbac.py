@@ -130,6 +130,17 @@ def test_allow_from_is_enforced_by_the_callee_sidecar_and_denials_reach_the_cont
         assert mtls_get(*inbound, files, "/cart") == 403
         assert m.node_view("web-1")["types"]["lds"]["nacks"] == 0
 
+        # A path rule admits whole segments of the normalized path, however the request spells it.
+        assert mtls_get(*inbound, files, "/status") == 200
+        assert mtls_get(*inbound, files, "/status?verbose=1") == 200
+        assert mtls_get(*inbound, files, "/status//x/./y") == 200
+        assert mtls_get(*inbound, files, "/statusadmin") == 403
+        assert mtls_get(*inbound, files, "/status/../cart") == 403
+        assert mtls_get(*inbound, files, "/status/x/../../cart") == 403
+        assert mtls_get(*inbound, files, "/status%2F..%2Fcart") in (400, 403)
+        assert mtls_get(*inbound, files, "/status%2f..%2fcart") in (400, 403)
+        assert mtls_get(*inbound, files, "/status%5C..%5Ccart") in (400, 403)
+
 
 def test_tcp_service_closes_the_connection_of_a_caller_not_admitted(tmp_path: Path) -> None:
     from pki.ca import CertificateAuthority

@@ -128,7 +128,8 @@ def test_a_bad_placeholder_refuses_the_workload_and_never_raises() -> None:
 def test_a_placed_workload_is_started_with_its_command_in_its_own_directory() -> None:
     spec = WorkloadSpec("web-1", "web", 8080, run=("{python}", "{work_dir}"))
     (action,) = plan({"web-1": spec}, {}, 0.0, 1.0, CONTEXT)
-    assert action == Start(spec, Command(("/venv/bin/python", "/var/agent/w/web-1"), ()), "placed")
+    # Its own directory is beside the agent's work directory (the node key's), not inside it.
+    assert action == Start(spec, Command(("/venv/bin/python", "/var/agent-apps/web-1"), ()), "placed")
 
 
 def test_a_service_without_run_gets_its_sidecar_only() -> None:
@@ -219,3 +220,36 @@ def test_a_start_that_fails_counts_as_a_crash() -> None:
     instance = crashed(starting(WEB, 0.0), 10.0, "app did not listen within 10 s")
     instance = crashed(starting(WEB, instance.restart_at, instance), 20.0, "again")
     assert instance.failures == 2 and instance.restart_at == 21.0
+
+
+def test_an_apps_environment_is_its_own_not_the_agents() -> None:
+    from nodeagent.supervisor import app_environment
+
+    agent = {"PATH": "/bin", "LANG": "C.UTF-8", "SECRET": "x", "EDGECTL_JOIN_TOKEN": "t", "PYTHONPATH": "/a"}
+    env = app_environment(agent, [("WHERE", "here"), ("EDGECTL_WORKLOAD", "web-1")], "/apps/web-1", "/code")
+    assert env == {
+        "PATH": "/bin",
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": "/a:/code",
+        "HOME": "/apps/web-1",
+        "WHERE": "here",
+        "EDGECTL_WORKLOAD": "web-1",
+    }
+
+
+def test_run_as_names_a_known_user_and_root_defaults_to_nobody() -> None:
+    import os
+    import pwd
+
+    import pytest
+
+    from nodeagent.main import resolve_run_as
+
+    with pytest.raises(ValueError, match="no such user"):
+        resolve_run_as("no-such-user-here")
+    if os.geteuid() == 0:
+        nobody = resolve_run_as(None)
+        assert nobody is not None and nobody.uid == pwd.getpwnam("nobody").pw_uid
+        assert resolve_run_as("root") is None  # explicitly the agent's own user: no switch
+    else:
+        assert resolve_run_as(None) is None

@@ -178,3 +178,39 @@ def test_bad_and_oversized_input_is_bounded(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(access_log, "MAX_MESSAGE_BYTES", 100)
     run(servicer(recorder, callbacks), [message("cart-1", *[http_entry()] * 5)], Context())
     assert len(recorder.records) == 3 and callbacks.entries["dropped"] == 7
+
+
+def test_a_stream_without_a_client_certificate_is_refused_when_there_is_an_authorizer() -> None:
+    recorder, callbacks = Recorder(), Callbacks()
+    anonymous = Context(certificate=None)
+    run(servicer(recorder, callbacks, lambda _node, _certificate: None), [message("cart-1", http_entry())], anonymous)
+    assert anonymous.aborted is not None and anonymous.aborted[0] == grpc.StatusCode.PERMISSION_DENIED
+    assert recorder.records == []
+
+
+def test_an_open_stream_is_ended_when_a_model_change_withdraws_its_authorization() -> None:
+    recorder, callbacks = Recorder(), Callbacks()
+    allowed = {"cart-1"}
+    log = servicer(recorder, callbacks, lambda node, _c: None if node in allowed else f"{node} is not yours")
+    context = Context(certificate=b"PEM")
+
+    async def go() -> None:
+        more: asyncio.Queue[Any] = asyncio.Queue()
+        await more.put(message("cart-1", http_entry()))
+
+        async def messages() -> AsyncIterator[Any]:
+            while (item := await more.get()) is not None:
+                yield item
+
+        call = asyncio.create_task(log.stream_access_logs(messages(), context))  # type: ignore[arg-type]
+        while not recorder.records:
+            await asyncio.sleep(0.01)
+        allowed.clear()  # the workload left the node
+        log.open_streams.recheck_all()
+        with contextlib.suppress(grpc.aio.AbortError):
+            await asyncio.wait_for(call, 10)
+
+    asyncio.run(go())
+    assert context.aborted is not None and context.aborted[0] == grpc.StatusCode.PERMISSION_DENIED
+    assert len(recorder.records) == 1 and callbacks.streams == 0
+    assert len(log.open_streams) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 import pytest
 from envoy.config.rbac.v3 import rbac_pb2
@@ -90,13 +91,24 @@ def test_each_grant_is_a_policy_on_the_peer_spiffe_id() -> None:
         assert [p.any for p in policy.permissions] == [True]
 
 
-def test_paths_are_ored_prefixes_anded_with_ored_methods() -> None:
-    rule = AllowRule(host=HostId("u1"), paths=("/status", "/health"), methods=("GET", "HEAD"))
+def matched_paths(rules: list[Any]) -> list[tuple[str, str]]:
+    return [(p.url_path.path.exact, p.url_path.path.prefix) for p in rules]
+
+
+def test_paths_are_ored_whole_segments_anded_with_ored_methods() -> None:
+    rule = AllowRule(host=HostId("u1"), paths=("/status", "/health", "/api/"), methods=("GET", "HEAD"))
     rules = http_rbac(inbound(placed(rule)))
     assert rules is not None
     (permission,) = rules.policies["allow_from[0]"].permissions
     paths, methods = permission.and_rules.rules
-    assert [p.url_path.path.prefix for p in paths.or_rules.rules] == ["/status", "/health"]
+    # "/status": exactly it or what is under "/status/" (not "/statusadmin"); "/api/": a plain prefix.
+    assert matched_paths(paths.or_rules.rules) == [
+        ("/status", ""),
+        ("", "/status/"),
+        ("/health", ""),
+        ("", "/health/"),
+        ("", "/api/"),
+    ]
     assert [(m.header.name, m.header.string_match.exact) for m in methods.or_rules.rules] == [
         (":method", "GET"),
         (":method", "HEAD"),
@@ -104,7 +116,13 @@ def test_paths_are_ored_prefixes_anded_with_ored_methods() -> None:
     only_paths = http_rbac(inbound(placed(AllowRule(host=HostId("u1"), paths=("/status",)))))
     assert only_paths is not None
     (single,) = only_paths.policies["allow_from[0]"].permissions
-    assert single.url_path.path.prefix == "/status"
+    assert matched_paths(single.or_rules.rules) == [("/status", ""), ("", "/status/")]
+
+
+def test_inbound_paths_are_normalized_before_the_rules_see_them() -> None:
+    manager = http_manager(inbound(placed(AllowRule(host=HostId("u1"), paths=("/status",)))))
+    assert manager.normalize_path.value and manager.merge_slashes
+    assert manager.path_with_escaped_slashes_action == manager.REJECT_REQUEST
 
 
 def test_default_deny_without_grants_is_rbac_that_admits_nobody() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from netmodel.authorization import decide, service_policy
+from netmodel.authorization import decide, normalize_path, path_admits, service_policy
 from netmodel.ids import HostId, NodeId, PortNo, ServiceName, SiteId, SpiffeId, SwitchId, WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import (
@@ -99,3 +99,18 @@ def test_spiffe_prefix_rule() -> None:
     )
     policy = service_policy(s, ServiceName("cart"), TD)
     assert policy.grants[0].principal.prefix and policy.grants[0].source_ips == ("10.0.0.2",)
+
+
+def test_path_rules_admit_whole_segments_of_the_normalized_path() -> None:
+    policy = service_policy(state(), ServiceName("cart"), TD)
+    u1 = host_spiffe_id(TD, "u1")
+    admitted = ["/status", "/status/", "/status/x", "/status?v=1", "/status//x/./y", "//status", "/x/../status"]
+    refused = ["/statusadmin", "/status/../cart", "/status/x/../../cart", "/status%2F..%2Fcart", "/stat", "/"]
+    assert [p for p in admitted if not decide(policy, u1, path=p, method="GET").allowed] == []
+    assert [p for p in refused if decide(policy, u1, path=p, method="GET").allowed] == []
+
+
+def test_a_path_rule_ending_in_a_slash_is_a_plain_prefix() -> None:
+    assert path_admits("/api/", "/api/v1") and not path_admits("/api/", "/api")
+    assert path_admits("/api", "/api") and not path_admits("/api", "/apiv1")
+    assert normalize_path("/a/b/../../../c") == "/c" and normalize_path("/a/./b/.") == "/a/b/"

@@ -153,6 +153,21 @@ def test_removed_subjects_are_dropped() -> None:
     assert set(manager.snapshot.identities) == {"web-1"}
 
 
+def test_a_removed_subjects_certificate_is_revoked_not_left_to_expire() -> None:
+    manager = IdentityManager(FakeIssuer(policy=POLICY))
+    manager.reconcile({"web-1": A, "api-1": B}, NOW)
+    gone = manager.snapshot.identities["api-1"].info
+    kept = manager.snapshot.identities["web-1"].info
+    manager.reconcile({"web-1": A}, NOW + 1)
+    revocations = manager.snapshot.revocations
+    assert revocations.reason_revoked(gone.serial, B) is not None
+    assert revocations.reason_revoked(kept.serial, A) is None
+    assert B not in revocations.identities  # the identity may be issued again (a new certificate)
+    manager.reconcile({"web-1": A, "api-1": B}, NOW + 2)
+    again = manager.snapshot.identities["api-1"].info
+    assert again.serial != gone.serial and manager.snapshot.revocations.reason_revoked(again.serial, B) is None
+
+
 def test_forced_rotation_replaces_and_revokes_the_old_certificate() -> None:
     manager = IdentityManager(FakeIssuer(policy=POLICY))
     manager.reconcile({"web-1": A, "web-1b": A, "api-1": B}, NOW)
