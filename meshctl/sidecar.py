@@ -70,6 +70,21 @@ class _UnixHttpConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def unix_admin(socket_path: str, path: str, timeout: float = 2.0, method: str = "GET") -> str:
+    """``method`` ``path`` on an Envoy admin API listening on a Unix socket (a sidecar of this process
+    or one a node agent runs: ``w/<id>/admin.sock``); OSError when it does not answer or answers >= 400."""
+    connection = _UnixHttpConnection(socket_path, timeout)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        body = response.read().decode()
+        if response.status >= 400:
+            raise OSError(f"envoy admin {path}: HTTP {response.status}: {body[:200]}")
+        return body
+    finally:
+        connection.close()
+
+
 Popen = Callable[..., "subprocess.Popen[bytes]"]
 
 
@@ -140,16 +155,7 @@ class EnvoySidecar:
             request = urllib.request.Request(url, method=method)
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return str(response.read().decode())
-        connection = _UnixHttpConnection(self.admin_socket, timeout)
-        try:
-            connection.request(method, path)
-            response = connection.getresponse()
-            body = response.read().decode()
-            if response.status >= 400:
-                raise OSError(f"envoy admin {path}: HTTP {response.status}: {body[:200]}")
-            return body
-        finally:
-            connection.close()
+        return unix_admin(self.admin_socket, path, timeout, method)
 
     def admin_or_none(self, path: str, timeout: float = 1.0) -> str | None:
         try:

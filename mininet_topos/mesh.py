@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from meshctl.bootstrap import XdsClientTls, render_bootstrap
-from meshctl.sidecar import EnvoySidecar, stop_process
+from meshctl.sidecar import EnvoySidecar, stop_process, unix_admin
 from mininet_topos.loadgen import Record, parse_record
 
 CHECKOUT = str(Path(__file__).resolve().parents[1])
@@ -151,25 +150,7 @@ class MeshTestbed:
 def admin_get(socket_path: str | Path, path: str, timeout: float = 1.0) -> str | None:
     """GET ``path`` from the Envoy admin API on a Unix socket (a node agent's ``w/<id>/admin.sock``); None
     when it does not answer (the sidecar is gone or not up yet)."""
-    connection = _UnixHttp(str(socket_path), timeout)
     try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        body = response.read().decode(errors="replace")
-        return body if response.status < 400 else None
+        return unix_admin(str(socket_path), path, timeout)
     except (OSError, http.client.HTTPException):
         return None
-    finally:
-        connection.close()
-
-
-class _UnixHttp(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
