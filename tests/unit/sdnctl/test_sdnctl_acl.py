@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+import pytest
 from sdnctl_helpers import apply_delta_to, fabric, live
 
 from netmodel import events as ev
@@ -305,6 +306,30 @@ def test_a_changed_cookie_is_an_add_and_changed_actions_of_the_same_cookie_a_mod
     assert diff_switch(SwitchConfig(frozenset({flow})), SwitchConfig(frozenset({rerouted}))) == SwitchDelta(
         modify_flows=(rerouted,)
     )
+
+
+def test_a_policy_change_whose_round_failed_is_applied_by_the_next_round(monkeypatch) -> None:
+    box = [world()]
+    engine, switches = engine_on(box, monkeypatch)
+    real = engine_module.recompile_switches
+    calls = []
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("recompile failed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "recompile_switches", fails_once)
+    box[0] = allow(box[0], "web", AllowRule(host=HostId("u2")))
+    with pytest.raises(RuntimeError):
+        engine._converge()
+    engine._converge()  # the engine's loop runs the next round
+    assert len(calls) == 2
+    assert engine._compiled[A].config.flows >= set(engine.acl.flows(A)), "the new ACL is in the tables"
+    assert switches.tables[A].flows == engine._compiled[A].config.flows, "and on the switch"
+    to_web = [dict(f.match) for f in switches.tables[A].flows if dict(f.match).get("tcp_dst") == 8080]
+    assert sorted(m["ipv4_src"] for m in to_web) == ["10.0.0.1", "10.0.0.11"], "u2 admitted, u1 no longer"
 
 
 def test_a_move_recompiles_the_drops_and_routes_stay(monkeypatch) -> None:
