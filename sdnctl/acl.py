@@ -7,12 +7,16 @@ still cannot reach a service's port. Per edge port (a switch port on no link of 
   file declares one) gets a **source guard**: IPv4 from X (and M) and ARP claiming X (from M) go on;
   any other IPv4 or ARP from the port is dropped, so nobody there sends as another endpoint. Then,
   for every placed service instance (node address D, instance port) whose policy does not admit X
-  (``netmodel.authorization``: X is not a source address of a grant), ``tcp, ipv4_src=X,
-  ipv4_dst=D, tcp_dst=port`` is dropped.
+  (``netmodel.authorization``: X is not a source address of a grant), a connection attempt
+  ``tcp, ipv4_src=X, ipv4_dst=D, tcp_dst=port, tcp_flags=+syn-ack`` is dropped.
 - any other edge port (a learned host, nothing known) has no identity, so no grant: TCP to every
   service instance is dropped, and so is IPv4 or ARP claiming a declared endpoint's address.
 
-Only TCP to service instances is filtered: pings, ARP, LLDP and anything else keep working. With the
+Only TCP connection attempts (SYN without ACK) to service instances are filtered: a caller not
+admitted never gets a connection, while connections already established live on (a caller's
+instance draining after its node stopped being admitted, a reply whose ephemeral port happens to
+equal a service port; the sidecars' RBAC still judges every request). Pings, ARP, LLDP and anything
+else keep working. With the
 fabric's default ``allow`` nothing is dropped by policy (the guards stay). An instance called from its
 own node crosses no switch (its sidecar enforces that). Everything is derived from addresses and
 ports, so a restarted controller computes the flows a switch already holds; a move recompiles the
@@ -53,6 +57,9 @@ PRIORITY_DENY = 300
 PRIORITY_GUARD_PASS = 200
 PRIORITY_GUARD_DROP = 100
 IP_PROTO_TCP = 6
+# A TCP connection attempt: SYN set, ACK clear (the ONF extension field of OpenFlow 1.3, value/mask
+# as OVS reports it back in flow stats, so the drift check reads what was compiled).
+TCP_FLAGS_SYN_ONLY = ("tcp_flags", (0x002, 0x012))
 ENTRY_PREFIX = "acl:"  # a switch's ACL entries are keyed acl:<port>, beside the route entries (by IP)
 GOTO_FORWARD = (("goto", TABLE_FORWARD),)
 DROP: tuple[tuple[str, int], ...] = ()
@@ -217,6 +224,7 @@ def _tcp_to(port: int, target: Target, *source: MatchField) -> tuple[MatchField,
         ("ip_proto", IP_PROTO_TCP),
         ("ipv4_dst", target.ip),
         ("tcp_dst", target.port),
+        TCP_FLAGS_SYN_ONLY,
         *source,
     )
 

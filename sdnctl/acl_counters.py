@@ -1,7 +1,7 @@
 """From the ACL drop flows' packet counters to denials and spoofing reports. Pure.
 
-The OpenFlow adapter reads the packet count of every ACL flow (cookie ``0xec03...``) on each
-port-stats poll; ``DropCounters.update`` turns two readings of a switch into the packets dropped in
+The OpenFlow adapter reads the packet count of every ACL drop flow (policy drops and guard drops,
+by cookie) on each port-stats poll; ``DropCounters.update`` turns two readings of a switch into the packets dropped in
 between, per flow. The first reading of a switch (this controller just started, or the switch just
 connected) is the baseline: packets dropped before are not reported again. A flow that appeared
 between two readings counts from zero, and one whose counter went backwards (re-added) starts over.

@@ -109,6 +109,9 @@ class RouteEngine:
         self.acl: AclTables = EMPTY
         """The ingress policy for the current model (sdnctl/acl.py), for readers on other threads."""
         self._acl_inputs: tuple[object, ...] | None = None
+        # The ACL whose entries ``_compiled`` holds: set only once they are in, so a round that failed
+        # half-way (a recompile raising) applies the ACL again on the next round.
+        self._acl_applied: AclTables = EMPTY
         self._drop_counters = DropCounters()
         self.spoofing = SpoofReports()
         self._counters_lock = threading.Lock()
@@ -239,7 +242,6 @@ class RouteEngine:
         previous = self.plan
         started = time.perf_counter()
         plan = compute_routes(state, previous=previous)
-        acl_before = self.acl
         acl = self._acl_for(state)
         deltas: dict[SwitchId, SwitchDelta] = {}
         if previous is not None and previous.switches == plan.switches and previous.endpoints == plan.endpoints:
@@ -251,7 +253,7 @@ class RouteEngine:
                 if self._installed.get(dpid) is self._compiled.get(dpid):
                     deltas[dpid] = delta
                 self._compiled[dpid] = compiled
-            if acl is not acl_before:
+            if acl is not self._acl_applied:
                 # A policy change, a placement, a move: only the ACL entries that changed.
                 for dpid in plan.switches:
                     old = self._compiled.get(dpid)
@@ -269,6 +271,7 @@ class RouteEngine:
             self._compiled = {
                 dpid: with_acl(compiled, acl.entries.get(dpid, {}))[0] for dpid, compiled in compile_all(plan).items()
             }
+        self._acl_applied = acl
         self.plan = plan
         # One reference, swapped whole: a reader on another thread (a desired-state plan) never sees a
         # plan with half of its tables recompiled.

@@ -321,7 +321,7 @@ def _diff_entries(old: Iterable[Entry], new: Iterable[Entry]) -> SwitchDelta:
             before = {f.key: f for f in old_flows}
             for flow in new_flows:
                 previous = before.pop(flow.key, None)
-                if previous is None:
+                if _replaces(previous, flow):
                     add_flows.append(flow)
                 elif previous != flow:
                     modify_flows.append(flow)
@@ -334,6 +334,14 @@ def _diff_entries(old: Iterable[Entry], new: Iterable[Entry]) -> SwitchDelta:
         delete_flows=tuple(sorted(delete_flows)),
         delete_groups=tuple(sorted(g for g in delete_groups if g is not None)),
     )
+
+
+def _replaces(current: FlowSpec | None, flow: FlowSpec) -> bool:
+    """Whether ``flow`` is sent as an add rather than a modify: a new key, or a new cookie. A
+    MODIFY_STRICT in OpenFlow 1.3 keeps the entry's cookie (OVS does), so a changed cookie would read
+    back as the old one and the drift check would heal it forever; an ADD of an existing key replaces
+    the entry in one step (no gap in between, unlike a delete and an add)."""
+    return current is None or current.cookie != flow.cookie
 
 
 def diff_switch(current: SwitchConfig, desired: SwitchConfig) -> SwitchDelta:
@@ -350,8 +358,8 @@ def diff_switch(current: SwitchConfig, desired: SwitchConfig) -> SwitchDelta:
     return SwitchDelta(
         add_groups=tuple(sorted(g for gid, g in new_groups.items() if gid not in cur_groups)),
         modify_groups=tuple(sorted(g for gid, g in new_groups.items() if gid in cur_groups)),
-        add_flows=tuple(sorted(f for k, f in new_flows.items() if k not in cur_flows)),
-        modify_flows=tuple(sorted(f for k, f in new_flows.items() if k in cur_flows)),
+        add_flows=tuple(sorted(f for k, f in new_flows.items() if _replaces(cur_flows.get(k), f))),
+        modify_flows=tuple(sorted(f for k, f in new_flows.items() if not _replaces(cur_flows.get(k), f))),
         delete_flows=tuple(sorted(f for k, f in cur_flows.items() if k not in new_flows)),
         delete_groups=tuple(sorted(g for gid, g in cur_groups.items() if gid not in new_groups)),
     )

@@ -26,7 +26,7 @@ from netmodel.ids import PortNo, SwitchId, format_dpid
 from netmodel.state import FabricState
 from netmodel.types import Port
 from sdnctl import frames, hosts
-from sdnctl.acl import COOKIE_ACL, COOKIE_ACL_MASK
+from sdnctl.acl import KIND_DENY, KIND_GUARD, acl_cookie
 from sdnctl.acl_counters import FlowKey
 from sdnctl.discovery import LOOP_PORT, PROBE_INTERVAL_S, Discovery, EchoRequest, PacketOut
 from sdnctl.flows import (
@@ -47,6 +47,9 @@ ofp = ofproto_v1_3
 Publish = Callable[[ev.Event], Any]
 PORT_STATS_INTERVAL_S = 5.0
 ACL_READ_TIMEOUT_S = 2.0
+# The drop flows whose counters are read (cookie, mask): policy drops and source-guard drops, any caller.
+ACL_KIND_MASK = 0xFFFF_FF00_0000_0000
+ACL_COUNTED_COOKIES = tuple((acl_cookie(kind, None), ACL_KIND_MASK) for kind in (KIND_DENY, KIND_GUARD))
 
 
 def error_type_name(error_type: int) -> str:
@@ -98,6 +101,7 @@ class FabricApp(app_manager.OSKenApp):
         self.switches: dict[SwitchId, _Switch] = {}
         self._pending: dict[tuple[int, int], _Pending] = {}
         self._table_reads: dict[SwitchId, tuple[_Pending, _Pending]] = {}  # reads of a switch's tables in flight
+        self._acl_reads: dict[SwitchId, tuple[_Pending, ...]] = {}  # reads of a switch's drop counters in flight
         # The pure cores are called from os-ken's event thread and the prober thread: one lock
         # serialises them; what they return is sent and published outside it.
         self._core_lock = threading.Lock()
@@ -150,6 +154,7 @@ class FabricApp(app_manager.OSKenApp):
                     pending.lost = True
                     pending.done.set()
                 self._table_reads.pop(dpid, None)
+                self._acl_reads.pop(dpid, None)
                 self.port_rates.forget_switch(dpid)
                 if self._stats_awaited is not None:
                     self._stats_awaited.discard(dpid)  # not waited for: its links' load is cleared
@@ -472,27 +477,58 @@ class FabricApp(app_manager.OSKenApp):
                     LOG.exception("ACL counters read failed")
 
     def read_acl_counters(self, timeout_s: float) -> None:
-        """Ask every switch for its ACL flows' packet counters (cookie 0xec03..., masked), all at once,
-        and hand each answer to ``on_acl_counters``; a switch that has not answered in ``timeout_s`` is
-        skipped this round."""
+        """Ask every switch for the packet counters of its drop flows (policy drops and source-guard
+        drops: one cookie-masked flow-stats request per kind; the guards' pass flows are not read), all
+        at once, and hand each complete answer to ``on_acl_counters``.
+
+        A switch that has not answered both within ``timeout_s`` is not asked again until it has: the
+        next poll waits on the same requests and hands in their answer then (counters only grow, so a
+        late answer is as good as a new one, and the next reading's increase counts what it missed).
+        """
         if self.on_acl_counters is None:
             return
-        started: dict[SwitchId, _Pending] = {}
+        waiting: dict[SwitchId, tuple[_Pending, ...]] = {}
         for dpid, datapath in self.datapaths.items():
-            parser = datapath.ofproto_parser
-            request = parser.OFPFlowStatsRequest(
-                datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, COOKIE_ACL, COOKIE_ACL_MASK, parser.OFPMatch()
-            )
-            pending = self._start(dpid, request)
-            if pending is not None:
-                started[dpid] = pending
-        deadline = time.monotonic() + timeout_s
-        for dpid, pending in started.items():
-            answered = pending.done.wait(max(0.0, deadline - time.monotonic()))
-            self._forget([pending])
-            if not answered or pending.lost or pending.error is not None:
+            with self._lock:
+                earlier = self._acl_reads.get(dpid)
+            if earlier is not None:
+                waiting[dpid] = earlier  # still in flight (or answered since the last poll gave up)
                 continue
-            packets = {_flow_spec(stat).key: int(stat.packet_count) for reply in pending.replies for stat in reply.body}
+            parser = datapath.ofproto_parser
+            started = [
+                self._start(
+                    dpid,
+                    parser.OFPFlowStatsRequest(
+                        datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask, parser.OFPMatch()
+                    ),
+                )
+                for cookie, mask in ACL_COUNTED_COOKIES
+            ]
+            pendings = tuple(p for p in started if p is not None)
+            if len(pendings) != len(started):
+                self._forget(pendings)
+                continue
+            waiting[dpid] = pendings
+            with self._lock:
+                self._acl_reads[dpid] = pendings
+        deadline = time.monotonic() + timeout_s
+        for dpid, pendings in waiting.items():
+            answered = all(p.done.wait(max(0.0, deadline - time.monotonic())) for p in pendings)
+            failed = any(p.lost or p.error is not None for p in pendings)  # an error ends no wait: give up
+            if not answered and not failed:
+                continue  # stays in _acl_reads: waited on again by the next poll
+            with self._lock:
+                if self._acl_reads.get(dpid) is pendings:
+                    del self._acl_reads[dpid]
+            self._forget(pendings)
+            if failed:
+                continue
+            packets = {
+                _flow_spec(stat).key: int(stat.packet_count)
+                for p in pendings
+                for reply in p.replies
+                for stat in reply.body
+            }
             self.on_acl_counters(dpid, packets, time.time())
 
     def request_port_stats(self) -> None:

@@ -40,12 +40,36 @@ services: [{name: web, port: 8080, replicas: 1, cpu_millis: 100, memory_mib: 64}
 """
 SERVICE = ("10.0.0.10", 8080)
 
+# Greets every connection with "ok", then echoes what it is sent until the caller closes.
 LISTENER = """
-import socket
+import socket, threading
+def serve(c):
+    try:
+        c.sendall(b"ok\\n")
+        while (data := c.recv(64)):
+            c.sendall(data)
+    except OSError:
+        pass
+    finally:
+        c.close()
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", 8080)); s.listen(64)
 while True:
-    c, _ = s.accept(); c.sendall(b"ok\\n"); c.close()
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+# In a host's namespace: connect, say "connected", then for every line on stdin send it and print the
+# echo (or "lost").
+CLIENT = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+assert s.recv(3) == b"ok\\n"
+print("connected", flush=True)
+for line in sys.stdin:
+    try:
+        s.sendall(line.encode()); print("echo", s.recv(64).decode().strip(), flush=True)
+    except OSError as exc:
+        print("lost", exc, flush=True)
 """
 
 # In a host's namespace: try to connect every 50 ms until ``want`` (1: connected, 0: refused/timed out)
@@ -91,7 +115,7 @@ def testbed(tmp_path_factory):
     directory = tmp_path_factory.mktemp("acl")
     fabric_file = directory / "acl.yaml"
     fabric_file.write_text(FABRIC)
-    for name, text in (("probe", PROBE), ("listener", LISTENER)):
+    for name, text in (("probe", PROBE), ("listener", LISTENER), ("client", CLIENT)):
         SCRIPTS[name] = directory / f"{name}.py"
         SCRIPTS[name].write_text(text)
     config = RunConfig(
@@ -229,6 +253,33 @@ def test_a_policy_change_opens_and_closes_the_port_within_a_second(testbed) -> N
         f"\npolicy change to the switches' effect: opened in {opened * 1000:.0f} ms, closed in {closed * 1000:.0f} ms"
     )
     assert opened < 1.0 and closed < 1.0
+
+
+def test_a_withdrawn_caller_keeps_its_established_connection_but_gets_no_new_one(testbed) -> None:
+    import subprocess
+
+    from netmodel.ids import HostId
+    from netmodel.types import AllowRule
+
+    controller, h1 = testbed["controller"], testbed["h1"]
+    publish_policy(controller, AllowRule(host=HostId("h1")))
+    wait_until(lambda: connects(h1, 1.0), 10, what="h1 admitted")
+    client = h1.popen(
+        [sys.executable, str(SCRIPTS["client"]), *map(str, SERVICE)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.stdout.readline().strip() == "connected"
+        publish_policy(controller)  # h1 no longer admitted (as a caller moving away: draining)
+        wait_until(lambda: not connects(h1, 1.0), 10, what="new connections from h1 refused")
+        client.stdin.write("still here\n")
+        client.stdin.flush()
+        assert client.stdout.readline().strip() == "echo still here", "the established connection lives on"
+    finally:
+        client.kill()
+        client.wait(5)
 
 
 def test_a_host_taking_an_admitted_hosts_address_gets_nothing_and_is_reported(testbed) -> None:

@@ -18,7 +18,7 @@ from netmodel.fabric_file import parse_fabric
 from netmodel.ids import HostId, PortNo, SiteId, SwitchId
 from netmodel.state import FabricState
 from netmodel.types import LinkId, Site, Tier
-from sdnctl.flows import SwitchConfig, SwitchDelta
+from sdnctl.flows import FlowSpec, SwitchConfig, SwitchDelta
 from sdnctl.pathing import RoutePlan
 
 HEADER = """
@@ -76,13 +76,18 @@ def reference_distances(state: FabricState) -> dict[SwitchId, dict[SwitchId, flo
 
 
 def apply_delta_to(current: SwitchConfig, delta: SwitchDelta) -> SwitchConfig:
-    """What a switch holds after the delta: deletes remove, adds add, modifies replace by key."""
+    """What a switch holds after the delta, as OVS does it with OpenFlow 1.3: deletes remove, adds add
+    (or replace an entry of the same key), modifies replace the actions of an entry by key and keep
+    its cookie."""
     flows = {f.key: f for f in current.flows}
     groups = {g.group_id: g for g in current.groups}
     for g in (*delta.add_groups, *delta.modify_groups):
         groups[g.group_id] = g
-    for f in (*delta.add_flows, *delta.modify_flows):
+    for f in delta.add_flows:
         flows[f.key] = f
+    for f in delta.modify_flows:
+        kept = flows.get(f.key)
+        flows[f.key] = f if kept is None else FlowSpec(f.table, f.priority, f.match, f.actions, kept.cookie)
     for f in delta.delete_flows:
         del flows[f.key]
     for g in delta.delete_groups:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+import pytest
 from sdnctl_helpers import apply_delta_to, fabric, live
 
 from netmodel import events as ev
@@ -23,8 +24,18 @@ from sdnctl.acl import (
     cookie_kind,
 )
 from sdnctl.acl_counters import DropCounters, SpoofReports
+from sdnctl.drift import find_drift
 from sdnctl.engine import RouteEngine
-from sdnctl.flows import TABLE_ACL, TABLE_FORWARD, FlowSpec, SwitchConfig, SwitchDelta
+from sdnctl.flows import (
+    TABLE_ACL,
+    TABLE_FORWARD,
+    CompiledSwitch,
+    FlowSpec,
+    SwitchConfig,
+    SwitchDelta,
+    diff_switch,
+    replace_entries,
+)
 
 TD = "t.example"
 FABRIC = """
@@ -60,6 +71,9 @@ def allow(state: FabricState, service: str, *rules: AllowRule) -> FabricState:
     return replace(state, services=frozen_map(services), generation=state.generation + 1)
 
 
+SYN, ACK, PSH, FIN, RST = 0x002, 0x010, 0x008, 0x001, 0x004
+
+
 def world() -> FabricState:
     """web on n1 (10.0.0.10:8080) admits host u1; api on n2 (10.0.0.11:9090) admits service web."""
     state = place(live(fabric(FABRIC)), "web-1", "web", "n1", 8080)
@@ -84,9 +98,17 @@ def denied(state: FabricState) -> set[tuple[SwitchId, int, str | None, str, int]
     return out
 
 
+def _matches(field: object, wanted: object) -> bool:
+    """A packet's header field against a match value, or a (value, mask) pair as OpenFlow masks it."""
+    if isinstance(wanted, tuple):
+        value, mask = wanted
+        return isinstance(field, int) and field & mask == value
+    return field == wanted
+
+
 def fate(flows: Iterable[FlowSpec], packet: dict[str, object]) -> str:
     """What table 0 does with ``packet`` (its header fields): the highest-priority flow that matches."""
-    matching = [f for f in flows if all(packet.get(k) == v for k, v in f.match)]
+    matching = [f for f in flows if all(_matches(packet.get(k), v) for k, v in f.match)]
     best = max(matching, key=lambda f: f.priority, default=None)
     if best is None:
         return "no flow"
@@ -121,12 +143,27 @@ def test_callers_not_admitted_are_dropped_at_their_first_switch_and_only_tcp_to_
     }
     flows = flows_at(state, A, U2_PORT)
     tcp = {"in_port": U2_PORT, "eth_type": 0x0800, "ipv4_src": "10.0.0.2", "ip_proto": 6, "ipv4_dst": "10.0.0.10"}
+    tcp["tcp_flags"] = SYN
     assert fate(flows, {**tcp, "tcp_dst": 8080}) == "drop"
     assert fate(flows, {**tcp, "tcp_dst": 22}) == "forward", "only the service's port"
     assert fate(flows, {**tcp, "ip_proto": 1, "tcp_dst": None}) == "forward", "ping still works"
     deny = [f for f in flows if "tcp_dst" in dict(f.match)]
     assert {f.cookie for f in deny} == {acl_cookie(KIND_DENY, "10.0.0.2")}
     assert all(f.cookie & 0xFFFF << 48 == COOKIE_ACL and cookie_kind(f.cookie) == KIND_DENY for f in deny)
+
+
+def test_only_connection_attempts_are_dropped_established_connections_live_on() -> None:
+    flows = flows_at(world(), A, U2_PORT)
+    tcp = {"in_port": U2_PORT, "eth_type": 0x0800, "ipv4_src": "10.0.0.2", "ip_proto": 6, "ipv4_dst": "10.0.0.10"}
+    assert fate(flows, {**tcp, "tcp_dst": 8080, "tcp_flags": SYN}) == "drop", "a new connection is refused"
+    assert fate(flows, {**tcp, "tcp_dst": 8080, "tcp_flags": SYN | 0x100}) == "drop", "SYN with ECN bits too"
+    # An established connection (a caller draining after its node stopped being admitted) goes on.
+    for flags in (ACK, ACK | PSH, ACK | FIN, RST):
+        assert fate(flows, {**tcp, "tcp_dst": 8080, "tcp_flags": flags}) == "forward", hex(flags)
+    # A callee's reply (SYN+ACK, then ACKs) to a caller whose ephemeral port equals a service port.
+    assert fate(flows, {**tcp, "tcp_dst": 8080, "tcp_flags": SYN | ACK}) == "forward"
+    deny = [f for f in flows if "tcp_dst" in dict(f.match)]
+    assert deny and all(dict(f.match)["tcp_flags"] == (0x002, 0x012) for f in deny), "as OVS reads it back"
 
 
 def test_default_allow_drops_nothing_by_policy_but_keeps_the_guards() -> None:
@@ -166,7 +203,7 @@ def test_a_port_without_a_declared_endpoint_reaches_no_service_and_cannot_claim_
     state = world()
     state = replace(state, hosts=frozen_map({**state.hosts, learned.id: learned}))
     flows = flows_at(state, A, 7)
-    tcp = {"in_port": 7, "eth_type": 0x0800, "ip_proto": 6, "ipv4_src": "10.0.0.66"}
+    tcp = {"in_port": 7, "eth_type": 0x0800, "ip_proto": 6, "ipv4_src": "10.0.0.66", "tcp_flags": SYN}
     assert fate(flows, {**tcp, "ipv4_dst": "10.0.0.10", "tcp_dst": 8080}) == "drop"
     assert fate(flows, {**tcp, "ipv4_dst": "10.0.0.11", "tcp_dst": 9090}) == "drop"
     assert fate(flows, {**tcp, "ipv4_dst": "10.0.0.1", "tcp_dst": 22}) == "no flow", "not a service: on"
@@ -238,6 +275,61 @@ def test_the_engine_applies_a_policy_change_make_before_break_and_only_the_acl(m
     assert not delta.modify_flows and not delta.add_groups and all(f.table == TABLE_ACL for f in delta.add_flows)
     assert switches.tables[A].flows == engine._compiled[A].config.flows
     assert engine.status[A].applied_generation == box[0].generation
+
+
+def test_a_guard_whose_owner_changes_address_gets_its_new_cookie_on_the_switch(monkeypatch) -> None:
+    # The guard drops keep their key (in_port alone) but name the owner's address in their cookie; a
+    # modify would keep the old cookie on the switch (OpenFlow 1.3), so they are sent as adds.
+    box = [world()]
+    engine, switches = engine_on(box, monkeypatch)
+    u1 = box[0].hosts[HostId("u1")]
+    box[0] = replace(box[0], hosts=frozen_map({**box[0].hosts, u1.id: replace(u1, ip="10.0.0.5")}))
+    before = {f.key: f.cookie for f in switches.tables[A].flows}
+    engine._converge()
+    guards = [
+        f for f in engine._compiled[A].config.flows if f.priority == 100 and dict(f.match).get("in_port") == U1_PORT
+    ]
+    assert guards and all(before[f.key] != f.cookie == acl_cookie(KIND_GUARD, "10.0.0.5") for f in guards)
+    assert switches.tables[A].flows == engine._compiled[A].config.flows, "the switch holds the new cookies"
+    assert find_drift(engine._compiled[A].config, switches.tables[A]) is None
+
+
+def test_a_changed_cookie_is_an_add_and_changed_actions_of_the_same_cookie_a_modify() -> None:
+    flow = FlowSpec(TABLE_ACL, 100, (("in_port", 2),), (), 1)
+    recookied = replace(flow, cookie=2)
+    rerouted = replace(flow, actions=(("goto", TABLE_FORWARD),))
+    for delta in (
+        diff_switch(SwitchConfig(frozenset({flow})), SwitchConfig(frozenset({recookied}))),
+        replace_entries(CompiledSwitch({"k": ((flow,), None)}), {"k": ((recookied,), None)})[1],
+    ):
+        assert delta == SwitchDelta(add_flows=(recookied,))
+    assert diff_switch(SwitchConfig(frozenset({flow})), SwitchConfig(frozenset({rerouted}))) == SwitchDelta(
+        modify_flows=(rerouted,)
+    )
+
+
+def test_a_policy_change_whose_round_failed_is_applied_by_the_next_round(monkeypatch) -> None:
+    box = [world()]
+    engine, switches = engine_on(box, monkeypatch)
+    real = engine_module.recompile_switches
+    calls = []
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("recompile failed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "recompile_switches", fails_once)
+    box[0] = allow(box[0], "web", AllowRule(host=HostId("u2")))
+    with pytest.raises(RuntimeError):
+        engine._converge()
+    engine._converge()  # the engine's loop runs the next round
+    assert len(calls) == 2
+    assert engine._compiled[A].config.flows >= set(engine.acl.flows(A)), "the new ACL is in the tables"
+    assert switches.tables[A].flows == engine._compiled[A].config.flows, "and on the switch"
+    to_web = [dict(f.match) for f in switches.tables[A].flows if dict(f.match).get("tcp_dst") == 8080]
+    assert sorted(m["ipv4_src"] for m in to_web) == ["10.0.0.1", "10.0.0.11"], "u2 admitted, u1 no longer"
 
 
 def test_a_move_recompiles_the_drops_and_routes_stay(monkeypatch) -> None:

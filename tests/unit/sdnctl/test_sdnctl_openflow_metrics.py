@@ -67,6 +67,7 @@ def app_with(openflow: Any, *dpids: int, state: FabricState | None = None) -> An
     app._lock = threading.Lock()
     app._pending = {}
     app._table_reads = {}
+    app._acl_reads = {}
     app.messages = MessageCounts()
     app.port_rates = PortRates()
     app.on_switch_error = None

@@ -52,6 +52,7 @@ def app_with(openflow: Any, *dpids: int) -> Any:
     app.messages = MessageCounts()
     app._pending = {}
     app._table_reads = {}
+    app._acl_reads = {}
     app.switches = {dpid: openflow._Switch(FakeDatapath(dpid)) for dpid in dpids}
     return app
 
@@ -98,3 +99,62 @@ def test_a_switch_that_disconnects_while_read_is_left_out(openflow) -> None:
 
     threading.Timer(0.1, disconnect).start()
     assert app.read_configs({1}, timeout_s=10) == {}
+
+
+def drop_counters_answer(app: Any, dpid: int, packets: int, sent_from: int = 0) -> None:
+    """The switch answers the counter reads it was sent (from ``sent_from`` on): one guard drop flow
+    that dropped ``packets`` in the guard read, nothing in the policy-drop read."""
+    from os_ken.ofproto import ofproto_v1_3_parser
+
+    from sdnctl.acl import KIND_GUARD, acl_cookie
+
+    for msg in app.switches[dpid].datapath.sent[sent_from:]:
+        guard = msg.cookie == acl_cookie(KIND_GUARD, None)
+        stat = SimpleNamespace(
+            table_id=0,
+            priority=100,
+            cookie=acl_cookie(KIND_GUARD, "10.0.0.1"),
+            match=ofproto_v1_3_parser.OFPMatch(in_port=2, eth_type=0x0800),
+            instructions=[],
+            packet_count=packets,
+        )
+        app._complete(dpid, SimpleNamespace(xid=msg.xid, body=[stat] if guard else []))
+
+
+def test_only_the_drop_flows_counters_are_read_one_request_per_kind(openflow) -> None:
+    from sdnctl.acl import KIND_DENY, KIND_GUARD, KIND_PASS, acl_cookie
+
+    app = app_with(openflow, 1)
+    readings: list[tuple[int, dict]] = []
+    app.on_acl_counters = lambda dpid, packets, now: readings.append((dpid, packets))
+    threading.Timer(0.1, lambda: drop_counters_answer(app, 1, 5)).start()
+    app.read_acl_counters(timeout_s=10)
+    asked = [(m.cookie, m.cookie_mask) for m in app.switches[1].datapath.sent]
+    assert asked == [
+        (acl_cookie(KIND_DENY, None), 0xFFFF_FF00_0000_0000),
+        (acl_cookie(KIND_GUARD, None), 0xFFFF_FF00_0000_0000),
+    ]
+    assert all(cookie & mask != acl_cookie(KIND_PASS, "10.0.0.1") & mask for cookie, mask in asked), (
+        "the pass flows (most of a port's guard) are not read"
+    )
+    assert [(dpid, list(packets.values())) for dpid, packets in readings] == [(1, [5])]
+    assert app._pending == {} and app._acl_reads == {}
+
+
+def test_a_counter_read_answered_late_still_counts_at_the_next_poll(openflow) -> None:
+    from sdnctl.acl_counters import DropCounters
+
+    app = app_with(openflow, 1)
+    counters = DropCounters()
+    dropped: list[int] = []
+    app.on_acl_counters = lambda dpid, packets, now: dropped.append(sum(counters.update(dpid, packets).values()))
+    threading.Timer(0.1, lambda: drop_counters_answer(app, 1, 5)).start()
+    app.read_acl_counters(timeout_s=10)  # the baseline: 5 packets dropped before
+    sent = app.switches[1].datapath.sent
+    app.read_acl_counters(timeout_s=0.05)  # the switch is slow: no answer this poll
+    assert len(sent) == 4 and dropped == [0]
+    drop_counters_answer(app, 1, 12, sent_from=2)  # its answer comes in after the poll gave up
+    app.read_acl_counters(timeout_s=0.05)  # the next poll hands it in rather than asking again
+    assert len(sent) == 4, "not asked again while a read was in flight"
+    assert dropped == [0, 7], "the 7 packets dropped meanwhile count"
+    assert app._pending == {} and app._acl_reads == {}
