@@ -617,11 +617,12 @@ def stop_leftovers(status_path: Path, work_root: Path) -> None:
     """Stop the apps and sidecars an earlier agent on this work directory left running (it was killed
     without its SIGTERM cleanup): they hold the ports the new ones need. A PID from the old status.json
     is only taken for ours when the process still says so: an app's environment names its workload, a
-    sidecar's command line its bootstrap in this work directory."""
+    sidecar's command line its bootstrap in this work directory. All are stopped side by side."""
     try:
         previous = json.loads(status_path.read_text()).get("workloads", {})
     except (OSError, ValueError, AttributeError):
         return
+    leftovers: list[tuple[int, bool]] = []
     for workload_id, entry in previous.items() if isinstance(previous, dict) else ():
         if not isinstance(entry, dict):
             continue
@@ -629,11 +630,12 @@ def stop_leftovers(status_path: Path, work_root: Path) -> None:
         bootstrap = str(work_root / "w" / str(workload_id) / "bootstrap.json").encode()
         if isinstance(sidecar_pid, int) and bootstrap in _proc_bytes(sidecar_pid, "cmdline").split(b"\0"):
             LOG.info("stopping the sidecar of %s an earlier agent left running (PID %d)", workload_id, sidecar_pid)
-            _terminate(sidecar_pid, group=False)
+            leftovers.append((sidecar_pid, False))
         marker = f"EDGECTL_WORKLOAD={workload_id}".encode()
         if isinstance(app_pid, int) and marker in _proc_bytes(app_pid, "environ").split(b"\0"):
             LOG.info("stopping the app of %s an earlier agent left running (PID %d)", workload_id, app_pid)
-            _terminate(app_pid, group=True)
+            leftovers.append((app_pid, True))
+    _terminate(leftovers)
 
 
 def _proc_bytes(pid: int, name: str) -> bytes:
@@ -649,14 +651,18 @@ def _running(pid: int) -> bool:
     return bool(fields) and fields[0] != b"Z"
 
 
-def _terminate(pid: int, group: bool) -> None:
-    """SIGTERM, and SIGKILL if it still runs after STOP_TIMEOUT_S (not our child: polled through /proc)."""
-    kill = os.killpg if group else os.kill
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        kill(pid, signal.SIGTERM)
+def _terminate(leftovers: list[tuple[int, bool]]) -> None:
+    """SIGTERM to each (pid, whether its whole process group), SIGKILL to what still runs after
+    STOP_TIMEOUT_S (not our children: polled through /proc)."""
+
+    def signal_each(signum: signal.Signals) -> None:
+        for pid, group in leftovers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                (os.killpg if group else os.kill)(pid, signum)
+
+    signal_each(signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while _running(pid) and time.monotonic() < deadline:
+    while any(_running(pid) for pid, _ in leftovers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _running(pid):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            kill(pid, signal.SIGKILL)
+    leftovers = [(pid, group) for pid, group in leftovers if _running(pid)]
+    signal_each(signal.SIGKILL)
