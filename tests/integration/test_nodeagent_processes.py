@@ -410,6 +410,20 @@ def test_the_node_svid_is_renewed_at_half_life_and_the_sds_file_rewritten(setup:
     setup.wait_state("web-1", "running")
 
 
+def test_after_a_renewal_watchnode_moves_to_the_new_channel_without_a_gap(setup: Setup) -> None:
+    setup.controller.ttl_s = 12
+    setup.start_agent()
+    wait_until(lambda: setup.controller.watches == 1, 30, what="WatchNode")
+    wait_until(lambda: setup.controller.renewals >= 1, 30, what="a renewal")
+    # Right after the renewal, not when the old certificate expires and the old stream fails.
+    wait_until(lambda: setup.controller.watches == 2, 5, what="WatchNode on the renewed channel")
+    assert "reconnecting in" not in setup.log()
+    assert "following on the channel of the renewed node SVID" in setup.log()
+    port = free_port()
+    setup.controller.place(http_server("web-1", port))  # followed on the new stream
+    setup.wait_state("web-1", "running")
+
+
 def test_a_dead_sidecar_is_reported_and_the_workload_restarted(setup: Setup) -> None:
     port = free_port()
     setup.controller.place(http_server("web-1", port))
