@@ -650,7 +650,11 @@ class Lab:
                     LOG.exception("lab teardown step failed")
 
     def _stop_agents(self) -> None:
-        """SIGTERM every agent (each stops the apps and sidecars it started), wait, kill a stuck one."""
+        """SIGTERM every agent (each stops the apps and sidecars it started), wait, kill a stuck one; then
+        stop what an agent left running (killed, or exited on its own): its ``status.json`` names them,
+        and it is read before ``_keep_agent_files`` removes the agents' directory."""
+        from nodeagent.supervisor import stop_leftovers
+
         for agent in self.agents.values():
             if agent.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -663,6 +667,10 @@ class Lab:
                 LOG.warning("the agent of %s did not stop within %.0f s: killing it", node, AGENT_STOP_TIMEOUT_S)
                 agent.kill()
                 agent.wait(5)
+        if self.agents_dir is not None:
+            for node in self.agents:
+                work_dir = self.agents_dir / node
+                stop_leftovers(work_dir / "status.json", work_dir)
 
     def _keep_agent_files(self) -> None:
         """The agents' logs and status (no keys) go to the run directory; their short /tmp directory is removed."""

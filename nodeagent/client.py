@@ -2,8 +2,8 @@
 
 Attest is the one call made without a client certificate: TLS that trusts the bundle given on the
 command line, and the one-time join token as the proof. Every other call presents the node SVID (mTLS);
-after each renewal a new channel is made with the new certificate (an open WatchNode stream keeps its
-connection until it ends). ``unix:/path`` targets work as gRPC knows them.
+after each renewal a new channel is made with the new certificate (the agent then opens WatchNode on
+it and ends the stream of the old channel). ``unix:/path`` targets work as gRPC knows them.
 """
 
 from __future__ import annotations

@@ -180,7 +180,10 @@ class Agent:
             os.environ["PATH"] = f"{envoy.resolve().parent}{os.pathsep}{os.environ.get('PATH', '')}"
         self.run_as = resolve_run_as(args.run_as)
         self.stop = threading.Event()
+        self._watch_lock = threading.Lock()
         self._watch_call: Any = None
+        self._next_watch: Any = None
+        """A WatchNode stream opened on the channel of a renewed node SVID, to follow once the old ends."""
 
     # -- identity ----------------------------------------------------------------------------------
 
@@ -252,6 +255,21 @@ class Agent:
             self.client.use_identity(svid.cert_chain_pem, svid.private_key_pem, self.files.bundle_pem())
             self.supervisor.write_status()
             LOG.info("renewed the node SVID %s (expires in %.0f s)", svid.spiffe_id, svid.not_after - time.time())
+            self._move_watch()
+
+    def _move_watch(self) -> None:
+        """Follow WatchNode on the renewed SVID's channel: the old stream's connection presents the old
+        certificate, and ends when that expires. The new stream is opened first, then the old one is
+        cancelled (no moment without a stream); the new one starts with a SNAPSHOT, the whole truth."""
+        try:
+            opened = self.client.watch(self.node)
+        except Exception as exc:
+            LOG.warning("cannot open WatchNode with the renewed node SVID yet: %s", _short(exc))
+            return
+        with self._watch_lock:
+            old, self._next_watch = self._watch_call, opened
+        if old is not None:
+            old.cancel()
 
     # -- placements --------------------------------------------------------------------------------
 
@@ -260,9 +278,12 @@ class Agent:
 
         delay = RECONNECT_FIRST_S
         while not self.stop.is_set():
+            with self._watch_lock:
+                opened, self._next_watch = self._next_watch, None
             try:
-                call, events = self.client.watch(self.node)
-                self._watch_call = call
+                call, events = opened or self.client.watch(self.node)
+                with self._watch_lock:
+                    self._watch_call = call
                 if self.stop.is_set():
                     call.cancel()
                 for kind, workloads, generation in events:
@@ -278,6 +299,11 @@ class Agent:
                 reason = _short(exc)
             if self.stop.is_set():
                 return
+            with self._watch_lock:
+                moved = self._next_watch is not None
+            if moved:
+                LOG.info("WatchNode %s: following on the channel of the renewed node SVID", self.node)
+                continue
             LOG.warning("WatchNode %s: %s; reconnecting in %.1f s", self.node, reason, delay)
             self.stop.wait(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
@@ -343,9 +369,11 @@ class Agent:
         )
         while not self.stop.wait(1.0):
             pass
-        call = self._watch_call
-        if call is not None:
-            call.cancel()
+        with self._watch_lock:
+            calls = [self._watch_call, self._next_watch[0] if self._next_watch is not None else None]
+        for call in calls:
+            if call is not None:
+                call.cancel()
         self.supervisor.stop_all()
         for thread in threads:
             thread.join(5)

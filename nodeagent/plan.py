@@ -137,6 +137,15 @@ class Instance:
     reason: str = ""
 
 
+def changed_fields(running: WorkloadSpec, wanted: WorkloadSpec) -> list[str]:
+    """What of a workload's description its processes were started from differs from what is wanted
+    now (empty: nothing). The node address and the protocol are the controller's (its sidecar's xDS
+    config follows them without a restart); everything its command, environment or port is made of is
+    the agent's to apply."""
+    fields = ("service", "port", "app_host", "run", "env", "spiffe_id", "calls")
+    return [name for name in fields if getattr(running, name) != getattr(wanted, name)]
+
+
 def backoff_s(failures: int) -> float:
     """The wait before restarting after the ``failures``-th crash in a row: 0.5 s doubling, at most 30 s."""
     return float(min(BACKOFF_FIRST_S * 2 ** max(failures - 1, 0), BACKOFF_MAX_S))
@@ -249,7 +258,12 @@ def plan(
     - running and no longer wanted: drain (keeps serving requests in flight for ``drain_s``), then stop;
     - still starting and no longer wanted: nothing yet; it is drained as soon as it has started;
     - crashed: restarted at its ``restart_at`` while wanted, cleaned up when not;
-    - invalid (bad placeholder): refused once; started only when a new description arrives.
+    - invalid (bad placeholder): refused once; started only when a new description arrives;
+    - running with a changed description (run, env, calls, port, host): stopped, then started again
+      with the new one at once. Not drained: the controller keeps routing its callers to this same
+      workload, and its sidecar (Envoy node id = the workload id) is served the new config anyway, so
+      an old and a new instance cannot overlap; the old one is stopped before the new one starts, as
+      the port is usually the same. Still starting: it is restarted as soon as it has started.
     """
     actions: list[Action] = []
     stopping: set[str] = set()
@@ -273,6 +287,10 @@ def plan(
             why = f"restart {known.restarts + 1} after: {known.reason}"
         elif known.phase is Phase.INVALID and known.spec != spec:
             why = "placed again with a new description"
+        elif known.phase is Phase.RUNNING and (changed := changed_fields(known.spec, spec)):
+            why = f"its description changed ({', '.join(changed)})"
+            actions.append(Stop(workload_id, why))
+            stopping.add(workload_id)
         else:
             continue
         for other_id, other in sorted(instances.items()):

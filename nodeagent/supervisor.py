@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,17 +114,41 @@ def warn_if_closed(directory: Path, run_as: RunAs) -> None:
             return
 
 
-def switch_user_argv(run_as: RunAs) -> list[str]:
-    """The command prefix that runs the rest as ``run_as``, with no supplementary groups: util-linux's
-    ``setpriv`` when installed, else this interpreter doing the same (setgroups, setgid, setuid, exec)."""
-    setpriv = shutil.which("setpriv")
+PR_SET_PDEATHSIG = 1
+
+
+def setpriv_has_pdeathsig(setpriv: str) -> bool:
+    """util-linux's setpriv knows ``--pdeathsig`` since 2.33."""
+    try:
+        done = subprocess.run([setpriv, "--help"], capture_output=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return b"--pdeathsig" in done.stdout
+
+
+def child_argv_prefix(run_as: RunAs | None, setpriv: str | None) -> list[str]:
+    """The command prefix every process the agent starts runs behind: it dies with the agent (the
+    parent-death signal, SIGKILL: an agent killed without its cleanup leaves no app or sidecar holding
+    a port), and runs as ``run_as`` with no supplementary groups (None: the agent's own user).
+
+    ``setpriv`` (util-linux, with --pdeathsig) when given, else this interpreter doing the same
+    (setgroups, setgid, setuid, then prctl(PR_SET_PDEATHSIG): a change of user clears it, so it comes
+    last; then exec). The signal comes when the agent's THREAD that started the process ends: the
+    supervisor starts every process from one thread that lives as long as the agent."""
+    user = [f"--reuid={run_as.uid}", f"--regid={run_as.gid}", "--clear-groups"] if run_as is not None else []
     if setpriv:
-        return [setpriv, f"--reuid={run_as.uid}", f"--regid={run_as.gid}", "--clear-groups", "--"]
+        return [setpriv, *user, "--pdeathsig", "KILL", "--"]
     code = (
-        "import os, sys; os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1])); "
-        "os.execvp(sys.argv[3], sys.argv[3:])"
+        "import ctypes, os, signal, sys\n"
+        "if sys.argv[1]:\n"
+        "    os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1]))\n"
+        f"ctypes.CDLL(None, use_errno=True).prctl({PR_SET_PDEATHSIG}, int(signal.SIGKILL), 0, 0, 0)\n"
+        "if os.getppid() != int(sys.argv[3]):\n"
+        "    raise SystemExit('the node agent is gone')\n"
+        "os.execvp(sys.argv[4], sys.argv[4:])"
     )
-    return [sys.executable, "-c", code, str(run_as.uid), str(run_as.gid)]
+    ids = [str(run_as.uid), str(run_as.gid)] if run_as is not None else ["", ""]
+    return [sys.executable, "-c", code, *ids, str(os.getpid())]
 
 
 @dataclass(slots=True)
@@ -147,6 +172,25 @@ class Processes:
             self.sidecar.stop(STOP_TIMEOUT_S)
         if self.app is not None:
             stop_group(self.app, STOP_TIMEOUT_S)
+
+
+def stop_all_at_once(every: Iterable[tuple[str, Processes]]) -> None:
+    """Stop several workloads' processes side by side (each may take up to 2 x STOP_TIMEOUT_S: 20 of
+    them must not take 20 times that), logging each."""
+
+    def stop(workload_id: str, processes: Processes) -> None:
+        try:
+            processes.stop()
+        except Exception:
+            LOG.exception("cannot stop %s", workload_id)
+        else:
+            LOG.info("stopped %s: the agent is stopping", workload_id)
+
+    threads = [threading.Thread(target=stop, args=item, name=f"stop-{item[0]}", daemon=True) for item in every]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -197,12 +241,19 @@ class Supervisor:
         self.desired: dict[str, p.WorkloadSpec] = {}
         self.instances: dict[str, p.Instance] = {}
         self.processes: dict[str, Processes] = {}
+        self.launching: dict[str, Processes] = {}
+        """The processes of starts under way, as soon as each exists: in status.json (their PIDs) so an
+        agent killed meanwhile leaves the next one what to stop."""
         self.started_at: dict[str, float] = {}
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._pending: list[tuple[str, Any]] = []
         self._closing = threading.Event()
         self._starts: list[threading.Thread] = []
         self._thread: threading.Thread | None = None
+        self._setpriv: str | None = None
+        # Every process is started from this one thread: a parent-death signal fires when the THREAD
+        # that started the process ends, and this one lives as long as the agent.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-spawn")
 
     # -- from outside ------------------------------------------------------------------------------
 
@@ -217,6 +268,8 @@ class Supervisor:
         if self.run_as is not None:
             warn_if_closed(Path(self.context.app_dir("x")).parent.parent, self.run_as)
         stop_leftovers(self.status_path, self.work_root)
+        setpriv = shutil.which("setpriv")
+        self._setpriv = setpriv if setpriv and setpriv_has_pdeathsig(setpriv) else None
         self._write_status()
         self._thread = threading.Thread(target=self._loop, name="agent-supervisor", daemon=True)
         self._thread.start()
@@ -230,6 +283,7 @@ class Supervisor:
             self._thread.join(30)
         for thread in self._starts:
             thread.join(APP_START_TIMEOUT_S + STOP_TIMEOUT_S * 2)
+        every = list(self.processes.items())
         while True:  # what starts finished after the loop ended
             if self._pending:
                 kind, payload = self._pending.pop(0)
@@ -239,15 +293,15 @@ class Supervisor:
                 except queue.Empty:
                     break
             if kind in ("started", "failed"):
-                payload[1].stop()
-        for workload_id, processes in list(self.processes.items()):
-            processes.stop()
-            LOG.info("stopped %s: the agent is stopping", workload_id)
+                every.append((payload[0], payload[1]))
+        stop_all_at_once(every)
         self.processes.clear()
+        self.launching.clear()
         for workload_id, instance in list(self.instances.items()):  # also those crashed or starting
             if instance.phase is not p.Phase.STOPPED:
                 self.instances[workload_id] = p.stopped(instance, self.clock(), "the agent stopped")
         self._write_status()
+        self._spawner.shutdown(wait=False)
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -278,6 +332,8 @@ class Supervisor:
                 event, workloads = payload
                 self.desired = p.apply_event(self.desired, event, workloads)
                 changed = True
+            elif kind == "spawned":
+                changed |= self._on_spawned(*payload)
             elif kind == "started":
                 changed |= self._on_started(*payload)
             elif kind == "failed":
@@ -285,7 +341,15 @@ class Supervisor:
             elif kind == "status":
                 changed = True
 
+    def _on_spawned(self, workload_id: str, processes: Processes) -> bool:
+        instance = self.instances.get(workload_id)
+        if instance is None or instance.phase is not p.Phase.STARTING:
+            return False
+        self.launching[workload_id] = processes
+        return True
+
     def _on_started(self, workload_id: str, processes: Processes, why: str) -> bool:
+        self.launching.pop(workload_id, None)
         instance = self.instances.get(workload_id)
         if instance is None or instance.phase is not p.Phase.STARTING:
             processes.stop()
@@ -299,6 +363,7 @@ class Supervisor:
         return True
 
     def _on_start_failed(self, workload_id: str, processes: Processes, reason: str) -> bool:
+        self.launching.pop(workload_id, None)
         processes.stop()
         instance = self.instances.get(workload_id)
         if instance is None:
@@ -410,6 +475,7 @@ class Supervisor:
         processes = Processes(None, None, self.wall_clock())
         if command is not None:
             processes.app = self._start_app(spec, command, work_dir, self._app_dir(spec.id))
+            self._inbox.put(("spawned", (spec.id, processes)))  # its PID in status.json before the wait
             try:
                 wait_listening(processes.app, spec.app_host, spec.port, APP_START_TIMEOUT_S, self._closing)
             except RuntimeError as exc:
@@ -426,6 +492,7 @@ class Supervisor:
             ).start()
         except OSError as exc:
             raise StartFailed(f"cannot start its sidecar: {exc}", processes) from None
+        self._inbox.put(("spawned", (spec.id, processes)))
         return processes
 
     def _app_dir(self, workload_id: str) -> Path:
@@ -454,14 +521,12 @@ class Supervisor:
             ("EDGECTL_WORK_DIR", str(app_dir)),
         ]
         env = app_environment(dict(os.environ), own, str(app_dir), str(Path(p.__file__).resolve().parents[1]))
-        argv = list(command.argv)
-        if self.run_as is not None:
-            # Not Popen(user=, group=): those make CPython fork() instead of vfork(), and a fork of this
-            # multi-threaded gRPC process can crash the child. The switch is made by a small exec wrapper.
-            argv = [*switch_user_argv(self.run_as), *argv]
+        # Not Popen(user=, group=, preexec_fn=): those make CPython fork() instead of vfork(), and a fork
+        # of this multi-threaded gRPC process can crash the child. A small exec wrapper does it.
+        argv = [*child_argv_prefix(self.run_as, self._setpriv), *command.argv]
         with open(work_dir / "app.log", "ab") as log:
             try:
-                return subprocess.Popen(
+                return self._spawn(
                     argv,
                     env=env,
                     cwd=app_dir,
@@ -476,8 +541,16 @@ class Supervisor:
                 ) from None
 
     def _envoy_popen(self, command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        argv = [self.sidecars.envoy or command[0], *command[1:]]
-        return subprocess.Popen(argv, start_new_session=True, **kwargs)
+        argv = [*child_argv_prefix(None, self._setpriv), self.sidecars.envoy or command[0], *command[1:]]
+        return self._spawn(argv, start_new_session=True, **kwargs)
+
+    def _spawn(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """``subprocess.Popen`` on the spawner thread (see ``child_argv_prefix``)."""
+
+        def popen() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(argv, **kwargs)
+
+        return self._spawner.submit(popen).result()
 
     # -- status.json -------------------------------------------------------------------------------
 
@@ -485,7 +558,7 @@ class Supervisor:
         spiffe_id, expires_at = self.identity()
         workloads: dict[str, Any] = {}
         for workload_id, instance in sorted(self.instances.items()):
-            processes = self.processes.get(workload_id)
+            processes = self.processes.get(workload_id) or self.launching.get(workload_id)
             state = "crashed" if instance.phase is p.Phase.INVALID else instance.phase.value
             app = processes.app if processes is not None else None
             sidecar = processes.sidecar if processes is not None else None
@@ -524,9 +597,16 @@ def wait_listening(
             raise RuntimeError(f"app exited ({code}) before it listened on {host}:{port}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
-                return
+                pass
         except OSError:
             pass
+        else:
+            # Looked at again after the port answered: if our app died meanwhile, what answered is
+            # another process (one that holds the port), never a success.
+            code = app.poll()
+            if code is not None:
+                raise RuntimeError(f"app exited ({code}); something else answers on {host}:{port}")
+            return
         if time.monotonic() >= deadline:
             raise RuntimeError(f"app did not listen on {host}:{port} within {timeout:g} s")
         if cancelled.wait(0.05):
@@ -537,11 +617,12 @@ def stop_leftovers(status_path: Path, work_root: Path) -> None:
     """Stop the apps and sidecars an earlier agent on this work directory left running (it was killed
     without its SIGTERM cleanup): they hold the ports the new ones need. A PID from the old status.json
     is only taken for ours when the process still says so: an app's environment names its workload, a
-    sidecar's command line its bootstrap in this work directory."""
+    sidecar's command line its bootstrap in this work directory. All are stopped side by side."""
     try:
         previous = json.loads(status_path.read_text()).get("workloads", {})
     except (OSError, ValueError, AttributeError):
         return
+    leftovers: list[tuple[int, bool]] = []
     for workload_id, entry in previous.items() if isinstance(previous, dict) else ():
         if not isinstance(entry, dict):
             continue
@@ -549,11 +630,12 @@ def stop_leftovers(status_path: Path, work_root: Path) -> None:
         bootstrap = str(work_root / "w" / str(workload_id) / "bootstrap.json").encode()
         if isinstance(sidecar_pid, int) and bootstrap in _proc_bytes(sidecar_pid, "cmdline").split(b"\0"):
             LOG.info("stopping the sidecar of %s an earlier agent left running (PID %d)", workload_id, sidecar_pid)
-            _terminate(sidecar_pid, group=False)
+            leftovers.append((sidecar_pid, False))
         marker = f"EDGECTL_WORKLOAD={workload_id}".encode()
         if isinstance(app_pid, int) and marker in _proc_bytes(app_pid, "environ").split(b"\0"):
             LOG.info("stopping the app of %s an earlier agent left running (PID %d)", workload_id, app_pid)
-            _terminate(app_pid, group=True)
+            leftovers.append((app_pid, True))
+    _terminate(leftovers)
 
 
 def _proc_bytes(pid: int, name: str) -> bytes:
@@ -569,14 +651,18 @@ def _running(pid: int) -> bool:
     return bool(fields) and fields[0] != b"Z"
 
 
-def _terminate(pid: int, group: bool) -> None:
-    """SIGTERM, and SIGKILL if it still runs after STOP_TIMEOUT_S (not our child: polled through /proc)."""
-    kill = os.killpg if group else os.kill
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        kill(pid, signal.SIGTERM)
+def _terminate(leftovers: list[tuple[int, bool]]) -> None:
+    """SIGTERM to each (pid, whether its whole process group), SIGKILL to what still runs after
+    STOP_TIMEOUT_S (not our children: polled through /proc)."""
+
+    def signal_each(signum: signal.Signals) -> None:
+        for pid, group in leftovers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                (os.killpg if group else os.kill)(pid, signum)
+
+    signal_each(signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while _running(pid) and time.monotonic() < deadline:
+    while any(_running(pid) for pid, _ in leftovers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _running(pid):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            kill(pid, signal.SIGKILL)
+    leftovers = [(pid, group) for pid, group in leftovers if _running(pid)]
+    signal_each(signal.SIGKILL)

@@ -410,6 +410,20 @@ def test_the_node_svid_is_renewed_at_half_life_and_the_sds_file_rewritten(setup:
     setup.wait_state("web-1", "running")
 
 
+def test_after_a_renewal_watchnode_moves_to_the_new_channel_without_a_gap(setup: Setup) -> None:
+    setup.controller.ttl_s = 12
+    setup.start_agent()
+    wait_until(lambda: setup.controller.watches == 1, 30, what="WatchNode")
+    wait_until(lambda: setup.controller.renewals >= 1, 30, what="a renewal")
+    # Right after the renewal, not when the old certificate expires and the old stream fails.
+    wait_until(lambda: setup.controller.watches == 2, 5, what="WatchNode on the renewed channel")
+    assert "reconnecting in" not in setup.log()
+    assert "following on the channel of the renewed node SVID" in setup.log()
+    port = free_port()
+    setup.controller.place(http_server("web-1", port))  # followed on the new stream
+    setup.wait_state("web-1", "running")
+
+
 def test_a_dead_sidecar_is_reported_and_the_workload_restarted(setup: Setup) -> None:
     port = free_port()
     setup.controller.place(http_server("web-1", port))
@@ -441,23 +455,68 @@ def test_a_placement_on_a_draining_instances_port_stops_that_one_first(setup: Se
     assert not alive(old["app_pid"]) and alive(new["app_pid"])
 
 
-def test_an_agent_killed_without_cleanup_has_its_leftovers_stopped_by_the_next(setup: Setup) -> None:
+def test_an_agent_killed_without_cleanup_takes_its_processes_along_and_the_next_starts_afresh(
+    setup: Setup,
+) -> None:
     port = free_port()
     setup.controller.place(http_server("web-1", port))
     agent = setup.start_agent()
     old = setup.wait_state("web-1", "running")
-    agent.kill()  # no SIGTERM cleanup: its app and sidecar keep running, holding the port
+    agent.kill()  # no SIGTERM cleanup: its app and sidecar die with it (their parent-death signal)
     agent.wait(10)
-    assert alive(old["app_pid"]) and alive(old["sidecar_pid"])
+    wait_until(lambda: not alive(old["app_pid"]) and not alive(old["sidecar_pid"]), 15, what="died with the agent")
     setup.start_agent(token=None)
-    wait_until(lambda: not alive(old["app_pid"]) and not alive(old["sidecar_pid"]), 30, what="leftovers stopped")
     new = wait_until(
         lambda: (e := setup.workload("web-1")).get("state") == "running" and e["app_pid"] != old["app_pid"] and e,
         30,
         what="web-1 running again",
     )
     assert alive(new["app_pid"]) and answers(port)
-    assert "an earlier agent left running" in setup.log()
+
+
+SLOW_APP = """
+import os, sys, time
+open("pids", "a").write(str(os.getpid()) + "\\n")
+time.sleep(2)  # starting: not listening yet
+os.execv(sys.executable, [sys.executable, "-m", "http.server", "--bind", sys.argv[1], sys.argv[2]])
+"""
+
+
+def test_an_agent_killed_while_an_app_starts_leaves_no_orphan_and_the_workload_runs_once(setup: Setup) -> None:
+    port = free_port()
+    setup.controller.place(http_server("web-1", port, run=("{python}", "-c", SLOW_APP, "{host}", "{port}")))
+    pids_file = setup.work_dir.parent / "agent-apps" / "web-1" / "pids"
+
+    def app_pids() -> list[int]:
+        try:
+            return [int(line) for line in pids_file.read_text().split()]
+        except OSError:
+            return []
+
+    try:
+        agent = setup.start_agent()
+        (first,) = wait_until(app_pids, 30, what="the app started")
+        # Its PID is in status.json while it starts: the next agent can find it, whatever happens.
+        wait_until(lambda: setup.workload("web-1").get("app_pid") == first, 10, what="its PID in status.json")
+        assert setup.workload("web-1")["state"] == "starting"
+        agent.kill()  # while its app sleeps before listening
+        agent.wait(10)
+        setup.start_agent(token=None)
+        running = wait_until(
+            lambda: (e := setup.workload("web-1")).get("state") == "running" and e.get("app_pid") != first and e,
+            60,
+            what="web-1 running under the new agent",
+        )
+        wait_until(lambda: not alive(first), 15, what="the first app gone")
+        time.sleep(3)  # had the first app survived, it would listen now and the second would die
+        assert [pid for pid in app_pids() if alive(pid)] == [running["app_pid"]], setup.log()[-3000:]
+        assert setup.workload("web-1")["app_pid"] == running["app_pid"]
+        assert setup.workload("web-1")["restarts"] == 0 and answers(port)
+    finally:
+        for pid in app_pids():  # an orphan is in no status.json: the fixture would not find it
+            if alive(pid):
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
 
 
 def test_the_testbed_app_runs_from_a_run_line_with_every_placeholder(setup: Setup) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from netmodel.placeholders import TemplateError, expand
@@ -253,3 +255,62 @@ def test_run_as_names_a_known_user_and_root_defaults_to_nobody() -> None:
         assert resolve_run_as("root") is None  # explicitly the agent's own user: no switch
     else:
         assert resolve_run_as(None) is None
+
+
+# -- a changed description -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"run": ("{python}", "-m", "other")}, "run"),
+        ({"env": (("X", "1"),)}, "env"),
+        ({"calls": (Call("api", 9090),)}, "calls"),
+        ({"app_host": "127.0.0.3"}, "app_host"),
+        ({"port": 8081}, "port"),
+    ],
+)
+def test_a_running_workload_whose_description_changed_is_stopped_then_started_anew(
+    change: dict[str, object], field: str
+) -> None:
+    new = replace(WEB, **change)  # type: ignore[arg-type]
+    actions = plan({"web-1": new}, {"web-1": running(WEB)}, 5.0, 1.0, CONTEXT)
+    why = f"its description changed ({field})"
+    assert actions == [
+        Stop("web-1", why),
+        Start(new, render_command(new, "ea-n1", "/venv/bin/python", "/var/agent-apps/web-1"), why),
+    ]
+
+
+def test_a_new_node_address_or_protocol_needs_no_restart() -> None:
+    new = replace(WEB, address="10.0.0.9", protocol="tcp")
+    assert plan({"web-1": new}, {"web-1": running(WEB)}, 5.0, 1.0, CONTEXT) == []
+
+
+def test_a_description_changed_while_starting_is_applied_once_it_has_started() -> None:
+    new = replace(WEB, env=(("X", "1"),))
+    instances = {"web-1": starting(WEB, 0.0)}
+    assert plan({"web-1": new}, instances, 1.0, 1.0, CONTEXT) == []  # its start is under way
+    instances = {"web-1": started(instances["web-1"], 2.0)}
+    actions = plan({"web-1": new}, instances, 2.0, 1.0, CONTEXT)
+    assert [type(a) for a in actions] == [Stop, Start]
+    assert isinstance(actions[1], Start) and actions[1].spec == new
+    # The new one running: nothing more to do.
+    assert plan({"web-1": new}, {"web-1": running(new)}, 3.0, 1.0, CONTEXT) == []
+
+
+def test_a_changed_description_also_stops_a_draining_instance_on_its_new_port_first() -> None:
+    other = draining(running(WorkloadSpec("web-2", "web", 8081)), 1.0, 60.0)
+    new = replace(WEB, port=8081)
+    actions = plan(
+        {
+            "web-1": new,
+        },
+        {"web-1": running(WEB), "web-2": other},
+        2.0,
+        60.0,
+        CONTEXT,
+    )
+    why = "its description changed (port)"
+    assert actions[:2] == [Stop("web-1", why), Stop("web-2", "its port 8081 is needed by web-1")]
+    assert isinstance(actions[2], Start) and actions[2].spec == new

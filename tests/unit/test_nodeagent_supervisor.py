@@ -1,0 +1,127 @@
+"""nodeagent/supervisor.py with real (tiny) processes: how the agent's children die with it, are stopped
+side by side, and how an earlier agent's leftovers are found."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nodeagent import supervisor as sv
+from nodeagent.plan import NodeContext, WorkloadSpec, started, starting
+
+IGNORES_SIGTERM = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+)
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie waiting for its new parent counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gone(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+SETPRIV = shutil.which("setpriv")
+
+
+@pytest.mark.parametrize(
+    "setpriv",
+    [None, pytest.param(SETPRIV, marks=pytest.mark.skipif(SETPRIV is None, reason="no setpriv"))],
+    ids=["python-prctl", "setpriv"],
+)
+def test_a_child_started_behind_the_prefix_dies_with_its_parent(setpriv: str | None) -> None:
+    if setpriv is not None and not sv.setpriv_has_pdeathsig(setpriv):
+        pytest.skip("this setpriv has no --pdeathsig")
+    # A parent that starts the child, says its PID, and is killed without any cleanup.
+    parent_code = (
+        "import subprocess, sys, time\n"
+        "from nodeagent.supervisor import child_argv_prefix\n"
+        "setpriv = sys.argv[1] or None\n"
+        "child = subprocess.Popen([*child_argv_prefix(None, setpriv), 'sleep', '60'], start_new_session=True)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(sv.__file__).resolve().parents[1]))
+    parent = subprocess.Popen([sys.executable, "-c", parent_code, setpriv or ""], stdout=subprocess.PIPE, env=env)
+    child = 0
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while b"sleep" not in Path(f"/proc/{child}/cmdline").read_bytes():  # exec'd: the prefix has done its part
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        parent.kill()
+        parent.wait(10)
+        assert wait_gone(child), "the child outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+        if child and not gone(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_stopping_the_agent_stops_its_workloads_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sv, "STOP_TIMEOUT_S", 1.0)
+    supervisor = sv.Supervisor(NodeContext("n1", sys.executable, str(tmp_path)), sv.SidecarSettings("unix:/x", "", ""))
+    apps = []
+    try:
+        for i in range(3):
+            app = subprocess.Popen(
+                [sys.executable, "-c", IGNORES_SIGTERM], stdout=subprocess.PIPE, start_new_session=True
+            )
+            apps.append(app)
+            assert app.stdout is not None and app.stdout.readline() == b"ready\n"  # SIGTERM ignored from now
+            spec = WorkloadSpec(f"w{i}", "web", 8080 + i)
+            supervisor.instances[spec.id] = started(starting(spec, 0.0), 0.0)
+            supervisor.processes[spec.id] = sv.Processes(app, None, 0.0)
+        began = time.monotonic()
+        supervisor.stop_all()
+        took = time.monotonic() - began
+        assert [app.poll() for app in apps] == [-signal.SIGKILL] * 3
+        # Each needs STOP_TIMEOUT_S before its SIGKILL: side by side about 1 s, one after another 3 s.
+        assert took < 2.5, took
+        status = json.loads((tmp_path / "status.json").read_text())
+        assert {w["state"] for w in status["workloads"].values()} == {"stopped"}
+    finally:
+        for app in apps:
+            if app.poll() is None:
+                app.kill()
+                app.wait(10)
+
+
+def test_the_leftovers_of_an_earlier_agent_are_found_by_pid_and_marker(tmp_path: Path) -> None:
+    env = dict(os.environ, EDGECTL_WORKLOAD="web-1")
+    ours = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)  # a PID reused by someone else
+    try:
+        status = {"workloads": {"web-1": {"state": "starting", "app_pid": ours.pid, "sidecar_pid": None}}}
+        status["workloads"]["web-2"] = {"state": "running", "app_pid": other.pid, "sidecar_pid": other.pid}
+        (tmp_path / "status.json").write_text(json.dumps(status))
+        sv.stop_leftovers(tmp_path / "status.json", tmp_path)
+        assert ours.wait(10) == -signal.SIGTERM
+        assert other.poll() is None
+    finally:
+        for process in (ours, other):
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
