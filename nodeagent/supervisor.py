@@ -43,6 +43,7 @@ from pki.store import replace_file
 LOG = logging.getLogger("edgectl.agent")
 
 APP_START_TIMEOUT_S = 10.0
+LISTEN_POLL_S = 0.005
 TICK_S = 0.1
 """How often the loop looks at the processes when nothing else wakes it."""
 STOP_TIMEOUT_S = 5.0
@@ -609,7 +610,9 @@ def wait_listening(
             return
         if time.monotonic() >= deadline:
             raise RuntimeError(f"app did not listen on {host}:{port} within {timeout:g} s")
-        if cancelled.wait(0.05):
+        # Every migration waits here between the app listening and its sidecar starting: poll often (a
+        # refused connect to a loopback port costs microseconds; at 50 ms this added ~25 ms on average).
+        if cancelled.wait(LISTEN_POLL_S):
             raise RuntimeError("the agent is stopping")
 
 
