@@ -9,8 +9,12 @@ still cannot reach a service's port. Per edge port (a switch port on no link of 
   for every placed service instance (node address D, instance port) whose policy does not admit X
   (``netmodel.authorization``: X is not a source address of a grant), a connection attempt
   ``tcp, ipv4_src=X, ipv4_dst=D, tcp_dst=port, tcp_flags=+syn-ack`` is dropped.
-- any other edge port (a learned host, nothing known) has no identity, so no grant: TCP to every
-  service instance is dropped, and so is IPv4 or ARP claiming a declared endpoint's address.
+- any other edge port (a learned host, nothing known) has no identity, so no grant: a connection
+  attempt to every service instance is dropped whatever source address it claims (the drop matches
+  the port, not the source), so claiming an admitted endpoint's address there gains nothing. Such
+  ports get no guard against declared addresses: it would cost a flow per (port, declared endpoint)
+  on every switch (a 500-switch fabric with 16 ports per switch: 2.5 million flows, 22 s to compile),
+  for traffic the policy drops already refuse.
 
 Only TCP connection attempts (SYN without ACK) to service instances are filtered: a caller not
 admitted never gets a connection, while connections already established live on (a caller's
@@ -194,7 +198,6 @@ def compile_acl(state: FabricState, trust_domain: str) -> AclTables:
         for h in state.hosts.values()
         if not h.declared and h.ip and h.attachment is not None
     }
-    owned_ips = sorted({owner.ip for owner in owners.values()})
     entries: dict[SwitchId, dict[str, Entry]] = {}
     labels: dict[tuple[SwitchId, tuple[int, int, tuple[MatchField, ...]]], DropLabel] = {}
     for dpid, port in edge_ports(state):
@@ -204,7 +207,7 @@ def compile_acl(state: FabricState, trust_domain: str) -> AclTables:
             flows, port_labels = _owned_port(name, port, owner, instances, admitted)
         else:
             caller = learned.get((dpid, port)) or f"{name} port {port}"
-            flows, port_labels = _unknown_port(name, port, caller, instances, admitted, owned_ips)
+            flows, port_labels = _unknown_port(name, port, caller, instances, admitted)
         if not flows:
             continue
         entries.setdefault(dpid, {})[f"{ENTRY_PREFIX}{port}"] = (tuple(sorted(flows)), None)
@@ -272,7 +275,6 @@ def _unknown_port(
     caller: str,
     instances: list[Target],
     admitted: Mapping[str, frozenset[str] | None],
-    owned_ips: list[str],
 ) -> tuple[list[FlowSpec], Labelled]:
     flows: list[FlowSpec] = []
     labelled: Labelled = []
@@ -284,16 +286,6 @@ def _unknown_port(
         flows.append(flow)
         detail = f"{switch} port {port} -> {target.ip}:{target.port}"
         labelled.append((flow, DropLabel("deny", switch, port, caller, target.service, detail)))
-    for ip in owned_ips:
-        guard = acl_cookie(KIND_GUARD, ip)
-        label = DropLabel("spoof", switch, port, caller, detail=f"{ip} (another endpoint's address)")
-        for match in (
-            _match(("eth_type", ETH_TYPE_IPV4), ("in_port", port), ("ipv4_src", ip)),
-            _match(("eth_type", ETH_TYPE_ARP), ("in_port", port), ("arp_spa", ip)),
-        ):
-            flow = FlowSpec(TABLE_ACL, PRIORITY_GUARD_DROP, match, DROP, guard)
-            flows.append(flow)
-            labelled.append((flow, label))
     return flows, labelled
 
 
