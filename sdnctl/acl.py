@@ -22,6 +22,10 @@ own node crosses no switch (its sidecar enforces that). Everything is derived fr
 ports, so a restarted controller computes the flows a switch already holds; a move recompiles the
 drops of the instance's new address and port (its callers' addresses follow their new nodes too).
 
+Entries: a port's guard is ``acl:<port>``, each policy drop its own ``acl:<port>:<address>:<tcp port>``,
+so ``compile_acl_incremental`` recompiles and hands over only the entries whose inputs changed (a
+placement: one entry per edge port), with exactly ``compile_acl``'s result.
+
 Cookies: ``0xec03 | kind << 40 | caller address`` (0 when the port has no identity), so a drop's
 packet counter names its caller and kind; ``labels`` says which service and which port.
 """
@@ -63,7 +67,7 @@ IP_PROTO_TCP = 6
 # A TCP connection attempt: SYN set, ACK clear (the ONF extension field of OpenFlow 1.3, value/mask
 # as OVS reports it back in flow stats, so the drift check reads what was compiled).
 TCP_FLAGS_SYN_ONLY = ("tcp_flags", (0x002, 0x012))
-ENTRY_PREFIX = "acl:"  # a switch's ACL entries are keyed acl:<port>, beside the route entries (by IP)
+ENTRY_PREFIX = "acl:"  # a switch's ACL entries (acl:<port>[:<ip>:<tcp port>]), beside the route entries (by IP)
 GOTO_FORWARD = (("goto", TABLE_FORWARD),)
 DROP: tuple[tuple[str, int], ...] = ()
 

@@ -167,3 +167,36 @@ def test_a_placement_changes_one_entry_per_edge_port_that_may_not_call_it() -> N
     # Every edge port of a and b but n1's own (a call from its own node crosses no switch).
     assert keys and all(key.endswith(":10.0.0.10:9090") for key in keys)
     assert entries_of(new) == entries_of(compile_acl(after, TD))
+
+
+def test_the_engine_applies_only_the_changed_acl_entries_and_holds_the_full_compiles_tables(monkeypatch) -> None:
+    from test_sdnctl_acl import A, B, engine_on, world
+    from test_sdnctl_acl import allow as allow_hosts
+    from test_sdnctl_acl import place as place_named
+
+    from sdnctl import engine as engine_module
+    from sdnctl.acl import with_acl
+    from sdnctl.flows import compile_all
+    from sdnctl.pathing import compute_routes
+
+    box = [world()]
+    engine, switches = engine_on(box, monkeypatch)
+
+    def no_whole_acl_pass(*args: object) -> object:
+        raise AssertionError("a change replaced a switch's whole ACL")
+
+    monkeypatch.setattr(engine_module, "with_acl", no_whole_acl_pass)
+    for change in (
+        lambda s: place_named(s, "db-1", "web", "n2", 8081),
+        lambda s: allow_hosts(s, "api", AllowRule(host=HostId("u2"))),
+        lambda s: default(s, allow_all=True),
+        lambda s: default(s, allow_all=False),
+    ):
+        box[0] = change(box[0])
+        switches.sent.clear()
+        engine._converge()
+        assert switches.sent, "the change reached the switches"
+        full = compile_acl(box[0], TD)
+        for dpid, compiled in compile_all(compute_routes(box[0])).items():
+            assert engine._compiled[dpid].entries == with_acl(compiled, full.entries.get(dpid, {}))[0].entries
+        assert all(switches.tables[d].flows == engine._compiled[d].config.flows for d in (A, B))
