@@ -26,15 +26,22 @@ own node crosses no switch (its sidecar enforces that). Everything is derived fr
 ports, so a restarted controller computes the flows a switch already holds; a move recompiles the
 drops of the instance's new address and port (its callers' addresses follow their new nodes too).
 
+Entries: a port's guard is ``acl:<port>``, each policy drop its own ``acl:<port>:<address>:<tcp port>``,
+so ``compile_acl_incremental`` recompiles and hands over only the entries whose inputs changed (a
+placement: one entry per edge port), with exactly ``compile_acl``'s result.
+
 Cookies: ``0xec03 | kind << 40 | caller address`` (0 when the port has no identity), so a drop's
 packet counter names its caller and kind; ``labels`` says which service and which port.
 """
 
 from __future__ import annotations
 
+import gc
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 from netmodel.authorization import host_identity, service_policy
 from netmodel.ids import PortNo, ServiceName, SwitchId
@@ -64,11 +71,12 @@ IP_PROTO_TCP = 6
 # A TCP connection attempt: SYN set, ACK clear (the ONF extension field of OpenFlow 1.3, value/mask
 # as OVS reports it back in flow stats, so the drift check reads what was compiled).
 TCP_FLAGS_SYN_ONLY = ("tcp_flags", (0x002, 0x012))
-ENTRY_PREFIX = "acl:"  # a switch's ACL entries are keyed acl:<port>, beside the route entries (by IP)
+ENTRY_PREFIX = "acl:"  # a switch's ACL entries (acl:<port>[:<ip>:<tcp port>]), beside the route entries (by IP)
 GOTO_FORWARD = (("goto", TABLE_FORWARD),)
 DROP: tuple[tuple[str, int], ...] = ()
 
 
+@lru_cache(maxsize=65536)  # called once per drop flow with few distinct callers; parsing is the cost
 def acl_cookie(kind: int, caller_ip: str | None) -> int:
     address = int(ipaddress.IPv4Address(caller_ip)) if caller_ip else 0
     return COOKIE_ACL | kind << 40 | address
@@ -115,18 +123,43 @@ class PortOwner:
     identity: str
 
 
+@dataclass(frozen=True, slots=True)
+class PortContext:
+    """What an edge port's ACL depends on besides the targets: the switch's name, the declared
+    endpoint there (None: no identity) and, for a port without one, how its caller is named."""
+
+    switch: str
+    owner: PortOwner | None
+    caller: str
+
+
+@dataclass(frozen=True, eq=False)
+class AclBasis:
+    """The inputs of the ACL, small (edge ports + instances + services), kept beside the tables so the
+    next compile changes only the entries of ports and instances whose inputs differ."""
+
+    ports: Mapping[tuple[SwitchId, PortNo], PortContext]
+    targets: Mapping[tuple[str, int], Target]
+    admitted: Mapping[str, frozenset[str] | None]  # service -> source addresses; None: everyone
+
+
 @dataclass(frozen=True, eq=False)
 class AclTables:
-    """Per switch, its ACL entries (``acl:<port>`` -> flows), and what each drop flow's counter means."""
+    """Per switch, its ACL entries (``acl:<port>``: the guard; ``acl:<port>:<address>:<tcp port>``:
+    one policy drop) -> flows, what each drop flow's counter means, and what they were compiled from."""
 
     entries: Mapping[SwitchId, Mapping[str, Entry]]
     labels: Mapping[tuple[SwitchId, tuple[int, int, tuple[MatchField, ...]]], DropLabel]
+    basis: AclBasis | None = None
 
     def flows(self, switch: SwitchId) -> list[FlowSpec]:
         return sorted(f for flows, _ in self.entries.get(switch, {}).values() for f in flows)
 
 
 EMPTY = AclTables({}, {})
+AclChanges = Mapping[SwitchId, Mapping[str, Entry | None]]
+"""Per switch, the ACL entries that changed (None: removed), as ``replace_entries`` takes them."""
+LabelKey = tuple[SwitchId, tuple[int, int, tuple[MatchField, ...]]]
 
 
 def acl_inputs(state: FabricState) -> tuple[object, ...]:
@@ -142,6 +175,10 @@ def same_inputs(a: tuple[object, ...] | None, b: tuple[object, ...]) -> bool:
 
 def targets(state: FabricState) -> list[Target]:
     """Every placed instance of a declared service on a node with an address, once per (address, port)."""
+    return list(_targets(state).values())
+
+
+def _targets(state: FabricState) -> dict[tuple[str, int], Target]:
     seen: dict[tuple[str, int], Target] = {}
     for workload in sorted(state.workloads.values(), key=lambda w: w.id):
         if workload.node is None or workload.port <= 0 or workload.service not in state.services:
@@ -150,7 +187,7 @@ def targets(state: FabricState) -> list[Target]:
         if node is None or not node.ip:
             continue
         seen.setdefault((node.ip, workload.port), Target(node.ip, workload.port, workload.service))
-    return [seen[k] for k in sorted(seen)]
+    return {k: seen[k] for k in sorted(seen)}
 
 
 def _owners(state: FabricState, trust_domain: str) -> dict[tuple[SwitchId, PortNo], PortOwner]:
@@ -184,12 +221,12 @@ def edge_ports(state: FabricState) -> list[tuple[SwitchId, PortNo]]:
     return sorted(ports - fabric)
 
 
-def compile_acl(state: FabricState, trust_domain: str) -> AclTables:
-    """Every connected switch's ACL entries for ``state`` (see the module's doc)."""
+def acl_basis(state: FabricState, trust_domain: str) -> AclBasis:
+    """What the ACL of ``state`` is compiled from: O(ports + hosts + nodes + workloads x rules)."""
     owners = _owners(state, trust_domain)
-    instances = targets(state)
-    admitted: dict[str, frozenset[str] | None] = {}  # service -> source addresses; None: everyone
-    for target in instances:
+    instances = _targets(state)
+    admitted: dict[str, frozenset[str] | None] = {}
+    for target in instances.values():
         if target.service not in admitted:
             policy = service_policy(state, ServiceName(target.service), trust_domain)
             admitted[target.service] = None if policy.allows_everyone else policy.source_ips()
@@ -198,22 +235,178 @@ def compile_acl(state: FabricState, trust_domain: str) -> AclTables:
         for h in state.hosts.values()
         if not h.declared and h.ip and h.attachment is not None
     }
-    entries: dict[SwitchId, dict[str, Entry]] = {}
-    labels: dict[tuple[SwitchId, tuple[int, int, tuple[MatchField, ...]]], DropLabel] = {}
+    ports: dict[tuple[SwitchId, PortNo], PortContext] = {}
     for dpid, port in edge_ports(state):
         name = state.topology.switches[dpid].name
         owner = owners.get((dpid, port))
-        if owner is not None:
-            flows, port_labels = _owned_port(name, port, owner, instances, admitted)
-        else:
-            caller = learned.get((dpid, port)) or f"{name} port {port}"
-            flows, port_labels = _unknown_port(name, port, caller, instances, admitted)
-        if not flows:
-            continue
-        entries.setdefault(dpid, {})[f"{ENTRY_PREFIX}{port}"] = (tuple(sorted(flows)), None)
-        for flow, label in port_labels:
+        caller = owner.identity if owner is not None else learned.get((dpid, port)) or f"{name} port {port}"
+        ports[(dpid, port)] = PortContext(name, owner, caller)
+    return AclBasis(ports, instances, admitted)
+
+
+def guard_key(port: int) -> str:
+    return f"{ENTRY_PREFIX}{port}"
+
+
+def deny_key(port: int, target_ip: str, target_port: int) -> str:
+    return f"{ENTRY_PREFIX}{port}:{target_ip}:{target_port}"
+
+
+def compile_acl(state: FabricState, trust_domain: str) -> AclTables:
+    """Every connected switch's ACL entries for ``state`` (see the module's doc)."""
+    return _compile_from(acl_basis(state, trust_domain))
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cycle collector off while the ACL's hundreds of thousands of acyclic tuples are built: each
+    collection would walk the whole (growing) heap, which tripled a full compile's time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _put(
+    dpid: SwitchId, switch_entries: dict[str, Entry], labels: dict[LabelKey, DropLabel], key: str, flows: Labelled
+) -> Entry:
+    entry: Entry = (tuple(sorted(flow for flow, _ in flows)), None)
+    switch_entries[key] = entry
+    for flow, label in flows:
+        if label is not None:
             labels[(dpid, flow.key)] = label
-    return AclTables(entries, labels)
+    return entry
+
+
+def _port_entries(
+    port: int, context: PortContext, instances: Iterable[Target], basis: AclBasis
+) -> Iterator[tuple[str, Labelled]]:
+    guard = _guard(port, context)
+    if guard:
+        yield guard_key(port), guard
+    for target in instances:
+        deny = _deny(port, context, target, basis.admitted)
+        if deny is not None:
+            yield deny_key(port, target.ip, target.port), [deny]
+
+
+def compile_acl_incremental(previous: AclTables, state: FabricState, trust_domain: str) -> tuple[AclTables, AclChanges]:
+    """The ACL of ``state`` (exactly ``compile_acl``'s), computed from ``previous`` by recompiling only
+    the entries whose inputs changed: every entry of a port whose context changed (an endpoint
+    added, removed or readdressed, a switch connected or renamed, a link making it an edge port or
+    not), the guards of unknown ports when the declared addresses changed, and at every other port
+    the drop of each instance added, removed or whose service's admitted sources changed. So a
+    placement costs O(edge ports), not O(edge ports x instances). Also the changed entries per switch."""
+    new = acl_basis(state, trust_domain)
+    if previous.basis is None:
+        return _full_changes(previous, _compile_from(new))
+    with _collector_paused():  # copies of large dicts: a collection would walk the whole heap
+        return _apply_changed_inputs(previous, previous.basis, new)
+
+
+def _apply_changed_inputs(previous: AclTables, old: AclBasis, new: AclBasis) -> tuple[AclTables, AclChanges]:
+    changed_targets = [
+        key for key in old.targets.keys() | new.targets.keys() if _target_inputs(old, key) != _target_inputs(new, key)
+    ]
+    changed_ports = {p for p in old.ports.keys() | new.ports.keys() if old.ports.get(p) != new.ports.get(p)}
+    entries: dict[SwitchId, Mapping[str, Entry]] = dict(previous.entries)
+    copied: dict[SwitchId, dict[str, Entry]] = {}
+    labels = dict(previous.labels)
+    changes: dict[SwitchId, dict[str, Entry | None]] = {}
+
+    def switch_entries(dpid: SwitchId) -> dict[str, Entry]:
+        if dpid not in copied:
+            copied[dpid] = dict(entries.get(dpid, {}))
+            entries[dpid] = copied[dpid]
+        return copied[dpid]
+
+    def remove(dpid: SwitchId, key: str) -> None:
+        mine = switch_entries(dpid)
+        gone = mine.pop(key, None)
+        if gone is None:
+            return
+        for flow in gone[0]:
+            labels.pop((dpid, flow.key), None)
+        changes.setdefault(dpid, {})[key] = None
+
+    def put(dpid: SwitchId, key: str, flows: Labelled) -> None:
+        mine = switch_entries(dpid)
+        before = mine.get(key)
+        if before is not None:
+            for flow in before[0]:
+                labels.pop((dpid, flow.key), None)
+        entry = _put(dpid, mine, labels, key, flows)
+        if entry != before:
+            changes.setdefault(dpid, {})[key] = entry
+
+    for dpid, port in sorted(changed_ports):
+        context = new.ports.get((dpid, port))
+        port_entries = dict(_port_entries(port, context, new.targets.values(), new)) if context is not None else {}
+        if (dpid, port) in old.ports:
+            for key in [guard_key(port), *(deny_key(port, ip, tcp_port) for ip, tcp_port in old.targets)]:
+                if key not in port_entries:
+                    remove(dpid, key)
+        for key, flows in port_entries.items():
+            put(dpid, key, flows)
+    for (dpid, port), context in new.ports.items():
+        if (dpid, port) in changed_ports:
+            continue
+        for ip, tcp_port in changed_targets:
+            target = new.targets.get((ip, tcp_port))
+            deny = _deny(port, context, target, new.admitted) if target is not None else None
+            if deny is not None:
+                put(dpid, deny_key(port, ip, tcp_port), [deny])
+            else:
+                remove(dpid, deny_key(port, ip, tcp_port))
+    tables = AclTables({dpid: e for dpid, e in entries.items() if e}, labels, new)
+    return tables, changes
+
+
+def _target_inputs(basis: AclBasis, key: tuple[str, int]) -> tuple[Target, frozenset[str] | None] | None:
+    target = basis.targets.get(key)
+    return None if target is None else (target, basis.admitted.get(target.service))
+
+
+def _compile_from(basis: AclBasis) -> AclTables:
+    entries: dict[SwitchId, dict[str, Entry]] = {}
+    labels: dict[LabelKey, DropLabel] = {}
+    instances = list(basis.targets.values())
+    with _collector_paused():
+        _compile_ports(basis, instances, entries, labels)
+    return AclTables({dpid: e for dpid, e in entries.items() if e}, labels, basis)
+
+
+def _compile_ports(
+    basis: AclBasis,
+    instances: list[Target],
+    entries: dict[SwitchId, dict[str, Entry]],
+    labels: dict[LabelKey, DropLabel],
+) -> None:
+    for (dpid, port), context in basis.ports.items():
+        switch_entries = entries.setdefault(dpid, {})
+        guard = _guard(port, context)
+        if guard:
+            _put(dpid, switch_entries, labels, guard_key(port), guard)
+        for target in instances:  # the bulk of the flows: inlined, one tuple per entry
+            deny = _deny(port, context, target, basis.admitted)
+            if deny is not None:
+                flow, label = deny
+                switch_entries[deny_key(port, target.ip, target.port)] = ((flow,), None)
+                labels[(dpid, flow.key)] = label
+
+
+def _full_changes(previous: AclTables, tables: AclTables) -> tuple[AclTables, AclChanges]:
+    changes: dict[SwitchId, dict[str, Entry | None]] = {}
+    for dpid in previous.entries.keys() | tables.entries.keys():
+        before, after = previous.entries.get(dpid, {}), tables.entries.get(dpid, {})
+        diff: dict[str, Entry | None] = {key: None for key in before if key not in after}
+        diff.update((key, entry) for key, entry in after.items() if before.get(key) != entry)
+        if diff:
+            changes[dpid] = diff
+    return tables, changes
 
 
 def _match(*pairs: MatchField) -> tuple[MatchField, ...]:
@@ -232,61 +425,50 @@ def _tcp_to(port: int, target: Target, *source: MatchField) -> tuple[MatchField,
     )
 
 
-Labelled = list[tuple[FlowSpec, DropLabel]]
+Labelled = list[tuple[FlowSpec, DropLabel | None]]
 
 
-def _owned_port(
-    switch: str,
-    port: int,
-    owner: PortOwner,
-    instances: list[Target],
-    admitted: Mapping[str, frozenset[str] | None],
-) -> tuple[list[FlowSpec], Labelled]:
+def _guard(port: int, context: PortContext) -> Labelled:
+    """The port's source guard: its own address (and MAC) go on, any other is dropped. A port without
+    a declared endpoint has none (see the module's doc)."""
+    owner = context.owner
+    if owner is None:
+        return []
     mac = (("eth_src", owner.mac),) if owner.mac else ()
     arp_mac = (("arp_sha", owner.mac), *mac) if owner.mac else ()
     sources = f"{owner.ip}/{owner.mac}" if owner.mac else owner.ip
-    spoof = DropLabel("spoof", switch, port, owner.identity, detail=f"not {sources}")
+    spoof = DropLabel("spoof", context.switch, port, owner.identity, detail=f"not {sources}")
     ip = owner.ip
     passing, guard = acl_cookie(KIND_PASS, ip), acl_cookie(KIND_GUARD, ip)
     ip_in = (("eth_type", ETH_TYPE_IPV4), ("in_port", port))
     arp_in = (("eth_type", ETH_TYPE_ARP), ("in_port", port))
-    flows = [
-        FlowSpec(TABLE_ACL, PRIORITY_GUARD_PASS, _match(*ip_in, ("ipv4_src", ip), *mac), GOTO_FORWARD, passing),
-        FlowSpec(TABLE_ACL, PRIORITY_GUARD_PASS, _match(*arp_in, ("arp_spa", ip), *arp_mac), GOTO_FORWARD, passing),
-        FlowSpec(TABLE_ACL, PRIORITY_GUARD_DROP, _match(*ip_in), DROP, guard),
-        FlowSpec(TABLE_ACL, PRIORITY_GUARD_DROP, _match(*arp_in), DROP, guard),
+    # The pass flows carry no label (their counters are not read); the entry holds them all.
+    return [
+        (FlowSpec(TABLE_ACL, PRIORITY_GUARD_PASS, _match(*ip_in, ("ipv4_src", ip), *mac), GOTO_FORWARD, passing), None),
+        (
+            FlowSpec(TABLE_ACL, PRIORITY_GUARD_PASS, _match(*arp_in, ("arp_spa", ip), *arp_mac), GOTO_FORWARD, passing),
+            None,
+        ),
+        (FlowSpec(TABLE_ACL, PRIORITY_GUARD_DROP, _match(*ip_in), DROP, guard), spoof),
+        (FlowSpec(TABLE_ACL, PRIORITY_GUARD_DROP, _match(*arp_in), DROP, guard), spoof),
     ]
-    labelled: Labelled = [(flows[2], spoof), (flows[3], spoof)]
-    deny = acl_cookie(KIND_DENY, owner.ip)
-    for target in instances:
-        allowed = admitted.get(target.service)
-        if target.ip == owner.ip or allowed is None or owner.ip in allowed:
-            continue
-        flow = FlowSpec(TABLE_ACL, PRIORITY_DENY, _tcp_to(port, target, ("ipv4_src", owner.ip)), DROP, deny)
-        flows.append(flow)
-        detail = f"{switch} port {port} -> {target.ip}:{target.port}"
-        labelled.append((flow, DropLabel("deny", switch, port, owner.identity, target.service, detail)))
-    return flows, labelled
 
 
-def _unknown_port(
-    switch: str,
-    port: int,
-    caller: str,
-    instances: list[Target],
-    admitted: Mapping[str, frozenset[str] | None],
-) -> tuple[list[FlowSpec], Labelled]:
-    flows: list[FlowSpec] = []
-    labelled: Labelled = []
-    deny = acl_cookie(KIND_DENY, None)
-    for target in instances:
-        if admitted.get(target.service) is None:
-            continue
-        flow = FlowSpec(TABLE_ACL, PRIORITY_DENY, _tcp_to(port, target), DROP, deny)
-        flows.append(flow)
-        detail = f"{switch} port {port} -> {target.ip}:{target.port}"
-        labelled.append((flow, DropLabel("deny", switch, port, caller, target.service, detail)))
-    return flows, labelled
+def _deny(
+    port: int, context: PortContext, target: Target, admitted: Mapping[str, frozenset[str] | None]
+) -> tuple[FlowSpec, DropLabel] | None:
+    """The drop of connection attempts from the port to ``target``, or None when its caller may call it."""
+    allowed = admitted.get(target.service)
+    if allowed is None:
+        return None
+    owner = context.owner
+    if owner is not None and (target.ip == owner.ip or owner.ip in allowed):
+        return None
+    source = (("ipv4_src", owner.ip),) if owner is not None else ()
+    cookie = acl_cookie(KIND_DENY, owner.ip if owner is not None else None)
+    flow = FlowSpec(TABLE_ACL, PRIORITY_DENY, _tcp_to(port, target, *source), DROP, cookie)
+    detail = f"{context.switch} port {port} -> {target.ip}:{target.port}"
+    return flow, DropLabel("deny", context.switch, port, context.caller, target.service, detail)
 
 
 def is_acl_key(key: str) -> bool:

@@ -29,7 +29,17 @@ from typing import TYPE_CHECKING, Protocol
 from netmodel.events import Event
 from netmodel.ids import SwitchId, format_dpid
 from netmodel.state import FabricState
-from sdnctl.acl import COOKIE_ACL, COOKIE_ACL_MASK, EMPTY, AclTables, acl_inputs, compile_acl, same_inputs, with_acl
+from sdnctl.acl import (
+    COOKIE_ACL,
+    COOKIE_ACL_MASK,
+    EMPTY,
+    AclChanges,
+    AclTables,
+    acl_inputs,
+    compile_acl_incremental,
+    same_inputs,
+    with_acl,
+)
 from sdnctl.acl_counters import DropCounters, FlowKey, SpoofReports
 from sdnctl.drift import Drift, DriftRecord, drift_message, find_drift
 from sdnctl.flows import (
@@ -41,6 +51,7 @@ from sdnctl.flows import (
     diff_switch,
     merge_deltas,
     recompile_switches,
+    replace_entries,
 )
 from sdnctl.pathing import RoutePlan, changed_entries, compute_routes
 
@@ -242,7 +253,7 @@ class RouteEngine:
         previous = self.plan
         started = time.perf_counter()
         plan = compute_routes(state, previous=previous)
-        acl = self._acl_for(state)
+        acl, acl_changes = self._acl_for(state)
         deltas: dict[SwitchId, SwitchDelta] = {}
         if previous is not None and previous.switches == plan.switches and previous.endpoints == plan.endpoints:
             # Incremental: recompile the changed entries; where a switch holds exactly the old tables,
@@ -254,12 +265,18 @@ class RouteEngine:
                     deltas[dpid] = delta
                 self._compiled[dpid] = compiled
             if acl is not self._acl_applied:
-                # A policy change, a placement, a move: only the ACL entries that changed.
+                # A policy change, a placement, a move: only the ACL entries that changed (all of a
+                # switch's, compared, when the tables held were not compiled from the previous ACL).
                 for dpid in plan.switches:
                     old = self._compiled.get(dpid)
                     if old is None:
                         continue
-                    new, delta = with_acl(old, acl.entries.get(dpid, {}))
+                    if acl_changes is None:
+                        new, delta = with_acl(old, acl.entries.get(dpid, {}))
+                    elif dpid in acl_changes:
+                        new, delta = replace_entries(old, acl_changes[dpid])
+                    else:
+                        continue
                     if new is old:
                         continue
                     if dpid in deltas:
@@ -293,13 +310,17 @@ class RouteEngine:
                 status = self.status.setdefault(dpid, SwitchStatus())
                 status.applied_generation = max(status.applied_generation, state.generation)
 
-    def _acl_for(self, state: FabricState) -> AclTables:
-        """The ACL of ``state``, compiled again only when what it depends on changed."""
+    def _acl_for(self, state: FabricState) -> tuple[AclTables, AclChanges | None]:
+        """The ACL of ``state``, compiled again only when what it depends on changed (and then only
+        the entries whose inputs changed), and its changed entries per switch relative to the ACL the
+        tables hold (None: unknown, compare each switch's whole ACL)."""
         inputs = acl_inputs(state)
-        if not same_inputs(self._acl_inputs, inputs):
-            self.acl = compile_acl(state, self.trust_domain)
-            self._acl_inputs = inputs
-        return self.acl
+        if same_inputs(self._acl_inputs, inputs):
+            return self.acl, None if self.acl is not self._acl_applied else {}
+        previous = self.acl
+        self.acl, changes = compile_acl_incremental(previous, state, self.trust_domain)
+        self._acl_inputs = inputs
+        return self.acl, changes if previous is self._acl_applied else None
 
     # -- the ACL's counters ---------------------------------------------------------------------------
     def on_acl_counters(self, dpid: SwitchId, packets: Mapping[FlowKey, int], now: float) -> None:
