@@ -44,7 +44,9 @@ from netmodel.fabric_file import parse_fabric  # noqa: E402
 from netmodel.ids import NodeId, PortNo, SpiffeId, WorkloadId  # noqa: E402
 from netmodel.state import FabricState  # noqa: E402
 from netmodel.types import Port, Workload  # noqa: E402
+from placement.naming import DEFAULT_TRUST_DOMAIN  # noqa: E402
 from placement.replicas import plan_replicas  # noqa: E402
+from sdnctl.acl import compile_acl, with_acl  # noqa: E402
 from sdnctl.flows import compile_all  # noqa: E402
 from sdnctl.pathing import compute_routes  # noqa: E402
 
@@ -114,7 +116,9 @@ def cold_start(spec: FabricSpec, live: FabricState) -> None:
     """What a restart on the new document computes before it can act: model, routes, tables, snapshots."""
     state = build_state(spec)
     state = replace(state, topology=live.topology, workloads=live.workloads)  # what it rediscovers
-    compile_all(compute_routes(state))
+    acl = compile_acl(state, DEFAULT_TRUST_DOMAIN)
+    tables = {d: with_acl(c, acl.entries.get(d, {}))[0] for d, c in compile_all(compute_routes(state)).items()}
+    assert tables is not None
     build_snapshots(state, MeshConfig())
 
 
@@ -123,9 +127,9 @@ def bench_plan(rounds: int) -> dict[str, Any]:
     spec = parse_fabric(to_yaml(doc), "generated.yaml")
     state = live_state(spec)
     routes = compute_routes(state)
-    inputs = PlanInputs(
-        state=state, applied_spec=spec, mesh_config=MeshConfig(), routes=routes, compiled=compile_all(routes)
-    )
+    acl = compile_acl(state, DEFAULT_TRUST_DOMAIN)  # the tables a running engine holds: routes and ACL
+    compiled = {d: with_acl(c, acl.entries.get(d, {}))[0] for d, c in compile_all(routes).items()}
+    inputs = PlanInputs(state=state, applied_spec=spec, mesh_config=MeshConfig(), routes=routes, compiled=compiled)
     rows = {}
     for name, changed in changes(doc).items():
         new = parse_fabric(to_yaml(changed), "generated.yaml")

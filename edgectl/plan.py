@@ -29,7 +29,7 @@ from netmodel.ids import ServiceName, SwitchId, format_dpid
 from netmodel.state import FabricState
 from placement.naming import DEFAULT_TRUST_DOMAIN, next_workload_ids, workload_spiffe_id
 from placement.replicas import ReplicaPlan, plan_replicas
-from sdnctl.acl import acl_inputs, compile_acl, same_inputs, with_acl
+from sdnctl.acl import acl_basis, acl_inputs, compile_acl, same_basis, same_inputs, with_acl
 from sdnctl.flows import CompiledSwitch, SwitchDelta, compile_all, diff_switch, merge_deltas, recompile_switches
 from sdnctl.pathing import RoutePlan, changed_entries, compute_routes
 
@@ -182,7 +182,9 @@ def _openflow_changes(
     the engine's own computation (incremental when only routes move, a full diff when endpoints or
     switches change; the ACL of table 0 when what it depends on changes), so the plan names exactly what
     an apply sends."""
-    acl_changed = not same_inputs(acl_inputs(before), acl_inputs(after))
+    acl_changed = not same_inputs(acl_inputs(before), acl_inputs(after)) and not same_basis(
+        acl_basis(before, trust_domain), acl_basis(after, trust_domain)
+    )
     if (
         after.topology is before.topology
         and after.hosts is before.hosts
@@ -191,7 +193,6 @@ def _openflow_changes(
     ):
         return ()
     new_routes = compute_routes(after, routes)
-    new_acl = compile_acl(after, trust_domain)
     deltas: dict[SwitchId, SwitchDelta] = {}
     if compiled is not None and routes.switches == new_routes.switches and routes.endpoints == new_routes.endpoints:
         tables = dict(compiled)
@@ -201,6 +202,7 @@ def _openflow_changes(
             deltas[dpid] = delta
             tables[dpid] = new_tables
         if acl_changed:
+            new_acl = compile_acl(after, trust_domain)
             for dpid, switch_tables in tables.items():
                 _acl_tables, delta = with_acl(switch_tables, new_acl.entries.get(dpid, {}))
                 deltas[dpid] = merge_deltas(deltas.get(dpid, SwitchDelta()), delta)
@@ -210,6 +212,7 @@ def _openflow_changes(
         else:
             old_acl = compile_acl(before, trust_domain)
             old = {d: with_acl(c, old_acl.entries.get(d, {}))[0] for d, c in compile_all(routes).items()}
+        new_acl = compile_acl(after, trust_domain)
         new = {d: with_acl(c, new_acl.entries.get(d, {}))[0] for d, c in compile_all(new_routes).items()}
         for dpid in set(old) & set(new):
             deltas[dpid] = diff_switch(old[dpid].config, new[dpid].config)

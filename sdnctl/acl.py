@@ -173,6 +173,12 @@ def same_inputs(a: tuple[object, ...] | None, b: tuple[object, ...]) -> bool:
     return a is not None and len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
+def same_basis(a: AclBasis, b: AclBasis) -> bool:
+    """Two states whose ACL inputs are equal by value (a desired-state document builds new maps even
+    where nothing the ACL reads changed): the same ACL, without compiling either."""
+    return a.ports == b.ports and a.targets == b.targets and a.admitted == b.admitted
+
+
 def targets(state: FabricState) -> list[Target]:
     """Every placed instance of a declared service on a node with an address, once per (address, port)."""
     return list(_targets(state).values())
