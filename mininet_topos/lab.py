@@ -21,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -315,11 +317,18 @@ class Lab:
             str(bundle),
             "--work-dir",
             str(work_dir),
+            *self._run_as(),
         ]
         with open(work_dir / "agent.log", "wb") as log:
             self.agents[node] = self.net.get(node).popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=checkout_env()
             )
+
+    def _run_as(self) -> list[str]:
+        args = agent_run_as_args()
+        if args:
+            self.log("this checkout is not reachable by other users: the node agents run apps as the lab's own user")
+        return args
 
     def _agents_attested(self) -> bool:
         for node, agent in self.agents.items():
@@ -715,3 +724,33 @@ def _uninterruptible() -> Iterator[None]:
 
 def _note_held(signum: int, _frame: object) -> None:
     print(f"lab: {signal.Signals(signum).name} while cleaning up: finishing the cleanup first", file=sys.stderr)
+
+
+def agent_run_as_args() -> list[str]:
+    """``--run-as`` for node agents started from this checkout: none (their default, ``nobody``: apps without
+    the node's keys) when such a user can run this checkout's Python and code, else the caller's own user
+    (a checkout in a private directory, as a fresh clone under ``mktemp -d`` is: ``nobody`` could not even
+    start the app)."""
+    from mininet_topos.mesh import CHECKOUT
+
+    if all(reachable_by_others(Path(p)) for p in (CHECKOUT, sys.prefix, sys.executable)):
+        return []
+    return ["--run-as", _own_user()]
+
+
+def reachable_by_others(path: Path) -> bool:
+    """A user with no rights of its own here (``nobody``) can reach ``path``: every directory above it lets
+    others through, and ``path`` lets them read it."""
+    path = path.resolve()
+    try:
+        if not all(above.stat().st_mode & stat.S_IXOTH for above in path.parents):
+            return False
+        return bool(path.stat().st_mode & stat.S_IROTH)
+    except OSError:
+        return False
+
+
+def _own_user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name

@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import pytest
 
+from mininet_topos.lab import agent_run_as_args
 from placement._pb import placement_pb2 as pb
 from placement._pb import placement_pb2_grpc as pb_grpc
 from tests.integration.harness import REPO, edgectl_run, free_port, wait_until
@@ -140,6 +141,7 @@ def test_an_attested_agent_runs_its_nodes_sidecars_with_config_over_node_svid_mt
                 f"spiffe://{TD}/controller/edgectl",
                 "--work-dir",
                 str(work_dir),
+                *agent_run_as_args(),
             ]
             env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
             with open(agent_log, "wb") as log:

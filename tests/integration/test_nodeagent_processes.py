@@ -27,6 +27,7 @@ import grpc
 import pytest
 
 from mininet_topos.controller_process import free_port, wait_until
+from mininet_topos.lab import agent_run_as_args
 from nodeagent._pb import agent_pb2 as pb
 from nodeagent._pb import agent_pb2_grpc as pb_grpc
 
@@ -153,7 +154,11 @@ class Setup:
     agents: list[subprocess.Popen[bytes]] = field(default_factory=list)
     seen_pids: set[int] = field(default_factory=set)
 
-    def start_agent(self, *extra: str, token: str | None = TOKEN) -> subprocess.Popen[bytes]:
+    def start_agent(
+        self, *extra: str, token: str | None = TOKEN, apps_as_default_user: bool = False
+    ) -> subprocess.Popen[bytes]:
+        """The agent as a process; its apps run as the user this checkout allows (``agent_run_as_args``),
+        or, with ``apps_as_default_user``, as the agent's default (``nobody`` under root)."""
         command = [
             sys.executable,
             "-m",
@@ -172,6 +177,7 @@ class Setup:
             "--drain-s",
             "1.0",
             *(["--join-token", token] if token else []),
+            *([] if apps_as_default_user else agent_run_as_args()),
             *extra,
         ]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
@@ -594,12 +600,15 @@ def test_an_app_runs_as_another_user_and_reaches_neither_the_node_key_nor_the_ag
     nobody = pwd.getpwnam("nobody")
     monkeypatch.setenv("AGENT_ONLY_SECRET", "not for apps")
     port, other_port = free_port(), free_port()
-    setup.controller.place(http_server("web-0", other_port))  # another workload's sidecar: its admin socket
+    # The system's interpreter, not this checkout's venv: another user can run it wherever the checkout is.
+    python = os.path.realpath(sys.executable)
+    web_0 = (python, "-m", "http.server", "--bind", "{host}", "{port}")
+    setup.controller.place(http_server("web-0", other_port, run=web_0))  # another sidecar: its admin socket
     keys = [str(setup.work_dir / name) for name in ("node.key", "node.sds.json", "status.json")]
     admin = str(setup.work_dir / "w" / "web-0" / "admin.sock")
-    run = ("{python}", "-c", PROBE, *keys, admin, "{host}", "{port}")
+    run = (python, "-c", PROBE, *keys, admin, "{host}", "{port}")
     setup.controller.place(http_server("web-1", port, run=run))
-    setup.start_agent()  # as root, no --run-as: the apps run as nobody
+    setup.start_agent(apps_as_default_user=True)  # as root, no --run-as: the apps run as nobody
     setup.wait_state("web-0", "running")
     entry = setup.wait_state("web-1", "running")
     log = (setup.work_dir / "w" / "web-1" / "app.log").read_text()
