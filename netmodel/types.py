@@ -227,6 +227,11 @@ class Service:
     instance's process is not started by an agent."""
     env: tuple[tuple[str, str], ...] = ()
     """Extra environment of that command, sorted by name (values may hold placeholders too)."""
+    bandwidth_mbps: float | None = None
+    """Reserved by every instance, each direction, between it and each ``near`` host (``netmodel.bandwidth``)."""
+    call_bandwidth: tuple[tuple[ServiceName, float], ...] = ()
+    """Reserved per declared call, each direction, between each instance and the callee instance nearest to it,
+    sorted by callee."""
 
     def call_weight(self, callee: ServiceName) -> CallWeight:
         for name, weight in self.call_weights:
@@ -285,3 +290,5 @@ class Workload:
     port: int = 0
     constraints: PlacementConstraints | None = None
     declared: bool = False
+    bandwidth_mbps: float | None = None
+    """This instance's reservation, overriding its service's ``bandwidth_mbps`` (None: the service's)."""

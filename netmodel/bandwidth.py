@@ -1,0 +1,418 @@
+"""Bandwidth reservations: who reserves what on which links, and whether one more fits. Pure.
+
+A service declares ``bandwidth_mbps`` per instance (each direction, between each of its ``near`` hosts and
+the instance) and, per declared call, ``bandwidth_mbps`` between each caller instance and the callee
+instance nearest to it; ``Workload.bandwidth_mbps`` overrides the service's value for one instance.
+Each of these is a ``Demand``: one direction, one pair of endpoints, one TCP port.
+
+``plan_reservations`` routes the demands greedily in placement order (older workloads first): each takes
+the lowest-latency path on which every link still has room (the latency-shortest path when it fits, which
+is the common case and costs a walk along it), so a link is never over-committed: a demand that fits
+nowhere is ``Unreserved``, with the link that stopped it. Placement order makes the plan stable: a new
+workload is routed after every existing one, so admitting it cannot move anyone else's path, and the plan
+of the state with it is the previous plan plus its own demands (``previous`` makes that incremental).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.sparse.csgraph import dijkstra
+
+from netmodel.graph import arc_matrix
+from netmodel.ids import NodeId, PortNo, ServiceName, SwitchId, WorkloadId
+from netmodel.state import FabricState
+from netmodel.topology import Topology
+from netmodel.types import Attachment, LinkId, Workload
+
+EPSILON_MBPS = 1e-9  # reservations are sums of declared decimals: exactly full counts as fitting
+TO_INSTANCE, FROM_INSTANCE = 0, 1
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """One direction of reserved traffic: ``src`` -> ``dst`` (endpoint names), TCP to or from ``port``.
+
+    Demands with the same match (two callers on one node calling one instance) are one demand of the
+    summed rate: a switch can only meter what it can tell apart. ``owners`` are the workloads it serves.
+    """
+
+    key: str
+    owners: tuple[WorkloadId, ...]
+    src: str
+    dst: str
+    src_ip: str
+    dst_ip: str
+    l4: tuple[str, int]  # ("tcp_dst", port): toward the instance; ("tcp_src", port): from it
+    mbps: float
+    order: tuple[int, int, str]  # greedy order: (position of the first owner in placement order, direction, peer)
+
+    @property
+    def owner(self) -> WorkloadId:
+        return self.owners[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    demand: Demand
+    switches: tuple[SwitchId, ...]  # where src attaches .. where dst attaches
+    links: tuple[LinkId, ...]  # empty when both ends share a switch: nothing to reserve
+    out_port: PortNo  # the last switch's port toward dst
+    latency_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unreserved:
+    demand: Demand
+    reason: str
+    link: LinkId | None = None  # the first link of its latency-shortest path without room, if any
+
+
+Outcome = Reservation | Unreserved
+
+
+@dataclass(frozen=True, slots=True)
+class BandwidthRefusal:
+    """Why a change cannot be admitted: the first demand it would leave without a reservation."""
+
+    demand: Demand
+    link: LinkId | None
+    message: str
+
+
+@dataclass(frozen=True, eq=False)
+class ReservationPlan:
+    """Every demand's outcome in greedy order, and what stays reserved per link direction."""
+
+    generation: int
+    outcomes: tuple[Outcome, ...]
+    capacity_mbps: Mapping[LinkId, float]
+    _graph: _Graph | None = field(default=None, repr=False)
+    _reserved: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # per graph link
+
+    @property
+    def reservations(self) -> tuple[Reservation, ...]:
+        return tuple(o for o in self.outcomes if isinstance(o, Reservation))
+
+    @property
+    def unreserved(self) -> tuple[Unreserved, ...]:
+        return tuple(o for o in self.outcomes if isinstance(o, Unreserved))
+
+    def links(self) -> dict[LinkId, float]:
+        """Reserved Mbit/s per link direction, for links with anything reserved."""
+        if self._graph is None:
+            return {}
+        return {self._graph.links[i]: float(self._reserved[i]) for i in np.flatnonzero(self._reserved > 0).tolist()}
+
+    def reserved_mbps(self, link: LinkId) -> float:
+        if self._graph is None:
+            return 0.0
+        i = self._graph.position.get(link)
+        return 0.0 if i is None else float(self._reserved[i])
+
+    def residual_mbps(self, link: LinkId) -> float:
+        return max(0.0, self.capacity_mbps.get(link, 0.0) - self.reserved_mbps(link))
+
+    def of_owner(self, owner: WorkloadId) -> tuple[Outcome, ...]:
+        return tuple(o for o in self.outcomes if owner in o.demand.owners)
+
+
+EMPTY_PLAN = ReservationPlan(-1, (), {})
+
+
+def link_label(state: FabricState, link: LinkId) -> str:
+    """``ea1:2->m1:1``: switch names and ports, as an operator reads them."""
+    switches = state.topology.switches
+
+    def name(dpid: SwitchId) -> str:
+        switch = switches.get(dpid)
+        return switch.name if switch is not None and switch.name else f"{dpid:#x}"
+
+    return f"{name(link.src)}:{link.src_port}->{name(link.dst)}:{link.dst_port}"
+
+
+def bandwidth_of(state: FabricState, workload: Workload) -> float:
+    """What one instance reserves each way with each near host: its own value, else its service's."""
+    if workload.bandwidth_mbps is not None:
+        return workload.bandwidth_mbps
+    service = state.services.get(workload.service)
+    return 0.0 if service is None or service.bandwidth_mbps is None else service.bandwidth_mbps
+
+
+def reserves_anything(state: FabricState) -> bool:
+    """Whether any service or instance could reserve bandwidth (most fabrics: none, and nothing to do)."""
+    return any(s.bandwidth_mbps or s.call_bandwidth for s in state.services.values()) or any(
+        w.bandwidth_mbps for w in state.workloads.values()
+    )
+
+
+def _endpoints(state: FabricState) -> dict[str, tuple[str, Attachment]]:
+    out: dict[str, tuple[str, Attachment]] = {}
+    switches = state.topology.switches
+    for host in state.hosts.values():
+        if host.ip and host.attachment is not None and host.attachment.switch in switches:
+            out[host.id] = (host.ip, host.attachment)
+    for node in state.nodes.values():
+        if node.ip and node.attachment.switch in switches:
+            out[node.id] = (node.ip, node.attachment)
+    return out
+
+
+def demands_of(state: FabricState, graph: _Graph | None = None) -> tuple[Demand, ...]:
+    """Every placed instance's demands, merged by match, in greedy order."""
+    if not reserves_anything(state):
+        return ()
+    endpoints = _endpoints(state)
+    graph = graph if graph is not None else graph_of(state.topology)
+    merged: dict[tuple[str, str, tuple[str, int]], Demand] = {}
+
+    def add(
+        owner: WorkloadId,
+        position: int,
+        direction: int,
+        peer: str,
+        src: str,
+        dst: str,
+        port_field: str,
+        port: int,
+        mbps: float,
+    ) -> None:
+        a, b = endpoints.get(src), endpoints.get(dst)
+        if a is None or b is None or mbps <= 0:
+            return
+        match = (a[0], b[0], (port_field, port))
+        known = merged.get(match)
+        if known is None:
+            key = f"{a[0]}>{b[0]} {port_field}={port}"
+            merged[match] = Demand(
+                key, (owner,), src, dst, a[0], b[0], (port_field, port), mbps, (position, direction, peer)
+            )
+        elif owner not in known.owners:
+            merged[match] = Demand(
+                known.key,
+                (*known.owners, owner),
+                known.src,
+                known.dst,
+                known.src_ip,
+                known.dst_ip,
+                known.l4,
+                known.mbps + mbps,
+                known.order,
+            )
+
+    placed = [(i, w) for i, w in enumerate(state.workloads.values()) if w.node is not None]
+    by_service: dict[ServiceName, list[tuple[int, Workload]]] = {}
+    for i, w in placed:
+        by_service.setdefault(w.service, []).append((i, w))
+    for position, workload in placed:
+        assert workload.node is not None
+        service = state.services.get(workload.service)
+        port = workload.port or (service.port if service is not None else 0)
+        mbps = bandwidth_of(state, workload)
+        if mbps > 0 and port:
+            near = workload.constraints.near if workload.constraints is not None else (service.near if service else ())
+            for host in sorted(near):
+                add(workload.id, position, TO_INSTANCE, host, host, workload.node, "tcp_dst", port, mbps)
+                add(workload.id, position, FROM_INSTANCE, host, workload.node, host, "tcp_src", port, mbps)
+        for callee, call_mbps in service.call_bandwidth if service is not None else ():
+            target = _nearest(graph, endpoints, workload.node, by_service.get(callee, ()))
+            if target is None or call_mbps <= 0:
+                continue
+            callee_port = target.port or state.services[callee].port
+            assert target.node is not None
+            peer = f"call {target.id}"
+            add(workload.id, position, TO_INSTANCE, peer, workload.node, target.node, "tcp_dst", callee_port, call_mbps)
+            add(
+                workload.id,
+                position,
+                FROM_INSTANCE,
+                peer,
+                target.node,
+                workload.node,
+                "tcp_src",
+                callee_port,
+                call_mbps,
+            )
+    return tuple(sorted(merged.values(), key=lambda d: (d.order, d.key)))
+
+
+def _nearest(
+    graph: _Graph,
+    endpoints: Mapping[str, tuple[str, Attachment]],
+    node: NodeId,
+    instances: Sequence[tuple[int, Workload]],
+) -> Workload | None:
+    """The callee instance a caller on ``node`` uses first: lowest route latency, ties by workload id."""
+    here = endpoints.get(node)
+    if here is None:
+        return None
+    best: tuple[float, str] | None = None
+    chosen = None
+    for _, w in instances:
+        there = endpoints.get(w.node) if w.node is not None else None
+        if there is None:
+            continue
+        rank = (graph.distance(here[1].switch, there[1].switch), w.id)
+        if best is None or rank < best:
+            best, chosen = rank, w
+    return chosen if best is not None and np.isfinite(best[0]) else None
+
+
+class _Graph:
+    """The usable links of one topology as arrays, with latency-shortest trees computed per source on demand.
+
+    Weights follow routing's rule (latency * (n + 1) + 1: latency first, then fewer hops), so a reserved
+    path is the route's own path whenever that path has room.
+    """
+
+    def __init__(self, topology: Topology) -> None:
+        self.links_map = topology.links
+        self.switches = tuple(sorted(topology.switches))
+        self.index = {dpid: i for i, dpid in enumerate(self.switches)}
+        usable = [
+            link
+            for link, attrs in topology.links.items()
+            if attrs.up and link.src in self.index and link.dst in self.index
+        ]
+        self.links = tuple(sorted(usable))
+        self.position = {link: i for i, link in enumerate(self.links)}
+        n = len(self.switches)
+        self.scale = n + 1
+        self.src = np.array([self.index[link.src] for link in self.links], dtype=np.int64)
+        self.dst = np.array([self.index[link.dst] for link in self.links], dtype=np.int64)
+        self.latency = np.array([topology.links[link].latency_us for link in self.links], dtype=np.float64)
+        self.weight = self.latency * self.scale + 1.0
+        self.capacity = np.array([topology.links[link].capacity_mbps for link in self.links], dtype=np.float64)
+        # Parallel links u->v, lightest first: a path over (u, v) takes the lightest one with room.
+        self.arcs: dict[tuple[int, int], list[int]] = {}
+        for i in np.argsort(self.weight, kind="stable").tolist():
+            self.arcs.setdefault((int(self.src[i]), int(self.dst[i])), []).append(i)
+        self._matrix: Any = None
+        self._trees: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _tree(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        tree = self._trees.get(s)
+        if tree is None:
+            if self._matrix is None:
+                self._matrix = arc_matrix(len(self.switches), self.src, self.dst, self.weight)
+            dist, pred = dijkstra(self._matrix, directed=True, indices=s, return_predecessors=True)
+            tree = self._trees[s] = (np.asarray(dist), np.asarray(pred))
+        return tree
+
+    def distance(self, a: SwitchId, b: SwitchId) -> float:
+        if a not in self.index or b not in self.index:
+            return float("inf")
+        dist, _ = self._tree(self.index[a])
+        return float(dist[self.index[b]])
+
+    def shortest(self, s: int, d: int, reserved: np.ndarray | None = None, mbps: float = 0.0) -> list[int] | None:
+        """Link indexes of the lightest path s -> d; with ``reserved``, over links with ``mbps`` left only."""
+        if reserved is None:
+            dist, pred = self._tree(s)
+            room = None
+        else:
+            room = self.capacity - reserved >= mbps - EPSILON_MBPS
+            weight = np.where(room, self.weight, np.inf)
+            matrix = arc_matrix(len(self.switches), self.src, self.dst, weight)
+            dist, pred = dijkstra(matrix, directed=True, indices=s, return_predecessors=True)
+        if not np.isfinite(dist[d]):
+            return None
+        hops: list[int] = []
+        v = d
+        while v != s:
+            u = int(pred[v])
+            hops.append(next(i for i in self.arcs[(u, v)] if room is None or room[i]))
+            v = u
+        hops.reverse()
+        return hops
+
+
+def graph_of(topology: Topology, previous: ReservationPlan | None = None) -> _Graph:
+    """The arrays of ``topology``'s usable links, reused from ``previous`` while its links are the same."""
+    if previous is not None and previous._graph is not None and previous._graph.links_map is topology.links:
+        return previous._graph
+    return _Graph(topology)
+
+
+def plan_reservations(state: FabricState, previous: ReservationPlan | None = None) -> ReservationPlan:
+    """Every demand routed greedily in placement order; see the module docstring.
+
+    With ``previous`` (an earlier state's plan on the same links), the outcomes before the first demand
+    that differs are kept as they were: placing a new instance routes only its own demands.
+    """
+    graph = graph_of(state.topology, previous)
+    demands = demands_of(state, graph)
+    capacity = {link: attrs.capacity_mbps for link, attrs in state.topology.links.items()}
+    endpoints = _endpoints(state) if demands else {}
+    kept: list[Outcome] = []
+    reserved = np.zeros(len(graph.links))
+    if previous is not None and previous._graph is graph:
+        old = previous.outcomes
+        same = 0
+        while same < len(old) and same < len(demands) and old[same].demand == demands[same]:
+            same += 1
+        kept = list(old[:same])
+        if same == len(old):
+            reserved = previous._reserved.copy()
+        else:
+            for outcome in kept:
+                if isinstance(outcome, Reservation):
+                    _take(graph, reserved, outcome)
+    outcomes = kept
+    for demand in demands[len(kept) :]:
+        outcome = _route(state, graph, endpoints, reserved, demand)
+        if isinstance(outcome, Reservation):
+            _take(graph, reserved, outcome)
+        outcomes.append(outcome)
+    return ReservationPlan(state.generation, tuple(outcomes), capacity, graph, reserved)
+
+
+def _take(graph: _Graph, reserved: np.ndarray, reservation: Reservation) -> None:
+    for link in reservation.links:
+        reserved[graph.position[link]] += reservation.demand.mbps
+
+
+def _route(
+    state: FabricState,
+    graph: _Graph,
+    endpoints: Mapping[str, tuple[str, Attachment]],
+    reserved: np.ndarray,
+    demand: Demand,
+) -> Outcome:
+    a, b = endpoints[demand.src][1], endpoints[demand.dst][1]
+    if a.switch == b.switch:
+        return Reservation(demand, (a.switch,), (), b.port, 0)
+    s, d = graph.index[a.switch], graph.index[b.switch]
+    path = graph.shortest(s, d)
+    if path is None:
+        return Unreserved(demand, f"no path from {demand.src} to {demand.dst}")
+    short = [i for i in path if graph.capacity[i] - reserved[i] < demand.mbps - EPSILON_MBPS]
+    if short:
+        bottleneck = short[0]
+        path = graph.shortest(s, d, reserved, demand.mbps)
+        if path is None:
+            left = max(0.0, float(graph.capacity[bottleneck] - reserved[bottleneck]))
+            link = graph.links[bottleneck]
+            return Unreserved(
+                demand,
+                f"link {link_label(state, link)} has {left:g} of {demand.mbps:g} Mbit/s left"
+                " and no other path has room",
+                link,
+            )
+    links = tuple(graph.links[i] for i in path)
+    switches = (a.switch, *(link.dst for link in links))
+    latency = int(sum(float(graph.latency[i]) for i in path))
+    return Reservation(demand, switches, links, b.port, latency)
+
+
+def admission(before: ReservationPlan, after: ReservationPlan) -> BandwidthRefusal | None:
+    """None when ``after`` keeps every reservation of ``before`` and reserves every new demand; else the first
+    demand it would leave unreserved (a new one, or one that had a reservation)."""
+    was_unreserved = {o.demand.key for o in before.unreserved}
+    for outcome in after.unreserved:
+        if outcome.demand.key not in was_unreserved:
+            return BandwidthRefusal(outcome.demand, outcome.link, outcome.reason)
+    return None
