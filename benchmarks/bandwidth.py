@@ -17,6 +17,13 @@ streams with no meters.
 
 Admission cost: ``benchmarks/bandwidth_admission.py`` (pure; no network).
 
+The lab (``--part lab``): ``examples/bandwidth.yaml`` under ``edgectl run`` in Mininet (real delay, every link
+shaped by htb at its capacity); the controller places ``video`` itself. Bulk from u2 to h9 (1 or 4 TCP flows,
+or UDP at twice the uplink) over e1's 20 Mbit/s primary uplink, u1's paced 8 Mbit/s stream to the video
+instance (TCP to its port 8554, or UDP), alone and together, each with a UDP echo's round trips u1 -> the
+instance beside it. On a controller that does not enforce reservations this is the "before"; with meters
+installed, the same run is the "after".
+
 Run as root: ``.venv/bin/python benchmarks/bandwidth.py [--rounds N] [--duration S] [--part meters|admission]``.
 Everything it creates (bridge, namespaces, veths) is removed in ``finally``. Prints tables, then one JSON line.
 """
@@ -320,9 +327,132 @@ def admission_cost(link_mbps: float, tries: int, profile: bool) -> dict[str, Any
     return a
 
 
+LAB = REPO / "examples" / "bandwidth.yaml"
+VIDEO_PORT, LAB_UDP_PORT, BULK_TCP_PORT = 8554, 5004, 5010
+
+
+def _stop(processes: Sequence[Any]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(5)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    src: str
+    dst: str  # a Mininet host (user host or compute node)
+    proto: str
+    port: int
+    mbps: float  # TCP: a ceiling (offered at twice the uplink, TCP takes what it can get)
+
+
+def lab_cases(node: str) -> list[tuple[str, list[Stream]]]:
+    bulk_tcp = [Stream(f"bulk_tcp{k}", "u2", "h9", "tcp", BULK_TCP_PORT + k, 40.0) for k in range(4)]
+    bulk_udp = [Stream("bulk_udp", "u2", "h9", "udp", BULK_TCP_PORT, 40.0)]
+    video_tcp = Stream("video_tcp", "u1", node, "tcp", VIDEO_PORT, 8.0)
+    video_udp = Stream("video_udp", "u1", node, "udp", LAB_UDP_PORT, 8.0)
+    return [
+        ("bulk: 1 TCP flow alone", bulk_tcp[:1]),
+        ("video TCP alone", [video_tcp]),
+        ("video UDP alone", [video_udp]),
+        ("video TCP + 1 bulk TCP flow", [*bulk_tcp[:1], video_tcp]),
+        ("video TCP + 4 bulk TCP flows", [*bulk_tcp, video_tcp]),
+        ("video UDP + 4 bulk TCP flows", [*bulk_tcp, video_udp]),
+        ("video UDP + bulk UDP at 40 Mbit/s", [*bulk_udp, video_udp]),
+    ]
+
+
+def _lab_streams(net: Any, node: str, streams: Sequence[Stream], duration: float) -> dict[str, Any]:
+    """Run ``streams`` at once, with a UDP echo's round trips u1 -> ``node`` beside them; their figures."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    started: list[Any] = []
+
+    def popen(host: str, *args: str) -> Any:
+        command = [sys.executable, "-m", "mininet_topos.pacer", *args]
+        process = net.get(host).popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO), env=env
+        )
+        started.append(process)
+        return process
+
+    until = str(duration + 3)
+    try:
+        receivers = [
+            popen(st.dst, "recv", "--proto", st.proto, "--port", str(st.port), "--duration", until) for st in streams
+        ]
+        receivers.append(popen(node, "echo", "--port", str(ECHO_PORT)))
+        for process in receivers:
+            _ready(process)
+        senders = []
+        for st in streams:
+            to = ("--to", net.get(st.dst).IP(), "--port", str(st.port))
+            rate = ("--rate-mbps", str(st.mbps), "--frame", "1500", "--duration", str(duration))
+            senders.append(popen(st.src, "send", "--proto", st.proto, *to, *rate))
+        probe = popen(
+            "u1", "ping", "--to", net.get(node).IP(), "--port", str(ECHO_PORT), "--interval", "0.02",
+            "--duration", str(duration), "--wait", "2",
+        )  # fmt: skip
+        out: dict[str, Any] = {}
+        for st, sender, receiver in zip(streams, senders, receivers, strict=False):
+            sent = _json(sender, duration + 60)
+            out[st.name] = {**_json(receiver, duration + 60), "sent_l2_mbps": sent["sent_l2_mbps"]}
+        out["probe"] = _json(probe, duration + 60)
+        return out
+    finally:
+        _stop(started)
+
+
+def lab(duration: float) -> dict[str, Any]:
+    from mininet_topos.controller_process import edgectl_run, free_port, mininet_testbed, wait_until
+
+    openflow_port = free_port()
+    with edgectl_run(LAB, openflow_port=openflow_port) as controller, mininet_testbed(LAB, openflow_port) as net:
+        controller.wait_fabric_ready("u2", "h9")
+
+        def video() -> dict[str, Any] | None:
+            workloads = controller.get_json("/api/v1/workloads")["workloads"]
+            return next((w for w in workloads if w["service"] == "video" and w.get("node")), None)
+
+        wait_until(video, 30, what="video placed")
+        instance = video()
+        assert instance is not None
+        node = instance["node"]
+        node_ip = net.get(node).IP()
+        h9_ip = net.get("h9").IP()
+        wait_until(lambda: controller.route("u1", node), 30, what=f"route u1 -> {node}")
+        wait_until(lambda: "1 received" in net.get("u1").cmd(f"ping -c1 -W1 {node_ip}"), 20, what="u1 reaches video")
+        wait_until(lambda: "1 received" in net.get("u2").cmd(f"ping -c1 -W1 {h9_ip}"), 20, what="u2 -> h9")
+        route = controller.route("u1", node)
+        figures: dict[str, Any] = {"video_node": node, "u1_path": route["path"] if route else None}
+        figures["cases"] = {}
+        for name, streams in lab_cases(node):
+            figures["cases"][name] = result = _lab_streams(net, node, streams, duration)
+            print(f"  {name:<34} {_lab_line(result)}", flush=True)
+        with contextlib.suppress(Exception):
+            figures["links"] = controller.get_json("/api/v1/links")
+        return figures
+
+
+def _lab_line(result: dict[str, Any]) -> str:
+    bulk = [v for k, v in result.items() if k.startswith("bulk")]
+    parts = [f"bulk {sum(b['l2_mbps'] for b in bulk):.2f} Mbit/s"] if bulk else []
+    for name in ("video_tcp", "video_udp"):
+        if name in result:
+            parts.append(f"{name} {result[name]['l2_mbps']:.2f} Mbit/s (goodput {result[name]['goodput_mbps']:.2f})")
+    p = result["probe"]
+    parts.append(f"u1 echo p50 {p['p50_ms']} p99 {p['p99_ms']} ms, lost {p['lost']}/{p['sent']}")
+    return "; ".join(parts)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--part", choices=("all", "meters", "admission"), default="all")
+    parser.add_argument("--part", choices=("all", "meters", "admission", "lab"), default="all")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per stream")
     parser.add_argument("--burst-ms", type=float, default=10.0)
@@ -352,6 +482,9 @@ def main() -> int:
                 f"  bulk {f['bulk_mbps']:.2f} Mbit/s  echo p50 {f['rtt_p50_ms']} ms p99 {f['rtt_p99_ms']} ms"
                 f" lost {f['probe_lost']}"
             )
+    if args.part in ("all", "lab"):
+        print(f"the bandwidth lab ({LAB.name}): u2 -> h9 bulk TCP and u1's 8 Mbit/s to video, {args.duration:g} s each")
+        figures["lab"] = lab(max(args.duration, 8.0))
     if args.part in ("all", "admission"):
         figures["admission"] = [admission_cost(link, args.tries, args.profile) for link in LINK_MBPS]
     print(json.dumps(figures))

@@ -210,6 +210,10 @@ def send(args: argparse.Namespace) -> dict[str, Any]:
                     sock.send(data) if args.proto == "udp" else sock.sendall(data)
                 except (ConnectionRefusedError, BlockingIOError):  # UDP: ICMP unreachable from a late receiver
                     errors += 1
+                except (BrokenPipeError, ConnectionResetError):  # TCP: the receiver stopped; report what was sent
+                    errors += 1
+                    stop.requested = True
+                    break
                 sent += 1
             if sent < total:
                 _sleep_until(start + sent / pps)
@@ -230,6 +234,11 @@ def send(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _say_ready() -> None:
+    """One line on stderr once the socket is bound (and listening): the sender may start."""
+    print(json.dumps({"role": "recv", "ready": True}), file=sys.stderr, flush=True)
+
+
 def receive(args: argparse.Namespace) -> Summary:
     """Count what arrives until ``--duration`` after the first packet, ``--idle`` seconds of silence after
     traffic, the TCP peer closing, or SIGTERM."""
@@ -243,11 +252,13 @@ def receive(args: argparse.Namespace) -> Summary:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.bind((args.bind, args.port))
+        _say_ready()
     else:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((args.bind, args.port))
         listener.listen(1)
+        _say_ready()
         listener.settimeout(0.2)
         begun = time.monotonic()
         accepted: socket.socket | None = None
@@ -260,7 +271,6 @@ def receive(args: argparse.Namespace) -> Summary:
             listener.close()
             return summarize(args.proto, [], [], interval, args.warmup, 0.0)
         sock = accepted
-    print(json.dumps({"role": "recv", "ready": True}), file=sys.stderr, flush=True)
     sock.settimeout(0.1)
     buffer = bytearray(65536)
     try:
@@ -369,7 +379,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     receiver.add_argument("--duration", type=float, default=10.0, help="seconds after the first packet")
     receiver.add_argument("--interval", type=float, default=0.1)
     receiver.add_argument("--warmup", type=float, default=1.0)
-    receiver.add_argument("--idle", type=float, default=1.0, help="stop after this much silence after traffic")
+    receiver.add_argument(
+        "--idle", type=float, default=None, help="stop after this much silence after traffic (1 s UDP, 5 s TCP)"
+    )
     receiver.add_argument("--accept-timeout", type=float, default=30.0)
     echoer = commands.add_parser("echo", help="UDP echo for the latency probe")
     echoer.add_argument("--bind", default="0.0.0.0")
@@ -381,6 +393,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     prober.add_argument("--duration", type=float, default=5.0)
     prober.add_argument("--wait", type=float, default=1.0, help="seconds to wait for late echoes")
     args = parser.parse_args(argv)
+    if args.command == "recv" and args.idle is None:
+        args.idle = 1.0 if args.proto == "udp" else 5.0  # a TCP flow may sit out a retransmission timeout
     try:
         if args.command == "send":
             if args.proto == "udp":

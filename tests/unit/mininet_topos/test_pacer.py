@@ -112,3 +112,9 @@ def test_bad_arguments_are_refused_with_a_message(capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit):
         parse_args(["send", "--to", "10.0.0.1", "--port", "1", "--rate-mbps", "-1"])
     assert "rate must be > 0" in capsys.readouterr().err
+
+
+def test_a_tcp_receiver_waits_out_a_retransmission_timeout_before_it_calls_the_flow_over() -> None:
+    assert parse_args(["recv", "--proto", "tcp", "--port", "1"]).idle == 5.0
+    assert parse_args(["recv", "--port", "1"]).idle == 1.0
+    assert parse_args(["recv", "--port", "1", "--idle", "3"]).idle == 3.0
