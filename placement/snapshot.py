@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from netmodel.ids import HostId, NodeId, ServiceName, SiteId, SwitchId
+from netmodel.bandwidth import ReservationPlan, plan_reservations
+from netmodel.events import WorkloadPlaced
+from netmodel.ids import HostId, NodeId, ServiceName, SiteId, SpiffeId, SwitchId, WorkloadId
 from netmodel.state import FabricState
-from netmodel.types import ComputeNode, Resources, Tier
+from netmodel.types import ComputeNode, Resources, Tier, Workload
 from placement.callgraph import (
     DEFAULT_PATH_RULES,
     CallGraph,
@@ -28,6 +30,7 @@ from placement.callgraph import (
     request_impact,
 )
 from placement.latency import LatencyCache, SwitchLatencies, compute_switch_latencies
+from placement.types import PlacementRequest
 
 if TYPE_CHECKING:
     from meshctl.paths import PathRules
@@ -124,6 +127,12 @@ class ClusterSnapshot:
         self._near: dict[tuple[HostId, ...], NearLatency] = {}
         self.all_nodes: Bools = np.ones(len(self.node_ids), dtype=np.bool_)
         self.all_nodes.setflags(write=False)
+        # Instances assumed on top of the state, in order: what their bandwidth reservations take (a link
+        # is shared by nodes anywhere, so unlike cpu it is not a per-node sum).
+        self._assumed: list[tuple[ServiceName, int, PlacementRequest | None]] = []
+        self._leaving: dict[tuple[ServiceName, int], int] = {}  # instances of the state forgotten, per node
+        self._bandwidth: tuple[int, FabricState, ReservationPlan] | None = None
+        self._last_plan: ReservationPlan | None = None
 
     def _health(self, state: FabricState, nodes: Sequence[ComputeNode]) -> Ints:
         health = np.zeros(len(self.node_ids), dtype=np.int64)
@@ -247,17 +256,84 @@ class ClusterSnapshot:
             int(self.capacity_cpu[i] - self.used_cpu[i]), int(self.capacity_memory[i] - self.used_memory[i])
         )
 
+    # -- bandwidth ---------------------------------------------------------------------------------------
+    def candidate_workload(
+        self, state: FabricState, request: PlacementRequest | None, service: ServiceName, i: int, k: int
+    ) -> Workload:
+        """The instance a request would add to ``state`` on node i, as the bandwidth model sees it: on the
+        port the orchestrator would give it (a second instance on a node listens on the next free one, so
+        its demands are its own, not merged into the first's)."""
+        node = self.node_ids[i]
+        declared = state.services.get(service)
+        port = declared.port if declared is not None else 0
+        if port:
+            services = state.services
+            taken = {
+                w.port or (services[w.service].port if w.service in services else 0)
+                for w in state.workloads.values()
+                if w.node == node
+            }
+            while port in taken and port < 65535:
+                port += 1
+        return Workload(
+            id=WorkloadId(f"{service}~assumed-{k}"),
+            service=service,
+            spiffe_id=SpiffeId(""),
+            resources=request.resources if request is not None else Resources(0, 0),
+            node=node,
+            port=port,
+            constraints=request.constraints if request is not None else None,
+            bandwidth_mbps=request.bandwidth_mbps if request is not None else None,
+        )
+
+    def bandwidth_base(self) -> tuple[FabricState, ReservationPlan]:
+        """The state with every assumed instance placed, and its reservation plan (once per change).
+
+        Instances the state placed stay in it also when ``forget`` takes them out of the counts: a
+        moving or displaced instance keeps its reservations until it is withdrawn (make-before-break)."""
+        cached = self._bandwidth
+        if cached is not None and cached[0] == self._version:
+            return cached[1], cached[2]
+        state = self.state
+        for k, (service, i, request) in enumerate(self._assumed):
+            state = state.apply(WorkloadPlaced(self.candidate_workload(state, request, service, i, k)))
+        plan = plan_reservations(state, self._last_plan)
+        self._last_plan = plan
+        self._bandwidth = (self._version, state, plan)
+        return state, plan
+
     # -- recording decisions ---------------------------------------------------------------------------
-    def assume(self, service: ServiceName, resources: Resources, i: int) -> None:
-        """Count an instance on node i, as if already placed (later decisions on this snapshot see it)."""
+    def assume(
+        self, service: ServiceName, resources: Resources, i: int, request: PlacementRequest | None = None
+    ) -> None:
+        """Count an instance on node i, as if already placed (later decisions on this snapshot see it).
+        ``request``: what it was asked with (its bandwidth); None: its service's declared values."""
         self.used_cpu[i] += resources.cpu_millis
         self.used_memory[i] += resources.memory_mib
         self.instances_of(service)[i] += 1
+        if self._leaving.get((service, i), 0) > 0:  # one the state placed, counted again (a what-if undone)
+            self._leaving[(service, i)] -= 1
+        else:
+            self._assumed.append((service, i, request))
         self._version += 1
 
-    def forget(self, service: ServiceName, resources: Resources, i: int) -> None:
-        """Undo ``assume`` (or take out an instance the state placed, for a what-if)."""
+    def forget(
+        self, service: ServiceName, resources: Resources, i: int, request: PlacementRequest | None = None
+    ) -> None:
+        """Undo ``assume`` (or take out an instance the state placed, for a what-if: its bandwidth stays
+        reserved, see ``bandwidth_base``)."""
         self.used_cpu[i] -= resources.cpu_millis
         self.used_memory[i] -= resources.memory_mib
         self.instances_of(service)[i] -= 1
+        matches = [k for k, (s, at, _) in enumerate(self._assumed) if s == service and at == i]
+        exact = [k for k in matches if self._assumed[k][2] is request]
+        if exact or matches:
+            del self._assumed[(exact or matches)[-1]]
+        else:
+            self._leaving[(service, i)] = self._leaving.get((service, i), 0) + 1
         self._version += 1
+
+    def leaving(self, service: ServiceName, i: int) -> bool:
+        """Whether an instance of ``service`` the state placed on node i is forgotten (moving away): the
+        instance staying there takes no bandwidth it does not hold already."""
+        return self._leaving.get((service, i), 0) > 0
