@@ -278,3 +278,31 @@ def test_grpc_refuses_an_invalid_bandwidth(value: float) -> None:
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "bandwidth_mbps" in refused.value.details()
         assert bus.state is before
+
+
+def test_cli_places_with_a_bandwidth_and_lists_it(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from placement.cli import register
+
+    def run(argv: list[str]) -> int:
+        parser = argparse.ArgumentParser(prog="edgectl")
+        register(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(argv)
+        return int(args.placement_handler(args))
+
+    with served_api(placed(fabric(), 1, "m-n1")) as (bus, server, _stub):
+        api = ["--api", server.address]
+        assert run(["place", "--service", "video", "--bandwidth-mbps", "2.5", *api]) == 0
+        (new,) = set(bus.state.workloads) - {"video-1"}
+        assert bus.state.workloads[new].bandwidth_mbps == 2.5
+        capsys.readouterr()
+        assert run(["workloads", *api]) == 0
+        out = capsys.readouterr().out
+        assert "bandwidth" in out and "2.5 Mbit/s" in out and "6 Mbit/s" in out
+        assert run(["place", "--service", "video", "--cpu-millis", "2000", *api]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("edgectl place: RESOURCE_EXHAUSTED: ")
+        assert "link e1:1->m1:1 has 1.5 of 6 Mbit/s left" in err  # the 2.5 went through it too
+        assert run(["place", "--service", "video", "--bandwidth-mbps", "-3", *api]) == 1
+        assert "INVALID_ARGUMENT: bandwidth_mbps must be >= 0" in capsys.readouterr().err
