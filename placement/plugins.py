@@ -20,8 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from netmodel.bandwidth import BandwidthRefusal, admission, plan_reservations
-from netmodel.events import WorkloadPlaced
+from netmodel.bandwidth import BandwidthRefusal
 from netmodel.ids import ServiceName
 from netmodel.types import Tier
 from placement.callgraph import RequestImpact
@@ -364,34 +363,26 @@ class ResourcesFit:
 
 def reserves_bandwidth(ctx: CycleContext) -> bool:
     """Whether placing this instance can change any bandwidth reservation: it reserves some itself (its
-    own value or its service's), its service calls with a bandwidth, or some call with one reaches it."""
+    own value or its service's, with users ``near`` it), its service calls with a bandwidth, or some call
+    with one reaches it."""
     services = ctx.snapshot.state.services
     service = services.get(ctx.request.service)
     own = ctx.request.bandwidth_mbps
     if own is None and service is not None:
         own = service.bandwidth_mbps
-    if own or (service is not None and service.call_bandwidth):
+    if (own and ctx.request.constraints.near) or (service is not None and service.call_bandwidth):
         return True
     return any(callee == ctx.request.service for s in services.values() for callee, _ in s.call_bandwidth)
 
 
 def bandwidth_refusals(ctx: CycleContext, nodes: Bools) -> dict[int, BandwidthRefusal | None]:
     """For each of ``nodes``: why placing the instance there could not be admitted (``netmodel.bandwidth``:
-    one of its demands, or one reserved before, would be left without a path with room), or None.
-    Each node costs a routing of the new demands only (the plan of the rest is kept), once per cycle."""
+    one of its demands, or one reserved before, would be left without a path with room), or None
+    (``ClusterSnapshot.bandwidth_admission``; memoised per cycle)."""
     known = ctx.bandwidth
-    todo = [int(i) for i in np.flatnonzero(nodes) if int(i) not in known]
-    if todo:
-        snapshot = ctx.snapshot
-        base, before = snapshot.bandwidth_base()
-        k = len(base.workloads)
-        for i in todo:
-            if snapshot.leaving(ctx.request.service, i):  # staying where it is: it holds its room already
-                known[i] = None
-                continue
-            workload = snapshot.candidate_workload(base, ctx.request, ctx.request.service, i, k)
-            after = plan_reservations(base.apply(WorkloadPlaced(workload)), before)
-            known[i] = admission(before, after)
+    for i in np.flatnonzero(nodes).tolist():
+        if i not in known:
+            known[i] = ctx.snapshot.bandwidth_admission(ctx.request, i)
     return known
 
 

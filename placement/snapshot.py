@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from netmodel.bandwidth import ReservationPlan, plan_reservations
+from netmodel.bandwidth import BandwidthRefusal, ReservationPlan, admission, plan_reservations
 from netmodel.events import WorkloadPlaced
 from netmodel.ids import HostId, NodeId, ServiceName, SiteId, SpiffeId, SwitchId, WorkloadId
 from netmodel.state import FabricState
@@ -133,6 +133,9 @@ class ClusterSnapshot:
         self._leaving: dict[tuple[ServiceName, int], int] = {}  # instances of the state forgotten, per node
         self._bandwidth: tuple[int, FabricState, ReservationPlan] | None = None
         self._last_plan: ReservationPlan | None = None
+        self._admitted: dict[tuple[object, ...], BandwidthRefusal | None] = {}  # of this _version
+        self._admitted_version = -1
+        self._callers_on: dict[NodeId, set[ServiceName]] = {}  # services calling with a bandwidth, per node
 
     def _health(self, state: FabricState, nodes: Sequence[ComputeNode]) -> Ints:
         health = np.zeros(len(self.node_ids), dtype=np.int64)
@@ -301,6 +304,41 @@ class ClusterSnapshot:
         self._last_plan = plan
         self._bandwidth = (self._version, state, plan)
         return state, plan
+
+    def bandwidth_admission(self, request: PlacementRequest, i: int) -> BandwidthRefusal | None:
+        """Why an instance of ``request`` on node i could not be admitted (``netmodel.bandwidth.admission``
+        of the plan with it against the plan without it), or None.
+
+        Reservations follow switches, not nodes: nodes on one switch get the same answer (their demands
+        differ in addresses and ports only), unless the instance calls with a bandwidth and the node has
+        callers already (a caller's demands to one callee instance are merged per node). So one node is
+        routed per such group, and the answers are kept until the next assume/forget."""
+        if self.leaving(request.service, i):  # staying where it is: it holds its room already
+            return None
+        base, before = self.bandwidth_base()
+        if self._admitted_version != self._version:
+            self._admitted, self._admitted_version = {}, self._version
+            self._callers_on = {}
+            for w in base.workloads.values():
+                declared = base.services.get(w.service)
+                if w.node is not None and declared is not None and declared.call_bandwidth:
+                    self._callers_on.setdefault(w.node, set()).add(w.service)
+        node = self.state.nodes[self.node_ids[i]]
+        service = base.services.get(request.service)
+        calls = service is not None and bool(service.call_bandwidth)
+        callers = tuple(sorted(self._callers_on.get(node.id, ()))) if calls else ()
+        key = (
+            request.service,
+            request.bandwidth_mbps,
+            request.constraints.near,
+            node.attachment.switch,
+            bool(node.ip),
+            callers,
+        )
+        if key not in self._admitted:
+            workload = self.candidate_workload(base, request, request.service, i, len(base.workloads))
+            self._admitted[key] = admission(before, plan_reservations(base.apply(WorkloadPlaced(workload)), before))
+        return self._admitted[key]
 
     # -- recording decisions ---------------------------------------------------------------------------
     def assume(

@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from netmodel.bandwidth import plan_reservations
+from netmodel.bandwidth import admission, plan_reservations
 from netmodel.events import WorkloadPlaced
 from netmodel.fabric import FabricSpec, build_state
 from netmodel.fabric_file import parse_fabric
@@ -50,6 +50,7 @@ hosts:
 nodes:
   - {id: e-n1, site: edge, switch: e1, cpu_millis: 1000, memory_mib: 1024, ip: 10.0.1.10}
   - {id: m-n1, site: metro, switch: m1, cpu_millis: 4000, memory_mib: 4096, ip: 10.0.2.10}
+  - {id: m-n2, site: metro, switch: m1, cpu_millis: 400, memory_mib: 4096, ip: 10.0.2.11}
   - {id: c-n1, site: cloud, switch: c1, cpu_millis: 4000, memory_mib: 4096, ip: 10.0.3.10}
 services:
   - {name: video, port: 8000, replicas: 1, cpu_millis: 500, memory_mib: 256, near: [u1], max_latency_ms: 20}
@@ -103,9 +104,14 @@ def test_a_node_behind_a_full_link_is_refused_and_the_link_named() -> None:
     state = placed(fabric(), 1, "m-n1")  # 6 of the uplink's 10 Mbit/s, each way
     ctx = make_context(ClusterSnapshot(state), video())
     ok = BandwidthFits().passes(ctx)
-    assert dict(zip(ctx.snapshot.node_ids, ok.tolist(), strict=True)) == {"c-n1": False, "e-n1": True, "m-n1": False}
+    assert dict(zip(ctx.snapshot.node_ids, ok.tolist(), strict=True)) == {
+        "c-n1": False,
+        "e-n1": True,
+        "m-n1": False,
+        "m-n2": False,
+    }
     (reason,) = BandwidthFits().explain(ctx, ~ok, ctx.snapshot.all_nodes)
-    assert reason == f"2 nodes without the bandwidth (c-n1, m-n1): {UPLINK_FULL}"
+    assert reason == f"3 nodes without the bandwidth (c-n1, m-n1, m-n2): {UPLINK_FULL}"
 
 
 def test_an_instance_that_reserves_nothing_skips_the_filter() -> None:
@@ -119,9 +125,28 @@ def test_an_instance_that_reserves_nothing_skips_the_filter() -> None:
 def test_only_the_nodes_the_earlier_filters_let_through_are_evaluated() -> None:
     state = placed(fabric(), 1, "m-n1")
     ctx = make_context(ClusterSnapshot(state), video())
-    ctx.considered = np.array([False, False, True])  # c-n1, e-n1, m-n1
+    ctx.considered = np.array([False, False, True, False])  # c-n1, e-n1, m-n1, m-n2
     BandwidthFits().passes(ctx)
     assert list(ctx.bandwidth) == [2]
+
+
+def test_nodes_on_one_switch_are_routed_once_and_answered_alike() -> None:
+    # video calls store (1 Mbit/s each way); video-1 on c-n1, store-1 on m-n1; m-n1 and m-n2 share m1.
+    state = placed(fabric(), 1, "c-n1")
+    callee = replace(state.services[VIDEO], name=ServiceName("store"), port=9000, bandwidth_mbps=None)
+    caller = replace(state.services[VIDEO], call_bandwidth=((ServiceName("store"), 1.0),))
+    state = replace(state, services={**state.services, VIDEO: caller, callee.name: callee})
+    store = Workload(WorkloadId("store-1"), callee.name, SpiffeId(""), Resources(1, 1), NodeId("m-n1"))
+    state = state.apply(WorkloadPlaced(store))
+    for request in (video(), video(bandwidth=1.0), video(bandwidth=2.0)):
+        snapshot = ClusterSnapshot(state)
+        base, before = snapshot.bandwidth_base()
+        for i in range(len(snapshot)):  # the grouped answer is each node's own
+            alone = snapshot.candidate_workload(base, request, VIDEO, i, len(base.workloads))
+            expected = admission(before, plan_reservations(base.apply(WorkloadPlaced(alone)), before))
+            got = snapshot.bandwidth_admission(request, i)
+            assert (got and got.message) == (expected and expected.message), (request, snapshot.node_ids[i])
+        assert len(snapshot._admitted) == 3  # c1 (a caller there already), e1, m1 (two nodes, one routing)
 
 
 def test_the_request_may_reserve_less_than_its_service_declares() -> None:
