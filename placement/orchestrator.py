@@ -174,7 +174,8 @@ class PlacementOrchestrator:
     def place(self, request: PlacementRequest, profile: Profile | None = None, *, dry_run: bool = False) -> PlaceResult:
         with self._lock:
             state = self.bus.state
-            outcome = schedule(state, request, profile or self.profile, self.latency_cache)
+            plan = self._reservations(state) if reserves_anything(state) else None
+            outcome = schedule(state, request, profile or self.profile, self.latency_cache, plan)
             if isinstance(outcome, Unschedulable):
                 raise PlacementRefused(Refusal.RESOURCE_EXHAUSTED, outcome.message)
             # A dry run shows the ids a real Place would give now, and uses none of them up.

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netmodel.bandwidth import ReservationPlan
 from netmodel.state import FabricState
 from placement.latency import LatencyCache
 from placement.plugins import (
@@ -167,9 +168,11 @@ def schedule(
     request: PlacementRequest,
     profile: Profile = DEFAULT_PROFILE,
     latency_cache: LatencyCache | None = None,
+    reservations: ReservationPlan | None = None,
 ) -> Decision | Unschedulable:
-    """Where the request's replicas would go, or why they cannot go anywhere. Changes nothing."""
-    return schedule_on(ClusterSnapshot(state, latency_cache), request, profile)
+    """Where the request's replicas would go, or why they cannot go anywhere. Changes nothing.
+    ``reservations``: see ``ClusterSnapshot``."""
+    return schedule_on(ClusterSnapshot(state, latency_cache, reservations=reservations), request, profile)
 
 
 def schedule_on(

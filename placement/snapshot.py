@@ -74,8 +74,14 @@ class ClusterSnapshot:
     """Nodes of one state, sorted by id; index i is the same node in every array."""
 
     def __init__(
-        self, state: FabricState, latency_cache: LatencyCache | None = None, path_rules: PathRules = DEFAULT_PATH_RULES
+        self,
+        state: FabricState,
+        latency_cache: LatencyCache | None = None,
+        path_rules: PathRules = DEFAULT_PATH_RULES,
+        reservations: ReservationPlan | None = None,
     ) -> None:
+        """``reservations``: a plan of ``state`` or of an earlier state on the same links, if the caller
+        keeps one (the bandwidth filter then routes only what changed since)."""
         self.state = state
         self.path_rules = path_rules
         """How the mesh picks the instances a caller uses (the call graph's request times follow it)."""
@@ -132,7 +138,7 @@ class ClusterSnapshot:
         self._assumed: list[tuple[ServiceName, int, PlacementRequest | None]] = []
         self._leaving: dict[tuple[ServiceName, int], int] = {}  # instances of the state forgotten, per node
         self._bandwidth: tuple[int, FabricState, ReservationPlan] | None = None
-        self._last_plan: ReservationPlan | None = None
+        self._last_plan: ReservationPlan | None = reservations
         self._admitted: dict[tuple[object, ...], BandwidthRefusal | None] = {}  # of this _version
         self._admitted_version = -1
         self._callers_on: dict[NodeId, set[ServiceName]] = {}  # services calling with a bandwidth, per node

@@ -331,3 +331,13 @@ def test_cli_places_with_a_bandwidth_and_lists_it(capsys: pytest.CaptureFixture[
         assert "link e1:1->m1:1 has 1.5 of 6 Mbit/s left" in err  # the 2.5 went through it too
         assert run(["place", "--service", "video", "--bandwidth-mbps", "-3", *api]) == 1
         assert "INVALID_ARGUMENT: bandwidth_mbps must be >= 0" in capsys.readouterr().err
+
+
+def test_the_replica_pass_leaves_what_the_network_refuses_for_a_later_pass() -> None:
+    state = fabric()
+    state = replace(state, services={**state.services, VIDEO: replace(state.services[VIDEO], replicas=3)})
+    with running_bus(state) as bus:
+        orchestrator = PlacementOrchestrator(bus, profile=KUBE_DEFAULT_LIKE_PROFILE)  # no BandwidthFits
+        done = orchestrator.reconcile_replicas()
+        assert 1 <= len(done.placed) < 3
+        assert over_committed(bus.state) == []
