@@ -343,3 +343,18 @@ def test_the_replica_pass_leaves_what_the_network_refuses_for_a_later_pass() -> 
         done = orchestrator.reconcile_replicas()
         assert 1 <= len(done.placed) < 3
         assert over_committed(bus.state) == []
+
+
+def test_bandwidth_refusals_are_labelled_for_metrics_whichever_decided() -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    def observe(operation: str, outcome: str, rejected_by: str) -> None:
+        seen.append((operation, outcome, rejected_by))
+
+    with served_api(placed(fabric(), 1, "m-n1"), observe=observe) as (_bus, _server, stub):
+        for profile in ("", "kube-default-like"):  # the filter; the orchestrator's check before publishing
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Place(pb.PlaceRequest(service="video", cpu_millis=2000, profile=profile))
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert UPLINK_FULL in refused.value.details()
+    assert seen == [("place", "RESOURCE_EXHAUSTED", BANDWIDTH)] * 2
