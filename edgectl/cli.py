@@ -178,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     routes.add_argument("--output", choices=["table", "json"], default="table")
 
+    links = sub.add_parser(
+        "links", help="print each link's capacity, reserved and residual bandwidth, and measured load"
+    )
+    links.add_argument(
+        "--http",
+        default=os.environ.get(HTTP_ENV) or DEFAULT_HTTP,
+        metavar="HOST:PORT",
+        help=f"the controller's HTTP API (default: ${HTTP_ENV}, else {DEFAULT_HTTP})",
+    )
+    links.add_argument("--output", choices=["table", "json"], default="table")
+
     paths = sub.add_parser(
         "paths", help="print users' request times over the call graph and the instances each caller's calls go to"
     )
@@ -234,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_routes(args.http, args.output)
     if args.command == "paths":
         return cmd_paths(args.http, args.output)
+    if args.command == "links":
+        return cmd_links(args.http, args.output)
     if args.command == "policy":
         return cmd_policy(args)
     if args.command == "pki":
@@ -304,6 +317,16 @@ def _get_view(command: str, address: str, path: str) -> dict[str, Any] | None:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"edgectl {command}: cannot reach the controller at {address}: {exc}", file=sys.stderr)
         return None
+
+
+def cmd_links(address: str, output: str) -> int:
+    from edgectl.bandwidth_view import links_text
+
+    view = _get_view("links", address, "/api/v1/links")
+    if view is None:
+        return 1
+    sys.stdout.write(json.dumps(view, indent=2) + "\n" if output == "json" else links_text(view))
+    return 0
 
 
 def cmd_paths(address: str, output: str) -> int:

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgectl.bandwidth_view import links_view, reservations_view
 from edgectl.bus import EventBus
 from edgectl.config import GitOptions, RunConfig
 from edgectl.health_api import HEALTH_PATH, health_report_route, unhealthy_view
@@ -25,6 +26,7 @@ from edgectl.http_api import BadQuery, HttpApi
 from edgectl.live_events import EventHub
 from edgectl.metrics import ControllerMetrics
 from edgectl.policy_denials import DenialLog
+from edgectl.reservations import ReservationCache
 from edgectl.state_store import StateStore
 from edgectl.views import (
     changes_view,
@@ -124,6 +126,8 @@ class Controller:
                     LOG.warning("saved placement not restored: %s", exc)
             self.store.start(self.bus.state)  # what was restored is on disk already
             self.bus.subscribe(self.store)
+        self.reservations = ReservationCache()
+        self.metrics.sources.reservations = self.reservations.plan_for
         # HTTP first: /healthz answers while the rest comes up.
         self.http = HttpApi(
             self.config.http_host,
@@ -134,6 +138,7 @@ class Controller:
                 "/api/v1/topology": topology_view,
                 "/api/v1/workloads": workloads_view,
                 "/api/v1/services": services_view,
+                "/api/v1/links": lambda state: links_view(state, self.reservations.plan_for(state)),
             },
         )
         # Node agents report instances whose app or sidecar died: withdrawn at once, then re-placed.
@@ -256,7 +261,13 @@ class Controller:
 
         routes_probe = NamedProbe("routes", routes.runs)
         self.http.add_route("/api/v1/latency", lambda _state: openflow.app.latency.report())
-        self.http.add_route("/api/v1/routes", lambda state: routes_view(routes.plan, routes.status, state, routes.acl))
+        self.http.add_route(
+            "/api/v1/routes",
+            lambda state: {
+                **routes_view(routes.plan, routes.status, state, routes.acl),
+                "reservations": reservations_view(state, self.reservations.plan_for(state)),
+            },
+        )
         self.http.add_query_route(
             "/api/v1/routes/changes",
             lambda state, query: changes_view(routes.changes(_since_generation(query)), state),

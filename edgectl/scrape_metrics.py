@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from netmodel.bandwidth import ReservationPlan
 from netmodel.ids import SwitchId, format_dpid
 from netmodel.state import FabricState
 from netmodel.types import LinkId
@@ -46,6 +47,8 @@ class ScrapeSources:
     """Desired-state documents applied and rejected since start."""
     policy_denials: Callable[[], Mapping[tuple[str, str, str], int]] | None = None
     """Denied calls since start per (caller, service, layer): ``DenialLog.totals``."""
+    reservations: Callable[[FabricState], ReservationPlan] | None = None
+    """The bandwidth reservation plan of a state (``ReservationCache.plan_for``)."""
 
 
 def _switch_name(state: FabricState | None, dpid: SwitchId) -> str:
@@ -65,6 +68,7 @@ class SnapshotCollector(Collector):
         yield from self._certificates()
         yield from self._config()
         yield from self._policy(state)
+        yield from self._bandwidth(state)
 
     def _links(self, state: FabricState | None) -> Iterator[Metric]:
         latency = GaugeMetricFamily(
@@ -93,6 +97,26 @@ class SnapshotCollector(Collector):
                 if load.utilization is not None:
                     utilization.add_metric(labels, load.utilization)
         yield from (latency, sent, utilization)
+
+    def _bandwidth(self, state: FabricState | None) -> Iterator[Metric]:
+        reserved = GaugeMetricFamily(
+            "edgectl_link_reserved_mbps",
+            "Bandwidth reserved on a link direction, Mbit/s (link directions with a reservation)",
+            labels=LINK_LABELS,
+        )
+        demands = GaugeMetricFamily(
+            "edgectl_bandwidth_demands",
+            "Bandwidth demands of placed instances, by whether a path with room carries them",
+            labels=["state"],
+        )
+        if state is not None and self.sources.reservations is not None:
+            plan = self.sources.reservations(state)
+            for link, mbps in plan.links().items():
+                reserved.add_metric(self._link_labels(state, link), mbps)
+            unreserved = len(plan.unreserved)
+            demands.add_metric(["reserved"], len(plan.outcomes) - unreserved)
+            demands.add_metric(["unreserved"], unreserved)
+        yield from (reserved, demands)
 
     @staticmethod
     def _link_labels(state: FabricState, link: LinkId) -> list[str]:

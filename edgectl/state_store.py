@@ -118,6 +118,7 @@ def workloads_from_json(doc: Any) -> list[Workload]:
                 port=int(raw.get("port", 0)),
                 constraints=_constraints_from_json(raw.get("constraints")),
                 declared=bool(raw.get("declared", False)),  # absent in files written before replicas were kept
+                bandwidth_mbps=None if raw.get("bandwidth_mbps") is None else float(raw["bandwidth_mbps"]),
             )
         )
     return out

@@ -412,14 +412,16 @@ def _names(checker: _Checker, entry: dict[str, Located], key: str, path: str) ->
     return out
 
 
-CALL_KEYS = ("service", "per_request", "bytes_per_call")
+CALL_KEYS = ("service", "per_request", "bytes_per_call", "bandwidth_mbps")
+MAX_BANDWIDTH_MBPS = 1_000_000.0  # 1 Tbit/s: a reservation beyond any link is a typo
 MAX_CALLS_PER_REQUEST = 1000.0
 
 
 def _calls(
     checker: _Checker, entry: dict[str, Located], path: str
-) -> list[tuple[int, str, Located, CallWeight | None]]:
-    """A service's ``calls``: each a name, or ``{service, per_request, bytes_per_call}`` (a weighted call)."""
+) -> list[tuple[int, str, Located, CallWeight | None, float | None]]:
+    """A service's ``calls``: each a name, or ``{service, per_request, bytes_per_call, bandwidth_mbps}`` (a
+    weighted call, and what each caller instance reserves toward its nearest callee instance, each way)."""
     located = entry.get("calls")
     if located is None or located.value is None:
         return []
@@ -428,12 +430,12 @@ def _calls(
             located, f"{path}.calls", "expected a list of service names or {service, per_request, bytes_per_call}"
         )
         return []
-    out: list[tuple[int, str, Located, CallWeight | None]] = []
+    out: list[tuple[int, str, Located, CallWeight | None, float | None]] = []
     seen: set[str] = set()
     for i, item in enumerate(located.value):
         where = f"{path}.calls[{i}]"
         if isinstance(item.value, str):
-            name, name_at, weight = item.value, item, None
+            name, name_at, weight, bandwidth = item.value, item, None, None
         elif isinstance(item.value, dict):
             if "service" not in item.value:
                 keys = ", ".join(map(str, item.value)) or "none"
@@ -452,7 +454,15 @@ def _calls(
             name = name_at.value
             per_request = checker.number(e, "per_request", where, minimum=0, maximum=MAX_CALLS_PER_REQUEST)
             size = checker.number(e, "bytes_per_call", where, minimum=0, integer=True, maximum=2**40)
-            weight = CallWeight(1.0 if per_request is None else float(per_request), 0 if size is None else int(size))
+            bandwidth = checker.number(
+                e, "bandwidth_mbps", where, minimum=0, exclusive=True, maximum=MAX_BANDWIDTH_MBPS
+            )
+            if per_request is None and size is None:
+                weight = None  # a call that only reserves bandwidth keeps the default weight
+            else:
+                weight = CallWeight(
+                    1.0 if per_request is None else float(per_request), 0 if size is None else int(size)
+                )
         else:
             checker.error(item, where, f"expected a service name or a mapping with key service, got {item.value!r}")
             continue
@@ -460,7 +470,7 @@ def _calls(
             checker.error(name_at, where, f"calls {name!r} twice (give one entry a per_request count)")
             continue
         seen.add(name)
-        out.append((i, name, name_at, weight))
+        out.append((i, name, name_at, weight, None if bandwidth is None else float(bandwidth)))
     return out
 
 
@@ -664,6 +674,7 @@ def _check(tops: list[Located]) -> tuple[FabricSpec | None, list[Problem]]:
             "protocol",
             "run",
             "env",
+            "bandwidth_mbps",
         )
         if not c.mapping(item, path, allowed, ("name", "port", "replicas", "cpu_millis", "memory_mib")):
             continue
@@ -686,13 +697,17 @@ def _check(tops: list[Located]) -> tuple[FabricSpec | None, list[Problem]]:
             if key in e and (e.get("near") is None or e["near"].value in (None, [])):
                 message = "needs near: the SLO is the latency from the near hosts (list them)"
                 c.error(e[key], f"{path}.{key}", message)
+        bandwidth = c.number(e, "bandwidth_mbps", path, minimum=0, exclusive=True, maximum=MAX_BANDWIDTH_MBPS)
+        if bandwidth is not None and not near:
+            message = "needs near: each instance reserves it between the near hosts and itself (list them)"
+            c.error(e["bandwidth_mbps"], f"{path}.bandwidth_mbps", message)
         calls = _calls(c, e, path)
         extras = fabric_policy.service_extras(c, e, path)
         raw_services.append(
-            (path, name, port, replicas, cpu, memory, max_latency, tuple(near), calls, max_request, extras)
+            (path, name, port, replicas, cpu, memory, max_latency, tuple(near), calls, max_request, extras, bandwidth)
         )
-    for path, _name, *_, calls, _max_request, extras in raw_services:
-        for i, callee, located, _weight in calls:
+    for path, _name, *_, calls, _max_request, extras, _bandwidth in raw_services:
+        for i, callee, located, _weight, _call_bandwidth in calls:
             if callee not in service_names:
                 c.error(located, f"{path}.calls[{i}]", f"unknown service {callee!r}")
         fabric_policy.reference_problems(c, extras, service_names, host_ids)
@@ -747,17 +762,23 @@ def _check(tops: list[Located]) -> tuple[FabricSpec | None, list[Problem]]:
             resources=Resources(int(cpu), int(memory)),
             max_latency_ms=None if max_latency is None else float(max_latency),
             near=near,
-            calls=tuple(ServiceName(callee) for _, callee, _, _ in calls),
+            calls=tuple(ServiceName(callee) for _, callee, _, _, _ in calls),
             call_weights=tuple(
-                sorted((ServiceName(callee), weight) for _, callee, _, weight in calls if weight is not None)
+                sorted((ServiceName(callee), weight) for _, callee, _, weight, _ in calls if weight is not None)
             ),
             max_request_latency_ms=None if max_request is None else float(max_request),
             allow_from=tuple(extras.allow_from),
             protocol=extras.protocol,
             run=extras.run,
             env=extras.env,
+            bandwidth_mbps=None if bandwidth is None else float(bandwidth),
+            call_bandwidth=tuple(
+                sorted((ServiceName(callee), mbps) for _, callee, _, _, mbps in calls if mbps is not None)
+            ),
         )
-        for _path, name, port, replicas, cpu, memory, max_latency, near, calls, max_request, extras in raw_services
+        for _path, name, port, replicas, cpu, memory, max_latency, near, calls, max_request, extras, bandwidth in (
+            raw_services
+        )
     )
     spec = FabricSpec(
         name=fabric_name,

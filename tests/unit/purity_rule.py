@@ -102,6 +102,7 @@ PURE_MODULES = (
     "edgectl/object_health.py",
     "edgectl/plan.py",
     "edgectl/plan_view.py",
+    "edgectl/bandwidth_view.py",
     "edgectl/policy_view.py",
     "edgectl/topo_show.py",
     "edgectl/views.py",

@@ -5,14 +5,18 @@ docs/metrics.md and dashboard checks, and promtool."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from edgectl.metrics import ControllerMetrics
 from edgectl.policy_denials import DenialLog
 from meshctl.metrics import XdsMetrics
 from netmodel import events as ev
+from netmodel.bandwidth import plan_reservations
 from netmodel.fabric import build_state
+from netmodel.ids import HostId, NodeId, ServiceName, SpiffeId, WorkloadId
 from netmodel.state import FabricState
+from netmodel.types import Resources, Workload
 from pki.identities import IdentityManager
 from placement.watch import PlacementEvents, StepKind
 from sdnctl.flows import compile_all
@@ -35,6 +39,18 @@ def live_state() -> FabricState:
         state = state.apply(ev.LinkDiscovered(link, NOW))
     measured = tuple((link, state.topology.links[link].latency_us + 100) for link in links)
     return state.apply(ev.LinkLatencyMeasured(measured, NOW))
+
+
+def reserving(state: FabricState) -> FabricState:
+    """``state`` with web reserving 60 Mbit/s per instance and three instances on m-n1: two reserved, one not."""
+    web = dataclasses.replace(state.services[ServiceName("web")], bandwidth_mbps=60.0, near=(HostId("u1"),))
+    state = dataclasses.replace(state, services={**state.services, web.name: web})
+    for n in (1, 2, 3):
+        workload = Workload(
+            WorkloadId(f"web-{n}"), web.name, SpiffeId(f"spiffe://{TD}/web"), Resources(1, 1), NodeId("m-n1"), 8080 + n
+        )
+        state = state.apply(ev.WorkloadPlaced(workload))
+    return state
 
 
 @dataclass
@@ -92,6 +108,7 @@ def populated_metrics() -> Populated:
     denials.record(layer="envoy", caller=f"spiffe://{TD}/host/u3", service="api", at=NOW, detail="GET /")
     denials.record(layer="network", caller="10.0.3.1", service="db", at=NOW, count=4, detail="c1 port 4")
     metrics.sources.policy_denials = denials.totals
+    metrics.sources.reservations = lambda _state: plan_reservations(reserving(state))
     metrics.route_compute_seconds.observe(0.004)
     metrics.observe_request("place", "ok")
     metrics.observe_request("place", "RESOURCE_EXHAUSTED", "ResourcesFit")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -131,3 +132,12 @@ def test_the_services_view_says_who_may_call_each_service() -> None:
     assert services["api"]["allow_from"] == [{"who": "service:web", "paths": [], "methods": []}]
     assert [rule["who"] for rule in services["web"]["allow_from"]] == ["host:u1", "host:u2", "host:u3"]
     assert services["db"]["protocol"] == "http"
+
+
+def test_an_instance_bandwidth_reservation_survives_a_restart() -> None:
+    web = dataclasses.replace(WEB, bandwidth_mbps=12.5)
+    state = build_state(example_spec()).apply(ev.WorkloadPlaced(web))
+    doc = json.loads(json.dumps(workloads_to_json(state.workloads)))
+    assert workloads_from_json(doc) == [web]
+    del doc["workloads"][0]["bandwidth_mbps"]  # a file written before reservations existed
+    assert workloads_from_json(doc)[0].bandwidth_mbps is None
