@@ -352,6 +352,10 @@ class RouteEngine:
         self._reservation_parts = compile_reservations(plan)
         return self._reservation_parts
 
+    def meter_of(self, dpid: SwitchId, demand_key: str) -> int | None:
+        """The meter id of a reservation (by demand key) at the switch where it enters the fabric."""
+        return self._reservation_parts.get(dpid, EMPTY_PART).meter_ids.get(demand_key)
+
     def _acl_for(self, state: FabricState) -> tuple[AclTables, AclChanges | None]:
         """The ACL of ``state``, compiled again only when what it depends on changed (and then only
         the entries whose inputs changed), and its changed entries per switch relative to the ACL the

@@ -65,11 +65,19 @@ IP_PROTO_TCP = 6
 RESERVATION_METER_END = 0x30000  # reservations' meters: [1, 0x30000)
 BEST_EFFORT_METER_BASE = 0x30000  # best-effort meter of port p: 0x30000 + p
 MIN_BEST_EFFORT_MBPS = 0.064  # a link fully reserved still lets a trickle of best effort through
-# Burst: the bucket a meter may spend at once. Measured here (OVS 3.1 userspace datapath, one netdev
-# bridge, UDP of 1500-byte packets at twice a 10 Mbit/s meter, 5 s runs, docs/bandwidth.md): no BURST
-# flag lets OVS default the bucket to one second of the rate (11.2-11.6 Mbit/s of payload delivered:
-# +15 %); with a bucket of 10 ms of the rate ... (see BURST_S below).
-BURST_S = 0.01
+# Burst: the bucket a meter may spend at once, as seconds of its rate. Measured here (OVS 3.1 userspace
+# datapath, one netdev bridge between two namespaces, a 10 Mbit/s meter, 1500-byte packets; docs/bandwidth.md):
+# - UDP offered at 20 Mbit/s, 5 s: without the BURST flag OVS makes the bucket one second of the rate
+#   (11.2-11.6 Mbit/s of payload delivered, +15 %); a bucket smaller than one frame (10 kbit) passes
+#   nothing; 100 kbit (10 ms) and 500 kbit (50 ms) deliver 9.73 and 9.77 (the rate, less 1472/1514 of
+#   headers): the bucket does not matter to an unresponsive flow beyond its first second.
+# - One TCP stream (iperf): the meter drops a whole bucketful at once and TCP waits for a retransmit
+#   timeout each time, so goodput is about 4.7 buckets per second until it reaches the rate: 0.45, 2.4
+#   and 4.7 Mbit/s for 10, 50 and 100 ms; 9.2 for 200 ms (96 % of the 9.56 TCP payload a 10 Mbit/s
+#   meter lets through); 9.46 for 500 ms (99 %), over 20 s (the first bucket taken out).
+# So half a second: a reserved TCP flow gets its rate; the price is that a flow idle for a while may send
+# half a second of its rate at once (also best effort, whose meters use the same rule).
+BURST_S = 0.5
 MIN_BURST_KB = 24  # two 1500-byte frames: a bucket smaller than a frame would drop every frame
 ENTRY_PREFIX = "bw:"  # a switch's reservation entries: bw:<demand key>
 
@@ -82,6 +90,8 @@ class SwitchReservations:
     entries: Mapping[str, Entry] = field(default_factory=lambda: MappingProxyType({}))
     meters: frozenset[MeterSpec] = frozenset()
     policed: Mapping[PortNo, int] = field(default_factory=lambda: MappingProxyType({}))
+    meter_ids: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    """The meter of each reservation (by demand key) that enters the fabric at this switch."""
 
 
 EMPTY_PART = SwitchReservations()
@@ -172,6 +182,7 @@ def compile_reservations(plan: ReservationPlan) -> dict[SwitchId, SwitchReservat
             MappingProxyType(entries.get(dpid, {})),
             frozenset(meters.get(dpid, ())),
             MappingProxyType(policed.get(dpid, {})),
+            MappingProxyType(meter_ids.get(dpid, {})),
         )
         for dpid in entries.keys() | meters.keys()
     }
