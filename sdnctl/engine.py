@@ -154,6 +154,7 @@ class RouteEngine:
         self._last_discovery = time.monotonic()
         self._last_connect = time.monotonic()
         self._settled = False
+        self._connected_since: float | None = None  # when the engine first saw a switch connected
         self._thread = threading.Thread(target=self._run, name="route-engine", daemon=True)
         app.on_switch_error = self._on_switch_error
         app.on_acl_counters = self.on_acl_counters
@@ -220,13 +221,20 @@ class RouteEngine:
         now = time.monotonic()
         topo = state.topology
         connected = {s for s, sw in topo.switches.items() if sw.connected}
+        if not connected:
+            # Nothing to program yet. Settling now (a controller that took a while to start, switches
+            # slow to reconnect) would program the first switches before any of their links is seen,
+            # withdrawing the routes they still carry.
+            return False
+        if self._connected_since is None:
+            self._connected_since = now
         pending = [
             link
             for link, attrs in topo.links.items()
             if attrs.declared and attrs.up and not attrs.discovered and link.src in connected and link.dst in connected
         ]
         quiet = now - self._last_discovery > SETTLE_QUIET_S
-        if (not pending and quiet) or now - self._last_connect > SETTLE_MAX_S:
+        if (not pending and quiet) or now - max(self._last_connect, self._connected_since) > SETTLE_MAX_S:
             self._settled = True
             LOG.info("discovery settled (%d switches, %d declared links not seen)", len(connected), len(pending))
         return self._settled
@@ -443,6 +451,10 @@ class RouteEngine:
             if dpid in deltas and dpid not in confirmed:
                 self._installed.pop(dpid, None)  # unknown now: read it again next round
                 continue
+            if dpid not in deltas and dpid in self._installed:
+                # Nothing to change: it holds exactly these tables (e.g. read back after a restart), so
+                # the drift check watches it from now on.
+                self._installed[dpid] = self._compiled[dpid]
             if dpid in deltas:
                 self._installed[dpid] = self._compiled[dpid]
                 self._counting_from_zero(dpid, deltas[dpid])

@@ -353,6 +353,23 @@ def test_the_drift_check_heals_a_meter_changed_behind_the_engines_back(monkeypat
     assert switches.tables[A].meters == table.meters
 
 
+def test_a_restarted_engine_checks_drift_on_switches_it_had_nothing_to_change_on(monkeypatch) -> None:
+    """After a restart every switch already holds its tables (nothing is sent): the drift check must
+    still watch them, meters included."""
+    holder = [live(fabric(FABRIC)).apply(WorkloadPlaced(web()))]
+    _, switches = engine_on(monkeypatch, holder)
+    again = RouteEngine(switches, lambda: holder[0], drift_interval_s=0)
+    again._last_discovery -= 1
+    again._converge()
+    again._converge()
+    table = switches.tables[A]
+    meter = min(table.meters)
+    switches.tables[A] = SwitchConfig(table.flows, table.groups, table.meters - {meter})
+    found = again.check_drift()
+    assert set(found) == {A} and found[A].heal.add_meters == (meter,)
+    assert switches.tables[A] == table
+
+
 def test_police_leaves_an_unpoliced_switch_alone() -> None:
     routes = compute_routes(placed())
     compiled = compile_all(routes)[D]
