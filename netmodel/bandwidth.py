@@ -16,7 +16,7 @@ of the state with it is the previous plan plus its own demands (``previous`` mak
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -92,6 +92,7 @@ class ReservationPlan:
     capacity_mbps: Mapping[LinkId, float]
     _graph: _Graph | None = field(default=None, repr=False)
     _reserved: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # per graph link
+    _basis: FabricState | None = field(default=None, repr=False)  # the state planned (to see what was appended)
 
     @property
     def reservations(self) -> tuple[Reservation, ...]:
@@ -165,8 +166,21 @@ def demands_of(state: FabricState, graph: _Graph | None = None) -> tuple[Demand,
     """Every placed instance's demands, merged by match, in greedy order."""
     if not reserves_anything(state):
         return ()
-    endpoints = _endpoints(state)
     graph = graph if graph is not None else graph_of(state.topology)
+    placed = [(i, w) for i, w in enumerate(state.workloads.values()) if w.node is not None]
+    merged = _demands(state, graph, _endpoints(state), placed, placed)
+    return tuple(sorted(merged.values(), key=lambda d: (d.order, d.key)))
+
+
+def _demands(
+    state: FabricState,
+    graph: _Graph,
+    endpoints: Mapping[str, tuple[str, Attachment]],
+    placed: Sequence[tuple[int, Workload]],
+    owners: Sequence[tuple[int, Workload]],
+) -> dict[tuple[str, str, tuple[str, int]], Demand]:
+    """The demands of ``owners`` (positions in placement order, and workloads), merged by match;
+    ``placed`` are every placed instance (the callees a call may go to)."""
     merged: dict[tuple[str, str, tuple[str, int]], Demand] = {}
 
     def add(
@@ -203,11 +217,11 @@ def demands_of(state: FabricState, graph: _Graph | None = None) -> tuple[Demand,
                 known.order,
             )
 
-    placed = [(i, w) for i, w in enumerate(state.workloads.values()) if w.node is not None]
     by_service: dict[ServiceName, list[tuple[int, Workload]]] = {}
-    for i, w in placed:
-        by_service.setdefault(w.service, []).append((i, w))
-    for position, workload in placed:
+    if any(s.call_bandwidth for s in state.services.values()):
+        for i, w in placed:
+            by_service.setdefault(w.service, []).append((i, w))
+    for position, workload in owners:
         assert workload.node is not None
         service = state.services.get(workload.service)
         port = workload.port or (service.port if service is not None else 0)
@@ -236,7 +250,27 @@ def demands_of(state: FabricState, graph: _Graph | None = None) -> tuple[Demand,
                 callee_port,
                 call_mbps,
             )
-    return tuple(sorted(merged.values(), key=lambda d: (d.order, d.key)))
+    return merged
+
+
+def _appended(before: FabricState, after: FabricState) -> list[tuple[int, Workload]] | None:
+    """The instances ``after`` places beyond ``before`` when that is all that changed for reservations
+    (same services, hosts and nodes; every earlier workload the same object, in the same order; no call
+    reserves bandwidth, since a new callee can change whom an earlier caller reserves toward); else None."""
+    if (
+        before.services is not after.services
+        or before.hosts is not after.hosts
+        or before.nodes is not after.nodes
+        or len(after.workloads) < len(before.workloads)
+        or any(s.call_bandwidth for s in after.services.values())
+    ):
+        return None
+    new = iter(after.workloads.values())
+    for old in before.workloads.values():
+        if next(new) is not old:
+            return None
+    start = len(before.workloads)
+    return [(start + i, w) for i, w in enumerate(new) if w.node is not None]
 
 
 def _nearest(
@@ -344,8 +378,14 @@ def plan_reservations(state: FabricState, previous: ReservationPlan | None = Non
     that differs are kept as they were: placing a new instance routes only its own demands.
     """
     graph = graph_of(state.topology, previous)
+    if previous is not None and previous._graph is graph:
+        capacity = previous.capacity_mbps  # the same link map: the same capacities
+        appended = _appended(previous._basis, state) if previous._basis is not None else None
+        if appended is not None:
+            return _append(state, previous, graph, capacity, appended)
+    else:
+        capacity = {link: attrs.capacity_mbps for link, attrs in state.topology.links.items()}
     demands = demands_of(state, graph)
-    capacity = {link: attrs.capacity_mbps for link, attrs in state.topology.links.items()}
     endpoints = _endpoints(state) if demands else {}
     kept: list[Outcome] = []
     reserved = np.zeros(len(graph.links))
@@ -367,7 +407,33 @@ def plan_reservations(state: FabricState, previous: ReservationPlan | None = Non
         if isinstance(outcome, Reservation):
             _take(graph, reserved, outcome)
         outcomes.append(outcome)
-    return ReservationPlan(state.generation, tuple(outcomes), capacity, graph, reserved)
+    return ReservationPlan(state.generation, tuple(outcomes), capacity, graph, reserved, state)
+
+
+def _append(
+    state: FabricState,
+    previous: ReservationPlan,
+    graph: _Graph,
+    capacity: Mapping[LinkId, float],
+    appended: Sequence[tuple[int, Workload]],
+) -> ReservationPlan:
+    """``previous`` and the demands of the instances placed after it: theirs are routed last in greedy order
+    anyway, so nothing before them moves (the same plan as from scratch, at the cost of the new ones)."""
+    endpoints = _endpoints(state) if appended else {}
+    new = _demands(state, graph, endpoints, appended, appended) if appended else {}
+    if not new:
+        return replace(previous, generation=state.generation, _basis=state)
+    keys = {o.demand.key for o in previous.outcomes}
+    if any(d.key in keys for d in new.values()):  # merges into an earlier demand: not an append
+        return plan_reservations(state, replace(previous, _basis=None))
+    reserved = previous._reserved.copy()
+    outcomes = list(previous.outcomes)
+    for demand in sorted(new.values(), key=lambda d: (d.order, d.key)):
+        outcome = _route(state, graph, endpoints, reserved, demand)
+        if isinstance(outcome, Reservation):
+            _take(graph, reserved, outcome)
+        outcomes.append(outcome)
+    return ReservationPlan(state.generation, tuple(outcomes), capacity, graph, reserved, state)
 
 
 def _take(graph: _Graph, reserved: np.ndarray, reservation: Reservation) -> None:

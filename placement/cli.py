@@ -66,6 +66,12 @@ def register(subparsers: Any) -> None:
     place.add_argument("--anti-affinity", action="append", default=[], metavar="SERVICE[:site]", help="never beside")
     place.add_argument("--replicas", type=int, default=1, metavar="N")
     place.add_argument(
+        "--bandwidth-mbps",
+        type=float,
+        metavar="N",
+        help="reserve N Mbit/s each way per instance with each near host (default: the service's; 0: none)",
+    )
+    place.add_argument(
         "--profile", default="", help="scoring profile: default, latency-first, kube-default-like, diktyo-like"
     )
     place.add_argument("--dry-run", action="store_true", help="decide, change nothing")
@@ -122,6 +128,8 @@ def cmd_place(args: argparse.Namespace) -> int:
             request.cpu_millis = args.cpu_millis
         if args.memory_mib is not None:
             request.memory_mib = args.memory_mib
+        if args.bandwidth_mbps is not None:
+            request.bandwidth_mbps = args.bandwidth_mbps
         return stub.Place(request, timeout=args.rpc_timeout)
 
     def show(response: Any) -> None:
@@ -260,14 +268,18 @@ def _from_server(details: str | None) -> bool:
 def _table(workloads: Any) -> None:
     from edgectl.views import enum_label
 
-    print(f"  {'id':<14} {'service':<10} {'node':<12} {'site':<10} {'tier':<6} {'cpu':>6} {'mem':>6}  latency  status")
+    print(
+        f"  {'id':<14} {'service':<10} {'node':<12} {'site':<10} {'tier':<6} {'cpu':>6} {'mem':>6} "
+        f"{'bandwidth':>11}  latency  status"
+    )
     for w in workloads:
         tier = enum_label(w.DESCRIPTOR.fields_by_name["tier"].enum_type, w.tier) or ""
         worst = max(w.latency_ms.values()) if w.latency_ms else None
         latency = f"{worst:.2f} ms" if worst is not None else "-"
+        bandwidth = f"{w.bandwidth_mbps:g} Mbit/s" if w.HasField("bandwidth_mbps") else "-"
         print(
             f"  {w.id:<14} {w.service:<10} {w.node:<12} {w.site:<10} {tier:<6} {w.cpu_millis:>5}m "
-            f"{w.memory_mib:>5}M  {latency:>7}  {w.status}"
+            f"{w.memory_mib:>5}M {bandwidth:>11}  {latency:>7}  {w.status}"
         )
         for reason in w.reasons:
             print(f"      {reason}")

@@ -109,7 +109,8 @@ def plan_failover(
         if i is not None:
             snapshot.forget(workload.service, workload.resources, i)
     requests = [
-        PlacementRequest(w.service, w.resources, constraints, avoid=_avoid(state, w)) for w, constraints, _ in displaced
+        PlacementRequest(w.service, w.resources, constraints, avoid=_avoid(state, w), bandwidth_mbps=w.bandwidth_mbps)
+        for w, constraints, _ in displaced
     ]
     result = schedule_batch(snapshot, requests, profile, time_budget_s=time_budget_s)
     moves, stranded = [], []

@@ -27,6 +27,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from netmodel.bandwidth import bandwidth_of
 from netmodel.bus import ModelBus
 from netmodel.ids import NodeId, ServiceName, SiteId, WorkloadId
 from netmodel.logsafe import log_safe
@@ -132,6 +133,7 @@ def place_input(request: pb.PlaceRequest) -> PlaceInput:
         anti_affinity=_terms("anti_affinity", c.anti_affinity),
         replicas=request.replicas,
         profile=request.profile,
+        bandwidth_mbps=request.bandwidth_mbps if request.HasField("bandwidth_mbps") else None,
     )
 
 
@@ -194,6 +196,9 @@ def workload_message(
         status=status[0],
         reasons=list(status[1]),
     )
+    reserved = bandwidth_of(state, workload)
+    if reserved > 0:
+        message.bandwidth_mbps = reserved
     node = state.nodes.get(workload.node) if workload.node is not None else None
     if node is not None:
         message.site = node.site
@@ -250,7 +255,7 @@ class PlacementServicer:
         try:
             result = self.orchestrator.place(placement, profile, dry_run=request.dry_run)
         except PlacementRefused as exc:
-            if exc.kind is Refusal.RESOURCE_EXHAUSTED and self.attribute_refusals:
+            if exc.kind is Refusal.RESOURCE_EXHAUSTED and self.attribute_refusals and not exc.rejected_by:
                 snapshot = ClusterSnapshot(state, self.orchestrator.latency_cache)
                 exc.rejected_by = rejecting_filter(snapshot, placement, profile)
             raise

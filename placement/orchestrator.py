@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 
+from netmodel.bandwidth import ReservationPlan, admission, plan_reservations, reserves_anything
 from netmodel.bus import ModelBus
 from netmodel.events import Event, WorkloadPlaced, WorkloadRemoved
 from netmodel.ids import NodeId, ServiceName, SiteId, WorkloadId
@@ -46,6 +47,7 @@ from placement.replicas import ReplicaPlan, plan_replicas, replica_request
 from placement.scheduler import DEFAULT_PROFILE, Profile, schedule
 from placement.snapshot import ClusterSnapshot
 from placement.types import Assignment, Constraints, PlacementRequest, Unschedulable, declared_constraints
+from placement.unschedulable import BANDWIDTH
 from placement.watch import PlacementEvents, StepKind
 
 LOG = logging.getLogger("edgectl.placement")
@@ -138,6 +140,7 @@ class PlacementOrchestrator:
         # Per service, the highest workload number given (``id_floors``: given before a restart).
         self._highest: dict[ServiceName, int] = dict(id_floors or {})
         self._migration_numbers = itertools.count(1)
+        self._plan: tuple[FabricState, ReservationPlan] | None = None  # the last admission check's model and plan
 
     # -- reading ----------------------------------------------------------------------------------------
     def add_probe(self, probe: ConvergenceProbe | GenerationCheck) -> None:
@@ -171,7 +174,8 @@ class PlacementOrchestrator:
     def place(self, request: PlacementRequest, profile: Profile | None = None, *, dry_run: bool = False) -> PlaceResult:
         with self._lock:
             state = self.bus.state
-            outcome = schedule(state, request, profile or self.profile, self.latency_cache)
+            plan = self._reservations(state) if reserves_anything(state) else None
+            outcome = schedule(state, request, profile or self.profile, self.latency_cache, plan)
             if isinstance(outcome, Unschedulable):
                 raise PlacementRefused(Refusal.RESOURCE_EXHAUSTED, outcome.message)
             # A dry run shows the ids a real Place would give now, and uses none of them up.
@@ -183,7 +187,7 @@ class PlacementOrchestrator:
             placed: list[Workload] = []
             try:
                 for workload in workloads:
-                    state = self._publish(WorkloadPlaced(workload))
+                    state = self._publish_placed(workload)
                     placed.append(workload)
             except PlacementRefused:
                 for workload in placed:  # all or none
@@ -256,7 +260,9 @@ class PlacementOrchestrator:
     def _start_companion(self, old: Workload, assignment: Assignment, caller: Workload) -> _Move:
         """Place the new instance of a companion (decided with the chain, on the same model)."""
         state = self.bus.state  # the newest: the instances of the chain placed so far hold their ports
-        request = PlacementRequest(old.service, old.resources, self.constraints_of(old))
+        request = PlacementRequest(
+            old.service, old.resources, self.constraints_of(old), bandwidth_mbps=old.bandwidth_mbps
+        )
         (new,) = self._new_workloads(state, old.service, request, (assignment,), port=old.port, declared=old.declared)
         why = f"with {caller.id}, which calls it, to {assignment.node}"
         return self._start_move(state, old, new, request.constraints, why)
@@ -270,7 +276,9 @@ class PlacementOrchestrator:
             self._moving.pop(move.new.id, None)
 
     def _request_for(self, workload: Workload) -> PlacementRequest:
-        return PlacementRequest(workload.service, workload.resources, self.constraints_of(workload))
+        return PlacementRequest(
+            workload.service, workload.resources, self.constraints_of(workload), bandwidth_mbps=workload.bandwidth_mbps
+        )
 
     def fail_over(self) -> FailoverPlan:
         """Re-place every displaced instance at once (or report it stranded, with reasons, until a later
@@ -292,7 +300,12 @@ class PlacementOrchestrator:
             )
             moves = []
             for move in plan.moves:
-                request = PlacementRequest(move.old.service, move.old.resources, self.constraints_of(move.old))
+                request = PlacementRequest(
+                    move.old.service,
+                    move.old.resources,
+                    self.constraints_of(move.old),
+                    bandwidth_mbps=move.old.bandwidth_mbps,
+                )
                 # The newest model: the moves placed so far in this pass hold ids and ports now.
                 (new,) = self._new_workloads(
                     self.bus.state,
@@ -340,7 +353,13 @@ class PlacementOrchestrator:
                 request = replica_request(declared, len(nodes))
                 # The newest model: instances placed so far in this pass hold ids and ports now.
                 for workload in self._new_workloads(self.bus.state, service, request, nodes, declared=True):
-                    self._publish(WorkloadPlaced(workload))
+                    try:
+                        self._publish_placed(workload)
+                    except PlacementRefused as exc:
+                        if exc.rejected_by != BANDWIDTH:
+                            raise
+                        LOG.warning("replicas of %s: %s", service, exc.reason)  # a later pass may find room
+                        break
                     placed.append(workload)
             skipped = frozenset(state.workloads[w].service for w in busy if w in state.workloads)
             return ReplicaPass(plan, state, tuple(placed), tuple(evicted), skipped)
@@ -365,7 +384,14 @@ class PlacementOrchestrator:
                 )
         else:
             candidates = None
-        return PlacementRequest(old.service, old.resources, constraints, candidates=candidates, avoid=here)
+        return PlacementRequest(
+            old.service,
+            old.resources,
+            constraints,
+            candidates=candidates,
+            avoid=here,
+            bandwidth_mbps=old.bandwidth_mbps,
+        )
 
     def _start_move(
         self,
@@ -392,7 +418,7 @@ class PlacementOrchestrator:
             reasons=reasons,
         )
         try:
-            placed = self._publish(WorkloadPlaced(new))
+            placed = self._publish_placed(new)
         except PlacementRefused:
             self._constraints.pop(new.id, None)
             self._moving.pop(old.id, None)
@@ -559,9 +585,36 @@ class PlacementOrchestrator:
                     port=chosen,
                     constraints=None if declared else request.constraints,
                     declared=declared,
+                    bandwidth_mbps=request.bandwidth_mbps,
                 )
             )
         return workloads
+
+    def _publish_placed(self, workload: Workload) -> FabricState:
+        """Publish a new instance if the network admits its bandwidth reservations now (every Place, replica,
+        failover and migration passes here, under the decision lock, on the newest model: what the scheduler
+        decided on an older one, or a profile without ``BandwidthFits``, can never over-commit a link)."""
+        state = self.bus.state
+        if reserves_anything(state) or workload.bandwidth_mbps:
+            before = self._reservations(state)
+            after = plan_reservations(state.apply(WorkloadPlaced(workload)), before)
+            refusal = admission(before, after)
+            if refusal is not None:
+                refused = PlacementRefused(
+                    Refusal.RESOURCE_EXHAUSTED, f"{workload.id} on {workload.node}: {refusal.message}"
+                )
+                refused.rejected_by = BANDWIDTH
+                raise refused
+        return self._publish(WorkloadPlaced(workload))
+
+    def _reservations(self, state: FabricState) -> ReservationPlan:
+        """The reservation plan of ``state``, kept for the next check (routed incrementally from the last)."""
+        last = self._plan
+        if last is not None and last[0] is state:
+            return last[1]
+        plan = plan_reservations(state, last[1] if last is not None else None)
+        self._plan = (state, plan)
+        return plan
 
     def _publish(self, event: Event) -> FabricState:
         try:

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from netmodel.bandwidth import BandwidthRefusal
 from netmodel.ids import ServiceName
 from netmodel.types import Tier
 from placement.callgraph import RequestImpact
@@ -40,6 +41,11 @@ class CycleContext:
     memo: dict[str, Bools | Floats] = field(default_factory=dict)
     impact: RequestImpact | None = None
     impact_known: bool = False
+    considered: Bools | None = None
+    """The nodes every earlier filter let through (set by whoever runs the filters in order): a costly
+    filter evaluates only these (the others are rejected already, whatever it says)."""
+    bandwidth: dict[int, BandwidthRefusal | None] = field(default_factory=dict)
+    """Per node index evaluated so far: why ``BandwidthFits`` refuses it, or None."""
 
 
 def impact_of(ctx: CycleContext) -> RequestImpact | None:
@@ -353,6 +359,59 @@ class ResourcesFit:
                     f"most free: {int(free[most])}{unit} at {s.node_ids[most]})"
                 )
         return out
+
+
+def reserves_bandwidth(ctx: CycleContext) -> bool:
+    """Whether placing this instance can change any bandwidth reservation: it reserves some itself (its
+    own value or its service's, with users ``near`` it), its service calls with a bandwidth, or some call
+    with one reaches it."""
+    services = ctx.snapshot.state.services
+    service = services.get(ctx.request.service)
+    own = ctx.request.bandwidth_mbps
+    if own is None and service is not None:
+        own = service.bandwidth_mbps
+    if (own and ctx.request.constraints.near) or (service is not None and service.call_bandwidth):
+        return True
+    return any(callee == ctx.request.service for s in services.values() for callee, _ in s.call_bandwidth)
+
+
+def bandwidth_refusals(ctx: CycleContext, nodes: Bools) -> dict[int, BandwidthRefusal | None]:
+    """For each of ``nodes``: why placing the instance there could not be admitted (``netmodel.bandwidth``:
+    one of its demands, or one reserved before, would be left without a path with room), or None
+    (``ClusterSnapshot.bandwidth_admission``; memoised per cycle)."""
+    known = ctx.bandwidth
+    for i in np.flatnonzero(nodes).tolist():
+        if i not in known:
+            known[i] = ctx.snapshot.bandwidth_admission(ctx.request, i)
+    return known
+
+
+@dataclass(frozen=True, slots=True)
+class BandwidthFits:
+    """The instance's bandwidth reservations (and every one made before) have a path with room, with it
+    on the node (``netmodel.bandwidth.admission``). Skipped for an instance that reserves nothing."""
+
+    name: str = "BandwidthFits"
+    checks_capacity: bool = True
+
+    def passes(self, ctx: CycleContext) -> Bools:
+        if not reserves_bandwidth(ctx):
+            return ctx.snapshot.all_nodes
+        considered = ctx.considered if ctx.considered is not None else ctx.snapshot.all_nodes
+        ok = np.ones(len(ctx.snapshot), dtype=np.bool_)
+        for i, refusal in bandwidth_refusals(ctx, considered).items():
+            ok[i] = refusal is None
+        return ok
+
+    def explain(self, ctx: CycleContext, failed: Bools, considered: Bools) -> list[str]:
+        by_reason: dict[str, list[str]] = {}
+        for i, refusal in bandwidth_refusals(ctx, failed).items():
+            if failed[i] and refusal is not None:
+                by_reason.setdefault(refusal.message, []).append(ctx.snapshot.node_ids[i])
+        return [
+            f"{nodes_phrase(len(names))} without the bandwidth ({name_some(names)}): {reason}"
+            for reason, names in by_reason.items()
+        ]
 
 
 # -- scores ----------------------------------------------------------------------------------------------

@@ -319,7 +319,13 @@ def _move(snapshot: ClusterSnapshot, service: Service, workload: Workload, profi
     hosts = ", ".join(service.near)
     why = f"{workload.id} on {workload.node} no longer meets {slo} from {hosts}"
     avoid = frozenset({workload.node}) if workload.node is not None else frozenset()
-    request = PlacementRequest(service.name, workload.resources, declared_constraints(service), avoid=avoid)
+    request = PlacementRequest(
+        service.name,
+        workload.resources,
+        declared_constraints(service),
+        avoid=avoid,
+        bandwidth_mbps=workload.bandwidth_mbps,
+    )
     outcome = schedule_on(snapshot, request, profile)
     if i is not None:  # make-before-break: the old instance holds its room until the new one serves
         snapshot.assume(workload.service, workload.resources, i)

@@ -26,6 +26,7 @@ MAX_REPLICAS = 100
 MAX_NEAR_HOSTS = 64
 MAX_AFFINITY_TERMS = 16
 MAX_NAME_LENGTH = 253
+MAX_BANDWIDTH_MBPS = 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ class PlaceInput:
     anti_affinity: tuple[tuple[str, Scope], ...] = ()
     replicas: int = 0
     profile: str = ""
+    bandwidth_mbps: float | None = None
 
 
 def invalid(reason: str) -> PlacementRefused:
@@ -79,6 +81,15 @@ def _count(field: str, value: int | None, maximum: int) -> int | None:
         raise invalid(f"{field} must be >= 0, got {value}")
     if value > maximum:
         raise invalid(f"{field} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_bandwidth(field: str, value: float | None) -> float | None:
+    """Mbit/s: finite, >= 0 (0: no reservation) and at most ``MAX_BANDWIDTH_MBPS``; None: not given."""
+    if value is None:
+        return None
+    if not math.isfinite(value) or not 0 <= value <= MAX_BANDWIDTH_MBPS:
+        raise invalid(f"{field} must be >= 0 and <= {MAX_BANDWIDTH_MBPS:g} Mbit/s, got {value!r}")
     return value
 
 
@@ -130,8 +141,10 @@ def build_place_request(state: FabricState, data: PlaceInput) -> tuple[Placement
     if constraints.max_latency_ms is not None and not constraints.near:
         raise invalid(f"max_latency_ms needs at least one near host (service {service_name} declares none)")
     replicas = _count("replicas", data.replicas, MAX_REPLICAS) or 1
+    bandwidth = check_bandwidth("bandwidth_mbps", data.bandwidth_mbps)
     profiles = all_profiles()
     if data.profile and data.profile not in profiles:
         raise invalid(f"unknown profile {shown(data.profile)}" + _known("profiles", list(profiles)))
     profile = profiles[data.profile] if data.profile else DEFAULT_PROFILE
-    return PlacementRequest(service_name, resources, constraints, replicas=replicas), profile
+    placement = PlacementRequest(service_name, resources, constraints, replicas=replicas, bandwidth_mbps=bandwidth)
+    return placement, profile

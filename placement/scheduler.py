@@ -19,10 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netmodel.bandwidth import ReservationPlan
 from netmodel.state import FabricState
 from placement.latency import LatencyCache
 from placement.plugins import (
     BalanceScore,
+    BandwidthFits,
     CostScore,
     CycleContext,
     FilterPlugin,
@@ -38,6 +40,7 @@ from placement.plugins import (
     TierAllowed,
     make_context,
     nodes_phrase,
+    reserves_bandwidth,
 )
 from placement.snapshot import TIERS, Bools, ClusterSnapshot, Floats
 from placement.types import Assignment, Decision, PlacementRequest, Unschedulable
@@ -65,6 +68,7 @@ FILTERS: tuple[FilterPlugin, ...] = (
     LatencySlo(),
     RequestSlo(),
     ResourcesFit(),
+    BandwidthFits(),  # last: the costliest, it evaluates only the nodes every other filter let through
 )
 
 DEFAULT_PROFILE = Profile(
@@ -119,7 +123,9 @@ def feasible_nodes(ctx: CycleContext, profile: Profile, candidates: Bools, *, ca
     ok = candidates
     for plugin in profile.filters:
         if capacity or not plugin.checks_capacity:
+            ctx.considered = ok
             ok = ok & plugin.passes(ctx)
+    ctx.considered = None
     return ok
 
 
@@ -138,11 +144,13 @@ def explain(ctx: CycleContext, profile: Profile, candidates: Bools) -> list[str]
     reasons = [f"0/{count} {what} are available"]
     remaining = candidates
     for plugin in profile.filters:
+        ctx.considered = remaining
         ok = plugin.passes(ctx)
         failed = remaining & ~ok
         if failed.any():
             reasons.extend(plugin.explain(ctx, failed, remaining))
         remaining = remaining & ok
+    ctx.considered = None
     return reasons
 
 
@@ -160,9 +168,11 @@ def schedule(
     request: PlacementRequest,
     profile: Profile = DEFAULT_PROFILE,
     latency_cache: LatencyCache | None = None,
+    reservations: ReservationPlan | None = None,
 ) -> Decision | Unschedulable:
-    """Where the request's replicas would go, or why they cannot go anywhere. Changes nothing."""
-    return schedule_on(ClusterSnapshot(state, latency_cache), request, profile)
+    """Where the request's replicas would go, or why they cannot go anywhere. Changes nothing.
+    ``reservations``: see ``ClusterSnapshot``."""
+    return schedule_on(ClusterSnapshot(state, latency_cache, reservations=reservations), request, profile)
 
 
 def schedule_on(
@@ -178,13 +188,13 @@ def schedule_on(
         if not feasible.any():
             reasons = explain(ctx, profile, candidates)  # before undoing: earlier replicas are part of why
             for i, _ in placed:
-                snapshot.forget(request.service, request.resources, i)
+                snapshot.forget(request.service, request.resources, i, request)
             if replica:
                 reasons.insert(0, f"only {replica} of {request.replicas} replicas fit")
             return Unschedulable(request, tuple(reasons))
         scores = np.where(feasible, total_score(ctx, profile), -np.inf)
         i = int(np.argmax(scores))
-        snapshot.assume(request.service, request.resources, i)
+        snapshot.assume(request.service, request.resources, i, request)
         placed.append((i, _assignment(ctx, i, float(scores[i]))))
     return Decision(request, tuple(a for _, a in placed))
 
@@ -262,11 +272,11 @@ class _Batch:
 
     def put(self, u: int, i: int) -> None:
         self.node[u] = i
-        self.snapshot.assume(self.units[u].service, self.units[u].resources, i)
+        self.snapshot.assume(self.units[u].service, self.units[u].resources, i, self.units[u])
 
     def take(self, u: int) -> int:
         i, self.node[u] = self.node[u], -1
-        self.snapshot.forget(self.units[u].service, self.units[u].resources, i)
+        self.snapshot.forget(self.units[u].service, self.units[u].resources, i, self.units[u])
         return i
 
     def order(self) -> list[int]:
@@ -287,13 +297,17 @@ class _Batch:
         Placing on node n only changes the scores on n's site (capacity, spread, balance), so only
         units whose two best nodes lie there are rescored (and units with affinity terms, which a new
         instance can make feasible anywhere). A unit in a call graph (any placement changes its request
-        times and end-to-end SLO everywhere) is rescored when it is picked, before it is placed: its
-        order may be stale, its node never is."""
+        times and end-to-end SLO everywhere) or one reserving bandwidth (any placement can take the room
+        on a link it needs) is rescored when it is picked, before it is placed: its order may be stale,
+        its node never is."""
         table = np.vstack([self.options(u) for u in range(len(self.units))]) if self.units else np.zeros((0, 0))
         waiting = np.ones(len(self.units), dtype=np.bool_)
         volatile = np.array([bool(r.constraints.affinity) for r in self.units], dtype=np.bool_)
         graph = self.snapshot.call_graph
-        in_graph = np.array([graph.reaches(r.service) for r in self.units], dtype=np.bool_)
+        in_graph = np.array(
+            [graph.reaches(r.service) or reserves_bandwidth(self.context(u)) for u, r in enumerate(self.units)],
+            dtype=np.bool_,
+        )
         stale = np.zeros(len(self.units), dtype=np.bool_)
         site_of = self.snapshot.site_of
         while waiting.any():

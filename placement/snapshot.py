@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from netmodel.ids import HostId, NodeId, ServiceName, SiteId, SwitchId
+from netmodel.bandwidth import BandwidthRefusal, ReservationPlan, admission, plan_reservations
+from netmodel.events import WorkloadPlaced
+from netmodel.ids import HostId, NodeId, ServiceName, SiteId, SpiffeId, SwitchId, WorkloadId
 from netmodel.state import FabricState
-from netmodel.types import ComputeNode, Resources, Tier
+from netmodel.types import ComputeNode, Resources, Tier, Workload
 from placement.callgraph import (
     DEFAULT_PATH_RULES,
     CallGraph,
@@ -28,6 +30,7 @@ from placement.callgraph import (
     request_impact,
 )
 from placement.latency import LatencyCache, SwitchLatencies, compute_switch_latencies
+from placement.types import PlacementRequest
 
 if TYPE_CHECKING:
     from meshctl.paths import PathRules
@@ -71,8 +74,14 @@ class ClusterSnapshot:
     """Nodes of one state, sorted by id; index i is the same node in every array."""
 
     def __init__(
-        self, state: FabricState, latency_cache: LatencyCache | None = None, path_rules: PathRules = DEFAULT_PATH_RULES
+        self,
+        state: FabricState,
+        latency_cache: LatencyCache | None = None,
+        path_rules: PathRules = DEFAULT_PATH_RULES,
+        reservations: ReservationPlan | None = None,
     ) -> None:
+        """``reservations``: a plan of ``state`` or of an earlier state on the same links, if the caller
+        keeps one (the bandwidth filter then routes only what changed since)."""
         self.state = state
         self.path_rules = path_rules
         """How the mesh picks the instances a caller uses (the call graph's request times follow it)."""
@@ -124,6 +133,15 @@ class ClusterSnapshot:
         self._near: dict[tuple[HostId, ...], NearLatency] = {}
         self.all_nodes: Bools = np.ones(len(self.node_ids), dtype=np.bool_)
         self.all_nodes.setflags(write=False)
+        # Instances assumed on top of the state, in order: what their bandwidth reservations take (a link
+        # is shared by nodes anywhere, so unlike cpu it is not a per-node sum).
+        self._assumed: list[tuple[ServiceName, int, PlacementRequest | None]] = []
+        self._leaving: dict[tuple[ServiceName, int], int] = {}  # instances of the state forgotten, per node
+        self._bandwidth: tuple[int, FabricState, ReservationPlan] | None = None
+        self._last_plan: ReservationPlan | None = reservations
+        self._admitted: dict[tuple[object, ...], BandwidthRefusal | None] = {}  # of this _version
+        self._admitted_version = -1
+        self._callers_on: dict[NodeId, set[ServiceName]] = {}  # services calling with a bandwidth, per node
 
     def _health(self, state: FabricState, nodes: Sequence[ComputeNode]) -> Ints:
         health = np.zeros(len(self.node_ids), dtype=np.int64)
@@ -247,17 +265,119 @@ class ClusterSnapshot:
             int(self.capacity_cpu[i] - self.used_cpu[i]), int(self.capacity_memory[i] - self.used_memory[i])
         )
 
+    # -- bandwidth ---------------------------------------------------------------------------------------
+    def candidate_workload(
+        self, state: FabricState, request: PlacementRequest | None, service: ServiceName, i: int, k: int
+    ) -> Workload:
+        """The instance a request would add to ``state`` on node i, as the bandwidth model sees it: on the
+        port the orchestrator would give it (a second instance on a node listens on the next free one, so
+        its demands are its own, not merged into the first's)."""
+        node = self.node_ids[i]
+        declared = state.services.get(service)
+        port = declared.port if declared is not None else 0
+        if port:
+            services = state.services
+            taken = {
+                w.port or (services[w.service].port if w.service in services else 0)
+                for w in state.workloads.values()
+                if w.node == node
+            }
+            while port in taken and port < 65535:
+                port += 1
+        return Workload(
+            id=WorkloadId(f"{service}~assumed-{k}"),
+            service=service,
+            spiffe_id=SpiffeId(""),
+            resources=request.resources if request is not None else Resources(0, 0),
+            node=node,
+            port=port,
+            constraints=request.constraints if request is not None else None,
+            bandwidth_mbps=request.bandwidth_mbps if request is not None else None,
+        )
+
+    def bandwidth_base(self) -> tuple[FabricState, ReservationPlan]:
+        """The state with every assumed instance placed, and its reservation plan (once per change).
+
+        Instances the state placed stay in it also when ``forget`` takes them out of the counts: a
+        moving or displaced instance keeps its reservations until it is withdrawn (make-before-break)."""
+        cached = self._bandwidth
+        if cached is not None and cached[0] == self._version:
+            return cached[1], cached[2]
+        state = self.state
+        for k, (service, i, request) in enumerate(self._assumed):
+            state = state.apply(WorkloadPlaced(self.candidate_workload(state, request, service, i, k)))
+        plan = plan_reservations(state, self._last_plan)
+        self._last_plan = plan
+        self._bandwidth = (self._version, state, plan)
+        return state, plan
+
+    def bandwidth_admission(self, request: PlacementRequest, i: int) -> BandwidthRefusal | None:
+        """Why an instance of ``request`` on node i could not be admitted (``netmodel.bandwidth.admission``
+        of the plan with it against the plan without it), or None.
+
+        Reservations follow switches, not nodes: nodes on one switch get the same answer (their demands
+        differ in addresses and ports only), unless the instance calls with a bandwidth and the node has
+        callers already (a caller's demands to one callee instance are merged per node). So one node is
+        routed per such group, and the answers are kept until the next assume/forget."""
+        if self.leaving(request.service, i):  # staying where it is: it holds its room already
+            return None
+        base, before = self.bandwidth_base()
+        if self._admitted_version != self._version:
+            self._admitted, self._admitted_version = {}, self._version
+            self._callers_on = {}
+            for w in base.workloads.values():
+                declared = base.services.get(w.service)
+                if w.node is not None and declared is not None and declared.call_bandwidth:
+                    self._callers_on.setdefault(w.node, set()).add(w.service)
+        node = self.state.nodes[self.node_ids[i]]
+        service = base.services.get(request.service)
+        calls = service is not None and bool(service.call_bandwidth)
+        callers = tuple(sorted(self._callers_on.get(node.id, ()))) if calls else ()
+        key = (
+            request.service,
+            request.bandwidth_mbps,
+            request.constraints.near,
+            node.attachment.switch,
+            bool(node.ip),
+            callers,
+        )
+        if key not in self._admitted:
+            workload = self.candidate_workload(base, request, request.service, i, len(base.workloads))
+            self._admitted[key] = admission(before, plan_reservations(base.apply(WorkloadPlaced(workload)), before))
+        return self._admitted[key]
+
     # -- recording decisions ---------------------------------------------------------------------------
-    def assume(self, service: ServiceName, resources: Resources, i: int) -> None:
-        """Count an instance on node i, as if already placed (later decisions on this snapshot see it)."""
+    def assume(
+        self, service: ServiceName, resources: Resources, i: int, request: PlacementRequest | None = None
+    ) -> None:
+        """Count an instance on node i, as if already placed (later decisions on this snapshot see it).
+        ``request``: what it was asked with (its bandwidth); None: its service's declared values."""
         self.used_cpu[i] += resources.cpu_millis
         self.used_memory[i] += resources.memory_mib
         self.instances_of(service)[i] += 1
+        if self._leaving.get((service, i), 0) > 0:  # one the state placed, counted again (a what-if undone)
+            self._leaving[(service, i)] -= 1
+        else:
+            self._assumed.append((service, i, request))
         self._version += 1
 
-    def forget(self, service: ServiceName, resources: Resources, i: int) -> None:
-        """Undo ``assume`` (or take out an instance the state placed, for a what-if)."""
+    def forget(
+        self, service: ServiceName, resources: Resources, i: int, request: PlacementRequest | None = None
+    ) -> None:
+        """Undo ``assume`` (or take out an instance the state placed, for a what-if: its bandwidth stays
+        reserved, see ``bandwidth_base``)."""
         self.used_cpu[i] -= resources.cpu_millis
         self.used_memory[i] -= resources.memory_mib
         self.instances_of(service)[i] -= 1
+        matches = [k for k, (s, at, _) in enumerate(self._assumed) if s == service and at == i]
+        exact = [k for k in matches if self._assumed[k][2] is request]
+        if exact or matches:
+            del self._assumed[(exact or matches)[-1]]
+        else:
+            self._leaving[(service, i)] = self._leaving.get((service, i), 0) + 1
         self._version += 1
+
+    def leaving(self, service: ServiceName, i: int) -> bool:
+        """Whether an instance of ``service`` the state placed on node i is forgotten (moving away): the
+        instance staying there takes no bandwidth it does not hold already."""
+        return self._leaving.get((service, i), 0) > 0

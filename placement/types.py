@@ -27,7 +27,8 @@ class PlacementRequest:
     """Place ``replicas`` new instances of ``service``, each needing ``resources``.
 
     ``candidates`` limits the nodes considered (a migration to a node or a site); ``avoid`` removes
-    some (a migration never lands where the instance already is).
+    some (a migration never lands where the instance already is). ``bandwidth_mbps`` overrides what
+    the service reserves per instance (``netmodel.bandwidth``).
     """
 
     service: ServiceName
@@ -36,6 +37,8 @@ class PlacementRequest:
     replicas: int = 1
     candidates: frozenset[NodeId] | None = None
     avoid: frozenset[NodeId] = frozenset()
+    bandwidth_mbps: float | None = None
+    """Each instance's bandwidth reservation (``Workload.bandwidth_mbps``); None: its service's."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ scheduler does for its first replica, and names the filter after which none was 
 
 from __future__ import annotations
 
-from placement.plugins import make_context
+from placement.plugins import BandwidthFits, make_context
 from placement.scheduler import Profile, candidate_mask
 from placement.snapshot import ClusterSnapshot
 from placement.types import PlacementRequest
@@ -16,6 +16,9 @@ NO_CANDIDATES = "no_candidates"
 """The request's candidate nodes (a migration's target) are none of the model's."""
 OTHER = "other"
 """A node passes every filter for one replica: not every replica fits together, or no port is free."""
+BANDWIDTH = BandwidthFits().name
+"""The bandwidth admission refused it: the filter's, or (a profile without the filter) the orchestrator's
+check before it publishes (``PlacementOrchestrator``), which every profile passes."""
 
 
 def rejecting_filter(snapshot: ClusterSnapshot, request: PlacementRequest, profile: Profile) -> str:
@@ -25,6 +28,7 @@ def rejecting_filter(snapshot: ClusterSnapshot, request: PlacementRequest, profi
         return NO_CANDIDATES
     ctx = make_context(snapshot, request)
     for plugin in profile.filters:
+        ctx.considered = remaining
         remaining = remaining & plugin.passes(ctx)
         if not remaining.any():
             return plugin.name
@@ -32,5 +36,7 @@ def rejecting_filter(snapshot: ClusterSnapshot, request: PlacementRequest, profi
 
 
 def refusal_labels(profile: Profile) -> tuple[str, ...]:
-    """Every value ``rejecting_filter`` can give under ``profile``."""
-    return (*(plugin.name for plugin in profile.filters), NO_CANDIDATES, OTHER)
+    """Every value a refused Place can be labelled with under ``profile``: ``rejecting_filter``'s and
+    ``BANDWIDTH`` (the admission every profile passes)."""
+    names = tuple(plugin.name for plugin in profile.filters)
+    return (*names, *(() if BANDWIDTH in names else (BANDWIDTH,)), NO_CANDIDATES, OTHER)

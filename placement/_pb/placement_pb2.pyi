@@ -50,7 +50,7 @@ class Constraints(_message.Message):
     def __init__(self, tiers: _Optional[_Iterable[_Union[Tier, str]]] = ..., max_latency_ms: _Optional[float] = ..., near: _Optional[_Iterable[str]] = ..., affinity: _Optional[_Iterable[_Union[AffinityTerm, _Mapping]]] = ..., anti_affinity: _Optional[_Iterable[_Union[AffinityTerm, _Mapping]]] = ...) -> None: ...
 
 class PlaceRequest(_message.Message):
-    __slots__ = ("service", "cpu_millis", "memory_mib", "constraints", "replicas", "profile", "dry_run")
+    __slots__ = ("service", "cpu_millis", "memory_mib", "constraints", "replicas", "profile", "dry_run", "bandwidth_mbps")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     CPU_MILLIS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class PlaceRequest(_message.Message):
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_MBPS_FIELD_NUMBER: _ClassVar[int]
     service: str
     cpu_millis: int
     memory_mib: int
@@ -65,7 +66,8 @@ class PlaceRequest(_message.Message):
     replicas: int
     profile: str
     dry_run: bool
-    def __init__(self, service: _Optional[str] = ..., cpu_millis: _Optional[int] = ..., memory_mib: _Optional[int] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., replicas: _Optional[int] = ..., profile: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    bandwidth_mbps: float
+    def __init__(self, service: _Optional[str] = ..., cpu_millis: _Optional[int] = ..., memory_mib: _Optional[int] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., replicas: _Optional[int] = ..., profile: _Optional[str] = ..., dry_run: _Optional[bool] = ..., bandwidth_mbps: _Optional[float] = ...) -> None: ...
 
 class PlaceResponse(_message.Message):
     __slots__ = ("workloads", "generation")
@@ -146,7 +148,7 @@ class ListResponse(_message.Message):
     def __init__(self, workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class Workload(_message.Message):
-    __slots__ = ("id", "service", "spiffe_id", "node", "site", "tier", "cpu_millis", "memory_mib", "port", "constraints", "latency_ms", "status", "reasons")
+    __slots__ = ("id", "service", "spiffe_id", "node", "site", "tier", "cpu_millis", "memory_mib", "port", "constraints", "latency_ms", "status", "reasons", "bandwidth_mbps")
     class LatencyMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +169,7 @@ class Workload(_message.Message):
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_MBPS_FIELD_NUMBER: _ClassVar[int]
     id: str
     service: str
     spiffe_id: str
@@ -180,7 +183,8 @@ class Workload(_message.Message):
     latency_ms: _containers.ScalarMap[str, float]
     status: str
     reasons: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., service: _Optional[str] = ..., spiffe_id: _Optional[str] = ..., node: _Optional[str] = ..., site: _Optional[str] = ..., tier: _Optional[_Union[Tier, str]] = ..., cpu_millis: _Optional[int] = ..., memory_mib: _Optional[int] = ..., port: _Optional[int] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., latency_ms: _Optional[_Mapping[str, float]] = ..., status: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+    bandwidth_mbps: float
+    def __init__(self, id: _Optional[str] = ..., service: _Optional[str] = ..., spiffe_id: _Optional[str] = ..., node: _Optional[str] = ..., site: _Optional[str] = ..., tier: _Optional[_Union[Tier, str]] = ..., cpu_millis: _Optional[int] = ..., memory_mib: _Optional[int] = ..., port: _Optional[int] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., latency_ms: _Optional[_Mapping[str, float]] = ..., status: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., bandwidth_mbps: _Optional[float] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("include_existing",)

@@ -229,12 +229,14 @@ def test_a_demand_unreserved_before_does_not_block_an_unrelated_change() -> None
     assert admission(before, plan_reservations(place(state, "db-1", "c-n1", 5432), before)) is None
 
 
-def test_the_incremental_plan_equals_the_plan_from_scratch() -> None:
+@pytest.mark.parametrize("calls_reserve", [True, False], ids=["with-call-reservations", "appends-only-path"])
+def test_the_incremental_plan_equals_the_plan_from_scratch(calls_reserve: bool) -> None:
     rng = random.Random(7)
     nodes = ["ea-n1", "eb-n1", "ec-n1", "m-n1", "c-n1", "c-n2"]
+    calls = ((ServiceName("api"), 10.0),) if calls_reserve else ()
     state = with_services(
         example_state(),
-        web={"bandwidth_mbps": 15.0, "call_bandwidth": ((ServiceName("api"), 10.0),)},
+        web={"bandwidth_mbps": 15.0, "call_bandwidth": calls},
         api={"bandwidth_mbps": 5.0, "near": ("u3",)},
     )
     plan = plan_reservations(state)

@@ -39,6 +39,7 @@ def test_the_label_set_is_the_profiles_filters_and_two_more() -> None:
         "LatencySlo",
         "RequestSlo",
         "ResourcesFit",
+        "BandwidthFits",
         NO_CANDIDATES,
         OTHER,
     )
