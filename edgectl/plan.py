@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from meshctl.snapshot import MeshConfig, MeshSnapshot, build_snapshots
 from meshctl.xds_types import PUSH_ORDER
+from netmodel.bandwidth import plan_reservations, reserves_anything
 from netmodel.desired import (
     ObjectChanges,
     Orphans,
@@ -31,6 +32,7 @@ from placement.naming import DEFAULT_TRUST_DOMAIN, next_workload_ids, workload_s
 from placement.replicas import ReplicaPlan, plan_replicas
 from sdnctl.acl import acl_basis, acl_inputs, compile_acl, same_basis, same_inputs, with_acl
 from sdnctl.flows import CompiledSwitch, SwitchDelta, compile_all, diff_switch, merge_deltas, recompile_switches
+from sdnctl.meters import EMPTY_PART, SwitchReservations, compile_reservations, with_reservations
 from sdnctl.pathing import RoutePlan, changed_entries, compute_routes
 
 
@@ -178,18 +180,20 @@ def _openflow_changes(
     compiled: Mapping[SwitchId, CompiledSwitch] | None,
     trust_domain: str,
 ) -> tuple[SwitchChange, ...]:
-    """Per switch, the FlowMods and GroupMods from the tables the engine holds to those it would hold:
+    """Per switch, the FlowMods, GroupMods and MeterMods from the tables the engine holds to those it would hold:
     the engine's own computation (incremental when only routes move, a full diff when endpoints or
     switches change; the ACL of table 0 when what it depends on changes), so the plan names exactly what
     an apply sends."""
     acl_changed = not same_inputs(acl_inputs(before), acl_inputs(after)) and not same_basis(
         acl_basis(before, trust_domain), acl_basis(after, trust_domain)
     )
+    parts_before, parts_after = _reservation_parts(before), _reservation_parts(after)
     if (
         after.topology is before.topology
         and after.hosts is before.hosts
         and after.nodes is before.nodes
         and not acl_changed
+        and parts_before == parts_after
     ):
         return ()
     new_routes = compute_routes(after, routes)
@@ -206,14 +210,24 @@ def _openflow_changes(
             for dpid, switch_tables in tables.items():
                 _acl_tables, delta = with_acl(switch_tables, new_acl.entries.get(dpid, {}))
                 deltas[dpid] = merge_deltas(deltas.get(dpid, SwitchDelta()), delta)
+        if parts_before or parts_after:  # the reservations' flows and meters (disjoint from the ACL's)
+            for dpid, switch_tables in tables.items():
+                _reserved_tables, delta = with_reservations(switch_tables, parts_after.get(dpid, EMPTY_PART))
+                deltas[dpid] = merge_deltas(deltas.get(dpid, SwitchDelta()), delta)
     else:
         if compiled is not None:
             old = compiled
         else:
             old_acl = compile_acl(before, trust_domain)
-            old = {d: with_acl(c, old_acl.entries.get(d, {}))[0] for d, c in compile_all(routes).items()}
+            old = {
+                d: with_reservations(with_acl(c, old_acl.entries.get(d, {}))[0], parts_before.get(d, EMPTY_PART))[0]
+                for d, c in compile_all(routes).items()
+            }
         new_acl = compile_acl(after, trust_domain)
-        new = {d: with_acl(c, new_acl.entries.get(d, {}))[0] for d, c in compile_all(new_routes).items()}
+        new = {
+            d: with_reservations(with_acl(c, new_acl.entries.get(d, {}))[0], parts_after.get(d, EMPTY_PART))[0]
+            for d, c in compile_all(new_routes).items()
+        }
         for dpid in set(old) & set(new):
             deltas[dpid] = diff_switch(old[dpid].config, new[dpid].config)
         # A switch appearing in or leaving the routes has its tables read and set when it connects.
@@ -226,6 +240,11 @@ def _openflow_changes(
         name = switch.name if switch is not None else f"dpid:{format_dpid(dpid)}"
         changes.append(SwitchChange(dpid, name, bool(switch is not None and switch.connected), delta))
     return tuple(changes)
+
+
+def _reservation_parts(state: FabricState) -> dict[SwitchId, SwitchReservations]:
+    """Each switch's part of the bandwidth reservations of ``state``, as the route engine compiles it."""
+    return compile_reservations(plan_reservations(state)) if reserves_anything(state) else {}
 
 
 def _xds_changes(

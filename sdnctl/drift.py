@@ -1,7 +1,7 @@
 """Drift: how a switch's tables differ from what edgectl last installed on it. Pure.
 
-Only what edgectl owns is compared: the flows whose cookie is in edgectl's space (any table) and
-the group table (edgectl's alone, as reconciliation already treats it). Flows with other cookies are
+Only what edgectl owns is compared: the flows whose cookie is in edgectl's space (any table), and
+the group and meter tables (edgectl's alone, as reconciliation already treats them). Flows with other cookies are
 never read, so they are never reported nor touched.
 """
 
@@ -34,11 +34,17 @@ class Drift:
         """Groups missing, changed or not installed by edgectl."""
         return len(self.heal.add_groups) + len(self.heal.modify_groups) + len(self.heal.delete_groups)
 
+    @property
+    def meters_differ(self) -> int:
+        """Meters missing, changed or not installed by edgectl."""
+        return len(self.heal.add_meters) + len(self.heal.modify_meters) + len(self.heal.delete_meters)
+
     def counts(self) -> dict[str, int]:
         return {
             "flows_missing": self.flows_missing,
             "flows_unexpected": self.flows_unexpected,
             "groups_differ": self.groups_differ,
+            "meters_differ": self.meters_differ,
         }
 
 
@@ -50,9 +56,10 @@ def find_drift(installed: SwitchConfig, read: SwitchConfig) -> Drift | None:
 
 def drift_message(switch_name: str, dpid: int, drift: Drift) -> str:
     """The one log line of a drift found."""
+    meters = f", {drift.meters_differ} meters differ" if drift.meters_differ else ""
     return (
         f"drift on switch {switch_name} (dpid {dpid:#x}): {drift.flows_missing} flows missing, "
-        f"{drift.flows_unexpected} unexpected, {drift.groups_differ} groups differ; healing"
+        f"{drift.flows_unexpected} unexpected, {drift.groups_differ} groups differ{meters}; healing"
     )
 
 

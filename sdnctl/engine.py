@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from netmodel.bandwidth import EMPTY_PLAN, ReservationPlan, plan_reservations, reserves_anything
 from netmodel.events import Event
 from netmodel.ids import SwitchId, format_dpid
 from netmodel.state import FabricState
@@ -53,6 +54,7 @@ from sdnctl.flows import (
     recompile_switches,
     replace_entries,
 )
+from sdnctl.meters import EMPTY_PART, SwitchReservations, compile_reservations, with_reservations
 from sdnctl.pathing import RoutePlan, changed_entries, compute_routes
 
 if TYPE_CHECKING:  # os-ken is imported only when a controller runs
@@ -137,6 +139,12 @@ class RouteEngine:
         self._dirty = True
         self._stopping = False
         self.plan: RoutePlan | None = None
+        self.reservation_plan: ReservationPlan = EMPTY_PLAN
+        """The last bandwidth reservation plan (netmodel/bandwidth.py), for readers on other threads."""
+        self._reservation_parts: dict[SwitchId, SwitchReservations] = {}  # per switch, of reservation_plan
+        # The parts ``_compiled`` holds (set once they are in, as ``_acl_applied``).
+        self._reservations_applied: dict[SwitchId, SwitchReservations] = {}
+        self._meter_counts: dict[tuple[SwitchId, int], tuple[int, int]] = {}
         self._compiled: dict[SwitchId, CompiledSwitch] = {}  # desired tables for the current plan
         self.tables: tuple[RoutePlan | None, Mapping[SwitchId, CompiledSwitch]] = (None, {})
         """The current plan and its tables, for readers on other threads (replaced, never changed)."""
@@ -146,6 +154,7 @@ class RouteEngine:
         self._last_discovery = time.monotonic()
         self._last_connect = time.monotonic()
         self._settled = False
+        self._connected_since: float | None = None  # when the engine first saw a switch connected
         self._thread = threading.Thread(target=self._run, name="route-engine", daemon=True)
         app.on_switch_error = self._on_switch_error
         app.on_acl_counters = self.on_acl_counters
@@ -212,13 +221,20 @@ class RouteEngine:
         now = time.monotonic()
         topo = state.topology
         connected = {s for s, sw in topo.switches.items() if sw.connected}
+        if not connected:
+            # Nothing to program yet. Settling now (a controller that took a while to start, switches
+            # slow to reconnect) would program the first switches before any of their links is seen,
+            # withdrawing the routes they still carry.
+            return False
+        if self._connected_since is None:
+            self._connected_since = now
         pending = [
             link
             for link, attrs in topo.links.items()
             if attrs.declared and attrs.up and not attrs.discovered and link.src in connected and link.dst in connected
         ]
         quiet = now - self._last_discovery > SETTLE_QUIET_S
-        if (not pending and quiet) or now - self._last_connect > SETTLE_MAX_S:
+        if (not pending and quiet) or now - max(self._last_connect, self._connected_since) > SETTLE_MAX_S:
             self._settled = True
             LOG.info("discovery settled (%d switches, %d declared links not seen)", len(connected), len(pending))
         return self._settled
@@ -254,6 +270,7 @@ class RouteEngine:
         started = time.perf_counter()
         plan = compute_routes(state, previous=previous)
         acl, acl_changes = self._acl_for(state)
+        parts = self._reservations_for(state)
         deltas: dict[SwitchId, SwitchDelta] = {}
         if previous is not None and previous.switches == plan.switches and previous.endpoints == plan.endpoints:
             # Incremental: recompile the changed entries; where a switch holds exactly the old tables,
@@ -284,11 +301,31 @@ class RouteEngine:
                     elif self._installed.get(dpid) is old:
                         deltas[dpid] = delta
                     self._compiled[dpid] = new
+            self._acl_applied = acl
+            if parts is not self._reservations_applied:
+                # Only the switches whose part of the reservations changed.
+                for dpid in plan.switches:
+                    old = self._compiled.get(dpid)
+                    part = parts.get(dpid, EMPTY_PART)
+                    if old is None or part == self._reservations_applied.get(dpid, EMPTY_PART):
+                        continue
+                    new, delta = with_reservations(old, part)
+                    if new is old:
+                        continue
+                    if dpid in deltas:
+                        deltas[dpid] = merge_deltas(deltas[dpid], delta)
+                    elif self._installed.get(dpid) is old:
+                        deltas[dpid] = delta
+                    self._compiled[dpid] = new
         else:
             self._compiled = {
                 dpid: with_acl(compiled, acl.entries.get(dpid, {}))[0] for dpid, compiled in compile_all(plan).items()
             }
-        self._acl_applied = acl
+            self._acl_applied = acl
+            for dpid, part in parts.items():
+                if dpid in self._compiled:
+                    self._compiled[dpid] = with_reservations(self._compiled[dpid], part)[0]
+        self._reservations_applied = parts
         self.plan = plan
         # One reference, swapped whole: a reader on another thread (a desired-state plan) never sees a
         # plan with half of its tables recompiled.
@@ -309,6 +346,23 @@ class RouteEngine:
             if dpid not in ready and self._installed.get(dpid) is self._compiled.get(dpid) is not None:
                 status = self.status.setdefault(dpid, SwitchStatus())
                 status.applied_generation = max(status.applied_generation, state.generation)
+
+    def _reservations_for(self, state: FabricState) -> dict[SwitchId, SwitchReservations]:
+        """Every switch's part of the reservations of ``state`` (``sdnctl.meters``): the same dict as
+        last round while the plan's reservations and links reserved did not change."""
+        previous = self.reservation_plan
+        if not reserves_anything(state) and not previous.outcomes:
+            return self._reservation_parts  # the common case: nothing reserves, nothing to compute
+        plan = plan_reservations(state, previous) if reserves_anything(state) else EMPTY_PLAN
+        self.reservation_plan = plan
+        if plan.reservations == previous.reservations and plan.links() == previous.links():
+            return self._reservation_parts
+        self._reservation_parts = compile_reservations(plan)
+        return self._reservation_parts
+
+    def meter_of(self, dpid: SwitchId, demand_key: str) -> int | None:
+        """The meter id of a reservation (by demand key) at the switch where it enters the fabric."""
+        return self._reservation_parts.get(dpid, EMPTY_PART).meter_ids.get(demand_key)
 
     def _acl_for(self, state: FabricState) -> tuple[AclTables, AclChanges | None]:
         """The ACL of ``state``, compiled again only when what it depends on changed (and then only
@@ -371,7 +425,7 @@ class RouteEngine:
         confirmed = self.app.send_phase(dpid, delta, "make") and bool(self.app.barriers({dpid}))
         self._record(self._state().generation, dpid, "base", delta, confirmed)
         if confirmed:
-            self._installed[dpid] = SwitchConfig(current.flows | missing, current.groups)
+            self._installed[dpid] = SwitchConfig(current.flows | missing, current.groups, current.meters)
         else:
             self._installed.pop(dpid, None)
 
@@ -380,7 +434,7 @@ class RouteEngine:
         # Make: everything new or changed, everywhere, then barriers; only then break.
         made = {dpid for dpid, delta in deltas.items() if self.app.send_phase(dpid, delta, "make")}
         confirmed = self.app.barriers(made)
-        breaking = {dpid for dpid in confirmed if deltas[dpid].delete_flows or deltas[dpid].delete_groups}
+        breaking = {dpid for dpid in confirmed if deltas[dpid].breaks}
         broken = {dpid for dpid in breaking if self.app.send_phase(dpid, deltas[dpid], "break")}
         confirmed -= breaking - self.app.barriers(broken)
         return confirmed
@@ -397,6 +451,10 @@ class RouteEngine:
             if dpid in deltas and dpid not in confirmed:
                 self._installed.pop(dpid, None)  # unknown now: read it again next round
                 continue
+            if dpid not in deltas and dpid in self._installed:
+                # Nothing to change: it holds exactly these tables (e.g. read back after a restart), so
+                # the drift check watches it from now on.
+                self._installed[dpid] = self._compiled[dpid]
             if dpid in deltas:
                 self._installed[dpid] = self._compiled[dpid]
                 self._counting_from_zero(dpid, deltas[dpid])

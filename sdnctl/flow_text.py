@@ -1,17 +1,18 @@
-"""FlowMods and GroupMods as JSON a person can read. Pure.
+"""FlowMods, GroupMods and MeterMods as JSON a person can read. Pure.
 
 The one rendering of a ``SwitchDelta``: the engine's record of what it sent
 (``GET /api/v1/routes/changes``) and a plan's prediction of what it will send use the same function,
 so the two compare as data. Messages are listed in the order they are sent (make-before-break):
-group adds and modifies, flow adds and modifies (phase ``make``), a barrier, then flow deletes and
-group deletes (phase ``break``).
+meter adds and modifies, group adds and modifies, flow adds and modifies (phase ``make``), a barrier,
+then flow deletes, group deletes and meter deletes (phase ``break``). A flow through a meter lists
+``meter:<id>`` first among its actions; reservation flows have cookies ``0xec04...``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sdnctl.flows import Action, FlowSpec, GroupSpec, MatchField, SwitchDelta
+from sdnctl.flows import Action, FlowSpec, GroupSpec, MatchField, MeterSpec, SwitchDelta
 
 _HEX_FIELDS = frozenset({"eth_type"})  # read as 0x0800, as ovs-ofctl and every packet trace print them
 
@@ -54,9 +55,23 @@ def group_json(group: GroupSpec, command: str) -> dict[str, Any]:
     }
 
 
+def meter_json(meter: MeterSpec, command: str) -> dict[str, Any]:
+    """A meter of one DROP band: rate in kbit/s, burst in kbit."""
+    return {
+        "kind": "meter",
+        "command": command,
+        "meter_id": meter.meter_id,
+        "band": "drop",
+        "rate_kbps": meter.rate_kbps,
+        "burst_kb": meter.burst_kb,
+    }
+
+
 def delta_json(delta: SwitchDelta) -> dict[str, Any]:
     """Every message of ``delta``, in send order, each with its phase (``make`` or ``break``)."""
     make = [
+        *(meter_json(m, "add") for m in delta.add_meters),
+        *(meter_json(m, "modify") for m in delta.modify_meters),
         *(group_json(g, "add") for g in delta.add_groups),
         *(group_json(g, "modify") for g in delta.modify_groups),
         *(flow_json(f, "add") for f in delta.add_flows),
@@ -65,6 +80,7 @@ def delta_json(delta: SwitchDelta) -> dict[str, Any]:
     take_down = [
         *(flow_json(f, "delete") for f in delta.delete_flows),
         *(group_json(g, "delete") for g in delta.delete_groups),
+        *(meter_json(m, "delete") for m in delta.delete_meters),
     ]
     return {
         "size": delta.size,

@@ -46,8 +46,9 @@ COOKIE_TO_FORWARD = COOKIE_BASE | 3
 EDGECTL_COOKIE_MASK = 0xFF00_0000_0000_0000
 EDGECTL_COOKIE = 0xEC00_0000_0000_0000  # every flow edgectl owns: reconciliation leaves others alone
 
-Action = tuple[str, int]  # ("output", port) | ("group", group_id) | ("controller", max_len) | ("goto", table)
-# A flow without actions drops what it matches.
+Action = tuple[str, int]
+# ("meter", meter_id) (always first) | ("output", port) | ("group", group_id) | ("controller", max_len)
+# | ("goto", table). A flow without actions (or with only a meter) drops what it matches.
 MatchField = tuple[str, Any]
 
 
@@ -73,16 +74,27 @@ class GroupSpec:
     buckets: tuple[PortNo, ...]  # each bucket watches and outputs to the same port
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class MeterSpec:
+    """An OpenFlow 1.3 meter of one DROP band: rate in kbit/s, burst in kbit (flags KBPS | BURST)."""
+
+    meter_id: int
+    rate_kbps: int
+    burst_kb: int
+
+
 @dataclass(frozen=True, slots=True)
 class SwitchConfig:
     flows: frozenset[FlowSpec] = frozenset()
     groups: frozenset[GroupSpec] = frozenset()
+    meters: frozenset[MeterSpec] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
 class SwitchDelta:
-    """What to send, in this order: groups add/modify, flows add/modify, barrier, flows delete,
-    groups delete (a group is removed only after no flow points at it)."""
+    """What to send, in this order: meters add/modify, groups add/modify, flows add/modify, barrier,
+    flows delete, groups delete, meters delete (a group or meter is removed only after no flow points
+    at it; a flow is added only after the meter it uses)."""
 
     add_groups: tuple[GroupSpec, ...] = ()
     modify_groups: tuple[GroupSpec, ...] = ()
@@ -90,32 +102,34 @@ class SwitchDelta:
     modify_flows: tuple[FlowSpec, ...] = ()
     delete_flows: tuple[FlowSpec, ...] = ()
     delete_groups: tuple[GroupSpec, ...] = ()
+    add_meters: tuple[MeterSpec, ...] = ()
+    modify_meters: tuple[MeterSpec, ...] = ()
+    delete_meters: tuple[MeterSpec, ...] = ()
+
+    def _parts(self) -> tuple[tuple[object, ...], ...]:
+        return (
+            self.add_meters,
+            self.modify_meters,
+            self.add_groups,
+            self.modify_groups,
+            self.add_flows,
+            self.modify_flows,
+            self.delete_flows,
+            self.delete_groups,
+            self.delete_meters,
+        )
 
     def __bool__(self) -> bool:
-        return any(
-            (
-                self.add_groups,
-                self.modify_groups,
-                self.add_flows,
-                self.modify_flows,
-                self.delete_flows,
-                self.delete_groups,
-            )
-        )
+        return any(self._parts())
 
     @property
     def size(self) -> int:
-        return sum(
-            len(x)
-            for x in (
-                self.add_groups,
-                self.modify_groups,
-                self.add_flows,
-                self.modify_flows,
-                self.delete_flows,
-                self.delete_groups,
-            )
-        )
+        return sum(len(x) for x in self._parts())
+
+    @property
+    def breaks(self) -> bool:
+        """Whether it has a second phase (deletions, sent after the first is confirmed)."""
+        return bool(self.delete_flows or self.delete_groups or self.delete_meters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,12 +209,51 @@ class CompiledSwitch:
     """
 
     entries: Mapping[str, Entry]
+    meters: frozenset[MeterSpec] = frozenset()
+    policed: Mapping[PortNo, int] = field(default_factory=dict)
+    """Best-effort meter per port (``sdnctl.meters``): route entries whose primary next hop leaves by
+    such a port carry that meter (``police``), also when they are recompiled."""
 
     @cached_property
     def config(self) -> SwitchConfig:
         flows = frozenset(f for entry_flows, _ in self.entries.values() for f in entry_flows)
         groups = frozenset(g for _, g in self.entries.values() if g is not None)
-        return SwitchConfig(flows, groups)
+        return SwitchConfig(flows, groups, self.meters)
+
+    def with_entries(self, entries: Mapping[str, Entry]) -> CompiledSwitch:
+        return CompiledSwitch(entries, self.meters, self.policed)
+
+
+def primary_port(entry: Entry) -> PortNo | None:
+    """The port a route entry's IPv4 traffic leaves by while its primary next hop is up."""
+    flows, group = entry
+    if group is not None:
+        return group.buckets[0] if group.buckets else None
+    for flow in flows:
+        if flow.cookie & COOKIE_MASK == COOKIE_ROUTE:
+            for kind, value in flow.actions:
+                if kind == "output":
+                    return PortNo(value)
+    return None
+
+
+def police(entry: Entry, policed: Mapping[PortNo, int]) -> Entry:
+    """A route entry with its IPv4 flow metered by the best-effort meter of its primary port (if that
+    port is policed) and by no other meter. Only the IPv4 route flow: ARP is not policed."""
+    flows, group = entry
+    if not policed and not any(a[0] == "meter" for f in flows for a in f.actions):
+        return entry
+    meter = policed.get(port) if (port := primary_port(entry)) is not None else None
+    out = []
+    for flow in flows:
+        if flow.cookie & COOKIE_MASK == COOKIE_ROUTE:
+            actions = tuple(a for a in flow.actions if a[0] != "meter")
+            if meter is not None:
+                actions = (("meter", meter), *actions)
+            if actions != flow.actions:
+                flow = FlowSpec(flow.table, flow.priority, flow.match, actions, flow.cookie)
+        out.append(flow)
+    return (tuple(out), group)
 
 
 def compile_compiled(plan: RoutePlan, switch: SwitchId) -> CompiledSwitch:
@@ -249,13 +302,15 @@ def recompile_switches(
         for dst in dst_switches:
             for endpoint in behind.get(dst, ()):
                 entry = compile_entry(plan, switch, endpoint)
+                if old.policed:
+                    entry = police(entry, old.policed)
                 before = new_entries.get(endpoint.ip, ((), None))
                 if entry != before:
                     old_part.append(before)
                     new_part.append(entry)
                     new_entries[endpoint.ip] = entry
         if new_part:
-            out[switch] = (CompiledSwitch(new_entries), _diff_entries(old_part, new_part))
+            out[switch] = (old.with_entries(new_entries), _diff_entries(old_part, new_part))
     return out
 
 
@@ -278,11 +333,11 @@ def replace_entries(
             entries.pop(key, None)
         else:
             entries[key] = entry
-    return CompiledSwitch(entries), _diff_entries(old, new)
+    return compiled.with_entries(entries), _diff_entries(old, new)
 
 
 def merge_deltas(a: SwitchDelta, b: SwitchDelta) -> SwitchDelta:
-    """One delta of two over disjoint entries (e.g. a switch's routes and its ACL)."""
+    """One delta of two over disjoint entries (e.g. a switch's routes and its ACL) and disjoint meters."""
     if not b:
         return a
     if not a:
@@ -294,6 +349,9 @@ def merge_deltas(a: SwitchDelta, b: SwitchDelta) -> SwitchDelta:
         modify_flows=tuple(sorted((*a.modify_flows, *b.modify_flows))),
         delete_flows=tuple(sorted((*a.delete_flows, *b.delete_flows))),
         delete_groups=tuple(sorted((*a.delete_groups, *b.delete_groups))),
+        add_meters=tuple(sorted((*a.add_meters, *b.add_meters))),
+        modify_meters=tuple(sorted((*a.modify_meters, *b.modify_meters))),
+        delete_meters=tuple(sorted((*a.delete_meters, *b.delete_meters))),
     )
 
 
@@ -344,8 +402,23 @@ def _replaces(current: FlowSpec | None, flow: FlowSpec) -> bool:
     return current is None or current.cookie != flow.cookie
 
 
+def diff_meters(
+    current: frozenset[MeterSpec], desired: frozenset[MeterSpec]
+) -> tuple[tuple[MeterSpec, ...], tuple[MeterSpec, ...], tuple[MeterSpec, ...]]:
+    """The meters to add, modify (same id, other rate or burst) and delete."""
+    if current == desired:
+        return (), (), ()
+    cur = {m.meter_id: m for m in current - desired}
+    new = {m.meter_id: m for m in desired - current}
+    return (
+        tuple(sorted(m for mid, m in new.items() if mid not in cur)),
+        tuple(sorted(m for mid, m in new.items() if mid in cur)),
+        tuple(sorted(m for mid, m in cur.items() if mid not in new)),
+    )
+
+
 def diff_switch(current: SwitchConfig, desired: SwitchConfig) -> SwitchDelta:
-    """The FlowMods and GroupMods that turn ``current`` into ``desired``, nothing more."""
+    """The FlowMods, GroupMods and MeterMods that turn ``current`` into ``desired``, nothing more."""
     if current is desired:
         return SwitchDelta()
     # Only what differs can need a message: key the symmetric differences, not every flow.
@@ -355,7 +428,11 @@ def diff_switch(current: SwitchConfig, desired: SwitchConfig) -> SwitchDelta:
     new_flows = {f.key: f for f in new_flows_only}
     cur_groups = {g.group_id: g for g in gone_groups}
     new_groups = {g.group_id: g for g in new_groups_only}
+    add_meters, modify_meters, delete_meters = diff_meters(current.meters, desired.meters)
     return SwitchDelta(
+        add_meters=add_meters,
+        modify_meters=modify_meters,
+        delete_meters=delete_meters,
         add_groups=tuple(sorted(g for gid, g in new_groups.items() if gid not in cur_groups)),
         modify_groups=tuple(sorted(g for gid, g in new_groups.items() if gid in cur_groups)),
         add_flows=tuple(sorted(f for k, f in new_flows.items() if _replaces(cur_flows.get(k), f))),
@@ -400,7 +477,10 @@ def trace_ipv4(
             flow = max(candidates, key=lambda f: f.priority, default=None)
         if flow is None or config is None:
             return PacketTrace(tuple(hops), dropped_at=switch)
-        kind, value = flow.actions[0]
+        forwarding = [a for a in flow.actions if a[0] != "meter"]  # a meter polices, it does not forward
+        if not forwarding:
+            return PacketTrace(tuple(hops), dropped_at=switch)
+        kind, value = forwarding[0]
         if kind == "group":
             group = next(g for g in config.groups if g.group_id == value)
             live = live_ports.get(switch) if live_ports is not None else None

@@ -36,6 +36,7 @@ from sdnctl.flows import (
     EDGECTL_COOKIE_MASK,
     FlowSpec,
     GroupSpec,
+    MeterSpec,
     SwitchConfig,
     SwitchDelta,
 )
@@ -64,6 +65,20 @@ def port_from_ofp(desc: Any) -> Port:
     up = not (desc.state & ofp.OFPPS_LINK_DOWN) and not (desc.config & ofp.OFPPC_PORT_DOWN)
     name = desc.name.decode(errors="replace") if isinstance(desc.name, bytes) else str(desc.name)
     return Port(no=PortNo(desc.port_no), name=name, hw_addr=str(desc.hw_addr), up=up)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterCounts:
+    """One meter's counters as last read: what entered it, and what its DROP band dropped."""
+
+    packets: int
+    bytes: int
+    dropped_packets: int
+    dropped_bytes: int
+
+
+# Every meter edgectl writes: rates in kbit/s, an explicit burst, statistics kept.
+METER_FLAGS = ofp.OFPMF_KBPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
 
 
 @dataclass
@@ -100,7 +115,7 @@ class FabricApp(app_manager.OSKenApp):
         self._lock = threading.Lock()
         self.switches: dict[SwitchId, _Switch] = {}
         self._pending: dict[tuple[int, int], _Pending] = {}
-        self._table_reads: dict[SwitchId, tuple[_Pending, _Pending]] = {}  # reads of a switch's tables in flight
+        self._table_reads: dict[SwitchId, tuple[_Pending, ...]] = {}  # reads of a switch's tables in flight
         self._acl_reads: dict[SwitchId, tuple[_Pending, ...]] = {}  # reads of a switch's drop counters in flight
         # The pure cores are called from os-ken's event thread and the prober thread: one lock
         # serialises them; what they return is sent and published outside it.
@@ -113,6 +128,9 @@ class FabricApp(app_manager.OSKenApp):
         self.on_acl_counters: Callable[[SwitchId, dict[FlowKey, int], float], None] | None = None
         self.messages = MessageCounts()
         self.port_rates = PortRates()
+        self.meter_counts: dict[tuple[SwitchId, int], MeterCounts] = {}
+        """Per (switch, meter id): its counters as last polled (replaced whole, never changed in place)."""
+        self._meter_reads: dict[SwitchId, dict[tuple[SwitchId, int], MeterCounts]] = {}  # multipart so far
         self.port_stats_interval_s = PORT_STATS_INTERVAL_S  # 0: no polling (the poller reads it every round)
         self._stats_awaited: set[SwitchId] | None = None  # the switches this poll round waits on (None: no round)
         self._stopping = threading.Event()
@@ -156,6 +174,8 @@ class FabricApp(app_manager.OSKenApp):
                 self._table_reads.pop(dpid, None)
                 self._acl_reads.pop(dpid, None)
                 self.port_rates.forget_switch(dpid)
+                self.meter_counts = {k: v for k, v in self.meter_counts.items() if k[0] != dpid}
+                self._meter_reads.pop(dpid, None)
                 if self._stats_awaited is not None:
                     self._stats_awaited.discard(dpid)  # not waited for: its links' load is cleared
             with self._core_lock:
@@ -259,6 +279,11 @@ class FabricApp(app_manager.OSKenApp):
         msg = event.msg
         self._complete(msg.datapath.id, msg, bool(msg.flags & ofp.OFPMPF_REPLY_MORE))
 
+    @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
+    def _meter_config_reply(self, event: Any) -> None:
+        msg = event.msg
+        self._complete(msg.datapath.id, msg, bool(msg.flags & ofp.OFPMPF_REPLY_MORE))
+
     def barriers(self, dpids: Iterable[SwitchId], timeout_s: float = 5.0) -> set[SwitchId]:
         """Barrier every switch at once (not one round trip after another); the ones that confirmed."""
         waiting: dict[SwitchId, _Pending] = {}
@@ -278,13 +303,16 @@ class FabricApp(app_manager.OSKenApp):
 
     # -- programming ------------------------------------------------------------------------------
     def send_phase(self, dpid: SwitchId, delta: SwitchDelta, phase: str) -> bool:
-        """Send one phase of ``delta`` ('make': groups+flows added/modified; 'break': deletions)."""
+        """Send one phase of ``delta`` ('make': meters, groups, flows added/modified; 'break': flows, groups,
+        meters deleted)."""
         datapath = self.datapaths.get(dpid)
         if datapath is None:
             return False
         parser = datapath.ofproto_parser
         msgs: list[Any] = []
         if phase == "make":
+            msgs += [_meter_mod(parser, ofp.OFPMC_ADD, m, datapath) for m in delta.add_meters]
+            msgs += [_meter_mod(parser, ofp.OFPMC_MODIFY, m, datapath) for m in delta.modify_meters]
             msgs += [_group_mod(parser, ofp.OFPGC_ADD, g, datapath) for g in delta.add_groups]
             msgs += [_group_mod(parser, ofp.OFPGC_MODIFY, g, datapath) for g in delta.modify_groups]
             msgs += [_flow_mod(parser, ofp.OFPFC_ADD, f, datapath) for f in delta.add_flows]
@@ -292,10 +320,11 @@ class FabricApp(app_manager.OSKenApp):
         else:
             msgs += [_flow_mod(parser, ofp.OFPFC_DELETE_STRICT, f, datapath) for f in delta.delete_flows]
             msgs += [_group_mod(parser, ofp.OFPGC_DELETE, g, datapath) for g in delta.delete_groups]
+            msgs += [_meter_mod(parser, ofp.OFPMC_DELETE, m, datapath) for m in delta.delete_meters]
         return all(self._send(dpid, msg) is not None for msg in msgs)
 
     def read_config(self, dpid: SwitchId, timeout_s: float = 5.0) -> SwitchConfig | None:
-        """What edgectl owns on the switch now: its flows (by cookie) and its groups; None if it did
+        """What edgectl owns on the switch now: its flows (by cookie), its groups and meters; None if it did
         not answer within ``timeout_s`` (or is gone)."""
         return self.read_configs({dpid}, timeout_s).get(dpid)
 
@@ -307,7 +336,7 @@ class FabricApp(app_manager.OSKenApp):
         not asked again (and left out) until that read is answered or the switch disconnects; an
         answer that comes after its read was given up is dropped (the tables may have changed since).
         """
-        started: dict[SwitchId, tuple[_Pending, _Pending]] = {}
+        started: dict[SwitchId, tuple[_Pending, ...]] = {}
         datapaths = self.datapaths
         for dpid in dpids:
             datapath = datapaths.get(dpid)
@@ -333,25 +362,28 @@ class FabricApp(app_manager.OSKenApp):
             )
             flows = self._start(dpid, flows_req)
             groups = self._start(dpid, parser.OFPGroupDescStatsRequest(datapath, 0))
-            if flows is None or groups is None:
-                self._forget([p for p in (flows, groups) if p is not None])
+            meters = self._start(dpid, parser.OFPMeterConfigStatsRequest(datapath, 0, ofp.OFPM_ALL))
+            if flows is None or groups is None or meters is None:
+                self._forget([p for p in (flows, groups, meters) if p is not None])
                 continue
-            started[dpid] = (flows, groups)
+            started[dpid] = (flows, groups, meters)
             with self._lock:
-                self._table_reads[dpid] = (flows, groups)
+                self._table_reads[dpid] = (flows, groups, meters)
         deadline = time.monotonic() + timeout_s
         out: dict[SwitchId, SwitchConfig] = {}
-        for dpid, (flows, groups) in started.items():
-            if not all(p.done.wait(max(0.0, deadline - time.monotonic())) for p in (flows, groups)):
+        for dpid, reads in started.items():
+            if not all(p.done.wait(max(0.0, deadline - time.monotonic())) for p in reads):
                 continue  # stays in _table_reads: not asked again until it answers
             with self._lock:
                 self._table_reads.pop(dpid, None)
-            self._forget([flows, groups])
-            if flows.lost or groups.lost or dpid not in self.switches:
+            self._forget(reads)
+            if any(p.lost for p in reads) or dpid not in self.switches:
                 continue  # disconnected while we waited
+            flows, groups, meters = reads
             flow_specs = frozenset(_flow_spec(stat) for reply in flows.replies for stat in reply.body)
             group_specs = frozenset(_group_spec(stat) for reply in groups.replies for stat in reply.body)
-            out[dpid] = SwitchConfig(flow_specs, group_specs)
+            meter_specs = frozenset(_meter_spec(stat) for reply in meters.replies for stat in reply.body)
+            out[dpid] = SwitchConfig(flow_specs, group_specs, meter_specs)
         return out
 
     def packet_out(self, dpid: SwitchId, port: int, data: bytes) -> None:
@@ -465,10 +497,12 @@ class FabricApp(app_manager.OSKenApp):
     # -- port statistics: link load -----------------------------------------------------------------
     def _port_stats_poller(self) -> None:
         """Ask every switch for its port counters each ``port_stats_interval_s``; the replies feed
-        ``port_rates`` (rates per port, link utilization) and, once per round, the model's link load."""
+        ``port_rates`` (rates per port, link utilization) and, once per round, the model's link load; the
+        meters' counters (``meter_counts``) and the ACL drop counters are read with them."""
         while not self._stopping.wait(self.port_stats_interval_s or 1.0):
             if self.port_stats_interval_s > 0:
                 self.request_port_stats()
+                self.request_meter_stats()
                 try:
                     # Not bounded by the interval: a busy switch answering late still counts (the next
                     # round waits for it).
@@ -543,6 +577,31 @@ class FabricApp(app_manager.OSKenApp):
                 self._send(dpid, datapath.ofproto_parser.OFPPortStatsRequest(datapath, 0, ofp.OFPP_ANY))
             except Exception:  # a bug here must not end polling
                 LOG.exception("port stats request to %s failed", format_dpid(dpid))
+
+    def request_meter_stats(self) -> None:
+        """Ask every connected switch for all its meters' counters (the replies come as events and
+        replace ``meter_counts`` of that switch)."""
+        for dpid, datapath in self.datapaths.items():
+            try:
+                self._send(dpid, datapath.ofproto_parser.OFPMeterStatsRequest(datapath, 0, ofp.OFPM_ALL))
+            except Exception:  # a bug here must not end polling
+                LOG.exception("meter stats request to %s failed", format_dpid(dpid))
+
+    @set_ev_cls(ofp_event.EventOFPMeterStatsReply, MAIN_DISPATCHER)
+    def _meter_stats_reply(self, event: Any) -> None:
+        msg = event.msg
+        self.messages.received(type(msg).__name__)
+        dpid = SwitchId(msg.datapath.id)
+        with self._lock:
+            if dpid not in self.switches:
+                return  # a reply racing the disconnect
+            read = self._meter_reads.setdefault(dpid, {})
+            read.update({(dpid, int(stat.meter_id)): _meter_counts(stat) for stat in msg.body})
+            if (msg.flags or 0) & ofp.OFPMPF_REPLY_MORE:
+                return
+            # The whole answer replaces the switch's meters: a deleted meter's counters go with it.
+            del self._meter_reads[dpid]
+            self.meter_counts = {**{k: v for k, v in self.meter_counts.items() if k[0] != dpid}, **read}
 
     @set_ev_cls(ofp_event.EventOFPPortStatsReply, MAIN_DISPATCHER)
     def _port_stats_reply(self, event: Any) -> None:
@@ -626,9 +685,15 @@ def _actions(parser: Any, actions: Iterable[tuple[str, int]]) -> list[Any]:
 
 
 def _instructions(parser: Any, actions: tuple[tuple[str, int], ...]) -> list[Any]:
-    """Apply-actions for the actions before a ``goto``, then the goto; no actions: no instruction (drop)."""
-    applied = [a for a in actions if a[0] != "goto"]
-    instructions = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, _actions(parser, applied))] if applied else []
+    """A meter first, then apply-actions for the other actions before a ``goto``, then the goto; no
+    actions: no instruction (drop)."""
+    instructions = [
+        parser.OFPInstructionMeter(meter_id, ofp.OFPIT_METER) for kind, meter_id in actions if kind == "meter"
+    ]
+    applied = [a for a in actions if a[0] not in ("goto", "meter")]
+    instructions += (
+        [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, _actions(parser, applied))] if applied else []
+    )
     instructions += [parser.OFPInstructionGotoTable(table) for kind, table in actions if kind == "goto"]
     return instructions
 
@@ -665,11 +730,15 @@ def _group_mod(parser: Any, command: int, group: GroupSpec, datapath: Any) -> An
 
 
 def _flow_spec(stat: Any) -> FlowSpec:
+    meters: list[tuple[str, int]] = []
     actions: list[tuple[str, int]] = []
     goto: list[tuple[str, int]] = []
     for instruction in stat.instructions:
         if instruction.type == ofp.OFPIT_GOTO_TABLE:
             goto.append(("goto", instruction.table_id))
+            continue
+        if instruction.type == ofp.OFPIT_METER:
+            meters.append(("meter", instruction.meter_id))
             continue
         for action in getattr(instruction, "actions", []):
             if action.cls_action_type == ofp.OFPAT_OUTPUT:
@@ -682,7 +751,7 @@ def _flow_spec(stat: Any) -> FlowSpec:
             else:
                 actions.append(("foreign", action.cls_action_type))  # not ours: the diff rewrites it
     match = tuple(sorted(stat.match.items()))
-    return FlowSpec(stat.table_id, stat.priority, match, (*actions, *goto), stat.cookie)
+    return FlowSpec(stat.table_id, stat.priority, match, (*meters, *actions, *goto), stat.cookie)
 
 
 def _group_spec(stat: Any) -> GroupSpec:
@@ -697,3 +766,28 @@ def _group_spec(stat: Any) -> GroupSpec:
             return GroupSpec(stat.group_id, ())
         ports.append(PortNo(outputs[0]))
     return GroupSpec(stat.group_id, tuple(ports))
+
+
+def _meter_mod(parser: Any, command: int, meter: MeterSpec, datapath: Any) -> Any:
+    bands = [] if command == ofp.OFPMC_DELETE else [parser.OFPMeterBandDrop(meter.rate_kbps, meter.burst_kb)]
+    return parser.OFPMeterMod(datapath, command=command, flags=METER_FLAGS, meter_id=meter.meter_id, bands=bands)
+
+
+def _meter_spec(stat: Any) -> MeterSpec:
+    """A meter as edgectl would have written it; any other shape reads as rate 0, so the diff modifies
+    it (if wanted) or deletes it, and never tries to add an id that exists."""
+    bands = list(stat.bands)
+    wanted = ofp.OFPMF_KBPS | ofp.OFPMF_BURST
+    if stat.flags & wanted != wanted or len(bands) != 1 or bands[0].type != ofp.OFPMBT_DROP:
+        return MeterSpec(stat.meter_id, 0, 0)
+    return MeterSpec(stat.meter_id, int(bands[0].rate), int(bands[0].burst_size))
+
+
+def _meter_counts(stat: Any) -> MeterCounts:
+    bands = list(stat.band_stats)
+    return MeterCounts(
+        packets=int(stat.packet_in_count),
+        bytes=int(stat.byte_in_count),
+        dropped_packets=sum(int(b.packet_band_count) for b in bands),
+        dropped_bytes=sum(int(b.byte_band_count) for b in bands),
+    )

@@ -59,6 +59,7 @@ PURE_MODULES = (
     "sdnctl/hosts.py",
     "sdnctl/latency.py",
     "sdnctl/message_counts.py",
+    "sdnctl/meters.py",
     "sdnctl/pathing.py",
     "sdnctl/port_stats.py",
     "meshctl/cache.py",

@@ -165,3 +165,64 @@ def test_a_document_changing_only_the_authorization_default_is_a_change() -> Non
     assert plan and plan.objects.changed == ("authorization/default",) and not plan.objects.added
     assert "  ~ authorization/default" in plan_text(plan_json(plan))
     assert not _plan(TEXT)  # the same document: nothing
+
+
+# -- bandwidth reservations: the plan names the meters and reservation flows the engine would send ------
+
+RESERVING = TEXT.replace("near: [u1, u2], calls: [api]}", "near: [u1, u2], calls: [api], bandwidth_mbps: 5}")
+
+
+def _reserving_state() -> FabricState:
+    state = _placed()
+    spec = _spec(RESERVING)
+    web = next(s for s in spec.services if s.name == "web")
+    services = dict(state.services)
+    services[ServiceName("web")] = replace(services[ServiceName("web")], bandwidth_mbps=web.bandwidth_mbps)
+    return replace(state, services=services)
+
+
+def _engine_tables(state: FabricState):
+    """The tables the route engine holds for ``state``: routes, ACL and reservations."""
+    from netmodel.bandwidth import plan_reservations
+    from sdnctl.meters import EMPTY_PART, compile_reservations, with_reservations
+
+    routes = compute_routes(state)
+    acl = compile_acl(state, "edgectl.local")
+    parts = compile_reservations(plan_reservations(state))
+    assert parts, "the example reserves something"
+    tables = {
+        dpid: with_reservations(with_acl(c, acl.entries.get(dpid, {}))[0], parts.get(dpid, EMPTY_PART))[0]
+        for dpid, c in compile_all(routes).items()
+    }
+    return routes, tables
+
+
+def test_a_plan_keeps_the_reservations_the_engine_holds() -> None:
+    state = _reserving_state()
+    routes, tables = _engine_tables(state)
+    inputs = PlanInputs(
+        state=state, applied_spec=_spec(RESERVING), mesh_config=MeshConfig(), routes=routes, compiled=tables
+    )
+    document = RESERVING.replace(
+        "hosts:   # where users sit\n", "hosts:   # where users sit\n  - {id: u4, switch: m1, ip: 10.0.5.1}\n"
+    )
+    plan = compute_plan(inputs, _spec(document), "r1", prune=False)
+    assert plan.openflow, "a new host: routes to it everywhere"
+    for change in plan.openflow:
+        metered = {f.key for f in tables[change.switch].config.flows if any(a[0] == "meter" for a in f.actions)}
+        assert not change.delta.delete_meters, change.name
+        assert not [f for f in change.delta.delete_flows if f.cookie >> 48 == 0xEC04], change.name
+        assert not [
+            f for f in change.delta.modify_flows if f.key in metered and all(a[0] != "meter" for a in f.actions)
+        ], f"{change.name}: a route flow loses its best-effort meter"
+
+
+def test_a_changed_reservation_is_planned_as_meter_changes() -> None:
+    state = _reserving_state()
+    routes, tables = _engine_tables(state)
+    inputs = PlanInputs(
+        state=state, applied_spec=_spec(RESERVING), mesh_config=MeshConfig(), routes=routes, compiled=tables
+    )
+    plan = compute_plan(inputs, _spec(RESERVING.replace("bandwidth_mbps: 5}", "bandwidth_mbps: 8}")), "r1", prune=False)
+    modified = [m for change in plan.openflow for m in change.delta.modify_meters]
+    assert modified and {m.rate_kbps for m in modified if m.meter_id < 0x30000} == {8000}

@@ -81,6 +81,9 @@ def apply_delta_to(current: SwitchConfig, delta: SwitchDelta) -> SwitchConfig:
     its cookie."""
     flows = {f.key: f for f in current.flows}
     groups = {g.group_id: g for g in current.groups}
+    meters = {m.meter_id: m for m in current.meters}
+    for m in (*delta.add_meters, *delta.modify_meters):
+        meters[m.meter_id] = m
     for g in (*delta.add_groups, *delta.modify_groups):
         groups[g.group_id] = g
     for f in delta.add_flows:
@@ -92,7 +95,9 @@ def apply_delta_to(current: SwitchConfig, delta: SwitchDelta) -> SwitchConfig:
         del flows[f.key]
     for g in delta.delete_groups:
         del groups[g.group_id]
-    return SwitchConfig(frozenset(flows.values()), frozenset(groups.values()))
+    for m in delta.delete_meters:
+        del meters[m.meter_id]
+    return SwitchConfig(frozenset(flows.values()), frozenset(groups.values()), frozenset(meters.values()))
 
 
 def walk_primaries(plan: RoutePlan, start: SwitchId, dst: SwitchId) -> list[LinkId] | None:

@@ -40,13 +40,18 @@ def test_deleted_flows_are_missing_and_healed_by_adding_them_back() -> None:
     drift = find_drift(INSTALLED, SwitchConfig(frozenset(), INSTALLED.groups))
     assert drift is not None
     every = len(INSTALLED.flows)  # the base flows and the two routes
-    assert drift.counts() == {"flows_missing": every, "flows_unexpected": 0, "groups_differ": 0}
+    assert drift.counts() == {"flows_missing": every, "flows_unexpected": 0, "groups_differ": 0, "meters_differ": 0}
     assert set(drift.heal.add_flows) == INSTALLED.flows and drift.heal.size == every
 
 
 def test_a_stray_flow_in_our_cookie_space_is_unexpected_and_removed() -> None:
     drift = find_drift(INSTALLED, SwitchConfig(INSTALLED.flows | {STRAY}, INSTALLED.groups))
-    assert drift is not None and drift.counts() == {"flows_missing": 0, "flows_unexpected": 1, "groups_differ": 0}
+    assert drift is not None and drift.counts() == {
+        "flows_missing": 0,
+        "flows_unexpected": 1,
+        "groups_differ": 0,
+        "meters_differ": 0,
+    }
     assert drift.heal == SwitchDelta(delete_flows=(STRAY,))
 
 
@@ -56,7 +61,12 @@ def test_a_rewritten_flow_and_a_changed_group_count_as_missing_and_differing() -
         (INSTALLED.flows - {ROUTE}) | {rewritten}, frozenset({GroupSpec(7, (2,)), GroupSpec(99, ())})
     )
     drift = find_drift(INSTALLED, tampered)
-    assert drift is not None and drift.counts() == {"flows_missing": 1, "flows_unexpected": 0, "groups_differ": 2}
+    assert drift is not None and drift.counts() == {
+        "flows_missing": 1,
+        "flows_unexpected": 0,
+        "groups_differ": 2,
+        "meters_differ": 0,
+    }
     assert drift.heal.modify_flows == (ROUTE,)
     assert drift.heal.modify_groups == (GROUP,) and drift.heal.delete_groups == (GroupSpec(99, ()),)
     assert apply_delta_to(tampered, drift.heal) == INSTALLED
@@ -77,7 +87,7 @@ def test_the_drift_record_keeps_the_last_drift_found_across_clean_checks() -> No
     record.checked(20.0, None)
     assert record.view() == {
         "last_check_at": 20.0,
-        "last_found": {"at": 10.0, "flows_missing": 1, "flows_unexpected": 0, "groups_differ": 0},
+        "last_found": {"at": 10.0, "flows_missing": 1, "flows_unexpected": 0, "groups_differ": 0, "meters_differ": 0},
         "heals": 1,
     }
 
@@ -193,7 +203,12 @@ def test_the_engine_heals_a_flushed_switch_with_just_the_difference(monkeypatch,
     switches.tables[1] = SwitchConfig(frozenset({STRAY}), installed_a.groups)  # del-flows, then a stray flow
     found = engine.check_drift()
     assert set(found) == {1}
-    assert found[1].counts() == {"flows_missing": len(installed_a.flows), "flows_unexpected": 1, "groups_differ": 0}
+    assert found[1].counts() == {
+        "flows_missing": len(installed_a.flows),
+        "flows_unexpected": 1,
+        "groups_differ": 0,
+        "meters_differ": 0,
+    }
     assert switches.tables[1] == installed_a and switches.tables[2] is before_b  # b: nothing sent
     assert {dpid for dpid, _, _ in switches.sent} == {1}
     assert [phase for _, phase, _ in switches.sent] == ["make", "break"]  # adds, barrier, then the delete

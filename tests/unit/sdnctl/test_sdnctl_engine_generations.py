@@ -103,3 +103,28 @@ def test_a_load_measurement_is_nothing_to_do_for_the_routes(monkeypatch) -> None
     assert sent == []
     assert engine.plan is not None and engine.plan.routing is plan.routing and engine.plan.weight is plan.weight
     assert {s.applied_generation for s in engine.status.values()} == {state.generation}
+
+
+def test_discovery_does_not_settle_before_any_switch_connected(monkeypatch) -> None:
+    """A controller slow to start, or switches slow to reconnect after a restart: settling with no switch
+    connected would program the first switches before their links are seen, withdrawing their routes."""
+    monkeypatch.setattr(engine_module, "SETTLE_QUIET_S", 0.0)
+    monkeypatch.setattr(engine_module.time, "sleep", lambda _s: None)
+    declared = fabric(FABRIC)
+    holder = [declared]
+    engine = RouteEngine(FakeSwitches(), lambda: holder[0])
+    engine._last_discovery -= 100
+    engine._last_connect -= 100  # started long ago: the longest wait is over
+    engine._converge()
+    assert not engine._settled and engine.plan is None, "settled with no switch connected"
+    # The switches connect; their link is not seen yet: wait for it (up to SETTLE_MAX_S from now).
+    connected = declared
+    for dpid in sorted(declared.topology.switches):
+        connected = connected.apply(ev.SwitchConnected(dpid, (), 0.0))
+    holder[0] = connected
+    engine._converge()
+    engine._converge()
+    assert not engine._settled and engine.plan is None, "programmed before the link was discovered"
+    holder[0] = live(declared)
+    engine._converge()
+    assert engine._settled and engine.plan is not None

@@ -68,7 +68,12 @@ def test_switches_are_read_at_once_and_an_answer_is_their_tables(openflow) -> No
     answered = threading.Timer(0.2, lambda: (answer(app, 1), answer(app, 2)))
     answered.start()
     assert app.read_configs({1, 2}, timeout_s=10) == {1: SwitchConfig(), 2: SwitchConfig()}
-    assert [len(app.switches[d].datapath.sent) for d in (1, 2)] == [2, 2]  # flow stats, group desc
+    assert [len(app.switches[d].datapath.sent) for d in (1, 2)] == [3, 3]  # flow stats, group desc, meter config
+    assert [type(m).__name__ for m in app.switches[1].datapath.sent] == [
+        "OFPFlowStatsRequest",
+        "OFPGroupDescStatsRequest",
+        "OFPMeterConfigStatsRequest",
+    ]
     assert app._pending == {} and app._table_reads == {}
 
 
@@ -77,13 +82,13 @@ def test_a_read_left_unanswered_is_not_repeated_until_it_is_answered(openflow) -
     threading.Timer(0.1, lambda: answer(app, 2)).start()
     assert app.read_configs({1, 2}, timeout_s=1.0) == {2: SwitchConfig()}  # 1 is silent: left out
     sent = app.switches[1].datapath.sent
-    assert len(sent) == 2
+    assert len(sent) == 3
     assert app.read_configs({1}, timeout_s=0.05) == {}  # still in flight: not asked again
-    assert len(sent) == 2
+    assert len(sent) == 3
     answer(app, 1)  # the late answer: dropped (the tables may have changed since), and 1 asked anew
     threading.Timer(0.1, lambda: answer(app, 1)).start()
     assert app.read_configs({1}, timeout_s=10) == {1: SwitchConfig()}
-    assert len(sent) == 4 and app._pending == {} and app._table_reads == {}
+    assert len(sent) == 6 and app._pending == {} and app._table_reads == {}
 
 
 def test_a_switch_that_disconnects_while_read_is_left_out(openflow) -> None:
