@@ -321,6 +321,15 @@ def admission_cost(link_mbps: float, tries: int, profile: bool) -> dict[str, Any
         f"  {'one more: plan(previous) + admission':<44} p50 {a['admit_one_ms_p50']:>8} ms"
         f"  p99 {a['admit_one_ms_p99']:>8} ms"
     )
+    if a["tries_merged_into_an_existing_demand"]:
+        print(
+            f"  {'  of which appended to the plan':<44} p50 {a['admit_one_appended_ms_p50']:>8} ms"
+            f"  p99 {a['admit_one_appended_ms_p99']:>8} ms"
+        )
+        print(
+            f"  {'  of which joined an earlier demand':<44} p50 {a['admit_one_merged_ms_p50']:>8} ms"
+            f"  ({a['tries_merged_into_an_existing_demand']} tries)"
+        )
     print(
         f"  {'baseline: plan from scratch + admission':<44} p50 {a['baseline_from_scratch_ms_p50']:>8} ms"
         f"  p99 {a['baseline_from_scratch_ms_p99']:>8} ms"

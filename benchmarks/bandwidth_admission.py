@@ -85,6 +85,8 @@ def measure(link_mbps: float, tries: int = 200, cold_rounds: int = 3, profile: b
         cold.append(time.perf_counter() - start)
     assert plan is not None
     incremental: list[float] = []
+    appended_s: list[float] = []  # the new instance's demands are new matches: appended to the plan
+    joined_s: list[float] = []  # they joined an earlier instance's demand (same host, node, port)
     scratch: list[float] = []
     refused = merged = detoured = 0
     for k in range(tries):
@@ -93,7 +95,9 @@ def measure(link_mbps: float, tries: int = 200, cold_rounds: int = 3, profile: b
         new_plan = plan_reservations(after, plan)
         refusal = admission(plan, new_plan)
         incremental.append(time.perf_counter() - start)
-        merged += len(new_plan.outcomes) == len(plan.outcomes)  # its demands joined existing ones (same match)
+        joined = len(new_plan.outcomes) == len(plan.outcomes)  # its demands joined existing ones (same match)
+        merged += joined
+        (joined_s if joined else appended_s).append(incremental[-1])
         detoured += sum(1 for o in new_plan.outcomes[len(plan.outcomes) :] if _detour(new_plan, o))
         refused += refusal is not None
         start = time.perf_counter()
@@ -117,6 +121,9 @@ def measure(link_mbps: float, tries: int = 200, cold_rounds: int = 3, profile: b
         "tries": tries,
         "refused": refused,
         "tries_merged_into_an_existing_demand": merged,
+        "admit_one_appended_ms_p50": round(_ms(appended_s, 50), 3) if appended_s else None,
+        "admit_one_appended_ms_p99": round(_ms(appended_s, 99), 3) if appended_s else None,
+        "admit_one_merged_ms_p50": round(_ms(joined_s, 50), 3) if joined_s else None,
     }
     if profile:
         after = with_workloads(base, [_candidate(pools, hosts, rng, WORKLOADS + tries + 1)])
