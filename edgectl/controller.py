@@ -243,6 +243,7 @@ class Controller:
         )
         self.metrics.sources.port_readings = openflow.app.port_rates.readings
         self.metrics.sources.openflow_messages = openflow.app.messages.totals
+        self.metrics.sources.meter_counts = lambda: openflow.app.meter_counts
         routes = self.routes = RouteEngine(
             openflow.app,
             lambda: self.bus.state,
@@ -265,7 +266,7 @@ class Controller:
             "/api/v1/routes",
             lambda state: {
                 **routes_view(routes.plan, routes.status, state, routes.acl),
-                "reservations": reservations_view(state, self.reservations.plan_for(state)),
+                "reservations": reservations_view(state, routes.reservation_plan, routes.meter_of),
             },
         )
         self.http.add_query_route(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -21,6 +21,7 @@ from netmodel.bandwidth import ReservationPlan
 from netmodel.ids import SwitchId, format_dpid
 from netmodel.state import FabricState
 from netmodel.types import LinkId
+from sdnctl.meters import BEST_EFFORT_METER_BASE
 from sdnctl.port_stats import link_loads
 
 if TYPE_CHECKING:
@@ -49,6 +50,16 @@ class ScrapeSources:
     """Denied calls since start per (caller, service, layer): ``DenialLog.totals``."""
     reservations: Callable[[FabricState], ReservationPlan] | None = None
     """The bandwidth reservation plan of a state (``ReservationCache.plan_for``)."""
+    meter_counts: Callable[[], Mapping[tuple[SwitchId, int], MeterCounters]] | None = None
+    """Per (switch, meter id): the meter's counters as last polled (``FabricApp.meter_counts``)."""
+
+
+class MeterCounters(Protocol):
+    @property
+    def packets(self) -> int: ...
+
+    @property
+    def dropped_packets(self) -> int: ...
 
 
 def _switch_name(state: FabricState | None, dpid: SwitchId) -> str:
@@ -109,6 +120,28 @@ class SnapshotCollector(Collector):
             "Bandwidth demands of placed instances, by whether a path with room carries them",
             labels=["state"],
         )
+        packets = CounterMetricFamily(
+            "edgectl_meter_packets",
+            "Packets that entered the switch's meters (reservation: a reserved flow at its ingress switch;"
+            " best_effort: the unreserved traffic of a link that carries reservations), since the meter was added",
+            labels=["switch", "kind"],
+        )
+        dropped = CounterMetricFamily(
+            "edgectl_meter_dropped_packets",
+            "Packets the switch's meters dropped for exceeding their rate (the DROP band), since the meter was added",
+            labels=["switch", "kind"],
+        )
+        if self.sources.meter_counts is not None:
+            totals: dict[tuple[str, str], list[int]] = {}
+            for (dpid, meter_id), counts in self.sources.meter_counts().items():
+                kind = "best_effort" if meter_id >= BEST_EFFORT_METER_BASE else "reservation"
+                row = totals.setdefault((_switch_name(state, dpid), kind), [0, 0])
+                row[0] += counts.packets
+                row[1] += counts.dropped_packets
+            for (switch, kind), (entered, lost) in sorted(totals.items()):
+                packets.add_metric([switch, kind], entered)
+                dropped.add_metric([switch, kind], lost)
+        yield from (packets, dropped)
         if state is not None and self.sources.reservations is not None:
             plan = self.sources.reservations(state)
             for link, mbps in plan.links().items():

@@ -10,13 +10,16 @@ the lowest-latency path on which every link still has room (the latency-shortest
 is the common case and costs a walk along it), so a link is never over-committed: a demand that fits
 nowhere is ``Unreserved``, with the link that stopped it. Placement order makes the plan stable: a new
 workload is routed after every existing one, so admitting it cannot move anyone else's path, and the plan
-of the state with it is the previous plan plus its own demands (``previous`` makes that incremental).
+of the state with it is the previous plan plus its own demands (``previous`` makes that incremental). The
+exception is a demand that merges with an earlier one (callers on one node calling one instance: the same
+addresses and port): the merged demand keeps the earlier one's place, and what follows it is routed again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -93,12 +96,14 @@ class ReservationPlan:
     _graph: _Graph | None = field(default=None, repr=False)
     _reserved: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # per graph link
     _basis: FabricState | None = field(default=None, repr=False)  # the state planned (to see what was appended)
+    _base: ReservationPlan | None = field(default=None, repr=False)  # the plan whose first _kept outcomes these are
+    _kept: int = field(default=0, repr=False)
 
-    @property
+    @cached_property
     def reservations(self) -> tuple[Reservation, ...]:
         return tuple(o for o in self.outcomes if isinstance(o, Reservation))
 
-    @property
+    @cached_property
     def unreserved(self) -> tuple[Unreserved, ...]:
         return tuple(o for o in self.outcomes if isinstance(o, Unreserved))
 
@@ -401,13 +406,15 @@ def plan_reservations(state: FabricState, previous: ReservationPlan | None = Non
             for outcome in kept:
                 if isinstance(outcome, Reservation):
                     _take(graph, reserved, outcome)
+    kept_count = len(kept)
     outcomes = kept
     for demand in demands[len(kept) :]:
         outcome = _route(state, graph, endpoints, reserved, demand)
         if isinstance(outcome, Reservation):
             _take(graph, reserved, outcome)
         outcomes.append(outcome)
-    return ReservationPlan(state.generation, tuple(outcomes), capacity, graph, reserved, state)
+    base = previous if previous is not None and kept_count else None
+    return ReservationPlan(state.generation, tuple(outcomes), capacity, graph, reserved, state, base, kept_count)
 
 
 def _append(
@@ -422,7 +429,9 @@ def _append(
     endpoints = _endpoints(state) if appended else {}
     new = _demands(state, graph, endpoints, appended, appended) if appended else {}
     if not new:
-        return replace(previous, generation=state.generation, _basis=state)
+        return replace(
+            previous, generation=state.generation, _basis=state, _base=previous, _kept=len(previous.outcomes)
+        )
     keys = {o.demand.key for o in previous.outcomes}
     if any(d.key in keys for d in new.values()):  # merges into an earlier demand: not an append
         return plan_reservations(state, replace(previous, _basis=None))
@@ -433,7 +442,8 @@ def _append(
         if isinstance(outcome, Reservation):
             _take(graph, reserved, outcome)
         outcomes.append(outcome)
-    return ReservationPlan(state.generation, tuple(outcomes), capacity, graph, reserved, state)
+    kept = len(previous.outcomes)
+    return ReservationPlan(state.generation, tuple(outcomes), capacity, graph, reserved, state, previous, kept)
 
 
 def _take(graph: _Graph, reserved: np.ndarray, reservation: Reservation) -> None:
@@ -478,7 +488,9 @@ def admission(before: ReservationPlan, after: ReservationPlan) -> BandwidthRefus
     """None when ``after`` keeps every reservation of ``before`` and reserves every new demand; else the first
     demand it would leave unreserved (a new one, or one that had a reservation)."""
     was_unreserved = {o.demand.key for o in before.unreserved}
-    for outcome in after.unreserved:
-        if outcome.demand.key not in was_unreserved:
+    # A plan made from ``before`` shares its first outcomes with it: only the rest can differ.
+    changed = after.outcomes[after._kept :] if after._base is before else after.outcomes
+    for outcome in changed:
+        if isinstance(outcome, Unreserved) and outcome.demand.key not in was_unreserved:
             return BandwidthRefusal(outcome.demand, outcome.link, outcome.reason)
     return None

@@ -2,9 +2,9 @@
 
 A diamond with one compute node behind s4 and a service reserving 20 Mbit/s each way with h1: the
 reservation h1 -> web enters at s1 (its meter there), crosses s2 and leaves at s4; web -> h1 the other
-way round. Every link of the path gets a best-effort meter of the 80 Mbit/s left at its source switch,
-on the route flows that leave by it. A restarted controller finds all of it in place and sends none of
-it again; a meter changed behind its back is put back by the drift check.
+way round. Every link of the path gets a best-effort meter of the 75 Mbit/s left (less 5 % of headroom)
+at its source switch, on the route flows that leave by it. A restarted controller finds all of it in
+place and sends none of it again; a meter changed behind its back is put back by the drift check.
 """
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ def installed(controller) -> bool:
         return False
     rates_s1 = sorted(rate for _, rate, _ in s1.values())
     return (
-        rates_s1 == [20_000, 80_000]
-        and sorted(rate for _, rate, _ in s2.values()) == [80_000, 80_000]
-        and sorted(rate for _, rate, _ in s4.values()) == [20_000, 80_000]
+        rates_s1 == [20_000, 75_000]
+        and sorted(rate for _, rate, _ in s2.values()) == [75_000, 75_000]
+        and sorted(rate for _, rate, _ in s4.values()) == [20_000, 75_000]
         and all(len(reservation_flows(name)) == 2 for name in ("s1", "s2", "s4"))
     )
 
@@ -106,7 +106,7 @@ def test_reservations_are_metered_at_ingress_and_best_effort_on_the_reserved_lin
     s1 = meters("s1")
     s1_to_s2 = port_towards(controller, "s1", "s2")
     best_effort = 0x30000 + s1_to_s2
-    assert s1[best_effort] == ("kbps burst stats", 80_000, 40_000), s1
+    assert s1[best_effort] == ("kbps burst stats", 75_000, 750), s1
     ((reservation_meter, (flags, rate, burst)),) = [(i, m) for i, m in s1.items() if i != best_effort]
     assert 1 <= reservation_meter < 0x30000 and (flags, rate, burst) == ("kbps burst stats", 20_000, 10_000)
     # s1: h1 -> web metered by its own meter, out towards s2; web -> h1 out to h1, no meter (not its ingress).

@@ -21,6 +21,7 @@ from pki.identities import IdentityManager
 from placement.watch import PlacementEvents, StepKind
 from sdnctl.flows import compile_all
 from sdnctl.message_counts import MessageCounts
+from sdnctl.openflow import MeterCounts
 from sdnctl.pathing import compute_routes
 from sdnctl.port_stats import PortRates
 from tests.unit.edgectl.fixtures import example_spec
@@ -109,6 +110,10 @@ def populated_metrics() -> Populated:
     denials.record(layer="network", caller="10.0.3.1", service="db", at=NOW, count=4, detail="c1 port 4")
     metrics.sources.policy_denials = denials.totals
     metrics.sources.reservations = lambda _state: plan_reservations(reserving(state))
+    metrics.sources.meter_counts = lambda: {
+        (0xA1, 17): MeterCounts(packets=900, bytes=1_350_000, dropped_packets=3, dropped_bytes=4_500),
+        (0xA1, 0x30001): MeterCounts(packets=5_000, bytes=7_500_000, dropped_packets=1_200, dropped_bytes=1_800_000),
+    }
     metrics.route_compute_seconds.observe(0.004)
     metrics.observe_request("place", "ok")
     metrics.observe_request("place", "RESOURCE_EXHAUSTED", "ResourcesFit")

@@ -134,10 +134,11 @@ def test_best_effort_meters_police_the_route_flows_whose_primary_port_leads_onto
     routes = compute_routes(state)
     compiled = compile_all(routes)
     ab, bd = link_between(state, A, B), link_between(state, B, D)
-    # a's port to b carries 4 of 10 Mbit/s reserved: best effort gets the other 6.
+    # a's port to b carries 4 of 10 Mbit/s reserved: best effort gets the other 6 less 5 % of the link.
     best_effort = BEST_EFFORT_METER_BASE + ab.src_port
     assert parts[A].policed == {ab.src_port: best_effort}
-    assert meter_spec(best_effort, 6.0) in parts[A].meters and meter_spec(best_effort, 6.0).rate_kbps == 6000
+    assert meter_spec(best_effort, 5.5, meters.BEST_EFFORT_BURST_S) in parts[A].meters
+    assert meter_spec(best_effort, 5.5, meters.BEST_EFFORT_BURST_S).burst_kb == 55  # 10 ms: the queue stays short
     assert bd.src_port not in parts[B].policed, "nothing reserved on b -> d"
     new, delta = with_reservations(compiled[A], parts[A])
     route_flows = {
