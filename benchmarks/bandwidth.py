@@ -1,20 +1,20 @@
 """Bandwidth reservations, measured: OpenFlow meters on OVS's userspace datapath, and the admission cost.
 
 Meter accuracy. One OVS bridge (``datapath_type=netdev``, a name of this run's own) between two network
-namespaces over veth pairs; an OpenFlow 1.3 meter (one DROP band, KBPS | BURST, burst 10 ms of its rate
-unless ``--burst-ms``) added with ``ovs-ofctl add-meter`` and a flow ``meter:1,output:2``; UDP from
-``mininet_topos.pacer`` through it at twice the meter rate, in 64-, 512- and 1500-byte frames, meters of 5
-and 20 Mbit/s. Reported: the delivered rate counted in whole frames (what the meter counts) / meter rate, and
-the payload goodput / meter rate (lower for small frames: headers are counted); p50 of 3 rounds. Baseline in
-the same run: the same traffic with no meter (what the path itself delivers: at 78,125 packets/s, 64-byte
-frames at 40 Mbit/s, the userspace datapath here delivers ~28 Mbit/s, still above the meter). A case whose
-packet rate is above ``--max-pps`` is skipped.
+namespaces over veth pairs; an OpenFlow 1.3 meter (one DROP band, KBPS | BURST, the rate and bucket the
+controller gives a reservation, ``sdnctl/meters.py``, unless ``--burst-ms``) added with ``ovs-ofctl add-
+meter`` and a flow ``meter:1,output:2``; UDP from ``mininet_topos.pacer`` through it at twice the meter rate,
+in 64-, 512- and 1500-byte frames, meters of 5 and 20 Mbit/s. Reported: the delivered rate counted in whole
+frames (what the meter counts) / meter rate, and the payload goodput / meter rate (lower for small frames:
+headers are counted); p50 of 3 rounds. Baseline in the same run: the same traffic with no meter (what the path
+itself delivers: at 78,125 packets/s, 64-byte frames at 40 Mbit/s, the userspace datapath here delivers ~28
+Mbit/s, still above the meter). A case whose packet rate is above ``--max-pps`` is skipped.
 
 Reserved flow under contention. The receiver's port shaped by htb to a link of ``--link-mbps`` (20); a
-reserved UDP stream at R (8 Mbit/s, 1500-byte frames) through a meter of R, and a bulk stream at twice the link
-through a best-effort meter of link - R (what the controller installs); reported: the reserved stream's
-delivered rate / R (the goal: within 5 %), and a UDP echo's round trips beside it. Baseline: the same two
-streams with no meters.
+reserved UDP stream at R (8 Mbit/s, 1500-byte frames) through a meter of R, and a bulk stream at twice the
+link through a best-effort meter of what R leaves of the link less 5 % (what the controller installs);
+reported: the reserved stream's delivered rate / R (the goal: within 5 %), and a UDP echo's round trips beside
+it. Baseline: the same two streams with no meters.
 
 Admission cost: ``benchmarks/bandwidth_admission.py`` (pure; no network).
 
@@ -118,16 +118,15 @@ class MeterBed:
     def ofctl(self, *args: str) -> str:
         return run("ovs-ofctl", "-O", "OpenFlow13", *args)
 
-    def program(self, meters: dict[int, float], burst_ms: float) -> dict[int, int]:
-        """Flows: UDP to the reserved port through meter 1, to the bulk port through meter 2 (when given),
-        everything else a -> b and b -> a. Returns each meter's burst in kbit."""
+    def program(self, meters: dict[int, tuple[int, int]]) -> dict[int, int]:
+        """Flows: UDP to the reserved port through meter 1, to the bulk port through meter 2 (when given:
+        id -> (rate kbit/s, burst kbit)), everything else a -> b and b -> a. Returns each meter's burst in kbit."""
         self.ofctl("del-flows", self.bridge)
         with contextlib.suppress(RuntimeError):
             self.ofctl("del-meters", self.bridge)
         bursts = {}
-        for meter_id, mbps in meters.items():
-            rate_kbps = round(mbps * 1000)
-            bursts[meter_id] = max(1, round(rate_kbps * burst_ms / 1000))
+        for meter_id, (rate_kbps, burst_kbit) in meters.items():
+            bursts[meter_id] = burst_kbit
             self.ofctl(
                 "add-meter", self.bridge,
                 f"meter={meter_id},kbps,burst,band=type=drop,rate={rate_kbps},burst_size={bursts[meter_id]}",
@@ -227,8 +226,27 @@ def streams(bed: MeterBed, flows: Sequence[tuple[int, float, int]], duration: fl
     return results
 
 
+def reservation_meter(mbps: float, burst_ms: float | None) -> tuple[int, int]:
+    """(rate kbit/s, burst kbit) of the meter the controller gives a reservation of ``mbps``
+    (sdnctl/meters.py), or with a burst of ``burst_ms`` when given."""
+    from sdnctl.meters import BURST_S, meter_spec
+
+    spec = meter_spec(1, mbps, BURST_S if burst_ms is None else burst_ms / 1000)
+    return spec.rate_kbps, spec.burst_kb
+
+
+def best_effort_meter(link: float, reserved: float, burst_ms: float | None) -> tuple[int, int]:
+    """The meter the controller puts on the unreserved traffic of a link of ``link`` Mbit/s carrying
+    ``reserved``: what is left less the headroom, with its short bucket (sdnctl/meters.py)."""
+    from sdnctl.meters import BEST_EFFORT_BURST_S, BEST_EFFORT_HEADROOM, meter_spec
+
+    left = link * (1 - BEST_EFFORT_HEADROOM) - reserved
+    spec = meter_spec(2, left, BEST_EFFORT_BURST_S if burst_ms is None else burst_ms / 1000)
+    return spec.rate_kbps, spec.burst_kb
+
+
 def meter_accuracy(
-    bed: MeterBed, rounds: int, duration: float, burst_ms: float, max_pps: float
+    bed: MeterBed, rounds: int, duration: float, burst_ms: float | None, max_pps: float
 ) -> list[dict[str, Any]]:
     rows = []
     for meter_mbps in METER_MBPS:
@@ -242,9 +260,9 @@ def meter_accuracy(
                 continue
             metered, plain = [], []
             for _ in range(rounds):
-                bursts = bed.program({1: meter_mbps}, burst_ms)
+                bursts = bed.program({1: reservation_meter(meter_mbps, burst_ms)})
                 metered.append(streams(bed, [(RESERVED_PORT, offered, frame)], duration)[0])
-                bed.program({}, burst_ms)
+                bed.program({})
                 plain.append(streams(bed, [(RESERVED_PORT, offered, frame)], duration)[0])
             row.update(
                 burst_kbit=bursts[1],
@@ -261,16 +279,18 @@ def meter_accuracy(
 
 
 def contention(
-    bed: MeterBed, rounds: int, duration: float, burst_ms: float, link: float, reserved: float
+    bed: MeterBed, rounds: int, duration: float, burst_ms: float | None, link: float, reserved: float
 ) -> dict[str, Any]:
     flows = [(RESERVED_PORT, reserved, 1500), (BULK_PORT, 2 * link, 1500)]
     bed.shape(link)
     try:
         metered, plain = [], []
         for _ in range(rounds):
-            bursts = bed.program({1: reserved, 2: link - reserved}, burst_ms)
+            bursts = bed.program(
+                {1: reservation_meter(reserved, burst_ms), 2: best_effort_meter(link, reserved, burst_ms)}
+            )
             metered.append(streams(bed, flows, duration, probe=True))
-            bed.program({}, burst_ms)
+            bed.program({})
             plain.append(streams(bed, flows, duration, probe=True))
     finally:
         bed.shape(None)
@@ -465,7 +485,12 @@ def main() -> int:
     parser.add_argument("--part", choices=("all", "meters", "admission", "lab"), default="all")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per stream")
-    parser.add_argument("--burst-ms", type=float, default=10.0)
+    parser.add_argument(
+        "--burst-ms",
+        type=float,
+        default=None,
+        help="every meter's bucket (default: the controller's, sdnctl/meters.py)",
+    )
     parser.add_argument("--max-pps", type=float, default=100_000)
     parser.add_argument("--link-mbps", type=float, default=20.0)
     parser.add_argument("--reserved-mbps", type=float, default=8.0)
