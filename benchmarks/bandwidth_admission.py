@@ -151,7 +151,8 @@ def _pools(state: FabricState) -> dict[str, list[str]]:
 
 
 def _candidate(pools: dict[str, list[str]], hosts: Sequence[str], rng: random.Random, n: int) -> Workload:
-    """A placed instance near a random user host: on its edge site (1/2), in a metro (1/3) or a cloud site."""
+    """A placed instance near a random user host: on its edge site (1/2), in a metro (1/3) or a cloud site.
+    Its own port, as placement gives one to each instance of a node: its demands are new matches."""
     host = rng.choice(hosts)
     roll = rng.random()
     pool = pools[f"edge-{host[1:]}"] if roll < 0.5 else pools["metro"] if roll < 0.83 else pools["cloud"]
@@ -162,6 +163,7 @@ def _candidate(pools: dict[str, list[str]], hosts: Sequence[str], rng: random.Ra
         SpiffeId(""),
         Resources(100, 128),
         NodeId(rng.choice(pool)),
+        20_000 + n,  # a port of its own, as the orchestrator gives each instance on a node
         constraints=PlacementConstraints(near=(HostId(host),)),
     )
 
