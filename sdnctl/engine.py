@@ -355,6 +355,8 @@ class RouteEngine:
             return self._reservation_parts  # the common case: nothing reserves, nothing to compute
         plan = plan_reservations(state, previous) if reserves_anything(state) else EMPTY_PLAN
         self.reservation_plan = plan
+        if plan.unreserved or previous.unreserved:
+            _log_unreserved(previous, plan)
         if plan.reservations == previous.reservations and plan.links() == previous.links():
             return self._reservation_parts
         self._reservation_parts = compile_reservations(plan)
@@ -564,3 +566,26 @@ class RouteEngine:
 def _switch_name(state: FabricState, dpid: SwitchId) -> str:
     switch = state.topology.switches.get(dpid)
     return switch.name if switch is not None else format_dpid(dpid)
+
+
+def _log_unreserved(before: ReservationPlan, after: ReservationPlan, most: int = 5) -> None:
+    """One line per demand that lost (or never found) room, and per one that found it again (a few each)."""
+    was = {u.demand.key for u in before.unreserved}
+    now = {u.demand.key for u in after.unreserved}
+    lost = [u for u in after.unreserved if u.demand.key not in was]
+    for u in lost[:most]:
+        owners = ", ".join(u.demand.owners)
+        LOG.warning(
+            "no reservation for %s -> %s (%g Mbit/s, %s): %s",
+            u.demand.src,
+            u.demand.dst,
+            u.demand.mbps,
+            owners,
+            u.reason,
+        )
+    if len(lost) > most:
+        LOG.warning("... and %d more demands without a reservation (edgectl links)", len(lost) - most)
+    gone = was - now
+    regained = gone & {r.demand.key for r in after.reservations} if gone else set()
+    if regained:
+        LOG.info("%d demands have a reservation again", len(regained))
