@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -439,11 +440,27 @@ def _lab_streams(net: Any, node: str, streams: Sequence[Stream], duration: float
         _stop(started)
 
 
-def lab(duration: float) -> dict[str, Any]:
+def lab(duration: float, reserved: bool) -> dict[str, Any]:
+    """The lab's cases; ``reserved`` False: the same fabric with video reserving nothing (the baseline: what a
+    controller without reservations gives, in the same run)."""
+    import tempfile
+
+    text = LAB.read_text()
+    if not reserved:
+        text, count = re.subn(r",? *bandwidth_mbps: *[0-9.]+(?=[,}])", "", text.split("services:", 1)[1])
+        assert count, "the lab's services reserve nothing to take away"
+        text = LAB.read_text().split("services:", 1)[0] + "services:" + text
+    with tempfile.TemporaryDirectory(prefix="edgectl-bandwidth-lab-") as directory:
+        fabric = Path(directory) / LAB.name
+        fabric.write_text(text)
+        return _lab(fabric, duration)
+
+
+def _lab(fabric: Path, duration: float) -> dict[str, Any]:
     from mininet_topos.controller_process import edgectl_run, free_port, mininet_testbed, wait_until
 
     openflow_port = free_port()
-    with edgectl_run(LAB, openflow_port=openflow_port) as controller, mininet_testbed(LAB, openflow_port) as net:
+    with edgectl_run(fabric, openflow_port=openflow_port) as controller, mininet_testbed(fabric, openflow_port) as net:
         controller.wait_fabric_ready("u2", "h9")
 
         def video() -> dict[str, Any] | None:
@@ -526,8 +543,13 @@ def main() -> int:
                     )
         figures["contention"] = results
     if args.part in ("all", "lab"):
-        print(f"the bandwidth lab ({LAB.name}): u2 -> h9 bulk TCP and u1's 8 Mbit/s to video, {args.duration:g} s each")
-        figures["lab"] = lab(max(args.duration, 8.0))
+        seconds = max(args.duration, 8.0)
+        for reserved in (False, True):
+            what = "video reserving 8 Mbit/s (after)" if reserved else "nothing reserved (before: the baseline)"
+            print(
+                f"the bandwidth lab ({LAB.name}), {what}: u2 -> h9 bulk and u1's 8 Mbit/s to video, {seconds:g} s each"
+            )
+            figures["lab" if reserved else "lab_unreserved"] = lab(seconds, reserved)
     if args.part in ("all", "admission"):
         figures["admission"] = [admission_cost(link, args.tries, args.profile) for link in LINK_MBPS]
     print(json.dumps(figures))
