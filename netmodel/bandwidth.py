@@ -17,6 +17,7 @@ addresses and port): the merged demand keeps the earlier one's place, and what f
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -31,6 +32,7 @@ from netmodel.state import FabricState
 from netmodel.topology import Topology
 from netmodel.types import Attachment, LinkId, Workload
 
+_SERIALS = itertools.count()  # plans name the plan they extend by number: no chain of old plans kept alive
 EPSILON_MBPS = 1e-9  # reservations are sums of declared decimals: exactly full counts as fitting
 TO_INSTANCE, FROM_INSTANCE = 0, 1
 
@@ -52,6 +54,8 @@ class Demand:
     l4: tuple[str, int]  # ("tcp_dst", port): toward the instance; ("tcp_src", port): from it
     mbps: float
     order: tuple[int, int, str]  # greedy order: (position of the first owner in placement order, direction, peer)
+    src_at: Attachment | None = None  # where the ends plug in: a host that moves is a changed demand
+    dst_at: Attachment | None = None
 
     @property
     def owner(self) -> WorkloadId:
@@ -96,7 +100,8 @@ class ReservationPlan:
     _graph: _Graph | None = field(default=None, repr=False)
     _reserved: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # per graph link
     _basis: FabricState | None = field(default=None, repr=False)  # the state planned (to see what was appended)
-    _base: ReservationPlan | None = field(default=None, repr=False)  # the plan whose first _kept outcomes these are
+    _serial: int = field(default_factory=lambda: next(_SERIALS), repr=False)
+    _base: int = field(default=-1, repr=False)  # the serial of the plan whose first _kept outcomes these are
     _kept: int = field(default=0, repr=False)
 
     @cached_property
@@ -207,7 +212,7 @@ def _demands(
         if known is None:
             key = f"{a[0]}>{b[0]} {port_field}={port}"
             merged[match] = Demand(
-                key, (owner,), src, dst, a[0], b[0], (port_field, port), mbps, (position, direction, peer)
+                key, (owner,), src, dst, a[0], b[0], (port_field, port), mbps, (position, direction, peer), a[1], b[1]
             )
         elif owner not in known.owners:
             merged[match] = Demand(
@@ -220,14 +225,19 @@ def _demands(
                 known.l4,
                 known.mbps + mbps,
                 known.order,
+                known.src_at,
+                known.dst_at,
             )
 
     by_service: dict[ServiceName, list[tuple[int, Workload]]] = {}
     if any(s.call_bandwidth for s in state.services.values()):
         for i, w in placed:
             by_service.setdefault(w.service, []).append((i, w))
+    down = {n.id for n in state.nodes.values() if not n.up}
     for position, workload in owners:
         assert workload.node is not None
+        if workload.node in down:
+            continue  # it carries nothing, and its replacement must not wait on its room (failover)
         service = state.services.get(workload.service)
         port = workload.port or (service.port if service is not None else 0)
         mbps = bandwidth_of(state, workload)
@@ -331,6 +341,22 @@ class _Graph:
             self.arcs.setdefault((int(self.src[i]), int(self.dst[i])), []).append(i)
         self._matrix: Any = None
         self._trees: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._routing_inputs = {
+            link: (topology.links[link].latency_us, topology.links[link].capacity_mbps) for link in self.links
+        }
+
+    def serves(self, topology: Topology) -> bool:
+        """Whether ``topology`` has the same switches and the same usable links, latencies and capacities."""
+        if len(topology.switches) != len(self.switches) or any(s not in self.index for s in topology.switches):
+            return False
+        inputs = self._routing_inputs
+        usable = 0
+        for link, attrs in topology.links.items():
+            if attrs.up and link.src in self.index and link.dst in self.index:
+                if inputs.get(link) != (attrs.latency_us, attrs.capacity_mbps):
+                    return False
+                usable += 1
+        return usable == len(inputs)
 
     def _tree(self, s: int) -> tuple[np.ndarray, np.ndarray]:
         tree = self._trees.get(s)
@@ -370,9 +396,12 @@ class _Graph:
 
 
 def graph_of(topology: Topology, previous: ReservationPlan | None = None) -> _Graph:
-    """The arrays of ``topology``'s usable links, reused from ``previous`` while its links are the same."""
-    if previous is not None and previous._graph is not None and previous._graph.links_map is topology.links:
-        return previous._graph
+    """The arrays of ``topology``'s usable links, reused from ``previous`` while what routes by them is the
+    same: the switches, and each usable link with its latency and capacity (a measured load, which every
+    port-stats poll brings, changes none of it)."""
+    graph = previous._graph if previous is not None else None
+    if graph is not None and (graph.links_map is topology.links or graph.serves(topology)):
+        return graph
     return _Graph(topology)
 
 
@@ -413,8 +442,10 @@ def plan_reservations(state: FabricState, previous: ReservationPlan | None = Non
         if isinstance(outcome, Reservation):
             _take(graph, reserved, outcome)
         outcomes.append(outcome)
-    base = previous if previous is not None and kept_count else None
-    return ReservationPlan(state.generation, tuple(outcomes), capacity, graph, reserved, state, base, kept_count)
+    base = previous._serial if previous is not None and kept_count else -1
+    return ReservationPlan(
+        state.generation, tuple(outcomes), capacity, graph, reserved, state, _base=base, _kept=kept_count
+    )
 
 
 def _append(
@@ -430,7 +461,12 @@ def _append(
     new = _demands(state, graph, endpoints, appended, appended) if appended else {}
     if not new:
         return replace(
-            previous, generation=state.generation, _basis=state, _base=previous, _kept=len(previous.outcomes)
+            previous,
+            generation=state.generation,
+            _basis=state,
+            _serial=next(_SERIALS),
+            _base=previous._serial,
+            _kept=len(previous.outcomes),
         )
     keys = {o.demand.key for o in previous.outcomes}
     if any(d.key in keys for d in new.values()):  # merges into an earlier demand: not an append
@@ -443,7 +479,9 @@ def _append(
             _take(graph, reserved, outcome)
         outcomes.append(outcome)
     kept = len(previous.outcomes)
-    return ReservationPlan(state.generation, tuple(outcomes), capacity, graph, reserved, state, previous, kept)
+    return ReservationPlan(
+        state.generation, tuple(outcomes), capacity, graph, reserved, state, _base=previous._serial, _kept=kept
+    )
 
 
 def _take(graph: _Graph, reserved: np.ndarray, reservation: Reservation) -> None:
@@ -487,10 +525,11 @@ def _route(
 def admission(before: ReservationPlan, after: ReservationPlan) -> BandwidthRefusal | None:
     """None when ``after`` keeps every reservation of ``before`` and reserves every new demand; else the first
     demand it would leave unreserved (a new one, or one that had a reservation)."""
-    was_unreserved = {o.demand.key for o in before.unreserved}
+    was_unreserved = {o.demand.key: set(o.demand.owners) for o in before.unreserved}
     # A plan made from ``before`` shares its first outcomes with it: only the rest can differ.
-    changed = after.outcomes[after._kept :] if after._base is before else after.outcomes
+    changed = after.outcomes[after._kept :] if after._base == before._serial else after.outcomes
     for outcome in changed:
-        if isinstance(outcome, Unreserved) and outcome.demand.key not in was_unreserved:
+        owners = was_unreserved.get(outcome.demand.key)
+        if isinstance(outcome, Unreserved) and (owners is None or not owners.issuperset(outcome.demand.owners)):
             return BandwidthRefusal(outcome.demand, outcome.link, outcome.reason)
     return None

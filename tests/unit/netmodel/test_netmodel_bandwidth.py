@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import random
+import weakref
 
 import pytest
 
@@ -15,12 +17,12 @@ from netmodel.bandwidth import (
     link_label,
     plan_reservations,
 )
-from netmodel.events import LinkWentDown, WorkloadPlaced, WorkloadRemoved
+from netmodel.events import LinkLoadMeasured, LinkWentDown, NodeWentDown, WorkloadPlaced, WorkloadRemoved
 from netmodel.fabric_file import FabricFileError, parse_fabric
-from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
+from netmodel.ids import HostId, NodeId, PortNo, ServiceName, SpiffeId, SwitchId, WorkloadId
 from netmodel.state import FabricState
-from netmodel.types import LinkId, Resources, Workload
-from tests.unit.netmodel.netmodel_helpers import EA1, M1, M2, example_state, example_text
+from netmodel.types import Attachment, LinkId, Resources, Workload
+from tests.unit.netmodel.netmodel_helpers import EA1, EB1, M1, M2, example_state, example_text
 
 
 def with_services(state: FabricState, **changes: dict[str, object]) -> FabricState:
@@ -259,3 +261,54 @@ def test_the_incremental_plan_equals_the_plan_from_scratch(calls_reserve: bool) 
         assert admission(before, plan) == admission(before, fresh)  # looking at the changed part only is enough
         assert plan.links() == fresh.links()
         reserved_never_exceeds_capacity(state)
+
+
+def test_a_user_host_that_moves_moves_its_reservations() -> None:
+    state = place(with_services(example_state(), web={"bandwidth_mbps": 8.0, "near": ("u1",)}), "web-1", "c-n1", 8080)
+    plan = plan_reservations(state)
+    u1 = state.hosts[HostId("u1")]
+    moved = u1.__class__(u1.id, Attachment(SwitchId(EB1), PortNo(9)), u1.ip, u1.mac)
+    state = dataclasses.replace(state, hosts={**state.hosts, u1.id: moved})
+    incremental, fresh = plan_reservations(state, plan), plan_reservations(state)
+    assert incremental.outcomes == fresh.outcomes
+    back = next(r for r in incremental.reservations if r.demand.dst == "u1")
+    assert back.switches[-1] == EB1 and back.out_port == 9
+
+
+def test_joining_a_demand_that_has_no_room_is_refused() -> None:
+    # Callers on one node calling one instance are one demand: a second caller may not hide in a full one.
+    state = with_services(example_state(), web={"call_bandwidth": ((ServiceName("api"), 150.0),)})
+    state = place(place(state, "api-1", "m-n1", 9090), "web-1", "ea-n1", 8080)
+    before = plan_reservations(state)
+    assert len(before.unreserved) == 2  # 150 > either 100 Mbit/s uplink
+    after = plan_reservations(place(state, "web-2", "ea-n1", 8081), before)
+    refusal = admission(before, after)
+    assert refusal is not None and "web-2" in refusal.demand.owners
+
+
+def test_instances_on_a_node_that_is_down_reserve_nothing() -> None:
+    # Their traffic is gone, and failover must not wait on their room to place the replacements.
+    state = with_services(example_state(), web={"bandwidth_mbps": 60.0, "near": ("u1",)})
+    state = place(place(state, "web-1", "c-n1", 8080), "web-2", "c-n2", 8080)
+    assert not plan_reservations(state).unreserved
+    state = state.apply(NodeWentDown(NodeId("c-n1")))
+    before = plan_reservations(state)
+    assert not before.of_owner(WorkloadId("web-1"))
+    assert admission(before, plan_reservations(place(state, "web-3", "m-n1", 8080), before)) is None
+
+
+def test_a_measured_load_keeps_the_plan_and_old_plans_are_not_kept_alive() -> None:
+    state = place(with_services(example_state(), web={"bandwidth_mbps": 8.0}), "web-1", "c-n1", 8080)
+    first = plan_reservations(state)
+    link = next(iter(state.topology.links))
+    loaded = state.apply(LinkLoadMeasured(((link, 5e6),), 1.0))
+    again = plan_reservations(loaded, first)
+    assert again._graph is first._graph and again._kept == len(first.outcomes)  # nothing routed again
+    watched = weakref.ref(first)
+    plan = again
+    for n in range(2, 6):
+        state = place(state, f"web-{n}", "c-n2", 8080 + n)
+        plan = plan_reservations(state, plan)
+    del first, again
+    gc.collect()
+    assert watched() is None  # a plan names the plan it extends by number only
