@@ -141,3 +141,11 @@ def test_an_instance_bandwidth_reservation_survives_a_restart() -> None:
     assert workloads_from_json(doc) == [web]
     del doc["workloads"][0]["bandwidth_mbps"]  # a file written before reservations existed
     assert workloads_from_json(doc)[0].bandwidth_mbps is None
+
+
+def test_the_state_file_keeps_placement_order_which_reservations_are_granted_in() -> None:
+    state = build_state(example_spec())
+    for wid in ("web-9", "web-10", "web-2"):
+        state = state.apply(ev.WorkloadPlaced(dataclasses.replace(WEB, id=WorkloadId(wid))))
+    doc = json.loads(json.dumps(workloads_to_json(state.workloads)))
+    assert [w.id for w in workloads_from_json(doc)] == ["web-9", "web-10", "web-2"]
