@@ -357,8 +357,13 @@ class RouteEngine:
         self.reservation_plan = plan
         if plan.unreserved or previous.unreserved:
             _log_unreserved(previous, plan)
-        if plan.reservations == previous.reservations and plan.links() == previous.links():
-            return self._reservation_parts
+        links = plan.links()
+        if (
+            plan.reservations == previous.reservations
+            and links == previous.links()
+            and all(plan.capacity_mbps.get(link) == previous.capacity_mbps.get(link) for link in links)
+        ):
+            return self._reservation_parts  # the same flows, and the same best-effort meters
         self._reservation_parts = compile_reservations(plan)
         return self._reservation_parts
 

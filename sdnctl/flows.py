@@ -17,10 +17,10 @@ drops of ``sdnctl.acl``), whose lowest flow goes on to table 1, forwarding (ever
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from netmodel.ids import PortNo, SwitchId
 from sdnctl.pathing import Endpoint, RoutePlan
@@ -337,22 +337,86 @@ def replace_entries(
 
 
 def merge_deltas(a: SwitchDelta, b: SwitchDelta) -> SwitchDelta:
-    """One delta of two over disjoint entries (e.g. a switch's routes and its ACL) and disjoint meters."""
+    """One delta that does ``a`` then ``b`` (e.g. a switch's routes, then its ACL or reservations).
+
+    Usually over disjoint entries; where both touch one flow, group or meter (a route flow recompiled, then
+    policed by a new meter), ``b``'s word is the last: two modifies of one flow in one delta would be sent in
+    sort order, not in the order they were made, and the stale one could name a meter the delta deletes."""
     if not b:
         return a
     if not a:
         return b
-    return SwitchDelta(
-        add_groups=tuple(sorted((*a.add_groups, *b.add_groups))),
-        modify_groups=tuple(sorted((*a.modify_groups, *b.modify_groups))),
-        add_flows=tuple(sorted((*a.add_flows, *b.add_flows))),
-        modify_flows=tuple(sorted((*a.modify_flows, *b.modify_flows))),
-        delete_flows=tuple(sorted((*a.delete_flows, *b.delete_flows))),
-        delete_groups=tuple(sorted((*a.delete_groups, *b.delete_groups))),
-        add_meters=tuple(sorted((*a.add_meters, *b.add_meters))),
-        modify_meters=tuple(sorted((*a.modify_meters, *b.modify_meters))),
-        delete_meters=tuple(sorted((*a.delete_meters, *b.delete_meters))),
+    add_flows, modify_flows, delete_flows = _compose(
+        (a.add_flows, a.modify_flows, a.delete_flows), (b.add_flows, b.modify_flows, b.delete_flows), _flow_key
     )
+    add_groups, modify_groups, delete_groups = _compose(
+        (a.add_groups, a.modify_groups, a.delete_groups),
+        (b.add_groups, b.modify_groups, b.delete_groups),
+        _group_key,
+        readd="modify",
+    )
+    add_meters, modify_meters, delete_meters = _compose(
+        (a.add_meters, a.modify_meters, a.delete_meters),
+        (b.add_meters, b.modify_meters, b.delete_meters),
+        _meter_key,
+        readd="modify",
+    )
+    return SwitchDelta(
+        add_groups=add_groups,
+        modify_groups=modify_groups,
+        add_flows=add_flows,
+        modify_flows=modify_flows,
+        delete_flows=delete_flows,
+        delete_groups=delete_groups,
+        add_meters=add_meters,
+        modify_meters=modify_meters,
+        delete_meters=delete_meters,
+    )
+
+
+def _flow_key(flow: FlowSpec) -> object:
+    return flow.key
+
+
+def _group_key(group: GroupSpec) -> object:
+    return group.group_id
+
+
+def _meter_key(meter: MeterSpec) -> object:
+    return meter.meter_id
+
+
+_T = TypeVar("_T", FlowSpec, GroupSpec, MeterSpec)
+
+
+def _compose(
+    first: tuple[tuple[_T, ...], tuple[_T, ...], tuple[_T, ...]],
+    then: tuple[tuple[_T, ...], tuple[_T, ...], tuple[_T, ...]],
+    key: Callable[[_T], object],
+    readd: str = "add",
+) -> tuple[tuple[_T, ...], tuple[_T, ...], tuple[_T, ...]]:
+    """(adds, modifies, deletes) of doing ``first`` then ``then``: per key, the later word wins; a modify
+    after an add stays an add (the switch did not hold it); a write after a delete is ``readd``: an add for
+    a flow (an add replaces), a modify for a group or a meter (adding an id the switch holds is an error)."""
+    ops: dict[object, tuple[str, _T]] = {}
+    for kind, items in zip(("add", "modify", "delete"), first, strict=True):
+        for item in items:
+            ops[key(item)] = (kind, item)
+    for kind, items in zip(("add", "modify", "delete"), then, strict=True):
+        for item in items:
+            k = key(item)
+            before = ops.get(k)
+            if before is not None and kind == "modify" and before[0] == "add":
+                kind_now = "add"
+            elif before is not None and kind != "delete" and before[0] == "delete":
+                kind_now = readd
+            else:
+                kind_now = kind
+            ops[k] = (kind_now, item)
+    out: dict[str, list[_T]] = {"add": [], "modify": [], "delete": []}
+    for kind, item in ops.values():
+        out[kind].append(item)
+    return tuple(sorted(out["add"])), tuple(sorted(out["modify"])), tuple(sorted(out["delete"]))
 
 
 def _diff_entries(old: Iterable[Entry], new: Iterable[Entry]) -> SwitchDelta:

@@ -218,6 +218,7 @@ class FabricApp(app_manager.OSKenApp):
             pending = self._pending.get((dpid or 0, msg.xid))
         if pending is not None:
             pending.error = text
+            pending.done.set()  # an error is the answer: nothing else comes for this request
         if dpid is not None and self.on_switch_error is not None:
             self.on_switch_error(dpid, text)
 
@@ -380,6 +381,11 @@ class FabricApp(app_manager.OSKenApp):
             if any(p.lost for p in reads) or dpid not in self.switches:
                 continue  # disconnected while we waited
             flows, groups, meters = reads
+            if flows.error is not None or groups.error is not None:
+                LOG.warning("switch %s refused a table read: %s", format_dpid(dpid), flows.error or groups.error)
+                continue  # asked again next round
+            if meters.error is not None:  # a switch without meters: it holds none (and reservations fail there)
+                LOG.warning("switch %s has no meter table: %s", format_dpid(dpid), meters.error)
             flow_specs = frozenset(_flow_spec(stat) for reply in flows.replies for stat in reply.body)
             group_specs = frozenset(_group_spec(stat) for reply in groups.replies for stat in reply.body)
             meter_specs = frozenset(_meter_spec(stat) for reply in meters.replies for stat in reply.body)

@@ -4,6 +4,7 @@ reservations, stable meter ids and their collision rule; meters in deltas (send 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 import pytest
@@ -13,6 +14,7 @@ from netmodel.bandwidth import plan_reservations
 from netmodel.events import WorkloadPlaced, WorkloadRemoved
 from netmodel.ids import NodeId, PortNo, ServiceName, SpiffeId, SwitchId, WorkloadId
 from netmodel.state import FabricState
+from netmodel.topology import Topology
 from netmodel.types import Resources, Workload
 from sdnctl import engine as engine_module
 from sdnctl import meters
@@ -377,3 +379,18 @@ def test_police_leaves_an_unpoliced_switch_alone() -> None:
     assert with_reservations(compiled, EMPTY_PART) == (compiled, SwitchDelta())
     assert isinstance(compiled, CompiledSwitch) and compiled.policed == {}
     assert PortNo(1) not in compiled.policed
+
+
+def test_a_link_whose_capacity_changes_gets_its_best_effort_meter_changed(monkeypatch) -> None:
+    holder = [live(fabric(FABRIC)).apply(WorkloadPlaced(web()))]
+    engine, switches = engine_on(monkeypatch, holder)
+    ab = link_between(holder[0], A, B)
+    best_effort = BEST_EFFORT_METER_BASE + ab.src_port
+    before = next(m for m in switches.tables[A].meters if m.meter_id == best_effort)
+    state = holder[0]
+    links = {**state.topology.links, ab: dataclasses.replace(state.topology.links[ab], capacity_mbps=50.0)}
+    holder[0] = dataclasses.replace(state, topology=Topology(state.topology.switches, links))
+    engine._converge()
+    after = next(m for m in switches.tables[A].meters if m.meter_id == best_effort)
+    reserved = engine.reservation_plan.reserved_mbps(ab)
+    assert after.rate_kbps == round((50.0 * (1 - meters.BEST_EFFORT_HEADROOM) - reserved) * 1000) != before.rate_kbps

@@ -163,3 +163,20 @@ def test_a_counter_read_answered_late_still_counts_at_the_next_poll(openflow) ->
     assert len(sent) == 4, "not asked again while a read was in flight"
     assert dropped == [0, 7], "the 7 packets dropped meanwhile count"
     assert app._pending == {} and app._acl_reads == {}
+
+
+def test_a_switch_without_meters_is_read_as_holding_none_and_not_left_waiting(openflow) -> None:
+    app = app_with(openflow, 1)
+    app.on_switch_error = None
+
+    def refuse_meters_answer_the_rest() -> None:
+        for msg in app.switches[1].datapath.sent:
+            if type(msg).__name__ == "OFPMeterConfigStatsRequest":
+                error = SimpleNamespace(type=1, code=2, xid=msg.xid, datapath=SimpleNamespace(id=1))
+                app._error(SimpleNamespace(msg=error))  # OFPET_BAD_REQUEST: no meter table
+            else:
+                app._complete(1, SimpleNamespace(xid=msg.xid, body=[]))
+
+    threading.Timer(0.1, refuse_meters_answer_the_rest).start()
+    assert app.read_configs({1}, timeout_s=5) == {1: SwitchConfig()}
+    assert app._pending == {} and app._table_reads == {}  # asked again next time, not stuck in flight
