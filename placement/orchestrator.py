@@ -597,7 +597,11 @@ class PlacementOrchestrator:
         state = self.bus.state
         if reserves_anything(state) or workload.bandwidth_mbps:
             before = self._reservations(state)
-            after = plan_reservations(state.apply(WorkloadPlaced(workload)), before)
+            try:
+                hypothetical = state.apply(WorkloadPlaced(workload))
+            except EventRejected as exc:  # its node or service went away since the decision
+                raise PlacementRefused(Refusal.FAILED_PRECONDITION, f"the model refused it: {exc}") from None
+            after = plan_reservations(hypothetical, before)
             refusal = admission(before, after)
             if refusal is not None:
                 refused = PlacementRefused(

@@ -358,3 +358,14 @@ def test_bandwidth_refusals_are_labelled_for_metrics_whichever_decided() -> None
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert UPLINK_FULL in refused.value.details()
     assert seen == [("place", "RESOURCE_EXHAUSTED", BANDWIDTH)] * 2
+
+
+def test_an_instance_whose_node_went_away_before_publishing_is_refused_not_an_internal_error() -> None:
+    with running_bus(fabric()) as bus:
+        orchestrator = PlacementOrchestrator(bus)
+        ghost = Workload(
+            WorkloadId("video-9"), ServiceName("video"), SpiffeId(""), Resources(1, 1), NodeId("gone"), 8554
+        )
+        with orchestrator._lock, pytest.raises(PlacementRefused) as refused:
+            orchestrator._publish_placed(ghost)
+        assert refused.value.kind is Refusal.FAILED_PRECONDITION and "refused" in refused.value.reason
