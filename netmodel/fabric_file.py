@@ -612,7 +612,7 @@ def _check(tops: list[Located]) -> tuple[FabricSpec | None, list[Problem]]:
         if a is not None and a == b:
             c.error(e["b"], f"{path}.b", f"a link must join two different switches, both ends are {a!r}")
         latency = c.number(e, "latency_ms", path, minimum=0)
-        bandwidth = c.number(e, "bandwidth_mbps", path, minimum=0, exclusive=True)
+        bandwidth = c.number(e, "bandwidth_mbps", path, minimum=0, exclusive=True, maximum=MAX_BANDWIDTH_MBPS)
         a_port = c.number(e, "a_port", path, minimum=1, integer=True, maximum=MAX_PORT)
         b_port = c.number(e, "b_port", path, minimum=1, integer=True, maximum=MAX_PORT)
         ports.reserve(a, a_port, e.get("a_port"), f"{path}.a_port")

@@ -144,7 +144,6 @@ class RouteEngine:
         self._reservation_parts: dict[SwitchId, SwitchReservations] = {}  # per switch, of reservation_plan
         # The parts ``_compiled`` holds (set once they are in, as ``_acl_applied``).
         self._reservations_applied: dict[SwitchId, SwitchReservations] = {}
-        self._meter_counts: dict[tuple[SwitchId, int], tuple[int, int]] = {}
         self._compiled: dict[SwitchId, CompiledSwitch] = {}  # desired tables for the current plan
         self.tables: tuple[RoutePlan | None, Mapping[SwitchId, CompiledSwitch]] = (None, {})
         """The current plan and its tables, for readers on other threads (replaced, never changed)."""

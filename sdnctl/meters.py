@@ -64,6 +64,7 @@ PRIORITY_RESERVATION = 200
 IP_PROTO_TCP = 6
 RESERVATION_METER_END = 0x30000  # reservations' meters: [1, 0x30000)
 BEST_EFFORT_METER_BASE = 0x30000  # best-effort meter of port p: 0x30000 + p
+OFPM_MAX = 0xFFFF_0000  # the last meter id OpenFlow 1.3 allows
 MIN_BEST_EFFORT_MBPS = 0.064  # a link fully reserved still lets a trickle of best effort through
 # Burst: the bucket a meter may spend at once, as seconds of its rate. Measured here (OVS 3.1 userspace
 # datapath, one netdev bridge between two namespaces, a 10 Mbit/s meter, 1500-byte packets; docs/bandwidth.md):
@@ -185,6 +186,8 @@ def compile_reservations(plan: ReservationPlan) -> dict[SwitchId, SwitchReservat
         capacity = plan.capacity_mbps.get(link, 0.0)
         left = max(capacity * (1.0 - BEST_EFFORT_HEADROOM) - reserved, MIN_BEST_EFFORT_MBPS)
         meter_id = BEST_EFFORT_METER_BASE + link.src_port
+        if meter_id > OFPM_MAX:
+            continue  # a port number no meter id can follow (OpenFlow's reserved range): not policed
         meters.setdefault(link.src, set()).add(meter_spec(meter_id, left, BEST_EFFORT_BURST_S))
         policed.setdefault(link.src, {})[link.src_port] = meter_id
     return {

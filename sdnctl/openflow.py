@@ -128,8 +128,9 @@ class FabricApp(app_manager.OSKenApp):
         self.on_acl_counters: Callable[[SwitchId, dict[FlowKey, int], float], None] | None = None
         self.messages = MessageCounts()
         self.port_rates = PortRates()
-        self.meter_counts: dict[tuple[SwitchId, int], MeterCounts] = {}
-        """Per (switch, meter id): its counters as last polled (replaced whole, never changed in place)."""
+        self._meters_by_switch: dict[SwitchId, dict[tuple[SwitchId, int], MeterCounts]] = {}
+        """Per switch, per (switch, meter id): its meters' counters as last polled (a switch's whole answer
+        replaces its entry: one reply costs its own meters, not every switch's)."""
         self._meter_reads: dict[SwitchId, dict[tuple[SwitchId, int], MeterCounts]] = {}  # multipart so far
         self.port_stats_interval_s = PORT_STATS_INTERVAL_S  # 0: no polling (the poller reads it every round)
         self._stats_awaited: set[SwitchId] | None = None  # the switches this poll round waits on (None: no round)
@@ -174,7 +175,7 @@ class FabricApp(app_manager.OSKenApp):
                 self._table_reads.pop(dpid, None)
                 self._acl_reads.pop(dpid, None)
                 self.port_rates.forget_switch(dpid)
-                self.meter_counts = {k: v for k, v in self.meter_counts.items() if k[0] != dpid}
+                self._meters_by_switch.pop(dpid, None)
                 self._meter_reads.pop(dpid, None)
                 if self._stats_awaited is not None:
                     self._stats_awaited.discard(dpid)  # not waited for: its links' load is cleared
@@ -607,7 +608,14 @@ class FabricApp(app_manager.OSKenApp):
                 return
             # The whole answer replaces the switch's meters: a deleted meter's counters go with it.
             del self._meter_reads[dpid]
-            self.meter_counts = {**{k: v for k, v in self.meter_counts.items() if k[0] != dpid}, **read}
+            self._meters_by_switch[dpid] = read
+
+    @property
+    def meter_counts(self) -> dict[tuple[SwitchId, int], MeterCounts]:
+        """Per (switch, meter id): the counters as last polled (a copy, for the metrics' scrape)."""
+        with self._lock:
+            parts = list(self._meters_by_switch.values())
+        return {key: counts for part in parts for key, counts in part.items()}
 
     @set_ev_cls(ofp_event.EventOFPPortStatsReply, MAIN_DISPATCHER)
     def _port_stats_reply(self, event: Any) -> None:

@@ -93,6 +93,12 @@ def test_the_file_declares_bandwidth_per_instance_and_per_call() -> None:
             "must be greater than 0",
         ),
         (
+            "b: m1, latency_ms: 2, bandwidth_mbps: 100}",
+            "b: m1, latency_ms: 2, bandwidth_mbps: 9000000}",
+            "links[0].bandwidth_mbps",
+            "must be <=",
+        ),
+        (
             "calls: [api]}",
             "calls: [{service: api, bandwidth_mbps: 2000000}]}",
             "services[0].calls[0].bandwidth_mbps",

@@ -394,3 +394,11 @@ def test_a_link_whose_capacity_changes_gets_its_best_effort_meter_changed(monkey
     after = next(m for m in switches.tables[A].meters if m.meter_id == best_effort)
     reserved = engine.reservation_plan.reserved_mbps(ab)
     assert after.rate_kbps == round((50.0 * (1 - meters.BEST_EFFORT_HEADROOM) - reserved) * 1000) != before.rate_kbps
+
+
+def test_a_port_number_past_the_meter_ids_is_not_policed_rather_than_a_bad_meter(monkeypatch) -> None:
+    monkeypatch.setattr(meters, "BEST_EFFORT_METER_BASE", meters.OFPM_MAX)  # every port number now past the ids
+    parts = compile_reservations(plan_reservations(placed()))
+    assert all(not part.policed for part in parts.values())
+    assert all(m.meter_id < meters.RESERVATION_METER_END for part in parts.values() for m in part.meters)
+    assert any(part.meter_ids for part in parts.values())  # the reservations themselves are still metered

@@ -98,7 +98,7 @@ def meter_stats_reply(app: Any, dpid: int, *meters: tuple[int, int, int, int], m
 
 def test_meter_counters_are_polled_per_switch_and_a_deleted_meter_goes(openflow) -> None:
     app = app_with(openflow, 1, 2)
-    app.meter_counts = {}
+    app._meters_by_switch = {}
     app._meter_reads = {}
     app.request_meter_stats()
     for dpid in (1, 2):
