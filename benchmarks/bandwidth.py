@@ -49,6 +49,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.bandwidth_admission import LINK_MBPS  # noqa: E402
 from benchmarks.bandwidth_admission import measure as measure_admission  # noqa: E402
+from mininet_topos.controller_process import stop_processes  # noqa: E402
+from mininet_topos.pacer import result_of, wait_ready  # noqa: E402
 
 FRAMES = (64, 512, 1500)
 METER_MBPS = (5.0, 20.0)
@@ -169,34 +171,17 @@ def meter_bed() -> Iterator[MeterBed]:
         bed.destroy()
 
 
-def _ready(process: subprocess.Popen[str], timeout: float = 10.0) -> None:
-    assert process.stderr is not None
-    line = process.stderr.readline()  # the receiver's first line: ready (or why it failed)
-    if '"ready": true' not in line:
-        process.kill()
-        raise RuntimeError(f"pacer did not start: {line}{process.stderr.read()}")
-
-
-def _json(process: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
-    out, err = process.communicate(timeout=timeout)
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    if process.returncode != 0 or not lines:
-        raise RuntimeError(f"pacer exited {process.returncode}: {err.strip()[-500:]}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
-
-
 def streams(bed: MeterBed, flows: Sequence[tuple[int, float, int]], duration: float, probe: bool = False) -> list[Any]:
     """Send each (port, Mbit/s, frame) from a to b at once; each receiver's summary (and the probe's)."""
     receivers = []
     for port, _, _ in flows:
         receiver = bed.pacer("b", "recv", "--port", str(port), "--duration", str(duration + 2), "--idle", "1.5")
-        _ready(receiver)
+        wait_ready(receiver)
         receivers.append(receiver)
     echo = None
     if probe:
         echo = bed.pacer("b", "echo", "--port", str(ECHO_PORT))
-        _ready(echo)
+        wait_ready(echo)
     senders = []
     for port, mbps, frame in flows:
         send = ("send", "--to", RECEIVER_IP, "--port", str(port), "--rate-mbps", str(mbps), "--frame", str(frame))
@@ -209,21 +194,14 @@ def streams(bed: MeterBed, flows: Sequence[tuple[int, float, int]], duration: fl
         )  # fmt: skip
     results: list[Any] = []
     try:
-        sent = [_json(s, duration + 30) for s in senders]
-        results = [_json(r, duration + 30) for r in receivers]
+        sent = [result_of(s, duration + 30) for s in senders]
+        results = [result_of(r, duration + 30) for r in receivers]
         for summary, sender in zip(results, sent, strict=True):
             summary["sent_l2_mbps"] = sender["sent_l2_mbps"]
         if pinger is not None:
-            results.append(_json(pinger, duration + 30))
+            results.append(result_of(pinger, duration + 30))
     finally:
-        for process in (*senders, *receivers, *([echo] if echo else []), *([pinger] if pinger else [])):
-            if process.poll() is None:
-                process.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(5)
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        stop_processes((*senders, *receivers, *([echo] if echo else []), *([pinger] if pinger else [])))
     return results
 
 
@@ -363,17 +341,6 @@ LAB = REPO / "examples" / "bandwidth.yaml"
 VIDEO_PORT, LAB_UDP_PORT, BULK_TCP_PORT = 8554, 5004, 5010
 
 
-def _stop(processes: Sequence[Any]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(5)
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
 @dataclass(frozen=True)
 class Stream:
     name: str
@@ -420,7 +387,7 @@ def _lab_streams(net: Any, node: str, streams: Sequence[Stream], duration: float
         ]
         receivers.append(popen(node, "echo", "--port", str(ECHO_PORT)))
         for process in receivers:
-            _ready(process)
+            wait_ready(process)
         senders = []
         for st in streams:
             to = ("--to", net.get(st.dst).IP(), "--port", str(st.port))
@@ -432,12 +399,12 @@ def _lab_streams(net: Any, node: str, streams: Sequence[Stream], duration: float
         )  # fmt: skip
         out: dict[str, Any] = {}
         for st, sender, receiver in zip(streams, senders, receivers, strict=False):
-            sent = _json(sender, duration + 60)
-            out[st.name] = {**_json(receiver, duration + 60), "sent_l2_mbps": sent["sent_l2_mbps"]}
-        out["probe"] = _json(probe, duration + 60)
+            sent = result_of(sender, duration + 60)
+            out[st.name] = {**result_of(receiver, duration + 60), "sent_l2_mbps": sent["sent_l2_mbps"]}
+        out["probe"] = result_of(probe, duration + 60)
         return out
     finally:
-        _stop(started)
+        stop_processes(started)
 
 
 def lab(duration: float, reserved: bool) -> dict[str, Any]:

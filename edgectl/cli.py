@@ -170,35 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     register_agent_command(sub)
 
     routes = sub.add_parser("routes", help="print the routes a running controller has programmed")
-    routes.add_argument(
-        "--http",
-        default=os.environ.get(HTTP_ENV) or DEFAULT_HTTP,
-        metavar="HOST:PORT",
-        help=f"the controller's HTTP API (default: ${HTTP_ENV}, else {DEFAULT_HTTP})",
-    )
-    routes.add_argument("--output", choices=["table", "json"], default="table")
+    _view_options(routes)
 
     links = sub.add_parser(
         "links", help="print each link's capacity, reserved and residual bandwidth, and measured load"
     )
-    links.add_argument(
-        "--http",
-        default=os.environ.get(HTTP_ENV) or DEFAULT_HTTP,
-        metavar="HOST:PORT",
-        help=f"the controller's HTTP API (default: ${HTTP_ENV}, else {DEFAULT_HTTP})",
-    )
-    links.add_argument("--output", choices=["table", "json"], default="table")
+    _view_options(links)
 
     paths = sub.add_parser(
         "paths", help="print users' request times over the call graph and the instances each caller's calls go to"
     )
-    paths.add_argument(
-        "--http",
-        default=os.environ.get(HTTP_ENV) or DEFAULT_HTTP,
-        metavar="HOST:PORT",
-        help=f"the controller's HTTP API (default: ${HTTP_ENV}, else {DEFAULT_HTTP})",
-    )
-    paths.add_argument("--output", choices=["table", "json"], default="table")
+    _view_options(paths)
 
     policy = sub.add_parser("policy", help="the authorization policy of a running controller: show it, check a call")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
@@ -214,13 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy_check.add_argument("--path", help="the HTTP path (for rules limited to paths)")
     policy_check.add_argument("--method", help="the HTTP method (for rules limited to methods)")
     for command in (policy_show, policy_check):
-        command.add_argument(
-            "--http",
-            default=os.environ.get(HTTP_ENV) or DEFAULT_HTTP,
-            metavar="HOST:PORT",
-            help=f"the controller's HTTP API (default: ${HTTP_ENV}, else {DEFAULT_HTTP})",
-        )
-        command.add_argument("--output", choices=["table", "json"], default="table")
+        _view_options(command)
     return parser
 
 
@@ -304,6 +280,17 @@ def cmd_topo_show(path: str, fmt: str) -> int:
     else:
         sys.stdout.write(topo_show.as_table(spec))
     return 0
+
+
+def _view_options(parser: argparse.ArgumentParser) -> None:
+    """--http and --output of the commands that show a running controller's view."""
+    parser.add_argument(
+        "--http",
+        default=os.environ.get(HTTP_ENV) or DEFAULT_HTTP,
+        metavar="HOST:PORT",
+        help=f"the controller's HTTP API (default: ${HTTP_ENV}, else {DEFAULT_HTTP})",
+    )
+    parser.add_argument("--output", choices=["table", "json"], default="table")
 
 
 def _get_view(command: str, address: str, path: str) -> dict[str, Any] | None:

@@ -257,6 +257,7 @@ class Controller:
         self.metrics.sources.spoofed_packets = routes.spoofing.totals
         self.bus.subscribe(routes)
         routes.start()
+        self.reservations.follow(lambda: routes.reservation_plan)
         # A migration withdraws the old instance only once every switch runs the new generation's routes.
         from placement.convergence import NamedProbe
 

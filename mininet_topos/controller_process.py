@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,18 @@ class ControllerProcess:
                 self.process.kill()
                 self.process.wait(5)
         return int(self.process.returncode)
+
+
+def stop_processes(processes: Iterable[subprocess.Popen[Any]], timeout: float = 5.0) -> None:
+    """Stop processes this run started, by their PIDs: SIGTERM, then SIGKILL after ``timeout``; reaped."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def start_edgectl(

@@ -29,6 +29,7 @@ import select
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -232,6 +233,26 @@ def send(args: argparse.Namespace) -> dict[str, Any]:
         "max_behind_frames": max_behind,
         "errors": errors,
     }
+
+
+def wait_ready(process: subprocess.Popen[str]) -> None:
+    """The caller's side of ``_say_ready``: block until a started receiver (or echo) listens; if it failed
+    instead, kill it and raise with what it said."""
+    assert process.stderr is not None
+    line = process.stderr.readline()  # its first line: ready (or why it failed)
+    if '"ready": true' not in line:
+        process.kill()
+        raise RuntimeError(f"pacer did not start: {line}{process.stderr.read()}")
+
+
+def result_of(process: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
+    """The JSON line a pacer command prints at its end, once it exits (RuntimeError if it failed)."""
+    out, err = process.communicate(timeout=timeout)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if process.returncode != 0 or not lines:
+        raise RuntimeError(f"pacer exited {process.returncode}: {err.strip()[-500:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
 
 
 def _say_ready() -> None:

@@ -411,6 +411,8 @@ def plan_reservations(state: FabricState, previous: ReservationPlan | None = Non
     With ``previous`` (an earlier state's plan on the same links), the outcomes before the first demand
     that differs are kept as they were: placing a new instance routes only its own demands.
     """
+    if not reserves_anything(state):
+        return ReservationPlan(state.generation, (), {})  # most fabrics: no graph to build, nothing to route
     graph = graph_of(state.topology, previous)
     if previous is not None and previous._graph is graph:
         capacity = previous.capacity_mbps  # the same link map: the same capacities

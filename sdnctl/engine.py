@@ -293,13 +293,7 @@ class RouteEngine:
                         new, delta = replace_entries(old, acl_changes[dpid])
                     else:
                         continue
-                    if new is old:
-                        continue
-                    if dpid in deltas:
-                        deltas[dpid] = merge_deltas(deltas[dpid], delta)
-                    elif self._installed.get(dpid) is old:
-                        deltas[dpid] = delta
-                    self._compiled[dpid] = new
+                    self._change_compiled(dpid, old, new, delta, deltas)
             self._acl_applied = acl
             if parts is not self._reservations_applied:
                 # Only the switches whose part of the reservations changed.
@@ -309,13 +303,7 @@ class RouteEngine:
                     if old is None or part == self._reservations_applied.get(dpid, EMPTY_PART):
                         continue
                     new, delta = with_reservations(old, part)
-                    if new is old:
-                        continue
-                    if dpid in deltas:
-                        deltas[dpid] = merge_deltas(deltas[dpid], delta)
-                    elif self._installed.get(dpid) is old:
-                        deltas[dpid] = delta
-                    self._compiled[dpid] = new
+                    self._change_compiled(dpid, old, new, delta, deltas)
         else:
             self._compiled = {
                 dpid: with_acl(compiled, acl.entries.get(dpid, {}))[0] for dpid, compiled in compile_all(plan).items()
@@ -346,13 +334,31 @@ class RouteEngine:
                 status = self.status.setdefault(dpid, SwitchStatus())
                 status.applied_generation = max(status.applied_generation, state.generation)
 
+    def _change_compiled(
+        self,
+        dpid: SwitchId,
+        old: CompiledSwitch,
+        new: CompiledSwitch,
+        delta: SwitchDelta,
+        deltas: dict[SwitchId, SwitchDelta],
+    ) -> None:
+        """``new`` (``old`` with one more part changed: ACL or reservations) becomes the switch's desired tables;
+        ``delta`` goes after what this round already sends it, or alone when the switch holds ``old``."""
+        if new is old:
+            return
+        if dpid in deltas:
+            deltas[dpid] = merge_deltas(deltas[dpid], delta)
+        elif self._installed.get(dpid) is old:
+            deltas[dpid] = delta
+        self._compiled[dpid] = new
+
     def _reservations_for(self, state: FabricState) -> dict[SwitchId, SwitchReservations]:
         """Every switch's part of the reservations of ``state`` (``sdnctl.meters``): the same dict as
         last round while the plan's reservations and links reserved did not change."""
         previous = self.reservation_plan
-        if not reserves_anything(state) and not previous.outcomes:
+        if not previous.outcomes and not reserves_anything(state):
             return self._reservation_parts  # the common case: nothing reserves, nothing to compute
-        plan = plan_reservations(state, previous) if reserves_anything(state) else EMPTY_PLAN
+        plan = plan_reservations(state, previous)
         self.reservation_plan = plan
         if plan.unreserved or previous.unreserved:
             _log_unreserved(previous, plan)

@@ -17,7 +17,6 @@ One test, in the order an operator would see it:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import subprocess
@@ -29,6 +28,8 @@ from typing import Any
 import grpc
 import pytest
 
+from mininet_topos.controller_process import stop_processes
+from mininet_topos.pacer import result_of, wait_ready
 from placement._pb import placement_pb2 as pb
 from placement._pb import placement_pb2_grpc as pb_grpc
 from tests.integration.harness import (
@@ -75,28 +76,11 @@ class Pacers:
 
     def listening(self, host: str, *args: str) -> subprocess.Popen[str]:
         process = self.start(host, *args)
-        assert process.stderr is not None
-        line = process.stderr.readline()  # a receiver's first line says it listens (or why not)
-        assert '"ready": true' in line, line + process.stderr.read()
+        wait_ready(process)
         return process
 
-    @staticmethod
-    def result(process: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
-        out, err = process.communicate(timeout=timeout)
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        assert process.returncode == 0 and lines, f"pacer exited {process.returncode}: {err[-800:]}"
-        result: dict[str, Any] = json.loads(lines[-1])
-        return result
-
     def stop(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                process.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(5)
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        stop_processes(self.started)
 
 
 def streams(
@@ -150,12 +134,12 @@ def streams(
         "2",
     )
     wait = duration + 60
-    Pacers.result(video_tx, wait)
+    result_of(video_tx, wait)
     if bulk_tx is not None:
-        Pacers.result(bulk_tx, wait)
-    video_figures = Pacers.result(video_rx, wait)
-    bulk_figures = Pacers.result(bulk_rx, wait) if bulk_rx is not None else None
-    probe_figures = Pacers.result(probe, wait)
+        result_of(bulk_tx, wait)
+    video_figures = result_of(video_rx, wait)
+    bulk_figures = result_of(bulk_rx, wait) if bulk_rx is not None else None
+    probe_figures = result_of(probe, wait)
     echo.terminate()
     return video_figures, bulk_figures, probe_figures
 

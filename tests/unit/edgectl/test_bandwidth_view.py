@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from edgectl.bandwidth_view import links_text, links_view, reservations_view
 from netmodel.bandwidth import plan_reservations
 from tests.unit.edgectl.metrics_fixture import live_state, reserving
@@ -37,3 +39,17 @@ def test_without_a_plan_the_views_are_empty_not_errors() -> None:
     assert reservations_view(state, None)["reservations"] == []
     view = links_view(state, None)
     assert all(row["reserved_mbps"] == 0.0 for row in view["links"]) and view["unreserved"] == []
+
+
+def test_the_readers_share_the_engines_plan_of_the_same_model_and_compute_their_own_otherwise() -> None:
+    from edgectl.reservations import ReservationCache
+
+    state = reserving(live_state())
+    cache = ReservationCache()
+    own = cache.plan_for(state)
+    assert cache.plan_for(state) is own  # once per model
+    engine_plan = plan_reservations(state)
+    cache.follow(lambda: engine_plan)
+    assert cache.plan_for(state) is engine_plan
+    newer = dataclasses.replace(state, generation=state.generation + 1)
+    assert cache.plan_for(newer) is not engine_plan and cache.plan_for(newer).outcomes == engine_plan.outcomes

@@ -118,3 +118,28 @@ def test_a_tcp_receiver_waits_out_a_retransmission_timeout_before_it_calls_the_f
     assert parse_args(["recv", "--proto", "tcp", "--port", "1"]).idle == 5.0
     assert parse_args(["recv", "--port", "1"]).idle == 1.0
     assert parse_args(["recv", "--port", "1", "--idle", "3"]).idle == 3.0
+
+
+def test_the_callers_side_reads_ready_and_the_result_and_stops_what_it_started() -> None:
+    import subprocess
+    import sys
+
+    from mininet_topos.controller_process import stop_processes
+    from mininet_topos.pacer import result_of, wait_ready
+
+    script = "import sys; print('{\"ready\": true}', file=sys.stderr, flush=True); print('{\"l2_mbps\": 8.0}')"
+    done = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_ready(done)
+    assert result_of(done, 10) == {"l2_mbps": 8.0}
+    failed = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.exit('no port')"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with pytest.raises(RuntimeError, match="did not start"):
+        wait_ready(failed)
+    failed.wait(5)
+    stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    stop_processes([stuck, done], timeout=2)
+    assert stuck.returncode is not None
