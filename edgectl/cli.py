@@ -16,12 +16,14 @@ from typing import Any
 from edgectl.config import (
     DEFAULT_HTTP,
     HTTP_ENV,
+    ClusterOptions,
     GitOptions,
     RunConfig,
     empty_document,
     load_desired,
     load_fabric,
     parse_document,
+    replica_id_problem,
 )
 from edgectl.desired_store import load_document
 from netmodel.fabric_file import FabricFileError
@@ -143,6 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="read every switch's port counters this often, for the links' load in /metrics (5; 0: never)",
     )
+    cluster = run.add_argument_group("replicated mode (docs/cluster.md)")
+    cluster.add_argument(
+        "--etcd",
+        metavar="URLS",
+        help="join a cluster of replicas on this etcd (http://host:port,...): the model, placements and the "
+        "election live there; one replica leads the switches and placements, every one serves xDS and reads",
+    )
+    cluster.add_argument("--replica-id", default="", metavar="ID", help="this replica's name, unique in the cluster")
+    cluster.add_argument(
+        "--cluster-name", default="default", metavar="NAME", help="the cluster's keys are under edgectl/NAME/ (default)"
+    )
+    cluster.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=1,
+        metavar="S",
+        help="a leader that hangs or loses etcd is replaced after S seconds (1; a leader whose process dies is "
+        "replaced at once). etcd raises a TTL below 1.5 of its election timeout silently",
+    )
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     pki_cli.add_run_options(run)
 
@@ -181,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         "paths", help="print users' request times over the call graph and the instances each caller's calls go to"
     )
     _view_options(paths)
+
+    cluster_cmd = sub.add_parser(
+        "cluster", help="replicated mode: the replicas, the leader, etcd, each switch's master"
+    )
+    cluster_sub = cluster_cmd.add_subparsers(dest="cluster_command", required=True, metavar="COMMAND")
+    cluster_status_cmd = cluster_sub.add_parser("status", help="every replica's role, etcd's health, switch masters")
+    _view_options(cluster_status_cmd)
 
     policy = sub.add_parser("policy", help="the authorization policy of a running controller: show it, check a call")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
@@ -225,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_links(args.http, args.output)
     if args.command == "policy":
         return cmd_policy(args)
+    if args.command == "cluster":
+        return cmd_cluster_status(args.http, args.output)
     if args.command == "pki":
         return pki_cli.run(args)
     if args.command == "mesh":
@@ -233,6 +263,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = main_bootstrap if args.mesh_command == "bootstrap" else main_status
         return command(args.mesh_args)
     return 2
+
+
+def cmd_cluster_status(http: str, output: str) -> int:
+    """Ask every replica listed in ``--http A,B,C`` for its view and merge them (exit 1 on a problem)."""
+    from edgectl.cluster_view import cluster_status, cluster_text
+
+    answers = []
+    for address in [a.strip() for a in http.split(",") if a.strip()]:
+        view = _get_view("cluster status", address, "/api/v1/cluster")
+        answers.append((address, view, "" if view is not None else "unreachable, or not in replicated mode"))
+    status = cluster_status(answers)
+    print(json.dumps(status, indent=2) if output == "json" else cluster_text(status))
+    return 1 if status["problems"] or not any(r["reachable"] for r in status["replicas"]) else 0
 
 
 def cmd_validate(path: str) -> int:
@@ -464,7 +507,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not 0 <= args.agent_port <= 65535:
         print(f"edgectl run: --agent-port must be 0 (none) or a port, not {args.agent_port}", file=sys.stderr)
         return 1
+    cluster_options, problem = _cluster_options(args)
+    if problem:
+        print(f"edgectl run: {problem}", file=sys.stderr)
+        return 1
     config = RunConfig(
+        cluster=cluster_options,
         fabric_file=args.config or "",
         git=git,
         pki=pki_options,
@@ -518,6 +566,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     controller.stop()
     LOG.info("stopped")
     return 0
+
+
+def _cluster_options(args: argparse.Namespace) -> tuple[ClusterOptions | None, str | None]:
+    """``--etcd`` and its companions, checked: (options or None, the problem)."""
+    if not args.etcd:
+        if args.replica_id:
+            return None, "--replica-id needs --etcd (a replica of which cluster?)"
+        return None, None
+    problem = replica_id_problem(args.replica_id)
+    if problem:
+        return None, problem
+    if not 1 <= args.lease_ttl <= 60:
+        return None, f"--lease-ttl must be 1..60 seconds, not {args.lease_ttl}"
+    if args.state_dir:
+        return None, "--state-dir and --etcd: in replicated mode placements live in etcd (drop --state-dir)"
+    if args.git_repo:
+        return None, "--git-repo and --etcd: a cluster takes its desired state from --config (git is not supported yet)"
+    if replica_id_problem(args.cluster_name):
+        return None, f"--cluster-name {args.cluster_name!r}: at most 64 letters, digits, '.', '_' or '-'"
+    try:
+        from cluster.etcd import EtcdClient
+
+        EtcdClient.from_urls(args.etcd).close()  # only parses: the connection is made when used
+    except ValueError as exc:
+        return None, f"--etcd: {exc}"
+    return ClusterOptions(args.etcd, args.replica_id, args.cluster_name, args.lease_ttl), None
 
 
 if __name__ == "__main__":

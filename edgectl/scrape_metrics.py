@@ -51,6 +51,8 @@ class ScrapeSources:
     reservations: Callable[[FabricState], ReservationPlan] | None = None
     """The bandwidth reservation plan of a state (``ReservationCache.plan_for``)."""
     meter_counts: Callable[[], Mapping[tuple[SwitchId, int], MeterCounters]] | None = None
+    cluster: Callable[[], Mapping[str, float]] | None = None
+    """Replicated mode: this replica's standing (``edgectl.cluster_mode.Replica.metrics_view``)."""
     """Per (switch, meter id): the meter's counters as last polled (``FabricApp.meter_counts``)."""
 
 
@@ -80,6 +82,36 @@ class SnapshotCollector(Collector):
         yield from self._config()
         yield from self._policy(state)
         yield from self._bandwidth(state)
+        yield from self._cluster()
+
+    def _cluster(self) -> Iterator[Metric]:
+        view = self.sources.cluster() if self.sources.cluster is not None else None
+        families = {
+            "leader": GaugeMetricFamily(
+                "edgectl_cluster_leader", "1 while this replica leads the cluster (acts on switches and placements)"
+            ),
+            "generation": GaugeMetricFamily(
+                "edgectl_cluster_generation",
+                "The current leader's generation (its election revision: the OpenFlow generation_id); 0 without one",
+            ),
+            "leadership_changes": CounterMetricFamily(
+                "edgectl_cluster_leadership_changes",
+                "Times this replica started or stopped leading since it started",
+            ),
+            "etcd_reachable": GaugeMetricFamily(
+                "edgectl_cluster_etcd_reachable", "1 while this replica's last etcd request succeeded"
+            ),
+            "read_only": GaugeMetricFamily(
+                "edgectl_cluster_read_only", "1 while this replica serves its last model read-only (etcd unreachable)"
+            ),
+            "applied_revision": GaugeMetricFamily(
+                "edgectl_cluster_log_applied_revision", "The etcd revision of the last log entry this replica applied"
+            ),
+        }
+        for name, family in families.items():
+            if view is not None:
+                family.add_metric([], float(view[name]))
+            yield family
 
     def _links(self, state: FabricState | None) -> Iterator[Metric]:
         latency = GaugeMetricFamily(
