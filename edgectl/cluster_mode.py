@@ -26,6 +26,7 @@ from cluster.etcd import EtcdClient, EtcdError
 from cluster.election import Candidate, Leadership
 from cluster.log_bus import ClusterBus
 from cluster.member import ClusterMember
+from cluster.shared_readiness import SharedReadiness
 from edgectl.bus import EventBus, Observer
 from edgectl.config import ClusterOptions
 from netmodel.state import FabricState
@@ -52,6 +53,7 @@ class Replica:
         self._hooks: list[LeadershipHook] = []
         self._lock = threading.Lock()
         self.leadership = Leadership(None, options.replica_id)
+        self.readiness: SharedReadiness | None = None
 
     @property
     def replica_id(self) -> str:
@@ -94,6 +96,13 @@ class Replica:
             except Exception:  # one part failing to follow must not keep the others from it
                 LOG.exception("following the election failed in %r", hook)
 
+    def share_readiness(self, readiness: Any) -> None:
+        """The sidecars' readiness (``meshctl.readiness.SidecarReadiness``) seen by any replica counts here."""
+        shared = self.readiness = SharedReadiness(
+            self.client, self.root, readiness.mark_ready, lambda: self.bus.state, self.leads
+        ).start()
+        readiness.add_ready_listener(shared.saw_ready)
+
     def fenced(self, dpid: int, generation: int) -> None:
         """A switch refused our MASTER request as stale: a newer leader exists; stop acting as one."""
         LOG.error("switch %016x refused generation %d as stale: another replica leads; stepping down", dpid, generation)
@@ -104,6 +113,8 @@ class Replica:
     def stop(self) -> None:
         if self.member is not None:
             self.member.stop()
+        if self.readiness is not None:
+            self.readiness.stop()
         self.bus.stop()
         self.client.close()
 

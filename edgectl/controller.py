@@ -321,6 +321,8 @@ class Controller:
         self.http.add_route("/api/v1/xds/clients", lambda _state: mesh.clients_view())
         from edgectl.live_notes import xds_nack_notes
 
+        if self.cluster is not None and mesh.readiness is not None:
+            self.cluster.share_readiness(mesh.readiness)  # a sidecar ACKs only the replica it streams from
         mesh.cache.add_nack_listener(xds_nack_notes(events.note))  # a sidecar refusing config: on the timeline
         # A migration withdraws the old instance only once the sidecars have ACKed the new endpoints.
         sidecars_probe = NamedProbe("sidecars", mesh.converged, mesh.converged_for)
