@@ -1,0 +1,1 @@
+"""Replicated mode: the controller's model shared through etcd."""
