@@ -117,6 +117,20 @@ class Discovery:
     def forget_switch(self, dpid: SwitchId) -> None:
         self.latency.forget_switch(dpid)
 
+    def seed_from_model(self, state: FabricState, connected: Iterable[SwitchId], now: float) -> None:
+        """Take over the model's links (a replica just became leader, its probes had stopped): every link
+        up and discovered between ``connected`` switches counts as crossed ``now``, so it is neither
+        reported again nor expired before new probes could refresh it, and one that stays silent goes
+        down after ``LINK_TIMEOUT_S`` as any other. The latencies the model holds count as reported."""
+        connected = set(connected)
+        self._last_seen = {}
+        self._reported_us = {}
+        for link, attrs in state.topology.links.items():
+            if attrs.up and attrs.discovered and link.src in connected and link.dst in connected:
+                self._last_seen[link] = now
+                if attrs.measured_latency_us is not None:
+                    self._reported_us[link] = attrs.measured_latency_us
+
     # -- once per probe round ------------------------------------------------------------------------
     def housekeeping(self, state: FabricState, connected: Iterable[SwitchId], now: float, wall: float) -> RoundResult:
         """Forget probes that never came back (ports without a neighbour), take down links no probe

@@ -62,6 +62,7 @@ PURE_MODULES = (
     "sdnctl/meters.py",
     "sdnctl/pathing.py",
     "sdnctl/port_stats.py",
+    "sdnctl/roles.py",
     "meshctl/cache.py",
     "meshctl/delta.py",
     "meshctl/denied_calls.py",
