@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # the servers are imported only when start() runs them (os-ke
     from placement.grpc_api import PlacementServer
     from placement.replica_loop import ReplicaLoop
     from sdnctl.engine import RouteEngine
+    from sdnctl.roles import Mastership
     from sdnctl.runtime import OpenFlowRuntime
 
 LOG = logging.getLogger("edgectl.controller")
@@ -259,6 +260,8 @@ class Controller:
             tls=openflow_tls,
             on_tls_context=on_tls_context,
             port_stats_interval_s=self.config.port_stats_interval_s,
+            # A replica is a follower (SLAVE, silent) from its first switch on, until the election says otherwise.
+            mastership=self._first_mastership(),
         )
         self.metrics.sources.port_readings = openflow.app.port_rates.readings
         self.metrics.sources.openflow_messages = openflow.app.messages.totals
@@ -383,6 +386,13 @@ class Controller:
         # process 80-110 ms here; after freeze about 15 ms).
         gc.collect()
         gc.freeze()
+
+    def _first_mastership(self) -> Mastership | None:
+        if self.cluster is None:
+            return None
+        from sdnctl.roles import Mastership
+
+        return Mastership(False, 0)
 
     def _start_cluster_bus(self) -> None:
         """The model from etcd: the newest checkpoint and the log after it (a new cluster: ours seeds it)."""

@@ -652,6 +652,11 @@ class PlacementServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def wake_failover(self) -> None:
+        """A failover pass now (a replica that starts to lead: displaced instances became its to move)."""
+        if self._failover is not None:
+            self._failover.wake()
+
     def add_convergence_probe(self, probe: ConvergenceProbe | GenerationCheck) -> None:
         self.orchestrator.add_probe(probe)
 
