@@ -226,8 +226,12 @@ def _shown(value: Any) -> str:
     kind = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer"}.get(
         type(value), "a number" if type(value) is float else "null" if value is None else type(value).__name__
     )
-    text = repr(value)
-    return f"{kind} {text[:57] + '...' if len(text) > 60 else text}" if value is not None else kind
+    return f"{kind} {_cut(repr(value))}" if value is not None else kind
+
+
+def _cut(text: str) -> str:
+    """At most 60 characters of a value in a message: a log line, not a dump of the entry."""
+    return text[:57] + "..." if len(text) > 60 else text
 
 
 # -- the registry, compiled once on first use ------------------------------------------------------------
@@ -545,7 +549,7 @@ def _str_key(key: Any) -> Any:
 
 
 def _key_at(pairs: list[tuple[Any, Any]]) -> Callable[[int], str]:
-    return lambda i: f"[{pairs[i][0]!r}]"
+    return lambda i: f"[{_cut(repr(pairs[i][0]))}]"
 
 
 def _pair_map(key_codec: tuple[Encode, Decode], value_codec: tuple[Encode, Decode]) -> tuple[Encode, Decode]:

@@ -545,6 +545,11 @@ BAD_CHECKPOINTS = [
         _state_document(lambda s: s["topology"]["switches"][0].__setitem__(0, "a1")),
     ),
     (
+        "a long key cut short",
+        "state.nodes['" + "n" * 56 + "...]: expected a ComputeNode object, got an integer 1",
+        _state_document(lambda s: s["nodes"].update({"n" * 1000: 1})),
+    ),
+    (
         "a bad value in a str map",
         "state.nodes['ea-n1'].capacity.cpu_millis: expected an integer",
         _state_document(lambda s: s["nodes"]["ea-n1"]["capacity"].update(cpu_millis="2000")),
