@@ -647,7 +647,7 @@ def test_a_damaged_entry_decodes_to_model_values_or_is_a_codec_error(
         assert_same(decode_events(encode_events([e]))[0], e)  # whatever it is, it is a model value again
 
 
-@pytest.mark.parametrize("site", [SiteId("edge-a")])
-def test_a_site_tier_is_an_enum_again(site: SiteId) -> None:
+def test_enums_are_members_again() -> None:
     decoded = decode_state(encode_state(EDGE_STATE))
-    assert decoded.sites[site].tier is Tier.EDGE
+    assert decoded.sites[SiteId("edge-a")].tier is Tier.EDGE
+    assert decoded.default_policy is EDGE_STATE.default_policy
