@@ -182,6 +182,18 @@ def test_a_batch_keeps_its_order_and_encodes_the_same_bytes_every_time() -> None
     assert decode_events(encode_events([])) == []
 
 
+def test_a_large_batch_is_stored_compressed_and_a_small_one_as_plain_json() -> None:
+    small = encode_events(CASES[ev.LinkLatencyMeasured])
+    assert small.startswith(b"{") and json.loads(small)["codec"] == 1
+    latencies = ev.LinkLatencyMeasured(tuple((replace(LINK, src_port=PortNo(p)), p) for p in range(1000)), 1.0)
+    large = encode_events([latencies, *CASES[ev.DesiredStateApplied]])
+    assert json.loads(zlib.decompress(large))["codec"] == 1
+    assert len(large) < len(zlib.decompress(large)) / 4
+    assert decode_events(large) == [latencies, *CASES[ev.DesiredStateApplied]]
+    with pytest.raises(CodecError, match="an event batch is not zlib-compressed JSON"):
+        decode_events(large[:-10])
+
+
 def test_non_finite_floats_are_written_as_strict_json() -> None:
     data = encode_events(CASES[ev.LinkLoadMeasured][1:])
     assert b"NaN" not in data and b"Infinity" not in data
@@ -502,9 +514,14 @@ def _state_document(mutate: Any) -> bytes:
 
 
 BAD_CHECKPOINTS = [
-    ("not compressed", "not a zlib-compressed checkpoint", b'{"codec": 1, "state": {}}'),
-    ("truncated", "not a zlib-compressed checkpoint", encode_state(EDGE_STATE)[:-10]),
-    ("an event batch", "not a zlib-compressed checkpoint", encode_events([])),
+    ("not compressed", "a checkpoint is not zlib-compressed JSON", b'{"codec": 1, "state": {}}'),
+    ("truncated", "a checkpoint is not zlib-compressed JSON", encode_state(EDGE_STATE)[:-10]),
+    ("an event batch", "a checkpoint is not zlib-compressed JSON", encode_events([])),
+    (
+        "a compressed event batch",
+        "expected the fields codec and state, got ['codec', 'events']",
+        zlib.compress(encode_events([])),
+    ),
     ("not bytes", "a checkpoint must be bytes", "x"),
     ("compressed nonsense", "a checkpoint is not JSON", zlib.compress(b"\x00\x01")),
     (
@@ -526,6 +543,11 @@ BAD_CHECKPOINTS = [
         "a bad key",
         "state.topology.switches[0].key: expected an integer, got a string 'a1'",
         _state_document(lambda s: s["topology"]["switches"][0].__setitem__(0, "a1")),
+    ),
+    (
+        "a long key cut short",
+        "state.nodes['" + "n" * 56 + "...]: expected a ComputeNode object, got an integer 1",
+        _state_document(lambda s: s["nodes"].update({"n" * 1000: 1})),
     ),
     (
         "a bad value in a str map",
@@ -625,7 +647,7 @@ def test_a_damaged_entry_decodes_to_model_values_or_is_a_codec_error(
         assert_same(decode_events(encode_events([e]))[0], e)  # whatever it is, it is a model value again
 
 
-@pytest.mark.parametrize("site", [SiteId("edge-a")])
-def test_a_site_tier_is_an_enum_again(site: SiteId) -> None:
+def test_enums_are_members_again() -> None:
     decoded = decode_state(encode_state(EDGE_STATE))
-    assert decoded.sites[site].tier is Tier.EDGE
+    assert decoded.sites[SiteId("edge-a")].tier is Tier.EDGE
+    assert decoded.default_policy is EDGE_STATE.default_policy
