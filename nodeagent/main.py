@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--controller",
         required=True,
         metavar="HOST:PORT|unix:/path",
-        help="the controller's node agent API (edgectl run --agent-port, default 50052, or --agent-unix)",
+        help="the controller's node agent API (edgectl run --agent-port, default 50052, or --agent-unix); "
+        "a replicated controller: every replica's, comma-separated (the next is used while one is unavailable)",
     )
     token = parser.add_mutually_exclusive_group()
     token.add_argument("--join-token", metavar="TOKEN", help="the one-time join token (edgectl pki token --node)")
@@ -179,6 +180,7 @@ class Agent:
 
         self.args = args
         self.node = args.node
+        self.controllers = controller_addresses(args.controller)
         self.xds = args.xds or default_xds(args.controller)
         parse_xds_addresses(self.xds)  # ValueError names what is wrong
         if not args.drain_s >= 0:
@@ -317,7 +319,7 @@ class Agent:
             if moved:
                 LOG.info("WatchNode %s: following on the channel of the renewed node SVID", self.node)
                 continue
-            LOG.warning("WatchNode %s: %s; reconnecting in %.1f s", self.node, reason, delay)
+            LOG.warning("WatchNode %s: %s; reconnecting to %s in %.1f s", self.node, reason, self.client.target, delay)
             self.stop.wait(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
 
@@ -348,7 +350,7 @@ class Agent:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        self.client = ControllerClient(self.args.controller, server_name=self.args.controller_server_name)
+        self.client = ControllerClient(self.controllers, server_name=self.args.controller_server_name)
         try:
             self.svid = self._identity()
         except SystemExit as exit_:

@@ -603,7 +603,9 @@ def _handlers(
             if forwarder.target is not None:  # the caller is checked here too, before anything leaves
                 refusal = _caller_refusal(context, authorize)
                 if refusal is not None:
-                    LOG.warning("placement API: refusing %s from %s: %s", name, log_safe(context.peer()), refusal)
+                    LOG.warning(
+                        "placement API: refusing %s from %s: %s", name, log_safe(context.peer()), log_safe(refusal)
+                    )
                     context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
             return forwarder.handle(name, raw, context, local)
 

@@ -7,10 +7,13 @@ Each replica is a model behind its own bus (replicas apply the same events) and 
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -44,9 +47,11 @@ class Replica:
     server: MeshServer
     stopped: bool = False
 
+    unix_path: str | None = None
+
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.server.address[1]}"
+        return f"unix:{self.unix_path}" if self.unix_path else f"127.0.0.1:{self.server.address[1]}"
 
     def streams(self, node_id: str) -> int:
         if self.stopped:
@@ -64,25 +69,29 @@ class Replica:
 
 
 @contextlib.contextmanager
-def replicas(count: int, web_port: int) -> Iterator[list[Replica]]:
+def replicas(count: int, web_port: int, unix: bool) -> Iterator[list[Replica]]:
+    """``unix``: the sidecar reaches each replica on its own Unix socket (as in the Mininet testbed)."""
     spec = parse_fabric(fabric_text(web_port, free_port()).encode(), "xds-replicas.yaml")
+    socket_dir = tempfile.mkdtemp(prefix="edgectl-xds-replicas-")
     started: list[Replica] = []
     try:
-        for _ in range(count):
+        for k in range(count):
             bus = EventBus(initial_state(spec, PolicyDefault.ALLOW))
             bus.start()
+            unix_path = str(Path(socket_dir) / f"xds-{k}.sock") if unix else None
             try:
                 server = start_mesh(
-                    lambda b=bus: b.state, bus.subscribe, "127.0.0.1", 0, None, CollectorRegistry(), MeshConfig()
+                    lambda b=bus: b.state, bus.subscribe, "127.0.0.1", 0, unix_path, CollectorRegistry(), MeshConfig()
                 )
             except BaseException:
                 bus.stop()
                 raise
-            started.append(Replica(bus, server))
+            started.append(Replica(bus, server, unix_path=unix_path))
         yield started
     finally:
         for replica in started:
             replica.stop()
+        shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 def apply_everywhere(group: list[Replica], event: ev.Event) -> None:
@@ -118,12 +127,12 @@ class Caller:
         self._thread.join(10)
 
 
-@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
-def test_envoy_moves_to_the_other_replica_and_keeps_serving(delta: bool) -> None:
+@pytest.mark.parametrize(("delta", "unix"), [(False, False), (True, True)], ids=["sotw-tcp", "delta-unix"])
+def test_envoy_moves_to_the_other_replica_and_keeps_serving(delta: bool, unix: bool) -> None:
     web_port, port = free_port(), free_port()
     web: Workload = make_workload("web-1", "web", "n1", port)
     with (
-        replicas(2, web_port) as group,
+        replicas(2, web_port, unix) as group,
         backends(("one", NODE_IPS["n1"], port), ("two", NODE_IPS["n2"], port)),
     ):
         apply_everywhere(group, ev.WorkloadPlaced(web))

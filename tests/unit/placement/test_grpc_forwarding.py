@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
@@ -214,3 +215,62 @@ def test_a_caller_that_goes_away_cancels_the_forwarded_call(recording_leader) ->
     assert leader.entered.wait(10), "the write did not reach the leader"
     call.cancel()
     assert leader.cancelled.wait(10), "the leader's call went on after the caller left"
+
+
+def test_with_mtls_the_follower_checks_its_caller_and_the_leader_sees_the_followers_certificate() -> None:
+    from cryptography import x509
+
+    from pki.ca import CertificateAuthority
+    from pki.policy import controller_spiffe_id
+    from placement.grpc_api import ApiTls
+
+    td = "edgectl.local"
+    ca, _ = CertificateAuthority.create(td)
+    now = time.time()
+
+    def spiffe_id(pem: str) -> str:
+        names = x509.load_pem_x509_certificate(pem.encode()).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        )
+        return str(names.value.get_values_for_type(x509.UniformResourceIdentifier)[0])
+
+    def allowing(seen: list[str]) -> Any:
+        def authorize(pem: str) -> str | None:
+            seen.append(spiffe_id(pem))
+            return None if "/operator/" in seen[-1] or "/controller/" in seen[-1] else "not an operator"
+
+        return authorize
+
+    def credentials(svid: Any) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            ca.bundle_pem.encode(), svid.private_key_pem.encode(), svid.cert_chain_pem.encode()
+        )
+
+    server = ca.issue_with_new_key(controller_spiffe_id(td), now, ip_addresses=("127.0.0.1",))
+    operator = ca.issue_with_new_key(f"spiffe://{td}/operator/alice", now)
+    workload = ca.issue_with_new_key(f"spiffe://{td}/svc/web/w/web-1", now)
+    leader_saw: list[str] = []
+    follower_saw: list[str] = []
+    with running_bus() as bus:
+        tls = {
+            side: ApiTls(server.cert_chain_pem, server.private_key_pem, ca.bundle_pem, allowing(seen))
+            for side, seen in (("leader", leader_saw), ("follower", follower_saw))
+        }
+        leader = start_placement_api(bus, "127.0.0.1", 0, tls=tls["leader"])
+        follower = start_placement_api(bus, "127.0.0.1", 0, failover=False, tls=tls["follower"])
+        follower.forward_writes_to(leader.address, credentials(server))
+        channels = [grpc.secure_channel(follower.address, credentials(svid)) for svid in (operator, workload)]
+        try:
+            as_operator, as_workload = (pb_grpc.PlacementStub(c) for c in channels)
+            code, _details = error_of(lambda: as_workload.Place(pb.PlaceRequest(service="web"), timeout=10))
+            assert code is grpc.StatusCode.PERMISSION_DENIED
+            assert leader_saw == [] and not bus.state.workloads  # refused before anything left
+            (web,) = as_operator.Place(pb.PlaceRequest(service="web"), timeout=10).workloads
+            assert set(bus.state.workloads) == {web.id}
+            assert leader_saw == [controller_spiffe_id(td)]
+            assert follower_saw == [f"spiffe://{td}/svc/web/w/web-1", f"spiffe://{td}/operator/alice"]
+        finally:
+            for channel in channels:
+                channel.close()
+            follower.stop()
+            leader.stop()
