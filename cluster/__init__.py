@@ -1,1 +1,1 @@
-"""Replicated mode: the controller's model shared through etcd."""
+"""Replicated mode: several `edgectl run` replicas share one model through etcd (docs/cluster.md)."""
