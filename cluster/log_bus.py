@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cluster.codec import CodecError, decode_events, decode_state, encode_events, encode_state
-from cluster.etcd import Compare, EtcdClient, EtcdError, Op, WatchEvent
-
+from cluster.etcd import Compare, EtcdClient, EtcdCompacted, EtcdError, Op, WatchEvent
 from netmodel.bus import BusUnavailable, ModelSubscriber
 from netmodel.events import Event
 from netmodel.state import FabricState
@@ -126,6 +125,7 @@ class ClusterBus:
         self.checkpoint_revision = 0
         self.entries_since_checkpoint = 0
         self.read_only_reason = ""
+        self._probing = False
         self.cluster_seeded = False
         """Whether this replica wrote the cluster's first checkpoint (its own desired state)."""
 
@@ -234,6 +234,8 @@ class ClusterBus:
             except (EtcdError, CodecError) as exc:
                 # An etcd timeout may still have committed the entry: if it comes back, it is applied (and
                 # its futures, already failed, stay failed: the caller was told the outcome is unknown).
+                if isinstance(exc, EtcdError):
+                    self._went_read_only(f"etcd unreachable ({exc}): serving the last model read-only")
                 with self._lock:
                     for offset in range(len(batch)):
                         self._waiting.pop(first + offset, None)
@@ -258,19 +260,39 @@ class ClusterBus:
     def _watch_failed(self, exc: Exception) -> None:
         if self._stopping:
             return
-        self.read_only_reason = f"etcd unreachable ({exc}): serving the last model read-only"
-        LOG.warning("%s", self.read_only_reason)
-        self._spawn(self._rewatch, "cluster-log-rewatch")
+        if isinstance(exc, EtcdCompacted):
+            # Behind the last checkpoint's compaction: the entries it missed are gone from etcd. Only a restart
+            # (which starts from the checkpoint) can catch up; until then it serves what it has, read-only.
+            self.read_only_reason = (
+                f"this replica fell behind etcd's compaction (revision {exc}): restart it to catch up from the "
+                "checkpoint; serving the last model read-only"
+            )
+            LOG.error("%s", self.read_only_reason)
+            return
+        self._went_read_only(f"the log's watch ended ({exc}): serving the last model read-only", rewatch=True)
 
-    def _rewatch(self) -> None:
+    def _went_read_only(self, reason: str, rewatch: bool = False) -> None:
+        with self._lock:
+            probing = self._probing
+            self._probing = True
+            self.read_only_reason = reason
+        if not probing:
+            LOG.warning("%s", reason)
+            self._spawn(lambda: self._probe_etcd(rewatch), "cluster-log-probe")
+
+    def _probe_etcd(self, rewatch: bool) -> None:
+        """Until etcd answers again: then follow the log again (if its watch ended) and take changes again."""
         while not self._stopping:
             try:
                 self._client.get(self._log_key)
             except EtcdError:
                 threading.Event().wait(RETRY_S)
                 continue
-            self._start_watch(self.applied_revision)
-            self.read_only_reason = ""
+            if rewatch:
+                self._start_watch(self.applied_revision)
+            with self._lock:
+                self._probing = False
+                self.read_only_reason = ""
             LOG.info("etcd reachable again: following the log from revision %d", self.applied_revision)
             return
 

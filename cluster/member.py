@@ -15,6 +15,7 @@ it if it wakes up. The decisions are ``cluster.election``'s.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -22,9 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from cluster.etcd import Compare, EtcdClient, EtcdError, Op, WatchEvent
-
 from cluster.election import Candidate, CandidateError, Leadership, leader_of, lease_deadline, may_lead
+from cluster.etcd import Compare, EtcdClient, EtcdError, Op, WatchEvent
 
 LOG = logging.getLogger("edgectl.cluster")
 
@@ -328,8 +328,11 @@ class ClusterMember:
             self._liveness_peers.append(peer)  # held open, never written: its closing is the news
 
     def _close_liveness(self) -> None:
-        if self._liveness_server is not None:
-            self._liveness_server.close()
+        server = self._liveness_server
+        if server is not None:
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_RDWR)  # wakes the accept, resets connections not yet accepted
+            server.close()
         for peer in self._liveness_peers:
             peer.close()
 
@@ -344,8 +347,26 @@ class ClusterMember:
         host, _, port = leader.liveness.rpartition(":")
         try:
             connection = socket.create_connection((host, int(port)), timeout=2.0)
+        except ConnectionRefusedError:
+            connection = None  # its host answers but nothing listens: a leader listens before it campaigns
         except OSError:
-            return  # not listening (yet, or any more): its lease decides
+            return  # unreachable or slow: that may be a partition, not a death; its lease decides
+        if connection is not None:
+            self._hold(connection, leader)
+        if self._stopping.is_set():
+            return
+        with self._lock:
+            if self._leadership.leader != leader:
+                return  # replaced meanwhile: nothing to revoke
+        LOG.warning("leader %s's process is gone: revoking its lease", leader.replica_id)
+        try:
+            self._client.revoke(leader.lease)
+            self.revoked_dead_leaders += 1
+        except EtcdError as exc:
+            LOG.warning("could not revoke %s's lease (it expires in %d s): %s", leader.replica_id, self.ttl_s, exc)
+
+    def _hold(self, connection: socket.socket, leader: Candidate) -> None:
+        """Block until the leader's process closes the connection, or the leader changes (the caller tells which)."""
         connection.settimeout(0.5)
         with connection:
             while not self._stopping.is_set():
@@ -354,16 +375,8 @@ class ClusterMember:
                         return
                 try:
                     if connection.recv(1) == b"":
-                        break  # closed: its process is gone
+                        return  # closed: its process is gone
                 except TimeoutError:
                     continue
                 except OSError:
-                    break
-        if self._stopping.is_set():
-            return
-        LOG.warning("leader %s's process is gone: revoking its lease", leader.replica_id)
-        try:
-            self._client.revoke(leader.lease)
-            self.revoked_dead_leaders += 1
-        except EtcdError as exc:
-            LOG.warning("could not revoke %s's lease (it expires in %d s): %s", leader.replica_id, self.ttl_s, exc)
+                    return  # reset: likewise

@@ -414,10 +414,9 @@ class Controller:
 
     def _join_cluster(self) -> None:
         """Campaign, and make every part follow the election: OpenFlow roles, write forwarding, the loops."""
-        from sdnctl.roles import Mastership
-
         from cluster.election import Candidate, Leadership
         from cluster.member import DuplicateReplica
+        from sdnctl.roles import Mastership
 
         cluster, openflow, placement, replicas = self.cluster, self.openflow, self.placement, self.replicas
         assert cluster is not None and openflow is not None and placement is not None and self.http is not None
