@@ -240,7 +240,10 @@ class Controller:
             tls=openflow_tls,
             on_tls_context=on_tls_context,
             port_stats_interval_s=self.config.port_stats_interval_s,
+            mastership=self.config.static_role,
         )
+        self.metrics.sources.openflow_roles = openflow.app.roles_view
+        self.metrics.sources.openflow_role_changes = lambda: openflow.app.role_changes
         self.metrics.sources.port_readings = openflow.app.port_rates.readings
         self.metrics.sources.openflow_messages = openflow.app.messages.totals
         self.metrics.sources.meter_counts = lambda: openflow.app.meter_counts

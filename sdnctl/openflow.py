@@ -124,6 +124,7 @@ class FabricApp(app_manager.OSKenApp):
         *args: Any,
         edgectl_publish: Publish,
         edgectl_state: Callable[[], FabricState],
+        edgectl_mastership: Mastership | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -145,6 +146,7 @@ class FabricApp(app_manager.OSKenApp):
         # Roles (replicated mode): what each switch granted us. One lock serialises the core and the
         # sending of its requests, so a request's xid is recorded before its answer can be handled.
         self._roles = SwitchRoles()
+        self._roles.set_mastership(edgectl_mastership)  # before any switch connects: no write slips through
         self._roles_lock = threading.Lock()
         self.on_fenced = None
         """Called with (dpid, generation_id) when a switch refused our MASTER request as stale."""

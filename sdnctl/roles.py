@@ -42,6 +42,19 @@ class Mastership:
         return MASTER if self.leader else SLAVE
 
 
+def parse_static_role(text: str) -> Mastership:
+    """``master:GEN`` or ``slave:GEN`` (``edgectl run --static-role``): a mastership pinned without an
+    election. ValueError says what is wrong."""
+    role, sep, number = text.strip().partition(":")
+    if not sep or role.lower() not in (MASTER, SLAVE):
+        raise ValueError(f"expected master:GENERATION or slave:GENERATION, not {text!r}")
+    try:
+        generation = int(number, 10)
+    except ValueError:
+        raise ValueError(f"the generation id of {text!r} is not a whole number") from None
+    return Mastership(role.lower() == MASTER, generation)
+
+
 def generation_difference(a: int, b: int) -> int:
     """``a - b`` as OpenFlow switches compute it: the unsigned difference read as a signed 64-bit value."""
     diff = (a - b) % GENERATION_MODULUS
