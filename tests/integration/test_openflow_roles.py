@@ -44,26 +44,11 @@ STALE_HOST = "  - {id: u3, switch: rb, port: 3, ip: 10.0.0.3}\n"
 BRIDGES = {"eroles-a": 0xE1A, "eroles-b": 0xE1B}
 
 
-def controller_rows() -> dict[str, dict[str, str]]:
-    """``ovs-vsctl list controller``: per target, its role and connection state."""
-    out = ovs("--columns=target,role,is_connected", "--format=csv", "--data=bare", "--no-headings", "list", "controller")
-    rows = {}
-    for line in out.splitlines():
-        target, role, connected = line.split(",")
-        rows[target] = {"role": role, "is_connected": connected}
-    return rows
-
-
-def roles_of(port: int) -> list[str]:
-    """The role OVS gives the controller on ``port`` on each of our bridges."""
-    target = f"tcp:127.0.0.1:{port}"
-    rows = controller_rows()
-    return [rows[target]["role"] for _ in BRIDGES] if target in rows else []
-
-
 def shows(port: int, role: str) -> bool:
+    """``ovs-vsctl list controller``: the controller on ``port`` is connected to both bridges with ``role``."""
     target = f"tcp:127.0.0.1:{port}"
-    out = ovs("--columns=target,role,is_connected", "--format=csv", "--data=bare", "--no-headings", "list", "controller")
+    columns = ("--columns=target,role,is_connected", "--format=csv", "--data=bare", "--no-headings")
+    out = ovs(*columns, "list", "controller")
     rows = [line.split(",") for line in out.splitlines() if line.startswith(target + ",")]
     return len(rows) == len(BRIDGES) and all(r[1] == role and r[2] == "true" for r in rows)
 
@@ -145,60 +130,58 @@ def test_master_programs_slave_never_writes_handover_keeps_every_flow_and_a_stal
     stale_fabric = tmp_path / "roles-stale.yaml"
     stale_fabric.write_text(FABRIC + STALE_HOST)
     port_a, port_b = free_port(), free_port()
-    with bridges((port_a, port_b)):
-        # 1. A master at generation 2, B slave at 2.
-        with (
-            edgectl_run(fabric, "--static-role", "master:2", openflow_port=port_a) as a,
-            edgectl_run(fabric, "--static-role", "slave:2", openflow_port=port_b) as b,
-        ):
-            wait_until(lambda: shows(port_a, "master") and shows(port_b, "slave"), 30, what="A master, B slave in OVS")
-            wait_until(lambda: programmed(a), 40, what="A programmed both switches")
-            wait_until(lambda: a.route("u1", "u2"), 20, what="A's route u1 -> u2")
-            flows = wait_until(programmed_flows, 20, what="A's flows on both switches")
-            assert any("nw_dst=10.0.0.2" in f for f in flows["eroles-a"]), flows
-            assert sent(a, "OFPFlowMod") > 0
-            for message in ("OFPFlowMod", "OFPGroupMod", "OFPMeterMod", "OFPPacketOut"):
-                assert sent(b, message) == 0, f"the SLAVE sent {message}"
-            assert b.get_json("/api/v1/topology")["links"][0]["discovered"] is False, "a SLAVE observes nothing"
-            assert metric(b, 'edgectl_openflow_switch_role{role="slave",switch="ra"} 1.0'), b.log()[-2000:]
-            assert metric(a, 'edgectl_openflow_switch_role{role="master",switch="rb"} 1.0'), a.log()[-2000:]
-            ages = flow_durations("eroles-a") | flow_durations("eroles-b")
+    # 1. A master at generation 2, B slave at 2.
+    with (
+        bridges((port_a, port_b)),
+        edgectl_run(fabric, "--static-role", "master:2", openflow_port=port_a) as a,
+        edgectl_run(fabric, "--static-role", "slave:2", openflow_port=port_b) as b,
+    ):
+        wait_until(lambda: shows(port_a, "master") and shows(port_b, "slave"), 30, what="A master, B slave in OVS")
+        wait_until(lambda: programmed(a), 40, what="A programmed both switches")
+        wait_until(lambda: a.route("u1", "u2"), 20, what="A's route u1 -> u2")
+        flows = wait_until(programmed_flows, 20, what="A's flows on both switches")
+        assert any("nw_dst=10.0.0.2" in f for f in flows["eroles-a"]), flows
+        assert sent(a, "OFPFlowMod") > 0
+        for message in ("OFPFlowMod", "OFPGroupMod", "OFPMeterMod", "OFPPacketOut"):
+            assert sent(b, message) == 0, f"the SLAVE sent {message}"
+        assert b.get_json("/api/v1/topology")["links"][0]["discovered"] is False, "a SLAVE observes nothing"
+        assert metric(b, 'edgectl_openflow_switch_role{role="slave",switch="ra"} 1.0'), b.log()[-2000:]
+        assert metric(a, 'edgectl_openflow_switch_role{role="master",switch="rb"} 1.0'), a.log()[-2000:]
+        ages = flow_durations("eroles-a") | flow_durations("eroles-b")
 
-            # 2. B restarted at generation 3 as master: A is made SLAVE, and B changes nothing.
-            assert b.stop() == 0
-            with edgectl_run(fabric, "--static-role", "master:3", openflow_port=port_b) as b3:
+        # 2. B restarted at generation 3 as master: A is made SLAVE, and B changes nothing.
+        assert b.stop() == 0
+        with edgectl_run(fabric, "--static-role", "master:3", openflow_port=port_b) as b3:
+            wait_until(lambda: shows(port_b, "master") and shows(port_a, "slave"), 30, what="B master, A slave in OVS")
+            wait_until(lambda: programmed(b3), 40, what="B read both switches back")
+            wait_until(lambda: b3.route("u1", "u2"), 20, what="B's route u1 -> u2")
+            assert sent(b3, "OFPFlowMod") == 0, "nothing differed, yet the new master sent FlowMods"
+            assert sent(b3, "OFPGroupMod") == 0
+            assert all_flows() == flows, "the handover changed the switches' flows"
+            after = flow_durations("eroles-a") | flow_durations("eroles-b")
+            assert set(after) == set(ages) and all(after[k] >= ages[k] for k in ages), "a flow was re-added"
+            wait_until(
+                lambda: metric(a, 'edgectl_openflow_switch_role{role="slave",switch="ra"} 1.0'),
+                15,
+                what="A sees itself SLAVE",
+            )
+
+            # 3. A restarted, still at generation 2 (stale), with one more host: refused, fenced, SLAVE.
+            assert a.stop() == 0
+            with edgectl_run(stale_fabric, "--static-role", "master:2", openflow_port=port_a) as stale:
+                wait_until(lambda: shows(port_a, "slave"), 30, what="the stale controller SLAVE in OVS")
                 wait_until(
-                    lambda: shows(port_b, "master") and shows(port_a, "slave"), 30, what="B master, A slave in OVS"
+                    lambda: "refused MASTER at generation 2 as stale" in stale.log(), 15, what="fenced in the log"
                 )
-                wait_until(lambda: programmed(b3), 40, what="B read both switches back")
-                wait_until(lambda: b3.route("u1", "u2"), 20, what="B's route u1 -> u2")
-                assert sent(b3, "OFPFlowMod") == 0, "nothing differed, yet the new master sent FlowMods"
-                assert sent(b3, "OFPGroupMod") == 0
-                assert all_flows() == flows, "the handover changed the switches' flows"
-                after = flow_durations("eroles-a") | flow_durations("eroles-b")
-                assert set(after) == set(ages) and all(after[k] >= ages[k] for k in ages), "a flow was re-added"
+                assert metric(stale, 'edgectl_openflow_errors_total{code="0",type="role_request_failed"}')
                 wait_until(
-                    lambda: metric(a, 'edgectl_openflow_switch_role{role="slave",switch="ra"} 1.0'),
+                    lambda: metric(stale, 'edgectl_openflow_switch_role{role="slave",switch="rb"} 1.0'),
                     15,
-                    what="A sees itself SLAVE",
+                    what="the stale controller's own view",
                 )
-
-                # 3. A restarted, still at generation 2 (stale), with one more host: refused, fenced, SLAVE.
-                assert a.stop() == 0
-                with edgectl_run(stale_fabric, "--static-role", "master:2", openflow_port=port_a) as stale:
-                    wait_until(lambda: shows(port_a, "slave"), 30, what="the stale controller SLAVE in OVS")
-                    wait_until(
-                        lambda: "refused MASTER at generation 2 as stale" in stale.log(), 15, what="fenced in the log"
-                    )
-                    assert metric(stale, 'edgectl_openflow_errors_total{code="0",type="role_request_failed"}')
-                    wait_until(
-                        lambda: metric(stale, 'edgectl_openflow_switch_role{role="slave",switch="rb"} 1.0'),
-                        15,
-                        what="the stale controller's own view",
-                    )
-                    for message in ("OFPFlowMod", "OFPGroupMod", "OFPMeterMod", "OFPPacketOut"):
-                        assert sent(stale, message) == 0, f"the fenced controller sent {message}"
-                    assert shows(port_b, "master")
-                    now = all_flows()
-                    assert not any("10.0.0.3" in f for v in now.values() for f in v), "a fenced flow was installed"
-                    assert now == flows
+                for message in ("OFPFlowMod", "OFPGroupMod", "OFPMeterMod", "OFPPacketOut"):
+                    assert sent(stale, message) == 0, f"the fenced controller sent {message}"
+                assert shows(port_b, "master")
+                now = all_flows()
+                assert not any("10.0.0.3" in f for v in now.values() for f in v), "a fenced flow was installed"
+                assert now == flows
