@@ -166,6 +166,9 @@ def test_master_programs_slave_never_writes_handover_keeps_every_flow_and_a_stal
                 what="A sees itself SLAVE",
             )
 
+            # OVS said so itself: its role status (an ONF experimenter message in OpenFlow 1.3).
+            assert metric(a, 'edgectl_openflow_messages_received_total{type="OFPExperimenter"}')
+
             # 3. A restarted, still at generation 2 (stale), with one more host: refused, fenced, SLAVE.
             assert a.stop() == 0
             with edgectl_run(stale_fabric, "--static-role", "master:2", openflow_port=port_a) as stale:
