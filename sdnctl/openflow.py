@@ -270,6 +270,9 @@ class FabricApp(app_manager.OSKenApp):
         if outcome.writable_changed:
             self._role_changed(dpid)
             if self.may_write(dpid):
+                state = self._state()
+                with self._core_lock:  # its links were not probed while it was not ours: not silence
+                    self._discovery.refresh_switch(state, dpid, time.monotonic())
                 self._probe_switch(dpid)  # discovery refreshes the links it took over at once
 
     def _role_changed(self, dpid: SwitchId) -> None:
@@ -659,6 +662,10 @@ class FabricApp(app_manager.OSKenApp):
         state = self._state()
         with self._lock:
             connected = set(self.switches)
+        if self._roles is not None:
+            # Replicated mode: only where this controller is MASTER can it probe, so only there is a
+            # link without probes silent.
+            connected = {dpid for dpid in connected if self.may_write(dpid)}
         with self._core_lock:
             result = self._discovery.housekeeping(state, connected, now, time.time())
         for link, silent_s in result.silent_s:
