@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgectl.config import (
     DEFAULT_HTTP,
@@ -30,6 +30,9 @@ from netmodel.fabric_file import FabricFileError
 from pki import cli as pki_cli  # loads no cryptography until a pki command runs
 from pki.errors import PkiError
 
+if TYPE_CHECKING:
+    from sdnctl.roles import Mastership
+
 LOG = logging.getLogger("edgectl")
 
 
@@ -46,6 +49,15 @@ def _seconds(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text!r}")
     return value
+
+
+def _static_role(text: str) -> Mastership:
+    from sdnctl.roles import parse_static_role
+
+    try:
+        return parse_static_role(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="a leader that hangs or loses etcd is replaced after S seconds (1; a leader whose process dies is "
         "replaced at once). etcd raises a TTL below 1.5 of its election timeout silently",
+    )
+    run.add_argument(
+        "--static-role",
+        type=_static_role,
+        metavar="master:GEN|slave:GEN",
+        help=argparse.SUPPRESS,  # OpenFlow roles pinned without a cluster (docs/cluster.md): tests, orchestrators
     )
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     pki_cli.add_run_options(run)
@@ -536,6 +554,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         placement_profile=args.placement_profile,
         endpoint_order=args.endpoint_order,
         port_stats_interval_s=args.port_stats_interval,
+        static_role=args.static_role,
     )
     from edgectl.controller import Controller
 

@@ -27,6 +27,7 @@ from netmodel.fabric_file import (
 
 if TYPE_CHECKING:  # pki.cli is imported only when a command runs
     from pki.cli import PkiRunOptions
+    from sdnctl.roles import Mastership
 
 DOCUMENT_SUFFIXES = (".yaml", ".yml")
 MAX_DOCUMENT_FILES = 10_000  # a directory tree with more is not a fabric (a mistyped path, say "/")
@@ -254,6 +255,8 @@ class RunConfig:
     placement_profile: str = "default"
     """The scoring profile of the controller's own placements: declared replicas, failover, migrate --to best."""
     endpoint_order: str = "nearest"
+    static_role: Mastership | None = None
+    """``--static-role``: the OpenFlow role held without a cluster (None: embedded, no role requests)."""
     """How callers' endpoints are ordered (``meshctl.paths.ENDPOINT_ORDERS``): nearest first, or round-robin."""
     cluster: ClusterOptions | None = None
     """With ``--etcd``: one replica of a cluster; None: the embedded default (one process, local state)."""

@@ -263,6 +263,8 @@ class Controller:
             # A replica is a follower (SLAVE, silent) from its first switch on, until the election says otherwise.
             mastership=self._first_mastership(),
         )
+        self.metrics.sources.openflow_roles = openflow.app.roles_view
+        self.metrics.sources.openflow_role_changes = lambda: openflow.app.role_changes
         self.metrics.sources.port_readings = openflow.app.port_rates.readings
         self.metrics.sources.openflow_messages = openflow.app.messages.totals
         self.metrics.sources.meter_counts = lambda: openflow.app.meter_counts
@@ -389,7 +391,7 @@ class Controller:
 
     def _first_mastership(self) -> Mastership | None:
         if self.cluster is None:
-            return None
+            return self.config.static_role  # None: embedded, no role requests
         from sdnctl.roles import Mastership
 
         return Mastership(False, 0)

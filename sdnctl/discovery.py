@@ -131,6 +131,14 @@ class Discovery:
                 if attrs.measured_latency_us is not None:
                     self._reported_us[link] = attrs.measured_latency_us
 
+    def refresh_switch(self, state: FabricState, dpid: SwitchId, now: float) -> None:
+        """The controller may probe through ``dpid`` again (it just became MASTER there): the links the
+        model holds as up at it count as crossed ``now``, so the time it took the switch to answer is
+        not counted as silence."""
+        for link, attrs in state.topology.links.items():
+            if (link.src == dpid or link.dst == dpid) and attrs.up and attrs.discovered:
+                self._last_seen[link] = now
+
     # -- once per probe round ------------------------------------------------------------------------
     def housekeeping(self, state: FabricState, connected: Iterable[SwitchId], now: float, wall: float) -> RoundResult:
         """Forget probes that never came back (ports without a neighbour), take down links no probe

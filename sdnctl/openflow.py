@@ -124,6 +124,7 @@ class FabricApp(app_manager.OSKenApp):
         *args: Any,
         edgectl_publish: Publish,
         edgectl_state: Callable[[], FabricState],
+        edgectl_mastership: Mastership | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -145,6 +146,7 @@ class FabricApp(app_manager.OSKenApp):
         # Roles (replicated mode): what each switch granted us. One lock serialises the core and the
         # sending of its requests, so a request's xid is recorded before its answer can be handled.
         self._roles = SwitchRoles()
+        self._roles.set_mastership(edgectl_mastership)  # before any switch connects: no write slips through
         self._roles_lock = threading.Lock()
         self.on_fenced = None
         """Called with (dpid, generation_id) when a switch refused our MASTER request as stale."""
@@ -268,6 +270,9 @@ class FabricApp(app_manager.OSKenApp):
         if outcome.writable_changed:
             self._role_changed(dpid)
             if self.may_write(dpid):
+                state = self._state()
+                with self._core_lock:  # its links were not probed while it was not ours: not silence
+                    self._discovery.refresh_switch(state, dpid, time.monotonic())
                 self._probe_switch(dpid)  # discovery refreshes the links it took over at once
 
     def _role_changed(self, dpid: SwitchId) -> None:
@@ -657,6 +662,10 @@ class FabricApp(app_manager.OSKenApp):
         state = self._state()
         with self._lock:
             connected = set(self.switches)
+        if self._roles is not None:
+            # Replicated mode: only where this controller is MASTER can it probe, so only there is a
+            # link without probes silent.
+            connected = {dpid for dpid in connected if self.may_write(dpid)}
         with self._core_lock:
             result = self._discovery.housekeeping(state, connected, now, time.time())
         for link, silent_s in result.silent_s:

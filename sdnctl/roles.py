@@ -42,6 +42,19 @@ class Mastership:
         return MASTER if self.leader else SLAVE
 
 
+def parse_static_role(text: str) -> Mastership:
+    """``master:GEN`` or ``slave:GEN`` (``edgectl run --static-role``): a mastership pinned without an
+    election. ValueError says what is wrong."""
+    role, sep, number = text.strip().partition(":")
+    if not sep or role.lower() not in (MASTER, SLAVE):
+        raise ValueError(f"expected master:GENERATION or slave:GENERATION, not {text!r}")
+    try:
+        generation = int(number, 10)
+    except ValueError:
+        raise ValueError(f"the generation id of {text!r} is not a whole number") from None
+    return Mastership(role.lower() == MASTER, generation)
+
+
 def generation_difference(a: int, b: int) -> int:
     """``a - b`` as OpenFlow switches compute it: the unsigned difference read as a signed 64-bit value."""
     diff = (a - b) % GENERATION_MODULUS
@@ -136,7 +149,14 @@ class SwitchRoles:
         before = self.may_write(dpid)
         changed = self._set_role(switch, role, generation_id)
         follow: tuple[RoleRequest, ...] = ()
-        if request is not None and request.role == NOCHANGE and self.mastership is not None and role != SLAVE:
+        if (
+            request is not None
+            and request.role == NOCHANGE
+            and role != SLAVE
+            and self.mastership is not None
+            and self.mastership.generation_id == request.generation_id  # no newer election since
+            and switch.awaited is None  # nor a request of ours since, which this SLAVE would undo
+        ):
             # After a stale refusal: become SLAVE at the switch's own generation id (never newer than ours
             # is refused), so a controller that lost the election neither writes nor gets packet-ins.
             generation = max_generation(generation_id, self.mastership.generation_id)
@@ -158,7 +178,9 @@ class SwitchRoles:
         if request == switch.awaited:
             switch.awaited = None
         fenced = request.generation_id if stale and request.role == MASTER else None
-        follow = (RoleRequest(dpid, NOCHANGE, 0),) if stale and request.role != NOCHANGE else ()
+        # The query carries the generation it was asked under (a switch ignores it on NOCHANGE): its
+        # answer is acted on only while that is still ours.
+        follow = (RoleRequest(dpid, NOCHANGE, request.generation_id),) if stale and request.role != NOCHANGE else ()
         return RoleOutcome(follow, fenced, before != self.may_write(dpid))
 
     def on_demoted(self, dpid: int, generation_id: int | None = None) -> RoleOutcome:

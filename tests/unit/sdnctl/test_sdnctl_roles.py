@@ -109,7 +109,7 @@ def test_a_stale_master_request_fences_and_the_switch_is_made_slave_at_its_own_g
     sent(roles, roles.set_mastership(Mastership(True, 2)), [1])
     outcome = roles.on_refused(1, 1, stale=True)
     assert outcome.fenced == 2
-    assert outcome.requests == (RoleRequest(1, "nochange", 0),)
+    assert outcome.requests == (RoleRequest(1, "nochange", 2),)
     assert not roles.may_write(1)
     sent(roles, outcome.requests, [2])
     follow = roles.on_reply(1, 2, "equal", 3)  # what the switch holds: generation 3, us EQUAL
@@ -126,7 +126,7 @@ def test_a_stale_slave_request_is_no_fencing_but_still_ends_slave() -> None:
     roles.connected(1)
     sent(roles, roles.set_mastership(Mastership(False, 1)), [1])
     outcome = roles.on_refused(1, 1, stale=True)
-    assert outcome.fenced is None and outcome.requests == (RoleRequest(1, "nochange", 0),)
+    assert outcome.fenced is None and outcome.requests == (RoleRequest(1, "nochange", 1),)
 
 
 def test_a_refusal_other_than_stale_asks_nothing_more() -> None:
@@ -160,3 +160,17 @@ def test_a_disconnected_switch_is_forgotten_and_starts_equal_again() -> None:
     assert roles.view() == {} and not roles.may_write(1)
     assert roles.on_reply(1, 1, "master", 2).writable_changed is False
     assert roles.connected(1) == RoleRequest(1, "master", 2)
+
+
+def test_a_fencing_answer_that_arrives_after_a_promotion_does_not_demote_the_new_leader() -> None:
+    """Stale at generation 2, then promoted at 9 before the switch answered the generation query: the
+    query's answer asks for nothing (a SLAVE sent after the MASTER request at 9 would undo it)."""
+    roles = SwitchRoles()
+    roles.connected(1)
+    sent(roles, roles.set_mastership(Mastership(True, 2)), [1])
+    query = roles.on_refused(1, 1, stale=True).requests
+    sent(roles, query, [2])
+    sent(roles, roles.set_mastership(Mastership(True, 9)), [3])
+    assert roles.on_reply(1, 2, "equal", 3).requests == ()
+    roles.on_reply(1, 3, "master", 9)
+    assert roles.may_write(1)
