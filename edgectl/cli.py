@@ -598,6 +598,8 @@ def _cluster_options(args: argparse.Namespace) -> tuple[ClusterOptions | None, s
         return None, problem
     if not 1 <= args.lease_ttl <= 60:
         return None, f"--lease-ttl must be 1..60 seconds, not {args.lease_ttl}"
+    if args.static_role is not None:
+        return None, "--static-role and --etcd: in a cluster the election gives the OpenFlow role"
     if args.state_dir:
         return None, "--state-dir and --etcd: in replicated mode placements live in etcd (drop --state-dir)"
     if args.git_repo:
