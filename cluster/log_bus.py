@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cluster.codec import CodecError, decode_events, decode_state, encode_events, encode_state
-from cluster.etcd import Compare, EtcdClient, EtcdCompacted, EtcdError, Op, WatchEvent
+from cluster.etcd import Compare, EtcdClient, EtcdCompacted, EtcdError, Op, Watch, WatchEvent
 from netmodel.bus import BusUnavailable, ModelSubscriber
 from netmodel.events import Event
 from netmodel.state import FabricState
@@ -119,7 +119,7 @@ class ClusterBus:
         self._next_seq = 0
         self._stopping = False
         self._threads: list[threading.Thread] = []
-        self._watch = None
+        self._watch: Watch | None = None
         self.applied_revision = 0
         """The etcd revision of the last log entry handed to the model writer."""
         self.checkpoint_revision = 0
@@ -204,7 +204,10 @@ class ClusterBus:
                 self.cluster_seeded = True
                 LOG.info("a new cluster: its model starts from this replica's desired state")
                 return 0, state
-            kv = result.responses[0][0]
+            held = result.responses[0] if result.responses else None
+            if not isinstance(held, list) or not held:
+                raise EtcdError("the cluster's checkpoint vanished while this replica read it: start it again")
+            kv = held[0]
         revision, state = _decode_checkpoint(kv.value)
         LOG.info("model read from the checkpoint at log revision %d (generation %d)", revision, state.generation)
         return revision, state

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from cluster.election import Candidate, CandidateError, Leadership, leader_of, lease_deadline, may_lead
-from cluster.etcd import Compare, EtcdClient, EtcdError, Op, WatchEvent
+from cluster.etcd import Compare, EtcdClient, EtcdError, Op, Watch, WatchEvent
 
 LOG = logging.getLogger("edgectl.cluster")
 
@@ -67,7 +67,7 @@ class ClusterMember:
         self._threads: list[threading.Thread] = []
         self._liveness_server: socket.socket | None = None
         self._liveness_peers: list[socket.socket] = []
-        self._watch = None
+        self._watch: Watch | None = None
         self._watching_leader: Candidate | None = None
         self.etcd_ok = True
         self.etcd_error = ""
@@ -147,7 +147,7 @@ class ClusterMember:
                 break
             if self._clock() >= give_up:
                 self._client.revoke(lease)
-                held = result.responses[0] if result.responses else []
+                held = result.responses[0] if result.responses and isinstance(result.responses[0], list) else []
                 since = f" (its key is of revision {held[0].create_revision})" if held else ""
                 raise DuplicateReplica(
                     f"replica id {self.replica_id!r} is held by a running replica{since}: pick another --replica-id"
@@ -253,7 +253,8 @@ class ClusterMember:
             )
             while not self._stopping.is_set() and not failed.wait(0.5):
                 pass
-            self._watch.cancel()
+            if self._watch is not None:
+                self._watch.cancel()
 
     def _add_candidate(self, key: bytes, value: bytes, revision: int) -> None:
         try:

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from cluster.etcd import EtcdClient, EtcdError, WatchEvent
+from cluster.etcd import EtcdClient, EtcdError, Watch, WatchEvent
 from netmodel.state import FabricState
 
 LOG = logging.getLogger("edgectl.cluster.readiness")
@@ -40,7 +40,7 @@ class SharedReadiness:
         self._outbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._watch = None
+        self._watch: Watch | None = None
 
     def saw_ready(self, workload: str) -> None:
         """This replica's sidecar listener: hand off (it runs on the xDS event loop)."""
@@ -100,7 +100,8 @@ class SharedReadiness:
                 if self._leads() and time.monotonic() >= next_cleanup:
                     next_cleanup = time.monotonic() + CLEANUP_S
                     self._clean_up()
-            self._watch.cancel()
+            if self._watch is not None:
+                self._watch.cancel()
 
     def _clean_up(self) -> None:
         """The leader deletes the keys of workloads no longer in the model."""

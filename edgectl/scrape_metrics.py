@@ -92,7 +92,7 @@ class SnapshotCollector(Collector):
 
     def _cluster(self) -> Iterator[Metric]:
         view = self.sources.cluster() if self.sources.cluster is not None else None
-        families = {
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             "leader": GaugeMetricFamily(
                 "edgectl_cluster_leader", "1 while this replica leads the cluster (acts on switches and placements)"
             ),
