@@ -21,9 +21,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from cluster.etcd import EtcdClient, EtcdError
-
 from cluster.election import Candidate, Leadership
+from cluster.etcd import EtcdClient, EtcdError
 from cluster.log_bus import ClusterBus
 from cluster.member import ClusterMember
 from cluster.shared_readiness import SharedReadiness
@@ -107,8 +106,8 @@ class Replica:
         """A switch refused our MASTER request as stale: a newer leader exists; stop acting as one."""
         LOG.error("switch %016x refused generation %d as stale: another replica leads; stepping down", dpid, generation)
         member = self.member
-        if member is not None:
-            member.step_down()
+        if member is not None:  # on os-ken's event thread: the etcd round trip goes elsewhere
+            threading.Thread(target=member.step_down, name="cluster-step-down", daemon=True).start()
 
     def stop(self) -> None:
         if self.member is not None:

@@ -255,8 +255,8 @@ class RunConfig:
     placement_profile: str = "default"
     """The scoring profile of the controller's own placements: declared replicas, failover, migrate --to best."""
     endpoint_order: str = "nearest"
+    """How callers' endpoints are ordered (``meshctl.paths.ENDPOINT_ORDERS``): nearest first, or round-robin."""
     static_role: Mastership | None = None
     """``--static-role``: the OpenFlow role held without a cluster (None: embedded, no role requests)."""
-    """How callers' endpoints are ordered (``meshctl.paths.ENDPOINT_ORDERS``): nearest first, or round-robin."""
     cluster: ClusterOptions | None = None
     """With ``--etcd``: one replica of a cluster; None: the embedded default (one process, local state)."""

@@ -149,9 +149,11 @@ class FabricApp(app_manager.OSKenApp):
         self._roles.set_mastership(edgectl_mastership)  # before any switch connects: no write slips through
         self._roles_lock = threading.Lock()
         self.on_fenced = None
-        """Called with (dpid, generation_id) when a switch refused our MASTER request as stale."""
+        """Called with (dpid, generation_id) when a switch refused our MASTER request as stale (a newer
+        leader holds it), on os-ken's event thread: it must not block."""
         self.on_switch_role = None
-        """Called with a dpid whenever whether this controller may write to it changed (the route engine)."""
+        """Called with a dpid whenever whether this controller may write to it changed (the route engine),
+        on os-ken's event thread or the caller of ``set_mastership``: it must not block."""
         # The ACL flows' packet counters of one switch, read with every port-stats poll (wall-clock time).
         self.on_acl_counters: Callable[[SwitchId, dict[FlowKey, int], float], None] | None = None
         self.messages = MessageCounts()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,3 +189,66 @@ def test_master_programs_slave_never_writes_handover_keeps_every_flow_and_a_stal
                 now = all_flows()
                 assert not any("10.0.0.3" in f for v in now.values() for f in v), "a fenced flow was installed"
                 assert now == flows
+
+
+def test_a_follower_promoted_at_run_time_takes_over_without_a_flowmod_and_a_demoted_one_stops(tmp_path: Path) -> None:
+    """In one process, as the cluster drives it: a follower (SLAVE at 2, its model without observations)
+    promoted with set_mastership at 3 takes the switches from the running master: OVS makes the other SLAVE,
+    the follower publishes the switches it holds, discovers the link, reads the tables back and sends no
+    FlowMod; demoted again, it writes nothing more at once and OVS shows it SLAVE."""
+    from edgectl.config import RunConfig, load_fabric
+    from edgectl.controller import Controller
+    from sdnctl.roles import Mastership
+
+    fabric = tmp_path / "roles.yaml"
+    fabric.write_text(FABRIC)
+    port_a, port_p = free_port(), free_port()
+    config = RunConfig(
+        fabric_file=str(fabric),
+        openflow_port=port_p,
+        http_port=free_port(),
+        xds_port=free_port(),
+        api_port=free_port(),
+        agent_port=0,
+        static_role=Mastership(False, 2),
+    )
+    follower = Controller(config, load_fabric(config.fabric_file))
+    follower.start()
+    try:
+        with bridges((port_a, port_p)), edgectl_run(fabric, "--static-role", "master:2", openflow_port=port_a) as a:
+            assert follower.openflow is not None and follower.routes is not None
+            app, state = follower.openflow.app, lambda: follower.bus.state
+            wait_until(lambda: shows(port_a, "master") and shows(port_p, "slave"), 30, what="A master, P slave")
+            wait_until(lambda: programmed(a), 40, what="A programmed both switches")
+            flows = wait_until(programmed_flows, 20, what="A's flows on both switches")
+            assert not any(s.connected for s in state().topology.switches.values()), "a follower observes nothing"
+            ages = flow_durations("eroles-a") | flow_durations("eroles-b")
+
+            app.set_mastership(Mastership(True, 3))
+            wait_until(lambda: shows(port_p, "master") and shows(port_a, "slave"), 30, what="P master, A slave")
+            wait_until(
+                lambda: (
+                    all(s.connected for s in state().topology.switches.values())
+                    and all(x.discovered for x in state().topology.links.values())
+                ),
+                30,
+                what="the promoted follower's model: switches connected, link discovered",
+            )
+            wait_until(lambda: follower.routes.runs(state().generation), 40, what="P read the switches back")
+            assert app.roles_view() == {
+                0xE1A: {"role": "master", "generation_id": 3},
+                0xE1B: {"role": "master", "generation_id": 3},
+            }
+            assert app.messages.totals().sent.get("OFPFlowMod", 0) == 0, "nothing differed, yet FlowMods were sent"
+            assert all_flows() == flows
+            after = flow_durations("eroles-a") | flow_durations("eroles-b")
+            assert set(after) == set(ages) and all(after[k] >= ages[k] for k in ages), "a flow was re-added"
+
+            app.set_mastership(Mastership(False, 4))
+            assert not app.may_write(0xE1A) and not app.may_write(0xE1B), "demoted: no write, before any answer"
+            wait_until(lambda: shows(port_p, "slave"), 30, what="P slave in OVS")
+            sent_before = app.messages.totals().sent.get("OFPPacketOut", 0)
+            time.sleep(2.5)  # two probe rounds: a demoted controller probes no more
+            assert app.messages.totals().sent.get("OFPPacketOut", 0) == sent_before
+    finally:
+        follower.stop()
