@@ -1,11 +1,14 @@
 """An etcd v3 client over gRPC stubs generated from etcd's own protos (cluster/etcd_pb; adapter).
 
 One gRPC channel lists every member (pick_first): when the member in use dies, the channel connects to the
-next and calls wait for it (wait_for_ready) within the client's timeout. Reads are retried on UNAVAILABLE;
-writes only when etcd said it had no leader (rejected before being proposed): any other failure of a write
-is raised, since it may or may not have been applied. A call that finds no member within ``timeout_s``
-raises EtcdUnavailable naming the endpoints; it never hangs. Watches and the lease keep-alive stream run on
-their own native threads.
+next and calls wait for it (wait_for_ready) within the client's timeout. Calls whose repetition does no harm
+(reads, put, delete, lease grant/revoke/keep-alive, compact) are retried within ``timeout_s``, each attempt
+given a third of it: a request forwarded to a leader that just died is dropped by raft and would otherwise
+wait out etcd's own 5 s request timeout. A transaction that writes is retried only when etcd said it had no
+leader (rejected before being proposed); any other failure raises EtcdUnavailable saying it may or may not
+have been applied (its compares tell the caller on a re-read). A call that finds no member within
+``timeout_s`` raises EtcdUnavailable naming the endpoints; it never hangs. Watches and the lease keep-alive
+stream run on their own native threads.
 """
 
 from __future__ import annotations
@@ -346,7 +349,11 @@ class EtcdClient:
             return EtcdUnavailable(text)
         return EtcdError(text)
 
-    def _call(self, method: Any, request: Any, what: str, *, mutable: bool) -> Any:
+    @property
+    def _attempt_s(self) -> float:
+        return max(self.timeout_s / 3, 0.2)
+
+    def _call(self, method: Any, request: Any, what: str, *, repeatable: bool = True) -> Any:
         if self._closed:
             raise EtcdError(f"etcd {what}: the client is closed")
         deadline = time.monotonic() + self.timeout_s
@@ -357,25 +364,30 @@ class EtcdClient:
                 raise EtcdUnavailable(
                     f"etcd {what}: no member of {self.endpoints_text} answered within {self.timeout_s}s ({last})"
                 )
+            attempt = min(remaining, self._attempt_s) if repeatable else remaining
             try:
-                return method(request, timeout=remaining, wait_for_ready=True)
+                return method(request, timeout=attempt, wait_for_ready=True)
             except grpc.RpcError as exc:
                 code, details = exc.code(), exc.details() or ""
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED and repeatable:
+                    last = f"no answer within {attempt:.2f}s"
+                    continue
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise EtcdUnavailable(
-                        f"etcd {what}: no member of {self.endpoints_text} answered within {self.timeout_s}s ({last})"
+                        f"etcd {what}: no member of {self.endpoints_text} answered within {self.timeout_s}s "
+                        f"({last}; the write may or may not have been applied)"
                     ) from exc
-                retry = code == grpc.StatusCode.UNAVAILABLE and (not mutable or "no leader" in details)
+                retry = code == grpc.StatusCode.UNAVAILABLE and (repeatable or "no leader" in details)
                 if not retry:
                     error = self._error(exc, what)
-                    if mutable and isinstance(error, EtcdUnavailable):
+                    if not repeatable and isinstance(error, EtcdUnavailable):
                         error = EtcdUnavailable(f"{error} (the write may or may not have been applied)")
                     raise error from exc
                 last = f"{code.name} {details}"
                 time.sleep(min(_RETRY_PAUSE_S, max(0.0, deadline - time.monotonic())))
 
     def _range(self, request: Any) -> tuple[list[KeyValue], int]:
-        response = self._call(self._kv_stub.Range, request, f"get {request.key!r}", mutable=False)
+        response = self._call(self._kv_stub.Range, request, f"get {request.key!r}")
         return [_kv(kv) for kv in response.kvs], int(response.header.revision)
 
     def get(self, key: bytes) -> KeyValue | None:
@@ -414,12 +426,12 @@ class EtcdClient:
     def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int:
         op = Op.put(key, value, lease)
         request = rpc_pb2.PutRequest(key=op.key, value=op.value, lease=op.lease)
-        return int(self._call(self._kv_stub.Put, request, f"put {key!r}", mutable=True).header.revision)
+        return int(self._call(self._kv_stub.Put, request, f"put {key!r}").header.revision)
 
     def delete(self, key: bytes, *, prefix: bool = False) -> int:
         op = Op.delete(key, prefix)
         request = rpc_pb2.DeleteRangeRequest(key=op.key, range_end=op.range_end)
-        return int(self._call(self._kv_stub.DeleteRange, request, f"delete {key!r}", mutable=True).header.revision)
+        return int(self._call(self._kv_stub.DeleteRange, request, f"delete {key!r}").header.revision)
 
     def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
         request = rpc_pb2.TxnRequest(
@@ -427,8 +439,8 @@ class EtcdClient:
             success=[_op_pb(o) for o in success],
             failure=[_op_pb(o) for o in failure],
         )
-        mutable = any(o.kind != "get" for o in (*success, *failure))
-        response = self._call(self._kv_stub.Txn, request, "txn", mutable=mutable)
+        writes = any(o.kind != "get" for o in (*success, *failure))
+        response = self._call(self._kv_stub.Txn, request, "txn", repeatable=not writes)
         return TxnResult(
             succeeded=bool(response.succeeded),
             revision=int(response.header.revision),
@@ -438,7 +450,7 @@ class EtcdClient:
     def compact(self, revision: int) -> None:
         """Forget the history before ``revision``; a revision already compacted is not an error."""
         try:
-            self._call(self._kv_stub.Compact, rpc_pb2.CompactionRequest(revision=revision), "compact", mutable=False)
+            self._call(self._kv_stub.Compact, rpc_pb2.CompactionRequest(revision=revision), "compact")
         except EtcdCompacted:
             return
 
@@ -447,9 +459,7 @@ class EtcdClient:
     def grant(self, ttl_s: int) -> int:
         if ttl_s <= 0:
             raise ValueError(f"lease TTL must be positive, got {ttl_s}")
-        response = self._call(
-            self._lease_stub.LeaseGrant, rpc_pb2.LeaseGrantRequest(TTL=ttl_s), "lease grant", mutable=True
-        )
+        response = self._call(self._lease_stub.LeaseGrant, rpc_pb2.LeaseGrantRequest(TTL=ttl_s), "lease grant")
         if response.error:
             raise EtcdError(f"etcd lease grant at {self.endpoints_text}: {response.error}")
         return int(response.ID)
@@ -457,9 +467,7 @@ class EtcdClient:
     def revoke(self, lease_id: int) -> None:
         """Revoke the lease (its keys are deleted); no error if it is already gone."""
         try:
-            self._call(
-                self._lease_stub.LeaseRevoke, rpc_pb2.LeaseRevokeRequest(ID=lease_id), "lease revoke", mutable=False
-            )
+            self._call(self._lease_stub.LeaseRevoke, rpc_pb2.LeaseRevokeRequest(ID=lease_id), "lease revoke")
         except EtcdError as exc:
             if "lease not found" not in str(exc):
                 raise
@@ -484,8 +492,10 @@ class EtcdClient:
                 stream = self._keepalive
                 stream.requests.put(rpc_pb2.LeaseKeepAliveRequest(ID=lease_id))
                 try:
-                    item = stream.responses.get(timeout=remaining)
-                except queue.Empty:
+                    item = stream.responses.get(timeout=min(remaining, self._attempt_s))
+                except queue.Empty:  # its member may be waiting on a dead leader: a new stream, maybe elsewhere
+                    self._drop_keepalive()
+                    last = f"no answer within {self._attempt_s:.2f}s"
                     continue
                 if isinstance(item, grpc.RpcError):
                     self._drop_keepalive()
@@ -540,7 +550,7 @@ class EtcdClient:
     # --- cluster -------------------------------------------------------------------------------------
 
     def members(self) -> list[Member]:
-        response = self._call(self._cluster_stub.MemberList, rpc_pb2.MemberListRequest(), "member list", mutable=False)
+        response = self._call(self._cluster_stub.MemberList, rpc_pb2.MemberListRequest(), "member list")
         return [
             Member(int(m.ID), m.name, tuple(m.peerURLs), tuple(m.clientURLs), bool(m.isLearner))
             for m in response.members
