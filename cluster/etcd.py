@@ -259,6 +259,7 @@ class Watch:
     def _fail(self, error: Exception) -> None:
         self._created.set()  # wakes a watch() still waiting for creation
         self._cancelled.set()
+        self._client._forget_watch(self)
         try:
             self._on_error(error)
         except Exception:
