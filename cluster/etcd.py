@@ -72,6 +72,9 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
 _RETRY_PAUSE_S = 0.05
+# etcd's "require leader" metadata: a member that loses its leader ends these streams (UNAVAILABLE) instead
+# of keeping them open while it can no longer see new revisions or renew leases.
+_REQUIRE_LEADER = (("hasleader", "true"),)
 _COMPARE_RESULT = {
     "=": rpc_pb2.Compare.EQUAL,
     "!=": rpc_pb2.Compare.NOT_EQUAL,
@@ -86,8 +89,10 @@ _COMPARE_TARGET = {
 }
 
 
-def channel_target(endpoints: Sequence[Endpoint]) -> str:
-    """One gRPC target naming every member: ``ipv4:a:p,b:p`` (host names resolved now), or ``ipv6:...``."""
+def channel_target(endpoints: Sequence[Endpoint], first: int = 0) -> str:
+    """One gRPC target naming every member, from the ``first``-th on: ``ipv4:a:p,b:p`` (host names resolved
+    now), or ``ipv6:...``. pick_first connects to the first that answers."""
+    endpoints = [*endpoints[first:], *endpoints[:first]]
     addresses: list[tuple[int, str, int]] = []
     for endpoint in endpoints:
         try:
@@ -144,6 +149,17 @@ def _op_result(response: Any) -> list[KeyValue] | int | None:
     return None
 
 
+class _Stubs:
+    """One channel over every member and the stubs on it; replaced as a whole when the client rotates."""
+
+    def __init__(self, endpoints: Sequence[Endpoint], first: int) -> None:
+        self.channel = grpc.insecure_channel(channel_target(endpoints, first), options=_CHANNEL_OPTIONS)
+        self.kv = rpc_pb2_grpc.KVStub(self.channel)
+        self.watch = rpc_pb2_grpc.WatchStub(self.channel)
+        self.lease = rpc_pb2_grpc.LeaseStub(self.channel)
+        self.cluster = rpc_pb2_grpc.ClusterStub(self.channel)
+
+
 class Watch:
     """One watch on its own stream and thread; reconnects from the next revision when its member goes away."""
 
@@ -182,6 +198,13 @@ class Watch:
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._thread.join(timeout=5.0)
 
+    def restart(self) -> None:
+        """End the current stream (not the watch): it resumes from its next revision on the client's channel."""
+        with self._lock:
+            call = self._call
+        if call is not None:
+            call.cancel()
+
     def _run(self) -> None:
         unavailable_since: float | None = None
         last_error = ""
@@ -191,7 +214,8 @@ class Watch:
             except grpc.RpcError as exc:
                 if self._cancelled.is_set():
                     return
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                reconnect = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+                if exc.code() not in reconnect:
                     self._fail(self._client._error(exc, "watch"))
                     return
                 last_error = exc.details() or exc.code().name
@@ -223,7 +247,7 @@ class Watch:
         create.start_revision = self._next_revision
         requests: queue.Queue[Any] = queue.Queue()
         requests.put(rpc_pb2.WatchRequest(create_request=create))
-        call = self._client._watch_stub.Watch(iter(requests.get, None), wait_for_ready=True)
+        call = self._client._stubs.watch.Watch(iter(requests.get, None), wait_for_ready=True, metadata=_REQUIRE_LEADER)
         with self._lock:
             self._call, self._requests = call, requests
         if self._cancelled.is_set():
@@ -275,7 +299,7 @@ class _KeepAliveStream:
     def __init__(self, stub: Any) -> None:
         self.requests: queue.Queue[Any] = queue.Queue()
         self.responses: queue.Queue[Any] = queue.Queue()
-        self.call = stub.LeaseKeepAlive(iter(self.requests.get, None), wait_for_ready=True)
+        self.call = stub.LeaseKeepAlive(iter(self.requests.get, None), wait_for_ready=True, metadata=_REQUIRE_LEADER)
         self.reader = threading.Thread(target=self._read, name="etcd-lease-keepalive", daemon=True)
         self.reader.start()
 
@@ -299,11 +323,13 @@ class EtcdClient:
         parsed = parse_endpoints(endpoints)
         self.endpoints: tuple[str, ...] = tuple(str(e) for e in parsed)
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(channel_target(parsed), options=_CHANNEL_OPTIONS)
-        self._kv_stub = rpc_pb2_grpc.KVStub(self._channel)
-        self._watch_stub = rpc_pb2_grpc.WatchStub(self._channel)
-        self._lease_stub = rpc_pb2_grpc.LeaseStub(self._channel)
-        self._cluster_stub = rpc_pb2_grpc.ClusterStub(self._channel)
+        self._parsed = parsed
+        channel_target(parsed)  # a name that does not resolve is a ValueError now, not a timeout later
+        self._stubs = _Stubs(parsed, 0)
+        self._retired: _Stubs | None = None  # the channel before the last rotation, closed at the next one
+        self._first = 0
+        self._rotated_at = 0.0
+        self._rotate_lock = threading.Lock()
         self._keepalive_lock = threading.Lock()
         self._keepalive: _KeepAliveStream | None = None
         self._watches: set[Watch] = set()
@@ -331,7 +357,9 @@ class EtcdClient:
             if self._keepalive is not None:
                 self._keepalive.close()
                 self._keepalive = None
-        self._channel.close()
+        self._stubs.channel.close()
+        if self._retired is not None:
+            self._retired.channel.close()
 
     def __enter__(self) -> EtcdClient:
         return self
@@ -346,15 +374,38 @@ class EtcdClient:
         text = f"etcd {what} at {self.endpoints_text}: {code.name if code else '?'} {details}".rstrip()
         if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
             return EtcdCompacted(0, text)
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            return EtcdUnavailable(text)
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+            return EtcdUnavailable(text)  # CANCELLED: the client replaced the channel (we cancel nothing else)
         return EtcdError(text)
 
     @property
     def _attempt_s(self) -> float:
         return max(self.timeout_s / 3, 0.2)
 
-    def _call(self, method: Any, request: Any, what: str, *, repeatable: bool = True) -> Any:
+    def _rotate(self) -> None:
+        """Start the channel at the next member: a member that is alive on TCP but silent (stopped, stuck)
+        keeps its connection open, so the channel alone would stay on it. At most once per half timeout;
+        the replaced channel is closed one rotation later, when no call can still be waiting on it.
+        Watches move to the new channel at once (they resume from their next revision)."""
+        if len(self._parsed) < 2 or self._closed:
+            return
+        with self._rotate_lock:
+            now = time.monotonic()
+            if now - self._rotated_at < self.timeout_s / 2:
+                return
+            self._rotated_at = now
+            self._first = (self._first + 1) % len(self._parsed)
+            retired, self._retired = self._retired, self._stubs
+            self._stubs = _Stubs(self._parsed, self._first)
+        log.info("etcd: no answer in time; the channel now starts at %s", self.endpoints[self._first])
+        if retired is not None:
+            retired.channel.close()
+        with self._watches_lock:
+            watches = list(self._watches)
+        for watch in watches:
+            watch.restart()
+
+    def _call(self, method: Callable[[_Stubs], Any], request: Any, what: str, *, repeatable: bool = True) -> Any:
         if self._closed:
             raise EtcdError(f"etcd {what}: the client is closed")
         deadline = time.monotonic() + self.timeout_s
@@ -367,11 +418,16 @@ class EtcdClient:
                 )
             attempt = min(remaining, self._attempt_s) if repeatable else remaining
             try:
-                return method(request, timeout=attempt, wait_for_ready=True)
+                return method(self._stubs)(request, timeout=attempt, wait_for_ready=True)
             except grpc.RpcError as exc:
                 code, details = exc.code(), exc.details() or ""
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    self._rotate()
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED and repeatable:
                     last = f"no answer within {attempt:.2f}s"
+                    continue
+                if code == grpc.StatusCode.CANCELLED and not self._closed and repeatable:
+                    last = "its channel was replaced"  # a rotation closed the channel under this call
                     continue
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise EtcdUnavailable(
@@ -388,7 +444,7 @@ class EtcdClient:
                 time.sleep(min(_RETRY_PAUSE_S, max(0.0, deadline - time.monotonic())))
 
     def _range(self, request: Any) -> tuple[list[KeyValue], int]:
-        response = self._call(self._kv_stub.Range, request, f"get {request.key!r}")
+        response = self._call(lambda s: s.kv.Range, request, f"get {request.key!r}")
         return [_kv(kv) for kv in response.kvs], int(response.header.revision)
 
     def get(self, key: bytes) -> KeyValue | None:
@@ -427,12 +483,12 @@ class EtcdClient:
     def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int:
         op = Op.put(key, value, lease)
         request = rpc_pb2.PutRequest(key=op.key, value=op.value, lease=op.lease)
-        return int(self._call(self._kv_stub.Put, request, f"put {key!r}").header.revision)
+        return int(self._call(lambda s: s.kv.Put, request, f"put {key!r}").header.revision)
 
     def delete(self, key: bytes, *, prefix: bool = False) -> int:
         op = Op.delete(key, prefix)
         request = rpc_pb2.DeleteRangeRequest(key=op.key, range_end=op.range_end)
-        return int(self._call(self._kv_stub.DeleteRange, request, f"delete {key!r}").header.revision)
+        return int(self._call(lambda s: s.kv.DeleteRange, request, f"delete {key!r}").header.revision)
 
     def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
         request = rpc_pb2.TxnRequest(
@@ -441,7 +497,7 @@ class EtcdClient:
             failure=[_op_pb(o) for o in failure],
         )
         writes = any(o.kind != "get" for o in (*success, *failure))
-        response = self._call(self._kv_stub.Txn, request, "txn", repeatable=not writes)
+        response = self._call(lambda s: s.kv.Txn, request, "txn", repeatable=not writes)
         return TxnResult(
             succeeded=bool(response.succeeded),
             revision=int(response.header.revision),
@@ -451,7 +507,7 @@ class EtcdClient:
     def compact(self, revision: int) -> None:
         """Forget the history before ``revision``; a revision already compacted is not an error."""
         try:
-            self._call(self._kv_stub.Compact, rpc_pb2.CompactionRequest(revision=revision), "compact")
+            self._call(lambda s: s.kv.Compact, rpc_pb2.CompactionRequest(revision=revision), "compact")
         except EtcdCompacted:
             return
 
@@ -460,7 +516,7 @@ class EtcdClient:
     def grant(self, ttl_s: int) -> int:
         if ttl_s <= 0:
             raise ValueError(f"lease TTL must be positive, got {ttl_s}")
-        response = self._call(self._lease_stub.LeaseGrant, rpc_pb2.LeaseGrantRequest(TTL=ttl_s), "lease grant")
+        response = self._call(lambda s: s.lease.LeaseGrant, rpc_pb2.LeaseGrantRequest(TTL=ttl_s), "lease grant")
         if response.error:
             raise EtcdError(f"etcd lease grant at {self.endpoints_text}: {response.error}")
         return int(response.ID)
@@ -468,7 +524,7 @@ class EtcdClient:
     def revoke(self, lease_id: int) -> None:
         """Revoke the lease (its keys are deleted); no error if it is already gone."""
         try:
-            self._call(self._lease_stub.LeaseRevoke, rpc_pb2.LeaseRevokeRequest(ID=lease_id), "lease revoke")
+            self._call(lambda s: s.lease.LeaseRevoke, rpc_pb2.LeaseRevokeRequest(ID=lease_id), "lease revoke")
         except EtcdError as exc:
             if "lease not found" not in str(exc):
                 raise
@@ -489,19 +545,20 @@ class EtcdClient:
                         f"{self.timeout_s}s ({last})"
                     )
                 if self._keepalive is None:
-                    self._keepalive = _KeepAliveStream(self._lease_stub)
+                    self._keepalive = _KeepAliveStream(self._stubs.lease)
                 stream = self._keepalive
                 stream.requests.put(rpc_pb2.LeaseKeepAliveRequest(ID=lease_id))
                 try:
                     item = stream.responses.get(timeout=min(remaining, self._attempt_s))
-                except queue.Empty:  # its member may be waiting on a dead leader: a new stream, maybe elsewhere
+                except queue.Empty:  # its member may be waiting on a dead leader, or silent: a new stream
                     self._drop_keepalive()
+                    self._rotate()
                     last = f"no answer within {self._attempt_s:.2f}s"
                     continue
                 if isinstance(item, grpc.RpcError):
                     self._drop_keepalive()
                     error = self._error(item, "lease keep-alive")
-                    if not isinstance(error, EtcdUnavailable):
+                    if not isinstance(error, EtcdUnavailable) and item.code() != grpc.StatusCode.CANCELLED:
                         raise error
                     last = str(error)
                     time.sleep(min(_RETRY_PAUSE_S, max(0.0, deadline - time.monotonic())))
@@ -551,7 +608,7 @@ class EtcdClient:
     # --- cluster -------------------------------------------------------------------------------------
 
     def members(self) -> list[Member]:
-        response = self._call(self._cluster_stub.MemberList, rpc_pb2.MemberListRequest(), "member list")
+        response = self._call(lambda s: s.cluster.MemberList, rpc_pb2.MemberListRequest(), "member list")
         return [
             Member(int(m.ID), m.name, tuple(m.peerURLs), tuple(m.clientURLs), bool(m.isLearner))
             for m in response.members

@@ -197,3 +197,26 @@ def test_all_members_down_raises_unavailable_within_the_timeout(cluster: EtcdClu
         assert all(s.error is not None for s in client.status())
     finally:
         client.close()
+
+
+def test_a_paused_member_is_left_within_the_timeout(cluster: EtcdCluster) -> None:
+    client = EtcdClient.from_urls(cluster.urls_text, timeout_s=1.0)
+    recorder = Recorder()
+    watch = client.watch(b"k", on_events=recorder.on_events, on_error=recorder.on_error)
+    try:
+        client.put(b"k", b"before")
+        cluster.pause(0)  # the member the channel uses: its TCP connection stays open, nothing answers
+        began = time.monotonic()
+        client.put(b"k", b"after")  # an attempt times out, the channel starts at the next member
+        assert time.monotonic() - began < 1.5
+        kv = client.get(b"k")
+        assert kv is not None and kv.value == b"after"
+        wait_for(lambda: [e.kv.value for e in recorder.events] == [b"before", b"after"])
+        assert not recorder.errors
+        cluster.resume(0)
+        cluster.stop_member(1)
+        cluster.start_member(1)  # restarted on its data: back in the cluster
+        assert all(s.error is None for s in client.status())
+    finally:
+        watch.cancel()
+        client.close()
