@@ -179,6 +179,7 @@ class Watch:
         self._created = threading.Event()
         self._lock = threading.Lock()
         self._call: Any = None
+        self._stream_created = False
         self._requests: queue.Queue[Any] | None = None
         self._thread = threading.Thread(target=self._run, name=f"etcd-watch-{create.key!r}", daemon=True)
 
@@ -209,6 +210,7 @@ class Watch:
         unavailable_since: float | None = None
         last_error = ""
         while not self._cancelled.is_set():
+            self._stream_created = False
             try:
                 done = self._stream_once()
             except grpc.RpcError as exc:
@@ -227,9 +229,9 @@ class Watch:
             if done or self._cancelled.is_set():
                 return
             now = time.monotonic()
-            if self._created.is_set():
-                unavailable_since = now if unavailable_since is None else unavailable_since
-            if unavailable_since is not None and now - unavailable_since > max(self._client.timeout_s, 1.0):
+            if self._stream_created or unavailable_since is None:
+                unavailable_since = now  # counted from the last stream that worked, not from the first outage
+            if now - unavailable_since > max(self._client.timeout_s, 1.0):
                 self._fail(
                     EtcdUnavailable(
                         f"watch {self._create.key!r}: no etcd member of {self._client.endpoints_text} answered "
@@ -237,7 +239,6 @@ class Watch:
                     )
                 )
                 return
-            unavailable_since = unavailable_since or now
             self._cancelled.wait(_RETRY_PAUSE_S * 4)
 
     def _stream_once(self) -> bool:
@@ -265,6 +266,7 @@ class Watch:
                 if response.created:
                     if self._next_revision == 0:
                         self._next_revision = int(response.header.revision) + 1
+                    self._stream_created = True
                     self._created.set()
                 if response.events:
                     events = [

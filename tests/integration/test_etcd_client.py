@@ -200,7 +200,7 @@ def test_all_members_down_raises_unavailable_within_the_timeout(cluster: EtcdClu
 
 
 def test_a_paused_member_is_left_within_the_timeout(cluster: EtcdCluster) -> None:
-    client = EtcdClient.from_urls(cluster.urls_text, timeout_s=1.0)
+    client = EtcdClient.from_urls(cluster.urls_text, timeout_s=2.0)
     recorder = Recorder()
     watch = client.watch(b"k", on_events=recorder.on_events, on_error=recorder.on_error)
     try:
@@ -208,7 +208,7 @@ def test_a_paused_member_is_left_within_the_timeout(cluster: EtcdCluster) -> Non
         cluster.pause(0)  # the member the channel uses: its TCP connection stays open, nothing answers
         began = time.monotonic()
         client.put(b"k", b"after")  # an attempt times out, the channel starts at the next member
-        assert time.monotonic() - began < 1.5
+        assert time.monotonic() - began < 2.0 + 1.0  # its timeout, and a slack for a loaded machine
         kv = client.get(b"k")
         assert kv is not None and kv.value == b"after"
         wait_for(lambda: [e.kv.value for e in recorder.events] == [b"before", b"after"])
@@ -217,6 +217,29 @@ def test_a_paused_member_is_left_within_the_timeout(cluster: EtcdCluster) -> Non
         cluster.stop_member(1)
         cluster.start_member(1)  # restarted on its data: back in the cluster
         assert all(s.error is None for s in client.status())
+    finally:
+        watch.cancel()
+        client.close()
+
+
+def test_a_watch_survives_one_failover_after_another(cluster: EtcdCluster) -> None:
+    client = EtcdClient.from_urls(cluster.urls_text, timeout_s=1.0)
+    recorder = Recorder()
+    watch = client.watch(b"w", on_events=recorder.on_events, on_error=recorder.on_error)
+    try:
+        for round_, victim in enumerate((0, 1)):  # the member the channel is on each time
+            cluster.kill_member(victim)
+            time.sleep(1.5)  # longer than the client's timeout between the two failovers
+            value = str(round_).encode()
+            client.put(b"w", value)
+
+            def delivered(value: bytes = value) -> bool:
+                return [e.kv.value for e in recorder.events][-1:] == [value]
+
+            wait_for(delivered)
+            cluster.start_member(victim)
+        assert [e.kv.value for e in recorder.events] == [b"0", b"1"]
+        assert not recorder.errors
     finally:
         watch.cancel()
         client.close()
