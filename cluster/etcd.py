@@ -1,11 +1,14 @@
 """An etcd v3 client over gRPC stubs generated from etcd's own protos (cluster/etcd_pb; adapter).
 
 One gRPC channel lists every member (pick_first): when the member in use dies, the channel connects to the
-next and calls wait for it (wait_for_ready) within the client's timeout. Reads are retried on UNAVAILABLE;
-writes only when etcd said it had no leader (rejected before being proposed): any other failure of a write
-is raised, since it may or may not have been applied. A call that finds no member within ``timeout_s``
-raises EtcdUnavailable naming the endpoints; it never hangs. Watches and the lease keep-alive stream run on
-their own native threads.
+next and calls wait for it (wait_for_ready) within the client's timeout. Calls whose repetition does no harm
+(reads, put, delete, lease grant/revoke/keep-alive, compact) are retried within ``timeout_s``, each attempt
+given a third of it: a request forwarded to a leader that just died is dropped by raft and would otherwise
+wait out etcd's own 5 s request timeout. A transaction that writes is retried only when etcd said it had no
+leader (rejected before being proposed); any other failure raises EtcdUnavailable saying it may or may not
+have been applied (its compares tell the caller on a re-read). A call that finds no member within
+``timeout_s`` raises EtcdUnavailable naming the endpoints; it never hangs. Watches and the lease keep-alive
+stream run on their own native threads.
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
 _RETRY_PAUSE_S = 0.05
+# etcd's "require leader" metadata: a member that loses its leader ends these streams (UNAVAILABLE) instead
+# of keeping them open while it can no longer see new revisions or renew leases.
+_REQUIRE_LEADER = (("hasleader", "true"),)
 _COMPARE_RESULT = {
     "=": rpc_pb2.Compare.EQUAL,
     "!=": rpc_pb2.Compare.NOT_EQUAL,
@@ -83,8 +89,10 @@ _COMPARE_TARGET = {
 }
 
 
-def channel_target(endpoints: Sequence[Endpoint]) -> str:
-    """One gRPC target naming every member: ``ipv4:a:p,b:p`` (host names resolved now), or ``ipv6:...``."""
+def channel_target(endpoints: Sequence[Endpoint], first: int = 0) -> str:
+    """One gRPC target naming every member, from the ``first``-th on: ``ipv4:a:p,b:p`` (host names resolved
+    now), or ``ipv6:...``. pick_first connects to the first that answers."""
+    endpoints = [*endpoints[first:], *endpoints[:first]]
     addresses: list[tuple[int, str, int]] = []
     for endpoint in endpoints:
         try:
@@ -141,6 +149,17 @@ def _op_result(response: Any) -> list[KeyValue] | int | None:
     return None
 
 
+class _Stubs:
+    """One channel over every member and the stubs on it; replaced as a whole when the client rotates."""
+
+    def __init__(self, endpoints: Sequence[Endpoint], first: int) -> None:
+        self.channel = grpc.insecure_channel(channel_target(endpoints, first), options=_CHANNEL_OPTIONS)
+        self.kv = rpc_pb2_grpc.KVStub(self.channel)
+        self.watch = rpc_pb2_grpc.WatchStub(self.channel)
+        self.lease = rpc_pb2_grpc.LeaseStub(self.channel)
+        self.cluster = rpc_pb2_grpc.ClusterStub(self.channel)
+
+
 class Watch:
     """One watch on its own stream and thread; reconnects from the next revision when its member goes away."""
 
@@ -160,6 +179,7 @@ class Watch:
         self._created = threading.Event()
         self._lock = threading.Lock()
         self._call: Any = None
+        self._stream_created = False
         self._requests: queue.Queue[Any] | None = None
         self._thread = threading.Thread(target=self._run, name=f"etcd-watch-{create.key!r}", daemon=True)
 
@@ -179,16 +199,25 @@ class Watch:
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._thread.join(timeout=5.0)
 
+    def restart(self) -> None:
+        """End the current stream (not the watch): it resumes from its next revision on the client's channel."""
+        with self._lock:
+            call = self._call
+        if call is not None:
+            call.cancel()
+
     def _run(self) -> None:
         unavailable_since: float | None = None
         last_error = ""
         while not self._cancelled.is_set():
+            self._stream_created = False
             try:
                 done = self._stream_once()
             except grpc.RpcError as exc:
                 if self._cancelled.is_set():
                     return
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                reconnect = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+                if exc.code() not in reconnect:
                     self._fail(self._client._error(exc, "watch"))
                     return
                 last_error = exc.details() or exc.code().name
@@ -200,9 +229,9 @@ class Watch:
             if done or self._cancelled.is_set():
                 return
             now = time.monotonic()
-            if self._created.is_set():
-                unavailable_since = now if unavailable_since is None else unavailable_since
-            if unavailable_since is not None and now - unavailable_since > max(self._client.timeout_s, 1.0):
+            if self._stream_created or unavailable_since is None:
+                unavailable_since = now  # counted from the last stream that worked, not from the first outage
+            if now - unavailable_since > max(self._client.timeout_s, 1.0):
                 self._fail(
                     EtcdUnavailable(
                         f"watch {self._create.key!r}: no etcd member of {self._client.endpoints_text} answered "
@@ -210,7 +239,6 @@ class Watch:
                     )
                 )
                 return
-            unavailable_since = unavailable_since or now
             self._cancelled.wait(_RETRY_PAUSE_S * 4)
 
     def _stream_once(self) -> bool:
@@ -220,7 +248,7 @@ class Watch:
         create.start_revision = self._next_revision
         requests: queue.Queue[Any] = queue.Queue()
         requests.put(rpc_pb2.WatchRequest(create_request=create))
-        call = self._client._watch_stub.Watch(iter(requests.get, None), wait_for_ready=True)
+        call = self._client._stubs.watch.Watch(iter(requests.get, None), wait_for_ready=True, metadata=_REQUIRE_LEADER)
         with self._lock:
             self._call, self._requests = call, requests
         if self._cancelled.is_set():
@@ -238,6 +266,7 @@ class Watch:
                 if response.created:
                     if self._next_revision == 0:
                         self._next_revision = int(response.header.revision) + 1
+                    self._stream_created = True
                     self._created.set()
                 if response.events:
                     events = [
@@ -256,6 +285,7 @@ class Watch:
     def _fail(self, error: Exception) -> None:
         self._created.set()  # wakes a watch() still waiting for creation
         self._cancelled.set()
+        self._client._forget_watch(self)
         try:
             self._on_error(error)
         except Exception:
@@ -271,7 +301,7 @@ class _KeepAliveStream:
     def __init__(self, stub: Any) -> None:
         self.requests: queue.Queue[Any] = queue.Queue()
         self.responses: queue.Queue[Any] = queue.Queue()
-        self.call = stub.LeaseKeepAlive(iter(self.requests.get, None), wait_for_ready=True)
+        self.call = stub.LeaseKeepAlive(iter(self.requests.get, None), wait_for_ready=True, metadata=_REQUIRE_LEADER)
         self.reader = threading.Thread(target=self._read, name="etcd-lease-keepalive", daemon=True)
         self.reader.start()
 
@@ -295,11 +325,13 @@ class EtcdClient:
         parsed = parse_endpoints(endpoints)
         self.endpoints: tuple[str, ...] = tuple(str(e) for e in parsed)
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(channel_target(parsed), options=_CHANNEL_OPTIONS)
-        self._kv_stub = rpc_pb2_grpc.KVStub(self._channel)
-        self._watch_stub = rpc_pb2_grpc.WatchStub(self._channel)
-        self._lease_stub = rpc_pb2_grpc.LeaseStub(self._channel)
-        self._cluster_stub = rpc_pb2_grpc.ClusterStub(self._channel)
+        self._parsed = parsed
+        channel_target(parsed)  # a name that does not resolve is a ValueError now, not a timeout later
+        self._stubs = _Stubs(parsed, 0)
+        self._retired: _Stubs | None = None  # the channel before the last rotation, closed at the next one
+        self._first = 0
+        self._rotated_at = 0.0
+        self._rotate_lock = threading.Lock()
         self._keepalive_lock = threading.Lock()
         self._keepalive: _KeepAliveStream | None = None
         self._watches: set[Watch] = set()
@@ -327,7 +359,9 @@ class EtcdClient:
             if self._keepalive is not None:
                 self._keepalive.close()
                 self._keepalive = None
-        self._channel.close()
+        self._stubs.channel.close()
+        if self._retired is not None:
+            self._retired.channel.close()
 
     def __enter__(self) -> EtcdClient:
         return self
@@ -342,11 +376,38 @@ class EtcdClient:
         text = f"etcd {what} at {self.endpoints_text}: {code.name if code else '?'} {details}".rstrip()
         if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
             return EtcdCompacted(0, text)
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            return EtcdUnavailable(text)
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+            return EtcdUnavailable(text)  # CANCELLED: the client replaced the channel (we cancel nothing else)
         return EtcdError(text)
 
-    def _call(self, method: Any, request: Any, what: str, *, mutable: bool) -> Any:
+    @property
+    def _attempt_s(self) -> float:
+        return max(self.timeout_s / 3, 0.2)
+
+    def _rotate(self) -> None:
+        """Start the channel at the next member: a member that is alive on TCP but silent (stopped, stuck)
+        keeps its connection open, so the channel alone would stay on it. At most once per half timeout;
+        the replaced channel is closed one rotation later, when no call can still be waiting on it.
+        Watches move to the new channel at once (they resume from their next revision)."""
+        if len(self._parsed) < 2 or self._closed:
+            return
+        with self._rotate_lock:
+            now = time.monotonic()
+            if now - self._rotated_at < self.timeout_s / 2:
+                return
+            self._rotated_at = now
+            self._first = (self._first + 1) % len(self._parsed)
+            retired, self._retired = self._retired, self._stubs
+            self._stubs = _Stubs(self._parsed, self._first)
+        log.info("etcd: no answer in time; the channel now starts at %s", self.endpoints[self._first])
+        if retired is not None:
+            retired.channel.close()
+        with self._watches_lock:
+            watches = list(self._watches)
+        for watch in watches:
+            watch.restart()
+
+    def _call(self, method: Callable[[_Stubs], Any], request: Any, what: str, *, repeatable: bool = True) -> Any:
         if self._closed:
             raise EtcdError(f"etcd {what}: the client is closed")
         deadline = time.monotonic() + self.timeout_s
@@ -357,25 +418,35 @@ class EtcdClient:
                 raise EtcdUnavailable(
                     f"etcd {what}: no member of {self.endpoints_text} answered within {self.timeout_s}s ({last})"
                 )
+            attempt = min(remaining, self._attempt_s) if repeatable else remaining
             try:
-                return method(request, timeout=remaining, wait_for_ready=True)
+                return method(self._stubs)(request, timeout=attempt, wait_for_ready=True)
             except grpc.RpcError as exc:
                 code, details = exc.code(), exc.details() or ""
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    self._rotate()
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED and repeatable:
+                    last = f"no answer within {attempt:.2f}s"
+                    continue
+                if code == grpc.StatusCode.CANCELLED and not self._closed and repeatable:
+                    last = "its channel was replaced"  # a rotation closed the channel under this call
+                    continue
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise EtcdUnavailable(
-                        f"etcd {what}: no member of {self.endpoints_text} answered within {self.timeout_s}s ({last})"
+                        f"etcd {what}: no member of {self.endpoints_text} answered within {self.timeout_s}s "
+                        f"({last}; the write may or may not have been applied)"
                     ) from exc
-                retry = code == grpc.StatusCode.UNAVAILABLE and (not mutable or "no leader" in details)
+                retry = code == grpc.StatusCode.UNAVAILABLE and (repeatable or "no leader" in details)
                 if not retry:
                     error = self._error(exc, what)
-                    if mutable and isinstance(error, EtcdUnavailable):
+                    if not repeatable and isinstance(error, EtcdUnavailable):
                         error = EtcdUnavailable(f"{error} (the write may or may not have been applied)")
                     raise error from exc
                 last = f"{code.name} {details}"
                 time.sleep(min(_RETRY_PAUSE_S, max(0.0, deadline - time.monotonic())))
 
     def _range(self, request: Any) -> tuple[list[KeyValue], int]:
-        response = self._call(self._kv_stub.Range, request, f"get {request.key!r}", mutable=False)
+        response = self._call(lambda s: s.kv.Range, request, f"get {request.key!r}")
         return [_kv(kv) for kv in response.kvs], int(response.header.revision)
 
     def get(self, key: bytes) -> KeyValue | None:
@@ -414,12 +485,12 @@ class EtcdClient:
     def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int:
         op = Op.put(key, value, lease)
         request = rpc_pb2.PutRequest(key=op.key, value=op.value, lease=op.lease)
-        return int(self._call(self._kv_stub.Put, request, f"put {key!r}", mutable=True).header.revision)
+        return int(self._call(lambda s: s.kv.Put, request, f"put {key!r}").header.revision)
 
     def delete(self, key: bytes, *, prefix: bool = False) -> int:
         op = Op.delete(key, prefix)
         request = rpc_pb2.DeleteRangeRequest(key=op.key, range_end=op.range_end)
-        return int(self._call(self._kv_stub.DeleteRange, request, f"delete {key!r}", mutable=True).header.revision)
+        return int(self._call(lambda s: s.kv.DeleteRange, request, f"delete {key!r}").header.revision)
 
     def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
         request = rpc_pb2.TxnRequest(
@@ -427,8 +498,8 @@ class EtcdClient:
             success=[_op_pb(o) for o in success],
             failure=[_op_pb(o) for o in failure],
         )
-        mutable = any(o.kind != "get" for o in (*success, *failure))
-        response = self._call(self._kv_stub.Txn, request, "txn", mutable=mutable)
+        writes = any(o.kind != "get" for o in (*success, *failure))
+        response = self._call(lambda s: s.kv.Txn, request, "txn", repeatable=not writes)
         return TxnResult(
             succeeded=bool(response.succeeded),
             revision=int(response.header.revision),
@@ -438,7 +509,7 @@ class EtcdClient:
     def compact(self, revision: int) -> None:
         """Forget the history before ``revision``; a revision already compacted is not an error."""
         try:
-            self._call(self._kv_stub.Compact, rpc_pb2.CompactionRequest(revision=revision), "compact", mutable=False)
+            self._call(lambda s: s.kv.Compact, rpc_pb2.CompactionRequest(revision=revision), "compact")
         except EtcdCompacted:
             return
 
@@ -447,9 +518,7 @@ class EtcdClient:
     def grant(self, ttl_s: int) -> int:
         if ttl_s <= 0:
             raise ValueError(f"lease TTL must be positive, got {ttl_s}")
-        response = self._call(
-            self._lease_stub.LeaseGrant, rpc_pb2.LeaseGrantRequest(TTL=ttl_s), "lease grant", mutable=True
-        )
+        response = self._call(lambda s: s.lease.LeaseGrant, rpc_pb2.LeaseGrantRequest(TTL=ttl_s), "lease grant")
         if response.error:
             raise EtcdError(f"etcd lease grant at {self.endpoints_text}: {response.error}")
         return int(response.ID)
@@ -457,9 +526,7 @@ class EtcdClient:
     def revoke(self, lease_id: int) -> None:
         """Revoke the lease (its keys are deleted); no error if it is already gone."""
         try:
-            self._call(
-                self._lease_stub.LeaseRevoke, rpc_pb2.LeaseRevokeRequest(ID=lease_id), "lease revoke", mutable=False
-            )
+            self._call(lambda s: s.lease.LeaseRevoke, rpc_pb2.LeaseRevokeRequest(ID=lease_id), "lease revoke")
         except EtcdError as exc:
             if "lease not found" not in str(exc):
                 raise
@@ -480,17 +547,20 @@ class EtcdClient:
                         f"{self.timeout_s}s ({last})"
                     )
                 if self._keepalive is None:
-                    self._keepalive = _KeepAliveStream(self._lease_stub)
+                    self._keepalive = _KeepAliveStream(self._stubs.lease)
                 stream = self._keepalive
                 stream.requests.put(rpc_pb2.LeaseKeepAliveRequest(ID=lease_id))
                 try:
-                    item = stream.responses.get(timeout=remaining)
-                except queue.Empty:
+                    item = stream.responses.get(timeout=min(remaining, self._attempt_s))
+                except queue.Empty:  # its member may be waiting on a dead leader, or silent: a new stream
+                    self._drop_keepalive()
+                    self._rotate()
+                    last = f"no answer within {self._attempt_s:.2f}s"
                     continue
                 if isinstance(item, grpc.RpcError):
                     self._drop_keepalive()
                     error = self._error(item, "lease keep-alive")
-                    if not isinstance(error, EtcdUnavailable):
+                    if not isinstance(error, EtcdUnavailable) and item.code() != grpc.StatusCode.CANCELLED:
                         raise error
                     last = str(error)
                     time.sleep(min(_RETRY_PAUSE_S, max(0.0, deadline - time.monotonic())))
@@ -540,7 +610,7 @@ class EtcdClient:
     # --- cluster -------------------------------------------------------------------------------------
 
     def members(self) -> list[Member]:
-        response = self._call(self._cluster_stub.MemberList, rpc_pb2.MemberListRequest(), "member list", mutable=False)
+        response = self._call(lambda s: s.cluster.MemberList, rpc_pb2.MemberListRequest(), "member list")
         return [
             Member(int(m.ID), m.name, tuple(m.peerURLs), tuple(m.clientURLs), bool(m.isLearner))
             for m in response.members

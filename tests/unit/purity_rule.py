@@ -110,6 +110,7 @@ PURE_MODULES = (
     "mininet_topos/timeline.py",
     "nodeagent/plan.py",
     "cluster/codec.py",
+    "cluster/etcd_model.py",
 )
 
 # Standard modules a pure module may import anyway: only for an injectable default or a lock, never for I/O.
