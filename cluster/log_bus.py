@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -60,12 +61,13 @@ class ReadOnly(BusUnavailable):
 @dataclass(frozen=True, slots=True)
 class _Entry:
     replica: str
+    incarnation: str
     first_seq: int
     events: list[Event]
 
 
-def _encode_entry(replica: str, first_seq: int, events: list[Event]) -> bytes:
-    header = json.dumps({"replica": replica, "seq": first_seq}).encode()
+def _encode_entry(replica: str, incarnation: str, first_seq: int, events: list[Event]) -> bytes:
+    header = json.dumps({"replica": replica, "incarnation": incarnation, "seq": first_seq}).encode()
     return header + b"\n" + encode_events(events)
 
 
@@ -75,10 +77,10 @@ def _decode_entry(value: bytes) -> _Entry:
         raise CodecError("log entry without a header line")
     try:
         fields = json.loads(header)
-        replica, seq = str(fields["replica"]), int(fields["seq"])
+        replica, incarnation, seq = str(fields["replica"]), str(fields["incarnation"]), int(fields["seq"])
     except (ValueError, KeyError, TypeError) as exc:
         raise CodecError(f"log entry header: {exc}") from None
-    return _Entry(replica, seq, decode_events(body))
+    return _Entry(replica, incarnation, seq, decode_events(body))
 
 
 def _encode_checkpoint(log_revision: int, state: FabricState) -> bytes:
@@ -117,6 +119,10 @@ class ClusterBus:
         self._queue: list[tuple[Event, Future[FabricState]]] = []
         self._waiting: dict[int, Future[FabricState]] = {}  # our own events in flight, by sequence number
         self._next_seq = 0
+        self._incarnation = os.urandom(8).hex()  # this process's entries, told apart from a restart's
+        self._applied_seq: dict[tuple[str, str], int] = {}
+        """Per publisher (replica, incarnation): the sequence number after its last entry applied. An etcd put
+        retried after a timeout may have been written twice: the second copy is skipped, on every replica."""
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self._watch: Watch | None = None
@@ -232,7 +238,7 @@ class ClusterBus:
                 for offset, (_, future) in enumerate(batch):
                     self._waiting[first + offset] = future
             try:
-                value = _encode_entry(self.replica_id, first, [event for event, _ in batch])
+                value = _encode_entry(self.replica_id, self._incarnation, first, [event for event, _ in batch])
                 self._client.put(self._log_key, value)
             except (EtcdError, CodecError) as exc:
                 # An etcd timeout may still have committed the entry: if it comes back, it is applied (and
@@ -306,7 +312,13 @@ class ClusterBus:
             LOG.error("log entry at revision %d skipped: %s", revision, exc)
             self._note_applied(revision)
             return
-        ours = entry.replica == self.replica_id
+        publisher = (entry.replica, entry.incarnation)
+        if entry.first_seq < self._applied_seq.get(publisher, 0):
+            LOG.info("log entry at revision %d is a repeat of %s's (a retried write): skipped", revision, entry.replica)
+            self._note_applied(revision)
+            return
+        self._applied_seq[publisher] = entry.first_seq + len(entry.events)
+        ours = publisher == (self.replica_id, self._incarnation)
         last: Future[FabricState] | None = None
         for offset, event in enumerate(entry.events):
             mine = None

@@ -207,3 +207,30 @@ def test_a_second_replica_with_the_same_id_is_refused(members: Members) -> None:
     members.start("r1")
     with pytest.raises(DuplicateReplica, match="r1"):
         members.start("r1")
+
+
+def test_a_log_entry_written_twice_is_applied_once(etcd: EtcdCluster, seed: FabricState) -> None:
+    """An etcd put retried after a timeout may land twice: every replica skips the repeat."""
+    clients = [EtcdClient.from_urls(etcd.urls_text) for _ in range(2)]
+    buses = [new_bus(clients[0], "r1", seed).start(), new_bus(clients[1], "r2", seed).start()]
+    try:
+        switch = next(iter(seed.topology.switches))
+        after_connect = buses[0].publish(SwitchConnected(switch, (), 1.0)).result(timeout=10)
+        after_disconnect = buses[0].publish(SwitchDisconnected(switch, 2.0)).result(timeout=10)
+        connected_entry = clients[0].get(ROOT + b"/log")
+        assert connected_entry is not None
+        # The disconnect's entry written again (its retry): applied twice, the switch would stay disconnected
+        # either way, so repeat the connect entry read back at its revision instead.
+        kvs, _ = clients[0].get_prefix(ROOT + b"/log", revision=connected_entry.mod_revision - 1)
+        clients[0].put(ROOT + b"/log", kvs[0].value)  # the SwitchConnected entry, again
+        marker = buses[1].publish(SwitchDisconnected(switch, 3.0)).result(timeout=10)
+        for bus in buses:
+            wait_until(lambda bus=bus: bus.state.generation >= marker.generation, 10, "the marker applied")
+            assert bus.state.generation == after_disconnect.generation  # the repeat changed nothing
+            assert not bus.state.topology.switches[switch].connected
+        assert after_connect.generation == after_disconnect.generation - 1
+    finally:
+        for bus in buses:
+            bus.stop()
+        for client in clients:
+            client.close()
