@@ -396,6 +396,20 @@ class Controller:
 
         return Mastership(False, 0)
 
+    def _forwarding_credentials(self) -> Any:
+        """With --pki-dir the placement API is mTLS: a follower calls the leader's with its own control
+        certificate (the leader admits a controller of its trust domain). None: plaintext."""
+        if self.control_certs is None or self.pki is None:
+            return None
+        import grpc
+
+        svid = self.control_certs.grpc.current
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.pki.issuer.bundle_pem.encode(),
+            private_key=svid.private_key_pem.encode(),
+            certificate_chain=svid.cert_chain_pem.encode(),
+        )
+
     def _start_cluster_bus(self) -> None:
         """The model from etcd: the newest checkpoint and the log after it (a new cluster: ours seeds it)."""
         from cluster.etcd import EtcdError
@@ -428,7 +442,10 @@ class Controller:
             leads = leadership.is_leader
             openflow.app.set_mastership(Mastership(leads, leadership.generation))
             leader = leadership.leader
-            placement.forward_writes_to(None if leads or leader is None else leader.api)
+            if leads or leader is None:
+                placement.forward_writes_to(None)  # decided here, or refused UNAVAILABLE while no one leads
+            else:
+                placement.forward_writes_to(leader.api, self._forwarding_credentials())
             if leads:  # what only the leader does may have waited meanwhile
                 placement.wake_failover()
                 if replicas is not None:
