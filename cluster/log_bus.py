@@ -31,7 +31,7 @@ from typing import Protocol
 from cluster.codec import CodecError, decode_events, decode_state, encode_events, encode_state
 from cluster.etcd import Compare, EtcdClient, EtcdCompacted, EtcdError, Op, Watch, WatchEvent
 from netmodel.bus import BusUnavailable, ModelSubscriber
-from netmodel.events import Event
+from netmodel.events import Event, WorkloadHealthChanged
 from netmodel.state import FabricState
 
 LOG = logging.getLogger("edgectl.cluster.log")
@@ -52,6 +52,15 @@ class LocalBus(Protocol):
     def wait_for(self, predicate: Callable[[FabricState], bool], timeout: float) -> FabricState | None: ...
     def start(self) -> None: ...
     def stop(self, timeout: float = 5.0) -> None: ...
+
+
+ANY_REPLICA_EVENTS: frozenset[type] = frozenset({WorkloadHealthChanged})
+"""Events any replica may publish: node agents report to whichever replica they reach. Every other event is
+an observation of the network or a decision, the leader's alone: fenced by its election key in etcd."""
+
+
+class NotLeader(BusUnavailable):
+    """A leader's event (an observation, a decision) from a replica that does not lead, or no longer does."""
 
 
 class ReadOnly(BusUnavailable):
@@ -106,6 +115,7 @@ class ClusterBus:
         seed: Callable[[], FabricState],
         local_bus: Callable[[FabricState], LocalBus],
         is_leader: Callable[[], bool] = lambda: False,
+        fence: Callable[[], tuple[bytes, int] | None] | None = None,
     ) -> None:
         self._client = client
         self._root = root.rstrip(b"/")
@@ -113,6 +123,11 @@ class ClusterBus:
         self._seed = seed
         self._local_bus = local_bus
         self._is_leader = is_leader
+        self._fence = fence
+        """``ClusterMember.fence``: (our election key, its revision) while we lead. None: no fencing at all
+        (every replica may publish every event; tests of the log alone)."""
+        self._last_handed: Future[FabricState] | None = None  # the last event handed to the model writer
+        self._watch_ended = False
         self._bus = local_bus(seed())
         self._subscribers: list[ModelSubscriber] = []
         self._lock = threading.Condition()
@@ -233,24 +248,57 @@ class ClusterBus:
                         future.set_exception(ReadOnly("this replica is stopping"))
                     return
                 batch, self._queue = self._queue[:MAX_BATCH_EVENTS], self._queue[MAX_BATCH_EVENTS:]
+            fence = self._fence() if self._fence is not None else None
+            leaders = any(type(event) not in ANY_REPLICA_EVENTS for event, _ in batch)
+            if leaders and self._fence is not None and fence is None:
+                kept = []
+                for event, future in batch:
+                    if type(event) in ANY_REPLICA_EVENTS:
+                        kept.append((event, future))
+                    else:
+                        future.set_exception(NotLeader(f"{type(event).__name__}: this replica does not lead"))
+                batch, leaders = kept, False
+                if not batch:
+                    continue
+            with self._lock:
                 first = self._next_seq
                 self._next_seq += len(batch)
                 for offset, (_, future) in enumerate(batch):
                     self._waiting[first + offset] = future
             try:
                 value = _encode_entry(self.replica_id, self._incarnation, first, [event for event, _ in batch])
-                self._client.put(self._log_key, value)
+                if leaders and fence is not None:
+                    key, revision = fence
+                    result = self._client.txn(
+                        [Compare.create_revision(key, "=", revision)], [Op.put(self._log_key, value)]
+                    )
+                    written, why = result.succeeded, "this replica's election key is gone: it no longer leads"
+                else:
+                    self._client.put(self._log_key, value)
+                    written, why = True, ""
             except (EtcdError, CodecError) as exc:
-                # An etcd timeout may still have committed the entry: if it comes back, it is applied (and
-                # its futures, already failed, stay failed: the caller was told the outcome is unknown).
+                # An etcd timeout may still have committed the entry: if it comes back, it is applied once
+                # (entries are deduplicated), and its futures, already failed, stay failed.
                 if isinstance(exc, EtcdError):
                     self._went_read_only(f"etcd unreachable ({exc}): serving the last model read-only")
+                written, why = False, f"the change may or may not have been written to etcd (outcome unknown): {exc}"
+            if not written:
                 with self._lock:
                     for offset in range(len(batch)):
                         self._waiting.pop(first + offset, None)
+                error: BusUnavailable = NotLeader(why) if why.startswith("this replica") else ReadOnly(why)
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(ReadOnly(f"the change was not written to etcd: {exc}"))
+                        future.set_exception(error)
+
+    def catch_up(self, timeout_s: float) -> bool:
+        """Wait until this replica has applied every entry etcd holds now (a linearizable read of the log's
+        head): a replica about to lead decides on its predecessor's last word, not on a lagging model."""
+        try:
+            head = self._client.get(self._log_key)
+        except EtcdError:
+            return False
+        return head is None or self._wait_applied(head.mod_revision, timeout_s)
 
     # -- applying -----------------------------------------------------------------------------------------------
     def _start_watch(self, after_revision: int) -> None:
@@ -277,29 +325,39 @@ class ClusterBus:
                 "checkpoint; serving the last model read-only"
             )
             LOG.error("%s", self.read_only_reason)
+            with self._lock:
+                waiting, self._waiting = self._waiting, {}
+            for future in waiting.values():
+                future.set_exception(ReadOnly(self.read_only_reason))
             return
-        self._went_read_only(f"the log's watch ended ({exc}): serving the last model read-only", rewatch=True)
+        with self._lock:
+            self._watch_ended = True
+        self._went_read_only(f"the log's watch ended ({exc}): serving the last model read-only")
 
-    def _went_read_only(self, reason: str, rewatch: bool = False) -> None:
+    def _went_read_only(self, reason: str) -> None:
         with self._lock:
             probing = self._probing
             self._probing = True
             self.read_only_reason = reason
         if not probing:
             LOG.warning("%s", reason)
-            self._spawn(lambda: self._probe_etcd(rewatch), "cluster-log-probe")
+            self._spawn(self._probe_etcd, "cluster-log-probe")
 
-    def _probe_etcd(self, rewatch: bool) -> None:
-        """Until etcd answers again: then follow the log again (if its watch ended) and take changes again."""
+    def _probe_etcd(self) -> None:
+        """Until etcd answers again: then follow the log again (if its watch ended meanwhile) and take changes."""
         while not self._stopping:
             try:
                 self._client.get(self._log_key)
             except EtcdError:
                 threading.Event().wait(RETRY_S)
                 continue
+            with self._lock:
+                rewatch, self._watch_ended = self._watch_ended, False
             if rewatch:
                 self._start_watch(self.applied_revision)
             with self._lock:
+                if self._watch_ended:  # ended again while it started: probe on
+                    continue
                 self._probing = False
                 self.read_only_reason = ""
             LOG.info("etcd reachable again: following the log from revision %d", self.applied_revision)
@@ -310,12 +368,12 @@ class ClusterBus:
             entry = _decode_entry(value)
         except CodecError as exc:
             LOG.error("log entry at revision %d skipped: %s", revision, exc)
-            self._note_applied(revision)
+            self._note_applied_after_the_writer(revision)
             return
         publisher = (entry.replica, entry.incarnation)
         if entry.first_seq < self._applied_seq.get(publisher, 0):
             LOG.info("log entry at revision %d is a repeat of %s's (a retried write): skipped", revision, entry.replica)
-            self._note_applied(revision)
+            self._note_applied_after_the_writer(revision)
             return
         self._applied_seq[publisher] = entry.first_seq + len(entry.events)
         ours = publisher == (self.replica_id, self._incarnation)
@@ -328,8 +386,17 @@ class ClusterBus:
             applied = self._bus.publish(event)
             if mine is not None:
                 applied.add_done_callback(_forward_to(mine))
-            last = applied
+            last = self._last_handed = applied
         if last is None:
+            self._note_applied_after_the_writer(revision)
+        else:
+            last.add_done_callback(lambda _f: self._note_applied(revision))
+
+    def _note_applied_after_the_writer(self, revision: int) -> None:
+        """An entry with nothing to apply counts as applied once the writer applied what came before it (a
+        checkpoint labelled with its revision must hold every earlier entry's events)."""
+        last = self._last_handed
+        if last is None or last.done():
             self._note_applied(revision)
         else:
             last.add_done_callback(lambda _f: self._note_applied(revision))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import socket
 import threading
 import time
@@ -63,6 +64,12 @@ class ClusterMember:
         self._leadership = Leadership(None, replica_id)
         self._acting = False  # whether this replica last acted as the leader
         self._told: tuple[bool, Candidate | None] | None = None  # what on_change was last told
+        self._tell: queue.SimpleQueue[Leadership | None] = queue.SimpleQueue()
+        """What to tell on_change, in order, on its own thread: never under our lock, never on an etcd thread
+        (a hook may block on a switch; the keepalive must not wait for it)."""
+        self._stepping_down = False
+        self.fatal = ""
+        """Why this replica can no longer campaign (its id taken by another replica while it was cut off)."""
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._liveness_server: socket.socket | None = None
@@ -89,9 +96,21 @@ class ClusterMember:
     def start(self) -> ClusterMember:
         self._listen_liveness()
         self._join()
+        self._spawn(self._notify, "cluster-notify")
         self._spawn(self._keep_alive, "cluster-lease")
         self._spawn(self._follow_election, "cluster-election")
         return self
+
+    def fence(self) -> tuple[bytes, int] | None:
+        """While this replica may lead: its election key and that key's revision (its generation). A write
+        that only the leader may make is an etcd txn comparing them: once the key is gone (lease expired or
+        revoked), the write fails in etcd itself, whatever this process still believes."""
+        with self._lock:
+            if not self.may_lead():
+                return None
+            leader = self._leadership.leader
+            assert leader is not None
+            return self._election_key(self._lease), leader.revision
 
     def stop(self) -> None:
         """Resign and leave: the lease is revoked, so the next candidate leads without waiting for a TTL."""
@@ -107,13 +126,20 @@ class ClusterMember:
                 LOG.warning("could not resign (the lease expires by itself in %d s): %s", self.ttl_s, exc)
         self._set_leadership(Leadership(None, self.replica_id))
         self._close_liveness()
+        self._tell.put(None)
         for thread in self._threads:
             thread.join(2.0)
 
-    def step_down(self) -> None:
+    def step_down(self, generation: int | None = None) -> None:
         """Stop leading now (a switch refused us as stale): the lease is revoked, so our election key goes, and
-        the keepalive thread campaigns again with a new lease, behind every candidate already waiting."""
+        the keepalive thread campaigns again with a new lease, behind every candidate already waiting.
+        ``generation``: the one refused; a late refusal of an older generation than ours now is ignored."""
         with self._lock:
+            if generation is not None and (not self._leadership.is_leader or generation != self._leadership.generation):
+                return
+            if self._stepping_down:
+                return  # several switches refusing one generation: one step down
+            self._stepping_down = True
             lease, self._lease = self._lease, 0
         self._act()
         if lease:
@@ -121,6 +147,8 @@ class ClusterMember:
                 self._client.revoke(lease)
             except EtcdError as exc:
                 LOG.warning("could not revoke the lease (it expires by itself in %d s): %s", self.ttl_s, exc)
+        with self._lock:
+            self._stepping_down = False
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -157,6 +185,9 @@ class ClusterMember:
                 lease = self._client.grant(self.ttl_s)
                 candidate = replace(candidate, lease=lease)
             sent = self._clock()
+        if self._stopping.is_set():  # stopped while joining: resign what was just won
+            self._client.revoke(lease)
+            return
         with self._lock:
             self._lease = lease
             self._deadline = lease_deadline(sent, self.ttl_s)
@@ -181,34 +212,41 @@ class ClusterMember:
     def _keep_alive(self) -> None:
         period = self.ttl_s / 4
         while not self._stopping.wait(min(period, max(0.01, self._deadline - self._clock()))):
-            with self._lock:
-                lease = self._lease
-            if not lease:  # stepped down: campaign again, behind the others
-                try:
-                    self._rejoin()
-                except DuplicateReplica as exc:
-                    LOG.error("%s", exc)
-                    return
-                continue
-            sent = self._clock()
             try:
-                remaining = self._client.keepalive(lease)
-            except EtcdError as exc:
-                self._note_etcd(exc)
-                self._act()  # the deadline may have passed: step down
-                continue
-            self._note_etcd(None)
-            if remaining <= 0:
-                LOG.warning("replica %s lost its lease (expired or revoked): campaigning again", self.replica_id)
-                try:
-                    self._rejoin()
-                except DuplicateReplica as exc:
-                    LOG.error("%s", exc)
-                    return
-                continue
-            with self._lock:
+                self._keep_alive_once()
+            except DuplicateReplica as exc:
+                self.fatal = str(exc)
+                LOG.error("%s: this replica serves as a follower and can never lead again; restart it", exc)
+                self._act()
+                return
+            except Exception:  # a bug here must not end the lease's thread silently: the replica would be mute
+                LOG.exception("lease keepalive failed")
+
+    def _keep_alive_once(self) -> None:
+        # First the deadline: a keepalive to an unreachable etcd blocks for its timeout, and a leader must have
+        # stopped acting by then (the next one may be elected as soon as the lease ends).
+        self._act()
+        with self._lock:
+            lease = self._lease
+        if not lease:  # stepped down: campaign again, behind the others
+            self._rejoin()
+            return
+        sent = self._clock()
+        try:
+            remaining = self._client.keepalive(lease)
+        except EtcdError as exc:
+            self._note_etcd(exc)
+            self._act()  # the deadline may have passed meanwhile: step down
+            return
+        self._note_etcd(None)
+        if remaining <= 0:
+            LOG.warning("replica %s lost its lease (expired or revoked): campaigning again", self.replica_id)
+            self._rejoin()
+            return
+        with self._lock:
+            if self._lease == lease:
                 self._deadline = lease_deadline(sent, self.ttl_s)
-            self._act()
+        self._act()
 
     def _note_etcd(self, error: Exception | None) -> None:
         ok = error is None
@@ -293,7 +331,7 @@ class ClusterMember:
         While elected but not sure of its lease, a replica is told there is no leader: it must not act as
         one, and must not forward writes to itself."""
         with self._lock:
-            acting = self.may_lead()
+            acting = self.may_lead() and not self.fatal
             leadership = self._leadership
             if acting != self._acting:
                 self._acting = acting
@@ -309,7 +347,17 @@ class ClusterMember:
             if key == self._told or self._on_change is None:
                 return
             self._told = key
-            self._on_change(told)
+            self._tell.put(told)
+
+    def _notify(self) -> None:
+        while True:
+            leadership = self._tell.get()
+            if leadership is None or self._on_change is None:
+                return
+            try:
+                self._on_change(leadership)
+            except Exception:
+                LOG.exception("a leadership hook failed")
 
     # -- the leader's process -----------------------------------------------------------------------------------
     def _listen_liveness(self) -> None:
@@ -326,7 +374,8 @@ class ClusterMember:
                 peer, _ = server.accept()
             except OSError:
                 return
-            self._liveness_peers.append(peer)  # held open, never written: its closing is the news
+            # Held open, never written: its closing is the news. Followers that went away are dropped here.
+            self._liveness_peers = [p for p in self._liveness_peers if _open(p)] + [peer]
 
     def _close_liveness(self) -> None:
         server = self._liveness_server
@@ -345,20 +394,23 @@ class ClusterMember:
         self._spawn(lambda: self._hold_liveness(leader), "cluster-leader-liveness")
 
     def _hold_liveness(self, leader: Candidate) -> None:
+        """Hold a connection to the leader's liveness port while it leads; revoke its lease when it closes.
+
+        Only a connection that was open and then closed (or reset) means the process died: a refused or
+        timed-out connect may be a firewall or a partition, so it is retried, and the lease decides."""
         host, _, port = leader.liveness.rpartition(":")
-        try:
-            connection = socket.create_connection((host, int(port)), timeout=2.0)
-        except ConnectionRefusedError:
-            connection = None  # its host answers but nothing listens: a leader listens before it campaigns
-        except OSError:
-            return  # unreachable or slow: that may be a partition, not a death; its lease decides
-        if connection is not None:
-            self._hold(connection, leader)
-        if self._stopping.is_set():
+        while not self._stopping.is_set() and self._still_watching(leader):
+            try:
+                connection = socket.create_connection((host, int(port)), timeout=2.0)
+            except OSError:
+                self._stopping.wait(RETRY_S)
+                continue
+            if self._hold(connection, leader):
+                break
+        else:
             return
-        with self._lock:
-            if self._leadership.leader != leader:
-                return  # replaced meanwhile: nothing to revoke
+        if self._stopping.is_set() or not self._still_watching(leader):
+            return
         LOG.warning("leader %s's process is gone: revoking its lease", leader.replica_id)
         try:
             self._client.revoke(leader.lease)
@@ -366,18 +418,34 @@ class ClusterMember:
         except EtcdError as exc:
             LOG.warning("could not revoke %s's lease (it expires in %d s): %s", leader.replica_id, self.ttl_s, exc)
 
-    def _hold(self, connection: socket.socket, leader: Candidate) -> None:
-        """Block until the leader's process closes the connection, or the leader changes (the caller tells which)."""
+    def _still_watching(self, leader: Candidate) -> bool:
+        with self._lock:
+            return self._watching_leader == leader and self._leadership.leader == leader
+
+    def _hold(self, connection: socket.socket, leader: Candidate) -> bool:
+        """Block on the connection: True when the leader's process closed it, False when the leader changed."""
         connection.settimeout(0.5)
         with connection:
-            while not self._stopping.is_set():
-                with self._lock:
-                    if self._watching_leader != leader or self._leadership.leader != leader:
-                        return
+            while not self._stopping.is_set() and self._still_watching(leader):
                 try:
                     if connection.recv(1) == b"":
-                        return  # closed: its process is gone
+                        return True  # closed: its process is gone
                 except TimeoutError:
                     continue
                 except OSError:
-                    return  # reset: likewise
+                    return True  # reset: likewise
+        return False
+
+
+def _open(peer: socket.socket) -> bool:
+    """Whether a follower's liveness connection is still open (else it is closed here)."""
+    try:
+        if peer.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b"":
+            peer.close()
+            return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        peer.close()
+        return False
+    return True

@@ -47,6 +47,12 @@ class Replica:
             seed=seed,
             local_bus=lambda state: EventBus(state, observer=observer),
             is_leader=self.leads,
+            fence=self._fence,
+        )
+        # The lease's own client: a keepalive to an unreachable etcd must give up within half the TTL, so the
+        # leader notices before its lease can end (the log's requests may take longer under load).
+        self.lease_client = EtcdClient.from_urls(
+            options.etcd_urls, timeout_s=min(options.etcd_timeout_s, options.lease_ttl_s / 2)
         )
         self.member: ClusterMember | None = None
         self._hooks: list[LeadershipHook] = []
@@ -57,6 +63,10 @@ class Replica:
     @property
     def replica_id(self) -> str:
         return self.options.replica_id
+
+    def _fence(self) -> tuple[bytes, int] | None:
+        member = self.member
+        return member.fence() if member is not None else None
 
     def leads(self) -> bool:
         return self.member is not None and self.member.may_lead()
@@ -78,7 +88,7 @@ class Replica:
 
     def join(self, addresses: Candidate) -> None:
         self.member = ClusterMember(
-            self.client,
+            self.lease_client,
             self.root.rstrip(b"/"),
             self.replica_id,
             addresses,
@@ -88,6 +98,10 @@ class Replica:
         self.member.start()
 
     def _changed(self, leadership: Leadership) -> None:
+        """On the member's notifier thread. A replica about to lead first applies every entry its predecessor
+        wrote: its failover pass and its switch reports then start from the predecessor's last word."""
+        if leadership.is_leader and not self.bus.catch_up(timeout_s=2.0):
+            LOG.warning("leading before the log was read to its head (etcd slow or unreachable)")
         self.leadership = leadership
         for hook in self._hooks:
             try:
@@ -103,11 +117,12 @@ class Replica:
         readiness.add_ready_listener(shared.saw_ready)
 
     def fenced(self, dpid: int, generation: int) -> None:
-        """A switch refused our MASTER request as stale: a newer leader exists; stop acting as one."""
+        """A switch refused our MASTER request as stale: a newer leader exists; stop acting as one (once per
+        generation; a late refusal of an older one is ignored by ``step_down``)."""
         LOG.error("switch %016x refused generation %d as stale: another replica leads; stepping down", dpid, generation)
         member = self.member
         if member is not None:  # on os-ken's event thread: the etcd round trip goes elsewhere
-            threading.Thread(target=member.step_down, name="cluster-step-down", daemon=True).start()
+            threading.Thread(target=member.step_down, args=(generation,), name="cluster-step-down", daemon=True).start()
 
     def stop(self) -> None:
         if self.member is not None:
@@ -116,6 +131,7 @@ class Replica:
             self.readiness.stop()
         self.bus.stop()
         self.client.close()
+        self.lease_client.close()
 
     def metrics_view(self) -> dict[str, float]:
         member = self.member
@@ -176,6 +192,7 @@ class Replica:
                 "members": members,
             },
             "read_only": self.bus.read_only_reason or None,
+            "fatal": (member.fatal or None) if member is not None else None,
             "log": {
                 "applied_revision": self.bus.applied_revision,
                 "checkpoint_revision": self.bus.checkpoint_revision,

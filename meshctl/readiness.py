@@ -32,6 +32,8 @@ class SidecarReadiness:
         self._lock = threading.Lock()
         self._ready: frozenset[str] = frozenset()
         self._listeners: list[Callable[[str], None]] = []
+        self._reported: frozenset[str] = frozenset()
+        """Workloads whose sidecar this server saw serve (told to the listeners once), seeded ones included."""
 
     def add_ready_listener(self, listener: Callable[[str], None]) -> None:
         """Called with each workload this server saw become ready (replicated mode shares them: a sidecar
@@ -56,6 +58,7 @@ class SidecarReadiness:
         with self._lock:
             kept = frozenset(w for w in self._ready if w in state.workloads)
             self._ready = kept
+            self._reported = self._reported & kept
             return kept
 
     def is_ready(self, workload: str) -> bool:
@@ -64,7 +67,7 @@ class SidecarReadiness:
     def on_synced(self, node: str, snapshot: MeshSnapshot) -> None:
         """Cache listener: ``node`` has applied ``snapshot`` in full (not whatever the cache holds by now).
         Runs on the xDS event loop: cheap."""
-        if node in self._ready:
+        if node in self._reported:
             return
         inbound = snapshot.of_type(LISTENER).get(inbound_listener_name(node))
         if inbound is None:
@@ -76,7 +79,11 @@ class SidecarReadiness:
             if not all(name in held for name in secrets) or not self._cache.runs_current(node, SECRET):
                 return
         with self._lock:
+            new = node not in self._ready
             self._ready = self._ready | {node}
-        self._on_change()
+            self._reported = self._reported | {node}
+        if new:
+            self._on_change()
+        # Also for a workload counted ready at start: the other replicas, started later, may not count it.
         for listener in self._listeners:
             listener(node)

@@ -15,12 +15,13 @@ from cluster import log_bus
 from cluster.election import Candidate, Leadership
 from cluster.etcd import EtcdClient
 from cluster.etcd_process import EtcdCluster
-from cluster.log_bus import ClusterBus, ReadOnly
+from cluster.log_bus import ClusterBus, NotLeader, ReadOnly
 from cluster.member import ClusterMember, DuplicateReplica
 from edgectl.bus import EventBus
 from edgectl.config import load_fabric
-from netmodel.events import SwitchConnected, SwitchDisconnected
+from netmodel.events import SwitchConnected, SwitchDisconnected, WorkloadHealthChanged
 from netmodel.fabric import build_state
+from netmodel.ids import WorkloadId
 from netmodel.state import FabricState
 
 pytestmark = pytest.mark.integration
@@ -175,6 +176,9 @@ def test_a_dead_leader_is_replaced_before_its_lease_ends(members: Members) -> No
         members.start(replica, ttl_s=5)
     wait_until(lambda: members.leaders() == ["r1"], 5, "r1 to lead")
     leader = members.members["r1"]
+    follower = members.members["r2"]
+    wait_until(lambda: follower._watching_leader is not None, 5, "r2 to watch r1's process")
+    time.sleep(0.3)  # its liveness connection open
     # What a kill -9 leaves: the process's sockets closed by the kernel, its lease never revoked.
     leader._stopping.set()
     leader._close_liveness()
@@ -234,3 +238,53 @@ def test_a_log_entry_written_twice_is_applied_once(etcd: EtcdCluster, seed: Fabr
             bus.stop()
         for client in clients:
             client.close()
+
+
+def test_only_the_leader_appends_its_events_and_a_deposed_one_is_refused_by_etcd(
+    etcd: EtcdCluster, seed: FabricState
+) -> None:
+    """A paused leader that wakes up believing it leads: its observations fail in etcd (its key is gone)."""
+    client = EtcdClient.from_urls(etcd.urls_text)
+    fence: list[tuple[bytes, int] | None] = [None]
+    bus = ClusterBus(
+        client, ROOT, "r1", seed=lambda: seed, local_bus=lambda state: EventBus(state), fence=lambda: fence[0]
+    ).start()
+    try:
+        switch = next(iter(seed.topology.switches))
+        with pytest.raises(NotLeader):  # not leading: a leader's event is not even sent
+            bus.publish(SwitchConnected(switch, (), 1.0)).result(timeout=10)
+        bus.publish(WorkloadHealthChanged(WorkloadId("nobody-1"), False, "", 1.0))  # anyone's: sent (rejected later)
+        lease = client.grant(5)
+        key = ROOT + b"/election/test"
+        client.put(key, b"r1", lease=lease)
+        revision = client.get(key).create_revision  # type: ignore[union-attr]
+        fence[0] = (key, revision)
+        assert bus.publish(SwitchConnected(switch, (), 2.0)).result(timeout=10).topology.switches[switch].connected
+        client.revoke(lease)  # deposed: the key is gone, this process still believes it leads
+        with pytest.raises(NotLeader, match="election key is gone"):
+            bus.publish(SwitchDisconnected(switch, 3.0)).result(timeout=10)
+        assert bus.state.topology.switches[switch].connected
+    finally:
+        bus.stop()
+        client.close()
+
+
+def test_after_a_lost_quorum_the_log_is_followed_again(etcd: EtcdCluster, seed: FabricState) -> None:
+    client = EtcdClient.from_urls(etcd.urls_text, timeout_s=1.0)
+    bus = new_bus(client, "r1", seed).start()
+    try:
+        switch = next(iter(seed.topology.switches))
+        etcd.stop_member(1)
+        etcd.stop_member(2)  # no quorum: writes and the watch fail
+        with pytest.raises(ReadOnly):
+            bus.publish(SwitchConnected(switch, (), 1.0)).result(timeout=10)
+        wait_until(lambda: bus.read_only_reason, 10, "read-only")
+        time.sleep(3)  # long enough for the log's watch to give up
+        etcd.start_member(1)
+        etcd.start_member(2)
+        wait_until(lambda: not bus.read_only_reason, 20, "etcd back")
+        state = bus.publish(SwitchConnected(switch, (), 2.0)).result(timeout=10)
+        assert state.topology.switches[switch].connected
+    finally:
+        bus.stop()
+        client.close()

@@ -139,3 +139,24 @@ def test_a_migration_waits_for_its_own_new_instance_only() -> None:
         assert not server.converged_for(current["state"].generation, frozenset({"web-3"}))
     finally:
         server.metrics.unregister()
+
+
+def test_listeners_hear_of_a_sidecar_serving_here_even_when_it_was_counted_ready_at_start() -> None:
+    """Replicated mode: a replica started after the placements counts them ready, but a replica started
+    later still needs to hear that their sidecars serve (it shares what its listeners hear)."""
+    gate = Gate()
+    heard: list[str] = []
+    gate.readiness.add_ready_listener(heard.append)
+    gate.readiness.seed(EVERYONE)
+    gate.connect("web-1")
+    assert heard == ["web-1"] and gate.changes == 0  # told once; the gate itself did not change
+    gate.connect("web-1")
+    assert heard == ["web-1"]
+
+
+def test_marked_ready_elsewhere_counts_here() -> None:
+    gate = Gate()
+    gate.readiness.mark_ready(["web-2"])
+    assert gate.readiness.ready_in(gate.state) == {"web-2"} and gate.changes == 1
+    gate.readiness.mark_ready(["web-2"])
+    assert gate.changes == 1
