@@ -118,6 +118,7 @@ class HaLab(Lab):
         self.xds_socket, self.agent_socket = first.xds_socket, first.agent_socket
         self._leader_hint: str | None = None
         self._stopping = threading.Event()
+        self._replica_channels: dict[str, Any] = {}
 
     # -- bring-up --------------------------------------------------------------------------------------
 
@@ -214,6 +215,30 @@ class HaLab(Lab):
     def _connect_api(self, operator: Path) -> None:
         super()._connect_api(operator)
         self._stub = RetryingStub(self._stub)
+
+    def evict_at(self, replica: LabReplica, workload_id: str, timeout_s: float = 2.0) -> Any:
+        """Evict ``workload_id`` at one replica's API (a follower forwards it to the leader); the answer's
+        ``grpc.StatusCode`` (OK, NOT_FOUND, UNAVAILABLE...)."""
+        import grpc
+
+        from placement._pb import placement_pb2_grpc as pb_grpc
+
+        channel = self._replica_channels.get(replica.replica_id)
+        if channel is None:
+            operator = self.run_dir / "operator"
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=Path(f"{operator}.bundle.pem").read_bytes(),
+                private_key=Path(f"{operator}.key").read_bytes(),
+                certificate_chain=Path(f"{operator}.crt").read_bytes(),
+            )
+            channel = grpc.secure_channel(f"127.0.0.1:{replica.api_port}", credentials)
+            self._replica_channels[replica.replica_id] = channel
+        stub = pb_grpc.PlacementStub(channel)
+        try:
+            stub.Evict(self._pb.EvictRequest(workload_id=workload_id), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
 
     def _follow(self) -> None:
         """The placement events; the stream moves to another replica when its replica goes away (events
@@ -357,6 +382,27 @@ class HaLab(Lab):
             flows[switch.name] = sorted(_without_counters(line) for line in text.splitlines() if "actions=" in line)
         return flows
 
+    def placements(self) -> dict[str, tuple[str, str]]:
+        """Every placed instance: id -> (service, node)."""
+        return {w["id"]: (w["service"], w["node"]) for w in self.workloads()}
+
+    def doubled(self) -> dict[str, int]:
+        """Services with more instances placed than the fabric file declares: name -> how many."""
+        declared = {s.name: s.replicas for s in self.net.spec.services}
+        placed: dict[str, int] = {}
+        for service, _node in self.placements().values():
+            placed[service] = placed.get(service, 0) + 1
+        return {name: n for name, n in placed.items() if n > declared.get(name, 0)}
+
+    def ping_ends(self) -> tuple[str, str]:
+        """A ping stream between two sites: the first user host and the address of the last-listed compute
+        node in another site."""
+        spec = self.net.spec
+        site = {s.id: s.site for s in spec.switches}
+        user = spec.hosts[0]
+        other = next(n for n in reversed(spec.nodes) if n.site != site[user.switch])
+        return user.id, str(other.ip)
+
     # -- faults ----------------------------------------------------------------------------------------
 
     def kill(self, replica_id: str, sig: signal.Signals = signal.SIGKILL) -> float:
@@ -388,6 +434,9 @@ class HaLab(Lab):
 
     def stop(self) -> None:
         self._stopping.set()
+        for channel in self._replica_channels.values():
+            channel.close()
+        self._replica_channels.clear()
         super().stop()
 
     def _stop_controller(self) -> None:
@@ -450,6 +499,8 @@ class RetryingStub:
 class PingStream:
     """``ping -i 0.02`` from one Mininet host to another's address; replies counted by icmp_seq."""
 
+    source: str
+    address: str
     process: subprocess.Popen[bytes]
     replies: dict[int, float] = field(default_factory=dict)
     """icmp_seq -> when its reply came (wall clock, ping's -D timestamp)."""
@@ -464,7 +515,7 @@ class PingStream:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        stream = cls(process)
+        stream = cls(source, address, process)
         stream.reader = threading.Thread(target=stream._read, name=f"ping-{source}", daemon=True)
         stream.reader.start()
         return stream

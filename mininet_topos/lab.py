@@ -35,7 +35,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from meshctl.bootstrap import XdsClientTls
 from mininet_topos.controller_process import ControllerProcess, WaitTimedOut, free_port, start_edgectl, wait_until
@@ -125,7 +125,7 @@ class Lab:
 
     # -- bring-up --------------------------------------------------------------------------------------
 
-    def start(self) -> Lab:
+    def start(self) -> Self:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ca, operator = self._make_ca()
         self.ca = ca
@@ -731,7 +731,7 @@ class Lab:
         if self.controller is not None:
             self.controller.stop(timeout=15)
 
-    def __enter__(self) -> Lab:
+    def __enter__(self) -> Self:
         try:
             return self.start()
         except BaseException:

@@ -37,19 +37,6 @@ SETTLE_S = 4.0
 """Traffic kept flowing this long after a fault: longer than a request's timeout (2 s)."""
 
 
-def placements(lab: HaLab) -> dict[str, tuple[str, str]]:
-    return {w["id"]: (w["service"], w["node"]) for w in lab.workloads()}
-
-
-def ping_ends(lab: HaLab) -> tuple[str, str]:
-    """A user host and the address of a Mininet host in another site (a compute node)."""
-    spec = lab.net.spec
-    site = {s.id: s.site for s in spec.switches}
-    user = spec.hosts[0]
-    other = next(n for n in reversed(spec.nodes) if n.site != site[user.switch])
-    return user.id, str(other.ip)
-
-
 def failed_since(lab: HaLab, since: float) -> list[Any]:
     return [r for r in lab.records(since=since) if not r.ok]
 
@@ -58,12 +45,12 @@ def failed_since(lab: HaLab, since: float) -> list[Any]:
 def test_leader_killed_under_load_loses_nothing_and_a_paused_leader_is_fenced(tmp_path: Path) -> None:
     with HaLab(FABRIC, tmp_path / "lab", log=print) as lab:
         lab.wait_declared_services(timeout=120)
-        before = placements(lab)
+        before = lab.placements()
         services = {s.name: s.replicas for s in lab.net.spec.services}
         first = lab.wait_leader(timeout=30)
         wait_masters(lab, first, timeout=30)
 
-        source, address = ping_ends(lab)
+        source, address = lab.ping_ends()
         ping = PingStream.start(lab.net, source, address)
         try:
             lab.start_loads(rate=RATE)
@@ -84,8 +71,9 @@ def test_leader_killed_under_load_loses_nothing_and_a_paused_leader_is_fenced(tm
             assert ping.received() > 0 and not ping.lost(), f"pings lost: icmp_seq {ping.lost()[:20]}"
             failed = failed_since(lab, killed_at - 3)
             assert not failed, f"{len(failed)} requests failed: {failed[:5]}"
-            after = placements(lab)
+            after = lab.placements()
             assert after == before, f"placements changed: {before} -> {after}"
+            assert not lab.doubled(), f"more instances than declared: {lab.doubled()}"
             counts = {name: sum(1 for s, _ in after.values() if s == name) for name in services}
             assert counts == services, f"instances per service {counts}, declared {services}"
             changed = [b for b, flows in lab.dump_flows().items() if flows != flows_before_kill[b]]
@@ -109,9 +97,9 @@ def test_leader_killed_under_load_loses_nothing_and_a_paused_leader_is_fenced(tm
             masters = lab.masters()
             assert all(m == [third] for m in masters.values()), masters
             flows = lab.dump_flows()
-            changed = {b: sorted(set(f) ^ set(flows_before_pause[b])) for b, f in flows.items()}
-            assert not any(changed.values()), f"flows changed while {second} was paused and woke up: {changed}"
-            assert placements(lab) == before
+            differ = {b: sorted(set(f) ^ set(flows_before_pause[b])) for b, f in flows.items()}
+            assert not any(differ.values()), f"flows changed while {second} was paused and woke up: {differ}"
+            assert lab.placements() == before
             print(f"fencing: {third} leads; {second} follows and is slave on every switch; no flow changed")
             print(f"pings: {ping.received()} replies, lost {len(ping.lost())}; requests: {len(lab.records())}")
         finally:
