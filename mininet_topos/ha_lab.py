@@ -398,7 +398,7 @@ class HaLab(Lab):
         """A ping stream between two sites: the first user host and the address of the last-listed compute
         node in another site."""
         spec = self.net.spec
-        site = {s.id: s.site for s in spec.switches}
+        site = {s.name: s.site for s in spec.switches}
         user = spec.hosts[0]
         other = next(n for n in reversed(spec.nodes) if n.site != site[user.switch])
         return user.id, str(other.ip)
