@@ -325,6 +325,8 @@ class HaLab(Lab):
         """Every placed workload's sidecar serves: its xDS stream is on some replica (each sidecar picks
         one), and every stream runs its replica's current config."""
 
+        why = [""]
+
         def serving() -> bool:
             placed = {w["id"] for w in self.workloads()}
             connected: set[str] = set()
@@ -333,14 +335,21 @@ class HaLab(Lab):
                     continue
                 view = self.get_from([replica], "/api/v1/xds/clients")
                 if view.get("not_ready"):
+                    why[0] = f"{replica.replica_id} has sidecars not ready: {view['not_ready']}"
                     return False
                 streaming = {n: v for n, v in view["nodes"].items() if v["streams"]}
-                if not all(v["in_sync"] for v in streaming.values()):
+                behind = sorted(n for n, v in streaming.items() if not v["in_sync"])
+                if behind:
+                    why[0] = f"{replica.replica_id}'s streams of {behind} do not run its current config"
                     return False
                 connected |= set(streaming)
+            why[0] = f"placed {sorted(placed)}, streaming to some replica {sorted(connected)}"
             return placed <= connected
 
-        wait_until(serving, timeout, what="every sidecar to serve", retry_on=NOT_YET)
+        try:
+            wait_until(serving, timeout, what="every sidecar to serve", retry_on=NOT_YET)
+        except TimeoutError as exc:
+            raise type(exc)(f"{exc}: {why[0]}") from None
 
     def switch_roles(self) -> dict[str, dict[str, str]]:
         """Per bridge of the testbed, each replica's role as OVS shows it (``ovs-vsctl list controller``):
