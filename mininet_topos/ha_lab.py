@@ -22,10 +22,8 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
@@ -125,8 +123,9 @@ class HaLab(Lab):
     def _start_controller(self, ca: Path) -> None:
         from cluster.etcd_process import EtcdCluster
 
-        self.etcd_dir = Path(tempfile.mkdtemp(prefix="edgectl-ha-etcd-", dir=_fast_directory()))
-        self.log(f"starting a {self.etcd_members}-member etcd (data in {self.etcd_dir})")
+        # Its logs under the run directory; its data in /dev/shm when there is one (etcd fsyncs every write).
+        self.etcd_dir = self.run_dir / "etcd"
+        self.log(f"starting a {self.etcd_members}-member etcd (logs in {self.etcd_dir})")
         self.etcd = EtcdCluster(
             self.etcd_dir, self.etcd_members, heartbeat_ms=ETCD_HEARTBEAT_MS, election_ms=ETCD_ELECTION_MS
         )
@@ -457,13 +456,8 @@ class HaLab(Lab):
                 except Exception:
                     LOG.exception("stopping replica %s failed", replica.replica_id)
         finally:
-            try:
-                if self.etcd is not None:
-                    self.etcd.stop()
-            finally:
-                if self.etcd_dir is not None:
-                    shutil.rmtree(self.etcd_dir, ignore_errors=True)
-                    self.etcd_dir = None
+            if self.etcd is not None:
+                self.etcd.stop()  # by PID; removes its data
 
     def _stop_replica(self, replica: LabReplica) -> None:
         if replica.process is None:
@@ -587,11 +581,6 @@ def wait_masters(
                 f"switches; OVS shows {lab.switch_roles()}"
             )
         time.sleep(0.05)
-
-
-def _fast_directory() -> str | None:
-    """/dev/shm when there is one (etcd fsyncs every write), else the default temporary directory."""
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 def _ovs_rows(table: str, columns: str) -> list[dict[str, Any]]:
