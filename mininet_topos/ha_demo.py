@@ -41,7 +41,7 @@ NOT_FOUND and nothing changes; UNAVAILABLE means no leader has it yet."""
 
 
 class Timeline:
-    """Milestones after a fault at ``t0`` (wall clock), printed as they are reached."""
+    """Milestones after a fault at ``t0`` (wall clock), each noted once, printed in time order."""
 
     def __init__(self, t0: float, out: Callable[[str], None]) -> None:
         self.t0 = t0
@@ -51,10 +51,13 @@ class Timeline:
 
     def mark(self, what: str, at: float | None = None) -> None:
         with self._lock:
-            if what in self.at:
-                return
-            self.at[what] = time.time() if at is None else at
-        self.out(f"  +{(self.at[what] - self.t0) * 1000:8.1f} ms  {what}")
+            self.at.setdefault(what, time.time() if at is None else at)
+
+    def show(self) -> None:
+        with self._lock:
+            marks = sorted(self.at.items(), key=lambda item: item[1])
+        for what, at in marks:
+            self.out(f"  +{(at - self.t0) * 1000:8.1f} ms  {what}")
 
 
 class HaDemo:
@@ -92,6 +95,7 @@ class HaDemo:
             timeline.mark(f"first user request sent after the kill served (by {served})", first.t + first.ms / 1000)
         if watch is not None:
             watch.cancel()
+        timeline.show()
         time.sleep(SETTLE_S)
         self._losses(t0, ping, received)
         after = lab.placements()
@@ -101,11 +105,13 @@ class HaDemo:
         return new
 
     def _follow_takeover(self, timeline: Timeline, exclude: set[str]) -> str:
-        """Poll the survivors and OVS until a new leader masters every switch and has applied its routes."""
+        """Poll the survivors until one leads, each switch answered its MASTER request, its routes are
+        applied on every switch (reconciled), and OVS's controller table shows it the one master of each."""
         lab = self.lab
         deadline = time.monotonic() + WATCH_S
         new: str | None = None
-        mastered: set[str] = set()
+        confirmed: set[str] = set()
+        reconciled = in_ovs = False
         switches = {s.name for s in lab.net.switches}
         while time.monotonic() < deadline:
             if new is None:
@@ -116,18 +122,22 @@ class HaDemo:
                     generation = (view.get("leader") or {}).get("generation", "?")
                     timeline.mark(f"{new} elected leader (generation {generation})")
             if new is not None:
-                for bridge, masters in lab.masters().items():
-                    if bridge not in mastered and masters == [new]:
-                        mastered.add(bridge)
-                        timeline.mark(f"switch {bridge}: {new} is its one master (OVS)")
-                if "reconciled" not in timeline.at and self._routes_applied(new):
-                    timeline.mark("reconciled")
-                    timeline.out(f"  {'':>11}  ({new}'s routes applied on every switch)")
-                if mastered >= switches and "reconciled" in timeline.at:
+                for bridge, role in lab.roles_seen_by(new).items():
+                    if role == "master" and bridge not in confirmed:
+                        confirmed.add(bridge)
+                        timeline.mark(f"switch {bridge} mastered: MASTER confirmed to {new}")
+                if not reconciled and confirmed >= switches and self._routes_applied(new):
+                    reconciled = True
+                    timeline.mark(f"reconciled: {new} read back every switch, its routes applied on each")
+                if not in_ovs and all(m == [new] for m in lab.masters().values()):
+                    in_ovs = True
+                    timeline.mark(f"OVS's controller table shows {new} the one master of every switch")
+                if reconciled and in_ovs:
                     return new
             time.sleep(0.02)
         raise TimeoutError(
-            f"no takeover within {WATCH_S:g} s: leader {new}, mastered {sorted(mastered)} of {sorted(switches)}"
+            f"no takeover within {WATCH_S:g} s: leader {new}, MASTER confirmed by {sorted(confirmed)} of "
+            f"{sorted(switches)}, OVS shows {lab.masters()}"
         )
 
     def _routes_applied(self, replica_id: str) -> bool:
@@ -182,18 +192,19 @@ class HaDemo:
         timeline.mark(f"{paused} paused (SIGSTOP)", t0)
         third = self._follow_takeover(timeline, exclude={paused})
         at = lab.kill(paused, signal.SIGCONT)
-        timeline.mark(f"{paused} resumed (SIGCONT): it still believes it leads until it hears otherwise", at)
+        timeline.mark(f"{paused} resumed (SIGCONT): it may still believe it leads until it hears otherwise", at)
         deadline = time.monotonic() + WATCH_S
-        while time.monotonic() < deadline:
+        follows = slave = False
+        while time.monotonic() < deadline and not (follows and slave):
             view = lab.cluster_view(paused)
-            if view is not None and view.get("role") == "follower":
+            if not follows and view is not None and view.get("role") == "follower":
+                follows = True
                 timeline.mark(f"{paused} says it follows ({third} leads)")
-            roles = lab.switch_roles()
-            if all(r.get(paused) == "slave" for r in roles.values()):
+            if not slave and all(r.get(paused) == "slave" for r in lab.switch_roles().values()):
+                slave = True
                 timeline.mark(f"OVS has {paused} slave on every switch")
-            if len(timeline.at) >= 6:
-                break
             time.sleep(0.05)
+        timeline.show()
         time.sleep(SETTLE_S)
         changed = [b for b, now in lab.dump_flows().items() if now != flows[b]]
         self.out(f"  flows changed on: {', '.join(changed) if changed else 'no switch'}")

@@ -370,6 +370,13 @@ class HaLab(Lab):
             roles[bridge["name"]] = dict(by_uuid[u] for u in _uuids(bridge["controller"]) if u in by_uuid)
         return roles
 
+    def roles_seen_by(self, replica_id: str) -> dict[str, str]:
+        """Per bridge, the role ``replica_id`` holds as it knows it (its ``/api/v1/cluster``: the switch's
+        answer to its role request), e.g. "master"; {} when it does not answer."""
+        view = self.cluster_view(replica_id) or {}
+        names = {f"{int(s.dpid):016x}": s.name for s in self.net.spec.switches}
+        return {names[dpid]: str(row.get("role")) for dpid, row in view.get("switches", {}).items() if dpid in names}
+
     def masters(self) -> dict[str, list[str]]:
         """Per bridge, the replicas OVS has as master (exactly one when all is well)."""
         return {
