@@ -442,6 +442,11 @@ class HaLab(Lab):
         """Start a replica again on its ports and sockets (stopped first, by PID, if it still runs)."""
         replica = self.replicas[replica_id]
         self._stop_replica(replica)
+        runs = 1
+        while replica.log_path.with_suffix(f".{runs}.log").exists():
+            runs += 1
+        with contextlib.suppress(FileNotFoundError):  # the last run's log is kept beside the new one
+            replica.log_path.rename(replica.log_path.with_suffix(f".{runs}.log"))
         assert self.ca is not None
         self._start_replica(replica, self.ca)
 
