@@ -3,13 +3,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test unit integration bench lint clean
+.PHONY: setup demo ha-demo test unit integration bench lint clean
 
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
 	$(PY) -m mininet_topos.demo examples/edge-cloud.yaml
+
+ha-demo: setup
+	$(PY) -m mininet_topos.ha_demo examples/edge-cloud.yaml
 
 test: setup
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)

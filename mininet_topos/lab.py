@@ -35,7 +35,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from meshctl.bootstrap import XdsClientTls
 from mininet_topos.controller_process import ControllerProcess, WaitTimedOut, free_port, start_edgectl, wait_until
@@ -125,7 +125,7 @@ class Lab:
 
     # -- bring-up --------------------------------------------------------------------------------------
 
-    def start(self) -> Lab:
+    def start(self) -> Self:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ca, operator = self._make_ca()
         self.ca = ca
@@ -163,28 +163,43 @@ class Lab:
         self.log(f"starting edgectl run (HTTP :{self.http_port}, log {log_path})")
         self.controller = start_edgectl(
             self.fabric,
-            "--xds-port",
-            str(self.xds_port),
-            "--api-port",
-            str(self.api_port),
-            "--xds-unix",
-            self.xds_socket,
-            "--agent-port",
-            str(self.agent_port),
-            "--agent-unix",
-            self.agent_socket,
-            "--mesh-app-host",
-            APP_HOST,
-            "--pki-dir",
-            str(ca),
-            *(["--wait-for-sidecars"] if self.wait_for_sidecars else []),
-            *self.extra_args,
+            *self._run_args(
+                ca,
+                xds_port=self.xds_port,
+                api_port=self.api_port,
+                agent_port=self.agent_port,
+                xds_socket=self.xds_socket,
+                agent_socket=self.agent_socket,
+            ),
             openflow_port=self.openflow_port,
             http_port=self.http_port,
             log_path=log_path,
             cwd=None,
             ready_timeout=30,
         )
+
+    def _run_args(
+        self, ca: Path, *, xds_port: int, api_port: int, agent_port: int, xds_socket: str, agent_socket: str
+    ) -> list[str]:
+        """The ``edgectl run`` arguments of one controller process (one replica of a replicated lab)."""
+        return [
+            "--xds-port",
+            str(xds_port),
+            "--api-port",
+            str(api_port),
+            "--xds-unix",
+            xds_socket,
+            "--agent-port",
+            str(agent_port),
+            "--agent-unix",
+            agent_socket,
+            "--mesh-app-host",
+            APP_HOST,
+            "--pki-dir",
+            str(ca),
+            *(["--wait-for-sidecars"] if self.wait_for_sidecars else []),
+            *self.extra_args,
+        ]
 
     def _start_testbed(self) -> None:
         from mininet.log import setLogLevel
@@ -195,9 +210,7 @@ class Lab:
         setLogLevel("warning")
         self.log("building the Mininet testbed (OVS userspace datapath, real link delay)")
         started = time.monotonic()
-        self.net = mininet_topos.build(
-            str(self.fabric), controller=("127.0.0.1", self.openflow_port), real_delay=self.real_delay
-        )
+        self.net = self._build_net(mininet_topos)
         self.net.start()
         switches = len(self.net.switches)
         wait_until(
@@ -216,7 +229,7 @@ class Lab:
         self.log(
             f"{switches} switches connected, links discovered, routes installed in {time.monotonic() - started:.1f} s"
         )
-        self.mesh = MeshTestbed(self.net, xds_socket=self.xds_socket, run_dir=self.run_dir / "mesh")
+        self.mesh = MeshTestbed(self.net, xds_socket=self._mesh_xds(), run_dir=self.run_dir / "mesh")
         for host in self.net.spec.hosts:
             self.mesh.start_client(host.id, tls=self._host_svid(host.id))
         self.agents_dir = Path(tempfile.mkdtemp(prefix="edgectl-lab-"))
@@ -224,6 +237,18 @@ class Lab:
             self._start_agent(node.id)
         wait_until(self._agents_attested, 60, what="every node agent to attest", retry_on=NOT_YET)
         self.log(f"{len(self.agents)} node agents attested with join tokens (edgectl agent, in each node)")
+
+    def _build_net(self, topos: Any) -> Any:
+        """The Mininet testbed (built, not started), its switches connecting to the controller."""
+        return topos.build(str(self.fabric), controller=("127.0.0.1", self.openflow_port), real_delay=self.real_delay)
+
+    def _mesh_xds(self) -> Any:
+        """What the client sidecars' bootstraps name as xDS (``MeshTestbed(xds_socket=...)``)."""
+        return self.xds_socket
+
+    def _agent_endpoints(self) -> tuple[str, str]:
+        """A node agent's ``--controller`` and ``--xds``."""
+        return f"unix:{self.agent_socket}", f"unix:{self.xds_socket}"
 
     def _host_svid(self, host_id: str) -> XdsClientTls:
         """The user host's SVID (``spiffe://<td>/host/<id>``) for its client sidecar's mTLS to xDS."""
@@ -300,6 +325,7 @@ class Lab:
         token = work_dir / "join-token"  # a file: not on a command line (ps), and a token may start with "-"
         token.touch(mode=0o600)
         token.write_text(self.join_token(node))
+        controller, xds = self._agent_endpoints()
         command = [
             sys.executable,
             "-m",
@@ -308,9 +334,9 @@ class Lab:
             "--node",
             node,
             "--controller",
-            f"unix:{self.agent_socket}",
+            controller,
             "--xds",
-            f"unix:{self.xds_socket}",
+            xds,
             "--join-token-file",
             str(token),
             "--trust-bundle",
@@ -360,39 +386,48 @@ class Lab:
             certificate_chain=Path(f"{operator}.crt").read_bytes(),
         )
         self._pb = pb
-        self._channel = grpc.secure_channel(f"127.0.0.1:{self.api_port}", credentials)
+        target, options = self._api_target()
+        self._channel = grpc.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.PlacementStub(self._channel)
         self._watch_call = self._stub.Watch(pb.WatchRequest(include_existing=True))
         self._watch_thread = threading.Thread(target=self._follow, name="lab-watch", daemon=True)
         self._watch_thread.start()
 
+    def _api_target(self) -> tuple[str, list[tuple[str, Any]]]:
+        """The placement API's gRPC target and channel options."""
+        return f"127.0.0.1:{self.api_port}", []
+
     def _follow(self) -> None:
         """The placement events, for the timelines (the node agents follow their own nodes' placements)."""
         import grpc
 
-        kinds = self._pb.PlacementEvent.Kind
         try:
-            for message in self._watch_call:
-                kind = kinds.Name(message.kind).removeprefix("KIND_")
-                event = Event(
-                    kind,
-                    message.at,
-                    message.generation,
-                    message.workload.id,
-                    message.workload.node,
-                    message.workload.service,
-                    message.migration_id,
-                    message.from_workload_id,
-                    message.message,
-                    tuple((p.probe, p.seconds) for p in message.converged_after),
-                    tuple(message.reasons),
-                )
-                with self._watch.changed:
-                    self._watch.events.append(event)
-                    self._watch.changed.notify_all()
+            self._follow_call(self._watch_call)
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.CANCELLED:
                 LOG.warning("placement watch ended: %s", exc)
+
+    def _follow_call(self, call: Any) -> None:
+        """Note every event of one Watch call until it ends (its ``grpc.RpcError`` raised)."""
+        kinds = self._pb.PlacementEvent.Kind
+        for message in call:
+            kind = kinds.Name(message.kind).removeprefix("KIND_")
+            event = Event(
+                kind,
+                message.at,
+                message.generation,
+                message.workload.id,
+                message.workload.node,
+                message.workload.service,
+                message.migration_id,
+                message.from_workload_id,
+                message.message,
+                tuple((p.probe, p.seconds) for p in message.converged_after),
+                tuple(message.reasons),
+            )
+            with self._watch.changed:
+                self._watch.events.append(event)
+                self._watch.changed.notify_all()
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -696,7 +731,7 @@ class Lab:
         if self.controller is not None:
             self.controller.stop(timeout=15)
 
-    def __enter__(self) -> Lab:
+    def __enter__(self) -> Self:
         try:
             return self.start()
         except BaseException:
