@@ -295,9 +295,9 @@ def output_ports(body: bytes) -> tuple[list[int], bytes]:
 
 class FakeSwitch:
     """One switch's protocol, without I/O: ``handle`` takes a message from one connection and returns the
-    messages to send (and ``emitted``, frames sent out of ports); ``log`` is (time, connection, kind, value):
-    role (the role replied, value = generation), stale (generation refused), readback, flow_mod, group_mod,
-    meter_mod, barrier, is_slave (a refused write)."""
+    messages to send (and ``emitted``, frames sent out of ports). ``log``: (time, connection, kind, value)
+    with kind connected, role:NAME (the role replied; value: the generation), stale (value: the generation
+    refused), readback, flow_mod, group_mod, meter_mod, barrier, is_slave (a refused write)."""
 
     def __init__(
         self, dpid: int, ports: dict[int, str], connections: int, clock: Callable[[], float] = time.time
@@ -313,6 +313,7 @@ class FakeSwitch:
 
     def connection_up(self, conn: int) -> list[Send]:
         self.connected[conn] = True
+        self.log.append((self.clock(), conn, "connected", 0))
         return [(conn, message(HELLO, 1))]
 
     def connection_down(self, conn: int) -> None:
