@@ -17,10 +17,11 @@ the same id and ports and waits until it is back as a follower that every switch
 same with the leader SIGSTOPped instead (its process hangs; the lease expires after --lease-ttl 1 s),
 resumed (SIGCONT) after the takeover. Reported per path: every switch mastered and every switch reconciled
 (p50 and p99 over rounds, nearest rank: p99 of fewer than 100 rounds is the worst one), one switch
-mastered (p50 over every switch of every round), and the table writes the new leader sent after the takeover
-(the old leader installed everything: expected 0). Beside them ONOS's published figures, which measure
-something close but not the same (noted per figure). Also once per size: the first role assignment, from
-the first switch connecting to the leader until every switch is mastered by it.
+mastered (p50 over every switch of every round), the table writes the new leader sent after the takeover
+(the old leader installed everything: expected 0), and what the switches refused the old leader once it
+runs again (role requests at its stale generation, writes as a SLAVE). Beside them ONOS's published
+figures, which measure something close but not the same (noted per figure). Also once per size: the first
+role assignment, from the first switch connecting to the leader until every switch is mastered by it.
 
 Run: python -m benchmarks.ha_failover [--switches 10 100] [--rounds 8] [--stop-rounds 3]
 (no root, no OVS). Prints a table, then one JSON line of figures.
@@ -34,6 +35,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -257,6 +259,13 @@ class Round:
     seconds_reconciled: float
     per_switch_mastered: list[float]
     writes: dict[str, int]
+    old_leader_refused: dict[str, int]  # its role requests refused as stale, its writes refused (IS_SLAVE)
+
+
+def refused(logs: Mapping[str, Log], conn: int, since: float) -> dict[str, int]:
+    """What the switches refused the controller on ``conn`` since ``since``: stale role requests, writes."""
+    kinds = [str(e[2]) for log in logs.values() for e in log if int(e[1]) == conn and float(e[0]) >= since]
+    return {"stale": kinds.count("stale"), "is_slave": kinds.count("is_slave")}
 
 
 def one_round(replicas: Replicas, switches: FakeSwitches, path: str, *, timeout: float = 60.0) -> Round:
@@ -295,7 +304,8 @@ def one_round(replicas: Replicas, switches: FakeSwitches, path: str, *, timeout:
     else:
         replicas.signal(leader, signal.SIGCONT)
     wait_until(lambda: follower_back(replicas, switches, leader, successor), timeout, what=f"r{leader + 1} a follower")
-    return Round(path, max(mastered), max(reconciled), mastered, writes)
+    fenced = refused(switches.logs(t0), leader, t0)
+    return Round(path, max(mastered), max(reconciled), mastered, writes, fenced)
 
 
 @contextlib.contextmanager
@@ -336,6 +346,8 @@ def summary(rounds: Sequence[Round]) -> dict[str, Any]:
         "one_switch_mastered_s_p50": round(statistics.median(every_switch), 3),
         "flow_mods_after_takeover": sum(r.writes["flow_mod"] for r in rounds),
         "group_and_meter_mods_after_takeover": sum(r.writes["group_mod"] + r.writes["meter_mod"] for r in rounds),
+        "old_leader_stale_role_requests": sum(r.old_leader_refused["stale"] for r in rounds),
+        "old_leader_writes_refused": sum(r.old_leader_refused["is_slave"] for r in rounds),
     }
 
 
@@ -354,7 +366,7 @@ def measure(switch_count: int, rounds: int, stop_rounds: int, work: Path) -> dic
                 print(
                     f"  {switch_count:>4} switches, {path:<4} round {k + 1}: every switch mastered "
                     f"{result.seconds_mastered * 1000:7.1f} ms, reconciled {result.seconds_reconciled * 1000:7.1f} ms, "
-                    f"writes after {sum(result.writes.values())}",
+                    f"writes after {sum(result.writes.values())}, old leader refused {result.old_leader_refused}",
                     flush=True,
                 )
             if done:
@@ -389,6 +401,14 @@ def print_table(results: Sequence[dict[str, Any]]) -> None:
             f"{n:>8}  {'first role assignment':<27} {1:>6}  {first if first is not None else '-':>23}"
             + (f"  {'':>23}  {'':>10}  {'':>8}  {onos_first[0]:.2f} s: {onos_first[1][6:]}" if onos_first else "")
         )
+        for path, label in paths.items():
+            s = result.get(path)
+            if s and (s["old_leader_stale_role_requests"] or s["old_leader_writes_refused"]):
+                print(
+                    f"{n:>8}  {label}: the old leader, running again, was refused "
+                    f"{s['old_leader_stale_role_requests']} stale role requests and {s['old_leader_writes_refused']} "
+                    "writes as a SLAVE"
+                )
     print(f"ONOS also: {ONOS['role_assignment_600_s'][0]} s: {ONOS['role_assignment_600_s'][1][6:]}")
 
 
@@ -402,7 +422,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     for count in args.switches:
         with tempfile.TemporaryDirectory(prefix="ha-failover-", dir=base) as work:
-            results.append(measure(count, args.rounds, args.stop_rounds, Path(work)))
+            try:
+                results.append(measure(count, args.rounds, args.stop_rounds, Path(work)))
+            except BaseException:
+                kept = Path(tempfile.mkdtemp(prefix="ha-failover-logs-"))
+                for log in Path(work).glob("*.log"):
+                    shutil.copy(log, kept)
+                print(f"the replicas' logs: {kept}", file=sys.stderr)
+                raise
     print_table(results)
     figures = {
         "benchmark": "ha_failover",
