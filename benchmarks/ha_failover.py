@@ -50,6 +50,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.fake_switch import FLOW_MOD, GROUP_MOD, METER_MOD, PACKET_OUT  # noqa: E402
 from mininet_topos.controller_process import (  # noqa: E402
     ControllerProcess,
     free_port,
@@ -66,6 +67,7 @@ ONOS = {  # ONOS's published figures, and what each measures
     "role_assignment_100_s": (0.76, "ONOS: initial role assignment, 100 switches"),
     "role_assignment_600_s": (4.2, "ONOS: initial role assignment, 600 switches"),
 }
+REFUSED_WRITES = {FLOW_MOD: "FlowMod", GROUP_MOD: "GroupMod", METER_MOD: "MeterMod", PACKET_OUT: "PacketOut"}
 Log = Sequence[Sequence[Any]]  # a switch's log entries: (time, connection, kind, value)
 
 
@@ -263,9 +265,16 @@ class Round:
 
 
 def refused(logs: Mapping[str, Log], conn: int, since: float) -> dict[str, int]:
-    """What the switches refused the controller on ``conn`` since ``since``: stale role requests, writes."""
-    kinds = [str(e[2]) for log in logs.values() for e in log if int(e[1]) == conn and float(e[0]) >= since]
-    return {"stale": kinds.count("stale"), "is_slave": kinds.count("is_slave")}
+    """What the switches refused the controller on ``conn`` since ``since``: ``stale`` role requests, and its
+    writes as a SLAVE by message (``FlowMod``, ``PacketOut``, ...)."""
+    out: dict[str, int] = {}
+    for log in logs.values():
+        for when, on, kind, value in log:
+            if int(on) != conn or float(when) < since or kind not in ("stale", "is_slave"):
+                continue
+            name = "stale" if kind == "stale" else REFUSED_WRITES.get(int(value), f"type {value}")
+            out[name] = out.get(name, 0) + 1
+    return out
 
 
 def one_round(replicas: Replicas, switches: FakeSwitches, path: str, *, timeout: float = 60.0) -> Round:
@@ -346,8 +355,11 @@ def summary(rounds: Sequence[Round]) -> dict[str, Any]:
         "one_switch_mastered_s_p50": round(statistics.median(every_switch), 3),
         "flow_mods_after_takeover": sum(r.writes["flow_mod"] for r in rounds),
         "group_and_meter_mods_after_takeover": sum(r.writes["group_mod"] + r.writes["meter_mod"] for r in rounds),
-        "old_leader_stale_role_requests": sum(r.old_leader_refused["stale"] for r in rounds),
-        "old_leader_writes_refused": sum(r.old_leader_refused["is_slave"] for r in rounds),
+        "old_leader_stale_role_requests": sum(r.old_leader_refused.get("stale", 0) for r in rounds),
+        "old_leader_writes_refused": {
+            name: sum(r.old_leader_refused.get(name, 0) for r in rounds)
+            for name in sorted({k for r in rounds for k in r.old_leader_refused} - {"stale"})
+        },
     }
 
 
@@ -404,10 +416,11 @@ def print_table(results: Sequence[dict[str, Any]]) -> None:
         for path, label in paths.items():
             s = result.get(path)
             if s and (s["old_leader_stale_role_requests"] or s["old_leader_writes_refused"]):
+                writes = ", ".join(f"{count} {name}" for name, count in s["old_leader_writes_refused"].items())
                 print(
                     f"{n:>8}  {label}: the old leader, running again, was refused "
-                    f"{s['old_leader_stale_role_requests']} stale role requests and {s['old_leader_writes_refused']} "
-                    "writes as a SLAVE"
+                    f"{s['old_leader_stale_role_requests']} role requests as stale; "
+                    f"writes as a SLAVE: {writes or 'none'}"
                 )
     print(f"ONOS also: {ONOS['role_assignment_600_s'][0]} s: {ONOS['role_assignment_600_s'][1][6:]}")
 

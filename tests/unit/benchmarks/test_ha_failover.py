@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.ha_failover import first_assignment, line_fabric, percentile, takeover_of
+from benchmarks.ha_failover import first_assignment, line_fabric, percentile, refused, takeover_of
 from mininet_topos.generate import to_yaml
 from netmodel.fabric_file import parse_fabric
 
@@ -62,3 +62,11 @@ def test_the_line_fabric_is_a_valid_fabric_file_with_a_host_per_switch() -> None
     spec = parse_fabric(to_yaml(line_fabric(100)).encode(), "line-100.yaml")
     assert len(spec.switches) == 100 and len(spec.cables) == 99 and len(spec.hosts) == 100
     assert len({h.ip for h in spec.hosts}) == 100
+
+
+def test_what_the_old_leader_was_refused_is_counted_by_kind() -> None:
+    logs = {
+        "a": [(9.0, OLD, "stale", 3), (10.1, OLD, "stale", 3), (10.2, OLD, "is_slave", 13), (10.3, NEW, "stale", 1)],
+        "b": [(10.4, OLD, "is_slave", 14), (10.5, OLD, "is_slave", 13), (10.6, OLD, "barrier", 0)],
+    }
+    assert refused(logs, OLD, since=10.0) == {"stale": 1, "PacketOut": 2, "FlowMod": 1}
