@@ -470,6 +470,8 @@ class Fleet:
                         self.deliver_emitted(switch)
             except (OSError, asyncio.IncompleteReadError):
                 pass
+            except (struct.error, KeyError, ValueError) as exc:  # a message this fake cannot read: say so, hang up
+                print(f"switch {switch.dpid:016x}, controller {conn}: {exc!r}; reconnecting", file=sys.stderr)
             finally:
                 switch.connection_down(conn)
                 self.writers.pop((switch.dpid, conn), None)
