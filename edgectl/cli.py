@@ -11,22 +11,27 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgectl.config import (
     DEFAULT_HTTP,
     HTTP_ENV,
+    ClusterOptions,
     GitOptions,
     RunConfig,
     empty_document,
     load_desired,
     load_fabric,
     parse_document,
+    replica_id_problem,
 )
 from edgectl.desired_store import load_document
 from netmodel.fabric_file import FabricFileError
 from pki import cli as pki_cli  # loads no cryptography until a pki command runs
 from pki.errors import PkiError
+
+if TYPE_CHECKING:
+    from sdnctl.roles import Mastership
 
 LOG = logging.getLogger("edgectl")
 
@@ -44,6 +49,15 @@ def _seconds(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text!r}")
     return value
+
+
+def _static_role(text: str) -> Mastership:
+    from sdnctl.roles import parse_static_role
+
+    try:
+        return parse_static_role(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +157,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="read every switch's port counters this often, for the links' load in /metrics (5; 0: never)",
     )
+    cluster = run.add_argument_group("replicated mode (docs/cluster.md)")
+    cluster.add_argument(
+        "--etcd",
+        metavar="URLS",
+        help="join a cluster of replicas on this etcd (http://host:port,...): the model, placements and the "
+        "election live there; one replica leads the switches and placements, every one serves xDS and reads",
+    )
+    cluster.add_argument("--replica-id", default="", metavar="ID", help="this replica's name, unique in the cluster")
+    cluster.add_argument(
+        "--cluster-name", default="default", metavar="NAME", help="the cluster's keys are under edgectl/NAME/ (default)"
+    )
+    cluster.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=1,
+        metavar="S",
+        help="a leader that hangs or loses etcd is replaced after S seconds (1; a leader whose process dies is "
+        "replaced at once). etcd raises a TTL below 1.5 of its election timeout silently",
+    )
+    run.add_argument(
+        "--static-role",
+        type=_static_role,
+        metavar="master:GEN|slave:GEN",
+        help=argparse.SUPPRESS,  # OpenFlow roles pinned without a cluster (docs/cluster.md): tests, orchestrators
+    )
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     pki_cli.add_run_options(run)
 
@@ -181,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
         "paths", help="print users' request times over the call graph and the instances each caller's calls go to"
     )
     _view_options(paths)
+
+    cluster_cmd = sub.add_parser(
+        "cluster", help="replicated mode: the replicas, the leader, etcd, each switch's master"
+    )
+    cluster_sub = cluster_cmd.add_subparsers(dest="cluster_command", required=True, metavar="COMMAND")
+    cluster_status_cmd = cluster_sub.add_parser("status", help="every replica's role, etcd's health, switch masters")
+    _view_options(cluster_status_cmd)
 
     policy = sub.add_parser("policy", help="the authorization policy of a running controller: show it, check a call")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
@@ -225,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_links(args.http, args.output)
     if args.command == "policy":
         return cmd_policy(args)
+    if args.command == "cluster":
+        return cmd_cluster_status(args.http, args.output)
     if args.command == "pki":
         return pki_cli.run(args)
     if args.command == "mesh":
@@ -233,6 +281,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = main_bootstrap if args.mesh_command == "bootstrap" else main_status
         return command(args.mesh_args)
     return 2
+
+
+def cmd_cluster_status(http: str, output: str) -> int:
+    """Ask every replica listed in ``--http A,B,C`` for its view and merge them (exit 1 on a problem)."""
+    from edgectl.cluster_view import cluster_status, cluster_text
+
+    answers = []
+    for address in [a.strip() for a in http.split(",") if a.strip()]:
+        view = _get_view("cluster status", address, "/api/v1/cluster")
+        answers.append((address, view, "" if view is not None else "unreachable, or not in replicated mode"))
+    status = cluster_status(answers)
+    print(json.dumps(status, indent=2) if output == "json" else cluster_text(status))
+    return 1 if status["problems"] or not any(r["reachable"] for r in status["replicas"]) else 0
 
 
 def cmd_validate(path: str) -> int:
@@ -464,7 +525,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not 0 <= args.agent_port <= 65535:
         print(f"edgectl run: --agent-port must be 0 (none) or a port, not {args.agent_port}", file=sys.stderr)
         return 1
+    cluster_options, problem = _cluster_options(args)
+    if problem:
+        print(f"edgectl run: {problem}", file=sys.stderr)
+        return 1
     config = RunConfig(
+        cluster=cluster_options,
         fabric_file=args.config or "",
         git=git,
         pki=pki_options,
@@ -488,6 +554,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         placement_profile=args.placement_profile,
         endpoint_order=args.endpoint_order,
         port_stats_interval_s=args.port_stats_interval,
+        static_role=args.static_role,
     )
     from edgectl.controller import Controller
 
@@ -518,6 +585,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     controller.stop()
     LOG.info("stopped")
     return 0
+
+
+def _cluster_options(args: argparse.Namespace) -> tuple[ClusterOptions | None, str | None]:
+    """``--etcd`` and its companions, checked: (options or None, the problem)."""
+    if not args.etcd:
+        if args.replica_id:
+            return None, "--replica-id needs --etcd (a replica of which cluster?)"
+        return None, None
+    problem = replica_id_problem(args.replica_id)
+    if problem:
+        return None, problem
+    if not 1 <= args.lease_ttl <= 60:
+        return None, f"--lease-ttl must be 1..60 seconds, not {args.lease_ttl}"
+    if args.static_role is not None:
+        return None, "--static-role and --etcd: in a cluster the election gives the OpenFlow role"
+    if args.state_dir:
+        return None, "--state-dir and --etcd: in replicated mode placements live in etcd (drop --state-dir)"
+    if args.git_repo:
+        return None, "--git-repo and --etcd: a cluster takes its desired state from --config (git is not supported yet)"
+    if replica_id_problem(args.cluster_name):
+        return None, f"--cluster-name {args.cluster_name!r}: at most 64 letters, digits, '.', '_' or '-'"
+    try:
+        from cluster.etcd import EtcdClient
+
+        EtcdClient.from_urls(args.etcd).close()  # only parses: the connection is made when used
+    except ValueError as exc:
+        return None, f"--etcd: {exc}"
+    return ClusterOptions(args.etcd, args.replica_id, args.cluster_name, args.lease_ttl), None
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from netmodel.fabric_file import (
 
 if TYPE_CHECKING:  # pki.cli is imported only when a command runs
     from pki.cli import PkiRunOptions
+    from sdnctl.roles import Mastership
 
 DOCUMENT_SUFFIXES = (".yaml", ".yml")
 MAX_DOCUMENT_FILES = 10_000  # a directory tree with more is not a fabric (a mistyped path, say "/")
@@ -201,6 +202,31 @@ class GitOptions:
 
 
 @dataclass(frozen=True)
+class ClusterOptions:
+    """``--etcd URLS --replica-id ID``: this controller is one replica of a cluster (docs/cluster.md)."""
+
+    etcd_urls: str
+    replica_id: str
+    name: str = "default"
+    """Several clusters may share one etcd: each keeps its keys under ``edgectl/<name>/``."""
+    lease_ttl_s: int = 1
+    """The leader's lease: a leader that hangs or is cut off from etcd is replaced after this long."""
+    etcd_timeout_s: float = 2.0
+
+
+REPLICA_ID_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def replica_id_problem(replica_id: str) -> str | None:
+    """Why ``replica_id`` cannot name a replica (None when it can): it is part of etcd keys and log lines."""
+    if not replica_id:
+        return "--replica-id is required with --etcd (a name unique in the cluster, such as the machine's)"
+    if len(replica_id) > 64 or not set(replica_id) <= REPLICA_ID_CHARACTERS:
+        return f"--replica-id {replica_id!r}: at most 64 letters, digits, '.', '_' or '-'"
+    return None
+
+
+@dataclass(frozen=True)
 class RunConfig:
     fabric_file: str
     openflow_host: str = "127.0.0.1"
@@ -230,3 +256,7 @@ class RunConfig:
     """The scoring profile of the controller's own placements: declared replicas, failover, migrate --to best."""
     endpoint_order: str = "nearest"
     """How callers' endpoints are ordered (``meshctl.paths.ENDPOINT_ORDERS``): nearest first, or round-robin."""
+    static_role: Mastership | None = None
+    """``--static-role``: the OpenFlow role held without a cluster (None: embedded, no role requests)."""
+    cluster: ClusterOptions | None = None
+    """With ``--etcd``: one replica of a cluster; None: the embedded default (one process, local state)."""

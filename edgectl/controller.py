@@ -44,8 +44,10 @@ if TYPE_CHECKING:  # the servers are imported only when start() runs them (os-ke
     import ssl
     from collections.abc import Callable, Mapping
 
+    from cluster.log_bus import ClusterBus
     from edgectl.agent_api import AgentServer
     from edgectl.cert_renewal import ControlCertificates
+    from edgectl.cluster_mode import Replica
     from edgectl.config_watch import ConfigWatcher
     from edgectl.desired_state import DesiredState
     from edgectl.git_sync import GitSync
@@ -55,9 +57,14 @@ if TYPE_CHECKING:  # the servers are imported only when start() runs them (os-ke
     from placement.grpc_api import PlacementServer
     from placement.replica_loop import ReplicaLoop
     from sdnctl.engine import RouteEngine
+    from sdnctl.roles import Mastership
     from sdnctl.runtime import OpenFlowRuntime
 
 LOG = logging.getLogger("edgectl.controller")
+
+
+class CannotStart(RuntimeError):
+    """The controller cannot run as configured (replicated mode: etcd unreachable, a duplicate replica id)."""
 
 
 def _ip_sans(*hosts: str) -> list[str]:
@@ -95,7 +102,17 @@ class Controller:
         self.config = config
         self.metrics = ControllerMetrics()
         self._initial = (spec, revision)
-        self.bus = EventBus(replace(build_state(spec), desired_revision=revision), observer=self.metrics.observe_event)
+        self.cluster: Replica | None = None
+        initial = replace(build_state(spec), desired_revision=revision)
+        self.bus: EventBus | ClusterBus
+        if config.cluster is not None:
+            from edgectl.cluster_mode import Replica
+
+            # Every change goes through etcd's log; the first replica seeds the cluster with this state.
+            self.cluster = Replica(config.cluster, seed=lambda: initial, observer=self.metrics.observe_event)
+            self.bus = self.cluster.bus
+        else:
+            self.bus = EventBus(initial, observer=self.metrics.observe_event)
         self.metrics.sources.state = lambda: self.bus.state
         self.denials = DenialLog()
         """Denied calls from both enforcement points (the sidecars' RBAC, the switches' ACL)."""
@@ -117,7 +134,10 @@ class Controller:
         self.events: EventHub | None = None
 
     def start(self) -> None:
-        self.bus.start()
+        if self.cluster is not None:
+            self._start_cluster_bus()
+        else:
+            self.bus.start()
         if self.store is not None:
             for event in self.store.load_events():
                 try:
@@ -240,10 +260,16 @@ class Controller:
             tls=openflow_tls,
             on_tls_context=on_tls_context,
             port_stats_interval_s=self.config.port_stats_interval_s,
+            # A replica is a follower (SLAVE, silent) from its first switch on, until the election says otherwise.
+            mastership=self._first_mastership(),
         )
+        self.metrics.sources.openflow_roles = openflow.app.roles_view
+        self.metrics.sources.openflow_role_changes = lambda: openflow.app.role_changes
         self.metrics.sources.port_readings = openflow.app.port_rates.readings
         self.metrics.sources.openflow_messages = openflow.app.messages.totals
         self.metrics.sources.meter_counts = lambda: openflow.app.meter_counts
+        if self.cluster is not None:
+            openflow.app.on_fenced = self.cluster.fenced
         routes = self.routes = RouteEngine(
             openflow.app,
             lambda: self.bus.state,
@@ -300,6 +326,8 @@ class Controller:
         self.http.add_route("/api/v1/xds/clients", lambda _state: mesh.clients_view())
         from edgectl.live_notes import xds_nack_notes
 
+        if self.cluster is not None and mesh.readiness is not None:
+            self.cluster.share_readiness(mesh.readiness)  # a sidecar ACKs only the replica it streams from
         mesh.cache.add_nack_listener(xds_nack_notes(events.note))  # a sidecar refusing config: on the timeline
         # A migration withdraws the old instance only once the sidecars have ACKed the new endpoints.
         sidecars_probe = NamedProbe("sidecars", mesh.converged, mesh.converged_for)
@@ -337,6 +365,8 @@ class Controller:
             observe=self.metrics.observe_request,
         )
         self.placement.events.add_listener(self.metrics.observe_step)
+        if self.cluster is not None:
+            self.placement.orchestrator.standby = self.cluster.standby_reason
         from edgectl.live_notes import placement_notes
 
         self.placement.events.add_listener(placement_notes(events.note))  # migrations' steps on the timeline
@@ -351,11 +381,95 @@ class Controller:
         self.bus.subscribe(replicas)
         replicas.start()
         self._start_desired_state(trust_domain)
+        if self.cluster is not None:
+            self._join_cluster()
         self.http.ready = True
         # Start-up garbage is long-lived: move it out of the collector's way (full GCs paused the
         # process 80-110 ms here; after freeze about 15 ms).
         gc.collect()
         gc.freeze()
+
+    def _first_mastership(self) -> Mastership | None:
+        if self.cluster is None:
+            return self.config.static_role  # None: embedded, no role requests
+        from sdnctl.roles import Mastership
+
+        return Mastership(False, 0)
+
+    def _forwarding_credentials(self) -> Any:
+        """With --pki-dir the placement API is mTLS: a follower calls the leader's with its own control
+        certificate (the leader admits a controller of its trust domain). None: plaintext."""
+        if self.control_certs is None or self.pki is None:
+            return None
+        import grpc
+
+        svid = self.control_certs.grpc.current
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.pki.issuer.bundle_pem.encode(),
+            private_key=svid.private_key_pem.encode(),
+            certificate_chain=svid.cert_chain_pem.encode(),
+        )
+
+    def _start_cluster_bus(self) -> None:
+        """The model from etcd: the newest checkpoint and the log after it (a new cluster: ours seeds it)."""
+        from cluster.etcd import EtcdError
+
+        assert self.cluster is not None
+        try:
+            self.cluster.start_bus()
+        except EtcdError as exc:
+            raise CannotStart(f"etcd at {self.config.cluster.etcd_urls if self.config.cluster else ''}: {exc}") from exc
+        running = self.bus.state.desired_revision
+        if not self.cluster.bus.cluster_seeded and self._initial[1] and running != self._initial[1]:
+            LOG.warning(
+                "the cluster runs desired revision %s; this replica's --config (%s) is not applied here: apply it "
+                "on the leader",
+                self.bus.state.desired_revision or "(none)",
+                self._initial[1],
+            )
+
+    def _join_cluster(self) -> None:
+        """Campaign, and make every part follow the election: OpenFlow roles, write forwarding, the loops."""
+        from cluster.election import Candidate, Leadership
+        from cluster.member import DuplicateReplica
+        from sdnctl.roles import Mastership
+
+        cluster, openflow, placement, replicas = self.cluster, self.openflow, self.placement, self.replicas
+        assert cluster is not None and openflow is not None and placement is not None and self.http is not None
+        assert self.mesh is not None
+
+        def follow(leadership: Leadership) -> None:
+            leads = leadership.is_leader
+            openflow.app.set_mastership(Mastership(leads, leadership.generation))
+            leader = leadership.leader
+            if leads or leader is None:
+                placement.forward_writes_to(None)  # decided here, or refused UNAVAILABLE while no one leads
+            else:
+                placement.forward_writes_to(leader.api, self._forwarding_credentials())
+            if leads:  # what only the leader does may have waited meanwhile
+                placement.wake_failover()
+                if replicas is not None:
+                    replicas.wake()
+
+        cluster.on_leadership(follow)
+        http_host, http_port = self.http.address
+        xds_host, xds_port = self.mesh.address
+        try:
+            cluster.join(
+                Candidate(
+                    replica_id=cluster.replica_id,
+                    lease=0,
+                    http=f"{http_host}:{http_port}",
+                    api=placement.address,
+                    xds=f"{xds_host}:{xds_port}",
+                    liveness=f"{http_host}:0",
+                )
+            )
+        except DuplicateReplica as exc:
+            raise CannotStart(str(exc)) from exc
+        openflow_app = openflow.app
+        self.http.add_route("/api/v1/cluster", lambda _state: cluster.status_view(openflow_app.roles_view()))
+        self.metrics.sources.cluster = cluster.metrics_view
 
     def _start_agent_api(self, pki: PkiService, control_tls: ControlCertificates, tokens: JoinTokenStore) -> None:
         """The node agent API (``edgectl.agent_api``): TLS with the controller's renewed gRPC certificate."""
@@ -583,12 +697,16 @@ class Controller:
 
     def reload_config(self) -> None:
         """Read --config again and apply it if it changed (the file watcher, SIGHUP). A bad document is
-        rejected with its FILE:LINE problems; the last good one keeps running."""
+        rejected with its FILE:LINE problems; the last good one keeps running. A replica that does not lead
+        leaves it to the leader (the desired state is the cluster's)."""
         from edgectl.config import load_desired
         from edgectl.desired_state import DocumentRefused
 
         desired = self.desired
         if desired is None:
+            return
+        if self.cluster is not None and not self.cluster.leads():
+            LOG.info("--config: not the leader; the leader applies desired-state changes for the cluster")
             return
         path = self.config.fabric_file
         try:
@@ -607,6 +725,8 @@ class Controller:
             LOG.error("applying %s failed: %s", path, exc)
 
     def stop(self) -> None:
+        if self.cluster is not None and self.cluster.member is not None:
+            self.cluster.member.stop()  # resign first: the next replica leads while this one winds down
         if self.git is not None:
             self.git.stop()
         if self._temporary_git_dir is not None:
@@ -635,6 +755,9 @@ class Controller:
             self.events.stop()  # ends every event stream
         if self.http is not None:
             self.http.stop()
-        self.bus.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
+        else:
+            self.bus.stop()
         if self.store is not None:
             self.store.stop()

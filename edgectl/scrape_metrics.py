@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sdnctl.port_stats import PortKey, PortReading
 
 LINK_LABELS = ["src", "src_port", "dst", "dst_port"]
+SWITCH_ROLES = ("master", "slave", "equal", "requested")  # sdnctl.roles.ROLES
 
 
 @dataclass
@@ -51,7 +52,13 @@ class ScrapeSources:
     reservations: Callable[[FabricState], ReservationPlan] | None = None
     """The bandwidth reservation plan of a state (``ReservationCache.plan_for``)."""
     meter_counts: Callable[[], Mapping[tuple[SwitchId, int], MeterCounters]] | None = None
+    cluster: Callable[[], Mapping[str, float]] | None = None
+    """Replicated mode: this replica's standing (``edgectl.cluster_mode.Replica.metrics_view``)."""
     """Per (switch, meter id): the meter's counters as last polled (``FabricApp.meter_counts``)."""
+    openflow_roles: Callable[[], Mapping[int, Mapping[str, object]]] | None = None
+    """Per dpid: this controller's OpenFlow role on the switch (``FabricApp.roles_view``)."""
+    openflow_role_changes: Callable[[], Mapping[str, int]] | None = None
+    """Per role: how often a switch's role for this controller became it (``FabricApp.role_changes``)."""
 
 
 class MeterCounters(Protocol):
@@ -76,10 +83,41 @@ class SnapshotCollector(Collector):
         yield from self._links(state)
         yield from self._switches(state)
         yield from self._openflow()
+        yield from self._roles(state)
         yield from self._certificates()
         yield from self._config()
         yield from self._policy(state)
         yield from self._bandwidth(state)
+        yield from self._cluster()
+
+    def _cluster(self) -> Iterator[Metric]:
+        view = self.sources.cluster() if self.sources.cluster is not None else None
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "leader": GaugeMetricFamily(
+                "edgectl_cluster_leader", "1 while this replica leads the cluster (acts on switches and placements)"
+            ),
+            "generation": GaugeMetricFamily(
+                "edgectl_cluster_generation",
+                "The current leader's generation (its election revision: the OpenFlow generation_id); 0 without one",
+            ),
+            "leadership_changes": CounterMetricFamily(
+                "edgectl_cluster_leadership_changes",
+                "Times this replica started or stopped leading since it started",
+            ),
+            "etcd_reachable": GaugeMetricFamily(
+                "edgectl_cluster_etcd_reachable", "1 while this replica's last etcd request succeeded"
+            ),
+            "read_only": GaugeMetricFamily(
+                "edgectl_cluster_read_only", "1 while this replica serves its last model read-only (etcd unreachable)"
+            ),
+            "applied_revision": GaugeMetricFamily(
+                "edgectl_cluster_log_applied_revision", "The etcd revision of the last log entry this replica applied"
+            ),
+        }
+        for name, family in families.items():
+            if view is not None:
+                family.add_metric([], float(view[name]))
+            yield family
 
     def _links(self, state: FabricState | None) -> Iterator[Metric]:
         latency = GaugeMetricFamily(
@@ -209,6 +247,28 @@ class SnapshotCollector(Collector):
             for (error_type, code), count in sorted(totals.errors.items()):
                 errors.add_metric([error_type, str(code)], count)
         yield from (sent, received, errors)
+
+    def _roles(self, state: FabricState | None) -> Iterator[Metric]:
+        changes = CounterMetricFamily(
+            "edgectl_openflow_role_changes",
+            "Times a switch's OpenFlow role for this controller became master, slave or equal (replicated mode)",
+            labels=["role"],
+        )
+        current = GaugeMetricFamily(
+            "edgectl_openflow_switch_role",
+            "This controller's OpenFlow role on each connected switch: 1 for the current role (requested: the "
+            "switch's answer is awaited), 0 for the others",
+            labels=["switch", "role"],
+        )
+        if self.sources.openflow_role_changes is not None:
+            for role, count in sorted(self.sources.openflow_role_changes().items()):
+                changes.add_metric([role], count)
+        if self.sources.openflow_roles is not None:
+            for dpid, view in sorted(self.sources.openflow_roles().items()):
+                name = _switch_name(state, SwitchId(dpid))
+                for role in SWITCH_ROLES:
+                    current.add_metric([name, role], 1 if view.get("role") == role else 0)
+        yield from (changes, current)
 
     def _config(self) -> Iterator[Metric]:
         documents = CounterMetricFamily(

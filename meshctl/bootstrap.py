@@ -65,6 +65,22 @@ def parse_xds_address(text: str) -> XdsAddress:
     return XdsAddress(host=host, port=int(port_text))
 
 
+def parse_xds_addresses(addresses: str | Sequence[str]) -> tuple[XdsAddress, ...]:
+    """One address or several: each replica of a replicated control plane (``A,B`` or a list, each item
+    itself possibly comma-separated). ValueError names the address that is wrong, or the one listed twice."""
+    items = [addresses] if isinstance(addresses, str) else list(addresses)
+    texts = [part.strip() for item in items for part in item.split(",") if part.strip()]
+    if not texts:
+        raise ValueError("no xDS address given: expected HOST:PORT or unix:/path (several: comma-separated)")
+    parsed: list[XdsAddress] = []
+    for text in texts:
+        address = parse_xds_address(text)
+        if address in parsed:
+            raise ValueError(f"{text!r}: the xDS address is listed twice")
+        parsed.append(address)
+    return tuple(parsed)
+
+
 XDS_CLIENT_SECRET = "edgectl-xds-client"
 """The name of the secret in a sidecar's xDS client SDS file (``XdsClientTls.sds_file``)."""
 SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
@@ -141,11 +157,31 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _endpoint_address(address: XdsAddress) -> dict[str, Any]:
+    if address.is_unix:
+        return {"pipe": {"path": address.path}}
+    return {"socket_address": {"address": address.host, "port_value": address.port}}
+
+
+def _discovery_type(addresses: Sequence[XdsAddress]) -> str:
+    """STATIC when every address is an IP or a Unix socket; STRICT_DNS (host names resolved) otherwise,
+    which Envoy allows for socket addresses only."""
+    named = [a for a in addresses if not a.is_unix and not _is_ip(a.host)]
+    if not named:
+        return "STATIC"
+    if any(a.is_unix for a in addresses):
+        raise ValueError(
+            f"{named[0].grpc_target!r}: a host name and a Unix socket cannot both be xDS addresses "
+            "(give IP addresses with the Unix sockets)"
+        )
+    return "STRICT_DNS"
+
+
 def render_bootstrap(
     node_id: str,
     service: str,
     delta: bool = False,
-    xds_address: str = DEFAULT_XDS_ADDRESS,
+    xds_address: str | Sequence[str] = DEFAULT_XDS_ADDRESS,
     admin_port: int = DEFAULT_ADMIN_PORT,
     tls: XdsClientTls | None = None,
     admin_socket: str | None = None,
@@ -153,18 +189,17 @@ def render_bootstrap(
     """An Envoy v3 bootstrap (as a dict: dump it as YAML or JSON) for sidecar ``node_id``; ``tls``: mTLS
     to the control plane (needed on its TCP listener when the controller runs with ``--pki-dir``);
     ``admin_socket``: the admin API on this Unix socket instead of 127.0.0.1:``admin_port`` (reachable
-    from outside the sidecar's network namespace, and no port to collide with another sidecar's)."""
-    address = parse_xds_address(xds_address)
+    from outside the sidecar's network namespace, and no port to collide with another sidecar's).
+
+    ``xds_address``: one control plane, or several (the replicas of a replicated controller: a list, or
+    comma-separated). The xDS cluster lists them all with equal weight: when the stream to one ends,
+    Envoy retries on the next (round robin) and keeps serving its last config meanwhile."""
+    addresses = parse_xds_addresses(xds_address)
+    discovery = _discovery_type(addresses)
     if not 0 <= admin_port < 65536:
         raise ValueError(f"admin port {admin_port} is not 0-65535")
     if admin_socket is not None and not admin_socket.startswith("/"):
         raise ValueError(f"admin socket {admin_socket!r} is not an absolute path")
-    if address.is_unix:
-        endpoint_address: dict[str, Any] = {"pipe": {"path": address.path}}
-        discovery = "STATIC"
-    else:
-        endpoint_address = {"socket_address": {"address": address.host, "port_value": address.port}}
-        discovery = "STATIC" if _is_ip(address.host) else "STRICT_DNS"
     bootstrap: dict[str, Any] = {
         "node": {"id": node_id, "cluster": service},
         "admin": {
@@ -208,7 +243,9 @@ def render_bootstrap(
                     },
                     "load_assignment": {
                         "cluster_name": XDS_CLUSTER,
-                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": endpoint_address}}]}],
+                        "endpoints": [
+                            {"lb_endpoints": [{"endpoint": {"address": _endpoint_address(a)}} for a in addresses]}
+                        ],
                     },
                 }
             ]
@@ -219,12 +256,14 @@ def render_bootstrap(
     return bootstrap
 
 
-def render_grpc_bootstrap(node_id: str, xds_address: str = DEFAULT_XDS_ADDRESS) -> dict[str, Any]:
-    """The JSON a proxyless gRPC client reads from ``GRPC_XDS_BOOTSTRAP`` (then dials ``xds:///<service>``)."""
-    address = parse_xds_address(xds_address)
+def render_grpc_bootstrap(node_id: str, xds_address: str | Sequence[str] = DEFAULT_XDS_ADDRESS) -> dict[str, Any]:
+    """The JSON a proxyless gRPC client reads from ``GRPC_XDS_BOOTSTRAP`` (then dials ``xds:///<service>``).
+    Several addresses: every one is listed in ``xds_servers`` (gRPC falls back to the next when the first
+    is unreachable)."""
     return {
         "xds_servers": [
             {"server_uri": address.grpc_target, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}
+            for address in parse_xds_addresses(xds_address)
         ],
         "node": {"id": node_id, "locality": {}},
     }
@@ -265,9 +304,10 @@ def bootstrap_parser() -> argparse.ArgumentParser:
     parser.add_argument("--delta", action="store_true", help="use incremental (delta) xDS")
     parser.add_argument(
         "--xds-address",
-        default=DEFAULT_XDS_ADDRESS,
+        action="append",
         metavar="HOST:PORT|unix:/path",
-        help=f"the control plane ({DEFAULT_XDS_ADDRESS})",
+        help=f"the control plane ({DEFAULT_XDS_ADDRESS}); a replicated one: every replica, the flag repeated "
+        "or comma-separated (the sidecar moves to another when its replica goes away)",
     )
     parser.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT, help="Envoy admin port on 127.0.0.1")
     parser.add_argument(
@@ -314,15 +354,16 @@ def client_tls(args: argparse.Namespace) -> XdsClientTls | None:
 
 def main_bootstrap(argv: Sequence[str] | None = None) -> int:
     args = bootstrap_parser().parse_args(argv)
+    xds_addresses = args.xds_address or [DEFAULT_XDS_ADDRESS]
     try:
         tls = client_tls(args)
         if args.grpc:
             if tls is not None:
                 raise ValueError("--grpc with --tls-* is not supported yet (use the Unix socket)")
-            print(json.dumps(render_grpc_bootstrap(args.node_id, args.xds_address), indent=2))
+            print(json.dumps(render_grpc_bootstrap(args.node_id, xds_addresses), indent=2))
             return 0
         bootstrap = render_bootstrap(
-            args.node_id, args.service, args.delta, args.xds_address, args.admin_port, tls, args.admin_socket
+            args.node_id, args.service, args.delta, xds_addresses, args.admin_port, tls, args.admin_socket
         )
     except ValueError as exc:
         print(f"edgectl mesh bootstrap: {exc}", file=sys.stderr)

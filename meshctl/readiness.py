@@ -31,6 +31,20 @@ class SidecarReadiness:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._ready: frozenset[str] = frozenset()
+        self._listeners: list[Callable[[str], None]] = []
+
+    def add_ready_listener(self, listener: Callable[[str], None]) -> None:
+        """Called with each workload this server saw become ready (replicated mode shares them: a sidecar
+        ACKs only the replica it streams from). Runs on the xDS event loop: it must only hand off."""
+        self._listeners.append(listener)
+
+    def mark_ready(self, workloads: Iterable[str]) -> None:
+        """Workloads another server saw serve (their sidecar streams from another replica)."""
+        with self._lock:
+            new = frozenset(workloads) - self._ready
+            self._ready = self._ready | new
+        if new:
+            self._on_change()
 
     def seed(self, workloads: Iterable[str]) -> None:
         """Count these as ready (the workloads a restarted controller finds in its model)."""
@@ -64,3 +78,5 @@ class SidecarReadiness:
         with self._lock:
             self._ready = self._ready | {node}
         self._on_change()
+        for listener in self._listeners:
+            listener(node)

@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,18 +78,24 @@ class MeshTestbed:
         self,
         net: Any,
         *,
-        xds_socket: str,
+        xds_socket: str | Sequence[str],
         run_dir: Path,
         envoy_log_level: str = "warning",
     ) -> None:
         self.net = net
         self.xds_socket = xds_socket
+        """The controller's xDS Unix socket; a replicated controller: each replica's (the sidecars list them all)."""
         self.run_dir = run_dir
         self._envoy_log_level = envoy_log_level
         self.clients: dict[str, EnvoySidecar] = {}
         self.loads: list[UserLoad] = []
         services = getattr(getattr(net, "spec", None), "services", ())
         self._service_ports = {s.name: s.port for s in services}
+
+    @property
+    def xds_addresses(self) -> list[str]:
+        sockets = [self.xds_socket] if isinstance(self.xds_socket, str) else list(self.xds_socket)
+        return [f"unix:{path}" for path in sockets]
 
     # -- sidecars --------------------------------------------------------------------------------------
 
@@ -101,9 +108,7 @@ class MeshTestbed:
         admin = workdir / "admin.sock"
         with contextlib.suppress(FileNotFoundError):
             admin.unlink()
-        bootstrap = render_bootstrap(
-            host_id, "users", xds_address=f"unix:{self.xds_socket}", admin_socket=str(admin), tls=tls
-        )
+        bootstrap = render_bootstrap(host_id, "users", xds_address=self.xds_addresses, admin_socket=str(admin), tls=tls)
         sidecar = EnvoySidecar(
             bootstrap, log_level=self._envoy_log_level, popen=self.net.get(host_id).popen, workdir=workdir
         ).start()

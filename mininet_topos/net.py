@@ -6,6 +6,7 @@ same switch names, dpids and port numbers, so what the controller computes is wh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from mininet.net import Mininet
@@ -54,6 +55,7 @@ def build(
     real_delay: bool | str | None = None,
     fail_mode: str = "secure",
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+    more_controllers: Sequence[tuple[str, int]] = (),
 ) -> FabricNet:
     """Build (do not start) the fabric: OVS userspace switches speaking OpenFlow 1.3 to a
     RemoteController at ``controller`` (None: no controller, e.g. to install flows by hand).
@@ -61,6 +63,8 @@ def build(
     real_delay: None = real one-way delay per cable, via netem if the kernel has it, else via the
     userspace relay; False = no delay; "netem"/"relay" force a backend. start() waits up to
     ``connect_timeout`` seconds for the switches to connect (Mininet would wait forever in secure mode).
+    ``more_controllers``: every switch also connects to these (the replicas of a cluster: OpenFlow roles
+    decide which one is master).
 
     Raises ``mininet_topos.inuse.NamesInUse``, having created nothing, when a bridge or interface the
     fabric needs exists already (this fabric running already, or another with the same switch names).
@@ -80,6 +84,8 @@ def build(
     if controller:
         host, port = controller
         net.addController("c0", controller=RemoteController, ip=host, port=int(port))
+        for number, (more_host, more_port) in enumerate(more_controllers, start=1):
+            net.addController(f"c{number}", controller=RemoteController, ip=more_host, port=int(more_port))
     try:
         net.build()
     except BaseException:

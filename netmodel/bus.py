@@ -13,6 +13,10 @@ from netmodel.events import Event
 from netmodel.state import FabricState
 
 
+class BusUnavailable(RuntimeError):
+    """The bus takes no change now (a replica that cannot reach etcd serves its last model read-only)."""
+
+
 class ModelSubscriber(Protocol):
     def on_model_change(self, event: Event, state: FabricState) -> None:
         """Called with every event that changed the model and the state after it."""

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--controller",
         required=True,
         metavar="HOST:PORT|unix:/path",
-        help="the controller's node agent API (edgectl run --agent-port, default 50052, or --agent-unix)",
+        help="the controller's node agent API (edgectl run --agent-port, default 50052, or --agent-unix); "
+        "a replicated controller: every replica's, comma-separated (the next is used while one is unavailable)",
     )
     token = parser.add_mutually_exclusive_group()
     token.add_argument("--join-token", metavar="TOKEN", help="the one-time join token (edgectl pki token --node)")
@@ -56,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--xds",
         metavar="HOST:PORT|unix:/path",
-        help=f"where the sidecars get their config (default: the controller's host, port {DEFAULT_XDS_PORT})",
+        help=f"where the sidecars get their config (default: the controller's host, port {DEFAULT_XDS_PORT}); "
+        "a replicated controller: every replica's, comma-separated",
     )
     parser.add_argument(
         "--xds-server-id",
@@ -125,10 +127,22 @@ def register(subparsers: Any) -> None:
 
 
 def default_xds(controller: str) -> str:
-    if controller.startswith("unix:"):
-        raise ValueError("--controller is a Unix socket: give --xds too (the controller's --xds-unix)")
-    host, _, _ = controller.rpartition(":")
-    return f"{host}:{DEFAULT_XDS_PORT}"
+    """Each controller replica's host, port 18000 (comma-separated as ``--xds`` takes them)."""
+    xds = []
+    for address in controller_addresses(controller):
+        if address.startswith("unix:"):
+            raise ValueError("--controller is a Unix socket: give --xds too (the controller's --xds-unix)")
+        host, _, _ = address.rpartition(":")
+        xds.append(f"{host}:{DEFAULT_XDS_PORT}")
+    return ",".join(xds)
+
+
+def controller_addresses(text: str) -> list[str]:
+    """``--controller A,B,C``: every replica of a replicated controller (ValueError if none)."""
+    addresses = [part.strip() for part in text.split(",") if part.strip()]
+    if not addresses:
+        raise ValueError(f"--controller {text!r}: expected HOST:PORT or unix:/path (several: comma-separated)")
+    return addresses
 
 
 def read_token(args: argparse.Namespace) -> str:
@@ -162,12 +176,13 @@ class Agent:
     supervisor: Supervisor
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from meshctl.bootstrap import parse_xds_address
+        from meshctl.bootstrap import parse_xds_addresses
 
         self.args = args
         self.node = args.node
+        self.controllers = controller_addresses(args.controller)
         self.xds = args.xds or default_xds(args.controller)
-        parse_xds_address(self.xds)  # ValueError names what is wrong
+        parse_xds_addresses(self.xds)  # ValueError names what is wrong
         if not args.drain_s >= 0:
             raise ValueError(f"--drain-s must be >= 0, not {args.drain_s}")
         self.work_dir = Path(args.work_dir or f"{DEFAULT_WORK_ROOT}/{self.node}").absolute()
@@ -304,7 +319,7 @@ class Agent:
             if moved:
                 LOG.info("WatchNode %s: following on the channel of the renewed node SVID", self.node)
                 continue
-            LOG.warning("WatchNode %s: %s; reconnecting in %.1f s", self.node, reason, delay)
+            LOG.warning("WatchNode %s: %s; reconnecting to %s in %.1f s", self.node, reason, self.client.target, delay)
             self.stop.wait(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
 
@@ -335,7 +350,7 @@ class Agent:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        self.client = ControllerClient(self.args.controller, server_name=self.args.controller_server_name)
+        self.client = ControllerClient(self.controllers, server_name=self.args.controller_server_name)
         try:
             self.svid = self._identity()
         except SystemExit as exit_:

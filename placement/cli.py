@@ -7,6 +7,11 @@ runs, so ``edgectl validate`` stays fast.
 
 A refused request exits 1 with the server's reason on stderr (``edgectl place: RESOURCE_EXHAUSTED:
 0/6 nodes are available: ...``), never a traceback; an unreachable API exits 1 saying so.
+
+``--api A,B,C`` (a replicated controller: every replica) tries each address in turn while the one asked
+is UNAVAILABLE (not there, or a follower whose leader is not there), and says which one answered.
+An UNAVAILABLE a placement API decided (a change applied but not saved) is not retried: the change
+was made, and a retried Place would place twice.
 """
 
 from __future__ import annotations
@@ -24,21 +29,31 @@ API_ENV = "EDGECTL_API"
 DEFAULT_RPC_TIMEOUT_S = 30.0
 
 
-def _address(text: str) -> str:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        origin = f" (from ${API_ENV})" if text == os.environ.get(API_ENV) else ""
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}{origin}")
-    return text
+DECIDED_KEY = "edgectl-placement-decided"
+"""The trailer a placement API sets on every write it answered (``placement.grpc_api.DECIDED_KEY``)."""
+
+
+def _addresses(text: str) -> list[str]:
+    """``HOST:PORT``, or several comma-separated (each replica of a replicated controller)."""
+    origin = f" (from ${API_ENV})" if text == os.environ.get(API_ENV) else ""
+    addresses = [part.strip() for part in text.split(",") if part.strip()]
+    if not addresses:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT[,HOST:PORT...], got {text!r}{origin}")
+    for address in addresses:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {address!r}{origin}")
+    return addresses
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api",
-        type=_address,
+        type=_addresses,
         default=os.environ.get(API_ENV) or DEFAULT_API,
-        metavar="HOST:PORT",
-        help=f"placement gRPC API (default: ${API_ENV}, else {DEFAULT_API})",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help=f"placement gRPC API (default: ${API_ENV}, else {DEFAULT_API}); a replicated controller: every "
+        "replica's, comma-separated (the next is tried while one is unavailable)",
     )
     parser.add_argument("--output", choices=["table", "json"], default="table")
     parser.add_argument(
@@ -202,30 +217,54 @@ def _run(command: str, args: argparse.Namespace, call: Callable[[Any, Any], Any]
     except (OSError, ValueError) as exc:
         print(f"edgectl {command}: {exc}", file=sys.stderr)
         return 2
-    if credentials is None:
-        channel = grpc.insecure_channel(args.api)
-    else:
-        options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
-        channel = grpc.secure_channel(args.api, credentials, options=options)
-    with channel:
-        try:
-            response = call(pb_grpc.PlacementStub(channel), pb)
-        except grpc.RpcError as exc:
-            code = exc.code() if hasattr(exc, "code") else None
-            details = exc.details() if hasattr(exc, "details") else str(exc)
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and not _from_server(details):
-                print(f"edgectl {command}: cannot reach the placement API at {args.api}: {details}", file=sys.stderr)
-                hint = tls_hint(details, tls_given=credentials is not None)
-                if code == grpc.StatusCode.UNAVAILABLE and hint:
-                    print(f"  hint: {hint}", file=sys.stderr)
-            else:
-                print(f"edgectl {command}: {code.name if code else 'ERROR'}: {details}", file=sys.stderr)
-            return 1
+    addresses = _addresses(args.api) if isinstance(args.api, str) else list(args.api)
+    unreachable: list[tuple[str, str]] = []
+    timed_out = False
+    response: Any = None
+    for address in addresses:
+        if credentials is None:
+            channel = grpc.insecure_channel(address)
+        else:
+            options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+            channel = grpc.secure_channel(address, credentials, options=options)
+        with channel:
+            try:
+                response = call(pb_grpc.PlacementStub(channel), pb)
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                details = exc.details() if hasattr(exc, "details") else str(exc)
+                if code == grpc.StatusCode.UNAVAILABLE and not _decided(exc):
+                    unreachable.append((address, str(details)))
+                    continue  # another replica may answer
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED and not _from_server(details):
+                    unreachable.append((address, str(details)))
+                    timed_out = True
+                    break  # the time is spent, and a write may be under way: never sent twice
+                by = f" (answered by {address})" if len(addresses) > 1 else ""
+                print(f"edgectl {command}: {code.name if code else 'ERROR'}: {details}{by}", file=sys.stderr)
+                return 1
+        if unreachable:
+            print(f"edgectl {command}: answered by {address}", file=sys.stderr)
+        break
+    if response is None:
+        where = "; ".join(f"at {address}: {details}" for address, details in unreachable)
+        print(f"edgectl {command}: cannot reach the placement API {where}", file=sys.stderr)
+        hint = tls_hint(unreachable[-1][1], tls_given=credentials is not None)
+        if hint and not timed_out:
+            print(f"  hint: {hint}", file=sys.stderr)
+        return 1
     if args.output == "json":
         print(json.dumps(proto_view(response), indent=2, sort_keys=True))
     else:
         show(response)
     return 0
+
+
+def _decided(error: Any) -> bool:
+    """An UNAVAILABLE a placement API decided (its trailer says so): the change may be made, retrying
+    elsewhere could make it twice. One relayed for a leader that cannot be reached is not decided."""
+    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    return any(key == DECIDED_KEY and value == "here" for key, value in trailing or ())
 
 
 def channel_credentials(args: argparse.Namespace) -> Any:

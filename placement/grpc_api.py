@@ -12,6 +12,10 @@ message. Request bytes are decoded by a parser that never raises (an undecodable
 INVALID_ARGUMENT, not grpcio's INTERNAL), and fields this server does not know are refused rather
 than silently ignored (a newer client's constraint must not be dropped on the floor). gRPC health
 (``grpc.health.v1``) and reflection are served beside it.
+
+A follower replica of a replicated controller decides no writes: ``server.forward_writes_to(leader)``
+makes Place, Migrate and Evict go to the leader's placement API as they came (bytes), and its answer
+(status code and details) come back as they are; Get, List and Watch are still served here.
 """
 
 from __future__ import annotations
@@ -382,6 +386,126 @@ class PlacementServicer:
         return message
 
 
+# -- writes forwarded to the leader ---------------------------------------------------------------------------
+
+WRITE_METHODS = ("Place", "Migrate", "Evict")
+DECIDED_KEY = "edgectl-placement-decided"
+"""Trailing metadata of every write a placement API answered itself (or relayed): an UNAVAILABLE without it
+came from the transport (the leader is not there), not from the leader's reasoning."""
+FORWARDED_KEY = "edgectl-placement-forwarded-by"
+"""Request metadata of a forwarded write: the forwarding replica's peer view. A replica never forwards such
+a write again (two replicas each believing the other leads would bounce it forever)."""
+FORWARD_TIMEOUT_S = MAX_MIGRATION_TIMEOUT_S + 30.0
+"""The deadline of a forwarded write whose caller gave none: a leader that never answers is not waited on forever."""
+_NOT_FORWARDED = frozenset({"user-agent", "content-type", "te", "grpc-accept-encoding", "grpc-encoding"})
+
+
+class _Route:
+    """One channel to one leader, and how many forwarded calls still use it (closed once none does)."""
+
+    def __init__(self, target: str, credentials: grpc.ChannelCredentials | None) -> None:
+        self.target = target
+        self.channel = (
+            grpc.secure_channel(target, credentials) if credentials is not None else grpc.insecure_channel(target)
+        )
+        # No (de)serializers: the request's bytes go out and the reply's bytes come back untouched.
+        self.methods = {name: self.channel.unary_unary(f"/{SERVICE_NAME}/{name}") for name in WRITE_METHODS}
+        self.in_flight = 0
+        self.retired = False
+
+
+class WriteForwarder:
+    """Where this replica's writes go: nowhere (decided here) or the leader's placement API."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._route: _Route | None = None
+
+    @property
+    def target(self) -> str | None:
+        with self._lock:
+            return self._route.target if self._route is not None else None
+
+    def set(self, target: str | None, credentials: grpc.ChannelCredentials | None = None) -> None:
+        if target is not None and not target.strip():
+            raise ValueError("the leader's placement API address is empty")
+        new = _Route(target, credentials) if target is not None else None
+        with self._lock:
+            old, self._route = self._route, new
+            close_old = old is not None and old.in_flight == 0
+            if old is not None:
+                old.retired = True  # calls still on it finish first: the last one closes it
+        if old is not None and close_old:
+            old.channel.close()
+        if target is not None:
+            LOG.info("placement API: writes go to the leader at %s", target)
+        elif old is not None:
+            LOG.info("placement API: writes are decided here")
+
+    def _take(self) -> _Route | None:
+        with self._lock:
+            route = self._route
+            if route is not None:
+                route.in_flight += 1
+            return route
+
+    def _release(self, route: _Route) -> None:
+        with self._lock:
+            route.in_flight -= 1
+            close = route.retired and route.in_flight == 0
+        if close:
+            route.channel.close()
+
+    def close(self) -> None:
+        self.set(None)
+
+    def handle(self, name: str, raw: bytes, context: grpc.ServicerContext, local: Callable[..., bytes]) -> bytes:
+        """Forward ``raw`` to the leader, or decide it with ``local`` when there is none."""
+        route = self._take()
+        if route is None:
+            return local(raw, context)
+        try:
+            return self._forward(route, name, raw, context)
+        finally:
+            self._release(route)
+
+    def _forward(self, route: _Route, name: str, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        incoming = tuple(context.invocation_metadata() or ())
+        if any(key == FORWARDED_KEY for key, _ in incoming):
+            context.set_trailing_metadata(((DECIDED_KEY, "forwarded"),))
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"this replica is not the leader either (it forwards writes to {route.target}); retry",
+            )
+        metadata = [
+            (key, value)
+            for key, value in incoming
+            if not key.startswith((":", "grpc-")) and key not in _NOT_FORWARDED and key != DECIDED_KEY
+        ]
+        metadata.append((FORWARDED_KEY, context.peer() or "unknown"))
+        remaining = context.time_remaining()
+        timeout = FORWARD_TIMEOUT_S if remaining is None else max(0.0, remaining)
+        future = route.methods[name].future(raw, timeout=timeout, metadata=metadata)
+        if not context.add_callback(future.cancel):  # our caller went away: so does the leader's call
+            future.cancel()  # it had gone already
+        try:
+            reply: bytes = future.result()
+        except grpc.RpcError as exc:
+            code, details = exc.code(), exc.details() or ""
+            trailing = tuple(exc.trailing_metadata() or ())
+            answered = any(key == DECIDED_KEY for key, _ in trailing)
+            if code is grpc.StatusCode.UNAVAILABLE and not answered:
+                LOG.warning("placement API: the leader at %s is unreachable: %s", route.target, log_safe(details))
+                context.set_trailing_metadata(((DECIDED_KEY, "forwarded"),))
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"the leader at {route.target} is unreachable; retry")
+            context.set_trailing_metadata(trailing)
+            context.abort(code, details)
+        except grpc.FutureCancelledError:
+            context.abort(grpc.StatusCode.CANCELLED, "the caller cancelled the call")
+        context.set_trailing_metadata(tuple(future.trailing_metadata() or ()))
+        return reply
+
+
 RequestObserver = Callable[[str, str, str], None]
 """Called with a command's name (place, migrate, evict), its outcome (ok, or the status code) and, for a
 Place the scheduler refused, the filter that left no node ("" otherwise)."""
@@ -443,22 +567,56 @@ def _streaming(
     return handle
 
 
+def _decided_here(method: Callable[[Any, grpc.ServicerContext], Any], request: Any) -> Callable[..., bytes]:
+    """A write decided by this replica, from the request's bytes to the reply's (marked as answered)."""
+    parse = safe_parser(request)
+
+    def decide(raw: bytes, context: grpc.ServicerContext) -> bytes:
+        context.set_trailing_metadata(((DECIDED_KEY, "here"),))
+        return bytes(method(parse(raw), context).SerializeToString())
+
+    decide.__name__ = getattr(method, "__name__", "call")
+    return decide
+
+
 def _handlers(
-    servicer: PlacementServicer, authorize: CallerCheck | None = None, observe: RequestObserver | None = None
+    servicer: PlacementServicer,
+    authorize: CallerCheck | None = None,
+    observe: RequestObserver | None = None,
+    forwarder: WriteForwarder | None = None,
 ) -> grpc.GenericRpcHandler:
-    def unary(method: Callable[..., Any], request: Any, response: Any, observed: bool = False) -> grpc.RpcMethodHandler:
+    forwarder = forwarder or WriteForwarder()
+
+    def unary(method: Callable[..., Any], request: Any, response: Any) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
-            _unary(method, authorize, observe if observed else None),
+            _unary(method, authorize),
             request_deserializer=safe_parser(request),
             response_serializer=response.SerializeToString,
         )
 
+    def write(name: str, method: Callable[..., Any], request: Any) -> grpc.RpcMethodHandler:
+        """Bytes in, bytes out: decided here (parsed, checked, observed) or forwarded to the leader untouched.
+        A forwarded write is not observed here: the leader counts it, once."""
+        local = _unary(_decided_here(method, request), authorize, observe)
+
+        def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
+            if forwarder.target is not None:  # the caller is checked here too, before anything leaves
+                refusal = _caller_refusal(context, authorize)
+                if refusal is not None:
+                    LOG.warning(
+                        "placement API: refusing %s from %s: %s", name, log_safe(context.peer()), log_safe(refusal)
+                    )
+                    context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+            return forwarder.handle(name, raw, context, local)
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
     return grpc.method_handlers_generic_handler(
         SERVICE_NAME,
         {
-            "Place": unary(servicer.place, pb.PlaceRequest, pb.PlaceResponse, observed=True),
-            "Migrate": unary(servicer.migrate, pb.MigrateRequest, pb.MigrateResponse, observed=True),
-            "Evict": unary(servicer.evict, pb.EvictRequest, pb.EvictResponse, observed=True),
+            "Place": write("Place", servicer.place, pb.PlaceRequest),
+            "Migrate": write("Migrate", servicer.migrate, pb.MigrateRequest),
+            "Evict": write("Evict", servicer.evict, pb.EvictRequest),
             "Get": unary(servicer.get, pb.GetRequest, pb.Workload),
             "List": unary(servicer.list, pb.ListRequest, pb.ListResponse),
             "Watch": grpc.unary_stream_rpc_method_handler(
@@ -481,6 +639,7 @@ class PlacementServer:
         orchestrator: PlacementOrchestrator,
         health_servicer: health.HealthServicer,
         failover: FailoverLoop | None,
+        forwarder: WriteForwarder | None = None,
     ) -> None:
         self.server = server
         self.port = port
@@ -489,13 +648,31 @@ class PlacementServer:
         self.events = orchestrator.events
         self._health = health_servicer
         self._failover = failover
+        self._forwarder = forwarder or WriteForwarder()
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def wake_failover(self) -> None:
+        """A failover pass now (a replica that starts to lead: displaced instances became its to move)."""
+        if self._failover is not None:
+            self._failover.wake()
+
     def add_convergence_probe(self, probe: ConvergenceProbe | GenerationCheck) -> None:
         self.orchestrator.add_probe(probe)
+
+    def forward_writes_to(self, target: str | None, credentials: grpc.ChannelCredentials | None = None) -> None:
+        """``target``: the leader's placement API (this replica is a follower): Place, Migrate and Evict go
+        there as raw bytes, the caller's deadline and metadata kept, the leader's status code and details
+        passed back as they are; a leader that cannot be reached is UNAVAILABLE "the leader at X is
+        unreachable; retry". ``credentials``: for that channel (None: plaintext). None: decide here (the
+        default). Thread-safe; calls already forwarded finish on the old channel."""
+        self._forwarder.set(target, credentials)
+
+    @property
+    def writes_forwarded_to(self) -> str | None:
+        return self._forwarder.target
 
     def stop(self, grace: float = 1.0) -> None:
         self._health.enter_graceful_shutdown()
@@ -503,6 +680,7 @@ class PlacementServer:
             self._failover.stop()
         self.events.close_all()
         self.server.stop(grace).wait(grace + 5)
+        self._forwarder.close()
 
 
 def start_placement_api(
@@ -559,7 +737,8 @@ def start_placement_api(
     # Watches and migrations hold a worker each: both are bounded, so some workers stay for the rest.
     authorize = tls.authorize if tls else None
     servicer = PlacementServicer(orchestrator, watchers, migrations, durable, attribute_refusals=observe is not None)
-    server.add_generic_rpc_handlers((_handlers(servicer, authorize, observe),))
+    forwarder = WriteForwarder()
+    server.add_generic_rpc_handlers((_handlers(servicer, authorize, observe, forwarder),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -582,4 +761,4 @@ def start_placement_api(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     LOG.info("placement API on %s:%d%s", host, bound, " (mTLS)" if tls else "")
-    return PlacementServer(server, bound, host, orchestrator, health_servicer, loop)
+    return PlacementServer(server, bound, host, orchestrator, health_servicer, loop, forwarder)

@@ -25,7 +25,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 
 from netmodel.bandwidth import ReservationPlan, admission, plan_reservations, reserves_anything
-from netmodel.bus import ModelBus
+from netmodel.bus import BusUnavailable, ModelBus
 from netmodel.events import Event, WorkloadPlaced, WorkloadRemoved
 from netmodel.ids import NodeId, ServiceName, SiteId, WorkloadId
 from netmodel.state import EventRejected, FabricState
@@ -141,6 +141,9 @@ class PlacementOrchestrator:
         self._highest: dict[ServiceName, int] = dict(id_floors or {})
         self._migration_numbers = itertools.count(1)
         self._plan: tuple[FabricState, ReservationPlan] | None = None  # the last admission check's model and plan
+        self.standby: Callable[[], str | None] = lambda: None
+        """Why this controller may not change placements now (a replica that does not lead: its failover pass
+        and declared replicas do nothing, and a change it would publish is refused UNAVAILABLE); None: it may."""
 
     # -- reading ----------------------------------------------------------------------------------------
     def add_probe(self, probe: ConvergenceProbe | GenerationCheck) -> None:
@@ -285,6 +288,8 @@ class PlacementOrchestrator:
         call finds room). Old instances are withdrawn after convergence, or after the timeout anyway:
         their node is gone, keeping them in the model would only keep traffic going to it."""
         with self._lock:
+            if self.standby() is not None:
+                return FailoverPlan()
             state = self.bus.state
             plan = plan_failover(
                 state, self.constraints_of, self.profile, exclude=set(self._moving), latency_cache=self.latency_cache
@@ -621,8 +626,13 @@ class PlacementOrchestrator:
         return plan
 
     def _publish(self, event: Event) -> FabricState:
+        reason = self.standby()
+        if reason is not None:
+            raise PlacementRefused(Refusal.UNAVAILABLE, reason)
         try:
             return self.bus.publish(event).result(timeout=self.publish_timeout_s)
+        except BusUnavailable as exc:
+            raise PlacementRefused(Refusal.UNAVAILABLE, str(exc)) from None
         except EventRejected as exc:
             raise PlacementRefused(Refusal.FAILED_PRECONDITION, f"the model refused it: {exc}") from None
         except FutureTimeout:
@@ -676,6 +686,12 @@ class FailoverLoop:
         self._thread = threading.Thread(target=self._run, name="placement-failover", daemon=True)
 
     def on_model_change(self, event: Event, state: FabricState) -> None:
+        with self._wake:
+            self._dirty = True
+            self._wake.notify()
+
+    def wake(self) -> None:
+        """Plan a pass now (a replica that starts to lead: displaced instances are its to move)."""
         with self._wake:
             self._dirty = True
             self._wake.notify()

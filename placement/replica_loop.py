@@ -79,6 +79,12 @@ class ReplicaLoop:
             self._dirty = True
             self._wake.notify()
 
+    def wake(self) -> None:
+        """Plan again now (a replica that starts to lead: the declared replicas are its to keep)."""
+        with self._wake:
+            self._dirty = True
+            self._wake.notify()
+
     def start(self) -> None:
         self._thread.start()
 
@@ -173,6 +179,8 @@ class ReplicaLoop:
                 if self._stopping:
                     return
                 self._dirty = False
+            if self._orchestrator.standby() is not None:
+                continue  # not this replica's to do: the leader keeps the counts (wake() when that changes)
             try:
                 self.reconcile()
             except Exception:  # a bug or a refused publish must not end the reconciler for good

@@ -2,7 +2,8 @@
 # Installs everything edgectl needs on a fresh Debian bookworm machine, as root. Idempotent.
 #   system: Open vSwitch, Mininet, iproute2, ping, ethtool, tcpdump, git (started: ovs-vswitchd),
 #           prometheus (for promtool: the tests check /metrics with `promtool check metrics`),
-#           chromium and chromium-driver (the dashboard's browser test, through selenium)
+#           chromium and chromium-driver (the dashboard's browser test, through selenium),
+#           etcd-server (the replicated mode's tests and HA demo run real etcd members on loopback)
 #   python: a venv in .venv (Debian's python3, so Debian's Mininet package is importable) with
 #           `pip install -e .[dev]`
 set -euo pipefail
@@ -12,7 +13,7 @@ PY=/usr/bin/python3
 
 need_apt=()
 for pkg in openvswitch-switch mininet iproute2 iputils-ping ethtool tcpdump python3-venv curl git prometheus \
-    chromium chromium-driver; do
+    chromium chromium-driver etcd-server; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

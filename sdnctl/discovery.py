@@ -117,6 +117,28 @@ class Discovery:
     def forget_switch(self, dpid: SwitchId) -> None:
         self.latency.forget_switch(dpid)
 
+    def seed_from_model(self, state: FabricState, connected: Iterable[SwitchId], now: float) -> None:
+        """Take over the model's links (a replica just became leader, its probes had stopped): every link
+        up and discovered between ``connected`` switches counts as crossed ``now``, so it is neither
+        reported again nor expired before new probes could refresh it, and one that stays silent goes
+        down after ``LINK_TIMEOUT_S`` as any other. The latencies the model holds count as reported."""
+        connected = set(connected)
+        self._last_seen = {}
+        self._reported_us = {}
+        for link, attrs in state.topology.links.items():
+            if attrs.up and attrs.discovered and link.src in connected and link.dst in connected:
+                self._last_seen[link] = now
+                if attrs.measured_latency_us is not None:
+                    self._reported_us[link] = attrs.measured_latency_us
+
+    def refresh_switch(self, state: FabricState, dpid: SwitchId, now: float) -> None:
+        """The controller may probe through ``dpid`` again (it just became MASTER there): the links the
+        model holds as up at it count as crossed ``now``, so the time it took the switch to answer is
+        not counted as silence."""
+        for link, attrs in state.topology.links.items():
+            if (link.src == dpid or link.dst == dpid) and attrs.up and attrs.discovered:
+                self._last_seen[link] = now
+
     # -- once per probe round ------------------------------------------------------------------------
     def housekeeping(self, state: FabricState, connected: Iterable[SwitchId], now: float, wall: float) -> RoundResult:
         """Forget probes that never came back (ports without a neighbour), take down links no probe

@@ -156,6 +156,10 @@ class RouteEngine:
         self._connected_since: float | None = None  # when the engine first saw a switch connected
         self._thread = threading.Thread(target=self._run, name="route-engine", daemon=True)
         app.on_switch_error = self._on_switch_error
+        app.on_switch_role = self._on_switch_role
+        # Replicated mode: only the switches that made this controller MASTER are read and written
+        # (an app without roles, as the tests' fakes, may write everywhere).
+        self._may_write: Callable[[SwitchId], bool] = getattr(app, "may_write", lambda _dpid: True)
         app.on_acl_counters = self.on_acl_counters
 
     def start(self) -> None:
@@ -190,6 +194,14 @@ class RouteEngine:
 
     def _on_switch_error(self, dpid: SwitchId, text: str) -> None:
         # Our picture of that switch may be wrong: read it again before the next diff.
+        self._installed.pop(dpid, None)
+        with self._wake:
+            self._dirty = True
+            self._wake.notify()
+
+    def _on_switch_role(self, dpid: SwitchId) -> None:
+        # Became MASTER there: read it back, then change only what differs. Lost it: another controller
+        # writes there now, so what it holds is unknown to us.
         self._installed.pop(dpid, None)
         with self._wake:
             self._dirty = True
@@ -240,7 +252,7 @@ class RouteEngine:
 
     def _converge(self) -> None:
         state = self._state()
-        connected = [s for s, sw in state.topology.switches.items() if sw.connected]
+        connected = [s for s, sw in state.topology.switches.items() if sw.connected and self._may_write(s)]
         for dpid in list(self._installed):
             if dpid not in connected:
                 del self._installed[dpid]
@@ -499,6 +511,7 @@ class RouteEngine:
             dpid: compiled
             for dpid, compiled in self._compiled.items()
             if self._installed.get(dpid) is compiled  # programmed, and nothing of ours pending on it
+            and self._may_write(dpid)
         }
         if not expected:
             return {}

@@ -42,6 +42,7 @@ from sdnctl.flows import (
 )
 from sdnctl.message_counts import MessageCounts
 from sdnctl.port_stats import PortRates, load_report
+from sdnctl.roles import EQUAL, MASTER, NOCHANGE, SLAVE, Mastership, RoleOutcome, RoleRequest, SwitchRoles
 
 LOG = logging.getLogger("edgectl.sdnctl.openflow")
 ofp = ofproto_v1_3
@@ -77,6 +78,19 @@ class MeterCounts:
     dropped_bytes: int
 
 
+# The messages that change a switch's state: sent only where this controller may write (sdnctl/roles.py).
+WRITE_MESSAGES = frozenset({"OFPFlowMod", "OFPGroupMod", "OFPMeterMod", "OFPPacketOut"})
+ROLE_CODES = {
+    NOCHANGE: ofp.OFPCR_ROLE_NOCHANGE,
+    EQUAL: ofp.OFPCR_ROLE_EQUAL,
+    MASTER: ofp.OFPCR_ROLE_MASTER,
+    SLAVE: ofp.OFPCR_ROLE_SLAVE,
+}
+ROLE_NAMES = {code: name for name, code in ROLE_CODES.items()}
+# Open vSwitch tells an OpenFlow 1.3 controller that it became SLAVE with this ONF experimenter message.
+ONF_EXPERIMENTER = 0x4F4E4600
+ONFT_ROLE_STATUS = 1911
+
 # Every meter edgectl writes: rates in kbit/s, an explicit burst, statistics kept.
 METER_FLAGS = ofp.OFPMF_KBPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
 
@@ -100,17 +114,22 @@ class FabricApp(app_manager.OSKenApp):
     """Constructed by os-ken's AppManager with ``edgectl_publish`` and ``edgectl_state``."""
 
     OFP_VERSIONS = [ofp.OFP_VERSION]
+    # Class defaults: an app built without __init__ (the unit tests' fakes) runs in embedded mode.
+    _roles: SwitchRoles | None = None
+    on_fenced: Callable[[int, int], None] | None = None
+    on_switch_role: Callable[[SwitchId], None] | None = None
 
     def __init__(
         self,
         *args: Any,
         edgectl_publish: Publish,
         edgectl_state: Callable[[], FabricState],
+        edgectl_mastership: Mastership | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.name = "edgectl_fabric"
-        self._publish = edgectl_publish
+        self._publish_to_model = edgectl_publish
         self._state = edgectl_state
         self._lock = threading.Lock()
         self.switches: dict[SwitchId, _Switch] = {}
@@ -124,6 +143,17 @@ class FabricApp(app_manager.OSKenApp):
         self._hosts = hosts.HostLearning()
         self.latency = self._discovery.latency
         self.on_switch_error: Callable[[SwitchId, str], None] | None = None
+        # Roles (replicated mode): what each switch granted us. One lock serialises the core and the
+        # sending of its requests, so a request's xid is recorded before its answer can be handled.
+        self._roles = SwitchRoles()
+        self._roles.set_mastership(edgectl_mastership)  # before any switch connects: no write slips through
+        self._roles_lock = threading.Lock()
+        self.on_fenced = None
+        """Called with (dpid, generation_id) when a switch refused our MASTER request as stale (a newer
+        leader holds it), on os-ken's event thread: it must not block."""
+        self.on_switch_role = None
+        """Called with a dpid whenever whether this controller may write to it changed (the route engine),
+        on os-ken's event thread or the caller of ``set_mastership``: it must not block."""
         # The ACL flows' packet counters of one switch, read with every port-stats poll (wall-clock time).
         self.on_acl_counters: Callable[[SwitchId, dict[FlowKey, int], float], None] | None = None
         self.messages = MessageCounts()
@@ -142,6 +172,163 @@ class FabricApp(app_manager.OSKenApp):
         """os-ken's teardown (``AppManager.close``): the prober ends."""
         self._stopping.set()
 
+    # -- roles (replicated mode) ---------------------------------------------------------------------
+    def set_mastership(self, mastership: Mastership | None) -> None:
+        """This replica's place in the election (thread-safe). Leader: MASTER with its generation id on
+        every connected switch, writes once each confirms; follower: SLAVE, no writes and no observations
+        published from now on. None (embedded mode): no role requests at all."""
+        roles = self._roles
+        if roles is None:
+            return
+        with self._roles_lock:
+            was_leader = roles.mastership is not None and roles.mastership.leader
+            before = set(roles.writable())
+            requests = roles.set_mastership(mastership)
+            for request in requests:
+                self._send_role_request(request)
+            lost = before - set(roles.writable())
+        if mastership is not None:
+            LOG.info(
+                "%s at generation %d: %s requested of %d switches",
+                "leader" if mastership.leader else "follower",
+                mastership.generation_id,
+                mastership.role.upper(),
+                len(requests),
+            )
+        for dpid in sorted(lost):  # demoted: stop sending at once
+            self._role_changed(SwitchId(dpid))
+        if mastership is not None and mastership.leader and not was_leader:
+            self._take_over_observations()
+
+    def roles_view(self) -> dict[int, dict[str, object]]:
+        """Per dpid: {"role": "master"|"slave"|"equal"|"requested", "generation_id": int}."""
+        if self._roles is None:
+            return {}
+        with self._roles_lock:
+            return self._roles.view()
+
+    @property
+    def role_changes(self) -> dict[str, int]:
+        """Per role: how often a switch's role for this controller became it (for the metrics)."""
+        if self._roles is None:
+            return {}
+        with self._roles_lock:
+            return dict(self._roles.role_changes)
+
+    def may_write(self, dpid: SwitchId) -> bool:
+        """Whether state-changing messages may go to the switch (always, in embedded mode)."""
+        roles = self._roles
+        if roles is None:
+            return True
+        with self._roles_lock:
+            return roles.may_write(dpid)
+
+    def _observing(self) -> bool:
+        """Whether this replica publishes what it observes: embedded mode, or the leader."""
+        roles = self._roles
+        if roles is None:
+            return True
+        mastership = roles.mastership  # one reference read: no lock needed
+        return mastership is None or mastership.leader
+
+    def _publish(self, event: ev.Event) -> Any:
+        """An observation into the model; a follower publishes none (the leader's are in the log)."""
+        if not self._observing():
+            return None
+        return self._publish_to_model(event)
+
+    def _send_role_request(self, request: RoleRequest) -> None:
+        """Send one request of the core (caller holds ``_roles_lock``) and record its xid."""
+        roles = self._roles
+        with self._lock:
+            switch = self.switches.get(SwitchId(request.dpid))
+        if switch is None or roles is None:
+            return
+        datapath = switch.datapath
+        msg = datapath.ofproto_parser.OFPRoleRequest(datapath, ROLE_CODES[request.role], request.generation_id)
+        with switch.lock:
+            xid = int(datapath.set_xid(msg))
+            roles.sent(request, xid)
+            if not datapath.send_msg(msg):
+                return
+        self.messages.sent(type(msg).__name__)
+
+    def _handle_role_outcome(self, dpid: SwitchId, outcome: RoleOutcome) -> None:
+        """After the core took in a reply, refusal or demotion (caller does not hold ``_roles_lock``)."""
+        if outcome.requests:
+            with self._roles_lock:
+                for request in outcome.requests:
+                    self._send_role_request(request)
+        if outcome.role_changed is not None:
+            LOG.info("switch %s: this controller is %s", format_dpid(dpid), outcome.role_changed.upper())
+        if outcome.fenced is not None:
+            LOG.warning(
+                "switch %s refused MASTER at generation %d as stale: a newer leader holds it",
+                format_dpid(dpid),
+                outcome.fenced,
+            )
+            if self.on_fenced is not None:
+                self.on_fenced(int(dpid), outcome.fenced)
+        if outcome.writable_changed:
+            self._role_changed(dpid)
+            if self.may_write(dpid):
+                state = self._state()
+                with self._core_lock:  # its links were not probed while it was not ours: not silence
+                    self._discovery.refresh_switch(state, dpid, time.monotonic())
+                self._probe_switch(dpid)  # discovery refreshes the links it took over at once
+
+    def _role_changed(self, dpid: SwitchId) -> None:
+        if self.on_switch_role is not None:
+            self.on_switch_role(dpid)
+
+    @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
+    def _role_reply(self, event: Any) -> None:
+        msg = event.msg
+        self.messages.received(type(msg).__name__)
+        dpid = SwitchId(msg.datapath.id)
+        roles = self._roles
+        if roles is None:
+            return
+        with self._roles_lock:
+            outcome = roles.on_reply(dpid, msg.xid, ROLE_NAMES.get(msg.role, EQUAL), int(msg.generation_id))
+        self._handle_role_outcome(dpid, outcome)
+
+    @set_ev_cls(ofp_event.EventOFPExperimenter, MAIN_DISPATCHER)
+    def _experimenter(self, event: Any) -> None:
+        """Open vSwitch's role status (ONF extension for OpenFlow 1.3): another controller became MASTER
+        and this one is SLAVE now. Layout: role (4 bytes), reason (1), pad (3), generation id (8)."""
+        msg = event.msg
+        self.messages.received(type(msg).__name__)
+        roles = self._roles
+        data = bytes(msg.data or b"")
+        if roles is None or msg.experimenter != ONF_EXPERIMENTER or msg.exp_type != ONFT_ROLE_STATUS or len(data) < 16:
+            return
+        if int.from_bytes(data[0:4], "big") != ofp.OFPCR_ROLE_SLAVE:
+            return
+        dpid = SwitchId(msg.datapath.id)
+        with self._roles_lock:
+            outcome = roles.on_demoted(dpid, int.from_bytes(data[8:16], "big"))
+        self._handle_role_outcome(dpid, outcome)
+
+    def _take_over_observations(self) -> None:
+        """Just promoted: the model holds what the last leader observed. Its links count as seen now (they
+        expire only if no new probe crosses them); switches connected to us that the model holds as gone,
+        or with other ports, are reported; switches the model holds as connected but not connected to us
+        are reported gone."""
+        state = self._state()
+        with self._lock:
+            held = {dpid: dict(switch.ports) for dpid, switch in self.switches.items()}
+        with self._core_lock:
+            self._discovery.seed_from_model(state, held, time.monotonic())
+        now = time.time()
+        for dpid, ports in sorted(held.items()):
+            known = state.topology.switches.get(dpid)
+            if known is None or not known.connected or dict(known.ports) != ports:
+                self._publish(ev.SwitchConnected(dpid, tuple(ports[n] for n in sorted(ports)), now))
+        for dpid, switch in sorted(state.topology.switches.items()):
+            if switch.connected and dpid not in held:
+                self._publish(ev.SwitchDisconnected(dpid, now))
+
     # -- switches come and go --------------------------------------------------------------------
     @property
     def datapaths(self) -> dict[SwitchId, Any]:
@@ -158,6 +345,11 @@ class FabricApp(app_manager.OSKenApp):
             ports = {no: port_from_ofp(d) for no, d in datapath.ports.items() if no <= ofp.OFPP_MAX}
             with self._lock:
                 self.switches[dpid] = _Switch(datapath, ports=ports)
+            if self._roles is not None:
+                with self._roles_lock:  # the role request goes first, before any state-changing message
+                    request = self._roles.connected(dpid)
+                    if request is not None:
+                        self._send_role_request(request)
             LOG.info("switch %s connected from %s with %d ports", format_dpid(dpid), datapath.address, len(ports))
             self._publish(ev.SwitchConnected(dpid, tuple(ports[n] for n in sorted(ports)), time.time()))
             self._probe_switch(dpid)
@@ -181,6 +373,9 @@ class FabricApp(app_manager.OSKenApp):
                     self._stats_awaited.discard(dpid)  # not waited for: its links' load is cleared
             with self._core_lock:
                 self._discovery.forget_switch(dpid)
+            if self._roles is not None:
+                with self._roles_lock:
+                    self._roles.disconnected(dpid)
             LOG.info("switch %s disconnected", format_dpid(dpid))
             self._publish(ev.SwitchDisconnected(dpid, time.time()))
 
@@ -220,6 +415,17 @@ class FabricApp(app_manager.OSKenApp):
         if pending is not None:
             pending.error = text
             pending.done.set()  # an error is the answer: nothing else comes for this request
+        roles = self._roles
+        if dpid is not None and roles is not None:
+            if msg.type == ofp.OFPET_ROLE_REQUEST_FAILED:
+                with self._roles_lock:
+                    outcome = roles.on_refused(dpid, msg.xid, stale=msg.code == ofp.OFPRRFC_STALE)
+                self._handle_role_outcome(dpid, outcome)
+                return  # a role refusal says nothing of the switch's tables
+            if msg.type == ofp.OFPET_BAD_REQUEST and msg.code == ofp.OFPBRC_IS_SLAVE:
+                with self._roles_lock:
+                    outcome = roles.on_demoted(dpid)
+                self._handle_role_outcome(dpid, outcome)
         if dpid is not None and self.on_switch_error is not None:
             self.on_switch_error(dpid, text)
 
@@ -229,6 +435,8 @@ class FabricApp(app_manager.OSKenApp):
             switch = self.switches.get(dpid)
         if switch is None:
             return None
+        if self._roles is not None and type(msg).__name__ in WRITE_MESSAGES and not self.may_write(dpid):
+            return None  # not this controller's switch to change (replicated mode: not its MASTER)
         with switch.lock:
             xid = switch.datapath.set_xid(msg)
             if not switch.datapath.send_msg(msg):
@@ -456,6 +664,10 @@ class FabricApp(app_manager.OSKenApp):
         state = self._state()
         with self._lock:
             connected = set(self.switches)
+        if self._roles is not None:
+            # Replicated mode: only where this controller is MASTER can it probe, so only there is a
+            # link without probes silent.
+            connected = {dpid for dpid in connected if self.may_write(dpid)}
         with self._core_lock:
             result = self._discovery.housekeeping(state, connected, now, time.time())
         for link, silent_s in result.silent_s:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # os-ken is imported only when start_openflow runs (and after
     from pki.tls import TlsFiles
     from sdnctl.connections import ConnectionGuard
     from sdnctl.openflow import FabricApp, Publish
+    from sdnctl.roles import Mastership
 
 LOG = logging.getLogger("edgectl.sdnctl.runtime")
 
@@ -58,6 +59,7 @@ def start_openflow(
     limits: ConnectionLimits | None = None,
     on_tls_context: Callable[[ssl.SSLContext], None] | None = None,
     port_stats_interval_s: float | None = None,
+    mastership: Mastership | None = None,
 ) -> OpenFlowRuntime:
     """Start the OpenFlow 1.3 listener on host:port with the edgectl app; returns once it listens.
 
@@ -65,7 +67,8 @@ def start_openflow(
     4 x ``echo_interval_s``; ``limits`` bound the connections still in their handshake.
     ``on_tls_context``: called with the listener's ``ssl.SSLContext`` (to renew its certificate).
     ``port_stats_interval_s``: how often every switch's port counters are read (None: the app's
-    default, 5 s; 0: never).
+    default, 5 s; 0: never). ``mastership``: the role to hold from the first switch on (replicated mode,
+    or ``--static-role``; None: embedded, no role requests); ``app.set_mastership`` changes it later.
     """
     os.environ["OSKEN_HUB_TYPE"] = "native"
     from os_ken.base import app_manager  # noqa: I001 - must come first (os-ken circular import)
@@ -98,7 +101,9 @@ def start_openflow(
 
     def boot() -> None:
         try:
-            manager.instantiate_apps(edgectl_publish=publish, edgectl_state=state, **contexts)
+            manager.instantiate_apps(
+                edgectl_publish=publish, edgectl_state=state, edgectl_mastership=mastership, **contexts
+            )
         except BaseException as exc:  # surfaced to the caller below
             failure.append(exc)
         finally:

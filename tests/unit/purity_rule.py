@@ -62,6 +62,7 @@ PURE_MODULES = (
     "sdnctl/meters.py",
     "sdnctl/pathing.py",
     "sdnctl/port_stats.py",
+    "sdnctl/roles.py",
     "meshctl/cache.py",
     "meshctl/delta.py",
     "meshctl/denied_calls.py",
@@ -108,6 +109,8 @@ PURE_MODULES = (
     "edgectl/views.py",
     "mininet_topos/timeline.py",
     "nodeagent/plan.py",
+    "cluster/codec.py",
+    "cluster/etcd_model.py",
 )
 
 # Standard modules a pure module may import anyway: only for an injectable default or a lock, never for I/O.

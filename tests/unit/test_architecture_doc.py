@@ -14,7 +14,18 @@ from edgectl.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "ARCHITECTURE.md"
-PACKAGES = ("netmodel", "sdnctl", "meshctl", "placement", "pki", "edgectl", "nodeagent", "mininet_topos", "benchmarks")
+PACKAGES = (
+    "netmodel",
+    "sdnctl",
+    "meshctl",
+    "placement",
+    "pki",
+    "edgectl",
+    "nodeagent",
+    "cluster",
+    "mininet_topos",
+    "benchmarks",
+)
 
 
 def package_map(text: str) -> dict[str, str]:

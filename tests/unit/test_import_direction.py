@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PRODUCT = ("netmodel", "sdnctl", "meshctl", "placement", "pki", "edgectl", "nodeagent")
+PRODUCT = ("netmodel", "sdnctl", "meshctl", "placement", "pki", "edgectl", "nodeagent", "cluster")
 NOT_FROM_PRODUCT = ("mininet_topos", "mininet", "tests", "benchmarks")
 NOT_FROM_BENCHMARKS = ("tests",)
 

@@ -105,6 +105,24 @@ def test_xds_defaults_to_the_controllers_host_and_a_unix_controller_needs_it_giv
         default_xds("unix:/run/edgectl-agent.sock")
 
 
+def test_controller_addresses_are_comma_separated() -> None:
+    from nodeagent.main import controller_addresses
+
+    assert controller_addresses("10.0.0.1:50052") == ["10.0.0.1:50052"]
+    assert controller_addresses("10.0.0.1:50052, unix:/run/a.sock,") == ["10.0.0.1:50052", "unix:/run/a.sock"]
+    with pytest.raises(ValueError, match="--controller"):
+        controller_addresses(" , ")
+    client = ControllerClient(["10.0.0.1:50052", "unix:/run/a.sock"])
+    assert client.target == "10.0.0.1:50052" and client._options == []
+    assert client._options_for("unix:/run/a.sock") == [("grpc.ssl_target_name_override", "localhost")]
+
+
+def test_xds_defaults_to_every_controller_replicas_host() -> None:
+    assert default_xds("10.0.0.1:50052, 10.0.0.2:50052") == "10.0.0.1:18000,10.0.0.2:18000"
+    with pytest.raises(ValueError, match="give --xds"):
+        default_xds("10.0.0.1:50052,unix:/run/edgectl-agent.sock")
+
+
 def test_a_unix_controller_is_checked_as_localhost() -> None:
     assert ControllerClient("unix:/run/a.sock")._options == [("grpc.ssl_target_name_override", "localhost")]
     assert ControllerClient("10.0.0.1:50052")._options == []

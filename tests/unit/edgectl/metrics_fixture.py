@@ -114,6 +114,19 @@ def populated_metrics() -> Populated:
         (0xA1, 17): MeterCounts(packets=900, bytes=1_350_000, dropped_packets=3, dropped_bytes=4_500),
         (0xA1, 0x30001): MeterCounts(packets=5_000, bytes=7_500_000, dropped_packets=1_200, dropped_bytes=1_800_000),
     }
+    metrics.sources.cluster = lambda: {
+        "leader": 1.0,
+        "generation": 42.0,
+        "leadership_changes": 1.0,
+        "etcd_reachable": 1.0,
+        "read_only": 0.0,
+        "applied_revision": 1234.0,
+    }
+    metrics.sources.openflow_roles = lambda: {
+        0xA1: {"role": "master", "generation_id": 7},
+        0xB1: {"role": "requested", "generation_id": 7},
+    }
+    metrics.sources.openflow_role_changes = lambda: {"master": 2, "slave": 1}
     metrics.route_compute_seconds.observe(0.004)
     metrics.observe_request("place", "ok")
     metrics.observe_request("place", "RESOURCE_EXHAUSTED", "ResourcesFit")

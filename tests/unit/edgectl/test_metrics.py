@@ -152,3 +152,15 @@ def test_without_denials_the_denied_family_is_empty() -> None:
     metrics = ControllerMetrics()
     metrics.sources.state = live_state
     assert not [s for f in metrics.registry.collect() if f.name == "edgectl_policy_denied" for s in f.samples]
+
+
+def test_openflow_roles_per_switch_and_role_changes() -> None:
+    populated = populated_metrics()
+    registry, switches = populated.metrics.registry, populated.state.topology.switches
+    first, second = switches[0xA1].name, switches[0xB1].name
+    assert registry.get_sample_value("edgectl_openflow_switch_role", {"switch": first, "role": "master"}) == 1
+    assert registry.get_sample_value("edgectl_openflow_switch_role", {"switch": first, "role": "slave"}) == 0
+    assert registry.get_sample_value("edgectl_openflow_switch_role", {"switch": second, "role": "requested"}) == 1
+    assert registry.get_sample_value("edgectl_openflow_switch_role", {"switch": second, "role": "master"}) == 0
+    assert registry.get_sample_value("edgectl_openflow_role_changes_total", {"role": "master"}) == 2
+    assert registry.get_sample_value("edgectl_openflow_role_changes_total", {"role": "slave"}) == 1

@@ -95,3 +95,20 @@ def test_run_takes_a_drift_interval_and_refuses_a_negative_one(capsys) -> None:
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--drift-interval", bad])
         assert "--drift-interval" in capsys.readouterr().err
+
+
+def test_run_takes_a_static_openflow_role_and_refuses_a_malformed_one(capsys) -> None:
+    from sdnctl.roles import Mastership
+
+    parser = build_parser()
+    base = ["run", "--config", "x.yaml"]
+    assert parser.parse_args(base).static_role is None, "embedded mode: no role asked for"
+    assert parser.parse_args([*base, "--static-role", "master:2"]).static_role == Mastership(True, 2)
+    assert parser.parse_args([*base, "--static-role", "slave:18446744073709551615"]).static_role == Mastership(
+        False, 2**64 - 1
+    )
+    for bad in ("master", "boss:1", "slave:x", "master:-1", "master:18446744073709551616"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--static-role", bad])
+        assert "--static-role" in capsys.readouterr().err
+    assert "--static-role" not in parser.format_help()

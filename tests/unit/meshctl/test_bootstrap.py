@@ -240,3 +240,65 @@ def test_bootstrap_takes_the_xds_client_certificate_from_a_watched_sds_file() ->
     assert code == 2 and "needs --tls-ca" in err
     code, _, err = run(bs.main_bootstrap, [*base, "--tls-sds", "s.json", "--tls-cert", "a.crt", "--tls-ca", "ca.pem"])
     assert code == 2 and "one or the other" in err
+
+
+def endpoint_addresses(proto: bootstrap_pb2.Bootstrap) -> list:
+    cluster = proto.static_resources.clusters[0]
+    assert len(cluster.load_assignment.endpoints) == 1  # one priority: no replica is preferred
+    return [e.endpoint.address for e in cluster.load_assignment.endpoints[0].lb_endpoints]
+
+
+def test_several_xds_addresses_are_all_in_the_xds_cluster() -> None:
+    as_list = as_proto(bs.render_bootstrap("u1", "users", xds_address=["127.0.0.1:18000", "unix:/run/b.sock"]))
+    as_text = as_proto(bs.render_bootstrap("u1", "users", xds_address="127.0.0.1:18000, unix:/run/b.sock"))
+    assert as_list == as_text
+    first, second = endpoint_addresses(as_list)
+    assert (first.socket_address.address, first.socket_address.port_value) == ("127.0.0.1", 18000)
+    assert second.pipe.path == "/run/b.sock"
+    assert as_list.static_resources.clusters[0].type == as_list.static_resources.clusters[0].STATIC
+    named = as_proto(bs.render_bootstrap("u1", "users", xds_address="a.local:18000,10.0.0.2:18000"))
+    assert named.static_resources.clusters[0].type == named.static_resources.clusters[0].STRICT_DNS
+    assert [a.socket_address.address for a in endpoint_addresses(named)] == ["a.local", "10.0.0.2"]
+
+
+def test_one_xds_address_renders_as_before() -> None:
+    assert bs.render_bootstrap("u1", "users", xds_address="127.0.0.1:18000") == bs.render_bootstrap(
+        "u1", "users", xds_address=["127.0.0.1:18000"]
+    )
+    assert len(endpoint_addresses(as_proto(bs.render_bootstrap("u1", "users")))) == 1
+
+
+@pytest.mark.parametrize(
+    ("addresses", "message"),
+    [
+        ("127.0.0.1:1,127.0.0.1:1", "listed twice"),
+        ("127.0.0.1:1,nope", "'nope'"),
+        (" , ", "no xDS address"),
+        ([], "no xDS address"),
+        ("a.local:1,unix:/run/x.sock", "host name and a Unix socket"),
+    ],
+)
+def test_bad_address_lists_say_what_is_wrong(addresses, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        bs.render_bootstrap("u1", "users", xds_address=addresses)
+
+
+def test_grpc_bootstrap_lists_every_xds_server() -> None:
+    config = bs.render_grpc_bootstrap("u1", "unix:/run/a.sock,[::1]:18000")
+    assert [s["server_uri"] for s in config["xds_servers"]] == ["unix:/run/a.sock", "[::1]:18000"]
+
+
+def test_main_bootstrap_takes_the_flag_repeated_or_comma_separated() -> None:
+    base = ["--node-id", "u1", "--service", "users", "--format", "json"]
+    code, repeated, _ = run(bs.main_bootstrap, [*base, "--xds-address", "127.0.0.1:1", "--xds-address", "127.0.0.2:1"])
+    assert code == 0
+    code, joined, _ = run(bs.main_bootstrap, [*base, "--xds-address", "127.0.0.1:1,127.0.0.2:1"])
+    assert code == 0 and json.loads(repeated) == json.loads(joined)
+    assert len(endpoint_addresses(as_proto(json.loads(joined)))) == 2
+    code, default, _ = run(bs.main_bootstrap, base)
+    (only,) = endpoint_addresses(as_proto(json.loads(default)))
+    assert code == 0 and only.socket_address.port_value == 18000
+    code, grpc_out, _ = run(bs.main_bootstrap, [*base, "--grpc", "--xds-address", "127.0.0.1:1,127.0.0.2:1"])
+    assert code == 0 and len(json.loads(grpc_out)["xds_servers"]) == 2
+    code, _, err = run(bs.main_bootstrap, [*base, "--xds-address", "127.0.0.1:1", "--xds-address", "127.0.0.1:1"])
+    assert code == 2 and "listed twice" in err

@@ -205,3 +205,69 @@ def test_no_certificate_hint_when_nothing_listens() -> None:
     assert tls_hint(refused, tls_given=False) is None
     assert tls_hint("last error: UNAVAILABLE: ipv4:127.0.0.1:9: Socket closed", tls_given=False)
     assert tls_hint("Tls handshake failed (TSI_PROTOCOL_FAILURE): WRONG_VERSION_NUMBER", tls_given=True)
+
+
+# -- several replicas: --api A,B,C ----------------------------------------------------------------------
+
+
+def test_the_next_address_is_tried_while_one_is_unavailable(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.integration.harness import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    with served_api() as (bus, server, _stub):
+        assert run(["place", "--service", "web", "--api", f"{dead},{server.address}"]) == 0
+        captured = capsys.readouterr()
+        assert "web-1" in captured.out and f"answered by {server.address}" in captured.err
+        assert set(bus.state.workloads) == {"web-1"}
+        assert run(["workloads", "--api", f"{dead}, {server.address}"]) == 0  # reads too
+        assert "web-1" in capsys.readouterr().out
+        assert run(["evict", "web-9", "--api", f"{dead},{server.address}"]) == 1
+        assert capsys.readouterr().err.endswith(f"NOT_FOUND: no workload 'web-9' (answered by {server.address})\n")
+
+
+def test_when_every_address_is_unavailable_each_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.integration.harness import free_port
+
+    first, second = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    assert run(["workloads", "--api", f"{first},{second}", "--rpc-timeout", "5"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot reach the placement API at {first}: " in err and f"; at {second}: " in err
+
+
+def test_a_follower_whose_leader_is_gone_sends_the_client_to_the_next_replica(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from placement.grpc_api import start_placement_api
+    from tests.integration.harness import free_port
+
+    with served_api() as (bus, leader, _stub):
+        follower = start_placement_api(bus, "127.0.0.1", 0, failover=False)
+        try:
+            follower.forward_writes_to(f"127.0.0.1:{free_port()}")  # the old leader, gone
+            assert run(["place", "--service", "web", "--api", f"{follower.address},{leader.address}"]) == 0
+            err = capsys.readouterr().err
+            assert f"answered by {leader.address}" in err
+            assert set(bus.state.workloads) == {"web-1"}  # placed once
+        finally:
+            follower.stop()
+
+
+def test_an_unavailable_the_api_decided_is_not_retried_elsewhere(capsys: pytest.CaptureFixture[str]) -> None:
+    """The change is applied but not saved: asking another replica would place a second instance."""
+    with (
+        served_api(durable=lambda _generation: "disk full") as (bus, first, _stub),
+        served_api(bus.state) as (other_bus, second, _other_stub),
+    ):
+        assert run(["place", "--service", "db", "--api", f"{first.address},{second.address}"]) == 1
+        err = capsys.readouterr().err
+        assert "UNAVAILABLE: the placement of db-1 is applied but not saved: disk full" in err
+        assert f"answered by {first.address}" in err
+        assert set(bus.state.workloads) == {"db-1"} and not other_bus.state.workloads
+
+
+def test_api_lists_are_checked_address_by_address() -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(["workloads", "--api", "127.0.0.1:1,nowhere"])
+    assert exited.value.code == 2
+    with pytest.raises(SystemExit):
+        run(["workloads", "--api", " , "])

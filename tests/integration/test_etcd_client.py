@@ -1,0 +1,245 @@
+"""The etcd client against a real 3-member etcd on loopback (EtcdCluster): no OVS, so no shared lock needed."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.etcd import Compare, EtcdClient, EtcdCompacted, EtcdUnavailable, Op, WatchEvent
+from cluster.etcd_process import EtcdCluster
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (Debian: etcd-server)"),
+    pytest.mark.timeout(60),
+]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
+    etcd = EtcdCluster(tmp_path, 3, heartbeat_ms=50, election_ms=250)
+    try:
+        etcd.start()
+        yield etcd
+    finally:
+        etcd.stop()
+
+
+@pytest.fixture
+def client(cluster: EtcdCluster) -> Iterator[EtcdClient]:
+    c = EtcdClient.from_urls(cluster.urls_text, timeout_s=2.0)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(0.02)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[WatchEvent] = []
+        self.revisions: list[int] = []
+        self.errors: list[Exception] = []
+        self.lock = threading.Lock()
+
+    def on_events(self, events: list[WatchEvent], revision: int) -> None:
+        with self.lock:
+            self.events.extend(events)
+            self.revisions.append(revision)
+
+    def on_error(self, error: Exception) -> None:
+        with self.lock:
+            self.errors.append(error)
+
+
+def test_get_put_delete_and_create_only_txn(client: EtcdClient) -> None:
+    assert client.get(b"a") is None
+    first = client.put(b"a", b"1")
+    kv = client.get(b"a")
+    assert kv is not None and (kv.value, kv.create_revision, kv.mod_revision, kv.version) == (b"1", first, first, 1)
+    created = client.txn([Compare.create_revision(b"b", "=", 0)], [Op.put(b"b", b"x"), Op.get(b"b")])
+    assert created.succeeded and created.responses[0] is None
+    got = created.responses[1]
+    assert isinstance(got, list) and got[0].value == b"x" and got[0].create_revision == created.revision
+    again = client.txn([Compare.create_revision(b"b", "=", 0)], [Op.put(b"b", b"y")], [Op.get(b"b")])
+    assert not again.succeeded and again.revision == created.revision
+    current = again.responses[0]
+    assert isinstance(current, list) and current[0].value == b"x"
+    guarded = client.txn([Compare.value(b"b", "=", b"x")], [Op.delete(b"b")])
+    assert guarded.succeeded and guarded.responses == [1]
+    assert client.get(b"b") is None
+    client.delete(b"a")
+    assert client.get(b"a") is None
+
+
+def test_prefix_get_at_a_revision_sorted_by_key(client: EtcdClient) -> None:
+    client.put(b"p/b", b"1")
+    before = client.put(b"p/a", b"1")
+    client.put(b"p/c", b"2")
+    client.put(b"q", b"outside")
+    client.delete(b"p/a")
+    now, revision = client.get_prefix(b"p/")
+    assert [kv.key for kv in now] == [b"p/b", b"p/c"] and revision > before
+    then, _ = client.get_prefix(b"p/", revision=before)
+    assert [(kv.key, kv.value) for kv in then] == [(b"p/a", b"1"), (b"p/b", b"1")]
+    limited, _ = client.get_prefix(b"p/", revision=before, limit=1)
+    assert [kv.key for kv in limited] == [b"p/a"]
+    keys, _ = client.get_prefix(b"p/", keys_only=True)
+    assert [kv.value for kv in keys] == [b"", b""]
+    ranged, _ = client.get_range(b"p/c", b"r")
+    assert [kv.key for kv in ranged] == [b"p/c", b"q"]
+
+
+def test_lease_keepalive_expiry_and_revoke(client: EtcdClient) -> None:
+    kept = client.grant(1)
+    client.put(b"kept", b"1", lease=kept)
+    for _ in range(6):  # 1.5 s past a 1 s TTL: kept alive
+        assert client.keepalive(kept) >= 1
+        time.sleep(0.25)
+    kv = client.get(b"kept")
+    assert kv is not None and kv.lease == kept
+    wait_for(lambda: client.get(b"kept") is None)  # no more keep-alives: it expires
+    assert client.keepalive(kept) == 0
+
+    revoked = client.grant(30)
+    client.put(b"r/1", b"1", lease=revoked)
+    client.put(b"r/2", b"2", lease=revoked)
+    client.revoke(revoked)
+    assert client.get_prefix(b"r/")[0] == []
+    assert client.keepalive(revoked) == 0
+    client.revoke(revoked)  # already gone: no error
+
+
+def test_watch_delivers_in_order_from_a_start_revision_and_reports_compaction(client: EtcdClient) -> None:
+    start = client.put(b"w/1", b"a")
+    client.put(b"w/2", b"b")
+    client.delete(b"w/1")
+    recorder = Recorder()
+    watch = client.watch(b"w/", prefix=True, start_revision=start, on_events=recorder.on_events,
+                         on_error=recorder.on_error)  # fmt: skip
+    try:
+        for i in range(20):
+            client.put(f"w/n{i:02d}".encode(), b"x")
+        client.put(b"other", b"not watched")
+        wait_for(lambda: len(recorder.events) == 23)
+        kinds = [(e.kind, e.kv.key) for e in recorder.events[:3]]
+        assert kinds == [("put", b"w/1"), ("put", b"w/2"), ("delete", b"w/1")]
+        revisions = [e.kv.mod_revision for e in recorder.events]
+        assert revisions == sorted(revisions) and revisions[0] == start
+        assert [e.kv.key for e in recorder.events[3:]] == [f"w/n{i:02d}".encode() for i in range(20)]
+        assert not recorder.errors
+    finally:
+        watch.cancel()
+
+    last = client.put(b"w/last", b"x")
+    client.compact(last)
+    late = Recorder()
+    client.watch(b"w/", prefix=True, start_revision=start, on_events=late.on_events, on_error=late.on_error)
+    wait_for(lambda: bool(late.errors))
+    error = late.errors[0]
+    assert isinstance(error, EtcdCompacted) and error.compact_revision == last
+    assert not late.events
+    with pytest.raises(EtcdCompacted):
+        client.get_prefix(b"w/", revision=start)
+
+
+@pytest.mark.parametrize("victim", ["the client's member", "the leader"])
+def test_a_killed_member_leaves_the_client_working(cluster: EtcdCluster, client: EtcdClient, victim: str) -> None:
+    client.put(b"k", b"0")
+    statuses = client.status()
+    leader = next(i for i, s in enumerate(statuses) if s.member_id == s.leader_id)
+    dead = 0 if victim == "the client's member" else leader  # the channel picks the first member it is given
+    recorder = Recorder()
+    watch = client.watch(b"k", on_events=recorder.on_events, on_error=recorder.on_error)
+    lease = client.grant(30)
+    assert client.keepalive(lease) > 0
+    try:
+        cluster.kill_member(dead)
+        for i in range(1, 6):
+            client.put(b"k", str(i).encode())
+        kv = client.get(b"k")
+        assert kv is not None and kv.value == b"5"
+        assert client.keepalive(lease) > 0
+        wait_for(lambda: bool(recorder.events) and recorder.events[-1].kv.value == b"5")
+        values = [e.kv.value for e in recorder.events]
+        assert values == sorted(set(values)), "the watch resumed without repeats or reordering"
+        assert not recorder.errors
+        statuses = client.status()
+        assert [s.error is not None for s in statuses] == [i == dead for i in range(3)]
+        wait_for(lambda: all(s.leader_id != 0 for s in client.status() if s.error is None))
+    finally:
+        watch.cancel()
+
+
+def test_all_members_down_raises_unavailable_within_the_timeout(cluster: EtcdCluster) -> None:
+    client = EtcdClient.from_urls(cluster.urls_text, timeout_s=1.0)
+    try:
+        client.put(b"k", b"v")
+        for i in range(3):
+            cluster.kill_member(i)
+        for call in (lambda: client.get(b"k"), lambda: client.put(b"k", b"w"), lambda: client.grant(5)):
+            began = time.monotonic()
+            with pytest.raises(EtcdUnavailable) as raised:
+                call()
+            assert time.monotonic() - began < 5.0
+            assert cluster.client_urls[0].removeprefix("http://") in str(raised.value)
+        assert all(s.error is not None for s in client.status())
+    finally:
+        client.close()
+
+
+def test_a_paused_member_is_left_within_the_timeout(cluster: EtcdCluster) -> None:
+    client = EtcdClient.from_urls(cluster.urls_text, timeout_s=2.0)
+    recorder = Recorder()
+    watch = client.watch(b"k", on_events=recorder.on_events, on_error=recorder.on_error)
+    try:
+        client.put(b"k", b"before")
+        cluster.pause(0)  # the member the channel uses: its TCP connection stays open, nothing answers
+        began = time.monotonic()
+        client.put(b"k", b"after")  # an attempt times out, the channel starts at the next member
+        assert time.monotonic() - began < 2.0 + 1.0  # its timeout, and a slack for a loaded machine
+        kv = client.get(b"k")
+        assert kv is not None and kv.value == b"after"
+        wait_for(lambda: [e.kv.value for e in recorder.events] == [b"before", b"after"])
+        assert not recorder.errors
+        cluster.resume(0)
+        cluster.stop_member(1)
+        cluster.start_member(1)  # restarted on its data: back in the cluster
+        assert all(s.error is None for s in client.status())
+    finally:
+        watch.cancel()
+        client.close()
+
+
+def test_a_watch_survives_one_failover_after_another(cluster: EtcdCluster) -> None:
+    client = EtcdClient.from_urls(cluster.urls_text, timeout_s=1.0)
+    recorder = Recorder()
+    watch = client.watch(b"w", on_events=recorder.on_events, on_error=recorder.on_error)
+    try:
+        for round_, victim in enumerate((0, 1)):  # the member the channel is on each time
+            cluster.kill_member(victim)
+            time.sleep(1.5)  # longer than the client's timeout between the two failovers
+            value = str(round_).encode()
+            client.put(b"w", value)
+
+            def delivered(value: bytes = value) -> bool:
+                return [e.kv.value for e in recorder.events][-1:] == [value]
+
+            wait_for(delivered)
+            cluster.start_member(victim)
+        assert [e.kv.value for e in recorder.events] == [b"0", b"1"]
+        assert not recorder.errors
+    finally:
+        watch.cancel()
+        client.close()
