@@ -80,6 +80,15 @@ class Replica:
             return "no replica leads the cluster right now (an election is under way): retry"
         return f"replica {self.replica_id} does not lead: the leader is {leader.replica_id} ({leader.api or 'no API'})"
 
+    def current_generation(self) -> int:
+        """The generation of the leader etcd has now (0: none, or etcd unreachable): a replica (re)starting
+        asks its switches for SLAVE at it, which they accept (an older one they refuse as stale)."""
+        try:
+            kvs, _ = self.client.get_prefix(self.root + b"election/", keys_only=True)
+        except EtcdError:
+            return 0
+        return min((kv.create_revision for kv in kvs), default=0)
+
     def start_bus(self) -> None:
         self.bus.start()
 

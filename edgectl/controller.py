@@ -394,7 +394,7 @@ class Controller:
             return self.config.static_role  # None: embedded, no role requests
         from sdnctl.roles import Mastership
 
-        return Mastership(False, 0)
+        return Mastership(False, self.cluster.current_generation())
 
     def _forwarding_credentials(self) -> Any:
         """With --pki-dir the placement API is mTLS: a follower calls the leader's with its own control

@@ -64,6 +64,7 @@ LOG = logging.getLogger("edgectl.sdnctl.engine")
 SETTLE_QUIET_S = 1.0  # no discovery news for this long ...
 SETTLE_MAX_S = 6.0  # ... or this long after a switch connected: program anyway
 DRIFT_READ_TIMEOUT_S = 3.0  # a switch that has not answered a drift read by then is skipped this time
+READ_BACK_TIMEOUT_S = 5.0  # switches taken over together (a new leader): read back at once, answers awaited this long
 CHANGES_KEPT = 256
 
 
@@ -257,12 +258,16 @@ class RouteEngine:
             if dpid not in connected:
                 del self._installed[dpid]
                 self.forget_counters(dpid)
-        # Reconcile: learn what a newly connected switch holds before changing anything on it.
-        for dpid in connected:
-            if dpid not in self._installed:
-                current = self.app.read_config(dpid)
-                if current is None:
-                    continue
+        # Reconcile: learn what a newly connected switch holds before changing anything on it. Several at
+        # once (a new leader takes every switch): asked together, not one round trip after another.
+        unread = [dpid for dpid in connected if dpid not in self._installed]
+        if len(unread) > 1:
+            read = self.app.read_configs(unread, READ_BACK_TIMEOUT_S)
+        else:
+            read = {dpid: config for dpid in unread if (config := self.app.read_config(dpid)) is not None}
+        for dpid in unread:
+            current = read.get(dpid)
+            if current is not None:
                 self._installed[dpid] = current
                 self.status.setdefault(dpid, SwitchStatus()).reconciled = True
                 LOG.info(

@@ -184,7 +184,9 @@ def programmed(monkeypatch, drifts: list | None = None) -> tuple[RouteEngine, Fa
     engine._converge()  # reads the switches
     engine._converge()  # programs them
     assert all(engine._installed[d] is engine._compiled[d] for d in (1, 2))
+    assert switches.reads == [{1, 2}]  # the read-back asked both switches at once (a new leader takes many)
     switches.sent.clear()
+    switches.reads.clear()
     return engine, switches
 
 

@@ -36,6 +36,9 @@ class FakeSwitches:
     def read_config(self, dpid: int) -> SwitchConfig:
         return self.tables.setdefault(dpid, SwitchConfig(frozenset(), frozenset()))
 
+    def read_configs(self, dpids: Iterable[int], timeout_s: float) -> dict[int, SwitchConfig]:
+        return {dpid: self.read_config(dpid) for dpid in dpids}
+
     def send_phase(self, dpid: int, delta: SwitchDelta, phase: str) -> bool:
         self.tables[dpid] = apply_delta_to(self.read_config(dpid), delta)
         return True
