@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from placement.errors import never_reached_a_server
+
 DEFAULT_API = "127.0.0.1:50051"
 API_ENV = "EDGECTL_API"
 DEFAULT_RPC_TIMEOUT_S = 30.0
@@ -261,10 +263,18 @@ def _run(command: str, args: argparse.Namespace, call: Callable[[Any, Any], Any]
 
 
 def _decided(error: Any) -> bool:
-    """An UNAVAILABLE a placement API decided (its trailer says so): the change may be made, retrying
-    elsewhere could make it twice. One relayed for a leader that cannot be reached is not decided."""
+    """An UNAVAILABLE after which the change may be made, so retrying elsewhere could make it twice: one a
+    placement API decided or relayed from a leader that went away mid-call (its trailer says so), or a
+    connection that broke mid-call. Only a call that never reached a server (or was relayed for a leader
+    that could not be reached) is safe to send to another replica."""
     trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-    return any(key == DECIDED_KEY and value == "here" for key, value in trailing or ())
+    marks = {value for key, value in trailing or () if key == DECIDED_KEY}
+    if marks & {"here", "maybe"}:
+        return True
+    if "forwarded" in marks:
+        return False
+    details = error.details() if hasattr(error, "details") else str(error)
+    return not never_reached_a_server(str(details or ""))
 
 
 def channel_credentials(args: argparse.Namespace) -> Any:

@@ -30,3 +30,21 @@ class PlacementRefused(Exception):
         self.rejected_by = ""
         """A Place the scheduler refused: the filter that left no node (``placement.unschedulable``), for
         metrics; "" otherwise."""
+
+
+_NEVER_CONNECTED = (
+    "failed to connect to all addresses",
+    "connection refused",
+    "connections to all backends failing",
+    "dns resolution failed",
+    "no route to host",
+    "name resolution",
+)
+
+
+def never_reached_a_server(details: str) -> bool:
+    """Whether an UNAVAILABLE's details say no connection was made (the call never left): only then may a
+    write be sent to another replica. A connection that broke mid-call (a leader killed while deciding)
+    may have applied it: sending it again could make it twice."""
+    text = details.lower()
+    return any(marker in text for marker in _NEVER_CONNECTED)

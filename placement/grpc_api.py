@@ -41,7 +41,7 @@ from netmodel.wire import Undecodable, field_problems, safe_parser
 from pki.grpc_tls import ServerTls
 from placement._pb import placement_pb2 as pb
 from placement.convergence import ConvergenceProbe, GenerationCheck
-from placement.errors import PlacementRefused, Refusal
+from placement.errors import PlacementRefused, Refusal, never_reached_a_server
 from placement.latency import SwitchLatencies
 from placement.naming import DEFAULT_TRUST_DOMAIN
 from placement.orchestrator import FailoverLoop, MigrationResult, MigrationTarget, PlacementOrchestrator
@@ -494,10 +494,19 @@ class WriteForwarder:
             code, details = exc.code(), exc.details() or ""
             trailing = tuple(exc.trailing_metadata() or ())
             answered = any(key == DECIDED_KEY for key, _ in trailing)
-            if code is grpc.StatusCode.UNAVAILABLE and not answered:
+            if code is grpc.StatusCode.UNAVAILABLE and not answered and never_reached_a_server(details):
                 LOG.warning("placement API: the leader at %s is unreachable: %s", route.target, log_safe(details))
                 context.set_trailing_metadata(((DECIDED_KEY, "forwarded"),))
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"the leader at {route.target} is unreachable; retry")
+            if code is grpc.StatusCode.UNAVAILABLE and not answered:
+                # It reached the leader, which went away while deciding: the change may be made.
+                LOG.warning("placement API: the leader at %s went away mid-call: %s", route.target, log_safe(details))
+                context.set_trailing_metadata(((DECIDED_KEY, "maybe"),))
+                context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the leader at {route.target} went away while deciding: the change may have been made; "
+                    "look (edgectl workloads) before you retry",
+                )
             context.set_trailing_metadata(trailing)
             context.abort(code, details)
         except grpc.FutureCancelledError:

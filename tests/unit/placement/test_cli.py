@@ -271,3 +271,24 @@ def test_api_lists_are_checked_address_by_address() -> None:
     assert exited.value.code == 2
     with pytest.raises(SystemExit):
         run(["workloads", "--api", " , "])
+
+
+def test_an_unavailable_after_the_call_reached_a_server_is_not_retried_elsewhere() -> None:
+    """A connection that broke mid-call (a leader killed while deciding) may have made the change."""
+    from placement.cli import _decided
+
+    class Broken:
+        def __init__(self, details: str, trailing: tuple[tuple[str, str], ...] = ()) -> None:
+            self._details, self._trailing = details, trailing
+
+        def details(self) -> str:
+            return self._details
+
+        def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+            return self._trailing
+
+    assert _decided(Broken("Socket closed"))
+    assert _decided(Broken("recvmsg:Connection reset by peer"))
+    assert not _decided(Broken("failed to connect to all addresses; last error: Connection refused"))
+    assert _decided(Broken("the leader went away", (("edgectl-placement-decided", "maybe"),)))
+    assert not _decided(Broken("the leader is unreachable; retry", (("edgectl-placement-decided", "forwarded"),)))

@@ -199,11 +199,16 @@ def test_an_unavailable_the_leader_decided_is_passed_on_and_one_it_did_not_is_a_
     leader, place = recording_leader
     leader.answer = (grpc.StatusCode.UNAVAILABLE, "the placement is applied but not saved: disk full", True)
     assert error_of(lambda: place(b"", timeout=10)) == leader.answer[:2]
-    leader.answer = (grpc.StatusCode.UNAVAILABLE, "shutting down", False)  # not its placement API that said it
+    # Not its placement API that said it, and no connection was made: never sent, a retry is safe.
+    leader.answer = (grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; Connection refused", False)
     assert error_of(lambda: place(b"", timeout=10)) == (
         grpc.StatusCode.UNAVAILABLE,
         f"the leader at {leader.address} is unreachable; retry",
     )
+    # The connection broke mid-call (a leader killed while deciding): the change may be made, no retry.
+    leader.answer = (grpc.StatusCode.UNAVAILABLE, "Socket closed", False)
+    code, details = error_of(lambda: place(b"", timeout=10))
+    assert code == grpc.StatusCode.UNAVAILABLE and "the change may have been made" in details
     leader.answer = (grpc.StatusCode.FAILED_PRECONDITION, "web-3 is being migrated", False)
     assert error_of(lambda: place(b"", timeout=10)) == leader.answer[:2]
 
