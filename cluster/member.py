@@ -49,6 +49,7 @@ class ClusterMember:
         ttl_s: int = DEFAULT_TTL_S,
         on_change: Callable[[Leadership], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        advertise_host: str = "",
     ) -> None:
         self._client = client
         self._root = root.rstrip(b"/")
@@ -56,6 +57,7 @@ class ClusterMember:
         self._addresses = addresses
         self.ttl_s = ttl_s
         self._on_change = on_change
+        self._advertise_host = advertise_host
         self._clock = clock
         self._lock = threading.RLock()
         self._lease = 0
@@ -361,10 +363,14 @@ class ClusterMember:
 
     # -- the leader's process -----------------------------------------------------------------------------------
     def _listen_liveness(self) -> None:
+        """Listen on the liveness address's host (port 0: any); advertise the port bound, on ``advertise_host``
+        when the bind host is a wildcard (another machine cannot reach 0.0.0.0)."""
         host, _, port = self._addresses.liveness.rpartition(":")
         server = socket.create_server((host or "127.0.0.1", int(port or 0)))
         self._liveness_server = server
-        self._addresses = replace(self._addresses, liveness="{}:{}".format(*server.getsockname()[:2]))
+        bound_host, bound_port = server.getsockname()[:2]
+        shown = self._advertise_host or bound_host
+        self._addresses = replace(self._addresses, liveness=f"{shown}:{bound_port}")
         self._spawn(self._accept_liveness, "cluster-liveness")
 
     def _accept_liveness(self) -> None:

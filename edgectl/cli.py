@@ -169,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--cluster-name", default="default", metavar="NAME", help="the cluster's keys are under edgectl/NAME/ (default)"
     )
     cluster.add_argument(
+        "--advertise-host",
+        default="",
+        metavar="ADDR",
+        help="where the other replicas and clients reach this one (default: the bind address; required when "
+        "it is a wildcard such as 0.0.0.0)",
+    )
+    cluster.add_argument(
         "--lease-ttl",
         type=int,
         default=1,
@@ -612,7 +619,18 @@ def _cluster_options(args: argparse.Namespace) -> tuple[ClusterOptions | None, s
         EtcdClient.from_urls(args.etcd).close()  # only parses: the connection is made when used
     except ValueError as exc:
         return None, f"--etcd: {exc}"
-    return ClusterOptions(args.etcd, args.replica_id, args.cluster_name, args.lease_ttl), None
+    binds = {args.http_bind, args.api_bind, args.xds_bind}
+    if not args.advertise_host and any(host in ("0.0.0.0", "::", "") for host in binds):
+        return (
+            None,
+            "--etcd with a wildcard bind address: say where the other replicas reach this one (--advertise-host)",
+        )
+    return (
+        ClusterOptions(
+            args.etcd, args.replica_id, args.cluster_name, args.lease_ttl, advertise_host=args.advertise_host
+        ),
+        None,
+    )
 
 
 if __name__ == "__main__":

@@ -103,6 +103,7 @@ class Replica:
             addresses,
             ttl_s=self.options.lease_ttl_s,
             on_change=self._changed,
+            advertise_host=self.options.advertise_host,
         )
         self.member.start()
 

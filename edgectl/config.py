@@ -212,6 +212,9 @@ class ClusterOptions:
     lease_ttl_s: int = 1
     """The leader's lease: a leader that hangs or is cut off from etcd is replaced after this long."""
     etcd_timeout_s: float = 2.0
+    advertise_host: str = ""
+    """The address the other replicas reach this one at (its API, xDS, HTTP and liveness ports); "" = the
+    bind address, which must then not be a wildcard."""
 
 
 REPLICA_ID_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")

@@ -396,6 +396,20 @@ class Controller:
 
         return Mastership(False, self.cluster.current_generation())
 
+    def _leader_only(self, route: Callable[[FabricState, Any], tuple[int, Any]]) -> Callable[..., tuple[int, Any]]:
+        """A route that changes the cluster's desired state: served by the leader; a follower says where it is."""
+        cluster = self.cluster
+        assert cluster is not None
+
+        def guarded(state: FabricState, body: Any) -> tuple[int, Any]:
+            if cluster.leads():
+                return route(state, body)
+            leader = cluster.leadership.leader
+            where = f"the leader, {leader.replica_id} at http://{leader.http}" if leader else "the leader (none now)"
+            return 503, {"error": f"replica {cluster.replica_id} does not lead: apply desired state on {where}"}
+
+        return guarded
+
     def _forwarding_credentials(self) -> Any:
         """With --pki-dir the placement API is mTLS: a follower calls the leader's with its own control
         certificate (the leader admits a controller of its trust domain). None: plaintext."""
@@ -454,14 +468,15 @@ class Controller:
         cluster.on_leadership(follow)
         http_host, http_port = self.http.address
         xds_host, xds_port = self.mesh.address
+        shown = cluster.options.advertise_host  # "" : each server's own bind address (not a wildcard: checked)
         try:
             cluster.join(
                 Candidate(
                     replica_id=cluster.replica_id,
                     lease=0,
-                    http=f"{http_host}:{http_port}",
-                    api=placement.address,
-                    xds=f"{xds_host}:{xds_port}",
+                    http=f"{shown or http_host}:{http_port}",
+                    api=f"{shown or placement.host}:{placement.port}",
+                    xds=f"{shown or xds_host}:{xds_port}",
                     liveness=f"{http_host}:0",
                 )
             )
@@ -585,6 +600,8 @@ class Controller:
             what="applying a desired-state document",
             instead="apply from the controller's machine, or commit to its git source",
         )
+        if self.cluster is not None:
+            apply = self._leader_only(apply)
         self.http.add_route(APPLY_PATH, apply, method="POST", max_body=document_body)
         if self.config.git is not None:
             self._start_git(desired, self.config.git)
