@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +14,6 @@ from cluster.etcd_process import EtcdCluster
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (Debian: etcd-server)"),
     pytest.mark.timeout(60),
 ]
 

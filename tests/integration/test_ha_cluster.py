@@ -15,7 +15,6 @@ removed, also on failure.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -41,7 +40,6 @@ def failed_since(lab: HaLab, since: float) -> list[Any]:
     return [r for r in lab.records(since=since) if not r.ok]
 
 
-@pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (Debian etcd-server)")
 def test_leader_killed_under_load_loses_nothing_and_a_paused_leader_is_fenced(tmp_path: Path) -> None:
     with HaLab(FABRIC, tmp_path / "lab", log=print) as lab:
         lab.wait_declared_services(timeout=120)
