@@ -348,22 +348,40 @@ def run_demo(fabric: Path, run_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return demo_main(
+        "demo",
+        run_demo,
+        argv,
+        stopped="stopped edgectl, the node agents (and what they ran), the client sidecars and the testbed",
+    )
+
+
+def demo_main(
+    name: str,
+    run: Callable[[Path, Path], int],
+    argv: list[str] | None,
+    *,
+    stopped: str,
+    errors: tuple[type[BaseException], ...] = (RuntimeError, TimeoutError),
+) -> int:
+    """A demo's command line: the fabric file (argument, or the example), a fresh run directory, SIGTERM as an
+    interrupt (so the demo's teardown runs), one line for what ended it and what was stopped."""
     args = argv if argv is not None else sys.argv[1:]
     fabric = Path(args[0] if args else "examples/edge-cloud.yaml")
-    run_dir = Path(tempfile.mkdtemp(prefix="edgectl-demo-"))
-    print(f"demo: {fabric}; logs and sockets in {run_dir}")
+    run_dir = Path(tempfile.mkdtemp(prefix=f"edgectl-{name}-"))
+    print(f"{name}: {fabric}; logs and sockets in {run_dir}")
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return run_demo(fabric, run_dir)
+        return run(fabric, run_dir)
     except KeyboardInterrupt:
-        print("\ndemo: interrupted; everything it started has been stopped")
+        print(f"\n{name}: interrupted; everything it started has been stopped")
         return 130
-    except (RuntimeError, TimeoutError) as exc:  # the controller died, a step could not be set up
-        print(f"demo: {exc}", file=sys.stderr)
+    except errors as exc:  # the controller died, a step could not be set up
+        print(f"{name}: {exc}", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
-        print("demo: stopped edgectl, the node agents (and what they ran), the client sidecars and the testbed")
+        print(f"{name}: {stopped}")
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:

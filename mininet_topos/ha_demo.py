@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mininet_topos.controller_process import WaitTimedOut
+from mininet_topos.demo import demo_main
 from mininet_topos.ha_lab import HaLab, PingStream
 from mininet_topos.loadgen import summarize
 
@@ -272,26 +272,13 @@ def run_demo(fabric: Path, run_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
-    fabric = Path(args[0] if args else "examples/edge-cloud.yaml")
-    run_dir = Path(tempfile.mkdtemp(prefix="edgectl-ha-demo-"))
-    print(f"ha-demo: {fabric}; logs and sockets in {run_dir}")
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        return run_demo(fabric, run_dir)
-    except KeyboardInterrupt:
-        print("\nha-demo: interrupted; everything it started has been stopped")
-        return 130
-    except (RuntimeError, TimeoutError, WaitTimedOut) as exc:
-        print(f"ha-demo: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        print("ha-demo: stopped the replicas, etcd, the node agents (and what they ran), the sidecars and the testbed")
-
-
-def _raise_interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
+    return demo_main(
+        "ha-demo",
+        run_demo,
+        argv,
+        stopped="stopped the replicas, etcd, the node agents (and what they ran), the sidecars and the testbed",
+        errors=(RuntimeError, TimeoutError, WaitTimedOut),
+    )
 
 
 if __name__ == "__main__":
