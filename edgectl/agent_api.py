@@ -47,7 +47,7 @@ from netmodel.state import EventRejected, FabricState
 from netmodel.wire import Undecodable, safe_parser
 from nodeagent._pb import agent_pb2 as pb
 from pki.errors import PkiError
-from pki.join_token_store import JoinTokenStore
+from pki.join_token_store import TokenStore
 from pki.policy import Svid, node_spiffe_id
 from sdnctl.admission import Throttle
 
@@ -166,7 +166,7 @@ class AgentServicer:
     def __init__(
         self,
         bus: ModelBus,
-        tokens: JoinTokenStore,
+        tokens: TokenStore,
         issuer: Issuer,
         trust_domain: str,
         authorize_node: NodeCaller,
@@ -651,7 +651,7 @@ class AgentServer:
 
 def start_agent_api(
     bus: ModelBus,
-    tokens: JoinTokenStore,
+    tokens: TokenStore,
     issuer: Issuer,
     trust_domain: str,
     authorize_node: NodeCaller,

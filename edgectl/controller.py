@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # the servers are imported only when start() runs them (os-ke
     from edgectl.desired_state import DesiredState
     from edgectl.git_sync import GitSync
     from meshctl.xds_grpc import MeshServer
-    from pki.join_token_store import JoinTokenStore
+    from pki.join_token_store import TokenStore
     from pki.service import PkiService
     from placement.grpc_api import PlacementServer
     from placement.replica_loop import ReplicaLoop
@@ -184,7 +184,7 @@ class Controller:
         on_tls_context: Callable[[ssl.SSLContext], None] | None = None
         control_tls: ControlCertificates | None = None
         pki: PkiService | None = None
-        join_tokens: JoinTokenStore | None = None
+        join_tokens: TokenStore | None = None
         # SPIFFE ids (placement's, meshctl's) are in the CA's trust domain: with another, no SVID is issued.
         from placement.naming import DEFAULT_TRUST_DOMAIN
 
@@ -221,6 +221,10 @@ class Controller:
             from pki.join_token_store import JoinTokenStore
 
             join_tokens = JoinTokenStore(self.config.pki.directory, time.time)
+            if self.cluster is not None:  # one set for every replica: an agent may attest at any of them
+                from cluster.join_tokens import EtcdJoinTokenStore
+
+                join_tokens = EtcdJoinTokenStore(self.cluster.client, self.cluster.root, time.time)
             self.http.add_route(
                 JOIN_TOKENS_PATH,
                 join_token_route(join_tokens, pki.trust_domain, http_host=self.config.http_host),
@@ -486,7 +490,7 @@ class Controller:
         self.http.add_route("/api/v1/cluster", lambda _state: cluster.status_view(openflow_app.roles_view()))
         self.metrics.sources.cluster = cluster.metrics_view
 
-    def _start_agent_api(self, pki: PkiService, control_tls: ControlCertificates, tokens: JoinTokenStore) -> None:
+    def _start_agent_api(self, pki: PkiService, control_tls: ControlCertificates, tokens: TokenStore) -> None:
         """The node agent API (``edgectl.agent_api``): TLS with the controller's renewed gRPC certificate."""
         if not self.config.agent_port and not self.config.agent_unix:
             return

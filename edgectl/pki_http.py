@@ -21,7 +21,7 @@ from pki.errors import PkiError, RotationTooSoon
 if TYPE_CHECKING:  # the HTTP server and the CA are imported only when a controller runs
     from edgectl.http_api import PostRoute
     from netmodel.state import FabricState
-    from pki.join_token_store import JoinTokenStore
+    from pki.join_token_store import TokenStore
     from pki.service import PkiService
 
 LOG = logging.getLogger("edgectl.pki")
@@ -52,7 +52,7 @@ def rotate_route(pki: PkiService, *, http_host: str) -> PostRoute:
 JOIN_TOKENS_PATH = "/api/v1/pki/join-tokens"
 
 
-def join_token_route(tokens: JoinTokenStore, trust_domain: str, *, http_host: str) -> PostRoute:
+def join_token_route(tokens: TokenStore, trust_domain: str, *, http_host: str) -> PostRoute:
     """``POST /api/v1/pki/join-tokens`` {"node": N, "ttl_s": 600}: a one-time join token for compute node N
     (201 {"token", "node", "expires_at", "spiffe_id"}); 400 with the reason for an unknown node or a bad
     TTL. Loopback only, like a forced rotation: a token lets a machine become node N."""

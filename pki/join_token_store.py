@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from pki.errors import CaCorrupt
 from pki.join_tokens import JoinTokens, Refusal
@@ -42,6 +43,17 @@ def save(path: str | os.PathLike[str], tokens: JoinTokens) -> None:
         os.fsync(fd)  # the rename itself is durable
     finally:
         os.close(fd)
+
+
+class TokenStore(Protocol):
+    """Where join tokens are kept: this file store, or etcd for a replicated controller
+    (``cluster.join_tokens.EtcdJoinTokenStore``)."""
+
+    def mint(self, node: str, ttl_s: int) -> tuple[str, float]: ...
+    def check(self, token: str, node: str) -> Refusal | None: ...
+    def redeem(self, token: str, node: str) -> Refusal | None: ...
+    @property
+    def tokens(self) -> JoinTokens: ...
 
 
 class JoinTokenStore:

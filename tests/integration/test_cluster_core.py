@@ -288,3 +288,24 @@ def test_after_a_lost_quorum_the_log_is_followed_again(etcd: EtcdCluster, seed: 
     finally:
         bus.stop()
         client.close()
+
+
+def test_a_join_token_minted_at_one_replica_is_redeemed_once_at_any(etcd: EtcdCluster) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cluster.join_tokens import EtcdJoinTokenStore
+
+    clients = [EtcdClient.from_urls(etcd.urls_text) for _ in range(3)]
+    stores = [EtcdJoinTokenStore(client, ROOT, time.time) for client in clients]
+    try:
+        token, expires_at = stores[0].mint("ea-n1", 600)
+        assert expires_at > time.time()
+        assert stores[1].check(token, "ea-n1") is None  # known at another replica
+        with ThreadPoolExecutor(3) as pool:  # three replicas redeeming it at once: one wins
+            refusals = list(pool.map(lambda store: store.redeem(token, "ea-n1"), stores))
+        assert sum(r is None for r in refusals) == 1
+        assert all(r is None or r.kind == "used" for r in refusals), refusals
+        assert stores[2].redeem(token, "ea-n1") is not None
+    finally:
+        for client in clients:
+            client.close()
