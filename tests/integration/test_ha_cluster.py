@@ -36,6 +36,26 @@ SETTLE_S = 4.0
 """Traffic kept flowing this long after a fault: longer than a request's timeout (2 s)."""
 
 
+def cluster_status(lab: HaLab) -> dict[str, Any]:
+    """`edgectl cluster status --output json` over every replica's HTTP API, as an operator runs it (exit 0:
+    no problem found)."""
+    import json
+    import subprocess
+    import sys
+
+    http = ",".join(r.http.removeprefix("http://") for r in lab.replicas.values())
+    result = subprocess.run(
+        [sys.executable, "-m", "edgectl.cli", "cluster", "status", "--http", http, "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    status: dict[str, Any] = json.loads(result.stdout)
+    assert result.returncode == 0, (result.returncode, result.stderr, status["problems"])
+    return status
+
+
 def failed_since(lab: HaLab, since: float) -> list[Any]:
     return [r for r in lab.records(since=since) if not r.ok]
 
@@ -99,6 +119,8 @@ def test_leader_killed_under_load_loses_nothing_and_a_paused_leader_is_fenced(tm
             assert not any(differ.values()), f"flows changed while {second} was paused and woke up: {differ}"
             assert lab.placements() == before
             print(f"fencing: {third} leads; {second} follows and is slave on every switch; no flow changed")
+            status = cluster_status(lab)  # what an operator sees: one leader, every switch one master
+            assert status["leader"] == third and not status["problems"], status
             print(f"pings: {ping.received()} replies, lost {len(ping.lost())}; requests: {len(lab.records())}")
         finally:
             ping.stop()
