@@ -6,7 +6,7 @@ replicas placed by the controller, each instance an HTTP app behind its own Envo
 users on every edge host call web -> api -> db through their sidecars. One `api` instance is migrated `--rounds` times,
 alternately to the cloud and back to its edge node, through the placement gRPC API. Per migration the
 lab reads the stages from the controller's Watch events (decided; routes barrier-confirmed and sidecars
-ACKed, as the convergence probes saw them), the agent (sidecar started) and the users' own request
+ACKed, as the convergence probes saw them), the agent (app started) and the users' own request
 records (first request answered by the new instance, over mTLS): wall clock, one machine.
 
 The chain is also split into back-to-back stages (``MigrationTimeline.split``), each the control plane's
