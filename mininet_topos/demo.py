@@ -131,6 +131,11 @@ class Demo:
             self.out(f"           why: {timeline.reason}")
         for stage, seconds in sorted(timeline.stages(), key=lambda s: (s[1] is None, s[1] or 0.0)):
             self.out(f"           +{_ms(seconds)} ms  {stage}")
+        split = timeline.split()
+        if any(seconds is not None for _, _, seconds in split):
+            self.out("           the chain, stage by stage (whose time):")
+            for stage, whose, seconds in split:
+                self.out(f"           {_ms(seconds)} ms  {stage} ({whose})")
         if timeline.error:
             self.out(f"           note: {timeline.error}")
 

@@ -40,7 +40,7 @@ from typing import Any, Self
 from meshctl.bootstrap import XdsClientTls
 from mininet_topos.controller_process import ControllerProcess, WaitTimedOut, free_port, start_edgectl, wait_until
 from mininet_topos.loadgen import Record
-from mininet_topos.timeline import ENDED, Event, MigrationTimeline, fill_stages
+from mininet_topos.timeline import ENDED, Event, MigrationTimeline, fill_stages, xds_milestones
 
 LOG = logging.getLogger("mininet_topos.lab")
 
@@ -52,6 +52,11 @@ APP_HOST = "127.0.0.2"
 
 AGENT_STOP_TIMEOUT_S = 15.0
 """How long an agent may take to stop what it runs after SIGTERM before it is killed."""
+
+XDS_SAMPLE_S = 0.01
+"""How often a migration samples the xDS server's per-node ACK times (``/api/v1/xds/clients``): the times
+are the server's own, the sampling only has to see each caller's ACK of the new endpoint before the old
+instance's withdrawal replaces it (that takes a model change, a push and an ACK: tens of ms)."""
 
 NOT_YET = (OSError, ValueError, KeyError)
 """What a poll of the controller may raise while it comes up; any other error (it exited) ends the wait."""
@@ -71,6 +76,32 @@ class Probe:
         if words[:1] == ["at"] and len(words) >= 3:
             return float(words[1]), words[2]
         return None, " ".join(words[1:2]) or out.decode(errors="replace")[-300:]
+
+
+class XdsSampler:
+    """``/api/v1/xds/clients``'s nodes, sampled every ``XDS_SAMPLE_S`` on a thread of its own until stopped."""
+
+    def __init__(self, get: Callable[[str], Any]) -> None:
+        self._get = get
+        self.samples: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lab-xds-sampler", daemon=True)
+
+    def start(self) -> XdsSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[dict[str, Any]]:
+        self._stop.set()
+        self._thread.join(5)
+        return self.samples
+
+    def _run(self) -> None:
+        while True:
+            with contextlib.suppress(*NOT_YET):
+                self.samples.append(dict(self._get("/api/v1/xds/clients")["nodes"]))
+            if self._stop.wait(XDS_SAMPLE_S):
+                return
 
 
 @dataclass
@@ -580,23 +611,26 @@ class Lab:
         if old is None:
             raise ValueError(f"no workload {workload_id}")
         requested_at = time.time()
+        sampler = XdsSampler(self.get).start()
         try:
             response = self._stub.Migrate(
                 self._pb.MigrateRequest(workload_id=workload_id, node_or_site=to, timeout_s=timeout_s),
                 timeout=timeout_s + 10,
             )
         except grpc.RpcError as exc:
+            sampler.stop()
             timeline = MigrationTimeline("", workload_id, "", old["node"], to, requested_at)
             timeline.error = f"{exc.code().name}: {exc.details()}"
             return timeline
         timeline = MigrationTimeline(
             response.migration_id, workload_id, response.workload.id, old["node"], response.workload.node, requested_at
         )
-        self._fill_timeline(timeline, mark)
+        self._fill_timeline(timeline, mark, sampler)
         return timeline
 
-    def _fill_timeline(self, timeline: MigrationTimeline, mark: int) -> None:
-        """Wait for the migration to end, then fill in its stages (``mininet_topos.timeline.fill_stages``)."""
+    def _fill_timeline(self, timeline: MigrationTimeline, mark: int, sampler: XdsSampler | None = None) -> None:
+        """Wait for the migration to end, then fill in its stages (``mininet_topos.timeline.fill_stages``),
+        what the new instance's agent says of its start, and the xDS milestones ``sampler`` saw."""
         try:
             self.wait_event(
                 lambda e: e.kind in ENDED and e.migration_id == timeline.migration_id,
@@ -605,11 +639,37 @@ class Lab:
             )
         except TimeoutError:
             timeline.error = "did not complete within 20 s"
+        samples = sampler.stop() if sampler is not None else []
         fill_stages(timeline, self.events(mark))
-        timeline.sidecar_started_at = self.started_at(timeline.new) if timeline.new else None
+        if timeline.new:
+            self._fill_start(timeline)
+            service = next((w["service"] for w in self.workloads() if w["id"] == timeline.new), "")
+            milestones = xds_milestones(samples, timeline.new, self.callers_of(service), timeline.sidecars_at)
+            timeline.xds_connected_at, timeline.sidecar_serving_at, timeline.callers_acked_at = milestones
         first = self.first_served_by(timeline.new, timeout=5) if timeline.new else None
         if first is not None:
+            timeline.first_request_sent_at = first.t
             timeline.first_request_at = first.t + first.ms / 1000
+
+    def _fill_start(self, timeline: MigrationTimeline) -> None:
+        """The new instance's start as its agent's ``status.json`` tells it."""
+        found = self.workload_status(timeline.new)
+        row = found[1] if found is not None else {}
+
+        def at(key: str) -> float | None:
+            value = row.get(key)
+            return float(value) if value is not None else None
+
+        timeline.app_started_at = at("started_at")
+        timeline.app_listening_at = at("app_listening_at")
+        timeline.envoy_started_at = at("sidecar_started_at")
+
+    def callers_of(self, service: str) -> list[str]:
+        """The xDS nodes that call ``service``: the instances of the services that call it, and the user
+        hosts whose request loops do."""
+        calling = {s.name for s in self.net.spec.services if service in s.calls}
+        instances = [w["id"] for w in self.workloads() if w["service"] in calling]
+        return instances + sorted({load.host for load in self.loads if load.service == service})
 
     def tier_of(self, node: str) -> str:
         """ "edge", "metro" or "cloud": the tier of the node's site, as the fabric file declares it."""

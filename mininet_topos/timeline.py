@@ -4,14 +4,23 @@ A move's stages, all wall clock (``time.time()``, one machine): the decision (``
 routes and sidecars (``CONVERGENCE_WAITING`` plus the time each probe took, from ``CONVERGED``), the old
 instance withdrawn (``MIGRATION_COMPLETED``). The lab adds what only it sees: when its agent started the
 new instance, and when a user's request was first answered by it.
+
+``split`` cuts the chain from the decision to the first answered request into back-to-back stages, each
+said to be the control plane's (what edgectl does: placement, the agent, xDS), process start-up (the
+app's Python start, Envoy's boot) or the users' (the wait for their next request, the request itself).
+Its xDS milestones come from the xDS server's per-node ACK times (``xds_milestones``: samples of
+``/api/v1/xds/clients`` taken during the move).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 ENDED = ("MIGRATION_COMPLETED", "MIGRATION_ROLLED_BACK")
+CONTROL_PLANE, START_UP, USERS = "control plane", "start-up", "users"
+"""Whose time a stage of ``MigrationTimeline.split`` is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +55,23 @@ class MigrationTimeline:
     waiting_at: float | None = None
     routes_at: float | None = None
     """Every switch confirmed (barrier) the routes of the placed generation."""
-    sidecar_started_at: float | None = None
-    """The agent started the new app and sidecar."""
+    app_started_at: float | None = None
+    """The agent started the new app (its sidecar follows once the app listens)."""
+    app_listening_at: float | None = None
+    """The new app accepted a connection (the agent's poll)."""
+    envoy_started_at: float | None = None
+    """The agent started the new sidecar's Envoy."""
+    xds_connected_at: float | None = None
+    """The xDS server first sent the new sidecar a response (its stream is open: Envoy has booted)."""
+    sidecar_serving_at: float | None = None
+    """The new sidecar ACKed its inbound listener and secrets: the xDS server counts it as serving."""
+    callers_acked_at: float | None = None
+    """Every caller's sidecar ACKed endpoints holding the new instance (the xDS server's ACK times)."""
     sidecars_at: float | None = None
-    """The new sidecar served and every sidecar ACKed the endpoints with it."""
+    """The new sidecar served and every sidecar ACKed the endpoints with it (as the controller's
+    convergence poll saw it: up to one poll interval after ``callers_acked_at``)."""
+    first_request_sent_at: float | None = None
+    """The user sent the request that was the first the new instance answered."""
     first_request_at: float | None = None
     """A user request answered by the new instance (over mTLS through the sidecars) completed."""
     completed_at: float | None = None
@@ -76,11 +98,89 @@ class MigrationTimeline:
         return [
             ("placement decided", since(self.decided_at)),
             ("flows barrier-confirmed", since(self.routes_at)),
-            ("sidecar started", since(self.sidecar_started_at)),
+            ("app started", since(self.app_started_at)),
             ("sidecars ACKed", since(self.sidecars_at)),
             ("first mTLS request", since(self.first_request_at)),
             ("old instance withdrawn", since(self.completed_at)),
         ]
+
+    def split(self) -> list[tuple[str, str, float | None]]:
+        """The chain as back-to-back stages: (stage, whose time, seconds; None where a milestone is
+        missing). Each stage runs from the one before it to its own milestone, so they add up to the
+        decision -> first answered request; the routes (barrier-confirmed in parallel) are not in it.
+        A first request already on its way before the last caller ACKed waited for nothing: its wait
+        is 0 and the request counts from the last ACK."""
+        steps = [
+            ("placement -> the node agent starts the app", CONTROL_PLANE, self.decided_at, self.app_started_at),
+            ("app start-up (until it listens)", START_UP, self.app_started_at, self.app_listening_at),
+            ("the agent starts Envoy", CONTROL_PLANE, self.app_listening_at, self.envoy_started_at),
+            ("Envoy boot (until its xDS stream)", START_UP, self.envoy_started_at, self.xds_connected_at),
+            ("xDS to the new sidecar (until it serves)", CONTROL_PLANE, self.xds_connected_at, self.sidecar_serving_at),
+            (
+                "new sidecar serving -> every caller ACKed",
+                CONTROL_PLANE,
+                self.sidecar_serving_at,
+                self.callers_acked_at,
+            ),
+        ]
+        out = [(name, whose, _between(start, end)) for name, whose, start, end in steps]
+        acked, sent = self.callers_acked_at, self.first_request_sent_at
+        wait = None if acked is None or sent is None else max(0.0, sent - acked)
+        request_from = None if acked is None or sent is None else max(acked, sent)
+        out.append(("wait for the next user request", USERS, wait))
+        out.append(("the first request (new mTLS connections)", USERS, _between(request_from, self.first_request_at)))
+        return out
+
+
+def _between(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else end - start
+
+
+def whose_totals(split: Iterable[tuple[str, str, float | None]]) -> dict[str, float | None]:
+    """Seconds of the chain per owner (control plane, start-up, users); None if a stage of it is missing."""
+    totals: dict[str, float | None] = {}
+    for _name, whose, seconds in split:
+        before = totals.get(whose, 0.0)
+        totals[whose] = None if before is None or seconds is None else before + seconds
+    return totals
+
+
+def xds_milestones(
+    samples: Iterable[Mapping[str, Any]], new: str, callers: Iterable[str], converged_at: float | None
+) -> tuple[float | None, float | None, float | None]:
+    """(new sidecar's first xDS response, its serving, every caller's ACK of the new endpoint) from samples
+    of ``/api/v1/xds/clients``'s ``nodes`` taken during a move, in order; None where not seen.
+
+    The xDS server keeps, per node and type, when it last sent and when the node last ACKed. Serving:
+    the first sample with both its listeners and secrets ACKed (the readiness gate's condition). A
+    caller's ACK of the new endpoint: the first endpoints (EDS) ACK at or after that; a later one (the
+    old instance's withdrawal) overwrites it, so an ACK seen only after ``converged_at`` (when the
+    controller saw every caller ACKed) is not this one, and the figure stays None."""
+    connected = serving = None
+    acks: dict[str, float] = {}
+    wanted = set(callers)
+    for nodes in samples:
+        mine = nodes.get(new) or {}
+        types = mine.get("types") or {}
+        if connected is None and mine.get("streams"):
+            sent = [t["sent_at"] for t in types.values() if t.get("sent_at") is not None]
+            connected = min(sent) if sent else None
+        if serving is None:
+            acked = [types.get(name, {}).get("acked_at") for name in ("lds", "sds")]
+            if all(a is not None for a in acked):
+                serving = max(a for a in acked if a is not None)
+        if serving is None:
+            continue
+        for caller in wanted - acks.keys():
+            at = ((nodes.get(caller) or {}).get("types") or {}).get("eds", {}).get("acked_at")
+            if at is not None and at >= serving:
+                acks[caller] = at
+    if serving is None or not wanted or acks.keys() != wanted:
+        return connected, serving, None
+    last = max(acks.values())
+    if converged_at is not None and last > converged_at:
+        return connected, serving, None
+    return connected, serving, last
 
 
 def fill_stages(timeline: MigrationTimeline, events: Iterable[Event]) -> None:

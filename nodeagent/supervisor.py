@@ -158,6 +158,10 @@ class Processes:
     sidecar: EnvoySidecar | None
     started_at: float
     """Wall clock when the app was started."""
+    app_listening_at: float | None = None
+    """Wall clock when the app first accepted a connection (the agent's poll): its start-up ends there."""
+    sidecar_started_at: float | None = None
+    """Wall clock when the agent started the sidecar (after the app listens): Envoy's boot begins there."""
 
     def death(self) -> str | None:
         if self.app is not None and (code := self.app.poll()) is not None:
@@ -481,12 +485,14 @@ class Supervisor:
                 wait_listening(processes.app, spec.app_host, spec.port, APP_START_TIMEOUT_S, self._closing)
             except RuntimeError as exc:
                 raise StartFailed(str(exc), processes) from None
+            processes.app_listening_at = self.wall_clock()
         with contextlib.suppress(FileNotFoundError):
             admin.unlink()
         tls = XdsClientTls("", "", self.sidecars.bundle_file, self.sidecars.server_id, sds_file=self.sidecars.sds_file)
         bootstrap = render_bootstrap(
             spec.id, spec.service, xds_address=self.sidecars.xds_address, admin_socket=str(admin), tls=tls
         )
+        processes.sidecar_started_at = self.wall_clock()
         try:
             processes.sidecar = EnvoySidecar(
                 bootstrap, log_level=self.sidecars.log_level, popen=self._envoy_popen, workdir=work_dir
@@ -568,6 +574,10 @@ class Supervisor:
                 "port": instance.spec.port,
                 "state": state,
                 "started_at": self.started_at.get(workload_id),
+                # Where a start's time went (process start-up, not the controller's): the app's own
+                # start-up ends when it listens, Envoy's boot begins when the agent started it.
+                "app_listening_at": processes.app_listening_at if processes is not None else None,
+                "sidecar_started_at": processes.sidecar_started_at if processes is not None else None,
                 "restarts": instance.restarts,
                 "app_pid": app.pid if app is not None else None,
                 "sidecar_pid": sidecar.pid if sidecar is not None else None,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nodeagent import supervisor as sv
-from nodeagent.plan import NodeContext, WorkloadSpec, started, starting
+from nodeagent.plan import Command, NodeContext, WorkloadSpec, started, starting
 
 IGNORES_SIGTERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
@@ -125,3 +125,36 @@ def test_the_leftovers_of_an_earlier_agent_are_found_by_pid_and_marker(tmp_path:
             if process.poll() is None:
                 process.kill()
                 process.wait(10)
+
+
+LISTENS = (
+    "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); time.sleep(60)"
+)
+
+
+def test_a_start_says_when_the_app_listened_and_when_its_sidecar_was_started(tmp_path: Path) -> None:
+    """status.json splits a start: the app's own start-up (until it listens), then Envoy's boot from when the
+    agent started it. (The 'sidecar' here is `true`: what it does after its start is not the agent's.)"""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = sv.SidecarSettings("unix:/x", "", "", envoy=shutil.which("true") or "/bin/true")
+    supervisor = sv.Supervisor(NodeContext("n1", sys.executable, str(tmp_path / "agent")), settings)
+    spec = WorkloadSpec("w1", "web", port)
+    command = Command((sys.executable, "-c", LISTENS, str(port)), ())
+    processes = supervisor.launch(spec, command)
+    try:
+        assert processes.app_listening_at is not None and processes.sidecar_started_at is not None
+        assert processes.started_at <= processes.app_listening_at <= processes.sidecar_started_at
+        supervisor.instances[spec.id] = started(starting(spec, 0.0), 0.0)
+        supervisor.processes[spec.id] = processes
+        row = supervisor.status()["workloads"]["w1"]
+        assert (row["app_listening_at"], row["sidecar_started_at"]) == (
+            processes.app_listening_at,
+            processes.sidecar_started_at,
+        )
+    finally:
+        processes.stop()
+        supervisor._spawner.shutdown(wait=False)

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from mininet_topos.timeline import ENDED, Event, MigrationTimeline, fill_stages
+from mininet_topos.timeline import (
+    CONTROL_PLANE,
+    ENDED,
+    START_UP,
+    USERS,
+    Event,
+    MigrationTimeline,
+    fill_stages,
+    whose_totals,
+    xds_milestones,
+)
 
 
 def timeline(**stages: float | None) -> MigrationTimeline:
@@ -90,3 +100,86 @@ def test_the_reason_placement_gave_is_kept() -> None:
     why = "users' mean request time 26.0 -> 5.0 ms with db-1 to m-n1 (its calls go there; alone 28.0 ms)"
     fill_stages(t, [event("MIGRATION_STARTED", 100.0, workload_id="api-1", node="ea-n1", reasons=(why,))])
     assert t.reason == why
+
+
+def moved(**stages: float | None) -> MigrationTimeline:
+    """A move whose every milestone is known, changed by ``stages``."""
+    milestones: dict[str, float | None] = {
+        "app_started_at": 100.020,
+        "app_listening_at": 100.105,
+        "envoy_started_at": 100.106,
+        "xds_connected_at": 100.156,
+        "sidecar_serving_at": 100.180,
+        "callers_acked_at": 100.200,
+        "sidecars_at": 100.230,
+        "first_request_sent_at": 100.250,
+        "first_request_at": 100.290,
+        "routes_at": 100.030,
+    }
+    milestones.update(stages)
+    return timeline(**milestones)
+
+
+def test_the_split_puts_each_stage_of_the_chain_with_whose_time_it_is() -> None:
+    split = moved().split()
+    seconds = {name: s for name, _, s in split}
+    assert seconds == pytest.approx(
+        {
+            "placement -> the node agent starts the app": 0.020,
+            "app start-up (until it listens)": 0.085,
+            "the agent starts Envoy": 0.001,
+            "Envoy boot (until its xDS stream)": 0.050,
+            "xDS to the new sidecar (until it serves)": 0.024,
+            "new sidecar serving -> every caller ACKed": 0.020,
+            "wait for the next user request": 0.050,
+            "the first request (new mTLS connections)": 0.040,
+        }
+    )
+    # Back to back: they add up to decision -> first answered request.
+    assert sum(s for _, _, s in split if s is not None) == pytest.approx(0.290)
+    assert whose_totals(split) == pytest.approx({CONTROL_PLANE: 0.065, START_UP: 0.135, USERS: 0.090})
+
+
+def test_a_request_on_its_way_before_the_last_ack_waited_for_nothing() -> None:
+    split = {name: s for name, _, s in moved(first_request_sent_at=100.190, first_request_at=100.230).split()}
+    assert split["wait for the next user request"] == 0.0
+    assert split["the first request (new mTLS connections)"] == pytest.approx(0.030)
+
+
+def test_a_missing_milestone_leaves_its_stages_and_its_owners_total_open() -> None:
+    split = moved(xds_connected_at=None).split()
+    seconds = {name: s for name, _, s in split}
+    assert seconds["Envoy boot (until its xDS stream)"] is None
+    assert seconds["xDS to the new sidecar (until it serves)"] is None
+    assert seconds["new sidecar serving -> every caller ACKed"] == pytest.approx(0.020)
+    totals = whose_totals(split)
+    assert totals[START_UP] is None and totals[CONTROL_PLANE] is None and totals[USERS] == pytest.approx(0.090)
+
+
+def node(streams: int = 1, **types: tuple[float | None, float | None]) -> dict[str, object]:
+    """One node of /api/v1/xds/clients: per type (sent_at, acked_at)."""
+    return {"streams": streams, "types": {t: {"sent_at": s, "acked_at": a} for t, (s, a) in types.items()}}
+
+
+def test_xds_milestones_come_from_the_ack_times_the_xds_server_keeps() -> None:
+    before = {"web-1": node(eds=(90.0, 90.01)), "web-2": node(eds=(90.0, 90.02))}
+    booting = {**before, "api-3": node(sds=(100.150, None), lds=(100.151, None))}
+    serving = {**before, "api-3": node(sds=(100.150, 100.170), lds=(100.151, 100.180), eds=(100.15, 100.16))}
+    one_acked = {**serving, "web-1": node(eds=(100.185, 100.192))}
+    both_acked = {**one_acked, "web-2": node(eds=(100.185, 100.200))}
+    withdrawn = {**both_acked, "web-1": node(eds=(100.240, 100.250))}  # the old one's withdrawal, later
+    samples = [before, booting, serving, one_acked, both_acked, withdrawn]
+    assert xds_milestones(samples, "api-3", ["web-1", "web-2"], converged_at=100.230) == pytest.approx(
+        (100.150, 100.180, 100.200)
+    )
+
+
+def test_a_callers_ack_seen_only_after_the_withdrawal_is_not_the_new_endpoints() -> None:
+    serving = {"api-3": node(sds=(100.15, 100.17), lds=(100.15, 100.18)), "web-1": node(eds=(90.0, 90.01))}
+    withdrawn = {**serving, "web-1": node(eds=(100.240, 100.250))}  # the add's ACK was overwritten unseen
+    assert xds_milestones([serving, withdrawn], "api-3", ["web-1"], converged_at=100.230) == (
+        pytest.approx(100.15),
+        pytest.approx(100.18),
+        None,
+    )
+    assert xds_milestones([], "api-3", ["web-1"], converged_at=None) == (None, None, None)
