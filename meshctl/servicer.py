@@ -24,6 +24,7 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshctl.delta import DeltaStream
+from meshctl.encoding import ResponseEncoder, serialize
 from meshctl.protocol import Observer, ProtocolError, StreamCache
 from meshctl.snapshot import MeshSnapshot
 from meshctl.sotw import SotwStream
@@ -136,6 +137,8 @@ class AdsServicer:
         self._callbacks = callbacks
         self._authorize = authorize
         self._known = known
+        self.encoder = ResponseEncoder()
+        """Shared by every stream of this server: a resource many nodes get is encoded once per version."""
         self.open_streams = OpenStreams()
         """Re-authorized on every model change (``recheck_all``): see ``_serve``."""
 
@@ -182,12 +185,12 @@ class AdsServicer:
                 "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                     self.stream_aggregated_resources,
                     request_deserializer=_safe_parser(discovery_pb2.DiscoveryRequest),
-                    response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString,
+                    response_serializer=serialize,
                 ),
                 "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
                     self.delta_aggregated_resources,
                     request_deserializer=_safe_parser(discovery_pb2.DeltaDiscoveryRequest),
-                    response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+                    response_serializer=serialize,
                 ),
             },
         )
@@ -195,10 +198,14 @@ class AdsServicer:
     async def stream_aggregated_resources(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> None:
-        await self._serve(SotwStream(self._cache, self._callbacks, stand_in=self._stand_in("sotw")), requests, context)
+        await self._serve(
+            SotwStream(self._cache, self._callbacks, stand_in=self._stand_in("sotw"), encoder=self.encoder),
+            requests,
+            context,
+        )
 
     async def delta_aggregated_resources(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
-        stream = DeltaStream(self._cache, self._callbacks, stand_in=self._stand_in("delta"))
+        stream = DeltaStream(self._cache, self._callbacks, stand_in=self._stand_in("delta"), encoder=self.encoder)
         await self._serve(stream, requests, context)
 
     async def _serve(

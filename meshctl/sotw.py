@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from envoy.service.discovery.v3 import discovery_pb2
-
 from meshctl.protocol import Stream, TypeState
 from meshctl.snapshot import MeshSnapshot, Resource, digest_of, version_digest, version_string
 from meshctl.xds_types import CLUSTER, ENDPOINTS, PUSH_ORDER, WILDCARD_TYPES
@@ -166,8 +164,8 @@ class SotwStream(Stream):
         else:  # a subset or a make-before-break mix of the snapshot's content
             version = version_string(int(snapshot.version(type_url).partition("-")[0] or 0), digest)
         nonce = self._next_nonce()
-        response = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
-        response.resources.extend(resources[name].packed for name in sorted(resources))
+        ordered = [resources[name] for name in sorted(resources)]
+        response = self._encoder.sotw(type_url, version, digest, ordered, nonce)
         state.inflight, state.sent_digest = dict(resources), digest
         state.inflight_is_full = state.wildcard
         state.force = state.grew = False

@@ -66,6 +66,7 @@ PURE_MODULES = (
     "meshctl/cache.py",
     "meshctl/delta.py",
     "meshctl/denied_calls.py",
+    "meshctl/encoding.py",
     "meshctl/envoy_config.py",
     "meshctl/paths.py",
     "meshctl/protocol.py",
