@@ -28,6 +28,7 @@ from meshctl.encoding import ResponseEncoder, serialize
 from meshctl.protocol import Observer, ProtocolError, StreamCache
 from meshctl.snapshot import MeshSnapshot
 from meshctl.sotw import SotwStream
+from meshctl.wake_order import DEFAULT_CHUNK, FairWakeQueue
 from netmodel.logsafe import log_safe
 from netmodel.types import frozen_map
 from netmodel.wire import Undecodable as _Undecodable
@@ -80,6 +81,42 @@ def _peer_certificate(context: Any) -> str | None:
         return None
     first = certificates[0]
     return first.decode() if isinstance(first, bytes) else str(first)
+
+
+class _FairWaker:
+    """Hands the cache's wake-ups (from the publisher's thread) to the streams on the server's loop,
+    in the order of ``meshctl.wake_order``: what arrived together is one batch, batches are served round
+    robin a chunk at a time, so a stream that needs a later change never waits behind a whole fan-out."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, chunk: int = DEFAULT_CHUNK) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._incoming: list[Callable[[], None]] = []
+        self._drain_scheduled = False
+        self._queue: FairWakeQueue[Callable[[], None]] = FairWakeQueue(chunk)
+        self._runner: asyncio.Task[None] | None = None
+
+    def wake_from_any_thread(self, wake: Callable[[], None]) -> None:
+        with self._lock:
+            self._incoming.append(wake)
+            if self._drain_scheduled:
+                return  # one hop to the loop for the whole batch
+            self._drain_scheduled = True
+        with contextlib.suppress(RuntimeError):  # the loop is closing: nothing left to wake
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:  # on the loop
+        with self._lock:
+            batch, self._incoming, self._drain_scheduled = self._incoming, [], False
+        self._queue.add_batch(batch)
+        if self._runner is None or self._runner.done():
+            self._runner = self._loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        while chunk := self._queue.next_chunk():
+            for wake in chunk:
+                wake()
+            await asyncio.sleep(0)  # those streams push, and ACKs are read, before the next chunk
 
 
 _WAKE = object()
@@ -137,6 +174,8 @@ class AdsServicer:
         self._callbacks = callbacks
         self._authorize = authorize
         self._known = known
+        self._waker: _FairWaker | None = None
+        """Created on the loop of the first stream (one servicer serves on one loop)."""
         self.encoder = ResponseEncoder()
         """Shared by every stream of this server: a resource many nodes get is encoded once per version."""
         self.open_streams = OpenStreams()
@@ -226,9 +265,12 @@ class AdsServicer:
             except asyncio.QueueFull:
                 pass  # every queued request runs a full pass over the newest snapshot anyway
 
+        if self._waker is None:
+            self._waker = _FairWaker(loop)
+        waker = self._waker
+
         def wake_from_any_thread(_node: str) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closing: nothing left to wake
-                loop.call_soon_threadsafe(wake)
+            waker.wake_from_any_thread(wake)
 
         def recheck() -> None:  # on the loop. Dropped when the inbox is full: every item rechecks anyway
             with contextlib.suppress(asyncio.QueueFull):

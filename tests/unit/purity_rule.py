@@ -74,6 +74,7 @@ PURE_MODULES = (
     "meshctl/serving.py",
     "meshctl/snapshot.py",
     "meshctl/sotw.py",
+    "meshctl/wake_order.py",
     "meshctl/xds_types.py",
     "placement/baseline_profiles.py",
     "placement/callgraph.py",
