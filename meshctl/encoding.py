@@ -94,7 +94,8 @@ def serialize(response: Any) -> bytes:
 
 class ResponseEncoder:
     """The bytes cache of one xDS server (its streams run on one event loop: no lock). ``encodes``
-    counts the encodings done, ``hits`` the times cached bytes were reused."""
+    counts the encodings kept, ``hits`` the times cached bytes were reused; ``max_bytes`` 0 caches
+    nothing."""
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._max_bytes = max_bytes
@@ -155,6 +156,8 @@ class ResponseEncoder:
         )
 
     def _cached(self, key: tuple[str, ...], encode: Callable[[], bytes]) -> bytes:
+        if self._max_bytes <= 0:
+            return encode()  # caching nothing: every response encoded for its stream (a benchmark's baseline)
         data = self._entries.get(key)
         if data is not None:
             self.hits += 1

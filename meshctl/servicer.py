@@ -163,6 +163,9 @@ class AdsServicer:
     ``meshctl.delta``) the client's requests and the cache's wake-ups, and writes what it returns.
     It knows the cache only as ``XdsCache`` and reports through ``XdsCallbacks``."""
 
+    wake_chunk = DEFAULT_CHUNK
+    """Streams woken per turn of the fair order (``meshctl.wake_order``)."""
+
     def __init__(
         self,
         cache: XdsCache,
@@ -266,7 +269,7 @@ class AdsServicer:
                 pass  # every queued request runs a full pass over the newest snapshot anyway
 
         if self._waker is None:
-            self._waker = _FairWaker(loop)
+            self._waker = _FairWaker(loop, self.wake_chunk)
         waker = self._waker
 
         def wake_from_any_thread(_node: str) -> None:
