@@ -94,6 +94,19 @@ class Streams:
                 self.all_seen.set()
 
     async def run(self, index: int) -> None:
+        """One stream; started again if its connection fails before it is ready (thousands of
+        connections at once can overflow the listen backlog)."""
+        import grpc
+
+        while True:
+            try:
+                await self._run(index)
+                return
+            except grpc.aio.AioRpcError as exc:
+                print(f"stream {index}: {exc.code().name}, again", file=sys.stderr, flush=True)
+                await asyncio.sleep(0.5)
+
+    async def _run(self, index: int) -> None:
         import grpc
         from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
@@ -112,7 +125,7 @@ class Streams:
                 first.node.id = node
                 requests.put_nowait(first)
                 requests.put_nowait(discovery_pb2.DeltaDiscoveryRequest(type_url=LISTENER))
-                async for response in stub.DeltaAggregatedResources(outgoing()):
+                async for response in stub.DeltaAggregatedResources(outgoing(), wait_for_ready=True):
                     now = time.monotonic()
                     t = response.type_url
                     requests.put_nowait(discovery_pb2.DeltaDiscoveryRequest(type_url=t, response_nonce=response.nonce))
@@ -136,7 +149,7 @@ class Streams:
                 requests.put_nowait(first)
                 requests.put_nowait(discovery_pb2.DiscoveryRequest(type_url=LISTENER))
                 names = {ENDPOINTS: ["svc/web"], ROUTES: [self.route]}
-                async for response in stub.StreamAggregatedResources(outgoing()):
+                async for response in stub.StreamAggregatedResources(outgoing(), wait_for_ready=True):
                     now = time.monotonic()
                     t = response.type_url
                     requests.put_nowait(
@@ -176,7 +189,11 @@ async def client_main(args: argparse.Namespace) -> None:
         tasks.append(asyncio.create_task(streams.run(index)))
         if index % 50 == 49:
             await asyncio.sleep(0)  # let connections start rather than queue 1,000 at once
-    await asyncio.wait_for(streams.ready_event.wait(), 600)
+    while not streams.ready_event.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(streams.ready_event.wait(), 10)
+        if not streams.ready_event.is_set():
+            print(f"client {args.first}: {streams.ready} of {args.nodes} streams ready", file=sys.stderr, flush=True)
     print(json.dumps({"ready": streams.ready}), flush=True)
     loop = asyncio.get_running_loop()
     while True:
