@@ -293,7 +293,9 @@ class AdsServicer:
 
         reader = asyncio.create_task(read())
         cancel_watch: Callable[[], None] | None = None
-        stop_rechecks = self.open_streams.add(recheck_from_any_thread)
+        # Without an authorizer every stream may always be served: a model change need not wake each
+        # one to check (in a fan-out that was one more wake-up per stream, ahead of the push).
+        stop_rechecks = self.open_streams.add(recheck_from_any_thread) if self._authorize is not None else _nothing
         self._callbacks.opened(stream.mode)
         try:
             while True:
@@ -356,6 +358,10 @@ class AdsServicer:
                 cancel_watch()
             stream.close()
             self._callbacks.closed(stream.mode)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _empty_snapshot(node: str) -> MeshSnapshot:

@@ -26,6 +26,21 @@ class _SotwType(TypeState):
     """Answer even if nothing changed (Envoy re-asked, or endpoints of a rebuilt cluster)."""
     grew: bool = False
     """The subscription gained names: they must be sent even if unchanged."""
+    digested: tuple[tuple[Resource, ...], str] = ((), "")
+    """The resources last digested and their digest: a pass that finds the very same objects (most
+    passes: an ACK, a change of another type) does not hash them again."""
+
+    def digest_of(self, resources: dict[str, Resource]) -> str:
+        last, digest = self.digested
+        if (
+            len(last) == len(resources)
+            and digest
+            and all(a is b for a, b in zip(last, resources.values(), strict=True))
+        ):
+            return digest
+        digest = digest_of(resources.values())
+        self.digested = (tuple(resources.values()), digest)
+        return digest
 
 
 class SotwStream(Stream):
@@ -148,7 +163,7 @@ class SotwStream(Stream):
             # it runs. Resending unchanged resources costs Envoy nothing (it compares them), and
             # ``_respond`` keeps the client's version label when the content is the same.
             return update, held
-        digest = digest_of(update.values())
+        digest = state.digest_of(update)
         if state.force or state.grew:
             return update, held
         if digest in (state.sent_digest, state.nacked_digest):
@@ -156,7 +171,7 @@ class SotwStream(Stream):
         return update, held
 
     def _respond(self, type_url: str, state: _SotwType, resources: dict[str, Resource], snapshot: MeshSnapshot) -> Any:
-        digest = digest_of(resources.values())
+        digest = state.digest_of(resources)
         if state.sent_digest is None and version_digest(state.client_version) == digest:
             version = state.client_version  # the same content the client already labels: keep its label
         elif digest == snapshot.digest(type_url):
