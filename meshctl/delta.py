@@ -11,8 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from envoy.service.discovery.v3 import discovery_pb2
-
 from meshctl.protocol import Stream, TypeState
 from meshctl.snapshot import MeshSnapshot, Resource
 from meshctl.xds_types import CLUSTER, ENDPOINTS, PUSH_ORDER, WILDCARD_TYPES
@@ -157,13 +155,9 @@ class DeltaStream(Stream):
         serving = snapshot.of_type(type_url)
         nonce = self._next_nonce()
         version = snapshot.version(type_url)
-        response = discovery_pb2.DeltaDiscoveryResponse(
-            system_version_info=version, type_url=type_url, nonce=nonce, removed_resources=removed
-        )
+        response = self._encoder.delta(type_url, version, [serving[name] for name in names], removed, nonce)
         for name in names:
-            resource = serving[name]
-            response.resources.add(name=name, version=resource.digest, resource=resource.packed)
-            state.known[name] = resource.digest
+            state.known[name] = serving[name].digest
             state.force.discard(name)
             state.must_answer.discard(name)
         for name in removed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter as Counter_
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -53,6 +54,7 @@ class XdsMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self._per_type: dict[str, tuple[str, Any, Any, Any]] = {}
         self.push_counts: Counter_[str] = Counter_()
         """Pushes per type as plain numbers (cheap to read often, unlike collecting the registry)."""
         self._collectors = [
@@ -68,15 +70,25 @@ class XdsMetrics:
             self._access_log_entries,
         ]
 
+    def _of(self, type_url: str) -> tuple[str, Any, Any, Any]:
+        """The type's label and its labelled children, looked up once (``labels()`` costs microseconds,
+        paid twice per stream in a fan-out)."""
+        children = self._per_type.get(type_url)
+        if children is None:
+            label = short_name(type_url)
+            children = (label, self._pushes.labels(label), self._acks.labels(label), self._push_to_ack.labels(label))
+            self._per_type[type_url] = children
+        return children
+
     def pushed(self, type_url: str) -> None:
-        label = short_name(type_url)
-        self._pushes.labels(label).inc()
+        label, pushes, _acks, _push_to_ack = self._of(type_url)
+        pushes.inc()
         self.push_counts[label] += 1
 
     def acked(self, type_url: str, seconds: float) -> None:
-        label = short_name(type_url)
-        self._acks.labels(label).inc()
-        self._push_to_ack.labels(label).observe(seconds)
+        _label, _pushes, acks, push_to_ack = self._of(type_url)
+        acks.inc()
+        push_to_ack.observe(seconds)
 
     def nacked(self, type_url: str) -> None:
         self._nacks.labels(short_name(type_url)).inc()

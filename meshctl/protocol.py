@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Protocol
 
+from meshctl.encoding import ResponseEncoder
 from meshctl.snapshot import MeshSnapshot, Resource
 from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET, short_name
 
@@ -140,8 +141,11 @@ class Stream:
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
         stand_in: Callable[[str], MeshSnapshot | None] | None = None,
+        encoder: ResponseEncoder | None = None,
     ) -> None:
         self._cache = cache
+        self._encoder = encoder if encoder is not None else ResponseEncoder()
+        """Where responses are encoded: the server's streams share one, so shared content is encoded once."""
         self._stand_in = stand_in
         """What to serve a node the cache has no snapshot of (None: nothing, wait until it has one)."""
         self._observer: Observer = observer or NullObserver()

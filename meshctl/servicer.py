@@ -24,9 +24,11 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshctl.delta import DeltaStream
+from meshctl.encoding import ResponseEncoder, serialize
 from meshctl.protocol import Observer, ProtocolError, StreamCache
 from meshctl.snapshot import MeshSnapshot
 from meshctl.sotw import SotwStream
+from meshctl.wake_order import DEFAULT_CHUNK, FairWakeQueue
 from netmodel.logsafe import log_safe
 from netmodel.types import frozen_map
 from netmodel.wire import Undecodable as _Undecodable
@@ -81,6 +83,42 @@ def _peer_certificate(context: Any) -> str | None:
     return first.decode() if isinstance(first, bytes) else str(first)
 
 
+class _FairWaker:
+    """Hands the cache's wake-ups (from the publisher's thread) to the streams on the server's loop,
+    in the order of ``meshctl.wake_order``: what arrived together is one batch, batches are served round
+    robin a chunk at a time, so a stream that needs a later change never waits behind a whole fan-out."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, chunk: int = DEFAULT_CHUNK) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._incoming: list[Callable[[], None]] = []
+        self._drain_scheduled = False
+        self._queue: FairWakeQueue[Callable[[], None]] = FairWakeQueue(chunk)
+        self._runner: asyncio.Task[None] | None = None
+
+    def wake_from_any_thread(self, wake: Callable[[], None]) -> None:
+        with self._lock:
+            self._incoming.append(wake)
+            if self._drain_scheduled:
+                return  # one hop to the loop for the whole batch
+            self._drain_scheduled = True
+        with contextlib.suppress(RuntimeError):  # the loop is closing: nothing left to wake
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:  # on the loop
+        with self._lock:
+            batch, self._incoming, self._drain_scheduled = self._incoming, [], False
+        self._queue.add_batch(batch)
+        if self._runner is None or self._runner.done():
+            self._runner = self._loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        while chunk := self._queue.next_chunk():
+            for wake in chunk:
+                wake()
+            await asyncio.sleep(0)  # those streams push, and ACKs are read, before the next chunk
+
+
 _WAKE = object()
 _RECHECK = object()
 _END = object()
@@ -125,6 +163,9 @@ class AdsServicer:
     ``meshctl.delta``) the client's requests and the cache's wake-ups, and writes what it returns.
     It knows the cache only as ``XdsCache`` and reports through ``XdsCallbacks``."""
 
+    wake_chunk = DEFAULT_CHUNK
+    """Streams woken per turn of the fair order (``meshctl.wake_order``)."""
+
     def __init__(
         self,
         cache: XdsCache,
@@ -136,6 +177,10 @@ class AdsServicer:
         self._callbacks = callbacks
         self._authorize = authorize
         self._known = known
+        self._waker: _FairWaker | None = None
+        """Created on the loop of the first stream (one servicer serves on one loop)."""
+        self.encoder = ResponseEncoder()
+        """Shared by every stream of this server: a resource many nodes get is encoded once per version."""
         self.open_streams = OpenStreams()
         """Re-authorized on every model change (``recheck_all``): see ``_serve``."""
 
@@ -182,12 +227,12 @@ class AdsServicer:
                 "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                     self.stream_aggregated_resources,
                     request_deserializer=_safe_parser(discovery_pb2.DiscoveryRequest),
-                    response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString,
+                    response_serializer=serialize,
                 ),
                 "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
                     self.delta_aggregated_resources,
                     request_deserializer=_safe_parser(discovery_pb2.DeltaDiscoveryRequest),
-                    response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+                    response_serializer=serialize,
                 ),
             },
         )
@@ -195,10 +240,14 @@ class AdsServicer:
     async def stream_aggregated_resources(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> None:
-        await self._serve(SotwStream(self._cache, self._callbacks, stand_in=self._stand_in("sotw")), requests, context)
+        await self._serve(
+            SotwStream(self._cache, self._callbacks, stand_in=self._stand_in("sotw"), encoder=self.encoder),
+            requests,
+            context,
+        )
 
     async def delta_aggregated_resources(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
-        stream = DeltaStream(self._cache, self._callbacks, stand_in=self._stand_in("delta"))
+        stream = DeltaStream(self._cache, self._callbacks, stand_in=self._stand_in("delta"), encoder=self.encoder)
         await self._serve(stream, requests, context)
 
     async def _serve(
@@ -219,9 +268,12 @@ class AdsServicer:
             except asyncio.QueueFull:
                 pass  # every queued request runs a full pass over the newest snapshot anyway
 
+        if self._waker is None:
+            self._waker = _FairWaker(loop, self.wake_chunk)
+        waker = self._waker
+
         def wake_from_any_thread(_node: str) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closing: nothing left to wake
-                loop.call_soon_threadsafe(wake)
+            waker.wake_from_any_thread(wake)
 
         def recheck() -> None:  # on the loop. Dropped when the inbox is full: every item rechecks anyway
             with contextlib.suppress(asyncio.QueueFull):
@@ -241,7 +293,9 @@ class AdsServicer:
 
         reader = asyncio.create_task(read())
         cancel_watch: Callable[[], None] | None = None
-        stop_rechecks = self.open_streams.add(recheck_from_any_thread)
+        # Without an authorizer every stream may always be served: a model change need not wake each
+        # one to check (in a fan-out that was one more wake-up per stream, ahead of the push).
+        stop_rechecks = self.open_streams.add(recheck_from_any_thread) if self._authorize is not None else _nothing
         self._callbacks.opened(stream.mode)
         try:
             while True:
@@ -304,6 +358,10 @@ class AdsServicer:
                 cancel_watch()
             stream.close()
             self._callbacks.closed(stream.mode)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _empty_snapshot(node: str) -> MeshSnapshot:

@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from envoy.service.discovery.v3 import discovery_pb2
-
 from meshctl.protocol import Stream, TypeState
 from meshctl.snapshot import MeshSnapshot, Resource, digest_of, version_digest, version_string
 from meshctl.xds_types import CLUSTER, ENDPOINTS, PUSH_ORDER, WILDCARD_TYPES
@@ -28,6 +26,21 @@ class _SotwType(TypeState):
     """Answer even if nothing changed (Envoy re-asked, or endpoints of a rebuilt cluster)."""
     grew: bool = False
     """The subscription gained names: they must be sent even if unchanged."""
+    digested: tuple[tuple[Resource, ...], str] = ((), "")
+    """The resources last digested and their digest: a pass that finds the very same objects (most
+    passes: an ACK, a change of another type) does not hash them again."""
+
+    def digest_of(self, resources: dict[str, Resource]) -> str:
+        last, digest = self.digested
+        if (
+            len(last) == len(resources)
+            and digest
+            and all(a is b for a, b in zip(last, resources.values(), strict=True))
+        ):
+            return digest
+        digest = digest_of(resources.values())
+        self.digested = (tuple(resources.values()), digest)
+        return digest
 
 
 class SotwStream(Stream):
@@ -150,7 +163,7 @@ class SotwStream(Stream):
             # it runs. Resending unchanged resources costs Envoy nothing (it compares them), and
             # ``_respond`` keeps the client's version label when the content is the same.
             return update, held
-        digest = digest_of(update.values())
+        digest = state.digest_of(update)
         if state.force or state.grew:
             return update, held
         if digest in (state.sent_digest, state.nacked_digest):
@@ -158,7 +171,7 @@ class SotwStream(Stream):
         return update, held
 
     def _respond(self, type_url: str, state: _SotwType, resources: dict[str, Resource], snapshot: MeshSnapshot) -> Any:
-        digest = digest_of(resources.values())
+        digest = state.digest_of(resources)
         if state.sent_digest is None and version_digest(state.client_version) == digest:
             version = state.client_version  # the same content the client already labels: keep its label
         elif digest == snapshot.digest(type_url):
@@ -166,8 +179,8 @@ class SotwStream(Stream):
         else:  # a subset or a make-before-break mix of the snapshot's content
             version = version_string(int(snapshot.version(type_url).partition("-")[0] or 0), digest)
         nonce = self._next_nonce()
-        response = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
-        response.resources.extend(resources[name].packed for name in sorted(resources))
+        ordered = [resources[name] for name in sorted(resources)]
+        response = self._encoder.sotw(type_url, version, digest, ordered, nonce)
         state.inflight, state.sent_digest = dict(resources), digest
         state.inflight_is_full = state.wildcard
         state.force = state.grew = False

@@ -21,6 +21,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 
 from meshctl.cache import SnapshotCache
+from meshctl.encoding import EncodedResponse
 from meshctl.snapshot import MeshConfig, build_snapshots
 from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET, WILDCARD_TYPES
 from netmodel import events as ev
@@ -157,6 +158,7 @@ def resource_name(type_url: str, message: Any) -> str:
 
 
 def names_of(response: Any) -> list[str]:
+    response = response.message() if isinstance(response, EncodedResponse) else response
     if isinstance(response, discovery_pb2.DeltaDiscoveryResponse):
         return [r.name for r in response.resources]
     return [resource_name(response.type_url, unpack(response.type_url, r)) for r in response.resources]

@@ -280,3 +280,20 @@ def test_a_malformed_stream_is_ended_and_reported_through_the_callbacks() -> Non
     context = asyncio.run(scenario())
     assert context.aborted is not None and context.aborted[0] == grpc.StatusCode.INVALID_ARGUMENT
     assert callbacks.events == [("opened", "sotw"), ("failed", "INVALID_ARGUMENT"), ("closed", "sotw")]
+
+
+def test_without_an_authorizer_a_model_change_does_not_wake_every_stream_to_recheck(
+    snapshots: tuple[MeshSnapshot, MeshSnapshot],
+) -> None:
+    first, _changed = snapshots
+    cache, callbacks = FakeCache({NODE: first}), FakeCallbacks()
+
+    async def scenario() -> None:
+        servicer = AdsServicer(cache, callbacks)
+        client = Client(servicer, "sotw")
+        await client.send(sotw_request(CLUSTER, [], node_id=NODE))
+        await client.response()
+        assert len(servicer.open_streams) == 0  # nothing to recheck: every stream may be served
+        await client.end()
+
+    asyncio.run(scenario())
