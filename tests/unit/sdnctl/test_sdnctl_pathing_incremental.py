@@ -81,3 +81,42 @@ hosts: [{id: h, switch: a, ip: 10.0.0.1}]
     again = compute_routes(state, previous=plan)
     assert len(plan.switches) == 2
     assert again.primary is plan.primary and again.generation == state.generation
+
+
+BATCHES = st.lists(
+    st.tuples(
+        st.lists(
+            st.tuples(st.integers(0, 1000), st.booleans(), st.sampled_from([0, 1, 5, 700, 900, 30000])), max_size=4
+        ),
+        st.lists(st.integers(0, 1000), max_size=2),  # cables going down in the same change
+        st.lists(st.integers(0, 1000), max_size=1),  # cables coming back up
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@SETTINGS
+@given(random_fabrics(max_switches=16), BATCHES)
+def test_incremental_plans_equal_full_recomputes_after_mixed_changes(
+    rf: RandomFabric, batches: list[tuple[list[tuple[int, bool, int]], list[int], list[int]]]
+) -> None:
+    """One model change that makes some link directions worse and others better at once (a latency
+    batch, cables down and up): the incremental plan still equals the full one."""
+    state = rf.state()
+    plan = compute_routes(state)
+    for latencies, downs, ups in batches:
+        cables = cables_of(state)
+        measured = tuple(
+            (cables[pick % len(cables)].reversed() if reverse else cables[pick % len(cables)], latency)
+            for pick, reverse, latency in latencies
+        )
+        if measured:
+            state = state.apply(ev.LinkLatencyMeasured(measured, 2.0))
+        for pick in downs:
+            state = state.apply(ev.LinkWentDown(cables[pick % len(cables)]))
+        for pick in ups:
+            state = state.apply(ev.LinkCameUp(cables[pick % len(cables)]))
+        incremental = compute_routes(state, previous=plan)
+        assert same_plan(incremental, compute_routes(state)), (latencies, downs, ups)
+        plan = incremental
