@@ -20,10 +20,12 @@ import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from netmodel.ids import PortNo, SwitchId
-from sdnctl.pathing import Endpoint, RoutePlan
+from netmodel.types import LinkId
+from sdnctl.pathing import NO_LINK, Endpoint, RoutePlan
 
 TABLE_ACL = 0  # ingress policy: LLDP to the controller, source guards and policy drops (sdnctl/acl.py)
 TABLE_FORWARD = 1  # forwarding: routes, ARP routing, proxy ARP
@@ -173,7 +175,13 @@ def compile_entry(
     """The flows (IPv4 and ARP) and the group that take packets for ``endpoint`` out of ``switch``."""
     if endpoint.attachment.switch == switch:
         return _flows_to(endpoint.ip, ("output", endpoint.attachment.port)), None
-    primary, backup = plan.next_hop(switch, endpoint.attachment.switch)
+    return _entry_via(endpoint, *plan.next_hop(switch, endpoint.attachment.switch))
+
+
+def _entry_via(
+    endpoint: Endpoint, primary: LinkId | None, backup: LinkId | None
+) -> tuple[tuple[FlowSpec, ...], GroupSpec | None]:
+    """``compile_entry`` away from the endpoint's own switch, given the switch's next hops to it."""
     if primary is None:
         return (), None  # unreachable from here: no flow, the table miss drops the packet
     group_id = _addresses(endpoint.ip).group_id
@@ -289,6 +297,7 @@ def recompile_switches(
     behind: dict[SwitchId, list[Endpoint]] = {}
     for endpoint in plan.endpoints.values():
         behind.setdefault(endpoint.attachment.switch, []).append(endpoint)
+    links = plan.links
     out: dict[SwitchId, tuple[CompiledSwitch, SwitchDelta]] = {}
     for switch, dst_switches in by_switch.items():
         old = current.get(switch)
@@ -299,9 +308,18 @@ def recompile_switches(
         new_entries = dict(old.entries)
         old_part: list[Entry] = []
         new_part: list[Entry] = []
-        for dst in dst_switches:
-            for endpoint in behind.get(dst, ()):
-                entry = compile_entry(plan, switch, endpoint)
+        # The switch's next hops to all its changed destinations in one read of the plan's arrays.
+        targets = [dst for dst in dst_switches if dst in behind]
+        row, columns = plan.index[switch], [plan.index[dst] for dst in targets]
+        primaries, backups = plan.primary[row, columns].tolist(), plan.backup[row, columns].tolist()
+        for dst, primary, backup in zip(targets, primaries, backups, strict=True):
+            primary_link = links[primary] if primary != NO_LINK else None
+            backup_link = links[backup] if backup != NO_LINK else None
+            for endpoint in behind[dst]:
+                if endpoint.attachment.switch == switch:
+                    entry = compile_entry(plan, switch, endpoint)
+                else:
+                    entry = _entry_via(endpoint, primary_link, backup_link)
                 if old.policed:
                     entry = police(entry, old.policed)
                 before = new_entries.get(endpoint.ip, ((), None))
@@ -449,13 +467,19 @@ def _diff_entries(old: Iterable[Entry], new: Iterable[Entry]) -> SwitchDelta:
                     modify_flows.append(flow)
             delete_flows.extend(before.values())
     return SwitchDelta(
-        add_groups=tuple(sorted(g for g in add_groups if g is not None)),
-        modify_groups=tuple(sorted(g for g in modify_groups if g is not None)),
-        add_flows=tuple(sorted(add_flows)),
-        modify_flows=tuple(sorted(modify_flows)),
-        delete_flows=tuple(sorted(delete_flows)),
-        delete_groups=tuple(sorted(g for g in delete_groups if g is not None)),
+        add_groups=tuple(sorted((g for g in add_groups if g is not None), key=_GROUP_ORDER)),
+        modify_groups=tuple(sorted((g for g in modify_groups if g is not None), key=_GROUP_ORDER)),
+        add_flows=tuple(sorted(add_flows, key=_FLOW_ORDER)),
+        modify_flows=tuple(sorted(modify_flows, key=_FLOW_ORDER)),
+        delete_flows=tuple(sorted(delete_flows, key=_FLOW_ORDER)),
+        delete_groups=tuple(sorted((g for g in delete_groups if g is not None), key=_GROUP_ORDER)),
     )
+
+
+# The dataclasses' own order (their fields in turn) as sort keys: one C-built tuple per item instead of
+# two Python-built tuples per comparison.
+_GROUP_ORDER = attrgetter("group_id", "buckets")
+_FLOW_ORDER = attrgetter("table", "priority", "match", "actions", "cookie")
 
 
 def _replaces(current: FlowSpec | None, flow: FlowSpec) -> bool:

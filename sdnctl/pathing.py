@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from operator import is_not, itemgetter
 
 import numpy as np
@@ -26,9 +27,14 @@ from netmodel.graph import arc_matrix, arcs_into, shortest_distances
 from netmodel.ids import SwitchId
 from netmodel.state import FabricState
 from netmodel.types import Attachment, LinkAttrs, LinkId
+from sdnctl import pathing_small
 
 NO_LINK = -1
 UNREACHABLE = np.inf
+# Up to this many switches a change is applied in plain Python (sdnctl/pathing_small.py), above it
+# with numpy: where the two cost the same in benchmarks/routes.py (link failures, Topology Zoo and
+# Gabriel graphs), so neither pays the other's fixed or per-pair cost where it is the larger.
+SMALL_FABRIC = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +149,17 @@ class _Structure:
     by_dst: np.ndarray
     dst_bounds: np.ndarray  # in-links of switch i: by_dst[dst_bounds[i]:dst_bounds[i + 1]]
 
+    @cached_property
+    def lists(self) -> pathing_small.Graph:
+        """The same structure as lists, for the plain-Python path (built on first use)."""
+        n = len(self.switches)
+        return pathing_small.Graph(
+            self.src.tolist(),
+            self.dst.tolist(),
+            [self.by_switch[self.bounds[i] : self.bounds[i + 1]].tolist() for i in range(n)],
+            [self.by_dst[self.dst_bounds[i] : self.dst_bounds[i + 1]].tolist() for i in range(n)],
+        )
+
 
 def _structure(state: FabricState, previous: RoutePlan | None) -> _Structure:
     topo = state.topology
@@ -197,6 +214,8 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
     changed = np.nonzero(previous.weight != weight)[0]
     if len(changed) == 0:
         return replace(previous, generation=state.generation, endpoints=endpoints, link_attrs=attrs)
+    if n <= SMALL_FABRIC:
+        return _small_update(state, previous, endpoints, attrs, weight, changed, scale)
     routing = previous.routing.copy()
     moved = np.zeros((n, n), dtype=bool)  # routing distances that changed
     worse = changed[weight[changed] > previous.weight[changed]]
@@ -226,6 +245,33 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
     _next_hops_of_entries(entry_switch, entry_dst, st, weight, routing, primary, backup)
     dist = previous.distance_us.copy()
     dist[moved] = _latency(routing[moved], scale)
+    return RoutePlan(
+        state.generation, st.switches, st.links, dist, primary, backup, endpoints, st.index, st, routing, weight, attrs
+    )
+
+
+def _small_update(
+    state: FabricState,
+    previous: RoutePlan,
+    endpoints: Mapping[str, Endpoint],
+    attrs: tuple[LinkAttrs, ...],
+    weight: np.ndarray,
+    changed: np.ndarray,
+    scale: int,
+) -> RoutePlan:
+    """The incremental update in plain Python (small fabrics), written back into copies of the arrays."""
+    st = previous._structure
+    assert st is not None
+    routing_lists = previous.routing.tolist()
+    update = pathing_small.update(st.lists, routing_lists, previous.weight.tolist(), weight.tolist(), changed.tolist())
+    routing, dist = previous.routing.copy(), previous.distance_us.copy()
+    for (u, d), value in update.moved.items():
+        routing[u, d] = value
+        dist[u, d] = int(value) // scale if value != np.inf else UNREACHABLE
+    primary, backup = previous.primary.copy(), previous.backup.copy()
+    for (s, d), (first, second) in update.next_hops.items():
+        primary[s, d] = first
+        backup[s, d] = second
     return RoutePlan(
         state.generation, st.switches, st.links, dist, primary, backup, endpoints, st.index, st, routing, weight, attrs
     )
@@ -291,8 +337,9 @@ def _pairs_using(routing: np.ndarray, st: _Structure, worse: np.ndarray, old_wei
         x, y = st.src[link], st.dst[link]
         # Such a path's prefix is a shortest u->y path over x->y, its suffix a shortest x->d path over
         # it: only those sources and destinations need the full test.
-        rows = np.nonzero(routing[:, x] + w == routing[:, y])[0]
-        cols = np.nonzero(w + routing[y, :] == routing[x, :])[0]
+        to_y, from_x = routing[:, y], routing[x, :]
+        rows = np.nonzero((routing[:, x] + w == to_y) & np.isfinite(to_y))[0]
+        cols = np.nonzero((w + routing[y, :] == from_x) & np.isfinite(from_x))[0]
         if len(rows) == 0 or len(cols) == 0:
             continue
         via = routing[rows, x][:, None] + w + routing[y, cols][None, :]
