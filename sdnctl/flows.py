@@ -184,9 +184,16 @@ def _entry_via(
     """``compile_entry`` away from the endpoint's own switch, given the switch's next hops to it."""
     if primary is None:
         return (), None  # unreachable from here: no flow, the table miss drops the packet
-    group_id = _addresses(endpoint.ip).group_id
+    flows, group_id = _via_group(endpoint.ip)
     ports = (primary.src_port,) if backup is None else (primary.src_port, backup.src_port)
-    return _flows_to(endpoint.ip, ("group", group_id)), GroupSpec(group_id, ports)
+    return flows, GroupSpec(group_id, ports)
+
+
+@lru_cache(maxsize=1 << 16)
+def _via_group(ip: str) -> tuple[tuple[FlowSpec, ...], int]:
+    """The flows for ``ip`` through its group, and the group's id: one cache lookup per entry."""
+    group_id = _addresses(ip).group_id
+    return _flows_to(ip, ("group", group_id)), group_id
 
 
 @lru_cache(maxsize=1 << 16)

@@ -75,6 +75,9 @@ class RoutePlan:
     routing: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)  # internal distances
     weight: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # per link; inf when down
     link_attrs: tuple[LinkAttrs, ...] = field(default=(), repr=False)  # what ``weight`` was computed from
+    # After an incremental update: the previous plan's primary and backup arrays and the flat indexes
+    # of the entries recomputed (sorted); ``changed_entries`` then looks at those alone.
+    recomputed_from: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def next_hop(self, switch: SwitchId, dst_switch: SwitchId) -> tuple[LinkId | None, LinkId | None]:
         s, d = self.index[switch], self.index[dst_switch]
@@ -139,6 +142,7 @@ class _Structure:
     """What stays put while only link states and latencies change: the arrays a plan is built on."""
 
     graph: object  # the topology graph object these arrays were derived from (identity only)
+    discovered: int  # how many links of the topology were discovered (any switches)
     switches: tuple[SwitchId, ...]
     index: Mapping[SwitchId, int]
     links: tuple[LinkId, ...]
@@ -164,14 +168,15 @@ class _Structure:
 def _structure(state: FabricState, previous: RoutePlan | None) -> _Structure:
     topo = state.topology
     switches = tuple(sorted(s.id for s in topo.switches.values() if s.connected))
-    on = set(switches)
     # Every discovered link between connected switches keeps its index while it goes down and up
     # again (a down link weighs inf): plans before and after a failure line up array for array.
-    found = [link for link, attrs in topo.links.items() if attrs.discovered and link.src in on and link.dst in on]
+    discovered = sum(1 for attrs in topo.links.values() if attrs.discovered)
     old = previous._structure if previous is not None else None
     # The model never un-discovers a link, so for the same graph and switches an equal count is the same set.
-    if old is not None and old.graph is topo.graph and old.switches == switches and len(old.links) == len(found):
+    if old is not None and old.graph is topo.graph and old.switches == switches and old.discovered == discovered:
         return old
+    on = set(switches)
+    found = [link for link, attrs in topo.links.items() if attrs.discovered and link.src in on and link.dst in on]
     index = {dpid: i for i, dpid in enumerate(switches)}
     links = tuple(sorted(found, key=lambda link: (link.src, link.src_port, link.dst, link.dst_port)))
     src = np.fromiter((index[link.src] for link in links), dtype=np.int64, count=len(links))
@@ -180,7 +185,7 @@ def _structure(state: FabricState, previous: RoutePlan | None) -> _Structure:
     bounds = np.searchsorted(src[by_switch], np.arange(len(switches) + 1))
     by_dst = np.argsort(dst, kind="stable")
     dst_bounds = np.searchsorted(dst[by_dst], np.arange(len(switches) + 1))
-    return _Structure(topo.graph, switches, index, links, src, dst, by_switch, bounds, by_dst, dst_bounds)
+    return _Structure(topo.graph, discovered, switches, index, links, src, dst, by_switch, bounds, by_dst, dst_bounds)
 
 
 def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> RoutePlan:
@@ -213,40 +218,59 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
     assert previous is not None
     changed = np.nonzero(previous.weight != weight)[0]
     if len(changed) == 0:
-        return replace(previous, generation=state.generation, endpoints=endpoints, link_attrs=attrs)
+        unchanged = (previous.primary, previous.backup, np.zeros(0, dtype=np.int64))
+        return replace(
+            previous, generation=state.generation, endpoints=endpoints, link_attrs=attrs, recomputed_from=unchanged
+        )
     if n <= SMALL_FABRIC:
         return _small_update(state, previous, endpoints, attrs, weight, changed, scale)
     routing = previous.routing.copy()
-    moved = np.zeros((n, n), dtype=bool)  # routing distances that changed
+    flat_routing = routing.reshape(-1)
+    moved = np.zeros(0, dtype=np.int64)  # flat indexes of the routing distances that changed, sorted
     worse = changed[weight[changed] > previous.weight[changed]]
     if len(worse):
-        affected = _pairs_using(previous.routing, st, worse, previous.weight)
-        if affected.any():
+        affected = np.flatnonzero(_pairs_using(previous.routing, st, worse, previous.weight))
+        if len(affected):
             repaired = _repair(previous.routing, affected, st, weight)
-            moved[affected] = repaired != previous.routing[affected]
-            routing[affected] = repaired
+            differs = repaired != flat_routing[affected]
+            moved = affected[differs]
+            flat_routing[moved] = repaired[differs]
     for link in changed[weight[changed] < previous.weight[changed]].tolist():
         # One better link x->y: every distance becomes min(d(u,d), d(u,x) + w + d(y,d)), exactly.
         x, y = st.src[link], st.dst[link]
         via = routing[:, x][:, None] + weight[link] + routing[y, :][None, :]
-        better = via < routing
-        if better.any():
-            routing[better] = via[better]
-            moved |= better
+        better = np.flatnonzero(via < routing)
+        if len(better):
+            flat_routing[better] = via.reshape(-1)[better]
+            moved = np.union1d(moved, better)
     # An entry (s, d) reads d(s, d), d(v, d) and d(v, s) for its neighbours v, and s's out-links.
-    entries = moved.copy()
-    moved_v, moved_d = np.nonzero(moved)
+    entries = np.zeros((n, n), dtype=bool)
+    entries.reshape(-1)[moved] = True
+    moved_to_neighbour = entries.reshape(-1)[st.dst * n + st.src]  # link s->v with d(v, s) moved
+    moved_v, moved_d = np.divmod(moved, n)
     pair, position = _expand(st.dst_bounds, moved_v)
     entries[st.src[st.by_dst[position]], moved_d[pair]] = True  # (s, d) for every in-neighbour s of v
-    whole_rows = np.concatenate((st.src[changed], st.src[moved[st.dst, st.src]]))
-    entries[whole_rows] = True
+    entries[np.concatenate((st.src[changed], st.src[moved_to_neighbour]))] = True
     primary, backup = previous.primary.copy(), previous.backup.copy()
-    entry_switch, entry_dst = np.nonzero(entries)
+    recomputed = np.flatnonzero(entries)
+    entry_switch, entry_dst = np.divmod(recomputed, n)
     _next_hops_of_entries(entry_switch, entry_dst, st, weight, routing, primary, backup)
     dist = previous.distance_us.copy()
-    dist[moved] = _latency(routing[moved], scale)
+    dist.reshape(-1)[moved] = _latency(flat_routing[moved], scale)
     return RoutePlan(
-        state.generation, st.switches, st.links, dist, primary, backup, endpoints, st.index, st, routing, weight, attrs
+        state.generation,
+        st.switches,
+        st.links,
+        dist,
+        primary,
+        backup,
+        endpoints,
+        st.index,
+        st,
+        routing,
+        weight,
+        attrs,
+        (previous.primary, previous.backup, recomputed),
     )
 
 
@@ -269,11 +293,25 @@ def _small_update(
         routing[u, d] = value
         dist[u, d] = int(value) // scale if value != np.inf else UNREACHABLE
     primary, backup = previous.primary.copy(), previous.backup.copy()
+    n = len(st.switches)
     for (s, d), (first, second) in update.next_hops.items():
         primary[s, d] = first
         backup[s, d] = second
+    recomputed = np.array(sorted(s * n + d for s, d in update.next_hops), dtype=np.int64)
     return RoutePlan(
-        state.generation, st.switches, st.links, dist, primary, backup, endpoints, st.index, st, routing, weight, attrs
+        state.generation,
+        st.switches,
+        st.links,
+        dist,
+        primary,
+        backup,
+        endpoints,
+        st.index,
+        st,
+        routing,
+        weight,
+        attrs,
+        (previous.primary, previous.backup, recomputed),
     )
 
 
@@ -356,14 +394,14 @@ def _expand(bounds: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _repair(routing: np.ndarray, affected: np.ndarray, st: _Structure, weight: np.ndarray) -> np.ndarray:
-    """New distances of the ``affected`` pairs, in ``np.nonzero(affected)`` order.
+    """New distances of the ``affected`` pairs (flat indexes into ``routing``, sorted), in their order.
 
     One Dijkstra over a graph of the affected pairs (Ramalingam-Reps, every destination at once):
     pair (u, d) is reached from a root over u's out-link to v at w + d(v, d) when (v, d) is not
     affected (that distance stands), and from pair (v, d) over the same link when it is.
     """
     n = len(st.switches)
-    us, ds = np.nonzero(affected)
+    us, ds = np.divmod(affected, n)
     count = len(us)
     pair, position = _expand(st.bounds, us)  # every (affected pair, out-link of its source)
     links = st.by_switch[position]
@@ -371,9 +409,11 @@ def _repair(routing: np.ndarray, affected: np.ndarray, st: _Structure, weight: n
     usable = np.isfinite(link_weight)
     pair, links, link_weight = pair[usable], links[usable], link_weight[usable]
     v, d = st.dst[links], ds[pair]
-    inner = affected[v, d]
+    is_affected = np.zeros(n * n, dtype=bool)
+    is_affected[affected] = True
+    inner = is_affected[v * n + d]
     pair_id = np.empty(n * n, dtype=np.int64)  # read only where written: at affected pairs
-    pair_id[us * n + ds] = np.arange(count)
+    pair_id[affected] = np.arange(count)
     root = count
     source = np.where(inner, pair_id[np.where(inner, v * n + d, 0)], root)
     arc_weight = np.where(inner, link_weight, link_weight + routing[v, d])
@@ -479,6 +519,14 @@ def _next_hops_of_entries(
 
 def changed_entries(old: RoutePlan, new: RoutePlan) -> list[tuple[SwitchId, SwitchId]]:
     """(switch, destination switch) pairs whose primary or backup link changed."""
+    since = new.recomputed_from
+    if since is not None and since[0] is old.primary and since[1] is old.backup:
+        at = since[2]  # new came from old: only these entries can differ
+        differs = (old.primary.reshape(-1)[at] != new.primary.reshape(-1)[at]) | (
+            old.backup.reshape(-1)[at] != new.backup.reshape(-1)[at]
+        )
+        rows, cols = np.divmod(at[differs], len(new.switches))
+        return [(new.switches[r], new.switches[c]) for r, c in zip(rows.tolist(), cols.tolist(), strict=True)]
     if old._structure is not None and old._structure is new._structure:
         differs = (old.primary != new.primary) | (old.backup != new.backup)
         rows, cols = np.nonzero(differs)

@@ -15,7 +15,7 @@ from netmodel import events as ev
 from netmodel.ids import SwitchId
 from netmodel.state import FabricState
 from sdnctl import pathing
-from sdnctl.pathing import RoutePlan, compute_routes
+from sdnctl.pathing import RoutePlan, changed_entries, compute_routes
 
 # Both incremental paths: plain Python (every fabric counts as small) and numpy (none does).
 PATHS = pytest.mark.parametrize("small_fabric", [1 << 30, 0], ids=["python", "numpy"])
@@ -43,6 +43,11 @@ def same_plan(a: RoutePlan, b: RoutePlan) -> bool:
         and np.array_equal(a.distance_us, b.distance_us)
         and a.endpoints == b.endpoints
     )
+
+
+def changes_by_comparison(old: RoutePlan, new: RoutePlan) -> list[tuple[SwitchId, SwitchId]]:
+    rows, cols = np.nonzero((old.primary != new.primary) | (old.backup != new.backup))
+    return [(new.switches[r], new.switches[c]) for r, c in zip(rows.tolist(), cols.tolist(), strict=True)]
 
 
 def step(state: FabricState, action: tuple[str, int, int]) -> FabricState:
@@ -76,6 +81,7 @@ def test_incremental_plans_equal_full_recomputes(
         with small_fabric_limit(small_fabric):
             incremental = compute_routes(state, previous=plan)
         assert same_plan(incremental, compute_routes(state)), action
+        assert changed_entries(plan, incremental) == changes_by_comparison(plan, incremental)
         plan = incremental
 
 
@@ -145,6 +151,7 @@ def test_incremental_plans_equal_full_recomputes_after_mixed_changes(
         with small_fabric_limit(small_fabric):
             incremental = compute_routes(state, previous=plan)
         assert same_plan(incremental, compute_routes(state)), (latencies, downs, ups)
+        assert changed_entries(plan, incremental) == changes_by_comparison(plan, incremental)
         plan = incremental
 
 
