@@ -315,6 +315,7 @@ def recompile_switches(
         new_entries = dict(old.entries)
         old_part: list[Entry] = []
         new_part: list[Entry] = []
+        modified_groups: list[GroupSpec] = []
         # The switch's next hops to all its changed destinations in one read of the plan's arrays.
         targets = [dst for dst in dst_switches if dst in behind]
         row, columns = plan.index[switch], [plan.index[dst] for dst in targets]
@@ -331,11 +332,22 @@ def recompile_switches(
                     entry = police(entry, old.policed)
                 before = new_entries.get(endpoint.ip, ((), None))
                 if entry != before:
+                    new_entries[endpoint.ip] = entry
+                    group, old_group = entry[1], before[1]
+                    if (
+                        entry[0] is before[0]
+                        and group is not None
+                        and old_group is not None
+                        and group.group_id == old_group.group_id
+                    ):
+                        # The usual entry after a link event: same flows, the group's buckets moved.
+                        # What _diff_entries makes of it, without the general case.
+                        modified_groups.append(group)
+                        continue
                     old_part.append(before)
                     new_part.append(entry)
-                    new_entries[endpoint.ip] = entry
-        if new_part:
-            out[switch] = (old.with_entries(new_entries), _diff_entries(old_part, new_part))
+        if new_part or modified_groups:
+            out[switch] = (old.with_entries(new_entries), _diff_entries(old_part, new_part, modified_groups))
     return out
 
 
@@ -444,11 +456,12 @@ def _compose(
     return tuple(sorted(out["add"])), tuple(sorted(out["modify"])), tuple(sorted(out["delete"]))
 
 
-def _diff_entries(old: Iterable[Entry], new: Iterable[Entry]) -> SwitchDelta:
+def _diff_entries(old: Iterable[Entry], new: Iterable[Entry], modified_groups: Iterable[GroupSpec] = ()) -> SwitchDelta:
     """The delta between two lists of entries for the same endpoints (old[i] and new[i] belong
-    together), without building sets of every flow."""
+    together), without building sets of every flow; plus ``modified_groups``, groups of other entries
+    already known to be modified (same id, same flows, other buckets)."""
     add_groups: list[GroupSpec | None] = []
-    modify_groups: list[GroupSpec | None] = []
+    modify_groups: list[GroupSpec | None] = list(modified_groups)
     delete_groups: list[GroupSpec | None] = []
     add_flows: list[FlowSpec] = []
     modify_flows: list[FlowSpec] = []
