@@ -202,7 +202,7 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
     endpoints = {name: e for name, e in endpoints_of(state).items() if e.attachment.switch in st.index}
     if n == 0:
         empty = np.zeros((0, 0))
-        none = empty.astype(np.int64)
+        none = empty.astype(np.int32)
         return RoutePlan(state.generation, (), (), empty, none, none, endpoints, {}, st, empty, np.zeros(0))
     # Routing runs on latency * scale + 1: still latency-optimal, ties go to the path with fewer hops,
     # and no link weighs 0. With raw latencies a 0-latency link u-v makes u and v equally far from
@@ -235,7 +235,8 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
             differs = repaired != flat_routing[affected]
             moved = affected[differs]
             flat_routing[moved] = repaired[differs]
-    for link in changed[weight[changed] < previous.weight[changed]].tolist():
+    better_links = changed[weight[changed] < previous.weight[changed]].tolist()
+    for link in better_links:
         # One better link x->y: every distance becomes min(d(u,d), d(u,x) + w + d(y,d)), exactly.
         x, y = st.src[link], st.dst[link]
         via = routing[:, x][:, None] + weight[link] + routing[y, :][None, :]
@@ -249,7 +250,20 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
     moved_to_neighbour = entries.reshape(-1)[st.dst * n + st.src]  # link s->v with d(v, s) moved
     moved_v, moved_d = np.divmod(moved, n)
     pair, position = _expand(st.dst_bounds, moved_v)
-    entries[st.src[st.by_dst[position]], moved_d[pair]] = True  # (s, d) for every in-neighbour s of v
+    into = st.by_dst[position]  # every link s->v into a switch v with a moved d(v, d)
+    neighbour_s, neighbour_d = st.src[into], moved_d[pair]
+    if not better_links:
+        # Every moved distance grew: at s, v's way to d only got worse, so (s, d) can change only
+        # where v is its primary's or backup's neighbour (else v stays unchosen); d(s, d) itself
+        # moving is an entry of its own.
+        v = st.dst[into]
+        was_primary = previous.primary[neighbour_s, neighbour_d]
+        was_backup = previous.backup[neighbour_s, neighbour_d]
+        uses_v = ((was_primary != NO_LINK) & (st.dst[was_primary] == v)) | (
+            (was_backup != NO_LINK) & (st.dst[was_backup] == v)
+        )
+        neighbour_s, neighbour_d = neighbour_s[uses_v], neighbour_d[uses_v]
+    entries[neighbour_s, neighbour_d] = True  # (s, d) for in-neighbours s of v
     entries[np.concatenate((st.src[changed], st.src[moved_to_neighbour]))] = True
     primary, backup = previous.primary.copy(), previous.backup.copy()
     recomputed = np.flatnonzero(entries)
@@ -326,8 +340,8 @@ def _full(
     n = len(st.switches)
     # Parallel links: the matrix keeps the lowest weight per (u, v); next-hop choice still sees all.
     routing = shortest_distances(arc_matrix(n, st.src, st.dst, weight))
-    primary = np.full((n, n), NO_LINK, dtype=np.int64)
-    backup = np.full((n, n), NO_LINK, dtype=np.int64)
+    primary = np.full((n, n), NO_LINK, dtype=np.int32)
+    backup = np.full((n, n), NO_LINK, dtype=np.int32)
     _next_hops(np.arange(n), st, weight, routing, primary, backup)
     dist = _latency(routing, scale)
     return RoutePlan(
