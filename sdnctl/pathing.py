@@ -301,7 +301,14 @@ def _small_update(
     st = previous._structure
     assert st is not None
     routing_lists = previous.routing.tolist()
-    update = pathing_small.update(st.lists, routing_lists, previous.weight.tolist(), weight.tolist(), changed.tolist())
+    update = pathing_small.update(
+        st.lists,
+        routing_lists,
+        (previous.primary.tolist(), previous.backup.tolist()),
+        previous.weight.tolist(),
+        weight.tolist(),
+        changed.tolist(),
+    )
     routing, dist = previous.routing.copy(), previous.distance_us.copy()
     for (u, d), value in update.moved.items():
         routing[u, d] = value

@@ -39,15 +39,19 @@ class Update:
 def update(
     graph: Graph,
     routing: list[list[float]],
+    next_hops: tuple[list[list[int]], list[list[int]]],
     old_weight: Sequence[float],
     weight: Sequence[float],
     changed: Sequence[int],
 ) -> Update:
     """Apply the link weight changes ``changed`` (old_weight -> weight) to ``routing`` in place, and
-    recompute the next hops of every entry that reads a changed distance or a changed link."""
+    recompute the next hops (``next_hops``: the previous primaries and backups) of every entry that
+    reads a changed distance or a changed link."""
     n = len(routing)
     moved: dict[tuple[int, int], float] = {}
     worse = [link for link in changed if weight[link] > old_weight[link]]
+    only_worse = len(worse) == len(changed)
+    primary, backup = next_hops
     if worse:
         affected = _pairs_using(graph, routing, old_weight, worse)
         for (u, d), value in _repair(graph, routing, weight, affected).items():
@@ -74,16 +78,24 @@ def update(
                     moved[(u, d)] = via
     entries: set[tuple[int, int]] = set(moved)
     whole_rows = {graph.src[link] for link in changed}
+    dst = graph.dst
     for v, d in moved:
         for link in graph.in_links[v]:
             s = graph.src[link]
-            entries.add((s, d))
             if d == s:
                 whole_rows.add(s)  # d(v, s) moved for a neighbour v of s: every LFA test of s reads it
+            elif only_worse:
+                # Every moved distance grew: (s, d) can change only where v is its primary's or
+                # backup's neighbour (else v stays unchosen), as in the numpy path.
+                first, second = primary[s][d], backup[s][d]
+                if (first != NO_LINK and dst[first] == v) or (second != NO_LINK and dst[second] == v):
+                    entries.add((s, d))
+            else:
+                entries.add((s, d))
     for s in whole_rows:
         entries.update((s, d) for d in range(n))
-    next_hops = {(s, d): _next_hop(graph, routing, weight, s, d) for s, d in entries}
-    return Update(moved, next_hops)
+    chosen = {(s, d): _next_hop(graph, routing, weight, s, d) for s, d in entries}
+    return Update(moved, chosen)
 
 
 def _pairs_using(
