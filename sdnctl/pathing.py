@@ -264,7 +264,14 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
         )
         neighbour_s, neighbour_d = neighbour_s[uses_v], neighbour_d[uses_v]
     entries[neighbour_s, neighbour_d] = True  # (s, d) for in-neighbours s of v
-    entries[np.concatenate((st.src[changed], st.src[moved_to_neighbour]))] = True
+    entries[st.src[moved_to_neighbour]] = True
+    if better_links:
+        entries[st.src[changed]] = True  # a better link may now be anyone's primary or alternate
+    else:
+        # A link that only got worse changes the entries of its source that chose it, no other.
+        for link in changed.tolist():
+            s = st.src[link]
+            entries[s] |= (previous.primary[s] == link) | (previous.backup[s] == link)
     primary, backup = previous.primary.copy(), previous.backup.copy()
     recomputed = np.flatnonzero(entries)
     entry_switch, entry_dst = np.divmod(recomputed, n)

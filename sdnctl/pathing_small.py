@@ -77,7 +77,15 @@ def update(
                     row[d] = via
                     moved[(u, d)] = via
     entries: set[tuple[int, int]] = set(moved)
-    whole_rows = {graph.src[link] for link in changed}
+    whole_rows: set[int] = set()
+    if only_worse:
+        # A link that only got worse changes the entries of its source that chose it, no other.
+        for link in changed:
+            s = graph.src[link]
+            chose = primary[s], backup[s]
+            entries.update((s, d) for d in range(n) if chose[0][d] == link or chose[1][d] == link)
+    else:
+        whole_rows.update(graph.src[link] for link in changed)  # may now be anyone's next hop
     dst = graph.dst
     for v, d in moved:
         for link in graph.in_links[v]:
