@@ -34,7 +34,7 @@ UNREACHABLE = np.inf
 # Up to this many switches a change is applied in plain Python (sdnctl/pathing_small.py), above it
 # with numpy: where the two cost the same in benchmarks/routes.py (link failures, Topology Zoo and
 # Gabriel graphs), so neither pays the other's fixed or per-pair cost where it is the larger.
-SMALL_FABRIC = 30
+SMALL_FABRIC = 25
 
 
 @dataclass(frozen=True, slots=True)
