@@ -323,7 +323,26 @@ def recompile_switches(
         for dst, primary, backup in zip(targets, primaries, backups, strict=True):
             primary_link = links[primary] if primary != NO_LINK else None
             backup_link = links[backup] if backup != NO_LINK else None
+            ports: tuple[PortNo, ...] = ()
+            if primary_link is not None and dst != switch and not old.policed:
+                ports = (
+                    (primary_link.src_port,) if backup_link is None else (primary_link.src_port, backup_link.src_port)
+                )
             for endpoint in behind[dst]:
+                if ports:
+                    # The usual entry after a link event: it keeps its flows and group id, and only
+                    # the group's buckets may move. Decided on the buckets alone; anything else
+                    # takes the general way below.
+                    flows, group_id = _via_group(endpoint.ip)
+                    before = new_entries.get(endpoint.ip)
+                    if before is not None and before[0] is flows:
+                        held = before[1]
+                        if held is not None and held.group_id == group_id:
+                            if held.buckets != ports:
+                                moved_group = GroupSpec(group_id, ports)
+                                new_entries[endpoint.ip] = (flows, moved_group)
+                                modified_groups.append(moved_group)
+                            continue
                 if endpoint.attachment.switch == switch:
                     entry = compile_entry(plan, switch, endpoint)
                 else:
