@@ -224,6 +224,23 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
         )
     if n <= SMALL_FABRIC:
         return _small_update(state, previous, endpoints, attrs, weight, changed, scale)
+    return _update(state, previous, endpoints, attrs, weight, changed, scale)
+
+
+def _update(
+    state: FabricState,
+    previous: RoutePlan,
+    endpoints: Mapping[str, Endpoint],
+    attrs: tuple[LinkAttrs, ...],
+    weight: np.ndarray,
+    changed: np.ndarray,
+    scale: int,
+) -> RoutePlan:
+    """The incremental update with numpy: ``previous`` under the link weights ``weight`` (the links
+    ``changed`` differ), recomputing only what they can touch."""
+    st = previous._structure
+    assert st is not None
+    n = len(st.switches)
     routing = previous.routing.copy()
     flat_routing = routing.reshape(-1)
     moved = np.zeros(0, dtype=np.int64)  # flat indexes of the routing distances that changed, sorted
