@@ -171,20 +171,24 @@ def _next_hop(graph: Graph, routing: list[list[float]], weight: Sequence[float],
     links = graph.out_links[s]
     if not links or s == d:
         return NO_LINK, NO_LINK
-    costs = [weight[link] + routing[graph.dst[link]][d] for link in links]
-    best = min(range(len(links)), key=costs.__getitem__)  # the first of equal minima, as argmin
-    if costs[best] == INF:
+    dst = graph.dst
+    costs = [weight[link] + routing[dst[link]][d] for link in links]
+    lowest = min(costs)
+    if lowest == INF:
         return NO_LINK, NO_LINK
+    best = costs.index(lowest)  # the first of equal minima, as argmin
     if len(links) == 1:
         return links[best], NO_LINK
-    # Loop-free alternate: neighbour v with d(v, d) < d(v, s) + d(s, d), or the primary's neighbour.
-    best_neighbour = graph.dst[links[best]]
+    # Loop-free alternate: neighbour v with d(v, d) < d(v, s) + d(s, d), or the primary's neighbour;
+    # the cheapest such, the first of equal ones.
+    best_neighbour = dst[links[best]]
     to_d = routing[s][d]
     second, second_cost = NO_LINK, INF
     for j, link in enumerate(links):
-        if j == best:
+        cost = costs[j]
+        if j == best or cost >= second_cost:
             continue
-        v = graph.dst[link]
-        if (v == best_neighbour or routing[v][d] < routing[v][s] + to_d) and costs[j] < second_cost:
-            second, second_cost = link, costs[j]
+        v = dst[link]
+        if v == best_neighbour or routing[v][d] < routing[v][s] + to_d:
+            second, second_cost = link, cost
     return links[best], second
