@@ -13,7 +13,8 @@ down link, an undiscovered one...). Everything else is decided here, once:
 - Negative weights are refused (Dijkstra would be wrong).
 
 ``networkx_weight`` is the same rule as a networkx weight callable (for ``nx.shortest_path`` and
-friends on ``Topology.graph``); ``link_matrix`` and ``arc_matrix`` give the scipy CSR form.
+friends on ``Topology.graph``); ``link_matrix`` and ``arc_matrix`` give the scipy CSR form, ``arcs_into``
+a sparse form of arcs already grouped by their head (parallel arcs kept, no sort).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.sparse import csr_matrix
+from scipy.sparse import csc_matrix, csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
 from netmodel.ids import SwitchId
@@ -88,6 +89,23 @@ def arc_matrix(
     return csr_matrix((weight[keep], (src[keep], dst[keep])), shape=(n, n))
 
 
+def arcs_into(
+    n: int, in_count: npt.NDArray[np.int64], src: npt.NDArray[np.int64], weight: npt.NDArray[np.float64]
+) -> csc_matrix:
+    """An n x n graph from arcs already grouped by the node they lead to: the first in_count[0] arcs
+    lead to node 0, the next in_count[1] to node 1, ...; arc i leaves src[i] and weighs weight[i].
+
+    For graphs built arc by arc in that order (no sort needed). Parallel arcs may stay: the matrix
+    keeps every entry (nothing summed, explicit zeros kept), so Dijkstra relaxes each and the lowest
+    weight counts, the module's rule. Weights must be finite and >= 0.
+    """
+    if len(weight) and not (float(weight.min()) >= 0 and np.isfinite(weight).all()):
+        raise ValueError("arc weights must be finite and >= 0")
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(in_count, out=indptr[1:])
+    return csc_matrix((weight, src, indptr), shape=(n, n))
+
+
 def link_matrix(
     topology: Topology, weight: LinkWeight, switches: Sequence[SwitchId] | None = None
 ) -> tuple[csr_matrix, Mapping[SwitchId, int]]:
@@ -120,7 +138,9 @@ def link_matrix(
     return matrix, index
 
 
-def shortest_distances(matrix: csr_matrix, indices: npt.ArrayLike | None = None) -> npt.NDArray[np.float64]:
+def shortest_distances(
+    matrix: csr_matrix | csc_matrix, indices: npt.ArrayLike | None = None
+) -> npt.NDArray[np.float64]:
     """Directed Dijkstra distances from every row (or from ``indices``); inf when unreachable."""
     if indices is None:
         return np.asarray(dijkstra(matrix, directed=True), dtype=np.float64)

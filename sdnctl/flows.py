@@ -20,10 +20,12 @@ import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from netmodel.ids import PortNo, SwitchId
-from sdnctl.pathing import Endpoint, RoutePlan
+from netmodel.types import LinkId
+from sdnctl.pathing import NO_LINK, Endpoint, RoutePlan
 
 TABLE_ACL = 0  # ingress policy: LLDP to the controller, source guards and policy drops (sdnctl/acl.py)
 TABLE_FORWARD = 1  # forwarding: routes, ARP routing, proxy ARP
@@ -173,12 +175,25 @@ def compile_entry(
     """The flows (IPv4 and ARP) and the group that take packets for ``endpoint`` out of ``switch``."""
     if endpoint.attachment.switch == switch:
         return _flows_to(endpoint.ip, ("output", endpoint.attachment.port)), None
-    primary, backup = plan.next_hop(switch, endpoint.attachment.switch)
+    return _entry_via(endpoint, *plan.next_hop(switch, endpoint.attachment.switch))
+
+
+def _entry_via(
+    endpoint: Endpoint, primary: LinkId | None, backup: LinkId | None
+) -> tuple[tuple[FlowSpec, ...], GroupSpec | None]:
+    """``compile_entry`` away from the endpoint's own switch, given the switch's next hops to it."""
     if primary is None:
         return (), None  # unreachable from here: no flow, the table miss drops the packet
-    group_id = _addresses(endpoint.ip).group_id
+    flows, group_id = _via_group(endpoint.ip)
     ports = (primary.src_port,) if backup is None else (primary.src_port, backup.src_port)
-    return _flows_to(endpoint.ip, ("group", group_id)), GroupSpec(group_id, ports)
+    return flows, GroupSpec(group_id, ports)
+
+
+@lru_cache(maxsize=1 << 16)
+def _via_group(ip: str) -> tuple[tuple[FlowSpec, ...], int]:
+    """The flows for ``ip`` through its group, and the group's id: one cache lookup per entry."""
+    group_id = _addresses(ip).group_id
+    return _flows_to(ip, ("group", group_id)), group_id
 
 
 @lru_cache(maxsize=1 << 16)
@@ -289,6 +304,7 @@ def recompile_switches(
     behind: dict[SwitchId, list[Endpoint]] = {}
     for endpoint in plan.endpoints.values():
         behind.setdefault(endpoint.attachment.switch, []).append(endpoint)
+    links = plan.links
     out: dict[SwitchId, tuple[CompiledSwitch, SwitchDelta]] = {}
     for switch, dst_switches in by_switch.items():
         old = current.get(switch)
@@ -299,18 +315,58 @@ def recompile_switches(
         new_entries = dict(old.entries)
         old_part: list[Entry] = []
         new_part: list[Entry] = []
-        for dst in dst_switches:
-            for endpoint in behind.get(dst, ()):
-                entry = compile_entry(plan, switch, endpoint)
+        modified_groups: list[GroupSpec] = []
+        # The switch's next hops to all its changed destinations in one read of the plan's arrays.
+        targets = [dst for dst in dst_switches if dst in behind]
+        row, columns = plan.index[switch], [plan.index[dst] for dst in targets]
+        primaries, backups = plan.primary[row, columns].tolist(), plan.backup[row, columns].tolist()
+        for dst, primary, backup in zip(targets, primaries, backups, strict=True):
+            primary_link = links[primary] if primary != NO_LINK else None
+            backup_link = links[backup] if backup != NO_LINK else None
+            ports: tuple[PortNo, ...] = ()
+            if primary_link is not None and dst != switch and not old.policed:
+                ports = (
+                    (primary_link.src_port,) if backup_link is None else (primary_link.src_port, backup_link.src_port)
+                )
+            for endpoint in behind[dst]:
+                if ports:
+                    # The usual entry after a link event: it keeps its flows and group id, and only
+                    # the group's buckets may move. Decided on the buckets alone; anything else
+                    # takes the general way below.
+                    flows, group_id = _via_group(endpoint.ip)
+                    before = new_entries.get(endpoint.ip)
+                    if before is not None and before[0] is flows:
+                        held = before[1]
+                        if held is not None and held.group_id == group_id:
+                            if held.buckets != ports:
+                                moved_group = GroupSpec(group_id, ports)
+                                new_entries[endpoint.ip] = (flows, moved_group)
+                                modified_groups.append(moved_group)
+                            continue
+                if endpoint.attachment.switch == switch:
+                    entry = compile_entry(plan, switch, endpoint)
+                else:
+                    entry = _entry_via(endpoint, primary_link, backup_link)
                 if old.policed:
                     entry = police(entry, old.policed)
                 before = new_entries.get(endpoint.ip, ((), None))
                 if entry != before:
+                    new_entries[endpoint.ip] = entry
+                    group, old_group = entry[1], before[1]
+                    if (
+                        entry[0] is before[0]
+                        and group is not None
+                        and old_group is not None
+                        and group.group_id == old_group.group_id
+                    ):
+                        # The usual entry after a link event: same flows, the group's buckets moved.
+                        # What _diff_entries makes of it, without the general case.
+                        modified_groups.append(group)
+                        continue
                     old_part.append(before)
                     new_part.append(entry)
-                    new_entries[endpoint.ip] = entry
-        if new_part:
-            out[switch] = (old.with_entries(new_entries), _diff_entries(old_part, new_part))
+        if new_part or modified_groups:
+            out[switch] = (old.with_entries(new_entries), _diff_entries(old_part, new_part, modified_groups))
     return out
 
 
@@ -419,11 +475,12 @@ def _compose(
     return tuple(sorted(out["add"])), tuple(sorted(out["modify"])), tuple(sorted(out["delete"]))
 
 
-def _diff_entries(old: Iterable[Entry], new: Iterable[Entry]) -> SwitchDelta:
+def _diff_entries(old: Iterable[Entry], new: Iterable[Entry], modified_groups: Iterable[GroupSpec] = ()) -> SwitchDelta:
     """The delta between two lists of entries for the same endpoints (old[i] and new[i] belong
-    together), without building sets of every flow."""
+    together), without building sets of every flow; plus ``modified_groups``, groups of other entries
+    already known to be modified (same id, same flows, other buckets)."""
     add_groups: list[GroupSpec | None] = []
-    modify_groups: list[GroupSpec | None] = []
+    modify_groups: list[GroupSpec | None] = list(modified_groups)
     delete_groups: list[GroupSpec | None] = []
     add_flows: list[FlowSpec] = []
     modify_flows: list[FlowSpec] = []
@@ -449,13 +506,19 @@ def _diff_entries(old: Iterable[Entry], new: Iterable[Entry]) -> SwitchDelta:
                     modify_flows.append(flow)
             delete_flows.extend(before.values())
     return SwitchDelta(
-        add_groups=tuple(sorted(g for g in add_groups if g is not None)),
-        modify_groups=tuple(sorted(g for g in modify_groups if g is not None)),
-        add_flows=tuple(sorted(add_flows)),
-        modify_flows=tuple(sorted(modify_flows)),
-        delete_flows=tuple(sorted(delete_flows)),
-        delete_groups=tuple(sorted(g for g in delete_groups if g is not None)),
+        add_groups=tuple(sorted((g for g in add_groups if g is not None), key=_GROUP_ORDER)),
+        modify_groups=tuple(sorted((g for g in modify_groups if g is not None), key=_GROUP_ORDER)),
+        add_flows=tuple(sorted(add_flows, key=_FLOW_ORDER)),
+        modify_flows=tuple(sorted(modify_flows, key=_FLOW_ORDER)),
+        delete_flows=tuple(sorted(delete_flows, key=_FLOW_ORDER)),
+        delete_groups=tuple(sorted((g for g in delete_groups if g is not None), key=_GROUP_ORDER)),
     )
+
+
+# The dataclasses' own order (their fields in turn) as sort keys: one C-built tuple per item instead of
+# two Python-built tuples per comparison.
+_GROUP_ORDER = attrgetter("group_id", "buckets")
+_FLOW_ORDER = attrgetter("table", "priority", "match", "actions", "cookie")
 
 
 def _replaces(current: FlowSpec | None, flow: FlowSpec) -> bool:

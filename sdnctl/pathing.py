@@ -18,16 +18,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
+from operator import is_not, itemgetter
 
 import numpy as np
 
-from netmodel.graph import arc_matrix, shortest_distances
+from netmodel.graph import arc_matrix, arcs_into, shortest_distances
 from netmodel.ids import SwitchId
 from netmodel.state import FabricState
-from netmodel.types import Attachment, LinkId
+from netmodel.types import Attachment, LinkAttrs, LinkId
+from sdnctl import pathing_small
 
 NO_LINK = -1
 UNREACHABLE = np.inf
+# Up to this many switches a change is applied in plain Python (sdnctl/pathing_small.py), above it
+# with numpy: where the two cost the same in benchmarks/routes.py (link failures, Topology Zoo and
+# Gabriel graphs), so neither pays the other's fixed or per-pair cost where it is the larger.
+SMALL_FABRIC = 25
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +74,10 @@ class RoutePlan:
     _structure: _Structure | None = field(default=None, repr=False)
     routing: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)  # internal distances
     weight: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # per link; inf when down
-
-    def _with(self, generation: int, endpoints: Mapping[str, Endpoint]) -> RoutePlan:
-        return replace(self, generation=generation, endpoints=endpoints)
+    link_attrs: tuple[LinkAttrs, ...] = field(default=(), repr=False)  # what ``weight`` was computed from
+    # After an incremental update: the previous plan's primary and backup arrays and the flat indexes
+    # of the entries recomputed (sorted); ``changed_entries`` then looks at those alone.
+    recomputed_from: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def next_hop(self, switch: SwitchId, dst_switch: SwitchId) -> tuple[LinkId | None, LinkId | None]:
         s, d = self.index[switch], self.index[dst_switch]
@@ -134,54 +142,67 @@ class _Structure:
     """What stays put while only link states and latencies change: the arrays a plan is built on."""
 
     graph: object  # the topology graph object these arrays were derived from (identity only)
+    discovered: int  # how many links of the topology were discovered (any switches)
     switches: tuple[SwitchId, ...]
     index: Mapping[SwitchId, int]
     links: tuple[LinkId, ...]
     src: np.ndarray
     dst: np.ndarray
     by_switch: np.ndarray
-    bounds: np.ndarray
-    in_neighbours: tuple[np.ndarray, ...]
+    bounds: np.ndarray  # out-links of switch i: by_switch[bounds[i]:bounds[i + 1]]
+    by_dst: np.ndarray
+    dst_bounds: np.ndarray  # in-links of switch i: by_dst[dst_bounds[i]:dst_bounds[i + 1]]
+
+    @cached_property
+    def lists(self) -> pathing_small.Graph:
+        """The same structure as lists, for the plain-Python path (built on first use)."""
+        n = len(self.switches)
+        return pathing_small.Graph(
+            self.src.tolist(),
+            self.dst.tolist(),
+            [self.by_switch[self.bounds[i] : self.bounds[i + 1]].tolist() for i in range(n)],
+            [self.by_dst[self.dst_bounds[i] : self.dst_bounds[i + 1]].tolist() for i in range(n)],
+        )
 
 
 def _structure(state: FabricState, previous: RoutePlan | None) -> _Structure:
     topo = state.topology
     switches = tuple(sorted(s.id for s in topo.switches.values() if s.connected))
-    on = set(switches)
     # Every discovered link between connected switches keeps its index while it goes down and up
     # again (a down link weighs inf): plans before and after a failure line up array for array.
-    found = [link for link, attrs in topo.links.items() if attrs.discovered and link.src in on and link.dst in on]
+    discovered = sum(1 for attrs in topo.links.values() if attrs.discovered)
     old = previous._structure if previous is not None else None
     # The model never un-discovers a link, so for the same graph and switches an equal count is the same set.
-    if old is not None and old.graph is topo.graph and old.switches == switches and len(old.links) == len(found):
+    if old is not None and old.graph is topo.graph and old.switches == switches and old.discovered == discovered:
         return old
+    on = set(switches)
+    found = [link for link, attrs in topo.links.items() if attrs.discovered and link.src in on and link.dst in on]
     index = {dpid: i for i, dpid in enumerate(switches)}
     links = tuple(sorted(found, key=lambda link: (link.src, link.src_port, link.dst, link.dst_port)))
     src = np.fromiter((index[link.src] for link in links), dtype=np.int64, count=len(links))
     dst = np.fromiter((index[link.dst] for link in links), dtype=np.int64, count=len(links))
     by_switch = np.argsort(src, kind="stable")
     bounds = np.searchsorted(src[by_switch], np.arange(len(switches) + 1))
-    order = np.argsort(dst, kind="stable")
-    dst_bounds = np.searchsorted(dst[order], np.arange(len(switches) + 1))
-    in_neighbours = tuple(np.unique(src[order[dst_bounds[v] : dst_bounds[v + 1]]]) for v in range(len(switches)))
-    return _Structure(topo.graph, switches, index, links, src, dst, by_switch, bounds, in_neighbours)
+    by_dst = np.argsort(dst, kind="stable")
+    dst_bounds = np.searchsorted(dst[by_dst], np.arange(len(switches) + 1))
+    return _Structure(topo.graph, discovered, switches, index, links, src, dst, by_switch, bounds, by_dst, dst_bounds)
 
 
 def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> RoutePlan:
     """Routes over connected switches and usable, discovered links.
 
-    With ``previous`` (the plan of an earlier state), a change that only makes links worse (a link
-    down, a latency up: the common, urgent case) recomputes only what it can affect: the sources
-    whose shortest paths used a changed link, and the next hops of switches next to them. Anything
-    else (a new link, a link back up, a latency down) recomputes everything. Both give the same plan.
+    With ``previous`` (the plan of an earlier state on the same switches and links), a change of link
+    states or latencies recomputes only what it can touch: the (source, destination) distances whose
+    shortest paths used a link that got worse (repaired from the unaffected ones) or that a link
+    that got better now shortens, and the next hops and loop-free alternates that read a changed
+    distance or a changed link. A new link or switch recomputes everything. Both give the same plan.
     """
-    topo = state.topology
     st = _structure(state, previous)
     n = len(st.switches)
     endpoints = {name: e for name, e in endpoints_of(state).items() if e.attachment.switch in st.index}
     if n == 0:
         empty = np.zeros((0, 0))
-        none = empty.astype(np.int64)
+        none = empty.astype(np.int32)
         return RoutePlan(state.generation, (), (), empty, none, none, endpoints, {}, st, empty, np.zeros(0))
     # Routing runs on latency * scale + 1: still latency-optimal, ties go to the path with fewer hops,
     # and no link weighs 0. With raw latencies a 0-latency link u-v makes u and v equally far from
@@ -189,58 +210,263 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
     # >= 1 makes the routing distance strictly decrease along primaries. scale exceeds the hops of
     # any shortest path, so latency = routing distance // scale exactly (integers below 2**53).
     scale = n + 1
-    links = topo.links
-    weight = np.fromiter(
-        (links[link].latency_us * scale + 1.0 if links[link].up else np.inf for link in st.links),
-        dtype=np.float64,
-        count=len(st.links),
-    )
-    rows: np.ndarray | None = None  # None: everything
-    if previous is not None and previous._structure is st and len(previous.weight) == len(weight):
-        changed = np.nonzero(previous.weight != weight)[0]
-        if len(changed) == 0:
-            return previous._with(state.generation, endpoints)
-        if np.all(weight[changed] > previous.weight[changed]):
-            rows = _rows_using(previous.routing, st, changed, previous.weight)
-    # Parallel links: the matrix keeps the lowest weight per (u, v); next-hop choice still sees all.
-    matrix = arc_matrix(n, st.src, st.dst, weight)
-    if rows is None:
-        routing = shortest_distances(matrix)
-        hop_rows = np.arange(n)
-        primary = np.full((n, n), NO_LINK, dtype=np.int64)
-        backup = np.full((n, n), NO_LINK, dtype=np.int64)
+    same = previous is not None and previous._structure is st and len(previous.weight) == len(st.links)
+    attrs = _attrs_of(state, st)
+    weight = _weights(attrs, st, scale, previous if same else None)
+    if not same:
+        return _full(state, st, endpoints, attrs, weight, scale)
+    assert previous is not None
+    changed = np.nonzero(previous.weight != weight)[0]
+    if len(changed) == 0:
+        unchanged = (previous.primary, previous.backup, np.zeros(0, dtype=np.int64))
+        return replace(
+            previous, generation=state.generation, endpoints=endpoints, link_attrs=attrs, recomputed_from=unchanged
+        )
+    if n <= SMALL_FABRIC:
+        return _small_update(state, previous, endpoints, attrs, weight, changed, scale)
+    return _update(state, previous, endpoints, attrs, weight, changed, scale)
+
+
+def _update(
+    state: FabricState,
+    previous: RoutePlan,
+    endpoints: Mapping[str, Endpoint],
+    attrs: tuple[LinkAttrs, ...],
+    weight: np.ndarray,
+    changed: np.ndarray,
+    scale: int,
+) -> RoutePlan:
+    """The incremental update with numpy: ``previous`` under the link weights ``weight`` (the links
+    ``changed`` differ), recomputing only what they can touch."""
+    st = previous._structure
+    assert st is not None
+    n = len(st.switches)
+    routing = previous.routing.copy()
+    flat_routing = routing.reshape(-1)
+    moved = np.zeros(0, dtype=np.int64)  # flat indexes of the routing distances that changed, sorted
+    worse = changed[weight[changed] > previous.weight[changed]]
+    if len(worse):
+        affected = np.flatnonzero(_pairs_using(previous.routing, st, worse, previous.weight))
+        if len(affected):
+            repaired = _repair(previous.routing, affected, st, weight)
+            differs = repaired != flat_routing[affected]
+            moved = affected[differs]
+            flat_routing[moved] = repaired[differs]
+    better_links = changed[weight[changed] < previous.weight[changed]].tolist()
+    for link in better_links:
+        # One better link x->y: every distance becomes min(d(u,d), d(u,x) + w + d(y,d)), exactly.
+        x, y = st.src[link], st.dst[link]
+        via = routing[:, x][:, None] + weight[link] + routing[y, :][None, :]
+        better = np.flatnonzero(via < routing)
+        if len(better):
+            flat_routing[better] = via.reshape(-1)[better]
+            moved = np.union1d(moved, better)
+    # An entry (s, d) reads d(s, d), d(v, d) and d(v, s) for its neighbours v, and s's out-links.
+    entries = np.zeros((n, n), dtype=bool)
+    entries.reshape(-1)[moved] = True
+    moved_to_neighbour = entries.reshape(-1)[st.dst * n + st.src]  # link s->v with d(v, s) moved
+    moved_v, moved_d = np.divmod(moved, n)
+    pair, position = _expand(st.dst_bounds, moved_v)
+    into = st.by_dst[position]  # every link s->v into a switch v with a moved d(v, d)
+    neighbour_s, neighbour_d = st.src[into], moved_d[pair]
+    if not better_links:
+        # Every moved distance grew: at s, v's way to d only got worse, so (s, d) can change only
+        # where v is its primary's or backup's neighbour (else v stays unchosen); d(s, d) itself
+        # moving is an entry of its own.
+        v = st.dst[into]
+        was_primary = previous.primary[neighbour_s, neighbour_d]
+        was_backup = previous.backup[neighbour_s, neighbour_d]
+        uses_v = ((was_primary != NO_LINK) & (st.dst[was_primary] == v)) | (
+            (was_backup != NO_LINK) & (st.dst[was_backup] == v)
+        )
+        neighbour_s, neighbour_d = neighbour_s[uses_v], neighbour_d[uses_v]
+    entries[neighbour_s, neighbour_d] = True  # (s, d) for in-neighbours s of v
+    entries[st.src[moved_to_neighbour]] = True
+    if better_links:
+        entries[st.src[changed]] = True  # a better link may now be anyone's primary or alternate
     else:
-        assert previous is not None
-        routing = previous.routing.copy()
-        if len(rows):
-            routing[rows] = shortest_distances(matrix, indices=rows)
-        # A switch's next hops read its own row and its neighbours' rows (the LFA test), and its own
-        # out-links: recompute for changed rows, their in-neighbours, and the changed links' sources.
-        touched = {int(r) for r in rows}
-        for r in rows:
-            touched.update(int(u) for u in st.in_neighbours[int(r)])
-        touched.update(int(u) for u in st.src[changed])
-        hop_rows = np.array(sorted(touched), dtype=np.int64)
-        primary, backup = previous.primary.copy(), previous.backup.copy()
-    _next_hops(hop_rows, st, weight, routing, primary, backup)
-    dist = np.full((n, n), UNREACHABLE)
+        # A link that only got worse changes the entries of its source that chose it, no other.
+        for link in changed.tolist():
+            s = st.src[link]
+            entries[s] |= (previous.primary[s] == link) | (previous.backup[s] == link)
+    primary, backup = previous.primary.copy(), previous.backup.copy()
+    recomputed = np.flatnonzero(entries)
+    entry_switch, entry_dst = np.divmod(recomputed, n)
+    _next_hops_of_entries(entry_switch, entry_dst, st, weight, routing, primary, backup)
+    dist = previous.distance_us.copy()
+    dist.reshape(-1)[moved] = _latency(flat_routing[moved], scale)
+    return RoutePlan(
+        state.generation,
+        st.switches,
+        st.links,
+        dist,
+        primary,
+        backup,
+        endpoints,
+        st.index,
+        st,
+        routing,
+        weight,
+        attrs,
+        (previous.primary, previous.backup, recomputed),
+    )
+
+
+def _small_update(
+    state: FabricState,
+    previous: RoutePlan,
+    endpoints: Mapping[str, Endpoint],
+    attrs: tuple[LinkAttrs, ...],
+    weight: np.ndarray,
+    changed: np.ndarray,
+    scale: int,
+) -> RoutePlan:
+    """The incremental update in plain Python (small fabrics), written back into copies of the arrays."""
+    st = previous._structure
+    assert st is not None
+    routing_lists = previous.routing.tolist()
+    update = pathing_small.update(
+        st.lists,
+        routing_lists,
+        (previous.primary.tolist(), previous.backup.tolist()),
+        previous.weight.tolist(),
+        weight.tolist(),
+        changed.tolist(),
+    )
+    routing, dist = previous.routing.copy(), previous.distance_us.copy()
+    for (u, d), value in update.moved.items():
+        routing[u, d] = value
+        dist[u, d] = int(value) // scale if value != np.inf else UNREACHABLE
+    primary, backup = previous.primary.copy(), previous.backup.copy()
+    n = len(st.switches)
+    for (s, d), (first, second) in update.next_hops.items():
+        primary[s, d] = first
+        backup[s, d] = second
+    recomputed = np.array(sorted(s * n + d for s, d in update.next_hops), dtype=np.int64)
+    return RoutePlan(
+        state.generation,
+        st.switches,
+        st.links,
+        dist,
+        primary,
+        backup,
+        endpoints,
+        st.index,
+        st,
+        routing,
+        weight,
+        attrs,
+        (previous.primary, previous.backup, recomputed),
+    )
+
+
+def _full(
+    state: FabricState,
+    st: _Structure,
+    endpoints: Mapping[str, Endpoint],
+    attrs: tuple[LinkAttrs, ...],
+    weight: np.ndarray,
+    scale: int,
+) -> RoutePlan:
+    n = len(st.switches)
+    # Parallel links: the matrix keeps the lowest weight per (u, v); next-hop choice still sees all.
+    routing = shortest_distances(arc_matrix(n, st.src, st.dst, weight))
+    primary = np.full((n, n), NO_LINK, dtype=np.int32)
+    backup = np.full((n, n), NO_LINK, dtype=np.int32)
+    _next_hops(np.arange(n), st, weight, routing, primary, backup)
+    dist = _latency(routing, scale)
+    return RoutePlan(
+        state.generation, st.switches, st.links, dist, primary, backup, endpoints, st.index, st, routing, weight, attrs
+    )
+
+
+def _latency(routing: np.ndarray, scale: int) -> np.ndarray:
+    dist = np.full(routing.shape, UNREACHABLE)
     finite = np.isfinite(routing)
     dist[finite] = routing[finite].astype(np.int64) // scale
-    return RoutePlan(
-        state.generation, st.switches, st.links, dist, primary, backup, endpoints, st.index, st, routing, weight
-    )
+    return dist
 
 
-def _rows_using(routing: np.ndarray, st: _Structure, changed: np.ndarray, old_weight: np.ndarray) -> np.ndarray:
-    """Sources u with some destination d whose shortest path used one of the ``changed`` links."""
-    affected = np.zeros(len(st.switches), dtype=bool)
-    for link in changed.tolist():
-        if not np.isfinite(old_weight[link]):
+def _attrs_of(state: FabricState, st: _Structure) -> tuple[LinkAttrs, ...]:
+    if not st.links:
+        return ()
+    attrs = itemgetter(*st.links)(state.topology.links)
+    return attrs if len(st.links) > 1 else (attrs,)
+
+
+def _weights(attrs: tuple[LinkAttrs, ...], st: _Structure, scale: int, previous: RoutePlan | None) -> np.ndarray:
+    """Per-link routing weights; with ``previous``, only links whose attributes are new objects are
+    looked at (the model shares the attributes of every link a change did not touch)."""
+    if previous is None or len(previous.link_attrs) != len(attrs):
+        return np.fromiter(
+            (a.latency_us * scale + 1.0 if a.up else np.inf for a in attrs), dtype=np.float64, count=len(attrs)
+        )
+    weight = previous.weight.copy()
+    fresh = np.fromiter(map(is_not, attrs, previous.link_attrs), dtype=bool, count=len(attrs))
+    for i in np.nonzero(fresh)[0].tolist():
+        a = attrs[i]
+        weight[i] = a.latency_us * scale + 1.0 if a.up else np.inf
+    return weight
+
+
+def _pairs_using(routing: np.ndarray, st: _Structure, worse: np.ndarray, old_weight: np.ndarray) -> np.ndarray:
+    """(u, d) pairs with a shortest path over one of the ``worse`` links: the only distances a link
+    getting worse can change (any other pair keeps a shortest path of the same length)."""
+    affected = np.zeros(routing.shape, dtype=bool)
+    for link in worse.tolist():
+        w = old_weight[link]
+        if not np.isfinite(w):
             continue
         x, y = st.src[link], st.dst[link]
-        via = routing[:, x][:, None] + old_weight[link] + routing[y, :][None, :]
-        affected |= np.any(via == routing, axis=1)
-    return np.nonzero(affected)[0]
+        # Such a path's prefix is a shortest u->y path over x->y, its suffix a shortest x->d path over
+        # it: only those sources and destinations need the full test.
+        to_y, from_x = routing[:, y], routing[x, :]
+        rows = np.nonzero((routing[:, x] + w == to_y) & np.isfinite(to_y))[0]
+        cols = np.nonzero((w + routing[y, :] == from_x) & np.isfinite(from_x))[0]
+        if len(rows) == 0 or len(cols) == 0:
+            continue
+        via = routing[rows, x][:, None] + w + routing[y, cols][None, :]
+        affected[np.ix_(rows, cols)] |= via == routing[rows][:, cols]
+    return affected
+
+
+def _expand(bounds: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For CSR-like ``bounds``, every (i, position) with position in bounds[rows[i]]:bounds[rows[i] + 1]."""
+    count = bounds[rows + 1] - bounds[rows]
+    owner = np.repeat(np.arange(len(rows)), count)
+    first = np.repeat(bounds[rows] - (np.cumsum(count) - count), count)
+    return owner, first + np.arange(len(owner))
+
+
+def _repair(routing: np.ndarray, affected: np.ndarray, st: _Structure, weight: np.ndarray) -> np.ndarray:
+    """New distances of the ``affected`` pairs (flat indexes into ``routing``, sorted), in their order.
+
+    One Dijkstra over a graph of the affected pairs (Ramalingam-Reps, every destination at once):
+    pair (u, d) is reached from a root over u's out-link to v at w + d(v, d) when (v, d) is not
+    affected (that distance stands), and from pair (v, d) over the same link when it is.
+    """
+    n = len(st.switches)
+    us, ds = np.divmod(affected, n)
+    count = len(us)
+    pair, position = _expand(st.bounds, us)  # every (affected pair, out-link of its source)
+    links = st.by_switch[position]
+    link_weight = weight[links]
+    usable = np.isfinite(link_weight)
+    pair, links, link_weight = pair[usable], links[usable], link_weight[usable]
+    v, d = st.dst[links], ds[pair]
+    is_affected = np.zeros(n * n, dtype=bool)
+    is_affected[affected] = True
+    inner = is_affected[v * n + d]
+    pair_id = np.empty(n * n, dtype=np.int64)  # read only where written: at affected pairs
+    pair_id[affected] = np.arange(count)
+    root = count
+    source = np.where(inner, pair_id[np.where(inner, v * n + d, 0)], root)
+    arc_weight = np.where(inner, link_weight, link_weight + routing[v, d])
+    reaches = np.isfinite(arc_weight)  # a neighbour that cannot reach d is no way there
+    pair, source, arc_weight = pair[reaches], source[reaches], arc_weight[reaches]
+    # Arcs come grouped by the pair they lead to (``pair`` ascends): the in-arc form, no sort.
+    matrix = arcs_into(count + 1, np.bincount(pair, minlength=count + 1), source, arc_weight)
+    return shortest_distances(matrix, indices=root)[:count]
 
 
 def _next_hops(
@@ -298,8 +524,54 @@ def _next_hops_of_degree(
     backup[rows, :] = np.where(has_backup, np.take_along_axis(links, second, axis=1), NO_LINK)
 
 
+def _next_hops_of_entries(
+    switch: np.ndarray,
+    dst: np.ndarray,
+    st: _Structure,
+    weight: np.ndarray,
+    dist: np.ndarray,
+    primary: np.ndarray,
+    backup: np.ndarray,
+) -> None:
+    """``_next_hops`` for single (switch, destination) entries instead of whole rows: the same choices
+    (same ties), for the few entries a change can touch."""
+    degree = st.bounds[switch + 1] - st.bounds[switch]
+    primary[switch, dst] = NO_LINK
+    backup[switch, dst] = NO_LINK
+    for k in np.unique(degree).tolist():
+        if k == 0:
+            continue
+        pick = degree == k
+        s, d = switch[pick], dst[pick]
+        at = np.arange(len(s))
+        links = st.by_switch[st.bounds[s][:, None] + np.arange(k)[None, :]]  # (E, k)
+        neighbour = st.dst[links]
+        to_dst = dist[neighbour, d[:, None]]  # (E, k): dist(v, d)
+        cost = weight[links] + to_dst
+        best = np.argmin(cost, axis=1)
+        reachable = np.isfinite(cost[at, best]) & (s != d)
+        primary[s, d] = np.where(reachable, links[at, best], NO_LINK)
+        if k == 1:
+            continue
+        loop_free = to_dst < dist[neighbour, s[:, None]] + dist[s, d][:, None]
+        same_neighbour = neighbour == neighbour[at, best][:, None]
+        alternative = np.where(loop_free | same_neighbour, cost, np.inf)
+        alternative[at, best] = np.inf
+        second = np.argmin(alternative, axis=1)
+        has_backup = reachable & np.isfinite(alternative[at, second])
+        backup[s, d] = np.where(has_backup, links[at, second], NO_LINK)
+
+
 def changed_entries(old: RoutePlan, new: RoutePlan) -> list[tuple[SwitchId, SwitchId]]:
     """(switch, destination switch) pairs whose primary or backup link changed."""
+    since = new.recomputed_from
+    if since is not None and since[0] is old.primary and since[1] is old.backup:
+        at = since[2]  # new came from old: only these entries can differ
+        differs = (old.primary.reshape(-1)[at] != new.primary.reshape(-1)[at]) | (
+            old.backup.reshape(-1)[at] != new.backup.reshape(-1)[at]
+        )
+        rows, cols = np.divmod(at[differs], len(new.switches))
+        return [(new.switches[r], new.switches[c]) for r, c in zip(rows.tolist(), cols.tolist(), strict=True)]
     if old._structure is not None and old._structure is new._structure:
         differs = (old.primary != new.primary) | (old.backup != new.backup)
         rows, cols = np.nonzero(differs)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netmodel.graph import arc_matrix, link_matrix, networkx_weight, shortest_distances, usable_latency
+from netmodel.graph import arc_matrix, arcs_into, link_matrix, networkx_weight, shortest_distances, usable_latency
 from netmodel.ids import PortNo, SwitchId
 from netmodel.topology import Topology
 from netmodel.types import LinkAttrs, LinkId, Switch
@@ -87,3 +87,29 @@ def test_switches_pick_the_nodes_and_their_order() -> None:
     matrix, index = link_matrix(Topology(switches, links), usable_latency(), switches=(b, a))
     assert dict(index) == {b: 0, a: 1}
     assert shortest_distances(matrix).tolist() == [[0.0, math.inf], [4.0, 0.0]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 6).flatmap(
+        lambda n: st.tuples(
+            st.just(n),
+            st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1), st.sampled_from([0.0, 1.0, 2.0, 7.0]))),
+        )
+    )
+)
+def test_arcs_grouped_by_head_give_the_same_distances_as_the_matrix_rule(graph: tuple[int, list]) -> None:
+    """Parallel arcs stay in the in-arc form: the lowest counts, zeros are edges, as in arc_matrix."""
+    n, arcs = graph
+    arcs = sorted(arcs, key=lambda arc: arc[1])  # grouped by the node they lead to
+    src = np.array([a for a, _, _ in arcs], dtype=np.int64)
+    dst = np.array([b for _, b, _ in arcs], dtype=np.int64)
+    weight = np.array([w for _, _, w in arcs], dtype=np.float64)
+    grouped = arcs_into(n, np.bincount(dst, minlength=n), src, weight)
+    assert np.array_equal(shortest_distances(grouped), shortest_distances(arc_matrix(n, src, dst, weight)))
+
+
+def test_arcs_into_refuses_negative_and_infinite_weights() -> None:
+    for bad in (-1.0, math.inf):
+        with pytest.raises(ValueError, match="finite and >= 0"):
+            arcs_into(2, np.array([0, 1]), np.array([0]), np.array([bad]))

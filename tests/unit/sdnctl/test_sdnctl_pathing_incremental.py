@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sdnctl_helpers import RandomFabric, cables_of, random_fabrics
 
 from netmodel import events as ev
+from netmodel.ids import SwitchId
 from netmodel.state import FabricState
-from sdnctl.pathing import RoutePlan, compute_routes
+from sdnctl import pathing
+from sdnctl.pathing import RoutePlan, changed_entries, compute_routes
+
+# Both incremental paths: plain Python (every fabric counts as small) and numpy (none does).
+PATHS = pytest.mark.parametrize("small_fabric", [1 << 30, 0], ids=["python", "numpy"])
+
+
+@contextmanager
+def small_fabric_limit(limit: int) -> Iterator[None]:
+    saved = pathing.SMALL_FABRIC
+    pathing.SMALL_FABRIC = limit
+    try:
+        yield
+    finally:
+        pathing.SMALL_FABRIC = saved
+
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -23,6 +43,11 @@ def same_plan(a: RoutePlan, b: RoutePlan) -> bool:
         and np.array_equal(a.distance_us, b.distance_us)
         and a.endpoints == b.endpoints
     )
+
+
+def changes_by_comparison(old: RoutePlan, new: RoutePlan) -> list[tuple[SwitchId, SwitchId]]:
+    rows, cols = np.nonzero((old.primary != new.primary) | (old.backup != new.backup))
+    return [(new.switches[r], new.switches[c]) for r, c in zip(rows.tolist(), cols.tolist(), strict=True)]
 
 
 def step(state: FabricState, action: tuple[str, int, int]) -> FabricState:
@@ -43,15 +68,20 @@ ACTIONS = st.lists(
 )
 
 
+@PATHS
 @SETTINGS
-@given(random_fabrics(), ACTIONS)
-def test_incremental_plans_equal_full_recomputes(rf: RandomFabric, actions: list[tuple[str, int, int]]) -> None:
+@given(rf=random_fabrics(), actions=ACTIONS)
+def test_incremental_plans_equal_full_recomputes(
+    small_fabric: int, rf: RandomFabric, actions: list[tuple[str, int, int]]
+) -> None:
     state = rf.state()
     plan = compute_routes(state)
     for action in actions:
         state = step(state, action)
-        incremental = compute_routes(state, previous=plan)
+        with small_fabric_limit(small_fabric):
+            incremental = compute_routes(state, previous=plan)
         assert same_plan(incremental, compute_routes(state)), action
+        assert changed_entries(plan, incremental) == changes_by_comparison(plan, incremental)
         plan = incremental
 
 
@@ -81,3 +111,74 @@ hosts: [{id: h, switch: a, ip: 10.0.0.1}]
     again = compute_routes(state, previous=plan)
     assert len(plan.switches) == 2
     assert again.primary is plan.primary and again.generation == state.generation
+
+
+BATCHES = st.lists(
+    st.tuples(
+        st.lists(
+            st.tuples(st.integers(0, 1000), st.booleans(), st.sampled_from([0, 1, 5, 700, 900, 30000])), max_size=4
+        ),
+        st.lists(st.integers(0, 1000), max_size=2),  # cables going down in the same change
+        st.lists(st.integers(0, 1000), max_size=1),  # cables coming back up
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@PATHS
+@SETTINGS
+@given(rf=random_fabrics(max_switches=16), batches=BATCHES)
+def test_incremental_plans_equal_full_recomputes_after_mixed_changes(
+    small_fabric: int, rf: RandomFabric, batches: list[tuple[list[tuple[int, bool, int]], list[int], list[int]]]
+) -> None:
+    """One model change that makes some link directions worse and others better at once (a latency
+    batch, cables down and up): the incremental plan still equals the full one."""
+    state = rf.state()
+    plan = compute_routes(state)
+    for latencies, downs, ups in batches:
+        cables = cables_of(state)
+        measured = tuple(
+            (cables[pick % len(cables)].reversed() if reverse else cables[pick % len(cables)], latency)
+            for pick, reverse, latency in latencies
+        )
+        if measured:
+            state = state.apply(ev.LinkLatencyMeasured(measured, 2.0))
+        for pick in downs:
+            state = state.apply(ev.LinkWentDown(cables[pick % len(cables)]))
+        for pick in ups:
+            state = state.apply(ev.LinkCameUp(cables[pick % len(cables)]))
+        with small_fabric_limit(small_fabric):
+            incremental = compute_routes(state, previous=plan)
+        assert same_plan(incremental, compute_routes(state)), (latencies, downs, ups)
+        assert changed_entries(plan, incremental) == changes_by_comparison(plan, incremental)
+        plan = incremental
+
+
+@PATHS
+def test_a_neighbour_farther_away_makes_a_new_alternate_at_an_untouched_switch(small_fabric: int) -> None:
+    """Cable a-a2 fails. s is not on it and no distance from s or its neighbours to d moves (v has a
+    second 5-hop way to d), but d(v, s) grows from 3 to 7 hops: v becomes a loop-free alternate of s
+    towards d. Only the rule "a neighbour's distance to s moved: recompute all of s" finds it."""
+    from sdnctl_helpers import fabric, live
+
+    names = ["s", "v", "a", "a2", "b", "d", "c1", "c2", "c3", "c4"]
+    cables = [("v", "a"), ("a", "a2"), ("a2", "s"), ("s", "b"), ("b", "d")]
+    cables += [("v", "c1"), ("c1", "c2"), ("c2", "c3"), ("c3", "c4"), ("c4", "d")]
+    links = [f"{{a: {x}, b: {y}, latency_ms: 1, bandwidth_mbps: 10}}" for x, y in cables]
+    links.append("{a: v, b: s, latency_ms: 20, bandwidth_mbps: 10}")
+    switches = ", ".join(f"{{id: {name}, dpid: {i + 1}, site: s}}" for i, name in enumerate(names))
+    state = live(
+        fabric(f"switches: [{switches}]\nlinks: [{', '.join(links)}]\nhosts: [{{id: h, switch: d, ip: 10.0.0.1}}]\n")
+    )
+    plan = compute_routes(state)
+    s, v, d = (SwitchId(names.index(name) + 1) for name in ("s", "v", "d"))
+    assert plan.next_hop(s, d)[1] is None
+    failed = next(link for link in cables_of(state) if {link.src, link.dst} == {SwitchId(3), SwitchId(4)})
+    after = state.apply(ev.LinkWentDown(failed))
+    with small_fabric_limit(small_fabric):
+        incremental = compute_routes(after, previous=plan)
+    full = compute_routes(after)
+    backup = full.next_hop(s, d)[1]
+    assert backup is not None and backup.dst == v
+    assert same_plan(incremental, full)
