@@ -168,9 +168,9 @@ def test_a_note_rides_with_the_next_model_change() -> None:
 
 def test_nobody_watching_costs_no_views_and_the_next_client_gets_a_current_snapshot(monkeypatch: object) -> None:
     from edgectl import live_events
+    from edgectl.live_views import live_views as real
 
     computed: list[int] = []
-    real = live_events.live_views
 
     def counted(state: object) -> object:
         computed.append(1)

@@ -8,9 +8,8 @@ import threading
 import numpy as np
 
 from netmodel.events import NodeWentDown, WorkloadPlaced, WorkloadRemoved
-from netmodel.ids import NodeId, ServiceName, WorkloadId
-from netmodel.types import Resources
-from placement import orchestrator as orchestrator_module
+from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
+from netmodel.types import Resources, Workload
 from placement.decision_model import DecisionModel, highest_numbers, ports_in_use
 from placement.orchestrator import PlacementOrchestrator
 from placement.scheduler import DEFAULT_PROFILE, schedule_on
@@ -67,8 +66,7 @@ def test_settle_refuses_a_model_with_another_change_in_between() -> None:
     assert isinstance(outcome, Decision)
     node = outcome.assignments[0].node
     other = sorted(n for n in state.nodes if n != node)[0]
-    workload = kept.snapshot.candidate_workload(state, req, req.service, kept.snapshot.index[node], 0)
-    workload = workload.__class__(WorkloadId("svc0-1"), req.service, workload.spiffe_id, req.resources, node)
+    workload = Workload(WorkloadId("svc0-1"), req.service, SpiffeId(""), req.resources, node)
     after = state.apply(NodeWentDown(other)).apply(WorkloadPlaced(workload))
     assert not kept.settle(after, [workload])
     assert kept.state is state  # unchanged: the caller builds a new one
@@ -76,13 +74,13 @@ def test_settle_refuses_a_model_with_another_change_in_between() -> None:
 
 def counting_snapshots(monkeypatch: object) -> list[int]:
     built: list[int] = []
-    real = orchestrator_module.DecisionModel
+    real = DecisionModel
 
     def counted(*args: object, **kwargs: object) -> DecisionModel:
         built.append(1)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(orchestrator_module, "DecisionModel", counted)  # type: ignore[attr-defined]
+    monkeypatch.setattr("placement.orchestrator.DecisionModel", counted)  # type: ignore[attr-defined]
     return built
 
 
@@ -148,7 +146,7 @@ def test_a_failover_pass_is_skipped_for_its_own_placements_only() -> None:
         bus.subscribe(Recorder())
         mine = o.place(request(cpu=10, memory=8)).workloads[0]
         assert seen == [False]
-        foreign = mine.__class__(WorkloadId("web-99"), ServiceName("web"), mine.spiffe_id, Resources(1, 1), mine.node)
+        foreign = Workload(WorkloadId("web-99"), ServiceName("web"), mine.spiffe_id, Resources(1, 1), mine.node)
         bus.publish(WorkloadPlaced(foreign)).result(timeout=5)  # placed elsewhere (a restore): looked at
         assert seen == [False, True]
         bus.publish(WorkloadRemoved(foreign.id)).result(timeout=5)  # frees room; nobody waits for it
