@@ -52,7 +52,7 @@ def spec_of(state: FabricState) -> FabricSpec:
             link.src_port,
             name[link.dst],
             link.dst_port,
-            attrs.declared_latency_us / 1000,
+            (attrs.declared_latency_us or 0) / 1000,
             attrs.capacity_mbps,
         )
         for link, attrs in state.topology.links.items()
@@ -80,7 +80,7 @@ def spec_of(state: FabricState) -> FabricSpec:
         "generated",
         16,
         tuple(state.sites.values()),
-        tuple(SwitchSpec(s.name, dpid, s.site) for dpid, s in switches.items()),
+        tuple(SwitchSpec(s.name, dpid, s.site) for dpid, s in switches.items() if s.site is not None),
         cables,
         hosts,
         nodes,
