@@ -38,12 +38,13 @@ from typing import Any, Protocol
 
 import grpc
 
-from edgectl.agent_view import WorkloadView, node_changes, node_workloads
+from edgectl.agent_view import WorkloadView, node_changes, node_workloads, workloads_by_node
 from netmodel.bus import ModelBus
 from netmodel.events import Event, WorkloadHealthChanged
 from netmodel.ids import NodeId, WorkloadId
 from netmodel.logsafe import log_safe
 from netmodel.state import EventRejected, FabricState
+from netmodel.types import Workload
 from netmodel.wire import Undecodable, safe_parser
 from nodeagent._pb import agent_pb2 as pb
 from pki.errors import PkiError
@@ -162,6 +163,27 @@ class _Watch:
             self.states.put_nowait(None)
 
 
+class PlacedByNode:
+    """The workloads of each node, per model state, computed once for every watching agent (each one's
+    view otherwise costs a pass over every workload of the model, per agent, per change)."""
+
+    KEPT = 2  # the newest state and the one before: a watch a change behind does not make it recompute
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._index: dict[int, tuple[FabricState, dict[str, list[Workload]]]] = {}
+
+    def on(self, state: FabricState, node: str) -> list[Workload]:
+        with self._lock:
+            kept = self._index.get(id(state))
+            if kept is None or kept[0] is not state:
+                kept = (state, workloads_by_node(state))
+                self._index[id(state)] = kept
+                while len(self._index) > self.KEPT:
+                    del self._index[next(iter(self._index))]  # the oldest
+            return kept[1].get(node, [])
+
+
 class AgentServicer:
     def __init__(
         self,
@@ -188,6 +210,7 @@ class AgentServicer:
         self._authorize_node = authorize_node
         self._caller_certificate = caller_certificate
         self.app_host = app_host
+        self._placed = PlacedByNode()
         self._clock = clock
         self._max_pending = max_pending
         self._max_watches = max_watches
@@ -309,7 +332,7 @@ class AgentServicer:
         context.add_callback(watch.close)
         try:
             state = self.bus.state
-            views = node_workloads(state, node, self.app_host)
+            views = node_workloads(state, node, self.app_host, self._placed.on(state, node))
             watch.sending_since = self._clock()
             yield pb.NodeEvent(
                 kind=pb.NodeEvent.SNAPSHOT,
@@ -347,7 +370,7 @@ class AgentServicer:
                     continue
                 state = item
                 self._check_caller(certificate, expires_at, state)  # removed from the model, revoked meanwhile
-                after = node_workloads(state, node, self.app_host)
+                after = node_workloads(state, node, self.app_host, self._placed.on(state, node))
                 placed, removed = node_changes(views, after)
                 views = after
                 if removed:

@@ -9,11 +9,12 @@ changes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from netmodel.ids import NodeId
 from netmodel.state import FabricState
+from netmodel.types import Workload
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +39,25 @@ class WorkloadView:
     protocol: str
 
 
-def node_workloads(state: FabricState, node: str, app_host: str) -> dict[str, WorkloadView]:
-    """Every workload placed on ``node`` in ``state`` (none if the node is not in the fabric), by id."""
+def workloads_by_node(state: FabricState) -> dict[str, list[Workload]]:
+    """Every placed workload of ``state``, per node, in the model's order: one pass for every agent watching."""
+    by_node: dict[str, list[Workload]] = {}
+    for workload in state.workloads.values():
+        if workload.node is not None:
+            by_node.setdefault(str(workload.node), []).append(workload)
+    return by_node
+
+
+def node_workloads(
+    state: FabricState, node: str, app_host: str, placed: Sequence[Workload] | None = None
+) -> dict[str, WorkloadView]:
+    """Every workload placed on ``node`` in ``state`` (none if the node is not in the fabric), by id.
+    ``placed``: those workloads, when the caller has them (``workloads_by_node``), else found here."""
     compute = state.nodes.get(NodeId(node))
     if compute is None:
         return {}
     views = {}
-    for workload in state.workloads.values():
+    for workload in state.workloads.values() if placed is None else placed:
         if workload.node != node:
             continue
         service = state.services.get(workload.service)

@@ -201,6 +201,7 @@ class IdentityManager:
             bundle_pem=issuer.bundle_pem, revocations=revocations if revocations is not None else RevocationList()
         )
         self._desired: dict[str, SpiffeId] = {}
+        self._failed_subjects: set[str] = set()  # the issuer failed on them last time (an expired CA)
 
     @property
     def snapshot(self) -> IdentitySnapshot:
@@ -210,11 +211,24 @@ class IdentityManager:
     def policy(self) -> IssuancePolicy:
         return self._issuer.policy
 
-    def reconcile(self, desired: Mapping[str, str], now: float, *, rotate_due: bool = True) -> IdentityChanges:
-        """Make the SVIDs match ``desired`` (subject -> SPIFFE id) at ``now``; remember it for ``tick``."""
+    def reconcile(
+        self, desired: Mapping[str, str], now: float, *, rotate_due: bool = True, changed_only: bool = False
+    ) -> IdentityChanges:
+        """Make the SVIDs match ``desired`` (subject -> SPIFFE id) at ``now``; remember it for ``tick``.
+        ``changed_only`` (the model-change path): look only at the subjects whose SPIFFE id is new, changed
+        or gone since the last ``desired`` (one Place: one subject, not every certificate held); the others
+        are the timer's (``tick``: rotation, expiry, a failed issuance retried)."""
         with self._lock:
-            self._desired = {subject: SpiffeId(spiffe_id) for subject, spiffe_id in desired.items()}
-            return self._apply(now, rotate_due=rotate_due)
+            wanted = {subject: SpiffeId(spiffe_id) for subject, spiffe_id in desired.items()}
+            subjects = None
+            if changed_only:
+                before = self._desired
+                subjects = {s for s, spiffe_id in wanted.items() if before.get(s) != spiffe_id} | (
+                    before.keys() - wanted.keys()
+                )
+                subjects |= self._failed_subjects  # an issuance that failed is tried again at every change
+            self._desired = wanted
+            return self._apply(now, rotate_due=rotate_due, subjects=subjects)
 
     def tick(self, now: float) -> IdentityChanges:
         """The timer path: rotate what is due against the last desired set."""
@@ -257,11 +271,17 @@ class IdentityManager:
         old = self._snapshot
         self._snapshot = IdentitySnapshot(old.version + 1, old.identities, old.bundle_pem, revocations)
 
-    def _apply(self, now: float, *, rotate_due: bool) -> IdentityChanges:
+    def _apply(self, now: float, *, rotate_due: bool, subjects: set[str] | None = None) -> IdentityChanges:
+        """``subjects``: plan for these only (None: every subject wanted or held)."""
         old = self._snapshot
-        current = {subject: svid.info for subject, svid in old.identities.items()}
+        desired: Mapping[str, SpiffeId] = self._desired
+        if subjects is None:
+            current = {subject: svid.info for subject, svid in old.identities.items()}
+        else:
+            desired = {s: self._desired[s] for s in subjects if s in self._desired}
+            current = {s: old.identities[s].info for s in subjects if s in old.identities}
         plan = plan_identities(
-            self._desired, current, old.revocations, self.policy, now, rotate_due=rotate_due, jitter=self._jitter
+            desired, current, old.revocations, self.policy, now, rotate_due=rotate_due, jitter=self._jitter
         )
         identities = dict(old.identities)
         issued: list[tuple[str, SpiffeId, str]] = []
@@ -281,6 +301,10 @@ class IdentityManager:
         revocations = old.revocations.revoke_certificates(dropped).pruned(now)
         if issued or plan.drop or revocations is not old.revocations:
             self._snapshot = IdentitySnapshot(old.version + 1, frozen_map(identities), old.bundle_pem, revocations)
+        if subjects is None:
+            self._failed_subjects = {subject for subject, _ in failed}
+        else:
+            self._failed_subjects = (self._failed_subjects - subjects) | {subject for subject, _ in failed}
         return IdentityChanges(tuple(issued), plan.drop, plan.refused, tuple(failed), self._snapshot)
 
 

@@ -239,7 +239,8 @@ class PkiService:
                 desired[str(host)] = host_spiffe_id(self.trust_domain, str(host))
             except InvalidSpiffeId as exc:  # a host id that cannot be a SPIFFE path segment
                 LOG.debug("no identity for host %s: %s", host, exc)
-        changes = self.manager.reconcile(desired, self._clock(), rotate_due=rotate_due)
+        # The model path looks at what changed only; the timer's pass (rotate_due) at every subject.
+        changes = self.manager.reconcile(desired, self._clock(), rotate_due=rotate_due, changed_only=not rotate_due)
         if changes.refused != self._last_refused:  # log refusals when they change, not on every event
             for subject, why in changes.refused:
                 LOG.warning("no identity for %s: %s", subject, why)

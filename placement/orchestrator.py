@@ -32,6 +32,7 @@ from netmodel.state import EventRejected, FabricState
 from netmodel.types import Workload
 from placement.chains import plan_move
 from placement.convergence import ConvergenceProbe, GenerationCheck, as_probe, probe_name, timed_convergence
+from placement.decision_model import DecisionModel, ports_in_use
 from placement.errors import PlacementRefused, Refusal
 from placement.failover import FailoverPlan, plan_failover
 from placement.improvement import improves, no_gain_message, where_it_is
@@ -44,7 +45,7 @@ from placement.naming import (
     workload_spiffe_id,
 )
 from placement.replicas import ReplicaPlan, plan_replicas, replica_request
-from placement.scheduler import DEFAULT_PROFILE, Profile, schedule
+from placement.scheduler import DEFAULT_PROFILE, Profile, schedule_on
 from placement.snapshot import ClusterSnapshot
 from placement.types import Assignment, Constraints, PlacementRequest, Unschedulable, declared_constraints
 from placement.unschedulable import BANDWIDTH
@@ -141,6 +142,11 @@ class PlacementOrchestrator:
         self._highest: dict[ServiceName, int] = dict(id_floors or {})
         self._migration_numbers = itertools.count(1)
         self._plan: tuple[FabricState, ReservationPlan] | None = None  # the last admission check's model and plan
+        self._model: DecisionModel | None = None  # what the last Place decided on, advanced by what it placed
+        # Placements a failover pass need not look at: instance -> the generation its WorkloadPlaced makes
+        # (the one right after the model it was decided on: its node was fit then). Popped on the writer thread.
+        self._fit_when_placed: dict[WorkloadId, int] = {}
+        self._failover_clean = False  # the last failover pass found nothing displaced and nothing stranded
         self.standby: Callable[[], str | None] = lambda: None
         """Why this controller may not change placements now (a replica that does not lead: its failover pass
         and declared replicas do nothing, and a change it would publish is refused UNAVAILABLE); None: it may."""
@@ -177,20 +183,28 @@ class PlacementOrchestrator:
     def place(self, request: PlacementRequest, profile: Profile | None = None, *, dry_run: bool = False) -> PlaceResult:
         with self._lock:
             state = self.bus.state
-            plan = self._reservations(state) if reserves_anything(state) else None
-            outcome = schedule(state, request, profile or self.profile, self.latency_cache, plan)
+            model = self._decision_model(state)
+            self._model = None  # given back below only if it still matches the model after this Place
+            outcome = schedule_on(model.snapshot, request, profile or self.profile)
             if isinstance(outcome, Unschedulable):
+                self._model = model  # schedule_on assumed nothing: still the snapshot of ``state``
                 raise PlacementRefused(Refusal.RESOURCE_EXHAUSTED, outcome.message)
             # A dry run shows the ids a real Place would give now, and uses none of them up.
-            workloads = self._new_workloads(state, request.service, request, outcome.assignments, reserve=not dry_run)
+            workloads = self._new_workloads(
+                state, request.service, request, outcome.assignments, reserve=not dry_run, model=model
+            )
             if dry_run:
                 return PlaceResult(tuple(workloads), 0, state)
             for workload in workloads:
                 self._constraints[workload.id] = request.constraints
             placed: list[Workload] = []
+            for k, workload in enumerate(workloads, start=1):
+                self._fit_when_placed[workload.id] = state.generation + k
+            reserves = model.reserves
             try:
                 for workload in workloads:
-                    state = self._publish_placed(workload)
+                    state = self._publish_placed(workload, known=(state, reserves))
+                    reserves = reserves or bool(workload.bandwidth_mbps)
                     placed.append(workload)
             except PlacementRefused:
                 for workload in placed:  # all or none
@@ -198,7 +212,22 @@ class PlacementOrchestrator:
                 for workload in workloads:
                     self._constraints.pop(workload.id, None)
                 raise
+            finally:
+                for workload in workloads:
+                    self._fit_when_placed.pop(workload.id, None)
+            if model.settle(state, workloads):  # nothing but these placements since: the next Place reuses it
+                self._model = model
             return PlaceResult(tuple(workloads), state.generation, state)
+
+    def _decision_model(self, state: FabricState) -> DecisionModel:
+        """The decision model of ``state``: the one kept from the last Place if it is of this very state
+        (no other change since), else built anew (one pass over every instance)."""
+        kept = self._model
+        if kept is not None and kept.state is state:
+            return kept
+        reserves = reserves_anything(state)
+        plan = self._reservations(state) if reserves else None
+        return DecisionModel(state, self.latency_cache, plan, reserves=reserves)
 
     def evict(self, workload_id: WorkloadId) -> tuple[Workload, FabricState]:
         with self._lock:
@@ -283,17 +312,32 @@ class PlacementOrchestrator:
             workload.service, workload.resources, self.constraints_of(workload), bandwidth_mbps=workload.bandwidth_mbps
         )
 
+    def failover_needed(self, event: Event, state: FabricState) -> bool:
+        """Whether a failover pass could find anything after ``event`` (applied, making ``state``): not
+        when the last pass found nothing displaced or stranded and the event is a withdrawal (it frees room,
+        which nobody waits for) or a Place this orchestrator decided on the model right before it (its node
+        was fit). Called on the model writer thread, so a Place burst costs no pass over every instance."""
+        if not self._failover_clean:
+            return True
+        if isinstance(event, WorkloadRemoved):
+            return False
+        if isinstance(event, WorkloadPlaced):
+            return self._fit_when_placed.pop(event.workload.id, None) != state.generation
+        return True
+
     def fail_over(self) -> FailoverPlan:
         """Re-place every displaced instance at once (or report it stranded, with reasons, until a later
         call finds room). Old instances are withdrawn after convergence, or after the timeout anyway:
         their node is gone, keeping them in the model would only keep traffic going to it."""
         with self._lock:
+            self._failover_clean = False  # until this pass says otherwise: changes meanwhile wake another
             if self.standby() is not None:
                 return FailoverPlan()
             state = self.bus.state
             plan = plan_failover(
                 state, self.constraints_of, self.profile, exclude=set(self._moving), latency_cache=self.latency_cache
             )
+            self._failover_clean = not plan.moves and not plan.stranded
             self._note_stranded(state, plan)
             if not plan.moves:
                 return plan
@@ -564,16 +608,25 @@ class PlacementOrchestrator:
         *,
         reserve: bool = True,
         declared: bool = False,
+        model: DecisionModel | None = None,
     ) -> list[Workload]:
         """New instances on ``assignments``; ``reserve``: their ids are used up (never given again).
         ``declared``: for the service's declared replicas; such an instance carries no constraints of its
-        own, it follows what its service declares (also after the declaration changes)."""
-        ids = next_workload_ids(service, state.workloads, len(assignments), self._highest.get(service, 0))
+        own, it follows what its service declares (also after the declaration changes). ``model``: the
+        decision model of ``state`` (its ports and numbers, without a pass over every instance)."""
+        if model is not None and model.state is state:
+            floor = max(self._highest.get(service, 0), model.highest(service))
+            ids = next_workload_ids(service, (), len(assignments), floor)
+            in_use = model.ports()
+            nodes = {a.node if isinstance(a, Assignment) else a for a in assignments}
+            taken = {node: set(in_use.get(node, ())) for node in nodes}
+        else:
+            ids = next_workload_ids(service, state.workloads, len(assignments), self._highest.get(service, 0))
+            taken = ports_in_use(state)
         if reserve and ids:
             self._highest[service] = max(self._highest.get(service, 0), workload_number(service, ids[-1]) or 0)
         service_spec = state.services.get(service)
         wanted = port if port else (service_spec.port if service_spec else 0)
-        taken = ports_in_use(state)
         workloads = []
         for workload_id, assignment in zip(ids, assignments, strict=True):
             node = assignment.node if isinstance(assignment, Assignment) else assignment
@@ -595,12 +648,14 @@ class PlacementOrchestrator:
             )
         return workloads
 
-    def _publish_placed(self, workload: Workload) -> FabricState:
+    def _publish_placed(self, workload: Workload, known: tuple[FabricState, bool] | None = None) -> FabricState:
         """Publish a new instance if the network admits its bandwidth reservations now (every Place, replica,
         failover and migration passes here, under the decision lock, on the newest model: what the scheduler
-        decided on an older one, or a profile without ``BandwidthFits``, can never over-commit a link)."""
+        decided on an older one, or a profile without ``BandwidthFits``, can never over-commit a link).
+        ``known``: a model and whether anything in it reserves bandwidth (saves a pass when it is the newest)."""
         state = self.bus.state
-        if reserves_anything(state) or workload.bandwidth_mbps:
+        reserves = known[1] if known is not None and known[0] is state else reserves_anything(state)
+        if reserves or workload.bandwidth_mbps:
             before = self._reservations(state)
             try:
                 hypothetical = state.apply(WorkloadPlaced(workload))
@@ -648,19 +703,6 @@ class PlacementOrchestrator:
             LOG.error("could not undo with %s: %s", type(event).__name__, exc.reason)
 
 
-def ports_in_use(state: FabricState) -> dict[NodeId, set[int]]:
-    """Per node, the ports its instances listen on (``<node address>:<port>``, their sidecars' inbound)."""
-    taken: dict[NodeId, set[int]] = {}
-    for workload in state.workloads.values():
-        if workload.node is None:
-            continue
-        service = state.services.get(workload.service)
-        port = workload.port or (service.port if service is not None else 0)
-        if port:
-            taken.setdefault(workload.node, set()).add(port)
-    return taken
-
-
 def first_free_port(wanted: int, taken: set[int]) -> int:
     """``wanted`` if free on the node, else the next free one above it: two instances on one node (when
     nothing else fits) must not both listen on one address."""
@@ -686,6 +728,8 @@ class FailoverLoop:
         self._thread = threading.Thread(target=self._run, name="placement-failover", daemon=True)
 
     def on_model_change(self, event: Event, state: FabricState) -> None:
+        if not self._orchestrator.failover_needed(event, state):
+            return  # nothing it could move (a Place burst costs no pass)
         with self._wake:
             self._dirty = True
             self._wake.notify()

@@ -91,6 +91,7 @@ PURE_MODULES = (
     "placement/requests.py",
     "placement/scheduler.py",
     "placement/snapshot.py",
+    "placement/decision_model.py",
     "placement/synthetic.py",
     "placement/types.py",
     "placement/unschedulable.py",

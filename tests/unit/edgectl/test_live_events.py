@@ -76,6 +76,7 @@ def test_a_subscriber_that_takes_nothing_is_dropped_and_told() -> None:
 def test_resume_from_the_history_or_else_a_snapshot() -> None:
     with hub_on_bus(min_interval_s=0.0, history=2) as (bus, hub):
         link = sorted(bus.state.topology.links)[0]
+        hub.subscribe()  # a dashboard watching (ids to resume from are only ever sent to one)
         start = hub.generation
         generations = [publish(bus, hub, ev.LinkWentDown(link)), publish(bus, hub, ev.LinkCameUp(link))]
         resumed = [parse(f)[:2] for f in hub.subscribe(start).next(0) or []]
@@ -163,3 +164,41 @@ def test_a_note_rides_with_the_next_model_change() -> None:
         entries = events_of(frames)
         assert [e["kind"] for e in entries] == ["MigrationStarted", "LinkCameUp"]  # in the order they came
         assert entries[0]["service"] == "web" and entries[0]["generation"] == generation
+
+
+def test_nobody_watching_costs_no_views_and_the_next_client_gets_a_current_snapshot(monkeypatch: object) -> None:
+    from edgectl import live_events
+    from edgectl.live_views import live_views as real
+
+    computed: list[int] = []
+
+    def counted(state: object) -> object:
+        computed.append(1)
+        return real(state)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(live_events, "live_views", counted)  # type: ignore[attr-defined]
+    with hub_on_bus(min_interval_s=0.0) as (bus, hub):
+        link = sorted(bus.state.topology.links)[0]
+        at_start = len(computed)
+        last = publish(bus, hub, ev.LinkWentDown(link), ev.LinkCameUp(link), ev.LinkWentDown(link))
+        assert len(computed) == at_start  # no client ever: no views, no deltas
+        assert hub.deltas_sent == 0
+        kind, generation, body = parse((hub.subscribe().next(0) or [b""])[0])
+        assert (kind, generation) == ("snapshot", last)
+        views = body["views"]
+        assert isinstance(views, dict)
+        assert [e["generation"] for e in views["events"]][-3:] == [last - 2, last - 1, last]
+        current = json.loads(json.dumps(real(bus.state)))
+        assert {k: v for k, v in views.items() if k != "events"} == current
+
+
+def test_deltas_go_on_a_while_after_the_last_client_left_so_it_can_resume() -> None:
+    now = [1000.0]
+    with hub_on_bus(min_interval_s=0.0, resume_window_s=60.0, clock=lambda: now[0]) as (bus, hub):  # type: ignore[arg-type]
+        link = sorted(bus.state.topology.links)[0]
+        client = hub.subscribe()
+        hub.unsubscribe(client)
+        seen = hub.generation
+        now[0] += 30  # within the window: kept for a resume
+        down = publish(bus, hub, ev.LinkWentDown(link))
+        assert [parse(f)[:2] for f in hub.subscribe(seen).next(0) or []] == [("delta", down)]

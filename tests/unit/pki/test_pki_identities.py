@@ -331,3 +331,40 @@ def test_identities_view_shows_no_keys() -> None:
     assert row["subject"] == "web-1" and row["spiffe_id"] == A and row["expires_in_s"] == 3500
     assert row["rotates_at"] == NOW - 10 + 1805
     assert view["revoked_identities"] == [B] and view["trust_domain"] == TD
+
+
+def test_the_model_path_plans_only_the_subjects_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One more workload costs one subject's plan, not one per certificate held (the model writer runs it)."""
+    import pki.identities as identities
+
+    planned: list[set[str]] = []
+    real = identities.plan_identities
+
+    def recording(desired: dict[str, SpiffeId], current: dict[str, CertInfo], *args: object, **kw: object) -> object:
+        planned.append(set(desired) | set(current))
+        return real(desired, current, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(identities, "plan_identities", recording)
+    issuer = FakeIssuer(policy=POLICY)
+    manager = IdentityManager(issuer)
+    many = {f"web-{k}": f"spiffe://example.org/svc/web/w/web-{k}" for k in range(1, 51)}
+    manager.reconcile(many, NOW, rotate_due=False, changed_only=True)  # all new: all planned
+    assert len(planned[-1]) == 50 and len(manager.snapshot.identities) == 50
+    moved = {**many, "web-51": "spiffe://example.org/svc/web/w/web-51", "web-2": B}
+    del moved["web-3"]
+    changes = manager.reconcile(moved, NOW + 1, rotate_due=False, changed_only=True)
+    assert planned[-1] == {"web-51", "web-2", "web-3"}
+    assert {(s, why) for s, _, why in changes.issued} == {("web-51", NEW), ("web-2", ID_CHANGED)}
+    assert changes.dropped == (("web-3", "no longer wanted"),)
+    assert set(manager.snapshot.identities) == set(moved)
+    # the same outcome as a plan over every subject: nothing left for it to do
+    assert not manager.reconcile(moved, NOW + 2, rotate_due=False).changed
+
+
+def test_the_model_path_retries_an_issuance_that_failed() -> None:
+    issuer = FakeIssuer(policy=POLICY, fail_for={A})
+    manager = IdentityManager(issuer)
+    assert manager.reconcile({"web-1": A}, NOW, rotate_due=False, changed_only=True).failed
+    issuer.fail_for.clear()
+    changes = manager.reconcile({"web-1": A, "api-1": B}, NOW + 1, rotate_due=False, changed_only=True)
+    assert {s for s, _, _ in changes.issued} == {"web-1", "api-1"}
