@@ -46,6 +46,7 @@ import json
 import math
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -670,6 +671,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=5.0, help="seconds of quiet before each measurement")
     args = parser.parse_args(argv)
     raise_fd_limit()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped by PID: the processes started are stopped too
     base = "/dev/shm" if Path("/dev/shm").is_dir() else None
     with tempfile.TemporaryDirectory(prefix="scale-", dir=base) as work:
         try:
