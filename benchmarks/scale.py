@@ -409,15 +409,21 @@ def migrate(
     thread.start()
 
     def placed() -> Any:
+        """This migration's new instance: the PLACED event of the migration that started from ``workload_id``
+        (not a PLACED of an earlier, late migration of the same service to the same node)."""
         with watcher.lock:
+            started = {
+                e.migration_id for e in watcher.events
+                if e.kind == pb.PlacementEvent.KIND_MIGRATION_STARTED and e.workload.id == workload_id
+                and e.at >= called - 1
+            }  # fmt: skip
+            new = {  # PLACED comes from the model (no migration id); the wait for convergence names the new one
+                e.workload.id for e in watcher.events
+                if e.kind == pb.PlacementEvent.KIND_CONVERGENCE_WAITING and e.migration_id in started
+            }  # fmt: skip
             return next(
-                (
-                    e for e in watcher.events
-                    if e.kind == pb.PlacementEvent.KIND_PLACED and e.workload.service == ENTRY
-                    and e.workload.node == target and e.at >= called - 1
-                ),
-                None,
-            )  # fmt: skip
+                (e for e in watcher.events if e.kind == pb.PlacementEvent.KIND_PLACED and e.workload.id in new), None
+            )
 
     result: dict[str, Any] = {"to": target}
     deadline = time.monotonic() + timeout_s + 60
