@@ -20,8 +20,8 @@ Measured, in this order, once everything is connected and placed:
   core), the controller's periodic work (drift check every 10 s, port counters every 5 s) included;
 - a link failure (a metro ring cable cut at both ends): the route recompute, from /metrics
   ``edgectl_route_compute_seconds`` (the plan rounds in the 10 s after the cut: count and mean), the
-  time from the cut to the last switch's delta sent (``/api/v1/routes/changes``, its ``at``), and the
-  CPU over those 10 s; then the cable is mended;
+  time from the cut to the last delta sent in those 10 s (``/api/v1/routes/changes``, its ``at``: a later
+  plan, e.g. for a latency change, counts too), and the CPU over those 10 s; then the cable is mended;
 - migrations (``--migrations``, of one ``web`` instance to a cloud node and back, through the placement
   gRPC ``Migrate``): the control-plane time, from the new instance's PLACED event (the placement Watch
   stream's ``at``: when the model held it) until every stream had received the new endpoint (each
