@@ -12,13 +12,16 @@ OVS does where a replicated controller depends on it:
   meter-config requests are answered with them (a new leader's read-back finds what the old one installed);
 - discovery: an LLDP packet-out is delivered as a packet-in at the cabled peer port, to the peer's
   connections that are not SLAVE (OVS sends no packet-ins to a slave), so the controllers see the links;
+- a cable cut (``link DPID PORT down``): both ends send PORT_STATUS with the link down, as OVS does when a
+  cable is pulled, and relay no LLDP across it until ``link DPID PORT up``;
 - a log with each switch's own clock (time.time, comparable across processes on one machine): every
   ROLE_REPLY sent, every stale refusal, every read-back answered (the meter-config reply that ends it),
   every table change accepted and every BARRIER_REPLY.
 
 Raw struct encoding, one asyncio process for all switches (``main``): the benchmark drives it over stdin
 (one command a line, one JSON line answered on stdout): ``status``, ``events SINCE`` (log entries at or
-after SINCE; older ones dropped), ``quit``.
+after SINCE; older ones dropped), ``link DPID PORT up|down`` (DPID in hex; the cable on that port, both
+ends), ``quit``.
 
 Usage: python -m benchmarks.fake_switch FABRIC_FILE HOST:PORT[,HOST:PORT...]
 """
@@ -39,6 +42,7 @@ from pathlib import Path
 VERSION = 4
 HELLO, ERROR, ECHO_REQUEST, ECHO_REPLY, EXPERIMENTER = 0, 1, 2, 3, 4
 FEATURES_REQUEST, FEATURES_REPLY = 5, 6
+PORT_STATUS, PPR_MODIFY, PS_LINK_DOWN, PS_LIVE = 12, 2, 1, 4
 PACKET_IN, PACKET_OUT, FLOW_MOD, GROUP_MOD = 10, 13, 14, 15
 MULTIPART_REQUEST, MULTIPART_REPLY, BARRIER_REQUEST, BARRIER_REPLY = 18, 19, 20, 21
 ROLE_REQUEST, ROLE_REPLY, METER_MOD = 24, 25, 29
@@ -171,6 +175,12 @@ class Tables:
     def _selected(
         self, table: int, priority: int, match: bytes, cookie: int, mask: int, *, strict: bool
     ) -> Iterable[tuple[int, int, bytes]]:
+        if strict and table != TT_ALL:  # one flow at most: a lookup, not a scan (thousands of flows a switch)
+            key = (table, priority, match)
+            found = self.flows.get(key)
+            if found is not None and found.cookie & mask == cookie & mask:
+                yield key
+            return
         for key, flow in self.flows.items():
             if table != TT_ALL and key[0] != table:
                 continue
@@ -266,9 +276,15 @@ def multipart_replies(xid: int, mp_type: int, entries: Sequence[bytes]) -> list[
     ]
 
 
-def port_desc(no: int, name: str) -> bytes:
+def port_desc(no: int, name: str, up: bool = True) -> bytes:
     hw = (0x020000000000 | no).to_bytes(6, "big")
-    return struct.pack("!I4x6s2x16sIIIIIIII", no, hw, name.encode()[:15], 0, 4, 0, 0, 0, 0, 10_000_000, 10_000_000)
+    state = PS_LIVE if up else PS_LINK_DOWN
+    return struct.pack("!I4x6s2x16sIIIIIIII", no, hw, name.encode()[:15], 0, state, 0, 0, 0, 0, 10_000_000, 10_000_000)
+
+
+def port_status(no: int, name: str, up: bool) -> bytes:
+    """OFPT_PORT_STATUS, reason MODIFY: the port's link went up or down."""
+    return message(PORT_STATUS, 0, struct.pack("!B7x", PPR_MODIFY) + port_desc(no, name, up))
 
 
 def packet_in(data: bytes, in_port: int) -> bytes:
@@ -310,6 +326,7 @@ class FakeSwitch:
         self.clock = clock
         self.log: list[tuple[float, int, str, int]] = []
         self.emitted: list[tuple[int, bytes]] = []  # (out port, frame), taken by the fleet
+        self.down_ports: set[int] = set()
 
     def connection_up(self, conn: int) -> list[Send]:
         self.connected[conn] = True
@@ -375,7 +392,7 @@ class FakeSwitch:
         request = body[8:]
         entries: list[bytes] = []
         if mp_type == MP_PORT_DESC:
-            entries = [port_desc(no, name) for no, name in self.ports.items()]
+            entries = [port_desc(no, name, no not in self.down_ports) for no, name in self.ports.items()]
         elif mp_type == MP_FLOW:
             entries = self.tables.flow_stats(request)
         elif mp_type == MP_GROUP_DESC:
@@ -404,9 +421,20 @@ class FakeSwitch:
         self.log.append((self.clock(), conn, name, 0))
         return []
 
+    def set_link(self, port: int, up: bool) -> list[Send]:
+        """The link on ``port`` went up or down: PORT_STATUS to every connected controller (OVS sends it to
+        slaves too)."""
+        if up:
+            self.down_ports.discard(port)
+        else:
+            self.down_ports.add(port)
+        self.log.append((self.clock(), -1, "link:up" if up else "link:down", port))
+        status = port_status(port, self.ports[port], up)
+        return [(i, status) for i in range(len(self.connected)) if self.connected[i]]
+
     def receive_frame(self, port: int, frame: bytes) -> list[Send]:
         """A frame arrived at ``port`` from a cable: LLDP goes to the controllers that are not SLAVE."""
-        if len(frame) < 14 or int.from_bytes(frame[12:14], "big") != ETH_LLDP:
+        if len(frame) < 14 or int.from_bytes(frame[12:14], "big") != ETH_LLDP or port in self.down_ports:
             return []
         pin = packet_in(frame, port)
         return [(i, pin) for i, role in enumerate(self.roles.roles) if self.connected[i] and role != ROLE_SLAVE]
@@ -447,7 +475,7 @@ class Fleet:
         emitted, switch.emitted = switch.emitted, []
         for port, frame in emitted:
             peer = self.peers.get((switch.dpid, port))
-            if peer is not None:
+            if peer is not None and port not in switch.down_ports:
                 self.send(peer[0], self.switches[peer[0]].receive_frame(peer[1], frame))
 
     async def connection(self, switch: FakeSwitch, conn: int) -> None:
@@ -485,7 +513,21 @@ class Fleet:
         if words[0] == "events":
             since = float(words[1]) if len(words) > 1 else 0.0
             return {f"{d:016x}": s.events_since(since) for d, s in self.switches.items()}
-        return {"error": f"unknown command {words[0]!r} (status, events SINCE, quit)"}
+        if words[0] == "link" and len(words) == 4 and words[3] in ("up", "down"):
+            return self.set_link(int(words[1], 16), int(words[2]), words[3] == "up")
+        return {"error": f"unknown command {words[0]!r} (status, events SINCE, link DPID PORT up|down, quit)"}
+
+    def set_link(self, dpid: int, port: int, up: bool) -> dict[str, object]:
+        """The cable on (dpid, port) cut or mended: both ends report it (``at``: when it was sent)."""
+        ends = [(dpid, port)]
+        peer = self.peers.get((dpid, port))
+        if peer is None or dpid not in self.switches or port not in self.switches[dpid].ports:
+            return {"error": f"no cable on switch {dpid:x} port {port}"}
+        ends.append(peer)
+        at = time.time()
+        for end_dpid, end_port in ends:
+            self.send(end_dpid, self.switches[end_dpid].set_link(end_port, up))
+        return {"at": at, "ends": [[f"{d:016x}", p] for d, p in ends]}
 
 
 def fleet_of(fabric_path: str, controllers: list[tuple[str, int]]) -> Fleet:

@@ -204,3 +204,45 @@ def test_ports_features_and_an_lldp_probe_reach_only_the_controllers_that_are_no
     assert [conn for conn, _ in delivered] == [0, 2]  # the master and the connection still EQUAL
     packet_in = parsed(delivered[0][1])
     assert (packet_in.match["in_port"], bytes(packet_in.data)) == (1, lldp)
+
+
+def test_a_cut_cable_reports_its_port_down_to_every_controller_and_relays_no_probe_until_mended() -> None:
+    sw = switch()
+    sw.handle(1, role_request(ofp.OFPCR_ROLE_SLAVE, 1))
+    sends = sw.set_link(1, up=False)
+    assert [conn for conn, _ in sends] == [0, 1, 2]  # OVS tells slaves of port changes too
+    status = parsed(sends[0][1])
+    assert (status.reason, status.desc.port_no, status.desc.state) == (ofp.OFPPR_MODIFY, 1, ofp.OFPPS_LINK_DOWN)
+    ((_, ports),) = sw.handle(0, wire(parser.OFPPortDescStatsRequest(DATAPATH, 0)))
+    assert [p.state for p in parsed(ports).body] == [ofp.OFPPS_LINK_DOWN, ofp.OFPPS_LIVE]
+    lldp = b"\x01\x80\xc2\x00\x00\x0e" + b"\x02" * 6 + b"\x88\xcc" + b"probe"
+    assert sw.receive_frame(1, lldp) == []
+    assert parsed(sw.set_link(1, up=True)[0][1]).desc.state == ofp.OFPPS_LIVE
+    assert [conn for conn, _ in sw.receive_frame(1, lldp)] == [0, 2]
+
+
+def test_the_fleet_cuts_both_ends_of_a_cable_and_refuses_a_port_without_one() -> None:
+    a = fs.FakeSwitch(1, {1: "a-eth1", 2: "a-eth2"}, 1, clock=lambda: 5.0)
+    b = fs.FakeSwitch(2, {1: "b-eth1"}, 1, clock=lambda: 5.0)
+    fleet = fs.Fleet({1: a, 2: b}, {(1, 1): (2, 1), (2, 1): (1, 1)}, [("127.0.0.1", 6653)])
+    answer = fleet.command("link 1 1 down")
+    assert answer["ends"] == [["0000000000000001", 1], ["0000000000000002", 1]]
+    assert a.down_ports == {1} and b.down_ports == {1}
+    assert "error" in fleet.command("link 1 2 down")  # a host port: no cable
+    fleet.command("link 2 1 up")
+    assert a.down_ports == set() and b.down_ports == set()
+
+
+def test_a_strict_flow_mod_finds_its_flow_by_key_and_respects_the_cookie_mask() -> None:
+    sw = switch()
+    sw.handle(0, flow_mod(ofp.OFPFC_ADD, cookie=0xEC01))
+    sw.handle(0, flow_mod(ofp.OFPFC_ADD, priority=200, cookie=0xEC02))
+    delete = parser.OFPFlowMod(
+        DATAPATH, cookie=0xEC09, cookie_mask=0xFFFF, table_id=1, command=ofp.OFPFC_DELETE_STRICT, priority=100,
+        buffer_id=ofp.OFP_NO_BUFFER, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+        match=parser.OFPMatch(eth_type=0x0800, ipv4_dst="10.0.0.2"),
+    )  # fmt: skip
+    sw.handle(0, wire(delete))
+    assert len(sw.tables.flows) == 2  # the cookie does not match: kept
+    sw.handle(0, flow_mod(ofp.OFPFC_DELETE_STRICT, cookie=0xEC01))
+    assert [key[1] for key in sw.tables.flows] == [200]
