@@ -32,6 +32,8 @@ LOG = logging.getLogger("edgectl.cluster")
 DEFAULT_TTL_S = 1
 """etcd's lease TTL (whole seconds). etcd raises a TTL below its minimum (1.5 election timeouts) silently."""
 RETRY_S = 0.2
+DEADLINE_CHECK_S = 0.05
+"""How often a leader compares its lease deadline with the clock (cheap: a lock and a comparison)."""
 
 
 class DuplicateReplica(RuntimeError):
@@ -100,6 +102,7 @@ class ClusterMember:
         self._join()
         self._spawn(self._notify, "cluster-notify")
         self._spawn(self._keep_alive, "cluster-lease")
+        self._spawn(self._watch_deadline, "cluster-deadline")
         self._spawn(self._follow_election, "cluster-election")
         return self
 
@@ -223,6 +226,12 @@ class ClusterMember:
                 return
             except Exception:  # a bug here must not end the lease's thread silently: the replica would be mute
                 LOG.exception("lease keepalive failed")
+
+    def _watch_deadline(self) -> None:
+        """Step down at the lease deadline, whatever a keepalive request is doing: one to an etcd that does not
+        answer blocks for the client's timeout, and the next leader may be elected as soon as the lease ends."""
+        while not self._stopping.wait(DEADLINE_CHECK_S):
+            self._act()
 
     def _keep_alive_once(self) -> None:
         # First the deadline: a keepalive to an unreachable etcd blocks for its timeout, and a leader must have
