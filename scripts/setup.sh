@@ -42,8 +42,10 @@ stamp=$VENV/.edgectl-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     "$VENV/bin/pip" install -q --upgrade pip
     # compat: the checkout on sys.path by a plain .pth line; the default editable finder is an import hook
-    # that every Python start runs (~30-80 ms: each app a migration starts paid it).
-    "$VENV/bin/pip" install -q -e '.[dev]' --config-settings editable_mode=compat
+    # that every Python start runs (~30-80 ms: each app a migration starts paid it). setuptools calls compat
+    # transitional: where it is gone, the default mode.
+    "$VENV/bin/pip" install -q -e '.[dev]' --config-settings editable_mode=compat 2>/dev/null ||
+        "$VENV/bin/pip" install -q -e '.[dev]'
     touch "$stamp"
 fi
 echo "setup: ok ($("$VENV/bin/python" --version), $(ovs-vsctl --version | head -1))"
