@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -108,6 +108,15 @@ class SnapshotCache:
     def set_snapshots(self, snapshots: Mapping[str, MeshSnapshot], prune: bool = True) -> SetResult:
         """Publish a whole build. An inconsistent snapshot is refused (that node keeps its last good
         one); with ``prune`` nodes missing from the build are dropped (their streams keep what they have)."""
+        return self._publish(snapshots, None if prune else ())
+
+    def update_snapshots(self, snapshots: Mapping[str, MeshSnapshot], removed: Iterable[str] = ()) -> SetResult:
+        """Publish part of a build (``meshctl.mesh_builder``): these nodes' snapshots, and drop ``removed``;
+        every other node keeps its own."""
+        return self._publish(snapshots, removed)
+
+    def _publish(self, snapshots: Mapping[str, MeshSnapshot], removed: Iterable[str] | None) -> SetResult:
+        """``removed`` None: every node missing from ``snapshots``."""
         rejected: dict[str, str] = {}
         good: dict[str, MeshSnapshot] = {}
         checked: dict[int, str | None] = {}  # id(resources) -> problem: nodes sharing resources share the check
@@ -132,9 +141,10 @@ class SnapshotCache:
         rebased: dict[tuple[int, int], MeshSnapshot] = {}  # nodes that shared versions share the result
         with self._lock:
             changed = {node for node, snapshot in good.items() if self._store(node, snapshot, rebased, same)}
-            if prune:
-                for node in [n for n in self._snapshots if n not in snapshots]:
-                    del self._snapshots[node]
+            if removed is None:
+                removed = [n for n in self._snapshots if n not in snapshots]
+            for node in removed:
+                self._snapshots.pop(node, None)
             to_wake = [(node, list(self._watchers[node])) for node in changed if node in self._watchers]
         for node, watchers in to_wake:
             _notify(node, watchers)

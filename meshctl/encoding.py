@@ -22,6 +22,9 @@ from typing import Any
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshctl.snapshot import Resource
+from meshctl.wire import element as _element
+from meshctl.wire import field as _field
+from meshctl.wire import text as _text
 
 # Field numbers (envoy/service/discovery/v3/discovery.proto); the unit tests check them against the
 # messages' own serialization.
@@ -30,32 +33,6 @@ _DELTA_SYSTEM_VERSION, _DELTA_RESOURCES, _DELTA_TYPE_URL, _DELTA_REMOVED = 1, 2,
 _RESOURCE_VERSION, _RESOURCE_ANY, _RESOURCE_NAME = 1, 2, 3
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (strings, bytes, messages); an empty one is left out, as proto3 does."""
-    if not payload:
-        return b""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _text(number: int, value: str) -> bytes:
-    return _field(number, value.encode())
-
-
-def _element(number: int, value: str) -> bytes:
-    """One element of a repeated string field: kept even when empty."""
-    payload = value.encode()
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
 class EncodedResponse:

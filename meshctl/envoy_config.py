@@ -133,6 +133,30 @@ def pack(message: Message) -> Any:
     return packed
 
 
+def packed_bytes(type_url: str, data: bytes) -> Any:
+    """``google.protobuf.Any`` around an already serialized message of type ``type_url``."""
+    return any_pb2.Any(type_url=type_url, value=data)
+
+
+def unpack(packed: Any) -> Message:
+    """The message inside ``packed`` (one of the five xDS resource types)."""
+    message_type = _RESOURCE_TYPES[packed.type_url.rpartition("/")[2]]
+    message: Message = message_type.FromString(packed.value)
+    return message
+
+
+_RESOURCE_TYPES: dict[str, Any] = {
+    kind.DESCRIPTOR.full_name: kind
+    for kind in (
+        secret_pb2.Secret,
+        cluster_pb2.Cluster,
+        endpoint_pb2.ClusterLoadAssignment,
+        listener_pb2.Listener,
+        route_pb2.RouteConfiguration,
+    )
+}
+
+
 def ads_source() -> Message:
     return config_source_pb2.ConfigSource(
         ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.ApiVersion.V3

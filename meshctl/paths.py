@@ -19,6 +19,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -135,6 +136,7 @@ def compute_paths(
     instance_switches: Mapping[ServiceName, Iterable[SwitchId]],
     rules: PathRules,
     previous: ServicePaths | None = None,
+    distances: DistanceCache | None = None,
 ) -> ServicePaths:
     """Levels for every caller switch in ``wanted`` and each service it calls there. With ``previous`` (the
     last levels computed), a caller keeps its levels while ``PathRules.still_holds`` says they fit.
@@ -142,12 +144,14 @@ def compute_paths(
     One Dijkstra per caller switch or per instance switch, whichever are fewer (``_distances``), never
     per caller or per (caller, instance): callers on one switch share everything. The levels of all
     caller switches of a service are then cut at once (``levels_of_rows``): a latency measurement
-    costs this whole function, so it stays in numpy."""
+    costs this whole function, so it stays in numpy. With ``distances`` (kept by the caller between
+    calls), the Dijkstras run once per caller switch and topology, not once per call."""
     sources = sorted(s for s in wanted if s is not None and s in topology.switches)
     row_of = {source: row for row, source in enumerate(sources)}
     targets = sorted({t for switches in instance_switches.values() for t in switches if t in topology.switches})
     column_of = {target: column for column, target in enumerate(targets)}
-    distances = _distances(topology, sources, targets)
+    table_of = distances.table if distances is not None else _distances
+    distances_now = table_of(topology, sources, targets)
     callers_of: dict[ServiceName, set[SwitchId | None]] = defaultdict(set)
     for caller_switch, services in wanted.items():
         for service in services:
@@ -164,7 +168,7 @@ def compute_paths(
         if not switches:
             levels.update(((c, service), ()) for c in known)
             continue
-        rows = distances[[row_of[c] for c in known]]
+        rows = distances_now[[row_of[c] for c in known]]
         columns = np.array([column_of.get(t, -1) for t in switches])
         table = np.where(columns >= 0, rows[:, np.maximum(columns, 0)], math.inf)
         computed = levels_of_rows(table, switches, rules)
@@ -176,6 +180,35 @@ def compute_paths(
                     fresh = kept  # within the hysteresis band: no flip, no push
             levels[(caller_switch, service)] = fresh
     return ServicePaths(frozen_map(levels))
+
+
+class DistanceCache:
+    """Shortest latencies from caller switches to every switch, kept while the topology is the same
+    object (the model's topology is immutable: a new measurement is a new one): placing an instance
+    on a switch no instance of its service was on costs a look-up, not a Dijkstra per caller."""
+
+    def __init__(self) -> None:
+        self._topology: Topology | None = None
+        self._matrix: Any = None
+        self._index: Mapping[SwitchId, int] = {}
+        self._rows: dict[SwitchId, npt.NDArray[np.float64]] = {}
+
+    def table(
+        self, topology: Topology, sources: Sequence[SwitchId], targets: Sequence[SwitchId]
+    ) -> npt.NDArray[np.float64]:
+        """Rows: ``sources``; columns: ``targets`` (all switches of ``topology``); inf when unreachable."""
+        if not sources or not targets:
+            return np.full((len(sources), len(targets)), math.inf)
+        if topology is not self._topology:
+            self._topology = topology
+            self._matrix, self._index = link_matrix(topology, usable_latency())
+            self._rows = {}
+        missing = [source for source in sources if source not in self._rows]
+        if missing:
+            computed = shortest_distances(self._matrix, [self._index[source] for source in missing])
+            self._rows.update(zip(missing, computed, strict=True))
+        columns = [self._index[target] for target in targets]
+        return np.stack([self._rows[source][columns] for source in sources])
 
 
 def _distances(topology: Topology, sources: Sequence[SwitchId], targets: Sequence[SwitchId]) -> npt.NDArray[np.float64]:

@@ -1,9 +1,9 @@
 """The snapshot publisher (adapter: a thread): model -> every node's snapshot -> the cache.
 
-The model writer only flags "rebuild" (it must never block); this thread rebuilds every node's
-snapshot from the latest model (``meshctl.snapshot.build_snapshots``) and sets them in the cache,
-which wakes the streams of the nodes whose content changed. Endpoint changes are pushed at once: no
-debounce.
+The model writer only flags "rebuild" (it must never block); this thread builds the snapshots the
+latest model changes (``meshctl.mesh_builder``: every node's the first time, then only those a change
+touches) and sets them in the cache, which wakes the streams of the nodes whose content changed.
+Endpoint changes are pushed at once: no debounce.
 """
 
 from __future__ import annotations
@@ -12,15 +12,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from meshctl.cache import SnapshotCache
+from meshctl.mesh_builder import MeshBuilder
 from meshctl.metrics import XdsMetrics
-from meshctl.paths import ServicePaths
 from meshctl.readiness import SidecarReadiness
-from meshctl.snapshot import MeshConfig, build_snapshots, service_paths
+from meshctl.snapshot import MeshConfig
 from netmodel.state import FabricState
-from netmodel.topology import Topology
 from netmodel.types import PolicyDefault
 
 LOG = logging.getLogger("edgectl.mesh")
@@ -29,7 +27,7 @@ NO_PKI_WARNING = "authorization policy is enforced by the switches only: sidecar
 
 
 class SnapshotPublisher:
-    """Rebuilds every node's snapshot from the latest model and sets them in the cache. Level-triggered:
+    """Builds the snapshots the latest model changes and sets them in the cache. Level-triggered:
     a burst of model events costs one rebuild from the newest state, started as soon as the last
     rebuild ends (coalescing, not a delay)."""
 
@@ -51,9 +49,7 @@ class SnapshotPublisher:
         self._wanted = threading.Condition()
         self._dirty = False
         self._stopping = False
-        self._last_inputs: tuple[Any, ...] | None = None
-        self._last_topology: Topology | None = None
-        self._last_paths: ServicePaths | None = None
+        self._builder = MeshBuilder()
         self._thread: threading.Thread | None = None
         self.last_generation: int | None = None
         self._warned_no_pki = False
@@ -85,47 +81,29 @@ class SnapshotPublisher:
     def build_now(self) -> None:
         state, config = self._state(), self._config
         ready = self._readiness.ready_in(state) if self._readiness is not None else None
-        # Only these parts of the model reach xDS, and of the topology only the priority levels it
-        # gives each caller (meshctl.paths): a latency measurement that moves no instance to another
-        # level costs one Dijkstra per caller switch, not a rebuild.
-        model = (
-            state.sites,
-            state.hosts,
-            state.nodes,
-            state.services,
-            state.workloads,
-            state.unhealthy,
-            state.default_policy,
-        )
-        inputs = (*model, config, ready)
-        same_inputs = self._last_inputs is not None and all(
-            a is b or (a == b and isinstance(a, frozenset)) for a, b in zip(inputs, self._last_inputs, strict=True)
-        )
-        last_topology = self._last_topology
-        if same_inputs and last_topology is not None and state.topology.same_but_load(last_topology):
-            # Link load weighs nowhere in the levels: the snapshots already are this generation's.
-            self._last_topology = state.topology
-            self.last_generation = state.generation
-            return
-        paths = service_paths(state, config, ready, self._last_paths)
-        if same_inputs and paths == self._last_paths:
-            self._last_topology = state.topology
-            self.last_generation = state.generation
-            return
         self._warn_once_without_pki(state, config)
         started = time.perf_counter()
-        snapshots = build_snapshots(state, config, ready, paths)
-        result = self._cache.set_snapshots(snapshots)
-        self._metrics.build_seconds.observe(time.perf_counter() - started)
-        self._metrics.builds.labels("rejected" if result.rejected else "ok").inc()
-        for node, reason in sorted(result.rejected.items()):
-            LOG.error("snapshot for %s not published (it keeps its last good one): %s", node, reason)
-        self._last_inputs = inputs
-        self._last_topology = state.topology
-        self._last_paths = paths
+        # Only what the change touches is rebuilt (meshctl.mesh_builder): a placement costs its own
+        # sidecar and its service's callers, a latency measurement that moves no instance to another
+        # priority level costs one look at the levels, and a change that touches nothing costs nothing.
+        update = self._builder.update(state, config, ready)
+        if update is not None:
+            if update.complete:
+                result = self._cache.set_snapshots(update.snapshots)
+            else:
+                result = self._cache.update_snapshots(update.snapshots, update.removed)
+            self._metrics.build_seconds.observe(time.perf_counter() - started)
+            self._metrics.builds.labels("rejected" if result.rejected else "ok").inc()
+            for node, reason in sorted(result.rejected.items()):
+                LOG.error("snapshot for %s not published (it keeps its last good one): %s", node, reason)
+            LOG.debug(
+                "generation %d: %d nodes built, %d changed",
+                state.generation,
+                len(update.snapshots),
+                len(result.changed),
+            )
         self.built_ready = ready
         self.last_generation = state.generation
-        LOG.debug("generation %d: %d nodes, %d changed", state.generation, len(snapshots), len(result.changed))
 
     def _warn_once_without_pki(self, state: FabricState, config: MeshConfig) -> None:
         """Sidecar RBAC matches the caller's SPIFFE id from mTLS: without it, say once that the policy

@@ -35,15 +35,17 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from types import MappingProxyType
 from typing import Any
 
 from meshctl import envoy_config as ec
+from meshctl.endpoints_wire import EncodedGroup, Endpoint, LoadAssignmentEncoder, assignment_digest, join_groups
 from meshctl.paths import Levels, PathRules, ServicePaths, compute_paths
 from meshctl.serving import serving_node
 from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET, XDS_CLUSTER
 from netmodel.authorization import service_policy
-from netmodel.ids import HostId, ServiceName, SwitchId
+from netmodel.ids import HostId, ServiceName, SwitchId, WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import ComputeNode, PolicyDefault, Protocol, Service, Workload, frozen_map
 
@@ -96,18 +98,31 @@ class Resource:
     """One named resource, packed once and shared by every node that gets it."""
 
     name: str
-    message: Any = field(repr=False, compare=False)
     packed: Any = field(repr=False, compare=False)  # google.protobuf.Any
     digest: str = ""
     """Content hash: the delta xDS resource version, and what versions are built from."""
     refs: tuple[tuple[str, str], ...] = ()
     """(type_url, name) of the resources this one needs, for ``check_consistent``."""
+    built: Any = field(default=None, repr=False, compare=False)
+    """The message it was packed from; None for one assembled as bytes (``message`` decodes it)."""
+
+    @property
+    def message(self) -> Any:
+        """The resource as a protobuf message (decoded from its bytes on first use: for tests and views)."""
+        if self.built is None:
+            object.__setattr__(self, "built", ec.unpack(self.packed))
+        return self.built
 
 
 def make_resource(name: str, message: Any, refs: Iterable[tuple[str, str]] = ()) -> Resource:
     packed = ec.pack(message)
     digest = hashlib.sha256(packed.value).hexdigest()[:16]
-    return Resource(name, message, packed, digest, tuple(sorted(set(refs))))
+    return Resource(name, packed, digest, tuple(sorted(set(refs))), message)
+
+
+def encoded_resource(name: str, type_url: str, data: bytes, digest: str) -> Resource:
+    """A resource from its serialized message and its content hash (``meshctl.endpoints_wire``)."""
+    return Resource(name, ec.packed_bytes(type_url, data), digest)
 
 
 def digest_of(resources: Iterable[Resource]) -> str:
@@ -156,6 +171,10 @@ class MeshSnapshot:
 
 _EMPTY: Resources = MappingProxyType({})
 _EMPTY_DIGEST = digest_of(())
+_NO_RESOURCE = Resource("", None)
+_SWITCH_LOG_LIMIT = 4096
+_REBASE_LIMIT = 32
+"""A view whose levels moved more switches than this is built anew rather than rebased."""
 
 
 class InconsistentSnapshot(ValueError):
@@ -172,12 +191,13 @@ warming (fail closed) while everything else in its snapshot still updates."""
 
 def check_consistent(snapshot: MeshSnapshot) -> None:
     """Every EDS name in CDS, every RDS name in LDS, every cluster a route names exists: else raise."""
+    held = {type_url: snapshot.of_type(type_url) for type_url in CHECKED_REFERENCES}
     problems = [
         f"{type_url.rsplit('.', 1)[-1]} {resource.name!r} needs {ref_type.rsplit('.', 1)[-1]} {ref_name!r}"
         for type_url in PUSH_ORDER
         for resource in snapshot.of_type(type_url).values()
         for ref_type, ref_name in resource.refs
-        if ref_type in CHECKED_REFERENCES and ref_name not in snapshot.of_type(ref_type)
+        if ref_type in held and ref_name not in held[ref_type]
     ]
     if problems:
         raise InconsistentSnapshot(snapshot.node_id, problems)
@@ -241,7 +261,7 @@ def build_snapshots(
     ``paths``: ``service_paths(state, config, ready_workloads)`` when the caller has it already."""
     if paths is None:
         paths = service_paths(state, config, ready_workloads)
-    return _SnapshotBuilder(state, config, ready_workloads, paths).build()
+    return SnapshotBuilder(state, config, ready_workloads, paths).build()
 
 
 def service_paths(
@@ -310,63 +330,282 @@ class _Part:
     digests: dict[str, str]
     wildcard_excluded: frozenset[str]
     problems: tuple[str, ...]
+    calls: tuple[tuple[ServiceName, Levels], ...] = ()
+    """What it was built for: each called service and its levels from the callers' switch."""
     as_snapshot: tuple[Mapping[str, Resources], Mapping[str, str]] | None = None
     """Resources and versions of a node with nothing of its own: built once, shared by all such nodes
     (so the cache can also check their consistency once)."""
 
 
-class _SnapshotBuilder:
+@dataclass(frozen=True, slots=True)
+class _Listeners:
+    """The outbound listeners and routes of one set of called services: they name services and ports
+    only, so they are the same whatever the caller's priority levels."""
+
+    listeners: dict[str, Resource]
+    routes: dict[str, Resource]
+    excluded: frozenset[str]
+    problems: tuple[str, ...]
+    digests: tuple[str, str]
+    """Of the listeners and of the routes."""
+
+
+GroupKey = tuple[int, str, str, str]
+"""A locality group of a service's endpoints: (priority, region, zone, site)."""
+
+
+@dataclass(slots=True)
+class _EndpointsView:
+    """A service's endpoints in one priority order, kept as the encoded field of each locality group so
+    that an instance coming or going re-encodes its own group only (``SnapshotBuilder._endpoints_for``)."""
+
+    levels: Levels
+    priority_of: dict[SwitchId, int]
+    groups: dict[GroupKey, EncodedGroup]
+    order: list[GroupKey]
+    """The group keys, sorted: the order of the groups in the message."""
+    seen: int
+    """How far into its service's log of changed switches this view is."""
+    resource: Resource
+
+
+CallerGroup = tuple[SwitchId | None, tuple[ServiceName, ...]]
+"""(the caller's switch, the services it calls): callers in one group get the same outbound part."""
+
+
+class SnapshotBuilder:
+    """Builds snapshots from one model, remembering what it built so that ``meshctl.mesh_builder`` can
+    rebuild only what a change touches (``forget_service``, ``forget_workload``, ``node_snapshot``).
+
+    What it remembers, and what each depends on: a service's cluster (its instances' identities), its
+    endpoints per priority order (its instances), the outbound part of each caller group (the clusters
+    and endpoints of what the group calls, and the listeners of those names), each workload's inbound
+    resources (the workload, its node, its service's RBAC and callers)."""
+
     def __init__(
-        self, state: FabricState, config: MeshConfig, ready_workloads: frozenset[str] | None, paths: ServicePaths
+        self,
+        state: FabricState,
+        config: MeshConfig,
+        ready_workloads: frozenset[str] | None,
+        paths: ServicePaths,
+        encoder: LoadAssignmentEncoder | None = None,
     ) -> None:
         self.state = state
         self.config = config
+        self.ready = ready_workloads
         self.paths = paths
         self.services = state.services
-        self.workloads_of: dict[ServiceName, list[Workload]] = defaultdict(list)
-        for workload in sorted(state.workloads.values(), key=lambda w: w.id):
-            self.workloads_of[workload.service].append(workload)
-        self.instances = _endpoint_instances(state, ready_workloads)
+        self.encoder = encoder if encoder is not None else LoadAssignmentEncoder()
+        self.workloads_of: dict[ServiceName, dict[str, Workload]] = defaultdict(dict)
+        self.instances: dict[ServiceName, dict[str, tuple[Workload, ComputeNode]]] = defaultdict(dict)
+        """Per service, its endpoints (``endpoint_node``) by workload id; ``at_switch`` by switch as well."""
+        self.at_switch: dict[ServiceName, dict[SwitchId, dict[str, tuple[Workload, ComputeNode]]]] = defaultdict(dict)
+        self._switch_endpoints: dict[
+            tuple[ServiceName, SwitchId], dict[tuple[str, str, str], tuple[Endpoint, ...]]
+        ] = {}
+        self._views: dict[tuple[ServiceName, int], _EndpointsView] = {}
+        self._changed_switches: dict[ServiceName, list[SwitchId]] = defaultdict(list)
+        """Per service, the switches whose endpoints changed, in order (views catch up from their ``seen``)."""
+        self._log_start: dict[ServiceName, int] = defaultdict(int)
+        """Per service, the position of the first entry still in its log (older views rebuild in full)."""
+        self._where_switches: dict[tuple[ServiceName, tuple[str, str, str]], set[SwitchId]] = defaultdict(set)
+        """The switches each locality of each service has had endpoints behind; ``_switch_wheres`` the reverse."""
+        self._switch_wheres: dict[tuple[ServiceName, SwitchId], set[tuple[str, str, str]]] = defaultdict(set)
+        self._retired: dict[tuple[ServiceName, int], _EndpointsView] = {}
+        """Views of levels replaced in this update, by (service, id of the levels)."""
+        self._predecessors: dict[tuple[ServiceName, int], Levels] = {}
+        """(service, id of new levels) -> the levels the same caller had before (``rebase``)."""
+        for workload in state.workloads.values():
+            self.workloads_of[workload.service][workload.id] = workload
+            node = self.endpoint_node(workload)
+            if node is not None:
+                self.add_instance(workload, node)
         self.entry_services = _entry_services(self.services)
+        self._identities: dict[ServiceName, frozenset[str]] = {}
         self.callers = self._callers()
         self._clusters: dict[ServiceName, Resource] = {}
-        self._endpoints: dict[tuple[ServiceName, Levels], Resource] = {}
-        self._outbound: dict[tuple[tuple[ServiceName, Levels], ...], _Part] = {}
-        self._outbound_by_caller: dict[tuple[SwitchId | None, tuple[ServiceName, ...]], _Part] = {}
+        # Levels are keyed by identity (``id``; each entry keeps its levels alive): hashing a levels
+        # tuple costs a pass over every instance switch, and equal levels from one path computation are
+        # the same object anyway.
+        self._outbound: dict[tuple[tuple[ServiceName, ...], tuple[int, ...]], _Part] = {}
+        self._outbound_by_caller: dict[CallerGroup, _Part] = {}
+        self._stale: dict[CallerGroup, tuple[_Part, set[ServiceName]]] = {}
+        """Parts a change made stale, with the services it changed: the next part of the group starts
+        from the stale one and rebuilds only those services' resources."""
+        self._listeners: dict[tuple[ServiceName, ...], _Listeners] = {}
         self._rbac: dict[ServiceName, ec.InboundRbac | None] = {}
+        self._inbound_built: dict[str, tuple[dict[str, list[Resource]], tuple[str, ...]]] = {}
+        self.group_of: dict[str, CallerGroup] = {}
+        """Node id -> its caller group; ``members`` the reverse, ``groups_calling`` per called service."""
+        self.members: dict[CallerGroup, set[str]] = defaultdict(set)
+        self.groups_calling: dict[ServiceName, set[CallerGroup]] = defaultdict(set)
 
     def build(self) -> dict[str, MeshSnapshot]:
         snapshots: dict[str, MeshSnapshot] = {}
         for host_id in sorted(self.state.hosts):
-            part = self._outbound_part(self._host_calls(host_id), _host_switch(self.state, host_id))
-            snapshots[host_id] = self._snapshot(host_id, part, {}, ())
+            snapshots[host_id] = self._host_snapshot(host_id)
         for workload in sorted(self.state.workloads.values(), key=lambda w: w.id):
-            node = self.state.nodes.get(workload.node) if workload.node is not None else None
-            if node is None:
-                continue  # not placed: no sidecar runs yet
-            service = self.services[workload.service]
-            extra, problems = self._inbound(workload, node)
-            collision = (f"workload id {workload.id!r} is also a host id: the workload's sidecar wins",)
-            snapshots[workload.id] = self._snapshot(
-                workload.id,
-                self._outbound_part(service.calls, node.attachment.switch),
-                extra,
-                problems + (collision if HostId(workload.id) in self.state.hosts else ()),
-            )
+            snapshot = self._workload_snapshot(workload)
+            if snapshot is not None:
+                snapshots[workload.id] = snapshot
         return snapshots
+
+    def node_snapshot(self, node_id: str) -> MeshSnapshot | None:
+        """The snapshot of one node (a placed workload's sidecar wins over a host of the same id); None:
+        no such sidecar in the model."""
+        workload = self.state.workloads.get(WorkloadId(node_id))
+        if workload is not None:
+            snapshot = self._workload_snapshot(workload)
+            if snapshot is not None:
+                return snapshot
+        if HostId(node_id) in self.state.hosts:
+            return self._host_snapshot(HostId(node_id))
+        self._leave_group(node_id)
+        return None
+
+    def _host_snapshot(self, host_id: HostId) -> MeshSnapshot:
+        group = (_host_switch(self.state, host_id), self.host_calls(host_id))
+        return self._snapshot(host_id, self._outbound_part(host_id, group), {}, ())
+
+    def _workload_snapshot(self, workload: Workload) -> MeshSnapshot | None:
+        node = self.state.nodes.get(workload.node) if workload.node is not None else None
+        if node is None:
+            return None  # not placed: no sidecar runs yet
+        service = self.services[workload.service]
+        extra, problems = self._inbound_of(workload, node)
+        collision = (f"workload id {workload.id!r} is also a host id: the workload's sidecar wins",)
+        return self._snapshot(
+            workload.id,
+            self._outbound_part(workload.id, (node.attachment.switch, service.calls)),
+            extra,
+            problems + (collision if HostId(workload.id) in self.state.hosts else ()),
+        )
+
+    # -- forgetting what a change touches (``meshctl.mesh_builder``) --------------------------------
+
+    def endpoint_node(self, workload: Workload) -> ComputeNode | None:
+        """The node ``workload`` serves from as an endpoint; None: not an endpoint (``_endpoint_instances``)."""
+        node = serving_node(self.state, workload)
+        if node is None or workload.id in self.state.unhealthy:
+            return None
+        if self.ready is not None and workload.id not in self.ready:
+            return None
+        return node
+
+    def add_instance(self, workload: Workload, node: ComputeNode) -> None:
+        """``workload`` is an endpoint of its service, served from ``node``."""
+        switch = node.attachment.switch
+        self.instances[workload.service][workload.id] = (workload, node)
+        self.at_switch[workload.service].setdefault(switch, {})[workload.id] = (workload, node)
+        self._switch_endpoints.pop((workload.service, switch), None)
+        self._log_switch(workload.service, switch)
+
+    def remove_instance(self, workload: Workload) -> SwitchId | None:
+        """``workload`` is no longer an endpoint; returns the switch it was one behind (None: it was not one)."""
+        instance = self.instances.get(workload.service, {}).pop(workload.id, None)
+        if instance is None:
+            return None
+        switch = instance[1].attachment.switch
+        at_switch = self.at_switch[workload.service]
+        at_switch[switch].pop(workload.id, None)
+        if not at_switch[switch]:
+            del at_switch[switch]
+        self._switch_endpoints.pop((workload.service, switch), None)
+        self._log_switch(workload.service, switch)
+        return switch
+
+    def _log_switch(self, name: ServiceName, switch: SwitchId) -> None:
+        log = self._changed_switches[name]
+        log.append(switch)
+        if len(log) > _SWITCH_LOG_LIMIT:  # views that far behind rebuild in full
+            self._log_start[name] += len(log)
+            log.clear()
+
+    def forget_service(self, name: ServiceName, cluster_too: bool, levels_too: bool) -> set[str]:
+        """Drop what depends on the service's instances (every part with its endpoints: its endpoints
+        views catch up when next asked for); with ``cluster_too`` its cluster as well, with
+        ``levels_too`` its views (its levels are new objects). Returns the nodes whose outbound part
+        that was."""
+        if cluster_too:
+            self._clusters.pop(name, None)
+        if levels_too:
+            for view_key in [view_key for view_key in self._views if view_key[0] == name]:
+                self._retired[view_key] = self._views.pop(view_key)
+        for part_key in [part_key for part_key in self._outbound if name in part_key[0]]:
+            del self._outbound[part_key]
+        nodes: set[str] = set()
+        for group in self.groups_calling.get(name, ()):
+            part = self._outbound_by_caller.pop(group, None)
+            if part is not None:
+                self._stale[group] = (part, {name})
+            elif group in self._stale:
+                self._stale[group][1].add(name)
+            nodes |= self.members.get(group, set())
+        return nodes
+
+    def forget_workload(self, workload_id: str) -> None:
+        """Its inbound resources are built again on its next snapshot."""
+        self._inbound_built.pop(workload_id, None)
+
+    def identities_changed(self, name: ServiceName) -> bool:
+        """Recompute who may speak for ``name`` (``_identities_of``); True if that changed."""
+        before = self._identities.pop(name, None)
+        return self._identities_of(name) != before
+
+    def recompute_callers(self, callee: ServiceName) -> bool:
+        """Recompute the identities that call ``callee``; True if they changed."""
+        before = self.callers.get(callee, set())
+        after: set[str] = set()
+        for service in self.services.values():
+            if callee in service.calls:
+                after |= self._identities_of(service.name)
+        for host in self.state.hosts:
+            if callee in self.host_calls(host):
+                after.add(self.config.host_spiffe_id(host))
+        self.callers[callee] = after
+        return after != before
+
+    def _join_group(self, node_id: str, group: CallerGroup) -> None:
+        before = self.group_of.get(node_id)
+        if before == group:
+            return
+        if before is not None:
+            self._leave_group(node_id)
+        self.group_of[node_id] = group
+        self.members[group].add(node_id)
+        for called in group[1]:
+            self.groups_calling[called].add(group)
+
+    def _leave_group(self, node_id: str) -> None:
+        group = self.group_of.pop(node_id, None)
+        if group is None:
+            return
+        members = self.members[group]
+        members.discard(node_id)
+        if not members:
+            del self.members[group]
+            self._outbound_by_caller.pop(group, None)
+            self._stale.pop(group, None)
+            for called in group[1]:
+                self.groups_calling[called].discard(group)
 
     # -- who calls whom -----------------------------------------------------------------------------
 
-    def _host_calls(self, host: HostId) -> tuple[ServiceName, ...]:
+    def host_calls(self, host: HostId) -> tuple[ServiceName, ...]:
         return _host_calls(self.config, self.entry_services, host)
 
-    def _identities_of(self, service: ServiceName) -> set[str]:
+    def _identities_of(self, service: ServiceName) -> frozenset[str]:
         """Who may speak for ``service``: its instances' SPIFFE ids. When they follow the PKI's naming
         (``spiffe://<td>/svc/<service>/w/<workload>``), the prefix ``spiffe://<td>/svc/<service>/``
         instead, so scaling or moving the service changes no listener or cluster anywhere."""
+        known = self._identities.get(service)
+        if known is not None:
+            return known
         prefix = f"spiffe://{self.config.trust_domain}/svc/{service}/"
-        ids = {w.spiffe_id for w in self.workloads_of[service]}
-        return {prefix} if all(i.startswith(prefix) for i in ids) else set(ids)
+        ids = {w.spiffe_id for w in self.workloads_of.get(service, {}).values()}
+        identities = frozenset({prefix} if all(i.startswith(prefix) for i in ids) else ids)
+        self._identities[service] = identities
+        return identities
 
     def _callers(self) -> dict[ServiceName, set[str]]:
         callers: dict[ServiceName, set[str]] = defaultdict(set)
@@ -374,7 +613,7 @@ class _SnapshotBuilder:
             for callee in service.calls:
                 callers[callee].update(self._identities_of(service.name))
         for host in self.state.hosts:
-            for callee in self._host_calls(host):
+            for callee in self.host_calls(host):
                 callers[callee].add(self.config.host_spiffe_id(host))
         return callers
 
@@ -406,88 +645,238 @@ class _SnapshotBuilder:
         return cluster
 
     def _levels(self, name: ServiceName, caller_switch: SwitchId | None) -> Levels:
-        switches = (node.attachment.switch for _, node in self.instances.get(name, ()))
-        return self.paths.of(caller_switch, name, switches)
-
-    def _endpoints_for(self, name: ServiceName, levels: Levels) -> Resource:
-        """The service's endpoints in one priority order: the same object for every caller with that order."""
-        known = self._endpoints.get((name, levels))
+        known = self.paths.levels.get((caller_switch, name))
         if known is not None:
             return known
-        cluster_name = service_cluster_name(name)
-        endpoints = make_resource(cluster_name, ec.load_assignment(cluster_name, self._localities(name, levels)))
-        self._endpoints[(name, levels)] = endpoints
-        return endpoints
+        return self.paths.of(caller_switch, name, self.at_switch.get(name, {}))
 
-    def _localities(self, name: ServiceName, levels: Levels) -> list[ec.LocalityEndpoints]:
+    def _endpoints_for(self, name: ServiceName, levels: Levels) -> Resource:
+        """The service's endpoints in one priority order: the same object for every caller with that order.
+        A view built before re-encodes only the groups of the switches whose endpoints changed since, and
+        a view of new levels starts from the caller's last view (``rebase``) when few switches moved."""
+        log = self._changed_switches[name]
+        start = self._log_start[name]
+        view = self._views.get((name, id(levels)))
+        if view is not None and view.seen == start + len(log):
+            return view.resource
+        if view is None:
+            before = self._predecessors.get((name, id(levels)))
+            retired = self._retired.get((name, id(before))) if before is not None else None
+            view = self._rebased(name, retired, levels) if retired is not None else None
+        if view is None or view.seen < start:
+            view = self._new_view(name, levels)
+        else:
+            pending = log[view.seen - start :]
+            self._regroup(name, view, {key for switch in set(pending) for key in self._keys_of(name, view, switch)})
+        view.seen = start + len(log)
+        self._views[(name, id(levels))] = view
+        return view.resource
+
+    def rebase(self, name: ServiceName, before: Levels, after: Levels) -> None:
+        """A caller's levels of ``name`` went from ``before`` to ``after``: its next view of them may start
+        from its view of ``before`` (until ``end_update``)."""
+        self._predecessors[(name, id(after))] = before
+
+    def end_update(self) -> None:
+        """Views of levels no caller has any more are gone."""
+        self._retired.clear()
+        self._predecessors.clear()
+
+    def _new_view(self, name: ServiceName, levels: Levels) -> _EndpointsView:
         priority_of = {switch: priority for priority, level in enumerate(levels) for switch in level}
-        groups: dict[tuple[int, str, str, str], list[tuple[str, int, int]]] = defaultdict(list)
-        for workload, node in self.instances.get(name, ()):
-            site = self.state.sites.get(node.site)
-            where = (site.region, site.zone, site.id) if site is not None else ("", "", node.site)
-            priority = priority_of.get(node.attachment.switch, len(levels))  # (levels cover every instance)
-            groups[(priority, *where)].append((node.ip, self._port_of(workload), 1))
-        return [
-            ec.LocalityEndpoints(region, zone, sub_zone, tuple(sorted(eps)), priority)
-            for (priority, region, zone, sub_zone), eps in sorted(groups.items())
-        ]
+        parts: dict[GroupKey, list[tuple[Endpoint, ...]]] = defaultdict(list)
+        for switch in self.at_switch.get(name, {}):
+            priority = priority_of.get(switch, len(levels))  # (levels cover every instance)
+            for where, endpoints in self._endpoints_at(name, switch).items():
+                parts[(priority, *where)].append(endpoints)
+        groups = {key: self._group_field(key, group_parts) for key, group_parts in parts.items()}
+        view = _EndpointsView(levels, priority_of, groups, sorted(groups), self._log_start[name], _NO_RESOURCE)
+        view.resource = self._view_resource(name, view)
+        return view
 
-    def _outbound_part(self, calls: tuple[ServiceName, ...], caller_switch: SwitchId | None) -> _Part:
+    def _rebased(self, name: ServiceName, old: _EndpointsView, levels: Levels) -> _EndpointsView | None:
+        """``old`` moved to ``levels``: the groups of the switches whose priority changed re-encoded (None:
+        too many moved, a new view is cheaper)."""
+        priority_of = {switch: priority for priority, level in enumerate(levels) for switch in level}
+        moved = {s for s in old.priority_of.keys() | priority_of.keys() if old.priority_of.get(s) != priority_of.get(s)}
+        if len(moved) > _REBASE_LIMIT or len(levels) != len(old.levels):
+            return None
+        keys = {key for switch in moved for key in self._keys_of(name, old, switch)}
+        view = _EndpointsView(levels, priority_of, dict(old.groups), list(old.order), old.seen, old.resource)
+        keys |= {key for switch in moved for key in self._keys_of(name, view, switch)}
+        self._regroup(name, view, keys)
+        return view
+
+    def _keys_of(self, name: ServiceName, view: _EndpointsView, switch: SwitchId) -> list[GroupKey]:
+        """The groups of ``view`` that ``switch``'s endpoints belong to (or did)."""
+        self._endpoints_at(name, switch)  # (registers the localities behind a switch new to the service)
+        priority = view.priority_of.get(switch, len(view.levels))
+        return [(priority, *where) for where in self._switch_wheres[(name, switch)]]
+
+    def _regroup(self, name: ServiceName, view: _EndpointsView, keys: Iterable[GroupKey]) -> None:
+        """Re-encode these groups of ``view`` from the endpoints of every switch at their priority."""
+        reordered = False
+        at_switch = self.at_switch.get(name, {})
+        for key in keys:
+            priority, *rest = key
+            where = (rest[0], rest[1], rest[2])
+            parts = [
+                endpoints
+                for other in self._where_switches[(name, where)]
+                if other in at_switch
+                and view.priority_of.get(other, len(view.levels)) == priority
+                and (endpoints := self._endpoints_at(name, other).get(where)) is not None
+            ]
+            if parts:
+                reordered |= key not in view.groups
+                view.groups[key] = self._group_field(key, parts)
+            elif key in view.groups:
+                del view.groups[key]
+                reordered = True
+        if reordered:
+            view.order = sorted(view.groups)
+        view.resource = self._view_resource(name, view)
+
+    def _group_field(self, key: GroupKey, parts: list[tuple[Endpoint, ...]]) -> EncodedGroup:
+        priority, region, zone, sub_zone = key
+        endpoints = parts[0] if len(parts) == 1 else tuple(sorted(chain(*parts)))
+        return self.encoder.group_field(ec.LocalityEndpoints(region, zone, sub_zone, endpoints, priority))
+
+    def _view_resource(self, name: ServiceName, view: _EndpointsView) -> Resource:
+        cluster_name = service_cluster_name(name)
+        groups = [view.groups[key] for key in view.order]
+        data = join_groups(cluster_name, (field for field, _ in groups))
+        return encoded_resource(cluster_name, ENDPOINTS, data, assignment_digest(cluster_name, (d for _, d in groups)))
+
+    def _endpoints_at(self, name: ServiceName, switch: SwitchId) -> dict[tuple[str, str, str], tuple[Endpoint, ...]]:
+        """The service's endpoints behind one switch, by locality (region, zone, site), each sorted."""
+        known = self._switch_endpoints.get((name, switch))
+        if known is not None:
+            return known
+        by_where: dict[tuple[str, str, str], list[Endpoint]] = defaultdict(list)
+        for workload, node in self.at_switch.get(name, {}).get(switch, {}).values():
+            site = self.state.sites.get(node.site)
+            where: tuple[str, str, str] = (site.region, site.zone, site.id) if site is not None else ("", "", node.site)
+            by_where[where].append((node.ip, self._port_of(workload), 1))
+        grouped = {where: tuple(sorted(endpoints)) for where, endpoints in by_where.items()}
+        for where in grouped:
+            self._where_switches[(name, where)].add(switch)
+            self._switch_wheres[(name, switch)].add(where)
+        self._switch_endpoints[(name, switch)] = grouped
+        return grouped
+
+    def _outbound_part(self, node_id: str, group: CallerGroup) -> _Part:
         # Callers behind one switch calling the same services share their part: found in one lookup
         # (1,000 sidecars on a few switches cost a few level computations, not one per sidecar).
-        seen = self._outbound_by_caller.get((caller_switch, calls))
+        self._join_group(node_id, group)
+        seen = self._outbound_by_caller.get(group)
         if seen is not None:
             return seen
-        names = sorted({name for name in calls if name in self.services})
-        key = tuple((name, self._levels(name, caller_switch)) for name in names)
+        caller_switch, called = group
+        stale = self._stale.pop(group, None)
+        if stale is not None:  # only the services a change touched can have new levels or resources
+            template, changed = stale
+            calls = tuple(
+                (name, self._levels(name, caller_switch)) if name in changed else (name, levels)
+                for name, levels in template.calls
+            )
+        else:
+            names = sorted({name for name in called if name in self.services})
+            calls = tuple((name, self._levels(name, caller_switch)) for name in names)
+        key = (tuple(name for name, _ in calls), tuple(id(levels) for _, levels in calls))
         part = self._outbound.get(key)
         if part is None:
-            part = self._build_outbound(key)
+            part = self._build_outbound(calls, stale)
             self._outbound[key] = part
-        self._outbound_by_caller[(caller_switch, calls)] = part
+        self._outbound_by_caller[group] = part
         return part
 
-    def _build_outbound(self, calls: tuple[tuple[ServiceName, Levels], ...]) -> _Part:
-        by_type: dict[str, dict[str, Resource]] = {t: {} for t in PUSH_ORDER}
+    def _build_outbound(
+        self, calls: tuple[tuple[ServiceName, Levels], ...], stale: tuple[_Part, set[ServiceName]] | None = None
+    ) -> _Part:
+        """The part of ``calls``; from ``stale`` (the group's last part, and the services whose resources
+        changed since) only the changed services' resources are looked up again."""
+        names = tuple(name for name, _ in calls)
+        listeners = self._listeners_of(names)
+        if stale is not None:
+            template, changed = stale
+            endpoints = dict(template.resources[ENDPOINTS])
+            clusters, cluster_digest = template.resources[CLUSTER], template.digests[CLUSTER]
+            same_clusters = True
+            for name, levels in calls:
+                if name in changed:
+                    endpoints[service_cluster_name(name)] = self._endpoints_for(name, levels)
+                    same_clusters &= clusters.get(service_cluster_name(name)) is self._cluster(name)
+        else:
+            endpoints = {e.name: e for e in (self._endpoints_for(name, levels) for name, levels in calls)}
+            same_clusters = False
+        if not same_clusters:
+            clusters = {c.name: c for c in (self._cluster(name) for name in names)}
+            cluster_digest = digest_of(clusters.values())
+        by_type: dict[str, dict[str, Resource]] = {
+            SECRET: {},
+            CLUSTER: clusters,
+            ENDPOINTS: endpoints,
+            LISTENER: listeners.listeners,
+            ROUTES: listeners.routes,
+        }
+        digests = {
+            SECRET: _EMPTY_DIGEST,
+            CLUSTER: cluster_digest,
+            ENDPOINTS: digest_of(endpoints.values()),
+            LISTENER: listeners.digests[0],
+            ROUTES: listeners.digests[1],
+        }
+        return _Part(by_type, digests, listeners.excluded, listeners.problems, calls)
+
+    def _listeners_of(self, names: tuple[ServiceName, ...]) -> _Listeners:
+        known = self._listeners.get(names)
+        if known is not None:
+            return known
+        listeners: dict[str, Resource] = {}
+        routes: dict[str, Resource] = {}
         excluded: set[str] = set()
         problems: list[str] = []
         by_port: dict[int, list[ServiceName]] = defaultdict(list)
-        for name, levels in calls:
-            cluster, endpoints = self._cluster(name), self._endpoints_for(name, levels)
-            by_type[CLUSTER][cluster.name] = cluster
-            by_type[ENDPOINTS][endpoints.name] = endpoints
+        for name in names:
             by_port[self.services[name].port].append(name)
         host = self.config.outbound_host
-        for port, names in sorted(by_port.items()):
+        for port, on_port in sorted(by_port.items()):
             listener_name = f"out/{port}"
-            http = [n for n in names if not self._tcp(n)]
-            tcp = [n for n in names if self._tcp(n)]
-            if tcp and len(names) > 1:
+            http = [n for n in on_port if not self._tcp(n)]
+            tcp = [n for n in on_port if self._tcp(n)]
+            if tcp and len(on_port) > 1:
                 dropped = tcp if http else tcp[1:]
                 problems.append(
                     f"port {port}: TCP service(s) {', '.join(dropped)} cannot share the port with "
-                    f"{', '.join(n for n in names if n not in dropped)}; not reachable from here"
+                    f"{', '.join(n for n in on_port if n not in dropped)}; not reachable from here"
                 )
             if not http:
                 cluster_name = f"svc/{tcp[0]}"
                 listener = ec.tcp_listener(listener_name, host, port, cluster_name, inbound=False)
-                by_type[LISTENER][listener_name] = make_resource(listener_name, listener, [(CLUSTER, cluster_name)])
+                listeners[listener_name] = make_resource(listener_name, listener, [(CLUSTER, cluster_name)])
                 continue
             lone = len(http) == 1
             hosts = [ec.VirtualHost(n, (n, f"{n}:{port}", *(("*",) if lone else ())), f"svc/{n}") for n in sorted(http)]
-            routes = ec.route_configuration(listener_name, hosts, self.config.request_timeout_ms, self.config.retries)
-            by_type[ROUTES][listener_name] = make_resource(listener_name, routes, [(CLUSTER, h.cluster) for h in hosts])
+            route = ec.route_configuration(listener_name, hosts, self.config.request_timeout_ms, self.config.retries)
+            routes[listener_name] = make_resource(listener_name, route, [(CLUSTER, h.cluster) for h in hosts])
             listener = ec.http_listener(listener_name, host, port, route_name=listener_name, inbound=False)
-            by_type[LISTENER][listener_name] = make_resource(listener_name, listener, [(ROUTES, listener_name)])
+            listeners[listener_name] = make_resource(listener_name, listener, [(ROUTES, listener_name)])
             for name in http:
-                by_type[LISTENER][name] = make_resource(
-                    name, ec.api_listener(name, listener_name), [(ROUTES, listener_name)]
-                )
+                listeners[name] = make_resource(name, ec.api_listener(name, listener_name), [(ROUTES, listener_name)])
                 excluded.add(name)
-        digests = {t: digest_of(rs.values()) for t, rs in by_type.items()}
-        return _Part(by_type, digests, frozenset(excluded), tuple(problems))
+        digests = (digest_of(listeners.values()), digest_of(routes.values()))
+        built = _Listeners(listeners, routes, frozenset(excluded), tuple(problems), digests)
+        self._listeners[names] = built
+        return built
 
     # -- per-node resources -------------------------------------------------------------------------
+
+    def _inbound_of(self, workload: Workload, node: ComputeNode) -> tuple[dict[str, list[Resource]], tuple[str, ...]]:
+        known = self._inbound_built.get(workload.id)
+        if known is None:
+            known = self._inbound_built[workload.id] = self._inbound(workload, node)
+        return known
 
     def _inbound(self, workload: Workload, node: ComputeNode) -> tuple[dict[str, list[Resource]], tuple[str, ...]]:
         if not node.ip:

@@ -428,22 +428,20 @@ def deliver(client: Any, responses: Iterable[Any]) -> list[Any]:
     return requests
 
 
-def expected_state(cache: SnapshotCache, client: Any, node_id: str) -> dict[str, dict[str, str]]:
-    """What the client should hold per type (name -> content digest) once settled."""
+def expected_state(cache: SnapshotCache, client: Any, node_id: str) -> dict[str, dict[str, bytes]]:
+    """What the client should hold per type (name -> the resource's serialized content) once settled."""
     snapshot = cache.snapshot(node_id)
     assert snapshot is not None
-    expected: dict[str, dict[str, str]] = {}
+    expected: dict[str, dict[str, bytes]] = {}
     for type_url in PUSH_ORDER:
         serving = snapshot.of_type(type_url)
         if type_url in WILDCARD_TYPES:
             names = {n for n in serving if n not in snapshot.wildcard_excluded}
         else:
             names = {n for n in client.wanted_names(type_url) if n in serving}
-        expected[type_url] = {n: serving[n].digest for n in names}
+        expected[type_url] = {n: serving[n].packed.value for n in names}
     return expected
 
 
-def client_state(client: Any) -> dict[str, dict[str, str]]:
-    from meshctl.snapshot import make_resource
-
-    return {t: {n: make_resource(n, m).digest for n, m in client.have[t].items()} for t in PUSH_ORDER}
+def client_state(client: Any) -> dict[str, dict[str, bytes]]:
+    return {t: {n: m.SerializeToString(deterministic=True) for n, m in client.have[t].items()} for t in PUSH_ORDER}

@@ -340,15 +340,15 @@ def test_a_latency_jittering_at_a_level_bound_pushes_nothing() -> None:
 
 def test_a_load_measurement_costs_the_publisher_no_path_computation(monkeypatch) -> None:
     """Link load weighs nowhere in the levels: not even one Dijkstra per caller, and no rebuild."""
-    import meshctl.publisher as publisher_module
+    import meshctl.mesh_builder as builder_module
 
     state = two_webs()
     cache, metrics = SnapshotCache(), XdsMetrics()
     publisher = SnapshotPublisher(lambda: state, MeshConfig(), cache, metrics)
     publisher.build_now()
     computed: list[int] = []
-    real = publisher_module.service_paths
-    monkeypatch.setattr(publisher_module, "service_paths", lambda *args: computed.append(1) or real(*args))
+    real = builder_module.service_paths
+    monkeypatch.setattr(builder_module, "service_paths", lambda *args: computed.append(1) or real(*args))
     state = state.apply(ev.LinkLoadMeasured(tuple((x, 50e6) for x in state.topology.links), at=2.0))
     publisher.build_now()
     assert computed == [] and builds(metrics) == 1 and publisher.last_generation == state.generation

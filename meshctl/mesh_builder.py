@@ -1,0 +1,274 @@
+"""Snapshots rebuilt only where a model change reaches. Pure (no threads, no I/O).
+
+``MeshBuilder.update(state, config, ready)`` returns every node's snapshot the first time, then after
+each model change only the snapshots that change touches, as ``build_snapshots`` would build them
+(the unit tests hold the two to equal results over random sequences of changes):
+
+* what the change is, is found by identity: the model's maps are immutable, so a workload whose
+  ``Workload`` object is the same one did not change (one pass over the workloads' dict, no hashing);
+* a changed workload touches its service: the service's endpoints (every priority order of them),
+  the outbound part of every caller group that calls it, and so the snapshots of that group's
+  members; its own sidecar's snapshot; when its identity changes who may speak for the service, the
+  service's cluster and the inbound listeners of the services it calls;
+* a changed certificate touches its node's snapshot only;
+* anything else (sites, hosts, nodes, services, policy, any other mesh setting, priority levels moved
+  by a latency change) is a full build, as before: those are rare and a rebuild of them is what an
+  operator expects to cost.
+
+Priority levels follow the services that changed (``compute_paths`` for those services alone, with
+the last levels for hysteresis), so placing one instance costs no Dijkstra from every caller.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from meshctl.endpoints_wire import LoadAssignmentEncoder
+from meshctl.paths import DistanceCache, ServicePaths, compute_paths
+from meshctl.snapshot import MeshConfig, MeshSnapshot, SnapshotBuilder, service_paths
+from netmodel.ids import ServiceName, SwitchId
+from netmodel.state import FabricState
+from netmodel.types import Workload, frozen_map
+
+MODEL_FIELDS = ("sites", "hosts", "nodes", "services", "default_policy")
+"""The parts of the model a change of which rebuilds every snapshot."""
+CONFIG_FIELDS = tuple(f.name for f in fields(MeshConfig) if f.name != "identities")
+"""Every mesh setting but the certificates: a change of one rebuilds every snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class MeshUpdate:
+    snapshots: Mapping[str, MeshSnapshot]
+    """The snapshots built: every node's when ``complete``, else those of the nodes the change touched."""
+    removed: frozenset[str]
+    """Nodes that no longer have a sidecar in the model (never set when ``complete``)."""
+    complete: bool
+    paths: ServicePaths
+
+
+class MeshBuilder:
+    """Keeps the last build (its resources, caller groups and levels) to rebuild only what changes."""
+
+    def __init__(self) -> None:
+        self._built: SnapshotBuilder | None = None
+        self._encoder = LoadAssignmentEncoder()
+        self._instance_switches: dict[ServiceName, Counter[SwitchId]] = {}
+        self._caller_switches: dict[ServiceName, Counter[SwitchId | None]] = {}
+        """Per called service, the switches of the placed workloads that call it (with how many)."""
+        self._host_switches: dict[ServiceName, set[SwitchId | None]] = {}
+        """Per called service, the switches of the hosts that call it (hosts change only in a full build)."""
+        self._levels_for: dict[ServiceName, tuple[frozenset[SwitchId | None], frozenset[SwitchId]]] = {}
+        """Per service, the (caller switches, instance switches) its levels were last computed for."""
+        self._distances = DistanceCache()
+
+    @property
+    def paths(self) -> ServicePaths | None:
+        return self._built.paths if self._built is not None else None
+
+    def full(self, state: FabricState, config: MeshConfig, ready: frozenset[str] | None) -> MeshUpdate:
+        """Every node's snapshot, from scratch (levels keep their hysteresis against the last ones)."""
+        paths = service_paths(state, config, ready, self.paths)
+        return self._full(state, config, ready, paths)
+
+    def update(self, state: FabricState, config: MeshConfig, ready: frozenset[str] | None) -> MeshUpdate | None:
+        """The snapshots ``state`` changes since the last call; None when it changes none."""
+        built = self._built
+        if built is None or not self._same_frame(built, state, config, ready):
+            return self.full(state, config, ready)
+        if not (state.topology is built.state.topology or state.topology.same_but_load(built.state.topology)):
+            paths = service_paths(state, config, ready, built.paths)
+            if paths != built.paths:
+                return self._full(state, config, ready, paths)
+        changed = _changed_keys(built.state.workloads, state.workloads)
+        if built.state.unhealthy is not state.unhealthy:
+            changed |= built.state.unhealthy.keys() ^ state.unhealthy.keys()  # the reason weighs nowhere
+        if ready is not None and built.ready is not None and ready is not built.ready:
+            changed |= ready ^ built.ready
+        identities = _changed_keys(built.config.identities, config.identities, by_equality=True)
+        if not changed and not identities:
+            built.state, built.config, built.ready = state, config, ready
+            return None
+        return self._apply(built, state, config, ready, changed, identities)
+
+    # -- a full build -------------------------------------------------------------------------------
+
+    def _full(
+        self, state: FabricState, config: MeshConfig, ready: frozenset[str] | None, paths: ServicePaths
+    ) -> MeshUpdate:
+        builder = SnapshotBuilder(state, config, ready, paths, self._encoder)
+        snapshots = builder.build()
+        self._built = builder
+        self._instance_switches = {
+            name: Counter(node.attachment.switch for _, node in instances.values())
+            for name, instances in builder.instances.items()
+        }
+        self._caller_switches = defaultdict(Counter)
+        for workload in state.workloads.values():
+            self._count_caller(state, workload, 1)
+        self._host_switches = _host_switches(builder)
+        self._levels_for = {name: self._path_inputs(name) for name in state.services}
+        return MeshUpdate(snapshots, frozenset(), True, paths)
+
+    def _path_inputs(self, name: ServiceName) -> tuple[frozenset[SwitchId | None], frozenset[SwitchId]]:
+        callers = frozenset(self._caller_switches.get(name, ())) | self._host_switches.get(name, set())
+        return callers, frozenset(self._instance_switches.get(name, ()))
+
+    @staticmethod
+    def _same_frame(
+        built: SnapshotBuilder, state: FabricState, config: MeshConfig, ready: frozenset[str] | None
+    ) -> bool:
+        """Nothing changed that rebuilds everything: the model's frame and every mesh setting but the
+        certificates."""
+        if any(getattr(state, name) is not getattr(built.state, name) for name in MODEL_FIELDS):
+            return False
+        if (ready is None) != (built.ready is None):
+            return False
+        before = built.config
+        return config is before or all(
+            getattr(config, name) is getattr(before, name) or getattr(config, name) == getattr(before, name)
+            for name in CONFIG_FIELDS
+        )
+
+    # -- an incremental build -----------------------------------------------------------------------
+
+    def _apply(
+        self,
+        built: SnapshotBuilder,
+        state: FabricState,
+        config: MeshConfig,
+        ready: frozenset[str] | None,
+        changed: set[str],
+        identities: set[str],
+    ) -> MeshUpdate:
+        before = built.state
+        built.state, built.config, built.ready = state, config, ready
+        touched_services: set[ServiceName] = set()
+        own: set[str] = set(identities)  # nodes whose own resources (inbound, secrets) change
+        for workload_id in changed:
+            old = before.workloads.get(workload_id)  # type: ignore[call-overload]
+            new = state.workloads.get(workload_id)  # type: ignore[call-overload]
+            if old is not new:
+                own.add(workload_id)
+                built.forget_workload(workload_id)
+                if old is not None:
+                    built.workloads_of[old.service].pop(workload_id, None)
+                    self._count_caller(before, old, -1)
+                if new is not None:
+                    built.workloads_of[new.service][workload_id] = new
+                    self._count_caller(state, new, 1)
+            for workload in (old, new):
+                if workload is not None:
+                    touched_services.add(workload.service)
+                    self._leave_instances(built, workload)
+            if new is not None:
+                node = built.endpoint_node(new)
+                if node is not None:
+                    built.add_instance(new, node)
+                    self._instance_switches.setdefault(new.service, Counter())[node.attachment.switch] += 1
+        rebuild = set(own)
+        paths_changed = self._update_paths(built, state, touched_services)
+        for name in sorted(touched_services | paths_changed):
+            cluster_changed = built.identities_changed(name)
+            rebuild |= built.forget_service(name, cluster_too=cluster_changed, levels_too=name in paths_changed)
+            if cluster_changed:
+                for callee in built.services[name].calls:
+                    if built.recompute_callers(callee):
+                        for workload_id in built.workloads_of.get(callee, {}):
+                            built.forget_workload(workload_id)
+                            rebuild.add(workload_id)
+        snapshots: dict[str, MeshSnapshot] = {}
+        removed: set[str] = set()
+        for node_id in sorted(rebuild):
+            snapshot = built.node_snapshot(node_id)
+            if snapshot is None:
+                removed.add(node_id)
+            else:
+                snapshots[node_id] = snapshot
+        built.end_update()
+        return MeshUpdate(snapshots, frozenset(removed), False, built.paths)
+
+    def _leave_instances(self, built: SnapshotBuilder, workload: Workload) -> None:
+        """``workload`` is no longer among its service's endpoints (until re-added)."""
+        switch = built.remove_instance(workload)
+        if switch is None:
+            return
+        switches = self._instance_switches[workload.service]
+        switches[switch] -= 1
+        if switches[switch] <= 0:
+            del switches[switch]
+
+    def _count_caller(self, state: FabricState, workload: Workload, delta: int) -> None:
+        """The caller switches of each service ``workload`` calls (what ``service_paths`` wants levels for)."""
+        node = state.nodes.get(workload.node) if workload.node is not None else None
+        if node is None:
+            return
+        service = state.services.get(workload.service)
+        for callee in service.calls if service is not None else ():
+            counter = self._caller_switches.setdefault(callee, Counter())
+            counter[node.attachment.switch] += delta
+            if counter[node.attachment.switch] <= 0:
+                del counter[node.attachment.switch]
+
+    def _update_paths(
+        self, built: SnapshotBuilder, state: FabricState, touched: Iterable[ServiceName]
+    ) -> set[ServiceName]:
+        """Levels again for the services whose instance switches or caller switches changed; returns the
+        services whose levels did (their parts are rebuilt). Others keep theirs (and their hysteresis)."""
+        callees = set(touched) | {
+            callee for name in touched if name in built.services for callee in built.services[name].calls
+        }
+        levels: dict[tuple[SwitchId | None, ServiceName], tuple[tuple[SwitchId, ...], ...]] | None = None
+        changed: set[ServiceName] = set()
+        for name in sorted(callees):
+            inputs = self._path_inputs(name)
+            if inputs == self._levels_for.get(name):
+                continue
+            self._levels_for[name] = inputs
+            callers, switches = inputs
+            fresh = compute_paths(
+                state.topology,
+                {caller: (name,) for caller in callers},
+                {name: switches},
+                built.config.paths,
+                built.paths,
+                self._distances,
+            )
+            if levels is None:
+                levels = dict(built.paths.levels)
+            for key in [key for key in levels if key[1] == name]:
+                before = levels.pop(key)
+                after = fresh.levels.get(key)
+                if after is not None:
+                    built.rebase(name, before, after)
+            levels.update(fresh.levels)
+            changed.add(name)
+        if levels is not None:
+            built.paths = ServicePaths(frozen_map(levels))
+        return changed
+
+
+def _host_switches(built: SnapshotBuilder) -> dict[ServiceName, set[SwitchId | None]]:
+    """The switches of the hosts calling each service."""
+    calling: dict[ServiceName, set[SwitchId | None]] = defaultdict(set)
+    for host in built.state.hosts.values():
+        switch = host.attachment.switch if host.attachment is not None else None
+        for callee in built.host_calls(host.id):
+            calling[callee].add(switch)
+    return dict(calling)
+
+
+def _changed_keys(before: Mapping[Any, object], after: Mapping[Any, object], by_equality: bool = False) -> set[str]:
+    """The keys whose value is not the same object (or, ``by_equality``, not equal) in both maps."""
+    if before is after:
+        return set()
+    get = before.get
+    if by_equality:
+        changed = {key for key, value in after.items() if get(key) is not value and get(key) != value}
+    else:
+        changed = {key for key, value in after.items() if get(key) is not value}
+    if len(before) != len(after) - sum(1 for key in changed if key not in before):
+        changed |= {key for key in before if key not in after}
+    return changed
