@@ -32,6 +32,8 @@ class SidecarReadiness:
         self._lock = threading.Lock()
         self._ready: frozenset[str] = frozenset()
         self._listeners: list[Callable[[str], None]] = []
+        self._checked_against: object = None
+        """The workloads ``ready_in`` last pruned the ready set against."""
         self._reported: frozenset[str] = frozenset()
         """Workloads whose sidecar this server saw serve (told to the listeners once), seeded ones included."""
 
@@ -45,6 +47,7 @@ class SidecarReadiness:
         with self._lock:
             new = frozenset(workloads) - self._ready
             self._ready = self._ready | new
+            self._checked_against = None  # (ids this model may not have: pruned at the next look)
         if new:
             self._on_change()
 
@@ -52,14 +55,20 @@ class SidecarReadiness:
         """Count these as ready (the workloads a restarted controller finds in its model)."""
         with self._lock:
             self._ready = self._ready | frozenset(workloads)
+            self._checked_against = None
 
     def ready_in(self, state: FabricState) -> frozenset[str]:
-        """The ready workloads that ``state`` still has (and forget the others)."""
+        """The ready workloads that ``state`` still has (and forget the others). The same object as
+        long as nothing changed, so a snapshot build that compares it by identity costs nothing."""
         with self._lock:
-            kept = frozenset(w for w in self._ready if w in state.workloads)
-            self._ready = kept
-            self._reported = self._reported & kept
-            return kept
+            if state.workloads is self._checked_against:
+                return self._ready  # no workload removed since the last look
+            gone = [w for w in self._ready if w not in state.workloads]
+            if gone:
+                self._ready = self._ready.difference(gone)
+                self._reported = self._reported.difference(gone)
+            self._checked_against = state.workloads
+            return self._ready
 
     def is_ready(self, workload: str) -> bool:
         return workload in self._ready
