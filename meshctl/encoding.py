@@ -22,9 +22,9 @@ from typing import Any
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshctl.snapshot import Resource
-from meshctl.wire import element as _element
-from meshctl.wire import field as _field
-from meshctl.wire import text as _text
+from meshctl.wire_format import element as _element
+from meshctl.wire_format import field as _field
+from meshctl.wire_format import text as _text
 
 # Field numbers (envoy/service/discovery/v3/discovery.proto); the unit tests check them against the
 # messages' own serialization.

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 from meshctl.envoy_config import LocalityEndpoints
-from meshctl.wire import message_field, set_uint_field, text, uint_field
+from meshctl.wire_format import message_field, set_uint_field, text, uint_field
 
 # Field numbers (envoy/config/endpoint/v3, envoy/config/core/v3); the unit tests hold them to the
 # messages' own serialization.

@@ -38,12 +38,15 @@ class XdsMetrics:
         )
         self.builds = Counter(
             "edgectl_xds_snapshot_builds",
-            "Snapshot rebuilds from the model, by outcome",
+            "Snapshot builds from the model (every node's, or those a change touched), by outcome",
             ["outcome"],
             registry=self.registry,
         )
         self.build_seconds = Histogram(
-            "edgectl_xds_snapshot_build_seconds", "Time to rebuild every node's snapshot", registry=self.registry
+            "edgectl_xds_snapshot_build_seconds",
+            "Time to build the snapshots a model change touches and publish them",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
         )
         self._access_log_streams = Gauge(
             "edgectl_xds_access_log_streams", "Open sidecar access log (denial) streams", registry=self.registry

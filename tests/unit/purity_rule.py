@@ -76,7 +76,7 @@ PURE_MODULES = (
     "meshctl/snapshot.py",
     "meshctl/sotw.py",
     "meshctl/wake_order.py",
-    "meshctl/wire.py",
+    "meshctl/wire_format.py",
     "meshctl/xds_types.py",
     "placement/baseline_profiles.py",
     "placement/callgraph.py",

@@ -8,7 +8,7 @@ import pytest
 
 from meshctl import envoy_config as ec
 from meshctl.endpoints_wire import LoadAssignmentEncoder, assignment_digest
-from meshctl.wire import element, field, message_field, set_uint_field, text, uint_field, varint
+from meshctl.wire_format import element, field, message_field, set_uint_field, text, uint_field, varint
 
 
 def random_localities(rng: random.Random) -> list[ec.LocalityEndpoints]:
