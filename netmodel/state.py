@@ -28,6 +28,8 @@ from netmodel.types import (
     Switch,
     Workload,
     frozen_map,
+    map_with,
+    map_without,
 )
 
 HOST_TTL_S = 300.0
@@ -303,7 +305,7 @@ def _node_up_or_down(up: bool) -> Callable[[FabricState, Any], FabricState]:
             raise EventRejected(f"unknown node {event.node!r}")
         if node.up == up:
             return state
-        return state._with(nodes=frozen_map({**state.nodes, node.id: replace(node, up=up)}))
+        return state._with(nodes=map_with(state.nodes, node.id, replace(node, up=up)))
 
     return transition
 
@@ -318,7 +320,7 @@ def _workload_placed(state: FabricState, event: ev.WorkloadPlaced) -> FabricStat
         return state
     # Placed anew (or moved): new processes, so whatever was seen of the old ones no longer holds.
     return state._with(
-        workloads=frozen_map({**state.workloads, workload.id: workload}),
+        workloads=map_with(state.workloads, workload.id, workload),
         unhealthy=_without(state.unhealthy, workload.id),
     )
 
@@ -327,7 +329,7 @@ def _workload_removed(state: FabricState, event: ev.WorkloadRemoved) -> FabricSt
     if event.workload not in state.workloads:
         return state
     return state._with(
-        workloads=frozen_map({k: w for k, w in state.workloads.items() if k != event.workload}),
+        workloads=map_without(state.workloads, event.workload),
         unhealthy=_without(state.unhealthy, event.workload),
     )
 
@@ -341,7 +343,7 @@ def _workload_health_changed(state: FabricState, event: ev.WorkloadHealthChanged
     elif event.workload in state.unhealthy:
         return state
     else:
-        unhealthy = frozen_map({**state.unhealthy, event.workload: event.reason or "reported unhealthy"})
+        unhealthy = map_with(state.unhealthy, event.workload, event.reason or "reported unhealthy")
     return state if unhealthy is state.unhealthy else state._with(unhealthy=unhealthy)
 
 
@@ -382,9 +384,7 @@ def _nodes_marked(
 
 
 def _without(unhealthy: Mapping[WorkloadId, str], workload: WorkloadId) -> Mapping[WorkloadId, str]:
-    if workload not in unhealthy:
-        return unhealthy
-    return frozen_map({k: why for k, why in unhealthy.items() if k != workload})
+    return map_without(unhealthy, workload)
 
 
 def _cable_down(topo: Topology, links: list[Any]) -> Topology:
