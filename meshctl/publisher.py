@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable
 
 from meshctl.cache import SnapshotCache
-from meshctl.mesh_builder import MeshBuilder
+from meshctl.mesh_builder import ChangeHint, MeshBuilder
 from meshctl.metrics import XdsMetrics
 from meshctl.readiness import SidecarReadiness
 from meshctl.snapshot import MeshConfig
+from netmodel.events import Event
 from netmodel.state import FabricState
 from netmodel.types import PolicyDefault
 
@@ -50,6 +51,9 @@ class SnapshotPublisher:
         self._dirty = False
         self._stopping = False
         self._builder = MeshBuilder()
+        self._hint_lock = threading.Lock()
+        self._hint: ChangeHint | None = None
+        """The workloads the events since the last build's state touched (``note``)."""
         self._thread: threading.Thread | None = None
         self.last_generation: int | None = None
         self._warned_no_pki = False
@@ -78,15 +82,26 @@ class SnapshotPublisher:
         if self._thread is not None:
             self._thread.join(5)
 
+    def note(self, event: Event, state: FabricState) -> None:
+        """Bus subscriber's part (on the model writer, for every event): which workloads ``event`` touched,
+        so the next build need not compare every workload to find them."""
+        with self._hint_lock:
+            if self._hint is not None:
+                self._hint.note(event, state)
+
     def build_now(self) -> None:
-        state, config = self._state(), self._config
+        with self._hint_lock:  # the state read and the next hint's start are one step for note()
+            hint = self._hint
+            state = self._state()
+            self._hint = ChangeHint(state)
+        config = self._config
         ready = self._readiness.ready_in(state) if self._readiness is not None else None
         self._warn_once_without_pki(state, config)
         started = time.perf_counter()
         # Only what the change touches is rebuilt (meshctl.mesh_builder): a placement costs its own
         # sidecar and its service's callers, a latency measurement that moves no instance to another
         # priority level costs one look at the levels, and a change that touches nothing costs nothing.
-        update = self._builder.update(state, config, ready)
+        update = self._builder.update(state, config, ready, hint)
         if update is not None:
             if update.complete:
                 result = self._cache.set_snapshots(update.snapshots)

@@ -173,6 +173,7 @@ _EMPTY: Resources = MappingProxyType({})
 _EMPTY_DIGEST = digest_of(())
 _NO_RESOURCE = Resource("", None)
 _SWITCH_LOG_LIMIT = 4096
+_GROUP_MEMO_LIMIT = 100_000
 _REBASE_LIMIT = 32
 """A view whose levels moved more switches than this is built anew rather than rebased."""
 
@@ -411,6 +412,7 @@ class SnapshotBuilder:
         self._where_switches: dict[tuple[ServiceName, tuple[str, str, str]], set[SwitchId]] = defaultdict(set)
         """The switches each locality of each service has had endpoints behind; ``_switch_wheres`` the reverse."""
         self._switch_wheres: dict[tuple[ServiceName, SwitchId], set[tuple[str, str, str]]] = defaultdict(set)
+        self._group_memo: dict[tuple[GroupKey, tuple[int, ...]], tuple[list[tuple[Endpoint, ...]], EncodedGroup]] = {}
         self._retired: dict[tuple[ServiceName, int], _EndpointsView] = {}
         """Views of levels replaced in this update, by (service, id of the levels)."""
         self._predecessors: dict[tuple[ServiceName, int], Levels] = {}
@@ -738,9 +740,20 @@ class SnapshotBuilder:
         view.resource = self._view_resource(name, view)
 
     def _group_field(self, key: GroupKey, parts: list[tuple[Endpoint, ...]]) -> EncodedGroup:
+        # Keyed by the identity of the switches' endpoint tuples (``_endpoints_at``: the same objects
+        # until a switch's endpoints change): every view with this group at this priority finds it
+        # without hashing the endpoints, which a locality with thousands of them would cost each time.
+        memo_key = (key, tuple(map(id, parts)))
+        known = self._group_memo.get(memo_key)
+        if known is not None:
+            return known[1]
         priority, region, zone, sub_zone = key
         endpoints = parts[0] if len(parts) == 1 else tuple(sorted(chain(*parts)))
-        return self.encoder.group_field(ec.LocalityEndpoints(region, zone, sub_zone, endpoints, priority))
+        encoded = self.encoder.group_field(ec.LocalityEndpoints(region, zone, sub_zone, endpoints, priority))
+        if len(self._group_memo) >= _GROUP_MEMO_LIMIT:
+            self._group_memo.clear()
+        self._group_memo[memo_key] = (parts, encoded)  # (parts kept alive: their ids stay theirs)
+        return encoded
 
     def _view_resource(self, name: ServiceName, view: _EndpointsView) -> Resource:
         cluster_name = service_cluster_name(name)

@@ -163,11 +163,13 @@ class MeshServer:
         LOG.info("xDS (ADS, SotW and delta) on %s", where)
         return self
 
-    def on_model_change(self, _event: Event, state: FabricState) -> None:
-        """Bus subscriber: runs on the model writer, so it only flags a rebuild, and asks every open
-        stream to authorize itself again (on its own event loop): a node SVID's stream for a workload
-        removed from (or moved off) its node ends, as does any stream whose identity the model dropped.
-        A stream also re-authorizes before it serves a new snapshot, so the order of the two is moot."""
+    def on_model_change(self, event: Event, state: FabricState) -> None:
+        """Bus subscriber: runs on the model writer, so it only notes which workloads the event touched,
+        flags a rebuild, and asks every open stream to authorize itself again (on its own event loop): a
+        node SVID's stream for a workload removed from (or moved off) its node ends, as does any stream
+        whose identity the model dropped. A stream also re-authorizes before it serves a new snapshot, so
+        the order of the two is moot."""
+        self.publisher.note(event, state)
         if self._running:
             self.publisher.request()
             # Who may be served depends on the workloads (placement) and hosts only: a link-load or

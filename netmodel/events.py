@@ -162,3 +162,13 @@ Event = (
     | WorkloadHealthChanged
     | DesiredStateApplied
 )
+
+
+def workloads_touched(event: Event) -> frozenset[WorkloadId] | None:
+    """The workloads whose placement or health ``event`` can change; None: the event's type does not
+    say (a reader that needs to know compares the workloads instead)."""
+    if isinstance(event, WorkloadPlaced):
+        return frozenset({event.workload.id})
+    if isinstance(event, WorkloadRemoved | WorkloadHealthChanged):
+        return frozenset({event.workload})
+    return None

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from meshctl.cache import SnapshotCache
-from meshctl.mesh_builder import MeshBuilder
+from meshctl.mesh_builder import ChangeHint, MeshBuilder
 from meshctl.paths import ServicePaths
 from meshctl.snapshot import MeshConfig, MeshSnapshot, TlsIdentity, build_snapshots, service_paths
 from meshctl.xds_types import ENDPOINTS, PUSH_ORDER
@@ -51,6 +51,12 @@ class Fabric:
         self.config = MeshConfig(mtls=mtls, trust_bundle_pem="-----BUNDLE-----" if mtls else "")
         self.ready: frozenset[str] | None = frozenset(self.state.workloads) if gated else None
         self.serial = 0
+        self.applied: list[tuple[ev.Event, FabricState]] = []
+
+    def apply(self, state: FabricState, event: ev.Event) -> FabricState:
+        after = state.apply(event)
+        self.applied.append((event, after))
+        return after
 
     def change(self) -> str:
         rng, state = self.rng, self.state
@@ -62,15 +68,15 @@ class Fabric:
         if kind == "place" or not workloads:
             service = rng.choice(SERVICES)
             node = rng.choice((*NODES, None))
-            self.state = state.apply(ev.WorkloadPlaced(workload(f"{service}-x{self.serial}", service, node)))
+            self.state = self.apply(state, ev.WorkloadPlaced(workload(f"{service}-x{self.serial}", service, node)))
         elif kind == "move":
             moved = state.workloads[WorkloadId(rng.choice(workloads))]
-            self.state = state.apply(ev.WorkloadPlaced(replace(moved, node=NodeId(rng.choice(NODES)))))
+            self.state = self.apply(state, ev.WorkloadPlaced(replace(moved, node=NodeId(rng.choice(NODES)))))
         elif kind == "remove":
-            self.state = state.apply(ev.WorkloadRemoved(WorkloadId(rng.choice(workloads))))
+            self.state = self.apply(state, ev.WorkloadRemoved(WorkloadId(rng.choice(workloads))))
         elif kind == "health":
             wid = WorkloadId(rng.choice(workloads))
-            self.state = state.apply(ev.WorkloadHealthChanged(wid, wid in state.unhealthy, "test"))
+            self.state = self.apply(state, ev.WorkloadHealthChanged(wid, wid in state.unhealthy, "test"))
         elif kind == "ready" and self.ready is not None:
             self.ready = self.ready ^ {rng.choice(workloads)}
         elif kind == "cert":
@@ -82,24 +88,26 @@ class Fabric:
             self.config = replace(self.config, identities=frozen_map(self.identities))
         elif kind == "odd-id":  # an identity off the PKI's naming: the service's cluster names every one
             odd = state.workloads[WorkloadId(rng.choice(workloads))]
-            self.state = state.apply(
-                ev.WorkloadPlaced(replace(odd, spiffe_id=SpiffeId(f"spiffe://other/{self.serial}")))
+            self.state = self.apply(
+                state, ev.WorkloadPlaced(replace(odd, spiffe_id=SpiffeId(f"spiffe://other/{self.serial}")))
             )
         elif kind == "latency":
             link = rng.choice(sorted(state.topology.links, key=lambda x: (x.src, x.src_port)))
             latency = rng.choice((500, 9000, 10000, 30000))
-            self.state = state.apply(ev.LinkLatencyMeasured(((link, latency), (link.reversed(), latency)), at=1.0))
+            self.state = self.apply(
+                state, ev.LinkLatencyMeasured(((link, latency), (link.reversed(), latency)), at=1.0)
+            )
         elif kind == "node":
             node = NodeId(rng.choice(NODES))
             down = not state.nodes[node].up
-            self.state = state.apply(ev.NodeCameUp(node) if down else ev.NodeWentDown(node))
+            self.state = self.apply(state, ev.NodeCameUp(node) if down else ev.NodeWentDown(node))
         if self.ready is not None:
             self.ready = self.ready & frozenset(self.state.workloads)
         return kind
 
 
-def publish(cache: SnapshotCache, builder: MeshBuilder, fabric: Fabric) -> None:
-    update = builder.update(fabric.state, fabric.config, fabric.ready)
+def publish(cache: SnapshotCache, builder: MeshBuilder, fabric: Fabric, hint: ChangeHint | None = None) -> None:
+    update = builder.update(fabric.state, fabric.config, fabric.ready, hint)
     if update is None:
         return
     if update.complete:
@@ -108,16 +116,24 @@ def publish(cache: SnapshotCache, builder: MeshBuilder, fabric: Fabric) -> None:
         cache.update_snapshots(update.snapshots, update.removed)
 
 
+@pytest.mark.parametrize("hinted", [False, True], ids=["compared", "hinted"])
 @pytest.mark.parametrize("seed", range(8))
-def test_every_incremental_build_equals_a_full_build(seed: int) -> None:
+def test_every_incremental_build_equals_a_full_build(seed: int, hinted: bool) -> None:
+    """``hinted``: the builds are told which workloads the events touched (``ChangeHint``), as the
+    publisher tells them; else they compare the workloads."""
     rng = random.Random(seed)
     fabric = Fabric(rng, mtls=seed % 2 == 1, gated=seed % 3 != 0, allow=seed >= 6)
     builder, cache = MeshBuilder(), SnapshotCache()
     publish(cache, builder, fabric)
     paths: ServicePaths | None = builder.paths
     for step in range(150):
-        kind = fabric.change()
-        publish(cache, builder, fabric)
+        hint = ChangeHint(fabric.state)
+        fabric.applied.clear()
+        kinds = [fabric.change() for _ in range(rng.choice((1, 1, 1, 2, 3)))]  # sometimes a burst
+        for event, after in fabric.applied:
+            hint.note(event, after)
+        kind = "+".join(kinds)
+        publish(cache, builder, fabric, hint if hinted else None)
         paths = service_paths(fabric.state, fabric.config, fabric.ready, paths)
         assert builder.paths == paths, (step, kind)
         expected = build_snapshots(fabric.state, fabric.config, fabric.ready, paths)
@@ -179,3 +195,25 @@ def test_a_change_to_the_frame_is_a_full_build() -> None:
     assert update is not None and update.complete
     update = builder.update(state, MeshConfig(request_timeout_ms=1), None)
     assert update is not None and update.complete
+
+
+def test_a_hint_is_used_only_for_the_states_it_spans() -> None:
+    state = placed_state()
+    hint = ChangeHint(state)
+    after = state.apply(ev.WorkloadPlaced(workload("db-2", "db", "ea-n1")))
+    hint.note(ev.WorkloadPlaced(workload("db-2", "db", "ea-n1")), after)
+    assert hint.changed_between(state, after) == {"db-2"}
+    assert hint.changed_between(after, after) is None  # not its start
+    moved_aside = replace(after, workloads=frozen_map(after.workloads))  # a state no event made
+    assert hint.changed_between(state, moved_aside) is None
+    unsaid = ChangeHint(state)
+    unsaid.note(ev.NodeWentDown(NodeId("c-n1")), replace(after, generation=99))  # changed workloads, type silent
+    assert unsaid.changed_between(state, replace(after, generation=99)) is None
+
+
+def test_an_event_that_touches_no_workload_adds_nothing_to_the_hint() -> None:
+    state = placed_state()
+    hint = ChangeHint(state)
+    down = state.apply(ev.NodeWentDown(NodeId("c-n1")))
+    hint.note(ev.NodeWentDown(NodeId("c-n1")), down)
+    assert hint.changed_between(state, down) == set()
