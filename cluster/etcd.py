@@ -9,7 +9,7 @@ leader (rejected before being proposed); any other failure raises EtcdUnavailabl
 have been applied (its compares tell the caller on a re-read). A call that finds no member within
 ``timeout_s`` raises EtcdUnavailable naming the endpoints; it never hangs. Watches and the lease keep-alive
 stream run on their own native threads. A watch stream silent for half the timeout asks etcd for its progress
-(answered at once, events or not); one still silent a whole timeout later is on a member that stopped
+(answered at once, events or not); one still silent a whole timeout after asking is on a member that stopped
 answering, and the watch moves to the next member (``watch_failover_s``).
 """
 
@@ -300,15 +300,25 @@ class Watch:
         """Ends a stream whose member went silent: stopped or stuck, it keeps its TCP connection open, and
         gRPC's own keep-alive waits a minute on a ping that was already under way when it stopped."""
         timeout_s = self._client.timeout_s
+        # Given up a timeout after a question, not after the last answer: a process that was itself stopped
+        # for a while (its clock ran on) asks once more before it gives up on its member.
+        asked_at: float | None = None
         while not stream_over.wait(timeout_s / 4):
-            silent_s = time.monotonic() - self._heard_at
-            if silent_s > timeout_s * 1.5:
-                log.info("etcd watch %r: no answer for %.1fs; moving to the next member", self._create.key, silent_s)
+            now = time.monotonic()
+            if asked_at is not None and self._heard_at >= asked_at:
+                asked_at = None
+            if asked_at is not None and now - asked_at > timeout_s:
+                log.info(
+                    "etcd watch %r: progress not answered in %.1fs; moving to the next member",
+                    self._create.key,
+                    now - asked_at,
+                )
                 if self._client._stubs is stubs:
                     self._client._rotate()
                 call.cancel()
                 return
-            if silent_s > timeout_s / 2:
+            if asked_at is None and now - self._heard_at > timeout_s / 2:
+                asked_at = now
                 requests.put(rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest()))
 
     def _fail(self, error: Exception) -> None:
@@ -412,9 +422,10 @@ class EtcdClient:
     @property
     def watch_failover_s(self) -> float:
         """The longest a watch stays on a member that went silent before it resumes on the next one: its
-        watchdog (checking every quarter timeout) gives up after one and a half timeouts of silence, then
-        the watch pauses before it reconnects. Creating the new stream takes a round trip more."""
-        return self.timeout_s * 1.5 + self.timeout_s / 4 + _WATCH_RECONNECT_PAUSE_S
+        watchdog, checking every quarter timeout, asks for progress after half a timeout of silence and gives
+        up a timeout after asking; then the watch pauses before it reconnects. Creating the new stream takes
+        a round trip more."""
+        return self.timeout_s * 2 + _WATCH_RECONNECT_PAUSE_S
 
     @property
     def _attempt_s(self) -> float:
