@@ -160,8 +160,10 @@ def test_one_leader_and_a_resigned_one_is_replaced_at_once(members: Members) -> 
     wait_until(lambda: members.leaders() == ["r2"], 5, interval=0.02, what="r2 to lead")
     assert time.monotonic() - started < 0.9  # no TTL to wait for: the lease was revoked
     assert members.members["r2"].leadership.generation > generation
-    assert members.members["r3"].leadership.leader is not None
-    assert members.members["r3"].leadership.leader.replica_id == "r2"
+    r3 = members.members["r3"]  # learns it from its watch, a moment after r2 itself
+    wait_until(
+        lambda: r3.leadership.leader is not None and r3.leadership.leader.replica_id == "r2", 5, what="r3 to follow r2"
+    )
 
 
 def test_a_dead_leader_is_replaced_before_its_lease_ends(members: Members) -> None:
