@@ -8,7 +8,9 @@ wait out etcd's own 5 s request timeout. A transaction that writes is retried on
 leader (rejected before being proposed); any other failure raises EtcdUnavailable saying it may or may not
 have been applied (its compares tell the caller on a re-read). A call that finds no member within
 ``timeout_s`` raises EtcdUnavailable naming the endpoints; it never hangs. Watches and the lease keep-alive
-stream run on their own native threads.
+stream run on their own native threads. A watch stream silent for half the timeout asks etcd for its progress
+(answered at once, events or not); one still silent a whole timeout after asking is on a member that stopped
+answering, and the watch moves to the next member (``watch_failover_s``).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
 _RETRY_PAUSE_S = 0.05
+_WATCH_RECONNECT_PAUSE_S = _RETRY_PAUSE_S * 4
 # etcd's "require leader" metadata: a member that loses its leader ends these streams (UNAVAILABLE) instead
 # of keeping them open while it can no longer see new revisions or renew leases.
 _REQUIRE_LEADER = (("hasleader", "true"),)
@@ -180,6 +183,7 @@ class Watch:
         self._lock = threading.Lock()
         self._call: Any = None
         self._stream_created = False
+        self._heard_at = 0.0  # monotonic time of the current stream's last response (or of its start)
         self._requests: queue.Queue[Any] | None = None
         self._thread = threading.Thread(target=self._run, name=f"etcd-watch-{create.key!r}", daemon=True)
 
@@ -239,7 +243,7 @@ class Watch:
                     )
                 )
                 return
-            self._cancelled.wait(_RETRY_PAUSE_S * 4)
+            self._cancelled.wait(_WATCH_RECONNECT_PAUSE_S)
 
     def _stream_once(self) -> bool:
         """One stream: True when the watch ended for good (compacted, cancelled by etcd)."""
@@ -248,14 +252,23 @@ class Watch:
         create.start_revision = self._next_revision
         requests: queue.Queue[Any] = queue.Queue()
         requests.put(rpc_pb2.WatchRequest(create_request=create))
-        call = self._client._stubs.watch.Watch(iter(requests.get, None), wait_for_ready=True, metadata=_REQUIRE_LEADER)
+        stubs = self._client._stubs
+        call = stubs.watch.Watch(iter(requests.get, None), wait_for_ready=True, metadata=_REQUIRE_LEADER)
+        self._heard_at = time.monotonic()
         with self._lock:
             self._call, self._requests = call, requests
         if self._cancelled.is_set():
             call.cancel()
             return True
+        if self._client._stubs is not stubs:  # the client rotated before restart() could see this call
+            call.cancel()
+        stream_over = threading.Event()
+        threading.Thread(
+            target=self._watchdog, args=(stubs, call, requests, stream_over), name="etcd-watch-probe", daemon=True
+        ).start()
         try:
             for response in call:
+                self._heard_at = time.monotonic()
                 if response.compact_revision:
                     self._fail(EtcdCompacted(int(response.compact_revision)))
                     return True
@@ -278,9 +291,35 @@ class Watch:
                         return True
                     self._on_events(events, int(response.header.revision))
         finally:
+            stream_over.set()
             requests.put(None)
             call.cancel()
         return self._cancelled.is_set()
+
+    def _watchdog(self, stubs: _Stubs, call: Any, requests: queue.Queue[Any], stream_over: threading.Event) -> None:
+        """Ends a stream whose member went silent: stopped or stuck, it keeps its TCP connection open, and
+        gRPC's own keep-alive waits a minute on a ping that was already under way when it stopped."""
+        timeout_s = self._client.timeout_s
+        # Given up a timeout after a question, not after the last answer: a process that was itself stopped
+        # for a while (its clock ran on) asks once more before it gives up on its member.
+        asked_at: float | None = None
+        while not stream_over.wait(timeout_s / 4):
+            now = time.monotonic()
+            if asked_at is not None and self._heard_at >= asked_at:
+                asked_at = None
+            if asked_at is not None and now - asked_at > timeout_s:
+                log.info(
+                    "etcd watch %r: progress not answered in %.1fs; moving to the next member",
+                    self._create.key,
+                    now - asked_at,
+                )
+                if self._client._stubs is stubs:
+                    self._client._rotate()
+                call.cancel()
+                return
+            if asked_at is None and now - self._heard_at > timeout_s / 2:
+                asked_at = now
+                requests.put(rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest()))
 
     def _fail(self, error: Exception) -> None:
         self._created.set()  # wakes a watch() still waiting for creation
@@ -379,6 +418,14 @@ class EtcdClient:
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
             return EtcdUnavailable(text)  # CANCELLED: the client replaced the channel (we cancel nothing else)
         return EtcdError(text)
+
+    @property
+    def watch_failover_s(self) -> float:
+        """The longest a watch stays on a member that went silent before it resumes on the next one: its
+        watchdog, checking every quarter timeout, asks for progress after half a timeout of silence and gives
+        up a timeout after asking; then the watch pauses before it reconnects. Creating the new stream takes
+        a round trip more."""
+        return self.timeout_s * 2 + _WATCH_RECONNECT_PAUSE_S
 
     @property
     def _attempt_s(self) -> float:

@@ -354,7 +354,13 @@ class ClusterBus:
             with self._lock:
                 rewatch, self._watch_ended = self._watch_ended, False
             if rewatch:
-                self._start_watch(self.applied_revision)
+                try:
+                    self._start_watch(self.applied_revision)
+                except EtcdError:  # not created in time (its member went away after the read): probe on
+                    with self._lock:
+                        self._watch_ended = True
+                    threading.Event().wait(RETRY_S)
+                    continue
             with self._lock:
                 if self._watch_ended:  # ended again while it started: probe on
                     continue

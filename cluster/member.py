@@ -297,9 +297,18 @@ class ClusterMember:
                 LOG.warning("election watch ended: %s", exc)
                 failed.set()
 
-            self._watch = self._client.watch(
-                self._election_prefix, prefix=True, start_revision=revision + 1, on_events=on_events, on_error=on_error
-            )
+            try:
+                self._watch = self._client.watch(
+                    self._election_prefix,
+                    prefix=True,
+                    start_revision=revision + 1,
+                    on_events=on_events,
+                    on_error=on_error,
+                )
+            except EtcdError as exc:  # not created in time (its member went away after the read): read again
+                self._note_etcd(exc)
+                self._stopping.wait(RETRY_S)
+                continue
             while not self._stopping.is_set() and not failed.wait(0.5):
                 pass
             if self._watch is not None:

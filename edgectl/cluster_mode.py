@@ -56,7 +56,6 @@ class Replica:
         )
         self.member: ClusterMember | None = None
         self._hooks: list[LeadershipHook] = []
-        self._lock = threading.Lock()
         self.leadership = Leadership(None, options.replica_id)
         self.readiness: SharedReadiness | None = None
 

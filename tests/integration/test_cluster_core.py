@@ -19,6 +19,7 @@ from cluster.log_bus import ClusterBus, NotLeader, ReadOnly
 from cluster.member import ClusterMember, DuplicateReplica
 from edgectl.bus import EventBus
 from edgectl.config import load_fabric
+from mininet_topos.controller_process import wait_until
 from netmodel.events import SwitchConnected, SwitchDisconnected, WorkloadHealthChanged
 from netmodel.fabric import build_state
 from netmodel.ids import WorkloadId
@@ -28,16 +29,6 @@ pytestmark = pytest.mark.integration
 
 FABRIC = str(Path(__file__).resolve().parents[2] / "examples" / "edge-cloud.yaml")
 ROOT = b"edgectl/test"
-
-
-def wait_until(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
@@ -82,7 +73,9 @@ def test_every_replica_applies_the_same_log_and_a_late_one_starts_from_a_checkpo
         for i in range(12):  # one log entry each: checkpoints every 5
             event = SwitchConnected(switch.id, (), 20.0 + i) if i % 2 == 0 else SwitchDisconnected(switch.id, 20.0 + i)
             buses[i % 2].publish(event).result(timeout=10)
-        wait_until(lambda: second.state.generation == first.state.generation, 10, "both replicas at one generation")
+        wait_until(
+            lambda: second.state.generation == first.state.generation, 10, what="both replicas at one generation"
+        )
         assert second.state == first.state
         assert first.checkpoint_revision > 0  # written every 5 entries
         late = new_bus(clients[2], "r3", FabricState())  # its own seed is ignored: the cluster has one
@@ -108,7 +101,7 @@ def test_without_etcd_a_replica_keeps_its_model_and_refuses_changes(etcd: EtcdCl
         with pytest.raises(ReadOnly):
             bus.publish(SwitchConnected(switch, (), 1.0)).result(timeout=10)
         assert bus.state == before
-        wait_until(lambda: bus.read_only_reason, 10, "the replica to say it is read-only")
+        wait_until(lambda: bus.read_only_reason, 10, what="the replica to say it is read-only")
     finally:
         bus.stop()
         client.close()
@@ -160,30 +153,32 @@ def members(etcd: EtcdCluster) -> Iterator[Members]:
 def test_one_leader_and_a_resigned_one_is_replaced_at_once(members: Members) -> None:
     for replica in ("r1", "r2", "r3"):
         members.start(replica)
-    assert wait_until(lambda: members.leaders() == ["r1"], 5, "r1 to lead")
+    assert wait_until(lambda: members.leaders() == ["r1"], 5, what="r1 to lead")
     generation = members.members["r1"].leadership.generation
     started = time.monotonic()
     members.members["r1"].stop()
-    wait_until(lambda: members.leaders() == ["r2"], 5, "r2 to lead")
+    wait_until(lambda: members.leaders() == ["r2"], 5, interval=0.02, what="r2 to lead")
     assert time.monotonic() - started < 0.9  # no TTL to wait for: the lease was revoked
     assert members.members["r2"].leadership.generation > generation
-    assert members.members["r3"].leadership.leader is not None
-    assert members.members["r3"].leadership.leader.replica_id == "r2"
+    r3 = members.members["r3"]  # learns it from its watch, a moment after r2 itself
+    wait_until(
+        lambda: r3.leadership.leader is not None and r3.leadership.leader.replica_id == "r2", 5, what="r3 to follow r2"
+    )
 
 
 def test_a_dead_leader_is_replaced_before_its_lease_ends(members: Members) -> None:
     for replica in ("r1", "r2"):
         members.start(replica, ttl_s=5)
-    wait_until(lambda: members.leaders() == ["r1"], 5, "r1 to lead")
+    wait_until(lambda: members.leaders() == ["r1"], 5, what="r1 to lead")
     leader = members.members["r1"]
     follower = members.members["r2"]
-    wait_until(lambda: follower._watching_leader is not None, 5, "r2 to watch r1's process")
+    wait_until(lambda: follower._watching_leader is not None, 5, what="r2 to watch r1's process")
     time.sleep(0.3)  # its liveness connection open
     # What a kill -9 leaves: the process's sockets closed by the kernel, its lease never revoked.
     leader._stopping.set()
     leader._close_liveness()
     started = time.monotonic()
-    wait_until(lambda: "r2" in members.leaders(), 4, "r2 to lead")
+    wait_until(lambda: "r2" in members.leaders(), 4, interval=0.02, what="r2 to lead")
     assert time.monotonic() - started < 2.0  # the TTL is 5 s: the follower revoked the dead leader's lease
     assert members.members["r2"].revoked_dead_leaders == 1
 
@@ -193,14 +188,16 @@ def test_a_leader_cut_off_from_etcd_steps_down_and_is_replaced_after_its_lease(
 ) -> None:
     members.start("r1", urls=etcd.client_urls[0])  # r1 reaches etcd through one member only
     members.start("r2", urls=",".join(etcd.client_urls[1:]))
-    wait_until(lambda: members.leaders() == ["r1"], 5, "r1 to lead")
+    wait_until(lambda: members.leaders() == ["r1"], 5, what="r1 to lead")
     cut_off = members.members["r1"]
     etcd.pause(0)  # r1's member hangs; the other two keep a quorum. r1's process and sockets are fine.
     try:
         started = time.monotonic()
-        wait_until(lambda: not cut_off.may_lead(), 1.5, "r1 to stop acting before its lease could end")
+        wait_until(
+            lambda: not cut_off.may_lead(), 1.5, interval=0.02, what="r1 to stop acting before its lease could end"
+        )
         stepped_down = time.monotonic() - started
-        wait_until(lambda: members.leaders() == ["r2"], 5, "r2 to lead once r1's lease expired")
+        wait_until(lambda: members.leaders() == ["r2"], 5, interval=0.02, what="r2 to lead once r1's lease expired")
         assert stepped_down < time.monotonic() - started  # r1 stopped before r2 started: never two leaders
         assert not cut_off.etcd_ok
     finally:
@@ -229,7 +226,7 @@ def test_a_log_entry_written_twice_is_applied_once(etcd: EtcdCluster, seed: Fabr
         clients[0].put(ROOT + b"/log", kvs[0].value)  # the SwitchConnected entry, again
         marker = buses[1].publish(SwitchDisconnected(switch, 3.0)).result(timeout=10)
         for bus in buses:
-            wait_until(lambda bus=bus: bus.state.generation >= marker.generation, 10, "the marker applied")
+            wait_until(lambda bus=bus: bus.state.generation >= marker.generation, 10, what="the marker applied")
             assert bus.state.generation == after_disconnect.generation  # the repeat changed nothing
             assert not bus.state.topology.switches[switch].connected
         assert after_connect.generation == after_disconnect.generation - 1
@@ -278,11 +275,11 @@ def test_after_a_lost_quorum_the_log_is_followed_again(etcd: EtcdCluster, seed: 
         etcd.stop_member(2)  # no quorum: writes and the watch fail
         with pytest.raises(ReadOnly):
             bus.publish(SwitchConnected(switch, (), 1.0)).result(timeout=10)
-        wait_until(lambda: bus.read_only_reason, 10, "read-only")
+        wait_until(lambda: bus.read_only_reason, 10, what="read-only")
         time.sleep(3)  # long enough for the log's watch to give up
         etcd.start_member(1)
         etcd.start_member(2)
-        wait_until(lambda: not bus.read_only_reason, 20, "etcd back")
+        wait_until(lambda: not bus.read_only_reason, 20, what="etcd back")
         state = bus.publish(SwitchConnected(switch, (), 2.0)).result(timeout=10)
         assert state.topology.switches[switch].connected
     finally:
