@@ -20,8 +20,9 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from netmodel.changes import WorkloadChanges
 from netmodel.events import Event, WorkloadPlaced
 from netmodel.ids import HostId, NodeId, ServiceName, SpiffeId, WorkloadId
 from netmodel.state import FabricState
@@ -157,6 +158,9 @@ class StateStore:
         self._journal_from = journal_from
         self._compact_after = compact_after
         self._written: Mapping[WorkloadId, Workload] | None = None  # the writer's: what file + journal hold
+        self._changes: WorkloadChanges | None = None
+        """Which workloads the events since the state being committed touched (under ``_wake``)."""
+        self._journal_exists: bool | None = None  # the writer's: known to exist (None: not looked yet)
         self._written_highest: dict[ServiceName, int] = {}
         self._journal_lines = 0
         self._epoch = 0
@@ -253,6 +257,8 @@ class StateStore:
         with self._wake:
             if isinstance(event, WorkloadPlaced):
                 _note_id(self._highest, event.workload.service, event.workload.id)
+            if self._changes is not None:
+                self._changes.note(event, state)
             if state.workloads is self._handed_workloads:
                 return
             self._handed_workloads = state.workloads
@@ -310,7 +316,8 @@ class StateStore:
                     highest = dict(self._highest)
                     if state is None:  # stopping, nothing left to write
                         return
-                if not self._commit(state, highest):
+                    changes, self._changes = self._changes, WorkloadChanges(state, with_health=False)
+                if not self._commit(state, highest, changes):
                     with self._wake:  # retry the newest state after a pause (unless a newer one came)
                         if self._pending is None:
                             self._pending = state
@@ -341,34 +348,44 @@ class StateStore:
         return head[:-1] + ', "workloads": [\n' + ",\n".join(lines) + "\n]}\n"
 
     def _journal_entries(
-        self, workloads: Mapping[WorkloadId, Workload], highest: Mapping[ServiceName, int]
+        self,
+        workloads: Mapping[WorkloadId, Workload],
+        highest: Mapping[ServiceName, int],
+        touched: set[WorkloadId] | None,
     ) -> list[str] | None:
         """The journal lines that take what is on disk to ``workloads``, or None when the file must be
-        rewritten instead (small models, a long journal, nothing written yet, an instance replaced in place)."""
+        rewritten instead (small models, a long journal, nothing written yet, an instance replaced in place).
+        ``touched``: the workloads changed since what is on disk, when the events said (else all compared)."""
         written = self._written
         if written is None or len(workloads) < self._journal_from or self._journal_lines >= self._compact_after:
             return None
         e = self._epoch
-        lines = [json.dumps({"e": e, "removed": workload_id}) for workload_id in written.keys() - workloads.keys()]
-        for workload_id, workload in workloads.items():  # in the model's order: new ones come last
-            before = written.get(workload_id)
-            if before is None:
-                lines.append(json.dumps({"e": e, "placed": _workload_to_json(workload)}))
-            elif before is not workload:
+        if touched is None:
+            removed = written.keys() - workloads.keys()
+            added = [w for w in workloads.values() if w.id not in written]  # in the model's order
+            if any(written[w.id] is not w for w in workloads.values() if w.id in written):
                 return None  # changed where it stands: the file keeps the order
+        else:
+            removed = {w for w in touched if w in written and w not in workloads}
+            if any(written.get(w) is not workloads[w] for w in touched if w in workloads and w in written):
+                return None
+            added = _last_added(workloads, {w for w in touched if w in workloads and w not in written})
+        lines = [json.dumps({"e": e, "removed": workload_id}) for workload_id in removed]
+        lines += [json.dumps({"e": e, "placed": _workload_to_json(workload)}) for workload in added]
         raised = {s: n for s, n in highest.items() if n > self._written_highest.get(s, 0)}
         if raised:  # ids given and withdrawn between two commits are in no "placed" line
             lines.append(json.dumps({"e": e, "id_high_water": dict(sorted(raised.items()))}))
         return lines
 
     def _append(self, lines: list[str]) -> None:
-        created = not self.journal_path.exists()
+        created = not self._journal_exists and not self.journal_path.exists()
         with open(self.journal_path, "a") as handle:
             handle.write("".join(line + "\n" for line in lines))
             handle.flush()
             self._fsync(handle.fileno())
         if created:
             self._fsync_directory()
+        self._journal_exists = True
         self._journal_lines += len(lines)
 
     def _fsync_directory(self) -> None:
@@ -378,13 +395,18 @@ class StateStore:
         finally:
             os.close(directory)
 
-    def _commit(self, state: FabricState, highest: dict[ServiceName, int]) -> bool:
+    def _commit(
+        self, state: FabricState, highest: dict[ServiceName, int], changes: WorkloadChanges | None = None
+    ) -> bool:
         """Write ``state`` durably: its changes appended to the journal (``_journal_entries``), or the whole
         file: the temp file's data, then the rename, then the directory entry, then the journal emptied.
         One commit covers every change up to ``state.generation``."""
         tmp = self.path.with_suffix(".json.tmp")
         try:
-            lines = self._journal_entries(state.workloads, highest)
+            touched = None
+            if changes is not None and self._written is not None:
+                touched = changes.between((self._written, None), changes.maps(state))
+            lines = self._journal_entries(state.workloads, highest, touched)
             if lines is not None:
                 if lines:
                     self._append(lines)
@@ -420,3 +442,17 @@ class StateStore:
             self._commits += 1
             self._wake.notify_all()
         return True
+
+
+def _last_added(workloads: Mapping[WorkloadId, Workload], added: set[WorkloadId]) -> list[Workload]:
+    """The workloads of ``added`` in the model's order: a new one is appended to the model's map, so they
+    are among its last entries (read from the end, as many as there are)."""
+    if not added:
+        return []
+    found: list[Workload] = []
+    for workload_id in reversed(cast(Any, workloads)):  # (a frozen map reads backwards as its dict does)
+        if workload_id in added:
+            found.append(workloads[workload_id])
+            if len(found) == len(added):
+                break
+    return found[::-1]

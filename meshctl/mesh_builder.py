@@ -29,7 +29,7 @@ from typing import Any
 from meshctl.endpoints_wire import LoadAssignmentEncoder
 from meshctl.paths import DistanceCache, ServicePaths, compute_paths
 from meshctl.snapshot import MeshConfig, MeshSnapshot, SnapshotBuilder, service_paths
-from netmodel.events import Event, workloads_touched
+from netmodel.changes import WorkloadChanges, maps_of
 from netmodel.ids import ServiceName, SwitchId
 from netmodel.state import FabricState
 from netmodel.types import Workload, frozen_map
@@ -38,40 +38,6 @@ MODEL_FIELDS = ("sites", "hosts", "nodes", "services", "default_policy")
 """The parts of the model a change of which rebuilds every snapshot."""
 CONFIG_FIELDS = tuple(f.name for f in fields(MeshConfig) if f.name != "identities")
 """Every mesh setting but the certificates: a change of one rebuilds every snapshot."""
-
-
-class ChangeHint:
-    """The workloads that model events since a state (``base``) touched, as the events say
-    (``netmodel.events.workloads_touched``): a build that starts from ``base`` and builds ``last``
-    needs no pass over every workload to find them. An event whose type does not say, or a state
-    the hint did not see, and the build compares the workloads instead."""
-
-    __slots__ = ("base", "exact", "ids", "last")
-
-    def __init__(self, state: FabricState) -> None:
-        self.base = (state.workloads, state.unhealthy)
-        self.last = self.base
-        self.ids: set[str] = set()
-        self.exact = True
-
-    def note(self, event: Event, state: FabricState) -> None:
-        """``event`` made ``state`` (called for every event, in order)."""
-        if state.workloads is self.last[0] and state.unhealthy is self.last[1]:
-            return  # it touched no workload
-        touched = workloads_touched(event)
-        if touched is None:
-            self.exact = False
-        else:
-            self.ids |= touched
-        self.last = (state.workloads, state.unhealthy)
-
-    def changed_between(self, before: FabricState, after: FabricState) -> set[str] | None:
-        """The ids touched from ``before`` to ``after``, if this hint spans exactly those two states."""
-        if not self.exact or self.base[0] is not before.workloads or self.base[1] is not before.unhealthy:
-            return None
-        if self.last[0] is not after.workloads or self.last[1] is not after.unhealthy:
-            return None
-        return set(self.ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +75,7 @@ class MeshBuilder:
         return self._full(state, config, ready, paths)
 
     def update(
-        self, state: FabricState, config: MeshConfig, ready: frozenset[str] | None, hint: ChangeHint | None = None
+        self, state: FabricState, config: MeshConfig, ready: frozenset[str] | None, hint: WorkloadChanges | None = None
     ) -> MeshUpdate | None:
         """The snapshots ``state`` changes since the last call; None when it changes none. ``hint``: the
         workloads the events since the last call's state touched."""
@@ -120,9 +86,10 @@ class MeshBuilder:
             paths = service_paths(state, config, ready, built.paths)
             if paths != built.paths:
                 return self._full(state, config, ready, paths)
-        hinted = hint.changed_between(built.state, state) if hint is not None else None
+        hinted = hint.between(maps_of(built.state), maps_of(state)) if hint is not None else None
+        changed: set[str]
         if hinted is not None:
-            changed = hinted
+            changed = set(hinted)
         else:
             changed = _changed_keys(built.state.workloads, state.workloads)
             if built.state.unhealthy is not state.unhealthy:

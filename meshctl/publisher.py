@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable
 
 from meshctl.cache import SnapshotCache
-from meshctl.mesh_builder import ChangeHint, MeshBuilder
+from meshctl.mesh_builder import MeshBuilder
 from meshctl.metrics import XdsMetrics
 from meshctl.readiness import SidecarReadiness
 from meshctl.snapshot import MeshConfig
+from netmodel.changes import WorkloadChanges
 from netmodel.events import Event
 from netmodel.state import FabricState
 from netmodel.types import PolicyDefault
@@ -52,7 +53,7 @@ class SnapshotPublisher:
         self._stopping = False
         self._builder = MeshBuilder()
         self._hint_lock = threading.Lock()
-        self._hint: ChangeHint | None = None
+        self._hint: WorkloadChanges | None = None
         """The workloads the events since the last build's state touched (``note``)."""
         self._thread: threading.Thread | None = None
         self.last_generation: int | None = None
@@ -93,7 +94,7 @@ class SnapshotPublisher:
         with self._hint_lock:  # the state read and the next hint's start are one step for note()
             hint = self._hint
             state = self._state()
-            self._hint = ChangeHint(state)
+            self._hint = WorkloadChanges(state)
         config = self._config
         ready = self._readiness.ready_in(state) if self._readiness is not None else None
         self._warn_once_without_pki(state, config)

@@ -97,3 +97,60 @@ def test_an_instance_changed_where_it_stands_rewrites_the_file(tmp_path: Path) -
     finally:
         store.stop()
     assert restored(tmp_path)[0] == ["web-1", "web-2"]
+
+
+def test_journal_lines_from_the_events_restore_the_model_in_its_order(tmp_path: Path) -> None:
+    """Random placements, removals, moves and health changes, some in bursts between two commits: the
+    store learns what changed from the events (no pass over every workload), and a restart restores
+    exactly the model's workloads in the model's order."""
+    import random
+
+    rng = random.Random(5)
+    store, changes = journaled(tmp_path, compact_after=100_000)
+    serial = 0
+    try:
+        for _ in range(120):
+            for _ in range(rng.choice((1, 1, 2, 4))):
+                placed = sorted(changes.state.workloads)
+                kind = rng.choice(("place", "place", "remove", "health", "move") if placed else ("place",))
+                if kind == "place":
+                    serial += 1
+                    changes.apply(ev.WorkloadPlaced(workload(serial)))
+                elif kind == "remove":
+                    changes.apply(ev.WorkloadRemoved(WorkloadId(rng.choice(placed))))
+                elif kind == "health":
+                    target = WorkloadId(rng.choice(placed))
+                    changes.apply(ev.WorkloadHealthChanged(target, target in changes.state.unhealthy, "test"))
+                else:  # replaced where it stands: the file is rewritten
+                    moved = changes.state.workloads[WorkloadId(rng.choice(placed))]
+                    changes.apply(ev.WorkloadPlaced(replace(moved, port=moved.port + 1)))
+            store.wait_durable(changes.state.generation, WAIT_S)
+    finally:
+        store.stop()
+    assert restored(tmp_path)[0] == list(changes.state.workloads)
+
+
+def test_several_changes_in_one_commit_keep_the_models_order(tmp_path: Path) -> None:
+    """One commit covering several events (group commit): the new workloads are journaled in the
+    model's order, found from the events alone."""
+    from netmodel.changes import WorkloadChanges
+
+    store = StateStore(str(tmp_path), journal_from=0)
+    changes = Changes(store)
+    for n in (1, 2, 3):
+        changes.state = changes.state.apply(ev.WorkloadPlaced(workload(n)))
+    assert store._commit(changes.state, {}, None)  # the whole file
+    noted = WorkloadChanges(changes.state, with_health=False)
+    for event in (
+        ev.WorkloadPlaced(workload(7)),
+        ev.WorkloadRemoved(WorkloadId("web-2")),
+        ev.WorkloadPlaced(workload(5)),
+        ev.WorkloadHealthChanged(WorkloadId("web-1"), False, "test"),
+        ev.WorkloadPlaced(workload(6)),
+    ):
+        changes.state = changes.state.apply(event)
+        noted.note(event, changes.state)
+    rewritten = (tmp_path / "workloads.json").read_text()
+    assert store._commit(changes.state, {}, noted)
+    assert (tmp_path / "workloads.json").read_text() == rewritten  # journaled, not rewritten
+    assert restored(tmp_path)[0] == list(changes.state.workloads) == ["web-1", "web-3", "web-7", "web-5", "web-6"]

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from meshctl.cache import SnapshotCache
-from meshctl.mesh_builder import ChangeHint, MeshBuilder
+from meshctl.mesh_builder import MeshBuilder
 from meshctl.paths import ServicePaths
 from meshctl.snapshot import MeshConfig, MeshSnapshot, TlsIdentity, build_snapshots, service_paths
 from meshctl.xds_types import ENDPOINTS, PUSH_ORDER
 from netmodel import events as ev
+from netmodel.changes import WorkloadChanges, maps_of
 from netmodel.ids import NodeId, SpiffeId, WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import PolicyDefault, frozen_map
@@ -106,7 +107,7 @@ class Fabric:
         return kind
 
 
-def publish(cache: SnapshotCache, builder: MeshBuilder, fabric: Fabric, hint: ChangeHint | None = None) -> None:
+def publish(cache: SnapshotCache, builder: MeshBuilder, fabric: Fabric, hint: WorkloadChanges | None = None) -> None:
     update = builder.update(fabric.state, fabric.config, fabric.ready, hint)
     if update is None:
         return
@@ -119,7 +120,7 @@ def publish(cache: SnapshotCache, builder: MeshBuilder, fabric: Fabric, hint: Ch
 @pytest.mark.parametrize("hinted", [False, True], ids=["compared", "hinted"])
 @pytest.mark.parametrize("seed", range(8))
 def test_every_incremental_build_equals_a_full_build(seed: int, hinted: bool) -> None:
-    """``hinted``: the builds are told which workloads the events touched (``ChangeHint``), as the
+    """``hinted``: the builds are told which workloads the events touched (``WorkloadChanges``), as the
     publisher tells them; else they compare the workloads."""
     rng = random.Random(seed)
     fabric = Fabric(rng, mtls=seed % 2 == 1, gated=seed % 3 != 0, allow=seed >= 6)
@@ -127,7 +128,7 @@ def test_every_incremental_build_equals_a_full_build(seed: int, hinted: bool) ->
     publish(cache, builder, fabric)
     paths: ServicePaths | None = builder.paths
     for step in range(150):
-        hint = ChangeHint(fabric.state)
+        hint = WorkloadChanges(fabric.state)
         fabric.applied.clear()
         kinds = [fabric.change() for _ in range(rng.choice((1, 1, 1, 2, 3)))]  # sometimes a burst
         for event, after in fabric.applied:
@@ -199,21 +200,21 @@ def test_a_change_to_the_frame_is_a_full_build() -> None:
 
 def test_a_hint_is_used_only_for_the_states_it_spans() -> None:
     state = placed_state()
-    hint = ChangeHint(state)
+    hint = WorkloadChanges(state)
     after = state.apply(ev.WorkloadPlaced(workload("db-2", "db", "ea-n1")))
     hint.note(ev.WorkloadPlaced(workload("db-2", "db", "ea-n1")), after)
-    assert hint.changed_between(state, after) == {"db-2"}
-    assert hint.changed_between(after, after) is None  # not its start
+    assert hint.between(maps_of(state), maps_of(after)) == {"db-2"}
+    assert hint.between(maps_of(after), maps_of(after)) is None  # not its start
     moved_aside = replace(after, workloads=frozen_map(after.workloads))  # a state no event made
-    assert hint.changed_between(state, moved_aside) is None
-    unsaid = ChangeHint(state)
+    assert hint.between(maps_of(state), maps_of(moved_aside)) is None
+    unsaid = WorkloadChanges(state)
     unsaid.note(ev.NodeWentDown(NodeId("c-n1")), replace(after, generation=99))  # changed workloads, type silent
-    assert unsaid.changed_between(state, replace(after, generation=99)) is None
+    assert unsaid.between(maps_of(state), maps_of(after)) is None
 
 
 def test_an_event_that_touches_no_workload_adds_nothing_to_the_hint() -> None:
     state = placed_state()
-    hint = ChangeHint(state)
+    hint = WorkloadChanges(state)
     down = state.apply(ev.NodeWentDown(NodeId("c-n1")))
     hint.note(ev.NodeWentDown(NodeId("c-n1")), down)
-    assert hint.changed_between(state, down) == set()
+    assert hint.between(maps_of(state), maps_of(down)) == set()
