@@ -126,11 +126,10 @@ def encoded_resource(name: str, type_url: str, data: bytes, digest: str) -> Reso
 
 
 def digest_of(resources: Iterable[Resource]) -> str:
-    """Order-independent hash of a set of resources (names and contents)."""
-    hasher = hashlib.sha256()
-    for name, digest in sorted((r.name, r.digest) for r in resources):
-        hasher.update(f"{name}\0{digest}\n".encode())
-    return hasher.hexdigest()[:16]
+    """Order-independent hash of a set of resources (names and contents): of their ``name\0digest\n``
+    lines sorted (``\0`` sorts first, so the lines sort as the (name, digest) pairs do)."""
+    lines = sorted(f"{r.name}\0{r.digest}\n" for r in resources)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()[:16]
 
 
 def version_string(generation: int, digest: str) -> str:
