@@ -16,7 +16,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from meshctl.snapshot import InconsistentSnapshot, MeshSnapshot, check_consistent, version_digest, with_versions_of
-from meshctl.xds_types import PUSH_ORDER, short_name
+from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET, short_name
+
+_SHAPE_MEMO_LIMIT = 50_000
 
 Watcher = Callable[[str], None]
 SyncListener = Callable[[str, MeshSnapshot], None]
@@ -86,6 +88,8 @@ class SnapshotCache:
         self._status: dict[str, NodeStatus] = {}
         self._sync_listeners: list[SyncListener] = []
         self._nack_listeners: list[NackListener] = []
+        self._checked_shapes: dict[tuple[object, ...], tuple[tuple[object, ...], str | None]] = {}
+        """``_consistency`` of every snapshot shape seen (bounded), with the views it was computed from."""
 
     # -- snapshots ----------------------------------------------------------------------------------
 
@@ -128,11 +132,7 @@ class SnapshotCache:
                 continue
             key = id(snapshot.resources)
             if key not in checked:
-                try:
-                    check_consistent(snapshot)
-                    checked[key] = None
-                except InconsistentSnapshot as exc:
-                    checked[key] = "; ".join(exc.problems)
+                checked[key] = self._consistency(snapshot)
             if checked[key] is not None:
                 rejected[node] = f"node {node}: {checked[key]}"
                 continue
@@ -149,6 +149,26 @@ class SnapshotCache:
         for node, watchers in to_wake:
             _notify(node, watchers)
         return SetResult(frozenset(changed), rejected)
+
+    def _consistency(self, snapshot: MeshSnapshot) -> str | None:
+        """``check_consistent``'s problems (None: consistent). What references can break depends on the
+        resources of every type but the endpoints, and on the endpoints' names only: a snapshot whose
+        endpoints changed and nothing else (an instance came or went) has the shape of one checked before."""
+        resources = snapshot.resources
+        views = tuple(resources.get(t) for t in (SECRET, CLUSTER, LISTENER, ROUTES))
+        shape = (*map(id, views), tuple(resources.get(ENDPOINTS, ())))
+        known = self._checked_shapes.get(shape)
+        if known is not None:
+            return known[1]
+        try:
+            check_consistent(snapshot)
+            problem = None
+        except InconsistentSnapshot as exc:
+            problem = "; ".join(exc.problems)
+        if len(self._checked_shapes) >= _SHAPE_MEMO_LIMIT:
+            self._checked_shapes.clear()
+        self._checked_shapes[shape] = (views, problem)  # (the views kept alive: their ids stay theirs)
+        return problem
 
     def clear_snapshot(self, node: str) -> None:
         with self._lock:

@@ -172,7 +172,9 @@ _EMPTY: Resources = MappingProxyType({})
 _EMPTY_DIGEST = digest_of(())
 _NO_RESOURCE = Resource("", None)
 _SWITCH_LOG_LIMIT = 4096
+_NO_SECRETS: dict[str, Resource] = {}
 _GROUP_MEMO_LIMIT = 100_000
+_VIEW_MEMO_LIMIT = 200_000
 _REBASE_LIMIT = 32
 """A view whose levels moved more switches than this is built anew rather than rebased."""
 
@@ -411,6 +413,7 @@ class SnapshotBuilder:
         self._where_switches: dict[tuple[ServiceName, tuple[str, str, str]], set[SwitchId]] = defaultdict(set)
         """The switches each locality of each service has had endpoints behind; ``_switch_wheres`` the reverse."""
         self._switch_wheres: dict[tuple[ServiceName, SwitchId], set[tuple[str, str, str]]] = defaultdict(set)
+        self._views_of_dicts: dict[int, tuple[dict[str, Resource], Resources]] = {}
         self._group_memo: dict[tuple[GroupKey, tuple[int, ...]], tuple[list[tuple[Endpoint, ...]], EncodedGroup]] = {}
         self._retired: dict[tuple[ServiceName, int], _EndpointsView] = {}
         """Views of levels replaced in this update, by (service, id of the levels)."""
@@ -826,7 +829,7 @@ class SnapshotBuilder:
             clusters = {c.name: c for c in (self._cluster(name) for name in names)}
             cluster_digest = digest_of(clusters.values())
         by_type: dict[str, dict[str, Resource]] = {
-            SECRET: {},
+            SECRET: _NO_SECRETS,  # (one shared empty dict: never written to)
             CLUSTER: clusters,
             ENDPOINTS: endpoints,
             LISTENER: listeners.listeners,
@@ -963,7 +966,7 @@ class SnapshotBuilder:
         if not any(additions.values()):
             if shared.as_snapshot is None:
                 shared.as_snapshot = (
-                    MappingProxyType({t: MappingProxyType(shared.resources[t]) for t in PUSH_ORDER}),
+                    MappingProxyType({t: self._view_of(shared.resources[t]) for t in PUSH_ORDER}),
                     MappingProxyType({t: version_string(generation, shared.digests[t]) for t in PUSH_ORDER}),
                 )
             resources_view, versions_view = shared.as_snapshot
@@ -977,7 +980,7 @@ class SnapshotBuilder:
                 resources[type_url] = MappingProxyType(merged)
                 versions[type_url] = version_string(generation, digest_of(merged.values()))
             else:  # the shared dict itself: nodes that call the same services share one object
-                resources[type_url] = MappingProxyType(shared.resources[type_url])
+                resources[type_url] = self._view_of(shared.resources[type_url])
                 versions[type_url] = version_string(generation, shared.digests[type_url])
         return MeshSnapshot(
             node_id=node_id,
@@ -987,6 +990,18 @@ class SnapshotBuilder:
             wildcard_excluded=shared.wildcard_excluded,
             problems=problems,
         )
+
+    def _view_of(self, resources: dict[str, Resource]) -> Resources:
+        """One read-only view per dict: a part rebuilt from its last one shares the dicts that did not
+        change, and with them the views the cache recognises as checked (``SnapshotCache``)."""
+        known = self._views_of_dicts.get(id(resources))
+        if known is not None:
+            return known[1]
+        if len(self._views_of_dicts) >= _VIEW_MEMO_LIMIT:
+            self._views_of_dicts.clear()
+        view = MappingProxyType(resources)
+        self._views_of_dicts[id(resources)] = (resources, view)  # (the dict kept alive: its id stays its)
+        return view
 
 
 def with_versions_of(snapshot: MeshSnapshot, previous: MeshSnapshot | None) -> MeshSnapshot:
