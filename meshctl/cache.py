@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from meshctl.snapshot import InconsistentSnapshot, MeshSnapshot, check_consistent, version_digest, with_versions_of
 from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET, short_name
 
-_SHAPE_MEMO_LIMIT = 50_000
+_SHAPE_MEMO_LIMIT = 4096
 
 Watcher = Callable[[str], None]
 SyncListener = Callable[[str, MeshSnapshot], None]
@@ -88,7 +89,7 @@ class SnapshotCache:
         self._status: dict[str, NodeStatus] = {}
         self._sync_listeners: list[SyncListener] = []
         self._nack_listeners: list[NackListener] = []
-        self._checked_shapes: dict[tuple[object, ...], tuple[tuple[object, ...], str | None]] = {}
+        self._checked_shapes: OrderedDict[tuple[object, ...], tuple[tuple[object, ...], str | None]] = OrderedDict()
         """``_consistency`` of every snapshot shape seen (bounded), with the views it was computed from."""
 
     # -- snapshots ----------------------------------------------------------------------------------
@@ -166,7 +167,7 @@ class SnapshotCache:
         except InconsistentSnapshot as exc:
             problem = "; ".join(exc.problems)
         if len(self._checked_shapes) >= _SHAPE_MEMO_LIMIT:
-            self._checked_shapes.clear()
+            self._checked_shapes.popitem(last=False)  # the oldest
         self._checked_shapes[shape] = (views, problem)  # (the views kept alive: their ids stay theirs)
         return problem
 

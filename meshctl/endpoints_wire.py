@@ -43,6 +43,10 @@ class LoadAssignmentEncoder:
         """The serialized ``ClusterLoadAssignment`` of ``localities`` (groups without endpoints left out)."""
         return join_groups(name, [self.group_field(group)[0] for group in localities if group.endpoints])
 
+    def forget_groups(self) -> None:
+        """Drop the groups encoded so far (the endpoints stay: they are few and change rarely)."""
+        self._groups.clear()
+
     def group_field(self, group: LocalityEndpoints) -> EncodedGroup:
         """One locality group as the ``endpoints`` field of a ``ClusterLoadAssignment`` (tag and length
         included; ``join_groups`` of such fields, in order, is the whole message), with its hash

@@ -109,6 +109,7 @@ class MeshBuilder:
     ) -> MeshUpdate:
         builder = SnapshotBuilder(state, config, ready, paths, self._encoder)
         snapshots = builder.build()
+        builder.end_update()
         self._built = builder
         self._instance_switches = {
             name: Counter(node.attachment.switch for _, node in instances.values())

@@ -173,8 +173,7 @@ _EMPTY_DIGEST = digest_of(())
 _NO_RESOURCE = Resource("", None)
 _SWITCH_LOG_LIMIT = 4096
 _NO_SECRETS: dict[str, Resource] = {}
-_GROUP_MEMO_LIMIT = 100_000
-_VIEW_MEMO_LIMIT = 200_000
+_NO_SECRETS_VIEW: Resources = MappingProxyType(_NO_SECRETS)
 _REBASE_LIMIT = 32
 """A view whose levels moved more switches than this is built anew rather than rebased."""
 
@@ -334,6 +333,9 @@ class _Part:
     problems: tuple[str, ...]
     calls: tuple[tuple[ServiceName, Levels], ...] = ()
     """What it was built for: each called service and its levels from the callers' switch."""
+    views: dict[str, Resources] = field(default_factory=dict)
+    """A read-only view of each type's dict: a part rebuilt from its last one shares the dicts that did
+    not change and their views, which the cache recognises as checked (``SnapshotCache``)."""
     as_snapshot: tuple[Mapping[str, Resources], Mapping[str, str]] | None = None
     """Resources and versions of a node with nothing of its own: built once, shared by all such nodes
     (so the cache can also check their consistency once)."""
@@ -350,6 +352,7 @@ class _Listeners:
     problems: tuple[str, ...]
     digests: tuple[str, str]
     """Of the listeners and of the routes."""
+    views: tuple[Resources, Resources]
 
 
 GroupKey = tuple[int, str, str, str]
@@ -413,7 +416,8 @@ class SnapshotBuilder:
         self._where_switches: dict[tuple[ServiceName, tuple[str, str, str]], set[SwitchId]] = defaultdict(set)
         """The switches each locality of each service has had endpoints behind; ``_switch_wheres`` the reverse."""
         self._switch_wheres: dict[tuple[ServiceName, SwitchId], set[tuple[str, str, str]]] = defaultdict(set)
-        self._views_of_dicts: dict[int, tuple[dict[str, Resource], Resources]] = {}
+        self._identity_secrets: dict[str, tuple[TlsIdentity, Resource]] = {}
+        self._bundle_secret: Resource | None = None
         self._group_memo: dict[tuple[GroupKey, tuple[int, ...]], tuple[list[tuple[Endpoint, ...]], EncodedGroup]] = {}
         self._retired: dict[tuple[ServiceName, int], _EndpointsView] = {}
         """Views of levels replaced in this update, by (service, id of the levels)."""
@@ -465,6 +469,8 @@ class SnapshotBuilder:
         if HostId(node_id) in self.state.hosts:
             return self._host_snapshot(HostId(node_id))
         self._leave_group(node_id)
+        self._inbound_built.pop(node_id, None)
+        self._identity_secrets.pop(node_id, None)
         return None
 
     def _host_snapshot(self, host_id: HostId) -> MeshSnapshot:
@@ -682,9 +688,13 @@ class SnapshotBuilder:
         self._predecessors[(name, id(after))] = before
 
     def end_update(self) -> None:
-        """Views of levels no caller has any more are gone."""
+        """Views of levels no caller has any more are gone, and so are the groups encoded for this update
+        (the views hold theirs): a locality that grows by one endpoint per placement must not leave a
+        copy of itself per placement behind."""
         self._retired.clear()
         self._predecessors.clear()
+        self._group_memo.clear()
+        self.encoder.forget_groups()
 
     def _new_view(self, name: ServiceName, levels: Levels) -> _EndpointsView:
         priority_of = {switch: priority for priority, level in enumerate(levels) for switch in level}
@@ -752,8 +762,6 @@ class SnapshotBuilder:
         priority, region, zone, sub_zone = key
         endpoints = parts[0] if len(parts) == 1 else tuple(sorted(chain(*parts)))
         encoded = self.encoder.group_field(ec.LocalityEndpoints(region, zone, sub_zone, endpoints, priority))
-        if len(self._group_memo) >= _GROUP_MEMO_LIMIT:
-            self._group_memo.clear()
         self._group_memo[memo_key] = (parts, encoded)  # (parts kept alive: their ids stay theirs)
         return encoded
 
@@ -817,6 +825,7 @@ class SnapshotBuilder:
             template, changed = stale
             endpoints = dict(template.resources[ENDPOINTS])
             clusters, cluster_digest = template.resources[CLUSTER], template.digests[CLUSTER]
+            clusters_view = template.views[CLUSTER]
             same_clusters = True
             for name, levels in calls:
                 if name in changed:
@@ -828,6 +837,7 @@ class SnapshotBuilder:
         if not same_clusters:
             clusters = {c.name: c for c in (self._cluster(name) for name in names)}
             cluster_digest = digest_of(clusters.values())
+            clusters_view = MappingProxyType(clusters)
         by_type: dict[str, dict[str, Resource]] = {
             SECRET: _NO_SECRETS,  # (one shared empty dict: never written to)
             CLUSTER: clusters,
@@ -842,7 +852,14 @@ class SnapshotBuilder:
             LISTENER: listeners.digests[0],
             ROUTES: listeners.digests[1],
         }
-        return _Part(by_type, digests, listeners.excluded, listeners.problems, calls)
+        views = {
+            SECRET: _NO_SECRETS_VIEW,
+            CLUSTER: clusters_view,
+            ENDPOINTS: MappingProxyType(endpoints),
+            LISTENER: listeners.views[0],
+            ROUTES: listeners.views[1],
+        }
+        return _Part(by_type, digests, listeners.excluded, listeners.problems, calls, views)
 
     def _listeners_of(self, names: tuple[ServiceName, ...]) -> _Listeners:
         known = self._listeners.get(names)
@@ -881,7 +898,8 @@ class SnapshotBuilder:
                 listeners[name] = make_resource(name, ec.api_listener(name, listener_name), [(ROUTES, listener_name)])
                 excluded.add(name)
         digests = (digest_of(listeners.values()), digest_of(routes.values()))
-        built = _Listeners(listeners, routes, frozenset(excluded), tuple(problems), digests)
+        views = (MappingProxyType(listeners), MappingProxyType(routes))
+        built = _Listeners(listeners, routes, frozenset(excluded), tuple(problems), digests, views)
         self._listeners[names] = built
         return built
 
@@ -947,14 +965,28 @@ class SnapshotBuilder:
         problems: tuple[str, ...] = ()
         identity = self.config.identities.get(node_id)
         if identity is not None:
-            secrets.append(
-                make_resource(ec.IDENTITY_SECRET, ec.identity_secret(identity.cert_chain_pem, identity.private_key_pem))
-            )
+            secrets.append(self._identity_secret(node_id, identity))
         else:
             problems = ("mTLS is on but no certificate is issued for this node yet: its TLS listeners wait",)
         if self.config.trust_bundle_pem:
-            secrets.append(make_resource(ec.TRUST_BUNDLE_SECRET, ec.trust_bundle_secret(self.config.trust_bundle_pem)))
+            if self._bundle_secret is None:  # (the same for every node, and the config is this builder's)
+                self._bundle_secret = make_resource(
+                    ec.TRUST_BUNDLE_SECRET, ec.trust_bundle_secret(self.config.trust_bundle_pem)
+                )
+            secrets.append(self._bundle_secret)
         return secrets, problems
+
+    def _identity_secret(self, node_id: str, identity: TlsIdentity) -> Resource:
+        """The node's certificate as a secret, encoded once per certificate (a node's snapshot is built
+        again for changes elsewhere far more often than its certificate changes)."""
+        known = self._identity_secrets.get(node_id)
+        if known is not None and known[0] is identity:
+            return known[1]
+        secret = make_resource(
+            ec.IDENTITY_SECRET, ec.identity_secret(identity.cert_chain_pem, identity.private_key_pem)
+        )
+        self._identity_secrets[node_id] = (identity, secret)
+        return secret
 
     def _snapshot(
         self, node_id: str, shared: _Part, extra: Mapping[str, list[Resource]], problems: tuple[str, ...]
@@ -966,7 +998,7 @@ class SnapshotBuilder:
         if not any(additions.values()):
             if shared.as_snapshot is None:
                 shared.as_snapshot = (
-                    MappingProxyType({t: self._view_of(shared.resources[t]) for t in PUSH_ORDER}),
+                    MappingProxyType({t: shared.views[t] for t in PUSH_ORDER}),
                     MappingProxyType({t: version_string(generation, shared.digests[t]) for t in PUSH_ORDER}),
                 )
             resources_view, versions_view = shared.as_snapshot
@@ -980,7 +1012,7 @@ class SnapshotBuilder:
                 resources[type_url] = MappingProxyType(merged)
                 versions[type_url] = version_string(generation, digest_of(merged.values()))
             else:  # the shared dict itself: nodes that call the same services share one object
-                resources[type_url] = self._view_of(shared.resources[type_url])
+                resources[type_url] = shared.views[type_url]
                 versions[type_url] = version_string(generation, shared.digests[type_url])
         return MeshSnapshot(
             node_id=node_id,
@@ -990,18 +1022,6 @@ class SnapshotBuilder:
             wildcard_excluded=shared.wildcard_excluded,
             problems=problems,
         )
-
-    def _view_of(self, resources: dict[str, Resource]) -> Resources:
-        """One read-only view per dict: a part rebuilt from its last one shares the dicts that did not
-        change, and with them the views the cache recognises as checked (``SnapshotCache``)."""
-        known = self._views_of_dicts.get(id(resources))
-        if known is not None:
-            return known[1]
-        if len(self._views_of_dicts) >= _VIEW_MEMO_LIMIT:
-            self._views_of_dicts.clear()
-        view = MappingProxyType(resources)
-        self._views_of_dicts[id(resources)] = (resources, view)  # (the dict kept alive: its id stays its)
-        return view
 
 
 def with_versions_of(snapshot: MeshSnapshot, previous: MeshSnapshot | None) -> MeshSnapshot:
