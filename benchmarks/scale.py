@@ -178,7 +178,8 @@ class Streams:
         self.route = route
         self.ready = 0
         self.ready_event = asyncio.Event()
-        self.first_seen: list[dict[str, float]] = [{} for _ in self.nodes]  # endpoint "ip:port" -> wall time
+        self.first_seen: list[dict[str, float]] = [{} for _ in self.nodes]
+        """Per stream, each endpoint ("ip:port") it holds now -> when (wall time) it last appeared."""
 
     def saw(self, index: int, packed: Any, at: float) -> None:
         from envoy.config.endpoint.v3 import endpoint_pb2
@@ -186,10 +187,13 @@ class Streams:
         cla = endpoint_pb2.ClusterLoadAssignment()
         packed.Unpack(cla)
         seen = self.first_seen[index]
-        for group in cla.endpoints:
-            for lb in group.lb_endpoints:
-                address = lb.endpoint.address.socket_address
-                seen.setdefault(f"{address.address}:{address.port_value}", at)
+        now = {
+            f"{lb.endpoint.address.socket_address.address}:{lb.endpoint.address.socket_address.port_value}"
+            for group in cla.endpoints
+            for lb in group.lb_endpoints
+        }
+        # Since it last appeared: an endpoint withdrawn (a migration rolled back) and back later is new again.
+        self.first_seen[index] = {endpoint: seen.get(endpoint, at) for endpoint in now}
 
     async def run(self, index: int) -> None:
         import grpc
