@@ -4,8 +4,9 @@
 each model change only the snapshots that change touches, as ``build_snapshots`` would build them
 (the unit tests hold the two to equal results over random sequences of changes):
 
-* what the change is, is found by identity: the model's maps are immutable, so a workload whose
-  ``Workload`` object is the same one did not change (one pass over the workloads' dict, no hashing);
+* which workloads changed, the events say (``netmodel.changes.WorkloadChanges``, noted by the publisher
+  for every event); without that, it is found by identity: the model's maps are immutable, so a
+  workload whose ``Workload`` object is the same one did not change (one pass over the workloads' dict);
 * a changed workload touches its service: the service's endpoints (every priority order of them),
   the outbound part of every caller group that calls it, and so the snapshots of that group's
   members; its own sidecar's snapshot; when its identity changes who may speak for the service, the
