@@ -69,6 +69,8 @@ ENTRY_PORT = 8080
 PER_SERVICE = 100
 WORKLOAD_CPU_MILLIS = 10
 WORKLOAD_MEMORY_MIB = 8
+READ_TIMEOUT_S = 30.0
+"""How long a read of the controller's HTTP API may take: it answers late while a change keeps it busy."""
 RSS_GOAL_MB = 500
 ISTIOD = "istiod: ~1.5 GB for 2,000 sidecars"
 
@@ -470,7 +472,9 @@ def link_timeouts(log_text: str) -> int:
 
 def route_changes(controller: Any) -> list[dict[str, Any]]:
     """The route engine's last deltas sent (``GET /api/v1/routes/changes``)."""
-    answer = controller.get_json("/api/v1/routes/changes")
+    status, body = http_get(controller.http + "/api/v1/routes/changes", timeout=READ_TIMEOUT_S)
+    assert status == 200, f"GET /api/v1/routes/changes: {status} {body[:200]!r}"
+    answer = json.loads(body)
     return list(answer["changes"] if isinstance(answer, dict) else answer)
 
 
@@ -551,7 +555,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         # a link failure
         cable = ring_cable(spec)
         sum0, count0 = histogram_totals(
-            http_get(controller.http + "/metrics")[1].decode(), "edgectl_route_compute_seconds"
+            http_get(controller.http + "/metrics", timeout=READ_TIMEOUT_S)[1].decode(), "edgectl_route_compute_seconds"
         )
         seq0 = max((c["seq"] for c in route_changes(controller)), default=-1)
         ticks0, t0 = proc.ticks(), time.monotonic()
@@ -559,7 +563,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         time.sleep(max(0.0, 10 - (time.monotonic() - t0)))
         out["failure_cpu_percent"] = round(100.0 * (proc.ticks() - ticks0) / proc.hz / (time.monotonic() - t0), 1)
         sum1, count1 = histogram_totals(
-            http_get(controller.http + "/metrics")[1].decode(), "edgectl_route_compute_seconds"
+            http_get(controller.http + "/metrics", timeout=READ_TIMEOUT_S)[1].decode(), "edgectl_route_compute_seconds"
         )
         changes = [c for c in route_changes(controller) if c["seq"] > seq0]
         plan = [c for c in changes if c["reason"] == "plan"]
