@@ -472,6 +472,8 @@ def link_timeouts(log_text: str) -> int:
 
 def route_changes(controller: Any) -> list[dict[str, Any]]:
     """The route engine's last deltas sent (``GET /api/v1/routes/changes``)."""
+    from mininet_topos.controller_process import http_get
+
     status, body = http_get(controller.http + "/api/v1/routes/changes", timeout=READ_TIMEOUT_S)
     assert status == 200, f"GET /api/v1/routes/changes: {status} {body[:200]!r}"
     answer = json.loads(body)
