@@ -19,7 +19,7 @@ from typing import Any
 from meshctl.snapshot import InconsistentSnapshot, MeshSnapshot, check_consistent, version_digest, with_versions_of
 from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET, short_name
 
-_SHAPE_MEMO_LIMIT = 4096
+_SHAPE_MEMO_LIMIT = 1024
 
 Watcher = Callable[[str], None]
 SyncListener = Callable[[str, MeshSnapshot], None]
@@ -122,6 +122,8 @@ class SnapshotCache:
 
     def _publish(self, snapshots: Mapping[str, MeshSnapshot], removed: Iterable[str] | None) -> SetResult:
         """``removed`` None: every node missing from ``snapshots``."""
+        if removed is None:
+            self._checked_shapes.clear()  # a whole new build: the shapes checked for the last one are gone
         rejected: dict[str, str] = {}
         good: dict[str, MeshSnapshot] = {}
         checked: dict[int, str | None] = {}  # id(resources) -> problem: nodes sharing resources share the check
