@@ -11,7 +11,7 @@ a few microseconds per endpoint per order. Here each endpoint is encoded once an
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from meshctl.envoy_config import LocalityEndpoints
 from meshctl.wire_format import message_field, set_uint_field, text, uint_field
@@ -38,10 +38,6 @@ class LoadAssignmentEncoder:
         self._max_entries = max_entries
         self._endpoints: dict[Endpoint, bytes] = {}
         self._groups: dict[LocalityEndpoints, EncodedGroup] = {}
-
-    def encode(self, name: str, localities: Sequence[LocalityEndpoints]) -> bytes:
-        """The serialized ``ClusterLoadAssignment`` of ``localities`` (groups without endpoints left out)."""
-        return join_groups(name, [self.group_field(group)[0] for group in localities if group.endpoints])
 
     def forget_groups(self) -> None:
         """Drop the groups encoded so far (the endpoints stay: they are few and change rarely)."""

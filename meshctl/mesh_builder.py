@@ -57,7 +57,6 @@ class MeshBuilder:
     def __init__(self) -> None:
         self._built: SnapshotBuilder | None = None
         self._encoder = LoadAssignmentEncoder()
-        self._instance_switches: dict[ServiceName, Counter[SwitchId]] = {}
         self._caller_switches: dict[ServiceName, Counter[SwitchId | None]] = {}
         """Per called service, the switches of the placed workloads that call it (with how many)."""
         self._host_switches: dict[ServiceName, set[SwitchId | None]] = {}
@@ -70,11 +69,6 @@ class MeshBuilder:
     def paths(self) -> ServicePaths | None:
         return self._built.paths if self._built is not None else None
 
-    def full(self, state: FabricState, config: MeshConfig, ready: frozenset[str] | None) -> MeshUpdate:
-        """Every node's snapshot, from scratch (levels keep their hysteresis against the last ones)."""
-        paths = service_paths(state, config, ready, self.paths)
-        return self._full(state, config, ready, paths)
-
     def update(
         self, state: FabricState, config: MeshConfig, ready: frozenset[str] | None, hint: WorkloadChanges | None = None
     ) -> MeshUpdate | None:
@@ -82,7 +76,8 @@ class MeshBuilder:
         workloads the events since the last call's state touched."""
         built = self._built
         if built is None or not self._same_frame(built, state, config, ready):
-            return self.full(state, config, ready)
+            # Every node's snapshot from scratch (the levels keep their hysteresis against the last ones).
+            return self._full(state, config, ready, service_paths(state, config, ready, self.paths))
         if not (state.topology is built.state.topology or state.topology.same_but_load(built.state.topology)):
             paths = service_paths(state, config, ready, built.paths)
             if paths != built.paths:
@@ -112,20 +107,18 @@ class MeshBuilder:
         snapshots = builder.build()
         builder.end_update()
         self._built = builder
-        self._instance_switches = {
-            name: Counter(node.attachment.switch for _, node in instances.values())
-            for name, instances in builder.instances.items()
-        }
         self._caller_switches = defaultdict(Counter)
         for workload in state.workloads.values():
             self._count_caller(state, workload, 1)
         self._host_switches = _host_switches(builder)
-        self._levels_for = {name: self._path_inputs(name) for name in state.services}
+        self._levels_for = {name: self._path_inputs(builder, name) for name in state.services}
         return MeshUpdate(snapshots, frozenset(), True, paths)
 
-    def _path_inputs(self, name: ServiceName) -> tuple[frozenset[SwitchId | None], frozenset[SwitchId]]:
+    def _path_inputs(
+        self, built: SnapshotBuilder, name: ServiceName
+    ) -> tuple[frozenset[SwitchId | None], frozenset[SwitchId]]:
         callers = frozenset(self._caller_switches.get(name, ())) | self._host_switches.get(name, set())
-        return callers, frozenset(self._instance_switches.get(name, ()))
+        return callers, frozenset(built.at_switch.get(name, ()))
 
     @staticmethod
     def _same_frame(
@@ -173,12 +166,11 @@ class MeshBuilder:
             for workload in (old, new):
                 if workload is not None:
                     touched_services.add(workload.service)
-                    self._leave_instances(built, workload)
+                    built.remove_instance(workload)
             if new is not None:
                 node = built.endpoint_node(new)
                 if node is not None:
                     built.add_instance(new, node)
-                    self._instance_switches.setdefault(new.service, Counter())[node.attachment.switch] += 1
         rebuild = set(own)
         paths_changed = self._update_paths(built, state, touched_services)
         for name in sorted(touched_services | paths_changed):
@@ -200,16 +192,6 @@ class MeshBuilder:
                 snapshots[node_id] = snapshot
         built.end_update()
         return MeshUpdate(snapshots, frozenset(removed), False, built.paths)
-
-    def _leave_instances(self, built: SnapshotBuilder, workload: Workload) -> None:
-        """``workload`` is no longer among its service's endpoints (until re-added)."""
-        switch = built.remove_instance(workload)
-        if switch is None:
-            return
-        switches = self._instance_switches[workload.service]
-        switches[switch] -= 1
-        if switches[switch] <= 0:
-            del switches[switch]
 
     def _count_caller(self, state: FabricState, workload: Workload, delta: int) -> None:
         """The caller switches of each service ``workload`` calls (what ``service_paths`` wants levels for)."""
@@ -234,7 +216,7 @@ class MeshBuilder:
         levels: dict[tuple[SwitchId | None, ServiceName], tuple[tuple[SwitchId, ...], ...]] | None = None
         changed: set[ServiceName] = set()
         for name in sorted(callees):
-            inputs = self._path_inputs(name)
+            inputs = self._path_inputs(built, name)
             if inputs == self._levels_for.get(name):
                 continue
             self._levels_for[name] = inputs

@@ -309,15 +309,24 @@ def _endpoint_instances(
     """Per service, the instances that are endpoints (by id) and the node each serves from."""
     instances: dict[ServiceName, list[tuple[Workload, ComputeNode]]] = defaultdict(list)
     for workload in sorted(state.workloads.values(), key=lambda w: w.id):
-        node = serving_node(state, workload)
-        if node is None:
-            continue  # unplaced, or its node is down: no traffic to it
-        if workload.id in state.unhealthy:
-            continue  # its app or sidecar died (the node agent said so): withdrawn until re-placed
-        if ready_workloads is not None and workload.id not in ready_workloads:
-            continue  # its sidecar does not serve yet
-        instances[workload.service].append((workload, node))
+        node = _endpoint_node(state, ready_workloads, workload)
+        if node is not None:
+            instances[workload.service].append((workload, node))
     return instances
+
+
+def _endpoint_node(
+    state: FabricState, ready_workloads: frozenset[str] | None, workload: Workload
+) -> ComputeNode | None:
+    """The node ``workload`` serves from as an endpoint; None: it is none."""
+    node = serving_node(state, workload)
+    if node is None:
+        return None  # unplaced, or its node is down: no traffic to it
+    if workload.id in state.unhealthy:
+        return None  # its app or sidecar died (the node agent said so): withdrawn until re-placed
+    if ready_workloads is not None and workload.id not in ready_workloads:
+        return None  # its sidecar does not serve yet
+    return node
 
 
 # -- the builder ------------------------------------------------------------------------------------
@@ -494,13 +503,8 @@ class SnapshotBuilder:
     # -- forgetting what a change touches (``meshctl.mesh_builder``) --------------------------------
 
     def endpoint_node(self, workload: Workload) -> ComputeNode | None:
-        """The node ``workload`` serves from as an endpoint; None: not an endpoint (``_endpoint_instances``)."""
-        node = serving_node(self.state, workload)
-        if node is None or workload.id in self.state.unhealthy:
-            return None
-        if self.ready is not None and workload.id not in self.ready:
-            return None
-        return node
+        """The node ``workload`` serves from as an endpoint; None: not an endpoint."""
+        return _endpoint_node(self.state, self.ready, workload)
 
     def add_instance(self, workload: Workload, node: ComputeNode) -> None:
         """``workload`` is an endpoint of its service, served from ``node``."""
