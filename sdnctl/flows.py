@@ -298,13 +298,17 @@ def recompile_switches(
     """The incremental path after a link event: for each switch with a changed (switch, destination
     switch) entry, its new tables and the delta from ``current[switch]``, from the changed entries
     alone. Switches not returned are unchanged."""
-    by_switch: dict[SwitchId, set[SwitchId]] = {}
+    by_switch: dict[SwitchId, list[SwitchId]] = {}
     for switch, dst_switch in entries:
-        by_switch.setdefault(switch, set()).add(dst_switch)
+        targets = by_switch.get(switch)
+        if targets is None:
+            by_switch[switch] = [dst_switch]
+        else:
+            targets.append(dst_switch)
     behind: dict[SwitchId, list[Endpoint]] = {}
     for endpoint in plan.endpoints.values():
         behind.setdefault(endpoint.attachment.switch, []).append(endpoint)
-    links = plan.links
+    links, out_ports = plan.links, plan.out_ports
     out: dict[SwitchId, tuple[CompiledSwitch, SwitchDelta]] = {}
     for switch, dst_switches in by_switch.items():
         old = current.get(switch)
@@ -317,17 +321,14 @@ def recompile_switches(
         new_part: list[Entry] = []
         modified_groups: list[GroupSpec] = []
         # The switch's next hops to all its changed destinations in one read of the plan's arrays.
-        targets = [dst for dst in dst_switches if dst in behind]
+        targets = [dst for dst in set(dst_switches) if dst in behind]
         row, columns = plan.index[switch], [plan.index[dst] for dst in targets]
         primaries, backups = plan.primary[row, columns].tolist(), plan.backup[row, columns].tolist()
+        fast = not old.policed
         for dst, primary, backup in zip(targets, primaries, backups, strict=True):
-            primary_link = links[primary] if primary != NO_LINK else None
-            backup_link = links[backup] if backup != NO_LINK else None
             ports: tuple[PortNo, ...] = ()
-            if primary_link is not None and dst != switch and not old.policed:
-                ports = (
-                    (primary_link.src_port,) if backup_link is None else (primary_link.src_port, backup_link.src_port)
-                )
+            if primary != NO_LINK and dst != switch and fast:
+                ports = (out_ports[primary],) if backup == NO_LINK else (out_ports[primary], out_ports[backup])
             for endpoint in behind[dst]:
                 if ports:
                     # The usual entry after a link event: it keeps its flows and group id, and only
@@ -346,7 +347,11 @@ def recompile_switches(
                 if endpoint.attachment.switch == switch:
                     entry = compile_entry(plan, switch, endpoint)
                 else:
-                    entry = _entry_via(endpoint, primary_link, backup_link)
+                    entry = _entry_via(
+                        endpoint,
+                        links[primary] if primary != NO_LINK else None,
+                        links[backup] if backup != NO_LINK else None,
+                    )
                 if old.policed:
                     entry = police(entry, old.policed)
                 before = new_entries.get(endpoint.ip, ((), None))

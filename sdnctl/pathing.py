@@ -24,7 +24,7 @@ from operator import is_not, itemgetter
 import numpy as np
 
 from netmodel.graph import arc_matrix, arcs_into, shortest_distances
-from netmodel.ids import SwitchId
+from netmodel.ids import PortNo, SwitchId
 from netmodel.state import FabricState
 from netmodel.types import Attachment, LinkAttrs, LinkId
 from sdnctl import pathing_small
@@ -78,6 +78,13 @@ class RoutePlan:
     # After an incremental update: the previous plan's primary and backup arrays and the flat indexes
     # of the entries recomputed (sorted); ``changed_entries`` then looks at those alone.
     recomputed_from: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def out_ports(self) -> tuple[PortNo, ...]:
+        """Per link (index into ``links``), the port it leaves its source switch by."""
+        if self._structure is not None and self._structure.links is self.links:
+            return self._structure.out_ports
+        return tuple(link.src_port for link in self.links)
 
     def next_hop(self, switch: SwitchId, dst_switch: SwitchId) -> tuple[LinkId | None, LinkId | None]:
         s, d = self.index[switch], self.index[dst_switch]
@@ -152,6 +159,10 @@ class _Structure:
     bounds: np.ndarray  # out-links of switch i: by_switch[bounds[i]:bounds[i + 1]]
     by_dst: np.ndarray
     dst_bounds: np.ndarray  # in-links of switch i: by_dst[dst_bounds[i]:dst_bounds[i + 1]]
+
+    @cached_property
+    def out_ports(self) -> tuple[PortNo, ...]:
+        return tuple(link.src_port for link in self.links)
 
     @cached_property
     def lists(self) -> pathing_small.Graph:
