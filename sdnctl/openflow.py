@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,12 +30,12 @@ from sdnctl import frames, hosts
 from sdnctl.acl import KIND_DENY, KIND_GUARD, acl_cookie
 from sdnctl.acl_counters import FlowKey
 from sdnctl.discovery import LOOP_PORT, PROBE_INTERVAL_S, Discovery, EchoRequest, PacketOut
+from sdnctl.flow_stats import flow_spec_of
 from sdnctl.flows import (
     COOKIE_ARP,
     COOKIE_MASK,
     EDGECTL_COOKIE,
     EDGECTL_COOKIE_MASK,
-    FlowSpec,
     GroupSpec,
     MeterSpec,
     SwitchConfig,
@@ -43,6 +44,7 @@ from sdnctl.flows import (
 from sdnctl.message_counts import MessageCounts
 from sdnctl.port_stats import PortRates, load_report
 from sdnctl.roles import EQUAL, MASTER, NOCHANGE, SLAVE, Mastership, RoleOutcome, RoleRequest, SwitchRoles
+from sdnctl.table_writes import Encoded, XidSink, flow_mod_bytes, group_mod_bytes, meter_mod_bytes, with_xid
 
 LOG = logging.getLogger("edgectl.sdnctl.openflow")
 ofp = ofproto_v1_3
@@ -92,7 +94,6 @@ ONF_EXPERIMENTER = 0x4F4E4600
 ONFT_ROLE_STATUS = 1911
 
 # Every meter edgectl writes: rates in kbit/s, an explicit burst, statistics kept.
-METER_FLAGS = ofp.OFPMF_KBPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
 
 
 @dataclass
@@ -515,23 +516,45 @@ class FabricApp(app_manager.OSKenApp):
     def send_phase(self, dpid: SwitchId, delta: SwitchDelta, phase: str) -> bool:
         """Send one phase of ``delta`` ('make': meters, groups, flows added/modified; 'break': flows, groups,
         meters deleted)."""
-        datapath = self.datapaths.get(dpid)
-        if datapath is None:
-            return False
-        parser = datapath.ofproto_parser
-        msgs: list[Any] = []
         if phase == "make":
-            msgs += [_meter_mod(parser, ofp.OFPMC_ADD, m, datapath) for m in delta.add_meters]
-            msgs += [_meter_mod(parser, ofp.OFPMC_MODIFY, m, datapath) for m in delta.modify_meters]
-            msgs += [_group_mod(parser, ofp.OFPGC_ADD, g, datapath) for g in delta.add_groups]
-            msgs += [_group_mod(parser, ofp.OFPGC_MODIFY, g, datapath) for g in delta.modify_groups]
-            msgs += [_flow_mod(parser, ofp.OFPFC_ADD, f, datapath) for f in delta.add_flows]
-            msgs += [_flow_mod(parser, ofp.OFPFC_MODIFY_STRICT, f, datapath) for f in delta.modify_flows]
+            encoded = [
+                *(meter_mod_bytes(ofp.OFPMC_ADD, m) for m in delta.add_meters),
+                *(meter_mod_bytes(ofp.OFPMC_MODIFY, m) for m in delta.modify_meters),
+                *(group_mod_bytes(ofp.OFPGC_ADD, g) for g in delta.add_groups),
+                *(group_mod_bytes(ofp.OFPGC_MODIFY, g) for g in delta.modify_groups),
+                *(flow_mod_bytes(ofp.OFPFC_ADD, f) for f in delta.add_flows),
+                *(flow_mod_bytes(ofp.OFPFC_MODIFY_STRICT, f) for f in delta.modify_flows),
+            ]
         else:
-            msgs += [_flow_mod(parser, ofp.OFPFC_DELETE_STRICT, f, datapath) for f in delta.delete_flows]
-            msgs += [_group_mod(parser, ofp.OFPGC_DELETE, g, datapath) for g in delta.delete_groups]
-            msgs += [_meter_mod(parser, ofp.OFPMC_DELETE, m, datapath) for m in delta.delete_meters]
-        return all(self._send(dpid, msg) is not None for msg in msgs)
+            encoded = [
+                *(flow_mod_bytes(ofp.OFPFC_DELETE_STRICT, f) for f in delta.delete_flows),
+                *(group_mod_bytes(ofp.OFPGC_DELETE, g) for g in delta.delete_groups),
+                *(meter_mod_bytes(ofp.OFPMC_DELETE, m) for m in delta.delete_meters),
+            ]
+        return self._send_encoded(dpid, encoded)
+
+    def _send_encoded(self, dpid: SwitchId, encoded: list[Encoded]) -> bool:
+        """Send table writes already serialized, each with its own transaction id, in one write to the
+        switch: one queue entry and one send for a whole phase (a first install is thousands of them)."""
+        with self._lock:
+            switch = self.switches.get(dpid)
+        if switch is None:
+            return False
+        if not encoded:
+            return True
+        if self._roles is not None and not self.may_write(dpid):
+            return False  # not this controller's switch to change (replicated mode: not its MASTER)
+        sink = XidSink()
+        with switch.lock:
+            chunks = []
+            for message in encoded:
+                switch.datapath.set_xid(sink)
+                chunks.append(with_xid(message.data, sink.xid))
+            if not switch.datapath.send(b"".join(chunks)):
+                return False
+        for name, count in Counter(message.name for message in encoded).items():
+            self.messages.sent(name, count)
+        return True
 
     def read_config(self, dpid: SwitchId, timeout_s: float = 5.0) -> SwitchConfig | None:
         """What edgectl owns on the switch now: its flows (by cookie), its groups and meters; None if it did
@@ -595,7 +618,7 @@ class FabricApp(app_manager.OSKenApp):
                 continue  # asked again next round
             if meters.error is not None:  # a switch without meters: it holds none (and reservations fail there)
                 LOG.warning("switch %s has no meter table: %s", format_dpid(dpid), meters.error)
-            flow_specs = frozenset(_flow_spec(stat) for reply in flows.replies for stat in reply.body)
+            flow_specs = frozenset(flow_spec_of(stat) for reply in flows.replies for stat in reply.body)
             group_specs = frozenset(_group_spec(stat) for reply in groups.replies for stat in reply.body)
             meter_specs = frozenset(_meter_spec(stat) for reply in meters.replies for stat in reply.body)
             out[dpid] = SwitchConfig(flow_specs, group_specs, meter_specs)
@@ -777,7 +800,7 @@ class FabricApp(app_manager.OSKenApp):
             if failed:
                 continue
             packets = {
-                _flow_spec(stat).key: int(stat.packet_count)
+                flow_spec_of(stat).key: int(stat.packet_count)
                 for p in pendings
                 for reply in p.replies
                 for stat in reply.body
@@ -896,90 +919,6 @@ class FabricApp(app_manager.OSKenApp):
 # -- FlowSpec/GroupSpec <-> os-ken messages ------------------------------------------------------
 
 
-def _actions(parser: Any, actions: Iterable[tuple[str, int]]) -> list[Any]:
-    out = []
-    for kind, value in actions:
-        if kind == "output":
-            out.append(parser.OFPActionOutput(value))
-        elif kind == "group":
-            out.append(parser.OFPActionGroup(value))
-        elif kind == "controller":
-            out.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER, value))
-        else:
-            raise ValueError(f"unknown action {kind}")
-    return out
-
-
-def _instructions(parser: Any, actions: tuple[tuple[str, int], ...]) -> list[Any]:
-    """A meter first, then apply-actions for the other actions before a ``goto``, then the goto; no
-    actions: no instruction (drop)."""
-    instructions = [
-        parser.OFPInstructionMeter(meter_id, ofp.OFPIT_METER) for kind, meter_id in actions if kind == "meter"
-    ]
-    applied = [a for a in actions if a[0] not in ("goto", "meter")]
-    instructions += (
-        [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, _actions(parser, applied))] if applied else []
-    )
-    instructions += [parser.OFPInstructionGotoTable(table) for kind, table in actions if kind == "goto"]
-    return instructions
-
-
-def _flow_mod(parser: Any, command: int, flow: FlowSpec, datapath: Any) -> Any:
-    instructions = _instructions(parser, flow.actions)
-    return parser.OFPFlowMod(
-        datapath,
-        cookie=flow.cookie,
-        cookie_mask=0,
-        table_id=flow.table,
-        command=command,
-        priority=flow.priority,
-        buffer_id=ofp.OFP_NO_BUFFER,
-        out_port=ofp.OFPP_ANY,
-        out_group=ofp.OFPG_ANY,
-        match=parser.OFPMatch(**dict(flow.match)),
-        instructions=instructions,
-    )
-
-
-def _group_mod(parser: Any, command: int, group: GroupSpec, datapath: Any) -> Any:
-    buckets = [
-        parser.OFPBucket(weight=0, watch_port=port, watch_group=ofp.OFPG_ANY, actions=[parser.OFPActionOutput(port)])
-        for port in group.buckets
-    ]
-    return parser.OFPGroupMod(
-        datapath,
-        command=command,
-        type_=ofp.OFPGT_FF,
-        group_id=group.group_id,
-        buckets=buckets if command != ofp.OFPGC_DELETE else [],
-    )
-
-
-def _flow_spec(stat: Any) -> FlowSpec:
-    meters: list[tuple[str, int]] = []
-    actions: list[tuple[str, int]] = []
-    goto: list[tuple[str, int]] = []
-    for instruction in stat.instructions:
-        if instruction.type == ofp.OFPIT_GOTO_TABLE:
-            goto.append(("goto", instruction.table_id))
-            continue
-        if instruction.type == ofp.OFPIT_METER:
-            meters.append(("meter", instruction.meter_id))
-            continue
-        for action in getattr(instruction, "actions", []):
-            if action.cls_action_type == ofp.OFPAT_OUTPUT:
-                if action.port == ofp.OFPP_CONTROLLER:
-                    actions.append(("controller", action.max_len))
-                else:
-                    actions.append(("output", action.port))
-            elif action.cls_action_type == ofp.OFPAT_GROUP:
-                actions.append(("group", action.group_id))
-            else:
-                actions.append(("foreign", action.cls_action_type))  # not ours: the diff rewrites it
-    match = tuple(sorted(stat.match.items()))
-    return FlowSpec(stat.table_id, stat.priority, match, (*meters, *actions, *goto), stat.cookie)
-
-
 def _group_spec(stat: Any) -> GroupSpec:
     """A group as edgectl would have written it; any other shape reads as bucketless, so the diff
     modifies it (if wanted) or deletes it, and never tries to add an id that exists."""
@@ -992,11 +931,6 @@ def _group_spec(stat: Any) -> GroupSpec:
             return GroupSpec(stat.group_id, ())
         ports.append(PortNo(outputs[0]))
     return GroupSpec(stat.group_id, tuple(ports))
-
-
-def _meter_mod(parser: Any, command: int, meter: MeterSpec, datapath: Any) -> Any:
-    bands = [] if command == ofp.OFPMC_DELETE else [parser.OFPMeterBandDrop(meter.rate_kbps, meter.burst_kb)]
-    return parser.OFPMeterMod(datapath, command=command, flags=METER_FLAGS, meter_id=meter.meter_id, bands=bands)
 
 
 def _meter_spec(stat: Any) -> MeterSpec:

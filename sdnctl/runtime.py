@@ -140,12 +140,14 @@ def _guard_connections(controller_module: Any, limits: ConnectionLimits) -> Any:
     from os_ken.ofproto import ofproto_parser
 
     from sdnctl.connections import ConnectionGuard, peer_name
+    from sdnctl.flow_stats import FlowStatsReader
 
     guard = ConnectionGuard(limits)
     controller_module.datapath_connection_factory = guard
     if getattr(ofproto_parser.msg, "edgectl_strict", False):
         return guard
     parsers = ofproto_parser._MSG_PARSERS
+    flow_stats = FlowStatsReader()  # (flow-stats replies: each distinct flow parsed once, see sdnctl.flow_stats)
     unknown_version = ofproto_parser.exception.OFPUnknownVersion
 
     def strict_msg(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: Any) -> Any:
@@ -157,6 +159,9 @@ def _guard_connections(controller_module: Any, limits: ConnectionLimits) -> Any:
         if parser is None:
             raise unknown_version(version=version)
         try:
+            fast = flow_stats.parse(datapath, version, msg_type, msg_len, xid, buf)
+            if fast is not None:
+                return fast
             return parser(datapath, version, msg_type, msg_len, xid, buf)
         except Exception as exc:
             raise MalformedOpenFlow(f"version {version:#x} type {msg_type} length {msg_len}: {exc}") from None

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from test_sdnctl_openflow_metrics import FakeDatapath, app_with
 
+from sdnctl import table_writes
 from sdnctl.flows import FlowSpec, MeterSpec
 
 
@@ -34,26 +35,26 @@ def test_a_metered_flow_is_written_meter_first_and_reads_back_equal(openflow) ->
         (("meter", 7), ("output", 3)),
         0xEC04_0000_0000_0001,
     )
-    mod = openflow._flow_mod(parser, ofp.OFPFC_ADD, flow, datapath)
+    mod = table_writes.flow_mod(parser, ofp.OFPFC_ADD, flow, datapath)
     assert [type(i).__name__ for i in mod.instructions] == ["OFPInstructionMeter", "OFPInstructionActions"]
     assert mod.instructions[0].meter_id == 7
     mod.serialize()  # valid on the wire
     stat = parser.OFPFlowStats(
         table_id=1, priority=200, cookie=flow.cookie, match=mod.match, instructions=mod.instructions
     )
-    assert openflow._flow_spec(stat) == flow
+    assert openflow.flow_spec_of(stat) == flow
 
 
 def test_meter_mods_carry_one_drop_band_in_kbps_with_a_burst_and_delete_carries_none(openflow) -> None:
     datapath = FakeDatapath(1)
     parser, ofp = datapath.ofproto_parser, datapath.ofproto
     meter = MeterSpec(0x30002, 6000, 3000)
-    add = openflow._meter_mod(parser, ofp.OFPMC_ADD, meter, datapath)
+    add = table_writes.meter_mod(parser, ofp.OFPMC_ADD, meter, datapath)
     assert add.meter_id == 0x30002 and add.flags & ofp.OFPMF_KBPS and add.flags & ofp.OFPMF_BURST
     ((band,),) = [add.bands]
     assert (band.type, band.rate, band.burst_size) == (ofp.OFPMBT_DROP, 6000, 3000)
     add.serialize()
-    delete = openflow._meter_mod(parser, ofp.OFPMC_DELETE, meter, datapath)
+    delete = table_writes.meter_mod(parser, ofp.OFPMC_DELETE, meter, datapath)
     assert delete.command == ofp.OFPMC_DELETE and delete.bands == []
 
 
@@ -61,19 +62,19 @@ def test_a_meter_reads_back_as_written_and_any_other_shape_as_foreign(openflow) 
     datapath = FakeDatapath(1)
     parser, ofp = datapath.ofproto_parser, datapath.ofproto
     ours = parser.OFPMeterConfigStats(
-        flags=openflow.METER_FLAGS, meter_id=5, bands=[parser.OFPMeterBandDrop(rate=4000, burst_size=2000)]
+        flags=table_writes.METER_FLAGS, meter_id=5, bands=[parser.OFPMeterBandDrop(rate=4000, burst_size=2000)]
     )
     assert openflow._meter_spec(ours) == MeterSpec(5, 4000, 2000)
     pktps = parser.OFPMeterConfigStats(
         flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST, meter_id=5, bands=[parser.OFPMeterBandDrop(rate=4000, burst_size=2000)]
     )
     two_bands = parser.OFPMeterConfigStats(
-        flags=openflow.METER_FLAGS,
+        flags=table_writes.METER_FLAGS,
         meter_id=5,
         bands=[parser.OFPMeterBandDrop(rate=4000, burst_size=2000), parser.OFPMeterBandDrop(rate=1, burst_size=1)],
     )
     remark = parser.OFPMeterConfigStats(
-        flags=openflow.METER_FLAGS, meter_id=5, bands=[parser.OFPMeterBandDscpRemark(rate=4000, burst_size=2000)]
+        flags=table_writes.METER_FLAGS, meter_id=5, bands=[parser.OFPMeterBandDscpRemark(rate=4000, burst_size=2000)]
     )
     for other in (pktps, two_bands, remark):
         assert openflow._meter_spec(other) == MeterSpec(5, 0, 0)

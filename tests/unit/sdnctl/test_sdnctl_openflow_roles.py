@@ -39,6 +39,24 @@ def openflow() -> Any:
     return openflow
 
 
+def parse_messages(datapath: Any, buf: bytes) -> list[Any]:
+    import struct
+
+    from os_ken.ofproto import ofproto_v1_3_parser
+
+    out = []
+    while buf:
+        version, msg_type, length, xid = struct.unpack_from("!BBHI", buf)
+        if msg_type in ofproto_v1_3_parser._MSG_PARSERS:
+            out.append(ofproto_v1_3_parser.msg_parser(datapath, version, msg_type, length, xid, buf[:length]))
+        else:  # os-ken parses no MeterMod nor GroupMod: their names and bytes
+            ofp = datapath.ofproto
+            name = {ofp.OFPT_METER_MOD: "OFPMeterMod", ofp.OFPT_GROUP_MOD: "OFPGroupMod"}.get(msg_type, str(msg_type))
+            out.append(type(name, (), {"buf": bytes(buf[:length]), "xid": xid})())
+        buf = buf[length:]
+    return out
+
+
 class FakeDatapath:
     def __init__(self, dpid: int) -> None:
         from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
@@ -58,6 +76,11 @@ class FakeDatapath:
 
     def send_msg(self, msg: Any) -> bool:
         self.sent.append(msg)
+        return True
+
+    def send(self, buf: bytes) -> bool:
+        """Serialized messages (one or more back to back), kept as os-ken parses them."""
+        self.sent += parse_messages(self, buf)
         return True
 
     def names(self) -> list[str]:
