@@ -12,9 +12,12 @@ each model change only the snapshots that change touches, as ``build_snapshots``
   members; its own sidecar's snapshot; when its identity changes who may speak for the service, the
   service's cluster and the inbound listeners of the services it calls;
 * a changed certificate touches its node's snapshot only;
-* anything else (sites, hosts, nodes, services, policy, any other mesh setting, priority levels moved
-  by a latency change) is a full build, as before: those are rare and a rebuild of them is what an
-  operator expects to cost.
+* a topology change (a link down, a latency measured) that moves some callers' priority levels touches
+  the services whose levels moved, as a changed workload does (every view rebased on the caller's last
+  one): on a busy fabric latencies move levels often, and a full build each time kept the publisher busy
+  at rest;
+* anything else (sites, hosts, nodes, services, policy, any other mesh setting) is a full build: those
+  are rare and a rebuild of them is what an operator expects to cost.
 
 Priority levels follow the services that changed (``compute_paths`` for those services alone, with
 the last levels for hysteresis), so placing one instance costs no Dijkstra from every caller.
@@ -78,10 +81,11 @@ class MeshBuilder:
         if built is None or not self._same_frame(built, state, config, ready):
             # Every node's snapshot from scratch (the levels keep their hysteresis against the last ones).
             return self._full(state, config, ready, service_paths(state, config, ready, self.paths))
+        moved: set[ServiceName] = set()
         if not (state.topology is built.state.topology or state.topology.same_but_load(built.state.topology)):
             paths = service_paths(state, config, ready, built.paths)
             if paths != built.paths:
-                return self._full(state, config, ready, paths)
+                moved = self._take_paths(built, paths)
         hinted = hint.between(maps_of(built.state), maps_of(state)) if hint is not None else None
         changed: set[str]
         if hinted is not None:
@@ -93,10 +97,27 @@ class MeshBuilder:
         if ready is not None and built.ready is not None and ready is not built.ready:
             changed |= ready ^ built.ready
         identities = _changed_keys(built.config.identities, config.identities, by_equality=True)
-        if not changed and not identities:
+        if not changed and not identities and not moved:
             built.state, built.config, built.ready = state, config, ready
             return None
-        return self._apply(built, state, config, ready, changed, identities)
+        return self._apply(built, state, config, ready, changed, identities, moved)
+
+    @staticmethod
+    def _take_paths(built: SnapshotBuilder, paths: ServicePaths) -> set[ServiceName]:
+        """The topology moved some callers' levels: ``paths`` replaces the builder's; returns the services
+        with a level that is not the same object as before (their parts and views are rebuilt, each view
+        from the caller's last one)."""
+        before, after = built.paths.levels, paths.levels
+        moved: set[ServiceName] = set()
+        for key in before.keys() | after.keys():
+            old, new = before.get(key), after.get(key)
+            if old is new:
+                continue
+            moved.add(key[1])
+            if old is not None and new is not None:
+                built.rebase(key[1], old, new)
+        built.paths = paths
+        return moved
 
     # -- a full build -------------------------------------------------------------------------------
 
@@ -146,7 +167,10 @@ class MeshBuilder:
         ready: frozenset[str] | None,
         changed: set[str],
         identities: set[str],
+        moved: set[ServiceName],
     ) -> MeshUpdate:
+        """Rebuild what ``changed`` workloads, ``identities`` and the services whose levels the topology
+        ``moved`` touch."""
         before = built.state
         built.state, built.config, built.ready = state, config, ready
         touched_services: set[ServiceName] = set()
@@ -172,7 +196,7 @@ class MeshBuilder:
                 if node is not None:
                     built.add_instance(new, node)
         rebuild = set(own)
-        paths_changed = self._update_paths(built, state, touched_services)
+        paths_changed = self._update_paths(built, state, touched_services) | moved
         for name in sorted(touched_services | paths_changed):
             cluster_changed = built.identities_changed(name)
             rebuild |= built.forget_service(name, cluster_too=cluster_changed, levels_too=name in paths_changed)
