@@ -89,3 +89,22 @@ def test_an_empty_phase_sends_nothing_and_a_gone_switch_fails(openflow) -> None:
     assert app.send_phase(1, SwitchDelta(), "break")
     assert writes == []
     assert not app.send_phase(2, SwitchDelta(add_flows=(ROUTE,)), "make")
+
+
+def test_random_flows_encode_to_os_kens_bytes_and_other_fields_go_to_os_ken() -> None:
+    import random
+
+    from test_flow_stats import random_flow
+
+    datapath = FakeDatapath(1)
+    parser, ofp = datapath.ofproto_parser, datapath.ofproto
+    rng = random.Random(11)
+    for _ in range(300):
+        flow = random_flow(rng)
+        command = rng.choice((ofp.OFPFC_ADD, ofp.OFPFC_MODIFY_STRICT, ofp.OFPFC_DELETE_STRICT))
+        expected = own_serialization(table_writes.flow_mod(parser, command, flow, datapath), 0)
+        assert table_writes.encode_flow_mod(command, flow) == expected, flow
+    vlan = FlowSpec(1, 50, (("vlan_vid", 0x1000 | 7),), (("output", 2),), 0xEC00_0000_0000_0009)
+    assert table_writes.encode_flow_mod(ofp.OFPFC_ADD, vlan) is None
+    expected = own_serialization(table_writes.flow_mod(parser, ofp.OFPFC_ADD, vlan, datapath), 0)
+    assert table_writes.flow_mod_bytes(ofp.OFPFC_ADD, vlan).data == expected
