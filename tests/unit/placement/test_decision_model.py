@@ -7,9 +7,16 @@ import threading
 
 import numpy as np
 
-from netmodel.events import NodeWentDown, WorkloadPlaced, WorkloadRemoved
-from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
-from netmodel.types import Resources, Workload
+from netmodel.events import (
+    LinkLatencyMeasured,
+    LinkLoadMeasured,
+    LinkWentDown,
+    NodeWentDown,
+    WorkloadPlaced,
+    WorkloadRemoved,
+)
+from netmodel.ids import NodeId, PortNo, ServiceName, SpiffeId, SwitchId, WorkloadId
+from netmodel.types import LinkId, Resources, Workload
 from placement.decision_model import DecisionModel, highest_numbers, ports_in_use
 from placement.orchestrator import PlacementOrchestrator
 from placement.scheduler import DEFAULT_PROFILE, schedule_on
@@ -156,3 +163,17 @@ def test_a_failover_pass_is_skipped_for_its_own_placements_only() -> None:
         assert seen == [False, True, False, True]
         o.fail_over()  # it moves the displaced instance: not clean
         assert o.failover_needed(WorkloadRemoved(mine.id), bus.state)
+
+
+def test_measurements_wake_no_failover_pass_unless_a_latency_may_help_a_stranded_instance() -> None:
+    link = LinkId(SwitchId(1), PortNo(1), SwitchId(2), PortNo(1))
+    latency, load = LinkLatencyMeasured(((link, 900),), 1.0), LinkLoadMeasured(((link, 1e6),), 1.0)
+    with running_bus() as bus:
+        o = PlacementOrchestrator(bus)
+        o.fail_over()  # nothing displaced, nothing stranded: clean
+        assert not o.failover_needed(latency, bus.state)
+        assert not o.failover_needed(load, bus.state)
+        assert o.failover_needed(LinkWentDown(link), bus.state), "a link down may cut a node off"
+        o._failover_clean = False  # as after a pass that left an instance stranded
+        assert o.failover_needed(latency, bus.state), "a lower latency may bring it within its SLO"
+        assert not o.failover_needed(load, bus.state)
