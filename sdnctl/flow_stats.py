@@ -105,38 +105,47 @@ class FlowStatsReader:
         return msg
 
 
-def _mac(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
+def _mac(data: bytes, at: int) -> str:
+    return ":".join(f"{b:02x}" for b in data[at : at + 6])
 
 
-def _ipv4(raw: bytes) -> str:
-    return f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}"
+def _ipv4(data: bytes, at: int) -> str:
+    return f"{data[at]}.{data[at + 1]}.{data[at + 2]}.{data[at + 3]}"
 
 
-def _int(raw: bytes) -> int:
-    return int.from_bytes(raw, "big")
+def _uint(width: int) -> Callable[[bytes, int], int]:
+    unpack_from = struct.Struct({1: "!B", 2: "!H", 4: "!I", 8: "!Q"}[width]).unpack_from
+
+    def read(data: bytes, at: int) -> int:
+        return int(unpack_from(data, at)[0])
+
+    return read
 
 
-_BASIC_FIELDS: dict[int, tuple[str, int, Callable[[bytes], Any]]] = {
+_U8, _U16, _U32, _U64 = _uint(1), _uint(2), _uint(4), _uint(8)
+_BASIC_FIELDS: dict[int, tuple[str, int, Callable[[bytes, int], Any]]] = {
     # OpenFlow basic class field number -> (os-ken's name, value bytes, os-ken's value form)
-    0: ("in_port", 4, _int),
-    2: ("metadata", 8, _int),
+    0: ("in_port", 4, _U32),
+    2: ("metadata", 8, _U64),
     3: ("eth_dst", 6, _mac),
     4: ("eth_src", 6, _mac),
-    5: ("eth_type", 2, _int),
-    10: ("ip_proto", 1, _int),
+    5: ("eth_type", 2, _U16),
+    10: ("ip_proto", 1, _U8),
     11: ("ipv4_src", 4, _ipv4),
     12: ("ipv4_dst", 4, _ipv4),
-    13: ("tcp_src", 2, _int),
-    14: ("tcp_dst", 2, _int),
-    15: ("udp_src", 2, _int),
-    16: ("udp_dst", 2, _int),
-    21: ("arp_op", 2, _int),
+    13: ("tcp_src", 2, _U16),
+    14: ("tcp_dst", 2, _U16),
+    15: ("udp_src", 2, _U16),
+    16: ("udp_dst", 2, _U16),
+    21: ("arp_op", 2, _U16),
     22: ("arp_spa", 4, _ipv4),
     23: ("arp_tpa", 4, _ipv4),
     24: ("arp_sha", 6, _mac),
     25: ("arp_tha", 6, _mac),
 }
+_OXM_HEADER = struct.Struct("!HBB")
+_TYPE_LENGTH = struct.Struct("!HH")
+_OUTPUT_BODY = struct.Struct("!IH")
 _ONF_EXPERIMENTER = 0x4F4E4600
 _ONF_TCP_FLAGS = 42  # EXT-109: TCP flags in OpenFlow 1.3, as os-ken names it
 _OXM_BASIC = 0x8000
@@ -151,7 +160,7 @@ def decode_flow(data: bytes, start: int, end: int, table: int, priority: int, co
     this does not decode (os-ken parses that entry)."""
     if end - start < 4:
         return None
-    match_type, match_length = struct.unpack_from("!HH", data, start)
+    match_type, match_length = _TYPE_LENGTH.unpack_from(data, start)
     if match_type != ofp.OFPMT_OXM or match_length < 4 or start + match_length > end:
         return None
     fields: list[tuple[str, Any]] = []
@@ -159,7 +168,7 @@ def decode_flow(data: bytes, start: int, end: int, table: int, priority: int, co
     while at < match_end:
         if match_end - at < 4:
             return None
-        oxm_class, field_and_mask, size = struct.unpack_from("!HBB", data, at)
+        oxm_class, field_and_mask, size = _OXM_HEADER.unpack_from(data, at)
         field, masked = field_and_mask >> 1, field_and_mask & 1
         value_at, at = at + 4, at + 4 + size
         if at > match_end:
@@ -170,16 +179,16 @@ def decode_flow(data: bytes, start: int, end: int, table: int, priority: int, co
                 return None
             name, width, form = known
         elif oxm_class == _OXM_EXPERIMENTER and field == _ONF_TCP_FLAGS and size >= 4:
-            if _int(data[value_at : value_at + 4]) != _ONF_EXPERIMENTER:
+            if _U32(data, value_at) != _ONF_EXPERIMENTER:
                 return None
-            name, width, form = "tcp_flags", 2, _int
+            name, width, form = "tcp_flags", 2, _U16
             value_at, size = value_at + 4, size - 4
         else:
             return None
         if size != width * (2 if masked else 1):
             return None
-        value = form(data[value_at : value_at + width])
-        fields.append((name, (value, form(data[value_at + width : value_at + 2 * width])) if masked else value))
+        value = form(data, value_at)
+        fields.append((name, (value, form(data, value_at + width)) if masked else value))
     at = start + (match_length + 7) // 8 * 8  # the match is padded to 8 bytes
     meters: list[tuple[str, int]] = []
     actions: list[tuple[str, int]] = []
@@ -187,13 +196,13 @@ def decode_flow(data: bytes, start: int, end: int, table: int, priority: int, co
     while at < end:
         if end - at < 8:
             return None
-        kind, size = struct.unpack_from("!HH", data, at)
+        kind, size = _TYPE_LENGTH.unpack_from(data, at)
         if size < 8 or at + size > end:
             return None
         if kind == ofp.OFPIT_GOTO_TABLE:
             goto.append(("goto", data[at + 4]))
         elif kind == ofp.OFPIT_METER:
-            meters.append(("meter", _int(data[at + 4 : at + 8])))
+            meters.append(("meter", _U32(data, at + 4)))
         elif kind in (_APPLY, _WRITE, _CLEAR):
             if not _actions(data, at + 8, at + size, actions):
                 return None
@@ -208,14 +217,14 @@ def _actions(data: bytes, at: int, end: int, out: list[tuple[str, int]]) -> bool
     while at < end:
         if end - at < 8:
             return False
-        kind, size = struct.unpack_from("!HH", data, at)
+        kind, size = _TYPE_LENGTH.unpack_from(data, at)
         if size < 8 or at + size > end:
             return False
         if kind == _OUTPUT and size == 16:
-            port, max_len = struct.unpack_from("!IH", data, at + 4)
+            port, max_len = _OUTPUT_BODY.unpack_from(data, at + 4)
             out.append(("controller", max_len) if port == ofp.OFPP_CONTROLLER else ("output", port))
         elif kind == _GROUP and size == 8:
-            out.append(("group", _int(data[at + 4 : at + 8])))
+            out.append(("group", _U32(data, at + 4)))
         else:
             return False
         at += size
