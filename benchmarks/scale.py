@@ -470,11 +470,14 @@ def link_timeouts(log_text: str) -> int:
     return log_text.count("no probe crossed")
 
 
-def route_changes(controller: Any) -> list[dict[str, Any]]:
-    """The route engine's last deltas sent (``GET /api/v1/routes/changes``)."""
+def route_changes(controller: Any, since_generation: int) -> list[dict[str, Any]]:
+    """The route engine's deltas sent for model generations after ``since_generation``
+    (``GET /api/v1/routes/changes?since_generation=N``: every delta kept would render a first install's
+    hundreds of thousands of FlowMods as JSON, seconds of the controller's CPU)."""
     from mininet_topos.controller_process import http_get
 
-    status, body = http_get(controller.http + "/api/v1/routes/changes", timeout=READ_TIMEOUT_S)
+    url = f"{controller.http}/api/v1/routes/changes?since_generation={since_generation}"
+    status, body = http_get(url, timeout=READ_TIMEOUT_S)
     assert status == 200, f"GET /api/v1/routes/changes: {status} {body[:200]!r}"
     answer = json.loads(body)
     return list(answer["changes"] if isinstance(answer, dict) else answer)
@@ -559,7 +562,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         sum0, count0 = histogram_totals(
             http_get(controller.http + "/metrics", timeout=READ_TIMEOUT_S)[1].decode(), "edgectl_route_compute_seconds"
         )
-        seq0 = max((c["seq"] for c in route_changes(controller)), default=-1)
+        generation0 = int(controller.get_json("/api/v1/topology")["generation"])
         ticks0, t0 = proc.ticks(), time.monotonic()
         cut = switches.ask(f"link {dpid_of[cable.a]:x} {int(cable.a_port)} down")
         time.sleep(max(0.0, 10 - (time.monotonic() - t0)))
@@ -567,7 +570,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         sum1, count1 = histogram_totals(
             http_get(controller.http + "/metrics", timeout=READ_TIMEOUT_S)[1].decode(), "edgectl_route_compute_seconds"
         )
-        changes = [c for c in route_changes(controller) if c["seq"] > seq0]
+        changes = route_changes(controller, generation0)
         plan = [c for c in changes if c["reason"] == "plan"]
         out["failure_cable"] = f"{cable.a}-{cable.b}"
         out["failure_route_rounds"] = int(count1 - count0)
