@@ -193,39 +193,48 @@ def decode_flow(data: bytes, start: int, end: int, table: int, priority: int, co
     meters: list[tuple[str, int]] = []
     actions: list[tuple[str, int]] = []
     goto: list[tuple[str, int]] = []
+    instructions = _elements(data, at, end)
+    if instructions is None:
+        return None
+    for kind, where, size in instructions:
+        if kind == ofp.OFPIT_GOTO_TABLE:
+            goto.append(("goto", data[where + 4]))
+        elif kind == ofp.OFPIT_METER:
+            meters.append(("meter", _U32(data, where + 4)))
+        elif kind in (_APPLY, _WRITE, _CLEAR):
+            if not _actions(data, where + 8, where + size, actions):
+                return None
+        else:
+            return None
+    return FlowSpec(table, priority, tuple(sorted(fields)), (*meters, *actions, *goto), cookie)
+
+
+def _elements(data: bytes, at: int, end: int) -> list[tuple[int, int, int]] | None:
+    """(type, offset, length) of each type-length element (instruction or action, 8 bytes or more) in
+    ``data[at:end]``; None when they do not fit it exactly."""
+    out = []
     while at < end:
         if end - at < 8:
             return None
         kind, size = _TYPE_LENGTH.unpack_from(data, at)
         if size < 8 or at + size > end:
             return None
-        if kind == ofp.OFPIT_GOTO_TABLE:
-            goto.append(("goto", data[at + 4]))
-        elif kind == ofp.OFPIT_METER:
-            meters.append(("meter", _U32(data, at + 4)))
-        elif kind in (_APPLY, _WRITE, _CLEAR):
-            if not _actions(data, at + 8, at + size, actions):
-                return None
-        else:
-            return None
+        out.append((kind, at, size))
         at += size
-    return FlowSpec(table, priority, tuple(sorted(fields)), (*meters, *actions, *goto), cookie)
+    return out
 
 
 def _actions(data: bytes, at: int, end: int, out: list[tuple[str, int]]) -> bool:
     """Append the output and group actions in ``data[at:end]``; False at any other action."""
-    while at < end:
-        if end - at < 8:
-            return False
-        kind, size = _TYPE_LENGTH.unpack_from(data, at)
-        if size < 8 or at + size > end:
-            return False
+    actions = _elements(data, at, end)
+    if actions is None:
+        return False
+    for kind, where, size in actions:
         if kind == _OUTPUT and size == 16:
-            port, max_len = _OUTPUT_BODY.unpack_from(data, at + 4)
+            port, max_len = _OUTPUT_BODY.unpack_from(data, where + 4)
             out.append(("controller", max_len) if port == ofp.OFPP_CONTROLLER else ("output", port))
         elif kind == _GROUP and size == 8:
-            out.append(("group", _U32(data, at + 4)))
+            out.append(("group", _U32(data, where + 4)))
         else:
             return False
-        at += size
     return True
