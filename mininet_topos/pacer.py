@@ -241,6 +241,8 @@ def wait_ready(process: subprocess.Popen[str]) -> None:
     assert process.stderr is not None
     line = process.stderr.readline()  # its first line: ready (or why it failed)
     if '"ready": true' not in line:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)  # a failed start exits on its own: let it finish saying why
         process.kill()
         raise RuntimeError(f"pacer did not start: {line}{process.stderr.read()}")
 

@@ -141,6 +141,7 @@ def streams(
     bulk_figures = result_of(bulk_rx, wait) if bulk_rx is not None else None
     probe_figures = result_of(probe, wait)
     echo.terminate()
+    echo.wait(timeout=10)  # its port is free for the next streams() on this node only once it has exited
     return video_figures, bulk_figures, probe_figures
 
 
