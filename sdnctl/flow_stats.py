@@ -65,8 +65,8 @@ def flow_spec_of(stat: Any) -> FlowSpec:
 
 
 class FlowStatsReader:
-    """Parses OpenFlow 1.3 flow-stats replies into ``FlowStat`` entries. Stateless: shared by every
-    connection's receive thread."""
+    """Parses OpenFlow 1.3 flow-stats replies into ``FlowStat`` entries; shared by every connection's receive
+    thread (it keeps no state but a count of fallbacks, for tests and diagnosis)."""
 
     def __init__(self) -> None:
         self.fallbacks = 0

@@ -298,13 +298,9 @@ def recompile_switches(
     """The incremental path after a link event: for each switch with a changed (switch, destination
     switch) entry, its new tables and the delta from ``current[switch]``, from the changed entries
     alone. Switches not returned are unchanged."""
-    by_switch: dict[SwitchId, list[SwitchId]] = {}
+    by_switch: dict[SwitchId, set[SwitchId]] = {}
     for switch, dst_switch in entries:
-        targets = by_switch.get(switch)
-        if targets is None:
-            by_switch[switch] = [dst_switch]
-        else:
-            targets.append(dst_switch)
+        by_switch.setdefault(switch, set()).add(dst_switch)
     behind: dict[SwitchId, list[Endpoint]] = {}
     for endpoint in plan.endpoints.values():
         behind.setdefault(endpoint.attachment.switch, []).append(endpoint)
@@ -321,7 +317,7 @@ def recompile_switches(
         new_part: list[Entry] = []
         modified_groups: list[GroupSpec] = []
         # The switch's next hops to all its changed destinations in one read of the plan's arrays.
-        targets = [dst for dst in set(dst_switches) if dst in behind]
+        targets = [dst for dst in dst_switches if dst in behind]
         row, columns = plan.index[switch], [plan.index[dst] for dst in targets]
         primaries, backups = plan.primary[row, columns].tolist(), plan.backup[row, columns].tolist()
         fast = not old.policed

@@ -93,8 +93,6 @@ ROLE_NAMES = {code: name for name, code in ROLE_CODES.items()}
 ONF_EXPERIMENTER = 0x4F4E4600
 ONFT_ROLE_STATUS = 1911
 
-# Every meter edgectl writes: rates in kbit/s, an explicit burst, statistics kept.
-
 
 @dataclass
 class _Switch:

@@ -147,7 +147,7 @@ def _guard_connections(controller_module: Any, limits: ConnectionLimits) -> Any:
     if getattr(ofproto_parser.msg, "edgectl_strict", False):
         return guard
     parsers = ofproto_parser._MSG_PARSERS
-    flow_stats = FlowStatsReader()  # (flow-stats replies: each distinct flow parsed once, see sdnctl.flow_stats)
+    flow_stats = FlowStatsReader()  # flow-stats replies decoded without os-ken's objects (sdnctl.flow_stats)
     unknown_version = ofproto_parser.exception.OFPUnknownVersion
 
     def strict_msg(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: Any) -> Any:

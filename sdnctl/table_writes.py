@@ -25,6 +25,7 @@ from sdnctl.flows import FlowSpec, GroupSpec, MeterSpec
 
 ofp = ofproto_v1_3
 METER_FLAGS = ofp.OFPMF_KBPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
+"""Every meter edgectl writes: rates in kbit/s, an explicit burst, statistics kept."""
 KNOWN_LIMIT = 1 << 16
 """Serialized writes remembered per kind (least recently used beyond it)."""
 _XID = struct.Struct("!I")
