@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 import networkx as nx
@@ -47,6 +48,20 @@ class Topology:
         object.__setattr__(self, "switches", frozen_switches)
         object.__setattr__(self, "links", frozen_links)
         object.__setattr__(self, "_graph", _graph)
+
+    @classmethod
+    def _sharing(
+        cls, switches: Mapping[SwitchId, Switch], links: Mapping[LinkId, LinkAttrs], graph: nx.MultiDiGraph
+    ) -> Topology:
+        """A topology over mappings that are already frozen (another topology's) or private new dicts
+        (frozen here), without copying them: a mapping a change did not touch stays the same object,
+        which readers compare by identity to skip work (``sdnctl.pathing``)."""
+        topology = object.__new__(cls)
+        for name, value in (("switches", switches), ("links", links)):
+            frozen: Mapping[Any, Any] = value if isinstance(value, MappingProxyType) else MappingProxyType(value)
+            object.__setattr__(topology, name, frozen)
+        object.__setattr__(topology, "_graph", graph)
+        return topology
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Topology is immutable: cannot set {name!r}")
@@ -135,10 +150,10 @@ class Topology:
     # -- changing (returns new topologies) ---------------------------------------------------------
     def with_switch(self, switch: Switch) -> Topology:
         if switch.id in self.switches:
-            return Topology({**self.switches, switch.id: switch}, self.links, _graph=self._graph)
+            return Topology._sharing({**self.switches, switch.id: switch}, self.links, self._graph)
         graph = nx.MultiDiGraph(self._graph)
         graph.add_node(switch.id)
-        return Topology({**self.switches, switch.id: switch}, self.links, _graph=nx.freeze(graph))
+        return Topology._sharing({**self.switches, switch.id: switch}, self.links, nx.freeze(graph))
 
     def with_link(self, link: LinkId, attrs: LinkAttrs) -> Topology:
         """Add or replace one link direction. Both ends must be known switches."""
@@ -146,17 +161,17 @@ class Topology:
             if end not in self.switches:
                 raise KeyError(f"link {link} names unknown switch {end}")
         if link in self.links:
-            return Topology(self.switches, {**self.links, link: attrs}, _graph=self._graph)
+            return Topology._sharing(self.switches, {**self.links, link: attrs}, self._graph)
         graph = nx.MultiDiGraph(self._graph)
         graph.add_edge(link.src, link.dst, key=link)
-        return Topology(self.switches, {**self.links, link: attrs}, _graph=nx.freeze(graph))
+        return Topology._sharing(self.switches, {**self.links, link: attrs}, nx.freeze(graph))
 
     def with_link_attrs(self, changes: Mapping[LinkId, LinkAttrs]) -> Topology:
         """Replace attributes of existing links in one copy (a batch of measurements)."""
         unknown = [link for link in changes if link not in self.links]
         if unknown:
             raise KeyError(f"unknown links: {unknown}")
-        return Topology(self.switches, {**self.links, **changes}, _graph=self._graph)
+        return Topology._sharing(self.switches, {**self.links, **changes}, self._graph)
 
     def updated_links(self, links: Iterable[LinkId], **changes: Any) -> Topology:
         """The same ``dataclasses.replace`` applied to several links; unchanged links are skipped."""

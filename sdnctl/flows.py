@@ -20,7 +20,8 @@ import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from operator import attrgetter
+from itertools import groupby
+from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
 from netmodel.ids import PortNo, SwitchId
@@ -299,11 +300,11 @@ def recompile_switches(
     switch) entry, its new tables and the delta from ``current[switch]``, from the changed entries
     alone. Switches not returned are unchanged."""
     by_switch: dict[SwitchId, set[SwitchId]] = {}
-    for switch, dst_switch in entries:
-        by_switch.setdefault(switch, set()).add(dst_switch)
-    behind: dict[SwitchId, list[Endpoint]] = {}
-    for endpoint in plan.endpoints.values():
-        behind.setdefault(endpoint.attachment.switch, []).append(endpoint)
+    # Runs of the same switch (changed_entries yields them by switch) are grouped without a Python step
+    # per entry; a switch that comes back later merges into its set.
+    for switch, run in groupby(entries, key=_FIRST):
+        by_switch.setdefault(switch, set()).update(map(_SECOND, run))
+    behind = plan.endpoints_at
     links, out_ports = plan.links, plan.out_ports
     out: dict[SwitchId, tuple[CompiledSwitch, SwitchDelta]] = {}
     for switch, dst_switches in by_switch.items():
@@ -519,6 +520,7 @@ def _diff_entries(old: Iterable[Entry], new: Iterable[Entry], modified_groups: I
 # The dataclasses' own order (their fields in turn) as sort keys: one C-built tuple per item instead of
 # two Python-built tuples per comparison.
 _GROUP_ORDER = attrgetter("group_id", "buckets")
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 _FLOW_ORDER = attrgetter("table", "priority", "match", "actions", "cookie")
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from operator import is_not, itemgetter
+from operator import attrgetter, is_, is_not, itemgetter
 
 import numpy as np
 
@@ -78,6 +78,9 @@ class RoutePlan:
     # After an incremental update: the previous plan's primary and backup arrays and the flat indexes
     # of the entries recomputed (sorted); ``changed_entries`` then looks at those alone.
     recomputed_from: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    # The model's hosts, nodes and switches mappings ``endpoints`` was derived from: a later plan of the
+    # same structure whose state still holds these very objects reuses ``endpoints`` as it is.
+    endpoints_from: tuple[object, ...] = field(default=(), repr=False)
 
     @property
     def out_ports(self) -> tuple[PortNo, ...]:
@@ -85,6 +88,14 @@ class RoutePlan:
         if self._structure is not None and self._structure.links is self.links:
             return self._structure.out_ports
         return tuple(link.src_port for link in self.links)
+
+    @cached_property
+    def endpoints_at(self) -> Mapping[SwitchId, tuple[Endpoint, ...]]:
+        """The endpoints attached to each switch (switches with none left out)."""
+        at: dict[SwitchId, list[Endpoint]] = {}
+        for endpoint in self.endpoints.values():
+            at.setdefault(endpoint.attachment.switch, []).append(endpoint)
+        return {switch: tuple(endpoints) for switch, endpoints in at.items()}
 
     def next_hop(self, switch: SwitchId, dst_switch: SwitchId) -> tuple[LinkId | None, LinkId | None]:
         s, d = self.index[switch], self.index[dst_switch]
@@ -150,6 +161,7 @@ class _Structure:
 
     graph: object  # the topology graph object these arrays were derived from (identity only)
     discovered: int  # how many links of the topology were discovered (any switches)
+    link_keys: tuple[LinkId, ...]  # the topology's links mapping's keys, in its order, when built
     switches: tuple[SwitchId, ...]
     index: Mapping[SwitchId, int]
     links: tuple[LinkId, ...]
@@ -159,6 +171,13 @@ class _Structure:
     bounds: np.ndarray  # out-links of switch i: by_switch[bounds[i]:bounds[i + 1]]
     by_dst: np.ndarray
     dst_bounds: np.ndarray  # in-links of switch i: by_dst[dst_bounds[i]:dst_bounds[i + 1]]
+
+    @cached_property
+    def positions(self) -> tuple[int, ...]:
+        """Where each of ``links`` sat in the topology's links mapping when this was built: every later
+        topology that only changed link attributes keeps its keys in that order (``_attrs_of``)."""
+        at = {link: i for i, link in enumerate(self.link_keys)}
+        return tuple(at[link] for link in self.links)
 
     @cached_property
     def out_ports(self) -> tuple[PortNo, ...]:
@@ -181,7 +200,7 @@ def _structure(state: FabricState, previous: RoutePlan | None) -> _Structure:
     switches = tuple(sorted(s.id for s in topo.switches.values() if s.connected))
     # Every discovered link between connected switches keeps its index while it goes down and up
     # again (a down link weighs inf): plans before and after a failure line up array for array.
-    discovered = sum(1 for attrs in topo.links.values() if attrs.discovered)
+    discovered = sum(map(_DISCOVERED, topo.links.values()))
     old = previous._structure if previous is not None else None
     # The model never un-discovers a link, so for the same graph and switches an equal count is the same set.
     if old is not None and old.graph is topo.graph and old.switches == switches and old.discovered == discovered:
@@ -196,7 +215,23 @@ def _structure(state: FabricState, previous: RoutePlan | None) -> _Structure:
     bounds = np.searchsorted(src[by_switch], np.arange(len(switches) + 1))
     by_dst = np.argsort(dst, kind="stable")
     dst_bounds = np.searchsorted(dst[by_dst], np.arange(len(switches) + 1))
-    return _Structure(topo.graph, discovered, switches, index, links, src, dst, by_switch, bounds, by_dst, dst_bounds)
+    return _Structure(
+        topo.graph,
+        discovered,
+        tuple(topo.links),
+        switches,
+        index,
+        links,
+        src,
+        dst,
+        by_switch,
+        bounds,
+        by_dst,
+        dst_bounds,
+    )
+
+
+_DISCOVERED = attrgetter("discovered")
 
 
 def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> RoutePlan:
@@ -210,7 +245,11 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
     """
     st = _structure(state, previous)
     n = len(st.switches)
-    endpoints = {name: e for name, e in endpoints_of(state).items() if e.attachment.switch in st.index}
+    endpoints_from = (state.hosts, state.nodes, state.topology.switches)
+    if previous is not None and previous._structure is st and all(map(is_, endpoints_from, previous.endpoints_from)):
+        endpoints = previous.endpoints
+    else:
+        endpoints = {name: e for name, e in endpoints_of(state).items() if e.attachment.switch in st.index}
     if n == 0:
         empty = np.zeros((0, 0))
         none = empty.astype(np.int32)
@@ -225,17 +264,27 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
     attrs = _attrs_of(state, st)
     weight = _weights(attrs, st, scale, previous if same else None)
     if not same:
-        return _full(state, st, endpoints, attrs, weight, scale)
+        return replace(_full(state, st, endpoints, attrs, weight, scale), endpoints_from=endpoints_from)
     assert previous is not None
     changed = np.nonzero(previous.weight != weight)[0]
     if len(changed) == 0:
         unchanged = (previous.primary, previous.backup, np.zeros(0, dtype=np.int64))
         return replace(
-            previous, generation=state.generation, endpoints=endpoints, link_attrs=attrs, recomputed_from=unchanged
+            previous,
+            generation=state.generation,
+            endpoints=endpoints,
+            link_attrs=attrs,
+            recomputed_from=unchanged,
+            endpoints_from=endpoints_from,
         )
     if n <= SMALL_FABRIC:
-        return _small_update(state, previous, endpoints, attrs, weight, changed, scale)
-    return _update(state, previous, endpoints, attrs, weight, changed, scale)
+        plan = _small_update(state, previous, endpoints, attrs, weight, changed, scale)
+    else:
+        plan = _update(state, previous, endpoints, attrs, weight, changed, scale)
+    plan = replace(plan, endpoints_from=endpoints_from)
+    if plan.endpoints is previous.endpoints and "endpoints_at" in previous.__dict__:
+        plan.__dict__["endpoints_at"] = previous.endpoints_at  # what the cached property would compute again
+    return plan
 
 
 def _update(
@@ -406,7 +455,13 @@ def _latency(routing: np.ndarray, scale: int) -> np.ndarray:
 def _attrs_of(state: FabricState, st: _Structure) -> tuple[LinkAttrs, ...]:
     if not st.links:
         return ()
-    attrs = itemgetter(*st.links)(state.topology.links)
+    links = state.topology.links
+    keys = tuple(links)
+    if len(st.links) > 1 and len(keys) == len(st.link_keys) and all(map(is_, keys, st.link_keys)):
+        # The same key objects in the same order (a topology that only changed link attributes copies
+        # its mapping and updates it in place): attributes by position, without hashing every LinkId.
+        return itemgetter(*st.positions)(tuple(links.values()))  # type: ignore[no-any-return]
+    attrs = itemgetter(*st.links)(links)
     return attrs if len(st.links) > 1 else (attrs,)
 
 

@@ -175,6 +175,21 @@ def test_with_link_replacing_attrs_keeps_graph() -> None:
     assert not new.links[link].up and old.links[link].up
 
 
+def test_a_change_shares_the_mapping_it_did_not_touch_and_freezes_the_new_one() -> None:
+    old = square()
+    link = lid(1, 1, 2, 1)
+    for new in (old.with_link(link, attrs(5, up=False)), old.with_link_attrs({link: attrs(7)})):
+        assert new.switches is old.switches  # readers skip work on an unchanged mapping by identity
+        assert new.links is not old.links and old.links[link] == attrs(1000)
+        assert list(new.links) == list(old.links)  # the same keys in the same order
+        with pytest.raises(TypeError):
+            new.links[link] = attrs(1)  # type: ignore[index]
+    moved = old.with_switch(replace(old.switches[A], connected=True))
+    assert moved.links is old.links and moved.switches is not old.switches
+    with pytest.raises(TypeError):
+        moved.switches[SwitchId(9)] = sw(9)  # type: ignore[index]
+
+
 def test_with_link_needs_known_switches() -> None:
     topo = square()
     with pytest.raises(KeyError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,8 +13,9 @@ from hypothesis import strategies as st
 from sdnctl_helpers import RandomFabric, cables_of, random_fabrics
 
 from netmodel import events as ev
-from netmodel.ids import SwitchId
+from netmodel.ids import HostId, SwitchId
 from netmodel.state import FabricState
+from netmodel.types import map_with
 from sdnctl import pathing
 from sdnctl.pathing import RoutePlan, changed_entries, compute_routes
 
@@ -111,6 +113,42 @@ hosts: [{id: h, switch: a, ip: 10.0.0.1}]
     again = compute_routes(state, previous=plan)
     assert len(plan.switches) == 2
     assert again.primary is plan.primary and again.generation == state.generation
+
+
+@SETTINGS
+@given(rf=random_fabrics(), actions=ACTIONS)
+def test_a_link_change_reuses_the_endpoints_and_reads_the_links_new_attributes(
+    rf: RandomFabric, actions: list[tuple[str, int, int]]
+) -> None:
+    state = rf.state()
+    plan = compute_routes(state)
+    for action in actions:
+        state = step(state, action)
+        incremental = compute_routes(state, previous=plan)
+        assert incremental.endpoints is plan.endpoints  # hosts, nodes and switches untouched
+        assert incremental.link_attrs == tuple(state.topology.links[link] for link in incremental.links)
+        plan = incremental
+
+
+def test_a_new_host_is_an_endpoint_of_the_next_plan() -> None:
+    from sdnctl_helpers import fabric, live
+
+    state = live(
+        fabric(
+            """
+switches: [{id: a, dpid: 1, site: s}, {id: b, dpid: 2, site: s}]
+links: [{a: a, b: b, latency_ms: 1, bandwidth_mbps: 10}]
+hosts: [{id: h, switch: a, ip: 10.0.0.1}]
+"""
+        )
+    )
+    plan = compute_routes(state)
+    moved = state.apply(ev.LinkLatencyMeasured(((cables_of(state)[0], 3000),), 2.0))
+    again = compute_routes(moved, previous=plan)
+    assert again.endpoints is plan.endpoints and set(again.endpoints) == {"h"}
+    host = replace(state.hosts[HostId("h")], id=HostId("h2"), ip="10.0.0.2")
+    added = moved._with(hosts=map_with(moved.hosts, host.id, host))
+    assert set(compute_routes(added, previous=again).endpoints) == {"h", "h2"}
 
 
 BATCHES = st.lists(
