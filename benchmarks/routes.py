@@ -236,6 +236,7 @@ def timed(fn: Callable[[], Any], min_reps: int, max_reps: int) -> tuple[list[flo
     result = None
     spent = 0.0
     while len(samples) < min_reps or (spent < TIME_PER_SIDE_S and len(samples) < max_reps):
+        result = None  # the previous run's result is freed here, not inside the next run's timing
         gc.collect()
         start = time.perf_counter()
         result = fn()
