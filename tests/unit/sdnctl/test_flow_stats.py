@@ -133,6 +133,20 @@ def test_each_read_takes_the_counters_of_that_read(openflow) -> None:
     assert [(s.spec, s.packet_count) for s in again.body] == [(ROUTE, 8), (ARP, 1)]
 
 
+def test_flows_of_a_read_share_their_addresses_and_match_fields(openflow) -> None:
+    """A read holds a switch's whole table: an address or match field many flows have is one object."""
+    from sdnctl.flow_stats import FlowStatsReader
+
+    other = FlowSpec(DENY.table, DENY.priority + 1, DENY.match, DENY.actions, DENY.cookie)
+    read, _ = both(
+        openflow, reply_bytes([entry_bytes(openflow, DENY, 1), entry_bytes(openflow, other, 2)]), FlowStatsReader()
+    )
+    first, second = (stat.spec for stat in read.body)
+    assert (first, second) == (DENY, other)
+    for mine, theirs in zip(first.match, second.match, strict=True):
+        assert mine is theirs
+
+
 def test_a_flow_that_differs_in_any_part_of_its_identity_is_its_own(openflow) -> None:
     from dataclasses import replace
 
