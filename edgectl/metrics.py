@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from placement.watch import PlacementStep
 
 ROUTE_COMPUTE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+GC_PASS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 MIGRATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -34,6 +35,17 @@ class ControllerMetrics:
             "edgectl_model_events",
             "Events offered to the model, by type and outcome",
             ["type", "outcome"],
+            registry=self.registry,
+        )
+        self.gc_full_pass = Histogram(
+            "edgectl_gc_full_pass_seconds",
+            "The cycle collector's scheduled full passes over the whole heap (every thread waits meanwhile)",
+            buckets=GC_PASS_BUCKETS,
+            registry=self.registry,
+        )
+        self.gc_full_pass_collected = Counter(
+            "edgectl_gc_full_pass_collected_objects",
+            "Objects the scheduled full passes found unreachable (cyclic garbage)",
             registry=self.registry,
         )
         self.generation = Gauge("edgectl_model_generation", "Generation of the current model", registry=self.registry)
@@ -160,6 +172,10 @@ class ControllerMetrics:
         self.config_converged.set(0 if view["health"] == "degraded" else 1)
         if view.get("applied_at") is not None:
             self.config_applied_at.set(view["applied_at"])
+
+    def observe_gc_pass(self, seconds: float, collected: int) -> None:
+        self.gc_full_pass.observe(seconds)
+        self.gc_full_pass_collected.inc(collected)
 
     def observe_event(self, event: Event, outcome: str) -> None:
         self.events.labels(type(event).__name__, outcome).inc()

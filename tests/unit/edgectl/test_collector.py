@@ -1,0 +1,60 @@
+"""The cycle collector's schedule: full passes on its thread, thresholds restored, cyclic garbage still freed."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+
+import pytest
+
+from edgectl.collector import CollectorSchedule
+
+
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_no_automatic_full_pass_while_started_and_thresholds_restored_after() -> None:
+    before = gc.get_threshold()
+    first, second = CollectorSchedule(interval_s=3600), CollectorSchedule(interval_s=3600)
+    first.start()
+    try:
+        second.start()
+        assert gc.get_threshold()[:2] == before[:2] and gc.get_threshold()[2] > 1_000_000
+        second.stop()
+        assert gc.get_threshold()[2] > 1_000_000  # the other schedule still runs
+    finally:
+        first.stop()
+        gc.unfreeze()
+    assert gc.get_threshold() == before
+
+
+def test_a_scheduled_pass_runs_and_reports_and_cyclic_garbage_is_still_freed() -> None:
+    passes: list[tuple[float, int]] = []
+    done = threading.Event()
+
+    def on_pass(seconds: float, collected: int) -> None:
+        passes.append((seconds, collected))
+        done.set()
+
+    schedule = CollectorSchedule(interval_s=0.05, on_pass=on_pass)
+    schedule.start()
+    try:
+        cycles = [Cycle() for _ in range(100)]
+        alive = [weakref.ref(cycle) for cycle in cycles]
+        del cycles  # unreachable now, but in cycles: only a collection frees them
+        assert done.wait(10)
+        done.clear()
+        assert done.wait(10)  # a pass that started after they became garbage
+    finally:
+        schedule.stop()
+        gc.unfreeze()
+    assert all(ref() is None for ref in alive)
+    assert all(seconds >= 0 and collected >= 0 for seconds, collected in passes)
+
+
+def test_interval_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        CollectorSchedule(interval_s=0)
