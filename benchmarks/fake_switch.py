@@ -46,7 +46,7 @@ PORT_STATUS, PPR_MODIFY, PS_LINK_DOWN, PS_LIVE = 12, 2, 1, 4
 PACKET_IN, PACKET_OUT, FLOW_MOD, GROUP_MOD = 10, 13, 14, 15
 MULTIPART_REQUEST, MULTIPART_REPLY, BARRIER_REQUEST, BARRIER_REPLY = 18, 19, 20, 21
 ROLE_REQUEST, ROLE_REPLY, METER_MOD = 24, 25, 29
-MP_FLOW, MP_GROUP_DESC, MP_METER_CONFIG, MP_PORT_DESC = 1, 7, 10, 13
+MP_FLOW, MP_AGGREGATE, MP_GROUP_DESC, MP_METER_CONFIG, MP_PORT_DESC = 1, 2, 7, 10, 13
 MPF_REPLY_MORE = 1
 ROLE_NOCHANGE, ROLE_EQUAL, ROLE_MASTER, ROLE_SLAVE = 0, 1, 2, 3
 ROLE_NAMES = {ROLE_NOCHANGE: "nochange", ROLE_EQUAL: "equal", ROLE_MASTER: "master", ROLE_SLAVE: "slave"}
@@ -203,6 +203,13 @@ class Tables:
             )
             entries.append(fixed + flow.match + flow.instructions)
         return entries
+
+    def aggregate_stats(self, request: bytes) -> bytes:
+        """The totals of the flows a flow-stats request with this body would list: packets, bytes, flows
+        (this switch forwards nothing, so its counters stay 0)."""
+        table, _port, _group, cookie, mask = struct.unpack_from("!B3xII4xQQ", request)
+        flows = sum(1 for _ in self._selected(table, 0, request[32:], cookie, mask, strict=False))
+        return struct.pack("!QQI4x", 0, 0, flows)
 
     def group_mod(self, body: bytes) -> tuple[int, int] | None:
         """None, or the (error type, code) OVS answers."""
@@ -395,6 +402,8 @@ class FakeSwitch:
             entries = [port_desc(no, name, no not in self.down_ports) for no, name in self.ports.items()]
         elif mp_type == MP_FLOW:
             entries = self.tables.flow_stats(request)
+        elif mp_type == MP_AGGREGATE:
+            entries = [self.tables.aggregate_stats(request)]
         elif mp_type == MP_GROUP_DESC:
             entries = self.tables.group_desc()
         elif mp_type == MP_METER_CONFIG:

@@ -51,6 +51,9 @@ ofp = ofproto_v1_3
 Publish = Callable[[ev.Event], Any]
 PORT_STATS_INTERVAL_S = 5.0
 ACL_READ_TIMEOUT_S = 2.0
+# Equal totals could hide a drop flow re-added (its counter back to 0) that dropped as many packets since:
+# every switch's drop flows are read in full at least this often, totals or not.
+ACL_FULL_READ_S = 60.0
 # The drop flows whose counters are read (cookie, mask): policy drops and source-guard drops, any caller.
 ACL_KIND_MASK = 0xFFFF_FF00_0000_0000
 ACL_COUNTED_COOKIES = tuple((acl_cookie(kind, None), ACL_KIND_MASK) for kind in (KIND_DENY, KIND_GUARD))
@@ -135,6 +138,11 @@ class FabricApp(app_manager.OSKenApp):
         self._pending: dict[tuple[int, int], _Pending] = {}
         self._table_reads: dict[SwitchId, tuple[_Pending, ...]] = {}  # reads of a switch's tables in flight
         self._acl_reads: dict[SwitchId, tuple[_Pending, ...]] = {}  # reads of a switch's drop counters in flight
+        # Per switch, the drop flows' totals (packets, flows) per kind at its last reading (and when), and
+        # those taken just before each flow read in flight: a switch whose totals did not move is not read
+        # again (but at least every ACL_FULL_READ_S).
+        self._acl_totals: dict[SwitchId, tuple[tuple[tuple[int, int], ...], float]] = {}
+        self._acl_totals_read: dict[SwitchId, tuple[tuple[int, int], ...]] = {}
         # The pure cores are called from os-ken's event thread and the prober thread: one lock
         # serialises them; what they return is sent and published outside it.
         self._core_lock = threading.Lock()
@@ -365,6 +373,8 @@ class FabricApp(app_manager.OSKenApp):
                     pending.done.set()
                 self._table_reads.pop(dpid, None)
                 self._acl_reads.pop(dpid, None)
+                self._acl_totals_read.pop(dpid, None)
+                self._acl_totals.pop(dpid, None)  # a switch back is read in full: its counters start over
                 self.port_rates.forget_switch(dpid)
                 self._meters_by_switch.pop(dpid, None)
                 self._meter_reads.pop(dpid, None)
@@ -480,6 +490,11 @@ class FabricApp(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats_reply(self, event: Any) -> None:
+        msg = event.msg
+        self._complete(msg.datapath.id, msg, bool(msg.flags & ofp.OFPMPF_REPLY_MORE))
+
+    @set_ev_cls(ofp_event.EventOFPAggregateStatsReply, MAIN_DISPATCHER)
+    def _aggregate_reply(self, event: Any) -> None:
         msg = event.msg
         self._complete(msg.datapath.id, msg, bool(msg.flags & ofp.OFPMPF_REPLY_MORE))
 
@@ -752,48 +767,79 @@ class FabricApp(app_manager.OSKenApp):
 
     def read_acl_counters(self, timeout_s: float) -> None:
         """Ask every switch for the packet counters of its drop flows (policy drops and source-guard
-        drops: one cookie-masked flow-stats request per kind; the guards' pass flows are not read), all
-        at once, and hand each complete answer to ``on_acl_counters``.
+        drops: one cookie-masked request per kind; the guards' pass flows are not read), all at once,
+        and hand each complete answer to ``on_acl_counters``.
 
-        A switch that has not answered both within ``timeout_s`` is not asked again until it has: the
-        next poll waits on the same requests and hands in their answer then (counters only grow, so a
-        late answer is as good as a new one, and the next reading's increase counts what it missed).
+        First each switch's totals per kind (an aggregate-stats request: packets and flows): a switch
+        whose totals are those of its last reading dropped nothing since and holds as many drop flows,
+        so its flows are not read (at rest, a few bytes per switch instead of every drop flow; still
+        read in full every ``ACL_FULL_READ_S``). The others' flows are read and handed in, with the
+        totals they are then compared against.
+
+        A switch that has not answered its flows within ``timeout_s`` is not asked again until it has:
+        the next poll waits on the same requests and hands in their answer then (counters only grow, so
+        a late answer is as good as a new one, and the next reading's increase counts what it missed).
         """
         if self.on_acl_counters is None:
             return
+        deadline = time.monotonic() + timeout_s
         waiting: dict[SwitchId, tuple[_Pending, ...]] = {}
-        for dpid, datapath in self.datapaths.items():
+        totals_asked: dict[SwitchId, tuple[_Pending, ...]] = {}
+        datapaths = self.datapaths
+        for dpid, datapath in datapaths.items():
             with self._lock:
                 earlier = self._acl_reads.get(dpid)
             if earlier is not None:
                 waiting[dpid] = earlier  # still in flight (or answered since the last poll gave up)
                 continue
             parser = datapath.ofproto_parser
-            started = [
-                self._start(
-                    dpid,
+            asked = self._start_all(
+                dpid,
+                [
+                    parser.OFPAggregateStatsRequest(
+                        datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask, parser.OFPMatch()
+                    )
+                    for cookie, mask in ACL_COUNTED_COOKIES
+                ],
+            )
+            if asked is not None:
+                totals_asked[dpid] = asked
+        for dpid, pendings in totals_asked.items():
+            answered = all(p.done.wait(max(0.0, deadline - time.monotonic())) for p in pendings)
+            self._forget(pendings)
+            if not answered or any(p.lost or p.error is not None for p in pendings):
+                continue  # asked again at the next poll: a few bytes
+            totals = tuple((r.body.packet_count, r.body.flow_count) for p in pendings for r in p.replies)
+            last = self._acl_totals.get(dpid)
+            if last is not None and totals == last[0] and time.monotonic() - last[1] < ACL_FULL_READ_S:
+                continue  # nothing dropped since the last reading, no drop flow added or removed
+            datapath = datapaths[dpid]
+            parser = datapath.ofproto_parser
+            flows = self._start_all(
+                dpid,
+                [
                     parser.OFPFlowStatsRequest(
                         datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask, parser.OFPMatch()
-                    ),
-                )
-                for cookie, mask in ACL_COUNTED_COOKIES
-            ]
-            pendings = tuple(p for p in started if p is not None)
-            if len(pendings) != len(started):
-                self._forget(pendings)
+                    )
+                    for cookie, mask in ACL_COUNTED_COOKIES
+                ],
+            )
+            if flows is None:
                 continue
-            waiting[dpid] = pendings
+            waiting[dpid] = flows
             with self._lock:
-                self._acl_reads[dpid] = pendings
-        deadline = time.monotonic() + timeout_s
+                self._acl_reads[dpid] = flows
+                self._acl_totals_read[dpid] = totals
         for dpid, pendings in waiting.items():
             answered = all(p.done.wait(max(0.0, deadline - time.monotonic())) for p in pendings)
             failed = any(p.lost or p.error is not None for p in pendings)  # an error ends no wait: give up
             if not answered and not failed:
                 continue  # stays in _acl_reads: waited on again by the next poll
+            totals_read: tuple[tuple[int, int], ...] | None = None
             with self._lock:
                 if self._acl_reads.get(dpid) is pendings:
                     del self._acl_reads[dpid]
+                    totals_read = self._acl_totals_read.pop(dpid, None)
             self._forget(pendings)
             if failed:
                 continue
@@ -803,7 +849,18 @@ class FabricApp(app_manager.OSKenApp):
                 for reply in p.replies
                 for stat in reply.body
             }
+            if totals_read is not None:  # what this reading holds (at least: counters only grow)
+                self._acl_totals[dpid] = (totals_read, time.monotonic())
             self.on_acl_counters(dpid, packets, time.time())
+
+    def _start_all(self, dpid: SwitchId, requests: list[Any]) -> tuple[_Pending, ...] | None:
+        """Send every request (each completing a _Pending); None, with none left waiting, if any could not be."""
+        started = [self._start(dpid, request) for request in requests]
+        pendings = tuple(p for p in started if p is not None)
+        if len(pendings) != len(started):
+            self._forget(pendings)
+            return None
+        return pendings
 
     def request_port_stats(self) -> None:
         """Ask every connected switch for all its ports' counters (the replies come as events). A round

@@ -153,6 +153,23 @@ def test_flows_read_back_as_written_modified_and_deleted_strictly() -> None:
     assert parsed(sw.handle(0, wire(other_cookie))[0][1]).body == []
 
 
+def test_aggregate_stats_count_the_flows_a_flow_stats_request_would_list() -> None:
+    sw = switch(1)
+    sw.handle(0, flow_mod(ofp.OFPFC_ADD, port=2))
+    sw.handle(0, flow_mod(ofp.OFPFC_ADD, priority=200, port=1))
+    sw.handle(0, flow_mod(ofp.OFPFC_ADD, priority=300, cookie=0xAB00_0000_0000_0001))
+
+    def totals(cookie: int) -> Any:
+        request = parser.OFPAggregateStatsRequest(
+            DATAPATH, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, 0xFFFF_0000_0000_0000, parser.OFPMatch()
+        )
+        ((_, data),) = sw.handle(0, wire(request))
+        return parsed(data).body
+
+    assert (totals(0xEC00_0000_0000_0000).flow_count, totals(0xAB00_0000_0000_0000).flow_count) == (2, 1)
+    assert totals(0xEC00_0000_0000_0000).packet_count == 0
+
+
 def test_groups_and_meters_read_back_with_ovs_errors_for_a_duplicate_or_unknown_id() -> None:
     sw = switch(1)
     buckets = [parser.OFPBucket(0, 3, ofp.OFPG_ANY, [parser.OFPActionOutput(3)])]

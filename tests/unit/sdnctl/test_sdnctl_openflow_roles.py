@@ -106,6 +106,8 @@ def make_app(openflow: Any, state: FabricState | None = None, mastership: Master
     app._pending = {}
     app._table_reads = {}
     app._acl_reads = {}
+    app._acl_totals = {}
+    app._acl_totals_read = {}
     app._meters_by_switch = {}
     app._meter_reads = {}
     app._discovery = Discovery(instance=7)

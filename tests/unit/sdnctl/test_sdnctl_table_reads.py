@@ -1,4 +1,4 @@
-"""FabricApp.read_configs: every switch asked at once, one deadline for all, and at most one read
+"""FabricApp.read_configs and read_acl_counters: every switch asked at once, one deadline for all, and at most one read
 of a switch's tables in flight (a read given up on is not repeated until it is answered or the
 switch goes). Driven with a fake datapath: what is sent is recorded, replies are handed in."""
 
@@ -53,6 +53,8 @@ def app_with(openflow: Any, *dpids: int) -> Any:
     app._pending = {}
     app._table_reads = {}
     app._acl_reads = {}
+    app._acl_totals = {}
+    app._acl_totals_read = {}
     app.switches = {dpid: openflow._Switch(FakeDatapath(dpid)) for dpid in dpids}
     return app
 
@@ -106,24 +108,62 @@ def test_a_switch_that_disconnects_while_read_is_left_out(openflow) -> None:
     assert app.read_configs({1}, timeout_s=10) == {}
 
 
-def drop_counters_answer(app: Any, dpid: int, packets: int, sent_from: int = 0) -> None:
-    """The switch answers the counter reads it was sent (from ``sent_from`` on): one guard drop flow
-    that dropped ``packets`` in the guard read, nothing in the policy-drop read."""
-    from os_ken.ofproto import ofproto_v1_3_parser
+class DropFlowSwitch:
+    """Answers the counter reads sent to a fake switch, each once, on a thread of its own: one guard drop
+    flow that dropped ``packets`` so far (totals and flows alike), nothing in the policy-drop read.
+    ``hold_flow_reads``: flow reads stay unanswered until released."""
 
-    from sdnctl.acl import KIND_GUARD, acl_cookie
+    def __init__(self, app: Any, dpid: int, packets: int) -> None:
+        self.app, self.dpid, self.packets = app, dpid, packets
+        self.hold_flow_reads = False
+        self._answered = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    for msg in app.switches[dpid].datapath.sent[sent_from:]:
-        guard = msg.cookie == acl_cookie(KIND_GUARD, None)
-        stat = SimpleNamespace(
-            table_id=0,
-            priority=100,
-            cookie=acl_cookie(KIND_GUARD, "10.0.0.1"),
-            match=ofproto_v1_3_parser.OFPMatch(in_port=2, eth_type=0x0800),
-            instructions=[],
-            packet_count=packets,
-        )
-        app._complete(dpid, SimpleNamespace(xid=msg.xid, body=[stat] if guard else []))
+    def __enter__(self) -> DropFlowSwitch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def sent(self) -> list[Any]:
+        return self.app.switches[self.dpid].datapath.sent
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.answer_waiting()
+
+    def answer_waiting(self) -> None:
+        from os_ken.ofproto import ofproto_v1_3_parser
+
+        from sdnctl.acl import KIND_GUARD, acl_cookie
+
+        while self._answered < len(self.sent):
+            msg = self.sent[self._answered]
+            guard = msg.cookie == acl_cookie(KIND_GUARD, None)
+            if type(msg).__name__ == "OFPAggregateStatsRequest":
+                body: Any = SimpleNamespace(packet_count=self.packets if guard else 0, flow_count=int(guard))
+            elif self.hold_flow_reads:
+                return
+            else:
+                stat = SimpleNamespace(
+                    table_id=0,
+                    priority=100,
+                    cookie=acl_cookie(KIND_GUARD, "10.0.0.1"),
+                    match=ofproto_v1_3_parser.OFPMatch(in_port=2, eth_type=0x0800),
+                    instructions=[],
+                    packet_count=self.packets,
+                )
+                body = [stat] if guard else []
+            self.app._complete(self.dpid, SimpleNamespace(xid=msg.xid, body=body))
+            self._answered += 1
+
+
+def kinds_asked(messages: list[Any]) -> list[tuple[str, int, int]]:
+    return [(type(m).__name__, m.cookie, m.cookie_mask) for m in messages]
 
 
 def test_only_the_drop_flows_counters_are_read_one_request_per_kind(openflow) -> None:
@@ -132,18 +172,44 @@ def test_only_the_drop_flows_counters_are_read_one_request_per_kind(openflow) ->
     app = app_with(openflow, 1)
     readings: list[tuple[int, dict]] = []
     app.on_acl_counters = lambda dpid, packets, now: readings.append((dpid, packets))
-    threading.Timer(0.1, lambda: drop_counters_answer(app, 1, 5)).start()
-    app.read_acl_counters(timeout_s=10)
-    asked = [(m.cookie, m.cookie_mask) for m in app.switches[1].datapath.sent]
-    assert asked == [
+    with DropFlowSwitch(app, 1, 5) as switch:
+        app.read_acl_counters(timeout_s=10)
+    deny, guard = (
         (acl_cookie(KIND_DENY, None), 0xFFFF_FF00_0000_0000),
         (acl_cookie(KIND_GUARD, None), 0xFFFF_FF00_0000_0000),
+    )
+    assert kinds_asked(switch.sent) == [
+        ("OFPAggregateStatsRequest", *deny),  # the totals first,
+        ("OFPAggregateStatsRequest", *guard),
+        ("OFPFlowStatsRequest", *deny),  # then, as they are new, the flows
+        ("OFPFlowStatsRequest", *guard),
     ]
-    assert all(cookie & mask != acl_cookie(KIND_PASS, "10.0.0.1") & mask for cookie, mask in asked), (
+    assert all(m.cookie & m.cookie_mask != acl_cookie(KIND_PASS, "10.0.0.1") & m.cookie_mask for m in switch.sent), (
         "the pass flows (most of a port's guard) are not read"
     )
     assert [(dpid, list(packets.values())) for dpid, packets in readings] == [(1, [5])]
-    assert app._pending == {} and app._acl_reads == {}
+    assert app._pending == {} and app._acl_reads == {} and app._acl_totals_read == {}
+
+
+def test_a_switch_whose_totals_did_not_move_is_not_read_again_until_they_do(openflow) -> None:
+    from sdnctl.acl_counters import DropCounters
+
+    app = app_with(openflow, 1)
+    counters = DropCounters()
+    dropped: list[int] = []
+    app.on_acl_counters = lambda dpid, packets, now: dropped.append(sum(counters.update(dpid, packets).values()))
+    with DropFlowSwitch(app, 1, 5) as switch:
+        app.read_acl_counters(timeout_s=10)  # the baseline
+        app.read_acl_counters(timeout_s=10)  # nothing dropped since
+        assert [name for name, *_ in kinds_asked(switch.sent[4:])] == ["OFPAggregateStatsRequest"] * 2
+        assert dropped == [0], "no reading handed in: nothing to count"
+        switch.packets = 9
+        app.read_acl_counters(timeout_s=10)
+    assert [name for name, *_ in kinds_asked(switch.sent[6:])] == ["OFPAggregateStatsRequest"] * 2 + [
+        "OFPFlowStatsRequest"
+    ] * 2
+    assert dropped == [0, 4]
+    assert app._pending == {} and app._acl_reads == {} and app._acl_totals_read == {}
 
 
 def test_a_counter_read_answered_late_still_counts_at_the_next_poll(openflow) -> None:
@@ -153,16 +219,34 @@ def test_a_counter_read_answered_late_still_counts_at_the_next_poll(openflow) ->
     counters = DropCounters()
     dropped: list[int] = []
     app.on_acl_counters = lambda dpid, packets, now: dropped.append(sum(counters.update(dpid, packets).values()))
-    threading.Timer(0.1, lambda: drop_counters_answer(app, 1, 5)).start()
-    app.read_acl_counters(timeout_s=10)  # the baseline: 5 packets dropped before
-    sent = app.switches[1].datapath.sent
-    app.read_acl_counters(timeout_s=0.05)  # the switch is slow: no answer this poll
-    assert len(sent) == 4 and dropped == [0]
-    drop_counters_answer(app, 1, 12, sent_from=2)  # its answer comes in after the poll gave up
-    app.read_acl_counters(timeout_s=0.05)  # the next poll hands it in rather than asking again
-    assert len(sent) == 4, "not asked again while a read was in flight"
+    with DropFlowSwitch(app, 1, 5) as switch:
+        app.read_acl_counters(timeout_s=10)  # the baseline: 5 packets dropped before
+        switch.packets = 12
+        switch.hold_flow_reads = True
+        app.read_acl_counters(timeout_s=0.3)  # the totals moved; the flows are slow: no answer this poll
+        assert len(switch.sent) == 8 and dropped == [0]
+        switch.hold_flow_reads = False  # their answer comes in after the poll gave up
+        app.read_acl_counters(timeout_s=10)  # the next poll hands it in rather than asking again
+    assert len(switch.sent) == 8, "not asked again while a read was in flight"
     assert dropped == [0, 7], "the 7 packets dropped meanwhile count"
-    assert app._pending == {} and app._acl_reads == {}
+    assert app._pending == {} and app._acl_reads == {} and app._acl_totals_read == {}
+
+
+def test_a_switch_that_reconnects_or_was_not_read_for_a_minute_is_read_in_full_again(openflow) -> None:
+    app = app_with(openflow, 1)
+    readings: list[dict] = []
+    app.on_acl_counters = lambda dpid, packets, now: readings.append(packets)
+    with DropFlowSwitch(app, 1, 5):
+        app.read_acl_counters(timeout_s=10)
+        app.read_acl_counters(timeout_s=10)
+        assert len(readings) == 1
+        app._acl_totals.pop(1)  # what the switch's disconnect does (tested with the connection handler)
+        app.read_acl_counters(timeout_s=10)
+        assert len(readings) == 2
+        totals, read_at = app._acl_totals[1]
+        app._acl_totals[1] = (totals, read_at - openflow.ACL_FULL_READ_S)  # a minute without a full read
+        app.read_acl_counters(timeout_s=10)
+    assert len(readings) == 3, "read in full again, totals or not"
 
 
 def test_a_switch_without_meters_is_read_as_holding_none_and_not_left_waiting(openflow) -> None:
