@@ -42,6 +42,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import is_
 
 from netmodel.authorization import host_identity, service_policy
 from netmodel.ids import PortNo, ServiceName, SwitchId
@@ -141,6 +142,9 @@ class AclBasis:
     ports: Mapping[tuple[SwitchId, PortNo], PortContext]
     targets: Mapping[tuple[str, int], Target]
     admitted: Mapping[str, frozenset[str] | None]  # service -> source addresses; None: everyone
+    # The model's maps (and trust domain) ``targets`` and ``admitted`` were derived from: a later basis
+    # whose state still holds these very objects (a port or switch change) reuses both as they are.
+    sources: tuple[object, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,15 +231,23 @@ def edge_ports(state: FabricState) -> list[tuple[SwitchId, PortNo]]:
     return sorted(ports - fabric)
 
 
-def acl_basis(state: FabricState, trust_domain: str) -> AclBasis:
-    """What the ACL of ``state`` is compiled from: O(ports + hosts + nodes + workloads x rules)."""
+def acl_basis(state: FabricState, trust_domain: str, previous: AclBasis | None = None) -> AclBasis:
+    """What the ACL of ``state`` is compiled from: O(ports + hosts + nodes + workloads x rules); with
+    ``previous`` (an earlier state's), the instances and admitted sources are taken over when the maps
+    they come from are the same objects (a switch or port change: O(ports + hosts + nodes))."""
     owners = _owners(state, trust_domain)
-    instances = _targets(state)
-    admitted: dict[str, frozenset[str] | None] = {}
-    for target in instances.values():
-        if target.service not in admitted:
-            policy = service_policy(state, ServiceName(target.service), trust_domain)
-            admitted[target.service] = None if policy.allows_everyone else policy.source_ips()
+    sources = (state.hosts, state.nodes, state.workloads, state.services, state.default_policy, trust_domain)
+    instances: Mapping[tuple[str, int], Target]
+    admitted: Mapping[str, frozenset[str] | None]
+    if previous is not None and len(previous.sources) == len(sources) and all(map(is_, sources, previous.sources)):
+        instances, admitted = previous.targets, previous.admitted
+    else:
+        instances = _targets(state)
+        admitted = {}
+        for target in instances.values():
+            if target.service not in admitted:
+                policy = service_policy(state, ServiceName(target.service), trust_domain)
+                admitted[target.service] = None if policy.allows_everyone else policy.source_ips()
     learned = {
         (h.attachment.switch, h.attachment.port): h.ip
         for h in state.hosts.values()
@@ -247,7 +259,7 @@ def acl_basis(state: FabricState, trust_domain: str) -> AclBasis:
         owner = owners.get((dpid, port))
         caller = owner.identity if owner is not None else learned.get((dpid, port)) or f"{name} port {port}"
         ports[(dpid, port)] = PortContext(name, owner, caller)
-    return AclBasis(ports, instances, admitted)
+    return AclBasis(ports, instances, admitted, sources)
 
 
 def guard_key(port: int) -> str:
@@ -306,7 +318,7 @@ def compile_acl_incremental(previous: AclTables, state: FabricState, trust_domai
     not), the guards of unknown ports when the declared addresses changed, and at every other port
     the drop of each instance added, removed or whose service's admitted sources changed. So a
     placement costs O(edge ports), not O(edge ports x instances). Also the changed entries per switch."""
-    new = acl_basis(state, trust_domain)
+    new = acl_basis(state, trust_domain, previous.basis)
     if previous.basis is None:
         return _full_changes(previous, _compile_from(new))
     with _collector_paused():  # copies of large dicts: a collection would walk the whole heap
@@ -314,9 +326,15 @@ def compile_acl_incremental(previous: AclTables, state: FabricState, trust_domai
 
 
 def _apply_changed_inputs(previous: AclTables, old: AclBasis, new: AclBasis) -> tuple[AclTables, AclChanges]:
-    changed_targets = [
-        key for key in old.targets.keys() | new.targets.keys() if _target_inputs(old, key) != _target_inputs(new, key)
-    ]
+    changed_targets = (
+        []
+        if old.targets is new.targets and old.admitted is new.admitted  # taken over whole: nothing to compare
+        else [
+            key
+            for key in old.targets.keys() | new.targets.keys()
+            if _target_inputs(old, key) != _target_inputs(new, key)
+        ]
+    )
     changed_ports = {p for p in old.ports.keys() | new.ports.keys() if old.ports.get(p) != new.ports.get(p)}
     entries: dict[SwitchId, Mapping[str, Entry]] = dict(previous.entries)
     copied: dict[SwitchId, dict[str, Entry]] = {}

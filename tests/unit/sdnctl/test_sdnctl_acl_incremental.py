@@ -169,6 +169,18 @@ def test_a_placement_changes_one_entry_per_edge_port_that_may_not_call_it() -> N
     assert entries_of(new) == entries_of(compile_acl(after, TD))
 
 
+def test_a_port_change_takes_the_instances_and_admitted_sources_over_without_recomputing_them() -> None:
+    state = default(place(place(start(), 0, "web", "n1", 8080), 1, "api", "n2", 9090), allow_all=False)
+    tables = compile_acl(state, TD)
+    after = state.apply(ev.PortStatusChanged(SwitchId(1), Port(PortNo(6), "p6")))  # a new edge port on a
+    assert after.workloads is state.workloads and after.topology.switches is not state.topology.switches
+    new, changed = compile_acl_incremental(tables, after, TD)
+    assert tables.basis is not None and new.basis is not None
+    assert new.basis.targets is tables.basis.targets and new.basis.admitted is tables.basis.admitted
+    assert set(changed) == {SwitchId(1)}  # the new port's guard and drops, nothing else
+    assert entries_of(new) == entries_of(compile_acl(after, TD))
+
+
 def test_the_engine_applies_only_the_changed_acl_entries_and_holds_the_full_compiles_tables(monkeypatch) -> None:
     from test_sdnctl_acl import A, B, engine_on, world
     from test_sdnctl_acl import allow as allow_hosts
