@@ -120,6 +120,9 @@ def start_openflow(
     return OpenFlowRuntime(app=app, host=host, port=port, connections=connections, manager=manager)
 
 
+OFPT_ECHO_REPLY = 3  # the same in every OpenFlow version
+
+
 class MalformedOpenFlow(Exception):
     """A peer sent bytes that do not parse as the OpenFlow message they claim to be."""
 
@@ -162,9 +165,18 @@ def _guard_connections(controller_module: Any, limits: ConnectionLimits) -> Any:
             fast = flow_stats.parse(datapath, version, msg_type, msg_len, xid, buf)
             if fast is not None:
                 return fast
-            return parser(datapath, version, msg_type, msg_len, xid, buf)
+            msg = parser(datapath, version, msg_type, msg_len, xid, buf)
         except Exception as exc:
             raise MalformedOpenFlow(f"version {version:#x} type {msg_type} length {msg_len}: {exc}") from None
+        if msg_type == OFPT_ECHO_REPLY:
+            # Our echo request counts as answered when its reply is read, here on the connection's own
+            # thread: os-ken marks it only once its handler thread gets to the event, and behind a busy
+            # process that came late enough (3 echoes) to drop healthy switches. (Its handler's mark
+            # again is a no-op.)
+            acknowledge = getattr(datapath, "acknowledge_echo_reply", None)
+            if acknowledge is not None:
+                acknowledge(xid)
+        return msg
 
     strict_msg.edgectl_strict = True  # type: ignore[attr-defined]
     ofproto_parser.msg = strict_msg

@@ -177,3 +177,30 @@ def test_a_header_shorter_than_itself_ends_the_connection_as_malformed(
         f"OpenFlow connection from peer:0 (switch unknown) dropped: malformed: MalformedOpenFlow: header declares "
         f"length {length}, below the 8-byte header itself"
     ]
+
+
+def test_an_echo_reply_counts_as_answered_when_read_not_when_handled(osken_conf: Any) -> None:
+    """A busy controller handles events late: the echo it asked for must not count as unanswered meanwhile
+    (three unanswered ones drop the switch)."""
+    from os_ken.controller import controller
+    from os_ken.ofproto import ofproto_parser
+
+    from sdnctl.runtime import _guard_connections
+
+    osken_conf(echo_request_interval=30.0, maximum_unreplied_echo_requests=3)
+    _guard_connections(controller, ConnectionLimits())
+
+    class Asking:
+        """The part of os-ken's Datapath its echo loop keeps: the echoes sent and not yet answered."""
+
+        def __init__(self) -> None:
+            self.unreplied_echo_requests = [41, 42]
+
+        def acknowledge_echo_reply(self, xid: int) -> None:
+            self.unreplied_echo_requests.remove(xid)
+
+    datapath = Asking()
+    reply = struct.pack("!BBHI", 4, 3, 8, 42)  # OFPT_ECHO_REPLY, xid 42
+    msg = ofproto_parser.msg(datapath, 4, 3, 8, 42, bytearray(reply))
+    assert type(msg).__name__ == "OFPEchoReply" and msg.xid == 42
+    assert datapath.unreplied_echo_requests == [41]
