@@ -97,10 +97,10 @@ def test_a_switch_leaving_and_returning_is_handled(rf: RandomFabric) -> None:
     assert same_plan(after, compute_routes(gone))
 
 
-def test_nothing_changed_returns_the_same_arrays_with_the_new_generation() -> None:
+def two_switches_one_host() -> FabricState:
     from sdnctl_helpers import fabric, live
 
-    state = live(
+    return live(
         fabric(
             """
 switches: [{id: a, dpid: 1, site: s}, {id: b, dpid: 2, site: s}]
@@ -109,6 +109,10 @@ hosts: [{id: h, switch: a, ip: 10.0.0.1}]
 """
         )
     )
+
+
+def test_nothing_changed_returns_the_same_arrays_with_the_new_generation() -> None:
+    state = two_switches_one_host()
     plan = compute_routes(state)
     again = compute_routes(state, previous=plan)
     assert len(plan.switches) == 2
@@ -131,17 +135,7 @@ def test_a_link_change_reuses_the_endpoints_and_reads_the_links_new_attributes(
 
 
 def test_a_new_host_is_an_endpoint_of_the_next_plan() -> None:
-    from sdnctl_helpers import fabric, live
-
-    state = live(
-        fabric(
-            """
-switches: [{id: a, dpid: 1, site: s}, {id: b, dpid: 2, site: s}]
-links: [{a: a, b: b, latency_ms: 1, bandwidth_mbps: 10}]
-hosts: [{id: h, switch: a, ip: 10.0.0.1}]
-"""
-        )
-    )
+    state = two_switches_one_host()
     plan = compute_routes(state)
     moved = state.apply(ev.LinkLatencyMeasured(((cables_of(state)[0], 3000),), 2.0))
     again = compute_routes(moved, previous=plan)
