@@ -246,7 +246,12 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
     st = _structure(state, previous)
     n = len(st.switches)
     endpoints_from = (state.hosts, state.nodes, state.topology.switches)
-    if previous is not None and previous._structure is st and all(map(is_, endpoints_from, previous.endpoints_from)):
+    if (
+        previous is not None
+        and previous._structure is st
+        and len(previous.endpoints_from) == len(endpoints_from)  # (a plan built without them has none)
+        and all(map(is_, endpoints_from, previous.endpoints_from))
+    ):
         endpoints = previous.endpoints
     else:
         endpoints = {name: e for name, e in endpoints_of(state).items() if e.attachment.switch in st.index}

@@ -214,3 +214,11 @@ def test_a_neighbour_farther_away_makes_a_new_alternate_at_an_untouched_switch(s
     backup = full.next_hop(s, d)[1]
     assert backup is not None and backup.dst == v
     assert same_plan(incremental, full)
+
+
+def test_a_plan_that_does_not_say_where_its_endpoints_came_from_lends_none() -> None:
+    state = two_switches_one_host()
+    plan = replace(compute_routes(state), endpoints_from=())
+    host = replace(state.hosts[HostId("h")], id=HostId("h2"), ip="10.0.0.2")
+    added = state._with(hosts=map_with(state.hosts, host.id, host))
+    assert set(compute_routes(added, previous=plan).endpoints) == {"h", "h2"}
