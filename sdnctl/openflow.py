@@ -112,6 +112,13 @@ class _Pending:
     lost: bool = False  # done because the switch disconnected, not because it answered
 
 
+def read_at(msg: Any) -> float:
+    """When ``msg`` was read off its connection (``sdnctl.runtime``'s parser stamps packet-ins and echo
+    replies), else now: the time the latency measurements take for its arrival."""
+    stamped = getattr(msg, "edgectl_read_at", None)
+    return float(stamped) if stamped is not None else time.monotonic()
+
+
 class FabricApp(app_manager.OSKenApp):
     """Constructed by os-ken's AppManager with ``edgectl_publish`` and ``edgectl_state``."""
 
@@ -744,7 +751,7 @@ class FabricApp(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPEchoReply, MAIN_DISPATCHER)
     def _echo_reply(self, event: Any) -> None:
-        now = time.monotonic()
+        now = read_at(event.msg)
         self.messages.received(type(event.msg).__name__)
         with self._core_lock:
             self._discovery.on_echo_reply(event.msg.datapath.id, bytes(event.msg.data or b""), now)
@@ -944,7 +951,7 @@ class FabricApp(app_manager.OSKenApp):
     # -- packet-in: LLDP, ARP --------------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, event: Any) -> None:
-        now = time.monotonic()
+        now = read_at(event.msg)
         msg = event.msg
         self.messages.received(type(msg).__name__)
         dpid = SwitchId(msg.datapath.id)

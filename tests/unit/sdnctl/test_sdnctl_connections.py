@@ -179,7 +179,7 @@ def test_a_header_shorter_than_itself_ends_the_connection_as_malformed(
     ]
 
 
-def test_an_echo_reply_counts_as_answered_when_read_not_when_handled(osken_conf: Any) -> None:
+def test_an_echo_reply_counts_as_answered_and_is_timed_when_read_not_when_handled(osken_conf: Any) -> None:
     """A busy controller handles events late: the echo it asked for must not count as unanswered meanwhile
     (three unanswered ones drop the switch)."""
     from os_ken.controller import controller
@@ -201,6 +201,9 @@ def test_an_echo_reply_counts_as_answered_when_read_not_when_handled(osken_conf:
 
     datapath = Asking()
     reply = struct.pack("!BBHI", 4, 3, 8, 42)  # OFPT_ECHO_REPLY, xid 42
+    before = time.monotonic()
     msg = ofproto_parser.msg(datapath, 4, 3, 8, 42, bytearray(reply))
     assert type(msg).__name__ == "OFPEchoReply" and msg.xid == 42
     assert datapath.unreplied_echo_requests == [41]
+    # Stamped when read: the latency measurements take this, not when the app's handler gets to it.
+    assert before <= msg.edgectl_read_at <= time.monotonic()
