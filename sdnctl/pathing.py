@@ -245,7 +245,7 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
     """
     st = _structure(state, previous)
     n = len(st.switches)
-    endpoints_from = (state.hosts, state.nodes, state.topology.switches)
+    endpoints_from = _endpoints_from(state)
     if (
         previous is not None
         and previous._structure is st
@@ -269,7 +269,7 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
     attrs = _attrs_of(state, st)
     weight = _weights(attrs, st, scale, previous if same else None)
     if not same:
-        return replace(_full(state, st, endpoints, attrs, weight, scale), endpoints_from=endpoints_from)
+        return _full(state, st, endpoints, attrs, weight, scale)
     assert previous is not None
     changed = np.nonzero(previous.weight != weight)[0]
     if len(changed) == 0:
@@ -286,7 +286,6 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
         plan = _small_update(state, previous, endpoints, attrs, weight, changed, scale)
     else:
         plan = _update(state, previous, endpoints, attrs, weight, changed, scale)
-    plan = replace(plan, endpoints_from=endpoints_from)
     if plan.endpoints is previous.endpoints and "endpoints_at" in previous.__dict__:
         plan.__dict__["endpoints_at"] = previous.endpoints_at  # what the cached property would compute again
     return plan
@@ -427,6 +426,7 @@ def _updated(
         weight,
         attrs,
         (previous.primary, previous.backup, recomputed),
+        _endpoints_from(state),
     )
 
 
@@ -446,8 +446,25 @@ def _full(
     _next_hops(np.arange(n), st, weight, routing, primary, backup)
     dist = _latency(routing, scale)
     return RoutePlan(
-        state.generation, st.switches, st.links, dist, primary, backup, endpoints, st.index, st, routing, weight, attrs
+        state.generation,
+        st.switches,
+        st.links,
+        dist,
+        primary,
+        backup,
+        endpoints,
+        st.index,
+        st,
+        routing,
+        weight,
+        attrs,
+        endpoints_from=_endpoints_from(state),
     )
+
+
+def _endpoints_from(state: FabricState) -> tuple[object, ...]:
+    """The model's maps a plan's ``endpoints`` are derived from (``RoutePlan.endpoints_from``)."""
+    return (state.hosts, state.nodes, state.topology.switches)
 
 
 def _latency(routing: np.ndarray, scale: int) -> np.ndarray:
