@@ -149,7 +149,7 @@ class FabricApp(app_manager.OSKenApp):
         # those taken just before each flow read in flight: a switch whose totals did not move is not read
         # again (but at least every ACL_FULL_READ_S).
         self._acl_totals: dict[SwitchId, tuple[tuple[tuple[int, int], ...], float]] = {}
-        self._acl_totals_read: dict[SwitchId, tuple[tuple[int, int], ...]] = {}
+        self._acl_totals_read: dict[SwitchId, tuple[tuple[tuple[int, int], ...], Any]] = {}
         # The pure cores are called from os-ken's event thread and the prober thread: one lock
         # serialises them; what they return is sent and published outside it.
         self._core_lock = threading.Lock()
@@ -836,17 +836,21 @@ class FabricApp(app_manager.OSKenApp):
             waiting[dpid] = flows
             with self._lock:
                 self._acl_reads[dpid] = flows
-                self._acl_totals_read[dpid] = totals
+                self._acl_totals_read[dpid] = (totals, datapath)
         for dpid, pendings in waiting.items():
             answered = all(p.done.wait(max(0.0, deadline - time.monotonic())) for p in pendings)
             failed = any(p.lost or p.error is not None for p in pendings)  # an error ends no wait: give up
             if not answered and not failed:
                 continue  # stays in _acl_reads: waited on again by the next poll
-            totals_read: tuple[tuple[int, int], ...] | None = None
             with self._lock:
                 if self._acl_reads.get(dpid) is pendings:
                     del self._acl_reads[dpid]
-                    totals_read = self._acl_totals_read.pop(dpid, None)
+                    totals, read_from = self._acl_totals_read.pop(dpid, ((), None))
+                    switch = self.switches.get(dpid)
+                    if not failed and switch is not None and switch.datapath is read_from:
+                        # What this reading holds (at least: counters only grow). Only for the connection it
+                        # came from: one that went (and maybe came back) since is read in full again.
+                        self._acl_totals[dpid] = (totals, time.monotonic())
             self._forget(pendings)
             if failed:
                 continue
@@ -856,8 +860,6 @@ class FabricApp(app_manager.OSKenApp):
                 for reply in p.replies
                 for stat in reply.body
             }
-            if totals_read is not None:  # what this reading holds (at least: counters only grow)
-                self._acl_totals[dpid] = (totals_read, time.monotonic())
             self.on_acl_counters(dpid, packets, time.time())
 
     def _start_all(self, dpid: SwitchId, requests: list[Any]) -> tuple[_Pending, ...] | None:

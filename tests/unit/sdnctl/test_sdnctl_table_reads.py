@@ -264,3 +264,23 @@ def test_a_switch_without_meters_is_read_as_holding_none_and_not_left_waiting(op
     threading.Timer(0.1, refuse_meters_answer_the_rest).start()
     assert app.read_configs({1}, timeout_s=5) == {1: SwitchConfig()}
     assert app._pending == {} and app._table_reads == {}  # asked again next time, not stuck in flight
+
+
+def test_totals_read_over_a_connection_that_went_meanwhile_are_not_kept(openflow) -> None:
+    """A switch that reconnects while its drop flows are read: the reading is handed in, but its totals do not
+    stand for the new connection, whose flows are read in full at the next poll."""
+    app = app_with(openflow, 1)
+    readings: list[dict] = []
+    app.on_acl_counters = lambda dpid, packets, now: readings.append(packets)
+    with DropFlowSwitch(app, 1, 5) as switch:
+        switch.hold_flow_reads = True
+        app.read_acl_counters(timeout_s=0.3)  # totals asked and answered, the flows held
+        old = app.switches[1].datapath
+        again = FakeDatapath(1)  # the same switch on a new connection (sharing the record of what was sent)
+        again.sent, again._xid = old.sent, old._xid
+        app.switches[1] = openflow._Switch(again)
+        switch.hold_flow_reads = False
+        app.read_acl_counters(timeout_s=10)  # the old read handed in; its totals not kept
+        assert len(readings) == 1 and 1 not in app._acl_totals
+        app.read_acl_counters(timeout_s=10)
+    assert len(readings) == 2, "read in full over the new connection"
