@@ -53,7 +53,7 @@ class LoadAssignmentEncoder:
         locality = text(_REGION, group.region) + text(_ZONE, group.zone) + text(_SUB_ZONE, group.sub_zone)
         data = (
             message_field(_GROUP_LOCALITY, locality)
-            + b"".join(message_field(_GROUP_LB_ENDPOINTS, self._endpoint(e)) for e in group.endpoints)
+            + b"".join([self._endpoint_field(e) for e in group.endpoints])
             + message_field(_GROUP_WEIGHT, uint_field(_WRAPPED, sum(weight for _, _, weight in group.endpoints)))
             + uint_field(_GROUP_PRIORITY, group.priority)
         )
@@ -64,7 +64,8 @@ class LoadAssignmentEncoder:
         self._groups[group] = encoded
         return encoded
 
-    def _endpoint(self, endpoint: Endpoint) -> bytes:
+    def _endpoint_field(self, endpoint: Endpoint) -> bytes:
+        """One endpoint as a locality group's ``lb_endpoints`` field (tag and length included)."""
         known = self._endpoints.get(endpoint)
         if known is not None:
             return known
@@ -76,8 +77,8 @@ class LoadAssignmentEncoder:
         )
         if len(self._endpoints) >= self._max_entries:
             self._endpoints.clear()
-        self._endpoints[endpoint] = data
-        return data
+        self._endpoints[endpoint] = field = message_field(_GROUP_LB_ENDPOINTS, data)
+        return field
 
 
 def join_groups(name: str, group_fields: Iterable[bytes]) -> bytes:
@@ -88,7 +89,4 @@ def join_groups(name: str, group_fields: Iterable[bytes]) -> bytes:
 def assignment_digest(name: str, group_digests: Iterable[bytes]) -> str:
     """The content hash of a ``ClusterLoadAssignment``: of its name and its groups' hashes, in order (a
     hash of hashes: hashing the whole message again costs more than encoding the group that changed)."""
-    hasher = hashlib.sha256(name.encode())
-    for digest in group_digests:
-        hasher.update(digest)
-    return hasher.hexdigest()[:16]
+    return hashlib.sha256(name.encode() + b"".join(group_digests)).hexdigest()[:16]

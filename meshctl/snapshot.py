@@ -32,10 +32,12 @@ hash) pairs. Delta xDS uses each resource's content hash as its version, which s
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from itertools import chain
+from itertools import chain, zip_longest
+from operator import is_
 from types import MappingProxyType
 from typing import Any
 
@@ -128,8 +130,11 @@ def encoded_resource(name: str, type_url: str, data: bytes, digest: str) -> Reso
 def digest_of(resources: Iterable[Resource]) -> str:
     """Order-independent hash of a set of resources (names and contents): of their ``name\0digest\n``
     lines sorted (``\0`` sorts first, so the lines sort as the (name, digest) pairs do)."""
-    lines = sorted(f"{r.name}\0{r.digest}\n" for r in resources)
-    return hashlib.sha256("".join(lines).encode()).hexdigest()[:16]
+    return _digest_of_lines(sorted(f"{r.name}\0{r.digest}\n" for r in resources))
+
+
+def _digest_of_lines(sorted_lines: Iterable[str]) -> str:
+    return hashlib.sha256("".join(sorted_lines).encode()).hexdigest()[:16]
 
 
 def version_string(generation: int, digest: str) -> str:
@@ -174,8 +179,10 @@ _NO_RESOURCE = Resource("", None)
 _SWITCH_LOG_LIMIT = 4096
 _NO_SECRETS: dict[str, Resource] = {}
 _NO_SECRETS_VIEW: Resources = MappingProxyType(_NO_SECRETS)
-_REBASE_LIMIT = 32
-"""A view whose levels moved more switches than this is built anew rather than rebased."""
+_REBASE_LIMIT = 8
+"""A view whose levels moved more switches than this is built anew rather than rebased (each moved switch
+re-encodes its groups in both orders; at the xDS rebuild benchmark's ~110 instance switches a new view
+costs about as much as rebasing 10-15 of them: 8 measured a little faster than 16 and 32)."""
 
 
 class InconsistentSnapshot(ValueError):
@@ -341,7 +348,13 @@ class _Part:
     wildcard_excluded: frozenset[str]
     problems: tuple[str, ...]
     calls: tuple[tuple[ServiceName, Levels], ...] = ()
-    """What it was built for: each called service and its levels from the callers' switch."""
+    """What it was built for: each called service and its levels from the callers' switch (by name)."""
+    key: tuple[tuple[ServiceName, ...], tuple[int, ...]] = ((), ())
+    """The called services and the ids of their levels: what parts are shared by."""
+    endpoint_lines: tuple[str, ...] = ()
+    """``digest_of``'s line of each endpoints resource, in the order of ``calls`` (which is the lines'
+    sorted order: names sorted, and a cluster name is the service's with a prefix): a part rebuilt for
+    one service replaces one line instead of formatting and sorting all of them."""
     views: dict[str, Resources] = field(default_factory=dict)
     """A read-only view of each type's dict: a part rebuilt from its last one shares the dicts that did
     not change and their views, which the cache recognises as checked (``SnapshotCache``)."""
@@ -371,17 +384,43 @@ GroupKey = tuple[int, str, str, str]
 @dataclass(slots=True)
 class _EndpointsView:
     """A service's endpoints in one priority order, kept as the encoded field of each locality group so
-    that an instance coming or going re-encodes its own group only (``SnapshotBuilder._endpoints_for``)."""
+    that an instance coming or going re-encodes its own group only (``SnapshotBuilder._endpoints_for``).
+    The groups are three parallel lists in message order (keys sorted): a changed group is found by
+    bisection and its bytes and hash replaced in place, and the message is one join of ``fields``."""
 
     levels: Levels
     priority_of: dict[SwitchId, int]
-    groups: dict[GroupKey, EncodedGroup]
     order: list[GroupKey]
     """The group keys, sorted: the order of the groups in the message."""
+    fields: list[bytes]
+    digests: list[bytes]
     seen: int
     """How far into its service's log of changed switches this view is."""
     resource: Resource
 
+    def put(self, key: GroupKey, group: EncodedGroup) -> None:
+        at = bisect_left(self.order, key)
+        if at < len(self.order) and self.order[at] == key:
+            self.fields[at], self.digests[at] = group
+        else:
+            self.order.insert(at, key)
+            self.fields.insert(at, group[0])
+            self.digests.insert(at, group[1])
+
+    def drop(self, key: GroupKey) -> None:
+        at = bisect_left(self.order, key)
+        if at < len(self.order) and self.order[at] == key:
+            del self.order[at], self.fields[at], self.digests[at]
+
+    def copy(self, levels: Levels, priority_of: dict[SwitchId, int]) -> _EndpointsView:
+        """The same groups, for other levels (``SnapshotBuilder._rebased`` then re-encodes what moved)."""
+        return _EndpointsView(
+            levels, priority_of, list(self.order), list(self.fields), list(self.digests), self.seen, self.resource
+        )
+
+
+_Merged = tuple[Resources, tuple[Resource, ...], Resources, str]
+"""A node's resources of one type: (its part's view, its own resources, the merged view, its digest)."""
 
 CallerGroup = tuple[SwitchId | None, tuple[ServiceName, ...]]
 """(the caller's switch, the services it calls): callers in one group get the same outbound part."""
@@ -426,6 +465,8 @@ class SnapshotBuilder:
         """The switches each locality of each service has had endpoints behind; ``_switch_wheres`` the reverse."""
         self._switch_wheres: dict[tuple[ServiceName, SwitchId], set[tuple[str, str, str]]] = defaultdict(set)
         self._identity_secrets: dict[str, tuple[TlsIdentity, Resource]] = {}
+        self._merged_views: dict[str, dict[str, _Merged]] = defaultdict(dict)
+        """Per node and type, what ``_merged`` last made."""
         self._bundle_secret: Resource | None = None
         self._group_memo: dict[tuple[GroupKey, tuple[int, ...]], tuple[list[tuple[Endpoint, ...]], EncodedGroup]] = {}
         self._retired: dict[tuple[ServiceName, int], _EndpointsView] = {}
@@ -446,6 +487,8 @@ class SnapshotBuilder:
         # the same object anyway.
         self._outbound: dict[tuple[tuple[ServiceName, ...], tuple[int, ...]], _Part] = {}
         self._outbound_by_caller: dict[CallerGroup, _Part] = {}
+        self._positions: dict[tuple[ServiceName, ...], dict[ServiceName, int]] = {}
+        """Per tuple of called services, each one's position in it (and in its parts' ``calls``)."""
         self._stale: dict[CallerGroup, tuple[_Part, set[ServiceName]]] = {}
         """Parts a change made stale, with the services it changed: the next part of the group starts
         from the stale one and rebuilds only those services' resources."""
@@ -480,6 +523,7 @@ class SnapshotBuilder:
         self._leave_group(node_id)
         self._inbound_built.pop(node_id, None)
         self._identity_secrets.pop(node_id, None)
+        self._merged_views.pop(node_id, None)
         return None
 
     def _host_snapshot(self, host_id: HostId) -> MeshSnapshot:
@@ -707,20 +751,36 @@ class SnapshotBuilder:
             priority = priority_of.get(switch, len(levels))  # (levels cover every instance)
             for where, endpoints in self._endpoints_at(name, switch).items():
                 parts[(priority, *where)].append(endpoints)
-        groups = {key: self._group_field(key, group_parts) for key, group_parts in parts.items()}
-        view = _EndpointsView(levels, priority_of, groups, sorted(groups), self._log_start[name], _NO_RESOURCE)
+        order = sorted(parts)
+        encoded = [self._group_field(key, parts[key]) for key in order]
+        fields = [field for field, _ in encoded]
+        digests = [digest for _, digest in encoded]
+        view = _EndpointsView(levels, priority_of, order, fields, digests, self._log_start[name], _NO_RESOURCE)
         view.resource = self._view_resource(name, view)
         return view
 
     def _rebased(self, name: ServiceName, old: _EndpointsView, levels: Levels) -> _EndpointsView | None:
         """``old`` moved to ``levels``: the groups of the switches whose priority changed re-encoded (None:
         too many moved, a new view is cheaper)."""
-        priority_of = {switch: priority for priority, level in enumerate(levels) for switch in level}
-        moved = {s for s in old.priority_of.keys() | priority_of.keys() if old.priority_of.get(s) != priority_of.get(s)}
-        if len(moved) > _REBASE_LIMIT or len(levels) != len(old.levels):
-            return None
+        # Level by level: levels that are equal keep their switches' priorities, and a change is
+        # usually one switch joining or leaving one level (or a level of its own at the end).
+        priority_of = dict(old.priority_of)
+        moved: set[SwitchId] = set()
+        for priority, (before, after) in enumerate(zip_longest(old.levels, levels, fillvalue=())):
+            if before == after:
+                continue
+            was, now = set(before), set(after)
+            for switch in was - now:
+                moved.add(switch)
+                if priority_of.get(switch) == priority:  # (not already given its new level)
+                    del priority_of[switch]
+            for switch in now - was:
+                moved.add(switch)
+                priority_of[switch] = priority
+            if len(moved) > _REBASE_LIMIT:
+                return None
         keys = {key for switch in moved for key in self._keys_of(name, old, switch)}
-        view = _EndpointsView(levels, priority_of, dict(old.groups), list(old.order), old.seen, old.resource)
+        view = old.copy(levels, priority_of)
         keys |= {key for switch in moved for key in self._keys_of(name, view, switch)}
         self._regroup(name, view, keys)
         return view
@@ -733,7 +793,6 @@ class SnapshotBuilder:
 
     def _regroup(self, name: ServiceName, view: _EndpointsView, keys: Iterable[GroupKey]) -> None:
         """Re-encode these groups of ``view`` from the endpoints of every switch at their priority."""
-        reordered = False
         at_switch = self.at_switch.get(name, {})
         for key in keys:
             priority, *rest = key
@@ -746,13 +805,9 @@ class SnapshotBuilder:
                 and (endpoints := self._endpoints_at(name, other).get(where)) is not None
             ]
             if parts:
-                reordered |= key not in view.groups
-                view.groups[key] = self._group_field(key, parts)
-            elif key in view.groups:
-                del view.groups[key]
-                reordered = True
-        if reordered:
-            view.order = sorted(view.groups)
+                view.put(key, self._group_field(key, parts))
+            else:
+                view.drop(key)
         view.resource = self._view_resource(name, view)
 
     def _group_field(self, key: GroupKey, parts: list[tuple[Endpoint, ...]]) -> EncodedGroup:
@@ -771,9 +826,8 @@ class SnapshotBuilder:
 
     def _view_resource(self, name: ServiceName, view: _EndpointsView) -> Resource:
         cluster_name = service_cluster_name(name)
-        groups = [view.groups[key] for key in view.order]
-        data = join_groups(cluster_name, (field for field, _ in groups))
-        return encoded_resource(cluster_name, ENDPOINTS, data, assignment_digest(cluster_name, (d for _, d in groups)))
+        data = join_groups(cluster_name, view.fields)
+        return encoded_resource(cluster_name, ENDPOINTS, data, assignment_digest(cluster_name, view.digests))
 
     def _endpoints_at(self, name: ServiceName, switch: SwitchId) -> dict[tuple[str, str, str], tuple[Endpoint, ...]]:
         """The service's endpoints behind one switch, by locality (region, zone, site), each sorted."""
@@ -803,40 +857,61 @@ class SnapshotBuilder:
         stale = self._stale.pop(group, None)
         if stale is not None:  # only the services a change touched can have new levels or resources
             template, changed = stale
-            calls = tuple(
-                (name, self._levels(name, caller_switch)) if name in changed else (name, levels)
-                for name, levels in template.calls
-            )
+            names = template.key[0]
+            calls, level_ids = list(template.calls), list(template.key[1])
+            for name in changed:
+                at = self._positions_of(names).get(name)
+                if at is not None:
+                    levels = self._levels(name, caller_switch)
+                    calls[at], level_ids[at] = (name, levels), id(levels)
+            key = (names, tuple(level_ids))
         else:
-            names = sorted({name for name in called if name in self.services})
-            calls = tuple((name, self._levels(name, caller_switch)) for name in names)
-        key = (tuple(name for name, _ in calls), tuple(id(levels) for _, levels in calls))
+            names = tuple(sorted({name for name in called if name in self.services}))
+            calls = [(name, self._levels(name, caller_switch)) for name in names]
+            key = (names, tuple(id(levels) for _, levels in calls))
         part = self._outbound.get(key)
         if part is None:
-            part = self._build_outbound(calls, stale)
+            part = self._build_outbound(key, tuple(calls), stale)
             self._outbound[key] = part
         self._outbound_by_caller[group] = part
         return part
 
+    def _positions_of(self, names: tuple[ServiceName, ...]) -> dict[ServiceName, int]:
+        known = self._positions.get(names)
+        if known is None:
+            known = self._positions[names] = {name: at for at, name in enumerate(names)}
+        return known
+
     def _build_outbound(
-        self, calls: tuple[tuple[ServiceName, Levels], ...], stale: tuple[_Part, set[ServiceName]] | None = None
+        self,
+        key: tuple[tuple[ServiceName, ...], tuple[int, ...]],
+        calls: tuple[tuple[ServiceName, Levels], ...],
+        stale: tuple[_Part, set[ServiceName]] | None = None,
     ) -> _Part:
         """The part of ``calls``; from ``stale`` (the group's last part, and the services whose resources
         changed since) only the changed services' resources are looked up again."""
-        names = tuple(name for name, _ in calls)
+        names = key[0]
         listeners = self._listeners_of(names)
         if stale is not None:
             template, changed = stale
             endpoints = dict(template.resources[ENDPOINTS])
+            lines = list(template.endpoint_lines)
             clusters, cluster_digest = template.resources[CLUSTER], template.digests[CLUSTER]
             clusters_view = template.views[CLUSTER]
             same_clusters = True
-            for name, levels in calls:
-                if name in changed:
-                    endpoints[service_cluster_name(name)] = self._endpoints_for(name, levels)
-                    same_clusters &= clusters.get(service_cluster_name(name)) is self._cluster(name)
+            positions = self._positions_of(names)
+            for name in changed:
+                at = positions.get(name)
+                if at is None:
+                    continue
+                resource = self._endpoints_for(name, calls[at][1])
+                endpoints[resource.name] = resource
+                lines[at] = f"{resource.name}\0{resource.digest}\n"
+                same_clusters &= clusters.get(resource.name) is self._cluster(name)
         else:
-            endpoints = {e.name: e for e in (self._endpoints_for(name, levels) for name, levels in calls)}
+            built = [self._endpoints_for(name, levels) for name, levels in calls]
+            endpoints = {e.name: e for e in built}
+            lines = [f"{e.name}\0{e.digest}\n" for e in built]
             same_clusters = False
         if not same_clusters:
             clusters = {c.name: c for c in (self._cluster(name) for name in names)}
@@ -852,7 +927,7 @@ class SnapshotBuilder:
         digests = {
             SECRET: _EMPTY_DIGEST,
             CLUSTER: cluster_digest,
-            ENDPOINTS: digest_of(endpoints.values()),
+            ENDPOINTS: _digest_of_lines(lines),
             LISTENER: listeners.digests[0],
             ROUTES: listeners.digests[1],
         }
@@ -863,7 +938,8 @@ class SnapshotBuilder:
             LISTENER: listeners.views[0],
             ROUTES: listeners.views[1],
         }
-        return _Part(by_type, digests, listeners.excluded, listeners.problems, calls, views)
+        excluded, problems = listeners.excluded, listeners.problems
+        return _Part(by_type, digests, excluded, problems, calls, key=key, endpoint_lines=tuple(lines), views=views)
 
     def _listeners_of(self, names: tuple[ServiceName, ...]) -> _Listeners:
         known = self._listeners.get(names)
@@ -992,6 +1068,20 @@ class SnapshotBuilder:
         self._identity_secrets[node_id] = (identity, secret)
         return secret
 
+    def _merged(self, node_id: str, type_url: str, shared: _Part, own: list[Resource]) -> tuple[Resources, str]:
+        """The node's resources of one type (its part's and its own) and their digest: the same view as
+        last time while both are the same objects, so the cache recognises it as checked (under mTLS
+        every node has its own secrets, and a change elsewhere must not make each one new)."""
+        known = self._merged_views[node_id].get(type_url)
+        if known is not None:
+            part_view, was_own, view, digest = known
+            if part_view is shared.views[type_url] and len(was_own) == len(own) and all(map(is_, was_own, own)):
+                return view, digest
+        merged = {**shared.resources[type_url], **{r.name: r for r in own}}
+        view, digest = MappingProxyType(merged), digest_of(merged.values())
+        self._merged_views[node_id][type_url] = (shared.views[type_url], tuple(own), view, digest)
+        return view, digest
+
     def _snapshot(
         self, node_id: str, shared: _Part, extra: Mapping[str, list[Resource]], problems: tuple[str, ...]
     ) -> MeshSnapshot:
@@ -1012,9 +1102,8 @@ class SnapshotBuilder:
         for type_url in PUSH_ORDER:
             own = additions.get(type_url)
             if own:
-                merged = {**shared.resources[type_url], **{r.name: r for r in own}}
-                resources[type_url] = MappingProxyType(merged)
-                versions[type_url] = version_string(generation, digest_of(merged.values()))
+                resources[type_url], digest = self._merged(node_id, type_url, shared, own)
+                versions[type_url] = version_string(generation, digest)
             else:  # the shared dict itself: nodes that call the same services share one object
                 resources[type_url] = shared.views[type_url]
                 versions[type_url] = version_string(generation, shared.digests[type_url])
