@@ -376,6 +376,8 @@ class SnapshotCache:
 
 
 def _same_content(a: MeshSnapshot, b: MeshSnapshot, memo: dict[tuple[int, int], bool] | None = None) -> bool:
+    if a is b:
+        return True
     if a.wildcard_excluded != b.wildcard_excluded:
         return False
     key = (id(a.versions), id(b.versions))

@@ -55,6 +55,7 @@ class DeltaStream(Stream):
             state = _DeltaType(known=dict(reported), reported=reported, confirmed=dict.fromkeys(reported))
             self._reconnecting = self._reconnecting or bool(reported)
             self._types[type_url] = self._states[type_url] = state
+        self._touch(type_url)
         nonce = request.response_nonce
         if nonce:
             if state.outstanding and nonce == state.nonce:
@@ -122,6 +123,13 @@ class DeltaStream(Stream):
             if state is None:
                 continue
             serving = snapshot.of_type(type_url)
+            epochs = self._epochs_read_by(type_url)
+            was_behind = self._idle(state, type_url, serving, snapshot, epochs)
+            if was_behind is not None:
+                if was_behind:
+                    behind.add(type_url)
+                continue
+            state.idle = None
             _place_reported(state, serving)
             if state.nacked_digest is not None and state.nacked_digest != snapshot.digest(type_url):
                 state.forgotten, state.nacked_digest = set(), None  # changed since the NACK: resend all
@@ -138,14 +146,19 @@ class DeltaStream(Stream):
             if len(updates) < len(wanted) or len(removed) < len(candidates) or state.forgotten:
                 behind.add(type_url)  # held back, or we do not know what it runs
             if not updates and not removed and (wanted or not _unanswered_fresh_wildcard(state)):
+                self._mark_idle(state, type_url, serving, snapshot, epochs, type_url in behind)
                 continue
             behind.add(type_url)
             if state.outstanding:
+                self._mark_idle(state, type_url, serving, snapshot, epochs, True)  # (until its answer)
                 continue
             responses.append(self._respond(type_url, state, snapshot, updates, removed))
             endpoints = self._types.get(ENDPOINTS)
             if type_url == CLUSTER and endpoints is not None:
-                endpoints.force |= self._rebuilt_endpoints({name: serving[name] for name in updates})
+                rebuilt = self._rebuilt_endpoints({name: serving[name] for name in updates})
+                if rebuilt:
+                    endpoints.force |= rebuilt
+                    self._touch(ENDPOINTS)
         self._record_progress(snapshot, behind)
         return responses
 

@@ -50,6 +50,20 @@ CAN_NAME: Mapping[str, frozenset[str]] = {
     SECRET: frozenset(),
 }
 
+READS: Mapping[str, tuple[str, ...]] = {
+    kind: (
+        kind,
+        *sorted(
+            {named for (sent, named) in NOT_WARMED if sent == kind}  # what may be sent (``_may_send``)
+            | {other for other, names in CAN_NAME.items() if kind in names}
+        ),  # what may go (``_still_named``)
+    )
+    for kind in PUSH_ORDER
+}
+"""The types whose stream state a pass over one type reads: its own, and the others' it checks."""
+
+READ_BY: Mapping[str, tuple[str, ...]] = {kind: tuple(t for t in PUSH_ORDER if kind in READS[t]) for kind in PUSH_ORDER}
+
 
 class ProtocolError(ValueError):
     """The client broke the xDS protocol; the message says how (it becomes the gRPC status detail)."""
@@ -117,6 +131,9 @@ class TypeState:
 
     inflight_is_full: bool = False
     """The outstanding response replaces the whole set (SotW wildcard): what it leaves out goes."""
+    idle: tuple[Any, ...] | None = None
+    """(serving resources, wildcard exclusions, version, ``Stream._epochs_read_by``, behind) of this type's
+    last pass that sent nothing: while all are the same, a pass would find the same (``Stream._idle``)."""
 
     def covers(self, name: str) -> bool:
         return self.wildcard or name in self.names
@@ -158,6 +175,47 @@ class Stream:
         self._states: dict[str, TypeState] = {}
         self._reconnecting = False
         """The client said it already runs some config (delta initial_resource_versions)."""
+        self._epochs: dict[str, int] = {}
+        """Per type, how many times a stream state its pass reads (``READS``) changed (``_touch``): a type
+        that sent nothing last time and whose serving resources and read states are the same is skipped
+        (a change of one type, or the ACK of it, then costs a pass over that type, not over all five)."""
+
+    def _touch(self, type_url: str) -> None:
+        """The stream's state of ``type_url`` changed (a request of that type, a response, forced resends)."""
+        for reader in READ_BY[type_url]:
+            self._epochs[reader] = self._epochs.get(reader, 0) + 1
+
+    def _epochs_read_by(self, type_url: str) -> int | None:
+        """How many times what a pass over ``type_url`` reads has changed (None: never skip it: a
+        reconnecting client's unheard config may name anything)."""
+        if self._reconnecting:
+            return None
+        return self._epochs.get(type_url, 0)
+
+    @staticmethod
+    def _idle(state: TypeState, type_url: str, serving: Any, snapshot: MeshSnapshot, epochs: int | None) -> bool | None:
+        """``state``'s behind flag from its last pass, if that pass sent nothing and nothing it read has
+        changed since (the type's resources, exclusions and version, the states it reads); None: pass
+        over it."""
+        idle = state.idle
+        if (
+            epochs is None
+            or idle is None
+            or idle[0] is not serving
+            or idle[1] is not snapshot.wildcard_excluded
+            or idle[3] != epochs
+            or idle[2] != snapshot.version(type_url)
+        ):
+            return None
+        behind: bool = idle[4]
+        return behind
+
+    @staticmethod
+    def _mark_idle(
+        state: TypeState, type_url: str, serving: Any, snapshot: MeshSnapshot, epochs: int | None, behind: bool
+    ) -> None:
+        """This pass over ``type_url`` sent nothing (``_idle``)."""
+        state.idle = (serving, snapshot.wildcard_excluded, snapshot.version(type_url), epochs, behind)
 
     def close(self) -> None:
         if self.node_id is not None:
@@ -271,6 +329,7 @@ class Stream:
 
     def _record_push(self, type_url: str, state: TypeState, version: str, nonce: str) -> None:
         assert self.node_id is not None
+        self._touch(type_url)
         state.nonce, state.outstanding, state.sent_at, state.sent_version = nonce, True, self._clock(), version
         self._cache.record_push(self.node_id, type_url, version, nonce)
         self._observer.pushed(type_url)

@@ -58,6 +58,7 @@ class SotwStream(Stream):
         if state is None:
             state = _SotwType(client_version=request.version_info)
             self._types[type_url] = self._states[type_url] = state
+        self._touch(type_url)
         nonce = request.response_nonce
         if nonce and not first:  # a nonce on a type's first request is from an earlier stream: ignore it
             if nonce == state.nonce:
@@ -114,18 +115,29 @@ class SotwStream(Stream):
             state = self._types.get(type_url)
             if state is None:
                 continue
+            serving = snapshot.of_type(type_url)
+            epochs = self._epochs_read_by(type_url)
+            was_behind = self._idle(state, type_url, serving, snapshot, epochs)
+            if was_behind is not None:
+                if was_behind:
+                    behind.add(type_url)
+                continue
+            state.idle = None
             update, held = self._update_for(type_url, state, snapshot)
             if held or (state.nacked_digest is not None and state.nacked_digest == state.sent_digest):
                 behind.add(type_url)
             if update is None:
+                self._mark_idle(state, type_url, serving, snapshot, epochs, type_url in behind)
                 continue
             behind.add(type_url)
             if state.outstanding:
+                self._mark_idle(state, type_url, serving, snapshot, epochs, True)
                 continue  # sent when the client answers the outstanding response
             responses.append(self._respond(type_url, state, update, snapshot))
             endpoints = self._types.get(ENDPOINTS)
             if type_url == CLUSTER and endpoints is not None and self._rebuilt_endpoints(update):
                 endpoints.force = True
+                self._touch(ENDPOINTS)
         self._record_progress(snapshot, behind)
         return responses
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -244,3 +245,30 @@ def test_names_a_nacked_response_added_are_still_removed_later() -> None:
     rebuild(cache, dataclasses.replace(state, services=services), slow)
     push(stream, client)
     assert "svc/db" not in client.have[CLUSTER]
+
+
+def test_a_pass_looks_only_at_the_types_whose_resources_or_client_state_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import meshctl.delta as delta_module
+
+    cache, stream, client = settled()
+    looked: list[str] = []
+    scope = delta_module._scope
+
+    def spy(state: Any, serving: Any, excluded: Any) -> Any:
+        looked.append(next(iter(serving), ""))
+        return scope(state, serving, excluded)
+
+    monkeypatch.setattr(delta_module, "_scope", spy)
+    assert stream.on_change() == []
+    assert looked == []  # nothing changed since the last pass over any type: none is looked at
+    rebuild(cache, placed_state().apply(ev.WorkloadPlaced(workload("api-2", "api", "ea-n1"))))
+    first = stream.on_change()
+    assert [(r.type_url, names_of(r)) for r in first] == [(ENDPOINTS, ["svc/api"])]
+    assert len(looked) == 4  # a new build: every type's resources are new objects
+    looked.clear()
+    assert converse(stream, client, deliver(client, first)) == []
+    # Its ACK changed what the endpoints' pass reads, and nothing another type's reads.
+    assert looked == ["svc/admin"]
+    assert client_state(client) == expected_state(cache, client, "web-1")
