@@ -3,7 +3,8 @@
 The model writer only flags "rebuild" (it must never block); this thread builds the snapshots the
 latest model changes (``meshctl.mesh_builder``: every node's the first time, then only those a change
 touches) and sets them in the cache, which wakes the streams of the nodes whose content changed.
-Endpoint changes are pushed at once: no debounce.
+Endpoint changes are pushed at once: no debounce, only a pause after each build as long as it took,
+so that under changes that keep coming it holds the GIL at most half the time.
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ from netmodel.types import PolicyDefault
 
 LOG = logging.getLogger("edgectl.mesh")
 
+MAX_PAUSE_S = 0.05
+"""The longest pause between two builds under sustained changes (``SnapshotPublisher._run``)."""
+
 NO_PKI_WARNING = "authorization policy is enforced by the switches only: sidecar RBAC needs --pki-dir"
 
 
 class SnapshotPublisher:
     """Builds the snapshots the latest model changes and sets them in the cache. Level-triggered:
-    a burst of model events costs one rebuild from the newest state, started as soon as the last
-    rebuild ends (coalescing, not a delay)."""
+    a burst of model events costs one rebuild from the newest state (coalescing, not a delay), the next
+    one no sooner after the last than it took."""
 
     def __init__(
         self,
@@ -136,8 +140,19 @@ class SnapshotPublisher:
                 if self._stopping:
                     return
                 self._dirty = False
+            started = time.perf_counter()
             try:
                 self.build_now()
             except Exception:  # a bug in one build must not stop later ones
                 LOG.exception("building xDS snapshots failed")
                 self._metrics.builds.labels("failed").inc()
+            # Then a pause as long as the build took (at most MAX_PAUSE_S): under a sustained stream of
+            # changes, back-to-back builds would hold the GIL without pause (a build shorter than the
+            # interpreter's switch interval never lets the model writer in, so each change found the
+            # publisher idle and was built alone) and starve the threads that make the changes (Place
+            # calls, the model writer) and that keep switches connected. With the pause this thread
+            # takes at most half, and the next build takes in every change of the pause at once. A
+            # change is built at once when it comes later than that after the last build.
+            pause = min(time.perf_counter() - started, MAX_PAUSE_S)
+            with self._wanted:
+                self._wanted.wait_for(lambda: self._stopping, timeout=pause)

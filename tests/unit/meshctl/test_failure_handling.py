@@ -122,3 +122,39 @@ def test_a_health_report_alone_rebuilds_the_callers_endpoints() -> None:
     after = cache.snapshot("u1")
     assert after is not None and after.generation == state.generation
     assert after.digest(ENDPOINTS) != before.digest(ENDPOINTS)
+
+
+def test_the_publisher_builds_a_burst_of_changes_that_came_while_it_built_at_once_and_stops_mid_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+    import time
+
+    from meshctl.cache import SnapshotCache
+    from meshctl.metrics import XdsMetrics
+    from meshctl.xds_grpc import SnapshotPublisher
+
+    publisher = SnapshotPublisher(placed_state, TCP_DB, SnapshotCache(), XdsMetrics())
+    builds: list[float] = []
+    building = threading.Event()
+
+    def slow_build() -> None:
+        builds.append(time.monotonic())
+        building.set()
+        time.sleep(0.2)  # the pause after it is then MAX_PAUSE_S
+
+    monkeypatch.setattr(publisher, "build_now", slow_build)
+    publisher.start()
+    try:
+        publisher.request()
+        assert building.wait(5)
+        for _ in range(20):  # a burst while it builds: one more build takes them all
+            publisher.request()
+        deadline = time.monotonic() + 5
+        while len(builds) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(builds) == 2
+    finally:
+        publisher.stop()  # (during that build or the pause after it)
+    assert publisher._thread is not None and not publisher._thread.is_alive()
+    assert len(builds) == 2
