@@ -3,13 +3,14 @@
 The model writer only flags "rebuild" (it must never block); this thread builds the snapshots the
 latest model changes (``meshctl.mesh_builder``: every node's the first time, then only those a change
 touches) and sets them in the cache, which wakes the streams of the nodes whose content changed.
-Endpoint changes are pushed at once: no debounce, only a pause after each build as long as it took,
-so that under changes that keep coming it holds the GIL at most half the time.
+Endpoint changes are pushed at once: no debounce. Only while builds follow each other closely does it
+pause after each as long as it took, so that changes that keep coming are built in batches.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -27,15 +28,15 @@ from netmodel.types import PolicyDefault
 LOG = logging.getLogger("edgectl.mesh")
 
 MAX_PAUSE_S = 0.05
-"""The longest pause between two builds under sustained changes (``SnapshotPublisher._run``)."""
+"""The longest pause between two builds under sustained changes (``pause_after_build``)."""
 
 NO_PKI_WARNING = "authorization policy is enforced by the switches only: sidecar RBAC needs --pki-dir"
 
 
 class SnapshotPublisher:
     """Builds the snapshots the latest model changes and sets them in the cache. Level-triggered:
-    a burst of model events costs one rebuild from the newest state (coalescing, not a delay), the next
-    one no sooner after the last than it took."""
+    a burst of model events costs one rebuild from the newest state (coalescing, not a delay); under
+    sustained changes, the next one no sooner after the last than it took (``pause_after_build``)."""
 
     def __init__(
         self,
@@ -134,6 +135,7 @@ class SnapshotPublisher:
         LOG.warning(NO_PKI_WARNING)
 
     def _run(self) -> None:
+        last_end = -math.inf
         while True:
             with self._wanted:
                 self._wanted.wait_for(lambda: self._dirty or self._stopping)
@@ -146,13 +148,21 @@ class SnapshotPublisher:
             except Exception:  # a bug in one build must not stop later ones
                 LOG.exception("building xDS snapshots failed")
                 self._metrics.builds.labels("failed").inc()
-            # Then a pause as long as the build took (at most MAX_PAUSE_S): under a sustained stream of
-            # changes, back-to-back builds would hold the GIL without pause (a build shorter than the
-            # interpreter's switch interval never lets the model writer in, so each change found the
-            # publisher idle and was built alone) and starve the threads that make the changes (Place
-            # calls, the model writer) and that keep switches connected. With the pause this thread
-            # takes at most half, and the next build takes in every change of the pause at once. A
-            # change is built at once when it comes later than that after the last build.
-            pause = min(time.perf_counter() - started, MAX_PAUSE_S)
-            with self._wanted:
-                self._wanted.wait_for(lambda: self._stopping, timeout=pause)
+            ended = time.perf_counter()
+            pause = pause_after_build(started - last_end, ended - started)
+            last_end = ended
+            if pause > 0:
+                with self._wanted:
+                    self._wanted.wait_for(lambda: self._stopping, timeout=pause)
+
+
+def pause_after_build(idle_before: float, took: float) -> float:
+    """How long the publisher waits after a build that took ``took`` seconds, ``idle_before`` seconds
+    after the one before ended. Builds that follow each other closely (idle for less than twice what
+    they take: changes keep coming) would hold the GIL without pause (a build shorter than the
+    interpreter's switch interval never even lets the model writer in, so each change found the
+    publisher idle and was built alone) and starve the threads that make the changes (Place calls,
+    the model writer) and that keep switches connected: each is followed by a pause as long as it took
+    (at most MAX_PAUSE_S), in which the next changes gather for one build. A build after a quiet spell
+    is not (a change that comes alone, or a large build and the change right after it, go at once)."""
+    return min(took, MAX_PAUSE_S) if idle_before < 2 * took else 0.0

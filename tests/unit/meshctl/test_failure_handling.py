@@ -4,6 +4,7 @@ reported unhealthy."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -158,3 +159,14 @@ def test_the_publisher_builds_a_burst_of_changes_that_came_while_it_built_at_onc
         publisher.stop()  # (during that build or the pause after it)
     assert publisher._thread is not None and not publisher._thread.is_alive()
     assert len(builds) == 2
+
+
+def test_close_builds_pause_as_long_as_they_took_and_one_after_a_quiet_spell_does_not() -> None:
+    from meshctl.publisher import MAX_PAUSE_S, pause_after_build
+
+    assert pause_after_build(math.inf, 0.004) == 0.0  # the first build
+    assert pause_after_build(1.0, 0.004) == 0.0  # a change that came alone
+    assert pause_after_build(1.0, 0.3) == 0.0  # a large build after a quiet spell: the next change goes at once
+    assert pause_after_build(0.0005, 0.004) == 0.004  # changes keep coming: they gather for the next build
+    assert pause_after_build(0.004, 0.004) == 0.004  # (after a pause as long, still closely)
+    assert pause_after_build(0.001, 0.3) == MAX_PAUSE_S
