@@ -122,14 +122,10 @@ class DeltaStream(Stream):
             state = self._types.get(type_url)
             if state is None:
                 continue
-            serving = snapshot.of_type(type_url)
-            epochs = self._epochs_read_by(type_url)
-            was_behind = self._idle(state, type_url, serving, snapshot, epochs)
-            if was_behind is not None:
-                if was_behind:
-                    behind.add(type_url)
+            looked = self._look(type_url, state, snapshot, behind)
+            if looked is None:
                 continue
-            state.idle = None
+            serving, epochs = looked
             _place_reported(state, serving)
             if state.nacked_digest is not None and state.nacked_digest != snapshot.digest(type_url):
                 state.forgotten, state.nacked_digest = set(), None  # changed since the NACK: resend all

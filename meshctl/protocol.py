@@ -133,7 +133,7 @@ class TypeState:
     """The outstanding response replaces the whole set (SotW wildcard): what it leaves out goes."""
     idle: tuple[Any, ...] | None = None
     """(serving resources, wildcard exclusions, version, ``Stream._epochs_read_by``, behind) of this type's
-    last pass that sent nothing: while all are the same, a pass would find the same (``Stream._idle``)."""
+    last pass that sent nothing: while all are the same, a pass would find the same (``Stream._look``)."""
 
     def covers(self, name: str) -> bool:
         return self.wildcard or name in self.names
@@ -192,29 +192,34 @@ class Stream:
             return None
         return self._epochs.get(type_url, 0)
 
-    @staticmethod
-    def _idle(state: TypeState, type_url: str, serving: Any, snapshot: MeshSnapshot, epochs: int | None) -> bool | None:
-        """``state``'s behind flag from its last pass, if that pass sent nothing and nothing it read has
-        changed since (the type's resources, exclusions and version, the states it reads); None: pass
-        over it."""
+    def _look(
+        self, type_url: str, state: TypeState, snapshot: MeshSnapshot, behind: set[str]
+    ) -> tuple[Any, int | None] | None:
+        """(``type_url``'s serving resources, ``_epochs_read_by`` it) for a pass over it; None: its last
+        pass sent nothing and nothing it read has changed since (the type's resources, exclusions and
+        version, the stream states it reads): that pass's behind flag is added to ``behind``."""
+        serving = snapshot.of_type(type_url)
+        epochs = self._epochs_read_by(type_url)
         idle = state.idle
         if (
-            epochs is None
-            or idle is None
-            or idle[0] is not serving
-            or idle[1] is not snapshot.wildcard_excluded
-            or idle[3] != epochs
-            or idle[2] != snapshot.version(type_url)
+            epochs is not None
+            and idle is not None
+            and idle[0] is serving
+            and idle[1] is snapshot.wildcard_excluded
+            and idle[3] == epochs
+            and idle[2] == snapshot.version(type_url)
         ):
+            if idle[4]:
+                behind.add(type_url)
             return None
-        behind: bool = idle[4]
-        return behind
+        state.idle = None
+        return serving, epochs
 
     @staticmethod
     def _mark_idle(
         state: TypeState, type_url: str, serving: Any, snapshot: MeshSnapshot, epochs: int | None, behind: bool
     ) -> None:
-        """This pass over ``type_url`` sent nothing (``_idle``)."""
+        """This pass over ``type_url`` sent nothing (``_look``)."""
         state.idle = (serving, snapshot.wildcard_excluded, snapshot.version(type_url), epochs, behind)
 
     def close(self) -> None:

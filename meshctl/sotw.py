@@ -115,14 +115,10 @@ class SotwStream(Stream):
             state = self._types.get(type_url)
             if state is None:
                 continue
-            serving = snapshot.of_type(type_url)
-            epochs = self._epochs_read_by(type_url)
-            was_behind = self._idle(state, type_url, serving, snapshot, epochs)
-            if was_behind is not None:
-                if was_behind:
-                    behind.add(type_url)
+            looked = self._look(type_url, state, snapshot, behind)
+            if looked is None:
                 continue
-            state.idle = None
+            serving, epochs = looked
             update, held = self._update_for(type_url, state, snapshot)
             if held or (state.nacked_digest is not None and state.nacked_digest == state.sent_digest):
                 behind.add(type_url)
