@@ -91,6 +91,13 @@ class SnapshotCache:
         self._nack_listeners: list[NackListener] = []
         self._checked_shapes: OrderedDict[tuple[object, ...], tuple[tuple[object, ...], str | None]] = OrderedDict()
         """``_consistency`` of every snapshot shape seen (bounded), with the views it was computed from."""
+        self._publication = 0
+
+    @property
+    def publication(self) -> int:
+        """How many times snapshots were published: the watchers one publication calls see its number
+        (the xDS server wakes the streams of one publication as one batch)."""
+        return self._publication
 
     # -- snapshots ----------------------------------------------------------------------------------
 
@@ -107,6 +114,7 @@ class SnapshotCache:
         with self._lock:
             changed = self._store(node, snapshot)
             watchers = list(self._watchers.get(node, ())) if changed else []
+            self._publication += 1
         _notify(node, watchers)
         return changed
 
@@ -149,6 +157,7 @@ class SnapshotCache:
             for node in removed:
                 self._snapshots.pop(node, None)
             to_wake = [(node, list(self._watchers[node])) for node in changed if node in self._watchers]
+            self._publication += 1
         for node, watchers in to_wake:
             _notify(node, watchers)
         return SetResult(frozenset(changed), rejected)

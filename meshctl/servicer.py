@@ -18,6 +18,8 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, Protocol
 
 import grpc
@@ -51,6 +53,11 @@ class XdsCache(StreamCache, Protocol):
     def watch(self, node: str, watcher: Callable[[str], None]) -> Callable[[], None]:
         """Call ``watcher(node)`` (from any thread) whenever ``node``'s content changes; returns the
         cancel function."""
+        ...
+
+    @property
+    def publication(self) -> int:
+        """How many times snapshots were published: the watchers one publication calls see its number."""
         ...
 
 
@@ -91,14 +98,15 @@ class _FairWaker:
     def __init__(self, loop: asyncio.AbstractEventLoop, chunk: int = DEFAULT_CHUNK) -> None:
         self._loop = loop
         self._lock = threading.Lock()
-        self._incoming: list[Callable[[], None]] = []
+        self._incoming: list[tuple[int, Callable[[], None]]] = []
+        """(publication, wake-up) pairs not yet handed to the loop."""
         self._drain_scheduled = False
         self._queue: FairWakeQueue[Callable[[], None]] = FairWakeQueue(chunk)
         self._runner: asyncio.Task[None] | None = None
 
-    def wake_from_any_thread(self, wake: Callable[[], None]) -> None:
+    def wake_from_any_thread(self, wake: Callable[[], None], publication: int) -> None:
         with self._lock:
-            self._incoming.append(wake)
+            self._incoming.append((publication, wake))
             if self._drain_scheduled:
                 return  # one hop to the loop for the whole batch
             self._drain_scheduled = True
@@ -107,8 +115,11 @@ class _FairWaker:
 
     def _drain(self) -> None:  # on the loop
         with self._lock:
-            batch, self._incoming, self._drain_scheduled = self._incoming, [], False
-        self._queue.add_batch(batch)
+            incoming, self._incoming, self._drain_scheduled = self._incoming, [], False
+        # One batch per publication: the loop may drain while the publisher is still waking the
+        # streams of one (each hop to the loop lets it in), and those parts are one change.
+        for publication, wakes in groupby(incoming, key=itemgetter(0)):
+            self._queue.add_batch((wake for _, wake in wakes), change=publication)
         if self._runner is None or self._runner.done():
             self._runner = self._loop.create_task(self._run())
 
@@ -273,7 +284,7 @@ class AdsServicer:
         waker = self._waker
 
         def wake_from_any_thread(_node: str) -> None:
-            waker.wake_from_any_thread(wake)
+            waker.wake_from_any_thread(wake, self._cache.publication)
 
         def recheck() -> None:  # on the loop. Dropped when the inbox is full: every item rechecks anyway
             with contextlib.suppress(asyncio.QueueFull):

@@ -30,18 +30,30 @@ class FairWakeQueue(Generic[T]):
         self._batches: deque[tuple[int, deque[T]]] = deque()
         self._batch_of: dict[T, int] = {}
         self._next_batch = 0
+        self._newest: tuple[Hashable, int, deque[T]] | None = None
+        """(change, batch id, batch) of the newest batch while it still waits: more of its change joins it."""
 
-    def add_batch(self, items: Iterable[T]) -> None:
-        """The streams one change woke (duplicates and streams already waiting are fine)."""
-        batch_id, self._next_batch = self._next_batch, self._next_batch + 1
-        batch: deque[T] = deque()
+    def add_batch(self, items: Iterable[T], change: Hashable | None = None) -> None:
+        """The streams one change woke (duplicates and streams already waiting are fine). Wake-ups of one
+        ``change`` that come in parts (the loop may take them while the publisher is still handing them
+        over) are one batch while it waits: split, each part would be a turn of its own, and a later
+        change would wait behind one chunk of each part, possibly the whole fan-out."""
+        newest = self._newest
+        if change is not None and newest is not None and newest[0] == change:
+            _, batch_id, batch = newest
+            joining = True
+        else:
+            batch_id, self._next_batch = self._next_batch, self._next_batch + 1
+            batch = deque()
+            joining = False
         for item in items:
             if self._batch_of.get(item) == batch_id:
                 continue
             self._batch_of[item] = batch_id  # a stream waiting in an older batch moves here
             batch.append(item)
-        if batch:
+        if batch and not joining:
             self._batches.append((batch_id, batch))
+            self._newest = (change, batch_id, batch) if change is not None else None
 
     def next_chunk(self) -> list[T]:
         """Up to ``chunk`` streams of the batch whose turn it is (empty: nothing waits)."""
@@ -55,6 +67,8 @@ class FairWakeQueue(Generic[T]):
                     taken.append(item)
             if batch:
                 self._batches.append((batch_id, batch))  # its next chunk after the other batches'
+            elif self._newest is not None and self._newest[1] == batch_id:
+                self._newest = None  # served: more of its change would be a batch of its own
             if taken:
                 return taken
         return []

@@ -36,9 +36,11 @@ class FakeCache:
     nacks: list[tuple[str, str, str, str, int]] = field(default_factory=list)
     current: list[tuple[str, str, bool]] = field(default_factory=list)
     synced: list[tuple[str, MeshSnapshot | None]] = field(default_factory=list)
+    publication: int = 0
 
     def set(self, node: str, snapshot: MeshSnapshot) -> None:
         self.snapshots[node] = snapshot
+        self.publication += 1
         for watcher in list(self.watchers.get(node, [])):
             watcher(node)
 

@@ -53,3 +53,27 @@ def test_the_arrival_order_within_a_change_is_kept_and_empty_batches_cost_nothin
 def test_a_chunk_is_at_least_one() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         FairWakeQueue(chunk=0)
+
+
+def test_the_parts_of_one_change_are_one_batch_and_a_later_change_still_waits_one_chunk() -> None:
+    queue: FairWakeQueue[str] = FairWakeQueue(chunk=4)
+    for part in range(250):  # the loop took the fan-out's wake-ups in 250 parts of 4
+        queue.add_batch([f"s{part}-{i}" for i in range(4)], change=1)
+    first = queue.next_chunk()
+    queue.add_batch(["envoy"], change=2)
+    assert len(first) == 4
+    assert len(queue.next_chunk()) == 4  # the fan-out's turn
+    assert queue.next_chunk() == ["envoy"]  # not behind one chunk of each of 250 parts
+
+
+def test_a_change_whose_batch_was_served_starts_a_new_one() -> None:
+    queue: FairWakeQueue[str] = FairWakeQueue(chunk=4)
+    queue.add_batch(["a", "b"], change=7)
+    assert queue.next_chunk() == ["a", "b"]
+    queue.add_batch(["c"], change=7)  # more of change 7 after its batch was served
+    assert queue.next_chunk() == ["c"]
+    assert queue.next_chunk() == []
+    queue.add_batch(["d"], change=8)
+    queue.add_batch(["a"], change=8)
+    queue.add_batch(["d"], change=8)  # (a stream woken twice by one change is queued once)
+    assert drain(queue) == [["d", "a"]]
