@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,8 @@ class Streams:
         self.ready_event = asyncio.Event()
         self.stopping = False
         """The run is over: streams that end now are not started again."""
+        self.restarts: Counter[str] = Counter()
+        """Streams started again, by the status they ended with."""
 
     def endpoint_ips(self, packed: Any) -> set[str]:
         from envoy.config.endpoint.v3 import endpoint_pb2
@@ -109,7 +112,7 @@ class Streams:
             except grpc.aio.AioRpcError as exc:
                 if self.stopping:
                     return  # (its cancellation, surfacing as an RPC error)
-                print(f"stream {index}: {exc.code().name}, again", file=sys.stderr, flush=True)
+                self.restarts[exc.code().name] += 1  # (said once the streams are ready: thousands)
                 await asyncio.sleep(0.5)
 
     async def _run(self, index: int) -> None:
@@ -188,6 +191,12 @@ class Streams:
                 self.ready_event.set()
 
 
+def say_restarts(client: int, restarts: Counter[str], when: str) -> None:
+    if restarts:
+        said = ", ".join(f"{count} {code}" for code, count in restarts.most_common())
+        print(f"client {client}: streams started again {when}: {said}", file=sys.stderr, flush=True)
+
+
 async def client_main(args: argparse.Namespace) -> None:
     streams = Streams(args.address, args.nodes, args.delta, args.service_port)
     tasks = []
@@ -200,6 +209,8 @@ async def client_main(args: argparse.Namespace) -> None:
             await asyncio.wait_for(streams.ready_event.wait(), 10)
         if not streams.ready_event.is_set():
             print(f"client {args.first}: {streams.ready} of {args.nodes} streams ready", file=sys.stderr, flush=True)
+    say_restarts(args.first, streams.restarts, "while connecting")
+    at_ready = Counter(streams.restarts)
     print(json.dumps({"ready": streams.ready}), flush=True)
     loop = asyncio.get_running_loop()
     while True:
@@ -211,6 +222,7 @@ async def client_main(args: argparse.Namespace) -> None:
         with contextlib.suppress(TimeoutError):  # report who missed it rather than hang
             await asyncio.wait_for(streams.all_seen.wait(), 30)
         print(json.dumps({"seen": list(streams.seen.values()), "missing": args.nodes - len(streams.seen)}), flush=True)
+    say_restarts(args.first, streams.restarts - at_ready, "after all were ready")
     streams.stopping = True
     for task in tasks:
         task.cancel()
