@@ -66,7 +66,9 @@ def test_a_child_started_behind_the_prefix_dies_with_its_parent(setpriv: str | N
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
         deadline = time.monotonic() + 10
-        while b"sleep" not in Path(f"/proc/{child}/cmdline").read_bytes():  # exec'd: the prefix has done its part
+        # Exec'd: the prefix has done its part. By its name, not its command line: the prefix's own command
+        # line names ``sleep`` too, and killing the parent before the prefix set the signal proves nothing.
+        while Path(f"/proc/{child}/comm").read_text().strip() != "sleep":
             assert time.monotonic() < deadline
             time.sleep(0.05)
         parent.kill()
