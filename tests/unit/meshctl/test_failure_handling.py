@@ -142,7 +142,7 @@ def test_the_publisher_builds_a_burst_of_changes_that_came_while_it_built_at_onc
     def slow_build() -> None:
         builds.append(time.monotonic())
         building.set()
-        time.sleep(0.2)  # the pause after it is then MAX_PAUSE_S
+        time.sleep(0.2)  # (the second, which follows the first closely, is then followed by MAX_PAUSE_S)
 
     monkeypatch.setattr(publisher, "build_now", slow_build)
     publisher.start()
