@@ -149,8 +149,10 @@ def envoy(tmp_path: Path, listeners: list[dict[str, object]], app_port: int) -> 
     log = (tmp_path / "envoy.log").open("wb")
     base_id = 7000 + os.getpid() % 1000
     assert ENVOY is not None
+    # No hot restart: its shared memory (/dev/shm/envoy_shared_memory_*) outlived every run.
+    command = [ENVOY, "-c", str(path), "--base-id", str(base_id), "--disable-hot-restart"]
     process = subprocess.Popen(
-        [ENVOY, "-c", str(path), "--base-id", str(base_id), "--concurrency", "1", "-l", "warning"],
+        [*command, "--concurrency", "1", "-l", "warning"],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
