@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cluster.ports import free_port as free_port  # re-exported: the tests, benchmarks and lab pick ports here
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -35,12 +36,6 @@ class WaitTimedOut(AssertionError, TimeoutError):
 
 class ControllerExited(RuntimeError):
     """``edgectl run`` exited while it was expected to run; the message ends with its log."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:

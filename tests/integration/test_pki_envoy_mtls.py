@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from cluster.ports import free_port
+
 ENVOY = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")
 
 pytestmark = pytest.mark.integration
@@ -34,12 +36,6 @@ TD = "edge.test"
 SERVER = f"spiffe://{TD}/svc/api/w/api-1"
 CALLER = f"spiffe://{TD}/svc/web/w/web-1"
 STRANGER = f"spiffe://{TD}/svc/db/w/db-1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

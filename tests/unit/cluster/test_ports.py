@@ -1,0 +1,53 @@
+"""Ports picked for processes started later stay out of the range outgoing connections take theirs from,
+are free when picked, and one process never gets the same port twice."""
+
+from __future__ import annotations
+
+import random
+import socket
+from pathlib import Path
+
+from cluster import ports
+
+
+def test_picked_ports_are_below_the_ephemeral_range_and_distinct() -> None:
+    low = ports.ephemeral_low()
+    picked = [ports.free_port() for _ in range(200)]
+    assert all(ports.LOWEST <= p < low for p in picked)
+    assert len(set(picked)) == len(picked)
+
+
+def _held_port_in_range() -> socket.socket:
+    for _ in range(100):
+        probe = socket.socket()
+        try:
+            probe.bind(("127.0.0.1", random.randint(ports.LOWEST, ports.ephemeral_low() - 2)))
+        except OSError:
+            probe.close()
+            continue
+        probe.listen()
+        return probe
+    raise AssertionError("no free port in the range to hold")
+
+
+def test_a_port_somebody_listens_on_is_skipped() -> None:
+    held = _held_port_in_range()
+    try:
+        port = held.getsockname()[1]
+        answers = iter([port, port, port + 1, port + 2, port + 3])
+
+        class Scripted(random.Random):
+            def randint(self, a: int, b: int) -> int:
+                return next(answers)
+
+        picked = ports.free_port(rng=Scripted())
+        assert picked != port and picked in (port + 1, port + 2, port + 3)
+    finally:
+        held.close()
+
+
+def test_the_ephemeral_range_is_read_from_the_kernel_setting(tmp_path: Path) -> None:
+    setting = tmp_path / "ip_local_port_range"
+    setting.write_text("40000\t60999\n")
+    assert ports.ephemeral_low(setting) == 40000
+    assert ports.ephemeral_low(tmp_path / "missing") == ports.DEFAULT_EPHEMERAL_LOW
