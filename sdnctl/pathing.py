@@ -411,22 +411,8 @@ def _updated(
     was recomputed (with the previous next hops, so ``changed_entries`` compares only those)."""
     st = previous._structure
     assert st is not None
-    primary, backup = hops
-    return RoutePlan(
-        state.generation,
-        st.switches,
-        st.links,
-        dist,
-        primary,
-        backup,
-        endpoints,
-        st.index,
-        st,
-        routing,
-        weight,
-        attrs,
-        (previous.primary, previous.backup, recomputed),
-        _endpoints_from(state),
+    return _plan(
+        state, st, endpoints, attrs, weight, routing, dist, hops, (previous.primary, previous.backup, recomputed)
     )
 
 
@@ -445,19 +431,36 @@ def _full(
     backup = np.full((n, n), NO_LINK, dtype=np.int32)
     _next_hops(np.arange(n), st, weight, routing, primary, backup)
     dist = _latency(routing, scale)
+    return _plan(state, st, endpoints, attrs, weight, routing, dist, (primary, backup))
+
+
+def _plan(
+    state: FabricState,
+    st: _Structure,
+    endpoints: Mapping[str, Endpoint],
+    attrs: tuple[LinkAttrs, ...],
+    weight: np.ndarray,
+    routing: np.ndarray,
+    dist: np.ndarray,
+    hops: tuple[np.ndarray, np.ndarray],
+    recomputed_from: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> RoutePlan:
+    """The plan of ``st`` with these arrays: built from scratch, or updated (``recomputed_from``)."""
+    primary, backup = hops
     return RoutePlan(
-        state.generation,
-        st.switches,
-        st.links,
-        dist,
-        primary,
-        backup,
-        endpoints,
-        st.index,
-        st,
-        routing,
-        weight,
-        attrs,
+        generation=state.generation,
+        switches=st.switches,
+        links=st.links,
+        distance_us=dist,
+        primary=primary,
+        backup=backup,
+        endpoints=endpoints,
+        index=st.index,
+        _structure=st,
+        routing=routing,
+        weight=weight,
+        link_attrs=attrs,
+        recomputed_from=recomputed_from,
         endpoints_from=_endpoints_from(state),
     )
 
