@@ -182,10 +182,10 @@ class MeshBuilder:
                 own.add(workload_id)
                 built.forget_workload(workload_id)
                 if old is not None:
-                    built.workloads_of[old.service].pop(workload_id, None)
+                    built.drop_workload(old)
                     self._count_caller(before, old, -1)
                 if new is not None:
-                    built.workloads_of[new.service][workload_id] = new
+                    built.put_workload(new)
                     self._count_caller(state, new, 1)
             for workload in (old, new):
                 if workload is not None:

@@ -29,6 +29,8 @@ LOG = logging.getLogger("edgectl.mesh")
 
 MAX_PAUSE_S = 0.05
 """The longest pause between two builds under sustained changes (``pause_after_build``)."""
+PAUSE_FACTOR = 2
+"""Under sustained changes, the pause after a build in multiples of what the build took."""
 
 NO_PKI_WARNING = "authorization policy is enforced by the switches only: sidecar RBAC needs --pki-dir"
 
@@ -135,7 +137,7 @@ class SnapshotPublisher:
         LOG.warning(NO_PKI_WARNING)
 
     def _run(self) -> None:
-        last_end = -math.inf
+        last_end, pause = -math.inf, 0.0
         while True:
             with self._wanted:
                 self._wanted.wait_for(lambda: self._dirty or self._stopping)
@@ -149,20 +151,22 @@ class SnapshotPublisher:
                 LOG.exception("building xDS snapshots failed")
                 self._metrics.builds.labels("failed").inc()
             ended = time.perf_counter()
-            pause = pause_after_build(started - last_end, ended - started)
+            pause = pause_after_build(started - last_end, ended - started, pause)
             last_end = ended
             if pause > 0:
                 with self._wanted:
                     self._wanted.wait_for(lambda: self._stopping, timeout=pause)
 
 
-def pause_after_build(idle_before: float, took: float) -> float:
+def pause_after_build(idle_before: float, took: float, paused_before: float = 0.0) -> float:
     """How long the publisher waits after a build that took ``took`` seconds, ``idle_before`` seconds
-    after the one before ended. Builds that follow each other closely (idle for less than twice what
-    they take: changes keep coming) would hold the GIL without pause (a build shorter than the
-    interpreter's switch interval never even lets the model writer in, so each change found the
-    publisher idle and was built alone) and starve the threads that make the changes (Place calls,
-    the model writer) and that keep switches connected: each is followed by a pause as long as it took
-    (at most MAX_PAUSE_S), in which the next changes gather for one build. A build after a quiet spell
-    is not (a change that comes alone, or a large build and the change right after it, go at once)."""
-    return min(took, MAX_PAUSE_S) if idle_before < 2 * took else 0.0
+    after the one before ended, of which it paused ``paused_before`` itself. Builds that follow each other
+    closely (beyond its own pause, idle for less than twice what they take: changes keep coming) would
+    hold the GIL without pause (a build shorter than the interpreter's switch interval never even lets the
+    model writer in, so each change found the publisher idle and was built alone) and starve the threads
+    that make the changes (Place calls, the model writer) and that keep switches connected: each is
+    followed by a pause of PAUSE_FACTOR times what it took (at most MAX_PAUSE_S), in which the next changes
+    gather for one build. A build after a quiet spell is not (a change that comes alone, or a large build
+    and the change right after it, go at once)."""
+    quiet = idle_before - paused_before
+    return min(PAUSE_FACTOR * took, MAX_PAUSE_S) if quiet < 2 * took else 0.0

@@ -473,8 +473,10 @@ class SnapshotBuilder:
         """Views of levels replaced in this update, by (service, id of the levels)."""
         self._predecessors: dict[tuple[ServiceName, int], Levels] = {}
         """(service, id of new levels) -> the levels the same caller had before (``rebase``)."""
+        self._off_prefix: dict[ServiceName, set[str]] = defaultdict(set)
+        """Per service, its workloads whose SPIFFE id is not under the service's prefix (``_identities_of``)."""
         for workload in state.workloads.values():
-            self.workloads_of[workload.service][workload.id] = workload
+            self.put_workload(workload)
             node = self.endpoint_node(workload)
             if node is not None:
                 self.add_instance(workload, node)
@@ -551,11 +553,12 @@ class SnapshotBuilder:
         return _endpoint_node(self.state, self.ready, workload)
 
     def add_instance(self, workload: Workload, node: ComputeNode) -> None:
-        """``workload`` is an endpoint of its service, served from ``node``."""
+        """``workload`` is an endpoint of its service, served from ``node`` (not one already: the model
+        builder removes an instance before it adds it again)."""
         switch = node.attachment.switch
         self.instances[workload.service][workload.id] = (workload, node)
         self.at_switch[workload.service].setdefault(switch, {})[workload.id] = (workload, node)
-        self._switch_endpoints.pop((workload.service, switch), None)
+        self._endpoint_changed(workload, node, added=True)
         self._log_switch(workload.service, switch)
 
     def remove_instance(self, workload: Workload) -> SwitchId | None:
@@ -568,9 +571,36 @@ class SnapshotBuilder:
         at_switch[switch].pop(workload.id, None)
         if not at_switch[switch]:
             del at_switch[switch]
-        self._switch_endpoints.pop((workload.service, switch), None)
+        self._endpoint_changed(*instance, added=False)
         self._log_switch(workload.service, switch)
         return switch
+
+    def _endpoint_changed(self, workload: Workload, node: ComputeNode, *, added: bool) -> None:
+        """The endpoints behind the instance's switch, if known, with its endpoint added or taken out: a
+        new tuple for its locality (views find groups by the tuples' identity), the rest shared. Rebuilding
+        them walked every instance behind the switch: hundreds, behind a cloud site's, per placement."""
+        key = (workload.service, node.attachment.switch)
+        known = self._switch_endpoints.get(key)
+        if known is None:
+            return
+        where, endpoint = self._endpoint_of(workload, node)
+        grouped = dict(known)
+        endpoints = grouped.get(where, ())
+        at = bisect_left(endpoints, endpoint)
+        if added:
+            grouped[where] = (*endpoints[:at], endpoint, *endpoints[at:])
+            self._where_switches[(workload.service, where)].add(node.attachment.switch)
+            self._switch_wheres[key].add(where)
+        elif at < len(endpoints) and endpoints[at] == endpoint:
+            rest = endpoints[:at] + endpoints[at + 1 :]
+            if rest:
+                grouped[where] = rest
+            else:
+                del grouped[where]
+        else:  # (not there: cannot happen while the instances and this map agree; rebuild it to be sure)
+            self._switch_endpoints.pop(key, None)
+            return
+        self._switch_endpoints[key] = grouped
 
     def _log_switch(self, name: ServiceName, switch: SwitchId) -> None:
         log = self._changed_switches[name]
@@ -659,11 +689,29 @@ class SnapshotBuilder:
         known = self._identities.get(service)
         if known is not None:
             return known
-        prefix = f"spiffe://{self.config.trust_domain}/svc/{service}/"
-        ids = {w.spiffe_id for w in self.workloads_of.get(service, {}).values()}
-        identities = frozenset({prefix} if all(i.startswith(prefix) for i in ids) else ids)
+        identities: frozenset[str]
+        if self._off_prefix.get(service):
+            identities = frozenset(w.spiffe_id for w in self.workloads_of.get(service, {}).values())
+        else:  # (without a pass over its instances: thousands of them, on every placement)
+            identities = frozenset({self._spiffe_prefix(service)})
         self._identities[service] = identities
         return identities
+
+    def _spiffe_prefix(self, service: ServiceName) -> str:
+        return f"spiffe://{self.config.trust_domain}/svc/{service}/"
+
+    def put_workload(self, workload: Workload) -> None:
+        """``workload`` is in the model as it is now."""
+        self.workloads_of[workload.service][workload.id] = workload
+        if workload.spiffe_id.startswith(self._spiffe_prefix(workload.service)):
+            self._off_prefix[workload.service].discard(workload.id)
+        else:
+            self._off_prefix[workload.service].add(workload.id)
+
+    def drop_workload(self, workload: Workload) -> None:
+        """``workload`` (as it was) is no longer in the model."""
+        self.workloads_of[workload.service].pop(workload.id, None)
+        self._off_prefix[workload.service].discard(workload.id)
 
     def _callers(self) -> dict[ServiceName, set[str]]:
         callers: dict[ServiceName, set[str]] = defaultdict(set)
@@ -836,15 +884,20 @@ class SnapshotBuilder:
             return known
         by_where: dict[tuple[str, str, str], list[Endpoint]] = defaultdict(list)
         for workload, node in self.at_switch.get(name, {}).get(switch, {}).values():
-            site = self.state.sites.get(node.site)
-            where: tuple[str, str, str] = (site.region, site.zone, site.id) if site is not None else ("", "", node.site)
-            by_where[where].append((node.ip, self._port_of(workload), 1))
+            where, endpoint = self._endpoint_of(workload, node)
+            by_where[where].append(endpoint)
         grouped = {where: tuple(sorted(endpoints)) for where, endpoints in by_where.items()}
         for where in grouped:
             self._where_switches[(name, where)].add(switch)
             self._switch_wheres[(name, switch)].add(where)
         self._switch_endpoints[(name, switch)] = grouped
         return grouped
+
+    def _endpoint_of(self, workload: Workload, node: ComputeNode) -> tuple[tuple[str, str, str], Endpoint]:
+        """An instance's locality (region, zone, site) and endpoint."""
+        site = self.state.sites.get(node.site)
+        where: tuple[str, str, str] = (site.region, site.zone, site.id) if site is not None else ("", "", node.site)
+        return where, (node.ip, self._port_of(workload), 1)
 
     def _outbound_part(self, node_id: str, group: CallerGroup) -> _Part:
         # Callers behind one switch calling the same services share their part: found in one lookup

@@ -161,12 +161,15 @@ def test_the_publisher_builds_a_burst_of_changes_that_came_while_it_built_at_onc
     assert len(builds) == 2
 
 
-def test_close_builds_pause_as_long_as_they_took_and_one_after_a_quiet_spell_does_not() -> None:
-    from meshctl.publisher import MAX_PAUSE_S, pause_after_build
+def test_close_builds_pause_for_what_they_took_and_one_after_a_quiet_spell_does_not() -> None:
+    from meshctl.publisher import MAX_PAUSE_S, PAUSE_FACTOR, pause_after_build
 
+    pause = PAUSE_FACTOR * 0.004
     assert pause_after_build(math.inf, 0.004) == 0.0  # the first build
     assert pause_after_build(1.0, 0.004) == 0.0  # a change that came alone
     assert pause_after_build(1.0, 0.3) == 0.0  # a large build after a quiet spell: the next change goes at once
-    assert pause_after_build(0.0005, 0.004) == 0.004  # changes keep coming: they gather for the next build
-    assert pause_after_build(0.004, 0.004) == 0.004  # (after a pause as long, still closely)
+    assert pause_after_build(0.0005, 0.004) == pause  # changes keep coming: they gather for the next build
+    # Right after its own pause, still closely: the pause is not counted as a quiet spell.
+    assert pause_after_build(pause + 0.0005, 0.004, paused_before=pause) == pause
+    assert pause_after_build(pause + 1.0, 0.004, paused_before=pause) == 0.0  # quiet after the pause
     assert pause_after_build(0.001, 0.3) == MAX_PAUSE_S
