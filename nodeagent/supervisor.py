@@ -127,18 +127,23 @@ def setpriv_has_pdeathsig(setpriv: str) -> bool:
     return b"--pdeathsig" in done.stdout
 
 
-def child_argv_prefix(run_as: RunAs | None, setpriv: str | None) -> list[str]:
+def child_argv_prefix(run_as: RunAs | None, setpriv: str | None, parent_pid: int | None = None) -> list[str]:
     """The command prefix every process the agent starts runs behind: it dies with the agent (the
     parent-death signal, SIGKILL: an agent killed without its cleanup leaves no app or sidecar holding
     a port), and runs as ``run_as`` with no supplementary groups (None: the agent's own user).
 
     ``setpriv`` (util-linux, with --pdeathsig) when given, else this interpreter doing the same
     (setgroups, setgid, setuid, then prctl(PR_SET_PDEATHSIG): a change of user clears it, so it comes
-    last; then exec). The signal comes when the agent's THREAD that started the process ends: the
-    supervisor starts every process from one thread that lives as long as the agent."""
+    last; then exec). Either way the parent is checked after the signal is set: an agent that died before
+    (between the fork and the prctl) sends none, so the child exits instead of running orphaned. The
+    signal comes when the agent's THREAD that started the process ends: the supervisor starts every
+    process from one thread that lives as long as the agent. ``parent_pid``: the agent's (this process)."""
+    parent = str(os.getpid() if parent_pid is None else parent_pid)
     user = [f"--reuid={run_as.uid}", f"--regid={run_as.gid}", "--clear-groups"] if run_as is not None else []
     if setpriv:
-        return [setpriv, *user, "--pdeathsig", "KILL", "--"]
+        # sh's $PPID is its parent when it started, after setpriv's prctl.
+        check = f'[ "$PPID" = {parent} ] || {{ echo "the node agent is gone" >&2; exit 1; }}; exec "$@"'
+        return [setpriv, *user, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", check, "sh"]
     code = (
         "import ctypes, os, signal, sys\n"
         "if sys.argv[1]:\n"
@@ -149,7 +154,7 @@ def child_argv_prefix(run_as: RunAs | None, setpriv: str | None) -> list[str]:
         "os.execvp(sys.argv[4], sys.argv[4:])"
     )
     ids = [str(run_as.uid), str(run_as.gid)] if run_as is not None else ["", ""]
-    return [sys.executable, "-c", code, *ids, str(os.getpid())]
+    return [sys.executable, "-c", code, *ids, parent]
 
 
 @dataclass(slots=True)

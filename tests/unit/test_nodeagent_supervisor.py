@@ -82,6 +82,35 @@ def test_a_child_started_behind_the_prefix_dies_with_its_parent(setpriv: str | N
             os.kill(child, signal.SIGKILL)
 
 
+@pytest.mark.parametrize(
+    "setpriv",
+    [None, pytest.param(SETPRIV, marks=pytest.mark.skipif(SETPRIV is None, reason="no setpriv"))],
+    ids=["python-prctl", "setpriv"],
+)
+def test_a_child_whose_agent_is_already_gone_does_not_run(setpriv: str | None, tmp_path: Path) -> None:
+    """The agent died before the prefix set the parent-death signal (here: the prefix is told another
+    agent's PID): no signal will ever come, so the prefix exits instead of running the command."""
+    if setpriv is not None and not sv.setpriv_has_pdeathsig(setpriv):
+        pytest.skip("this setpriv has no --pdeathsig")
+    ran = tmp_path / "ran"
+    not_our_parent = 1
+    done = subprocess.run(
+        [*sv.child_argv_prefix(None, setpriv, parent_pid=not_our_parent), "touch", str(ran)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode != 0 and "the node agent is gone" in done.stderr
+    assert not ran.exists()
+    # With the right parent the same prefix runs it (and passes the arguments through as they are).
+    odd = tmp_path / "a name with 'quotes' and $dollars"
+    done = subprocess.run(
+        [*sv.child_argv_prefix(None, setpriv), "touch", str(odd)], capture_output=True, timeout=30, check=False
+    )
+    assert done.returncode == 0 and odd.exists()
+
+
 def test_stopping_the_agent_stops_its_workloads_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sv, "STOP_TIMEOUT_S", 1.0)
     supervisor = sv.Supervisor(NodeContext("n1", sys.executable, str(tmp_path)), sv.SidecarSettings("unix:/x", "", ""))
