@@ -359,7 +359,9 @@ def _update(
     _next_hops_of_entries(entry_switch, entry_dst, st, weight, routing, primary, backup)
     dist = previous.distance_us.copy()
     dist.reshape(-1)[moved] = _latency(flat_routing[moved], scale)
-    return _updated(state, previous, endpoints, attrs, weight, routing, dist, (primary, backup), recomputed)
+    # With the previous next hops and what was recomputed, so ``changed_entries`` compares only those.
+    was = (previous.primary, previous.backup, recomputed)
+    return _plan(state, st, endpoints, attrs, weight, routing, dist, (primary, backup), was)
 
 
 def _small_update(
@@ -393,27 +395,9 @@ def _small_update(
         primary[s, d] = first
         backup[s, d] = second
     recomputed = np.array(sorted(s * n + d for s, d in update.next_hops), dtype=np.int64)
-    return _updated(state, previous, endpoints, attrs, weight, routing, dist, (primary, backup), recomputed)
-
-
-def _updated(
-    state: FabricState,
-    previous: RoutePlan,
-    endpoints: Mapping[str, Endpoint],
-    attrs: tuple[LinkAttrs, ...],
-    weight: np.ndarray,
-    routing: np.ndarray,
-    dist: np.ndarray,
-    hops: tuple[np.ndarray, np.ndarray],
-    recomputed: np.ndarray,
-) -> RoutePlan:
-    """An incrementally updated plan (either path): the previous plan's structure, the new arrays, and what
-    was recomputed (with the previous next hops, so ``changed_entries`` compares only those)."""
-    st = previous._structure
-    assert st is not None
-    return _plan(
-        state, st, endpoints, attrs, weight, routing, dist, hops, (previous.primary, previous.backup, recomputed)
-    )
+    # With the previous next hops and what was recomputed, so ``changed_entries`` compares only those.
+    was = (previous.primary, previous.backup, recomputed)
+    return _plan(state, st, endpoints, attrs, weight, routing, dist, (primary, backup), was)
 
 
 def _full(
