@@ -180,6 +180,9 @@ class ClusterBus:
             self._lock.notify()
         return future
 
+    def publish_and_wait(self, event: Event, timeout: float) -> FabricState:
+        return self.publish(event).result(timeout)  # (through etcd: never applied on the caller's thread)
+
     # -- life ---------------------------------------------------------------------------------------------------
     def start(self, timeout_s: float = 30.0) -> ClusterBus:
         revision, state = self._read_checkpoint()

@@ -33,4 +33,9 @@ class ModelBus(Protocol):
         """Enqueue ``event``; the future resolves to the state after it (or EventRejected)."""
         ...
 
+    def publish_and_wait(self, event: Event, timeout: float) -> FabricState:
+        """``publish(event).result(timeout)``; a bus may apply it on the calling thread when nothing is
+        queued before it (same order, one writer at a time)."""
+        ...
+
     def subscribe(self, subscriber: ModelSubscriber) -> None: ...

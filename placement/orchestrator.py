@@ -688,7 +688,7 @@ class PlacementOrchestrator:
         if reason is not None:
             raise PlacementRefused(Refusal.UNAVAILABLE, reason)
         try:
-            return self.bus.publish(event).result(timeout=self.publish_timeout_s)
+            return self.bus.publish_and_wait(event, timeout=self.publish_timeout_s)
         except BusUnavailable as exc:
             raise PlacementRefused(Refusal.UNAVAILABLE, str(exc)) from None
         except EventRejected as exc:

@@ -203,6 +203,8 @@ def test_failover_loop_replaces_instances_of_a_failed_node_and_retries_stranded_
             assert [w.node for w in replacement] == ["c-n1"]
             wait_until(lambda: o.status_of(edge.id)[0] == "stranded")
             assert "node ec-n1 is down" in o.status_of(edge.id)[1][0]
+            # (the status is set just before the step is emitted, and steps reach the drain thread later)
+            wait_until(lambda: any(s.kind is StepKind.UNSCHEDULABLE for s in steps))
             unschedulable = [s for s in steps if s.kind is StepKind.UNSCHEDULABLE]
             assert len(unschedulable) == 1 and unschedulable[0].workload == edge
             # capacity comes back: the node itself; the stranded instance is fine where it is again
