@@ -141,17 +141,21 @@ def child_argv_prefix(run_as: RunAs | None, setpriv: str | None, parent_pid: int
     parent = str(os.getpid() if parent_pid is None else parent_pid)
     user = [f"--reuid={run_as.uid}", f"--regid={run_as.gid}", "--clear-groups"] if run_as is not None else []
     if setpriv:
-        # sh's $PPID is its parent when it started, after setpriv's prctl.
-        check = f'[ "$PPID" = {parent} ] || {{ echo "the node agent is gone" >&2; exit 1; }}; exec "$@"'
+        # sh's $PPID is its parent when it started, after setpriv's prctl. PWD, which sh exports, is unset:
+        # the command gets exactly the environment it was given.
+        check = f'[ "$PPID" = {parent} ] || {{ echo "the node agent is gone" >&2; exit 1; }}; unset PWD; exec "$@"'
         return [setpriv, *user, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", check, "sh"]
     code = (
         "import ctypes, os, signal, sys\n"
+        # The environment as given (the kernel's copy; read before a change of user makes it unreadable):
+        # Python's own start-up may have added to os.environ (LC_CTYPE, coercing a C locale).
+        "env = dict(v.split(b'=', 1) for v in open('/proc/self/environ', 'rb').read().split(b'\\0') if b'=' in v)\n"
         "if sys.argv[1]:\n"
         "    os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1]))\n"
         f"ctypes.CDLL(None, use_errno=True).prctl({PR_SET_PDEATHSIG}, int(signal.SIGKILL), 0, 0, 0)\n"
         "if os.getppid() != int(sys.argv[3]):\n"
         "    raise SystemExit('the node agent is gone')\n"
-        "os.execvp(sys.argv[4], sys.argv[4:])"
+        "os.execvpe(sys.argv[4], sys.argv[4:], env)"
     )
     ids = [str(run_as.uid), str(run_as.gid)] if run_as is not None else ["", ""]
     return [sys.executable, "-c", code, *ids, parent]

@@ -109,6 +109,15 @@ def test_a_child_whose_agent_is_already_gone_does_not_run(setpriv: str | None, t
         [*sv.child_argv_prefix(None, setpriv), "touch", str(odd)], capture_output=True, timeout=30, check=False
     )
     assert done.returncode == 0 and odd.exists()
+    # ... and with exactly the environment it was given (an app's environment is the agent's choice).
+    given = {"EDGECTL_WORKLOAD": "w-1", "ONLY": "this"}
+    env = shutil.which("env")
+    assert env is not None
+    done = subprocess.run(
+        [*sv.child_argv_prefix(None, setpriv), env], env=given, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0
+    assert dict(line.split("=", 1) for line in done.stdout.splitlines()) == given
 
 
 def test_stopping_the_agent_stops_its_workloads_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
