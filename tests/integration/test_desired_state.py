@@ -149,10 +149,19 @@ def test_diff_names_exactly_the_flowmods_apply_sends_and_nothing_is_flushed(fabr
     assert history[0]["revision"] == config["revision"] and history[0]["source"] == "edgectl apply"
 
 
+def routed(controller) -> list[dict[str, object]]:
+    """Each route's path and hops, without its latency: that is measured all along (it moved 3,145 ->
+    3,038 us between two reads in one run), whatever the document says."""
+    return [
+        {k: v for k, v in route.items() if k != "latency_us"}
+        for route in controller.get_json("/api/v1/routes")["routes"]
+    ]
+
+
 def test_a_bad_document_keeps_the_last_good_one_running(fabric) -> None:
     controller, path = fabric["controller"], fabric["config"]
     good = controller.get_json("/api/v1/config")
-    routes_before = controller.get_json("/api/v1/routes")["routes"]
+    routes_before = routed(controller)
     durations = tables()
     _write(path, UNTIED.replace("dpid: 0x12", "dpid: twelve"))
     wait_until(lambda: controller.get_json("/api/v1/config")["status"] == "error", 15, what="error status")
@@ -160,7 +169,7 @@ def test_a_bad_document_keeps_the_last_good_one_running(fabric) -> None:
     assert config["revision"] == good["revision"], "the last good revision keeps running"
     assert "fabric.yaml:" in config["error"] and "dpid" in config["error"]
     assert metric(controller, "edgectl_config_load_error") == ["edgectl_config_load_error 1.0"]
-    assert controller.get_json("/api/v1/routes")["routes"] == routes_before
+    assert routed(controller) == routes_before
     assert "rejected" in controller.log()
     after = tables()
     assert all(after[b][k] >= durations[b][k] for b in BRIDGES for k in durations[b])

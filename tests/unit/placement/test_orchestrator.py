@@ -313,6 +313,8 @@ def test_failover_replaces_an_instance_reported_unhealthy_and_withdraws_it() -> 
             replacement = [w for w in bus.state.workloads.values() if w.id != second.id]
             assert len(replacement) == 1 and replacement[0].id not in (first.id, second.id)
             assert bus.state.unhealthy == {}
+            # (steps reach the drain thread after the model change the test saw)
+            wait_until(lambda: any(s.kind is StepKind.FAILOVER_STARTED for s in steps))
             started = [s for s in steps if s.kind is StepKind.FAILOVER_STARTED]
             assert len(started) == 1 and "unhealthy" in started[0].message and first.id in started[0].message
             wait_until(lambda: any(s.kind is StepKind.MIGRATION_COMPLETED for s in steps))
