@@ -32,8 +32,12 @@ def ephemeral_low(path: Path = EPHEMERAL_RANGE) -> int:
         return DEFAULT_EPHEMERAL_LOW
 
 
+def _tcp_socket(host: str) -> socket.socket:
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+
+
 def _bindable(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+    with _tcp_socket(host) as sock:
         try:
             sock.bind((host, port))
         except OSError:
@@ -58,7 +62,7 @@ def free_port(host: str = "127.0.0.1", *, rng: random.Random | None = None) -> i
 
 
 def _kernel_pick(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+    with _tcp_socket(host) as sock:
         sock.bind((host, 0))
         port = int(sock.getsockname()[1])
     with _lock:

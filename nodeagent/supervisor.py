@@ -141,8 +141,9 @@ def child_argv_prefix(run_as: RunAs | None, setpriv: str | None, parent_pid: int
     parent = str(os.getpid() if parent_pid is None else parent_pid)
     user = [f"--reuid={run_as.uid}", f"--regid={run_as.gid}", "--clear-groups"] if run_as is not None else []
     if setpriv:
-        # sh's $PPID is its parent when it started, after setpriv's prctl. PWD, which sh exports, is unset:
-        # the command gets exactly the environment it was given.
+        # sh's $PPID is its parent when it started, after setpriv's prctl. PWD, which sh sets and exports
+        # itself, is unset, so the command gets the environment it was given (but for a PWD in it: sh
+        # replaces that with the working directory anyway, and the agent gives none).
         check = f'[ "$PPID" = {parent} ] || {{ echo "the node agent is gone" >&2; exit 1; }}; unset PWD; exec "$@"'
         return [setpriv, *user, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", check, "sh"]
     code = (

@@ -359,7 +359,6 @@ def _update(
     _next_hops_of_entries(entry_switch, entry_dst, st, weight, routing, primary, backup)
     dist = previous.distance_us.copy()
     dist.reshape(-1)[moved] = _latency(flat_routing[moved], scale)
-    # With the previous next hops and what was recomputed, so ``changed_entries`` compares only those.
     was = (previous.primary, previous.backup, recomputed)
     return _plan(state, st, endpoints, attrs, weight, routing, dist, (primary, backup), was)
 
@@ -395,7 +394,6 @@ def _small_update(
         primary[s, d] = first
         backup[s, d] = second
     recomputed = np.array(sorted(s * n + d for s, d in update.next_hops), dtype=np.int64)
-    # With the previous next hops and what was recomputed, so ``changed_entries`` compares only those.
     was = (previous.primary, previous.backup, recomputed)
     return _plan(state, st, endpoints, attrs, weight, routing, dist, (primary, backup), was)
 
@@ -429,7 +427,8 @@ def _plan(
     hops: tuple[np.ndarray, np.ndarray],
     recomputed_from: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> RoutePlan:
-    """The plan of ``st`` with these arrays: built from scratch, or updated (``recomputed_from``)."""
+    """The plan of ``st`` with these arrays: built from scratch, or updated (``recomputed_from``: the previous
+    plan's primaries and backups and the entries recomputed, so ``changed_entries`` compares only those)."""
     primary, backup = hops
     return RoutePlan(
         generation=state.generation,

@@ -7,14 +7,37 @@ import random
 import socket
 from pathlib import Path
 
+import pytest
+
 from cluster import ports
 
 
-def test_picked_ports_are_below_the_ephemeral_range_and_distinct() -> None:
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        None,  # the default, 127.0.0.1
+        "0.0.0.0",
+        pytest.param("::1", marks=pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")),
+    ],
+)
+def test_picked_ports_are_below_the_ephemeral_range_distinct_and_bindable(host: str | None) -> None:
     low = ports.ephemeral_low()
-    picked = [ports.free_port() for _ in range(200)]
+    picked = [ports.free_port() if host is None else ports.free_port(host) for _ in range(200)]
     assert all(ports.LOWEST <= p < low for p in picked)
     assert len(set(picked)) == len(picked)
+    family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
+    with socket.socket(family) as server:  # what a server started later does with one
+        server.bind((host or "127.0.0.1", picked[-1]))
+        server.listen()
 
 
 def _held_port_in_range() -> socket.socket:
