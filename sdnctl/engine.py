@@ -8,7 +8,8 @@ flow additions, a barrier, then deletions. What a switch holds is known by readi
 differs and never flushes a table.
 
 After a (re)start the engine waits for discovery to settle before programming: a plan computed
-before the links are seen would withdraw every route the switches still carry.
+before the links are seen would withdraw every route the switches still carry. When the switches
+carry routes (a restart), it also waits, for a bounded time, for every declared switch to reconnect.
 
 Drift: every ``drift_interval_s`` the engine reads again each switch that holds exactly what it last
 installed (no change of its own pending or unconfirmed on it) and, where someone changed the tables
@@ -63,6 +64,10 @@ if TYPE_CHECKING:  # os-ken is imported only when a controller runs
 LOG = logging.getLogger("edgectl.sdnctl.engine")
 SETTLE_QUIET_S = 1.0  # no discovery news for this long ...
 SETTLE_MAX_S = 6.0  # ... or this long after a switch connected: program anyway
+# After a restart, a declared switch not connected yet is waited for this long after the last one that
+# connected: OVS retries a lost controller with a backoff of up to 8 s (its default max_backoff), so the
+# switches of one fabric come back seconds apart.
+SETTLE_RECONNECT_S = 10.0
 DRIFT_READ_TIMEOUT_S = 3.0  # a switch that has not answered a drift read by then is skipped this time
 READ_BACK_TIMEOUT_S = 5.0  # switches taken over together (a new leader): read back at once, answers awaited this long
 CHANGES_KEPT = 256
@@ -154,6 +159,7 @@ class RouteEngine:
         self._last_discovery = time.monotonic()
         self._last_connect = time.monotonic()
         self._settled = False
+        self._carried_routes = False  # a switch held routes of ours when read: the controller restarted
         self._connected_since: float | None = None  # when the engine first saw a switch connected
         self._thread = threading.Thread(target=self._run, name="route-engine", daemon=True)
         app.on_switch_error = self._on_switch_error
@@ -245,10 +251,22 @@ class RouteEngine:
             for link, attrs in topo.links.items()
             if attrs.declared and attrs.up and not attrs.discovered and link.src in connected and link.dst in connected
         ]
+        # Switches that carry routes from before a restart keep forwarding by them: a plan computed while
+        # a declared switch has not reconnected yet would withdraw every route through it, and its backups.
+        # A fresh fabric has nothing to withdraw: it is programmed without waiting for every switch.
+        absent = (
+            [s for s, sw in topo.switches.items() if sw.declared and not sw.connected] if self._carried_routes else []
+        )
         quiet = now - self._last_discovery > SETTLE_QUIET_S
-        if (not pending and quiet) or now - max(self._last_connect, self._connected_since) > SETTLE_MAX_S:
+        waited = now - max(self._last_connect, self._connected_since)
+        if (not pending and not absent and quiet) or waited > (SETTLE_RECONNECT_S if absent else SETTLE_MAX_S):
             self._settled = True
-            LOG.info("discovery settled (%d switches, %d declared links not seen)", len(connected), len(pending))
+            LOG.info(
+                "discovery settled (%d switches, %d declared links not seen, %d declared switches not connected)",
+                len(connected),
+                len(pending),
+                len(absent),
+            )
         return self._settled
 
     def _converge(self) -> None:
@@ -270,6 +288,8 @@ class RouteEngine:
             if current is not None:
                 self._installed[dpid] = current
                 self.status.setdefault(dpid, SwitchStatus()).reconciled = True
+                if current.groups or current.flows - base_flows():
+                    self._carried_routes = True
                 LOG.info(
                     "switch %s holds %d flows, %d groups of ours",
                     format_dpid(dpid),

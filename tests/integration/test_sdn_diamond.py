@@ -18,6 +18,8 @@ from tests.integration.harness import (
     flow_durations,
     free_port,
     mininet_testbed,
+    ofctl,
+    ovs,
     ping_summary,
     port_tx_packets,
     wait_until,
@@ -123,6 +125,60 @@ def test_controller_restart_loses_no_ping_and_flushes_nothing(fabric) -> None:
     for flow, before in durations_before.items():
         assert flow in durations_after, f"{flow} vanished"
         assert durations_after[flow] > before, f"{flow} was re-added (duration reset)"
+
+
+def test_a_switch_reconnecting_late_after_a_restart_loses_no_route_or_backup(fabric) -> None:
+    """OVS retries a lost controller with a backoff of up to 8 s, so switches come back seconds apart.
+    Here s3 comes back last: until it does, s1 and s4 keep the fast-failover groups whose backup buckets
+    lead through it, and once it is back the restarted controller has changed nothing."""
+    controller = fabric["controller"]
+    openflow_port, http_port = fabric["ports"]
+    groups_before = {name: ofctl("dump-groups", name) for name in ("s1", "s4")}
+    assert all("type=ff" in text for text in groups_before.values()), groups_before
+    durations_before = {name: flow_durations(name) for name in ("s1", "s2", "s4")}
+    assert controller.stop() == 0
+    ovs("set-controller", "s3", f"tcp:127.0.0.1:{free_port()}")  # nobody listens there: s3 stays away
+    try:
+        restarted = fabric["stack"].enter_context(
+            edgectl_run(DIAMOND, openflow_port=openflow_port, http_port=http_port)
+        )
+        fabric["controller"] = restarted
+
+        def connected() -> set[str]:
+            return {s["id"] for s in restarted.get_json("/api/v1/topology")["switches"] if s["connected"]}
+
+        wait_until(lambda: connected() == {"s1", "s2", "s4"}, 30, what="s1, s2, s4 reconnected")
+        wait_until(
+            lambda: (
+                {(x["src"], x["dst"]) for x in links_by_name(restarted).values() if x["discovered"]}
+                >= {("s1", "s2"), ("s2", "s1"), ("s2", "s4"), ("s4", "s2")}
+            ),
+            30,
+            what="the links among them discovered",
+        )
+        time.sleep(3)  # well past the quiet second after which a fresh fabric is programmed
+        assert {name: ofctl("dump-groups", name) for name in ("s1", "s4")} == groups_before
+    finally:
+        ovs("set-controller", "s3", f"tcp:127.0.0.1:{openflow_port}")
+    wait_until(lambda: len(connected()) == 4, 30, what="s3 reconnected")
+    wait_until(
+        lambda: all(s["applied_generation"] >= 0 for s in restarted.get_json("/api/v1/routes")["switches"]),
+        30,
+        what="every switch programmed by the restarted controller",
+    )
+    withdrawn = [
+        (c["switch"], m)
+        for c in restarted.get_json("/api/v1/routes/changes")
+        if c["reason"] == "plan"
+        for m in c["mods"]
+        if m["phase"] == "break"
+    ]
+    assert not withdrawn, withdrawn
+    for name, before in durations_before.items():
+        after = flow_durations(name)
+        for flow, duration in before.items():
+            assert flow in after, f"{name}: {flow} vanished"
+            assert after[flow] >= duration, f"{name}: {flow} was re-added (duration reset)"
 
 
 def test_failover_keeps_the_stream_flowing(fabric) -> None:

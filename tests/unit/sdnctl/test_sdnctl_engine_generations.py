@@ -131,3 +131,94 @@ def test_discovery_does_not_settle_before_any_switch_connected(monkeypatch) -> N
     holder[0] = live(declared)
     engine._converge()
     assert engine._settled and engine.plan is not None
+
+
+TRIANGLE = """
+switches: [{id: a, dpid: 1, site: s}, {id: b, dpid: 2, site: s}, {id: c, dpid: 3, site: s}]
+links:
+  - {a: a, b: b, latency_ms: 1, bandwidth_mbps: 100}
+  - {a: b, b: c, latency_ms: 1, bandwidth_mbps: 100}
+  - {a: a, b: c, latency_ms: 5, bandwidth_mbps: 100}
+hosts: [{id: u1, switch: a, ip: 10.0.0.1}, {id: u2, switch: c, ip: 10.0.0.2}]
+"""
+
+
+def without_switch(state: FabricState, dpid: int) -> FabricState:
+    """``state`` as a restarted controller sees it before ``dpid`` reconnected (its links unseen)."""
+    declared = fabric(TRIANGLE)
+    seen = declared
+    for other in sorted(declared.topology.switches):
+        if other != dpid:
+            seen = seen.apply(ev.SwitchConnected(other, (), 0.0))
+    for link in state.topology.links:
+        if dpid not in (link.src, link.dst):
+            seen = seen.apply(ev.LinkDiscovered(link, 0.0))
+    return seen
+
+
+def settle_quietly(monkeypatch) -> None:
+    monkeypatch.setattr(engine_module, "SETTLE_QUIET_S", 0.0)
+    monkeypatch.setattr(engine_module.time, "sleep", lambda _s: None)
+
+
+def test_a_restarted_controller_waits_for_every_declared_switch_before_programming(monkeypatch) -> None:
+    """OVS retries a lost controller with a backoff of up to 8 s, so after a restart switches come back
+    seconds apart. Programming the first ones would withdraw the routes (and backup groups) through a
+    switch that has not reconnected yet; the engine waits for it, up to SETTLE_RECONNECT_S."""
+    settle_quietly(monkeypatch)
+    everything = live(fabric(TRIANGLE))
+    switches = FakeSwitches()
+    first = RouteEngine(switches, lambda: everything)
+    first._last_discovery -= 100
+    first._converge()
+    first._converge()
+    carried = {dpid: config for dpid, config in switches.tables.items()}
+    assert any(config.groups for config in carried.values()), "the triangle has backup groups"
+
+    holder = [without_switch(everything, 2)]
+    restarted = RouteEngine(switches, lambda: holder[0])
+    restarted._last_discovery -= 100  # discovery long quiet
+    restarted._converge()
+    restarted._converge()
+    assert not restarted._settled and restarted.plan is None, "programmed before switch b reconnected"
+    assert switches.tables == carried, "a carried route or group was changed"
+    holder[0] = everything
+    restarted._converge()
+    assert restarted._settled and restarted.plan is not None
+    restarted._converge()
+    assert {dpid: (config.flows, config.groups) for dpid, config in switches.tables.items()} == {
+        dpid: (config.flows, config.groups) for dpid, config in carried.items()
+    }, "the restarted controller changed what was already right"
+
+
+def test_a_declared_switch_that_never_reconnects_is_waited_for_a_bounded_time(monkeypatch) -> None:
+    settle_quietly(monkeypatch)
+    everything = live(fabric(TRIANGLE))
+    switches = FakeSwitches()
+    first = RouteEngine(switches, lambda: everything)
+    first._last_discovery -= 100
+    first._converge()
+    first._converge()
+    partial = without_switch(everything, 2)
+    restarted = RouteEngine(switches, lambda: partial)
+    restarted._last_discovery -= 100
+    restarted._converge()
+    restarted._converge()
+    assert not restarted._settled
+    restarted._last_connect -= engine_module.SETTLE_RECONNECT_S + 1
+    assert restarted._connected_since is not None
+    restarted._connected_since -= engine_module.SETTLE_RECONNECT_S + 1
+    restarted._converge()
+    assert restarted._settled and restarted.plan is not None, "waited for a dead switch past the bound"
+
+
+def test_a_fresh_fabric_is_programmed_without_waiting_for_every_declared_switch(monkeypatch) -> None:
+    """Switches that hold no route of ours have nothing to withdraw: the ones connected get routes at once."""
+    settle_quietly(monkeypatch)
+    everything = live(fabric(TRIANGLE))
+    partial = without_switch(everything, 2)
+    engine = RouteEngine(FakeSwitches(), lambda: partial)
+    engine._last_discovery -= 100
+    engine._converge()
+    engine._converge()
+    assert engine._settled and engine.plan is not None
