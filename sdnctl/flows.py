@@ -22,10 +22,13 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from itertools import groupby
 from operator import attrgetter, itemgetter
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+
+import numpy as np
 
 from netmodel.ids import PortNo, SwitchId
 from netmodel.types import LinkId
+from sdnctl.entry_map import MISSING, layers, with_changes
 from sdnctl.pathing import NO_LINK, Endpoint, RoutePlan
 
 TABLE_ACL = 0  # ingress policy: LLDP to the controller, source guards and policy drops (sdnctl/acl.py)
@@ -152,6 +155,11 @@ def _addresses(ip_text: str) -> Addresses:
     ip = int(ipaddress.IPv4Address(ip_text))
     group_id = ip if ip < OFPG_MAX else ip & 0x7FFF_FFFF
     return Addresses(cookie=COOKIE_ROUTE | ip, arp_cookie=COOKIE_ARP | ip, group_id=group_id)
+
+
+def route_names(ip: str) -> Addresses:
+    """The route cookie, ARP cookie and group id of an endpoint's entry, from its address."""
+    return _addresses(ip)
 
 
 def base_flows() -> frozenset[FlowSpec]:
@@ -299,46 +307,70 @@ def recompile_switches(
     """The incremental path after a link event: for each switch with a changed (switch, destination
     switch) entry, its new tables and the delta from ``current[switch]``, from the changed entries
     alone. Switches not returned are unchanged."""
+    behind = plan.endpoints_at
     by_switch: dict[SwitchId, set[SwitchId]] = {}
     # Runs of the same switch (changed_entries yields them by switch) are grouped without a Python step
     # per entry; a switch that comes back later merges into its set.
     for switch, run in groupby(entries, key=_FIRST):
         by_switch.setdefault(switch, set()).update(map(_SECOND, run))
-    behind = plan.endpoints_at
-    links, out_ports = plan.links, plan.out_ports
+    # Only destinations with endpoints behind them have entries. The next hops of every changed entry
+    # of every switch come out of the plan's arrays in one read (a few thousand after a failure at
+    # 500 switches), as their out-ports: per switch it was two small reads each.
+    targets = {switch: [dst for dst in dsts if dst in behind] for switch, dsts in by_switch.items()}
+    index, n = plan.index, len(plan.switches)
+    flat = np.fromiter(
+        (index[switch] * n + index[dst] for switch, dsts in targets.items() for dst in dsts), dtype=np.int64
+    )
+    primaries, backups = plan.primary.reshape(-1)[flat], plan.backup.reshape(-1)[flat]
+    ports_of = plan.out_port_array  # out_ports, and 0 at NO_LINK (-1)
+    primary_ports, backup_ports = ports_of[primaries].tolist(), ports_of[backups].tolist()
+    primaries_l, backups_l = primaries.tolist(), backups.tolist()
+    links = plan.links
     out: dict[SwitchId, tuple[CompiledSwitch, SwitchDelta]] = {}
-    for switch, dst_switches in by_switch.items():
+    at = 0
+    for switch, dsts in targets.items():
+        first, at = at, at + len(dsts)
         old = current.get(switch)
         if old is None:
             compiled = compile_compiled(plan, switch)
             out[switch] = (compiled, diff_switch(SwitchConfig(), compiled.config))
             continue
-        new_entries = dict(old.entries)
+        # The changed entries only, over the old ones (shared, not copied: sdnctl/entry_map.py).
+        base, top = layers(old.entries)
+        changes: dict[str, Entry | None] = {}
         old_part: list[Entry] = []
         new_part: list[Entry] = []
         modified_groups: list[GroupSpec] = []
-        # The switch's next hops to all its changed destinations in one read of the plan's arrays.
-        targets = [dst for dst in dst_switches if dst in behind]
-        row, columns = plan.index[switch], [plan.index[dst] for dst in targets]
-        primaries, backups = plan.primary[row, columns].tolist(), plan.backup[row, columns].tolist()
         fast = not old.policed
-        for dst, primary, backup in zip(targets, primaries, backups, strict=True):
+        for dst, primary, backup, primary_port, backup_port in zip(
+            dsts,
+            primaries_l[first:at],
+            backups_l[first:at],
+            primary_ports[first:at],
+            backup_ports[first:at],
+            strict=True,
+        ):
             ports: tuple[PortNo, ...] = ()
             if primary != NO_LINK and dst != switch and fast:
-                ports = (out_ports[primary],) if backup == NO_LINK else (out_ports[primary], out_ports[backup])
+                ports = (primary_port,) if backup == NO_LINK else (primary_port, backup_port)
             for endpoint in behind[dst]:
                 if ports:
                     # The usual entry after a link event: it keeps its flows and group id, and only
                     # the group's buckets may move. Decided on the buckets alone; anything else
                     # takes the general way below.
-                    flows, group_id = _via_group(endpoint.ip)
-                    before = new_entries.get(endpoint.ip)
+                    ip = endpoint.ip
+                    flows, group_id = _via_group(ip)
+                    before = changes.get(ip, MISSING)  # _current, inline: the loop's hot path
+                    if before is MISSING:
+                        before = top.get(ip, MISSING)
+                        if before is MISSING:
+                            before = base.get(ip)
                     if before is not None and before[0] is flows:
                         held = before[1]
                         if held is not None and held.group_id == group_id:
                             if held.buckets != ports:
                                 moved_group = GroupSpec(group_id, ports)
-                                new_entries[endpoint.ip] = (flows, moved_group)
+                                changes[ip] = (flows, moved_group)
                                 modified_groups.append(moved_group)
                             continue
                 if endpoint.attachment.switch == switch:
@@ -351,9 +383,9 @@ def recompile_switches(
                     )
                 if old.policed:
                     entry = police(entry, old.policed)
-                before = new_entries.get(endpoint.ip, ((), None))
+                before = _current(endpoint.ip, changes, top, base) or ((), None)
                 if entry != before:
-                    new_entries[endpoint.ip] = entry
+                    changes[endpoint.ip] = entry
                     group, old_group = entry[1], before[1]
                     if (
                         entry[0] is before[0]
@@ -368,8 +400,21 @@ def recompile_switches(
                     old_part.append(before)
                     new_part.append(entry)
         if new_part or modified_groups:
+            new_entries = with_changes(old.entries, changes)
             out[switch] = (old.with_entries(new_entries), _diff_entries(old_part, new_part, modified_groups))
     return out
+
+
+def _current(
+    key: str, changes: dict[str, Entry | None], top: dict[str, Entry | None], base: Mapping[str, Entry]
+) -> Entry | None:
+    """The entry ``key`` holds: changed in this pass, changed before (None: removed), or the base's."""
+    value = changes.get(key, MISSING)
+    if value is MISSING:
+        value = top.get(key, MISSING)
+        if value is MISSING:
+            return base.get(key)
+    return cast("Entry | None", value)
 
 
 def replace_entries(
@@ -380,17 +425,14 @@ def replace_entries(
     keys = [key for key, entry in changes.items() if compiled.entries.get(key) != entry]
     if not keys:
         return compiled, SwitchDelta()
-    entries = dict(compiled.entries)
+    held = compiled.entries
     old: list[Entry] = []
     new: list[Entry] = []
     for key in keys:
         entry = changes[key]
-        old.append(entries.get(key, ((), None)))
+        old.append(held.get(key, ((), None)))
         new.append(entry if entry is not None else ((), None))
-        if entry is None:
-            entries.pop(key, None)
-        else:
-            entries[key] = entry
+    entries = with_changes(held, {key: changes[key] for key in keys})
     return compiled.with_entries(entries), _diff_entries(old, new)
 
 

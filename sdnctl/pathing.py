@@ -89,6 +89,13 @@ class RoutePlan:
             return self._structure.out_ports
         return tuple(link.src_port for link in self.links)
 
+    @property
+    def out_port_array(self) -> np.ndarray:
+        """``out_ports`` as an array with one more element, 0, so that NO_LINK (-1) indexes to port 0."""
+        if self._structure is not None and self._structure.links is self.links:
+            return self._structure.out_port_array
+        return np.array([*self.out_ports, 0], dtype=np.int64)
+
     @cached_property
     def endpoints_at(self) -> Mapping[SwitchId, tuple[Endpoint, ...]]:
         """The endpoints attached to each switch (switches with none left out)."""
@@ -182,6 +189,28 @@ class _Structure:
     @cached_property
     def out_ports(self) -> tuple[PortNo, ...]:
         return tuple(link.src_port for link in self.links)
+
+    @cached_property
+    def out_port_array(self) -> np.ndarray:
+        return np.array([*self.out_ports, 0], dtype=np.int64)
+
+    @cached_property
+    def padded_out_links(self) -> np.ndarray:
+        """(switches, largest out-degree): each switch's out-links in ``by_switch`` order, then the
+        index ``len(links)`` (a link that weighs inf, see ``_next_hops_of_entries``) as padding."""
+        n, m = len(self.switches), len(self.links)
+        degree = np.diff(self.bounds)
+        width = int(degree.max()) if n else 0
+        padded = np.full((n, width), m, dtype=np.int64)
+        rows = np.repeat(np.arange(n), degree)
+        columns = np.arange(len(self.by_switch)) - np.repeat(self.bounds[:-1], degree)
+        padded[rows, columns] = self.by_switch
+        return padded
+
+    @cached_property
+    def padded_dst(self) -> np.ndarray:
+        """``dst`` with the padding link's destination (switch 0: its cost is inf whatever it is)."""
+        return np.append(self.dst, 0)
 
     @cached_property
     def lists(self) -> pathing_small.Graph:
@@ -613,32 +642,32 @@ def _next_hops_of_entries(
     backup: np.ndarray,
 ) -> None:
     """``_next_hops`` for single (switch, destination) entries instead of whole rows: the same choices
-    (same ties), for the few entries a change can touch."""
-    degree = st.bounds[switch + 1] - st.bounds[switch]
+    (same ties), for the few entries a change can touch. Every entry is padded to the largest
+    out-degree with a link that weighs inf (never chosen: it comes after every real link, and a
+    reachable entry has a finite cost): one pass, where a pass per degree cost a dozen numpy calls
+    each for a few thousand entries."""
     primary[switch, dst] = NO_LINK
     backup[switch, dst] = NO_LINK
-    for k in np.unique(degree).tolist():
-        if k == 0:
-            continue
-        pick = degree == k
-        s, d = switch[pick], dst[pick]
-        at = np.arange(len(s))
-        links = st.by_switch[st.bounds[s][:, None] + np.arange(k)[None, :]]  # (E, k)
-        neighbour = st.dst[links]
-        to_dst = dist[neighbour, d[:, None]]  # (E, k): dist(v, d)
-        cost = weight[links] + to_dst
-        best = np.argmin(cost, axis=1)
-        reachable = np.isfinite(cost[at, best]) & (s != d)
-        primary[s, d] = np.where(reachable, links[at, best], NO_LINK)
-        if k == 1:
-            continue
-        loop_free = to_dst < dist[neighbour, s[:, None]] + dist[s, d][:, None]
-        same_neighbour = neighbour == neighbour[at, best][:, None]
-        alternative = np.where(loop_free | same_neighbour, cost, np.inf)
-        alternative[at, best] = np.inf
-        second = np.argmin(alternative, axis=1)
-        has_backup = reachable & np.isfinite(alternative[at, second])
-        backup[s, d] = np.where(has_backup, links[at, second], NO_LINK)
+    if len(switch) == 0 or st.padded_out_links.shape[1] == 0:
+        return
+    s, d = switch, dst
+    at = np.arange(len(s))
+    links = st.padded_out_links[s]  # (E, k)
+    neighbour = st.padded_dst[links]
+    to_dst = dist[neighbour, d[:, None]]  # (E, k): dist(v, d)
+    cost = np.append(weight, np.inf)[links] + to_dst
+    best = np.argmin(cost, axis=1)
+    reachable = np.isfinite(cost[at, best]) & (s != d)
+    primary[s, d] = np.where(reachable, links[at, best], NO_LINK)
+    if links.shape[1] == 1:
+        return
+    loop_free = to_dst < dist[neighbour, s[:, None]] + dist[s, d][:, None]
+    same_neighbour = neighbour == neighbour[at, best][:, None]
+    alternative = np.where(loop_free | same_neighbour, cost, np.inf)
+    alternative[at, best] = np.inf
+    second = np.argmin(alternative, axis=1)
+    has_backup = reachable & np.isfinite(alternative[at, second])
+    backup[s, d] = np.where(has_backup, links[at, second], NO_LINK)
 
 
 def changed_entries(old: RoutePlan, new: RoutePlan) -> list[tuple[SwitchId, SwitchId]]:
