@@ -57,6 +57,7 @@ from sdnctl.flows import (
 )
 from sdnctl.meters import EMPTY_PART, SwitchReservations, compile_reservations, with_reservations
 from sdnctl.pathing import RoutePlan, changed_entries, compute_routes
+from sdnctl.update_order import make_rounds
 
 if TYPE_CHECKING:  # os-ken is imported only when a controller runs
     from sdnctl.openflow import FabricApp
@@ -363,7 +364,7 @@ class RouteEngine:
             current = installed.config if isinstance(installed, CompiledSwitch) else installed
             deltas[dpid] = diff_switch(current, self._compiled[dpid].config)
         ready = {dpid: delta for dpid, delta in deltas.items() if dpid in self._installed}
-        self._apply(state.generation, {d: delta for d, delta in ready.items() if delta}, ready)
+        self._apply(state.generation, {d: delta for d, delta in ready.items() if delta}, ready, (previous, plan))
         # A switch that already holds exactly what this generation asks runs it too: say so, or a
         # migration that changes no route would wait on switches with nothing to do.
         for dpid in plan.switches:
@@ -478,20 +479,34 @@ class RouteEngine:
         else:
             self._installed.pop(dpid, None)
 
-    def _send(self, deltas: dict[SwitchId, SwitchDelta]) -> set[SwitchId]:
-        """Make-before-break on every switch at once; the switches that confirmed all of their delta."""
-        # Make: everything new or changed, everywhere, then barriers; only then break.
-        made = {dpid for dpid, delta in deltas.items() if self.app.send_phase(dpid, delta, "make")}
-        confirmed = self.app.barriers(made)
+    def _send(
+        self, deltas: dict[SwitchId, SwitchDelta], plans: tuple[RoutePlan | None, RoutePlan | None] = (None, None)
+    ) -> set[SwitchId]:
+        """Make-before-break on every switch at once; the switches that confirmed all of their delta.
+
+        ``plans`` (the routes before and after): primary next hops that move are changed in rounds, the
+        switches nearest each destination first (``update_order``), so no packet meets a micro-loop."""
+        # Make: everything new or changed, everywhere, round after round, each confirmed by barriers;
+        # only then break. A switch that fails a round gets no later round.
+        confirmed = set(deltas)
+        for part in make_rounds(deltas, *plans):
+            sent = {
+                dpid for dpid, delta in part.items() if dpid in confirmed and self.app.send_phase(dpid, delta, "make")
+            }
+            confirmed -= set(part) - self.app.barriers(sent)
         breaking = {dpid for dpid in confirmed if deltas[dpid].breaks}
         broken = {dpid for dpid in breaking if self.app.send_phase(dpid, deltas[dpid], "break")}
         confirmed -= breaking - self.app.barriers(broken)
         return confirmed
 
     def _apply(
-        self, generation: int, deltas: dict[SwitchId, SwitchDelta], all_deltas: dict[SwitchId, SwitchDelta]
+        self,
+        generation: int,
+        deltas: dict[SwitchId, SwitchDelta],
+        all_deltas: dict[SwitchId, SwitchDelta],
+        plans: tuple[RoutePlan | None, RoutePlan | None] = (None, None),
     ) -> None:
-        confirmed = self._send(deltas)
+        confirmed = self._send(deltas, plans)
         now = time.time()
         for dpid in all_deltas:
             status = self.status.setdefault(dpid, SwitchStatus())

@@ -65,6 +65,7 @@ PURE_MODULES = (
     "sdnctl/pathing_small.py",
     "sdnctl/port_stats.py",
     "sdnctl/roles.py",
+    "sdnctl/update_order.py",
     "meshctl/cache.py",
     "meshctl/delta.py",
     "meshctl/denied_calls.py",
