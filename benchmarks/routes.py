@@ -12,7 +12,9 @@ goes down.
   no backups, no flows).
 - ours: what the controller does on LinkWentDown: ``compute_routes`` (all pairs, primaries and loop-free
   alternates), ``changed_entries`` against the previous plan, ``recompile`` of the entries that
-  moved, and ``diff_switch`` for every touched switch (the FlowMods and GroupMods to send).
+  moved, ``diff_switch`` for every touched switch (the FlowMods and GroupMods to send), and
+  ``make_rounds``: the loop-free order they are sent in (primaries that move, nearest the destination
+  first).
 
 Both are repeated (median and p95 reported); a benchmark, not a test: nothing asserts on time.
 Prints a table, then one JSON object of figures as the last line.
@@ -52,6 +54,7 @@ from netmodel.state import FabricState  # noqa: E402
 from netmodel.types import LinkId, Site, Tier  # noqa: E402
 from sdnctl.flows import CompiledSwitch, compile_all, recompile_switches  # noqa: E402
 from sdnctl.pathing import RoutePlan, changed_entries, compute_routes  # noqa: E402
+from sdnctl.update_order import make_rounds  # noqa: E402
 
 US_PER_KM = 5.0  # light in fibre: about 200,000 km/s
 DEFAULT_LATENCY_US = 1000
@@ -257,6 +260,7 @@ class Recompute:
     flow_changes: int
     touched: int
     stages_ms: dict[str, float]
+    rounds: int  # the make phase's loop-free rounds
 
 
 def recompute(state: FabricState, old_plan: RoutePlan, old_tables: dict[SwitchId, CompiledSwitch]) -> Recompute:
@@ -269,14 +273,17 @@ def recompute(state: FabricState, old_plan: RoutePlan, old_tables: dict[SwitchId
     t2 = time.perf_counter()
     touched = recompile_switches(plan, old_tables, changed)
     t3 = time.perf_counter()
+    rounds = make_rounds({dpid: delta for dpid, (_, delta) in touched.items() if delta}, old_plan, plan)
+    t4 = time.perf_counter()
     deltas = [delta for _, delta in touched.values()]
-    stages = {"routes": t1 - t0, "changed": t2 - t1, "recompile_and_delta": t3 - t2}
+    stages = {"routes": t1 - t0, "changed": t2 - t1, "recompile_and_delta": t3 - t2, "order": t4 - t3}
     return Recompute(
         plan,
         changed,
         sum(d.size for d in deltas),
         sum(1 for d in deltas if d),
         {k: v * 1000 for k, v in stages.items()},
+        len(rounds),
     )
 
 
@@ -342,6 +349,7 @@ def run_graph(graph: Graph, min_reps: int, max_reps: int) -> dict[str, Any]:
         "changed_entries": len(result.changed),
         "touched_switches": result.touched,
         "flow_changes": result.flow_changes,
+        "rounds": result.rounds,
         "flows_total": sum(len(c.config.flows) + len(c.config.groups) for c in old_tables.values()),
         "full_compile_ms": round(full_ms, 1),
         "routes_agree": routes_agree(result.plan, fabric, reference),
@@ -353,7 +361,8 @@ def run_graph(graph: Graph, min_reps: int, max_reps: int) -> dict[str, Any]:
 
 HEADER = (
     f"{'graph':<24} {'sw':>4} {'links':>5} {'networkx ms':>11} {'p95':>7} {'ours ms':>8} {'p95':>7} {'speedup':>7} "
-    f"{'routes ms':>9} {'speedup':>7} {'moved':>6} {'sw touched':>10} {'changes':>7} {'full ms':>8} {'ok':>3}"
+    f"{'routes ms':>9} {'speedup':>7} {'moved':>6} {'sw touched':>10} {'changes':>7} {'rounds':>6} {'full ms':>8} "
+    f"{'ok':>3}"
 )
 
 
@@ -363,7 +372,8 @@ def row(g: dict[str, Any]) -> str:
         f"{g['recompute_ms']:>8.2f} "
         f"{g['recompute_p95_ms']:>7.2f} {g['speedup']:>6.1f}x "
         f"{g['stages_ms']['routes']:>9.2f} {g['routes_speedup']:>6.1f}x "
-        f"{g['changed_entries']:>6} {g['touched_switches']:>10} {g['flow_changes']:>7} {g['full_compile_ms']:>8.0f} "
+        f"{g['changed_entries']:>6} {g['touched_switches']:>10} {g['flow_changes']:>7} {g['rounds']:>6} "
+        f"{g['full_compile_ms']:>8.0f} "
         f"{'yes' if g['routes_agree'] else 'NO':>3}"
     )
 
@@ -440,8 +450,9 @@ def main() -> int:
     elapsed = time.perf_counter() - started
     print(
         "networkx = all_pairs_dijkstra_path (paths only); ours = compute_routes + changed_entries + recompile + "
-        "diff_switch (routes, loop-free alternates, FlowMods); routes ms = the compute_routes part of ours; "
-        "moved = changed (switch, dst) entries; changes = flow and group mods; full ms = compute_routes + "
+        "diff_switch + make_rounds (routes, loop-free alternates, FlowMods, their loop-free order); routes ms = "
+        "the compute_routes part of ours; moved = changed (switch, dst) entries; changes = flow and group mods; "
+        "rounds = the make phase's loop-free rounds; full ms = compute_routes + "
         f"compile_flows from scratch (once); ok = distances match networkx. {elapsed:.0f} s in all."
     )
     figures = {

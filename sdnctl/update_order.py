@@ -35,22 +35,27 @@ def make_rounds(
     delta (whose make phase is what a make sends) unless part of it goes in later rounds. Deletions
     are sent in the break phase, after every round."""
     first = dict(deltas)
-    if old is None or new is None or not any(delta.modify_groups for delta in deltas.values()):
+    if old is None or new is None:
         return [first]
-    dst_of_group, group_of_cookie = _destinations(new)
-    ordered = _ordered_groups(deltas, old, new, dst_of_group)
+    movers = [(dpid, delta) for dpid, delta in deltas.items() if delta.modify_groups and dpid in new.index]
+    if not movers:
+        return [first]
     later: dict[int, dict[SwitchId, SwitchDelta]] = {}
-    for dpid, rounds in ordered.items():
-        delta = deltas[dpid]
+    for (dpid, delta), hops in zip(movers, _hops_of_moved(movers, old, new), strict=True):
+        if not any(hops):
+            continue
         groups: dict[int, list[GroupSpec]] = {}
+        for group, count in zip(delta.modify_groups, hops, strict=True):
+            groups.setdefault(count, []).append(group)
         added: dict[int, list[FlowSpec]] = {}
         modified: dict[int, list[FlowSpec]] = {}
-        for group in delta.modify_groups:
-            groups.setdefault(rounds.get(group.group_id, 0), []).append(group)
-        for flows, by_round in ((delta.add_flows, added), (delta.modify_flows, modified)):
-            for flow in flows:
-                group_id = group_of_cookie.get(flow.cookie)
-                by_round.setdefault(rounds.get(group_id, 0) if group_id is not None else 0, []).append(flow)
+        if delta.add_flows or delta.modify_flows:
+            rounds = dict(zip((group.group_id for group in delta.modify_groups), hops, strict=True))
+            group_of_cookie = _destinations(new)[1]
+            for flows, by_round in ((delta.add_flows, added), (delta.modify_flows, modified)):
+                for flow in flows:
+                    group_id = group_of_cookie.get(flow.cookie)
+                    by_round.setdefault(rounds.get(group_id, 0) if group_id is not None else 0, []).append(flow)
         first[dpid] = replace(
             delta,
             delete_flows=(),
@@ -60,60 +65,73 @@ def make_rounds(
             add_flows=tuple(added.pop(0, ())),
             modify_flows=tuple(modified.pop(0, ())),
         )
-        for hops in groups.keys() | added.keys() | modified.keys():
-            later.setdefault(hops, {})[dpid] = SwitchDelta(
-                modify_groups=tuple(groups.get(hops, ())),
-                add_flows=tuple(added.get(hops, ())),
-                modify_flows=tuple(modified.get(hops, ())),
+        for count in groups.keys() | added.keys() | modified.keys():
+            later.setdefault(count, {})[dpid] = SwitchDelta(
+                modify_groups=tuple(groups.get(count, ())),
+                add_flows=tuple(added.get(count, ())),
+                modify_flows=tuple(modified.get(count, ())),
             )
-    return [first, *(later[hops] for hops in sorted(later))]
+    return [first, *(later[count] for count in sorted(later))]
 
 
-def _ordered_groups(
-    deltas: Mapping[SwitchId, SwitchDelta], old: RoutePlan, new: RoutePlan, dst_of_group: Mapping[int, SwitchId]
-) -> dict[SwitchId, dict[int, int]]:
-    """Per switch, the modified groups whose primary next hop moved from one link to another, with
-    the round each goes in: its hop count to the destination on the new routes."""
-    items = [
-        (dpid, group.group_id, dst)
-        for dpid, delta in deltas.items()
-        if dpid in new.index and dpid in old.index
-        for group in delta.modify_groups
-        if (dst := dst_of_group.get(group.group_id)) is not None and dst != dpid and dst in old.index
-    ]
-    if not items:
-        return {}
-    s = np.fromiter((new.index[dpid] for dpid, _, _ in items), dtype=np.int64, count=len(items))
-    d = np.fromiter((new.index[dst] for _, _, dst in items), dtype=np.int64, count=len(items))
+def _hops_of_moved(movers: list[tuple[SwitchId, SwitchDelta]], old: RoutePlan, new: RoutePlan) -> list[list[int]]:
+    """Per switch of ``movers``, per modified group (in order): its round, the hop count to its
+    destination on the new routes when its primary next hop moved from one link to another, else 0."""
+    dst_of_group = _destinations(new)[0]
+    counts = [len(delta.modify_groups) for _, delta in movers]
+    s = np.repeat(np.fromiter((new.index[dpid] for dpid, _ in movers), dtype=np.int64, count=len(movers)), counts)
+    d = np.fromiter(
+        (dst_of_group.get(group.group_id, -1) for _, delta in movers for group in delta.modify_groups),
+        dtype=np.int64,
+        count=len(s),
+    )
+    known = (d >= 0) & (s != d)
+    d = np.where(known, d, 0)
     after = new.primary[s, d]
     if old._structure is not None and old._structure is new._structure:
         before = old.primary[s, d]  # the same switches and links, by the same indexes
-        moved = (before != NO_LINK) & (after != NO_LINK) & (before != after)
+        moved = known & (before != NO_LINK) & (after != NO_LINK) & (before != after)
     else:
-        moved = np.fromiter(
+        switches = new.switches
+        moved = known & np.fromiter(
             (
-                (first := old.next_hop(dpid, dst)[0]) is not None and link != NO_LINK and new.links[link] != first
-                for (dpid, _, dst), link in zip(items, after.tolist(), strict=True)
+                link != NO_LINK
+                and switches[i] in old.index
+                and switches[j] in old.index
+                and (first := old.next_hop(switches[i], switches[j])[0]) is not None
+                and new.links[link] != first
+                for i, j, link in zip(s.tolist(), d.tolist(), after.tolist(), strict=True)
             ),
             dtype=bool,
-            count=len(items),
+            count=len(s),
         )
     # Routing weighs latency * scale + 1 a link, scale = switches + 1: the hop count is the remainder.
     hops = (np.where(moved, new.routing[s, d], 0).astype(np.int64) % (len(new.switches) + 1)).tolist()
-    ordered: dict[SwitchId, dict[int, int]] = {}
-    for (dpid, group_id, _), count in zip(items, hops, strict=True):
-        if count:
-            ordered.setdefault(dpid, {})[group_id] = count
-    return ordered
+    out = []
+    at = 0
+    for count in counts:
+        out.append(hops[at : at + count])
+        at += count
+    return out
 
 
-def _destinations(plan: RoutePlan) -> tuple[dict[int, SwitchId], dict[int, int]]:
-    """Group id -> the switch of its endpoint, and route and ARP cookie -> that group id."""
-    dst_of_group: dict[int, SwitchId] = {}
+_memo: list[object] = [None, None, None]  # the endpoints and index last seen, and their destinations
+
+
+def _destinations(plan: RoutePlan) -> tuple[dict[int, int], dict[int, int]]:
+    """Group id -> the index of its endpoint's switch, and route and ARP cookie -> that group id. The
+    same for every plan that shares its endpoints and switches: kept for the last ones."""
+    if _memo[0] is plan.endpoints and _memo[1] is plan.index:
+        return _memo[2]  # type: ignore[return-value]
+    dst_of_group: dict[int, int] = {}
     group_of_cookie: dict[int, int] = {}
     for endpoint in plan.endpoints.values():
+        switch = plan.index.get(endpoint.attachment.switch)
+        if switch is None:
+            continue
         names = route_names(endpoint.ip)
-        dst_of_group[names.group_id] = endpoint.attachment.switch
+        dst_of_group[names.group_id] = switch
         group_of_cookie[names.cookie] = names.group_id
         group_of_cookie[names.arp_cookie] = names.group_id
+    _memo[:] = [plan.endpoints, plan.index, (dst_of_group, group_of_cookie)]
     return dst_of_group, group_of_cookie

@@ -5,6 +5,7 @@ no primary next hop is sent in one round, as before."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,7 +14,7 @@ from sdnctl_helpers import RandomFabric, cables_of, fabric, link_between, live, 
 from netmodel import events as ev
 from netmodel.ids import SwitchId
 from netmodel.state import FabricState
-from sdnctl.flows import SwitchDelta, compile_all, recompile_switches, route_names
+from sdnctl.flows import FlowSpec, SwitchDelta, compile_all, recompile_switches, route_names
 from sdnctl.pathing import NO_LINK, RoutePlan, changed_entries, compute_routes
 from sdnctl.update_order import make_rounds
 
@@ -156,3 +157,28 @@ def test_without_both_plans_everything_is_one_round() -> None:
     deltas = deltas_between(old, new)
     assert make_rounds(deltas, None, new) == [deltas]
     assert make_rounds(deltas, old, None) == [deltas]
+
+
+def test_a_route_flow_goes_in_the_round_of_its_group() -> None:
+    """A metered route (best-effort meter of its primary's port) changes its flow with its group: both
+    go in the group's round; a flow of no route (here the ACL's) in the first."""
+    state = live(fabric(DIAMOND))
+    old = compute_routes(state)
+    slow = link_between(state, 2, 4)
+    new = compute_routes(
+        state.apply(ev.LinkLatencyMeasured(((slow, 9000), (slow.reversed(), 9000)), 2.0)), previous=old
+    )
+    deltas = deltas_between(old, new)
+    names = route_names("10.0.0.2")
+    route_flow = FlowSpec(1, 100, (("eth_type", 0x0800), ("ipv4_dst", "10.0.0.2")), (("meter", 7),), names.cookie)
+    acl_flow = FlowSpec(0, 300, (("eth_type", 0x0800),), (), 0xEC03_0000_0000_0001)
+    deltas[2] = replace(deltas[2], modify_flows=(route_flow,), add_flows=(acl_flow,))
+    rounds = make_rounds(deltas, old, new)
+    (group_round,) = [
+        i
+        for i, part in enumerate(rounds)
+        if 2 in part and names.group_id in {g.group_id for g in part[2].modify_groups}
+    ]
+    assert group_round > 0
+    assert rounds[group_round][2].modify_flows == (route_flow,)
+    assert rounds[0][2].add_flows == (acl_flow,) and not rounds[0][2].modify_flows
