@@ -185,6 +185,20 @@ def random_fabrics(draw: st.DrawFn, min_switches: int = 2, max_switches: int = 8
     return RandomFabric(spec, tuple(asymmetric))
 
 
+def link_step(state: FabricState, action: tuple[str, int, int], *, both_ways: bool = False) -> FabricState:
+    """``state`` after ``action``: (``down`` | ``up`` | ``latency``, which cable, its new latency in us),
+    the latency measured on one direction of the cable or, ``both_ways``, on both."""
+    kind, pick, latency = action
+    cables = cables_of(state)
+    link = cables[pick % len(cables)]
+    if kind == "down":
+        return state.apply(ev.LinkWentDown(link))
+    if kind == "up":
+        return state.apply(ev.LinkCameUp(link))
+    measured = ((link, latency), (link.reversed(), latency)) if both_ways else ((link, latency),)
+    return state.apply(ev.LinkLatencyMeasured(measured, 2.0))
+
+
 def cables_of(state: FabricState) -> list[LinkId]:
     """One LinkId per cable (the lower of its two directions)."""
     return sorted({min(link, link.reversed()) for link in state.topology.links})

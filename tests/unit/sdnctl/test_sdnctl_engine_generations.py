@@ -161,18 +161,24 @@ def settle_quietly(monkeypatch) -> None:
     monkeypatch.setattr(engine_module.time, "sleep", lambda _s: None)
 
 
+def programmed_by_a_first_controller(state: FabricState) -> FakeSwitches:
+    """Switches holding the tables a controller (since gone) programmed for ``state``."""
+    switches = FakeSwitches()
+    first = RouteEngine(switches, lambda: state)
+    first._last_discovery -= 100
+    first._converge()  # reads the switches
+    first._converge()  # programs them
+    return switches
+
+
 def test_a_restarted_controller_waits_for_every_declared_switch_before_programming(monkeypatch) -> None:
     """OVS retries a lost controller with a backoff of up to 8 s, so after a restart switches come back
     seconds apart. Programming the first ones would withdraw the routes (and backup groups) through a
     switch that has not reconnected yet; the engine waits for it, up to SETTLE_RECONNECT_S."""
     settle_quietly(monkeypatch)
     everything = live(fabric(TRIANGLE))
-    switches = FakeSwitches()
-    first = RouteEngine(switches, lambda: everything)
-    first._last_discovery -= 100
-    first._converge()
-    first._converge()
-    carried = {dpid: config for dpid, config in switches.tables.items()}
+    switches = programmed_by_a_first_controller(everything)
+    carried = dict(switches.tables)
     assert any(config.groups for config in carried.values()), "the triangle has backup groups"
 
     holder = [without_switch(everything, 2)]
@@ -194,11 +200,7 @@ def test_a_restarted_controller_waits_for_every_declared_switch_before_programmi
 def test_a_declared_switch_that_never_reconnects_is_waited_for_a_bounded_time(monkeypatch) -> None:
     settle_quietly(monkeypatch)
     everything = live(fabric(TRIANGLE))
-    switches = FakeSwitches()
-    first = RouteEngine(switches, lambda: everything)
-    first._last_discovery -= 100
-    first._converge()
-    first._converge()
+    switches = programmed_by_a_first_controller(everything)
     partial = without_switch(everything, 2)
     restarted = RouteEngine(switches, lambda: partial)
     restarted._last_discovery -= 100

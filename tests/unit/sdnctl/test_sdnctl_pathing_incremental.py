@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sdnctl_helpers import RandomFabric, cables_of, random_fabrics
+from sdnctl_helpers import RandomFabric, cables_of, link_step, random_fabrics
 
 from netmodel import events as ev
 from netmodel.ids import HostId, SwitchId
@@ -52,17 +52,6 @@ def changes_by_comparison(old: RoutePlan, new: RoutePlan) -> list[tuple[SwitchId
     return [(new.switches[r], new.switches[c]) for r, c in zip(rows.tolist(), cols.tolist(), strict=True)]
 
 
-def step(state: FabricState, action: tuple[str, int, int]) -> FabricState:
-    kind, pick, latency = action
-    cables = cables_of(state)
-    link = cables[pick % len(cables)]
-    if kind == "down":
-        return state.apply(ev.LinkWentDown(link))
-    if kind == "up":
-        return state.apply(ev.LinkCameUp(link))
-    return state.apply(ev.LinkLatencyMeasured(((link, latency),), 2.0))
-
-
 ACTIONS = st.lists(
     st.tuples(st.sampled_from(["down", "up", "latency"]), st.integers(0, 1000), st.sampled_from([0, 5, 900, 30000])),
     min_size=1,
@@ -79,7 +68,7 @@ def test_incremental_plans_equal_full_recomputes(
     state = rf.state()
     plan = compute_routes(state)
     for action in actions:
-        state = step(state, action)
+        state = link_step(state, action)
         with small_fabric_limit(small_fabric):
             incremental = compute_routes(state, previous=plan)
         assert same_plan(incremental, compute_routes(state)), action
@@ -127,7 +116,7 @@ def test_a_link_change_reuses_the_endpoints_and_reads_the_links_new_attributes(
     state = rf.state()
     plan = compute_routes(state)
     for action in actions:
-        state = step(state, action)
+        state = link_step(state, action)
         incremental = compute_routes(state, previous=plan)
         assert incremental.endpoints is plan.endpoints  # hosts, nodes and switches untouched
         assert incremental.link_attrs == tuple(state.topology.links[link] for link in incremental.links)

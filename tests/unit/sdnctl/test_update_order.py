@@ -9,11 +9,10 @@ from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sdnctl_helpers import RandomFabric, cables_of, fabric, link_between, live, random_fabrics
+from sdnctl_helpers import RandomFabric, fabric, link_between, link_step, live, random_fabrics
 
 from netmodel import events as ev
 from netmodel.ids import SwitchId
-from netmodel.state import FabricState
 from sdnctl.flows import FlowSpec, SwitchDelta, compile_all, recompile_switches, route_names
 from sdnctl.pathing import NO_LINK, RoutePlan, changed_entries, compute_routes
 from sdnctl.update_order import make_rounds
@@ -87,17 +86,6 @@ def check_rounds(old: RoutePlan, new: RoutePlan, seed: int) -> list[dict[SwitchI
     return rounds
 
 
-def step(state: FabricState, action: tuple[str, int, int]) -> FabricState:
-    kind, pick, latency = action
-    cables = cables_of(state)
-    link = cables[pick % len(cables)]
-    if kind == "down":
-        return state.apply(ev.LinkWentDown(link))
-    if kind == "up":
-        return state.apply(ev.LinkCameUp(link))
-    return state.apply(ev.LinkLatencyMeasured(((link, latency), (link.reversed(), latency)), 2.0))
-
-
 ACTIONS = st.lists(
     st.tuples(st.sampled_from(["down", "up", "latency"]), st.integers(0, 1000), st.sampled_from([0, 5, 900, 30000])),
     min_size=1,
@@ -111,7 +99,7 @@ def test_no_round_of_a_route_change_forms_a_loop(rf: RandomFabric, actions, seed
     state = rf.state()
     plan = compute_routes(state)
     for action in actions:
-        state = step(state, action)
+        state = link_step(state, action, both_ways=True)
         new = compute_routes(state, previous=plan)
         check_rounds(plan, new, seed)
         plan = new
@@ -132,14 +120,19 @@ hosts: [{id: h1, switch: s1, ip: 10.0.0.1}, {id: h2, switch: s4, ip: 10.0.0.2}]
 """
 
 
-def test_the_switch_nearest_the_destination_moves_first() -> None:
-    """s2-s4 gets slow: towards h2, s2 turns back to s1 (which now goes by s3). Sent at once, s2 could send
-    h2's packets to s1 while s1 still sends them to s2; s1 moves first, s2 a round later."""
+def slowed_diamond() -> tuple[RoutePlan, RoutePlan]:
+    """The diamond's plans before and after s2-s4 got slow (9 ms each way)."""
     state = live(fabric(DIAMOND))
     old = compute_routes(state)
     slow = link_between(state, 2, 4)
     state = state.apply(ev.LinkLatencyMeasured(((slow, 9000), (slow.reversed(), 9000)), 2.0))
-    new = compute_routes(state, previous=old)
+    return old, compute_routes(state, previous=old)
+
+
+def test_the_switch_nearest_the_destination_moves_first() -> None:
+    """s2-s4 gets slow: towards h2, s2 turns back to s1 (which now goes by s3). Sent at once, s2 could send
+    h2's packets to s1 while s1 still sends them to s2; s1 moves first, s2 a round later."""
+    old, new = slowed_diamond()
     assert next_switch(old, 2, 4) == 4 and next_switch(new, 2, 4) == 1 and next_switch(new, 1, 4) == 3
     assert loops(old, new, {(2, 4)}), "sent at once, the change could loop"
     rounds = check_rounds(old, new, seed=0)
@@ -148,12 +141,7 @@ def test_the_switch_nearest_the_destination_moves_first() -> None:
 
 
 def test_without_both_plans_everything_is_one_round() -> None:
-    state = live(fabric(DIAMOND))
-    old = compute_routes(state)
-    slow = link_between(state, 2, 4)
-    new = compute_routes(
-        state.apply(ev.LinkLatencyMeasured(((slow, 9000), (slow.reversed(), 9000)), 2.0)), previous=old
-    )
+    old, new = slowed_diamond()
     deltas = deltas_between(old, new)
     assert make_rounds(deltas, None, new) == [deltas]
     assert make_rounds(deltas, old, None) == [deltas]
@@ -162,12 +150,7 @@ def test_without_both_plans_everything_is_one_round() -> None:
 def test_a_route_flow_goes_in_the_round_of_its_group() -> None:
     """A metered route (best-effort meter of its primary's port) changes its flow with its group: both
     go in the group's round; a flow of no route (here the ACL's) in the first."""
-    state = live(fabric(DIAMOND))
-    old = compute_routes(state)
-    slow = link_between(state, 2, 4)
-    new = compute_routes(
-        state.apply(ev.LinkLatencyMeasured(((slow, 9000), (slow.reversed(), 9000)), 2.0)), previous=old
-    )
+    old, new = slowed_diamond()
     deltas = deltas_between(old, new)
     names = route_names("10.0.0.2")
     route_flow = FlowSpec(1, 100, (("eth_type", 0x0800), ("ipv4_dst", "10.0.0.2")), (("meter", 7),), names.cookie)
