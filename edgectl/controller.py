@@ -281,6 +281,7 @@ class Controller:
             drift_interval_s=self.config.drift_interval_s,
             on_drift=lambda _dpid, name, _drift: self.metrics.flow_drift.labels(name).inc(),
             on_routes_computed=self.metrics.route_compute_seconds.observe,
+            on_routes_applied=self.metrics.observe_route_apply,
             trust_domain=trust_domain,
             record_denial=self.denials.record,
         )

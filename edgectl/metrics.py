@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from placement.watch import PlacementStep
 
 ROUTE_COMPUTE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+ROUTE_APPLY_ROUND_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 GC_PASS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 MIGRATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -91,6 +92,18 @@ class ControllerMetrics:
             buckets=ROUTE_COMPUTE_BUCKETS,
             registry=self.registry,
         )
+        self.route_apply_seconds = Histogram(
+            "edgectl_route_apply_seconds",
+            "Time to send a model generation's route changes to the switches and have every switch confirm them",
+            buckets=ROUTE_COMPUTE_BUCKETS,
+            registry=self.registry,
+        )
+        self.route_apply_rounds = Histogram(
+            "edgectl_route_apply_rounds",
+            "Loop-free rounds a generation's route changes were sent in (each confirmed before the next)",
+            buckets=ROUTE_APPLY_ROUND_BUCKETS,
+            registry=self.registry,
+        )
         self.placement_requests = Counter(
             "edgectl_placement_requests",
             "Place, Migrate and Evict calls of the placement API, by outcome (ok, or the gRPC status of the refusal)",
@@ -137,6 +150,10 @@ class ControllerMetrics:
         self.sources = ScrapeSources()
         """What the scrape-time collector reads; the controller sets each part as it starts it."""
         self.registry.register(SnapshotCollector(self.sources))
+
+    def observe_route_apply(self, seconds: float, rounds: int) -> None:
+        self.route_apply_seconds.observe(seconds)
+        self.route_apply_rounds.observe(rounds)
 
     def observe_request(self, operation: str, outcome: str, rejected_by: str = "") -> None:
         """A placement API command answered (``placement.grpc_api``'s observer)."""

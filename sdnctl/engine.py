@@ -100,6 +100,9 @@ class AppliedChange:
 OnDrift = Callable[[SwitchId, str, Drift], None]
 """Called with the switch's dpid, its name and the drift found, before the heal is sent."""
 OnRoutesComputed = Callable[[float], None]
+"""Called with the seconds a new generation's routes and tables took to compute."""
+OnRoutesApplied = Callable[[float, int], None]
+"""Called with the seconds a generation's changes took to send and confirm, and the rounds they took."""
 """Called with the seconds a new model generation's routes and tables took to compute."""
 
 
@@ -119,6 +122,7 @@ class RouteEngine:
         drift_interval_s: float = 10.0,
         on_drift: OnDrift | None = None,
         on_routes_computed: OnRoutesComputed | None = None,
+        on_routes_applied: OnRoutesApplied | None = None,
         trust_domain: str = "edgectl.local",
         record_denial: RecordDenial | None = None,
     ) -> None:
@@ -138,6 +142,7 @@ class RouteEngine:
         self.drift_interval_s = drift_interval_s  # 0: no drift checks
         self._on_drift = on_drift
         self._on_routes_computed = on_routes_computed
+        self._on_routes_applied = on_routes_applied
         self._next_drift_check = time.monotonic() + drift_interval_s
         self._changes: deque[AppliedChange] = deque(maxlen=CHANGES_KEPT)
         self._changes_lock = threading.Lock()
@@ -481,15 +486,17 @@ class RouteEngine:
 
     def _send(
         self, deltas: dict[SwitchId, SwitchDelta], plans: tuple[RoutePlan | None, RoutePlan | None] = (None, None)
-    ) -> set[SwitchId]:
-        """Make-before-break on every switch at once; the switches that confirmed all of their delta.
+    ) -> tuple[set[SwitchId], int]:
+        """Make-before-break on every switch at once; the switches that confirmed all of their delta, and
+        the rounds the make phase took.
 
         ``plans`` (the routes before and after): primary next hops that move are changed in rounds, the
         switches nearest each destination first (``update_order``), so no packet meets a micro-loop."""
         # Make: everything new or changed, everywhere, round after round, each confirmed by barriers;
         # only then break. A switch that fails a round gets no later round.
         confirmed = set(deltas)
-        for part in make_rounds(deltas, *plans):
+        rounds = make_rounds(deltas, *plans)
+        for part in rounds:
             sent = {
                 dpid for dpid, delta in part.items() if dpid in confirmed and self.app.send_phase(dpid, delta, "make")
             }
@@ -497,7 +504,7 @@ class RouteEngine:
         breaking = {dpid for dpid in confirmed if deltas[dpid].breaks}
         broken = {dpid for dpid in breaking if self.app.send_phase(dpid, deltas[dpid], "break")}
         confirmed -= breaking - self.app.barriers(broken)
-        return confirmed
+        return confirmed, len(rounds)
 
     def _apply(
         self,
@@ -506,7 +513,10 @@ class RouteEngine:
         all_deltas: dict[SwitchId, SwitchDelta],
         plans: tuple[RoutePlan | None, RoutePlan | None] = (None, None),
     ) -> None:
-        confirmed = self._send(deltas, plans)
+        started = time.perf_counter()
+        confirmed, rounds = self._send(deltas, plans)
+        if deltas and self._on_routes_applied is not None:
+            self._on_routes_applied(time.perf_counter() - started, rounds)
         now = time.time()
         for dpid in all_deltas:
             status = self.status.setdefault(dpid, SwitchStatus())
@@ -586,7 +596,7 @@ class RouteEngine:
 
     def _heal(self, found: dict[SwitchId, Drift]) -> None:
         deltas = {dpid: drift.heal for dpid, drift in found.items()}
-        confirmed = self._send(deltas)
+        confirmed, _rounds = self._send(deltas)
         now = time.time()
         for dpid, delta in deltas.items():
             status = self.status.setdefault(dpid, SwitchStatus())

@@ -128,6 +128,7 @@ def populated_metrics() -> Populated:
     }
     metrics.sources.openflow_role_changes = lambda: {"master": 2, "slave": 1}
     metrics.route_compute_seconds.observe(0.004)
+    metrics.observe_route_apply(0.012, 3)
     metrics.observe_request("place", "ok")
     metrics.observe_request("place", "RESOURCE_EXHAUSTED", "ResourcesFit")
     hub = PlacementEvents(clock=iter([100.0, 100.2, 101.0, 101.1, 102.0]).__next__)

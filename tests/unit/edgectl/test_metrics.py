@@ -132,6 +132,9 @@ def test_a_rolled_back_migration_is_counted_as_such() -> None:
 def test_route_compute_time_and_config() -> None:
     registry = populated_metrics().metrics.registry
     assert registry.get_sample_value("edgectl_route_compute_seconds_count") == 1
+    assert registry.get_sample_value("edgectl_route_apply_seconds_sum") == pytest.approx(0.012)
+    assert registry.get_sample_value("edgectl_route_apply_rounds_bucket", {"le": "2.0"}) == 0
+    assert registry.get_sample_value("edgectl_route_apply_rounds_bucket", {"le": "4.0"}) == 1
     assert registry.get_sample_value("edgectl_config_info", {"revision": "3f2a", "source": "file fabric.yaml"}) == 1
     assert registry.get_sample_value("edgectl_config_load_error") == 0
     assert registry.get_sample_value("edgectl_config_last_applied_timestamp_seconds") == NOW

@@ -1,5 +1,6 @@
-"""What the route engine tells the metrics: the flows and groups each switch holds, and how long each
-new generation's routes took to compute (only real recomputations, not idle rounds)."""
+"""What the route engine tells the metrics: the flows and groups each switch holds, how long each new
+generation's routes took to compute (only real recomputations, not idle rounds), and how long its changes
+took to apply, in how many loop-free rounds."""
 
 from __future__ import annotations
 
@@ -63,3 +64,52 @@ def test_installed_counts_are_what_each_switch_holds_and_compute_times_one_per_g
     engine._converge()
     assert len(computed) == 2
     assert engine.installed_counts() == {dpid: (len(t.flows), len(t.groups)) for dpid, t in switches.tables.items()}
+
+
+class RecordingSwitches(FakeSwitches):
+    """FakeSwitches that keep the order of what was sent and barriered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[str, int, SwitchDelta | None]] = []
+
+    def send_phase(self, dpid: int, delta: SwitchDelta, phase: str) -> bool:
+        self.log.append((phase, dpid, delta))
+        return super().send_phase(dpid, delta, phase)
+
+    def barriers(self, dpids: Iterable[int]) -> set[int]:
+        confirmed = set(dpids)
+        self.log.extend(("barrier", dpid, None) for dpid in sorted(confirmed))
+        return confirmed
+
+
+def test_moving_primaries_are_applied_in_confirmed_rounds_and_reported(monkeypatch) -> None:
+    """b-c gets slow: towards u2 (on c), a moves from b to its direct link and b from c to a. b's new path
+    crosses a, so a's change is sent and barrier-confirmed before b's; the apply is reported with its
+    rounds."""
+    monkeypatch.setattr(engine_module, "SETTLE_QUIET_S", 0.0)
+    state: FabricState = live(fabric(FABRIC))
+    switches = RecordingSwitches()
+    applied: list[tuple[float, int]] = []
+    engine = RouteEngine(switches, lambda: state, on_routes_applied=lambda s, r: applied.append((s, r)))
+    engine._last_discovery -= 1
+    engine._converge()
+    engine._converge()
+    assert len(applied) == 1 and applied[0][1] == 1  # a first install: nothing moves
+    slow = link_between(state, 2, 3)
+    state = state.apply(ev.LinkLatencyMeasured(((slow, 9000), (slow.reversed(), 9000)), 2.0))
+    switches.log.clear()
+    engine._converge()
+    assert len(applied) == 2 and applied[1][1] >= 3 and applied[1][0] >= 0.0
+    group_of_u2 = 0x0A000002
+
+    def sent_u2_group(dpid: int) -> int:
+        return next(
+            i
+            for i, (phase, at, delta) in enumerate(switches.log)
+            if phase == "make" and at == dpid and delta and any(g.group_id == group_of_u2 for g in delta.modify_groups)
+        )
+
+    a_sent, b_sent = sent_u2_group(1), sent_u2_group(2)
+    assert a_sent < b_sent
+    assert ("barrier", 1, None) in switches.log[a_sent:b_sent], "a's change confirmed before b's is sent"
