@@ -45,17 +45,16 @@ def make_rounds(
         if not any(hops):
             continue
         groups: dict[int, list[GroupSpec]] = {}
-        for group, count in zip(delta.modify_groups, hops, strict=True):
-            groups.setdefault(count, []).append(group)
+        for group, hop in zip(delta.modify_groups, hops, strict=True):
+            groups.setdefault(hop, []).append(group)
         added: dict[int, list[FlowSpec]] = {}
         modified: dict[int, list[FlowSpec]] = {}
         if delta.add_flows or delta.modify_flows:
-            rounds = dict(zip((group.group_id for group in delta.modify_groups), hops, strict=True))
+            rounds: dict[int | None, int] = dict(zip((g.group_id for g in delta.modify_groups), hops, strict=True))
             group_of_cookie = _destinations(new)[1]
             for flows, by_round in ((delta.add_flows, added), (delta.modify_flows, modified)):
                 for flow in flows:
-                    group_id = group_of_cookie.get(flow.cookie)
-                    by_round.setdefault(rounds.get(group_id, 0) if group_id is not None else 0, []).append(flow)
+                    by_round.setdefault(rounds.get(group_of_cookie.get(flow.cookie), 0), []).append(flow)
         first[dpid] = replace(
             delta,
             delete_flows=(),
@@ -65,13 +64,13 @@ def make_rounds(
             add_flows=tuple(added.pop(0, ())),
             modify_flows=tuple(modified.pop(0, ())),
         )
-        for count in groups.keys() | added.keys() | modified.keys():
-            later.setdefault(count, {})[dpid] = SwitchDelta(
-                modify_groups=tuple(groups.get(count, ())),
-                add_flows=tuple(added.get(count, ())),
-                modify_flows=tuple(modified.get(count, ())),
+        for hop in groups.keys() | added.keys() | modified.keys():
+            later.setdefault(hop, {})[dpid] = SwitchDelta(
+                modify_groups=tuple(groups.get(hop, ())),
+                add_flows=tuple(added.get(hop, ())),
+                modify_flows=tuple(modified.get(hop, ())),
             )
-    return [first, *(later[count] for count in sorted(later))]
+    return [first, *(later[hop] for hop in sorted(later))]
 
 
 def _hops_of_moved(movers: list[tuple[SwitchId, SwitchDelta]], old: RoutePlan, new: RoutePlan) -> list[list[int]]:
