@@ -13,8 +13,8 @@ goes down.
 - ours: what the controller does on LinkWentDown: ``compute_routes`` (all pairs, primaries and loop-free
   alternates), ``changed_entries`` against the previous plan, ``recompile`` of the entries that
   moved, ``diff_switch`` for every touched switch (the FlowMods and GroupMods to send), and
-  ``make_rounds``: the loop-free order they are sent in (primaries that move, nearest the destination
-  first).
+  ``make_rounds``: the loop-free order they are sent in (a moving primary after the moving primaries
+  on its new path).
 
 Both are repeated (median and p95 reported); a benchmark, not a test: nothing asserts on time.
 Prints a table, then one JSON object of figures as the last line.

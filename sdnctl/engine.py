@@ -100,10 +100,9 @@ class AppliedChange:
 OnDrift = Callable[[SwitchId, str, Drift], None]
 """Called with the switch's dpid, its name and the drift found, before the heal is sent."""
 OnRoutesComputed = Callable[[float], None]
-"""Called with the seconds a new generation's routes and tables took to compute."""
+"""Called with the seconds a new model generation's routes and tables took to compute."""
 OnRoutesApplied = Callable[[float, int], None]
 """Called with the seconds a generation's changes took to send and confirm, and the rounds they took."""
-"""Called with the seconds a new model generation's routes and tables took to compute."""
 
 
 class RecordDenial(Protocol):
@@ -490,8 +489,8 @@ class RouteEngine:
         """Make-before-break on every switch at once; the switches that confirmed all of their delta, and
         the rounds the make phase took.
 
-        ``plans`` (the routes before and after): primary next hops that move are changed in rounds, the
-        switches nearest each destination first (``update_order``), so no packet meets a micro-loop."""
+        ``plans`` (the routes before and after): primary next hops that move are changed in rounds, each
+        after the moving next hops on its new path (``update_order``), so no packet meets a micro-loop."""
         # Make: everything new or changed, everywhere, round after round, each confirmed by barriers;
         # only then break. A switch that fails a round gets no later round.
         confirmed = set(deltas)

@@ -157,11 +157,6 @@ def _addresses(ip_text: str) -> Addresses:
     return Addresses(cookie=COOKIE_ROUTE | ip, arp_cookie=COOKIE_ARP | ip, group_id=group_id)
 
 
-def route_names(ip: str) -> Addresses:
-    """The route cookie, ARP cookie and group id of an endpoint's entry, from its address."""
-    return _addresses(ip)
-
-
 def base_flows() -> frozenset[FlowSpec]:
     """LLDP to the controller first of all (discovery, loop probes: untouched by any policy), then
     everything else on to the forwarding table, where any ARP no route takes goes to the controller."""

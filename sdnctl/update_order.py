@@ -25,7 +25,7 @@ from dataclasses import replace
 import numpy as np
 
 from netmodel.ids import SwitchId
-from sdnctl.flows import FlowSpec, GroupSpec, SwitchDelta, route_names
+from sdnctl.flows import FlowSpec, GroupSpec, SwitchDelta, addresses_of
 from sdnctl.pathing import NO_LINK, RoutePlan
 
 
@@ -108,9 +108,9 @@ def _rounds_of_moved(movers: list[tuple[SwitchId, SwitchDelta]], old: RoutePlan,
             dtype=bool,
             count=len(s),
         )
-    entries = [(i, j) for i, j, m in zip(s.tolist(), d.tolist(), moved.tolist(), strict=True) if m]
-    rounds = _moved_downstream(new, entries)
-    flat = [rounds.get((i, j), 0) if m else 0 for i, j, m in zip(s.tolist(), d.tolist(), moved.tolist(), strict=True)]
+    items = list(zip(s.tolist(), d.tolist(), moved.tolist(), strict=True))
+    rounds = _moved_downstream(new, [(i, j) for i, j, m in items if m])
+    flat = [rounds[(i, j)] if m else 0 for i, j, m in items]
     out = []
     at = 0
     for count in counts:
@@ -170,7 +170,7 @@ def _destinations(plan: RoutePlan) -> tuple[dict[int, int], dict[int, int]]:
         switch = plan.index.get(endpoint.attachment.switch)
         if switch is None:
             continue
-        names = route_names(endpoint.ip)
+        names = addresses_of(endpoint)
         dst_of_group[names.group_id] = switch
         group_of_cookie[names.cookie] = names.group_id
         group_of_cookie[names.arp_cookie] = names.group_id

@@ -13,7 +13,7 @@ from sdnctl_helpers import RandomFabric, fabric, link_between, link_step, live, 
 
 from netmodel import events as ev
 from netmodel.ids import SwitchId
-from sdnctl.flows import FlowSpec, SwitchDelta, compile_all, recompile_switches, route_names
+from sdnctl.flows import FlowSpec, SwitchDelta, addresses_of, compile_all, recompile_switches
 from sdnctl.pathing import NO_LINK, RoutePlan, changed_entries, compute_routes
 from sdnctl.update_order import make_rounds
 
@@ -49,7 +49,7 @@ def loops(old: RoutePlan, new: RoutePlan, updated: set[tuple[SwitchId, SwitchId]
 
 def entries_of(plan: RoutePlan, part: dict[SwitchId, SwitchDelta]) -> set[tuple[SwitchId, SwitchId]]:
     """The (switch, destination switch) entries whose group a round modifies."""
-    dst_of = {route_names(e.ip).group_id: e.attachment.switch for e in plan.endpoints.values()}
+    dst_of = {addresses_of(e).group_id: e.attachment.switch for e in plan.endpoints.values()}
     return {(dpid, dst_of[g.group_id]) for dpid, delta in part.items() for g in delta.modify_groups}
 
 
@@ -152,7 +152,7 @@ def test_a_route_flow_goes_in_the_round_of_its_group() -> None:
     go in the group's round; a flow of no route (here the ACL's) in the first."""
     old, new = slowed_diamond()
     deltas = deltas_between(old, new)
-    names = route_names("10.0.0.2")
+    names = addresses_of(new.endpoints["h2"])
     route_flow = FlowSpec(1, 100, (("eth_type", 0x0800), ("ipv4_dst", "10.0.0.2")), (("meter", 7),), names.cookie)
     acl_flow = FlowSpec(0, 300, (("eth_type", 0x0800),), (), 0xEC03_0000_0000_0001)
     deltas[2] = replace(deltas[2], modify_flows=(route_flow,), add_flows=(acl_flow,))
