@@ -108,9 +108,7 @@ def _rounds_of_moved(movers: list[tuple[SwitchId, SwitchDelta]], old: RoutePlan,
             dtype=bool,
             count=len(s),
         )
-    items = list(zip(s.tolist(), d.tolist(), moved.tolist(), strict=True))
-    rounds = _moved_downstream(new, [(i, j) for i, j, m in items if m])
-    flat = [rounds[(i, j)] if m else 0 for i, j, m in items]
+    flat = _moved_downstream(new, s, d, moved).tolist()
     out = []
     at = 0
     for count in counts:
@@ -119,10 +117,25 @@ def _rounds_of_moved(movers: list[tuple[SwitchId, SwitchDelta]], old: RoutePlan,
     return out
 
 
-def _moved_downstream(plan: RoutePlan, moved: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    """For each moved (switch, destination) entry (indexes into ``plan``): how many moved entries its
-    primary path in ``plan`` crosses after it. Per destination, each switch's count is walked once: a
-    walk stops where a count is known."""
+# Below this many moved entries a walk in Python, sharing each switch's count among the paths through it,
+# beats numpy's per-call cost of stepping every path a hop at a time (measured: 24 moved entries, walk 29
+# us, steps 47 us; 118: 215 / 183 us; 1,502 at 500 switches: 2.2 / 0.56 ms; 6,521: 11.6 / 2.5 ms).
+WALK_IN_PYTHON_BELOW = 64
+
+
+def _moved_downstream(plan: RoutePlan, s: np.ndarray, d: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """For each (switch ``s``, destination ``d``) entry (indexes into ``plan``) that ``moved``: how many
+    moved entries its primary path in ``plan`` crosses after it; 0 for the others."""
+    if int(moved.sum()) < WALK_IN_PYTHON_BELOW:
+        items = list(zip(s.tolist(), d.tolist(), moved.tolist(), strict=True))
+        counts = _walk_each(plan, [(i, j) for i, j, m in items if m])
+        return np.fromiter((counts[(i, j)] if m else 0 for i, j, m in items), dtype=np.int64, count=len(items))
+    return _step_all(plan, s, d, moved)
+
+
+def _walk_each(plan: RoutePlan, moved: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """``_moved_downstream`` for few entries: per destination, each switch's count is walked once (a
+    walk stops where a count is known)."""
     n = len(plan.switches)
     item = plan.primary.reshape(-1).item
     link_dst = [plan.index[link.dst] for link in plan.links]
@@ -153,6 +166,36 @@ def _moved_downstream(plan: RoutePlan, moved: list[tuple[int, int]]) -> dict[tup
                 tail += switch in moved_here
         for start in starts:
             out[(start, d)] = after[start]
+    return out
+
+
+def _step_all(plan: RoutePlan, s: np.ndarray, d: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """``_moved_downstream`` for many entries: every moved entry's path stepped a hop at a time, all at
+    once, counting the moved entries it lands on, until each reaches its destination."""
+    n = len(plan.switches)
+    structure = plan._structure
+    if structure is not None and structure.links is plan.links:
+        link_dst = structure.padded_dst  # NO_LINK (-1) indexes its padding: replaced below
+    else:
+        link_dst = np.array([*(plan.index[link.dst] for link in plan.links), 0], dtype=np.int64)
+    primary = plan.primary.reshape(-1)
+    out = np.zeros(len(s), dtype=np.int64)
+    rows = np.flatnonzero(moved)
+    at, dst = s[rows], d[rows]
+    is_moved = np.zeros(n * n, dtype=bool)
+    is_moved[at * n + dst] = True
+    crossed = np.zeros(len(rows), dtype=np.int64)
+    for _ in range(n):  # primaries never loop (routing distances fall along them): a bound only
+        link = primary[at * n + dst]
+        at = np.where(link == NO_LINK, dst, link_dst[link])
+        crossed += is_moved[at * n + dst]  # a destination's own entry never moves
+        arrived = at == dst
+        if arrived.any():
+            out[rows[arrived]] = crossed[arrived]
+            going = ~arrived
+            rows, at, dst, crossed = rows[going], at[going], dst[going], crossed[going]
+            if not len(rows):
+                break
     return out
 
 
