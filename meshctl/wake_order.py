@@ -2,11 +2,13 @@
 
 A change every sidecar gets (one endpoint of a service everyone calls) wakes 1,000 streams; a
 migration's change concerns a few callers. Woken in arrival order, a stream that needs the second
-change waits behind the whole fan-out of the first. Here each change's wake-ups are a batch, and the
-batches are served round robin, ``chunk`` streams at a time: a later, small change is served after at
-most one chunk of each batch ahead of it, not after all of them. A stream woken again while it waits
-moves to the newest batch (it will be served the newest snapshot anyway, and it needs the newer
-change); it is never queued twice.
+change waits behind the whole fan-out of the first. Here each change's wake-ups are a batch, served
+``chunk`` streams at a time: a new batch's first chunk goes next, then the batches take turns (round
+robin). So a later, small change is served at the next turn, not after the fan-out ahead of it (nor
+after one chunk of it: that was 13-24 ms instead of 28-34 for an Envoy's own change during a
+1,000-stream fan-out, ``benchmarks/xds_fanout.py``), and changes that keep coming delay a fan-out
+by a chunk each, never stop it. A stream woken again while it waits moves to the newest batch (it
+will be served the newest snapshot anyway, and it needs the newer change); it is never queued twice.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class FairWakeQueue(Generic[T]):
             self._batch_of[item] = batch_id  # a stream waiting in an older batch moves here
             batch.append(item)
         if batch and not joining:
-            self._batches.append((batch_id, batch))
+            self._batches.appendleft((batch_id, batch))  # its first chunk next: then its turn in the round
             self._newest = (change, batch_id, batch) if change is not None else None
 
     def next_chunk(self) -> list[T]:
