@@ -600,12 +600,14 @@ def diff_switch(current: SwitchConfig, desired: SwitchConfig) -> SwitchDelta:
         add_meters=add_meters,
         modify_meters=modify_meters,
         delete_meters=delete_meters,
-        add_groups=tuple(sorted(g for gid, g in new_groups.items() if gid not in cur_groups)),
-        modify_groups=tuple(sorted(g for gid, g in new_groups.items() if gid in cur_groups)),
-        add_flows=tuple(sorted(f for k, f in new_flows.items() if _replaces(cur_flows.get(k), f))),
-        modify_flows=tuple(sorted(f for k, f in new_flows.items() if not _replaces(cur_flows.get(k), f))),
-        delete_flows=tuple(sorted(f for k, f in cur_flows.items() if k not in new_flows)),
-        delete_groups=tuple(sorted(g for gid, g in cur_groups.items() if gid not in new_groups)),
+        add_groups=tuple(sorted((g for gid, g in new_groups.items() if gid not in cur_groups), key=_GROUP_ORDER)),
+        modify_groups=tuple(sorted((g for gid, g in new_groups.items() if gid in cur_groups), key=_GROUP_ORDER)),
+        add_flows=tuple(sorted((f for k, f in new_flows.items() if _replaces(cur_flows.get(k), f)), key=_FLOW_ORDER)),
+        modify_flows=tuple(
+            sorted((f for k, f in new_flows.items() if not _replaces(cur_flows.get(k), f)), key=_FLOW_ORDER)
+        ),
+        delete_flows=tuple(sorted((f for k, f in cur_flows.items() if k not in new_flows), key=_FLOW_ORDER)),
+        delete_groups=tuple(sorted((g for gid, g in cur_groups.items() if gid not in new_groups), key=_GROUP_ORDER)),
     )
 
 
