@@ -41,7 +41,7 @@ import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from operator import is_
 
 from netmodel.authorization import host_identity, service_policy
@@ -147,23 +147,76 @@ class AclBasis:
     sources: tuple[object, ...] = ()
 
 
+LabelKey = tuple[SwitchId, tuple[int, int, tuple[MatchField, ...]]]
+"""A drop flow's place: its switch and its key (table, priority, match)."""
+
+
 @dataclass(frozen=True, eq=False)
 class AclTables:
     """Per switch, its ACL entries (``acl:<port>``: the guard; ``acl:<port>:<address>:<tcp port>``:
-    one policy drop) -> flows, what each drop flow's counter means, and what they were compiled from."""
+    one policy drop) -> flows, and what they were compiled from; ``labels`` says what each drop flow's
+    counter means."""
 
     entries: Mapping[SwitchId, Mapping[str, Entry]]
-    labels: Mapping[tuple[SwitchId, tuple[int, int, tuple[MatchField, ...]]], DropLabel]
     basis: AclBasis | None = None
 
     def flows(self, switch: SwitchId) -> list[FlowSpec]:
         return sorted(f for flows, _ in self.entries.get(switch, {}).values() for f in flows)
 
+    @cached_property
+    def labels(self) -> Mapping[LabelKey, DropLabel]:
+        """(switch, flow key) -> what the drop flow's packets mean, for every drop flow of the tables."""
+        return DropLabels(self.entries, self.basis)
 
-EMPTY = AclTables({}, {})
+
+class DropLabels(Mapping[LabelKey, DropLabel]):
+    """The drop flows' labels, made when asked for from the flow's match and the basis: held beside
+    every flow they cost ~300 bytes a flow (a label, its detail text, a key tuple and a dict slot), a
+    third of the ACL's memory, for the few flows whose counters ever move."""
+
+    def __init__(self, entries: Mapping[SwitchId, Mapping[str, Entry]], basis: AclBasis | None) -> None:
+        self._entries = entries
+        self._basis = basis
+
+    def __getitem__(self, item: LabelKey) -> DropLabel:
+        dpid, (table, priority, match) = item
+        basis = self._basis
+        if basis is None or table != TABLE_ACL or priority not in (PRIORITY_DENY, PRIORITY_GUARD_DROP):
+            raise KeyError(item)
+        fields = dict(match)
+        port = fields.get("in_port")
+        context = basis.ports.get((dpid, PortNo(port))) if isinstance(port, int) else None
+        if context is None or not isinstance(port, int):
+            raise KeyError(item)
+        switch_entries = self._entries.get(dpid, {})
+        if priority == PRIORITY_DENY:
+            ip, tcp_port = fields.get("ipv4_dst"), fields.get("tcp_dst")
+            target = basis.targets.get((ip, tcp_port)) if isinstance(ip, str) and isinstance(tcp_port, int) else None
+            entry = switch_entries.get(deny_key(port, target.ip, target.port)) if target is not None else None
+            if target is None or entry is None or entry[0][0].match != match:
+                raise KeyError(item)
+            return _deny_label(port, context, target)
+        entry = switch_entries.get(guard_key(port))
+        if entry is None or not any(f.priority == priority and f.match == match for f in entry[0]):
+            raise KeyError(item)
+        return _spoof_label(port, context)
+
+    def __iter__(self) -> Iterator[LabelKey]:
+        if self._basis is None:
+            return
+        for dpid, entries in self._entries.items():
+            for flows, _ in entries.values():
+                for flow in flows:
+                    if flow.table == TABLE_ACL and flow.priority in (PRIORITY_DENY, PRIORITY_GUARD_DROP):
+                        yield dpid, flow.key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+EMPTY = AclTables({})
 AclChanges = Mapping[SwitchId, Mapping[str, Entry | None]]
 """Per switch, the ACL entries that changed (None: removed), as ``replace_entries`` takes them."""
-LabelKey = tuple[SwitchId, tuple[int, int, tuple[MatchField, ...]]]
 
 
 def acl_inputs(state: FabricState) -> tuple[object, ...]:
@@ -288,27 +341,16 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _put(
-    dpid: SwitchId, switch_entries: dict[str, Entry], labels: dict[LabelKey, DropLabel], key: str, flows: Labelled
-) -> Entry:
-    entry: Entry = (tuple(sorted(flow for flow, _ in flows)), None)
-    switch_entries[key] = entry
-    for flow, label in flows:
-        if label is not None:
-            labels[(dpid, flow.key)] = label
-    return entry
-
-
 def _port_entries(
     port: int, context: PortContext, instances: Iterable[Target], basis: AclBasis
-) -> Iterator[tuple[str, Labelled]]:
+) -> Iterator[tuple[str, Entry]]:
     guard = _guard(port, context)
     if guard:
-        yield guard_key(port), guard
+        yield guard_key(port), (guard, None)
     for target in instances:
         deny = _deny(port, context, target, basis.admitted)
         if deny is not None:
-            yield deny_key(port, target.ip, target.port), [deny]
+            yield deny_key(port, target.ip, target.port), ((deny,), None)
 
 
 def compile_acl_incremental(previous: AclTables, state: FabricState, trust_domain: str) -> tuple[AclTables, AclChanges]:
@@ -338,7 +380,6 @@ def _apply_changed_inputs(previous: AclTables, old: AclBasis, new: AclBasis) -> 
     changed_ports = {p for p in old.ports.keys() | new.ports.keys() if old.ports.get(p) != new.ports.get(p)}
     entries: dict[SwitchId, Mapping[str, Entry]] = dict(previous.entries)
     copied: dict[SwitchId, dict[str, Entry]] = {}
-    labels = dict(previous.labels)
     changes: dict[SwitchId, dict[str, Entry | None]] = {}
 
     def switch_entries(dpid: SwitchId) -> dict[str, Entry]:
@@ -348,23 +389,14 @@ def _apply_changed_inputs(previous: AclTables, old: AclBasis, new: AclBasis) -> 
         return copied[dpid]
 
     def remove(dpid: SwitchId, key: str) -> None:
-        mine = switch_entries(dpid)
-        gone = mine.pop(key, None)
-        if gone is None:
-            return
-        for flow in gone[0]:
-            labels.pop((dpid, flow.key), None)
-        changes.setdefault(dpid, {})[key] = None
+        if switch_entries(dpid).pop(key, None) is not None:
+            changes.setdefault(dpid, {})[key] = None
 
-    def put(dpid: SwitchId, key: str, flows: Labelled) -> None:
+    def put(dpid: SwitchId, key: str, entry: Entry) -> None:
         mine = switch_entries(dpid)
-        before = mine.get(key)
-        if before is not None:
-            for flow in before[0]:
-                labels.pop((dpid, flow.key), None)
-        entry = _put(dpid, mine, labels, key, flows)
-        if entry != before:
+        if mine.get(key) != entry:
             changes.setdefault(dpid, {})[key] = entry
+        mine[key] = entry
 
     for dpid, port in sorted(changed_ports):
         context = new.ports.get((dpid, port))
@@ -373,8 +405,8 @@ def _apply_changed_inputs(previous: AclTables, old: AclBasis, new: AclBasis) -> 
             for key in [guard_key(port), *(deny_key(port, ip, tcp_port) for ip, tcp_port in old.targets)]:
                 if key not in port_entries:
                     remove(dpid, key)
-        for key, flows in port_entries.items():
-            put(dpid, key, flows)
+        for key, entry in port_entries.items():
+            put(dpid, key, entry)
     for (dpid, port), context in new.ports.items():
         if (dpid, port) in changed_ports:
             continue
@@ -382,10 +414,10 @@ def _apply_changed_inputs(previous: AclTables, old: AclBasis, new: AclBasis) -> 
             target = new.targets.get((ip, tcp_port))
             deny = _deny(port, context, target, new.admitted) if target is not None else None
             if deny is not None:
-                put(dpid, deny_key(port, ip, tcp_port), [deny])
+                put(dpid, deny_key(port, ip, tcp_port), ((deny,), None))
             else:
                 remove(dpid, deny_key(port, ip, tcp_port))
-    tables = AclTables({dpid: e for dpid, e in entries.items() if e}, labels, new)
+    tables = AclTables({dpid: e for dpid, e in entries.items() if e}, new)
     return tables, changes
 
 
@@ -396,30 +428,22 @@ def _target_inputs(basis: AclBasis, key: tuple[str, int]) -> tuple[Target, froze
 
 def _compile_from(basis: AclBasis) -> AclTables:
     entries: dict[SwitchId, dict[str, Entry]] = {}
-    labels: dict[LabelKey, DropLabel] = {}
     instances = list(basis.targets.values())
     with _collector_paused():
-        _compile_ports(basis, instances, entries, labels)
-    return AclTables({dpid: e for dpid, e in entries.items() if e}, labels, basis)
+        _compile_ports(basis, instances, entries)
+    return AclTables({dpid: e for dpid, e in entries.items() if e}, basis)
 
 
-def _compile_ports(
-    basis: AclBasis,
-    instances: list[Target],
-    entries: dict[SwitchId, dict[str, Entry]],
-    labels: dict[LabelKey, DropLabel],
-) -> None:
+def _compile_ports(basis: AclBasis, instances: list[Target], entries: dict[SwitchId, dict[str, Entry]]) -> None:
     for (dpid, port), context in basis.ports.items():
         switch_entries = entries.setdefault(dpid, {})
         guard = _guard(port, context)
         if guard:
-            _put(dpid, switch_entries, labels, guard_key(port), guard)
+            switch_entries[guard_key(port)] = (guard, None)
         for target in instances:  # the bulk of the flows: inlined, one tuple per entry
             deny = _deny(port, context, target, basis.admitted)
             if deny is not None:
-                flow, label = deny
-                switch_entries[deny_key(port, target.ip, target.port)] = ((flow,), None)
-                labels[(dpid, flow.key)] = label
+                switch_entries[deny_key(port, target.ip, target.port)] = ((deny,), None)
 
 
 def _full_changes(previous: AclTables, tables: AclTables) -> tuple[AclTables, AclChanges]:
@@ -437,50 +461,67 @@ def _match(*pairs: MatchField) -> tuple[MatchField, ...]:
     return tuple(sorted(pairs))
 
 
+ETH_IPV4 = ("eth_type", ETH_TYPE_IPV4)
+ETH_ARP = ("eth_type", ETH_TYPE_ARP)
+PROTO_TCP = ("ip_proto", IP_PROTO_TCP)
+
+
+@lru_cache(maxsize=1 << 16)
+def _field(name: str, value: str | int) -> MatchField:
+    """One match field, shared by every flow that matches it: a policy drop's seven fields are the same
+    few ports and addresses over and over, and each pair held once per flow was ~280 bytes a flow."""
+    return (name, value)
+
+
 def _tcp_to(port: int, target: Target, *source: MatchField) -> tuple[MatchField, ...]:
     return _match(
-        ("eth_type", ETH_TYPE_IPV4),
-        ("in_port", port),
-        ("ip_proto", IP_PROTO_TCP),
-        ("ipv4_dst", target.ip),
-        ("tcp_dst", target.port),
+        ETH_IPV4,
+        _field("in_port", port),
+        PROTO_TCP,
+        _field("ipv4_dst", target.ip),
+        _field("tcp_dst", target.port),
         TCP_FLAGS_SYN_ONLY,
         *source,
     )
 
 
-Labelled = list[tuple[FlowSpec, DropLabel | None]]
-
-
-def _guard(port: int, context: PortContext) -> Labelled:
+def _guard(port: int, context: PortContext) -> tuple[FlowSpec, ...]:
     """The port's source guard: its own address (and MAC) go on, any other is dropped. A port without
     a declared endpoint has none (see the module's doc)."""
     owner = context.owner
     if owner is None:
-        return []
+        return ()
     mac = (("eth_src", owner.mac),) if owner.mac else ()
     arp_mac = (("arp_sha", owner.mac), *mac) if owner.mac else ()
-    sources = f"{owner.ip}/{owner.mac}" if owner.mac else owner.ip
-    spoof = DropLabel("spoof", context.switch, port, owner.identity, detail=f"not {sources}")
     ip = owner.ip
     passing, guard = acl_cookie(KIND_PASS, ip), acl_cookie(KIND_GUARD, ip)
-    ip_in = (("eth_type", ETH_TYPE_IPV4), ("in_port", port))
-    arp_in = (("eth_type", ETH_TYPE_ARP), ("in_port", port))
-    # The pass flows carry no label (their counters are not read); the entry holds them all.
-    return [
-        (FlowSpec(TABLE_ACL, PRIORITY_GUARD_PASS, _match(*ip_in, ("ipv4_src", ip), *mac), GOTO_FORWARD, passing), None),
-        (
-            FlowSpec(TABLE_ACL, PRIORITY_GUARD_PASS, _match(*arp_in, ("arp_spa", ip), *arp_mac), GOTO_FORWARD, passing),
-            None,
-        ),
-        (FlowSpec(TABLE_ACL, PRIORITY_GUARD_DROP, _match(*ip_in), DROP, guard), spoof),
-        (FlowSpec(TABLE_ACL, PRIORITY_GUARD_DROP, _match(*arp_in), DROP, guard), spoof),
-    ]
+    ip_in = (ETH_IPV4, _field("in_port", port))
+    arp_in = (ETH_ARP, _field("in_port", port))
+    return tuple(
+        sorted(
+            (
+                FlowSpec(TABLE_ACL, PRIORITY_GUARD_PASS, _match(*ip_in, ("ipv4_src", ip), *mac), GOTO_FORWARD, passing),
+                FlowSpec(
+                    TABLE_ACL, PRIORITY_GUARD_PASS, _match(*arp_in, ("arp_spa", ip), *arp_mac), GOTO_FORWARD, passing
+                ),
+                FlowSpec(TABLE_ACL, PRIORITY_GUARD_DROP, _match(*ip_in), DROP, guard),
+                FlowSpec(TABLE_ACL, PRIORITY_GUARD_DROP, _match(*arp_in), DROP, guard),
+            )
+        )
+    )
+
+
+def _spoof_label(port: int, context: PortContext) -> DropLabel:
+    """What the guard's drops at ``port`` mean (the pass flows have none: their counters are not read)."""
+    owner = context.owner
+    assert owner is not None  # (only a port with an owner has a guard)
+    sources = f"{owner.ip}/{owner.mac}" if owner.mac else owner.ip
+    return DropLabel("spoof", context.switch, port, owner.identity, detail=f"not {sources}")
 
 
 def _deny(
     port: int, context: PortContext, target: Target, admitted: Mapping[str, frozenset[str] | None]
-) -> tuple[FlowSpec, DropLabel] | None:
+) -> FlowSpec | None:
     """The drop of connection attempts from the port to ``target``, or None when its caller may call it."""
     allowed = admitted.get(target.service)
     if allowed is None:
@@ -488,11 +529,15 @@ def _deny(
     owner = context.owner
     if owner is not None and (target.ip == owner.ip or owner.ip in allowed):
         return None
-    source = (("ipv4_src", owner.ip),) if owner is not None else ()
+    source = (_field("ipv4_src", owner.ip),) if owner is not None else ()
     cookie = acl_cookie(KIND_DENY, owner.ip if owner is not None else None)
-    flow = FlowSpec(TABLE_ACL, PRIORITY_DENY, _tcp_to(port, target, *source), DROP, cookie)
+    return FlowSpec(TABLE_ACL, PRIORITY_DENY, _tcp_to(port, target, *source), DROP, cookie)
+
+
+def _deny_label(port: int, context: PortContext, target: Target) -> DropLabel:
+    """What the policy drop of ``port`` to ``target`` means."""
     detail = f"{context.switch} port {port} -> {target.ip}:{target.port}"
-    return flow, DropLabel("deny", context.switch, port, context.caller, target.service, detail)
+    return DropLabel("deny", context.switch, port, context.caller, target.service, detail)
 
 
 def is_acl_key(key: str) -> bool:

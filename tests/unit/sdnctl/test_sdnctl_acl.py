@@ -19,6 +19,7 @@ from sdnctl.acl import (
     COOKIE_ACL,
     KIND_DENY,
     KIND_GUARD,
+    PRIORITY_DENY,
     acl_cookie,
     compile_acl,
     cookie_kind,
@@ -215,6 +216,36 @@ def test_a_port_without_a_declared_endpoint_reaches_no_service_whatever_source_i
     assert labels[(A, deny.key)].caller == "10.0.0.66" and labels[(A, deny.key)].service == "web"
     # No flow per (port, declared address): such a guard would grow as ports x endpoints on every switch.
     assert all(f.cookie != acl_cookie(KIND_GUARD, "10.0.0.10") for f in flows)
+
+
+def test_every_drop_flow_is_labelled_and_only_drop_flows_of_the_tables() -> None:
+    """Labels are made when asked for, from the flow's match: each drop flow (policy or guard) has the
+    label its port and target say; a pass flow, a route, a flow the tables do not hold has none."""
+    state = world()
+    tables = compile_acl(state, TD)
+    drops = [(s, f) for s in (A, B) for f in tables.flows(s) if f.actions == ()]
+    assert drops and sorted(tables.labels) == sorted((s, f.key) for s, f in drops)
+    assert len(tables.labels) == len(drops)
+    for switch, flow in drops:
+        label = tables.labels[(switch, flow.key)]
+        match = dict(flow.match)
+        assert (label.switch, label.port) == (state.topology.switches[switch].name, match["in_port"])
+        if "tcp_dst" in match:
+            assert label.kind == "deny"
+            assert label.detail.endswith(f"-> {match['ipv4_dst']}:{match['tcp_dst']}")
+            assert label.service == {8080: "web", 9090: "api"}[match["tcp_dst"]]
+        else:
+            assert label.kind == "spoof" and label.caller.startswith(f"spiffe://{TD}/")
+    passing = next(f for f in tables.flows(A) if f.actions == (("goto", TABLE_FORWARD),))
+    assert tables.labels.get((A, passing.key)) is None
+    deny = next(f for s, f in drops if s == A and f.priority == PRIORITY_DENY)
+    assert tables.labels.get((B, deny.key)) is None, "the same flow on another switch"
+    elsewhere = replace(deny, match=tuple(p if p[0] != "tcp_dst" else ("tcp_dst", 1) for p in deny.match))
+    assert tables.labels.get((A, elsewhere.key)) is None, "a drop the tables do not hold"
+    # The caller admitted now: its drops are gone, and so are their labels.
+    admitted = compile_acl(allow(state, "web", AllowRule(host=HostId("u1")), AllowRule(host=HostId("u2"))), TD)
+    gone = [(s, f.key) for s, f in drops if (s, f) not in {(t, g) for t in (A, B) for g in admitted.flows(t)}]
+    assert gone and all(admitted.labels.get(key) is None for key in gone)
 
 
 # -- the engine ---------------------------------------------------------------------------------------
