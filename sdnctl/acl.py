@@ -319,7 +319,10 @@ def guard_key(port: int) -> str:
     return f"{ENTRY_PREFIX}{port}"
 
 
+@lru_cache(maxsize=1 << 17)
 def deny_key(port: int, target_ip: str, target_port: int) -> str:
+    # Cached: the same port number denied the same instance on many switches holds one string, not one
+    # per switch (~70 bytes a policy drop).
     return f"{ENTRY_PREFIX}{port}:{target_ip}:{target_port}"
 
 
