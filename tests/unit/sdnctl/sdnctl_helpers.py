@@ -185,6 +185,14 @@ def random_fabrics(draw: st.DrawFn, min_switches: int = 2, max_switches: int = 8
     return RandomFabric(spec, tuple(asymmetric))
 
 
+def link_actions(max_size: int) -> st.SearchStrategy[list[tuple[str, int, int]]]:
+    """Sequences of ``link_step`` actions: a cable down, up, or measured at a new latency (us)."""
+    step = st.tuples(
+        st.sampled_from(["down", "up", "latency"]), st.integers(0, 1000), st.sampled_from([0, 5, 900, 30000])
+    )
+    return st.lists(step, min_size=1, max_size=max_size)
+
+
 def link_step(state: FabricState, action: tuple[str, int, int], *, both_ways: bool = False) -> FabricState:
     """``state`` after ``action``: (``down`` | ``up`` | ``latency``, which cable, its new latency in us),
     the latency measured on one direction of the cable or, ``both_ways``, on both."""

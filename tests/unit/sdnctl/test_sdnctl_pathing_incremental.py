@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sdnctl_helpers import RandomFabric, cables_of, link_step, random_fabrics
+from sdnctl_helpers import RandomFabric, cables_of, link_actions, link_step, random_fabrics
 
 from netmodel import events as ev
 from netmodel.ids import HostId, SwitchId
@@ -52,11 +52,7 @@ def changes_by_comparison(old: RoutePlan, new: RoutePlan) -> list[tuple[SwitchId
     return [(new.switches[r], new.switches[c]) for r, c in zip(rows.tolist(), cols.tolist(), strict=True)]
 
 
-ACTIONS = st.lists(
-    st.tuples(st.sampled_from(["down", "up", "latency"]), st.integers(0, 1000), st.sampled_from([0, 5, 900, 30000])),
-    min_size=1,
-    max_size=6,
-)
+ACTIONS = link_actions(max_size=6)
 
 
 @PATHS

@@ -11,7 +11,7 @@ from unittest.mock import patch
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sdnctl_helpers import RandomFabric, fabric, link_between, link_step, live, random_fabrics
+from sdnctl_helpers import RandomFabric, fabric, link_actions, link_between, link_step, live, random_fabrics
 
 from netmodel import events as ev
 from netmodel.ids import SwitchId
@@ -89,11 +89,7 @@ def check_rounds(old: RoutePlan, new: RoutePlan, seed: int) -> list[dict[SwitchI
     return rounds
 
 
-ACTIONS = st.lists(
-    st.tuples(st.sampled_from(["down", "up", "latency"]), st.integers(0, 1000), st.sampled_from([0, 5, 900, 30000])),
-    min_size=1,
-    max_size=4,
-)
+ACTIONS = link_actions(max_size=4)
 
 
 # The rounds are counted by a walk in Python (few moved entries) or by numpy steps (many): both ways, on
