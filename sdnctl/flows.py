@@ -355,11 +355,11 @@ def recompile_switches(
                     # takes the general way below.
                     ip = endpoint.ip
                     flows, group_id = _via_group(ip)
-                    before = changes.get(ip, MISSING)  # _current, inline: the loop's hot path
+                    # _current, inline (the loop's hot path), without ``changes``: an address is behind
+                    # one destination, and each destination comes once, so it is not there yet.
+                    before = top.get(ip, MISSING) if top else MISSING
                     if before is MISSING:
-                        before = top.get(ip, MISSING)
-                        if before is MISSING:
-                            before = base.get(ip)
+                        before = base.get(ip)
                     if before is not None and before[0] is flows:
                         held = before[1]
                         if held is not None and held.group_id == group_id:
@@ -518,6 +518,8 @@ def _diff_entries(old: Iterable[Entry], new: Iterable[Entry], modified_groups: I
     """The delta between two lists of entries for the same endpoints (old[i] and new[i] belong
     together), without building sets of every flow; plus ``modified_groups``, groups of other entries
     already known to be modified (same id, same flows, other buckets)."""
+    if not old and not new:  # only moved buckets: the usual delta after a link event
+        return SwitchDelta(modify_groups=tuple(sorted(modified_groups, key=_GROUP_ORDER)))
     add_groups: list[GroupSpec | None] = []
     modify_groups: list[GroupSpec | None] = list(modified_groups)
     delete_groups: list[GroupSpec | None] = []

@@ -367,8 +367,9 @@ def _update(
         # where v is its primary's or backup's neighbour (else v stays unchosen); d(s, d) itself
         # moving is an entry of its own.
         v = st.dst[into]
-        was_primary = previous.primary[neighbour_s, neighbour_d]
-        was_backup = previous.backup[neighbour_s, neighbour_d]
+        at_entry = neighbour_s * n + neighbour_d
+        was_primary = previous.primary.reshape(-1).take(at_entry)
+        was_backup = previous.backup.reshape(-1).take(at_entry)
         uses_v = ((was_primary != NO_LINK) & (st.dst[was_primary] == v)) | (
             (was_backup != NO_LINK) & (st.dst[was_backup] == v)
         )
@@ -561,15 +562,15 @@ def _repair(routing: np.ndarray, affected: np.ndarray, st: _Structure, weight: n
     link_weight = weight[links]
     usable = np.isfinite(link_weight)
     pair, links, link_weight = pair[usable], links[usable], link_weight[usable]
-    v, d = st.dst[links], ds[pair]
+    via = st.dst[links] * n + ds[pair]  # the pair (v, d) each arc goes on from
     is_affected = np.zeros(n * n, dtype=bool)
     is_affected[affected] = True
-    inner = is_affected[v * n + d]
+    inner = is_affected.take(via)
     pair_id = np.empty(n * n, dtype=np.int64)  # read only where written: at affected pairs
     pair_id[affected] = np.arange(count)
     root = count
-    source = np.where(inner, pair_id[np.where(inner, v * n + d, 0)], root)
-    arc_weight = np.where(inner, link_weight, link_weight + routing[v, d])
+    source = np.where(inner, pair_id.take(np.where(inner, via, 0)), root)
+    arc_weight = np.where(inner, link_weight, link_weight + routing.reshape(-1).take(via))
     reaches = np.isfinite(arc_weight)  # a neighbour that cannot reach d is no way there
     pair, source, arc_weight = pair[reaches], source[reaches], arc_weight[reaches]
     # Arcs come grouped by the pair they lead to (``pair`` ascends): the in-arc form, no sort.
@@ -645,29 +646,33 @@ def _next_hops_of_entries(
     (same ties), for the few entries a change can touch. Every entry is padded to the largest
     out-degree with a link that weighs inf (never chosen: it comes after every real link, and a
     reachable entry has a finite cost): one pass, where a pass per degree cost a dozen numpy calls
-    each for a few thousand entries."""
-    primary[switch, dst] = NO_LINK
-    backup[switch, dst] = NO_LINK
+    each for a few thousand entries. Reads and writes go through flat indexes (``take``): a quarter
+    faster than two-axis fancy indexing at 7,700 entries of 8 links."""
+    n = dist.shape[0]
+    entry = switch * n + dst
+    flat_primary, flat_backup = primary.reshape(-1), backup.reshape(-1)
+    flat_primary[entry] = NO_LINK
+    flat_backup[entry] = NO_LINK
     if len(switch) == 0 or st.padded_out_links.shape[1] == 0:
         return
-    s, d = switch, dst
-    at = np.arange(len(s))
-    links = st.padded_out_links[s]  # (E, k)
-    neighbour = st.padded_dst[links]
-    to_dst = dist[neighbour, d[:, None]]  # (E, k): dist(v, d)
-    cost = np.append(weight, np.inf)[links] + to_dst
-    best = np.argmin(cost, axis=1)
-    reachable = np.isfinite(cost[at, best]) & (s != d)
-    primary[s, d] = np.where(reachable, links[at, best], NO_LINK)
+    flat_dist = dist.reshape(-1)
+    at = np.arange(len(switch))
+    links = st.padded_out_links.take(switch, axis=0)  # (E, k)
+    neighbour_row = st.padded_dst.take(links) * n  # (E, k): where each neighbour's distances start
+    to_dst = flat_dist.take(neighbour_row + dst[:, None])  # (E, k): dist(v, d)
+    cost = np.append(weight, np.inf).take(links) + to_dst
+    best = cost.argmin(axis=1)
+    reachable = np.isfinite(cost[at, best]) & (switch != dst)
+    flat_primary[entry] = np.where(reachable, links[at, best], NO_LINK)
     if links.shape[1] == 1:
         return
-    loop_free = to_dst < dist[neighbour, s[:, None]] + dist[s, d][:, None]
-    same_neighbour = neighbour == neighbour[at, best][:, None]
+    loop_free = to_dst < flat_dist.take(neighbour_row + switch[:, None]) + flat_dist.take(entry)[:, None]
+    same_neighbour = neighbour_row == neighbour_row[at, best][:, None]
     alternative = np.where(loop_free | same_neighbour, cost, np.inf)
     alternative[at, best] = np.inf
-    second = np.argmin(alternative, axis=1)
+    second = alternative.argmin(axis=1)
     has_backup = reachable & np.isfinite(alternative[at, second])
-    backup[s, d] = np.where(has_backup, links[at, second], NO_LINK)
+    flat_backup[entry] = np.where(has_backup, links[at, second], NO_LINK)
 
 
 def changed_entries(old: RoutePlan, new: RoutePlan) -> list[tuple[SwitchId, SwitchId]]:
