@@ -650,9 +650,8 @@ def _next_hops_of_entries(
     faster than two-axis fancy indexing at 7,700 entries of 8 links."""
     n = dist.shape[0]
     entry = switch * n + dst
-    flat_primary, flat_backup = primary.reshape(-1), backup.reshape(-1)
-    flat_primary[entry] = NO_LINK
-    flat_backup[entry] = NO_LINK
+    np.put(primary, entry, NO_LINK)  # (put writes into the array itself, whatever its layout)
+    np.put(backup, entry, NO_LINK)
     if len(switch) == 0 or st.padded_out_links.shape[1] == 0:
         return
     flat_dist = dist.reshape(-1)
@@ -663,7 +662,7 @@ def _next_hops_of_entries(
     cost = np.append(weight, np.inf).take(links) + to_dst
     best = cost.argmin(axis=1)
     reachable = np.isfinite(cost[at, best]) & (switch != dst)
-    flat_primary[entry] = np.where(reachable, links[at, best], NO_LINK)
+    np.put(primary, entry, np.where(reachable, links[at, best], NO_LINK))
     if links.shape[1] == 1:
         return
     loop_free = to_dst < flat_dist.take(neighbour_row + switch[:, None]) + flat_dist.take(entry)[:, None]
@@ -672,7 +671,7 @@ def _next_hops_of_entries(
     alternative[at, best] = np.inf
     second = alternative.argmin(axis=1)
     has_backup = reachable & np.isfinite(alternative[at, second])
-    flat_backup[entry] = np.where(has_backup, links[at, second], NO_LINK)
+    np.put(backup, entry, np.where(has_backup, links[at, second], NO_LINK))
 
 
 def changed_entries(old: RoutePlan, new: RoutePlan) -> list[tuple[SwitchId, SwitchId]]:
