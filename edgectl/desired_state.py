@@ -31,7 +31,7 @@ from edgectl.plan import Plan, PlanInputs, compute_plan
 from netmodel.events import DesiredStateApplied, Event
 from netmodel.fabric import FabricSpec
 from netmodel.state import FabricState
-from placement.convergence import ConvergenceProbe, timed_convergence
+from placement.convergence import ConvergenceProbe, Progress, timed_convergence
 
 LOG = logging.getLogger("edgectl.desired")
 HISTORY_LENGTH = 200
@@ -97,11 +97,13 @@ class DesiredState:
         probes: Sequence[ConvergenceProbe] = (),
         save: Callable[[str, str, Mapping[str, bytes]], None] | None = None,
         clock: Callable[[], float] = time.time,
+        progress: Progress | None = None,
     ) -> None:
         self._publish = publish
         self._plan_inputs = plan_inputs
         self.prune = prune
         self._probes = list(probes)
+        self._progress = progress  # rung by the probes' subsystems: convergence is seen at once
         self._save = save
         """Keeps each applied document (its revision, source and files) across restarts (--state-dir)."""
         self._clock = clock
@@ -170,7 +172,7 @@ class DesiredState:
                     self._save(revision, source, sources)
                 except OSError as exc:  # the model runs it; only a restart would start from an older one
                     LOG.error("revision %s applied but not saved: %s", revision, exc)
-            missing, _took = timed_convergence(self._probes, state.generation, timeout_s)
+            missing, _took = timed_convergence(self._probes, state.generation, timeout_s, progress=self._progress)
             behind = tuple(missing)
             seconds = time.monotonic() - started
             now = self._clock()

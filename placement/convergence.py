@@ -9,6 +9,7 @@ always has somewhere to go (make-before-break). With no probe registered there i
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
@@ -23,6 +24,35 @@ ScopedCheck = Callable[[int, frozenset[str]], bool]
 
 FIRST_POLL_S = 0.002
 MAX_POLL_S = 0.05
+MIN_LOOK_GAP_S = 0.001
+"""Rung more often than this (a fan-out's sidecars ACK by the hundred), a wait looks again at most this often."""
+
+
+class Progress:
+    """A bell the subsystems ring when they may have applied something more (a round of switch barriers,
+    a sidecar running a new snapshot), so a convergence wait asks its probes again at once instead of at
+    its next poll (which backs off to ``MAX_POLL_S``: up to 50 ms late). The polls stay: a probe whose
+    subsystem does not ring is still asked."""
+
+    def __init__(self) -> None:
+        self._rung = threading.Condition()
+        self._count = 0
+
+    def ring(self) -> None:
+        """Cheap, from any thread."""
+        with self._rung:
+            self._count += 1
+            self._rung.notify_all()
+
+    def mark(self) -> int:
+        """Taken before the probes are asked: a ring after it ends the next ``wait`` at once."""
+        with self._rung:
+            return self._count
+
+    def wait(self, since: int, timeout_s: float) -> bool:
+        """Until a ring after ``since`` (a ``mark``), or ``timeout_s``; whether it rang."""
+        with self._rung:
+            return self._rung.wait_for(lambda: self._count != since, timeout_s)
 
 
 @runtime_checkable
@@ -106,17 +136,21 @@ def timed_convergence(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     workloads: frozenset[str] = frozenset(),
+    progress: Progress | None = None,
 ) -> tuple[list[str], tuple[tuple[str, float], ...]]:
     """Poll until every probe accepts ``generation``: (names of those that did not in time (empty:
     converged), how long each one that did took, in seconds, in the order they did). Polls quickly at
-    first (a route change lands in milliseconds), then every 50 ms. ``workloads``: the new instances
-    the wait is for (see ``NamedProbe``)."""
+    first (a route change lands in milliseconds), then every 50 ms; with ``progress``, also as soon as
+    it rings (at most every ``MIN_LOOK_GAP_S``). ``workloads``: the new instances the wait is for (see
+    ``NamedProbe``)."""
     started = clock()
     deadline = started + timeout_s
     interval = FIRST_POLL_S
     pending = list(probes)
     took: list[tuple[str, float]] = []
     while True:
+        mark = progress.mark() if progress is not None else 0
+        looked = clock()
         still = pending_probes(pending, generation, workloads)
         now = clock()
         took.extend((probe_name(p), now - started) for p in pending if p not in still)
@@ -126,5 +160,11 @@ def timed_convergence(
         remaining = deadline - now
         if remaining <= 0:
             return [probe_name(p) for p in pending], tuple(took)
-        sleep(min(interval, remaining))
+        if progress is None:
+            sleep(min(interval, remaining))
+        else:
+            progress.wait(mark, min(interval, remaining))
+            gap = looked + MIN_LOOK_GAP_S - clock()
+            if gap > 0:
+                sleep(gap)
         interval = min(interval * 2, MAX_POLL_S)

@@ -40,7 +40,7 @@ from netmodel.types import Tier, Workload
 from netmodel.wire import Undecodable, field_problems, safe_parser
 from pki.grpc_tls import ServerTls
 from placement._pb import placement_pb2 as pb
-from placement.convergence import ConvergenceProbe, GenerationCheck
+from placement.convergence import ConvergenceProbe, GenerationCheck, Progress
 from placement.errors import PlacementRefused, Refusal, never_reached_a_server
 from placement.latency import SwitchLatencies
 from placement.naming import DEFAULT_TRUST_DOMAIN
@@ -708,6 +708,7 @@ def start_placement_api(
     durable: DurableCheck | None = None,
     id_floors: Mapping[ServiceName, int] | None = None,
     observe: RequestObserver | None = None,
+    convergence_progress: Progress | None = None,
 ) -> PlacementServer:
     """Serve the placement API on host:port (0: a free port); health and reflection too.
 
@@ -717,6 +718,7 @@ def start_placement_api(
     ``durable``: Place, Migrate and Evict answer only once their change is on disk (``--state-dir``);
     ``id_floors``: per service, the highest workload number given before (ids are never reused).
     ``observe``: called with each Place, Migrate and Evict's name and outcome (metrics).
+    ``convergence_progress``: rung by the probes' subsystems, so a migration sees convergence at once.
     Raises OSError when the address cannot be bound.
 
     Worker threads (``max_workers``): Watches take at most half, Migrates at most ``max_migrations``
@@ -736,6 +738,7 @@ def start_placement_api(
         id_floors=id_floors,
         profile=profile,
         convergence_timeout_s=convergence_timeout_s,
+        progress=convergence_progress,
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="placement-api"),

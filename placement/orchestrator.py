@@ -31,7 +31,14 @@ from netmodel.ids import NodeId, ServiceName, SiteId, WorkloadId
 from netmodel.state import EventRejected, FabricState
 from netmodel.types import Workload
 from placement.chains import plan_move
-from placement.convergence import ConvergenceProbe, GenerationCheck, as_probe, probe_name, timed_convergence
+from placement.convergence import (
+    ConvergenceProbe,
+    GenerationCheck,
+    Progress,
+    as_probe,
+    probe_name,
+    timed_convergence,
+)
 from placement.decision_model import DecisionModel, ports_in_use
 from placement.errors import PlacementRefused, Refusal
 from placement.failover import FailoverPlan, plan_failover
@@ -122,6 +129,7 @@ class PlacementOrchestrator:
         publish_timeout_s: float = PUBLISH_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        progress: Progress | None = None,
     ) -> None:
         self.bus = bus
         self.events = events or PlacementEvents()
@@ -132,6 +140,7 @@ class PlacementOrchestrator:
         self._probes: list[ConvergenceProbe] = [as_probe(p) for p in probes]
         self._clock = clock
         self._sleep = sleep
+        self._progress = progress  # rung by the probes' subsystems: a convergence wait looks again at once
         self._lock = threading.RLock()
         self.latency_cache = LatencyCache()  # snapshots and answers of one topology share its all-pairs latencies
         # Until netmodel.Workload carries its constraints (docs/placement.md): kept here, by workload.
@@ -495,7 +504,13 @@ class PlacementOrchestrator:
             )
         workloads = frozenset(str(move.new.id) for move in moves)
         missing, took = timed_convergence(
-            probes, generation, timeout_s, clock=self._clock, sleep=self._sleep, workloads=workloads
+            probes,
+            generation,
+            timeout_s,
+            clock=self._clock,
+            sleep=self._sleep,
+            workloads=workloads,
+            progress=self._progress,
         )
         if not missing:
             after = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in took)

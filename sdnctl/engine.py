@@ -124,6 +124,7 @@ class RouteEngine:
         on_routes_applied: OnRoutesApplied | None = None,
         trust_domain: str = "edgectl.local",
         record_denial: RecordDenial | None = None,
+        after_round: Callable[[], None] | None = None,
     ) -> None:
         self.app = app
         self._state = state
@@ -142,6 +143,8 @@ class RouteEngine:
         self._on_drift = on_drift
         self._on_routes_computed = on_routes_computed
         self._on_routes_applied = on_routes_applied
+        self._after_round = after_round
+        """Called after every round (which may have brought switches to a new generation: ``runs``)."""
         self._next_drift_check = time.monotonic() + drift_interval_s
         self._changes: deque[AppliedChange] = deque(maxlen=CHANGES_KEPT)
         self._changes_lock = threading.Lock()
@@ -237,6 +240,8 @@ class RouteEngine:
                 time.sleep(0.2)
                 with self._wake:
                     self._dirty = True
+            if self._after_round is not None:
+                self._after_round()
 
     def _discovery_settled(self, state: FabricState) -> bool:
         if self._settled:

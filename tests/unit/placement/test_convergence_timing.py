@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from placement.convergence import ConvergenceProbe, NamedProbe, as_probe, pending_probes, probe_name, timed_convergence
+import threading
+
+from placement.convergence import (
+    MIN_LOOK_GAP_S,
+    ConvergenceProbe,
+    NamedProbe,
+    Progress,
+    as_probe,
+    pending_probes,
+    probe_name,
+    timed_convergence,
+)
 
 
 class FakeClock:
@@ -25,6 +36,48 @@ def test_each_probe_is_timed_when_it_first_accepts() -> None:
     assert [name for name, _ in took] == ["routes", "sidecars"]
     (_, routes_s), (_, sidecars_s) = took
     assert 0.003 <= routes_s < 0.01 and 0.2 <= sidecars_s < 0.26  # within one poll interval
+
+
+class RungAt(Progress):
+    """A Progress on the fake clock, rung once at ``ring_at``: a wait spanning it ends there, else it
+    lasts its whole timeout."""
+
+    def __init__(self, clock: FakeClock, ring_at: float) -> None:
+        super().__init__()
+        self.clock = clock
+        self.ring_at = ring_at
+
+    def wait(self, since: int, timeout_s: float) -> bool:
+        if self.clock.now < self.ring_at <= self.clock.now + timeout_s:
+            self.clock.now = self.ring_at
+            self.ring()
+        elif self.mark() == since:
+            self.clock.now += timeout_s
+        return self.mark() != since
+
+
+def test_a_ring_makes_the_wait_look_again_at_once_not_at_its_next_poll() -> None:
+    clock = FakeClock()
+    sidecars = NamedProbe("sidecars", lambda _g: clock.now >= 100.2)  # the last ACK lands at +200 ms
+    missing, took = timed_convergence([sidecars], 7, 1.0, clock=clock, sleep=clock.sleep, progress=RungAt(clock, 100.2))
+    assert missing == [] and 0.2 <= took[0][1] <= 0.2 + MIN_LOOK_GAP_S + 1e-9
+    # Polling alone sees it at its next look, up to 50 ms later (here 212 ms).
+    clock = FakeClock()
+    sidecars = NamedProbe("sidecars", lambda _g: clock.now >= 100.2)
+    assert timed_convergence([sidecars], 7, 1.0, clock=clock, sleep=clock.sleep)[1][0][1] > 0.21
+
+
+def test_a_ring_between_the_look_and_the_wait_is_not_lost() -> None:
+    progress = Progress()
+    mark = progress.mark()
+    progress.ring()  # (while the probes were being asked)
+    assert progress.wait(mark, 60.0)  # at once: the ring came after the mark
+    other = threading.Thread(target=progress.ring)
+    mark = progress.mark()
+    other.start()
+    assert progress.wait(mark, 60.0)  # ended by the other thread's ring
+    other.join()
+    assert not progress.wait(progress.mark(), 0.0)  # nobody rang since
 
 
 def test_a_probe_that_never_accepts_is_named_and_not_timed() -> None:

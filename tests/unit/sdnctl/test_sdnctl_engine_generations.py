@@ -13,6 +13,7 @@ from netmodel import events as ev
 from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import Resources, Workload
+from placement.convergence import NamedProbe, Progress, timed_convergence
 from sdnctl import engine as engine_module
 from sdnctl.engine import RouteEngine, SwitchStatus
 from sdnctl.flows import SwitchConfig, SwitchDelta
@@ -224,3 +225,19 @@ def test_a_fresh_fabric_is_programmed_without_waiting_for_every_declared_switch(
     engine._converge()
     engine._converge()
     assert engine._settled and engine.plan is not None
+
+
+def test_every_round_rings_the_convergence_bell_so_a_wait_sees_the_switches_at_once(monkeypatch) -> None:
+    monkeypatch.setattr(engine_module, "SETTLE_QUIET_S", 0.0)
+    state: FabricState = live(fabric(FABRIC))
+    progress = Progress()
+    engine = RouteEngine(FakeSwitches(), lambda: state, after_round=progress.ring)
+    engine._last_discovery -= 1  # discovery long quiet: program at once
+    mark = progress.mark()
+    engine.start()
+    try:
+        routes = NamedProbe("routes", engine.runs)
+        assert timed_convergence([routes], state.generation, 30.0, progress=progress)[0] == []
+        assert progress.mark() > mark  # the rounds rang (the wait looked again on each)
+    finally:
+        engine.stop()
