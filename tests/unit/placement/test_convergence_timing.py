@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+from itertools import pairwise
 
 from placement.convergence import (
+    LOOK_SHARE,
     MIN_LOOK_GAP_S,
     ConvergenceProbe,
     NamedProbe,
@@ -65,6 +67,25 @@ def test_a_ring_makes_the_wait_look_again_at_once_not_at_its_next_poll() -> None
     clock = FakeClock()
     sidecars = NamedProbe("sidecars", lambda _g: clock.now >= 100.2)
     assert timed_convergence([sidecars], 7, 1.0, clock=clock, sleep=clock.sleep)[1][0][1] > 0.21
+
+
+def test_a_costly_look_is_not_repeated_at_every_ring() -> None:
+    """Asking the sidecars probe walks every stream: under a fan-out's rings a wait looks at most
+    LOOK_SHARE of its time, not once a millisecond."""
+    clock = FakeClock()
+    progress = Progress()
+    looks: list[float] = []
+
+    def sidecars(_generation: int) -> bool:
+        looks.append(clock.now)
+        clock.now += 0.010  # the look costs 10 ms
+        progress.ring()  # and meanwhile sidecars ACK, as in a fan-out
+        return clock.now >= 100.3
+
+    probe = NamedProbe("sidecars", sidecars)
+    assert timed_convergence([probe], 7, 1.0, clock=clock, sleep=clock.sleep, progress=progress)[0] == []
+    gaps = [later - earlier for earlier, later in pairwise(looks)]
+    assert gaps and min(gaps) >= 0.010 / LOOK_SHARE - 1e-9
 
 
 def test_a_ring_between_the_look_and_the_wait_is_not_lost() -> None:
