@@ -225,6 +225,7 @@ class Watch:
                     self._fail(self._client._error(exc, "watch"))
                     return
                 last_error = exc.details() or exc.code().name
+                log.debug("etcd watch %r: stream ended (%s); reconnecting", self._create.key, last_error)
                 done = False
             except Exception as exc:  # a callback raised: stop, say so, do not skip events silently
                 if not self._cancelled.is_set():

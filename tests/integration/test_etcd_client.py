@@ -49,10 +49,12 @@ def failover_bound_s(client: EtcdClient) -> float:
     return LOAD_MARGIN * (client.timeout_s + client.watch_failover_s)
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0, describe: Callable[[], str] = str) -> None:
+    """``describe`` says what was seen instead when the deadline passes (a failure on a loaded CI machine is
+    only explained by what the watch had delivered and whether it had given up)."""
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
+        assert time.monotonic() < deadline, f"condition not met within {timeout_s:.1f}s: {describe()}"
         time.sleep(0.02)
 
 
@@ -71,6 +73,10 @@ class Recorder:
     def on_error(self, error: Exception) -> None:
         with self.lock:
             self.errors.append(error)
+
+    def seen(self) -> str:
+        with self.lock:
+            return f"events {[e.kv.value for e in self.events]}, errors {self.errors!r}"
 
 
 def test_get_put_delete_and_create_only_txn(client: EtcdClient) -> None:
@@ -221,7 +227,11 @@ def test_a_paused_member_is_left_within_the_timeout(cluster: EtcdCluster) -> Non
         assert time.monotonic() - began < client.timeout_s + 1.0  # its timeout, and a slack for a loaded machine
         kv = client.get(b"k")
         assert kv is not None and kv.value == b"after"
-        wait_for(lambda: [e.kv.value for e in recorder.events] == [b"before", b"after"], failover_bound_s(client))
+        wait_for(
+            lambda: [e.kv.value for e in recorder.events] == [b"before", b"after"],
+            failover_bound_s(client),
+            recorder.seen,
+        )
         assert not recorder.errors
         cluster.resume(0)
         cluster.stop_member(1)
@@ -246,7 +256,7 @@ def test_a_watch_survives_one_failover_after_another(cluster: EtcdCluster) -> No
             def delivered(value: bytes = value) -> bool:
                 return [e.kv.value for e in recorder.events][-1:] == [value]
 
-            wait_for(delivered)
+            wait_for(delivered, describe=recorder.seen)
             cluster.start_member(victim)
         assert [e.kv.value for e in recorder.events] == [b"0", b"1"]
         assert not recorder.errors
@@ -266,7 +276,7 @@ def test_a_watch_alone_leaves_a_paused_member(cluster: EtcdCluster) -> None:
         wait_for(lambda: len(recorder.events) == 1)
         cluster.pause(0)  # the watcher's member: its TCP connection stays open, nothing answers
         writer.put(b"k", b"after")
-        wait_for(lambda: len(recorder.events) == 2, failover_bound_s(watcher))
+        wait_for(lambda: len(recorder.events) == 2, failover_bound_s(watcher), recorder.seen)
         assert [e.kv.value for e in recorder.events] == [b"before", b"after"]
         assert not recorder.errors
     finally:
