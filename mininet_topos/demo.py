@@ -10,8 +10,8 @@ hops mTLS with SPIFFE SVIDs); starts a request loop on every user host; then:
 3. fails an edge node (its access link goes down: the controller sees it, the failover re-places it),
 4. fails a link on an active route (fast-failover groups, then the controller's new routes),
 5. tries a call the policy denies (a user host calling db, which admits api only): once over mTLS with the
-   host's SVID (db's sidecar answers 403) and once as a raw TCP connect bypassing every sidecar (the
-   user's first switch drops it).
+   host's SVID (db's sidecar answers 403) and once as a raw TCP connect bypassing every sidecar (db's
+   node's switch drops it).
 
 The apps and sidecars in each compute node are run by the node agent (`edgectl agent`, attested with a
 join token).
@@ -223,7 +223,7 @@ class Demo:
         """A user host calls a service that does not admit it (the last declared one admitting no host),
         on each layer on its own: over mTLS with the host's SVID from a node the switches admit (the node of
         an instance of an admitted caller), where the callee's sidecar refuses it; and as a raw TCP connect
-        from the user host itself, bypassing every sidecar, which its first switch drops."""
+        from the user host itself, bypassing every sidecar, which the instance's node's switch drops."""
         spec, lab = self.lab.net.spec, self.lab
         user = spec.hosts[0].id
         target = next(
@@ -250,10 +250,10 @@ class Demo:
             )
             self.out(f"           {user}'s SVID over mTLS, sent from {where} (the switches admit it): {outcome}")
             self.denied.append(Denied(f"{user} -> {target.name}", outcome))
-        switch = next(h.switch for h in spec.hosts if h.id == user)
-        before = lab.drop_packets(switch, address)
+        switch, source = nodes[instance["node"]].switch, str(next(h.ip for h in spec.hosts if h.id == user))
+        before = lab.drop_packets(switch, address, source)
         _, result = lab.probe(user, "tcp", address, "open", DENIED_TIMEOUT_S).result()
-        dropped = lab.drop_packets(switch, address) - before
+        dropped = lab.drop_packets(switch, address, source) - before
         if result == "closed" and dropped > 0:
             outcome = f"network: dropped at {switch} ({dropped} packets on its drop flow)"
         else:

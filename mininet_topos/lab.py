@@ -316,10 +316,11 @@ class Lab:
         )
         return Probe(process, timeout_s)
 
-    def drop_packets(self, switch: str, address: tuple[str, int]) -> int:
-        """n_packets of ``switch``'s policy drop flows (table 0) for TCP to ``address``."""
+    def drop_packets(self, switch: str, address: tuple[str, int], source: str | None = None) -> int:
+        """n_packets of ``switch``'s policy drop flows for TCP to ``address`` (from ``source``, or any): an
+        unknown port's in table 0, those of the instance at ``address`` in table 1 of its node's switch."""
         flows = subprocess.run(
-            ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch, "table=0"],
+            ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch],
             capture_output=True,
             text=True,
             check=True,
@@ -327,7 +328,8 @@ class Lab:
         ).stdout
         total = 0
         for line in flows.splitlines():
-            if f"nw_dst={address[0]}" in line and f"tp_dst={address[1]}" in line and "actions=drop" in line:
+            to = re.search(rf"nw_dst={re.escape(address[0])}\b.*tp_dst={address[1]}\b", line)
+            if to and "actions=drop" in line and (source is None or re.search(rf"nw_src={re.escape(source)}\b", line)):
                 found = re.search(r"n_packets=(\d+)", line)
                 total += int(found.group(1)) if found else 0
         return total

@@ -1,37 +1,54 @@
-"""The ingress policy of table 0: source guards and policy drops at every edge port. Pure.
+"""The network's policy: source guards and unknown ports' drops in table 0, admission at each
+instance's own switch in table 1. Pure.
 
-Authorization is enforced in the network at the first switch, so a host that bypasses its sidecar
-still cannot reach a service's port. Per edge port (a switch port on no link of the model):
+Authorization is enforced in the network as well as in the sidecars, so a host that bypasses its
+sidecar still cannot reach a service's port.
+
+At every edge port (a switch port on no link of the model), in table 0:
 
 - a port with a declared endpoint (a declared host, a compute node) of address X (and MAC M when the
   file declares one) gets a **source guard**: IPv4 from X (and M) and ARP claiming X (from M) go on;
-  any other IPv4 or ARP from the port is dropped, so nobody there sends as another endpoint. Then,
-  for every placed service instance (node address D, instance port) whose policy does not admit X
-  (``netmodel.authorization``: X is not a source address of a grant), a connection attempt
-  ``tcp, ipv4_src=X, ipv4_dst=D, tcp_dst=port, tcp_flags=+syn-ack`` is dropped.
+  any other IPv4 or ARP from the port is dropped, so nobody there sends as another endpoint.
 - any other edge port (a learned host, nothing known) has no identity, so no grant: a connection
   attempt to every service instance is dropped whatever source address it claims (the drop matches
   the port, not the source), so claiming an admitted endpoint's address there gains nothing. Such
   ports get no guard against declared addresses: it would cost a flow per (port, declared endpoint)
-  on every switch (a 500-switch fabric with 16 ports per switch: 2.5 million flows, 22 s to compile),
-  for traffic the policy drops already refuse.
+  on every switch, for traffic these drops already refuse.
 
-Only TCP connection attempts (SYN without ACK) to service instances are filtered: a caller not
+So every IPv4 packet in the fabric from an edge port carries the address of the endpoint it came from,
+and the policy itself is enforced where its traffic ends: **at the switch of the instance's node**, in
+the forwarding table above the routes (table 0's guards have vetted the source by then, also a caller's
+on that same switch). Per placed instance (node address D, instance port P) whose service's policy does
+not admit everyone (``netmodel.authorization``), a connection attempt ``tcp, ipv4_dst=D, tcp_dst=P,
+tcp_flags=+syn-ack`` is judged by whichever takes fewer flows:
+
+- one drop per declared endpoint the policy does not admit (``ipv4_src=X``), or
+- one way on per declared endpoint it admits (``ipv4_src=X -> output`` the node's port), then one drop
+  of every other source
+(the first while it refuses at most ``NAMED_DENIALS`` callers, so a denial names its caller).
+
+This grows with instances x min(callers denied, callers admitted), not with edge ports x instances as a
+drop at each caller's first switch did (10.9 million flows at 500 switches and 10,000 instances, 20,300
+here). The price: a denied connection attempt crosses the fabric before it is dropped, and the drop of
+"every other source" cannot say which caller it stopped (its denials are counted as ``unadmitted``).
+
+Only TCP connection attempts (SYN without ACK) to service instances are judged: a caller not
 admitted never gets a connection, while connections already established live on (a caller's
 instance draining after its node stopped being admitted, a reply whose ephemeral port happens to
 equal a service port; the sidecars' RBAC still judges every request). Pings, ARP, LLDP and anything
-else keep working. With the
-fabric's default ``allow`` nothing is dropped by policy (the guards stay). An instance called from its
-own node crosses no switch (its sidecar enforces that). Everything is derived from addresses and
-ports, so a restarted controller computes the flows a switch already holds; a move recompiles the
-drops of the instance's new address and port (its callers' addresses follow their new nodes too).
+else keep working. With the fabric's default ``allow`` nothing is dropped by policy (the guards stay).
+An instance called from its own node crosses no switch (its sidecar enforces that). Everything is
+derived from addresses and ports, so a restarted controller computes the flows a switch already holds;
+a move recompiles the admission of the instance's old and new address and port.
 
-Entries: a port's guard is ``acl:<port>``, each policy drop its own ``acl:<port>:<address>:<tcp port>``,
-so ``compile_acl_incremental`` recompiles and hands over only the entries whose inputs changed (a
-placement: one entry per edge port), with exactly ``compile_acl``'s result.
+Entries: a port's guard is ``acl:<port>``, an unknown port's drop of one instance
+``acl:<port>:<address>:<tcp port>``, an instance's admission ``acl:to:<address>:<tcp port>`` (on its
+node's switch), so ``compile_acl_incremental`` recompiles and hands over only the entries whose inputs
+changed (a placement: the instance's admission, and one drop per unknown port), with exactly
+``compile_acl``'s result.
 
-Cookies: ``0xec03 | kind << 40 | caller address`` (0 when the port has no identity), so a drop's
-packet counter names its caller and kind; ``labels`` says which service and which port.
+Cookies: ``0xec03 | kind << 40 | caller address`` (0 when the flow names no caller), so a drop's packet
+counter names its caller and kind; ``labels`` says which service and which port.
 """
 
 from __future__ import annotations
@@ -65,14 +82,25 @@ COOKIE_ACL_MASK = 0xFFFF_0000_0000_0000
 KIND_DENY = 1  # a policy drop: this caller may not reach this instance
 KIND_GUARD = 2  # a source guard drop: a source address or MAC the port does not own
 KIND_PASS = 3  # the source guard's way on: the port's own address
-PRIORITY_DENY = 300
+KIND_ADMIT = 4  # an instance's way on for one admitted caller (its counters are not read)
+PRIORITY_DENY = 300  # table 0: an unknown port's drop; table 1: an instance's drop (above routes, reservations)
+PRIORITY_ADMIT = 310  # table 1: an admitted caller's way on, above the instance's drop of every other source
 PRIORITY_GUARD_PASS = 200
 PRIORITY_GUARD_DROP = 100
 IP_PROTO_TCP = 6
 # A TCP connection attempt: SYN set, ACK clear (the ONF extension field of OpenFlow 1.3, value/mask
 # as OVS reports it back in flow stats, so the drift check reads what was compiled).
 TCP_FLAGS_SYN_ONLY = ("tcp_flags", (0x002, 0x012))
-ENTRY_PREFIX = "acl:"  # a switch's ACL entries (acl:<port>[:<ip>:<tcp port>]), beside the route entries (by IP)
+# A switch's ACL entries (acl:<port>[:<ip>:<tcp port>], acl:to:<ip>:<tcp port>), beside its route entries (by IP).
+ENTRY_PREFIX = "acl:"
+ADMISSION_PREFIX = f"{ENTRY_PREFIX}to:"
+NAMED_DENIALS = 64
+"""Up to this many callers refused, an instance drops each on its own flow, whose counter names the caller in
+the denied-calls view, even where passing the admitted and dropping the rest would take fewer flows (at
+most this many flows more per instance; none on benchmarks/scale.py's fabrics, whose services refuse either
+a few callers or nearly all)."""
+UNADMITTED = "unadmitted"
+"""The caller of a denial counted by an instance's drop of every source it does not admit (it has no source)."""
 GOTO_FORWARD = (("goto", TABLE_FORWARD),)
 DROP: tuple[tuple[str, int], ...] = ()
 
@@ -146,6 +174,36 @@ class AclBasis:
     # whose state still holds these very objects (a port or switch change) reuses both as they are.
     sources: tuple[object, ...] = ()
 
+    @cached_property
+    def located(self) -> Mapping[str, tuple[SwitchId, PortNo]]:
+        """Each declared endpoint's address -> its edge port (the first, should two claim one address)."""
+        out: dict[str, tuple[SwitchId, PortNo]] = {}
+        for where, context in sorted(self.ports.items()):
+            if context.owner is not None:
+                out.setdefault(context.owner.ip, where)
+        return out
+
+    @cached_property
+    def unknown_ports(self) -> tuple[tuple[SwitchId, PortNo], ...]:
+        """The edge ports without a declared endpoint: the only ones with drops in table 0."""
+        return tuple(where for where, context in self.ports.items() if context.owner is None)
+
+    def callers(self, service: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """The declared endpoints' addresses ``service`` does not admit and those it admits (sorted), or
+        None when it admits everyone."""
+        cache: dict[str, tuple[tuple[str, ...], tuple[str, ...]] | None] = self.__dict__.setdefault("_callers", {})
+        if service not in cache:
+            allowed = self.admitted.get(service)
+            cache[service] = (
+                None
+                if allowed is None
+                else (
+                    tuple(sorted(ip for ip in self.located if ip not in allowed)),
+                    tuple(sorted(ip for ip in self.located if ip in allowed)),
+                )
+            )
+        return cache[service]
+
 
 LabelKey = tuple[SwitchId, tuple[int, int, tuple[MatchField, ...]]]
 """A drop flow's place: its switch and its key (table, priority, match)."""
@@ -181,7 +239,11 @@ class DropLabels(Mapping[LabelKey, DropLabel]):
     def __getitem__(self, item: LabelKey) -> DropLabel:
         dpid, (table, priority, match) = item
         basis = self._basis
-        if basis is None or table != TABLE_ACL or priority not in (PRIORITY_DENY, PRIORITY_GUARD_DROP):
+        if basis is None or priority not in (PRIORITY_DENY, PRIORITY_GUARD_DROP):
+            raise KeyError(item)
+        if table == TABLE_FORWARD and priority == PRIORITY_DENY:
+            return self._admission_drop(item)
+        if table != TABLE_ACL:
             raise KeyError(item)
         fields = dict(match)
         port = fields.get("in_port")
@@ -190,8 +252,7 @@ class DropLabels(Mapping[LabelKey, DropLabel]):
             raise KeyError(item)
         switch_entries = self._entries.get(dpid, {})
         if priority == PRIORITY_DENY:
-            ip, tcp_port = fields.get("ipv4_dst"), fields.get("tcp_dst")
-            target = basis.targets.get((ip, tcp_port)) if isinstance(ip, str) and isinstance(tcp_port, int) else None
+            target = _target_of(basis, fields)
             entry = switch_entries.get(deny_key(port, target.ip, target.port)) if target is not None else None
             if target is None or entry is None or entry[0][0].match != match:
                 raise KeyError(item)
@@ -201,17 +262,49 @@ class DropLabels(Mapping[LabelKey, DropLabel]):
             raise KeyError(item)
         return _spoof_label(port, context)
 
+    def _admission_drop(self, item: LabelKey) -> DropLabel:
+        """An instance's drop at its own switch: of one caller (named by its source), or of every source
+        the policy does not admit."""
+        dpid, (_table, _priority, match) = item
+        basis = self._basis
+        assert basis is not None
+        fields = dict(match)
+        target = _target_of(basis, fields)
+        entry = self._entries.get(dpid, {}).get(admission_key(target.ip, target.port)) if target is not None else None
+        if target is None or entry is None or not any(f.match == match for f in entry[0]):
+            raise KeyError(item)
+        source = fields.get("ipv4_src")
+        where = basis.located.get(source) if isinstance(source, str) else None
+        if where is not None:
+            return _deny_label(where[1], basis.ports[where], target)
+        switch, port = basis.located[target.ip]
+        name = basis.ports[(switch, port)].switch
+        detail = f"{name} port {port} <- a caller not admitted -> {target.ip}:{target.port}"
+        return DropLabel("deny", name, port, UNADMITTED, target.service, detail)
+
     def __iter__(self) -> Iterator[LabelKey]:
         if self._basis is None:
             return
         for dpid, entries in self._entries.items():
             for flows, _ in entries.values():
                 for flow in flows:
-                    if flow.table == TABLE_ACL and flow.priority in (PRIORITY_DENY, PRIORITY_GUARD_DROP):
+                    if _is_drop(flow):
                         yield dpid, flow.key
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+def _is_drop(flow: FlowSpec) -> bool:
+    """A flow whose counter is read: a guard's or an unknown port's drop (table 0), an instance's drop."""
+    if flow.table == TABLE_ACL:
+        return flow.priority in (PRIORITY_DENY, PRIORITY_GUARD_DROP)
+    return flow.table == TABLE_FORWARD and flow.priority == PRIORITY_DENY
+
+
+def _target_of(basis: AclBasis, fields: Mapping[str, object]) -> Target | None:
+    ip, tcp_port = fields.get("ipv4_dst"), fields.get("tcp_dst")
+    return basis.targets.get((ip, tcp_port)) if isinstance(ip, str) and isinstance(tcp_port, int) else None
 
 
 EMPTY = AclTables({})
@@ -326,6 +419,10 @@ def deny_key(port: int, target_ip: str, target_port: int) -> str:
     return f"{ENTRY_PREFIX}{port}:{target_ip}:{target_port}"
 
 
+def admission_key(target_ip: str, target_port: int) -> str:
+    return f"{ADMISSION_PREFIX}{target_ip}:{target_port}"
+
+
 def compile_acl(state: FabricState, trust_domain: str) -> AclTables:
     """Every connected switch's ACL entries for ``state`` (see the module's doc)."""
     return _compile_from(acl_basis(state, trust_domain))
@@ -350,6 +447,8 @@ def _port_entries(
     guard = _guard(port, context)
     if guard:
         yield guard_key(port), (guard, None)
+    if context.owner is not None:
+        return
     for target in instances:
         deny = _deny(port, context, target, basis.admitted)
         if deny is not None:
@@ -360,9 +459,10 @@ def compile_acl_incremental(previous: AclTables, state: FabricState, trust_domai
     """The ACL of ``state`` (exactly ``compile_acl``'s), computed from ``previous`` by recompiling only
     the entries whose inputs changed: every entry of a port whose context changed (an endpoint
     added, removed or readdressed, a switch connected or renamed, a link making it an edge port or
-    not), the guards of unknown ports when the declared addresses changed, and at every other port
-    the drop of each instance added, removed or whose service's admitted sources changed. So a
-    placement costs O(edge ports), not O(edge ports x instances). Also the changed entries per switch."""
+    not), every instance's admission when the declared endpoints or their ports changed, and otherwise
+    the admission of each instance added, removed or whose service's admitted sources changed, and its
+    drop at each unknown port. So a placement costs O(unknown ports + the instance's callers), not
+    O(edge ports x instances). Also the changed entries per switch."""
     new = acl_basis(state, trust_domain, previous.basis)
     if previous.basis is None:
         return _full_changes(previous, _compile_from(new))
@@ -392,7 +492,7 @@ def _apply_changed_inputs(previous: AclTables, old: AclBasis, new: AclBasis) -> 
         return copied[dpid]
 
     def remove(dpid: SwitchId, key: str) -> None:
-        if switch_entries(dpid).pop(key, None) is not None:
+        if key in entries.get(dpid, {}) and switch_entries(dpid).pop(key, None) is not None:
             changes.setdefault(dpid, {})[key] = None
 
     def put(dpid: SwitchId, key: str, entry: Entry) -> None:
@@ -410,9 +510,10 @@ def _apply_changed_inputs(previous: AclTables, old: AclBasis, new: AclBasis) -> 
                     remove(dpid, key)
         for key, entry in port_entries.items():
             put(dpid, key, entry)
-    for (dpid, port), context in new.ports.items():
+    for dpid, port in new.unknown_ports:
         if (dpid, port) in changed_ports:
             continue
+        context = new.ports[(dpid, port)]
         for ip, tcp_port in changed_targets:
             target = new.targets.get((ip, tcp_port))
             deny = _deny(port, context, target, new.admitted) if target is not None else None
@@ -420,6 +521,18 @@ def _apply_changed_inputs(previous: AclTables, old: AclBasis, new: AclBasis) -> 
                 put(dpid, deny_key(port, ip, tcp_port), ((deny,), None))
             else:
                 remove(dpid, deny_key(port, ip, tcp_port))
+    # Admissions: all of them when a declared endpoint came, went or moved (each one's callers are the
+    # declared endpoints, and its place is its node's port), else those of the changed instances.
+    every = old.located != new.located
+    for ip, tcp_port in sorted(old.targets.keys() | new.targets.keys()) if every else changed_targets:
+        key = admission_key(ip, tcp_port)
+        before = old.located.get(ip) if (ip, tcp_port) in old.targets else None
+        target = new.targets.get((ip, tcp_port))
+        admission = _admission(target, new) if target is not None else None
+        if before is not None and (admission is None or admission[0] != before[0]):
+            remove(before[0], key)
+        if admission is not None:
+            put(admission[0], key, (admission[1], None))
     tables = AclTables({dpid: e for dpid, e in entries.items() if e}, new)
     return tables, changes
 
@@ -439,14 +552,20 @@ def _compile_from(basis: AclBasis) -> AclTables:
 
 def _compile_ports(basis: AclBasis, instances: list[Target], entries: dict[SwitchId, dict[str, Entry]]) -> None:
     for (dpid, port), context in basis.ports.items():
-        switch_entries = entries.setdefault(dpid, {})
         guard = _guard(port, context)
         if guard:
-            switch_entries[guard_key(port)] = (guard, None)
-        for target in instances:  # the bulk of the flows: inlined, one tuple per entry
+            entries.setdefault(dpid, {})[guard_key(port)] = (guard, None)
+    for dpid, port in basis.unknown_ports:
+        switch_entries = entries.setdefault(dpid, {})
+        context = basis.ports[(dpid, port)]
+        for target in instances:
             deny = _deny(port, context, target, basis.admitted)
             if deny is not None:
                 switch_entries[deny_key(port, target.ip, target.port)] = ((deny,), None)
+    for target in instances:
+        admission = _admission(target, basis)
+        if admission is not None:
+            entries.setdefault(admission[0], {})[admission_key(target.ip, target.port)] = (admission[1], None)
 
 
 def _full_changes(previous: AclTables, tables: AclTables) -> tuple[AclTables, AclChanges]:
@@ -476,10 +595,23 @@ def _field(name: str, value: str | int) -> MatchField:
     return (name, value)
 
 
-def _tcp_to(port: int, target: Target, *source: MatchField) -> tuple[MatchField, ...]:
+def _tcp_to(port: int, target: Target) -> tuple[MatchField, ...]:
+    """A connection attempt to ``target`` coming in at ``port``, whatever its source."""
     return _match(
         ETH_IPV4,
         _field("in_port", port),
+        PROTO_TCP,
+        _field("ipv4_dst", target.ip),
+        _field("tcp_dst", target.port),
+        TCP_FLAGS_SYN_ONLY,
+    )
+
+
+def _syn_to(target: Target, source_ip: str | None) -> tuple[MatchField, ...]:
+    """A connection attempt to ``target`` (from ``source_ip``, or from anyone), wherever it came in."""
+    source = (_field("ipv4_src", source_ip),) if source_ip is not None else ()
+    return _match(
+        ETH_IPV4,
         PROTO_TCP,
         _field("ipv4_dst", target.ip),
         _field("tcp_dst", target.port),
@@ -526,15 +658,43 @@ def _deny(
     port: int, context: PortContext, target: Target, admitted: Mapping[str, frozenset[str] | None]
 ) -> FlowSpec | None:
     """The drop of connection attempts from the port to ``target``, or None when its caller may call it."""
-    allowed = admitted.get(target.service)
-    if allowed is None:
+    if context.owner is not None or admitted.get(target.service) is None:
+        return None  # a declared endpoint's calls are judged at the instance's switch (``_admission``)
+    return FlowSpec(TABLE_ACL, PRIORITY_DENY, _tcp_to(port, target), DROP, acl_cookie(KIND_DENY, None))
+
+
+def _admission(target: Target, basis: AclBasis) -> tuple[SwitchId, tuple[FlowSpec, ...]] | None:
+    """Where ``target``'s connection attempts are judged (its node's switch) and the flows that judge them
+    (see the module's doc), or None when it has no declared node port or admits every caller."""
+    at = basis.located.get(target.ip)
+    callers = basis.callers(target.service)
+    if at is None or callers is None:
         return None
-    owner = context.owner
-    if owner is not None and (target.ip == owner.ip or owner.ip in allowed):
-        return None
-    source = (_field("ipv4_src", owner.ip),) if owner is not None else ()
-    cookie = acl_cookie(KIND_DENY, owner.ip if owner is not None else None)
-    return FlowSpec(TABLE_ACL, PRIORITY_DENY, _tcp_to(port, target, *source), DROP, cookie)
+    denied, admitted = callers
+    own_admitted = target.ip in (basis.admitted.get(target.service) or ())  # its own node: crosses no switch
+    refused = len(denied) - (not own_admitted)
+    if refused <= max(len(admitted) - own_admitted + 1, NAMED_DENIALS):
+        flows = tuple(
+            FlowSpec(TABLE_FORWARD, PRIORITY_DENY, _syn_to(target, ip), DROP, acl_cookie(KIND_DENY, ip))
+            for ip in denied
+            if ip != target.ip
+        )
+    else:
+        on = _output(at[1])
+        flows = (
+            *(
+                FlowSpec(TABLE_FORWARD, PRIORITY_ADMIT, _syn_to(target, ip), on, acl_cookie(KIND_ADMIT, ip))
+                for ip in admitted
+                if ip != target.ip
+            ),
+            FlowSpec(TABLE_FORWARD, PRIORITY_DENY, _syn_to(target, None), DROP, acl_cookie(KIND_DENY, None)),
+        )
+    return (at[0], flows) if flows else None
+
+
+@lru_cache(maxsize=4096)
+def _output(port: int) -> tuple[tuple[str, int], ...]:
+    return (("output", port),)
 
 
 def _deny_label(port: int, context: PortContext, target: Target) -> DropLabel:

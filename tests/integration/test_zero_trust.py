@@ -10,7 +10,7 @@ Both layers are checked on their own, from the outside:
   sidecar tells the two apart). u1's client sidecar has no listener for db (a user host's sidecar gets
   listeners for the entry services only), so the calls use u1's or web's SVID directly, as a sidecar would.
 - Network: u1 bypassing its sidecar with a raw TCP connect to db's node port gets nothing through, and
-  its first switch's drop flow counts it (ovs-ofctl), and the controller reports the denial.
+  the drop flow at db's node's switch counts it (ovs-ofctl), and the controller reports the denial.
 Then a policy change (a new document admitting the host u1 at db, POST /api/v1/config/apply) flips both
 within 1 s, and a migration of db keeps the policy at its new node. Everything is stopped by the lab (by
 PID, net.stop()), also on failure.
@@ -72,6 +72,10 @@ def node_ip(lab: Lab, node: str) -> str:
     return str(next(n.ip for n in lab.net.spec.nodes if n.id == node))
 
 
+def host_ip(lab: Lab, host: str) -> str:
+    return str(next(h.ip for h in lab.net.spec.hosts if h.id == host))
+
+
 def test_allowed_denied_bypass_policy_flip_and_migration(tmp_path: Path) -> None:
     with Lab(FABRIC, tmp_path / "lab", extra_args=("--port-stats-interval", "0.5")) as lab:
         td = lab.trust_domain
@@ -101,13 +105,13 @@ def test_allowed_denied_bypass_policy_flip_and_migration(tmp_path: Path) -> None
         assert once(lab, caller_node, "tls", db_ip, "403", u1_svid) == "403"
         assert once(lab, caller_node, "tcp", db_ip, "open") == "open"  # the switches let api's node through
 
-        # (c) u1 bypassing its sidecar: a raw TCP connect to db's port gets nothing through; u1's first
+        # (c) u1 bypassing its sidecar: a raw TCP connect to db's port gets nothing through; db's node's
         # switch drops it and counts, and the controller reports the network-layer denial.
-        u1_switch = switch_of(lab, "u1")
-        drops_before = lab.drop_packets(u1_switch, (db_ip, DB_PORT))
+        db_switch, u1_ip = switch_of(lab, db["node"]), host_ip(lab, "u1")
+        drops_before = lab.drop_packets(db_switch, (db_ip, DB_PORT), u1_ip)
         denials_before = network_denials(lab, "db")
         assert once(lab, "u1", "tcp", db_ip, "open", timeout_s=2.0) == "closed"
-        assert lab.drop_packets(u1_switch, (db_ip, DB_PORT)) > drops_before
+        assert lab.drop_packets(db_switch, (db_ip, DB_PORT), u1_ip) > drops_before
         wait_until(lambda: network_denials(lab, "db") > denials_before, 10, 0.2, "the network denial", NOT_YET)
 
         # (d) a new document admits the host u1 at db: both layers flip within a second.
@@ -149,10 +153,10 @@ def test_allowed_denied_bypass_policy_flip_and_migration(tmp_path: Path) -> None
         assert served.ok
         assert once(lab, "u1", "tls", new_ip, "200", u1_svid) == "200"
         assert once(lab, caller_node, "tls", new_ip, "403", web_svid) == "403"
-        u2_switch = switch_of(lab, "u2")
-        u2_drops = lab.drop_packets(u2_switch, (new_ip, DB_PORT))
+        new_switch, u2_ip = switch_of(lab, moved.to_node), host_ip(lab, "u2")
+        u2_drops = lab.drop_packets(new_switch, (new_ip, DB_PORT), u2_ip)
         assert once(lab, "u2", "tcp", new_ip, "open", timeout_s=2.0) == "closed"
-        assert lab.drop_packets(u2_switch, (new_ip, DB_PORT)) > u2_drops
+        assert lab.drop_packets(new_switch, (new_ip, DB_PORT), u2_ip) > u2_drops
         lost = [r for r in lab.records(after_move) if not r.ok]
         assert lost == [], lost[:5]
         # The users' requests kept working throughout (web -> api -> db, all admitted).

@@ -1,6 +1,7 @@
-"""The ingress policy of table 0 (sdnctl/acl.py, pure): source guards at every edge port, policy drops
-for callers a service does not admit, following placements and moves; the engine applies a policy
-change make-before-break and only its ACL entries; drop counters become denials (acl_counters.py)."""
+"""The network's policy (sdnctl/acl.py, pure): source guards at every edge port, a service's callers
+judged at its instance's switch (the fewer flows of dropping those it does not admit or passing those it
+admits), unknown ports' drops, following placements and moves; the engine applies a policy change
+make-before-break and only its ACL entries; drop counters become denials (acl_counters.py)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,14 @@ from netmodel.types import AllowRule, Attachment, Host, PolicyDefault, Resources
 from sdnctl import engine as engine_module
 from sdnctl.acl import (
     COOKIE_ACL,
+    COOKIE_ACL_MASK,
+    KIND_ADMIT,
     KIND_DENY,
     KIND_GUARD,
+    NAMED_DENIALS,
     PRIORITY_DENY,
+    UNADMITTED,
+    AclTables,
     acl_cookie,
     compile_acl,
     cookie_kind,
@@ -87,15 +93,57 @@ def flows_at(state: FabricState, switch: SwitchId, port: int) -> list[FlowSpec]:
     return [f for f in compile_acl(state, TD).flows(switch) if dict(f.match).get("in_port") == port]
 
 
-def denied(state: FabricState) -> set[tuple[SwitchId, int, str | None, str, int]]:
-    """(switch, in_port, source, destination, tcp port) of every policy drop."""
+def endpoints(state: FabricState) -> dict[str, tuple[SwitchId, int]]:
+    """Every declared endpoint's address -> its switch port."""
+    out = {n.ip: (n.attachment.switch, int(n.attachment.port)) for n in state.nodes.values() if n.ip}
+    out.update({h.ip: (h.attachment.switch, int(h.attachment.port)) for h in state.hosts.values() if h.declared})
+    return out
+
+
+def journey(tables: AclTables, state: FabricState, at: tuple[SwitchId, int], packet: dict[str, object]) -> str:
+    """What the fabric does with an IPv4 ``packet`` coming in at ``at`` (switch, port) for an endpoint of
+    ``state``: ``drop at <switch>`` (table 0 of its first switch, or the ACL's flows above the routes of
+    table 1 at its destination's switch), else ``delivered`` (the route takes it)."""
+    names = {dpid: sw.name for dpid, sw in state.topology.switches.items()}
+    if fate(tables.flows(at[0]), {**packet, "in_port": at[1]}) == "drop":
+        return f"drop at {names[at[0]]}"
+    last, port = endpoints(state)[str(packet["ipv4_dst"])]
+    judged = [f for f in tables.flows(last) if f.table == TABLE_FORWARD and _all_match(f, packet)]
+    best = max(judged, key=lambda f: f.priority, default=None)
+    if best is None:
+        return "delivered"
+    if best.actions == ():
+        return f"drop at {names[last]}"
+    assert best.actions == (("output", port),), "an admitted caller goes where the route would take it"
+    return "delivered"
+
+
+MACS = {"10.0.0.1": "02:00:00:00:00:01"}  # u1's, declared (its port's guard checks it)
+
+
+def syn(caller: str, ip: str, port: int, flags: int = 0x002) -> dict[str, object]:
+    """A connection attempt from ``caller``'s address (and its declared MAC)."""
+    return {
+        "eth_type": 0x0800,
+        "eth_src": MACS.get(caller, "02:00:00:00:00:99"),
+        "ipv4_src": caller,
+        "ip_proto": 6,
+        "ipv4_dst": ip,
+        "tcp_dst": port,
+        "tcp_flags": flags,
+    }
+
+
+def denied(state: FabricState) -> set[tuple[str, str, int]]:
+    """(caller, instance address, instance port): every connection attempt of a declared endpoint (from
+    its own port, as itself) to a placed instance on another node that the fabric drops."""
+    tables = compile_acl(state, TD)
     out = set()
-    for switch in (A, B):
-        for f in compile_acl(state, TD).flows(switch):
-            m = dict(f.match)
-            if "tcp_dst" in m:
-                assert f.actions == () and f.table == TABLE_ACL
-                out.add((switch, m["in_port"], m.get("ipv4_src"), m["ipv4_dst"], m["tcp_dst"]))
+    for workload in state.workloads.values():
+        ip = state.nodes[workload.node].ip if workload.node is not None else None
+        for caller, at in endpoints(state).items():
+            if ip and caller != ip and journey(tables, state, at, syn(caller, ip, workload.port)) != "delivered":
+                out.add((caller, ip, workload.port))
     return out
 
 
@@ -107,9 +155,13 @@ def _matches(field: object, wanted: object) -> bool:
     return field == wanted
 
 
+def _all_match(flow: FlowSpec, packet: dict[str, object]) -> bool:
+    return all(_matches(packet.get(k), v) for k, v in flow.match)
+
+
 def fate(flows: Iterable[FlowSpec], packet: dict[str, object]) -> str:
     """What table 0 does with ``packet`` (its header fields): the highest-priority flow that matches."""
-    matching = [f for f in flows if all(_matches(packet.get(k), v) for k, v in f.match)]
+    matching = [f for f in flows if f.table == TABLE_ACL and _all_match(f, packet)]
     best = max(matching, key=lambda f: f.priority, default=None)
     if best is None:
         return "no flow"
@@ -133,37 +185,78 @@ def test_source_guard_lets_a_host_send_only_as_itself() -> None:
     assert fate(node_flows, {"in_port": N1_PORT, "eth_type": 0x0800, "ipv4_src": "10.0.0.1"}) == "drop"
 
 
-def test_callers_not_admitted_are_dropped_at_their_first_switch_and_only_tcp_to_the_port() -> None:
+def test_callers_not_admitted_are_dropped_at_the_instances_switch_and_only_tcp_to_the_port() -> None:
     state = world()
     assert denied(state) == {
-        (A, U2_PORT, "10.0.0.2", "10.0.0.10", 8080),  # u2 -> web: not admitted
-        (A, N2_PORT, "10.0.0.11", "10.0.0.10", 8080),  # n2 (runs api) -> web: not admitted
-        (A, U1_PORT, "10.0.0.1", "10.0.0.11", 9090),  # u1 -> api
-        (A, U2_PORT, "10.0.0.2", "10.0.0.11", 9090),  # u2 -> api
+        ("10.0.0.2", "10.0.0.10", 8080),  # u2 -> web: not admitted
+        ("10.0.0.11", "10.0.0.10", 8080),  # n2 (runs api) -> web: not admitted
+        ("10.0.0.1", "10.0.0.11", 9090),  # u1 -> api
+        ("10.0.0.2", "10.0.0.11", 9090),  # u2 -> api
         # n1 runs web, which api admits: no drop. n2 -> api is its own node: crosses no switch.
     }
-    flows = flows_at(state, A, U2_PORT)
-    tcp = {"in_port": U2_PORT, "eth_type": 0x0800, "ipv4_src": "10.0.0.2", "ip_proto": 6, "ipv4_dst": "10.0.0.10"}
-    tcp["tcp_flags"] = SYN
-    assert fate(flows, {**tcp, "tcp_dst": 8080}) == "drop"
-    assert fate(flows, {**tcp, "tcp_dst": 22}) == "forward", "only the service's port"
-    assert fate(flows, {**tcp, "ip_proto": 1, "tcp_dst": None}) == "forward", "ping still works"
-    deny = [f for f in flows if "tcp_dst" in dict(f.match)]
-    assert {f.cookie for f in deny} == {acl_cookie(KIND_DENY, "10.0.0.2")}
+    tables, u2 = compile_acl(state, TD), (A, U2_PORT)
+    assert journey(tables, state, u2, syn("10.0.0.2", "10.0.0.10", 8080)) == "drop at b", "at web's node's switch"
+    assert journey(tables, state, u2, syn("10.0.0.2", "10.0.0.10", 22)) == "delivered", "only the service's port"
+    ping = {"eth_type": 0x0800, "ipv4_src": "10.0.0.2", "ip_proto": 1, "ipv4_dst": "10.0.0.10"}
+    assert journey(tables, state, u2, ping) == "delivered", "ping still works"
+    # Judged where the instance is: nothing of it at the callers' first switch, a drop per caller at b.
+    assert not [f for f in tables.flows(A) if dict(f.match).get("tcp_dst") == 8080]
+    deny = [f for f in tables.flows(B) if dict(f.match).get("tcp_dst") == 8080]
+    assert {f.cookie for f in deny} == {acl_cookie(KIND_DENY, ip) for ip in ("10.0.0.2", "10.0.0.11")}
     assert all(f.cookie & 0xFFFF << 48 == COOKIE_ACL and cookie_kind(f.cookie) == KIND_DENY for f in deny)
+    assert all(f.table == TABLE_FORWARD and f.priority == PRIORITY_DENY and f.actions == () for f in deny)
+
+
+def test_a_spoofed_source_does_not_get_past_the_instances_switch() -> None:
+    """The drops at the instance's switch trust the source address because table 0 vetted it first: u2
+    claiming u1's (admitted) address is dropped by its own port's guard, on the instance's switch too."""
+    state = world()
+    tables = compile_acl(state, TD)
+    n2 = (A, N2_PORT)  # api's own switch is a: n2 shares it with u1 and u2
+    assert journey(tables, state, (A, U2_PORT), syn("10.0.0.1", "10.0.0.10", 8080)) == "drop at a"
+    assert journey(tables, state, (A, U2_PORT), syn("10.0.0.10", "10.0.0.11", 9090)) == "drop at a"
+    assert journey(tables, state, n2, syn("10.0.0.11", "10.0.0.11", 9090)) == "delivered"  # (never sent: own node)
+    assert journey(tables, state, (B, N1_PORT), syn("10.0.0.10", "10.0.0.11", 9090)) == "delivered", "admitted"
+
+
+def test_many_callers_not_admitted_cost_one_flow_per_admitted_caller_and_one_drop() -> None:
+    """When a service refuses more callers than NAMED_DENIALS and than it admits, its instance's switch
+    passes each admitted caller on (to the node's port, as the route would) and drops every other source:
+    one drop, not one per caller refused."""
+    state = world()
+    hosts = dict(state.hosts)
+    for n in range(3, 3 + NAMED_DENIALS):
+        host = Host(HostId(f"u{n}"), Attachment(A, PortNo(10 + n)), f"10.0.1.{n}", "", True)
+        hosts[host.id] = host
+    state = replace(state, hosts=frozen_map(hosts), generation=state.generation + 1)
+    tables = compile_acl(state, TD)
+    to_web = [f for f in tables.flows(B) if dict(f.match).get("tcp_dst") == 8080]
+    admit = [f for f in to_web if f.actions]
+    assert [(dict(f.match)["ipv4_src"], f.actions, f.cookie) for f in admit] == [
+        ("10.0.0.1", (("output", N1_PORT),), acl_cookie(KIND_ADMIT, "10.0.0.1"))
+    ]
+    (drop,) = [f for f in to_web if not f.actions]
+    assert "ipv4_src" not in dict(drop.match) and drop.cookie == acl_cookie(KIND_DENY, None)
+    refused = {f"10.0.1.{n}" for n in range(3, 3 + NAMED_DENIALS)} | {"10.0.0.2", "10.0.0.11"}
+    assert {c for c, ip, port in denied(state) if (ip, port) == ("10.0.0.10", 8080)} == refused
+    label = tables.labels[(B, drop.key)]
+    assert (label.kind, label.caller, label.service, label.switch, label.port) == ("deny", UNADMITTED, "web", "b", 2)
+    assert label.detail.endswith("-> 10.0.0.10:8080")
+    assert tables.labels.get((B, admit[0].key)) is None, "a way on has no label"
 
 
 def test_only_connection_attempts_are_dropped_established_connections_live_on() -> None:
-    flows = flows_at(world(), A, U2_PORT)
-    tcp = {"in_port": U2_PORT, "eth_type": 0x0800, "ipv4_src": "10.0.0.2", "ip_proto": 6, "ipv4_dst": "10.0.0.10"}
-    assert fate(flows, {**tcp, "tcp_dst": 8080, "tcp_flags": SYN}) == "drop", "a new connection is refused"
-    assert fate(flows, {**tcp, "tcp_dst": 8080, "tcp_flags": SYN | 0x100}) == "drop", "SYN with ECN bits too"
+    state = world()
+    tables, u2 = compile_acl(state, TD), (A, U2_PORT)
+    to_web = syn("10.0.0.2", "10.0.0.10", 8080)
+    assert journey(tables, state, u2, to_web) == "drop at b", "a new connection is refused"
+    assert journey(tables, state, u2, {**to_web, "tcp_flags": SYN | 0x100}) == "drop at b", "SYN with ECN bits too"
     # An established connection (a caller draining after its node stopped being admitted) goes on.
     for flags in (ACK, ACK | PSH, ACK | FIN, RST):
-        assert fate(flows, {**tcp, "tcp_dst": 8080, "tcp_flags": flags}) == "forward", hex(flags)
+        assert journey(tables, state, u2, {**to_web, "tcp_flags": flags}) == "delivered", hex(flags)
     # A callee's reply (SYN+ACK, then ACKs) to a caller whose ephemeral port equals a service port.
-    assert fate(flows, {**tcp, "tcp_dst": 8080, "tcp_flags": SYN | ACK}) == "forward"
-    deny = [f for f in flows if "tcp_dst" in dict(f.match)]
+    assert journey(tables, state, u2, {**to_web, "tcp_flags": SYN | ACK}) == "delivered"
+    deny = [f for f in tables.flows(B) if "tcp_dst" in dict(f.match)]
     assert deny and all(dict(f.match)["tcp_flags"] == (0x002, 0x012) for f in deny), "as OVS reads it back"
 
 
@@ -171,13 +264,14 @@ def test_default_allow_drops_nothing_by_policy_but_keeps_the_guards() -> None:
     state = replace(world(), default_policy=PolicyDefault.ALLOW)
     assert denied(state) == set()
     assert fate(flows_at(state, A, U2_PORT), {"in_port": U2_PORT, "eth_type": 0x0800, "ipv4_src": "6.6.6.6"}) == "drop"
+    assert not [f for s in (A, B) for f in compile_acl(state, TD).flows(s) if f.table == TABLE_FORWARD]
 
 
 def test_a_policy_change_is_the_drops_it_adds_and_removes() -> None:
     before = world()
     after = allow(before, "web", AllowRule(host=HostId("u2")))  # u2 instead of u1
-    assert denied(after) - denied(before) == {(A, U1_PORT, "10.0.0.1", "10.0.0.10", 8080)}
-    assert denied(before) - denied(after) == {(A, U2_PORT, "10.0.0.2", "10.0.0.10", 8080)}
+    assert denied(after) - denied(before) == {("10.0.0.1", "10.0.0.10", 8080)}
+    assert denied(before) - denied(after) == {("10.0.0.2", "10.0.0.10", 8080)}
 
 
 def test_a_moved_workload_keeps_exactly_its_allowed_callers() -> None:
@@ -187,13 +281,18 @@ def test_a_moved_workload_keeps_exactly_its_allowed_callers() -> None:
     everyone = {"10.0.0.1", "10.0.0.2", "10.0.0.10", "10.0.0.11"}
 
     def allowed_callers(s: FabricState, ip: str, port: int) -> set[str | None]:
-        """Every endpoint but the instance's own node and those with a drop to (ip, port)."""
-        return everyone - {ip} - {src for (_sw, _p, src, dst, tcp) in denied(s) if (dst, tcp) == (ip, port)}
+        """Every endpoint but the instance's own node and those dropped on their way to (ip, port)."""
+        return everyone - {ip} - {src for (src, dst, tcp) in denied(s) if (dst, tcp) == (ip, port)}
 
     # web's instance moved n1 -> n2: exactly u1 may call it, at its new address; nothing is left at the old
     assert allowed_callers(state, "10.0.0.10", 8080) == {"10.0.0.1"}
     assert allowed_callers(moved, "10.0.0.11", 8080) == {"10.0.0.1"}
-    assert not [d for d in denied(moved) if d[3:] == ("10.0.0.10", 8080)]
+    assert not [
+        f
+        for s in (A, B)
+        for f in compile_acl(moved, TD).flows(s)
+        if dict(f.match).get("tcp_dst") == 8080 and dict(f.match).get("ipv4_dst") == "10.0.0.10"
+    ]
     # ...and api admits service web, whose instance's address moved with it: n2 (itself) instead of n1.
     assert allowed_callers(state, "10.0.0.11", 9090) == {"10.0.0.10"}
     assert allowed_callers(moved, "10.0.0.11", 9090) == set()
@@ -218,6 +317,14 @@ def test_a_port_without_a_declared_endpoint_reaches_no_service_whatever_source_i
     assert all(f.cookie != acl_cookie(KIND_GUARD, "10.0.0.10") for f in flows)
 
 
+IDENTITIES = {
+    "10.0.0.1": f"spiffe://{TD}/host/u1",
+    "10.0.0.2": f"spiffe://{TD}/host/u2",
+    "10.0.0.10": f"spiffe://{TD}/node/n1",
+    "10.0.0.11": f"spiffe://{TD}/node/n2",
+}
+
+
 def test_every_drop_flow_is_labelled_and_only_drop_flows_of_the_tables() -> None:
     """Labels are made when asked for, from the flow's match: each drop flow (policy or guard) has the
     label its port and target say; a pass flow, a route, a flow the tables do not hold has none."""
@@ -226,10 +333,15 @@ def test_every_drop_flow_is_labelled_and_only_drop_flows_of_the_tables() -> None
     drops = [(s, f) for s in (A, B) for f in tables.flows(s) if f.actions == ()]
     assert drops and sorted(tables.labels) == sorted((s, f.key) for s, f in drops)
     assert len(tables.labels) == len(drops)
+    where = {ip: (state.topology.switches[s].name, port) for ip, (s, port) in endpoints(state).items()}
     for switch, flow in drops:
         label = tables.labels[(switch, flow.key)]
         match = dict(flow.match)
-        assert (label.switch, label.port) == (state.topology.switches[switch].name, match["in_port"])
+        if flow.table == TABLE_ACL:  # where its packets came in
+            assert (label.switch, label.port) == (state.topology.switches[switch].name, match["in_port"])
+        else:  # the caller's own port, which its source names (the drop is at the instance's switch)
+            assert (label.switch, label.port) == where[match["ipv4_src"]]
+            assert label.caller == IDENTITIES[match["ipv4_src"]]
         if "tcp_dst" in match:
             assert label.kind == "deny"
             assert label.detail.endswith(f"-> {match['ipv4_dst']}:{match['tcp_dst']}")
@@ -302,12 +414,14 @@ def test_the_engine_applies_a_policy_change_make_before_break_and_only_the_acl(m
     switches.sent.clear()
     box[0] = allow(box[0], "web", AllowRule(host=HostId("u2")))
     engine._converge()
-    assert [(dpid, phase) for dpid, phase, _ in switches.sent] == [(A, "make"), (A, "break")]
+    # web's instance is on n1, at b: its switch alone changes.
+    assert [(dpid, phase) for dpid, phase, _ in switches.sent] == [(B, "make"), (B, "break")]
     delta = switches.sent[0][2]
     assert [dict(f.match)["ipv4_src"] for f in delta.add_flows] == ["10.0.0.1"], "u1's new drop first"
     assert [dict(f.match)["ipv4_src"] for f in delta.delete_flows] == ["10.0.0.2"], "u2's drop removed after"
-    assert not delta.modify_flows and not delta.add_groups and all(f.table == TABLE_ACL for f in delta.add_flows)
-    assert switches.tables[A].flows == engine._compiled[A].config.flows
+    assert not delta.modify_flows and not delta.add_groups
+    assert all(f.cookie & COOKIE_ACL_MASK == COOKIE_ACL for f in (*delta.add_flows, *delta.delete_flows))
+    assert switches.tables[B].flows == engine._compiled[B].config.flows
     assert engine.status[A].applied_generation == box[0].generation
 
 
@@ -360,9 +474,9 @@ def test_a_policy_change_whose_round_failed_is_applied_by_the_next_round(monkeyp
         engine._converge()
     engine._converge()  # the engine's loop runs the next round
     assert len(calls) == 2
-    assert engine._compiled[A].config.flows >= set(engine.acl.flows(A)), "the new ACL is in the tables"
-    assert switches.tables[A].flows == engine._compiled[A].config.flows, "and on the switch"
-    to_web = [dict(f.match) for f in switches.tables[A].flows if dict(f.match).get("tcp_dst") == 8080]
+    assert engine._compiled[B].config.flows >= set(engine.acl.flows(B)), "the new ACL is in the tables"
+    assert switches.tables[B].flows == engine._compiled[B].config.flows, "and on the switch"
+    to_web = [dict(f.match) for f in switches.tables[B].flows if dict(f.match).get("tcp_dst") == 8080]
     assert sorted(m["ipv4_src"] for m in to_web) == ["10.0.0.1", "10.0.0.11"], "u2 admitted, u1 no longer"
 
 
@@ -372,20 +486,25 @@ def test_a_move_recompiles_the_drops_and_routes_stay(monkeypatch) -> None:
     switches.sent.clear()
     box[0] = place(box[0], "web-2", "web", "n2", 8080).apply(ev.WorkloadRemoved(WorkloadId("web-1")))
     engine._converge()
-    assert switches.sent, "the drops follow the instance"
-    assert all(f.table == TABLE_ACL for _, _, d in switches.sent for f in (*d.add_flows, *d.delete_flows))
-    assert switches.tables[A].flows == engine._compiled[A].config.flows
+    assert {dpid for dpid, _, _ in switches.sent} == {A, B}, "the drops follow the instance from b to a"
+    sent = [f for _, _, d in switches.sent for f in (*d.add_flows, *d.modify_flows, *d.delete_flows)]
+    assert sent and all(f.cookie & COOKIE_ACL_MASK == COOKIE_ACL for f in sent), "only the ACL's flows"
+    assert not [d for _, _, d in switches.sent if d.add_groups or d.modify_groups or d.delete_groups]
+    assert all(switches.tables[d].flows == engine._compiled[d].config.flows for d in (A, B))
 
 
 def test_drop_counters_become_denials_and_spoofing_reports(monkeypatch) -> None:
     box = [world()]
     recorded: list[dict[str, object]] = []
     engine, _ = engine_on(box, monkeypatch, record_denial=lambda **kw: recorded.append(kw))
+    at_b = compile_acl(box[0], TD).flows(B)  # u2's calls to web are dropped at web's switch, b
+    deny = next(f for f in at_b if dict(f.match).get("tcp_dst") == 8080 and dict(f.match)["ipv4_src"] == "10.0.0.2")
     flows = flows_at(box[0], A, U2_PORT)
-    deny = next(f for f in flows if dict(f.match).get("tcp_dst") == 8080)
     guard = next(f for f in flows if f.cookie == acl_cookie(KIND_GUARD, "10.0.0.2") and "arp_spa" not in dict(f.match))
-    engine.on_acl_counters(A, {deny.key: 4, guard.key: 1}, 100.0)  # flows this engine added: from zero
-    engine.on_acl_counters(A, {deny.key: 7, guard.key: 6}, 105.0)
+    engine.on_acl_counters(B, {deny.key: 4}, 100.0)  # flows this engine added: from zero
+    engine.on_acl_counters(A, {guard.key: 1}, 100.0)
+    engine.on_acl_counters(B, {deny.key: 7}, 105.0)
+    engine.on_acl_counters(A, {guard.key: 6}, 105.0)
     assert [(r["count"], r["at"]) for r in recorded] == [(4, 100.0), (3, 105.0)]
     assert recorded[-1] == {
         "layer": "network",

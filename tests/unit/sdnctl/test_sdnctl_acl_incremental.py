@@ -5,7 +5,9 @@ into the new ones (so the engine, applying only those, holds what a full compile
 from __future__ import annotations
 
 from dataclasses import replace
+from unittest.mock import patch
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sdnctl_helpers import connect_all, discover_all, fabric
@@ -14,6 +16,7 @@ from netmodel import events as ev
 from netmodel.ids import HostId, NodeId, PortNo, ServiceName, SpiffeId, SwitchId, WorkloadId
 from netmodel.state import FabricState
 from netmodel.types import AllowRule, Attachment, Host, PolicyDefault, Port, Resources, Workload, frozen_map
+from sdnctl import acl
 from sdnctl.acl import EMPTY, AclTables, compile_acl, compile_acl_incremental
 from sdnctl.flows import Entry
 
@@ -132,9 +135,17 @@ def entries_of(tables: AclTables) -> dict[SwitchId, dict[str, Entry]]:
     return {dpid: dict(entries) for dpid, entries in tables.entries.items()}
 
 
+@pytest.mark.parametrize("named_denials", [acl.NAMED_DENIALS, 0])  # 0: an instance passes the admitted, drops the rest
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(CHANGES, min_size=1, max_size=12))
-def test_incremental_acl_equals_the_full_compile_after_every_change(changes: list[tuple[object, ...]]) -> None:
+def test_incremental_acl_equals_the_full_compile_after_every_change(
+    named_denials: int, changes: list[tuple[object, ...]]
+) -> None:
+    with patch.object(acl, "NAMED_DENIALS", named_denials):
+        _incremental_equals_full(changes)
+
+
+def _incremental_equals_full(changes: list[tuple[object, ...]]) -> None:
     state = start()
     tables, _ = compile_acl_incremental(EMPTY, state, TD)
     for change in changes:
@@ -158,14 +169,18 @@ def test_incremental_acl_equals_the_full_compile_after_every_change(changes: lis
         assert {d: e for d, e in before.items() if e} == entries_of(full), change
 
 
-def test_a_placement_changes_one_entry_per_edge_port_that_may_not_call_it() -> None:
+def test_a_placement_changes_its_admission_and_one_drop_per_unknown_port() -> None:
     state = default(place(start(), 0, "web", "n1", 8080), allow_all=False)
+    state = learn_host(state, 1, 1, 5)  # a port without a declared endpoint, on a
     tables = compile_acl(state, TD)
     after = place(state, 1, "api", "n1", 9090)
     new, changed = compile_acl_incremental(tables, after, TD)
-    keys = sorted(key for per_switch in changed.values() for key in per_switch)
-    # Every edge port of a and b but n1's own (a call from its own node crosses no switch).
-    assert keys and all(key.endswith(":10.0.0.10:9090") for key in keys)
+    # The new instance's admission at its node's switch (b), and the unknown port's drop of it; the
+    # declared endpoints' ports change nothing (they are judged at the instance's switch).
+    assert {dpid: sorted(keys) for dpid, keys in changed.items()} == {
+        SwitchId(1): ["acl:5:10.0.0.10:9090"],
+        SwitchId(2): ["acl:to:10.0.0.10:9090"],
+    }
     assert entries_of(new) == entries_of(compile_acl(after, TD))
 
 
@@ -177,7 +192,7 @@ def test_a_port_change_takes_the_instances_and_admitted_sources_over_without_rec
     new, changed = compile_acl_incremental(tables, after, TD)
     assert tables.basis is not None and new.basis is not None
     assert new.basis.targets is tables.basis.targets and new.basis.admitted is tables.basis.admitted
-    assert set(changed) == {SwitchId(1)}  # the new port's guard and drops, nothing else
+    assert set(changed) == {SwitchId(1)}  # the new port's drops (nobody declared there), nothing else
     assert entries_of(new) == entries_of(compile_acl(after, TD))
 
 
