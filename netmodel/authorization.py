@@ -16,8 +16,10 @@ admits the prefix ``spiffe://<td>/svc/<service>/`` (every instance, also ones pl
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import is_
 
 from netmodel.ids import ServiceName
 from netmodel.state import FabricState
@@ -100,17 +102,50 @@ def principal_of(rule: AllowRule, trust_domain: str) -> Principal:
 def source_ips_of(state: FabricState, principal: Principal, trust_domain: str) -> tuple[str, ...]:
     """The addresses callers holding an identity ``principal`` admits send from: the node of every placed
     instance whose SPIFFE id it admits, and every host whose client identity it admits."""
-    ips: set[str] = set()
+    return tuple(sorted(_callers(state, trust_domain).ips_of(principal)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Callers:
+    """Every caller identity (placed instances', hosts') beside the address it sends from, sorted by
+    identity: a rule's addresses are one range (a prefix: the identities under it are adjacent) or one
+    lookup, not a scan of every instance and host (1,099 rules x 11,000 callers took ~0.7 s at 10,000
+    workloads, on every placement)."""
+
+    ids: tuple[str, ...]
+    ips: tuple[str, ...]
+
+    def ips_of(self, principal: Principal) -> set[str]:
+        wanted, out = principal.spiffe_id, set()
+        for i in range(bisect_left(self.ids, wanted), len(self.ids)):
+            found = self.ids[i]
+            if not (found.startswith(wanted) if principal.prefix else found == wanted):
+                break
+            out.add(self.ips[i])
+        return out
+
+
+_last_callers: tuple[tuple[object, ...], _Callers] | None = None
+
+
+def _callers(state: FabricState, trust_domain: str) -> _Callers:
+    """The callers of ``state``, kept for the next call on the same maps (a policy per service asks once per
+    rule; the model shares unchanged maps between generations)."""
+    global _last_callers
+    inputs = (state.workloads, state.nodes, state.hosts)
+    last = _last_callers
+    if last is not None and last[0][3] == trust_domain and all(map(is_, last[0][:3], inputs)):
+        return last[1]
+    pairs = []
     for workload in state.workloads.values():
-        if workload.node is None or not principal.matches(workload.spiffe_id):
-            continue
-        node = state.nodes.get(workload.node)
+        node = state.nodes.get(workload.node) if workload.node is not None else None
         if node is not None and node.ip:
-            ips.add(node.ip)
-    for host_id, host in state.hosts.items():
-        if host.ip and principal.matches(host_identity(trust_domain, host_id)):
-            ips.add(host.ip)
-    return tuple(sorted(ips))
+            pairs.append((str(workload.spiffe_id), node.ip))
+    pairs.extend((host_identity(trust_domain, host_id), host.ip) for host_id, host in state.hosts.items() if host.ip)
+    pairs.sort()
+    callers = _Callers(tuple(i for i, _ in pairs), tuple(ip for _, ip in pairs))
+    _last_callers = ((*inputs, trust_domain), callers)
+    return callers
 
 
 def service_policy(state: FabricState, service: ServiceName, trust_domain: str) -> ServicePolicy:

@@ -114,3 +114,51 @@ def test_a_path_rule_ending_in_a_slash_is_a_plain_prefix() -> None:
     assert path_admits("/api/", "/api/v1") and not path_admits("/api/", "/api")
     assert path_admits("/api", "/api") and not path_admits("/api", "/apiv1")
     assert normalize_path("/a/b/../../../c") == "/c" and normalize_path("/a/./b/.") == "/a/b/"
+
+
+def test_a_rules_addresses_are_exactly_its_callers_by_prefix_or_exact_identity() -> None:
+    """Addresses are looked up in callers sorted by identity: a service's prefix takes its instances and no
+    other service's whose name it starts (web, web2), a host's identity takes that host alone (u1, u10)."""
+    from netmodel.authorization import Principal, principal_of, source_ips_of
+
+    base = state()
+    att = Attachment(SwitchId(1), PortNo(1))
+    nodes = {f"n{i}": ComputeNode(NodeId(f"n{i}"), SiteId("edge"), att, R, ip=f"10.0.2.{i}") for i in range(1, 7)}
+    hosts = {
+        h: Host(HostId(h), att, ip)
+        for h, ip in (("u1", "10.0.1.1"), ("u10", "10.0.1.10"), ("u2", "10.0.1.2"), ("u3", ""))
+    }
+    placed = [("web", 1, "n1"), ("web", 2, "n2"), ("web2", 1, "n3"), ("we", 1, "n4"), ("web", 3, None)]
+    workloads = {
+        WorkloadId(f"{svc}-{i}"): Workload(
+            WorkloadId(f"{svc}-{i}"),
+            ServiceName(svc),
+            SpiffeId(workload_spiffe_id(TD, svc, f"{svc}-{i}")),
+            R,
+            NodeId(node) if node else None,
+        )
+        for svc, i, node in placed
+    }
+    s = replace(
+        base,
+        nodes=frozen_map({NodeId(k): v for k, v in nodes.items()}),
+        hosts=frozen_map({HostId(k): v for k, v in hosts.items()}),
+        workloads=frozen_map(workloads),
+    )
+
+    def scanned(principal: Principal) -> tuple[str, ...]:
+        ids = [(str(w.spiffe_id), s.nodes[w.node].ip) for w in s.workloads.values() if w.node is not None]
+        ids += [(f"spiffe://{TD}/host/{h}", host.ip) for h, host in s.hosts.items() if host.ip]
+        return tuple(sorted({ip for i, ip in ids if principal.matches(i)}))
+
+    rules = [AllowRule(service=ServiceName(n)) for n in ("web", "web2", "we", "api")]
+    rules += [AllowRule(host=HostId(h)) for h in ("u1", "u10", "u3", "u9")]
+    rules += [AllowRule(spiffe_id=SpiffeId(f"spiffe://{TD}/svc/"))]
+    for rule in rules:
+        principal = principal_of(rule, TD)
+        assert source_ips_of(s, principal, TD) == scanned(principal), rule
+    assert source_ips_of(s, principal_of(rules[0], TD), TD) == ("10.0.2.1", "10.0.2.2")
+    assert source_ips_of(s, principal_of(rules[4], TD), TD) == ("10.0.1.1",)
+    assert source_ips_of(s, principal_of(rules[4], "other.org"), "other.org") == ("10.0.1.1",), "another domain"
+    moved = replace(s, nodes=frozen_map({**s.nodes, NodeId("n1"): replace(nodes["n1"], ip="10.0.3.1")}))
+    assert source_ips_of(moved, principal_of(rules[0], TD), TD) == ("10.0.2.2", "10.0.3.1"), "new maps: looked up again"
