@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from netmodel.authorization import decide, normalize_path, path_admits, service_policy
 from netmodel.ids import HostId, NodeId, PortNo, ServiceName, SiteId, SpiffeId, SwitchId, WorkloadId
 from netmodel.state import FabricState
@@ -116,10 +118,18 @@ def test_a_path_rule_ending_in_a_slash_is_a_plain_prefix() -> None:
     assert normalize_path("/a/b/../../../c") == "/c" and normalize_path("/a/./b/.") == "/a/b/"
 
 
-def test_a_rules_addresses_are_exactly_its_callers_by_prefix_or_exact_identity() -> None:
-    """Addresses are looked up in callers sorted by identity: a service's prefix takes its instances and no
-    other service's whose name it starts (web, web2), a host's identity takes that host alone (u1, u10)."""
+@pytest.mark.parametrize("scans_before_index", [0, 1000])
+def test_a_rules_addresses_are_exactly_its_callers_by_prefix_or_exact_identity(
+    scans_before_index: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scanned, or looked up in the callers sorted by identity (after a few scans of one generation): a
+    service's prefix takes its instances and no other service's whose name it starts (web, web2), a host's
+    identity takes that host alone (u1, u10)."""
+    from netmodel import authorization
     from netmodel.authorization import Principal, principal_of, source_ips_of
+
+    monkeypatch.setattr(authorization, "SCANS_BEFORE_INDEX", scans_before_index)
+    monkeypatch.setattr(authorization, "_last_callers", None)
 
     base = state()
     att = Attachment(SwitchId(1), PortNo(1))
