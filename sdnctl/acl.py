@@ -25,12 +25,14 @@ tcp_flags=+syn-ack`` is judged by whichever takes fewer flows:
 - one drop per declared endpoint the policy does not admit (``ipv4_src=X``), or
 - one way on per declared endpoint it admits (``ipv4_src=X -> output`` the node's port), then one drop
   of every other source
-(the first while it refuses at most ``NAMED_DENIALS`` callers, so a denial names its caller).
+(the first while it refuses at most ``NAMED_DENIALS`` callers, or fewer than it admits plus one, so a
+denial names its caller).
 
-This grows with instances x min(callers denied, callers admitted), not with edge ports x instances as a
-drop at each caller's first switch did (10.9 million flows at 500 switches and 10,000 instances, 20,300
-here). The price: a denied connection attempt crosses the fabric before it is dropped, and the drop of
-"every other source" cannot say which caller it stopped (its denials are counted as ``unadmitted``).
+This grows with instances x min(callers refused, callers admitted), not with edge ports x instances as a
+drop at each caller's first switch did (on benchmarks/scale.py's fabric of 500 switches and 10,000
+instances: 20,300 flows against 10.9 million). The price: a refused connection attempt crosses the fabric
+before it is dropped, and the drop of "every other source" cannot say which caller it stopped (its
+denials are counted as ``unadmitted``).
 
 Only TCP connection attempts (SYN without ACK) to service instances are judged: a caller not
 admitted never gets a connection, while connections already established live on (a caller's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import cast
 
 import pytest
 
@@ -11,6 +12,7 @@ from netmodel.events import NodeCameUp, NodeWentDown, WorkloadPlaced
 from netmodel.ids import NodeId, ServiceName, SiteId, SpiffeId, WorkloadId
 from netmodel.types import Resources, Workload
 from placement.errors import PlacementRefused, Refusal
+from placement.failover import FailoverPlan
 from placement.orchestrator import FailoverLoop, MigrationTarget, PlacementOrchestrator
 from placement.watch import PlacementStep, StepKind
 from tests.unit.placement.helpers import request, running_bus
@@ -320,3 +322,40 @@ def test_failover_replaces_an_instance_reported_unhealthy_and_withdraws_it() -> 
             wait_until(lambda: any(s.kind is StepKind.MIGRATION_COMPLETED for s in steps))
         finally:
             loop.stop()
+
+
+class _TimedPasses:
+    """An orchestrator whose every failover pass takes ``pass_s`` and returns ``plan``."""
+
+    def __init__(self, plan: FailoverPlan, pass_s: float) -> None:
+        self.plan, self.pass_s, self.passes = plan, pass_s, 0
+
+    def fail_over(self) -> FailoverPlan:
+        self.passes += 1
+        time.sleep(self.pass_s)
+        return self.plan
+
+
+@pytest.mark.parametrize("moves", [False, True])
+def test_failover_passes_that_only_strand_take_at_most_their_share_of_the_time(moves: bool) -> None:
+    """Woken without pause (a fabric coming up), passes that move nothing and strand instances are spaced so
+    they take at most STRANDED_PASS_SHARE of the time; passes that move something follow each other."""
+    from placement.failover import Move, Stranded
+    from placement.orchestrator import STRANDED_PASS_SHARE
+
+    plan = FailoverPlan(moves=(cast(Move, object()),)) if moves else FailoverPlan(stranded=(cast(Stranded, object()),))
+    orchestrator = _TimedPasses(plan, pass_s=0.02)
+    loop = FailoverLoop(cast(PlacementOrchestrator, orchestrator))
+    loop.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            loop.wake()
+            time.sleep(0.002)
+    finally:
+        loop.stop()
+    most = 1.0 / orchestrator.pass_s  # back to back
+    if moves:
+        assert orchestrator.passes >= most / 2
+    else:
+        assert 1 <= orchestrator.passes <= most * STRANDED_PASS_SHARE + 1

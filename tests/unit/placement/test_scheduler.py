@@ -98,6 +98,21 @@ def test_schedule_changes_nothing_and_schedule_on_assumes() -> None:
     assert int(snapshot.used_cpu.sum()) == 32000  # the refused one left nothing behind
 
 
+def test_site_counts_follow_every_assume_and_forget() -> None:
+    """Kept between decisions for speed, a service's count per site is never stale, nor writable."""
+    snapshot = ClusterSnapshot(example_state())
+    web, resources = ServiceName("web"), Resources(1, 1)
+    i = snapshot.index[NodeId("c-n1")]
+    sites = snapshot.site_of
+    before = snapshot.site_instances_of(web).copy()
+    snapshot.assume(web, resources, i)
+    after = snapshot.site_instances_of(web)
+    assert list(after - before) == [int(s == sites[i]) for s in sites], "one more in c-n1's site, on each of its nodes"
+    assert not after.flags.writeable
+    snapshot.forget(web, resources, i)
+    assert list(snapshot.site_instances_of(web)) == list(before)
+
+
 def test_batch_places_the_most_constrained_first() -> None:
     state = example_state()
     # Arrival order would give ea-n1 to the first (latency-first, SLO 5) and leave the second
