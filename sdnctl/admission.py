@@ -37,9 +37,14 @@ def overdue(
     handshake_timeout_s: float | None,
     unreplied_echoes: int,
     max_unreplied_echoes: int,
+    unread_bytes: int = 0,
 ) -> str | None:
-    """Why a connection must be dropped now, or None: echo requests unanswered, or a handshake too long."""
-    if max_unreplied_echoes and unreplied_echoes > max_unreplied_echoes:
+    """Why a connection must be dropped now, or None: echo requests unanswered, or a handshake too long.
+    Echoes count as unanswered only while nothing the switch sent waits unread (``unread_bytes``): a
+    controller behind on its reads is not a dead switch, and dropping switches that answered in time made a
+    busy controller busier still (each reconnects, sends its ports, has its tables read back: at 500
+    switches one drop led to thousands)."""
+    if max_unreplied_echoes and unreplied_echoes > max_unreplied_echoes and unread_bytes == 0:
         return ECHO_TIMEOUT
     if not handshake_done and handshake_timeout_s is not None and now - connected_at >= handshake_timeout_s:
         return HANDSHAKE_TIMEOUT

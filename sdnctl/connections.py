@@ -10,7 +10,9 @@ sender, so two threads per connection stayed forever. Here, in a subclass of os-
 - the echo loop also enforces the handshake deadline, and drops a connection by shutting down both
   directions, so a peer that hangs does not keep the receive loop waiting;
 - ``ConnectionGuard`` (os-ken's connection factory) bounds the connections still in their handshake
-  and logs one line per connection that ends, with why.
+  and logs one line per connection that ends, with why;
+- echo requests count as unanswered only while nothing the switch sent waits unread in the socket
+  (``admission.overdue``): a controller behind on its reads keeps its switches.
 
 Imported only once os-ken is configured (``sdnctl.runtime.start_openflow``).
 """
@@ -18,9 +20,12 @@ Imported only once os-ken is configured (``sdnctl.runtime.start_openflow``).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import queue
 import socket
+import struct
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +39,15 @@ from sdnctl.admission import ECHO_TIMEOUT, HANDSHAKE_TIMEOUT, ConnectionLimits, 
 LOG = logging.getLogger("edgectl.sdnctl.connections")
 
 Clock = Callable[[], float]
+
+
+def unread_bytes(sock: Any) -> int:
+    """Bytes waiting in ``sock``'s receive buffer (FIONREAD), 0 when it is closed or cannot say."""
+    try:
+        answer = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return int(struct.unpack("i", answer)[0])
 
 
 class GuardedDatapath(of_controller.Datapath):  # type: ignore[misc]
@@ -92,6 +106,10 @@ class GuardedDatapath(of_controller.Datapath):  # type: ignore[misc]
         except queue.Full:
             self._send_q_sem.release()
 
+    def unread_bytes(self) -> int:
+        """What the switch sent that this controller has not read yet (0 when the socket is gone)."""
+        return unread_bytes(self.socket)
+
     def _echo_request_loop(self) -> None:
         """os-ken's echo loop, woken by the connection's end, and keeping the handshake deadline."""
         echo_interval_s = self.echo_request_interval if self.max_unreplied_echo_requests else None
@@ -105,6 +123,7 @@ class GuardedDatapath(of_controller.Datapath):  # type: ignore[misc]
                 handshake_timeout_s=self._handshake_timeout_s,
                 unreplied_echoes=len(self.unreplied_echo_requests),
                 max_unreplied_echoes=self.max_unreplied_echo_requests,
+                unread_bytes=self.unread_bytes() if self.unreplied_echo_requests else 0,
             )
             if reason is not None:
                 self.drop(reason)

@@ -9,7 +9,7 @@ that stamps model events (the model compares host sightings against it).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from netmodel import events as ev
@@ -21,6 +21,8 @@ from sdnctl.latency import LatencyEstimator, worth_reporting
 
 PROBE_INTERVAL_S = 1.0
 LINK_TIMEOUT_S = 3.5
+BEHIND_TIMEOUT_S = 3 * LINK_TIMEOUT_S
+"""How long a link into a switch whose messages wait unread may stay silent (see ``expire_silent_links``)."""
 ECHO_MAGIC = b"edgectl-echo"
 LOOP_PORT = 0  # probe "port" of a loop probe: no real port has number 0
 PROBE_SRC_MAC = "02:ec:00:00:00:00"  # a probe's source when its port has no hardware address
@@ -140,14 +142,22 @@ class Discovery:
                 self._last_seen[link] = now
 
     # -- once per probe round ------------------------------------------------------------------------
-    def housekeeping(self, state: FabricState, connected: Iterable[SwitchId], now: float, wall: float) -> RoundResult:
+    def housekeeping(
+        self,
+        state: FabricState,
+        connected: Iterable[SwitchId],
+        now: float,
+        wall: float,
+        behind: Collection[SwitchId] = (),
+    ) -> RoundResult:
         """Forget probes that never came back (ports without a neighbour), take down links no probe
-        crossed for ``LINK_TIMEOUT_S``, and report the latencies that changed enough to matter."""
+        crossed for ``LINK_TIMEOUT_S`` (see ``expire_silent_links`` for ``behind``), and report the
+        latencies that changed enough to matter."""
         for key in [k for k, t in self._probes_sent.items() if now - t > LINK_TIMEOUT_S]:
             self._probes_sent.pop(key, None)
         for echo_key in [k for k, t in self._echo_sent.items() if now - t > LINK_TIMEOUT_S]:
             self._echo_sent.pop(echo_key, None)
-        silent = self.expire_silent_links(state, connected, now)
+        silent = self.expire_silent_links(state, connected, now, behind)
         events: list[ev.Event] = [ev.LinkWentDown(link) for link, _ in silent]
         report = self.latency_report(wall)
         if report is not None:
@@ -155,18 +165,22 @@ class Discovery:
         return RoundResult(tuple(events), silent)
 
     def expire_silent_links(
-        self, state: FabricState, connected: Iterable[SwitchId], now: float
+        self, state: FabricState, connected: Iterable[SwitchId], now: float, behind: Collection[SwitchId] = ()
     ) -> tuple[tuple[LinkId, float], ...]:
         """Links whose probes stopped arriving, with how long they have been silent: down even if no
         port said so (a dead relay). Each silence is reported once: the link is forgotten until a
-        probe crosses it again."""
+        probe crosses it again. ``behind``: switches whose messages wait unread by this controller; a
+        probe across a link into one may be among them, so its link is given up to
+        ``BEHIND_TIMEOUT_S`` (a controller behind on its reads took links down by the hundred, and
+        each brought new routes and sidecar rebuilds that put it further behind)."""
         connected = set(connected)
         down = []
         for link, attrs in state.topology.links.items():
             if not (attrs.up and attrs.discovered) or link.src not in connected or link.dst not in connected:
                 continue
             seen = self._last_seen.get(link)
-            if seen is not None and now - seen > LINK_TIMEOUT_S:
+            timeout_s = BEHIND_TIMEOUT_S if link.dst in behind else LINK_TIMEOUT_S
+            if seen is not None and now - seen > timeout_s:
                 self._last_seen.pop(link, None)
                 down.append((link, now - seen))
         return tuple(down)

@@ -112,6 +112,13 @@ class _Pending:
     lost: bool = False  # done because the switch disconnected, not because it answered
 
 
+def _unread_bytes(datapath: Any) -> int:
+    """What a switch sent that this controller has not read yet (``GuardedDatapath.unread_bytes``; 0 for
+    a datapath that cannot say)."""
+    unread = getattr(datapath, "unread_bytes", None)
+    return int(unread()) if callable(unread) else 0
+
+
 def read_at(msg: Any) -> float:
     """When ``msg`` was read off its connection (``sdnctl.runtime``'s parser stamps packet-ins and echo
     replies), else now: the time the latency measurements take for its arrival."""
@@ -711,8 +718,9 @@ class FabricApp(app_manager.OSKenApp):
             # Replicated mode: only where this controller is MASTER can it probe, so only there is a
             # link without probes silent.
             connected = {dpid for dpid in connected if self.may_write(dpid)}
+        behind = {dpid for dpid in connected if _unread_bytes(self.datapaths.get(dpid)) > 0}
         with self._core_lock:
-            result = self._discovery.housekeeping(state, connected, now, time.time())
+            result = self._discovery.housekeeping(state, connected, now, time.time(), behind)
         for link, silent_s in result.silent_s:
             LOG.warning("no probe crossed %s for %.1f s: down", link, silent_s)
         self._publish_all(result.events)

@@ -46,6 +46,13 @@ def test_echo_timeout_after_more_than_the_allowed_unanswered_echoes() -> None:
     assert kept(unreplied_echoes=40, max_unreplied_echoes=0) is None  # echo disabled
 
 
+def test_echoes_unanswered_while_the_switchs_bytes_wait_unread_keep_the_switch() -> None:
+    """The replies may be among them: this controller is behind on its reads, the switch is alive."""
+    assert kept(unreplied_echoes=40, unread_bytes=16) is None
+    assert kept(unreplied_echoes=40, unread_bytes=0) == ECHO_TIMEOUT
+    assert kept(now=105.0, unread_bytes=16) == HANDSHAKE_TIMEOUT, "a handshake still has its deadline"
+
+
 def test_handshake_deadline_counts_from_the_connection() -> None:
     assert kept(now=104.9) is None
     assert kept(now=105.0) == HANDSHAKE_TIMEOUT

@@ -207,3 +207,19 @@ def test_an_echo_reply_counts_as_answered_and_is_timed_when_read_not_when_handle
     assert datapath.unreplied_echo_requests == [41]
     # Stamped when read: the latency measurements take this, not when the app's handler gets to it.
     assert before <= msg.edgectl_read_at <= time.monotonic()
+
+
+def test_unread_bytes_are_what_the_peer_sent_and_nobody_read() -> None:
+    from sdnctl.connections import unread_bytes
+
+    left, right = socket.socketpair()
+    try:
+        assert unread_bytes(right) == 0
+        left.sendall(b"x" * 10)
+        eventually(lambda: unread_bytes(right) == 10)
+        right.recv(4)
+        assert unread_bytes(right) == 6
+    finally:
+        left.close()
+        right.close()
+    assert unread_bytes(right) == 0, "closed: nothing to say"

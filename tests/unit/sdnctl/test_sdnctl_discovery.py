@@ -87,6 +87,21 @@ def test_a_link_not_crossed_for_the_timeout_goes_down_exactly_once() -> None:
     assert core.housekeeping(state, {A, B}, 50.0, WALL).events == (ev.LinkWentDown(A_TO_B),)
 
 
+def test_a_link_into_a_switch_whose_messages_wait_unread_gets_longer_before_it_goes_down() -> None:
+    """Its probes may be among the unread messages (the controller is behind, not the link)."""
+    from sdnctl.discovery import BEHIND_TIMEOUT_S
+
+    core, state = Discovery(instance=7), pair()
+    cross(core, state, A_TO_B, 10.0, 0.001)
+    later = 10.001 + LINK_TIMEOUT_S + 0.5
+    assert core.housekeeping(state, {A, B}, later, WALL, behind={B}).events == ()
+    assert core.housekeeping(state, {A, B}, later, WALL, behind={A}).events == (ev.LinkWentDown(A_TO_B),)
+    cross(core, state, A_TO_B, 20.0, 0.001)
+    assert core.housekeeping(state, {A, B}, 20.001 + BEHIND_TIMEOUT_S - 0.01, WALL, behind={B}).events == ()
+    gone = core.housekeeping(state, {A, B}, 20.001 + BEHIND_TIMEOUT_S + 0.01, WALL, behind={B})
+    assert gone.events == (ev.LinkWentDown(A_TO_B),), "silent that long: down however far behind"
+
+
 def test_a_link_to_a_disconnected_switch_or_already_down_is_not_taken_down_by_silence() -> None:
     core, state = Discovery(instance=7), pair()
     cross(core, state, A_TO_B, 0.0, 0.001)
