@@ -64,6 +64,9 @@ class Discovery:
         self._probes_sent: dict[tuple[int, int, int], float] = {}
         self._echo_sent: dict[tuple[int, int], float] = {}
         self._last_seen: dict[LinkId, float] = {}
+        # (switch, port) -> when the first probe out of it since the last one came back was sent: a link
+        # is silent only if our probes went out and none came back (a starved probe loop is not a dead link).
+        self._unanswered_since: dict[tuple[int, int], float] = {}
         self._reported_us: dict[LinkId, int] = {}
 
     # -- what to send ----------------------------------------------------------------------------
@@ -71,6 +74,7 @@ class Discovery:
         """An LLDP probe out of ``port``; where it comes back in names the link."""
         probe = frames.Probe(dpid, port, self.instance, next(self._seq))
         self._probes_sent[(dpid, port, probe.seq)] = now
+        self._unanswered_since.setdefault((dpid, port), now)
         return PacketOut(dpid, port, frames.build_lldp_probe(probe, hw_addr or PROBE_SRC_MAC))
 
     def loop_probe(self, dpid: SwitchId, now: float) -> PacketOut:
@@ -109,6 +113,7 @@ class Discovery:
         link = LinkId(SwitchId(probe.dpid), PortNo(probe.port), dpid, in_port)
         first = link not in self._last_seen
         self._last_seen[link] = now
+        self._unanswered_since.pop((probe.dpid, probe.port), None)
         if sent is not None:
             self.latency.record_probe(link, now - sent)
         attrs = state.topology.links.get(link)
@@ -118,6 +123,8 @@ class Discovery:
 
     def forget_switch(self, dpid: SwitchId) -> None:
         self.latency.forget_switch(dpid)
+        for key in [k for k in self._unanswered_since if k[0] == dpid]:
+            del self._unanswered_since[key]  # its probes start over when it is back
 
     def seed_from_model(self, state: FabricState, connected: Iterable[SwitchId], now: float) -> None:
         """Take over the model's links (a replica just became leader, its probes had stopped): every link
@@ -168,19 +175,22 @@ class Discovery:
         self, state: FabricState, connected: Iterable[SwitchId], now: float, behind: Collection[SwitchId] = ()
     ) -> tuple[tuple[LinkId, float], ...]:
         """Links whose probes stopped arriving, with how long they have been silent: down even if no
-        port said so (a dead relay). Each silence is reported once: the link is forgotten until a
-        probe crosses it again. ``behind``: switches whose messages wait unread by this controller; a
-        probe across a link into one may be among them, so its link is given up to
-        ``BEHIND_TIMEOUT_S`` (a controller behind on its reads took links down by the hundred, and
-        each brought new routes and sidecar rebuilds that put it further behind)."""
+        port said so (a dead relay). Silent means no probe crossed it for the timeout although probes
+        went out of its port for as long (a probe loop starved of the CPU sends none: its links are not
+        to blame). Each silence is reported once: the link is forgotten until a probe crosses it again.
+        ``behind``: switches whose messages wait unread by this controller; a probe across a link into
+        one may be among them, so its link is given up to ``BEHIND_TIMEOUT_S`` (a controller behind on
+        its reads took links down by the hundred, and each brought new routes and sidecar rebuilds that
+        put it further behind)."""
         connected = set(connected)
         down = []
         for link, attrs in state.topology.links.items():
             if not (attrs.up and attrs.discovered) or link.src not in connected or link.dst not in connected:
                 continue
             seen = self._last_seen.get(link)
+            probed = self._unanswered_since.get((link.src, link.src_port))
             timeout_s = BEHIND_TIMEOUT_S if link.dst in behind else LINK_TIMEOUT_S
-            if seen is not None and now - seen > timeout_s:
+            if seen is not None and probed is not None and now - seen > timeout_s and now - probed > timeout_s:
                 self._last_seen.pop(link, None)
                 down.append((link, now - seen))
         return tuple(down)

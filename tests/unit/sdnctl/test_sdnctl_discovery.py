@@ -39,6 +39,11 @@ def cross(core: Discovery, state: FabricState, link: LinkId, sent: float, transi
     return core.on_probe(state, link.dst, link.dst_port, packet.data, sent + transit_s, WALL)
 
 
+def unanswered(core: Discovery, link: LinkId, sent: float) -> None:
+    """A probe out of ``link``'s source port at ``sent`` that never arrives."""
+    core.probe(link.src, link.src_port, "02:00:00:00:00:01", sent)
+
+
 def echo(core: Discovery, dpid: SwitchId, sent: float, rtt_s: float) -> None:
     request = core.echo(dpid, sent)
     core.on_echo_reply(dpid, request.data, sent + rtt_s)
@@ -75,6 +80,7 @@ def test_another_controllers_probe_and_foreign_lldp_are_ignored() -> None:
 def test_a_link_not_crossed_for_the_timeout_goes_down_exactly_once() -> None:
     core, state = Discovery(instance=7), pair()
     cross(core, state, A_TO_B, 10.0, 0.001)
+    unanswered(core, A_TO_B, 10.001)  # the next round's probe, and every one after it, never arrives
     assert core.housekeeping(state, {A, B}, 10.001 + LINK_TIMEOUT_S - 0.01, WALL).events == ()
     result = core.housekeeping(state, {A, B}, 10.001 + LINK_TIMEOUT_S + 0.01, WALL)
     assert [e for e in result.events if isinstance(e, ev.LinkWentDown)] == [ev.LinkWentDown(A_TO_B)]
@@ -84,7 +90,19 @@ def test_a_link_not_crossed_for_the_timeout_goes_down_exactly_once() -> None:
     assert core.housekeeping(state, {A, B}, 30.0, WALL).events == ()
     # A probe crosses again: tracked again, and a later silence is reported again.
     cross(core, state, A_TO_B, 40.0, 0.001)
+    unanswered(core, A_TO_B, 41.0)
     assert core.housekeeping(state, {A, B}, 50.0, WALL).events == (ev.LinkWentDown(A_TO_B),)
+
+
+def test_a_link_whose_port_sent_no_probe_since_it_was_crossed_is_not_silent() -> None:
+    """A probe loop starved of the CPU sends nothing: the link is not to blame. Silence counts from the
+    first probe out of its port that did not come back."""
+    core, state = Discovery(instance=7), pair()
+    cross(core, state, A_TO_B, 10.0, 0.001)
+    assert core.housekeeping(state, {A, B}, 30.0, WALL).events == (), "nothing went out for 20 s"
+    unanswered(core, A_TO_B, 30.0)
+    assert core.housekeeping(state, {A, B}, 30.0 + LINK_TIMEOUT_S - 0.01, WALL).events == ()
+    assert core.housekeeping(state, {A, B}, 30.0 + LINK_TIMEOUT_S + 0.01, WALL).events == (ev.LinkWentDown(A_TO_B),)
 
 
 def test_a_link_into_a_switch_whose_messages_wait_unread_gets_longer_before_it_goes_down() -> None:
@@ -93,10 +111,12 @@ def test_a_link_into_a_switch_whose_messages_wait_unread_gets_longer_before_it_g
 
     core, state = Discovery(instance=7), pair()
     cross(core, state, A_TO_B, 10.0, 0.001)
+    unanswered(core, A_TO_B, 10.001)
     later = 10.001 + LINK_TIMEOUT_S + 0.5
     assert core.housekeeping(state, {A, B}, later, WALL, behind={B}).events == ()
     assert core.housekeeping(state, {A, B}, later, WALL, behind={A}).events == (ev.LinkWentDown(A_TO_B),)
     cross(core, state, A_TO_B, 20.0, 0.001)
+    unanswered(core, A_TO_B, 20.001)
     assert core.housekeeping(state, {A, B}, 20.001 + BEHIND_TIMEOUT_S - 0.01, WALL, behind={B}).events == ()
     gone = core.housekeeping(state, {A, B}, 20.001 + BEHIND_TIMEOUT_S + 0.01, WALL, behind={B})
     assert gone.events == (ev.LinkWentDown(A_TO_B),), "silent that long: down however far behind"
@@ -105,6 +125,7 @@ def test_a_link_into_a_switch_whose_messages_wait_unread_gets_longer_before_it_g
 def test_a_link_to_a_disconnected_switch_or_already_down_is_not_taken_down_by_silence() -> None:
     core, state = Discovery(instance=7), pair()
     cross(core, state, A_TO_B, 0.0, 0.001)
+    unanswered(core, A_TO_B, 0.001)
     assert core.housekeeping(state, {A}, 10.0, WALL).events == ()
     assert core.housekeeping(state.apply(ev.LinkWentDown(A_TO_B)), {A, B}, 10.0, WALL).events == ()
     assert core.housekeeping(state, {A, B}, 10.0, WALL).events == (ev.LinkWentDown(A_TO_B),)
