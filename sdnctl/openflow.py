@@ -718,7 +718,13 @@ class FabricApp(app_manager.OSKenApp):
             # Replicated mode: only where this controller is MASTER can it probe, so only there is a
             # link without probes silent.
             connected = {dpid for dpid in connected if self.may_write(dpid)}
-        behind = {dpid for dpid in connected if _unread_bytes(self.datapaths.get(dpid)) > 0}
+        # Behind on a switch's messages: unread in its socket, or read and queued for this app's thread (one
+        # queue for all switches: any backlog there may hold any switch's probes).
+        events = getattr(self, "events", None)
+        if events is not None and events.qsize() > 0:
+            behind = connected
+        else:
+            behind = {dpid for dpid in connected if _unread_bytes(self.datapaths.get(dpid)) > 0}
         with self._core_lock:
             result = self._discovery.housekeeping(state, connected, now, time.time(), behind)
         for link, silent_s in result.silent_s:
