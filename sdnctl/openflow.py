@@ -161,6 +161,9 @@ class FabricApp(app_manager.OSKenApp):
         # serialises them; what they return is sent and published outside it.
         self._core_lock = threading.Lock()
         self._discovery = Discovery(instance=int.from_bytes(os.urandom(4), "big"))
+        # When the last packet-in this app's thread handled was read off its connection: the switches'
+        # messages reach the thread through one FIFO queue, so every probe read before then was handled.
+        self._handled_read_at: float | None = None
         self._hosts = hosts.HostLearning()
         self.latency = self._discovery.latency
         self.on_switch_error: Callable[[SwitchId, str], None] | None = None
@@ -718,15 +721,15 @@ class FabricApp(app_manager.OSKenApp):
             # Replicated mode: only where this controller is MASTER can it probe, so only there is a
             # link without probes silent.
             connected = {dpid for dpid in connected if self.may_write(dpid)}
-        # Behind on a switch's messages: unread in its socket, or read and queued for this app's thread (one
-        # queue for all switches: any backlog there may hold any switch's probes).
+        # Silence is judged as of what this app has handled: while messages read off the switches wait in its
+        # queue (one FIFO for all of them), as of the last packet-in handled; and a switch whose bytes wait
+        # unread in its socket counts as behind (its links get longer).
         events = getattr(self, "events", None)
-        if events is not None and events.qsize() > 0:
-            behind = connected
-        else:
-            behind = {dpid for dpid in connected if _unread_bytes(self.datapaths.get(dpid)) > 0}
+        handled = self._handled_read_at
+        judged_at = min(now, handled) if events is not None and events.qsize() > 0 and handled is not None else now
+        behind = {dpid for dpid in connected if _unread_bytes(self.datapaths.get(dpid)) > 0}
         with self._core_lock:
-            result = self._discovery.housekeeping(state, connected, now, time.time(), behind)
+            result = self._discovery.housekeeping(state, connected, judged_at, time.time(), behind)
         for link, silent_s in result.silent_s:
             LOG.warning("no probe crossed %s for %.1f s: down", link, silent_s)
         self._publish_all(result.events)
@@ -968,6 +971,7 @@ class FabricApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, event: Any) -> None:
         now = read_at(event.msg)
+        self._handled_read_at = now
         msg = event.msg
         self.messages.received(type(msg).__name__)
         dpid = SwitchId(msg.datapath.id)

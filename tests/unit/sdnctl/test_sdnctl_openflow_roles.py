@@ -111,6 +111,7 @@ def make_app(openflow: Any, state: FabricState | None = None, mastership: Master
     app._meters_by_switch = {}
     app._meter_reads = {}
     app._discovery = Discovery(instance=7)
+    app._handled_read_at = None
     app.messages = MessageCounts()
     app.port_rates = PortRates()
     app.on_switch_error = None
@@ -303,3 +304,29 @@ def test_links_are_not_silent_while_their_switches_wait_to_confirm_master(openfl
     assert app.published == []
     app._housekeeping(answered + 10.0)
     assert [type(e).__name__ for e in app.published] == ["LinkWentDown", "LinkWentDown"], "silent: down"
+
+
+def test_silence_is_judged_as_of_the_last_packet_in_handled_while_others_wait_in_the_queue(openflow) -> None:
+    """Probes read off the switches wait in this app's queue while it is behind: a link is not silent for
+    what the app has not handled yet."""
+    import queue
+
+    ofp = FakeDatapath(0).ofproto
+    port = Port(PortNo(1), "p1", "02:00:00:00:00:01", True)
+    state = live(fabric(FABRIC))
+    for dpid in (1, 2):
+        state = state.apply(ev.SwitchConnected(SwitchId(dpid), (port,), 1.0))
+    app = make_app(openflow, state=state, mastership=Mastership(False, 1))
+    datapaths = {dpid: connect(openflow, app, dpid) for dpid in (1, 2)}
+    app.set_mastership(Mastership(True, 2))
+    for datapath in datapaths.values():  # MASTER: the links count as crossed, and are probed
+        role_reply(app, datapath, last_role_request(datapath).xid, ofp.OFPCR_ROLE_MASTER, 2)
+    crossed = max(app._discovery._last_seen.values())
+    app.events = queue.Queue()
+    app.events.put("a message read and not handled yet")
+    app._handled_read_at = crossed + 1.0
+    app._housekeeping(crossed + 60.0)
+    assert app.published == [], "judged as of the last handled: 1 s of silence"
+    app.events.get()
+    app._housekeeping(crossed + 60.0)
+    assert [type(e).__name__ for e in app.published] == ["LinkWentDown", "LinkWentDown"], "caught up: silent"
