@@ -156,6 +156,7 @@ class Discovery:
         now: float,
         wall: float,
         behind: Collection[SwitchId] = (),
+        unprobed: Collection[SwitchId] = (),
     ) -> RoundResult:
         """Forget probes that never came back (ports without a neighbour), take down links no probe
         crossed for ``LINK_TIMEOUT_S`` (see ``expire_silent_links`` for ``behind``), and report the
@@ -164,7 +165,7 @@ class Discovery:
             self._probes_sent.pop(key, None)
         for echo_key in [k for k, t in self._echo_sent.items() if now - t > LINK_TIMEOUT_S]:
             self._echo_sent.pop(echo_key, None)
-        silent = self.expire_silent_links(state, connected, now, behind)
+        silent = self.expire_silent_links(state, connected, now, behind, unprobed)
         events: list[ev.Event] = [ev.LinkWentDown(link) for link, _ in silent]
         report = self.latency_report(wall)
         if report is not None:
@@ -172,7 +173,12 @@ class Discovery:
         return RoundResult(tuple(events), silent)
 
     def expire_silent_links(
-        self, state: FabricState, connected: Iterable[SwitchId], now: float, behind: Collection[SwitchId] = ()
+        self,
+        state: FabricState,
+        connected: Iterable[SwitchId],
+        now: float,
+        behind: Collection[SwitchId] = (),
+        unprobed: Collection[SwitchId] = (),
     ) -> tuple[tuple[LinkId, float], ...]:
         """Links whose probes stopped arriving, with how long they have been silent: down even if no
         port said so (a dead relay). Silent means no probe crossed it for the timeout although probes
@@ -181,8 +187,11 @@ class Discovery:
         ``behind``: switches whose messages wait unread by this controller; a probe across a link into
         one may be among them, so its link is given up to ``BEHIND_TIMEOUT_S`` (a controller behind on
         its reads took links down by the hundred, and each brought new routes and sidecar rebuilds that
-        put it further behind)."""
+        put it further behind). ``unprobed``: switches not probed this round (their probes would wait in
+        the controller's own queue): the silence of links out of them starts over with the next probe."""
         connected = set(connected)
+        for key in [k for k in self._unanswered_since if k[0] in unprobed]:
+            del self._unanswered_since[key]
         down = []
         for link, attrs in state.topology.links.items():
             if not (attrs.up and attrs.discovered) or link.src not in connected or link.dst not in connected:

@@ -119,6 +119,12 @@ def _unread_bytes(datapath: Any) -> int:
     return int(unread()) if callable(unread) else 0
 
 
+def _send_backlog(datapath: Any) -> int:
+    """Messages queued for a switch and not yet written to its connection (os-ken's send queue)."""
+    send_q = getattr(datapath, "send_q", None)
+    return int(send_q.qsize()) if send_q is not None else 0
+
+
 def read_at(msg: Any) -> float:
     """When ``msg`` was read off its connection (``sdnctl.runtime``'s parser stamps packet-ins and echo
     replies), else now: the time the latency measurements take for its arrival."""
@@ -701,6 +707,8 @@ class FabricApp(app_manager.OSKenApp):
                     if dpid not in echoed:
                         echoed.add(dpid)
                         self._send_echo(dpid)
+                    if _send_backlog(self.datapaths.get(dpid)) > 0:
+                        continue  # a probe would wait behind what the switch is being sent (see _housekeeping)
                     if port == LOOP_PORT:
                         self._send_loop_probe(dpid)
                     else:
@@ -728,8 +736,11 @@ class FabricApp(app_manager.OSKenApp):
         handled = self._handled_read_at
         judged_at = min(now, handled) if events is not None and events.qsize() > 0 and handled is not None else now
         behind = {dpid for dpid in connected if _unread_bytes(self.datapaths.get(dpid)) > 0}
+        # A switch with messages still queued for it is not probed (a probe would wait behind a table's
+        # install: 60-100 s at 500 switches, and its links went down): its links' silence starts over.
+        unprobed = {dpid for dpid in connected if _send_backlog(self.datapaths.get(dpid)) > 0}
         with self._core_lock:
-            result = self._discovery.housekeeping(state, connected, judged_at, time.time(), behind)
+            result = self._discovery.housekeeping(state, connected, judged_at, time.time(), behind, unprobed)
         for link, silent_s in result.silent_s:
             LOG.warning("no probe crossed %s for %.1f s: down", link, silent_s)
         self._publish_all(result.events)

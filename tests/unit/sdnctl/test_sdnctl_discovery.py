@@ -105,6 +105,17 @@ def test_a_link_whose_port_sent_no_probe_since_it_was_crossed_is_not_silent() ->
     assert core.housekeeping(state, {A, B}, 30.0 + LINK_TIMEOUT_S + 0.01, WALL).events == (ev.LinkWentDown(A_TO_B),)
 
 
+def test_a_link_out_of_a_switch_left_unprobed_starts_its_silence_over() -> None:
+    """Its probe waited in the controller's queue behind the switch's table install: not the link's fault."""
+    core, state = Discovery(instance=7), pair()
+    cross(core, state, A_TO_B, 10.0, 0.001)
+    unanswered(core, A_TO_B, 10.5)
+    assert core.housekeeping(state, {A, B}, 20.0, WALL, unprobed={A}).events == ()
+    assert core.housekeeping(state, {A, B}, 30.0, WALL).events == (), "no probe out of it since"
+    unanswered(core, A_TO_B, 30.0)
+    assert core.housekeeping(state, {A, B}, 30.0 + LINK_TIMEOUT_S + 0.01, WALL).events == (ev.LinkWentDown(A_TO_B),)
+
+
 def test_a_link_into_a_switch_whose_messages_wait_unread_gets_longer_before_it_goes_down() -> None:
     """Its probes may be among the unread messages (the controller is behind, not the link)."""
     from sdnctl.discovery import BEHIND_TIMEOUT_S
