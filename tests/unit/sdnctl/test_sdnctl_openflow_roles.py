@@ -282,10 +282,9 @@ def test_a_promotion_seeds_discovery_so_links_are_neither_reported_again_nor_exp
     assert len(app._discovery.expire_silent_links(state, {1, 2}, now + 10.0)) == 2, "silent links still go down"
 
 
-def test_links_are_not_silent_while_their_switches_wait_to_confirm_master(openflow) -> None:
-    """A switch slow to answer the promotion's MASTER request cannot be probed meanwhile: its links are
-    not taken down for that, and count as crossed when it answers."""
-    ofp = FakeDatapath(0).ofproto
+def promoted_pair(openflow: Any) -> tuple[Any, dict[int, Any]]:
+    """Two connected switches with a port each, and an app just promoted to MASTER of both (its role
+    requests not answered yet)."""
     port = Port(PortNo(1), "p1", "02:00:00:00:00:01", True)
     state = live(fabric(FABRIC))
     for dpid in (1, 2):
@@ -293,6 +292,14 @@ def test_links_are_not_silent_while_their_switches_wait_to_confirm_master(openfl
     app = make_app(openflow, state=state, mastership=Mastership(False, 1))
     datapaths = {dpid: connect(openflow, app, dpid) for dpid in (1, 2)}
     app.set_mastership(Mastership(True, 2))
+    return app, datapaths
+
+
+def test_links_are_not_silent_while_their_switches_wait_to_confirm_master(openflow) -> None:
+    """A switch slow to answer the promotion's MASTER request cannot be probed meanwhile: its links are
+    not taken down for that, and count as crossed when it answers."""
+    ofp = FakeDatapath(0).ofproto
+    app, datapaths = promoted_pair(openflow)
     seeded = max(app._discovery._last_seen.values())
     app._housekeeping(seeded + 60.0)  # long after: neither switch answered MASTER yet
     assert app.published == [], "no link taken down while its switches could not be probed"
@@ -312,13 +319,7 @@ def test_silence_is_judged_as_of_the_last_packet_in_handled_while_others_wait_in
     import queue
 
     ofp = FakeDatapath(0).ofproto
-    port = Port(PortNo(1), "p1", "02:00:00:00:00:01", True)
-    state = live(fabric(FABRIC))
-    for dpid in (1, 2):
-        state = state.apply(ev.SwitchConnected(SwitchId(dpid), (port,), 1.0))
-    app = make_app(openflow, state=state, mastership=Mastership(False, 1))
-    datapaths = {dpid: connect(openflow, app, dpid) for dpid in (1, 2)}
-    app.set_mastership(Mastership(True, 2))
+    app, datapaths = promoted_pair(openflow)
     for datapath in datapaths.values():  # MASTER: the links count as crossed, and are probed
         role_reply(app, datapath, last_role_request(datapath).xid, ofp.OFPCR_ROLE_MASTER, 2)
     crossed = max(app._discovery._last_seen.values())
