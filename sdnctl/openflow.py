@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -700,6 +700,7 @@ class FabricApp(app_manager.OSKenApp):
                 ]
             gap = PROBE_INTERVAL_S / max(1, len(plan) + len(plan) // 4)
             echoed = set()
+            skipped: set[SwitchId] = set()
             for dpid, port in plan:
                 if self._stopping.wait(gap):
                     return
@@ -708,7 +709,8 @@ class FabricApp(app_manager.OSKenApp):
                         echoed.add(dpid)
                         self._send_echo(dpid)
                     if _send_backlog(self.datapaths.get(dpid)) > 0:
-                        continue  # a probe would wait behind what the switch is being sent (see _housekeeping)
+                        skipped.add(dpid)  # a probe would wait behind what the switch is being sent
+                        continue
                     if port == LOOP_PORT:
                         self._send_loop_probe(dpid)
                     else:
@@ -716,12 +718,15 @@ class FabricApp(app_manager.OSKenApp):
                 except Exception:  # a probe bug must not end discovery
                     LOG.exception("probe of %s port %s failed", format_dpid(dpid), port)
             try:
-                self._housekeeping(time.monotonic())
+                self._housekeeping(time.monotonic(), skipped)
             except Exception:
                 LOG.exception("probe housekeeping failed")
             self._stopping.wait(max(0.0, PROBE_INTERVAL_S - (time.monotonic() - started)))
 
-    def _housekeeping(self, now: float) -> None:
+    def _housekeeping(self, now: float, unprobed: Collection[SwitchId] = ()) -> None:
+        """Expire silent links and report latencies. ``unprobed``: switches the round just sent no probe
+        through (a probe would have waited behind what they were being sent): their links' silence starts
+        over."""
         state = self._state()
         with self._lock:
             connected = set(self.switches)
@@ -736,9 +741,6 @@ class FabricApp(app_manager.OSKenApp):
         handled = self._handled_read_at
         judged_at = min(now, handled) if events is not None and events.qsize() > 0 and handled is not None else now
         behind = {dpid for dpid in connected if _unread_bytes(self.datapaths.get(dpid)) > 0}
-        # A switch with messages still queued for it is not probed (a probe would wait behind a table's
-        # install: 60-100 s at 500 switches, and its links went down): its links' silence starts over.
-        unprobed = {dpid for dpid in connected if _send_backlog(self.datapaths.get(dpid)) > 0}
         with self._core_lock:
             result = self._discovery.housekeeping(state, connected, judged_at, time.time(), behind, unprobed)
         for link, silent_s in result.silent_s:
