@@ -707,9 +707,12 @@ class FabricApp(app_manager.OSKenApp):
                 try:
                     if dpid not in echoed:
                         echoed.add(dpid)
+                        # Looked at once a round, before our own echo joins the queue: with messages queued
+                        # for the switch, its probes would wait behind them (and measure the wait).
+                        if _send_backlog(self.datapaths.get(dpid)) > 0:
+                            skipped.add(dpid)
                         self._send_echo(dpid)
-                    if _send_backlog(self.datapaths.get(dpid)) > 0:
-                        skipped.add(dpid)  # a probe would wait behind what the switch is being sent
+                    if dpid in skipped:
                         continue
                     if port == LOOP_PORT:
                         self._send_loop_probe(dpid)
