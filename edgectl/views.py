@@ -118,7 +118,8 @@ def workloads_view(state: FabricState) -> dict[str, Any]:
 
 def routes_view(plan: Any, status: Any, state: FabricState, acl: Any = None) -> dict[str, Any]:
     """Routes between every pair of endpoints, as the route engine last computed them; per switch, with
-    ``acl`` (``sdnctl.acl.AclTables``), the flows of its ingress policy (table 0)."""
+    ``acl`` (``sdnctl.acl.AclTables``), the flows of its network policy (table 0's guards and drops, and
+    the admission of the instances on its nodes in table 1)."""
     if plan is None:
         return {"generation": None, "routes": [], "switches": []}
     names = {dpid: sw.name for dpid, sw in state.topology.switches.items()}

@@ -190,10 +190,14 @@ class AclBasis:
         """The edge ports without a declared endpoint: the only ones with drops in table 0."""
         return tuple(where for where, context in self.ports.items() if context.owner is None)
 
+    @cached_property
+    def _callers(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]] | None]:
+        return {}
+
     def callers(self, service: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
         """The declared endpoints' addresses ``service`` does not admit and those it admits (sorted), or
         None when it admits everyone."""
-        cache: dict[str, tuple[tuple[str, ...], tuple[str, ...]] | None] = self.__dict__.setdefault("_callers", {})
+        cache = self._callers
         if service not in cache:
             allowed = self.admitted.get(service)
             cache[service] = (
@@ -452,7 +456,7 @@ def _port_entries(
     if context.owner is not None:
         return
     for target in instances:
-        deny = _deny(port, context, target, basis.admitted)
+        deny = _deny(port, target, basis.admitted)
         if deny is not None:
             yield deny_key(port, target.ip, target.port), ((deny,), None)
 
@@ -515,10 +519,9 @@ def _apply_changed_inputs(previous: AclTables, old: AclBasis, new: AclBasis) -> 
     for dpid, port in new.unknown_ports:
         if (dpid, port) in changed_ports:
             continue
-        context = new.ports[(dpid, port)]
         for ip, tcp_port in changed_targets:
             target = new.targets.get((ip, tcp_port))
-            deny = _deny(port, context, target, new.admitted) if target is not None else None
+            deny = _deny(port, target, new.admitted) if target is not None else None
             if deny is not None:
                 put(dpid, deny_key(port, ip, tcp_port), ((deny,), None))
             else:
@@ -559,9 +562,8 @@ def _compile_ports(basis: AclBasis, instances: list[Target], entries: dict[Switc
             entries.setdefault(dpid, {})[guard_key(port)] = (guard, None)
     for dpid, port in basis.unknown_ports:
         switch_entries = entries.setdefault(dpid, {})
-        context = basis.ports[(dpid, port)]
         for target in instances:
-            deny = _deny(port, context, target, basis.admitted)
+            deny = _deny(port, target, basis.admitted)
             if deny is not None:
                 switch_entries[deny_key(port, target.ip, target.port)] = ((deny,), None)
     for target in instances:
@@ -656,12 +658,11 @@ def _spoof_label(port: int, context: PortContext) -> DropLabel:
     return DropLabel("spoof", context.switch, port, owner.identity, detail=f"not {sources}")
 
 
-def _deny(
-    port: int, context: PortContext, target: Target, admitted: Mapping[str, frozenset[str] | None]
-) -> FlowSpec | None:
-    """The drop of connection attempts from the port to ``target``, or None when its caller may call it."""
-    if context.owner is not None or admitted.get(target.service) is None:
-        return None  # a declared endpoint's calls are judged at the instance's switch (``_admission``)
+def _deny(port: int, target: Target, admitted: Mapping[str, frozenset[str] | None]) -> FlowSpec | None:
+    """An unknown port's drop of connection attempts to ``target``, or None when its service admits
+    everyone (a declared endpoint's calls are judged at the instance's switch: ``_admission``)."""
+    if admitted.get(target.service) is None:
+        return None
     return FlowSpec(TABLE_ACL, PRIORITY_DENY, _tcp_to(port, target), DROP, acl_cookie(KIND_DENY, None))
 
 

@@ -131,7 +131,7 @@ class RouteEngine:
         self.trust_domain = trust_domain
         self._record_denial = record_denial
         self.acl: AclTables = EMPTY
-        """The ingress policy for the current model (sdnctl/acl.py), for readers on other threads."""
+        """The network policy for the current model (sdnctl/acl.py), for readers on other threads."""
         self._acl_inputs: tuple[object, ...] | None = None
         # The ACL whose entries ``_compiled`` holds: set only once they are in, so a round that failed
         # half-way (a recompile raising) applies the ACL again on the next round.

@@ -10,8 +10,9 @@ address resolution keeps working while the controller restarts. Group ids and co
 the endpoint's address, so they are stable across controller restarts: reconciliation after a
 restart finds the same names on the switch and changes nothing.
 
-Two tables: table 0 is the ingress policy (LLDP to the controller, and the source guards and policy
-drops of ``sdnctl.acl``), whose lowest flow goes on to table 1, forwarding (everything above).
+Two tables: table 0 is the ingress policy (LLDP to the controller, and the source guards and unknown
+ports' drops of ``sdnctl.acl``), whose lowest flow goes on to table 1, forwarding (everything above, and
+above the routes each instance's admission of TCP connection attempts, also ``sdnctl.acl``'s).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from sdnctl.entry_map import MISSING, layers, with_changes
 from sdnctl.pathing import NO_LINK, Endpoint, RoutePlan
 
 TABLE_ACL = 0  # ingress policy: LLDP to the controller, source guards and policy drops (sdnctl/acl.py)
-TABLE_FORWARD = 1  # forwarding: routes, ARP routing, proxy ARP
+TABLE_FORWARD = 1  # forwarding: routes, ARP routing, proxy ARP; above the routes, instances' admission (acl)
 TABLE = TABLE_FORWARD  # the table of the route flows
 PRIORITY_CONTROL = 1000
 PRIORITY_ROUTE = 100
@@ -630,8 +631,9 @@ def trace_ipv4(
     ipv4_dst: str,
     live_ports: Mapping[SwitchId, frozenset[PortNo]] | None = None,
 ) -> PacketTrace:
-    """Follow an IPv4 packet through the compiled forwarding tables, honouring fast-failover liveness
-    (the ingress policy of table 0 is ``sdnctl.acl``'s to test)."""
+    """Follow an IPv4 packet that is not a TCP connection attempt through the compiled forwarding
+    tables, honouring fast-failover liveness (the policy's flows, which judge connection attempts, and
+    table 0's are ``sdnctl.acl``'s to test)."""
     hops: list[tuple[SwitchId, PortNo]] = []
     switch = start
     for _ in range(len(configs) + 1):
@@ -644,6 +646,7 @@ def trace_ipv4(
                 if f.table == TABLE_FORWARD
                 and dict(f.match).get("eth_type") == ETH_TYPE_IPV4
                 and dict(f.match).get("ipv4_dst") == ipv4_dst
+                and "tcp_flags" not in dict(f.match)
             ]
             flow = max(candidates, key=lambda f: f.priority, default=None)
         if flow is None or config is None:

@@ -565,3 +565,20 @@ def test_a_desired_state_plan_predicts_the_acl_flowmods_the_engine_sends(monkeyp
     engine._converge()
     sent = {dpid: delta for dpid, phase, delta in switches.sent if phase == "make"}
     assert predicted == sent and from_scratch == sent
+
+
+def test_a_packet_that_is_not_a_connection_attempt_is_traced_past_the_instances_admission() -> None:
+    """The admission flows sit above the routes at the instance's switch but judge TCP connection
+    attempts only: a traced IPv4 packet to the node goes out of its port."""
+    from sdnctl_helpers import wiring
+
+    from sdnctl.acl import with_acl
+    from sdnctl.flows import compile_all, trace_ipv4
+    from sdnctl.pathing import compute_routes
+
+    state = world()
+    acl = compile_acl(state, TD)
+    configs = {d: with_acl(c, acl.entries.get(d, {}))[0].config for d, c in compile_all(compute_routes(state)).items()}
+    assert any(f.table == TABLE_FORWARD and f.priority == PRIORITY_DENY for f in configs[B].flows)
+    trace = trace_ipv4(configs, wiring(state), A, "10.0.0.10")
+    assert trace.delivered_to == N1_PORT and trace.dropped_at is None
