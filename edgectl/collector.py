@@ -10,9 +10,11 @@ xDS push moves, and a probe delayed that way reads as link latency.
 
 So, once started: what exists is frozen out of the collector's way (``gc.freeze``: long-lived by now), the
 young generations are collected as usual (cheap, and where nearly all cyclic garbage dies), and the full pass
-runs every ``interval_s`` on a thread of its own, timed for ``/metrics``. Reference counting frees everything
-that is not in a cycle as before; only cyclic garbage that outlived the young generations waits for the next
-scheduled pass.
+runs every ``interval_s`` on a thread of its own, timed for ``/metrics``. What survives a pass is frozen too,
+so the next pass scans only what came since; every ``unfreeze_every`` passes one scans everything (at 500
+switches and 10,000 workloads a pass over the whole heap took 2.2-3.1 s, each minute). Reference counting
+frees everything that is not in a cycle as before; cyclic garbage that outlived the young generations waits
+for the next scheduled pass, or, if it was alive at a pass, for the next whole one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Callable
 LOG = logging.getLogger("edgectl.collector")
 
 DEFAULT_INTERVAL_S = 60.0
+DEFAULT_UNFREEZE_EVERY = 10  # passes: the whole heap is scanned every 10 minutes
 _NEVER = 1 << 30  # gen1 collections before an automatic full one: never, in practice
 SLOW_PASS_S = 0.5  # a full pass longer than this is logged
 
@@ -40,11 +43,18 @@ class CollectorSchedule:
     """Owns the cycle collector's full passes from ``start`` to ``stop`` (which restores the thresholds)."""
 
     def __init__(
-        self, interval_s: float = DEFAULT_INTERVAL_S, on_pass: Callable[[float, int], None] | None = None
+        self,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        on_pass: Callable[[float, int], None] | None = None,
+        unfreeze_every: int = DEFAULT_UNFREEZE_EVERY,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, not {interval_s}")
+        if unfreeze_every < 1:
+            raise ValueError(f"unfreeze_every must be at least 1, not {unfreeze_every}")
         self.interval_s = interval_s
+        self.unfreeze_every = unfreeze_every
+        self._passes = 0
         self._on_pass = on_pass  # (seconds, objects collected) of each scheduled pass
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -78,9 +88,14 @@ class CollectorSchedule:
                 _saved_thresholds = None
 
     def full_pass(self) -> tuple[float, int]:
-        """One full collection now: (seconds it took, objects it collected)."""
+        """One full collection now (of the whole heap every ``unfreeze_every``-th time, else of what is
+        not frozen), its survivors frozen after: (seconds it took, objects it collected)."""
         started = time.perf_counter()
+        self._passes += 1
+        if self._passes % self.unfreeze_every == 0:
+            gc.unfreeze()
         collected = gc.collect()
+        gc.freeze()
         took = time.perf_counter() - started
         if took > SLOW_PASS_S:
             LOG.info("full garbage collection: %.0f ms, %d objects collected", took * 1000, collected)

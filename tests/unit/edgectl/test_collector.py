@@ -39,7 +39,7 @@ def test_a_scheduled_pass_runs_and_reports_and_cyclic_garbage_is_still_freed() -
         passes.append((seconds, collected))
         done.set()
 
-    schedule = CollectorSchedule(interval_s=0.05, on_pass=on_pass)
+    schedule = CollectorSchedule(interval_s=0.05, on_pass=on_pass, unfreeze_every=1)
     schedule.start()
     try:
         cycles = [Cycle() for _ in range(100)]
@@ -55,6 +55,25 @@ def test_a_scheduled_pass_runs_and_reports_and_cyclic_garbage_is_still_freed() -
     assert all(seconds >= 0 and collected >= 0 for seconds, collected in passes)
 
 
-def test_interval_must_be_positive() -> None:
+def test_garbage_alive_at_a_pass_is_frozen_until_the_next_whole_heap_pass() -> None:
+    schedule = CollectorSchedule(interval_s=3600, unfreeze_every=3)  # passes run by hand here
+    schedule.start()
+    try:
+        cycles = [Cycle() for _ in range(10)]
+        alive = [weakref.ref(cycle) for cycle in cycles]
+        schedule.full_pass()  # they survive it: frozen
+        del cycles
+        schedule.full_pass()
+        assert all(ref() is not None for ref in alive)  # a pass scans only what came after the last
+        schedule.full_pass()  # the third: the whole heap
+        assert all(ref() is None for ref in alive)
+    finally:
+        schedule.stop()
+        gc.unfreeze()
+
+
+def test_interval_and_unfreeze_every_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         CollectorSchedule(interval_s=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        CollectorSchedule(unfreeze_every=0)
