@@ -7,10 +7,14 @@ never read, so they are never reported nor touched.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sdnctl.flows import SwitchConfig, SwitchDelta, diff_switch
+
+K = TypeVar("K", bound=int)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,21 @@ def find_drift(installed: SwitchConfig, read: SwitchConfig) -> Drift | None:
     """None when the switch holds exactly what was installed; else the drift and its heal."""
     heal = diff_switch(read, installed)
     return Drift(heal) if heal else None
+
+
+def drift_turn(sizes: Mapping[K, int], asked_at: Mapping[K, float], budget: int) -> list[K]:
+    """The switches a drift check reads this time: of ``sizes`` (switch -> entries it holds), those
+    asked longest ago first (never asked: first of all; ties in key order), while their entries fit in
+    ``budget``, and always at least one. Every switch is read within ``sum(sizes) / budget + 1`` checks."""
+    order = sorted(sizes, key=lambda k: (asked_at.get(k, -math.inf), k))
+    turn: list[K] = []
+    total = 0
+    for key in order:
+        total += sizes[key]
+        if turn and total > budget:
+            break
+        turn.append(key)
+    return turn
 
 
 def drift_message(switch_name: str, dpid: int, drift: Drift) -> str:

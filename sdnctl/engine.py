@@ -43,7 +43,7 @@ from sdnctl.acl import (
     with_acl,
 )
 from sdnctl.acl_counters import DropCounters, FlowKey, SpoofReports
-from sdnctl.drift import Drift, DriftRecord, drift_message, find_drift
+from sdnctl.drift import Drift, DriftRecord, drift_message, drift_turn, find_drift
 from sdnctl.flows import (
     CompiledSwitch,
     SwitchConfig,
@@ -70,8 +70,17 @@ SETTLE_MAX_S = 6.0  # ... or this long after a switch connected: program anyway
 # switches of one fabric come back seconds apart.
 SETTLE_RECONNECT_S = 10.0
 DRIFT_READ_TIMEOUT_S = 3.0  # a switch that has not answered a drift read by then is skipped this time
+# One drift check reads switches holding at most this many compiled entries (an entry: a destination's
+# route, ARP flow and group, or an instance's admission; at least one switch), those asked longest ago
+# first: a fabric within it is read whole every interval, a larger one in turns. Reading every switch of a
+# 500-switch fabric at once (~1.3 million flows and groups) took the controller's whole core every 10 s
+# and held the engine thread, so migrations timed out waiting for their routes.
+DRIFT_ENTRIES_PER_CHECK = 20_000
 READ_BACK_TIMEOUT_S = 5.0  # switches taken over together (a new leader): read back at once, answers awaited this long
 CHANGES_KEPT = 256
+# ... and at most this many mods in all (the oldest deltas go first): a fabric's first install is thousands
+# of mods per switch, and 256 of them kept every table entry they named alive long after it was replaced.
+CHANGE_MODS_KEPT = 50_000
 
 
 @dataclass
@@ -146,7 +155,9 @@ class RouteEngine:
         self._after_round = after_round
         """Called after every round (which may have brought switches to a new generation: ``runs``)."""
         self._next_drift_check = time.monotonic() + drift_interval_s
+        self._drift_tried_at: dict[SwitchId, float] = {}  # when a drift check last asked each switch
         self._changes: deque[AppliedChange] = deque(maxlen=CHANGES_KEPT)
+        self._change_mods = 0  # the mods of the deltas in _changes
         self._changes_lock = threading.Lock()
         self._change_seq = 0
         self._wake = threading.Condition()
@@ -551,24 +562,30 @@ class RouteEngine:
         (a switch whose tables are unknown, e.g. after an unconfirmed change, is left out)."""
         counts = {}
         for dpid, held in list(self._installed.items()):  # one C-level copy: the engine thread writes it
-            config = held.config if isinstance(held, CompiledSwitch) else held
-            counts[dpid] = (len(config.flows), len(config.groups))
+            counts[dpid] = held.counts if isinstance(held, CompiledSwitch) else (len(held.flows), len(held.groups))
         return counts
 
     # -- drift -----------------------------------------------------------------------------------------
     def check_drift(self) -> dict[SwitchId, Drift]:
-        """Read every switch that holds exactly what the engine last installed on it, and heal the
-        ones whose tables were changed behind its back. Runs on the engine's thread (between rounds:
-        no apply of the engine's own is in flight, and each apply ended with a confirmed barrier);
-        the drift found, by switch."""
-        expected = {
+        """Read the switches that hold exactly what the engine last installed on them (up to
+        ``DRIFT_ENTRIES_PER_CHECK`` entries' worth, those asked longest ago first), and heal the ones
+        whose tables were changed behind its back. Runs on the engine's thread (between rounds: no
+        apply of the engine's own is in flight, and each apply ended with a confirmed barrier); the
+        drift found, by switch."""
+        eligible = {
             dpid: compiled
             for dpid, compiled in self._compiled.items()
             if self._installed.get(dpid) is compiled  # programmed, and nothing of ours pending on it
             and self._may_write(dpid)
         }
-        if not expected:
+        if not eligible:
             return {}
+        sizes = {dpid: len(compiled.entries) for dpid, compiled in eligible.items()}
+        turn = drift_turn(sizes, self._drift_tried_at, DRIFT_ENTRIES_PER_CHECK)
+        expected = {dpid: eligible[dpid] for dpid in turn}
+        asked_at = time.monotonic()
+        for dpid in expected:
+            self._drift_tried_at[dpid] = asked_at
         read = self.app.read_configs(expected, DRIFT_READ_TIMEOUT_S)
         state = self._state()
         now = time.time()
@@ -627,15 +644,20 @@ class RouteEngine:
     ) -> None:
         with self._changes_lock:
             self._change_seq += 1
+            if len(self._changes) == self._changes.maxlen:
+                self._change_mods -= self._changes[0].delta.size
             self._changes.append(
                 AppliedChange(
                     self._change_seq, generation, dpid, reason, time.time() if now is None else now, delta, confirmed
                 )
             )
+            self._change_mods += delta.size
+            while self._change_mods > CHANGE_MODS_KEPT and len(self._changes) > 1:
+                self._change_mods -= self._changes.popleft().delta.size
 
     def changes(self, since_generation: int = -1) -> list[AppliedChange]:
         """The deltas sent for generations after ``since_generation``, oldest first (the last
-        ``CHANGES_KEPT`` deltas are kept)."""
+        ``CHANGES_KEPT`` deltas are kept, with ``CHANGE_MODS_KEPT`` mods at most: the newest always)."""
         with self._changes_lock:
             return [change for change in self._changes if change.generation > since_generation]
 

@@ -110,6 +110,9 @@ class _Pending:
     replies: list[Any] = field(default_factory=list)
     error: str | None = None
     lost: bool = False  # done because the switch disconnected, not because it answered
+    # False once its reader gave up waiting: a late answer completes it without being kept (a table
+    # read's replies are a switch's every flow, held until that switch is read again).
+    keep: bool = True
 
 
 def _unread_bytes(datapath: Any) -> int:
@@ -503,7 +506,8 @@ class FabricApp(app_manager.OSKenApp):
         with self._lock:
             pending = self._pending.get((dpid, msg.xid))
         if pending is not None:
-            pending.replies.append(msg)
+            if pending.keep:
+                pending.replies.append(msg)
             if not more:
                 pending.done.set()
 
@@ -642,7 +646,10 @@ class FabricApp(app_manager.OSKenApp):
         out: dict[SwitchId, SwitchConfig] = {}
         for dpid, reads in started.items():
             if not all(p.done.wait(max(0.0, deadline - time.monotonic())) for p in reads):
-                continue  # stays in _table_reads: not asked again until it answers
+                for pending in reads:  # stays in _table_reads: not asked again until it answers
+                    pending.keep = False
+                    pending.replies.clear()
+                continue
             with self._lock:
                 self._table_reads.pop(dpid, None)
             self._forget(reads)

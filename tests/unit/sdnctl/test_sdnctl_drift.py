@@ -11,7 +11,7 @@ from sdnctl_helpers import apply_delta_to, fabric, live
 
 from netmodel.state import FabricState
 from sdnctl import engine as engine_module
-from sdnctl.drift import Drift, DriftRecord, drift_message, find_drift
+from sdnctl.drift import Drift, DriftRecord, drift_message, drift_turn, find_drift
 from sdnctl.engine import RouteEngine
 from sdnctl.flow_text import delta_json
 from sdnctl.flows import (
@@ -241,6 +241,28 @@ def test_a_switch_that_does_not_answer_is_skipped_with_a_log_line(monkeypatch, c
     assert engine.status[1].drift.checked_at is None and switches.sent == []
 
 
+def test_a_drift_turn_takes_the_switches_asked_longest_ago_while_their_entries_fit() -> None:
+    sizes = {1: 40, 2: 40, 3: 40, 4: 40}
+    assert drift_turn(sizes, {}, 200) == [1, 2, 3, 4]  # the whole fabric fits: every switch, every time
+    assert drift_turn(sizes, {}, 100) == [1, 2]  # never asked first, in key order
+    assert drift_turn(sizes, {1: 5.0, 2: 5.0}, 100) == [3, 4]
+    assert drift_turn(sizes, {1: 5.0, 2: 6.0, 3: 7.0, 4: 8.0}, 100) == [1, 2]
+    assert drift_turn({1: 500, 2: 10}, {}, 100) == [1]  # a switch larger than the budget still gets its turn
+    assert drift_turn({}, {}, 100) == []
+
+
+def test_every_switch_is_read_in_turns_when_the_fabric_exceeds_one_checks_budget(monkeypatch) -> None:
+    engine, switches = programmed(monkeypatch)
+    one = len(engine._compiled[1].entries)
+    monkeypatch.setattr(engine_module, "DRIFT_ENTRIES_PER_CHECK", one)
+    switches.tables[2] = SwitchConfig()  # flushed behind our back
+    assert engine.check_drift() == {}  # switch 1's turn
+    found = engine.check_drift()  # switch 2's: healed
+    assert set(found) == {2}
+    assert engine.check_drift() == {}
+    assert switches.reads == [{1}, {2}, {1}]
+
+
 def test_the_record_of_changes_keeps_plan_deltas_by_generation_and_is_bounded(monkeypatch) -> None:
     engine, _ = programmed(monkeypatch)
     plan_changes = [c for c in engine.changes() if c.reason == "plan"]
@@ -254,3 +276,18 @@ def test_the_record_of_changes_keeps_plan_deltas_by_generation_and_is_bounded(mo
     assert len(engine.changes()) == engine_module.CHANGES_KEPT
     seqs = [c.seq for c in engine.changes()]
     assert seqs == sorted(seqs)
+
+
+def test_the_record_of_changes_keeps_at_most_so_many_mods_and_always_the_newest(monkeypatch) -> None:
+    engine, _ = programmed(monkeypatch)
+    monkeypatch.setattr(engine_module, "CHANGE_MODS_KEPT", 5)
+    two = SwitchDelta(add_flows=(ROUTE, LOCAL))
+    for generation in range(10, 14):
+        engine._record(generation, 1, "plan", two, True)
+    assert [c.generation for c in engine.changes()] == [12, 13]  # 4 mods: a third delta would make 6
+    big = SwitchDelta(add_flows=(ROUTE, LOCAL, STRAY), delete_flows=(ROUTE, LOCAL, STRAY))
+    engine._record(14, 2, "plan", big, True)
+    assert [c.generation for c in engine.changes()] == [14]  # larger than the bound alone: still kept
+    engine._record(15, 1, "plan", two, True)
+    assert [c.generation for c in engine.changes()] == [15]
+    assert engine._change_mods == 2

@@ -88,6 +88,8 @@ def test_a_read_left_unanswered_is_not_repeated_until_it_is_answered(openflow) -
     assert app.read_configs({1}, timeout_s=0.05) == {}  # still in flight: not asked again
     assert len(sent) == 3
     answer(app, 1)  # the late answer: dropped (the tables may have changed since), and 1 asked anew
+    late = app._table_reads[1]
+    assert all(p.done.is_set() and p.replies == [] for p in late)  # completed, its replies not kept
     threading.Timer(0.1, lambda: answer(app, 1)).start()
     assert app.read_configs({1}, timeout_s=10) == {1: SwitchConfig()}
     assert len(sent) == 6 and app._pending == {} and app._table_reads == {}
