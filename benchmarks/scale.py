@@ -156,6 +156,24 @@ def histogram_totals(metrics_text: str, name: str) -> tuple[float, float]:
     return found["_sum"], found["_count"]
 
 
+QUIET_COUNTERS = (
+    "edgectl_route_compute_seconds_count",
+    'edgectl_openflow_messages_sent_total{type="OFPFlowMod"}',
+    'edgectl_openflow_messages_sent_total{type="OFPGroupMod"}',
+    "edgectl_xds_snapshot_build_seconds_count",
+)
+"""What moves while the controller still works through a change: route rounds, table writes, sidecar builds."""
+
+
+def activity(metrics_text: str) -> tuple[float, ...]:
+    """The values of ``QUIET_COUNTERS`` in an exposition text (0 for one not there yet)."""
+    values = []
+    for name in QUIET_COUNTERS:
+        match = re.search(rf"^{re.escape(name)} ([0-9.eE+-]+)$", metrics_text, re.MULTILINE)
+        values.append(float(match.group(1)) if match else 0.0)
+    return tuple(values)
+
+
 def cpu_ticks(stat_line: str) -> int:
     """utime + stime (clock ticks) from a /proc/PID/stat line (the command name may hold spaces)."""
     fields = stat_line.rsplit(")", 1)[1].split()
@@ -373,6 +391,23 @@ def raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the controller and the clients
 
 
+def quiet(controller: Any, settle_s: float, since: float, limit_s: float = 300.0) -> float | None:
+    """Wait until no counter of ``QUIET_COUNTERS`` moved for ``settle_s`` (at most ``limit_s``): seconds
+    from ``since`` until then, None if it never was."""
+    from mininet_topos.controller_process import http_get
+
+    deadline = time.monotonic() + limit_s
+    last, still_since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        now_values = activity(http_get(controller.http + "/metrics", timeout=READ_TIMEOUT_S)[1].decode())
+        if now_values != last:
+            last, still_since = now_values, time.monotonic()
+        elif time.monotonic() - still_since >= settle_s:
+            return round(still_since - since, 1)
+        time.sleep(1.0)
+    return None
+
+
 def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
@@ -465,6 +500,16 @@ def migrate(
     return result
 
 
+def table_totals(metrics_text: str) -> tuple[int, int]:
+    """Flows and groups of edgectl's that the switches hold, summed over ``edgectl_switch_flows`` and
+    ``edgectl_switch_groups`` (routes, ARP, the network policy)."""
+    totals = []
+    for name in ("edgectl_switch_flows", "edgectl_switch_groups"):
+        values = re.findall(rf"^{name}{{[^}}]*}} ([0-9.eE+-]+)$", metrics_text, re.MULTILINE)
+        totals.append(int(sum(float(v) for v in values)))
+    return totals[0], totals[1]
+
+
 def link_timeouts(log_text: str) -> int:
     """Links the controller took down because no LLDP probe crossed them in time (its log's warnings)."""
     return log_text.count("no probe crossed")
@@ -549,12 +594,16 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         out["streams_up_s"] = round(time.monotonic() - started, 1)
         log(f"{out['streams_ready']} streams ready after {out['streams_up_s']} s")
         watcher = Watcher(f"127.0.0.1:{api_port}")
-        time.sleep(args.settle)
+        out["quiet_after_s"] = quiet(controller, args.settle, started)
+        log(f"at rest (none of the counters of work moved for {args.settle} s) after {out['quiet_after_s']} s")
 
         out["rest_rss_mb"] = round(proc.kib("VmRSS") / 1024, 1)
         flaps0 = link_timeouts(controller.log())
         out["rest_cpu_percent"] = round(proc.cpu_percent(10), 1)
         out["rest_link_timeouts"] = link_timeouts(controller.log()) - flaps0
+        out["rest_flows"], out["rest_groups"] = table_totals(
+            http_get(controller.http + "/metrics", timeout=READ_TIMEOUT_S)[1].decode()
+        )
         log(f"at rest: RSS {out['rest_rss_mb']} MB, CPU {out['rest_cpu_percent']} %")
 
         # a link failure
@@ -592,7 +641,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         switches.ask(f"link {dpid_of[cable.a]:x} {int(cable.a_port)} up")
         with contextlib.suppress(WaitTimedOut):
             wait_until(fabric_up, 60, interval=1, what="the cable back up")
-        time.sleep(args.settle)
+        quiet(controller, args.settle, time.monotonic())
 
         # migrations of one web instance, to a cloud node and back
         rounds = []
@@ -605,7 +654,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             log(f"migration {k + 1} to {target}: {result}")
             if result["outcome"] == "ok":
                 workload_id, now_on = result["new_workload"], target
-            time.sleep(args.settle)
+            quiet(controller, args.settle, time.monotonic())
         out["migrations"] = rounds
         every = [r["every_stream_ms"] for r in rounds if r.get("every_stream_ms") is not None]
         p99s = [r["fanout_p99_ms"] for r in rounds if r.get("fanout_p99_ms") is not None]
@@ -637,6 +686,11 @@ def print_table(out: dict[str, Any]) -> None:
         ("controller RSS at the end / peak (VmHWM)", f"{out['end_rss_mb']} / {out['peak_rss_mb']} MB", ""),
         ("CPU at rest (10 s, % of one core)", f"{out['rest_cpu_percent']} %", ""),
         ("links timed out at rest (no LLDP probe crossed in 3.5 s)", f"{out['rest_link_timeouts']}", ""),
+        (
+            "flows / groups in the switches at rest (routes, ARP, policy)",
+            f"{out['rest_flows']:,} / {out['rest_groups']:,}",
+            "",
+        ),
         ("CPU in the 10 s after a link failure", f"{out['failure_cpu_percent']} %", ""),
         (
             f"route recompute after the cut ({out['failure_route_rounds']} rounds, mean)",
@@ -665,7 +719,7 @@ def print_table(out: dict[str, Any]) -> None:
         print(f"  {name:<{width}}  {value:>16}  {goal}")
     print(
         f"  ready after: switches and links {out['fabric_up_s']} s, placed {out['placed_s']} s, "
-        f"streams {out['streams_up_s']} s"
+        f"streams {out['streams_up_s']} s, at rest {out['quiet_after_s']} s"
     )
     print(f"  baseline: {ISTIOD}")
 
@@ -687,7 +741,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--migrate-timeout", type=float, default=20.0, help="Migrate's timeout_s (convergence)")
     parser.add_argument("--up-timeout", type=float, default=600.0, help="seconds to wait for every link up")
-    parser.add_argument("--settle", type=float, default=5.0, help="seconds of quiet before each measurement")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="seconds without route rounds, table writes or sidecar builds before each measurement",
+    )
     args = parser.parse_args(argv)
     raise_fd_limit()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped by PID: the processes started are stopped too
