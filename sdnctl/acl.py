@@ -57,11 +57,12 @@ from __future__ import annotations
 
 import gc
 import ipaddress
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from operator import is_
+from typing import overload
 
 from netmodel.authorization import host_identity, service_policy
 from netmodel.ids import PortNo, ServiceName, SwitchId
@@ -71,6 +72,7 @@ from sdnctl.flows import (
     ETH_TYPE_IPV4,
     TABLE_ACL,
     TABLE_FORWARD,
+    Action,
     CompiledSwitch,
     Entry,
     FlowSpec,
@@ -666,7 +668,7 @@ def _deny(port: int, target: Target, admitted: Mapping[str, frozenset[str] | Non
     return FlowSpec(TABLE_ACL, PRIORITY_DENY, _tcp_to(port, target), DROP, acl_cookie(KIND_DENY, None))
 
 
-def _admission(target: Target, basis: AclBasis) -> tuple[SwitchId, tuple[FlowSpec, ...]] | None:
+def _admission(target: Target, basis: AclBasis) -> tuple[SwitchId, Admission] | None:
     """Where ``target``'s connection attempts are judged (its node's switch) and the flows that judge them
     (see the module's doc), or None when it has no declared node port or admits every caller."""
     at = basis.located.get(target.ip)
@@ -677,22 +679,78 @@ def _admission(target: Target, basis: AclBasis) -> tuple[SwitchId, tuple[FlowSpe
     own_admitted = target.ip in (basis.admitted.get(target.service) or ())  # its own node: crosses no switch
     refused = len(denied) - (not own_admitted)
     if refused <= max(len(admitted) - own_admitted + 1, NAMED_DENIALS):
-        flows = tuple(
-            FlowSpec(TABLE_FORWARD, PRIORITY_DENY, _syn_to(target, ip), DROP, acl_cookie(KIND_DENY, ip))
-            for ip in denied
-            if ip != target.ip
-        )
+        flows = Admission(target, denied, None)
     else:
-        on = _output(at[1])
-        flows = (
+        flows = Admission(target, admitted, _output(at[1]))
+    return (at[0], flows) if len(flows) else None
+
+
+class Admission(Sequence[FlowSpec]):
+    """An instance's admission flows, made each time they are read: a drop per source of ``sources``
+    (``on`` None), or a way on (``on``) per source and one drop of every other; the instance's own
+    address is never a source (its own node's calls cross no switch).
+
+    The callers are the service's (one tuple shared by all its instances), so an instance holds a few
+    references, not its flows: at 10,000 instances called by 100 each, the ~1.0 million flows held as
+    FlowSpecs and match tuples were ~160 bytes apiece. Equal when made from the same target, sources and
+    action; also equal to the tuple of the flows it makes."""
+
+    __slots__ = ("_length", "_on", "_sources", "_target")
+
+    def __init__(self, target: Target, sources: tuple[str, ...], on: tuple[Action, ...] | None) -> None:
+        self._target = target
+        self._sources = sources
+        self._on = on
+        self._length = len(sources) - (target.ip in sources) + (on is not None)
+
+    def flows(self) -> tuple[FlowSpec, ...]:
+        target, on = self._target, self._on
+        if on is None:
+            return tuple(
+                FlowSpec(TABLE_FORWARD, PRIORITY_DENY, _syn_to(target, ip), DROP, acl_cookie(KIND_DENY, ip))
+                for ip in self._sources
+                if ip != target.ip
+            )
+        return (
             *(
                 FlowSpec(TABLE_FORWARD, PRIORITY_ADMIT, _syn_to(target, ip), on, acl_cookie(KIND_ADMIT, ip))
-                for ip in admitted
+                for ip in self._sources
                 if ip != target.ip
             ),
             FlowSpec(TABLE_FORWARD, PRIORITY_DENY, _syn_to(target, None), DROP, acl_cookie(KIND_DENY, None)),
         )
-    return (at[0], flows) if flows else None
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[FlowSpec]:
+        return iter(self.flows())
+
+    @overload
+    def __getitem__(self, index: int) -> FlowSpec: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[FlowSpec, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> FlowSpec | tuple[FlowSpec, ...]:
+        return self.flows()[index]
+
+    def _made_from(self) -> tuple[object, ...]:
+        return (self._target, self._sources, self._on)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Admission):
+            return self._made_from() == other._made_from() or self.flows() == other.flows()
+        if isinstance(other, tuple):
+            return self.flows() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.flows())
+
+    def __repr__(self) -> str:
+        kind = "drops" if self._on is None else "admits"
+        return f"Admission({self._target.ip}:{self._target.port}, {kind} {len(self._sources)} sources)"
 
 
 @lru_cache(maxsize=4096)

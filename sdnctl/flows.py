@@ -18,7 +18,7 @@ above the routes each instance's admission of TCP connection attempts, also ``sd
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from itertools import groupby
@@ -215,7 +215,8 @@ def _flows_to(ip: str, forward: Action) -> tuple[FlowSpec, ...]:
     )
 
 
-Entry = tuple[tuple[FlowSpec, ...], GroupSpec | None]
+Entry = tuple[Sequence[FlowSpec], GroupSpec | None]
+"""An entry's flows (a tuple, or flows made when read, as ``sdnctl.acl.Admission``) and its group."""
 BASE_KEY = ""  # the entry that holds the base flows; every other key is an endpoint's IP
 
 
@@ -381,6 +382,7 @@ def recompile_switches(
                                 changes[ip] = (flows, moved_group)
                                 modified_groups.append(moved_group)
                             continue
+                entry: Entry
                 if endpoint.attachment.switch == switch:
                     entry = compile_entry(plan, switch, endpoint)
                 else:

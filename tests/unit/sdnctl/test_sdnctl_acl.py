@@ -26,6 +26,8 @@ from sdnctl.acl import (
     PRIORITY_DENY,
     UNADMITTED,
     AclTables,
+    Admission,
+    Target,
     acl_cookie,
     compile_acl,
     cookie_kind,
@@ -243,6 +245,24 @@ def test_many_callers_not_admitted_cost_one_flow_per_admitted_caller_and_one_dro
     assert (label.kind, label.caller, label.service, label.switch, label.port) == ("deny", UNADMITTED, "web", "b", 2)
     assert label.detail.endswith("-> 10.0.0.10:8080")
     assert tables.labels.get((B, admit[0].key)) is None, "a way on has no label"
+
+
+def test_an_admission_is_its_flows_made_when_read_and_never_from_its_own_address() -> None:
+    target = Target("10.0.0.10", 8080, "web")
+    callers = ("10.0.0.1", "10.0.0.10", "10.0.0.2")  # the service's callers, the instance's own node among them
+    admits = Admission(target, callers, (("output", 3),))
+    flows = tuple(admits)
+    assert len(admits) == len(flows) == 3  # a way on for each other caller, one drop of every other source
+    assert [dict(f.match).get("ipv4_src") for f in flows] == ["10.0.0.1", "10.0.0.2", None]
+    assert [f.actions for f in flows] == [(("output", 3),), (("output", 3),), ()]
+    assert [cookie_kind(f.cookie) for f in flows] == [KIND_ADMIT, KIND_ADMIT, KIND_DENY]
+    assert admits[0] == flows[0] and admits[-1] == flows[-1] and admits[1:] == flows[1:]
+    assert admits == flows and flows == admits and hash(admits) == hash(flows)  # equal to the tuple it makes
+    assert admits == Admission(target, tuple(callers), (("output", 3),))
+    assert admits != Admission(target, callers, (("output", 4),))
+    drops = Admission(target, callers, None)
+    assert [(dict(f.match)["ipv4_src"], f.actions) for f in drops] == [("10.0.0.1", ()), ("10.0.0.2", ())]
+    assert len(drops) == 2 and drops != admits
 
 
 def test_only_connection_attempts_are_dropped_established_connections_live_on() -> None:
