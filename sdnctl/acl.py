@@ -614,16 +614,13 @@ def _tcp_to(port: int, target: Target) -> tuple[MatchField, ...]:
 
 
 def _syn_to(target: Target, source_ip: str | None) -> tuple[MatchField, ...]:
-    """A connection attempt to ``target`` (from ``source_ip``, or from anyone), wherever it came in."""
-    source = (_field("ipv4_src", source_ip),) if source_ip is not None else ()
-    return _match(
-        ETH_IPV4,
-        PROTO_TCP,
-        _field("ipv4_dst", target.ip),
-        _field("tcp_dst", target.port),
-        TCP_FLAGS_SYN_ONLY,
-        *source,
-    )
+    """A connection attempt to ``target`` (from ``source_ip``, or from anyone), wherever it came in.
+    Written in field-name order, as ``_match`` sorts (an instance's admission makes these each time it is
+    read: no sort)."""
+    dst, port = _field("ipv4_dst", target.ip), _field("tcp_dst", target.port)
+    if source_ip is None:
+        return (ETH_IPV4, PROTO_TCP, dst, port, TCP_FLAGS_SYN_ONLY)
+    return (ETH_IPV4, PROTO_TCP, dst, _field("ipv4_src", source_ip), port, TCP_FLAGS_SYN_ONLY)
 
 
 def _guard(port: int, context: PortContext) -> tuple[FlowSpec, ...]:

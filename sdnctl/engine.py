@@ -296,6 +296,7 @@ class RouteEngine:
         for dpid in list(self._installed):
             if dpid not in connected:
                 del self._installed[dpid]
+                self._drift_tried_at.pop(dpid, None)  # read back when it returns: its turn starts over
                 self.forget_counters(dpid)
         # Reconcile: learn what a newly connected switch holds before changing anything on it. Several at
         # once (a new leader takes every switch): asked together, not one round trip after another.

@@ -263,6 +263,7 @@ def test_an_admission_is_its_flows_made_when_read_and_never_from_its_own_address
     drops = Admission(target, callers, None)
     assert [(dict(f.match)["ipv4_src"], f.actions) for f in drops] == [("10.0.0.1", ()), ("10.0.0.2", ())]
     assert len(drops) == 2 and drops != admits
+    assert all(f.match == tuple(sorted(f.match)) for f in (*flows, *drops))  # matches in field order, as compared
 
 
 def test_only_connection_attempts_are_dropped_established_connections_live_on() -> None:
