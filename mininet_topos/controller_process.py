@@ -188,12 +188,14 @@ def start_edgectl(
 def edgectl_run(
     fabric_file: str | Path | None, *extra: str, openflow_port: int | None = None, http_port: int | None = None
 ) -> Iterator[ControllerProcess]:
-    """Start `edgectl run` on free ports; wait for /healthz; always stop it by PID."""
+    """Start `edgectl run` on free ports; wait for /healthz; always stop it by PID and remove its log (a
+    temporary file, read while it runs: ``log()``)."""
     controller = start_edgectl(fabric_file, *extra, openflow_port=openflow_port, http_port=http_port)
     try:
         yield controller
     finally:
         controller.stop()
+        controller.log_path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
