@@ -5,8 +5,10 @@ bridge, no sidecar, no app, no node agent)."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -32,6 +34,16 @@ def test_the_demo_runs_every_step_and_cleans_up() -> None:
         timeout=400,
         check=False,
     )
+    out = result.stdout
+    run_dir = re.search(r"logs and sockets in (\S+)$", out, re.M)  # kept for a user; a test removes it
+    try:
+        check_demo_output(result, before)
+    finally:
+        if run_dir is not None and Path(run_dir.group(1)).name.startswith("edgectl-demo-"):
+            shutil.rmtree(run_dir.group(1), ignore_errors=True)
+
+
+def check_demo_output(result: subprocess.CompletedProcess[str], before: set[str]) -> None:
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
     assert "summary" in out, out[-3000:]
