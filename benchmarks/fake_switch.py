@@ -12,6 +12,8 @@ OVS does where a replicated controller depends on it:
   meter-config requests are answered with them (a new leader's read-back finds what the old one installed);
 - discovery: an LLDP packet-out is delivered as a packet-in at the cabled peer port, to the peer's
   connections that are not SLAVE (OVS sends no packet-ins to a slave), so the controllers see the links;
+  an LLDP packet-out through the switch's own table (OFPP_TABLE) comes straight back as a packet-in, as
+  the controller's LLDP flow sends it on OVS (the controller times its control path with these);
 - a cable cut (``link DPID PORT down``): both ends send PORT_STATUS with the link down, as OVS does when a
   cable is pulled, and relay no LLDP across it until ``link DPID PORT up``;
 - a log with each switch's own clock (time.time, comparable across processes on one machine): every
@@ -58,6 +60,7 @@ FC_ADD, FC_MODIFY, FC_MODIFY_STRICT, FC_DELETE, FC_DELETE_STRICT = 0, 1, 2, 3, 4
 GC_ADD, GC_MODIFY, GC_DELETE = 0, 1, 2
 MC_ADD, MC_MODIFY, MC_DELETE = 0, 1, 2
 TT_ALL, G_ALL, M_ALL = 0xFF, 0xFFFFFFFC, 0xFFFFFFFF
+OFPP_TABLE = 0xFFFFFFF9
 AT_OUTPUT = 0
 ONF_EXPERIMENTER, ONFT_ROLE_STATUS, CRR_MASTER_REQUEST = 0x4F4E4600, 1911, 0
 ETH_LLDP = 0x88CC
@@ -302,7 +305,7 @@ def packet_in(data: bytes, in_port: int) -> bytes:
 
 def output_ports(body: bytes) -> tuple[list[int], bytes]:
     """A PACKET_OUT's output ports and its frame."""
-    actions_len = struct.unpack_from("!H", body, 8)[0]
+    actions_len = struct.unpack_from("!H", body, 8)[0]  # buffer_id, in_port, then actions_len
     actions, frame = body[16 : 16 + actions_len], body[16 + actions_len :]
     ports, offset = [], 0
     while offset + 8 <= len(actions):
@@ -416,6 +419,8 @@ class FakeSwitch:
         if kind == PACKET_OUT:
             ports, frame = output_ports(body)
             self.emitted += [(port, frame) for port in ports if port in self.ports]
+            if OFPP_TABLE in ports:
+                return self._to_controllers(frame, struct.unpack_from("!I", body, 4)[0])
             return []
         if kind == FLOW_MOD:
             self.tables.flow_mod(body)
@@ -443,9 +448,16 @@ class FakeSwitch:
 
     def receive_frame(self, port: int, frame: bytes) -> list[Send]:
         """A frame arrived at ``port`` from a cable: LLDP goes to the controllers that are not SLAVE."""
-        if len(frame) < 14 or int.from_bytes(frame[12:14], "big") != ETH_LLDP or port in self.down_ports:
+        if port in self.down_ports:
             return []
-        pin = packet_in(frame, port)
+        return self._to_controllers(frame, port)
+
+    def _to_controllers(self, frame: bytes, in_port: int) -> list[Send]:
+        """What the controller's LLDP flow does with a frame that entered at ``in_port``: LLDP goes to
+        the connections that are not SLAVE, anything else is dropped."""
+        if len(frame) < 14 or int.from_bytes(frame[12:14], "big") != ETH_LLDP:
+            return []
+        pin = packet_in(frame, in_port)
         return [(i, pin) for i, role in enumerate(self.roles.roles) if self.connected[i] and role != ROLE_SLAVE]
 
     def status(self) -> dict[str, object]:

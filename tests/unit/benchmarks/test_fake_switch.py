@@ -224,6 +224,24 @@ def test_ports_features_and_an_lldp_probe_reach_only_the_controllers_that_are_no
     assert (packet_in.match["in_port"], bytes(packet_in.data)) == (1, lldp)
 
 
+def test_an_lldp_packet_out_through_the_table_comes_straight_back_to_the_controllers_that_are_not_slave() -> None:
+    sw = switch()
+    sw.handle(1, role_request(ofp.OFPCR_ROLE_SLAVE, 1))
+    lldp = b"\x01\x80\xc2\x00\x00\x0e" + b"\x02" * 6 + b"\x88\xcc" + b"loop"
+    loop = parser.OFPPacketOut(
+        DATAPATH, ofp.OFP_NO_BUFFER, ofp.OFPP_CONTROLLER, [parser.OFPActionOutput(ofp.OFPP_TABLE)], lldp
+    )
+    back = sw.handle(0, wire(loop))
+    assert [conn for conn, _ in back] == [0, 2] and sw.emitted == []
+    packet_in = parsed(back[0][1])
+    assert (packet_in.match["in_port"], bytes(packet_in.data)) == (ofp.OFPP_CONTROLLER, lldp)
+    ipv4 = b"\x02" * 12 + b"\x08\x00" + b"not lldp"
+    other = parser.OFPPacketOut(
+        DATAPATH, ofp.OFP_NO_BUFFER, ofp.OFPP_CONTROLLER, [parser.OFPActionOutput(ofp.OFPP_TABLE)], ipv4
+    )
+    assert sw.handle(0, wire(other)) == []  # no flow sends it anywhere
+
+
 def test_a_cut_cable_reports_its_port_down_to_every_controller_and_relays_no_probe_until_mended() -> None:
     sw = switch()
     sw.handle(1, role_request(ofp.OFPCR_ROLE_SLAVE, 1))
