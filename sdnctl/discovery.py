@@ -211,7 +211,11 @@ class Discovery:
             estimate = self.latency.estimate_us(link)
             if estimate is None:
                 continue
-            if worth_reporting(self._reported_us.get(link), estimate):
-                self._reported_us[link] = estimate
-                batch.append((link, estimate))
+            reported = self._reported_us.get(link)
+            if not worth_reporting(reported, estimate):
+                continue
+            if reported is not None and not worth_reporting(reported, estimate, self.latency.noise_us(link)):
+                continue  # within the jitter of its own samples (computed only for a change past the floor)
+            self._reported_us[link] = estimate
+            batch.append((link, estimate))
         return ev.LinkLatencyMeasured(tuple(batch), wall) if batch else None

@@ -13,6 +13,11 @@ An echo round trip skips the switch's datapath, while a probe crosses it twice (
 packet-in through the slow path): on OVS's userspace datapath that alone is ~0.3 ms per probe. So
 where a "loop probe" round trip exists (a probe the switch's LLDP flow returns at once, datapath
 included) it stands for rtt(x); the echo RTT is the fallback.
+
+The minimum is only as good as the window's best sample: while the controller or a switch is busy for
+the whole window, the minima carry that lag and wander with it. ``noise_us`` says how far a window's
+samples typically sit above its minimum; a change within it is not reported (``worth_reporting``), so
+the controller's own load does not move routes between paths of equal latency.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ class LatencyEstimator:
         self._loop_rtt.setdefault(dpid, deque(maxlen=self._window)).append(rtt_s)
 
     def control_rtt_s(self, dpid: int) -> float | None:
-        samples = self._loop_rtt.get(dpid) or self._rtt.get(dpid)
+        samples = self._control_samples(dpid)
         return min(samples) if samples else None
 
     def record_probe(self, link: LinkId, transit_s: float) -> None:
@@ -63,6 +68,24 @@ class LatencyEstimator:
             delay = min(forward) - control / 2
         return max(0, round(delay * 1e6))
 
+    def noise_us(self, link: LinkId) -> int:
+        """The jitter of ``estimate_us``: each term's median sample minus its minimum, combined as the
+        estimate combines the terms. 0 when there is no estimate."""
+        forward = self._transit.get(link)
+        control_a, control_b = self._control_samples(link.src), self._control_samples(link.dst)
+        if not forward or not control_a or not control_b:
+            return 0
+        control = _above_min(control_a) + _above_min(control_b)
+        backward = self._transit.get(link.reversed())
+        if backward:
+            noise = (_above_min(forward) + _above_min(backward) + control) / 2
+        else:
+            noise = _above_min(forward) + control / 2
+        return round(noise * 1e6)
+
+    def _control_samples(self, dpid: int) -> deque[float] | None:
+        return self._loop_rtt.get(dpid) or self._rtt.get(dpid)
+
     def report(self) -> dict[str, object]:
         """The windowed minima behind the estimates, in microseconds: for operators and tests."""
 
@@ -83,13 +106,21 @@ class LatencyEstimator:
                     "transit_us": us(samples),
                     "samples": len(samples),
                     "estimate_us": self.estimate_us(link),
+                    "noise_us": self.noise_us(link),
                 }
                 for link, samples in sorted(self._transit.items())
             ],
         }
 
 
-def worth_reporting(reported_us: int | None, estimate_us: int) -> bool:
+def worth_reporting(reported_us: int | None, estimate_us: int, noise_us: int = 0) -> bool:
     """Whether a new estimate is news for the model: the first one, or a change worth a re-route,
-    more than 5% or 100 us (whichever is larger) away from the last one reported."""
-    return reported_us is None or abs(estimate_us - reported_us) > max(100, reported_us * 0.05)
+    more than 5% or 100 us (whichever is larger) away from the last one reported, and more than the
+    measurement's own ``noise_us``."""
+    return reported_us is None or abs(estimate_us - reported_us) > max(100, reported_us * 0.05, noise_us)
+
+
+def _above_min(samples: deque[float]) -> float:
+    """How far the median sample sits above the minimum."""
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2] - ordered[0]

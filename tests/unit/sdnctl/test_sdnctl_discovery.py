@@ -13,7 +13,7 @@ from netmodel.state import FabricState
 from netmodel.types import LinkId
 from sdnctl import frames
 from sdnctl.discovery import LINK_TIMEOUT_S, LOOP_PORT, Discovery, PacketOut
-from sdnctl.latency import worth_reporting
+from sdnctl.latency import WINDOW, worth_reporting
 
 A, B = SwitchId(1), SwitchId(2)
 PAIR = """
@@ -25,6 +25,7 @@ links:
 """
 A_TO_B = LinkId(A, PortNo(1), B, PortNo(1))
 B_TO_A = A_TO_B.reversed()
+MS = 1e-3
 WALL = 1_000_000.0
 
 
@@ -210,8 +211,32 @@ def test_probes_that_never_came_back_are_forgotten_after_the_timeout() -> None:
     assert core.latency.report()["links"] == []  # arrived, but no transit time to record
 
 
-def test_the_latency_report_rule_is_5_percent_or_100_us_whichever_is_larger() -> None:
-    assert worth_reporting(None, 0)
+def test_the_latency_report_rule_is_5_percent_or_100_us_or_the_noise_whichever_is_larger() -> None:
+    assert worth_reporting(None, 0) and worth_reporting(None, 0, noise_us=5000)
     assert not worth_reporting(1000, 1100) and not worth_reporting(1000, 900)
     assert worth_reporting(1000, 1101) and worth_reporting(1000, 899)
     assert not worth_reporting(10_000, 10_500) and worth_reporting(10_000, 10_501)
+    assert not worth_reporting(1000, 1400, noise_us=400) and worth_reporting(1000, 1401, noise_us=400)
+
+
+def test_a_change_within_the_measurements_own_noise_is_not_reported_until_the_samples_settle() -> None:
+    """A busy controller: its lag puts probes and control round trips alike anywhere from 0 to 0.8 ms
+    late, and the windows' minima wander with it. That is not the link's latency changing."""
+    core, state = Discovery(instance=7), pair()
+    measured_pair(core, state, 0.003, 0.0)
+    assert latency_reports(core.housekeeping(state, {A, B}, 0.5, WALL).events) == [{A_TO_B: 2000, B_TO_A: 2000}]
+    transit_lag = [0.8, 0.5, 0.7, 0.4, 0.6, 0.8, 0.5, 0.7, 0.6, 0.8, 0.5, 0.4]  # ms; minimum 0.4, median 0.6
+    control_lag = [0.0, 0.6, 0.3, 0.5, 0.2, 0.6, 0.4, 0.1, 0.5, 0.3, 0.6, 0.4]  # minimum 0, median 0.4
+    for i, (transit, control) in enumerate(zip(transit_lag, control_lag, strict=True)):
+        at = 1.0 + i
+        echo(core, A, at, (1 + control) * MS)
+        echo(core, B, at, (1 + control) * MS)
+        cross(core, state, A_TO_B, at, (3 + transit) * MS)
+        cross(core, state, B_TO_A, at, (3 + transit) * MS)
+    # Every undisturbed sample has left the windows: the estimate moved 0.4 ms, within its noise of 0.6
+    assert core.latency.estimate_us(A_TO_B) == 2400 and core.latency.noise_us(A_TO_B) == 600
+    assert latency_reports(core.housekeeping(state, {A, B}, 12.5, WALL).events) == []
+    for i in range(WINDOW):
+        measured_pair(core, state, 0.0034, 13.0 + i)  # steady again, 0.4 ms slower: that stands out
+    assert core.latency.noise_us(A_TO_B) == 0
+    assert latency_reports(core.housekeeping(state, {A, B}, 25.5, WALL).events) == [{A_TO_B: 2400, B_TO_A: 2400}]

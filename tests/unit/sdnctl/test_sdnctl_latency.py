@@ -137,3 +137,28 @@ def test_report_shows_the_minima_and_estimates_in_microseconds() -> None:
     }
     (link,) = report["links"]  # type: ignore[misc]
     assert link["transit_us"] == 10_000 and link["samples"] == 2 and link["estimate_us"] == 7000
+    assert link["noise_us"] == 1000  # the median of [10, 11] is 11 (the upper one): 1 ms above the minimum
+
+
+def test_noise_is_each_terms_median_above_its_minimum_combined_as_the_estimate_hand_numbers() -> None:
+    est = LatencyEstimator()
+    for rtt in (1.0, 1.2, 1.4):
+        est.record_echo_rtt(1, rtt * MS)  # median 0.2 ms above the minimum
+    est.record_echo_rtt(2, 1 * MS)  # one sample: no spread
+    for transit in (5.0, 5.6, 5.8, 9.0, 5.2):
+        est.record_probe(AB, transit * MS)  # sorted 5.0 5.2 5.6 5.8 9.0: median 0.6 ms above
+    assert est.noise_us(AB) == 700  # one direction: 0.6 + (0.2 + 0) / 2
+    for transit in (7.0, 7.4):
+        est.record_probe(BA, transit * MS)  # median (the upper of two) 0.4 ms above
+    assert est.noise_us(AB) == est.noise_us(BA) == 600  # both directions: (0.6 + 0.4 + 0.2 + 0) / 2
+    est.record_loop_rtt(1, 3 * MS)  # the loop round trip stands for the control path, and so for its noise
+    assert est.noise_us(AB) == 500  # (0.6 + 0.4 + 0 + 0) / 2
+    assert est.noise_us(LinkId(SwitchId(1), PortNo(2), SwitchId(3), PortNo(1))) == 0  # no estimate, no noise
+
+
+def test_a_steady_link_has_no_noise() -> None:
+    est = estimator()
+    for _ in range(WINDOW):
+        est.record_probe(AB, 10 * MS)
+        est.record_probe(BA, 10 * MS)
+    assert est.noise_us(AB) == 0
