@@ -212,10 +212,10 @@ class Discovery:
             if estimate is None:
                 continue
             reported = self._reported_us.get(link)
-            if not worth_reporting(reported, estimate):
+            if reported is not None and not worth_reporting(reported, estimate):
+                continue  # not past the floor: its noise need not be weighed
+            if not worth_reporting(reported, estimate, self.latency.noise_us(link), self.latency.samples(link)):
                 continue
-            if reported is not None and not worth_reporting(reported, estimate, self.latency.noise_us(link)):
-                continue  # within the jitter of its own samples (computed only for a change past the floor)
             self._reported_us[link] = estimate
             batch.append((link, estimate))
         return ev.LinkLatencyMeasured(tuple(batch), wall) if batch else None

@@ -17,7 +17,9 @@ included) it stands for rtt(x); the echo RTT is the fallback.
 The minimum is only as good as the window's best sample: while the controller or a switch is busy for
 the whole window, the minima carry that lag and wander with it. ``noise_us`` says how far a window's
 samples typically sit above its minimum; a change within it is not reported (``worth_reporting``), so
-the controller's own load does not move routes between paths of equal latency.
+the controller's own load does not move routes between paths of equal latency. A link's first estimate
+waits for a few samples and for its noise to be small beside it: at start-up, with every switch's tables
+being written, first estimates of 0 us links read up to 41 ms, and each later correction moved routes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from collections import deque
 from netmodel.types import LinkId
 
 WINDOW = 12
+FIRST_REPORT_SAMPLES = 3
+"""Samples each term needs before a link's first estimate is reported."""
+FIRST_REPORT_NOISE_US = 1000
+"""A first estimate is reported once its noise is at most this, or half the estimate if that is more."""
 
 
 class LatencyEstimator:
@@ -83,6 +89,13 @@ class LatencyEstimator:
             noise = _above_min(forward) + control / 2
         return round(noise * 1e6)
 
+    def samples(self, link: LinkId) -> int:
+        """How many samples the fewest-sampled term of ``estimate_us`` has (its forward transit and the
+        two switches' control round trips)."""
+        forward = self._transit.get(link)
+        control_a, control_b = self._control_samples(link.src), self._control_samples(link.dst)
+        return min(len(forward or ()), len(control_a or ()), len(control_b or ()))
+
     def _control_samples(self, dpid: int) -> deque[float] | None:
         return self._loop_rtt.get(dpid) or self._rtt.get(dpid)
 
@@ -113,11 +126,14 @@ class LatencyEstimator:
         }
 
 
-def worth_reporting(reported_us: int | None, estimate_us: int, noise_us: int = 0) -> bool:
-    """Whether a new estimate is news for the model: the first one, or a change worth a re-route,
-    more than 5% or 100 us (whichever is larger) away from the last one reported, and more than the
-    measurement's own ``noise_us``."""
-    return reported_us is None or abs(estimate_us - reported_us) > max(100, reported_us * 0.05, noise_us)
+def worth_reporting(reported_us: int | None, estimate_us: int, noise_us: int = 0, samples: int = WINDOW) -> bool:
+    """Whether a new estimate is news for the model. The first one once it rests on
+    ``FIRST_REPORT_SAMPLES`` samples and its noise is at most ``FIRST_REPORT_NOISE_US`` or half the
+    estimate; after that a change worth a re-route: more than 5% or 100 us (whichever is larger) away
+    from the last one reported, and more than the measurement's own ``noise_us``."""
+    if reported_us is None:
+        return samples >= FIRST_REPORT_SAMPLES and noise_us <= max(FIRST_REPORT_NOISE_US, estimate_us // 2)
+    return abs(estimate_us - reported_us) > max(100, reported_us * 0.05, noise_us)
 
 
 def _above_min(samples: deque[float]) -> float:

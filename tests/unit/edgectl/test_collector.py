@@ -8,7 +8,8 @@ import weakref
 
 import pytest
 
-from edgectl.collector import CollectorSchedule
+from edgectl import collector
+from edgectl.collector import CollectorSchedule, release_free_heap
 
 
 class Cycle:
@@ -77,3 +78,18 @@ def test_interval_and_unfreeze_every_must_be_positive() -> None:
         CollectorSchedule(interval_s=0)
     with pytest.raises(ValueError, match="at least 1"):
         CollectorSchedule(unfreeze_every=0)
+
+
+def test_each_pass_gives_the_c_allocators_free_memory_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert release_free_heap()  # glibc (Debian): malloc_trim exists and runs
+    released: list[bool] = []
+    monkeypatch.setattr(collector, "release_free_heap", lambda: released.append(True) or True)
+    schedule = CollectorSchedule(interval_s=3600)
+    schedule.start()
+    try:
+        schedule.full_pass()
+        schedule.full_pass()
+    finally:
+        schedule.stop()
+        gc.unfreeze()
+    assert released == [True, True]

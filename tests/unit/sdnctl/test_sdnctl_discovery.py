@@ -159,17 +159,36 @@ def latency_reports(events: tuple[ev.Event, ...]) -> list[dict[LinkId, int]]:
     return [dict(e.latencies_us) for e in events if isinstance(e, ev.LinkLatencyMeasured)]
 
 
-def test_latency_is_reported_first_then_only_when_it_moved_enough() -> None:
+def test_latency_is_reported_once_it_rests_on_three_samples_then_only_when_it_moved_enough() -> None:
     core, state = Discovery(instance=7), pair()
     measured_pair(core, state, 0.003, 0.0)  # (3 + 3 - 1 - 1) / 2 = 2 ms
-    first = core.housekeeping(state, {A, B}, 0.5, WALL).events
+    measured_pair(core, state, 0.003, 1.0)
+    assert latency_reports(core.housekeeping(state, {A, B}, 1.5, WALL).events) == []  # two samples: not yet
+    measured_pair(core, state, 0.003, 2.0)
+    first = core.housekeeping(state, {A, B}, 2.5, WALL).events
     assert latency_reports(first) == [{A_TO_B: 2000, B_TO_A: 2000}]
     assert first[-1] == ev.LinkLatencyMeasured(((A_TO_B, 2000), (B_TO_A, 2000)), WALL)
-    assert latency_reports(core.housekeeping(state, {A, B}, 1.0, WALL).events) == []
-    measured_pair(core, state, 0.00295, 1.0)  # 1950 us: 50 us off, below the 100 us floor
-    assert latency_reports(core.housekeeping(state, {A, B}, 1.5, WALL).events) == []
-    measured_pair(core, state, 0.0027, 2.0)  # 1700 us: 300 us off the last reported 2000
-    assert latency_reports(core.housekeeping(state, {A, B}, 2.5, WALL).events) == [{A_TO_B: 1700, B_TO_A: 1700}]
+    assert latency_reports(core.housekeeping(state, {A, B}, 3.0, WALL).events) == []
+    measured_pair(core, state, 0.00295, 3.0)  # 1950 us: 50 us off, below the 100 us floor
+    assert latency_reports(core.housekeeping(state, {A, B}, 3.5, WALL).events) == []
+    measured_pair(core, state, 0.0027, 4.0)  # 1700 us: 300 us off, but the samples' median is 300 us above it
+    assert latency_reports(core.housekeeping(state, {A, B}, 4.5, WALL).events) == []
+    measured_pair(core, state, 0.0027, 5.0)
+    assert latency_reports(core.housekeeping(state, {A, B}, 5.5, WALL).events) == []
+    measured_pair(core, state, 0.0027, 6.0)  # three of seven at 2.7 ms: the median is 2.95, 250 us above
+    assert latency_reports(core.housekeeping(state, {A, B}, 6.5, WALL).events) == [{A_TO_B: 1700, B_TO_A: 1700}]
+
+
+def test_a_first_estimate_waits_while_its_samples_are_scattered() -> None:
+    """Start-up: every switch's tables are being written, and a 2 ms link's first probes read 40 ms."""
+    core, state = Discovery(instance=7), pair()
+    for at, transit in ((0.0, 0.043), (1.0, 0.011), (2.0, 0.003)):
+        measured_pair(core, state, transit, at)
+    assert core.latency.estimate_us(A_TO_B) == 2000 and core.latency.noise_us(A_TO_B) == 8000
+    assert latency_reports(core.housekeeping(state, {A, B}, 2.5, WALL).events) == []
+    for at in (3.0, 4.0):
+        measured_pair(core, state, 0.003, at)
+    assert latency_reports(core.housekeeping(state, {A, B}, 4.5, WALL).events) == [{A_TO_B: 2000, B_TO_A: 2000}]
 
 
 def test_no_latency_is_reported_without_the_switches_control_round_trips() -> None:
@@ -212,7 +231,9 @@ def test_probes_that_never_came_back_are_forgotten_after_the_timeout() -> None:
 
 
 def test_the_latency_report_rule_is_5_percent_or_100_us_or_the_noise_whichever_is_larger() -> None:
-    assert worth_reporting(None, 0) and worth_reporting(None, 0, noise_us=5000)
+    assert not worth_reporting(None, 0, samples=2) and worth_reporting(None, 0, samples=3)
+    assert worth_reporting(None, 0, noise_us=1000, samples=3) and not worth_reporting(None, 0, noise_us=1001, samples=3)
+    assert worth_reporting(None, 10_000, noise_us=5000) and not worth_reporting(None, 10_000, noise_us=5001)
     assert not worth_reporting(1000, 1100) and not worth_reporting(1000, 900)
     assert worth_reporting(1000, 1101) and worth_reporting(1000, 899)
     assert not worth_reporting(10_000, 10_500) and worth_reporting(10_000, 10_501)
@@ -223,8 +244,9 @@ def test_a_change_within_the_measurements_own_noise_is_not_reported_until_the_sa
     """A busy controller: its lag puts probes and control round trips alike anywhere from 0 to 0.8 ms
     late, and the windows' minima wander with it. That is not the link's latency changing."""
     core, state = Discovery(instance=7), pair()
-    measured_pair(core, state, 0.003, 0.0)
-    assert latency_reports(core.housekeeping(state, {A, B}, 0.5, WALL).events) == [{A_TO_B: 2000, B_TO_A: 2000}]
+    for at in (0.0, 0.3, 0.6):
+        measured_pair(core, state, 0.003, at)
+    assert latency_reports(core.housekeeping(state, {A, B}, 0.9, WALL).events) == [{A_TO_B: 2000, B_TO_A: 2000}]
     transit_lag = [0.8, 0.5, 0.7, 0.4, 0.6, 0.8, 0.5, 0.7, 0.6, 0.8, 0.5, 0.4]  # ms; minimum 0.4, median 0.6
     control_lag = [0.0, 0.6, 0.3, 0.5, 0.2, 0.6, 0.4, 0.1, 0.5, 0.3, 0.6, 0.4]  # minimum 0, median 0.4
     for i, (transit, control) in enumerate(zip(transit_lag, control_lag, strict=True)):
