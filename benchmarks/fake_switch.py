@@ -11,7 +11,9 @@ OVS does where a replicated controller depends on it:
 - tables: the flows, groups and meters a master installed are kept, and flow-stats, group-desc and
   meter-config requests are answered with them (a new leader's read-back finds what the old one installed);
 - discovery: an LLDP packet-out is delivered as a packet-in at the cabled peer port, to the peer's
-  connections that are not SLAVE (OVS sends no packet-ins to a slave), so the controllers see the links;
+  connections that are not SLAVE (OVS sends no packet-ins to a slave), so the controllers see the links,
+  after the cable's declared latency (as the testbed's delay relay holds frames), so the latency the
+  controllers measure is the one the fabric file declares;
   an LLDP packet-out through the switch's own table (OFPP_TABLE) comes straight back as a packet-in, as
   the controller's LLDP flow sends it on OVS (the controller times its control path with these);
 - a cable cut (``link DPID PORT down``): both ends send PORT_STATUS with the link down, as OVS does when a
@@ -485,6 +487,7 @@ class Fleet:
     controllers: list[tuple[str, int]]
     reconnect_s: float = 0.5
     writers: dict[tuple[int, int], asyncio.StreamWriter] = field(default_factory=dict)
+    delays_s: dict[tuple[int, int], float] = field(default_factory=dict)  # (dpid, port) -> its cable's latency
 
     def send(self, dpid: int, sends: Iterable[Send]) -> None:
         for conn, data in sends:
@@ -497,7 +500,14 @@ class Fleet:
         for port, frame in emitted:
             peer = self.peers.get((switch.dpid, port))
             if peer is not None and port not in switch.down_ports:
-                self.send(peer[0], self.switches[peer[0]].receive_frame(peer[1], frame))
+                delay_s = self.delays_s.get((switch.dpid, port), 0.0)
+                if delay_s > 0:
+                    asyncio.get_running_loop().call_later(delay_s, self._arrive, peer, frame)
+                else:
+                    self._arrive(peer, frame)
+
+    def _arrive(self, at: tuple[int, int], frame: bytes) -> None:
+        self.send(at[0], self.switches[at[0]].receive_frame(at[1], frame))
 
     async def connection(self, switch: FakeSwitch, conn: int) -> None:
         host, port = self.controllers[conn]
@@ -559,17 +569,19 @@ def fleet_of(fabric_path: str, controllers: list[tuple[str, int]]) -> Fleet:
     dpid_of = {s.name: int(s.dpid) for s in spec.switches}
     ports: dict[int, dict[int, str]] = {d: {} for d in dpid_of.values()}
     peers = {}
+    delays_s = {}
     for cable in spec.cables:
         a, b = dpid_of[cable.a], dpid_of[cable.b]
         ports[a][int(cable.a_port)] = f"{cable.a}-eth{cable.a_port}"
         ports[b][int(cable.b_port)] = f"{cable.b}-eth{cable.b_port}"
         peers[(a, int(cable.a_port))] = (b, int(cable.b_port))
         peers[(b, int(cable.b_port))] = (a, int(cable.a_port))
+        delays_s[(a, int(cable.a_port))] = delays_s[(b, int(cable.b_port))] = cable.latency_ms / 1000
     attachments = [(h.switch, int(h.port)) for h in spec.hosts] + [(n.switch, int(n.port)) for n in spec.nodes]
     for name, port in attachments:
         ports[dpid_of[name]][port] = f"{name}-eth{port}"
     switches = {d: FakeSwitch(d, p, len(controllers)) for d, p in ports.items()}
-    return Fleet(switches, peers, controllers)
+    return Fleet(switches, peers, controllers, delays_s=delays_s)
 
 
 async def run_fleet(fleet: Fleet) -> None:

@@ -3,7 +3,9 @@ and tables that a controller reads back as it wrote them (messages built and rea
 
 from __future__ import annotations
 
+import asyncio
 import struct
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -267,6 +269,29 @@ def test_the_fleet_cuts_both_ends_of_a_cable_and_refuses_a_port_without_one() ->
     assert "error" in fleet.command("link 1 2 down")  # a host port: no cable
     fleet.command("link 2 1 up")
     assert a.down_ports == set() and b.down_ports == set()
+
+
+def test_the_fleet_relays_a_probe_across_a_cable_after_the_cables_latency() -> None:
+    a = fs.FakeSwitch(1, {1: "a-eth1"}, 1)
+    b = fs.FakeSwitch(2, {1: "b-eth1"}, 1)
+    a.connection_up(0)
+    b.connection_up(0)
+    fleet = fs.Fleet({1: a, 2: b}, {(1, 1): (2, 1), (2, 1): (1, 1)}, [("127.0.0.1", 6653)], delays_s={(1, 1): 0.05})
+    arrived: list[tuple[int, float]] = []
+    fleet.send = lambda dpid, sends: arrived.extend((dpid, time.monotonic()) for _ in sends)  # type: ignore[method-assign]
+    lldp = b"\x01\x80\xc2\x00\x00\x0e" + b"\x02" * 6 + b"\x88\xcc" + b"probe"
+
+    async def probe() -> float:
+        a.emitted.append((1, lldp))
+        sent = time.monotonic()
+        fleet.deliver_emitted(a)
+        assert arrived == []  # on its way
+        await asyncio.sleep(0.2)
+        return sent
+
+    sent = asyncio.run(probe())
+    ((dpid, at),) = arrived
+    assert dpid == 2 and at - sent >= 0.05
 
 
 def test_a_strict_flow_mod_finds_its_flow_by_key_and_respects_the_cookie_mask() -> None:
