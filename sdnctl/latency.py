@@ -18,8 +18,8 @@ The minimum is only as good as the window's best sample: while the controller or
 the whole window, the minima carry that lag and wander with it. ``noise_us`` says how far a window's
 samples typically sit above its minimum; a change within it is not reported (``worth_reporting``), so
 the controller's own load does not move routes between paths of equal latency. A link's first estimate
-waits for a few samples and for its noise to be small beside it: at start-up, with every switch's tables
-being written, first estimates of 0 us links read up to 41 ms, and each later correction moved routes.
+waits for 3 samples of each term: one sample taken while every switch's tables were being written read up
+to 41 ms on links of 0 us.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from netmodel.types import LinkId
 WINDOW = 12
 FIRST_REPORT_SAMPLES = 3
 """Samples each term needs before a link's first estimate is reported."""
-FIRST_REPORT_NOISE_US = 1000
-"""A first estimate is reported once its noise is at most this, or half the estimate if that is more."""
 
 
 class LatencyEstimator:
@@ -128,11 +126,11 @@ class LatencyEstimator:
 
 def worth_reporting(reported_us: int | None, estimate_us: int, noise_us: int = 0, samples: int = WINDOW) -> bool:
     """Whether a new estimate is news for the model. The first one once it rests on
-    ``FIRST_REPORT_SAMPLES`` samples and its noise is at most ``FIRST_REPORT_NOISE_US`` or half the
-    estimate; after that a change worth a re-route: more than 5% or 100 us (whichever is larger) away
-    from the last one reported, and more than the measurement's own ``noise_us``."""
+    ``FIRST_REPORT_SAMPLES`` samples of each term; after that a change worth a re-route: more than 5% or
+    100 us (whichever is larger) away from the last one reported, and more than the measurement's own
+    ``noise_us``."""
     if reported_us is None:
-        return samples >= FIRST_REPORT_SAMPLES and noise_us <= max(FIRST_REPORT_NOISE_US, estimate_us // 2)
+        return samples >= FIRST_REPORT_SAMPLES
     return abs(estimate_us - reported_us) > max(100, reported_us * 0.05, noise_us)
 
 
