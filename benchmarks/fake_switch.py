@@ -11,9 +11,9 @@ OVS does where a replicated controller depends on it:
 - tables: the flows, groups and meters a master installed are kept, and flow-stats, group-desc and
   meter-config requests are answered with them (a new leader's read-back finds what the old one installed);
 - discovery: an LLDP packet-out is delivered as a packet-in at the cabled peer port, to the peer's
-  connections that are not SLAVE (OVS sends no packet-ins to a slave), so the controllers see the links,
-  after the cable's declared latency (as the testbed's delay relay holds frames), so the latency the
-  controllers measure is the one the fabric file declares;
+  connections that are not SLAVE (OVS sends no packet-ins to a slave), so the controllers see the links;
+  with ``--cable-delays`` after the cable's declared latency (as the testbed's delay relay holds frames),
+  else at once (every link then measures ~0 us);
   an LLDP packet-out through the switch's own table (OFPP_TABLE) comes straight back as a packet-in, as
   the controller's LLDP flow sends it on OVS (the controller times its control path with these);
 - a cable cut (``link DPID PORT down``): both ends send PORT_STATUS with the link down, as OVS does when a
@@ -27,7 +27,7 @@ Raw struct encoding, one asyncio process for all switches (``main``): the benchm
 after SINCE; older ones dropped), ``link DPID PORT up|down`` (DPID in hex; the cable on that port, both
 ends), ``quit``.
 
-Usage: python -m benchmarks.fake_switch FABRIC_FILE HOST:PORT[,HOST:PORT...]
+Usage: python -m benchmarks.fake_switch FABRIC_FILE HOST:PORT[,HOST:PORT...] [--cable-delays]
 """
 
 from __future__ import annotations
@@ -561,8 +561,9 @@ class Fleet:
         return {"at": at, "ends": [[f"{d:016x}", p] for d, p in ends]}
 
 
-def fleet_of(fabric_path: str, controllers: list[tuple[str, int]]) -> Fleet:
-    """Every switch of the fabric file with its cabled, host and node ports."""
+def fleet_of(fabric_path: str, controllers: list[tuple[str, int]], cable_delays: bool = False) -> Fleet:
+    """Every switch of the fabric file with its cabled, host and node ports (and with ``cable_delays``,
+    each cable's declared latency)."""
     from netmodel.fabric_file import parse_fabric  # here: the protocol above needs nothing of the project
 
     spec = parse_fabric(Path(fabric_path).read_bytes(), fabric_path)
@@ -576,7 +577,8 @@ def fleet_of(fabric_path: str, controllers: list[tuple[str, int]]) -> Fleet:
         ports[b][int(cable.b_port)] = f"{cable.b}-eth{cable.b_port}"
         peers[(a, int(cable.a_port))] = (b, int(cable.b_port))
         peers[(b, int(cable.b_port))] = (a, int(cable.a_port))
-        delays_s[(a, int(cable.a_port))] = delays_s[(b, int(cable.b_port))] = cable.latency_ms / 1000
+        if cable_delays:
+            delays_s[(a, int(cable.a_port))] = delays_s[(b, int(cable.b_port))] = cable.latency_ms / 1000
     attachments = [(h.switch, int(h.port)) for h in spec.hosts] + [(n.switch, int(n.port)) for n in spec.nodes]
     for name, port in attachments:
         ports[dpid_of[name]][port] = f"{name}-eth{port}"
@@ -621,10 +623,12 @@ def parse_controllers(text: str) -> list[tuple[str, int]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    cable_delays = "--cable-delays" in args
+    args = [a for a in args if a != "--cable-delays"]
     if len(args) != 2:
         print(__doc__.strip().splitlines()[-1], file=sys.stderr)
         return 2
-    fleet = fleet_of(args[0], parse_controllers(args[1]))
+    fleet = fleet_of(args[0], parse_controllers(args[1]), cable_delays)
     print(json.dumps({"switches": len(fleet.switches), "controllers": len(fleet.controllers)}), flush=True)
     asyncio.run(run_fleet(fleet))
     return 0

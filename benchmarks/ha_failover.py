@@ -144,10 +144,17 @@ def percentile(values: Sequence[float], q: float) -> float:
 class FakeSwitches:
     """``benchmarks.fake_switch`` in its own process, asked over its stdin."""
 
-    def __init__(self, fabric: Path, openflow_ports: Sequence[int]) -> None:
+    def __init__(self, fabric: Path, openflow_ports: Sequence[int], cable_delays: bool = False) -> None:
         controllers = ",".join(f"127.0.0.1:{port}" for port in openflow_ports)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.fake_switch", str(fabric), controllers],
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.fake_switch",
+                str(fabric),
+                controllers,
+                *(["--cable-delays"] if cable_delays else []),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

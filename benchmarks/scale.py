@@ -9,7 +9,9 @@ migration's control-plane time and one change's fan-out to every stream.
   ``web`` admits the hosts, every other service its caller). The controller places the replicas itself
   (the fastest way to 10,000: the Place API answers ~50/s end to end);
 - the switches: ``benchmarks/fake_switch.py`` in one other process (OpenFlow 1.3, LLDP relayed across
-  their cables, so the controller discovers every link; a cable cut is a PORT_STATUS at both ends);
+  their cables, so the controller discovers every link; a cable cut is a PORT_STATUS at both ends). The
+  relay is immediate, so every link measures ~0 us; ``--cable-delays`` holds each probe for its cable's
+  declared latency instead (the fake switches' own process then times 1,236 delays a second);
 - the streams: grpc.aio clients in one other process (``--client``), delta ADS, one connection and node
   id per user host, behaving like a minimal Envoy (CDS and LDS wildcard, EDS ``svc/web``, RDS of its
   outbound port, every response ACKed); each remembers when (wall clock) it first saw each endpoint.
@@ -552,6 +554,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "services": len(doc["services"]),
         "compute_nodes": len(doc["nodes"]),
         "drift_interval_s": args.drift_interval,
+        "cable_delays": args.cable_delays,
     }
     log(f"fabric: {out}")
     api_port, xds_port = free_port(), free_port()
@@ -568,7 +571,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         proc = Proc(controller.process.pid)
         stub = pb_grpc.PlacementStub(channel)
-        switches = FakeSwitches(fabric, [controller.openflow_port])
+        switches = FakeSwitches(fabric, [controller.openflow_port], cable_delays=args.cable_delays)
 
         def placed() -> int:
             return sum(1 for w in stub.List(pb.ListRequest(), timeout=60).workloads if w.node)
@@ -739,6 +742,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--drift-interval", type=float, default=10.0,
         help="edgectl run --drift-interval: the read-back of every switch's tables (10, the default; 0: never)",
     )  # fmt: skip
+    parser.add_argument(
+        "--cable-delays", action="store_true", help="relay LLDP across a cable after its declared latency"
+    )
     parser.add_argument("--migrate-timeout", type=float, default=20.0, help="Migrate's timeout_s (convergence)")
     parser.add_argument("--up-timeout", type=float, default=600.0, help="seconds to wait for every link up")
     parser.add_argument(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -292,6 +293,13 @@ def test_the_fleet_relays_a_probe_across_a_cable_after_the_cables_latency() -> N
     sent = asyncio.run(probe())
     ((dpid, at),) = arrived
     assert dpid == 2 and at - sent >= 0.05
+
+
+def test_a_fleet_holds_its_cables_declared_latencies_only_when_asked() -> None:
+    diamond = str(Path(__file__).parents[2] / "data" / "fabrics" / "diamond.yaml")
+    assert fs.fleet_of(diamond, [("127.0.0.1", 6653)]).delays_s == {}
+    delayed = fs.fleet_of(diamond, [("127.0.0.1", 6653)], cable_delays=True)
+    assert set(delayed.delays_s) == set(delayed.peers) and sorted(set(delayed.delays_s.values())) == [0.001, 0.01]
 
 
 def test_a_strict_flow_mod_finds_its_flow_by_key_and_respects_the_cookie_mask() -> None:
