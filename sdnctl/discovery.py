@@ -22,6 +22,8 @@ from sdnctl.latency import LatencyEstimator, worth_reporting
 PROBE_INTERVAL_S = 1.0
 LINK_TIMEOUT_S = 3.5
 BEHIND_TIMEOUT_S = 3 * LINK_TIMEOUT_S
+LOOP_FRESH_S = 3 * PROBE_INTERVAL_S
+"""While a switch answered a loop probe this recently, no echo is sent to time its control path."""
 """How long a link into a switch whose messages wait unread may stay silent (see ``expire_silent_links``)."""
 ECHO_MAGIC = b"edgectl-echo"
 LOOP_PORT = 0  # probe "port" of a loop probe: no real port has number 0
@@ -68,6 +70,7 @@ class Discovery:
         # is silent only if our probes went out and none came back (a starved probe loop is not a dead link).
         self._unanswered_since: dict[tuple[int, int], float] = {}
         self._reported_us: dict[LinkId, int] = {}
+        self._loop_answered_at: dict[int, float] = {}
 
     # -- what to send ----------------------------------------------------------------------------
     def probe(self, dpid: SwitchId, port: int, hw_addr: str, now: float) -> PacketOut:
@@ -84,7 +87,12 @@ class Discovery:
         self._probes_sent[(dpid, LOOP_PORT, probe.seq)] = now
         return PacketOut(dpid, None, frames.build_lldp_probe(probe, PROBE_SRC_MAC))
 
-    def echo(self, dpid: SwitchId, now: float) -> EchoRequest:
+    def echo(self, dpid: SwitchId, now: float) -> EchoRequest | None:
+        """An echo request to time the control path of ``dpid``, or None while its loop probes time it
+        (answered within ``LOOP_FRESH_S``): the estimator would not use the echo, and at 500 switches
+        it is 1,000 messages a second."""
+        if now - self._loop_answered_at.get(dpid, -LOOP_FRESH_S) < LOOP_FRESH_S:
+            return None
         seq = next(self._seq)
         self._echo_sent[(dpid, seq)] = now
         return EchoRequest(dpid, ECHO_MAGIC + seq.to_bytes(8, "big"))
@@ -109,6 +117,7 @@ class Discovery:
         if probe.port == LOOP_PORT:
             if sent is not None and probe.dpid == dpid:
                 self.latency.record_loop_rtt(dpid, now - sent)
+                self._loop_answered_at[dpid] = now
             return ()
         link = LinkId(SwitchId(probe.dpid), PortNo(probe.port), dpid, in_port)
         first = link not in self._last_seen
@@ -123,6 +132,7 @@ class Discovery:
 
     def forget_switch(self, dpid: SwitchId) -> None:
         self.latency.forget_switch(dpid)
+        self._loop_answered_at.pop(dpid, None)
         for key in [k for k in self._unanswered_since if k[0] == dpid]:
             del self._unanswered_since[key]  # its probes start over when it is back
 

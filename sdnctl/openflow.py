@@ -786,8 +786,9 @@ class FabricApp(app_manager.OSKenApp):
         if datapath is None:
             return
         with self._core_lock:
-            request: EchoRequest = self._discovery.echo(dpid, time.monotonic())
-        self._send(dpid, datapath.ofproto_parser.OFPEchoRequest(datapath, data=request.data))
+            request: EchoRequest | None = self._discovery.echo(dpid, time.monotonic())
+        if request is not None:
+            self._send(dpid, datapath.ofproto_parser.OFPEchoRequest(datapath, data=request.data))
 
     @set_ev_cls(ofp_event.EventOFPEchoReply, MAIN_DISPATCHER)
     def _echo_reply(self, event: Any) -> None:

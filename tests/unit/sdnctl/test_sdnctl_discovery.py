@@ -12,7 +12,7 @@ from netmodel.ids import PortNo, SwitchId
 from netmodel.state import FabricState
 from netmodel.types import LinkId
 from sdnctl import frames
-from sdnctl.discovery import LINK_TIMEOUT_S, LOOP_PORT, Discovery, PacketOut
+from sdnctl.discovery import LINK_TIMEOUT_S, LOOP_FRESH_S, LOOP_PORT, Discovery, PacketOut
 from sdnctl.latency import WINDOW, worth_reporting
 
 A, B = SwitchId(1), SwitchId(2)
@@ -47,6 +47,7 @@ def unanswered(core: Discovery, link: LinkId, sent: float) -> None:
 
 def echo(core: Discovery, dpid: SwitchId, sent: float, rtt_s: float) -> None:
     request = core.echo(dpid, sent)
+    assert request is not None
     core.on_echo_reply(dpid, request.data, sent + rtt_s)
 
 
@@ -215,15 +216,29 @@ def test_a_loop_probe_goes_through_the_table_and_its_round_trip_stands_for_the_c
     assert packet == PacketOut(A, None, packet.data)
     probe = frames.parse_lldp_probe(packet.data)
     assert probe is not None and probe.port == LOOP_PORT
-    assert core.on_probe(pair(), A, PortNo(4), packet.data, 0.002, WALL) == ()
     echo(core, A, 0.0, 0.001)
+    assert core.on_probe(pair(), A, PortNo(4), packet.data, 0.002, WALL) == ()
     assert core.latency.control_rtt_s(A) == 0.002
+
+
+def test_no_echo_is_sent_while_loop_probes_time_the_control_path() -> None:
+    core = Discovery(instance=7)
+    assert core.echo(A, 0.0) is not None  # nothing answered yet: the echo is the fallback
+    core.on_probe(pair(), A, PortNo(4), core.loop_probe(A, 1.0).data, 1.001, WALL)
+    assert core.echo(A, 1.5) is None and core.echo(A, 1.001 + LOOP_FRESH_S - 0.01) is None
+    assert core.echo(B, 1.5) is not None  # another switch: its own loop probes count
+    assert core.echo(A, 1.011 + LOOP_FRESH_S) is not None  # loop probes stopped coming back
+    core.on_probe(pair(), A, PortNo(4), core.loop_probe(A, 10.0).data, 10.001, WALL)
+    core.forget_switch(A)
+    assert core.echo(A, 10.5) is not None  # back later: measured afresh
 
 
 def test_an_echo_reply_that_is_not_ours_or_never_asked_for_is_ignored() -> None:
     core = Discovery(instance=7)
     core.on_echo_reply(A, b"someone else", 1.0)
-    core.on_echo_reply(A, core.echo(B, 0.0).data, 1.0)  # asked of B, answered by A
+    request = core.echo(B, 0.0)
+    assert request is not None
+    core.on_echo_reply(A, request.data, 1.0)  # asked of B, answered by A
     assert core.latency.control_rtt_s(A) is None
 
 
