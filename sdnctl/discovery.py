@@ -22,9 +22,9 @@ from sdnctl.latency import LatencyEstimator, worth_reporting
 PROBE_INTERVAL_S = 1.0
 LINK_TIMEOUT_S = 3.5
 BEHIND_TIMEOUT_S = 3 * LINK_TIMEOUT_S
+"""How long a link into a switch whose messages wait unread may stay silent (see ``expire_silent_links``)."""
 LOOP_FRESH_S = 3 * PROBE_INTERVAL_S
 """While a switch answered a loop probe this recently, no echo is sent to time its control path."""
-"""How long a link into a switch whose messages wait unread may stay silent (see ``expire_silent_links``)."""
 ECHO_MAGIC = b"edgectl-echo"
 LOOP_PORT = 0  # probe "port" of a loop probe: no real port has number 0
 PROBE_SRC_MAC = "02:ec:00:00:00:00"  # a probe's source when its port has no hardware address
