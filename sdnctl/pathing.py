@@ -38,6 +38,22 @@ SMALL_FABRIC = 25
 
 
 @dataclass(frozen=True, slots=True)
+class Hysteresis:
+    """When an entry's primary stays: while its next hop is still closer to the destination than the
+    switch is (so primaries still cannot loop) and its way there is within ``min_us`` or ``fraction``
+    (whichever is larger) of the shortest. Measured latencies wander by a few hundred microseconds under
+    load; without this, two paths of about equal latency trade places on every correction, and each
+    trade is a round of GroupMods and barriers on every switch the paths serve."""
+
+    min_us: float = 250.0
+    fraction: float = 0.05
+
+
+# Routes the controller programs keep their primaries within this of the shortest (``Hysteresis``).
+STICKY = Hysteresis()
+
+
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """Something routes lead to: a user host or a compute node."""
 
@@ -114,31 +130,41 @@ class RoutePlan:
 
     def path(self, src_switch: SwitchId, dst_switch: SwitchId) -> tuple[LinkId, ...] | None:
         """The links the primaries follow from src to dst; None if unreachable."""
+        hops = self._walk(src_switch, dst_switch)
+        return None if hops is None else tuple(self.links[i] for i in hops)
+
+    def _walk(self, src_switch: SwitchId, dst_switch: SwitchId) -> list[int] | None:
+        """The indexes of the links the primaries follow from src to dst; None if unreachable."""
         if src_switch not in self.index or dst_switch not in self.index:
             return None
         s, d = self.index[src_switch], self.index[dst_switch]
         if not np.isfinite(self.distance_us[s, d]):
             return None
-        hops: list[LinkId] = []
+        hops: list[int] = []
         while s != d:
             link_index = int(self.primary[s, d])
             if link_index == NO_LINK or len(hops) > len(self.switches):
                 return None  # cannot happen on a consistent plan; never loop forever
-            link = self.links[link_index]
-            hops.append(link)
-            s = self.index[link.dst]
-        return tuple(hops)
+            hops.append(link_index)
+            s = self.index[self.links[link_index].dst]
+        return hops
 
     def route(self, src: str, dst: str) -> Route | None:
+        """The route the primaries give; its latency is that of its links, which a primary kept by the
+        hysteresis can put a little above ``distance_us`` (the shortest)."""
         a, b = self.endpoints.get(src), self.endpoints.get(dst)
         if a is None or b is None:
             return None
-        hops = self.path(a.attachment.switch, b.attachment.switch)
+        hops = self._walk(a.attachment.switch, b.attachment.switch)
         if hops is None:
             return None
-        path = (a.attachment.switch, *(link.dst for link in hops))
-        latency = self.distance_us[self.index[a.attachment.switch], self.index[b.attachment.switch]]
-        return Route(src, dst, path, hops, int(latency))
+        links = tuple(self.links[i] for i in hops)
+        path = (a.attachment.switch, *(link.dst for link in links))
+        if len(self.link_attrs) == len(self.links):
+            latency = sum(self.link_attrs[i].latency_us for i in hops)
+        else:
+            latency = int(self.distance_us[self.index[a.attachment.switch], self.index[b.attachment.switch]])
+        return Route(src, dst, path, links, int(latency))
 
     def routes(self) -> Iterator[Route]:
         names = sorted(self.endpoints)
@@ -263,14 +289,18 @@ def _structure(state: FabricState, previous: RoutePlan | None) -> _Structure:
 _DISCOVERED = attrgetter("discovered")
 
 
-def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> RoutePlan:
+def compute_routes(
+    state: FabricState, previous: RoutePlan | None = None, hysteresis: Hysteresis | None = STICKY
+) -> RoutePlan:
     """Routes over connected switches and usable, discovered links.
 
     With ``previous`` (the plan of an earlier state on the same switches and links), a change of link
     states or latencies recomputes only what it can touch: the (source, destination) distances whose
     shortest paths used a link that got worse (repaired from the unaffected ones) or that a link
     that got better now shortens, and the next hops and loop-free alternates that read a changed
-    distance or a changed link. A new link or switch recomputes everything. Both give the same plan.
+    distance or a changed link. A new link or switch recomputes everything. Without ``hysteresis`` both
+    give the same plan; with it, a recomputed entry keeps ``previous``'s primary while ``hysteresis``
+    allows (the entries not recomputed would keep it for the same reason: their inputs did not move).
     """
     st = _structure(state, previous)
     n = len(st.switches)
@@ -312,9 +342,9 @@ def compute_routes(state: FabricState, previous: RoutePlan | None = None) -> Rou
             endpoints_from=endpoints_from,
         )
     if n <= SMALL_FABRIC:
-        plan = _small_update(state, previous, endpoints, attrs, weight, changed, scale)
+        plan = _small_update(state, previous, endpoints, attrs, weight, changed, scale, hysteresis)
     else:
-        plan = _update(state, previous, endpoints, attrs, weight, changed, scale)
+        plan = _update(state, previous, endpoints, attrs, weight, changed, scale, hysteresis)
     if plan.endpoints is previous.endpoints and "endpoints_at" in previous.__dict__:
         plan.__dict__["endpoints_at"] = previous.endpoints_at  # what the cached property would compute again
     return plan
@@ -328,6 +358,7 @@ def _update(
     weight: np.ndarray,
     changed: np.ndarray,
     scale: int,
+    hysteresis: Hysteresis | None,
 ) -> RoutePlan:
     """The incremental update with numpy: ``previous`` under the link weights ``weight`` (the links
     ``changed`` differ), recomputing only what they can touch."""
@@ -386,7 +417,8 @@ def _update(
     primary, backup = previous.primary.copy(), previous.backup.copy()
     recomputed = np.flatnonzero(entries)
     entry_switch, entry_dst = np.divmod(recomputed, n)
-    _next_hops_of_entries(entry_switch, entry_dst, st, weight, routing, primary, backup)
+    keep = None if hysteresis is None else (previous.primary.reshape(-1).take(recomputed), hysteresis, scale)
+    _next_hops_of_entries(entry_switch, entry_dst, st, weight, routing, primary, backup, keep)
     dist = previous.distance_us.copy()
     dist.reshape(-1)[moved] = _latency(flat_routing[moved], scale)
     was = (previous.primary, previous.backup, recomputed)
@@ -401,6 +433,7 @@ def _small_update(
     weight: np.ndarray,
     changed: np.ndarray,
     scale: int,
+    hysteresis: Hysteresis | None,
 ) -> RoutePlan:
     """The incremental update in plain Python (small fabrics), written back into copies of the arrays."""
     st = previous._structure
@@ -413,6 +446,7 @@ def _small_update(
         previous.weight.tolist(),
         weight.tolist(),
         changed.tolist(),
+        None if hysteresis is None else (hysteresis.min_us * scale, hysteresis.fraction),
     )
     routing, dist = previous.routing.copy(), previous.distance_us.copy()
     for (u, d), value in update.moved.items():
@@ -641,13 +675,15 @@ def _next_hops_of_entries(
     dist: np.ndarray,
     primary: np.ndarray,
     backup: np.ndarray,
+    keep: tuple[np.ndarray, Hysteresis, int] | None = None,
 ) -> None:
     """``_next_hops`` for single (switch, destination) entries instead of whole rows: the same choices
-    (same ties), for the few entries a change can touch. Every entry is padded to the largest
-    out-degree with a link that weighs inf (never chosen: it comes after every real link, and a
-    reachable entry has a finite cost): one pass, where a pass per degree cost a dozen numpy calls
-    each for a few thousand entries. Reads and writes go through flat indexes (``take``): a quarter
-    faster than two-axis fancy indexing at 7,700 entries of 8 links."""
+    (same ties), for the few entries a change can touch; with ``keep`` (each entry's previous primary,
+    the hysteresis and the routing scale), an entry keeps its previous primary where the hysteresis
+    allows. Every entry is padded to the largest out-degree with a link that weighs inf (never chosen:
+    it comes after every real link, and a reachable entry has a finite cost): one pass, where a pass
+    per degree cost a dozen numpy calls each for a few thousand entries. Reads and writes go through
+    flat indexes (``take``): a quarter faster than two-axis fancy indexing at 7,700 entries of 8 links."""
     n = dist.shape[0]
     entry = switch * n + dst
     np.put(primary, entry, NO_LINK)  # (put writes into the array itself, whatever its layout)
@@ -661,7 +697,10 @@ def _next_hops_of_entries(
     to_dst = flat_dist.take(neighbour_row + dst[:, None])  # (E, k): dist(v, d)
     cost = np.append(weight, np.inf).take(links) + to_dst
     best = cost.argmin(axis=1)
-    reachable = np.isfinite(cost[at, best]) & (switch != dst)
+    shortest = cost[at, best]
+    reachable = np.isfinite(shortest) & (switch != dst)
+    if keep is not None:
+        best = _kept(best, shortest, reachable, links, cost, to_dst, flat_dist.take(entry), keep)
     np.put(primary, entry, np.where(reachable, links[at, best], NO_LINK))
     if links.shape[1] == 1:
         return
@@ -672,6 +711,28 @@ def _next_hops_of_entries(
     second = alternative.argmin(axis=1)
     has_backup = reachable & np.isfinite(alternative[at, second])
     np.put(backup, entry, np.where(has_backup, links[at, second], NO_LINK))
+
+
+def _kept(
+    best: np.ndarray,
+    shortest: np.ndarray,
+    reachable: np.ndarray,
+    links: np.ndarray,
+    cost: np.ndarray,
+    to_dst: np.ndarray,
+    own: np.ndarray,
+    keep: tuple[np.ndarray, Hysteresis, int],
+) -> np.ndarray:
+    """``best`` (a column of ``links`` per entry) with the previous primary's column where it may stay:
+    still one of the entry's links, its neighbour strictly closer to the destination than the switch
+    (``own``: the entry's own routing distance), its cost within the hysteresis of the shortest."""
+    previous, hysteresis, scale = keep
+    at = np.arange(len(best))
+    match = links == previous[:, None]  # NO_LINK (-1) matches no link
+    column = match.argmax(axis=1)
+    slack = np.maximum(hysteresis.min_us * scale, hysteresis.fraction * shortest)
+    stays = reachable & match[at, column] & (to_dst[at, column] < own) & (cost[at, column] <= shortest + slack)
+    return np.where(stays, column, best)
 
 
 def changed_entries(old: RoutePlan, new: RoutePlan) -> list[tuple[SwitchId, SwitchId]]:

@@ -43,10 +43,12 @@ def update(
     old_weight: Sequence[float],
     weight: Sequence[float],
     changed: Sequence[int],
+    keep: tuple[float, float] | None = None,
 ) -> Update:
     """Apply the link weight changes ``changed`` (old_weight -> weight) to ``routing`` in place, and
     recompute the next hops (``next_hops``: the previous primaries and backups) of every entry that
-    reads a changed distance or a changed link."""
+    reads a changed distance or a changed link. With ``keep`` (the hysteresis: its least slack in
+    routing units and its fraction of the shortest), an entry keeps its previous primary where it may."""
     n = len(routing)
     moved: dict[tuple[int, int], float] = {}
     worse = [link for link in changed if weight[link] > old_weight[link]]
@@ -102,7 +104,10 @@ def update(
                 entries.add((s, d))
     for s in whole_rows:
         entries.update((s, d) for d in range(n))
-    chosen = {(s, d): _next_hop(graph, routing, weight, s, d) for s, d in entries}
+    if keep is None:
+        chosen = {(s, d): _next_hop(graph, routing, weight, s, d) for s, d in entries}
+    else:
+        chosen = {(s, d): _next_hop(graph, routing, weight, s, d, primary[s][d], keep) for s, d in entries}
     return Update(moved, chosen)
 
 
@@ -166,8 +171,17 @@ def _repair(
     return out
 
 
-def _next_hop(graph: Graph, routing: list[list[float]], weight: Sequence[float], s: int, d: int) -> tuple[int, int]:
-    """(primary, backup) of switch s towards d: the numpy path's choice, tie for tie."""
+def _next_hop(
+    graph: Graph,
+    routing: list[list[float]],
+    weight: Sequence[float],
+    s: int,
+    d: int,
+    previous: int = NO_LINK,
+    keep: tuple[float, float] | None = None,
+) -> tuple[int, int]:
+    """(primary, backup) of switch s towards d: the numpy path's choice, tie for tie; with ``keep``, the
+    ``previous`` primary while its neighbour is closer to d than s and its cost within the slack."""
     links = graph.out_links[s]
     if not links or s == d:
         return NO_LINK, NO_LINK
@@ -177,6 +191,10 @@ def _next_hop(graph: Graph, routing: list[list[float]], weight: Sequence[float],
     if lowest == INF:
         return NO_LINK, NO_LINK
     best = costs.index(lowest)  # the first of equal minima, as argmin
+    if keep is not None and previous in links:
+        kept = links.index(previous)
+        if routing[dst[previous]][d] < routing[s][d] and costs[kept] <= lowest + max(keep[0], keep[1] * lowest):
+            best = kept
     if len(links) == 1:
         return links[best], NO_LINK
     # Loop-free alternate: neighbour v with d(v, d) < d(v, s) + d(s, d), or the primary's neighbour;

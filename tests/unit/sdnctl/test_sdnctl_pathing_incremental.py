@@ -1,4 +1,5 @@
-"""compute_routes(state, previous=...) must give exactly the plan a full recompute gives."""
+"""compute_routes(state, previous=...) without hysteresis must give exactly the plan a full recompute gives
+(test_sdnctl_pathing_hysteresis.py: the same with it)."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def test_incremental_plans_equal_full_recomputes(
     for action in actions:
         state = link_step(state, action)
         with small_fabric_limit(small_fabric):
-            incremental = compute_routes(state, previous=plan)
+            incremental = compute_routes(state, previous=plan, hysteresis=None)
         assert same_plan(incremental, compute_routes(state)), action
         assert changed_entries(plan, incremental) == changes_by_comparison(plan, incremental)
         plan = incremental
@@ -78,7 +79,7 @@ def test_a_switch_leaving_and_returning_is_handled(rf: RandomFabric) -> None:
     state = rf.state()
     plan = compute_routes(state)
     gone = state.apply(ev.SwitchDisconnected(state.topology.switches[next(iter(state.topology.switches))].id, 3.0))
-    after = compute_routes(gone, previous=plan)
+    after = compute_routes(gone, previous=plan, hysteresis=None)
     assert same_plan(after, compute_routes(gone))
 
 
@@ -166,7 +167,7 @@ def test_incremental_plans_equal_full_recomputes_after_mixed_changes(
         for pick in ups:
             state = state.apply(ev.LinkCameUp(cables[pick % len(cables)]))
         with small_fabric_limit(small_fabric):
-            incremental = compute_routes(state, previous=plan)
+            incremental = compute_routes(state, previous=plan, hysteresis=None)
         assert same_plan(incremental, compute_routes(state)), (latencies, downs, ups)
         assert changed_entries(plan, incremental) == changes_by_comparison(plan, incremental)
         plan = incremental
@@ -194,7 +195,7 @@ def test_a_neighbour_farther_away_makes_a_new_alternate_at_an_untouched_switch(s
     failed = next(link for link in cables_of(state) if {link.src, link.dst} == {SwitchId(3), SwitchId(4)})
     after = state.apply(ev.LinkWentDown(failed))
     with small_fabric_limit(small_fabric):
-        incremental = compute_routes(after, previous=plan)
+        incremental = compute_routes(after, previous=plan, hysteresis=None)
     full = compute_routes(after)
     backup = full.next_hop(s, d)[1]
     assert backup is not None and backup.dst == v
