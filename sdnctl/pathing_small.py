@@ -191,7 +191,7 @@ def _next_hop(
     if lowest == INF:
         return NO_LINK, NO_LINK
     best = costs.index(lowest)  # the first of equal minima, as argmin
-    if keep is not None and previous in links:
+    if keep is not None and previous != links[best] and previous != NO_LINK and previous in links:
         kept = links.index(previous)
         if routing[dst[previous]][d] < routing[s][d] and costs[kept] <= lowest + max(keep[0], keep[1] * lowest):
             best = kept
