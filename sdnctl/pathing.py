@@ -3,7 +3,8 @@
 Forwarding is per destination: every switch has, for each destination switch, a primary next hop
 on a latency-shortest path and, where one exists, a loop-free alternate (LFA, RFC 5286) as backup.
 Following primaries from any source gives that source's shortest path, so one tree per destination
-serves all sources (N flows per switch, not N^2).
+serves all sources (N flows per switch, not N^2). After a change, a primary may instead stay where it
+was while it is within the ``Hysteresis`` of the shortest (still loop-free: see there).
 
 All-pairs distances come from scipy's C Dijkstra on a CSR matrix of the usable, discovered links
 (about 40x faster than networkx at 500 switches here), built by ``netmodel.graph.arc_matrix`` (its

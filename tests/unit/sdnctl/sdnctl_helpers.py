@@ -6,10 +6,12 @@ declared state, then ``SwitchConnected`` and ``LinkDiscovered`` events bring it 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import networkx as nx
+import pytest
 from hypothesis import strategies as st
 
 from netmodel import events as ev
@@ -18,6 +20,7 @@ from netmodel.fabric_file import parse_fabric
 from netmodel.ids import HostId, PortNo, SiteId, SwitchId
 from netmodel.state import FabricState
 from netmodel.types import LinkId, Site, Tier
+from sdnctl import pathing
 from sdnctl.flows import FlowSpec, SwitchConfig, SwitchDelta
 from sdnctl.pathing import RoutePlan
 
@@ -214,3 +217,20 @@ def cables_of(state: FabricState) -> list[LinkId]:
 
 def configs_equal(a: Mapping[SwitchId, SwitchConfig], b: Mapping[SwitchId, SwitchConfig]) -> bool:
     return set(a) == set(b) and all(a[s] == b[s] for s in a)
+
+
+# -- the two incremental route paths ---------------------------------------------------------------------
+
+# Both incremental paths: plain Python (every fabric counts as small) and numpy (none does).
+PATHS = pytest.mark.parametrize("small_fabric", [1 << 30, 0], ids=["python", "numpy"])
+
+
+@contextmanager
+def small_fabric_limit(limit: int) -> Iterator[None]:
+    """``pathing.SMALL_FABRIC`` set to ``limit`` for the block."""
+    saved = pathing.SMALL_FABRIC
+    pathing.SMALL_FABRIC = limit
+    try:
+        yield
+    finally:
+        pathing.SMALL_FABRIC = saved

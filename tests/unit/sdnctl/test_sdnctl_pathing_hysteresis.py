@@ -5,30 +5,27 @@ which every entry applies that rule to the previous plan's primaries; primaries 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sdnctl_helpers import (
+    PATHS,
     RandomFabric,
     cables_of,
     fabric,
     link_step,
     live,
     random_fabrics,
+    small_fabric_limit,
     walk_primaries,
 )
 
 from netmodel import events as ev
 from netmodel.ids import SwitchId
 from netmodel.state import FabricState
-from sdnctl import pathing
 from sdnctl.pathing import NO_LINK, Hysteresis, RoutePlan, changed_entries, compute_routes
 
-PATHS = pytest.mark.parametrize("small_fabric", [1 << 30, 0], ids=["python", "numpy"])
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Slack large enough to matter on the random fabrics' 0-20 ms links.
 WIDE = Hysteresis(min_us=700.0, fraction=0.2)
@@ -42,16 +39,6 @@ NEAR_TIES = st.lists(
     min_size=1,
     max_size=8,
 )
-
-
-@contextmanager
-def small_fabric_limit(limit: int) -> Iterator[None]:
-    saved = pathing.SMALL_FABRIC
-    pathing.SMALL_FABRIC = limit
-    try:
-        yield
-    finally:
-        pathing.SMALL_FABRIC = saved
 
 
 def sticky_next_hops(full: RoutePlan, previous: RoutePlan, hysteresis: Hysteresis) -> tuple[np.ndarray, np.ndarray]:

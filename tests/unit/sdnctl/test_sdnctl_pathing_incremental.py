@@ -3,36 +3,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sdnctl_helpers import RandomFabric, cables_of, link_actions, link_step, random_fabrics
+from sdnctl_helpers import (
+    PATHS,
+    RandomFabric,
+    cables_of,
+    link_actions,
+    link_step,
+    random_fabrics,
+    small_fabric_limit,
+)
 
 from netmodel import events as ev
 from netmodel.ids import HostId, SwitchId
 from netmodel.state import FabricState
 from netmodel.types import map_with
-from sdnctl import pathing
 from sdnctl.pathing import RoutePlan, changed_entries, compute_routes
-
-# Both incremental paths: plain Python (every fabric counts as small) and numpy (none does).
-PATHS = pytest.mark.parametrize("small_fabric", [1 << 30, 0], ids=["python", "numpy"])
-
-
-@contextmanager
-def small_fabric_limit(limit: int) -> Iterator[None]:
-    saved = pathing.SMALL_FABRIC
-    pathing.SMALL_FABRIC = limit
-    try:
-        yield
-    finally:
-        pathing.SMALL_FABRIC = saved
-
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
