@@ -198,7 +198,10 @@ class Discovery:
         one may be among them, so its link is given up to ``BEHIND_TIMEOUT_S`` (a controller behind on
         its reads took links down by the hundred, and each brought new routes and sidecar rebuilds that
         put it further behind). ``unprobed``: switches not probed this round (their probes would wait in
-        the controller's own queue): the silence of links out of them starts over with the next probe."""
+        the controller's own queue): the silence of links out of them starts over with the next probe, and
+        that probe, the first after a spell of more than ``LINK_TIMEOUT_S`` without one, is given
+        ``BEHIND_TIMEOUT_S`` too (at 500 simulated switches, links unprobed for ~45 s while the first
+        tables went out were taken down by the hundred 3.5 s after their first probe)."""
         connected = set(connected)
         for key in [k for k in self._unanswered_since if k[0] in unprobed]:
             del self._unanswered_since[key]
@@ -208,7 +211,11 @@ class Discovery:
                 continue
             seen = self._last_seen.get(link)
             probed = self._unanswered_since.get((link.src, link.src_port))
-            timeout_s = BEHIND_TIMEOUT_S if link.dst in behind else LINK_TIMEOUT_S
+            # A first probe after a spell in which the link went unprobed (the prober starved, or its switch
+            # skipped with writes queued for it) meets everything that spell left queued: it gets as long as
+            # a probe into a switch the controller is behind on.
+            after_a_spell = seen is not None and probed is not None and probed - seen > LINK_TIMEOUT_S
+            timeout_s = BEHIND_TIMEOUT_S if link.dst in behind or after_a_spell else LINK_TIMEOUT_S
             if seen is not None and probed is not None and now - seen > timeout_s and now - probed > timeout_s:
                 self._last_seen.pop(link, None)
                 down.append((link, now - seen))
