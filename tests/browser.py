@@ -3,7 +3,9 @@ scripts/setup.sh) driven by selenium, never a downloaded browser. Skips the test
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,11 +31,18 @@ def headless_chromium(width: int = 1500, height: int = 1000) -> Iterator[Any]:
         options.add_argument(arg)
     options.add_argument(f"--window-size={width},{height}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    # --disable-dev-shm-usage puts Chromium's shared memory files under TMPDIR, and it leaves them behind
+    # (/tmp/org.chromium.Chromium.*): a scratch TMPDIR of the test's own is removed with everything in it.
+    scratch = tempfile.mkdtemp(prefix="edgectl-chromium-")
     try:
-        yield driver
+        service = Service(CHROMEDRIVER, env={**os.environ, "TMPDIR": scratch})
+        driver = webdriver.Chrome(options=options, service=service)
+        try:
+            yield driver
+        finally:
+            driver.quit()
     finally:
-        driver.quit()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def poll(check: Callable[[], T], timeout: float, interval: float = 0.01, what: str = "condition") -> tuple[T, float]:
