@@ -12,7 +12,7 @@ from netmodel.ids import PortNo, SwitchId
 from netmodel.state import FabricState
 from netmodel.types import LinkId
 from sdnctl import frames
-from sdnctl.discovery import LINK_TIMEOUT_S, LOOP_FRESH_S, LOOP_PORT, Discovery, PacketOut
+from sdnctl.discovery import BEHIND_TIMEOUT_S, LINK_TIMEOUT_S, LOOP_FRESH_S, LOOP_PORT, Discovery, PacketOut
 from sdnctl.latency import WINDOW, worth_reporting
 
 A, B = SwitchId(1), SwitchId(2)
@@ -100,8 +100,6 @@ def test_a_link_whose_port_sent_no_probe_since_it_was_crossed_is_not_silent() ->
     """A probe loop starved of the CPU sends nothing: the link is not to blame. Silence counts from the
     first probe out of its port that did not come back, and that first probe after the spell meets what
     the spell left queued: it has as long as a probe into a switch the controller is behind on."""
-    from sdnctl.discovery import BEHIND_TIMEOUT_S
-
     core, state = Discovery(instance=7), pair()
     cross(core, state, A_TO_B, 10.0, 0.001)
     assert core.housekeeping(state, {A, B}, 30.0, WALL).events == (), "nothing went out for 20 s"
@@ -120,10 +118,32 @@ def test_a_link_probed_steadily_goes_down_after_the_link_timeout() -> None:
     assert core.housekeeping(state, {A, B}, 11.0 + LINK_TIMEOUT_S + 0.01, WALL).events == (ev.LinkWentDown(A_TO_B),)
 
 
+def loop_answered(core: Discovery, state: FabricState, dpid: SwitchId, sent: float) -> None:
+    """A loop probe to ``dpid`` at ``sent`` that its own table returns 1 ms later."""
+    packet = core.loop_probe(dpid, sent)
+    assert core.on_probe(state, dpid, PortNo(0), packet.data, sent + 0.001, WALL) == ()
+
+
+def test_a_link_is_silent_only_while_both_its_switches_answer_what_was_sent_after_its_probe() -> None:
+    """The switches' control paths behind (at 500 simulated switches, 30-95 s): a probe that could not
+    have come back yet says nothing of the cable. Loop probes and echoes cross the same paths."""
+    core, state = Discovery(instance=7), pair()
+    for dpid in (A, B):
+        loop_answered(core, state, dpid, 9.5)
+    cross(core, state, A_TO_B, 10.0, 0.001)
+    unanswered(core, A_TO_B, 11.0)
+    for dpid in (A, B):
+        core.loop_probe(dpid, 12.0)  # sent after the probe; no answer: both paths are behind
+    later = 11.0 + BEHIND_TIMEOUT_S + 1
+    assert core.housekeeping(state, {A, B}, later, WALL).events == ()
+    loop_answered(core, state, A, 12.5)  # A's path carried something sent after the probe; B's not yet
+    assert core.housekeeping(state, {A, B}, later + 1, WALL).events == ()
+    echo(core, B, 13.5, 0.001)  # now B's (an echo: its loop probes had gone stale)
+    assert core.housekeeping(state, {A, B}, later + 2, WALL).events == (ev.LinkWentDown(A_TO_B),)
+
+
 def test_a_link_out_of_a_switch_left_unprobed_starts_its_silence_over() -> None:
     """Its probe waited in the controller's queue behind the switch's table install: not the link's fault."""
-    from sdnctl.discovery import BEHIND_TIMEOUT_S
-
     core, state = Discovery(instance=7), pair()
     cross(core, state, A_TO_B, 10.0, 0.001)
     unanswered(core, A_TO_B, 10.5)
@@ -137,8 +157,6 @@ def test_a_link_out_of_a_switch_left_unprobed_starts_its_silence_over() -> None:
 
 def test_a_link_into_a_switch_whose_messages_wait_unread_gets_longer_before_it_goes_down() -> None:
     """Its probes may be among the unread messages (the controller is behind, not the link)."""
-    from sdnctl.discovery import BEHIND_TIMEOUT_S
-
     core, state = Discovery(instance=7), pair()
     cross(core, state, A_TO_B, 10.0, 0.001)
     unanswered(core, A_TO_B, 10.001)
