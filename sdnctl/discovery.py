@@ -219,9 +219,9 @@ class Discovery:
         the probe (our send queue, the switch, its packet-ins, our reads and this app's queue) but no
         cable, so while they come back and the probe does not, the cable is to blame; while they do not,
         the path is, and the switch's own liveness (unanswered echoes) judges that. At 500 simulated
-        switches, links were taken down by the hundred, every 40-60 s, after 30-95 s without a probe
-        back, while the switches' control paths were that far behind. A switch that never answered
-        either is judged on its links' probes alone."""
+        switches, links silent for 30-95 s while their switches' control paths were behind were taken
+        down by the hundred, every 40-60 s. A switch that never answered either is judged on its links'
+        probes alone."""
         connected = set(connected)
         for key in [k for k in self._unanswered_since if k[0] in unprobed]:
             del self._unanswered_since[key]
