@@ -23,6 +23,9 @@ PROBE_INTERVAL_S = 1.0
 LINK_TIMEOUT_S = 3.5
 BEHIND_TIMEOUT_S = 3 * LINK_TIMEOUT_S
 """How long a link into a switch whose messages wait unread may stay silent (see ``expire_silent_links``)."""
+ANSWER_HORIZON_S = 120.0
+"""How long a loop probe or echo is waited for as a sign of its switch's control path (its round trip
+counts as a latency sample only within ``LINK_TIMEOUT_S``)."""
 LOOP_FRESH_S = 3 * PROBE_INTERVAL_S
 """While a switch answered a loop probe this recently, no echo is sent to time its control path."""
 ECHO_MAGIC = b"edgectl-echo"
@@ -107,7 +110,8 @@ class Discovery:
             return
         sent = self._echo_sent.pop((dpid, int.from_bytes(data[len(ECHO_MAGIC) :], "big")), None)
         if sent is not None:
-            self.latency.record_echo_rtt(dpid, now - sent)
+            if now - sent <= LINK_TIMEOUT_S:
+                self.latency.record_echo_rtt(dpid, now - sent)
             self._answered(dpid, sent)
 
     def _answered(self, dpid: int, sent: float) -> None:
@@ -125,8 +129,9 @@ class Discovery:
         sent = self._probes_sent.pop((probe.dpid, probe.port, probe.seq), None)
         if probe.port == LOOP_PORT:
             if sent is not None and probe.dpid == dpid:
-                self.latency.record_loop_rtt(dpid, now - sent)
-                self._loop_answered_at[dpid] = now
+                if now - sent <= LINK_TIMEOUT_S:
+                    self.latency.record_loop_rtt(dpid, now - sent)
+                    self._loop_answered_at[dpid] = now
                 self._answered(dpid, sent)
             return ()
         link = LinkId(SwitchId(probe.dpid), PortNo(probe.port), dpid, in_port)
@@ -182,9 +187,15 @@ class Discovery:
         """Forget probes that never came back (ports without a neighbour), take down links no probe
         crossed for ``LINK_TIMEOUT_S`` (see ``expire_silent_links`` for ``behind``), and report the
         latencies that changed enough to matter."""
-        for key in [k for k, t in self._probes_sent.items() if now - t > LINK_TIMEOUT_S]:
+        # A link probe that did not cross within the timeout never will; a loop probe or an echo is still
+        # a sign of its switch's control path when it comes back later (``expire_silent_links``).
+        for key in [
+            k
+            for k, t in self._probes_sent.items()
+            if now - t > (ANSWER_HORIZON_S if k[1] == LOOP_PORT else LINK_TIMEOUT_S)
+        ]:
             self._probes_sent.pop(key, None)
-        for echo_key in [k for k, t in self._echo_sent.items() if now - t > LINK_TIMEOUT_S]:
+        for echo_key in [k for k, t in self._echo_sent.items() if now - t > ANSWER_HORIZON_S]:
             self._echo_sent.pop(echo_key, None)
         silent = self.expire_silent_links(state, connected, now, behind, unprobed)
         events: list[ev.Event] = [ev.LinkWentDown(link) for link, _ in silent]
@@ -218,7 +229,8 @@ class Discovery:
         or an echo sent after the link's unanswered probe went out. Those cross the same control path as
         the probe (our send queue, the switch, its packet-ins, our reads and this app's queue) but no
         cable, so while they come back and the probe does not, the cable is to blame; while they do not,
-        the path is, and the switch's own liveness (unanswered echoes) judges that. At 500 simulated
+        the path is, and the switch's own liveness (unanswered echoes) judges that; they are waited for
+        up to ``ANSWER_HORIZON_S`` (with a link timeout, a path 3.5 s behind never answered). At 500 simulated
         switches, links silent for 30-95 s while their switches' control paths were behind were taken
         down by the hundred, every 40-60 s. A switch that never answered either is judged on its links'
         probes alone."""

@@ -142,6 +142,22 @@ def test_a_link_is_silent_only_while_both_its_switches_answer_what_was_sent_afte
     assert core.housekeeping(state, {A, B}, later + 2, WALL).events == (ev.LinkWentDown(A_TO_B),)
 
 
+def test_a_late_answer_still_shows_that_the_control_path_carried_what_was_sent_after_the_probe() -> None:
+    """A path 19 s behind answers loop probes 19 s late. Waited for only as long as a link probe, they
+    never counted, and links were judged on their probes alone (at 500 simulated switches, by the dozen)."""
+    core, state = Discovery(instance=7), pair()
+    for dpid in (A, B):
+        loop_answered(core, state, dpid, 9.5)
+    cross(core, state, A_TO_B, 10.0, 0.001)
+    unanswered(core, A_TO_B, 11.0)
+    loops = {dpid: core.loop_probe(dpid, 12.0) for dpid in (A, B)}
+    assert core.housekeeping(state, {A, B}, 30.0, WALL).events == ()  # 19 s on: both paths still behind
+    for dpid, packet in loops.items():
+        core.on_probe(state, dpid, PortNo(0), packet.data, 31.0, WALL)
+    assert [round(core.latency.control_rtt_s(s) or 0, 6) for s in (A, B)] == [0.001, 0.001]  # no sample of 19 s
+    assert core.housekeeping(state, {A, B}, 31.5, WALL).events == (ev.LinkWentDown(A_TO_B),)
+
+
 def test_a_link_out_of_a_switch_left_unprobed_starts_its_silence_over() -> None:
     """Its probe waited in the controller's queue behind the switch's table install: not the link's fault."""
     core, state = Discovery(instance=7), pair()
