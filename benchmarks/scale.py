@@ -176,6 +176,12 @@ def activity(metrics_text: str) -> tuple[float, ...]:
     return tuple(values)
 
 
+def applying_routes(metrics_text: str) -> bool:
+    """Route changes are out to the switches: such a round moves none of ``QUIET_COUNTERS`` until it ends."""
+    match = re.search(r"^edgectl_route_apply_running_seconds ([0-9.eE+-]+)$", metrics_text, re.MULTILINE)
+    return match is not None and float(match.group(1)) > 0
+
+
 def cpu_ticks(stat_line: str) -> int:
     """utime + stime (clock ticks) from a /proc/PID/stat line (the command name may hold spaces)."""
     fields = stat_line.rsplit(")", 1)[1].split()
@@ -394,15 +400,16 @@ def raise_fd_limit() -> None:
 
 
 def quiet(controller: Any, settle_s: float, since: float, limit_s: float = 300.0) -> float | None:
-    """Wait until no counter of ``QUIET_COUNTERS`` moved for ``settle_s`` (at most ``limit_s``): seconds
-    from ``since`` until then, None if it never was."""
+    """Wait until no counter of ``QUIET_COUNTERS`` moved and no route changes were out for ``settle_s`` (at
+    most ``limit_s``): seconds from ``since`` until then, None if it never was."""
     from mininet_topos.controller_process import http_get
 
     deadline = time.monotonic() + limit_s
     last, still_since = None, time.monotonic()
     while time.monotonic() < deadline:
-        now_values = activity(http_get(controller.http + "/metrics", timeout=READ_TIMEOUT_S)[1].decode())
-        if now_values != last:
+        text = http_get(controller.http + "/metrics", timeout=READ_TIMEOUT_S)[1].decode()
+        now_values = activity(text)
+        if now_values != last or applying_routes(text):
             last, still_since = now_values, time.monotonic()
         elif time.monotonic() - still_since >= settle_s:
             return round(still_since - since, 1)

@@ -294,6 +294,7 @@ class Controller:
             after_round=progress.ring,
         )
         self.metrics.sources.switch_tables = routes.installed_counts
+        self.metrics.route_apply_running.set_function(routes.apply_running_s)
         self.metrics.sources.spoofed_packets = routes.spoofing.totals
         self.bus.subscribe(routes)
         routes.start()

@@ -104,6 +104,11 @@ class ControllerMetrics:
             buckets=ROUTE_APPLY_ROUND_BUCKETS,
             registry=self.registry,
         )
+        self.route_apply_running = Gauge(
+            "edgectl_route_apply_running_seconds",
+            "How long the route changes out to the switches now have waited for their confirmation (0: none out)",
+            registry=self.registry,
+        )
         self.placement_requests = Counter(
             "edgectl_placement_requests",
             "Place, Migrate and Evict calls of the placement API, by outcome (ok, or the gRPC status of the refusal)",

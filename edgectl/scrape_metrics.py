@@ -52,9 +52,9 @@ class ScrapeSources:
     reservations: Callable[[FabricState], ReservationPlan] | None = None
     """The bandwidth reservation plan of a state (``ReservationCache.plan_for``)."""
     meter_counts: Callable[[], Mapping[tuple[SwitchId, int], MeterCounters]] | None = None
+    """Per (switch, meter id): the meter's counters as last polled (``FabricApp.meter_counts``)."""
     cluster: Callable[[], Mapping[str, float]] | None = None
     """Replicated mode: this replica's standing (``edgectl.cluster_mode.Replica.metrics_view``)."""
-    """Per (switch, meter id): the meter's counters as last polled (``FabricApp.meter_counts``)."""
     openflow_roles: Callable[[], Mapping[int, Mapping[str, object]]] | None = None
     """Per dpid: this controller's OpenFlow role on the switch (``FabricApp.roles_view``)."""
     openflow_role_changes: Callable[[], Mapping[str, int]] | None = None

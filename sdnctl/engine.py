@@ -19,11 +19,12 @@ rounds, so it never races an apply. Every delta sent is kept in a bounded record
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -156,6 +157,9 @@ class RouteEngine:
         """Called after every round (which may have brought switches to a new generation: ``runs``)."""
         self._next_drift_check = time.monotonic() + drift_interval_s
         self._drift_tried_at: dict[SwitchId, float] = {}  # when a drift check last asked each switch
+        self.applying_since: float | None = None
+        """While route changes are out to the switches, waiting for their barriers: when they were sent
+        (monotonic). Such a round moves no counter until it ends: readers tell busy from idle by this."""
         self._changes: deque[AppliedChange] = deque(maxlen=CHANGES_KEPT)
         self._change_mods = 0  # the mods of the deltas in _changes
         self._changes_lock = threading.Lock()
@@ -493,7 +497,8 @@ class RouteEngine:
         if not missing:
             return
         delta = SwitchDelta(add_flows=tuple(sorted(missing)))
-        confirmed = self.app.send_phase(dpid, delta, "make") and bool(self.app.barriers({dpid}))
+        with self._out_to_switches(True):
+            confirmed = self.app.send_phase(dpid, delta, "make") and bool(self.app.barriers({dpid}))
         self._record(self._state().generation, dpid, "base", delta, confirmed)
         if confirmed:
             self._installed[dpid] = SwitchConfig(current.flows | missing, current.groups, current.meters)
@@ -530,7 +535,8 @@ class RouteEngine:
         plans: tuple[RoutePlan | None, RoutePlan | None] = (None, None),
     ) -> None:
         started = time.perf_counter()
-        confirmed, rounds = self._send(deltas, plans)
+        with self._out_to_switches(bool(deltas)):
+            confirmed, rounds = self._send(deltas, plans)
         if deltas and self._on_routes_applied is not None:
             self._on_routes_applied(time.perf_counter() - started, rounds)
         now = time.time()
@@ -557,6 +563,23 @@ class RouteEngine:
         if len(confirmed) != len(deltas):
             with self._wake:
                 self._dirty = True
+
+    @contextlib.contextmanager
+    def _out_to_switches(self, sending: bool) -> Iterator[None]:
+        """Mark ``applying_since`` while changes are out (``sending``), whatever happens to them."""
+        if not sending:
+            yield
+            return
+        self.applying_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self.applying_since = None
+
+    def apply_running_s(self) -> float:
+        """Seconds the route changes out now have waited for the switches (0 when none are out)."""
+        since = self.applying_since  # read once: the engine thread clears it
+        return 0.0 if since is None else time.monotonic() - since
 
     def installed_counts(self) -> dict[SwitchId, tuple[int, int]]:
         """Per switch: the flows and groups of edgectl's it holds, as last read or confirmed installed

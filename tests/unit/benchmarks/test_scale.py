@@ -6,6 +6,7 @@ import pytest
 
 from benchmarks.scale import (
     ENTRY,
+    applying_routes,
     cpu_ticks,
     fabric_shape,
     histogram_totals,
@@ -66,6 +67,12 @@ def test_a_histogram_is_read_without_labels_and_absent_is_zero() -> None:
     )
     assert histogram_totals(text, "edgectl_route_compute_seconds") == (0.125, 3.0)
     assert histogram_totals("", "edgectl_route_compute_seconds") == (0.0, 0.0)
+
+
+def test_route_changes_out_are_work_even_while_no_counter_moves() -> None:
+    assert applying_routes("edgectl_route_apply_running_seconds 12.5\n")
+    assert not applying_routes("edgectl_route_apply_running_seconds 0.0\n")
+    assert not applying_routes("")  # a controller without the gauge: judged by its counters alone
 
 
 def test_cpu_ticks_count_past_a_command_name_with_spaces_and_parentheses() -> None:

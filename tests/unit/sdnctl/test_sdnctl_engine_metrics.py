@@ -113,3 +113,26 @@ def test_moving_primaries_are_applied_in_confirmed_rounds_and_reported(monkeypat
     a_sent, b_sent = sent_u2_group(1), sent_u2_group(2)
     assert a_sent < b_sent
     assert ("barrier", 1, None) in switches.log[a_sent:b_sent], "a's change confirmed before b's is sent"
+
+
+def test_an_apply_waiting_on_its_barriers_reads_as_running_and_idle_reads_zero(monkeypatch) -> None:
+    """While the switches have not confirmed a generation's changes, ``apply_running_s`` counts the wait
+    (nothing else moves then); before and after, it reads 0."""
+    monkeypatch.setattr(engine_module, "SETTLE_QUIET_S", 0.0)
+    state: FabricState = live(fabric(FABRIC))
+    seen_while_waiting: list[float] = []
+
+    class SlowBarriers(FakeSwitches):
+        def barriers(self, dpids: Iterable[int]) -> set[int]:
+            dpids = set(dpids)
+            if dpids:  # an empty break phase asks for no barrier
+                seen_while_waiting.append(engine.apply_running_s())
+            return super().barriers(dpids)
+
+    engine = RouteEngine(SlowBarriers(), lambda: state)
+    engine._last_discovery -= 1
+    assert engine.apply_running_s() == 0.0
+    engine._converge()
+    engine._converge()
+    assert seen_while_waiting and all(s > 0 for s in seen_while_waiting)
+    assert engine.apply_running_s() == 0.0
