@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from sdnctl.discovery import PROBE_INTERVAL_S
+from sdnctl.latency import WINDOW
 from tests.integration.harness import (
     REPO,
     edgectl_run,
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.integration
 DIAMOND = REPO / "tests" / "data" / "fabrics" / "diamond.yaml"
 # Ports from the fabric file's assignment (edgectl topo show tests/data/fabrics/diamond.yaml):
 S1_TO_S2, S1_TO_S3 = 1, 2
+WINDOW_S = WINDOW * PROBE_INTERVAL_S  # the latency estimator's window, in seconds
 
 
 def links_by_name(controller) -> dict[tuple[str, str], dict]:
@@ -86,20 +89,37 @@ def test_ping_rtt_shows_the_real_delay(fabric) -> None:
 
 
 def test_measured_latency_within_30_percent_of_configured(fabric) -> None:
+    """The model's latencies come within 30 % of the testbed's delays within two estimator windows. A first
+    estimate taken while the machine is loaded carries the load (each term is a windowed minimum: one busy
+    spell over a term's few first samples lifts it); the window's later, quieter samples bring it down, and
+    the controller reports the change. Every reading taken is shown if they never do."""
     controller = fabric["controller"]
     expected = {("s1", "s2"): 1000, ("s2", "s4"): 1000, ("s1", "s3"): 10000, ("s3", "s4"): 10000}
+    readings: list[dict] = []
 
     def measured() -> dict:
         links = links_by_name(controller)
         return {k: links[k]["measured_latency_us"] for k in expected}
 
+    def within() -> bool:
+        got = measured()
+        readings.append({f"{a}-{b}": got[(a, b)] for a, b in expected})
+        return all(got[k] is not None and abs(got[k] - want) <= 0.3 * want for k, want in expected.items())
+
     wait_until(lambda: all(v is not None for v in measured().values()), 30, what="latency measurements")
-    time.sleep(4)  # a full window of samples
-    got = measured()
-    report = {f"{a}-{b}": f"{got[(a, b)]} us (configured {want})" for (a, b), want in expected.items()}
-    print("measured one-way latency:", report, controller.get_json("/api/v1/latency"))
-    for key, want in expected.items():
-        assert abs(got[key] - want) <= 0.3 * want, report
+    converged = wait_until_true(within, 2 * WINDOW_S)
+    print("measured one-way latency (us):", readings[-1], "configured:", list(expected.values()))
+    print("estimator:", controller.get_json("/api/v1/latency"))
+    assert converged, f"not within 30 % of {list(expected.values())} us in {2 * WINDOW_S} s; readings: {readings[::5]}"
+
+
+def wait_until_true(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(1.0)
+    return False
 
 
 def test_controller_restart_loses_no_ping_and_flushes_nothing(fabric) -> None:
