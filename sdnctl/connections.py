@@ -64,6 +64,7 @@ class GuardedDatapath(of_controller.Datapath):  # type: ignore[misc]
     ) -> None:
         # Set before os-ken's __init__, which already calls set_state.
         self.drop_reason: str | None = None
+        self._state_lock = threading.Lock()
         self.handshake_done = False
         self._on_handshake_done = on_handshake_done
         self._handshake_timeout_s = handshake_timeout_s
@@ -73,10 +74,21 @@ class GuardedDatapath(of_controller.Datapath):  # type: ignore[misc]
         super().__init__(sock, address)
 
     def set_state(self, state: Any) -> None:
-        super().set_state(state)
-        if state == MAIN_DISPATCHER and not self.handshake_done:
-            self.handshake_done = True
-            self._on_handshake_done()
+        # One at a time: os-ken's handshake handler (towards MAIN) and the echo loop or receive loop
+        # (towards DEAD) run on different threads, and each state's event must reach the app in the order
+        # the states were taken. (The app only reads the events: nobody waits for this lock on its thread.)
+        with self._state_lock:
+            if self.state == DEAD_DISPATCHER and state != DEAD_DISPATCHER:
+                # Dead is final. A connection dropped mid-handshake (its deadline passed while the
+                # controller was behind) may still have its last handshake reply queued, whose handler
+                # then moves it to MAIN: registered as its switch, it would shadow the switch's new
+                # connection, every probe and table write sent into a closed socket.
+                return
+            if state == MAIN_DISPATCHER and not self.handshake_done:
+                # Done before MAIN is announced: the deadline never drops a connection the app took.
+                self.handshake_done = True
+                self._on_handshake_done()
+            super().set_state(state)
 
     def drop(self, reason: str) -> None:
         """End the connection now: both directions shut, so a blocked receive returns at once."""

@@ -157,6 +157,44 @@ def test_a_handshake_past_its_deadline_is_dropped(osken_conf: Any, caplog: Any) 
     ]
 
 
+def test_a_connection_dropped_mid_handshake_never_becomes_its_switch(osken_conf: Any) -> None:
+    """The handshake's last reply can still wait in the app's queue when the deadline drops the
+    connection; its handler then asks for MAIN. Dead stays dead: no MAIN event reaches the app, which
+    would register the closed connection as the switch (shadowing the switch's new connection)."""
+    from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER
+
+    from sdnctl.admission import HANDSHAKE_TIMEOUT
+    from sdnctl.connections import GuardedDatapath
+
+    events: list[Any] = []
+
+    class Observers:
+        def send_event_to_observers(self, event: Any, state: Any) -> None:
+            events.append(state)
+            # The deadline no longer applies once the app hears of MAIN (the echo loop reads this flag).
+            assert state != MAIN_DISPATCHER or event.datapath.handshake_done
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        theirs = socket.create_connection(server.getsockname(), timeout=5)
+        ours, _ = server.accept()
+    with ours, theirs:
+        datapath = GuardedDatapath(ours, ("peer", 0), handshake_timeout_s=10.0, on_handshake_done=lambda: None)
+        datapath.ofp_brick = Observers()
+        datapath.drop(HANDSHAKE_TIMEOUT)
+        datapath.set_state(MAIN_DISPATCHER)  # the queued handshake reply, handled after the drop
+        datapath.close()  # the receive loop's end
+        assert datapath.state == DEAD_DISPATCHER
+        assert events == [DEAD_DISPATCHER]
+        assert not datapath.handshake_done
+
+        events.clear()
+        alive = GuardedDatapath(ours, ("peer", 1), handshake_timeout_s=10.0, on_handshake_done=lambda: None)
+        alive.ofp_brick = Observers()
+        alive.set_state(MAIN_DISPATCHER)
+        alive.close()
+        assert events == [MAIN_DISPATCHER, DEAD_DISPATCHER]
+
+
 @pytest.mark.parametrize("length", [0, 4])
 def test_a_header_shorter_than_itself_ends_the_connection_as_malformed(
     osken_conf: Any, caplog: Any, length: int
