@@ -322,7 +322,7 @@ class RouteEngine:
                     len(current.flows),
                     len(current.groups),
                 )
-                self._ensure_base_flows(dpid, current)
+        self._ensure_base_flows({dpid: read[dpid] for dpid in unread if dpid in read})
         if not self._discovery_settled(state):
             with self._wake:
                 self._dirty = True  # look again shortly
@@ -491,19 +491,30 @@ class RouteEngine:
         with self._counters_lock:
             self._drop_counters.forget_switch(dpid)
 
-    def _ensure_base_flows(self, dpid: SwitchId, current: SwitchConfig) -> None:
-        """LLDP and ARP to the controller go in at once: discovery needs them before any route."""
-        missing = base_flows() - current.flows
-        if not missing:
+    def _ensure_base_flows(self, held: Mapping[SwitchId, SwitchConfig]) -> None:
+        """LLDP and ARP to the controller go in at once where a switch just read (``held``: what it holds)
+        lacks them: discovery needs them before any route. Every such switch is sent its flows before any
+        barrier is awaited: switches that reconnected together each waited up to the barrier timeout in
+        turn (5 s apiece at 500 switches), holding every route round, and every migration, meanwhile."""
+        deltas = {
+            dpid: SwitchDelta(add_flows=tuple(sorted(missing)))
+            for dpid, current in held.items()
+            if (missing := base_flows() - current.flows)
+        }
+        if not deltas:
             return
-        delta = SwitchDelta(add_flows=tuple(sorted(missing)))
         with self._out_to_switches(True):
-            confirmed = self.app.send_phase(dpid, delta, "make") and bool(self.app.barriers({dpid}))
-        self._record(self._state().generation, dpid, "base", delta, confirmed)
-        if confirmed:
-            self._installed[dpid] = SwitchConfig(current.flows | missing, current.groups, current.meters)
-        else:
-            self._installed.pop(dpid, None)
+            sent = {dpid for dpid, delta in deltas.items() if self.app.send_phase(dpid, delta, "make")}
+            confirmed = self.app.barriers(sent) if sent else set()
+        generation = self._state().generation
+        for dpid, delta in deltas.items():
+            self._record(generation, dpid, "base", delta, dpid in confirmed)
+            current = held[dpid]
+            if dpid in confirmed:
+                flows = current.flows | frozenset(delta.add_flows)
+                self._installed[dpid] = SwitchConfig(flows, current.groups, current.meters)
+            else:
+                self._installed.pop(dpid, None)
 
     def _send(
         self, deltas: dict[SwitchId, SwitchDelta], plans: tuple[RoutePlan | None, RoutePlan | None] = (None, None)

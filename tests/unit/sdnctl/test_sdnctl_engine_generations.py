@@ -241,3 +241,26 @@ def test_every_round_rings_the_convergence_bell_so_a_wait_sees_the_switches_at_o
         assert progress.mark() > mark  # the rounds rang (the wait looked again on each)
     finally:
         engine.stop()
+
+
+def test_switches_read_together_get_their_base_flows_under_one_barrier_wait(monkeypatch) -> None:
+    """Several switches without LLDP and ARP flows (they reconnected with empty tables) are all sent them
+    before one barrier wait: one wait per switch, each up to its timeout, held every round behind them.
+    A switch that does not confirm is read again next round."""
+    monkeypatch.setattr(engine_module, "SETTLE_QUIET_S", 0.0)
+    state: FabricState = live(fabric(FABRIC))
+    waits: list[set[int]] = []
+
+    class CountingSwitches(FakeSwitches):
+        def barriers(self, dpids: Iterable[int]) -> set[int]:
+            waits.append(set(dpids))
+            return set(dpids) - {2}  # b does not confirm in time
+
+    switches = CountingSwitches()
+    engine = RouteEngine(switches, lambda: state)
+    engine._last_discovery -= 1
+    engine._converge()
+    assert waits[0] == {1, 2}, "both switches' base flows awaited together"
+    assert 1 in engine._installed and 2 not in engine._installed
+    base = [(c.dpid, c.confirmed) for c in engine.changes() if c.reason == "base"]
+    assert sorted(base) == [(1, True), (2, False)]
