@@ -176,10 +176,18 @@ def activity(metrics_text: str) -> tuple[float, ...]:
     return tuple(values)
 
 
-def applying_routes(metrics_text: str) -> bool:
-    """Route changes are out to the switches: such a round moves none of ``QUIET_COUNTERS`` until it ends."""
-    match = re.search(r"^edgectl_route_apply_running_seconds ([0-9.eE+-]+)$", metrics_text, re.MULTILINE)
-    return match is not None and float(match.group(1)) > 0
+BUSY_GAUGES = ("edgectl_route_apply_running_seconds", "edgectl_xds_snapshot_build_running_seconds")
+"""Work under way that moves none of ``QUIET_COUNTERS`` until it ends: route changes out to the switches
+waiting for their barriers, a snapshot build."""
+
+
+def busy(metrics_text: str) -> bool:
+    """One of ``BUSY_GAUGES`` says work is under way."""
+    for name in BUSY_GAUGES:
+        match = re.search(rf"^{name} ([0-9.eE+-]+)$", metrics_text, re.MULTILINE)
+        if match is not None and float(match.group(1)) > 0:
+            return True
+    return False
 
 
 def cpu_ticks(stat_line: str) -> int:
@@ -400,8 +408,8 @@ def raise_fd_limit() -> None:
 
 
 def quiet(controller: Any, settle_s: float, since: float, limit_s: float = 300.0) -> float | None:
-    """Wait until no counter of ``QUIET_COUNTERS`` moved and no route changes were out for ``settle_s`` (at
-    most ``limit_s``): seconds from ``since`` until then, None if it never was."""
+    """Wait until no counter of ``QUIET_COUNTERS`` moved and no work was under way (``BUSY_GAUGES``) for
+    ``settle_s`` (at most ``limit_s``): seconds from ``since`` until then, None if it never was."""
     from mininet_topos.controller_process import http_get
 
     deadline = time.monotonic() + limit_s
@@ -409,7 +417,7 @@ def quiet(controller: Any, settle_s: float, since: float, limit_s: float = 300.0
     while time.monotonic() < deadline:
         text = http_get(controller.http + "/metrics", timeout=READ_TIMEOUT_S)[1].decode()
         now_values = activity(text)
-        if now_values != last or applying_routes(text):
+        if now_values != last or busy(text):
             last, still_since = now_values, time.monotonic()
         elif time.monotonic() - still_since >= settle_s:
             return round(still_since - since, 1)

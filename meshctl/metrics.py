@@ -48,6 +48,11 @@ class XdsMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=self.registry,
         )
+        self.build_running = Gauge(
+            "edgectl_xds_snapshot_build_running_seconds",
+            "How long the snapshot build under way has run (0: none is); a long one moves no counter until it ends",
+            registry=self.registry,
+        )
         self._access_log_streams = Gauge(
             "edgectl_xds_access_log_streams", "Open sidecar access log (denial) streams", registry=self.registry
         )

@@ -50,11 +50,14 @@ class SnapshotPublisher:
     ) -> None:
         self._state = state
         self._readiness = readiness
+        self.building_since: float | None = None
+        """While a build runs on the publisher's thread: when it began (monotonic)."""
         self.built_ready: frozenset[str] | None = None
         """The ready workloads the last build made endpoints of (None: no readiness gate)."""
         self._config = config
         self._cache = cache
         self._metrics = metrics
+        metrics.build_running.set_function(self.build_running_s)
         self._wanted = threading.Condition()
         self._dirty = False
         self._stopping = False
@@ -96,6 +99,11 @@ class SnapshotPublisher:
         with self._hint_lock:
             if self._hint is not None:
                 self._hint.note(event, state)
+
+    def build_running_s(self) -> float:
+        """Seconds the build under way has run (0 when none is)."""
+        since = self.building_since  # read once: the publisher thread clears it
+        return 0.0 if since is None else time.monotonic() - since
 
     def build_now(self) -> None:
         with self._hint_lock:  # the state read and the next hint's start are one step for note()
@@ -145,11 +153,14 @@ class SnapshotPublisher:
                     return
                 self._dirty = False
             started = time.perf_counter()
+            self.building_since = time.monotonic()
             try:
                 self.build_now()
             except Exception:  # a bug in one build must not stop later ones
                 LOG.exception("building xDS snapshots failed")
                 self._metrics.builds.labels("failed").inc()
+            finally:
+                self.building_since = None
             ended = time.perf_counter()
             pause = pause_after_build(started - last_end, ended - started, pause)
             last_end = ended

@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks.scale import (
     ENTRY,
-    applying_routes,
+    busy,
     cpu_ticks,
     fabric_shape,
     histogram_totals,
@@ -69,10 +69,11 @@ def test_a_histogram_is_read_without_labels_and_absent_is_zero() -> None:
     assert histogram_totals("", "edgectl_route_compute_seconds") == (0.0, 0.0)
 
 
-def test_route_changes_out_are_work_even_while_no_counter_moves() -> None:
-    assert applying_routes("edgectl_route_apply_running_seconds 12.5\n")
-    assert not applying_routes("edgectl_route_apply_running_seconds 0.0\n")
-    assert not applying_routes("")  # a controller without the gauge: judged by its counters alone
+def test_route_changes_out_or_a_build_under_way_are_work_even_while_no_counter_moves() -> None:
+    assert busy("edgectl_route_apply_running_seconds 12.5\nedgectl_xds_snapshot_build_running_seconds 0.0\n")
+    assert busy("edgectl_route_apply_running_seconds 0.0\nedgectl_xds_snapshot_build_running_seconds 3.1\n")
+    assert not busy("edgectl_route_apply_running_seconds 0.0\nedgectl_xds_snapshot_build_running_seconds 0.0\n")
+    assert not busy("")  # a controller without the gauges: judged by its counters alone
 
 
 def test_cpu_ticks_count_past_a_command_name_with_spaces_and_parentheses() -> None:

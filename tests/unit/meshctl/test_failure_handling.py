@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 
 import pytest
 
@@ -159,6 +160,41 @@ def test_the_publisher_builds_a_burst_of_changes_that_came_while_it_built_at_onc
         publisher.stop()  # (during that build or the pause after it)
     assert publisher._thread is not None and not publisher._thread.is_alive()
     assert len(builds) == 2
+
+
+def test_a_build_under_way_reads_on_its_gauge_and_none_reads_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from meshctl.cache import SnapshotCache
+    from meshctl.metrics import XdsMetrics
+    from meshctl.xds_grpc import SnapshotPublisher
+
+    metrics = XdsMetrics()
+    publisher = SnapshotPublisher(placed_state, TCP_DB, SnapshotCache(), metrics)
+    building, finish = threading.Event(), threading.Event()
+
+    def held_build() -> None:
+        building.set()
+        assert finish.wait(5)
+
+    def gauge() -> float:
+        return float(metrics.registry.get_sample_value("edgectl_xds_snapshot_build_running_seconds") or 0.0)
+
+    monkeypatch.setattr(publisher, "build_now", held_build)
+    assert gauge() == 0.0
+    publisher.start()
+    try:
+        publisher.request()
+        assert building.wait(5)
+        assert gauge() > 0.0
+        finish.set()
+        deadline = time.monotonic() + 5
+        while gauge() > 0.0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gauge() == 0.0
+    finally:
+        finish.set()
+        publisher.stop()
 
 
 def test_close_builds_pause_for_what_they_took_and_one_after_a_quiet_spell_does_not() -> None:
