@@ -304,11 +304,18 @@ class RouteEngine:
                 self.forget_counters(dpid)
         # Reconcile: learn what a newly connected switch holds before changing anything on it. Several at
         # once (a new leader takes every switch): asked together, not one round trip after another.
+        # Nothing is written to an unread switch, so an answer that comes after the wait still says what it
+        # holds: the next round takes it (a switch further behind than the wait was otherwise never read,
+        # nor programmed, and every migration waited for it).
         unread = [dpid for dpid in connected if dpid not in self._installed]
         if len(unread) > 1:
-            read = self.app.read_configs(unread, READ_BACK_TIMEOUT_S)
+            read = self.app.read_configs(unread, READ_BACK_TIMEOUT_S, late_answers_count=True)
         else:
-            read = {dpid: config for dpid in unread if (config := self.app.read_config(dpid)) is not None}
+            read = {
+                dpid: config
+                for dpid in unread
+                if (config := self.app.read_config(dpid, late_answers_count=True)) is not None
+            }
         for dpid in unread:
             current = read.get(dpid)
             if current is not None:

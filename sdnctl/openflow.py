@@ -596,18 +596,25 @@ class FabricApp(app_manager.OSKenApp):
             self.messages.sent(name, count)
         return True
 
-    def read_config(self, dpid: SwitchId, timeout_s: float = 5.0) -> SwitchConfig | None:
+    def read_config(
+        self, dpid: SwitchId, timeout_s: float = 5.0, *, late_answers_count: bool = False
+    ) -> SwitchConfig | None:
         """What edgectl owns on the switch now: its flows (by cookie), its groups and meters; None if it did
         not answer within ``timeout_s`` (or is gone)."""
-        return self.read_configs({dpid}, timeout_s).get(dpid)
+        return self.read_configs({dpid}, timeout_s, late_answers_count=late_answers_count).get(dpid)
 
-    def read_configs(self, dpids: Iterable[SwitchId], timeout_s: float) -> dict[SwitchId, SwitchConfig]:
+    def read_configs(
+        self, dpids: Iterable[SwitchId], timeout_s: float, *, late_answers_count: bool = False
+    ) -> dict[SwitchId, SwitchConfig]:
         """Read several switches at once (every request sent before any reply is awaited), waiting
         ``timeout_s`` in all; a switch that has not answered by then is left out of the result.
 
         At most one read per switch is in flight: a switch whose earlier read is still unanswered is
         not asked again (and left out) until that read is answered or the switch disconnects; an
-        answer that comes after its read was given up is dropped (the tables may have changed since).
+        answer that comes after its read was given up is dropped (the tables may have changed since),
+        unless ``late_answers_count``: a switch nothing is written to until it is read (one just
+        connected) holds what it answered, however late, and the next read takes that answer instead of
+        asking again (asked anew each time, a switch further behind than ``timeout_s`` was never read).
         """
         started: dict[SwitchId, tuple[_Pending, ...]] = {}
         datapaths = self.datapaths
@@ -619,6 +626,9 @@ class FabricApp(app_manager.OSKenApp):
                     continue  # still in flight
                 self._table_reads.pop(dpid, None)
             if earlier is not None:
+                if late_answers_count and all(p.keep for p in earlier):
+                    started[dpid] = earlier  # answered after the last wait ended: that is its answer
+                    continue
                 self._forget(earlier)
             if datapath is None:
                 continue
@@ -646,9 +656,12 @@ class FabricApp(app_manager.OSKenApp):
         out: dict[SwitchId, SwitchConfig] = {}
         for dpid, reads in started.items():
             if not all(p.done.wait(max(0.0, deadline - time.monotonic())) for p in reads):
-                for pending in reads:  # stays in _table_reads: not asked again until it answers
-                    pending.keep = False
-                    pending.replies.clear()
+                with self._lock:
+                    self._table_reads[dpid] = reads  # not asked again until it answers
+                if not late_answers_count:
+                    for pending in reads:
+                        pending.keep = False
+                        pending.replies.clear()
                 continue
             with self._lock:
                 self._table_reads.pop(dpid, None)

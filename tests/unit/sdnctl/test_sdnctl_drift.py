@@ -150,10 +150,12 @@ class FakeSwitches:
         self.reads: list[set[int]] = []
         self.sent: list[tuple[int, str, SwitchDelta]] = []
 
-    def read_config(self, dpid: int) -> SwitchConfig:
+    def read_config(self, dpid: int, late_answers_count: bool = False) -> SwitchConfig:
         return self.tables.setdefault(dpid, SwitchConfig())
 
-    def read_configs(self, dpids: Iterable[int], timeout_s: float) -> dict[int, SwitchConfig]:
+    def read_configs(
+        self, dpids: Iterable[int], timeout_s: float, late_answers_count: bool = False
+    ) -> dict[int, SwitchConfig]:
         asked = set(dpids)
         self.reads.append(asked)
         return {dpid: self.read_config(dpid) for dpid in asked - self.silent}

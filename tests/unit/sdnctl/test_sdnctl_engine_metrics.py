@@ -29,10 +29,12 @@ class FakeSwitches:
         self.tables: dict[int, SwitchConfig] = {}
         self.on_switch_error = None
 
-    def read_config(self, dpid: int) -> SwitchConfig:
+    def read_config(self, dpid: int, late_answers_count: bool = False) -> SwitchConfig:
         return self.tables.setdefault(dpid, SwitchConfig(frozenset(), frozenset()))
 
-    def read_configs(self, dpids: Iterable[int], timeout_s: float) -> dict[int, SwitchConfig]:
+    def read_configs(
+        self, dpids: Iterable[int], timeout_s: float, late_answers_count: bool = False
+    ) -> dict[int, SwitchConfig]:
         return {dpid: self.read_config(dpid) for dpid in dpids}
 
     def send_phase(self, dpid: int, delta: SwitchDelta, phase: str) -> bool:

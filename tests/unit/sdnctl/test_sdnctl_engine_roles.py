@@ -35,11 +35,13 @@ class FakeSwitches:
     def may_write(self, dpid: int) -> bool:
         return dpid in self.writable
 
-    def read_config(self, dpid: int) -> SwitchConfig:
+    def read_config(self, dpid: int, late_answers_count: bool = False) -> SwitchConfig:
         self.reads.append(dpid)
         return self.tables.setdefault(dpid, SwitchConfig())
 
-    def read_configs(self, dpids: Iterable[int], timeout_s: float) -> dict[int, SwitchConfig]:
+    def read_configs(
+        self, dpids: Iterable[int], timeout_s: float, late_answers_count: bool = False
+    ) -> dict[int, SwitchConfig]:
         return {dpid: self.read_config(dpid) for dpid in dpids}
 
     def send_phase(self, dpid: int, delta: SwitchDelta, phase: str) -> bool:

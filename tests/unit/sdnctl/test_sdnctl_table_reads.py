@@ -95,6 +95,20 @@ def test_a_read_left_unanswered_is_not_repeated_until_it_is_answered(openflow) -
     assert len(sent) == 6 and app._pending == {} and app._table_reads == {}
 
 
+def test_a_late_answer_counts_when_nothing_was_written_meanwhile(openflow) -> None:
+    """A switch just connected is written to only once read: its answer after the wait still says what it
+    holds, and the next read takes it instead of asking again (and waiting again, as far behind)."""
+    app = app_with(openflow, 1)
+    assert app.read_configs({1}, timeout_s=0.05, late_answers_count=True) == {}  # silent for now
+    sent = app.switches[1].datapath.sent
+    assert len(sent) == 3
+    assert app.read_config(1, timeout_s=0.05, late_answers_count=True) is None  # still in flight
+    answer(app, 1)  # late, and kept
+    assert app.read_config(1, timeout_s=0.05, late_answers_count=True) == SwitchConfig()
+    assert len(sent) == 3, "the late answer was taken, not asked for again"
+    assert app._pending == {} and app._table_reads == {}
+
+
 def test_a_switch_that_disconnects_while_read_is_left_out(openflow) -> None:
     app = app_with(openflow, 1)
 
