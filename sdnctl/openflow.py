@@ -754,8 +754,9 @@ class FabricApp(app_manager.OSKenApp):
                 )
             echoed = set()
             skipped: set[SwitchId] = set()
-            for at, positions in batches(len(plan), PROBE_INTERVAL_S):
-                if self._stopping.wait(max(0.0, started + at - time.monotonic())):
+            pause, plan_batches = batches(len(plan), PROBE_INTERVAL_S)
+            for positions in plan_batches:
+                if self._stopping.wait(pause):
                     return
                 for dpid, port in (plan[k] for k in positions):
                     try:

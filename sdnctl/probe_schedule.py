@@ -7,6 +7,10 @@ for every probe (~2,400 times a second at 500 switches), and each wake-up is a h
 interpreter's lock: ~7 % of a core. So probes due within ``BATCH_S`` of each other go out together,
 and the round visits the switches in turn (every switch's first probe, then every switch's second,
 ...): the probes of one batch go to different switches, and none waits behind another at its switch.
+
+The pause comes before each batch, counted from the end of the one before, not from the round's
+start: a controller too busy to send a round in its interval sends fewer probes a second (as it did
+one probe at a time), instead of catching up in bursts that add to what made it late.
 """
 
 from __future__ import annotations
@@ -28,12 +32,12 @@ def interleaved(probes_by_switch: Mapping[K, Sequence[int]]) -> list[tuple[K, in
     return [(dpid, ports[k]) for k in range(longest) for dpid, ports in ordered if k < len(ports)]
 
 
-def batches(count: int, interval_s: float, batch_s: float = BATCH_S) -> list[tuple[float, range]]:
-    """(seconds from the round's start, the plan positions sent then) for a round of ``count`` probes:
-    spread over the first four fifths of ``interval_s`` (the rest is left for the round's bookkeeping),
-    as many together as fall due within ``batch_s``, at least one."""
+def batches(count: int, interval_s: float, batch_s: float = BATCH_S) -> tuple[float, list[range]]:
+    """(the pause before each batch, the plan positions of each batch) for a round of ``count`` probes:
+    the pauses add up to four fifths of ``interval_s`` (the rest is left for the round's bookkeeping),
+    as many probes together as fall due within ``batch_s``, at least one."""
     if count <= 0:
-        return []
+        return 0.0, []
     gap = interval_s / (count + count // 4)
     per_batch = max(1, int(batch_s / gap))
-    return [(start * gap, range(start, min(start + per_batch, count))) for start in range(0, count, per_batch)]
+    return per_batch * gap, [range(start, min(start + per_batch, count)) for start in range(0, count, per_batch)]
