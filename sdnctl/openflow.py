@@ -116,12 +116,6 @@ class _Pending:
     keep: bool = True
 
 
-BEHIND_BARRIER_FACTOR = 3
-"""A barrier is waited for up to this many times its timeout while the controller is behind on its switch."""
-BEHIND_LOOK_S = 0.1
-"""Past its timeout, how often a barrier wait looks again whether the controller is still behind."""
-
-
 def _unread_bytes(datapath: Any) -> int:
     """What a switch sent that this controller has not read yet (``GuardedDatapath.unread_bytes``; 0 for
     a datapath that cannot say)."""
@@ -550,40 +544,21 @@ class FabricApp(app_manager.OSKenApp):
         self._complete(msg.datapath.id, msg, bool(msg.flags & ofp.OFPMPF_REPLY_MORE))
 
     def barriers(self, dpids: Iterable[SwitchId], timeout_s: float = 5.0) -> set[SwitchId]:
-        """Barrier every switch at once (not one round trip after another); the ones that confirmed.
-
-        A switch not answered within ``timeout_s`` is waited for longer (up to ``BEHIND_BARRIER_FACTOR``
-        times as long) while this controller is behind on it: its writes or the barrier still queued
-        here, its answer unread in the socket, or messages read and not yet handled. Given up at the
-        timeout, such a switch counted as unknown, was read in full and written again: at 500 switches
-        ~1,000 reads in 5 min, each adding to the lag that made the next barriers late."""
+        """Barrier every switch at once (not one round trip after another); the ones that confirmed."""
         waiting: dict[SwitchId, _Pending] = {}
         for dpid, datapath in self.datapaths.items():
             if dpid in dpids:
                 pending = self._start(dpid, datapath.ofproto_parser.OFPBarrierRequest(datapath))
                 if pending is not None:
                     waiting[dpid] = pending
-        started = time.monotonic()
-        deadline, limit = started + timeout_s, started + BEHIND_BARRIER_FACTOR * timeout_s
-        confirmed = set()
-        for dpid, pending in waiting.items():
-            while not pending.done.wait(max(0.0, deadline - time.monotonic())):
-                if time.monotonic() >= limit or not self._behind_on(dpid):
-                    break
-                deadline = min(limit, time.monotonic() + BEHIND_LOOK_S)
-            if pending.done.is_set() and pending.error is None:
-                confirmed.add(dpid)
+        deadline = time.monotonic() + timeout_s
+        confirmed = {
+            dpid
+            for dpid, pending in waiting.items()
+            if pending.done.wait(max(0.0, deadline - time.monotonic())) and pending.error is None
+        }
         self._forget(waiting.values())
         return {dpid for dpid in confirmed if dpid in self.switches}
-
-    def _behind_on(self, dpid: SwitchId) -> bool:
-        """This controller has work of its own between a switch and its answer: messages for it still
-        queued here, bytes from it unread, or messages read and waiting for the app."""
-        datapath = self.datapath_of(dpid)
-        if datapath is not None and (_send_backlog(datapath) > 0 or _unread_bytes(datapath) > 0):
-            return True
-        events = getattr(self, "events", None)
-        return events is not None and events.qsize() > 0
 
     # -- programming ------------------------------------------------------------------------------
     def send_phase(self, dpid: SwitchId, delta: SwitchDelta, phase: str) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -301,31 +300,3 @@ def test_totals_read_over_a_connection_that_went_meanwhile_are_not_kept(openflow
         assert len(readings) == 1 and 1 not in app._acl_totals
         app.read_acl_counters(timeout_s=10)
     assert len(readings) == 2, "read in full over the new connection"
-
-
-def barrier_answer(app: Any, dpid: int) -> None:
-    """The switch answers the barriers it was sent."""
-    for msg in app.switches[dpid].datapath.sent:
-        if type(msg).__name__ == "OFPBarrierRequest":
-            app._complete(dpid, SimpleNamespace(xid=msg.xid))
-
-
-def test_a_barrier_is_waited_for_past_its_timeout_only_while_the_controller_is_behind_on_the_switch(
-    openflow,
-) -> None:
-    app = app_with(openflow, 1, 2)
-    behind = app.switches[2].datapath
-    behind.unread_bytes = lambda: 64  # its answer may be among what waits unread in the socket
-    threading.Timer(0.5, lambda: barrier_answer(app, 2)).start()
-    started = time.monotonic()
-    assert app.barriers({1, 2}, timeout_s=0.3) == {2}  # 1 silent, nothing of it unread: given up
-    assert 0.45 <= time.monotonic() - started < 0.85
-    assert app._pending == {}
-
-
-def test_a_barrier_behind_for_good_is_given_up_at_three_times_its_timeout(openflow) -> None:
-    app = app_with(openflow, 1)
-    app.switches[1].datapath.unread_bytes = lambda: 64
-    started = time.monotonic()
-    assert app.barriers({1}, timeout_s=0.2) == set()
-    assert 0.55 <= time.monotonic() - started < 0.9
