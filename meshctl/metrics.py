@@ -74,6 +74,7 @@ class XdsMetrics:
             self.stream_errors,
             self.builds,
             self.build_seconds,
+            self.build_running,
             self._access_log_streams,
             self._access_log_entries,
         ]

@@ -209,3 +209,14 @@ def test_close_builds_pause_for_what_they_took_and_one_after_a_quiet_spell_does_
     assert pause_after_build(pause + 0.0005, 0.004, paused_before=pause) == pause
     assert pause_after_build(pause + 1.0, 0.004, paused_before=pause) == 0.0  # quiet after the pause
     assert pause_after_build(0.001, 0.3) == MAX_PAUSE_S
+
+
+def test_a_server_restarted_in_one_process_registers_every_xds_metric_again() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from meshctl.metrics import XdsMetrics
+
+    registry = CollectorRegistry()
+    XdsMetrics(registry).unregister()
+    assert [family.name for family in registry.collect()] == []  # nothing of the first server's left
+    XdsMetrics(registry)  # the restarted server's: no name registered twice
