@@ -510,7 +510,7 @@ class RouteEngine:
         }
         if not deltas:
             return
-        with self._out_to_switches(True):
+        with self._out_to_switches():
             sent = {dpid for dpid, delta in deltas.items() if self.app.send_phase(dpid, delta, "make")}
             confirmed = self.app.barriers(sent) if sent else set()
         generation = self._state().generation
@@ -553,7 +553,7 @@ class RouteEngine:
         plans: tuple[RoutePlan | None, RoutePlan | None] = (None, None),
     ) -> None:
         started = time.perf_counter()
-        with self._out_to_switches(bool(deltas)):
+        with self._out_to_switches():
             confirmed, rounds = self._send(deltas, plans)
         if deltas and self._on_routes_applied is not None:
             self._on_routes_applied(time.perf_counter() - started, rounds)
@@ -583,11 +583,8 @@ class RouteEngine:
                 self._dirty = True
 
     @contextlib.contextmanager
-    def _out_to_switches(self, sending: bool) -> Iterator[None]:
-        """Mark ``applying_since`` while changes are out (``sending``), whatever happens to them."""
-        if not sending:
-            yield
-            return
+    def _out_to_switches(self) -> Iterator[None]:
+        """Mark ``applying_since`` while changes are out, whatever happens to them."""
         self.applying_since = time.monotonic()
         try:
             yield

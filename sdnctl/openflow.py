@@ -663,8 +663,7 @@ class FabricApp(app_manager.OSKenApp):
         out: dict[SwitchId, SwitchConfig] = {}
         for dpid, reads in started.items():
             if not all(p.done.wait(max(0.0, deadline - time.monotonic())) for p in reads):
-                with self._lock:
-                    self._table_reads[dpid] = reads  # not asked again until it answers
+                # It stays in _table_reads: not asked again until it answers.
                 if not late_answers_count:
                     for pending in reads:
                         pending.keep = False

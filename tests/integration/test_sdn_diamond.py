@@ -92,7 +92,7 @@ def test_measured_latency_within_30_percent_of_configured(fabric) -> None:
     """The model's latencies come within 30 % of the testbed's delays within two estimator windows. A first
     estimate taken while the machine is loaded carries the load (each term is a windowed minimum: one busy
     spell over a term's few first samples lifts it); the window's later, quieter samples bring it down, and
-    the controller reports the change. Every reading taken is shown if they never do."""
+    the controller reports the change. The readings taken are printed either way."""
     controller = fabric["controller"]
     expected = {("s1", "s2"): 1000, ("s2", "s4"): 1000, ("s1", "s3"): 10000, ("s3", "s4"): 10000}
     readings: list[dict] = []
@@ -107,19 +107,12 @@ def test_measured_latency_within_30_percent_of_configured(fabric) -> None:
         return all(got[k] is not None and abs(got[k] - want) <= 0.3 * want for k, want in expected.items())
 
     wait_until(lambda: all(v is not None for v in measured().values()), 30, what="latency measurements")
-    converged = wait_until_true(within, 2 * WINDOW_S)
-    print("measured one-way latency (us):", readings[-1], "configured:", list(expected.values()))
-    print("estimator:", controller.get_json("/api/v1/latency"))
-    assert converged, f"not within 30 % of {list(expected.values())} us in {2 * WINDOW_S} s; readings: {readings[::5]}"
-
-
-def wait_until_true(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(1.0)
-    return False
+    try:
+        wait_until(within, 2 * WINDOW_S, interval=1.0, what="every link within 30 %")
+    finally:
+        print("measured one-way latency (us):", readings[-1], "configured:", list(expected.values()))
+        print("readings, every 5th:", readings[::5])
+        print("estimator:", controller.get_json("/api/v1/latency"))
 
 
 def test_controller_restart_loses_no_ping_and_flushes_nothing(fabric) -> None:
