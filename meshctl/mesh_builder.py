@@ -13,9 +13,10 @@ each model change only the snapshots that change touches, as ``build_snapshots``
   service's cluster and the inbound listeners of the services it calls;
 * a changed certificate touches its node's snapshot only;
 * a topology change (a link down, a latency measured) that moves some callers' priority levels touches
-  the services whose levels moved, as a changed workload does (every view rebased on the caller's last
-  one): on a busy fabric latencies move levels often, and a full build each time kept the publisher busy
-  at rest;
+  the outbound parts of the caller groups behind those callers' switches, and so their members' snapshots
+  (each moved view rebased on the caller's last one); the services' other callers keep theirs: on a busy
+  fabric latencies move levels often, one caller switch's for every service it calls, and rebuilding
+  those services for all their callers was close to a full build each time;
 * anything else (sites, hosts, nodes, services, policy, any other mesh setting) is a full build: those
   are rare and a rebuild of them is what an operator expects to cost.
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from meshctl.endpoints_wire import LoadAssignmentEncoder
-from meshctl.paths import DistanceCache, ServicePaths, compute_paths
+from meshctl.paths import DistanceCache, Levels, LevelVectors, ServicePaths, compute_paths
 from meshctl.snapshot import MeshConfig, MeshSnapshot, SnapshotBuilder, service_paths
 from netmodel.changes import WorkloadChanges, maps_of
 from netmodel.ids import ServiceName, SwitchId
@@ -42,6 +43,10 @@ MODEL_FIELDS = ("sites", "hosts", "nodes", "services", "default_policy")
 """The parts of the model a change of which rebuilds every snapshot."""
 CONFIG_FIELDS = tuple(f.name for f in fields(MeshConfig) if f.name != "identities")
 """Every mesh setting but the certificates: a change of one rebuilds every snapshot."""
+
+_MovedLevels = tuple[set[SwitchId | None], list[Levels]]
+"""Of one service, after a topology change: the caller switches whose levels moved, and the levels
+no caller has any more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,7 @@ class MeshBuilder:
         self._levels_for: dict[ServiceName, tuple[frozenset[SwitchId | None], frozenset[SwitchId]]] = {}
         """Per service, the (caller switches, instance switches) its levels were last computed for."""
         self._distances = DistanceCache()
+        self._vectors = LevelVectors()
 
     @property
     def paths(self) -> ServicePaths | None:
@@ -80,10 +86,10 @@ class MeshBuilder:
         built = self._built
         if built is None or not self._same_frame(built, state, config, ready):
             # Every node's snapshot from scratch (the levels keep their hysteresis against the last ones).
-            return self._full(state, config, ready, service_paths(state, config, ready, self.paths))
-        moved: set[ServiceName] = set()
+            return self._full(state, config, ready, service_paths(state, config, ready, self.paths, self._vectors))
+        moved: dict[ServiceName, _MovedLevels] = {}
         if not (state.topology is built.state.topology or state.topology.same_but_load(built.state.topology)):
-            paths = service_paths(state, config, ready, built.paths)
+            paths = service_paths(state, config, ready, built.paths, self._vectors)
             if paths != built.paths:
                 moved = self._take_paths(built, paths)
         hinted = hint.between(maps_of(built.state), maps_of(state)) if hint is not None else None
@@ -103,19 +109,26 @@ class MeshBuilder:
         return self._apply(built, state, config, ready, changed, identities, moved)
 
     @staticmethod
-    def _take_paths(built: SnapshotBuilder, paths: ServicePaths) -> set[ServiceName]:
-        """The topology moved some callers' levels: ``paths`` replaces the builder's; returns the services
-        with a level that is not the same object as before (their parts and views are rebuilt, each view
-        from the caller's last one)."""
+    def _take_paths(built: SnapshotBuilder, paths: ServicePaths) -> dict[ServiceName, _MovedLevels]:
+        """The topology moved some callers' levels: ``paths`` replaces the builder's; returns, per service
+        with a level that is not the same object as before, the caller switches whose levels moved and the
+        levels no caller has any more (each new view is rebased on the caller's last one)."""
         before, after = built.paths.levels, paths.levels
-        moved: set[ServiceName] = set()
+        moved: dict[ServiceName, _MovedLevels] = {}
         for key in before.keys() | after.keys():
             old, new = before.get(key), after.get(key)
             if old is new:
                 continue
-            moved.add(key[1])
-            if old is not None and new is not None:
-                built.rebase(key[1], old, new)
+            callers, gone = moved.setdefault(key[1], (set(), []))
+            callers.add(key[0])
+            if old is not None:
+                gone.append(old)
+                if new is not None:
+                    built.rebase(key[1], old, new)
+        if moved:
+            in_use = {id(levels) for (_, service), levels in after.items() if service in moved}
+            for _, gone in moved.values():
+                gone[:] = {id(levels): levels for levels in gone if id(levels) not in in_use}.values()
         built.paths = paths
         return moved
 
@@ -167,7 +180,7 @@ class MeshBuilder:
         ready: frozenset[str] | None,
         changed: set[str],
         identities: set[str],
-        moved: set[ServiceName],
+        moved: Mapping[ServiceName, _MovedLevels],
     ) -> MeshUpdate:
         """Rebuild what ``changed`` workloads, ``identities`` and the services whose levels the topology
         ``moved`` touch."""
@@ -196,7 +209,9 @@ class MeshBuilder:
                 if node is not None:
                     built.add_instance(new, node)
         rebuild = set(own)
-        paths_changed = self._update_paths(built, state, touched_services) | moved
+        for name, (callers, gone) in sorted(moved.items()):
+            rebuild |= built.forget_levels(name, callers, gone)
+        paths_changed = self._update_paths(built, state, touched_services)
         for name in sorted(touched_services | paths_changed):
             cluster_changed = built.identities_changed(name)
             rebuild |= built.forget_service(name, cluster_too=cluster_changed, levels_too=name in paths_changed)
@@ -252,6 +267,7 @@ class MeshBuilder:
                 built.config.paths,
                 built.paths,
                 self._distances,
+                self._vectors,
             )
             if levels is None:
                 levels = dict(built.paths.levels)

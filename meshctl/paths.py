@@ -137,15 +137,18 @@ def compute_paths(
     rules: PathRules,
     previous: ServicePaths | None = None,
     distances: DistanceCache | None = None,
+    vectors: LevelVectors | None = None,
 ) -> ServicePaths:
     """Levels for every caller switch in ``wanted`` and each service it calls there. With ``previous`` (the
-    last levels computed), a caller keeps its levels while ``PathRules.still_holds`` says they fit.
+    last levels computed), a caller keeps its levels while they fit (``PathRules.still_holds``, checked
+    for all callers of a service at once by ``holding_rows``).
 
     One Dijkstra per caller switch or per instance switch, whichever are fewer (``_distances``), never
     per caller or per (caller, instance): callers on one switch share everything. The levels of all
     caller switches of a service are then cut at once (``levels_of_rows``): a latency measurement
     costs this whole function, so it stays in numpy. With ``distances`` (kept by the caller between
-    calls), the Dijkstras run once per caller switch and topology, not once per call."""
+    calls), the Dijkstras run once per caller switch and topology, not once per call; with ``vectors``
+    (likewise kept), the hold check reuses what it read of each kept levels."""
     sources = sorted(s for s in wanted if s is not None and s in topology.switches)
     row_of = {source: row for row, source in enumerate(sources)}
     targets = sorted({t for switches in instance_switches.values() for t in switches if t in topology.switches})
@@ -162,7 +165,9 @@ def compute_paths(
         known = sorted(c for c in callers if c is not None and c in row_of)
         for caller_switch in callers:
             if caller_switch not in row_of:  # its place is unknown: no instance is nearer than another
-                levels[(caller_switch, service)] = (switches,) if switches else ()
+                one = (switches,) if switches else ()
+                last = previous.levels.get((caller_switch, service)) if previous is not None else None
+                levels[(caller_switch, service)] = last if last == one else one  # (the same object: no move)
         if not known:
             continue
         if not switches:
@@ -171,14 +176,22 @@ def compute_paths(
         rows = distances_now[[row_of[c] for c in known]]
         columns = np.array([column_of.get(t, -1) for t in switches])
         table = np.where(columns >= 0, rows[:, np.maximum(columns, 0)], math.inf)
-        computed = levels_of_rows(table, switches, rules)
-        for row, (caller_switch, fresh) in enumerate(zip(known, computed, strict=True)):
-            kept = previous.levels.get((caller_switch, service)) if previous is not None else None
-            if kept is not None and kept != fresh:
-                distance = dict(zip(switches, table[row].tolist(), strict=True))
-                if rules.still_holds(kept, distance):
-                    fresh = kept  # within the hysteresis band: no flip, no push
-            levels[(caller_switch, service)] = fresh
+        kept = [previous.levels.get((c, service)) for c in known] if previous is not None else []
+        # Rows whose last levels still fit keep them (the same objects: nothing downstream moves); only the
+        # others are cut again. A levels tuple equal to the last one always fits, so this is the same
+        # answer as cutting every row and keeping the last levels where they fit, without the cutting:
+        # on a busy fabric most callers' levels hold through a latency measurement.
+        memo = vectors.of(service, switches) if vectors is not None else None
+        holding = holding_rows(table, switches, kept, rules, memo) if kept else np.zeros(len(known), dtype=bool)
+        recut = np.flatnonzero(~holding)
+        fresh: dict[int, Levels] = {}
+        if recut.size:
+            fresh = dict(zip(recut.tolist(), levels_of_rows(table[recut], switches, rules, memo), strict=True))
+        for row, caller_switch in enumerate(known):
+            held = kept[row] if holding[row] else None
+            levels[(caller_switch, service)] = held if held is not None else fresh[row]
+        if vectors is not None:
+            vectors.keep(service, (levels[(c, service)] for c in known))
     return ServicePaths(frozen_map(levels))
 
 
@@ -211,6 +224,29 @@ class DistanceCache:
         return np.stack([self._rows[source][columns] for source in sources])
 
 
+class LevelVectors:
+    """Per service, the level of each of its instance switches in each levels a caller has, kept between
+    calls of ``compute_paths`` (its hold check reads them): through a latency measurement most callers
+    keep their levels objects, and making their vectors again cost more than the check itself."""
+
+    def __init__(self) -> None:
+        self._of: dict[ServiceName, tuple[tuple[SwitchId, ...], dict[int, tuple[Levels, Any]]]] = {}
+
+    def of(self, service: ServiceName, switches: tuple[SwitchId, ...]) -> dict[int, tuple[Levels, Any]]:
+        """The service's vectors over ``switches`` (none kept when its instance switches changed)."""
+        known = self._of.get(service)
+        if known is None or known[0] != switches:
+            known = self._of[service] = (switches, {})
+        return known[1]
+
+    def keep(self, service: ServiceName, levels: Iterable[Levels]) -> None:
+        """Forget the vectors of every other levels of ``service`` (no caller has them any more)."""
+        known = self._of.get(service)
+        if known is not None:
+            vectors = known[1]
+            self._of[service] = (known[0], {id(kept): vectors[id(kept)] for kept in levels if id(kept) in vectors})
+
+
 def _distances(topology: Topology, sources: Sequence[SwitchId], targets: Sequence[SwitchId]) -> npt.NDArray[np.float64]:
     """Shortest latency from each source switch (rows) to each target switch (columns), inf when
     unreachable. Dijkstra runs from whichever side is smaller: callers are usually spread over many
@@ -225,10 +261,81 @@ def _distances(topology: Topology, sources: Sequence[SwitchId], targets: Sequenc
     return shortest_distances(matrix, [index[s] for s in sources])[:, [index[t] for t in targets]]
 
 
+def holding_rows(
+    distance_us: npt.NDArray[np.float64],
+    switches: Sequence[SwitchId],
+    kept: Sequence[Levels | None],
+    rules: PathRules,
+    vectors: dict[int, tuple[Levels, npt.NDArray[np.int64] | None]] | None = None,
+) -> npt.NDArray[np.bool_]:
+    """``rules.still_holds(kept[row], row of distance_us)`` for every row (callers x ``switches``) at once;
+    False where there is no kept levels. Each distinct kept levels becomes a vector of the level of each
+    column once (``vectors``: those of earlier calls over the same ``switches``, by id of the levels,
+    added to); then the bounds are checked level by level over all rows."""
+    count, width = distance_us.shape
+    column_of = {switch: column for column, switch in enumerate(switches)}
+    memo: dict[int, tuple[Levels, npt.NDArray[np.int64] | None]] = {} if vectors is None else vectors
+    level = np.zeros((count, width), dtype=np.int64)
+    levels_in = np.zeros(count, dtype=np.int64)
+    usable = np.zeros(count, dtype=bool)
+    for row, levels in enumerate(kept):
+        if levels is None:
+            continue
+        known = memo.get(id(levels))
+        if known is None or known[0] is not levels:
+            known = memo[id(levels)] = (levels, _level_vector(levels, column_of, width))
+        vector = known[1]
+        if vector is not None:
+            level[row], levels_in[row], usable[row] = vector, len(levels), True
+    if not usable.any():
+        return usable
+    unreachable = ~np.isfinite(distance_us)
+    with_unreachable = unreachable.any(axis=1)
+    # The unreachable, when there are any, are exactly the last level (and so the levels before are finite).
+    holds = usable & (~with_unreachable | ((level == (levels_in - 1)[:, None]) == unreachable).all(axis=1))
+    reachable_levels = levels_in - with_unreachable
+    h = rules.hysteresis
+    previous: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
+    with np.errstate(invalid="ignore"):  # (inf - inf in rows with fewer levels: masked out below)
+        for k in range(int(reachable_levels.max(initial=0))):
+            member = level == k
+            anchor = np.where(member, distance_us, math.inf).min(axis=1)
+            far = np.where(member, distance_us, -math.inf).max(axis=1)
+            margin = np.maximum(rules.margin_us, rules.margin_ratio * anchor)
+            fits = far <= anchor + margin * (1 + h)
+            if previous is not None:
+                previous_anchor, previous_far, previous_margin = previous
+                fits &= anchor >= previous_far  # nothing here nearer than a member of the level before
+                fits &= anchor > previous_anchor + previous_margin * (1 - h)
+            holds &= (k >= reachable_levels) | fits  # (a row with fewer levels has no level k to check)
+            previous = anchor, far, margin
+    return holds  # type: ignore[no-any-return]
+
+
+def _level_vector(levels: Levels, column_of: Mapping[SwitchId, int], width: int) -> npt.NDArray[np.int64] | None:
+    """The level of each column; None when ``levels`` are not over exactly these switches (they cannot hold)."""
+    vector = np.full(width, -1, dtype=np.int64)
+    placed = 0
+    for k, members in enumerate(levels):
+        if not members:
+            return None
+        for switch in members:
+            column = column_of.get(switch)
+            if column is None or vector[column] >= 0:
+                return None
+            vector[column] = k
+            placed += 1
+    return vector if placed == width else None
+
+
 def levels_of_rows(
-    distance_us: npt.NDArray[np.float64], switches: Sequence[SwitchId], rules: PathRules
+    distance_us: npt.NDArray[np.float64],
+    switches: Sequence[SwitchId],
+    rules: PathRules,
+    vectors: dict[int, tuple[Levels, Any]] | None = None,
 ) -> list[Levels]:
-    """``priority_levels`` of every row of ``distance_us`` (callers x ``switches``), vectorised.
+    """``priority_levels`` of every row of ``distance_us`` (callers x ``switches``), vectorised; each
+    distinct levels made, with the level of each column, added to ``vectors`` (``holding_rows``'s).
 
     Rows are sorted (ties by switch id, as ``switches`` is sorted), then each column either joins its
     row's current level or opens the next one; the few distinct (order, level) patterns are turned
@@ -252,4 +359,9 @@ def levels_of_rows(
         for position, at_level in zip(pattern[:width], pattern[width:], strict=True):
             grouped[at_level].append(switches[position])
         built.append(tuple(tuple(sorted(grouped[k])) for k in sorted(grouped)))
+    if vectors is not None:
+        for pattern, levels in zip(patterns, built, strict=True):
+            vector = np.empty(width, dtype=np.int64)
+            vector[pattern[:width]] = pattern[width:]
+            vectors[id(levels)] = (levels, vector)
     return [built[i] for i in np.asarray(inverse).ravel().tolist()]

@@ -43,7 +43,7 @@ from typing import Any
 
 from meshctl import envoy_config as ec
 from meshctl.endpoints_wire import EncodedGroup, Endpoint, LoadAssignmentEncoder, assignment_digest, join_groups
-from meshctl.paths import Levels, PathRules, ServicePaths, compute_paths
+from meshctl.paths import Levels, LevelVectors, PathRules, ServicePaths, compute_paths
 from meshctl.serving import serving_node
 from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET, XDS_CLUSTER
 from netmodel.authorization import service_policy
@@ -279,9 +279,11 @@ def service_paths(
     config: MeshConfig,
     ready_workloads: frozenset[str] | None = None,
     previous: ServicePaths | None = None,
+    vectors: LevelVectors | None = None,
 ) -> ServicePaths:
     """Each caller switch's priority levels of the services called from it (``meshctl.paths``): what
-    the endpoints depend on in the topology, and nothing more (no latency value)."""
+    the endpoints depend on in the topology, and nothing more (no latency value). ``vectors``: what the
+    last call's hold check read (``compute_paths``)."""
     instances = _endpoint_instances(state, ready_workloads)
     switches = {name: {node.attachment.switch for _, node in pairs} for name, pairs in instances.items()}
     entry = _entry_services(state.services)
@@ -292,7 +294,7 @@ def service_paths(
         node = state.nodes.get(workload.node) if workload.node is not None else None
         if node is not None:
             wanted[node.attachment.switch].update(state.services[workload.service].calls)
-    return compute_paths(state.topology, wanted, switches, config.paths, previous)
+    return compute_paths(state.topology, wanted, switches, config.paths, previous, vectors=vectors)
 
 
 def _entry_services(services: Mapping[ServiceName, Service]) -> tuple[ServiceName, ...]:
@@ -625,13 +627,43 @@ class SnapshotBuilder:
             del self._outbound[part_key]
         nodes: set[str] = set()
         for group in self.groups_calling.get(name, ()):
-            part = self._outbound_by_caller.pop(group, None)
-            if part is not None:
-                self._stale[group] = (part, {name})
-            elif group in self._stale:
-                self._stale[group][1].add(name)
+            self._mark_stale(group, name)
             nodes |= self.members.get(group, set())
         return nodes
+
+    def forget_levels(self, name: ServiceName, callers: Iterable[SwitchId | None], gone: Iterable[Levels]) -> set[str]:
+        """The topology moved the levels of ``name`` for the callers behind these switches (its instances did
+        not change): their groups' parts are rebuilt from their last ones, the views of the ``gone`` levels
+        (no caller has them any more) retire, with every part built on them. Views and parts of levels
+        still in use stay: the other callers of ``name`` keep their snapshots. Returns the groups' nodes."""
+        gone_ids: set[int] = set()
+        for levels in gone:
+            gone_ids.add(id(levels))
+            view = self._views.pop((name, id(levels)), None)
+            if view is not None:
+                self._retired[(name, id(levels))] = view
+        if gone_ids:
+            for part_key in [
+                part_key
+                for part_key in self._outbound
+                if name in part_key[0] and part_key[1][self._positions_of(part_key[0])[name]] in gone_ids
+            ]:
+                del self._outbound[part_key]
+        at = set(callers)
+        nodes: set[str] = set()
+        for group in self.groups_calling.get(name, ()):
+            if group[0] in at:
+                self._mark_stale(group, name)
+                nodes |= self.members.get(group, set())
+        return nodes
+
+    def _mark_stale(self, group: CallerGroup, name: ServiceName) -> None:
+        """The group's next part starts from its current one and rebuilds ``name``'s resources in it."""
+        part = self._outbound_by_caller.pop(group, None)
+        if part is not None:
+            self._stale[group] = (part, {name})
+        elif group in self._stale:
+            self._stale[group][1].add(name)
 
     def forget_workload(self, workload_id: str) -> None:
         """Its inbound resources are built again on its next snapshot."""
@@ -769,8 +801,10 @@ class SnapshotBuilder:
             return view.resource
         if view is None:
             before = self._predecessors.get((name, id(levels)))
-            retired = self._retired.get((name, id(before))) if before is not None else None
-            view = self._rebased(name, retired, levels) if retired is not None else None
+            last = None  # the caller's last view: retired, or still another caller's
+            if before is not None:
+                last = self._retired.get((name, id(before))) or self._views.get((name, id(before)))
+            view = self._rebased(name, last, levels) if last is not None else None
         if view is None or view.seen < start:
             view = self._new_view(name, levels)
         else:

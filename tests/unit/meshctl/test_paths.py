@@ -20,6 +20,8 @@ from meshctl.paths import (
     ROUND_ROBIN,
     PathRules,
     _distances,
+    _level_vector,
+    holding_rows,
     levels_of_rows,
     priority_levels,
 )
@@ -136,7 +138,65 @@ distance = st.one_of(st.sampled_from([0.0, 900.0, 1000.0, 1001.0, 5000.0, math.i
 def test_the_vectorised_levels_are_the_levels(rows: list[list[float]], rules: PathRules) -> None:
     switches = (SwitchId(2), SwitchId(5), SwitchId(7), SwitchId(9))
     expected = [priority_levels(dict(zip(switches, row, strict=True)), rules) for row in rows]
-    assert levels_of_rows(np.array(rows, dtype=np.float64), switches, rules) == expected
+    vectors: dict[int, tuple[tuple[tuple[SwitchId, ...], ...], np.ndarray]] = {}
+    made = levels_of_rows(np.array(rows, dtype=np.float64), switches, rules, vectors)
+    assert made == expected
+    column_of = {switch: column for column, switch in enumerate(switches)}
+    for levels in made:  # the level of each column, as the hold check reads it
+        assert vectors[id(levels)][0] is levels
+        assert vectors[id(levels)][1].tolist() == _level_vector(levels, column_of, len(switches)).tolist()
+
+
+def _some_levels(switches: tuple[SwitchId, ...], cuts: list[int], order: list[int]) -> tuple[tuple[SwitchId, ...], ...]:
+    """``switches`` in ``order`` (a permutation), cut before the positions in ``cuts``."""
+    ordered = [switches[k % len(switches)] for k in order]
+    ordered = list(dict.fromkeys(ordered)) + [s for s in switches if s not in ordered]
+    bounds = sorted({c % len(ordered) for c in cuts} - {0})
+    pieces = [ordered[a:b] for a, b in zip([0, *bounds], [*bounds, len(ordered)], strict=True)]
+    return tuple(tuple(sorted(piece)) for piece in pieces if piece)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(distance, min_size=4, max_size=4),
+            st.one_of(
+                st.none(),
+                st.tuples(st.lists(st.integers(0, 3), max_size=3), st.permutations(range(4))),
+                st.just("fresh"),
+                st.just("other"),
+            ),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.sampled_from([PathRules(), PathRules(margin_us=0, margin_ratio=0), PathRules(margin_us=math.inf)]),
+)
+def test_the_vectorised_hold_check_is_the_hold_check(rows: list[tuple[list[float], object]], rules: PathRules) -> None:
+    """``holding_rows`` says of every row what ``PathRules.still_holds`` says of it, whatever the kept
+    levels: none, arbitrary cuts of any order, the row's own fresh levels, or levels over other switches."""
+    switches = (SwitchId(2), SwitchId(5), SwitchId(7), SwitchId(9))
+    table = np.array([distances for distances, _ in rows], dtype=np.float64)
+    kept: list[tuple[tuple[SwitchId, ...], ...] | None] = []
+    for distances, how in rows:
+        if how is None:
+            kept.append(None)
+        elif how == "fresh":
+            kept.append(priority_levels(dict(zip(switches, distances, strict=True)), rules))
+        elif how == "other":
+            kept.append(((SwitchId(2), SwitchId(5)), (SwitchId(11),)))
+        else:
+            cuts, order = how  # type: ignore[misc]
+            kept.append(_some_levels(switches, cuts, list(order)))
+    expected = [
+        levels is not None and rules.still_holds(levels, dict(zip(switches, distances, strict=True)))
+        for levels, (distances, _) in zip(kept, rows, strict=True)
+    ]
+    assert holding_rows(table, switches, kept, rules).tolist() == expected
+    for levels, (distances, how) in zip(kept, rows, strict=True):
+        if how == "fresh":  # (what lets compute_paths check the hold before it cuts anew)
+            assert levels is not None and rules.still_holds(levels, dict(zip(switches, distances, strict=True)))
 
 
 def test_distances_are_from_the_caller_whichever_side_dijkstra_starts_from() -> None:
@@ -288,6 +348,23 @@ def test_the_publisher_rebuilds_on_a_reordering_topology_change_only() -> None:
     state = state.apply(ev.LinkWentDown(link(state, EA1, EB1)[0]))  # down: the same order as at 30 ms
     publisher.build_now()
     assert builds(metrics) == 2
+
+
+def test_a_reordering_latency_rebuilds_the_callers_behind_the_moved_switch_only() -> None:
+    """edge-b's order of web moves; web's other callers (u1 and u1b on edge-a, u3 in the cloud) keep
+    theirs, and with it their snapshots: not rebuilt, not even to equal content."""
+    from meshctl.mesh_builder import MeshBuilder
+
+    state = two_webs()
+    builder = MeshBuilder()
+    first = builder.update(state, MeshConfig(), None)
+    assert first is not None and first.complete
+    state = measured(state, EA1, EB1, 30)
+    update = builder.update(state, MeshConfig(), None)
+    assert update is not None and not update.complete
+    assert set(update.snapshots) == {"u2"}
+    assert priorities(update.snapshots["u2"], "web") == {CLOUD: 0, EDGE_A: 1}
+    assert builder.update(state, MeshConfig(), None) is None
 
 
 def test_a_retry_leaves_the_priority_it_tried() -> None:
