@@ -12,9 +12,11 @@ migration's control-plane time and one change's fan-out to every stream.
   their cables, so the controller discovers every link; a cable cut is a PORT_STATUS at both ends). The
   relay is immediate, so every link measures ~0 us; ``--cable-delays`` holds each probe for its cable's
   declared latency instead (the fake switches' own process then times 1,236 delays a second);
-- the streams: grpc.aio clients in one other process (``--client``), delta ADS, one connection and node
-  id per user host, behaving like a minimal Envoy (CDS and LDS wildcard, EDS ``svc/web``, RDS of its
-  outbound port, every response ACKed); each remembers when (wall clock) it first saw each endpoint.
+- the streams: grpc.aio clients in one other process (``--client``), delta ADS, one channel and node id
+  per user host (gRPC carries the channels over a few shared connections), behaving like a minimal Envoy
+  (CDS and LDS wildcard, EDS ``svc/web``, RDS of its outbound port, every response ACKed; a stream that
+  fails is opened again after Envoy's back-off, jittered); each remembers when (wall clock) it first saw
+  each endpoint.
 
 Measured, in this order, once everything is connected and placed:
 
@@ -47,6 +49,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import re
 import signal
 import statistics
@@ -74,6 +77,8 @@ WORKLOAD_MEMORY_MIB = 8
 READ_TIMEOUT_S = 30.0
 """How long a read of the controller's HTTP API may take: it answers late while a change keeps it busy."""
 RSS_GOAL_MB = 500
+RECONNECT_BASE_S, RECONNECT_MAX_S = 0.5, 30.0
+"""A failed stream's back-off before it is opened again, doubling: Envoy's own for its xDS stream."""
 ISTIOD = "istiod: ~1.5 GB for 2,000 sidecars"
 
 
@@ -216,6 +221,8 @@ class Streams:
         self.ready_event = asyncio.Event()
         self.first_seen: list[dict[str, float]] = [{} for _ in self.nodes]
         """Per stream, each endpoint ("ip:port") it holds now -> when (wall time) it last appeared."""
+        self.reconnects = 0
+        """Streams that failed (UNAVAILABLE, a connection that timed out) and were opened again."""
 
     def saw(self, index: int, packed: Any, at: float) -> None:
         from envoy.config.endpoint.v3 import endpoint_pb2
@@ -232,6 +239,22 @@ class Streams:
         self.first_seen[index] = {endpoint: seen.get(endpoint, at) for endpoint in now}
 
     async def run(self, index: int) -> None:
+        """One sidecar's ADS stream; as Envoy does, opened again after a back-off when it fails (a busy
+        controller can time out a connection being set up)."""
+        import grpc
+
+        got: set[str] = set()
+        backoff_s = RECONNECT_BASE_S
+        while True:
+            try:
+                await self._stream(index, got)
+                return
+            except grpc.aio.AioRpcError:
+                self.reconnects += 1
+            await asyncio.sleep(random.uniform(0, backoff_s))  # (full jitter: a thousand do not retry in step)
+            backoff_s = min(RECONNECT_MAX_S, 2 * backoff_s)
+
+    async def _stream(self, index: int, got: set[str]) -> None:
         import grpc
         from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
@@ -241,7 +264,7 @@ class Streams:
             while True:
                 yield await requests.get()
 
-        got: set[str] = set()
+        subscribed: set[str] = set()  # (on this stream: a new one subscribes again)
         async with grpc.aio.insecure_channel(self.address) as channel:
             stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
             first = discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER)
@@ -252,13 +275,15 @@ class Streams:
                 now = time.time()
                 kind = response.type_url
                 requests.put_nowait(discovery_pb2.DeltaDiscoveryRequest(type_url=kind, response_nonce=response.nonce))
-                if kind == CLUSTER and ENDPOINTS not in got:
+                if kind == CLUSTER and ENDPOINTS not in subscribed:
+                    subscribed.add(ENDPOINTS)
                     requests.put_nowait(
                         discovery_pb2.DeltaDiscoveryRequest(
                             type_url=ENDPOINTS, resource_names_subscribe=[f"svc/{ENTRY}"]
                         )
                     )
-                if kind == LISTENER and ROUTES not in got:
+                if kind == LISTENER and ROUTES not in subscribed:
+                    subscribed.add(ROUTES)
                     requests.put_nowait(
                         discovery_pb2.DeltaDiscoveryRequest(type_url=ROUTES, resource_names_subscribe=[self.route])
                     )
@@ -298,7 +323,8 @@ async def client_main(address: str, nodes_file: str, route: str) -> None:
         if words[0] == "seen":
             print(json.dumps(await streams.wait_seen(words[1], float(words[2]))), flush=True)
         elif words[0] == "failed":
-            print(json.dumps({"failed": sum(1 for task in tasks if task.done())}), flush=True)
+            failed = sum(1 for task in tasks if task.done())
+            print(json.dumps({"failed": failed, "reconnects": streams.reconnects}), flush=True)
     for task in tasks:
         task.cancel()
 
@@ -683,7 +709,12 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         out["migrations_ok"] = sum(1 for r in rounds if r["outcome"] == "ok")
         out["end_rss_mb"] = round(proc.kib("VmRSS") / 1024, 1)
         out["peak_rss_mb"] = round(proc.kib("VmHWM") / 1024, 1)
-        out["streams_failed"] = clients.ask("failed")["failed"]
+        failures = clients.ask("failed")
+        out["streams_failed"], out["streams_reconnects"] = failures["failed"], failures["reconnects"]
+        metrics_text = http_get(controller.http + "/metrics", timeout=READ_TIMEOUT_S)[1].decode()
+        build_s, builds = histogram_totals(metrics_text, "edgectl_xds_snapshot_build_seconds")
+        out["sidecar_builds"], out["sidecar_build_s"] = int(builds), round(build_s, 1)
+        out["sidecar_build_ms_mean"] = round(build_s / builds * 1000, 1) if builds else None
         controller.alive()
         return out
     finally:
@@ -727,6 +758,12 @@ def print_table(out: dict[str, Any]) -> None:
         ),
         ("one change's fan-out to every stream, p99 (p50 over migrations)", f"{out['fanout_p99_ms_p50']} ms", ""),
         ("migrations answered OK", f"{out['migrations_ok']} of {len(out['migrations'])}", ""),
+        (
+            f"sidecar snapshot builds over the run ({out['sidecar_builds']}, {out['sidecar_build_s']} s in all), mean",
+            f"{out['sidecar_build_ms_mean']} ms",
+            "",
+        ),
+        ("xDS streams opened again after failing (Envoy's back-off)", f"{out['streams_reconnects']}", ""),
     ]
     print(
         f"{out['switches']} switches ({out['links']} links), {out['streams']} xDS streams, {out['workloads']} "

@@ -86,3 +86,47 @@ def test_a_status_field_is_read_in_kib_and_a_missing_one_is_an_error() -> None:
     assert status_kib(text, "VmRSS") == 312345 and status_kib(text, "VmHWM") == 900000
     with pytest.raises(ValueError, match="VmSwap"):
         status_kib(text, "VmSwap")
+
+
+def test_a_stream_that_fails_is_opened_again_and_becomes_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's minimal Envoy, against a real grpc.aio ADS server whose first stream fails
+    UNAVAILABLE: it opens the stream again, subscribes again, and is counted ready once."""
+    import asyncio
+
+    import grpc
+    from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+    import benchmarks.scale as scale
+
+    monkeypatch.setattr(scale, "RECONNECT_BASE_S", 0.01)
+    calls: list[list[str]] = []
+
+    class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+        async def DeltaAggregatedResources(self, requests, context):  # type: ignore[no-untyped-def]
+            seen: list[str] = []
+            calls.append(seen)
+            if len(calls) == 1:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "busy")
+            async for request in requests:
+                seen.append(request.type_url.rsplit(".", 1)[-1] + ("+" if request.resource_names_subscribe else ""))
+                if not request.response_nonce:  # a subscription: answer it (an ACK needs nothing)
+                    yield discovery_pb2.DeltaDiscoveryResponse(type_url=request.type_url, nonce=str(len(seen)))
+
+    async def scenario() -> scale.Streams:
+        server = grpc.aio.server()
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(Ads(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            streams = scale.Streams(f"127.0.0.1:{port}", ["u1"], "out/8080")
+            task = asyncio.create_task(streams.run(0))
+            await asyncio.wait_for(streams.ready_event.wait(), 30)
+            task.cancel()
+            return streams
+        finally:
+            await server.stop(None)
+
+    streams = asyncio.run(scenario())
+    assert streams.reconnects == 1 and streams.ready == 1
+    assert len(calls) == 2
+    assert {"ClusterLoadAssignment+", "RouteConfiguration+"} <= set(calls[1])  # subscribed again
