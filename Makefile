@@ -23,7 +23,7 @@ unit: setup
 integration: setup
 	$(PY) -m pytest tests -q -m integration $(PYTEST_ARGS)
 
-BENCHMARKS := routes route_hysteresis failover packet_in placement_throughput placement_api placement_quality pki_issue xds_fanout mesh_paths xds_rebuild migration gitops service_paths dashboard bandwidth etcd_client codec ha_failover scale
+BENCHMARKS := routes route_hysteresis failover packet_in placement_throughput placement_api placement_quality pki_issue xds_fanout mesh_paths xds_rebuild latency_rebuild migration gitops service_paths dashboard bandwidth etcd_client codec ha_failover scale
 
 bench: setup
 	$(VENV)/bin/pip install -q -e '.[dev,bench]'
