@@ -58,7 +58,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,8 @@ class Streams:
         """Per stream, each endpoint ("ip:port") it holds now -> when (wall time) it last appeared."""
         self.reconnects = 0
         """Streams that failed (UNAVAILABLE, a connection that timed out) and were opened again."""
+        self.failures: Counter[str] = Counter()
+        """Why they failed: status code and details, with how many times each."""
 
     def saw(self, index: int, packed: Any, at: float) -> None:
         from envoy.config.endpoint.v3 import endpoint_pb2
@@ -249,44 +252,35 @@ class Streams:
             try:
                 await self._stream(index, got)
                 return
-            except grpc.aio.AioRpcError:
+            except grpc.aio.AioRpcError as failure:
                 self.reconnects += 1
+                self.failures[f"{failure.code().name}: {failure.details()}"[:120]] += 1
             await asyncio.sleep(random.uniform(0, backoff_s))  # (full jitter: a thousand do not retry in step)
             backoff_s = min(RECONNECT_MAX_S, 2 * backoff_s)
 
     async def _stream(self, index: int, got: set[str]) -> None:
+        # Requests are written on the call (no request iterator: a failed call leaves no generator behind).
         import grpc
         from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-        requests: asyncio.Queue[Any] = asyncio.Queue()
-
-        async def outgoing() -> AsyncIterator[Any]:
-            while True:
-                yield await requests.get()
-
+        request = discovery_pb2.DeltaDiscoveryRequest
         subscribed: set[str] = set()  # (on this stream: a new one subscribes again)
         async with grpc.aio.insecure_channel(self.address) as channel:
-            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-            first = discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER)
+            call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources()
+            first = request(type_url=CLUSTER)
             first.node.id = self.nodes[index]
-            requests.put_nowait(first)
-            requests.put_nowait(discovery_pb2.DeltaDiscoveryRequest(type_url=LISTENER))
-            async for response in stub.DeltaAggregatedResources(outgoing()):
+            await call.write(first)
+            await call.write(request(type_url=LISTENER))
+            async for response in call:
                 now = time.time()
                 kind = response.type_url
-                requests.put_nowait(discovery_pb2.DeltaDiscoveryRequest(type_url=kind, response_nonce=response.nonce))
+                await call.write(request(type_url=kind, response_nonce=response.nonce))
                 if kind == CLUSTER and ENDPOINTS not in subscribed:
                     subscribed.add(ENDPOINTS)
-                    requests.put_nowait(
-                        discovery_pb2.DeltaDiscoveryRequest(
-                            type_url=ENDPOINTS, resource_names_subscribe=[f"svc/{ENTRY}"]
-                        )
-                    )
+                    await call.write(request(type_url=ENDPOINTS, resource_names_subscribe=[f"svc/{ENTRY}"]))
                 if kind == LISTENER and ROUTES not in subscribed:
                     subscribed.add(ROUTES)
-                    requests.put_nowait(
-                        discovery_pb2.DeltaDiscoveryRequest(type_url=ROUTES, resource_names_subscribe=[self.route])
-                    )
+                    await call.write(request(type_url=ROUTES, resource_names_subscribe=[self.route]))
                 if kind == ENDPOINTS:
                     for named in response.resources:
                         self.saw(index, named.resource, now)
@@ -324,7 +318,8 @@ async def client_main(address: str, nodes_file: str, route: str) -> None:
             print(json.dumps(await streams.wait_seen(words[1], float(words[2]))), flush=True)
         elif words[0] == "failed":
             failed = sum(1 for task in tasks if task.done())
-            print(json.dumps({"failed": failed, "reconnects": streams.reconnects}), flush=True)
+            answer = {"failed": failed, "reconnects": streams.reconnects, "why": dict(streams.failures.most_common(5))}
+            print(json.dumps(answer), flush=True)
     for task in tasks:
         task.cancel()
 
@@ -711,6 +706,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         out["peak_rss_mb"] = round(proc.kib("VmHWM") / 1024, 1)
         failures = clients.ask("failed")
         out["streams_failed"], out["streams_reconnects"] = failures["failed"], failures["reconnects"]
+        out["streams_reconnect_reasons"] = failures["why"]
         metrics_text = http_get(controller.http + "/metrics", timeout=READ_TIMEOUT_S)[1].decode()
         build_s, builds = histogram_totals(metrics_text, "edgectl_xds_snapshot_build_seconds")
         out["sidecar_builds"], out["sidecar_build_s"] = int(builds), round(build_s, 1)
