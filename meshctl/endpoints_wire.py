@@ -31,38 +31,38 @@ EncodedGroup = tuple[bytes, bytes]
 
 
 class LoadAssignmentEncoder:
-    """Remembers each endpoint's and each locality group's bytes (at most ``max_entries`` of each; then
-    it starts over, so instances long gone do not stay)."""
+    """Remembers each endpoint's bytes (at most ``max_entries``; then it starts over, so instances long gone
+    do not stay) and each locality group's bytes but its priority (at most ``max_body_bytes`` of them, kept
+    across updates: when a caller's levels split or merge, every group after that level changes priority,
+    not content)."""
 
-    def __init__(self, max_entries: int = 100_000) -> None:
+    def __init__(self, max_entries: int = 100_000, max_body_bytes: int = 16 << 20) -> None:
         self._max_entries = max_entries
+        self._max_body_bytes = max_body_bytes
         self._endpoints: dict[Endpoint, bytes] = {}
-        self._groups: dict[LocalityEndpoints, EncodedGroup] = {}
-
-    def forget_groups(self) -> None:
-        """Drop the groups encoded so far (the endpoints stay: they are few and change rarely)."""
-        self._groups.clear()
+        self._bodies: dict[tuple[str, str, str, tuple[Endpoint, ...]], bytes] = {}
+        self._body_bytes = 0
 
     def group_field(self, group: LocalityEndpoints) -> EncodedGroup:
         """One locality group as the ``endpoints`` field of a ``ClusterLoadAssignment`` (tag and length
         included; ``join_groups`` of such fields, in order, is the whole message), with its hash
         (``assignment_digest`` of the hashes is the message's)."""
-        known = self._groups.get(group)
-        if known is not None:
-            return known
-        locality = text(_REGION, group.region) + text(_ZONE, group.zone) + text(_SUB_ZONE, group.sub_zone)
-        data = (
-            message_field(_GROUP_LOCALITY, locality)
-            + b"".join([self._endpoint_field(e) for e in group.endpoints])
-            + message_field(_GROUP_WEIGHT, uint_field(_WRAPPED, sum(weight for _, _, weight in group.endpoints)))
-            + uint_field(_GROUP_PRIORITY, group.priority)
-        )
-        field = message_field(_ASSIGNMENT_ENDPOINTS, data)
-        encoded = (field, hashlib.sha256(field).digest()[:12])
-        if len(self._groups) >= self._max_entries:
-            self._groups.clear()
-        self._groups[group] = encoded
-        return encoded
+        key = (group.region, group.zone, group.sub_zone, group.endpoints)
+        body = self._bodies.get(key)
+        if body is None:
+            locality = text(_REGION, group.region) + text(_ZONE, group.zone) + text(_SUB_ZONE, group.sub_zone)
+            body = (
+                message_field(_GROUP_LOCALITY, locality)
+                + b"".join([self._endpoint_field(e) for e in group.endpoints])
+                + message_field(_GROUP_WEIGHT, uint_field(_WRAPPED, sum(weight for _, _, weight in group.endpoints)))
+            )
+            if self._body_bytes + len(body) > self._max_body_bytes:  # (a locality grown endpoint by endpoint)
+                self._bodies.clear()
+                self._body_bytes = 0
+            self._bodies[key] = body
+            self._body_bytes += len(body)
+        field = message_field(_ASSIGNMENT_ENDPOINTS, body + uint_field(_GROUP_PRIORITY, group.priority))
+        return field, hashlib.sha256(field).digest()[:12]
 
     def _endpoint_field(self, endpoint: Endpoint) -> bytes:
         """One endpoint as a locality group's ``lb_endpoints`` field (tag and length included)."""

@@ -826,7 +826,6 @@ class SnapshotBuilder:
         self._retired.clear()
         self._predecessors.clear()
         self._group_memo.clear()
-        self.encoder.forget_groups()
 
     def _new_view(self, name: ServiceName, levels: Levels) -> _EndpointsView:
         priority_of = {switch: priority for priority, level in enumerate(levels) for switch in level}

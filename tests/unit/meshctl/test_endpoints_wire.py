@@ -39,7 +39,7 @@ def random_localities(rng: random.Random) -> list[ec.LocalityEndpoints]:
 @pytest.mark.parametrize("seed", range(5))
 def test_assembled_bytes_equal_protobufs_serialization(seed: int) -> None:
     rng = random.Random(seed)
-    encoder = LoadAssignmentEncoder(max_entries=7)  # small: the cache also starts over on the way
+    encoder = LoadAssignmentEncoder(max_entries=7, max_body_bytes=600)  # small: both caches start over on the way
     for _ in range(100):
         groups = random_localities(rng)
         name = rng.choice(["", "svc/a"])
@@ -63,3 +63,17 @@ def test_wire_primitives() -> None:
     assert field(1, b"") == b"" and message_field(1, b"") == b"\x0a\x00"
     assert text(2, "ab") == b"\x12\x02ab" and element(2, "") == b"\x12\x00"
     assert uint_field(3, 0) == b"" and uint_field(3, 5) == b"\x18\x05" and set_uint_field(3, 0) == b"\x18\x00"
+
+
+def test_a_group_at_another_priority_reuses_its_bytes_but_its_priority() -> None:
+    encoder = LoadAssignmentEncoder()
+    endpoints = (("10.0.0.1", 80, 1), ("10.0.0.2", 80, 1))
+    for priority in (0, 3, 0, 1):
+        group = ec.LocalityEndpoints("r", "z", "s", endpoints, priority)
+        assert join_groups("svc/a", [encoder.group_field(group)[0]]) == ec.load_assignment(
+            "svc/a", [group]
+        ).SerializeToString(deterministic=True)
+    assert (
+        encoder.group_field(ec.LocalityEndpoints("r", "z", "s", endpoints, 0))[1]
+        != encoder.group_field(ec.LocalityEndpoints("r", "z", "s", endpoints, 1))[1]
+    )  # the hash covers the priority
