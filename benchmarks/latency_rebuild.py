@@ -31,7 +31,6 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,23 +38,18 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.place_api_path import placed_as_scheduled  # noqa: E402
 from benchmarks.scale import scale_fabric  # noqa: E402
-from benchmarks.xds_rebuild import content, percentiles, replaced, snapshots_of  # noqa: E402
+from benchmarks.xds_rebuild import differing_from_full_rebuild, percentiles, replaced, snapshots_of  # noqa: E402
 from meshctl.cache import SnapshotCache  # noqa: E402
 from meshctl.metrics import XdsMetrics  # noqa: E402
-from meshctl.paths import ServicePaths  # noqa: E402
 from meshctl.publisher import SnapshotPublisher  # noqa: E402
 from meshctl.snapshot import MeshConfig, build_snapshots, service_paths  # noqa: E402
 from netmodel import events as ev  # noqa: E402
 from netmodel.fabric import build_state  # noqa: E402
 from netmodel.fabric_file import parse_fabric  # noqa: E402
-from netmodel.ids import WorkloadId  # noqa: E402
 from netmodel.state import FabricState  # noqa: E402
-from netmodel.types import Workload, frozen_map  # noqa: E402
-from placement.naming import DEFAULT_TRUST_DOMAIN, workload_spiffe_id  # noqa: E402
-from placement.scheduler import DEFAULT_PROFILE, schedule_on  # noqa: E402
-from placement.snapshot import ClusterSnapshot  # noqa: E402
-from placement.types import Decision, PlacementRequest  # noqa: E402
+from placement.types import PlacementRequest  # noqa: E402
 
 JITTERS = (0.1, 0.5)
 
@@ -63,17 +57,12 @@ JITTERS = (0.1, 0.5)
 def placed_scale_model(switches: int, hosts: int, workloads: int) -> FabricState:
     """The scale benchmark's fabric with every declared replica placed as the scheduler decides."""
     state = build_state(parse_fabric(json.dumps(scale_fabric(switches, hosts, workloads)), "scale.json"))
-    snapshot = ClusterSnapshot(state)
-    placed = dict(state.workloads)
-    for name, service in sorted(state.services.items()):
-        for k in range(service.replicas):
-            request = PlacementRequest(name, service.resources)
-            outcome = schedule_on(snapshot, request, DEFAULT_PROFILE)
-            if isinstance(outcome, Decision):
-                wid = WorkloadId(f"{name}-{k + 1}")
-                spiffe = workload_spiffe_id(DEFAULT_TRUST_DOMAIN, name, wid)
-                placed[wid] = Workload(wid, name, spiffe, request.resources, outcome.assignments[0].node)
-    return replace(state, workloads=frozen_map(placed))
+    requests = [
+        PlacementRequest(name, service.resources)
+        for name, service in sorted(state.services.items())
+        for _ in range(service.replicas)
+    ]
+    return placed_as_scheduled(state, requests)
 
 
 def latency_batch(state: FabricState, rng: random.Random, links: int, jitter: float) -> ev.LinkLatencyMeasured:
@@ -133,7 +122,9 @@ def measure_publisher(state: FabricState, batches: int, links: int, seed: int) -
                 "changed_nodes_p50": statistics.median(changed),
                 "changed_nodes_max": max(changed),
             }
-        figures["nodes_differing_from_full_rebuild"] = differing_from_full_build(cache, current["state"], expected)
+        figures["nodes_differing_from_full_rebuild"] = differing_from_full_rebuild(
+            cache, current["state"], MeshConfig(), expected
+        )
     finally:
         gc.unfreeze()
     return figures
@@ -175,17 +166,6 @@ def print_table(figures: dict[str, Any]) -> None:
             f"{row['changed_nodes_p50']:g} max {row['changed_nodes_max']}"
         )
     print(f"  nodes differing from a full rebuild after the batches: {figures['nodes_differing_from_full_rebuild']}")
-
-
-def differing_from_full_build(cache: SnapshotCache, state: FabricState, paths: ServicePaths) -> int:
-    """Nodes whose served resources (names and content hashes) differ from a full build with ``paths``."""
-    full = build_snapshots(state, MeshConfig(), None, paths)
-    served = snapshots_of(cache)
-    return sum(
-        1
-        for node in set(full) | set(served)
-        if (mine := served.get(node)) is None or (theirs := full.get(node)) is None or content(mine) != content(theirs)
-    )
 
 
 def main() -> int:

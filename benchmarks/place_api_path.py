@@ -91,7 +91,12 @@ def spec_of(state: FabricState) -> FabricSpec:
 def with_placed_declared(generated: FabricState, requests: list[PlacementRequest]) -> FabricState:
     """The generated fabric as declared (``spec_of``) with ``requests`` placed as the scheduler decides
     them (refusals left out)."""
-    state = build_state(spec_of(generated))
+    return placed_as_scheduled(build_state(spec_of(generated)), requests)
+
+
+def placed_as_scheduled(state: FabricState, requests: list[PlacementRequest]) -> FabricState:
+    """``state`` with ``requests`` placed one at a time as the scheduler decides them, on one cluster
+    snapshot (refusals left out); the k-th request's workload is ``<service>-<k>``."""
     snapshot = ClusterSnapshot(state)
     workloads = dict(state.workloads)
     for k, request in enumerate(requests, start=1):

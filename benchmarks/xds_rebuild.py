@@ -52,6 +52,7 @@ if str(REPO) not in sys.path:
 from benchmarks.place_api_path import with_placed_declared  # noqa: E402
 from meshctl.cache import SnapshotCache  # noqa: E402
 from meshctl.metrics import XdsMetrics  # noqa: E402
+from meshctl.paths import ServicePaths  # noqa: E402
 from meshctl.publisher import SnapshotPublisher  # noqa: E402
 from meshctl.snapshot import MeshConfig, MeshSnapshot, TlsIdentity, build_snapshots  # noqa: E402
 from netmodel import events as ev  # noqa: E402
@@ -145,8 +146,12 @@ def content(snapshot: MeshSnapshot) -> dict[str, dict[str, str]]:
     }
 
 
-def differing_from_full_rebuild(cache: SnapshotCache, state: FabricState, config: MeshConfig) -> int:
-    full = build_snapshots(state, config)
+def differing_from_full_rebuild(
+    cache: SnapshotCache, state: FabricState, config: MeshConfig, paths: ServicePaths | None = None
+) -> int:
+    """Nodes whose served resources (names and content hashes) differ from a full build (with ``paths``:
+    with those levels)."""
+    full = build_snapshots(state, config, None, paths)
     served = snapshots_of(cache)
     nodes = set(full) | set(served)
     differing = 0

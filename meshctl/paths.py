@@ -61,7 +61,8 @@ class PathRules:
         """Whether ``levels`` (a caller's previous ones, over the same instance switches) still fit these
         distances within the hysteresis band: each level's members within (1 + h) margins of its nearest,
         each next level starting beyond (1 - h) margins of it and no nearer than anything before it, and
-        the unreachable (last, on their own) still the unreachable."""
+        the unreachable (last, on their own) still the unreachable. The rule for one caller: ``compute_paths``
+        applies it to all callers of a service at once (``holding_rows``, held to this one by the tests)."""
         if {s for level in levels for s in level} != set(distance_us):
             return False
         unreachable = {s for s, d in distance_us.items() if not math.isfinite(d)}
