@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mininet_topos.controller_process import (
@@ -29,6 +29,7 @@ __all__ = [
     "bridge_connected",
     "declaring_replicas",
     "edgectl_run",
+    "explained_on_failure",
     "flow_durations",
     "free_port",
     "http_get",
@@ -40,6 +41,27 @@ __all__ = [
     "port_tx_packets",
     "wait_until",
 ]
+
+
+@contextlib.contextmanager
+def explained_on_failure(
+    controller: Callable[[], ControllerProcess], bridges: tuple[str, ...], log_lines: int = 150
+) -> Iterator[None]:
+    """On a failure inside, print the end of the log of the controller running then (``controller()``:
+    a test may restart it) and each bridge's groups and flows (pytest shows a failed test's output),
+    then let the failure go on: a fault seen once under load says what the controller saw and did."""
+    try:
+        yield
+    except BaseException:
+        print(f"--- controller log (last {log_lines} lines)")
+        print("\n".join(controller().log().splitlines()[-log_lines:]))
+        for bridge in bridges:
+            for what in ("dump-groups", "dump-flows"):
+                try:
+                    print(f"--- {what} {bridge}\n{ofctl(what, bridge)}")
+                except subprocess.CalledProcessError as exc:
+                    print(f"--- {what} {bridge} failed: {exc.stderr}")
+        raise
 
 
 def declaring_replicas(fabric: Path, directory: Path, replicas: int = 0) -> Path:

@@ -17,6 +17,7 @@ from sdnctl.latency import WINDOW
 from tests.integration.harness import (
     REPO,
     edgectl_run,
+    explained_on_failure,
     flow_durations,
     free_port,
     mininet_testbed,
@@ -32,7 +33,13 @@ pytestmark = pytest.mark.integration
 DIAMOND = REPO / "tests" / "data" / "fabrics" / "diamond.yaml"
 # Ports from the fabric file's assignment (edgectl topo show tests/data/fabrics/diamond.yaml):
 S1_TO_S2, S1_TO_S3 = 1, 2
+SWITCHES = ("s1", "s2", "s3", "s4")
 WINDOW_S = WINDOW * PROBE_INTERVAL_S  # the latency estimator's window, in seconds
+
+
+def explained(fabric):
+    """Prints the running controller's log and the switches' tables if what it wraps fails."""
+    return explained_on_failure(lambda: fabric["controller"], SWITCHES)
 
 
 def links_by_name(controller) -> dict[tuple[str, str], dict]:
@@ -116,96 +123,101 @@ def test_measured_latency_within_30_percent_of_configured(fabric) -> None:
 
 
 def test_controller_restart_loses_no_ping_and_flushes_nothing(fabric) -> None:
-    controller, h1 = fabric["controller"], fabric["h1"]
-    openflow_port, http_port = fabric["ports"]
-    durations_before = flow_durations("s2")
-    assert durations_before, "no edgectl flows on s2"
-    stream = h1.popen("ping -i 0.02 -c 400 -W 1 10.0.0.2")  # 8 s of pings across the restart
-    time.sleep(1)
-    assert controller.stop() == 0
-    restarted = fabric["stack"].enter_context(edgectl_run(DIAMOND, openflow_port=openflow_port, http_port=http_port))
-    fabric["controller"] = restarted
-    wait_until(
-        lambda: all(s["connected"] for s in restarted.get_json("/api/v1/topology")["switches"]),
-        30,
-        what="switches reconnected",
-    )
-    out, _ = stream.communicate(timeout=30)
-    sent, received = ping_summary(out.decode())
-    assert sent == 400 and received == sent, f"lost {sent - received} of {sent} pings across the restart"
-    wait_until(lambda: restarted.route("h1", "h2"), 30, what="routes after restart")
-    durations_after = flow_durations("s2")
-    for flow, before in durations_before.items():
-        assert flow in durations_after, f"{flow} vanished"
-        assert durations_after[flow] > before, f"{flow} was re-added (duration reset)"
+    with explained(fabric):
+        controller, h1 = fabric["controller"], fabric["h1"]
+        openflow_port, http_port = fabric["ports"]
+        durations_before = flow_durations("s2")
+        assert durations_before, "no edgectl flows on s2"
+        stream = h1.popen("ping -i 0.02 -c 400 -W 1 10.0.0.2")  # 8 s of pings across the restart
+        time.sleep(1)
+        assert controller.stop() == 0
+        restarted = fabric["stack"].enter_context(
+            edgectl_run(DIAMOND, openflow_port=openflow_port, http_port=http_port)
+        )
+        fabric["controller"] = restarted
+        wait_until(
+            lambda: all(s["connected"] for s in restarted.get_json("/api/v1/topology")["switches"]),
+            30,
+            what="switches reconnected",
+        )
+        out, _ = stream.communicate(timeout=30)
+        sent, received = ping_summary(out.decode())
+        assert sent == 400 and received == sent, f"lost {sent - received} of {sent} pings across the restart"
+        wait_until(lambda: restarted.route("h1", "h2"), 30, what="routes after restart")
+        durations_after = flow_durations("s2")
+        for flow, before in durations_before.items():
+            assert flow in durations_after, f"{flow} vanished"
+            assert durations_after[flow] > before, f"{flow} was re-added (duration reset)"
 
 
 def test_a_switch_reconnecting_late_after_a_restart_loses_no_route_or_backup(fabric) -> None:
     """OVS retries a lost controller with a backoff of up to 8 s, so switches come back seconds apart.
     Here s3 comes back last: until it does, s1 and s4 keep the fast-failover groups whose backup buckets
     lead through it, and once it is back the restarted controller has changed nothing."""
-    controller = fabric["controller"]
-    openflow_port, http_port = fabric["ports"]
-    groups_before = {name: ofctl("dump-groups", name) for name in ("s1", "s4")}
-    assert all("type=ff" in text for text in groups_before.values()), groups_before
-    durations_before = {name: flow_durations(name) for name in ("s1", "s2", "s4")}
-    assert controller.stop() == 0
-    ovs("set-controller", "s3", f"tcp:127.0.0.1:{free_port()}")  # nobody listens there: s3 stays away
-    try:
-        restarted = fabric["stack"].enter_context(
-            edgectl_run(DIAMOND, openflow_port=openflow_port, http_port=http_port)
-        )
-        fabric["controller"] = restarted
+    with explained(fabric):
+        controller = fabric["controller"]
+        openflow_port, http_port = fabric["ports"]
+        groups_before = {name: ofctl("dump-groups", name) for name in ("s1", "s4")}
+        assert all("type=ff" in text for text in groups_before.values()), groups_before
+        durations_before = {name: flow_durations(name) for name in ("s1", "s2", "s4")}
+        assert controller.stop() == 0
+        ovs("set-controller", "s3", f"tcp:127.0.0.1:{free_port()}")  # nobody listens there: s3 stays away
+        try:
+            restarted = fabric["stack"].enter_context(
+                edgectl_run(DIAMOND, openflow_port=openflow_port, http_port=http_port)
+            )
+            fabric["controller"] = restarted
 
-        def connected() -> set[str]:
-            return {s["id"] for s in restarted.get_json("/api/v1/topology")["switches"] if s["connected"]}
+            def connected() -> set[str]:
+                return {s["id"] for s in restarted.get_json("/api/v1/topology")["switches"] if s["connected"]}
 
-        wait_until(lambda: connected() == {"s1", "s2", "s4"}, 30, what="s1, s2, s4 reconnected")
+            wait_until(lambda: connected() == {"s1", "s2", "s4"}, 30, what="s1, s2, s4 reconnected")
+            wait_until(
+                lambda: (
+                    {(x["src"], x["dst"]) for x in links_by_name(restarted).values() if x["discovered"]}
+                    >= {("s1", "s2"), ("s2", "s1"), ("s2", "s4"), ("s4", "s2")}
+                ),
+                30,
+                what="the links among them discovered",
+            )
+            time.sleep(3)  # well past the quiet second after which a fresh fabric is programmed
+            assert {name: ofctl("dump-groups", name) for name in ("s1", "s4")} == groups_before
+        finally:
+            ovs("set-controller", "s3", f"tcp:127.0.0.1:{openflow_port}")
+        wait_until(lambda: len(connected()) == 4, 30, what="s3 reconnected")
         wait_until(
-            lambda: (
-                {(x["src"], x["dst"]) for x in links_by_name(restarted).values() if x["discovered"]}
-                >= {("s1", "s2"), ("s2", "s1"), ("s2", "s4"), ("s4", "s2")}
-            ),
+            lambda: all(s["applied_generation"] >= 0 for s in restarted.get_json("/api/v1/routes")["switches"]),
             30,
-            what="the links among them discovered",
+            what="every switch programmed by the restarted controller",
         )
-        time.sleep(3)  # well past the quiet second after which a fresh fabric is programmed
-        assert {name: ofctl("dump-groups", name) for name in ("s1", "s4")} == groups_before
-    finally:
-        ovs("set-controller", "s3", f"tcp:127.0.0.1:{openflow_port}")
-    wait_until(lambda: len(connected()) == 4, 30, what="s3 reconnected")
-    wait_until(
-        lambda: all(s["applied_generation"] >= 0 for s in restarted.get_json("/api/v1/routes")["switches"]),
-        30,
-        what="every switch programmed by the restarted controller",
-    )
-    withdrawn = [
-        (c["switch"], m)
-        for c in restarted.get_json("/api/v1/routes/changes")
-        if c["reason"] == "plan"
-        for m in c["mods"]
-        if m["phase"] == "break"
-    ]
-    assert not withdrawn, withdrawn
-    for name, before in durations_before.items():
-        after = flow_durations(name)
-        for flow, duration in before.items():
-            assert flow in after, f"{name}: {flow} vanished"
-            assert after[flow] >= duration, f"{name}: {flow} was re-added (duration reset)"
+        withdrawn = [
+            (c["switch"], m)
+            for c in restarted.get_json("/api/v1/routes/changes")
+            if c["reason"] == "plan"
+            for m in c["mods"]
+            if m["phase"] == "break"
+        ]
+        assert not withdrawn, withdrawn
+        for name, before in durations_before.items():
+            after = flow_durations(name)
+            for flow, duration in before.items():
+                assert flow in after, f"{name}: {flow} vanished"
+                assert after[flow] >= duration, f"{name}: {flow} was re-added (duration reset)"
 
 
 def test_failover_keeps_the_stream_flowing(fabric) -> None:
-    controller, net, h1 = fabric["controller"], fabric["net"], fabric["h1"]
-    wait_until(lambda: controller.route("h1", "h2")["path"] == ["s1", "s2", "s4"], 20, what="on the 2 ms path")
-    stream = h1.popen("ping -i 0.02 -c 250 -W 1 10.0.0.2")  # 5 s
-    time.sleep(1.5)
-    net.configLinkStatus("s1", "s2", "down")
-    try:
-        out, _ = stream.communicate(timeout=30)
-        sent, received = ping_summary(out.decode())
-        print(f"failover: {sent - received} of {sent} pings lost at 20 ms intervals")
-        assert sent == 250 and sent - received <= 5, f"lost {sent - received} pings"
-        wait_until(lambda: controller.route("h1", "h2")["path"] == ["s1", "s3", "s4"], 10, what="reroute via s3")
-    finally:
-        net.configLinkStatus("s1", "s2", "up")
-    wait_until(lambda: controller.route("h1", "h2")["path"] == ["s1", "s2", "s4"], 20, what="back on the 2 ms path")
+    with explained(fabric):
+        controller, net, h1 = fabric["controller"], fabric["net"], fabric["h1"]
+        wait_until(lambda: controller.route("h1", "h2")["path"] == ["s1", "s2", "s4"], 20, what="on the 2 ms path")
+        stream = h1.popen("ping -i 0.02 -c 250 -W 1 10.0.0.2")  # 5 s
+        time.sleep(1.5)
+        net.configLinkStatus("s1", "s2", "down")
+        try:
+            out, _ = stream.communicate(timeout=30)
+            sent, received = ping_summary(out.decode())
+            print(f"failover: {sent - received} of {sent} pings lost at 20 ms intervals")
+            assert sent == 250 and sent - received <= 5, f"lost {sent - received} pings"
+            wait_until(lambda: controller.route("h1", "h2")["path"] == ["s1", "s3", "s4"], 10, what="reroute via s3")
+        finally:
+            net.configLinkStatus("s1", "s2", "up")
+        wait_until(lambda: controller.route("h1", "h2")["path"] == ["s1", "s2", "s4"], 20, what="back on the 2 ms path")
