@@ -91,9 +91,12 @@ def expiry(state: FabricState, now: float) -> tuple[ev.Event, ...]:
 
 
 def _is_fabric_port(state: FabricState, dpid: SwitchId, port: PortNo) -> bool:
-    return any(
-        attrs.discovered for link in state.topology.links_on_port(dpid, port) if (attrs := state.topology.links[link])
-    )
+    """A port a link leaves from: discovered, or declared in the fabric file though not seen yet. Every
+    switch an ARP crosses sends the controller a copy; right after a restart no link is discovered, and a
+    copy that crossed a declared link was taken for its sender's own port: a declared host learned there
+    got its routes pointed back along the path it came by (a loop, pings lost until its next ARP)."""
+    links = state.topology.links
+    return any(links[link].discovered or links[link].declared for link in state.topology.links_on_port(dpid, port))
 
 
 def _declared_mac(state: FabricState, ip: str) -> str:

@@ -205,6 +205,54 @@ def test_a_switch_reconnecting_late_after_a_restart_loses_no_route_or_backup(fab
                 assert after[flow] >= duration, f"{name}: {flow} was re-added (duration reset)"
 
 
+def hosts_where(controller) -> dict[str, tuple[str, int]]:
+    return {h["id"]: (h["switch"], h["port"]) for h in controller.get_json("/api/v1/topology")["hosts"]}
+
+
+def test_arp_copied_from_a_link_not_seen_again_yet_moves_no_host(fabric) -> None:
+    """Every switch an ARP crosses sends the controller a copy. After a restart the switches come back
+    seconds apart, and until a link's far end is back the link is not seen: a copy from its port was
+    taken for its sender's own port, which put h2 at s1's port towards s2 (routes to h2 then looped,
+    until h2's next ARP). Here s2 and s4 stay away while h2 asks for h1's address."""
+    with explained(fabric):
+        controller, h1, h2 = fabric["controller"], fabric["h1"], fabric["h2"]
+        openflow_port, http_port = fabric["ports"]
+        where = hosts_where(controller)
+        assert where["h2"][0] == "s4" and where["h1"][0] == "s1", where
+        assert controller.stop() == 0
+        away = free_port()  # nobody listens there
+        for name in ("s2", "s4"):
+            ovs("set-controller", name, f"tcp:127.0.0.1:{away}")
+        try:
+            restarted = fabric["stack"].enter_context(
+                edgectl_run(DIAMOND, openflow_port=openflow_port, http_port=http_port)
+            )
+            fabric["controller"] = restarted
+            wait_until(
+                lambda: (
+                    {s["id"] for s in restarted.get_json("/api/v1/topology")["switches"] if s["connected"]}
+                    == {"s1", "s3"}
+                ),
+                30,
+                what="s1 and s3 reconnected",
+            )
+            # Its ARP crosses s4, s2 and s1 by the routes they carry; s1 copies it from its port towards s2.
+            h2.cmd("ip neigh flush dev h2-eth0")
+            assert ping_summary(h2.cmd("ping -c 3 -i 0.2 -W 1 10.0.0.1"))[1] == 3
+            time.sleep(0.5)
+            assert hosts_where(restarted) == where
+        finally:
+            for name in ("s2", "s4"):
+                ovs("set-controller", name, f"tcp:127.0.0.1:{openflow_port}")
+        wait_until(
+            lambda: all(x["discovered"] for x in links_by_name(restarted).values()), 30, what="links rediscovered"
+        )
+        assert hosts_where(restarted) == where
+        wait_until(lambda: restarted.route("h1", "h2")["path"] == ["s1", "s2", "s4"], 20, what="on the 2 ms path")
+        sent, received = ping_summary(h1.cmd("ping -c 20 -i 0.05 -W 1 -q 10.0.0.2"))
+        assert sent == received == 20
+
+
 def test_failover_keeps_the_stream_flowing(fabric) -> None:
     with explained(fabric):
         controller, net, h1 = fabric["controller"], fabric["net"], fabric["h1"]

@@ -81,6 +81,21 @@ def test_arp_at_a_fabric_port_is_neither_learned_nor_answered() -> None:
     assert outcome.events == () and outcome.packets == ()
 
 
+def test_a_copy_from_a_declared_link_not_discovered_yet_teaches_nothing() -> None:
+    """A restarted controller: the switches are back, their declared link not seen yet. The copy of hb's
+    ARP that switch a sends after it crossed the link is not hb's own port (hb would be routed back
+    along the link: a loop until its next ARP)."""
+    restarted = fabric(FABRIC)
+    for dpid in (A, B):
+        restarted = restarted.apply(ev.SwitchConnected(dpid, (), 0.0))
+    assert not any(attrs.discovered for attrs in restarted.topology.links.values())
+    arp, data = request("10.0.0.1", "02:00:00:00:00:02", "10.0.0.2")
+    outcome = HostLearning().on_arp(restarted, A, PortNo(1), arp, data, False, 100.0)
+    assert outcome.events == () and outcome.packets == ()
+    at_its_own_port = HostLearning().on_arp(restarted, B, HB_PORT, arp, data, False, 100.0)
+    assert at_its_own_port.events == (ev.HostLearned("02:00:00:00:00:02", "10.0.0.2", Attachment(B, HB_PORT), 100.0),)
+
+
 def test_a_copy_of_a_routed_arp_is_learned_from_and_not_answered() -> None:
     arp, data = request("10.0.0.1")
     outcome = HostLearning().on_arp(state(), A, EDGE, arp, data, False, 100.0)
