@@ -179,6 +179,10 @@ def main() -> int:
     args = parser.parse_args()
     if min(args.batches, args.links, args.rounds) < 1:
         parser.error("--batches, --links and --rounds must be at least 1")
+    try:
+        scale_fabric(args.switches, args.hosts, args.workloads)  # its limits, said as a usage error
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.getLogger("edgectl.mesh").setLevel(logging.ERROR)  # (no mTLS: the RBAC warning is not measured)
     figures = run(args.switches, args.hosts, args.workloads, args.batches, args.links, args.rounds)
     print_table(figures)

@@ -802,6 +802,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds without route rounds, table writes or sidecar builds before each measurement",
     )
     args = parser.parse_args(argv)
+    try:
+        scale_fabric(args.switches, args.streams, args.workloads)  # its limits, said as a usage error
+    except ValueError as exc:
+        parser.error(str(exc))
     raise_fd_limit()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped by PID: the processes started are stopped too
     base = "/dev/shm" if Path("/dev/shm").is_dir() else None

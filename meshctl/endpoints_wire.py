@@ -3,9 +3,10 @@
 A service's endpoints are one resource per priority order of its instances (each caller switch sees
 its nearest first: ``meshctl.paths``), so one service with hundreds of instances is encoded for every
 distinct order, and again whenever one instance comes or goes. Built as protobuf messages that costs
-a few microseconds per endpoint per order. Here each endpoint is encoded once and each locality group
-(its endpoints at one priority) once, and an order is the join of its groups' bytes: the same bytes
-``envoy_config.load_assignment`` serializes to (the unit tests compare them).
+a few microseconds per endpoint per order. Here each endpoint is encoded once, and each locality
+group (its endpoints at one priority) once but for its priority, appended to its bytes: a group that
+only moved to another priority is not encoded again. An order is the join of its groups' bytes: the
+same bytes ``envoy_config.load_assignment`` serializes to (the unit tests compare them).
 """
 
 from __future__ import annotations
