@@ -54,7 +54,10 @@ def explained_on_failure(
         yield
     except BaseException:
         print(f"--- controller log (last {log_lines} lines)")
-        print("\n".join(controller().log().splitlines()[-log_lines:]))
+        try:
+            print("\n".join(controller().log().splitlines()[-log_lines:]))
+        except OSError as exc:  # (its log gone with it): the failure itself must still show
+            print(f"no log: {exc}")
         for bridge in bridges:
             for what in ("dump-groups", "dump-flows"):
                 try:
