@@ -30,6 +30,15 @@ def test_views_kept_across_changes_equal_a_full_build(seed: int, monkeypatch: py
         return view
 
     monkeypatch.setattr(SnapshotBuilder, "_rebased", spy)
+    made_anew: list[int] = []  # the step of each view made anew (from the service's kept endpoint list)
+    new_view = SnapshotBuilder._new_view
+    step = -1
+
+    def counting(self: SnapshotBuilder, name: Any, levels: Any) -> Any:
+        made_anew.append(step)
+        return new_view(self, name, levels)
+
+    monkeypatch.setattr(SnapshotBuilder, "_new_view", counting)
     state = build_model(SHAPE, 40)
     draw = ChangeDraw(state, seed)
     builder, cache, config = MeshBuilder(), SnapshotCache(), MeshConfig()
@@ -48,3 +57,4 @@ def test_views_kept_across_changes_equal_a_full_build(seed: int, monkeypatch: py
             assert held is not None and content(held) == content(snapshot), (step, node)
     assert any(done for _, _, done in rebases), "no view was rebased: the test misses what it is about"
     assert any(done and before != after for before, after, done in rebases), "no rebase across a new level count"
+    assert any(at >= 0 for at in made_anew), "no view made anew after a change: its endpoint list goes unchecked"
