@@ -566,7 +566,8 @@ def route_changes(controller: Any, since_generation: int) -> list[dict[str, Any]
     return list(answer["changes"] if isinstance(answer, dict) else answer)
 
 
-def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def measure(args: argparse.Namespace, doc: dict[str, Any], work: Path) -> dict[str, Any]:
+    """One run on the fabric ``doc`` (``scale_fabric`` of ``args``' sizes)."""
     import grpc
 
     from benchmarks.ha_failover import FakeSwitches
@@ -576,7 +577,6 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from placement._pb import placement_pb2 as pb
     from placement._pb import placement_pb2_grpc as pb_grpc
 
-    doc = scale_fabric(args.switches, args.streams, args.workloads)
     fabric = work / "scale.yaml"
     fabric.write_text(to_yaml(doc))
     spec = parse_fabric(fabric.read_bytes(), str(fabric))
@@ -803,15 +803,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        scale_fabric(args.switches, args.streams, args.workloads)  # its limits, said as a usage error
-    except ValueError as exc:
+        doc = scale_fabric(args.switches, args.streams, args.workloads)
+    except ValueError as exc:  # beyond the generator's limits: a usage error
         parser.error(str(exc))
     raise_fd_limit()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped by PID: the processes started are stopped too
     base = "/dev/shm" if Path("/dev/shm").is_dir() else None
     with tempfile.TemporaryDirectory(prefix="scale-", dir=base) as work:
         try:
-            out = measure(args, Path(work))
+            out = measure(args, doc, Path(work))
         except BaseException:
             kept = Path(tempfile.mkdtemp(prefix="scale-logs-"))
             for path in Path(work).glob("*.log"):

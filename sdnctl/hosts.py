@@ -91,12 +91,11 @@ def expiry(state: FabricState, now: float) -> tuple[ev.Event, ...]:
 
 
 def _is_fabric_port(state: FabricState, dpid: SwitchId, port: PortNo) -> bool:
-    """A port a link leaves from: discovered, or declared in the fabric file though not seen yet. Every
-    switch an ARP crosses sends the controller a copy; right after a restart no link is discovered, and a
-    copy that crossed a declared link was taken for its sender's own port: a declared host learned there
-    got its routes pointed back along the path it came by (a loop, pings lost until its next ARP)."""
-    links = state.topology.links
-    return any(links[link].discovered or links[link].declared for link in state.topology.links_on_port(dpid, port))
+    """A port on a link of the model, declared or discovered (``acl.edge_ports``'s rule): every switch an
+    ARP crosses sends the controller a copy, and right after a restart, while no link is seen yet, a copy
+    from a declared link's port (only discovered ones counted then) put its sender at the wrong switch:
+    its routes pointed back along the path it came by (a loop, pings lost until its next ARP)."""
+    return bool(state.topology.links_on_port(dpid, port))
 
 
 def _declared_mac(state: FabricState, ip: str) -> str:
