@@ -26,7 +26,15 @@ from dataclasses import dataclass, replace
 
 from netmodel.bandwidth import ReservationPlan, admission, plan_reservations, reserves_anything
 from netmodel.bus import BusUnavailable, ModelBus
-from netmodel.events import Event, LinkLatencyMeasured, LinkLoadMeasured, WorkloadPlaced, WorkloadRemoved
+from netmodel.events import (
+    Event,
+    LinkLatencyMeasured,
+    LinkLoadMeasured,
+    WorkloadHealthChanged,
+    WorkloadPlaced,
+    WorkloadRemoved,
+    WorkloadStarting,
+)
 from netmodel.ids import NodeId, ServiceName, SiteId, WorkloadId
 from netmodel.state import EventRejected, FabricState
 from netmodel.types import Workload
@@ -324,15 +332,19 @@ class PlacementOrchestrator:
     def failover_needed(self, event: Event, state: FabricState) -> bool:
         """Whether a failover pass could find anything after ``event`` (applied, making ``state``): never
         after a measured link load; not when the last pass found nothing displaced or stranded and the event
-        is a withdrawal (it frees room, which nobody waits for), a measured latency, or a Place this
+        is a withdrawal (it frees room, which nobody waits for), a measured latency, an instance starting
+        or found healthy (each start brings both: a pass over every instance apiece), or a Place this
         orchestrator decided on the model right before it (its node was fit). Called on the model writer
         thread, so a Place burst, and the measurements of a busy fabric, cost no pass over every instance."""
         if isinstance(event, LinkLoadMeasured):
             return False  # a measured load displaces nothing and frees no room (reservations are declared)
         if not self._failover_clean:
             return True  # (a latency measured may bring a stranded instance within its SLO)
-        if isinstance(event, WorkloadRemoved | LinkLatencyMeasured):
-            return False  # latency moves no node out of reach: a link down or a node down does
+        if isinstance(event, WorkloadRemoved | LinkLatencyMeasured | WorkloadStarting):
+            # Latency moves no node out of reach (a link down or a node down does); a start is no failure.
+            return False
+        if isinstance(event, WorkloadHealthChanged) and event.healthy:
+            return False  # an instance found healthy (its app listens, say) displaces nothing, frees no room
         if isinstance(event, WorkloadPlaced):
             return self._fit_when_placed.pop(event.workload.id, None) != state.generation
         return True

@@ -12,8 +12,10 @@ from netmodel.events import (
     LinkLoadMeasured,
     LinkWentDown,
     NodeWentDown,
+    WorkloadHealthChanged,
     WorkloadPlaced,
     WorkloadRemoved,
+    WorkloadStarting,
 )
 from netmodel.ids import NodeId, PortNo, ServiceName, SpiffeId, SwitchId, WorkloadId
 from netmodel.types import LinkId, Resources, Workload
@@ -177,3 +179,13 @@ def test_measurements_wake_no_failover_pass_unless_a_latency_may_help_a_stranded
         o._failover_clean = False  # as after a pass that left an instance stranded
         assert o.failover_needed(latency, bus.state), "a lower latency may bring it within its SLO"
         assert not o.failover_needed(load, bus.state)
+
+
+def test_a_start_and_its_healthy_report_wake_no_failover_pass_but_a_failed_start_does() -> None:
+    w = WorkloadId("web-1")
+    with running_bus() as bus:
+        o = PlacementOrchestrator(bus)
+        o.fail_over()  # clean
+        assert not o.failover_needed(WorkloadStarting(w, 1.0), bus.state)
+        assert not o.failover_needed(WorkloadHealthChanged(w, True, "app listening"), bus.state)
+        assert o.failover_needed(WorkloadHealthChanged(w, False, "app exited (1)"), bus.state)
