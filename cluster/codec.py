@@ -63,6 +63,7 @@ EVENT_TYPES: tuple[type, ...] = (
     ev.WorkloadPlaced,
     ev.WorkloadRemoved,
     ev.WorkloadHealthChanged,
+    ev.WorkloadStarting,
     ev.DesiredStateApplied,
 )
 _VALUE_TYPES: tuple[type, ...] = (

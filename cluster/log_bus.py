@@ -31,7 +31,7 @@ from typing import Protocol
 from cluster.codec import CodecError, decode_events, decode_state, encode_events, encode_state
 from cluster.etcd import Compare, EtcdClient, EtcdCompacted, EtcdError, Op, Watch, WatchEvent
 from netmodel.bus import BusUnavailable, ModelSubscriber
-from netmodel.events import Event, WorkloadHealthChanged
+from netmodel.events import Event, WorkloadHealthChanged, WorkloadStarting
 from netmodel.state import FabricState
 
 LOG = logging.getLogger("edgectl.cluster.log")
@@ -54,7 +54,7 @@ class LocalBus(Protocol):
     def stop(self, timeout: float = 5.0) -> None: ...
 
 
-ANY_REPLICA_EVENTS: frozenset[type] = frozenset({WorkloadHealthChanged})
+ANY_REPLICA_EVENTS: frozenset[type] = frozenset({WorkloadHealthChanged, WorkloadStarting})
 """Events any replica may publish: node agents report to whichever replica they reach. Every other event is
 an observation of the network or a decision, the leader's alone: fenced by its election key in etcd."""
 

@@ -13,7 +13,7 @@
   and the only node the call may concern: ``RenewNodeSvid`` issues the caller's node SVID again,
   ``WatchNode`` streams the caller's node's workloads (a SNAPSHOT, then PLACED / REMOVED:
   ``edgectl.agent_view``), ``ReportHealth`` reports one of its instances (``WorkloadHealthChanged``,
-  as ``POST /api/v1/workloads/health``).
+  as ``POST /api/v1/workloads/health``; or ``WorkloadStarting``: its app starts beside its sidecar).
 
 Every refusal is PERMISSION_DENIED (INVALID_ARGUMENT for a malformed request) with the reason, and a
 WARNING line with the client's text escaped (at most one per source, call and kind of refusal per 10 s,
@@ -40,7 +40,7 @@ import grpc
 
 from edgectl.agent_view import WorkloadView, node_changes, node_workloads, workloads_by_node
 from netmodel.bus import ModelBus
-from netmodel.events import Event, WorkloadHealthChanged
+from netmodel.events import Event, WorkloadHealthChanged, WorkloadStarting
 from netmodel.ids import NodeId, WorkloadId
 from netmodel.logsafe import log_safe
 from netmodel.state import EventRejected, FabricState
@@ -406,7 +406,12 @@ class AgentServicer:
                 f"node {node} may report only its own workloads; {log_safe(request.workload_id, 80)!r} is not "
                 "placed on it",
             )
-        event = WorkloadHealthChanged(workload.id, request.healthy, request.reason[:MAX_REASON_CHARS], self._clock())
+        now = self._clock()
+        event: WorkloadHealthChanged | WorkloadStarting
+        if request.starting:
+            event = WorkloadStarting(workload.id, now)
+        else:
+            event = WorkloadHealthChanged(workload.id, request.healthy, request.reason[:MAX_REASON_CHARS], now)
         try:
             self.bus.publish(event).result(timeout=PUBLISH_TIMEOUT_S)
         except EventRejected as exc:  # removed meanwhile

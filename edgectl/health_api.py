@@ -68,10 +68,15 @@ def health_report_route(
 
 
 def unhealthy_view(state: FabricState) -> dict[str, Any]:
+    """The instances reported unhealthy, and those whose app its node agent still starts beside a sidecar
+    (no endpoints either, but no failure)."""
+
+    def node_of(workload: WorkloadId) -> str | None:
+        found = state.workloads.get(workload)
+        return found.node if found is not None else None
+
     return {
         "generation": state.generation,
-        "unhealthy": [
-            {"workload": w, "node": state.workloads[w].node if w in state.workloads else None, "reason": why}
-            for w, why in sorted(state.unhealthy.items())
-        ],
+        "unhealthy": [{"workload": w, "node": node_of(w), "reason": why} for w, why in sorted(state.unhealthy.items())],
+        "starting": [{"workload": w, "node": node_of(w), "since": at} for w, at in sorted(state.starting.items())],
     }

@@ -209,6 +209,8 @@ def describe(event: ev.Event, state: FabricState) -> str:
             if event.healthy:
                 return f"{event.workload} healthy again"
             return f"{event.workload} unhealthy" + (f": {event.reason}" if event.reason else "")
+        case ev.WorkloadStarting():
+            return f"{event.workload} starting (no endpoint until its app listens)"
         case ev.DesiredStateApplied():
             return f"desired state {event.revision[:12] or '(no revision)'} applied"
     return type(event).__name__

@@ -5,8 +5,10 @@ with its inbound listener still warming for a certificate. So a workload becomes
 its own sidecar has applied a snapshot holding its inbound listener and every secret that listener
 needs (the readiness gate of a Kubernetes endpoint, with the sidecar's ACKs as the probe). A migration
 then waits for it (``MeshServer.converged_for``) before the old instance is withdrawn: make-before-break.
-The app behind the sidecar is not probed: a node agent starts the sidecar once its app listens (the
-testbed's, ``mininet_topos.mesh``, does), so a serving sidecar means a serving instance.
+The app behind the sidecar is not probed here. A node agent either starts the sidecar once its app
+listens (the testbed's, ``mininet_topos.mesh``, does), so a serving sidecar means a serving instance,
+or starts both side by side and says so first (``WorkloadStarting`` in the model): such an instance is
+kept out of the ready set until the agent's healthy report says its app listens too.
 
 Readiness is sticky: a sidecar that loses its xDS stream keeps serving its last configuration, so only
 removing the workload from the model ends it. Workloads in the model when the controller starts count
@@ -36,6 +38,8 @@ class SidecarReadiness:
         """The workloads ``ready_in`` last pruned the ready set against."""
         self._reported: frozenset[str] = frozenset()
         """Workloads whose sidecar this server saw serve (told to the listeners once), seeded ones included."""
+        self._gated: tuple[frozenset[str], object, frozenset[str]] | None = None
+        """The last (ready set, model's starting map, ready set without the starting ones)."""
 
     def add_ready_listener(self, listener: Callable[[str], None]) -> None:
         """Called with each workload this server saw become ready (replicated mode shares them: a sidecar
@@ -58,19 +62,29 @@ class SidecarReadiness:
             self._checked_against = None
 
     def ready_in(self, state: FabricState) -> frozenset[str]:
-        """The ready workloads that ``state`` still has (and forget the others). The same object as
+        """The ready workloads that ``state`` still has (and forget the others), without those whose
+        app is still starting beside their serving sidecar (``state.starting``). The same object as
         long as nothing changed, so a snapshot build that compares it by identity costs nothing."""
         with self._lock:
-            if state.workloads is self._checked_against:
-                return self._ready  # no workload removed since the last look
-            gone = [w for w in self._ready if w not in state.workloads]
-            if gone:
-                self._ready = self._ready.difference(gone)
-                self._reported = self._reported.difference(gone)
-            self._checked_against = state.workloads
-            return self._ready
+            if state.workloads is not self._checked_against:
+                gone = [w for w in self._ready if w not in state.workloads]
+                if gone:
+                    self._ready = self._ready.difference(gone)
+                    self._reported = self._reported.difference(gone)
+                self._checked_against = state.workloads
+            ready, starting = self._ready, state.starting
+            if not starting:
+                return ready
+            gated = self._gated
+            if gated is not None and gated[0] is ready and gated[1] is starting:
+                return gated[2]
+            # A sidecar serves before its app listens only while starting: those are not ready yet.
+            serving = ready.difference(starting) if any(w in ready for w in starting) else ready
+            self._gated = (ready, starting, serving)
+            return serving
 
     def is_ready(self, workload: str) -> bool:
+        """``workload``'s sidecar serves (whether its app does too: ``ready_in``)."""
         return workload in self._ready
 
     def on_synced(self, node: str, snapshot: MeshSnapshot) -> None:

@@ -233,6 +233,7 @@ def merge_desired(state: FabricState, spec: FabricSpec) -> FabricState:
         workloads=_same_or_new(state.workloads, workloads),
         hosts_seen_at=frozen_map({h: t for h, t in state.hosts_seen_at.items() if h in hosts}),
         unhealthy=frozen_map({w: why for w, why in state.unhealthy.items() if w in workloads}),
+        starting=frozen_map({w: at for w, at in state.starting.items() if w in workloads}),
     )
     return _reuse_unchanged(state, merged)
 
@@ -261,7 +262,17 @@ def _reuse_unchanged(old: FabricState, new: FabricState) -> FabricState:
     if topology.switches == old.topology.switches and topology.links == old.topology.links:
         topology = old.topology
     parts: dict[str, object] = {"topology": topology}
-    for name in ("sites", "hosts", "nodes", "services", "workloads", "hosts_seen_at", "unhealthy", "default_policy"):
+    for name in (
+        "sites",
+        "hosts",
+        "nodes",
+        "services",
+        "workloads",
+        "hosts_seen_at",
+        "unhealthy",
+        "starting",
+        "default_policy",
+    ):
         value, before = getattr(new, name), getattr(old, name)
         parts[name] = before if value == before else value
     if all(parts[name] is getattr(old, name) for name in parts):

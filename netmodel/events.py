@@ -132,6 +132,17 @@ class WorkloadHealthChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkloadStarting:
+    """A node agent is starting an instance's app with its sidecar beside it: the sidecar may serve
+    before the app listens, so the instance is no endpoint until a healthy report says the app listens.
+
+    Not a failure: failover leaves a starting instance alone (its start-up is what it waits for)."""
+
+    workload: WorkloadId
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class DesiredStateApplied:
     """An operator's declaration (a fabric file, a directory, a git commit) replaced the previous one.
 
@@ -160,6 +171,7 @@ Event = (
     | WorkloadPlaced
     | WorkloadRemoved
     | WorkloadHealthChanged
+    | WorkloadStarting
     | DesiredStateApplied
 )
 
@@ -169,6 +181,6 @@ def workloads_touched(event: Event) -> frozenset[WorkloadId] | None:
     say (a reader that needs to know compares the workloads instead)."""
     if isinstance(event, WorkloadPlaced):
         return frozenset({event.workload.id})
-    if isinstance(event, WorkloadRemoved | WorkloadHealthChanged):
+    if isinstance(event, WorkloadRemoved | WorkloadHealthChanged | WorkloadStarting):
         return frozenset({event.workload})
     return None

@@ -55,6 +55,9 @@ class FabricState:
     unhealthy: Mapping[WorkloadId, str] = field(default_factory=frozen_map)
     """Placed instances reported unhealthy (``WorkloadHealthChanged``), with the reason. A runtime
     observation of the processes behind a placement, not part of it: a new placement clears it."""
+    starting: Mapping[WorkloadId, float] = field(default_factory=frozen_map)
+    """Placed instances whose node agent is starting the app beside its sidecar (``WorkloadStarting``),
+    with when it said so: no endpoint until a healthy report. Runtime, like ``unhealthy``."""
     desired_revision: str = ""
     """The revision of the desired-state document the declarations come from (``DesiredStateApplied``)."""
     default_policy: PolicyDefault = PolicyDefault.DENY
@@ -322,6 +325,7 @@ def _workload_placed(state: FabricState, event: ev.WorkloadPlaced) -> FabricStat
     return state._with(
         workloads=map_with(state.workloads, workload.id, workload),
         unhealthy=_without(state.unhealthy, workload.id),
+        starting=map_without(state.starting, workload.id),
     )
 
 
@@ -331,20 +335,34 @@ def _workload_removed(state: FabricState, event: ev.WorkloadRemoved) -> FabricSt
     return state._with(
         workloads=map_without(state.workloads, event.workload),
         unhealthy=_without(state.unhealthy, event.workload),
+        starting=map_without(state.starting, event.workload),
     )
 
 
 def _workload_health_changed(state: FabricState, event: ev.WorkloadHealthChanged) -> FabricState:
-    """Idempotent: a second report of the same health changes nothing (the first reason is kept)."""
+    """Idempotent: a second report of the same health changes nothing (the first reason is kept). Either
+    report ends a start (``WorkloadStarting``): healthy, the app listens; unhealthy, the start failed."""
     if event.workload not in state.workloads:
         raise EventRejected(f"unknown workload {event.workload!r}")
+    starting = map_without(state.starting, event.workload)
     if event.healthy:
         unhealthy = _without(state.unhealthy, event.workload)
     elif event.workload in state.unhealthy:
-        return state
+        unhealthy = state.unhealthy
     else:
         unhealthy = map_with(state.unhealthy, event.workload, event.reason or "reported unhealthy")
-    return state if unhealthy is state.unhealthy else state._with(unhealthy=unhealthy)
+    if unhealthy is state.unhealthy and starting is state.starting:
+        return state
+    return state._with(unhealthy=unhealthy, starting=starting)
+
+
+def _workload_starting(state: FabricState, event: ev.WorkloadStarting) -> FabricState:
+    """Idempotent: a second report keeps the first time."""
+    if event.workload not in state.workloads:
+        raise EventRejected(f"unknown workload {event.workload!r}")
+    if event.workload in state.starting:
+        return state
+    return state._with(starting=map_with(state.starting, event.workload, event.at))
 
 
 def _desired_state_applied(state: FabricState, event: ev.DesiredStateApplied) -> FabricState:
@@ -409,6 +427,7 @@ _HANDLERS: dict[type, Callable[[FabricState, Any], FabricState]] = {
     ev.WorkloadPlaced: _workload_placed,
     ev.WorkloadRemoved: _workload_removed,
     ev.WorkloadHealthChanged: _workload_health_changed,
+    ev.WorkloadStarting: _workload_starting,
     ev.DesiredStateApplied: _desired_state_applied,
 }
 

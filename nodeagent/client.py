@@ -179,6 +179,12 @@ class ControllerClient:
         report = pb.HealthReport(workload_id=workload_id, healthy=healthy, reason=reason)
         self._unary(lambda stub: stub.ReportHealth(report, timeout=CALL_TIMEOUT_S))
 
+    def report_starting(self, workload_id: str, timeout: float = CALL_TIMEOUT_S) -> None:
+        """The app of ``workload_id`` is starting beside its sidecar: no endpoint until ``report_health``
+        says healthy."""
+        report = pb.HealthReport(workload_id=workload_id, starting=True)
+        self._unary(lambda stub: stub.ReportHealth(report, timeout=timeout))
+
     def watch(self, node: str) -> tuple[Any, Iterator[tuple[EventKind, tuple[WorkloadSpec, ...], int]]]:
         """Open WatchNode: (the call, to ``cancel()`` it; its events). The call ends with ``grpc.RpcError``;
         when that is UNAVAILABLE the next watch opens on the next controller address."""

@@ -35,6 +35,8 @@ DEFAULT_XDS_PORT = 18000
 DEFAULT_WORK_ROOT = "/var/lib/edgectl-agent"
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 10.0
+STARTING_REPORT_TIMEOUT_S = 2.0
+"""How long a start waits to tell the controller its app starts beside its sidecar."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--run-as",
         metavar="USER",
         help="the user the apps run as (default: nobody when the agent runs as root, else the agent's own user)",
+    )
+    parser.add_argument(
+        "--sidecar-after-app",
+        action="store_true",
+        help="start each sidecar once its app listens, not beside it (slower: the two start-ups add up; "
+        "beside it, the controller is told the app starts and keeps it no endpoint until it listens)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -334,6 +342,24 @@ class Agent:
 
         threading.Thread(target=send, name=f"report-{workload_id}", daemon=True).start()
 
+    def _announce(self, workload_id: str, listening: bool) -> None:
+        """Tell the controller, on the start's own thread, that an app starts beside its sidecar or now
+        listens (``nodeagent.supervisor.Announce``)."""
+        import grpc
+
+        from nodeagent.supervisor import Refused
+
+        try:
+            if listening:
+                self.client.report_health(workload_id, True, "app listening")
+            else:
+                # Short: a start that cannot say so soon starts its sidecar after the app instead.
+                self.client.report_starting(workload_id, timeout=STARTING_REPORT_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+                raise Refused(_short(exc)) from None
+            raise
+
     # -- the whole ---------------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -370,6 +396,7 @@ class Agent:
             sidecars,
             drain_s=self.args.drain_s,
             report=self._report,
+            announce=None if self.args.sidecar_after_app else self._announce,
             identity=lambda: (self.svid.spiffe_id, self.svid.not_after),
             run_as=self.run_as,
         ).start()

@@ -5,6 +5,12 @@ One loop thread owns every instance: it takes the WatchNode events (``update``),
 runs is still alive, asks the plan what to do and does it. A start waits for the app to listen (up to
 ``APP_START_TIMEOUT_S``), so it runs on a thread of its own and posts its outcome back to the loop.
 
+The app and its sidecar start side by side when the controller can be told (``announce``): first that
+the instance is starting (it stays no endpoint, and is no failure), then, once the app listens, that it
+is healthy; so Envoy's boot overlaps the app's start-up instead of following it. Without ``announce``,
+or when the controller cannot be told, the sidecar is started once the app listens (then a serving
+sidecar means a serving app).
+
 Per workload, in ``<work-dir>/w/<id>/``: ``app.log`` (the app's stdout and stderr), the sidecar's
 ``bootstrap.json`` and ``envoy.log``, and its admin API on ``admin.sock``. The work directory is the
 agent's alone (0700: the node key is there too); the app runs as ``run_as`` (``--run-as``) with only
@@ -53,6 +59,12 @@ KEEP_STOPPED = 200
 
 Report = Callable[[str, bool, str], None]
 """(workload id, healthy, reason): tell the controller."""
+Announce = Callable[[str, bool], None]
+"""(workload id, listening): tell the controller, and wait for its answer, that the app is starting
+beside its sidecar (False) or now listens (True); raises when it could not be told (``Refused``: and
+asking again would not help)."""
+LISTENING_REPORT_S = 10.0
+"""How long a start keeps telling the controller its app listens before it counts as failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +183,10 @@ class Processes:
     app_listening_at: float | None = None
     """Wall clock when the app first accepted a connection (the agent's poll): its start-up ends there."""
     sidecar_started_at: float | None = None
-    """Wall clock when the agent started the sidecar (after the app listens): Envoy's boot begins there."""
+    """Wall clock when the agent started the sidecar (beside the app, or after it listens): Envoy's boot
+    begins there."""
+    announced: bool = False
+    """The controller was told the app listens (the start reported the instance healthy itself)."""
 
     def death(self) -> str | None:
         if self.app is not None and (code := self.app.poll()) is not None:
@@ -223,6 +238,10 @@ def stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
         os.killpg(process.pid, signal.SIGKILL)  # what the leader left behind in its group
 
 
+class Refused(Exception):
+    """The controller answered a report with no (the workload is not placed here any more, say)."""
+
+
 class StartFailed(Exception):
     def __init__(self, reason: str, processes: Processes) -> None:
         super().__init__(reason)
@@ -237,6 +256,7 @@ class Supervisor:
         *,
         drain_s: float = 1.0,
         report: Report | None = None,
+        announce: Announce | None = None,
         identity: Callable[[], tuple[str, float]] = lambda: ("", 0.0),
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -248,6 +268,8 @@ class Supervisor:
         self.sidecars = sidecars
         self.drain_s = drain_s
         self.report = report or (lambda _id, _healthy, _reason: None)
+        self.announce = announce
+        """None: each sidecar starts once its app listens."""
         self.identity = identity
         self.clock = clock
         self.wall_clock = wall_clock
@@ -373,7 +395,7 @@ class Supervisor:
         self.processes[workload_id] = processes
         self.started_at[workload_id] = processes.started_at
         LOG.info("started %s (%s): %s", workload_id, instance.spec.service, why)
-        if instance.restarts:
+        if instance.restarts and not processes.announced:
             self._report(workload_id, True, f"serving again after restart {instance.restarts}")
         return True
 
@@ -478,7 +500,8 @@ class Supervisor:
         self._inbox.put(("started", (spec.id, processes, action.why)))
 
     def launch(self, spec: p.WorkloadSpec, command: p.Command | None) -> Processes:
-        """Start the app, wait until it accepts connections, then start its sidecar."""
+        """Start the app and its sidecar: side by side when the controller was told the app is starting
+        (``announce``), else the sidecar once the app accepts connections."""
         work_dir = Path(self.context.work_dir(spec.id))
         work_dir.mkdir(parents=True, exist_ok=True)
         admin = work_dir / "admin.sock"
@@ -488,14 +511,59 @@ class Supervisor:
                 Processes(None, None, self.wall_clock()),
             )
         processes = Processes(None, None, self.wall_clock())
-        if command is not None:
-            processes.app = self._start_app(spec, command, work_dir, self._app_dir(spec.id))
-            self._inbox.put(("spawned", (spec.id, processes)))  # its PID in status.json before the wait
+        if command is None:
+            self._start_sidecar(spec, processes, work_dir, admin)
+            return processes
+        processes.app = self._start_app(spec, command, work_dir, self._app_dir(spec.id))
+        self._inbox.put(("spawned", (spec.id, processes)))  # its PID in status.json before the wait
+        # Told while the app's interpreter starts: the call's few milliseconds cost the chain nothing.
+        announce = self.announce if self._told_starting(spec.id) else None
+        if announce is not None:
+            self._start_sidecar(spec, processes, work_dir, admin)
+        try:
+            wait_listening(processes.app, spec.app_host, spec.port, APP_START_TIMEOUT_S, self._closing)
+        except RuntimeError as exc:
+            raise StartFailed(str(exc), processes) from None
+        processes.app_listening_at = self.wall_clock()
+        if announce is not None:
+            self._tell_listening(announce, spec.id, processes)
+        else:
+            self._start_sidecar(spec, processes, work_dir, admin)
+        return processes
+
+    def _told_starting(self, workload_id: str) -> bool:
+        """The controller knows the app starts beside its sidecar (so it is no endpoint before it
+        listens); False: no ``announce``, or the controller could not be told."""
+        if self.announce is None:
+            return False
+        try:
+            self.announce(workload_id, False)
+        except Exception as exc:
+            LOG.warning("%s: cannot say it is starting (%s); its sidecar starts once its app listens", workload_id, exc)
+            return False
+        return True
+
+    def _tell_listening(self, announce: Announce, workload_id: str, processes: Processes) -> None:
+        """Tell the controller the app listens, trying again for up to ``LISTENING_REPORT_S``: until it
+        is told, the instance is no endpoint. StartFailed when it cannot be, or when it refuses."""
+        deadline = time.monotonic() + LISTENING_REPORT_S
+        pause = 0.05
+        while True:
             try:
-                wait_listening(processes.app, spec.app_host, spec.port, APP_START_TIMEOUT_S, self._closing)
-            except RuntimeError as exc:
-                raise StartFailed(str(exc), processes) from None
-            processes.app_listening_at = self.wall_clock()
+                announce(workload_id, True)
+            except Refused as exc:
+                raise StartFailed(f"the controller refused to hear its app listens: {exc}", processes) from None
+            except Exception as exc:
+                if time.monotonic() + pause > deadline:
+                    raise StartFailed(f"cannot tell the controller its app listens: {exc}", processes) from None
+                if self._closing.wait(pause):
+                    raise StartFailed("the agent is stopping", processes) from None
+                pause = min(pause * 2, 1.0)
+                continue
+            processes.announced = True
+            return
+
+    def _start_sidecar(self, spec: p.WorkloadSpec, processes: Processes, work_dir: Path, admin: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             admin.unlink()
         tls = XdsClientTls("", "", self.sidecars.bundle_file, self.sidecars.server_id, sds_file=self.sidecars.sds_file)
@@ -510,7 +578,6 @@ class Supervisor:
         except OSError as exc:
             raise StartFailed(f"cannot start its sidecar: {exc}", processes) from None
         self._inbox.put(("spawned", (spec.id, processes)))
-        return processes
 
     def _app_dir(self, workload_id: str) -> Path:
         """The app's own directory, owned by the user it runs as, 0700; its parent lets others through

@@ -103,14 +103,16 @@ class NodeEvent(_message.Message):
     def __init__(self, kind: _Optional[_Union[NodeEvent.Kind, str]] = ..., workloads: _Optional[_Iterable[_Union[NodeWorkload, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class HealthReport(_message.Message):
-    __slots__ = ("workload_id", "healthy", "reason")
+    __slots__ = ("workload_id", "healthy", "reason", "starting")
     WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    STARTING_FIELD_NUMBER: _ClassVar[int]
     workload_id: str
     healthy: bool
     reason: str
-    def __init__(self, workload_id: _Optional[str] = ..., healthy: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    starting: bool
+    def __init__(self, workload_id: _Optional[str] = ..., healthy: _Optional[bool] = ..., reason: _Optional[str] = ..., starting: _Optional[bool] = ...) -> None: ...
 
 class HealthReply(_message.Message):
     __slots__ = ()

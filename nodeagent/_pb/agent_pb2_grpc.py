@@ -83,7 +83,8 @@ class NodeAgentServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportHealth(self, request, context):
-        """The agent found an instance's app or sidecar dead (healthy=false), or serving again.
+        """The agent found an instance's app or sidecar dead (healthy=false), or serving again; or it starts
+        the app with its sidecar beside it (starting=true), then says healthy once the app listens.
         Only for workloads placed on the caller's node (PERMISSION_DENIED otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -16,5 +16,9 @@ if grep -q '^from edgectl' "$gen/agent_pb2_grpc.py"; then
   echo "generate.sh: unexpected absolute import left in agent_pb2_grpc.py" >&2
   exit 1
 fi
+# The stubs check grpcio against the grpcio-tools that wrote them; they use nothing newer than the floor
+# pyproject.toml requires, so they ask for that one (else a regeneration raises what installs may use).
+floor="$(sed -n 's/^ *"grpcio>=\([0-9.]*\)",$/\1/p' "$here/../../pyproject.toml")"
+sed -i "s/^GRPC_GENERATED_VERSION = .*/GRPC_GENERATED_VERSION = '$floor'/" "$gen/agent_pb2_grpc.py"
 cp "$gen/agent_pb2.py" "$gen/agent_pb2.pyi" "$gen/agent_pb2_grpc.py" "$out/"
 echo "regenerated $(cd "$out" && pwd)"

@@ -48,6 +48,8 @@ class FakeController(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
     workloads: dict[str, Any] = field(default_factory=dict)
     streams: list[queue.Queue[Any]] = field(default_factory=list)
     reports: list[tuple[str, bool, str]] = field(default_factory=list)
+    starts: list[str] = field(default_factory=list)
+    """Workloads the agent said it starts beside their sidecar (ReportHealth with starting)."""
     attests: int = 0
     renewals: int = 0
     watches: int = 0
@@ -103,7 +105,10 @@ class FakeController(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
     def ReportHealth(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._caller(context)
         with self.lock:
-            self.reports.append((request.workload_id, request.healthy, request.reason))
+            if request.starting:
+                self.starts.append(request.workload_id)
+            else:
+                self.reports.append((request.workload_id, request.healthy, request.reason))
         return pb.HealthReply()
 
     # -- driven by the test ------------------------------------------------------------------------
@@ -295,6 +300,9 @@ def test_the_agent_runs_restarts_drains_and_stops_its_workloads(setup: Setup) ->
     assert (setup.work_dir / "w" / "web-1" / "app.log").exists()
     assert (setup.work_dir / "w" / "web-1" / "envoy.log").exists()
     assert oct((setup.work_dir / "node.key").stat().st_mode & 0o777) == "0o600"
+    # Started beside its sidecar: said so first, then that the app listens.
+    assert setup.controller.starts == ["web-1"]
+    assert setup.controller.reports == [("web-1", True, "app listening")]
     assert oct((setup.work_dir / "node.sds.json").stat().st_mode & 0o777) == "0o600"
     sds = json.loads((setup.work_dir / "node.sds.json").read_text())
     assert sds["resources"][0]["name"] == "edgectl-xds-client"
@@ -304,7 +312,7 @@ def test_the_agent_runs_restarts_drains_and_stops_its_workloads(setup: Setup) ->
     sds_path = tls["tls_certificate_sds_secret_configs"][0]["sds_config"]["path_config_source"]["path"]
     assert sds_path == str(setup.work_dir / "node.sds.json")
 
-    # The app dies: reported unhealthy once, restarted (app, then sidecar), reported healthy again.
+    # The app dies: reported unhealthy once, restarted (beside its sidecar again), reported healthy again.
     os.kill(first["app_pid"], signal.SIGKILL)
     wait_until(lambda: ("web-1", False, "app exited (-9)") in setup.controller.reports, 30, what="unhealthy report")
     second = wait_until(
@@ -314,8 +322,9 @@ def test_the_agent_runs_restarts_drains_and_stops_its_workloads(setup: Setup) ->
     )
     assert second["app_pid"] != first["app_pid"] and alive(second["app_pid"])
     assert not alive(first["sidecar_pid"]) and alive(second["sidecar_pid"])
-    wait_until(lambda: any(r[0] == "web-1" and r[1] for r in setup.controller.reports), 30, what="healthy report")
-    assert [r for r in setup.controller.reports if not r[1]] == [("web-1", False, "app exited (-9)")]
+    wait_until(lambda: len(setup.controller.reports) == 3, 30, what="healthy report")
+    assert setup.controller.reports[1:] == [("web-1", False, "app exited (-9)"), ("web-1", True, "app listening")]
+    assert setup.controller.starts == ["web-1", "web-1"]
     assert answers(port)
 
     # Removed: drains (still serving for --drain-s), then both are stopped.

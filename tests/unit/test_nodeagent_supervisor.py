@@ -198,3 +198,101 @@ def test_a_start_says_when_the_app_listened_and_when_its_sidecar_was_started(tmp
     finally:
         processes.stop()
         supervisor._spawner.shutdown(wait=False)
+
+
+LISTENS_LATE = (
+    "import socket, sys, time; time.sleep(0.3); s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1])));"
+    " s.listen(); time.sleep(60)"
+)
+
+
+class Told:
+    """An ``announce`` that records what the controller was told, failing the first ``fail`` calls of
+    each kind given."""
+
+    def __init__(self, fail_starting: int = 0, fail_listening: int = 0, refuse_listening: bool = False) -> None:
+        self.calls: list[tuple[str, bool, float]] = []
+        self.fail = {False: fail_starting, True: fail_listening}
+        self.refuse_listening = refuse_listening
+
+    def __call__(self, workload_id: str, listening: bool) -> None:
+        self.calls.append((workload_id, listening, time.time()))
+        if listening and self.refuse_listening:
+            raise sv.Refused("NOT_FOUND: unknown workload")
+        if self.fail[listening] > 0:
+            self.fail[listening] -= 1
+            raise ConnectionError("controller unreachable")
+
+
+def launch_late_listener(tmp_path: Path, told: Told) -> tuple[sv.Supervisor, sv.Processes]:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = sv.SidecarSettings("unix:/x", "", "", envoy=shutil.which("true") or "/bin/true")
+    supervisor = sv.Supervisor(NodeContext("n1", sys.executable, str(tmp_path / "agent")), settings, announce=told)
+    command = Command((sys.executable, "-c", LISTENS_LATE, str(port)), ())
+    return supervisor, supervisor.launch(WorkloadSpec("w1", "web", port), command)
+
+
+def test_told_it_is_starting_the_sidecar_boots_beside_the_app_and_the_listening_app_is_reported(
+    tmp_path: Path,
+) -> None:
+    told = Told()
+    supervisor, processes = launch_late_listener(tmp_path, told)
+    try:
+        assert processes.app_listening_at is not None and processes.sidecar_started_at is not None
+        assert processes.sidecar_started_at < processes.app_listening_at  # Envoy's boot overlaps the app's
+        assert [(w, listening) for w, listening, _ in told.calls] == [("w1", False), ("w1", True)]
+        assert told.calls[0][2] <= processes.sidecar_started_at  # the controller knew before Envoy could serve
+        assert told.calls[1][2] >= processes.app_listening_at
+        assert processes.announced
+    finally:
+        processes.stop()
+        supervisor._spawner.shutdown(wait=False)
+
+
+def test_when_the_start_cannot_be_told_the_sidecar_waits_for_the_app(tmp_path: Path) -> None:
+    told = Told(fail_starting=1)
+    supervisor, processes = launch_late_listener(tmp_path, told)
+    try:
+        assert processes.app_listening_at is not None and processes.sidecar_started_at is not None
+        assert processes.app_listening_at <= processes.sidecar_started_at
+        assert [(w, listening) for w, listening, _ in told.calls] == [("w1", False)]
+        assert not processes.announced
+    finally:
+        processes.stop()
+        supervisor._spawner.shutdown(wait=False)
+
+
+def test_the_listening_app_is_told_again_until_the_controller_hears_it(tmp_path: Path) -> None:
+    told = Told(fail_listening=2)
+    supervisor, processes = launch_late_listener(tmp_path, told)
+    try:
+        assert [listening for _, listening, _ in told.calls] == [False, True, True, True]
+        assert processes.announced
+    finally:
+        processes.stop()
+        supervisor._spawner.shutdown(wait=False)
+
+
+def test_a_start_whose_listening_app_cannot_be_told_fails_and_leaves_nothing_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sv, "LISTENING_REPORT_S", 0.2)
+    told = Told(fail_listening=1000)
+    with pytest.raises(sv.StartFailed, match="cannot tell the controller its app listens") as failed:
+        launch_late_listener(tmp_path, told)
+    processes = failed.value.processes
+    assert processes.app is not None and processes.sidecar is not None  # both handed back to be stopped
+    processes.stop()
+    assert processes.app.poll() is not None
+
+
+def test_a_refused_listening_report_fails_the_start_at_once(tmp_path: Path) -> None:
+    told = Told(refuse_listening=True)
+    with pytest.raises(sv.StartFailed, match="refused to hear its app listens: NOT_FOUND") as failed:
+        launch_late_listener(tmp_path, told)
+    failed.value.processes.stop()
+    assert [listening for _, listening, _ in told.calls] == [False, True]  # not asked again

@@ -136,6 +136,9 @@ CASES: dict[type, list[Any]] = {
         ev.WorkloadHealthChanged(WorkloadId("frontend-7"), False, "app exited: 1", 11.0),
         ev.WorkloadHealthChanged(WorkloadId("frontend-7"), True),
     ],
+    ev.WorkloadStarting: [
+        ev.WorkloadStarting(WorkloadId("frontend-7"), 12.5),
+    ],
     ev.DesiredStateApplied: [
         ev.DesiredStateApplied(load_desired(str(path)).spec, f"rev-{path.stem}") for path in EXAMPLES
     ],
@@ -280,6 +283,7 @@ def observed(state: FabricState, spec: FabricSpec) -> list[ev.Event]:
     events += [
         ev.WorkloadPlaced(replace(CONSTRAINED, service=spec.services[0].name, node=nodes[-1])),
         ev.WorkloadHealthChanged(CONSTRAINED.id, False, "sidecar died", 25.0),
+        ev.WorkloadStarting(CONSTRAINED.id, 25.5),  # restarted beside its sidecar: in the checkpoint
         ev.NodeWentDown(nodes[0]),
         ev.NodeCameUp(nodes[0]),
         ev.PortStatusChanged(links[0].src, Port(links[0].src_port, "down", "", False)),
@@ -370,6 +374,7 @@ random_events = st.one_of(
         ),
     ),
     st.builds(ev.WorkloadHealthChanged, st.sampled_from(["w1", "w2"]).map(WorkloadId), st.booleans()),
+    st.builds(ev.WorkloadStarting, st.sampled_from(["w1", "w2"]).map(WorkloadId)),
 )
 
 

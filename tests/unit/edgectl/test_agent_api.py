@@ -15,7 +15,7 @@ import pytest
 from edgectl.agent_api import AgentServicer, Refused
 from edgectl.agent_view import node_changes, node_workloads
 from edgectl.pki_http import join_token_route
-from netmodel.events import Event, WorkloadHealthChanged, WorkloadPlaced, WorkloadRemoved
+from netmodel.events import Event, WorkloadHealthChanged, WorkloadPlaced, WorkloadRemoved, WorkloadStarting
 from netmodel.fabric import build_state
 from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
 from netmodel.state import FabricState
@@ -198,6 +198,9 @@ def test_every_other_call_needs_a_node_svid_and_concerns_its_own_node(tmp_path: 
     agents.report_health(report, FakeContext("NODE c-n1"))
     assert bus.published == [WorkloadHealthChanged(WorkloadId("db-1"), False, "app exited", NOW)]
     assert WorkloadId("db-1") in bus.state.unhealthy
+    agents.report_health(pb.HealthReport(workload_id="db-1", starting=True), FakeContext("NODE c-n1"))
+    assert bus.published[-1] == WorkloadStarting(WorkloadId("db-1"), NOW)
+    assert WorkloadId("db-1") in bus.state.starting
 
 
 def test_a_watch_sends_a_snapshot_then_changes_and_a_slow_one_is_cut_off(tmp_path: Path, state: FabricState) -> None:

@@ -9,7 +9,7 @@ from edgectl.bus import EventBus
 from edgectl.health_api import HEALTH_PATH, health_report_route, parse_health_report, unhealthy_view
 from edgectl.http_api import HttpApi
 from edgectl.metrics import ControllerMetrics
-from netmodel.events import WorkloadHealthChanged, WorkloadPlaced
+from netmodel.events import WorkloadHealthChanged, WorkloadPlaced, WorkloadStarting
 from netmodel.fabric import build_state
 from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
 from netmodel.types import Resources, Workload
@@ -50,6 +50,10 @@ def test_a_report_marks_the_instance_unhealthy_once_and_unknown_ones_are_404() -
         with urllib.request.urlopen(base, timeout=5) as response:
             listed = json.load(response)
         assert listed["unhealthy"] == [{"workload": "web-1", "node": node, "reason": "app exited (-9)"}]
+        assert listed["starting"] == []
+        bus.publish(WorkloadStarting(WorkloadId("web-1"), 7.0)).result(timeout=5)
+        with urllib.request.urlopen(base, timeout=5) as response:
+            assert json.load(response)["starting"] == [{"workload": "web-1", "node": node, "since": 7.0}]
         assert post(base, b'{"workload": "web-9", "healthy": false}')[0] == 404
         assert post(base, b'{"workload": "web-1"}')[0] == 400
         assert bus.state.unhealthy == {WorkloadId("web-1"): "app exited (-9)"}

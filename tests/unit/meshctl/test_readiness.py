@@ -160,3 +160,31 @@ def test_marked_ready_elsewhere_counts_here() -> None:
     assert gate.readiness.ready_in(gate.state) == {"web-2"} and gate.changes == 1
     gate.readiness.mark_ready(["web-2"])
     assert gate.changes == 1
+
+
+def test_an_app_starting_beside_its_serving_sidecar_is_no_endpoint_until_reported_healthy() -> None:
+    gate = Gate()
+    gate.state = gate.state.apply(ev.WorkloadStarting(WorkloadId("web-1"), 5.0))
+    gate.rebuild()
+    gate.connect("web-1")  # its sidecar serves before its app listens
+    assert gate.readiness.is_ready("web-1")
+    assert gate.readiness.ready_in(gate.state) == frozenset()
+    gate.rebuild()
+    assert endpoint_ports({"u1": gate.cache.snapshot("u1")}, "u1", "web") == []
+    listening = gate.state.apply(ev.WorkloadHealthChanged(WorkloadId("web-1"), True, "app listening"))
+    assert gate.readiness.ready_in(listening) == {"web-1"}
+    gate.state = listening
+    gate.rebuild()
+    assert endpoint_ports({"u1": gate.cache.snapshot("u1")}, "u1", "web") == [8080]
+
+
+def test_the_ready_set_without_starting_apps_is_the_same_object_until_something_changes() -> None:
+    gate = Gate()
+    gate.connect("web-1")
+    gate.connect("web-2")
+    gate.state = gate.state.apply(ev.WorkloadStarting(WorkloadId("web-2"), 5.0))
+    first = gate.readiness.ready_in(gate.state)
+    assert first == {"web-1"} and gate.readiness.ready_in(gate.state) is first
+    # A start the sidecar has not served yet leaves the ready set as it is.
+    gate.state = gate.state.apply(ev.WorkloadStarting(WorkloadId("api-1"), 6.0))
+    assert gate.readiness.ready_in(gate.state) == {"web-1"}

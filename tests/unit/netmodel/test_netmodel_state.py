@@ -474,6 +474,25 @@ def test_workload_health_of_an_unknown_workload_is_rejected() -> None:
     assert_rejected(example_state(), ev.WorkloadHealthChanged(WorkloadId("gone"), healthy=False), "unknown workload")
 
 
+def test_a_start_beside_the_sidecar_lasts_until_a_health_report_a_new_placement_or_removal() -> None:
+    placed = apply_ok(example_state(), ev.WorkloadPlaced(workload()))
+    web = WorkloadId("web-1")
+    starting = apply_ok(placed, ev.WorkloadStarting(web, at=3.0))
+    assert starting.starting == {web: 3.0}
+    assert starting.unhealthy == {}  # no failure: failover leaves it alone
+    assert_noop(starting, ev.WorkloadStarting(web, at=4.0))  # the first time kept
+    listening = apply_ok(starting, ev.WorkloadHealthChanged(web, healthy=True, reason="app listening"))
+    assert listening.starting == {} and listening.unhealthy == {}
+    failed = apply_ok(starting, ev.WorkloadHealthChanged(web, healthy=False, reason="app exited (1)"))
+    assert failed.starting == {} and failed.unhealthy == {web: "app exited (1)"}
+    assert apply_ok(starting, ev.WorkloadPlaced(workload(node="eb-n1"))).starting == {}  # new processes
+    assert apply_ok(starting, ev.WorkloadRemoved(web)).starting == {}
+    # A crashed instance restarted beside its sidecar: unhealthy until its app listens again.
+    restarting = apply_ok(failed, ev.WorkloadStarting(web, at=9.0))
+    assert restarting.starting == {web: 9.0} and web in restarting.unhealthy
+    assert_rejected(placed, ev.WorkloadStarting(WorkloadId("gone")), "unknown workload")
+
+
 # -- the shared example state itself ----------------------------------------------------------------
 
 
