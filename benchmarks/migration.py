@@ -19,6 +19,11 @@ it, from the xDS server's per-node ACK times (``/api/v1/xds/clients``, sampled d
 Then the same on one service with no dependencies (tests/data/fabrics/two-edges.yaml, 4 moves): the
 user latency with it at the edge and in the cloud, which the example's web -> api -> db chain blurs.
 
+The node agents start each new sidecar beside its app (the controller told first, so the instance is no
+endpoint until its app listens too): Envoy's boot overlaps the app's start-up. Baseline, same run: the
+same moves with each sidecar started once its app listens (agent `--sidecar-after-app`,
+``--after-app-rounds``): the two start-ups one after the other.
+
 Baseline, same run: the same moves on a controller without the readiness gate (no `--wait-for-sidecars`):
 the new instance becomes an endpoint at placement, before its sidecar serves, and the old one is withdrawn
 once the callers ACK that. Callers then connect to an instance that does not listen yet: Envoy's retry on
@@ -44,7 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from mininet_topos.lab import Lab  # noqa: E402
 from mininet_topos.loadgen import summarize  # noqa: E402
-from mininet_topos.timeline import MigrationTimeline, whose_totals  # noqa: E402
+from mininet_topos.timeline import NEW_INSTANCE_TO_CALLERS, MigrationTimeline, whose_totals  # noqa: E402
 
 FABRIC = REPO / "examples" / "edge-cloud.yaml"
 TWO_EDGES = REPO / "tests" / "data" / "fabrics" / "two-edges.yaml"
@@ -58,7 +63,7 @@ STAGES = (
 )
 REFUSED = "cluster.svc/api.upstream_cx_connect_fail"
 """Callers' connections to an api instance that failed (Envoy retried those requests on another one)."""
-CONTROL_PLANE_ONLY = "new sidecar serving -> every caller ACKed"
+CONTROL_PLANE_ONLY = NEW_INSTANCE_TO_CALLERS
 GOAL_CHAIN_P99_MS = 300
 GOAL_CONTROL_PLANE_P99_MS = 50
 SETTLE_S = 1.5
@@ -109,8 +114,12 @@ def run_lab(
     timelines: list[MigrationTimeline] | None,
     fabric: Path = FABRIC,
     service: str = "api",
+    sidecar_after_app: bool = False,
 ) -> tuple[int, int, list[float], list[float], int, int]:  # sent, lost, at edge, in cloud, refused, agent errors
-    with Lab(fabric, run_dir, wait_for_sidecars=gated, log=lambda line: print(f"# {line}", file=sys.stderr)) as lab:
+    def log(line: str) -> None:
+        print(f"# {line}", file=sys.stderr)
+
+    with Lab(fabric, run_dir, wait_for_sidecars=gated, log=log, sidecar_after_app=sidecar_after_app) as lab:
         lab.wait_declared_services()
         workload, edge = lab.instance_at_edge(service)
         lab.start_loads(rate=rate)
@@ -124,6 +133,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--baseline-rounds", type=int, default=4)
+    parser.add_argument(
+        "--after-app-rounds", type=int, default=10, help="moves with each sidecar started once its app listens"
+    )
     parser.add_argument("--rate", type=float, default=10.0, help="requests per second per user")
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="edgectl-bench-migration-"))
@@ -135,6 +147,15 @@ def main() -> int:
     base_sent, base_lost, _, _, base_refused, _ = run_lab(
         run_dir / "ungated", args.baseline_rounds, args.rate, False, None
     )
+    print("# baseline: the same moves with each sidecar started once its app listens", file=sys.stderr)
+    after_app: list[MigrationTimeline] = []
+    after_sent, after_lost, _, _, _, _ = run_lab(
+        run_dir / "after-app", args.after_app_rounds, args.rate, True, after_app, sidecar_after_app=True
+    )
+    print("# the after-app baseline's chain:")
+    print_split(after_app)
+    after_chains = [t.chain_s for t in after_app if t.chain_s is not None]
+    after_control = [s for t in after_app for n, _, s in t.split() if n == CONTROL_PLANE_ONLY and s is not None]
     print("# one service alone (two edge sites and a cloud): what moving to the edge buys", file=sys.stderr)
     _, alone_lost, alone_edge, alone_cloud, _, _ = run_lab(
         run_dir / "alone", 4, args.rate, True, None, fabric=TWO_EDGES, service="web"
@@ -158,8 +179,8 @@ def main() -> int:
     totals = [whose_totals(split) for split in splits]
     per_whose = {whose: [v for t in totals if (v := t.get(whose)) is not None] for whose in {w for _, w in split_names}}
     control = per_split.get(CONTROL_PLANE_ONLY, [])
-    app_start = per_split.get("app start-up (until it listens)", [])
-    envoy_boot = per_split.get("Envoy boot (until its xDS stream)", [])
+    app_start = [a for t in timelines if (a := t.start_ups()[0]) is not None]
+    envoy_boot = [e for t in timelines if (e := t.start_ups()[1]) is not None]
     figures = {
         "benchmark": "migration",
         "fabric": FABRIC.name,
@@ -183,6 +204,18 @@ def main() -> int:
         "control_plane_only_goal_met": bool(control)
         and (percentile(control, 99) or 0) * 1000 < GOAL_CONTROL_PLANE_P99_MS,
         "start_up_dominated_by": dominating(app_start, envoy_boot),
+        "start_ups_ms": {"app": p50_p99(app_start), "envoy": p50_p99(envoy_boot)},
+        "started_beside": sum(1 for t in timelines if t.started_beside),
+        "after_app_baseline": "the same moves, each sidecar started once its app listens (agent --sidecar-after-app)",
+        "after_app_migrations": len(after_app),
+        "after_app_whole_chain_ms": p50_p99(after_chains),
+        "after_app_control_plane_only_ms": p50_p99(after_control),
+        "after_app_start_ups_ms": {
+            "app": p50_p99([a for t in after_app if (a := t.start_ups()[0]) is not None]),
+            "envoy": p50_p99([e for t in after_app if (e := t.start_ups()[1]) is not None]),
+        },
+        "after_app_requests_sent": after_sent,
+        "after_app_requests_lost": after_lost,
         "requests_sent_during_migrations": sent,
         "requests_lost_during_migrations": lost,
         "requests_lost_goal": 0,

@@ -121,8 +121,11 @@ class Lab:
         trust_domain: str = TRUST_DOMAIN,
         log: Callable[[str], None] = lambda _line: None,
         extra_args: Sequence[str] = (),
+        sidecar_after_app: bool = False,
     ) -> None:
         self.fabric = fabric
+        self.sidecar_after_app = sidecar_after_app
+        """The node agents start each sidecar once its app listens (else beside it)."""
         self.trust_domain = trust_domain
         self.wait_for_sidecars = wait_for_sidecars
         self.run_dir = run_dir
@@ -377,6 +380,7 @@ class Lab:
             "--work-dir",
             str(work_dir),
             *self._run_as(),
+            *(["--sidecar-after-app"] if self.sidecar_after_app else []),
         ]
         with open(work_dir / "agent.log", "wb") as log:
             self.agents[node] = self.net.get(node).popen(
@@ -646,7 +650,10 @@ class Lab:
         if timeline.new:
             self._fill_start(timeline)
             service = next((w["service"] for w in self.workloads() if w["id"] == timeline.new), "")
-            milestones = xds_milestones(samples, timeline.new, self.callers_of(service), timeline.sidecars_at)
+            listening = timeline.app_listening_at if timeline.started_beside else None
+            milestones = xds_milestones(
+                samples, timeline.new, self.callers_of(service), timeline.sidecars_at, listening_at=listening
+            )
             timeline.xds_connected_at, timeline.sidecar_serving_at, timeline.callers_acked_at = milestones
         first = self.first_served_by(timeline.new, timeout=5) if timeline.new else None
         if first is not None:

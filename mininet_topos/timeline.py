@@ -9,7 +9,9 @@ new instance, and when a user's request was first answered by it.
 said to be the control plane's (what edgectl does: placement, the agent, xDS), process start-up (the
 app's Python start, Envoy's boot) or the users' (the wait for their next request, the request itself).
 Its xDS milestones come from the xDS server's per-node ACK times (``xds_milestones``: samples of
-``/api/v1/xds/clients`` taken during the move).
+``/api/v1/xds/clients`` taken during the move). When the agent started Envoy beside the app (before the
+app listened), the two start-ups overlap: the chain then follows Envoy's boot and its first xDS, and
+counts of the app's start-up only what is left of it once the sidecar serves.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from typing import Any
 ENDED = ("MIGRATION_COMPLETED", "MIGRATION_ROLLED_BACK")
 CONTROL_PLANE, START_UP, USERS = "control plane", "start-up", "users"
 """Whose time a stage of ``MigrationTimeline.split`` is."""
+NEW_INSTANCE_TO_CALLERS = "new sidecar serving -> every caller ACKed"
+"""The control plane's own stage: the new instance can serve (its sidecar serves; side by side, its app
+listens too) -> every caller's sidecar ACKed the endpoints with it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +61,7 @@ class MigrationTimeline:
     routes_at: float | None = None
     """Every switch confirmed (barrier) the routes of the placed generation."""
     app_started_at: float | None = None
-    """The agent started the new app (its sidecar follows once the app listens)."""
+    """The agent started the new app (its sidecar beside it, or once the app listens)."""
     app_listening_at: float | None = None
     """The new app accepted a connection (the agent's poll)."""
     envoy_started_at: float | None = None
@@ -104,25 +109,49 @@ class MigrationTimeline:
             ("old instance withdrawn", since(self.completed_at)),
         ]
 
+    @property
+    def started_beside(self) -> bool:
+        """The agent started Envoy before the app listened (side by side)."""
+        envoy, listening = self.envoy_started_at, self.app_listening_at
+        return envoy is not None and listening is not None and envoy < listening
+
+    @property
+    def instance_ready_at(self) -> float | None:
+        """The new instance could serve: its sidecar serves and its app listens."""
+        if not self.started_beside:
+            return self.sidecar_serving_at
+        serving, listening = self.sidecar_serving_at, self.app_listening_at
+        return None if serving is None or listening is None else max(serving, listening)
+
     def split(self) -> list[tuple[str, str, float | None]]:
         """The chain as back-to-back stages: (stage, whose time, seconds; None where a milestone is
         missing). Each stage runs from the one before it to its own milestone, so they add up to the
         decision -> first answered request; the routes (barrier-confirmed in parallel) are not in it.
         A first request already on its way before the last caller ACKed waited for nothing: its wait
-        is 0 and the request counts from the last ACK."""
-        steps = [
-            ("placement -> the node agent starts the app", CONTROL_PLANE, self.decided_at, self.app_started_at),
-            ("app start-up (until it listens)", START_UP, self.app_started_at, self.app_listening_at),
-            ("the agent starts Envoy", CONTROL_PLANE, self.app_listening_at, self.envoy_started_at),
-            ("Envoy boot (until its xDS stream)", START_UP, self.envoy_started_at, self.xds_connected_at),
-            ("xDS to the new sidecar (until it serves)", CONTROL_PLANE, self.xds_connected_at, self.sidecar_serving_at),
-            (
-                "new sidecar serving -> every caller ACKed",
-                CONTROL_PLANE,
-                self.sidecar_serving_at,
-                self.callers_acked_at,
-            ),
+        is 0 and the request counts from the last ACK. Side by side, the app's start-up counts only
+        after the sidecar serves (what of it the chain waited for)."""
+        decided, app, envoy = self.decided_at, self.app_started_at, self.envoy_started_at
+        xds, serving, listening = self.xds_connected_at, self.sidecar_serving_at, self.app_listening_at
+        steps: list[tuple[str, str, float | None, float | None]] = [
+            ("placement -> the node agent starts the app", CONTROL_PLANE, decided, app)
         ]
+        if self.started_beside:
+            ready = self.instance_ready_at
+            steps += [
+                ("the agent says so and starts Envoy beside it", CONTROL_PLANE, app, envoy),
+                ("Envoy boot (until its xDS stream)", START_UP, envoy, xds),
+                ("xDS to the new sidecar (until it serves)", CONTROL_PLANE, xds, serving),
+                ("app start-up left once the sidecar serves", START_UP, serving, ready),
+                (NEW_INSTANCE_TO_CALLERS, CONTROL_PLANE, ready, self.callers_acked_at),
+            ]
+        else:
+            steps += [
+                ("app start-up (until it listens)", START_UP, app, listening),
+                ("the agent starts Envoy", CONTROL_PLANE, listening, envoy),
+                ("Envoy boot (until its xDS stream)", START_UP, envoy, xds),
+                ("xDS to the new sidecar (until it serves)", CONTROL_PLANE, xds, serving),
+                (NEW_INSTANCE_TO_CALLERS, CONTROL_PLANE, serving, self.callers_acked_at),
+            ]
         out = [(name, whose, _between(start, end)) for name, whose, start, end in steps]
         acked, sent = self.callers_acked_at, self.first_request_sent_at
         wait = None if acked is None or sent is None else max(0.0, sent - acked)
@@ -130,6 +159,14 @@ class MigrationTimeline:
         out.append(("wait for the next user request", USERS, wait))
         out.append(("the first request (new mTLS connections)", USERS, _between(request_from, self.first_request_at)))
         return out
+
+    def start_ups(self) -> tuple[float | None, float | None]:
+        """(the app's start-up until it listens, Envoy's boot until its xDS stream), whether they overlapped
+        or not."""
+        return (
+            _between(self.app_started_at, self.app_listening_at),
+            _between(self.envoy_started_at, self.xds_connected_at),
+        )
 
 
 def _between(start: float | None, end: float | None) -> float | None:
@@ -146,7 +183,11 @@ def whose_totals(split: Iterable[tuple[str, str, float | None]]) -> dict[str, fl
 
 
 def xds_milestones(
-    samples: Iterable[Mapping[str, Any]], new: str, callers: Iterable[str], converged_at: float | None
+    samples: Iterable[Mapping[str, Any]],
+    new: str,
+    callers: Iterable[str],
+    converged_at: float | None,
+    listening_at: float | None = None,
 ) -> tuple[float | None, float | None, float | None]:
     """(new sidecar's first xDS response, its serving, every caller's ACK of the new endpoint) from samples
     of ``/api/v1/xds/clients``'s ``nodes`` taken during a move, in order; None where not seen.
@@ -155,7 +196,9 @@ def xds_milestones(
     the first sample with both its listeners and secrets ACKed (the readiness gate's condition). A
     caller's ACK of the new endpoint: the first endpoints (EDS) ACK at or after that; a later one (the
     old instance's withdrawal) overwrites it, so an ACK seen only after ``converged_at`` (when the
-    controller saw every caller ACKed) is not this one, and the figure stays None."""
+    controller saw every caller ACKed) is not this one, and the figure stays None. ``listening_at``: when
+    the app of a sidecar started beside it listened; the callers' ACK counts from then at the earliest
+    (the instance was no endpoint before)."""
     connected = serving = None
     acks: dict[str, float] = {}
     wanted = set(callers)
@@ -171,9 +214,10 @@ def xds_milestones(
                 serving = max(a for a in acked if a is not None)
         if serving is None:
             continue
+        ready = serving if listening_at is None else max(serving, listening_at)
         for caller in wanted - acks.keys():
             at = ((nodes.get(caller) or {}).get("types") or {}).get("eds", {}).get("acked_at")
-            if at is not None and at >= serving:
+            if at is not None and at >= ready:
                 acks[caller] = at
     if serving is None or not wanted or acks.keys() != wanted:
         return connected, serving, None

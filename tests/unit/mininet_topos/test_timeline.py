@@ -156,6 +156,32 @@ def test_a_missing_milestone_leaves_its_stages_and_its_owners_total_open() -> No
     assert totals[START_UP] is None and totals[CONTROL_PLANE] is None and totals[USERS] == pytest.approx(0.090)
 
 
+def test_side_by_side_the_chain_follows_envoy_and_counts_what_is_left_of_the_app_start() -> None:
+    """The agent started Envoy 2 ms after the app; the app listened 10 ms after the sidecar served."""
+    beside = moved(envoy_started_at=100.022, xds_connected_at=100.072, sidecar_serving_at=100.095)
+    beside.app_listening_at = 100.105
+    assert beside.started_beside and beside.instance_ready_at == pytest.approx(100.105)
+    split = beside.split()
+    assert {name: s for name, _, s in split} == pytest.approx(
+        {
+            "placement -> the node agent starts the app": 0.020,
+            "the agent says so and starts Envoy beside it": 0.002,
+            "Envoy boot (until its xDS stream)": 0.050,
+            "xDS to the new sidecar (until it serves)": 0.023,
+            "app start-up left once the sidecar serves": 0.010,
+            "new sidecar serving -> every caller ACKed": 0.095,
+            "wait for the next user request": 0.050,
+            "the first request (new mTLS connections)": 0.040,
+        }
+    )
+    assert sum(s for _, _, s in split if s is not None) == pytest.approx(0.290)
+    assert beside.start_ups() == pytest.approx((0.085, 0.050))
+    # An app that listened before its sidecar served left nothing to wait for.
+    early = moved(envoy_started_at=100.022, xds_connected_at=100.150, sidecar_serving_at=100.170)
+    assert {name: s for name, _, s in early.split()}["app start-up left once the sidecar serves"] == 0.0
+    assert not moved().started_beside  # Envoy started once the app listened
+
+
 def node(streams: int = 1, **types: tuple[float | None, float | None]) -> dict[str, object]:
     """One node of /api/v1/xds/clients: per type (sent_at, acked_at)."""
     return {"streams": streams, "types": {t: {"sent_at": s, "acked_at": a} for t, (s, a) in types.items()}}
@@ -183,3 +209,14 @@ def test_a_callers_ack_seen_only_after_the_withdrawal_is_not_the_new_endpoints()
         None,
     )
     assert xds_milestones([], "api-3", ["web-1"], converged_at=None) == (None, None, None)
+
+
+def test_callers_acks_count_from_when_the_app_beside_the_serving_sidecar_listened() -> None:
+    serving = {"api-3": node(sds=(100.15, 100.17), lds=(100.15, 100.18)), "web-1": node(eds=(90.0, 90.01))}
+    unrelated = {**serving, "web-1": node(eds=(100.185, 100.190))}  # before the app listened: not the add
+    added = {**serving, "web-1": node(eds=(100.205, 100.210))}
+    samples = [serving, unrelated, added]
+    assert xds_milestones(samples, "api-3", ["web-1"], converged_at=100.230, listening_at=100.200)[2] == (
+        pytest.approx(100.210)
+    )
+    assert xds_milestones(samples, "api-3", ["web-1"], converged_at=100.230)[2] == pytest.approx(100.190)
