@@ -3,6 +3,7 @@ side by side, and how an earlier agent's leftovers are found."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -224,7 +226,10 @@ class Told:
             raise ConnectionError("controller unreachable")
 
 
-def launch_late_listener(tmp_path: Path, told: Told) -> tuple[sv.Supervisor, sv.Processes]:
+@contextlib.contextmanager
+def late_listener(tmp_path: Path, told: Told) -> Iterator[sv.Processes]:
+    """Launch an app that listens after 0.3 s (its 'sidecar' is `true`); everything stopped afterwards,
+    a failed start's processes too (before its StartFailed goes on)."""
     import socket
 
     with socket.socket() as probe:
@@ -233,48 +238,46 @@ def launch_late_listener(tmp_path: Path, told: Told) -> tuple[sv.Supervisor, sv.
     settings = sv.SidecarSettings("unix:/x", "", "", envoy=shutil.which("true") or "/bin/true")
     supervisor = sv.Supervisor(NodeContext("n1", sys.executable, str(tmp_path / "agent")), settings, announce=told)
     command = Command((sys.executable, "-c", LISTENS_LATE, str(port)), ())
-    return supervisor, supervisor.launch(WorkloadSpec("w1", "web", port), command)
+    try:
+        processes = supervisor.launch(WorkloadSpec("w1", "web", port), command)
+    except sv.StartFailed as failed:
+        failed.processes.stop()
+        supervisor._spawner.shutdown(wait=False)
+        raise
+    try:
+        yield processes
+    finally:
+        processes.stop()
+        supervisor._spawner.shutdown(wait=False)
 
 
 def test_told_it_is_starting_the_sidecar_boots_beside_the_app_and_the_listening_app_is_reported(
     tmp_path: Path,
 ) -> None:
     told = Told()
-    supervisor, processes = launch_late_listener(tmp_path, told)
-    try:
+    with late_listener(tmp_path, told) as processes:
         assert processes.app_listening_at is not None and processes.sidecar_started_at is not None
         assert processes.sidecar_started_at < processes.app_listening_at  # Envoy's boot overlaps the app's
         assert [(w, listening) for w, listening, _ in told.calls] == [("w1", False), ("w1", True)]
         assert told.calls[0][2] <= processes.sidecar_started_at  # the controller knew before Envoy could serve
         assert told.calls[1][2] >= processes.app_listening_at
         assert processes.announced
-    finally:
-        processes.stop()
-        supervisor._spawner.shutdown(wait=False)
 
 
 def test_when_the_start_cannot_be_told_the_sidecar_waits_for_the_app(tmp_path: Path) -> None:
     told = Told(fail_starting=1)
-    supervisor, processes = launch_late_listener(tmp_path, told)
-    try:
+    with late_listener(tmp_path, told) as processes:
         assert processes.app_listening_at is not None and processes.sidecar_started_at is not None
         assert processes.app_listening_at <= processes.sidecar_started_at
         assert [(w, listening) for w, listening, _ in told.calls] == [("w1", False)]
         assert not processes.announced
-    finally:
-        processes.stop()
-        supervisor._spawner.shutdown(wait=False)
 
 
 def test_the_listening_app_is_told_again_until_the_controller_hears_it(tmp_path: Path) -> None:
     told = Told(fail_listening=2)
-    supervisor, processes = launch_late_listener(tmp_path, told)
-    try:
+    with late_listener(tmp_path, told) as processes:
         assert [listening for _, listening, _ in told.calls] == [False, True, True, True]
         assert processes.announced
-    finally:
-        processes.stop()
-        supervisor._spawner.shutdown(wait=False)
 
 
 def test_a_start_whose_listening_app_cannot_be_told_fails_and_leaves_nothing_running(
@@ -282,17 +285,17 @@ def test_a_start_whose_listening_app_cannot_be_told_fails_and_leaves_nothing_run
 ) -> None:
     monkeypatch.setattr(sv, "LISTENING_REPORT_S", 0.2)
     told = Told(fail_listening=1000)
-    with pytest.raises(sv.StartFailed, match="cannot tell the controller its app listens") as failed:
-        launch_late_listener(tmp_path, told)
+    with pytest.raises(sv.StartFailed, match="cannot tell the controller its app listens") as failed:  # noqa: SIM117
+        with late_listener(tmp_path, told):
+            pass
     processes = failed.value.processes
     assert processes.app is not None and processes.sidecar is not None  # both handed back to be stopped
-    processes.stop()
     assert processes.app.poll() is not None
 
 
 def test_a_refused_listening_report_fails_the_start_at_once(tmp_path: Path) -> None:
     told = Told(refuse_listening=True)
-    with pytest.raises(sv.StartFailed, match="refused to hear its app listens: NOT_FOUND") as failed:
-        launch_late_listener(tmp_path, told)
-    failed.value.processes.stop()
+    with pytest.raises(sv.StartFailed, match="refused to hear its app listens: NOT_FOUND"):  # noqa: SIM117
+        with late_listener(tmp_path, told):
+            pass
     assert [listening for _, listening, _ in told.calls] == [False, True]  # not asked again
