@@ -548,6 +548,14 @@ def table_totals(metrics_text: str) -> tuple[int, int]:
     return totals[0], totals[1]
 
 
+def keep_logs(work: Path) -> None:
+    """Copy the run's logs out of its work directory (removed at the end), and say where."""
+    kept = Path(tempfile.mkdtemp(prefix="scale-logs-"))
+    for path in work.glob("*.log"):
+        (kept / path.name).write_bytes(path.read_bytes())
+    print(f"the controller's log: {kept}", file=sys.stderr)
+
+
 def link_timeouts(log_text: str) -> int:
     """Links the controller took down because no LLDP probe crossed them in time (its log's warnings)."""
     return log_text.count("no probe crossed")
@@ -711,6 +719,11 @@ def measure(args: argparse.Namespace, doc: dict[str, Any], work: Path) -> dict[s
         build_s, builds = histogram_totals(metrics_text, "edgectl_xds_snapshot_build_seconds")
         out["sidecar_builds"], out["sidecar_build_s"] = int(builds), round(build_s, 1)
         out["sidecar_build_ms_mean"] = round(build_s / builds * 1000, 1) if builds else None
+        # Deltas no barrier confirmed in time from the link failure on: each makes the engine read that
+        # switch again, and holds back what waits for its routes (a migration) until it is set.
+        unconfirmed = [c for c in route_changes(controller, generation0) if not c["confirmed"]]
+        out["unconfirmed_deltas"] = len(unconfirmed)
+        out["unconfirmed_switches"] = len({c["switch"] for c in unconfirmed})
         controller.alive()
         return out
     finally:
@@ -755,6 +768,11 @@ def print_table(out: dict[str, Any]) -> None:
         ("one change's fan-out to every stream, p99 (p50 over migrations)", f"{out['fanout_p99_ms_p50']} ms", ""),
         ("migrations answered OK", f"{out['migrations_ok']} of {len(out['migrations'])}", ""),
         (
+            "route deltas no barrier confirmed in time, from the cut on (switches)",
+            f"{out['unconfirmed_deltas']} ({out['unconfirmed_switches']})",
+            "",
+        ),
+        (
             f"sidecar snapshot builds over the run ({out['sidecar_builds']}, {out['sidecar_build_s']} s in all), mean",
             f"{out['sidecar_build_ms_mean']} ms",
             "",
@@ -795,6 +813,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--migrate-timeout", type=float, default=20.0, help="Migrate's timeout_s (convergence)")
     parser.add_argument("--up-timeout", type=float, default=600.0, help="seconds to wait for every link up")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the controller's log (its path on stderr)")
     parser.add_argument(
         "--settle",
         type=float,
@@ -813,11 +832,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             out = measure(args, doc, Path(work))
         except BaseException:
-            kept = Path(tempfile.mkdtemp(prefix="scale-logs-"))
-            for path in Path(work).glob("*.log"):
-                (kept / path.name).write_bytes(path.read_bytes())
-            print(f"the controller's log: {kept}", file=sys.stderr)
+            keep_logs(Path(work))
             raise
+        if args.keep_logs:
+            keep_logs(Path(work))
     print_table(out)
     print(
         json.dumps(
