@@ -64,6 +64,10 @@ def event_of(message: Any) -> tuple[EventKind, tuple[WorkloadSpec, ...], int]:
     return kind, tuple(workload_spec(w) for w in message.workloads), int(message.generation)
 
 
+NodeEvent = tuple[EventKind, tuple[WorkloadSpec, ...], int, frozenset[str]]
+"""(kind, workloads, generation, the new ones the controller already holds as starting)."""
+
+
 def _issued(reply: Any) -> IssuedSvid:
     return IssuedSvid(reply.spiffe_id, reply.cert_chain_pem, reply.trust_bundle_pem, float(reply.expires_at))
 
@@ -185,16 +189,17 @@ class ControllerClient:
         report = pb.HealthReport(workload_id=workload_id, starting=True)
         self._unary(lambda stub: stub.ReportHealth(report, timeout=timeout))
 
-    def watch(self, node: str) -> tuple[Any, Iterator[tuple[EventKind, tuple[WorkloadSpec, ...], int]]]:
+    def watch(self, node: str, starts_beside: bool = False) -> tuple[Any, Iterator[NodeEvent]]:
         """Open WatchNode: (the call, to ``cancel()`` it; its events). The call ends with ``grpc.RpcError``;
-        when that is UNAVAILABLE the next watch opens on the next controller address."""
+        when that is UNAVAILABLE the next watch opens on the next controller address. ``starts_beside``:
+        this agent starts sidecars beside their apps (the controller may hold new placements as starting)."""
         index, stub = self._current()
-        call = stub.WatchNode(pb.WatchNodeRequest(node=node))
+        call = stub.WatchNode(pb.WatchNodeRequest(node=node, starts_beside=starts_beside))
 
-        def events() -> Iterator[tuple[EventKind, tuple[WorkloadSpec, ...], int]]:
+        def events() -> Iterator[NodeEvent]:
             try:
                 for message in call:
-                    yield event_of(message)
+                    yield (*event_of(message), frozenset(message.starting))
             except grpc.RpcError as exc:
                 if exc.code() is grpc.StatusCode.UNAVAILABLE:
                     self.move_on(index)

@@ -285,7 +285,7 @@ class Agent:
         certificate, and ends when that expires. The new stream is opened first, then the old one is
         cancelled (no moment without a stream); the new one starts with a SNAPSHOT, the whole truth."""
         try:
-            opened = self.client.watch(self.node)
+            opened = self.client.watch(self.node, starts_beside=self._starts_beside)
         except Exception as exc:
             LOG.warning("cannot open WatchNode with the renewed node SVID yet: %s", _short(exc))
             return
@@ -304,17 +304,17 @@ class Agent:
             with self._watch_lock:
                 opened, self._next_watch = self._next_watch, None
             try:
-                call, events = opened or self.client.watch(self.node)
+                call, events = opened or self.client.watch(self.node, starts_beside=self._starts_beside)
                 with self._watch_lock:
                     self._watch_call = call
                 if self.stop.is_set():
                     call.cancel()
-                for kind, workloads, generation in events:
+                for kind, workloads, generation, held in events:
                     if delay > RECONNECT_FIRST_S:
                         LOG.info("following the placements of %s again", self.node)
                     delay = RECONNECT_FIRST_S
                     LOG.debug("%s: %s at generation %d", kind.value, [w.id for w in workloads], generation)
-                    self.supervisor.update(kind, workloads)
+                    self.supervisor.update(kind, workloads, held)
                 reason = "the controller ended the stream"
             except grpc.RpcError as exc:
                 reason = f"{exc.code().name}: {exc.details()}"
@@ -341,6 +341,10 @@ class Agent:
                 LOG.error("cannot report %s %s: %s", workload_id, "healthy" if healthy else "unhealthy", _short(exc))
 
         threading.Thread(target=send, name=f"report-{workload_id}", daemon=True).start()
+
+    @property
+    def _starts_beside(self) -> bool:
+        return not self.args.sidecar_after_app
 
     def _announce(self, workload_id: str, listening: bool) -> None:
         """Tell the controller, on the start's own thread, that an app starts beside its sidecar or now
@@ -396,7 +400,7 @@ class Agent:
             sidecars,
             drain_s=self.args.drain_s,
             report=self._report,
-            announce=None if self.args.sidecar_after_app else self._announce,
+            announce=self._announce if self._starts_beside else None,
             identity=lambda: (self.svid.spiffe_id, self.svid.not_after),
             run_as=self.run_as,
         ).start()

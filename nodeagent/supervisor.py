@@ -5,9 +5,10 @@ One loop thread owns every instance: it takes the WatchNode events (``update``),
 runs is still alive, asks the plan what to do and does it. A start waits for the app to listen (up to
 ``APP_START_TIMEOUT_S``), so it runs on a thread of its own and posts its outcome back to the loop.
 
-The app and its sidecar start side by side when the controller can be told (``announce``): first that
-the instance is starting (it stays no endpoint, and is no failure), then, once the app listens, that it
-is healthy; so Envoy's boot overlaps the app's start-up instead of following it. Without ``announce``,
+The app and its sidecar start side by side when the controller holds the instance as starting (it stays
+no endpoint, and is no failure): because it said so when it placed it (``update``'s ``held``, a first
+start only) or because it was told so now (``announce``); once the app listens it is told the instance is
+healthy. So Envoy's boot overlaps the app's start-up instead of following it. Without ``announce``,
 or when the controller cannot be told, the sidecar is started once the app listens (then a serving
 sidecar means a serving app).
 
@@ -270,6 +271,8 @@ class Supervisor:
         self.report = report or (lambda _id, _healthy, _reason: None)
         self.announce = announce
         """None: each sidecar starts once its app listens."""
+        self._held: set[str] = set()
+        """New workloads the controller holds as starting, not started yet (``update``'s ``held``)."""
         self.identity = identity
         self.clock = clock
         self.wall_clock = wall_clock
@@ -294,9 +297,10 @@ class Supervisor:
 
     # -- from outside ------------------------------------------------------------------------------
 
-    def update(self, kind: p.EventKind, workloads: Iterable[p.WorkloadSpec]) -> None:
-        """One WatchNode event (thread-safe)."""
-        self._inbox.put(("event", (kind, tuple(workloads))))
+    def update(self, kind: p.EventKind, workloads: Iterable[p.WorkloadSpec], held: Iterable[str] = ()) -> None:
+        """One WatchNode event (thread-safe); ``held``: the new workloads the controller already holds as
+        starting (their first start need not report it)."""
+        self._inbox.put(("event", (kind, tuple(workloads), frozenset(held))))
 
     def start(self) -> Supervisor:
         self.work_root.mkdir(parents=True, exist_ok=True)
@@ -366,8 +370,9 @@ class Supervisor:
                 except queue.Empty:
                     return changed
             if kind == "event":
-                event, workloads = payload
+                event, workloads, held = payload
                 self.desired = p.apply_event(self.desired, event, workloads)
+                self._note_held(held)
                 changed = True
             elif kind == "spawned":
                 changed |= self._on_spawned(*payload)
@@ -377,6 +382,18 @@ class Supervisor:
                 changed |= self._on_start_failed(*payload)
             elif kind == "status":
                 changed = True
+
+    def _note_held(self, held: frozenset[str]) -> None:
+        """The controller holds these as starting until told they serve: one that runs already is told at
+        once; a new one's first start skips its own report of the start."""
+        for workload_id in held:
+            instance = self.instances.get(workload_id)
+            if instance is None or instance.phase is p.Phase.STOPPED:
+                self._held.add(workload_id)
+            elif instance.phase is p.Phase.RUNNING:
+                self._report(workload_id, True, "running already")
+            # (else a start, a restart or a drain is under way: each start reports the app listening)
+        self._held.intersection_update(self.desired)
 
     def _on_spawned(self, workload_id: str, processes: Processes) -> bool:
         instance = self.instances.get(workload_id)
@@ -449,8 +466,12 @@ class Supervisor:
         actions = p.plan(self.desired, self.instances, now, self.drain_s, self.context)
         for action in actions:
             if isinstance(action, p.Start):
-                self.instances[action.spec.id] = p.starting(action.spec, now, self.instances.get(action.spec.id))
-                self._start_in_background(action)
+                previous = self.instances.get(action.spec.id)
+                # Only a first start was held by the controller; a restart reports its own start.
+                held = action.spec.id in self._held and (previous is None or previous.phase is p.Phase.STOPPED)
+                self._held.discard(action.spec.id)
+                self.instances[action.spec.id] = p.starting(action.spec, now, previous)
+                self._start_in_background(action, held)
             elif isinstance(action, p.Refuse):
                 self.instances[action.spec.id] = p.invalid(action.spec, now, action.why)
                 LOG.error("not starting %s: %s; reporting it unhealthy", action.spec.id, action.why)
@@ -481,16 +502,18 @@ class Supervisor:
 
     # -- starting one workload -----------------------------------------------------------------------
 
-    def _start_in_background(self, action: p.Start) -> None:
+    def _start_in_background(self, action: p.Start, held: bool = False) -> None:
         self._starts = [t for t in self._starts if t.is_alive()]
-        thread = threading.Thread(target=self._start_one, args=(action,), name=f"start-{action.spec.id}", daemon=True)
+        thread = threading.Thread(
+            target=self._start_one, args=(action, held), name=f"start-{action.spec.id}", daemon=True
+        )
         self._starts.append(thread)
         thread.start()
 
-    def _start_one(self, action: p.Start) -> None:
+    def _start_one(self, action: p.Start, held: bool = False) -> None:
         spec = action.spec
         try:
-            processes = self.launch(spec, action.command)
+            processes = self.launch(spec, action.command, held)
         except StartFailed as exc:
             self._inbox.put(("failed", (spec.id, exc.processes, str(exc))))
             return
@@ -499,9 +522,10 @@ class Supervisor:
             return
         self._inbox.put(("started", (spec.id, processes, action.why)))
 
-    def launch(self, spec: p.WorkloadSpec, command: p.Command | None) -> Processes:
-        """Start the app and its sidecar: side by side when the controller was told the app is starting
-        (``announce``), else the sidecar once the app accepts connections."""
+    def launch(self, spec: p.WorkloadSpec, command: p.Command | None, held: bool = False) -> Processes:
+        """Start the app and its sidecar: side by side when the controller holds the instance as starting
+        (``held``: it said so on placing it) or was told so now (``announce``), else the sidecar once the
+        app accepts connections."""
         work_dir = Path(self.context.work_dir(spec.id))
         work_dir.mkdir(parents=True, exist_ok=True)
         admin = work_dir / "admin.sock"
@@ -511,13 +535,16 @@ class Supervisor:
                 Processes(None, None, self.wall_clock()),
             )
         processes = Processes(None, None, self.wall_clock())
+        held_by = self.announce if held else None
         if command is None:
             self._start_sidecar(spec, processes, work_dir, admin)
+            if held_by is not None:
+                self._tell_listening(held_by, spec.id, processes)  # no app to wait for
             return processes
         processes.app = self._start_app(spec, command, work_dir, self._app_dir(spec.id))
         self._inbox.put(("spawned", (spec.id, processes)))  # its PID in status.json before the wait
-        # Told while the app's interpreter starts: the call's few milliseconds cost the chain nothing.
-        announce = self.announce if self._told_starting(spec.id) else None
+        # Told while the app's interpreter starts (unless the controller holds it already).
+        announce = held_by or (self.announce if self._told_starting(spec.id) else None)
         if announce is not None:
             self._start_sidecar(spec, processes, work_dir, admin)
         try:

@@ -36,10 +36,12 @@ class NodeSvid(_message.Message):
     def __init__(self, spiffe_id: _Optional[str] = ..., cert_chain_pem: _Optional[str] = ..., trust_bundle_pem: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...
 
 class WatchNodeRequest(_message.Message):
-    __slots__ = ("node",)
+    __slots__ = ("node", "starts_beside")
     NODE_FIELD_NUMBER: _ClassVar[int]
+    STARTS_BESIDE_FIELD_NUMBER: _ClassVar[int]
     node: str
-    def __init__(self, node: _Optional[str] = ...) -> None: ...
+    starts_beside: bool
+    def __init__(self, node: _Optional[str] = ..., starts_beside: _Optional[bool] = ...) -> None: ...
 
 class Call(_message.Message):
     __slots__ = ("service", "port", "per_request", "bytes_per_call")
@@ -85,7 +87,7 @@ class NodeWorkload(_message.Message):
     def __init__(self, id: _Optional[str] = ..., service: _Optional[str] = ..., port: _Optional[int] = ..., address: _Optional[str] = ..., app_host: _Optional[str] = ..., run: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., spiffe_id: _Optional[str] = ..., calls: _Optional[_Iterable[_Union[Call, _Mapping]]] = ..., protocol: _Optional[str] = ...) -> None: ...
 
 class NodeEvent(_message.Message):
-    __slots__ = ("kind", "workloads", "generation")
+    __slots__ = ("kind", "workloads", "generation", "starting")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         SNAPSHOT: _ClassVar[NodeEvent.Kind]
@@ -97,10 +99,12 @@ class NodeEvent(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     WORKLOADS_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    STARTING_FIELD_NUMBER: _ClassVar[int]
     kind: NodeEvent.Kind
     workloads: _containers.RepeatedCompositeFieldContainer[NodeWorkload]
     generation: int
-    def __init__(self, kind: _Optional[_Union[NodeEvent.Kind, str]] = ..., workloads: _Optional[_Iterable[_Union[NodeWorkload, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
+    starting: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kind: _Optional[_Union[NodeEvent.Kind, str]] = ..., workloads: _Optional[_Iterable[_Union[NodeWorkload, _Mapping]]] = ..., generation: _Optional[int] = ..., starting: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HealthReport(_message.Message):
     __slots__ = ("workload_id", "healthy", "reason", "starting")

@@ -155,7 +155,7 @@ def test_a_watch_that_ends_unavailable_is_opened_again_on_the_next_controller(
     client = identified(ControllerClient([one.address, two.address]), ca)
     try:
         _call, events = client.watch("n1")
-        kind, _workloads, generation = next(events)
+        kind, _workloads, generation, _held = next(events)
         assert (kind, generation) == (EventKind.SNAPSHOT, len("one"))
         one.stop()
         with pytest.raises(grpc.RpcError) as raised:

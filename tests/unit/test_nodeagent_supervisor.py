@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from nodeagent import supervisor as sv
-from nodeagent.plan import Command, NodeContext, WorkloadSpec, started, starting
+from nodeagent.plan import Command, EventKind, NodeContext, WorkloadSpec, crashed, started, starting
 
 IGNORES_SIGTERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
@@ -227,7 +227,7 @@ class Told:
 
 
 @contextlib.contextmanager
-def late_listener(tmp_path: Path, told: Told) -> Iterator[sv.Processes]:
+def late_listener(tmp_path: Path, told: Told, held: bool = False) -> Iterator[sv.Processes]:
     """Launch an app that listens after 0.3 s (its 'sidecar' is `true`); everything stopped afterwards,
     a failed start's processes too (before its StartFailed goes on)."""
     import socket
@@ -239,7 +239,7 @@ def late_listener(tmp_path: Path, told: Told) -> Iterator[sv.Processes]:
     supervisor = sv.Supervisor(NodeContext("n1", sys.executable, str(tmp_path / "agent")), settings, announce=told)
     command = Command((sys.executable, "-c", LISTENS_LATE, str(port)), ())
     try:
-        processes = supervisor.launch(WorkloadSpec("w1", "web", port), command)
+        processes = supervisor.launch(WorkloadSpec("w1", "web", port), command, held)
     except sv.StartFailed as failed:
         failed.processes.stop()
         supervisor._spawner.shutdown(wait=False)
@@ -299,3 +299,42 @@ def test_a_refused_listening_report_fails_the_start_at_once(tmp_path: Path) -> N
         with late_listener(tmp_path, told):
             pass
     assert [listening for _, listening, _ in told.calls] == [False, True]  # not asked again
+
+
+def test_a_start_the_controller_holds_already_boots_the_sidecar_at_once_and_reports_only_the_listening_app(
+    tmp_path: Path,
+) -> None:
+    told = Told()
+    with late_listener(tmp_path, told, held=True) as processes:
+        assert processes.sidecar_started_at is not None and processes.app_listening_at is not None
+        assert processes.sidecar_started_at < processes.app_listening_at
+        assert [(w, listening) for w, listening, _ in told.calls] == [("w1", True)]
+
+
+def test_only_a_first_start_is_held_and_a_held_workload_that_runs_already_is_reported_at_once(tmp_path: Path) -> None:
+    reports: list[tuple[str, bool, str]] = []
+    supervisor = sv.Supervisor(
+        NodeContext("n1", sys.executable, str(tmp_path / "agent")),
+        sv.SidecarSettings("unix:/x", "", ""),
+        report=lambda *r: reports.append(r),
+        announce=Told(),
+    )
+    launched: list[tuple[str, bool]] = []
+    supervisor._start_in_background = lambda action, held=False: launched.append((action.spec.id, held))  # type: ignore[method-assign]
+    fresh, running, restarting = (WorkloadSpec(w, "web", 8000 + i) for i, w in enumerate(("w1", "w2", "w3")))
+    supervisor.instances["w2"] = started(starting(running, 0.0), 0.0)
+    supervisor.instances["w3"] = crashed(started(starting(restarting, 0.0), 0.0), 1.0, "app exited (1)")
+    supervisor.update(EventKind.SNAPSHOT, [fresh, running, restarting], held=["w1", "w2", "w3", "gone"])
+    supervisor._take_messages()
+    assert reports == [("w2", True, "running already")]
+    assert supervisor._held == {"w1"}  # w3's restart reports its own start; one no longer placed is forgotten
+    supervisor.clock = lambda: 1_000.0  # past w3's restart backoff
+    supervisor._act()
+    assert sorted(launched) == [("w1", True), ("w3", False)]
+    assert supervisor._held == set()
+    supervisor._held.add("w3")  # held anyway (a watch of a moment before): still not for a restart
+    supervisor.instances["w3"] = crashed(supervisor.instances["w3"], 1_001.0, "app exited (1)")
+    supervisor.clock = lambda: 10_000.0
+    supervisor._act()
+    assert launched[-1] == ("w3", False)
+    supervisor._spawner.shutdown(wait=False)

@@ -222,6 +222,27 @@ def test_a_watch_sends_a_snapshot_then_changes_and_a_slow_one_is_cut_off(tmp_pat
     assert cut.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "watch again" in cut.reason
 
 
+@pytest.mark.parametrize("starts_beside", [True, False], ids=["starts-beside", "sidecar-after-app"])
+def test_a_new_placement_is_held_as_starting_before_an_agent_that_starts_beside_hears_of_it(
+    tmp_path: Path, state: FabricState, starts_beside: bool
+) -> None:
+    bus = FakeBus(state)
+    agents = servicer(bus, tmp_path)
+    request = pb.WatchNodeRequest(node="ea-n1", starts_beside=starts_beside)
+    stream = agents.watch_node(request, FakeContext("NODE ea-n1"))
+    assert list(next(stream).starting) == []  # what a SNAPSHOT holds runs already, or starts on its own report
+    bus.state = placed(bus.state, "api-2", "api", "ea-n1")
+    agents.on_model_change(WorkloadPlaced(bus.state.workloads[WorkloadId("api-2")]), bus.state)
+    event = next(stream)
+    assert event.kind == pb.NodeEvent.PLACED and [w.id for w in event.workloads] == ["api-2"]
+    if starts_beside:
+        assert list(event.starting) == ["api-2"]
+        assert WorkloadStarting(WorkloadId("api-2"), NOW) in bus.published
+        assert WorkloadId("api-2") in bus.state.starting  # before the agent heard of it
+    else:
+        assert list(event.starting) == [] and WorkloadId("api-2") not in bus.state.starting
+
+
 def test_a_node_is_cut_off_when_revoked_removed_from_the_fabric_or_its_svid_expires(
     tmp_path: Path, state: FabricState
 ) -> None:
