@@ -19,7 +19,7 @@ it, from the xDS server's per-node ACK times (``/api/v1/xds/clients``, sampled d
 Then the same on one service with no dependencies (tests/data/fabrics/two-edges.yaml, 4 moves): the
 user latency with it at the edge and in the cloud, which the example's web -> api -> db chain blurs.
 
-The node agents start each new sidecar beside its app (the controller told first, so the instance is no
+The node agents start each new sidecar beside its app (the instance held as starting first, so it is no
 endpoint until its app listens too): Envoy's boot overlaps the app's start-up. Baseline, same run: the
 same moves with each sidecar started once its app listens (agent `--sidecar-after-app`,
 ``--after-app-rounds``): the two start-ups one after the other.

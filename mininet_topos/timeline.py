@@ -138,7 +138,7 @@ class MigrationTimeline:
         if self.started_beside:
             ready = self.instance_ready_at
             steps += [
-                ("the agent says so and starts Envoy beside it", CONTROL_PLANE, app, envoy),
+                ("the agent starts Envoy beside the app", CONTROL_PLANE, app, envoy),
                 ("Envoy boot (until its xDS stream)", START_UP, envoy, xds),
                 ("xDS to the new sidecar (until it serves)", CONTROL_PLANE, xds, serving),
                 ("app start-up left once the sidecar serves", START_UP, serving, ready),

@@ -165,7 +165,7 @@ def test_side_by_side_the_chain_follows_envoy_and_counts_what_is_left_of_the_app
     assert {name: s for name, _, s in split} == pytest.approx(
         {
             "placement -> the node agent starts the app": 0.020,
-            "the agent says so and starts Envoy beside it": 0.002,
+            "the agent starts Envoy beside the app": 0.002,
             "Envoy boot (until its xDS stream)": 0.050,
             "xDS to the new sidecar (until it serves)": 0.023,
             "app start-up left once the sidecar serves": 0.010,
