@@ -412,7 +412,7 @@ class AgentServicer:
         now = self._clock()
         futures = []
         for workload in workloads:
-            with contextlib.suppress(EventRejected):
+            with contextlib.suppress(Exception):  # not held: the agent reports the start itself
                 futures.append((workload, self.bus.publish(WorkloadStarting(WorkloadId(workload), now))))
         deadline = time.monotonic() + HOLD_TIMEOUT_S
         held = []
