@@ -179,8 +179,7 @@ def main() -> int:
     totals = [whose_totals(split) for split in splits]
     per_whose = {whose: [v for t in totals if (v := t.get(whose)) is not None] for whose in {w for _, w in split_names}}
     control = per_split.get(CONTROL_PLANE_ONLY, [])
-    app_start = [a for t in timelines if (a := t.start_ups()[0]) is not None]
-    envoy_boot = [e for t in timelines if (e := t.start_ups()[1]) is not None]
+    app_start, envoy_boot = start_ups(timelines)
     figures = {
         "benchmark": "migration",
         "fabric": FABRIC.name,
@@ -210,10 +209,7 @@ def main() -> int:
         "after_app_migrations": len(after_app),
         "after_app_whole_chain_ms": p50_p99(after_chains),
         "after_app_control_plane_only_ms": p50_p99(after_control),
-        "after_app_start_ups_ms": {
-            "app": p50_p99([a for t in after_app if (a := t.start_ups()[0]) is not None]),
-            "envoy": p50_p99([e for t in after_app if (e := t.start_ups()[1]) is not None]),
-        },
+        "after_app_start_ups_ms": dict(zip(("app", "envoy"), map(p50_p99, start_ups(after_app)), strict=True)),
         "after_app_requests_sent": after_sent,
         "after_app_requests_lost": after_lost,
         "requests_sent_during_migrations": sent,
@@ -234,6 +230,12 @@ def main() -> int:
     }
     print(json.dumps(figures))
     return 0
+
+
+def start_ups(timelines: list[MigrationTimeline]) -> tuple[list[float], list[float]]:
+    """The moves' app start-ups and Envoy boots (seconds), each where it was seen."""
+    pairs = [t.start_ups() for t in timelines]
+    return [a for a, _ in pairs if a is not None], [e for _, e in pairs if e is not None]
 
 
 def p50_p99(values: list[float]) -> dict[str, float | None]:
