@@ -192,7 +192,9 @@ def test_an_attested_agent_runs_its_nodes_sidecars_with_config_over_node_svid_mt
 
             # Its sidecar dies: the agent's ReportHealth (mTLS, node SVID) reaches the controller, which
             # marks it unhealthy or has already re-placed it.
-            os.kill(status()["workloads"][db.id]["sidecar_pid"], signal.SIGKILL)
+            db_sidecar = status()["workloads"][db.id]["sidecar_pid"]
+            assert db_sidecar is not None, explain()
+            os.kill(db_sidecar, signal.SIGKILL)
 
             def reported() -> bool:
                 unhealthy = controller.get_json("/api/v1/workloads/health")["unhealthy"]
