@@ -50,6 +50,8 @@ class FakeController(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
     reports: list[tuple[str, bool, str]] = field(default_factory=list)
     starts: list[str] = field(default_factory=list)
     """Workloads the agent said it starts beside their sidecar (ReportHealth with starting)."""
+    starts_beside: list[bool] = field(default_factory=list)
+    """Each WatchNode's word: the agent starts sidecars beside their apps."""
     attests: int = 0
     renewals: int = 0
     watches: int = 0
@@ -92,6 +94,7 @@ class FakeController(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
         events: queue.Queue[Any] = queue.Queue()
         with self.lock:
             self.watches += 1
+            self.starts_beside.append(request.starts_beside)
             self.streams.append(events)
             snapshot = pb.NodeEvent(kind=pb.NodeEvent.SNAPSHOT, workloads=list(self.workloads.values()))
         context.add_callback(lambda: events.put(None))
@@ -118,10 +121,12 @@ class FakeController(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
             for stream in self.streams:
                 stream.put(event)
 
-    def place(self, workload: Any) -> None:
+    def place(self, workload: Any, held: bool = False) -> None:
+        """``held``: as the controller does for an agent that starts sidecars beside their apps, the new
+        workload is said to be held as starting already."""
         with self.lock:
             self.workloads[workload.id] = workload
-        self._send(pb.NodeEvent(kind=pb.NodeEvent.PLACED, workloads=[workload]))
+        self._send(pb.NodeEvent(kind=pb.NodeEvent.PLACED, workloads=[workload], starting=[workload.id] * held))
 
     def remove(self, workload_id: str) -> None:
         with self.lock:
@@ -336,6 +341,34 @@ def test_the_agent_runs_restarts_drains_and_stops_its_workloads(setup: Setup) ->
 
     agent.send_signal(signal.SIGTERM)
     assert agent.wait(30) == 0
+
+
+def test_a_placement_the_controller_holds_as_starting_is_started_without_a_report_of_its_start(
+    setup: Setup,
+) -> None:
+    setup.start_agent()
+    wait_until(lambda: setup.controller.starts_beside, 30, what="the agent's watch")
+    assert setup.controller.starts_beside == [True]  # it starts sidecars beside their apps
+    port = free_port()
+    setup.controller.place(http_server("web-2", port), held=True)
+    entry = setup.wait_state("web-2", "running")
+    assert alive(entry["sidecar_pid"]) and answers(port)
+    assert setup.controller.starts == []  # held already: not said again
+    assert setup.controller.reports == [("web-2", True, "app listening")]
+
+
+def test_with_sidecar_after_app_the_sidecar_starts_once_the_app_listens_and_nothing_is_reported(
+    setup: Setup,
+) -> None:
+    setup.start_agent("--sidecar-after-app")
+    wait_until(lambda: setup.controller.starts_beside, 30, what="the agent's watch")
+    assert setup.controller.starts_beside == [False]
+    port = free_port()
+    setup.controller.place(http_server("web-3", port))
+    entry = setup.wait_state("web-3", "running")
+    assert entry["app_listening_at"] <= entry["sidecar_started_at"]
+    assert answers(port)
+    assert setup.controller.starts == [] and setup.controller.reports == []
 
 
 def test_sigterm_stops_every_process_the_agent_started(setup: Setup) -> None:
