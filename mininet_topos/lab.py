@@ -661,8 +661,17 @@ class Lab:
             timeline.first_request_at = first.t + first.ms / 1000
 
     def _fill_start(self, timeline: MigrationTimeline) -> None:
-        """The new instance's start as its agent's ``status.json`` tells it."""
-        found = self.workload_status(timeline.new)
+        """The new instance's start as its agent's ``status.json`` tells it, once its start is done (the
+        controller may hear the app listens, and end the move, before the agent rewrote the file)."""
+
+        def start_done() -> tuple[str, dict[str, Any]] | None:
+            found = self.workload_status(timeline.new)
+            return found if found is not None and found[1].get("state") != "starting" else None
+
+        try:
+            found = wait_until(start_done, 5, what=f"{timeline.new}'s start to end")
+        except WaitTimedOut:
+            found = self.workload_status(timeline.new)
         row = found[1] if found is not None else {}
 
         def at(key: str) -> float | None:

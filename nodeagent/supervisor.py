@@ -552,6 +552,7 @@ class Supervisor:
         except RuntimeError as exc:
             raise StartFailed(str(exc), processes) from None
         processes.app_listening_at = self.wall_clock()
+        self._inbox.put(("status", None))  # in status.json before the controller hears of it
         if announce is not None:
             self._tell_listening(announce, spec.id, processes)
         else:
@@ -677,7 +678,9 @@ class Supervisor:
                 "service": instance.spec.service,
                 "port": instance.spec.port,
                 "state": state,
-                "started_at": self.started_at.get(workload_id),
+                # A start under way has one too: the controller may hear the app listens (and move
+                # on) before the start's thread is done.
+                "started_at": processes.started_at if processes is not None else self.started_at.get(workload_id),
                 # Where a start's time went (process start-up, not the controller's): the app's own
                 # start-up ends when it listens, Envoy's boot begins when the agent started it.
                 "app_listening_at": processes.app_listening_at if processes is not None else None,

@@ -311,6 +311,46 @@ def test_a_start_the_controller_holds_already_boots_the_sidecar_at_once_and_repo
         assert [(w, listening) for w, listening, _ in told.calls] == [("w1", True)]
 
 
+def test_status_json_shows_a_start_and_its_listening_app_before_the_controller_hears_of_it(tmp_path: Path) -> None:
+    """The controller may end a move once it hears the app listens, before the start's thread is done:
+    status.json has the start's times by then."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    work = tmp_path / "agent"
+    rows: list[dict[str, object]] = []
+
+    def told(workload_id: str, listening: bool) -> None:
+        if not listening:
+            return
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the loop writes it: give it a moment, not the start's end
+            row = json.loads((work / "status.json").read_text())["workloads"].get(workload_id, {})
+            if row.get("app_listening_at") is not None:
+                break
+            time.sleep(0.01)
+        rows.append(row)
+
+    settings = sv.SidecarSettings("unix:/x", "", "", envoy=shutil.which("true") or "/bin/true")
+    supervisor = sv.Supervisor(NodeContext("n1", sys.executable, str(work)), settings, announce=told)
+    spec = WorkloadSpec("w1", "web", port, run=(sys.executable, "-c", LISTENS_LATE, str(port)))
+    supervisor.start()
+    try:
+        supervisor.update(EventKind.SNAPSHOT, [spec], held=["w1"])
+        deadline = time.monotonic() + 10
+        while not rows and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert rows, "the listening app was never reported"
+        (row,) = rows
+        assert row["state"] == "starting"
+        assert row["started_at"] is not None and row["app_listening_at"] is not None
+        assert row["started_at"] <= row["app_listening_at"]  # type: ignore[operator]
+    finally:
+        supervisor.stop_all()
+
+
 def test_only_a_first_start_is_held_and_a_held_workload_that_runs_already_is_reported_at_once(tmp_path: Path) -> None:
     reports: list[tuple[str, bool, str]] = []
     supervisor = sv.Supervisor(
