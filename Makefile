@@ -25,8 +25,9 @@ integration: setup
 
 BENCHMARKS := routes route_hysteresis failover packet_in placement_throughput placement_api placement_quality pki_issue xds_fanout mesh_paths xds_rebuild latency_rebuild migration gitops service_paths dashboard bandwidth etcd_client codec ha_failover scale
 
-bench: setup
-	$(VENV)/bin/pip install -q -e '.[dev,bench]'
+# The same install as setup's (the editable install's mode included), with the benchmarks' extras.
+bench:
+	@EDGECTL_EXTRAS=dev,bench bash scripts/setup.sh
 	@set -e; for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py; done
 
 lint: setup

@@ -5,7 +5,7 @@
 #           chromium and chromium-driver (the dashboard's browser test, through selenium),
 #           etcd-server (the replicated mode's tests and HA demo run real etcd members on loopback)
 #   python: a venv in .venv (Debian's python3, so Debian's Mininet package is importable) with
-#           `pip install -e .[dev]`
+#           `pip install -e .[dev]` (EDGECTL_EXTRAS=dev,bench: the benchmarks' extras too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${EDGECTL_VENV:-.venv}
@@ -38,14 +38,22 @@ site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pur
 # (a --system-site-packages venv would also see Debian's older cryptography).
 ln -sfn /usr/lib/python3/dist-packages/mininet "$site/mininet"
 
+# The project's extras to install (`make bench` adds bench). The stamp lists those installed: a
+# request they cover installs nothing; another installs them with its own.
 stamp=$VENV/.edgectl-installed
-if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+installed=$(cat "$stamp" 2>/dev/null || true)
+extras=$installed
+requested=${EDGECTL_EXTRAS:-dev}
+for extra in ${requested//,/ }; do
+    [[ ",$extras," == *",$extra,"* ]] || extras=${extras:+$extras,}$extra
+done
+if [[ -z $installed || pyproject.toml -nt $stamp || $extras != "$installed" ]]; then
     "$VENV/bin/pip" install -q --upgrade pip
     # compat: the checkout on sys.path by a plain .pth line; the default editable finder is an import hook
     # that every Python start runs (~30-80 ms: each app a migration starts paid it). setuptools calls compat
     # transitional: where it is gone, the default mode.
-    "$VENV/bin/pip" install -q -e '.[dev]' --config-settings editable_mode=compat 2>/dev/null ||
-        "$VENV/bin/pip" install -q -e '.[dev]'
-    touch "$stamp"
+    "$VENV/bin/pip" install -q -e ".[$extras]" --config-settings editable_mode=compat 2>/dev/null ||
+        "$VENV/bin/pip" install -q -e ".[$extras]"
+    echo "$extras" > "$stamp"
 fi
 echo "setup: ok ($("$VENV/bin/python" --version), $(ovs-vsctl --version | head -1))"
