@@ -122,10 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--mesh-app-host",
-        default="127.0.0.1",
+        default="127.0.0.2",
         metavar="ADDR",
-        help="where apps listen behind their sidecars (127.0.0.1); another loopback address such as 127.0.0.2 "
-        "lets one node run an app and a caller of that app's port (the caller's sidecar takes 127.0.0.1:PORT)",
+        help="where apps listen behind their sidecars (127.0.0.2); not 127.0.0.1, where callers' sidecars take "
+        "127.0.0.1:PORT for each service they call: a node running an app and a caller of its port would "
+        "have both on one address",
     )
     run.add_argument(
         "--placement-profile",

@@ -240,7 +240,10 @@ class RunConfig:
     xds_port: int = 18000
     xds_unix: str | None = None
     wait_for_sidecars: bool = False
-    mesh_app_host: str = "127.0.0.1"
+    mesh_app_host: str = "127.0.0.2"
+    """Where apps listen behind their sidecars. Not 127.0.0.1: there a caller's sidecar takes
+    127.0.0.1:PORT for each service it calls, so a node running an instance of a service and a caller of
+    it would have two listeners on one address (whichever binds second fails)."""
     api_host: str = "127.0.0.1"
     api_port: int = 50051
     agent_port: int = 50052

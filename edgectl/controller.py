@@ -317,6 +317,17 @@ class Controller:
         from meshctl.snapshot import MeshConfig
         from meshctl.xds_grpc import start_mesh
 
+        mesh_config = MeshConfig(
+            app_host=self.config.mesh_app_host,
+            trust_domain=trust_domain,
+            paths=ENDPOINT_ORDERS[self.config.endpoint_order],
+        )
+        if mesh_config.app_host == mesh_config.outbound_host:
+            LOG.warning(
+                "apps listen on %s, where callers' sidecars take their outbound listeners: a node that runs an "
+                "app and a caller of its port cannot bind both (--mesh-app-host 127.0.0.2 keeps them apart)",
+                mesh_config.app_host,
+            )
         xds_tls = None
         if control_tls is not None and pki is not None:
             xds_tls = control_tls.xds_tls(pki.issuer.bundle_pem, pki.authorize_xds)
@@ -327,11 +338,7 @@ class Controller:
             port=self.config.xds_port,
             unix_path=self.config.xds_unix,
             registry=self.metrics.registry,
-            config=MeshConfig(
-                app_host=self.config.mesh_app_host,
-                trust_domain=trust_domain,
-                paths=ENDPOINT_ORDERS[self.config.endpoint_order],
-            ),
+            config=mesh_config,
             tls=xds_tls,
             wait_for_sidecars=self.config.wait_for_sidecars,
             denials=self.denials,

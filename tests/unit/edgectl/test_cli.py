@@ -263,6 +263,34 @@ def test_run_hands_the_placement_profile_and_endpoint_order_to_the_controller(mo
     ]
 
 
+def test_apps_listen_by_default_apart_from_the_outbound_listeners_of_callers_beside_them(monkeypatch) -> None:
+    """A caller's sidecar takes <outbound host>:PORT for each service it calls; an instance of that service
+    on the same node must listen elsewhere, or whichever binds second fails."""
+    import edgectl.controller
+    from edgectl.config import RunConfig
+    from meshctl.snapshot import MeshConfig
+
+    seen = []
+
+    class Stub:
+        def __init__(self, config, spec, revision) -> None:
+            seen.append(config)
+
+        def reload_config_soon(self) -> None: ...
+
+        def start(self) -> None:
+            raise OSError("not in a unit test")
+
+        def stop(self) -> None: ...
+
+    monkeypatch.setattr(edgectl.controller, "Controller", Stub)
+    monkeypatch.setattr("signal.signal", lambda *_args: None)
+    assert main(["run", "--config", str(EXAMPLE)]) == 1
+    (config,) = seen
+    assert config.mesh_app_host == "127.0.0.2" != MeshConfig().outbound_host
+    assert RunConfig("fabric.yaml").mesh_app_host == config.mesh_app_host
+
+
 def test_run_refuses_agent_api_options_it_cannot_honour(capsys) -> None:
     assert main(["run", "--config", str(EXAMPLE), "--agent-unix", "/tmp/agent.sock"]) == 1
     assert "--agent-unix needs --pki-dir" in capsys.readouterr().err
