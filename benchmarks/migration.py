@@ -11,7 +11,8 @@ records (first request answered by the new instance, over mTLS): wall clock, one
 
 The chain is also split into back-to-back stages (``MigrationTimeline.split``), each the control plane's
 (placement, the node agent, xDS), process start-up's (the app's Python start until it listens, Envoy's
-boot until its xDS stream; from the agent's status.json and the xDS server's first response) or the
+boot until the xDS server handles its first request; from the agent's status.json and the server's
+``connected_at``) or the
 users' (the wait for their next request, the request itself). The control plane's own figure: new
 sidecar serving (it ACKed its listener and secrets) -> every caller's sidecar ACKed the endpoints with
 it, from the xDS server's per-node ACK times (``/api/v1/xds/clients``, sampled during each move).

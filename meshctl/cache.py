@@ -376,6 +376,7 @@ class SnapshotCache:
         return {
             "streams": status.streams,
             "mode": status.mode or None,
+            "connected_at": status.connected_at,
             "generation": snapshot.generation if snapshot is not None else None,
             "synced_generation": status.synced_generation,
             "in_sync": snapshot is not None and status.in_sync and status.synced_generation == snapshot.generation,

@@ -40,7 +40,7 @@ from typing import Any, Self
 from meshctl.bootstrap import XdsClientTls
 from mininet_topos.controller_process import ControllerProcess, WaitTimedOut, free_port, start_edgectl, wait_until
 from mininet_topos.loadgen import Record
-from mininet_topos.timeline import ENDED, Event, MigrationTimeline, fill_stages, xds_milestones
+from mininet_topos.timeline import ENDED, Event, MigrationTimeline, fill_stages, xds_milestones, xds_stream_opened
 
 LOG = logging.getLogger("mininet_topos.lab")
 
@@ -655,6 +655,7 @@ class Lab:
                 samples, timeline.new, self.callers_of(service), timeline.sidecars_at, listening_at=listening
             )
             timeline.xds_connected_at, timeline.sidecar_serving_at, timeline.callers_acked_at = milestones
+            timeline.xds_stream_at = xds_stream_opened(samples, timeline.new)
         first = self.first_served_by(timeline.new, timeout=5) if timeline.new else None
         if first is not None:
             timeline.first_request_sent_at = first.t

@@ -23,6 +23,11 @@ from typing import Any
 ENDED = ("MIGRATION_COMPLETED", "MIGRATION_ROLLED_BACK")
 CONTROL_PLANE, START_UP, USERS = "control plane", "start-up", "users"
 """Whose time a stage of ``MigrationTimeline.split`` is."""
+ENVOY_BOOT = "Envoy boot (until the xDS server handles its first request)"
+"""Envoy's process start until its first xDS request reached the server's handler (the server's queue
+before the handler runs, if any, is in it: only the server's clock sees the stream)."""
+FIRST_XDS_ANSWER = "the xDS server's first answer"
+"""From handling the new sidecar's first request to sending it its first response."""
 NEW_INSTANCE_TO_CALLERS = "new sidecar serving -> every caller ACKed"
 """The control plane's own stage: the new instance can serve (its sidecar serves; side by side, its app
 listens too) -> every caller's sidecar ACKed the endpoints with it."""
@@ -66,8 +71,11 @@ class MigrationTimeline:
     """The new app accepted a connection (the agent's poll)."""
     envoy_started_at: float | None = None
     """The agent started the new sidecar's Envoy."""
+    xds_stream_at: float | None = None
+    """The xDS server handled the new sidecar's first request (its stream opened: Envoy had booted and
+    dialled it; the server's own clock, ``connected_at`` of ``/api/v1/xds/clients``)."""
     xds_connected_at: float | None = None
-    """The xDS server first sent the new sidecar a response (its stream is open: Envoy has booted)."""
+    """The xDS server first sent the new sidecar a response."""
     sidecar_serving_at: float | None = None
     """The new sidecar ACKed its inbound listener and secrets: the xDS server counts it as serving."""
     callers_acked_at: float | None = None
@@ -132,6 +140,7 @@ class MigrationTimeline:
         after the sidecar serves (what of it the chain waited for)."""
         decided, app, envoy = self.decided_at, self.app_started_at, self.envoy_started_at
         xds, serving, listening = self.xds_connected_at, self.sidecar_serving_at, self.app_listening_at
+        stream = self.xds_stream_at
         steps: list[tuple[str, str, float | None, float | None]] = [
             ("placement -> the node agent starts the app", CONTROL_PLANE, decided, app)
         ]
@@ -139,7 +148,8 @@ class MigrationTimeline:
             ready = self.instance_ready_at
             steps += [
                 ("the agent starts Envoy beside the app", CONTROL_PLANE, app, envoy),
-                ("Envoy boot (until its xDS stream)", START_UP, envoy, xds),
+                (ENVOY_BOOT, START_UP, envoy, stream),
+                (FIRST_XDS_ANSWER, CONTROL_PLANE, stream, xds),
                 ("xDS to the new sidecar (until it serves)", CONTROL_PLANE, xds, serving),
                 ("app start-up left once the sidecar serves", START_UP, serving, ready),
                 (NEW_INSTANCE_TO_CALLERS, CONTROL_PLANE, ready, self.callers_acked_at),
@@ -148,7 +158,8 @@ class MigrationTimeline:
             steps += [
                 ("app start-up (until it listens)", START_UP, app, listening),
                 ("the agent starts Envoy", CONTROL_PLANE, listening, envoy),
-                ("Envoy boot (until its xDS stream)", START_UP, envoy, xds),
+                (ENVOY_BOOT, START_UP, envoy, stream),
+                (FIRST_XDS_ANSWER, CONTROL_PLANE, stream, xds),
                 ("xDS to the new sidecar (until it serves)", CONTROL_PLANE, xds, serving),
                 (NEW_INSTANCE_TO_CALLERS, CONTROL_PLANE, serving, self.callers_acked_at),
             ]
@@ -161,11 +172,11 @@ class MigrationTimeline:
         return out
 
     def start_ups(self) -> tuple[float | None, float | None]:
-        """(the app's start-up until it listens, Envoy's boot until its xDS stream), whether they overlapped
-        or not."""
+        """(the app's start-up until it listens, Envoy's boot until the xDS server handles its first request),
+        whether they overlapped or not."""
         return (
             _between(self.app_started_at, self.app_listening_at),
-            _between(self.envoy_started_at, self.xds_connected_at),
+            _between(self.envoy_started_at, self.xds_stream_at),
         )
 
 
@@ -180,6 +191,16 @@ def whose_totals(split: Iterable[tuple[str, str, float | None]]) -> dict[str, fl
         before = totals.get(whose, 0.0)
         totals[whose] = None if before is None or seconds is None else before + seconds
     return totals
+
+
+def xds_stream_opened(samples: Iterable[Mapping[str, Any]], new: str) -> float | None:
+    """When the xDS server handled the first request of ``new``'s stream (its ``connected_at``), from the
+    first sample that shows the stream; None if none does."""
+    for nodes in samples:
+        mine = nodes.get(new) or {}
+        if mine.get("streams") and mine.get("connected_at") is not None:
+            return float(mine["connected_at"])
+    return None
 
 
 def xds_milestones(

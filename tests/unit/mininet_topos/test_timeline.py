@@ -15,6 +15,7 @@ from mininet_topos.timeline import (
     fill_stages,
     whose_totals,
     xds_milestones,
+    xds_stream_opened,
 )
 
 
@@ -108,6 +109,7 @@ def moved(**stages: float | None) -> MigrationTimeline:
         "app_started_at": 100.020,
         "app_listening_at": 100.105,
         "envoy_started_at": 100.106,
+        "xds_stream_at": 100.150,
         "xds_connected_at": 100.156,
         "sidecar_serving_at": 100.180,
         "callers_acked_at": 100.200,
@@ -128,7 +130,8 @@ def test_the_split_puts_each_stage_of_the_chain_with_whose_time_it_is() -> None:
             "placement -> the node agent starts the app": 0.020,
             "app start-up (until it listens)": 0.085,
             "the agent starts Envoy": 0.001,
-            "Envoy boot (until its xDS stream)": 0.050,
+            "Envoy boot (until the xDS server handles its first request)": 0.044,
+            "the xDS server's first answer": 0.006,
             "xDS to the new sidecar (until it serves)": 0.024,
             "new sidecar serving -> every caller ACKed": 0.020,
             "wait for the next user request": 0.050,
@@ -137,7 +140,7 @@ def test_the_split_puts_each_stage_of_the_chain_with_whose_time_it_is() -> None:
     )
     # Back to back: they add up to decision -> first answered request.
     assert sum(s for _, _, s in split if s is not None) == pytest.approx(0.290)
-    assert whose_totals(split) == pytest.approx({CONTROL_PLANE: 0.065, START_UP: 0.135, USERS: 0.090})
+    assert whose_totals(split) == pytest.approx({CONTROL_PLANE: 0.071, START_UP: 0.129, USERS: 0.090})
 
 
 def test_a_request_on_its_way_before_the_last_ack_waited_for_nothing() -> None:
@@ -149,16 +152,20 @@ def test_a_request_on_its_way_before_the_last_ack_waited_for_nothing() -> None:
 def test_a_missing_milestone_leaves_its_stages_and_its_owners_total_open() -> None:
     split = moved(xds_connected_at=None).split()
     seconds = {name: s for name, _, s in split}
-    assert seconds["Envoy boot (until its xDS stream)"] is None
+    assert seconds["Envoy boot (until the xDS server handles its first request)"] == pytest.approx(0.044)
+    assert seconds["the xDS server's first answer"] is None
     assert seconds["xDS to the new sidecar (until it serves)"] is None
     assert seconds["new sidecar serving -> every caller ACKed"] == pytest.approx(0.020)
     totals = whose_totals(split)
-    assert totals[START_UP] is None and totals[CONTROL_PLANE] is None and totals[USERS] == pytest.approx(0.090)
+    assert totals[START_UP] == pytest.approx(0.129)
+    assert totals[CONTROL_PLANE] is None and totals[USERS] == pytest.approx(0.090)
 
 
 def test_side_by_side_the_chain_follows_envoy_and_counts_what_is_left_of_the_app_start() -> None:
     """The agent started Envoy 2 ms after the app; the app listened 10 ms after the sidecar served."""
-    beside = moved(envoy_started_at=100.022, xds_connected_at=100.072, sidecar_serving_at=100.095)
+    beside = moved(
+        envoy_started_at=100.022, xds_stream_at=100.070, xds_connected_at=100.072, sidecar_serving_at=100.095
+    )
     beside.app_listening_at = 100.105
     assert beside.started_beside and beside.instance_ready_at == pytest.approx(100.105)
     split = beside.split()
@@ -166,7 +173,8 @@ def test_side_by_side_the_chain_follows_envoy_and_counts_what_is_left_of_the_app
         {
             "placement -> the node agent starts the app": 0.020,
             "the agent starts Envoy beside the app": 0.002,
-            "Envoy boot (until its xDS stream)": 0.050,
+            "Envoy boot (until the xDS server handles its first request)": 0.048,
+            "the xDS server's first answer": 0.002,
             "xDS to the new sidecar (until it serves)": 0.023,
             "app start-up left once the sidecar serves": 0.010,
             "new sidecar serving -> every caller ACKed": 0.095,
@@ -175,9 +183,9 @@ def test_side_by_side_the_chain_follows_envoy_and_counts_what_is_left_of_the_app
         }
     )
     assert sum(s for _, _, s in split if s is not None) == pytest.approx(0.290)
-    assert beside.start_ups() == pytest.approx((0.085, 0.050))
+    assert beside.start_ups() == pytest.approx((0.085, 0.048))
     # An app that listened before its sidecar served left nothing to wait for.
-    early = moved(envoy_started_at=100.022, xds_connected_at=100.150, sidecar_serving_at=100.170)
+    early = moved(envoy_started_at=100.022, xds_stream_at=100.140, xds_connected_at=100.150, sidecar_serving_at=100.170)
     assert {name: s for name, _, s in early.split()}["app start-up left once the sidecar serves"] == 0.0
     assert not moved().started_beside  # Envoy started once the app listened
 
@@ -220,3 +228,11 @@ def test_callers_acks_count_from_when_the_app_beside_the_serving_sidecar_listene
         pytest.approx(100.210)
     )
     assert xds_milestones(samples, "api-3", ["web-1"], converged_at=100.230)[2] == pytest.approx(100.190)
+
+
+def test_the_new_sidecars_stream_opened_when_the_xds_server_first_shows_it() -> None:
+    before = {"api-3": {"streams": 0, "connected_at": None, "types": {}}}
+    opened = {"api-3": {"streams": 1, "connected_at": 100.061, "types": {}}}
+    later = {"api-3": {"streams": 1, "connected_at": 100.500, "types": {}}}  # a reconnect: not the first
+    assert xds_stream_opened([before, opened, later], "api-3") == pytest.approx(100.061)
+    assert xds_stream_opened([before, {}], "api-3") is None
