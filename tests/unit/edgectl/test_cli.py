@@ -236,7 +236,8 @@ def test_run_refuses_an_unknown_placement_profile_or_endpoint_order_naming_the_k
     assert "unknown --endpoint-order 'random'" in err and "nearest, round-robin" in err
 
 
-def test_run_hands_the_placement_profile_and_endpoint_order_to_the_controller(monkeypatch) -> None:
+def configs_run_would_start(monkeypatch) -> list:
+    """The RunConfig of each controller ``edgectl run`` starts from now on (none starts: it fails at once)."""
     import edgectl.controller
 
     seen = []
@@ -254,6 +255,11 @@ def test_run_hands_the_placement_profile_and_endpoint_order_to_the_controller(mo
 
     monkeypatch.setattr(edgectl.controller, "Controller", Stub)
     monkeypatch.setattr("signal.signal", lambda *_args: None)
+    return seen
+
+
+def test_run_hands_the_placement_profile_and_endpoint_order_to_the_controller(monkeypatch) -> None:
+    seen = configs_run_would_start(monkeypatch)
     assert main(["run", "--config", str(EXAMPLE)]) == 1
     args = ["--placement-profile", "diktyo-like", "--endpoint-order", "round-robin"]
     assert main(["run", "--config", str(EXAMPLE), *args]) == 1
@@ -266,25 +272,10 @@ def test_run_hands_the_placement_profile_and_endpoint_order_to_the_controller(mo
 def test_apps_listen_by_default_apart_from_the_outbound_listeners_of_callers_beside_them(monkeypatch) -> None:
     """A caller's sidecar takes <outbound host>:PORT for each service it calls; an instance of that service
     on the same node must listen elsewhere, or whichever binds second fails."""
-    import edgectl.controller
     from edgectl.config import RunConfig
     from meshctl.snapshot import MeshConfig
 
-    seen = []
-
-    class Stub:
-        def __init__(self, config, spec, revision) -> None:
-            seen.append(config)
-
-        def reload_config_soon(self) -> None: ...
-
-        def start(self) -> None:
-            raise OSError("not in a unit test")
-
-        def stop(self) -> None: ...
-
-    monkeypatch.setattr(edgectl.controller, "Controller", Stub)
-    monkeypatch.setattr("signal.signal", lambda *_args: None)
+    seen = configs_run_would_start(monkeypatch)
     assert main(["run", "--config", str(EXAMPLE)]) == 1
     (config,) = seen
     assert config.mesh_app_host == "127.0.0.2" != MeshConfig().outbound_host
