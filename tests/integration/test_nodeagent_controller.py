@@ -104,9 +104,12 @@ def test_an_attested_agent_runs_its_nodes_sidecars_with_config_over_node_svid_mt
     extra = ["--pki-dir", str(ca_dir), "--api-port", str(api), "--agent-port", str(agent_port)]
     extra += ["--xds-port", str(xds)]
     controller_address, xds_address = f"127.0.0.1:{agent_port}", f"127.0.0.1:{xds}"
+    app_host = "127.0.0.2"  # edgectl run's default
     if transport == "unix":
         extra += ["--agent-unix", str(short_dir / "agent.sock"), "--xds-unix", str(short_dir / "xds.sock")]
         controller_address, xds_address = f"unix:{short_dir}/agent.sock", f"unix:{short_dir}/xds.sock"
+        app_host = "127.0.0.3"  # and once another: the agent starts apps where the controller says
+        extra += ["--mesh-app-host", app_host]
     work_dir = short_dir / "agent"
     agent: subprocess.Popen[bytes] | None = None
     agent_log = short_dir / "agent.log"
@@ -177,12 +180,14 @@ def test_an_attested_agent_runs_its_nodes_sidecars_with_config_over_node_svid_mt
             assert set(status()["workloads"]) == on_node
             # Each runs without a restart, a caller beside its callee too (api calls db; the declared
             # replicas put one beside db here): the caller's sidecar takes 127.0.0.1:<db port> for its
-            # outbound listener, db's app listens on the controller's --mesh-app-host, 127.0.0.2.
+            # outbound listener, db's app listens on the controller's --mesh-app-host.
             try:
                 wait_until(lambda: all(state_of(w) == "running" for w in on_node), 60, what="the node's apps running")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n{explain()}") from None
             assert all(row["restarts"] == 0 for row in status()["workloads"].values()), explain()
+            with socket.create_connection((app_host, db.port), timeout=5):
+                pass  # db's app itself, on the address the controller gave
 
             # A new instance on the node is started; evicted, it drains and stops.
             request = pb.PlaceRequest(
