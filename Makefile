@@ -29,6 +29,7 @@ BENCHMARKS := routes route_hysteresis failover packet_in placement_throughput pl
 bench:
 	@EDGECTL_EXTRAS=dev,bench bash scripts/setup.sh
 	@set -e; for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py; done
+	@echo "== benchmarks/xds_fanout.py --mtls"; $(PY) benchmarks/xds_fanout.py --mtls
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -11,6 +11,13 @@ are measured, each with a server process of its own (memory per stream: the serv
 the streams open, over their number). Goals: 1,000 streams p99 under 50 ms; 10,000 under 1 s and 20 KiB
 per stream; an Envoy updated in under 10 ms while a fan-out runs.
 
+``--mtls``: as with ``edgectl run --pki-dir``: a PKI (``PkiService`` on the bus) issues every host an
+identity, each client stream and the Envoy connect with their own certificate and are authorized by it
+(``PkiService.authorize_xds``) on every message, and the mesh config is mTLS (SDS from the PKI). The
+baseline, in the same run, then authorizes streams as the server did before: the client certificate
+parsed on every message and a map of every identity made for each check, every open stream rechecked
+on each placement and each PKI change.
+
 Prints a table and a JSON object of figures as the last line. Run: .venv/bin/python benchmarks/xds_fanout.py
 """
 
@@ -41,6 +48,7 @@ ENDPOINTS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTES = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 NODE_IPS = ("127.0.0.2", "127.0.0.3")
+TRUST_DOMAIN = "edgectl.local"
 
 
 WATCHER = """
@@ -73,8 +81,10 @@ def rss_bytes() -> int:
 
 
 class Streams:
-    def __init__(self, address: str, nodes: int, delta: bool, service_port: int) -> None:
+    def __init__(self, address: str, nodes: int, delta: bool, service_port: int, tls_dir: str | None = None) -> None:
         self.address = address
+        self.tls_dir = tls_dir
+        """mTLS: each node's ``<node>.crt`` and ``<node>.key`` and the CA's ``bundle.pem`` are here."""
         self.nodes = nodes
         self.delta = delta
         self.route = f"out/{service_port}"
@@ -117,7 +127,6 @@ class Streams:
                 await asyncio.sleep(0.5)
 
     async def _run(self, index: int) -> None:
-        import grpc
         from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
         node = f"h{index:05d}"
@@ -127,7 +136,7 @@ class Streams:
             while True:
                 yield await requests.get()
 
-        async with grpc.aio.insecure_channel(self.address) as channel:
+        async with self.channel(node) as channel:
             stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
             got: set[str] = set()
             if self.delta:
@@ -183,6 +192,19 @@ class Streams:
                             self.saw(index, self.endpoint_ips(packed), now)
                     self._got(got, t)
 
+    def channel(self, node: str) -> Any:
+        import grpc
+
+        if self.tls_dir is None:
+            return grpc.aio.insecure_channel(self.address)
+        files = Path(self.tls_dir)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=(files / "bundle.pem").read_bytes(),
+            private_key=(files / f"{node}.key").read_bytes(),
+            certificate_chain=(files / f"{node}.crt").read_bytes(),
+        )
+        return grpc.aio.secure_channel(self.address, credentials)
+
     def _got(self, got: set[str], type_url: str) -> None:
         before = len(got)
         got.add(type_url)
@@ -202,7 +224,7 @@ async def client_main(args: argparse.Namespace) -> None:
     # Each stream started again leaves grpc.aio's request reader of the failed one behind, which asyncio
     # reports when it is collected (thousands of lines while 10,000 streams connect): counted instead.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    streams = Streams(args.address, args.nodes, args.delta, args.service_port)
+    streams = Streams(args.address, args.nodes, args.delta, args.service_port, args.tls_dir)
     tasks = []
     for index in range(args.first, args.first + args.nodes):
         tasks.append(asyncio.create_task(streams.run(index)))
@@ -296,25 +318,109 @@ def baseline_server(enabled: bool) -> Iterator[None]:
         servicer.AdsServicer.wake_chunk = original_chunk
 
 
-def run_variant(delta: bool, streams: int, rounds: int, procs: int, baseline: bool) -> dict[str, Any]:
-    with baseline_server(baseline):
-        return _run_variant(delta, streams, rounds, procs, baseline)
+@contextlib.contextmanager
+def baseline_authorization(enabled: bool) -> Iterator[None]:
+    """The mTLS baseline, in the same run: streams authorized as before (each check parsed the client
+    certificate twice and made a map of every identity the PKI holds; every open stream was rechecked on
+    each placement and on each PKI change, and each identity handed to SDS was a new object)."""
+    if not enabled:
+        yield
+        return
+    from meshctl import xds_grpc
+    from pki import certs
+    from pki.authz import check_xds_node
+    from pki.errors import PkiError
+    from pki.service import PkiService
+    from pki.verify import peer_spiffe_id
+
+    def old_authorize_xds(self: Any, node_id: str, certificate_pem: str) -> str | None:
+        try:
+            peer = str(peer_spiffe_id(certificate_pem))
+            leaf = certs.load_pem_chain(certificate_pem, "peer certificate")[0]
+        except PkiError as exc:
+            return f"the client certificate is not an X.509-SVID: {exc}"
+        if time.time() >= certs.to_epoch(leaf.not_valid_after_utc):
+            return f"the client certificate of {peer} expired"
+        revoked = self.snapshot.revocations.reason_revoked(leaf.serial_number, peer)
+        if revoked is not None:
+            return str(revoked)
+        identities = {subject: str(svid.spiffe_id) for subject, svid in self.snapshot.identities.items()}
+        placed = self._state().workloads.get(node_id)
+        placed_on = {node_id: str(placed.node) if placed is not None and placed.node is not None else None}
+        return check_xds_node(node_id, peer, identities, trust_domain=self.trust_domain, placed_on=placed_on)
+
+    def every_stream_on_placement(_event: Any, before: Any, after: Any) -> tuple[str, ...] | None:
+        return None if before is None or any(a is not b for a, b in zip(before, after, strict=True)) else ()
+
+    def all_new(_served: Any, identities: Any, make: Any) -> tuple[dict[str, Any], list[str]]:
+        return {node: (svid, make(svid)) for node, svid in identities.items()}, list(identities)
+
+    server: Any = xds_grpc  # the functions its MeshServer calls, swapped for the run
+    saved = (PkiService.authorize_xds, server.model_rechecks, server.identity_changes)
+    PkiService.authorize_xds = old_authorize_xds  # type: ignore[method-assign]
+    server.model_rechecks, server.identity_changes = every_stream_on_placement, all_new
+    try:
+        yield
+    finally:
+        PkiService.authorize_xds = saved[0]  # type: ignore[method-assign]
+        server.model_rechecks, server.identity_changes = saved[1:]
 
 
-def _run_variant(delta: bool, streams: int, rounds: int, procs: int, baseline: bool) -> dict[str, Any]:
+def run_variant(delta: bool, streams: int, rounds: int, procs: int, baseline: bool, mtls: bool) -> dict[str, Any]:
+    with (baseline_authorization if mtls else baseline_server)(baseline):
+        return _run_variant(delta, streams, rounds, procs, baseline, mtls)
+
+
+@contextlib.contextmanager
+def mesh_pki(bus: Any, hosts: list[str], enabled: bool) -> Iterator[tuple[Any, str | None]]:
+    """With ``enabled``: a CA and ``PkiService`` (subscribed to the bus, as ``edgectl run --pki-dir`` has
+    it) with an identity for each host, every host's certificate and key written to a directory for the
+    clients; yields (the PKI, that directory). Else (None, None)."""
+    if not enabled:
+        yield None, None
+        return
+    import tempfile
+
+    from pki.ca import CertificateAuthority
+    from pki.cli import write_svid
+    from pki.service import PkiService
+
+    ca, _root_key = CertificateAuthority.create(TRUST_DOMAIN)
+    pki = PkiService(ca, lambda: bus.state, hosts=lambda _state: hosts)
+    bus.subscribe(pki)
+    pki.start()
+    with tempfile.TemporaryDirectory(prefix="edgectl-fanout-tls-") as directory:
+        for host in hosts:
+            write_svid(f"{directory}/{host}", pki.snapshot.identities[host], pki.snapshot.bundle_pem)
+        Path(directory, "bundle.pem").write_text(pki.snapshot.bundle_pem)
+        try:
+            yield pki, directory
+        finally:
+            pki.stop()
+
+
+def _run_variant(delta: bool, streams: int, rounds: int, procs: int, baseline: bool, mtls: bool) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        return _measure_variant(stack, delta, streams, rounds, procs, baseline, mtls)
+
+
+def _measure_variant(
+    stack: contextlib.ExitStack, delta: bool, streams: int, rounds: int, procs: int, baseline: bool, mtls: bool
+) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
     from edgectl.bus import EventBus
-    from meshctl.bootstrap import render_bootstrap
+    from meshctl.bootstrap import XdsClientTls, render_bootstrap
     from meshctl.sidecar import EnvoySidecar
     from meshctl.snapshot import MeshConfig
-    from meshctl.xds_grpc import start_mesh
+    from meshctl.xds_grpc import XdsTls, start_mesh
     from mininet_topos.controller_process import free_port
     from netmodel import events as ev
     from netmodel.fabric import build_state
     from netmodel.fabric_file import parse_fabric
     from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
     from netmodel.types import Resources, Workload
+    from pki.policy import controller_spiffe_id
 
     service_port, workload_port, admin_port = free_port(), free_port(), free_port()
 
@@ -331,7 +437,20 @@ def _run_variant(delta: bool, streams: int, rounds: int, procs: int, baseline: b
     registry = CollectorRegistry()
     # Every host calls web; only the Envoy also calls api, so moving api concerns the Envoy alone.
     calls = {f"h{i:05d}": ("web",) for i in range(streams)} | {"envoy": ("web", "api")}
-    server = start_mesh(lambda: bus.state, bus.subscribe, "127.0.0.1", 0, None, registry, MeshConfig(host_calls=calls))
+    pki, tls_dir = stack.enter_context(mesh_pki(bus, sorted(calls), mtls))
+    tls = envoy_tls = None
+    if pki is not None:
+        control = pki.control_tls(ip_addresses=["127.0.0.1"])
+        tls = XdsTls(control.cert_chain_pem, control.private_key_pem, control.bundle_pem, pki.authorize_xds)
+        files = f"{tls_dir}/envoy"
+        envoy_tls = XdsClientTls(
+            f"{files}.crt", f"{files}.key", f"{files}.bundle.pem", controller_spiffe_id(TRUST_DOMAIN)
+        )
+    config = MeshConfig(host_calls=calls, mtls=pki is not None)
+    server = start_mesh(lambda: bus.state, bus.subscribe, "127.0.0.1", 0, None, registry, config, tls)
+    if pki is not None:  # as `edgectl run --pki-dir`: the mesh over mTLS, SDS from the PKI
+        server.use_identities(pki.snapshot, mtls=True, crl_pem=pki.trust_crls_pem())
+        pki.subscribe(lambda snapshot: server.use_identities(snapshot, mtls=True, crl_pem=pki.trust_crls_pem()))
     address = f"127.0.0.1:{server.address[1]}"
     gc.collect()
     rss_before = rss_bytes()
@@ -341,12 +460,12 @@ def _run_variant(delta: bool, streams: int, rounds: int, procs: int, baseline: b
         return subprocess.Popen(
             [sys.executable, __file__, "--client", "--address", address, "--first", str(first),
              "--nodes", str(min(share, streams - first)), "--service-port", str(service_port),
-             *(["--delta"] if delta else [])],
+             *(["--delta"] if delta else []), *(["--tls-dir", tls_dir] if tls_dir else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
         )  # fmt: skip
 
     clients = [client_process(first) for first in range(0, streams, share)]
-    envoy = EnvoySidecar(render_bootstrap("envoy", "bench", delta, address, admin_port))
+    envoy = EnvoySidecar(render_bootstrap("envoy", "bench", delta, address, admin_port, envoy_tls))
     started = time.monotonic()
 
     def tell_clients(line: str) -> None:
@@ -469,7 +588,7 @@ def _run_variant(delta: bool, streams: int, rounds: int, procs: int, baseline: b
             return round(statistics.median(values), 1) if values else None
 
         return {
-            "variant": ("delta" if delta else "sotw") + (" baseline" if baseline else ""),
+            "variant": ("delta" if delta else "sotw") + (" mtls" if mtls else "") + (" baseline" if baseline else ""),
             "streams": streams,
             "client_processes": len(clients),
             "rounds": rounds,
@@ -500,12 +619,13 @@ def _run_variant(delta: bool, streams: int, rounds: int, procs: int, baseline: b
         bus.stop()
 
 
-def run_alone(variant: str, streams: int, rounds: int, client_procs: int, baseline: bool) -> dict[str, Any]:
+def run_alone(variant: str, streams: int, rounds: int, client_procs: int, baseline: bool, mtls: bool) -> dict[str, Any]:
     """One variant in a server process of its own: the memory per stream is then this variant's alone
     (in one process, a later variant's streams reused what an earlier one's had freed, and read lighter)."""
     command = [
         sys.executable, __file__, "--one", "--streams", str(streams), "--variants", variant,
         "--rounds", str(rounds), "--client-procs", str(client_procs), *(["--baseline"] if baseline else []),
+        *(["--mtls"] if mtls else []),
     ]  # fmt: skip
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=REPO, check=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -529,6 +649,13 @@ def main() -> int:
     parser.add_argument(
         "--baseline-max-streams", type=int, default=1000, help="run the baseline at stream counts up to this"
     )
+    parser.add_argument(
+        "--mtls",
+        action="store_true",
+        help="xDS and the mesh over mTLS as with `edgectl run --pki-dir` (an identity per stream, each stream"
+        " authorized by its client certificate); the baseline then authorizes streams as before",
+    )
+    parser.add_argument("--tls-dir", help=argparse.SUPPRESS)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -538,13 +665,14 @@ def main() -> int:
         return 0
     if args.one:
         procs = args.client_procs or max(2, -(-int(args.streams) // 1250))
-        print(json.dumps(run_variant(args.variants == "delta", int(args.streams), args.rounds, procs, args.baseline)))
+        delta = args.variants == "delta"
+        print(json.dumps(run_variant(delta, int(args.streams), args.rounds, procs, args.baseline, args.mtls)))
         return 0
     results = []
     for streams in [int(n) for n in args.streams.split(",")]:
         for baseline in (False, True) if streams <= args.baseline_max_streams else (False,):
             for variant in args.variants.split(","):
-                results.append(run_alone(variant, streams, args.rounds, args.client_procs, baseline))
+                results.append(run_alone(variant, streams, args.rounds, args.client_procs, baseline, args.mtls))
     columns = [
         ("streams", "streams"),
         ("variant", "variant"),
@@ -565,11 +693,16 @@ def main() -> int:
         "goals: 1,000 streams p99 < 50 ms; 10,000 streams p99 < 1,000 ms and < 20 KiB per stream;"
         " Envoy updated < 10 ms while a fan-out runs"
     )
+    baseline_is = (
+        "over mTLS, streams authorized as before (the certificate parsed and every identity mapped per check,"
+        " every stream rechecked per placement)"
+        if args.mtls
+        else "each response encoded per stream, streams woken in arrival order"
+    )
     print(
         "envoy own chg: a change only the Envoy needs, published while another fans out to every stream, until"
         " its /clusters shows it; envoy's turn: when the server sent it the fanned-out change; envoy alone: a"
-        " change only it needs, others idle; baseline: each response encoded per stream, streams woken in"
-        " arrival order"
+        f" change only it needs, others idle; baseline: {baseline_is}"
     )
     figures: dict[str, Any] = {
         "benchmark": "xds_fanout",

@@ -5,7 +5,7 @@ controller's log (``layer="envoy"``).
 A stream is authorized like an ADS stream: its first message names the sidecar's node id, which must be
 the one its client certificate may speak for (the same ``NodeAuthorizer``), and it never changes. A
 stream without a client certificate is refused (every listener is mTLS when there is an authorizer).
-Like an ADS stream it is authorized again on every model change (``open_streams.recheck_all``) and
+Like an ADS stream it is authorized again when a change concerns its node (``open_streams``) and
 before each message is taken: one that no longer passes ends with PERMISSION_DENIED. What a
 stream adds is bounded: entries per message and message size (beyond: counted as dropped, not kept), and
 the denial log itself keeps a bounded number of series and recent entries.
@@ -105,7 +105,7 @@ class AccessLogServicer:
             await inbox.put(_DONE)
 
         node: str | None = None
-        stop_rechecks = self.open_streams.add(recheck_from_any_thread)
+        registration = self.open_streams.add(recheck_from_any_thread)
         self._callbacks.access_log_stream(+1)
         reader = asyncio.create_task(read())
         try:
@@ -120,6 +120,7 @@ class AccessLogServicer:
                 if node is None:
                     if not named:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message names no node")
+                    registration.name(named)  # before the check: a change after it rechecks this stream
                     await self._check(named, context, opened=True)
                     node = named
                 elif named and named != node:
@@ -129,7 +130,7 @@ class AccessLogServicer:
                 self._take(node, message)
         finally:
             reader.cancel()
-            stop_rechecks()
+            registration.remove()
             self._callbacks.access_log_stream(-1)
         return als_pb2.StreamAccessLogsResponse()
 

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, Protocol
@@ -136,27 +136,41 @@ _END = object()
 
 
 class OpenStreams:
-    """The open streams of a servicer, to be re-authorized on every model change: authorization is a
-    function of the model (a node SVID may serve the workloads placed on its node, and placement
-    changes), so a stream allowed when it opened is not allowed forever. ``recheck_all`` may be called
-    from any thread; each stream re-runs its check on its own event loop."""
+    """The open streams of a servicer, to be re-authorized when what authorizes them changes: authorization
+    is a function of the model and the PKI (a node SVID may serve the workloads placed on its node, and
+    placement changes), so a stream allowed when it opened is not allowed forever. A stream is named by
+    its node once it says which (``OpenStream.name``): a change that concerns some nodes rechecks their
+    streams only (``recheck``), one that may concern any rechecks all (``recheck_all``); a stream not named
+    yet is authorized on its first request anyway. Any thread may call these; each stream re-runs its
+    check on its own event loop."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rechecks: dict[int, Callable[[], None]] = {}
+        self._by_node: dict[str, dict[int, Callable[[], None]]] = {}
         self._next = 0
 
-    def add(self, recheck: Callable[[], None]) -> Callable[[], None]:
-        """Register a stream's ``recheck`` (thread-safe, cheap); returns the function that removes it."""
+    def add(self, recheck: Callable[[], None]) -> OpenStream:
+        """Register a stream's ``recheck`` (cheap); name it once its node is known, remove it when it ends."""
         with self._lock:
             key, self._next = self._next, self._next + 1
             self._rechecks[key] = recheck
+        return OpenStream(self, key)
 
-        def remove() -> None:
-            with self._lock:
-                self._rechecks.pop(key, None)
+    def _name(self, key: int, node: str) -> None:
+        with self._lock:
+            recheck = self._rechecks.get(key)
+            if recheck is not None:
+                self._by_node.setdefault(node, {})[key] = recheck
 
-        return remove
+    def _remove(self, key: int, node: str | None) -> None:
+        with self._lock:
+            self._rechecks.pop(key, None)
+            streams = self._by_node.get(node) if node is not None else None
+            if streams is not None:
+                streams.pop(key, None)
+                if not streams:
+                    del self._by_node[node]  # type: ignore[arg-type]
 
     def recheck_all(self) -> None:
         with self._lock:
@@ -164,9 +178,37 @@ class OpenStreams:
         for recheck in rechecks:
             recheck()
 
+    def recheck(self, nodes: Iterable[str]) -> None:
+        """Recheck the streams named by one of ``nodes``."""
+        with self._lock:
+            rechecks = [recheck for node in nodes for recheck in self._by_node.get(node, {}).values()]
+        for recheck in rechecks:
+            recheck()
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._rechecks)
+
+
+class OpenStream:
+    """One stream's registration in ``OpenStreams``."""
+
+    __slots__ = ("_key", "_node", "_streams")
+
+    def __init__(self, streams: OpenStreams, key: int) -> None:
+        self._streams = streams
+        self._key = key
+        self._node: str | None = None
+
+    def name(self, node: str) -> None:
+        """The stream serves ``node`` (once; call it before the stream's first check, so that no change
+        after that check can miss it)."""
+        if self._node is None:
+            self._node = node
+            self._streams._name(self._key, node)
+
+    def remove(self) -> None:
+        self._streams._remove(self._key, self._node)
 
 
 class AdsServicer:
@@ -222,11 +264,10 @@ class AdsServicer:
 
         return stand_in
 
-    def _refusal(self, node: str, context: grpc.aio.ServicerContext) -> str | None:
-        """Why this stream may not be served for ``node`` now (None: it may)."""
+    def _refusal(self, node: str, certificate: str | None) -> str | None:
+        """Why a stream whose client presented ``certificate`` may not be served for ``node`` now (None: it may)."""
         if self._authorize is None:
             return None
-        certificate = _peer_certificate(context)
         if certificate is None:  # every listener is mTLS when there is an authorizer: should not happen
             return "no client certificate: the xDS server requires mTLS"
         return self._authorize(node, certificate)
@@ -306,7 +347,9 @@ class AdsServicer:
         cancel_watch: Callable[[], None] | None = None
         # Without an authorizer every stream may always be served: a model change need not wake each
         # one to check (in a fan-out that was one more wake-up per stream, ahead of the push).
-        stop_rechecks = self.open_streams.add(recheck_from_any_thread) if self._authorize is not None else _nothing
+        registration = self.open_streams.add(recheck_from_any_thread) if self._authorize is not None else None
+        # Read once: a connection's peer certificate does not change, and every message is authorized.
+        certificate = _peer_certificate(context) if self._authorize is not None else None
         self._callbacks.opened(stream.mode)
         try:
             while True:
@@ -322,7 +365,9 @@ class AdsServicer:
                 if node is None and item is not _WAKE and item is not _RECHECK:
                     node = str(getattr(getattr(item, "node", None), "id", ""))
                 if node is not None:
-                    refusal = self._refusal(node, context)
+                    if registration is not None:
+                        registration.name(node)  # before the check: a change after it rechecks this stream
+                    refusal = self._refusal(node, certificate)
                     if refusal is not None:
                         peer = log_safe(context.peer())
                         if stream.node_id is None:
@@ -363,16 +408,13 @@ class AdsServicer:
             self._callbacks.failed("INTERNAL")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error in the xDS server (logged)")
         finally:
-            stop_rechecks()
+            if registration is not None:
+                registration.remove()
             reader.cancel()
             if cancel_watch is not None:
                 cancel_watch()
             stream.close()
             self._callbacks.closed(stream.mode)
-
-
-def _nothing() -> None:
-    pass
 
 
 def _empty_snapshot(node: str) -> MeshSnapshot:

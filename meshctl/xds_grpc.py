@@ -31,6 +31,7 @@ from meshctl.listen import bind, host_for_grpc, remove_stale_socket, strip_unix_
 from meshctl.metrics import XdsMetrics
 from meshctl.publisher import SnapshotPublisher
 from meshctl.readiness import SidecarReadiness
+from meshctl.rechecks import EVERY_STREAM, identity_changes, model_rechecks, placement_of
 from meshctl.servicer import (
     SERVICE,
     AdsServicer,
@@ -97,6 +98,11 @@ class IdentitySource(Protocol):
     def bundle_pem(self) -> str: ...
 
 
+def _tls_identity(svid: _Svid) -> TlsIdentity | None:
+    """What SDS serves of an SVID: none for one issued from a CSR (the key stayed with the sidecar)."""
+    return TlsIdentity(svid.cert_chain_pem, svid.private_key_pem) if svid.private_key_pem else None
+
+
 class MeshServer:
     """The xDS control plane of one controller: snapshot publisher, cache, ADS server."""
 
@@ -138,6 +144,10 @@ class MeshServer:
         self._running = False
         self._open_streams: tuple[OpenStreams, ...] = ()
         self._rechecked_for: tuple[Any, ...] | None = None
+        self._served_identities: dict[str, tuple[Any, TlsIdentity | None]] = {}
+        """Node -> the SVID ``use_identities`` was last given and what it made of it: what changed is
+        rechecked, and an unchanged identity stays the same object (the builder finds changes by identity)."""
+        self._served_revocations: object = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -165,26 +175,30 @@ class MeshServer:
 
     def on_model_change(self, event: Event, state: FabricState) -> None:
         """Bus subscriber: runs on the model writer, so it only notes which workloads the event touched,
-        flags a rebuild, and asks every open stream to authorize itself again (on its own event loop): a
-        node SVID's stream for a workload removed from (or moved off) its node ends, as does any stream
-        whose identity the model dropped. A stream also re-authorizes before it serves a new snapshot, so
-        the order of the two is moot."""
+        flags a rebuild, and asks the open streams of those workloads to authorize themselves again (on
+        their event loop; ``meshctl.rechecks``): a node SVID's stream for a workload removed from (or moved
+        off) its node ends. A stream whose identity the model dropped ends when the PKI drops it
+        (``use_identities``). A stream also re-authorizes before it serves a new snapshot, so the order of
+        the two is moot."""
         self.publisher.note(event, state)
         if self._running:
             self.publisher.request()
             # Who may be served depends on the workloads (placement) and hosts only: a link-load or
-            # health event costs the streams nothing.
-            placement = (state.workloads, state.hosts)
-            if self._rechecked_for is None or any(
-                a is not b for a, b in zip(placement, self._rechecked_for, strict=True)
-            ):
-                self._rechecked_for = placement
-                self.recheck_streams()
+            # health event costs the streams nothing, a placement its workloads' streams only.
+            before, self._rechecked_for = self._rechecked_for, placement_of(state)
+            nodes = model_rechecks(event, before, self._rechecked_for)
+            if nodes is EVERY_STREAM or nodes:
+                self.recheck_streams(nodes)
 
-    def recheck_streams(self) -> None:
-        """Every open xDS and access log stream checks again that its peer may still be served (any thread)."""
+    def recheck_streams(self, nodes: Iterable[str] | None = None) -> None:
+        """The open xDS and access log streams of ``nodes`` (None: every one) check again that their peer
+        may still be served (any thread)."""
+        nodes = None if nodes is None else tuple(nodes)
         for streams in self._open_streams:
-            streams.recheck_all()
+            if nodes is None:
+                streams.recheck_all()
+            else:
+                streams.recheck(nodes)
 
     def update_config(self, config: MeshConfig) -> None:
         """Swap the mesh configuration (e.g. turn mTLS on, new certificates) and rebuild."""
@@ -287,11 +301,9 @@ class MeshServer:
         chain: give one for every CA, ``PkiService.trust_crls_pem()``), so a revoked certificate is refused
         by every listener with the push that carries it. A PKI listener:
         ``pki.subscribe(lambda s: mesh.use_identities(s, mtls=True, crl_pem=pki.trust_crls_pem()))``."""
-        identities = {
-            node: TlsIdentity(svid.cert_chain_pem, svid.private_key_pem)
-            for node, svid in snapshot.identities.items()
-            if svid.private_key_pem  # issued from a CSR: the key stayed with the sidecar, not ours to serve
-        }
+        fresh, changed = identity_changes(self._served_identities, snapshot.identities, _tls_identity)
+        self._served_identities = fresh
+        identities = {node: identity for node, (_, identity) in fresh.items() if identity is not None}
         config = self.publisher.config
         self.update_config(
             replace(
@@ -301,7 +313,14 @@ class MeshServer:
                 mtls=config.mtls if mtls is None else mtls,
             )
         )
-        self.recheck_streams()  # an identity dropped or revoked: its streams end
+        # An identity dropped or replaced: its streams are checked again (and end if no longer
+        # allowed); a revocation may concern any peer: every stream is.
+        revocations = getattr(snapshot, "revocations", None)
+        if revocations is None or revocations is not self._served_revocations:
+            self._served_revocations = revocations
+            self.recheck_streams()
+        elif changed:
+            self.recheck_streams(changed)
 
     def stop(self) -> None:
         self._running = False

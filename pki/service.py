@@ -7,6 +7,7 @@ endpoint for it), registers who gets the ``IdentitySnapshot`` (meshctl's SDS), a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -30,6 +31,38 @@ LOG = logging.getLogger("edgectl.pki")
 
 Listener = Callable[[IdentitySnapshot], None]
 CONTROL_TTL_S = 7 * 86400
+PEER_MEMO_LIMIT = 65_536
+"""Client certificates whose reading is kept (~200 bytes each): more than the sidecars and agents of a
+fabric at the scale benchmark's size, so each stream's certificate is parsed once, not per message."""
+
+
+@dataclass(frozen=True, slots=True)
+class _PeerCertificate:
+    """What the checks of a verified client certificate need from it, read once."""
+
+    spiffe_id: str = ""
+    serial: int = 0
+    expires_at: float = 0.0
+    expiry_text: str = ""
+    not_an_svid: str | None = None
+    """Why the certificate is no X.509-SVID (None: it is one)."""
+
+
+def _read_peer(certificate_pem: str) -> _PeerCertificate:
+    from pki import certs
+    from pki.verify import check_leaf_profile
+
+    try:
+        leaf = certs.load_pem_chain(certificate_pem, "peer certificate")[0]
+        spiffe_id = str(check_leaf_profile(leaf).uri)
+    except PkiError as exc:
+        return _PeerCertificate(not_an_svid=str(exc))
+    return _PeerCertificate(
+        spiffe_id,
+        leaf.serial_number,
+        certs.to_epoch(leaf.not_valid_after_utc),
+        f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
+    )
 
 
 @dataclass(frozen=True)
@@ -70,6 +103,9 @@ class PkiService:
         self._notify_lock = threading.Lock()
         self._last_refused: tuple[tuple[str, str], ...] = ()
         self._timer = RotationTimer(self.manager, self._changed, clock=clock, max_sleep_s=max_sleep_s)
+        self._peers: dict[bytes, _PeerCertificate] = {}
+        """SHA-256 of a client certificate's PEM -> what was read from it (``_peer``, on every xDS message)."""
+        self._peers_lock = threading.Lock()
 
     @classmethod
     def from_options(cls, options: PkiRunOptions, state: Callable[[], FabricState], **kwargs: Any) -> PkiService:
@@ -154,7 +190,9 @@ class PkiService:
         peer, refusal = self._peer(certificate_pem)
         if refusal is not None:
             return refusal
-        identities = {subject: str(svid.spiffe_id) for subject, svid in self.snapshot.identities.items()}
+        # Asked on every message of every xDS stream: the node's own identity only, not a map of all.
+        svid = self.snapshot.identities.get(node_id)
+        identities = {node_id: str(svid.spiffe_id)} if svid is not None else {}
         placed = self._state().workloads.get(WorkloadId(node_id))
         placed_on = {node_id: str(placed.node) if placed is not None and placed.node is not None else None}
         return check_xds_node(node_id, peer, identities, trust_domain=self.trust_domain, placed_on=placed_on)
@@ -200,20 +238,21 @@ class PkiService:
         return refusal if refusal is not None else check_operator(peer, self.trust_domain)
 
     def _peer(self, certificate_pem: str) -> tuple[str, str | None]:
-        from pki import certs
-        from pki.verify import peer_spiffe_id
-
-        try:
-            peer = str(peer_spiffe_id(certificate_pem))
-            leaf = certs.load_pem_chain(certificate_pem, "peer certificate")[0]
-        except PkiError as exc:
-            return "", f"the client certificate is not an X.509-SVID: {exc}"
+        """The verified client certificate's SPIFFE id, and why it is refused now (None: it is not)."""
+        key = hashlib.sha256(certificate_pem.encode()).digest()
+        peer = self._peers.get(key)
+        if peer is None:
+            peer = _read_peer(certificate_pem)
+            with self._peers_lock:
+                self._peers[key] = peer
+                if len(self._peers) > PEER_MEMO_LIMIT:
+                    del self._peers[next(iter(self._peers))]  # the oldest: a stream's own is read again
+        if peer.not_an_svid is not None:
+            return "", f"the client certificate is not an X.509-SVID: {peer.not_an_svid}"
         # TLS checked the validity at the handshake; a connection (or a resumed session) outlives it.
-        expires_at = certs.to_epoch(leaf.not_valid_after_utc)
-        if self._clock() >= expires_at:
-            return peer, f"the client certificate of {peer} expired at {leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
-        revoked = self.snapshot.revocations.reason_revoked(leaf.serial_number, peer)
-        return peer, revoked
+        if self._clock() >= peer.expires_at:
+            return peer.spiffe_id, f"the client certificate of {peer.spiffe_id} expired at {peer.expiry_text}"
+        return peer.spiffe_id, self.snapshot.revocations.reason_revoked(peer.serial, peer.spiffe_id)
 
     def trust_crls_pem(self) -> str:
         """The CRLs a TLS verifier that checks the whole chain needs, to append to the trust bundle given

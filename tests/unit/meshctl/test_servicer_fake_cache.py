@@ -127,12 +127,23 @@ class FakeContext:
         raise grpc.aio.AbortError()
 
 
+class CertifiedContext(FakeContext):
+    """A stream whose client presented (and TLS verified) this certificate."""
+
+    def __init__(self, certificate: str) -> None:
+        super().__init__()
+        self._certificate = certificate
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {"x509_pem_cert": [self._certificate.encode()]}
+
+
 class Client:
     """One stream of the servicer, driven request by request from the test."""
 
-    def __init__(self, servicer: AdsServicer, mode: str) -> None:
+    def __init__(self, servicer: AdsServicer, mode: str, context: FakeContext | None = None) -> None:
         self._requests: asyncio.Queue[Any] = asyncio.Queue()
-        self.context = FakeContext()
+        self.context = context if context is not None else FakeContext()
         handler = servicer.stream_aggregated_resources if mode == "sotw" else servicer.delta_aggregated_resources
         self.task = asyncio.create_task(handler(self._stream(), self.context))
 
@@ -297,5 +308,51 @@ def test_without_an_authorizer_a_model_change_does_not_wake_every_stream_to_rech
         await client.response()
         assert len(servicer.open_streams) == 0  # nothing to recheck: every stream may be served
         await client.end()
+
+    asyncio.run(scenario())
+
+
+def test_a_recheck_of_some_nodes_authorizes_their_streams_again_and_no_other(
+    snapshots: tuple[MeshSnapshot, MeshSnapshot],
+) -> None:
+    """A model change that concerns one workload (it left its node) rechecks that workload's stream only:
+    with 1,000 sidecars, a recheck of every stream per placement was 1,000 wake-ups."""
+    first, _changed = snapshots
+    other = "web-2"
+    cache, callbacks = FakeCache({NODE: first, other: replace(first, node_id=other)}), FakeCallbacks()
+    allowed = {NODE, other}
+    asked: list[tuple[str, str]] = []
+
+    def authorize(node: str, certificate: str) -> str | None:
+        asked.append((node, certificate))
+        return None if node in allowed else f"{node} is no longer placed on the agent's node"
+
+    async def scenario() -> None:
+        servicer = AdsServicer(cache, callbacks, authorize=authorize)
+        leaving = Client(servicer, "sotw", CertifiedContext("agent-of-node-1"))
+        staying = Client(servicer, "delta", CertifiedContext("agent-of-node-2"))
+        await leaving.send(sotw_request(CLUSTER, [], node_id=NODE))
+        await leaving.response()
+        await staying.send(delta_request(CLUSTER, node_id=other))
+        await staying.response()
+        await asyncio.sleep(0.05)  # each stream also wakes itself once it watches (and checks again)
+        assert set(asked) == {(NODE, "agent-of-node-1"), (other, "agent-of-node-2")}
+        assert len(servicer.open_streams) == 2
+
+        asked.clear()
+        allowed.discard(NODE)
+        servicer.open_streams.recheck([NODE, "a-node-with-no-stream"])
+        with pytest.raises(grpc.aio.AbortError):
+            await asyncio.wait_for(leaving.task, DEADLINE_S)
+        assert leaving.context.aborted is not None
+        assert leaving.context.aborted[0] == grpc.StatusCode.PERMISSION_DENIED
+        assert asked == [(NODE, "agent-of-node-1")]  # the other stream was not woken
+        assert len(servicer.open_streams) == 1  # the ended stream is gone from the registry
+
+        servicer.open_streams.recheck_all()
+        await until(lambda: len(asked) == 2)
+        assert asked[1] == (other, "agent-of-node-2") and staying.context.aborted is None
+        await staying.end()
+        assert len(servicer.open_streams) == 0
 
     asyncio.run(scenario())

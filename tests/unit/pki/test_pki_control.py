@@ -75,6 +75,27 @@ def test_xds_clients_get_their_own_node_only_and_not_once_revoked(service: PkiSe
     assert service.authorize_xds("u1", service.snapshot.identities["u1"].cert_chain_pem) is None
 
 
+def test_a_client_certificate_read_once_is_still_checked_for_expiry_and_revocation_on_every_call() -> None:
+    """The certificate's reading is kept (every xDS message is authorized); its expiry and revocation are
+    judged at each call, against the clock and the PKI's current revocations."""
+    now = [time.time()]
+    ca, _root_key = CertificateAuthority.create(TD)
+    service = PkiService(ca, lambda: FabricState(), hosts=lambda _s: ["u1"], clock=lambda: now[0]).start()
+    u1 = service.snapshot.identities["u1"]
+    assert service.authorize_xds("u1", u1.cert_chain_pem) is None
+    assert service.authorize_xds("u1", u1.cert_chain_pem) is None  # (the kept reading)
+    now[0] = u1.info.not_after + 1
+    expired = service.authorize_xds("u1", u1.cert_chain_pem)
+    assert expired is not None and "expired" in expired
+    now[0] = u1.info.not_after - 60
+    service.rotate(host_spiffe_id(TD, "u1"))
+    revoked = service.authorize_xds("u1", u1.cert_chain_pem)
+    assert revoked is not None and "revoked" in revoked
+    not_an_svid = service.authorize_xds("u1", service.issuer.bundle_pem)
+    assert not_an_svid is not None and "not an X.509-SVID" in not_an_svid
+    assert service.authorize_xds("u1", service.issuer.bundle_pem) == not_an_svid
+
+
 def test_operators_only_on_the_placement_api(service: PkiService) -> None:
     operator = service.issuer.issue_with_new_key(operator_spiffe_id(TD, "alice"), time.time())
     assert service.authorize_operator(operator.cert_chain_pem) is None
