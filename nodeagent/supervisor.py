@@ -45,6 +45,7 @@ from typing import Any
 from meshctl.bootstrap import XdsClientTls, render_bootstrap
 from meshctl.sidecar import EnvoySidecar
 from nodeagent import plan as p
+from nodeagent.listening import Listener, listener_of
 from pki.store import replace_file
 
 LOG = logging.getLogger("edgectl.agent")
@@ -706,31 +707,40 @@ class Supervisor:
 def wait_listening(
     app: subprocess.Popen[bytes], host: str, port: int, timeout: float, cancelled: threading.Event
 ) -> None:
-    """Return once ``host:port`` accepts a TCP connection; RuntimeError if the app exits first, the time
-    runs out, or the agent is stopping."""
+    """Return once the app listens on ``host:port``; RuntimeError if the app exits first, the time runs
+    out, or the agent is stopping. The listening socket must be the app's (``nodeagent.listening``):
+    another process on that address is not the app listening. Where that cannot be told (no /proc),
+    a TCP connect that succeeds while the app runs is taken for it."""
     deadline = time.monotonic() + timeout
+    other = False  # another process was seen listening on the address
     while True:
         code = app.poll()
         if code is not None:
-            raise RuntimeError(f"app exited ({code}) before it listened on {host}:{port}")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                pass
-        except OSError:
-            pass
-        else:
-            # Looked at again after the port answered: if our app died meanwhile, what answered is
-            # another process (one that holds the port), never a success.
+            held = f"; another process listens on {host}:{port}" if other else ""
+            raise RuntimeError(f"app exited ({code}) before it listened on {host}:{port}{held}")
+        listener = listener_of(app.pid, host, port)
+        if listener is Listener.APP or (listener is None and _accepts(host, port)):
+            # Looked at again after: if our app died meanwhile, what answered is another process.
             code = app.poll()
             if code is not None:
                 raise RuntimeError(f"app exited ({code}); something else answers on {host}:{port}")
             return
+        other = other or listener is Listener.OTHER
         if time.monotonic() >= deadline:
-            raise RuntimeError(f"app did not listen on {host}:{port} within {timeout:g} s")
+            held = " (another process listens there)" if other else ""
+            raise RuntimeError(f"app did not listen on {host}:{port} within {timeout:g} s{held}")
         # Every migration waits here between the app listening and its sidecar starting: poll often (a
-        # refused connect to a loopback port costs microseconds; at 50 ms this added ~25 ms on average).
+        # look at /proc/net/tcp costs tens of microseconds; at 50 ms this added ~25 ms on average).
         if cancelled.wait(LISTEN_POLL_S):
             raise RuntimeError("the agent is stopping")
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def stop_leftovers(status_path: Path, work_root: Path) -> None:
