@@ -62,6 +62,13 @@ def abandon_http(port: int) -> None:
         sock.close()
 
 
+def wait_connected(channel: grpc.Channel, timeout: float) -> None:
+    """The channel READY, and gRPC's connectivity poller behind ``channel_ready_future`` gone: it watches in
+    0.2 s steps, and a channel closed under a watch makes it raise in its thread (a warning in the run)."""
+    grpc.channel_ready_future(channel).result(timeout=timeout)
+    time.sleep(0.25)
+
+
 def abandon_placement(port: int) -> None:
     """Channels closed after a call, and with a Watch in flight (its server-side worker must come back)."""
     for _ in range(10):
@@ -70,8 +77,7 @@ def abandon_placement(port: int) -> None:
     for _ in range(6):
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         watch = pb_grpc.PlacementStub(channel).Watch(pb.WatchRequest(include_existing=True), timeout=30)
-        grpc.channel_ready_future(channel).result(timeout=10)
-        time.sleep(0.05)
+        wait_connected(channel, 10)
         channel.close()  # the stream is dropped, never cancelled politely
         del watch
 
@@ -104,7 +110,7 @@ def abandon_xds(port: int) -> None:
         stop = threading.Event()
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         ads_stream(channel, f"u{1 + i % 3}", stop)
-        grpc.channel_ready_future(channel).result(timeout=10)
+        wait_connected(channel, 10)
         channel.close()
         stop.set()
 
@@ -170,7 +176,7 @@ def test_abandoned_connections_leave_no_threads_fds_or_memory_behind() -> None:
         pid = controller.process.pid
         for port in (api_port, xds_port):  # both start after /healthz answers
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                grpc.channel_ready_future(channel).result(timeout=20)
+                wait_connected(channel, 20)
         wait_until(lambda: "OpenFlow 1.3 listening" in controller.log(), 30, what="the OpenFlow listener")
         warm_up = soak_round(controller, api_port, xds_port)  # pools and caches grow to their working size
         wait_until(lambda: all(dropped_by_controller(s) for s in warm_up), 30, what="silent OpenFlow peers dropped")
