@@ -11,12 +11,14 @@ for every node, a trust bundle and the RBAC the fabric's deny-by-default policy 
     cache that holds the previous build (best and median of ``--rounds``);
   * ``--changes`` single model changes of each kind, taken in turn (so the model stays at ~10,000
     workloads), each applied to the model and told to the publisher (``note``, as the bus tells the xDS
-    server of every event) before the timer starts, then one timed ``SnapshotPublisher.build_now()`` (a
-    real ``SnapshotCache`` and ``XdsMetrics``; no readiness gate):
+    server of every event) before the timer starts, then one timed ``SnapshotPublisher.build_now()`` (the
+    publisher and cache of a ``MeshServer`` that is not started; no readiness gate):
     a new workload placed (``WorkloadPlaced``, services in turn, on a random node: the mesh does not
     check resources), one evicted (``WorkloadRemoved``), one moved to another node (``WorkloadPlaced``
-    of the same id). Under mTLS a placement also hands the publisher the new workload's identity
-    (``set_config``, as the PKI's listener does): that call is timed with the build, as one change.
+    of the same id). Under mTLS the PKI's snapshot that a placement or an eviction makes (an identity
+    issued, or dropped and revoked; made as ``IdentityManager`` makes it, without the signing, before the
+    timer) is handed to ``MeshServer.use_identities``, the PKI's listener: that call is timed with the
+    build, as one change.
     p50/p99/max per kind, and how many nodes' snapshots each build replaced (counted outside the timer, on
     one change in ten);
   * ``build_now()`` when nothing changed.
@@ -41,9 +43,11 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import CollectorRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -51,14 +55,13 @@ if str(REPO) not in sys.path:
 
 from benchmarks.place_api_path import with_placed_declared  # noqa: E402
 from meshctl.cache import SnapshotCache  # noqa: E402
-from meshctl.metrics import XdsMetrics  # noqa: E402
 from meshctl.paths import ServicePaths  # noqa: E402
-from meshctl.publisher import SnapshotPublisher  # noqa: E402
 from meshctl.snapshot import MeshConfig, MeshSnapshot, TlsIdentity, build_snapshots  # noqa: E402
+from meshctl.xds_grpc import MeshServer  # noqa: E402
 from netmodel import events as ev  # noqa: E402
 from netmodel.ids import NodeId, WorkloadId  # noqa: E402
 from netmodel.state import FabricState  # noqa: E402
-from netmodel.types import Resources, Workload, frozen_map, map_with  # noqa: E402
+from netmodel.types import Resources, Workload, frozen_map, map_with, map_without  # noqa: E402
 from placement.naming import DEFAULT_TRUST_DOMAIN, workload_spiffe_id  # noqa: E402
 from placement.synthetic import FabricShape, build_fabric, random_requests  # noqa: E402
 
@@ -189,10 +192,72 @@ def measure_baseline(state: FabricState, config: MeshConfig, rounds: int, seed: 
     }
 
 
+@dataclass(frozen=True, slots=True)
+class FakeSvid:
+    cert_chain_pem: str
+    private_key_pem: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PkiSnapshot:
+    """What ``MeshServer.use_identities`` reads of ``pki.identities.IdentitySnapshot``."""
+
+    version: int
+    identities: Mapping[str, FakeSvid]
+    bundle_pem: str
+    revocations: object
+    changed_from: tuple[int, frozenset[str]] | None
+
+
+def fake_svid(node: str) -> FakeSvid:
+    identity = fake_identity(node)
+    return FakeSvid(identity.cert_chain_pem, identity.private_key_pem)
+
+
+class FakePki:
+    """The PKI's snapshots as ``IdentityManager`` makes them (an identity per sidecar node; a placement
+    issues one, an eviction drops and revokes one, a move changes none), without the signing: what is
+    timed is the mesh's side of each, ``use_identities``."""
+
+    def __init__(self, state: FabricState) -> None:
+        nodes = [*state.hosts, *state.workloads]
+        identities = frozen_map({node: fake_svid(node) for node in nodes})
+        self.snapshot = PkiSnapshot(1, identities, FAKE_BUNDLE, object(), None)
+
+    def after(self, event: ev.Event) -> PkiSnapshot | None:
+        """The snapshot ``event`` makes (None: it changes no identity)."""
+        old = self.snapshot
+        if isinstance(event, ev.WorkloadPlaced) and event.workload.id not in old.identities:
+            subject = event.workload.id
+            identities, revocations = map_with(old.identities, subject, fake_svid(subject)), old.revocations
+        elif isinstance(event, ev.WorkloadRemoved) and event.workload in old.identities:
+            subject = event.workload
+            identities, revocations = map_without(old.identities, subject), object()  # its certificate revoked
+        else:
+            return None
+        self.snapshot = PkiSnapshot(
+            old.version + 1, identities, FAKE_BUNDLE, revocations, (old.version, frozenset({subject}))
+        )
+        return self.snapshot
+
+
 def measure_publisher(state: FabricState, config: MeshConfig, changes: int, seed: int) -> dict[str, Any]:
     current = {"state": state}
-    cache = SnapshotCache()
-    publisher = SnapshotPublisher(lambda: current["state"], config, cache, XdsMetrics())
+    # A MeshServer, not started (no sockets): its publisher and cache, and under mTLS its PKI listener.
+    server = MeshServer(lambda: current["state"], registry=CollectorRegistry(), config=MeshConfig())
+    pki = FakePki(state) if config.mtls else None
+    if pki is not None:
+        server.use_identities(pki.snapshot, mtls=True)
+    try:
+        return _measure_publisher(server, current, pki, changes, seed)
+    finally:
+        server.metrics.unregister()
+
+
+def _measure_publisher(
+    server: MeshServer, current: dict[str, FabricState], pki: FakePki | None, changes: int, seed: int
+) -> dict[str, Any]:
+    publisher, cache, state = server.publisher, server.cache, current["state"]
     publisher.build_now()  # the first build: every node
     draw = ChangeDraw(state, seed)
     times: dict[str, list[float]] = {kind: [] for kind in KINDS}
@@ -204,19 +269,14 @@ def measure_publisher(state: FabricState, config: MeshConfig, changes: int, seed
         event = draw.event(kind, current["state"])
         current["state"] = current["state"].apply(event)
         publisher.note(event, current["state"])  # as the bus tells the xDS server of every event
-        new_config: MeshConfig | None = None
-        if config.mtls and kind == "placed":
-            assert isinstance(event, ev.WorkloadPlaced)
-            wid = event.workload.id
-            identities = map_with(publisher.config.identities, wid, fake_identity(wid))
-            new_config = replace(publisher.config, identities=identities)
+        identities = pki.after(event) if pki is not None else None  # the PKI's own work: not timed
         # Counting the replaced snapshots takes two 10,000-node maps: done on one change in ten, so the
         # benchmark's own garbage does not bring the collector into the timed builds.
         counted = k % (10 * len(KINDS)) < len(KINDS)
         before = snapshots_of(cache) if counted else {}
         started = time.perf_counter()
-        if new_config is not None:
-            publisher.set_config(new_config)
+        if identities is not None:
+            server.use_identities(identities)  # the PKI's listener, on the model writer
         publisher.build_now()
         times[kind].append((time.perf_counter() - started) * 1000)
         if counted:

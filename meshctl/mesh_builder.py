@@ -50,6 +50,24 @@ no caller has any more."""
 
 
 @dataclass(frozen=True, slots=True)
+class IdentityNotes:
+    """The nodes whose identity changed from the map ``base`` to the map ``last`` (a mesh config's
+    ``identities``), as whoever changed them said (``SnapshotPublisher.set_config``). ``exact`` False:
+    someone did not say, and the maps are compared."""
+
+    base: Mapping[str, Any]
+    last: Mapping[str, Any]
+    nodes: frozenset[str] = frozenset()
+    exact: bool = True
+
+    def between(self, before: Mapping[str, Any], after: Mapping[str, Any]) -> set[str] | None:
+        """The nodes changed from ``before`` to ``after`` if these notes span exactly those maps; else None."""
+        if not self.exact or self.base is not before or self.last is not after:
+            return None
+        return set(self.nodes)
+
+
+@dataclass(frozen=True, slots=True)
 class MeshUpdate:
     snapshots: Mapping[str, MeshSnapshot]
     """The snapshots built: every node's when ``complete``, else those of the nodes the change touched."""
@@ -79,10 +97,17 @@ class MeshBuilder:
         return self._built.paths if self._built is not None else None
 
     def update(
-        self, state: FabricState, config: MeshConfig, ready: frozenset[str] | None, hint: WorkloadChanges | None = None
+        self,
+        state: FabricState,
+        config: MeshConfig,
+        ready: frozenset[str] | None,
+        hint: WorkloadChanges | None = None,
+        identity_notes: IdentityNotes | None = None,
     ) -> MeshUpdate | None:
         """The snapshots ``state`` changes since the last call; None when it changes none. ``hint``: the
-        workloads the events since the last call's state touched."""
+        workloads the events since the last call's state touched; ``identity_notes``: the nodes whose
+        identity changed since the last call's config (else the two configs' identities are compared:
+        ~0.6 ms at 10,000)."""
         built = self._built
         if built is None or not self._same_frame(built, state, config, ready):
             # Every node's snapshot from scratch (the levels keep their hysteresis against the last ones).
@@ -102,7 +127,8 @@ class MeshBuilder:
                 changed |= built.state.unhealthy.keys() ^ state.unhealthy.keys()  # the reason weighs nowhere
         if ready is not None and built.ready is not None and ready is not built.ready:
             changed |= ready ^ built.ready
-        identities = _changed_keys(built.config.identities, config.identities, by_equality=True)
+        noted = identity_notes.between(built.config.identities, config.identities) if identity_notes else None
+        identities = noted if noted is not None else _changed_keys(built.config.identities, config.identities, True)
         if not changed and not identities and not moved:
             built.state, built.config, built.ready = state, config, ready
             return None

@@ -13,10 +13,12 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any
 
 from meshctl.cache import SnapshotCache
-from meshctl.mesh_builder import MeshBuilder
+from meshctl.mesh_builder import IdentityNotes, MeshBuilder
 from meshctl.metrics import XdsMetrics
 from meshctl.readiness import SidecarReadiness
 from meshctl.snapshot import MeshConfig
@@ -65,6 +67,8 @@ class SnapshotPublisher:
         self._hint_lock = threading.Lock()
         self._hint: WorkloadChanges | None = None
         """The workloads the events since the last build's state touched (``note``)."""
+        self._identity_notes = IdentityNotes(config.identities, config.identities)
+        """The nodes whose identity the configs set since the last build changed (``set_config``)."""
         self._thread: threading.Thread | None = None
         self.last_generation: int | None = None
         self._warned_no_pki = False
@@ -73,8 +77,20 @@ class SnapshotPublisher:
     def config(self) -> MeshConfig:
         return self._config
 
-    def set_config(self, config: MeshConfig) -> None:
-        self._config = config
+    def set_config(
+        self, config: MeshConfig, identities_changed: tuple[Mapping[str, Any], Iterable[str]] | None = None
+    ) -> None:
+        """The new mesh config. ``identities_changed``: (the identities map it was made from, the nodes
+        whose identity it changed), so the next build need not compare every node's (10,000 at scale)."""
+        with self._hint_lock:
+            notes = self._identity_notes
+            if config.identities is not notes.last:
+                if identities_changed is None or identities_changed[0] is not notes.last:
+                    notes = replace(notes, exact=False)
+                else:
+                    notes = replace(notes, nodes=notes.nodes | frozenset(identities_changed[1]))
+                self._identity_notes = replace(notes, last=config.identities)
+            self._config = config
         self.request()
 
     def request(self) -> None:
@@ -110,14 +126,15 @@ class SnapshotPublisher:
             hint = self._hint
             state = self._state()
             self._hint = WorkloadChanges(state)
-        config = self._config
+            config, identity_notes = self._config, self._identity_notes
+            self._identity_notes = IdentityNotes(config.identities, config.identities)
         ready = self._readiness.ready_in(state) if self._readiness is not None else None
         self._warn_once_without_pki(state, config)
         started = time.perf_counter()
         # Only what the change touches is rebuilt (meshctl.mesh_builder): a placement costs its own
         # sidecar and its service's callers, a latency measurement that moves no instance to another
         # priority level costs one look at the levels, and a change that touches nothing costs nothing.
-        update = self._builder.update(state, config, ready, hint)
+        update = self._builder.update(state, config, ready, hint, identity_notes)
         if update is not None:
             if update.complete:
                 result = self._cache.set_snapshots(update.snapshots)

@@ -9,7 +9,7 @@ every placement was ~1,000 wake-ups per placement at 1,000 sidecars (and as many
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from netmodel.events import Event, workloads_touched
@@ -42,19 +42,37 @@ def model_rechecks(event: Event, before: Placement | None, after: Placement) -> 
 
 
 def identity_changes(
-    served: Mapping[str, tuple[Svid, Made]], identities: Mapping[str, Svid], make: Callable[[Svid], Made]
-) -> tuple[dict[str, tuple[Svid, Made]], list[str]]:
-    """``identities`` (node -> SVID) paired with what ``make`` makes of each, reusing what ``served`` holds
-    for an SVID that is the very same object (so an unchanged identity stays the same object: the snapshot
-    builder finds changes by identity); and the nodes whose SVID is new, replaced or gone."""
-    fresh: dict[str, tuple[Svid, Made]] = {}
+    svids: Mapping[str, Svid],
+    made: Mapping[str, Made],
+    identities: Mapping[str, Svid],
+    make: Callable[[Svid], Made | None],
+    only: Iterable[str] | None = None,
+) -> tuple[dict[str, Svid], dict[str, Made], list[str]]:
+    """What changed from ``svids`` (node -> the SVID last handed over) to ``identities``: the new node ->
+    SVID map, the new node -> ``make(svid)`` map (nodes ``make`` gives None for left out), and the nodes
+    whose SVID is new, replaced or gone. ``made`` is what ``make`` made of ``svids``: an SVID that is the
+    very same object keeps what was made of it (so the snapshot builder, which finds changes by identity,
+    sees no change). ``only``: the nodes that may have changed, when the PKI says (else every node is
+    looked at: ~1.5 ms at 10,000)."""
+    if only is None:
+        get = svids.get
+        candidates: Iterable[str] = [node for node, svid in identities.items() if get(node) is not svid]
+        candidates = [*candidates, *(node for node in svids if node not in identities)]
+    else:
+        candidates = only
+    new_svids, new_made = dict(svids), dict(made)
     changed: list[str] = []
-    for node, svid in identities.items():
-        known = served.get(node)
-        if known is not None and known[0] is svid:
-            fresh[node] = known
-        else:
-            fresh[node] = (svid, make(svid))
-            changed.append(node)
-    changed += [node for node in served if node not in fresh]
-    return fresh, changed
+    for node in candidates:
+        svid = identities.get(node)
+        if svid is svids.get(node):
+            continue
+        changed.append(node)
+        new_made.pop(node, None)
+        if svid is None:
+            new_svids.pop(node, None)
+            continue
+        new_svids[node] = svid
+        result = make(svid)
+        if result is not None:
+            new_made[node] = result
+    return new_svids, new_made, changed

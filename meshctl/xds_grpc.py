@@ -144,9 +144,14 @@ class MeshServer:
         self._running = False
         self._open_streams: tuple[OpenStreams, ...] = ()
         self._rechecked_for: tuple[Any, ...] | None = None
-        self._served_identities: dict[str, tuple[Any, TlsIdentity | None]] = {}
-        """Node -> the SVID ``use_identities`` was last given and what it made of it: what changed is
-        rechecked, and an unchanged identity stays the same object (the builder finds changes by identity)."""
+        self._served_svids: dict[str, Any] = {}
+        """Node -> the SVID ``use_identities`` was last given (``_served_tls``: what SDS serves of each),
+        from the PKI's snapshot version ``_served_version``: what changed is rechecked, and an unchanged
+        identity stays the same object (the snapshot builder finds changes by identity)."""
+        self._served_tls: dict[str, TlsIdentity] = {}
+        self._served_version: int | None = None
+        self._served_tls_map: Mapping[str, TlsIdentity] | None = None
+        """The identities map the last ``use_identities`` set in the config."""
         self._served_revocations: object = None
 
     @property
@@ -301,18 +306,27 @@ class MeshServer:
         chain: give one for every CA, ``PkiService.trust_crls_pem()``), so a revoked certificate is refused
         by every listener with the push that carries it. A PKI listener:
         ``pki.subscribe(lambda s: mesh.use_identities(s, mtls=True, crl_pem=pki.trust_crls_pem()))``."""
-        fresh, changed = identity_changes(self._served_identities, snapshot.identities, _tls_identity)
-        self._served_identities = fresh
-        identities = {node: identity for node, (_, identity) in fresh.items() if identity is not None}
-        config = self.publisher.config
-        self.update_config(
-            replace(
-                config,
-                identities=frozen_map(identities),
-                trust_bundle_pem=snapshot.bundle_pem + crl_pem,
-                mtls=config.mtls if mtls is None else mtls,
-            )
+        # The PKI's snapshot says which subjects changed since the one it was made from: with that one
+        # served last, only those are looked at (a placement's new identity, not 10,000).
+        changed_from = getattr(snapshot, "changed_from", None)
+        only = changed_from[1] if changed_from is not None and changed_from[0] == self._served_version else None
+        svids, tls, changed = identity_changes(
+            self._served_svids, self._served_tls, snapshot.identities, _tls_identity, only
         )
+        self._served_svids, self._served_tls = svids, tls
+        self._served_version = getattr(snapshot, "version", None)
+        config = self.publisher.config
+        # What the config holds differs from what it is given by ``changed`` only if it holds what this
+        # method handed over last (no other config replaced it since).
+        ours = config.identities is self._served_tls_map
+        new_config = replace(
+            config,
+            identities=config.identities if ours and not changed else frozen_map(tls),
+            trust_bundle_pem=snapshot.bundle_pem + crl_pem,
+            mtls=config.mtls if mtls is None else mtls,
+        )
+        self.publisher.set_config(new_config, (config.identities, changed) if ours else None)
+        self._served_tls_map = new_config.identities
         # An identity dropped or replaced: its streams are checked again (and end if no longer
         # allowed); a revocation may concern any peer: every stream is.
         revocations = getattr(snapshot, "revocations", None)

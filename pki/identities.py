@@ -160,6 +160,10 @@ class IdentitySnapshot:
     """Subject (Envoy node id) -> its SVID with the private key."""
     bundle_pem: str = field(default="", repr=False)
     revocations: RevocationList = field(default_factory=RevocationList)
+    changed_from: tuple[int, frozenset[str]] | None = None
+    """(the version this snapshot was made from, the subjects whose SVID is not the same as in that one):
+    a listener that holds that version updates what it made of it by those subjects alone. None: not
+    known."""
 
     def by_spiffe_id(self) -> dict[SpiffeId, list[str]]:
         out: dict[SpiffeId, list[str]] = {}
@@ -269,7 +273,9 @@ class IdentityManager:
 
     def _set_revocations(self, revocations: RevocationList) -> None:
         old = self._snapshot
-        self._snapshot = IdentitySnapshot(old.version + 1, old.identities, old.bundle_pem, revocations)
+        self._snapshot = IdentitySnapshot(
+            old.version + 1, old.identities, old.bundle_pem, revocations, (old.version, frozenset())
+        )
 
     def _apply(self, now: float, *, rotate_due: bool, subjects: set[str] | None = None) -> IdentityChanges:
         """``subjects``: plan for these only (None: every subject wanted or held)."""
@@ -300,7 +306,12 @@ class IdentityManager:
             identities.pop(subject, None)
         revocations = old.revocations.revoke_certificates(dropped).pruned(now)
         if issued or plan.drop or revocations is not old.revocations:
-            self._snapshot = IdentitySnapshot(old.version + 1, frozen_map(identities), old.bundle_pem, revocations)
+            changed = frozenset(subject for subject, _, _ in issued) | {
+                subject for subject, _why in plan.drop if subject in old.identities
+            }
+            self._snapshot = IdentitySnapshot(
+                old.version + 1, frozen_map(identities), old.bundle_pem, revocations, (old.version, changed)
+            )
         if subjects is None:
             self._failed_subjects = {subject for subject, _ in failed}
         else:

@@ -6,8 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
+from meshctl.mesh_builder import IdentityNotes
 from meshctl.rechecks import EVERY_STREAM, identity_changes, model_rechecks, placement_of
 from meshctl.xds_grpc import MeshServer
+from meshctl.xds_types import PUSH_ORDER, SECRET
 from netmodel import events as ev
 from netmodel.ids import NodeId, WorkloadId
 from netmodel.types import frozen_map
@@ -39,18 +43,36 @@ def test_a_change_that_moves_no_workload_rechecks_nothing_and_one_that_may_move_
 def test_identity_changes_reuse_what_an_unchanged_svid_made() -> None:
     made: list[str] = []
 
-    def make(svid: str) -> str:
+    def make(svid: str) -> str | None:
         made.append(svid)
-        return svid.upper()
+        return None if svid.startswith("csr") else svid.upper()
 
-    first, changed = identity_changes({}, {"a": "cert-a", "b": "cert-b"}, make)
-    assert first == {"a": ("cert-a", "CERT-A"), "b": ("cert-b", "CERT-B")} and changed == ["a", "b"]
+    svids, tls, changed = identity_changes({}, {}, {"a": "cert-a", "b": "cert-b", "c": "csr-c"}, make)
+    assert svids == {"a": "cert-a", "b": "cert-b", "c": "csr-c"} and tls == {"a": "CERT-A", "b": "CERT-B"}
+    assert changed == ["a", "b", "c"]
     made.clear()
-    second, changed = identity_changes(first, {"a": first["a"][0], "b": "cert-b2", "c": "cert-c"}, make)
-    assert second["a"] is first["a"] and made == ["cert-b2", "cert-c"]
-    assert changed == ["b", "c"]
-    third, changed = identity_changes(second, {"a": second["a"][0]}, make)
-    assert third == {"a": first["a"]} and sorted(changed) == ["b", "c"]
+    svids2, tls2, changed = identity_changes(svids, tls, {"a": svids["a"], "b": "cert-b2", "d": "cert-d"}, make)
+    assert tls2["a"] is tls["a"] and made == ["cert-b2", "cert-d"]
+    assert sorted(changed) == ["b", "c", "d"] and tls2 == {"a": "CERT-A", "b": "CERT-B2", "d": "CERT-D"}
+    assert svids2 == {"a": "cert-a", "b": "cert-b2", "d": "cert-d"}
+
+
+def test_identity_changes_look_only_at_the_nodes_the_pki_names() -> None:
+    svids, tls, _ = identity_changes({}, {}, {"a": "cert-a", "b": "cert-b"}, str.upper)
+    # The PKI says only b changed (and c is new): a is not looked at, even were its entry another object.
+    newer = {"a": "cert-a (not looked at)", "b": "cert-b2", "c": "cert-c"}
+    svids2, tls2, changed = identity_changes(svids, tls, newer, str.upper, only=["b", "c"])
+    assert changed == ["b", "c"] and svids2["a"] == "cert-a" and tls2["b"] == "CERT-B2" and tls2["c"] == "CERT-C"
+    _, tls3, changed = identity_changes(svids2, tls2, {"a": "cert-a"}, str.upper, only=["b", "c"])
+    assert changed == ["b", "c"] and tls3 == {"a": "CERT-A"}
+
+
+def test_identity_notes_span_exactly_the_maps_they_were_taken_between() -> None:
+    base, last = frozen_map({"a": 1}), frozen_map({"a": 2})
+    notes = IdentityNotes(base, last, frozenset({"a"}))
+    assert notes.between(base, last) == {"a"}
+    assert notes.between(frozen_map({"a": 1}), last) is None  # another map, even if equal
+    assert IdentityNotes(base, last, frozenset({"a"}), exact=False).between(base, last) is None
 
 
 @dataclass(frozen=True)
@@ -88,3 +110,95 @@ def test_use_identities_keeps_an_unchanged_nodes_identity_the_same_object() -> N
         assert "csr-1" not in after  # issued from a CSR: no key of ours to serve
     finally:
         server.metrics.unregister()
+
+
+def test_a_placements_identity_reaches_the_snapshots_by_its_node_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through a real PKI: the snapshot it makes for a placement says which subject changed, the mesh
+    takes that subject's identity alone, and the next build compares no identity map (10,000 entries at
+    scale); what it serves is what a full build of the same model and config serves."""
+    from meshctl import mesh_builder
+    from meshctl.snapshot import build_snapshots
+    from pki.ca import CertificateAuthority
+    from pki.service import PkiService
+
+    compared: list[bool] = []
+    changed_keys = mesh_builder._changed_keys
+
+    def recording(before: Any, after: Any, by_equality: bool = False) -> set[str]:
+        compared.append(by_equality)
+        return changed_keys(before, after, by_equality)
+
+    monkeypatch.setattr(mesh_builder, "_changed_keys", recording)
+    model = {"state": placed_state()}
+    ca, _root_key = CertificateAuthority.create("edgectl.local")
+    pki = PkiService(ca, lambda: model["state"], hosts=lambda _state: ["u1"]).start()
+    server = MeshServer(lambda: model["state"])  # not started: no sockets
+    try:
+        server.use_identities(pki.snapshot, mtls=True)
+        pki.subscribe(lambda snapshot: server.use_identities(snapshot, mtls=True))
+        server.publisher.build_now()
+        before = pki.snapshot.version
+
+        event = ev.WorkloadPlaced(workload("web-9", "web", "ea-n1"))
+        model["state"] = model["state"].apply(event)
+        pki.on_model_change(event, model["state"])  # as the bus calls it, before the mesh
+        server.publisher.note(event, model["state"])
+        assert pki.snapshot.changed_from == (before, frozenset({"web-9"}))
+        compared.clear()
+        server.publisher.build_now()
+        assert True not in compared  # no identity map compared
+
+        served = server.cache.snapshot("web-9")
+        assert served is not None and served.of_type(SECRET)
+        full = build_snapshots(model["state"], server.publisher.config)
+        for node, snapshot in full.items():
+            mine = server.cache.snapshot(node)
+            assert mine is not None, node
+            assert {t: mine.digest(t) for t in PUSH_ORDER} == {t: snapshot.digest(t) for t in PUSH_ORDER}, node
+    finally:
+        pki.stop()
+        server.metrics.unregister()
+
+
+def test_identity_changes_said_in_a_row_spare_the_compare_and_one_unsaid_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dataclasses import replace
+
+    from meshctl import mesh_builder
+    from meshctl.cache import SnapshotCache
+    from meshctl.metrics import XdsMetrics
+    from meshctl.publisher import SnapshotPublisher
+    from meshctl.snapshot import MeshConfig, TlsIdentity, build_snapshots
+
+    compared: list[bool] = []
+    changed_keys = mesh_builder._changed_keys
+
+    def recording(before: Any, after: Any, by_equality: bool = False) -> set[str]:
+        compared.append(by_equality)
+        return changed_keys(before, after, by_equality)
+
+    monkeypatch.setattr(mesh_builder, "_changed_keys", recording)
+    state = placed_state()
+    one, two = TlsIdentity("chain-1", "key-1"), TlsIdentity("chain-2", "key-2")
+    first = MeshConfig(mtls=True, identities=frozen_map({"web-1": one}))
+    cache = SnapshotCache()
+    publisher = SnapshotPublisher(lambda: state, first, cache, XdsMetrics())
+    publisher.build_now()
+    second = replace(first, identities=frozen_map({"web-1": one, "web-2": two}))
+    publisher.set_config(second, (first.identities, ["web-2"]))
+    third = replace(second, identities=frozen_map({"web-2": two}))
+    publisher.set_config(third, (second.identities, ["web-1"]))
+    compared.clear()
+    publisher.build_now()
+    assert True not in compared
+    full = build_snapshots(state, third)
+    for node in ("web-1", "web-2"):
+        mine = cache.snapshot(node)
+        assert mine is not None and mine.digest(SECRET) == full[node].digest(SECRET), node
+
+    fourth = replace(third, identities=frozen_map({"web-2": one}))
+    publisher.set_config(fourth, (second.identities, ["web-2"]))  # said against a map it was not made from
+    compared.clear()
+    publisher.build_now()
+    assert True in compared
