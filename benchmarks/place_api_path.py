@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from netmodel.fabric import CableSpec, FabricSpec, HostSpec, NodeSpec, SwitchSpec, build_state
@@ -111,8 +112,9 @@ def placed_as_scheduled(state: FabricState, requests: list[PlacementRequest]) ->
     return replace(state, workloads=frozen_map(workloads))
 
 
-def _clients(port: int, threads: int, calls: int, services: list[str], out: Any) -> None:
-    """One client process: ``threads`` threads, one channel each, ``calls`` Places each, back to back."""
+def _clients(port: int, threads: int, calls: int, services: list[str], out: Any, tls: str | None = None) -> None:
+    """One client process: ``threads`` threads, one channel each, ``calls`` Places each, back to back.
+    ``tls``: the files prefix of an operator's certificate (``PREFIX.crt``, ``.key``, ``.bundle.pem``)."""
     import grpc
 
     from placement._pb import placement_pb2 as pb
@@ -123,8 +125,18 @@ def _clients(port: int, threads: int, calls: int, services: list[str], out: Any)
     lock = threading.Lock()
     go = threading.Barrier(threads)
 
+    def connect() -> grpc.Channel:
+        if tls is None:
+            return grpc.insecure_channel(f"127.0.0.1:{port}")
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(f"{tls}.bundle.pem").read_bytes(),
+            private_key=Path(f"{tls}.key").read_bytes(),
+            certificate_chain=Path(f"{tls}.crt").read_bytes(),
+        )
+        return grpc.secure_channel(f"127.0.0.1:{port}", credentials)
+
     def client(k: int) -> None:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with connect() as channel:
             stub = pb_grpc.PlacementStub(channel)
             grpc.channel_ready_future(channel).result(timeout=30)
             go.wait()
@@ -149,8 +161,23 @@ def _clients(port: int, threads: int, calls: int, services: list[str], out: Any)
     out.put((latencies, failed, started, time.time()))
 
 
-def measure_api_path(state: FabricState, clients: int = 50, calls: int = 20) -> ApiFigures:
-    """``clients`` concurrent clients, ``calls`` Places each, against a controller holding ``state``."""
+def operator_files(ca_dir: str, prefix: str) -> Any:
+    """A CA in ``ca_dir`` (as ``edgectl pki init`` makes it), and an operator's certificate, key and bundle
+    written to ``PREFIX.crt``, ``.key`` and ``.bundle.pem``; returns the CA's run options (``--pki-dir``)."""
+    from pki.ca import CertificateAuthority
+    from pki.cli import PkiRunOptions, write_svid
+    from pki.policy import operator_spiffe_id
+
+    ca = CertificateAuthority.init(ca_dir, DEFAULT_TRUST_DOMAIN)
+    operator = ca.issue_with_new_key(operator_spiffe_id(DEFAULT_TRUST_DOMAIN, "bench"), time.time())
+    write_svid(prefix, operator, ca.bundle_pem)
+    return PkiRunOptions(directory=ca_dir, passphrase=None, svid_ttl_s=3600, openflow_tls=False)
+
+
+def measure_api_path(state: FabricState, clients: int = 50, calls: int = 20, mtls: bool = False) -> ApiFigures:
+    """``clients`` concurrent clients, ``calls`` Places each, against a controller holding ``state``.
+    ``mtls``: the controller runs with ``--pki-dir`` (every workload gets an SVID, each Place issues one
+    and hands it to the mesh's SDS; the clients are operators over mTLS)."""
     from edgectl.bus import EventBus
     from edgectl.config import RunConfig
     from edgectl.controller import Controller
@@ -158,6 +185,7 @@ def measure_api_path(state: FabricState, clients: int = 50, calls: int = 20) -> 
 
     spec = spec_of(state)  # the same fabric (spec_of is faithful to a state built from a spec)
     with tempfile.TemporaryDirectory(prefix="place-api-path-") as tmp:
+        tls = f"{tmp}/operator" if mtls else None
         config = RunConfig(
             fabric_file="",
             openflow_port=free_port(),
@@ -166,6 +194,7 @@ def measure_api_path(state: FabricState, clients: int = 50, calls: int = 20) -> 
             api_port=free_port(),
             agent_port=0,
             state_dir=f"{tmp}/state",
+            pki=operator_files(f"{tmp}/ca", tls) if tls is not None else None,
         )
         controller = Controller(config, spec)
         # The placed workloads as a restart from --state-dir would restore them, without 10,000 events.
@@ -177,7 +206,7 @@ def measure_api_path(state: FabricState, clients: int = 50, calls: int = 20) -> 
             services = sorted(state.services)
             per_process = clients // CLIENT_PROCESSES
             processes = [
-                context.Process(target=_clients, args=(config.api_port, per_process, calls, services, out))
+                context.Process(target=_clients, args=(config.api_port, per_process, calls, services, out, tls))
                 for _ in range(CLIENT_PROCESSES)
             ]
             for process in processes:

@@ -18,7 +18,8 @@ scalability SLO / scheduler_perf figures); goal here >= 1,000 decisions/s.
 Then, in the same run, the API path (``benchmarks/place_api_path.py``): ``Place`` over gRPC, end to end
 (decision, model change, every subscriber it wakes, fsync with ``--state-dir``), 50 concurrent clients
 in other processes against one controller with the same fabric and 10,000 workloads placed; goal
->= 1,000 Places/s, p99 < 20 ms. ``--no-api`` leaves it out; ``--calls`` per client (20).
+>= 1,000 Places/s, p99 < 20 ms. ``--no-api`` leaves it out; ``--calls`` per client (20); ``--mtls`` runs it
+again with ``--pki-dir`` (each Place issues the new workload's SVID and hands it to SDS; operators over mTLS).
 
 Prints a table, then one JSON line of figures (the last line).
 """
@@ -62,6 +63,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-api", action="store_true", help="the scheduler core only")
     parser.add_argument("--calls", type=int, default=20, help="Place calls per API client (20)")
+    parser.add_argument(
+        "--mtls",
+        action="store_true",
+        help="the API path a second time with --pki-dir (an SVID per workload, issued by each Place and handed"
+        " to SDS; operator clients over mTLS)",
+    )
     args = parser.parse_args()
     shape = FabricShape()
     state = build_fabric(shape, seed=1)
@@ -96,9 +103,13 @@ def main() -> None:
     batch_s = time.perf_counter() - start
     edge = sum(1 for _, node in placed if node.startswith("edge-"))
     api: ApiFigures | None = None
+    api_mtls: ApiFigures | None = None
     if not args.no_api:
         gc.collect()
         api = measure_api_path(with_placed_declared(state, requests), API_CLIENTS, args.calls)
+        if args.mtls:
+            gc.collect()
+            api_mtls = measure_api_path(with_placed_declared(state, requests), API_CLIENTS, args.calls, mtls=True)
 
     print(
         f"placement throughput: {WORKLOADS} workloads on {shape.nodes} nodes "
@@ -115,6 +126,7 @@ def main() -> None:
         print(f"  {name:<44} {rate:>12,.0f} {1e6 / rate:>11,.0f} µs")
     print(f"  snapshot build: {snapshot_s * 1000:.1f} ms; refused: {refused}; placed on edge: {edge}")
     api_figures: dict[str, object] = {}
+    api_figures_mtls: dict[str, object] = {}
     if api is not None:
         met = api.places_per_s >= GOAL and api.p99_ms < API_GOAL_P99_MS and not api.failed
         print(
@@ -123,6 +135,18 @@ def main() -> None:
             f"{api.failed} failed of {api.calls} (goal >= {GOAL:,}/s, p99 < {API_GOAL_P99_MS:g} ms: "
             f"{'met' if met else 'missed'})"
         )
+        if api_mtls is not None:
+            print(
+                f"  API path with --pki-dir (each Place issues an SVID, SDS gets it; operators over mTLS): "
+                f"{api_mtls.places_per_s:,.1f} Places/s, p50 {api_mtls.p50_ms:.1f} ms, p99 {api_mtls.p99_ms:.1f} ms, "
+                f"{api_mtls.failed} failed of {api_mtls.calls}"
+            )
+            api_figures_mtls = {
+                "api_mtls_places_per_s": round(api_mtls.places_per_s, 1),
+                "api_mtls_p50_ms": round(api_mtls.p50_ms, 2),
+                "api_mtls_p99_ms": round(api_mtls.p99_ms, 2),
+                "api_mtls_failed": api_mtls.failed,
+            }
         print("  the rows above are the scheduler core alone; the API path adds the model change and its subscribers")
         api_figures = {
             "api_clients": api.clients,
@@ -132,6 +156,7 @@ def main() -> None:
             "api_p99_ms": round(api.p99_ms, 2),
             "api_failed": api.failed,
             "api_goal_met": met,
+            **api_figures_mtls,
         }
     print(
         json.dumps(
