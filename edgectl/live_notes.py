@@ -104,18 +104,30 @@ class CertificateNotes:
         self._note = note
         self._listed = listed
         self._svids: Mapping[str, Svid] = {}  # subject -> its certificate, as last seen
+        self._version: int | None = None  # of the snapshot seen last
         self._revoked: frozenset[int] = frozenset()
         self._revoked_identities: frozenset[str] = frozenset()
 
     def __call__(self, snapshot: IdentitySnapshot) -> None:
         # Per snapshot (one per Place with the PKI on): a pass that compares references, and sorts and
         # formats only what changed (at 10,000 identities a full sort and three dicts cost ~10 ms).
-        before = self._svids
-        changed = [
-            (subject, svid, before.get(subject))
-            for subject, svid in snapshot.identities.items()
-            if before.get(subject) is not svid
-        ]
+        from pki.identities import subjects_changed_since
+
+        before, identities = self._svids, snapshot.identities
+        named = subjects_changed_since(snapshot, self._version)  # one Place: its own subject
+        if named is None:
+            changed = [
+                (subject, svid, before.get(subject))
+                for subject, svid in identities.items()
+                if before.get(subject) is not svid
+            ]
+        else:
+            changed = [
+                (subject, svid, before.get(subject))
+                for subject in named
+                if (svid := identities.get(subject)) is not None and before.get(subject) is not svid
+            ]
+        self._version = snapshot.version
         issued: list[tuple[str, str]] = []
         for subject, svid, previous in sorted(changed, key=lambda change: change[0]):
             if previous is not None and previous.info.serial == svid.info.serial:

@@ -150,7 +150,9 @@ class ControllerMetrics:
             registry=self.registry,
         )
         self._stages = MigrationStages()
-        self._serials: frozenset[int] = frozenset()
+        self._serial_of: dict[str, int] = {}
+        """Subject -> the serial of its certificate in the last identity snapshot seen."""
+        self._identities_version: int | None = None
 
         self.sources = ScrapeSources()
         """What the scrape-time collector reads; the controller sets each part as it starts it."""
@@ -179,10 +181,23 @@ class ControllerMetrics:
             self.migrations.labels(times.outcome).inc()
 
     def observe_identities(self, snapshot: IdentitySnapshot) -> None:
-        """The PKI's new identity snapshot: its certificates not in the previous one were just issued."""
-        serials = frozenset(svid.info.serial for svid in snapshot.identities.values())
-        issued = len(serials - self._serials)
-        self._serials = serials
+        """The PKI's new identity snapshot: its certificates not in the previous one were just issued. Only
+        the subjects it says changed are looked at, when it was made from the one seen last (one per
+        Place with the PKI on: a pass over 10,000 serials each was ~1 ms)."""
+        from pki.identities import subjects_changed_since
+
+        changed = subjects_changed_since(snapshot, self._identities_version)
+        identities = snapshot.identities
+        subjects = changed if changed is not None else identities.keys() | self._serial_of.keys()
+        issued = 0
+        for subject in subjects:
+            svid = identities.get(subject)
+            if svid is None:
+                self._serial_of.pop(subject, None)
+            elif self._serial_of.get(subject) != svid.info.serial:
+                self._serial_of[subject] = svid.info.serial
+                issued += 1
+        self._identities_version = snapshot.version
         if issued:
             self.svids_issued.inc(issued)
 

@@ -35,6 +35,11 @@ def map_without(items: Mapping[K, V], key: K) -> Mapping[K, V]:
     return MappingProxyType(copied)
 
 
+def dict_copy(items: Mapping[K, V]) -> dict[K, V]:
+    """A dict with the entries of ``items``, to change and then freeze (``frozen_map``) as a new map."""
+    return _copy(items)
+
+
 def _copy(items: Mapping[K, V]) -> dict[K, V]:
     # A frozen map's copy() is its dict's: one C-level copy, ~50x faster at 10,000 entries than
     # rebuilding a dict through the mapping protocol (every placement copies the workloads).

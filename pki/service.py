@@ -11,11 +11,12 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netmodel.events import Event, workloads_touched
 from netmodel.ids import NodeId, WorkloadId
 from netmodel.state import FabricState
 from pki.authz import check_node_caller, check_operator, check_xds_node
@@ -34,6 +35,18 @@ CONTROL_TTL_S = 7 * 86400
 PEER_MEMO_LIMIT = 65_536
 """Client certificates whose reading is kept (~200 bytes each): more than the sidecars and agents of a
 fabric at the scale benchmark's size, so each stream's certificate is parsed once, not per message."""
+
+
+CRL_REFRESH_FRACTION = 0.5
+"""A CRL is signed anew once it is this fraction of its validity old (and whenever the revocations change)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _SignedCrl:
+    revocations: object
+    next_update_s: int
+    signed_at: float
+    pem: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +119,11 @@ class PkiService:
         self._peers: dict[bytes, _PeerCertificate] = {}
         """SHA-256 of a client certificate's PEM -> what was read from it (``_peer``, on every xDS message)."""
         self._peers_lock = threading.Lock()
+        self._crl: _SignedCrl | None = None
+        self._reconciled: tuple[Mapping[Any, Any], frozenset[str]] | None = None
+        """(the model's hosts, the host subjects) of the last full reconcile: while the hosts are the same,
+        an event that names its workloads is reconciled for those alone (a host subject among them: in full)."""
+        self._crl_lock = threading.Lock()
 
     @classmethod
     def from_options(cls, options: PkiRunOptions, state: Callable[[], FabricState], **kwargs: Any) -> PkiService:
@@ -132,9 +150,20 @@ class PkiService:
     def stop(self) -> None:
         self._timer.stop()
 
-    def on_model_change(self, _event: object, state: FabricState) -> None:
-        """Bus subscriber (model writer thread): issue what new or moved workloads need, nothing more."""
-        self._reconcile(state, rotate_due=False)
+    def on_model_change(self, event: Event, state: FabricState) -> None:
+        """Bus subscriber (model writer thread): issue what new or moved workloads need, nothing more. An
+        event that names the workloads it touched (a placement, a removal) is reconciled for those alone
+        when the hosts did not change; any other, for every subject the model asks for."""
+        touched = workloads_touched(event)
+        reconciled = self._reconciled
+        if touched is None or reconciled is None or reconciled[0] is not state.hosts or touched & reconciled[1]:
+            self._reconcile(state, rotate_due=False)
+            return
+        wanted: dict[str, str | None] = {}
+        for workload_id in touched:
+            workload = state.workloads.get(workload_id)
+            wanted[str(workload_id)] = workload.spiffe_id if workload is not None and workload.node else None
+        self._report(self.manager.reconcile_subjects(wanted, self._clock()))
 
     def rotate(self, spiffe_id: str) -> IdentityChanges:
         """Force new keys for ``spiffe_id`` now (compromised key); the old certificates are revoked.
@@ -160,8 +189,24 @@ class PkiService:
     def crl_pem(self, next_update_s: int = 86400) -> str:
         """A CRL of the currently revoked serials, signed by the intermediate (Envoy: validation_context.crl
         with only_verify_leaf_cert_crl). Re-send it when ``snapshot.revocations`` changes and well before
-        ``next_update_s`` passes: verifiers refuse an expired CRL."""
-        return str(self.issuer.crl_pem(self.snapshot.revocations, self._clock(), next_update_s))  # type: ignore[attr-defined]
+        ``next_update_s`` passes: verifiers refuse an expired CRL.
+
+        The same CRL (the same bytes) while the revocations are the same and it is younger than half its
+        validity: signed anew on every call (each signature differs), it changed the trust bundle, and
+        with it every sidecar's snapshot, on every placement (~10 Places/s at 10,000 workloads)."""
+        revocations, now = self.snapshot.revocations, self._clock()
+        with self._crl_lock:
+            signed = self._crl
+            if (
+                signed is not None
+                and signed.revocations is revocations
+                and signed.next_update_s == next_update_s
+                and now - signed.signed_at < next_update_s * CRL_REFRESH_FRACTION
+            ):
+                return signed.pem
+            pem = str(self.issuer.crl_pem(revocations, now, next_update_s))  # type: ignore[attr-defined]
+            self._crl = _SignedCrl(revocations, next_update_s, now, pem)
+            return pem
 
     def control_tls(
         self,
@@ -273,13 +318,19 @@ class PkiService:
 
     def _reconcile(self, state: FabricState, *, rotate_due: bool) -> None:
         desired = desired_identities(state, self.trust_domain)
+        hosts: set[str] = set()
         for host in self._hosts(state):
             try:
                 desired[str(host)] = host_spiffe_id(self.trust_domain, str(host))
+                hosts.add(str(host))
             except InvalidSpiffeId as exc:  # a host id that cannot be a SPIFFE path segment
                 LOG.debug("no identity for host %s: %s", host, exc)
         # The model path looks at what changed only; the timer's pass (rotate_due) at every subject.
         changes = self.manager.reconcile(desired, self._clock(), rotate_due=rotate_due, changed_only=not rotate_due)
+        self._reconciled = (state.hosts, frozenset(hosts))
+        self._report(changes)
+
+    def _report(self, changes: IdentityChanges) -> None:
         if changes.refused != self._last_refused:  # log refusals when they change, not on every event
             for subject, why in changes.refused:
                 LOG.warning("no identity for %s: %s", subject, why)

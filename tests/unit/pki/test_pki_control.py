@@ -49,6 +49,24 @@ def test_trust_crls_hold_the_intermediate_and_the_root_crl(service: PkiService) 
     assert issuers == {service.issuer.root.subject, service.issuer.intermediate.subject}  # type: ignore[attr-defined]
 
 
+def test_the_crl_is_the_same_bytes_until_a_revocation_or_half_its_validity(tmp_path: Path) -> None:
+    """Signed anew on every call, the CRL (each signature differs) changed the trust bundle, and every
+    sidecar's snapshot with it, on every PKI change."""
+    now = [time.time()]
+    ca = CertificateAuthority.init(tmp_path / "ca", TD)
+    service = PkiService(ca, lambda: FabricState(), hosts=lambda _s: ["u1", "u2"], clock=lambda: now[0]).start()
+    first = service.trust_crls_pem()
+    assert service.trust_crls_pem() == first
+    now[0] += 600
+    assert service.trust_crls_pem() == first  # young enough
+    service.rotate(host_spiffe_id(TD, "u1"))  # a revocation
+    revoked = service.trust_crls_pem()
+    assert revoked != first and len(x509.load_pem_x509_crl(_crl_blocks(revoked)[0].encode())) == 1
+    assert service.trust_crls_pem() == revoked
+    now[0] += 86400 / 2  # half the CRL's validity: signed anew
+    assert service.trust_crls_pem() != revoked
+
+
 def _crl_blocks(pem: str) -> list[str]:
     end = "-----END X509 CRL-----"
     return [part + end for part in pem.split(end) if "BEGIN X509 CRL" in part]
@@ -214,3 +232,49 @@ def test_edgectl_pki_revoke_node_asks_the_controller(service: PkiService, capsys
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_event_that_names_its_workloads_is_reconciled_for_them_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A placement or a removal issues or drops its own subject's SVID without a pass over every subject
+    the model asks for (10,000 at scale); a change of the hosts, or an event that names no workload, is
+    reconciled in full."""
+    from netmodel.events import HostsExpired, WorkloadPlaced, WorkloadRemoved
+    from netmodel.fabric import build_state
+    from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
+    from netmodel.types import Resources, Workload
+    from pki import service as pki_service
+    from tests.unit.edgectl.fixtures import example_spec
+
+    full_passes: list[int] = []
+    desired = pki_service.desired_identities
+
+    def counted(*args: object, **kwargs: object) -> dict[str, SpiffeId]:
+        full_passes.append(1)
+        return desired(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pki_service, "desired_identities", counted)
+    model = {"state": build_state(example_spec())}
+    ca, _root_key = CertificateAuthority.create(TD)
+    service = PkiService(ca, lambda: model["state"], hosts=lambda _s: ["u1"]).start()
+    full_passes.clear()
+
+    def apply(event: object) -> None:
+        model["state"] = model["state"].apply(event)  # type: ignore[arg-type]
+        service.on_model_change(event, model["state"])  # type: ignore[arg-type]
+
+    web = Workload(
+        WorkloadId("web-1"),
+        ServiceName("web"),
+        SpiffeId(f"spiffe://{TD}/svc/web/w/web-1"),
+        Resources(1, 1),
+        NodeId("ea-n1"),
+    )
+    version = service.snapshot.version
+    apply(WorkloadPlaced(web))
+    assert service.snapshot.identities["web-1"].spiffe_id == web.spiffe_id
+    assert service.snapshot.changed_from == (version, frozenset({"web-1"}))
+    apply(WorkloadRemoved(WorkloadId("web-1")))
+    assert "web-1" not in service.snapshot.identities and "u1" in service.snapshot.identities
+    assert full_passes == []
+    apply(HostsExpired(0.0))  # names no workload: in full
+    assert full_passes == [1]
