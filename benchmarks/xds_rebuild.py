@@ -43,7 +43,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -193,25 +193,15 @@ def measure_baseline(state: FabricState, config: MeshConfig, rounds: int, seed: 
 
 
 @dataclass(frozen=True, slots=True)
-class FakeSvid:
-    cert_chain_pem: str
-    private_key_pem: str = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
 class PkiSnapshot:
     """What ``MeshServer.use_identities`` reads of ``pki.identities.IdentitySnapshot``."""
 
     version: int
-    identities: Mapping[str, FakeSvid]
+    identities: Mapping[str, TlsIdentity]
+    """(``use_identities`` reads an SVID's ``cert_chain_pem`` and ``private_key_pem``: a ``TlsIdentity`` has both.)"""
     bundle_pem: str
     revocations: object
     changed_from: tuple[int, frozenset[str]] | None
-
-
-def fake_svid(node: str) -> FakeSvid:
-    identity = fake_identity(node)
-    return FakeSvid(identity.cert_chain_pem, identity.private_key_pem)
 
 
 class FakePki:
@@ -221,7 +211,7 @@ class FakePki:
 
     def __init__(self, state: FabricState) -> None:
         nodes = [*state.hosts, *state.workloads]
-        identities = frozen_map({node: fake_svid(node) for node in nodes})
+        identities = frozen_map({node: fake_identity(node) for node in nodes})
         self.snapshot = PkiSnapshot(1, identities, FAKE_BUNDLE, object(), None)
 
     def after(self, event: ev.Event) -> PkiSnapshot | None:
@@ -229,7 +219,7 @@ class FakePki:
         old = self.snapshot
         if isinstance(event, ev.WorkloadPlaced) and event.workload.id not in old.identities:
             subject = event.workload.id
-            identities, revocations = map_with(old.identities, subject, fake_svid(subject)), old.revocations
+            identities, revocations = map_with(old.identities, subject, fake_identity(subject)), old.revocations
         elif isinstance(event, ev.WorkloadRemoved) and event.workload in old.identities:
             subject = event.workload
             identities, revocations = map_without(old.identities, subject), object()  # its certificate revoked

@@ -112,23 +112,30 @@ def test_use_identities_keeps_an_unchanged_nodes_identity_the_same_object() -> N
         server.metrics.unregister()
 
 
-def test_a_placements_identity_reaches_the_snapshots_by_its_node_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def compared(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Each compare of two maps the snapshot builder makes (True: by value, as it compares identities)."""
+    from meshctl import mesh_builder
+
+    calls: list[bool] = []
+    changed_keys = mesh_builder._changed_keys
+
+    def recording(before: Any, after: Any, by_equality: bool = False) -> set[str]:
+        calls.append(by_equality)
+        return changed_keys(before, after, by_equality)
+
+    monkeypatch.setattr(mesh_builder, "_changed_keys", recording)
+    return calls
+
+
+def test_a_placements_identity_reaches_the_snapshots_by_its_node_alone(compared: list[bool]) -> None:
     """Through a real PKI: the snapshot it makes for a placement says which subject changed, the mesh
     takes that subject's identity alone, and the next build compares no identity map (10,000 entries at
     scale); what it serves is what a full build of the same model and config serves."""
-    from meshctl import mesh_builder
     from meshctl.snapshot import build_snapshots
     from pki.ca import CertificateAuthority
     from pki.service import PkiService
 
-    compared: list[bool] = []
-    changed_keys = mesh_builder._changed_keys
-
-    def recording(before: Any, after: Any, by_equality: bool = False) -> set[str]:
-        compared.append(by_equality)
-        return changed_keys(before, after, by_equality)
-
-    monkeypatch.setattr(mesh_builder, "_changed_keys", recording)
     model = {"state": placed_state()}
     ca, _root_key = CertificateAuthority.create("edgectl.local")
     pki = PkiService(ca, lambda: model["state"], hosts=lambda _state: ["u1"]).start()
@@ -160,25 +167,14 @@ def test_a_placements_identity_reaches_the_snapshots_by_its_node_alone(monkeypat
         server.metrics.unregister()
 
 
-def test_identity_changes_said_in_a_row_spare_the_compare_and_one_unsaid_does_not(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_identity_changes_said_in_a_row_spare_the_compare_and_one_unsaid_does_not(compared: list[bool]) -> None:
     from dataclasses import replace
 
-    from meshctl import mesh_builder
     from meshctl.cache import SnapshotCache
     from meshctl.metrics import XdsMetrics
     from meshctl.publisher import SnapshotPublisher
     from meshctl.snapshot import MeshConfig, TlsIdentity, build_snapshots
 
-    compared: list[bool] = []
-    changed_keys = mesh_builder._changed_keys
-
-    def recording(before: Any, after: Any, by_equality: bool = False) -> set[str]:
-        compared.append(by_equality)
-        return changed_keys(before, after, by_equality)
-
-    monkeypatch.setattr(mesh_builder, "_changed_keys", recording)
     state = placed_state()
     one, two = TlsIdentity("chain-1", "key-1"), TlsIdentity("chain-2", "key-2")
     first = MeshConfig(mtls=True, identities=frozen_map({"web-1": one}))
