@@ -23,13 +23,14 @@ unit: setup
 integration: setup
 	$(PY) -m pytest tests -q -m integration $(PYTEST_ARGS)
 
-BENCHMARKS := routes route_hysteresis failover packet_in placement_throughput placement_api placement_quality pki_issue xds_fanout mesh_paths xds_rebuild latency_rebuild migration gitops service_paths dashboard bandwidth etcd_client codec ha_failover scale
+BENCHMARKS := routes route_hysteresis failover packet_in placement_api placement_quality pki_issue xds_fanout mesh_paths xds_rebuild latency_rebuild migration gitops service_paths dashboard bandwidth etcd_client codec ha_failover scale
 
 # The same install as setup's (the editable install's mode included), with the benchmarks' extras.
 bench:
 	@EDGECTL_EXTRAS=dev,bench bash scripts/setup.sh
 	@set -e; for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py; done
 	@echo "== benchmarks/xds_fanout.py --mtls"; $(PY) benchmarks/xds_fanout.py --mtls
+	@echo "== benchmarks/placement_throughput.py --mtls"; $(PY) benchmarks/placement_throughput.py --mtls
 
 lint: setup
 	$(VENV)/bin/ruff check .
