@@ -48,7 +48,6 @@ ENDPOINTS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTES = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 NODE_IPS = ("127.0.0.2", "127.0.0.3")
-TRUST_DOMAIN = "edgectl.local"
 
 
 WATCHER = """
@@ -384,8 +383,9 @@ def mesh_pki(bus: Any, hosts: list[str], enabled: bool) -> Iterator[tuple[Any, s
     from pki.ca import CertificateAuthority
     from pki.cli import write_svid
     from pki.service import PkiService
+    from placement.naming import DEFAULT_TRUST_DOMAIN
 
-    ca, _root_key = CertificateAuthority.create(TRUST_DOMAIN)
+    ca, _root_key = CertificateAuthority.create(DEFAULT_TRUST_DOMAIN)
     pki = PkiService(ca, lambda: bus.state, hosts=lambda _state: hosts)
     bus.subscribe(pki)
     pki.start()
@@ -421,6 +421,7 @@ def _measure_variant(
     from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
     from netmodel.types import Resources, Workload
     from pki.policy import controller_spiffe_id
+    from placement.naming import DEFAULT_TRUST_DOMAIN
 
     service_port, workload_port, admin_port = free_port(), free_port(), free_port()
 
@@ -444,7 +445,7 @@ def _measure_variant(
         tls = XdsTls(control.cert_chain_pem, control.private_key_pem, control.bundle_pem, pki.authorize_xds)
         files = f"{tls_dir}/envoy"
         envoy_tls = XdsClientTls(
-            f"{files}.crt", f"{files}.key", f"{files}.bundle.pem", controller_spiffe_id(TRUST_DOMAIN)
+            f"{files}.crt", f"{files}.key", f"{files}.bundle.pem", controller_spiffe_id(DEFAULT_TRUST_DOMAIN)
         )
     config = MeshConfig(host_calls=calls, mtls=pki is not None)
     server = start_mesh(lambda: bus.state, bus.subscribe, "127.0.0.1", 0, None, registry, config, tls)
