@@ -17,8 +17,9 @@ for every node, a trust bundle and the RBAC the fabric's deny-by-default policy 
     check resources), one evicted (``WorkloadRemoved``), one moved to another node (``WorkloadPlaced``
     of the same id). Under mTLS the PKI's snapshot that a placement or an eviction makes (an identity
     issued, or dropped and revoked; made as ``IdentityManager`` makes it, without the signing, before the
-    timer) is handed to ``MeshServer.use_identities``, the PKI's listener: that call is timed with the
-    build, as one change.
+    timer) is handed to ``MeshServer.use_identities``, the PKI's listener, with the CRLs appended to the
+    trust bundle as ``edgectl run`` hands them (new text after each revocation): that call is timed with
+    the build, as one change.
     p50/p99/max per kind, and how many nodes' snapshots each build replaced (counted outside the timer, on
     one change in ten);
   * ``build_now()`` when nothing changed.
@@ -71,6 +72,8 @@ KINDS = ("placed", "evicted", "migrated")
 NEW_WORKLOAD = Resources(100, 128)
 FAKE_BUNDLE = "-----BEGIN CERTIFICATE-----\nbenchmark trust bundle\n-----END CERTIFICATE-----\n"
 """meshctl passes PEM text to Envoy as it is (``envoy_config.identity_secret``): it never parses it."""
+FAKE_CRL = "-----BEGIN X509 CRL-----\nbenchmark CRL, {} revoked\n-----END X509 CRL-----\n"
+"""What ``PkiService.trust_crls_pem`` gives (appended to the trust bundle): new text with every revocation."""
 
 
 def build_model(shape: FabricShape, workloads: int) -> FabricState:
@@ -213,6 +216,11 @@ class FakePki:
         nodes = [*state.hosts, *state.workloads]
         identities = frozen_map({node: fake_identity(node) for node in nodes})
         self.snapshot = PkiSnapshot(1, identities, FAKE_BUNDLE, object(), None)
+        self.revoked = 0
+
+    def crl_pem(self) -> str:
+        """The CRLs appended to the trust bundle (``PkiService.trust_crls_pem``)."""
+        return FAKE_CRL.format(self.revoked)
 
     def after(self, event: ev.Event) -> PkiSnapshot | None:
         """The snapshot ``event`` makes (None: it changes no identity)."""
@@ -223,6 +231,7 @@ class FakePki:
         elif isinstance(event, ev.WorkloadRemoved) and event.workload in old.identities:
             subject = event.workload
             identities, revocations = map_without(old.identities, subject), object()  # its certificate revoked
+            self.revoked += 1
         else:
             return None
         self.snapshot = PkiSnapshot(
@@ -237,7 +246,7 @@ def measure_publisher(state: FabricState, config: MeshConfig, changes: int, seed
     server = MeshServer(lambda: current["state"], registry=CollectorRegistry(), config=MeshConfig())
     pki = FakePki(state) if config.mtls else None
     if pki is not None:
-        server.use_identities(pki.snapshot, mtls=True)
+        server.use_identities(pki.snapshot, mtls=True, crl_pem=pki.crl_pem())
     try:
         return _measure_publisher(server, current, pki, changes, seed)
     finally:
@@ -265,8 +274,9 @@ def _measure_publisher(
         counted = k % (10 * len(KINDS)) < len(KINDS)
         before = snapshots_of(cache) if counted else {}
         started = time.perf_counter()
-        if identities is not None:
-            server.use_identities(identities)  # the PKI's listener, on the model writer
+        if identities is not None and pki is not None:
+            # The PKI's listener, on the model writer (as `edgectl run` subscribes it: with the CRLs).
+            server.use_identities(identities, crl_pem=pki.crl_pem())
         publisher.build_now()
         times[kind].append((time.perf_counter() - started) * 1000)
         if counted:

@@ -141,6 +141,9 @@ class SnapshotCache:
             if previous is not None and _same_content(previous, snapshot, same):
                 good[node] = snapshot  # what it had, and that was checked
                 continue
+            if previous is not None and _same_references(previous, snapshot):
+                good[node] = snapshot  # what can break a reference is what it had, and that was checked
+                continue
             key = id(snapshot.resources)
             if key not in checked:
                 checked[key] = self._consistency(snapshot)
@@ -397,6 +400,16 @@ def _same_content(a: MeshSnapshot, b: MeshSnapshot, memo: dict[tuple[int, int], 
         if memo is not None:
             memo[key] = known
     return known
+
+
+def _same_references(before: MeshSnapshot, after: MeshSnapshot) -> bool:
+    """What ``check_consistent`` reads is the same in both: the clusters, listeners and routes (the same
+    objects) and the endpoints' names. (Secrets neither hold nor answer references it checks: a new
+    trust bundle, which replaces every node's secrets, needs no node checked again.)"""
+    if any(before.resources.get(t) is not after.resources.get(t) for t in (CLUSTER, LISTENER, ROUTES)):
+        return False
+    endpoints_before, endpoints_after = before.of_type(ENDPOINTS), after.of_type(ENDPOINTS)
+    return endpoints_before is endpoints_after or endpoints_before.keys() == endpoints_after.keys()
 
 
 def _notify(node: str, watchers: list[Watcher]) -> None:

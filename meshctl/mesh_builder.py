@@ -12,6 +12,9 @@ each model change only the snapshots that change touches, as ``build_snapshots``
   members; its own sidecar's snapshot; when its identity changes who may speak for the service, the
   service's cluster and the inbound listeners of the services it calls;
 * a changed certificate touches its node's snapshot only;
+* a changed trust bundle (under mTLS: the PKI appends its CRLs, new with every revocation, so each
+  eviction changes it) touches every snapshot's secrets, and nothing else of them: each node's other
+  resources stay the objects they were (a full build at 10,000 workloads took ~1.9 s per eviction);
 * a topology change (a link down, a latency measured) that moves some callers' priority levels touches
   the outbound parts of the caller groups behind those callers' switches, and so their members' snapshots
   (each moved view rebased on the caller's last one); the services' other callers keep theirs: on a busy
@@ -41,8 +44,8 @@ from netmodel.types import Workload, frozen_map
 
 MODEL_FIELDS = ("sites", "hosts", "nodes", "services", "default_policy")
 """The parts of the model a change of which rebuilds every snapshot."""
-CONFIG_FIELDS = tuple(f.name for f in fields(MeshConfig) if f.name != "identities")
-"""Every mesh setting but the certificates: a change of one rebuilds every snapshot."""
+CONFIG_FIELDS = tuple(f.name for f in fields(MeshConfig) if f.name not in ("identities", "trust_bundle_pem"))
+"""Every mesh setting but the certificates and the trust bundle: a change of one rebuilds every snapshot."""
 
 _MovedLevels = tuple[set[SwitchId | None], list[Levels]]
 """Of one service, after a topology change: the caller switches whose levels moved, and the levels
@@ -129,6 +132,8 @@ class MeshBuilder:
             changed |= ready ^ built.ready
         noted = identity_notes.between(built.config.identities, config.identities) if identity_notes else None
         identities = noted if noted is not None else _changed_keys(built.config.identities, config.identities, True)
+        if config.trust_bundle_pem != built.config.trust_bundle_pem and config.mtls:
+            identities |= built.sidecar_nodes()  # every node's secrets: the bundle is one of them
         if not changed and not identities and not moved:
             built.state, built.config, built.ready = state, config, ready
             return None

@@ -35,7 +35,7 @@ import hashlib
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from itertools import chain, zip_longest
 from operator import is_
 from types import MappingProxyType
@@ -475,7 +475,8 @@ class SnapshotBuilder:
         self._identity_secrets: dict[str, tuple[TlsIdentity, Resource]] = {}
         self._merged_views: dict[str, dict[str, _Merged]] = defaultdict(dict)
         """Per node and type, what ``_merged`` last made."""
-        self._bundle_secret: Resource | None = None
+        self._bundle_secret: tuple[str, Resource] | None = None
+        """The trust bundle's text and its secret."""
         self._group_memo: dict[tuple[GroupKey, tuple[int, ...]], tuple[list[tuple[Endpoint, ...]], EncodedGroup]] = {}
         self._retired: dict[tuple[ServiceName, int], _EndpointsView] = {}
         """Views of levels replaced in this update, by (service, id of the levels)."""
@@ -535,6 +536,10 @@ class SnapshotBuilder:
         self._identity_secrets.pop(node_id, None)
         self._merged_views.pop(node_id, None)
         return None
+
+    def sidecar_nodes(self) -> set[str]:
+        """Every node with a snapshot from the last build (hosts and placed workloads)."""
+        return set(self.group_of)
 
     def _host_snapshot(self, host_id: HostId) -> MeshSnapshot:
         group = (_host_switch(self.state, host_id), self.host_calls(host_id))
@@ -1155,12 +1160,12 @@ class SnapshotBuilder:
             secrets.append(self._identity_secret(node_id, identity))
         else:
             problems = ("mTLS is on but no certificate is issued for this node yet: its TLS listeners wait",)
-        if self.config.trust_bundle_pem:
-            if self._bundle_secret is None:  # (the same for every node, and the config is this builder's)
-                self._bundle_secret = make_resource(
-                    ec.TRUST_BUNDLE_SECRET, ec.trust_bundle_secret(self.config.trust_bundle_pem)
-                )
-            secrets.append(self._bundle_secret)
+        bundle = self.config.trust_bundle_pem
+        if bundle:
+            # The same for every node: encoded once per bundle (the PKI's CRLs make a new one per revocation).
+            if self._bundle_secret is None or self._bundle_secret[0] != bundle:
+                self._bundle_secret = (bundle, make_resource(ec.TRUST_BUNDLE_SECRET, ec.trust_bundle_secret(bundle)))
+            secrets.append(self._bundle_secret[1])
         return secrets, problems
 
     def _identity_secret(self, node_id: str, identity: TlsIdentity) -> Resource:
@@ -1229,10 +1234,21 @@ def with_versions_of(snapshot: MeshSnapshot, previous: MeshSnapshot | None) -> M
     names the generation at which that content first appeared (and an unchanged type never looks new)."""
     if previous is None:
         return snapshot
-    versions = {
-        t: previous.versions[t] if t in previous.versions and previous.digest(t) == snapshot.digest(t) else v
-        for t, v in snapshot.versions.items()
-    }
-    if versions == dict(snapshot.versions):
+    kept = previous.versions.get
+    versions: dict[str, str] = {}
+    renamed = False
+    for type_url, version in snapshot.versions.items():
+        before = kept(type_url)
+        if before is not None and before != version and before.rpartition("-")[2] == version.rpartition("-")[2]:
+            version, renamed = before, True
+        versions[type_url] = version
+    if not renamed:
         return snapshot
-    return replace(snapshot, versions=MappingProxyType(versions))
+    return MeshSnapshot(
+        snapshot.node_id,
+        snapshot.generation,
+        snapshot.resources,
+        MappingProxyType(versions),
+        snapshot.wildcard_excluded,
+        snapshot.problems,
+    )

@@ -9,7 +9,7 @@ import pytest
 
 from meshctl.cache import SnapshotCache
 from meshctl.snapshot import InconsistentSnapshot, MeshConfig, build_snapshots, digest_of, version_string
-from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES
+from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET
 from netmodel import events as ev
 from tests.unit.meshctl.mesh_helpers import placed_state, workload
 
@@ -139,3 +139,23 @@ def test_concurrent_sets_and_reads_do_not_tear() -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_new_secrets_alone_are_published_and_a_broken_reference_still_refused() -> None:
+    """A snapshot whose clusters, listeners and routes are its last good one's (a new trust bundle)
+    is not checked again; one whose endpoints lost a name is."""
+    cache = SnapshotCache()
+    config = dataclasses.replace(CONFIG, mtls=True, trust_bundle_pem="-----BUNDLE-----")
+    good = build_snapshots(placed_state(), config)
+    cache.set_snapshots(good)
+    renewed = build_snapshots(placed_state(), dataclasses.replace(config, trust_bundle_pem="-----BUNDLE 2-----"))
+    web = dataclasses.replace(
+        good["web-1"],
+        resources={**good["web-1"].resources, SECRET: renewed["web-1"].of_type(SECRET)},
+        versions={**good["web-1"].versions, SECRET: renewed["web-1"].version(SECRET)},
+    )
+    result = cache.update_snapshots({"web-1": web})
+    assert result.changed == {"web-1"} and not result.rejected
+    assert cache.snapshot("web-1").of_type(SECRET) is renewed["web-1"].of_type(SECRET)
+    result = cache.update_snapshots({"web-1": broken(web)})
+    assert set(result.rejected) == {"web-1"}

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from meshctl.cache import SnapshotCache
+from meshctl.envoy_config import TRUST_BUNDLE_SECRET
 from meshctl.mesh_builder import MeshBuilder
 from meshctl.paths import ServicePaths
 from meshctl.snapshot import MeshConfig, MeshSnapshot, TlsIdentity, build_snapshots, service_paths
-from meshctl.xds_types import ENDPOINTS, PUSH_ORDER
+from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET
 from netmodel import events as ev
 from netmodel.changes import WorkloadChanges, maps_of
 from netmodel.ids import NodeId, SpiffeId, WorkloadId
@@ -67,7 +68,10 @@ class Fabric:
         rng, state = self.rng, self.state
         workloads = sorted(state.workloads)
         kind = rng.choice(
-            ["place", "place", "move", "move", "remove", "health", "ready", "cert", "cert", "odd-id", "latency", "node"]
+            [
+                *("place", "place", "move", "move", "remove", "health", "ready"),
+                *("cert", "cert", "bundle", "odd-id", "latency", "node"),
+            ]
         )
         self.serial += 1
         if kind == "place" or not workloads:
@@ -91,6 +95,8 @@ class Fabric:
             else:
                 self.identities[node] = identity(node, self.serial)
             self.config = replace(self.config, identities=frozen_map(self.identities))
+        elif kind == "bundle":  # the PKI's CRLs, appended to the bundle, change with every revocation
+            self.config = replace(self.config, trust_bundle_pem=f"-----BUNDLE-----\n-----CRL {self.serial}-----\n")
         elif kind == "odd-id":  # an identity off the PKI's naming: the service's cluster names every one
             odd = state.workloads[WorkloadId(rng.choice(workloads))]
             self.state = self.apply(
@@ -181,6 +187,29 @@ def test_a_certificate_rebuilds_its_node_only() -> None:
     builder.update(state, config, None)
     update = builder.update(state, replace(config, identities=frozen_map({"web-1": identity("web-1", 1)})), None)
     assert update is not None and set(update.snapshots) == {"web-1"}
+
+
+def test_a_new_trust_bundle_replaces_every_nodes_secrets_and_nothing_else() -> None:
+    state = placed_state()
+    config = MeshConfig(mtls=True, trust_bundle_pem="-----BUNDLE-----")
+    builder = MeshBuilder()
+    first = builder.update(state, config, None)
+    assert first is not None
+    update = builder.update(state, replace(config, trust_bundle_pem="-----BUNDLE-----\n-----CRL-----"), None)
+    assert update is not None and not update.complete
+    assert set(update.snapshots) == set(first.snapshots)
+    for node, snapshot in update.snapshots.items():
+        before = first.snapshots[node]
+        bundle, was = snapshot.of_type(SECRET)[TRUST_BUNDLE_SECRET], before.of_type(SECRET)[TRUST_BUNDLE_SECRET]
+        assert bundle.digest != was.digest
+        for type_url in (LISTENER, CLUSTER, ROUTES, ENDPOINTS):
+            assert snapshot.of_type(type_url) is before.of_type(type_url), (node, type_url)
+    bundles = {id(s.of_type(SECRET)[TRUST_BUNDLE_SECRET]) for s in update.snapshots.values()}
+    assert len(bundles) == 1  # encoded once, shared by every node
+    # Without mTLS no node is served the bundle: a new one changes nothing.
+    plain = MeshBuilder()
+    plain.update(state, MeshConfig(trust_bundle_pem="a"), None)
+    assert plain.update(state, MeshConfig(trust_bundle_pem="b"), None) is None
 
 
 def test_endpoints_assembled_as_bytes_decode_as_the_message() -> None:
