@@ -109,6 +109,11 @@ class SnapshotPublisher:
         if self._thread is not None:
             self._thread.join(5)
 
+    def settled(self) -> bool:
+        """No build is under way or asked for: the cache holds what the latest model and config make."""
+        with self._wanted:
+            return not self._dirty and self.building_since is None
+
     def note(self, event: Event, state: FabricState) -> None:
         """Bus subscriber's part (on the model writer, for every event): which workloads ``event`` touched,
         so the next build need not compare every workload to find them."""
@@ -169,8 +174,8 @@ class SnapshotPublisher:
                 if self._stopping:
                     return
                 self._dirty = False
+                self.building_since = time.monotonic()  # (with the flag: ``settled`` sees one or the other)
             started = time.perf_counter()
-            self.building_since = time.monotonic()
             try:
                 self.build_now()
             except Exception:  # a bug in one build must not stop later ones
