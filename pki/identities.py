@@ -330,7 +330,9 @@ class IdentityManager:
         dropped = [old.identities[subject].info for subject, _why in plan.drop if subject in old.identities]
         for subject, _why in plan.drop:
             identities.pop(subject, None)
-        revocations = old.revocations.revoke_certificates(dropped).pruned(now)
+        revocations = old.revocations.revoke_certificates(dropped)
+        if revocations is not old.revocations or revocations.prune_due(now):
+            revocations = revocations.pruned(now)  # (alone, an expiry is not worth a CRL to every sidecar)
         if issued or plan.drop or revocations is not old.revocations:
             changed = frozenset(subject for subject, _, _ in issued) | {
                 subject for subject, _why in plan.drop if subject in old.identities

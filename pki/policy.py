@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from netmodel.ids import SpiffeId
-from netmodel.types import frozen_map
+from netmodel.types import frozen_map, map_with
 from pki.errors import InvalidLifetime, InvalidSpiffeId, InvalidSubjectName, IssuerExpired, WrongTrustDomain
 
 SCHEME = "spiffe://"
@@ -392,6 +392,12 @@ def forced_rotation_wait(last_forced_at: float | None, now: float, min_interval_
 # -- revocation ------------------------------------------------------------------------------------
 
 
+PRUNE_DELAY_S = 300.0
+"""An expired certificate leaves the revocation list with its next change, or once it has been expired
+this long (``RevocationList.prune_due``): a new list is a new CRL, which every sidecar is sent with its
+trust bundle, so expiries are not each a push to the whole fleet (nor a walk of the list per change)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RevocationList:
     """Revoked certificates (serial -> its not_after) and revoked identities. An immutable value.
@@ -403,11 +409,13 @@ class RevocationList:
 
     serials: Mapping[int, int] = field(default_factory=frozen_map)
     identities: frozenset[str] = frozenset()
+    _earliest: float | None = field(default=None, init=False, compare=False, repr=False)
+    """The earliest not_after of ``serials`` (inf: none), once ``prune_due`` has asked."""
 
     def revoke_certificate(self, info: CertInfo) -> RevocationList:
         if self.serials.get(info.serial) == info.not_after:
             return self
-        return RevocationList(frozen_map({**self.serials, info.serial: info.not_after}), self.identities)
+        return RevocationList(map_with(self.serials, info.serial, info.not_after), self.identities)
 
     def revoke_certificates(self, infos: Iterable[CertInfo]) -> RevocationList:
         result = self
@@ -433,6 +441,12 @@ class RevocationList:
         if serial in self.serials:
             return f"certificate serial {serial:x} of {spiffe_id} is revoked"
         return None
+
+    def prune_due(self, now: float, delay_s: float = PRUNE_DELAY_S) -> bool:
+        """A listed certificate expired ``delay_s`` ago or more (O(1) after the first call on this list)."""
+        if self._earliest is None:
+            object.__setattr__(self, "_earliest", min(self.serials.values(), default=float("inf")))
+        return self._earliest + delay_s <= now  # type: ignore[operator]
 
     def pruned(self, now: float) -> RevocationList:
         live = {serial: not_after for serial, not_after in self.serials.items() if not_after > now}

@@ -22,7 +22,7 @@ from pki.identities import (
     desired_identities,
     plan_identities,
 )
-from pki.policy import CertInfo, IssuancePolicy, RevocationList
+from pki.policy import PRUNE_DELAY_S, CertInfo, IssuancePolicy, RevocationList
 from pki.rotation import RotationTimer
 from tests.unit.pki.pki_helpers import NOW, TD, FakeIssuer
 
@@ -209,12 +209,28 @@ def test_issuer_failure_keeps_the_old_certificate_and_reports() -> None:
 
 
 def test_revocations_are_pruned_as_certificates_expire() -> None:
+    """An expired certificate leaves the list with its next change, or PRUNE_DELAY_S after it expired:
+    a new list is a new CRL for every sidecar, not worth making for an expiry alone."""
     manager = IdentityManager(FakeIssuer(policy=POLICY))
     manager.reconcile({"web-1": A}, NOW)
     manager.rotate(A, NOW)
-    assert len(manager.snapshot.revocations.serials) == 1
-    manager.tick(NOW + 3600)
+    revoked = manager.snapshot.revocations
+    (expiry,) = revoked.serials.values()
+    manager.tick(expiry + 1)  # expired, not long enough ago
+    assert manager.snapshot.revocations is revoked
+    manager.tick(expiry + PRUNE_DELAY_S)
     assert not manager.snapshot.revocations.serials
+
+
+def test_a_change_of_the_revocation_list_prunes_the_expired_at_once() -> None:
+    manager = IdentityManager(FakeIssuer(policy=POLICY))
+    manager.reconcile({"web-1": A, "api-1": B}, NOW)
+    manager.rotate(A, NOW)
+    (expiry,) = manager.snapshot.revocations.serials.values()
+    manager.tick(expiry + 1)  # (renews both certificates: they are due)
+    manager.rotate(B, expiry + 2)
+    serials = manager.snapshot.revocations.serials
+    assert len(serials) == 1 and min(serials.values()) > expiry + 2  # B's, A's expired one gone with it
 
 
 def test_with_the_real_ca_every_snapshot_svid_verifies() -> None:

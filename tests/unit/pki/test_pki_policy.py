@@ -197,6 +197,15 @@ def test_revoked_serials_are_pruned_once_expired() -> None:
     assert revocations.pruned(NOW) is revocations
 
 
+def test_a_prune_is_due_once_a_listed_certificate_has_been_expired_for_the_delay() -> None:
+    revocations = RevocationList().revoke_certificates([info(serial=1, lifetime=10), info(serial=2, lifetime=100)])
+    expiry = min(revocations.serials.values())
+    assert not revocations.prune_due(expiry + 29, delay_s=30)
+    assert revocations.prune_due(expiry + 30, delay_s=30)
+    assert not RevocationList().prune_due(NOW + 10**9)  # nothing listed: never
+    assert revocations == RevocationList(revocations.serials)  # (the memo is no part of its value)
+
+
 def test_revocation_list_round_trips_through_a_dict() -> None:
     revocations = RevocationList().revoke_certificate(info(serial=2**150 + 5)).revoke_identity(WEB1)
     assert RevocationList.from_dict(revocations.as_dict()) == revocations
