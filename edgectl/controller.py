@@ -342,6 +342,10 @@ class Controller:
             tls=xds_tls,
             wait_for_sidecars=self.config.wait_for_sidecars,
             denials=self.denials,
+            # With the PKI on, sidecars talk mTLS from the first snapshot served. The CRLs ride in the
+            # trust bundle: a revoked certificate is refused with the next push.
+            identities=pki.snapshot if pki is not None else None,
+            crl_pem=pki.trust_crls_pem() if pki is not None else "",
         )
         self.http.add_route("/api/v1/xds/clients", lambda _state: mesh.clients_view())
         from edgectl.live_notes import xds_nack_notes
@@ -353,10 +357,10 @@ class Controller:
         # A migration withdraws the old instance only once the sidecars have ACKed the new endpoints.
         sidecars_probe = NamedProbe("sidecars", mesh.converged, mesh.converged_for)
         if pki is not None:
-            # SVIDs reach sidecars over SDS; with the PKI on, sidecars talk mTLS.
-            # The CRLs ride in the trust bundle: a revoked certificate is refused with the next push.
-            mesh.use_identities(pki.snapshot, mtls=True, crl_pem=pki.trust_crls_pem())
+            # SVIDs reach sidecars over SDS: every change of the PKI's, and once more its latest (a change
+            # between the mesh's start and this subscription must not be lost; the same one costs nothing).
             pki.subscribe(lambda snapshot: mesh.use_identities(snapshot, mtls=True, crl_pem=pki.trust_crls_pem()))
+            mesh.use_identities(pki.snapshot, mtls=True, crl_pem=pki.trust_crls_pem())
         if pki is None:
             from edgectl.pki_http import JOIN_TOKENS_PATH
 

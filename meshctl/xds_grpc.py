@@ -406,11 +406,15 @@ def start_mesh(
     tls: XdsTls | None = None,
     wait_for_sidecars: bool = False,
     denials: DenialRecorder | None = None,
+    identities: IdentitySource | None = None,
+    crl_pem: str = "",
 ) -> MeshServer:
     """Start the xDS control plane of a controller: ``state`` returns the latest model, ``subscribe``
     registers a bus subscriber (called with every applied event); ``tls``: mTLS on every listener (TCP and Unix);
     ``wait_for_sidecars``: a workload is an endpoint only once its sidecar serves (``meshctl.readiness``);
-    ``denials``: where the sidecars' RBAC denials are recorded. Raises OSError when it cannot listen."""
+    ``denials``: where the sidecars' RBAC denials are recorded; ``identities`` (and ``crl_pem``): the PKI's,
+    so the mesh serves mTLS from its first snapshot on (``use_identities`` before it listens). Raises
+    OSError when it cannot listen."""
     server = MeshServer(
         state,
         host,
@@ -422,6 +426,10 @@ def start_mesh(
         wait_for_sidecars=wait_for_sidecars,
         denials=denials,
     )
+    if identities is not None:
+        # Before the first build: started in plaintext and then given the PKI, it built every snapshot
+        # twice and served a sidecar that came in between plaintext inbound listeners.
+        server.use_identities(identities, mtls=True, crl_pem=crl_pem)
     server.start()
     subscribe(server)
     # A change between the first build and the subscription must not be lost.

@@ -257,3 +257,46 @@ def test_access_log_streams_are_bound_to_the_client_certificate_over_mtls() -> N
         mesh_server.stop()
         pki.stop()
         bus.stop()
+
+
+def test_with_the_pki_the_first_snapshot_served_is_already_mtls(caplog: pytest.LogCaptureFixture) -> None:
+    """Started with the PKI's identities, the mesh never builds (nor serves) a plaintext inbound listener,
+    and does not warn that only the switches enforce the policy."""
+    from edgectl.bus import EventBus
+    from meshctl.envoy_config import IDENTITY_SECRET, TRUST_BUNDLE_SECRET
+    from meshctl.publisher import NO_PKI_WARNING
+    from meshctl.snapshot import inbound_listener_name
+    from meshctl.xds_grpc import start_mesh
+    from meshctl.xds_types import LISTENER, SECRET
+    from netmodel.fabric import build_state
+    from netmodel.fabric_file import parse_fabric
+    from pki.ca import CertificateAuthority
+    from pki.service import PkiService
+    from tests.integration.test_xds_harness import fabric_text
+
+    ca, _root_key = CertificateAuthority.create(TD)
+    bus = EventBus(build_state(parse_fabric(fabric_text(free_port(), free_port()).encode(), "rbac.yaml")))
+    bus.start()
+    bus.publish(ev.WorkloadPlaced(make_workload("web-1", "web", "n1", free_port()))).result(timeout=5)
+    pki = PkiService(ca, lambda: bus.state, hosts=lambda _s: ["u1"]).start()
+    try:
+        mesh_server = start_mesh(
+            lambda: bus.state,
+            bus.subscribe,
+            "127.0.0.1",
+            0,
+            identities=pki.snapshot,
+            crl_pem=pki.trust_crls_pem(),
+        )
+        try:
+            snapshot = mesh_server.cache.snapshot("web-1")
+            assert snapshot is not None
+            assert set(snapshot.of_type(SECRET)) == {IDENTITY_SECRET, TRUST_BUNDLE_SECRET}
+            listener = snapshot.of_type(LISTENER)[inbound_listener_name("web-1")].message
+            assert listener.filter_chains[0].HasField("transport_socket")  # TLS, from the first build
+            assert NO_PKI_WARNING not in [r.getMessage() for r in caplog.records]
+        finally:
+            mesh_server.stop()
+    finally:
+        pki.stop()
+        bus.stop()
