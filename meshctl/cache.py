@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from meshctl.snapshot import InconsistentSnapshot, MeshSnapshot, check_consistent, version_digest, with_versions_of
+from meshctl.snapshot import InconsistentSnapshot, MeshSnapshot, check_consistent, with_versions_of
 from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET, short_name
 
 _SHAPE_MEMO_LIMIT = 1024
@@ -396,10 +396,24 @@ def _same_content(a: MeshSnapshot, b: MeshSnapshot, memo: dict[tuple[int, int], 
     key = (id(a.versions), id(b.versions))
     known = memo.get(key) if memo is not None else None
     if known is None:
-        known = all(version_digest(a.version(t)) == version_digest(b.version(t)) for t in PUSH_ORDER)
+        known = _same_digests(a, b)
         if memo is not None:
             memo[key] = known
     return known
+
+
+def _same_digests(a: MeshSnapshot, b: MeshSnapshot) -> bool:
+    """Every type's content digest is the same in both (the generations in the versions may differ)."""
+    versions_a, versions_b = a.versions, b.versions
+    for type_url in PUSH_ORDER:
+        version_a, version_b = versions_a.get(type_url), versions_b.get(type_url)
+        if version_a is version_b:
+            continue
+        if version_a is None or version_b is None:  # (a type without a version: the empty set's)
+            version_a, version_b = a.version(type_url), b.version(type_url)
+        if version_a.rpartition("-")[2] != version_b.rpartition("-")[2]:
+            return False
+    return True
 
 
 def _same_references(before: MeshSnapshot, after: MeshSnapshot) -> bool:
