@@ -14,7 +14,7 @@ each model change only the snapshots that change touches, as ``build_snapshots``
 * a changed certificate touches its node's snapshot only;
 * a changed trust bundle (under mTLS: the PKI appends its CRLs, new with every revocation, so each
   eviction changes it) touches every snapshot's secrets, and nothing else of them: each node's other
-  resources stay the objects they were (a full build at 10,000 workloads took ~1.9 s per eviction);
+  resources stay the objects they were (a full build at 10,000 workloads took ~2.3 s per eviction);
 * a topology change (a link down, a latency measured) that moves some callers' priority levels touches
   the outbound parts of the caller groups behind those callers' switches, and so their members' snapshots
   (each moved view rebased on the caller's last one); the services' other callers keep theirs: on a busy
