@@ -3,6 +3,7 @@ the real CA and a model state."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 
@@ -22,7 +23,7 @@ from pki.identities import (
     desired_identities,
     plan_identities,
 )
-from pki.policy import PRUNE_DELAY_S, CertInfo, IssuancePolicy, RevocationList
+from pki.policy import PRUNE_DELAY_S, CertInfo, IssuancePolicy, RevocationList, rotation_time
 from pki.rotation import RotationTimer
 from tests.unit.pki.pki_helpers import NOW, TD, FakeIssuer
 
@@ -384,3 +385,55 @@ def test_the_model_path_retries_an_issuance_that_failed() -> None:
     issuer.fail_for.clear()
     changes = manager.reconcile({"web-1": A, "api-1": B}, NOW + 1, rotate_due=False, changed_only=True)
     assert {s for s, _, _ in changes.issued} == {"web-1", "api-1"}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_timer_issues_and_drops_what_a_plan_over_every_subject_would(seed: int) -> None:
+    """``tick`` looks only at the certificates that came due (in the order they do) and at the issuances
+    that failed; over random placements, removals and forced rotations, each tick issues and drops what a
+    plan over every subject at that moment says, and ``next_rotation_at`` is the earliest rotation."""
+    rng = random.Random(seed)
+    policy = IssuancePolicy(TD, jitter_fraction=0.5)
+
+    def jitter(info: CertInfo) -> float:  # spread over the window (the fake's serials are sequential)
+        return (info.serial * 7919 % 1000) / 1000
+
+    issuer = FakeIssuer(policy=policy)
+    manager = IdentityManager(issuer, jitter=jitter)
+    desired: dict[str, str] = {}
+    now = NOW
+    for step in range(300):
+        now += rng.choice((0.0, 1.0, 60.0, 300.0, 900.0))
+        action = rng.random()
+        if action < 0.25:
+            subject = f"w-{rng.randrange(40)}"
+            desired[subject] = f"spiffe://{TD}/svc/s/w/{subject}"
+            manager.reconcile_subjects({subject: desired[subject]}, now)
+        elif action < 0.35 and desired:
+            subject = rng.choice(sorted(desired))
+            del desired[subject]
+            manager.reconcile_subjects({subject: None}, now)
+        elif action < 0.4 and manager.snapshot.identities:
+            manager.rotate(rng.choice(sorted(manager.snapshot.identities.values(), key=str)).spiffe_id, now)
+        elif action < 0.45:
+            issuer.fail_for = {desired[s] for s in rng.sample(sorted(desired), min(2, len(desired)))}
+        else:
+            issuer.fail_for = set() if rng.random() < 0.5 else issuer.fail_for
+            held = manager.snapshot
+            plan = plan_identities(
+                desired,
+                {subject: svid.info for subject, svid in held.identities.items()},
+                held.revocations,
+                policy,
+                now,
+                rotate_due=True,
+                jitter=jitter,
+            )
+            changes = manager.tick(now)
+            wanted = {s for s, _id, _why in plan.issue}
+            assert {s for s, _id, _why in changes.issued} | {s for s, _why in changes.failed} == wanted, step
+            assert {s for s, _why in changes.dropped} == {s for s, _why in plan.drop}, step
+        times = [
+            rotation_time(s.info, policy.jitter_fraction, jitter(s.info)) for s in manager.snapshot.identities.values()
+        ]
+        assert manager.next_rotation_at() == min(times, default=None), step
