@@ -46,6 +46,9 @@ class TypeStatus:
     """Nonce of the response the client has not answered yet ("" when none is outstanding)."""
     version_acked: str = ""
     acked_at: float | None = None
+    previous_ack: tuple[str, float] | None = None
+    """(version, when) of the ACK before the last: two pushes a few ms apart (a migration's new endpoint,
+    then the old one's withdrawal) leave both times to whoever samples ``clients_view`` less often."""
     last_nack: Nack | None = None
     current: bool = False
     """The client runs what it should of this type: nothing to send, unanswered or rejected."""
@@ -263,6 +266,8 @@ class SnapshotCache:
     def record_ack(self, node: str, type_url: str, version: str) -> None:
         with self._lock:
             status = self._status.setdefault(node, NodeStatus()).of(type_url)
+            if status.acked_at is not None:
+                status.previous_ack = (status.version_acked, status.acked_at)
             status.version_acked, status.acked_at, status.pending_nonce = version, self._clock(), ""
             status.acks += 1
 
@@ -367,6 +372,9 @@ class SnapshotCache:
                 "sent_at": sent.sent_at,
                 "acked": sent.version_acked or None,
                 "acked_at": sent.acked_at,
+                "previous_acked": None
+                if sent.previous_ack is None
+                else {"version": sent.previous_ack[0] or None, "at": sent.previous_ack[1]},
                 "pending_nonce": sent.pending_nonce or None,
                 "current": sent.current,
                 "last_nack": None

@@ -55,8 +55,9 @@ AGENT_STOP_TIMEOUT_S = 15.0
 
 XDS_SAMPLE_S = 0.01
 """How often a migration samples the xDS server's per-node ACK times (``/api/v1/xds/clients``): the times
-are the server's own, the sampling only has to see each caller's ACK of the new endpoint before the old
-instance's withdrawal replaces it (that takes a model change, a push and an ACK: tens of ms)."""
+are the server's own, the sampling only has to see each caller's ACK of the new endpoint before two later
+ACKs replace it (the server keeps the last one and the one before: the old instance's withdrawal, a
+model change, a push and an ACK, comes ~5 ms after the add's ACK)."""
 
 NOT_YET = (OSError, ValueError, KeyError)
 """What a poll of the controller may raise while it comes up; any other error (it exited) ends the wait."""

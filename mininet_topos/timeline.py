@@ -213,13 +213,13 @@ def xds_milestones(
     """(new sidecar's first xDS response, its serving, every caller's ACK of the new endpoint) from samples
     of ``/api/v1/xds/clients``'s ``nodes`` taken during a move, in order; None where not seen.
 
-    The xDS server keeps, per node and type, when it last sent and when the node last ACKed. Serving:
-    the first sample with both its listeners and secrets ACKed (the readiness gate's condition). A
-    caller's ACK of the new endpoint: the first endpoints (EDS) ACK at or after that; a later one (the
-    old instance's withdrawal) overwrites it, so an ACK seen only after ``converged_at`` (when the
-    controller saw every caller ACKed) is not this one, and the figure stays None. ``listening_at``: when
-    the app of a sidecar started beside it listened; the callers' ACK counts from then at the earliest
-    (the instance was no endpoint before)."""
+    The xDS server keeps, per node and type, when it last sent and when the node last ACKed, and the ACK
+    before that. Serving: the first sample with both its listeners and secrets ACKed (the readiness gate's
+    condition). A caller's ACK of the new endpoint: the first endpoints (EDS) ACK at or after that (the
+    last ACK or the one before: the old instance's withdrawal, a few ms later, makes a newer one); an ACK
+    seen only after ``converged_at`` (when the controller saw every caller ACKed) is not this one, and
+    the figure stays None. ``listening_at``: when the app of a sidecar started beside it listened; the
+    callers' ACK counts from then at the earliest (the instance was no endpoint before)."""
     connected = serving = None
     acks: dict[str, float] = {}
     wanted = set(callers)
@@ -237,9 +237,11 @@ def xds_milestones(
             continue
         ready = serving if listening_at is None else max(serving, listening_at)
         for caller in wanted - acks.keys():
-            at = ((nodes.get(caller) or {}).get("types") or {}).get("eds", {}).get("acked_at")
-            if at is not None and at >= ready:
-                acks[caller] = at
+            eds = ((nodes.get(caller) or {}).get("types") or {}).get("eds", {})
+            seen = [eds.get("acked_at"), (eds.get("previous_acked") or {}).get("at")]
+            after = [at for at in seen if at is not None and at >= ready]
+            if after:
+                acks[caller] = min(after)
     if serving is None or not wanted or acks.keys() != wanted:
         return connected, serving, None
     last = max(acks.values())

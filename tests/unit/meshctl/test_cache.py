@@ -96,6 +96,12 @@ def test_status_records_pushes_acks_and_nacks() -> None:
     assert cds["acked"] == "4-bbbb" and cds["pending_nonce"] is None
     assert cds["last_nack"]["error"] == "bad timeout" and cds["last_nack"]["version"] == "3-aaaa"
     assert (cds["pushes"], cds["acks"], cds["nacks"]) == (2, 1, 1)
+    assert cds["previous_acked"] is None
+    acked_at = cds["acked_at"]
+    cache.record_push("u1", CLUSTER, "5-cccc", "3")
+    cache.record_ack("u1", CLUSTER, "5-cccc")  # a second ACK: the first is kept as the one before
+    cds = cache.clients_view()["nodes"]["u1"]["types"]["cds"]
+    assert cds["acked"] == "5-cccc" and cds["previous_acked"] == {"version": "4-bbbb", "at": acked_at}
     snapshot = cache.snapshot("u1")
     assert snapshot is not None
     assert not cache.is_synced("u1")

@@ -219,6 +219,18 @@ def test_a_callers_ack_seen_only_after_the_withdrawal_is_not_the_new_endpoints()
     assert xds_milestones([], "api-3", ["web-1"], converged_at=None) == (None, None, None)
 
 
+def test_a_callers_ack_overwritten_by_the_withdrawal_is_found_as_the_ack_before() -> None:
+    """The server keeps the ACK before the last: a sample that comes after the withdrawal's ACK (a few ms
+    after the add's) still has the add's."""
+    serving = {"api-3": node(sds=(100.15, 100.17), lds=(100.15, 100.18)), "web-1": node(eds=(90.0, 90.01))}
+    withdrawn = {**serving, "web-1": node(eds=(100.200, 100.204))}
+    withdrawn["web-1"]["types"]["eds"]["previous_acked"] = {"version": "8-a", "at": 100.196}  # type: ignore[index]
+    assert xds_milestones([serving, withdrawn], "api-3", ["web-1"], converged_at=100.230)[2] == pytest.approx(100.196)
+    # An ACK before the new sidecar served is not the add's: the withdrawal's is the first after it.
+    withdrawn["web-1"]["types"]["eds"]["previous_acked"] = {"version": "7-a", "at": 100.100}  # type: ignore[index]
+    assert xds_milestones([serving, withdrawn], "api-3", ["web-1"], converged_at=100.230)[2] == pytest.approx(100.204)
+
+
 def test_callers_acks_count_from_when_the_app_beside_the_serving_sidecar_listened() -> None:
     serving = {"api-3": node(sds=(100.15, 100.17), lds=(100.15, 100.18)), "web-1": node(eds=(90.0, 90.01))}
     unrelated = {**serving, "web-1": node(eds=(100.185, 100.190))}  # before the app listened: not the add
