@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from meshctl.snapshot import InconsistentSnapshot, MeshSnapshot, check_consistent, with_versions_of
-from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET, short_name
+from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, short_name
 
 _SHAPE_MEMO_LIMIT = 1024
 
@@ -144,12 +144,9 @@ class SnapshotCache:
             if previous is not None and _same_content(previous, snapshot, same):
                 good[node] = snapshot  # what it had, and that was checked
                 continue
-            if previous is not None and _same_references(previous, snapshot):
-                good[node] = snapshot  # what can break a reference is what it had, and that was checked
-                continue
             key = id(snapshot.resources)
             if key not in checked:
-                checked[key] = self._consistency(snapshot)
+                checked[key] = self._consistency(snapshot, previous)
             if checked[key] is not None:
                 rejected[node] = f"node {node}: {checked[key]}"
                 continue
@@ -168,12 +165,16 @@ class SnapshotCache:
             _notify(node, watchers)
         return SetResult(frozenset(changed), rejected)
 
-    def _consistency(self, snapshot: MeshSnapshot) -> str | None:
+    def _consistency(self, snapshot: MeshSnapshot, previous: MeshSnapshot | None) -> str | None:
         """``check_consistent``'s problems (None: consistent). What references can break depends on the
-        resources of every type but the endpoints, and on the endpoints' names only: a snapshot whose
-        endpoints changed and nothing else (an instance came or went) has the shape of one checked before."""
+        clusters, listeners and routes, and on the endpoints' names only (secrets neither hold nor answer
+        one): a snapshot whose endpoints or secrets changed and nothing else (an instance came or went, a
+        new trust bundle) is consistent if the node's last good one is, or has the shape of one checked
+        before."""
+        if previous is not None and _same_references(previous, snapshot):
+            return None
         resources = snapshot.resources
-        views = tuple(resources.get(t) for t in (SECRET, CLUSTER, LISTENER, ROUTES))
+        views = tuple(resources.get(t) for t in (CLUSTER, LISTENER, ROUTES))
         shape = (*map(id, views), tuple(resources.get(ENDPOINTS, ())))
         known = self._checked_shapes.get(shape)
         if known is not None:
@@ -426,8 +427,7 @@ def _same_digests(a: MeshSnapshot, b: MeshSnapshot) -> bool:
 
 def _same_references(before: MeshSnapshot, after: MeshSnapshot) -> bool:
     """What ``check_consistent`` reads is the same in both: the clusters, listeners and routes (the same
-    objects) and the endpoints' names. (Secrets neither hold nor answer references it checks: a new
-    trust bundle, which replaces every node's secrets, needs no node checked again.)"""
+    objects) and the endpoints' names."""
     if any(before.resources.get(t) is not after.resources.get(t) for t in (CLUSTER, LISTENER, ROUTES)):
         return False
     endpoints_before, endpoints_after = before.of_type(ENDPOINTS), after.of_type(ENDPOINTS)

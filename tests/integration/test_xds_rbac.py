@@ -259,7 +259,10 @@ def test_access_log_streams_are_bound_to_the_client_certificate_over_mtls() -> N
         bus.stop()
 
 
-def test_with_the_pki_the_first_snapshot_served_is_already_mtls(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("trust_domain", [TD, "example.org"])
+def test_with_the_pki_the_first_snapshot_served_is_already_mtls(
+    caplog: pytest.LogCaptureFixture, trust_domain: str
+) -> None:
     """Started with the PKI's identities, the mesh never builds (nor serves) a plaintext inbound listener,
     and does not warn that only the switches enforce the policy."""
     from edgectl.bus import EventBus
@@ -274,10 +277,13 @@ def test_with_the_pki_the_first_snapshot_served_is_already_mtls(caplog: pytest.L
     from pki.service import PkiService
     from tests.integration.test_xds_harness import fabric_text
 
-    ca, _root_key = CertificateAuthority.create(TD)
+    ca, _root_key = CertificateAuthority.create(trust_domain)
     bus = EventBus(build_state(parse_fabric(fabric_text(free_port(), free_port()).encode(), "rbac.yaml")))
     bus.start()
-    bus.publish(ev.WorkloadPlaced(make_workload("web-1", "web", "n1", free_port()))).result(timeout=5)
+    web = dataclasses.replace(
+        make_workload("web-1", "web", "n1", free_port()), spiffe_id=f"spiffe://{trust_domain}/svc/web/w/web-1"
+    )
+    bus.publish(ev.WorkloadPlaced(web)).result(timeout=5)
     pki = PkiService(ca, lambda: bus.state, hosts=lambda _s: ["u1"]).start()
     try:
         mesh_server = start_mesh(
@@ -285,6 +291,7 @@ def test_with_the_pki_the_first_snapshot_served_is_already_mtls(caplog: pytest.L
             bus.subscribe,
             "127.0.0.1",
             0,
+            config=MeshConfig(trust_domain=trust_domain),
             identities=pki.snapshot,
             crl_pem=pki.trust_crls_pem(),
         )
@@ -292,6 +299,7 @@ def test_with_the_pki_the_first_snapshot_served_is_already_mtls(caplog: pytest.L
             snapshot = mesh_server.cache.snapshot("web-1")
             assert snapshot is not None
             assert set(snapshot.of_type(SECRET)) == {IDENTITY_SECRET, TRUST_BUNDLE_SECRET}
+            assert "web-1" in pki.snapshot.identities  # (an SVID of this trust domain, served)
             listener = snapshot.of_type(LISTENER)[inbound_listener_name("web-1")].message
             assert listener.filter_chains[0].HasField("transport_socket")  # TLS, from the first build
             assert NO_PKI_WARNING not in [r.getMessage() for r in caplog.records]
