@@ -564,7 +564,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         port_stats_interval_s=args.port_stats_interval,
         static_role=args.static_role,
     )
-    from edgectl.controller import Controller
+    from edgectl.controller import CannotStart, Controller
 
     stop = threading.Event()
 
@@ -578,7 +578,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, lambda _signum, _frame: controller.reload_config_soon())
     try:
         controller.start()
-    except (OSError, PkiError) as exc:
+    except (OSError, PkiError, CannotStart) as exc:
         LOG.error("cannot start: %s", exc)
         controller.stop()
         return 1

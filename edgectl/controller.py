@@ -196,7 +196,12 @@ class Controller:
             from pki.identities import identities_view
             from pki.service import PkiService
 
-            pki = self.pki = PkiService.from_options(self.config.pki, lambda: self.bus.state).start()
+            revocations: dict[str, Any] = {}
+            if self.cluster is not None:  # one list for every replica: what one revokes, all refuse
+                from cluster.revocations import EtcdRevocationStore
+
+                revocations["revocation_store"] = EtcdRevocationStore(self.cluster.client, self.cluster.root)
+            pki = self.pki = PkiService.from_options(self.config.pki, lambda: self.bus.state, **revocations).start()
             trust_domain = pki.trust_domain
             # Subscribed before meshctl: a workload's SVID exists before any endpoint points at it.
             self.bus.subscribe(pki)

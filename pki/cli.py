@@ -423,18 +423,25 @@ def cmd_token(args: argparse.Namespace) -> int:
 def _rotate_in_directory(args: argparse.Namespace) -> int:
     from pki import store
     from pki.ca import CertificateAuthority
+    from pki.errors import PkiError
     from pki.policy import parse_leaf_spiffe_id
+    from pki.revocation_store import FileRevocationStore
 
     now = time.time()
     ca = CertificateAuthority.load(args.dir, _passphrase(args))
     spiffe_id = str(parse_leaf_spiffe_id(args.spiffe_id, ca.trust_domain))
     layout = store.CaFiles(Path(args.dir))
     live = [info for info in store.read_ledger(layout) if info.spiffe_id == spiffe_id and info.not_after > now]
-    before = store.read_revocations(layout)
-    revocations = before.revoke_certificates(live).pruned(now)
+    # A running controller writes the same list (its own revocations): a compare-and-set, never a lost update.
+    revocation_file = FileRevocationStore(layout.directory, sign_crl=lambda revocations: ca.crl_pem(revocations, now))
+    for _attempt in range(16):
+        before, version = revocation_file.read()
+        revocations = before.revoke_certificates(live).pruned(now)
+        if revocation_file.write(revocations, version) is not None:
+            break
+    else:
+        raise PkiError(f"{layout.revoked} kept changing under this command: try again")
     newly = sorted(set(revocations.serials) - set(before.serials))
-    store.write_revocations(layout, revocations)
-    store.replace_file(layout.crl, ca.crl_pem(revocations, now).encode(), store.PUBLIC_MODE)
     if newly:
         serials = ", ".join(f"{serial:x}" for serial in newly)
         print(f"revoked {len(newly)} certificate(s) of {spiffe_id}: {serials}")

@@ -68,6 +68,12 @@ class CaCorrupt(PkiError):
     code = "ca-corrupt"
 
 
+class RevocationsUnavailable(PkiError):
+    """The stored revocation list cannot be reached (a replicated controller's etcd)."""
+
+    code = "revocations-unavailable"
+
+
 class SvidRejected(PkiError):
     """A certificate (chain) is not an acceptable X.509-SVID; subclasses say which rule it broke."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from netmodel.ids import SpiffeId
@@ -33,6 +33,7 @@ from pki.policy import (
     due_for_rotation,
     expired,
     host_spiffe_id,
+    merge_revocations,
     parse_leaf_spiffe_id,
     rotation_time,
     serial_jitter,
@@ -191,10 +192,13 @@ class IdentityChanges:
     failed: tuple[tuple[str, str], ...] = ()
     """(subject, why) the issuer failed on (an expired CA): retried on the next tick."""
     snapshot: IdentitySnapshot = field(default_factory=IdentitySnapshot)
+    revocations_changed: bool = False
+    """The revocation list changed (an identity revoked or restored, another writer's revocations taken
+    in) though no certificate may have: listeners still hear of it (peers are checked again)."""
 
     @property
     def changed(self) -> bool:
-        return bool(self.issued or self.dropped)
+        return bool(self.issued or self.dropped or self.revocations_changed)
 
 
 class IdentityManager:
@@ -317,13 +321,25 @@ class IdentityManager:
         with self._lock:
             held = [svid.info for svid in self._snapshot.identities.values() if svid.spiffe_id == spiffe_id]
             revocations = self._snapshot.revocations.revoke_identity(spiffe_id).revoke_certificates(held)
-            self._set_revocations(revocations.pruned(now))
-            return self._apply(now, rotate_due=False)
+            return self._with_revocations(revocations.pruned(now), now)
 
     def restore_identity(self, spiffe_id: str, now: float) -> IdentityChanges:
         with self._lock:
-            self._set_revocations(self._snapshot.revocations.restore_identity(spiffe_id))
-            return self._apply(now, rotate_due=False)
+            return self._with_revocations(self._snapshot.revocations.restore_identity(spiffe_id), now)
+
+    def merge_revocations(self, base: RevocationList, theirs: RevocationList, now: float) -> IdentityChanges:
+        """Take in what another writer of the stored list changed since ``base`` (``pki rotate --dir``,
+        another replica; ``pki.policy.merge_revocations``): a certificate held here that is now revoked is
+        replaced, an identity now revoked is dropped."""
+        with self._lock:
+            return self._with_revocations(merge_revocations(base, self._snapshot.revocations, theirs), now)
+
+    def _with_revocations(self, revocations: RevocationList, now: float) -> IdentityChanges:
+        if revocations == self._snapshot.revocations:
+            return IdentityChanges(snapshot=self._snapshot)
+        self._set_revocations(revocations)
+        changes = self._apply(now, rotate_due=False)
+        return replace(changes, revocations_changed=True)
 
     def _set_revocations(self, revocations: RevocationList) -> None:
         old = self._snapshot

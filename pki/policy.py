@@ -471,6 +471,25 @@ class RevocationList:
         return cls(frozen_map(serials), identities)
 
 
+def merge_revocations(base: RevocationList, ours: RevocationList, theirs: RevocationList) -> RevocationList:
+    """Two revocation lists that each changed since ``base`` (a controller's, and the one kept in the CA
+    directory or etcd that another writer changed: ``pki rotate --dir``, another replica), as one.
+
+    A serial revoked on either side stays revoked (nothing un-revokes a certificate; expiry prunes it).
+    An identity is as ``theirs`` has it, except where ``ours`` revoked or restored it since ``base``."""
+    if theirs is base or theirs == base:
+        return ours
+    if ours is base or ours == base:
+        return theirs
+    serials: Mapping[int, int] = ours.serials
+    if not theirs.serials.keys() <= ours.serials.keys():
+        serials = frozen_map({**theirs.serials, **ours.serials})
+    identities = (theirs.identities - (base.identities - ours.identities)) | (ours.identities - base.identities)
+    if serials is ours.serials and identities == ours.identities:
+        return ours
+    return RevocationList(serials, identities)
+
+
 # -- issued identities -----------------------------------------------------------------------------
 
 

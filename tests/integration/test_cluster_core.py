@@ -306,3 +306,48 @@ def test_a_join_token_minted_at_one_replica_is_redeemed_once_at_any(etcd: EtcdCl
     finally:
         for client in clients:
             client.close()
+
+
+def test_a_revocation_at_one_replica_is_refused_at_every_replica_and_kept_in_etcd(etcd: EtcdCluster) -> None:
+    import itertools
+
+    from cluster.revocations import EtcdRevocationStore
+    from pki.identities import IdentityManager
+    from pki.policy import host_spiffe_id
+    from pki.revocation_sync import RevocationSync
+    from tests.unit.pki.pki_helpers import NOW, TD, FakeIssuer
+
+    clients = [EtcdClient.from_urls(etcd.urls_text) for _ in range(3)]
+    stores = [EtcdRevocationStore(client, ROOT) for client in clients[:2]]
+    # Serials are random in a real CA: here each replica's fake issuer counts from its own range.
+    managers = [IdentityManager(FakeIssuer(serials=itertools.count(1000 * (i + 1)))) for i in range(len(stores))]
+    syncs = [
+        RevocationSync(store, manager, lambda _c: None, clock=lambda: NOW)
+        for store, manager in zip(stores, managers, strict=True)
+    ]
+    try:
+        for sync, manager in zip(syncs, managers, strict=True):
+            sync.load()
+            manager.reconcile({"u1": host_spiffe_id(TD, "u1")}, NOW)
+        held = managers[1].snapshot.identities["u1"].info.serial
+        # Replica 0 cuts a node off and force-rotates u1; replica 1 cuts another node off, unaware.
+        managers[0].revoke_identity(f"spiffe://{TD}/node/ea-n1", NOW)
+        managers[0].rotate(host_spiffe_id(TD, "u1"), NOW)
+        managers[1].revoke_identity(f"spiffe://{TD}/node/ea-n2", NOW)
+        syncs[0].flush()
+        stale, version = stores[1].read()
+        assert stores[1].write(stale, int(str(version)) - 1) is None  # over a newer revision: refused by etcd
+        syncs[1].flush()  # writes its view merged with replica 0's, and takes replica 0's in
+        both = managers[1].snapshot.revocations
+        assert both.identities == {f"spiffe://{TD}/node/ea-n1", f"spiffe://{TD}/node/ea-n2"}
+        assert managers[0].snapshot.revocations.serials.keys() <= both.serials.keys()
+        assert managers[1].snapshot.identities["u1"].info.serial == held  # its own certificate was not revoked
+        syncs[0].flush()
+        assert managers[0].snapshot.revocations == both
+        # A replica started later (a third client) begins with the whole list.
+        late = IdentityManager(FakeIssuer(serials=itertools.count(9000)))
+        RevocationSync(EtcdRevocationStore(clients[2], ROOT), late, lambda _c: None, clock=lambda: NOW).load()
+        assert late.snapshot.revocations == both
+    finally:
+        for client in clients:
+            client.close()

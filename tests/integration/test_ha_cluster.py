@@ -6,7 +6,9 @@ sidecars listing every replica. Under a ping stream between two sites and the us
    every switch, not one ping and not one request is lost, and the placements are the same (same ids on the
    same nodes, none doubled);
 2. the new leader is paused (SIGSTOP) until the third replica leads, then resumed: OVS shows it slave on
-   every switch, it says it follows, and no flow on any switch changed (what it may have sent was refused).
+   every switch, it says it follows, and no flow on any switch changed (what it may have sent was refused);
+3. a node identity revoked at one replica is refused by the others (the revocation list is in etcd), and
+   restored likewise.
 
 Asserted from the outside: OVS's controller table, ping's replies by icmp_seq, the request loops' records,
 ``ovs-ofctl dump-flows``. Everything is stopped by PID (replicas, etcd, agents, sidecars) and the testbed
@@ -54,6 +56,24 @@ def cluster_status(lab: HaLab) -> dict[str, Any]:
     status: dict[str, Any] = json.loads(result.stdout)
     assert result.returncode == 0, (result.returncode, result.stderr, status["problems"])
     return status
+
+
+def revoke(lab: HaLab, replica: str, body: dict[str, Any]) -> None:
+    import json
+    import urllib.request
+
+    url = f"{lab.replicas[replica].http}/api/v1/pki/node-revocations"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def revoked_identities(lab: HaLab, replica: str) -> list[str]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{lab.replicas[replica].http}/api/v1/identities", timeout=10) as response:
+        return list(json.load(response)["revoked_identities"])
 
 
 def failed_since(lab: HaLab, since: float) -> list[Any]:
@@ -122,5 +142,13 @@ def test_leader_killed_under_load_loses_nothing_and_a_paused_leader_is_fenced(tm
             status = cluster_status(lab)  # what an operator sees: one leader, every switch one master
             assert status["leader"] == third and not status["problems"], status
             print(f"pings: {ping.received()} replies, lost {len(ping.lost())}; requests: {len(lab.records())}")
+
+            # 3. one revocation list for every replica (etcd): a node cut off at the follower is cut off at
+            # the leader, and its restore at the leader reaches the follower.
+            node_id = f"spiffe://{lab.trust_domain}/node/stolen-1"
+            revoke(lab, second, {"node": "stolen-1"})
+            wait_until(lambda: node_id in revoked_identities(lab, third), 15, what=f"{third} to refuse the node")
+            revoke(lab, third, {"node": "stolen-1", "restore": True})
+            wait_until(lambda: node_id not in revoked_identities(lab, second), 15, what=f"{second} to accept it")
         finally:
             ping.stop()

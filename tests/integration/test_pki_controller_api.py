@@ -1,7 +1,9 @@
 """``edgectl run --pki-dir``: the placement API and the xDS TCP listener speak mTLS only; the placement
 CLI gets in with an operator certificate (``--tls-cert/--tls-key/--tls-ca``) and not without one;
 ``edgectl pki rotate --controller`` (``POST /api/v1/pki/rotate``) rotates a served SVID at once and
-revokes the old certificate. One controller process, stopped by PID."""
+revokes the old certificate. Revocations outlive the controller (``revoked.json`` in the CA directory),
+and what ``edgectl pki rotate --dir`` revokes while it runs is refused by it. One controller process at
+a time, stopped by PID."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from tests.integration.harness import REPO, edgectl_run, free_port, wait_until
 
@@ -45,6 +48,7 @@ def test_controller_with_pki_mtls_apis_and_forced_rotation(tmp_path: Path) -> No
         "pki", "issue", "--dir", str(ca_dir), "--spiffe-id", f"spiffe://{TD}/operator/alice", "--out", str(operator)
     )
     assert issued.returncode == 0, issued.stderr
+    alice_serial = format(x509.load_pem_x509_certificate(Path(f"{operator}.crt").read_bytes()).serial_number, "x")
     api, xds = free_port(), free_port()
     ports = ["--api-port", str(api), "--xds-port", str(xds)]
     with edgectl_run(FABRIC, "--pki-dir", str(ca_dir), "--svid-ttl", "600", *ports) as controller:
@@ -91,3 +95,28 @@ def test_controller_with_pki_mtls_apis_and_forced_rotation(tmp_path: Path) -> No
             f"spiffe://{TD}/host/nobody",
         )
         assert unknown.returncode == 1 and "refused" in unknown.stderr
+
+        # The CA directory's own command (`pki rotate --dir`) revokes the operator's certificate while the
+        # controller runs: the controller takes it in from revoked.json, and the placement API refuses it.
+        offline = edgectl("pki", "rotate", "--dir", str(ca_dir), "--spiffe-id", f"spiffe://{TD}/operator/alice")
+        assert offline.returncode == 0, offline.stderr
+        workloads = ["workloads", "--api", f"127.0.0.1:{api}", "--rpc-timeout", "3", *tls]
+        denied = wait_until(
+            lambda: (r := edgectl(*workloads)).returncode == 1 and r, 15, what="the revoked operator refused"
+        )
+        assert "revoked" in denied.stderr, denied.stderr
+        revoked = controller.get_json("/api/v1/identities")["revoked_serials"]
+        assert {row["serial"], alice_serial} <= set(revoked)
+        # Both revocations are in the CA directory (each writer kept the other's).
+        on_disk = json.loads((ca_dir / "revoked.json").read_text())["serials"]
+        assert {row["serial"], alice_serial} <= set(on_disk)
+
+    # A restarted controller still refuses both: the forced rotation's old certificate, and the operator's.
+    with edgectl_run(FABRIC, "--pki-dir", str(ca_dir), "--svid-ttl", "600", *ports) as again:
+        revoked = again.get_json("/api/v1/identities")["revoked_serials"]
+        assert {row["serial"], alice_serial} <= set(revoked)
+        denied = wait_until(
+            lambda: (r := edgectl(*workloads)).returncode == 1 and "revoked" in r.stderr and r,
+            30,
+            what="the revoked operator refused after a restart",
+        )

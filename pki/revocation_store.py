@@ -1,0 +1,78 @@
+"""Where the revocation list outlives the controller: the CA directory's ``revoked.json`` (adapter: files).
+
+A running controller's revocations (an evicted workload's certificate, a forced rotation, a node cut off)
+and ``pki rotate --dir``'s are one list: each writer merges what the other changed
+(``pki.policy.merge_revocations``) and writes with a compare-and-set, so neither loses the other's. Every
+``RevocationStore`` has the same three calls; a replicated controller keeps the list in etcd instead
+(``cluster.revocations.EtcdRevocationStore``).
+
+The file is replaced whole (temporary file, fsync, rename, directory fsync) under an exclusive ``flock``
+of the CA directory, and only if it is still the version the writer read; ``crl.pem`` beside it is
+signed anew with every write, for verifiers outside the mesh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from pki.policy import RevocationList
+from pki.store import PUBLIC_MODE, CaFiles, read_revocations, replace_file, write_revocations
+
+
+class RevocationStore(Protocol):
+    def version(self) -> object:
+        """What identifies the stored list's current version (None: nothing stored yet), cheaply: a
+        writer reads the list again only when this differs from what it read last."""
+        ...
+
+    def read(self) -> tuple[RevocationList, object]:
+        """The stored list and its version. Raises ``CaCorrupt`` (a ``PkiError``) when it is unreadable."""
+        ...
+
+    def write(self, revocations: RevocationList, expected: object) -> object | None:
+        """Store ``revocations`` if the stored version is still ``expected``: its new version, or None
+        (another writer came first: read, merge, try again)."""
+        ...
+
+
+class FileRevocationStore:
+    def __init__(self, directory: str | os.PathLike[str], sign_crl: Callable[[RevocationList], str] | None = None):
+        self.layout = CaFiles(Path(directory))
+        self._sign_crl = sign_crl
+
+    def version(self) -> object:
+        try:
+            stat = os.stat(self.layout.revoked)
+        except FileNotFoundError:
+            return None
+        # Every write is a new file renamed over the old one: a new inode, whatever the clock says.
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    def read(self) -> tuple[RevocationList, object]:
+        with self._locked():
+            return read_revocations(self.layout), self.version()
+
+    def write(self, revocations: RevocationList, expected: object) -> object | None:
+        with self._locked() as directory_fd:
+            if self.version() != expected:
+                return None
+            write_revocations(self.layout, revocations)
+            if self._sign_crl is not None:
+                replace_file(self.layout.crl, self._sign_crl(revocations).encode(), PUBLIC_MODE)
+            os.fsync(directory_fd)  # the renames themselves are durable
+            return self.version()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[int]:
+        """An exclusive lock on the CA directory, held by every reader-then-writer of the list."""
+        fd = os.open(self.layout.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield fd
+        finally:
+            os.close(fd)  # (closing the descriptor releases the lock)

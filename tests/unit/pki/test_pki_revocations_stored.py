@@ -1,0 +1,200 @@
+"""The revocation list outlives the controller and is shared with ``pki rotate --dir``: a real CA
+directory, the real CA signing certificates and CRLs, the controller's ``PkiService`` stopped and
+started again on it. Each writer keeps the other's revocations (``merge_revocations``, a
+compare-and-set on the file)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from netmodel.events import NodeWentDown
+from netmodel.ids import NodeId
+from netmodel.state import FabricState
+from pki.cli import PkiRunOptions
+from pki.errors import CaCorrupt
+from pki.identities import IdentitySnapshot
+from pki.policy import CertInfo, RevocationList, host_spiffe_id, merge_revocations, node_spiffe_id
+from pki.revocation_store import FileRevocationStore
+from pki.service import PkiService
+from tests.unit.pki.pki_helpers import NOW
+from tests.unit.pki.test_pki_cli import edgectl
+
+TD = "example.org"
+U1, U2 = host_spiffe_id(TD, "u1"), host_spiffe_id(TD, "u2")
+ALICE = f"spiffe://{TD}/operator/alice"
+
+
+def cert(serial: int, spiffe_id: str = U1, not_after: float = NOW + 3600) -> CertInfo:
+    return CertInfo(spiffe_id, serial, int(NOW), int(not_after))  # type: ignore[arg-type]
+
+
+# -- the merge (pure) ------------------------------------------------------------------------------
+
+
+def test_a_serial_revoked_on_either_side_stays_revoked() -> None:
+    base = RevocationList().revoke_certificate(cert(1))
+    ours, theirs = base.revoke_certificate(cert(2)), base.revoke_certificate(cert(3))
+    assert set(merge_revocations(base, ours, theirs).serials) == {1, 2, 3}
+    assert merge_revocations(base, ours, base) is ours  # nothing new on their side: ours, as it is
+    assert merge_revocations(base, base, theirs) is theirs
+    assert merge_revocations(base, ours, ours.revoke_certificate(cert(1))) is ours  # a subset adds nothing
+
+
+def test_identities_follow_the_side_that_changed_them() -> None:
+    node_a, node_b, node_c = (node_spiffe_id(TD, n) for n in ("a", "b", "c"))
+    base = RevocationList().revoke_identity(node_a).revoke_identity(node_b)
+    ours = base.restore_identity(node_a).revoke_identity(node_c)  # restored a, revoked c here
+    theirs = base.restore_identity(node_b)  # restored b there
+    assert merge_revocations(base, ours, theirs).identities == {node_c}
+    # Their revocation of an identity we never touched is kept; our restore of one they left is too.
+    assert merge_revocations(base, ours, base.revoke_identity(U1)).identities == {node_b, node_c, U1}
+
+
+# -- the CA directory ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ca_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    assert edgectl("pki", "init", "--trust-domain", TD, "--dir", str(tmp_path / "ca")) == 0
+    capsys.readouterr()
+    return tmp_path / "ca"
+
+
+@pytest.fixture
+def start_pki(ca_dir: Path) -> Iterator[Callable[..., PkiService]]:
+    """``PkiService.from_options`` as ``edgectl run --pki-dir`` makes it (hosts u1 and u2 hold SVIDs)."""
+    started: list[PkiService] = []
+
+    def start(hosts: Callable[[FabricState], list[str]] = lambda _s: ["u1", "u2"]) -> PkiService:
+        options = PkiRunOptions(str(ca_dir), None, 600, False)
+        service = PkiService.from_options(options, FabricState, hosts=hosts).start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+def stored(ca_dir: Path) -> dict[str, object]:
+    return json.loads((ca_dir / "revoked.json").read_text())
+
+
+def stored_serials(ca_dir: Path) -> set[int]:
+    path = ca_dir / "revoked.json"
+    return set(RevocationList.from_dict(stored(ca_dir)).serials) if path.exists() else set()
+
+
+def crl_serials(pem: str) -> set[int]:
+    return {entry.serial_number for entry in x509.load_pem_x509_crl(pem.encode())}
+
+
+def held_serial(service: PkiService, subject: str) -> int:
+    return service.snapshot.identities[subject].info.serial
+
+
+def test_a_forced_rotation_is_stored_and_still_refused_after_a_restart(
+    start_pki: Callable[..., PkiService], ca_dir: Path
+) -> None:
+    first = start_pki()
+    old = held_serial(first, "u1")
+    first.rotate(U1)
+    # Stored before the rotation is answered, with a CRL for verifiers outside the mesh.
+    assert old in stored_serials(ca_dir)
+    assert old in crl_serials((ca_dir / "crl.pem").read_text())
+    first.stop()
+
+    again = start_pki()
+    assert old in again.snapshot.revocations.serials
+    assert old in crl_serials(again.crl_pem())  # the CRL every sidecar gets lists it again
+
+
+def test_a_node_revocation_outlives_a_restart_and_so_does_its_restore(
+    start_pki: Callable[..., PkiService], ca_dir: Path
+) -> None:
+    first = start_pki()
+    crl_before = first.crl_pem()
+    first.revoke_node("ea-n1")
+    assert first.crl_pem() == crl_before  # an identity is not in a CRL: no new bundle for every sidecar
+    assert stored(ca_dir)["identities"] == [node_spiffe_id(TD, "ea-n1")]
+    first.stop()
+    second = start_pki()
+    assert second.node_revoked("ea-n1")
+    second.restore_node("ea-n1")
+    second.stop()
+    assert not start_pki().node_revoked("ea-n1")
+
+
+def test_what_pki_rotate_dir_revokes_is_refused_by_a_running_controller(
+    start_pki: Callable[..., PkiService], ca_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alice = tmp_path / "alice"
+    assert edgectl("pki", "issue", "--dir", str(ca_dir), "--spiffe-id", ALICE, "--out", str(alice)) == 0
+    service = start_pki()
+    alice_pem = (alice.with_suffix(".crt")).read_text()
+    assert service.authorize_operator(alice_pem) is None
+    service.rotate(U1)  # the controller's own revocation, in the file before the command runs
+    ours = held_serial(service, "u1")
+
+    assert edgectl("pki", "rotate", "--dir", str(ca_dir), "--spiffe-id", ALICE) == 0
+    capsys.readouterr()
+    service.sync_revocations()  # (the thread's poll, now)
+    refusal = service.authorize_operator(alice_pem)
+    assert refusal is not None and "revoked" in refusal, refusal
+    alice_serial = x509.load_pem_x509_certificate(alice_pem.encode()).serial_number
+    assert alice_serial in crl_serials(service.crl_pem())  # and every sidecar's CRL refuses it
+    # Neither writer lost the other's revocations.
+    assert alice_serial in stored_serials(ca_dir) and len(stored_serials(ca_dir)) == 2
+    assert held_serial(service, "u1") == ours  # nothing of ours was revoked by it
+
+
+def test_a_certificate_held_here_and_revoked_elsewhere_is_replaced(
+    start_pki: Callable[..., PkiService], ca_dir: Path
+) -> None:
+    service = start_pki()
+    heard: list[IdentitySnapshot] = []
+    service.subscribe(heard.append)
+    held = service.snapshot.identities["u2"].info
+    store = FileRevocationStore(ca_dir)  # another writer: a replica sharing the directory
+    current, version = store.read()
+    assert store.write(current.revoke_certificate(held), version) is not None
+    service.sync_revocations()
+    assert held_serial(service, "u2") != held.serial
+    assert heard and heard[-1].identities["u2"].info.serial != held.serial  # the mesh is handed the new SVID
+    assert held.serial in heard[-1].revocations.serials
+
+
+def test_a_dropped_certificate_is_stored_by_the_thread(start_pki: Callable[..., PkiService], ca_dir: Path) -> None:
+    hosts = ["u1", "u2"]
+    service = start_pki(hosts=lambda _s: list(hosts))
+    dropped = held_serial(service, "u2")
+    hosts.remove("u2")
+    service.on_model_change(NodeWentDown(NodeId("n")), FabricState())  # any event: a full reconcile
+    assert dropped in service.snapshot.revocations.serials
+    deadline = time.monotonic() + 10
+    while dropped not in stored_serials(ca_dir):
+        assert time.monotonic() < deadline, "the dropped certificate's revocation was not stored"
+        time.sleep(0.05)
+
+
+def test_a_write_over_another_writers_change_is_refused(ca_dir: Path) -> None:
+    store = FileRevocationStore(ca_dir)
+    empty, version = store.read()
+    assert version is None and empty == RevocationList()
+    first = store.write(empty.revoke_certificate(cert(1)), version)
+    assert first is not None
+    assert store.write(empty.revoke_certificate(cert(2)), version) is None  # stale: read again
+    assert set(store.read()[0].serials) == {1}
+    assert store.write(store.read()[0].revoke_certificate(cert(2)), first) is not None
+
+
+def test_an_unreadable_list_stops_the_start_naming_the_file(start_pki: Callable[..., PkiService], ca_dir: Path) -> None:
+    (ca_dir / "revoked.json").write_text("{not json")
+    with pytest.raises(CaCorrupt, match=r"revoked\.json is unreadable"):
+        start_pki()
