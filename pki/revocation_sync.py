@@ -28,6 +28,8 @@ LOG = logging.getLogger("edgectl.pki.revocations")
 
 ATTEMPTS = 16
 """Compare-and-set rounds before a sync gives up until the next poll (another writer kept winning)."""
+REPEAT_LOG_S = 300.0
+"""The same failure to store is logged again after this long (a read-only CA directory: not every poll)."""
 _UNKNOWN = object()
 
 
@@ -94,6 +96,7 @@ class RevocationSync:
             LOG.error("revocation list not stored at stop: %s", exc)
 
     def _run(self) -> None:
+        last_error, last_logged = "", 0.0
         while not self._stopping.is_set():
             self._wake.wait(self._poll_s)
             self._wake.clear()
@@ -102,7 +105,12 @@ class RevocationSync:
             try:
                 self._sync()
             except Exception as exc:  # a full disk, etcd away: memory still holds it, tried again
-                LOG.warning("revocation list not stored (tried again in %.0f s): %s", self._poll_s, exc)
+                now = time.monotonic()
+                if str(exc) != last_error or now - last_logged >= REPEAT_LOG_S:  # not a line every poll
+                    LOG.warning("revocation list not stored (tried again every %.0f s): %s", self._poll_s, exc)
+                    last_error, last_logged = str(exc), now
+            else:
+                last_error = ""
             self._stopping.wait(self._min_interval_s)
 
     def _sync(self) -> None:

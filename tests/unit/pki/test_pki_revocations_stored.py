@@ -198,3 +198,53 @@ def test_an_unreadable_list_stops_the_start_naming_the_file(start_pki: Callable[
     (ca_dir / "revoked.json").write_text("{not json")
     with pytest.raises(CaCorrupt, match=r"revoked\.json is unreadable"):
         start_pki()
+
+
+class FlakyStore:
+    """A store in memory that fails while ``failing`` (a full disk, etcd away)."""
+
+    def __init__(self) -> None:
+        self.revocations, self.revision, self.failing = RevocationList(), 0, False
+
+    def version(self) -> object:
+        return self.revision or None
+
+    def read(self) -> tuple[RevocationList, object]:
+        return self.revocations, self.version()
+
+    def write(self, revocations: RevocationList, expected: object) -> object | None:
+        if self.failing:
+            raise OSError(28, "No space left on device")
+        if expected != self.version():
+            return None
+        self.revocations, self.revision = revocations, self.revision + 1
+        return self.revision
+
+
+def test_a_store_that_fails_loses_nothing_and_is_caught_up(caplog: pytest.LogCaptureFixture) -> None:
+    from pki.identities import IdentityManager
+    from pki.revocation_sync import RevocationSync
+    from tests.unit.pki.pki_helpers import FakeIssuer
+
+    store, manager = FlakyStore(), IdentityManager(FakeIssuer())
+    sync = RevocationSync(store, manager, lambda _c: None, clock=lambda: NOW, poll_s=0.01, min_interval_s=0.01)
+    sync.load()
+    manager.reconcile({"u1": U1}, NOW)
+    store.failing = True
+    sync.start()
+    try:
+        manager.rotate(U1, NOW)  # in force here at once, whatever the store does
+        revoked = set(manager.snapshot.revocations.serials)
+        sync.kick()
+        deadline = time.monotonic() + 5
+        while "No space left" not in caplog.text:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.2)  # ~20 more failed polls: logged once
+        assert caplog.text.count("revocation list not stored") == 1, caplog.text
+        store.failing = False
+        while set(store.revocations.serials) != revoked:
+            assert time.monotonic() < deadline, "the list was not stored once the store came back"
+            time.sleep(0.01)
+    finally:
+        sync.stop()
