@@ -20,8 +20,8 @@ class EtcdRevocationStore:
         self._key = root.rstrip(b"/") + b"/revocations"
 
     def version(self) -> object:
-        kv = self._client.get(self._key)
-        return kv.mod_revision if kv is not None else None
+        kvs, _revision = self._client.get_prefix(self._key, keys_only=True)  # (the revision, not the list)
+        return next((kv.mod_revision for kv in kvs if kv.key == self._key), None)
 
     def read(self) -> tuple[RevocationList, object]:
         try:

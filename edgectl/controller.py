@@ -52,7 +52,9 @@ if TYPE_CHECKING:  # the servers are imported only when start() runs them (os-ke
     from edgectl.desired_state import DesiredState
     from edgectl.git_sync import GitSync
     from meshctl.xds_grpc import MeshServer
+    from pki.identities import IdentitySnapshot
     from pki.join_token_store import TokenStore
+    from pki.revocation_store import RevocationStore
     from pki.service import PkiService
     from placement.convergence import Progress
     from placement.grpc_api import PlacementServer
@@ -196,12 +198,14 @@ class Controller:
             from pki.identities import identities_view
             from pki.service import PkiService
 
-            revocations: dict[str, Any] = {}
+            shared: list[RevocationStore] = []
             if self.cluster is not None:  # one list for every replica: what one revokes, all refuse
                 from cluster.revocations import EtcdRevocationStore
 
-                revocations["revocation_store"] = EtcdRevocationStore(self.cluster.client, self.cluster.root)
-            pki = self.pki = PkiService.from_options(self.config.pki, lambda: self.bus.state, **revocations).start()
+                shared.append(EtcdRevocationStore(self.cluster.client, self.cluster.root))
+            pki = self.pki = PkiService.from_options(
+                self.config.pki, lambda: self.bus.state, shared_revocations=shared
+            ).start()
             trust_domain = pki.trust_domain
             # Subscribed before meshctl: a workload's SVID exists before any endpoint points at it.
             self.bus.subscribe(pki)
@@ -240,15 +244,19 @@ class Controller:
             )
             from edgectl.pki_http import NODE_REVOCATIONS_PATH, node_revocation_route
 
-            def node_revoked(_node: str) -> None:  # its open watches check their caller again at once
-                if self.agents is not None:
-                    self.agents.servicer.recheck_watches()
-
             self.http.add_route(
-                NODE_REVOCATIONS_PATH,
-                node_revocation_route(pki, http_host=self.config.http_host, revoked=node_revoked),
-                method="POST",
+                NODE_REVOCATIONS_PATH, node_revocation_route(pki, http_host=self.config.http_host), method="POST"
             )
+            revoked_identities = [pki.snapshot.revocations.identities]
+
+            def identities_revoked(snapshot: IdentitySnapshot) -> None:
+                """A node revoked (here, or at another writer of the stored list): its agent's open watches
+                check their caller again at once."""
+                if snapshot.revocations.identities - revoked_identities[0] and self.agents is not None:
+                    self.agents.servicer.recheck_watches()
+                revoked_identities[0] = snapshot.revocations.identities
+
+            pki.subscribe(identities_revoked)
             self.metrics.sources.identities = lambda: pki.snapshot
             self.metrics.observe_identities(pki.snapshot)  # those issued as the PKI started
             pki.subscribe(self.metrics.observe_identities)

@@ -144,6 +144,14 @@ class CertificateNotes:
         revocations = snapshot.revocations
         serials = frozenset(revocations.serials)
         newly = sorted(serials - self._revoked)
+        new_identities = sorted(revocations.identities - self._revoked_identities)
+        self._revoked, self._revoked_identities = serials, revocations.identities
+        if len(newly) + len(new_identities) > self._listed:  # a stored list loaded at start, a mass revocation
+            self._note(
+                "CertificateRevoked",
+                f"{len(newly)} certificates and {len(new_identities)} identities on the revocation list",
+            )
+            return
         if newly:  # whose they were: the certificates of the last snapshot or of this one
             known = {svid.info.serial: str(svid.spiffe_id) for svid in before.values()}
             known.update({svid.info.serial: str(svid.spiffe_id) for svid in snapshot.identities.values()})
@@ -151,6 +159,5 @@ class CertificateNotes:
             whose = known.get(serial, "a certificate")
             until = _utc(revocations.serials[serial])
             self._note("CertificateRevoked", f"{whose}: serial {serial:x} revoked (it expires {until})")
-        for identity in sorted(revocations.identities - self._revoked_identities):
+        for identity in new_identities:
             self._note("CertificateRevoked", f"identity {identity} revoked: none of its certificates is accepted")
-        self._revoked, self._revoked_identities = serials, revocations.identities

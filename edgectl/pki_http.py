@@ -11,12 +11,11 @@ otherwise), so repeated calls cannot grow the revocation list without bound.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edgectl.http_access import loopback_only
 from netmodel.ids import NodeId
-from pki.errors import PkiError, RotationTooSoon
+from pki.errors import PkiError, RevocationsUnavailable, RotationTooSoon
 
 if TYPE_CHECKING:  # the HTTP server and the CA are imported only when a controller runs
     from edgectl.http_api import PostRoute
@@ -42,7 +41,9 @@ def rotate_route(pki: PkiService, *, http_host: str) -> PostRoute:
         except PkiError as exc:
             return 400, {"error": str(exc)}
         rotated = sorted(subject for subject, _spiffe_id, _why in changes.issued)
-        return 200, {"spiffe_id": spiffe_id, "rotated": rotated, "version": pki.snapshot.version}
+        # "stored": false: in force here, but a restart before the store comes back would forget it.
+        reply = {"spiffe_id": spiffe_id, "rotated": rotated, "version": pki.snapshot.version}
+        return 200, reply | {"stored": pki.revocations_stored}
 
     return loopback_only(
         rotate, http_host=http_host, what="forced rotation", instead="use edgectl pki rotate --dir on the CA"
@@ -86,13 +87,13 @@ def join_token_route(tokens: TokenStore, trust_domain: str, *, http_host: str) -
 NODE_REVOCATIONS_PATH = "/api/v1/pki/node-revocations"
 
 
-def node_revocation_route(
-    pki: PkiService, *, http_host: str, revoked: Callable[[str], None] = lambda _node: None
-) -> PostRoute:
+def node_revocation_route(pki: PkiService, *, http_host: str) -> PostRoute:
     """``POST /api/v1/pki/node-revocations`` {"node": N}: revoke compute node N's identity now (a stolen
-    or retired node): every node SVID of N is refused on every agent API call, renewal included, and
-    ``revoked(N)`` ends N's open watches. {"node": N, "restore": true} accepts N again (its agent attests
-    with a new join token). 200 {"node", "spiffe_id", "revoked"}; loopback only, like a forced rotation."""
+    or retired node): every node SVID of N is refused on every agent API call, renewal included, and the
+    PKI's listeners end N's open watches. {"node": N, "restore": true} accepts N again (its agent attests
+    with a new join token). 200 {"node", "spiffe_id", "revoked", "stored"} ("stored": false: in force, but not
+    yet in the stored revocation list); 503 for a restore that cannot be stored (it stays revoked). Loopback
+    only, like a forced rotation."""
     from pki.policy import node_spiffe_id
 
     def revoke(state: FabricState, body: Any) -> tuple[int, Any]:
@@ -105,14 +106,17 @@ def node_revocation_route(
         except PkiError as exc:
             return 400, {"error": str(exc)}
         if restore:
-            pki.restore_node(node)
+            try:
+                pki.restore_node(node)
+            except RevocationsUnavailable as exc:  # a restore is in force only once it is stored
+                return 503, {"error": str(exc)}
             LOG.warning("node identity %s restored: the node may attest again", spiffe_id)
         else:
-            pki.revoke_node(node)
-            revoked(node)
+            pki.revoke_node(node)  # its listeners (the agent API) end the node's open watches
             known = "" if NodeId(node) in state.nodes else " (not a node of the fabric)"
             LOG.warning("node identity %s revoked%s: its agent is refused from now on", spiffe_id, known)
-        return 200, {"node": node, "spiffe_id": spiffe_id, "revoked": pki.node_revoked(node)}
+        reply = {"node": node, "spiffe_id": spiffe_id, "revoked": pki.node_revoked(node)}
+        return 200, reply | {"stored": pki.revocations_stored}
 
     return loopback_only(
         revoke, http_host=http_host, what="revoking a node identity", instead="run it on the controller's machine"

@@ -384,9 +384,19 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         print(
             f"controller {args.controller}: rotated {args.spiffe_id} (subjects: {subjects}), old certificates revoked"
         )
+        _warn_if_not_stored(reply)
     if args.dir:
         return _rotate_in_directory(args)
     return 0
+
+
+def _warn_if_not_stored(reply: dict[str, Any]) -> None:
+    if reply.get("stored") is False:
+        print(
+            "warning: the controller could not store its revocation list (see its log): in force now, but a restart"
+            " before it is stored forgets it",
+            file=sys.stderr,
+        )
 
 
 def parse_duration(text: str) -> int:
@@ -471,6 +481,7 @@ def cmd_revoke_node(args: argparse.Namespace) -> int:
     reply = _post_to_controller(args.http, "/api/v1/pki/node-revocations", body)
     state = "revoked: its agent is refused from now on" if reply.get("revoked") else "accepted again"
     print(f"node {reply['node']} ({reply.get('spiffe_id', '')}): {state}")
+    _warn_if_not_stored(reply)
     return 0
 
 

@@ -461,12 +461,22 @@ class RevocationList:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> RevocationList:
+    def from_dict(cls, data: object) -> RevocationList:
+        """From ``as_dict``'s shape; raises ``ValueError`` saying what is wrong with any other."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"revocation list: expected an object, not {type(data).__name__}")
         raw_serials = data.get("serials", {})
         raw_identities = data.get("identities", [])
         if not isinstance(raw_serials, Mapping) or not isinstance(raw_identities, list):
             raise ValueError("revocation list: 'serials' must be an object and 'identities' a list")
-        serials = {int(str(serial), 16): int(not_after) for serial, not_after in raw_serials.items()}
+        serials: dict[int, int] = {}
+        for serial, not_after in raw_serials.items():
+            if not isinstance(not_after, int) or isinstance(not_after, bool):
+                raise ValueError(f"revocation list: serial {serial!r}: its expiry is not an integer: {not_after!r}")
+            try:
+                serials[int(str(serial), 16)] = not_after
+            except ValueError:
+                raise ValueError(f"revocation list: {serial!r} is not a hexadecimal serial") from None
         identities = frozenset(str(parse_spiffe_id(str(spiffe_id))) for spiffe_id in raw_identities)
         return cls(frozen_map(serials), identities)
 
@@ -479,8 +489,7 @@ def merge_revocations(base: RevocationList, ours: RevocationList, theirs: Revoca
     An identity is as ``theirs`` has it, except where ``ours`` revoked or restored it since ``base``."""
     if theirs is base or theirs == base:
         return ours
-    if ours is base or ours == base:
-        return theirs
+    # Our map whenever theirs adds nothing to it: the CRL is signed anew only when its serials change.
     serials: Mapping[int, int] = ours.serials
     if not theirs.serials.keys() <= ours.serials.keys():
         serials = frozen_map({**theirs.serials, **ours.serials})

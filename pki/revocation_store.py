@@ -61,9 +61,10 @@ class FileRevocationStore:
         with self._locked() as directory_fd:
             if self.version() != expected:
                 return None
+            crl = self._sign_crl(revocations) if self._sign_crl is not None else None  # (fails before a write)
             write_revocations(self.layout, revocations)
-            if self._sign_crl is not None:
-                replace_file(self.layout.crl, self._sign_crl(revocations).encode(), PUBLIC_MODE)
+            if crl is not None:
+                replace_file(self.layout.crl, crl.encode(), PUBLIC_MODE)
             os.fsync(directory_fd)  # the renames themselves are durable
             return self.version()
 

@@ -78,8 +78,15 @@ class RevocationSync:
         return self
 
     def kick(self) -> None:
-        """The manager's list may have changed: store it soon (any thread, never blocks)."""
-        self._wake.set()
+        """The manager's list may have changed: store it soon (any thread; once stopped, at once on the
+        caller's: a certificate dropped while the controller winds down is stored too)."""
+        if not self._stopping.is_set():
+            self._wake.set()
+            return
+        try:
+            self._sync()
+        except Exception as exc:
+            LOG.error("revocation list not stored while stopping: %s", exc)
 
     def flush(self) -> None:
         """Store the manager's list now, on this thread (raises what the store raises)."""
@@ -114,11 +121,18 @@ class RevocationSync:
             self._stopping.wait(self._min_interval_s)
 
     def _sync(self) -> None:
+        changes = self._sync_locked()
+        if changes is not None:  # listeners are not called under the lock: a flush never waits on them
+            self._on_change(changes)
+
+    def _sync_locked(self) -> IdentityChanges | None:
+        """One round: what memory changed is written, what the store gained is taken in (the manager's
+        changes then, for the listeners)."""
         with self._lock:
             ours = self._manager.snapshot.revocations
             version = self.store.version()
             if ours is self._synced and version == self._version:
-                return
+                return None
             for _ in range(ATTEMPTS):
                 if version == self._version:
                     theirs = self._base
@@ -133,13 +147,12 @@ class RevocationSync:
                         continue
                     version = written
                 self._base, self._version, self._synced = stored, version, ours
-                if merged.identities != ours.identities or not merged.serials.keys() <= ours.serials.keys():
-                    changes = self._manager.merge_revocations(ours, merged, self._clock())
-                    LOG.warning(
-                        "revocations from the stored list taken in: %d certificates, %d identities revoked",
-                        len(merged.serials.keys() - ours.serials.keys()),
-                        len(merged.identities - ours.identities),
-                    )
-                    self._on_change(changes)
-                return
+                if merged.identities == ours.identities and merged.serials.keys() <= ours.serials.keys():
+                    return None
+                LOG.warning(
+                    "revocations from the stored list taken in: %d certificates, %d identities revoked",
+                    len(merged.serials.keys() - ours.serials.keys()),
+                    len(merged.identities - ours.identities),
+                )
+                return self._manager.merge_revocations(ours, merged, self._clock())
             raise RuntimeError(f"the stored revocation list kept changing: {ATTEMPTS} attempts")

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ from netmodel.events import Event, workloads_touched
 from netmodel.ids import NodeId, WorkloadId
 from netmodel.state import FabricState
 from pki.authz import check_node_caller, check_operator, check_xds_node
-from pki.errors import InvalidSpiffeId, PkiError, RotationTooSoon
+from pki.errors import InvalidSpiffeId, PkiError, RevocationsUnavailable, RotationTooSoon
 from pki.identities import IdentityChanges, IdentityManager, IdentitySnapshot, Issuer, desired_identities
 from pki.policy import FORCED_ROTATION_INTERVAL_S, forced_rotation_wait, host_spiffe_id
 from pki.revocation_sync import RevocationSync
@@ -105,7 +105,7 @@ class PkiService:
         clock: Callable[[], float] = time.time,
         max_sleep_s: float = 30.0,
         forced_rotation_interval_s: float = FORCED_ROTATION_INTERVAL_S,
-        revocation_store: RevocationStore | None = None,
+        revocation_stores: Sequence[RevocationStore] = (),
     ) -> None:
         self.issuer = issuer
         self._forced_interval_s = forced_rotation_interval_s
@@ -120,12 +120,12 @@ class PkiService:
         self._notify_lock = threading.Lock()
         self._last_refused: tuple[tuple[str, str], ...] = ()
         self._timer = RotationTimer(self.manager, self._changed, clock=clock, max_sleep_s=max_sleep_s)
-        self._revocations = (
-            RevocationSync(revocation_store, self.manager, self._changed, clock=clock)
-            if revocation_store is not None
-            else None
-        )
-        """Keeps the revocation list where it outlives this process (None: in memory only)."""
+        self._revocations = [
+            RevocationSync(store, self.manager, self._changed, clock=clock) for store in revocation_stores
+        ]
+        """Keep the revocation list where it outlives this process (none: in memory only)."""
+        self.revocations_stored = True
+        """Whether the last operator revocation was stored everywhere (``sync_revocations``)."""
         self._peers: dict[bytes, _PeerCertificate] = {}
         """SHA-256 of a client certificate's PEM -> what was read from it (``_peer``, on every xDS message)."""
         self._peers_lock = threading.Lock()
@@ -136,20 +136,27 @@ class PkiService:
         self._crl_lock = threading.Lock()
 
     @classmethod
-    def from_options(cls, options: PkiRunOptions, state: Callable[[], FabricState], **kwargs: Any) -> PkiService:
+    def from_options(
+        cls,
+        options: PkiRunOptions,
+        state: Callable[[], FabricState],
+        *,
+        shared_revocations: Sequence[RevocationStore] = (),
+        **kwargs: Any,
+    ) -> PkiService:
         """From ``pki.cli.run_options(args)``: load the CA (raises ``PkiError`` with a one-line reason). The
-        revocation list is kept in the CA directory (``revoked.json``, and ``crl.pem`` signed with it)
-        unless ``revocation_store`` says where else."""
+        revocation list is kept in the CA directory (``revoked.json``, and ``crl.pem`` signed with it, the
+        files ``edgectl pki rotate --dir`` writes) and in each of ``shared_revocations`` (a replicated
+        controller's etcd): what one of them gains is taken in and written to the others."""
         from pki.ca import CertificateAuthority
         from pki.revocation_store import FileRevocationStore
 
         ca = CertificateAuthority.load(options.directory, options.passphrase, ttl_s=options.svid_ttl_s)
         clock = kwargs.get("clock", time.time)
-        if "revocation_store" not in kwargs:
-            kwargs["revocation_store"] = FileRevocationStore(
-                options.directory, sign_crl=lambda revocations: ca.crl_pem(revocations, clock())
-            )
-        return cls(ca, state, **kwargs)
+        in_directory = FileRevocationStore(
+            options.directory, sign_crl=lambda revocations: ca.crl_pem(revocations, clock())
+        )
+        return cls(ca, state, revocation_stores=(in_directory, *shared_revocations), **kwargs)
 
     @property
     def snapshot(self) -> IdentitySnapshot:
@@ -160,30 +167,33 @@ class PkiService:
         self._listeners.append(listener)
 
     def start(self) -> PkiService:
-        if self._revocations is not None:
-            self._revocations.load()  # before anything is issued: a revoked identity gets nothing
+        for stored in self._revocations:
+            stored.load()  # before anything is issued: a revoked identity gets nothing
         self._reconcile(self._state(), rotate_due=True)
         self._timer.start()
-        if self._revocations is not None:
-            self._revocations.start()
+        for stored in self._revocations:
+            stored.start()
         LOG.info("PKI for spiffe://%s: %d identities issued", self.trust_domain, len(self.manager.snapshot.identities))
         return self
 
     def stop(self) -> None:
         self._timer.stop()
-        if self._revocations is not None:
-            self._revocations.stop()
+        for stored in self._revocations:
+            stored.stop()
 
-    def sync_revocations(self) -> None:
-        """Store the revocation list now and take in what another writer added to the stored one (the
-        thread does both every few seconds). An operator's revocation is stored before it is answered;
-        if the store fails it is in force here all the same, and the thread tries again."""
-        if self._revocations is None:
-            return
-        try:
-            self._revocations.flush()
-        except Exception as exc:
-            LOG.error("revocation list not stored yet (in force here; tried again every few seconds): %s", exc)
+    def sync_revocations(self) -> bool:
+        """Store the revocation list now and take in what other writers added to the stored ones (the
+        threads do both every few seconds); False if a store failed. An operator's revocation is stored
+        before it is answered; if a store fails it is in force here all the same, and is tried again."""
+        stored_everywhere = True
+        for stored in self._revocations:
+            try:
+                stored.flush()
+            except Exception as exc:
+                LOG.error("revocation list not stored (in force here; tried again every few seconds): %s", exc)
+                stored_everywhere = False
+        self.revocations_stored = stored_everywhere
+        return stored_everywhere
 
     def on_model_change(self, event: Event, state: FabricState) -> None:
         """Bus subscriber (model writer thread): issue what new or moved workloads need, nothing more. An
@@ -306,9 +316,17 @@ class PkiService:
         """Accept node ``node``'s identity again (after ``revoke_node``); the agent attests anew."""
         from pki.policy import node_spiffe_id
 
-        changes = self.manager.restore_identity(node_spiffe_id(self.trust_domain, node), self._clock())
+        spiffe_id = node_spiffe_id(self.trust_domain, node)
+        changes = self.manager.restore_identity(spiffe_id, self._clock())
+        if not changes.changed:
+            return changes
+        if not self.sync_revocations():
+            # Undone: a restore that only this process knows of could be merged away later (a writer that
+            # restored and revoked it again meanwhile looks unchanged), or revive the revocation after a
+            # restart. A revocation kept in memory only errs the safe way; a restore does not.
+            self.manager.revoke_identity(spiffe_id, self._clock())
+            raise RevocationsUnavailable(f"{spiffe_id} stays revoked: the revocation list cannot be stored now")
         self._changed(changes)
-        self.sync_revocations()
         return changes
 
     def node_revoked(self, node: str) -> bool:
@@ -388,5 +406,5 @@ class PkiService:
                     listener(snapshot)
                 except Exception:
                     LOG.exception("identity listener failed")
-        if self._revocations is not None:
-            self._revocations.kick()  # stored by its thread (if the list changed), not on the model writer
+        for stored in self._revocations:
+            stored.kick()  # stored by its thread (if the list changed), not on the model writer

@@ -84,6 +84,18 @@ def test_many_certificates_at_once_are_one_summary_entry() -> None:
     assert noted == [("CertificateIssued", "40 certificates issued (0 of them rotations)", {})]
 
 
+def test_a_long_revocation_list_loaded_at_start_is_one_summary_entry() -> None:
+    from netmodel.ids import SpiffeId
+    from pki.identities import IdentitySnapshot
+    from pki.policy import CertInfo, RevocationList
+
+    noted, note = recorder()
+    u1 = SpiffeId(host_spiffe_id(TD, "u1"))
+    revoked = RevocationList().revoke_certificates(CertInfo(u1, n, int(NOW), int(NOW) + 3600) for n in range(40))
+    CertificateNotes(note)(IdentitySnapshot(revocations=revoked))
+    assert noted == [("CertificateRevoked", "40 certificates and 0 identities on the revocation list", {})]
+
+
 def test_an_xds_nack_seen_on_a_real_stream_is_noted_with_node_type_and_a_short_error() -> None:
     noted, note = recorder()
     cache = cache_for(placed_state(), MeshConfig(tcp_services=frozenset({"db"})))

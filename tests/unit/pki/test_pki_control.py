@@ -183,13 +183,14 @@ def test_a_node_identity_is_refused_once_revoked_removed_from_the_fabric_or_expi
 def test_the_node_revocation_route_is_loopback_only_and_revokes_and_restores(service: PkiService) -> None:
     from edgectl.pki_http import node_revocation_route
 
-    told: list[str] = []
-    route = node_revocation_route(service, http_host="127.0.0.1", revoked=told.append)
+    told: list[frozenset[str]] = []  # what listeners (the agent API's open watches, the mesh) hear
+    service.subscribe(lambda snapshot: told.append(snapshot.revocations.identities))
+    route = node_revocation_route(service, http_host="127.0.0.1")
     assert route(FabricState(), {"nope": 1})[0] == 400
     assert route(FabricState(), {"node": "a/b"})[0] == 400  # not a SPIFFE path segment
     code, body = route(FabricState(), {"node": "ea-n1"})
     assert code == 200 and body["revoked"] is True and body["spiffe_id"] == f"spiffe://{TD}/node/ea-n1"
-    assert service.node_revoked("ea-n1") and told == ["ea-n1"]
+    assert service.node_revoked("ea-n1") and told == [{f"spiffe://{TD}/node/ea-n1"}]
     code, body = route(FabricState(), {"node": "ea-n1", "restore": True})
     assert code == 200 and body["revoked"] is False and not service.node_revoked("ea-n1")
     code, body = node_revocation_route(service, http_host="0.0.0.0")(FabricState(), {"node": "ea-n1"})

@@ -42,7 +42,7 @@ def test_a_serial_revoked_on_either_side_stays_revoked() -> None:
     ours, theirs = base.revoke_certificate(cert(2)), base.revoke_certificate(cert(3))
     assert set(merge_revocations(base, ours, theirs).serials) == {1, 2, 3}
     assert merge_revocations(base, ours, base) is ours  # nothing new on their side: ours, as it is
-    assert merge_revocations(base, base, theirs) is theirs
+    assert merge_revocations(base, base, theirs) == theirs
     assert merge_revocations(base, ours, ours.revoke_certificate(cert(1))) is ours  # a subset adds nothing
 
 
@@ -54,6 +54,10 @@ def test_identities_follow_the_side_that_changed_them() -> None:
     assert merge_revocations(base, ours, theirs).identities == {node_c}
     # Their revocation of an identity we never touched is kept; our restore of one they left is too.
     assert merge_revocations(base, ours, base.revoke_identity(U1)).identities == {node_b, node_c, U1}
+    # An identity taken in keeps our serials map (the same map: the same CRL, no new bundle to every sidecar).
+    listed = base.revoke_certificate(cert(1))
+    parsed = RevocationList.from_dict(listed.revoke_identity(U1).as_dict())
+    assert merge_revocations(listed, listed, parsed).serials is listed.serials
 
 
 # -- the CA directory ------------------------------------------------------------------------------
@@ -194,8 +198,14 @@ def test_a_write_over_another_writers_change_is_refused(ca_dir: Path) -> None:
     assert store.write(store.read()[0].revoke_certificate(cert(2)), first) is not None
 
 
-def test_an_unreadable_list_stops_the_start_naming_the_file(start_pki: Callable[..., PkiService], ca_dir: Path) -> None:
-    (ca_dir / "revoked.json").write_text("{not json")
+@pytest.mark.parametrize(
+    "text",
+    ["{not json", "[]", '{"serials": {"1": null}}', '{"serials": {"zz": 1}}', '{"identities": ["not-an-id"]}'],
+)
+def test_an_unreadable_list_stops_the_start_naming_the_file(
+    start_pki: Callable[..., PkiService], ca_dir: Path, text: str
+) -> None:
+    (ca_dir / "revoked.json").write_text(text)
     with pytest.raises(CaCorrupt, match=r"revoked\.json is unreadable"):
         start_pki()
 
@@ -248,3 +258,91 @@ def test_a_store_that_fails_loses_nothing_and_is_caught_up(caplog: pytest.LogCap
             time.sleep(0.01)
     finally:
         sync.stop()
+
+
+class RacingStore(FlakyStore):
+    """Another writer commits between this writer's read and its write, once."""
+
+    def __init__(self, theirs: RevocationList) -> None:
+        super().__init__()
+        self.theirs: RevocationList | None = theirs
+
+    def write(self, revocations: RevocationList, expected: object) -> object | None:
+        if self.theirs is not None:
+            self.revocations, self.revision, self.theirs = self.theirs, self.revision + 1, None
+        return super().write(revocations, expected)
+
+
+def test_a_write_that_lost_the_race_is_merged_with_the_winner_and_both_are_kept() -> None:
+    from pki.identities import IdentityManager
+    from pki.revocation_sync import RevocationSync
+    from tests.unit.pki.pki_helpers import FakeIssuer
+
+    theirs = RevocationList().revoke_certificate(cert(5, ALICE)).revoke_identity(node_spiffe_id(TD, "n9"))
+    store, manager = RacingStore(theirs), IdentityManager(FakeIssuer())
+    heard: list[object] = []
+    sync = RevocationSync(store, manager, heard.append, clock=lambda: NOW)
+    sync.load()
+    manager.reconcile({"u1": U1}, NOW)
+    ours = manager.snapshot.identities["u1"].info.serial
+    manager.rotate(U1, NOW)
+    sync.flush()
+    assert set(store.revocations.serials) == {5, ours} and store.revocations.identities == theirs.identities
+    assert set(manager.snapshot.revocations.serials) == {5, ours}  # theirs taken in, and listeners told
+    assert heard and manager.snapshot.revocations.identities == theirs.identities
+
+
+def test_a_restore_that_cannot_be_stored_is_undone_and_a_revocation_stays_in_force() -> None:
+    from pki.errors import RevocationsUnavailable
+    from tests.unit.pki.pki_helpers import FakeIssuer
+
+    store = FlakyStore()
+    service = PkiService(FakeIssuer(), FabricState, clock=lambda: NOW, revocation_stores=[store]).start()
+    try:
+        service.revoke_node("ea-n1")
+        assert service.revocations_stored and node_spiffe_id(TD, "ea-n1") in store.revocations.identities
+        store.failing = True
+        with pytest.raises(RevocationsUnavailable, match="stays revoked"):
+            service.restore_node("ea-n1")
+        assert service.node_revoked("ea-n1")  # a restore only this process knew of could be merged away later
+        service.revoke_node("ea-n2")
+        assert service.node_revoked("ea-n2") and not service.revocations_stored  # in force, said not stored
+        store.failing = False
+        service.restore_node("ea-n1")
+        assert not service.node_revoked("ea-n1") and service.revocations_stored
+        assert store.revocations.identities == {node_spiffe_id(TD, "ea-n2")}
+    finally:
+        service.stop()
+
+
+def test_the_thread_takes_in_what_another_writer_stored(ca_dir: Path) -> None:
+    from pki.identities import IdentityManager
+    from pki.revocation_sync import RevocationSync
+    from tests.unit.pki.pki_helpers import FakeIssuer
+
+    manager = IdentityManager(FakeIssuer())
+    sync = RevocationSync(FileRevocationStore(ca_dir), manager, lambda _c: None, clock=lambda: NOW, poll_s=0.05)
+    sync.load()
+    sync.start()
+    try:
+        other = FileRevocationStore(ca_dir)  # `pki rotate --dir`, from another process
+        current, version = other.read()
+        assert other.write(current.revoke_certificate(cert(77, ALICE)), version) is not None
+        deadline = time.monotonic() + 5
+        while 77 not in manager.snapshot.revocations.serials:
+            assert time.monotonic() < deadline, "the stored revocation was not taken in by the thread"
+            time.sleep(0.02)
+    finally:
+        sync.stop()
+
+
+def test_a_certificate_dropped_while_the_controller_stops_is_stored_too(
+    start_pki: Callable[..., PkiService], ca_dir: Path
+) -> None:
+    hosts = ["u1", "u2"]
+    service = start_pki(hosts=lambda _s: list(hosts))
+    dropped = held_serial(service, "u2")
+    service.stop()  # the controller stops its PKI before the model writer's last events
+    hosts.remove("u2")
+    service.on_model_change(NodeWentDown(NodeId("n")), FabricState())
+    assert dropped in stored_serials(ca_dir)
