@@ -1,4 +1,4 @@
-"""The revocation list shared by the replicas: one etcd key (``<root>/revocations``) instead of the CA
+"""The revocation list shared by the replicas: one etcd key (``<root>/revocations``), kept beside the CA
 directory's ``revoked.json`` (adapter). Same interface as ``pki.revocation_store.FileRevocationStore``:
 a certificate revoked at one replica (an eviction, a forced rotation) or a node cut off there is refused
 by every replica's sidecars, and by a replica started later. A write is a transaction that succeeds only

@@ -3,8 +3,8 @@
 A running controller's revocations (an evicted workload's certificate, a forced rotation, a node cut off)
 and ``pki rotate --dir``'s are one list: each writer merges what the other changed
 (``pki.policy.merge_revocations``) and writes with a compare-and-set, so neither loses the other's. Every
-``RevocationStore`` has the same three calls; a replicated controller keeps the list in etcd instead
-(``cluster.revocations.EtcdRevocationStore``).
+``RevocationStore`` has the same three calls; a replicated controller keeps the list in etcd as well
+(``cluster.revocations.EtcdRevocationStore``), one list for every replica.
 
 The file is replaced whole (temporary file, fsync, rename, directory fsync) under an exclusive ``flock``
 of the CA directory, and only if it is still the version the writer read; ``crl.pem`` beside it is

@@ -8,8 +8,10 @@ again), and what ``pki rotate --dir`` revokes in the CA directory would never re
 - A change in memory (``kick``) is written by the thread, at most every ``min_interval_s`` (an eviction
   revokes a certificate: a burst of them is one write, off the model writer); ``flush`` writes on the
   caller's thread, for an operator's revocation that must be stored before it is answered.
-- Every ``poll_s`` the stored version is looked at (a ``stat``, an etcd get): what another writer added
-  is merged in, and certificates it revoked here are replaced at once.
+- Every ``poll_s`` the stored version is looked at (a ``stat``, a keys-only etcd get): what another
+  writer added is merged in, and certificates it revoked here are replaced at once.
+One per store: with two (the CA directory and a replicated controller's etcd), what one gains is taken
+into memory and from there written to the other.
 A write that fails is logged and tried again at the next poll; memory stays authoritative meanwhile.
 """
 

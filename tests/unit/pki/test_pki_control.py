@@ -190,6 +190,7 @@ def test_the_node_revocation_route_is_loopback_only_and_revokes_and_restores(ser
     assert route(FabricState(), {"node": "a/b"})[0] == 400  # not a SPIFFE path segment
     code, body = route(FabricState(), {"node": "ea-n1"})
     assert code == 200 and body["revoked"] is True and body["spiffe_id"] == f"spiffe://{TD}/node/ea-n1"
+    assert body["stored"] is True  # (nothing to store it in here: in memory, which nothing failed to do)
     assert service.node_revoked("ea-n1") and told == [{f"spiffe://{TD}/node/ea-n1"}]
     code, body = route(FabricState(), {"node": "ea-n1", "restore": True})
     assert code == 200 and body["revoked"] is False and not service.node_revoked("ea-n1")
@@ -233,6 +234,21 @@ def test_edgectl_pki_revoke_node_asks_the_controller(service: PkiService, capsys
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_cli_warns_when_the_controller_could_not_store_a_revocation(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pki import cli
+
+    replies = {"/api/v1/pki/node-revocations": {"node": "ea-n1", "revoked": True, "stored": False}}
+    monkeypatch.setattr(cli, "_post_to_controller", lambda _address, path, _body, *_rest: replies[path])
+    assert cli.main(["revoke-node", "--node", "ea-n1"]) == 0
+    captured = capsys.readouterr()
+    assert "revoked" in captured.out and "could not store its revocation list" in captured.err
+    replies["/api/v1/pki/node-revocations"]["stored"] = True
+    assert cli.main(["revoke-node", "--node", "ea-n1"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_an_event_that_names_its_workloads_is_reconciled_for_them_alone(monkeypatch: pytest.MonkeyPatch) -> None:
