@@ -351,8 +351,11 @@ def baseline_authorization(enabled: bool) -> Iterator[None]:
     def every_stream_on_placement(_event: Any, before: Any, after: Any) -> tuple[str, ...] | None:
         return None if before is None or any(a is not b for a, b in zip(before, after, strict=True)) else ()
 
-    def all_new(_served: Any, identities: Any, make: Any) -> tuple[dict[str, Any], list[str]]:
-        return {node: (svid, make(svid)) for node, svid in identities.items()}, list(identities)
+    def all_new(
+        _served: Any, _made: Any, identities: Any, make: Any, _only: Any
+    ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+        made = {node: result for node, svid in identities.items() if (result := make(svid)) is not None}
+        return dict(identities), made, list(identities)
 
     server: Any = xds_grpc  # the functions its MeshServer calls, swapped for the run
     saved = (PkiService.authorize_xds, server.model_rechecks, server.identity_changes)
@@ -363,6 +366,41 @@ def baseline_authorization(enabled: bool) -> Iterator[None]:
     finally:
         PkiService.authorize_xds = saved[0]  # type: ignore[method-assign]
         server.model_rechecks, server.identity_changes = saved[1:]
+
+
+def rounds_after_revocations(
+    pki: Any, spares: list[str], move_api: Any, watch_envoy: Any, seen_at: Any, publish: Any
+) -> dict[str, list[float]]:
+    """A forced rotation (a revocation, of an identity no stream holds) and an Envoy's own change published
+    right after it, in alternate rounds: with the streams that could show the revoked certificate rechecked
+    (none here), and, as before, every stream. Per mode: the rotation call's own time (what the caller, an
+    eviction's model writer, waits for the mesh to take the new identities), and the time until the Envoy
+    lists its change, both from the rotation's start."""
+    from meshctl import xds_grpc
+    from pki.policy import host_spiffe_id
+
+    server: Any = xds_grpc  # the function its MeshServer calls, swapped per round
+    targeted = server.revocation_rechecks
+    every_stream: Any = lambda *_args: None  # noqa: E731  (EVERY_STREAM)
+    modes = ("targeted", "every_stream")
+    measured: dict[str, list[float]] = {f"{mode}_{what}": [] for mode in modes for what in ("call", "envoy")}
+    try:
+        for round_no, spare in enumerate(spares):
+            mode = modes[round_no % 2]
+            server.revocation_rechecks = targeted if mode == "targeted" else every_stream
+            api_wanted, api_event = move_api()
+            watcher = watch_envoy("svc/api", api_wanted)
+            started_at = time.monotonic()
+            pki.rotate(host_spiffe_id(pki.trust_domain, spare))
+            measured[f"{mode}_call"].append((time.monotonic() - started_at) * 1000)
+            publish(api_event)
+            seen = seen_at(watcher)
+            if seen is not None:
+                measured[f"{mode}_envoy"].append((seen - started_at) * 1000)
+            time.sleep(0.2)
+    finally:
+        server.revocation_rechecks = targeted
+    return measured
 
 
 def run_variant(delta: bool, streams: int, rounds: int, procs: int, baseline: bool, mtls: bool) -> dict[str, Any]:
@@ -438,7 +476,9 @@ def _measure_variant(
     registry = CollectorRegistry()
     # Every host calls web; only the Envoy also calls api, so moving api concerns the Envoy alone.
     calls = {f"h{i:05d}": ("web",) for i in range(streams)} | {"envoy": ("web", "api")}
-    pki, tls_dir = stack.enter_context(mesh_pki(bus, sorted(calls), mtls))
+    # Spare host identities (no stream of theirs) for the forced-rotation rounds: each revokes one.
+    spares = [f"spare-{i}" for i in range(2 * rounds)]
+    pki, tls_dir = stack.enter_context(mesh_pki(bus, sorted(calls) + spares, mtls))
     tls = envoy_tls = None
     if pki is not None:
         control = pki.control_tls(ip_addresses=["127.0.0.1"])
@@ -581,6 +621,9 @@ def _measure_variant(
                 alone_pushed_ms.append((pushed - changed_at) * 1000)
             time.sleep(0.05)
             others_pushed += pushes() - before - 1
+        revocation_ms = (
+            rounds_after_revocations(pki, spares, move_api, watch_envoy, seen_at, bus.publish) if pki else {}
+        )
         tell_clients("quit")
         for client in clients:
             client.wait(20)
@@ -607,6 +650,7 @@ def _measure_variant(
             "envoy_alone_ms_max": round(max(alone_ms), 1) if alone_ms else None,
             "envoy_alone_pushed_ms_p50": p50(alone_pushed_ms),
             "other_streams_pushed_when_alone": others_pushed,
+            **{f"revocation_{key}_ms_p50": p50(ms) for key, ms in revocation_ms.items()},
             "missed": missing,
             "kib_per_stream": round((rss_after - rss_before) / 1024 / (streams + 1), 1),
         }

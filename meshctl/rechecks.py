@@ -4,7 +4,8 @@ A stream is authorized on its first request and before it serves anything after 
 a recheck also ends an idle stream that is no longer allowed. What authorizes a stream is the PKI's
 identities (a node's own SVID), its revocations, and for a node agent's SVID where the workload is
 placed: a change of one of those concerns the streams of the nodes it names. Rechecking every stream on
-every placement was ~1,000 wake-ups per placement at 1,000 sidecars (and as many authorizations).
+every placement was ~1,000 wake-ups per placement at 1,000 sidecars (and as many authorizations); on
+every revocation (each eviction, each forced rotation), as many again.
 """
 
 from __future__ import annotations
@@ -76,3 +77,36 @@ def identity_changes(
         if result is not None:
             new_made[node] = result
     return new_svids, new_made, changed
+
+
+def revocation_rechecks(
+    before: Any,
+    after: Any,
+    served_before: Mapping[str, Any],
+    served_after: Mapping[str, Any],
+    changed: Iterable[str],
+) -> tuple[str, ...] | None:
+    """The nodes whose streams a new revocation list may no longer allow: ``after`` replaces ``before``
+    (each with ``serials`` {serial: not_after} and ``identities``); ``served_before``/``served_after``:
+    node -> the SVID handed to SDS (``info.serial``, ``spiffe_id``); ``changed``: the nodes whose SVID is
+    new, replaced or gone. A stream is allowed only with a certificate of the SPIFFE id issued to its node
+    (or a node SVID, never revoked by serial here), so a newly revoked serial that was a changed node's
+    certificate (an eviction, a forced rotation) can be shown only on the streams of the nodes holding its
+    id: those, and the changed nodes, are rechecked. ``EVERY_STREAM`` for a newly revoked identity, or a
+    serial of a certificate not served here (issued by ``pki issue``, by another replica), or no list."""
+    before_ids, after_ids = getattr(before, "identities", None), getattr(after, "identities", None)
+    if before_ids is None or after_ids is None or after_ids - before_ids:
+        return EVERY_STREAM
+    nodes = set(changed)
+    newly = after.serials.keys() - before.serials.keys()
+    revoked_ids = set()
+    for node in nodes:
+        info = getattr(served_before.get(node), "info", None)
+        if info is not None and info.serial in newly:
+            newly = newly - {info.serial}
+            revoked_ids.add(info.spiffe_id)
+    if newly:
+        return EVERY_STREAM
+    if revoked_ids:  # (one node per SPIFFE id as placement names them; shared ids are looked for all the same)
+        nodes.update(node for node, svid in served_after.items() if svid.spiffe_id in revoked_ids)
+    return tuple(sorted(nodes))

@@ -31,7 +31,7 @@ from meshctl.listen import bind, host_for_grpc, remove_stale_socket, strip_unix_
 from meshctl.metrics import XdsMetrics
 from meshctl.publisher import SnapshotPublisher
 from meshctl.readiness import SidecarReadiness
-from meshctl.rechecks import EVERY_STREAM, identity_changes, model_rechecks, placement_of
+from meshctl.rechecks import EVERY_STREAM, identity_changes, model_rechecks, placement_of, revocation_rechecks
 from meshctl.servicer import (
     SERVICE,
     AdsServicer,
@@ -310,9 +310,8 @@ class MeshServer:
         # served last, only those are looked at (a placement's new identity, not 10,000).
         changed_from = getattr(snapshot, "changed_from", None)
         only = changed_from[1] if changed_from is not None and changed_from[0] == self._served_version else None
-        svids, tls, changed = identity_changes(
-            self._served_svids, self._served_tls, snapshot.identities, _tls_identity, only
-        )
+        served_before, identities = self._served_svids, snapshot.identities
+        svids, tls, changed = identity_changes(served_before, self._served_tls, identities, _tls_identity, only)
         self._served_svids, self._served_tls = svids, tls
         self._served_version = getattr(snapshot, "version", None)
         config = self.publisher.config
@@ -328,11 +327,12 @@ class MeshServer:
         self.publisher.set_config(new_config, (config.identities, changed) if ours else None)
         self._served_tls_map = new_config.identities
         # An identity dropped or replaced: its streams are checked again (and end if no longer
-        # allowed); a revocation may concern any peer: every stream is.
+        # allowed); a new revocation, the streams that could show what it revokes (meshctl.rechecks).
         revocations = getattr(snapshot, "revocations", None)
         if revocations is None or revocations is not self._served_revocations:
+            nodes = revocation_rechecks(self._served_revocations, revocations, served_before, svids, changed)
             self._served_revocations = revocations
-            self.recheck_streams()
+            self.recheck_streams(nodes)
         elif changed:
             self.recheck_streams(changed)
 

@@ -198,3 +198,32 @@ def test_identity_changes_said_in_a_row_spare_the_compare_and_one_unsaid_does_no
     compared.clear()
     publisher.build_now()
     assert True in compared
+
+
+def test_a_revocation_rechecks_the_streams_that_could_show_what_it_revokes() -> None:
+    """An eviction or a forced rotation revokes its own node's old certificate: only streams of nodes
+    issued that SPIFFE id could show it (two here: a shared id); anything else may be any stream's."""
+    from meshctl.rechecks import revocation_rechecks
+    from netmodel.ids import SpiffeId
+    from pki.policy import CertInfo, RevocationList, Svid
+
+    def svid(spiffe_id: str, serial: int) -> Svid:
+        return Svid(SpiffeId(spiffe_id), "", CertInfo(SpiffeId(spiffe_id), serial, 0, 100))
+
+    web1, web2, shared_a, shared_b = (f"spiffe://td/svc/{n}" for n in ("web/w/web-1", "web/w/web-2", "x", "x"))
+    before = {"web-1": svid(web1, 1), "web-2": svid(web2, 2), "a": svid(shared_a, 3), "b": svid(shared_b, 4)}
+    listed = RevocationList().revoke_certificate(CertInfo(SpiffeId(web2), 99, 0, 100))
+    evicted = {k: v for k, v in before.items() if k != "web-1"}
+    revoked_web1 = listed.revoke_certificate(before["web-1"].info)
+    assert revocation_rechecks(listed, revoked_web1, before, evicted, ["web-1"]) == ("web-1",)
+    rotated = {**before, "a": svid(shared_a, 5)}
+    revoked_a = listed.revoke_certificate(before["a"].info)
+    assert revocation_rechecks(listed, revoked_a, before, rotated, ["a"]) == ("a", "b")  # b holds the same id
+    # A serial not served here (`pki issue`, another replica), a revoked identity, no list before: all.
+    foreign = listed.revoke_certificate(CertInfo(SpiffeId(web1), 1234, 0, 100))
+    assert revocation_rechecks(listed, foreign, before, before, []) is EVERY_STREAM
+    node_cut_off = listed.revoke_identity("spiffe://td/node/n1")
+    assert revocation_rechecks(listed, node_cut_off, before, before, []) is EVERY_STREAM
+    assert revocation_rechecks(None, listed, before, before, []) is EVERY_STREAM
+    # Nothing newly revoked (an identity restored, expired serials pruned): the changed nodes only.
+    assert revocation_rechecks(node_cut_off, listed, before, before, ["b"]) == ("b",)
