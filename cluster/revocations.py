@@ -44,3 +44,6 @@ class EtcdRevocationStore:
         value = json.dumps(revocations.as_dict(), indent=1).encode()
         result = self._client.txn([unchanged], [Op.put(self._key, value)])
         return result.revision if result.succeeded else None
+
+    def refresh(self, now: float) -> None:
+        """Nothing is derived from the list in etcd (each replica signs its own CRL for its sidecars)."""

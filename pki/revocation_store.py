@@ -8,7 +8,8 @@ and ``pki rotate --dir``'s are one list: each writer merges what the other chang
 
 The file is replaced whole (temporary file, fsync, rename, directory fsync) under an exclusive ``flock``
 of the CA directory, and only if it is still the version the writer read; ``crl.pem`` beside it is
-signed anew with every write, for verifiers outside the mesh.
+signed anew with every write, for verifiers outside the mesh, and again once half its validity has
+passed while a controller runs (``refresh``): it does not lapse while the list stays the same.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ class RevocationStore(Protocol):
         (another writer came first: read, merge, try again)."""
         ...
 
+    def refresh(self, now: float) -> None:
+        """Keep what is derived from the list current while nothing changes it (called every poll)."""
+        ...
+
+
+CRL_VALID_S = 3600
+"""``crl.pem``'s validity (``CertificateAuthority.crl_pem``'s next update, as ``pki rotate --dir`` signs it)."""
+
 
 class FileRevocationStore:
     def __init__(self, directory: str | os.PathLike[str], sign_crl: Callable[[RevocationList], str] | None = None):
@@ -67,6 +76,21 @@ class FileRevocationStore:
                 replace_file(self.layout.crl, crl.encode(), PUBLIC_MODE)
             os.fsync(directory_fd)  # the renames themselves are durable
             return self.version()
+
+    def refresh(self, now: float) -> None:
+        """Sign ``crl.pem`` again from the stored list once it is half its validity old (or missing while
+        a list is stored)."""
+        if self._sign_crl is None or not self.layout.revoked.exists():
+            return
+        try:
+            age = now - os.stat(self.layout.crl).st_mtime
+        except FileNotFoundError:
+            age = float("inf")
+        if age < CRL_VALID_S / 2:
+            return
+        with self._locked() as directory_fd:
+            replace_file(self.layout.crl, self._sign_crl(read_revocations(self.layout)).encode(), PUBLIC_MODE)
+            os.fsync(directory_fd)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[int]:

@@ -113,6 +113,7 @@ class RevocationSync:
                 return
             try:
                 self._sync()
+                self.store.refresh(self._clock())
             except Exception as exc:  # a full disk, etcd away: memory still holds it, tried again
                 now = time.monotonic()
                 if str(exc) != last_error or now - last_logged >= REPEAT_LOG_S:  # not a line every poll

@@ -230,6 +230,9 @@ class FlakyStore:
         self.revocations, self.revision = revocations, self.revision + 1
         return self.revision
 
+    def refresh(self, now: float) -> None:
+        pass
+
 
 def test_a_store_that_fails_loses_nothing_and_is_caught_up(caplog: pytest.LogCaptureFixture) -> None:
     from pki.identities import IdentityManager
@@ -346,3 +349,27 @@ def test_a_certificate_dropped_while_the_controller_stops_is_stored_too(
     hosts.remove("u2")
     service.on_model_change(NodeWentDown(NodeId("n")), FabricState())
     assert dropped in stored_serials(ca_dir)
+
+
+def test_the_directory_crl_is_signed_again_before_it_lapses(ca_dir: Path) -> None:
+    """``crl.pem`` is valid 1 h: while the list stays the same, a running controller signs it again once
+    half of that has passed (verifiers outside the mesh that honour next-update keep working)."""
+    import os
+
+    from pki.ca import CertificateAuthority
+
+    ca = CertificateAuthority.load(ca_dir)
+    store = FileRevocationStore(ca_dir, sign_crl=lambda listed: ca.crl_pem(listed, time.time()))
+    store.refresh(time.time())
+    assert not (ca_dir / "crl.pem").exists()  # no list stored: nothing to sign
+    current, version = store.read()
+    assert store.write(current.revoke_certificate(cert(9)), version) is not None
+    crl = ca_dir / "crl.pem"
+    signed = crl.read_bytes()
+    store.refresh(time.time())
+    assert crl.read_bytes() == signed  # fresh: left alone
+    os.utime(crl, (time.time() - 1900, time.time() - 1900))  # more than half of its hour ago
+    store.refresh(time.time())
+    assert crl.read_bytes() != signed and crl_serials(crl.read_text()) == {9}
+    next_update = x509.load_pem_x509_crl(crl.read_bytes()).next_update_utc
+    assert next_update is not None and next_update.timestamp() > time.time() + 3000
