@@ -8,7 +8,8 @@ sidecars listing every replica. Under a ping stream between two sites and the us
 2. the new leader is paused (SIGSTOP) until the third replica leads, then resumed: OVS shows it slave on
    every switch, it says it follows, and no flow on any switch changed (what it may have sent was refused);
 3. a node identity revoked at one replica is refused by the others (the revocation list is in etcd), and
-   restored likewise.
+   restored likewise; a certificate revoked with ``edgectl pki rotate --dir`` on the shared CA directory is
+   taken in by every replica.
 
 Asserted from the outside: OVS's controller table, ping's replies by icmp_seq, the request loops' records,
 ``ovs-ofctl dump-flows``. Everything is stopped by PID (replicas, etcd, agents, sidecars) and the testbed
@@ -23,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from mininet_topos.controller_process import wait_until
 from mininet_topos.ha_lab import HaLab, PingStream, wait_masters
 
 pytestmark = pytest.mark.integration
 
-FABRIC = Path(__file__).resolve().parents[1] / "data" / "fabrics" / "two-edges.yaml"
+REPO = Path(__file__).resolve().parents[2]
+FABRIC = REPO / "tests" / "data" / "fabrics" / "two-edges.yaml"
 RATE = 10.0
 ELECTION_BOUND_S = 5.0
 """A dead leader's lease is revoked at once (its liveness connection closed), a hung one's expires after
@@ -68,12 +71,23 @@ def revoke(lab: HaLab, replica: str, body: dict[str, Any]) -> None:
         assert response.status == 200
 
 
-def revoked_identities(lab: HaLab, replica: str) -> list[str]:
+def revoked(lab: HaLab, replica: str, what: str) -> list[str]:
+    """A replica's ``/api/v1/identities`` ``revoked_identities`` or ``revoked_serials``."""
     import json
     import urllib.request
 
     with urllib.request.urlopen(f"{lab.replicas[replica].http}/api/v1/identities", timeout=10) as response:
-        return list(json.load(response)["revoked_identities"])
+        return list(json.load(response)[f"revoked_{what}"])
+
+
+def edgectl_cli(*args: str) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "edgectl.cli", *args], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def failed_since(lab: HaLab, since: float) -> list[Any]:
@@ -147,8 +161,17 @@ def test_leader_killed_under_load_loses_nothing_and_a_paused_leader_is_fenced(tm
             # the leader, and its restore at the leader reaches the follower.
             node_id = f"spiffe://{lab.trust_domain}/node/stolen-1"
             revoke(lab, second, {"node": "stolen-1"})
-            wait_until(lambda: node_id in revoked_identities(lab, third), 15, what=f"{third} to refuse the node")
+            wait_until(lambda: node_id in revoked(lab, third, "identities"), 15, what=f"{third} to refuse the node")
             revoke(lab, third, {"node": "stolen-1", "restore": True})
-            wait_until(lambda: node_id not in revoked_identities(lab, second), 15, what=f"{second} to accept it")
+            wait_until(lambda: node_id not in revoked(lab, second, "identities"), 15, what=f"{second} to accept it")
+            # What the CA directory's own command revokes reaches every replica (each keeps both lists).
+            assert lab.ca is not None
+            extra = lab.run_dir / "operator-extra"
+            edgectl_cli("pki", "issue", "--dir", str(lab.ca), "--spiffe-id", f"spiffe://{lab.trust_domain}/operator/x",
+                        "--out", str(extra))  # fmt: skip
+            serial = format(x509.load_pem_x509_certificate(Path(f"{extra}.crt").read_bytes()).serial_number, "x")
+            edgectl_cli("pki", "rotate", "--dir", str(lab.ca), "--spiffe-id", f"spiffe://{lab.trust_domain}/operator/x")
+            for replica in (second, third):
+                wait_until(lambda r=replica: serial in revoked(lab, r, "serials"), 15, what=f"{replica} to take it in")
         finally:
             ping.stop()
