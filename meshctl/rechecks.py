@@ -99,14 +99,11 @@ def revocation_rechecks(
         return EVERY_STREAM
     nodes = set(changed)
     newly = after.serials.keys() - before.serials.keys()
-    revoked_ids = set()
-    for node in nodes:
-        info = getattr(served_before.get(node), "info", None)
-        if info is not None and info.serial in newly:
-            newly = newly - {info.serial}
-            revoked_ids.add(info.spiffe_id)
-    if newly:
+    infos = (getattr(served_before.get(node), "info", None) for node in nodes)
+    served = {info.serial: info.spiffe_id for info in infos if info is not None}  # the changed nodes' old ones
+    if not newly <= served.keys():
         return EVERY_STREAM
-    if revoked_ids:  # (one node per SPIFFE id as placement names them; shared ids are looked for all the same)
+    if newly:  # (one node per SPIFFE id as placement names them; shared ids are looked for all the same)
+        revoked_ids = {served[serial] for serial in newly}
         nodes.update(node for node, svid in served_after.items() if svid.spiffe_id in revoked_ids)
     return tuple(sorted(nodes))

@@ -435,7 +435,7 @@ def _rotate_in_directory(args: argparse.Namespace) -> int:
     from pki.ca import CertificateAuthority
     from pki.errors import PkiError
     from pki.policy import parse_leaf_spiffe_id
-    from pki.revocation_store import FileRevocationStore
+    from pki.revocation_store import ATTEMPTS, FileRevocationStore
 
     now = time.time()
     ca = CertificateAuthority.load(args.dir, _passphrase(args))
@@ -444,7 +444,7 @@ def _rotate_in_directory(args: argparse.Namespace) -> int:
     live = [info for info in store.read_ledger(layout) if info.spiffe_id == spiffe_id and info.not_after > now]
     # A running controller writes the same list (its own revocations): a compare-and-set, never a lost update.
     revocation_file = FileRevocationStore(layout.directory, sign_crl=lambda revocations: ca.crl_pem(revocations, now))
-    for _attempt in range(16):
+    for _attempt in range(ATTEMPTS):
         before, version = revocation_file.read()
         revocations = before.revoke_certificates(live).pruned(now)
         if revocation_file.write(revocations, version) is not None:

@@ -45,6 +45,8 @@ class RevocationStore(Protocol):
         ...
 
 
+ATTEMPTS = 16
+"""Compare-and-set rounds a writer makes before giving up (another writer kept coming first)."""
 CRL_VALID_S = 3600
 """``crl.pem``'s validity (``CertificateAuthority.crl_pem``'s next update, as ``pki rotate --dir`` signs it)."""
 

@@ -24,12 +24,10 @@ from collections.abc import Callable
 
 from pki.identities import IdentityChanges, IdentityManager
 from pki.policy import RevocationList, merge_revocations
-from pki.revocation_store import RevocationStore
+from pki.revocation_store import ATTEMPTS, RevocationStore
 
 LOG = logging.getLogger("edgectl.pki.revocations")
 
-ATTEMPTS = 16
-"""Compare-and-set rounds before a sync gives up until the next poll (another writer kept winning)."""
 REPEAT_LOG_S = 300.0
 """The same failure to store is logged again after this long (a read-only CA directory: not every poll)."""
 _UNKNOWN = object()
