@@ -17,7 +17,7 @@ from netmodel.ids import PortNo, SwitchId
 from netmodel.state import FabricState
 from netmodel.types import LinkId
 from sdnctl import frames
-from sdnctl.latency import LatencyEstimator, worth_reporting
+from sdnctl.latency import LatencyEstimator, Terms, refines, worth_reporting
 
 PROBE_INTERVAL_S = 1.0
 LINK_TIMEOUT_S = 3.5
@@ -73,6 +73,7 @@ class Discovery:
         # is silent only if our probes went out and none came back (a starved probe loop is not a dead link).
         self._unanswered_since: dict[tuple[int, int], float] = {}
         self._reported_us: dict[LinkId, int] = {}
+        self._reported_terms: dict[LinkId, Terms] = {}  # the minima each reported estimate rested on
         self._loop_answered_at: dict[int, float] = {}
         # switch -> when the latest loop probe or echo it answered was sent: its control path (our send
         # queue, the switch, its packet-ins, our reads and this app's queue) carried that far (see
@@ -160,6 +161,7 @@ class Discovery:
         connected = set(connected)
         self._last_seen = {}
         self._reported_us = {}
+        self._reported_terms = {}  # the model's latencies came from another replica's minima
         for link, attrs in state.topology.links.items():
             if attrs.up and attrs.discovered and link.src in connected and link.dst in connected:
                 self._last_seen[link] = now
@@ -270,8 +272,13 @@ class Discovery:
             reported = self._reported_us.get(link)
             if reported is not None and not worth_reporting(reported, estimate):
                 continue  # not past the floor: its noise need not be weighed
-            if not worth_reporting(reported, estimate, self.latency.noise_us(link), self.latency.samples(link)):
+            terms = self.latency.terms(link)
+            refined = refines(terms, self._reported_terms.get(link))
+            noise, samples = self.latency.noise_us(link), self.latency.samples(link)
+            if not worth_reporting(reported, estimate, noise, samples, refined):
                 continue
             self._reported_us[link] = estimate
+            if terms is not None:
+                self._reported_terms[link] = terms
             batch.append((link, estimate))
         return ev.LinkLatencyMeasured(tuple(batch), wall) if batch else None

@@ -98,8 +98,9 @@ def test_ping_rtt_shows_the_real_delay(fabric) -> None:
 def test_measured_latency_within_30_percent_of_configured(fabric) -> None:
     """The model's latencies come within 30 % of the testbed's delays within two estimator windows. A first
     estimate taken while the machine is loaded carries the load (each term is a windowed minimum: one busy
-    spell over a term's few first samples lifts it); the window's later, quieter samples bring it down, and
-    the controller reports the change. The readings taken are printed either way."""
+    spell over a term's few first samples lifts it: a lifted transit reads the link slower, a lifted control
+    round trip faster); the window's later, quieter samples bring it back, and the controller reports the
+    change even within the measurement's noise. The readings taken are printed either way."""
     controller = fabric["controller"]
     expected = {("s1", "s2"): 1000, ("s2", "s4"): 1000, ("s1", "s3"): 10000, ("s3", "s4"): 10000}
     readings: list[dict] = []

@@ -13,7 +13,7 @@ from netmodel.state import FabricState
 from netmodel.types import LinkId
 from sdnctl import frames
 from sdnctl.discovery import BEHIND_TIMEOUT_S, LINK_TIMEOUT_S, LOOP_FRESH_S, LOOP_PORT, Discovery, PacketOut
-from sdnctl.latency import WINDOW, worth_reporting
+from sdnctl.latency import WINDOW, refines, worth_reporting
 
 A, B = SwitchId(1), SwitchId(2)
 PAIR = """
@@ -246,6 +246,54 @@ def test_a_first_estimate_taken_under_load_is_corrected_once_the_samples_are_ste
     assert latency_reports(core.housekeeping(state, {A, B}, 5.5, WALL).events) == []
     measured_pair(core, state, 0.003, 6.0)  # four of seven at 3 ms: steady
     assert latency_reports(core.housekeeping(state, {A, B}, 6.5, WALL).events) == [{A_TO_B: 2000, B_TO_A: 2000}]
+
+
+def control_and_transit(core: Discovery, state: FabricState, at: float, control_s: float, transit_s: float) -> None:
+    echo(core, A, at, control_s)
+    echo(core, B, at, control_s)
+    cross(core, state, A_TO_B, at, transit_s)
+    cross(core, state, B_TO_A, at, transit_s)
+
+
+def test_a_first_estimate_low_from_lifted_control_round_trips_rises_once_a_window_holds_quieter_ones() -> None:
+    """Seen on a loaded machine: a 1 ms link's first three control round trips were lifted, so too much was
+    subtracted (690 us reported); the window's later samples came quieter (1054 us), but that was 364 us
+    away against a noise of 367 us, and the model kept 690 for good."""
+    core, state = Discovery(instance=7), pair()
+    for at in (0.0, 1.0, 2.0):
+        control_and_transit(core, state, at, 1.6 * MS, 3 * MS)
+    assert latency_reports(core.housekeeping(state, {A, B}, 2.5, WALL).events) == [{A_TO_B: 1400, B_TO_A: 1400}]
+    for i in range(4):
+        control_and_transit(core, state, 3.0 + i, (1.0 if i < 2 else 1.6) * MS, 3.3 * MS)
+    assert core.latency.estimate_us(A_TO_B) == 2000 and core.latency.noise_us(A_TO_B) == 900  # moved 600: within
+    assert latency_reports(core.housekeeping(state, {A, B}, 6.5, WALL).events) == []  # quieter, but half a window
+    for i in range(WINDOW - 8):
+        control_and_transit(core, state, 7.0 + i, 1.6 * MS, 3.3 * MS)
+    assert core.latency.samples(A_TO_B) == WINDOW - 1
+    assert latency_reports(core.housekeeping(state, {A, B}, 10.5, WALL).events) == []
+    control_and_transit(core, state, 11.0, 1.6 * MS, 3.3 * MS)
+    assert core.latency.noise_us(A_TO_B) == 900  # still not past the noise, but every term only came quieter
+    assert latency_reports(core.housekeeping(state, {A, B}, 11.5, WALL).events) == [{A_TO_B: 2000, B_TO_A: 2000}]
+
+
+def test_control_round_trips_lifted_by_load_for_a_whole_window_move_no_route_within_the_noise() -> None:
+    core, state = Discovery(instance=7), pair()
+    for at in (0.0, 1.0, 2.0):
+        control_and_transit(core, state, at, 1.0 * MS, 3 * MS)
+    assert latency_reports(core.housekeeping(state, {A, B}, 2.5, WALL).events) == [{A_TO_B: 2000, B_TO_A: 2000}]
+    for i in range(WINDOW):  # the quiet samples leave the window: the control minima go up with the load
+        control_and_transit(core, state, 3.0 + i, (1.4 if i % 2 else 1.9) * MS, 3 * MS)
+    assert core.latency.estimate_us(A_TO_B) == 1600 and core.latency.noise_us(A_TO_B) == 500
+    assert latency_reports(core.housekeeping(state, {A, B}, 15.5, WALL).events) == []
+
+
+def test_an_estimate_refines_another_only_on_the_same_terms_none_of_them_higher() -> None:
+    then = (3.0, 3.1, 1.0, 1.2)
+    assert refines(then, then) and refines((2.9, 3.1, 0.8, 1.2), then)
+    assert not refines((2.9, 3.2, 0.8, 1.2), then)  # one term went up: load, maybe
+    assert not refines((2.9, None, 0.8, 1.2), then) and not refines((2.9, 3.1, 0.8, 1.2), (3.0, None, 1.0, 1.2))
+    assert refines((2.9, None, 0.8, 1.2), (3.0, None, 1.0, 1.2))
+    assert not refines(None, then) and not refines(then, None)
 
 
 def test_no_latency_is_reported_without_the_switches_control_round_trips() -> None:
