@@ -43,7 +43,7 @@ def rotate_route(pki: PkiService, *, http_host: str) -> PostRoute:
         rotated = sorted(subject for subject, _spiffe_id, _why in changes.issued)
         # "stored": false: in force here, but a restart before the store comes back would forget it.
         reply = {"spiffe_id": spiffe_id, "rotated": rotated, "version": pki.snapshot.version}
-        return 200, reply | {"stored": pki.revocations_stored}
+        return 200, reply | {"stored": bool(changes.stored)}
 
     return loopback_only(
         rotate, http_host=http_host, what="forced rotation", instead="use edgectl pki rotate --dir on the CA"
@@ -107,16 +107,17 @@ def node_revocation_route(pki: PkiService, *, http_host: str) -> PostRoute:
             return 400, {"error": str(exc)}
         if restore:
             try:
-                pki.restore_node(node)
+                changes = pki.restore_node(node)
             except RevocationsUnavailable as exc:  # a restore is in force only once it is stored
                 return 503, {"error": str(exc)}
             LOG.warning("node identity %s restored: the node may attest again", spiffe_id)
         else:
-            pki.revoke_node(node)  # its listeners (the agent API) end the node's open watches
+            changes = pki.revoke_node(node)  # its listeners (the agent API) end the node's open watches
             known = "" if NodeId(node) in state.nodes else " (not a node of the fabric)"
             LOG.warning("node identity %s revoked%s: its agent is refused from now on", spiffe_id, known)
         reply = {"node": node, "spiffe_id": spiffe_id, "revoked": pki.node_revoked(node)}
-        return 200, reply | {"stored": pki.revocations_stored}
+        # A restore of a node not revoked changed nothing: there was nothing to store.
+        return 200, reply | {"stored": changes.stored is not False}
 
     return loopback_only(
         revoke, http_host=http_host, what="revoking a node identity", instead="run it on the controller's machine"

@@ -195,6 +195,9 @@ class IdentityChanges:
     revocations_changed: bool = False
     """The revocation list changed (an identity revoked or restored, another writer's revocations taken
     in) though no certificate may have: listeners still hear of it (peers are checked again)."""
+    stored: bool | None = None
+    """For an operator's revocation (``PkiService.rotate``, ``revoke_node``): whether the revocation list was
+    stored everywhere before the call returned (False: in force here, retried; None: not asked)."""
 
     @property
     def changed(self) -> bool:

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,8 +124,6 @@ class PkiService:
             RevocationSync(store, self.manager, self._changed, clock=clock) for store in revocation_stores
         ]
         """Keep the revocation list where it outlives this process (none: in memory only)."""
-        self.revocations_stored = True
-        """Whether the last operator revocation was stored everywhere (``sync_revocations``)."""
         self._peers: dict[bytes, _PeerCertificate] = {}
         """SHA-256 of a client certificate's PEM -> what was read from it (``_peer``, on every xDS message)."""
         self._peers_lock = threading.Lock()
@@ -192,7 +190,6 @@ class PkiService:
             except Exception as exc:
                 LOG.error("revocation list not stored (in force here; tried again every few seconds): %s", exc)
                 stored_everywhere = False
-        self.revocations_stored = stored_everywhere
         return stored_everywhere
 
     def on_model_change(self, event: Event, state: FabricState) -> None:
@@ -228,9 +225,9 @@ class PkiService:
             self._forced_at = {other: at for other, at in self._forced_at.items() if now - at < self._forced_interval_s}
             self._forced_at[spiffe_id] = now
         self._changed(changes)
-        self.sync_revocations()
+        stored = self.sync_revocations()
         self._timer.wake()
-        return changes
+        return replace(changes, stored=stored)
 
     def crl_pem(self, next_update_s: int = 86400) -> str:
         """A CRL of the currently revoked serials, signed by the intermediate (Envoy: validation_context.crl
@@ -309,8 +306,7 @@ class PkiService:
 
         changes = self.manager.revoke_identity(node_spiffe_id(self.trust_domain, node), self._clock())
         self._changed(changes)
-        self.sync_revocations()
-        return changes
+        return replace(changes, stored=self.sync_revocations())
 
     def restore_node(self, node: str) -> IdentityChanges:
         """Accept node ``node``'s identity again (after ``revoke_node``); the agent attests anew."""
@@ -327,7 +323,7 @@ class PkiService:
             self.manager.revoke_identity(spiffe_id, self._clock())
             raise RevocationsUnavailable(f"{spiffe_id} stays revoked: the revocation list cannot be stored now")
         self._changed(changes)
-        return changes
+        return replace(changes, stored=True)
 
     def node_revoked(self, node: str) -> bool:
         from pki.policy import node_spiffe_id

@@ -302,18 +302,17 @@ def test_a_restore_that_cannot_be_stored_is_undone_and_a_revocation_stays_in_for
     store = FlakyStore()
     service = PkiService(FakeIssuer(), FabricState, clock=lambda: NOW, revocation_stores=[store]).start()
     try:
-        service.revoke_node("ea-n1")
-        assert service.revocations_stored and node_spiffe_id(TD, "ea-n1") in store.revocations.identities
+        assert service.revoke_node("ea-n1").stored and node_spiffe_id(TD, "ea-n1") in store.revocations.identities
         store.failing = True
         with pytest.raises(RevocationsUnavailable, match="stays revoked"):
             service.restore_node("ea-n1")
         assert service.node_revoked("ea-n1")  # a restore only this process knew of could be merged away later
-        service.revoke_node("ea-n2")
-        assert service.node_revoked("ea-n2") and not service.revocations_stored  # in force, said not stored
+        revoked = service.revoke_node("ea-n2")
+        assert service.node_revoked("ea-n2") and revoked.stored is False  # in force, said not stored
         store.failing = False
-        service.restore_node("ea-n1")
-        assert not service.node_revoked("ea-n1") and service.revocations_stored
+        assert service.restore_node("ea-n1").stored and not service.node_revoked("ea-n1")
         assert store.revocations.identities == {node_spiffe_id(TD, "ea-n2")}
+        assert service.restore_node("ea-n3").stored is None  # never revoked: nothing to store
     finally:
         service.stop()
 
@@ -373,3 +372,22 @@ def test_the_directory_crl_is_signed_again_before_it_lapses(ca_dir: Path) -> Non
     assert crl.read_bytes() != signed and crl_serials(crl.read_text()) == {9}
     next_update = x509.load_pem_x509_crl(crl.read_bytes()).next_update_utc
     assert next_update is not None and next_update.timestamp() > time.time() + 3000
+
+
+def test_each_route_reply_says_whether_its_own_revocation_was_stored() -> None:
+    from edgectl.pki_http import node_revocation_route
+    from tests.unit.pki.pki_helpers import FakeIssuer
+
+    store = FlakyStore()
+    service = PkiService(FakeIssuer(), FabricState, clock=lambda: NOW, revocation_stores=[store]).start()
+    route = node_revocation_route(service, http_host="127.0.0.1")
+    try:
+        store.failing = True
+        failed = route(FabricState(), {"node": "ea-n1"})
+        store.failing = False
+        stored = route(FabricState(), {"node": "ea-n2"})
+        assert failed == (200, failed[1]) and failed[1]["stored"] is False and failed[1]["revoked"] is True
+        assert stored[1]["stored"] is True  # a later call's success is its own, not the earlier one's
+        assert route(FabricState(), {"node": "ea-n3", "restore": True})[1]["stored"] is True  # nothing to store
+    finally:
+        service.stop()
