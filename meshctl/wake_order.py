@@ -9,8 +9,9 @@ after one chunk of it: that was 13-24 ms instead of 28-34 for an Envoy's own cha
 1,000-stream fan-out, ``benchmarks/xds_fanout.py``), and changes that keep coming delay a fan-out
 by a chunk each, never stop it. A turn is as long as its chunk's pushes, which run on the loop right
 after it: with 32 streams a turn an Envoy's own change took 20-27 ms, with 4 5-9 ms (35 and 9 ms during
-a fan-out to 10,000), the fan-out itself no slower (p99 164-210 against 171-235 ms in the same runs). A stream woken again while it waits moves to the newest batch (it
-will be served the newest snapshot anyway, and it needs the newer change); it is never queued twice.
+a fan-out to 10,000), the fan-out itself no slower (p99 164-210 against 171-235 ms in the same runs).
+A stream woken again while it waits moves to the newest batch (it will be served the newest snapshot
+anyway, and it needs the newer change); it is never queued twice.
 """
 
 from __future__ import annotations
