@@ -23,7 +23,7 @@ unit: setup
 integration: setup
 	$(PY) -m pytest tests -q -m integration $(PYTEST_ARGS)
 
-BENCHMARKS := routes route_hysteresis failover packet_in placement_api placement_quality pki_issue pki_rotation xds_fanout mesh_paths xds_rebuild latency_rebuild migration gitops service_paths dashboard bandwidth etcd_client codec ha_failover scale
+BENCHMARKS := routes route_hysteresis route_batches failover packet_in placement_api placement_quality pki_issue pki_rotation xds_fanout mesh_paths xds_rebuild latency_rebuild migration gitops service_paths dashboard bandwidth etcd_client codec ha_failover scale
 
 # The same install as setup's (the editable install's mode included), with the benchmarks' extras.
 bench:

@@ -36,6 +36,11 @@ UNREACHABLE = np.inf
 # with numpy: where the two cost the same in benchmarks/routes.py (link failures, Topology Zoo and
 # Gabriel graphs), so neither pays the other's fixed or per-pair cost where it is the larger.
 SMALL_FABRIC = 25
+# ``incremental_limit``'s floor: a handful of changed links always goes one by one.
+INCREMENTAL_LINKS_MIN = 8
+# A pass of ``_next_hops_of_entries`` over one out-degree costs about as much as this many padded
+# (entry, link) cells (measured on Topology Zoo, Gabriel and the scale benchmark's fabrics).
+PASS_COST_CELLS = 3000
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,26 +371,17 @@ def _update(
     st = previous._structure
     assert st is not None
     n = len(st.switches)
-    routing = previous.routing.copy()
-    flat_routing = routing.reshape(-1)
-    moved = np.zeros(0, dtype=np.int64)  # flat indexes of the routing distances that changed, sorted
-    worse = changed[weight[changed] > previous.weight[changed]]
-    if len(worse):
-        affected = np.flatnonzero(_pairs_using(previous.routing, st, worse, previous.weight))
-        if len(affected):
-            repaired = _repair(previous.routing, affected, st, weight)
-            differs = repaired != flat_routing[affected]
-            moved = affected[differs]
-            flat_routing[moved] = repaired[differs]
     better_links = changed[weight[changed] < previous.weight[changed]].tolist()
-    for link in better_links:
-        # One better link x->y: every distance becomes min(d(u,d), d(u,x) + w + d(y,d)), exactly.
-        x, y = st.src[link], st.dst[link]
-        via = routing[:, x][:, None] + weight[link] + routing[y, :][None, :]
-        better = np.flatnonzero(via < routing)
-        if len(better):
-            flat_routing[better] = via.reshape(-1)[better]
-            moved = np.union1d(moved, better)
+    if len(changed) > incremental_limit(n):
+        # Many links at once (a start-up's first latency estimates, a partition healing): each costs
+        # the passes below over all n x n distances, and past this many one Dijkstra from every
+        # switch is cheaper. The next hops are still recomputed only where the distances moved.
+        routing = shortest_distances(arc_matrix(n, st.src, st.dst, weight))
+        flat_routing = routing.reshape(-1)
+        moved = np.flatnonzero(flat_routing != previous.routing.reshape(-1))
+    else:
+        routing, moved = _distances_updated(previous, st, weight, changed, better_links)
+        flat_routing = routing.reshape(-1)
     # An entry (s, d) reads d(s, d), d(v, d) and d(v, s) for its neighbours v, and s's out-links.
     entries = np.zeros((n, n), dtype=bool)
     entries.reshape(-1)[moved] = True
@@ -424,6 +420,45 @@ def _update(
     dist.reshape(-1)[moved] = _latency(flat_routing[moved], scale)
     was = (previous.primary, previous.backup, recomputed)
     return _plan(state, st, endpoints, attrs, weight, routing, dist, (primary, backup), was)
+
+
+def incremental_limit(switches: int) -> int:
+    """Up to how many changed links ``_update`` applies them one by one: each costs a few passes over
+    the switches' n x n distances, a full recompute one Dijkstra per switch (``benchmarks/route_batches.py``:
+    about even at a tenth as many links as switches, from 100 to 800 switches)."""
+    return max(INCREMENTAL_LINKS_MIN, switches // 10)
+
+
+def _distances_updated(
+    previous: RoutePlan, st: _Structure, weight: np.ndarray, changed: np.ndarray, better_links: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``previous``'s routing distances under ``weight``, and the flat indexes of those that moved
+    (sorted): repaired where a worse link carried a shortest path, then lowered by each better link."""
+    routing = previous.routing.copy()
+    flat_routing = routing.reshape(-1)
+    moved = np.zeros(0, dtype=np.int64)
+    worse = changed[weight[changed] > previous.weight[changed]]
+    if len(worse):
+        affected = np.flatnonzero(_pairs_using(previous.routing, st, worse, previous.weight))
+        if len(affected):
+            repaired = _repair(previous.routing, affected, st, weight)
+            differs = repaired != flat_routing[affected]
+            moved = affected[differs]
+            flat_routing[moved] = repaired[differs]
+    if not better_links:
+        return routing, moved
+    # Marked in a mask, not merged link by link: a merge sorts everything moved so far each time.
+    moved_mask = np.zeros(flat_routing.shape, dtype=bool)
+    moved_mask[moved] = True
+    for link in better_links:
+        # One better link x->y: every distance becomes min(d(u,d), d(u,x) + w + d(y,d)), exactly.
+        x, y = st.src[link], st.dst[link]
+        via = routing[:, x][:, None] + weight[link] + routing[y, :][None, :]
+        better = np.flatnonzero(via < routing)
+        if len(better):
+            flat_routing[better] = via.reshape(-1)[better]
+            moved_mask[better] = True
+    return routing, np.flatnonzero(moved_mask)
 
 
 def _small_update(
@@ -679,21 +714,53 @@ def _next_hops_of_entries(
     keep: tuple[np.ndarray, Hysteresis, int] | None = None,
 ) -> None:
     """``_next_hops`` for single (switch, destination) entries instead of whole rows: the same choices
-    (same ties), for the few entries a change can touch; with ``keep`` (each entry's previous primary,
+    (same ties), for the entries a change can touch; with ``keep`` (each entry's previous primary,
     the hysteresis and the routing scale), an entry keeps its previous primary where the hysteresis
     allows. Every entry is padded to the largest out-degree with a link that weighs inf (never chosen:
     it comes after every real link, and a reachable entry has a finite cost): one pass, where a pass
-    per degree cost a dozen numpy calls each for a few thousand entries. Reads and writes go through
-    flat indexes (``take``): a quarter faster than two-axis fancy indexing at 7,700 entries of 8 links."""
+    per degree cost a dozen numpy calls each for a few thousand entries. Where the padding would more
+    than double the work and outweigh those calls (a batch of many changed links, or a fabric whose
+    cloud and metro switches have many more links than its edge: ``benchmarks/route_batches.py``),
+    the entries of each out-degree go in a pass of their own. Reads and writes go through flat indexes
+    (``take``): a quarter faster than two-axis fancy indexing at 7,700 entries of 8 links."""
     n = dist.shape[0]
     entry = switch * n + dst
     np.put(primary, entry, NO_LINK)  # (put writes into the array itself, whatever its layout)
     np.put(backup, entry, NO_LINK)
-    if len(switch) == 0 or st.padded_out_links.shape[1] == 0:
+    width = st.padded_out_links.shape[1]
+    if len(switch) == 0 or width == 0:
         return
+    degree = np.diff(st.bounds).take(switch)
+    passes = np.bincount(degree)
+    if len(switch) * width <= 2 * int(degree.sum()) + PASS_COST_CELLS * int(np.count_nonzero(passes)):
+        links = st.padded_out_links.take(switch, axis=0)
+        _choose(switch, dst, entry, links, st, weight, dist, primary, backup, keep)
+        return
+    for k in np.flatnonzero(passes).tolist():
+        if k == 0:
+            continue
+        of_k = np.flatnonzero(degree == k)
+        links = st.padded_out_links[:, :k].take(switch[of_k], axis=0)
+        kept = None if keep is None else (keep[0][of_k], keep[1], keep[2])
+        _choose(switch[of_k], dst[of_k], entry[of_k], links, st, weight, dist, primary, backup, kept)
+
+
+def _choose(
+    switch: np.ndarray,
+    dst: np.ndarray,
+    entry: np.ndarray,
+    links: np.ndarray,
+    st: _Structure,
+    weight: np.ndarray,
+    dist: np.ndarray,
+    primary: np.ndarray,
+    backup: np.ndarray,
+    keep: tuple[np.ndarray, Hysteresis, int] | None,
+) -> None:
+    """``_next_hops_of_entries`` for entries whose out-links are the rows of ``links`` (E, k)."""
+    n = dist.shape[0]
     flat_dist = dist.reshape(-1)
     at = np.arange(len(switch))
-    links = st.padded_out_links.take(switch, axis=0)  # (E, k)
     neighbour_row = st.padded_dst.take(links) * n  # (E, k): where each neighbour's distances start
     to_dst = flat_dist.take(neighbour_row + dst[:, None])  # (E, k): dist(v, d)
     cost = np.append(weight, np.inf).take(links) + to_dst

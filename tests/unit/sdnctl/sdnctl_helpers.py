@@ -225,6 +225,31 @@ def configs_equal(a: Mapping[SwitchId, SwitchConfig], b: Mapping[SwitchId, Switc
 PATHS = pytest.mark.parametrize("small_fabric", [1 << 30, 0], ids=["python", "numpy"])
 
 
+# The same three ways: plain Python, numpy applying the changed links one by one, and numpy as for a
+# batch of many changed links (every distance recomputed at once, next hops chosen per out-degree).
+ROUTE_PATHS = pytest.mark.parametrize(
+    ("small_fabric", "links_one_by_one"),
+    [(1 << 30, 1 << 30), (0, 1 << 30), (0, 0)],
+    ids=["python", "numpy", "numpy-batch"],
+)
+
+
+@contextmanager
+def route_path(small_fabric: int, links_one_by_one: int) -> Iterator[None]:
+    """``pathing.SMALL_FABRIC`` and ``pathing.INCREMENTAL_LINKS_MIN`` set for the block (the test
+    fabrics are small enough that the latter alone is ``incremental_limit``); with none one by one,
+    ``pathing.PASS_COST_CELLS`` as well, so low that next hops are chosen per out-degree."""
+    saved = pathing.INCREMENTAL_LINKS_MIN, pathing.PASS_COST_CELLS
+    pathing.INCREMENTAL_LINKS_MIN = links_one_by_one
+    if links_one_by_one == 0:
+        pathing.PASS_COST_CELLS = -(1 << 30)
+    try:
+        with small_fabric_limit(small_fabric):
+            yield
+    finally:
+        pathing.INCREMENTAL_LINKS_MIN, pathing.PASS_COST_CELLS = saved
+
+
 @contextmanager
 def small_fabric_limit(limit: int) -> Iterator[None]:
     """``pathing.SMALL_FABRIC`` set to ``limit`` for the block."""

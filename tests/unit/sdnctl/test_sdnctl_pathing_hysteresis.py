@@ -11,12 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sdnctl_helpers import (
     PATHS,
+    ROUTE_PATHS,
     RandomFabric,
     cables_of,
     fabric,
     link_step,
     live,
     random_fabrics,
+    route_path,
     small_fabric_limit,
     walk_primaries,
 )
@@ -93,17 +95,17 @@ def assert_loop_free_within_slack(plan: RoutePlan, hysteresis: Hysteresis) -> No
             assert walk_primaries(plan, here, there) is not None
 
 
-@PATHS
+@ROUTE_PATHS
 @SETTINGS
 @given(rf=random_fabrics(), actions=NEAR_TIES)
 def test_incremental_plans_equal_the_rule_applied_to_a_full_recompute(
-    small_fabric: int, rf: RandomFabric, actions: list[tuple[str, int, int]]
+    small_fabric: int, links_one_by_one: int, rf: RandomFabric, actions: list[tuple[str, int, int]]
 ) -> None:
     state = rf.state()
     plan = compute_routes(state)
     for action in actions:
         state = link_step(state, action)
-        with small_fabric_limit(small_fabric):
+        with route_path(small_fabric, links_one_by_one):
             sticky = compute_routes(state, previous=plan, hysteresis=WIDE)
         full = compute_routes(state, hysteresis=None)
         primary, backup = sticky_next_hops(full, plan, WIDE)

@@ -10,11 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sdnctl_helpers import (
     PATHS,
+    ROUTE_PATHS,
     RandomFabric,
     cables_of,
     link_actions,
     link_step,
     random_fabrics,
+    route_path,
     small_fabric_limit,
 )
 
@@ -46,17 +48,17 @@ def changes_by_comparison(old: RoutePlan, new: RoutePlan) -> list[tuple[SwitchId
 ACTIONS = link_actions(max_size=6)
 
 
-@PATHS
+@ROUTE_PATHS
 @SETTINGS
 @given(rf=random_fabrics(), actions=ACTIONS)
 def test_incremental_plans_equal_full_recomputes(
-    small_fabric: int, rf: RandomFabric, actions: list[tuple[str, int, int]]
+    small_fabric: int, links_one_by_one: int, rf: RandomFabric, actions: list[tuple[str, int, int]]
 ) -> None:
     state = rf.state()
     plan = compute_routes(state)
     for action in actions:
         state = link_step(state, action)
-        with small_fabric_limit(small_fabric):
+        with route_path(small_fabric, links_one_by_one):
             incremental = compute_routes(state, previous=plan, hysteresis=None)
         assert same_plan(incremental, compute_routes(state)), action
         assert changed_entries(plan, incremental) == changes_by_comparison(plan, incremental)
@@ -134,11 +136,14 @@ BATCHES = st.lists(
 )
 
 
-@PATHS
+@ROUTE_PATHS
 @SETTINGS
 @given(rf=random_fabrics(max_switches=16), batches=BATCHES)
 def test_incremental_plans_equal_full_recomputes_after_mixed_changes(
-    small_fabric: int, rf: RandomFabric, batches: list[tuple[list[tuple[int, bool, int]], list[int], list[int]]]
+    small_fabric: int,
+    links_one_by_one: int,
+    rf: RandomFabric,
+    batches: list[tuple[list[tuple[int, bool, int]], list[int], list[int]]],
 ) -> None:
     """One model change that makes some link directions worse and others better at once (a latency
     batch, cables down and up): the incremental plan still equals the full one."""
@@ -156,7 +161,7 @@ def test_incremental_plans_equal_full_recomputes_after_mixed_changes(
             state = state.apply(ev.LinkWentDown(cables[pick % len(cables)]))
         for pick in ups:
             state = state.apply(ev.LinkCameUp(cables[pick % len(cables)]))
-        with small_fabric_limit(small_fabric):
+        with route_path(small_fabric, links_one_by_one):
             incremental = compute_routes(state, previous=plan, hysteresis=None)
         assert same_plan(incremental, compute_routes(state)), (latencies, downs, ups)
         assert changed_entries(plan, incremental) == changes_by_comparison(plan, incremental)
