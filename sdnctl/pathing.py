@@ -227,11 +227,16 @@ class _Structure:
         return np.array([*self.out_ports, 0], dtype=np.int64)
 
     @cached_property
+    def out_degree(self) -> np.ndarray:
+        """How many out-links each switch has."""
+        return np.diff(self.bounds)
+
+    @cached_property
     def padded_out_links(self) -> np.ndarray:
         """(switches, largest out-degree): each switch's out-links in ``by_switch`` order, then the
         index ``len(links)`` (a link that weighs inf, see ``_next_hops_of_entries``) as padding."""
         n, m = len(self.switches), len(self.links)
-        degree = np.diff(self.bounds)
+        degree = self.out_degree
         width = int(degree.max()) if n else 0
         padded = np.full((n, width), m, dtype=np.int64)
         rows = np.repeat(np.arange(n), degree)
@@ -730,7 +735,7 @@ def _next_hops_of_entries(
     width = st.padded_out_links.shape[1]
     if len(switch) == 0 or width == 0:
         return
-    degree = np.diff(st.bounds).take(switch)
+    degree = st.out_degree.take(switch)
     passes = np.bincount(degree)
     if len(switch) * width <= 2 * int(degree.sum()) + PASS_COST_CELLS * int(np.count_nonzero(passes)):
         links = st.padded_out_links.take(switch, axis=0)
