@@ -546,7 +546,13 @@ def _workload_message(view: WorkloadView) -> pb.NodeWorkload:
         env=dict(view.env),
         spiffe_id=view.spiffe_id,
         calls=[
-            pb.Call(service=c.service, port=c.port, per_request=c.per_request, bytes_per_call=c.bytes_per_call)
+            pb.Call(
+                service=c.service,
+                port=c.port,
+                per_request=c.per_request,
+                bytes_per_call=c.bytes_per_call,
+                protocol=c.protocol,
+            )
             for c in view.calls
         ],
         protocol=view.protocol,

@@ -23,6 +23,8 @@ class CallView:
     port: int
     per_request: float
     bytes_per_call: int
+    protocol: str = "http"
+    """The callee's ("http" or "tcp"): the agent warms only HTTP callees' connections (``nodeagent.warmup``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,13 @@ def node_workloads(
         if service is None:
             continue
         calls = tuple(
-            CallView(str(callee), state.services[callee].port, weight.per_request, weight.bytes_per_call)
+            CallView(
+                str(callee),
+                state.services[callee].port,
+                weight.per_request,
+                weight.bytes_per_call,
+                str(state.services[callee].protocol),
+            )
             for callee, weight in service.weighted_calls()
             if callee in state.services
         )

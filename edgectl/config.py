@@ -244,6 +244,8 @@ class RunConfig:
     """Where apps listen behind their sidecars. Not 127.0.0.1: there a caller's sidecar takes
     127.0.0.1:PORT for each service it calls, so a node running an instance of a service and a caller of
     it would have two listeners on one address (whichever binds second fails)."""
+    tcp_fast_open: bool = True
+    """Under mTLS, sidecars connect to each other with TCP Fast Open (``MeshConfig.tcp_fast_open``)."""
     api_host: str = "127.0.0.1"
     api_port: int = 50051
     agent_port: int = 50052

@@ -332,6 +332,7 @@ class Controller:
 
         mesh_config = MeshConfig(
             app_host=self.config.mesh_app_host,
+            tcp_fast_open=self.config.tcp_fast_open,
             trust_domain=trust_domain,
             paths=ENDPOINT_ORDERS[self.config.endpoint_order],
         )

@@ -13,7 +13,7 @@ from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, grpc_service_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, grpc_service_pb2, socket_option_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2
@@ -32,6 +32,8 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+
+from meshctl.xds_types import WARM_UP_PATH
 
 Message = Any  # xds-protos ships no type stubs: messages are opaque to mypy
 
@@ -278,8 +280,46 @@ def _retry_budget() -> Message:
     )
 
 
-def eds_cluster(name: str, connect_timeout_ms: int, http: bool, tls: Message | None = None) -> Message:
-    """A cluster whose endpoints come by EDS under the same name, with outlier detection and a retry budget."""
+IPPROTO_TCP = 6
+"""(The ``socket`` module's constant: this module stays free of I/O modules.)"""
+TCP_FASTOPEN_CONNECT = 30
+"""Linux's socket option (include/uapi/linux/tcp.h, since 4.11): ``connect()`` returns at once and the
+first bytes written (the TLS ClientHello) go out in the SYN, with the server's cookie if one is cached."""
+FAST_OPEN_QUEUE = 256
+"""Inbound listeners' queue of connections whose SYN carried data, not yet accepted (``TCP_FASTOPEN``)."""
+
+
+PRECONNECT_RATIO = 1.5
+"""HTTP clusters keep a connection ready to each instance beyond those in use (1.5 streams anticipated per
+stream, rounded up: one spare beside each busy HTTP/1.1 connection). A request that finds every
+connection busy, a new instance's first request after its warm-up (``nodeagent.warmup``) among them,
+takes the spare instead of opening one. Not for TCP: there a spare would be an idle connection to the app."""
+
+
+def fast_open_connect() -> Message:
+    """Upstream sockets that open with TCP Fast Open: to an address reached before (the kernel keeps the
+    server's cookie per address), the ClientHello rides in the SYN and the handshake costs one round trip
+    less. Where the server does not take it, the connection opens as usual."""
+    option = socket_option_pb2.SocketOption(
+        description="TCP_FASTOPEN_CONNECT",
+        level=IPPROTO_TCP,
+        name=TCP_FASTOPEN_CONNECT,
+        int_value=1,
+        state=socket_option_pb2.SocketOption.STATE_PREBIND,
+    )
+    return address_pb2.BindConfig(socket_options=[option])
+
+
+def eds_cluster(
+    name: str, connect_timeout_ms: int, http: bool, tls: Message | None = None, *, fast_open: bool = False
+) -> Message:
+    """A cluster whose endpoints come by EDS under the same name, with outlier detection and a retry
+    budget. ``fast_open`` (only with ``tls``): connections open with TCP Fast Open (``fast_open_connect``).
+    Only over TLS: there Envoy counts a connection as made once the handshake is done, so a refused SYN
+    stays a connect failure (retried for any method); in plaintext the connection would count as made at
+    ``connect()`` and a refusal as a reset."""
+    if fast_open and tls is None:
+        raise ValueError("TCP Fast Open is for mTLS clusters only")
     cluster = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.EDS,
@@ -292,8 +332,11 @@ def eds_cluster(name: str, connect_timeout_ms: int, http: bool, tls: Message | N
     if http:
         for key, value in _http_upstream_options().items():
             cluster.typed_extension_protocol_options[key].CopyFrom(value)
+        cluster.preconnect_policy.per_upstream_preconnect_ratio.value = PRECONNECT_RATIO
     if tls is not None:
         cluster.transport_socket.CopyFrom(tls)
+    if fast_open:
+        cluster.upstream_bind_config.CopyFrom(fast_open_connect())
     return cluster
 
 
@@ -347,6 +390,29 @@ def route_configuration(
     methods only when the request never reached an application. None (an inbound listener, one local
     app): every method only on a connection failure, for 2 retries."""
     return route_pb2.RouteConfiguration(name=name, virtual_hosts=[_virtual_host(h, timeout_ms, retries) for h in hosts])
+
+
+HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
+
+
+def inbound_route_configuration(name: str, local_cluster: str, timeout_ms: int) -> Message:
+    """An inbound listener's routes: every request to the local app (retried on connection failures only),
+    but a warm-up (``WARM_UP_PATH``, GET), which the sidecar answers 204 itself. RBAC is off for that route
+    alone: the caller has already passed mTLS (an identity of the trust domain), the answer reaches no app
+    and says nothing, and a rule that names paths would otherwise count each warm-up as a denied call."""
+    config = route_configuration(name, [VirtualHost("inbound", ("*",), local_cluster)], timeout_ms)
+    warm_up = route_components_pb2.Route(
+        match=route_components_pb2.RouteMatch(
+            path=WARM_UP_PATH,
+            headers=[
+                route_components_pb2.HeaderMatcher(name=":method", string_match=string_pb2.StringMatcher(exact="GET"))
+            ],
+        ),
+        direct_response=route_components_pb2.DirectResponseAction(status=204),
+    )
+    warm_up.typed_per_filter_config[HTTP_RBAC_FILTER].CopyFrom(pack(http_rbac_pb2.RBACPerRoute()))
+    config.virtual_hosts[0].routes.insert(0, warm_up)
+    return config
 
 
 def _virtual_host(host: VirtualHost, timeout_ms: int, retries: RetryRules | None) -> Message:
@@ -464,7 +530,10 @@ def http_listener(
     forward_client_identity: bool = False,
     rbac: InboundRbac | None = None,
     stat_prefix: str | None = None,
+    fast_open: bool = False,
 ) -> Message:
+    """``fast_open``: accept connections whose SYN carries data (TCP Fast Open; the kernel must allow it,
+    ``net.ipv4.tcp_fastopen`` with 0x2)."""
     manager = _http_manager(stat_prefix or _stat_prefix(name), route_name, inline_route, rbac)
     if inbound:
         normalize_paths(manager)
@@ -477,12 +546,15 @@ def http_listener(
     )
     if tls is not None:
         chain.transport_socket.CopyFrom(tls)
-    return listener_pb2.Listener(
+    listener = listener_pb2.Listener(
         name=name,
         address=_socket_address(ip, port),
         filter_chains=[chain],
         traffic_direction=base_pb2.INBOUND if inbound else base_pb2.OUTBOUND,
     )
+    if fast_open:
+        listener.tcp_fast_open_queue_length.value = FAST_OPEN_QUEUE
+    return listener
 
 
 def tcp_listener(
@@ -495,7 +567,9 @@ def tcp_listener(
     tls: Message | None = None,
     rbac: InboundRbac | None = None,
     stat_prefix: str | None = None,
+    fast_open: bool = False,
 ) -> Message:
+    """``fast_open``: as ``http_listener``'s."""
     # Up to 3 connection attempts (each on the next instance): nothing was sent on a failed one.
     proxy = tcp_proxy_pb2.TcpProxy(
         stat_prefix=stat_prefix or _stat_prefix(name),
@@ -515,6 +589,8 @@ def tcp_listener(
         filter_chains=[chain],
         traffic_direction=base_pb2.INBOUND if inbound else base_pb2.OUTBOUND,
     )
+    if fast_open:
+        listener.tcp_fast_open_queue_length.value = FAST_OPEN_QUEUE
     if rbac is not None and rbac.access_log_cluster:
         # On the listener: it logs every connection as it closes, also one a filter closed.
         listener.access_log.append(denial_access_log(rbac.access_log_cluster, http=False))
@@ -592,7 +668,7 @@ def rbac_rules(rbac: InboundRbac, http: bool) -> Message:
 def http_rbac_filter(rbac: InboundRbac) -> Message:
     """Its stats: ``http.<HCM stat_prefix>.rbac.allowed|denied``; a denied request gets 403."""
     return hcm_pb2.HttpFilter(
-        name="envoy.filters.http.rbac", typed_config=pack(http_rbac_pb2.RBAC(rules=rbac_rules(rbac, http=True)))
+        name=HTTP_RBAC_FILTER, typed_config=pack(http_rbac_pb2.RBAC(rules=rbac_rules(rbac, http=True)))
     )
 
 

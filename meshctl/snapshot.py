@@ -45,7 +45,16 @@ from meshctl import envoy_config as ec
 from meshctl.endpoints_wire import EncodedGroup, Endpoint, LoadAssignmentEncoder, assignment_digest, join_groups
 from meshctl.paths import Levels, LevelVectors, PathRules, ServicePaths, compute_paths
 from meshctl.serving import serving_node
-from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET, XDS_CLUSTER
+from meshctl.xds_types import (
+    CLUSTER,
+    ENDPOINTS,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTES,
+    SECRET,
+    XDS_CLUSTER,
+    service_cluster_name,
+)
 from netmodel.authorization import service_policy
 from netmodel.ids import HostId, ServiceName, SwitchId, WorkloadId
 from netmodel.state import FabricState
@@ -87,6 +96,12 @@ class MeshConfig:
     service calls)."""
     paths: PathRules = field(default_factory=PathRules)
     """How instances are cut into priority levels by latency from each caller (``meshctl.paths``)."""
+    tcp_fast_open: bool = True
+    """Under mTLS, sidecars open connections to each other with TCP Fast Open and their inbound listeners
+    accept it: a new connection to an address the caller reached before (a moved instance's node) costs
+    one round trip less (``envoy_config.fast_open_connect``). A node accepts it only with
+    ``net.ipv4.tcp_fastopen`` = 3 (the server side, 0x2, is off by default); otherwise connections open as
+    before."""
     access_log_cluster: str = XDS_CLUSTER
     """Where sidecars stream the access log of the requests their RBAC denied (``meshctl.access_log``):
     the bootstrap's cluster to the controller. Empty: no denial access log."""
@@ -215,11 +230,6 @@ def check_consistent(snapshot: MeshSnapshot) -> None:
 
 def inbound_listener_name(workload_id: str) -> str:
     return f"in/{workload_id}"
-
-
-def service_cluster_name(service: str) -> str:
-    """The cluster (and endpoints) name of ``service`` in every caller's snapshot."""
-    return f"svc/{service}"
 
 
 def inbound_stat_prefix(service: str) -> str:
@@ -787,8 +797,11 @@ class SnapshotBuilder:
             tls = ec.upstream_mtls(sorted(self._identities_of(name)))
             refs += [(SECRET, ec.IDENTITY_SECRET), (SECRET, ec.TRUST_BUNDLE_SECRET)]
         http = not self._tcp(name)
+        fast_open = tls is not None and self.config.tcp_fast_open
         cluster = make_resource(
-            cluster_name, ec.eds_cluster(cluster_name, self.config.connect_timeout_ms, http, tls), refs
+            cluster_name,
+            ec.eds_cluster(cluster_name, self.config.connect_timeout_ms, http, tls, fast_open=fast_open),
+            refs,
         )
         self._clusters[name] = cluster
         return cluster
@@ -1123,10 +1136,9 @@ class SnapshotBuilder:
             refs += [(SECRET, ec.IDENTITY_SECRET), (SECRET, ec.TRUST_BUNDLE_SECRET)]
         name = inbound_listener_name(workload.id)
         stat_prefix = inbound_stat_prefix(workload.service)
+        fast_open = tls is not None and self.config.tcp_fast_open
         if http:
-            route = ec.route_configuration(
-                name, [ec.VirtualHost("inbound", ("*",), local)], self.config.request_timeout_ms
-            )
+            route = ec.inbound_route_configuration(name, local, self.config.request_timeout_ms)
             message = ec.http_listener(
                 name,
                 node.ip,
@@ -1137,10 +1149,19 @@ class SnapshotBuilder:
                 forward_client_identity=self.config.mtls,
                 rbac=rbac,
                 stat_prefix=stat_prefix,
+                fast_open=fast_open,
             )
         else:
             message = ec.tcp_listener(
-                name, node.ip, port, local, inbound=True, tls=tls, rbac=rbac, stat_prefix=stat_prefix
+                name,
+                node.ip,
+                port,
+                local,
+                inbound=True,
+                tls=tls,
+                rbac=rbac,
+                stat_prefix=stat_prefix,
+                fast_open=fast_open,
             )
         return {CLUSTER: [cluster], LISTENER: [make_resource(name, message, refs)]}, ()
 

@@ -42,8 +42,8 @@ from meshctl.servicer import (
     XdsCallbacks,
 )
 from meshctl.serving import can_serve
-from meshctl.snapshot import MeshConfig, TlsIdentity, service_cluster_name
-from meshctl.xds_types import ENDPOINTS
+from meshctl.snapshot import MeshConfig, TlsIdentity
+from meshctl.xds_types import ENDPOINTS, service_cluster_name
 from netmodel.bus import ModelSubscriber
 from netmodel.events import Event
 from netmodel.ids import HostId, WorkloadId

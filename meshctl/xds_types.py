@@ -31,3 +31,14 @@ SHORT_NAMES: Final = {SECRET: "sds", CLUSTER: "cds", ENDPOINTS: "eds", LISTENER:
 
 def short_name(type_url: str) -> str:
     return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
+
+
+WARM_UP_PATH = "/.well-known/edgectl/warm-up"
+"""Answered by every inbound HTTP sidecar itself (204), never passed to its app: a node agent sends one
+request there through a new sidecar to each service its app calls, so that the sidecar's connections to
+them are open before the app's first request (``nodeagent.warmup``)."""
+
+
+def service_cluster_name(service: str) -> str:
+    """The cluster (and endpoints) name of ``service`` in every caller's snapshot."""
+    return f"svc/{service}"

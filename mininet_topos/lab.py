@@ -123,10 +123,14 @@ class Lab:
         log: Callable[[str], None] = lambda _line: None,
         extra_args: Sequence[str] = (),
         sidecar_after_app: bool = False,
+        cold_connections: bool = False,
     ) -> None:
         self.fabric = fabric
         self.sidecar_after_app = sidecar_after_app
         """The node agents start each sidecar once its app listens (else beside it)."""
+        self.cold_connections = cold_connections
+        """A new sidecar's connections open on first use, each with a full TCP handshake: the agents warm
+        none up (``--no-warm-up``) and sidecars do not use TCP Fast Open (``--no-tcp-fast-open``)."""
         self.trust_domain = trust_domain
         self.wait_for_sidecars = wait_for_sidecars
         self.run_dir = run_dir
@@ -233,6 +237,7 @@ class Lab:
             "--pki-dir",
             str(ca),
             *(["--wait-for-sidecars"] if self.wait_for_sidecars else []),
+            *(["--no-tcp-fast-open"] if self.cold_connections else []),
             *self.extra_args,
         ]
 
@@ -382,6 +387,7 @@ class Lab:
             str(work_dir),
             *self._run_as(),
             *(["--sidecar-after-app"] if self.sidecar_after_app else []),
+            *(["--no-warm-up"] if self.cold_connections else []),
         ]
         with open(work_dir / "agent.log", "wb") as log:
             self.agents[node] = self.net.get(node).popen(
@@ -550,6 +556,11 @@ class Lab:
         found = self.workload_status(workload_id)
         started = found[1].get("started_at") if found is not None else None
         return float(started) if started is not None else None
+
+    def tcp_counters(self, host: str) -> dict[str, int]:
+        """The kernel's TCP extension counters in one host's or node's namespace (``/proc/net/netstat``,
+        e.g. ``TCPFastOpenActive``: connections whose SYN carried data, ``TCPFastOpenPassive``: accepted so)."""
+        return parse_tcp_ext(self.net.get(host).cmd("cat /proc/net/netstat"))
 
     def envoy_counter(self, name: str) -> int:
         """A counter summed over every running sidecar (clients and workloads), from their admin APIs,
@@ -869,3 +880,12 @@ def _own_user() -> str:
     import pwd
 
     return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def parse_tcp_ext(netstat: str) -> dict[str, int]:
+    """The ``TcpExt:`` counters of a ``/proc/net/netstat`` text (a line of names, then one of values)."""
+    rows = [line.split() for line in netstat.splitlines() if line.startswith("TcpExt:")]
+    if len(rows) < 2:
+        return {}
+    names, values = rows[0][1:], rows[1][1:]
+    return {name: int(value) for name, value in zip(names, values, strict=False) if value.lstrip("-").isdigit()}

@@ -49,14 +49,21 @@ def load_spec(fabric_file: str | Path) -> FabricSpec:
     return load_fabric(str(fabric_file))
 
 
+TCP_FASTOPEN_CLIENT_AND_SERVER = 3
+"""``net.ipv4.tcp_fastopen``: 0x1 sends data in the SYN (the default), 0x2 accepts it on listeners that ask."""
+
+
 class FabricHost(Host):
     """A Mininet host that can carry TCP over the userspace datapath: with TX checksum offload on, the
     kernel leaves checksums for the NIC to fill in, the userspace datapath never does, and TCP hangs
-    while ping works. Turned off when Mininet configures the host (``Mininet.build``)."""
+    while ping works. Turned off when Mininet configures the host (``Mininet.build``). Its namespace
+    also accepts TCP Fast Open, as a node running sidecars should (``MeshConfig.tcp_fast_open``): the
+    server side is off by default."""
 
     def config(self, **params: Any) -> Any:
         result = super().config(**params)
         self.disable_tx_offload()
+        self.cmd(f"sysctl -qw net.ipv4.tcp_fastopen={TCP_FASTOPEN_CLIENT_AND_SERVER}")
         return result
 
     def disable_tx_offload(self) -> None:

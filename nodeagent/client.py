@@ -54,7 +54,10 @@ def workload_spec(message: Any) -> WorkloadSpec:
         run=tuple(message.run),
         env=tuple(sorted(message.env.items())),
         spiffe_id=message.spiffe_id,
-        calls=tuple(Call(c.service, int(c.port), float(c.per_request), int(c.bytes_per_call)) for c in message.calls),
+        calls=tuple(
+            Call(c.service, int(c.port), float(c.per_request), int(c.bytes_per_call), c.protocol or "http")
+            for c in message.calls
+        ),
         protocol=message.protocol or "http",
     )
 

@@ -99,6 +99,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start each sidecar once its app listens, not beside it (slower: the two start-ups add up; "
         "beside it, the controller is told the app starts and keeps it no endpoint until it listens)",
     )
+    parser.add_argument(
+        "--no-warm-up",
+        dest="warm_up",
+        action="store_false",
+        help="do not open a new sidecar's connections to the services its app calls before the app's first "
+        "request does (that request then waits for them: a TCP and a TLS round trip each)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -394,6 +401,7 @@ class Agent:
             sds_file=str(self.files.sds),
             server_id=self.args.xds_server_id or "",
             envoy=str(Path(self.args.envoy).resolve()) if self.args.envoy else "",
+            warm_up=self.args.warm_up,
         )
         self.supervisor = Supervisor(
             context,

@@ -29,6 +29,8 @@ class Call:
     port: int
     per_request: float = 1.0
     bytes_per_call: int = 0
+    protocol: str = "http"
+    """The callee's: "http" or "tcp"."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ from meshctl.bootstrap import XdsClientTls, render_bootstrap
 from meshctl.sidecar import EnvoySidecar
 from nodeagent import plan as p
 from nodeagent.listening import Listener, listener_of
+from nodeagent.warmup import sidecar_connections, warm_up_in_background
 from pki.store import replace_file
 
 LOG = logging.getLogger("edgectl.agent")
@@ -80,6 +81,9 @@ class SidecarSettings:
     envoy: str = ""
     """The Envoy binary ("": the one beside this interpreter, or on PATH)."""
     log_level: str = "warning"
+    warm_up: bool = True
+    """Each new sidecar's connections to the HTTP services its app calls are opened as soon as it can
+    route to them, before the app's first request (``nodeagent.warmup``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -607,6 +611,8 @@ class Supervisor:
         except OSError as exc:
             raise StartFailed(f"cannot start its sidecar: {exc}", processes) from None
         self._inbox.put(("spawned", (spec.id, processes)))
+        if self.sidecars.warm_up:
+            warm_up_in_background(spec.id, spec.calls, self._closing, connections=sidecar_connections(str(admin)))
 
     def _app_dir(self, workload_id: str) -> Path:
         """The app's own directory, owned by the user it runs as, 0700; its parent lets others through

@@ -44,16 +44,18 @@ class WatchNodeRequest(_message.Message):
     def __init__(self, node: _Optional[str] = ..., starts_beside: _Optional[bool] = ...) -> None: ...
 
 class Call(_message.Message):
-    __slots__ = ("service", "port", "per_request", "bytes_per_call")
+    __slots__ = ("service", "port", "per_request", "bytes_per_call", "protocol")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     BYTES_PER_CALL_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     service: str
     port: int
     per_request: float
     bytes_per_call: int
-    def __init__(self, service: _Optional[str] = ..., port: _Optional[int] = ..., per_request: _Optional[float] = ..., bytes_per_call: _Optional[int] = ...) -> None: ...
+    protocol: str
+    def __init__(self, service: _Optional[str] = ..., port: _Optional[int] = ..., per_request: _Optional[float] = ..., bytes_per_call: _Optional[int] = ..., protocol: _Optional[str] = ...) -> None: ...
 
 class NodeWorkload(_message.Message):
     __slots__ = ("id", "service", "port", "address", "app_host", "run", "env", "spiffe_id", "calls", "protocol")

@@ -6,8 +6,10 @@ it through their own sidecar over mTLS. The service moves edge -> cloud -> edge 
 Asserted from the outside, not from the controller's claims: every request succeeded (and the service saw
 the user's SPIFFE id, so mTLS was on the way), and the user's Envoy never failed to connect to an instance
 (none was an endpoint before its sidecar served); the user's Envoy, through its admin API, sends to the new
-address after each move; and the switches' port counters show the traffic going to the cloud node's port,
-then back to the edge node's. Everything is stopped by the lab (by PID, net.stop()), also on failure.
+address after each move; the user's new connection back to the edge node, which it reached before,
+opened with TCP Fast Open (the kernel's counters in both namespaces); and the switches' port counters show
+the traffic going to the cloud node's port, then back to the edge node's. Everything is stopped by the
+lab (by PID, net.stop()), also on failure.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ def test_a_service_moves_edge_to_cloud_and_back_without_losing_a_request(tmp_pat
         assert lab.first_served_by(web_id, timeout=10) is not None, lab.records()[-5:]
         started = time.time()
         refused = lab.envoy_counter("cluster.svc/web.upstream_cx_connect_fail")
+        fast_opened = lab.tcp_counters("u1").get("TCPFastOpenActive", 0)
+        fast_accepted = lab.tcp_counters(EDGE).get("TCPFastOpenPassive", 0)
 
         time.sleep(1.0)
         to_cloud = move(lab, web_id, CLOUD)
@@ -97,6 +101,10 @@ def test_a_service_moves_edge_to_cloud_and_back_without_losing_a_request(tmp_pat
         # Make-before-break with real sidecars: the user's Envoy never even tried an instance that did
         # not listen yet (without the readiness gate it does, 5 times here, and retries elsewhere).
         assert lab.envoy_counter("cluster.svc/web.upstream_cx_connect_fail") == refused
+        # Back at the edge node, which it reached before the moves: the user's sidecar opened its new
+        # connection with TCP Fast Open (the ClientHello in the SYN), and the new sidecar took it so.
+        assert lab.tcp_counters("u1").get("TCPFastOpenActive", 0) > fast_opened
+        assert lab.tcp_counters(EDGE).get("TCPFastOpenPassive", 0) > fast_accepted
         records = lab.records(since=started, until=ended)
         failed = [r for r in records if not r.ok]
         assert len(records) >= RATE * 6, len(records)

@@ -25,6 +25,7 @@ import grpc
 import pytest
 
 from mininet_topos.lab import agent_run_as_args
+from mininet_topos.mesh import admin_get
 from placement._pb import placement_pb2 as pb
 from placement._pb import placement_pb2_grpc as pb_grpc
 from tests.integration.harness import REPO, edgectl_run, free_port, wait_until
@@ -198,6 +199,14 @@ def test_an_attested_agent_runs_its_nodes_sidecars_with_config_over_node_svid_mt
             wait_until(lambda: state_of(api_instance.id) == "running", 60, what=f"{api_instance.id} running")
             api_admin = work_dir / "w" / api_instance.id / "admin.sock"
             wait_until(lambda: f"in/{api_instance.id}" in active_listeners(api_admin), 60, what="its listener")
+            # The agent opened its sidecar's connection to db before its app asked: one warm-up request
+            # over mTLS, answered 204 by db's sidecar itself (db's app never sees it).
+            warmed = f"{api_instance.id}: connection to db warm"
+            wait_until(lambda: warmed in agent_log.read_text(), 30, what="the warm-up of api's connection to db")
+            stats = admin_get(api_admin, "/stats?filter=^cluster[.]svc/db[.]upstream_(rq_204|cx_total)$") or ""
+            counters = {k: int(v) for k, _, v in (line.partition(": ") for line in stats.splitlines()) if v.isdigit()}
+            assert counters.get("cluster.svc/db.upstream_rq_204") == 1, f"{stats}\n{explain()}"
+            assert counters.get("cluster.svc/db.upstream_cx_total", 0) >= 1, f"{stats}\n{explain()}"
             sidecar_pid = status()["workloads"][api_instance.id]["sidecar_pid"]
             placement.Evict(pb.EvictRequest(workload_id=api_instance.id), timeout=30)
             wait_until(lambda: state_of(api_instance.id) == "stopped", 60, what=f"{api_instance.id} stopped")

@@ -17,6 +17,7 @@ import pytest
 
 from edgectl.policy_denials import DenialLog
 from meshctl.snapshot import MeshConfig
+from meshctl.xds_types import WARM_UP_PATH
 from netmodel import events as ev
 from netmodel.ids import HostId, ServiceName
 from netmodel.types import AllowRule, PolicyDefault
@@ -84,7 +85,7 @@ def test_allow_from_is_enforced_by_the_callee_sidecar_and_denials_reach_the_cont
 
     with (
         mesh(MeshConfig(), default_policy=PolicyDefault.DENY, denials=denials) as m,
-        backends(("web-app", "127.0.0.1", app_port)),
+        backends(("web-app", "127.0.0.1", app_port)) as (app,),
     ):
         allow(m, "r1", AllowRule(host=HostId("u1")))
         m.place(server)
@@ -140,6 +141,14 @@ def test_allow_from_is_enforced_by_the_callee_sidecar_and_denials_reach_the_cont
         assert mtls_get(*inbound, files, "/status%2F..%2Fcart") in (400, 403)
         assert mtls_get(*inbound, files, "/status%2f..%2fcart") in (400, 403)
         assert mtls_get(*inbound, files, "/status%5C..%5Ccart") in (400, 403)
+
+        # A node agent's warm-up (a GET of WARM_UP_PATH) is answered by the sidecar itself, whatever the
+        # rules say of paths: 204, no request reaches the app and no denial is counted. Anything else
+        # there (another method, a longer path) is an ordinary request, under the rules.
+        hits, denied = app.hits, rbac_denied(callee.admin("/stats?filter=rbac"))
+        assert mtls_get(*inbound, files, WARM_UP_PATH) == 204
+        assert (app.hits, rbac_denied(callee.admin("/stats?filter=rbac"))) == (hits, denied)
+        assert mtls_get(*inbound, files, WARM_UP_PATH + "/x") == 403
 
 
 def test_tcp_service_closes_the_connection_of_a_caller_not_admitted(tmp_path: Path) -> None:

@@ -84,12 +84,17 @@ def test_a_node_workload_message_becomes_a_spec() -> None:
         run=["{python}", "-m", "app"],
         env={"B": "2", "A": "1"},
         spiffe_id=f"spiffe://{TD}/svc/web/w/web-1",
-        calls=[pb.Call(service="api", port=9090, per_request=2.0, bytes_per_call=10)],
+        calls=[
+            pb.Call(service="api", port=9090, per_request=2.0, bytes_per_call=10),
+            pb.Call(service="cache", port=6379, protocol="tcp"),
+        ],
         protocol="tcp",
     )
     spec = workload_spec(message)
     assert spec.run == ("{python}", "-m", "app") and spec.env == (("A", "1"), ("B", "2"))
-    assert spec.calls == (Call("api", 9090, 2.0, 10),) and spec.protocol == "tcp" and spec.app_host == "127.0.0.2"
+    # A callee's protocol: "http" unless said (a controller from before it was sent says nothing).
+    assert spec.calls == (Call("api", 9090, 2.0, 10, "http"), Call("cache", 6379, 0.0, 0, "tcp"))
+    assert spec.protocol == "tcp" and spec.app_host == "127.0.0.2"
     assert workload_spec(pb.NodeWorkload(id="w", service="s", port=1)).app_host == "127.0.0.1"
     kinds = [
         event_of(pb.NodeEvent(kind=kind, workloads=[message], generation=7))[0]

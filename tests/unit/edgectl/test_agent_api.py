@@ -19,7 +19,7 @@ from netmodel.events import Event, WorkloadHealthChanged, WorkloadPlaced, Worklo
 from netmodel.fabric import build_state
 from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
 from netmodel.state import FabricState
-from netmodel.types import Resources, Workload
+from netmodel.types import Protocol, Resources, Workload
 from nodeagent._pb import agent_pb2 as pb
 from pki.join_token_store import JoinTokenStore
 from tests.unit.edgectl.fixtures import example_spec
@@ -51,8 +51,12 @@ def test_a_nodes_view_holds_its_workloads_with_what_the_agent_needs(state: Fabri
     api = views["api-1"]
     assert (api.service, api.port, api.address, api.app_host) == ("api", 9090, "10.0.1.10", "127.0.0.2")
     assert api.spiffe_id == f"spiffe://{TD}/svc/api/w/api-1" and api.protocol == "http"
-    assert [(c.service, c.port) for c in api.calls] == [("db", 5432)]
+    assert [(c.service, c.port, c.protocol) for c in api.calls] == [("db", 5432, "http")]
     assert node_workloads(state, "no-such-node", "127.0.0.1") == {}
+    # A TCP callee is said so: the agent warms no connection of it (nodeagent.warmup).
+    db = state.services[ServiceName("db")]
+    tcp = replace(state, services={**state.services, db.name: replace(db, protocol=Protocol.TCP)})
+    assert [c.protocol for c in node_workloads(tcp, "ea-n1", "127.0.0.2")["api-1"].calls] == ["tcp"]
 
 
 def test_changes_are_placed_again_when_changed_and_removed_when_gone(state: FabricState) -> None:

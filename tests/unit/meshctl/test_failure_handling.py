@@ -85,7 +85,9 @@ def test_an_inbound_listener_retries_its_one_app_only_on_connection_failures() -
     manager = ec.hcm_pb2.HttpConnectionManager()
     inbound.filter_chains[0].filters[0].typed_config.Unpack(manager)
     (host,) = manager.route_config.virtual_hosts
-    (route,) = host.routes  # no method split: a 5xx of its own app is passed on, the caller decides
+    warm_up, route = host.routes  # (the warm-up, answered by the sidecar itself, goes first)
+    assert warm_up.HasField("direct_response") and not warm_up.HasField("route")
+    # One route to the app, no method split: a 5xx of its own app is passed on, the caller decides.
     assert route.route.retry_policy.retry_on == "connect-failure,refused-stream"
 
 

@@ -4,8 +4,8 @@ gate's questions (``MeshServer.not_ready``) follow ``meshctl.serving.can_serve``
 from __future__ import annotations
 
 from meshctl.serving import can_serve, serving_node
-from meshctl.snapshot import MeshConfig, build_snapshots, service_cluster_name
-from meshctl.xds_types import ENDPOINTS
+from meshctl.snapshot import MeshConfig, build_snapshots
+from meshctl.xds_types import ENDPOINTS, service_cluster_name
 from netmodel import events as ev
 from netmodel.ids import NodeId, WorkloadId
 from netmodel.state import FabricState

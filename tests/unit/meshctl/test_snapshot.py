@@ -21,7 +21,7 @@ from meshctl.snapshot import (
     make_resource,
     version_digest,
 )
-from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET
+from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET, WARM_UP_PATH
 from netmodel import events as ev
 from netmodel.ids import NodeId
 from netmodel.state import FabricState
@@ -245,6 +245,46 @@ def test_mtls_clusters_check_the_server_identity() -> None:
     cluster.transport_socket.typed_config.Unpack(tls)
     validation = tls.common_tls_context.combined_validation_context.default_validation_context
     assert [m.matcher.exact for m in validation.match_typed_subject_alt_names] == ["spiffe://edgectl.local/svc/api"]
+
+
+def test_mtls_sidecars_open_connections_to_each_other_with_tcp_fast_open() -> None:
+    mtls = build_snapshots(placed_state(), MTLS)
+    options = mtls["web-1"].of_type(CLUSTER)["svc/api"].message.upstream_bind_config.socket_options
+    assert [(o.level, o.name, o.int_value, o.state) for o in options] == [
+        (6, ec.TCP_FASTOPEN_CONNECT, 1, ec.socket_option_pb2.SocketOption.STATE_PREBIND)  # IPPROTO_TCP
+    ]
+    inbound = mtls["api-1"].of_type(LISTENER)["in/api-1"].message
+    assert inbound.tcp_fast_open_queue_length.value == ec.FAST_OPEN_QUEUE
+    tcp_inbound = build_snapshots(placed_state(), dataclasses.replace(MTLS, tcp_services=frozenset({"db"})))
+    assert tcp_inbound["db-1"].of_type(LISTENER)["in/db-1"].message.tcp_fast_open_queue_length.value > 0
+    # The local app's cluster and the outbound listeners (loopback) do not need it.
+    assert not mtls["api-1"].of_type(CLUSTER)["local/api-1"].message.HasField("upstream_bind_config")
+    assert not mtls["web-1"].of_type(LISTENER)["out/9090"].message.HasField("tcp_fast_open_queue_length")
+    # Turned off, or in plaintext (where Envoy would count a connection as made at connect(), and a
+    # refused one as a reset rather than a connect failure): connections open as usual.
+    for config in (dataclasses.replace(MTLS, tcp_fast_open=False), MeshConfig()):
+        built = build_snapshots(placed_state(), config)
+        assert not built["web-1"].of_type(CLUSTER)["svc/api"].message.HasField("upstream_bind_config")
+        assert not built["api-1"].of_type(LISTENER)["in/api-1"].message.HasField("tcp_fast_open_queue_length")
+    with pytest.raises(ValueError, match="mTLS clusters only"):
+        ec.eds_cluster("svc/api", 1000, http=True, fast_open=True)
+
+
+def test_inbound_sidecars_answer_warm_ups_themselves_and_http_clusters_keep_a_spare_connection() -> None:
+    built = build_snapshots(placed_state(), MTLS)
+    inbound = built["api-1"].of_type(LISTENER)["in/api-1"].message
+    manager = hcm_pb2.HttpConnectionManager()
+    inbound.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    (host,) = manager.route_config.virtual_hosts
+    warm_up, *to_the_app = host.routes
+    assert warm_up.match.path == WARM_UP_PATH and warm_up.direct_response.status == 204
+    assert [(h.name, h.string_match.exact) for h in warm_up.match.headers] == [(":method", "GET")]
+    assert ec.HTTP_RBAC_FILTER in warm_up.typed_per_filter_config  # RBAC off for this route alone
+    assert to_the_app and all(r.route.cluster == "local/api-1" for r in to_the_app)
+    cluster = built["web-1"].of_type(CLUSTER)["svc/api"].message
+    assert cluster.preconnect_policy.per_upstream_preconnect_ratio.value == ec.PRECONNECT_RATIO
+    tcp = build_snapshots(placed_state(), dataclasses.replace(MTLS, tcp_services=frozenset({"db"})))
+    assert not tcp["api-1"].of_type(CLUSTER)["svc/db"].message.HasField("preconnect_policy")
 
 
 def test_builds_are_deterministic_and_shared_between_nodes() -> None:
