@@ -25,6 +25,11 @@ endpoint until its app listens too): Envoy's boot overlaps the app's start-up. B
 same moves with each sidecar started once its app listens (agent `--sidecar-after-app`,
 ``--after-app-rounds``): the two start-ups one after the other.
 
+Baseline, same run: the same moves with cold connections (``--cold-rounds``): the node agents warm no
+new sidecar's connections (``--no-warm-up``) and sidecars connect without TCP Fast Open (`edgectl run
+--no-tcp-fast-open`), so the first request through a new instance waits for a TCP and a TLS handshake on
+each new connection. Its first request's time is reported per node moved to, beside the run's own.
+
 Baseline, same run: the same moves on a controller without the readiness gate (no `--wait-for-sidecars`):
 the new instance becomes an endpoint at placement, before its sidecar serves, and the old one is withdrawn
 once the callers ACK that. Callers then connect to an instance that does not listen yet: Envoy's retry on
@@ -50,7 +55,7 @@ sys.path.insert(0, str(REPO))
 
 from mininet_topos.lab import Lab  # noqa: E402
 from mininet_topos.loadgen import summarize  # noqa: E402
-from mininet_topos.timeline import NEW_INSTANCE_TO_CALLERS, MigrationTimeline, whose_totals  # noqa: E402
+from mininet_topos.timeline import FIRST_REQUEST, NEW_INSTANCE_TO_CALLERS, MigrationTimeline, whose_totals  # noqa: E402
 
 FABRIC = REPO / "examples" / "edge-cloud.yaml"
 TWO_EDGES = REPO / "tests" / "data" / "fabrics" / "two-edges.yaml"
@@ -116,11 +121,19 @@ def run_lab(
     fabric: Path = FABRIC,
     service: str = "api",
     sidecar_after_app: bool = False,
+    cold_connections: bool = False,
 ) -> tuple[int, int, list[float], list[float], int, int]:  # sent, lost, at edge, in cloud, refused, agent errors
     def log(line: str) -> None:
         print(f"# {line}", file=sys.stderr)
 
-    with Lab(fabric, run_dir, wait_for_sidecars=gated, log=log, sidecar_after_app=sidecar_after_app) as lab:
+    with Lab(
+        fabric,
+        run_dir,
+        wait_for_sidecars=gated,
+        log=log,
+        sidecar_after_app=sidecar_after_app,
+        cold_connections=cold_connections,
+    ) as lab:
         lab.wait_declared_services()
         workload, edge = lab.instance_at_edge(service)
         lab.start_loads(rate=rate)
@@ -136,6 +149,12 @@ def main() -> int:
     parser.add_argument("--baseline-rounds", type=int, default=4)
     parser.add_argument(
         "--after-app-rounds", type=int, default=10, help="moves with each sidecar started once its app listens"
+    )
+    parser.add_argument(
+        "--cold-rounds",
+        type=int,
+        default=10,
+        help="moves whose new connections open cold: no warm-up, no TCP Fast Open",
     )
     parser.add_argument("--rate", type=float, default=10.0, help="requests per second per user")
     args = parser.parse_args()
@@ -157,6 +176,14 @@ def main() -> int:
     print_split(after_app)
     after_chains = [t.chain_s for t in after_app if t.chain_s is not None]
     after_control = [s for t in after_app for n, _, s in t.split() if n == CONTROL_PLANE_ONLY and s is not None]
+    print("# baseline: the same moves with cold connections (no warm-up, no TCP Fast Open)", file=sys.stderr)
+    cold: list[MigrationTimeline] = []
+    cold_sent, cold_lost, _, _, _, _ = run_lab(
+        run_dir / "cold", args.cold_rounds, args.rate, True, cold, cold_connections=True
+    )
+    print("# the cold-connections baseline's chain:")
+    print_split(cold)
+    cold_chains = [t.chain_s for t in cold if t.chain_s is not None]
     print("# one service alone (two edge sites and a cloud): what moving to the edge buys", file=sys.stderr)
     _, alone_lost, alone_edge, alone_cloud, _, _ = run_lab(
         run_dir / "alone", 4, args.rate, True, None, fabric=TWO_EDGES, service="web"
@@ -213,6 +240,13 @@ def main() -> int:
         "after_app_start_ups_ms": dict(zip(("app", "envoy"), map(p50_p99, start_ups(after_app)), strict=True)),
         "after_app_requests_sent": after_sent,
         "after_app_requests_lost": after_lost,
+        "first_request_ms_by_destination": first_requests_by_destination(timelines),
+        "cold_baseline": "the same moves, new connections opened cold (agent --no-warm-up, edgectl --no-tcp-fast-open)",
+        "cold_migrations": len(cold),
+        "cold_whole_chain_ms": p50_p99(cold_chains),
+        "cold_first_request_ms_by_destination": first_requests_by_destination(cold),
+        "cold_requests_sent": cold_sent,
+        "cold_requests_lost": cold_lost,
         "requests_sent_during_migrations": sent,
         "requests_lost_during_migrations": lost,
         "requests_lost_goal": 0,
@@ -248,6 +282,16 @@ def dominating(app_start: list[float], envoy_boot: list[float]) -> str | None:
     if not app_start or not envoy_boot:
         return None
     return "app" if statistics.median(app_start) >= statistics.median(envoy_boot) else "envoy"
+
+
+def first_requests_by_destination(timelines: list[MigrationTimeline]) -> dict[str, dict[str, float | None]]:
+    """The first request's own time (new connections through web -> api -> db) per node moved to."""
+    by_node: dict[str, list[float]] = {}
+    for t in timelines:
+        seconds = dict((name, s) for name, _, s in t.split()).get(FIRST_REQUEST)
+        if seconds is not None:
+            by_node.setdefault(t.to_node, []).append(seconds)
+    return {node: {"n": len(v), **p50_p99(v)} for node, v in sorted(by_node.items())}
 
 
 def print_split(timelines: list[MigrationTimeline]) -> None:

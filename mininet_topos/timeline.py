@@ -28,6 +28,8 @@ ENVOY_BOOT = "Envoy boot (until the xDS server handles its first request)"
 before the handler runs, if any, is in it: only the server's clock sees the stream)."""
 FIRST_XDS_ANSWER = "the xDS server's first answer"
 """From handling the new sidecar's first request to sending it its first response."""
+FIRST_REQUEST = "the first request (new mTLS connections)"
+"""From the last caller's ACK (or the request's start, if later) until the new instance answered it."""
 NEW_INSTANCE_TO_CALLERS = "new sidecar serving -> every caller ACKed"
 """The control plane's own stage: the new instance can serve (its sidecar serves; side by side, its app
 listens too) -> every caller's sidecar ACKed the endpoints with it."""
@@ -168,7 +170,7 @@ class MigrationTimeline:
         wait = None if acked is None or sent is None else max(0.0, sent - acked)
         request_from = None if acked is None or sent is None else max(acked, sent)
         out.append(("wait for the next user request", USERS, wait))
-        out.append(("the first request (new mTLS connections)", USERS, _between(request_from, self.first_request_at)))
+        out.append((FIRST_REQUEST, USERS, _between(request_from, self.first_request_at)))
         return out
 
     def start_ups(self) -> tuple[float | None, float | None]:
