@@ -167,22 +167,14 @@ def main() -> int:
     base_sent, base_lost, _, _, base_refused, _ = run_lab(
         run_dir / "ungated", args.baseline_rounds, args.rate, False, None
     )
-    print("# baseline: the same moves with each sidecar started once its app listens", file=sys.stderr)
-    after_app: list[MigrationTimeline] = []
-    after_sent, after_lost, _, _, _, _ = run_lab(
-        run_dir / "after-app", args.after_app_rounds, args.rate, True, after_app, sidecar_after_app=True
+    after_app, after_sent, after_lost = gated_baseline(
+        run_dir, "after-app", "each sidecar started once its app listens", args, sidecar_after_app=True
     )
-    print("# the after-app baseline's chain:")
-    print_split(after_app)
     after_chains = [t.chain_s for t in after_app if t.chain_s is not None]
     after_control = [s for t in after_app for n, _, s in t.split() if n == CONTROL_PLANE_ONLY and s is not None]
-    print("# baseline: the same moves with cold connections (no warm-up, no TCP Fast Open)", file=sys.stderr)
-    cold: list[MigrationTimeline] = []
-    cold_sent, cold_lost, _, _, _, _ = run_lab(
-        run_dir / "cold", args.cold_rounds, args.rate, True, cold, cold_connections=True
+    cold, cold_sent, cold_lost = gated_baseline(
+        run_dir, "cold", "cold connections (no warm-up, no TCP Fast Open)", args, cold_connections=True
     )
-    print("# the cold-connections baseline's chain:")
-    print_split(cold)
     cold_chains = [t.chain_s for t in cold if t.chain_s is not None]
     print("# one service alone (two edge sites and a cloud): what moving to the edge buys", file=sys.stderr)
     _, alone_lost, alone_edge, alone_cloud, _, _ = run_lab(
@@ -282,6 +274,34 @@ def dominating(app_start: list[float], envoy_boot: list[float]) -> str | None:
     if not app_start or not envoy_boot:
         return None
     return "app" if statistics.median(app_start) >= statistics.median(envoy_boot) else "envoy"
+
+
+def gated_baseline(
+    run_dir: Path,
+    name: str,
+    what: str,
+    args: argparse.Namespace,
+    *,
+    sidecar_after_app: bool = False,
+    cold_connections: bool = False,
+) -> tuple[list[MigrationTimeline], int, int]:
+    """The same moves (``--<name>-rounds``) on a lab with the readiness gate and these options; prints
+    their chain. Returns the timelines, requests sent and requests lost."""
+    print(f"# baseline: the same moves with {what}", file=sys.stderr)
+    timelines: list[MigrationTimeline] = []
+    rounds = getattr(args, f"{name.replace('-', '_')}_rounds")
+    sent, lost, _, _, _, _ = run_lab(
+        run_dir / name,
+        rounds,
+        args.rate,
+        True,
+        timelines,
+        sidecar_after_app=sidecar_after_app,
+        cold_connections=cold_connections,
+    )
+    print(f"# the {name} baseline's chain:")
+    print_split(timelines)
+    return timelines, sent, lost
 
 
 def first_requests_by_destination(timelines: list[MigrationTimeline]) -> dict[str, dict[str, float | None]]:

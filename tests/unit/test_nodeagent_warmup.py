@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,11 +18,9 @@ from nodeagent.warmup import request, sidecar_connections, status_of, warm_up, w
 
 
 @contextmanager
-def sidecar_outbound(answers: list[int], port: int = 0) -> Iterator[tuple[int, list[bytes]]]:
-    """A listener standing in for a sidecar's outbound one: answers each request with the next status
-    of ``answers`` (the last one from then on); yields its port and the requests it read."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", port))
+def serving(server: socket.socket, answer: Callable[[bytes], bytes]) -> Iterator[list[bytes]]:
+    """Accept on a bound ``server`` until the block ends, one request per connection, each answered with
+    ``answer(request)``; yields the requests read."""
     server.listen()
     server.settimeout(0.1)
     seen: list[bytes] = []
@@ -36,17 +34,32 @@ def sidecar_outbound(answers: list[int], port: int = 0) -> Iterator[tuple[int, l
                 continue
             with connection:
                 seen.append(connection.recv(4096))
-                status = answers[min(len(seen), len(answers)) - 1]
-                connection.sendall(f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n".encode())
+                connection.sendall(answer(seen[-1]))
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield server.getsockname()[1], seen
+        yield seen
     finally:
         stop.set()
         thread.join(timeout=2)
         server.close()
+
+
+@contextmanager
+def sidecar_outbound(answers: list[int], port: int = 0) -> Iterator[tuple[int, list[bytes]]]:
+    """A listener standing in for a sidecar's outbound one: answers each request with the next status
+    of ``answers`` (the last one from then on); yields its port and the requests it read."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", port))
+    statuses = iter(answers)
+    last = answers[-1]
+
+    def answer(_request: bytes) -> bytes:
+        return f"HTTP/1.1 {next(statuses, last)} X\r\ncontent-length: 0\r\n\r\n".encode()
+
+    with serving(server, answer) as seen:
+        yield server.getsockname()[1], seen
 
 
 def free_port() -> int:
@@ -140,26 +153,6 @@ def unix_http_server(path: Path, body: str) -> Iterator[None]:
     """An HTTP server on a Unix socket answering every GET with ``body`` (an Envoy admin API's stats)."""
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(path))
-    server.listen()
-    server.settimeout(0.1)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = server.accept()
-            except TimeoutError:
-                continue
-            with connection:
-                connection.recv(4096)
-                data = body.encode()
-                connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(data), data))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
+    data = body.encode()
+    with serving(server, lambda _request: b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(data), data)):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=2)
-        server.close()
