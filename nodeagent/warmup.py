@@ -5,7 +5,7 @@ for one to open (TCP, then TLS: two round trips, across an edge-cloud link tens 
 after a migration that first request is a user's. So the agent sends one request through the sidecar's
 outbound listener for each HTTP service the app calls, as soon as that listener accepts (ADS sends a
 sidecar its clusters and endpoints before its listeners, so by then it knows where to connect). The
-callee's sidecar answers it itself (``meshctl.envoy_config.WARM_UP_PATH``: 204, never reaching its app),
+callee's sidecar answers it itself (``meshctl.xds_types.WARM_UP_PATH``: 204, never reaching its app),
 and the connection stays in the sidecar's pool for the app's first request. A TCP callee is skipped: a
 TCP proxy's upstream connection belongs to the one downstream connection that opened it.
 
