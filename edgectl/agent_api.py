@@ -556,6 +556,7 @@ def _workload_message(view: WorkloadView) -> pb.NodeWorkload:
             for c in view.calls
         ],
         protocol=view.protocol,
+        outbound_host=view.outbound_host,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from meshctl.xds_types import workload_outbound_host
 from netmodel.ids import NodeId
 from netmodel.state import FabricState
 from netmodel.types import Workload
@@ -39,6 +40,8 @@ class WorkloadView:
     spiffe_id: str
     calls: tuple[CallView, ...]
     protocol: str
+    outbound_host: str
+    """Where the app reaches what it calls: the workload's own address (``workload_outbound_host``)."""
 
 
 def workloads_by_node(state: FabricState) -> dict[str, list[Workload]]:
@@ -76,10 +79,11 @@ def node_workloads(
             for callee, weight in service.weighted_calls()
             if callee in state.services
         )
+        port = workload.port or service.port
         views[str(workload.id)] = WorkloadView(
             id=str(workload.id),
             service=str(workload.service),
-            port=workload.port or service.port,
+            port=port,
             address=compute.ip,
             app_host=app_host,
             run=service.run,
@@ -87,6 +91,7 @@ def node_workloads(
             spiffe_id=str(workload.spiffe_id),
             calls=calls,
             protocol=str(service.protocol),
+            outbound_host=workload_outbound_host(port),
         )
     return views
 

@@ -329,6 +329,7 @@ class Controller:
         from meshctl.paths import ENDPOINT_ORDERS
         from meshctl.snapshot import MeshConfig
         from meshctl.xds_grpc import start_mesh
+        from meshctl.xds_types import WORKLOAD_OUTBOUND_PREFIX
 
         mesh_config = MeshConfig(
             app_host=self.config.mesh_app_host,
@@ -336,10 +337,18 @@ class Controller:
             trust_domain=trust_domain,
             paths=ENDPOINT_ORDERS[self.config.endpoint_order],
         )
-        if mesh_config.app_host == mesh_config.outbound_host:
+        if mesh_config.app_host.startswith(WORKLOAD_OUTBOUND_PREFIX + "."):
             LOG.warning(
-                "apps listen on %s, where callers' sidecars take their outbound listeners: a node that runs an "
-                "app and a caller of its port cannot bind both (--mesh-app-host 127.0.0.2 keeps them apart)",
+                "apps listen on %s, in %s.0.0/16 where workloads' sidecars take their outbound listeners: an app "
+                "and a caller of its port there cannot bind both (--mesh-app-host 127.0.0.2 keeps them apart)",
+                mesh_config.app_host,
+                WORKLOAD_OUTBOUND_PREFIX,
+            )
+        elif mesh_config.app_host == mesh_config.outbound_host:
+            LOG.warning(
+                "apps listen on %s, where users' client sidecars take their outbound listeners: a namespace with "
+                "an app and a client sidecar calling its port cannot bind both (--mesh-app-host 127.0.0.2 keeps "
+                "them apart)",
                 mesh_config.app_host,
             )
         xds_tls = None

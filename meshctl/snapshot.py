@@ -12,8 +12,10 @@ Cluster, LoadAssignment     ``svc/<service>``    the service's placed, healthy w
                                                  outlier detection, a retry budget
 Cluster                     ``local/<workload>`` the app behind the workload's inbound listener
 Listener                    ``in/<workload>``    ``<node ip>:<workload port>``, mTLS when on
-Listener, RouteConfig       ``out/<port>``       ``<outbound_host>:<port>``: a virtual host per
-                                                 called service on that port; retries
+Listener, RouteConfig       ``out/<port>``       ``<address>:<port>``: a virtual host per called
+                                                 service on that port; retries. The address is
+                                                 the workload's own (``workload_outbound_host``),
+                                                 a host's ``outbound_host``
 Listener                    ``<service>``        gRPC api listener (``xds:///<service>``), served
                                                  only when asked for by name
 Secret                      ``identity``,        mTLS only: the node's own certificate and key,
@@ -23,7 +25,7 @@ Secret                      ``identity``,        mTLS only: the node's own certi
 Outbound listeners are per port, not per service: two called services on one port would otherwise
 be two listeners on one address, which Envoy rejects. HTTP services sharing a port are told apart by
 the Host header (``<service>`` or ``<service>:<port>``); a port with a single service also answers
-any host, so ``curl 127.0.0.1:<port>`` works.
+any host, so ``curl 127.0.0.1:<port>`` works on a user host.
 
 Versions: each type's version is ``<generation>-<digest>``, the digest a hash of the (name, content
 hash) pairs. Delta xDS uses each resource's content hash as its version, which survives restarts.
@@ -34,8 +36,9 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import chain, zip_longest
 from operator import is_
 from types import MappingProxyType
@@ -54,6 +57,7 @@ from meshctl.xds_types import (
     SECRET,
     XDS_CLUSTER,
     service_cluster_name,
+    workload_outbound_host,
 )
 from netmodel.authorization import service_policy
 from netmodel.ids import HostId, ServiceName, SwitchId, WorkloadId
@@ -80,7 +84,9 @@ class MeshConfig:
     identities: Mapping[str, TlsIdentity] = field(default_factory=frozen_map, repr=False)
     """Node id -> its certificate; a node gets only its own, as the secret named ``identity``."""
     outbound_host: str = "127.0.0.1"
-    """Where apps beside a sidecar reach the services they call (``<outbound_host>:<service port>``)."""
+    """Where users on a host reach the services they call through its client sidecar
+    (``<outbound_host>:<service port>``). A workload's app has an address of its own
+    (``meshctl.xds_types.workload_outbound_host``)."""
     app_host: str = "127.0.0.1"
     """Where a workload's app listens (on the workload port) behind its sidecar's inbound listener."""
     connect_timeout_ms: int = 1000
@@ -226,6 +232,15 @@ def check_consistent(snapshot: MeshSnapshot) -> None:
     ]
     if problems:
         raise InconsistentSnapshot(snapshot.node_id, problems)
+
+
+def _tcp_outbound(name: str, port: int, cluster: str, host: str) -> Resource:
+    return make_resource(name, ec.tcp_listener(name, host, port, cluster, inbound=False), [(CLUSTER, cluster)])
+
+
+def _http_outbound(name: str, port: int, host: str) -> Resource:
+    """The listener of the route configuration ``name`` (outbound routes are named as their listener)."""
+    return make_resource(name, ec.http_listener(name, host, port, route_name=name, inbound=False), [(ROUTES, name)])
 
 
 def inbound_listener_name(workload_id: str) -> str:
@@ -375,6 +390,9 @@ class _Part:
     as_snapshot: tuple[Mapping[str, Resources], Mapping[str, str]] | None = None
     """Resources and versions of a node with nothing of its own: built once, shared by all such nodes
     (so the cache can also check their consistency once)."""
+    listeners: _Listeners | None = None
+    """Where its outbound listeners came from (``SnapshotBuilder._own_outbound`` builds them again on a
+    workload's address)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +407,9 @@ class _Listeners:
     digests: tuple[str, str]
     """Of the listeners and of the routes."""
     views: tuple[Resources, Resources]
+    bound: tuple[tuple[str, Callable[[str], Resource]], ...] = ()
+    """Each outbound listener's name and how to build it on another address: a workload's sidecar gets
+    them on its own (``workload_outbound_host``), a host's client sidecar keeps ``outbound_host``."""
 
 
 GroupKey = tuple[int, str, str, str]
@@ -514,6 +535,7 @@ class SnapshotBuilder:
         """Parts a change made stale, with the services it changed: the next part of the group starts
         from the stale one and rebuilds only those services' resources."""
         self._listeners: dict[tuple[ServiceName, ...], _Listeners] = {}
+        self._own_outbound_built: dict[tuple[tuple[ServiceName, ...], str], tuple[_Listeners, list[Resource]]] = {}
         self._rbac: dict[ServiceName, ec.InboundRbac | None] = {}
         self._inbound_built: dict[str, tuple[dict[str, list[Resource]], tuple[str, ...]]] = {}
         self.group_of: dict[str, CallerGroup] = {}
@@ -560,13 +582,14 @@ class SnapshotBuilder:
         if node is None:
             return None  # not placed: no sidecar runs yet
         service = self.services[workload.service]
+        part = self._outbound_part(workload.id, (node.attachment.switch, service.calls))
         extra, problems = self._inbound_of(workload, node)
+        own_outbound = self._own_outbound(workload, part)
+        if own_outbound:  # (by name, they replace the part's listeners on ``outbound_host``)
+            extra = {**extra, LISTENER: [*extra.get(LISTENER, ()), *own_outbound]}
         collision = (f"workload id {workload.id!r} is also a host id: the workload's sidecar wins",)
         return self._snapshot(
-            workload.id,
-            self._outbound_part(workload.id, (node.attachment.switch, service.calls)),
-            extra,
-            problems + (collision if HostId(workload.id) in self.state.hosts else ()),
+            workload.id, part, extra, problems + (collision if HostId(workload.id) in self.state.hosts else ())
         )
 
     # -- forgetting what a change touches (``meshctl.mesh_builder``) --------------------------------
@@ -1064,7 +1087,17 @@ class SnapshotBuilder:
             ROUTES: listeners.views[1],
         }
         excluded, problems = listeners.excluded, listeners.problems
-        return _Part(by_type, digests, excluded, problems, calls, key=key, endpoint_lines=tuple(lines), views=views)
+        return _Part(
+            by_type,
+            digests,
+            excluded,
+            problems,
+            calls,
+            key=key,
+            endpoint_lines=tuple(lines),
+            views=views,
+            listeners=listeners,
+        )
 
     def _listeners_of(self, names: tuple[ServiceName, ...]) -> _Listeners:
         known = self._listeners.get(names)
@@ -1077,7 +1110,7 @@ class SnapshotBuilder:
         by_port: dict[int, list[ServiceName]] = defaultdict(list)
         for name in names:
             by_port[self.services[name].port].append(name)
-        host = self.config.outbound_host
+        bound: list[tuple[str, Callable[[str], Resource]]] = []
         for port, on_port in sorted(by_port.items()):
             listener_name = f"out/{port}"
             http = [n for n in on_port if not self._tcp(n)]
@@ -1088,24 +1121,41 @@ class SnapshotBuilder:
                     f"port {port}: TCP service(s) {', '.join(dropped)} cannot share the port with "
                     f"{', '.join(n for n in on_port if n not in dropped)}; not reachable from here"
                 )
+            build: Callable[[str], Resource]
             if not http:
-                cluster_name = f"svc/{tcp[0]}"
-                listener = ec.tcp_listener(listener_name, host, port, cluster_name, inbound=False)
-                listeners[listener_name] = make_resource(listener_name, listener, [(CLUSTER, cluster_name)])
+                build = partial(_tcp_outbound, listener_name, port, service_cluster_name(tcp[0]))
+                bound.append((listener_name, build))
+                listeners[listener_name] = build(self.config.outbound_host)
                 continue
             lone = len(http) == 1
             hosts = [ec.VirtualHost(n, (n, f"{n}:{port}", *(("*",) if lone else ())), f"svc/{n}") for n in sorted(http)]
             route = ec.route_configuration(listener_name, hosts, self.config.request_timeout_ms, self.config.retries)
             routes[listener_name] = make_resource(listener_name, route, [(CLUSTER, h.cluster) for h in hosts])
-            listener = ec.http_listener(listener_name, host, port, route_name=listener_name, inbound=False)
-            listeners[listener_name] = make_resource(listener_name, listener, [(ROUTES, listener_name)])
+            build = partial(_http_outbound, listener_name, port)
+            bound.append((listener_name, build))
+            listeners[listener_name] = build(self.config.outbound_host)
             for name in http:
                 listeners[name] = make_resource(name, ec.api_listener(name, listener_name), [(ROUTES, listener_name)])
                 excluded.add(name)
         digests = (digest_of(listeners.values()), digest_of(routes.values()))
         views = (MappingProxyType(listeners), MappingProxyType(routes))
-        built = _Listeners(listeners, routes, frozenset(excluded), tuple(problems), digests, views)
+        built = _Listeners(listeners, routes, frozenset(excluded), tuple(problems), digests, views, tuple(bound))
         self._listeners[names] = built
+        return built
+
+    def _own_outbound(self, workload: Workload, part: _Part) -> list[Resource]:
+        """The outbound listeners of ``part`` on the workload's own address. Workloads with the same inbound
+        port (instances of one service on different nodes, mostly) and the same calls share them."""
+        listeners = part.listeners
+        if listeners is None or not listeners.bound:
+            return []
+        host = workload_outbound_host(self._port_of(workload))
+        key = (part.key[0], host)
+        known = self._own_outbound_built.get(key)
+        if known is not None and known[0] is listeners:
+            return known[1]
+        built = [build(host) for _, build in listeners.bound]
+        self._own_outbound_built[key] = (listeners, built)
         return built
 
     # -- per-node resources -------------------------------------------------------------------------

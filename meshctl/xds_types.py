@@ -42,3 +42,19 @@ them are open before the app's first request (``nodeagent.warmup``)."""
 def service_cluster_name(service: str) -> str:
     """The cluster (and endpoints) name of ``service`` in every caller's snapshot."""
     return f"svc/{service}"
+
+
+WORKLOAD_OUTBOUND_PREFIX = "127.1"
+"""A workload's app reaches the services it calls at ``workload_outbound_host(port)``: an address in
+127.1.0.0/16 of its own (Linux routes all of 127.0.0.0/8 to loopback, nothing to configure). Envoy binds
+listeners with SO_REUSEPORT, so two sidecars of one node listening on the same address and port would
+share its connections: an app's call could leave through the other workload's sidecar, with that
+workload's identity, and be admitted or denied as that workload."""
+
+
+def workload_outbound_host(port: int) -> str:
+    """The outbound address of the workload whose inbound port on its node is ``port``: unique on the node
+    (no two workloads there share an inbound port) and the same for the workload's whole life."""
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is not a TCP port")
+    return f"{WORKLOAD_OUTBOUND_PREFIX}.{port >> 8}.{port & 0xFF}"

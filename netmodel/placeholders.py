@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-PLACEHOLDERS = ("python", "workload", "service", "node", "port", "host", "listen", "calls", "work_dir")
+PLACEHOLDERS = ("python", "workload", "service", "node", "port", "host", "listen", "outbound", "calls", "work_dir")
 """Every name a template may use (docs/fabric-file.md says what each one is)."""
 
 

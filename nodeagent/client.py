@@ -59,6 +59,7 @@ def workload_spec(message: Any) -> WorkloadSpec:
             for c in message.calls
         ),
         protocol=message.protocol or "http",
+        outbound_host=message.outbound_host or "127.0.0.1",
     )
 
 

@@ -23,7 +23,7 @@ BACKOFF_RESET_AFTER_S = 60.0
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """A service the workload calls: its app reaches it at 127.0.0.1:<port> (its sidecar's outbound)."""
+    """A service the workload calls: its app reaches it at <outbound_host>:<port> (its sidecar's outbound)."""
 
     service: str
     port: int
@@ -47,6 +47,9 @@ class WorkloadSpec:
     spiffe_id: str = ""
     calls: tuple[Call, ...] = ()
     protocol: str = "http"
+    outbound_host: str = "127.0.0.1"
+    """Where the app reaches the services it calls: the workload's own address (its sidecar's outbound
+    listeners), so that its calls leave with its own identity."""
 
 
 class EventKind(enum.StrEnum):
@@ -74,9 +77,9 @@ def apply_event(
 # -- placeholders ----------------------------------------------------------------------------------
 
 
-def calls_text(calls: Sequence[Call]) -> str:
-    """``svc=127.0.0.1:PORT,PER_REQUEST,BYTES;...`` ("" when it calls nothing)."""
-    return ";".join(f"{c.service}=127.0.0.1:{c.port},{c.per_request!r},{c.bytes_per_call}" for c in calls)
+def calls_text(calls: Sequence[Call], host: str = "127.0.0.1") -> str:
+    """``svc=HOST:PORT,PER_REQUEST,BYTES;...`` ("" when it calls nothing)."""
+    return ";".join(f"{c.service}={host}:{c.port},{c.per_request!r},{c.bytes_per_call}" for c in calls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +99,8 @@ def placeholder_values(spec: WorkloadSpec, node: str, python: str, work_dir: str
         "port": str(spec.port),
         "host": spec.app_host,
         "listen": f"[{spec.app_host}]:{spec.port}" if ":" in spec.app_host else f"{spec.app_host}:{spec.port}",
-        "calls": calls_text(spec.calls),
+        "outbound": spec.outbound_host,
+        "calls": calls_text(spec.calls, spec.outbound_host),
         "work_dir": work_dir,
     }
 
@@ -144,7 +148,7 @@ def changed_fields(running: WorkloadSpec, wanted: WorkloadSpec) -> list[str]:
     now (empty: nothing). The node address and the protocol are the controller's (its sidecar's xDS
     config follows them without a restart); everything its command, environment or port is made of is
     the agent's to apply."""
-    fields = ("service", "port", "app_host", "run", "env", "spiffe_id", "calls")
+    fields = ("service", "port", "app_host", "outbound_host", "run", "env", "spiffe_id", "calls")
     return [name for name in fields if getattr(running, name) != getattr(wanted, name)]
 
 

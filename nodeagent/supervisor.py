@@ -612,7 +612,9 @@ class Supervisor:
             raise StartFailed(f"cannot start its sidecar: {exc}", processes) from None
         self._inbox.put(("spawned", (spec.id, processes)))
         if self.sidecars.warm_up:
-            warm_up_in_background(spec.id, spec.calls, self._closing, connections=sidecar_connections(str(admin)))
+            warm_up_in_background(
+                spec.id, spec.calls, self._closing, spec.outbound_host, connections=sidecar_connections(str(admin))
+            )
 
     def _app_dir(self, workload_id: str) -> Path:
         """The app's own directory, owned by the user it runs as, 0700; its parent lets others through
@@ -636,6 +638,7 @@ class Supervisor:
             ("EDGECTL_NODE", self.context.node),
             ("EDGECTL_PORT", str(spec.port)),
             ("EDGECTL_APP_HOST", spec.app_host),
+            ("EDGECTL_OUTBOUND_HOST", spec.outbound_host),
             ("EDGECTL_SPIFFE_ID", spec.spiffe_id),
             ("EDGECTL_WORK_DIR", str(app_dir)),
         ]

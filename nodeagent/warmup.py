@@ -9,10 +9,12 @@ callee's sidecar answers it itself (``meshctl.xds_types.WARM_UP_PATH``: 204, nev
 and the connection stays in the sidecar's pool for the app's first request. A TCP callee is skipped: a
 TCP proxy's upstream connection belongs to the one downstream connection that opened it.
 
-Several sidecars on one node that call the same service all listen on ``127.0.0.1:<port>`` (Envoy binds
-with SO_REUSEPORT, and the kernel spreads connections among them), so an answer may come through another
-sidecar: the new one's admin API says whether it opened a connection to the callee, and until it did the
-warm-up is sent again (a new source port, so another draw among the listeners).
+The warm-up goes to the workload's own outbound address (``meshctl.xds_types.workload_outbound_host``).
+Where two sidecars still listen on one address and port (several nodes' agents in one network namespace,
+as on a test machine, with workloads of one port; Envoy binds with SO_REUSEPORT and the kernel spreads
+connections among them), an answer may come through the other one: the new sidecar's admin API says
+whether it opened a connection to the callee, and until it did the warm-up is sent again (a new source
+port, so another draw among the listeners).
 
 Best effort: nothing waits for a warm-up, and one that finds no sidecar listening by its deadline (the
 instance stopped, its configuration late) ends quietly.

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65\x64gectl/agent/v1/agent.proto\x12\x10\x65\x64gectl.agent.v1\"B\n\rAttestRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x12\n\njoin_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x03 \x01(\t\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\t\"c\n\x08NodeSvid\x12\x11\n\tspiffe_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x65rt_chain_pem\x18\x02 \x01(\t\x12\x18\n\x10trust_bundle_pem\x18\x03 \x01(\t\x12\x12\n\nexpires_at\x18\x04 \x01(\x01\"7\n\x10WatchNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x15\n\rstarts_beside\x18\x02 \x01(\x08\"d\n\x04\x43\x61ll\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x13\n\x0bper_request\x18\x03 \x01(\x01\x12\x16\n\x0e\x62ytes_per_call\x18\x04 \x01(\x03\x12\x10\n\x08protocol\x18\x05 \x01(\t\"\x97\x02\n\x0cNodeWorkload\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x10\n\x08\x61pp_host\x18\x05 \x01(\t\x12\x0b\n\x03run\x18\x06 \x03(\t\x12\x34\n\x03\x65nv\x18\x07 \x03(\x0b\x32\'.edgectl.agent.v1.NodeWorkload.EnvEntry\x12\x11\n\tspiffe_id\x18\x08 \x01(\t\x12%\n\x05\x63\x61lls\x18\t \x03(\x0b\x32\x16.edgectl.agent.v1.Call\x12\x10\n\x08protocol\x18\n \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc3\x01\n\tNodeEvent\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .edgectl.agent.v1.NodeEvent.Kind\x12\x31\n\tworkloads\x18\x02 \x03(\x0b\x32\x1e.edgectl.agent.v1.NodeWorkload\x12\x12\n\ngeneration\x18\x03 \x01(\x03\x12\x10\n\x08starting\x18\x04 \x03(\t\"-\n\x04Kind\x12\x0c\n\x08SNAPSHOT\x10\x00\x12\n\n\x06PLACED\x10\x01\x12\x0b\n\x07REMOVED\x10\x02\"V\n\x0cHealthReport\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08starting\x18\x04 \x01(\x08\"\r\n\x0bHealthReply2\xbe\x02\n\tNodeAgent\x12\x45\n\x06\x41ttest\x12\x1f.edgectl.agent.v1.AttestRequest\x1a\x1a.edgectl.agent.v1.NodeSvid\x12K\n\rRenewNodeSvid\x12\x1e.edgectl.agent.v1.RenewRequest\x1a\x1a.edgectl.agent.v1.NodeSvid\x12N\n\tWatchNode\x12\".edgectl.agent.v1.WatchNodeRequest\x1a\x1b.edgectl.agent.v1.NodeEvent0\x01\x12M\n\x0cReportHealth\x12\x1e.edgectl.agent.v1.HealthReport\x1a\x1d.edgectl.agent.v1.HealthReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65\x64gectl/agent/v1/agent.proto\x12\x10\x65\x64gectl.agent.v1\"B\n\rAttestRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x12\n\njoin_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x03 \x01(\t\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\t\"c\n\x08NodeSvid\x12\x11\n\tspiffe_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x65rt_chain_pem\x18\x02 \x01(\t\x12\x18\n\x10trust_bundle_pem\x18\x03 \x01(\t\x12\x12\n\nexpires_at\x18\x04 \x01(\x01\"7\n\x10WatchNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x15\n\rstarts_beside\x18\x02 \x01(\x08\"d\n\x04\x43\x61ll\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x13\n\x0bper_request\x18\x03 \x01(\x01\x12\x16\n\x0e\x62ytes_per_call\x18\x04 \x01(\x03\x12\x10\n\x08protocol\x18\x05 \x01(\t\"\xae\x02\n\x0cNodeWorkload\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x10\n\x08\x61pp_host\x18\x05 \x01(\t\x12\x0b\n\x03run\x18\x06 \x03(\t\x12\x34\n\x03\x65nv\x18\x07 \x03(\x0b\x32\'.edgectl.agent.v1.NodeWorkload.EnvEntry\x12\x11\n\tspiffe_id\x18\x08 \x01(\t\x12%\n\x05\x63\x61lls\x18\t \x03(\x0b\x32\x16.edgectl.agent.v1.Call\x12\x10\n\x08protocol\x18\n \x01(\t\x12\x15\n\routbound_host\x18\x0b \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc3\x01\n\tNodeEvent\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .edgectl.agent.v1.NodeEvent.Kind\x12\x31\n\tworkloads\x18\x02 \x03(\x0b\x32\x1e.edgectl.agent.v1.NodeWorkload\x12\x12\n\ngeneration\x18\x03 \x01(\x03\x12\x10\n\x08starting\x18\x04 \x03(\t\"-\n\x04Kind\x12\x0c\n\x08SNAPSHOT\x10\x00\x12\n\n\x06PLACED\x10\x01\x12\x0b\n\x07REMOVED\x10\x02\"V\n\x0cHealthReport\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08starting\x18\x04 \x01(\x08\"\r\n\x0bHealthReply2\xbe\x02\n\tNodeAgent\x12\x45\n\x06\x41ttest\x12\x1f.edgectl.agent.v1.AttestRequest\x1a\x1a.edgectl.agent.v1.NodeSvid\x12K\n\rRenewNodeSvid\x12\x1e.edgectl.agent.v1.RenewRequest\x1a\x1a.edgectl.agent.v1.NodeSvid\x12N\n\tWatchNode\x12\".edgectl.agent.v1.WatchNodeRequest\x1a\x1b.edgectl.agent.v1.NodeEvent0\x01\x12M\n\x0cReportHealth\x12\x1e.edgectl.agent.v1.HealthReport\x1a\x1d.edgectl.agent.v1.HealthReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,17 +44,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CALL']._serialized_start=309
   _globals['_CALL']._serialized_end=409
   _globals['_NODEWORKLOAD']._serialized_start=412
-  _globals['_NODEWORKLOAD']._serialized_end=691
-  _globals['_NODEWORKLOAD_ENVENTRY']._serialized_start=649
-  _globals['_NODEWORKLOAD_ENVENTRY']._serialized_end=691
-  _globals['_NODEEVENT']._serialized_start=694
-  _globals['_NODEEVENT']._serialized_end=889
-  _globals['_NODEEVENT_KIND']._serialized_start=844
-  _globals['_NODEEVENT_KIND']._serialized_end=889
-  _globals['_HEALTHREPORT']._serialized_start=891
-  _globals['_HEALTHREPORT']._serialized_end=977
-  _globals['_HEALTHREPLY']._serialized_start=979
-  _globals['_HEALTHREPLY']._serialized_end=992
-  _globals['_NODEAGENT']._serialized_start=995
-  _globals['_NODEAGENT']._serialized_end=1313
+  _globals['_NODEWORKLOAD']._serialized_end=714
+  _globals['_NODEWORKLOAD_ENVENTRY']._serialized_start=672
+  _globals['_NODEWORKLOAD_ENVENTRY']._serialized_end=714
+  _globals['_NODEEVENT']._serialized_start=717
+  _globals['_NODEEVENT']._serialized_end=912
+  _globals['_NODEEVENT_KIND']._serialized_start=867
+  _globals['_NODEEVENT_KIND']._serialized_end=912
+  _globals['_HEALTHREPORT']._serialized_start=914
+  _globals['_HEALTHREPORT']._serialized_end=1000
+  _globals['_HEALTHREPLY']._serialized_start=1002
+  _globals['_HEALTHREPLY']._serialized_end=1015
+  _globals['_NODEAGENT']._serialized_start=1018
+  _globals['_NODEAGENT']._serialized_end=1336
 # @@protoc_insertion_point(module_scope)

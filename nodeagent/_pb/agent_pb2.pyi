@@ -58,7 +58,7 @@ class Call(_message.Message):
     def __init__(self, service: _Optional[str] = ..., port: _Optional[int] = ..., per_request: _Optional[float] = ..., bytes_per_call: _Optional[int] = ..., protocol: _Optional[str] = ...) -> None: ...
 
 class NodeWorkload(_message.Message):
-    __slots__ = ("id", "service", "port", "address", "app_host", "run", "env", "spiffe_id", "calls", "protocol")
+    __slots__ = ("id", "service", "port", "address", "app_host", "run", "env", "spiffe_id", "calls", "protocol", "outbound_host")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class NodeWorkload(_message.Message):
     SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    OUTBOUND_HOST_FIELD_NUMBER: _ClassVar[int]
     id: str
     service: str
     port: int
@@ -86,7 +87,8 @@ class NodeWorkload(_message.Message):
     spiffe_id: str
     calls: _containers.RepeatedCompositeFieldContainer[Call]
     protocol: str
-    def __init__(self, id: _Optional[str] = ..., service: _Optional[str] = ..., port: _Optional[int] = ..., address: _Optional[str] = ..., app_host: _Optional[str] = ..., run: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., spiffe_id: _Optional[str] = ..., calls: _Optional[_Iterable[_Union[Call, _Mapping]]] = ..., protocol: _Optional[str] = ...) -> None: ...
+    outbound_host: str
+    def __init__(self, id: _Optional[str] = ..., service: _Optional[str] = ..., port: _Optional[int] = ..., address: _Optional[str] = ..., app_host: _Optional[str] = ..., run: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., spiffe_id: _Optional[str] = ..., calls: _Optional[_Iterable[_Union[Call, _Mapping]]] = ..., protocol: _Optional[str] = ..., outbound_host: _Optional[str] = ...) -> None: ...
 
 class NodeEvent(_message.Message):
     __slots__ = ("kind", "workloads", "generation", "starting")

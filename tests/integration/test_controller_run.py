@@ -34,12 +34,15 @@ def test_healthz_and_metrics_within_3s_of_start() -> None:
 
 
 def test_apps_on_the_outbound_listeners_address_are_warned_of() -> None:
-    """--mesh-app-host 127.0.0.1 is where callers' sidecars take their outbound listeners: said at start,
-    once; the default says nothing."""
+    """--mesh-app-host 127.0.0.1 is where users' client sidecars take their outbound listeners, and
+    127.1.0.0/16 where workloads' sidecars take theirs: said at start, once; the default says nothing."""
     warning = "cannot bind both (--mesh-app-host 127.0.0.2 keeps them apart)"
     with edgectl_run(EXAMPLE, "--mesh-app-host", "127.0.0.1") as controller:
         wait_until(lambda: warning in controller.log(), 10, what="the warning")
         assert controller.log().count(warning) == 1
+    with edgectl_run(EXAMPLE, "--mesh-app-host", "127.1.0.5") as controller:
+        wait_until(lambda: warning in controller.log(), 10, what="the warning")
+        assert "in 127.1.0.0/16 where workloads' sidecars take their outbound listeners" in controller.log()
     with edgectl_run(EXAMPLE) as controller:
         wait_until(lambda: "edgectl running" in controller.log(), 10, what="the start's log")
         assert warning not in controller.log()

@@ -180,8 +180,8 @@ def test_an_attested_agent_runs_its_nodes_sidecars_with_config_over_node_svid_mt
             on_node = {w.id for w in placement.List(pb.ListRequest(), timeout=10).workloads if w.node == node}
             assert set(status()["workloads"]) == on_node
             # Each runs without a restart, a caller beside its callee too (api calls db; the declared
-            # replicas put one beside db here): the caller's sidecar takes 127.0.0.1:<db port> for its
-            # outbound listener, db's app listens on the controller's --mesh-app-host.
+            # replicas put one beside db here): the caller's sidecar takes <its own outbound address>:<db
+            # port> for its outbound listener, db's app listens on the controller's --mesh-app-host.
             try:
                 wait_until(lambda: all(state_of(w) == "running" for w in on_node), 60, what="the node's apps running")
             except AssertionError as exc:

@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,12 +151,16 @@ def initial_state(spec: Any, default_policy: PolicyDefault) -> FabricState:
 
 @contextlib.contextmanager
 def mesh(
-    config: MeshConfig | None = None, default_policy: PolicyDefault = PolicyDefault.ALLOW, denials: Any = None
+    config: MeshConfig | None = None,
+    default_policy: PolicyDefault = PolicyDefault.ALLOW,
+    denials: Any = None,
+    fabric: Callable[[int, int], str] = fabric_text,
 ) -> Iterator[Mesh]:
     """``default_policy``: ALLOW unless a test is about authorization, so the sidecars enforce no RBAC
-    (the xDS tests declare no ``allow_from``); ``denials``: where the sidecars' RBAC denials go."""
+    (the xDS tests declare no ``allow_from``); ``denials``: where the sidecars' RBAC denials go;
+    ``fabric``: the fabric file's text from web's and hello's ports (``fabric_text``'s nodes)."""
     web_port, hello_port = free_port(), free_port()
-    spec = parse_fabric(fabric_text(web_port, hello_port).encode(), "xds-test.yaml")
+    spec = parse_fabric(fabric(web_port, hello_port).encode(), "xds-test.yaml")
     bus = EventBus(initial_state(spec, default_policy))
     bus.start()
     registry = CollectorRegistry()

@@ -17,12 +17,21 @@ import pytest
 
 from edgectl.policy_denials import DenialLog
 from meshctl.snapshot import MeshConfig
-from meshctl.xds_types import WARM_UP_PATH
+from meshctl.xds_types import WARM_UP_PATH, workload_outbound_host
 from netmodel import events as ev
 from netmodel.ids import HostId, ServiceName
 from netmodel.types import AllowRule, PolicyDefault
 from tests.integration.harness import free_port
-from tests.integration.test_xds_harness import NODE_IPS, Mesh, backends, get, make_workload, mesh, wait_until
+from tests.integration.test_xds_harness import (
+    NODE_IPS,
+    Mesh,
+    backends,
+    fabric_text,
+    get,
+    make_workload,
+    mesh,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -149,6 +158,59 @@ def test_allow_from_is_enforced_by_the_callee_sidecar_and_denials_reach_the_cont
         assert mtls_get(*inbound, files, WARM_UP_PATH) == 204
         assert (app.hits, rbac_denied(callee.admin("/stats?filter=rbac"))) == (hits, denied)
         assert mtls_get(*inbound, files, WARM_UP_PATH + "/x") == 403
+
+
+def two_callers_fabric(web_port: int, hello_port: int) -> str:
+    """web admits hello only; hello and other both call it."""
+    nodes = fabric_text(web_port, hello_port).split("services:")[0]
+    other = f"{{name: other, port: {free_port()}, replicas: 1, cpu_millis: 100, memory_mib: 64, calls: [web]}}"
+    return (
+        nodes
+        + f"""services:
+  - {{name: web, port: {web_port}, replicas: 1, cpu_millis: 100, memory_mib: 64, allow_from: [{{service: hello}}]}}
+  - {{name: hello, port: {hello_port}, replicas: 1, cpu_millis: 100, memory_mib: 64, calls: [web]}}
+  - {other}
+"""
+    )
+
+
+def test_two_callers_on_one_node_each_call_with_their_own_identity() -> None:
+    """hello-1 and other-1 run on one node and both call web, which admits hello only. Each app calls
+    through its own sidecar's address (``workload_outbound_host``): every call of hello's is admitted and
+    every call of other's denied. On one shared address (Envoy binds with SO_REUSEPORT) the kernel would
+    hand each new connection to either sidecar, and the calls would leave with either identity."""
+    from pki.ca import CertificateAuthority
+    from pki.identities import IdentitySnapshot
+
+    ca, _root_key = CertificateAuthority.create(TD)
+    app_host = "127.0.0.5"  # apart from 127.0.0.1, where the apps' calls went before (and may not bind)
+    config = MeshConfig(app_host=app_host)
+    with mesh(config, default_policy=PolicyDefault.DENY, fabric=two_callers_fabric) as m:
+        other_port = next(s.port for s in m.spec.services if s.name == "other")
+        placed = {
+            "web-1": ("web", "n2", m.web_port),
+            "hello-1": ("hello", "n1", m.hello_port),
+            "other-1": ("other", "n1", other_port),
+        }
+        svids = {}
+        with backends(("web-app", app_host, m.web_port)) as (app,):
+            for wid, (service, node, port) in placed.items():
+                spiffe_id = f"spiffe://{TD}/svc/{service}/w/{wid}"
+                m.place(dataclasses.replace(make_workload(wid, service, node, port), spiffe_id=spiffe_id))
+                svids[wid] = ca.issue_with_new_key(spiffe_id, time.time())
+            m.server.use_identities(IdentitySnapshot(version=1, identities=svids, bundle_pem=ca.bundle_pem), mtls=True)
+            for wid, (service, _node, _port) in placed.items():
+                m.envoy(wid, service)
+            wait_until(lambda: all(m.node_view(wid).get("in_sync") for wid in placed), 15, "in sync")
+            hello_out, other_out = workload_outbound_host(m.hello_port), workload_outbound_host(other_port)
+            assert hello_out != other_out
+            wait_until(lambda: get(m.web_port, hello_out)[0] == 200, 15, "hello's call admitted")
+            wait_until(lambda: get(m.web_port, other_out)[0] == 403, 15, "other's call denied")
+            # Every call a new connection (urllib): each one a new draw, were the address shared.
+            statuses = [(get(m.web_port, hello_out)[0], get(m.web_port, other_out)[0]) for _ in range(40)]
+            assert set(statuses) == {(200, 403)}, statuses
+            # What reached web's app came from hello-1's sidecar (mTLS: the caller's SVID, forwarded).
+            assert app.identities and all("/svc/hello/w/hello-1" in who for who in app.identities), app.identities
 
 
 def test_tcp_service_closes_the_connection_of_a_caller_not_admitted(tmp_path: Path) -> None:

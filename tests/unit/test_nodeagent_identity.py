@@ -89,13 +89,17 @@ def test_a_node_workload_message_becomes_a_spec() -> None:
             pb.Call(service="cache", port=6379, protocol="tcp"),
         ],
         protocol="tcp",
+        outbound_host="127.1.31.144",
     )
     spec = workload_spec(message)
     assert spec.run == ("{python}", "-m", "app") and spec.env == (("A", "1"), ("B", "2"))
     # A callee's protocol: "http" unless said (a controller from before it was sent says nothing).
     assert spec.calls == (Call("api", 9090, 2.0, 10, "http"), Call("cache", 6379, 0.0, 0, "tcp"))
     assert spec.protocol == "tcp" and spec.app_host == "127.0.0.2"
+    assert spec.outbound_host == "127.1.31.144"
+    # A controller from before outbound addresses: both on 127.0.0.1.
     assert workload_spec(pb.NodeWorkload(id="w", service="s", port=1)).app_host == "127.0.0.1"
+    assert workload_spec(pb.NodeWorkload(id="w", service="s", port=1)).outbound_host == "127.0.0.1"
     kinds = [
         event_of(pb.NodeEvent(kind=kind, workloads=[message], generation=7))[0]
         for kind in (pb.NodeEvent.SNAPSHOT, pb.NodeEvent.PLACED, pb.NodeEvent.REMOVED)

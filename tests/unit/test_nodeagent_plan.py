@@ -68,8 +68,9 @@ def test_every_placeholder_is_filled_in_for_run_and_env() -> None:
         8080,
         app_host="127.0.0.2",
         run=("{python}", "-m", "app", "--workload", "{workload}", "--listen", "{listen}", "--calls", "{calls}"),
-        env=(("DIR", "{work_dir}"), ("WHO", "{service}@{node}:{host}:{port}")),
+        env=(("DIR", "{work_dir}"), ("WHO", "{service}@{node}:{host}:{port}"), ("OUT", "{outbound}")),
         calls=(Call("api", 9090, 2.0, 100), Call("db", 5432)),
+        outbound_host="127.1.31.144",
     )
     command = render_command(spec, "ea-n1", "/py", "/var/agent/w/web-1")
     assert command.argv == (
@@ -81,9 +82,13 @@ def test_every_placeholder_is_filled_in_for_run_and_env() -> None:
         "--listen",
         "127.0.0.2:8080",
         "--calls",
-        "api=127.0.0.1:9090,2.0,100;db=127.0.0.1:5432,1.0,0",
+        "api=127.1.31.144:9090,2.0,100;db=127.1.31.144:5432,1.0,0",
     )
-    assert command.env == (("DIR", "/var/agent/w/web-1"), ("WHO", "web@ea-n1:127.0.0.2:8080"))
+    assert command.env == (
+        ("DIR", "/var/agent/w/web-1"),
+        ("WHO", "web@ea-n1:127.0.0.2:8080"),
+        ("OUT", "127.1.31.144"),
+    )
 
 
 def test_no_calls_is_empty_and_an_ipv6_host_is_bracketed() -> None:
@@ -267,6 +272,7 @@ def test_run_as_names_a_known_user_and_root_defaults_to_nobody() -> None:
         ({"env": (("X", "1"),)}, "env"),
         ({"calls": (Call("api", 9090),)}, "calls"),
         ({"app_host": "127.0.0.3"}, "app_host"),
+        ({"outbound_host": "127.1.0.9"}, "outbound_host"),
         ({"port": 8081}, "port"),
     ],
 )

@@ -15,6 +15,7 @@ import pytest
 from edgectl.agent_api import AgentServicer, Refused
 from edgectl.agent_view import node_changes, node_workloads
 from edgectl.pki_http import join_token_route
+from meshctl.xds_types import workload_outbound_host
 from netmodel.events import Event, WorkloadHealthChanged, WorkloadPlaced, WorkloadRemoved, WorkloadStarting
 from netmodel.fabric import build_state
 from netmodel.ids import NodeId, ServiceName, SpiffeId, WorkloadId
@@ -50,6 +51,8 @@ def test_a_nodes_view_holds_its_workloads_with_what_the_agent_needs(state: Fabri
     assert list(views) == ["api-1"]
     api = views["api-1"]
     assert (api.service, api.port, api.address, api.app_host) == ("api", 9090, "10.0.1.10", "127.0.0.2")
+    # Its app calls db through its own sidecar's address, the one its snapshot's listeners bind.
+    assert api.outbound_host == "127.1.35.130" == workload_outbound_host(9090)
     assert api.spiffe_id == f"spiffe://{TD}/svc/api/w/api-1" and api.protocol == "http"
     assert [(c.service, c.port, c.protocol) for c in api.calls] == [("db", 5432, "http")]
     assert node_workloads(state, "no-such-node", "127.0.0.1") == {}

@@ -21,7 +21,16 @@ from meshctl.snapshot import (
     make_resource,
     version_digest,
 )
-from meshctl.xds_types import CLUSTER, ENDPOINTS, LISTENER, PUSH_ORDER, ROUTES, SECRET, WARM_UP_PATH
+from meshctl.xds_types import (
+    CLUSTER,
+    ENDPOINTS,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTES,
+    SECRET,
+    WARM_UP_PATH,
+    workload_outbound_host,
+)
 from netmodel import events as ev
 from netmodel.ids import NodeId
 from netmodel.state import FabricState
@@ -122,13 +131,53 @@ def test_moving_a_workload_changes_only_endpoints_of_its_callers() -> None:
 def test_outbound_listener_per_port_with_a_virtual_host_per_service() -> None:
     web = build_snapshots(placed_state(), TCP_DB)["web-1"]
     listener = web.of_type(LISTENER)["out/8080"].message
-    assert (listener.address.socket_address.address, listener.address.socket_address.port_value) == ("127.0.0.1", 8080)
+    # On web-1's own address (its inbound port is 8080): 127.1.31.144.
+    assert (listener.address.socket_address.address, listener.address.socket_address.port_value) == (
+        workload_outbound_host(8080),
+        8080,
+    )
     assert rds_names(listener) == {"out/8080"}
     routes = web.of_type(ROUTES)["out/8080"].message
     hosts = {vh.name: list(vh.domains) for vh in routes.virtual_hosts}
     # web calls admin (8080) and api (9090): alone on its port, admin also answers any host.
     assert hosts == {"admin": ["admin", "admin:8080", "*"]}
     assert route_clusters(routes) == {"svc/admin"}
+
+
+def outbound_address(snapshot: MeshSnapshot, listener: str) -> tuple[str, int]:
+    address = snapshot.of_type(LISTENER)[listener].message.address.socket_address
+    return address.address, address.port_value
+
+
+def test_each_workload_listens_for_its_apps_calls_on_an_address_of_its_own() -> None:
+    # Two sidecars of one node listening on one address and port would share its connections (Envoy binds
+    # with SO_REUSEPORT): web-1's app could call api through web-3's sidecar, with web-3's identity.
+    state = place(placed_state(), workload("web-3", "web", "ea-n1", port=18081))
+    snapshots = build_snapshots(state, TCP_DB)
+    expected = {"web-1": 8080, "web-2": 18080, "web-3": 18081}
+    for wid, port in expected.items():
+        assert outbound_address(snapshots[wid], "out/9090") == (workload_outbound_host(port), 9090)
+        assert outbound_address(snapshots[wid], "out/8080") == (workload_outbound_host(port), 8080)
+        check_consistent(snapshots[wid])
+    assert len({workload_outbound_host(port) for port in expected.values()}) == 3
+    assert outbound_address(snapshots["api-1"], "out/5432") == (workload_outbound_host(9090), 5432)  # TCP too
+    # The routes stay shared; a host's client sidecar (users on the host) keeps outbound_host.
+    assert snapshots["web-1"].of_type(ROUTES)["out/9090"] is snapshots["web-3"].of_type(ROUTES)["out/9090"]
+    assert outbound_address(snapshots["u1"], "out/8080") == ("127.0.0.1", 8080)
+    # Rebuilt on an unchanged model: the same resources (and versions).
+    again = build_snapshots(state, TCP_DB)
+    assert again["web-3"].versions == snapshots["web-3"].versions
+
+
+@pytest.mark.parametrize(("port", "address"), [(1, "127.1.0.1"), (8080, "127.1.31.144"), (65535, "127.1.255.255")])
+def test_workload_outbound_host_is_an_address_per_port(port: int, address: str) -> None:
+    assert workload_outbound_host(port) == address
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536])
+def test_workload_outbound_host_rejects_what_is_not_a_port(port: int) -> None:
+    with pytest.raises(ValueError, match="not a TCP port"):
+        workload_outbound_host(port)
 
 
 def test_services_sharing_a_port_are_told_apart_by_host() -> None:
