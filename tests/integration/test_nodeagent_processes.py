@@ -590,6 +590,7 @@ def test_the_testbed_app_runs_from_a_run_line_with_every_placeholder(setup: Setu
         ),
     )
     workload.calls.append(pb.Call(service="api", port=api_port, per_request=1.0, bytes_per_call=0))
+    workload.outbound_host = "127.1.9.9"  # the workload's own outbound address: {calls} points there
     setup.controller.place(workload)
     setup.start_agent()
     setup.wait_state("web-1", "running")
@@ -597,6 +598,18 @@ def test_the_testbed_app_runs_from_a_run_line_with_every_placeholder(setup: Setu
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
     body = json.loads(failed.value.read())
     assert failed.value.code == 502 and body["workload"] == "web-1" and "api" in body["error"]
+    # Where its sidecar's outbound listener would be (the fake controller serves the sidecar nothing),
+    # an api answers: the app calls it there.
+    api_argv = ["--workload", "api-1", "--service", "api", "--listen", f"127.1.9.9:{api_port}"]
+    api = subprocess.Popen([sys.executable, "-m", "mininet_topos.app", *api_argv], stdout=subprocess.PIPE, cwd=REPO)
+    try:
+        assert api.stdout is not None and api.stdout.readline().startswith(b"listening")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+            body = json.loads(response.read())
+        assert [call["workload"] for call in body["calls"]] == ["api-1"]
+    finally:
+        api.terminate()
+        api.wait(timeout=10)
 
 
 def test_an_app_that_never_listens_is_retried_with_backoff_and_sigterm_marks_it_stopped(setup: Setup) -> None:
